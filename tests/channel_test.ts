@@ -3047,6 +3047,31 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
   assert.equal(res.code, 0, res.stderr);
 });
 
+/**
+ * Runs `body` by evalScript after a preamble that drives the library's ring by hand: mod.ts's
+ * Channel, closeLibrary, codecs, InvalidHandleError, library and select, Bridge, this folder's
+ * afterMicrotasks, destroyRingAtFirstDrain, trySendNatively, until and within, and `lib` (the
+ * library), `sym` (its test symbols) and `bridge` (its Bridge).
+ */
+function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
+  return evalScript(
+    `
+    import { Channel, closeLibrary, codecs, InvalidHandleError, library, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import {
+      afterMicrotasks,
+      destroyRingAtFirstDrain,
+      trySendNatively,
+      until,
+      within,
+    } from "./tests/support.ts";
+    const lib = library();
+    const sym = lib.symbols("test");
+    const bridge = Bridge.of(lib);
+  ` + body,
+  );
+}
+
 Deno.test("closing the library settles the waits that completed natively, their records landing after its withdrawals' deadline, as their records say: a send delivered resolves, a receive resolves with its value, one given up rejects with its reason; only the others fail", async () => {
   // Each wait is queued natively, then completed natively (as another thread or isolate would)
   // in the turn the library closes, its record on the ring. The ring's drains are held off while
@@ -3056,13 +3081,7 @@ Deno.test("closing the library settles the waits that completed natively, their 
   // Before, every one failed with LibraryClosedError: a send its receiver had (sent twice by a
   // caller that retries), a receive given up (not its signal's reason), a select whose send
   // clause was delivered, a receive with its value (given back to the channel).
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const make = () => new Channel(0, { codec: codecs.f64 });
     const sent = make(), gaveUp = make(), got = make(), open = make(), selSent = make(), selGaveUp = make();
     const shared = { gaveUp: gaveUp.share(), selGaveUp: selGaveUp.share() };
@@ -3115,13 +3134,7 @@ Deno.test("closing the library settles the selects a close hook of its last roun
   // natively there (as another thread would), its record is on the ring as the library closes.
   // Before, the ring was destroyed with the record undrained and each select failed with
   // LibraryClosedError: the one whose value its receiver had, and the one given up.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
     a.share();
     const tb = b.share();
@@ -3167,13 +3180,7 @@ Deno.test("closing the library stops waiting for the records of waits whose with
   // once makes one in the close's withdrawals and two as the library closes (its last look,
   // and the wait for what its withdrawals there lose to). Before, it drained
   // the gone ring again and again for the whole second (thousands of calls, a CPU spun hot).
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const ch = new Channel(0, { codec: codecs.f64 });
     const token = ch.share();
     const outcome = ch.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name);
@@ -3218,13 +3225,7 @@ Deno.test("closing the library settles an iterator's next() whose value fails to
   // generator that threw does: the second answers done, its value back in the channel. Before,
   // the second resolved with "later" after the iterator had rejected (taken, lost to the
   // channel's other receivers), as only the open library's settle ended the iterator.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const ch = new Channel(0, { codec: codecs.string });
     const token = ch.share();
     const it = ch[Symbol.asyncIterator]();
@@ -3259,13 +3260,7 @@ Deno.test("closing the library settles a receive given up whose record never cam
   // the ring is destroyed): the close cuts it off after the ring's destroy, which gave its value
   // back. It rejects with its signal's reason. Before, it also took its ticket from the ring
   // already destroyed (kc_ring_take_at on a dead handle, which answered KC_EBADH).
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const ch = new Channel(0, { codec: codecs.f64 });
     const token = ch.share();
     const ctl = new AbortController();
@@ -3308,13 +3303,7 @@ Deno.test("closing the library settles a select given up after its receive claus
   // where the library is open. Before, the ticket was left to the ring's destroy, which handed
   // the onSend value to its channel's undelivered path: the hook got it at the channel's
   // dispose, a value its caller was told was not sent and still held.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const dropped = [];
     const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => dropped.push(v) });
     const b = new Channel(0, { codec: codecs.f64 });
@@ -3352,13 +3341,7 @@ Deno.test("closing the library settles a send whose record lands after the close
   // before it destroys the ring: the send's withdrawal answers "busy" (completed), and the close
   // waits for its record. Before, the ring was destroyed after that one look and the send failed
   // with LibraryClosedError, its value its receiver's (a caller that retries sent it twice).
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const ch = new Channel(0, { codec: codecs.f64 });
     ch.share();
     const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
@@ -3382,13 +3365,7 @@ Deno.test("closing the library hands the values its late records leave in their 
   // give-back is refused, to the dropped list). Each rejects (LibraryClosedError; the abort's
   // reason), and its value reaches the hook during the close. Before, both values waited in the
   // native list until the creator's dispose.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const hooked = { sent: [], given: [] };
     const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.sent.push(v) });
     const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.given.push(v) });
@@ -3685,12 +3662,7 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   // send fails before tryReceive returns, as \`RingOp.lost\` fails it, and is tracked no more.
   // Before, \`#settleSenders\` ignored the failed drain: the send went on waiting until the
   // ring's wait found the ring gone, a turn or more later.
-  const res = await evalScript(`
-    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
-    const lib = library();
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const a = new Channel(0, { codec: codecs.f64 });
     a.share();
     let outcome = "pending";
@@ -3718,12 +3690,7 @@ Deno.test("a try-operation that completes a select of its own isolate when the r
       ["s.onReceive(a, (v) => v)", "a.trySend(1)", '{"state":"ok"}'],
     ]
   ) {
-    const res = await evalScript(`
-      import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
-      import { Bridge } from "./src/bridge.ts";
-      import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
-      const lib = library();
-      const bridge = Bridge.of(lib);
+    const res = await evalOnLibrary(`
       const a = new Channel(0, { codec: codecs.f64 });
       a.share();
       let outcome = "pending";
@@ -3748,12 +3715,7 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
   // until the ring's wait found it gone, a turn or more later. A receive to close, a send to
   // cancel (a close leaves a waiting send waiting); one process each (the ring is gone after).
   for (const [end, wait] of [["close", "a.receive()"], ["cancel", "a.send(1)"]]) {
-    const res = await evalScript(`
-      import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
-      import { Bridge } from "./src/bridge.ts";
-      import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
-      const lib = library();
-      const bridge = Bridge.of(lib);
+    const res = await evalOnLibrary(`
       const lost = /^Cannot (send|receive): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
       const a = new Channel(0, { codec: codecs.f64 });
       a.share();
@@ -3778,12 +3740,7 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
   // A select is not among the channel's waiters (`s.receivers`): `#settleEnded` fails it through
   // the bridge (`Bridge.loseWhere`, its clauses' `channelAt`). Before, it went on waiting after
   // close() returned, until the ring's wait found the ring gone, a turn or more later.
-  const res = await evalScript(`
-    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
-    const lib = library();
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
     const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
     a.share();
@@ -3930,12 +3887,7 @@ Deno.test("a try-send that completes a receive of its own isolate queued nativel
   // returns. Its message is the ring's loss as the sender's there and \`RingOp.lost\` say it,
   // "Cannot receive: the wait was lost ...". Before, "Cannot withdraw receive: ...": the
   // withdrawal this isolate made itself named as the operation, for the same event.
-  const res = await evalScript(`
-    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { afterMicrotasks, destroyRingAtFirstDrain, until } from "./tests/support.ts";
-    const lib = library();
-    const bridge = Bridge.of(lib);
+  const res = await evalOnLibrary(`
     const a = new Channel(0, { codec: codecs.f64 });
     a.share();
     let outcome = "pending";
@@ -4051,13 +4003,7 @@ Deno.test("a given-up receive whose record was drained when its ring goes reject
   // it, COMPLETING): its held record gives the value back (\`Bridge.giveBack\`), which fails
   // with the ring gone, the destroy having given it back already. Before, that failure was
   // reported as a value lost (an uncaught KcoroError: the process ended), though it was not.
-  const res = await evalScript(`
-    import { Channel, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { until, within } from "./tests/support.ts";
-    const lib = library();
-    const bridge = Bridge.of(lib);
-    const sym = lib.symbols("test");
+  const res = await evalOnLibrary(`
     const [a, b] = [0, 1].map(() => new Channel(0, { codec: codecs.f64 }));
     for (const ch of [a, b]) ch.share();
     const name = (p) => p.then((v) => "resolved " + v, (e) => e.name);
@@ -4207,13 +4153,7 @@ Deno.test("a close watch whose ring goes after a cancel made before its record w
   // there read as a close (closed and drained, no bit said "cancelled"), and the watch stopped
   // untold; now bit 4 says it. A closed channel's watch (a cancel watch) is told nothing; one
   // closed and then cancelled is told the cancel (bits 3 and 4; before, it read as a close too).
-  const res = await evalScript(`
-    import { Channel, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { until } from "./tests/support.ts";
-    const lib = library();
-    const bridge = Bridge.of(lib);
-    const sym = lib.symbols("test");
+  const res = await evalOnLibrary(`
     const cancelled = new Channel(1), closed = new Channel(1), late = new Channel(1);
     cancelled.share();
     closed.share();
