@@ -3037,6 +3037,27 @@ const TASK_SIGNALS = [
   "a getter that throws",
 ] as const;
 
+/**
+ * A CoroutineScope of the caller's own whose launch runs the block on a real task of `real`,
+ * giving it a task of the caller's own (`foreignTask(sig, signal)`, its job none of kcoro's);
+ * `launched` gets the kcoro Job that launch returns, before it returns it.
+ */
+function launchingForeignTasks(
+  real: CoroutineScope,
+  sig: typeof TASK_SIGNALS[number],
+  signal: AbortSignal,
+  launched: (job: ReturnType<CoroutineScope["launch"]>) => void,
+): CoroutineScope {
+  return {
+    context: real.context,
+    launch: (block: (task: CoroutineScope) => unknown) => {
+      const job = real.launch(() => block(foreignTask(sig, signal, { state: "active" })));
+      launched(job);
+      return job;
+    },
+  } as unknown as CoroutineScope;
+}
+
 /** A task of the caller's own: `job` (none of kcoro's Jobs), and a signal of kind `sig`. */
 function foreignTask(
   sig: typeof TASK_SIGNALS[number],
@@ -3166,13 +3187,7 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
     let job!: ReturnType<CoroutineScope["launch"]>;
     const seen = await within(
       coroutineScope((real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
-            return job;
-          },
-        } as unknown as CoroutineScope;
+        const scope = launchingForeignTasks(real, sig, stop.signal, (j) => (job = j));
         const a = actor<number>(scope, counted(() => gate.promise), {
           capacity: 4,
           onUndeliveredElement: (m) => dropped.push(m),
@@ -3256,14 +3271,8 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
       let job!: ReturnType<CoroutineScope["launch"]>;
       const got = await within(
         coroutineScope(async (real) => {
-          const scope = {
-            context: real.context,
-            launch: (block: (task: CoroutineScope) => unknown) => {
-              // A task of the caller's own (its job none of kcoro's) run by a real one.
-              job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
-              return job;
-            },
-          } as unknown as CoroutineScope;
+          // A task of the caller's own (its job none of kcoro's) run by a real one.
+          const scope = launchingForeignTasks(real, sig, stop.signal, (j) => (job = j));
           using ch = produce<number>(
             scope,
             counted(async (out: Channel<number>) => {
@@ -3304,13 +3313,7 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
     let job!: ReturnType<CoroutineScope["launch"]>;
     const seen = await within(
       coroutineScope(async (real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
-            return job;
-          },
-        } as unknown as CoroutineScope;
+        const scope = launchingForeignTasks(real, sig, stop.signal, (j) => (job = j));
         using ch = produce<number>(
           scope,
           counted(async (out: Channel<number>) => {
@@ -3360,13 +3363,7 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
     let job!: ReturnType<CoroutineScope["launch"]>;
     const seen = await within(
       coroutineScope(async (real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
-            return job;
-          },
-        } as unknown as CoroutineScope;
+        const scope = launchingForeignTasks(real, sig, stop.signal, (j) => (job = j));
         // Its dispose, as the block returns, frees a send still waiting: looked at before.
         using ch = produce<number>(scope, send.block, send.options);
         return await send.cancelled(ch, () => job.cancel());
@@ -3395,13 +3392,7 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch gives th
     let job!: ReturnType<CoroutineScope["launch"]>;
     await within(
       coroutineScope(async (real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            job = real.launch(() => block(foreignTask(sig, stop.signal, { state: "active" })));
-            return job;
-          },
-        } as unknown as CoroutineScope;
+        const scope = launchingForeignTasks(real, sig, stop.signal, (j) => (job = j));
         using ch = produce<number>(
           scope,
           counted(async (out: Channel<number>) => {
