@@ -3039,6 +3039,30 @@ const TASK_SIGNALS = [
 
 /**
  * A CoroutineScope of the caller's own whose launch runs the block on a real task of `real`,
+ * giving it a task of the caller's own with that task's context and signal, whose `job` getter
+ * answers `jobOf(the real task)` at each read.
+ */
+function launchingTasksWithJob(
+  real: CoroutineScope,
+  jobOf: (task: CoroutineScope) => unknown,
+): CoroutineScope {
+  return {
+    context: real.context,
+    launch: (block: (task: CoroutineScope) => unknown) =>
+      real.launch((task) =>
+        block({
+          context: task.context,
+          signal: task.signal,
+          get job() {
+            return jobOf(task);
+          },
+        } as unknown as CoroutineScope)
+      ),
+  } as unknown as CoroutineScope;
+}
+
+/**
+ * A CoroutineScope of the caller's own whose launch runs the block on a real task of `real`,
  * giving it a task of the caller's own (`foreignTask(sig, signal)`, its job none of kcoro's);
  * `launched` gets the kcoro Job that launch returns, before it returns it.
  */
@@ -3514,19 +3538,9 @@ Deno.test("produce and actor take a task of the caller's own whose job getter th
   for (const which of ["produce", "actor"] as const) {
     const seen = await within(
       coroutineScope(async (real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) =>
-            real.launch((task) =>
-              block({
-                context: task.context,
-                signal: task.signal,
-                get job(): never {
-                  throw new Error("no job here");
-                },
-              } as unknown as CoroutineScope)
-            ),
-        } as unknown as CoroutineScope;
+        const scope = launchingTasksWithJob(real, () => {
+          throw new Error("no job here");
+        });
         if (which === "produce") {
           using ch = produce<number>(
             scope,
@@ -3565,20 +3579,10 @@ Deno.test("produce and actor read the job of a task of the caller's own once: a 
     let reads = 0;
     const seen = await within(
       coroutineScope(async (real) => {
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) =>
-            real.launch((task) =>
-              block({
-                context: task.context,
-                signal: task.signal,
-                get job() {
-                  reads++;
-                  return task.job;
-                },
-              } as unknown as CoroutineScope)
-            ),
-        } as unknown as CoroutineScope;
+        const scope = launchingTasksWithJob(real, (task) => {
+          reads++;
+          return task.job;
+        });
         if (which === "produce") {
           using ch = produce<number>(
             scope,
