@@ -314,12 +314,26 @@ const FATAL_DISPATCH = /\bat (?:reportException|processUnhandledPromiseRejection
  */
 function exitAtFatal(ev: Event): void {
   if (Object.hasOwn(ev, "defaultPrevented")) return;
-  Object.defineProperty(ev, "defaultPrevented", {
+  const get = function (this: Event): boolean {
+    const prevented = realDefaultPrevented.call(this) as boolean;
+    if (!prevented && this.eventPhase === Event.NONE && fatalDispatch()) stopSchedulers();
+    return prevented;
+  };
+  // `Reflect`, not `Object.defineProperty`: a caller's earlier listener that made the event
+  // non-extensible (`Object.preventExtensions`, `Object.seal`; a frozen one makes Deno's own
+  // dispatch throw) made the definition throw here, inside the dispatch, in place of the
+  // caller's error, and the stop was lost (SIGABRT). Such an event gets the getter on its
+  // prototype instead, for that event only and until Deno's read after the dispatch; where that
+  // fails too (a frozen prototype: a lockdown), the exit goes unguarded.
+  if (Reflect.defineProperty(ev, "defaultPrevented", { configurable: true, get })) return;
+  const proto: object | null = Object.getPrototypeOf(ev);
+  if (proto === null || Object.hasOwn(proto, "defaultPrevented")) return;
+  Reflect.defineProperty(proto, "defaultPrevented", {
     configurable: true,
     get(this: Event): boolean {
-      const prevented = realDefaultPrevented.call(this) as boolean;
-      if (!prevented && this.eventPhase === Event.NONE && fatalDispatch()) stopSchedulers();
-      return prevented;
+      if (this !== ev) return realDefaultPrevented.call(this) as boolean;
+      if (this.eventPhase === Event.NONE) Reflect.deleteProperty(proto, "defaultPrevented");
+      return get.call(this);
     },
   });
 }

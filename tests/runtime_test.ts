@@ -1305,10 +1305,16 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
 Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose the stop at an uncaught error or an unhandled rejection", async () => {
   // The stop finds Deno's fatal dispatch in a captured stack; a caller's prepareStackTrace that
   // formats stacks its own way ran there and hid the frames (6 runs in 6 ended in SIGABRT); a
-  // frozen Error made the stop throw its own TypeError there, in place of the caller's error.
+  // frozen Error made the stop throw its own TypeError there, in place of the caller's error, and
+  // so did an event that a caller's earlier listener made non-extensible (the stop's getter could
+  // not be defined on it: the process then ended by SIGABRT).
   const preludes = [
     "Error.prepareStackTrace = (e) => `custom: ${e}`; Error.stackTraceLimit = 1;",
     "Object.freeze(Error);",
+    // Not Object.freeze: a frozen event makes Deno's own dispatch throw (its internal slots are
+    // symbol properties it writes), whatever the listeners after it do.
+    `addEventListener("error", (e) => Object.preventExtensions(e));
+    addEventListener("unhandledrejection", (e) => Object.preventExtensions(e));`,
   ];
   const script = (prelude: string, end: string) => `
     import { Channel, codecs, runtime } from "${root}mod.ts";
@@ -1327,7 +1333,7 @@ Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose 
     `setTimeout(() => { throw new Error("kcoro-uncaught"); }, 0);`,
     `Promise.reject(new Error("kcoro-rejected"));`,
   ];
-  for (let i = 0; i < 8; i++) {
+  for (let i = 0; i < 12; i++) {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
       stdin: "piped",
@@ -1337,7 +1343,7 @@ Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose 
       signal: AbortSignal.timeout(20_000),
     }).spawn();
     const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(script(preludes[(i >> 1) % 2], ends[i % 2])));
+    await w.write(new TextEncoder().encode(script(preludes[(i >> 1) % 3], ends[i % 2])));
     await w.close();
     const res = await child.output();
     const stderr = new TextDecoder().decode(res.stderr);
