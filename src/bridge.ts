@@ -163,9 +163,10 @@ export class Bridge {
   /** `#closed` destroyed the ring: no call names its handle any more (`take`, `giveBack`). */
   #destroyed = false;
   /**
-   * A drain or wait of the ring failed (negative status: the ring is gone, destroyed by hand, as
-   * a test does): `#closed` then makes no `kc_ring_destroy` of its own. Before, it destroyed the
-   * gone ring again (KC_EBADH, ignored).
+   * A drain of the ring failed (negative status: the ring is gone, destroyed by hand, as a test
+   * does): `#closed` then makes no `kc_ring_destroy` of its own. Set by drains only: a failed
+   * `kc_ring_wait` (`#loop`) sets it through `#ringGone`'s drain, which then fails too. Before,
+   * `#closed` destroyed the gone ring again (KC_EBADH, ignored).
    */
   #gone = false;
 
