@@ -673,8 +673,17 @@ export function actor<M>(
     // aborted after.
     // Read once: a task of the caller's own may have a getter for it (it ran twice).
     // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
-    const read = taskJobOf(task);
-    if (read !== null) mailbox._job = taskJob = read;
+    const read = taskJob = taskJobOf(task);
+    // The mailbox's cancel cancels the Job that runs the handler: the task's own (kcoro's task
+    // itself, or a Job whose signal is the task's), else the one `launch` returns (below). Not a
+    // Job the task merely names (a long-lived one of the caller's, its signal another): before,
+    // a cancel of the returned Job aborted the task's signal, cancelled the mailbox, and so that
+    // Job, which outlives the actor, ended cancelled.
+    if (
+      read !== null && ((read as unknown) === task || (signal !== null && read.signal === signal))
+    ) {
+      mailbox._job = read;
+    }
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the handler runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
@@ -684,7 +693,7 @@ export function actor<M>(
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
     mailbox._running = true;
     // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
-    // kcoro Job, and its `launch` has not returned one (it runs the block at once, or it
+    // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
     // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
     // (`finish`) to a job, so the block's own end runs it.
     const untracked = mailbox._job === null;

@@ -3663,6 +3663,96 @@ Deno.test("actor on a CoroutineScope of the caller's own whose task names a long
   assert.equal(live, 0);
 });
 
+Deno.test("actor on a CoroutineScope of the caller's own: the mailbox's cancel cancels the Job that runs the handler, never a long-lived Job the task merely names", async () => {
+  // README: the mailbox's cancel cancels the task's own kcoro Job (kcoro's task itself, or a Job
+  // whose signal is the task's), else the Job `launch` returned. Before, it cancelled whatever
+  // Job the task named: a cancel of the returned Job (the task running the handler) reached the
+  // mailbox through the task's signal and cancelled the caller's long-lived Job with it.
+  for (const how of ["the returned Job's cancel", "the handler's mailbox.cancel()"] as const) {
+    const named = new CompletableDeferred<void>(); // long-lived, the caller's, no task's
+    const done: unknown[] = [];
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            task = real.launch((t) =>
+              block(
+                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+              )
+            ),
+        } as unknown as CoroutineScope;
+        const started = Promise.withResolvers<void>();
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            await null; // past launch's return
+            started.resolve();
+            if (how === "the handler's mailbox.cancel()") mailbox.cancel();
+            for await (const _ of mailbox) { /* none */ }
+          }),
+          { onDone: (cause) => done.push(cause) },
+        );
+        await started.promise;
+        if (how === "the returned Job's cancel") task.cancel();
+        await task.join();
+        assert.equal(task.state, "cancelled", `${how}: the task that ran the handler`);
+        assert.equal(done.length, 1, `${how}: onDone ran once`);
+        assert.ok(done[0] instanceof CancellationError, how);
+        assert.equal(a.trySend(1).state, "closed", `${how}: the mailbox takes no more`);
+      }),
+      10_000,
+      how,
+    );
+    assert.equal(named.state, "active", `${how}: the named Job is not the actor's to cancel`);
+    named.complete();
+  }
+  assert.equal(live, 0);
+});
+
+Deno.test("actor: a mailbox cancel cancels the task's own kcoro Job, on kcoro's own scope and where a scope of the caller's own returns another Job", async () => {
+  // The task's own Job (its signal the task's) is the Job that runs the handler: the mailbox's
+  // cancel cancels it, not the Job `launch` returned (here a long-lived one of the caller's). On
+  // kcoro's own scope the two are one Job, cancelled as ever.
+  for (const where of ["kcoro's own scope", "a scope returning another Job"] as const) {
+    const other = new CompletableDeferred<void>(); // returned: long-lived, no task's
+    await within(
+      coroutineScope(async (real) => {
+        let own!: ReturnType<CoroutineScope["launch"]>;
+        const scope = where === "kcoro's own scope" ? real : {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            own = real.launch((t) =>
+              block(
+                { context: t.context, signal: t.signal, job: t.job } as unknown as CoroutineScope,
+              )
+            );
+            return other;
+          },
+        } as unknown as CoroutineScope;
+        const a = actor<number>(
+          scope,
+          counted(async (mailbox: Channel<number>) => {
+            await null;
+            mailbox.cancel();
+            for await (const _ of mailbox) { /* none */ }
+          }),
+        );
+        if (where === "kcoro's own scope") own = a.job as ReturnType<CoroutineScope["launch"]>;
+        await own.join();
+        assert.equal(own.state, "cancelled", `${where}: the task's own Job`);
+        assert.equal(a.trySend(1).state, "closed", where);
+      }),
+      10_000,
+      where,
+    );
+    assert.equal(other.state, "active", `${where}: the returned Job is not the handler's`);
+    other.complete();
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor started late under a task of the caller's own naming a Job completed already ends at once: its handler never runs on the freed mailbox, and the task ends cancelled, not failing the scope", async () => {
   // Before, the task's named Job, completed, ended the actor at once (its mailbox freed, onDone
   // run), and the handler then ran on the freed mailbox: its receive's InvalidHandleError failed
