@@ -317,6 +317,24 @@ export const CANCEL_COMPLETES = 8;
  */
 export const PARENTS_OWN = 16;
 
+/**
+ * @ignore The keys of JobSupport's hooks for its subclasses (scope.ts, native_scope.ts), symbols
+ * that mod.ts does not export: as TypeScript-`protected` methods named `completeBody`, `failBody`,
+ * `attachTo`, `onStart`, `onFinal` and `completionWaits`, JavaScript reached them on any job
+ * (`task.completeBody(v)` completed a launched task from outside its block).
+ */
+export const ON_START = Symbol("onStart");
+/** @ignore See `ON_START`. */
+export const ON_FINAL = Symbol("onFinal");
+/** @ignore See `ON_START`. */
+export const COMPLETION_WAITS = Symbol("completionWaits");
+/** @ignore See `ON_START`. */
+export const ATTACH_TO = Symbol("attachTo");
+/** @ignore See `ON_START`. */
+export const COMPLETE_BODY = Symbol("completeBody");
+/** @ignore See `ON_START`. */
+export const FAIL_BODY = Symbol("failBody");
+
 const RESOLVED: Promise<void> = Promise.resolve();
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 
@@ -532,7 +550,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     JobSupport.#check(this, "start job");
     if (this.#state !== NEW) return false;
     this.#state = ACTIVE;
-    this.onStart();
+    this[ON_START]();
     return true;
   }
 
@@ -700,17 +718,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   // --- for subclasses ---------------------------------------------------------------------
 
   /** Runs the body; called once by `start()`. */
-  protected onStart(): void {}
+  protected [ON_START](): void {}
 
   /** Called once on reaching a final state, before handlers run (drop timers, listeners). */
-  protected onFinal(): void {}
+  protected [ON_FINAL](): void {}
 
   /**
    * True while this job, `completing` with nothing left to wait for, must not complete yet: a
    * scope whose follow cancel waits in the queue (scope.ts), cancelled, and so finished, once it
    * runs. None here.
    */
-  protected completionWaits(): boolean {
+  protected [COMPLETION_WAITS](): boolean {
     return false;
   }
 
@@ -718,7 +736,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * Makes this (new) job a child of `parent`. A parent that is cancelling or final cancels the
    * child at once, so its body never runs.
    */
-  protected attachTo(parent: JobSupport<unknown>): void {
+  protected [ATTACH_TO](parent: JobSupport<unknown>): void {
     const ps = parent.#state;
     if (ps >= CANCELLING) {
       this.#cancelWith(
@@ -738,7 +756,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   /** The body returned `value`. False if the body had already ended. */
-  protected completeBody(value: T): boolean {
+  protected [COMPLETE_BODY](value: T): boolean {
     if (this.#bodyDone) return false;
     this.#bodyDone = true;
     if (this.#state === ACTIVE) {
@@ -754,7 +772,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * what the caller did in the message of an `undefined` error's TypeError (a task's body, or
    * CompletableDeferred's `completeExceptionally`).
    */
-  protected failBody(error: unknown, op = "fail task"): boolean {
+  protected [FAIL_BODY](error: unknown, op = "fail task"): boolean {
     if (this.#bodyDone) return false;
     // A cause of undefined means "completed" to completion handlers: a body that threw
     // undefined fails with an Error saying so.
@@ -994,7 +1012,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) return;
       if (j.#state === COMPLETING) {
-        if (j.completionWaits()) return;
+        if (j[COMPLETION_WAITS]()) return;
         j = j.#finalize(COMPLETED);
       } else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
       else return;
@@ -1049,7 +1067,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
       handleCoroutineException(this.context, cause);
     }
-    this.onFinal();
+    this[ON_FINAL]();
     if (this.#resolveJoin !== null) {
       this.#resolveJoin();
       this.#resolveJoin = null;
@@ -1184,7 +1202,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       throw notJob(this, "complete", "CompletableDeferred");
     }
     checkNotThenable("complete", value);
-    return !this.isCancelled && this.completeBody(value);
+    return !this.isCancelled && this[COMPLETE_BODY](value);
   }
 
   /**
@@ -1198,7 +1216,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     if (!CompletableDeferred._isDeferred(this)) {
       throw notJob(this, "completeExceptionally", "CompletableDeferred");
     }
-    return !this.isCancelled && this.failBody(error, "completeExceptionally");
+    return !this.isCancelled && this[FAIL_BODY](error, "completeExceptionally");
   }
 }
 

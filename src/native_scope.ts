@@ -44,7 +44,16 @@ import {
   unlistenAbort,
   unwrap,
 } from "./errors.ts";
-import { type Job, JobSupport, PARENTS_OWN, REPORTS_FAILURE } from "./job.ts";
+import {
+  ATTACH_TO,
+  COMPLETE_BODY,
+  FAIL_BODY,
+  type Job,
+  JobSupport,
+  ON_START,
+  PARENTS_OWN,
+  REPORTS_FAILURE,
+} from "./job.ts";
 import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
@@ -656,11 +665,11 @@ class NativeChildren extends JobSupport<void> {
     super(owner.context, PARENTS_OWN | REPORTS_FAILURE);
     this.#scope = scope;
     this.#owner = owner;
-    this.attachTo(owner);
+    this[ATTACH_TO](owner);
     this.start();
   }
 
-  protected override onStart(): void {
+  protected override [ON_START](): void {
     this.#watch().then((rc) => this.#finish(rc, undefined), (e) => this.#finish(-1, e));
   }
 
@@ -695,7 +704,7 @@ class NativeChildren extends JobSupport<void> {
   #finish(rc: number, error: unknown): void {
     this.#scope._childrenDone(this);
     if (rc === 0) {
-      this.completeBody(undefined);
+      this[COMPLETE_BODY](undefined);
       return;
     }
     if (error === undefined && rc === Status.ESHUTDOWN) {
@@ -718,7 +727,7 @@ class NativeChildren extends JobSupport<void> {
         error = e;
       }
     }
-    this.failBody(error);
+    this[FAIL_BODY](error);
   }
 
   override toString(): string {

@@ -40,13 +40,19 @@ import {
 } from "./errors.ts";
 import {
   _setScopeBrand,
+  ATTACH_TO,
   CANCEL_COMPLETES,
+  COMPLETE_BODY,
+  COMPLETION_WAITS,
   type Deferred,
+  FAIL_BODY,
   HANDLES_CHILD_FAILURE,
   type Job,
   type JobState,
   JobSupport,
   notJob,
+  ON_FINAL,
+  ON_START,
   REPORTS_FAILURE,
   SUPERVISOR,
   toCancellation,
@@ -419,7 +425,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * reading cancelling, until the queued cancel runs and it ends cancelled, as a shallow tree's
    * scope, cancelling by then, does. Before, it completed there, with its block's value.
    */
-  protected override completionWaits(): boolean {
+  protected override [COMPLETION_WAITS](): boolean {
     return this.#queuedBy !== null;
   }
 
@@ -473,7 +479,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // started, as `attachTo` cancels one launched on a cancelling scope (a shallow tree's scope
     // is cancelling here). Before, its block ran, on a scope its signal had already cancelled.
     if (queuedBy !== null) child.cancel(abortReason(queuedBy));
-    else child.attachTo(this);
+    else child[ATTACH_TO](this);
     if (!lazy) child.start();
     return child;
   }
@@ -535,7 +541,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     };
   }
 
-  protected override onStart(): void {
+  protected override [ON_START](): void {
     const block = this.#block;
     if (block === null) return;
     if (nestedStarts >= MAX_NESTED_STARTS) {
@@ -559,10 +565,10 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     if (block === null) return;
     if (this.isCancelled) {
       this.#block = null;
-      this.failBody(new CancellationError("Cancelled before it started"));
+      this[FAIL_BODY](new CancellationError("Cancelled before it started"));
       return;
     }
-    this.onStart();
+    this[ON_START]();
   }
 
   #run(block: Block<T>): void {
@@ -571,7 +577,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     try {
       result = block(this);
     } catch (e) {
-      this.failBody(e);
+      this[FAIL_BODY](e);
       return;
     }
     this.#adopt(result);
@@ -587,7 +593,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    */
   #adopt(result: unknown): void {
     if (result === null || (typeof result !== "object" && typeof result !== "function")) {
-      this.completeBody(result as T);
+      this[COMPLETE_BODY](result as T);
       return;
     }
     // A thenable, as Promise.resolve takes one: reading `then` or calling it may throw, which
@@ -596,7 +602,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     try {
       const then = (result as PromiseLike<T>).then;
       if (typeof then !== "function") {
-        this.completeBody(result as T);
+        this[COMPLETE_BODY](result as T);
         return;
       }
       then.call(result, (v: unknown) => {
@@ -606,16 +612,16 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       }, (e: unknown) => {
         if (called) return;
         called = true;
-        this.failBody(e);
+        this[FAIL_BODY](e);
       });
     } catch (e) {
       if (called) return;
       called = true;
-      this.failBody(e);
+      this[FAIL_BODY](e);
     }
   }
 
-  protected override onFinal(): void {
+  protected override [ON_FINAL](): void {
     const finalizer = this.#finalizer;
     if (finalizer !== null) {
       this.#finalizer = null;
@@ -626,7 +632,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   /** Completes a block-less scope's own part (free-standing scopes). */
   close(): void {
     Coroutine.#check(this, "close scope");
-    this.completeBody(undefined as T);
+    this[COMPLETE_BODY](undefined as T);
   }
 }
 

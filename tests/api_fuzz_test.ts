@@ -20,6 +20,14 @@ import assert from "node:assert/strict";
 import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
 import {
+  ATTACH_TO,
+  COMPLETE_BODY,
+  COMPLETION_WAITS,
+  FAIL_BODY,
+  ON_FINAL,
+  ON_START,
+} from "../src/job.ts";
+import {
   AbiMismatchError,
   actor,
   CancellationError,
@@ -716,16 +724,16 @@ async function child(): Promise<void> {
     Symbol.asyncDispose,
   ]);
   /**
-   * A job's TypeScript-protected members, which no TypeScript caller reaches (a subclass's hooks:
-   * they run on the job itself only). Left out of `membersOf`.
+   * A job's hooks for its subclasses, keyed by job.ts's symbols that mod.ts does not export, so
+   * that no caller reaches them (they run on the job itself only). Left out of `membersOf`.
    */
   const protectedMembers = new Set<PropertyKey>([
-    "onStart",
-    "onFinal",
-    "completionWaits",
-    "attachTo",
-    "completeBody",
-    "failBody",
+    ON_START,
+    ON_FINAL,
+    COMPLETION_WAITS,
+    ATTACH_TO,
+    COMPLETE_BODY,
+    FAIL_BODY,
   ]);
   /**
    * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or

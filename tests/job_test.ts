@@ -1382,3 +1382,46 @@ Deno.test("a scope's state getters called on a CompletableDeferred name the clas
   }
   assert.equal(deferred.state, "active");
 });
+
+Deno.test("a job's hooks for its subclasses (completeBody, failBody, attachTo, onStart, onFinal, completionWaits) are not reachable from JavaScript: `task.completeBody(v)` completed a launched task from outside its block", async () => {
+  const hooks = [
+    "completeBody",
+    "failBody",
+    "attachTo",
+    "onStart",
+    "onFinal",
+    "completionWaits",
+  ] as const;
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const task = scope.launch(() => gate.promise);
+  const deferred = scope.async(async () => {
+    await gate.promise;
+    return 1;
+  });
+  const free = createScope();
+  const completable = new CompletableDeferred<number>();
+  const jobs: [string, Job][] = [
+    ["a launched task", task],
+    ["a deferred", deferred],
+    ["a scope", free],
+    ["a CompletableDeferred", completable],
+  ];
+  for (const [what, job] of jobs) {
+    for (const hook of hooks) {
+      assert.equal(hook in job, false, `${what}: ${hook}`);
+      assert.equal(
+        (job as unknown as Record<string, unknown>)[hook],
+        undefined,
+        `${what}: ${hook}`,
+      );
+    }
+    assert.equal(job.state, "active", `${what}: untouched`);
+  }
+  gate.resolve();
+  assert.equal(await deferred.await(), 1);
+  await task.join();
+  free.cancel();
+  completable.complete(2);
+  assert.equal(await completable.await(), 2);
+});
