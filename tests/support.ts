@@ -139,11 +139,20 @@ export async function settled(p: Promise<unknown>): Promise<boolean> {
   return done;
 }
 
-/** Waits (bounded) until `cond` holds, yielding to the event loop. */
-export async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+/**
+ * Waits (bounded) until `cond` holds, yielding to the event loop. `what` names what it waits
+ * for; a function is called only at the timeout, so the error can report the state then.
+ */
+export async function until(
+  cond: () => boolean,
+  what: string | (() => string),
+  ms = 20_000,
+): Promise<void> {
   const deadline = performance.now() + ms;
   while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (performance.now() > deadline) {
+      throw new Error(`timed out waiting for ${typeof what === "function" ? what() : what}`);
+    }
     await new Promise((r) => setTimeout(r, 1));
   }
 }
