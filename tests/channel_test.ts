@@ -2441,10 +2441,7 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
         });
         h = owner._handle; // what a select does
         owner.trySend(value);
-        copy = Channel.from({
-          kind: "kcoro.channel", version: 1, handle: h, elemSize: codec.elemSize,
-          zeroCopy: codec.zeroCopy, codec: codec.name, capacity: 1,
-        });
+        copy = Channel.from(describeNative(h, codec, 1));
         gone = new WeakRef(owner);
       })();
       await collect(gone); // the finalizers its collection queued ran
@@ -2466,6 +2463,7 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
       if (sym.kc_chan_status(h) >= 0) throw new Error(codec.name + ": the last copy's dispose left it");
     }
   `,
+    `import { describeNative } from "./tests/support.ts";`,
   );
 });
 
@@ -2612,10 +2610,7 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
         onUndeliveredElement: () => { throw new Error("the collected owner's hook ran"); },
       });
       h = owner._handle; // what a select does
-      copy = Channel.from({
-        kind: "kcoro.channel", version: 1, handle: h, elemSize: 8, zeroCopy: false,
-        codec: "f64", capacity: 4,
-      });
+      copy = Channel.from(describeNative(h, codecs.f64, 4));
       gone = new WeakRef(owner);
     })();
     await collect(gone, () => ran === 0); // the finalizers its collection queued ran
@@ -2628,7 +2623,8 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
     copy[Symbol.dispose](); // the last holder: the channel ends
     if (sym.kc_chan_status(h) >= 0) throw new Error("the last copy's dispose left it");
   `,
-    `import { _testOrphanSwitched } from "./src/channel.ts";`,
+    `import { _testOrphanSwitched } from "./src/channel.ts";
+    import { describeNative } from "./tests/support.ts";`,
   );
 });
 
