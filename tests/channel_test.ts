@@ -3354,13 +3354,15 @@ Deno.test("closing the library settles a send whose record lands after the close
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), { got: 7, settled: "resolved undefined" });
 });
-Deno.test("closing the library hands the values its late records leave in their channels' dropped lists to onUndeliveredElement then: a send a cancel failed, a given-up receive's value its closed channel refused", async () => {
-  // As the test above, the records held off until the library has closed: a send queued natively
-  // that a native cancel failed (its value in the channel's dropped list), and a receive given
-  // up after a native send completed it, its channel then closed natively (drained: the value's
-  // give-back is refused, to the dropped list). Each rejects (LibraryClosedError; the abort's
-  // reason), and its value reaches the hook during the close. Before, both values waited in the
-  // native list until the creator's dispose.
+/**
+ * The scenario of the two late-records-to-hook tests below: `outcomes` (an expression over the
+ * shared f64 channels `a` and `b`, `name` and the AbortController `ctl`) starts a send on `a` and
+ * a receive on `b`; once both are queued natively (`what` names them), a native cancel fails the
+ * send, a native send completes the receive, `ctl` aborts too late, `b` closes natively, and the
+ * library closes with the ring's drains held off. Asserts both values reach the hooks during the
+ * close and both waits reject (LibraryClosedError; the abort's reason).
+ */
+async function assertLateRecordsReachHook(outcomes: string, what: string): Promise<void> {
   const res = await evalOnLibrary(`
     const hooked = { sent: [], given: [] };
     const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.sent.push(v) });
@@ -3369,8 +3371,8 @@ Deno.test("closing the library hands the values its late records leave in their 
     b.share();
     const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
     const ctl = new AbortController();
-    const outcomes = [name(a.send(7)), name(b.receive({ signal: ctl.signal }))];
-    await until(() => bridge.pending === 2, "both waits queued natively");
+    const outcomes = ${outcomes};
+    await until(() => bridge.pending === 2, ${JSON.stringify(what + " queued natively")});
     const drain = sym.kc_ring_drain;
     let looks = 0;
     sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 ? 0 : drain(...args);
@@ -3383,7 +3385,7 @@ Deno.test("closing the library hands the values its late records leave in their 
       sym.kc_ring_drain = drain;
     }
     const atClose = JSON.stringify(hooked);
-    const settled = await within(Promise.all(outcomes), 10_000, "both waits");
+    const settled = await within(Promise.all(outcomes), 10_000, ${JSON.stringify(what)});
     console.log(JSON.stringify({ natively, atClose, settled }));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -3391,6 +3393,19 @@ Deno.test("closing the library hands the values its late records leave in their 
   assert.equal(out.natively[1], 0);
   assert.deepEqual(JSON.parse(out.atClose), { sent: [7], given: [8] });
   assert.deepEqual(out.settled, ["rejected LibraryClosedError", "rejected AbortError"]);
+}
+
+Deno.test("closing the library hands the values its late records leave in their channels' dropped lists to onUndeliveredElement then: a send a cancel failed, a given-up receive's value its closed channel refused", async () => {
+  // As the test above, the records held off until the library has closed: a send queued natively
+  // that a native cancel failed (its value in the channel's dropped list), and a receive given
+  // up after a native send completed it, its channel then closed natively (drained: the value's
+  // give-back is refused, to the dropped list). Each rejects (LibraryClosedError; the abort's
+  // reason), and its value reaches the hook during the close. Before, both values waited in the
+  // native list until the creator's dispose.
+  await assertLateRecordsReachHook(
+    `[name(a.send(7)), name(b.receive({ signal: ctl.signal }))]`,
+    "both waits",
+  );
 });
 
 Deno.test("closing the library hands the values its late select records leave in their channels' dropped lists to onUndeliveredElement then: a send clause a cancel failed, a given-up receive clause's value its closed channel refused", async () => {
@@ -3399,45 +3414,13 @@ Deno.test("closing the library hands the values its late select records leave in
   // clause, its channel then closed natively (the give-back refused, to the dropped list). Each
   // rejects (LibraryClosedError; the abort's reason), and its value reaches the hook during the
   // close. Before, both values waited in the native list until the creator's dispose.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const lib = library();
-    const sym = lib.symbols("test");
-    const bridge = Bridge.of(lib);
-    const hooked = { sent: [], given: [] };
-    const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.sent.push(v) });
-    const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked.given.push(v) });
-    a.share();
-    b.share();
-    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
-    const ctl = new AbortController();
-    const outcomes = [
+  await assertLateRecordsReachHook(
+    `[
       name(select((s) => s.onSend(a, 7, () => "sent"))),
       name(select((s) => s.onReceive(b, (v) => "got " + v), { signal: ctl.signal })),
-    ];
-    await until(() => bridge.pending === 2, "both selects queued natively");
-    const drain = sym.kc_ring_drain;
-    let looks = 0;
-    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 ? 0 : drain(...args);
-    const natively = [sym.kc_chan_cancel(a.handle), trySendNatively(b.handle, 8)];
-    ctl.abort(); // too late: its record is on the ring
-    natively.push(sym.kc_chan_close(b.handle));
-    try {
-      closeLibrary();
-    } finally {
-      sym.kc_ring_drain = drain;
-    }
-    const atClose = JSON.stringify(hooked);
-    const settled = await within(Promise.all(outcomes), 10_000, "both selects");
-    console.log(JSON.stringify({ natively, atClose, settled }));
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  const out = JSON.parse(res.stdout);
-  assert.equal(out.natively[1], 0);
-  assert.deepEqual(JSON.parse(out.atClose), { sent: [7], given: [8] });
-  assert.deepEqual(out.settled, ["rejected LibraryClosedError", "rejected AbortError"]);
+    ]`,
+    "both selects",
+  );
 });
 
 Deno.test("closing the library settles an iterator's pending next()s in the order they were called: the earlier one whose record was due first, then the later one it withdrew", async () => {
