@@ -3612,53 +3612,74 @@ Deno.test("produce and actor read the job of a task of the caller's own once: a 
   assert.equal(live, 0);
 });
 
+/**
+ * Runs `body` under a coroutineScope (`real`), handing it a CoroutineScope of the caller's own
+ * whose launch runs the block on `real` under a task naming a long-lived Job of the caller's (no
+ * task's) as its job, and `task()`, the Job that launch returned. `deferred`: that Job is made at
+ * the launch, its block run only at `run()` (a no-op otherwise). Then asserts, for `label`, that
+ * the named Job is still active: it is not the actor's to cancel.
+ */
+async function underScopeNamingJob(
+  label: string,
+  deferred: boolean,
+  body: (
+    scope: CoroutineScope,
+    task: () => ReturnType<CoroutineScope["launch"]>,
+    run: () => void,
+  ) => Promise<void>,
+): Promise<void> {
+  const named = new CompletableDeferred<void>(); // long-lived, and no task's
+  await within(
+    coroutineScope(async (real) => {
+      let task!: ReturnType<CoroutineScope["launch"]>;
+      let later: (() => void) | null = null;
+      const scope = {
+        context: real.context,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          const run = (t: CoroutineScope) =>
+            block(
+              { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+            );
+          if (!deferred) return task = real.launch(run);
+          // Deferred: the Job returned is made now, its block run later.
+          task = real.launch(async (t) => {
+            await new Promise<void>((r) => later = r);
+            return run(t);
+          });
+          return task;
+        },
+      } as unknown as CoroutineScope;
+      await body(scope, () => task, () => (later as (() => void) | null)?.());
+    }),
+    10_000,
+    label,
+  );
+  assert.equal(named.state, "active", `${label}: the named Job is not the actor's to cancel`);
+  named.complete();
+}
+
 Deno.test("actor on a CoroutineScope of the caller's own whose task names a long-lived Job: the actor's end cancels its mailbox, not that Job", async () => {
   // README: the first of the two Jobs to complete ends the actor (its mailbox cancelled, onDone
   // run); the other is not the actor's to cancel. Before, the mailbox's cancel at the actor's end
   // cancelled the Job its task named (`Mailbox.cancel` → `_job`): a long-lived Job of the
   // caller's, not the task that ran the handler, ended cancelled with it.
   for (const start of ["at once", "deferred"] as const) {
-    const named = new CompletableDeferred<void>(); // long-lived, and no task's
     const done: unknown[] = [];
-    await within(
-      coroutineScope(async (real) => {
-        let task!: ReturnType<CoroutineScope["launch"]>;
-        let deferred: (() => void) | null = null;
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) => {
-            const run = (t: CoroutineScope) =>
-              block(
-                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
-              );
-            if (start === "at once") return task = real.launch(run);
-            // Deferred: the Job returned is made now, its block run later.
-            task = real.launch(async (t) => {
-              await new Promise<void>((r) => deferred = r);
-              return run(t);
-            });
-            return task;
-          },
-        } as unknown as CoroutineScope;
-        const a = actor<number>(
-          scope,
-          counted(async (mailbox: Channel<number>) => {
-            for await (const _ of mailbox) break;
-          }),
-          { onDone: (cause) => done.push(cause) },
-        );
-        (deferred as (() => void) | null)?.();
-        await a.send(1);
-        await task.join();
-        assert.equal(task.state, "completed", start);
-        assert.deepEqual(done, [undefined], `${start}: onDone ran as the task completed`);
-        assert.equal(a.trySend(2).state, "closed", `${start}: the mailbox takes no more`);
-      }),
-      10_000,
-      start,
-    );
-    assert.equal(named.state, "active", `${start}: the named Job is not the actor's to cancel`);
-    named.complete();
+    await underScopeNamingJob(start, start === "deferred", async (scope, task, run) => {
+      const a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>) => {
+          for await (const _ of mailbox) break;
+        }),
+        { onDone: (cause) => done.push(cause) },
+      );
+      run();
+      await a.send(1);
+      await task().join();
+      assert.equal(task().state, "completed", start);
+      assert.deepEqual(done, [undefined], `${start}: onDone ran as the task completed`);
+      assert.equal(a.trySend(2).state, "closed", `${start}: the mailbox takes no more`);
+    });
   }
   assert.equal(live, 0);
 });
@@ -3669,44 +3690,27 @@ Deno.test("actor on a CoroutineScope of the caller's own: the mailbox's cancel c
   // Job the task named: a cancel of the returned Job (the task running the handler) reached the
   // mailbox through the task's signal and cancelled the caller's long-lived Job with it.
   for (const how of ["the returned Job's cancel", "the handler's mailbox.cancel()"] as const) {
-    const named = new CompletableDeferred<void>(); // long-lived, the caller's, no task's
     const done: unknown[] = [];
-    await within(
-      coroutineScope(async (real) => {
-        let task!: ReturnType<CoroutineScope["launch"]>;
-        const scope = {
-          context: real.context,
-          launch: (block: (task: CoroutineScope) => unknown) =>
-            task = real.launch((t) =>
-              block(
-                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
-              )
-            ),
-        } as unknown as CoroutineScope;
-        const started = Promise.withResolvers<void>();
-        const a = actor<number>(
-          scope,
-          counted(async (mailbox: Channel<number>) => {
-            await null; // past launch's return
-            started.resolve();
-            if (how === "the handler's mailbox.cancel()") mailbox.cancel();
-            for await (const _ of mailbox) { /* none */ }
-          }),
-          { onDone: (cause) => done.push(cause) },
-        );
-        await started.promise;
-        if (how === "the returned Job's cancel") task.cancel();
-        await task.join();
-        assert.equal(task.state, "cancelled", `${how}: the task that ran the handler`);
-        assert.equal(done.length, 1, `${how}: onDone ran once`);
-        assert.ok(done[0] instanceof CancellationError, how);
-        assert.equal(a.trySend(1).state, "closed", `${how}: the mailbox takes no more`);
-      }),
-      10_000,
-      how,
-    );
-    assert.equal(named.state, "active", `${how}: the named Job is not the actor's to cancel`);
-    named.complete();
+    await underScopeNamingJob(how, false, async (scope, task) => {
+      const started = Promise.withResolvers<void>();
+      const a = actor<number>(
+        scope,
+        counted(async (mailbox: Channel<number>) => {
+          await null; // past launch's return
+          started.resolve();
+          if (how === "the handler's mailbox.cancel()") mailbox.cancel();
+          for await (const _ of mailbox) { /* none */ }
+        }),
+        { onDone: (cause) => done.push(cause) },
+      );
+      await started.promise;
+      if (how === "the returned Job's cancel") task().cancel();
+      await task().join();
+      assert.equal(task().state, "cancelled", `${how}: the task that ran the handler`);
+      assert.equal(done.length, 1, `${how}: onDone ran once`);
+      assert.ok(done[0] instanceof CancellationError, how);
+      assert.equal(a.trySend(1).state, "closed", `${how}: the mailbox takes no more`);
+    });
   }
   assert.equal(live, 0);
 });
