@@ -1187,18 +1187,45 @@ Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a 
  * Runs `code` as a script read from stdin by `deno run` (ffi, read and env allowed), killed
  * (SIGTERM) at a 20 s bound so that a process that does not exit by itself fails the test.
  */
-async function runFromStdin(code: string): Promise<Deno.CommandOutput> {
+async function runFromStdin(
+  code: string,
+  env?: Record<string, string>,
+): Promise<Deno.CommandOutput> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
+    env,
     signal: AbortSignal.timeout(20_000),
   }).spawn();
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(code));
   await w.close();
   return await child.output();
+}
+
+/**
+ * The exit tests' script: after `prelude`, 128 chanSenders that never end (a drop-oldest channel
+ * never blocks them) write into its cells while it holds 50 000 buffers of the cells' size
+ * (which the isolate's disposal frees as it frees the cells); then `beforeEnd`, "end" printed,
+ * and `end`, the way the process ends.
+ */
+function writersScript(end: string, { prelude = "", beforeEnd = "" } = {}): string {
+  return `
+    import { Channel, codecs, runtime } from "${root}mod.ts";
+    ${prelude}
+    const rt = runtime({ workers: 2 });
+    for (let i = 0; i < 128; i++) {
+      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
+      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
+    }
+    const junk = []; // buffers of the cells' size, which the disposal frees as it frees them
+    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
+    ${beforeEnd}
+    console.log("end");
+    ${end}
+  `;
 }
 
 Deno.test("a process with a running runtime exits by itself", async () => {
@@ -1224,19 +1251,8 @@ Deno.test("a process that ends while coroutines write into its cells exits clean
   // hang inside malloc. Not every exit meets it, so it runs a bounded number of times; each must
   // end by itself, with the code it set, after its own unload listener (added after the spawns,
   // so it runs before the one that ends the process).
-  const script = (end: string) => `
-    import { Channel, codecs, runtime } from "${root}mod.ts";
-    const rt = runtime({ workers: 2 });
-    for (let i = 0; i < 128; i++) {
-      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
-      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
-    }
-    const junk = []; // buffers of the cells' size, which the disposal frees as it frees them
-    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
-    addEventListener("unload", () => console.log("unload"));
-    console.log("end");
-    ${end}
-  `;
+  const script = (end: string) =>
+    writersScript(end, { beforeEnd: `addEventListener("unload", () => console.log("unload"));` });
   for (let i = 0; i < 12; i++) {
     const [end, code] = i % 3 === 2 ? ["Deno.exit(5);", 5] : ["Deno.exitCode = 3;", 3];
     const res = await runFromStdin(script(end));
@@ -1257,18 +1273,6 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
   // in SIGABRT, Deno's error message lost. The scheduler now stops when Deno reads the event's
   // defaultPrevented after the dispatch. A listener that prevents the error keeps the process
   // (and its coroutines) alive: that run's scheduler must still run afterwards.
-  const script = (end: string) => `
-    import { Channel, codecs, runtime } from "${root}mod.ts";
-    const rt = runtime({ workers: 2 });
-    for (let i = 0; i < 128; i++) {
-      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
-      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
-    }
-    const junk = []; // buffers of the cells' size, which the disposal frees as it frees them
-    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
-    console.log("end");
-    ${end}
-  `;
   const ends = [
     [
       `setTimeout(() => { throw new Error("kcoro-uncaught"); }, 0);`,
@@ -1278,18 +1282,7 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
   ] as const;
   for (let i = 0; i < 24; i++) {
     const [end, message] = ends[i % 2];
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-      signal: AbortSignal.timeout(20_000),
-    }).spawn();
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(script(end)));
-    await w.close();
-    const res = await child.output();
+    const res = await runFromStdin(writersScript(end), { NO_COLOR: "1" });
     const stderr = new TextDecoder().decode(res.stderr);
     assert.equal(
       res.signal,
@@ -1316,36 +1309,15 @@ Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose 
     `addEventListener("error", (e) => Object.preventExtensions(e));
     addEventListener("unhandledrejection", (e) => Object.preventExtensions(e));`,
   ];
-  const script = (prelude: string, end: string) => `
-    import { Channel, codecs, runtime } from "${root}mod.ts";
-    ${prelude}
-    const rt = runtime({ workers: 2 });
-    for (let i = 0; i < 128; i++) {
-      const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
-      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
-    }
-    const junk = [];
-    for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
-    console.log("end");
-    ${end}
-  `;
   const ends = [
     `setTimeout(() => { throw new Error("kcoro-uncaught"); }, 0);`,
     `Promise.reject(new Error("kcoro-rejected"));`,
   ];
   for (let i = 0; i < 12; i++) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "--allow-read", "--allow-env", "-"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-      signal: AbortSignal.timeout(20_000),
-    }).spawn();
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(script(preludes[(i >> 1) % 3], ends[i % 2])));
-    await w.close();
-    const res = await child.output();
+    const res = await runFromStdin(
+      writersScript(ends[i % 2], { prelude: preludes[(i >> 1) % 3] }),
+      { NO_COLOR: "1" },
+    );
     const stderr = new TextDecoder().decode(res.stderr);
     assert.equal(res.signal, null, `run ${i}: ended by ${res.signal}: ${stderr}`);
     assert.equal(res.code, 1, `run ${i}: ${stderr}`);
