@@ -758,7 +758,13 @@ export function actor<M>(
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
     mailbox._job?.invokeOnCompletion(finish);
   });
+  // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task
+  // that only names another Job, whose signal aborted as it was listened to) found no Job to
+  // cancel: the returned one gets it now, as it would have then. Before, that actor's task ran
+  // on, not cancelled, though its mailbox was.
+  const cancelledUnknown = mailbox._job === null && mailbox._shared.cancelled;
   mailbox._job ??= a.job;
+  if (cancelledUnknown) mailbox._cancelTask(undefined);
   // The Job `launch` returned, where it is kcoro's, stops the actor at once too (Kotlin's
   // `onCancelling`): a scope of the caller's own may give the handler a task with no
   // AbortSignal, or one that the job's cancel does not abort, whose cancellation or failure
