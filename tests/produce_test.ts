@@ -3757,6 +3757,29 @@ Deno.test("actor: a mailbox cancel cancels the task's own kcoro Job, on kcoro's 
   assert.equal(live, 0);
 });
 
+/**
+ * A CoroutineScope of the caller's own (on `real`) whose launch keeps the block and returns
+ * `returned`, as one that defers the start; `start()` then runs the kept block on a task naming
+ * `job`, with `signal`.
+ */
+function keptLaunch(
+  real: CoroutineScope,
+  returned: unknown,
+  job: unknown,
+  signal: AbortSignal,
+): { scope: CoroutineScope; start: () => unknown } {
+  let kept: ((task: CoroutineScope) => unknown) | null = null;
+  const scope = {
+    context: real.context,
+    launch: (block: (task: CoroutineScope) => unknown) => {
+      kept = block;
+      return returned;
+    },
+  } as unknown as CoroutineScope;
+  const task = { context: real.context, signal, job } as unknown as CoroutineScope;
+  return { scope, start: () => kept!(task) };
+}
+
 Deno.test("actor started late under a task of the caller's own naming a Job completed already ends at once: its handler never runs on the freed mailbox, and the task ends cancelled, not failing the scope", async () => {
   // Before, the task's named Job, completed, ended the actor at once (its mailbox freed, onDone
   // run), and the handler then ran on the freed mailbox: its receive's InvalidHandleError failed
@@ -3772,14 +3795,7 @@ Deno.test("actor started late under a task of the caller's own naming a Job comp
   let thrown: unknown;
   await within(
     coroutineScope(async (real) => {
-      let deferred: ((task: CoroutineScope) => unknown) | null = null;
-      const scope = {
-        context: real.context,
-        launch: (block: (task: CoroutineScope) => unknown) => {
-          deferred = block;
-          return other;
-        },
-      } as unknown as CoroutineScope;
+      const { scope, start } = keptLaunch(real, other, named, controller.signal);
       a = actor<number>(
         scope,
         counted(async (mailbox: Channel<number>) => {
@@ -3790,13 +3806,7 @@ Deno.test("actor started late under a task of the caller's own naming a Job comp
       );
       task = real.launch(async () => {
         try {
-          await deferred!(
-            {
-              context: real.context,
-              signal: controller.signal,
-              job: named,
-            } as unknown as CoroutineScope,
-          );
+          await start();
         } catch (e) {
           thrown = e;
           throw e;
@@ -3832,14 +3842,7 @@ Deno.test("produce started late under a task of the caller's own naming a Job co
   let ran = false;
   await within(
     coroutineScope(async (real) => {
-      let deferred: ((task: CoroutineScope) => unknown) | null = null;
-      const scope = {
-        context: real.context,
-        launch: (block: (task: CoroutineScope) => unknown) => {
-          deferred = block;
-          return other;
-        },
-      } as unknown as CoroutineScope;
+      const { scope, start } = keptLaunch(real, other, named, controller.signal);
       using ch = produce<number>(
         scope,
         counted(() => {
@@ -3847,15 +3850,7 @@ Deno.test("produce started late under a task of the caller's own naming a Job co
         }),
         { capacity: 1 },
       );
-      const task = real.launch(() =>
-        deferred!(
-          {
-            context: real.context,
-            signal: controller.signal,
-            job: named,
-          } as unknown as CoroutineScope,
-        )
-      );
+      const task = real.launch(() => start());
       await task.join();
       assert.equal(ran, true);
       assert.equal(ch.isClosedForSend, true, "the producer ended with the named Job");
