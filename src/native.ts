@@ -38,7 +38,11 @@ const stateNames: readonly CoroutineState[] = [
 const PARKED = stateNames.indexOf("parked");
 const FINISHED = stateNames.indexOf("finished");
 
-/** Built-in native entry functions (`KC_BUILTIN_*`). */
+/**
+ * Built-in native entry functions (`KC_BUILTIN_*`): `"fib"` yields the first `arg` Fibonacci
+ * numbers (from 0n); `"yield-loop"` yields 1n, 2n, 3n, ... for ever and ignores `arg` (a
+ * `[...co.values()]` over it never ends); `"park-loop"` parks `arg` times, then finishes.
+ */
 export type Builtin = "fib" | "yield-loop" | "park-loop";
 
 const builtinIds: Record<Builtin, number> = { "fib": 1, "yield-loop": 2, "park-loop": 3 };
@@ -46,7 +50,8 @@ const builtinIds: Record<Builtin, number> = { "fib": 1, "yield-loop": 2, "park-l
 /** Options for {@linkcode NativeCoroutine.create}. */
 export interface NativeCoroutineOptions {
   /**
-   * Integer argument passed to the entry (`fib`: how many numbers; `park-loop`: how many parks).
+   * Integer argument passed to the entry (`fib`: how many numbers; `park-loop`: how many parks;
+   * `yield-loop` ignores it and yields for ever).
    */
   arg?: number;
   /** Stack size in bytes: 0 for the default (64 KiB), else 16 KiB to 256 MiB. */
