@@ -1170,8 +1170,16 @@ export function resolveNative(libraryPath: string, symbol: string): NativeFuncti
     );
   }
   // C reads each up to its first NUL: "libc.so.6\0x" found getpid in libc.so.6, and the
-  // NativeFunction said it came from another library.
+  // NativeFunction said it came from another library. An empty library path is dlopen's main
+  // program, whose global scope holds every library loaded with RTLD_GLOBAL: "" (an unset
+  // variable's `?? ""`) found `malloc` in Deno's process and called it "" (openLibrary refuses
+  // an empty path as well); an empty symbol names nothing.
   for (const [name, v] of [["library", libraryPath], ["symbol", symbol]] as const) {
+    if (v === "") {
+      throw new TypeError(
+        `Cannot resolve native function: ${name} must be a non-empty string, received ""`,
+      );
+    }
     if (v.includes("\0")) {
       throw new TypeError(
         `Cannot resolve native function: ${name} must not contain a NUL character, received ${

@@ -172,6 +172,16 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
     /library must not contain a NUL character, received "libc.so.6\\u0000x"/,
   );
   assert.throws(() => resolveNative("libc.so.6", "getpid\0"), /symbol must not contain a NUL/);
+  // An empty library path is dlopen's main program: before, this answered Deno's own `malloc` as
+  // a NativeFunction of library "" (an unset variable's `?? ""` reached it).
+  assert.throws(() => resolveNative("", "malloc"), {
+    name: "TypeError",
+    message: 'Cannot resolve native function: library must be a non-empty string, received ""',
+  });
+  assert.throws(() => resolveNative("libc.so.6", ""), {
+    name: "TypeError",
+    message: 'Cannot resolve native function: symbol must be a non-empty string, received ""',
+  });
   assert.throws(
     () => resolveNative("/nonexistent/lib.so", "f"),
     (e: unknown) =>
