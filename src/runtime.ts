@@ -63,8 +63,10 @@ export type ShutdownMode = "cancel" | "finish";
  *   context carries (`kc_now_ns` clock; 0 for none) into cell 0;
  * - `"chanSender"`: `[channel handle, first, count, sent, done]`: sends the u64 values
  *   `first .. first+count-1` (at most up to 2^64 - 1) to a channel of 8-byte elements
- *   (`codecs.u64`), adding 1 to `sent`
- *   for each, stopping if the channel closes; then adds 1 to `done`;
+ *   (`codecs.u64`), adding 1 to `sent` for each, stopping at the first send that fails (the
+ *   channel closed or destroyed, a handle that names no channel, or a channel whose elements
+ *   are not 8 bytes: a default-codec one refuses every send, so `sent` stays 0); then adds 1 to
+ *   `done`;
  * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
  *   The value it holds when its send to `out` fails goes to `out`'s undelivered path once

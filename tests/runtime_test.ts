@@ -12,7 +12,7 @@ import {
   runtime,
   ShutdownError,
 } from "../mod.ts";
-import { evalScript, shutdownScheduler } from "./support.ts";
+import { evalScript, shutdownScheduler, until } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -942,6 +942,20 @@ Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps,
     await rt.shutdown(); // cancels the sleeper
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("runtime: a chanSender to a channel whose elements are not 8 bytes sends nothing and ends, as README says", async () => {
+  // A first-day mistake: the default codec's channel. Every send fails (its elements are not
+  // u64s), so the sender stops at once: `done` with `sent` 0, nothing buffered. README documents
+  // it beside the built-in; this pins that it neither hangs nor delivers garbage.
+  const rt = runtime();
+  using ch = new Channel<number>(8);
+  const sender = rt.cells([BigInt(ch.handle), 1n, 5n, 0n, 0n]);
+  rt.spawn("chanSender", sender);
+  await until(() => sender[4] === 1n, () => `chanSender not done: ${sender}`);
+  assert.equal(sender[3], 0n);
+  assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  await shutdownScheduler();
 });
 
 /**
