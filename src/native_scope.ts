@@ -525,7 +525,15 @@ export class NativeScope implements AsyncDisposable {
         if (rc !== Status.ETIME) unwrap(rc, op);
         if (signal !== undefined && isAborted(signal)) return;
         if (end !== 0n && sym.kc_now_ns() >= end) {
-          throw new TimeoutError(`Timed out waiting for native children after ${timeout} ms`);
+          // A timeout of 0 or less looks once (withTimeout's words for it): "after -1 ms"
+          // named a wait that never happened.
+          throw new TimeoutError(
+            timeout! > 0
+              ? `Timed out waiting for native children after ${timeout} ms`
+              : `Timed out at once waiting for native children: a timeout of ${
+                describe(timeout)
+              } ms (0 or less) lets the wait look only once`,
+          );
         }
       }
     };

@@ -296,7 +296,18 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
   const sleeper = cells(MINUTE);
   const scope = NativeScope.create();
   scope.launch("cancellable-sleeper", sleeper);
-  await assert.rejects(scope.wait({ timeout: 2 }), TimeoutError);
+  await assert.rejects(scope.wait({ timeout: 2 }), {
+    name: "TimeoutError",
+    message: "Timed out waiting for native children after 2 ms",
+  });
+  // 0 or less looks once; the message said "after -1 ms", a wait that never happened.
+  for (const [t, shown] of [[0, "0"], [-1, "-1"], [-0, "-0"]] as const) {
+    await assert.rejects(scope.wait({ timeout: t }), {
+      name: "TimeoutError",
+      message: `Timed out at once waiting for native children: a timeout of ${shown} ms ` +
+        "(0 or less) lets the wait look only once",
+    });
+  }
   const ac = new AbortController();
   const waiting = scope.wait({ signal: ac.signal });
   ac.abort(new Error("stop waiting"));
