@@ -19,6 +19,7 @@ import {
   within,
 } from "./support.ts";
 import {
+  actor,
   CancellationError,
   Channel,
   ClosedReceiveError,
@@ -27,6 +28,7 @@ import {
   codecs,
   CompletableDeferred,
   coroutineScope,
+  createScope,
   library,
   select,
 } from "../mod.ts";
@@ -160,6 +162,17 @@ Deno.test("bad arguments reject with TypeError/RangeError naming what was receiv
     select((s) => s.onReceive({} as never, () => 1)),
     /Cannot add onReceive clause: expected a Channel, received \[object Object\]/,
   );
+  // An actor is no Channel (README says so; Kotlin's is a SendChannel): refused by name.
+  const scope = createScope();
+  const mailbox = actor<number>(scope, async (m) => {
+    for await (const _ of m);
+  });
+  await assert.rejects(select((s) => s.onSend(mailbox as never, 1, () => 1)), {
+    name: "TypeError",
+    message: "Cannot add onSend clause: expected a Channel, received [object Actor]",
+  });
+  scope.cancel();
+  await scope.join();
   using ch = new Channel<number>(1);
   await assert.rejects(
     select((s) => s.onSend(ch, 1, "no" as never)),
