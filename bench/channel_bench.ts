@@ -213,3 +213,43 @@ Deno.bench(
     });
   },
 );
+
+// A drop policy's channel whose creator has onUndeliveredElement: each of its sends and receives
+// hands the hook what the channel dropped (`Channel.#collectAfter`), the try pair's extra cost.
+const dropPair = new Channel<number>(64, {
+  codec: codecs.f64,
+  overflow: "drop-oldest",
+  onUndeliveredElement: () => {},
+});
+dropPair.share();
+Deno.bench(
+  "trySend + tryReceive pair, codecs.f64, drop-oldest with onUndeliveredElement, shared channel",
+  { group: "drop", baseline: true },
+  () => {
+    dropPair.trySend(1);
+    dropPair.tryReceive();
+  },
+);
+
+// The same channel's empty try-receive while 1000 receives of this isolate wait on it natively
+// (queued at the end of the turn they began in): its hand-over of the dropped values must not
+// look at each of them (it asks only whether one still waits in JavaScript).
+const dropWaited = new Channel<number>(64, {
+  codec: codecs.f64,
+  overflow: "drop-oldest",
+  onUndeliveredElement: () => {},
+});
+dropWaited.share();
+for (let i = 0; i < 1000; i++) dropWaited.receive().catch(() => {}); // rejected at the dispose
+await new Promise((r) => setTimeout(r, 0)); // the turn ended: they are queued natively
+Deno.bench(
+  "tryReceive of an empty drop-oldest channel, 1000 receives of this isolate queued natively",
+  { group: "drop" },
+  () => {
+    dropWaited.tryReceive();
+  },
+);
+
+globalThis.addEventListener("unload", () => {
+  for (const c of [dropPair, dropWaited]) c[Symbol.dispose]();
+});
