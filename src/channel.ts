@@ -671,6 +671,20 @@ class Shared {
   }
   /** A microtask will look for room for the senders waiting here (Channel.#retrySends). */
   retrying = false;
+
+  /**
+   * Sets `escaped`; the first time, its waits, all still in JavaScript (a local channel's never
+   * leave it), are counted from now on (`WaitQueue.local`).
+   */
+  escape(): void {
+    if (this.escaped) return;
+    this.escaped = true;
+    for (const q of [this.senders, this.receivers]) {
+      let n = 0;
+      for (let w = q.first; w !== null; w = w.next) n++;
+      q.local = n;
+    }
+  }
   /**
    * Isolate-local: the channel has not escaped (above) and its values wait in `ring`, in
    * JavaScript, not in the native buffer: a try-operation is no FFI call at all. The first
@@ -816,6 +830,21 @@ class Shared {
  */
 class WaitQueue {
   first: Waiter | null = null;
+  /**
+   * Once its channel is native (`Shared.escaped`), how many of its waiters are still in
+   * JavaScript (state LOCAL), so that `waitsInJavaScript` and `pump` (native paths only) need no
+   * walk of the queue: counted as the channel escapes (`Shared.escape`: every waiter is LOCAL
+   * then), one more as a wait is queued (`Channel.#wait`, the one `push`, of a LOCAL waiter),
+   * one less as one leaves LOCAL: queued natively (`Channel._submit`, the one change from LOCAL
+   * to QUEUED), or taken out while LOCAL (`Waiter.detach`; `Waiter.leave`, the other removal,
+   * is a local channel's hand-off only), each setting DONE. QUEUED and COMPLETING waits change
+   * state uncounted (only a native withdrawal, of a queued wait, makes COMPLETING). 0 while the
+   * channel is local, whose waits are all LOCAL: its hand-offs, a same-isolate ping-pong's
+   * whole cost, count nothing. Before, a drop policy's every send and receive walked both
+   * queues (`Channel.#collectAfter`), and every receive and try-receive the receivers (`pump`):
+   * O(n) in the waits queued natively.
+   */
+  local = 0;
   /** The channel's state, whose `detour` has `bit` set while this queue holds a waiter. */
   readonly #of: Shared;
   readonly #bit: number;
@@ -1343,9 +1372,13 @@ class Waiter implements RingOp {
 
   /** Leaves its queue, drops its abort listener, and is done. */
   detach(): void {
-    if (this.state === DONE) return;
+    const state = this.state;
+    if (state === DONE) return;
     this.state = DONE;
-    (this.kind === SEND ? this.ch._shared.senders : this.ch._shared.receivers).remove(this);
+    const s = this.ch._shared;
+    const q = this.kind === SEND ? s.senders : s.receivers;
+    if (state === LOCAL && s.escaped) q.local--; // `WaitQueue.local`
+    q.remove(this);
     // Never throws (`unlistenAbort`): before, a signal's own `removeEventListener` that threw
     // escaped here, from inside whatever settled this waiter (a pump of another channel too).
     if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
@@ -1357,7 +1390,7 @@ class Waiter implements RingOp {
    * `detach` stayed a call.
    */
   leave(q: WaitQueue): void {
-    this.state = DONE;
+    this.state = DONE; // a local channel's: uncounted (`WaitQueue.local`)
     q.shift(this);
     if (this.onAbort !== undefined) unlistenAbort(this.signal!, this.onAbort);
   }
@@ -1431,7 +1464,9 @@ function releaseSlot(w: Waiter): void {
  */
 function pump(q: WaitQueue, sym: Sym): boolean {
   let w = q.first;
-  if (w === null) return true;
+  // None in JavaScript (`WaitQueue.local`: a native channel's, as every pump's, whose tries are
+  // native calls): none to try, and no walk past those queued natively.
+  if (w === null || q.local === 0) return true;
   // One batch of settles (`collectDue`), as the end-of-turn flush is (`Bridge.#start`): a send
   // whose try finds the channel cancelled (by native code, or another isolate) rejects, and its
   // value reaches onUndeliveredElement once every waiter tried has settled, before the call that
@@ -1442,7 +1477,8 @@ function pump(q: WaitQueue, sym: Sym): boolean {
   const outer = s.collectDue;
   if (outer === null) s.collectDue = NO_COLLECTS;
   try {
-    while (w !== null) {
+    // Until the last in JavaScript has tried (`WaitQueue.local`): the rest are queued natively.
+    while (w !== null && q.local !== 0) {
       const next: Waiter | null = w.next; // settling w takes it out of q
       if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
       // Settling w may have taken `next` out of q too (DONE: an iterator's next()s that w's
@@ -1490,9 +1526,21 @@ function hasQueuedReceiver(s: Shared): boolean {
  * natively learn of a close or cancel through their records.
  */
 function waitsInJavaScript(s: Shared): boolean {
-  for (let w = s.senders.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
-  for (let w = s.receivers.first; w !== null; w = w.next) if (w.state === LOCAL) return true;
-  return false;
+  return s.senders.local + s.receivers.local !== 0; // counted, not walked (`WaitQueue.local`)
+}
+
+/**
+ * @ignore For tests: the waits of `ch`'s channel still in JavaScript as counted
+ * (`WaitQueue.local` of both queues) and as a walk of the queues finds them (what
+ * `waitsInJavaScript` did before; 0 while the channel is local, which counts none): equal at
+ * every step, or a count went wrong.
+ */
+export function _testLocalWaits(ch: Channel<unknown>): [counted: number, walked: number] {
+  const s = ch._shared;
+  let n = 0;
+  for (let w = s.senders.first; w !== null; w = w.next) if (w.state === LOCAL) n++;
+  for (let w = s.receivers.first; w !== null; w = w.next) if (w.state === LOCAL) n++;
+  return [s.senders.local + s.receivers.local, s.escaped ? n : 0];
 }
 
 /** The waiters of `q`, oldest first, as a list (settling one may run user code). */
@@ -1785,7 +1833,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       copyHolds.register(this, { lib: o.lib, handle: o.handle, s: this._shared }, this);
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
-      this._shared.escaped = true; // another isolate (or this one, through share) has it
+      this._shared.escape(); // another isolate (or this one, through share) has it
       this.#goOutside();
       this._shared.learnRole(o.role);
       return;
@@ -4498,11 +4546,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       held.waiter = w;
     }
     const s = this._shared;
-    (kind === SEND ? s.senders : s.receivers).push(w);
+    const q = kind === SEND ? s.senders : s.receivers;
+    q.push(w);
     if (!this.#tracked && s.local) this.#track(); // once per channel
-    if (s.escaped && !s.scheduled) {
-      s.scheduled = true;
-      this.#bridge.defer(s);
+    if (s.escaped) {
+      q.local++; // LOCAL, as made (`WaitQueue.local`)
+      if (!s.scheduled) {
+        s.scheduled = true;
+        this.#bridge.defer(s);
+      }
     }
     // A busy channel's buffer that is full now is often drained by another thread within a
     // microsecond, well before the end of the turn: look again a few microtasks later.
@@ -4687,7 +4739,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (moved !== null) this.#discardBatch(moved, 0, s.count, this.#lib._symbolsToRelease);
       throw e;
     }
-    s.escaped = true;
+    s.escape();
     // Native now; outside only once its handle leaves it (`#goOutside`, which follows at once
     // for `handle` and `share()`).
     if (!s.outside) {
@@ -4985,6 +5037,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const rc = bridge.submit(w.kind !== SEND, this.#handle, slot, this.#size);
     if (rc === 1) {
       w.ticket = bridge.ticket;
+      // LOCAL until now: `flush` submits only a LOCAL wait, and `#slotFor` returned its slot only
+      // where it still was; nothing since ran JavaScript; native, so counted (`WaitQueue.local`).
+      (w.kind === SEND ? this._shared.senders : this._shared.receivers).local--;
       w.state = QUEUED;
       bridge.track(w);
       return;

@@ -10,6 +10,7 @@ import {
   prng,
   settled,
   shutdownScheduler,
+  spyCalls,
   trySendNatively,
   until,
   within,
@@ -33,7 +34,12 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _sharedEntries, _testCauseNoMemory, _testFromChecked } from "../src/channel.ts";
+import {
+  _sharedEntries,
+  _testCauseNoMemory,
+  _testFromChecked,
+  _testLocalWaits,
+} from "../src/channel.ts";
 import { encodeCause, noRoom, setValueBytesMax, Slot, slotsMade } from "../src/codec.ts";
 
 /** A send of `v` to the channel `handle` names, as native code on another thread would. */
@@ -7856,6 +7862,91 @@ for (const call of ["receive", "tryReceive", "tryReceiveMany", "metrics"] as con
     }
   });
 }
+
+Deno.test("drop-oldest: the waits still in JavaScript are counted from share() on, through an abort and a queueing, so that an empty tryReceive's take reads the status only while one waits there, and those reject before onUndeliveredElement runs", async () => {
+  // `#collectAfter` asks the queues' counts (`WaitQueue.local`), not a walk of the queues,
+  // whether a wait of this isolate is still in JavaScript. A local channel counts none: its
+  // receives here are aborted, handed a value (`leave`), or left waiting, and share() counts
+  // that one; then each way out of LOCAL of a native channel's wait is taken: a receive
+  // aborted (`detach`), one queued natively at the turn's end (`_submit`). Counted too few, the
+  // last receives of the second part would not reject before the hook runs (the cancel's order,
+  // tested above); counted too many, the first part's take would read the status with no wait
+  // in JavaScript.
+  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const hook: number[] = [];
+  using b = new Channel<number>();
+  using a = new Channel<number>(1, {
+    codec: codecs.f64,
+    overflow: "drop-oldest",
+    onUndeliveredElement: (v) => {
+      hook.push(v);
+      if (v === 5) b.close();
+    },
+  });
+  const counted = () => _testLocalWaits(a as Channel<unknown>);
+  const ac = new AbortController();
+  const aborted = a.receive({ signal: ac.signal });
+  const handed = a.receive();
+  const queued = a.receive();
+  ac.abort();
+  await assert.rejects(aborted, { name: "AbortError" });
+  assert.deepEqual(a.trySend(7), { state: "ok" }); // handed: still local (`#localSend`)
+  assert.equal(await handed, 7);
+  assert.deepEqual(counted(), [0, 0], "local: none counted");
+  // Shared now: its last receive, in JavaScript still, queues natively at the turn's end.
+  using copy = Channel.from<number>(a.share()); // no hook: what it drops waits for `a`'s take
+  assert.deepEqual(counted(), [1, 1]);
+  const ac2 = new AbortController();
+  const aborted2 = a.receive({ signal: ac2.signal });
+  assert.deepEqual(counted(), [2, 2]);
+  ac2.abort();
+  await assert.rejects(aborted2, { name: "AbortError" });
+  assert.deepEqual(counted(), [1, 1]);
+  await until(() => counted()[0] === 0, "the last receive queued natively");
+  assert.deepEqual(counted(), [0, 0]);
+  // The copy's sends: 1 to the queued receive, 2 buffered, 3 drops 2 (kept for `a`'s hook).
+  for (const v of [1, 2, 3]) assert.deepEqual(copy.trySend(v), { state: "ok" });
+  assert.equal(await queued, 1);
+  assert.deepEqual(copy.tryReceive(), { state: "ok", value: 3 }); // empty now
+  const reads: string[] = [];
+  {
+    using _spy = spyCalls(sym, ["kc_chan_status"], (name) => reads.push(name));
+    assert.deepEqual(a.tryReceive(), { state: "empty" });
+  }
+  assert.deepEqual(hook, [2]);
+  assert.deepEqual(reads, [], "no wait in JavaScript: no status read");
+  // Two receives wait in JavaScript again, and another thread's cancel comes between the empty
+  // try and the take (as in the test above): both reject before the hook gets 5.
+  const log = settleLog([["receive 1", a.receive()], ["receive 2", a.receive()], [
+    "receive b",
+    b.receive(),
+  ]]);
+  assert.deepEqual(counted(), [2, 2]);
+  const take = sym.kc_chan_take_undelivered;
+  let elsewhere = false;
+  sym.kc_chan_take_undelivered = (...args: unknown[]) => {
+    if (!elsewhere) {
+      elsewhere = true;
+      assert.equal(trySendNatively(a.handle, 5), 0, "buffered");
+      assert.equal(sym.kc_chan_cancel(a.handle), 0);
+    }
+    return take(...args);
+  };
+  try {
+    assert.deepEqual(a.tryReceive(), { state: "empty" });
+  } finally {
+    sym.kc_chan_take_undelivered = take;
+  }
+  assert.ok(elsewhere, "the call took the kept values");
+  await until(() => log.length === 3, "the waits settled");
+  assert.deepEqual(hook, [2, 5]);
+  assert.deepEqual(log, [
+    "receive 1 err CancellationError(Channel was cancelled)",
+    "receive 2 err CancellationError(Channel was cancelled)",
+    "receive b err ClosedReceiveError(Channel was closed)",
+  ]);
+  assert.deepEqual(counted(), [0, 0]);
+});
 
 for (const overflow of ["drop-oldest", "drop-latest"] as const) {
   for (const call of ["tryReceive", "tryReceiveMany", "receive", "metrics"] as const) {

@@ -70,6 +70,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
+import { _testLocalWaits } from "../src/channel.ts";
 import { prng } from "./support.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -2305,6 +2306,23 @@ class Run {
  * for want of time: a seed's steps are the same on any host, and its time is not (a default
  * seed's first 400 are untimed, `PINNED`).
  */
+/**
+ * The waits still in JavaScript as counted (`WaitQueue.local`, which `Channel.#collectAfter` and
+ * `pump` ask) equal the LOCAL waits the queues hold, on every channel of the run: a count gone
+ * wrong would make a drop policy's hand-over skip the status read it needs (or read it for
+ * nothing), or a receive pass a wait of this isolate still in JavaScript.
+ */
+function checkLocalWaits(run: Run, what: string): void {
+  for (const s of [...run.slots, ...run.retired]) {
+    for (const ch of s.uses) {
+      const [counted, walked] = _testLocalWaits(ch);
+      if (counted !== walked) {
+        throw new Error(`${what}: ${counted} waits counted in JavaScript, ${walked} queued so`);
+      }
+    }
+  }
+}
+
 async function runSeed(
   seed: number,
   ms: number,
@@ -2325,6 +2343,7 @@ async function runSeed(
       if (run.frnd() < 0.5) run.foreign(); // another thread's, first in the turn
       for (let k = 0; k < n && run.unbiased === undefined; k++, steps++) {
         run.step();
+        checkLocalWaits(run, `step ${steps}`);
         // Another thread's close or cancel of a channel a wait of this isolate waits on in
         // JavaScript, now and then.
         if (run.unbiased === undefined) run.foreignAtWait();
@@ -2335,8 +2354,10 @@ async function runSeed(
       if (run.unbiased === undefined) run.ownWindow();
       if (run.unbiased === undefined) run.giveBackWindow();
       await run.check();
+      checkLocalWaits(run, `after step ${steps}'s turn`);
     }
     await run.finish();
+    checkLocalWaits(run, "at the end");
   } catch (e) {
     // KCORO_MODEL_TAIL=n: the last n operations (40), for a failure whose cause is further back.
     const tail = run.log.slice(0, 3).concat(
