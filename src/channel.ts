@@ -2062,8 +2062,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (hrc < 0) {
         // The values `#moveIn` sent are `moved`'s copies, which `#escape` frees: taken back
         // first, so that the destroy frees (or keeps for the hook) none of them.
-        if (moved !== null) this.#takeBack(sym, handle, this._shared.count);
-        sym.kc_chan_destroy(handle);
+        if (moved === null || this.#takeBack(sym, handle, this._shared.count)) {
+          sym.kc_chan_destroy(handle);
+        }
         unwrap(hrc, op);
       }
       this.#held = true; // `share` takes no second hold; dispose forgets this one
@@ -4936,8 +4937,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       slotAt(moved, i, size); // into `scratch`
       const rc = sym.kc_chan_try_send(handle, scratchPtr, size);
       if (rc === 0) continue;
-      this.#takeBack(sym, handle, i);
-      sym.kc_chan_destroy(handle);
+      if (this.#takeBack(sym, handle, i)) sym.kc_chan_destroy(handle);
       unwrap(rc, op); // KC_ENOMEM (a bounded buffer holds the ring: never KC_EAGAIN here)
     }
   }
@@ -4946,11 +4946,23 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * The `n` values `#moveIn` sent into `handle` received back, as they went in (they are in its
    * buffer, and nothing else can reach it), before the escape that made it destroys it: their
    * copies are `moved`'s (a zero-copy descriptor's bytes), which `#escape` frees, so the
-   * destroy must find none to free or keep for the hook.
+   * destroy must find none to free or keep for the hook. True when all came back.
+   *
+   * A try-receive here cannot fail: the channel was made just now, of this size, and nothing else
+   * can reach it (its handle not given out yet), so it is open (not KC_EPIPE, KC_ECANCELED),
+   * live (not KC_EBADH), of this element size (not KC_EINVAL), and its buffer holds the `n`
+   * values sent (not KC_EAGAIN: at most the capacity were sent, as the local ring holds, so
+   * none was dropped); a try-receive allocates nothing (no KC_ENOMEM). Should one fail all the
+   * same (a bug), the caller leaves the channel undestroyed: a destroy would free (or keep for
+   * the hook) the values left in it, which `moved` still holds and `#escape` frees too, a
+   * double free. A channel leaked is the lesser harm. Before, each result was ignored.
    */
-  #takeBack(sym: Sym, handle: number, n: number): void {
+  #takeBack(sym: Sym, handle: number, n: number): boolean {
     const size = this.#size;
-    for (let j = 0; j < n; j++) sym.kc_chan_try_recv(handle, scratchPtr, size);
+    for (let j = 0; j < n; j++) {
+      if (sym.kc_chan_try_recv(handle, scratchPtr, size) !== 0) return false;
+    }
+    return true;
   }
 
   /**

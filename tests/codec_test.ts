@@ -2266,6 +2266,54 @@ Deno.test("an unlimited channel's escape whose native buffer finds no memory to 
   }
 });
 
+Deno.test("an escape whose take-back of the values it moved in fails (which cannot happen) leaves the native channel undestroyed: the values left in it, whose copies the escape frees, are not freed or kept for the hook a second time", () => {
+  // `#moveIn` sends the local values into the native channel it made; one that fails (KC_ENOMEM
+  // here, at the third) takes back those sent before the destroy (`#takeBack`), as the escape
+  // frees their copies. A try-receive there cannot fail (a new channel nothing else reaches,
+  // holding those values): made to fail here, at the second, the channel is left as it is, not
+  // destroyed with a value in it. Before, each try-receive's result was ignored and the destroy
+  // freed that value's copy (kept it for the hook) as the escape freed it too.
+  const sym = library().symbols("test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
+  for (const [what, codec] of [["f64", codecs.f64], ["string", codecs.string]] as const) {
+    const values = what === "f64" ? [1, 2, 3] : ["a", "b", "c"];
+    const dropped: unknown[] = [];
+    using ch = new Channel<unknown>(4, {
+      codec: codec as Codec<unknown>,
+      onUndeliveredElement: (v) => dropped.push(v),
+    });
+    assert.deepEqual(ch.trySendMany(values), { state: "ok", sent: 3 }, what);
+    const send = sym.kc_chan_try_send, recv = sym.kc_chan_try_recv, destroy = sym.kc_chan_destroy;
+    let sends = 0, recvs = 0, made = 0;
+    const destroyed: number[] = [];
+    sym.kc_chan_try_send = (...a: unknown[]) => {
+      made = a[0] as number;
+      return ++sends === 3 ? Status.ENOMEM : send(...a);
+    };
+    sym.kc_chan_try_recv = (...a: unknown[]) => ++recvs === 2 ? Status.EAGAIN : recv(...a);
+    sym.kc_chan_destroy = (...a: unknown[]) => (destroyed.push(a[0] as number), destroy(...a));
+    try {
+      assert.throws(() => ch.share(), /Cannot share channel: out of memory/, what);
+    } finally {
+      sym.kc_chan_try_send = send;
+      sym.kc_chan_try_recv = recv;
+      sym.kc_chan_destroy = destroy;
+    }
+    assert.equal(recvs, 2, `${what}: the take-back stopped at its failure`);
+    assert.deepEqual(destroyed, [], `${what}: not destroyed with a value in it`);
+    assert.deepEqual(dropped, [], what);
+    // The test's own clean-up of the channel left (a bug's leak): its value taken out, its copy
+    // freed already by the escape, then destroyed empty.
+    const out = new Uint8Array(codec.elemSize);
+    assert.equal(sym.kc_chan_try_recv(made, Deno.UnsafePointer.of(out), codec.elemSize), 0, what);
+    assert.equal(sym.kc_chan_destroy(made), 0, what);
+    ch.share(); // still local, every value in it: this escape moves them all
+    assert.deepEqual(ch.tryReceiveMany(8), { state: "ok", values }, what);
+  }
+});
+
 Deno.test("a Worker's select whose escape finds no memory for its thread's hold (KC_ENOMEM) fails whole: the native channel it made is destroyed empty, every value kept local and freed once, none dropped, and the next select moves them all", async () => {
   // Before, the values were sent into the native channel before the hold was taken, and the
   // hold's failure destroyed the channel with them in it: the destroy freed (or kept for the
