@@ -2763,7 +2763,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const rc = sym.kc_chan_status(this.#handle);
     if (rc < 0 || (rc & 1) === 0) {
       // Open (bit 1 clear); or the handle is dead, which only native code's destroy makes of an
-      // owner's (the one object that keeps values): learnt now, its waits failed first.
+      // owner's (the one object that keeps values): learnt now, its waits failed first. Every
+      // hand here is immediate (`#markEnded` hands what the destroy dropped, then the sends'
+      // values, none left to a batch), so the order holds inside a batch of settles too, and
+      // inside the hook (`#undelivered` queues each in turn). No batch reaches here with a wait
+      // still in JavaScript: those a batch's pump leaves all settle on a closed channel, and
+      // the hooks it runs run after them.
       if (rc < 0) this.#creatorEnded(rc);
       for (const v of taken) this.#undelivered(v);
       return true;

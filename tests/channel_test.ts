@@ -7948,6 +7948,72 @@ Deno.test("drop-oldest: the waits still in JavaScript are counted from share() o
   assert.deepEqual(counted(), [0, 0]);
 });
 
+for (const call of ["tryReceive", "trySend handed"] as const) {
+  Deno.test(`shared drop-oldest: native code's destroy between a ${call}'s take of the values kept for onUndeliveredElement and its status read: the receives still waiting in JavaScript reject, then the hook gets what the destroy dropped, then the values taken`, async () => {
+    // `#collectAfter`'s destroyed-handle branch (its status read answers KC_EBADH): the owner
+    // learns of the destroy there (`#destroyedUnder`, `#markEnded`), which fails the waits still
+    // in JavaScript first, then hands over what the destroy dropped (5), and the values the
+    // call took before (1, another thread's drop) after those, as README and `#collectAfter` say; every
+    // hand immediate (none left to a batch), also after a send handed straight to a receive
+    // waiting in JavaScript. The hook's close of `b` on its first value settles after the waits.
+    const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+    const hook: number[] = [];
+    using b = new Channel<number>();
+    const a = new Channel<number>(1, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        if (hook.push(v) === 1) b.close();
+      },
+    });
+    const h = a.handle;
+    const ops: [string, Promise<unknown>][] = [];
+    if (call === "trySend handed") ops.push(["receive 0", a.receive()]);
+    ops.push(["receive 1", a.receive()], ["receive 2", a.receive()], ["receive b", b.receive()]);
+    const log = settleLog(ops);
+    // Another thread's sends, the receives still in JavaScript: 2 drops 1 (kept for the hook),
+    // and its receive takes 2, so that the channel is empty again.
+    for (const v of [1, 2]) assert.equal(trySendNatively(h, v), 0);
+    const out = new Float64Array(1);
+    assert.equal(sym.kc_chan_try_recv(h, Deno.UnsafePointer.of(out), 8), 0);
+    assert.equal(out[0], 2);
+    const take = sym.kc_chan_take_undelivered, status = sym.kc_chan_status;
+    let took = false, destroyed = false;
+    sym.kc_chan_take_undelivered = (...args: unknown[]) => {
+      took = true;
+      return take(...args);
+    };
+    sym.kc_chan_status = (...args: unknown[]) => {
+      if (took && !destroyed) {
+        destroyed = true;
+        assert.equal(trySendNatively(h, 5), 0, "buffered");
+        assert.equal(sym.kc_chan_destroy(h), 0); // drops 5, kept for the owner's hook
+      }
+      return status(...args);
+    };
+    try {
+      if (call === "tryReceive") assert.deepEqual(a.tryReceive(), { state: "empty" });
+      else assert.deepEqual(a.trySend(7), { state: "ok" });
+    } finally {
+      sym.kc_chan_take_undelivered = take;
+      sym.kc_chan_status = status;
+    }
+    assert.ok(destroyed, "destroyed at the status read after the take");
+    assert.deepEqual(hook, [5, 1]);
+    await until(() => log.length === ops.length, "the waits settled");
+    const gone = "CancellationError(Channel was cancelled: native code destroyed it " +
+      "(kc_chan_destroy: KC_EBADH))";
+    assert.deepEqual(log, [
+      ...(call === "trySend handed" ? ["receive 0 ok 7"] : []),
+      `receive 1 err ${gone}`,
+      `receive 2 err ${gone}`,
+      "receive b err ClosedReceiveError(Channel was closed)",
+    ]);
+    a[Symbol.dispose]();
+    assert.deepEqual(hook, [5, 1], "nothing more at the dispose");
+  });
+}
+
 for (const overflow of ["drop-oldest", "drop-latest"] as const) {
   for (const call of ["tryReceive", "tryReceiveMany", "receive", "metrics"] as const) {
     Deno.test(`${overflow}: what a Channel.from copy's sends dropped reaches the creator's onUndeliveredElement at a ${call} that finds the channel empty`, async () => {
