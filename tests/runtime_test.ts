@@ -1319,7 +1319,7 @@ Deno.test("a process ending by an uncaught error or an unhandled rejection while
   }
 });
 
-Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose the stop at an uncaught error or an unhandled rejection", async () => {
+Deno.test("a caller's Error.prepareStackTrace, a frozen Error, or a fatal event a caller's listener made non-extensible does not lose the stop at an uncaught error or an unhandled rejection", async () => {
   // The stop finds Deno's fatal dispatch in a captured stack; a caller's prepareStackTrace that
   // formats stacks its own way ran there and hid the frames (6 runs in 6 ended in SIGABRT); a
   // frozen Error made the stop throw its own TypeError there, in place of the caller's error, and
@@ -1328,8 +1328,9 @@ Deno.test("a caller's Error.prepareStackTrace, or a frozen Error, does not lose 
   const preludes = [
     "Error.prepareStackTrace = (e) => `custom: ${e}`; Error.stackTraceLimit = 1;",
     "Object.freeze(Error);",
-    // Not Object.freeze: a frozen event makes Deno's own dispatch throw (its internal slots are
-    // symbol properties it writes), whatever the listeners after it do.
+    // Non-extensible, not frozen: a frozen event makes Deno's own dispatch throw a TypeError (it
+    // writes its internal slots, symbol properties, to the event) in place of the caller's error,
+    // with or without kcoro, whatever the listeners after it do.
     `addEventListener("error", (e) => Object.preventExtensions(e));
     addEventListener("unhandledrejection", (e) => Object.preventExtensions(e));`,
   ];
