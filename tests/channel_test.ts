@@ -2341,27 +2341,22 @@ Deno.test("a wait nobody can complete: on a local channel the process ends, on a
 /**
  * Runs `body` in a child process with the collector exposed (evalScript, --expose-gc) and asserts
  * that it exits with status 0. Before `body` the script imports Channel, codecs and library from
- * "./mod.ts" (and `imports`), and defines `sym` (the test symbols), `tick()` (a 1 ms timer:
- * finalizers run between tasks) and `collect(ref, more)`: runs the collector until `ref`'s
- * target is collected (bounded: 20 s), throwing "the owner was not collected" if it was not, and
- * then up to 5 more rounds while `more()` holds, for the finalizers that collection queued.
+ * "./mod.ts" (and `imports`) and collectUntil from "./tests/support.ts", and defines `sym` (the
+ * test symbols), `tick()` (a 1 ms timer: finalizers run between tasks) and `collect(ref, more)`:
+ * runs the collector until `ref`'s target is collected (collectUntil: bounded, 20 s), throwing
+ * "timed out waiting for the owner to be collected" if it was not, and then up to 5 more rounds
+ * while `more()` holds, for the finalizers that collection queued.
  */
 async function assertGcScript(body: string, imports = ""): Promise<void> {
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     ${imports}
     const sym = library().symbols("test");
     const tick = () => new Promise((r) => setTimeout(r, 1));
     const collect = async (ref, more = () => true) => {
-      const deadline = Date.now() + 20000;
-      for (;;) {
-        globalThis.gc();
-        await tick(); // finalizers run between tasks
-        if (ref.deref() === undefined || Date.now() > deadline) break;
-        await tick();
-      }
-      if (ref.deref() !== undefined) throw new Error("the owner was not collected");
+      await collectUntil(() => ref.deref() === undefined, "the owner to be collected");
       for (let i = 0; i < 5 && more(); i++) {
         globalThis.gc();
         await tick();

@@ -1136,6 +1136,7 @@ Deno.test("Channel.from copies of this isolate dropped undisposed are collected 
   const res = await evalScript(
     `
     import { Channel, library } from "./mod.ts";
+    import { collectUntil, until } from "./tests/support.ts";
     const sym = library().symbols("test");
     const out = new Uint32Array(1);
     if (sym.kc_chan_create(8, 4, 0, 0, out) !== 0) throw new Error("no channel");
@@ -1151,23 +1152,13 @@ Deno.test("Channel.from copies of this isolate dropped undisposed are collected 
         dropped.push(new WeakRef(c));
       }
     })();
-    // A deref() keeps its target alive to the end of the task: none is made before a gc() of
-    // the same task.
-    const tick = () => new Promise((r) => setTimeout(r, 1));
-    const deadline = Date.now() + 20000;
-    let left;
-    for (;;) {
-      globalThis.gc();
-      await tick(); // finalizers run between tasks
-      left = dropped.filter((r) => r.deref() !== undefined).length;
-      if (left === 0 || Date.now() > deadline) break;
-      await tick();
-    }
-    if (left > 0) throw new Error(left + " dropped copies still reachable");
+    // (collectUntil derefs in a task apart from its collections: a deref() keeps its target
+    // alive to the end of its task.)
+    const left = () => dropped.filter((r) => r.deref() !== undefined).length;
+    await collectUntil(() => left() === 0, () => "the dropped copies, " + left() + " still reachable");
     if (sym.kc_chan_status(h) < 0) throw new Error("the channel ended while a copy held it");
     kept[Symbol.dispose](); // the last holder, once the dropped ones' finalizers all ran
-    while (sym.kc_chan_status(h) >= 0 && Date.now() < deadline) await tick();
-    if (sym.kc_chan_status(h) >= 0) throw new Error("the dropped copies' holds were not given back");
+    await until(() => sym.kc_chan_status(h) < 0, "the dropped copies' holds to be given back");
   `,
     { v8Flags: ["--expose-gc"] },
   );

@@ -158,6 +158,37 @@ export async function until(
 }
 
 /**
+ * Runs the collector until `done` holds (bounded as {@linkcode until}, whose error it throws),
+ * for a script run with `--expose-gc` (a child script of {@linkcode evalScript}: it imports this
+ * from "./tests/support.ts"). Each collection runs in a task of its own and `done` in the next:
+ * finalizers run between tasks, and a WeakRef's `deref()` keeps its target alive to the end of
+ * the task it ran in, so a collection in the same task as a `deref()` could not collect it.
+ */
+export async function collectUntil(
+  done: () => boolean,
+  what: string | (() => string),
+  ms = 20_000,
+): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) {
+    throw new TypeError(
+      "Cannot collectUntil: the collector is not exposed (run with --expose-gc), received " +
+        "no globalThis.gc",
+    );
+  }
+  let collected = false; // a collection, then `done` a task later, then the next collection
+  await until(
+    () => {
+      if (!collected) gc();
+      collected = !collected;
+      return !collected && done();
+    },
+    what,
+    ms,
+  );
+}
+
+/**
  * How long a test waits for a Worker to start (its first message). `deno test` type-checks a
  * Worker's module when the Worker is created, and with a cold DENO_DIR (a clean clone's, as
  * CI's) that check is most of the start: 19 s on a loaded 2-CPU machine for the stress test's

@@ -115,6 +115,7 @@ Deno.test("pooled byte values received in a Worker: each intact, chunks reused o
     `
     import { Channel, codecs, library } from "./mod.ts";
     import { stamped } from "./tests/fixtures/bytes_worker.ts";
+    import { until } from "./tests/support.ts";
     const sym = library().symbols("test");
     const info = new BigUint64Array(4);
     const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
@@ -140,11 +141,10 @@ Deno.test("pooled byte values received in a Worker: each intact, chunks reused o
     // The terminated Worker still viewed its kept values' chunks and the last ones it received
     // (its finalisers never ran): they come back as its thread ends, leaving the chunk this
     // isolate carves.
-    const deadline = Date.now() + 20_000;
-    while (inUse() > before + 1) {
-      if (Date.now() > deadline) throw new Error(inUse() + " chunks in use after the Worker ended");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await until(
+      () => inUse() <= before + 1,
+      () => "the chunks to come back: " + inUse() + " in use after the Worker ended, " + before + " before",
+    );
     `,
     { v8Flags: ["--expose-gc"] },
   );
@@ -933,6 +933,7 @@ Deno.test("a Worker terminated while it drains the runtime gives its helper thre
   const res = await evalScript(
     `
     import { runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 2 });
     rt.spawn("sleeper", rt.cells([60_000n, 0n]));
     const threads = () => [...Deno.readDirSync("/proc/self/task")].length;
@@ -946,9 +947,10 @@ Deno.test("a Worker terminated while it drains the runtime gives its helper thre
     const base = threads();
     for (let i = 0; i < 16; i++) await cycle();
     // Idle blocking-pool threads end after 10 s.
-    const deadline = Date.now() + 20_000;
-    while (threads() > base + 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    if (threads() > base + 4) throw new Error(threads() + " threads after 16 Workers, " + base + " before");
+    await until(
+      () => threads() <= base + 4,
+      () => "the threads to end: " + threads() + " after 16 Workers, " + base + " before",
+    );
     Deno.exit(0); // not waiting for the sleeper
   `,
     { timeoutMs: 60_000 },
