@@ -13,6 +13,7 @@ import {
   spyCalls,
   trySendNatively,
   until,
+  untypedNative,
   within,
 } from "./support.ts";
 import {
@@ -2240,39 +2241,33 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
 
 Deno.test("tryReceiveMany: a value that fails to decode loses none of the batch's others", async () => {
   // A channel C code made untyped, written under two codecs and read under one of them.
-  const sym = library().symbols("test");
-  const h = createNative(codecs.default); // untyped: no tag (bits 8..15) given
-  const share = (codec: "default" | "string") => describeNative(h, codecs[codec]);
-  try {
-    using strings = Channel.from<unknown>(share("string"));
-    using other = Channel.from<unknown>(share("default"));
-    using reader = Channel.from<unknown>(share("string"));
-    // In one native call: the values after the foreign one were taken out with it.
-    strings.trySend("a");
-    other.trySend(1.5);
-    strings.trySend("c");
-    strings.trySend("d");
-    assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
-      assert.ok(e instanceof CodecError);
-      assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d"]);
-      return true;
-    });
-    assert.deepEqual(reader.tryReceiveMany(8), { state: "empty" }); // taken (the foreign one freed)
-    // One at a time (a send waits in JavaScript): the values taken before it are kept too.
-    strings.trySend("e");
-    other.trySend(2.5);
-    strings.trySend("f");
-    strings.trySend("g");
-    const waiting = strings.send("h"); // full: waits in this isolate's JavaScript
-    assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
-      assert.deepEqual(Reflect.get(e as object, "received"), ["e"]);
-      return true;
-    });
-    assert.deepEqual(reader.tryReceiveMany(8), { state: "ok", values: ["f", "g", "h"] });
-    await waiting;
-  } finally {
-    sym.kc_chan_destroy(h);
-  }
+  using ch = untypedNative();
+  const { strings, other } = ch;
+  const reader = ch.open("string");
+  // In one native call: the values after the foreign one were taken out with it.
+  strings.trySend("a");
+  other.trySend(1.5);
+  strings.trySend("c");
+  strings.trySend("d");
+  assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
+    assert.ok(e instanceof CodecError);
+    assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d"]);
+    return true;
+  });
+  assert.deepEqual(reader.tryReceiveMany(8), { state: "empty" }); // taken (the foreign one freed)
+  // One at a time (a send waits in JavaScript): the values taken before it are kept too.
+  strings.trySend("e");
+  other.trySend(2.5);
+  strings.trySend("f");
+  strings.trySend("g");
+  const waiting = strings.send("h"); // full: waits in this isolate's JavaScript
+  assert.throws(() => reader.tryReceiveMany(8), (e: unknown) => {
+    assert.ok(e instanceof CodecError);
+    assert.deepEqual(Reflect.get(e, "received"), ["e"]);
+    return true;
+  });
+  assert.deepEqual(reader.tryReceiveMany(8), { state: "ok", values: ["f", "g", "h"] });
+  await waiting;
 });
 
 Deno.test("Workers: a shared channel carries values both ways between isolates", async () => {

@@ -6,8 +6,6 @@ import {
   assertThrowsOnFakes,
   callersJob,
   catchReported,
-  createNative,
-  describeNative,
   evalScript,
   jobArmedAfter,
   jobSendingAsArmed,
@@ -16,6 +14,7 @@ import {
   spyCalls,
   trySendNatively,
   until,
+  untypedNative,
   within,
 } from "./support.ts";
 import {
@@ -3104,29 +3103,22 @@ Deno.test("a tryReceiveMany whose batch fails to decode a value still settles, b
   // channel_test's decode-failure test): the batch's values after the foreign one are taken out
   // with it, the select's too. Without the settle on that path (`tryReceiveMany`'s throw), the
   // select waited for the ring's next wake, a turn after the throw.
-  const sym = library().symbols("test");
-  const h = createNative(codecs.default); // untyped: no tag (bits 8..15) given
-  const share = (codec: "default" | "string") => describeNative(h, codecs[codec]);
-  try {
-    using strings = Channel.from<unknown>(share("string"));
-    using other = Channel.from<unknown>(share("default"));
-    strings.trySend("a");
-    other.trySend(1.5);
-    strings.trySend("c");
-    strings.trySend("d");
-    const outcome = select<string>((s) => s.onSend(strings, "e", () => "sent"));
-    assert.equal(pending(), 1, "the select queued natively: the buffer is full");
-    assert.throws(() => strings.tryReceiveMany(8), (e: unknown) => {
-      assert.ok(e instanceof CodecError);
-      assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d", "e"]);
-      return true;
-    });
-    assert.equal(await settled(outcome), true, "settled before the next turn");
-    assert.equal(await outcome, "sent");
-    assert.equal(pending(), 0);
-  } finally {
-    sym.kc_chan_destroy(h);
-  }
+  using ch = untypedNative();
+  const { strings, other } = ch;
+  strings.trySend("a");
+  other.trySend(1.5);
+  strings.trySend("c");
+  strings.trySend("d");
+  const outcome = select<string>((s) => s.onSend(strings, "e", () => "sent"));
+  assert.equal(pending(), 1, "the select queued natively: the buffer is full");
+  assert.throws(() => strings.tryReceiveMany(8), (e: unknown) => {
+    assert.ok(e instanceof CodecError);
+    assert.deepEqual(Reflect.get(e, "received"), ["a", "c", "d", "e"]);
+    return true;
+  });
+  assert.equal(await settled(outcome), true, "settled before the next turn");
+  assert.equal(await outcome, "sent");
+  assert.equal(pending(), 0);
 });
 
 Deno.test("a tryReceive whose value fails to decode still settles, before it throws, the select's send clause or the send queued natively that the room it made took in", async () => {
@@ -3134,25 +3126,18 @@ Deno.test("a tryReceive whose value fails to decode still settles, before it thr
   // foreign value out, and the waiting send's value moved into the room. Before, the decode's
   // throw skipped the settle, and the send waited for the ring's next wake, a turn after it.
   for (const by of ["select", "send"] as const) {
-    const sym = library().symbols("test");
-    const h = createNative(codecs.default, 1); // untyped: no tag (bits 8..15) given
-    const share = (codec: "default" | "string") => describeNative(h, codecs[codec], 1);
-    try {
-      using strings = Channel.from<unknown>(share("string"));
-      using other = Channel.from<unknown>(share("default"));
-      other.trySend(1.5);
-      const outcome = by === "select"
-        ? select<string>((s) => s.onSend(strings, "e", () => "sent"))
-        : strings.send("e").then(() => "sent");
-      await until(() => pending() === 1, `${by}: queued natively (the buffer is full)`);
-      assert.throws(() => strings.tryReceive(), CodecError, by);
-      assert.equal(await settled(outcome), true, `${by}: settled before the next turn`);
-      assert.equal(await outcome, "sent", by);
-      assert.deepEqual(strings.tryReceive(), { state: "ok", value: "e" }, by);
-      assert.equal(pending(), 0, by);
-    } finally {
-      sym.kc_chan_destroy(h);
-    }
+    using ch = untypedNative(1);
+    const { strings, other } = ch;
+    other.trySend(1.5);
+    const outcome = by === "select"
+      ? select<string>((s) => s.onSend(strings, "e", () => "sent"))
+      : strings.send("e").then(() => "sent");
+    await until(() => pending() === 1, `${by}: queued natively (the buffer is full)`);
+    assert.throws(() => strings.tryReceive(), CodecError, by);
+    assert.equal(await settled(outcome), true, `${by}: settled before the next turn`);
+    assert.equal(await outcome, "sent", by);
+    assert.deepEqual(strings.tryReceive(), { state: "ok", value: "e" }, by);
+    assert.equal(pending(), 0, by);
   }
 });
 

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import {
   CancellationError,
-  type Channel,
+  Channel,
   type Codec,
   type CodecName,
   codecs,
@@ -399,6 +399,38 @@ export function describeNative<T>(
     zeroCopy: codec.zeroCopy,
     codec: codec.name as CodecName,
     capacity,
+  };
+}
+
+/**
+ * A channel C code made untyped (no codec tag: {@linkcode createNative} for codecs.default), of
+ * `capacity`, to write under two codecs and read under one (a value the other codec wrote fails
+ * to decode): `strings` and `other` are `Channel.from` copies of it under codecs.string and
+ * codecs.default, and `open(codec)` opens one more. Its dispose disposes the copies it opened,
+ * the last first, and then destroys the channel.
+ */
+export function untypedNative(capacity = 4): {
+  handle: number;
+  strings: Channel<unknown>;
+  other: Channel<unknown>;
+  open: (codec: "default" | "string") => Channel<unknown>;
+} & Disposable {
+  const handle = createNative(codecs.default, capacity); // untyped: no tag (bits 8..15) given
+  const opened: Channel<unknown>[] = [];
+  const open = (codec: "default" | "string") => {
+    const ch = Channel.from<unknown>(describeNative(handle, codecs[codec], capacity));
+    opened.push(ch);
+    return ch;
+  };
+  return {
+    handle,
+    strings: open("string"),
+    other: open("default"),
+    open,
+    [Symbol.dispose]: () => {
+      for (const ch of opened.reverse()) ch[Symbol.dispose]();
+      library().symbols("test").kc_chan_destroy(handle);
+    },
   };
 }
 
