@@ -2368,6 +2368,7 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const sym = library().symbols("test");
     const dropped = [];
     (() => {
@@ -2386,13 +2387,10 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
     const given = new Channel(1).handle; // read: native code may hold it
     const shared = new Channel(1).share(); // shared: a Worker may hold it
     const live = (h) => sym.kc_chan_status(h) >= 0;
-    const deadline = Date.now() + 20000;
-    while (dropped.some(live) && Date.now() < deadline) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const left = dropped.filter(live).length;
-    if (left > 0) throw new Error(left + " dropped channels still live");
+    await collectUntil(
+      () => !dropped.some(live),
+      () => "the dropped channels to end: " + dropped.filter(live).length + " still live",
+    );
     // Their dropped values were taken from the undelivered list and freed.
     const slot = new Uint8Array(32);
     for (const h of dropped) {
@@ -2684,6 +2682,7 @@ Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, the
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const sym = library().symbols("test");
     const info = new BigUint64Array(4);
     const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
@@ -2723,12 +2722,7 @@ Deno.test("a receive loop that never yields pins at most 1024 pooled chunks, the
       }
     }
     // Once the loop yields and the collector ran, the chunks come back and values are views again.
-    const deadline = Date.now() + 20000;
-    while (inUse() > 4 && Date.now() < deadline) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    if (inUse() > 4) throw new Error(inUse() + " chunks still in use");
+    await collectUntil(() => inUse() <= 4, () => "the chunks to come back: " + inUse() + " in use");
     views = copies = 0;
     (() => {
       for (let i = 0; i < 1000; i++) pass(i);
@@ -2866,6 +2860,7 @@ Deno.test("received Uint8Arrays of up to 16 KiB are views of a pooled chunk, whi
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const sym = library().symbols("test");
     const info = new BigUint64Array(4);
     const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
@@ -2905,23 +2900,16 @@ Deno.test("received Uint8Arrays of up to 16 KiB are views of a pooled chunk, whi
         if (i < 200 && i % 10 === 0) kept.push([i, v]);
       }
     })();
-    const settle = async (most, what) => {
-      const deadline = Date.now() + 20000;
-      while (inUse() > most && Date.now() < deadline) {
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 1));
-      }
-      if (inUse() > most) throw new Error(what + ": " + inUse() + " chunks in use");
-    };
+    const settle = (most, what) => collectUntil(() => inUse() <= most, () => what + ": " + inUse() + " in use");
     // (The loops run in functions of their own: a suspended async function may keep its locals.)
-    await settle(3, "the unviewed chunks did not come back"); // the kept views' two, the current one
+    await settle(3, "the unviewed chunks to come back"); // the kept views' two, the current one
     // New values reuse those chunks; the kept views still hold their own bytes.
     (() => {
       for (let i = 3000; i < 6000; i++) pass(i, 1000);
       for (const [i, v] of kept) check(v, i, 1000);
     })();
     kept.length = 0;
-    await settle(1, "the kept views' chunks did not come back");
+    await settle(1, "the kept views' chunks to come back");
     `,
     { v8Flags: ["--expose-gc"] },
   );
