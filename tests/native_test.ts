@@ -177,6 +177,7 @@ Deno.test("a native coroutine dropped without destroy() is freed once collected,
   const res = await evalScript(
     `
     import { coroutineStats, NativeCoroutine } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const before = coroutineStats();
     const kept = NativeCoroutine.create("park-loop", { arg: 1 });
     kept.resume(); // parked: a live one stays
@@ -188,16 +189,12 @@ Deno.test("a native coroutine dropped without destroy() is freed once collected,
     // Before, every one stayed live with its stack mapping for good: the garbage collection of
     // the object freed nothing, and a process dropping them ran out of stacks. (The engine may
     // still hold the last one made: at most one more.)
-    const done = () => coroutineStats().live <= before.live + 2;
-    const deadline = Date.now() + 10_000;
-    while (!done() && Date.now() < deadline) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 0)); // the finalisers run
-    }
-    const after = coroutineStats();
-    if (!done()) {
-      throw new Error("before " + JSON.stringify(before) + ", after " + JSON.stringify(after));
-    }
+    await collectUntil(
+      () => coroutineStats().live <= before.live + 2,
+      () => "the dropped coroutines to be freed: before " + JSON.stringify(before) + ", after " +
+        JSON.stringify(coroutineStats()),
+      10_000,
+    );
     if (kept.state !== "parked") throw new Error("kept: " + kept.state);
     kept.destroy();
     `,

@@ -1100,6 +1100,7 @@ Deno.test("timeouts given each the last one's context, each with its own earlier
     `
     import { withTimeout } from "./mod.ts";
     import { liveDeadline } from "./src/context.ts";
+    import { collectUntil } from "./tests/support.ts";
     const refs = [];
     await withTimeout(600_000, async (outer) => {
       let context = outer.context;
@@ -1107,15 +1108,10 @@ Deno.test("timeouts given each the last one's context, each with its own earlier
         context = await withTimeout(300_000, (t) => t.context, { context });
         if (i >= 10 && i < 20) refs.push(new WeakRef(context));
       }
-      // A deref keeps its target for the rest of the job: collect in a job of its own.
-      const deadline = Date.now() + 20_000;
-      do {
-        await new Promise((r) => setTimeout(r, 1));
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 1));
-      } while (refs.some((r) => r.deref() !== undefined) && Date.now() < deadline);
-      const left = refs.filter((r) => r.deref() !== undefined).length;
-      if (left > 0) throw new Error(left + " contexts between still live");
+      // (collectUntil derefs in a job apart from its collections: a deref keeps its target for
+      // the rest of the job.)
+      const left = () => refs.filter((r) => r.deref() !== undefined).length;
+      await collectUntil(() => left() === 0, () => "the contexts between, " + left() + " still live");
       if (liveDeadline(context) !== liveDeadline(outer.context)) throw new Error("Deadline lost");
     });
   `,
