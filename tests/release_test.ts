@@ -146,6 +146,7 @@ Deno.test("a switched Worker that receives 200,000 values in a loop that never y
 const capProbe = `
     import { Channel, codecs, library, releaseBytes } from "./mod.ts";
     import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    import { collectUntil } from "./tests/support.ts";
     releaseBytes(new Uint8Array(0));
     const sym = library().symbols("test");
     const info = new BigUint64Array(4);
@@ -179,12 +180,10 @@ Deno.test("releasable chunks leave the pinned-chunk cap as they are retired or c
     }
     if (copies === 0) fail("no copies past the cap");
     // Collected once the loop yields: they leave the cap, and values are views again.
-    const deadline = Date.now() + 20000;
-    while (inUse() > before + 2) {
-      if (Date.now() > deadline) fail(inUse() - before + " chunks still in use");
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 0));
-    }
+    await collectUntil(
+      () => inUse() <= before + 2,
+      () => "the dropped values' chunks to come back: " + (inUse() - before) + " still in use",
+    );
     for (let i = 0; i < 4 * CHUNK / len; i++) {
       const v = rt(seeded(3, i, len));
       if (!intact(v, 3, i, len)) fail("value " + i + " after the yield not intact");
