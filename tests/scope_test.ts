@@ -1420,10 +1420,10 @@ Deno.test("an engine error that leaves the run of the queued follow cancels lose
     Array.prototype.pop = pop;
   }
   assert.equal(fired, 1, "the queued cancels' run took one off its stack (the stub fired)");
-  assert.deepEqual(reported.errors, [engine], "the engine error is reported, as it is");
+  assertSameItems(reported.errors, [engine], "the engine error is reported, as it is");
   await until(() => ended !== undefined, "the root to end (every level ended)");
   assert.equal(ended, "CancellationError");
-  assert.deepEqual(reported.errors, [engine]);
+  assertSameItems(reported.errors, [engine]);
 });
 
 Deno.test("an engine error between the takes of a queued follow cancel's scope and signal loses neither: the scope still ends cancelled, and nothing else is reported", async () => {
@@ -1497,7 +1497,7 @@ Deno.test("an engine error in the later run of left follow cancels, once it has 
   }
   await until(() => ended !== undefined, "the root to end (every level ended)");
   assert.equal(ended, "CancellationError");
-  assert.deepEqual(reported.errors, [engine, engine]);
+  assertSameItems(reported.errors, [engine, engine]);
 });
 
 Deno.test("queued follow cancels that an engine error left twice, the second time before any ran, run at the next follow cancel", async () => {
@@ -1536,7 +1536,7 @@ Deno.test("queued follow cancels that an engine error left twice, the second tim
     Array.prototype.push = push;
   }
   await until(() => reported.errors.length === 2, "both errors to be reported");
-  assert.deepEqual(reported.errors, [engine, engine]);
+  assertSameItems(reported.errors, [engine, engine]);
   assert.equal(ended, undefined, "a level's cancel waits still");
   const ac = new AbortController();
   const other = createScope({ signal: ac.signal });
@@ -1545,7 +1545,7 @@ Deno.test("queued follow cancels that an engine error left twice, the second tim
   await until(() => ended !== undefined, "the root to end (every level ended)");
   assert.equal(ended, "CancellationError");
   await other.join();
-  assert.deepEqual(reported.errors, [engine, engine]);
+  assertSameItems(reported.errors, [engine, engine]);
 });
 
 Deno.test("an engine error that stops the queuing of the later run of left follow cancels too is not what is reported, and a later error's leftovers still get their run", async () => {
@@ -1593,7 +1593,7 @@ Deno.test("an engine error that stops the queuing of the later run of left follo
     restoreTake();
     globalThis.queueMicrotask = queue;
   }
-  assert.deepEqual(reported.errors, [engine], "the first error, as it is");
+  assertSameItems(reported.errors, [engine], "the first error, as it is");
   const ac = new AbortController();
   const other = createScope({ signal: ac.signal });
   ac.abort(new Error("the next follow cancel"));
@@ -1612,7 +1612,7 @@ Deno.test("an engine error that stops the queuing of the later run of left follo
   }
   await until(() => secondEnded !== undefined, "the second root to end (every level ended)");
   assert.equal(secondEnded, "CancellationError");
-  assert.deepEqual(reported.errors, [engine, engine]);
+  assertSameItems(reported.errors, [engine, engine]);
 });
 
 Deno.test("an engine error as a follow cancel is queued leaves that scope unmarked, not cancelling for good: its work done, it ends", async () => {
@@ -1650,12 +1650,12 @@ Deno.test("an engine error as a follow cancel is queued leaves that scope unmark
     Array.prototype.push = push;
   }
   assert.equal(fired, 1, "a follow cancel was queued (the stub fired)");
-  assert.deepEqual(reported.errors, [engine], "the engine error is reported, as it is");
+  assertSameItems(reported.errors, [engine], "the engine error is reported, as it is");
   assert.ok(scopes.some((s) => !s.signal.aborted), "the lost cancel left scopes uncancelled");
   release(); // the innermost task returns: every uncancelled level's work is done
   await until(() => ended !== undefined, "the root to end (every level ended)");
   assert.equal(ended, "CancellationError");
-  assert.deepEqual(reported.errors, [engine]);
+  assertSameItems(reported.errors, [engine]);
 });
 
 Deno.test("a reportError that throws while the queued follow cancels run loses none of them, and its throw is reported", async () => {
@@ -1711,7 +1711,7 @@ Deno.test("a reportError that throws while the queued follow cancels run loses n
   }
   await until(() => ends["b"] !== undefined, "b to end");
   assert.equal(ends["b"], "CancellationError", "b was cancelled");
-  assert.deepEqual(reported.errors, [fromReport], "reportError's throw is reported");
+  assertSameItems(reported.errors, [fromReport], "reportError's throw is reported");
   release();
   assert.equal(await outcome, "CancellationError");
   assert.equal(ends["a"], "CancellationError");
