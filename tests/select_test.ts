@@ -2122,20 +2122,29 @@ Deno.test("a losing onSend value refused on a channel still open reaches its hoo
   assert.equal(pending(), 0);
 });
 
+/**
+ * Records, until disposed, the kc_chan_drop and kc_chan_unhold calls given `handle` (set it: by
+ * name) or the ended-handle marker (`<name> (ended)`), in `calls`, oldest first.
+ */
+function dropsAndUnholds(): { calls: string[]; handle: number } & Disposable {
+  const calls: string[] = [];
+  const drops = { calls, handle: -1 };
+  const spy = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
+    if (args[0] === drops.handle) calls.push(n);
+    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+  });
+  return Object.assign(drops, { [Symbol.dispose]: () => spy[Symbol.dispose]() });
+}
+
 Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed meanwhile reaches the creator's hook: the copy's hold is given back only once the select settled", async () => {
   // `a`'s cancel fails the waiting select; `a`'s hook (run by that cancel, before the select's
   // record drains) disposes the copy `bc`. The losing clause on `bc` is then refused through
   // it. Before, the dispose had given the copy's hold back (its handle dead if it was the last
   // holder): the refusal called kc_chan_drop on the ended-handle marker, which refused it, and
   // the value was freed, reaching no hook and counted nowhere.
-  const calls: string[] = [];
-  let handle = -1;
-  using _ = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
-    if (args[0] === handle) calls.push(n);
-    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
-  });
+  using drops = dropsAndUnholds();
   const b = hooked(0);
-  handle = b.ch.share().handle;
+  drops.handle = b.ch.share().handle;
   const bc = Channel.from(b.ch.share());
   const gotA: unknown[] = [];
   using a = new Channel<unknown>(0, {
@@ -2152,7 +2161,7 @@ Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed 
   assert.equal(await settled(waiting), false);
   a.cancel();
   await assert.rejects(waiting, CancellationError);
-  assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
+  assert.deepEqual(drops.calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
   b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
   assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
   assert.equal(pending(), 0);
@@ -2165,16 +2174,11 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
   // select kept the hold (the settling one had stopped watching `bc`, or never watched it) and
   // the dispose gave it back: the refusal was given the ended-handle marker, and the value was
   // freed, reaching no hook.
-  const calls: string[] = [];
-  let handle = -1;
-  using _ = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
-    if (args[0] === handle) calls.push(n);
-    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
-  });
+  using drops = dropsAndUnholds();
   for (const how of ["closed before", "cancelled while it waits"] as const) {
-    calls.length = 0;
+    drops.calls.length = 0;
     const b = hooked(0);
-    handle = b.ch.share().handle;
+    drops.handle = b.ch.share().handle;
     const bc = Channel.from(b.ch.share());
     const f = hooked(0);
     f.ch.share();
@@ -2198,15 +2202,15 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
     }
     await assert.rejects(waiting, how === "closed before" ? ClosedSendError : CancellationError);
     // Dropped while still held, and the hold given back once (after the drop).
-    assert.deepEqual(calls, ["kc_chan_drop", "kc_chan_unhold"], how);
+    assert.deepEqual(drops.calls, ["kc_chan_drop", "kc_chan_unhold"], how);
     f.ch[Symbol.dispose]();
     b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
     assert.deepEqual([f.got, gotA, b.got], [["F"], ["A"], ["B"]], how);
   }
   // A copy that no hook disposed keeps its own hold past the select: nothing given back.
-  calls.length = 0;
+  drops.calls.length = 0;
   const b = hooked(1);
-  handle = b.ch.share().handle;
+  drops.handle = b.ch.share().handle;
   using bc = Channel.from(b.ch.share());
   using f = new Channel<unknown>(0);
   f.close();
@@ -2217,7 +2221,7 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
     }),
     ClosedSendError,
   );
-  assert.deepEqual(calls, ["kc_chan_drop"], "not disposed");
+  assert.deepEqual(drops.calls, ["kc_chan_drop"], "not disposed");
   assert.deepEqual(bc.trySend("C"), { state: "ok" }, "the copy still holds the channel");
   b.ch[Symbol.dispose]();
   assert.deepEqual(b.got, ["B", "C"]);
