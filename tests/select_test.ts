@@ -2137,34 +2137,47 @@ function dropsAndUnholds(): { calls: string[]; handle: number } & Disposable {
 }
 
 Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed meanwhile reaches the creator's hook: the copy's hold is given back only once the select settled", async () => {
-  // `a`'s cancel fails the waiting select; `a`'s hook (run by that cancel, before the select's
-  // record drains) disposes the copy `bc`. The losing clause on `bc` is then refused through
-  // it. Before, the dispose had given the copy's hold back (its handle dead if it was the last
-  // holder): the refusal called kc_chan_drop on the ended-handle marker, which refused it, and
-  // the value was freed, reaching no hook and counted nowhere.
+  // `a`'s end fails the waiting select, and the copy `bc` is disposed: by `a`'s hook, which
+  // `a.cancel()` runs (after it drained the select's record: the losing clause on `bc` is refused
+  // first), or, with `a` cancelled natively (as another thread would), before the select's
+  // record drains: the select completed natively keeps `bc`'s hold (`channelDisposed`), and the
+  // losing clause on `bc` is refused through it. Before, the dispose had given the copy's hold
+  // back (its handle dead if it was the last holder): the refusal called kc_chan_drop on the
+  // ended-handle marker, which refused it, and the value was freed, reaching no hook and counted
+  // nowhere. (Only the native cancel reaches that: since `cancel()` drains first, the hook's
+  // dispose comes after the refusal.)
   using drops = dropsAndUnholds();
-  const b = hooked(0);
-  drops.handle = b.ch.share().handle;
-  const bc = Channel.from(b.ch.share());
-  const gotA: unknown[] = [];
-  using a = new Channel<unknown>(0, {
-    onUndeliveredElement: (v) => {
-      gotA.push(v);
-      bc[Symbol.dispose]();
-    },
-  });
-  a.share();
-  const waiting = select((s) => {
-    s.onSend(a, "A", () => "a");
-    s.onSend(bc, "B", () => "b");
-  });
-  assert.equal(await settled(waiting), false);
-  a.cancel();
-  await assert.rejects(waiting, CancellationError);
-  assert.deepEqual(drops.calls, ["kc_chan_drop", "kc_chan_unhold"], "dropped while still held");
-  b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
-  assert.deepEqual([gotA, b.got], [["A"], ["B"]]);
-  assert.equal(pending(), 0);
+  for (const by of ["a's hook", "a native cancel"] as const) {
+    drops.calls.length = 0;
+    const b = hooked(0);
+    drops.handle = b.ch.share().handle;
+    const bc = Channel.from(b.ch.share());
+    const gotA: unknown[] = [];
+    const a = new Channel<unknown>(0, {
+      onUndeliveredElement: (v) => {
+        gotA.push(v);
+        if (by === "a's hook") bc[Symbol.dispose]();
+      },
+    });
+    const ha = a.share().handle;
+    const waiting = select((s) => {
+      s.onSend(a, "A", () => "a");
+      s.onSend(bc, "B", () => "b");
+    });
+    assert.equal(await settled(waiting), false, by);
+    if (by === "a's hook") a.cancel();
+    else {
+      assert.equal(library().symbols("test").kc_chan_cancel(ha), 0, by);
+      bc[Symbol.dispose](); // the select's record not drained yet
+      assert.deepEqual(drops.calls, [], `${by}: the hold kept at the dispose`);
+    }
+    await assert.rejects(waiting, CancellationError);
+    assert.deepEqual(drops.calls, ["kc_chan_drop", "kc_chan_unhold"], `${by}: dropped while held`);
+    a[Symbol.dispose]();
+    b.ch[Symbol.dispose](); // what the copy dropped, kept natively, goes to the hook
+    assert.deepEqual([gotA, b.got], [["A"], ["B"]], by);
+    assert.equal(pending(), 0, by);
+  }
 });
 
 Deno.test("a losing onSend value refused on a Channel.from copy that a hook the select's own settling ran disposed reaches the creator's hook: the hold is kept until the select settled", async () => {
