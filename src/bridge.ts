@@ -116,6 +116,11 @@ const WATCH_POLL_MS = 20;
  * its timeout, `#closing`'s back-off while it waits for records another thread is pushing.
  */
 const NAP = new Int32Array(new SharedArrayBuffer(4));
+/**
+ * How long a library's close waits in all (ms), over all its looks, for the records of the
+ * withdrawals that answered "busy" (`#awaitRecords`): one second at each look, two in all.
+ */
+const CLOSE_WAIT_MS = 2000;
 
 type Sym = ReturnType<Library["symbols"]>;
 
@@ -368,12 +373,21 @@ export class Bridge {
    * host, on its CPU).
    */
   #awaitRecords(busy: number[], drain: () => number): void {
-    const deadline = performance.now() + 1000;
-    for (let slice = 0.05;; slice = Math.min(2 * slice, 1)) {
-      if (drain() < 0) return;
-      if (!busy.some((t) => this.#ops.has(t) || this.#watches.has(t))) return;
-      if (performance.now() >= deadline) return;
-      Atomics.wait(NAP, 0, 0, slice);
+    // One budget for the whole close (`#waitLeft`): each look waits a second at most, and all of
+    // them together `CLOSE_WAIT_MS`. Before, each look had a second of its own: a record that
+    // never landed held the close a second more for each later round of close hooks that began
+    // a wait (up to 1,000 rounds: a quarter of an hour).
+    const start = performance.now();
+    const deadline = start + Math.min(1000, this.#waitLeft);
+    try {
+      for (let slice = 0.05;; slice = Math.min(2 * slice, 1)) {
+        if (drain() < 0) return;
+        if (!busy.some((t) => this.#ops.has(t) || this.#watches.has(t))) return;
+        if (performance.now() >= deadline) return;
+        Atomics.wait(NAP, 0, 0, slice);
+      }
+    } finally {
+      this.#waitLeft = Math.max(0, this.#waitLeft - (performance.now() - start));
     }
   }
 
@@ -783,6 +797,8 @@ export class Bridge {
   #closePassed = false;
   /** A second `#closing` is registered to run after the close hooks registered so far. */
   #closeQueued = false;
+  /** What is left of the close's wait for records (`#awaitRecords`), in ms. */
+  #waitLeft = CLOSE_WAIT_MS;
 
   /**
    * An operation begun after `#closing` (by a later close hook, or an "error" listener a

@@ -3202,6 +3202,56 @@ Deno.test("closing the library stops waiting for the records of waits whose with
     back: { state: "ok", value: 8 },
   });
 });
+Deno.test("closing the library waits two seconds in all for a record that never lands, however many rounds of close hooks begin a wait: the wait then fails as cut off", async () => {
+  // A receive completed natively in the turn the library closes: its withdrawal answers "busy",
+  // and its record is never seen (the ring's drains held off throughout, as where its completer
+  // stays descheduled). 30 rounds of close hooks each begin a receive, so the bridge's
+  // withdrawals run again each round and each finds the stuck one busy again. The close waits
+  // for it two seconds in all (README, "Closing the library"), then cuts it off (the ring's
+  // destroy gives its value back). Before, each round waited a second of its own: 31 seconds.
+  const res = await evalOnLibrary(`
+    const ch = new Channel(0, { codec: codecs.f64 });
+    const token = ch.share();
+    const stuck = ch.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name);
+    await until(() => bridge.pending === 1, "the receive queued natively");
+    const other = new Channel(0, { codec: codecs.f64 });
+    other.share();
+    const later = [];
+    let rounds = 0;
+    lib.beforeClose(function again() {
+      later.push(other.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name));
+      if (++rounds < 30) lib.beforeClose(again);
+    });
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = () => 0;
+    const sent = trySendNatively(ch.handle, 8); // completes it: its abort answers busy
+    const start = performance.now();
+    try {
+      closeLibrary();
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+    const ms = performance.now() - start;
+    const settled = await within(Promise.all([stuck, ...later]), 10_000, "the receives");
+    console.log(JSON.stringify({
+      sent, ms, rounds, stuck: settled[0], later: [...new Set(settled.slice(1))],
+      back: Channel.from(token).tryReceive(),
+    }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const out = JSON.parse(res.stdout);
+  // The bound is two seconds of waiting: the rest is slack for a loaded host, far below the 31
+  // seconds the close took before.
+  assert.ok(out.ms < 12_000, `the close took ${out.ms} ms`);
+  delete out.ms;
+  assert.deepEqual(out, {
+    sent: 0,
+    rounds: 30,
+    stuck: "rejected LibraryClosedError",
+    later: ["rejected LibraryClosedError"],
+    back: { state: "ok", value: 8 },
+  });
+});
 Deno.test("closing the library settles an iterator's next() whose value fails to decode as the open library does: the next() still pending answers done and takes nothing", async () => {
   // Two next()s queued natively; in the turn the library closes, native code completes the
   // first with a value codecs.string cannot read and the second with "later". The ring's drains
