@@ -3462,6 +3462,181 @@ Deno.test("closing the library hands the values its late select records leave in
   );
 });
 
+Deno.test("closing the library runs onUndeliveredElement for the values its late records drop once every wait it settles has settled: a native cancel's sends all reject first", async () => {
+  // Two sends queued natively, failed by a native cancel in the turn the library closes (both
+  // values in the channel's dropped list), their records held off until it has closed
+  // (`Bridge.#closed`). The hook sees both waits settled (none pending) for each value, as where
+  // the library is open (one batch, `due`). Before that batch, the first send's settle ran the
+  // hook for both values while the second send still waited.
+  const res = await evalOnLibrary(`
+    const seen = [];
+    const a = new Channel(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => seen.push([v, bridge.pending, lib.isOpen]),
+    });
+    a.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+    const outcomes = [name(a.send(7)), name(a.send(8))];
+    await until(() => bridge.pending === 2, "both sends queued natively");
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
+    const cancelled = sym.kc_chan_cancel(a.handle);
+    try {
+      closeLibrary();
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+    const atClose = JSON.stringify(seen);
+    const settled = await within(Promise.all(outcomes), 10_000, "both sends");
+    console.log(JSON.stringify({ cancelled, atClose: JSON.parse(atClose), settled }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    cancelled: 0,
+    atClose: [[7, 0, false], [8, 0, false]],
+    settled: ["rejected LibraryClosedError", "rejected LibraryClosedError"],
+  });
+});
+
+Deno.test("closing the library settles a record that a channel's close in a close hook of its last round drained and held: a select's receive clause native code completed fires with its value", async () => {
+  // A select on \`x\` begun by a close hook of the last round a close runs, completed natively
+  // there; then the hook closes another shared channel, whose settle drains the ring and holds
+  // the select's record (not the closed channel's). Past that round no withdrawal runs again:
+  // the close settles the held record (\`Bridge.#closed\`) as its drain would have. Without that,
+  // the record was lost with the held list and the select failed as cut off.
+  const res = await evalOnLibrary(`
+    const x = new Channel(0, { codec: codecs.f64 }), y = new Channel(0, { codec: codecs.f64 });
+    const tx = x.share();
+    y.share();
+    let runs = 0, outcome, natively;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        outcome = select((s) => s.onReceive(x, (v) => "got " + v))
+          .then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+        natively = trySendNatively(x.handle, 8); // its record on the ring
+        y.close(); // drains the ring, holds the select's record
+      }
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    }
+    const settled = await within(outcome, 10_000, "the select");
+    console.log(JSON.stringify({ natively, settled, left: Channel.from(tx).tryReceive().state }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    natively: 0,
+    settled: "resolved got 8",
+    left: "empty",
+  });
+});
+
+Deno.test("closing the library settles the waits whose records are on the ring before it withdraws the ones still queued: a select a close hook of its last round began rejects after an earlier receive resolves", async () => {
+  // A receive completed natively before the close, its record held off while the library is
+  // open (\`#closing\` waits for it, then leaves it), and a select begun by a close hook of the
+  // last round, still queued. As the library closes its record is drained first, then the
+  // select is withdrawn (\`Bridge.#closed\`): the receive settles first, as \`#closing\` settles
+  // completed waits before it fails newer ones. Without that drain, the select's withdrawal
+  // rejected it first and the receive's record settled it only in the wait for "busy" records.
+  const res = await evalOnLibrary(`
+    const x = new Channel(0, { codec: codecs.f64 }), y = new Channel(0, { codec: codecs.f64 });
+    x.share();
+    y.share();
+    const order = [];
+    const received = x.receive();
+    received.then((v) => order.push("receive resolved " + v), (e) => order.push("receive rejected " + e.name));
+    await until(() => bridge.pending === 1, "the receive queued natively");
+    const drain = sym.kc_ring_drain;
+    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
+    const natively = trySendNatively(x.handle, 8);
+    let runs = 0, selected;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        selected = select((s) => s.onReceive(y, (v) => "got " + v));
+        selected.then((v) => order.push("select resolved " + v), (e) => order.push("select rejected " + e.name));
+      }
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+    await within(Promise.allSettled([received, selected]), 10_000, "both waits");
+    console.log(JSON.stringify({ natively, order }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    natively: 0,
+    order: ["receive resolved 8", "select rejected LibraryClosedError"],
+  });
+});
+
+Deno.test("closing the library waits for a record that lands after its last looks at the ring: a send whose withdrawal answers busy there resolves, delivered", async () => {
+  // As the test above it ("lands after the close's last look"), the record seen by no drain
+  // while the library is open nor by the close's first two looks (its last drain, and the first
+  // look of its wait for "busy" records). The withdrawal answered busy, so the close looks
+  // again until it lands. Without that, it looked once and the send failed as cut off, its
+  // value its receiver's.
+  const res = await evalOnLibrary(`
+    const ch = new Channel(0, { codec: codecs.f64 });
+    ch.share();
+    const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
+    await until(() => bridge.pending === 1, "the send queued natively");
+    const drain = sym.kc_ring_drain;
+    let looks = 0;
+    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 2 ? 0 : drain(...args);
+    const out = new Float64Array(1);
+    const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+    closeLibrary();
+    sym.kc_ring_drain = drain;
+    console.log(JSON.stringify({ got, settled: await within(outcome, 10_000, "the send") }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { got: 7, settled: "resolved undefined" });
+});
+
+Deno.test("closing the library hands the values of a send and a select it cuts off, their withdrawals answering busy past its wait, to onUndeliveredElement during the close", async () => {
+  // A send and a select with two send clauses, queued natively and never completed, whose
+  // withdrawals answer "busy" throughout (as where each lost to a completion whose record never
+  // lands): the close waits for them (two seconds in all), then the ring's destroy cuts them off
+  // and its teardown hands each value, never sent, to its channel's undelivered path
+  // (\`dropUnsent\`). Each rejects with LibraryClosedError and every value reaches the hook
+  // during the close, not at the channel's dispose.
+  const res = await evalOnLibrary(`
+    const hooked = { a: [], b: [], c: [] };
+    const [a, b, c] = ["a", "b", "c"].map((k) =>
+      new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => hooked[k].push(v) }));
+    for (const ch of [a, b, c]) ch.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+    const outcomes = [name(c.send(1)), name(select((s) => {
+      s.onSend(a, 2, () => "sent a");
+      s.onSend(b, 3, () => "sent b");
+    }))];
+    await until(() => bridge.pending === 2, "the send and the select queued natively");
+    const abort = sym.kc_ring_abort;
+    sym.kc_ring_abort = () => -16; // KC_EBUSY
+    try {
+      closeLibrary();
+    } finally {
+      sym.kc_ring_abort = abort;
+    }
+    const atClose = JSON.stringify(hooked);
+    const settled = await within(Promise.all(outcomes), 10_000, "the send and the select");
+    console.log(JSON.stringify({ atClose: JSON.parse(atClose), settled }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    atClose: { a: [2], b: [3], c: [1] },
+    settled: ["rejected LibraryClosedError", "rejected LibraryClosedError"],
+  });
+});
+
 Deno.test("closing the library settles an iterator's pending next()s in the order they were called: the earlier one whose record was due first, then the later one it withdrew", async () => {
   // Two next()s queued natively; native code completes the first (its record held off past the
   // withdrawals, as in the tests above), and the close withdraws the second. Its record drained
