@@ -1205,13 +1205,17 @@ function waitOp(kind: number): string {
  * whether `return()` ran or one of its `next()`s rejected (`ended`: each later `next()` answers
  * done, as an async generator's does), which a receive looks at again after running a hook;
  * and whether one rejected (`rejected`: a `next()` still pending then answers done where it
- * would reject too, as an async generator rejects the first and answers the rest done).
+ * would reject too, as an async generator rejects the first and answers the rest done); and
+ * whether the library's close failed one whose rejection waits for an earlier one to settle
+ * (`closing`, `Waiter.rejectInOrder`): the iterator ends once it has, so a `next()` called
+ * meanwhile answers done after the last one settles.
  */
 type IterWaits = {
   waiter: Waiter | null;
   more: Waiter[] | null;
   ended: boolean;
   rejected: boolean;
+  closing: boolean;
 };
 
 /**
@@ -1338,6 +1342,7 @@ class Waiter implements RingOp {
   rejectInOrder(e: unknown): void {
     const before = this.#earlierPending();
     if (before === null) return this.reject(e);
+    this.held!.closing = true; // a later next() settles after this one (`#iterate`)
     // Wrapped, not a list to run: every settle of `before` goes through these two (its `reject`,
     // and `resolve` where it answers a value or done), whichever path settles it.
     const resolve = before.resolve, reject = before.#reject;
@@ -5998,16 +6003,27 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
      * the iterator's own combined with the caller's: Deno's AbortSignal.any keeps each signal
      * it made alive while a source lives, ~900 bytes per loop over a task's long-lived signal.
      */
-    const held: IterWaits = { waiter: null, more: null, ended: false, rejected: false };
+    const held: IterWaits = {
+      waiter: null,
+      more: null,
+      ended: false,
+      rejected: false,
+      closing: false,
+    };
     /** The promise the last `next()` returned, which `return()` settles after. */
     let last: Promise<IteratorResult<T, undefined>> | null = null;
+    const done = () => ITER_DONE;
     const next = (): Promise<IteratorResult<T, undefined>> => {
       if (held.ended) return Promise.resolve(ITER_DONE);
+      // A next() the close failed waits for an earlier one to settle, and ends the iterator
+      // then (`Waiter.rejectInOrder`): this one answers done after the last one, taking nothing.
+      // Before, it received at once (a close hook's next(), with a value in the channel) and
+      // settled with that value before the earlier ones, which then ended the iterator.
+      if (held.closing && last !== null) return last = last.then(done, done);
       return last = this.#receive(RECV_ITER, wait, held) as Promise<
         IteratorResult<T, undefined>
       >;
     };
-    const done = () => ITER_DONE;
     const it: AsyncIterableIterator<T> = {
       next,
       return: () => {

@@ -3682,6 +3682,66 @@ Deno.test("closing the library settles an iterator's pending next()s in the orde
   });
 });
 
+Deno.test("closing the library settles a next() that a close hook calls while earlier ones still wait for the close after them: it answers done and takes nothing, though a value is there", async () => {
+  // Two next()s queued natively; native code completes the first (its record held off while
+  // the library is open) and the close withdraws the second, which rejects only once the first
+  // has settled. In that gap a later close hook calls next() again, with a value in the
+  // channel. That next() settles last and answers done (the second one's rejection ends the
+  // iterator), the value left in the channel; or, cut off, after the first rejects and the
+  // second answers done. Before, it took the value and resolved with it at once, before both
+  // (Waiter.rejectInOrder ordered only the next()s the close itself failed).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const runs = {};
+    for (const drained of [true, false]) {
+      const lib = library();
+      const sym = lib.symbols("test");
+      const bridge = Bridge.of(lib);
+      const ch = new Channel(1, { codec: codecs.f64 });
+      const token = ch.share();
+      const it = ch[Symbol.asyncIterator]();
+      const log = [];
+      const name = (n, p) =>
+        p.then((r) => log.push(n + (r.done ? " done" : " " + r.value)), (e) => log.push(n + " " + e.name));
+      const all = [name("first", it.next()), name("second", it.next())];
+      await until(() => bridge.pending === 2, "both next()s queued natively");
+      const drain = sym.kc_ring_drain;
+      sym.kc_ring_drain = (...args) => lib.isOpen || !drained ? 0 : drain(...args);
+      const sent = [trySendNatively(ch.handle, 5)];
+      lib.beforeClose(() => { // after the bridge's withdrawals
+        sent.push(trySendNatively(ch.handle, 6)); // buffered: no receive waits natively now
+        all.push(name("third", it.next()));
+      });
+      try {
+        closeLibrary();
+      } finally {
+        sym.kc_ring_drain = drain;
+      }
+      await within(Promise.all(all), 10_000, "the next()s");
+      const copy = Channel.from(token);
+      const left = [copy.tryReceive(), copy.tryReceive()].map((r) => r.state === "ok" ? r.value : r.state);
+      runs[drained ? "drained" : "cut off"] = { sent, log, left };
+    }
+    console.log(JSON.stringify(runs));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // Cut off, the first one's value went back to the channel, in front (the ring's destroy).
+  assert.deepEqual(JSON.parse(res.stdout), {
+    drained: {
+      sent: [0, 0],
+      log: ["first 5", "second LibraryClosedError", "third done"],
+      left: [6, "empty"],
+    },
+    "cut off": {
+      sent: [0, 0],
+      log: ["first LibraryClosedError", "second done", "third done"],
+      left: [5, 6],
+    },
+  });
+});
+
 Deno.test("closing the library withdraws operations queued natively (receive, send, select) and fails them", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
