@@ -3534,6 +3534,52 @@ Deno.test("closing the library settles a record that a channel's close in a clos
   });
 });
 
+Deno.test("closing the library lets go of the channels of the records it held: a channel whose record a close hook's channel close held is collected once dropped, its library still referenced", async () => {
+  // As "settles a record that a channel's close in a close hook of its last round drained and
+  // held" above: the select's record on \`x\` is held, then settled as the library closes. The
+  // bridge (alive with its library) kept the held records' channels (\`Bridge.#heldOn\`, for
+  // \`settleWhere\`'s picks), and the close clears that set with the held list: \`x\`'s state is
+  // collected once the channel is disposed and dropped.
+  await assertGcScript(
+    `
+    const lib = library();
+    globalThis.keep = lib; // the bridge lives as long as its library
+    const bridge = Bridge.of(lib);
+    let ref, outcome;
+    {
+      const x = new Channel(0, { codec: codecs.f64 }), y = new Channel(0, { codec: codecs.f64 });
+      x.share();
+      y.share();
+      ref = new WeakRef(x._shared);
+      let runs = 0;
+      lib.beforeClose(function again() {
+        if (++runs === 1000) { // the last round close() runs
+          outcome = select((s) => s.onReceive(x, (v) => "got " + v)).then((v) => v, (e) => e.name);
+          trySendNatively(x.handle, 8);
+          y.close(); // drains the ring, holds the select's record
+        }
+        lib.beforeClose(again);
+      });
+      try {
+        closeLibrary();
+      } catch (e) {
+        if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+      }
+      const settled = await outcome;
+      if (settled !== "got 8") throw new Error("the select: " + settled);
+      outcome = null;
+      x[Symbol.dispose]();
+      y[Symbol.dispose]();
+    }
+    await collect(ref);
+    if (bridge.pending !== 0) throw new Error(bridge.pending + " pending");
+  `,
+    `import { closeLibrary, select } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively } from "./tests/support.ts";`,
+  );
+});
+
 Deno.test("closing the library settles the waits whose records are on the ring before it withdraws the ones still queued: a select a close hook of its last round began rejects after an earlier receive resolves", async () => {
   // A receive completed natively before the close, its record held off while the library is
   // open (\`#closing\` waits for it, then leaves it), and a select begun by a close hook of the
