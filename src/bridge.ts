@@ -365,7 +365,7 @@ export class Bridge {
    * Waits for the records of the operations `busy` names (tickets whose withdrawal answered
    * "busy": completed, each record on the ring or about to be, its completer between unlocking
    * the channel and pushing it, a bounded window), `drain` settling what has come, for at most
-   * a second. Not where the ring is gone (`drain` failed: destroyed by hand, as a test does, or
+   * a second, and no longer than what is left of the close's budget (`#waitLeft`). Not where the ring is gone (`drain` failed: destroyed by hand, as a test does, or
    * by code a settle ran): no record can come any more. Between looks the thread yields, for
    * slices that grow to 1 ms (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this
    * thread only), so that the completer it waits for gets the CPU. Before, `#closing` drained a
