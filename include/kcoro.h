@@ -67,7 +67,9 @@ extern "C" {
  * SPIN leaves `done` as it was, ECHO and CHAN_SENDER end as on a failed operation (nothing in
  * hand). ECHO and CHAN_SENDER also end so there when their native scope is cancelled: their
  * channel operations that never wait do not see its KC_EINTR; SPIN stops there too, `done` as
- * it was (before, it ran all its rounds in the cancelled scope). Hand-driven (kc_coro_create),
+ * it was (before, it ran all its rounds in the cancelled scope). All three stop there the same
+ * way once their context deadline (kc_scope_set_deadline) has passed, which operations that
+ * never wait do not see as KC_ETIME (before, they ran on past it). Hand-driven (kc_coro_create),
  * the three yield back to their resumer at those points: kc_coro_resume returns
  * KC_STATE_SUSPENDED, and the loop goes on when resumed (before, a hand-driven ECHO on its own
  * conflated channel never returned from kc_coro_resume). */

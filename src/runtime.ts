@@ -80,7 +80,8 @@ export type ShutdownMode = "cancel" | "finish";
  * was, the others end as when a send fails (the echo with no value in hand), or are abandoned
  * at the yield. A chanSender or echo launched into a native scope also ends so there once the
  * scope is cancelled (its channel operations that never wait do not see the cancellation), and
- * a spin stops there, `done` as it was.
+ * a spin stops there, `done` as it was; all three stop there the same way once their context
+ * deadline (a `withTimeout`'s, a hand-set `Deadline`) has passed.
  */
 export type ScheduledBuiltin =
   | "sleeper"

@@ -121,6 +121,68 @@ Deno.test("cancelling a TypeScript scope ends its native spin at its next turn, 
   assert.equal(spin[1], 0n); // the work not done: done as it was
 });
 
+/**
+ * Launches, into `scope`'s native scope, the loops that never wait: an echo on its own conflated
+ * channel, a chanSender to a conflated channel and an endless spin. Their cells, and a check of
+ * how they ended once the scope has settled: each stopped at a turn (the echo with nothing in
+ * hand, the spin's work not done).
+ */
+function launchEndlessLoops(scope: CoroutineScope, disposer: DisposableStack): () => void {
+  const ch = disposer.use(new Channel("conflated", { codec: codecs.u64 }));
+  const sink = disposer.use(new Channel("conflated", { codec: codecs.u64 }));
+  assert.equal(ch.trySend(42n).state, "ok");
+  const max = 2n ** 64n - 1n;
+  const echo = runtime().cells([BigInt(ch.handle), BigInt(ch.handle), 0n, 0n]);
+  const sender = runtime().cells([BigInt(sink.handle), 0n, max, 0n, 0n]);
+  const spin = runtime().cells([max, 0n]);
+  const ns = nativeScope(scope);
+  ns.launch("echo", echo);
+  ns.launch("chanSender", sender);
+  ns.launch("spin", spin);
+  return () => {
+    assert.equal(echo[3], 1n); // done
+    assert.equal(sender[4], 1n);
+    assert.equal(spin[1], 0n); // the work not done: done as it was
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 42n });
+  };
+}
+
+Deno.test("a withTimeout's deadline ends the native loops that never wait of a scope it does not cancel (given only its context)", async () => {
+  // The scope is given the timeout's context, not its signal: the timer cancels the timeout's
+  // own scope, not this one, whose native children carry the Deadline (README: native children
+  // end by it). None of them ever waits, so none sees it as a channel operation's KC_ETIME: they
+  // look at it at their turn. Before, they looked there only for a cancellation and ran on
+  // past it, and the scope never settled (the bound below failed the test).
+  using disposer = new DisposableStack();
+  let scoped: Promise<void> | undefined;
+  let check: (() => void) | undefined;
+  await assert.rejects(
+    withTimeout(50, async (outer) => {
+      scoped = coroutineScope((scope) => {
+        check = launchEndlessLoops(scope, disposer);
+      }, { context: outer.context });
+      await untilAborted(outer.signal);
+    }),
+    TimeoutError,
+  );
+  // It completes (nothing cancelled it): its children stopped at the deadline.
+  await within(scoped!, 60_000, "the scope whose deadline passed to settle");
+  check!();
+});
+
+Deno.test("a Deadline set by hand ends the native loops that never wait of the scope given it, which it does not cancel", async () => {
+  // Nothing arms a timer for a hand-set Deadline (README): the native children's turns were the
+  // only stop, and before they looked there only for a cancellation (the bound below failed).
+  using disposer = new DisposableStack();
+  let check: (() => void) | undefined;
+  const context = Context.empty.with(Deadline, performance.now() + 50);
+  const scoped = coroutineScope((scope) => {
+    check = launchEndlessLoops(scope, disposer);
+  }, { context });
+  await within(scoped, 60_000, "the scope whose deadline passed to settle");
+  check!();
+});
+
 Deno.test("a TypeScript scope does not complete before its native children", async () => {
   using ch = new Channel<bigint>(0, { codec: codecs.u64 });
   const receiver = cells(ch.handle);

@@ -25,8 +25,9 @@ pub const Builtin = enum(u32) {
     /// another count, each node splits its integer tenth ten ways: a smaller tree's sum).
     skynet = 5,
     /// Scheduled. `arg` -> u64[2] { rounds, done }: CPU-bound work (a hash chain of `rounds`
-    /// steps), then adds 1 to `done`. Yields every `spin_turn_rounds` steps; a shutdown, or
-    /// the cancellation of its native scope, stops it there, leaving `done` as it was.
+    /// steps), then adds 1 to `done`. Yields every `spin_turn_rounds` steps; a shutdown, the
+    /// cancellation of its native scope or its context deadline passing stops it there,
+    /// leaving `done` as it was.
     spin = 6,
     /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
     /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
@@ -43,8 +44,9 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[5] { channel handle, first, count, sent, done }: sends the u64
     /// values first .. first+count-1 (at most up to 2^64-1) to the channel (element size 8),
     /// counting each in `sent`,
-    /// stopping early if a send fails (closed), a shutdown comes or its native scope is
-    /// cancelled (it yields every `loop_turn_every` values, where it looks; hand-driven, it
+    /// stopping early if a send fails (closed), a shutdown comes, its native scope is
+    /// cancelled or its context deadline passes (it yields every `loop_turn_every` values,
+    /// where it looks; hand-driven, it
     /// yields back to its resumer there); then adds 1 to `done`. A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
@@ -53,8 +55,9 @@ pub const Builtin = enum(u32) {
     read_deadline = 11,
     /// Scheduled. `arg` -> u64[4] { in channel, out channel, echoed, done }: receives each
     /// 8-byte value of `in` and sends it to `out` (counting it in `echoed`) until either fails,
-    /// a shutdown comes or its native scope is cancelled (it yields every `loop_turn_every`
-    /// values, where it looks; hand-driven, it yields back to its resumer there); then
+    /// a shutdown comes, its native scope is cancelled or its context deadline passes (it
+    /// yields every `loop_turn_every` values, where it looks; hand-driven, it yields back to
+    /// its resumer there); then
     /// `done` = 1. A native partner for round-trip benchmarks. Lives in root.zig.
     echo = 12,
 };
@@ -150,6 +153,22 @@ fn scopeCancelled() bool {
     return t.isCancelled();
 }
 
+/// Whether the deadline in the calling coroutine's context (`Scope.setDeadline`,
+/// kc_scope_set_deadline: a `withTimeout` around a TypeScript scope) has passed; false with
+/// none. The context is immutable and the coroutine's own: no atomics.
+fn deadlinePassed() bool {
+    const d = scope_mod.currentDeadline() orelse return false;
+    return scheduler.monotonicNs() >= d;
+}
+
+/// Whether a built-in loop must stop at its turn for its native scope: cancelled, or its
+/// context deadline passed. Before, the deadline was looked at only by channel operations that
+/// wait (KC_ETIME): a loop whose operations never wait (and a spin, which has none) ran on
+/// past it, and a scope whose only stop was its deadline never completed.
+fn scopeStops() bool {
+    return scopeCancelled() or deadlinePassed();
+}
+
 /// Counts a built-in loop's iterations and takes a `turn` every `every`th.
 pub const Pacer = struct {
     every: u32,
@@ -161,15 +180,17 @@ pub const Pacer = struct {
     }
 
     /// Called before each iteration: false when the loop must stop: a shutdown (see `turn`),
-    /// or the cancellation of the native scope it runs in, looked at after the turn (as the
-    /// actor looks between messages). Before, a loop whose channel operations never wait, so
-    /// never see the scope's KC_EINTR, ran on in a cancelled scope, and kc_scope_wait never
+    /// or the cancellation of the native scope it runs in, or its context deadline passing
+    /// (`scopeStops`), looked at after the turn (as the actor looks between messages).
+    /// Before, a loop whose channel operations never wait, so never see the scope's KC_EINTR
+    /// (nor KC_ETIME at its deadline), ran on in a cancelled scope, and kc_scope_wait never
     /// returned.
     pub fn go(p: *Pacer) bool {
+        assert(p.left > 0 and p.left <= p.every);
         p.left -= 1;
         if (p.left != 0) return true;
         p.left = p.every;
-        return turn() and !scopeCancelled();
+        return turn() and !scopeStops();
     }
 };
 
@@ -273,11 +294,12 @@ fn spin(arg: ?*anyopaque) callconv(.c) void {
         const n = @min(left, spin_turn_rounds);
         x = spinSteps(x, n);
         left -= n;
-        // A shutdown stops it, and so does the cancellation of the native scope it runs in
-        // (looked at after the turn, as `Pacer` does; before, a spin ran all its rounds in a
-        // cancelled scope, whose kc_scope_wait waited for them): the work not done, `done`
-        // stays as it was (as skynet's result).
-        if (left > 0 and (!turn() or scopeCancelled())) return;
+        // A shutdown stops it, and so does the cancellation of the native scope it runs in, or
+        // its context deadline passing (looked at after the turn, as `Pacer` does; before, a
+        // spin ran all its rounds in a cancelled scope, and past its deadline, while its
+        // kc_scope_wait waited for them): the work not done, `done` stays as it was (as
+        // skynet's result).
+        if (left > 0 and (!turn() or scopeStops())) return;
     }
     std.mem.doNotOptimizeAway(x);
     countedOut();

@@ -3562,9 +3562,10 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
 /// 8-byte value of `in` and sends it to `out`, counting it in `echoed`, until either fails
-/// (closed, cancelled, destroyed), a shutdown comes or its native scope is cancelled (it yields
-/// every `builtins.loop_turn_every` values and stops there, with nothing in hand, if one has
-/// begun or the scope is cancelled; a hand-driven one yields back to its resumer there, whose
+/// (closed, cancelled, destroyed), a shutdown comes, its native scope is cancelled or its
+/// context deadline passes (it yields every `builtins.loop_turn_every` values and stops there,
+/// with nothing in hand, if one has begun, the scope is cancelled or the deadline has passed;
+/// a hand-driven one yields back to its resumer there, whose
 /// kc_coro_resume returns KC_STATE_SUSPENDED); then `done` = 1. A native partner for round-trip benchmarks.
 /// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
 /// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
@@ -3582,7 +3583,8 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     // echo whose receives always find a value and whose sends never block (`in` = `out`
     // conflated, two echoes feeding each other) never parks, and held its worker for good, a
     // shutdown never returning. A shutdown ends it there, `done` set, the values left in `in`;
-    // so does its native scope's cancellation, which receives that never wait do not see.
+    // so do its native scope's cancellation and its context deadline passing, which receives
+    // that never wait do not see.
     var pace = builtins.Pacer.init(builtins.loop_turn_every);
     while (pace.go() and kc_chan_recv(in, &v, 8, 0, 0, 0) == 0) {
         var dropped = false; // set when a cancel took `v` from the waiting send
@@ -7617,6 +7619,86 @@ test "C ABI: a long spin stops at its turn when its native scope is cancelled, `
     // The work not done: `done` as it was (as at a shutdown). Acquire: the scope wait ordered
     // the spin's end before this; tidy.
     try testing.expectEqual(@as(u64, 0), spin[1].load(.acquire));
+}
+
+test "C ABI: an echo on its own conflated channel, a chanSender to one and a long spin stop at their turn when their native scope's deadline passes, the scope not cancelled" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // None of them ever waits, so none sees the deadline as a channel operation's KC_ETIME.
+    // Before, their turns looked only for a shutdown and the scope's cancellation: in a scope
+    // whose only stop was its deadline (kc_scope_set_deadline; a withTimeout around a
+    // TypeScript scope) they ran on, and kc_scope_wait returned KC_ETIME at its own deadline
+    // here (the shutdown the defer below makes then stopped them).
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var sink: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
+    defer _ = kc_chan_destroy(sink);
+    const value: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
+    // Atomic cells: the built-ins write them on a worker while this thread reads them.
+    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
+    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    var spin = [2]std.atomic.Value(u64){ .init(std.math.maxInt(u64)), .init(0) };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    // Soon: they run until then (the echo and the chanSender are seen to have run below).
+    const window = 200 * std.time.ns_per_ms;
+    const deadline = kc_now_ns() + window;
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, deadline));
+    const entry = struct {
+        fn of(b: Builtin) coroutine.EntryFn {
+            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        }
+    }.of;
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.chan_sender), &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.spin), &spin, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    // Not before the deadline: nothing else stopped them.
+    try testing.expect(kc_now_ns() >= deadline);
+    // Acquire: pairs with the built-ins' release stores of `done` (the counts before them).
+    try testing.expectEqual(@as(u64, 1), echo[3].load(.acquire));
+    try testing.expectEqual(@as(u64, 1), sender[4].load(.acquire));
+    // The spin's work not done: `done` as it was (as at a cancel).
+    try testing.expectEqual(@as(u64, 0), spin[1].load(.acquire));
+    // They ran (the chanSender's count is exact: no send failed); the echo stopped between
+    // values (nothing in hand): the value is still in the channel.
+    try testing.expect(echo[2].load(.monotonic) > 0);
+    try testing.expect(sender[3].load(.monotonic) > 0);
+    var got: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
+    try testing.expectEqual(value, got);
+    // A deadline cancels nothing: the scope's first cancel is still this one.
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+}
+
+test "C ABI: a loop built-in stops at its first turn when its native scope's deadline has passed already" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A deadline already passed at launch (a withTimeout whose time was up, a Deadline of
+    // -Infinity): the chanSender to a channel with room for every value it could send in one
+    // turn stops at its first turn, having sent exactly one turn's values.
+    var sink: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4 * builtins.loop_turn_every, 0, 0, &sink));
+    defer _ = kc_chan_destroy(sink);
+    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, 1)); // long past
+    const sender_entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.chan_sender)).?));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, sender_entry, &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    // Acquire: pairs with the release store of `done` (the count before it).
+    try testing.expectEqual(@as(u64, 1), sender[4].load(.acquire));
+    try testing.expectEqual(@as(u64, builtins.loop_turn_every - 1), sender[3].load(.monotonic));
 }
 
 test "C ABI: hand-driven, the built-in loops that never park return from kc_coro_resume at their turns: an echo on its own conflated channel, a chanSender to one, a long spin" {
