@@ -46,6 +46,23 @@ comptime {
 /// nothing; there such a free is undefined (include/kcoro.h, kc_buf_free): counted as another
 /// slice's, it may give the chunk back while a slice in it is still in use.
 const track_live = std.debug.runtime_safety;
+/// Safe builds: the carvings of a chunk take turns between this many *phases*: a carving in
+/// phase k starts its first slice `k * slice_align` bytes into the chunk and rounds every
+/// slice to `carve_step` bytes, so its slices start only on slots of residue k (mod
+/// `carve_phases`). A buffer kept past its chunk's return (returned twice, or another buffer of
+/// its chunk returned twice so that the chunk came back under it) and freed after the chunk was
+/// carved again then lies on a slot where the new carving starts no slice (live bit clear):
+/// `free` panics, naming the earlier carving. Before, the new carving laid its slices out as the
+/// one before, the stale address started a live buffer of it, and the free took that buffer's
+/// place silently (its owner's later free then panicked, blamed as a second free, or its chunk
+/// came back while it was in use). What stays undetectable: a stale address from an even number
+/// of carvings back that starts a live buffer of the current one is that buffer's address, and
+/// `kc_buf_free` takes nothing but the address (the ABI has no word to carry a generation in).
+/// Costs safe builds up to 16 more bytes per slice and one byte per chunk; ReleaseFast keeps
+/// one phase (`carve_step` = `slice_align`), and POOL_SLICE_ALIGN's 16-byte slots still hold a
+/// slice start each (a slice of a safe build spans two).
+const carve_phases: usize = if (track_live) 2 else 1;
+const carve_step: usize = slice_align * carve_phases;
 /// A chunk's word once its stripe let go of it (see the module comment).
 const retired: u32 = 1 << 31;
 const none: u32 = std.math.maxInt(u32);
@@ -93,6 +110,10 @@ pub const Pool = struct {
     /// `release`/`releaseChecked` (which name no slice) leave theirs set. Reserved as the region
     /// is (pages cost memory only once touched): 1/128 of its size.
     live: if (track_live) []align(std.heap.page_size_min) u8 else void,
+    /// Safe builds: per chunk, the phase of its current (or last) carving (`carve_phases`), set
+    /// by `startCarving`; `take` sets a chunk's first to `carve_phases - 1`, so its first
+    /// carving is in phase 0. Reserved as `live` is.
+    phases: if (track_live) []align(std.heap.page_size_min) u8 else void,
 
     /// Reserves `chunks << chunk_shift` bytes; `words` and `links` hold one entry per chunk.
     pub fn init(chunk_shift: u5, words: []std.atomic.Value(u32), links: []u32) !Pool {
@@ -101,7 +122,9 @@ pub const Pool = struct {
         const region = try reserve(words.len << chunk_shift);
         errdefer posix.munmap(region);
         const live = if (track_live) try reserve(region.len / slice_align / 8) else {};
-        return .{ .region = region, .chunk_shift = chunk_shift, .words = words, .links = links, .live = live };
+        errdefer if (track_live) posix.munmap(live);
+        const phases = if (track_live) try reserve(words.len) else {};
+        return .{ .region = region, .chunk_shift = chunk_shift, .words = words, .links = links, .live = live, .phases = phases };
     }
 
     /// `len` bytes of address space, zero pages that cost memory only once touched.
@@ -120,6 +143,7 @@ pub const Pool = struct {
     pub fn deinit(p: *Pool) void {
         posix.munmap(p.region);
         if (track_live) posix.munmap(p.live);
+        if (track_live) posix.munmap(p.phases);
         p.* = undefined;
     }
 
@@ -165,7 +189,7 @@ pub const Pool = struct {
     /// A slice of `len` bytes (1 .. max_slice), or null when the pool is used up.
     pub fn alloc(p: *Pool, len: usize) ?[*]u8 {
         assert(len > 0 and len <= max_slice);
-        const size: u32 = @intCast(std.mem.alignForward(usize, len, slice_align));
+        const size: u32 = @intCast(std.mem.alignForward(usize, len, carve_step));
         const s = &p.stripes[stripeIndex()];
         s.acquire();
         defer s.unlock();
@@ -175,6 +199,7 @@ pub const Pool = struct {
             s.count = 0;
             s.chunk = p.take() orelse none;
             if (s.chunk == none) return null;
+            if (track_live) s.used = p.startCarving(s.chunk, size);
         }
         const at = (@as(usize, s.chunk) << p.chunk_shift) + s.used;
         s.used += size;
@@ -192,9 +217,35 @@ pub const Pool = struct {
         return p.region.ptr + at;
     }
 
+    /// Safe builds: begins a carving of chunk `c`, just taken by the calling stripe, whose first
+    /// slice is `size` bytes: in the phase after its last carving's (`carve_phases`), or in
+    /// phase 0 where the first slice would not fit after that one's offset (a chunk hardly
+    /// larger than `max_slice`, as the tests' are). Its offset: where the first slice starts.
+    fn startCarving(p: *Pool, c: u32, size: u32) u32 {
+        comptime assert(track_live);
+        // Monotonic: only the stripe holding the chunk writes it (`take` before, under the
+        // free-list lock this stripe took it under); `free`'s report reads it, ordering nothing.
+        const last = @atomicLoad(u8, &p.phases[c], .monotonic);
+        assert(last < carve_phases);
+        var phase: u8 = @intCast((last + 1) % carve_phases);
+        if (phase * slice_align + size > p.chunkBytes()) phase = 0;
+        @atomicStore(u8, &p.phases[c], phase, .monotonic);
+        return @intCast(phase * slice_align);
+    }
+
+    /// Safe builds: whether byte `offset` of chunk `c` lies on a slot where its current
+    /// carving's slices start (`carve_phases`).
+    fn inPhase(p: *Pool, c: u32, offset: usize) bool {
+        comptime assert(track_live);
+        // Monotonic: as in `startCarving`.
+        return (offset / slice_align) % carve_phases == @atomicLoad(u8, &p.phases[c], .monotonic);
+    }
+
     /// Frees one slice; false if `ptr` is not the pool's (free it elsewhere).
     /// Safe builds: panics for a slice that is not live (`markFreed`: a double free, or an
-    /// address inside a slice), before it counts anything; and for a free the chunk's count
+    /// address inside a slice; one where the chunk's current carving starts no slice, of an
+    /// earlier carving in the other phase, says so: `carve_phases`), before it counts
+    /// anything; and for a free the chunk's count
     /// cannot hold (`releaseChecked` refuses it: more slices freed than it handed out), which
     /// is a slice both counted freed by a host's views (`release`, kc_pool_release) and freed
     /// by address, in either order, when no other slice of the chunk is out. With another one
@@ -207,6 +258,10 @@ pub const Pool = struct {
         const c = p.chunkOf(ptr) orelse return false;
         if (track_live) {
             if (!p.markFreed(ptr)) {
+                const offset = @intFromPtr(ptr) - @intFromPtr(p.region.ptr) - (@as(usize, c) << p.chunk_shift);
+                if (!p.inPhase(c, offset)) {
+                    std.debug.panic("Cannot free pool buffer: it starts no buffer of its chunk {d}'s current carving but lies where the buffers of the carving before started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x{x}", .{ c, @intFromPtr(ptr) });
+                }
                 std.debug.panic("Cannot free pool buffer: it starts no buffer handed out and not freed since (freed twice, or an address kc_desc_make did not return), received 0x{x}", .{@intFromPtr(ptr)});
             }
             // Before, counted as one more free: the chunk's word went past the slices it had
@@ -323,6 +378,9 @@ pub const Pool = struct {
         } else if (p.top < p.words.len) blk: {
             // Monotonic store: `releaseChecked` reads it without the lock.
             @atomicStore(u32, &p.top, p.top + 1, .monotonic);
+            // Never carved: its first carving (`startCarving`, the phase after this) is in
+            // phase 0. Monotonic: as in `startCarving`.
+            if (track_live) @atomicStore(u8, &p.phases[p.top - 1], carve_phases - 1, .monotonic);
             break :blk p.top - 1;
         } else return null;
         // Monotonic: nobody else holds the chunk until this stripe hands out its slices, and
@@ -670,6 +728,75 @@ test "pool: safe builds: a double return in a retired chunk, shown at another bu
             _ = p.free(b); // panics
         }
     }.body, "Cannot free pool buffer: a buffer of chunk 0 was returned twice (counted freed by kc_pool_release and freed too; kc_pool_release names no buffer, so not necessarily this one), its chunk counting every buffer it handed out back already, received 0x");
+}
+
+test "pool: safe builds: a buffer whose chunk came back under it (another returned twice) and was carved again panics at its free, naming the earlier carving" {
+    if (!track_live) return error.SkipZigTest;
+    // As the test above, but chunk 0 is carved again before `b`'s free. Before, the new carving
+    // laid out its slices as the last one: `b`'s address started a live buffer of it (`y`),
+    // and `b`'s free took `y`'s place silently (the child exited 0 here). Now the new carving is
+    // in the other phase: `b` starts no buffer of it, and the report says why.
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = p.alloc(100) orelse posix.exit(2);
+            const b = p.alloc(100) orelse posix.exit(2);
+            if (p.chunkOf(a) != 0 or p.chunkOf(b) != 0) posix.exit(2);
+            p.retireAll(); // chunk 0 retired, 2 out
+            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
+            if (!p.free(a)) posix.exit(2); // and it is freed too: chunk 0 comes back under `b`
+            const x = p.alloc(100) orelse posix.exit(2); // chunk 0, carved again
+            const y = p.alloc(100) orelse posix.exit(2);
+            if (p.chunkOf(x) != 0 or p.chunkOf(y) != 0) posix.exit(2);
+            _ = p.free(b); // panics
+        }
+    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x");
+}
+
+test "pool: safe builds: a second free of a buffer after its chunk came back and was carved again panics" {
+    if (!track_live) return error.SkipZigTest;
+    // Before, the chunk's next carving handed out `a`'s address again (`x`), and the second free
+    // of `a` freed `x`, in use, silently (the child exited 0 here).
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = p.alloc(100) orelse posix.exit(2);
+            if (!p.free(a)) posix.exit(2);
+            p.retireAll(); // every slice back: chunk 0 comes back
+            const x = p.alloc(100) orelse posix.exit(2); // chunk 0, carved again
+            if (p.chunkOf(x) != 0) posix.exit(2);
+            _ = p.free(a); // panics
+        }
+    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started");
+}
+
+test "pool: safe builds: a chunk's carvings take turns between two phases, so a carving's addresses are not the last one's; two carvings back they may be" {
+    if (!track_live) return error.SkipZigTest;
+    var t = try testPool(1, 14); // 1 chunk of 16 KiB
+    defer testing.allocator.free(t.words);
+    defer testing.allocator.free(t.links);
+    defer t.pool.deinit();
+    const p = &t.pool;
+    var starts: [3][2]usize = undefined;
+    for (&starts) |*carving| {
+        for (carving) |*at| {
+            const s = p.alloc(100).?; // 128 bytes apart (32-byte steps in safe builds)
+            at.* = @intFromPtr(s) - @intFromPtr(p.region.ptr);
+        }
+        try testing.expectEqual(carving[0] + 128, carving[1]);
+        for (carving) |at| try testing.expect(p.free(p.region.ptr + at));
+        p.retireAll(); // the chunk comes back, to be carved again
+    }
+    try testing.expectEqual(@as(usize, 0), starts[0][0]); // a chunk's first carving: phase 0
+    try testing.expectEqual(@as(usize, slice_align), starts[1][0]); // the next: phase 1
+    // The documented limit: two carvings back the layout is the same again, so a stale address
+    // from then that starts a live buffer is that buffer's (`kc_buf_free` takes an address only).
+    try testing.expectEqual(starts[0], starts[2]);
+    // A first slice that does not fit after phase 1's offset starts a carving in phase 0.
+    const whole = p.alloc(max_slice).?; // the whole chunk; after 3 carvings, phase 1 is next
+    try testing.expectEqual(@as(?u32, 0), p.chunkOf(whole));
+    try testing.expectEqual(@intFromPtr(p.region.ptr), @intFromPtr(whole));
+    try testing.expect(p.free(whole));
 }
 
 test "pool: a slice freed by address and then counted by a host's views is refused, in any build" {
