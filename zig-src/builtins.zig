@@ -89,6 +89,7 @@ pub fn countedOut() void {
 
 /// Stores `status` in cell 2, then sets `done` (cell 1) for the three-cell built-ins.
 pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
+    // Monotonic: published by the release store of `done` below.
     c[2].store(@bitCast(@as(i64, status)), .monotonic);
     countedOut();
     // Release: pairs with the reader's acquire of `done` (or the scope wait that precedes its
@@ -194,6 +195,12 @@ pub const Pacer = struct {
     }
 };
 
+// The argument cells a built-in reads first (`arg`, a count, a channel handle) are loaded
+// monotonic: the host wrote them before the spawn or launch that runs the built-in, and that
+// hand-over (`Scheduler.spawn` pushes the coroutine under the inject queue's mutex, which the
+// worker that pops it takes too) orders them before its first instruction; nobody writes them
+// while it runs.
+
 fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
     return @ptrCast(@alignCast(arg.?));
 }
@@ -201,6 +208,7 @@ fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
 fn cancellableSleeper(arg: ?*anyopaque) callconv(.c) void {
     const c = cells3(arg);
     const s = scheduler.currentScheduler() orelse return;
+    // Monotonic: an argument cell (see `cells3`).
     const deadline = scheduler.monotonicNs() +| c[0].load(.monotonic) *| std.time.ns_per_ms;
     const status: i32 = if (scope_mod.sleepUntil(s, deadline, null)) 0 else |err| switch (err) {
         error.Interrupted => status_mod.Status.interrupted.code(),
@@ -261,6 +269,7 @@ fn sleeper(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
     const s = scheduler.currentScheduler() orelse return;
     // Saturating: a huge number of milliseconds sleeps for ever, not for the wrapped rest.
+    // Monotonic: an argument cell (see `cells3`).
     s.sleep(c[0].load(.monotonic) *| std.time.ns_per_ms) catch {};
     countedOut();
     // Release: pairs with the reader's acquire (or the drain that precedes its read).
@@ -288,7 +297,7 @@ fn spinSteps(from: u64, rounds: u64) u64 {
 
 fn spin(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
-    var left = c[0].load(.monotonic);
+    var left = c[0].load(.monotonic); // an argument cell (see `cells3`)
     var x: u64 = 0x9E3779B97F4A7C15; // `spinWork`'s chain, in slices with a turn between
     while (left > 0) {
         const n = @min(left, spin_turn_rounds);
@@ -312,6 +321,7 @@ extern fn kc_chan_send(h: u32, elem: ?*const anyopaque, size: u32, deadline_ns: 
 
 fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     const c: *[5]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
+    // Monotonic: argument cells (see `cells3`).
     const handle: u32 = @truncate(c[0].load(.monotonic));
     const first = c[1].load(.monotonic);
     // At most up to the largest u64: values past it would wrap (or trap in safe builds).
@@ -324,6 +334,8 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     while (i < count and pace.go()) : (i += 1) {
         const v: u64 = first + i;
         if (kc_chan_send(handle, &v, @sizeOf(u64), 0, 0, 0) != 0) break;
+        // Monotonic: a count the host may watch as it moves (ordering nothing), final once
+        // it sees `done` move (the release below).
         _ = c[3].fetchAdd(1, .monotonic);
     }
     countedOut();
@@ -400,6 +412,8 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
     // which our acquire load of it above pairs with.
     const failed = me.failed.load(.monotonic);
     if (me.parent) |p| {
+        // Monotonic: published to the parent by the acq_rel decrement of `pending` below, which
+        // its acquire load pairs with.
         _ = p.sum.fetchAdd(result, .monotonic);
         if (failed) p.failed.store(true, .monotonic); // published by the decrement below
         // The parent's ref is read before the decrement: once `pending` can reach 0 the
@@ -421,6 +435,7 @@ pub fn skynetNode(arg: ?*anyopaque) callconv(.c) void {
 
 fn skynetRoot(arg: ?*anyopaque) callconv(.c) void {
     const c = cells(arg);
+    // Monotonic: an argument cell (see `cells3`).
     var root: SkynetNode = .{ .index = 0, .size = c[0].load(.monotonic), .parent = null, .out = &c[1] };
     skynetNode(&root);
 }

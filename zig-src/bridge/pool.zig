@@ -200,6 +200,7 @@ pub const Pool = struct {
             s.chunk = p.take() orelse none;
             if (s.chunk == none) return null;
             if (track_live) s.used = p.startCarving(s.chunk, size);
+            assert(s.used + size <= p.chunkBytes()); // `init`: a chunk holds `max_slice`
         }
         const at = (@as(usize, s.chunk) << p.chunk_shift) + s.used;
         s.used += size;
@@ -208,6 +209,8 @@ pub const Pool = struct {
         // views (`releaseChecked`'s acquire load).
         @atomicStore(u32, &p.links[s.chunk], s.count, .release);
         if (track_live) {
+            // Every slice of a carving starts on a slot of its phase (`carve_phases`).
+            assert(p.inPhase(s.chunk, at - (@as(usize, s.chunk) << p.chunk_shift)));
             // Monotonic: read by this slice's `free`, which the hand-over orders after this.
             const b = p.liveBit(at);
             const was = b.word.fetchOr(b.mask, .monotonic);
