@@ -303,6 +303,13 @@ const stateNames: readonly JobState[] = [
   "completed",
 ];
 
+/**
+ * The hooks of `JobSupport._onOwnCancel`, by job (a producer's); `cancel()` looks only once one
+ * was ever set, so a program with no producer pays one load of a boolean per cancel.
+ */
+const ownCancelHooks = new WeakMap<JobSupport<unknown>, (cause: CancellationError) => void>();
+let ownCancelHooked = false;
+
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
 /** A failure no parent took goes to the exception handler (`launch`). */
@@ -649,7 +656,42 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       throw jobThrown(this, "cancel job", e); // before `cause` is read
     }
-    this.#cancelWith(toCancellation(cause), false);
+    const ce = toCancellation(cause);
+    // A producer's own cancel (Kotlin's `ChannelCoroutine.cancelInternal`): its channel is
+    // cancelled first, with this very error, then the job. Only this call: a parent's cancel
+    // (`#cancelDown`) is Kotlin's `parentCancelled`, which closes the channel instead.
+    if (ownCancelHooked) {
+      const hook = ownCancelHooks.get(this);
+      if (hook !== undefined) {
+        ownCancelHooks.delete(this); // once
+        try {
+          hook(ce);
+        } catch (e) {
+          handleCoroutineException(this.context, e); // never left half-cancelled
+        }
+        // Code the hook ran (an onUndeliveredElement of the caller's) may have cancelled it.
+        if (this.#state >= CANCELLING) return;
+      }
+    }
+    this.#cancelWith(ce, false);
+  }
+
+  /**
+   * @ignore Runs `hook(cause)` at the first `cancel()` of `job` itself, before the job is
+   * cancelled with that same CancellationError (`produce`: Kotlin's producer is a
+   * ChannelCoroutine, whose own `cancel` cancels its channel, `cancelInternal`). Not for a
+   * cancellation that reaches it from its parent, nor a failure. `null` withdraws it.
+   */
+  static _onOwnCancel(
+    job: JobSupport<unknown>,
+    hook: ((cause: CancellationError) => void) | null,
+  ): void {
+    if (hook === null) {
+      if (ownCancelHooked) ownCancelHooks.delete(job);
+      return;
+    }
+    ownCancelHooked = true;
+    ownCancelHooks.set(job, hook);
   }
 
   /**

@@ -14,19 +14,20 @@
  *   stay receivable, then receivers get that error, the failure itself, and a receiver woken by
  *   it reads the task final. Before, it was closed at once, while the task read active (the
  *   block's own error) or cancelling, its children still running.
- * - When the task is cancelled (its scope cancelled, a sibling failing, a timeout, its job's
- *   `cancel()`), the channel is closed at once with the cancellation as its cause, also after
+ * - When the task is cancelled from outside (its scope cancelled, a sibling failing, a
+ *   timeout), the channel is closed at once with the cancellation as its cause, also after
  *   the block returned while children of the task still run: values already sent stay
  *   receivable, then every receiver, Worker-side ones included, rejects with that
- *   `CancellationError`. Kotlin differs by where the cancel comes from: its scope's cancel
- *   (`parentCancelled`) closes it in `onCancelled` as the coroutine completes, after its
- *   children; the producer's own `cancel()` (`ChannelCoroutine.cancelInternal`) cancels it at
- *   once, dropping what is buffered. A kcoro job cannot tell the two apart; here both close it
- *   at once, so that receivers do not wait on children that can send nothing more (their sends
- *   are bound to the task: they reject once it is cancelling), and keep what was sent. A
- *   failure after the cancel (a child's, while the task is cancelling) ends the task with it (the
- *   first failure wins) but leaves the channel's close as it was, the cancellation: Kotlin's,
- *   after its scope's cancel, closes with the failure at completion (README says why not here).
+ *   `CancellationError`. Kotlin's scope's cancel (`parentCancelled`) closes it in `onCancelled`
+ *   as the coroutine completes, after its children; here at once, so that receivers do not
+ *   wait on children that can send nothing more (their sends are bound to the task: they reject
+ *   once it is cancelling). The producer's own Job's `cancel()` (`task.cancel()`, the Job
+ *   kcoro's `launch` returned) cancels the channel at once, dropping what is buffered, with the
+ *   CancellationError the task is cancelled with, as Kotlin's `ChannelCoroutine.cancelInternal`
+ *   does (`JobSupport._onOwnCancel`); before, it closed it as a scope's cancel does. A failure
+ *   after a scope's cancel (a child's, while the task is cancelling) ends the task with it (the
+ *   first failure wins) but leaves the channel's close as it was, the cancellation: Kotlin's
+ *   closes with the failure at completion (README says why not here).
  * - While the task runs (its block, then its children), `out.send` is bound to the task: a
  *   producer or a child of it waiting in `send` is woken by the task's cancellation (it rejects
  *   with the cause; its value goes to onUndeliveredElement, as a send's made after the cancel
@@ -396,6 +397,23 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
+   * @ignore The producer's own Job's `cancel()` (Kotlin's `ChannelCoroutine.cancelInternal`):
+   * cancels the channel with `cause`, the CancellationError the Job is cancelled with next, so
+   * receivers and the task get one error and buffered values go to onUndeliveredElement. Only the
+   * channel: the Job's cancel goes on by itself (not `cancel`, which would cancel it again, with
+   * the receivers' error). Nothing where the consumer disposed it, or the library was closed, as
+   * `_end`; a channel cancelled before keeps its cancel.
+   */
+  _cancelByTask(cause: CancellationError): void {
+    if (this._gone || !this._lib.isOpen || this._shared.cancelled) return;
+    // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
+    const unwatch = this._unwatch;
+    this._unwatch = null;
+    unwatch?.();
+    super.cancel(cause);
+  }
+
+  /**
    * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s), unless its
    * consumer disposed it or the library was closed: the close rejected its waits already, and
    * `close` would throw LibraryClosedError out of the abort listener or completion handler that
@@ -499,6 +517,7 @@ export function produce<T>(
     if (ended) return;
     ended = true;
     for (const handle of ending) handle[Symbol.dispose]();
+    for (const j of hooked) JobSupport._onOwnCancel(j, null);
     out._live = false;
     out._bound = null;
     out._sendsEnd = null;
@@ -508,6 +527,23 @@ export function produce<T>(
     // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
     // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
     out._end(cause);
+  };
+  /**
+   * The producer's own Job (the task's own kcoro Job, which kcoro's own scope's `launch` returns;
+   * not another Job that a scope of the caller's own returns, whose cancel closes it) whose own
+   * `cancel()` cancels the channel, at once, before the task is cancelled with the same
+   * CancellationError (Kotlin's `ChannelCoroutine.cancelInternal`): buffered values are dropped to
+   * onUndeliveredElement and receivers reject with it. A cancellation that reaches the task from
+   * its scope (Kotlin's `parentCancelled`) closes it instead (`closeOnCancel`), keeping what was
+   * sent. Before, both closed it: a producer's `job.cancel()` left its buffer receivable.
+   */
+  const hooked: JobSupport[] = [];
+  const cancelOnOwnCancel = (j: JobSupport): void => {
+    if (ended || j.isCompleted || hooked.includes(j)) return;
+    hooked.push(j);
+    JobSupport._onOwnCancel(j, (ce) => {
+      if (!ended) out._cancelByTask(ce);
+    });
   };
   /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
@@ -548,8 +584,9 @@ export function produce<T>(
     (JobSupport._is(launched) && launched.signal !== signal && watched.includes(launched.signal));
   /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
-   * cancellation (the scope cancelled, a sibling failing, the task's own cancel), with the
-   * CancellationError: closed, not cancelled, so what was sent stays receivable. Listened to
+   * cancellation (the scope cancelled, a sibling failing; the task's own cancel has cancelled it
+   * first, `cancelOnOwnCancel`), with the CancellationError: closed, not cancelled, so what was
+   * sent stays receivable. Listened to
    * until the task is final, not only while the block runs: a task cancelled after its block
    * returned waits for its children, and its receivers waited with it. A failure (the block's
    * or a child's) does not: the completion handler closes it with the failure itself once the
@@ -574,7 +611,8 @@ export function produce<T>(
       // task's channel is closed as it completes. A failure after the cancel (a child's, the
       // task cancelling) finds it closed with the cancellation, which it keeps, though the
       // task's cause becomes the failure: Kotlin's receivers get the failure after a cancel of
-      // its scope, not after its own cancel(), which kcoro cannot tell apart (README).
+      // its scope (README says why not here); after its own cancel() the channel was cancelled
+      // (`cancelOnOwnCancel`), as Kotlin's.
       if (!out._gone && !(JobSupport._is(owner) && owner._failure !== undefined)) out._end(reason);
       // For a failure too: the sends reject once the task is cancelling. After the close, as a
       // kcoro task's own sends learn of it (their listeners come after this one). Aborting it
@@ -617,6 +655,11 @@ export function produce<T>(
     // task by name, before the block runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
     if (signal !== null) closeOnCancel(signal, read);
+    // The task's own Job (kcoro's task, or one whose signal is the task's): its cancel() is the
+    // producer's own.
+    if (read !== null && ((read as unknown) === task || read.signal === signal)) {
+      cancelOnOwnCancel(read);
+    }
     // Until the task is final, not only while the block runs: children of the task sending
     // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
     // it, and one left waiting in a send nobody would take hung the scope.
@@ -682,7 +725,12 @@ export function produce<T>(
   // job's cancel does not abort, whose cancellation closed the channel only as the task
   // completed, its receivers waiting on a block that might never end. Its own task's signal is
   // the same one, watched once (`closeOnCancel`), also where the start was deferred.
-  if (JobSupport._is(job) && !job.isCompleted) closeOnCancel(job.signal, job);
+  if (JobSupport._is(job) && !job.isCompleted) {
+    closeOnCancel(job.signal, job);
+    // kcoro's own scope returns the task's own Job (its start maybe put off, by deep nesting):
+    // its cancel() is the producer's own. Not another Job a scope of the caller's own returns.
+    if (kcoroLaunch) cancelOnOwnCancel(job);
+  }
   launched = job;
   // A block started at once, under a task with an AbortSignal: where the Job adds no signal of
   // its own to the task's, its sends are bound to the task's alone (`jobEnds`).

@@ -429,55 +429,128 @@ Deno.test("produce: the order of the close: a return and a failure (the block's 
   assert.equal(live, 0);
 });
 
-Deno.test("produce: cancelled and then failing (a child of the task fails while it is cancelling), the task ends with the failure (the first failure wins over a cancellation), but its channel keeps the cancellation it closed with at once: receivers get that CancellationError, where Kotlin's, after a cancel of its scope, get the failure", async () => {
+Deno.test("produce: cancelled by its scope and then failing (a child of the task fails while it is cancelling), the task ends with the failure (the first failure wins over a cancellation), but its channel keeps the cancellation it closed with at once: receivers get that CancellationError, where Kotlin's, after a cancel of its scope, get the failure", async () => {
   // README, "Producers, actors and native scopes from TypeScript": where kcoro differs from
   // Kotlin, whose ProducerCoroutine.onCancelled closes the channel at completion with the job's
-  // final cause (JobSupport's root cause: the first exception that is no cancellation).
-  for (const cancel of ["the task's job.cancel()", "its scope's cancel"] as const) {
-    const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
-    const boom = new Error("a child failed while the producer was cancelling");
-    let launched = false;
-    const got: unknown[] = [];
-    let cause: unknown = "not final";
-    await assert.rejects(
-      coroutineScope(async (scope) => {
-        // This block waits on no signal of the scope's: it runs on through the scope's cancel.
+  // final cause (JobSupport's root cause: the first exception that is no cancellation). The
+  // producer's own job.cancel() cancels the channel instead (the test after this one).
+  const gate = Promise.withResolvers<void>(); // holds a child that ignores the cancellation
+  const boom = new Error("a child failed while the producer was cancelling");
+  let launched = false;
+  const got: unknown[] = [];
+  let cause: unknown = "not final";
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      // This block waits on no signal of the scope's: it runs on through the scope's cancel.
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>, task: CoroutineScope) => {
+          await out.send(1);
+          task.launch(counted(async () => {
+            await gate.promise;
+            throw boom;
+          }));
+          launched = true;
+        }),
+        { capacity: 4 },
+      );
+      const job = scope.job.children[0];
+      for (let i = 0; i < 100 && !launched; i++) await null; // bounded turns
+      scope.cancel();
+      // Closed at once, the child still running: what was sent, then the cancellation.
+      got.push(await ch.receive());
+      const last = await ch.receiveCatching();
+      got.push(last.state, last.state === "closed" ? last.cause : undefined);
+      assert.equal(job.state, "cancelling", "its child still runs");
+      gate.resolve();
+      await job.join();
+      job.invokeOnCompletion((c) => cause = c);
+      // A receive after the failure: still the cancellation.
+      const again = await ch.receiveCatching();
+      got.push(again.state === "closed" ? again.cause === got[2] : again.state);
+    }),
+    (e) => e === boom,
+  );
+  assert.equal(cause, boom, "the task's cause is the failure");
+  assert.equal(got[0], 1);
+  assert.equal(got[1], "closed");
+  assert.ok(got[2] instanceof CancellationError, String(got[2]));
+  assert.equal(got[3], true, "the same CancellationError after the failure");
+  assert.equal(live, 0);
+});
+
+Deno.test("produce: the producer's own job.cancel() cancels its channel at once, as Kotlin's ChannelCoroutine.cancelInternal: buffered values go to onUndeliveredElement, receivers reject with the very CancellationError the task ends with, also after its block returned while a child still runs; its scope's cancel closes it instead, keeping them", async () => {
+  // README, "Producers, actors and native scopes from TypeScript". Before, both closed it: the
+  // producer's own cancel() left its buffer receivable.
+  for (const when of ["block running", "block returned, a child running"] as const) {
+    for (const how of ["job.cancel()", "job.cancel(cause)", "task.cancel()", "scope's cancel"]) {
+      const what = `${how}, ${when}`;
+      const gate = Promise.withResolvers<void>(); // holds the block or the child
+      const dropped: number[] = [];
+      let sent = false;
+      let taskCause: unknown = "not final";
+      let got: unknown;
+      await coroutineScope(async (scope) => {
         using ch = produce<number>(
           scope,
           counted(async (out: Channel<number>, task: CoroutineScope) => {
             await out.send(1);
-            task.launch(counted(async () => {
+            await out.send(2);
+            if (how === "task.cancel()") {
+              task.launch(counted(async () => {
+                await gate.promise;
+              }));
+              sent = true;
+              task.cancel();
+              return;
+            }
+            if (when === "block returned, a child running") {
+              task.launch(counted(async () => {
+                await gate.promise;
+              }));
+            } else {
+              sent = true;
               await gate.promise;
-              throw boom;
-            }));
-            launched = true;
+            }
+            sent = true;
           }),
-          { capacity: 4 },
+          { capacity: 4, onUndeliveredElement: (v) => dropped.push(v) },
         );
         const job = scope.job.children[0];
-        for (let i = 0; i < 100 && !launched; i++) await null; // bounded turns
-        if (cancel === "its scope's cancel") scope.cancel();
-        else job.cancel();
-        // Closed at once, the child still running: what was sent, then the cancellation.
-        got.push(await ch.receive());
-        const last = await ch.receiveCatching();
-        got.push(last.state, last.state === "closed" ? last.cause : undefined);
-        assert.equal(job.state, "cancelling", `${cancel}: its child still runs`);
+        job.invokeOnCompletion((c) => taskCause = c);
+        await until(() => sent, `${what}: sent`);
+        if (how === "job.cancel()") job.cancel();
+        else if (how === "job.cancel(cause)") job.cancel(new Error("stop"));
+        else if (how === "scope's cancel") scope.cancel();
+        got = await ch.receiveCatching();
         gate.resolve();
         await job.join();
-        job.invokeOnCompletion((c) => cause = c);
-        // A receive after the failure: still the cancellation.
-        const again = await ch.receiveCatching();
-        got.push(again.state === "closed" ? again.cause === got[2] : again.state);
-      }),
-      (e) => e === boom,
-      cancel,
-    );
-    assert.equal(cause, boom, `${cancel}: the task's cause is the failure`);
-    assert.equal(got[0], 1, cancel);
-    assert.equal(got[1], "closed", cancel);
-    assert.ok(got[2] instanceof CancellationError, `${cancel}: ${String(got[2])}`);
-    assert.equal(got[3], true, `${cancel}: the same CancellationError after the failure`);
+        if (how === "scope's cancel") {
+          // Closed: what was sent stays receivable, then the cancellation.
+          assert.deepEqual(dropped, [], what);
+          assert.equal((got as { value?: number }).value, 1, what);
+          assert.equal(await ch.receive(), 2, what);
+          const last = await ch.receiveCatching();
+          assert.ok(last.state === "closed" && last.cause instanceof CancellationError, what);
+          return;
+        }
+        // Cancelled: nothing receivable; the one error everywhere.
+        assert.deepEqual(dropped, [1, 2], what);
+        const r = got as { state: string; cause?: unknown };
+        assert.equal(r.state, "closed", what);
+        assert.ok(r.cause instanceof CancellationError, `${what}: ${String(r.cause)}`);
+        assert.equal(r.cause, taskCause, `${what}: the task's own cancellation`);
+        if (how === "job.cancel(cause)") {
+          assert.equal(((r.cause as Error).cause as Error).message, "stop", what);
+        }
+        const later = await ch.receive().then(() => "received", (e) => e);
+        assert.equal(later, taskCause, `${what}: a later receive`);
+      }).catch((e) => {
+        // The scope's cancel cancels the scope itself too.
+        if (how !== "scope's cancel" || !(e instanceof CancellationError)) throw e;
+      });
+      assert.ok(taskCause instanceof CancellationError, what);
+    }
   }
   assert.equal(live, 0);
 });

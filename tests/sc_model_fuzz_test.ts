@@ -493,7 +493,14 @@ class Model {
 
   cancel(j: MJob, cause: Sym | undefined) {
     if (j.state >= CANCELLING) return;
-    this.cancelWith(j, this.toCancellation(cause), false);
+    const ce = this.toCancellation(cause);
+    // A producer's own cancel (Kotlin's ChannelCoroutine.cancelInternal): its channel is
+    // cancelled first, with the very CancellationError the job gets: what was sent is dropped.
+    if (j.kind === "produce" && !j.closeSet) {
+      this.closeProduced(j, ce);
+      j.sent = [];
+    }
+    this.cancelWith(j, ce, false);
   }
 
   /**
