@@ -39,6 +39,7 @@ import {
   CodecError,
   CompletionHandlerError,
   describe,
+  nameInstances,
   ownErrorKind,
   refuseCloneOf,
   refusedByClone,
@@ -2840,6 +2841,9 @@ refuseCloneOf("a codec", "send its name and take `codecs[name]` there", NOT_CLON
  * takes, so the only objects whose print and tag say `Codec`.
  */
 const BUILTINS = new WeakMap<object, string>();
+
+// A built-in codec as "a Codec" in error messages (`describe`), not an object tagged so.
+nameInstances("Codec", (x) => BUILTINS.has(x) ? "a Codec" : undefined);
 
 /**
  * Each built-in codec's inspect hook (one function, as a class's method is): the codec it is

@@ -12,7 +12,13 @@
  *
  * @module
  */
-import { describe, nameLookAlikes, refuseAsValue, type TimeoutError } from "./errors.ts";
+import {
+  describe,
+  nameInstances,
+  nameLookAlikes,
+  refuseAsValue,
+  type TimeoutError,
+} from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 declare const valueType: unique symbol;
@@ -63,10 +69,10 @@ class Key<V> implements ContextKey<V> {
   }
   /**
    * `ContextKey`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
-   * `[object ContextKey]` (`String(x)` is its `toString()`, `ContextKey(user)`), and so do error
-   * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
-   * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
-   * what it is not.
+   * `[object ContextKey]` (`String(x)` is its `toString()`, `ContextKey(user)`); error
+   * messages name an argument of the wrong kind that is one "a ContextKey" (`describe`). Only on an
+   * instance: an object made from the prototype (`Object.create`) stays `[object Object]`, so a
+   * message does not call it what it is not.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
@@ -503,10 +509,10 @@ export class Context {
 
   /**
    * `Context`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
-   * `[object Context]` (`String(x)` is its `toString()`, `Context(user="ada")`), and so do error
-   * messages naming an argument of the wrong kind (`describe`). Only on an instance: an object made
-   * from the prototype (`Object.create`) stays `[object Object]`, so a message does not call it
-   * what it is not.
+   * `[object Context]` (`String(x)` is its `toString()`, `Context(user="ada")`); error
+   * messages name an argument of the wrong kind that is one "a Context" (`describe`). Only on an
+   * instance: an object made from the prototype (`Object.create`) stays `[object Object]`, so a
+   * message does not call it what it is not.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
@@ -586,3 +592,6 @@ refuseAsValue(
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(Context.prototype, "Context");
+// A key by its brand, as "a ContextKey" (`describe`; its tag getter runs no code of the caller's).
+const keyTag = Object.getOwnPropertyDescriptor(Key.prototype, Symbol.toStringTag)!.get!;
+nameInstances("ContextKey", (x) => keyTag.call(x) === "ContextKey" ? "a ContextKey" : undefined);

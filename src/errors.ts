@@ -56,6 +56,19 @@ export function describe(x: unknown): string {
   if (tag === "[object Object]") {
     const name = lookAlikeName(x);
     if (name !== undefined) return `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name} look-alike`;
+  } else {
+    // An instance of a kcoro class, by its brand (`nameInstances`): "a Job", "a Channel". Before,
+    // its tag: "received [object Job]", for a Deferred and a scope too.
+    const named = /^\[object (\w+)\]$/.exec(tag);
+    const own = named === null ? undefined : instances.get(named[1]);
+    if (own !== undefined) {
+      try {
+        const said = own(x);
+        if (said !== undefined) return said;
+      } catch {
+        // the tag alone (a brand check throws only on an engine error)
+      }
+    }
   }
   // Arrays and typed arrays say how long they are: "[object Array]" alone does not tell a
   // caller which limit it crossed (a batch, a cell count).
@@ -87,6 +100,29 @@ const lookAlikes = new Map<object, string>();
 /** Internal. `proto` is class `name`'s prototype: its look-alikes are described as such. */
 export function nameLookAlikes(proto: object, name: string): void {
   lookAlikes.set(proto, name);
+  // Its instances as "a <name>", where the class's own tag getter (a brand check that runs no
+  // code of the caller's) says it is one: not an object of the caller's whose tag says so.
+  const tag = Object.getOwnPropertyDescriptor(proto, Symbol.toStringTag)?.get;
+  if (tag !== undefined && !instances.has(name)) {
+    nameInstances(name, (x) => tag.call(x) === name ? article(name) : undefined);
+  }
+}
+
+/**
+ * How `describe` names an instance of a kcoro class whose `Symbol.toStringTag` is the key: the
+ * function answers its description ("a Job", "a Deferred"), or undefined for an object that only
+ * claims the tag (the caller's), described by the tag then.
+ */
+const instances = new Map<string, (x: object) => string | undefined>();
+
+/** Internal. Instances tagged `name` are described by `describeOne` (see `instances`). */
+export function nameInstances(name: string, describeOne: (x: object) => string | undefined): void {
+  instances.set(name, describeOne);
+}
+
+/** `name` with its indefinite article: "a Job", "an Actor". */
+export function article(name: string): string {
+  return `${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}`;
 }
 
 /**

@@ -61,6 +61,7 @@ import {
   errorKind,
   isAborted,
   listenAbortNamed,
+  nameInstances,
   nameLookAlikes,
   refuseAsValue,
   signalOf,
@@ -323,6 +324,8 @@ export const CANCEL_COMPLETES = 8;
  * scope's native children, whose abandonment is the scope's work not finishing.
  */
 export const PARENTS_OWN = 16;
+/** Made by `async`: named "a Deferred" in error messages (`describe`). No behaviour of its own. */
+export const DEFERRED = 32;
 
 /**
  * @ignore The keys of JobSupport's hooks for its subclasses (scope.ts, native_scope.ts), symbols
@@ -682,6 +685,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * ChannelCoroutine, whose own `cancel` cancels its channel, `cancelInternal`). Not for a
    * cancellation that reaches it from its parent, nor a failure. `null` withdraws it.
    */
+  /** @ignore The flags `x` (a job: `_is`) was made with (`describe` names its kind by them). */
+  static _flagsOf(x: JobSupport<unknown>): number {
+    return x.#flags;
+  }
+
   static _onOwnCancel(
     job: JobSupport<unknown>,
     hook: ((cause: CancellationError) => void) | null,
@@ -734,10 +742,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * `Job`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
-   * `[object Job]` (`String(x)` is its `toString()`, `Job(active)`), and so do error messages
-   * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
-   * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
-   * not.
+   * `[object Job]` (`String(x)` is its `toString()`, `Job(active)`); error messages name an
+   * argument of the wrong kind that is one "a Job" (`describe`). Only on an instance: an
+   * object made from the prototype (`Object.create`) stays `[object Object]`, so a message does
+   * not call it what it is not.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */
@@ -1288,6 +1296,21 @@ refuseAsValue(
 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(JobSupport.prototype, "Job");
+// And its instances by kind (`describe`): "received a Deferred", where it said "[object Job]".
+nameInstances("Job", (x) => JobSupport._is(x) ? describeJobKind(x) : undefined);
+
+/**
+ * What kind of job `job` is, for error messages: "a CompletableDeferred"; a scope's or task's by
+ * its flags: "a CoroutineScope" (createScope's, a root scope's), "a Deferred" (`async`), else
+ * "a Job" (`launch`, a native scope's children).
+ */
+function describeJobKind(job: JobSupport<unknown>): string {
+  if (CompletableDeferred._isDeferred(job)) return "a CompletableDeferred";
+  const flags = JobSupport._flagsOf(job);
+  if ((flags & DEFERRED) !== 0) return "a Deferred";
+  if (isScope(job) && (flags & REPORTS_FAILURE) === 0) return "a CoroutineScope";
+  return "a Job";
+}
 
 /**
  * @ignore The TypeError of a public member of a job, deferred or scope called on what is none

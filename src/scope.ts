@@ -44,6 +44,7 @@ import {
   CANCEL_COMPLETES,
   COMPLETE_BODY,
   COMPLETION_WAITS,
+  DEFERRED,
   type Deferred,
   FAIL_BODY,
   HANDLES_CHILD_FAILURE,
@@ -172,7 +173,7 @@ const LAUNCH = REPORTS_FAILURE | HANDLES_CHILD_FAILURE;
 /** Blocks running inside blocks' synchronous starts, now; past the bound one starts later. */
 let nestedStarts = 0;
 const MAX_NESTED_STARTS = 100;
-const ASYNC = HANDLES_CHILD_FAILURE;
+const ASYNC = HANDLES_CHILD_FAILURE | DEFERRED;
 
 /**
  * Cancels made by `follow`'s listeners running now, one inside another: a scope given a task's

@@ -65,22 +65,23 @@ Deno.test("String() and template literals of kcoro objects name their class, not
   await using ns = NativeScope.create();
   assert.equal(String(ns), "[object NativeScope]");
   assert.equal(String(library()), "[object Library]");
-  // An error message naming a wrong argument by its tag says which kcoro object it got.
+  // An error message naming a wrong argument by its class says which kcoro object it got (it
+  // gave the tag, "received [object Channel]").
   assert.throws(
     () => NativeScope.create({ parent: ch as never }),
-    /parent must be a NativeScope, received \[object Channel\]/,
+    /parent must be a NativeScope, received a Channel$/,
   );
   // A codec or a select builder where something else belongs: named as such, not [object Object].
   assert.equal(String(codecs.f64), "[object Codec]");
   assert.throws(
     () => new Channel(codecs.f64 as never),
-    /capacity must be a number, .*, received \[object Codec\]$/,
+    /capacity must be a number, .*, received a Codec$/,
   );
   await select((s) => {
     assert.equal(String(s), "[object SelectBuilder]");
     assert.throws(
       () => s.onReceive(s as never, () => {}),
-      /expected a Channel, received \[object SelectBuilder\]$/,
+      /expected a Channel, received a SelectBuilder$/,
     );
     s.onTimeout(0, () => {});
   });

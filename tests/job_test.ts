@@ -4,13 +4,17 @@ import assert from "node:assert/strict";
 import { assertNotThisError, assertSameItems, catchReported, untilAborted } from "./support.ts";
 import {
   CancellationError,
+  Channel,
+  codecs,
   CompletableDeferred,
   CompletionHandlerError,
   Context,
   CoroutineExceptionHandler,
   type CoroutineScope,
   coroutineScope,
+  createContextKey,
   createScope,
+  delay,
   type Job,
   type JobState,
   supervisorScope,
@@ -1424,4 +1428,39 @@ Deno.test("a job's hooks for its subclasses (completeBody, failBody, attachTo, o
   free.cancel();
   completable.complete(2);
   assert.equal(await completable.await(), 2);
+});
+
+Deno.test("an error message naming a kcoro object passed where something else belongs names its class: a Job, a Deferred, a CoroutineScope, a Channel, not its tag", async () => {
+  // Before: "received [object Job]" for a task's Job, a Deferred and a scope alike.
+  const gate = Promise.withResolvers<void>();
+  await using scope = createScope();
+  const task = scope.launch(() => gate.promise);
+  const deferred = scope.async(() => gate.promise);
+  const completable = new CompletableDeferred<void>();
+  using ch = new Channel<number>(1);
+  let root: unknown = null;
+  await coroutineScope((s) => root = s);
+  const cases: [unknown, string][] = [
+    [task, "a Job"],
+    [deferred, "a Deferred"],
+    [scope, "a CoroutineScope"],
+    [root, "a CoroutineScope"],
+    [completable, "a CompletableDeferred"],
+    [ch, "a Channel"],
+    [Context.empty, "a Context"],
+    [createContextKey("user"), "a ContextKey"],
+    [codecs.f64, "a Codec"],
+    // Not kcoro's: an object of the caller's claiming the tag keeps it.
+    [{ [Symbol.toStringTag]: "Job" }, "[object Job]"],
+    [Object.create(Channel.prototype), "a Channel look-alike"],
+  ];
+  for (const [x, said] of cases) {
+    await assert.rejects(delay(x as number), {
+      name: "TypeError",
+      message: `Cannot delay: ms must be a number of milliseconds, received ${said}`,
+    }, said);
+  }
+  gate.resolve();
+  await task.join();
+  await deferred.await();
 });

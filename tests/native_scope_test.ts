@@ -1244,10 +1244,10 @@ Deno.test("an error message names an object made from a kcoro class's prototype,
       message: `Cannot create native scope: parent must be a NativeScope, received ${described}`,
     });
   }
-  // Instances are named by their tag.
+  // Instances are named by their class (it said "received [object Channel]", their tag).
   assert.throws(() => NativeScope.create({ parent: ch as never }), {
     name: "TypeError",
-    message: "Cannot create native scope: parent must be a NativeScope, received [object Channel]",
+    message: "Cannot create native scope: parent must be a NativeScope, received a Channel",
   });
 });
 
