@@ -3053,6 +3053,74 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
   assert.equal(live, 0);
 });
 
+Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job: what onDone throws is reported exactly once, on each abandoned path (started at once or deferred; a task with a kcoro Job or none)", async () => {
+  // src/actor.ts: an abandoned actor's end runs `finish` from the block (a task naming no kcoro
+  // Job: at its start, or as its handler ends) or from a completion handler on the task's Job
+  // (the cleanup's, or the deferred start's): onDone's throw goes to its own report
+  // (`runCompletionHandler`), never a second time through a Job's handlers, never lost.
+  const own = new Error("the caller's launch");
+  for (const start of ["at once", "deferred"] as const) {
+    for (const task of ["kcoro's", "one naming no Job"] as const) {
+      for (const how of ["throws", "returns no Job"] as const) {
+        const what = `start ${start}, task ${task}, launch ${how}`;
+        const thrown = new Error(`onDone: ${what}`);
+        let calls = 0;
+        using reported = catchReported();
+        await within(
+          coroutineScope(async (real) => {
+            let deferred: ((task: CoroutineScope) => unknown) | null = null;
+            const run = (block: (task: CoroutineScope) => unknown) =>
+              real.launch((t) =>
+                block(
+                  task === "kcoro's"
+                    ? t
+                    : { context: t.context, signal: t.signal } as unknown as CoroutineScope,
+                )
+              );
+            const scope = {
+              context: real.context,
+              launch: (block: (task: CoroutineScope) => unknown) => {
+                if (start === "at once") run(block); // runs the block to its first await
+                else deferred = block;
+                if (how === "throws") throw own;
+                return 1;
+              },
+            } as unknown as CoroutineScope;
+            assert.throws(
+              () =>
+                actor<number>(
+                  scope,
+                  counted(async (mailbox: Channel<number>) => {
+                    await mailbox.receive(); // the cleanup cancels the mailbox
+                  }),
+                  {
+                    onDone: () => {
+                      calls++;
+                      throw thrown;
+                    },
+                  },
+                ),
+              how === "throws" ? (e) => e === own : { name: "TypeError" },
+              what,
+            );
+            if (deferred !== null) await run(deferred).join();
+          }),
+          10_000,
+          `${what}: the real scope's end`,
+        ); // resolves: the task was cancelled, no failure
+        await until(() => calls > 0, `${what}: onDone ran`);
+        await laterReports();
+        assert.equal(calls, 1, `${what}: onDone ran once`);
+        assert.equal(reported.errors.length, 1, `${what}: reported ${reported.errors.length}`);
+        const [error] = reported.errors;
+        const got = error instanceof CompletionHandlerError ? error.cause : error;
+        assert.equal(got, thrown, `${what}: ${String(error)}`);
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * What a task that a CoroutineScope of the caller's own gives the block may hold as its `signal`:
  * kcoro's tasks always have an AbortSignal, the caller's may have none, one that is none (also
@@ -4063,8 +4131,9 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task'
   for (const which of ["produce", "actor"] as const) {
     const what = which;
     // The task's job, as its getter answers: a scope's, kept from completing by a child that
-    // waits on a gate (the actor's end cancels its mailbox, and so that job: cancelling, it
-    // keeps its handlers, which a completion would have run and dropped).
+    // waits on a gate, so that it keeps its handlers (a completion would have run and dropped
+    // them). The actor's end cancels its mailbox only, not that Job, which the task merely names
+    // (it did before: `Mailbox.cancel` cancelled it); it stays active.
     const holder = createScope();
     const gate = Promise.withResolvers<void>();
     holder.launch(counted(() => gate.promise));
@@ -4096,7 +4165,7 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task'
         assert.equal(handlers(), before + 1, `${what}: a completion handler on the task's job`);
         await task.join();
         assert.equal(handlers(), before, `${what}: none left on it`);
-        assert.equal(longLived.isCompleted, false, what);
+        assert.equal(longLived.state, "active", `${what}: not cancelled by the end`);
         if (ch !== null) {
           assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, what);
           assert.deepEqual(ch.tryReceive(), { state: "closed" }, `${what}: a clean end`);
