@@ -638,8 +638,7 @@ export function produce<T>(
     // Read once: a task of the caller's own may have a getter for it, which ran five times
     // (and could answer differently each time).
     // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
-    const read = taskJobOf(task);
-    if (read !== null) out._job = taskJob = read;
+    const read = taskJob = taskJobOf(task);
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup freed the channel before the block began, so the block never runs and the
     // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
@@ -655,9 +654,15 @@ export function produce<T>(
     // task by name, before the block runs, as createScope refuses such a signal. Before, with
     // the listen's raw error.
     if (signal !== null) closeOnCancel(signal, read);
-    // The task's own Job (kcoro's task, or one whose signal is the task's): its cancel() is the
-    // producer's own.
+    // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
+    // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
+    // cancel it (`_job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
+    // the task merely names (a long-lived one of the caller's, its signal another): the Job
+    // `launch` returned is the producer's then (`out._job ??= job`). Before, any kcoro Job the
+    // task named was taken: the consumer's dispose of the channel, even after the producer ended,
+    // cancelled that long-lived Job.
     if (read !== null && ((read as unknown) === task || read.signal === signal)) {
+      out._job = read;
       cancelOnOwnCancel(read);
     }
     // Until the task is final, not only while the block runs: children of the task sending

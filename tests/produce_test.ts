@@ -3898,6 +3898,71 @@ Deno.test("actor: a mailbox cancel cancels the task's own kcoro Job, on kcoro's 
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own: only the task's own kcoro Job (the task itself, or the Job whose signal is the task's) is the producer's own, whose cancel() cancels the channel; a distinct Job the task names, with a signal of its own, or the Job launch returned, closes it; the consumer's dispose never cancels the named Job", async () => {
+  // src/produce.ts: a Job is judged the task's own by identity or by its signal being the task's,
+  // and no two kcoro Jobs share a signal (each its own controller), so a long-lived Job the task
+  // merely names is never taken for the one running the block. Before, the producer took any
+  // kcoro Job its task named as its own (`_job`): the consumer's dispose, after the producer
+  // ended, cancelled that long-lived Job.
+  const cases = [
+    ["the task names the running Job, its cancel()", "own", "cancelled"],
+    ["the task names a long-lived Job, the returned Job's cancel()", "returned", "closed"],
+    // Its completion ends the producer (the first of the two to complete does): closed.
+    ["the task names a long-lived Job, that Job's cancel()", "named", "closed"],
+  ] as const;
+  for (const [what, cancel, expected] of cases) {
+    const named = new CompletableDeferred<void>(); // long-lived, no task's; a signal of its own
+    const dropped: number[] = [];
+    const gate = Promise.withResolvers<void>();
+    let sent = false;
+    let seen: string | undefined;
+    await within(
+      coroutineScope(async (real) => {
+        let running!: ReturnType<CoroutineScope["launch"]>;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            running = real.launch((t) =>
+              block(
+                {
+                  context: t.context,
+                  signal: t.signal,
+                  job: cancel === "own" ? t : named,
+                } as unknown as CoroutineScope,
+              )
+            ),
+        } as unknown as CoroutineScope;
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>) => {
+            await out.send(1);
+            sent = true;
+            await gate.promise;
+          }),
+          { capacity: 2, onUndeliveredElement: (v) => dropped.push(v) },
+        );
+        await until(() => sent, `${what}: sent`);
+        if (cancel === "named") named.cancel();
+        else running.cancel();
+        const r = ch.tryReceive();
+        seen = r.state === "ok"
+          ? (ch.isClosedForSend ? "closed" : "open")
+          : r.state === "closed" && dropped.length === 1
+          ? "cancelled"
+          : `${r.state}, dropped [${dropped}]`;
+        gate.resolve();
+        await running.join();
+      }),
+      10_000,
+      what,
+    );
+    assert.equal(seen, expected, what);
+    if (cancel !== "named") assert.equal(named.state, "active", `${what}: not the named Job's`);
+    named.complete();
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * A CoroutineScope of the caller's own (on `real`) whose launch keeps the block and returns
  * `returned`, as one that defers the start; `start()` then runs the kept block on a task naming
