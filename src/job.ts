@@ -1071,14 +1071,20 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /** Makes this job final; returns its parent, which may now finish too. */
   #finalize(state: number): JobSupport<unknown> | null {
+    // A failure no parent took is reported first, while the job is still `cancelling` and among
+    // its parent's children, as Kotlin's handleJobException runs in finalizeFinishingState,
+    // before the job is final (its completeStateFinalization comes after). Before, the handler
+    // saw the job `cancelled` and gone from the list. Nothing it does can finish this job
+    // meanwhile: it has no children left and its body is done (a child launched on it now is
+    // cancelled unlinked, a cancel or failure of it is no new state), and its parent, which still
+    // lists it, cannot finish before it.
+    if (state === CANCELLED) this.#report();
     this.#state = state;
-    // Unlinked from its parent first, before any code of the caller's runs (the exception
-    // handler, completion handlers): a final job is no longer among its parent's `children` (the
-    // unfinished ones). Kotlin's completeStateFinalization unregisters from the parent before it
-    // invokes the completion handlers too; its exception handler runs earlier, before the job is
-    // final and while it is still a child (handleJobException in finalizeFinishingState), where
-    // kcoro's runs once the job is final. Before, it was unlinked last, so a completion handler
-    // of a child that had completed still found it in `parent.children`.
+    // Unlinked from its parent first, before any other code of the caller's runs (completion
+    // handlers): a final job is no longer among its parent's `children` (the unfinished ones).
+    // Kotlin's completeStateFinalization unregisters from the parent before it invokes the
+    // completion handlers too. Before, it was unlinked last, so a completion handler of a child
+    // that had completed still found it in `parent.children`.
     //
     // A parent already waiting for its children (its body done) does not finish before this
     // job's handlers have run (`#leaving`), as Kotlin's waits for the child's ChildCompletion
@@ -1111,12 +1117,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return p;
   }
 
-  /** `#finalize`'s reports and handlers, run once this job has left its parent's list. */
+  /** Reports this job's failure where no parent took it and it reports one (`launch`'s). */
+  #report(): void {
+    if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
+      handleCoroutineException(this.context, this.#cause);
+    }
+  }
+
+  /** `#finalize`'s handlers, run once this job has left its parent's list. */
   #notify(state: number): void {
     const cause = state === COMPLETED ? undefined : this.#cause;
-    if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
-      handleCoroutineException(this.context, cause);
-    }
     this[ON_FINAL]();
     if (this.#resolveJoin !== null) {
       this.#resolveJoin();

@@ -641,11 +641,11 @@ Deno.test("children lists the unfinished children, oldest first (Kotlin's attach
   assert.deepEqual(children(), []);
 });
 
-Deno.test("a final job has left its parent's children when its completion handlers and exception handler run (Kotlin unregisters from the parent first)", async () => {
+Deno.test("a final job has left its parent's children when its completion handlers run (Kotlin unregisters from the parent first); its exception handler runs before, the job cancelling and still listed", async () => {
   // Kotlin's completeStateFinalization disposes the parent handle, then invokes the completion
-  // handlers (its exception handler runs before that, the job not final yet: kcoro's runs once it
-  // is final, so it is gone from `children` there too). Before, the child was unlinked after its
-  // handlers: each of these saw it in `children`.
+  // handlers; its exception handler runs before that (handleJobException), the job not final
+  // yet, as kcoro's does now ("a CoroutineExceptionHandler sees the failed job cancelling").
+  // Before, the child was unlinked after its handlers: each of these saw it in `children`.
   const seen: string[] = [];
   const context = Context.empty.with(CoroutineExceptionHandler, () => {
     seen.push(`reported: ${failing.state} ${scope.children.includes(failing)}`);
@@ -675,7 +675,7 @@ Deno.test("a final job has left its parent's children when its completion handle
     "done: completed false",
     "failing: false",
     "lazy: cancelled false",
-    "reported: cancelled false",
+    "reported: cancelling true",
   ]);
   assertSameItems(scope.children, [other]);
   last.resolve();
@@ -1463,4 +1463,41 @@ Deno.test("an error message naming a kcoro object passed where something else be
   gate.resolve();
   await task.join();
   await deferred.await();
+});
+
+Deno.test("a CoroutineExceptionHandler sees the failed job cancelling, not final, and still among its parent's children, as Kotlin's handleJobException runs before the job completes", async () => {
+  // Before: it saw the job "cancelled" (isCompleted true) and gone from `children`.
+  const seen: unknown[] = [];
+  const boom = new Error("boom");
+  const handler = (e: unknown) =>
+    seen.push({
+      e,
+      state: job.state,
+      isActive: job.isActive,
+      isCancelled: job.isCancelled,
+      isCompleted: job.isCompleted,
+      listed: scope.children.includes(job),
+    });
+  await using scope = createScope({
+    supervisor: true,
+    context: Context.empty.with(CoroutineExceptionHandler, handler),
+  });
+  const job = scope.launch(async () => {
+    await null;
+    throw boom;
+  });
+  let after: string | undefined;
+  job.invokeOnCompletion(() => after = job.state); // completion handlers: final, as before
+  await job.join();
+  assert.deepEqual(seen, [{
+    e: boom,
+    state: "cancelling",
+    isActive: false,
+    isCancelled: true,
+    isCompleted: false,
+    listed: true,
+  }]);
+  assert.equal(after, "cancelled");
+  assert.equal(job.state, "cancelled");
+  assert.equal(scope.children.includes(job), false);
 });
