@@ -714,6 +714,29 @@ Deno.test("a parent already waiting for its children finishes after its last chi
   }
 });
 
+Deno.test("a parent waiting for its last child finishes after all of that child's completion handlers, also one added after the parent began waiting (where Kotlin's ChildCompletion, added as the parent began waiting, runs before it)", async () => {
+  // README, "Structured concurrency": kcoro's waiting parent finishes once the child's handlers
+  // have all run (`#leaving`), where Kotlin's finishes at its ChildCompletion node, appended to
+  // the child's handlers as the parent began waiting (tryWaitForChild): a handler added after
+  // that runs there after the parent completed. Pinned, as documented.
+  const seen: string[] = [];
+  const scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const child = scope.launch(() => gate.promise);
+  scope.job.invokeOnCompletion(() => seen.push(`scope: ${scope.job.state}`));
+  child.invokeOnCompletion(() => seen.push(`early: scope ${scope.job.state}`));
+  const joined = scope.join(); // the scope waits for its child from now on
+  child.invokeOnCompletion(() => seen.push(`late: scope ${scope.job.state}`));
+  gate.resolve();
+  await joined;
+  // Kotlin: ["early: scope completing", "scope: completed", "late: scope completed"].
+  assert.deepEqual(seen, [
+    "early: scope completing",
+    "late: scope completing",
+    "scope: completed",
+  ]);
+});
+
 Deno.test("bad arguments are TypeErrors that say what was received", async () => {
   await coroutineScope((scope) => {
     assert.throws(() => scope.launch(42 as never), {
