@@ -310,6 +310,8 @@ const stateNames: readonly JobState[] = [
  */
 const ownCancelHooks = new WeakMap<JobSupport<unknown>, (cause: CancellationError) => void>();
 let ownCancelHooked = false;
+/** The hooks of `JobSupport._onUnhandledFailure`, by job (a producer's). */
+const failureSinks = new WeakMap<JobSupport<unknown>, () => boolean>();
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -1117,11 +1119,38 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return p;
   }
 
-  /** Reports this job's failure where no parent took it and it reports one (`launch`'s). */
+  /**
+   * Reports this job's failure where no parent took it and it reports one (`launch`'s), unless
+   * a channel will deliver it (`_onUnhandledFailure`: a producer's, Kotlin's
+   * `ProducerCoroutine.onCancelled` reports only what its channel's close did not take).
+   */
   #report(): void {
     if (this.#failed && !this.#handled && (this.#flags & REPORTS_FAILURE) !== 0) {
+      const delivers = failureSinks.get(this);
+      if (delivers !== undefined) {
+        failureSinks.delete(this);
+        let taken = false;
+        try {
+          taken = delivers();
+        } catch {
+          // reported below, as if there were no channel
+        }
+        if (taken) return;
+      }
       handleCoroutineException(this.context, this.#cause);
     }
+  }
+
+  /**
+   * @ignore `delivers()` answers, as `job` reports a failure no parent took, whether a channel
+   * will hand that failure to its receivers (`produce`: its channel still open, closed with the
+   * failure as the task is final): true keeps it from the exception handler, as Kotlin's
+   * `ProducerCoroutine.onCancelled(cause, handled)` reports only when its channel's close was not
+   * processed. `null` withdraws it.
+   */
+  static _onUnhandledFailure(job: JobSupport<unknown>, delivers: (() => boolean) | null): void {
+    if (delivers === null) failureSinks.delete(job);
+    else failureSinks.set(job, delivers);
   }
 
   /** `#finalize`'s handlers, run once this job has left its parent's list. */

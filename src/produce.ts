@@ -14,6 +14,10 @@
  *   stay receivable, then receivers get that error, the failure itself, and a receiver woken by
  *   it reads the task final. Before, it was closed at once, while the task read active (the
  *   block's own error) or cancelling, its children still running.
+ * - That failure is its receivers': one no parent takes (a supervisor's child) is not reported
+ *   to the CoroutineExceptionHandler too, unless the channel was closed before (by the block, a
+ *   cancellation, its consumer), as Kotlin's `ProducerCoroutine.onCancelled` reports only what
+ *   its channel's close did not take (`JobSupport._onUnhandledFailure`).
  * - When the task is cancelled from outside (its scope cancelled, a sibling failing, a
  *   timeout), the channel is closed at once with the cancellation as its cause, also after
  *   the block returned while children of the task still run: values already sent stay
@@ -414,6 +418,15 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
+   * @ignore Whether the close at the task's end (`_end`) will be this channel's first: not
+   * disposed, the library open, not closed or cancelled yet (here or elsewhere, as far as this
+   * isolate knows).
+   */
+  _open(): boolean {
+    return !this._gone && this._lib.isOpen && !this._shared.cancelled && !this.isClosedForSend;
+  }
+
+  /**
    * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s), unless its
    * consumer disposed it or the library was closed: the close rejected its waits already, and
    * `close` would throw LibraryClosedError out of the abort listener or completion handler that
@@ -517,7 +530,10 @@ export function produce<T>(
     if (ended) return;
     ended = true;
     for (const handle of ending) handle[Symbol.dispose]();
-    for (const j of hooked) JobSupport._onOwnCancel(j, null);
+    for (const j of hooked) {
+      JobSupport._onOwnCancel(j, null);
+      JobSupport._onUnhandledFailure(j, null);
+    }
     out._live = false;
     out._bound = null;
     out._sendsEnd = null;
@@ -544,6 +560,12 @@ export function produce<T>(
     JobSupport._onOwnCancel(j, (ce) => {
       if (!ended) out._cancelByTask(ce);
     });
+    // Its failure that no parent takes (under a supervisor, a free-standing scope) is its
+    // receivers' where the channel is still open, closed with it as the task is final (`end`):
+    // not reported too, as Kotlin's `ProducerCoroutine.onCancelled` reports only a failure its
+    // channel's close did not take (closed before: by the block, a cancellation, the consumer).
+    // Before, it was reported as well (Kotlin's `produce` exposes its failure, as `async` does).
+    JobSupport._onUnhandledFailure(j, () => !ended && out._open());
   };
   /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {

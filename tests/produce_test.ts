@@ -1135,18 +1135,29 @@ Deno.test("produce: in a cancelled scope the block never runs and the channel is
   assert.equal(ch.close(), false); // already closed: by the task's end, not left open
 });
 
-Deno.test("produce: a failing producer under a supervisor still closes its channel with the cause", async () => {
-  const boom = new Error("only this one");
-  const reported: unknown[] = [];
-  addEventListener("error", (e) => {
-    reported.push(e.error);
-    e.preventDefault();
-  }, { once: true });
-  await supervisorScope(async (scope) => {
-    using ch = produce<number>(scope, counted(() => Promise.reject(boom)));
-    await assert.rejects(ch.receive(), (e) => e === boom);
-  });
-  assertSameItems(reported, [boom]); // a launch failure nobody takes is reported
+Deno.test("produce: a failing producer under a supervisor still closes its channel with the cause, which its receivers get and nothing reports; one whose channel was closed before reports it", async () => {
+  // Kotlin's produce exposes its failure to its consumer, as async does: ProducerCoroutine's
+  // onCancelled(cause, handled) reports it only when its channel's close was not processed (the
+  // channel closed before). Before, kcoro reported it too, as a launch's.
+  for (const closedFirst of [false, true]) {
+    const what = closedFirst ? "closed by the block first" : "open";
+    const boom = new Error(`only this one: ${what}`);
+    using reported = catchReported();
+    await supervisorScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted((out: Channel<number>) => {
+          if (closedFirst) out.close();
+          return Promise.reject(boom);
+        }),
+      );
+      const r = await ch.receiveCatching();
+      assert.equal(r.state, "closed", what);
+      assert.equal(r.cause, closedFirst ? undefined : boom, what);
+    });
+    await laterReports();
+    assertSameItems(reported.errors, closedFirst ? [boom] : [], what);
+  }
   assert.equal(live, 0);
 });
 

@@ -656,7 +656,10 @@ class Model {
       if (waiting) p.leaving++;
     }
     const cause = j.finalCause();
-    if (j.failed && !j.handled && j.reports) this.report(j.ceh, cause!);
+    // A producer's failure goes to its receivers where its channel is still open (closed with it
+    // below), as Kotlin's ProducerCoroutine.onCancelled reports only what its close did not take.
+    const delivered = j.kind === "produce" && !j.closeSet;
+    if (j.failed && !j.handled && j.reports && !delivered) this.report(j.ceh, cause!);
     // onFinal: a root's timer is cleared, it stops following its owner's signal, it leaves the
     // nested set of the timeout it was under, and its own nested ones leave its (each still
     // running handed a timer for the rest of its Deadline, below, unless it fired).
