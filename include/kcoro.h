@@ -17,7 +17,9 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 24 added
+/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 25 added
+ * kc_cells_free (TypeScript's main isolate now takes its cells from kc_cells_alloc and frees them
+ * once unreachable, so a library of ABI 24 lacks a symbol it binds). ABI 24 added
  * kc_chan_status bit 4 (cancelled, by any cancel): a cancelled channel's status, which ABI 23
  * answered without it (3 for a plain cancel), now has it set (19), so a caller comparing exact
  * values sees another one. ABI 23 added
@@ -28,7 +30,7 @@ extern "C" {
  * also changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
  * {NULL, 0, NULL, tag}, as kc_desc_make of 0 bytes (see "What TypeScript sends" at
  * KC_TAG_STRING). */
-#define KC_ABI_VERSION 24
+#define KC_ABI_VERSION 25
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -187,9 +189,13 @@ uint32_t kc_coro_current(void);
 int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 /* A built-in entry function (KC_BUILTIN_*), or NULL (never fails). */
 const void *kc_builtin_entry(uint32_t id);
-/* count zeroed 8-byte cells of native memory, never freed (for a built-in started by an isolate
- * that may end before it does), or NULL (count 0, out of memory). */
+/* count zeroed 8-byte cells of native memory, live until kc_cells_free or the process's end (for
+ * a built-in started by an isolate that may end before it does), or NULL (count 0, out of
+ * memory). */
 uint64_t *kc_cells_alloc(uint32_t count);
+/* Gives back cells kc_cells_alloc returned; NULL does nothing. As free(3): once each, and only
+ * once no coroutine can still read or write them (anything else is undefined). */
+void kc_cells_free(uint64_t *cells);
 
 /* The scheduler: one per process. Every call is safe from any thread, starts and shutdowns
  * racing each other and the other calls included (kc_sched_shutdown from a coroutine is

@@ -397,8 +397,27 @@ const PRUNE_MIN = 64;
 /** `kc_coro_state`'s finished (coro/coroutine.zig's State). */
 const FINISHED = 5;
 
-/** The buffers of cells made by `Runtime.cells`: native memory that is never freed. */
+/**
+ * The buffers of cells made by `Runtime.cells`: native memory (`kc_cells_alloc`), a Worker's
+ * never freed, the main isolate's freed once unreachable (`cellsFreed`).
+ */
 const nativeCells = new WeakSet<ArrayBufferLike>();
+
+/**
+ * Frees the main isolate's native cells once their buffer is unreachable: no coroutine writes
+ * into them then, since every launch path pins the array it hands a coroutine (`pinCells`,
+ * `pinScoped`) until that coroutine is done with it or its scheduler ended. Finalizers never
+ * run at the isolate's disposal, so an exit leaves them to the process's end. `_symbolsToRelease`:
+ * the library stays loaded once opened, also after closeLibrary.
+ */
+const cellsFreed = new FinalizationRegistry<{ lib: Library; p: Deno.PointerObject }>(
+  ({ lib, p }) => lib._symbolsToRelease.kc_cells_free(p),
+);
+
+/** @ignore Whether `cells` is on native memory from `Runtime.cells` (tests). */
+export function _isNativeCells(cells: BigUint64Array): boolean {
+  return nativeCells.has(typedBuffer(cells));
+}
 
 /**
  * The entry pointer and argument pointer for `entry` and `arg`, checked; `pin` is the array the
@@ -772,16 +791,17 @@ export class Runtime {
         }
       }
     }
-    let cells: BigUint64Array;
-    if (inWorker) {
-      const p = this.#lib.symbols(op).kc_cells_alloc(count);
-      if (p === null) unwrap(Status.ENOMEM, op);
-      cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
-      nativeCells.add(cells.buffer);
-    } else {
-      this.#lib.symbols(op); // a closed library is still an error
-      cells = new BigUint64Array(new SharedArrayBuffer(count * 8));
-    }
+    // Native memory in every isolate. The main isolate's were a SharedArrayBuffer, which Deno
+    // frees when it disposes the isolate before the process exits, with the scheduler's threads
+    // still writing into it (`guardExit`): native memory is not freed there, so an exit with
+    // coroutines running is safe without the guard. A Worker's are never freed (its finalizers
+    // never run once it ends, and a coroutine may outlive it); the main isolate's once
+    // unreachable (`cellsFreed`), which the pins hold off while a coroutine may write.
+    const p = this.#lib.symbols(op).kc_cells_alloc(count);
+    if (p === null) unwrap(Status.ENOMEM, op);
+    const cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
+    nativeCells.add(cells.buffer);
+    if (!inWorker) cellsFreed.register(cells.buffer, { lib: this.#lib, p: p! });
     if (values !== null) cells.set(values);
     return cells;
   }

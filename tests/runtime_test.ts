@@ -1351,6 +1351,51 @@ Deno.test("a caller's Error.prepareStackTrace, a frozen Error, or a fatal event 
   }
 });
 
+Deno.test("runtime().cells in the main isolate are native memory, freed once unreachable, not while a coroutine may write into them", async () => {
+  // Freed by kc_cells_free (watched here) once their buffer is collected; a running sleeper's
+  // pin keeps its cells until the shutdown lets go of them.
+  const res = await evalScript(
+    `
+    import { library, runtime } from "./mod.ts";
+    const sym = library()._symbolsToRelease;
+    const freed = new Set();
+    const real = sym.kc_cells_free;
+    sym.kc_cells_free = (p) => (freed.add(Deno.UnsafePointer.value(p)), real(p));
+    const tick = () => new Promise((r) => setTimeout(r, 1));
+    const addr = (c) => Deno.UnsafePointer.value(Deno.UnsafePointer.of(c));
+    const collect = async (what, a) => {
+      const deadline = Date.now() + 20000;
+      while (!freed.has(a)) {
+        if (Date.now() > deadline) throw new Error(what + " were not freed");
+        globalThis.gc();
+        await tick(); // finalizers run between tasks
+      }
+    };
+    const rt = runtime({ workers: 1 });
+    let idle = rt.cells(4);
+    const idleAt = addr(idle);
+    idle = null;
+    await collect("unreachable cells", idleAt);
+    let busy = rt.cells([60000n, 0n]); // a minute's sleeper
+    rt.spawn("sleeper", busy);
+    const busyAt = addr(busy);
+    const ref = new WeakRef(busy);
+    busy = null;
+    for (let i = 0; i < 20; i++) {
+      globalThis.gc();
+      await tick();
+    }
+    if (ref.deref() === undefined || freed.has(busyAt)) throw new Error("freed while pinned");
+    await rt.shutdown("cancel"); // nothing writes now: the pin goes
+    await collect("the shut-down sleeper's cells", busyAt);
+    console.log("ok");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
 Deno.test("an uncaught error that a listener prevents, or a caller's own error event, leaves the scheduler running", async () => {
   // The stop at an uncaught error must not fire when the process lives on: a listener added
   // after the spawns prevents the error, and a dispatchEvent of the caller's own runs; the

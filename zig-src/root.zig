@@ -3491,10 +3491,15 @@ fn forgetTakenKeep(h: u32, serial: u64, ticket: u64) void {
 const builtins = @import("builtins.zig");
 pub const Builtin = builtins.Builtin;
 
+/// Blocks of cells kc_cells_alloc handed out and kc_cells_free has not taken back (tests: a
+/// leak check, as the C library's heap is not the testing allocator's).
+var cells_live = std.atomic.Value(u64).init(0);
+
 /// uint64_t *kc_cells_alloc(uint32_t count): `count` zeroed 8-byte cells of native memory that
-/// live until the process ends (never freed), or NULL (count 0, or no memory). For a built-in's
-/// cells when the isolate that starts it may end first (a Worker): the coroutine may still write
-/// into them after that isolate's heap is gone.
+/// live until kc_cells_free (or the process's end), or NULL (count 0, or no memory). For a
+/// built-in's cells when the isolate that starts it may end first (a Worker, or the main
+/// isolate, whose heap Deno frees before the process exits while workers still run): the
+/// coroutine may still write into them after that isolate's heap is gone.
 export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     if (count == 0) return null;
     // calloc, not malloc and a memset: the C library zeroes only memory that was used before,
@@ -3505,7 +3510,21 @@ export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     // page afterwards ~20-30% faster all told; 3 to 1024 cells, no difference beyond the noise.
     // Always 16-byte aligned (malloc's), which u64 needs.
     const p = std.c.calloc(count, @sizeOf(u64)) orelse return null;
+    // Monotonic: a count read by tests only, after the threads that use it were joined.
+    _ = cells_live.fetchAdd(1, .monotonic);
     return @ptrCast(@alignCast(p));
+}
+
+/// void kc_cells_free(uint64_t *cells): gives back cells kc_cells_alloc returned (NULL: does
+/// nothing). The caller's to make sure no coroutine still writes into them, and to free each
+/// once: as free(3), anything else is undefined (no pointer can be checked for that here
+/// without a registry on the spawn path). TypeScript frees the main isolate's once they are
+/// unreachable, which the pins of src/runtime.ts hold off while a coroutine may write.
+export fn kc_cells_free(cells: ?[*]u64) callconv(.c) void {
+    const p = cells orelse return;
+    // Monotonic: as in kc_cells_alloc. More frees than allocations is a caller's double free.
+    std.debug.assert(cells_live.fetchSub(1, .monotonic) > 0);
+    std.c.free(p);
 }
 
 /// A built-in whose `arg` points to cells (every scheduled one, KC_BUILTIN_SLEEPER and up) given
@@ -9625,10 +9644,34 @@ test "C ABI: kc_cells_alloc's cells are zero, also where its memory was used and
         @memset(@as([*]u8, @ptrCast(dirty))[0 .. n * 8], 0xa5);
         std.c.free(dirty);
         const cells = kc_cells_alloc(@intCast(n)) orelse return error.OutOfMemory;
-        defer std.c.free(cells); // never freed in use; here, so that the test leaks nothing
+        defer kc_cells_free(cells);
         try testing.expect(std.mem.allEqual(u64, cells[0..n], 0));
         try testing.expectEqual(@as(usize, 0), @intFromPtr(cells) % @alignOf(u64));
     }
+}
+
+test "C ABI: kc_cells_free gives back what kc_cells_alloc took, NULL is nothing, and cells a scheduled built-in wrote into are freed after it" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const base = cells_live.load(.monotonic);
+    kc_cells_free(null);
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    var blocks: [8][*]u64 = undefined;
+    for (&blocks, 0..) |*b, i| b.* = kc_cells_alloc(@intCast(1 + i * 1000)) orelse return error.OutOfMemory;
+    try testing.expectEqual(base + blocks.len, cells_live.load(.monotonic));
+    for (blocks) |b| kc_cells_free(b);
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    // As TypeScript uses them: a built-in writes into them on a worker, they are freed once it
+    // is done (here after the shutdown joined the workers).
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    const cells = kc_cells_alloc(2) orelse return error.OutOfMemory;
+    cells[0] = 1000; // spin rounds
+    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(spin, @ptrCast(cells), 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(u64, 1), cells[1]);
+    kc_cells_free(cells);
+    try testing.expectEqual(base, cells_live.load(.monotonic));
 }
 
 test "C ABI: a host retained during a thread's end (by its undelivered hook) and released by a later key destructor is counted out once" {
