@@ -151,8 +151,22 @@ function pinsOf(lib: Library): Pins {
     };
     pinsByLib.set(lib._loadedId, pins);
   }
-  guardExit(lib);
   return pins;
+}
+
+/**
+ * Before `cells` is pinned for a coroutine of `lib`: the exit guard, for cells the isolate's
+ * disposal frees (a caller's own `SharedArrayBuffer`) only. `runtime().cells` are native
+ * memory, which the disposal leaves alone: a program using only those never installs the
+ * guard, nor depends on its detection of Deno's fatal dispatch by frame names.
+ */
+function guardCells(lib: Library, cells: BigUint64Array): void {
+  if (!nativeCells.has(typedBuffer(cells))) guardExit(lib);
+}
+
+/** @ignore Whether the exit guard watches `lib` (`guardExit`; tests). */
+export function _exitGuarded(lib: Library): boolean {
+  return exitGuarded.has(lib);
 }
 
 /** @ignore Where `kc_spawn` / `kc_scope_launch` write a built-in's coroutine handle. */
@@ -160,6 +174,7 @@ export const handleOut = new Uint32Array(1);
 
 /** @ignore Keeps `cells` reachable for coroutine `handle` (0: a NativeFunction's; above). */
 export function pinCells(lib: Library, handle: number, cells: BigUint64Array): void {
+  guardCells(lib, cells);
   const pins = pinsOf(lib);
   if (handle === 0) {
     pins.list.add(cells);
@@ -177,6 +192,7 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
 
 /** @ignore Keeps a NativeFunction's `cells` reachable while native scope `scope` has children. */
 export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): void {
+  guardCells(lib, cells);
   const pins = pinsOf(lib);
   let set = pins.byScope.get(scope);
   if (set === undefined) pins.byScope.set(scope, set = new Set());
@@ -249,8 +265,8 @@ function allEnded(lib: Library): boolean {
 }
 
 /**
- * The libraries whose coroutines this isolate pinned cells for (the main isolate's only:
- * `guardExit`).
+ * The libraries whose coroutines this isolate pinned a caller's `SharedArrayBuffer` cells for
+ * (the main isolate's only: `guardExit`).
  */
 const exitGuarded = new Set<Library>();
 
@@ -258,7 +274,9 @@ const exitGuarded = new Set<Library>();
 let loopEnded = false;
 
 /**
- * In the main isolate, once it pinned cells for `lib`'s coroutines: a process whose event loop
+ * In the main isolate, once it pinned a caller's own `SharedArrayBuffer` cells for `lib`'s
+ * coroutines (`guardCells`; `runtime().cells` are native memory, which needs none of this): a
+ * process whose event loop
  * ran out of work while `lib`'s scheduler still runs shuts it down (cancel) at `unload`, after
  * every other `unload` listener (`exitAtUnload`). Deno disposes the main isolate before it
  * exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
@@ -266,8 +284,8 @@ let loopEnded = false;
  * corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good (running
  * `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without that
  * disposal, so a process ending by the caller's own `Deno.exit()` needs nothing (`beforeunload`
- * is not dispatched then, and the listener leaves the exit to it). A Worker's cells are native
- * memory, never freed, so a Worker needs none of this. An uncaught error or unhandled rejection
+ * is not dispatched then, and the listener leaves the exit to it). A Worker takes native cells
+ * only, so a Worker needs none of this. An uncaught error or unhandled rejection
  * ends the process through the disposal without an `unload`: `exitAtFatal` stops the schedulers
  * there (README, "The scheduler from TypeScript").
  */

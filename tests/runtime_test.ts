@@ -1232,17 +1232,26 @@ async function runFromStdin(
 /**
  * The exit tests' script: after `prelude`, 128 chanSenders that never end (a drop-oldest channel
  * never blocks them) write into its cells while it holds 50 000 buffers of the cells' size
- * (which the isolate's disposal frees as it frees the cells); then `beforeEnd`, "end" printed,
- * and `end`, the way the process ends.
+ * (which the isolate's disposal frees as it frees a `SharedArrayBuffer`'s); then `beforeEnd`,
+ * "end" printed, and `end`, the way the process ends. The cells are the caller's own
+ * `SharedArrayBuffer`s (which the exit guard stops the scheduler for), or with `native`
+ * `runtime().cells` (native memory, which the disposal leaves alone: no guard).
  */
-function writersScript(end: string, { prelude = "", beforeEnd = "" } = {}): string {
+function writersScript(
+  end: string,
+  { prelude = "", beforeEnd = "", native = false } = {},
+): string {
+  const cells = native
+    ? "rt.cells(values)"
+    : "(() => { const c = new BigUint64Array(new SharedArrayBuffer(40)); c.set(values); return c; })()";
   return `
     import { Channel, codecs, runtime } from "${root}mod.ts";
     ${prelude}
     const rt = runtime({ workers: 2 });
     for (let i = 0; i < 128; i++) {
       const ch = new Channel(1, { codec: codecs.u64, overflow: "drop-oldest" });
-      rt.spawn("chanSender", rt.cells([BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n]));
+      const values = [BigInt(ch.handle), 0n, 1n << 40n, 0n, 0n];
+      rt.spawn("chanSender", ${cells});
     }
     const junk = []; // buffers of the cells' size, which the disposal frees as it frees them
     for (let i = 0; i < 50_000; i++) junk.push(new SharedArrayBuffer(40));
@@ -1349,6 +1358,63 @@ Deno.test("a caller's Error.prepareStackTrace, a frozen Error, or a fatal event 
     assert.ok(stderr.includes(i % 2 ? "kcoro-rejected" : "kcoro-uncaught"), `run ${i}: ${stderr}`);
     assert.equal(new TextDecoder().decode(res.stdout), "end\n", `run ${i}`);
   }
+});
+
+Deno.test("a process ending in any way while coroutines write into runtime().cells exits cleanly, with no exit guard to depend on", async () => {
+  // runtime().cells in the main isolate were a SharedArrayBuffer, which Deno frees as it
+  // disposes the isolate, under the running chanSenders: only the exit guard (a stop at
+  // `unload`, and at a fatal error found by Deno's frame names) kept those exits clean, and a
+  // caller's listener before it that stops the event's propagation left the exit unguarded
+  // (SIGABRT, SIGSEGV or a hang; 9 runs in 12 of these here). They are native memory now, which
+  // the disposal leaves alone: each of these exits, the guard's listeners stopped every time,
+  // ends by itself with Deno's own code and message.
+  const prelude = ["unload", "error", "unhandledrejection"].map((type) =>
+    `addEventListener("${type}", (e) => e.stopImmediatePropagation());`
+  ).join("\n");
+  const ends = [
+    ["Deno.exitCode = 3;", 3, ""],
+    [`setTimeout(() => { throw new Error("kcoro-uncaught"); }, 0);`, 1, "kcoro-uncaught"],
+    [`Promise.reject(new Error("kcoro-rejected"));`, 1, "kcoro-rejected"],
+  ] as const;
+  for (let i = 0; i < 12; i++) {
+    const [end, code, message] = ends[i % 3];
+    const res = await runFromStdin(writersScript(end, { prelude, native: true }), {
+      NO_COLOR: "1",
+    });
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(res.signal, null, `run ${i}: ended by ${res.signal}: ${stderr}`);
+    assert.equal(res.code, code, `run ${i}: ${stderr}`);
+    assert.ok(stderr.includes(message), `run ${i}: ${stderr}`);
+    assert.equal(new TextDecoder().decode(res.stdout), "end\n", `run ${i}`);
+  }
+});
+
+Deno.test("runtime().cells install no exit guard: only a caller's own SharedArrayBuffer cells do", async () => {
+  // The guard's listeners stop the scheduler at an exit, found for fatal errors by Deno's frame
+  // names; a program that uses only runtime().cells must not depend on it. Before, every spawn
+  // or launch with cells installed it.
+  const res = await evalScript(`
+    import { coroutineScope, library, nativeScope, runtime } from "./mod.ts";
+    import { _exitGuarded, _isNativeCells } from "./src/runtime.ts";
+    const rt = runtime({ workers: 1 });
+    const seen = [];
+    const cells = rt.cells([1n, 0n]);
+    seen.push(_isNativeCells(cells));
+    rt.spawn("sleeper", cells);
+    await coroutineScope(async (scope) => {
+      nativeScope(scope).launch("cancellable-sleeper", rt.cells([1n, 0n, 0n]));
+    });
+    seen.push(_exitGuarded(library()));
+    const own = new BigUint64Array(new SharedArrayBuffer(16));
+    own[0] = 1n;
+    seen.push(_isNativeCells(own));
+    rt.spawn("sleeper", own);
+    seen.push(_exitGuarded(library()));
+    await rt.shutdown("finish");
+    console.log(seen.join(" "));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "true false false true");
 });
 
 Deno.test("runtime().cells in the main isolate are native memory, freed once unreachable, not while a coroutine may write into them", async () => {
