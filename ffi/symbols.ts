@@ -80,6 +80,11 @@ export const symbols = {
   kc_sched_drain_for: { parameters: ["u64"], result: "i32", nonblocking: true },
   /** int32_t kc_sched_shutdown(uint32_t mode): KC_SHUTDOWN_CANCEL joins the workers at once. */
   kc_sched_shutdown: { parameters: ["u32"], result: "i32" },
+  /**
+   * int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): KC_ETIME if a worker
+   * did not stop in time (stopped, not joined: the next shutdown joins).
+   */
+  kc_sched_shutdown_timed: { parameters: ["u32", "u64"], result: "i32" },
   /** int32_t kc_sched_shutdown(uint32_t mode), on a helper thread (KC_SHUTDOWN_FINISH drains). */
   kc_sched_shutdown_async: {
     name: "kc_sched_shutdown",

@@ -19,7 +19,8 @@ extern "C" {
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 25 added
  * kc_cells_free (TypeScript's main isolate now takes its cells from kc_cells_alloc and frees them
- * once unreachable, so a library of ABI 24 lacks a symbol it binds). ABI 24 added
+ * once unreachable) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
+ * library of ABI 24 lacks symbols TypeScript binds. ABI 24 added
  * kc_chan_status bit 4 (cancelled, by any cancel): a cancelled channel's status, which ABI 23
  * answered without it (3 for a plain cancel), now has it set (19), so a caller comparing exact
  * values sees another one. ABI 23 added
@@ -253,6 +254,17 @@ int32_t kc_sched_shutdown(uint32_t mode);
  * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). A generation not
  * started yet is KC_EINVAL, nothing done, as kc_sched_ended answers for it (before, 0). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
+/* kc_sched_shutdown with a bound of timeout_ns on each of its waits: a KC_SHUTDOWN_FINISH's drain
+ * (past the bound the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled),
+ * then the join of the workers. KC_ETIME if a worker did not stop in time (it runs a coroutine
+ * that never yields, which nothing can stop from outside): the scheduler is stopped (not running
+ * for kc_sched_info, its outcome known to kc_sched_ended, spawns and drains KC_ESHUTDOWN,
+ * kc_sched_start KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its
+ * coroutine's stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation) or
+ * kc_sched_shutdown_timed, in either mode, goes on with the join and frees everything once it is
+ * done. For an exit that must not wait for good (the process may end with that worker running).
+ * New in ABI 25. */
+int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain
  * waits for), KC_SHUTDOWN_CANCEL if what had not finished was abandoned (a cancelling shutdown, or

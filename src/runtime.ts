@@ -401,14 +401,22 @@ function stopSchedulers(): void {
   // the next test file): a cancelling shutdown, synchronous, since the event loop no longer
   // runs and the cells must outlive the join of the workers (kc_sched_ended, which allEnded
   // reads, is known before that join, while a worker may still run a coroutine's last slice).
-  // A coroutine that never yields (C code of the caller's) keeps it waiting, as it keeps
-  // shutdown() and closeLibrary() waiting (README, "The scheduler from TypeScript").
+  // Bounded (`EXIT_JOIN_NS`): a coroutine that never yields (C code of the caller's) kept the
+  // exit waiting for good; past the bound the scheduler is stopped but that worker not joined
+  // (kc_sched_shutdown_timed's KC_ETIME), and the exit goes on (README, "The scheduler from
+  // TypeScript").
   for (const lib of exitGuarded) {
     try {
-      lib._symbolsToRelease.kc_sched_shutdown(SHUTDOWN_CANCEL);
+      lib._symbolsToRelease.kc_sched_shutdown_timed(SHUTDOWN_CANCEL, EXIT_JOIN_NS);
     } catch { /* a library closed meanwhile: closing shut its scheduler down */ }
   }
 }
+
+/**
+ * How long the exit guard's shutdown waits for each of the workers to stop (a coroutine's last
+ * slice, not a drain: a cancel) before the exit goes on without them.
+ */
+const EXIT_JOIN_NS = 2_000_000_000n;
 
 /** The map of a built-in's cells is pruned at this size first. */
 const PRUNE_MIN = 64;

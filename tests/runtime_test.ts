@@ -1462,6 +1462,45 @@ Deno.test("runtime().cells in the main isolate are native memory, freed once unr
   assert.equal(res.stdout.trim(), "ok");
 });
 
+Deno.test("an exit the guard stops the scheduler for does not wait for good for a C coroutine that never yields", async () => {
+  // The guard (a caller's own SharedArrayBuffer cells) shuts the scheduler down at unload and
+  // joins its workers; a coroutine that never yields kept its worker, and that exit waited for
+  // good (killed here at the 20 s bound). The join is bounded now (kc_sched_shutdown_timed, 2
+  // s): the exit goes on with the worker still spinning. The spin writes nothing into its cells,
+  // which the isolate's disposal then frees (runtime().cells would not be).
+  const dir = await Deno.makeTempDir();
+  try {
+    await buildPlugin(
+      dir,
+      `void spin_forever(void *arg) { (void)arg; for (volatile unsigned long i = 0;; i++) {} }`,
+    );
+    for (const end of ["Deno.exitCode = 4;", `throw new Error("kcoro-uncaught");`]) {
+      const t0 = performance.now();
+      const res = await runFromStdin(
+        `
+        import { resolveNative, runtime } from "${root}mod.ts";
+        const rt = runtime({ workers: 2 });
+        const own = new BigUint64Array(new SharedArrayBuffer(16));
+        rt.spawn(resolveNative("${dir}/libplugin.so", "spin_forever"), own);
+        console.log("end");
+        ${end}
+      `,
+        { NO_COLOR: "1" },
+      );
+      const stderr = new TextDecoder().decode(res.stderr);
+      assert.equal(
+        res.signal,
+        null,
+        `${end}: ended by ${res.signal} after ${performance.now() - t0} ms`,
+      );
+      assert.equal(res.code, end.startsWith("throw") ? 1 : 4, `${end}: ${stderr}`);
+      assert.equal(new TextDecoder().decode(res.stdout), "end\n", end);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("an uncaught error that a listener prevents, or a caller's own error event, leaves the scheduler running", async () => {
   // The stop at an uncaught error must not fire when the process lives on: a listener added
   // after the spawns prevents the error, and a dispatchEvent of the caller's own runs; the

@@ -771,6 +771,9 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     sched_mutex.lock();
     defer sched_mutex.unlock();
     if (running() != null) return Status.busy.code();
+    // A timed shutdown left its workers to join (one still runs a coroutine): a shutdown is
+    // still in progress (monotonic: written under `sched_mutex`, which we hold).
+    if (sched.join_pending.load(.monotonic)) return Status.shutdown.code();
     // No caller may be inside `sched` while it is rebuilt (see `enter`). Seq_cst: the other
     // half of `enter`'s Dekker pair; the acquire half of the loads pairs with `leave`. A swap,
     // not a store, as for every store half of a Dekker pair here: qemu-user on an x86 host lets
@@ -912,7 +915,24 @@ export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
 /// int32_t kc_sched_shutdown(uint32_t mode): 0 = cancel the rest, 1 = finish the rest first.
 /// Joins the workers and frees every stack; a second call does nothing.
 export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
-    const rc = shutdownOf(mode, null);
+    const rc = shutdownOf(mode, null, null);
+    if (rc == 0) stopUnusedThreads();
+    return rc;
+}
+
+/// int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): kc_sched_shutdown with
+/// a bound on each of its waits (a finish's drain, past which the rest is abandoned as a cancel
+/// would; the join of the workers). KC_ETIME if a worker did not stop in time (it runs a
+/// coroutine that never yields): the scheduler is stopped (kc_sched_info reads it not running,
+/// kc_sched_ended knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is
+/// KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its coroutine's
+/// stack; the next kc_sched_shutdown, kc_sched_shutdown_gen or kc_sched_shutdown_timed (either
+/// mode) goes on with the join, and frees everything once it is done. For an exit that must not
+/// wait for good: a process may end with the worker still running. A mode flag on
+/// kc_sched_shutdown would have changed what that export's callers pass; a separate export
+/// leaves them as they were.
+export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
+    const rc = shutdownOf(mode, null, timeout_ns);
     if (rc == 0) stopUnusedThreads();
     return rc;
 }
@@ -945,13 +965,14 @@ export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
     // 0, as if it had been shut down). Acquire: as in kc_sched_ended, pairs with the start's
     // release increment; a start racing this call either counted it (then as before) or not.
     if (generation > sched_generation.load(.acquire)) return Status.invalid.code();
-    const rc = shutdownOf(mode, generation);
+    const rc = shutdownOf(mode, generation, null);
     if (rc == 0) stopUnusedThreads();
     return rc;
 }
 
-/// kc_sched_shutdown of the scheduler of `generation` (null: whichever runs).
-fn shutdownOf(mode: u32, generation: ?u64) i32 {
+/// kc_sched_shutdown of the scheduler of `generation` (null: whichever runs), bounded by
+/// `timeout_ns` (null: none; kc_sched_shutdown_timed).
+fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     if (mode > 1) return Status.invalid.code();
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
     // Ours is not running (shut down already; a later one may be starting) or a later one
@@ -959,7 +980,10 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     // drain (a restart waits for it), so the generation read is the running one's. (A hint:
     // checked again under the lock.)
     if (generation) |g| {
-        const held = enter(.drain) orelse return 0;
+        // A join a timed shutdown left (`join_pending`; monotonic: a hint, read again under
+        // the lock) is this generation's to finish: no later one can start before it.
+        const held = enter(.drain) orelse
+            return if (sched.join_pending.load(.monotonic)) shutdownOf(mode, null, timeout_ns) else 0;
         defer held.leave();
         // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's release
         // store, made after its increment.
@@ -995,6 +1019,10 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
     sched_mutex.lock();
     defer sched_mutex.unlock();
+    // A timed shutdown that timed out left the join to this one (monotonic: written under
+    // `sched_mutex`, held by every shutdown, as here). Its run is stopped already: no
+    // generation check, `sched_stopping` is still set, and no start came since (it refuses).
+    if (sched.join_pending.load(.monotonic)) return finishShutdown(&ends, mode, timeout_ns);
     if (running() == null) return 0;
     // Monotonic: stored only under `sched_mutex`, which we hold.
     if (generation) |g| if (sched_generation.load(.monotonic) != g) {
@@ -1012,9 +1040,15 @@ fn shutdownOf(mode: u32, generation: ?u64) i32 {
     _ = sched_stopping.swap(true, .seq_cst);
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
-    abandoned_ends = &ends;
+    return finishShutdown(&ends, mode, timeout_ns);
+}
+
+/// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if its bound passed before
+/// the workers were joined (`Scheduler.shutdownWithin`).
+fn finishShutdown(ends: *std.ArrayListUnmanaged(AbandonedEnd), mode: u32, timeout_ns: ?u64) i32 {
+    abandoned_ends = ends;
     defer abandoned_ends = null;
-    sched.shutdown(@enumFromInt(mode));
+    sched.shutdownWithin(@enumFromInt(mode), timeout_ns) catch return Status.timeout.code();
     return 0;
 }
 
@@ -5622,6 +5656,61 @@ test "C ABI: a skynet whose refused spawn is a child's first reports the short s
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[1]); // nothing parked for ever, nothing left live
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // finishes: nothing left to run
+}
+
+test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is KC_ETIME, the scheduler stopped; the next shutdown joins it, then a start runs again" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var release = std.atomic.Value(bool).init(false);
+        var stuck_running = std.atomic.Value(bool).init(false);
+        fn stuck(_: ?*anyopaque) callconv(.c) void {
+            stuck_running.store(true, .release);
+            while (!release.load(.acquire)) std.atomic.spinLoopHint(); // never yields
+        }
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+    };
+    S.release.store(false, .monotonic);
+    S.stuck_running.store(false, .monotonic);
+    const bound = 50 * std.time.ns_per_ms;
+    try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_timed(2, bound));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    var done = false;
+    defer if (!done) {
+        S.release.store(true, .release);
+        _ = kc_sched_shutdown(0);
+    };
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const g = info[6];
+    for (0..4) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(S.parked, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.stuck, null, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the never-yielding coroutine to run");
+    while (!S.stuck_running.load(.acquire)) try d.wait();
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, bound));
+    // Stopped, by a cancel, and refused by name meanwhile.
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[3]);
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(g)); // KC_SHUTDOWN_CANCEL
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(S.parked, null, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_start(2, 0, 0));
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_drain_for(bound));
+    // Still stuck: a second, finishing, is KC_ETIME as well.
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(1, bound));
+    S.release.store(true, .release);
+    // The generation's own shutdown goes on with the join (before, with the scheduler not
+    // running, a kc_sched_shutdown_gen of it did nothing).
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, g));
+    done = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // nothing left: nothing done
+    // A later start runs, and a bounded shutdown of parked coroutines joins in time.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.parked, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[3]);
 }
 
 test "C ABI: a thread's record is freed by the allocator that made it" {

@@ -266,8 +266,16 @@ const Worker = struct {
     fn main(w: *Worker) void {
         current_worker = w;
         w.slot = coroutine.threadSlot();
-        defer current_worker = null;
         const s = w.sched;
+        // Last: counted out of the run for a bounded join (`shutdownWithin`). `s` outlives the
+        // thread (it is not the workers' array, which the shutdown frees after the join).
+        defer {
+            current_worker = null;
+            // Release: what this worker did happens before a shutdown that sees the count
+            // (its acquire load in `awaitWorkersExited`); the wake pairs with its futex wait.
+            _ = s.exited.fetchAdd(1, .release);
+            std.Thread.Futex.wake(&s.exited, 1);
+        }
         while (s.state.load(.acquire) == .running) {
             if (w.next_deadline.load(.monotonic) != never) {
                 const now = monotonicNs();
@@ -672,6 +680,15 @@ pub const Scheduler = struct {
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     cancel_pending: std.atomic.Value(bool) = .init(false),
+    /// Worker threads of this run that left their loop (`Worker.main`), and the futex word a
+    /// bounded join (`shutdownWithin`) waits on. Reset by a restart (not kept).
+    exited: std.atomic.Value(u32) = .init(0),
+    /// A bounded shutdown stopped the run but its workers did not all leave in time (one runs
+    /// a coroutine that never yields): nothing is freed, `state` stays `stopping`, and the next
+    /// `shutdown`/`shutdownWithin` goes on with the join. Under `lifecycle`; atomic for the C
+    /// ABI's reads outside it (kc_sched_start refuses to restart meanwhile). Monotonic
+    /// accesses: written only under `lifecycle`, whose lock orders what came before.
+    join_pending: std.atomic.Value(bool) = .init(false),
     /// Called for every coroutine that finishes, and at shutdown for every one that never
     /// will, before its stack is reused or freed (the C ABI frees the coroutine's handle here).
     finish_hook: ?*const fn (*Coroutine) void = null,
@@ -697,6 +714,8 @@ pub const Scheduler = struct {
     /// are kept and changed atomically only; everything else is built again.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         assert(s.state.load(.acquire) != .running);
+        // A bounded shutdown that timed out left workers to join: the next shutdown's.
+        assert(!s.join_pending.load(.monotonic));
         return s.begin(allocator, options, .again);
     }
 
@@ -1281,6 +1300,19 @@ pub const Scheduler = struct {
     /// nothing; a spawn after it is error.Shutdown (and there are no workers to `workerStats`).
     /// The scheduler at `s` may run again with `restart` (not `start`: see there).
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
+        s.shutdownWithin(mode, null) catch unreachable; // no bound: no timeout
+    }
+
+    /// `shutdown` with a bound of `timeout_ns` (null: none) on each of its waits: a finish's
+    /// drain (past the bound the rest is abandoned, as a cancel would, and the run ends as
+    /// cancelled) and the join of the workers. error.Timeout if a worker did not leave its loop
+    /// in time (it runs a coroutine that never yields, and cannot be stopped from outside): the
+    /// run is stopped (`isRunning` false, `end_hook` called, spawns refused) but nothing is
+    /// joined or freed, since that worker still runs on the coroutine's stack and reads the
+    /// scheduler; `join_pending` says so, a `restart` is refused (assert), and the next
+    /// `shutdown` or `shutdownWithin` (either mode: the outcome was decided) goes on with the
+    /// join and frees everything. A process may also just end then (its exit ends the thread).
+    pub fn shutdownWithin(s: *Scheduler, mode: ShutdownMode, timeout_ns: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
         if (thisWorker()) |w| if (w.sched == s) std.debug.panic(
@@ -1291,15 +1323,33 @@ pub const Scheduler = struct {
         );
         s.lifecycle.lock();
         defer s.lifecycle.unlock();
-        if (s.state.load(.acquire) != .running) return;
+        if (!s.join_pending.load(.monotonic)) {
+            if (s.state.load(.acquire) != .running) return;
+            s.stopRun(mode, if (timeout_ns) |t| monotonicNs() +| t else null);
+            s.join_pending.store(true, .monotonic);
+        }
+        if (timeout_ns) |t| try s.awaitWorkersExited(monotonicNs() +| t);
+        s.join_pending.store(false, .monotonic);
+        s.joinAndFree();
+    }
+
+    /// `shutdownWithin`'s first half, under `lifecycle`: a finish's drain (until `deadline`,
+    /// null: none), `end_hook`, and the store of `stopping` that tells the workers to leave.
+    fn stopRun(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) void {
         // How it ends: a finish only once its drain ran dry.
         var ended: ShutdownMode = .cancel;
         if (mode == .finish) {
             // Outside spawns wait on `lifecycle`; coroutines may still spawn while we drain.
             // In slices, so that a cancel asked for meanwhile (`cancelPending`) ends the wait:
-            // the rest is then abandoned, as a cancel would.
+            // the rest is then abandoned, as a cancel would (so it is past a deadline).
             while (!s.cancel_pending.load(.acquire)) {
-                s.drainFor(10 * std.time.ns_per_ms) catch |err| switch (err) {
+                var slice: u64 = 10 * std.time.ns_per_ms;
+                if (deadline) |d| {
+                    const now = monotonicNs();
+                    if (now >= d) break;
+                    slice = @min(slice, d - now);
+                }
+                s.drainFor(slice) catch |err| switch (err) {
                     error.Timeout => continue,
                     else => break,
                 };
@@ -1315,14 +1365,35 @@ pub const Scheduler = struct {
         s.state.store(.stopping, .seq_cst);
         s.wakeAll();
         s.wakeWatchdog();
+    }
+
+    /// Waits until every worker of the run left its loop (`exited`), or error.Timeout at
+    /// `deadline` (`monotonicNs`).
+    fn awaitWorkersExited(s: *Scheduler, deadline: u64) error{Timeout}!void {
+        const n: u32 = @intCast(s.workers.len);
+        while (true) {
+            // Acquire: pairs with each worker's release increment as it leaves.
+            const seen = s.exited.load(.acquire);
+            assert(seen <= n);
+            if (seen == n) return;
+            const now = monotonicNs();
+            if (now >= deadline) return error.Timeout;
+            // A count moved since `seen` returns at once; a spurious wake loops.
+            std.Thread.Futex.timedWait(&s.exited, seen, deadline - now) catch {};
+        }
+    }
+
+    /// `shutdownWithin`'s second half, under `lifecycle`, once the run is stopped: joins the
+    /// workers and frees everything.
+    fn joinAndFree(s: *Scheduler) void {
         for (s.workers) |*w| w.thread.?.join();
         // After the workers: it reads their deadlines and heaps.
         s.watchdog.?.join();
         s.watchdog = null;
         // Wakes from outside that saw the run going on may still read a coroutine (and push it
         // to the inject queue, where it is abandoned with the rest): let them finish. Later ones
-        // see `stopping` and leave. Seq_cst loads: the other half of the Dekker pair above; the
-        // acquire half pairs with their release decrements.
+        // see `stopping` and leave. Seq_cst loads: the other half of the Dekker pair of
+        // `stopRun`'s store; the acquire half pairs with their release decrements.
         while (s.wakers.load(.seq_cst) != 0) {
             if (@import("builtin").is_test) if (test_hooks.wakers_pending) |f| f();
             std.Thread.yield() catch {};
@@ -2282,6 +2353,60 @@ test "shutdown with work pending frees everything, in both modes" {
         try testing.expectEqual(@as(u32, 50), S.finished.load(.monotonic));
     }
     // (testing.allocator reports any leaked bookkeeping; the pools unmapped every stack.)
+}
+
+test "a bounded shutdown held up by a coroutine that never yields times out, stopped and nothing freed; the next shutdown joins and frees everything, and the scheduler restarts" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var release = std.atomic.Value(bool).init(false);
+        var stuck_running = std.atomic.Value(bool).init(false);
+        fn stuck(_: ?*anyopaque) callconv(.c) void {
+            stuck_running.store(true, .release);
+            // Never yields (C code of a caller's, computing): only the test's flag ends it.
+            while (!release.load(.acquire)) std.atomic.spinLoopHint();
+        }
+        fn forever(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn yielder(_: ?*anyopaque) callconv(.c) void {
+            while (true) coroutine.yield() catch unreachable;
+        }
+    };
+    S.release.store(false, .monotonic);
+    S.stuck_running.store(false, .monotonic);
+    const bound = 50 * std.time.ns_per_ms;
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    for (0..10) |_| _ = try s.spawn(S.forever, null);
+    _ = try s.spawn(S.stuck, null);
+    const by = monotonicNs() + test_timeout;
+    while (!S.stuck_running.load(.acquire) and monotonicNs() < by) std.Thread.yield() catch {};
+    try testing.expect(S.stuck_running.load(.acquire));
+    const t0 = monotonicNs();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, bound));
+    try testing.expect(monotonicNs() - t0 >= bound);
+    // Stopped: no longer running, spawns refused; the join is left to the next shutdown.
+    try testing.expect(!s.isRunning());
+    try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expectError(error.Shutdown, s.spawn(S.forever, null));
+    // Still held up: a second bounded one (either mode: the outcome was decided) times out too.
+    try testing.expectError(error.Timeout, s.shutdownWithin(.finish, bound));
+    try testing.expect(s.join_pending.load(.monotonic));
+    S.release.store(true, .release);
+    // Joins and frees everything: the stuck coroutine's worker, the parked ones' stacks
+    // (testing.allocator reports any leaked bookkeeping).
+    s.shutdown(.cancel);
+    try testing.expect(!s.join_pending.load(.monotonic));
+    s.shutdown(.cancel); // a second does nothing
+    // The same scheduler runs again, and a bounded shutdown of coroutines that yield (and
+    // park) joins in time.
+    try s.restart(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+    for (0..10) |_| _ = try s.spawn(S.forever, null);
+    for (0..4) |_| _ = try s.spawn(S.yielder, null);
+    try s.shutdownWithin(.cancel, test_timeout);
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workers.len);
 }
 
 /// Workers for a "stress (many workers)" test: one per CPU, at least 4 (oversubscribed on a
