@@ -772,12 +772,13 @@ export class Runtime {
 
   /**
    * Cells for a native coroutine to read and write (`spawn`, `NativeScope.launch`): `count`
-   * zeroed ones, or as many as `values` holds, set to them. They are memory JavaScript cannot
-   * free or move while the coroutine writes into them, which a plain ArrayBuffer is not (it can
-   * be transferred or detached): in the main isolate a `SharedArrayBuffer`, freed once
-   * unreachable (a spawn keeps it reachable while its coroutine may write); in a Worker native
-   * memory that outlives the Worker and is never freed (a Worker terminated while its
-   * coroutines run would otherwise leave them writing into its freed heap).
+   * zeroed ones, or as many as `values` holds, set to them. They are native memory, which
+   * JavaScript cannot free under the coroutine writing into them, nor can the isolate's disposal
+   * at exit: in the main isolate freed once unreachable (a spawn keeps them reachable while its
+   * coroutine may write); in a Worker never freed, outliving the Worker (a Worker terminated
+   * while its coroutines run would otherwise leave them writing into its freed heap). Their
+   * buffer must not be transferred (`transfer()`, a `postMessage` transfer list): the memory
+   * goes with the first buffer's collection.
    *
    * @example
    * ```ts
