@@ -276,9 +276,8 @@ let loopEnded = false;
 /**
  * In the main isolate, once it pinned a caller's own `SharedArrayBuffer` cells for `lib`'s
  * coroutines (`guardCells`; `runtime().cells` are native memory, which needs none of this): a
- * process whose event loop
- * ran out of work while `lib`'s scheduler still runs shuts it down (cancel) at `unload`, after
- * every other `unload` listener (`exitAtUnload`). Deno disposes the main isolate before it
+ * process whose event loop ran out of work while `lib`'s scheduler still runs shuts it down
+ * (cancel) at `unload`, after every other `unload` listener (`exitAtUnload`). Deno disposes the main isolate before it
  * exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
  * threads run on, so a coroutine still running wrote into freed memory: the C library's heap
  * corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good (running
