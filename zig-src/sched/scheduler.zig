@@ -2409,6 +2409,36 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
     try testing.expectEqual(@as(usize, 0), s.workers.len);
 }
 
+test "a bounded finishing shutdown whose drain does not run dry in time abandons the rest, as a cancel" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var woke = std.atomic.Value(bool).init(false);
+        var ended: ?ShutdownMode = null;
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(3600 * std.time.ns_per_s) catch return; // an hour: never, here
+            woke.store(true, .monotonic);
+        }
+        fn endHook(mode: ShutdownMode) void {
+            ended = mode;
+        }
+    };
+    S.woke.store(false, .monotonic);
+    S.ended = null;
+    var s: Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size, .end_hook = S.endHook });
+    S.sched = &s;
+    _ = try s.spawn(S.sleeper, null);
+    const t0 = monotonicNs();
+    // The drain never runs dry (an armed timer); unbounded, the finish waited the hour.
+    try s.shutdownWithin(.finish, 50 * std.time.ns_per_ms);
+    try testing.expect(monotonicNs() - t0 < test_timeout / 2);
+    try testing.expectEqual(@as(?ShutdownMode, .cancel), S.ended);
+    try testing.expect(!S.woke.load(.monotonic));
+    try testing.expect(!s.join_pending.load(.monotonic));
+}
+
 /// Workers for a "stress (many workers)" test: one per CPU, at least 4 (oversubscribed on a
 /// 2-CPU machine, where preemption still interleaves them anywhere), at most 16 (the cores of
 /// the machine that runs `kcoro-test` for real parallelism).
