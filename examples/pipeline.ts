@@ -1,0 +1,66 @@
+/**
+ * A pipeline of producers (Kotlin's "Pipelines" and prime sieve), each stage a `produce` task
+ * whose buffered output channel the next stage reads with `for await`.
+ *
+ *   deno run --allow-ffi --allow-read --allow-env examples/pipeline.ts
+ *
+ * 1. A finite pipeline: numbers 1..5 -> squares -> the consumer. Each stage's channel is closed
+ *    when its block returns, so the close travels down and ends every `for await`.
+ * 2. An endless one: numbers from 2 -> one prime filter per prime found. The consumer takes ten
+ *    primes, then cancels the scope the stages run in: every stage waiting in a send or a receive
+ *    is woken by the cancellation, and the scope's `join()` returns once all have ended.
+ */
+import { type Channel, type CoroutineScope, createScope, produce } from "../mod.ts";
+
+/** 1, 2, 3, ... up to `last` (Infinity: for ever), into a channel buffering 4 values. */
+function numbersFrom(scope: CoroutineScope, first: number, last = Infinity): Channel<number> {
+  return produce(scope, async (out) => {
+    for (let x = first; x <= last; x++) await out.send(x); // bound to the task: cancellable
+  }, { capacity: 4 });
+}
+
+/** A map stage: `f` of each value of `input`; the stage owns `input` and disposes of it. */
+function map(scope: CoroutineScope, input: Channel<number>, f: (x: number) => number) {
+  return produce<number>(scope, async (out, task) => {
+    using values = input; // leaving the block cancels what is upstream, if it still runs
+    for await (const x of values.values({ signal: task.signal })) await out.send(f(x));
+  }, { capacity: 4 });
+}
+
+/** A filter stage: the values of `input` that `prime` does not divide. */
+function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
+  return produce<number>(scope, async (out, task) => {
+    using values = input;
+    for await (const x of values.values({ signal: task.signal })) {
+      if (x % prime !== 0) await out.send(x);
+    }
+  }, { capacity: 4 });
+}
+
+// 1. Closing propagates: the consumer's loop ends once both stages have returned.
+{
+  await using scope = createScope();
+  using squares = map(scope, numbersFrom(scope, 1, 5), (x) => x * x);
+  const got: number[] = [];
+  for await (const s of squares) got.push(s);
+  console.log(`1. squares of 1..5: ${got.join(" ")} (the close reached the consumer)`);
+  await scope.join();
+  console.log(`   the pipeline's scope: ${scope.job.state}`);
+}
+
+// 2. Cancelling the scope cancels the whole pipeline, however many stages it has grown.
+{
+  const scope = createScope();
+  let numbers = numbersFrom(scope, 2);
+  const primes: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const prime = await numbers.receive();
+    primes.push(prime);
+    numbers = filter(scope, numbers, prime); // the new stage owns the old channel
+  }
+  console.log(`2. the first ten primes: ${primes.join(" ")}`);
+  scope.cancel(); // Kotlin: coroutineContext.cancelChildren()
+  await scope.join();
+  numbers[Symbol.dispose]();
+  console.log(`   cancelled 11 stages; the pipeline's scope: ${scope.job.state}`);
+}
