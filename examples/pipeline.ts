@@ -50,7 +50,7 @@ function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
 
 // 2. Cancelling the scope cancels the whole pipeline, however many stages it has grown.
 {
-  const scope = createScope();
+  await using scope = createScope();
   let numbers = numbersFrom(scope, 2);
   const primes: number[] = [];
   for (let i = 0; i < 10; i++) {
@@ -61,6 +61,6 @@ function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
   console.log(`2. the first ten primes: ${primes.join(" ")}`);
   scope.cancel(); // Kotlin: coroutineContext.cancelChildren()
   await scope.join();
-  numbers[Symbol.dispose]();
+  numbers[Symbol.dispose](); // the last stage's channel is the consumer's to dispose of
   console.log(`   cancelled 11 stages; the pipeline's scope: ${scope.job.state}`);
 }

@@ -41,7 +41,7 @@ const log = await coroutineScope(async (scope) => {
             return r.state === "ok" ? `number ${r.value}` : "numbers closed";
           });
         }
-        s.onTimeout(5_000, () => "timeout"); // not reached: both producers send at once
+        s.onTimeout(60_000, () => "timeout"); // not reached: both producers send at once
       }, { signal: scope.signal }),
     );
   }

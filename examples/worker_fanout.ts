@@ -9,7 +9,7 @@
  * Closing the jobs channel ends every Worker's `for await` once the jobs are drained; each Worker
  * then reports how many it took and is terminated, and the process exits by itself.
  */
-import { Channel, type SharedChannel } from "../mod.ts";
+import { Channel, coroutineScope, type SharedChannel } from "../mod.ts";
 
 type Start = { jobs: SharedChannel<number>; results: SharedChannel<number[]> };
 const inWorker = "WorkerGlobalScope" in globalThis;
@@ -37,34 +37,38 @@ if (inWorker) {
     const w = new Worker(import.meta.url, { type: "module" });
     const done = new Promise<number>((resolve, reject) => {
       w.onmessage = (e: MessageEvent<number>) => resolve(e.data);
-      w.onerror = (e) => reject(e);
+      w.onerror = (e) => {
+        e.preventDefault(); // handled here: it fails the scope below
+        reject(new Error(`a Worker failed: ${e.message}`));
+      };
     });
     w.postMessage({ jobs: jobs.share(), results: results.share() } satisfies Start);
     return { w, done };
   });
-
-  const sending = (async () => {
-    for (let n = 1; n <= jobCount; n++) await jobs.send(n);
-    jobs.close(); // the Workers' loops end once they have taken what is buffered
-  })();
-  const seen = new Array<number>(jobCount + 1).fill(0);
-  let sum = 0;
-  for (let i = 0; i < jobCount; i++) {
-    const [n, square] = await results.receive();
-    seen[n]++;
-    sum += square;
+  try {
+    const { sum, once, taken } = await coroutineScope(async (scope) => {
+      scope.launch(async (task) => {
+        for (let n = 1; n <= jobCount; n++) await jobs.send(n, { signal: task.signal });
+        jobs.close(); // the Workers' loops end once they have taken what is buffered
+      });
+      // A Worker's error fails the scope, which cancels the receives below.
+      const finished = scope.async(() => Promise.all(workers.map((x) => x.done)));
+      const seen = new Array<number>(jobCount + 1).fill(0);
+      let sum = 0;
+      for (let i = 0; i < jobCount; i++) {
+        const [n, square] = await results.receive({ signal: scope.signal });
+        seen[n]++;
+        sum += square;
+      }
+      const taken = (await finished.await()).reduce((a, b) => a + b, 0);
+      return { sum, once: seen.slice(1).every((count) => count === 1), taken };
+    });
+    console.log(`${workerCount} Workers squared 1..${jobCount}: ${jobCount} results, sum ${sum}`);
+    console.log(`every job exactly once: ${once}; jobs taken by the Workers add up to ${taken}`);
+    console.log(
+      `nothing left: ${results.tryReceive().state}; jobs closed: ${jobs.isClosedForReceive}`,
+    );
+  } finally {
+    for (const { w } of workers) w.terminate(); // each had finished its loop: nothing is lost
   }
-  await sending;
-  const taken = await Promise.all(workers.map((x) => x.done));
-  for (const { w } of workers) w.terminate(); // each has finished its loop: nothing is lost
-  const once = seen.slice(1).every((count) => count === 1);
-  console.log(`${workerCount} Workers squared 1..${jobCount}: ${jobCount} results, sum ${sum}`);
-  console.log(
-    `every job exactly once: ${once}; jobs taken by the Workers add up to ${
-      taken.reduce((a, b) => a + b, 0)
-    }`,
-  );
-  console.log(
-    `nothing left: ${results.tryReceive().state}; jobs closed: ${jobs.isClosedForReceive}`,
-  );
 }
