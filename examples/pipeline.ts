@@ -12,29 +12,47 @@
  */
 import { type Channel, type CoroutineScope, createScope, produce } from "../mod.ts";
 
-/** 1, 2, 3, ... up to `last` (Infinity: for ever), into a channel buffering 4 values. */
-function numbersFrom(scope: CoroutineScope, first: number, last = Infinity): Channel<number> {
-  return produce(scope, async (out) => {
-    for (let x = first; x <= last; x++) await out.send(x); // bound to the task: cancellable
+const stages = { made: 0, running: 0 }; // how many were made, and are running their block now
+
+/** A stage: a producer task whose output channel buffers 4 values. */
+function stage(
+  scope: CoroutineScope,
+  block: (out: Channel<number>, task: CoroutineScope) => Promise<void>,
+) {
+  stages.made++;
+  return produce<number>(scope, async (out, task) => {
+    stages.running++;
+    try {
+      await block(out, task); // out.send is bound to the task: a cancellation wakes it
+    } finally {
+      stages.running--;
+    }
   }, { capacity: 4 });
+}
+
+/** first, first + 1, ... up to `last` (Infinity: for ever). */
+function numbersFrom(scope: CoroutineScope, first: number, last = Infinity) {
+  return stage(scope, async (out) => {
+    for (let x = first; x <= last; x++) await out.send(x);
+  });
 }
 
 /** A map stage: `f` of each value of `input`; the stage owns `input` and disposes of it. */
 function map(scope: CoroutineScope, input: Channel<number>, f: (x: number) => number) {
-  return produce<number>(scope, async (out, task) => {
+  return stage(scope, async (out, task) => {
     using values = input; // leaving the block cancels what is upstream, if it still runs
     for await (const x of values.values({ signal: task.signal })) await out.send(f(x));
-  }, { capacity: 4 });
+  });
 }
 
 /** A filter stage: the values of `input` that `prime` does not divide. */
 function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
-  return produce<number>(scope, async (out, task) => {
+  return stage(scope, async (out, task) => {
     using values = input;
     for await (const x of values.values({ signal: task.signal })) {
       if (x % prime !== 0) await out.send(x);
     }
-  }, { capacity: 4 });
+  });
 }
 
 // 1. Closing propagates: the consumer's loop ends once both stages have returned.
@@ -45,12 +63,15 @@ function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
   for await (const s of squares) got.push(s);
   console.log(`1. squares of 1..5: ${got.join(" ")} (the close reached the consumer)`);
   await scope.join();
-  console.log(`   the pipeline's scope: ${scope.job.state}`);
+  console.log(
+    `   ${stages.made} stages, ${stages.running} still running; the scope: ${scope.job.state}`,
+  );
 }
 
 // 2. Cancelling the scope cancels the whole pipeline, however many stages it has grown.
 {
   await using scope = createScope();
+  stages.made = 0;
   let numbers = numbersFrom(scope, 2);
   const primes: number[] = [];
   for (let i = 0; i < 10; i++) {
@@ -62,5 +83,8 @@ function filter(scope: CoroutineScope, input: Channel<number>, prime: number) {
   scope.cancel(); // Kotlin: coroutineContext.cancelChildren()
   await scope.join();
   numbers[Symbol.dispose](); // the last stage's channel is the consumer's to dispose of
-  console.log(`   cancelled 11 stages; the pipeline's scope: ${scope.job.state}`);
+  console.log(
+    `   cancelled ${stages.made} stages, ${stages.running} still running; ` +
+      `the scope: ${scope.job.state}`,
+  );
 }

@@ -10,9 +10,9 @@ const root = new URL("../", import.meta.url).pathname;
 const expected: Record<string, string[]> = {
   "pipeline.ts": [
     "1. squares of 1..5: 1 4 9 16 25 (the close reached the consumer)",
-    "   the pipeline's scope: completed",
+    "   2 stages, 0 still running; the scope: completed",
     "2. the first ten primes: 2 3 5 7 11 13 17 19 23 29",
-    "   cancelled 11 stages; the pipeline's scope: cancelled",
+    "   cancelled 11 stages, 0 still running; the scope: cancelled",
   ],
   "worker_fanout.ts": [
     "3 Workers squared 1..100: 100 results, sum 338350",
