@@ -50,7 +50,7 @@
  *
  * @module
  */
-import { checkedContextKey, Context, type ContextKey, isContext } from "./context.ts";
+import { checkedContextKey, childContext, Context, type ContextKey, isContext } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   abortReason,
@@ -1224,29 +1224,45 @@ function checkNotThenable(op: string, value: unknown): void {
 /**
  * A {@linkcode Deferred} completed by hand (Kotlin's `CompletableDeferred`): `complete(value)`
  * or `completeExceptionally(error)` settle it; `cancel()` cancels it. Active from the start.
- * Besides the members of `Deferred` it has `context` (the constructor's) and `signal` (an
- * AbortSignal that aborts, with the CancellationError as its reason, once it is cancelled or
- * fails).
+ * With a `parent` (Kotlin's `CompletableDeferred(parent)`) it is that job's child: cancelled
+ * with it, failing it, waited for by it. Besides the members of `Deferred` it has `context` (the
+ * constructor's) and `signal` (an AbortSignal that aborts, with the CancellationError as its
+ * reason, once it is cancelled or fails).
  *
  * @example
  * ```ts
- * import { CompletableDeferred } from "../mod.ts";
+ * import { CompletableDeferred, coroutineScope } from "../mod.ts";
  * import assert from "node:assert/strict";
  * const answer = new CompletableDeferred<number>();
  * setTimeout(() => answer.complete(42), 0);
  * assert.equal(await answer.await(), 42);
  * assert.equal(answer.complete(43), false); // already completed
  * assert.equal(answer.state, "completed");
+ *
+ * // A child of a scope's job: the scope waits for it (and its cancel would cancel it).
+ * let reply: CompletableDeferred<string> | undefined;
+ * const done = coroutineScope((scope) => {
+ *   reply = new CompletableDeferred<string>({ parent: scope.job });
+ *   setTimeout(() => reply!.complete("late"), 0);
+ * });
+ * await done; // resolved only once `reply` completed
+ * assert.equal(reply!.state, "completed");
  * ```
  */
 export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T> {
   /**
-   * An active deferred without a parent. `options.context` (default `Context.empty`) is its
-   * context: its {@linkcode CoroutineExceptionHandler} gets the errors completion handlers
-   * throw. Throws a TypeError (`Cannot create CompletableDeferred: ...`) for options that are
-   * not an object or a context that is not a {@linkcode Context}.
+   * An active deferred, a child of `options.parent` when given (Kotlin's
+   * `CompletableDeferred(parent)`): a {@linkcode Job} of kcoro's (a scope or its `job`, a task's
+   * job, another CompletableDeferred). Its parent's cancel cancels it; its failure
+   * (`completeExceptionally` with an error that is no cancellation) cancels its parent, unless
+   * that is a supervisor; its parent does not complete before it does, and lists it among its
+   * `children`. A parent already cancelling or final cancels it at once. `options.context` is its
+   * context, added to its parent's (as `launch`'s is; default: the parent's, else
+   * `Context.empty`): its {@linkcode CoroutineExceptionHandler} gets the errors completion
+   * handlers throw. Throws a TypeError (`Cannot create CompletableDeferred: ...`) for options that
+   * are not an object, a context that is not a {@linkcode Context} or a parent that is not a Job.
    */
-  constructor(options: { context?: Context } = {}) {
+  constructor(options: { context?: Context; parent?: Job } = {}) {
     if (typeof options !== "object" || options === null) {
       throw new TypeError(
         `Cannot create CompletableDeferred: options must be an object, received ${
@@ -1254,15 +1270,30 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
         }`,
       );
     }
-    const context = options.context ?? Context.empty;
-    if (!isContext(context)) {
+    // Each read once (a getter of the caller's may answer differently each time).
+    const own = options.context, parent = options.parent;
+    if (own !== undefined && !isContext(own)) {
       throw new TypeError(
-        `Cannot create CompletableDeferred: context must be a Context, received ${
-          describe(context)
-        }`,
+        `Cannot create CompletableDeferred: context must be a Context, received ${describe(own)}`,
       );
     }
+    // A brand check (no trap runs): a look-alike, a Proxy of a job or a scope of the caller's own
+    // is none. Before, `parent` was ignored (an unknown option), so the deferred stayed active
+    // after its parent's cancel and its parent completed without waiting for it.
+    if (parent !== undefined && !JobSupport._is(parent)) {
+      throw new TypeError(
+        `Cannot create CompletableDeferred: parent must be a Job, received ${describe(parent)}`,
+      );
+    }
+    const context = parent === undefined
+      ? own ?? Context.empty
+      : own === undefined
+      ? parent.context
+      : childContext(parent.context, own);
     super(context, CANCEL_COMPLETES);
+    // Attached as it is made, as Kotlin's `initParentJob` runs in its constructor: a parent
+    // cancelling or final cancels it here, so it starts `cancelled` (and `start` does nothing).
+    if (parent !== undefined) this[ATTACH_TO](parent);
     this.start();
   }
 

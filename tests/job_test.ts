@@ -1,7 +1,13 @@
 // Job states and Kotlin's flag table, join/await, cancel, start, invokeOnCompletion: one test per
 // rule. Tasks wait on gates (promises the test resolves), never on sleeps.
 import assert from "node:assert/strict";
-import { assertNotThisError, assertSameItems, catchReported, untilAborted } from "./support.ts";
+import {
+  assertNotThisError,
+  assertSameItems,
+  catchReported,
+  settled,
+  untilAborted,
+} from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -1523,4 +1529,226 @@ Deno.test("a CoroutineExceptionHandler sees the failed job cancelling, not final
   assert.equal(after, "cancelled");
   assert.equal(job.state, "cancelled");
   assert.equal(scope.children.includes(job), false);
+});
+
+// CompletableDeferred({ parent }): Kotlin's CompletableDeferred(parent) is a child of `parent`.
+// Before, `parent` was an unknown option, ignored: the deferred stayed active after its parent's
+// cancel, its failure failed nothing, and its parent completed without waiting for it.
+
+Deno.test("CompletableDeferred({ parent }): the parent's cancel cancels it, with the parent's CancellationError", async () => {
+  const scope = createScope();
+  const d = new CompletableDeferred<number>({ parent: scope.job });
+  const waiting = d.await();
+  const cause = new CancellationError("stop");
+  scope.cancel(cause);
+  assert.deepEqual(flags(d), ["cancelled", false, true, true]); // nothing to wait for
+  await assert.rejects(waiting, (e) => e === cause);
+  assert.equal(d.signal.aborted, true);
+  assert.equal(d.complete(1), false);
+  await scope.join();
+
+  // A task's job and another CompletableDeferred are parents too.
+  await coroutineScope(async (outer) => {
+    const task = outer.launch((t) => untilAborted(t.signal));
+    const onTask = new CompletableDeferred<void>({ parent: task });
+    const root = new CompletableDeferred<void>({ parent: outer.job });
+    const onDeferred = new CompletableDeferred<void>({ parent: root });
+    task.cancel();
+    assert.equal(onTask.state, "cancelled");
+    assert.equal(onDeferred.state, "active");
+    root.cancel();
+    assert.equal(root.state, "cancelled");
+    assert.equal(onDeferred.state, "cancelled");
+    await task.join();
+  });
+});
+
+Deno.test("CompletableDeferred({ parent }): a failure (completeExceptionally with no cancellation) fails its parent and cancels its siblings", async () => {
+  const boom = new Error("boom");
+  let sibling: unknown;
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      scope.launch((t) => untilAborted(t.signal).catch((e) => sibling = e));
+      const d = new CompletableDeferred<number>({ parent: scope.job });
+      assert.equal(d.completeExceptionally(boom), true);
+      assert.equal(scope.job.isCancelled, true);
+      await untilAborted(scope.signal);
+    }),
+    (e) => e === boom,
+  );
+  assert.ok(sibling instanceof CancellationError);
+  assert.equal((sibling as Error).cause, boom);
+
+  // Through a task's job and a parent deferred, up to the root; the parent deferred fails with it.
+  const deep = new Error("deep");
+  let parentDeferred: CompletableDeferred<void> | undefined;
+  await assert.rejects(
+    coroutineScope((scope) => {
+      scope.launch(async (task) => {
+        parentDeferred = new CompletableDeferred<void>({ parent: task.job });
+        new CompletableDeferred<void>({ parent: parentDeferred }).completeExceptionally(deep);
+        await untilAborted(task.signal);
+      });
+    }),
+    (e) => e === deep,
+  );
+  assert.equal(parentDeferred!.state, "cancelled");
+  await assert.rejects(parentDeferred!.await(), (e) => e === deep);
+});
+
+Deno.test("CompletableDeferred({ parent }): a cancellation, its own cancel or completeExceptionally with a CancellationError, leaves its parent active", async () => {
+  await coroutineScope((scope) => {
+    const a = new CompletableDeferred<void>({ parent: scope.job });
+    const b = new CompletableDeferred<void>({ parent: scope.job });
+    assertSameItems(scope.job.children, [a, b]);
+    a.cancel();
+    b.completeExceptionally(new CancellationError("only b"));
+    assert.equal(scope.isActive, true);
+    assertSameItems(scope.job.children, []);
+  });
+});
+
+Deno.test("CompletableDeferred({ parent }): under a supervisor its failure cancels nothing and is reported nowhere (await has it)", async () => {
+  using reported = catchReported();
+  const boom = new Error("boom");
+  let d: CompletableDeferred<number> | undefined;
+  const result = await supervisorScope(async (scope) => {
+    const sibling = scope.async(async () => {
+      await delay(1);
+      return "sibling";
+    });
+    d = new CompletableDeferred<number>({ parent: scope.job });
+    assertSameItems(scope.job.children, [sibling, d]);
+    d.completeExceptionally(boom);
+    assert.equal(scope.isActive, true);
+    assertSameItems(scope.job.children, [sibling]);
+    return await sibling.await();
+  });
+  assert.equal(result, "sibling");
+  await assert.rejects(d!.await(), (e) => e === boom);
+  await tick();
+  assert.deepEqual(reported.errors, []);
+});
+
+Deno.test("CompletableDeferred({ parent }): the parent lists it among its children and does not complete before it", async () => {
+  const scope = createScope();
+  const d = new CompletableDeferred<number>({ parent: scope });
+  assertSameItems(scope.job.children, [d]);
+  const joined = scope.join();
+  assert.equal(await settled(joined), false);
+  assert.equal(scope.job.state, "completing");
+  assert.equal(d.complete(7), true);
+  await joined;
+  assert.equal(scope.job.state, "completed");
+  assertSameItems(scope.job.children, []);
+
+  // A coroutineScope whose block has returned waits for it too.
+  let late: CompletableDeferred<string> | undefined;
+  const outcome = coroutineScope((s) => {
+    late = new CompletableDeferred<string>({ parent: s.job });
+    return "block";
+  });
+  assert.equal(await settled(outcome), false);
+  late!.complete("done");
+  assert.equal(await outcome, "block");
+
+  // A deferred whose child is unfinished is `completing` after its complete(), and its await
+  // waits for that child (Kotlin's makeCompleting).
+  const parent = new CompletableDeferred<number>();
+  const child = new CompletableDeferred<void>({ parent });
+  assert.equal(parent.complete(1), true);
+  assert.equal(parent.state, "completing");
+  assert.equal(parent.complete(2), false);
+  const value = parent.await();
+  assert.equal(await settled(value), false);
+  child.complete();
+  assert.equal(await value, 1);
+});
+
+Deno.test("CompletableDeferred({ parent }): a parent already cancelled, failed or completed cancels it at once", async () => {
+  const cancelled = createScope();
+  const cause = new CancellationError("gone");
+  cancelled.cancel(cause);
+  const a = new CompletableDeferred<void>({ parent: cancelled });
+  assert.deepEqual(flags(a), ["cancelled", false, true, true]);
+  await assert.rejects(a.await(), (e) => e === cause);
+  assert.equal(a.signal.aborted, true);
+
+  const failed = new CompletableDeferred<void>();
+  const boom = new Error("boom");
+  failed.completeExceptionally(boom);
+  const b = new CompletableDeferred<void>({ parent: failed });
+  assert.equal(b.state, "cancelled");
+  await assert.rejects(b.await(), (e) => e instanceof CancellationError && e.cause === boom);
+
+  const completed = createScope();
+  await completed.join();
+  const done = new CompletableDeferred<number>();
+  done.complete(1);
+  for (const parent of [completed.job, done]) {
+    const c = new CompletableDeferred<number>({ parent });
+    assert.equal(c.state, "cancelled");
+    assert.equal(c.complete(2), false);
+    await assert.rejects(c.await(), CancellationError);
+    assertSameItems(parent.children, []);
+  }
+});
+
+Deno.test("CompletableDeferred({ parent }): a parent that is not a kcoro Job is refused by name, making nothing", () => {
+  const job = new CompletableDeferred<void>();
+  const lookAlike = Object.create(CompletableDeferred.prototype);
+  const message = (received: string) =>
+    `Cannot create CompletableDeferred: parent must be a Job, received ${received}`;
+  for (
+    const [parent, received] of [
+      [null, "null"],
+      [5, "5"],
+      [{}, "[object Object]"],
+      [{ job }, "[object Object]"], // a scope of the caller's own: pass its job
+      [lookAlike, "a Job look-alike"],
+      [new Proxy(job, {}), "a Job look-alike"],
+    ] as [unknown, string][]
+  ) {
+    assert.throws(
+      () => new CompletableDeferred({ parent: parent as Job }),
+      { name: "TypeError", message: message(received) },
+    );
+  }
+  assertSameItems(job.children, []);
+  // Read once: a getter answering a job to a check and garbage after it cannot get past.
+  let reads = 0;
+  const options = {
+    get parent() {
+      return reads++ === 0 ? job : 5;
+    },
+  };
+  const d = new CompletableDeferred<void>(options as never);
+  assert.equal(reads, 1);
+  assertSameItems(job.children, [d]);
+});
+
+Deno.test("CompletableDeferred({ parent }): its context is its parent's, with a context given added to it; completion handlers' throws go to that context's handler", async () => {
+  const seen: unknown[] = [];
+  const key = createContextKey<string>("key");
+  const other = createContextKey<string>("other");
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => seen.push(e)).with(key, "p");
+  await using scope = createScope({ context });
+  const d = new CompletableDeferred<void>({ parent: scope });
+  assert.equal(d.context.get(key), "p");
+  const own = new CompletableDeferred<void>({
+    parent: scope,
+    context: Context.empty.with(key, "own").with(other, "o"),
+  });
+  assert.equal(own.context.get(key), "own");
+  assert.equal(own.context.get(other), "o");
+  assert.equal(typeof own.context.get(CoroutineExceptionHandler), "function");
+  const thrown = new Error("handler");
+  d.invokeOnCompletion(() => {
+    throw thrown;
+  });
+  d.complete();
+  own.complete();
+  assert.equal(seen.length, 1);
+  assert.ok(seen[0] instanceof CompletionHandlerError);
+  assert.equal((seen[0] as Error).cause, thrown);
 });
