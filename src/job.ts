@@ -1256,7 +1256,8 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * job, another CompletableDeferred). Its parent's cancel cancels it; its failure
    * (`completeExceptionally` with an error that is no cancellation) cancels its parent, unless
    * that is a supervisor; its parent does not complete before it does, and lists it among its
-   * `children`. A parent already cancelling or final cancels it at once. `options.context` is its
+   * `children`. A parent already cancelling or final cancels it at once; a lazy one is started
+   * once it is attached (its block runs before this returns). `options.context` is its
    * context, added to its parent's (as `launch`'s is; default: the parent's, else
    * `Context.empty`): its {@linkcode CoroutineExceptionHandler} gets the errors completion
    * handlers throw. Throws a TypeError (`Cannot create CompletableDeferred: ...`) for options that
@@ -1295,6 +1296,13 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     // cancelling or final cancels it here, so it starts `cancelled` (and `start` does nothing).
     if (parent !== undefined) this[ATTACH_TO](parent);
     this.start();
+    // A lazy parent is started (Kotlin's initParentJob: "make sure the parent is started"), last:
+    // its block runs now, on this stack (kcoro's blocks start at once, where Kotlin's is
+    // dispatched), and finds this deferred active among its children, as Kotlin's does. Started
+    // before the attach, a block that returned at once completed its job first, and the deferred
+    // was cancelled ("the scope has already completed"). JobSupport's own `start`: a `start` the
+    // caller set on the job itself is not run.
+    if (parent !== undefined) JobSupport.prototype.start.call(parent);
   }
 
   /**

@@ -1665,6 +1665,32 @@ Deno.test("CompletableDeferred({ parent }): the parent lists it among its childr
   assert.equal(await value, 1);
 });
 
+Deno.test("CompletableDeferred({ parent }): a lazy parent is started (Kotlin's initParentJob) once it is attached, so a block that returns at once waits for it", async () => {
+  await coroutineScope(async (scope) => {
+    let ran = false;
+    const lazy = scope.launch(() => {
+      ran = true;
+    }, { lazy: true });
+    const d = new CompletableDeferred<void>({ parent: lazy });
+    assert.equal(ran, true); // its block ran, on the constructor's stack, after the attach
+    assert.equal(lazy.state, "completing");
+    assertSameItems(lazy.children, [d]);
+    d.complete();
+    await lazy.join();
+    assert.equal(lazy.state, "completed");
+
+    // JobSupport's own start: a `start` set on the job itself is not run.
+    const shadowed = scope.launch(() => {}, { lazy: true });
+    Object.defineProperty(shadowed, "start", {
+      value: () => {
+        throw new Error("not this one");
+      },
+    });
+    new CompletableDeferred<void>({ parent: shadowed }).complete();
+    assert.notEqual(shadowed.state, "new");
+  });
+});
+
 Deno.test("CompletableDeferred({ parent }): a parent already cancelled, failed or completed cancels it at once", async () => {
   const cancelled = createScope();
   const cause = new CancellationError("gone");

@@ -1397,9 +1397,11 @@ class Run {
     this.log(`#${j.id} = new CompletableDeferred(parent: ${parent}${own ? ", ceh" : ""})`);
     count("completable with a parent");
     if (parent.state >= CANCELLING) count("completable with a parent: cancelling or final");
-    // the model: attached, then started (a parent cancelling or final has cancelled it)
+    // the model: attached, started (a parent cancelling or final has cancelled it), then a lazy
+    // parent started (Kotlin's initParentJob)
     this.m.attach(j, parent);
     this.m.start(j);
+    if (this.m.start(parent)) count("completable with a parent: the parent started");
     this.m.dirty = true;
     // the real one
     const job = this.r[parent.id].job!;
