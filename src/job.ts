@@ -1294,7 +1294,13 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     super(context, CANCEL_COMPLETES);
     // Attached as it is made, as Kotlin's `initParentJob` runs in its constructor: a parent
     // cancelling or final cancels it here, so it starts `cancelled` (and `start` does nothing).
-    if (parent !== undefined) this[ATTACH_TO](parent);
+    // So does a scope whose follow cancel waits in scope.ts's queue (it reads `cancelling`),
+    // unattached, as a task launched on it is (a shallow tree's scope is cancelling there).
+    if (parent !== undefined) {
+      const queued = queuedCancelOf(parent);
+      if (queued !== null) this.cancel(abortReason(queued));
+      else this[ATTACH_TO](parent);
+    }
     this.start();
     // A lazy parent is started (Kotlin's initParentJob: "make sure the parent is started"), last:
     // its block runs now, on this stack (kcoro's blocks start at once, where Kotlin's is
@@ -1409,6 +1415,17 @@ let isScope: (x: unknown) => boolean = () => false;
 /** @ignore scope.ts's brand check, for `describeJob` (job.ts cannot import scope.ts). */
 export function _setScopeBrand(check: (x: unknown) => boolean): void {
   isScope = check;
+}
+
+/**
+ * @ignore The signal whose follow cancel of `job` (a scope) waits in scope.ts's queue, else null:
+ * set by scope.ts (`Coroutine._queuedBy`).
+ */
+let queuedCancelOf: (job: JobSupport<unknown>) => AbortSignal | null = () => null;
+
+/** @ignore Sets `queuedCancelOf` (job.ts cannot import scope.ts). */
+export function _setQueuedCancel(of: (job: JobSupport<unknown>) => AbortSignal | null): void {
+  queuedCancelOf = of;
 }
 
 /**

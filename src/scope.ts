@@ -39,6 +39,7 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  _setQueuedCancel,
   _setScopeBrand,
   ATTACH_TO,
   CANCEL_COMPLETES,
@@ -415,6 +416,15 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     if (!Coroutine._isScope(self)) throw notJob(self, op, "CoroutineScope");
   }
 
+  /**
+   * @ignore The signal whose follow cancel of `job` waits in `followQueue`, else null (a job of
+   * another kind too): a CompletableDeferred made with it as its `parent` is cancelled with that
+   * signal's reason, unattached, as a task launched on it is (`#child`).
+   */
+  static _queuedBy(job: JobSupport<unknown>): AbortSignal | null {
+    return Coroutine._isScope(job) ? job.#queuedBy : null;
+  }
+
   /** A follow cancel for this scope waits in `followQueue`, and the scope has not ended. */
   #cancelQueued(): boolean {
     return this.#queuedBy !== null && !super.isCompleted;
@@ -650,6 +660,7 @@ function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineSco
 }
 
 _setScopeBrand(Coroutine._isScope);
+_setQueuedCancel(Coroutine._queuedBy);
 
 /**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the

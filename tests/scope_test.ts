@@ -1304,6 +1304,31 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a CompletableDeferred made with a scope whose follow cancel waits in the queue as its parent is cancelled at once, as a task launched on it is and as under a shallow tree's cancelling scope", async () => {
+  // The scope reads cancelling in that gap; a deferred attached to it read active (and was
+  // among its children) until the queued cancel ran. Each level's listener checks, at every
+  // depth: the levels past 32 are the ones whose cancel waited.
+  using reported = catchReported();
+  const depth = 40;
+  const seen: { n: number; parent: string; state: string; listed: boolean }[] = [];
+  const deferreds: CompletableDeferred<void>[] = [];
+  const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
+    const d = new CompletableDeferred<void>({ parent: s.job });
+    deferreds.push(d);
+    seen.push({ n, parent: s.job.state, state: d.state, listed: s.job.children.includes(d) });
+  });
+  root.cancel();
+  assert.equal(seen.length, depth, "every level's listener ran");
+  for (const x of seen) {
+    assert.equal(x.parent, "cancelling", `level ${x.n}: its scope`);
+    assert.equal(x.state, "cancelled", `level ${x.n}: the deferred`);
+    assert.equal(x.listed, false, `level ${x.n}: the deferred among its children`);
+  }
+  for (const d of deferreds) await assert.rejects(d.await(), CancellationError);
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads cancelling (isCancelled, state) as it reads inactive; its signal aborts when its cancel runs", async () => {
   // In the gap between its cancel being queued and run, the scope read isActive false but
   // isCancelled false and state "active": no state of the table has that. It reads as a shallow
