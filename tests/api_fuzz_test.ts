@@ -1116,7 +1116,15 @@ async function child(): Promise<void> {
     ["new CompletableDeferred", (a) => {
       deferreds.push(new CompletableDeferred(a[0] as never));
       if (deferreds.length > 8) deferreds.shift()!.complete(0);
-    }, () => rnd() < 0.5 ? [] : [garbage()]],
+    }, () => {
+      const r = rnd();
+      if (r < 0.3) return [];
+      if (r < 0.6) return [garbage()];
+      // A parent: a scope, another deferred (each settles: the scopes are disposed, every
+      // deferred completed), or garbage; a context, sometimes.
+      const parent = r < 0.75 ? any(scopes) : r < 0.9 ? any(deferreds) : garbage();
+      return [rnd() < 0.3 ? { parent, context: garbage() } : { parent }];
+    }],
     ["deferred.complete", (a) => any(deferreds)?.complete(a[0]), g(1)],
     ["deferred.completeExceptionally", () => any(deferreds)?.completeExceptionally(cause()), g(0)],
     [
