@@ -169,7 +169,7 @@ Deno.test("bad arguments reject with TypeError/RangeError naming what was receiv
   });
   await assert.rejects(select((s) => s.onSend(mailbox as never, 1, () => 1)), {
     name: "TypeError",
-    message: "Cannot add onSend clause: expected a Channel, received [object Actor]",
+    message: "Cannot add onSend clause: expected a Channel, received an Actor",
   });
   scope.cancel();
   await scope.join();
