@@ -877,7 +877,15 @@ export class Bridge {
    * (`kc_ring_withdraw`).
    */
   abort(op: RingOp, uncounted = false): number {
-    const rc = !this.#lib.isOpen
+    // No native call once the ring is destroyed (`#closed`), or gone (destroyed by hand) with
+    // the library closed: nothing is queued on it any more. Not merely once the library is
+    // closed: until `#closed` destroys the ring, what `#closing` left queued there (begun by a
+    // close hook of the last round, or "busy" past the close's budget) is still on it, and
+    // user code run meanwhile (an onUndeliveredElement hook given a withdrawn send's value, a
+    // local channel's close) may give it up. Before, such an abort answered "withdrawn"
+    // without withdrawing it: a select's send values went to onUndeliveredElement, and again
+    // from the ring's teardown (`dropUnsent`) at their channel's dispose.
+    const rc = this.#destroyed || (this.#gone && !this.#lib.isOpen)
       ? 0
       : uncounted
       ? this.#sym.kc_ring_withdraw(this.#ring, op.ticket)

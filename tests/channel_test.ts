@@ -3586,6 +3586,58 @@ Deno.test("closing the library lets go of the channels of the records it held: a
   );
 });
 
+Deno.test("closing the library withdraws natively a wait that a hook gives up after the library closed, while the ring still holds it: a select's send value reaches onUndeliveredElement once", async () => {
+  // Two selects with a send clause each, begun by a close hook of the last round a close runs:
+  // past that round no withdrawal runs again, so both are still queued on the ring when the
+  // library has closed (`Bridge.#closed`). The first one's withdrawal there hands its value to
+  // `a`'s hook, which aborts the second one's signal. Its abort withdraws it natively (the ring
+  // lives until its destroy, later in the close), so its value goes to `b`'s hook once. Before,
+  // the abort answered "withdrawn" without a native call once the library was closed: the
+  // select gave its value to the hook, and the ring's teardown, finding it still queued, gave
+  // it to the channel's undelivered path too (`dropUnsent`), reaching the hook again at the
+  // channel's dispose.
+  const res = await evalOnLibrary(`
+    const seen = [];
+    const ctl = new AbortController();
+    const a = new Channel(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        seen.push("a " + v);
+        ctl.abort();
+      },
+    });
+    const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => seen.push("b " + v) });
+    a.share();
+    b.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+    const outcomes = [];
+    let runs = 0;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
+        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
+      }
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    }
+    const atClose = [...seen];
+    const settled = await within(Promise.all(outcomes), 10_000, "both selects");
+    a[Symbol.dispose]();
+    b[Symbol.dispose](); // hands a value the ring's teardown dropped to the hook (synchronously)
+    console.log(JSON.stringify({ atClose, settled, disposed: seen }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    atClose: ["a 1", "b 2"],
+    settled: ["rejected LibraryClosedError", "rejected AbortError"],
+    disposed: ["a 1", "b 2"],
+  });
+});
+
 Deno.test("closing the library settles the waits whose records are on the ring before it withdraws the ones still queued: a select a close hook of its last round began rejects after an earlier receive resolves", async () => {
   // A receive completed natively before the close, its record held off while the library is
   // open (\`#closing\` waits for it, then leaves it), and a select begun by a close hook of the
