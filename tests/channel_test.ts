@@ -3638,6 +3638,61 @@ Deno.test("closing the library withdraws natively a wait that a hook gives up af
   });
 });
 
+Deno.test("closing the library settles as its record says a wait that a hook gives up after the library closed, where it completed natively first: a select's send clause its receiver took fires", async () => {
+  // As the test above, but native code took the second select's value (its record on the ring,
+  // seen by no drain until the close's wait for "busy" records). Its abort answers busy, so it
+  // waits for its record, which fires its send clause: the value was delivered. Before, the
+  // abort answered "withdrawn" once the library was closed: the select rejected with the
+  // signal's reason and handed its value to onUndeliveredElement, though its receiver had it.
+  const res = await evalOnLibrary(`
+    const seen = [];
+    const ctl = new AbortController();
+    const a = new Channel(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => {
+        seen.push("a " + v);
+        ctl.abort();
+      },
+    });
+    const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => seen.push("b " + v) });
+    a.share();
+    b.share();
+    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+    const outcomes = [];
+    const out = new Float64Array(1);
+    let runs = 0, took;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
+        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
+        took = sym.kc_chan_try_recv(b.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+      }
+      lib.beforeClose(again);
+    });
+    const drain = sym.kc_ring_drain;
+    let looks = 0;
+    // The close's first look at the ring (before its withdrawals) sees nothing.
+    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 1 ? 0 : drain(...args);
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+    const settled = await within(Promise.all(outcomes), 10_000, "both selects");
+    a[Symbol.dispose]();
+    b[Symbol.dispose]();
+    console.log(JSON.stringify({ took, settled, seen }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    took: 2,
+    settled: ["rejected LibraryClosedError", "resolved sent b"],
+    seen: ["a 1"],
+  });
+});
+
 Deno.test("closing the library settles the waits whose records are on the ring before it withdraws the ones still queued: a select a close hook of its last round began rejects after an earlier receive resolves", async () => {
   // A receive completed natively before the close, its record held off while the library is
   // open (\`#closing\` waits for it, then leaves it), and a select begun by a close hook of the
