@@ -365,12 +365,14 @@ export class Bridge {
    * Waits for the records of the operations `busy` names (tickets whose withdrawal answered
    * "busy": completed, each record on the ring or about to be, its completer between unlocking
    * the channel and pushing it, a bounded window), `drain` settling what has come, for at most
-   * a second, and no longer than what is left of the close's budget (`#waitLeft`). Not where the ring is gone (`drain` failed: destroyed by hand, as a test does, or
-   * by code a settle ran): no record can come any more. Between looks the thread yields, for
-   * slices that grow to 1 ms (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this
-   * thread only), so that the completer it waits for gets the CPU. Before, `#closing` drained a
-   * gone ring for the whole second, and spun a CPU hot against that completer (on a loaded
-   * host, on its CPU).
+   * a second, and no longer than what is left of the close's budget (`#waitLeft`). Not where
+   * the ring is gone (`drain` failed: destroyed by hand, as a test does, or by code a settle
+   * ran): no record can come any more. Between looks the thread yields, for slices that grow
+   * to 1 ms (`Atomics.wait` on a cell nobody wakes: a sleep that blocks this thread only), so
+   * that the completer it waits for gets the CPU. Before, `#closing` drained a gone ring for
+   * the whole second, and spun a CPU hot against that completer (on a loaded host, on its CPU).
+   * The budget counts only this wait: time the close hooks take between its looks is not
+   * charged to it (a record may land meanwhile, found by the next look's first drain).
    */
   #awaitRecords(busy: number[], drain: () => number): void {
     // One budget for the whole close (`#waitLeft`): each look waits a second at most, and all of
