@@ -2302,11 +2302,6 @@ class Run {
 }
 
 /**
- * Runs `seed` for `maxSteps` steps, or fewer where `ms` ran out, but never fewer than `untimed`
- * for want of time: a seed's steps are the same on any host, and its time is not (a default
- * seed's first 400 are untimed, `PINNED`).
- */
-/**
  * The waits still in JavaScript as counted (`WaitQueue.local`, which `Channel.#collectAfter` and
  * `pump` ask) equal the LOCAL waits the queues hold, on every channel of the run: a count gone
  * wrong would make a drop policy's hand-over skip the status read it needs (or read it for
@@ -2323,6 +2318,11 @@ function checkLocalWaits(run: Run, what: string): void {
   }
 }
 
+/**
+ * Runs `seed` for `maxSteps` steps, or fewer where `ms` ran out, but never fewer than `untimed`
+ * for want of time: a seed's steps are the same on any host, and its time is not (a default
+ * seed's first 400 are untimed, `PINNED`).
+ */
 async function runSeed(
   seed: number,
   ms: number,
