@@ -2352,6 +2352,37 @@ Deno.test("a Worker's select whose escape finds no memory for its thread's hold 
   }
 });
 
+Deno.test("a Worker's select whose escape finds no memory for its thread's hold, and whose take-back of the values it moved in fails (which cannot happen), leaves the native channel undestroyed: the values left in it, whose copies the escape frees, are not freed or kept for the hook a second time", async () => {
+  // `#materialize`'s hold failure takes back what `#moveIn` sent before the destroy
+  // (`#takeBack`); a try-receive there that fails (made to, at the second) leaves the channel as
+  // it is. Before, its result was ignored and the destroy freed (or kept for the hook) the 4
+  // values left, whose copies the escape frees too. The escape's other take-back, at a failed
+  // `#moveIn`, is tested above.
+  const worker = new Worker(new URL("./fixtures/escape_hold_worker.ts", import.meta.url), {
+    type: "module",
+  });
+  try {
+    const got = await new Promise<unknown>((resolve, reject) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(e.message));
+      };
+      worker.postMessage("take-back");
+    });
+    assert.deepEqual(got, {
+      error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
+      recvs: 2,
+      destroyed: 0,
+      found: 4, // by the test's clean-up, after the select
+      dropped: 0,
+      received: ["a", "b", "c", "d", "e"],
+    });
+  } finally {
+    worker.terminate();
+  }
+});
+
 Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the default codec, any on codecs.structured) counts the same bytes local and shared: its encoding", () => {
   // Before, a local channel counted its length (10) where a shared one counted its encoding
   // (25 for codecs.structured's 10 bytes, 8202 for a Buffer cut from its 8 KiB pool).
