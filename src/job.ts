@@ -305,13 +305,53 @@ const stateNames: readonly JobState[] = [
 ];
 
 /**
- * The hooks of `JobSupport._onOwnCancel`, by job (a producer's); `cancel()` looks only once one
+ * The hooks of `onOwnCancel`, by job (a producer's); `cancel()` looks only once one
  * was ever set, so a program with no producer pays one load of a boolean per cancel.
  */
 const ownCancelHooks = new WeakMap<JobSupport<unknown>, (cause: CancellationError) => void>();
 let ownCancelHooked = false;
-/** The hooks of `JobSupport._onUnhandledFailure`, by job (a producer's). */
+/** The hooks of `onUnhandledFailure`, by job (a producer's). */
 const failureSinks = new WeakMap<JobSupport<unknown>, () => boolean>();
+
+/**
+ * Internal (mod.ts does not export it). Runs `hook(cause)` at the first `cancel()` of `job`
+ * itself, before the job is cancelled with that same CancellationError (`produce`: Kotlin's
+ * producer is a ChannelCoroutine, whose own `cancel` cancels its channel, `cancelInternal`). Not
+ * for a cancellation that reaches it from its parent, nor a failure. `null` withdraws it.
+ * A module function, not a static of JobSupport: every job's class inherits a static, and any
+ * caller holding a job reached it (`task.constructor._onOwnCancel(task, hook)`).
+ */
+export function onOwnCancel(
+  job: JobSupport<unknown>,
+  hook: ((cause: CancellationError) => void) | null,
+): void {
+  if (hook === null) {
+    if (ownCancelHooked) ownCancelHooks.delete(job);
+    return;
+  }
+  ownCancelHooked = true;
+  ownCancelHooks.set(job, hook);
+}
+
+/**
+ * Internal (mod.ts does not export it). `delivers()` answers, as `job` reports a failure no parent
+ * took, whether a channel will hand that failure to its receivers (`produce`: its channel still
+ * open, closed with the failure as the task is final): true keeps it from the exception handler,
+ * as Kotlin's `ProducerCoroutine.onCancelled(cause, handled)` reports only when its channel's
+ * close was not processed. `null` withdraws it. A module function, as `onOwnCancel`: as a static
+ * of JobSupport, `task.constructor._onUnhandledFailure(task, () => true)` kept any job's failure
+ * from the exception handler.
+ */
+export function onUnhandledFailure(
+  job: JobSupport<unknown>,
+  delivers: (() => boolean) | null,
+): void {
+  if (delivers === null) failureSinks.delete(job);
+  else failureSinks.set(job, delivers);
+}
+
+/** The flags `x` (a job: `_is`) was made with (`describe` names its kind by them). */
+let flagsOf: (x: JobSupport<unknown>) => number;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -681,27 +721,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(ce, false);
   }
 
-  /**
-   * @ignore Runs `hook(cause)` at the first `cancel()` of `job` itself, before the job is
-   * cancelled with that same CancellationError (`produce`: Kotlin's producer is a
-   * ChannelCoroutine, whose own `cancel` cancels its channel, `cancelInternal`). Not for a
-   * cancellation that reaches it from its parent, nor a failure. `null` withdraws it.
-   */
-  /** @ignore The flags `x` (a job: `_is`) was made with (`describe` names its kind by them). */
-  static _flagsOf(x: JobSupport<unknown>): number {
-    return x.#flags;
-  }
-
-  static _onOwnCancel(
-    job: JobSupport<unknown>,
-    hook: ((cause: CancellationError) => void) | null,
-  ): void {
-    if (hook === null) {
-      if (ownCancelHooked) ownCancelHooks.delete(job);
-      return;
-    }
-    ownCancelHooked = true;
-    ownCancelHooks.set(job, hook);
+  // The bodies of this module's functions that read a job's private fields (`flagsOf`): inside
+  // the class for those fields, not public statics of it, which every job's class inherits, so
+  // any caller holding a job reached them (`task.constructor._flagsOf(task)`).
+  static {
+    flagsOf = (x) => x.#flags;
   }
 
   /**
@@ -1121,7 +1145,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * Reports this job's failure where no parent took it and it reports one (`launch`'s), unless
-   * a channel will deliver it (`_onUnhandledFailure`: a producer's, Kotlin's
+   * a channel will deliver it (`onUnhandledFailure`: a producer's, Kotlin's
    * `ProducerCoroutine.onCancelled` reports only what its channel's close did not take).
    */
   #report(): void {
@@ -1139,18 +1163,6 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       }
       handleCoroutineException(this.context, this.#cause);
     }
-  }
-
-  /**
-   * @ignore `delivers()` answers, as `job` reports a failure no parent took, whether a channel
-   * will hand that failure to its receivers (`produce`: its channel still open, closed with the
-   * failure as the task is final): true keeps it from the exception handler, as Kotlin's
-   * `ProducerCoroutine.onCancelled(cause, handled)` reports only when its channel's close was not
-   * processed. `null` withdraws it.
-   */
-  static _onUnhandledFailure(job: JobSupport<unknown>, delivers: (() => boolean) | null): void {
-    if (delivers === null) failureSinks.delete(job);
-    else failureSinks.set(job, delivers);
   }
 
   /** `#finalize`'s handlers, run once this job has left its parent's list. */
@@ -1390,7 +1402,7 @@ nameInstances("Job", (x) => JobSupport._is(x) ? describeJobKind(x) : undefined);
  */
 function describeJobKind(job: JobSupport<unknown>): string {
   if (CompletableDeferred._isDeferred(job)) return "a CompletableDeferred";
-  const flags = JobSupport._flagsOf(job);
+  const flags = flagsOf(job);
   if ((flags & DEFERRED) !== 0) return "a Deferred";
   if (isScope(job) && (flags & REPORTS_FAILURE) === 0) return "a CoroutineScope";
   return "a Job";

@@ -17,7 +17,7 @@
  * - That failure is its receivers': one no parent takes (a supervisor's child) is not reported
  *   to the CoroutineExceptionHandler too, unless the channel was closed before (by the block, a
  *   cancellation, its consumer), as Kotlin's `ProducerCoroutine.onCancelled` reports only what
- *   its channel's close did not take (`JobSupport._onUnhandledFailure`).
+ *   its channel's close did not take (`onUnhandledFailure`).
  * - When the task is cancelled from outside (its scope cancelled, a sibling failing, a
  *   timeout), the channel is closed at once with the cancellation as its cause, also after
  *   the block returned while children of the task still run: values already sent stay
@@ -28,7 +28,7 @@
  *   once it is cancelling). The producer's own Job's `cancel()` (`task.cancel()`, the Job
  *   kcoro's `launch` returned) cancels the channel at once, dropping what is buffered, with the
  *   CancellationError the task is cancelled with, as Kotlin's `ChannelCoroutine.cancelInternal`
- *   does (`JobSupport._onOwnCancel`); before, it closed it as a scope's cancel does. A failure
+ *   does (`onOwnCancel`); before, it closed it as a scope's cancel does. A failure
  *   after a scope's cancel (a child's, while the task is cancelling) ends the task with it (the
  *   first failure wins) but leaves the channel's close as it was, the cancellation: Kotlin's
  *   closes with the failure at completion (README says why not here).
@@ -86,7 +86,14 @@ import {
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { type Job, JobSupport, taskCancelError, taskJobOf } from "./job.ts";
+import {
+  type Job,
+  JobSupport,
+  onOwnCancel,
+  onUnhandledFailure,
+  taskCancelError,
+  taskJobOf,
+} from "./job.ts";
 import { Coroutine, type CoroutineScope } from "./scope.ts";
 
 /**
@@ -531,8 +538,8 @@ export function produce<T>(
     ended = true;
     for (const handle of ending) handle[Symbol.dispose]();
     for (const j of hooked) {
-      JobSupport._onOwnCancel(j, null);
-      JobSupport._onUnhandledFailure(j, null);
+      onOwnCancel(j, null);
+      onUnhandledFailure(j, null);
     }
     out._live = false;
     out._bound = null;
@@ -557,7 +564,7 @@ export function produce<T>(
   const cancelOnOwnCancel = (j: JobSupport): void => {
     if (ended || j.isCompleted || hooked.includes(j)) return;
     hooked.push(j);
-    JobSupport._onOwnCancel(j, (ce) => {
+    onOwnCancel(j, (ce) => {
       if (!ended) out._cancelByTask(ce);
     });
     // Its failure that no parent takes (under a supervisor, a free-standing scope) is its
@@ -565,7 +572,7 @@ export function produce<T>(
     // not reported too, as Kotlin's `ProducerCoroutine.onCancelled` reports only a failure its
     // channel's close did not take (closed before: by the block, a cancellation, the consumer).
     // Before, it was reported as well (Kotlin's `produce` exposes its failure, as `async` does).
-    JobSupport._onUnhandledFailure(j, () => !ended && out._open());
+    onUnhandledFailure(j, () => !ended && out._open());
   };
   /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {

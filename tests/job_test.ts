@@ -1459,6 +1459,44 @@ Deno.test("a job's hooks for its subclasses (completeBody, failBody, attachTo, o
   assert.equal(await completable.await(), 2);
 });
 
+Deno.test("a job's internal statics (the producer's hooks onOwnCancel and onUnhandledFailure, flagsOf) are not reachable from JavaScript through its constructor: `task.constructor._onUnhandledFailure(task, () => true)` kept a failure from the exception handler", async () => {
+  // Public statics of JobSupport (an @ignore hid them from the docs only) were inherited by
+  // every job's class, so any caller holding a job could reach them: hook a job's cancel(), keep
+  // its failure from being reported, read its flags. Module functions mod.ts does not export
+  // now, as the subclass hooks (symbols) and Context's statics (module functions) are.
+  const statics = ["_onOwnCancel", "_onUnhandledFailure", "_flagsOf"];
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const task = scope.launch(() => gate.promise);
+  const deferred = scope.async(() => gate.promise);
+  const jobs: [string, Job][] = [
+    ["a launched task", task],
+    ["a deferred", deferred],
+    ["a scope", scope],
+    ["a CompletableDeferred", new CompletableDeferred<void>()],
+  ];
+  try {
+    for (const [what, job] of jobs) {
+      // Each class up the chain, JobSupport's included (a static is inherited by `extends`).
+      for (
+        let c = (job as unknown as { constructor: unknown }).constructor;
+        typeof c === "function" && c !== Function.prototype;
+        c = Object.getPrototypeOf(c)
+      ) {
+        for (const name of statics) {
+          assert.equal(Object.hasOwn(c, name), false, `${what}: ${c.name}.${name}`);
+        }
+      }
+      const ctor = (job as unknown as { constructor: object }).constructor;
+      for (const name of statics) assert.equal(name in ctor, false, `${what}: ${name}`);
+    }
+  } finally {
+    gate.resolve();
+  }
+  await task.join();
+  await deferred.await();
+});
+
 Deno.test("an error message naming a kcoro object passed where something else belongs names its class: a Job, a Deferred, a CoroutineScope, a Channel, not its tag", async () => {
   // Before: "received [object Job]" for a task's Job, a Deferred and a scope alike.
   const gate = Promise.withResolvers<void>();
