@@ -504,10 +504,10 @@ class ActorImpl<M> implements Actor<M> {
 
   /**
    * `Actor`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
-   * `[object Actor]` (`String(x)` is its `toString()`, `Actor(active)`), and so do error messages
-   * naming an argument of the wrong kind (`describe`). Only on an instance: an object made from the
-   * prototype (`Object.create`) stays `[object Object]`, so a message does not call it what it is
-   * not.
+   * `[object Actor]` (`String(x)` is its `toString()`, `Actor(active)`); error messages name an
+   * argument of the wrong kind that is one "an Actor" (`describe`, by this brand check). Only on an
+   * instance: an object made from the prototype (`Object.create`) stays `[object Object]`, so a
+   * message does not call it what it is not.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */

@@ -2867,9 +2867,9 @@ function codecTag(this: unknown): string | undefined {
  * `c` as one of `codecs`, frozen, its first field the `_notCloneable` symbol that structured
  * cloning (postMessage, structuredClone, a structured value's node:v8 copy) fails on with advice
  * (`NOT_CLONEABLE`); printed without that field (`Codec { name: "f64", ... }`), and tagged with
- * that name (`Symbol.toStringTag`, not enumerable), so `String(codec)` and an error message naming
- * a codec passed where something else belongs say `[object Codec]`, as kcoro's other objects do,
- * not `[object Object]`.
+ * that name (`Symbol.toStringTag`, not enumerable), so `String(codec)` says `[object Codec]`, as
+ * kcoro's other objects do, not `[object Object]`, and an error message naming a codec passed
+ * where something else belongs says "a Codec" (`describe`, by `BUILTINS`).
  *
  * Both only for a codec itself, as a class's are only for an instance: an object derived from
  * one (`Object.create(codecs.f64)`, a Proxy of it), which inherits them and which no channel

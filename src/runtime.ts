@@ -749,9 +749,10 @@ export class Runtime {
 
   /**
    * `Runtime`, the name it prints with (`[customInspect]`): `String(x)` and template literals say
-   * `[object Runtime]` instead of `[object Object]`, and so do error messages naming an argument of
-   * the wrong kind (`describe`). Only on an instance: an object made from the prototype
-   * (`Object.create`) stays `[object Object]`, so a message does not call it what it is not.
+   * `[object Runtime]` instead of `[object Object]`; error messages name an argument of the wrong
+   * kind that is one "a Runtime" (`describe`, by this brand check). Only on an instance: an object
+   * made from the prototype (`Object.create`) stays `[object Object]`, so a message does not call
+   * it what it is not.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */

@@ -240,10 +240,11 @@ class Builder implements SelectBuilder<unknown> {
   }
 
   /**
-   * `SelectBuilder`, the name it prints with (`[customInspect]`): `String(s)` and an error message
-   * naming a builder passed where something else belongs say `[object SelectBuilder]`, as kcoro's
-   * other objects do, not `[object Object]`. Only on an instance (a private brand check): an
-   * object made from the prototype stays `[object Object]`.
+   * `SelectBuilder`, the name it prints with (`[customInspect]`): `String(s)` says
+   * `[object SelectBuilder]`, as kcoro's other objects do, not `[object Object]`, and an error
+   * message naming a builder passed where something else belongs says "a SelectBuilder"
+   * (`describe`, by this brand check). Only on an instance (a private brand check): an object made
+   * from the prototype stays `[object Object]`.
    * A primitive receiver (`Reflect.get(proto, Symbol.toStringTag, 1)`) gets undefined too: the
    * brand check is on `Object(this)` (`#x in 1` throws a TypeError).
    */

@@ -71,6 +71,15 @@ Deno.test("String() and template literals of kcoro objects name their class, not
     () => NativeScope.create({ parent: ch as never }),
     /parent must be a NativeScope, received a Channel$/,
   );
+  // Each class with a tag, by its class (as their tag getters' comments say).
+  for (
+    const [x, said] of [[ns, "a NativeScope"], [runtime(), "a Runtime"], [library(), "a Library"]]
+  ) {
+    assert.throws(() => new Channel(x as never), {
+      name: "TypeError",
+      message: new RegExp(`^Cannot create channel: capacity must be .*, received ${said}$`),
+    }, String(said));
+  }
   // A codec or a select builder where something else belongs: named as such, not [object Object].
   assert.equal(String(codecs.f64), "[object Codec]");
   assert.throws(
