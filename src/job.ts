@@ -1103,8 +1103,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // saw the job `cancelled` and gone from the list. Nothing it does can finish this job
     // meanwhile: it has no children left and its body is done (a child launched on it now is
     // cancelled unlinked, a cancel or failure of it is no new state), and its parent, which still
-    // lists it, cannot finish before it.
-    if (state === CANCELLED) this.#report();
+    // lists it, cannot finish before it. Made final also should an engine error (a stack
+    // overflow) leave the report (`reportError` is called outside any catch), as should one
+    // leave `#notify`'s handlers: it left the job `cancelling` for good, still listed, its join
+    // pending and its parent never finishing.
+    if (state === CANCELLED) {
+      try {
+        this.#report();
+      } catch (e) {
+        this.#leave(state);
+        throw e;
+      }
+    }
+    return this.#leave(state);
+  }
+
+  /** `#finalize` once the failure is reported: final, unlinked, its handlers run. */
+  #leave(state: number): JobSupport<unknown> | null {
     this.#state = state;
     // Unlinked from its parent first, before any other code of the caller's runs (completion
     // handlers): a final job is no longer among its parent's `children` (the unfinished ones).

@@ -1532,6 +1532,47 @@ Deno.test("an error message naming a kcoro object passed where something else be
   await deferred.await();
 });
 
+Deno.test("an engine error out of a failure's report (before the job is final) still makes the job final and takes it from its parent's children; the throw is not swallowed", async () => {
+  // The report runs before the job is final (Kotlin's handleJobException), so only an engine
+  // error (a stack overflow) in it, which `handleCoroutineException` does not catch where it
+  // calls `reportError`, left the job `cancelling` for good: never final, still among its
+  // parent's children, its join pending, the parent never finishing.
+  const rejections: unknown[] = [];
+  const onRejection = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    rejections.push(e.reason);
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  const reportError = globalThis.reportError;
+  const overflow = new RangeError("simulated: Maximum call stack size exceeded");
+  const boom = new Error("boom");
+  const reported: unknown[] = [];
+  globalThis.reportError = (e: unknown) => {
+    reported.push(e);
+    if (e === boom) throw overflow;
+  };
+  const scope = createScope({ supervisor: true }); // takes no child's failure: it is reported
+  const gate = Promise.withResolvers<void>();
+  const job = scope.launch(async () => {
+    await gate.promise;
+    throw boom;
+  });
+  try {
+    gate.resolve();
+    for (let i = 0; i < 100 && rejections.length === 0; i++) await tick(); // bounded
+  } finally {
+    globalThis.reportError = reportError;
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+  assert.deepEqual(reported, [boom]);
+  assert.equal(job.state, "cancelled");
+  assert.equal(scope.children.includes(job), false);
+  assert.equal(await settled(job.join()), true);
+  scope.cancel();
+  assert.equal(await settled(scope.join()), true);
+  assert.deepEqual(rejections, [overflow]); // from failBody, in the body's promise reaction
+});
+
 Deno.test("a CoroutineExceptionHandler sees the failed job cancelling, not final, and still among its parent's children, as Kotlin's handleJobException runs before the job completes", async () => {
   // Before: it saw the job "cancelled" (isCompleted true) and gone from `children`.
   const seen: unknown[] = [];
