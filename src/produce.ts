@@ -87,6 +87,7 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  handleCoroutineException,
   type Job,
   JobSupport,
   onOwnCancel,
@@ -434,18 +435,19 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
-   * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s), unless its
-   * consumer disposed it or the library was closed: the close rejected its waits already, and
-   * `close` would throw LibraryClosedError out of the abort listener or completion handler that
-   * ended the task, uncaught (the process ended).
+   * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s); true where this
+   * close was its first (`close`'s answer). Not where its consumer disposed it or the library was
+   * closed (false): the close rejected its waits already, and `close` would throw
+   * LibraryClosedError out of the abort listener or completion handler that ended the task,
+   * uncaught (the process ended).
    */
-  _end(cause: unknown): void {
-    if (this._gone || !this._lib.isOpen) return;
+  _end(cause: unknown): boolean {
+    if (this._gone || !this._lib.isOpen) return false;
     // Once native code destroyed the channel (before the task began, or while the watch was
     // on), false and nothing else, as on any cancelled channel: it threw InvalidHandleError
     // out of the abort listener (uncaught) and the completion handler (a
     // CompletionHandlerError) that end the task.
-    this.close(cause);
+    return this.close(cause);
   }
 
   override [Symbol.dispose](): void {
@@ -549,7 +551,13 @@ export function produce<T>(
     for (const undo of detach) undo();
     // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
     // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
-    out._end(cause);
+    const processed = out._end(cause);
+    // A failure kept from the exception handler for this close (`cancelOnOwnCancel`) whose close
+    // came too late: code that ran between (a completion handler the block added, which ran
+    // before this one) closed, cancelled or disposed the channel. Reported now, as Kotlin's
+    // `onCancelled` reports a failure its close did not take: before, it was lost, receivers
+    // reading a clean close and nothing reported.
+    if (delivering !== null && !processed) handleCoroutineException(delivering.context, cause);
   };
   /**
    * The producer's own Job (the task's own kcoro Job, which kcoro's own scope's `launch` returns;
@@ -561,6 +569,8 @@ export function produce<T>(
    * sent. Before, both closed it: a producer's `job.cancel()` left its buffer receivable.
    */
   const hooked: JobSupport[] = [];
+  /** The job whose failure was kept from the exception handler for the channel (`end`). */
+  let delivering: JobSupport | null = null;
   const cancelOnOwnCancel = (j: JobSupport): void => {
     if (ended || j.isCompleted || hooked.includes(j)) return;
     hooked.push(j);
@@ -572,7 +582,11 @@ export function produce<T>(
     // not reported too, as Kotlin's `ProducerCoroutine.onCancelled` reports only a failure its
     // channel's close did not take (closed before: by the block, a cancellation, the consumer).
     // Before, it was reported as well (Kotlin's `produce` exposes its failure, as `async` does).
-    onUnhandledFailure(j, () => !ended && out._open());
+    onUnhandledFailure(j, () => {
+      if (ended || !out._open()) return false;
+      delivering = j;
+      return true;
+    });
   };
   /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {

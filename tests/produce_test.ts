@@ -1161,6 +1161,41 @@ Deno.test("produce: a failing producer under a supervisor still closes its chann
   assert.equal(live, 0);
 });
 
+Deno.test("produce: a failure no parent takes, left to its channel, is reported where the channel was closed, cancelled or disposed before the task's end closed it with the failure (a completion handler of the block's): never lost", async () => {
+  // The failure is kept from the exception handler as the task is final (its channel open then),
+  // and the channel is closed with it by the producer's completion handler, after the ones the
+  // block added before its first await. One of those that closed the channel (cleanly) left the
+  // failure nowhere: receivers read a clean close and nothing was reported. Kotlin checks and
+  // closes in one step (ProducerCoroutine.onCancelled: reported where the close was not processed).
+  const ends: [string, (out: Channel<number>) => void][] = [
+    ["closed", (out) => out.close()],
+    ["cancelled", (out) => out.cancel()],
+    ["disposed", (out) => out[Symbol.dispose]()],
+  ];
+  for (const [what, endIt] of ends) {
+    const boom = new Error(`reported: ${what}`);
+    using reported = catchReported();
+    const gate = Promise.withResolvers<void>();
+    await supervisorScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>, task: CoroutineScope) => {
+          task.job.invokeOnCompletion(() => endIt(out));
+          await gate.promise;
+          throw boom;
+        }),
+      );
+      gate.resolve();
+      const r = await ch.receiveCatching().catch((e) => ({ state: "rejected", e }));
+      assert.notEqual(r.state, "ok", what);
+      assert.notEqual("cause" in r ? r.cause : "e" in r ? r.e : undefined, boom, what);
+    });
+    await laterReports();
+    assertSameItems(reported.errors, [boom], what);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce: cancelling the scope reaches a Worker-side receiver of the channel", async () => {
   const worker = new Worker(new URL("./fixtures/scope_worker.ts", import.meta.url), {
     type: "module",
