@@ -645,8 +645,17 @@ class Model {
   }
 
   finalize(j: MJob, state: number) {
+    // A failure no parent took is reported first, the job still cancelling and among its
+    // parent's children (Kotlin's handleJobException, before the job is final; job.ts `#report`).
+    // A producer's goes to its receivers where its channel is still open (closed with it below),
+    // as Kotlin's ProducerCoroutine.onCancelled reports only what its close did not take.
+    const delivered = j.kind === "produce" && !j.closeSet;
+    if (state === CANCELLED && j.failed && !j.handled && j.reports && !delivered) {
+      this.report(j.ceh, j.cause!);
+    }
     j.state = state;
-    // Unlinked from its parent first, before any handler runs (Kotlin's completeStateFinalization);
+    const cause = j.finalCause();
+    // Unlinked from its parent next, before any handler runs (Kotlin's completeStateFinalization);
     // a parent already waiting for it (body done) finishes only after its handlers have run.
     const p = j.parent;
     const waiting = p !== null && p.bodyDone;
@@ -655,11 +664,6 @@ class Model {
       j.parent = null;
       if (waiting) p.leaving++;
     }
-    const cause = j.finalCause();
-    // A producer's failure goes to its receivers where its channel is still open (closed with it
-    // below), as Kotlin's ProducerCoroutine.onCancelled reports only what its close did not take.
-    const delivered = j.kind === "produce" && !j.closeSet;
-    if (j.failed && !j.handled && j.reports && !delivered) this.report(j.ceh, cause!);
     // onFinal: a root's timer is cleared, it stops following its owner's signal, it leaves the
     // nested set of the timeout it was under, and its own nested ones leave its (each still
     // running handed a timer for the rest of its Deadline, below, unless it fired).
