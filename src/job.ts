@@ -1439,7 +1439,7 @@ export function notJob(self: unknown, op: string, what = "Job"): TypeError {
 /** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`Coroutine._isScope`). */
 let isScope: (x: unknown) => boolean = () => false;
 
-/** @ignore scope.ts's brand check, for `describeJob` (job.ts cannot import scope.ts). */
+/** @ignore scope.ts's brand check, for `describeJobKind` (job.ts cannot import scope.ts). */
 export function _setScopeBrand(check: (x: unknown) => boolean): void {
   isScope = check;
 }
@@ -1457,15 +1457,13 @@ export function _setQueuedCancel(of: (job: JobSupport<unknown>) => AbortSignal |
 
 /**
  * `self` described for `notJob`: a job of another kind than the member's by its kind (by brand,
- * running none of its code), anything else by `describe`. Before, every job was
- * "[object Job]": "this is not a Job, received [object Job]" for a CompletableDeferred given to a
- * scope's state getter.
+ * running none of its code), as `describe` names it (`describeJobKind`), anything else by
+ * `describe`. Before, every job was "[object Job]": "this is not a Job, received [object Job]"
+ * for a CompletableDeferred given to a scope's state getter; then a task or scope was "a task's
+ * or scope's Job" here while other messages named it "a Job", "a Deferred", "a CoroutineScope".
  */
 function describeJob(self: unknown): string {
-  if (!JobSupport._is(self)) return describe(self);
-  if (CompletableDeferred._isDeferred(self)) return "a CompletableDeferred";
-  if (isScope(self)) return "a task's or scope's Job";
-  return "a Job";
+  return JobSupport._is(self) ? describeJobKind(self) : describe(self);
 }
 
 /**

@@ -1374,23 +1374,30 @@ Deno.test("CompletableDeferred's complete and completeExceptionally refuse a job
   const { complete, completeExceptionally } = CompletableDeferred.prototype;
   await using scope = createScope();
   const task = scope.launch((t) => untilAborted(t.signal)); // until the dispose
+  const deferred = scope.async((t) => untilAborted(t.signal));
   const other = new CompletableDeferred<number>();
-  for (const self of [task, scope]) {
+  // Named by kind, as every other message names a job ("a task's or scope's Job" here before).
+  const jobs: [Job, string][] = [
+    [task, "a Job"],
+    [scope, "a CoroutineScope"],
+    [deferred, "a Deferred"],
+  ];
+  for (const [self, said] of jobs) {
     assert.throws(() => complete.call(self as CompletableDeferred<unknown>, 1), {
       name: "TypeError",
-      message: "Cannot complete: this is not a CompletableDeferred, received a task's or " +
-        "scope's Job",
+      message: `Cannot complete: this is not a CompletableDeferred, received ${said}`,
     });
     assert.throws(
       () => completeExceptionally.call(self as CompletableDeferred<unknown>, new Error("x")),
       {
         name: "TypeError",
-        message: "Cannot completeExceptionally: this is not a CompletableDeferred, received a " +
-          "task's or scope's Job",
+        message:
+          `Cannot completeExceptionally: this is not a CompletableDeferred, received ${said}`,
       },
     );
   }
   assert.equal(task.state, "active");
+  assert.equal(deferred.state, "active");
   assert.equal(scope.state, "active");
   // A CompletableDeferred's own methods still work on any CompletableDeferred.
   assert.equal(complete.call(other, 7), true);
