@@ -17,7 +17,9 @@
  * - That failure is its receivers': one no parent takes (a supervisor's child) is not reported
  *   to the CoroutineExceptionHandler too, unless the channel was closed before (by the block, a
  *   cancellation, its consumer), as Kotlin's `ProducerCoroutine.onCancelled` reports only what
- *   its channel's close did not take (`onUnhandledFailure`).
+ *   its channel's close did not take (`onUnhandledFailure`). One whose close at the task's end
+ *   finds the channel closed after all (a completion handler of the block's ran first) is
+ *   reported then (`end`): never lost.
  * - When the task is cancelled from outside (its scope cancelled, a sibling failing, a
  *   timeout), the channel is closed at once with the cancellation as its cause, also after
  *   the block returned while children of the task still run: values already sent stay
