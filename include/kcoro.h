@@ -771,8 +771,9 @@ uint64_t kc_deadline(void);
  * whenever the scope was cancelled by the time the actor finished, whatever ended its wait (a
  * close or a cancel of the mailbox too, before or after the scope's cancel: its mailbox is then
  * cancelled); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed), KC_ETIME (the
- * scope's deadline, kc_scope_set_deadline, passed while it waited), KC_ENOMEM (no memory for its
- * message buffer: it ran no handler). */
+ * scope's deadline, kc_scope_set_deadline, passed while it waited, or before its next message:
+ * it stops between queued messages then, as at a cancel; before, an actor whose mailbox never
+ * emptied ran on past it), KC_ENOMEM (no memory for its message buffer: it ran no handler). */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the

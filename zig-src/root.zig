@@ -2362,6 +2362,12 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     defer guard.drop();
     const ch = ChanRegistry.channelOf(a.mailbox);
     var status: i32 = 0;
+    // Its context deadline (kc_scope_set_deadline): the context is immutable and its own, so
+    // read once. A receive that waits ends by it (KC_ETIME); one that need not wait does not
+    // look at it, so it is looked at between messages too, as the cancellation is. Before, an
+    // actor whose mailbox never emptied (a handler sending to its own conflated mailbox, a
+    // producer elsewhere that never waits) ran on past it, and its scope never completed.
+    const deadline = kcoro.scope.currentDeadline();
     if (std.heap.c_allocator.alloc(u8, ch.elem_size)) |buf| {
         guard.buf = buf;
         while (true) {
@@ -2369,6 +2375,11 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
             // receive that need not wait would not look at the token).
             if (kcoro.scope.currentToken()) |t| if (t.isCancelled()) {
                 status = Status.interrupted.code();
+                break;
+            };
+            // Its deadline passed: it ends as when a receive waited until then.
+            if (deadline) |d| if (kcoro.scheduler.monotonicNs() >= d) {
+                status = Status.timeout.code();
                 break;
             };
             // Closed: the queued messages were all processed; the scope's cancellation
@@ -2461,8 +2472,9 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
 /// on_done(ctx, status) runs last: KC_EINTR whenever the scope was cancelled by the time the
 /// actor finished, whatever ended its wait (a close or a cancel of the mailbox too, before or
 /// after the scope's cancel); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed),
-/// KC_ETIME (the scope's deadline, kc_scope_set_deadline, passed while it waited), KC_ENOMEM (no
-/// memory for its message buffer: it ran no handler).
+/// KC_ETIME (the scope's deadline, kc_scope_set_deadline, passed while it waited, or before its
+/// next message: `actorMain` looks between messages), KC_ENOMEM (no memory for its message
+/// buffer: it ran no handler).
 export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const h = handler orelse return Status.invalid.code();
     return launchWithChannel(scope, mailbox, .{ .mailbox = undefined, .handler = h, .ctx = ctx, .on_done = on_done }, actorMain, out_handle);
@@ -9032,6 +9044,60 @@ test "C ABI: an actor stops between queued messages when its scope is cancelled,
     try testing.expectEqual(Status.interrupted.code(), S.done_status.load(.acquire));
     try testing.expectEqual(@as(u32, 4), S.dropped.load(.monotonic));
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(mailbox, &v, 8));
+}
+
+test "C ABI: an actor whose mailbox never empties stops between messages once its context deadline has passed: KC_ETIME, its mailbox cancelled, its scope not" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Its handler sends to its own conflated mailbox: every receive finds a message, none waits,
+    // so none sees the deadline as KC_ETIME. Before, the actor looked between messages only for
+    // its scope's cancellation and ran on past its deadline: kc_scope_wait below returned
+    // KC_ETIME at its own bound (the errdefer's cancel then stopped it).
+    const S = struct {
+        var box: u32 = 0;
+        var done_status: std.atomic.Value(i32) = .init(999);
+        var dropped: std.atomic.Value(u32) = .init(0);
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const v: u64 = 1;
+            _ = kc_chan_try_send(box, &v, 8);
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release); // pairs with the test's acquire load
+        }
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            _ = dropped.fetchAdd(1, .monotonic); // read after kc_scope_wait (which orders it)
+        }
+    };
+    S.done_status.store(999, .monotonic);
+    S.dropped.store(0, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &S.box));
+    defer _ = kc_chan_destroy(S.box);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.box, S.hook, null));
+    const v: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.box, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const deadline = kc_now_ns() + 100 * std.time.ns_per_ms;
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, deadline));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, S.box, S.handler, null, S.onDone, null));
+    errdefer {
+        _ = kc_scope_cancel(scope); // a failed check: stop the actor, so the shutdown returns
+        _ = kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns);
+    }
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    try testing.expect(kc_now_ns() >= deadline); // nothing else stopped it
+    // (It may have handled no message: one that starts after the deadline, on a loaded
+    // machine, stops before its first.)
+    try testing.expectEqual(Status.timeout.code(), S.done_status.load(.acquire));
+    // Ended by its deadline, not by a close: the mailbox was cancelled, its queued message
+    // dropped to the hook, as when an actor's receive waits until its deadline.
+    try testing.expectEqual(@as(u32, 1), S.dropped.load(.monotonic));
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.box, &v, 8));
+    // A deadline cancels nothing: the scope's first cancel is still this one.
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
 }
 
 test "C ABI: an actor whose scope was cancelled before it finished reports KC_EINTR, whatever ended its wait: a close or a cancel of its mailbox, before or after the scope's cancel" {
