@@ -49,6 +49,8 @@ export interface Addon {
   counts: Uint32Array;
   out: Int32Array;
   stats: Uint32Array;
+  /** Cells buffers (`cellsBuffersFor`); not checked by `bindAddon`, which chunk buffers use. */
+  cells?(address: number, length: number): ArrayBuffer | number;
 }
 
 /** The companion's exports, in `Addon`'s order: each's name, its kind as said, its check. */
@@ -131,26 +133,115 @@ export function addonPathFor(libraryPath: string): string {
 }
 
 function load(libraryPath: string): ChunkBuffers | string {
+  const mod = loadModule(libraryPath, "chunk buffers");
+  if (typeof mod === "string") return mod;
+  return bindAddon(addonPathFor(libraryPath), libraryPath, mod);
+}
+
+/**
+ * Per absolute library path: the companion's exports loaded beside it into this isolate, or
+ * why not (a reason that `loadModule` words for the chunk buffers' or the cells' operation).
+ * Loaded once per isolate: each load runs the module's registration again.
+ */
+const modules = new Map<string, Partial<Addon> | Unloaded>();
+
+/** Why the companion could not be loaded (`modules`), without the operation's words. */
+class Unloaded {
+  constructor(readonly why: string) {}
+}
+
+/** The companion's module beside `libraryPath` (absolute), loaded at the first call. */
+function loadModule(libraryPath: string, what: string): Partial<Addon> | string {
+  let got = modules.get(libraryPath);
+  if (got === undefined) {
+    got = loadModuleNow(libraryPath);
+    if (typeof libraryPath === "string" && libraryPath !== "") modules.set(libraryPath, got);
+  }
+  return got instanceof Unloaded ? `Cannot make ${what}: ${got.why}` : got;
+}
+
+function loadModuleNow(libraryPath: string): Partial<Addon> | Unloaded {
   if (typeof libraryPath !== "string" || libraryPath === "") {
-    return "Cannot make chunk buffers: the library path must be a non-empty string, received " +
-      describe(libraryPath);
+    return new Unloaded(
+      `the library path must be a non-empty string, received ${describe(libraryPath)}`,
+    );
   }
   const file = addonPathFor(libraryPath);
   if (!(Deno.build.os === "windows" ? /^([A-Za-z]:)?[\\/]/ : /^\//).test(file)) {
     // absolutePath left it relative: the current directory could not be read. A relative one
     // is resolved against wherever the process is when the system loads it, so refused.
-    return `Cannot make chunk buffers: the library path must be absolute (the current directory ` +
-      `to resolve it against cannot be read), received ${describe(libraryPath)}`;
+    return new Unloaded(
+      `the library path must be absolute (the current directory to resolve it against ` +
+        `cannot be read), received ${describe(libraryPath)}`,
+    );
   }
   const mod = { exports: {} as Partial<Addon> };
   try {
     process.dlopen(mod, file);
   } catch (e) {
-    return `Cannot make chunk buffers: cannot load the Node-API companion ${file} ` +
-      `(built by \`zig build\` next to the library; needs --allow-ffi and --allow-read), ` +
-      `received ${e instanceof Error ? `${e.name}: ${e.message}` : describe(e)}`;
+    return new Unloaded(
+      `cannot load the Node-API companion ${file} (built by \`zig build\` next to the ` +
+        `library; needs --allow-ffi and --allow-read), received ${
+          e instanceof Error ? `${e.name}: ${e.message}` : describe(e)
+        }`,
+    );
   }
-  return bindAddon(file, libraryPath, mod.exports);
+  return mod.exports;
+}
+
+/**
+ * Makes an ArrayBuffer over `length` bytes of cells `kc_cells_alloc` returned at `address`,
+ * whose V8 backing-store deleter calls `kc_cells_release`: once no ArrayBuffer views the memory,
+ * the original or one it was transferred to (a same-length `transfer()` or a `postMessage`
+ * transfer list moves the backing store), also at the isolate's disposal; the block's pins
+ * (`kc_cells_pin`) hold the free off while a coroutine may write. Null when the companion did
+ * not make one (the caller releases the block itself).
+ */
+export type CellsBuffers = (address: number, length: number) => ArrayBuffer | null;
+
+/** Per absolute library path: this isolate's cells buffers, or why there are none. */
+const cellsByPath = new Map<string, CellsBuffers | string>();
+let cellsProblem: string | null = null;
+
+/**
+ * The cells buffers for cells of the library opened from `libraryPath`, the companion loaded
+ * beside it (no bind: a block's header names its release); null, with the reason in
+ * {@linkcode cellsBuffersProblem}, when it cannot be loaded (not built, no permission, Windows)
+ * or is not kcoro's (it lacks `cells`).
+ */
+export function cellsBuffersFor(libraryPath: string): CellsBuffers | null {
+  const path = typeof libraryPath === "string" && libraryPath !== ""
+    ? absolutePath(libraryPath)
+    : libraryPath;
+  let got = cellsByPath.get(path);
+  if (got === undefined) {
+    const mod = loadModule(path, "cells buffers");
+    if (typeof mod === "string") got = mod;
+    else if (typeof mod.cells !== "function") {
+      got =
+        `Cannot make cells buffers: ${
+          addonPathFor(path)
+        } is not kcoro's Node-API companion (its cells must be a function), received a module ` +
+        `whose cells is ${describe(mod.cells)}`;
+    } else {
+      const make = mod.cells;
+      got = (address, length) => {
+        const r = make.call(mod, address, length);
+        return typeof r === "number" ? null : r;
+      };
+    }
+    if (typeof path === "string" && path !== "") cellsByPath.set(path, got);
+  }
+  if (typeof got === "string") {
+    cellsProblem = got;
+    return null;
+  }
+  return got;
+}
+
+/** Why the last {@linkcode cellsBuffersFor} call gave null. */
+export function cellsBuffersProblem(): string | null {
+  return cellsProblem;
 }
 
 /**

@@ -61,10 +61,12 @@ export const symbols = {
   kc_coro_stats: { parameters: ["buffer", "u32"], result: "i32" },
   /** const void *kc_builtin_entry(uint32_t id) */
   kc_builtin_entry: { parameters: ["u32"], result: "pointer" },
-  /** uint64_t *kc_cells_alloc(uint32_t count): native cells (until kc_cells_free), or NULL. */
+  /** uint64_t *kc_cells_alloc(uint32_t count): native cells (until released), or NULL. */
   kc_cells_alloc: { parameters: ["u32"], result: "pointer" },
-  /** void kc_cells_free(uint64_t *cells): gives back kc_cells_alloc's cells (NULL: nothing). */
-  kc_cells_free: { parameters: ["pointer"], result: "void" },
+  /** void kc_cells_release(uint64_t *cells): frees them now, or at the last pin's unpin. */
+  kc_cells_release: { parameters: ["pointer"], result: "void" },
+  /** int32_t kc_cells_pin(uint64_t *cells, int32_t delta): adds delta to their pins. */
+  kc_cells_pin: { parameters: ["pointer", "i32"], result: "i32" },
   /** int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags) */
   kc_sched_start: { parameters: ["u32", "u32", "u32"], result: "i32" },
   /** int32_t kc_spawn(kc_entry_fn entry, void *arg, uint32_t flags, uint32_t *out_handle) */

@@ -18,8 +18,9 @@ extern "C" {
 #endif
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 25 added
- * kc_cells_free (TypeScript's main isolate now takes its cells from kc_cells_alloc and frees them
- * once unreachable) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
+ * kc_cells_release and kc_cells_pin (TypeScript's cells are kc_cells_alloc's in every isolate,
+ * released by their buffers' V8 backing-store deleter once no buffer views them, and held by pins
+ * while a coroutine may write) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
  * library of ABI 24 lacks symbols TypeScript binds. ABI 24 added
  * kc_chan_status bit 4 (cancelled, by any cancel): a cancelled channel's status, which ABI 23
  * answered without it (3 for a plain cancel), now has it set (19), so a caller comparing exact
@@ -180,7 +181,8 @@ int32_t kc_coro_destroy(uint32_t handle);
 int32_t kc_coro_hold(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
-/* Fills up to len of [live coroutine handles, pooled free stacks, stack mappings]; returns count.
+/* Fills up to len of [live coroutine handles, pooled free stacks, stack mappings, live blocks of
+ * cells (kc_cells_alloc's not yet freed; the fourth new in ABI 25)]; returns count.
  * The first counts handles, not coroutines still running: a hand-driven coroutine's until
  * kc_coro_destroy, a scheduled one's (spawned or launched with out_handle; one without is never
  * counted here) until its worker frees it, after its entry returned (at a shutdown, after its
@@ -190,13 +192,20 @@ uint32_t kc_coro_current(void);
 int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 /* A built-in entry function (KC_BUILTIN_*), or NULL (never fails). */
 const void *kc_builtin_entry(uint32_t id);
-/* count zeroed 8-byte cells of native memory, live until kc_cells_free or the process's end (for
- * a built-in started by an isolate that may end before it does), or NULL (count 0, out of
- * memory). */
+/* count zeroed 8-byte cells of native memory, live until kc_cells_release (and the last pin's
+ * kc_cells_pin) or the process's end (for a built-in started by an isolate that may end before it
+ * does), or NULL (count 0, out of memory). 16-byte aligned, after a 32-byte header of their own. */
 uint64_t *kc_cells_alloc(uint32_t count);
-/* Gives back cells kc_cells_alloc returned; NULL does nothing. As free(3): once each, and only
- * once no coroutine can still read or write them (anything else is undefined). */
-void kc_cells_free(uint64_t *cells);
+/* Nothing but the pins reaches cells kc_cells_alloc returned any more: freed now if no pin is
+ * held, else by the kc_cells_pin that takes the last away; NULL does nothing. Once per block;
+ * after it only the pins' holders may use the cells (as free(3), anything else is undefined).
+ * Safe from any thread (TypeScript's buffers call it from V8's backing-store deleter). New in
+ * ABI 25. */
+void kc_cells_release(uint64_t *cells);
+/* Adds delta (negative: takes away) to the pins of cells kc_cells_alloc returned: a pin keeps
+ * kc_cells_release from freeing them until it is taken away. KC_EINVAL for NULL or pins that
+ * would go below 0 or past 2^32 - 1 (nothing changed). Safe from any thread. New in ABI 25. */
+int32_t kc_cells_pin(uint64_t *cells, int32_t delta);
 
 /* The scheduler: one per process. Every call is safe from any thread, starts and shutdowns
  * racing each other and the other calls included (kc_sched_shutdown from a coroutine is

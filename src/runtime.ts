@@ -19,6 +19,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { onResizable, typedBuffer, typedLength } from "./pack.ts";
+import { cellsBuffersFor } from "../ffi/napi.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 /** How long one native wait of `drain()` may block before it looks again. */
@@ -177,15 +178,21 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
   guardCells(lib, cells);
   const pins = pinsOf(lib);
   if (handle === 0) {
-    pins.list.add(cells);
+    listPin(lib, pins, cells);
     return;
   }
+  const had = pins.byHandle.get(handle); // a stale handle's, not pruned yet: replaced
   pins.byHandle.set(handle, cells);
+  pinNative(lib, cells, 1);
+  if (had !== undefined) pinNative(lib, had, -1);
   if (pins.byHandle.size < pins.pruneAt) return;
   const sym = lib.symbols("spawn coroutine");
-  for (const h of pins.byHandle.keys()) {
+  for (const [h, c] of pins.byHandle) {
     const state = sym.kc_coro_state(h);
-    if (state < 0 || state === FINISHED) pins.byHandle.delete(h);
+    if (state < 0 || state === FINISHED) {
+      pins.byHandle.delete(h);
+      pinNative(lib, c, -1);
+    }
   }
   pins.pruneAt = Math.max(PRUNE_MIN, 2 * pins.byHandle.size);
 }
@@ -196,10 +203,13 @@ export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): v
   const pins = pinsOf(lib);
   let set = pins.byScope.get(scope);
   if (set === undefined) pins.byScope.set(scope, set = new Set());
-  set.add(cells);
+  if (!set.has(cells)) {
+    set.add(cells);
+    pinNative(lib, cells, 1);
+  }
   if (pins.byScope.size < pins.scopesPruneAt) return;
   const sym = lib.symbols("launch native coroutine");
-  for (const h of [...pins.byScope.keys()]) scopeDone(pins, h, sym.kc_scope_live(h));
+  for (const h of [...pins.byScope.keys()]) scopeDone(lib, pins, h, sym.kc_scope_live(h));
   pins.scopesPruneAt = Math.max(PRUNE_MIN, 2 * pins.byScope.size);
 }
 
@@ -211,7 +221,7 @@ export function unpinIdleScope(lib: Library, scope: number): void {
   const pins = pinsOf(lib);
   const set = pins.byScope.get(scope);
   if (set === undefined || set.size === 0) return;
-  scopeDone(pins, scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
+  scopeDone(lib, pins, scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
 }
 
 /**
@@ -223,23 +233,59 @@ export function unpinScope(lib: Library, scope: number): void {
   if (!pins.byScope.has(scope)) return;
   // Also once the library was closed (it stays loaded): its children may run on then only if
   // another isolate keeps the scheduler, and the count says so.
-  scopeDone(pins, scope, lib._symbolsToRelease.kc_scope_live(scope));
+  scopeDone(lib, pins, scope, lib._symbolsToRelease.kc_scope_live(scope));
   const left = pins.byScope.get(scope);
   if (left === undefined) return;
-  for (const cells of left) pins.list.add(cells);
+  // Each moves with its native pin; one the list holds already gives its second pin back.
+  for (const cells of left) {
+    if (pins.list.has(cells)) pinNative(lib, cells, -1);
+    else pins.list.add(cells);
+  }
   pins.byScope.delete(scope);
 }
 
 /** Lets a scope's pins go when `live` (its kc_scope_live) says no child is left. */
-function scopeDone(pins: Pins, scope: number, live: number): void {
+function scopeDone(lib: Library, pins: Pins, scope: number, live: number): void {
   // Negative: a stale handle, destroyed by other code while children may run: kept.
-  if (live === 0) pins.byScope.delete(scope);
+  if (live !== 0) return;
+  const set = pins.byScope.get(scope);
+  pins.byScope.delete(scope);
+  if (set !== undefined) { for (const cells of set) pinNative(lib, cells, -1); }
 }
 
 /** Lets go of every pin of `lib`'s loaded library (nothing of its scheduler writes now). */
 function unpinAll(lib: Library): void {
+  const pins = pinsByLib.get(lib._loadedId);
   // The next pinsOf makes them anew, with the prune sizes at their least.
   pinsByLib.delete(lib._loadedId);
+  if (pins === undefined) return;
+  for (const cells of pins.list) pinNative(lib, cells, -1);
+  for (const cells of pins.byHandle.values()) pinNative(lib, cells, -1);
+  for (const set of pins.byScope.values()) for (const cells of set) pinNative(lib, cells, -1);
+}
+
+/** `pins.list` holds `cells` from now on (once, however often spawned), with a native pin. */
+function listPin(lib: Library, pins: Pins, cells: BigUint64Array): void {
+  if (pins.list.has(cells)) return;
+  pins.list.add(cells);
+  pinNative(lib, cells, 1);
+}
+
+/**
+ * Adds `delta` to the native pins (`kc_cells_pin`) of the block under `cells`, if it is one the
+ * companion's buffers release (`nativeCells`): each place of `Pins` that holds an array holds
+ * one pin of its block, so that a release by the buffer's backing-store deleter (which also runs
+ * at the isolate's disposal, and after the buffer was transferred and dropped) never frees cells
+ * a coroutine may still write into. Keyed by the array's own buffer: a detached one (its memory
+ * transferred) is still the key. `_symbolsToRelease`: also once the library was closed (it stays
+ * loaded); any loaded copy's call does (the block's header names its own free).
+ */
+function pinNative(lib: Library, cells: BigUint64Array, delta: number): void {
+  const block = nativeCells.get(typedBuffer(cells));
+  if (block === undefined || block === null) return;
+  const rc = lib._symbolsToRelease.kc_cells_pin(block, delta);
+  // An unpin of a pin never taken, or 2^32 - 1 pins: this module's own miscount.
+  if (rc !== 0) throw new Error(`kcoro: kc_cells_pin(${delta}) failed (${rc}): a miscount`);
 }
 
 /** @ignore Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
@@ -423,21 +469,17 @@ const PRUNE_MIN = 64;
 const FINISHED = 5;
 
 /**
- * The buffers of cells made by `Runtime.cells`: native memory (`kc_cells_alloc`), a Worker's
- * never freed, the main isolate's freed once unreachable (`cellsFreed`).
+ * The buffers of cells made by `Runtime.cells` on native memory (`kc_cells_alloc`), each with
+ * its block: one the Node-API companion made (ffi/napi.ts, `cellsBuffersFor`), whose V8
+ * backing-store deleter releases the block (`kc_cells_release`) once no ArrayBuffer views it
+ * (the original or one it was transferred to), freed then unless pinned (`pinNative`); or null
+ * for a Worker's without the companion, never freed.
+ *
+ * A FinalizationRegistry on the buffer freed them (ABI 25 as first merged): a transferred buffer
+ * (`transfer()`, a `postMessage` transfer list) keeps the memory, which the original's collection
+ * then freed under it, a use-after-free from plain JavaScript.
  */
-const nativeCells = new WeakSet<ArrayBufferLike>();
-
-/**
- * Frees the main isolate's native cells once their buffer is unreachable: no coroutine writes
- * into them then, since every launch path pins the array it hands a coroutine (`pinCells`,
- * `pinScoped`) until that coroutine is done with it or its scheduler ended. Finalizers never
- * run at the isolate's disposal, so an exit leaves them to the process's end. `_symbolsToRelease`:
- * the library stays loaded once opened, also after closeLibrary.
- */
-const cellsFreed = new FinalizationRegistry<{ lib: Library; p: Deno.PointerObject }>(
-  ({ lib, p }) => lib._symbolsToRelease.kc_cells_free(p),
-);
+const nativeCells = new WeakMap<ArrayBufferLike, Deno.PointerObject | null>();
 
 /** @ignore Whether `cells` is on native memory from `Runtime.cells` (tests). */
 export function _isNativeCells(cells: BigUint64Array): boolean {
@@ -658,6 +700,39 @@ function drainsOf(lib: Library): Set<DrainWait> {
   return drains;
 }
 
+/**
+ * The buffer of `count` cells for `Runtime.cells`. Native memory (`kc_cells_alloc`) in a buffer
+ * of the Node-API companion's, whose backing-store deleter releases it once no ArrayBuffer views
+ * it, at the isolate's disposal too (`nativeCells`; the pins keep cells a coroutine may still
+ * write into: the main isolate's exit and a Worker's termination leave those). So JavaScript
+ * cannot free it under a coroutine, nor can the disposal, and no exit guard is needed. Without
+ * the companion (not built, no permission, Windows), what came before ABI 25: in the main
+ * isolate a SharedArrayBuffer (an exit with coroutines writing into it depends on the exit
+ * guard, `guardExit`), in a Worker native memory that is never freed (a Worker terminated while
+ * its coroutines run would otherwise leave them writing into its freed heap).
+ */
+function nativeBuffer(lib: Library, op: string, count: number): ArrayBufferLike {
+  const sym = lib.symbols(op); // a closed library is an error, also for a SharedArrayBuffer
+  const make = cellsBuffersFor(lib.path);
+  if (make === null && !inWorker) return new SharedArrayBuffer(count * 8);
+  const p = sym.kc_cells_alloc(count);
+  if (p === null) unwrap(Status.ENOMEM, op);
+  const buffer = make?.(Number(Deno.UnsafePointer.value(p)), count * 8) ?? null;
+  if (buffer !== null) {
+    nativeCells.set(buffer, p!);
+    return buffer;
+  }
+  // Without the companion in a Worker, or Node-API refused the buffer (never seen): the block
+  // is never released there, and goes back at once here in the main isolate.
+  if (make !== null && !inWorker) {
+    sym.kc_cells_release(p);
+    return new SharedArrayBuffer(count * 8);
+  }
+  const never = Deno.UnsafePointerView.getArrayBuffer(p!, count * 8);
+  nativeCells.set(never, null);
+  return never;
+}
+
 /** Only this module makes a {@linkcode Runtime}. */
 const MAKE: unique symbol = Symbol("kcoro.Runtime");
 
@@ -774,11 +849,12 @@ export class Runtime {
    * Cells for a native coroutine to read and write (`spawn`, `NativeScope.launch`): `count`
    * zeroed ones, or as many as `values` holds, set to them. They are native memory, which
    * JavaScript cannot free under the coroutine writing into them, nor can the isolate's disposal
-   * at exit: in the main isolate freed once unreachable (a spawn keeps them reachable while its
-   * coroutine may write); in a Worker never freed, outliving the Worker (a Worker terminated
-   * while its coroutines run would otherwise leave them writing into its freed heap). Their
-   * buffer must not be transferred (`transfer()`, a `postMessage` transfer list): the memory
-   * goes with the first buffer's collection.
+   * (the exit, a Worker's termination): freed once no ArrayBuffer views them, the one returned
+   * or one it was transferred to (`transfer()`, a `postMessage` transfer list), and no coroutine
+   * may still write into them (a spawn or launch pins them until then; pinned at the disposal,
+   * they are left to the process's end). Without the Node-API companion (not built, no
+   * permission, Windows): a SharedArrayBuffer in the main isolate, never-freed native memory in
+   * a Worker (README, "The scheduler from TypeScript").
    *
    * @example
    * ```ts
@@ -818,17 +894,7 @@ export class Runtime {
         }
       }
     }
-    // Native memory in every isolate. The main isolate's were a SharedArrayBuffer, which Deno
-    // frees when it disposes the isolate before the process exits, with the scheduler's threads
-    // still writing into it (`guardExit`): native memory is not freed there, so an exit with
-    // coroutines running is safe without the guard. A Worker's are never freed (its finalizers
-    // never run once it ends, and a coroutine may outlive it); the main isolate's once
-    // unreachable (`cellsFreed`), which the pins hold off while a coroutine may write.
-    const p = this.#lib.symbols(op).kc_cells_alloc(count);
-    if (p === null) unwrap(Status.ENOMEM, op);
-    const cells = new BigUint64Array(Deno.UnsafePointerView.getArrayBuffer(p!, count * 8));
-    nativeCells.add(cells.buffer);
-    if (!inWorker) cellsFreed.register(cells.buffer, { lib: this.#lib, p: p! });
+    const cells = new BigUint64Array(nativeBuffer(this.#lib, op, count));
     if (values !== null) cells.set(values);
     return cells;
   }

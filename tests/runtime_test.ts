@@ -1418,48 +1418,204 @@ Deno.test("runtime().cells install no exit guard: only a caller's own SharedArra
 });
 
 Deno.test("runtime().cells in the main isolate are native memory, freed once unreachable, not while a coroutine may write into them", async () => {
-  // Freed by kc_cells_free (watched here) once their buffer is collected; a running sleeper's
-  // pin keeps its cells until the shutdown lets go of them.
+  // Freed (the library's count of live blocks, kc_coro_stats' fourth, drops) once their buffer
+  // is collected; a running sleeper's pin keeps its cells until the shutdown lets go of them.
   const res = await evalScript(
     `
-    import { library, runtime } from "./mod.ts";
-    const sym = library()._symbolsToRelease;
-    const freed = new Set();
-    const real = sym.kc_cells_free;
-    sym.kc_cells_free = (p) => (freed.add(Deno.UnsafePointer.value(p)), real(p));
+    import { runtime } from "./mod.ts";
+    import { collectUntil, liveCells } from "./tests/support.ts";
     const tick = () => new Promise((r) => setTimeout(r, 1));
-    const addr = (c) => Deno.UnsafePointer.value(Deno.UnsafePointer.of(c));
-    const collect = async (what, a) => {
-      const deadline = Date.now() + 20000;
-      while (!freed.has(a)) {
-        if (Date.now() > deadline) throw new Error(what + " were not freed");
-        globalThis.gc();
-        await tick(); // finalizers run between tasks
-      }
-    };
     const rt = runtime({ workers: 1 });
+    const base = liveCells();
     let idle = rt.cells(4);
-    const idleAt = addr(idle);
+    if (liveCells() !== base + 1n) throw new Error("not counted: " + liveCells());
     idle = null;
-    await collect("unreachable cells", idleAt);
+    await collectUntil(() => liveCells() === base, "unreachable cells were not freed");
     let busy = rt.cells([60000n, 0n]); // a minute's sleeper
     rt.spawn("sleeper", busy);
-    const busyAt = addr(busy);
-    const ref = new WeakRef(busy);
     busy = null;
     for (let i = 0; i < 20; i++) {
       globalThis.gc();
       await tick();
     }
-    if (ref.deref() === undefined || freed.has(busyAt)) throw new Error("freed while pinned");
+    if (liveCells() !== base + 1n) throw new Error("freed while pinned");
     await rt.shutdown("cancel"); // nothing writes now: the pin goes
-    await collect("the shut-down sleeper's cells", busyAt);
+    await collectUntil(() => liveCells() === base, "the shut-down sleeper's cells were not freed");
     console.log("ok");
   `,
     { v8Flags: ["--expose-gc"] },
   );
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), "ok");
+});
+
+Deno.test("runtime().cells outlive their first buffer when it is transferred (transfer(), a postMessage transfer list): no use-after-free, freed once the last buffer is unreachable and no coroutine writes", async () => {
+  // A transfer moves the native memory into a new buffer; a FinalizationRegistry on the first
+  // one freed the memory at its collection, under the new buffer still in use (and under a
+  // coroutine still writing: the pin kept the first array, not the memory). The companion's
+  // buffers release the block from V8's backing-store deleter, once no buffer views it, and
+  // the native pin holds the free off while a coroutine may write. liveCells() proves the block
+  // live; a freed one is also reused by the allocations below (the values would change).
+  const res = await evalScript(
+    `
+    import { runtime } from "./mod.ts";
+    import { _isNativeCells } from "./src/runtime.ts";
+    import { collectUntil, liveCells, until } from "./tests/support.ts";
+    const fail = (m) => { throw new Error(m); };
+    const rounds = async (n) => {
+      for (let i = 0; i < n; i++) {
+        globalThis.gc();
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    };
+    const rt = runtime({ workers: 1 });
+    const base = liveCells();
+    // transfer(): the first buffer detached and dropped, the moved one read and written.
+    let first = rt.cells([5n, 6n]);
+    if (!_isNativeCells(first)) fail("not native");
+    const firstRef = new WeakRef(first.buffer);
+    const moved = new BigUint64Array(first.buffer.transfer());
+    first = null;
+    await collectUntil(() => firstRef.deref() === undefined, "the first buffer was not collected");
+    await rounds(10);
+    const churn = Array.from({ length: 64 }, () => rt.cells([0xdeadn, 0xdeadn])); // reuse a freed block
+    if (liveCells() !== base + 1n + 64n) fail("freed under the moved buffer: " + liveCells());
+    if (moved[0] !== 5n || moved[1] !== 6n) fail("moved read " + moved);
+    moved[1] = 99n;
+    // A postMessage transfer list: received by a port of this isolate.
+    const { port1, port2 } = new MessageChannel();
+    const got = new Promise((r) => port2.onmessage = (e) => r(e.data));
+    let sent = rt.cells([7n, 8n]);
+    port1.postMessage(sent.buffer, [sent.buffer]);
+    sent = null;
+    const received = new BigUint64Array(await got);
+    port1.close();
+    port2.close();
+    await rounds(10);
+    if (liveCells() !== base + 2n + 64n) fail("freed under the received buffer: " + liveCells());
+    if (received[0] !== 7n || received[1] !== 8n) fail("received " + received);
+    // Work launched and awaited meanwhile; a coroutine writing into cells whose buffer was
+    // transferred and dropped keeps them (its pin) until its end.
+    const sum = rt.cells([1000n, 0n]);
+    rt.spawn("skynet", sum);
+    await rt.drain();
+    if (sum[1] !== 499500n) fail("skynet " + sum[1]);
+    let threw = "";
+    try { rt.spawn("sleeper", received); } catch (e) { threw = e.name; }
+    if (threw !== "TypeError") fail("a moved buffer's cells spawned: " + threw);
+    const busy = rt.cells([60000n, 0n]);
+    rt.spawn("sleeper", busy);
+    let gone = busy.buffer.transfer();
+    const goneRef = new WeakRef(gone);
+    gone = null;
+    await collectUntil(() => goneRef.deref() === undefined, "the sleeper's moved buffer was not collected");
+    await rounds(10);
+    const before = liveCells();
+    if (before !== base + 2n + 64n + 2n) fail("the sleeper's block freed while pinned: " + before);
+    await rt.shutdown("cancel"); // the sleeper's pin goes: its released block is freed then
+    // (its deleter may also run a moment after the collection: bounded).
+    await until(() => liveCells() === before - 1n, () => "the sleeper's block, unpinned, was not freed: " + liveCells());
+    if (moved[1] !== 99n || received[1] !== 8n) fail("values changed");
+    churn.length = 0;
+    await collectUntil(() => liveCells() === base + 3n, () => "churn not freed: " + liveCells());
+    console.log("ok");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.signal, null, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
+Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker terminated while a coroutine writes into its cells leaves them live", async () => {
+  // Before ABI 25 a Worker's cells were never freed. The companion's buffers are released by
+  // their backing-store deleter, which also runs as a terminated Worker's isolate is disposed:
+  // without the native pin it freed cells that a sleeper went on to write into.
+  const res = await evalScript(
+    `
+    import { liveCells, until } from "./tests/support.ts";
+    import { runtime } from "./mod.ts";
+    const fail = (m) => { throw new Error(m); };
+    const rt = runtime({ workers: 1 });
+    const base = liveCells();
+    const src = \`
+      import { runtime } from "\${new URL("./mod.ts", "file://" + Deno.cwd() + "/").href}";
+      const { collectUntil, liveCells } = await import("\${new URL("./tests/support.ts", "file://" + Deno.cwd() + "/").href}");
+      const rt = runtime();
+      const start = liveCells();
+      let idle = rt.cells(3);
+      idle = null;
+      await collectUntil(() => liveCells() === start, "the Worker's idle cells were not freed");
+      const cells = rt.cells([300n, 0n]); // done 300 ms from now
+      rt.spawn("sleeper", cells);
+      postMessage(Deno.UnsafePointer.value(Deno.UnsafePointer.of(cells)));
+    \`;
+    const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
+    const at = await new Promise((r) => w.onmessage = (e) => r(e.data));
+    w.terminate();
+    if (liveCells() !== base + 1n) fail("the busy cells were not counted: " + liveCells());
+    const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(at));
+    await until(() => view.getBigUint64(8) === 1n, "the sleeper's done");
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      if (liveCells() !== base + 1n) fail("freed: " + liveCells());
+    }
+    await rt.shutdown("finish");
+    console.log("ok");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.signal, null, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
+Deno.test("without the Node-API companion runtime().cells are as before ABI 25: a SharedArrayBuffer (with the exit guard) in the main isolate, never-freed native memory in a Worker", async () => {
+  // In a process of its own, with a copy of the library in a folder without the companion.
+  const res = await evalScript(
+    `
+    const dir = Deno.makeTempDirSync();
+    try {
+      Deno.copyFileSync("zig-out/lib/libkcoro.so", dir + "/libkcoro.so");
+      Deno.env.set("KCORO_LIB", dir + "/libkcoro.so");
+      const { library, runtime } = await import("./mod.ts");
+      const { _exitGuarded, _isNativeCells } = await import("./src/runtime.ts");
+      const { cellsBuffersProblem } = await import("./ffi/napi.ts");
+      const { liveCells } = await import("./tests/support.ts");
+      const fail = (m) => { throw new Error(m); };
+      if (!library().path.startsWith(dir)) fail("opened " + library().path);
+      const rt = runtime({ workers: 1 });
+      const base = liveCells();
+      const cells = rt.cells([1n, 0n]);
+      if (!(cells.buffer instanceof SharedArrayBuffer) || _isNativeCells(cells)) fail("not a SharedArrayBuffer");
+      if (liveCells() !== base) fail("a block was taken");
+      rt.spawn("sleeper", cells);
+      if (!_exitGuarded(library())) fail("no exit guard");
+      await rt.drain();
+      if (cells[1] !== 1n) fail("sleeper " + cells[1]);
+      const src = \`
+        const { runtime } = await import("\${new URL("./mod.ts", "file://" + Deno.cwd() + "/").href}");
+        const { _isNativeCells } = await import("\${new URL("./src/runtime.ts", "file://" + Deno.cwd() + "/").href}");
+        const c = runtime().cells(2);
+        postMessage([_isNativeCells(c), c.buffer instanceof SharedArrayBuffer]);
+      \`;
+      const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
+      const got = await new Promise((r) => w.onmessage = (e) => r(e.data));
+      w.terminate();
+      if (got[0] !== true || got[1] !== false) fail("worker " + got);
+      if (liveCells() !== base + 1n) fail("the Worker's block: " + liveCells());
+      await rt.shutdown("finish");
+      console.log(cellsBuffersProblem());
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(
+    res.stdout,
+    /^Cannot make cells buffers: cannot load the Node-API companion .*kcoro_napi\.node/,
+  );
 });
 
 Deno.test("an exit the guard stops the scheduler for does not wait for good for a C coroutine that never yields", async () => {

@@ -314,6 +314,16 @@ export function liveChannels(): number {
 }
 
 /**
+ * Blocks of cells the library holds now (`kc_cells_alloc`'s not yet freed: kc_coro_stats'
+ * fourth figure, process-wide): what tells a `runtime().cells` block freed from one still live.
+ */
+export function liveCells(): bigint {
+  const out = new BigUint64Array(4);
+  assert.equal(library()._symbolsToRelease.kc_coro_stats(out, 4), 4);
+  return out[3];
+}
+
+/**
  * Wraps the functions `names` of `sym` (the library's one symbols object, which every call site
  * reads) so that each call is shown to `onCall` (its name and arguments) before it runs; the
  * Disposable puts the real functions back.

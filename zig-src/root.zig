@@ -591,7 +591,8 @@ export fn kc_coro_current() callconv(.c) u32 {
 }
 
 /// int32_t kc_coro_stats(uint64_t *out, uint32_t len): fills up to `len` of
-/// [live coroutine handles, pooled free stacks, stack mappings]; returns how many it wrote. The
+/// [live coroutine handles, pooled free stacks, stack mappings, live blocks of cells
+/// (kc_cells_alloc's not yet freed)]; returns how many it wrote. The
 /// first counts the registry's handles (hand-driven coroutines until destroyed, scheduled ones
 /// given a handle until `freeHandle` runs after their entry returned), not kc_sched_info's
 /// coroutines not yet finished (`countFinishedNow` counts a built-in out before its `done`):
@@ -600,7 +601,8 @@ export fn kc_coro_current() callconv(.c) u32 {
 export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     const s = reg().stats();
-    const vals = [_]u64{ s.live, s.pooled_stacks, s.mappings };
+    // Monotonic: a count, as in kc_cells_alloc.
+    const vals = [_]u64{ s.live, s.pooled_stacks, s.mappings, cells_live.load(.monotonic) };
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
@@ -3537,40 +3539,104 @@ fn forgetTakenKeep(h: u32, serial: u64, ticket: u64) void {
 const builtins = @import("builtins.zig");
 pub const Builtin = builtins.Builtin;
 
-/// Blocks of cells kc_cells_alloc handed out and kc_cells_free has not taken back (tests: a
-/// leak check, as the C library's heap is not the testing allocator's).
+/// Blocks of cells kc_cells_alloc handed out and not yet freed (kc_cells_release and the last
+/// kc_cells_pin's unpin): kc_coro_stats' fourth figure, a leak check for tests (the C library's
+/// heap is not the testing allocator's).
 var cells_live = std.atomic.Value(u64).init(0);
 
+const cells_header = @import("napi/cells_header.zig");
+
 /// uint64_t *kc_cells_alloc(uint32_t count): `count` zeroed 8-byte cells of native memory that
-/// live until kc_cells_free (or the process's end), or NULL (count 0, or no memory). For a
-/// built-in's cells when the isolate that starts it may end first (a Worker, or the main
-/// isolate, whose heap Deno frees before the process exits while workers still run): the
-/// coroutine may still write into them after that isolate's heap is gone.
+/// live until kc_cells_release (and the last pin's kc_cells_pin), or the process's end; or NULL
+/// (count 0, or no memory). For a built-in's cells when the isolate that starts it may end
+/// first (a Worker, or the main isolate, whose heap Deno frees before the process exits while
+/// workers still run): the coroutine may still write into them after that isolate's heap is
+/// gone. A header (`cells_header.Header`, 32 bytes) goes before the cells.
 export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     if (count == 0) return null;
+    const head_cells = @sizeOf(cells_header.Header) / @sizeOf(u64);
     // calloc, not malloc and a memset: the C library zeroes only memory that was used before,
     // and a large block (from 128 KiB, glibc's default mmap threshold) comes from the OS as zero
     // pages, touched only as the cells are used. Measured (a ReleaseFast program allocating
     // without freeing, as here; best of 5 on a loaded 2-CPU host): 1 MiB of cells ~5 us, not
     // ~0.6-1.4 ms; 8 MiB (the most runtime().cells takes) ~6 us, not ~4.6 ms; a write to every
     // page afterwards ~20-30% faster all told; 3 to 1024 cells, no difference beyond the noise.
-    // Always 16-byte aligned (malloc's), which u64 needs.
-    const p = std.c.calloc(count, @sizeOf(u64)) orelse return null;
-    // Monotonic: a count read by tests only, after the threads that use it were joined.
+    // Always 16-byte aligned (malloc's), which u64 needs; the 32-byte header keeps the cells so.
+    const p = std.c.calloc(@as(usize, count) + head_cells, @sizeOf(u64)) orelse return null;
+    const cells: [*]u64 = @as([*]u64, @ptrCast(@alignCast(p))) + head_cells;
+    // Plain stores: the block is not shared yet (handing out the pointer publishes it, through
+    // whatever the caller passes it on by).
+    cells_header.of(cells).* = .{
+        .release = &kc_cells_release,
+        .destroy = &destroyCells,
+        .state = 0,
+        .check = cells_header.magic ^ @intFromPtr(cells),
+    };
+    // Monotonic: a count read by tests only, after the threads that use it were joined (or
+    // after a finaliser that ran on another thread, with a deadline).
     _ = cells_live.fetchAdd(1, .monotonic);
-    return @ptrCast(@alignCast(p));
+    return cells;
 }
 
-/// void kc_cells_free(uint64_t *cells): gives back cells kc_cells_alloc returned (NULL: does
-/// nothing). The caller's to make sure no coroutine still writes into them, and to free each
-/// once: as free(3), anything else is undefined (no pointer can be checked for that here
-/// without a registry on the spawn path). TypeScript frees the main isolate's once they are
-/// unreachable, which the pins of src/runtime.ts hold off while a coroutine may write.
-export fn kc_cells_free(cells: ?[*]u64) callconv(.c) void {
-    const p = cells orelse return;
-    // Monotonic: as in kc_cells_alloc. More frees than allocations is a caller's double free.
+/// Frees a block whose state reached `released` with no pin (once: only the RMW that made that
+/// transition calls it), counting it out of this copy's `cells_live`.
+fn destroyCells(cells: [*]u64) callconv(.c) void {
+    const h = cells_header.of(cells);
+    std.debug.assert(h.check == cells_header.magic ^ @intFromPtr(cells));
+    h.check = 0; // a second release of a freed block reads a stale header, not this one's
+    // Monotonic: as in kc_cells_alloc. Below zero is a block released twice.
     std.debug.assert(cells_live.fetchSub(1, .monotonic) > 0);
-    std.c.free(p);
+    std.c.free(h);
+}
+
+/// void kc_cells_release(uint64_t *cells): nothing but the pins (kc_cells_pin) reaches cells
+/// kc_cells_alloc returned any more: freed now if none is held, else by the unpin that drops
+/// the last (NULL: does nothing). Once per block; after it, only the pins' holders may touch the
+/// cells (a use or a release after the free is undefined, as for free(3)). TypeScript's cells
+/// buffers call it from their V8 backing-store deleter (the Node-API companion), which runs on
+/// any thread, once no ArrayBuffer, transferred or not, views the memory, and also at the
+/// isolate's disposal (the process's exit, a Worker's termination) while coroutines still
+/// write into cells that a pin then keeps: those stay (a leak only then, as the process or
+/// Worker ends).
+export fn kc_cells_release(cells: ?[*]u64) callconv(.c) void {
+    const c = cells orelse return;
+    const h = cells_header.of(c);
+    std.debug.assert(h.check == cells_header.magic ^ @intFromPtr(c));
+    // AcqRel: the release half publishes this thread's writes into the cells (the isolate's,
+    // which V8 ordered before its deleter) to whichever call frees the block; the acquire half
+    // pairs with the unpins' release (kc_cells_pin), so a free here comes after every write the
+    // pins' holders made (a coroutine's, which they saw end before they unpinned).
+    const old = @atomicRmw(u64, &h.state, .Or, cells_header.released, .acq_rel);
+    std.debug.assert(old & cells_header.released == 0); // released once
+    if (old & cells_header.pin_mask == 0) h.destroy(c);
+}
+
+/// int32_t kc_cells_pin(uint64_t *cells, int32_t delta): adds `delta` (negative: takes away) to
+/// the pins of cells kc_cells_alloc returned; a pin keeps the block from kc_cells_release's free
+/// until it is taken away, and the unpin that drops the last pin of a released block frees it.
+/// 0, or KC_EINVAL (NULL, or pins that would go below 0 or past 2^32 - 1: nothing changed).
+/// TypeScript pins the cells a native coroutine may write into (every launch path's pin of
+/// src/runtime.ts) for as long as it keeps them reachable. Safe from any thread.
+export fn kc_cells_pin(cells: ?[*]u64, delta: i32) callconv(.c) i32 {
+    const c = cells orelse return Status.invalid.code();
+    const h = cells_header.of(c);
+    std.debug.assert(h.check == cells_header.magic ^ @intFromPtr(c));
+    // Monotonic first read: the CAS below rereads on a change.
+    var old = @atomicLoad(u64, &h.state, .monotonic);
+    while (true) {
+        const pins = old & cells_header.pin_mask;
+        const want: i64 = @as(i64, @intCast(pins)) + delta;
+        if (want < 0 or want > cells_header.pin_mask) return Status.invalid.code();
+        const new = (old & ~cells_header.pin_mask) | @as(u64, @intCast(want));
+        // AcqRel on success: an unpin's release half publishes the unpinning thread's view
+        // (a coroutine's writes into the cells, which it saw end) to the free, here or in
+        // kc_cells_release (its acquire half); this acquire half pairs with kc_cells_release's
+        // release, for the free made here. Monotonic on failure: only retried.
+        old = @cmpxchgWeak(u64, &h.state, old, new, .acq_rel, .monotonic) orelse {
+            if (new == cells_header.released and old != new) h.destroy(c);
+            return 0;
+        };
+    }
 }
 
 /// A built-in whose `arg` points to cells (every scheduled one, KC_BUILTIN_SLEEPER and up) given
@@ -9799,22 +9865,22 @@ test "C ABI: kc_cells_alloc's cells are zero, also where its memory was used and
         @memset(@as([*]u8, @ptrCast(dirty))[0 .. n * 8], 0xa5);
         std.c.free(dirty);
         const cells = kc_cells_alloc(@intCast(n)) orelse return error.OutOfMemory;
-        defer kc_cells_free(cells);
+        defer kc_cells_release(cells);
         try testing.expect(std.mem.allEqual(u64, cells[0..n], 0));
-        try testing.expectEqual(@as(usize, 0), @intFromPtr(cells) % @alignOf(u64));
+        try testing.expectEqual(@as(usize, 0), @intFromPtr(cells) % 16); // malloc's, past the header
     }
 }
 
-test "C ABI: kc_cells_free gives back what kc_cells_alloc took, NULL is nothing, and cells a scheduled built-in wrote into are freed after it" {
+test "C ABI: kc_cells_release gives back what kc_cells_alloc took, NULL is nothing, and cells a scheduled built-in wrote into are freed after it" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const base = cells_live.load(.monotonic);
-    kc_cells_free(null);
+    kc_cells_release(null);
     try testing.expectEqual(base, cells_live.load(.monotonic));
     var blocks: [8][*]u64 = undefined;
     for (&blocks, 0..) |*b, i| b.* = kc_cells_alloc(@intCast(1 + i * 1000)) orelse return error.OutOfMemory;
     try testing.expectEqual(base + blocks.len, cells_live.load(.monotonic));
-    for (blocks) |b| kc_cells_free(b);
+    for (blocks) |b| kc_cells_release(b);
     try testing.expectEqual(base, cells_live.load(.monotonic));
     // As TypeScript uses them: a built-in writes into them on a worker, they are freed once it
     // is done (here after the shutdown joined the workers).
@@ -9825,8 +9891,56 @@ test "C ABI: kc_cells_free gives back what kc_cells_alloc took, NULL is nothing,
     try testing.expectEqual(@as(i32, 0), kc_spawn(spin, @ptrCast(cells), 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(u64, 1), cells[1]);
-    kc_cells_free(cells);
+    kc_cells_release(cells);
     try testing.expectEqual(base, cells_live.load(.monotonic));
+}
+
+test "C ABI: kc_cells_release of pinned cells frees nothing: a coroutine's later writes land in live cells, and the last unpin frees them" {
+    // What a Worker's termination (or the exit) does to cells a coroutine still writes into: its
+    // V8 backing-store deleter releases them while TypeScript's pin is held. Leak-checked by
+    // `cells_live` (kc_coro_stats' fourth figure) and by the C library's heap under Debug.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var stats: [4]u64 = undefined;
+    try testing.expectEqual(@as(i32, 4), kc_coro_stats(&stats, 4));
+    const base = stats[3];
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    try testing.expectEqual(Status.invalid.code(), kc_cells_pin(null, 1));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    const cells = kc_cells_alloc(3) orelse return error.OutOfMemory;
+    try testing.expectEqual(Status.invalid.code(), kc_cells_pin(cells, -1)); // no pin to take
+    try testing.expectEqual(@as(i32, 0), kc_cells_pin(cells, 2)); // as two launch paths would
+    try testing.expectEqual(Status.invalid.code(), kc_cells_pin(cells, -3)); // nothing changed
+    // A sleeper that writes `done` after the release below (50 ms later).
+    cells[0] = 50; // ms
+    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, @ptrCast(cells), 0, null));
+    kc_cells_release(cells); // the deleter, while the sleeper sleeps: pinned, not freed
+    try testing.expectEqual(base + 1, cells_live.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1)); // a finish: the sleeper writes
+    try testing.expectEqual(@as(u64, 1), cells[1]); // live memory (freed, Debug's heap poisons it)
+    try testing.expectEqual(@as(i32, 0), kc_cells_pin(cells, -1));
+    try testing.expectEqual(base + 1, cells_live.load(.monotonic)); // one pin still held
+    try testing.expectEqual(@as(i32, 0), kc_cells_pin(cells, -1)); // the last: freed here
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    // Unpinned before the release: the release frees; pins and unpins racing a release on
+    // other threads free each block once (the leak check and the heap would see a second free).
+    for (0..200) |_| {
+        const c = kc_cells_alloc(1) orelse return error.OutOfMemory;
+        try testing.expectEqual(@as(i32, 0), kc_cells_pin(c, 1));
+        const T = struct {
+            fn unpin(p: [*]u64) void {
+                std.debug.assert(kc_cells_pin(p, 1) == 0);
+                std.debug.assert(kc_cells_pin(p, -2) == 0);
+            }
+        };
+        const t = try std.Thread.spawn(.{}, T.unpin, .{c});
+        kc_cells_release(c);
+        t.join();
+    }
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    try testing.expectEqual(@as(i32, 4), kc_coro_stats(&stats, 4));
+    try testing.expectEqual(base, stats[3]);
 }
 
 test "C ABI: a host retained during a thread's end (by its undelivered hook) and released by a later key destructor is counted out once" {

@@ -23,12 +23,17 @@
 //! - `out`: this isolate's Int32Array(1) where `create` writes the slot (cheaper than returning
 //!   a `[buffer, slot]` array: no array and no two element stores through Node-API).
 //! - `stats`: a Uint32Array(4) over process-wide counters (see `Stat`), for tests.
+//! - `cells(address, length)`: an ArrayBuffer over cells of `kc_cells_alloc` (TypeScript's
+//!   `runtime().cells`) whose deleter calls `kc_cells_release`: a transferred buffer keeps the
+//!   cells, which its original's collection freed when a FinalizationRegistry did it. Needs no
+//!   `bind`.
 //!
 //! The napi_* functions are declared `extern` and resolve against the deno executable when the
 //! module is loaded (linked with undefined symbols allowed). The finaliser never touches `env`.
 const std = @import("std");
 const builtin = @import("builtin");
 const assert = std.debug.assert;
+const cells_header = @import("cells_header.zig");
 
 const Env = ?*anyopaque;
 const Value = ?*anyopaque;
@@ -321,6 +326,49 @@ fn create(env: Env, info: Info) callconv(.c) Value {
     return r;
 }
 
+/// A cells buffer's finaliser (V8's backing-store deleter): `kc_cells_release` of the library
+/// copy that allocated the block (its header names it), which frees the cells unless a pin
+/// (kc_cells_pin: a coroutine may still write) holds them. Runs once, when no ArrayBuffer,
+/// original or transferred, views the memory: after a collection (on a V8 sweeper thread or
+/// the isolate's), at the isolate's disposal (the exit, a Worker's termination), or inside a
+/// `transfer` to another length (which copies). `env` is not used (it may not be valid there).
+fn onCellsFinalize(env: Env, data: ?*anyopaque, hint: ?*anyopaque) callconv(.c) void {
+    _ = env;
+    _ = hint;
+    const c: [*]u64 = @ptrCast(@alignCast(data.?));
+    cells_header.of(c).release(c);
+}
+
+/// `cells(address: number, length: number): ArrayBuffer | number`: an ArrayBuffer over cells
+/// `kc_cells_alloc` returned at `address` (`length` bytes, at most the block's), which
+/// `kc_cells_release` gets back once no ArrayBuffer views them; or `CreateError.bad_range` (not
+/// a block's address by its header's check, a length that is no whole number of cells) or
+/// `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
+/// the release of the copy that allocated the block.
+fn cells(env: Env, info: Info) callconv(.c) Value {
+    var argv: [2]Value = .{ null, null };
+    var argc: usize = 2;
+    if (napi_get_cb_info(env, info, &argc, &argv, null, null) != napi_ok or argc < 2) {
+        return int(env, @intFromEnum(CreateError.bad_range));
+    }
+    const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));
+    const len = address(env, argv[1]) orelse return int(env, @intFromEnum(CreateError.bad_range));
+    // 16-byte aligned past a 32-byte header (kc_cells_alloc's); the header's check word is then
+    // readable memory of the block (ffi/napi.ts passes only kc_cells_alloc's addresses).
+    if (at < @sizeOf(cells_header.Header) or at % 16 != 0 or len == 0 or len % 8 != 0) {
+        return int(env, @intFromEnum(CreateError.bad_range));
+    }
+    const c: [*]u64 = @ptrFromInt(at);
+    if (cells_header.of(c).check != cells_header.magic ^ at) {
+        return int(env, @intFromEnum(CreateError.bad_range));
+    }
+    var r: Value = null;
+    if (napi_create_external_arraybuffer(env, c, len, onCellsFinalize, null, &r) != napi_ok) {
+        return int(env, @intFromEnum(CreateError.napi_failed));
+    }
+    return r;
+}
+
 fn freeCell(arg: ?*anyopaque) callconv(.c) void {
     std.heap.c_allocator.destroy(@as(*i32, @ptrCast(@alignCast(arg.?))));
 }
@@ -361,7 +409,7 @@ export fn napi_register_module_v1(env: Env, exports: Value) Value {
     const stats_view = view(env, napi_uint32_array, &stats, stats.len, @sizeOf(@TypeOf(stats))) orelse return null;
     if (!def(env, exports, "bind", bind, null) or !def(env, exports, "create", create, cell) or
         !set(env, exports, "counts", counts_view) or !set(env, exports, "out", out_view) or
-        !set(env, exports, "stats", stats_view))
+        !set(env, exports, "stats", stats_view) or !def(env, exports, "cells", cells, null))
     {
         return null;
     }

@@ -1,0 +1,34 @@
+//! The header kc_cells_alloc puts before each block of cells (zig-src/root.zig), shared with the
+//! Node-API companion (addon.zig), whose cells buffers' backing-store deleter calls `release`.
+//! Here, beside the addon, because a module imports nothing above its root's folder; root.zig
+//! imports it as "napi/cells_header.zig".
+const std = @import("std");
+
+/// Before the cells, 32 bytes, so that the cells stay 16-byte aligned (malloc's alignment).
+pub const Header = extern struct {
+    /// kc_cells_release of the library copy that allocated the block: what the companion's
+    /// finaliser calls (it binds no library for cells: any copy's block goes back to its own).
+    release: *const fn (?[*]u64) callconv(.c) void,
+    /// Frees the block and counts it out of the allocating copy's live count: whichever call
+    /// (kc_cells_release, kc_cells_pin, in any copy) takes the state to `released` with no pin
+    /// calls it, once.
+    destroy: *const fn ([*]u64) callconv(.c) void,
+    /// Pins in the low 32 bits (`pin_mask`), `released` above them. Atomic accesses only.
+    state: u64,
+    /// `magic ^ address of the cells`: the companion refuses an address without it.
+    check: u64,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Header) == 32);
+}
+
+pub const pin_mask: u64 = 0xffff_ffff;
+/// Set once by kc_cells_release: no ArrayBuffer (nor C caller) reaches the cells any more.
+pub const released: u64 = 1 << 32;
+pub const magic: u64 = 0x6b63_656c_6c73_2500; // "kcells%\0"
+
+/// The header of the cells at `cells`.
+pub fn of(cells: [*]u64) *Header {
+    return @ptrFromInt(@intFromPtr(cells) - @sizeOf(Header));
+}
