@@ -18,7 +18,7 @@ import {
   Status,
   unwrap,
 } from "./errors.ts";
-import { onResizable, typedBuffer, typedLength } from "./pack.ts";
+import { isDetached, onResizable, typedBuffer, typedLength } from "./pack.ts";
 import { cellsBuffersFor } from "../ffi/napi.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 
@@ -538,6 +538,16 @@ export function nativeEntry(
       );
     }
     const buffer = typedBuffer(arg);
+    // runtime().cells whose buffer was transferred away (`buffer.transfer()`, a `postMessage`
+    // transfer list): the array left behind is detached, its pointer null, and the memory may be
+    // freed already (the moved buffer, collected, released it): a pin taken on it wrote into
+    // freed memory. The moved buffer is a plain ArrayBuffer to this module (refused below).
+    if (nativeCells.has(buffer) && isDetached(buffer as ArrayBuffer)) {
+      throw new TypeError(
+        `Cannot ${op}: the cells' buffer was transferred, and the memory went with it (a moved ` +
+          `buffer is no runtime().cells), received a BigUint64Array on a detached ArrayBuffer`,
+      );
+    }
     if (inWorker && !nativeCells.has(buffer)) {
       throw new TypeError(
         `Cannot ${op}: in a Worker the cells a native coroutine writes into must come from ` +

@@ -1458,7 +1458,7 @@ Deno.test("runtime().cells outlive their first buffer when it is transferred (tr
   // live; a freed one is also reused by the allocations below (the values would change).
   const res = await evalScript(
     `
-    import { runtime } from "./mod.ts";
+    import { resolveNative, runtime } from "./mod.ts";
     import { _isNativeCells } from "./src/runtime.ts";
     import { collectUntil, liveCells, until } from "./tests/support.ts";
     const fail = (m) => { throw new Error(m); };
@@ -1503,6 +1503,17 @@ Deno.test("runtime().cells outlive their first buffer when it is transferred (tr
     let threw = "";
     try { rt.spawn("sleeper", received); } catch (e) { threw = e.name; }
     if (threw !== "TypeError") fail("a moved buffer's cells spawned: " + threw);
+    // The array left behind, its memory moved away and freed: no pin is taken on it.
+    let left = rt.cells(2);
+    const leftBase = liveCells();
+    let leftMoved = left.buffer.transfer();
+    leftMoved = null;
+    await collectUntil(() => liveCells() === leftBase - 1n, "the moved-away block was not freed");
+    const getpid = resolveNative("libc.so.6", "getpid");
+    threw = "";
+    try { rt.spawn(getpid, left); } catch (e) { threw = e.message; }
+    if (!threw.includes("the cells' buffer was transferred")) fail("the left-behind array spawned: " + threw);
+    left = null;
     const busy = rt.cells([60000n, 0n]);
     rt.spawn("sleeper", busy);
     let gone = busy.buffer.transfer();
