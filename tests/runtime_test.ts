@@ -1538,13 +1538,14 @@ Deno.test("runtime().cells outlive their first buffer when it is transferred (tr
   assert.equal(res.stdout.trim(), "ok");
 });
 
-Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker terminated while a coroutine writes into its cells leaves them live", async () => {
+Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker terminated while a coroutine writes into its cells leaves them live, as it leaves cells it transferred out", async () => {
   // Before ABI 25 a Worker's cells were never freed. The companion's buffers are released by
   // their backing-store deleter, which also runs as a terminated Worker's isolate is disposed:
-  // without the native pin it freed cells that a sleeper went on to write into.
+  // without the native pin it freed cells that a sleeper went on to write into. Cells the
+  // Worker moved to the main isolate (a postMessage transfer list) go with their buffer.
   const res = await evalScript(
     `
-    import { liveCells, until } from "./tests/support.ts";
+    import { collectUntil, liveCells, until } from "./tests/support.ts";
     import { runtime } from "./mod.ts";
     const fail = (m) => { throw new Error(m); };
     const rt = runtime({ workers: 1 });
@@ -1559,18 +1560,26 @@ Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker t
       await collectUntil(() => liveCells() === start, "the Worker's idle cells were not freed");
       const cells = rt.cells([300n, 0n]); // done 300 ms from now
       rt.spawn("sleeper", cells);
-      postMessage(Deno.UnsafePointer.value(Deno.UnsafePointer.of(cells)));
+      const sent = rt.cells([41n, 42n]); // moved to the main isolate, which outlives this one
+      postMessage([Deno.UnsafePointer.value(Deno.UnsafePointer.of(cells)), sent.buffer], [sent.buffer]);
     \`;
     const w = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })), { type: "module" });
-    const at = await new Promise((r) => w.onmessage = (e) => r(e.data));
+    let received = await new Promise((r) => w.onmessage = (e) => r(e.data));
+    w.onmessage = null; // its promise no longer holds the buffer
+    const at = received[0];
+    received = new BigUint64Array(received[1]);
     w.terminate();
-    if (liveCells() !== base + 1n) fail("the busy cells were not counted: " + liveCells());
+    if (liveCells() !== base + 2n) fail("the busy and moved cells were not counted: " + liveCells());
     const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(at));
     await until(() => view.getBigUint64(8) === 1n, "the sleeper's done");
     for (let i = 0; i < 20; i++) {
       await new Promise((r) => setTimeout(r, 10));
-      if (liveCells() !== base + 1n) fail("freed: " + liveCells());
+      if (liveCells() !== base + 2n) fail("freed: " + liveCells());
     }
+    // The buffer moved out of the terminated Worker keeps its memory, freed once dropped.
+    if (received[0] !== 41n || received[1] !== 42n) fail("received " + received);
+    received = null;
+    await collectUntil(() => liveCells() === base + 1n, () => "the moved cells were not freed: " + liveCells());
     await rt.shutdown("finish");
     console.log("ok");
   `,
