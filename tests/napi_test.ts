@@ -3,11 +3,13 @@
 // reaches the chunk any more: at once on a detach (`transfer(0)`), only once a moved buffer is
 // garbage after a user's `transfer()`, and as a terminated Worker ends.
 import assert from "node:assert/strict";
-import { evalScript } from "./support.ts";
+import { evalScript, liveCells } from "./support.ts";
 import { library } from "../ffi/load.ts";
 import {
   addonPathFor,
   bindAddon,
+  cellsBuffersFor,
+  cellsBuffersProblem,
   chunkBuffers,
   chunkBuffersFor,
   chunkBuffersProblem,
@@ -514,4 +516,69 @@ Deno.test("a relative library path is taken from the current directory at the ca
     "Cannot make chunk buffers: the library path must be absolute (the current directory to " +
       'resolve it against cannot be read), received "libkcoro.so"',
   );
+});
+
+Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed at a detach when unpinned, at the last unpin when pinned; anything but a block's address is refused", async () => {
+  const make = cellsBuffersFor(library().path);
+  assert.ok(make !== null, cellsBuffersProblem() ?? "no reason");
+  const sym = library().symbols("test");
+  const base = liveCells();
+  const at = (p: Deno.PointerObject) => Number(Deno.UnsafePointer.value(p));
+  // Unpinned: transfer(0) detaches, and the deleter frees the block inside it.
+  const p = sym.kc_cells_alloc(4)!;
+  const buf = make(at(p), 32)!;
+  assert.ok(buf instanceof ArrayBuffer);
+  new BigUint64Array(buf)[3] = 7n;
+  assert.equal(new Deno.UnsafePointerView(p).getBigUint64(24), 7n); // the block's own memory
+  assert.equal(liveCells(), base + 1n);
+  buf.transfer(0);
+  assert.equal(liveCells(), base);
+  // Pinned (a coroutine may write): the detach leaves it, the last unpin frees it.
+  const q = sym.kc_cells_alloc(2)!;
+  assert.equal(sym.kc_cells_pin(q, 2), 0);
+  make(at(q), 16)!.transfer(0);
+  assert.equal(liveCells(), base + 1n);
+  assert.equal(sym.kc_cells_pin(q, -1), 0);
+  assert.equal(liveCells(), base + 1n);
+  assert.equal(sym.kc_cells_pin(q, -2), -22); // more than it holds: KC_EINVAL, nothing changed
+  assert.equal(sym.kc_cells_pin(null, 1), -22);
+  assert.equal(sym.kc_cells_pin(q, -1), 0);
+  assert.equal(liveCells(), base);
+  // Refused (null): no block's cells there by the header's check, misaligned, no whole number
+  // of cells, out of range, not a number. The block stays the caller's.
+  const r = sym.kc_cells_alloc(8)!;
+  try {
+    for (
+      const [address, length] of [
+        [at(r) + 32, 16], // inside the block: its cells are no header
+        [at(r) + 8, 16],
+        [at(r), 12],
+        [at(r), 0],
+        [0, 8],
+        [16, 8],
+        [-16, 8],
+        [2 ** 60, 8],
+        ["1", 8],
+      ] as const
+    ) {
+      assert.equal(make(address as number, length), null, `${address}, ${length}`);
+    }
+    assert.equal(liveCells(), base + 1n);
+  } finally {
+    sym.kc_cells_release(r);
+  }
+  assert.equal(liveCells(), base);
+  // Where the companion cannot be loaded: null, and why.
+  const dir = await Deno.makeTempDir();
+  try {
+    assert.equal(cellsBuffersFor(`${dir}/libkcoro.so`), null);
+    assert.match(
+      cellsBuffersProblem()!,
+      new RegExp(
+        `^Cannot make cells buffers: cannot load the Node-API companion ${dir}/kcoro_napi\\.node `,
+      ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
