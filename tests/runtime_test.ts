@@ -1590,6 +1590,46 @@ Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker t
   assert.equal(res.stdout.trim(), "ok");
 });
 
+Deno.test("every pin of runtime().cells is a native pin, given back once: launched, spawned and pruned many ways, all are freed once dropped and done", async () => {
+  // Each place that pins an array (a built-in's handle, pruned as the map doubles; the
+  // free-standing list, once however often spawned; a native scope's set, moved to the list at
+  // the scope's end, a second time there given back) takes one native pin and gives it back
+  // once: a pin never given back kept the block for good, one given back twice is a miscount
+  // kc_cells_pin refuses (this module throws).
+  const res = await evalScript(
+    `
+    import { coroutineScope, nativeScope, resolveNative, runtime } from "./mod.ts";
+    import { collectUntil, liveCells } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const base = liveCells();
+    const getpid = resolveNative("libc.so.6", "getpid");
+    let shared = rt.cells(2);
+    let spins = Array.from({ length: 150 }, () => rt.cells([10n, 0n]));
+    // 150 handles: pruned at 64 and 128. An index, not a top-level for-of, whose last binding
+    // the module's context keeps reachable.
+    for (let i = 0; i < spins.length; i++) rt.spawn("spin", spins[i]);
+    for (let i = 0; i < 3; i++) rt.spawn(getpid, shared); // the list: once
+    await coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      ns.launch(getpid, shared); // its set, and again (once)
+      ns.launch(getpid, shared);
+      ns.launch("spin", spins[0]); // a built-in's handle, also launched
+    });
+    await rt.drain(); // nothing live: the list goes
+    if (liveCells() !== base + 151n) throw new Error("counted " + liveCells());
+    rt.spawn(getpid, shared); // pinned again after the drain let go
+    await rt.shutdown("finish"); // every pin goes
+    shared = null;
+    spins = null;
+    await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
+    console.log("ok");
+  `,
+    { v8Flags: ["--expose-gc"] },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+});
+
 Deno.test("without the Node-API companion runtime().cells are as before ABI 25: a SharedArrayBuffer (with the exit guard) in the main isolate, never-freed native memory in a Worker", async () => {
   // In a process of its own, with a copy of the library in a folder without the companion.
   const res = await evalScript(
