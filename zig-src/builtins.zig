@@ -103,9 +103,10 @@ pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
 pub var test_after_done: if (@import("builtin").is_test) ?*const fn (*[3]std.atomic.Value(u64)) void else void =
     if (@import("builtin").is_test) null else {};
 
-/// Iterations of a built-in's loop that may go on without parking (`echo`, `chanSender`)
-/// between its turns (`Pacer`): a yield every 256 costs one FIFO round trip (~50 ns) per 256
-/// channel operations, and on a loop that parks (a ping-pong echo) nothing worth measuring.
+/// Iterations of a built-in's loop that may go on without parking (`echo`, `chanSender`; the
+/// native actor's messages too) between its turns (`Pacer`): a yield every 256 costs one FIFO
+/// round trip (~50 ns) per 256 channel operations, and on a loop that parks (a ping-pong echo)
+/// nothing worth measuring.
 pub const loop_turn_every: u32 = 256;
 /// Hash steps of `spin` between its turns: ~4 ms of work at ~4 ns a step (a shutdown waits
 /// about that long for it; Go preempts every 10 ms). Few turns: one that yields goes to its
@@ -187,11 +188,18 @@ pub const Pacer = struct {
     /// (nor KC_ETIME at its deadline), ran on in a cancelled scope, and kc_scope_wait never
     /// returned.
     pub fn go(p: *Pacer) bool {
+        if (!p.due()) return true;
+        return turn() and !scopeStops();
+    }
+
+    /// Counts one iteration: true at every `every`th, where the caller takes its `turn` (a
+    /// loop that tells its stops apart, as the native actor does, looks at each itself).
+    pub fn due(p: *Pacer) bool {
         assert(p.left > 0 and p.left <= p.every);
         p.left -= 1;
-        if (p.left != 0) return true;
+        if (p.left != 0) return false;
         p.left = p.every;
-        return turn() and !scopeStops();
+        return true;
     }
 };
 

@@ -2370,9 +2370,25 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     // actor whose mailbox never emptied (a handler sending to its own conflated mailbox, a
     // producer elsewhere that never waits) ran on past it, and its scope never completed.
     const deadline = kcoro.scope.currentDeadline();
+    // A turn every `loop_turn_every` messages, before the receive (nothing in hand), as the
+    // built-in loops take theirs (`builtins.Pacer`): an actor whose receives never wait (its
+    // handler sending to its own conflated mailbox, producers that outpace it) never parked,
+    // and held its worker for good: the coroutines queued behind it never ran, and a shutdown,
+    // which stops a worker only once its coroutine parks, yields or ends, never returned.
+    var pace = builtins.Pacer.init(builtins.loop_turn_every);
     if (std.heap.c_allocator.alloc(u8, ch.elem_size)) |buf| {
         guard.buf = buf;
         while (true) {
+            // A cancelling shutdown (or a finishing one's drain that a cancel cut short) that
+            // began before or during its turn stops it there: it ends as at a cancel or its
+            // deadline, by return (on_done, KC_ESHUTDOWN; its mailbox cancelled below). One
+            // whose worker saw it first never resumes it: that shutdown abandons it (its
+            // mailbox cancelled by `HeldRefs`, no on_done), as it abandons a parked actor. A
+            // finishing shutdown's drain waits for it: the scheduler still runs then.
+            if (pace.due() and !builtins.turn()) {
+                status = Status.shutdown.code();
+                break;
+            }
             // The scope's cancellation stops it at once, also between queued messages (a
             // receive that need not wait would not look at the token).
             if (kcoro.scope.currentToken()) |t| if (t.isCancelled()) {
@@ -9164,6 +9180,252 @@ test "C ABI: an actor whose mailbox never empties stops between messages once it
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.box, &v, 8));
     // A deadline cancels nothing: the scope's first cancel is still this one.
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+}
+
+/// A native actor whose handler sends to its own conflated mailbox (`box`): every receive finds
+/// a message, none waits, so the actor never parks. For the tests of its turns below.
+const SelfFedActor = struct {
+    var box: u32 = 0;
+    var handled: std.atomic.Value(u32) = .init(0);
+    var done_status: std.atomic.Value(i32) = .init(999);
+    var done_count: std.atomic.Value(u32) = .init(0);
+    var dropped: std.atomic.Value(u32) = .init(0);
+    /// Set by a test: the next handler call holds the worker until a shutdown has begun (the
+    /// scheduler no longer running), so that the actor meets it at its next turn, running,
+    /// instead of yielded (where its worker, seeing the shutdown first, would abandon it).
+    var hold_until_shutdown: std.atomic.Value(u32) = .init(0);
+
+    fn reset() void {
+        handled.store(0, .monotonic);
+        done_status.store(999, .monotonic);
+        done_count.store(0, .monotonic);
+        dropped.store(0, .monotonic);
+        hold_until_shutdown.store(0, .monotonic);
+    }
+
+    /// A conflated mailbox with one message in it, the undelivered hook counting into `dropped`.
+    fn makeBox() !void {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &box));
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, hook, null));
+        const v: u64 = 1;
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(box, &v, 8));
+    }
+
+    fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+        const v: u64 = 1;
+        _ = kc_chan_try_send(box, &v, 8);
+        // Acquire: pairs with the test's release store (nothing else to see; tidy). Once.
+        if (hold_until_shutdown.swap(0, .acquire) == 1) {
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        // Monotonic: a count the test only watches move (the scope wait or the shutdown's
+        // join orders it before the test's final reads).
+        _ = handled.fetchAdd(1, .monotonic);
+    }
+
+    fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+        done_status.store(status, .monotonic); // published by the release below
+        // Release: pairs with the test's acquire load (the join or scope wait orders it too).
+        _ = done_count.fetchAdd(1, .release);
+    }
+
+    fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+        _ = dropped.fetchAdd(1, .monotonic); // read after the join or scope wait (ordering it)
+    }
+
+    /// Waits until the actor handled more than `n` messages.
+    fn awaitHandled(n: u32, what: []const u8) !void {
+        const d = test_wait.Deadline.in(test_wait.default_ns, what);
+        while (handled.load(.monotonic) <= n) try d.wait();
+    }
+};
+
+test "C ABI: an actor whose mailbox never empties takes turns: a coroutine queued behind it on its only worker runs" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Before, the actor never yielded: the marker, spawned after it on the only worker, never
+    // ran (the wait for it below failed; the scope's cancel then stopped the actor, between
+    // messages, so that the shutdown returned).
+    const S = struct {
+        var marked = std.atomic.Value(u32).init(0);
+        fn marker(_: ?*anyopaque) callconv(.c) void {
+            marked.store(1, .release); // pairs with the test's acquire load
+        }
+    };
+    S.marked.store(0, .monotonic);
+    SelfFedActor.reset();
+    try SelfFedActor.makeBox();
+    defer _ = kc_chan_destroy(SelfFedActor.box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0)); // one worker
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var cancelled = false;
+    defer if (!cancelled) {
+        _ = kc_scope_cancel(scope);
+        _ = kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    // The actor holds the worker (it has begun) before the marker is queued behind it.
+    try SelfFedActor.awaitHandled(0, "the actor to run");
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.marker, null, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the marker queued behind the actor to run");
+    while (S.marked.load(.acquire) == 0) try d.wait();
+    // And the actor went on after its turns.
+    const seen = SelfFedActor.handled.load(.monotonic);
+    try SelfFedActor.awaitHandled(seen + 2 * builtins.loop_turn_every, "the actor to go on");
+    // Its scope's cancel stops it as before: KC_EINTR, its mailbox cancelled.
+    cancelled = true;
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
+    try testing.expectEqual(Status.interrupted.code(), SelfFedActor.done_status.load(.monotonic));
+    const v: u64 = 1;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+}
+
+test "C ABI: a cancelling shutdown stops an actor whose mailbox never empties at its next turn: on_done KC_ESHUTDOWN, its mailbox cancelled" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Before, the actor never yielded: its worker never left, and the shutdown (bounded here)
+    // returned KC_ETIME; the scope's cancel then stopped the actor so that the next one joined.
+    SelfFedActor.reset();
+    try SelfFedActor.makeBox();
+    defer _ = kc_chan_destroy(SelfFedActor.box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_scope_cancel(scope);
+        _ = kc_sched_shutdown(0);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.awaitHandled(2 * builtins.loop_turn_every, "the actor to run past its turns");
+    // Release: pairs with the handler's acquire swap.
+    SelfFedActor.hold_until_shutdown.store(1, .release);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    shut = true;
+    // It returned (on_done ran, once), as at a cancel or its deadline, with KC_ESHUTDOWN.
+    // Acquire: pairs with on_done's release (the join ordered it too).
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
+    try testing.expectEqual(Status.shutdown.code(), SelfFedActor.done_status.load(.monotonic));
+    // Ended by no close: its mailbox cancelled, the queued message dropped to the hook.
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
+    const v: u64 = 1;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+    // Its scope was not cancelled: the shutdown cancels nothing.
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+}
+
+test "C ABI: a finishing shutdown's drain waits for an actor whose mailbox never empties until a cancel cuts it short, which stops it at its next turn" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The finish's drain never runs dry (the actor is always runnable): it waits, the actor
+    // going on, until a cancelling shutdown cuts it short. Before, the actor never yielded: the
+    // cancel stopped the drain but the worker never left, and both shutdowns (bounded here)
+    // returned KC_ETIME.
+    const S = struct {
+        var finishing = std.atomic.Value(u32).init(0);
+        var joiner: test_wait.Joiner = .{};
+        var finish_rc = std.atomic.Value(i32).init(999);
+        fn atShutdown() void {
+            test_hooks.before_shutdown = null; // once: the finish's, not the cancel's
+            finishing.store(1, .release); // pairs with the test's acquire load
+        }
+        fn finish() void {
+            finish_rc.store(kc_sched_shutdown_timed(1, test_wait.default_ns), .monotonic);
+            joiner.done(); // publishes finish_rc
+        }
+    };
+    S.finishing.store(0, .monotonic);
+    S.joiner = .{};
+    S.finish_rc.store(999, .monotonic);
+    defer test_hooks = .{};
+    SelfFedActor.reset();
+    try SelfFedActor.makeBox();
+    defer _ = kc_chan_destroy(SelfFedActor.box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const generation = info[6];
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.awaitHandled(0, "the actor to run");
+    test_hooks.before_shutdown = S.atShutdown;
+    const t = try std.Thread.spawn(.{}, S.finish, .{});
+    var joined = false;
+    defer if (!joined) {
+        _ = kc_scope_cancel(scope); // a failed check: stop the actor, so the shutdowns return
+        S.joiner.join(t, 3 * test_wait.default_ns, "the finishing shutdown");
+        _ = kc_sched_shutdown(0);
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the finishing shutdown to begin");
+    while (S.finishing.load(.acquire) == 0) try d.wait();
+    // The drain lets it run: it takes turns and goes on (its turn stops it only once the
+    // scheduler no longer runs), and the finish cannot end meanwhile.
+    const seen = SelfFedActor.handled.load(.monotonic);
+    try SelfFedActor.awaitHandled(seen + 4 * builtins.loop_turn_every, "the actor to go on while the finish drains");
+    try testing.expect(!S.joiner.finished.load(.acquire));
+    try testing.expectEqual(@as(u32, 0), SelfFedActor.done_count.load(.acquire));
+    // Release: pairs with the handler's acquire swap.
+    SelfFedActor.hold_until_shutdown.store(1, .release);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    joined = true;
+    S.joiner.join(t, test_wait.default_ns, "the finishing shutdown");
+    try testing.expectEqual(@as(i32, 0), S.finish_rc.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(generation)); // KC_SHUTDOWN_CANCEL
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
+    try testing.expectEqual(Status.shutdown.code(), SelfFedActor.done_status.load(.monotonic));
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
+    const v: u64 = 1;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+}
+
+test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded at its turn abandons it: no on_done, its mailbox cancelled" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // The blocker, queued behind the actor on the only worker, runs once the actor yielded at a
+    // turn, and holds the worker until the shutdown has begun: the worker then leaves without
+    // resuming the actor, which the shutdown abandons as a parked one. Before, the actor never
+    // yielded: the blocker never ran (the wait for it failed).
+    const S = struct {
+        var blocking = std.atomic.Value(u32).init(0);
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release); // pairs with the test's acquire load
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+    };
+    S.blocking.store(0, .monotonic);
+    SelfFedActor.reset();
+    try SelfFedActor.makeBox();
+    defer _ = kc_chan_destroy(SelfFedActor.box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_scope_cancel(scope);
+        _ = kc_sched_shutdown(0);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.awaitHandled(0, "the actor to run");
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the blocker queued behind the actor to run");
+    while (S.blocking.load(.acquire) == 0) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    shut = true;
+    // Abandoned: on_done never runs (as for a parked actor); its mailbox cancelled by the
+    // shutdown, the queued message dropped to the hook.
+    try testing.expectEqual(@as(u32, 0), SelfFedActor.done_count.load(.acquire));
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
+    const v: u64 = 1;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
 }
 
 test "C ABI: an actor whose scope was cancelled before it finished reports KC_EINTR, whatever ended its wait: a close or a cancel of its mailbox, before or after the scope's cancel" {
