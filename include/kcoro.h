@@ -782,7 +782,14 @@ uint64_t kc_deadline(void);
  * cancelled); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed), KC_ETIME (the
  * scope's deadline, kc_scope_set_deadline, passed while it waited, or before its next message:
  * it stops between queued messages then, as at a cancel; before, an actor whose mailbox never
- * emptied ran on past it), KC_ENOMEM (no memory for its message buffer: it ran no handler). */
+ * emptied ran on past it), KC_ESHUTDOWN (a cancelling shutdown met it at a turn, below),
+ * KC_ENOMEM (no memory for its message buffer: it ran no handler). It yields to the scheduler
+ * every 256 messages, before its next receive, so that what is queued behind it on its worker
+ * runs, and stops there once a cancelling shutdown has begun (a finishing one's drain waits for
+ * it until a cancel cuts it short): ended by return, KC_ESHUTDOWN, its mailbox cancelled; or, if
+ * its worker saw the shutdown first, abandoned at the yield (no on_done). Before, an actor whose
+ * mailbox never emptied never yielded: nothing queued behind it ran, and a shutdown never
+ * returned. */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the

@@ -2491,8 +2491,10 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
 /// actor finished, whatever ended its wait (a close or a cancel of the mailbox too, before or
 /// after the scope's cancel); else 0 (closed), KC_ECANCELED (mailbox cancelled or destroyed),
 /// KC_ETIME (the scope's deadline, kc_scope_set_deadline, passed while it waited, or before its
-/// next message: `actorMain` looks between messages), KC_ENOMEM (no memory for its message
-/// buffer: it ran no handler).
+/// next message: `actorMain` looks between messages), KC_ESHUTDOWN (a cancelling shutdown met it
+/// at a turn: it yields every `builtins.loop_turn_every` messages, before its receive, and stops
+/// there once one has begun; a shutdown whose worker saw it first abandons it there, running no
+/// on_done), KC_ENOMEM (no memory for its message buffer: it ran no handler).
 export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const h = handler orelse return Status.invalid.code();
     return launchWithChannel(scope, mailbox, .{ .mailbox = undefined, .handler = h, .ctx = ctx, .on_done = on_done }, actorMain, out_handle);
