@@ -928,11 +928,11 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// coroutine that never yields): the scheduler is stopped (kc_sched_info reads it not running,
 /// kc_sched_ended knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is
 /// KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its coroutine's
-/// stack; the next kc_sched_shutdown, kc_sched_shutdown_gen or kc_sched_shutdown_timed (either
-/// mode) goes on with the join, and frees everything once it is done. For an exit that must not
-/// wait for good: a process may end with the worker still running. A mode flag on
-/// kc_sched_shutdown would have changed what that export's callers pass; a separate export
-/// leaves them as they were.
+/// stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier
+/// one's does nothing) or kc_sched_shutdown_timed (either mode) goes on with the join, and
+/// frees everything once it is done. For an exit that must not wait for good: a process may
+/// end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
+/// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
     const rc = shutdownOf(mode, null, timeout_ns);
     if (rc == 0) stopUnusedThreads();
@@ -982,14 +982,15 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // drain (a restart waits for it), so the generation read is the running one's. (A hint:
     // checked again under the lock.)
     if (generation) |g| {
-        // A join a timed shutdown left (`join_pending`; monotonic: a hint, read again under
-        // the lock) is this generation's to finish: no later one can start before it.
-        const held = enter(.drain) orelse
-            return if (sched.join_pending.load(.monotonic)) shutdownOf(mode, null, timeout_ns) else 0;
-        defer held.leave();
-        // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's release
-        // store, made after its increment.
-        if (sched_generation.load(.monotonic) != g) return 0;
+        if (enter(.drain)) |held| {
+            defer held.leave();
+            // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's
+            // release store, made after its increment.
+            if (sched_generation.load(.monotonic) != g) return 0;
+        } else if (!sched.join_pending.load(.monotonic)) return 0;
+        // Else a join a timed shutdown left (`join_pending`; monotonic: a hint, read again
+        // under the lock): the latest generation's, which no later one follows before it is
+        // done. This generation's to finish only if it is that one (checked under the lock).
     }
     // The channels the shutdown's cleanups leave to be ended (`endAbandoned`): ended last, once
     // `sched_mutex` is unlocked and `sched_shutting` counted this call out (defers run in
@@ -1022,9 +1023,15 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     sched_mutex.lock();
     defer sched_mutex.unlock();
     // A timed shutdown that timed out left the join to this one (monotonic: written under
-    // `sched_mutex`, held by every shutdown, as here). Its run is stopped already: no
-    // generation check, `sched_stopping` is still set, and no start came since (it refuses).
-    if (sched.join_pending.load(.monotonic)) return finishShutdown(&ends, mode, timeout_ns);
+    // `sched_mutex`, held by every shutdown, as here). Its run is stopped already:
+    // `sched_stopping` is still set, and no start came since (it refuses), so the latest
+    // generation is the one left to join. A kc_sched_shutdown_gen of an earlier one does
+    // nothing, as it does once a later one runs (before, it went on with the join, and waited
+    // for the coroutine that never yields). Monotonic: stored only under `sched_mutex`.
+    if (sched.join_pending.load(.monotonic)) {
+        if (generation) |g| if (sched_generation.load(.monotonic) != g) return 0;
+        return finishShutdown(&ends, mode, timeout_ns);
+    }
     if (running() == null) return 0;
     // Monotonic: stored only under `sched_mutex`, which we hold.
     if (generation) |g| if (sched_generation.load(.monotonic) != g) {
@@ -5772,15 +5779,21 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     S.stuck_running.store(false, .monotonic);
     const bound = 50 * std.time.ns_per_ms;
     try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_timed(2, bound));
+    var info: [7]u64 = undefined;
+    // An earlier generation, shut down (its kc_sched_shutdown_gen must not join a later one).
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    _ = kc_sched_info(&info, 7);
+    const earlier = info[6];
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     var done = false;
     defer if (!done) {
         S.release.store(true, .release);
         _ = kc_sched_shutdown(0);
     };
-    var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
     const g = info[6];
+    try testing.expect(g > earlier);
     for (0..4) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(S.parked, null, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_spawn(S.stuck, null, 0, null));
     const d = test_wait.Deadline.in(test_wait.default_ns, "the never-yielding coroutine to run");
@@ -5795,11 +5808,32 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     try testing.expectEqual(Status.shutdown.code(), kc_sched_drain_for(bound));
     // Still stuck: a second, finishing, is KC_ETIME as well.
     try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(1, bound));
-    S.release.store(true, .release);
+    // An earlier generation's kc_sched_shutdown_gen does nothing to the one left to join, at
+    // once (before, it went on with that join, and waited for the stuck coroutine): on a
+    // thread, so that a wait fails the test instead of hanging it.
+    const T = struct {
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        fn run(gen: u64) void {
+            defer joiner.done();
+            rc.store(kc_sched_shutdown_gen(0, gen), .release);
+        }
+    };
+    T.rc.store(1, .monotonic);
+    T.joiner = .{};
+    const th = try std.Thread.spawn(.{}, T.run, .{earlier});
+    const de = test_wait.Deadline.in(test_wait.default_ns, "");
+    while (T.rc.load(.acquire) == 1 and !de.passed()) std.Thread.yield() catch {};
+    const earlier_rc = T.rc.load(.acquire);
+    S.release.store(true, .release); // the thread returns either way now
+    T.joiner.join(th, test_wait.default_ns, "an earlier generation's kc_sched_shutdown_gen");
+    try testing.expectEqual(@as(i32, 0), earlier_rc);
     // The generation's own shutdown goes on with the join (before, with the scheduler not
-    // running, a kc_sched_shutdown_gen of it did nothing).
+    // running, a kc_sched_shutdown_gen of it did nothing): a start runs right after it.
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, g));
     done = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // nothing left: nothing done
     // A later start runs, and a bounded shutdown of parked coroutines joins in time.
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
