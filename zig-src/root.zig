@@ -922,16 +922,17 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     return rc;
 }
 
-/// int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): kc_sched_shutdown with
-/// a bound on each of its waits (a finish's drain, past which the rest is abandoned as a cancel
-/// would; the join of the workers). KC_ETIME if a worker did not stop in time (it runs a
-/// coroutine that never yields): the scheduler is stopped (kc_sched_info reads it not running,
-/// kc_sched_ended knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is
-/// KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its coroutine's
-/// stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier
-/// one's does nothing) or kc_sched_shutdown_timed (either mode) goes on with the join, and
-/// frees everything once it is done. For an exit that must not wait for good: a process may
-/// end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
+/// int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): kc_sched_shutdown with a
+/// bound on each of its waits (a finish's drain, past which the rest is abandoned as a cancel
+/// would; the join of the workers). KC_ETIME if a worker did not stop in time (it runs a coroutine
+/// that never yields): the scheduler is stopped (kc_sched_info reads it not running, kc_sched_ended
+/// knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is KC_ESHUTDOWN) but
+/// nothing is joined or freed, since that worker still runs on its coroutine's stack; the next
+/// kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing) or
+/// kc_sched_shutdown_timed (either mode) goes on with the join, and frees everything once it is
+/// done. Also KC_ETIME if another shutdown still joins such a worker (holding `sched_mutex`) when
+/// the bound passes: that wait is bounded too. For an exit that must not wait for good: a process
+/// may end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
 /// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
     const rc = shutdownOf(mode, null, timeout_ns);
@@ -1020,7 +1021,18 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // Short calls from outside still inside finish first; new ones see `sched_stopping`.
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
-    sched_mutex.lock();
+    if (timeout_ns) |t| {
+        // Bounded too: another shutdown may hold the lock while it joins a worker that never
+        // yields (a kc_sched_shutdown with no bound, or a finishing one whose drain the cancel
+        // above ended, from a Runtime.shutdown() in flight at an exit), and that join may never
+        // end: the exit guard waited on it for good. Past the bound: KC_ETIME, the scheduler
+        // stopped by that shutdown, whose join goes on.
+        const deadline = kcoro.scheduler.monotonicNs() +| t;
+        while (!sched_mutex.tryLock()) {
+            if (kcoro.scheduler.monotonicNs() >= deadline) return Status.timeout.code();
+            std.Thread.yield() catch {};
+        }
+    } else sched_mutex.lock();
     defer sched_mutex.unlock();
     // A timed shutdown that timed out left the join to this one (monotonic: written under
     // `sched_mutex`, held by every shutdown, as here). Its run is stopped already:
@@ -5841,6 +5853,73 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[3]);
+}
+
+test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown holds the lock joining a worker that never yields" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var release = std.atomic.Value(bool).init(false);
+        var stuck_running = std.atomic.Value(bool).init(false);
+        fn stuck(_: ?*anyopaque) callconv(.c) void {
+            stuck_running.store(true, .release);
+            while (!release.load(.acquire)) std.atomic.spinLoopHint(); // never yields
+        }
+        var finish_rc = std.atomic.Value(i32).init(1);
+        var finisher: test_wait.Joiner = .{};
+        // A finishing shutdown with no bound (as Runtime.shutdown("finish") on its helper
+        // thread): its drain never runs dry while the coroutine is stuck.
+        fn finish() void {
+            defer finisher.done();
+            finish_rc.store(kc_sched_shutdown(1), .release);
+        }
+        var timed_rc = std.atomic.Value(i32).init(1);
+        var timed: test_wait.Joiner = .{};
+        fn cancelTimed(bound: u64) void {
+            defer timed.done();
+            timed_rc.store(kc_sched_shutdown_timed(0, bound), .release);
+        }
+    };
+    S.release.store(false, .monotonic);
+    S.stuck_running.store(false, .monotonic);
+    S.finish_rc.store(1, .monotonic);
+    S.timed_rc.store(1, .monotonic);
+    S.finisher = .{};
+    S.timed = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    const g = info[6];
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.stuck, null, 0, null));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the never-yielding coroutine to run");
+    while (!S.stuck_running.load(.acquire)) try d.wait();
+    const fin = try std.Thread.spawn(.{}, S.finish, .{});
+    // The finish holds the lock once its drain began (the scheduler's `drainers` count).
+    const dd = test_wait.Deadline.in(test_wait.default_ns, "the finishing shutdown's drain");
+    while (sched.drainers.load(.acquire) == 0) {
+        dd.wait() catch |err| {
+            S.release.store(true, .release);
+            S.finisher.join(fin, test_wait.default_ns, "the finishing shutdown");
+            return err;
+        };
+    }
+    // The cancel ends that drain; the finish then joins (the lock held) for as long as the
+    // coroutine spins. The timed one must answer by its bound, not wait for that join.
+    const bound = 50 * std.time.ns_per_ms;
+    const tm = try std.Thread.spawn(.{}, S.cancelTimed, .{bound});
+    const dt = test_wait.Deadline.in(test_wait.default_ns, "");
+    while (S.timed_rc.load(.acquire) == 1 and !dt.passed()) std.Thread.yield() catch {};
+    const timed_rc = S.timed_rc.load(.acquire);
+    const finish_rc = S.finish_rc.load(.acquire);
+    S.release.store(true, .release); // both threads return now, either way
+    S.timed.join(tm, test_wait.default_ns, "the timed shutdown");
+    S.finisher.join(fin, test_wait.default_ns, "the finishing shutdown");
+    try testing.expectEqual(Status.timeout.code(), timed_rc);
+    try testing.expectEqual(@as(i32, 1), finish_rc); // still joining when the timed one answered
+    try testing.expectEqual(@as(i32, 0), S.finish_rc.load(.acquire));
+    try testing.expectEqual(@as(i32, 0), kc_sched_ended(g)); // cut short: KC_SHUTDOWN_CANCEL
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0)); // joined: runs again
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
 }
 
 test "C ABI: a thread's record is freed by the allocator that made it" {
