@@ -272,9 +272,9 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * coroutine's stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation) or
  * kc_sched_shutdown_timed, in either mode, goes on with the join and frees everything once it is
  * done. Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
- * still joins such a worker when the bound passes: the wait for it is bounded too, and its join
- * goes on (a cancel ends a finishing one's drain first, as kc_sched_shutdown's does). For an exit
- * that must not wait for good (the process may end with that worker running). New in ABI 25. */
+ * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
+ * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). For an exit that must
+ * not wait for good (the process may end with that worker running). New in ABI 25. */
 int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain

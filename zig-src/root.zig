@@ -675,6 +675,10 @@ var sched_drain_users = std.atomic.Value(u32).init(0);
 /// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: short
 /// calls from outside fail (KC_ESHUTDOWN) at once instead of waiting for a finishing drain.
 var sched_stopping = std.atomic.Value(bool).init(false);
+/// Set (under `sched_mutex`) while a shutdown holding it drains and joins the scheduler
+/// (`finishShutdown`), which may take for good: a timed shutdown waiting for the lock gives up
+/// at its bound only then (see `shutdownOf`).
+var sched_joining = std.atomic.Value(bool).init(false);
 /// True while a kc_sched_shutdown runs: a start then fails at once (KC_ESHUTDOWN) instead of
 /// waiting on `sched_mutex` for a finishing drain (a host's thread, frozen meanwhile).
 var sched_shutting = std.atomic.Value(u32).init(0);
@@ -1025,11 +1029,19 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
         // Bounded too: another shutdown may hold the lock while it joins a worker that never
         // yields (a kc_sched_shutdown with no bound, or a finishing one whose drain the cancel
         // above ended, from a Runtime.shutdown() in flight at an exit), and that join may never
-        // end: the exit guard waited on it for good. Past the bound: KC_ETIME, the scheduler
-        // stopped by that shutdown, whose join goes on.
+        // end: the exit guard waited on it for good. Past the bound, and only while a shutdown
+        // holds the lock in its drain or join (`sched_joining`): KC_ETIME, the scheduler
+        // stopped by that shutdown, whose join goes on and leaves `sched_stopping` set, as ours
+        // did. A start holding it (briefly) is waited for: it may have cleared `sched_stopping`
+        // before our store above, and returning then left its scheduler running with short
+        // calls refused for good; under the lock this call stops that scheduler, as an
+        // unbounded one does.
         const deadline = kcoro.scheduler.monotonicNs() +| t;
         while (!sched_mutex.tryLock()) {
-            if (kcoro.scheduler.monotonicNs() >= deadline) return Status.timeout.code();
+            // Seq_cst: a hint, stored and cleared under the lock, read as fresh as it gets.
+            if (sched_joining.load(.seq_cst) and kcoro.scheduler.monotonicNs() >= deadline) {
+                return Status.timeout.code();
+            }
             std.Thread.yield() catch {};
         }
     } else sched_mutex.lock();
@@ -1069,6 +1081,9 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
 fn finishShutdown(ends: *std.ArrayListUnmanaged(AbandonedEnd), mode: u32, timeout_ns: ?u64) i32 {
     abandoned_ends = ends;
     defer abandoned_ends = null;
+    // Seq_cst: see the bounded lock wait in `shutdownOf`, its only reader.
+    sched_joining.store(true, .seq_cst);
+    defer sched_joining.store(false, .seq_cst);
     sched.shutdownWithin(@enumFromInt(mode), timeout_ns) catch return Status.timeout.code();
     return 0;
 }
@@ -5920,6 +5935,54 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
     try testing.expectEqual(@as(i32, 0), kc_sched_ended(g)); // cut short: KC_SHUTDOWN_CANCEL
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0)); // joined: runs again
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
+}
+
+test "C ABI: kc_sched_shutdown_timed waiting for the lock a start holds waits past its bound, and then stops the scheduler that start made" {
+    // Only a shutdown holding the lock (`sched_joining`) is given up on: a start may have
+    // cleared `sched_stopping` after the timed call set it, and a KC_ETIME then left the
+    // start's scheduler running with every short call from outside refused for good.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        fn timed() void {
+            defer joiner.done();
+            rc.store(kc_sched_shutdown_timed(0, 1), .release); // a bound of 1 ns
+        }
+    };
+    S.rc.store(1, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    // Held here as a start racing the shutdown would (it finds none running, clears
+    // `sched_stopping` and starts one, all under the lock).
+    sched_mutex.lock();
+    var locked = true;
+    defer if (locked) sched_mutex.unlock();
+    const th = try std.Thread.spawn(.{}, S.timed, .{});
+    // Its bound passed long before these 100 ms: a call that gave up has answered by then.
+    const d = test_wait.Deadline.in(100 * std.time.ns_per_ms, "");
+    while (S.rc.load(.acquire) == 1 and !d.passed()) std.Thread.yield() catch {};
+    const early = S.rc.load(.acquire);
+    sched_mutex.unlock();
+    locked = false;
+    S.joiner.join(th, test_wait.default_ns, "the timed shutdown");
+    try testing.expectEqual(@as(i32, 1), early);
+    // It stopped the scheduler under the lock; its join, bounded by 1 ns too, may be left to
+    // the next shutdown (KC_ETIME).
+    const rc = S.rc.load(.acquire);
+    try testing.expect(rc == 0 or rc == Status.timeout.code());
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    try testing.expectEqual(@as(u64, 0), info[3]);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    // A start clears `sched_stopping`: short calls from outside work on the next scheduler.
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    const S2 = struct {
+        fn nop(_: ?*anyopaque) callconv(.c) void {}
+    };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S2.nop, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
 }
 
 test "C ABI: a thread's record is freed by the allocator that made it" {
