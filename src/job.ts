@@ -1446,7 +1446,7 @@ export function _setScopeBrand(check: (x: unknown) => boolean): void {
 
 /**
  * @ignore The signal whose follow cancel of `job` (a scope) waits in scope.ts's queue, else null:
- * set by scope.ts (`Coroutine._queuedBy`).
+ * set by scope.ts (a static block of `Coroutine`).
  */
 let queuedCancelOf: (job: JobSupport<unknown>) => AbortSignal | null = () => null;
 

@@ -416,13 +416,14 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     if (!Coroutine._isScope(self)) throw notJob(self, op, "CoroutineScope");
   }
 
-  /**
-   * @ignore The signal whose follow cancel of `job` waits in `followQueue`, else null (a job of
-   * another kind too): a CompletableDeferred made with it as its `parent` is cancelled with that
-   * signal's reason, unattached, as a task launched on it is (`#child`).
-   */
-  static _queuedBy(job: JobSupport<unknown>): AbortSignal | null {
-    return Coroutine._isScope(job) ? job.#queuedBy : null;
+  static {
+    // job.ts's `queuedCancelOf`: the signal whose follow cancel of `job` waits in `followQueue`,
+    // else null (a job of another kind too): a CompletableDeferred made with it as its `parent`
+    // is cancelled with that signal's reason, unattached, as a task launched on it is (`#child`).
+    // A closure handed over here, not a static member: as `Coroutine._queuedBy` it was reachable
+    // from any scope (`scope.constructor._queuedBy(other)` read another scope's queued signal),
+    // where JobSupport's subclass hooks are kept out of reach on purpose (module symbols).
+    _setQueuedCancel((job) => Coroutine._isScope(job) ? job.#queuedBy : null);
   }
 
   /** A follow cancel for this scope waits in `followQueue`, and the scope has not ended. */
@@ -660,7 +661,6 @@ function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineSco
 }
 
 _setScopeBrand(Coroutine._isScope);
-_setQueuedCancel(Coroutine._queuedBy);
 
 /**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the

@@ -1458,6 +1458,12 @@ Deno.test("a job's hooks for its subclasses (completeBody, failBody, attachTo, o
     }
     assert.equal(job.state, "active", `${what}: untouched`);
   }
+  // Nor scope.ts's for `CompletableDeferred({ parent })`, the signal a scope's queued follow
+  // cancel waits on: a static `Coroutine._queuedBy` read it for any scope, through any scope's
+  // or task's `constructor`.
+  for (const [what, job] of jobs) {
+    assert.equal("_queuedBy" in job.constructor, false, `${what}'s constructor`);
+  }
   gate.resolve();
   assert.equal(await deferred.await(), 1);
   await task.join();
