@@ -817,7 +817,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (ps >= CANCELLING) {
       this.#cancelWith(
         ps === COMPLETED
-          ? new CancellationError("Cancelled: the scope has already completed")
+          ? new CancellationError(
+            // A CompletableDeferred's parent may be another deferred (`{ parent }`), no scope:
+            // named so, where this said "the scope" whatever the parent was.
+            isScope(parent)
+              ? "Cancelled: the scope has already completed"
+              : "Cancelled: its parent has already completed",
+          )
           : parent.#childCancel(),
         false,
       );

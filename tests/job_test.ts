@@ -1803,11 +1803,18 @@ Deno.test("CompletableDeferred({ parent }): a parent already cancelled, failed o
   await completed.join();
   const done = new CompletableDeferred<number>();
   done.complete(1);
-  for (const parent of [completed.job, done]) {
+  // Its cancellation names the parent as what it is: a deferred is no scope (it said "the scope
+  // has already completed" for a completed deferred parent too).
+  for (
+    const [parent, message] of [
+      [completed.job, "Cancelled: the scope has already completed"],
+      [done, "Cancelled: its parent has already completed"],
+    ] as [Job, string][]
+  ) {
     const c = new CompletableDeferred<number>({ parent });
     assert.equal(c.state, "cancelled");
     assert.equal(c.complete(2), false);
-    await assert.rejects(c.await(), CancellationError);
+    await assert.rejects(c.await(), { name: "CancellationError", message });
     assertSameItems(parent.children, []);
   }
 });
