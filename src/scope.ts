@@ -202,6 +202,16 @@ const MAX_FOLLOW_DEPTH = 32;
  */
 const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 /**
+ * @ignore The keys of a scope's members for the follow queue (`cancelFollowing`,
+ * `runQueuedFollows`): symbols that mod.ts does not export, as JobSupport's subclass hooks are
+ * (job.ts's `ON_START`). As methods named `queueCancel` and `runQueuedCancel` every scope and task
+ * had them: `task.queueCancel(signal)` left a scope reading cancelling, its launches cancelled,
+ * and never completing.
+ */
+export const QUEUE_CANCEL = Symbol("queueCancel");
+/** @ignore See `QUEUE_CANCEL`. */
+export const RUN_QUEUED_CANCEL = Symbol("runQueuedCancel");
+/**
  * The queued cancels `runQueuedFollows` has taken from `followQueue` and not yet run, the next
  * on top. Module state, not the run's own: an engine error that leaves the run (anywhere, its
  * own steps included) leaves them here, with the ones still in `followQueue`, for
@@ -223,7 +233,7 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
     // Until its cancel runs the scope reads cancelling (`isActive`, `isCancelled`, `state`), a
     // launch on it is cancelled at once, and it does not complete (`completionWaits`), to code
     // run by abort listeners at this depth: as a shallow tree's scope, already cancelling.
-    scope.queueCancel(signal);
+    scope[QUEUE_CANCEL](signal);
     return;
   }
   let failed: { error: unknown } | null = null;
@@ -325,7 +335,7 @@ function runQueuedFollows(): void {
     pending.length--;
     followsRun++;
     try {
-      next.runQueuedCancel(by);
+      next[RUN_QUEUED_CANCEL](by);
     } catch (e) {
       // Only an engine error (the cancel walk catches what callers' code throws): the rest are
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
@@ -441,15 +451,13 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     return this.#queuedBy !== null;
   }
 
-  /** @ignore `cancelFollowing` queued this scope's cancel, following `by`. Internal. */
-  queueCancel(by: AbortSignal): void {
-    Coroutine.#check(this, "queue scope cancel");
+  /** `cancelFollowing` queued this scope's cancel, following `by`. */
+  [QUEUE_CANCEL](by: AbortSignal): void {
     this.#queuedBy ??= by;
   }
 
-  /** @ignore Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). Internal. */
-  runQueuedCancel(by: AbortSignal): void {
-    Coroutine.#check(this, "run queued scope cancel");
+  /** Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). */
+  [RUN_QUEUED_CANCEL](by: AbortSignal): void {
     this.#queuedBy = null;
     this.cancel(abortReason(by));
   }
@@ -640,12 +648,6 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       finalizer();
     }
   }
-
-  /** Completes a block-less scope's own part (free-standing scopes). */
-  close(): void {
-    Coroutine.#check(this, "close scope");
-    this[COMPLETE_BODY](undefined as T);
-  }
 }
 
 /**
@@ -829,7 +831,10 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     } catch (e) {
       return Promise.reject(e);
     }
-    this.close();
+    // Completes its own part (it has no block). Not a member of every scope's: as `close()` any
+    // task had it, and `deferred.close()` completed an `async` deferred with undefined from
+    // outside its block, the block still running.
+    this[COMPLETE_BODY](undefined);
     // What was checked, not `options` read again: a getter answering a bad signal the second time
     // rejected the join after the scope had closed.
     return super.join(signal === undefined ? undefined : { signal });

@@ -27,6 +27,7 @@ import {
   ON_FINAL,
   ON_START,
 } from "../src/job.ts";
+import { QUEUE_CANCEL, RUN_QUEUED_CANCEL } from "../src/scope.ts";
 import {
   AbiMismatchError,
   actor,
@@ -734,6 +735,9 @@ async function child(): Promise<void> {
     ATTACH_TO,
     COMPLETE_BODY,
     FAIL_BODY,
+    // scope.ts's for its follow queue, alike
+    QUEUE_CANCEL,
+    RUN_QUEUED_CANCEL,
   ]);
   /**
    * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or

@@ -1304,9 +1304,6 @@ Deno.test("every public member of a job, deferred or scope called on what is non
       ["run async", "throws", member(scopeProto, "async", () => 1)],
       ["follow signal", "throws", member(scopeProto, "follow", "follow", signal)],
       ["add scope finalizer", "throws", member(scopeProto, "addFinalizer", () => {})],
-      ["close scope", "throws", member(scopeProto, "close")],
-      ["queue scope cancel", "throws", member(scopeProto, "queueCancel", signal)],
-      ["run queued scope cancel", "throws", member(scopeProto, "runQueuedCancel", signal)],
       ["dispose scope", "rejects", member(scopeProto, Symbol.asyncDispose)],
     ]],
   ];
@@ -1508,6 +1505,40 @@ Deno.test("a job's internal statics (the producer's hooks onOwnCancel and onUnha
   }
   await task.join();
   await deferred.await();
+});
+
+Deno.test("a scope's internals for createScope's join and the follow queue (close, queueCancel, runQueuedCancel) are not reachable from JavaScript: `deferred.close()` completed an async deferred with undefined, its block still running", async () => {
+  const gate = Promise.withResolvers<void>();
+  await using scope = createScope();
+  const deferred = scope.async(async () => {
+    await gate.promise;
+    return 42;
+  });
+  const task = scope.launch(() => gate.promise);
+  const jobs: [string, object][] = [
+    ["a deferred", deferred],
+    ["a launched task", task],
+    ["a scope", scope],
+  ];
+  for (const [what, job] of jobs) {
+    for (const member of ["close", "queueCancel", "runQueuedCancel"]) {
+      assert.equal(member in job, false, `${what}: ${member}`);
+    }
+  }
+  // What each did, tried through the names they had: nothing happens.
+  const { signal } = new AbortController();
+  assert.throws(() => (deferred as unknown as { close(): void }).close(), TypeError);
+  assert.throws(
+    () => (task as unknown as { queueCancel(s: AbortSignal): void }).queueCancel(signal),
+    TypeError,
+  );
+  assert.equal(deferred.state, "active");
+  assert.equal(task.state, "active");
+  gate.resolve();
+  assert.equal(await deferred.await(), 42);
+  await task.join();
+  await scope.join(); // createScope's join still completes it
+  assert.equal(scope.state, "completed");
 });
 
 Deno.test("an error message naming a kcoro object passed where something else belongs names its class: a Job, a Deferred, a CoroutineScope, a Channel, not its tag", async () => {
