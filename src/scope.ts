@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { childContext, Context, Deadline, isContext } from "./context.ts";
+import { ADD_FINALIZER, childContext, Context, Deadline, isContext } from "./context.ts";
 import {
   abortReason,
   CancellationError,
@@ -211,6 +211,12 @@ const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 export const QUEUE_CANCEL = Symbol("queueCancel");
 /** @ignore See `QUEUE_CANCEL`. */
 export const RUN_QUEUED_CANCEL = Symbol("runQueuedCancel");
+/**
+ * @ignore The key of a scope's member that cancels it when a signal aborts (createScope's and the
+ * root scopes'): as a method named `follow` any scope or task had it, beside `addFinalizer`
+ * (context.ts's `ADD_FINALIZER`), which it uses.
+ */
+export const FOLLOW = Symbol("follow");
 /**
  * The queued cancels `runQueuedFollows` has taken from `followQueue` and not yet run, the next
  * on top. Module state, not the run's own: an engine error that leaves the run (anywhere, its
@@ -514,11 +520,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * calls, which return a promise, reject with it). Before, the whole call was wrapped, and such
    * an error was named "signal must be one that can be listened to".
    */
-  follow(op: string, signal: AbortSignal): void {
-    // Internal (createScope's and the root scopes'), but a member anyone can call: checked before
-    // the listen. Called with no arguments it said "Cannot undefined: signal must be one that can
-    // be listened to"; on what is no scope, its listen stayed on the signal when `addFinalizer`
-    // threw, to throw the engine's error from the signal's dispatch once it aborted.
+  [FOLLOW](op: string, signal: AbortSignal): void {
+    // Internal (createScope's and the root scopes'), checked before the listen all the same.
+    // Called with no arguments it said "Cannot undefined: signal must be one that can be listened
+    // to"; on what is no scope, its listen stayed on the signal when `addFinalizer` threw, to
+    // throw the engine's error from the signal's dispatch once it aborted.
     Coroutine.#check(this, "follow signal");
     if (typeof op !== "string") {
       throw new TypeError(`Cannot follow signal: op must be a string, received ${describe(op)}`);
@@ -538,7 +544,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
     if (!listenAbortNamed(op, signal, onAbort)) {
-      this.addFinalizer(() => unlistenAbort(signal, onAbort));
+      this[ADD_FINALIZER](() => unlistenAbort(signal, onAbort));
       return;
     }
     // Aborted before or during the listen: `onAbort` has run, but it only queued the cancel when
@@ -550,7 +556,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
-  addFinalizer(fn: () => void): void {
+  [ADD_FINALIZER](fn: () => void): void {
     Coroutine.#check(this, "add scope finalizer");
     // Checked here: a non-function threw only once the scope ended, inside its finalization.
     checkFunction("add scope finalizer", "fn", fn);
@@ -697,7 +703,7 @@ export function rootScope<T>(
   const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
   // Refused by name as createScope's (before, the listen's raw error). One that aborted during
   // the listen has cancelled the scope (`follow`): it rejects without running its block.
-  if (signal !== undefined) scope.follow(op, signal);
+  if (signal !== undefined) scope[FOLLOW](op, signal);
   return scope;
 }
 
@@ -888,7 +894,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
   // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
   // thrown after the start, leaving a started scope that nobody held.
-  if (signal !== undefined && !aborted) scope.follow(op, signal);
+  if (signal !== undefined && !aborted) scope[FOLLOW](op, signal);
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
   return scope;

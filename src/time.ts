@@ -28,6 +28,7 @@ import {
   type ScopeOptions,
 } from "./scope.ts";
 import {
+  ADD_FINALIZER,
   Context,
   deadlineContext,
   inForce,
@@ -295,7 +296,7 @@ function runTimed<T>(
   timeout.scope = scope;
   const cancel = timer(ms, () => expire(timeout));
   if (under !== null) (under.nested ??= new Set()).add(timeout);
-  scope.addFinalizer(() => {
+  scope[ADD_FINALIZER](() => {
     cancel();
     // The one it is nested in now: `under`, or the one it rejoined when `under` finished first.
     timeout.under?.nested?.delete(timeout);
@@ -325,7 +326,7 @@ function runTimed<T>(
       return;
     }
     for (const n of nested) {
-      n.scope!.addFinalizer(timer(timeout.at - performance.now(), () => expire(n)));
+      n.scope![ADD_FINALIZER](timer(timeout.at - performance.now(), () => expire(n)));
     }
   });
   scope.start();

@@ -27,7 +27,8 @@ import {
   ON_FINAL,
   ON_START,
 } from "../src/job.ts";
-import { QUEUE_CANCEL, RUN_QUEUED_CANCEL } from "../src/scope.ts";
+import { FOLLOW, QUEUE_CANCEL, RUN_QUEUED_CANCEL } from "../src/scope.ts";
+import { ADD_FINALIZER } from "../src/context.ts";
 import {
   AbiMismatchError,
   actor,
@@ -735,9 +736,11 @@ async function child(): Promise<void> {
     ATTACH_TO,
     COMPLETE_BODY,
     FAIL_BODY,
-    // scope.ts's for its follow queue, alike
+    // scope.ts's own (its follow queue, following a signal, finalizers), alike
     QUEUE_CANCEL,
     RUN_QUEUED_CANCEL,
+    FOLLOW,
+    ADD_FINALIZER,
   ]);
   /**
    * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or
