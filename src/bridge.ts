@@ -496,6 +496,16 @@ export class Bridge {
    */
   unwatch(op: RingOp): boolean {
     if (this.#watches.get(op.ticket) !== op) return false;
+    // No native call once the library is closed, though the ring lives until `#closed` destroys
+    // it (user code runs in between: an onUndeliveredElement hook given a withdrawn send's value,
+    // which may end a task or dispose of a mailbox, giving its watch up). Not as `abort` (native
+    // until the ring is destroyed): every watch is owned (`produce`, `actor`), and an owned watch
+    // still queued at the destroy cancels its channel, as the library's close must (`#closing`
+    // leaves it queued for that): this isolate's close or cancel of it can no longer reach it.
+    // Withdrawn there (`abort`'s rule), the channel would stay open for the other isolates'
+    // copies, a consumer waiting for ever (channel_test "an owned close watch given up by code
+    // that runs after the library closed"). The answer is then false, also where a cancel's
+    // record is on the ring, not drained.
     const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
     if (rc === Status.EBUSY) return true;
     this.#watches.delete(op.ticket);

@@ -3693,6 +3693,60 @@ Deno.test("closing the library settles as its record says a wait that a hook giv
   });
 });
 
+Deno.test("an owned close watch given up by code that runs after the library closed, while the ring still lives, stays queued for the ring's destroy: its channel is cancelled as the library's close cancels an owned channel", async () => {
+  // An owned watch (a producer's, an actor's) is left queued by the bridge's close hook, so that
+  // the ring's destroy at the library's close cancels its channel: the isolate that fed it can
+  // no longer close it (README, produce: "Closing the library in the producer's isolate while
+  // the task runs does the same"). A select with a send clause, begun by a close hook of the
+  // last round a close runs, is still queued when the library has closed (`Bridge.#closed`):
+  // its withdrawal there hands its value to `a`'s hook, which gives the watch up (as a task's
+  // end or a mailbox's dispose does) with the library closed and the ring not yet destroyed.
+  // `Bridge.unwatch` withdraws nothing natively then (unlike `Bridge.abort`, whose wait the
+  // ring's destroy would only drop): the watch stays queued, and the destroy cancels the
+  // channel, whose close or cancel from this isolate can no longer reach it. Withdrawn natively
+  // there, the channel stayed open for the other isolates' copies, a consumer waiting for ever.
+  const res = await evalOnLibrary(`
+    const owned = new Channel(1);
+    owned.share();
+    const handle = owned.handle;
+    const stop = owned._watchCancel(() => {}, true);
+    if (stop === null || bridge.watched !== 1) throw new Error("no owned watch queued");
+    const seen = [];
+    const a = new Channel(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => seen.push(v + ": open " + lib.isOpen + ", " + stop()),
+    });
+    a.share();
+    let runs = 0;
+    let outcome;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) { // the last round close() runs
+        outcome = select((s) => s.onSend(a, 1, () => "sent")).then(String, (e) => e?.name);
+      }
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    }
+    const raw = lib._symbolsToRelease; // the native state outlives the close
+    const status = raw.kc_chan_status(handle);
+    const settled = await within(outcome, 10_000, "the select");
+    a[Symbol.dispose]();
+    owned[Symbol.dispose]();
+    console.log(JSON.stringify({ seen, settled, watched: bridge.watched, status }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // Status bits: 0 closed, 1 drained, 2 cancelled by an owned watch's ring going away, 4 cancelled.
+  assert.deepEqual(JSON.parse(res.stdout), {
+    seen: ["1: open false, false"],
+    settled: "LibraryClosedError",
+    watched: 0,
+    status: 1 | 2 | 4 | 16,
+  });
+});
+
 Deno.test("closing the library settles the waits whose records are on the ring before it withdraws the ones still queued: a select a close hook of its last round began rejects after an earlier receive resolves", async () => {
   // A receive completed natively before the close, its record held off while the library is
   // open (\`#closing\` waits for it, then leaves it), and a select begun by a close hook of the
