@@ -250,6 +250,30 @@ Deno.bench(
   },
 );
 
+// 1000 trySends into the same kind of channel, each completing one of 1000 receives of this
+// isolate queued natively (in the turn before): each send settles its receive's record before
+// it returns (`Bridge.settleWhere`), which must not look at the others queued (timed: the sends
+// alone, per 1000).
+const dropQueued = new Channel<number>(64, {
+  codec: codecs.f64,
+  overflow: "drop-oldest",
+  onUndeliveredElement: () => {},
+});
+dropQueued.share();
+Deno.bench(
+  "1000 trySends to a drop-oldest channel, each to one of 1000 receives queued natively",
+  { group: "drop" },
+  async (b) => {
+    const got: Promise<number>[] = [];
+    for (let i = 0; i < 1000; i++) got.push(dropQueued.receive());
+    await new Promise((r) => setTimeout(r, 0)); // the turn ended: they are queued natively
+    b.start();
+    for (let i = 0; i < 1000; i++) dropQueued.trySend(i);
+    b.end();
+    await Promise.all(got);
+  },
+);
+
 globalThis.addEventListener("unload", () => {
-  for (const c of [dropPair, dropWaited]) c[Symbol.dispose]();
+  for (const c of [dropPair, dropWaited, dropQueued]) c[Symbol.dispose]();
 });
