@@ -5621,8 +5621,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // a copy in the producer's isolate, which shares its state (closed), stored none: its task
     // got no cause, or the close's.
     // Where this isolate would make the cause the channel's (`given`), encoded whatever it knows
-    // of a cancel: the native answer (0: ended already) is what takes `cause` back (below), and
-    // `s.cancelled` may be known here before `s.closed` (a try-operation's ECANCELED).
+    // of a cancel: the native answer (1: this cancel closed it) is what makes `cause` the
+    // channel's (`#cancelShared`), and `s.cancelled` may be known here before `s.closed` (a
+    // try-operation's ECANCELED).
     const encode = cause !== undefined && (given || !s.cancelled);
     // The cause encoded for other isolates first, before anything here changes: its getters
     // (the caller's code) may learn that the channel ended (cancelled already: nothing to do,
@@ -5633,19 +5634,24 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const bytes = encode && !s.local ? encodeCause(cause) : null;
     if (s.ended) return;
     if (this.#disposed) this.#throwNoCalls("cancel channel");
-    if (given) {
-      s.cause = cause;
-      s.hasCause = true;
-    }
     s.closed = true;
     s.cancelled = true;
-    if (s.local) return this.#localCancel();
+    if (s.local) {
+      if (given) {
+        s.cause = cause;
+        s.hasCause = true;
+      }
+      return this.#localCancel();
+    }
+    // A native channel's: `cause` becomes the channel's only once the native cancel says it
+    // was the first close (`#cancelShared`).
     this.#cancelShared(sym, s, cause, given, bytes);
   }
 
   /**
    * `cancel` of a channel that escaped, once the cancel is this isolate's (`given`: `cause`
-   * became the channel's; `bytes`: it encoded). Apart from `cancel` so that `cancel` stays
+   * becomes the channel's if the native cancel was the first close; `bytes`: it encoded). Apart
+   * from `cancel` so that `cancel` stays
    * small enough for V8 to inline into a local channel's dispose: with this batch inline (617e66a)
    * create + dispose of a local channel took ~5% longer.
    */
@@ -5669,13 +5675,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       flushAll(s.senders);
       flushAll(s.receivers);
       rc = this.#closeNative(sym, true, cause, given, bytes);
-      // Closed already by another isolate or native code: its cause (if any) is the cause. So
-      // where native code could not keep `cause` (CAUSE_LOST): the cause is what every isolate
-      // reads (none, or an earlier closer's), not one only this isolate knows.
-      if ((rc === 0 || rc === CAUSE_LOST) && given && !s.ended) {
-        s.cause = undefined;
-        s.hasCause = false;
-        s.causeLooked = false;
+      // `cause` is the channel's only where this cancel closed it (1). Closed already by another
+      // isolate or native code (0): its cause (if any) is the cause; so where native code could
+      // not keep `cause` (CAUSE_LOST): the cause is what every isolate reads (none, or an
+      // earlier closer's), not one only this isolate knows; ended (another thread's destroy met
+      // by the flush or the call): the end's, as a cancel of an ended channel leaves it.
+      // Made the channel's after the flush, not before: a wait still in JavaScript that the
+      // flush found closed natively (another thread's close since this isolate last looked)
+      // settles with the close's cause (none, or the closer's), as the close decided it. Before,
+      // `cause` was the channel's through the flush, taken back after the native answer: such
+      // a receiveCatching resolved closed with this later cancel's cause, a receive rejected
+      // with it (model fuzz seed 113).
+      if (rc === 1 && given && !s.ended) {
+        s.cause = cause;
+        s.hasCause = true;
       }
       // The waits it failed settle now, as a local cancel's do; a queued send's record hands
       // what the cancel dropped to the hook (`#settleWith`), in drop order.

@@ -2510,10 +2510,17 @@ for (const seed of OWN) {
 // the ring's next wake, and the abort rejected it too: "ch2 catch#5: resolves, got error Error:
 // too late for ch2 catch#5") seeds 1, 3, 4 and 5 fail (within 94 steps), 13 of seeds 1 to 20;
 // with it, seeds 1 to 80 pass. The default seeds and `ownWindow`'s run as they did.
+// Pinned with them (`GIVEBACK_PINNED`, run whatever KCORO_GIVEBACK_SEEDS says): 113 meets a
+// cancel of this isolate after another thread's close, a receiveCatching of this isolate still
+// waiting in JavaScript: with `cancel()` making its cause the channel's before its flush (that
+// receive, finding the channel closed natively, resolved closed with the cancel's cause) it
+// fails at step 23 ("ch1' catch#18: has a cause"; the close came first, with none). Session 37.
 const GIVEBACK_STEPS = 150;
-const GIVEBACK = ONE !== undefined
-  ? SEEDS
-  : Array.from({ length: Number(Deno.env.get("KCORO_GIVEBACK_SEEDS") ?? 6) }, (_, i) => i + 1);
+const GIVEBACK_PINNED = [113];
+const GIVEBACK = ONE !== undefined ? SEEDS : [
+  ...Array.from({ length: Number(Deno.env.get("KCORO_GIVEBACK_SEEDS") ?? 6) }, (_, i) => i + 1),
+  ...GIVEBACK_PINNED,
+].filter((seed, i, all) => all.indexOf(seed) === i);
 for (const seed of GIVEBACK) {
   Deno.test(
     `a value given back settles the receive of this isolate it reaches before an abort in the giver's rejection handler (seed ${seed})`,
