@@ -859,6 +859,41 @@ bothModes(
   },
 );
 
+Deno.test("a cancel after another thread's close: the waits of this isolate still in JavaScript settle as the close left them, with its cause or none, not the cancel's", async () => {
+  // The cancel queues them natively first (its flush), where they find the close. Before, the
+  // cancel's cause was the channel's through that flush: receiveCatching resolved closed with
+  // it, receive rejected with it (model fuzz seed 113, giveback mode). (A select queues its
+  // clauses natively as it begins: its record tells the close, as before.)
+  const sym = library().symbols("test");
+  for (const closeCause of [undefined, "first"] as const) {
+    for (const on of ["the owner", "a Channel.from copy"] as const) {
+      const what = `${on}, closed ${closeCause === undefined ? "without a cause" : "with one"}`;
+      using ch = new Channel<number>(); // rendezvous
+      const h = ch.handle; // native from here
+      using copy = on === "the owner" ? null : Channel.from<number>(ch.share());
+      const waits = copy ?? ch;
+      const catching = waits.receiveCatching(); // waits in JavaScript until the end of this turn
+      const receiving = waits.receive();
+      if (closeCause === undefined) assert.equal(sym.kc_chan_close(h), 1, what);
+      else {
+        const bytes = encodeCause(closeCause)!;
+        assert.equal(sym.kc_chan_close_cause(h, bytes, bytes.length, 0), 1, what);
+      }
+      ch.cancel(new CancellationError("late"));
+      const closed = closeCause === undefined ? { state: "closed" } : {
+        state: "closed",
+        cause: closeCause,
+      };
+      assert.deepEqual(await catching, closed, `${what}: receiveCatching`);
+      await assert.rejects(
+        receiving,
+        (e) => closeCause === undefined ? e instanceof ClosedReceiveError : e === closeCause,
+        `${what}: receive`,
+      );
+    }
+  }
+});
+
 Deno.test("closed or cancelled by native code (or another isolate), waiters of this isolate no longer meet in JavaScript", async () => {
   const sym = library().symbols("test");
   {
