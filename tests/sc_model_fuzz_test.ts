@@ -65,6 +65,8 @@
 // - a wait that could end by itself in the step that cancels its (cooperative) block may give
 //   its result before the block sees its signal, or not: the event loop's order, not a rule;
 // - which clause of a select wins when several of its jobs finish in one step: any of them;
+// - a nested withTimeout that finishes in the step its outer finishes in: handed a timer (armed,
+//   then cleared) or not, as the event loop orders the two ends;
 // - a handler disposed by another handler of the same job while the job completes (it does
 //   not run: tests/job_test.ts) is never drawn: the model's handlers do not dispose others;
 // - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
@@ -1727,8 +1729,18 @@ class Run {
     const m = this.m;
     const fresh = handoverIds.filter((k) => !this.knownTimers.has(k));
     if (fresh.length === 0 && m.handovers.length === 0) return null;
-    if (fresh.length !== m.handovers.length) {
-      return `hand-over timers: ${fresh.length} armed, model ${m.handovers.length}`;
+    // One that finished in the step its outer finished in may have finished first (its
+    // finalizer took it out of the outer's set: no timer) or after (a timer armed, cleared as it
+    // finished): the event loop's order, which the model's resume order does not follow (seed
+    // 3744: an inner cancelled by a handler of the scope whose end ended its outer finished
+    // first). Not told apart afterwards: no timer of it is left either way (`diff` counts them
+    // by group), so either count passes.
+    const required = m.handovers.filter((n) => !n.final).length;
+    if (fresh.length < required || fresh.length > m.handovers.length) {
+      const want = required === m.handovers.length
+        ? `${required}`
+        : `${required} to ${m.handovers.length}`;
+      return `hand-over timers: ${fresh.length} armed, model ${want}`;
     }
     const g: HandoverGroup = { ids: fresh, members: m.handovers };
     for (const k of fresh) this.knownTimers.add(k);
@@ -2497,6 +2509,11 @@ function matchErrPeek(sym: Sym | undefined, real: unknown): boolean {
  *   handler, instead of after the child's last handler (src/job.ts `#finalize` without its
  *   `#leaving` hold): the child's next handler sees its parent completed (`Event.seen`), at its
  *   29th step.
+ * - 3744 (at the defaults; none of seeds 1-3,743 fails): a withTimeout nested in another, which
+ *   a completion handler cancels in the step the outer finishes, finishes before it in the
+ *   library, after it in the model's resume order: the model handed it a timer, the library
+ *   none (`attributeHandovers` takes either count since; session 37; it failed at its 45th
+ *   step, "hand-over timers: 0 armed, model 1"). Drawn with `parented` as the defaults are.
  * Each runs its steps whatever the time they take (`ms` unbounded; each step's settling keeps
  * its own deadline): cut short by the time bound on a slow host, a run ends before the step
  * that tells the orders apart (993's 126th, 3058's 106th) and passes with either order.
@@ -2508,6 +2525,7 @@ const PINNED: readonly (Knobs & { seed: number })[] = [
   { seed: 993, steps: 300, jobs: 120, ms: Infinity, parented: false },
   { seed: 3058, steps: 300, jobs: 120, ms: Infinity, parented: false },
   { seed: 2182, steps: 150, jobs: 60, ms: Infinity, parented: false },
+  { seed: 3744, steps: 150, jobs: 60, ms: Infinity },
 ];
 
 /** The runs: the seeds at `knobs`, then (in the default run only) the pinned cases. */
