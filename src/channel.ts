@@ -5666,7 +5666,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     // Another thread's destroy since the status read: the first queueing meets the dead handle
     // and the channel ends here (`_submit`), so the cancel call is given `ENDED_HANDLE`
-    // (`#handle`) and does nothing, as on any cancelled channel; `cause` stays the channel's.
+    // (`#handle`) and does nothing, as on any cancelled channel: `cause` does not become the
+    // channel's (the end's is, `#markEnded`), as where `cancel` found it ended.
     // One batch of settles with the flushes, as in `close` (`#closeShared`): a send the flush
     // finds cancelled by native code rejects before its value reaches the hook.
     const outer = Channel.#beginCollects(s);
