@@ -9606,6 +9606,90 @@ test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded 
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
 }
 
+test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in hand: each message handled or given to the undelivered hook, in order; KC_EINTR if its scope was cancelled by then" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // A mailbox with more messages queued than a turn's worth: the actor never parks before its
+    // first turn (taken before the receive of message `loop_turn_every`, after 255 handled). The
+    // handler of the last message before that turn holds the worker until a shutdown has begun,
+    // so the actor meets it at the turn, running. It stops there: the messages it received were
+    // all handled (none was in hand), the rest, in order, went to the undelivered hook as its
+    // mailbox was cancelled. Before (no turn), it handled all of them, parked in its receive and
+    // was abandoned there by the shutdown: no on_done. With its scope cancelled meanwhile, the
+    // cancel decides, as at any end (KC_EINTR): a stop at the turn that said KC_ESHUTDOWN
+    // regardless fails the second round.
+    const queued: u64 = 3 * builtins.loop_turn_every;
+    const before_turn: u64 = builtins.loop_turn_every - 1;
+    const S = struct {
+        var handled: std.atomic.Value(u64) = .init(0);
+        var last_handled: std.atomic.Value(u64) = .init(999);
+        var dropped: std.atomic.Value(u64) = .init(0);
+        var first_dropped: std.atomic.Value(u64) = .init(999);
+        var holding: std.atomic.Value(u32) = .init(0);
+        var done_status: std.atomic.Value(i32) = .init(999);
+        var done_count: std.atomic.Value(u32) = .init(0);
+
+        fn handler(_: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
+            const v = std.mem.bytesToValue(u64, msg[0..8]);
+            // Monotonic: the shutdown's join orders these before the test's reads.
+            last_handled.store(v, .monotonic);
+            if (handled.fetchAdd(1, .monotonic) + 1 == before_turn) {
+                holding.store(1, .release); // pairs with the test's acquire load
+                while (sched.isRunning()) std.Thread.yield() catch {};
+            }
+        }
+        fn hook(_: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
+            const v = std.mem.bytesToValue(u64, msg[0..8]);
+            // Monotonic: read after the shutdown's join, which orders them.
+            if (dropped.fetchAdd(1, .monotonic) == 0) first_dropped.store(v, .monotonic);
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .monotonic); // published by the release below
+            // Release: pairs with the test's acquire load (the join orders it too).
+            _ = done_count.fetchAdd(1, .release);
+        }
+    };
+    for ([_]bool{ false, true }) |cancel_scope| {
+        S.handled.store(0, .monotonic);
+        S.last_handled.store(999, .monotonic);
+        S.dropped.store(0, .monotonic);
+        S.first_dropped.store(999, .monotonic);
+        S.holding.store(0, .monotonic);
+        S.done_status.store(999, .monotonic);
+        S.done_count.store(0, .monotonic);
+        var box: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, @intCast(queued), 0, 0, &box));
+        defer _ = kc_chan_destroy(box);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, S.hook, null));
+        var i: u64 = 0;
+        while (i < queued) : (i += 1) try testing.expectEqual(@as(i32, 0), kc_chan_try_send(box, &i, 8));
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
+        var scope: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+        defer _ = kc_scope_destroy(scope);
+        var shut = false;
+        defer if (!shut) {
+            _ = kc_scope_cancel(scope);
+            _ = kc_sched_shutdown(0);
+        };
+        try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, null, S.onDone, null));
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the actor to hold before its first turn");
+        while (S.holding.load(.acquire) == 0) try d.wait();
+        if (cancel_scope) try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+        shut = true;
+        try testing.expectEqual(@as(u32, 1), S.done_count.load(.acquire));
+        const want: i32 = if (cancel_scope) Status.interrupted.code() else Status.shutdown.code();
+        try testing.expectEqual(want, S.done_status.load(.monotonic));
+        try testing.expectEqual(before_turn, S.handled.load(.monotonic));
+        try testing.expectEqual(before_turn - 1, S.last_handled.load(.monotonic));
+        try testing.expectEqual(queued - before_turn, S.dropped.load(.monotonic));
+        try testing.expectEqual(before_turn, S.first_dropped.load(.monotonic));
+        const v: u64 = 1;
+        try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(box, &v, 8));
+    }
+}
+
 test "C ABI: an actor whose scope was cancelled before it finished reports KC_EINTR, whatever ended its wait: a close or a cancel of its mailbox, before or after the scope's cancel" {
     // One worker: the driver coroutine ends the actor's wait in two steps that the actor, parked
     // in its receive, cannot run between (it runs when the driver has returned). Before, a
