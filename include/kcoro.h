@@ -788,8 +788,10 @@ uint64_t kc_deadline(void);
  * KC_ENOMEM (no memory for its message buffer: it ran no handler). It yields to the scheduler
  * every 256 messages, before its next receive, so that what is queued behind it on its worker
  * runs, and stops there once a cancelling shutdown has begun (a finishing one's drain waits for
- * it until a cancel cuts it short): ended by return, KC_ESHUTDOWN, its mailbox cancelled; or, if
- * its worker saw the shutdown first, abandoned at the yield (no on_done). Before, an actor whose
+ * it until a cancel cuts it short): ended by return with nothing in hand, on_done KC_ESHUTDOWN
+ * (KC_EINTR if the scope was cancelled by then), its mailbox cancelled (the undelivered hook
+ * runs on the worker, before on_done); or, if its worker saw the shutdown first, abandoned at
+ * the yield (no on_done; the hook runs on the shutdown's thread). Before, an actor whose
  * mailbox never emptied never yielded: nothing queued behind it ran, and a shutdown never
  * returned. */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,

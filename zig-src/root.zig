@@ -9628,6 +9628,7 @@ test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in ha
         var holding: std.atomic.Value(u32) = .init(0);
         var done_status: std.atomic.Value(i32) = .init(999);
         var done_count: std.atomic.Value(u32) = .init(0);
+        var dropped_at_done: std.atomic.Value(u64) = .init(999);
 
         fn handler(_: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
             const v = std.mem.bytesToValue(u64, msg[0..8]);
@@ -9645,6 +9646,8 @@ test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in ha
         }
         fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
             done_status.store(status, .monotonic); // published by the release below
+            // The hook ran on this thread, in the actor's cancel of its mailbox, before us.
+            dropped_at_done.store(dropped.load(.monotonic), .monotonic);
             // Release: pairs with the test's acquire load (the join orders it too).
             _ = done_count.fetchAdd(1, .release);
         }
@@ -9657,6 +9660,7 @@ test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in ha
         S.holding.store(0, .monotonic);
         S.done_status.store(999, .monotonic);
         S.done_count.store(0, .monotonic);
+        S.dropped_at_done.store(999, .monotonic);
         var box: u32 = 0;
         try testing.expectEqual(@as(i32, 0), kc_chan_create(8, @intCast(queued), 0, 0, &box));
         defer _ = kc_chan_destroy(box);
@@ -9685,6 +9689,7 @@ test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in ha
         try testing.expectEqual(before_turn - 1, S.last_handled.load(.monotonic));
         try testing.expectEqual(queued - before_turn, S.dropped.load(.monotonic));
         try testing.expectEqual(before_turn, S.first_dropped.load(.monotonic));
+        try testing.expectEqual(queued - before_turn, S.dropped_at_done.load(.monotonic));
         const v: u64 = 1;
         try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(box, &v, 8));
     }
