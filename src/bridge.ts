@@ -602,6 +602,7 @@ export class Bridge {
       ? this.#heldLive
       : this.#heldOn.get(on) ?? 0;
     for (let i = this.#heldHead; left > 0 && i < held.length; i += 3) {
+      this.#heldSteps++;
       const ticket = held[i];
       if (ticket === 0 || (on !== undefined && heldAt[i / 3] !== on)) continue; // taken; not on `on`
       left--;
@@ -772,6 +773,8 @@ export class Bridge {
     this.#heldHead = 0;
   }
 
+  /** Entries of `#held` looked at (`heldSteps`). */
+  #heldSteps = 0;
   /** A `#drain` of the held records is scheduled. */
   #heldDue = false;
   /** `settleWhere`'s batch (not `#records`, which a drain in progress may still be settling). */
@@ -1078,6 +1081,15 @@ export class Bridge {
     return this.#watches.size;
   }
 
+  /**
+   * How many entries of the held list (`#held`, a record each) `settleWhere`'s scan and the
+   * drain's settle of it have looked at, ever (for tests: a drain of n held records looks at n,
+   * where the splice each took moved all the rest, n²/2).
+   */
+  get heldSteps(): number {
+    return this.#heldSteps;
+  }
+
   /** Settles the operation or close watch of one record drained (none: withdrawn meanwhile). */
   #settle(ticket: number, status: number, index: number): void {
     let op = this.#ops.get(ticket);
@@ -1185,7 +1197,11 @@ export class Bridge {
         // not taken (`#unhold`: none is spliced out, each splice moving the rest).
         const held = this.#held;
         let i = this.#heldHead;
-        while (held[i] === 0) i += 3;
+        while (held[i] === 0) {
+          i += 3;
+          this.#heldSteps++; // one taken out of turn, skipped once
+        }
+        this.#heldSteps++;
         const ticket = held[i], status = held[i + 1], index = held[i + 2];
         this.#heldHead = i + 3;
         this.#unhold(i);

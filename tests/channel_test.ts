@@ -7235,37 +7235,50 @@ Deno.test("Bridge.settleWhere looks at no held record once those of the channel 
   assert.deepEqual(await Promise.all(got), [7, 2, 7, 7, 7, 1]);
 });
 
-Deno.test("Bridge: many records held by a send's settle are settled in linear time: 64,000 receives another thread completed resolve in order", async () => {
+Deno.test("Bridge: each record a send's settle held is looked at once, whether a later pick takes it out of turn or the drain settles it: 2 × 4000 receives another thread completed resolve in order", async () => {
   // A send of this isolate drains the ring and holds the records it does not pick (the receives
-  // of another channel, which another thread completed); the next drain settles them oldest
-  // first. Each was taken off the front of the list with a splice, which moved all the rest:
-  // these 64,000 took 3.8 s to settle on a loaded 2-vCPU host; cleared in place now, 0.1 s.
+  // of other channels, which another thread completed): a later send's pick takes those of its
+  // channel out of turn, the next drain settles the rest oldest first. Each was spliced out of
+  // the list, which moved all the rest: n records cost n² moves (64,000: 3.8 s on a loaded
+  // 2-vCPU host). Cleared in place now: the pick and the drain each look at an entry once
+  // (`Bridge.heldSteps`; the drain skips a taken one once).
   const bridge = Bridge.of(library());
   const sym = library().symbols("test");
-  const n = 64_000;
+  const n = 4_000;
   using a = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using b = new Channel<number>("rendezvous", { codec: codecs.f64 });
   using c = new Channel<number>("rendezvous", { codec: codecs.f64 });
   a.handle; // escaped: native from here on
+  b.handle;
   c.handle;
   const before = bridge.pending;
-  const got: Promise<number>[] = [];
-  for (let i = 0; i < n; i++) got.push(a.receive());
-  const last = c.receive();
-  await until(() => bridge.pending >= before + n + 1, "the receives queued natively", 60_000);
+  const onA: Promise<number>[] = [], onB: Promise<number>[] = [];
+  for (let i = 0; i < n; i++) {
+    onA.push(a.receive());
+    onB.push(b.receive());
+  }
+  const lastB = b.receive(), last = c.receive();
+  await until(() => bridge.pending >= before + 2 * n + 2, "the receives queued natively");
   const slot = new Float64Array(1);
   const ptr = Deno.UnsafePointer.of(slot);
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < n; i++) { // the records alternate: a's, b's
     slot[0] = i;
     assert.equal(sym.kc_chan_try_send(a.handle, ptr, 8), 0);
+    assert.equal(sym.kc_chan_try_send(b.handle, ptr, 8), 0);
   }
-  assert.deepEqual(c.trySend(-1), { state: "ok" }); // settles c's receive, holds a's n records
-  assert.equal(bridge.pending, before + n, "a's receives are held");
-  const start = performance.now();
-  const values = await Promise.all(got);
-  const ms = performance.now() - start;
-  assert.equal(await last, -1);
-  assert.ok(values.every((v, i) => v === i), "not in order");
-  assert.ok(ms < 2_000, `the held records took ${ms.toFixed(0)} ms to settle`);
+  const steps = bridge.heldSteps;
+  assert.deepEqual(c.trySend(-1), { state: "ok" }); // settles c's receive, holds 2n records
+  assert.equal(bridge.pending, before + 2 * n + 1, "a's and b's receives are held");
+  assert.deepEqual(b.trySend(-2), { state: "ok" }); // takes b's n held records, then its own
+  assert.equal(bridge.pending, before + n, "b's held records were taken");
+  const fromA = await Promise.all(onA);
+  const looked = bridge.heldSteps - steps;
+  assert.ok(fromA.every((v, i) => v === i), "a's not in order");
+  assert.ok((await Promise.all(onB)).every((v, i) => v === i), "b's not in order");
+  assert.deepEqual([await lastB, await last], [-2, -1]);
+  // The pick on b: the 2n entries up to b's last; the drain: a's n, and b's taken before each
+  // of a's but the first (the list is emptied once a's last is settled).
+  assert.equal(looked, 4 * n - 1, "held entries looked at for 2n held records");
 });
 
 Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {
