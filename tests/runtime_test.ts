@@ -1630,6 +1630,52 @@ Deno.test("every pin of runtime().cells is a native pin, given back once: launch
   assert.equal(res.stdout.trim(), "ok");
 });
 
+Deno.test("a native scope's pin of runtime().cells is one native pin per array, however often launched while a child runs, and a shutdown gives back the pins of a scope never waited for", async () => {
+  // pinScoped takes one native pin per array in a scope's set: a second launch of the same
+  // array while the first child still runs (its set kept) must not take another, which nothing
+  // gives back. unpinAll (a shutdown) gives back the pins of scopes not yet waited for or
+  // destroyed: the scope's later destruction finds its pins made anew, empty. Either miss kept
+  // the block for good.
+  const dir = await Deno.makeTempDir();
+  try {
+    // wait_add's cells: [go, done, running].
+    await buildPlugin(
+      dir,
+      `#include <stdint.h>
+void wait_add(void *arg) {
+  __atomic_store_n((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
+  __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
+}`,
+    );
+    const res = await evalScript(
+      `
+      import { NativeScope, resolveNative, runtime } from "./mod.ts";
+      import { collectUntil, liveCells, until } from "./tests/support.ts";
+      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const rt = runtime({ workers: 3 });
+      const base = liveCells();
+      const ns = NativeScope.create();
+      let cells = rt.cells(3);
+      ns.launch(waitAdd, cells);
+      await until(() => cells[2] === 1n, "the first child to run");
+      ns.launch(waitAdd, cells); // the first still runs: the scope's set keeps the array
+      cells[0] = 1n;
+      await until(() => cells[1] === 2n, "both children to finish");
+      await rt.shutdown("finish"); // the scope never waited for: its pins go here
+      cells = null;
+      await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
+      console.log("ok");
+    `,
+      { v8Flags: ["--expose-gc"] },
+    );
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout.trim(), "ok");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("without the Node-API companion runtime().cells are as before ABI 25: a SharedArrayBuffer (with the exit guard) in the main isolate, never-freed native memory in a Worker", async () => {
   // In a process of its own, with a copy of the library in a folder without the companion.
   const res = await evalScript(
