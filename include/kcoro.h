@@ -194,7 +194,7 @@ int32_t kc_coro_stats(uint64_t *out, uint32_t len);
 const void *kc_builtin_entry(uint32_t id);
 /* count zeroed 8-byte cells of native memory, live until kc_cells_release (and the last pin's
  * kc_cells_pin) or the process's end (for a built-in started by an isolate that may end before it
- * does), or NULL (count 0, out of memory). 16-byte aligned, after a 32-byte header of their own. */
+ * does), or NULL (count 0, out of memory). 16-byte aligned, after a 48-byte header of their own. */
 uint64_t *kc_cells_alloc(uint32_t count);
 /* Nothing but the pins reaches cells kc_cells_alloc returned any more: freed now if no pin is
  * held, else by the kc_cells_pin that takes the last away; NULL does nothing. Once per block;

@@ -554,6 +554,8 @@ Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed a
         [at(r) + 8, 16],
         [at(r), 12],
         [at(r), 0],
+        [at(r), 72], // past the block's 8 cells: a view over whatever memory follows
+        [at(r) + 16, 16], // inside the block, where the header's check word is a cell
         [0, 8],
         [16, 8],
         [-16, 8],
@@ -567,6 +569,16 @@ Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed a
   } finally {
     sym.kc_cells_release(r);
   }
+  assert.equal(liveCells(), base);
+  // One view per block: a second (another call for the same address) would give the block a
+  // second deleter, whose release after the first's freed it twice.
+  const v = sym.kc_cells_alloc(8)!;
+  const once = make(at(v), 64)!;
+  assert.ok(once instanceof ArrayBuffer);
+  assert.equal(make(at(v), 64), null);
+  assert.equal(make(at(v), 8), null);
+  assert.equal(liveCells(), base + 1n);
+  once.transfer(0); // its deleter: the one release
   assert.equal(liveCells(), base);
   // Where the companion cannot be loaded: null, and why.
   const dir = await Deno.makeTempDir();

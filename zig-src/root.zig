@@ -3603,7 +3603,7 @@ const cells_header = @import("napi/cells_header.zig");
 /// (count 0, or no memory). For a built-in's cells when the isolate that starts it may end
 /// first (a Worker, or the main isolate, whose heap Deno frees before the process exits while
 /// workers still run): the coroutine may still write into them after that isolate's heap is
-/// gone. A header (`cells_header.Header`, 32 bytes) goes before the cells.
+/// gone. A header (`cells_header.Header`, 48 bytes) goes before the cells.
 export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     if (count == 0) return null;
     const head_cells = @sizeOf(cells_header.Header) / @sizeOf(u64);
@@ -3613,7 +3613,7 @@ export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
     // without freeing, as here; best of 5 on a loaded 2-CPU host): 1 MiB of cells ~5 us, not
     // ~0.6-1.4 ms; 8 MiB (the most runtime().cells takes) ~6 us, not ~4.6 ms; a write to every
     // page afterwards ~20-30% faster all told; 3 to 1024 cells, no difference beyond the noise.
-    // Always 16-byte aligned (malloc's), which u64 needs; the 32-byte header keeps the cells so.
+    // Always 16-byte aligned (malloc's), which u64 needs; the 48-byte header keeps the cells so.
     const p = std.c.calloc(@as(usize, count) + head_cells, @sizeOf(u64)) orelse return null;
     const cells: [*]u64 = @as([*]u64, @ptrCast(@alignCast(p))) + head_cells;
     // Plain stores: the block is not shared yet (handing out the pointer publishes it, through
@@ -3623,6 +3623,7 @@ export fn kc_cells_alloc(count: u32) callconv(.c) ?[*]u64 {
         .destroy = &destroyCells,
         .state = 0,
         .check = cells_header.magic ^ @intFromPtr(cells),
+        .bytes = @as(u64, count) * @sizeOf(u64),
     };
     // Monotonic: a count read by tests only, after the threads that use it were joined (or
     // after a finaliser that ran on another thread, with a deadline).
@@ -3685,7 +3686,9 @@ export fn kc_cells_pin(cells: ?[*]u64, delta: i32) callconv(.c) i32 {
         // kc_cells_release (its acquire half); this acquire half pairs with kc_cells_release's
         // release, for the free made here. Monotonic on failure: only retried.
         old = @cmpxchgWeak(u64, &h.state, old, new, .acq_rel, .monotonic) orelse {
-            if (new == cells_header.released and old != new) h.destroy(c);
+            // Released, and this took the last pin (the state's other bits, `viewed`, aside).
+            const gone = cells_header.pin_mask | cells_header.released;
+            if (new & gone == cells_header.released and old & cells_header.pin_mask != 0) h.destroy(c);
             return 0;
         };
     }

@@ -26,7 +26,8 @@
 //! - `cells(address, length)`: an ArrayBuffer over cells of `kc_cells_alloc` (TypeScript's
 //!   `runtime().cells`) whose deleter calls `kc_cells_release`: a transferred buffer keeps the
 //!   cells, which its original's collection freed when a FinalizationRegistry did it. Needs no
-//!   `bind`.
+//!   `bind`. One per block, no longer than it: the module is loadable by any code allowed FFI
+//!   (`process.dlopen`), and a second buffer over a block released it twice.
 //!
 //! The napi_* functions are declared `extern` and resolve against the deno executable when the
 //! module is loaded (linked with undefined symbols allowed). The finaliser never touches `env`.
@@ -342,7 +343,8 @@ fn onCellsFinalize(env: Env, data: ?*anyopaque, hint: ?*anyopaque) callconv(.c) 
 /// `cells(address: number, length: number): ArrayBuffer | number`: an ArrayBuffer over cells
 /// `kc_cells_alloc` returned at `address` (`length` bytes, at most the block's), which
 /// `kc_cells_release` gets back once no ArrayBuffer views them; or `CreateError.bad_range` (not
-/// a block's address by its header's check, a length that is no whole number of cells) or
+/// a block's address by its header's check, a length that is no whole number of cells or longer
+/// than the block's, a block already given its one ArrayBuffer, or released) or
 /// `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
 /// the release of the copy that allocated the block.
 fn cells(env: Env, info: Info) callconv(.c) Value {
@@ -353,13 +355,22 @@ fn cells(env: Env, info: Info) callconv(.c) Value {
     }
     const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const len = address(env, argv[1]) orelse return int(env, @intFromEnum(CreateError.bad_range));
-    // 16-byte aligned past a 32-byte header (kc_cells_alloc's); the header's check word is then
+    // 16-byte aligned past a 48-byte header (kc_cells_alloc's); the header's check word is then
     // readable memory of the block (ffi/napi.ts passes only kc_cells_alloc's addresses).
     if (at < @sizeOf(cells_header.Header) or at % 16 != 0 or len == 0 or len % 8 != 0) {
         return int(env, @intFromEnum(CreateError.bad_range));
     }
     const c: [*]u64 = @ptrFromInt(at);
-    if (cells_header.of(c).check != cells_header.magic ^ at) {
+    const h = cells_header.of(c);
+    // Within the block only: a longer view reached whatever memory came after it.
+    if (h.check != cells_header.magic ^ at or len > h.bytes) {
+        return int(env, @intFromEnum(CreateError.bad_range));
+    }
+    // One view per block, claimed here: a second buffer's deleter released the block twice (a
+    // double free). Monotonic: a claim that publishes nothing (the block's cells are published
+    // to this thread by whatever handed over the address); the RMW alone makes it once.
+    const old = @atomicRmw(u64, &h.state, .Or, cells_header.viewed, .monotonic);
+    if (old & (cells_header.viewed | cells_header.released) != 0) {
         return int(env, @intFromEnum(CreateError.bad_range));
     }
     var r: Value = null;

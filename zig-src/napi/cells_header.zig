@@ -4,7 +4,7 @@
 //! imports it as "napi/cells_header.zig".
 const std = @import("std");
 
-/// Before the cells, 32 bytes, so that the cells stay 16-byte aligned (malloc's alignment).
+/// Before the cells, 48 bytes, so that the cells stay 16-byte aligned (malloc's alignment).
 pub const Header = extern struct {
     /// kc_cells_release of the library copy that allocated the block: what the companion's
     /// finaliser calls (it binds no library for cells: any copy's block goes back to its own).
@@ -17,15 +17,24 @@ pub const Header = extern struct {
     state: u64,
     /// `magic ^ address of the cells`: the companion refuses an address without it.
     check: u64,
+    /// The cells' size in bytes (count * 8): the companion refuses a longer view (it made one
+    /// over whatever memory came after the block).
+    bytes: u64,
+    /// Zero: keeps the size a multiple of 16.
+    reserved: u64 = 0,
 };
 
 comptime {
-    std.debug.assert(@sizeOf(Header) == 32);
+    std.debug.assert(@sizeOf(Header) == 48 and @sizeOf(Header) % 16 == 0);
 }
 
 pub const pin_mask: u64 = 0xffff_ffff;
 /// Set once by kc_cells_release: no ArrayBuffer (nor C caller) reaches the cells any more.
 pub const released: u64 = 1 << 32;
+/// Set once by the companion's `cells` as it makes the block's one ArrayBuffer: a second view
+/// (a second `cells` call for the address) would give the block a second deleter, a second
+/// kc_cells_release, and a double free.
+pub const viewed: u64 = 1 << 33;
 pub const magic: u64 = 0x6b63_656c_6c73_2500; // "kcells%\0"
 
 /// The header of the cells at `cells`.
