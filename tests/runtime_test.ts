@@ -1571,11 +1571,17 @@ Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker t
     w.terminate();
     if (liveCells() !== base + 2n) fail("the busy and moved cells were not counted: " + liveCells());
     const view = new Deno.UnsafePointerView(Deno.UnsafePointer.create(at));
+    // The disposal's deleter released the block (the header's state word, 32 bytes before the
+    // cells: released in bit 32, the pins below), with the sleeper's pin held: not freed.
+    // Before, a fixed 200 ms window watched for a free that might come later.
+    await until(
+      () => liveCells() !== base + 2n || (view.getBigUint64(-32) >> 32n & 1n) === 1n,
+      "the terminated Worker's disposal to release the cells",
+    );
+    if (liveCells() !== base + 2n) fail("freed: " + liveCells());
+    if ((view.getBigUint64(-32) & 0xffffffffn) !== 1n) fail("pins " + view.getBigUint64(-32));
     await until(() => view.getBigUint64(8) === 1n, "the sleeper's done");
-    for (let i = 0; i < 20; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      if (liveCells() !== base + 2n) fail("freed: " + liveCells());
-    }
+    if (liveCells() !== base + 2n) fail("freed: " + liveCells());
     // The buffer moved out of the terminated Worker keeps its memory, freed once dropped.
     if (received[0] !== 41n || received[1] !== 42n) fail("received " + received);
     received = null;
