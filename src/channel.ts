@@ -5416,13 +5416,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
       this.#endedSettled();
+      // In order (`Waiter.rejectInOrder`): an iterator's next() still waiting in JavaScript that
+      // meets the channel closed or cancelled (by another thread) as it queues, an earlier
+      // next() of its iterator still queued natively, rejects after that one settles (the
+      // earlier one rejects, this one answers done), as README's iteration paragraph says.
+      // Before, this one rejected first and the earlier one, its record drained later,
+      // answered done: the iterator failed at its second step, having ended at its first.
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult(status));
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
         const c = this.#closedResult(status);
-        if ("cause" in c) w.reject(c.cause);
+        if ("cause" in c) w.rejectInOrder(c.cause);
         else w.resolve(ITER_DONE);
-      } else w.reject(this.#receiveError(status));
+      } else w.rejectInOrder(this.#receiveError(status));
       return;
     }
     try {

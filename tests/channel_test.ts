@@ -919,6 +919,43 @@ Deno.test("closed or cancelled by native code (or another isolate), waiters of t
   }
 });
 
+// Model fuzz seed 665: an iterator's next() queued natively, a second next() still waiting in
+// JavaScript, and another thread cancels (or closes with a cause): the second met the cancelled
+// channel as it queued and rejected at once, and the first, its record drained later, answered
+// done. README: of several next()s pending, the first rejects and the others answer done.
+Deno.test("cancelled by native code (or another isolate): an iterator's next()s pending across the queueing settle in order", async () => {
+  const sym = library().symbols("test");
+  for (const shared of [false, true]) {
+    for (const by of ["cancel", "close with a cause"]) {
+      const what = `${shared ? "shared" : "owner's"}, ${by}`;
+      using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
+      const h = shared ? ch.share().handle : ch.handle;
+      const it = ch[Symbol.asyncIterator]();
+      const order: string[] = [];
+      const first = it.next().then(
+        (r) => order.push(`first ${r.done ? "done" : "value"}`),
+        (e) => order.push(`first ${e?.constructor?.name}`),
+      );
+      await until(
+        () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+        `${what}: the first next() queued natively`,
+      );
+      const second = it.next().then(
+        (r) => order.push(`second ${r.done ? "done" : "value"}`),
+        (e) => order.push(`second ${e?.constructor?.name}`),
+      );
+      if (by === "cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+      else {
+        const cause = encodeCause(new RangeError("gone"))!;
+        assert.equal(sym.kc_chan_close_cause(h, cause, cause.length, 0), 1, what);
+      }
+      await Promise.all([first, second]);
+      const err = by === "cancel" ? "CancellationError" : "RangeError";
+      assert.deepEqual(order, [`first ${err}`, "second done"], what);
+    }
+  }
+});
+
 Deno.test("cancelled by native code (or another isolate): a send after any try-operation that saw it rejects with CancellationError", async () => {
   const sym = library().symbols("test");
   const tries: [string, (ch: Channel<number>) => { state: string }][] = [
