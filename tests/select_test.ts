@@ -1444,6 +1444,35 @@ Deno.test("a select whose job clause lost to a completed channel clause, then en
   }
 });
 
+// Model fuzz seed 723 (given-back mode, step 7): the model left the first select's abort window
+// open after a send of this isolate on the channel had settled the records of this isolate's
+// receives there (`#settleReceivers` takes a select's too, oldest first): README's select
+// section, "settles the select before it returns", and the order bullet's "oldest first".
+Deno.test("a receive another thread completed natively settles when a send of this isolate on that channel settles its own select: an abort after finds it settled, the value kept", async () => {
+  for (const first of ["select", "receive"] as const) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const copy = Channel.from<number>(ch.share());
+    const ctl = new AbortController();
+    const taken = first === "select"
+      ? select<number>((s) => s.onReceive(copy, (v) => v), { signal: ctl.signal })
+      : copy.receive({ signal: ctl.signal });
+    // Queued natively: a select queues at its call, a receive at the end of its turn.
+    if (first === "receive") await until(() => pending() === 1, "the receive queued natively");
+    const second = select<number>((s) => s.onReceive(ch, (v) => v));
+    // As another thread's send: completes the oldest, `taken`, its record left on the ring.
+    assert.equal(trySendNatively(ch.handle, 3), 0, first);
+    // This isolate's send completes `second` natively and settles it before it returns, and
+    // with it the older record of this channel: `taken`'s.
+    assert.deepEqual(ch.trySend(4), { state: "ok" }, first);
+    ctl.abort(new Error("too late"));
+    assert.equal(await within(taken, 5_000, "the first"), 3, first); // not given back
+    assert.equal(await within(second, 5_000, "the second"), 4, first);
+    assert.deepEqual(ch.tryReceive(), { state: "empty" }, first);
+    copy[Symbol.dispose]();
+    assert.equal(pending(), 0, first);
+  }
+});
+
 Deno.test("a select given up for one reason, then for another before its raced record is taken, rejects with the first: an abort that lost to the completion, or a copy's dispose after a job clause lost", async () => {
   // One rule for every give-up (`#giveUp`): the first reason stays, whichever way the select
   // learnt that a channel clause had won (its own abort answered KC_EBUSY, or a job clause's).
