@@ -2441,7 +2441,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } finally {
       releaseSlot(w);
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult());
-      else w.reject(cancelledError(this._shared));
+      // In order, as `#settleWith` rejects one that meets a cancel as it queues: an iterator's
+      // next() still waiting in JavaScript rejects after an earlier one queued natively, whose
+      // record the destroy writes (it answers done then). Before, it rejected first and the
+      // earlier one answered done.
+      else w.rejectInOrder(cancelledError(this._shared));
     }
   }
 

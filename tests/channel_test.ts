@@ -920,13 +920,14 @@ Deno.test("closed or cancelled by native code (or another isolate), waiters of t
 });
 
 // Model fuzz seed 665: an iterator's next() queued natively, a second next() still waiting in
-// JavaScript, and another thread cancels (or closes with a cause): the second met the cancelled
-// channel as it queued and rejected at once, and the first, its record drained later, answered
-// done. README: of several next()s pending, the first rejects and the others answer done.
+// JavaScript, and another thread cancels (or closes with a cause, or native code destroys it):
+// the second met the cancelled channel as it queued (or the destroy as this isolate learnt of it)
+// and rejected at once, and the first, its record drained later, answered done. README: of
+// several next()s pending, the first rejects and the others answer done.
 Deno.test("cancelled by native code (or another isolate): an iterator's next()s pending across the queueing settle in order", async () => {
   const sym = library().symbols("test");
   for (const shared of [false, true]) {
-    for (const by of ["cancel", "close with a cause"]) {
+    for (const by of ["cancel", "close with a cause", "destroy"]) {
       const what = `${shared ? "shared" : "owner's"}, ${by}`;
       using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
       const h = shared ? ch.share().handle : ch.handle;
@@ -945,12 +946,13 @@ Deno.test("cancelled by native code (or another isolate): an iterator's next()s 
         (e) => order.push(`second ${e?.constructor?.name}`),
       );
       if (by === "cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+      else if (by === "destroy") assert.equal(sym.kc_chan_destroy(h), 0, what); // the owner's
       else {
         const cause = encodeCause(new RangeError("gone"))!;
         assert.equal(sym.kc_chan_close_cause(h, cause, cause.length, 0), 1, what);
       }
       await Promise.all([first, second]);
-      const err = by === "cancel" ? "CancellationError" : "RangeError";
+      const err = by === "close with a cause" ? "RangeError" : "CancellationError";
       assert.deepEqual(order, [`first ${err}`, "second done"], what);
     }
   }
