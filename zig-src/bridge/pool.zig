@@ -656,6 +656,22 @@ fn childPool() Pool {
     return Pool.init(14, words, links) catch posix.exit(2);
 }
 
+/// In a forked child: a slice of 100 bytes of `p`, which must be in chunk `chunk` (else the
+/// child exits 2, as for a pool used up).
+fn childAlloc(p: *Pool, chunk: u32) [*]u8 {
+    const s = p.alloc(100) orelse posix.exit(2);
+    if (p.chunkOf(s) != chunk) posix.exit(2);
+    return s;
+}
+
+/// In a forked child: returns `s` (of chunk 0) twice, within its chunk's count (another of
+/// its slices out): a host's views count it freed (kc_pool_release), then it is freed by
+/// address. The child exits 2 if either is refused.
+fn childReturnTwice(p: *Pool, s: [*]u8) void {
+    if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `s` freed
+    if (!p.free(s)) posix.exit(2); // and it is freed too
+}
+
 test "pool: safe builds: a second free of a slice panics, before it counts anything" {
     if (!track_live) return error.SkipZigTest;
     // In a child, which must die of the panic (SIGABRT); before, it went on, the second free
@@ -664,8 +680,8 @@ test "pool: safe builds: a second free of a slice panics, before it counts anyth
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
-            _ = p.alloc(100) orelse posix.exit(2); // its neighbour, still out
+            const a = childAlloc(&p, 0);
+            _ = childAlloc(&p, 0); // its neighbour, still out
             if (!p.free(a)) posix.exit(2);
             _ = p.free(a); // panics
         }
@@ -681,7 +697,7 @@ test "pool: safe builds: a slice counted freed by a host's views and then freed 
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
+            const a = childAlloc(&p, 0);
             if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
             _ = p.free(a); // panics
         }
@@ -697,10 +713,9 @@ test "pool: safe builds: a double return shown at another buffer's free names th
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
-            const b = p.alloc(100) orelse posix.exit(2);
-            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
-            if (!p.free(a)) posix.exit(2); // and it is freed too: still within the count
+            const a = childAlloc(&p, 0);
+            const b = childAlloc(&p, 0);
+            childReturnTwice(&p, a); // still within the count
             _ = p.free(b); // panics
         }
     }.body, "Cannot free pool buffer: a buffer of chunk 0 was returned twice (counted freed by kc_pool_release and freed too; kc_pool_release names no buffer, so not necessarily this one, which ran the chunk's count over), received 0x");
@@ -718,15 +733,13 @@ test "pool: safe builds: a double return in a retired chunk, shown at another bu
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
-            const b = p.alloc(100) orelse posix.exit(2);
-            if (p.chunkOf(a) != 0 or p.chunkOf(b) != 0) posix.exit(2);
+            const a = childAlloc(&p, 0);
+            const b = childAlloc(&p, 0);
             p.retireAll(); // chunk 0 retired, 2 out
-            const y = p.alloc(100) orelse posix.exit(2); // chunk 1, freed and retired:
-            if (p.chunkOf(y) != 1 or !p.free(y)) posix.exit(2);
+            const y = childAlloc(&p, 1); // chunk 1, freed and retired:
+            if (!p.free(y)) posix.exit(2);
             p.retireAll(); // it comes back, first on the free list
-            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
-            if (!p.free(a)) posix.exit(2); // and it is freed too: chunk 0 comes back
+            childReturnTwice(&p, a); // chunk 0 comes back
             if (p.idleChunks() != 2) posix.exit(2);
             _ = p.free(b); // panics
         }
@@ -742,15 +755,12 @@ test "pool: safe builds: a buffer whose chunk came back under it (another return
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
-            const b = p.alloc(100) orelse posix.exit(2);
-            if (p.chunkOf(a) != 0 or p.chunkOf(b) != 0) posix.exit(2);
+            const a = childAlloc(&p, 0);
+            const b = childAlloc(&p, 0);
             p.retireAll(); // chunk 0 retired, 2 out
-            if (!p.releaseChecked(0, 1)) posix.exit(2); // a host's views counted `a` freed
-            if (!p.free(a)) posix.exit(2); // and it is freed too: chunk 0 comes back under `b`
-            const x = p.alloc(100) orelse posix.exit(2); // chunk 0, carved again
-            const y = p.alloc(100) orelse posix.exit(2);
-            if (p.chunkOf(x) != 0 or p.chunkOf(y) != 0) posix.exit(2);
+            childReturnTwice(&p, a); // chunk 0 comes back under `b`
+            _ = childAlloc(&p, 0); // chunk 0, carved again: `x`
+            _ = childAlloc(&p, 0); // `y`
             _ = p.free(b); // panics
         }
     }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x");
@@ -763,11 +773,10 @@ test "pool: safe builds: a second free of a buffer after its chunk came back and
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
-            const a = p.alloc(100) orelse posix.exit(2);
+            const a = childAlloc(&p, 0);
             if (!p.free(a)) posix.exit(2);
             p.retireAll(); // every slice back: chunk 0 comes back
-            const x = p.alloc(100) orelse posix.exit(2); // chunk 0, carved again
-            if (p.chunkOf(x) != 0) posix.exit(2);
+            _ = childAlloc(&p, 0); // chunk 0, carved again: `x`
             _ = p.free(a); // panics
         }
     }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started");
