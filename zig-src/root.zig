@@ -7877,6 +7877,53 @@ test "C ABI: KC_BUILTIN_ECHO hands the value in hand when out has ended to out's
     try testing.expectEqual(@as(u64, 6), got);
 }
 
+/// A built-in's entry (kc_builtin_entry), for the tests that run one.
+fn builtinEntry(b: Builtin) coroutine.EntryFn {
+    return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+}
+
+/// For the tests of the built-in loops that never park: `ch`, conflated, holding `value`, an
+/// echo's `in` and `out` (its receive always finds the value its send just put back); `sink`,
+/// conflated, a chanSender's (its sends never block). `deinit` destroys both.
+const NeverParkChannels = struct {
+    ch: u32,
+    sink: u32,
+
+    const value: u64 = 42;
+
+    fn init() !NeverParkChannels {
+        var c: NeverParkChannels = .{ .ch = 0, .sink = 0 };
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &c.ch));
+        errdefer _ = kc_chan_destroy(c.ch);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &c.sink));
+        errdefer _ = kc_chan_destroy(c.sink);
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_send(c.ch, &value, 8));
+        return c;
+    }
+
+    fn deinit(c: NeverParkChannels) void {
+        _ = kc_chan_destroy(c.ch);
+        _ = kc_chan_destroy(c.sink);
+    }
+
+    /// An echo's cells on `ch`, atomic: the echo writes them on a worker while the test reads.
+    fn echoCells(c: NeverParkChannels) [4]std.atomic.Value(u64) {
+        return .{ .init(c.ch), .init(c.ch), .init(0), .init(0) };
+    }
+
+    /// A chanSender's cells on `sink`, its count never running out; atomic, as `echoCells`.
+    fn senderCells(c: NeverParkChannels) [5]std.atomic.Value(u64) {
+        return .{ .init(c.sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    }
+
+    /// The echo stopped (or yielded) between values, nothing in hand: `value` is still in `ch`.
+    fn expectValueKept(c: NeverParkChannels) !void {
+        var got: u64 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(c.ch, &got, 8));
+        try testing.expectEqual(value, got);
+    }
+};
+
 test "C ABI: built-in loops that never park take turns and stop at a shutdown: an echo on its own conflated channel, a chanSender to one, a long spin" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
@@ -7894,34 +7941,22 @@ test "C ABI: built-in loops that never park take turns and stop at a shutdown: a
         }
     };
     S.marked.store(0, .monotonic);
-    var ch: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
-    defer _ = kc_chan_destroy(ch);
-    var sink: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
-    defer _ = kc_chan_destroy(sink);
-    const value: u64 = 42;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
-    // Atomic cells: the built-ins write them on the worker while this thread reads them.
-    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
-    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    const rig = try NeverParkChannels.init();
+    defer rig.deinit();
+    var echo = rig.echoCells();
+    var sender = rig.senderCells();
     var spin = [2]std.atomic.Value(u64){ .init(std.math.maxInt(u64)), .init(0) };
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0)); // one worker
     var shut = false;
     defer if (!shut) {
         _ = kc_sched_shutdown(0);
     };
-    const entry = struct {
-        fn of(b: Builtin) coroutine.EntryFn {
-            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
-        }
-    }.of;
     // Spawned from outside, in this order: the worker takes them from the inject queue in
     // order, so the marker, last, runs only once each of the three (none of which ends) was
     // taken and gave the worker back.
-    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.echo), &echo, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.chan_sender), &sender, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_spawn(entry(.spin), &spin, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.chan_sender), &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.spin), &spin, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_spawn(S.marker, null, 0, null));
     const d = test_wait.Deadline.in(test_wait.default_ns, "the marker queued behind the built-ins to run");
     // Acquire: pairs with the marker's release store. The counts: monotonic, only looked at.
@@ -7932,9 +7967,7 @@ test "C ABI: built-in loops that never park take turns and stop at a shutdown: a
     // The spin never finished its rounds: `done` as it was.
     try testing.expectEqual(@as(u64, 0), spin[1].load(.monotonic));
     // The echo stopped between values (nothing in hand): the value is still in the channel.
-    var got: u64 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
-    try testing.expectEqual(value, got);
+    try rig.expectValueKept();
 }
 
 test "C ABI: an echo on its own conflated channel and a chanSender to one stop at their turn when their native scope is cancelled" {
@@ -7944,29 +7977,17 @@ test "C ABI: an echo on its own conflated channel and a chanSender to one stop a
     // sees the scope's KC_EINTR in a channel operation. Before, both ran on in the cancelled
     // scope (taking their turns, which looked only for a shutdown), and kc_scope_wait never
     // returned: KC_ETIME at its deadline here.
-    var ch: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
-    defer _ = kc_chan_destroy(ch);
-    var sink: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
-    defer _ = kc_chan_destroy(sink);
-    const value: u64 = 42;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
-    // Atomic cells: the built-ins write them on a worker while this thread reads them.
-    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
-    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    const rig = try NeverParkChannels.init();
+    defer rig.deinit();
+    var echo = rig.echoCells();
+    var sender = rig.senderCells();
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     defer _ = kc_sched_shutdown(0);
     var scope: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
     defer _ = kc_scope_destroy(scope);
-    const entry = struct {
-        fn of(b: Builtin) coroutine.EntryFn {
-            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
-        }
-    }.of;
-    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.echo), &echo, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.chan_sender), &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, builtinEntry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, builtinEntry(.chan_sender), &sender, 0, null));
     // Both running (past a turn each), then the cancel. Monotonic: counts, only looked at.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the echo and the chanSender to run");
     while (echo[2].load(.monotonic) <= builtins.loop_turn_every or sender[3].load(.monotonic) <= builtins.loop_turn_every) try d.wait();
@@ -7976,9 +7997,7 @@ test "C ABI: an echo on its own conflated channel and a chanSender to one stop a
     try testing.expectEqual(@as(u64, 1), echo[3].load(.acquire));
     try testing.expectEqual(@as(u64, 1), sender[4].load(.acquire));
     // The echo stopped between values (nothing in hand): the value is still in the channel.
-    var got: u64 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
-    try testing.expectEqual(value, got);
+    try rig.expectValueKept();
 }
 
 test "C ABI: a long spin stops at its turn when its native scope is cancelled, `done` as it was" {
@@ -7994,7 +8013,7 @@ test "C ABI: a long spin stops at its turn when its native scope is cancelled, `
     var scope: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
     defer _ = kc_scope_destroy(scope);
-    const spin_entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    const spin_entry: coroutine.EntryFn = builtinEntry(.spin);
     try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, spin_entry, &spin, 0, null));
     // Whether it has begun or not: it looks after each slice of rounds, its first included.
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
@@ -8012,17 +8031,10 @@ test "C ABI: an echo on its own conflated channel, a chanSender to one and a lon
     // whose only stop was its deadline (kc_scope_set_deadline; a withTimeout around a
     // TypeScript scope) they ran on, and kc_scope_wait returned KC_ETIME at its own deadline
     // here (the shutdown the defer below makes then stopped them).
-    var ch: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
-    defer _ = kc_chan_destroy(ch);
-    var sink: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
-    defer _ = kc_chan_destroy(sink);
-    const value: u64 = 42;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
-    // Atomic cells: the built-ins write them on a worker while this thread reads them.
-    var echo = [4]std.atomic.Value(u64){ .init(ch), .init(ch), .init(0), .init(0) };
-    var sender = [5]std.atomic.Value(u64){ .init(sink), .init(0), .init(std.math.maxInt(u64)), .init(0), .init(0) };
+    const rig = try NeverParkChannels.init();
+    defer rig.deinit();
+    var echo = rig.echoCells();
+    var sender = rig.senderCells();
     var spin = [2]std.atomic.Value(u64){ .init(std.math.maxInt(u64)), .init(0) };
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     defer _ = kc_sched_shutdown(0);
@@ -8033,14 +8045,9 @@ test "C ABI: an echo on its own conflated channel, a chanSender to one and a lon
     const window = 200 * std.time.ns_per_ms;
     const deadline = kc_now_ns() + window;
     try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, deadline));
-    const entry = struct {
-        fn of(b: Builtin) coroutine.EntryFn {
-            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
-        }
-    }.of;
-    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.echo), &echo, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.chan_sender), &sender, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, entry(.spin), &spin, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, builtinEntry(.echo), &echo, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, builtinEntry(.chan_sender), &sender, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, builtinEntry(.spin), &spin, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
     // Not before the deadline: nothing else stopped them.
     try testing.expect(kc_now_ns() >= deadline);
@@ -8053,9 +8060,7 @@ test "C ABI: an echo on its own conflated channel, a chanSender to one and a lon
     // values (nothing in hand): the value is still in the channel.
     try testing.expect(echo[2].load(.monotonic) > 0);
     try testing.expect(sender[3].load(.monotonic) > 0);
-    var got: u64 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
-    try testing.expectEqual(value, got);
+    try rig.expectValueKept();
     // A deadline cancels nothing: the scope's first cancel is still this one.
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
 }
@@ -8076,7 +8081,7 @@ test "C ABI: a loop built-in stops at its first turn when its native scope's dea
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
     defer _ = kc_scope_destroy(scope);
     try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, 1)); // long past
-    const sender_entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.chan_sender)).?));
+    const sender_entry: coroutine.EntryFn = builtinEntry(.chan_sender);
     try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, sender_entry, &sender, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
     // Acquire: pairs with the release store of `done` (the count before it).
@@ -8090,31 +8095,20 @@ test "C ABI: hand-driven, the built-in loops that never park return from kc_coro
     // None of them parks (as in the test above with a scheduler). A hand-driven one's turn went
     // on at once: the first kc_coro_resume never returned (the watchdog failed the test). Now
     // each yields to its resumer at its turn (KC_STATE_SUSPENDED) and goes on when resumed.
-    var ch: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &ch));
-    defer _ = kc_chan_destroy(ch);
-    var sink: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &sink));
-    defer _ = kc_chan_destroy(sink);
-    const value: u64 = 42;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &value, 8));
+    const rig = try NeverParkChannels.init();
+    defer rig.deinit();
     // This thread runs them: plain cells.
-    var echo: [4]u64 = .{ ch, ch, 0, 0 };
-    var sender: [5]u64 = .{ sink, 0, std.math.maxInt(u64), 0, 0 };
+    var echo: [4]u64 = .{ rig.ch, rig.ch, 0, 0 };
+    var sender: [5]u64 = .{ rig.sink, 0, std.math.maxInt(u64), 0, 0 };
     var spin: [2]u64 = .{ std.math.maxInt(u64), 0 };
-    const entry = struct {
-        fn of(b: Builtin) coroutine.EntryFn {
-            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
-        }
-    }.of;
     var he: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.echo), &echo, 0, 0, &he));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.echo), &echo, 0, 0, &he));
     defer _ = kc_coro_destroy(he);
     var hs: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.chan_sender), &sender, 0, 0, &hs));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.chan_sender), &sender, 0, 0, &hs));
     defer _ = kc_coro_destroy(hs);
     var hp: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(entry(.spin), &spin, 0, 0, &hp));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.spin), &spin, 0, 0, &hp));
     defer _ = kc_coro_destroy(hp);
     const suspended: i32 = @intFromEnum(coroutine.State.suspended);
     // A turn comes at every `loop_turn_every`th look, each before a value: the values of one
@@ -8132,9 +8126,7 @@ test "C ABI: hand-driven, the built-in loops that never park return from kc_coro
     try testing.expectEqual(@as(u64, 0), sender[4]);
     try testing.expectEqual(@as(u64, 0), spin[1]);
     // The echo yields between values (nothing in hand): the value is in the channel.
-    var got: u64 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(ch, &got, 8));
-    try testing.expectEqual(value, got);
+    try rig.expectValueKept();
 }
 
 test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send waited is dropped once, not again by the echo" {
@@ -9309,60 +9301,6 @@ test "C ABI: an actor stops between queued messages when its scope is cancelled,
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(mailbox, &v, 8));
 }
 
-test "C ABI: an actor whose mailbox never empties stops between messages once its context deadline has passed: KC_ETIME, its mailbox cancelled, its scope not" {
-    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
-    defer wd.stop();
-    // Its handler sends to its own conflated mailbox: every receive finds a message, none waits,
-    // so none sees the deadline as KC_ETIME. Before, the actor looked between messages only for
-    // its scope's cancellation and ran on past its deadline: kc_scope_wait below returned
-    // KC_ETIME at its own bound (the errdefer's cancel then stopped it).
-    const S = struct {
-        var box: u32 = 0;
-        var done_status: std.atomic.Value(i32) = .init(999);
-        var dropped: std.atomic.Value(u32) = .init(0);
-        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
-            const v: u64 = 1;
-            _ = kc_chan_try_send(box, &v, 8);
-        }
-        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
-            done_status.store(status, .release); // pairs with the test's acquire load
-        }
-        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
-            _ = dropped.fetchAdd(1, .monotonic); // read after kc_scope_wait (which orders it)
-        }
-    };
-    S.done_status.store(999, .monotonic);
-    S.dropped.store(0, .monotonic);
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &S.box));
-    defer _ = kc_chan_destroy(S.box);
-    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.box, S.hook, null));
-    const v: u64 = 1;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.box, &v, 8));
-    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
-    defer _ = kc_sched_shutdown(0);
-    var scope: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
-    defer _ = kc_scope_destroy(scope);
-    const deadline = kc_now_ns() + 100 * std.time.ns_per_ms;
-    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, deadline));
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, S.box, S.handler, null, S.onDone, null));
-    errdefer {
-        _ = kc_scope_cancel(scope); // a failed check: stop the actor, so the shutdown returns
-        _ = kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns);
-    }
-    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
-    try testing.expect(kc_now_ns() >= deadline); // nothing else stopped it
-    // (It may have handled no message: one that starts after the deadline, on a loaded
-    // machine, stops before its first.)
-    try testing.expectEqual(Status.timeout.code(), S.done_status.load(.acquire));
-    // Ended by its deadline, not by a close: the mailbox was cancelled, its queued message
-    // dropped to the hook, as when an actor's receive waits until its deadline.
-    try testing.expectEqual(@as(u32, 1), S.dropped.load(.monotonic));
-    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(S.box, &v, 8));
-    // A deadline cancels nothing: the scope's first cancel is still this one.
-    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
-}
-
 /// A native actor whose handler sends to its own conflated mailbox (`box`): every receive finds
 /// a message, none waits, so the actor never parks. For the tests of its turns below.
 const SelfFedActor = struct {
@@ -9384,8 +9322,10 @@ const SelfFedActor = struct {
         hold_until_shutdown.store(0, .monotonic);
     }
 
-    /// A conflated mailbox with one message in it, the undelivered hook counting into `dropped`.
+    /// Resets the counts (`reset`), then makes a conflated mailbox with one message in it, the
+    /// undelivered hook counting into `dropped`. The test destroys `box`.
     fn makeBox() !void {
+        reset();
         try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, chan_conflated, &box));
         try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, hook, null));
         const v: u64 = 1;
@@ -9414,12 +9354,63 @@ const SelfFedActor = struct {
         _ = dropped.fetchAdd(1, .monotonic); // read after the join or scope wait (ordering it)
     }
 
+    /// Spawns the actor on `box`, in `scope`.
+    fn spawn(scope: u32) !void {
+        try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, handler, null, onDone, null));
+    }
+
+    /// on_done ran once, with `status`. Acquire: pairs with `onDone`'s release.
+    fn expectDone(status: Status) !void {
+        try testing.expectEqual(@as(u32, 1), done_count.load(.acquire));
+        try testing.expectEqual(status.code(), done_status.load(.monotonic));
+    }
+
+    /// Ended by no close: its mailbox cancelled.
+    fn expectBoxCancelled() !void {
+        const v: u64 = 1;
+        try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(box, &v, 8));
+    }
+
     /// Waits until the actor handled more than `n` messages.
     fn awaitHandled(n: u32, what: []const u8) !void {
         const d = test_wait.Deadline.in(test_wait.default_ns, what);
         while (handled.load(.monotonic) <= n) try d.wait();
     }
 };
+
+test "C ABI: an actor whose mailbox never empties stops between messages once its context deadline has passed: KC_ETIME, its mailbox cancelled, its scope not" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    // Its handler sends to its own conflated mailbox: every receive finds a message, none waits,
+    // so none sees the deadline as KC_ETIME. Before, the actor looked between messages only for
+    // its scope's cancellation and ran on past its deadline: kc_scope_wait below returned
+    // KC_ETIME at its own bound (the errdefer's cancel then stopped it).
+    try SelfFedActor.makeBox();
+    defer _ = kc_chan_destroy(SelfFedActor.box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const deadline = kc_now_ns() + 100 * std.time.ns_per_ms;
+    try testing.expectEqual(@as(i32, 0), kc_scope_set_deadline(scope, deadline));
+    try SelfFedActor.spawn(scope);
+    errdefer {
+        _ = kc_scope_cancel(scope); // a failed check: stop the actor, so the shutdown returns
+        _ = kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns);
+    }
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    try testing.expect(kc_now_ns() >= deadline); // nothing else stopped it
+    // (It may have handled no message: one that starts after the deadline, on a loaded
+    // machine, stops before its first.)
+    try SelfFedActor.expectDone(.timeout);
+    // Ended by its deadline, not by a close: the mailbox was cancelled, its queued message
+    // dropped to the hook, as when an actor's receive waits until its deadline.
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
+    try SelfFedActor.expectBoxCancelled();
+    // A deadline cancels nothing: the scope's first cancel is still this one.
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
+}
 
 test "C ABI: an actor whose mailbox never empties takes turns: a coroutine queued behind it on its only worker runs" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
@@ -9434,7 +9425,6 @@ test "C ABI: an actor whose mailbox never empties takes turns: a coroutine queue
         }
     };
     S.marked.store(0, .monotonic);
-    SelfFedActor.reset();
     try SelfFedActor.makeBox();
     defer _ = kc_chan_destroy(SelfFedActor.box);
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0)); // one worker
@@ -9447,7 +9437,7 @@ test "C ABI: an actor whose mailbox never empties takes turns: a coroutine queue
         _ = kc_scope_cancel(scope);
         _ = kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns);
     };
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.spawn(scope);
     // The actor holds the worker (it has begun) before the marker is queued behind it.
     try SelfFedActor.awaitHandled(0, "the actor to run");
     try testing.expectEqual(@as(i32, 0), kc_spawn(S.marker, null, 0, null));
@@ -9460,10 +9450,8 @@ test "C ABI: an actor whose mailbox never empties takes turns: a coroutine queue
     cancelled = true;
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
-    try testing.expectEqual(Status.interrupted.code(), SelfFedActor.done_status.load(.monotonic));
-    const v: u64 = 1;
-    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+    try SelfFedActor.expectDone(.interrupted);
+    try SelfFedActor.expectBoxCancelled();
 }
 
 test "C ABI: a cancelling shutdown stops an actor whose mailbox never empties at its next turn: on_done KC_ESHUTDOWN, its mailbox cancelled" {
@@ -9471,7 +9459,6 @@ test "C ABI: a cancelling shutdown stops an actor whose mailbox never empties at
     defer wd.stop();
     // Before, the actor never yielded: its worker never left, and the shutdown (bounded here)
     // returned KC_ETIME; the scope's cancel then stopped the actor so that the next one joined.
-    SelfFedActor.reset();
     try SelfFedActor.makeBox();
     defer _ = kc_chan_destroy(SelfFedActor.box);
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
@@ -9483,20 +9470,16 @@ test "C ABI: a cancelling shutdown stops an actor whose mailbox never empties at
         _ = kc_scope_cancel(scope);
         _ = kc_sched_shutdown(0);
     };
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.spawn(scope);
     try SelfFedActor.awaitHandled(2 * builtins.loop_turn_every, "the actor to run past its turns");
     // Release: pairs with the handler's acquire swap.
     SelfFedActor.hold_until_shutdown.store(1, .release);
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
     shut = true;
     // It returned (on_done ran, once), as at a cancel or its deadline, with KC_ESHUTDOWN.
-    // Acquire: pairs with on_done's release (the join ordered it too).
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
-    try testing.expectEqual(Status.shutdown.code(), SelfFedActor.done_status.load(.monotonic));
-    // Ended by no close: its mailbox cancelled, the queued message dropped to the hook.
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
-    const v: u64 = 1;
-    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+    try SelfFedActor.expectDone(.shutdown);
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic)); // the queued message
+    try SelfFedActor.expectBoxCancelled();
     // Its scope was not cancelled: the shutdown cancels nothing.
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope));
 }
@@ -9525,7 +9508,6 @@ test "C ABI: a finishing shutdown's drain waits for an actor whose mailbox never
     S.joiner = .{};
     S.finish_rc.store(999, .monotonic);
     defer test_hooks = .{};
-    SelfFedActor.reset();
     try SelfFedActor.makeBox();
     defer _ = kc_chan_destroy(SelfFedActor.box);
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
@@ -9535,7 +9517,7 @@ test "C ABI: a finishing shutdown's drain waits for an actor whose mailbox never
     var scope: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
     defer _ = kc_scope_destroy(scope);
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.spawn(scope);
     try SelfFedActor.awaitHandled(0, "the actor to run");
     test_hooks.before_shutdown = S.atShutdown;
     const t = try std.Thread.spawn(.{}, S.finish, .{});
@@ -9560,11 +9542,9 @@ test "C ABI: a finishing shutdown's drain waits for an actor whose mailbox never
     S.joiner.join(t, test_wait.default_ns, "the finishing shutdown");
     try testing.expectEqual(@as(i32, 0), S.finish_rc.load(.monotonic));
     try testing.expectEqual(@as(i32, 0), kc_sched_ended(generation)); // KC_SHUTDOWN_CANCEL
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.done_count.load(.acquire));
-    try testing.expectEqual(Status.shutdown.code(), SelfFedActor.done_status.load(.monotonic));
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
-    const v: u64 = 1;
-    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+    try SelfFedActor.expectDone(.shutdown);
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic)); // the queued message
+    try SelfFedActor.expectBoxCancelled();
 }
 
 test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded at its turn abandons it: no on_done, its mailbox cancelled" {
@@ -9582,7 +9562,6 @@ test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded 
         }
     };
     S.blocking.store(0, .monotonic);
-    SelfFedActor.reset();
     try SelfFedActor.makeBox();
     defer _ = kc_chan_destroy(SelfFedActor.box);
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
@@ -9594,7 +9573,7 @@ test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded 
         _ = kc_scope_cancel(scope);
         _ = kc_sched_shutdown(0);
     };
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, SelfFedActor.box, SelfFedActor.handler, null, SelfFedActor.onDone, null));
+    try SelfFedActor.spawn(scope);
     try SelfFedActor.awaitHandled(0, "the actor to run");
     try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
     const d = test_wait.Deadline.in(test_wait.default_ns, "the blocker queued behind the actor to run");
@@ -9604,9 +9583,8 @@ test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded 
     // Abandoned: on_done never runs (as for a parked actor); its mailbox cancelled by the
     // shutdown, the queued message dropped to the hook.
     try testing.expectEqual(@as(u32, 0), SelfFedActor.done_count.load(.acquire));
-    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic));
-    const v: u64 = 1;
-    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(SelfFedActor.box, &v, 8));
+    try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic)); // the queued message
+    try SelfFedActor.expectBoxCancelled();
 }
 
 test "C ABI: a cancelling shutdown stops an actor at its turn with nothing in hand: each message handled or given to the undelivered hook, in order; KC_EINTR if its scope was cancelled by then" {
