@@ -5795,18 +5795,11 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var release = std.atomic.Value(bool).init(false);
-        var stuck_running = std.atomic.Value(bool).init(false);
-        fn stuck(_: ?*anyopaque) callconv(.c) void {
-            stuck_running.store(true, .release);
-            while (!release.load(.acquire)) std.atomic.spinLoopHint(); // never yields
-        }
         fn parked(_: ?*anyopaque) callconv(.c) void {
             _ = kc_coro_park();
         }
     };
-    S.release.store(false, .monotonic);
-    S.stuck_running.store(false, .monotonic);
+    test_wait.NeverYields.reset();
     const bound = 50 * std.time.ns_per_ms;
     try testing.expectEqual(Status.invalid.code(), kc_sched_shutdown_timed(2, bound));
     var info: [7]u64 = undefined;
@@ -5818,16 +5811,15 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     var done = false;
     defer if (!done) {
-        S.release.store(true, .release);
+        test_wait.NeverYields.letGo();
         _ = kc_sched_shutdown(0);
     };
     _ = kc_sched_info(&info, 7);
     const g = info[6];
     try testing.expect(g > earlier);
     for (0..4) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(S.parked, null, 0, null));
-    try testing.expectEqual(@as(i32, 0), kc_spawn(S.stuck, null, 0, null));
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the never-yielding coroutine to run");
-    while (!S.stuck_running.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
     try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, bound));
     // Stopped, by a cancel, and refused by name meanwhile.
     _ = kc_sched_info(&info, 7);
@@ -5855,7 +5847,7 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     const de = test_wait.Deadline.in(test_wait.default_ns, "");
     while (T.rc.load(.acquire) == 1 and !de.passed()) std.Thread.yield() catch {};
     const earlier_rc = T.rc.load(.acquire);
-    S.release.store(true, .release); // the thread returns either way now
+    test_wait.NeverYields.letGo(); // the thread returns either way now
     T.joiner.join(th, test_wait.default_ns, "an earlier generation's kc_sched_shutdown_gen");
     try testing.expectEqual(@as(i32, 0), earlier_rc);
     // The generation's own shutdown goes on with the join (before, with the scheduler not
@@ -5877,12 +5869,6 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var release = std.atomic.Value(bool).init(false);
-        var stuck_running = std.atomic.Value(bool).init(false);
-        fn stuck(_: ?*anyopaque) callconv(.c) void {
-            stuck_running.store(true, .release);
-            while (!release.load(.acquire)) std.atomic.spinLoopHint(); // never yields
-        }
         var finish_rc = std.atomic.Value(i32).init(1);
         var finisher: test_wait.Joiner = .{};
         // A finishing shutdown with no bound (as Runtime.shutdown("finish") on its helper
@@ -5898,8 +5884,7 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
             timed_rc.store(kc_sched_shutdown_timed(0, bound), .release);
         }
     };
-    S.release.store(false, .monotonic);
-    S.stuck_running.store(false, .monotonic);
+    test_wait.NeverYields.reset();
     S.finish_rc.store(1, .monotonic);
     S.timed_rc.store(1, .monotonic);
     S.finisher = .{};
@@ -5908,15 +5893,14 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
     var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
     const g = info[6];
-    try testing.expectEqual(@as(i32, 0), kc_spawn(S.stuck, null, 0, null));
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the never-yielding coroutine to run");
-    while (!S.stuck_running.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
     const fin = try std.Thread.spawn(.{}, S.finish, .{});
     // The finish holds the lock once its drain began (the scheduler's `drainers` count).
     const dd = test_wait.Deadline.in(test_wait.default_ns, "the finishing shutdown's drain");
     while (sched.drainers.load(.acquire) == 0) {
         dd.wait() catch |err| {
-            S.release.store(true, .release);
+            test_wait.NeverYields.letGo();
             S.finisher.join(fin, test_wait.default_ns, "the finishing shutdown");
             return err;
         };
@@ -5929,7 +5913,7 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
     while (S.timed_rc.load(.acquire) == 1 and !dt.passed()) std.Thread.yield() catch {};
     const timed_rc = S.timed_rc.load(.acquire);
     const finish_rc = S.finish_rc.load(.acquire);
-    S.release.store(true, .release); // both threads return now, either way
+    test_wait.NeverYields.letGo(); // both threads return now, either way
     S.timed.join(tm, test_wait.default_ns, "the timed shutdown");
     S.finisher.join(fin, test_wait.default_ns, "the finishing shutdown");
     try testing.expectEqual(Status.timeout.code(), timed_rc);

@@ -66,6 +66,36 @@ pub const Deadline = struct {
     }
 };
 
+/// A coroutine body that never yields (a caller's C code, computing) until the test lets it go:
+/// it holds its worker, so no shutdown can join that worker meanwhile. One test at a time
+/// (its state is static): `reset` first; `letGo` before the scheduler's last shutdown.
+pub const NeverYields = struct {
+    var release = std.atomic.Value(bool).init(false);
+    var running = std.atomic.Value(bool).init(false);
+
+    pub fn reset() void {
+        release.store(false, .monotonic);
+        running.store(false, .monotonic);
+    }
+
+    pub fn body(_: ?*anyopaque) callconv(.c) void {
+        running.store(true, .release); // pairs with `awaitRunning`'s acquire load
+        // Acquire: pairs with `letGo`'s release store (nothing else to see; tidy).
+        while (!release.load(.acquire)) std.atomic.spinLoopHint();
+    }
+
+    /// Waits until `body` runs (holding its worker), failing after `default_ns`.
+    pub fn awaitRunning() error{Timeout}!void {
+        const d = Deadline.in(default_ns, "the never-yielding coroutine to run");
+        while (!running.load(.acquire)) try d.wait();
+    }
+
+    /// Ends `body`'s spin: it returns.
+    pub fn letGo() void {
+        release.store(true, .release);
+    }
+};
+
 /// A thread a test joins within a deadline: its function calls `done` as it returns (`defer`).
 pub const Joiner = struct {
     finished: std.atomic.Value(bool) = .init(false),

@@ -2359,13 +2359,6 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var release = std.atomic.Value(bool).init(false);
-        var stuck_running = std.atomic.Value(bool).init(false);
-        fn stuck(_: ?*anyopaque) callconv(.c) void {
-            stuck_running.store(true, .release);
-            // Never yields (C code of a caller's, computing): only the test's flag ends it.
-            while (!release.load(.acquire)) std.atomic.spinLoopHint();
-        }
         fn forever(_: ?*anyopaque) callconv(.c) void {
             coroutine.park() catch unreachable;
         }
@@ -2373,16 +2366,13 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
             while (true) coroutine.yield() catch unreachable;
         }
     };
-    S.release.store(false, .monotonic);
-    S.stuck_running.store(false, .monotonic);
+    test_wait.NeverYields.reset();
     const bound = 50 * std.time.ns_per_ms;
     var s: Scheduler = undefined;
     try startForTest(&s, 2);
     for (0..10) |_| _ = try s.spawn(S.forever, null);
-    _ = try s.spawn(S.stuck, null);
-    const by = monotonicNs() + test_timeout;
-    while (!S.stuck_running.load(.acquire) and monotonicNs() < by) std.Thread.yield() catch {};
-    try testing.expect(S.stuck_running.load(.acquire));
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
     const t0 = monotonicNs();
     try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, bound));
     try testing.expect(monotonicNs() - t0 >= bound);
@@ -2393,7 +2383,7 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
     // Still held up: a second bounded one (either mode: the outcome was decided) times out too.
     try testing.expectError(error.Timeout, s.shutdownWithin(.finish, bound));
     try testing.expect(s.join_pending.load(.monotonic));
-    S.release.store(true, .release);
+    test_wait.NeverYields.letGo();
     // Joins and frees everything: the stuck coroutine's worker, the parked ones' stacks
     // (testing.allocator reports any leaked bookkeeping).
     s.shutdown(.cancel);
