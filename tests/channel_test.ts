@@ -3112,6 +3112,27 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
  * afterMicrotasks, destroyRingAtFirstDrain, trySendNatively, until and within, and `lib` (the
  * library), `sym` (its test symbols) and `bridge` (its Bridge).
  */
+/**
+ * Script source for the tests below: `closeInLastRound(lib, last)` closes `lib` with a close hook
+ * that adds itself again each round, calling `last` in the last round `close()` runs (its
+ * 1000th), past which the bridge's withdrawals do not run again. The CloseHooksError that
+ * close throws for the hook left over is expected; any other error is thrown.
+ */
+const CLOSE_IN_LAST_ROUND = `
+  function closeInLastRound(lib, last) {
+    let runs = 0;
+    lib.beforeClose(function again() {
+      if (++runs === 1000) last(); // the last round close() runs
+      lib.beforeClose(again);
+    });
+    try {
+      closeLibrary();
+    } catch (e) {
+      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+    }
+  }
+`;
+
 function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
   return evalScript(
     `
@@ -3127,7 +3148,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
     const lib = library();
     const sym = lib.symbols("test");
     const bridge = Bridge.of(lib);
-  ` + body,
+  ` + CLOSE_IN_LAST_ROUND + body,
   );
 }
 
@@ -3199,28 +3220,20 @@ Deno.test("closing the library settles the selects a close hook of its last roun
     const tb = b.share();
     const out = new Float64Array(1);
     const ctl = new AbortController();
-    let runs = 0, outcomes, natively;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
-        const ops = [
-          select((s) => s.onSend(a, 5, () => "onSend ran")),
-          select((s) => s.onReceive(b, (v) => v), { signal: ctl.signal }),
-        ];
-        outcomes = ops.map((p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e)));
-        if (bridge.pending !== 2) throw new Error(bridge.pending + " queued natively, not 2");
-        natively = [
-          sym.kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null,
-          trySendNatively(b.handle, 6),
-        ];
-        ctl.abort(new Error("the reason"));
-      }
-      lib.beforeClose(again);
+    let outcomes, natively;
+    closeInLastRound(lib, () => {
+      const ops = [
+        select((s) => s.onSend(a, 5, () => "onSend ran")),
+        select((s) => s.onReceive(b, (v) => v), { signal: ctl.signal }),
+      ];
+      outcomes = ops.map((p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e)));
+      if (bridge.pending !== 2) throw new Error(bridge.pending + " queued natively, not 2");
+      natively = [
+        sym.kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null,
+        trySendNatively(b.handle, 6),
+      ];
+      ctl.abort(new Error("the reason"));
     });
-    try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-    }
     const settled = await within(Promise.all(outcomes), 10_000, "the outcomes");
     console.log(JSON.stringify({ natively, settled, back: Channel.from(tb).tryReceive() }));
   `);
@@ -3588,21 +3601,13 @@ Deno.test("closing the library settles a record that a channel's close in a clos
     const x = new Channel(0, { codec: codecs.f64 }), y = new Channel(0, { codec: codecs.f64 });
     const tx = x.share();
     y.share();
-    let runs = 0, outcome, natively;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
-        outcome = select((s) => s.onReceive(x, (v) => "got " + v))
-          .then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
-        natively = trySendNatively(x.handle, 8); // its record on the ring
-        y.close(); // drains the ring, holds the select's record
-      }
-      lib.beforeClose(again);
+    let outcome, natively;
+    closeInLastRound(lib, () => {
+      outcome = select((s) => s.onReceive(x, (v) => "got " + v))
+        .then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
+      natively = trySendNatively(x.handle, 8); // its record on the ring
+      y.close(); // drains the ring, holds the select's record
     });
-    try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-    }
     const settled = await within(outcome, 10_000, "the select");
     console.log(JSON.stringify({ natively, settled, left: Channel.from(tx).tryReceive().state }));
   `);
@@ -3631,20 +3636,11 @@ Deno.test("closing the library lets go of the channels of the records it held: a
       x.share();
       y.share();
       ref = new WeakRef(x._shared);
-      let runs = 0;
-      lib.beforeClose(function again() {
-        if (++runs === 1000) { // the last round close() runs
-          outcome = select((s) => s.onReceive(x, (v) => "got " + v)).then((v) => v, (e) => e.name);
-          trySendNatively(x.handle, 8);
-          y.close(); // drains the ring, holds the select's record
-        }
-        lib.beforeClose(again);
+      closeInLastRound(lib, () => {
+        outcome = select((s) => s.onReceive(x, (v) => "got " + v)).then((v) => v, (e) => e.name);
+        trySendNatively(x.handle, 8);
+        y.close(); // drains the ring, holds the select's record
       });
-      try {
-        closeLibrary();
-      } catch (e) {
-        if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-      }
       const settled = await outcome;
       if (settled !== "got 8") throw new Error("the select: " + settled);
       outcome = null;
@@ -3656,7 +3652,8 @@ Deno.test("closing the library lets go of the channels of the records it held: a
   `,
     `import { closeLibrary, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively } from "./tests/support.ts";`,
+    import { trySendNatively } from "./tests/support.ts";
+    ${CLOSE_IN_LAST_ROUND}`,
   );
 });
 
@@ -3685,19 +3682,10 @@ Deno.test("closing the library withdraws natively a wait that a hook gives up af
     b.share();
     const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
     const outcomes = [];
-    let runs = 0;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
-        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
-        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
-      }
-      lib.beforeClose(again);
+    closeInLastRound(lib, () => {
+      outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
+      outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
     });
-    try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-    }
     const atClose = [...seen];
     const settled = await within(Promise.all(outcomes), 10_000, "both selects");
     a[Symbol.dispose]();
@@ -3734,23 +3722,17 @@ Deno.test("closing the library settles as its record says a wait that a hook giv
     const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
     const outcomes = [];
     const out = new Float64Array(1);
-    let runs = 0, took;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
-        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
-        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
-        took = sym.kc_chan_try_recv(b.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-      }
-      lib.beforeClose(again);
-    });
+    let took;
     const drain = sym.kc_ring_drain;
     let looks = 0;
     // The close's first look at the ring (before its withdrawals) sees nothing.
     sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 1 ? 0 : drain(...args);
     try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+      closeInLastRound(lib, () => {
+        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
+        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
+        took = sym.kc_chan_try_recv(b.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+      });
     } finally {
       sym.kc_ring_drain = drain;
     }
@@ -3791,19 +3773,10 @@ Deno.test("an owned close watch given up by code that runs after the library clo
       onUndeliveredElement: (v) => seen.push(v + ": open " + lib.isOpen + ", " + stop()),
     });
     a.share();
-    let runs = 0;
     let outcome;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
-        outcome = select((s) => s.onSend(a, 1, () => "sent")).then(String, (e) => e?.name);
-      }
-      lib.beforeClose(again);
+    closeInLastRound(lib, () => {
+      outcome = select((s) => s.onSend(a, 1, () => "sent")).then(String, (e) => e?.name);
     });
-    try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-    }
     const raw = lib._symbolsToRelease; // the native state outlives the close
     const status = raw.kc_chan_status(handle);
     const settled = await within(outcome, 10_000, "the select");
@@ -3839,18 +3812,12 @@ Deno.test("closing the library settles the waits whose records are on the ring b
     const drain = sym.kc_ring_drain;
     sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
     const natively = trySendNatively(x.handle, 8);
-    let runs = 0, selected;
-    lib.beforeClose(function again() {
-      if (++runs === 1000) { // the last round close() runs
+    let selected;
+    try {
+      closeInLastRound(lib, () => {
         selected = select((s) => s.onReceive(y, (v) => "got " + v));
         selected.then((v) => order.push("select resolved " + v), (e) => order.push("select rejected " + e.name));
-      }
-      lib.beforeClose(again);
-    });
-    try {
-      closeLibrary();
-    } catch (e) {
-      if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
+      });
     } finally {
       sym.kc_ring_drain = drain;
     }
@@ -4648,6 +4615,7 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
     const res = await evalScript(`
       import { Channel, closeLibrary, library } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
+      ${CLOSE_IN_LAST_ROUND}
       const lib = library();
       const bridge = Bridge.of(lib); // its close hook comes first
       const one = new Channel(1), two = new Channel(1);
@@ -4661,19 +4629,10 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
         one.cancel(new Error("one"));
         two.cancel(new Error("two"));
       };
-      let runs = 0;
-      if (${JSON.stringify(round)} === "a later") lib.beforeClose(cancel);
-      else {
-        lib.beforeClose(function again() {
-          if (++runs === 1000) cancel(); // the last round close() runs
-          lib.beforeClose(again);
-        });
-      }
-      try {
+      if (${JSON.stringify(round)} === "a later") {
+        lib.beforeClose(cancel);
         closeLibrary();
-      } catch (e) {
-        if (e.name !== "CloseHooksError" || runs !== 1000) throw e;
-      }
+      } else closeInLastRound(lib, cancel);
       for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
       console.log(JSON.stringify({ told, watched: bridge.watched }));
     `);
