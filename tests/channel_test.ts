@@ -3657,17 +3657,12 @@ Deno.test("closing the library lets go of the channels of the records it held: a
   );
 });
 
-Deno.test("closing the library withdraws natively a wait that a hook gives up after the library closed, while the ring still holds it: a select's send value reaches onUndeliveredElement once", async () => {
-  // Two selects with a send clause each, begun by a close hook of the last round a close runs:
-  // past that round no withdrawal runs again, so both are still queued on the ring when the
-  // library has closed (`Bridge.#closed`). The first one's withdrawal there hands its value to
-  // `a`'s hook, which aborts the second one's signal. Its abort withdraws it natively (the ring
-  // lives until its destroy, later in the close), so its value goes to `b`'s hook once. Before,
-  // the abort answered "withdrawn" without a native call once the library was closed: the
-  // select gave its value to the hook, and the ring's teardown, finding it still queued, gave
-  // it to the channel's undelivered path too (`dropUnsent`), reaching the hook again at the
-  // channel's dispose.
-  const res = await evalOnLibrary(`
+/**
+ * Script source for the two tests below: `selectBoth()` begins a select that sends 1 on `a`
+ * and one that sends 2 on `b`, given up by `ctl`, pushing their outcomes (named) to
+ * `outcomes`. `a`'s onUndeliveredElement aborts `ctl`; each hook logs its value to `seen`.
+ */
+const SELECTS_ON_A_AND_B = `
     const seen = [];
     const ctl = new AbortController();
     const a = new Channel(0, {
@@ -3682,10 +3677,25 @@ Deno.test("closing the library withdraws natively a wait that a hook gives up af
     b.share();
     const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
     const outcomes = [];
-    closeInLastRound(lib, () => {
+    const selectBoth = () => {
       outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
       outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
-    });
+    };
+`;
+
+Deno.test("closing the library withdraws natively a wait that a hook gives up after the library closed, while the ring still holds it: a select's send value reaches onUndeliveredElement once", async () => {
+  // Two selects with a send clause each, begun by a close hook of the last round a close runs:
+  // past that round no withdrawal runs again, so both are still queued on the ring when the
+  // library has closed (`Bridge.#closed`). The first one's withdrawal there hands its value to
+  // `a`'s hook, which aborts the second one's signal. Its abort withdraws it natively (the ring
+  // lives until its destroy, later in the close), so its value goes to `b`'s hook once. Before,
+  // the abort answered "withdrawn" without a native call once the library was closed: the
+  // select gave its value to the hook, and the ring's teardown, finding it still queued, gave
+  // it to the channel's undelivered path too (`dropUnsent`), reaching the hook again at the
+  // channel's dispose.
+  const res = await evalOnLibrary(`
+    ${SELECTS_ON_A_AND_B}
+    closeInLastRound(lib, selectBoth);
     const atClose = [...seen];
     const settled = await within(Promise.all(outcomes), 10_000, "both selects");
     a[Symbol.dispose]();
@@ -3707,20 +3717,7 @@ Deno.test("closing the library settles as its record says a wait that a hook giv
   // abort answered "withdrawn" once the library was closed: the select rejected with the
   // signal's reason and handed its value to onUndeliveredElement, though its receiver had it.
   const res = await evalOnLibrary(`
-    const seen = [];
-    const ctl = new AbortController();
-    const a = new Channel(0, {
-      codec: codecs.f64,
-      onUndeliveredElement: (v) => {
-        seen.push("a " + v);
-        ctl.abort();
-      },
-    });
-    const b = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => seen.push("b " + v) });
-    a.share();
-    b.share();
-    const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
-    const outcomes = [];
+    ${SELECTS_ON_A_AND_B}
     const out = new Float64Array(1);
     let took;
     const drain = sym.kc_ring_drain;
@@ -3729,8 +3726,7 @@ Deno.test("closing the library settles as its record says a wait that a hook giv
     sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 1 ? 0 : drain(...args);
     try {
       closeInLastRound(lib, () => {
-        outcomes.push(name(select((s) => s.onSend(a, 1, () => "sent a"))));
-        outcomes.push(name(select((s) => s.onSend(b, 2, () => "sent b"), { signal: ctl.signal })));
+        selectBoth();
         took = sym.kc_chan_try_recv(b.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
       });
     } finally {
