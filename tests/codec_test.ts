@@ -2315,41 +2315,46 @@ Deno.test("an escape whose take-back of the values it moved in fails (which cann
   }
 });
 
-Deno.test("a Worker's select whose escape finds no memory for its thread's hold (KC_ENOMEM) fails whole: the native channel it made is destroyed empty, every value kept local and freed once, none dropped, and the next select moves them all", async () => {
-  // Before, the values were sent into the native channel before the hold was taken, and the
-  // hold's failure destroyed the channel with them in it: the destroy freed (or kept for the
-  // hook) copies that the escape then freed again.
+/** What tests/fixtures/escape_hold_worker.ts posts for `message` (a Worker's error rejects). */
+async function escapeHoldWorker(message: string | null): Promise<unknown> {
   const worker = new Worker(new URL("./fixtures/escape_hold_worker.ts", import.meta.url), {
     type: "module",
   });
   try {
-    const got = await new Promise<{ what: string }[]>((resolve, reject) => {
+    return await new Promise((resolve, reject) => {
       worker.onmessage = (e) => resolve(e.data);
       worker.onerror = (e) => {
         e.preventDefault();
         reject(new Error(e.message));
       };
-      worker.postMessage(null);
+      worker.postMessage(message);
     });
-    const expect = (what: string, values: unknown[], frees: number) => ({
-      what,
-      error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
-      frees,
-      found: 0,
-      dropped: 0,
-      received: values,
-      counts: [5, 5, 0],
-    });
-    const strings = ["a", "b", "c", "d", "e"];
-    assert.deepEqual(got, [
-      expect("string", strings, 5),
-      expect("string, a hook", strings, 5),
-      expect("default, a hook", ["a", 1, new Uint8Array([2]), { b: 3 }, "e"], 4),
-      expect("f64, a hook", [1, 2, 3, 4, 5], 0),
-    ]);
   } finally {
     worker.terminate();
   }
+}
+
+Deno.test("a Worker's select whose escape finds no memory for its thread's hold (KC_ENOMEM) fails whole: the native channel it made is destroyed empty, every value kept local and freed once, none dropped, and the next select moves them all", async () => {
+  // Before, the values were sent into the native channel before the hold was taken, and the
+  // hold's failure destroyed the channel with them in it: the destroy freed (or kept for the
+  // hook) copies that the escape then freed again.
+  const got = await escapeHoldWorker(null);
+  const expect = (what: string, values: unknown[], frees: number) => ({
+    what,
+    error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
+    frees,
+    found: 0,
+    dropped: 0,
+    received: values,
+    counts: [5, 5, 0],
+  });
+  const strings = ["a", "b", "c", "d", "e"];
+  assert.deepEqual(got, [
+    expect("string", strings, 5),
+    expect("string, a hook", strings, 5),
+    expect("default, a hook", ["a", 1, new Uint8Array([2]), { b: 3 }, "e"], 4),
+    expect("f64, a hook", [1, 2, 3, 4, 5], 0),
+  ]);
 });
 
 Deno.test("a Worker's select whose escape finds no memory for its thread's hold, and whose take-back of the values it moved in fails (which cannot happen), leaves the native channel undestroyed: the values left in it, whose copies the escape frees, are not freed or kept for the hook a second time", async () => {
@@ -2358,29 +2363,15 @@ Deno.test("a Worker's select whose escape finds no memory for its thread's hold,
   // it is. Before, its result was ignored and the destroy freed (or kept for the hook) the 4
   // values left, whose copies the escape frees too. The escape's other take-back, at a failed
   // `#moveIn`, is tested above.
-  const worker = new Worker(new URL("./fixtures/escape_hold_worker.ts", import.meta.url), {
-    type: "module",
+  const got = await escapeHoldWorker("take-back");
+  assert.deepEqual(got, {
+    error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
+    recvs: 2,
+    destroyed: 0,
+    found: 4, // by the test's clean-up, after the select
+    dropped: 0,
+    received: ["a", "b", "c", "d", "e"],
   });
-  try {
-    const got = await new Promise<unknown>((resolve, reject) => {
-      worker.onmessage = (e) => resolve(e.data);
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(e.message));
-      };
-      worker.postMessage("take-back");
-    });
-    assert.deepEqual(got, {
-      error: "KcoroError: Cannot select: out of memory or handles (KC_ENOMEM)",
-      recvs: 2,
-      destroyed: 0,
-      found: 4, // by the test's clean-up, after the select
-      dropped: 0,
-      received: ["a", "b", "c", "d", "e"],
-    });
-  } finally {
-    worker.terminate();
-  }
 });
 
 Deno.test("a Uint8Array that crosses as a structured value (a Node Buffer on the default codec, any on codecs.structured) counts the same bytes local and shared: its encoding", () => {
