@@ -2153,11 +2153,26 @@ Deno.test("a losing onSend value refused on a channel still open reaches its hoo
 
 /**
  * Records, until disposed, the kc_chan_drop and kc_chan_unhold calls given `handle` (set it: by
- * name) or the ended-handle marker (`<name> (ended)`), in `calls`, oldest first.
+ * name, or by `copyOf`) or the ended-handle marker (`<name> (ended)`), in `calls`, oldest first.
+ * `copyOf(capacity)` starts over (`calls` emptied) on a new `hooked` channel `b`, shared, whose
+ * handle it records, and a `Channel.from` copy `bc` of it.
  */
-function dropsAndUnholds(): { calls: string[]; handle: number } & Disposable {
+function dropsAndUnholds(): {
+  calls: string[];
+  handle: number;
+  copyOf(capacity: number): { b: ReturnType<typeof hooked>; bc: Channel<unknown> };
+} & Disposable {
   const calls: string[] = [];
-  const drops = { calls, handle: -1 };
+  const drops = {
+    calls,
+    handle: -1,
+    copyOf(capacity: number) {
+      calls.length = 0;
+      const b = hooked(capacity);
+      drops.handle = b.ch.share().handle;
+      return { b, bc: Channel.from<unknown>(b.ch.share()) };
+    },
+  };
   const spy = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
     if (args[0] === drops.handle) calls.push(n);
     if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
@@ -2177,10 +2192,7 @@ Deno.test("a losing onSend value refused on a Channel.from copy a hook disposed 
   // dispose comes after the refusal.)
   using drops = dropsAndUnholds();
   for (const by of ["a's hook", "a native cancel"] as const) {
-    drops.calls.length = 0;
-    const b = hooked(0);
-    drops.handle = b.ch.share().handle;
-    const bc = Channel.from(b.ch.share());
+    const { b, bc } = drops.copyOf(0);
     const gotA: unknown[] = [];
     const a = new Channel<unknown>(0, {
       onUndeliveredElement: (v) => {
@@ -2218,10 +2230,7 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
   // freed, reaching no hook.
   using drops = dropsAndUnholds();
   for (const how of ["closed before", "cancelled while it waits"] as const) {
-    drops.calls.length = 0;
-    const b = hooked(0);
-    drops.handle = b.ch.share().handle;
-    const bc = Channel.from(b.ch.share());
+    const { b, bc } = drops.copyOf(0);
     const f = hooked(0);
     f.ch.share();
     const gotA: unknown[] = [];
@@ -2250,10 +2259,8 @@ Deno.test("a losing onSend value refused on a Channel.from copy that a hook the 
     assert.deepEqual([f.got, gotA, b.got], [["F"], ["A"], ["B"]], how);
   }
   // A copy that no hook disposed keeps its own hold past the select: nothing given back.
-  drops.calls.length = 0;
-  const b = hooked(1);
-  drops.handle = b.ch.share().handle;
-  using bc = Channel.from(b.ch.share());
+  const { b, bc: copy } = drops.copyOf(1);
+  using bc = copy;
   using f = new Channel<unknown>(0);
   f.close();
   await assert.rejects(
