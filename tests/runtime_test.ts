@@ -1417,10 +1417,21 @@ Deno.test("runtime().cells install no exit guard: only a caller's own SharedArra
   assert.equal(res.stdout.trim(), "true false false true");
 });
 
+/**
+ * Runs `body` by evalScript with the collector exposed (`--expose-gc`): it must exit cleanly (no
+ * signal), having printed only "ok".
+ */
+async function assertGcScriptOk(body: string): Promise<void> {
+  const res = await evalScript(body, { v8Flags: ["--expose-gc"] });
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.signal, null, res.stderr);
+  assert.equal(res.stdout.trim(), "ok");
+}
+
 Deno.test("runtime().cells in the main isolate are native memory, freed once unreachable, not while a coroutine may write into them", async () => {
   // Freed (the library's count of live blocks, kc_coro_stats' fourth, drops) once their buffer
   // is collected; a running sleeper's pin keeps its cells until the shutdown lets go of them.
-  const res = await evalScript(
+  await assertGcScriptOk(
     `
     import { runtime } from "./mod.ts";
     import { collectUntil, liveCells } from "./tests/support.ts";
@@ -1443,10 +1454,7 @@ Deno.test("runtime().cells in the main isolate are native memory, freed once unr
     await collectUntil(() => liveCells() === base, "the shut-down sleeper's cells were not freed");
     console.log("ok");
   `,
-    { v8Flags: ["--expose-gc"] },
   );
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok");
 });
 
 Deno.test("runtime().cells outlive their first buffer when it is transferred (transfer(), a postMessage transfer list): no use-after-free, freed once the last buffer is unreachable and no coroutine writes", async () => {
@@ -1456,7 +1464,7 @@ Deno.test("runtime().cells outlive their first buffer when it is transferred (tr
   // buffers release the block from V8's backing-store deleter, once no buffer views it, and
   // the native pin holds the free off while a coroutine may write. liveCells() proves the block
   // live; a freed one is also reused by the allocations below (the values would change).
-  const res = await evalScript(
+  await assertGcScriptOk(
     `
     import { resolveNative, runtime } from "./mod.ts";
     import { _isNativeCells } from "./src/runtime.ts";
@@ -1531,11 +1539,7 @@ Deno.test("runtime().cells outlive their first buffer when it is transferred (tr
     await collectUntil(() => liveCells() === base + 3n, () => "churn not freed: " + liveCells());
     console.log("ok");
   `,
-    { v8Flags: ["--expose-gc"] },
   );
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.signal, null, res.stderr);
-  assert.equal(res.stdout.trim(), "ok");
 });
 
 Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker terminated while a coroutine writes into its cells leaves them live, as it leaves cells it transferred out", async () => {
@@ -1543,7 +1547,7 @@ Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker t
   // their backing-store deleter, which also runs as a terminated Worker's isolate is disposed:
   // without the native pin it freed cells that a sleeper went on to write into. Cells the
   // Worker moved to the main isolate (a postMessage transfer list) go with their buffer.
-  const res = await evalScript(
+  await assertGcScriptOk(
     `
     import { collectUntil, liveCells, until } from "./tests/support.ts";
     import { runtime } from "./mod.ts";
@@ -1589,11 +1593,7 @@ Deno.test("a Worker's runtime().cells are freed once unreachable, and a Worker t
     await rt.shutdown("finish");
     console.log("ok");
   `,
-    { v8Flags: ["--expose-gc"] },
   );
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.signal, null, res.stderr);
-  assert.equal(res.stdout.trim(), "ok");
 });
 
 Deno.test("every pin of runtime().cells is a native pin, given back once: launched, spawned and pruned many ways, all are freed once dropped and done", async () => {
@@ -1602,7 +1602,7 @@ Deno.test("every pin of runtime().cells is a native pin, given back once: launch
   // the scope's end, a second time there given back) takes one native pin and gives it back
   // once: a pin never given back kept the block for good, one given back twice is a miscount
   // kc_cells_pin refuses (this module throws).
-  const res = await evalScript(
+  await assertGcScriptOk(
     `
     import { coroutineScope, nativeScope, resolveNative, runtime } from "./mod.ts";
     import { collectUntil, liveCells } from "./tests/support.ts";
@@ -1630,10 +1630,7 @@ Deno.test("every pin of runtime().cells is a native pin, given back once: launch
     await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
     console.log("ok");
   `,
-    { v8Flags: ["--expose-gc"] },
   );
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "ok");
 });
 
 Deno.test("a native scope's pin of runtime().cells is one native pin per array, however often launched while a child runs, and a shutdown gives back the pins of a scope never waited for", async () => {
@@ -1654,7 +1651,7 @@ void wait_add(void *arg) {
   __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
 }`,
     );
-    const res = await evalScript(
+    await assertGcScriptOk(
       `
       import { NativeScope, resolveNative, runtime } from "./mod.ts";
       import { collectUntil, liveCells, until } from "./tests/support.ts";
@@ -1673,10 +1670,7 @@ void wait_add(void *arg) {
       await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
       console.log("ok");
     `,
-      { v8Flags: ["--expose-gc"] },
     );
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(res.stdout.trim(), "ok");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
