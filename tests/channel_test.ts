@@ -3887,6 +3887,38 @@ Deno.test("closing the library hands the values of a send and a select it cuts o
   });
 });
 
+/**
+ * Script source for the two tests below: `drainedAndCutOff(capacity, scenario)` runs
+ * `scenario` twice, each on a new library and a shared channel of `capacity` (f64) on which an
+ * iterator's first and second next() are queued natively (`all`: their outcomes, each logged
+ * in `log` by `name`): `drained` true, then false (the ring's records drained as the library
+ * closes, or cut off). It prints what each run answers, by "drained" and "cut off".
+ */
+const TWO_NEXTS_AT_CLOSE = `
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    async function drainedAndCutOff(capacity, scenario) {
+      const runs = {};
+      for (const drained of [true, false]) {
+        const lib = library();
+        const sym = lib.symbols("test");
+        const bridge = Bridge.of(lib);
+        const ch = new Channel(capacity, { codec: codecs.f64 });
+        const token = ch.share();
+        const it = ch[Symbol.asyncIterator]();
+        const log = [];
+        const name = (n, p) =>
+          p.then((r) => log.push(n + (r.done ? " done" : " " + r.value)), (e) => log.push(n + " " + e.name));
+        const all = [name("first", it.next()), name("second", it.next())];
+        await until(() => bridge.pending === 2, "both next()s queued natively");
+        const ctx = { lib, sym, ch, token, it, log, name, all, drained };
+        runs[drained ? "drained" : "cut off"] = await scenario(ctx);
+      }
+      console.log(JSON.stringify(runs));
+    }
+`;
+
 Deno.test("closing the library settles an iterator's pending next()s in the order they were called: the earlier one whose record was due first, then the later one it withdrew", async () => {
   // Two next()s queued natively; native code completes the first (its record held off past the
   // withdrawals, as in the tests above), and the close withdraws the second. Its record drained
@@ -3895,22 +3927,8 @@ Deno.test("closing the library settles an iterator's pending next()s in the orde
   // Before, the withdrawn second rejected first, and the first then resolved after it, or
   // answered done: an iterator that failed at its second step, and ended at its first.
   const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const runs = {};
-    for (const drained of [true, false]) {
-      const lib = library();
-      const sym = lib.symbols("test");
-      const bridge = Bridge.of(lib);
-      const ch = new Channel(0, { codec: codecs.f64 });
-      ch.share();
-      const it = ch[Symbol.asyncIterator]();
-      const log = [];
-      const name = (n, p) =>
-        p.then((r) => log.push(n + (r.done ? " done" : " " + r.value)), (e) => log.push(n + " " + e.name));
-      const both = Promise.all([name("first", it.next()), name("second", it.next())]);
-      await until(() => bridge.pending === 2, "both next()s queued natively");
+    ${TWO_NEXTS_AT_CLOSE}
+    await drainedAndCutOff(0, async ({ lib, sym, ch, log, all, drained }) => {
       const drain = sym.kc_ring_drain;
       let looks = 0;
       sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 || !drained ? 0 : drain(...args);
@@ -3920,10 +3938,9 @@ Deno.test("closing the library settles an iterator's pending next()s in the orde
       } finally {
         sym.kc_ring_drain = drain;
       }
-      await within(both, 10_000, "both next()s");
-      runs[drained ? "drained" : "cut off"] = { sent, log };
-    }
-    console.log(JSON.stringify(runs));
+      await within(Promise.all(all), 10_000, "both next()s");
+      return { sent, log };
+    });
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), {
@@ -3941,22 +3958,8 @@ Deno.test("closing the library settles a next() that a close hook calls while ea
   // second answers done. Before, it took the value and resolved with it at once, before both
   // (Waiter.rejectInOrder ordered only the next()s the close itself failed).
   const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
-    import { Bridge } from "./src/bridge.ts";
-    import { trySendNatively, until, within } from "./tests/support.ts";
-    const runs = {};
-    for (const drained of [true, false]) {
-      const lib = library();
-      const sym = lib.symbols("test");
-      const bridge = Bridge.of(lib);
-      const ch = new Channel(1, { codec: codecs.f64 });
-      const token = ch.share();
-      const it = ch[Symbol.asyncIterator]();
-      const log = [];
-      const name = (n, p) =>
-        p.then((r) => log.push(n + (r.done ? " done" : " " + r.value)), (e) => log.push(n + " " + e.name));
-      const all = [name("first", it.next()), name("second", it.next())];
-      await until(() => bridge.pending === 2, "both next()s queued natively");
+    ${TWO_NEXTS_AT_CLOSE}
+    await drainedAndCutOff(1, async ({ lib, sym, ch, token, it, log, name, all, drained }) => {
       const drain = sym.kc_ring_drain;
       sym.kc_ring_drain = (...args) => lib.isOpen || !drained ? 0 : drain(...args);
       const sent = [trySendNatively(ch.handle, 5)];
@@ -3972,9 +3975,8 @@ Deno.test("closing the library settles a next() that a close hook calls while ea
       await within(Promise.all(all), 10_000, "the next()s");
       const copy = Channel.from(token);
       const left = [copy.tryReceive(), copy.tryReceive()].map((r) => r.state === "ok" ? r.value : r.state);
-      runs[drained ? "drained" : "cut off"] = { sent, log, left };
-    }
-    console.log(JSON.stringify(runs));
+      return { sent, log, left };
+    });
   `);
   assert.equal(res.code, 0, res.stderr);
   // Cut off, the first one's value went back to the channel, in front (the ring's destroy).
