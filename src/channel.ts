@@ -5438,7 +5438,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       this.#unwrap(status, waitOp(w.kind));
     } catch (e) {
-      w.reject(e);
+      // In order too: an iterator's next() still waiting in JavaScript that queues onto this
+      // isolate's ring gone (destroyed, KC_EBADH) while an earlier next() is queued natively on
+      // it rejects after that one, whose loss (`_lost`) the ring's wait finds later (it rejects,
+      // this one answers done). Before, this one rejected first and the earlier one answered
+      // done: the iterator failed at its second step, having ended at its first.
+      w.rejectInOrder(e);
     }
   }
 

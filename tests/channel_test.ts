@@ -4124,6 +4124,36 @@ Deno.test("a receiveCatching or an iterator's next() whose ring is lost names it
   ]);
 });
 
+Deno.test("an iterator's next() queueing onto a lost ring settles after an earlier one queued on it: in order", async () => {
+  // The ring destroyed by hand (in a child: this isolate's ring is gone for good) with one
+  // next() queued natively on it and a later one still waiting in JavaScript, which queues onto
+  // the dead ring at the end of the turn (KC_EBADH, \`#settleWith\`). The earlier one's loss is
+  // found later (\`_lost\`): it rejects, the later one answers done, as README's iteration
+  // paragraph says. Before, the later one rejected first and the earlier one answered done.
+  const res = await evalScript(`
+    import { Channel, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until, within } from "./tests/support.ts";
+    const bridge = Bridge.of(library());
+    const ch = new Channel(0);
+    ch.share();
+    const it = ch[Symbol.asyncIterator]();
+    const order = [];
+    const tag = (n, p) => p.then(
+      (r) => order.push(n + (r.done ? " done" : " value")),
+      (e) => order.push(n + " " + (e instanceof InvalidHandleError ? "InvalidHandleError" : String(e))),
+    );
+    const first = tag("first", it.next());
+    await until(() => bridge.pending >= 1, "the first next() queued natively");
+    const second = tag("second", it.next());
+    library().symbols("test").kc_ring_destroy(bridge.ring);
+    await within(Promise.all([first, second]), 10_000, "the outcomes");
+    console.log(JSON.stringify(order));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), ["first InvalidHandleError", "second done"]);
+});
+
 Deno.test("a queued wait completed natively but not drained when its ring goes fails with the error, not waiting for ever", async () => {
   // The interleaving that made the test above hang now and then on a loaded host, forced: a
   // wait of this isolate queued natively is completed (a send's value and a select's taken by
