@@ -1402,11 +1402,15 @@ class Waiter implements RingOp {
 
   /**
    * Settles it as given up with `reason`: rejected, except that an iterator's `return()`
-   * (`RETURNED`) resolves its pending `next()` done.
+   * (`RETURNED`) resolves its pending `next()` done. Rejected in order (`rejectInOrder`): a
+   * `values({ signal })` iterator's later `next()` that the abort withdraws at once rejects
+   * after an earlier one whose withdrawal said KC_EBUSY (its record still due) settles: the
+   * earlier one rejects with the reason, this one answers done. Before, this one rejected first
+   * and the earlier one, its record drained later, answered done.
    */
   giveUp(reason: unknown): void {
     if (reason === RETURNED) this.resolve(ITER_DONE);
-    else this.reject(reason);
+    else this.rejectInOrder(reason);
   }
 
   /** Queues it natively if it still waits in JavaScript only. */

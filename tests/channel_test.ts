@@ -958,6 +958,37 @@ Deno.test("cancelled by native code (or another isolate): an iterator's next()s 
   }
 });
 
+Deno.test("values({ signal }) aborted: a next() withdrawn at once settles after an earlier one whose record is still due", async () => {
+  // The first next() is queued natively and completed by a native send (its record not drained
+  // yet), the second still waits in JavaScript; the abort finds the first completed (KC_EBUSY:
+  // its record settles it, the value going back) and withdraws the second at once. The first
+  // rejects with the reason and the second answers done, as README's iteration paragraph says.
+  // Before, the second rejected first and the first then answered done.
+  for (const shared of [false, true]) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const h = shared ? ch.share().handle : ch.handle;
+    const ctl = new AbortController();
+    const it = ch.values({ signal: ctl.signal })[Symbol.asyncIterator]();
+    const order: string[] = [];
+    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+      p.then(
+        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+        (e) => order.push(`${name} ${String(e)}`),
+      );
+    const first = tag("first", it.next());
+    await until(
+      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+      "the first next() queued natively",
+    );
+    assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
+    const second = tag("second", it.next());
+    ctl.abort("stop");
+    await Promise.all([first, second]);
+    assert.deepEqual(order, ["first stop", "second done"], `shared: ${shared}`);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, "the value went back");
+  }
+});
+
 Deno.test("cancelled by native code (or another isolate): a send after any try-operation that saw it rejects with CancellationError", async () => {
   const sym = library().symbols("test");
   const tries: [string, (ch: Channel<number>) => { state: string }][] = [
