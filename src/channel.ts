@@ -1340,8 +1340,13 @@ class Waiter implements RingOp {
    * done: an iterator that failed at its second step and had ended at its first.
    */
   rejectInOrder(e: unknown): void {
+    this.#inOrder(() => this.reject(e));
+  }
+
+  /** Runs `settle` once every earlier `next()` of its iterator still pending has settled. */
+  #inOrder(settle: () => void): void {
     const before = this.#earlierPending();
-    if (before === null) return this.reject(e);
+    if (before === null) return settle();
     this.held!.closing = true; // a later next() settles after this one (`#iterate`)
     // Wrapped, not a list to run: every settle of `before` goes through these two (its `reject`,
     // and `resolve` where it answers a value or done), whichever path settles it.
@@ -1350,7 +1355,7 @@ class Waiter implements RingOp {
     const then = () => {
       if (done) return;
       done = true;
-      this.rejectInOrder(e);
+      this.#inOrder(settle);
     };
     before.resolve = (v) => {
       resolve(v);
@@ -1409,7 +1414,7 @@ class Waiter implements RingOp {
    * and the earlier one, its record drained later, answered done.
    */
   giveUp(reason: unknown): void {
-    if (reason === RETURNED) this.resolve(ITER_DONE);
+    if (reason === RETURNED) this.#inOrder(() => this.resolve(ITER_DONE));
     else this.rejectInOrder(reason);
   }
 
@@ -6064,13 +6069,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         held.ended = true;
         const w = held.waiter;
         const more = held.more;
-        held.waiter = held.more = null;
         // Withdrawn and rejected if still waiting; one that took a value first, its record not
         // drained yet, gives it back to the channel and ends as returned too (`#abandon`);
         // nothing if it is done. Every next() still waiting, not only the last one: an earlier
         // one left waiting took the channel's next value after the return, and nobody read it.
+        // The lists are cleared after, not before: a later one withdrawn at once answers done
+        // after an earlier one whose record is still due (`Waiter.giveUp`), and `return()`,
+        // settling after the last, after them all. Before, the later one and `return()` settled
+        // first, the earlier one after `return()`.
         if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
         if (w !== null) this.#abandon(w, RETURNED);
+        held.waiter = held.more = null;
         const l = last;
         last = null;
         return l === null ? Promise.resolve(ITER_DONE) : l.then(done, done);

@@ -989,6 +989,36 @@ Deno.test("values({ signal }) aborted: a next() withdrawn at once settles after 
   }
 });
 
+Deno.test("an iterator's return() with an earlier next() whose record is still due: the next()s, then return(), settle in order", async () => {
+  // As the abort's case above, for return(): the first next() completed natively (record not
+  // drained), the second still in JavaScript, withdrawn at once. Each answers done in call
+  // order, the value goes back, and return() settles after both, as README says. Before, the
+  // second and return() settled first and the first answered done after return().
+  for (const signal of [undefined, new AbortController().signal]) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const h = ch.share().handle;
+    const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
+    const order: string[] = [];
+    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+      p.then(
+        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+        (e) => order.push(`${name} ${String(e)}`),
+      );
+    const first = tag("first", it.next());
+    await until(
+      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+      "the first next() queued natively",
+    );
+    assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
+    const second = tag("second", it.next());
+    const ret = tag("return", it.return!());
+    await Promise.all([first, second, ret]);
+    const what = `signal: ${signal !== undefined}`;
+    assert.deepEqual(order, ["first done", "second done", "return done"], what);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, `${what}: the value went back`);
+  }
+});
+
 Deno.test("cancelled by native code (or another isolate): a send after any try-operation that saw it rejects with CancellationError", async () => {
   const sym = library().symbols("test");
   const tries: [string, (ch: Channel<number>) => { state: string }][] = [
