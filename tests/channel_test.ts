@@ -1019,6 +1019,186 @@ Deno.test("an iterator's return() with an earlier next() whose record is still d
   }
 });
 
+Deno.test("a plain receive its signal aborts rejects at once behind an earlier receive whose record is still due", async () => {
+  // The in-order settling of an iterator's next()s (`Waiter.giveUp`) is the iterator's only:
+  // plain receives wait independently, so the later one, withdrawn at once, rejects first.
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  const h = ch.share().handle;
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<number>) =>
+    p.then((v) => order.push(`${name} value ${v}`), (e) => order.push(`${name} ${String(e)}`));
+  const ctl = new AbortController();
+  const first = tag("first", ch.receive({ signal: ctl.signal }));
+  await until(
+    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+    "the first receive queued natively",
+  );
+  assert.equal(trySendNatively(h, 1), 0, "the native send completes the first receive");
+  const second = tag("second", ch.receive({ signal: ctl.signal }));
+  ctl.abort("stop");
+  await second;
+  assert.deepEqual(order, ["second stop"], "the second rejected before the first's record");
+  await first;
+  assert.deepEqual(order, ["second stop", "first stop"]);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, "the value went back");
+});
+
+Deno.test("cancelled by native code (or another isolate): an iterator's next()s pending across the queueing settle in order", async () => {
+  const sym = library().symbols("test");
+  for (const shared of [false, true]) {
+    for (const by of ["cancel", "close with a cause", "destroy"]) {
+      const what = `${shared ? "shared" : "owner's"}, ${by}`;
+      using ch = new Channel<Uint8Array>(0, { codec: codecs.bytes });
+      const h = shared ? ch.share().handle : ch.handle;
+      const it = ch[Symbol.asyncIterator]();
+      const order: string[] = [];
+      const first = it.next().then(
+        (r) => order.push(`first ${r.done ? "done" : "value"}`),
+        (e) => order.push(`first ${e?.constructor?.name}`),
+      );
+      await until(
+        () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+        `${what}: the first next() queued natively`,
+      );
+      const second = it.next().then(
+        (r) => order.push(`second ${r.done ? "done" : "value"}`),
+        (e) => order.push(`second ${e?.constructor?.name}`),
+      );
+      if (by === "cancel") assert.equal(sym.kc_chan_cancel(h), 0, what);
+      else if (by === "destroy") assert.equal(sym.kc_chan_destroy(h), 0, what); // the owner's
+      else {
+        const cause = encodeCause(new RangeError("gone"))!;
+        assert.equal(sym.kc_chan_close_cause(h, cause, cause.length, 0), 1, what);
+      }
+      await Promise.all([first, second]);
+      const err = by === "close with a cause" ? "RangeError" : "CancellationError";
+      assert.deepEqual(order, [`first ${err}`, "second done"], what);
+    }
+  }
+});
+
+Deno.test("values({ signal }) aborted: a next() withdrawn at once settles after an earlier one whose record is still due", async () => {
+  // The first next() is queued natively and completed by a native send (its record not drained
+  // yet), the second still waits in JavaScript; the abort finds the first completed (KC_EBUSY:
+  // its record settles it, the value going back) and withdraws the second at once. The first
+  // rejects with the reason and the second answers done, as README's iteration paragraph says.
+  // Before, the second rejected first and the first then answered done.
+  for (const shared of [false, true]) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const h = shared ? ch.share().handle : ch.handle;
+    const ctl = new AbortController();
+    const it = ch.values({ signal: ctl.signal })[Symbol.asyncIterator]();
+    const order: string[] = [];
+    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+      p.then(
+        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+        (e) => order.push(`${name} ${String(e)}`),
+      );
+    const first = tag("first", it.next());
+    await until(
+      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+      "the first next() queued natively",
+    );
+    assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
+    const second = tag("second", it.next());
+    ctl.abort("stop");
+    await Promise.all([first, second]);
+    assert.deepEqual(order, ["first stop", "second done"], `shared: ${shared}`);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, "the value went back");
+  }
+});
+
+Deno.test("an iterator's return() with an earlier next() whose record is still due: the next()s, then return(), settle in order", async () => {
+  // As the abort's case above, for return(): the first next() completed natively (record not
+  // drained), the second still in JavaScript, withdrawn at once. Each answers done in call
+  // order, the value goes back, and return() settles after both, as README says. Before, the
+  // second and return() settled first and the first answered done after return().
+  for (const signal of [undefined, new AbortController().signal]) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const h = ch.share().handle;
+    const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
+    const order: string[] = [];
+    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+      p.then(
+        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+        (e) => order.push(`${name} ${String(e)}`),
+      );
+    const first = tag("first", it.next());
+    await until(
+      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+      "the first next() queued natively",
+    );
+    assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
+    const second = tag("second", it.next());
+    const ret = tag("return", it.return!());
+    await Promise.all([first, second, ret]);
+    const what = `signal: ${signal !== undefined}`;
+    assert.deepEqual(order, ["first done", "second done", "return done"], what);
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, `${what}: the value went back`);
+  }
+});
+
+Deno.test("a plain receive its signal aborts rejects at once behind an earlier receive whose record is still due", async () => {
+  // The in-order settling of an iterator's next()s (`Waiter.giveUp`) is the iterator's only:
+  // plain receives wait independently, so the later one, withdrawn at once, rejects first.
+  using ch = new Channel<number>(0, { codec: codecs.f64 });
+  const h = ch.share().handle;
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<number>) =>
+    p.then((v) => order.push(`${name} value ${v}`), (e) => order.push(`${name} ${String(e)}`));
+  const ctl = new AbortController();
+  const first = tag("first", ch.receive({ signal: ctl.signal }));
+  await until(
+    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+    "the first receive queued natively",
+  );
+  assert.equal(trySendNatively(h, 1), 0, "the native send completes the first receive");
+  const second = tag("second", ch.receive({ signal: ctl.signal }));
+  ctl.abort("stop");
+  await second;
+  assert.deepEqual(order, ["second stop"], "the second rejected before the first's record");
+  await first;
+  assert.deepEqual(order, ["second stop", "first stop"]);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 }, "the value went back");
+});
+
+Deno.test("an iterator's next() called after return() settles after return() and the next()s before it", async () => {
+  // A next() pending (waiting in JavaScript, queued natively, or completed natively with its
+  // record still due), then return(), then next(): they settle in call order, as an async
+  // generator queues each call behind the last. Before, the next() after return() answered done
+  // first (ahead of the earlier next() too where its record was still due).
+  for (const mode of ["local", "queued", "completing"]) {
+    for (const signal of [undefined, new AbortController().signal]) {
+      using ch = new Channel<number>(0, { codec: codecs.f64 });
+      const h = ch.share().handle;
+      const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
+      const order: string[] = [];
+      const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+        p.then(
+          (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+          (e) => order.push(`${name} ${String(e)}`),
+        );
+      const first = tag("first", it.next());
+      if (mode !== "local") {
+        await until(
+          () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+          "the first next() queued natively",
+        );
+      }
+      if (mode === "completing") {
+        assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
+      }
+      const ret = tag("return", it.return!());
+      const third = tag("third", it.next());
+      await Promise.all([first, ret, third]);
+      const what = `${mode}, signal: ${signal !== undefined}`;
+      assert.deepEqual(order, ["first done", "return done", "third done"], what);
+      const left = mode === "completing" ? { state: "ok", value: 1 } : { state: "empty" };
+      assert.deepEqual(ch.tryReceive(), left, `${what}: nothing taken`);
+    }
+  }
+});
+
 Deno.test("cancelled by native code (or another isolate): a send after any try-operation that saw it rejects with CancellationError", async () => {
   const sym = library().symbols("test");
   const tries: [string, (ch: Channel<number>) => { state: string }][] = [
