@@ -6053,7 +6053,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let last: Promise<IteratorResult<T, undefined>> | null = null;
     const done = () => ITER_DONE;
     const next = (): Promise<IteratorResult<T, undefined>> => {
-      if (held.ended) return Promise.resolve(ITER_DONE);
+      // Once ended, done: after the last next() and return() settled, as an async generator
+      // queues a next() behind them. Before, a next() called after return() answered done
+      // first, ahead of return() and of an earlier next() whose record was still due.
+      if (held.ended) {
+        return last === null ? Promise.resolve(ITER_DONE) : last = last.then(done, done);
+      }
       // A next() the close failed waits for an earlier one to settle, and ends the iterator
       // then (`Waiter.rejectInOrder`): this one answers done after the last one, taking nothing.
       // Before, it received at once (a close hook's next(), with a value in the channel) and
@@ -6081,8 +6086,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (w !== null) this.#abandon(w, RETURNED);
         held.waiter = held.more = null;
         const l = last;
-        last = null;
-        return l === null ? Promise.resolve(ITER_DONE) : l.then(done, done);
+        return last = l === null ? Promise.resolve(ITER_DONE) : l.then(done, done);
       },
       [Symbol.asyncIterator]: () => it,
     };
