@@ -197,12 +197,11 @@ export class Bridge {
   #closing(): void {
     // One batch (`due`), as `#start`'s flushes and a drain's records are: the hooks for the
     // values of the sends it refuses as it queues them run once it has settled them all.
-    const outer = this.due !== null;
-    if (!outer) this.due = this.#dueRuns;
+    const began = this.beginDue();
     try {
       this.#closeBatch();
     } finally {
-      if (!outer) this.#runDue();
+      if (began) this.#runDue();
     }
   }
 
@@ -279,12 +278,11 @@ export class Bridge {
     // channels' dropped lists (a send a cancel failed, a give-back refused, a send cut off by the
     // destroy) run once every operation it settles has settled, as open. Before, no batch: those
     // values waited natively for their channel's dispose.
-    const outer = this.due !== null;
-    if (!outer) this.due = this.#dueRuns;
+    const began = this.beginDue();
     try {
       this.#closedBatch();
     } finally {
-      if (!outer) this.#runDue();
+      if (began) this.#runDue();
     }
   }
 
