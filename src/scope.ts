@@ -55,6 +55,7 @@ import {
   notJob,
   ON_FINAL,
   ON_START,
+  parentTakesFailure,
   REPORTS_FAILURE,
   SUPERVISOR,
   toCancellation,
@@ -93,6 +94,16 @@ export interface ScopeOptions {
 export interface CreateScopeOptions extends ScopeOptions {
   /** Children's failures do not cancel the scope or each other (Kotlin's `SupervisorJob`). */
   supervisor?: boolean;
+  /**
+   * The job this scope's job is a child of (Kotlin's `CoroutineScope(Job(parent))`): a
+   * {@linkcode Job} of kcoro's (a scope or its `job`, a task's job, a deferred). The parent waits
+   * for the scope (its `join()`, `coroutineScope`, lists it among its `children`) until the scope
+   * completes (`join()`, or cancelled and its tasks done); the parent's cancel cancels it; its
+   * failure (a child's, unless `supervisor`) fails the parent unless that is a supervisor. A
+   * parent already cancelling or completed makes the scope start cancelled; a lazy one is
+   * started. The scope's context is the parent's with `context` added (as `launch`'s is).
+   */
+  parent?: Job;
 }
 
 /**
@@ -225,6 +236,11 @@ export const FOLLOW = Symbol("follow");
  * emptied `followQueue`, so those scopes read cancelling for good and never completed.
  */
 const followStack: (Coroutine<unknown> | AbortSignal)[] = [];
+/**
+ * The signal whose follow cancel of `job` waits in `followQueue`, else null (a job of another
+ * kind too): set by `Coroutine`'s static block, which reads its private field.
+ */
+let queuedCancelOf: (job: JobSupport<unknown>) => AbortSignal | null;
 /** A `runLeftFollows` is queued as a microtask. */
 let leftFollowsQueued = false;
 
@@ -439,7 +455,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // A closure handed over here, not a static member: as `Coroutine._queuedBy` it was reachable
     // from any scope (`scope.constructor._queuedBy(other)` read another scope's queued signal),
     // where JobSupport's subclass hooks are kept out of reach on purpose (module symbols).
-    _setQueuedCancel((job) => Coroutine._isScope(job) ? job.#queuedBy : null);
+    // Also this module's `queuedCancelOf` (createScope's `parent`), the same closure.
+    queuedCancelOf = (job) => Coroutine._isScope(job) ? job.#queuedBy : null;
+    _setQueuedCancel(queuedCancelOf);
   }
 
   /** A follow cancel for this scope waits in `followQueue`, and the scope has not ended. */
@@ -829,6 +847,20 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 }
 
 class StandaloneScope extends Coroutine<void> implements Scope {
+  /**
+   * A scope (not started yet) that is `parent`'s child when one is given: attached as a launch
+   * is, so the parent's cancel cancels it and the parent waits for it; a parent cancelling or
+   * completed cancels it here, and so does a scope whose follow cancel waits in the queue (it
+   * reads cancelling), unattached, as a task launched on it is.
+   */
+  constructor(context: Context, flags: number, parent: JobSupport<unknown> | undefined) {
+    super(context, flags, null);
+    if (parent === undefined) return;
+    const queued = queuedCancelOf(parent);
+    if (queued !== null) this.cancel(abortReason(queued));
+    else this[ATTACH_TO](parent);
+  }
+
   override join(options?: { signal?: AbortSignal }): Promise<void> {
     if (!Coroutine._isScope(this)) return Promise.reject(notJob(this, "join")); // as a job's
     let signal: AbortSignal | undefined;
@@ -850,6 +882,22 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     if (!Coroutine._isScope(this)) throw notJob(this, "dispose scope", "CoroutineScope"); // rejects
     this.cancel(new CancellationError("Cancelled: the scope was disposed"));
     await super.join();
+  }
+
+  /**
+   * `using scope = createScope()` (sync) is refused as it is declared, before its block runs, by
+   * name: disposing a scope waits for its tasks, which a sync disposal cannot, and a disposal that
+   * only cancelled them would let them outlive the block, unawaited (their failures and cleanup
+   * after it), where `await using` guarantees none does. A getter, so that the `using` declaration,
+   * which reads it, throws; `await using` reads `Symbol.asyncDispose` and never this. Not in the
+   * `Scope` type: TypeScript rejects the `using` as it did. Before, the engine's TypeError
+   * ("... is not a function", naming nothing of kcoro's) came, also only at the declaration.
+   */
+  get [Symbol.dispose](): never {
+    throw new TypeError(
+      "Cannot dispose scope synchronously: disposing a scope waits for its tasks, so declare it " +
+        `with \`await using\`, not \`using\`, received ${describe(this)}`,
+    );
   }
 }
 
@@ -885,10 +933,27 @@ class StandaloneScope extends Coroutine<void> implements Scope {
 export function createScope(options?: CreateScopeOptions): Scope {
   const op = "create scope";
   const checked = checkScopeOptions(op, options);
-  const supervisor = options?.supervisor; // read once (checkScopeOptions says why)
+  // Each read once (checkScopeOptions says why).
+  const supervisor = options?.supervisor, parent = options?.parent;
   checkBoolean(op, "supervisor", supervisor);
-  const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0);
-  const scope = new StandaloneScope(checked?.context ?? Context.empty, flags, null);
+  // A brand check (no trap runs), as CompletableDeferred's: a look-alike, a Proxy of a job, an
+  // AbortSignal or a scope of the caller's own is none. Before, `parent` was an unknown option,
+  // ignored: the scope ran on after its parent's cancel and the parent completed without it.
+  if (parent !== undefined && !JobSupport._is(parent)) {
+    throw new TypeError(`Cannot ${op}: parent must be a Job, received ${describe(parent)}`);
+  }
+  const own = checked?.context;
+  // The parent's context with the scope's own added, as a launch's (a CompletableDeferred's).
+  const context = parent === undefined
+    ? own ?? Context.empty
+    : own === undefined
+    ? parent.context
+    : childContext(parent.context, own);
+  // Its children's failures are its own exactly when its parent takes its failure in turn
+  // (`parentTakesFailure` says why): a failed launch reports it itself otherwise.
+  const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0) |
+    (parent !== undefined && parentTakesFailure(parent) ? HANDLES_CHILD_FAILURE : 0);
+  const scope = new StandaloneScope(context, flags, parent);
   const signal = checked?.signal;
   const aborted = signal !== undefined && isAborted(signal);
   // Followed before the scope starts: a listen that throws (only a signal whose engine state
@@ -897,5 +962,8 @@ export function createScope(options?: CreateScopeOptions): Scope {
   if (signal !== undefined && !aborted) scope[FOLLOW](op, signal);
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
+  // A lazy parent is started (Kotlin's initParentJob), last: its block, run now, finds this scope
+  // among its children (CompletableDeferred's constructor says why). JobSupport's own `start`.
+  if (parent !== undefined) JobSupport.prototype.start.call(parent);
   return scope;
 }

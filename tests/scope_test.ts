@@ -7,6 +7,7 @@ import {
   assertSameItems,
   catchReported,
   nestThroughSignals,
+  settled,
   until,
   untilAborted,
 } from "./support.ts";
@@ -19,6 +20,7 @@ import {
   CoroutineExceptionHandler,
   type CoroutineScope,
   coroutineScope,
+  createContextKey,
   createScope,
   delay,
   type Job,
@@ -974,6 +976,258 @@ Deno.test("createScope({ signal }): an outside signal cancels it", async () => {
   assert.equal(job.state, "cancelled");
   assert.equal(scope.state, "cancelled");
   assert.equal(createScope({ signal: AbortSignal.abort() }).state, "cancelled");
+});
+
+/** The cause a job's completion handlers get (undefined: completed), once it is final. */
+function causeOf(job: Job): Promise<unknown> {
+  return new Promise((resolve) => job.invokeOnCompletion(resolve));
+}
+
+Deno.test("createScope({ parent }): the parent waits for the scope until it completes, and lists it among its children", async () => {
+  const gate = Promise.withResolvers<void>();
+  let child: ReturnType<typeof createScope> | undefined;
+  let settledBeforeChild = false;
+  const outer = coroutineScope(counted((scope) => {
+    child = createScope({ parent: scope.job });
+    assert.deepEqual([...scope.job.children], [child]);
+    child.launch(counted(() => gate.promise));
+  }));
+  outer.then(() => settledBeforeChild = child!.isCompleted === false);
+  await until(() => live === 1, "the block to return, leaving the scope's task");
+  gate.resolve();
+  await until(() => child!.children.length === 0, "the task to end");
+  // Its task is done, but the scope is open (no `join()`): the parent still waits for it.
+  assert.equal(await settled(outer), false);
+  await child!.join();
+  await outer;
+  assert.equal(settledBeforeChild, false);
+  assert.equal(child!.state, "completed");
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): the parent's cancel cancels the scope and its tasks", async () => {
+  const outer = createScope();
+  const child = createScope({ parent: outer });
+  const task = child.launch(counted((t) => untilAborted(t.signal)));
+  outer.cancel(new CancellationError("outer went"));
+  await task.join();
+  assert.equal(task.state, "cancelled");
+  assert.equal(child.state, "cancelled");
+  assert.equal(outer.state, "cancelled");
+  assert.equal(((await causeOf(child)) as Error).message, "outer went");
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): a failed launch fails a coroutineScope parent, which rethrows it, reported nowhere", async () => {
+  const boom = new Error("in the child scope");
+  const { context, reported } = collecting();
+  let sibling: Job | undefined;
+  await assert.rejects(
+    coroutineScope(
+      counted(async (scope) => {
+        sibling = scope.launch(counted((t) => untilAborted(t.signal)));
+        const child = createScope({ parent: scope.job });
+        child.launch(counted(() => Promise.reject(boom)));
+        await untilAborted(scope.signal);
+      }),
+      { context },
+    ),
+    (e) => e === boom,
+  );
+  assert.equal(sibling!.state, "cancelled"); // the failure cancelled the parent's other child
+  assert.deepEqual(reported, []); // rethrown by the parent: not reported too (Kotlin's handled)
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): under a supervisor the scope's failure stays with it, reported once", async () => {
+  const boom = new Error("isolated");
+  const { context, reported } = collecting();
+  const result = await supervisorScope(
+    counted(async (scope) => {
+      const sibling = scope.async(counted(() => "sibling"));
+      const child = createScope({ parent: scope.job });
+      child.launch(counted(() => Promise.reject(boom)));
+      await until(() => child.isCompleted, "the child scope to end");
+      assert.equal(child.state, "cancelled");
+      assert.equal(scope.isActive, true); // the supervisor was not cancelled
+      return await sibling.await();
+    }),
+    { context },
+  );
+  assert.equal(result, "sibling");
+  assertSameItems(reported, [boom]);
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): a failure through a parent that reports nothing itself is reported once, by the launch", async () => {
+  // Parents that take no child's failure as their own: createScope's without a parent, a
+  // CompletableDeferred. The launch reports it; the parent fails (a deferred's await rejects).
+  const boom = new Error("reported by the launch");
+  const { context, reported } = collecting();
+  const root = createScope({ context });
+  const child = createScope({ parent: root });
+  child.launch(counted(() => Promise.reject(boom)));
+  await root.join();
+  assert.equal(root.state, "cancelled");
+  assert.equal(child.state, "cancelled");
+  const deferred = new CompletableDeferred<void>({ context });
+  const other = createScope({ parent: deferred });
+  other.launch(counted(() => Promise.reject(boom)));
+  await assert.rejects(deferred.await(), (e) => e === boom);
+  assertSameItems(reported, [boom, boom]);
+  // A launched task's parent takes it: the task fails with it and, under a plain createScope,
+  // reports it, once.
+  const { context: c2, reported: r2 } = collecting();
+  const top = createScope({ context: c2 });
+  const task = top.launch(counted(async (t) => {
+    const inner = createScope({ parent: t.job });
+    inner.launch(counted(() => Promise.reject(boom)));
+    await untilAborted(t.signal);
+  }));
+  await task.join();
+  assert.equal(task.state, "cancelled");
+  assertSameItems(r2, [boom]);
+  await top.join();
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent, supervisor: true }): a failed launch cancels neither the scope nor its parent", async () => {
+  const boom = new Error("supervised");
+  const { context, reported } = collecting();
+  const value = await coroutineScope(
+    counted(async (scope) => {
+      const child = createScope({ parent: scope.job, supervisor: true });
+      const bad = child.launch(counted(() => Promise.reject(boom)));
+      await bad.join();
+      assert.equal(child.isActive, true);
+      assert.equal(scope.isActive, true);
+      await child.join();
+      return "done";
+    }),
+    { context },
+  );
+  assert.equal(value, "done");
+  assertSameItems(reported, [boom]);
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): a parent completed or cancelling makes the scope start cancelled, running nothing", async () => {
+  const done = createScope();
+  await done.join();
+  const late = createScope({ parent: done });
+  assert.equal(late.state, "cancelled");
+  assert.equal(
+    ((await causeOf(late)) as Error).message,
+    "Cancelled: the scope has already completed",
+  );
+  const cancelling = createScope();
+  cancelling.launch(counted(async (t) => {
+    try {
+      await untilAborted(t.signal);
+    } catch {
+      await null; // keeps the parent cancelling a moment
+    }
+  }));
+  cancelling.cancel(new CancellationError("going"));
+  assert.equal(cancelling.state, "cancelling");
+  const onCancelling = createScope({ parent: cancelling });
+  assert.equal(onCancelling.isActive, false);
+  let ran = false;
+  const task = onCancelling.launch(() => {
+    ran = true;
+  });
+  assert.equal(task.state, "cancelled");
+  assert.equal(ran, false);
+  assert.equal(((await causeOf(onCancelling)) as Error).message, "going");
+  assert.equal(cancelling.children.includes(onCancelling), false); // never attached
+  await cancelling.join();
+  assert.equal(live, 0);
+});
+
+Deno.test("createScope({ parent }): a lazy parent is started, and waits for the scope", async () => {
+  await coroutineScope(counted(async (scope) => {
+    let ran = false;
+    const lazy = scope.launch(() => {
+      ran = true;
+    }, { lazy: true });
+    assert.equal(lazy.state, "new");
+    const child = createScope({ parent: lazy });
+    assert.equal(ran, true);
+    assert.equal(lazy.state, "completing"); // its block is done; it waits for the scope
+    await child.join();
+    assert.equal(lazy.state, "completed");
+  }));
+});
+
+Deno.test("createScope({ parent }): the scope's context is the parent's with its own added; a signal cancels it too", async () => {
+  const a = createContextKey<string>("a"), b = createContextKey<string>("b");
+  const parent = createScope({ context: Context.empty.with(a, "parent").with(b, "parent") });
+  const child = createScope({ parent, context: Context.empty.with(b, "own") });
+  assert.equal(child.context.get(a), "parent");
+  assert.equal(child.context.get(b), "own");
+  const plain = createScope({ parent });
+  assert.equal(plain.context, parent.context);
+  const controller = new AbortController();
+  const followed = createScope({ parent, signal: controller.signal });
+  controller.abort();
+  assert.equal(followed.state, "cancelled");
+  assert.equal(parent.isActive, true); // a cancellation, not a failure
+  assert.equal(createScope({ parent, signal: AbortSignal.abort() }).state, "cancelled");
+  await child.join();
+  const joined = parent.join();
+  assert.equal(await settled(joined), false); // `plain` is still open: the parent waits for it
+  await plain.join();
+  await joined;
+  assert.equal(parent.state, "completed");
+});
+
+Deno.test("createScope({ parent }): a parent that is no Job is a named TypeError, leaving no scope", () => {
+  const job = createScope();
+  const fakes: [unknown, string][] = [
+    [{}, "[object Object]"],
+    [null, "null"],
+    [42, "42"],
+    [new AbortController().signal, "[object AbortSignal]"],
+    [new Proxy(job, {}), ""],
+    [Object.create(job), ""],
+  ];
+  for (const [fake, said] of fakes) {
+    assert.throws(
+      () => createScope({ parent: fake as never }),
+      (e) =>
+        e instanceof TypeError &&
+        e.message.startsWith("Cannot create scope: parent must be a Job, received ") &&
+        e.message.endsWith(said),
+      String(said),
+    );
+  }
+  assert.deepEqual(job.children, []);
+});
+
+Deno.test("using a scope (sync) is refused as it is declared, by name, telling to use await using", async () => {
+  let ran = false;
+  assert.throws(
+    () => {
+      // @ts-expect-error: a Scope is no Disposable (TypeScript refuses it too)
+      using scope = createScope();
+      ran = true;
+      scope.launch(() => {});
+    },
+    {
+      name: "TypeError",
+      message: "Cannot dispose scope synchronously: disposing a scope waits for its tasks, so " +
+        "declare it with `await using`, not `using`, received a CoroutineScope",
+    },
+  );
+  assert.equal(ran, false); // refused before its block ran
+  // `await using` never reads it: disposal cancels and awaits as before.
+  let cancelled = false;
+  {
+    await using scope = createScope();
+    scope.launch(counted((t) => untilAborted(t.signal).catch(() => cancelled = true)));
+  }
+  assert.equal(cancelled, true);
+  assert.equal(live, 0);
 });
 
 Deno.test("nonCancellable: cleanup after cancellation runs to its end, with a live signal", async () => {
