@@ -129,7 +129,7 @@ export interface CoroutineScope {
 
 /**
  * A free-standing scope from {@linkcode createScope}: a job without a body of its own, disposed
- * with `await using`.
+ * with `await using` (a sync `using` is refused with a TypeError: its disposal could not wait).
  */
 export interface Scope extends CoroutineScope, Job, AsyncDisposable {
   /**
@@ -910,9 +910,19 @@ class StandaloneScope extends Coroutine<void> implements Scope {
  * supervisor) and is reported to the {@linkcode CoroutineExceptionHandler} (else
  * `reportError`): no function call is there to rethrow it.
  *
+ * With `parent` (a {@linkcode Job}: Kotlin's `CoroutineScope(Job(parent))`) the scope is that
+ * job's child: the parent's cancel cancels it, the parent does not complete before it does (so
+ * `join()` or dispose it), and its failure fails the parent unless that is a supervisor; a
+ * parent that rethrows failures (a task, `coroutineScope`) rethrows it in place of the launch's
+ * report. Its context is the parent's with `context` added.
+ *
+ * `using scope = createScope()` (without `await`) throws a TypeError as it is declared: a sync
+ * disposal could not wait for the tasks, and one that only cancelled them would let them run on
+ * past the block.
+ *
  * @example
  * ```ts
- * import { createScope, delay } from "../mod.ts";
+ * import { coroutineScope, createScope, delay } from "../mod.ts";
  * import assert from "node:assert/strict";
  * let finished = 0;
  * {
@@ -928,6 +938,16 @@ class StandaloneScope extends Coroutine<void> implements Scope {
  *   }
  * } // disposed here: the three tasks are cancelled and awaited
  * assert.equal(finished, 3);
+ *
+ * // A child of a task's job: the task waits for it, and a failure in it fails the task.
+ * await assert.rejects(coroutineScope(async (scope) => {
+ *   const events = createScope({ parent: scope.job });
+ *   events.launch(async () => {
+ *     await delay(1);
+ *     throw new Error("listener failed");
+ *   });
+ *   await delay(60_000, { signal: scope.signal }); // cancelled by that failure
+ * }), /listener failed/);
  * ```
  */
 export function createScope(options?: CreateScopeOptions): Scope {

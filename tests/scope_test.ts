@@ -1591,6 +1591,32 @@ Deno.test("a CompletableDeferred made with a scope whose follow cancel waits in 
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("createScope({ parent }) with a scope whose follow cancel waits in the queue starts cancelled, unattached, as a CompletableDeferred made with it does", async () => {
+  // Past 32 levels the parent reads cancelling while its cancel waits: a scope attached to it
+  // then read active, among its children, until the queued cancel ran.
+  using reported = catchReported();
+  const depth = 40;
+  const seen: { n: number; parent: string; state: string; listed: boolean }[] = [];
+  const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
+    const child = createScope({ parent: s.job });
+    seen.push({
+      n,
+      parent: s.job.state,
+      state: child.state,
+      listed: s.job.children.includes(child),
+    });
+  });
+  root.cancel();
+  assert.equal(seen.length, depth, "every level's listener ran");
+  for (const x of seen) {
+    assert.equal(x.parent, "cancelling", `level ${x.n}: its scope`);
+    assert.equal(x.state, "cancelled", `level ${x.n}: the scope made on it`);
+    assert.equal(x.listed, false, `level ${x.n}: the scope among its children`);
+  }
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("a scope nested through its task's signal deeper than 32 levels, whose cancel waits in the queue, reads cancelling (isCancelled, state) as it reads inactive; its signal aborts when its cancel runs", async () => {
   // In the gap between its cancel being queued and run, the scope read isActive false but
   // isCancelled false and state "active": no state of the table has that. It reads as a shallow
@@ -2064,6 +2090,7 @@ Deno.test("scope options are read once: a getter that answered undefined to the 
     ["context", (o) => createScope(o).join()],
     ["signal", (o) => createScope(o).join()],
     ["supervisor", (o) => createScope(o).join()],
+    ["parent", (o) => createScope(o).join()],
     ["context", (o) => coroutineScope((s) => s.launch(() => 1, o).join())],
     ["lazy", (o) => coroutineScope((s) => s.launch(() => 1, o).join())],
   ];
