@@ -1040,7 +1040,14 @@ async function child(): Promise<void> {
       const sc = createScope(rnd() < 0.5 ? opts as never : { supervisor: true });
       scopes.push(sc);
       if (scopes.length > 6) watch("scope dispose", scopes.shift()![Symbol.asyncDispose]());
-    }, () => [garbage()]],
+    }, () => {
+      const r = rnd();
+      if (r < 0.7) return [garbage()];
+      // A parent: a scope, a deferred (each settles: the scopes are disposed, every deferred
+      // completed), or garbage; a supervisor, sometimes.
+      const parent = r < 0.85 ? any(scopes) : r < 0.95 ? any(deferreds) : garbage();
+      return [rnd() < 0.3 ? { parent, supervisor: true } : { parent }];
+    }],
     [
       "scope.launch",
       (a) => any(scopes)?.launch(a[0] as never, a[1] as never),
