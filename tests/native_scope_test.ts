@@ -876,6 +876,31 @@ Deno.test("a native scope whose children a shutdown abandoned takes no new ones 
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("using a NativeScope (sync) is refused as it is declared, by name, telling to use await using", async () => {
+  const made = NativeScope.create();
+  let ran = false;
+  assert.throws(
+    () => {
+      // @ts-expect-error: a NativeScope is no Disposable (TypeScript refuses it too)
+      using ns = made;
+      ran = true;
+      ns.cancel();
+    },
+    {
+      name: "TypeError",
+      message: "Cannot dispose native scope synchronously: disposing a native scope waits for " +
+        "its children, so declare it with `await using`, not `using`, received a NativeScope",
+    },
+  );
+  assert.equal(ran, false); // refused before its block ran
+  await made[Symbol.asyncDispose](); // the one the using refused: still disposable
+  // `await using` never reads it.
+  {
+    await using ns = NativeScope.create();
+    assert.equal(ns.isCancelled, false);
+  }
+});
+
 Deno.test("leaving an await using block of a NativeScope whose children a shutdown or a library close abandoned does not throw: the dispose is cleanup, wait() tells", async () => {
   // Kotlin's scope cancelled from outside completes cancelled; its cleanup does not rethrow the
   // cancellation. The dispose rejected with the wait's ShutdownError (or LibraryClosedError),

@@ -1205,11 +1205,12 @@ Deno.test("createScope({ parent }): a parent that is no Job is a named TypeError
 });
 
 Deno.test("using a scope (sync) is refused as it is declared, by name, telling to use await using", async () => {
+  const made = createScope();
   let ran = false;
   assert.throws(
     () => {
       // @ts-expect-error: a Scope is no Disposable (TypeScript refuses it too)
-      using scope = createScope();
+      using scope = made;
       ran = true;
       scope.launch(() => {});
     },
@@ -1220,6 +1221,7 @@ Deno.test("using a scope (sync) is refused as it is declared, by name, telling t
     },
   );
   assert.equal(ran, false); // refused before its block ran
+  await made.join(); // the one the using refused: still usable
   // `await using` never reads it: disposal cancels and awaits as before.
   let cancelled = false;
   {
