@@ -3645,7 +3645,11 @@ fn destroyCells(cells: [*]u64) callconv(.c) void {
 /// void kc_cells_release(uint64_t *cells): nothing but the pins (kc_cells_pin) reaches cells
 /// kc_cells_alloc returned any more: freed now if none is held, else by the unpin that drops
 /// the last (NULL: does nothing). Once per block; after it, only the pins' holders may touch the
-/// cells (a use or a release after the free is undefined, as for free(3)). TypeScript's cells
+/// cells (a use after the free is undefined, as for free(3)). In every build mode, an address
+/// that is no live block's by its header's check word (`cells_header.valid`: a pointer into a
+/// block, a misaligned one, one into other memory, a block freed already) and a second release
+/// of a block still pinned do nothing, instead of writing into and freeing memory that is no
+/// block's (void since ABI 25: no code can say so; kc_cells_pin's KC_EINVAL does). TypeScript's cells
 /// buffers call it from their V8 backing-store deleter (the Node-API companion), which runs on
 /// any thread, once no ArrayBuffer, transferred or not, views the memory, and also at the
 /// isolate's disposal (the process's exit, a Worker's termination) while coroutines still
@@ -3653,27 +3657,28 @@ fn destroyCells(cells: [*]u64) callconv(.c) void {
 /// Worker ends).
 export fn kc_cells_release(cells: ?[*]u64) callconv(.c) void {
     const c = cells orelse return;
-    const h = cells_header.of(c);
-    std.debug.assert(h.check == cells_header.magic ^ @intFromPtr(c));
+    const h = cells_header.valid(@intFromPtr(c)) orelse return;
     // AcqRel: the release half publishes this thread's writes into the cells (the isolate's,
     // which V8 ordered before its deleter) to whichever call frees the block; the acquire half
     // pairs with the unpins' release (kc_cells_pin), so a free here comes after every write the
     // pins' holders made (a coroutine's, which they saw end before they unpinned).
     const old = @atomicRmw(u64, &h.state, .Or, cells_header.released, .acq_rel);
-    std.debug.assert(old & cells_header.released == 0); // released once
+    // Released before (still pinned, else its check was cleared): that release's, not this.
+    if (old & cells_header.released != 0) return;
     if (old & cells_header.pin_mask == 0) h.destroy(c);
 }
 
 /// int32_t kc_cells_pin(uint64_t *cells, int32_t delta): adds `delta` (negative: takes away) to
 /// the pins of cells kc_cells_alloc returned; a pin keeps the block from kc_cells_release's free
 /// until it is taken away, and the unpin that drops the last pin of a released block frees it.
-/// 0, or KC_EINVAL (NULL, or pins that would go below 0 or past 2^32 - 1: nothing changed).
+/// 0, or KC_EINVAL (NULL, an address that is no live block's by its header's check word, in
+/// every build mode, as for kc_cells_release; or pins that would go below 0 or past 2^32 - 1:
+/// nothing changed).
 /// TypeScript pins the cells a native coroutine may write into (every launch path's pin of
 /// src/runtime.ts) for as long as it keeps them reachable. Safe from any thread.
 export fn kc_cells_pin(cells: ?[*]u64, delta: i32) callconv(.c) i32 {
     const c = cells orelse return Status.invalid.code();
-    const h = cells_header.of(c);
-    std.debug.assert(h.check == cells_header.magic ^ @intFromPtr(c));
+    const h = cells_header.valid(@intFromPtr(c)) orelse return Status.invalid.code();
     // Monotonic first read: the CAS below rereads on a change.
     var old = @atomicLoad(u64, &h.state, .monotonic);
     while (true) {
@@ -10386,6 +10391,49 @@ test "C ABI: kc_cells_release gives back what kc_cells_alloc took, NULL is nothi
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(u64, 1), cells[1]);
     kc_cells_release(cells);
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+}
+
+test "C ABI: kc_cells_pin and kc_cells_release refuse an address that is no live block of cells, in every build mode: nothing written, nothing freed" {
+    // They checked the header only in Debug: in ReleaseFast a wrong pointer from a C caller (one
+    // into a block, a misaligned one, a second release of a freed block) had its "header" state
+    // written and its `destroy` word called, or a block freed twice. Run this also with
+    // -Dtest-optimize=ReleaseSafe / ReleaseFast.
+    const base = cells_live.load(.monotonic);
+    const cells = kc_cells_alloc(8) orelse return error.OutOfMemory;
+    const at = @intFromPtr(cells);
+    // A copy of the block's header before other memory: its check word names the block's
+    // address, not this one.
+    var copy: [6 + 8]u64 align(16) = [_]u64{0} ** (6 + 8);
+    @memcpy(copy[0..6], @as([*]const u64, @ptrFromInt(at - 48))[0..6]);
+    const bad = [_]usize{
+        at + 16, // inside the block: its cells and header read as a header
+        at + 48,
+        at + 8, // 8- but not 16-byte aligned: no block's (a u64 pointer is 8-aligned)
+        at - 8, // before the block: C library memory
+        16, // below a header's size: nothing is read
+        @intFromPtr(&copy) + 48,
+    };
+    for (bad) |a| {
+        const p: [*]u64 = @ptrFromInt(a);
+        try testing.expectEqual(Status.invalid.code(), kc_cells_pin(p, 1));
+        try testing.expectEqual(Status.invalid.code(), kc_cells_pin(p, -1));
+        kc_cells_release(p);
+    }
+    const h = cells_header.of(cells);
+    try testing.expectEqual(@as(u64, 0), @atomicLoad(u64, &h.state, .monotonic)); // untouched
+    try testing.expectEqual(base + 1, cells_live.load(.monotonic));
+    // Released twice while pinned: the second does nothing; the last unpin frees it, once.
+    try testing.expectEqual(@as(i32, 0), kc_cells_pin(cells, 1));
+    kc_cells_release(cells);
+    kc_cells_release(cells);
+    try testing.expectEqual(base + 1, cells_live.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_cells_pin(cells, -1));
+    try testing.expectEqual(base, cells_live.load(.monotonic));
+    // Released again after the free: destroyCells cleared the check word, so the stale header
+    // is refused (nothing here allocates between, so the memory is not a block again).
+    kc_cells_release(cells);
+    try testing.expectEqual(Status.invalid.code(), kc_cells_pin(cells, 1));
     try testing.expectEqual(base, cells_live.load(.monotonic));
 }
 

@@ -355,17 +355,13 @@ fn cells(env: Env, info: Info) callconv(.c) Value {
     }
     const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const len = address(env, argv[1]) orelse return int(env, @intFromEnum(CreateError.bad_range));
-    // 16-byte aligned past a 48-byte header (kc_cells_alloc's); the header's check word is then
-    // readable memory of the block (ffi/napi.ts passes only kc_cells_alloc's addresses).
-    if (at < @sizeOf(cells_header.Header) or at % 16 != 0 or len == 0 or len % 8 != 0) {
-        return int(env, @intFromEnum(CreateError.bad_range));
-    }
+    // A live block's address by its header's check word (`valid`: 16-byte aligned past a
+    // 48-byte header, as kc_cells_alloc's are; ffi/napi.ts passes only theirs).
+    if (len == 0 or len % 8 != 0) return int(env, @intFromEnum(CreateError.bad_range));
+    const h = cells_header.valid(at) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const c: [*]u64 = @ptrFromInt(at);
-    const h = cells_header.of(c);
     // Within the block only: a longer view reached whatever memory came after it.
-    if (h.check != cells_header.magic ^ at or len > h.bytes) {
-        return int(env, @intFromEnum(CreateError.bad_range));
-    }
+    if (len > h.bytes) return int(env, @intFromEnum(CreateError.bad_range));
     // One view per block, claimed here: a second buffer's deleter released the block twice (a
     // double free). Monotonic: a claim that publishes nothing (the block's cells are published
     // to this thread by whatever handed over the address); the RMW alone makes it once.

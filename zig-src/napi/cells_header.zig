@@ -41,3 +41,19 @@ pub const magic: u64 = 0x6b63_656c_6c73_2500; // "kcells%\0"
 pub fn of(cells: [*]u64) *Header {
     return @ptrFromInt(@intFromPtr(cells) - @sizeOf(Header));
 }
+
+/// The header of the cells at `at` if a live block of kc_cells_alloc's is there by its check
+/// word, else null: in every build mode (kc_cells_release, kc_cells_pin, the companion's
+/// `cells`), so that a wrong address from a C caller or the companion's caller is refused, not
+/// read as a header whose state is then written and whose `destroy` is called (a free of memory
+/// never allocated, a call through whatever the word there held). A cell address is 16-byte
+/// aligned past a 48-byte header, so the check word is read only at an aligned address that a
+/// block's memory would hold: a pointer inside a block, a freed block's (destroyCells clears its
+/// check), or one into other readable memory fails the check. An address whose 48 bytes before
+/// it are unmapped cannot be told apart cheaply (no registry of blocks is kept): that faults, as
+/// free(3) of such an address would. One load and a compare.
+pub fn valid(at: usize) ?*Header {
+    if (at < @sizeOf(Header) or at % 16 != 0) return null;
+    const h = of(@ptrFromInt(at));
+    return if (h.check == magic ^ at) h else null;
+}
