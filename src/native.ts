@@ -351,13 +351,26 @@ export interface CoroutineStats {
   pooledStacks: number;
   /** Stack mappings held (each costs two of `vm.max_map_count`). */
   mappings: number;
+  /**
+   * Blocks of native cells (`runtime().cells`, `kc_cells_alloc`) not yet freed: a block is freed
+   * once no ArrayBuffer views it and no coroutine may write into it, so a count that only grows
+   * is cells kept reachable (or pinned by coroutines that never end). Those of this library file
+   * (`KCORO_LIB`), whoever allocated them. Cells that are a `SharedArrayBuffer` (where the
+   * Node-API companion cannot be loaded, or a caller's own) never count here.
+   */
+  cellsBlocks: number;
 }
 
 /** Reads the process-wide coroutine counters. */
 export function coroutineStats(): CoroutineStats {
-  const out = new BigUint64Array(3);
-  unwrap(library().symbols("read coroutine stats").kc_coro_stats(out, 3), "read coroutine stats");
-  return { live: Number(out[0]), pooledStacks: Number(out[1]), mappings: Number(out[2]) };
+  const out = new BigUint64Array(4);
+  unwrap(library().symbols("read coroutine stats").kc_coro_stats(out, 4), "read coroutine stats");
+  return {
+    live: Number(out[0]),
+    pooledStacks: Number(out[1]),
+    mappings: Number(out[2]),
+    cellsBlocks: Number(out[3]),
+  };
 }
 
 refuseAsValue(

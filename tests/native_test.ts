@@ -173,6 +173,19 @@ Deno.test("destroying coroutines returns their stacks: no live ones leak", () =>
   );
 });
 
+Deno.test("coroutineStats().cellsBlocks counts the blocks of native cells not yet freed (kc_coro_stats' fourth figure, which it did not read)", () => {
+  const sym = library().symbols("test");
+  const before = coroutineStats();
+  assert.equal(typeof before.cellsBlocks, "number");
+  const blocks = [sym.kc_cells_alloc(4)!, sym.kc_cells_alloc(1)!];
+  assert.equal(coroutineStats().cellsBlocks, before.cellsBlocks + 2);
+  assert.equal(sym.kc_cells_pin(blocks[0], 1), 0); // pinned: released, not freed
+  for (const p of blocks) sym.kc_cells_release(p);
+  assert.equal(coroutineStats().cellsBlocks, before.cellsBlocks + 1);
+  assert.equal(sym.kc_cells_pin(blocks[0], -1), 0);
+  assert.equal(coroutineStats().cellsBlocks, before.cellsBlocks);
+});
+
 Deno.test("a native coroutine dropped without destroy() is freed once collected, stack and all", async () => {
   const res = await evalScript(
     `
