@@ -1676,6 +1676,53 @@ void wait_add(void *arg) {
   }
 });
 
+Deno.test("a native scope destroyed while its NativeFunction child runs moves its pin of runtime().cells to the free-standing list, giving back the second native pin where the list holds the array already", async () => {
+  // unpinScope's second branch: a scope disposed after closeLibrary() (another host keeps the
+  // scheduler) is destroyed without waiting, its child still running; its set goes to the
+  // free-standing list, which a Runtime.spawn of the same array filled. Each place holds one
+  // native pin: without the give-back the block kept a pin nothing held, and was never freed.
+  const dir = await Deno.makeTempDir();
+  try {
+    // wait_add's cells: [go, done, running].
+    await buildPlugin(
+      dir,
+      `#include <stdint.h>
+void wait_add(void *arg) {
+  __atomic_fetch_add((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
+  __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
+}`,
+    );
+    await assertGcScriptOk(
+      `
+      import { closeLibrary, NativeScope, openLibrary, resolveNative, runtime } from "./mod.ts";
+      import { collectUntil, liveCells, until } from "./tests/support.ts";
+      const other = openLibrary(); // another host, as a Worker's copy would be
+      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const rt = runtime({ workers: 2 });
+      const base = liveCells();
+      let cells = rt.cells(3);
+      rt.spawn(waitAdd, cells); // the free-standing list's pin
+      const ns = NativeScope.create();
+      ns.launch(waitAdd, cells); // the scope's set's pin
+      await until(() => cells[2] === 2n, "both children to run");
+      closeLibrary();
+      await ns[Symbol.asyncDispose](); // destroyed at once: its child still runs
+      cells[0] = 1n;
+      await until(() => cells[1] === 2n, "both children to finish");
+      await runtime().drain(); // nothing live: the list's one pin goes
+      cells = null;
+      await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
+      other.symbols("test").kc_sched_shutdown(0);
+      other.close();
+      console.log("ok");
+    `,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("without the Node-API companion runtime().cells are as before ABI 25: a SharedArrayBuffer (with the exit guard) in the main isolate, never-freed native memory in a Worker", async () => {
   // In a process of its own, with a copy of the library in a folder without the companion.
   const res = await evalScript(
