@@ -181,7 +181,9 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
     listPin(lib, pins, cells);
     return;
   }
-  const had = pins.byHandle.get(handle); // a stale handle's, not pruned yet: replaced
+  // A finished coroutine's, not pruned yet, whose handle came back (its slot's generation wrapped,
+  // after ~523,000 frees of its kind: zig-src/handle.zig): replaced, its native pin given back.
+  const had = pins.byHandle.get(handle);
   pins.byHandle.set(handle, cells);
   pinNative(lib, cells, 1);
   if (had !== undefined) pinNative(lib, had, -1);

@@ -1676,6 +1676,38 @@ void wait_add(void *arg) {
   }
 });
 
+Deno.test("a built-in's pin of runtime().cells under a handle that comes back (its slot's generation wrapped) replaces the stale one's and gives its native pin back", async () => {
+  // pinCells' `had` branch: a handle repeats only after about 523,000 frees of its kind
+  // (zig-src/handle.zig: 511 reuses of its slot, each behind 1024 other frees; any spawn that
+  // asks for a handle counts, C code's too), and only while no prune since dropped the finished
+  // one's entry. Too long to run here: pinCells is called as the spawn after the wrap would call it,
+  // with the stale handle. Without the give-back the replaced array kept a native pin that no
+  // place held, and its block was never freed.
+  await assertGcScriptOk(
+    `
+    import { library, runtime } from "./mod.ts";
+    import { handleOut, pinCells } from "./src/runtime.ts";
+    import { collectUntil, liveCells, until } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const base = liveCells();
+    let first = rt.cells([1n, 0n]);
+    rt.spawn("sleeper", first);
+    const h = handleOut[0];
+    const sym = library().symbols("test");
+    await until(() => sym.kc_coro_state(h) < 0, "the sleeper's handle to go stale");
+    let second = rt.cells(2);
+    pinCells(library(), h, second); // a later spawn's, given the same handle
+    if (liveCells() !== base + 2n) throw new Error("counted " + (liveCells() - base));
+    first = null;
+    await collectUntil(() => liveCells() === base + 1n, () => "the replaced cells were kept: " + (liveCells() - base));
+    await rt.shutdown("finish"); // the second's pin goes
+    second = null;
+    await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
+    console.log("ok");
+  `,
+  );
+});
+
 Deno.test("a native scope destroyed while its NativeFunction child runs moves its pin of runtime().cells to the free-standing list, giving back the second native pin where the list holds the array already", async () => {
   // unpinScope's second branch: a scope disposed after closeLibrary() (another host keeps the
   // scheduler) is destroyed without waiting, its child still running; its set goes to the
