@@ -52,16 +52,20 @@ const track_live = std.debug.runtime_safety;
 /// `carve_phases`). A buffer kept past its chunk's return (returned twice, or another buffer of
 /// its chunk returned twice so that the chunk came back under it) and freed after the chunk was
 /// carved again then lies on a slot where the new carving starts no slice (live bit clear):
-/// `free` panics, naming the earlier carving. Before, the new carving laid its slices out as the
+/// `free` panics, naming an earlier carving. Before, the new carving laid its slices out as the
 /// one before, the stale address started a live buffer of it, and the free took that buffer's
 /// place silently (its owner's later free then panicked, blamed as a second free, or its chunk
-/// came back while it was in use). What stays undetectable: a stale address from an even number
-/// of carvings back that starts a live buffer of the current one is that buffer's address, and
-/// `kc_buf_free` takes nothing but the address (the ABI has no word to carry a generation in).
-/// Costs safe builds up to 16 more bytes per slice and one byte per chunk; ReleaseFast keeps
-/// one phase (`carve_step` = `slice_align`), and POOL_SLICE_ALIGN's 16-byte slots still hold a
-/// slice start each (a slice of a safe build spans two).
-const carve_phases: usize = if (track_live) 2 else 1;
+/// came back while it was in use). Four phases: a stale address from 1, 2 or 3 carvings back is
+/// told (with two, only from 1 back: a chunk that came back twice under a kept buffer, as a
+/// busy pool's chunks do between a buffer's hand-out and its late second free, had its layout
+/// again). What stays undetectable: a stale address from a multiple of four carvings back that
+/// starts a live buffer of the current one is that buffer's address, and `kc_buf_free` takes
+/// nothing but the address (the ABI has no word to carry a generation in; a generation per
+/// chunk, kept where the address cannot name it, tells nothing a phase does not). Costs safe
+/// builds up to 48 more bytes per slice (up to 16 with two phases) and one byte per chunk;
+/// ReleaseFast keeps one phase (`carve_step` = `slice_align`), and POOL_SLICE_ALIGN's 16-byte
+/// slots still hold a slice start each (a slice of a safe build spans four).
+const carve_phases: usize = if (track_live) 4 else 1;
 const carve_step: usize = slice_align * carve_phases;
 /// A chunk's word once its stripe let go of it (see the module comment).
 const retired: u32 = 1 << 31;
@@ -247,7 +251,7 @@ pub const Pool = struct {
     /// Frees one slice; false if `ptr` is not the pool's (free it elsewhere).
     /// Safe builds: panics for a slice that is not live (`markFreed`: a double free, or an
     /// address inside a slice; one where the chunk's current carving starts no slice, of an
-    /// earlier carving in the other phase, says so: `carve_phases`), before it counts
+    /// earlier carving in another phase, says so: `carve_phases`), before it counts
     /// anything; and for a free the chunk's count
     /// cannot hold (`releaseChecked` refuses it: more slices freed than it handed out), which
     /// is a slice both counted freed by a host's views (`release`, kc_pool_release) and freed
@@ -263,7 +267,7 @@ pub const Pool = struct {
             if (!p.markFreed(ptr)) {
                 const offset = @intFromPtr(ptr) - @intFromPtr(p.region.ptr) - (@as(usize, c) << p.chunk_shift);
                 if (!p.inPhase(c, offset)) {
-                    std.debug.panic("Cannot free pool buffer: it starts no buffer of its chunk {d}'s current carving but lies where the buffers of the carving before started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x{x}", .{ c, @intFromPtr(ptr) });
+                    std.debug.panic("Cannot free pool buffer: it starts no buffer of its chunk {d}'s current carving but lies where the buffers of an earlier carving (1 to {d} carvings back) started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x{x}", .{ c, carve_phases - 1, @intFromPtr(ptr) });
                 }
                 std.debug.panic("Cannot free pool buffer: it starts no buffer handed out and not freed since (freed twice, or an address kc_desc_make did not return), received 0x{x}", .{@intFromPtr(ptr)});
             }
@@ -751,7 +755,7 @@ test "pool: safe builds: a buffer whose chunk came back under it (another return
     // As the test above, but chunk 0 is carved again before `b`'s free. Before, the new carving
     // laid out its slices as the last one: `b`'s address started a live buffer of it (`y`),
     // and `b`'s free took `y`'s place silently (the child exited 0 here). Now the new carving is
-    // in the other phase: `b` starts no buffer of it, and the report says why.
+    // in the next phase: `b` starts no buffer of it, and the report says why.
     try expectChildPanics(struct {
         fn body() void {
             var p = childPool();
@@ -763,7 +767,7 @@ test "pool: safe builds: a buffer whose chunk came back under it (another return
             _ = childAlloc(&p, 0); // `y`
             _ = p.free(b); // panics
         }
-    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x");
+    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of an earlier carving (1 to 3 carvings back) started: the chunk came back and was carved again since it was handed out (it was freed twice, or another buffer of the chunk was returned twice and the chunk came back under it), or it is an address inside a buffer, received 0x");
 }
 
 test "pool: safe builds: a second free of a buffer after its chunk came back and was carved again panics" {
@@ -779,36 +783,62 @@ test "pool: safe builds: a second free of a buffer after its chunk came back and
             _ = childAlloc(&p, 0); // chunk 0, carved again: `x`
             _ = p.free(a); // panics
         }
-    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of the carving before started");
+    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of an earlier carving (1 to 3 carvings back) started");
 }
 
-test "pool: safe builds: a chunk's carvings take turns between two phases, so a carving's addresses are not the last one's; two carvings back they may be" {
+test "pool: safe builds: a chunk's carvings take turns between four phases, so a carving's addresses are none of the last three's; four carvings back they may be" {
     if (!track_live) return error.SkipZigTest;
     var t = try testPool(1, 14); // 1 chunk of 16 KiB
     defer testing.allocator.free(t.words);
     defer testing.allocator.free(t.links);
     defer t.pool.deinit();
     const p = &t.pool;
-    var starts: [3][2]usize = undefined;
+    var starts: [carve_phases + 1][2]usize = undefined;
     for (&starts) |*carving| {
         for (carving) |*at| {
-            const s = p.alloc(100).?; // 128 bytes apart (32-byte steps in safe builds)
+            const s = p.alloc(100).?; // 128 bytes apart (64-byte steps in safe builds)
             at.* = @intFromPtr(s) - @intFromPtr(p.region.ptr);
         }
         try testing.expectEqual(carving[0] + 128, carving[1]);
         for (carving) |at| try testing.expect(p.free(p.region.ptr + at));
         p.retireAll(); // the chunk comes back, to be carved again
     }
-    try testing.expectEqual(@as(usize, 0), starts[0][0]); // a chunk's first carving: phase 0
-    try testing.expectEqual(@as(usize, slice_align), starts[1][0]); // the next: phase 1
-    // The documented limit: two carvings back the layout is the same again, so a stale address
+    // A chunk's first carving is in phase 0, each next in the next phase: no two of four in a
+    // row share a slice start, so a stale address from 1 to 3 carvings back starts no buffer.
+    for (starts[0..carve_phases], 0..) |carving, k| {
+        try testing.expectEqual(k * slice_align, carving[0]);
+        for (starts[0..carve_phases], 0..) |other, m| {
+            if (m == k) continue;
+            for (other) |at| try testing.expect(at != carving[0] and at != carving[1]);
+        }
+    }
+    // The documented limit: four carvings back the layout is the same again, so a stale address
     // from then that starts a live buffer is that buffer's (`kc_buf_free` takes an address only).
-    try testing.expectEqual(starts[0], starts[2]);
-    // A first slice that does not fit after phase 1's offset starts a carving in phase 0.
-    const whole = p.alloc(max_slice).?; // the whole chunk; after 3 carvings, phase 1 is next
+    try testing.expectEqual(starts[0], starts[carve_phases]);
+    // A first slice that does not fit after its phase's offset starts a carving in phase 0.
+    const whole = p.alloc(max_slice).?; // the whole chunk; after 5 carvings, phase 1 is next
     try testing.expectEqual(@as(?u32, 0), p.chunkOf(whole));
     try testing.expectEqual(@intFromPtr(p.region.ptr), @intFromPtr(whole));
     try testing.expect(p.free(whole));
+}
+
+test "pool: safe builds: a second free of a buffer after its chunk came back and was carved again twice panics" {
+    if (!track_live) return error.SkipZigTest;
+    // With two phases the carving two back laid out its slices as `a`'s again: the second free
+    // of `a` freed `x`, in use, silently (the child exited 0 here with carve_phases 2).
+    try expectChildPanics(struct {
+        fn body() void {
+            var p = childPool();
+            const a = childAlloc(&p, 0);
+            if (!p.free(a)) posix.exit(2);
+            p.retireAll(); // every slice back: chunk 0 comes back
+            const y = childAlloc(&p, 0); // chunk 0, carved again
+            if (!p.free(y)) posix.exit(2);
+            p.retireAll(); // and back again
+            _ = childAlloc(&p, 0); // chunk 0, carved a third time: `x`
+            _ = p.free(a); // panics
+        }
+    }.body, "Cannot free pool buffer: it starts no buffer of its chunk 0's current carving but lies where the buffers of an earlier carving (1 to 3 carvings back) started");
 }
 
 test "pool: a slice freed by address and then counted by a host's views is refused, in any build" {
