@@ -603,11 +603,12 @@ int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_des
  * at a free that its chunk's count cannot hold: a buffer a host counted freed with
  * kc_pool_release and then freed (kc_pool_release names no buffer, so this shows at that free
  * only while no other buffer of the chunk is out, else at the free that runs the count over).
- * Such a build also lays out each carving of a pool chunk off the last one's (32-byte steps,
- * starting 0 or 16 bytes in, in turn), so a buffer freed after its chunk came back and was
- * carved again (freed twice, or kept while another buffer of the chunk was returned twice)
- * aborts too, where before it could free a live buffer of the new carving silently; one from
- * two carvings back may still meet a live buffer's address, which is all this call gets. */
+ * Such a build also lays out each carving of a pool chunk off the last three's (64-byte steps,
+ * starting 0, 16, 32 or 48 bytes in, in turn), so a buffer freed after its chunk came back and
+ * was carved again up to three times (freed twice, or kept while another buffer of the chunk
+ * was returned twice) aborts too, where before it could free a live buffer of the new carving
+ * silently; one from four carvings back may still meet a live buffer's address, which is all
+ * this call gets. */
 int32_t kc_buf_free(void *ptr);
 /* kc_buf_free(d->ptr): frees the buffer a kc_desc_make descriptor names (KC_EINVAL: d NULL). It
  * does not clear d->ptr: a second kc_desc_free of the same descriptor (or of a copy) is a double
