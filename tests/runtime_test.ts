@@ -1708,11 +1708,13 @@ Deno.test("a built-in's pin of runtime().cells under a handle that comes back (i
   );
 });
 
-Deno.test("a native scope destroyed while its NativeFunction child runs moves its pin of runtime().cells to the free-standing list, giving back the second native pin where the list holds the array already", async () => {
-  // unpinScope's second branch: a scope disposed after closeLibrary() (another host keeps the
-  // scheduler) is destroyed without waiting, its child still running; its set goes to the
-  // free-standing list, which a Runtime.spawn of the same array filled. Each place holds one
-  // native pin: without the give-back the block kept a pin nothing held, and was never freed.
+Deno.test("a native scope destroyed while its NativeFunction children run moves its pins of runtime().cells to the free-standing list, giving back the second native pin where the list holds the array already", async () => {
+  // unpinScope's move: a scope disposed after closeLibrary() (another host keeps the scheduler)
+  // is destroyed without waiting, its children still running; its set goes to the free-standing
+  // list, one array with its native pin, the other (which a Runtime.spawn put in the list
+  // already) giving its second pin back. Each place holds one native pin: without the give-back
+  // the block kept a pin nothing held, and without the move the other's pin was held by no
+  // place; either block was never freed.
   const dir = await Deno.makeTempDir();
   try {
     // wait_add's cells: [go, done, running].
@@ -1731,19 +1733,22 @@ void wait_add(void *arg) {
       import { collectUntil, liveCells, until } from "./tests/support.ts";
       const other = openLibrary(); // another host, as a Worker's copy would be
       const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
-      const rt = runtime({ workers: 2 });
+      const rt = runtime({ workers: 3 });
       const base = liveCells();
-      let cells = rt.cells(3);
+      let cells = rt.cells(3), own = rt.cells(3);
       rt.spawn(waitAdd, cells); // the free-standing list's pin
       const ns = NativeScope.create();
-      ns.launch(waitAdd, cells); // the scope's set's pin
-      await until(() => cells[2] === 2n, "both children to run");
+      ns.launch(waitAdd, cells); // the scope's set's pins
+      ns.launch(waitAdd, own);
+      await until(() => cells[2] === 2n && own[2] === 1n, "the children to run");
       closeLibrary();
-      await ns[Symbol.asyncDispose](); // destroyed at once: its child still runs
+      await ns[Symbol.asyncDispose](); // destroyed at once: its children still run
       cells[0] = 1n;
-      await until(() => cells[1] === 2n, "both children to finish");
-      await runtime().drain(); // nothing live: the list's one pin goes
+      own[0] = 1n;
+      await until(() => cells[1] === 2n && own[1] === 1n, "the children to finish");
+      await runtime().drain(); // nothing live: the list's pins go, one per array
       cells = null;
+      own = null;
       await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
       other.symbols("test").kc_sched_shutdown(0);
       other.close();
