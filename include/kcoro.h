@@ -775,10 +775,15 @@ int32_t kc_scope_set_deadline(uint32_t scope, uint64_t deadline_ns);
 /* Inside a coroutine: its context's deadline, or 0. */
 uint64_t kc_deadline(void);
 /* Actors and producers fail as kc_scope_launch does (KC_ECANCELED, KC_ESHUTDOWN), and then
- * on_done is never called. One a shutdown abandons (started or not) has its channel ended as its
- * return would (an actor's mailbox cancelled, a producer's channel closed), without on_done, by
- * the shutdown's thread before kc_sched_shutdown returns, after it let go of the scheduler (the
- * channel's hooks may call kc_sched_start). ABI 14 left that channel open.
+ * on_done is never called. Otherwise on_done runs exactly once. One a shutdown abandons (parked,
+ * yielded, or not started) has its channel ended as its return would (an actor's mailbox
+ * cancelled, a producer's channel closed), then on_done(ctx, KC_EINTR if its scope was cancelled
+ * by then, else KC_ESHUTDOWN), by the shutdown's thread before kc_sched_shutdown returns, after
+ * it let go of the scheduler (the channel's hooks and on_done may call kc_sched_start). An actor
+ * abandoned with a message in hand (its handler parked, or a sender had completed its receive)
+ * gives that message to the undelivered path first: each message is handled (the handler
+ * returned) or given to the hook, once. ABI 14 left that channel open. Before, an abandoned
+ * one's on_done never ran and its message in hand was lost.
  * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
@@ -796,7 +801,7 @@ uint64_t kc_deadline(void);
  * it until a cancel cuts it short): ended by return with nothing in hand, on_done KC_ESHUTDOWN
  * (KC_EINTR if the scope was cancelled by then), its mailbox cancelled (the undelivered hook
  * runs on the worker, before on_done); or, if its worker saw the shutdown first, abandoned at
- * the yield (no on_done; the hook runs on the shutdown's thread). Before, an actor whose
+ * the yield (as above: the hook and on_done run on the shutdown's thread). Before, an actor whose
  * mailbox never emptied never yielded: nothing queued behind it ran, and a shutdown never
  * returned. */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,

@@ -1252,6 +1252,18 @@ const HeldRefs = struct {
     /// its return ends it: a producer's closed, an actor's mailbox cancelled. Left open, a
     /// consumer or sender on another host (or a later runtime) waited for it for good.
     end_chan: EndChan = .keep,
+    /// An actor's: `buf` holds a message whose handler has not returned (it parked in it, or
+    /// yielded). Abandoned so, the message goes to the mailbox's undelivered path, before what
+    /// is queued (it was received first). Before, it was lost: no hook saw it.
+    in_hand: bool = false,
+    /// An actor's or producer's on_done, until it is called: an abandoned one's runs from the
+    /// shutdown (`AbandonedEnd.finish`), last, with `abandonedStatus`. Before, it never ran, and
+    /// its caller could not tell when `ctx` was free.
+    on_done: ?DoneFn = null,
+    done_ctx: ?*anyopaque = null,
+    /// The scope's cancellation, for `abandonedStatus` (alive while the child is counted in its
+    /// scope: the scope's own cleanup runs after this one).
+    scope_token: ?*kcoro.scope.Token = null,
 
     fn hold(h: *HeldRefs) void {
         coroutine.pushCleanup(&h.cleanup);
@@ -1272,16 +1284,57 @@ const HeldRefs = struct {
     fn run(c: *coroutine.Cleanup) void {
         const h: *HeldRefs = @fieldParentPtr("cleanup", c);
         if (h.end_chan != .keep) {
-            endAbandoned(h.chans[0], h.end_chan); // takes its reference over
+            var a: AbandonedEnd = .{ .entry = h.chans[0], .end = h.end_chan };
+            if (h.in_hand) {
+                a.in_hand = h.buf; // taken over, freed once dropped
+                h.buf = &.{};
+            }
+            if (h.on_done) |f| a.done = .{ .f = f, .ctx = h.done_ctx, .status = abandonedStatus(h.scope_token) };
+            endAbandoned(a); // takes its reference over
             h.chans = h.chans[1..];
         }
         h.releaseAll();
     }
 };
 
-/// A channel an abandoned actor or producer leaves to be ended (`EndChan`), with the reference
-/// it held.
-const AbandonedEnd = struct { entry: *ChanRegistry.Entry, end: EndChan };
+/// kc_done_fn: an actor's or producer's last call.
+const DoneFn = *const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void;
+
+/// The status an actor's or producer's on_done gets when a shutdown abandons it: KC_EINTR if
+/// its scope was cancelled by then (as at its return), else KC_ESHUTDOWN. Acquire in
+/// `isCancelled`: pairs with the scope cancel's release.
+fn abandonedStatus(token: ?*kcoro.scope.Token) i32 {
+    if (token) |t| if (t.isCancelled()) return Status.interrupted.code();
+    return Status.shutdown.code();
+}
+
+/// What an abandoned actor or producer leaves to be done (`endAbandoned`): its channel ended
+/// (`EndChan`), with the reference it held; an actor's message in hand dropped first; its
+/// on_done called last.
+const AbandonedEnd = struct {
+    entry: *ChanRegistry.Entry,
+    end: EndChan,
+    /// An actor's message whose handler never returned (`HeldRefs.in_hand`), owned: given to
+    /// the undelivered path (a descriptor's `release`, else the hook) before what is queued,
+    /// then freed.
+    in_hand: ?[]u8 = null,
+    /// Its on_done, called after the channel was ended, as at its return.
+    done: ?Done = null,
+
+    const Done = struct { f: DoneFn, ctx: ?*anyopaque, status: i32 };
+
+    fn finish(a: AbandonedEnd) void {
+        const ch = ChanRegistry.channelOf(a.entry);
+        if (a.in_hand) |m| {
+            ch.dropUndeliverable(m.ptr);
+            std.heap.c_allocator.free(m);
+        }
+        a.end.apply(ch);
+        // With its reference still held, as at its return: on_done may destroy the channel.
+        if (a.done) |d| d.f(d.ctx, d.status);
+        chans().release(a.entry);
+    }
+};
 
 /// Set by a shutdown for the cleanups its `sched.shutdown` runs on its own thread (under
 /// `sched_mutex` and the scheduler's lifecycle lock): the channels they end are ended once it
@@ -1290,22 +1343,18 @@ const AbandonedEnd = struct { entry: *ChanRegistry.Entry, end: EndChan };
 /// deadlocked a hook that starts or shuts down a scheduler, or waits for a thread that does.
 threadlocal var abandoned_ends: ?*std.ArrayListUnmanaged(AbandonedEnd) = null;
 
-/// Ends channel `e` as `end` says, now or (in a shutdown) once the shutdown let go of its locks;
-/// releases the caller's reference after.
-fn endAbandoned(e: *ChanRegistry.Entry, end: EndChan) void {
+/// Does what `a` says (`AbandonedEnd.finish`), now or (in a shutdown) once the shutdown let go
+/// of its locks; releases the caller's reference after.
+fn endAbandoned(a: AbandonedEnd) void {
     if (abandoned_ends) |list| {
-        if (list.append(std.heap.c_allocator, .{ .entry = e, .end = end })) |_| return else |_| {}
+        if (list.append(std.heap.c_allocator, a)) |_| return else |_| {}
     }
-    end.apply(ChanRegistry.channelOf(e)); // out of memory: now, as before
-    chans().release(e);
+    a.finish(); // out of memory: now, as before
 }
 
-/// Ends what a shutdown's cleanups left in `list` (`endAbandoned`) and frees it.
+/// Does what a shutdown's cleanups left in `list` (`endAbandoned`), in order, and frees it.
 fn endAllAbandoned(list: *std.ArrayListUnmanaged(AbandonedEnd)) void {
-    for (list.items) |a| {
-        a.end.apply(ChanRegistry.channelOf(a.entry));
-        chans().release(a.entry);
-    }
+    for (list.items) |a| a.finish();
     list.deinit(std.heap.c_allocator);
 }
 
@@ -2384,8 +2433,10 @@ const ActorStart = struct {
     mailbox: *ChanRegistry.Entry,
     handler: *const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void,
     ctx: ?*anyopaque,
-    on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void,
+    on_done: ?DoneFn,
     producer: ?coroutine.EntryFn = null,
+    /// Its scope's cancellation (`abandonedStatus`, should a shutdown abandon it unstarted).
+    token: ?*kcoro.scope.Token = null,
 };
 
 fn actorMain(arg: ?*anyopaque) callconv(.c) void {
@@ -2393,7 +2444,13 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     const a = start.*;
     std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
-    var guard: HeldRefs = .{ .chans = &mailbox, .end_chan = .cancel };
+    var guard: HeldRefs = .{
+        .chans = &mailbox,
+        .end_chan = .cancel,
+        .on_done = a.on_done,
+        .done_ctx = a.ctx,
+        .scope_token = kcoro.scope.currentToken(),
+    };
     guard.hold();
     defer guard.drop();
     const ch = ChanRegistry.channelOf(a.mailbox);
@@ -2416,8 +2473,8 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
             // A cancelling shutdown (or a finishing one's drain that a cancel cut short) that
             // began before or during its turn stops it there: it ends as at a cancel or its
             // deadline, by return (on_done, KC_ESHUTDOWN; its mailbox cancelled below). One
-            // whose worker saw it first never resumes it: that shutdown abandons it (its
-            // mailbox cancelled by `HeldRefs`, no on_done), as it abandons a parked actor. A
+            // whose worker saw it first never resumes it: that shutdown abandons it, as a
+            // parked actor (`HeldRefs.run`: its mailbox cancelled, on_done from there). A
             // finishing shutdown's drain waits for it: the scheduler still runs then.
             if (pace.due() and !builtins.turn()) {
                 status = Status.shutdown.code();
@@ -2436,11 +2493,17 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
             };
             // Closed: the queued messages were all processed; the scope's cancellation
             // interrupts the wait at once (KC_EINTR).
-            ch.receive(buf.ptr, null, false) catch |err| {
+            // Abandoned once a sender completed it, the message is in `buf`, in hand too.
+            ch.receiveWith(buf.ptr, .{ .landed = &guard.in_hand }) catch |err| {
                 if (err != error.Closed) status = fail(err);
                 break;
             };
+            // Abandoned in the handler (parked, or yielded), the message goes to the
+            // undelivered path (`HeldRefs.run`). Plain stores: the cleanup reads them on the
+            // shutdown's thread after it joined the worker that ran this (the join orders them).
+            guard.in_hand = true;
             a.handler(a.ctx, buf.ptr);
+            guard.in_hand = false;
         }
         // A scope cancelled before the actor finished ended it, whatever its last receive said
         // (Kotlin: a job whose scope was cancelled before it completed ends cancelled): a close
@@ -2455,6 +2518,8 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     // later, so the mailbox is cancelled (Kotlin's actor cancels its channel as it ends): queued
     // messages go to the undelivered hook, later sends fail with KC_ECANCELED.
     if (status != 0) _ = ch.cancel();
+    // Called here, once: abandoned in it (it parked), it is not called again.
+    guard.on_done = null;
     if (a.on_done) |f| f(a.ctx, status);
 }
 
@@ -2463,7 +2528,13 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const a = start.*;
     std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
-    var guard: HeldRefs = .{ .chans = &mailbox, .end_chan = .close };
+    var guard: HeldRefs = .{
+        .chans = &mailbox,
+        .end_chan = .close,
+        .on_done = a.on_done,
+        .done_ctx = a.ctx,
+        .scope_token = kcoro.scope.currentToken(),
+    };
     guard.hold();
     defer guard.drop();
     a.producer.?(a.ctx);
@@ -2480,14 +2551,17 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
         .closed => .closed,
         .cancelled => .cancelled,
     };
+    guard.on_done = null; // as in `actorMain`
     if (a.on_done) |f| f(a.ctx, status.code());
 }
 
 /// What an actor or producer abandoned before it ran (a shutdown) held: its start record and
-/// its channel's reference. Its channel is ended as a started one's is (`HeldRefs.end_chan`).
+/// its channel's reference. Its channel is ended, and its on_done called, as a started one's
+/// are (`HeldRefs.run`).
 fn dropActorStart(arg: ?*anyopaque) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
-    endAbandoned(start.mailbox, if (start.producer != null) .close else .cancel);
+    const done: ?AbandonedEnd.Done = if (start.on_done) |f| .{ .f = f, .ctx = start.ctx, .status = abandonedStatus(start.token) } else null;
+    endAbandoned(.{ .entry = start.mailbox, .end = if (start.producer != null) .close else .cancel, .done = done });
     std.heap.c_allocator.destroy(start);
 }
 
@@ -2508,6 +2582,9 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     };
     st.* = start;
     st.mailbox = ce;
+    // The scope's own token, its children's cancellation: alive while the child is counted in
+    // it, which `dropActorStart` runs before.
+    st.token = &ScopeRegistry.objectOf(se).token;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     _ = ScopeRegistry.objectOf(se).launchOwning(main_fn, st, dropActorStart, .{ .hook = hook }) catch |err| {
         std.heap.c_allocator.destroy(st);
@@ -2527,8 +2604,10 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
 /// KC_ETIME (the scope's deadline, kc_scope_set_deadline, passed while it waited, or before its
 /// next message: `actorMain` looks between messages), KC_ESHUTDOWN (a cancelling shutdown met it
 /// at a turn: it yields every `builtins.loop_turn_every` messages, before its receive, and stops
-/// there once one has begun; a shutdown whose worker saw it first abandons it there, running no
-/// on_done), KC_ENOMEM (no memory for its message buffer: it ran no handler).
+/// there once one has begun), KC_ENOMEM (no memory for its message buffer: it ran no handler).
+/// A shutdown that abandons it (parked, yielded, or not started) calls on_done instead, on the
+/// shutdown's thread before kc_sched_shutdown returns, with KC_EINTR or KC_ESHUTDOWN, after
+/// giving the message its handler had in hand to the undelivered path, then what is queued.
 export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const h = handler orelse return Status.invalid.code();
     return launchWithChannel(scope, mailbox, .{ .mailbox = undefined, .handler = h, .ctx = ctx, .on_done = on_done }, actorMain, out_handle);
@@ -2541,7 +2620,9 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 /// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the scope
 /// was cancelled, then on_done(arg, status) runs: KC_EINTR (scope cancelled), KC_ECANCELED (channel
 /// cancelled or destroyed), KC_EPIPE (channel already closed, by entry itself or anyone else),
-/// else 0. out_handle as kc_spawn's (NULL: none; ABI 15 added it).
+/// else 0. A shutdown that abandons it (parked, yielded, or not started) closes the channel and
+/// calls on_done instead, on the shutdown's thread before kc_sched_shutdown returns: KC_EINTR
+/// (scope cancelled), else KC_ESHUTDOWN. out_handle as kc_spawn's (NULL: none; ABI 15 added it).
 export fn kc_produce(scope: u32, chan_h: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaque, on_done: ?*const fn (ctx: ?*anyopaque, status: i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32 {
     const e = entry orelse return Status.invalid.code();
     if (builtinWithoutCells(e, arg)) return Status.invalid.code();
@@ -9142,7 +9223,8 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
     try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[1], S.handler, null, S.onDone, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     try testing.expectEqual(@as(u32, 0), S.handled.load(.monotonic));
-    try testing.expectEqual(@as(u32, 0), S.done.load(.monotonic)); // on_done runs only on return
+    // on_done ran for each, from the shutdown (before, never: only on return).
+    try testing.expectEqual(@as(u32, 4), S.done.load(.monotonic));
     var got: u64 = 0;
     for (outs, boxes) |o, b| {
         // Before, both stayed open: a consumer of the producer's channel, or a sender waiting
@@ -9150,6 +9232,153 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
         try testing.expectEqual(Status.closed.code(), kc_chan_recv(o, &got, 8, 0, 0, 1));
         try testing.expectEqual(Status.cancelled.code(), kc_chan_send(b, &v, 8, 0, 0, 1));
     }
+}
+
+test "C ABI: a shutdown that abandons an actor gives its message in hand to the undelivered hook, first, and calls on_done once; a producer's too" {
+    // Each message is a block of the leak-checking allocator, freed by the handler once it
+    // returned or by the mailbox's undelivered hook; each ctx one, freed by on_done. Before, an
+    // actor abandoned in its handler (parked in a send) lost its message, one abandoned as a
+    // sender had completed its receive lost that one, and no abandoned actor or producer ran
+    // on_done: the allocator reported both as leaks, and the counts below were 0.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var gate: u32 = 0; // where handlers park: nobody receives
+        var out: u32 = 0; // the producer's: nobody receives
+        var entered: std.atomic.Value(u32) = .init(0);
+        var handled: std.atomic.Value(u32) = .init(0);
+        var blocking: std.atomic.Value(u32) = .init(0);
+        /// The sequence numbers the hook was given, in order (on the shutdown's thread).
+        var dropped: [8]u64 = undefined;
+        var n_dropped: std.atomic.Value(u32) = .init(0);
+        /// Per ctx id: on_done calls and the last status.
+        var done_count: [5]std.atomic.Value(u32) = @splat(.init(0));
+        var done_status: [5]std.atomic.Value(i32) = @splat(.init(999));
+        const Ctx = struct { id: usize };
+        fn msgOf(elem: [*]const u8) *u64 {
+            return @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+        }
+        fn handler(_: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
+            _ = entered.fetchAdd(1, .acq_rel);
+            const v: u64 = 0;
+            _ = kc_chan_send(gate, &v, 8, 0, 0, 0); // parked until abandoned (or interrupted)
+            _ = handled.fetchAdd(1, .monotonic);
+            testing.allocator.destroy(msgOf(msg));
+        }
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            const v: u64 = 0;
+            _ = kc_chan_send(out, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn onDone(ctx: ?*anyopaque, status: i32) callconv(.c) void {
+            const c: *Ctx = @ptrCast(@alignCast(ctx.?));
+            done_status[c.id].store(status, .monotonic);
+            _ = done_count[c.id].fetchAdd(1, .monotonic);
+            testing.allocator.destroy(c);
+        }
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const m = msgOf(elem);
+            const i = n_dropped.fetchAdd(1, .monotonic);
+            if (i < dropped.len) dropped[i] = m.*;
+            testing.allocator.destroy(m);
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: what is queued never runs.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        fn newCtx(id: usize) !*Ctx {
+            const c = try testing.allocator.create(Ctx);
+            c.* = .{ .id = id };
+            return c;
+        }
+        /// Sends a new message numbered `seq` to `box` without waiting.
+        fn post(box: u32, seq: u64) !void {
+            const m = try testing.allocator.create(u64);
+            m.* = seq;
+            var word: usize = @intFromPtr(m);
+            if (kc_chan_try_send(box, &word, @sizeOf(usize)) != 0) {
+                testing.allocator.destroy(m);
+                return error.TestUnexpectedResult;
+            }
+        }
+    };
+    S.entered.store(0, .monotonic);
+    S.handled.store(0, .monotonic);
+    S.blocking.store(0, .monotonic);
+    S.n_dropped.store(0, .monotonic);
+    for (&S.done_count, &S.done_status) |*c, *st| {
+        c.store(0, .monotonic);
+        st.store(999, .monotonic);
+    }
+    for ([_]*u32{ &S.gate, &S.out }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, h));
+    // [0]: its handler parks, two more queued; [1]: parked in its receive, which a send then
+    // completes; [2]: never started, one queued; [3]: its handler parks, its scope cancelled.
+    var boxes: [4]u32 = undefined;
+    for (&boxes) |*b| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 4, 0, 0, b));
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(b.*, S.hook, null));
+    }
+    defer for (boxes ++ [_]u32{ S.gate, S.out }) |h| {
+        _ = kc_chan_destroy(h);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    var cancelled: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &cancelled));
+    defer _ = kc_scope_destroy(cancelled);
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    var hs: [5]u32 = @splat(0);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[0], S.handler, try S.newCtx(0), S.onDone, &hs[0]));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[1], S.handler, try S.newCtx(1), S.onDone, &hs[1]));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(cancelled, boxes[3], S.handler, try S.newCtx(3), S.onDone, &hs[3]));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.out, S.producer, try S.newCtx(4), S.onDone, &hs[4]));
+    try S.post(boxes[0], 1);
+    try S.post(boxes[3], 10);
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const started = [_]u32{ hs[0], hs[1], hs[3], hs[4] };
+    while (kc_now_ns() < deadline) {
+        var all = S.entered.load(.acquire) == 2;
+        for (started) |h| all = all and kc_coro_state(h) == parked;
+        if (all) break;
+        std.Thread.yield() catch {};
+    }
+    try testing.expectEqual(@as(u32, 2), S.entered.load(.acquire));
+    for (started) |h| try testing.expectEqual(parked, kc_coro_state(h));
+    try S.post(boxes[0], 2); // queued behind the one in hand
+    try S.post(boxes[0], 3);
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    while (S.blocking.load(.acquire) == 0 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(u32, 1), S.blocking.load(.acquire));
+    try S.post(boxes[1], 20); // completes [1]'s receive: it lands in its buffer, never handled
+    try S.post(boxes[2], 30);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[2], S.handler, try S.newCtx(2), S.onDone, null));
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(cancelled)); // [3]'s send interrupted: runnable
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u32, 0), S.handled.load(.monotonic));
+    // Each on_done once, on this thread before the shutdown returned: KC_EINTR for the one
+    // whose scope was cancelled, KC_ESHUTDOWN for the others.
+    for (&S.done_count, &S.done_status, 0..) |*c, *st, i| {
+        try testing.expectEqual(@as(u32, 1), c.load(.monotonic));
+        const want = if (i == 3) Status.interrupted else Status.shutdown;
+        try testing.expectEqual(want.code(), st.load(.monotonic));
+    }
+    // Every message given to the hook once; a mailbox's in hand before its queued ones.
+    const n = S.n_dropped.load(.monotonic);
+    try testing.expectEqual(@as(u32, 6), n);
+    var seen: [6]u64 = undefined;
+    @memcpy(&seen, S.dropped[0..6]);
+    const first_of_0 = std.mem.indexOfScalar(u64, &seen, 1).?;
+    try testing.expectEqual(@as(u64, 2), seen[first_of_0 + 1]);
+    try testing.expectEqual(@as(u64, 3), seen[first_of_0 + 2]);
+    std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 10, 20, 30 }, &seen);
 }
 
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
@@ -9536,7 +9765,7 @@ test "C ABI: a finishing shutdown's drain waits for an actor whose mailbox never
     try SelfFedActor.expectBoxCancelled();
 }
 
-test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded at its turn abandons it: no on_done, its mailbox cancelled" {
+test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded at its turn abandons it: its mailbox cancelled, on_done KC_ESHUTDOWN from the shutdown" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     // The blocker, queued behind the actor on the only worker, runs once the actor yielded at a
@@ -9569,9 +9798,9 @@ test "C ABI: a shutdown that finds an actor whose mailbox never empties yielded 
     while (S.blocking.load(.acquire) == 0) try d.wait();
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
     shut = true;
-    // Abandoned: on_done never runs (as for a parked actor); its mailbox cancelled by the
-    // shutdown, the queued message dropped to the hook.
-    try testing.expectEqual(@as(u32, 0), SelfFedActor.done_count.load(.acquire));
+    // Abandoned: its mailbox cancelled by the shutdown, the queued message dropped to the
+    // hook, then on_done from the shutdown, as for a parked actor (before, on_done never ran).
+    try SelfFedActor.expectDone(.shutdown);
     try testing.expectEqual(@as(u32, 1), SelfFedActor.dropped.load(.monotonic)); // the queued message
     try SelfFedActor.expectBoxCancelled();
 }

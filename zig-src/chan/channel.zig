@@ -2036,6 +2036,13 @@ pub const Channel = struct {
         /// the channel cancelled included: that value is still the caller's, to drop or free.
         /// The status alone does not tell the two Cancelled apart (kc_chan_send's doc).
         dropped: ?*bool = null,
+        /// A receive's only (a send ignores it): when not null, set to true if the calling
+        /// coroutine is abandoned (a shutdown) after a sender completed its wait, so that the
+        /// value lies in `out` but the receive never returns it. Set by the wait's cleanup,
+        /// which runs before those the caller pushed ahead of the receive: one of theirs can
+        /// give the value where it goes (a native actor's, to the undelivered path). Left alone
+        /// otherwise.
+        landed: ?*bool = null,
     };
 
     /// Sends the value at `elem` (elem_size bytes: nothing checks that it has that many;
@@ -2240,7 +2247,7 @@ pub const Channel = struct {
         ch.unlock();
         // A coroutine abandoned in this wait (shutdown, destroy) must leave neither its waiter
         // in `q` nor its links on the tokens: both live on its stack.
-        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tws = &tws };
+        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tws = &tws, .landed = if (q == &ch.receivers) options.landed else null };
         if (w.ref) |r| r.co.pushCleanup(&guard.cleanup);
         const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
         if (w.ref) |r| r.co.popCleanup(&guard.cleanup);
@@ -2302,12 +2309,20 @@ pub const Channel = struct {
         w: *Waiter,
         q: *WaitQueue,
         tws: *TokenWaits,
+        /// `WaitOptions.landed`, a receive's.
+        landed: ?*bool,
 
         fn run(c: *coroutine.Cleanup) void {
             const g: *BlockGuard = @fieldParentPtr("cleanup", c);
             g.tws.unregister();
             g.ch.lock();
-            if (g.w.linked) g.q.remove(g.w); // else a completer took it: nothing is queued
+            if (g.w.linked) {
+                g.q.remove(g.w);
+            } else if (g.landed) |l| {
+                // A completer took it (nothing is queued): a receive it completed with a value
+                // has it in `out`. Monotonic: the completer stored it under the lock we hold.
+                if (g.w.own_status.load(.monotonic) == done_ok) l.* = true;
+            }
             g.ch.unlock();
         }
     };
