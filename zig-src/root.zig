@@ -4933,7 +4933,7 @@ test "C ABI: kc_coro_state, _transfer and _unpark from another thread racing a s
             }
         }
     };
-    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    const sleeper: coroutine.EntryFn = builtinEntry(Builtin.sleeper);
     var cells: [256][2]u64 = undefined;
     var threads: [2]std.Thread = undefined;
     for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.reader, .{});
@@ -4964,7 +4964,7 @@ test "C ABI: restarts race spawns, drains and info from another thread without h
         var done = std.atomic.Value(bool).init(false);
         var spawned = std.atomic.Value(u32).init(0);
         fn user() void {
-            const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+            const spin: coroutine.EntryFn = builtinEntry(Builtin.spin);
             var cells = [2]u64{ 10, 0 };
             var info: [4]u64 = undefined;
             var stats: [4]u64 = undefined;
@@ -5588,7 +5588,7 @@ test "C ABI: kc_spawn_gen spawns onto its generation's scheduler only, also when
             _ = kc_sched_start(2, 32 * 1024, 0); // a later scheduler
         }
     };
-    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    const spin: coroutine.EntryFn = builtinEntry(Builtin.spin);
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 32 * 1024, 0));
     defer _ = kc_sched_shutdown(0);
     defer test_hooks = .{};
@@ -5640,7 +5640,7 @@ test "C ABI: a built-in spawned with kc_spawn is out of kc_sched_info's live cou
     for ([_]Builtin{ .sleeper, .spin, .read_deadline }) |b| {
         S.checked.store(false, .monotonic);
         kcoro.scheduler.test_hooks.before_count_out = S.hold;
-        const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+        const entry: coroutine.EntryFn = builtinEntry(b);
         var cells = [3]u64{ 0, 0, 0 }; // 0 ms, 0 rounds, a deadline's cell
         try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, null));
         const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in's done");
@@ -5688,7 +5688,7 @@ test "C ABI: once a built-in's done shows, kc_sched_info's live count is without
     // A check that fails before the reads lets the built-in go at once, not at the deadline.
     errdefer S.checked.store(true, .release); // pairs with the hook's acquire load
     var cells = [3]u64{ 0, 0, 0 };
-    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.read_deadline)).?));
+    const entry: coroutine.EntryFn = builtinEntry(Builtin.read_deadline);
     var h: u32 = 0; // given a handle: counted in kc_coro_stats (one spawned without is not)
     try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, &h));
     const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in's done");
@@ -5738,7 +5738,7 @@ test "C ABI: every other scheduled built-in is out of kc_sched_info's live count
     };
     for (cases) |c| {
         S.checked.store(false, .monotonic);
-        const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(c.b)).?));
+        const entry: coroutine.EntryFn = builtinEntry(c.b);
         var cells = c.cells;
         S.done = &cells[c.done];
         kcoro.scheduler.test_hooks.before_count_out = S.hold;
@@ -5782,7 +5782,7 @@ test "C ABI: a skynet that a cancelling shutdown meets in the middle of its spaw
     defer _ = kc_sched_shutdown(0);
     builtins.test_before_spawn = S.beforeSpawn;
     var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
-    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    const entry: coroutine.EntryFn = builtinEntry(Builtin.skynet);
     try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
     const d = test_wait.Deadline.in(test_wait.default_ns, "the root's third spawn");
     while (!S.entered.load(.acquire)) try d.wait();
@@ -5823,7 +5823,7 @@ test "C ABI: a skynet whose fourth spawn is refused waits for the three children
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
     builtins.test_refuse_spawn = S.refuseFourth;
-    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    const entry: coroutine.EntryFn = builtinEntry(Builtin.skynet);
     var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
     try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
@@ -5863,7 +5863,7 @@ test "C ABI: a skynet whose refused spawn is a child's first reports the short s
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
     builtins.test_refuse_spawn = S.refuseEleventh;
-    const entry: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?));
+    const entry: coroutine.EntryFn = builtinEntry(Builtin.skynet);
     var sky = [2]u64{ 100, 7 }; // `done` 7: a sum written over it shows
     try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &sky, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
@@ -6141,7 +6141,7 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
         }
     };
     defer test_hooks = .{};
-    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    const sleeper: coroutine.EntryFn = builtinEntry(Builtin.sleeper);
     try testing.expectEqual(Status.invalid.code(), kc_sched_ended(0));
     var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
@@ -6294,7 +6294,7 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var unstarted: [2]u64 = .{ 0, 0 }; // its cells: without them the spawn is KC_EINVAL
-    try testing.expectEqual(Status.shutdown.code(), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(4))), &unstarted, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(builtinEntry(.sleeper), &unstarted, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 32 * 1024, 0));
     try testing.expectEqual(Status.busy.code(), kc_sched_start(2, 0, 0));
     var info: [4]u64 = undefined;
@@ -6303,7 +6303,7 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
 
     // Sleepers: 20 coroutines of 5 ms each.
     var sleep_cells = [2]u64{ 5, 0 };
-    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    const sleeper: coroutine.EntryFn = builtinEntry(Builtin.sleeper);
     for (0..20) |_| try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &sleep_cells, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 20), @atomicLoad(u64, &sleep_cells[1], .acquire));
@@ -6348,7 +6348,7 @@ test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutd
 
     // Skynet of 1000 leaves through the C ABI.
     var sky = [2]u64{ 1000, 0 };
-    try testing.expectEqual(@as(i32, 0), kc_spawn(@ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.skynet)).?)), &sky, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(Builtin.skynet), &sky, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(@as(u64, 999 * 1000 / 2), @atomicLoad(u64, &sky[1], .acquire));
 
@@ -6468,7 +6468,7 @@ test "C ABI: channels by handle; sizes, flags and handles are checked" {
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_destroy(h));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_close(0xFFFF_FFFF));
     var ch2: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(1).?)), null, 0, 0, &ch2));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.fib), null, 0, 0, &ch2));
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_close(ch2)); // a coroutine handle
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(ch2));
     try testing.expectEqual(Status.invalid.code(), kc_chan_create(0, 0, 0, 0, &h));
@@ -7195,15 +7195,15 @@ test "C ABI: a built-in that reads cells, given none, is KC_EINVAL at every spaw
     var cells: [5]u64 = @splat(0);
     // Hand-driven first (nothing runs it): before, it was made, and its resume crashed.
     for (4..13) |id| {
-        const e: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intCast(id)).?));
+        const e: coroutine.EntryFn = builtinEntry(@enumFromInt(id));
         var co: u32 = 0;
         try testing.expectEqual(Status.invalid.code(), kc_coro_create(e, null, 0, 0, &co));
     }
     // The integer built-ins take a NULL arg as 0, and the cells built-ins take their cells.
     var co: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(1).?)), null, 0, 0, &co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.fib), null, 0, 0, &co));
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(kc_builtin_entry(4).?)), &cells, 0, 0, &co));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.sleeper), &cells, 0, 0, &co));
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(co));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
@@ -7216,7 +7216,7 @@ test "C ABI: a built-in that reads cells, given none, is KC_EINVAL at every spaw
     try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &ch));
     defer _ = kc_chan_destroy(ch);
     for (4..13) |id| {
-        const e: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intCast(id)).?));
+        const e: coroutine.EntryFn = builtinEntry(@enumFromInt(id));
         try testing.expectEqual(Status.invalid.code(), kc_spawn(e, null, 0, null));
         try testing.expectEqual(Status.invalid.code(), kc_spawn_gen(e, null, 0, null, info[6]));
         try testing.expectEqual(Status.invalid.code(), kc_scope_launch(scope, e, null, 0, null));
@@ -7326,7 +7326,7 @@ test "C ABI: kc_scope_watch hears a native cancellation; the scope-aware built-i
     const Entry = *const fn (?*anyopaque) callconv(.c) void;
     const entryOf = struct {
         fn f(b: Builtin) Entry {
-            return @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(b)).?));
+            return builtinEntry(b);
         }
     }.f;
     var scope: u32 = 0;
@@ -7928,9 +7928,9 @@ test "C ABI: KC_BUILTIN_ECHO hands the value in hand when out has ended to out's
     for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
     try testing.expectEqual(@as(i32, 1), kc_chan_close(out));
     var cells: [4]u64 = .{ in, out, 0, 0 };
-    const echo = kc_builtin_entry(@intFromEnum(Builtin.echo));
+    const echo = builtinEntry(.echo);
     var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(echo)), &cells, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
     defer _ = kc_coro_destroy(h);
     // Hand-driven: neither operation waits (a value buffered, `out` closed).
     try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
@@ -8215,9 +8215,9 @@ test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send wa
         for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
         if (!waits) try testing.expectEqual(@as(i32, 0), kc_chan_cancel(out));
         var cells: [4]u64 = .{ in, out, 0, 0 };
-        const echo = kc_builtin_entry(@intFromEnum(Builtin.echo));
+        const echo = builtinEntry(.echo);
         var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(@ptrCast(@alignCast(echo)), &cells, 0, 0, &h));
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
         defer _ = kc_coro_destroy(h);
         const finished: i32 = @intFromEnum(coroutine.State.finished);
         if (waits) {
@@ -9463,7 +9463,7 @@ test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     defer _ = kc_sched_shutdown(0);
     var cells = [2]u64{ 0, 0 };
-    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    const spin: coroutine.EntryFn = builtinEntry(Builtin.spin);
     try testing.expectEqual(@as(i32, 0), kc_spawn(spin, &cells, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     var info: [7]u64 = undefined;
@@ -10615,7 +10615,7 @@ test "C ABI: kc_cells_release gives back what kc_cells_alloc took, NULL is nothi
     try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
     const cells = kc_cells_alloc(2) orelse return error.OutOfMemory;
     cells[0] = 1000; // spin rounds
-    const spin: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.spin)).?));
+    const spin: coroutine.EntryFn = builtinEntry(Builtin.spin);
     try testing.expectEqual(@as(i32, 0), kc_spawn(spin, @ptrCast(cells), 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(u64, 1), cells[1]);
@@ -10684,7 +10684,7 @@ test "C ABI: kc_cells_release of pinned cells frees nothing: a coroutine's later
     try testing.expectEqual(Status.invalid.code(), kc_cells_pin(cells, -3)); // nothing changed
     // A sleeper that writes `done` after the release below (50 ms later).
     cells[0] = 50; // ms
-    const sleeper: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.sleeper)).?));
+    const sleeper: coroutine.EntryFn = builtinEntry(Builtin.sleeper);
     try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, @ptrCast(cells), 0, null));
     kc_cells_release(cells); // the deleter, while the sleeper sleeps: pinned, not freed
     try testing.expectEqual(base + 1, cells_live.load(.monotonic));
@@ -10974,7 +10974,7 @@ test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; 
 
         fn make(entry: Builtin, arg: usize) u32 {
             var h: u32 = 0;
-            const f: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(entry)).?));
+            const f: coroutine.EntryFn = builtinEntry(entry);
             std.debug.assert(kc_coro_create(f, @ptrFromInt(arg), 0, 0, &h) == 0);
             std.debug.assert(kc_coro_hold(h) == 0);
             return h;
@@ -10997,7 +10997,7 @@ test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; 
             std.debug.assert(kc_scope_create(0, &t.busy) == 0);
             std.debug.assert(kc_scope_hold(t.busy) == 0);
             t.receiver[0] = t.chan;
-            const recv: coroutine.EntryFn = @ptrCast(@alignCast(kc_builtin_entry(@intFromEnum(Builtin.receiver)).?));
+            const recv: coroutine.EntryFn = builtinEntry(Builtin.receiver);
             std.debug.assert(kc_scope_launch(t.busy, recv, &t.receiver, 0, null) == 0);
             std.debug.assert(kc_scope_create(0, &t.own) == 0);
             std.debug.assert(kc_scope_hold(t.own) == 0);
