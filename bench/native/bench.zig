@@ -9,7 +9,9 @@
 //! least noisy estimate of the cost itself). Printed as a table, or with --json as one JSON
 //! object per line: {"name","value","unit","iterations"}.
 const std = @import("std");
-const kcoro = @import("kcoro");
+/// The core; the module is the C ABI's root (zig-src/root.zig), whose exports the actor
+/// figures call (`ActorBench`).
+const kcoro = @import("kcoro").core;
 
 const sw = kcoro.arch;
 const Context = sw.Context;
@@ -686,6 +688,76 @@ fn benchChan(name: []const u8, total: u64) !f64 {
     unreachable; // names are ours
 }
 
+// ---------------------------------------------------------------------------------------------
+// Native actors (the C ABI's kc_actor_spawn, linked in with the module): the cost of a message,
+// its handler feeding the actor's own conflated mailbox so that no receive waits (the actor's
+// loop is what is measured, with a try-send), with and without a context deadline, which the
+// actor looks at between messages.
+
+extern fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c) i32;
+extern fn kc_sched_shutdown(mode: u32) callconv(.c) i32;
+extern fn kc_now_ns() callconv(.c) u64;
+extern fn kc_chan_create(elem_size: u32, capacity: u32, overflow: u32, flags: u32, out_handle: ?*u32) callconv(.c) i32;
+extern fn kc_chan_try_send(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32;
+extern fn kc_chan_close(h: u32) callconv(.c) i32;
+extern fn kc_chan_destroy(h: u32) callconv(.c) i32;
+extern fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32;
+extern fn kc_scope_set_deadline(scope: u32, deadline_ns: u64) callconv(.c) i32;
+extern fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32;
+extern fn kc_scope_destroy(scope: u32) callconv(.c) i32;
+extern fn kc_actor_spawn(scope: u32, mailbox: u32, handler: *const fn (?*anyopaque, [*]const u8) callconv(.c) void, ctx: ?*anyopaque, on_done: ?*const fn (?*anyopaque, i32) callconv(.c) void, out_handle: ?*u32) callconv(.c) i32;
+
+const ActorBench = struct {
+    var box: u32 = 0;
+    var left: u64 = 0;
+    const conflated: u32 = 1 << 0; // kc_chan_create's KC_CHAN_CONFLATED
+
+    fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+        left -= 1;
+        const v: u64 = 1;
+        // The last one closes the (then empty) mailbox instead: the actor ends with 0.
+        _ = if (left == 0) kc_chan_close(box) else kc_chan_try_send(box, &v, 8);
+    }
+
+    /// ns per message of `n`, one worker; `deadline`: an hour away, so never reached.
+    fn run(n: u64, deadline: bool) !f64 {
+        if (kc_sched_start(1, 0, 0) != 0) return error.SchedStart;
+        defer _ = kc_sched_shutdown(0);
+        var scope: u32 = 0;
+        if (kc_scope_create(0, &scope) != 0) return error.Scope;
+        defer _ = kc_scope_destroy(scope);
+        if (deadline and kc_scope_set_deadline(scope, kc_now_ns() + 3600 * std.time.ns_per_s) != 0) return error.Deadline;
+        if (kc_chan_create(8, 1, 0, conflated, &box) != 0) return error.Chan;
+        defer _ = kc_chan_destroy(box);
+        const v: u64 = 1;
+        if (kc_chan_try_send(box, &v, 8) != 0) return error.Send;
+        left = n;
+        var timer = try std.time.Timer.start();
+        if (kc_actor_spawn(scope, box, handler, null, null, null) != 0) return error.Spawn;
+        if (kc_scope_wait(scope, 0) != 0) return error.Wait;
+        const ns = timer.read();
+        if (left != 0) return error.Unfinished;
+        return perOp(ns, n);
+    }
+};
+
+fn actorBenches(out: *std.Io.Writer, quick: bool) !void {
+    const plain = "actor: message (self-fed conflated mailbox, 1 worker)";
+    const timed = "actor: message with a context deadline (self-fed, 1 worker)";
+    if (!want(plain) and !want(timed)) return;
+    const n: u64 = if (quick) 1_000_000 else 5_000_000;
+    const runs: usize = if (quick) 3 else 7;
+    // Alternated, so that drift on a shared machine hits both alike.
+    var without: f64 = std.math.inf(f64);
+    var with: f64 = std.math.inf(f64);
+    for (0..runs) |_| {
+        without = @min(without, try ActorBench.run(n, false));
+        with = @min(with, try ActorBench.run(n, true));
+    }
+    if (want(plain)) try report(out, .{ .name = plain, .value = without, .unit = "ns/message", .iterations = n });
+    if (want(timed)) try report(out, .{ .name = timed, .value = with, .unit = "ns/message", .iterations = n });
+}
+
 fn perOp(ns: u64, ops: u64) f64 {
     return @as(f64, @floatFromInt(ns)) / @as(f64, @floatFromInt(ops));
 }
@@ -724,6 +796,7 @@ pub fn main() !void {
     try coreBenches(allocator, out, stack, n, runs, quick);
     try schedBenches(out, quick);
     try chanBenches(out, quick);
+    try actorBenches(out, quick);
 }
 
 fn coreBenches(allocator: std.mem.Allocator, out: *std.Io.Writer, stack: []align(16) u8, n: u64, runs: usize, quick: bool) !void {
