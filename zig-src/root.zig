@@ -9305,11 +9305,11 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
         var handled: std.atomic.Value(u32) = .init(0);
         var blocking: std.atomic.Value(u32) = .init(0);
         /// The sequence numbers the hook was given, in order (on the shutdown's thread).
-        var dropped: [8]u64 = undefined;
+        var dropped: [10]u64 = undefined;
         var n_dropped: std.atomic.Value(u32) = .init(0);
         /// Per ctx id: on_done calls and the last status.
-        var done_count: [5]std.atomic.Value(u32) = @splat(.init(0));
-        var done_status: [5]std.atomic.Value(i32) = @splat(.init(999));
+        var done_count: [6]std.atomic.Value(u32) = @splat(.init(0));
+        var done_status: [6]std.atomic.Value(i32) = @splat(.init(999));
         const Ctx = struct { id: usize };
         fn msgOf(elem: [*]const u8) *u64 {
             return @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
@@ -9368,8 +9368,9 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
     }
     for ([_]*u32{ &S.gate, &S.out }) |h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, h));
     // [0]: its handler parks, two more queued; [1]: parked in its receive, which a send then
-    // completes; [2]: never started, one queued; [3]: its handler parks, its scope cancelled.
-    var boxes: [4]u32 = undefined;
+    // completes; [2]: never started, one queued; [3]: its handler parks, its scope cancelled;
+    // [4]: never started, one queued, its scope cancelled (ctx 5; ctx 4 is the producer's).
+    var boxes: [5]u32 = undefined;
     for (&boxes) |*b| {
         try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 4, 0, 0, b));
         try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(b.*, S.hook, null));
@@ -9414,6 +9415,8 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
     try S.post(boxes[1], 20); // completes [1]'s receive: it lands in its buffer, never handled
     try S.post(boxes[2], 30);
     try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, boxes[2], S.handler, try S.newCtx(2), S.onDone, null));
+    try S.post(boxes[4], 40);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(cancelled, boxes[4], S.handler, try S.newCtx(5), S.onDone, null));
     try testing.expectEqual(@as(i32, 1), kc_scope_cancel(cancelled)); // [3]'s send interrupted: runnable
     shut = true;
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
@@ -9422,19 +9425,60 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
     // whose scope was cancelled, KC_ESHUTDOWN for the others.
     for (&S.done_count, &S.done_status, 0..) |*c, *st, i| {
         try testing.expectEqual(@as(u32, 1), c.load(.monotonic));
-        const want = if (i == 3) Status.interrupted else Status.shutdown;
+        const want = if (i == 3 or i == 5) Status.interrupted else Status.shutdown;
         try testing.expectEqual(want.code(), st.load(.monotonic));
     }
     // Every message given to the hook once; a mailbox's in hand before its queued ones.
     const n = S.n_dropped.load(.monotonic);
-    try testing.expectEqual(@as(u32, 6), n);
-    var seen: [6]u64 = undefined;
-    @memcpy(&seen, S.dropped[0..6]);
+    try testing.expectEqual(@as(u32, 7), n);
+    var seen: [7]u64 = undefined;
+    @memcpy(&seen, S.dropped[0..7]);
     const first_of_0 = std.mem.indexOfScalar(u64, &seen, 1).?;
     try testing.expectEqual(@as(u64, 2), seen[first_of_0 + 1]);
     try testing.expectEqual(@as(u64, 3), seen[first_of_0 + 2]);
     std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
-    try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 10, 20, 30 }, &seen);
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 10, 20, 30, 40 }, &seen);
+}
+
+test "C ABI: a finishing shutdown abandons an idle actor once its drain ran dry, and calls its on_done (KC_ESHUTDOWN)" {
+    // Before, an actor parked in its receive (its mailbox open and empty) when the program shut
+    // down with KC_SHUTDOWN_FINISH never ran on_done: its ctx's owner could not tell when it
+    // was free.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var done_status: std.atomic.Value(i32) = .init(999);
+        var done_count: std.atomic.Value(u32) = .init(0);
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            // Monotonic: it runs on the test's thread (the shutdown's).
+            done_status.store(status, .monotonic);
+            _ = done_count.fetchAdd(1, .monotonic);
+        }
+    };
+    S.done_status.store(999, .monotonic);
+    S.done_count.store(0, .monotonic);
+    var box: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, null, S.onDone, &h));
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the actor to park in its receive");
+    while (kc_coro_state(h) != @intFromEnum(coroutine.State.parked)) try d.wait();
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(@intFromEnum(kcoro.scheduler.ShutdownMode.finish)));
+    try testing.expectEqual(@as(u32, 1), S.done_count.load(.monotonic));
+    try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.monotonic));
+    const v: u64 = 1;
+    try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(box, &v, 8)); // as before
 }
 
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
