@@ -197,6 +197,7 @@ Deno.test("a Worker terminated with live chunk buffers gives their chunks back a
     import { library } from "./ffi/load.ts";
     import { chunkBuffers } from "./ffi/napi.ts";
     import { chunksInUse } from "./tests/fixtures/napi_chunk.ts";
+    import { until } from "./tests/support.ts";
     const sym = library().symbols("test");
     const cb = chunkBuffers(sym);
     const w = new Worker(new URL("./tests/fixtures/napi_worker.ts", "file://" + Deno.cwd() + "/"), {
@@ -211,14 +212,11 @@ Deno.test("a Worker terminated with live chunk buffers gives their chunks back a
     if (r.error) throw new Error(r.error);
     if (r.kept !== chunks) throw new Error("kept " + r.kept);
     w.terminate();
-    const deadline = Date.now() + 20000;
-    while (chunksInUse(sym) > r.inUse - chunks || cb.stats[0] < r.released + chunks) {
-      if (Date.now() > deadline) {
-        throw new Error(chunksInUse(sym) + " chunks in use after the Worker ended, " + r.inUse +
-          " before; releases " + cb.stats[0] + ", " + r.released + " before");
-      }
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await until(
+      () => chunksInUse(sym) <= r.inUse - chunks && cb.stats[0] >= r.released + chunks,
+      () => "the chunks back: " + chunksInUse(sym) + " in use after the Worker ended, " + r.inUse +
+        " before; releases " + cb.stats[0] + ", " + r.released + " before",
+    );
     if (cb.stats[1] !== 0) throw new Error("a release was refused");
     console.log("ok");
     `,
@@ -235,6 +233,7 @@ Deno.test("slots from isolates and collector threads at once: each held by one h
     `
     import { library } from "./ffi/load.ts";
     import { chunkBuffers } from "./ffi/napi.ts";
+    import { collectUntil } from "./tests/support.ts";
     const cb = chunkBuffers(library().symbols("test"));
     const url = new URL("./tests/fixtures/napi_slots_worker.ts", "file://" + Deno.cwd() + "/");
     const workers = [0, 1, 2, 3].map(() => new Worker(url, { type: "module" }));
@@ -246,12 +245,7 @@ Deno.test("slots from isolates and collector threads at once: each held by one h
     for (const w of workers) w.terminate();
     for (const r of results) if (!r.ok) throw new Error(r.error);
     // Buffers the Workers dropped are finalised by their collections or as they end.
-    const deadline = Date.now() + 20000;
-    while (cb.stats[3] !== 0) {
-      if (Date.now() > deadline) throw new Error(cb.stats[3] + " slots still in use");
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await collectUntil(() => cb.stats[3] === 0, () => "the slots back: " + cb.stats[3] + " still in use");
     if (cb.stats[1] !== 0) throw new Error("a release was refused");
     console.log("ok", results.map((r) => r.made).join(","), cb.stats[2]);
     `,

@@ -1049,6 +1049,7 @@ Deno.test("a Worker terminated while it waits for native children leaves no thre
   // (and two fds) for as long as the children ran: for good here, where they never end.
   const res = await evalScript(`
     import { Channel, codecs, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 2 });
     using ch = new Channel(0, { codec: codecs.u64 }); // nobody sends: the children wait for good
     const threads = () => [...Deno.readDirSync("/proc/self/task")].length;
@@ -1063,15 +1064,13 @@ Deno.test("a Worker terminated while it waits for native children leaves no thre
     };
     await cycle("wait");
     await cycle("owned");
-    const settle = async (bound) => {
-      const deadline = Date.now() + 10_000;
-      while (threads() > bound && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      return threads();
-    };
     const base = threads();
     for (let i = 0; i < 16; i++) await cycle(i % 2 ? "owned" : "wait");
-    const after = await settle(base + 4);
-    if (after > base + 4) throw new Error(after + " threads after 16 Workers, " + base + " before");
+    await until(
+      () => threads() <= base + 4,
+      () => "the threads to end: " + threads() + " after 16 Workers, " + base + " before",
+      10_000,
+    );
     ch.close(); // the children end
     await rt.shutdown();
   `);
@@ -1082,6 +1081,7 @@ Deno.test("a free-standing NativeScope dropped undisposed is destroyed once coll
   const res = await evalScript(
     `
     import { Channel, codecs, NativeScope, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 2 });
     const tick = () => new Promise((r) => setTimeout(r, 0));
     // A dropped scope whose child still waits: not cancelled by the collection.
@@ -1094,9 +1094,8 @@ Deno.test("a free-standing NativeScope dropped undisposed is destroyed once coll
       await tick(); // the finalisers run
     }
     await ch.send(5n);
-    const deadline = Date.now() + 10_000;
-    while (cells[1] !== 1n && Date.now() < deadline) await tick();
-    if (cells[1] !== 1n || cells[2] !== 0n) throw new Error("the child ended with " + cells[2]);
+    await until(() => cells[1] === 1n, "the dropped scope's child to end", 10_000);
+    if (cells[2] !== 0n) throw new Error("the child ended with " + cells[2]);
     // Before, every one stayed: a new scope's handle took the 2,002nd slot of the table.
     const probe = NativeScope.create();
     const slot = probe.handle & 0xfffff;
@@ -1133,6 +1132,7 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
   const res = await evalScript(
     `
     import { closeLibrary, coroutineScope, nativeScope, NativeScope, openLibrary, runtime, Status } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     // Another host: keeps the scheduler running across the closes (as a Worker would) and
     // looks at the native scopes. The library stays loaded once opened, and every native
     // scope with it: before, none of these was ever destroyed.
@@ -1159,8 +1159,7 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
       await ns[Symbol.asyncDispose]();
       await ns[Symbol.asyncDispose](); // once only
       gone(ns.handle, "disposed after close");
-      const deadline = Date.now() + 10000;
-      while (cells[1] !== 1n && Date.now() < deadline) await tick();
+      await until(() => cells[1] === 1n, "the destroyed scope's child to end", 10_000);
       if (BigInt.asIntN(64, cells[2]) !== BigInt(Status.EINTR)) throw new Error("child: " + cells[2]);
     }
     // Dropped, collected after the close.
@@ -1199,8 +1198,7 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
       }
       await collect();
       closeLibrary();
-      const deadline = Date.now() + 10000;
-      while (cells.some((c) => c[1] !== 1n) && Date.now() < deadline) await tick();
+      await until(() => cells.every((c) => c[1] === 1n), "the orphans' children to end", 10_000);
       const more = runtime().cells([60000n, 0n, 0n]);
       for (let i = 0; i < 16; i++) (() => NativeScope.create().launch("cancellable-sleeper", more))();
       await collect();

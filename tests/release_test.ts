@@ -611,17 +611,12 @@ Deno.test("a releasable chunk buffer the caller transfers keeps its bytes while 
     `
     import { Channel, codecs, library, releaseBytes } from "./mod.ts";
     import { intact, seeded } from "./tests/fixtures/release_worker.ts";
+    import { collectUntil } from "./tests/support.ts";
     releaseBytes(new Uint8Array(0));
     const sym = library().symbols("test");
     const info = new BigUint64Array(4);
     const inUse = () => (sym.kc_pool_info(info), Number(info[3]));
     const fail = (m) => { console.error(m); Deno.exit(1); };
-    const collect = async () => {
-      for (let i = 0; i < 3; i++) {
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 0));
-      }
-    };
     const ch = new Channel(64, { codec: codecs.bytes });
     ch.share();
     const rt = (v) => (ch.trySend(v), ch.tryReceive().value);
@@ -645,11 +640,10 @@ Deno.test("a releasable chunk buffer the caller transfers keeps its bytes while 
     if (inUse() < before + 1) fail("the moved buffer's chunk was given back while it lived");
     const held = inUse();
     moved = undefined;
-    const deadline = Date.now() + 20000;
-    while (inUse() >= held) {
-      if (Date.now() > deadline) fail(inUse() + " chunks in use, " + held + " with the moved buffer");
-      await collect();
-    }
+    await collectUntil(
+      () => inUse() < held,
+      () => "the moved buffer's chunk back: " + inUse() + " in use, " + held + " with it",
+    );
     console.log("ok");
   `,
     { v8Flags: ["--expose-gc"], timeoutMs: 120_000 },

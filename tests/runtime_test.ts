@@ -891,6 +891,7 @@ Deno.test("runtime: built-ins that never park take turns and stop at a shutdown:
   const res = await evalScript(
     `
     import { Channel, codecs, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     using ch = new Channel("conflated", { codec: codecs.u64 });
     using sink = new Channel("conflated", { codec: codecs.u64 });
@@ -905,10 +906,8 @@ Deno.test("runtime: built-ins that never park take turns and stop at a shutdown:
     rt.spawn("chanSender", sender);
     rt.spawn("spin", spin);
     rt.spawn("spin", marker); // one round: ends at its first run
-    const deadline = Date.now() + 30000;
     const ran = () => marker[1] === 1n && echo[2] > 0n && sender[3] > 0n;
-    while (!ran() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
-    if (!ran()) throw new Error("the marker queued behind the built-ins never ran");
+    await until(ran, "the marker queued behind the built-ins to run", 30_000);
     await rt.shutdown();
     if (spin[1] !== 0n) throw new Error("the endless spin said it was done");
     // The echo stopped between values: the value is still in the channel.
@@ -923,6 +922,7 @@ Deno.test("runtime: built-ins that never park take turns and stop at a shutdown:
 Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps, chanSender stops at 2^64 - 1", async () => {
   const res = await evalScript(`
     import { Channel, codecs, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const sleeper = runtime().cells([2n ** 62n, 0n]); // 2^62 ms: wrapped, it was 0 ns
     rt.spawn("sleeper", sleeper);
@@ -930,8 +930,7 @@ Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps,
     const max = 2n ** 64n - 1n;
     const sender = runtime().cells([BigInt(ch.handle), max - 1n, 5n, 0n, 0n]);
     rt.spawn("chanSender", sender);
-    const deadline = Date.now() + 20000;
-    while (sender[4] !== 1n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1));
+    await until(() => sender[4] === 1n, () => "chanSender to end (sent " + sender[3] + ")");
     const got = [];
     for (let r = ch.tryReceive(); r.state === "ok"; r = ch.tryReceive()) got.push(r.value);
     if (got.length !== 2 || got[0] !== max - 1n || got[1] !== max || sender[3] !== 2n) {

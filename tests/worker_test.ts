@@ -868,6 +868,7 @@ Deno.test("the last host to go, a terminated Worker, shuts the scheduler down as
   // In a process of its own: the main isolate closes its library first.
   const res = await evalScript(`
     import { closeLibrary, library, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     runtime().spawn("sleeper", runtime().cells(2)); // the scheduler runs
     const path = library().path;
     const w = new Worker(new URL("./tests/fixtures/open_library_worker.ts", "file://" + Deno.cwd() + "/"), { type: "module" });
@@ -878,11 +879,7 @@ Deno.test("the last host to go, a terminated Worker, shuts the scheduler down as
     const running = () => (raw.symbols.kc_sched_info(info, 4), info[3] === 1n);
     if (!running()) throw new Error("the scheduler stopped while the Worker held the library");
     w.terminate(); // it never closes its library
-    const deadline = performance.now() + 10_000;
-    while (running()) {
-      if (performance.now() > deadline) throw new Error("the scheduler still runs");
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await until(() => !running(), "the scheduler to stop (it still runs)", 10_000);
     raw.close();
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -1012,6 +1009,7 @@ Deno.test("a garbage-collected copy gives its hold back: the last one ends the c
     `
     import { Channel, InvalidHandleError } from "./mod.ts";
     import { _sharedEntries } from "./src/channel.ts";
+    import { collectUntil, until } from "./tests/support.ts";
     const entries = _sharedEntries();
     const w = new Worker(new URL("./tests/fixtures/share_worker.ts", "file://" + Deno.cwd() + "/"), { type: "module" });
     const { ch: shared, probe } = await new Promise((r) => w.addEventListener("message", (e) => r(e.data), { once: true }));
@@ -1026,17 +1024,9 @@ Deno.test("a garbage-collected copy gives its hold back: the last one ends the c
       }
     };
     w.terminate();
-    const deadline = performance.now() + 10_000;
-    while (!gone(probe)) {
-      if (performance.now() > deadline) throw new Error("the Worker's thread did not end");
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    await until(() => gone(probe), "the Worker's thread to end (its probe to go)", 10_000);
     // The creator's hold is gone with its thread; the collected copy's is the last.
-    for (let i = 0; i < 100 && !gone(shared); i++) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    if (!gone(shared)) throw new Error("the collected copy still holds the channel");
+    await collectUntil(() => gone(shared), "the collected copy to give its hold back");
     // Nor does this isolate keep an entry for it.
     if (_sharedEntries() !== entries) throw new Error("the collected copy's entry stayed");
   `,
@@ -1051,6 +1041,7 @@ Deno.test("a copy collected or disposed after closeLibrary() still gives its hol
   const res = await evalScript(
     `
     import { Channel, closeLibrary, InvalidHandleError, library } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/share_worker.ts", "file://" + Deno.cwd() + "/");
     const ended = (sh) => {
       try {
@@ -1066,8 +1057,8 @@ Deno.test("a copy collected or disposed after closeLibrary() still gives its hol
       const m = await new Promise((r) => w.onmessage = (e) => r(e.data));
       let copy = Channel.from(m.ch);
       w.terminate();
-      const deadline = Date.now() + 10_000; // the Worker's thread ends: its probe goes
-      while (!ended(m.probe) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      // The Worker's thread ends: its probe goes.
+      await until(() => ended(m.probe), "the Worker's probe to end (" + how + ")", 10_000);
       closeLibrary();
       if (how === "disposed") copy[Symbol.dispose]();
       copy = null;
