@@ -3229,10 +3229,31 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
 });
 
 /**
+ * Script source for the close tests below: `withDrainsHeld(lib, looks, fn)` runs `fn` (its
+ * answer is this one's) with `lib`'s ring drains (kc_ring_drain) answering no records while the
+ * library is open and for the first `looks` drains once it has closed (Infinity: every one), as
+ * where the records' completers are late; then puts the real drain back, also when `fn` throws.
+ */
+const WITH_DRAINS_HELD = `
+  function withDrainsHeld(lib, looks, fn) {
+    const sym = lib.symbols("test");
+    const drain = sym.kc_ring_drain;
+    let closedLooks = 0;
+    sym.kc_ring_drain = (...args) => lib.isOpen || closedLooks++ < looks ? 0 : drain(...args);
+    try {
+      return fn();
+    } finally {
+      sym.kc_ring_drain = drain;
+    }
+  }
+`;
+
+/**
  * Runs `body` by evalScript after a preamble that drives the library's ring by hand: mod.ts's
  * Channel, closeLibrary, codecs, InvalidHandleError, library and select, Bridge, this folder's
- * afterMicrotasks, destroyRingAtFirstDrain, trySendNatively, until and within, and `lib` (the
- * library), `sym` (its test symbols) and `bridge` (its Bridge).
+ * afterMicrotasks, destroyRingAtFirstDrain, trySendNatively, until and within, `lib` (the
+ * library), `sym` (its test symbols) and `bridge` (its Bridge), `closeInLastRound` and
+ * `withDrainsHeld`.
  */
 /**
  * Script source for the tests below: `closeInLastRound(lib, last)` closes `lib` with a close hook
@@ -3270,7 +3291,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
     const lib = library();
     const sym = lib.symbols("test");
     const bridge = Bridge.of(lib);
-  ` + CLOSE_IN_LAST_ROUND + body,
+  ` + CLOSE_IN_LAST_ROUND + WITH_DRAINS_HELD + body,
   );
 }
 
@@ -3300,17 +3321,16 @@ Deno.test("closing the library settles the waits that completed natively, their 
     const outcomes = Object.entries(ops).map(([name, p]) =>
       p.then((v) => name + " resolved " + v, (e) => name + " rejected " + (e?.message ?? e)));
     await until(() => bridge.pending === 6, "6 waits queued natively");
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
-    const out = new Float64Array(1);
-    const recv = (ch) => sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-    const natively = [recv(sent), trySendNatively(gaveUp.handle, 8), trySendNatively(got.handle, 9),
-      recv(selSent), trySendNatively(selGaveUp.handle, 11)];
-    if (JSON.stringify(natively) !== "[7,0,0,9,0]") throw new Error("natively: " + JSON.stringify(natively));
-    receiveCtl.abort(new Error("receive's reason"));
-    selectCtl.abort(new Error("select's reason"));
-    closeLibrary();
-    sym.kc_ring_drain = drain;
+    withDrainsHeld(lib, 0, () => {
+      const out = new Float64Array(1);
+      const recv = (ch) => sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+      const natively = [recv(sent), trySendNatively(gaveUp.handle, 8), trySendNatively(got.handle, 9),
+        recv(selSent), trySendNatively(selGaveUp.handle, 11)];
+      if (JSON.stringify(natively) !== "[7,0,0,9,0]") throw new Error("natively: " + JSON.stringify(natively));
+      receiveCtl.abort(new Error("receive's reason"));
+      selectCtl.abort(new Error("select's reason"));
+      closeLibrary();
+    });
     const settled = await within(Promise.all(outcomes), 10_000, "the outcomes");
     // The values the given-up waits took went back to their channels, in front.
     const back = [shared.gaveUp, shared.selGaveUp].map((t) => Channel.from(t).tryReceive());
@@ -3434,18 +3454,18 @@ Deno.test("closing the library waits two seconds in all for a record that never 
       later.push(other.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name));
       if (++rounds < 30) lib.beforeClose(again);
     });
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = () => 0;
-    const sent = trySendNatively(ch.handle, 8); // completes it: its abort answers busy
     const now = performance.now;
     let clock = 0;
-    performance.now = () => clock += 10;
-    try {
-      closeLibrary();
-    } finally {
-      sym.kc_ring_drain = drain;
-      performance.now = now;
-    }
+    const sent = withDrainsHeld(lib, Infinity, () => {
+      const sent = trySendNatively(ch.handle, 8); // completes it: its abort answers busy
+      performance.now = () => clock += 10;
+      try {
+        closeLibrary();
+      } finally {
+        performance.now = now;
+      }
+      return sent;
+    });
     const ms = clock;
     const settled = await within(Promise.all([stuck, ...later]), 10_000, "the receives");
     console.log(JSON.stringify({
@@ -3482,17 +3502,17 @@ Deno.test("closing the library settles an iterator's next() whose value fails to
     const outcomes = [it.next(), it.next()].map((p) =>
       p.then((r) => JSON.stringify(r), (e) => "rejected " + e.name));
     await until(() => bridge.pending === 2, "the next()s queued natively");
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
     const bad = new Uint8Array(32);
     new Uint32Array(bad.buffer)[2] = 99; // a tag codecs.string does not read
     const good = new Uint8Array(32);
     const text = new TextEncoder().encode("later");
     const made = sym.kc_desc_make(text, text.length, /* KC_TAG_STRING */ 16, good);
-    const natively = [made, sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(bad), 32),
-      sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(good), 32)];
-    closeLibrary();
-    sym.kc_ring_drain = drain;
+    const natively = withDrainsHeld(lib, 0, () => {
+      const natively = [made, sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(bad), 32),
+        sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(good), 32)];
+      closeLibrary();
+      return natively;
+    });
     const settled = await within(Promise.all(outcomes), 10_000, "the next()s");
     console.log(JSON.stringify({ natively, settled, back: Channel.from(token).tryReceive() }));
   `);
@@ -3517,10 +3537,9 @@ Deno.test("closing the library settles a receive given up whose record never cam
     const outcome = ch.receive({ signal: ctl.signal })
       .then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
     await until(() => bridge.pending === 1, "the receive queued natively");
-    const { kc_ring_drain: drain, kc_ring_destroy: destroy, kc_ring_take_at: take } = sym;
+    const { kc_ring_destroy: destroy, kc_ring_take_at: take } = sym;
     let destroyed = false;
     const after = [];
-    sym.kc_ring_drain = () => 0;
     sym.kc_ring_destroy = (ring) => {
       destroyed = true;
       return destroy(ring);
@@ -3530,10 +3549,13 @@ Deno.test("closing the library settles a receive given up whose record never cam
       if (destroyed) after.push(rc);
       return rc;
     };
-    const sent = trySendNatively(ch.handle, 8);
-    ctl.abort(new Error("the reason"));
-    closeLibrary();
-    Object.assign(sym, { kc_ring_drain: drain, kc_ring_destroy: destroy, kc_ring_take_at: take });
+    const sent = withDrainsHeld(lib, Infinity, () => {
+      const sent = trySendNatively(ch.handle, 8);
+      ctl.abort(new Error("the reason"));
+      closeLibrary();
+      return sent;
+    });
+    Object.assign(sym, { kc_ring_destroy: destroy, kc_ring_take_at: take });
     const settled = await within(outcome, 10_000, "the receive");
     console.log(JSON.stringify({ sent, settled, after, back: Channel.from(token).tryReceive() }));
   `);
@@ -3565,12 +3587,12 @@ Deno.test("closing the library settles a select given up after its receive claus
       s.onReceive(b, (v) => "got " + v);
     }, { signal: ctl.signal }).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
     await until(() => bridge.pending === 1, "the select queued natively");
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
-    const sent = trySendNatively(b.handle, 6);
-    ctl.abort(new Error("the reason"));
-    closeLibrary();
-    sym.kc_ring_drain = drain;
+    const sent = withDrainsHeld(lib, 0, () => {
+      const sent = trySendNatively(b.handle, 6);
+      ctl.abort(new Error("the reason"));
+      closeLibrary();
+      return sent;
+    });
     const settled = await within(outcome, 10_000, "the select");
     a[Symbol.dispose](); // its kept values reach the hook
     console.log(JSON.stringify({ sent, settled, dropped, back: Channel.from(tb).tryReceive() }));
@@ -3596,13 +3618,12 @@ Deno.test("closing the library settles a send whose record lands after the close
     ch.share();
     const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
     await until(() => bridge.pending === 1, "the send queued natively");
-    const drain = sym.kc_ring_drain;
-    let looks = 0;
-    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 ? 0 : drain(...args);
     const out = new Float64Array(1);
-    const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-    closeLibrary();
-    sym.kc_ring_drain = drain;
+    const got = withDrainsHeld(lib, 1, () => {
+      const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+      closeLibrary();
+      return got;
+    });
     console.log(JSON.stringify({ got, settled: await within(outcome, 10_000, "the send") }));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -3627,17 +3648,13 @@ async function assertLateRecordsReachHook(outcomes: string, what: string): Promi
     const ctl = new AbortController();
     const outcomes = ${outcomes};
     await until(() => bridge.pending === 2, ${JSON.stringify(what + " queued natively")});
-    const drain = sym.kc_ring_drain;
-    let looks = 0;
-    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 ? 0 : drain(...args);
-    const natively = [sym.kc_chan_cancel(a.handle), trySendNatively(b.handle, 8)];
-    ctl.abort(); // too late: its record is on the ring
-    natively.push(sym.kc_chan_close(b.handle));
-    try {
+    const natively = withDrainsHeld(lib, 1, () => {
+      const natively = [sym.kc_chan_cancel(a.handle), trySendNatively(b.handle, 8)];
+      ctl.abort(); // too late: its record is on the ring
+      natively.push(sym.kc_chan_close(b.handle));
       closeLibrary();
-    } finally {
-      sym.kc_ring_drain = drain;
-    }
+      return natively;
+    });
     const atClose = JSON.stringify(hooked);
     const settled = await within(Promise.all(outcomes), 10_000, ${JSON.stringify(what)});
     console.log(JSON.stringify({ natively, atClose, settled }));
@@ -3693,14 +3710,11 @@ Deno.test("closing the library runs onUndeliveredElement for the values its late
     const name = (p) => p.then((v) => "resolved " + v, (e) => "rejected " + (e?.name ?? e));
     const outcomes = [name(a.send(7)), name(a.send(8))];
     await until(() => bridge.pending === 2, "both sends queued natively");
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
-    const cancelled = sym.kc_chan_cancel(a.handle);
-    try {
+    const cancelled = withDrainsHeld(lib, 0, () => {
+      const cancelled = sym.kc_chan_cancel(a.handle);
       closeLibrary();
-    } finally {
-      sym.kc_ring_drain = drain;
-    }
+      return cancelled;
+    });
     const atClose = JSON.stringify(seen);
     const settled = await within(Promise.all(outcomes), 10_000, "both sends");
     console.log(JSON.stringify({ cancelled, atClose: JSON.parse(atClose), settled }));
@@ -3842,18 +3856,13 @@ Deno.test("closing the library settles as its record says a wait that a hook giv
     ${SELECTS_ON_A_AND_B}
     const out = new Float64Array(1);
     let took;
-    const drain = sym.kc_ring_drain;
-    let looks = 0;
     // The close's first look at the ring (before its withdrawals) sees nothing.
-    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 1 ? 0 : drain(...args);
-    try {
+    withDrainsHeld(lib, 1, () =>
       closeInLastRound(lib, () => {
         selectBoth();
         took = sym.kc_chan_try_recv(b.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-      });
-    } finally {
-      sym.kc_ring_drain = drain;
-    }
+      })
+    );
     const settled = await within(Promise.all(outcomes), 10_000, "both selects");
     a[Symbol.dispose]();
     b[Symbol.dispose]();
@@ -3927,18 +3936,15 @@ Deno.test("closing the library settles the waits whose records are on the ring b
     const received = x.receive();
     received.then((v) => order.push("receive resolved " + v), (e) => order.push("receive rejected " + e.name));
     await until(() => bridge.pending === 1, "the receive queued natively");
-    const drain = sym.kc_ring_drain;
-    sym.kc_ring_drain = (...args) => lib.isOpen ? 0 : drain(...args);
-    const natively = trySendNatively(x.handle, 8);
     let selected;
-    try {
+    const natively = withDrainsHeld(lib, 0, () => {
+      const natively = trySendNatively(x.handle, 8);
       closeInLastRound(lib, () => {
         selected = select((s) => s.onReceive(y, (v) => "got " + v));
         selected.then((v) => order.push("select resolved " + v), (e) => order.push("select rejected " + e.name));
       });
-    } finally {
-      sym.kc_ring_drain = drain;
-    }
+      return natively;
+    });
     await within(Promise.allSettled([received, selected]), 10_000, "both waits");
     console.log(JSON.stringify({ natively, order }));
   `);
@@ -3960,13 +3966,12 @@ Deno.test("closing the library waits for a record that lands after its last look
     ch.share();
     const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
     await until(() => bridge.pending === 1, "the send queued natively");
-    const drain = sym.kc_ring_drain;
-    let looks = 0;
-    sym.kc_ring_drain = (...args) => lib.isOpen || looks++ < 2 ? 0 : drain(...args);
     const out = new Float64Array(1);
-    const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-    closeLibrary();
-    sym.kc_ring_drain = drain;
+    const got = withDrainsHeld(lib, 2, () => {
+      const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
+      closeLibrary();
+      return got;
+    });
     console.log(JSON.stringify({ got, settled: await within(outcome, 10_000, "the send") }));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -4020,6 +4025,7 @@ const TWO_NEXTS_AT_CLOSE = `
     import { Channel, closeLibrary, codecs, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { trySendNatively, until, within } from "./tests/support.ts";
+    ${WITH_DRAINS_HELD}
     async function drainedAndCutOff(capacity, scenario) {
       const runs = {};
       for (const drained of [true, false]) {
@@ -4050,16 +4056,12 @@ Deno.test("closing the library settles an iterator's pending next()s in the orde
   // answered done: an iterator that failed at its second step, and ended at its first.
   const res = await evalScript(`
     ${TWO_NEXTS_AT_CLOSE}
-    await drainedAndCutOff(0, async ({ lib, sym, ch, log, all, drained }) => {
-      const drain = sym.kc_ring_drain;
-      let looks = 0;
-      sym.kc_ring_drain = (...args) => lib.isOpen || looks++ === 0 || !drained ? 0 : drain(...args);
-      const sent = trySendNatively(ch.handle, 5);
-      try {
+    await drainedAndCutOff(0, async ({ lib, ch, log, all, drained }) => {
+      const sent = withDrainsHeld(lib, drained ? 1 : Infinity, () => {
+        const sent = trySendNatively(ch.handle, 5);
         closeLibrary();
-      } finally {
-        sym.kc_ring_drain = drain;
-      }
+        return sent;
+      });
       await within(Promise.all(all), 10_000, "both next()s");
       return { sent, log };
     });
@@ -4081,19 +4083,16 @@ Deno.test("closing the library settles a next() that a close hook calls while ea
   // (Waiter.rejectInOrder ordered only the next()s the close itself failed).
   const res = await evalScript(`
     ${TWO_NEXTS_AT_CLOSE}
-    await drainedAndCutOff(1, async ({ lib, sym, ch, token, it, log, name, all, drained }) => {
-      const drain = sym.kc_ring_drain;
-      sym.kc_ring_drain = (...args) => lib.isOpen || !drained ? 0 : drain(...args);
-      const sent = [trySendNatively(ch.handle, 5)];
-      lib.beforeClose(() => { // after the bridge's withdrawals
-        sent.push(trySendNatively(ch.handle, 6)); // buffered: no receive waits natively now
-        all.push(name("third", it.next()));
-      });
-      try {
+    await drainedAndCutOff(1, async ({ lib, ch, token, it, log, name, all, drained }) => {
+      const sent = withDrainsHeld(lib, drained ? 0 : Infinity, () => {
+        const sent = [trySendNatively(ch.handle, 5)];
+        lib.beforeClose(() => { // after the bridge's withdrawals
+          sent.push(trySendNatively(ch.handle, 6)); // buffered: no receive waits natively now
+          all.push(name("third", it.next()));
+        });
         closeLibrary();
-      } finally {
-        sym.kc_ring_drain = drain;
-      }
+        return sent;
+      });
       await within(Promise.all(all), 10_000, "the next()s");
       const copy = Channel.from(token);
       const left = [copy.tryReceive(), copy.tryReceive()].map((r) => r.state === "ok" ? r.value : r.state);
