@@ -6,6 +6,7 @@ import {
   catchReported,
   createNative,
   describeNative,
+  endAndAbort,
   evalScript,
   prng,
   settled,
@@ -3605,21 +3606,20 @@ Deno.test("closing the library settles a select given up after its receive claus
     back: { state: "ok", value: 6 },
   });
 });
-Deno.test("closing the library settles a send whose record lands after the close's last look at the ring, before its destroy: delivered, it resolves", async () => {
-  // A send queued natively and taken by native code in the turn the library closes, its record
-  // seen by no drain while the library is open (held off, as where its completer is still between
-  // the channel and the ring past the withdrawals' one-second wait) nor by the first look as it
-  // closes (as where it lands just after that look). The close withdraws what is still queued
-  // before it destroys the ring: the send's withdrawal answers "busy" (completed), and the close
-  // waits for its record. Before, the ring was destroyed after that one look and the send failed
-  // with LibraryClosedError, its value its receiver's (a caller that retries sent it twice).
+/**
+ * The scenario of the two late-send tests below: a send queued natively on a shared f64
+ * channel is taken by native code in the turn the library closes, its record seen by no drain
+ * while the library is open nor by the close's first `looks` drains (`withDrainsHeld`).
+ * Asserts that native code got the value and the send resolves (delivered), not cut off.
+ */
+async function assertLateSendDelivered(looks: number): Promise<void> {
   const res = await evalOnLibrary(`
     const ch = new Channel(0, { codec: codecs.f64 });
     ch.share();
     const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
     await until(() => bridge.pending === 1, "the send queued natively");
     const out = new Float64Array(1);
-    const got = withDrainsHeld(lib, 1, () => {
+    const got = withDrainsHeld(lib, ${looks}, () => {
       const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
       closeLibrary();
       return got;
@@ -3628,6 +3628,17 @@ Deno.test("closing the library settles a send whose record lands after the close
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), { got: 7, settled: "resolved undefined" });
+}
+
+Deno.test("closing the library settles a send whose record lands after the close's last look at the ring, before its destroy: delivered, it resolves", async () => {
+  // A send queued natively and taken by native code in the turn the library closes, its record
+  // seen by no drain while the library is open (held off, as where its completer is still between
+  // the channel and the ring past the withdrawals' one-second wait) nor by the first look as it
+  // closes (as where it lands just after that look). The close withdraws what is still queued
+  // before it destroys the ring: the send's withdrawal answers "busy" (completed), and the close
+  // waits for its record. Before, the ring was destroyed after that one look and the send failed
+  // with LibraryClosedError, its value its receiver's (a caller that retries sent it twice).
+  await assertLateSendDelivered(1);
 });
 /**
  * The scenario of the two late-records-to-hook tests below: `outcomes` (an expression over the
@@ -3961,21 +3972,7 @@ Deno.test("closing the library waits for a record that lands after its last look
   // look of its wait for "busy" records). The withdrawal answered busy, so the close looks
   // again until it lands. Without that, it looked once and the send failed as cut off, its
   // value its receiver's.
-  const res = await evalOnLibrary(`
-    const ch = new Channel(0, { codec: codecs.f64 });
-    ch.share();
-    const outcome = ch.send(7).then((v) => "resolved " + v, (e) => "rejected " + (e?.message ?? e));
-    await until(() => bridge.pending === 1, "the send queued natively");
-    const out = new Float64Array(1);
-    const got = withDrainsHeld(lib, 2, () => {
-      const got = sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(out), 8) === 0 ? out[0] : null;
-      closeLibrary();
-      return got;
-    });
-    console.log(JSON.stringify({ got, settled: await within(outcome, 10_000, "the send") }));
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(JSON.parse(res.stdout), { got: 7, settled: "resolved undefined" });
+  await assertLateSendDelivered(2);
 });
 
 Deno.test("closing the library hands the values of a send and a select it cuts off, their withdrawals answering busy past its wait, to onUndeliveredElement during the close", async () => {
@@ -6121,7 +6118,6 @@ Deno.test("a native channel disposed by a value's getter as trySend, send or try
 
 Deno.test("an aborted wait whose channel another thread closed or cancelled in the same turn, before its record drained, rejects with the abort's reason; a send a cancel failed keeps its CancellationError", async () => {
   const bridge = Bridge.of(library());
-  const sym = library().symbols("test");
   for (const end of ["close", "cancel"] as const) {
     for (const op of ["receive", "receiveCatching"] as const) {
       for (const order of ["end first", "abort first"] as const) {
@@ -6136,16 +6132,8 @@ Deno.test("an aborted wait whose channel another thread closed or cancelled in t
           if (mode !== "local") {
             await until(() => bridge.pending > before, `${what}: queued natively`);
           }
-          const reason = new Error(`stop: ${what}`);
-          const endIt = () => {
-            if (mode !== "native") ch[end]();
-            else if (end === "close") assert.equal(sym.kc_chan_close(ch.handle), 1, what);
-            else assert.equal(sym.kc_chan_cancel(ch.handle), 0, what);
-          };
-          if (order === "end first") endIt();
-          ac.abort(reason);
-          if (order === "abort first") endIt();
-          const [got] = await Promise.allSettled([p]);
+          const natively = mode === "native", endFirst = order === "end first";
+          const { got, reason } = await endAndAbort(ch, { end, natively, endFirst }, ac, p, what);
           if (mode !== "native" && order === "end first") {
             // The isolate's own end settles the wait itself, before the abort (as a local
             // hand-off resolves it with its value at once), a shared channel's too: its close
@@ -6173,11 +6161,8 @@ Deno.test("an aborted wait whose channel another thread closed or cancelled in t
     const ac = new AbortController();
     const p = ch.send(2, { signal: ac.signal });
     await until(() => bridge.pending > before, `${order}: the send queued natively`);
-    const reason = new Error("stop");
-    if (order === "cancel first") ch.cancel();
-    ac.abort(reason);
-    if (order === "abort first") ch.cancel();
-    const [got] = await Promise.allSettled([p]);
+    const endFirst = order === "cancel first";
+    const { got, reason } = await endAndAbort(ch, { end: "cancel", endFirst }, ac, p, order);
     assert.equal(got.status, "rejected", order);
     const r = (got as PromiseRejectedResult).reason;
     if (order === "cancel first") {

@@ -7,6 +7,7 @@ import {
   assertThrowsOnFakes,
   callersJob,
   catchReported,
+  endAndAbort,
   evalScript,
   jobArmedAfter,
   jobSendingAsArmed,
@@ -1929,7 +1930,6 @@ Deno.test("a select whose value's getter disposes its local channel, or closes t
 
 Deno.test("an aborted select whose clause's channel another thread closed or cancelled in the same turn, before its record drained, rejects with the abort's reason; a send clause a cancel failed keeps its CancellationError", async () => {
   const bridge = Bridge.of(library());
-  const sym = library().symbols("test");
   for (const end of ["close", "cancel"] as const) {
     for (const clause of ["onReceive", "onReceiveCatching", "onSend"] as const) {
       for (const order of ["end first", "abort first"] as const) {
@@ -1952,16 +1952,8 @@ Deno.test("an aborted select whose clause's channel another thread closed or can
             else s.onReceiveCatching(ch, (r) => r.state);
           }, { signal: ac.signal });
           await until(() => bridge.pending > before, `${what}: queued natively`);
-          const reason = new Error(`stop: ${what}`);
-          const endIt = () => {
-            if (mode !== "native") ch[end]();
-            else if (end === "close") assert.equal(sym.kc_chan_close(ch.handle), 1, what);
-            else assert.equal(sym.kc_chan_cancel(ch.handle), 0, what);
-          };
-          if (order === "end first") endIt();
-          ac.abort(reason);
-          if (order === "abort first") endIt();
-          const [got] = await Promise.allSettled([p]);
+          const natively = mode === "native", endFirst = order === "end first";
+          const { got, reason } = await endAndAbort(ch, { end, natively, endFirst }, ac, p, what);
           if (mode !== "native" && order === "end first" && clause !== "onSend") {
             // The isolate's own end settles the select before it returns (README's abort
             // paragraph): the abort after it finds it done, as closed or cancelled.

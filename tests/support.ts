@@ -379,6 +379,38 @@ export async function afterMicrotasks(
 }
 
 /**
+ * Ends `ch` (`end`: its close or its cancel) and aborts `ac`, whose signal a wait on `ch` was
+ * given (`wait`), in one turn, the end first where `endFirst`: answers how `wait` settled and
+ * the abort's reason (an Error naming `what`). The end comes through the channel's own method,
+ * or `natively` through the C ABI (kc_chan_close, kc_chan_cancel: asserted to end it), as
+ * another thread's or isolate's does.
+ */
+export async function endAndAbort<T>(
+  ch: Channel<T>,
+  { end, natively = false, endFirst }: {
+    end: "close" | "cancel";
+    natively?: boolean;
+    endFirst: boolean;
+  },
+  ac: AbortController,
+  wait: Promise<unknown>,
+  what: string,
+): Promise<{ got: PromiseSettledResult<unknown>; reason: Error }> {
+  const reason = new Error(`stop: ${what}`);
+  const sym = library().symbols("test");
+  const endIt = () => {
+    if (!natively) ch[end]();
+    else if (end === "close") assert.equal(sym.kc_chan_close(ch.handle), 1, what);
+    else assert.equal(sym.kc_chan_cancel(ch.handle), 0, what);
+  };
+  if (endFirst) endIt();
+  ac.abort(reason);
+  if (!endFirst) endIt();
+  const [got] = await Promise.allSettled([wait]);
+  return { got, reason };
+}
+
+/**
  * Makes a channel natively (kc_chan_create, as C code or another isolate's creator does: no
  * creator in this isolate) for `codec`'s values, of `capacity`: its handle.
  */
