@@ -3423,10 +3423,9 @@ Deno.test("closing the library stops waiting for the records of waits whose with
   `);
   assert.equal(res.code, 0, res.stderr);
   const out = JSON.parse(res.stdout);
-  assert.ok(out.drains <= 3, `the gone ring drained ${out.drains} times`);
-  delete out.drains;
   assert.deepEqual(out, {
     sent: 0,
+    drains: 3, // one in the close's withdrawals, two as the library closes
     aborts: [-16], // KC_EBUSY: completed first
     settled: "rejected LibraryClosedError",
     back: { state: "ok", value: 8 },

@@ -523,6 +523,7 @@ Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed a
   const p = sym.kc_cells_alloc(4)!;
   const buf = make(at(p), 32)!;
   assert.ok(buf instanceof ArrayBuffer);
+  assert.equal(buf.byteLength, 32);
   new BigUint64Array(buf)[3] = 7n;
   assert.equal(new Deno.UnsafePointerView(p).getBigUint64(24), 7n); // the block's own memory
   assert.equal(liveCells(), base + 1n);
@@ -570,6 +571,7 @@ Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed a
   const v = sym.kc_cells_alloc(8)!;
   const once = make(at(v), 64)!;
   assert.ok(once instanceof ArrayBuffer);
+  assert.equal(once.byteLength, 64);
   assert.equal(make(at(v), 64), null);
   assert.equal(make(at(v), 8), null);
   assert.equal(liveCells(), base + 1n);

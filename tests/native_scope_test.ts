@@ -73,7 +73,8 @@ Deno.test("cancelling a TypeScript scope reaches its native children: sleeps and
     assert.equal(done(c), true);
     assert.equal(status(c), Status.EINTR);
   }
-  assert.ok(jsTask instanceof CancellationError);
+  assert.ok(jsTask instanceof CancellationError, String(jsTask));
+  assert.equal(jsTask.message, "Cancelled"); // the scope's cancel(), given no reason
   // No native coroutine outlived its scope: each had returned when the scope settled; the
   // scheduler counts one out just after it lets the scope know (its stack going back).
   await until(() => liveBefore() === before, "the children's stacks to go back", 5_000);
@@ -237,7 +238,8 @@ Deno.test("a native child cancelling its own native scope cancels the TypeScript
   );
   assert.equal(status(canceller), 1);
   assert.equal(status(sleeper), Status.EINTR);
-  assert.ok(jsTask instanceof CancellationError);
+  assert.ok(jsTask instanceof CancellationError, String(jsTask));
+  assert.equal(jsTask.message, "Cancelled: the native scope was cancelled"); // the native cancel's
 });
 
 Deno.test("kc_scope_cancel on the handle, from outside TypeScript, cancels the owning scope", async () => {
