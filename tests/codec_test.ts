@@ -23,6 +23,7 @@ import {
 } from "../mod.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
+  catchReported,
   createNative,
   describeNative,
   evalScript,
@@ -2134,82 +2135,74 @@ Deno.test("an escape (share, handle, select) with no native memory for a local c
     ["bytes", codecs.bytes, [1, 2, 3].map((b) => new Uint8Array([b]))],
     ["structured", codecs.structured, [{ a: 1 }, [2], "c"]],
   ];
-  const reported: unknown[] = [];
-  const onError = (e: ErrorEvent) => {
-    reported.push(e.error);
-    e.preventDefault();
-  };
-  globalThis.addEventListener("error", onError);
-  try {
-    for (const [what, codec, values] of cases) {
-      for (const via of ["share channel", "get handle", "select"]) {
-        using ch = new Channel<unknown>(8, { codec });
-        for (const v of values) assert.deepEqual(ch.trySend(v), { state: "ok" }, what);
-        let made = 0, frees = 0;
-        const fake = (i: number) => (...a: unknown[]) => {
-          if (i < 2 && ++made > 1) return Status.ENOMEM; // the first value's copy is made
-          if (i === 2 && new Deno.UnsafePointerView(a[0] as Deno.PointerObject).getBigUint64(0)) {
-            frees++;
-          }
-          if (i === 3 && a[0] !== null) frees++;
-          return saved[i](...a);
-        };
-        names.forEach((n, i) => sym[n] = fake(i));
-        try {
-          const escape = async () => {
-            if (via === "select") await select((s) => s.onReceive(ch, (v) => v));
-            else if (via === "get handle") void ch.handle;
-            else ch.share();
-          };
-          await assert.rejects(
-            escape(),
-            (e: unknown) => {
-              assert.ok(e instanceof CodecError, `${what}: ${e}`);
-              assert.match(
-                e.message,
-                new RegExp(`^Cannot ${via}: no native memory for \\d+ bytes, received KC_ENOMEM$`),
-              );
-              return true;
-            },
-            `${what}, ${via}`,
-          );
-        } finally {
-          names.forEach((n, i) => sym[n] = saved[i]);
+  // Nothing reaches reportError (an uncaught error where the process has no listener).
+  using reported = catchReported();
+  for (const [what, codec, values] of cases) {
+    for (const via of ["share channel", "get handle", "select"]) {
+      using ch = new Channel<unknown>(8, { codec });
+      for (const v of values) assert.deepEqual(ch.trySend(v), { state: "ok" }, what);
+      let made = 0, frees = 0;
+      const fake = (i: number) => (...a: unknown[]) => {
+        if (i < 2 && ++made > 1) return Status.ENOMEM; // the first value's copy is made
+        if (i === 2 && new Deno.UnsafePointerView(a[0] as Deno.PointerObject).getBigUint64(0)) {
+          frees++;
         }
-        assert.equal(frees, 1, `${what}, ${via}: the first value's copy freed`);
-        assert.deepEqual(ch.metrics().dropped, 0, `${what}, ${via}`);
-        // Still local, every value in it: the next escape moves them all.
-        if (via === "get handle") assert.equal(typeof ch.handle, "number");
-        else ch.share();
-        assert.deepEqual(
-          ch.tryReceiveMany(8),
-          { state: "ok", values: structuredClone(values) },
+        if (i === 3 && a[0] !== null) frees++;
+        return saved[i](...a);
+      };
+      names.forEach((n, i) => sym[n] = fake(i));
+      try {
+        const escape = async () => {
+          if (via === "select") await select((s) => s.onReceive(ch, (v) => v));
+          else if (via === "get handle") void ch.handle;
+          else ch.share();
+        };
+        await assert.rejects(
+          escape(),
+          (e: unknown) => {
+            assert.ok(e instanceof CodecError, `${what}: ${e}`);
+            assert.match(
+              e.message,
+              new RegExp(`^Cannot ${via}: no native memory for \\d+ bytes, received KC_ENOMEM$`),
+            );
+            return true;
+          },
           `${what}, ${via}`,
         );
-        const m = ch.metrics();
-        assert.deepEqual([m.sends, m.receives, m.dropped], [values.length, values.length, 0]);
+      } finally {
+        names.forEach((n, i) => sym[n] = saved[i]);
       }
+      assert.equal(frees, 1, `${what}, ${via}: the first value's copy freed`);
+      assert.deepEqual(ch.metrics().dropped, 0, `${what}, ${via}`);
+      // Still local, every value in it: the next escape moves them all.
+      if (via === "get handle") assert.equal(typeof ch.handle, "number");
+      else ch.share();
+      assert.deepEqual(
+        ch.tryReceiveMany(8),
+        { state: "ok", values: structuredClone(values) },
+        `${what}, ${via}`,
+      );
+      const m = ch.metrics();
+      assert.deepEqual([m.sends, m.receives, m.dropped], [values.length, values.length, 0]);
     }
-    // The native channel not made (no memory for it): the copies already made are freed.
-    using ch = new Channel<unknown>(4, { codec: codecs.string });
-    ch.trySendMany(["a", "b"]);
-    let frees = 0;
-    const create = sym.kc_chan_create, free = sym.kc_desc_free;
-    sym.kc_chan_create = () => Status.ENOMEM;
-    sym.kc_desc_free = (d: unknown) => (frees++, free(d));
-    try {
-      assert.throws(() => ch.share(), /^KcoroError: Cannot share channel: out of memory/);
-    } finally {
-      sym.kc_chan_create = create;
-      sym.kc_desc_free = free;
-    }
-    assert.equal(frees, 2, "both copies freed");
-    ch.share();
-    assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: ["a", "b"] });
-  } finally {
-    globalThis.removeEventListener("error", onError);
   }
-  assert.deepEqual(reported, [], "nothing reported");
+  // The native channel not made (no memory for it): the copies already made are freed.
+  using ch = new Channel<unknown>(4, { codec: codecs.string });
+  ch.trySendMany(["a", "b"]);
+  let frees = 0;
+  const create = sym.kc_chan_create, free = sym.kc_desc_free;
+  sym.kc_chan_create = () => Status.ENOMEM;
+  sym.kc_desc_free = (d: unknown) => (frees++, free(d));
+  try {
+    assert.throws(() => ch.share(), /^KcoroError: Cannot share channel: out of memory/);
+  } finally {
+    sym.kc_chan_create = create;
+    sym.kc_desc_free = free;
+  }
+  assert.equal(frees, 2, "both copies freed");
+  ch.share();
+  assert.deepEqual(ch.tryReceiveMany(4), { state: "ok", values: ["a", "b"] });
+  assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
 Deno.test("an unlimited channel's escape whose native buffer finds no memory to grow fails whole (KC_ENOMEM): every value kept local, none dropped or leaked, and the next share() moves them all", () => {
