@@ -1219,6 +1219,7 @@ Deno.test("receiveCatching names itself in its errors about the call, local and 
   const res = await evalScript(`
     import { Channel, closeLibrary, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e.name + ": " + e.message);
     const local = new Channel(0);
     const queued = new Channel(0);
@@ -1226,8 +1227,7 @@ Deno.test("receiveCatching names itself in its errors about the call, local and 
     const bridge = Bridge.of(library());
     const before = bridge.pending;
     const waits = [local.receiveCatching(), queued.receiveCatching(), local.receive()].map(name);
-    for (let i = 0; i < 1000 && bridge.pending === before; i++) await new Promise((r) => setTimeout(r, 1));
-    if (bridge.pending === before) throw new Error("the shared wait never queued");
+    await until(() => bridge.pending !== before, "the shared wait to queue natively");
     const sameTurn = new Channel(0);
     sameTurn.share();
     waits.push(name(sameTurn.receiveCatching()));
@@ -1292,6 +1292,7 @@ Deno.test("a channel iterator's next() names 'iterate channel' in its errors abo
   const res = await evalScript(`
     import { Channel, closeLibrary, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const name = (p) => p.then((v) => "resolved " + JSON.stringify(v), (e) => e.name + ": " + e.message);
     const local = new Channel(0);
     const queued = new Channel(0);
@@ -1299,8 +1300,7 @@ Deno.test("a channel iterator's next() names 'iterate channel' in its errors abo
     const bridge = Bridge.of(library());
     const before = bridge.pending;
     const waits = [local.values().next(), queued[Symbol.asyncIterator]().next()].map(name);
-    for (let i = 0; i < 1000 && bridge.pending === before; i++) await new Promise((r) => setTimeout(r, 1));
-    if (bridge.pending === before) throw new Error("the shared wait never queued");
+    await until(() => bridge.pending !== before, "the shared wait to queue natively");
     const sameTurn = new Channel(0);
     sameTurn.share();
     waits.push(name(sameTurn.values().next()));

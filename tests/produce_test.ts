@@ -168,9 +168,8 @@ Deno.test("produce: the channel is closed when the block returns; sent values st
       }),
       { capacity: 8 },
     );
-    // Let the producer run to its end first (bounded: a few turns of the event loop).
-    for (let i = 0; i < 1000 && !ch.isClosedForSend; i++) await new Promise((r) => setTimeout(r));
-    assert.equal(ch.isClosedForSend, true);
+    // Let the producer run to its end first.
+    await until(() => ch.isClosedForSend, "the producer to end (its channel closed for send)");
     assert.equal(ch.isClosedForReceive, false); // 3 values still buffered
     const values = await drain(ch);
     await assert.rejects(ch.receive(), ClosedReceiveError);
