@@ -930,14 +930,23 @@ Deno.test("a revoked Proxy (of an Error) down a close cause's chain is a value t
   }
 });
 
+/**
+ * Sets a bound with `set` (setCauseBytesMax, setValueBytesMax) to `n` until disposed, which puts
+ * the one before back: `using _max = boundTo(setCauseBytesMax, 4096);`.
+ */
+function boundTo(set: (n: number) => number, n: number): Disposable {
+  const was = set(n);
+  return { [Symbol.dispose]: () => void set(was) };
+}
+
 Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another isolate can read is refused before it is copied: a RangeError in the house form crosses, or the stand-in of an Error whose own parts fit; never bytes a reader cannot take", () => {
   // Before, nothing bounded the whole: such bytes were stored, and another isolate's
   // kc_chan_cause answered KC_EINVAL for them (its length is an int32), the channel read there
   // as closed cleanly; a packed value of exactly 2^31-1 bytes took one more with its kind byte.
   // The bound (2^31-1) lowered for the test: no gigabytes.
   const max = 4096;
-  const was = setCauseBytesMax(max);
-  try {
+  {
+    using _max = boundTo(setCauseBytesMax, max);
     const big = "x".repeat(5000);
     const refused = (what: string) =>
       `Cannot copy the channel's close or cancel cause to another isolate: its encoding takes ` +
@@ -989,8 +998,6 @@ Deno.test("a close cause whose encoding would take over the 2^31-1 bytes another
     using ch = new Channel<number>(1);
     ch.share();
     assert.equal(ch.close(big), true);
-  } finally {
-    setCauseBytesMax(was);
   }
   assert.throws(() => setCauseBytesMax(2 ** 31), {
     name: "RangeError",
@@ -1027,8 +1034,8 @@ Deno.test("the least cause bytes limit is room for the error that says a cause i
         `to 2147483647 (room for the error that says a cause is too large), received ${n}`,
     });
   }
-  const was = setCauseBytesMax(CAUSE_BYTES_MIN);
-  try {
+  {
+    using _max = boundTo(setCauseBytesMax, CAUSE_BYTES_MIN);
     const tagged = (tag: string) => {
       class Tagged {
         s = "x".repeat(5000); // too large
@@ -1063,8 +1070,6 @@ Deno.test("the least cause bytes limit is room for the error that says a cause i
     setCauseBytesMax(4096); // the cause is still too large (5000 characters)
     const withStack = decodeCause(encodeCause(causes[0][0])!) as { cause: Error };
     assert.match(withStack.cause.stack!, /^RangeError: Cannot copy the channel's close/);
-  } finally {
-    setCauseBytesMax(was);
   }
 });
 
@@ -1074,8 +1079,8 @@ Deno.test("a close cause's stand-in says a value was too large only when it was:
   // the outer one, whose stand-in then said its value was too large when it held a function, or
   // said nothing of the size of one that was too large.
   const max = 4096;
-  const was = setCauseBytesMax(max);
-  try {
+  {
+    using _max = boundTo(setCauseBytesMax, max);
     const big = "x".repeat(5000);
     // A channel of its own, closed with `cause` (encoded: it is shared), each time a getter runs.
     let closed = 0;
@@ -1113,8 +1118,6 @@ Deno.test("a close cause's stand-in says a value was too large only when it was:
       `[object Big] (its encoding takes over ${max} bytes: cannot be copied to another isolate)`,
     );
     assert.ok(closed >= 2, `${closed} closes`);
-  } finally {
-    setCauseBytesMax(was);
   }
 });
 
@@ -1123,8 +1126,8 @@ Deno.test("a close cause too large to copy whose own description is long (its Sy
   // encodeCause answered null and the channel closed with no cause for other isolates, read
   // there as closed cleanly (the failure lost), as when such bytes were kept.
   const max = 4096;
-  const was = setCauseBytesMax(max);
-  try {
+  {
+    using _max = boundTo(setCauseBytesMax, max);
     const tag = "t".repeat(5000);
     const described = `[object ${"t".repeat(56)}... (a description of ${
       tag.length + 9
@@ -1145,8 +1148,6 @@ Deno.test("a close cause too large to copy whose own description is long (its Sy
       ch.share();
       assert.equal(ch.close(cause), true);
     }
-  } finally {
-    setCauseBytesMax(was);
   }
 });
 
@@ -2070,8 +2071,8 @@ Deno.test("a value over the bytes one value may take is refused by a local chann
   // Before, a local channel took it (no encoding), and the escape's encoding failed: the value
   // was lost and its error reported, an uncaught error that ended the process. The limit (2^32-1,
   // a 4 GiB Uint8Array) lowered for the test.
-  const was = setValueBytesMax(8);
-  try {
+  {
+    using _max = boundTo(setValueBytesMax, 8);
     const cases: [string, Codec<unknown>, unknown, unknown, number][] = [
       ["bytes", codecs.bytes, new Uint8Array(1), new Uint8Array(9), 9],
       ["default bytes", codecs.default, 1, new Uint8Array(9), 9],
@@ -2113,8 +2114,6 @@ Deno.test("a value over the bytes one value may take is refused by a local chann
       }
       assert.equal(outcomes[0], outcomes[1], `${what}: local and shared count alike`);
     }
-  } finally {
-    setValueBytesMax(was);
   }
 });
 
@@ -2443,8 +2442,8 @@ Deno.test("a structured value's Uint8Array copy that a local channel holds when 
 Deno.test("a value over the bytes one value may take is a CodecError in the house form: the limit, and the bytes received (string, bytes, structured and default codecs)", () => {
   // Before: "Cannot send: a value of <n> bytes is too large", no limit and no "received". The
   // limit (2^32-1) lowered for the test: no gigabytes.
-  const was = setValueBytesMax(8);
-  try {
+  {
+    using _max = boundTo(setValueBytesMax, 8);
     const cases: [Codec<unknown>, unknown, number][] = [
       [codecs.string, "123456789", 9],
       [codecs.bytes, new Uint8Array(9), 9],
@@ -2470,8 +2469,6 @@ Deno.test("a value over the bytes one value may take is a CodecError in the hous
       }
       assert.deepEqual(ch.tryReceive(), { state: "empty" });
     }
-  } finally {
-    setValueBytesMax(was);
   }
   assert.throws(() => setValueBytesMax(2 ** 32), {
     name: "RangeError",
