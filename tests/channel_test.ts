@@ -6166,6 +6166,7 @@ Deno.test("an aborted wait whose channel another thread closed or cancelled in t
     const r = (got as PromiseRejectedResult).reason;
     if (order === "cancel first") {
       assert.ok(r instanceof CancellationError, `${order}: ${r}`);
+      assert.equal(r.message, "Channel was cancelled", order);
       assert.deepEqual(dropped.sort(), [1, 2], order);
     } else {
       assert.equal(r, reason, order);

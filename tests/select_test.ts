@@ -1966,6 +1966,8 @@ Deno.test("an aborted select whose clause's channel another thread closed or can
                 end === "close" ? e instanceof ClosedReceiveError : e instanceof CancellationError,
                 `${what}: ${e}`,
               );
+              const message = end === "close" ? "Channel was closed" : "Channel was cancelled";
+              assert.equal(e.message, message, what);
             }
             assert.deepEqual(dropped, [], what);
             continue;
@@ -1975,6 +1977,7 @@ Deno.test("an aborted select whose clause's channel another thread closed or can
           if (clause === "onSend" && end === "cancel" && order === "end first") {
             // The cancel dropped the clause's value to the hook: that outcome stands.
             assert.ok(r instanceof CancellationError, `${what}: ${r}`);
+            assert.equal(r.message, "Channel was cancelled", what);
             assert.deepEqual(dropped.sort(), [1, 2], what);
             continue;
           }
