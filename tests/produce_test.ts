@@ -1703,7 +1703,6 @@ Deno.test("produce: native code destroying the channel before the task began can
   let caught: unknown = undefined;
   let ch: Channel<number> | null = null;
   let scopeRef: CoroutineScope | null = null;
-  let ended = false;
   const done = coroutineScope((scope) => {
     scopeRef = scope;
     const later = {
@@ -1728,20 +1727,18 @@ Deno.test("produce: native code destroying the channel before the task began can
     assert.equal(sym.kc_chan_destroy(ch.handle), 0);
     gate.resolve();
   });
-  done.then(() => ended = true, () => ended = true);
+  const end = watchEnd(done);
   try {
-    await until(() => ended, "the scope to complete (the producer cancelled)", 10_000);
-    await done; // a cancellation of the producer, not a failure of the scope
+    const outcome = await end.settled("the scope to complete (the producer cancelled)");
+    // A cancellation of the producer, not a failure of the scope.
+    assert.equal(outcome, "resolved", String(outcome));
     assert.ok(caught instanceof CancellationError, String(caught));
     assert.equal(
       (caught as Error).message,
       "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)",
     );
   } finally {
-    if (!ended) {
-      (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
-      await done.catch(() => {});
-    }
+    await end.cleanUp(scopeRef); // failed: end the producer
     // Its owner's dispose of a destroyed handle: nothing to end, nothing thrown (it threw
     // its cancel's InvalidHandleError before).
     (ch as Channel<number> | null)?.[Symbol.dispose]();
@@ -1762,7 +1759,6 @@ Deno.test("produce: native code destroying the channel while its watch is on can
     let caught: unknown = undefined;
     let ch: Channel<number> | null = null;
     let scopeRef: CoroutineScope | null = null;
-    let ended = false;
     const done = coroutineScope(async (scope) => {
       scopeRef = scope;
       ch = produce<number>(
@@ -1781,14 +1777,9 @@ Deno.test("produce: native code destroying the channel while its watch is on can
       await started.promise;
       assert.equal(sym.kc_chan_destroy(ch.handle), 0, end); // reading the handle: the watch
     });
-    let outcome: unknown = "resolved";
-    done.then(() => ended = true, (e) => {
-      outcome = e;
-      ended = true;
-    });
+    const watched = watchEnd(done);
     try {
-      await until(() => ended, `the scope to complete (${end})`, 10_000);
-      await laterReports();
+      const outcome = await watched.settled(`the scope to complete (${end})`);
       assert.ok(caught instanceof CancellationError, `${end}: ${String(caught)}`);
       if (end === "failed") {
         assert.ok(outcome instanceof Error, `${end}: ${String(outcome)}`);
@@ -1796,10 +1787,7 @@ Deno.test("produce: native code destroying the channel while its watch is on can
       } else assert.equal(outcome, "resolved", end);
       assert.deepEqual(reported.errors.map((e) => String(e)), [], `${end}: nothing reported`);
     } finally {
-      if (!ended) {
-        (scopeRef as CoroutineScope | null)?.cancel(); // failed: end the producer
-        await done.catch(() => {});
-      }
+      await watched.cleanUp(scopeRef); // failed: end the producer
       // Its owner's dispose of a destroyed handle: nothing thrown (as above).
       (ch as Channel<number> | null)?.[Symbol.dispose]();
     }
