@@ -1206,24 +1206,122 @@ function waitOp(kind: number): string {
  * done, as an async generator's does), which a receive looks at again after running a hook;
  * and whether one rejected (`rejected`: a `next()` still pending then answers done where it
  * would reject too, as an async generator rejects the first and answers the rest done); and
- * whether the library's close failed one whose rejection waits for an earlier one to settle
- * (`closing`, `Waiter.rejectInOrder`): the iterator ends once it has, so a `next()` called
- * meanwhile answers done after the last one settles.
+ * whether `return()` ran (`returned`: a rejection held behind an earlier `next()` then answers
+ * done, as every `next()` pending at `return()` does).
+ *
+ * `turns` is the one rule that settles the `next()`s in call order: null while at most one is
+ * pending (a `for await` loop: its settle is the promise's own), else every `next()` and
+ * `return()` not yet settled, oldest first (`Turn`). An outcome, whichever path gives it (a
+ * record, a close, a cancel, an abort, a lost ring, `return()`, an immediate take), waits in its
+ * turn until every earlier one has settled (`deliver`). `turning` is the turn of the `next()`
+ * being made, which its wait takes (`Channel.#wait`) and an immediate outcome leaves to it.
  */
 type IterWaits = {
   waiter: Waiter | null;
   more: Waiter[] | null;
   ended: boolean;
   rejected: boolean;
-  closing: boolean;
+  returned: boolean;
+  turns: Turn[] | null;
+  turning: Turn | null;
 };
+
+/**
+ * A `next()` (or `return()`) of an iterator in its in-order FIFO (`IterWaits.turns`): its
+ * promise's functions, and its outcome once it has one (`ready`), held until its turn.
+ * `deferred`: the outcome came while an earlier one was still pending.
+ */
+class Turn {
+  ready = false;
+  ok = true;
+  deferred = false;
+  value: unknown = undefined;
+  readonly resolve: (v: unknown) => void;
+  readonly reject: (e: unknown) => void;
+  constructor(resolve: (v: unknown) => void, reject: (e: unknown) => void) {
+    this.resolve = resolve;
+    this.reject = reject;
+  }
+}
+
+/**
+ * Whether a `next()` of the iterator (`held`) has not settled yet: one in its FIFO, or the one
+ * receive waiting outside it (a wait is DONE as it settles).
+ */
+function pendingIn(held: IterWaits): boolean {
+  const w = held.waiter;
+  return held.turns !== null || (w !== null && w.state !== DONE && w.turn === undefined);
+}
+
+/**
+ * The iterator's FIFO, made when a second `next()` (or `return()`) comes while one is pending:
+ * that one's wait takes the first turn (`Waiter.takeTurn`).
+ */
+function turnsOf(held: IterWaits): Turn[] {
+  if (held.turns !== null) return held.turns;
+  const turns: Turn[] = held.turns = [];
+  const w = held.waiter;
+  if (w !== null && w.state !== DONE && w.turn === undefined) turns.push(w.takeTurn());
+  return turns;
+}
+
+/** A new turn at the end of the iterator's FIFO, and the promise it settles. */
+function newTurn(held: IterWaits): [Turn, Promise<never>] {
+  const turns = turnsOf(held);
+  let t!: Turn;
+  const promise = new Promise<never>((resolve, reject) => {
+    t = new Turn(resolve as (v: unknown) => void, reject);
+  });
+  turns.push(t);
+  return [t, promise];
+}
+
+/**
+ * `v` for a `next()` or `return()` of an iterator once every earlier one has settled: at once
+ * where none is pending, else in its turn.
+ */
+function afterPending(held: IterWaits, v: unknown): Promise<never> {
+  if (!pendingIn(held)) return Promise.resolve(v as never);
+  const [t, promise] = newTurn(held);
+  deliver(held, t, true, v);
+  return promise;
+}
+
+/**
+ * Gives turn `t` its outcome (the first one only), then settles, oldest first, every turn at
+ * the front of the FIFO that has one: a `next()` settles only once every earlier one has. A
+ * rejection ends the iterator at once (`ended`: a `next()` called later answers done, after it).
+ */
+function deliver(held: IterWaits, t: Turn, ok: boolean, value: unknown): void {
+  if (t.ready) return;
+  const turns = held.turns!;
+  t.ready = true;
+  t.ok = ok;
+  t.value = value;
+  t.deferred = turns[0] !== t;
+  if (!ok) held.ended = true;
+  while (turns.length > 0 && turns[0].ready) {
+    const h = turns.shift()!;
+    if (h.ok) h.resolve(h.value);
+    else if (held.rejected || (h.deferred && held.returned)) h.resolve(ITER_DONE);
+    else {
+      held.ended = held.rejected = true;
+      h.reject(h.value);
+    }
+  }
+  if (turns.length === 0 && held.turns === turns) held.turns = null;
+}
 
 /**
  * A receive's rejection with `e`; one of an iterator (`held`) ends it (`ended`), as an async
  * generator that threw is done. A function, not a closure per receive: every receive passes here.
+ * A `next()` made in its turn (`turning`) rejects in its turn: the rejection is its turn's.
  */
 function failed(held: IterWaits | undefined, e: unknown): Promise<never> {
-  if (held !== undefined) held.ended = held.rejected = true;
+  if (held !== undefined) {
+    held.ended = true;
+    if (held.turning === null) held.rejected = true;
+  }
   return Promise.reject(e);
 }
 
@@ -1284,6 +1382,11 @@ class Waiter implements RingOp {
    * rejection, not a closure made per wait: an iterator's receive waits once per round trip.
    */
   declare held: IterWaits | undefined;
+  /**
+   * Its iterator's turn, where its `next()` settles in call order (`IterWaits.turns`): its
+   * outcome goes there (`resolve`, `reject`), to settle once every earlier `next()` has.
+   */
+  declare turn: Turn | undefined;
   declare signal: AbortSignal | undefined;
   declare onAbort: (() => void) | undefined;
   /**
@@ -1321,6 +1424,8 @@ class Waiter implements RingOp {
   reject(e: unknown): void {
     const held = this.held;
     if (held !== undefined) {
+      const t = this.turn;
+      if (t !== undefined) return deliver(held, t, false, e); // in its turn
       if (held.rejected) {
         this.resolve(ITER_DONE);
         return;
@@ -1331,53 +1436,16 @@ class Waiter implements RingOp {
   }
 
   /**
-   * `reject(e)` once every earlier `next()` of its iterator still pending has settled (the
-   * nearest one's settle runs it, which looks again), so that the `next()`s settle in the order
-   * they were called: an earlier one with its own outcome, then this one rejecting, or answering
-   * done where an earlier one rejected (`reject`). For the library's close (`Channel.#failClosed`,
-   * `#completedClosed`), which withdraws a later `next()` while an earlier one's record is still
-   * due. Before, the later one rejected first and the earlier ones, settling after it, answered
-   * done: an iterator that failed at its second step and had ended at its first.
+   * Takes turn `t` of its iterator's FIFO (a new one if not given: the one pending `next()`
+   * whose iterator's FIFO begins): every outcome goes to the turn from now on, to settle in
+   * call order (`deliver`). A wait outside a FIFO (a `for await` loop's) settles directly.
    */
-  rejectInOrder(e: unknown): void {
-    this.#inOrder(() => this.reject(e));
-  }
-
-  /** Runs `settle` once every earlier `next()` of its iterator still pending has settled. */
-  #inOrder(settle: () => void): void {
-    const before = this.#earlierPending();
-    if (before === null) return settle();
-    this.held!.closing = true; // a later next() settles after this one (`#iterate`)
-    // Wrapped, not a list to run: every settle of `before` goes through these two (its `reject`,
-    // and `resolve` where it answers a value or done), whichever path settles it.
-    const resolve = before.resolve, reject = before.#reject;
-    let done = false;
-    const then = () => {
-      if (done) return;
-      done = true;
-      this.#inOrder(settle);
-    };
-    before.resolve = (v) => {
-      resolve(v);
-      then();
-    };
-    before.#reject = (x) => {
-      reject(x);
-      then();
-    };
-  }
-
-  /**
-   * The nearest `next()` of its iterator called before this one that has not settled (not
-   * DONE: a wait is detached as it settles), else null.
-   */
-  #earlierPending(): Waiter | null {
-    const held = this.held;
-    if (held === undefined) return null;
-    const more = held.more ?? [];
-    let i = held.waiter === this ? more.length : more.indexOf(this);
-    while (--i >= 0) if (more[i].state !== DONE) return more[i];
-    return null;
+  takeTurn(t?: Turn): Turn {
+    const turn = t ?? new Turn(this.resolve, this.#reject);
+    const held = this.held!;
+    this.turn = turn;
+    this.resolve = (v) => deliver(held, turn, true, v);
+    return turn;
   }
 
   /** Leaves its queue, drops its abort listener, and is done. */
@@ -1407,15 +1475,14 @@ class Waiter implements RingOp {
 
   /**
    * Settles it as given up with `reason`: rejected, except that an iterator's `return()`
-   * (`RETURNED`) resolves its pending `next()` done. Rejected in order (`rejectInOrder`): a
+   * (`RETURNED`) resolves its pending `next()` done. An iterator's in its turn (`deliver`): a
    * `values({ signal })` iterator's later `next()` that the abort withdraws at once rejects
    * after an earlier one whose withdrawal said KC_EBUSY (its record still due) settles: the
-   * earlier one rejects with the reason, this one answers done. Before, this one rejected first
-   * and the earlier one, its record drained later, answered done.
+   * earlier one rejects with the reason, this one answers done.
    */
   giveUp(reason: unknown): void {
-    if (reason === RETURNED) this.#inOrder(() => this.resolve(ITER_DONE));
-    else this.rejectInOrder(reason);
+    if (reason === RETURNED) this.resolve(ITER_DONE);
+    else this.reject(reason);
   }
 
   /** Queues it natively if it still waits in JavaScript only. */
@@ -2454,7 +2521,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // next() still waiting in JavaScript rejects after an earlier one queued natively, whose
       // record the destroy writes (it answers done then). Before, it rejected first and the
       // earlier one answered done.
-      else w.rejectInOrder(cancelledError(this._shared));
+      else w.reject(cancelledError(this._shared));
     }
   }
 
@@ -4556,6 +4623,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (held !== undefined) {
       w.held = held; // a rejection ends the iterator (`Waiter.reject`)
+      // A next() made while an earlier one is pending settles in its turn (`IterWaits.turns`).
+      if (held.turning !== null) w.takeTurn(held.turning);
       const prev = held.waiter;
       if (prev !== null && prev.state !== DONE) {
         // Another next() of the iterator still waits (next() called again before it settled):
@@ -5136,7 +5205,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
     } finally {
       releaseSlot(w);
-      w.rejectInOrder(new LibraryClosedError(waitOp(w.kind)));
+      w.reject(new LibraryClosedError(waitOp(w.kind)));
     }
   }
 
@@ -5239,7 +5308,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     releaseSlot(w);
-    w.rejectInOrder(new LibraryClosedError(waitOp(w.kind)));
+    w.reject(new LibraryClosedError(waitOp(w.kind)));
     // A send failed so left its value in the channel's dropped list (a native cancel's, as its
     // record says; or the ring's teardown's, `dropUnsent`, for one cut off): to the hook at the
     // end of the close's batch, once every wait it settles has rejected (`Bridge.#closed`), as
@@ -5429,7 +5498,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     if (status === Status.EPIPE || status === Status.ECANCELED) {
       this.#endedSettled();
-      // In order (`Waiter.rejectInOrder`): an iterator's next() still waiting in JavaScript that
+      // In order (its turn, `deliver`): an iterator's next() still waiting in JavaScript that
       // meets the channel closed or cancelled (by another thread) as it queues, an earlier
       // next() of its iterator still queued natively, rejects after that one settles (the
       // earlier one rejects, this one answers done), as README's iteration paragraph says.
@@ -5439,9 +5508,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       else if (w.kind === RECV_ITER && status === Status.EPIPE) {
         // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
         const c = this.#closedResult(status);
-        if ("cause" in c) w.rejectInOrder(c.cause);
+        if ("cause" in c) w.reject(c.cause);
         else w.resolve(ITER_DONE);
-      } else w.rejectInOrder(this.#receiveError(status));
+      } else w.reject(this.#receiveError(status));
       return;
     }
     try {
@@ -5452,7 +5521,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // it rejects after that one, whose loss (`_lost`) the ring's wait finds later (it rejects,
       // this one answers done). Before, this one rejected first and the earlier one answered
       // done: the iterator failed at its second step, having ended at its first.
-      w.rejectInOrder(e);
+      w.reject(e);
     }
   }
 
@@ -6047,46 +6116,53 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       more: null,
       ended: false,
       rejected: false,
-      closing: false,
+      returned: false,
+      turns: null,
+      turning: null,
     };
-    /** The promise the last `next()` returned, which `return()` settles after. */
-    let last: Promise<IteratorResult<T, undefined>> | null = null;
-    const done = () => ITER_DONE;
     const next = (): Promise<IteratorResult<T, undefined>> => {
-      // Once ended, done: after the last next() and return() settled, as an async generator
-      // queues a next() behind them. Before, a next() called after return() answered done
-      // first, ahead of return() and of an earlier next() whose record was still due.
-      if (held.ended) {
-        return last === null ? Promise.resolve(ITER_DONE) : last = last.then(done, done);
+      // Once ended, done: after the next()s and return() still pending (`afterPending`), as an
+      // async generator queues a next() behind them. Not chained on the last one's promise:
+      // a rejection the caller ignored stays unhandled.
+      if (held.ended) return afterPending(held, ITER_DONE);
+      // The one pending at a time of a `for await` loop: its receive settles it directly.
+      if (!pendingIn(held)) {
+        return this.#receive(RECV_ITER, wait, held) as Promise<IteratorResult<T, undefined>>;
       }
-      // A next() the close failed waits for an earlier one to settle, and ends the iterator
-      // then (`Waiter.rejectInOrder`): this one answers done after the last one, taking nothing.
-      // Before, it received at once (a close hook's next(), with a value in the channel) and
-      // settled with that value before the earlier ones, which then ended the iterator.
-      if (held.closing && last !== null) return last = last.then(done, done);
-      return last = this.#receive(RECV_ITER, wait, held) as Promise<
-        IteratorResult<T, undefined>
-      >;
+      // Called again before an earlier one settled: it settles in its turn, after the earlier
+      // ones, whatever settles it first (`deliver`): a wait takes the turn (`#wait`), an
+      // immediate outcome (a value, done, a rejection) is handed to it.
+      const [t, promise] = newTurn(held);
+      held.turning = t;
+      let p: Promise<unknown>;
+      try {
+        p = this.#receive(RECV_ITER, wait, held);
+      } finally {
+        held.turning = null;
+      }
+      if (held.waiter?.turn !== t) {
+        p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
+      }
+      return promise;
     };
     const it: AsyncIterableIterator<T> = {
       next,
       return: () => {
-        held.ended = true;
+        // Its own turn first, behind every next() still pending (it settles after them all).
+        const r = afterPending(held, ITER_DONE);
+        held.ended = held.returned = true;
         const w = held.waiter;
         const more = held.more;
-        // Withdrawn and rejected if still waiting; one that took a value first, its record not
-        // drained yet, gives it back to the channel and ends as returned too (`#abandon`);
-        // nothing if it is done. Every next() still waiting, not only the last one: an earlier
-        // one left waiting took the channel's next value after the return, and nobody read it.
-        // The lists are cleared after, not before: a later one withdrawn at once answers done
-        // after an earlier one whose record is still due (`Waiter.giveUp`), and `return()`,
-        // settling after the last, after them all. Before, the later one and `return()` settled
-        // first, the earlier one after `return()`.
+        // Withdrawn and answering done if still waiting; one that took a value first, its
+        // record not drained yet, gives it back to the channel and ends as returned too
+        // (`#abandon`); nothing if it is done. Every next() still waiting, not only the last
+        // one: an earlier one left waiting took the channel's next value after the return, and
+        // nobody read it. Each settles in its turn (`deliver`): a later one withdrawn at once
+        // answers done after an earlier one whose record is still due, and `return()` after them.
         if (more !== null) { for (const x of more) this.#abandon(x, RETURNED); }
         if (w !== null) this.#abandon(w, RETURNED);
         held.waiter = held.more = null;
-        const l = last;
-        return last = l === null ? Promise.resolve(ITER_DONE) : l.then(done, done);
+        return r;
       },
       [Symbol.asyncIterator]: () => it,
     };
