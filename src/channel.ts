@@ -6133,12 +6133,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // ones, whatever settles it first (`deliver`): a wait takes the turn (`#wait`), an
       // immediate outcome (a value, done, a rejection) is handed to it.
       const [t, promise] = newTurn(held);
+      // Restored after, not cleared: a next() made in a hook this receive runs (`#collectAfter`)
+      // is made in its own turn and leaves this one to this receive's wait.
+      const outer = held.turning;
       held.turning = t;
       let p: Promise<unknown>;
       try {
         p = this.#receive(RECV_ITER, wait, held);
       } finally {
-        held.turning = null;
+        held.turning = outer;
       }
       if (held.waiter?.turn !== t) {
         p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
