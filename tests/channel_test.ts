@@ -4170,7 +4170,8 @@ Deno.test("closing the library settles a next() that a close hook calls while ea
   // channel. That next() settles last and answers done (the second one's rejection ends the
   // iterator), the value left in the channel; or, cut off, after the first rejects and the
   // second answers done. Before, it took the value and resolved with it at once, before both
-  // (Waiter.rejectInOrder ordered only the next()s the close itself failed).
+  // (the in-order rejection of the time, Waiter.rejectInOrder, ordered only the next()s the close
+  // itself failed; now every next() settles in its turn, `deliver`).
   const res = await evalScript(`
     ${TWO_NEXTS_AT_CLOSE}
     await drainedAndCutOff(1, async ({ lib, ch, token, it, log, name, all, drained }) => {

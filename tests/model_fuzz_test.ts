@@ -2464,7 +2464,7 @@ async function runSeed(
  * Added in session 34; seeds 1 to 300 pass with it (2 min 45 s). 665 meets the same rule where
  * the first next() is queued natively and the second still waits in JavaScript as another
  * thread cancels mid-turn: with `#settleWith` rejecting the second at its queueing (not in
- * order, `Waiter.rejectInOrder`) it fails at step 391 ("ch1 iter#150: rejects, got value
+ * its turn, `deliver`) it fails at step 391 ("ch1 iter#150: rejects, got value
  * { value: undefined, done: true }": iter#151 rejected first).
  */
 const PINNED = [3, 7, 11, 14, 20, 21, 31, 35, 44, 55, 69, 121, 192, 383, 665, 898];
