@@ -1420,6 +1420,8 @@ class Waiter implements RingOp {
    * whose iterator's `next()` rejected already, while this one was pending (the close that
    * fails them all, a cancel, their signal's abort), answers done instead, as an async
    * generator's queued `next()`s answer done after the one that threw. Before, each rejected.
+   * One that holds a turn of its iterator's FIFO (`turn`) hands `e` to it: that rule applies
+   * when the turn comes (`deliver`).
    */
   reject(e: unknown): void {
     const held = this.held;
