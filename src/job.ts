@@ -464,14 +464,19 @@ const NOT_CLONEABLE = Symbol(
  */
 export class JobSupport<T = unknown> implements Deferred<T> {
   /**
-   * First of the fields structured cloning sees (`context` is the only other one it copies), so
+   * The only field structured cloning sees (`context` is a getter), so
    * `postMessage` or `structuredClone` of a job, deferred or scope throws a DataCloneError with
    * this symbol's description as its message: it cloned as `{ context: {} }` without an error.
    * One store per job: launch + join measured no slower (README says so beside share()).
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
-  /** The context this job runs with. */
-  readonly context: Context;
+  /**
+   * The context this job runs with (`context`, a getter). Private: as a plain own field it was
+   * writable from JavaScript (`readonly` is TypeScript's only), so `scope.context = 5` made every
+   * later `launch` on the scope, and each `CompletableDeferred` given it as parent, throw the
+   * engine's TypeError from `childContext`, and a completion handler's throw went to no handler.
+   */
+  readonly #context: Context;
   readonly #flags: number;
   #state = NEW;
   /** The body (block, or `complete()`) has finished. */
@@ -522,7 +527,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #controller: AbortController | null = null;
 
   constructor(context: Context, flags: number) {
-    this.context = context;
+    this.#context = context;
     this.#flags = flags;
   }
 
@@ -539,6 +544,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   // a job, a primitive) throws, or rejects with, `notJob`'s TypeError naming the call: it threw
   // the engine's "Cannot read private member #state". The hot ones (the state getters, join,
   // await, cancel) check only in their catch (`jobThrown`), at no cost to a job's call.
+
+  /** The context this job runs with: read-only (an assignment throws in strict mode). */
+  get context(): Context {
+    try {
+      return this.#context;
+    } catch (e) {
+      throw jobThrown(this, "read job context", e);
+    }
+  }
 
   get state(): JobState {
     try {

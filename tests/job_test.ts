@@ -1918,3 +1918,42 @@ Deno.test("CompletableDeferred({ parent }): its context is its parent's, with a 
   assert.ok(seen[0] instanceof CompletionHandlerError);
   assert.equal((seen[0] as Error).cause, thrown);
 });
+
+Deno.test("a job's context is read-only: assigning it throws in strict mode and changes nothing, so later launches, async blocks and CompletableDeferreds parented by it still run with it", async () => {
+  // Before, `context` was a plain own field (TypeScript's `readonly` only): `scope.context = 5`
+  // took, and the next launch threw the engine's TypeError from the context merge.
+  const key = createContextKey<string>("who");
+  await using scope = createScope({ context: Context.empty.with(key, "scope") });
+  const task = scope.launch(() => {});
+  const completable = new CompletableDeferred<void>();
+  // A launched task's Job is the task itself: its context is there too, untyped.
+  for (const job of [scope, task, completable] as unknown as { context: Context }[]) {
+    const before = job.context;
+    assert.throws(() => {
+      (job as unknown as { context: unknown }).context = 5;
+    }, TypeError);
+    assert.equal(job.context, before);
+    assert.equal(Object.hasOwn(job, "context"), false);
+  }
+  assert.equal(
+    await scope.async((t) => t.context.get(key), { context: Context.empty }).await(),
+    "scope",
+  );
+  const seen: (string | undefined)[] = [];
+  await scope.launch((t) => {
+    seen.push(t.context.get(key));
+  }).join();
+  const child = new CompletableDeferred<void>({ parent: scope.job });
+  assert.equal(child.context.get(key), "scope");
+  child.complete();
+  assert.deepEqual(seen, ["scope"]);
+  // What is no job gets the house TypeError, not the engine's "Cannot read private member".
+  const getter = Object.getOwnPropertyDescriptor(
+    Object.getPrototypeOf(Object.getPrototypeOf(completable)),
+    "context",
+  )!.get!;
+  assert.throws(() => getter.call({}), {
+    name: "TypeError",
+    message: /^Cannot read job context: this is not a Job, received /,
+  });
+});
