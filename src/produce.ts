@@ -411,32 +411,6 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
-   * @ignore The producer's own Job's `cancel()` (Kotlin's `ChannelCoroutine.cancelInternal`):
-   * cancels the channel with `cause`, the CancellationError the Job is cancelled with next, so
-   * receivers and the task get one error and buffered values go to onUndeliveredElement. Only the
-   * channel: the Job's cancel goes on by itself (not `cancel`, which would cancel it again, with
-   * the receivers' error). Nothing where the consumer disposed it, or the library was closed, as
-   * `_end`; a channel cancelled before keeps its cancel.
-   */
-  _cancelByTask(cause: CancellationError): void {
-    if (this._gone || !this._lib.isOpen || this._shared.cancelled) return;
-    // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
-    const unwatch = this._unwatch;
-    this._unwatch = null;
-    unwatch?.();
-    super.cancel(cause);
-  }
-
-  /**
-   * @ignore Whether the close at the task's end (`_end`) will be this channel's first: not
-   * disposed, the library open, not closed or cancelled yet (here or elsewhere, as far as this
-   * isolate knows).
-   */
-  _open(): boolean {
-    return !this._gone && this._lib.isOpen && !this._shared.cancelled && !this.isClosedForSend;
-  }
-
-  /**
    * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s); true where this
    * close was its first (`close`'s answer). Not where its consumer disposed it or the library was
    * closed (false): the close rejected its waits already, and `close` would throw
@@ -461,6 +435,35 @@ class ProducerChannel<T> extends Channel<T> {
     // whose consumer disposed it with `using` waited for it for good).
     this._job?.cancel();
   }
+}
+
+// The two below are module functions, not `_`-named methods of ProducerChannel: every channel
+// `produce` returns had them, so its consumer's `ch._cancelByTask(e)` cancelled the channel and
+// left its producer active: it ran on and completed as if nothing had happened.
+
+/**
+ * The producer's own Job's `cancel()` (Kotlin's `ChannelCoroutine.cancelInternal`): cancels the
+ * channel `out` with `cause`, the CancellationError the Job is cancelled with next, so receivers
+ * and the task get one error and buffered values go to onUndeliveredElement. Only the channel:
+ * the Job's cancel goes on by itself (not `out.cancel`, which would cancel it again, with the
+ * receivers' error). Nothing where the consumer disposed it, or the library was closed, as
+ * `_end`; a channel cancelled before keeps its cancel.
+ */
+function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): void {
+  if (out._gone || !out._lib.isOpen || out._shared.cancelled) return;
+  // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
+  const unwatch = out._unwatch;
+  out._unwatch = null;
+  unwatch?.();
+  Channel.prototype.cancel.call(out, cause); // the channel's own cancel, not the producer's
+}
+
+/**
+ * Whether the close at the task's end (`_end`) will be the first of `out`: not disposed, the
+ * library open, not closed or cancelled yet (here or elsewhere, as far as this isolate knows).
+ */
+function isOpen<T>(out: ProducerChannel<T>): boolean {
+  return !out._gone && out._lib.isOpen && !out._shared.cancelled && !out.isClosedForSend;
 }
 
 /**
@@ -577,7 +580,7 @@ export function produce<T>(
     if (ended || j.isCompleted || hooked.includes(j)) return;
     hooked.push(j);
     onOwnCancel(j, (ce) => {
-      if (!ended) out._cancelByTask(ce);
+      if (!ended) cancelByTask(out, ce);
     });
     // Its failure that no parent takes (under a supervisor, a free-standing scope) is its
     // receivers' where the channel is still open, closed with it as the task is final (`end`):
@@ -585,7 +588,7 @@ export function produce<T>(
     // channel's close did not take (closed before: by the block, a cancellation, the consumer).
     // Before, it was reported as well (Kotlin's `produce` exposes its failure, as `async` does).
     onUnhandledFailure(j, () => {
-      if (ended || !out._open()) return false;
+      if (ended || !isOpen(out)) return false;
       delivering = j;
       return true;
     });

@@ -5500,3 +5500,35 @@ Deno.test("actor: its members called on what is no Actor (an object made from it
   await a.job.join();
   assert.deepEqual(got, [7]);
 });
+
+Deno.test("produce: the channel's internal hooks (_cancelByTask, _open) are not reachable from JavaScript: `ch._cancelByTask(e)` cancelled the channel and left its producer active, to complete as if nothing had happened", async () => {
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  let ranOn = false;
+  const ch = produce<number>(scope, async (out) => {
+    await out.send(1);
+    await gate.promise;
+    ranOn = true;
+  });
+  try {
+    for (const member of ["_cancelByTask", "_open"]) {
+      assert.equal(member in ch, false, member);
+    }
+    // What the first did, tried through its old name: nothing happens to the channel.
+    assert.throws(
+      () =>
+        (ch as unknown as { _cancelByTask(e: CancellationError): void })._cancelByTask(
+          new CancellationError("from outside"),
+        ),
+      TypeError,
+    );
+    assert.equal(ch.isClosedForReceive, false);
+    assert.equal(await ch.receive(), 1);
+  } finally {
+    gate.resolve();
+  }
+  await until(() => ch.isClosedForReceive, "the producer to close its channel");
+  assert.equal(ranOn, true);
+  // The consumer's own cancel still cancelling the producer (through the hook, now a module
+  // function) is pinned by "cancelling the channel cancels the producer" above.
+});
