@@ -131,6 +131,12 @@ const LAST_NS = 2n ** 64n - 2n;
 /** The native scopes owned by TypeScript jobs. */
 const owned = new WeakMap<JobSupport<unknown>, NativeScope>();
 
+/**
+ * Makes the native scope `owner` owns: cancelled with it, destroyed when it completes. Only
+ * `nativeScope` calls it, once per job (`owned`). Set by a static block of NativeScope.
+ */
+let ownScope: (owner: JobSupport<unknown>) => NativeScope;
+
 function nativeCancellation(): CancellationError {
   return new CancellationError("Cancelled: the native scope was cancelled");
 }
@@ -333,8 +339,15 @@ export class NativeScope implements AsyncDisposable {
     return ns;
   }
 
-  /** @ignore The native scope `owner` owns: cancelled with it, destroyed when it completes. */
-  static _own(owner: JobSupport<unknown>): NativeScope {
+  // The body of `ownScope` (below, its doc): inside the class for its private members, not a
+  // public static `_own` of it, through which any caller made a second native scope for a job
+  // (`NativeScope._own(task)`, besides the one `nativeScope(task)` keeps), or one for a job
+  // already final, whose completion handler then destroyed it at once.
+  static {
+    ownScope = (owner) => NativeScope.#own(owner);
+  }
+
+  static #own(owner: JobSupport<unknown>): NativeScope {
     const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
     // Not that of a withTimeout already finished, whose context the owner was given.
@@ -781,7 +794,7 @@ export function nativeScope(scope: CoroutineScope): NativeScope {
   }
   let ns = owned.get(job);
   if (ns === undefined) {
-    ns = NativeScope._own(job);
+    ns = ownScope(job);
     owned.set(job, ns);
   }
   return ns;

@@ -1299,4 +1299,32 @@ Deno.test("a NativeScope method called on an object that is not one (produce giv
   );
 });
 
+Deno.test("NativeScope has no public _own: it handed any job a second native scope of its own, besides the one nativeScope keeps, or one for a job already final", async () => {
+  assert.equal(Object.getOwnPropertyNames(NativeScope).includes("_own"), false);
+  assert.equal("_own" in NativeScope, false);
+  const gate = Promise.withResolvers<void>();
+  await using scope = createScope();
+  const task = scope.launch(() => gate.promise);
+  const done = scope.launch(() => {});
+  await done.join();
+  try {
+    const own = (NativeScope as unknown as { _own(job: unknown): NativeScope })._own;
+    assert.equal(own, undefined);
+    // The misuse, tried through the old name: it throws, and makes no scope.
+    for (const job of [task, done]) {
+      assert.throws(
+        () => (NativeScope as unknown as { _own(job: unknown): NativeScope })._own(job),
+        TypeError,
+      );
+    }
+    // nativeScope keeps one per job; a final one gets none.
+    const ns = nativeScope(task as unknown as CoroutineScope);
+    assert.equal(nativeScope(task as unknown as CoroutineScope), ns);
+    assert.throws(() => nativeScope(done as unknown as CoroutineScope), CancellationError);
+  } finally {
+    gate.resolve();
+  }
+  await task.join();
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
