@@ -1338,7 +1338,12 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       : own === undefined
       ? parent.context
       : childContext(parent.context, own);
-    super(context, CANCEL_COMPLETES);
+    // Takes its children's failures, as Kotlin's CompletableDeferredImpl does (JobSupport's
+    // `handlesException` is true; only JobImpl, createScope's, answers false without a parent):
+    // a child's failure completes it exceptionally, its `await()` rejecting with it, and is not
+    // reported too. Before, the failing child (the children of `nativeScope({ job: deferred })`)
+    // also went to the exception handler.
+    super(context, CANCEL_COMPLETES | HANDLES_CHILD_FAILURE);
     // Attached as it is made, as Kotlin's `initParentJob` runs in its constructor: a parent
     // cancelling or final cancels it here, so it starts `cancelled` (and `start` does nothing).
     // So does a scope whose follow cancel waits in scope.ts's queue (it reads `cancelling`),

@@ -5,6 +5,7 @@
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
 import {
+  catchReported,
   evalScript,
   nestThroughSignals,
   shutdownScheduler,
@@ -1297,6 +1298,30 @@ Deno.test("a NativeScope method called on an object that is not one (produce giv
     () => produce(fake as unknown as CoroutineScope, async () => {}),
     named("launch native coroutine"),
   );
+});
+
+Deno.test("a CompletableDeferred owning native children takes their failure, as Kotlin's CompletableDeferred takes a child's: it completes exceptionally with it, and nothing is reported", async () => {
+  // The watch's answer faked (as in "a native wait for children that answers a positive
+  // result"), so the children's job fails at once. Before, the CompletableDeferred failed and
+  // the failure went to reportError as well (it did not take its children's failures).
+  using reported = catchReported();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_watch;
+  sym.kc_scope_watch = () => Promise.resolve(7);
+  const sleeper = cells(MINUTE);
+  const owner = new CompletableDeferred<number>();
+  try {
+    nativeScope({ job: owner } as unknown as CoroutineScope).launch("cancellable-sleeper", sleeper);
+    await assert.rejects(owner.await(), (e: unknown) => e instanceof KcoroError && e.status === 7);
+  } finally {
+    sym.kc_scope_watch = real;
+  }
+  assert.equal(owner.state, "cancelled");
+  // The failure cancelled the native scope and so its child: it ends, interrupted.
+  await until(() => done(sleeper), "the sleeper to end", 10_000);
+  assert.equal(status(sleeper), Status.EINTR);
+  await turns(); // a report would come from a completion handler already run; let any land
+  assert.deepEqual(reported.errors, []);
 });
 
 Deno.test("NativeScope has no public _own: it handed any job a second native scope of its own, besides the one nativeScope keeps, or one for a job already final", async () => {
