@@ -1449,6 +1449,16 @@ function describeJobKind(job: JobSupport<unknown>): string {
 }
 
 /**
+ * @ignore Whether `x` is a job of kcoro's that is no Deferred: a `launch`'s, a scope's (or a
+ * block's task), a native scope's children. Each has an `await` method (JobSupport's), answering
+ * undefined, which select's `onAwait` took for a Deferred's; Kotlin's `onAwait` is on Deferred
+ * only (a Job has `onJoin`).
+ */
+export function isResultlessJob(x: unknown): boolean {
+  return JobSupport._is(x) && !CompletableDeferred._isDeferred(x) && (flagsOf(x) & DEFERRED) === 0;
+}
+
+/**
  * @ignore The TypeError of a public member of a job, deferred or scope called on what is none
  * (`what`, a Job by default): "Cannot <op>: this is not a Job, received a Job look-alike". Each
  * threw the engine's "Cannot read private member" (a join or await rejected with none: it threw).

@@ -69,7 +69,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
-import type { Deferred, Job } from "./job.ts";
+import { type Deferred, isResultlessJob, type Job } from "./job.ts";
 import { checkMs, timer } from "./time.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
@@ -233,7 +233,13 @@ class Builder implements SelectBuilder<unknown> {
   onAwait<T>(deferred: Deferred<T>, fn: (value: T) => unknown): void {
     const op = "add onAwait clause";
     Builder.#check(this, op);
-    if (!isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function") {
+    // A Job of kcoro's that is no Deferred (a `launch`'s, a scope) has an `await`, but no result:
+    // refused, as Kotlin's onAwait is Deferred's only (onJoin waits for a Job). Before, the clause
+    // fired with undefined once the job completed.
+    if (
+      !isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function" ||
+      isResultlessJob(deferred)
+    ) {
       throw new TypeError(`Cannot ${op}: expected a Deferred, received ${describe(deferred)}`);
     }
     this.#add(op, { kind: AWAIT, job: deferred, fn });

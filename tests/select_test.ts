@@ -782,6 +782,32 @@ Deno.test("a job clause that wins while select registers leaves no later timer a
   }
 });
 
+Deno.test("onAwait takes a Deferred only, as Kotlin's: a launch's Job or a scope is refused with a TypeError naming it (the clause fired with undefined); onJoin waits for them", async () => {
+  await using scope = createScope();
+  const task = scope.launch(() => {});
+  await task.join();
+  let inner: unknown;
+  await coroutineScope((s) => {
+    inner = s;
+  });
+  for (const [job, named] of [[task, "a Job"], [scope, "a CoroutineScope"], [inner, "a CoroutineScope"]]) {
+    await assert.rejects(
+      select((s) => s.onAwait(job as never, (v) => v)),
+      {
+        name: "TypeError",
+        message: `Cannot add onAwait clause: expected a Deferred, received ${named}`,
+      },
+    );
+  }
+  // onJoin is the clause for them; async's and CompletableDeferred's deferreds still await.
+  assert.equal(await select((s) => s.onJoin(task, () => "joined")), "joined");
+  const d = scope.async(() => 7);
+  const completable = new CompletableDeferred<number>();
+  completable.complete(8);
+  assert.equal(await select((s) => s.onAwait(d, (v) => v)), 7);
+  assert.equal(await select((s) => s.onAwait(completable, (v) => v)), 8);
+});
+
 Deno.test("select starts a lazy job of onJoin/onAwait only when no clause before it is ready (Kotlin)", async () => {
   await coroutineScope(async (scope) => {
     using ch = new Channel<string>(1);
