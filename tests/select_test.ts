@@ -790,7 +790,8 @@ Deno.test("onAwait takes a Deferred only, as Kotlin's: a launch's Job or a scope
   await coroutineScope((s) => {
     inner = s;
   });
-  for (const [job, named] of [[task, "a Job"], [scope, "a CoroutineScope"], [inner, "a CoroutineScope"]]) {
+  const refused = [[task, "a Job"], [scope, "a CoroutineScope"], [inner, "a CoroutineScope"]];
+  for (const [job, named] of refused) {
     await assert.rejects(
       select((s) => s.onAwait(job as never, (v) => v)),
       {
