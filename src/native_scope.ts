@@ -137,6 +137,12 @@ const owned = new WeakMap<JobSupport<unknown>, NativeScope>();
  */
 let ownScope: (owner: JobSupport<unknown>) => NativeScope;
 
+/**
+ * Called by NativeChildren once the children it stood for are gone: `ns` makes a new one for
+ * its next launch. Set by a static block of NativeScope.
+ */
+let childrenDone: (ns: NativeScope, children: NativeChildren) => void;
+
 function nativeCancellation(): CancellationError {
   return new CancellationError("Cancelled: the native scope was cancelled");
 }
@@ -343,8 +349,14 @@ export class NativeScope implements AsyncDisposable {
   // public static `_own` of it, through which any caller made a second native scope for a job
   // (`NativeScope._own(task)`, besides the one `nativeScope(task)` keeps), or one for a job
   // already final, whose completion handler then destroyed it at once.
+  // So is `childrenDone`'s: as a public `_childrenDone`, `ns._childrenDone(job)` with the job
+  // that stands for its children (listed in its owner's `children`) made the next launch start a
+  // second one, the first still watching.
   static {
     ownScope = (owner) => NativeScope.#own(owner);
+    childrenDone = (ns, children) => {
+      if (ns.#children === children) ns.#children = null;
+    };
   }
 
   static #own(owner: JobSupport<unknown>): NativeScope {
@@ -623,12 +635,6 @@ export class NativeScope implements AsyncDisposable {
     this.#lib._symbolsToRelease.kc_scope_destroy(this.#handle);
   }
 
-  /** @ignore Called by NativeChildren once the children it stood for are gone. */
-  _childrenDone(children: NativeChildren): void {
-    if (this.#children !== children) return;
-    this.#children = null;
-  }
-
   /** @ignore The library and handle, for NativeChildren's waits. */
   get _lib(): Library {
     return this.#lib;
@@ -724,7 +730,7 @@ class NativeChildren extends JobSupport<void> {
    * that never finished.
    */
   #finish(rc: number, error: unknown): void {
-    this.#scope._childrenDone(this);
+    childrenDone(this.#scope, this);
     if (rc === 0) {
       this[COMPLETE_BODY](undefined);
       return;

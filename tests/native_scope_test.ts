@@ -1352,4 +1352,29 @@ Deno.test("NativeScope has no public _own: it handed any job a second native sco
   await task.join();
 });
 
+Deno.test("a native scope has no public _childrenDone: given the job standing for its children (in its owner's children), it made the next launch start a second one, the first still watching", async () => {
+  const a = cells(MINUTE), b = cells(MINUTE);
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      assert.equal("_childrenDone" in ns, false);
+      ns.launch("cancellable-sleeper", a);
+      assert.equal(scope.job.children.length, 1);
+      const standing = scope.job.children[0];
+      assert.throws(
+        () => (ns as unknown as { _childrenDone(j: unknown): void })._childrenDone(standing),
+        TypeError,
+      );
+      ns.launch("cancellable-sleeper", b);
+      // One job still stands for both children.
+      assert.deepEqual(scope.job.children, [standing]);
+      await null;
+      scope.cancel();
+    }),
+    CancellationError,
+  );
+  assert.equal(status(a), Status.EINTR);
+  assert.equal(status(b), Status.EINTR);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
