@@ -131,23 +131,28 @@ export interface ProduceOptions<T = unknown> {
   onUndeliveredElement?: (value: T) => void;
 }
 
-/** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
-class ProducerChannel<T> extends Channel<T> {
-  /** @ignore The producer task. */
-  _job: Job | null = null;
-  /** @ignore Disposed by its consumer: the producer's end has nothing left to close. */
-  _gone = false;
+/**
+ * What produce.ts alone reads and writes of a {@linkcode ProducerChannel} (`stateOf`): its private
+ * `#s`. Before, public fields of the channel `produce` returns: its consumer's `ch._gone = true`
+ * made its dispose release nothing, `ch._job = null` kept the dispose from cancelling the
+ * producer, and `ch._bound = null` unbound the producer's sends from its task.
+ */
+class ProducerState {
+  /** The producer task. */
+  job: Job | null = null;
+  /** Disposed by its consumer: the producer's end has nothing left to close. */
+  gone = false;
   /**
-   * @ignore `{ signal: task.signal }` while the task lives: its sends end with the task, each
+   * `{ signal: task.signal }` while the task lives: its sends end with the task, each
    * listening to that signal itself (a listen that throws rejects it by name, one that aborts
    * the signal hands its value to onUndeliveredElement: `send`). Under a task of the caller's
    * own with no AbortSignal, a signal of the producer's that aborts with the kcoro Job that
    * `launch` returned (if it is one): one that never aborts under none, its sends then bound to
    * nothing, as any channel's (`bindSends` in `produce`).
    */
-  _bound: { signal: AbortSignal } | null = null;
+  bound: { signal: AbortSignal } | null = null;
   /**
-   * @ignore Under a task whose AbortSignal (`_bound`) is not that of the kcoro Job `launch`
+   * Under a task whose AbortSignal (`bound`) is not that of the kcoro Job `launch`
    * returned (a task of the caller's own, or a kcoro task under a caller's launch that returned
    * another kcoro Job): the producer's signal that aborts with the first of the task's signal and
    * that Job's (`bindSends` in `produce`), which ends its sends too, with the task's own signal
@@ -156,19 +161,35 @@ class ProducerChannel<T> extends Channel<T> {
    * alone: a send's listen of the task's signal that threw, or aborted it, went unseen, the send
    * made as if the signal could be listened to, or had not aborted.
    */
-  _sendsEnd: AbortSignal | null = null;
+  sendsEnd: AbortSignal | null = null;
   /**
-   * @ignore The cancel watch's withdrawal, while the task lives and the channel has escaped: true
+   * The cancel watch's withdrawal, while the task lives and the channel has escaped: true
    * when a cancel made elsewhere came first and the watch had not told it yet.
    */
-  _unwatch: (() => boolean) | null = null;
+  unwatch: (() => boolean) | null = null;
   /**
-   * @ignore The task was launched and is not final yet: from `produce`'s launch, before its
-   * block first ran too, until its completion (`_bound` is set only once it runs).
+   * The task was launched and is not final yet: from `produce`'s launch, before its
+   * block first ran too, until its completion (`bound` is set only once it runs).
    */
-  _live = false;
+  live = false;
+}
+
+/** The private state of `out` (its `#s`): set by a static block of ProducerChannel. */
+let stateOf: <T>(out: ProducerChannel<T>) => ProducerState;
+/** Whether `x` is a ProducerChannel (by its private field): set with `stateOf`. */
+let isProducer: (x: unknown) => boolean;
+
+/** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
+class ProducerChannel<T> extends Channel<T> {
+  readonly #s = new ProducerState();
+
+  static {
+    stateOf = (out) => out.#s;
+    isProducer = (x) => typeof x === "object" && x !== null && #s in x;
+  }
+
   /**
-   * @ignore While the task lives (`_live`: launched, not final) and the channel has escaped: a
+   * While the task lives (`live`: launched, not final) and the channel has escaped: a
    * cancel by anyone (a `Channel.from` copy in a Worker, native code) cancels the task at once,
    * with the channel's cancel cause, as a cancel here does, where it may be waiting in a `delay`
    * or a fetch, not only at its next `send` (Kotlin's `ReceiveChannel.cancel`). So does native
@@ -180,14 +201,14 @@ class ProducerChannel<T> extends Channel<T> {
    * only from the task's start, so a Worker terminated in between left the channel open and
    * consumers elsewhere waiting for ever.
    */
-  _watch(): void {
-    if (!this._live || this._unwatch !== null || this._gone) return;
+  #watch(): void {
+    if (!this.#s.live || this.#s.unwatch !== null || this.#s.gone) return;
     // Owned: this isolate's end mid-task (a terminated Worker) cancels the channel natively.
-    this._unwatch = this._watchCancel((told) => this._cancelTask(told), true);
+    this.#s.unwatch = this._watchCancel((told) => this.#cancelTask(told), true);
   }
 
   /**
-   * @ignore Cancels the task with the channel's own CancellationError (the cancel's `cause`
+   * Cancels the task with the channel's own CancellationError (the cancel's `cause`
    * itself when it is one, else the one its receivers reject with, `_closedResult`), so the
    * producer and the channel's receivers get one error object, as Kotlin's `ProducerCoroutine`
    * (a ChannelCoroutine) is cancelled with its channel's cancellation exception, and as an
@@ -196,8 +217,8 @@ class ProducerChannel<T> extends Channel<T> {
    * `cancel()` without one, or with a plain Error, gave the producer the job's own
    * "CancellationError: Cancelled[: cause]" while receivers got "Channel was cancelled".
    */
-  _cancelTask(told: unknown): void {
-    const job = this._job;
+  #cancelTask(told: unknown): void {
+    const job = this.#s.job;
     if (job === null) return;
     // A cancel after a close (made elsewhere: another isolate's copy, told by the watch): the
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
@@ -209,25 +230,26 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   override _escaped(): void {
-    this._watch();
+    this.#watch();
   }
 
   /**
    * @ignore This object learnt native code destroyed the channel (its own call met the dead
-   * handle): the task is cancelled with the channel's CancellationError (`_cancelTask`), as the
+   * handle): the task is cancelled with the channel's CancellationError (`#cancelTask`), as the
    * watch's cancel does (its record may come later, or never once the task completed first: a
    * child of the task whose send met the destroy ends cancelled, and the task with it, not
    * completed). Before, with the raw cause: a channel the producer had closed with an Error
    * gave it the job's "Cancelled: <message>" while its receivers got "Channel was cancelled".
    */
   override _learntDestroyed(cause: unknown): void {
-    if (this._bound !== null && !this._gone) this._cancelTask(cause);
+    if (this.#s.bound !== null && !this.#s.gone) this.#cancelTask(cause);
   }
 
   override send(value: T, options?: WaitOptions): Promise<void> {
-    const bound = this._bound;
+    const st = this.#s;
+    const bound = st.bound;
     if (bound === null) return super.send(value, options);
-    const also = this._sendsEnd;
+    const also = st.sendsEnd;
     if (options === undefined && also === null) {
       if (isAborted(bound.signal)) return this.#afterCancel(value, abortReason(bound.signal));
       return super.send(value, bound);
@@ -245,7 +267,7 @@ class ProducerChannel<T> extends Channel<T> {
       if (own === undefined && also === null) merged = { ...options, signal: bound.signal };
       else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {
-        // Any of the signals ends the send (its own, the task's, the Job's end `_sendsEnd`): a
+        // Any of the signals ends the send (its own, the task's, the Job's end `sendsEnd`): a
         // controller of this send's own, told by listeners that go when it settles. Not
         // AbortSignal.any: Deno keeps every signal it made alive while a source lives, here the
         // task's, as long as the producer: ~0.9 KB per send given a signal of its own (a fresh
@@ -328,14 +350,15 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
-   * The aborted signal that ends the task's sends, once one has (the Job's end `_sendsEnd`, which
+   * The aborted signal that ends the task's sends, once one has (the Job's end `sendsEnd`, which
    * has the first reason, else the task's), or null while the task is not cancelled or no task
    * is bound.
    */
   #ended(): AbortSignal | null {
-    const also = this._sendsEnd;
+    const st = this.#s;
+    const also = st.sendsEnd;
     if (also !== null && isAborted(also)) return also;
-    const signal = this._bound?.signal;
+    const signal = st.bound?.signal;
     return signal !== undefined && isAborted(signal) ? signal : null;
   }
 
@@ -379,7 +402,7 @@ class ProducerChannel<T> extends Channel<T> {
   /**
    * Cancels the channel and the producer's task (Kotlin's `ChannelCoroutine.cancel(cause)`:
    * `cancelInternal`, the channel's cancel and the coroutine's). The task gets the channel's own
-   * CancellationError (`_cancelTask`) where this cancel made it, or the channel read as cancelled
+   * CancellationError (`#cancelTask`) where this cancel made it, or the channel read as cancelled
    * before (an earlier cancel, native code's destroy: the task got or gets that one). Where the
    * channel was closed before (by the producer, with a cause or without, here or by another
    * isolate), its receivers keep what that close left (its cause wrapped, `cancelledError`), but
@@ -396,50 +419,50 @@ class ProducerChannel<T> extends Channel<T> {
   override cancel(cause?: unknown): void {
     const s = this._shared;
     let before = s.cancelled;
-    const unwatch = this._unwatch;
+    const unwatch = this.#s.unwatch;
     if (!before && unwatch !== null) {
       // Once cancelled here, the watch has nothing left to tell: the task is cancelled below.
-      this._unwatch = null;
+      this.#s.unwatch = null;
       before = unwatch();
     }
     super.cancel(cause);
-    const job = this._job;
+    const job = this.#s.job;
     if (job === null) return;
-    if (before || !s.cancelled) return this._cancelTask(cause);
+    if (before || !s.cancelled) return this.#cancelTask(cause);
     // `own`: looks the cause up where another isolate closed it.
     job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
   }
 
-  /**
-   * @ignore Closes the channel as the producer's task ends (`cause` as `close`'s); true where this
-   * close was its first (`close`'s answer). Not where its consumer disposed it or the library was
-   * closed (false): the close rejected its waits already, and `close` would throw
-   * LibraryClosedError out of the abort listener or completion handler that ended the task,
-   * uncaught (the process ended).
-   */
-  _end(cause: unknown): boolean {
-    if (this._gone || !this._lib.isOpen) return false;
-    // Once native code destroyed the channel (before the task began, or while the watch was
-    // on), false and nothing else, as on any cancelled channel: it threw InvalidHandleError
-    // out of the abort listener (uncaught) and the completion handler (a
-    // CompletionHandlerError) that end the task.
-    return this.close(cause);
-  }
-
   override [Symbol.dispose](): void {
-    if (this._gone) return;
-    this._gone = true;
+    if (this.#s.gone) return;
+    this.#s.gone = true;
     super[Symbol.dispose]();
     // Open, the dispose's `cancel()` (above) cancelled the producer; once the library is
     // closed the dispose only releases the native side, and the producer ran on (a scope
     // whose consumer disposed it with `using` waited for it for good).
-    this._job?.cancel();
+    this.#s.job?.cancel();
   }
 }
 
-// The two below are module functions, not `_`-named methods of ProducerChannel: every channel
+// The three below are module functions, not `_`-named methods of ProducerChannel: every channel
 // `produce` returns had them, so its consumer's `ch._cancelByTask(e)` cancelled the channel and
-// left its producer active: it ran on and completed as if nothing had happened.
+// left its producer active: it ran on and completed as if nothing had happened. (`_end`, now
+// `closeAtEnd`, was the consumer's `close`, which a ReceiveChannel's type does not offer.)
+
+/**
+ * Closes `out` as the producer's task ends (`cause` as `close`'s); true where this close was its
+ * first (`close`'s answer). Not where its consumer disposed it or the library was closed
+ * (false): the close rejected its waits already, and `close` would throw LibraryClosedError out
+ * of the abort listener or completion handler that ended the task, uncaught (the process ended).
+ */
+function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
+  if (stateOf(out).gone || !out._lib.isOpen) return false;
+  // Once native code destroyed the channel (before the task began, or while the watch was on),
+  // false and nothing else, as on any cancelled channel: it threw InvalidHandleError out of the
+  // abort listener (uncaught) and the completion handler (a CompletionHandlerError) that end
+  // the task.
+  return out.close(cause);
+}
 
 /**
  * The producer's own Job's `cancel()` (Kotlin's `ChannelCoroutine.cancelInternal`): cancels the
@@ -447,23 +470,32 @@ class ProducerChannel<T> extends Channel<T> {
  * and the task get one error and buffered values go to onUndeliveredElement. Only the channel:
  * the Job's cancel goes on by itself (not `out.cancel`, which would cancel it again, with the
  * receivers' error). Nothing where the consumer disposed it, or the library was closed, as
- * `_end`; a channel cancelled before keeps its cancel.
+ * `closeAtEnd`; a channel cancelled before keeps its cancel.
  */
 function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): void {
-  if (out._gone || !out._lib.isOpen || out._shared.cancelled) return;
+  const st = stateOf(out);
+  if (st.gone || !out._lib.isOpen || out._shared.cancelled) return;
   // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
-  const unwatch = out._unwatch;
-  out._unwatch = null;
+  const unwatch = st.unwatch;
+  st.unwatch = null;
   unwatch?.();
   Channel.prototype.cancel.call(out, cause); // the channel's own cancel, not the producer's
 }
 
 /**
- * Whether the close at the task's end (`_end`) will be the first of `out`: not disposed, the
+ * Whether the close at the task's end (`closeAtEnd`) will be the first of `out`: not disposed, the
  * library open, not closed or cancelled yet (here or elsewhere, as far as this isolate knows).
  */
 function isOpen<T>(out: ProducerChannel<T>): boolean {
-  return !out._gone && out._lib.isOpen && !out._shared.cancelled && !out.isClosedForSend;
+  return !stateOf(out).gone && out._lib.isOpen && !out._shared.cancelled && !out.isClosedForSend;
+}
+
+/**
+ * @ignore The producer task's Job of a channel `produce` returned (null before it is known, or
+ * for any other value), for tests: mod.ts does not export it. Its field was public before.
+ */
+export function producerJobOf(ch: unknown): Job | null {
+  return isProducer(ch) ? stateOf(ch as ProducerChannel<unknown>).job : null;
 }
 
 /**
@@ -518,10 +550,11 @@ export function produce<T>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
+  const st = stateOf(out);
   // Named in its share(): a copy whose producer's isolate ended says "its producer".
   out._shared.role = "producer";
-  // Watched from its escape on, before the task first runs too (`_watch`).
-  out._live = true;
+  // Watched from its escape on, before the task first runs too (`#watch`).
+  st.live = true;
   // The signals whose abort closes the channel (`closeOnCancel`), and their listeners' removals,
   // run as the task is final.
   const watched: AbortSignal[] = [];
@@ -548,15 +581,15 @@ export function produce<T>(
       onOwnCancel(j, null);
       onUnhandledFailure(j, null);
     }
-    out._live = false;
-    out._bound = null;
-    out._sendsEnd = null;
-    out._unwatch?.();
-    out._unwatch = null;
+    st.live = false;
+    st.bound = null;
+    st.sendsEnd = null;
+    st.unwatch?.();
+    st.unwatch = null;
     for (const undo of detach) undo();
     // A cause: failed (Kotlin's `onCancelled`: the failure itself), or cancelled (closed at once
     // already, unless it could not be watched: before it ran, or a task with no AbortSignal).
-    const processed = out._end(cause);
+    const processed = closeAtEnd(out, cause);
     // A failure kept from the exception handler for this close (`cancelOnOwnCancel`) whose close
     // came too late: code that ran between (a completion handler the block added, which ran
     // before this one) closed, cancelled or disposed the channel. Reported now, as Kotlin's
@@ -602,8 +635,8 @@ export function produce<T>(
    * What ends the block's sends where the task's signal is not the returned Job's: aborted as
    * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
    * that `launch` returned, with its reason, for a failure too. The sends are bound to it alone
-   * under a task with no AbortSignal (`_bound`), and to it and the task's signal under one whose
-   * signal is not that Job's (`_sendsEnd`: each send still listens to the task's signal itself,
+   * under a task with no AbortSignal (`bound`), and to it and the task's signal under one whose
+   * signal is not that Job's (`sendsEnd`: each send still listens to the task's signal itself,
    * also a kcoro task's under a caller's launch that returned another kcoro Job). Made
    * at the block's start, before `launch` returned the Job, so a send made then (a launch that
    * runs the block at once) is bound to it as well. Before, such a task's sends were bound to its
@@ -661,7 +694,9 @@ export function produce<T>(
       // task's cause becomes the failure: Kotlin's receivers get the failure after a cancel of
       // its scope (README says why not here); after its own cancel() the channel was cancelled
       // (`cancelOnOwnCancel`), as Kotlin's.
-      if (!out._gone && !(JobSupport._is(owner) && owner._failure !== undefined)) out._end(reason);
+      if (!st.gone && !(JobSupport._is(owner) && owner._failure !== undefined)) {
+        closeAtEnd(out, reason);
+      }
       // For a failure too: the sends reject once the task is cancelling. After the close, as a
       // kcoro task's own sends learn of it (their listeners come after this one). Aborting it
       // twice changes nothing.
@@ -704,13 +739,13 @@ export function produce<T>(
     if (signal !== null) closeOnCancel(signal, read);
     // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
     // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
-    // cancel it (`_job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
+    // cancel it (`job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
     // the task merely names (a long-lived one of the caller's, its signal another): the Job
-    // `launch` returned is the producer's then (`out._job ??= job`). Before, any kcoro Job the
+    // `launch` returned is the producer's then (`st.job ??= job`). Before, any kcoro Job the
     // task named was taken: the consumer's dispose of the channel, even after the producer ended,
     // cancelled that long-lived Job.
     if (read !== null && ((read as unknown) === task || read.signal === signal)) {
-      out._job = read;
+      st.job = read;
       cancelOnOwnCancel(read);
     }
     // Until the task is final, not only while the block runs: children of the task sending
@@ -727,15 +762,15 @@ export function produce<T>(
     // to its signal alone, and one waiting on the full buffer waited on past that close (its
     // value received after it), the task and its scope hung with nobody receiving. kcoro's own
     // scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
-    if (signal === null) out._bound = { signal: bindSends() };
+    if (signal === null) st.bound = { signal: bindSends() };
     else {
-      out._bound = { signal };
+      st.bound = { signal };
       const own = taskJob !== null && taskJob.signal === signal;
       if (!(own && launched === null && kcoroLaunch) && jobEnds(signal)) {
-        out._sendsEnd = bindSends();
+        st.sendsEnd = bindSends();
       }
     }
-    // Shared before the task began: watched since that share (`_live`, `_escaped`).
+    // Shared before the task began: watched since that share (`live`, `_escaped`).
     try {
       await block(out, task);
     } catch (e) {
@@ -745,10 +780,10 @@ export function produce<T>(
       // cancelled that fails with another exception reports it. Any InvalidHandleError counted
       // before, so such a bug ended the producer as cancelled, silently.
       // Sending into a channel its consumer disposed: the consumer cancelled this task (its
-      // `_job`), and it ends with that cancellation. A task of the caller's own may have no
+      // `job`), and it ends with that cancellation. A task of the caller's own may have no
       // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
       // CancellationError that says so. Before, it failed with the InvalidHandleError.
-      if (out._gone && out._raised(e)) {
+      if (st.gone && out._raised(e)) {
         throw signal !== null && isAborted(signal)
           ? abortReason(signal)
           : new CancellationError(DISPOSED, { cause: e });
@@ -758,7 +793,7 @@ export function produce<T>(
       // cancelled below as any), but `share()` and `handle` have no live channel to hand out
       // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
       // first, or after) would, not failed with it.
-      if (!out._gone && out._raised(e) && out._destroyedSeen) {
+      if (!st.gone && out._raised(e) && out._destroyedSeen) {
         throw signal !== null && isAborted(signal)
           ? abortReason(signal)
           : new CancellationError(DESTROYED, { cause: e });
@@ -772,7 +807,7 @@ export function produce<T>(
     abandoned = true;
     out[Symbol.dispose]();
   });
-  out._job ??= job;
+  st.job ??= job;
   // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a
   // scope of the caller's own may give the block a task with no AbortSignal, or one that the
   // job's cancel does not abort, whose cancellation closed the channel only as the task
@@ -787,8 +822,8 @@ export function produce<T>(
   launched = job;
   // A block started at once, under a task with an AbortSignal: where the Job adds no signal of
   // its own to the task's, its sends are bound to the task's alone (`jobEnds`).
-  const bound = out._bound;
-  if (out._sendsEnd !== null && bound !== null && !jobEnds(bound.signal)) out._sendsEnd = null;
+  const bound = st.bound;
+  if (st.sendsEnd !== null && bound !== null && !jobEnds(bound.signal)) st.sendsEnd = null;
   const handle: unknown = job.invokeOnCompletion(end);
   // Withdrawn where the task's own Job ends the producer first: a kcoro Job's Disposable only (a
   // Job of another kind may return anything, whose dispose would run the caller's code).

@@ -40,6 +40,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
+import { producerJobOf } from "../src/produce.ts";
 
 /** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
 function assertPrintedOk(
@@ -1835,7 +1836,7 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
             }
           }),
         );
-        (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+        producerJobOf(ch)!
           .invokeOnCompletion((c) => jobCause = c);
       });
       const end = watchEnd(done);
@@ -2046,7 +2047,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
             assert.fail(`${label}: nothing failed`);
           }),
         );
-        (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+        producerJobOf(ch)!
           .invokeOnCompletion((c) => jobCause = c);
       });
       const end = watchEnd(done);
@@ -2114,7 +2115,7 @@ Deno.test("produce: a child task of the producer whose send meets native code's 
           child.invokeOnCompletion((c) => childCause = c);
         }),
       );
-      (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+      producerJobOf(ch)!
         .invokeOnCompletion((c) => jobCause = c);
     });
     const end = watchEnd(done);
@@ -2175,7 +2176,7 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
           assert.fail(`${whose}: nothing failed`);
         }),
       );
-      (ch as unknown as { _job: { invokeOnCompletion(h: (c: unknown) => void): void } })._job
+      producerJobOf(ch)!
         .invokeOnCompletion((c) => jobCause = c);
       await started.promise;
       ch[Symbol.dispose]();
@@ -5531,4 +5532,27 @@ Deno.test("produce: the channel's internal hooks (_cancelByTask, _open) are not 
   assert.equal(ranOn, true);
   // The consumer's own cancel still cancelling the producer (through the hook, now a module
   // function) is pinned by "cancelling the channel cancels the producer" above.
+});
+
+Deno.test("produce: the channel's state (_job, _gone, _bound, _sendsEnd, _unwatch, _live) and its hooks (_watch, _cancelTask, _end) are not reachable from JavaScript: `ch._gone = true` made its dispose cancel nothing, the producer running on", async () => {
+  await using scope = createScope();
+  let cancelled: unknown;
+  const ch = produce<number>(scope, async (_out, task) => {
+    try {
+      await untilAborted(task.signal);
+    } catch (e) {
+      cancelled = e;
+      throw e;
+    }
+  });
+  const members = ["_job", "_gone", "_bound", "_sendsEnd", "_unwatch", "_live"];
+  for (const member of [...members, "_watch", "_cancelTask", "_end"]) {
+    assert.equal(member in ch, false, member);
+  }
+  // Now an own property that nothing reads: the dispose still cancels the producer.
+  (ch as unknown as { _gone: boolean })._gone = true;
+  ch[Symbol.dispose]();
+  await until(() => cancelled !== undefined, "the dispose to cancel the producer");
+  assert.ok(cancelled instanceof CancellationError);
+  assert.equal(producerJobOf(ch)?.state, "cancelled");
 });

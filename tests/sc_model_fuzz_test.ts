@@ -102,6 +102,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import { prng } from "./support.ts";
+import { producerJobOf } from "../src/produce.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Errors: those the test makes are known objects; those the library makes are symbols, matched
@@ -1535,7 +1536,7 @@ class Run {
         return block(task);
       }, { capacity: "unlimited" });
       rn.channel ??= ch;
-      job = (ch as unknown as { _job: Job })._job;
+      job = producerJobOf(ch)!;
       (rn as RNode & { produced?: Channel<number> }).produced = ch;
     } else {
       const a = actor<number>(scope, (mailbox, task) => {
