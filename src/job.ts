@@ -1482,8 +1482,9 @@ export function _setScopeBrand(check: (x: unknown) => boolean): void {
 /**
  * @ignore Whether a failure that a child of `parent`'s fails with is taken by `parent` and seen
  * there (it becomes the parent's own, which rethrows or reports it): `parent` takes children's
- * failures (a task, `async`, a root scope, a `CompletableDeferred`) and is no supervisor. A scope made `parent`'s child
- * (`createScope({ parent })`) takes its own children's failures exactly then, as Kotlin's
+ * failures (a task, `async`, a root scope, a `CompletableDeferred`) and is no supervisor. A scope
+ * made `parent`'s child (`createScope({ parent })`) takes its own children's failures exactly
+ * then, as Kotlin's
  * `Job(parent)` handles exceptions as its parent does: else a child of its failing would report
  * nothing (its scope took it) and the parent, a supervisor or a job that reports nothing, would
  * not either, and the failure would be lost; or, taken by both, it would be reported by the
