@@ -267,15 +267,17 @@ int32_t kc_sched_shutdown(uint32_t mode);
  * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). A generation not
  * started yet is KC_EINVAL, nothing done, as kc_sched_ended answers for it (before, 0). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
-/* kc_sched_shutdown with a bound of timeout_ns on each of its waits: a KC_SHUTDOWN_FINISH's drain
- * (past the bound the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled),
+/* kc_sched_shutdown with a bound of timeout_ns on all of its waits together (one deadline,
+ * timeout_ns from the call): a wait for another shutdown in progress, a KC_SHUTDOWN_FINISH's drain
+ * (past the deadline the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled),
  * then the join of the workers. KC_ETIME if a worker did not stop in time (it runs a coroutine
  * that never yields, which nothing can stop from outside): the scheduler is stopped (not running
  * for kc_sched_info, its outcome known to kc_sched_ended, spawns and drains KC_ESHUTDOWN,
  * kc_sched_start KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its
  * coroutine's stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation) or
  * kc_sched_shutdown_timed, in either mode, goes on with the join and frees everything once it is
- * done. Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
+ * done (until then what it would free stays allocated: leaked on purpose, never freed under a
+ * running worker). Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
  * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
  * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). For an exit that must
  * not wait for good (the process may end with that worker running). New in ABI 25. */

@@ -10,6 +10,7 @@ const lib = `${root}zig-out/lib/libkcoro.so`;
 
 const source = `#include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +31,32 @@ static uint32_t ch;
 static lib_retain_fn lib_retain;
 static lib_release_fn lib_release;
 static int32_t own_rc = -1;
+
+typedef int32_t (*sched_start_fn)(uint32_t, uint32_t, uint32_t);
+typedef int32_t (*spawn_fn)(void (*)(void *), void *, uint32_t, uint32_t *);
+static lib_retain_fn lib_retain_thread;
+static sched_start_fn sched_start;
+static spawn_fn spawn;
+static int32_t spawn_rc = -1;
+static int spinning = 0, token = 0;
+
+/* A coroutine that never yields: its worker never leaves it. */
+static void spin_forever(void *arg) {
+  (void)arg;
+  __atomic_store_n(&spinning, 1, __ATOMIC_RELEASE);
+  for (volatile unsigned long i = 0;; i++) {}
+}
+
+/* The process's only host: starts the scheduler, spawns the spin, and ends once it runs. Its end
+ * counts the last host out, which shuts the scheduler down on this thread. */
+static void *spinHost(void *arg) {
+  (void)arg;
+  lib_retain_thread();
+  rc = sched_start(1, 0, 0);
+  spawn_rc = spawn(spin_forever, &token, 0, NULL);
+  while (spawn_rc == 0 && !__atomic_load_n(&spinning, __ATOMIC_ACQUIRE)) sched_yield();
+  return NULL;
+}
 
 /* Makes a ring, then lives until told to end: its exit runs the rings' key's destructor. */
 static void *maker(void *arg) {
@@ -99,6 +126,15 @@ int main(int argc, char **argv) {
     printf("thread ended\\n");
     return 0;
   }
+  if (strcmp(argv[2], "spin") == 0) {
+    lib_retain_thread = (lib_retain_fn)dlsym(lib, "kc_lib_retain_thread");
+    sched_start = (sched_start_fn)dlsym(lib, "kc_sched_start");
+    spawn = (spawn_fn)dlsym(lib, "kc_spawn");
+    pthread_create(&t, NULL, spinHost, NULL);
+    pthread_join(t, NULL);
+    printf("start %d, spawn %d, host thread ended\\n", rc, spawn_rc);
+    return 0; /* the process ends with the worker still spinning */
+  }
   if (strcmp(argv[2], "plain") == 0) {
     /* Plain kc_lib_retain / kc_lib_release, with no thread record anywhere: neither makes the
      * records' key (kc_lib_release looks for a record only on a thread that made one). */
@@ -140,12 +176,12 @@ async function buildProgram(dir: string): Promise<string> {
   return `${dir}/thread_end`;
 }
 
-async function run(program: string, mode: string) {
+async function run(program: string, mode: string, limitMs: number) {
   const out = await new Deno.Command(program, {
     args: [lib, mode],
     stdout: "piped",
     stderr: "piped",
-    signal: AbortSignal.timeout(120_000), // a bound against a hang only
+    signal: AbortSignal.timeout(limitMs), // a bound against a hang only
   }).output();
   return {
     code: out.code,
@@ -156,10 +192,10 @@ async function run(program: string, mode: string) {
 }
 
 /** Builds the program in a fresh temporary directory and runs it in `mode`; the directory goes after. */
-async function buildAndRun(mode: string) {
+async function buildAndRun(mode: string, limitMs = 120_000) {
   const dir = await Deno.makeTempDir();
   try {
-    return await run(await buildProgram(dir), mode);
+    return await run(await buildProgram(dir), mode, limitMs);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -198,4 +234,21 @@ Deno.test("C ABI: a thread that made no ring makes no thread-specific key as it 
     res.stdout,
     "channel 0, hold 0\nkeys free before: some\nthread's hold 0, keys its end made: 0\n",
   );
+});
+
+Deno.test("C ABI: the last host thread's end does not wait for good for a coroutine that never yields", async () => {
+  // The last host's end shuts the scheduler down (cancel) on its thread and joins the workers; a
+  // coroutine that never yields kept its worker, and the thread's end (the program's
+  // pthread_join) waited for good (killed here at the 30 s bound). Bounded now (2 s,
+  // kc_sched_shutdown_timed): the thread ends, the scheduler stopped, its worker unjoined.
+  const t0 = performance.now();
+  let res;
+  try {
+    res = await buildAndRun("spin", 30_000);
+  } catch (e) {
+    throw new Error(`the program did not end after ${performance.now() - t0} ms`, { cause: e });
+  }
+  assert.equal(res.signal, null, `killed by ${res.signal}: ${res.stdout}${res.stderr}`);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout, "start 0, spawn 0, host thread ended\n");
 });

@@ -372,14 +372,23 @@ const ThreadRecord = struct {
         rec.keeps.deinit(std.heap.c_allocator);
         while (rec.hosts > 0) : (rec.hosts -= 1) {
             // The last host gone: nobody is left to close the scheduler, so its threads would
-            // idle until the process ends.
-            if (countHostOut() == 0) _ = kc_sched_shutdown(0);
+            // idle until the process ends. Bounded (`host_end_join_ns`): a coroutine that never
+            // yields kept its worker, and this thread's end (a C host's pthread_join, a Worker's
+            // termination) waited for good. Past the bound the scheduler is stopped, its worker
+            // unjoined and what it would free left allocated (kc_sched_shutdown_timed's
+            // KC_ETIME): the next shutdown joins it, or the process ends with it.
+            if (countHostOut() == 0) _ = kc_sched_shutdown_timed(0, host_end_join_ns);
         }
         // The allocator that made it: before, the C heap whichever had, which a test's
         // leak-checking allocator saw as a leak (and its block freed into the wrong heap).
         rec.allocator.destroy(rec);
     }
 };
+
+/// How long the shutdown at the last host's thread end (`ThreadRecord.threadEnded`) waits for the
+/// workers to stop, all its waits together, before that thread's end goes on without them: as
+/// TypeScript's exit guard and closeLibrary (2 s).
+const host_end_join_ns: u64 = 2 * std.time.ns_per_s;
 
 /// The allocator that makes `ThreadRecord`s (`ThreadRecord.mine`): the C heap; in tests, one
 /// that fails while `test_hooks.fail_records` is set, else `test_hooks.record_allocator` where
@@ -929,15 +938,17 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): kc_sched_shutdown with a
-/// bound on each of its waits (a finish's drain, past which the rest is abandoned as a cancel
-/// would; the join of the workers). KC_ETIME if a worker did not stop in time (it runs a coroutine
+/// bound on all of its waits together, one deadline `timeout_ns` from the call (a wait for another
+/// shutdown in progress; a finish's drain, past which the rest is abandoned as a cancel would; the
+/// join of the workers). KC_ETIME if a worker did not stop in time (it runs a coroutine
 /// that never yields): the scheduler is stopped (kc_sched_info reads it not running, kc_sched_ended
 /// knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is KC_ESHUTDOWN) but
 /// nothing is joined or freed, since that worker still runs on its coroutine's stack; the next
 /// kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing) or
 /// kc_sched_shutdown_timed (either mode) goes on with the join, and frees everything once it is
-/// done. Also KC_ETIME if another shutdown still joins such a worker (holding `sched_mutex`) when
-/// the bound passes: that wait is bounded too. For an exit that must not wait for good: a process
+/// done; until then what it would free stays allocated (leaked on purpose, never freed under a
+/// running worker). Also KC_ETIME if another shutdown still joins such a worker (holding
+/// `sched_mutex`) when the bound passes: that wait is bounded too. For an exit that must not wait for good: a process
 /// may end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
 /// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
@@ -982,6 +993,11 @@ export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
 /// kc_sched_shutdown of the scheduler of `generation` (null: whichever runs), bounded by
 /// `timeout_ns` (null: none; kc_sched_shutdown_timed).
 fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
+    // One deadline, from the call's start, for all of its waits: the lock (another shutdown's
+    // drain or join), the drain, the join (`Scheduler.shutdownBy`). Before, the lock wait, the
+    // drain and the join each had a bound of their own, from when each began: about three
+    // times the bound in all.
+    const deadline: ?u64 = if (timeout_ns) |t| kcoro.scheduler.monotonicNs() +| t else null;
     if (mode > 1) return Status.invalid.code();
     if (coroutine.current() != null) return Status.invalid.code(); // a worker cannot join itself
     // Ours is not running (shut down already; a later one may be starting) or a later one
@@ -1027,7 +1043,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // Short calls from outside still inside finish first; new ones see `sched_stopping`.
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
-    if (timeout_ns) |t| {
+    if (deadline) |d| {
         // Bounded too: another shutdown may hold the lock while it joins a worker that never
         // yields (a kc_sched_shutdown with no bound, or a finishing one whose drain the cancel
         // above ended, from a Runtime.shutdown() in flight at an exit), and that join may never
@@ -1038,10 +1054,9 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
         // before our store above, and returning then left its scheduler running with short
         // calls refused for good; under the lock this call stops that scheduler, as an
         // unbounded one does.
-        const deadline = kcoro.scheduler.monotonicNs() +| t;
         while (!sched_mutex.tryLock()) {
             // Seq_cst: a hint, stored and cleared under the lock, read as fresh as it gets.
-            if (sched_joining.load(.seq_cst) and kcoro.scheduler.monotonicNs() >= deadline) {
+            if (sched_joining.load(.seq_cst) and kcoro.scheduler.monotonicNs() >= d) {
                 return Status.timeout.code();
             }
             std.Thread.yield() catch {};
@@ -1056,7 +1071,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // for the coroutine that never yields). Monotonic: stored only under `sched_mutex`.
     if (sched.join_pending.load(.monotonic)) {
         if (generation) |g| if (sched_generation.load(.monotonic) != g) return 0;
-        return finishShutdown(&ends, mode, timeout_ns);
+        return finishShutdown(&ends, mode, deadline);
     }
     if (running() == null) return 0;
     // Monotonic: stored only under `sched_mutex`, which we hold.
@@ -1075,18 +1090,18 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     _ = sched_stopping.swap(true, .seq_cst);
     while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
-    return finishShutdown(&ends, mode, timeout_ns);
+    return finishShutdown(&ends, mode, deadline);
 }
 
-/// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if its bound passed before
-/// the workers were joined (`Scheduler.shutdownWithin`).
-fn finishShutdown(ends: *std.ArrayListUnmanaged(AbandonedEnd), mode: u32, timeout_ns: ?u64) i32 {
+/// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if `deadline` (null: none)
+/// passed before the workers were joined (`Scheduler.shutdownBy`).
+fn finishShutdown(ends: *std.ArrayListUnmanaged(AbandonedEnd), mode: u32, deadline: ?u64) i32 {
     abandoned_ends = ends;
     defer abandoned_ends = null;
     // Seq_cst: see the bounded lock wait in `shutdownOf`, its only reader.
     sched_joining.store(true, .seq_cst);
     defer sched_joining.store(false, .seq_cst);
-    sched.shutdownWithin(@enumFromInt(mode), timeout_ns) catch return Status.timeout.code();
+    sched.shutdownBy(@enumFromInt(mode), deadline) catch return Status.timeout.code();
     return 0;
 }
 
@@ -2337,9 +2352,13 @@ export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
         if (running() == null and !sc.isCancelled() and sc.liveCount() != 0) return Status.shutdown.code();
         const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
         const d = if (deadline_ns == 0) slice else @min(slice, deadline_ns);
-        const r = sc.watch(d) catch {
-            if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
-            continue;
+        const r = sc.watch(d) catch |err| switch (err) {
+            // A bounded shutdown left its join pending: the children are abandoned only there.
+            error.Shutdown => return Status.shutdown.code(),
+            error.Timeout => {
+                if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
+                continue;
+            },
         };
         return switch (r) {
             .done => if (sc.wasAbandoned()) Status.shutdown.code() else 0,
@@ -5992,6 +6011,83 @@ test "C ABI: kc_sched_shutdown_timed held up by a coroutine that never yields is
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(@as(u64, 0), info[3]);
+}
+
+test "C ABI: kc_sched_shutdown_timed's bound runs from the call: its join waits no longer for the time it waited for the lock" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var locking: u64 = 0;
+        var join_by: ?u64 = null;
+        // Before the lock: the clock moves past the call's start, so that a deadline taken
+        // from here on (before, the scheduler's own, after the lock) is later than the call's.
+        fn beforeLock() void {
+            const at = kcoro.scheduler.monotonicNs();
+            while (kcoro.scheduler.monotonicNs() == at) std.atomic.spinLoopHint();
+            locking = kcoro.scheduler.monotonicNs();
+        }
+        fn joinBy(d: u64) void {
+            join_by = d;
+        }
+    };
+    S.join_by = null;
+    test_wait.NeverYields.reset();
+    const bound = 50 * std.time.ns_per_ms;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var done = false;
+    defer if (!done) {
+        test_wait.NeverYields.letGo();
+        _ = kc_sched_shutdown(0);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    test_hooks.before_lock = S.beforeLock;
+    kcoro.scheduler.test_hooks.join_by = S.joinBy;
+    defer {
+        test_hooks.before_lock = null;
+        kcoro.scheduler.test_hooks.join_by = null;
+    }
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, bound));
+    // The join's deadline is the call's (taken before the lock). Before, the lock wait, the
+    // drain and the join each had the bound again from when each began.
+    try testing.expect(S.join_by.? < S.locking + bound);
+    test_wait.NeverYields.letGo();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    done = true;
+}
+
+test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdown left unjoined is KC_ESHUTDOWN, without the join" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+    };
+    test_wait.NeverYields.reset();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    var done = false;
+    defer if (!done) {
+        test_wait.NeverYields.letGo();
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.parked, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, 50 * std.time.ns_per_ms));
+    // The children are abandoned only at the join, which waits for the coroutine that never
+    // yields: the wait ends as a cancelling shutdown's does (KC_ESHUTDOWN), not at its deadline.
+    const far = kcoro.scheduler.monotonicNs() + test_wait.default_ns;
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, far));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
+    test_wait.NeverYields.letGo();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    done = true;
+    // Once joined: the children were abandoned.
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
 }
 
 test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown holds the lock joining a worker that never yields" {

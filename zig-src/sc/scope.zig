@@ -52,8 +52,8 @@ pub const Scope = struct {
     token: Token = undefined,
     /// The children's context (job = this scope, cancellation = `token`); a reference we own.
     context: *ctx_mod.Context = undefined,
-    /// Children launched through this scope or any scope below it and not yet finished (futex
-    /// word for `waitAll` from threads): a scope waits for its descendants, as Kotlin's do.
+    /// Children launched through this scope or any scope below it and not yet finished: a scope
+    /// waits for its descendants, as Kotlin's do (a thread in `waitAll` on `events`).
     live: std.atomic.Value(u32) = .init(0),
     /// The creator's reference, one per live child, one per child scope.
     refs: std.atomic.Value(u32) = .init(1),
@@ -63,8 +63,9 @@ pub const Scope = struct {
     waiters: Waiter.List = .{},
     /// Recycled launch records (no allocation per launch once warm).
     free_launches: ?*Launch = null,
-    /// Futex word for `watch`: bumped when the scope is cancelled (`cancel_link`) and when its
-    /// last child finishes.
+    /// Futex word for `watch` and `waitAll` from threads: bumped when the scope is cancelled
+    /// (`cancel_link`), when its last child finishes, and by a bounded shutdown that leaves its
+    /// join pending (`Scheduler.wakeOutsideWaits`).
     events: std.atomic.Value(u32) = .init(0),
     /// Set when a child (of this scope or one below it) was abandoned by a shutdown
     /// (`childAbandoned`): the children did not all finish, though none is live any more.
@@ -484,15 +485,18 @@ pub const Scope = struct {
             s.mutex.lock();
         }
         s.mutex.unlock();
-        Futex.wake(&s.live, std.math.maxInt(u32));
-        s.bumpEvents();
+        s.bumpEvents(); // threads in `waitAll` and `watch`
     }
 
     /// Waits until every child has finished or `deadline` (monotonic ns) passes
     /// (error.Timeout). A coroutine of the scope's scheduler parks; a thread blocks. A child of
     /// the scope or of a scope below it would wait for itself: error.InvalidArgument at once
-    /// (the C ABI's kc_scope_wait answers it with KC_EINVAL through here).
-    pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory, InvalidArgument }!void {
+    /// (the C ABI's kc_scope_wait answers it with KC_EINVAL through here). A shutdown abandons
+    /// the children that have not finished: the wait returns once it did (`wasAbandoned`
+    /// says so), or, on a thread, with error.Shutdown once a bounded shutdown timed out on its
+    /// join (`Scheduler.joinLeft`: the children are abandoned only at the join that follows,
+    /// which waits for a coroutine that never yields; before, the thread waited for it too).
+    pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory, InvalidArgument, Shutdown }!void {
         // The caller's scope and every scope above it are alive (a child holds its scope, a
         // scope its parent).
         var mine = current();
@@ -500,14 +504,22 @@ pub const Scope = struct {
         if (coroutine.current()) |co| {
             if (co.owner == @as(?*anyopaque, s.sched)) return s.waitAllParked(co, deadline);
         }
+        // Listed for a bounded shutdown that leaves its join pending to wake (on `events`, which
+        // the last child's end bumps too: one word for both).
+        var ow: Scheduler.OutsideWait = .{ .word = &s.events };
+        s.sched.listOutsideWait(&ow);
+        defer s.sched.unlistOutsideWait(&ow);
         while (true) {
-            const n = s.live.load(.acquire); // pairs with `childDone`
-            if (n == 0) return;
+            // Acquire: pairs with the release in `bumpEvents` (and `wakeOutsideWaits`). Read
+            // before the conditions, so a bump after they were read makes the wait return.
+            const seq = s.events.load(.acquire);
+            if (s.live.load(.acquire) == 0) return; // pairs with `childDone`
+            if (s.sched.joinLeft()) return error.Shutdown;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return error.Timeout;
-                Futex.timedWait(&s.live, n, d - now) catch {};
-            } else Futex.wait(&s.live, n);
+                Futex.timedWait(&s.events, seq, d - now) catch {};
+            } else Futex.wait(&s.events, seq);
         }
     }
 
@@ -517,8 +529,13 @@ pub const Scope = struct {
     /// (`.cancelled`, reported first, whether children still run or not), or every child has
     /// finished (`.done`), or `deadline` (monotonic ns) passes (error.Timeout). What the
     /// children did before finishing happens-before `.done`.
-    pub fn watch(s: *Scope, deadline: ?u64) error{Timeout}!WatchResult {
+    pub fn watch(s: *Scope, deadline: ?u64) error{ Timeout, Shutdown }!WatchResult {
         assert(coroutine.current() == null); // it would block the worker
+        // As `waitAll` from a thread: error.Shutdown once a bounded shutdown left its join
+        // pending (`Scheduler.joinLeft`), children still live.
+        var ow: Scheduler.OutsideWait = .{ .word = &s.events };
+        s.sched.listOutsideWait(&ow);
+        defer s.sched.unlistOutsideWait(&ow);
         while (true) {
             // Acquire: pairs with the release in `bumpEvents`. The word is read before the
             // conditions, so a bump after they were read makes the futex wait return at once.
@@ -531,6 +548,7 @@ pub const Scope = struct {
             // TypeScript scope missed the native cancel). The cancel happens before the finish
             // it caused, which this acquire saw, so the second look sees it.
             if (s.live.load(.acquire) == 0) return if (s.isCancelled()) .cancelled else .done;
+            if (s.sched.joinLeft()) return error.Shutdown;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return error.Timeout;
@@ -1039,6 +1057,62 @@ test "a child a shutdown abandons is out of its scheduler's live count by the ti
     try testing.expectEqual(@as(u64, 0), sched.liveCount());
     try testing.expect(scope.wasAbandoned());
     scope.release();
+}
+
+test "threads waiting for a scope (waitAll, watch) end with error.Shutdown when a bounded shutdown leaves its join pending; its join then abandons the children" {
+    // The children are abandoned only at the join (`releaseAbandoned`), which waits for the
+    // coroutine that never yields: before, a thread in `waitAll` or `watch` waited for that
+    // join too, past the shutdown that gave up on it (here: until the waits' deadlines).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch {};
+        }
+        var wait_err = std.atomic.Value(u32).init(0); // 1: Shutdown, 2: anything else
+        var joiner: test_wait.Joiner = .{};
+        fn waiter(sc: *Scope, d: u64) void {
+            defer joiner.done();
+            const r: u32 = if (sc.waitAll(d)) 2 else |err| if (err == error.Shutdown) 1 else 2;
+            wait_err.store(r, .release);
+        }
+    };
+    S.wait_err.store(0, .monotonic);
+    S.joiner = .{};
+    test_wait.NeverYields.reset();
+    var sched: Scheduler = undefined;
+    try sched.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+    var done = false;
+    defer if (!done) {
+        test_wait.NeverYields.letGo();
+        sched.shutdown(.cancel);
+    };
+    const scope = try Scope.create(testing.allocator, &sched, null);
+    defer scope.release();
+    const child = try Scope.create(testing.allocator, &sched, scope);
+    defer child.release();
+    _ = try scope.launch(S.parked, null, .{});
+    _ = try child.launch(test_wait.NeverYields.body, null, .{});
+    try test_wait.NeverYields.awaitRunning();
+    const far = scheduler.monotonicNs() + test_wait.default_ns;
+    // One waits already when the shutdown gives up (woken), the others after (they look first).
+    const t = try std.Thread.spawn(.{}, S.waiter, .{ scope, far });
+    try testing.expectError(error.Timeout, sched.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
+    S.joiner.join(t, test_wait.default_ns, "a thread in waitAll");
+    try testing.expectEqual(@as(u32, 1), S.wait_err.load(.acquire));
+    try testing.expectError(error.Shutdown, scope.waitAll(far));
+    try testing.expectError(error.Shutdown, child.waitAll(null));
+    try testing.expectError(error.Shutdown, scope.watch(far));
+    try testing.expectError(error.Shutdown, child.watch(null));
+    try testing.expect(!scope.wasAbandoned()); // not yet: at the join
+    test_wait.NeverYields.letGo();
+    sched.shutdown(.cancel);
+    done = true;
+    // Joined: the children were abandoned, and a wait returns as after a cancelling shutdown.
+    try scope.waitAll(null);
+    try testing.expect(scope.wasAbandoned());
+    try testing.expectEqual(Scope.WatchResult.done, try child.watch(null));
+    try testing.expectEqual(@as(u32, 0), scope.liveCount());
 }
 
 test "a shutdown that cancels counts out children that never started, and their launch records" {

@@ -168,6 +168,10 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `Worker.run`, once a coroutine finished there, before the worker counts it out of
     /// `liveCount` (unless it counted itself out: `countFinishedNow`).
     before_count_out: ?*const fn () void = null,
+    /// In `shutdownBy`, with the deadline its finish's drain waits until (null: none).
+    drain_by: ?*const fn (?u64) void = null,
+    /// In `awaitWorkersExited`, with the deadline its join waits until.
+    join_by: ?*const fn (u64) void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -689,6 +693,22 @@ pub const Scheduler = struct {
     /// ABI's reads outside it (kc_sched_start refuses to restart meanwhile). Monotonic
     /// accesses: written only under `lifecycle`, whose lock orders what came before.
     join_pending: std.atomic.Value(bool) = .init(false),
+    /// A bounded shutdown timed out on the join (`join_pending`, past its deadline): set before
+    /// it wakes the threads listed in `outside_waits`, cleared once the join that follows is
+    /// done. What
+    /// they wait for (children that finish, or are abandoned at that join) may never come: they
+    /// end their waits with error.Shutdown (`joinLeft`). Written under `lifecycle`; monotonic:
+    /// a waiter reads it after listing itself under `outside_mutex`, which the shutdown takes
+    /// after its store (so a waiter listed after that store sees it; one listed before is
+    /// woken).
+    unjoined: std.atomic.Value(bool) = .init(false),
+    /// Threads outside the run blocked on a futex word of something of it (a scope's `events`:
+    /// `Scope.waitAll` and `watch` from a thread), each listed while it waits (`OutsideWait`),
+    /// for a shutdown that leaves its join pending to wake (`wakeOutsideWaits`). Under
+    /// `outside_mutex`. Kept by a restart: a waiter on a scope of an earlier run may still be
+    /// listed (its wait ends at once: the scope's children were abandoned).
+    outside_mutex: std.Thread.Mutex = .{},
+    outside_waits: ?*OutsideWait = null,
     /// Called for every coroutine that finishes, and at shutdown for every one that never
     /// will, before its stack is reused or freed (the C ABI frees the coroutine's handle here).
     finish_hook: ?*const fn (*Coroutine) void = null,
@@ -711,7 +731,8 @@ pub const Scheduler = struct {
     /// `start` for a scheduler at `s` that ran before and has shut down: an outside waker of
     /// an earlier run may still read its `state`, `epoch` and `wakers` (`wakeOutside`), and a
     /// drain on another thread its `state`, `drainers` and `drain_seq` (`drainUntil`), which
-    /// are kept and changed atomically only; everything else is built again.
+    /// are kept and changed atomically only, and a thread waiting on a scope of it the list of
+    /// outside waits (`outside_mutex`, `outside_waits`); everything else is built again.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         assert(s.state.load(.acquire) != .running);
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
@@ -720,7 +741,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "outside_mutex", "outside_waits" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -1300,19 +1321,31 @@ pub const Scheduler = struct {
     /// nothing; a spawn after it is error.Shutdown (and there are no workers to `workerStats`).
     /// The scheduler at `s` may run again with `restart` (not `start`: see there).
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
-        s.shutdownWithin(mode, null) catch unreachable; // no bound: no timeout
+        s.shutdownBy(mode, null) catch unreachable; // no bound: no timeout
     }
 
-    /// `shutdown` with a bound of `timeout_ns` (null: none) on each of its waits: a finish's
-    /// drain (past the bound the rest is abandoned, as a cancel would, and the run ends as
-    /// cancelled) and the join of the workers. error.Timeout if a worker did not leave its loop
-    /// in time (it runs a coroutine that never yields, and cannot be stopped from outside): the
-    /// run is stopped (`isRunning` false, `end_hook` called, spawns refused) but nothing is
-    /// joined or freed, since that worker still runs on the coroutine's stack and reads the
-    /// scheduler; `join_pending` says so, a `restart` is refused (assert), and the next
-    /// `shutdown` or `shutdownWithin` (either mode: the outcome was decided) goes on with the
-    /// join and frees everything. A process may also just end then (its exit ends the thread).
+    /// `shutdown` with a bound of `timeout_ns` (null: none) on all of its waits together
+    /// (`shutdownBy`, by the deadline `timeout_ns` from now).
     pub fn shutdownWithin(s: *Scheduler, mode: ShutdownMode, timeout_ns: ?u64) error{Timeout}!void {
+        return s.shutdownBy(mode, if (timeout_ns) |t| monotonicNs() +| t else null);
+    }
+
+    /// `shutdown` by `deadline` (`monotonicNs`; null: none), one deadline that all of its waits
+    /// share: the lifecycle lock (another shutdown may hold it while it drains or joins), a
+    /// finish's drain (past the deadline the rest is abandoned, as a cancel would, and the run
+    /// ends as cancelled) and the join of the workers. Before, each wait had a bound of its own
+    /// from when it began, so that one call could take about three times its bound.
+    /// error.Timeout if a worker did not leave its loop in time (it runs a coroutine that never
+    /// yields, and cannot be stopped from outside): the run is stopped (`isRunning` false,
+    /// `end_hook` called, spawns refused) but nothing is joined or freed, since that worker
+    /// still runs on the coroutine's stack and reads the scheduler; `join_pending` says so, a
+    /// `restart` is refused (assert), and the next `shutdown`, `shutdownWithin` or
+    /// `shutdownBy` (either mode: the outcome was decided) goes on with the join and frees
+    /// everything. What it would free stays allocated until then: leaked on purpose, never
+    /// freed under a running worker. A process may also just end then (its exit ends the
+    /// thread). Also error.Timeout if another thread's shutdown held the lifecycle lock past
+    /// the deadline (that shutdown goes on, and stops the run if it had not yet).
+    pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
         if (thisWorker()) |w| if (w.sched == s) std.debug.panic(
@@ -1321,19 +1354,88 @@ pub const Scheduler = struct {
                 "a thread outside the scheduler",
             .{ @tagName(mode), w.index },
         );
-        s.lifecycle.lock();
+        if (deadline) |d| {
+            // Bounded too: another shutdown may hold it for good (joining a worker that never
+            // yields). Spawns from outside hold it briefly.
+            while (!s.lifecycle.tryLock()) {
+                if (monotonicNs() >= d) return error.Timeout;
+                std.Thread.yield() catch {};
+            }
+        } else s.lifecycle.lock();
         defer s.lifecycle.unlock();
         if (!s.join_pending.load(.monotonic)) {
             if (s.state.load(.acquire) != .running) return;
-            s.stopRun(mode, if (timeout_ns) |t| monotonicNs() +| t else null);
+            if (@import("builtin").is_test) if (test_hooks.drain_by) |f| f(deadline);
+            s.stopRun(mode, deadline);
             s.join_pending.store(true, .monotonic);
         }
-        if (timeout_ns) |t| try s.awaitWorkersExited(monotonicNs() +| t);
+        if (deadline) |d| s.awaitWorkersExited(d) catch |err| {
+            // Threads waiting for this run's scopes would wait for the join (the children are
+            // abandoned there), which may never come: they end their waits now.
+            s.unjoined.store(true, .monotonic); // see `unjoined`
+            s.wakeOutsideWaits();
+            return err;
+        };
         s.join_pending.store(false, .monotonic);
         s.joinAndFree();
+        // Cleared only now: a thread that comes to wait while this (unbounded) join waits for
+        // the coroutine that never yields does not wait for it either.
+        s.unjoined.store(false, .monotonic);
     }
 
-    /// `shutdownWithin`'s first half, under `lifecycle`: a finish's drain (until `deadline`,
+    /// A thread outside the run waiting on `word` (a futex word it waits on, bumped by
+    /// `wakeOutsideWaits`): listed from `listOutsideWait` to `unlistOutsideWait`, on the
+    /// waiter's stack (no allocation per wait).
+    pub const OutsideWait = struct {
+        word: *std.atomic.Value(u32),
+        prev: ?*OutsideWait = null,
+        next: ?*OutsideWait = null,
+    };
+
+    /// Lists `w` (see `outside_waits`); then its waiter looks at `joinLeft` before each wait.
+    pub fn listOutsideWait(s: *Scheduler, w: *OutsideWait) void {
+        s.outside_mutex.lock();
+        defer s.outside_mutex.unlock();
+        w.prev = null;
+        w.next = s.outside_waits;
+        if (s.outside_waits) |h| h.prev = w;
+        s.outside_waits = w;
+    }
+
+    /// Takes `w` off the list, before its waiter returns (its node and word may go then).
+    pub fn unlistOutsideWait(s: *Scheduler, w: *OutsideWait) void {
+        s.outside_mutex.lock();
+        defer s.outside_mutex.unlock();
+        if (w.prev) |p| p.next = w.next else {
+            assert(s.outside_waits == w);
+            s.outside_waits = w.next;
+        }
+        if (w.next) |n| n.prev = w.prev;
+        w.* = .{ .word = w.word };
+    }
+
+    /// True once a bounded shutdown left the join of this run pending (`unjoined`): a thread
+    /// listed in `outside_waits` ends its wait (error.Shutdown).
+    pub fn joinLeft(s: *const Scheduler) bool {
+        return s.unjoined.load(.monotonic); // see `unjoined`
+    }
+
+    /// Wakes every listed outside waiter: bumps its word, so that a futex wait on the value it
+    /// read before it looked at `joinLeft` returns. Under `outside_mutex`: a waiter unlists
+    /// itself under it before its word can go.
+    fn wakeOutsideWaits(s: *Scheduler) void {
+        s.outside_mutex.lock();
+        defer s.outside_mutex.unlock();
+        var it = s.outside_waits;
+        while (it) |w| : (it = w.next) {
+            // Release: pairs with the waiter's acquire load of its word (nothing else to
+            // publish: `unjoined` is ordered by the mutex).
+            _ = w.word.fetchAdd(1, .release);
+            std.Thread.Futex.wake(w.word, std.math.maxInt(u32));
+        }
+    }
+
+    /// `shutdownBy`'s first half, under `lifecycle`: a finish's drain (until `deadline`,
     /// null: none), `end_hook`, and the store of `stopping` that tells the workers to leave.
     fn stopRun(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) void {
         // How it ends: a finish only once its drain ran dry.
@@ -1370,6 +1472,7 @@ pub const Scheduler = struct {
     /// Waits until every worker of the run left its loop (`exited`), or error.Timeout at
     /// `deadline` (`monotonicNs`).
     fn awaitWorkersExited(s: *Scheduler, deadline: u64) error{Timeout}!void {
+        if (@import("builtin").is_test) if (test_hooks.join_by) |f| f(deadline);
         const n: u32 = @intCast(s.workers.len);
         while (true) {
             // Acquire: pairs with each worker's release increment as it leaves.
@@ -1383,7 +1486,7 @@ pub const Scheduler = struct {
         }
     }
 
-    /// `shutdownWithin`'s second half, under `lifecycle`, once the run is stopped: joins the
+    /// `shutdownBy`'s second half, under `lifecycle`, once the run is stopped: joins the
     /// workers and frees everything.
     fn joinAndFree(s: *Scheduler) void {
         for (s.workers) |*w| w.thread.?.join();
@@ -2426,6 +2529,52 @@ test "a bounded finishing shutdown whose drain does not run dry in time abandons
     try testing.expect(monotonicNs() - t0 < test_timeout / 2);
     try testing.expectEqual(@as(?ShutdownMode, .cancel), S.ended);
     try testing.expect(!S.woke.load(.monotonic));
+    try testing.expect(!s.join_pending.load(.monotonic));
+}
+
+test "a bounded shutdown's waits share one deadline: the join after a finish's drain that used the bound waits no longer" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var drain_by: ?u64 = null;
+        var join_by: ?u64 = null;
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(3600 * std.time.ns_per_s) catch return; // an hour: never, here
+        }
+        fn drainBy(d: ?u64) void {
+            drain_by = d;
+        }
+        fn joinBy(d: u64) void {
+            join_by = d;
+        }
+    };
+    S.drain_by = null;
+    S.join_by = null;
+    test_wait.NeverYields.reset();
+    test_hooks.drain_by = S.drainBy;
+    test_hooks.join_by = S.joinBy;
+    defer {
+        test_hooks.drain_by = null;
+        test_hooks.join_by = null;
+    }
+    const bound = 50 * std.time.ns_per_ms;
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    S.sched = &s;
+    // The drain never runs dry (an armed timer), so it waits until the deadline; the join then
+    // times out (a coroutine that never yields).
+    _ = try s.spawn(S.sleeper, null);
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
+    const t0 = monotonicNs();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.finish, bound));
+    // One deadline, `bound` from the call, for the drain and the join. Before, the join waited
+    // `bound` more from the drain's end (its deadline past the drain's by the drain's length).
+    try testing.expect(S.drain_by.? >= t0 + bound);
+    try testing.expectEqual(S.drain_by.?, S.join_by.?);
+    test_wait.NeverYields.letGo();
+    s.shutdown(.cancel);
     try testing.expect(!s.join_pending.load(.monotonic));
 }
 
