@@ -246,7 +246,14 @@ export class Library {
     const lib = this.#lib;
     if (lib === null) return;
     this.#lib = null;
-    if (lib.symbols.kc_lib_release_thread() === 0) lib.symbols.kc_sched_shutdown(0);
+    // The last host: shut the scheduler down (cancel), bounded (`CLOSE_JOIN_NS`). A coroutine
+    // that never yields (C code of the caller's) kept its worker, and the close waited for good;
+    // past the bound the scheduler is stopped but that worker not joined, what it would free
+    // left allocated (kc_sched_shutdown_timed's KC_ETIME; never freed under it), and the close
+    // goes on.
+    if (lib.symbols.kc_lib_release_thread() === 0) {
+      lib.symbols.kc_sched_shutdown_timed(0, CLOSE_JOIN_NS);
+    }
     lib.close();
     const hooks = this.#onClose;
     this.#onClose = [];
@@ -297,6 +304,12 @@ export class Library {
  * another for ever.
  */
 const MAX_CLOSE_ROUNDS = 1000;
+
+/**
+ * How long `close()`'s shutdown of the scheduler (the last host's) waits, all its waits together,
+ * for the workers to stop before the close goes on without them: as the exit guard (2 s).
+ */
+const CLOSE_JOIN_NS = 2_000_000_000n;
 
 /** A close hook, with what registered it when it said (`beforeClose`'s `what`). */
 type CloseHook = (() => void) | { hook: () => void; what: string };

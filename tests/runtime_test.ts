@@ -1862,6 +1862,40 @@ Deno.test("an exit the guard stops the scheduler for does not wait for good for 
   }
 });
 
+Deno.test("closeLibrary() does not wait for good for a C coroutine that never yields", async () => {
+  // The last host's close shuts the scheduler down (cancel) and joins its workers; a coroutine
+  // that never yields kept its worker, and closeLibrary() waited for good (killed here at the
+  // 20 s bound), also after the exit guard had given up on that join. Bounded now
+  // (kc_sched_shutdown_timed, 2 s): the close goes on with the worker still spinning, and the
+  // process ends. The spin marks its first cell, once, so that the close meets it running.
+  const dir = await Deno.makeTempDir();
+  try {
+    await buildPlugin(
+      dir,
+      `void spin_forever(void *arg) {
+        __atomic_store_n((unsigned long long *)arg, 1ULL, __ATOMIC_RELEASE);
+        for (volatile unsigned long i = 0;; i++) {}
+      }`,
+    );
+    const t0 = performance.now();
+    const res = await runFromStdin(`
+      import { closeLibrary, library, resolveNative, runtime } from "${root}mod.ts";
+      const rt = runtime({ workers: 1 });
+      const cells = rt.cells([0n, 0n]);
+      rt.spawn(resolveNative("${dir}/libplugin.so", "spin_forever"), cells);
+      while (Atomics.load(cells, 0) === 0n) await new Promise((r) => setTimeout(r, 1));
+      const lib = library();
+      closeLibrary();
+      console.log("closed", lib.isOpen);
+    `);
+    assert.equal(res.signal, null, `ended by ${res.signal} after ${performance.now() - t0} ms`);
+    assert.equal(res.code, 0, new TextDecoder().decode(res.stderr));
+    assert.equal(new TextDecoder().decode(res.stdout), "closed false\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("an uncaught error that a listener prevents, or a caller's own error event, leaves the scheduler running", async () => {
   // The stop at an uncaught error must not fire when the process lives on: a listener added
   // after the spawns prevents the error, and a dispatchEvent of the caller's own runs; the
