@@ -741,8 +741,9 @@ int32_t kc_scope_cancel(uint32_t scope);
 int32_t kc_scope_live(uint32_t scope);
 /* Until every child, and every child of a scope below it, has finished (0) or deadline_ns
  * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. KC_ESHUTDOWN once a shutdown
- * abandoned children of it (for good: they never finish; after a restart, make a new scope).
- * From a child of the scope (or of a scope below it), which would wait for itself: KC_EINVAL at
+ * abandoned children of it (for good: they never finish; after a restart, make a new scope), and
+ * on a thread as soon as a kc_sched_shutdown_timed gives up on its join (KC_ETIME), which leaves
+ * them to the next shutdown's join. From a child of the scope (or of a scope below it), which would wait for itself: KC_EINVAL at
  * once; so too from a hand-driven coroutine that a scheduled one resumed (it would block a
  * scheduler worker's thread, its resumer perhaps a child: before, a hang). */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
