@@ -460,9 +460,9 @@ function stopSchedulers(): void {
 }
 
 /**
- * How long the exit guard's shutdown waits for the workers to stop, all of them together (a
- * coroutine's last slice, not a drain: a cancel), and before that for another shutdown in
- * progress (a `shutdown()` in flight), before the exit goes on without them.
+ * How long the exit guard's shutdown waits, all its waits together (one deadline): for another
+ * shutdown in progress (a `shutdown()` in flight), then for the workers to stop, all of them (a
+ * coroutine's last slice, not a drain: a cancel), before the exit goes on without them.
  */
 const EXIT_JOIN_NS = 2_000_000_000n;
 
