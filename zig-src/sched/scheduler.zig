@@ -695,12 +695,11 @@ pub const Scheduler = struct {
     join_pending: std.atomic.Value(bool) = .init(false),
     /// A bounded shutdown timed out on the join (`join_pending`, past its deadline): set before
     /// it wakes the threads listed in `outside_waits`, cleared once the join that follows is
-    /// done. What
-    /// they wait for (children that finish, or are abandoned at that join) may never come: they
-    /// end their waits with error.Shutdown (`joinLeft`). Written under `lifecycle`; monotonic:
-    /// a waiter reads it after listing itself under `outside_mutex`, which the shutdown takes
-    /// after its store (so a waiter listed after that store sees it; one listed before is
-    /// woken).
+    /// done. What they wait for (children that finish, or are abandoned at that join) may never
+    /// come: they end their waits with error.Shutdown (`joinLeft`). Written under `lifecycle`;
+    /// monotonic: a waiter reads it after listing itself under `outside_mutex`, which the
+    /// shutdown takes after its store (a waiter listed after that sees it through the mutex;
+    /// one listed before sees it through the release bump of its word, `wakeOutsideWaits`).
     unjoined: std.atomic.Value(bool) = .init(false),
     /// Threads outside the run blocked on a futex word of something of it (a scope's `events`:
     /// `Scope.waitAll` and `watch` from a thread), each listed while it waits (`OutsideWait`),
@@ -1428,8 +1427,8 @@ pub const Scheduler = struct {
         defer s.outside_mutex.unlock();
         var it = s.outside_waits;
         while (it) |w| : (it = w.next) {
-            // Release: pairs with the waiter's acquire load of its word (nothing else to
-            // publish: `unjoined` is ordered by the mutex).
+            // Release: pairs with the waiter's acquire load of its word, so that a waiter that
+            // reads the bumped value sees `unjoined` (stored before this) too.
             _ = w.word.fetchAdd(1, .release);
             std.Thread.Futex.wake(w.word, std.math.maxInt(u32));
         }
