@@ -274,6 +274,40 @@ Deno.bench(
   },
 );
 
+// 1000 trySends to 1000 channels, each with a record held: a native send (as another thread's)
+// completed each channel's first receive of this isolate, and a send on another channel drained
+// those records and held them (`Bridge.settleWhere`); each trySend completes its channel's
+// second receive and takes the held record first. Each must look at its own channel's held
+// record only, not at those of the channels held before it (timed: the sends alone, per 1000).
+const heldChans: Channel<number>[] = [];
+for (let i = 0; i < 1000; i++) {
+  const c = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  c.share();
+  heldChans.push(c);
+}
+const heldTrigger = new Channel<number>("rendezvous", { codec: codecs.f64 });
+heldTrigger.share();
+const heldSlot = new Float64Array([1]);
+const heldPtr = Deno.UnsafePointer.of(heldSlot);
+Deno.bench(
+  "1000 trySends to 1000 shared channels, each taking its channel's held record",
+  { group: "held" },
+  async (b) => {
+    const got: Promise<number>[] = [];
+    for (const c of heldChans) got.push(c.receive(), c.receive());
+    got.push(heldTrigger.receive());
+    await new Promise((r) => setTimeout(r, 0)); // the turn ended: they are queued natively
+    for (const c of heldChans) sym.kc_chan_try_send(c.handle, heldPtr, 8);
+    heldTrigger.trySend(0); // drains the 1000 records, holds them
+    b.start();
+    for (const c of heldChans) c.trySend(2);
+    b.end();
+    await Promise.all(got);
+  },
+);
+
 globalThis.addEventListener("unload", () => {
-  for (const c of [dropPair, dropWaited, dropQueued]) c[Symbol.dispose]();
+  for (const c of [dropPair, dropWaited, dropQueued, heldTrigger, ...heldChans]) {
+    c[Symbol.dispose]();
+  }
 });

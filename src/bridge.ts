@@ -124,6 +124,14 @@ const CLOSE_WAIT_MS = 2000;
 
 type Sym = ReturnType<Library["symbols"]>;
 
+/** The records held on one channel (`Bridge.#heldOn`). */
+interface HeldOn {
+  /** Their places in `#held` (a triple's first number), oldest first; some no longer live. */
+  places: number[];
+  /** How many of `places` are live (neither taken nor settled). */
+  live: number;
+}
+
 /** One isolate's completion ring over one open library. */
 export class Bridge {
   readonly #lib: Library;
@@ -571,14 +579,15 @@ export class Bridge {
     // ring holds now: those this pick takes settle now too, first. Before, they waited for the
     // held records' drain, a macrotask later: of two channels' receives completed in one turn,
     // the second channel's send settled its own receive after a newer one (the differential's
-    // settle order, seeds 27 and 66). Only where a held record is on `on`'s channel (`#heldOn`,
-    // a count per channel), and only until the last of those: else a turn's n sends that each
-    // settle a receive on one channel, with n records of another channel held, scan them all
-    // each time (n² steps; 4000 such sends took 1.1 s, 0.4 s before the scan, 0.12 s with a
-    // check of the channels held, on a loaded 2-vCPU host). That check was of a superset (the
-    // channels held since the list was last empty): once a held record of `on`'s channel was
-    // taken, each later call scanned every record of the others still held. A record taken is
-    // cleared in place (ticket 0: `#unhold`), not spliced out (each splice moved the rest).
+    // settle order, seeds 27 and 66). Only those on `on`'s channel, found by its own list of
+    // their places (`#heldOn`), oldest first: else a turn's n sends that each settle a receive
+    // on one channel, with n records of another channel held, scan them all each time (n²
+    // steps; 4000 such sends took 1.1 s, 0.4 s before the scan, 0.12 s with a check of the
+    // channels held, on a loaded 2-vCPU host). Before, with a count per channel, it walked the
+    // whole held list up to the last record of `on`'s, past every other channel's before it: a
+    // turn's sends to k channels, each with a record held, looked at k²/2 entries. A record
+    // taken is cleared in place (ticket 0: `#unhold`), not spliced out (each splice moved the
+    // rest).
     // Older still: the records of the batch a `#drain` (whose settle ran this call: a hook that
     // closes a channel) has not settled yet. Those this pick takes settle now, first; their
     // entries are cleared (ticket 0, which names no operation: `#settle` ignores it), so the
@@ -594,22 +603,13 @@ export class Bridge {
       this.#forget(op);
       picked.push([op, this.#statuses[4 * i + 1], index]);
     }
-    const held = this.#held, heldAt = this.#heldAt;
-    // How many to look at: none held (the common case, no lookup), or those on `on`.
-    let left = this.#heldLive === 0 || on === undefined
-      ? this.#heldLive
-      : this.#heldOn.get(on) ?? 0;
-    for (let i = this.#heldHead; left > 0 && i < held.length; i += 3) {
-      this.#heldSteps++;
-      const ticket = held[i];
-      if (ticket === 0 || (on !== undefined && heldAt[i / 3] !== on)) continue; // taken; not on `on`
-      left--;
-      const op = this.#ops.get(ticket);
-      if (op === undefined || !pick(op, held[i + 2])) continue;
-      this.#ops.delete(ticket);
-      this.#forget(op);
-      picked.push([op, held[i + 1], held[i + 2]]);
-      this.#unhold(i);
+    // None held: the common case, no lookup.
+    if (this.#heldLive > 0) {
+      if (on === undefined) this.#takeHeldAll(pick);
+      else {
+        const mine = this.#heldOn.get(on);
+        if (mine !== undefined) this.#takeHeldOn(pick, mine);
+      }
     }
     let n: number;
     do {
@@ -741,15 +741,73 @@ export class Bridge {
    * undefined where none is or once taken: no channel's state kept alive by a record gone.
    */
   #heldAt: unknown[] = [];
-  /** How many of the records held are on each channel, for `settleWhere`'s `on`: exact. */
-  readonly #heldOn = new Map<unknown, number>();
+  /**
+   * The records held on each channel, for `settleWhere`'s `on`: their places in `#held`, oldest
+   * first, and how many of them are live (an entry goes once none is). A place whose record was
+   * taken or settled since (ticket 0) stays until a pick on its channel walks past it, which
+   * drops it: each place is looked at once more at most.
+   */
+  readonly #heldOn = new Map<unknown, HeldOn>();
 
   /** Holds a record `settleWhere` drained and did not pick; `at`: its channel, if any. */
   #hold(ticket: number, status: number, index: number, at: unknown): void {
+    const i = this.#held.length;
     this.#held.push(ticket, status, index);
     this.#heldAt.push(at);
     this.#heldLive++;
-    if (at !== undefined) this.#heldOn.set(at, (this.#heldOn.get(at) ?? 0) + 1);
+    if (at === undefined) return;
+    const on = this.#heldOn.get(at);
+    if (on === undefined) this.#heldOn.set(at, { places: [i], live: 1 });
+    else {
+      on.places.push(i);
+      on.live++;
+    }
+  }
+
+  /**
+   * `settleWhere`'s pick of the records held on one channel (`on`, its `#heldOn` entry): each
+   * live one is given to `pick`, oldest first; those it takes are taken (`#take`). The places of
+   * records no longer live are dropped from the list as it is walked, and the walk stops at the
+   * last live one (those after it are dropped too).
+   */
+  #takeHeldOn(pick: (op: RingOp, index: number) => boolean, on: HeldOn): void {
+    const held = this.#held, places = on.places;
+    let left = on.live, kept = 0, r = 0;
+    for (; left > 0 && r < places.length; r++) {
+      this.#heldSteps++;
+      const i = places[r], ticket = held[i];
+      if (ticket === 0) continue; // taken or settled since it was held
+      left--;
+      const op = this.#ops.get(ticket);
+      if (op !== undefined && pick(op, held[i + 2])) this.#take(op, i);
+      else places[kept++] = i;
+    }
+    // Past the last live one, only places no longer live are left. The entry may be gone (its
+    // last live record taken: `#unhold`), and `#held` emptied with it: then nothing is kept.
+    places.length = kept;
+  }
+
+  /** `settleWhere`'s pick of every record held (no `on`), oldest first. */
+  #takeHeldAll(pick: (op: RingOp, index: number) => boolean): void {
+    const held = this.#held;
+    let left = this.#heldLive;
+    for (let i = this.#heldHead; left > 0 && i < held.length; i += 3) {
+      this.#heldSteps++;
+      const ticket = held[i];
+      if (ticket === 0) continue; // taken or settled
+      left--;
+      const op = this.#ops.get(ticket);
+      if (op !== undefined && pick(op, held[i + 2])) this.#take(op, i);
+    }
+  }
+
+  /** The held record at `i` (of `op`) is picked: settled first by `#complete`. */
+  #take(op: RingOp, i: number): void {
+    const held = this.#held;
+    this.#ops.delete(held[i]);
+    this.#forget(op);
+    this.#picked.push([op, held[i + 1], held[i + 2]]);
+    this.#unhold(i);
   }
 
   /**
@@ -761,9 +819,8 @@ export class Bridge {
     const at = this.#heldAt[i / 3];
     if (at !== undefined) {
       this.#heldAt[i / 3] = undefined;
-      const n = this.#heldOn.get(at)! - 1;
-      if (n === 0) this.#heldOn.delete(at);
-      else this.#heldOn.set(at, n);
+      const on = this.#heldOn.get(at)!;
+      if (--on.live === 0) this.#heldOn.delete(at);
     }
     if (--this.#heldLive > 0) return;
     this.#held.length = 0;

@@ -7537,9 +7537,87 @@ Deno.test("Bridge: each record a send's settle held is looked at once, whether a
   assert.ok(fromA.every((v, i) => v === i), "a's not in order");
   assert.ok((await Promise.all(onB)).every((v, i) => v === i), "b's not in order");
   assert.deepEqual([await lastB, await last], [-2, -1]);
-  // The pick on b: the 2n entries up to b's last; the drain: a's n, and b's taken before each
-  // of a's but the first (the list is emptied once a's last is settled).
-  assert.equal(looked, 4 * n - 1, "held entries looked at for 2n held records");
+  // The pick on b: b's n entries (its own list of places, `Bridge.#heldOn`: before, the 2n
+  // entries of the whole list up to b's last); the drain: a's n, and b's taken before each of
+  // a's but the first (the list is emptied once a's last is settled).
+  assert.equal(looked, 3 * n - 1, "held entries looked at for 2n held records");
+});
+
+Deno.test("Bridge.settleWhere on a channel looks at its own held records only, not those of the channels held before them: k sends to k channels, each with a record held, look at k entries, and every receive settles in the order it did", async () => {
+  // A send of this isolate to a channel with a record held (another thread completed its first
+  // receive; a send on another channel drained and held that record) takes that record first
+  // (`Bridge.settleWhere`'s pick on its channel). The pick walked the whole held list up to the
+  // channel's last record, past every other channel's before it: sends to k channels in the
+  // order their records were held looked at k²/2 entries. Each channel's places are listed now.
+  const bridge = Bridge.of(library());
+  const k = 200;
+  const chans: Channel<number>[] = [];
+  for (let i = 0; i < k; i++) chans.push(new Channel<number>("rendezvous", { codec: codecs.f64 }));
+  using trigger = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  try {
+    for (const c of chans) c.handle; // escaped: native from here on
+    trigger.handle;
+    const order: string[] = [];
+    const before = bridge.pending;
+    const got: Promise<unknown>[] = [];
+    for (const [i, c] of chans.entries()) {
+      got.push(c.receive().then((v) => order.push(`${i} first ${v}`)));
+      got.push(c.receive().then((v) => order.push(`${i} second ${v}`)));
+    }
+    got.push(trigger.receive().then((v) => order.push(`trigger ${v}`)));
+    await until(() => bridge.pending >= before + 2 * k + 1, "the receives queued natively");
+    // Native sends (as another thread's) complete each channel's first receive, their records
+    // left on the ring in channel order.
+    for (const [i, c] of chans.entries()) assert.equal(trySendNatively(c.handle, i), 0);
+    assert.deepEqual(trigger.trySend(-1), { state: "ok" }); // settles its receive, holds k records
+    assert.equal(bridge.pending, before + 2 * k, "the first receives are held");
+    const steps = bridge.heldSteps;
+    // Each send takes its channel's held record, then settles its second receive.
+    for (const [i, c] of chans.entries()) assert.deepEqual(c.trySend(k + i), { state: "ok" });
+    assert.equal(bridge.heldSteps - steps, k, "held entries looked at by k picks");
+    assert.equal(bridge.pending, before, "every receive settled as its send returned");
+    await Promise.all(got);
+    const want = ["trigger -1"];
+    for (let i = 0; i < k; i++) want.push(`${i} first ${i}`, `${i} second ${k + i}`);
+    assert.deepEqual(order, want);
+  } finally {
+    for (const c of chans) c[Symbol.dispose]();
+  }
+});
+
+Deno.test("Bridge: records held on several channels, interleaved, settle in ring order on each channel: a send on one takes its channel's oldest first, the drain settles the rest oldest first", async () => {
+  // The order `Bridge.#heldOn`'s lists of places keep: a pick on a channel takes that channel's
+  // held records in the order they were drained, and the held records' drain settles the others
+  // in that order too, whichever channels they are on.
+  const bridge = Bridge.of(library());
+  using a = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using b = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using c = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using d = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  for (const ch of [a, b, c, d]) ch.handle; // escaped: native from here on
+  const order: string[] = [];
+  const before = bridge.pending;
+  const receive = (ch: Channel<number>, name: string) =>
+    ch.receive().then((v) => order.push(`${name} ${v}`));
+  const got = [
+    receive(a, "a"),
+    receive(a, "a"),
+    receive(b, "b"),
+    receive(b, "b"),
+    receive(b, "b"),
+    receive(c, "c"),
+    receive(d, "d"),
+  ];
+  await until(() => bridge.pending >= before + 7, "the receives queued natively");
+  // Records on the ring: a 1, b 2, a 3, c 4, b 5 (as another thread's sends).
+  for (const [ch, v] of [[a, 1], [b, 2], [a, 3], [c, 4], [b, 5]] as const) {
+    assert.equal(trySendNatively(ch.handle, v), 0);
+  }
+  assert.deepEqual(d.trySend(0), { state: "ok" }); // settles d's receive, holds the 5 records
+  assert.deepEqual(b.trySend(6), { state: "ok" }); // takes b 2 and b 5, then settles its own
+  assert.equal(bridge.pending, before + 3, "a's and c's receives are held");
+  await Promise.all(got);
+  assert.deepEqual(order, ["d 0", "b 2", "b 5", "b 6", "a 1", "a 3", "c 4"]);
 });
 
 Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {
