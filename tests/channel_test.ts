@@ -3859,6 +3859,51 @@ Deno.test("closing the library settles a record that a channel's close in a clos
   });
 });
 
+Deno.test("closing the library from a hook that a send's settle of its picked records ran settles the rest of those records first, before the withdrawals fail the other waits", async () => {
+  // A send of this isolate that completes a receive natively settles the records of its
+  // channel's receives first (\`Bridge.settleWhere\`: here \`r1\`'s, another thread's send's, then
+  // \`r2\`'s, its own). \`r1\`'s settle collects what native code dropped on this drop-oldest
+  // channel, and its onUndeliveredElement hook closes the library: the close settles \`r2\`'s
+  // picked record (\`Bridge.#closeBatch\`'s \`#complete\`) before it withdraws \`rc\`, as completed
+  // before the close. Without that, \`rc\` failed first and \`r2\` settled after the withdrawals.
+  const res = await evalOnLibrary(`
+    const log = [];
+    let closed = false;
+    const a = new Channel(1, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: (v) => {
+        log.push("hook " + v);
+        if (closed) return;
+        closed = true;
+        closeLibrary();
+      },
+    });
+    const c = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    c.share();
+    const got = [
+      a.receive().then((v) => log.push("r1 " + v), (e) => log.push("r1 " + e.name)),
+      a.receive().then((v) => log.push("r2 " + v), (e) => log.push("r2 " + e.name)),
+      c.receive().then((v) => log.push("rc " + v), (e) => log.push("rc " + e.name)),
+    ];
+    await until(() => bridge.pending >= 3, "the receives queued natively");
+    const natively = trySendNatively(a.handle, 1); // r1's record on the ring
+    const dropped = new Float64Array([10]);
+    const drop = sym.kc_chan_drop(a.handle, Deno.UnsafePointer.of(dropped), 8); // for the hook
+    const sent = a.trySend(2).state; // completes r2, settles r1's record and its own
+    await within(Promise.all(got), 10_000, "the receives");
+    console.log(JSON.stringify({ natively, drop, sent, log }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    natively: 0,
+    drop: 1,
+    sent: "ok",
+    log: ["hook 10", "r2 2", "rc LibraryClosedError", "r1 1"],
+  });
+});
+
 Deno.test("closing the library lets go of the channels of the records it held: a channel whose record a close hook's channel close held is collected once dropped, its library still referenced", async () => {
   // As "settles a record that a channel's close in a close hook of its last round drained and
   // held" above: the select's record on \`x\` is held, then settled as the library closes. The
