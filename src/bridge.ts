@@ -217,7 +217,12 @@ export class Bridge {
   #closeBatch(): void {
     this.#closePassed = true;
     // Records a `settleWhere` (whose settle ran this close) picked: settled first, while the
-    // library is open, as completed before the withdrawals below fail the newer waits.
+    // library is open, as completed before the withdrawals below fail the newer waits. Reached
+    // where a picked record's settle runs user code that closes the library: a receive's on a
+    // drop-policy channel collects what native code dropped there, its onUndeliveredElement
+    // hook run at once (no batch: `Channel.#collectSettled`). Without this, the later picks
+    // settled after the withdrawals, at `#awaitRecords`' drain (channel_test "closing the
+    // library from a hook that a send's settle of its picked records ran").
     this.#complete();
     // Waits still due to be queued at the end of this turn: queued now, while the library is
     // open, so that they are withdrawn and failed the same way (they went to the closed
@@ -329,7 +334,14 @@ export class Bridge {
     // as cut off, a send its receiver had reported failed.
     const busy: number[] = [];
     for (const op of [...this.#ops.values()]) {
-      if (this.#ops.get(op.ticket) !== op) continue; // settled meanwhile (by a withdrawal's hook)
+      // Settled meanwhile: a withdrawal above runs user code (a send's value to its
+      // onUndeliveredElement hook, at once: `Channel.#failClosed`), which may give up another
+      // wait (its signal aborted: `abort` withdraws it natively, the ring still alive). Its
+      // ticket is then freed: the abort below would answer KC_EBADH and `rc !== 0` skip it all
+      // the same, so this saves a native call on a stale ticket, and never names a slot given to
+      // another wait since (12-bit generations). Unlike `#closeBatch`'s same check, not needed
+      // for correctness.
+      if (this.#ops.get(op.ticket) !== op) continue;
       const rc = this.#sym.kc_ring_abort(this.#ring, op.ticket);
       if (rc === Status.EBUSY) busy.push(op.ticket);
       if (rc !== 0) continue; // busy: its record settles it; failed (the ring gone): cut off below
