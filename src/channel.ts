@@ -3748,6 +3748,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ring is gone). `#settleSenders` and `#settleEnded` each wrote these lines out.
    */
   #loseQueued(w: Waiter): void {
+    // Only a wait queued natively (QUEUED), or one whose record was due (COMPLETING: with the
+    // ring gone it will not come). Not one settled already (DONE): its ticket was freed (a
+    // withdrawal of it, were its slot reused, would withdraw another operation's wait, and its
+    // untracking would untrack that one), and a second rejection of an iterator's receive would
+    // mark its iterator ended though its next() had answered. No caller passes one (each
+    // walks a list of the queue taken after the ring was found gone, and settling one of it
+    // settles no other), but a settle that ran code would (`waiting`): it is skipped, as
+    // `_lost` skips it. Nor one still in JavaScript (LOCAL), which has no ticket.
+    if (w.state !== QUEUED && w.state !== COMPLETING) return;
     const rc = this.#bridge.abort(w, true); // not counted: no wait gave up
     if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
     else this.#lost(w, rc < 0 ? rc : Status.EBADH);
