@@ -577,12 +577,13 @@ export class Bridge {
    * receive another thread completed on another channel (the model fuzz's seed 55, with the
    * other thread acting mid-turn). So for a close or cancel of this isolate (`Channel`'s
    * `#settleEnded`): the waits of this isolate it failed settle before it returns, as a local
-   * channel's close settles them. `pick` is given the record's clause index (a select's); `on`,
-   * where given, is the channel (`RingOp.channelAt`) of every record `pick` takes. False
+   * channel's close settles them. `pick` is given the record's clause index (a select's); `on` is
+   * the channel (`RingOp.channelAt`) of every record `pick` takes: of the records held, only
+   * those on it are given to `pick` (every caller's pick is of one channel's records). False
    * if the ring cannot be drained (gone: destroyed by hand, as a test does), the records drained
    * before settled first; true otherwise.
    */
-  settleWhere(pick: (op: RingOp, index: number) => boolean, on?: unknown): boolean {
+  settleWhere(pick: (op: RingOp, index: number) => boolean, on: unknown): boolean {
     if (!this.#lib.isOpen) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
     // After those an outer call (whose settle ran this one) picked and did not settle yet.
@@ -617,11 +618,8 @@ export class Bridge {
     }
     // None held: the common case, no lookup.
     if (this.#heldLive > 0) {
-      if (on === undefined) this.#takeHeldAll(pick);
-      else {
-        const mine = this.#heldOn.get(on);
-        if (mine !== undefined) this.#takeHeldOn(pick, mine);
-      }
+      const mine = this.#heldOn.get(on);
+      if (mine !== undefined) this.#takeHeldOn(pick, mine);
     }
     let n: number;
     do {
@@ -797,20 +795,6 @@ export class Bridge {
     // Past the last live one, only places no longer live are left. The entry may be gone (its
     // last live record taken: `#unhold`), and `#held` emptied with it: then nothing is kept.
     places.length = kept;
-  }
-
-  /** `settleWhere`'s pick of every record held (no `on`), oldest first. */
-  #takeHeldAll(pick: (op: RingOp, index: number) => boolean): void {
-    const held = this.#held;
-    let left = this.#heldLive;
-    for (let i = this.#heldHead; left > 0 && i < held.length; i += 3) {
-      this.#heldSteps++;
-      const ticket = held[i];
-      if (ticket === 0) continue; // taken or settled
-      left--;
-      const op = this.#ops.get(ticket);
-      if (op !== undefined && pick(op, held[i + 2])) this.#take(op, i);
-    }
   }
 
   /** The held record at `i` (of `op`) is picked: settled first by `#complete`. */
