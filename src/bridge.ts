@@ -753,9 +753,10 @@ export class Bridge {
   #heldAt: unknown[] = [];
   /**
    * The records held on each channel, for `settleWhere`'s `on`: their places in `#held`, oldest
-   * first, and how many of them are live (an entry goes once none is). A place whose record was
-   * taken or settled since (ticket 0) stays until a pick on its channel walks past it, which
-   * drops it: each place is looked at once more at most.
+   * first, and how many of them are live (an entry goes once none is). A pick on the channel
+   * drops the places of the records it takes; a place whose record the held records' drain
+   * settled since (ticket 0) stays until a pick on its channel walks past it, which drops it:
+   * each place is looked at once more at most.
    */
   readonly #heldOn = new Map<unknown, HeldOn>();
 
