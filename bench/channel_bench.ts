@@ -7,6 +7,7 @@
 import { Channel, codecs, library, select } from "../mod.ts";
 import medium from "medium"; // npm:medium, pinned in deno.json
 import { PINGPONG_ROUNDS } from "./constants.ts";
+import { Bridge } from "../src/bridge.ts";
 
 const sym = library().symbols("bench");
 
@@ -287,6 +288,7 @@ for (let i = 0; i < 1000; i++) {
 }
 const heldTrigger = new Channel<number>("rendezvous", { codec: codecs.f64 });
 heldTrigger.share();
+const heldBridge = Bridge.of(library());
 const heldSlot = new Float64Array([1]);
 const heldPtr = Deno.UnsafePointer.of(heldSlot);
 Deno.bench(
@@ -294,9 +296,12 @@ Deno.bench(
   { group: "held" },
   async (b) => {
     const got: Promise<number>[] = [];
+    const before = heldBridge.pending; // dropWaited's receives too
     for (const c of heldChans) got.push(c.receive(), c.receive());
     got.push(heldTrigger.receive());
-    await new Promise((r) => setTimeout(r, 0)); // the turn ended: they are queued natively
+    // Queued natively at the end of the turn (a setImmediate, which a timer may run before):
+    // until then a native send finds no receive, and the second one would wait for ever.
+    while (heldBridge.pending < before + 2001) await new Promise((r) => setTimeout(r, 0));
     for (const c of heldChans) sym.kc_chan_try_send(c.handle, heldPtr, 8);
     heldTrigger.trySend(0); // drains the 1000 records, holds them
     b.start();
