@@ -2046,6 +2046,42 @@ Deno.test("runtime: a drain that ran dry as the library closed calls nothing of 
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("using a Runtime (sync) is refused as it is declared, by name, telling to use await using", async () => {
+  const made = runtime({ workers: 1 });
+  let ran = false;
+  assert.throws(
+    () => {
+      // @ts-expect-error: a Runtime is no Disposable (TypeScript refuses it too)
+      using rt = made;
+      ran = true;
+      rt.spawn("sleeper", rt.cells([1n, 0n]));
+    },
+    {
+      name: "TypeError",
+      message: "Cannot dispose runtime synchronously: disposing a runtime shuts the scheduler " +
+        "down, which waits for its coroutines, so declare it with `await using`, not `using`, " +
+        "received a Runtime",
+    },
+  );
+  assert.equal(ran, false); // refused before its block ran
+  assert.equal(made.isRunning, true); // the refusal shut nothing down
+  // Its look-alikes are named as such, as in every other refusal of Runtime's.
+  assert.throws(
+    () => Object.getOwnPropertyDescriptor(Runtime.prototype, Symbol.dispose)!.get!.call({}),
+    {
+      name: "TypeError",
+      message: /^Cannot dispose runtime synchronously: .* received \[object Object\]$/,
+    },
+  );
+  // `await using` never reads it: disposal shuts the scheduler down as before.
+  {
+    await using rt = made;
+    const naps = rt.cells([1n, 0n]);
+    rt.spawn("sleeper", naps);
+  }
+  assert.equal(made.isRunning, false);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("every public member of Runtime and NativeCoroutine called on what is none of it (an object made from its prototype, a Proxy of one, a primitive) fails with a named TypeError, the async ones by a rejected promise", async () => {
   // Before, each threw (or rejected with) the engine's "Cannot read private member #lib" or
