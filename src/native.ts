@@ -137,7 +137,10 @@ export class NativeCoroutine implements Disposable {
       );
     }
     checkOptions("create coroutine", options);
-    const arg = options.arg ?? 0;
+    // Absent only when undefined, as each option of `runtime()`'s: `?? 0` took a null `arg` or
+    // `stackSize` (a wrong type, which fpControl's and slabStack's checks refuse) for the default.
+    const given = options.arg;
+    const arg = given === undefined ? 0 : given;
     if (typeof arg !== "number" || !Number.isSafeInteger(arg) || arg < 0) {
       // Not a number (a bigint, "5"): a TypeError, as every option of the wrong type.
       throw new (typeof arg === "number" ? RangeError : TypeError)(
@@ -146,7 +149,8 @@ export class NativeCoroutine implements Disposable {
         }`,
       );
     }
-    const stackSize = checkStackSize("create coroutine", options.stackSize ?? 0);
+    const stackGiven = options.stackSize;
+    const stackSize = checkStackSize("create coroutine", stackGiven === undefined ? 0 : stackGiven);
     // Each read once: a getter answered undefined to the check and "yes" to the flags after it.
     let flags = 0;
     for (const [key, bit] of [["fpControl", 1], ["slabStack", 2]] as const) {

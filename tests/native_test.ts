@@ -159,6 +159,24 @@ Deno.test("bad arguments are RangeError/TypeError naming what was received", () 
   }
 });
 
+Deno.test("NativeCoroutine.create refuses a null arg or stackSize (a wrong type), as runtime() does, rather than taking it for the default", () => {
+  // Before, `options.arg ?? 0` and `options.stackSize ?? 0` made null the default, while a null
+  // fpControl or slabStack, and runtime()'s null workers or stackSize, were a TypeError.
+  const live = coroutineStats().live;
+  for (const key of ["arg", "stackSize"] as const) {
+    assert.throws(
+      () => NativeCoroutine.create("fib", { [key]: null as never }),
+      (e: unknown) =>
+        e instanceof TypeError &&
+        new RegExp(`^Cannot create coroutine: ${key} must be .*, received null$`).test(e.message),
+      key,
+    );
+  }
+  assert.equal(coroutineStats().live, live); // none was made
+  using co = NativeCoroutine.create("fib", { arg: undefined, stackSize: undefined }); // defaults
+  assert.deepEqual([...co.values()], []); // fib(0)
+});
+
 Deno.test("destroying coroutines returns their stacks: no live ones leak", () => {
   const before = coroutineStats();
   for (let i = 0; i < 1000; i++) {
