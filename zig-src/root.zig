@@ -9577,6 +9577,66 @@ test "C ABI: a finishing shutdown abandons an idle actor once its drain ran dry,
     try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(box, &v, 8)); // as before
 }
 
+test "C ABI: an actor's or producer's on_done that a shutdown abandons mid-way (parked in it) is not called again" {
+    // on_done runs on the child's coroutine, with the cleanup that calls an abandoned one's
+    // on_done still pushed: one that parks (a kc_chan_send nobody takes) and is abandoned there
+    // must not be called a second time by that cleanup, on the shutdown's thread. Without the
+    // `guard.on_done = null` before the normal call (actorMain, producerMain) each was called
+    // twice (counts 2): a ctx freed by the first call was used and freed again.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var gate: u32 = 0; // where on_done parks: nobody receives
+        var calls: [2]std.atomic.Value(u32) = @splat(.init(0));
+        var status: [2]std.atomic.Value(i32) = @splat(.init(999));
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+        fn producer(_: ?*anyopaque) callconv(.c) void {} // returns at once: on_done(0)
+        fn onDone(ctx: ?*anyopaque, st: i32) callconv(.c) void {
+            const i = @intFromPtr(ctx);
+            status[i].store(st, .monotonic);
+            // Acq_rel: the test's acquire load sees the status. A second call (the bug) returns
+            // at once: it runs on the shutdown's thread, where a send would block for good.
+            if (calls[i].fetchAdd(1, .acq_rel) != 0) return;
+            const v: u64 = 0;
+            _ = kc_chan_send(gate, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+    };
+    for (&S.calls, &S.status) |*c, *st| {
+        c.store(0, .monotonic);
+        st.store(999, .monotonic);
+    }
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.gate));
+    defer _ = kc_chan_destroy(S.gate);
+    var box: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    var out: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &out));
+    defer _ = kc_chan_destroy(out);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var hs: [2]u32 = @splat(0);
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(box)); // the actor ends at once: on_done(0)
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, @ptrFromInt(0), S.onDone, &hs[0]));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, out, S.producer, @ptrFromInt(1), S.onDone, &hs[1]));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "both on_dones to park in their send");
+    while (S.calls[0].load(.acquire) == 0 or S.calls[1].load(.acquire) == 0 or
+        kc_coro_state(hs[0]) != parked or kc_coro_state(hs[1]) != parked) try d.wait();
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    for (&S.calls, &S.status) |*c, *st| {
+        try testing.expectEqual(@as(u32, 1), c.load(.acquire));
+        try testing.expectEqual(@as(i32, 0), st.load(.monotonic)); // the normal call's
+    }
+}
+
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
