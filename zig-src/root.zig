@@ -9561,6 +9561,108 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
     try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 10, 20, 30, 40 }, &seen);
 }
 
+test "C ABI: an abandoned actor's message in hand goes to the hook as received, also once its forwarding send was taken: a handler that marks it in ctx lets the hook skip it (README's recipe)" {
+    // The README's recipe for a handler that hands its message on: mark it where the mailbox's
+    // hook looks (the same ctx) before the send that may park, and the hook skips it. Here a
+    // thread takes the forwarded message from the parked send, then a shutdown abandons the
+    // actor, never resumed: the hook is still given that message (the handler never learnt
+    // the send was taken), and skips it as marked. Each message is a block of the leak-checking
+    // allocator: the one taken is freed by the test, the queued one by the hook; a hook that
+    // freed the taken one too would free it twice.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var next: u32 = 0; // rendezvous: the forwarding send parks until the test takes it
+        var entered: std.atomic.Value(u32) = .init(0);
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var done: std.atomic.Value(u32) = .init(0);
+        /// The hook's calls (on the shutdown's thread), and those it skipped as marked.
+        var given: u32 = 0;
+        var skipped: u32 = 0;
+        const Ctx = struct { handed: ?*u64 = null };
+        fn msgOf(elem: [*]const u8) *u64 {
+            return @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+        }
+        fn handler(ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
+            const c: *Ctx = @ptrCast(@alignCast(ctx.?));
+            _ = entered.fetchAdd(1, .acq_rel);
+            c.handed = msgOf(msg); // marked before the send that may park
+            _ = kc_chan_send(next, msg, @sizeOf(usize), 0, 0, 0);
+            c.handed = null; // returned: the receiver has it, and the actor is done with it
+        }
+        fn hook(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const c: *Ctx = @ptrCast(@alignCast(ctx.?));
+            given += 1;
+            const m = msgOf(elem);
+            if (c.handed == m) {
+                skipped += 1;
+                return;
+            }
+            testing.allocator.destroy(m);
+        }
+        fn onDone(_: ?*anyopaque, _: i32) callconv(.c) void {
+            _ = done.fetchAdd(1, .monotonic);
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: the actor is never resumed.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        fn post(box: u32, seq: u64) !void {
+            const m = try testing.allocator.create(u64);
+            m.* = seq;
+            var word: usize = @intFromPtr(m);
+            if (kc_chan_try_send(box, &word, @sizeOf(usize)) != 0) {
+                testing.allocator.destroy(m);
+                return error.TestUnexpectedResult;
+            }
+        }
+    };
+    S.entered.store(0, .monotonic);
+    S.blocking.store(0, .monotonic);
+    S.done.store(0, .monotonic);
+    S.given = 0;
+    S.skipped = 0;
+    var ctx: S.Ctx = .{};
+    var box: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 4, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, S.hook, &ctx));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.next));
+    defer _ = kc_chan_destroy(S.next);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, &ctx, S.onDone, &h));
+    try S.post(box, 1);
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the handler to park in its forwarding send");
+    while (S.entered.load(.acquire) != 1 or kc_coro_state(h) != parked) try d.wait();
+    try S.post(box, 2); // queued behind the one in hand
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    while (S.blocking.load(.acquire) == 0) try d.wait();
+    // Takes the forwarded message: the send completes, the actor is runnable, never resumed.
+    var word: usize = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.next, &word, @sizeOf(usize)));
+    const taken: *u64 = @ptrFromInt(word);
+    defer testing.allocator.destroy(taken); // the test's now: freed once, here
+    try testing.expectEqual(@as(u64, 1), taken.*);
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u32, 1), S.done.load(.monotonic));
+    // Both given to the hook, the taken one too (in hand: the handler never returned); it
+    // skipped that one as marked, freed the queued one.
+    try testing.expectEqual(@as(u32, 2), S.given);
+    try testing.expectEqual(@as(u32, 1), S.skipped);
+    try testing.expectEqual(taken, ctx.handed.?);
+}
+
 test "C ABI: a finishing shutdown abandons an idle actor once its drain ran dry, and calls its on_done (KC_ESHUTDOWN)" {
     // Before, an actor parked in its receive (its mailbox open and empty) when the program shut
     // down with KC_SHUTDOWN_FINISH never ran on_done: its ctx's owner could not tell when it
