@@ -352,6 +352,8 @@ export function onUnhandledFailure(
 
 /** The flags `x` (a job: `_is`) was made with (`describe` names its kind by them). */
 let flagsOf: (x: JobSupport<unknown>) => number;
+/** The job `x` (a job: `_is`) is a child of, while it is linked in its list; else null. */
+let parentOf: (x: JobSupport<unknown>) => JobSupport<unknown> | null;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -735,11 +737,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(ce, false);
   }
 
-  // The bodies of this module's functions that read a job's private fields (`flagsOf`): inside
+  // The bodies of this module's functions that read a job's private fields (`flagsOf`, `parentOf`): inside
   // the class for those fields, not public statics of it, which every job's class inherits, so
   // any caller holding a job reached them (`task.constructor._flagsOf(task)`).
   static {
     flagsOf = (x) => x.#flags;
+    parentOf = (x) => x.#parent;
   }
 
   /**
@@ -1480,19 +1483,34 @@ export function _setScopeBrand(check: (x: unknown) => boolean): void {
 }
 
 /**
- * @ignore Whether a failure that a child of `parent`'s fails with is taken by `parent` and seen
- * there (it becomes the parent's own, which rethrows or reports it): `parent` takes children's
- * failures (a task, `async`, a root scope, a `CompletableDeferred`) and is no supervisor. A scope
- * made `parent`'s child (`createScope({ parent })`) takes its own children's failures exactly
- * then, as Kotlin's
- * `Job(parent)` handles exceptions as its parent does: else a child of its failing would report
- * nothing (its scope took it) and the parent, a supervisor or a job that reports nothing, would
- * not either, and the failure would be lost; or, taken by both, it would be reported by the
- * child and rethrown by the parent.
+ * @ignore Whether a failure that a child of `parent`'s fails with is seen above it (rethrown or
+ * reported) without that child's own report: it reaches `parent` (no supervisor) and, passed on up
+ * from job to job as long as none is a supervisor, comes to one that takes children's failures as
+ * its own (a task, `async`, a `coroutineScope`, a scope made so) or that reports its own (a
+ * launch's, a native scope's job). A scope made `parent`'s child by `createScope`'s `parent` option
+ * takes its own children's failures exactly then, as Kotlin's `Job(parent)` handles exceptions when
+ * an ancestor does (`JobImpl.handlesException` walks up): else a child of its failing would report
+ * nothing (its scope took it) and nothing above would either (a supervisor, a free-standing scope):
+ * the failure would be lost; or, taken by both, it would
+ * be reported by the child and rethrown or reported again above. Walked, not only `parent` asked:
+ * a scope made a child that takes nothing passes its failure on to its own parent, so a scope
+ * under it whose grandparent is a task had its launch report a failure the task reported again (a
+ * `CompletableDeferred` did so too until it took its children's failures).
  */
 export function parentTakesFailure(parent: JobSupport<unknown>): boolean {
-  const flags = flagsOf(parent);
-  return (flags & HANDLES_CHILD_FAILURE) !== 0 && (flags & SUPERVISOR) === 0;
+  if ((flagsOf(parent) & SUPERVISOR) !== 0) return false; // it stops below the supervisor
+  for (let j: JobSupport<unknown> = parent;;) {
+    const flags = flagsOf(j);
+    if ((flags & (HANDLES_CHILD_FAILURE | REPORTS_FAILURE)) !== 0) return true;
+    // j fails with it, taking it from nobody: it goes on to j's parent unless that is a
+    // supervisor (which a job standing for a scope's own work fails all the same), as
+    // `#cancelWith` sends it.
+    const p: JobSupport<unknown> | null = parentOf(j);
+    if (p === null || ((flagsOf(p) & SUPERVISOR) !== 0 && (flags & PARENTS_OWN) === 0)) {
+      return false;
+    }
+    j = p;
+  }
 }
 
 /**

@@ -913,7 +913,8 @@ class StandaloneScope extends Coroutine<void> implements Scope {
  * With `parent` (a {@linkcode Job}: Kotlin's `CoroutineScope(Job(parent))`) the scope is that
  * job's child: the parent's cancel cancels it, the parent does not complete before it does (so
  * `join()` or dispose it), and its failure fails the parent unless that is a supervisor; a
- * parent that rethrows failures (a task, `coroutineScope`) rethrows it in place of the launch's
+ * parent that rethrows failures (a task, `coroutineScope`), or one it reaches through jobs that
+ * pass it on (a `CompletableDeferred` made with a `parent`), rethrows it in place of the launch's
  * report. Its context is the parent's with `context` added.
  *
  * `using scope = createScope()` (without `await`) throws a TypeError as it is declared: a sync

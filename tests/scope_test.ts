@@ -1092,6 +1092,54 @@ Deno.test("createScope({ parent }): a failure through a parent that reports noth
   assert.equal(live, 0);
 });
 
+Deno.test("createScope({ parent }) of a CompletableDeferred whose own parent takes failures: a failed launch is seen once, where that parent sees it", async () => {
+  // The deferred takes the scope's failure and, failing, passes it on to its parent (a task, a
+  // coroutineScope), which reports or rethrows it: the launch must not report it too. Before, a
+  // deferred took no child's failure, so the launch reported it and the task reported it again,
+  // or the coroutineScope rethrew what was also reported.
+  const boom = new Error("through a deferred");
+  const { context, reported } = collecting();
+  const top = createScope({ context });
+  let deferred: CompletableDeferred<void> | undefined;
+  const task = top.launch(counted(async (t) => {
+    deferred = new CompletableDeferred<void>({ parent: t.job });
+    const inner = createScope({ parent: deferred });
+    inner.launch(counted(() => Promise.reject(boom)));
+    await untilAborted(t.signal);
+  }));
+  await task.join();
+  assert.equal(task.state, "cancelled");
+  await assert.rejects(deferred!.await(), (e) => e === boom);
+  assertSameItems(reported, [boom]); // by the task, once
+  await top.join();
+  const { context: c2, reported: r2 } = collecting();
+  await assert.rejects(
+    coroutineScope(
+      counted(async (scope) => {
+        const d = new CompletableDeferred<void>({ parent: scope.job });
+        createScope({ parent: d }).launch(counted(() => Promise.reject(boom)));
+        await untilAborted(scope.signal);
+      }),
+      { context: c2 },
+    ),
+    (e) => e === boom,
+  );
+  assert.deepEqual(r2, []); // rethrown: not reported too
+  // Under a supervisor the deferred's failure stops there: the deferred took it (its await
+  // rejects with it), as Kotlin's CompletableDeferred does, so nothing reports it.
+  const { context: c3, reported: r3 } = collecting();
+  await supervisorScope(
+    counted(async (scope) => {
+      const d = new CompletableDeferred<void>({ parent: scope.job });
+      createScope({ parent: d }).launch(counted(() => Promise.reject(boom)));
+      await assert.rejects(d.await(), (e) => e === boom);
+    }),
+    { context: c3 },
+  );
+  assert.deepEqual(r3, []);
+  assert.equal(live, 0);
+});
+
 Deno.test("createScope({ parent, supervisor: true }): a failed launch cancels neither the scope nor its parent", async () => {
   const boom = new Error("supervised");
   const { context, reported } = collecting();
