@@ -848,14 +848,29 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
 
 class StandaloneScope extends Coroutine<void> implements Scope {
   /**
-   * A scope (not started yet) that is `parent`'s child when one is given: attached as a launch
-   * is, so the parent's cancel cancels it and the parent waits for it; a parent cancelling or
-   * completed cancels it here, and so does a scope whose follow cancel waits in the queue (it
-   * reads cancelling), unattached, as a task launched on it is.
+   * A scope (not started yet) that follows `signal` (one not aborted: createScope cancels the
+   * scope for an aborted one once started), then is `parent`'s child when one is given: attached
+   * as a launch is, so the parent's cancel cancels it and the parent waits for it; a parent
+   * cancelling or completed cancels it here, and so does a scope whose follow cancel waits in the
+   * queue (it reads cancelling), unattached, as a task launched on it is.
+   *
+   * The listen comes first: one that throws (a signal whose engine state the caller redefined)
+   * refuses the call before the parent holds the scope, and a scope the attach cancels unlistens
+   * as it ends. Attached first, a refused call left the scope, never started and held by nobody,
+   * among the parent's children, which waited for it for ever (its `join()` never settled); and a
+   * scope made cancelled by its parent followed the signal after it had ended, so its listener,
+   * never removed, stayed on the caller's signal, holding the scope.
    */
-  constructor(context: Context, flags: number, parent: JobSupport<unknown> | undefined) {
+  constructor(
+    context: Context,
+    flags: number,
+    parent: JobSupport<unknown> | undefined,
+    signal: AbortSignal | undefined,
+  ) {
     super(context, flags, null);
-    if (parent === undefined) return;
+    if (signal !== undefined) this[FOLLOW]("create scope", signal);
+    // Cancelled by an abort during the listen: final already, and so no child to attach.
+    if (parent === undefined || this.isCancelled) return;
     const queued = queuedCancelOf(parent);
     if (queued !== null) this.cancel(abortReason(queued));
     else this[ATTACH_TO](parent);
@@ -974,13 +989,13 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // (`parentTakesFailure` says why): a failed launch reports it itself otherwise.
   const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0) |
     (parent !== undefined && parentTakesFailure(parent) ? HANDLES_CHILD_FAILURE : 0);
-  const scope = new StandaloneScope(context, flags, parent);
   const signal = checked?.signal;
   const aborted = signal !== undefined && isAborted(signal);
-  // Followed before the scope starts: a listen that throws (only a signal whose engine state
-  // the caller redefined) refuses the call by name, leaving no scope. Before, its raw error was
-  // thrown after the start, leaving a started scope that nobody held.
-  if (signal !== undefined && !aborted) scope[FOLLOW](op, signal);
+  // Followed before the scope starts (and before its parent holds it: the constructor): a listen
+  // that throws (only a signal whose engine state the caller redefined) refuses the call by name,
+  // leaving no scope. Before, its raw error was thrown after the start, leaving a started scope
+  // that nobody held.
+  const scope = new StandaloneScope(context, flags, parent, aborted ? undefined : signal);
   scope.start();
   if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
   // A lazy parent is started (Kotlin's initParentJob), last: its block, run now, finds this scope

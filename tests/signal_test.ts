@@ -741,6 +741,59 @@ Deno.test("createScope whose signal's listening throws is refused by name, befor
   await scope.join();
 });
 
+Deno.test("createScope({ parent }) whose signal's listening throws is refused by name, leaving the parent nothing to wait for", async () => {
+  // The scope was attached to its parent as it was made, before the refused listen: the parent
+  // listed a scope nobody held, never started, and waited for it for ever (its join() never
+  // settled). Refused before the attach now, as without a parent.
+  const parent = createScope();
+  assert.throws(
+    () => createScope({ parent, signal: listenThrows() }),
+    unlistenable("create scope"),
+  );
+  assert.deepEqual(parent.children, []);
+  await parent.join();
+  assert.equal(parent.state, "completed");
+  // Nor is a lazy parent started by the refused call.
+  await coroutineScope((scope) => {
+    const lazy = scope.launch(() => {}, { lazy: true });
+    assert.throws(
+      () => createScope({ parent: lazy, signal: listenThrows() }),
+      unlistenable("create scope"),
+    );
+    assert.equal(lazy.state, "new");
+    lazy.cancel();
+  });
+});
+
+Deno.test("createScope({ parent, signal }) that its parent makes cancelled leaves no listener on the signal", async () => {
+  // Followed after the attach had cancelled it (a parent completed or cancelling), the scope
+  // was final already, so the finalizer that unlistens never ran: the listener stayed on the
+  // caller's signal, holding the scope, one per call.
+  const done = createScope();
+  await done.join();
+  const cancelling = createScope();
+  const gate = Promise.withResolvers<void>();
+  cancelling.launch(() => gate.promise); // ignores its cancel: keeps the scope cancelling
+  cancelling.cancel();
+  assert.equal(cancelling.state, "cancelling");
+  for (const parent of [done, cancelling]) {
+    const controller = new AbortController();
+    const scope = createScope({ parent, signal: controller.signal });
+    assert.equal(scope.state, "cancelled", parent.state);
+    assert.equal(abortListeners(controller.signal), 0, parent.state);
+  }
+  // One its parent holds listens until it ends, then no more.
+  const parent = createScope();
+  const controller = new AbortController();
+  const scope = createScope({ parent, signal: controller.signal });
+  assert.equal(abortListeners(controller.signal), 1);
+  await scope.join();
+  assert.equal(abortListeners(controller.signal), 0);
+  gate.resolve();
+  await cancelling.join();
+  await parent.join();
+});
+
 Deno.test("a producer's send with a signal of its own, whose own or task signal's listening throws, rejects by name and leaves no listener on its own signal", async () => {
   for (const which of ["task", "own"] as const) {
     const own = which === "own" ? listenThrows() : new AbortController().signal;
