@@ -204,6 +204,27 @@ Deno.test("a TypeScript scope does not complete before its native children", asy
   assert.equal(scope.children.length, 0);
 });
 
+Deno.test("createScope({ parent }) of the job standing for a scope's native children: a failed launch in it is reported once, by that job", async () => {
+  // That job (among its owner's children) reports its own failure where its owner takes none
+  // (a free-standing scope): a scope made its child must take its launches' failures, or the
+  // launch reported one that the job reported again.
+  using reported = catchReported();
+  using ch = new Channel<bigint>(0, { codec: codecs.u64 });
+  const receiver = cells(ch.handle);
+  const owner = createScope();
+  nativeScope(owner).launch("receiver", receiver);
+  const [natives] = owner.children;
+  assert.ok(natives !== undefined, "the job standing for the native children");
+  const boom = new Error("in a scope under the native children's job");
+  const child = createScope({ parent: natives });
+  child.launch(() => Promise.reject(boom));
+  await owner.join(); // the failure cancels the native receiver, then the owner
+  assert.equal(status(receiver), Status.EINTR);
+  assert.equal(natives.state, "cancelled");
+  assert.equal(child.state, "cancelled");
+  assert.deepEqual(reported.errors, [boom]);
+});
+
 Deno.test("a task's native children keep the task, and so its scope, running", async () => {
   using ch = new Channel<bigint>(0, { codec: codecs.u64 });
   const receiver = cells(ch.handle);
