@@ -737,9 +737,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#cancelWith(ce, false);
   }
 
-  // The bodies of this module's functions that read a job's private fields (`flagsOf`, `parentOf`): inside
-  // the class for those fields, not public statics of it, which every job's class inherits, so
-  // any caller holding a job reached them (`task.constructor._flagsOf(task)`).
+  // The bodies of this module's functions that read a job's private fields (`flagsOf`,
+  // `parentOf`): inside the class for those fields, not public statics of it, which every job's
+  // class inherits, so any caller holding a job reached them (`task.constructor._flagsOf(task)`).
   static {
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;

@@ -14,13 +14,14 @@
 // empty one or one with a handler of its own) into any scope it holds, final ones too, cancels
 // jobs with or without a cause, aborts a root's signal, starts lazy jobs, completes a
 // CompletableDeferred, adds and removes completion handlers (some throw, cancel or start a job
-// when they run), makes free-standing scopes children of a job (`createScope({ parent })`: a
-// third of those made at the root, and in place of a launch one time in ten; the parent's handler
-// and Deadline inherited, sometimes a signal of their own), joins or disposes free-standing
-// scopes, fires the timer of a withTimeout, starts scopes given only the context of a task or scope (mostly one under a withTimeout still
+// when they run), makes free-standing scopes children of a job (`createScope({ parent })`: a third
+// of those made at the root, and in place of a launch one time in ten, the parent one time in three
+// a deferred that has a parent of its own; the parent's handler and Deadline inherited, sometimes a
+// signal of their own), joins or disposes free-standing scopes, fires the timer of a withTimeout,
+// starts scopes given only the context of a task or scope (mostly one under a withTimeout still
 // running, so that a timeout nests in it unawaited: ended by its timer, failing at once once it
-// fired, rejoining the nearest outer still running or handed a timer of its own when the one it
-// is nested in finishes first; or whose own shorter time comes first, replacing the Deadline in
+// fired, rejoining the nearest outer still running or handed a timer of its own when the one it is
+// nested in finishes first; or whose own shorter time comes first, replacing the Deadline in
 // force, which is in force again in its contexts once it has finished; KCORO_SC_STATS=1 counts
 // each), builds chains of such nested timeouts and makes their middle return first (before,
 // the default seeds rejoined an outer twice at most and drew no inner whose own time came first:
