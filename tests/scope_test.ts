@@ -1005,6 +1005,33 @@ Deno.test("createScope({ parent }): the parent waits for the scope until it comp
   assert.equal(live, 0);
 });
 
+Deno.test("createScope({ parent }): a scope disposed, cancelled or joined before its parent leaves the parent's children, and the parent completes", async () => {
+  // A cancellation of the scope is no failure: the parent is not cancelled, and keeps nothing of
+  // the scope once it is final (a parent that made many such scopes holds none).
+  const parent = createScope();
+  const disposed = createScope({ parent });
+  disposed.launch(counted((t) => untilAborted(t.signal)));
+  await disposed[Symbol.asyncDispose]();
+  assert.equal(disposed.state, "cancelled");
+  const cancelled = createScope({ parent });
+  const gate = Promise.withResolvers<void>();
+  cancelled.launch(counted(() => gate.promise)); // ignores the cancel: keeps it cancelling
+  cancelled.cancel();
+  assert.deepEqual(parent.children, [cancelled]); // waited for until its task ends
+  gate.resolve();
+  await cancelled.join();
+  for (let i = 0; i < 100; i++) {
+    const joined = createScope({ parent });
+    joined.launch(counted(() => {}));
+    await joined.join();
+  }
+  assert.deepEqual(parent.children, []);
+  assert.equal(parent.isActive, true);
+  await parent.join();
+  assert.equal(parent.state, "completed");
+  assert.equal(live, 0);
+});
+
 Deno.test("createScope({ parent }): the parent's cancel cancels the scope and its tasks", async () => {
   const outer = createScope();
   const child = createScope({ parent: outer });
