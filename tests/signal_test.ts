@@ -882,6 +882,19 @@ Deno.test("createScope whose signal aborts while it is being listened to makes a
   assert.equal(abortListeners(signal), 0, "the scope left no listener");
 });
 
+Deno.test("createScope({ parent }) whose signal aborts while it is being listened to makes a cancelled scope its parent does not wait for", async () => {
+  // The scope follows its signal before it is attached (222ec06): one cancelled by that follow
+  // is final already, and attached then it would stay among its parent's children for good.
+  const parent = createScope();
+  const signal = abortsWhileListening(new Error("aborted while listened to"));
+  const scope = createScope({ parent, signal });
+  assert.equal(scope.state, "cancelled");
+  assert.deepEqual(parent.children, []);
+  assert.equal(abortListeners(signal), 0, "the scope left no listener");
+  await parent.join();
+  assert.equal(parent.state, "completed");
+});
+
 Deno.test("a scope whose follow cancel throws (an engine error) as its signal aborts during the listen throws that error, not the named listen TypeError", async () => {
   // The cancel a scope's follow runs for a signal aborted during the listen can throw only an
   // engine error (a stack overflow): simulated by the scopes' `cancel` throwing once. Before,
