@@ -494,12 +494,13 @@ Deno.test("the pool's slices start POOL_SLICE_ALIGN bytes apart, a bitmap slot e
     if (i > 0 && at[i] > at[i - 1]) step = Math.min(step, at[i] - at[i - 1]);
   }
   // ReleaseFast (the default library): the native slice alignment is src/codec.ts's. A Debug or
-  // ReleaseSafe build of the library rounds slices to twice it (pool.zig `carve_step`: each
-  // carving of a chunk starts 0 or 16 bytes in, in turn), still one slot each; before, this
-  // asserted 16 alone and failed against such a build (KCORO_LIB=... a ReleaseSafe libkcoro.so).
+  // ReleaseSafe build of the library rounds slices to four times it (pool.zig `carve_step`: each
+  // carving of a chunk starts 0, 16, 32 or 48 bytes in, in turn, `carve_phases`), still one slot
+  // each; before, this asserted 16 alone, then 16 or 32 (two phases), and failed against such a
+  // build (KCORO_LIB=... a ReleaseSafe libkcoro.so).
   assert.ok(
-    step === POOL_SLICE_ALIGN || step === 2 * POOL_SLICE_ALIGN,
-    `the native slice step is src/codec.ts's alignment (twice it in a safe build), received ${step}`,
+    step === POOL_SLICE_ALIGN || step === 4 * POOL_SLICE_ALIGN,
+    `the native slice step is src/codec.ts's alignment (four times it in a safe build), received ${step}`,
   );
   // One bit each: none is taken for another's (a shared bit would be "released already").
   for (const v of got) assert.equal(releaseBytes(v), true);
