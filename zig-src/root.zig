@@ -3804,9 +3804,12 @@ fn destroyCells(cells: [*]u64) callconv(.c) void {
 /// the last (NULL: does nothing). Once per block; after it, only the pins' holders may touch the
 /// cells (a use after the free is undefined, as for free(3)). In every build mode, an address
 /// that is no live block's by its header's check word (`cells_header.valid`: a pointer into a
-/// block, a misaligned one, one into other memory, a block freed already) and a second release
-/// of a block still pinned do nothing, instead of writing into and freeing memory that is no
-/// block's (void since ABI 25: no code can say so; kc_cells_pin's KC_EINVAL does). TypeScript's cells
+/// block, a misaligned one, one into other memory) and a second release of a block still pinned
+/// do nothing, instead of writing into and freeing memory that is no block's (void since ABI 25:
+/// no code can say so; kc_cells_pin's KC_EINVAL does). A release after the block's free is
+/// refused only while the C library keeps the memory unused (destroyCells cleared the check
+/// word): a large block's memory is unmapped at its free (the check's read faults), and one that
+/// is a new block's again passes as that block (as free(3), undefined). TypeScript's cells
 /// buffers call it from their V8 backing-store deleter (the Node-API companion), which runs on
 /// any thread, once no ArrayBuffer, transferred or not, views the memory, and also at the
 /// isolate's disposal (the process's exit, a Worker's termination) while coroutines still

@@ -51,7 +51,9 @@ pub fn of(cells: [*]u64) *Header {
 /// block's memory would hold: a pointer inside a block, a freed block's (destroyCells clears its
 /// check), or one into other readable memory fails the check. An address whose 48 bytes before
 /// it are unmapped cannot be told apart cheaply (no registry of blocks is kept): that faults, as
-/// free(3) of such an address would. One load and a compare.
+/// free(3) of such an address would, and so does a freed block's once the C library gave its
+/// memory back to the system (a large block's, at its free); a freed block's memory that the C
+/// library handed out again as a new block's passes, as that block. One load and a compare.
 pub fn valid(at: usize) ?*Header {
     if (at < @sizeOf(Header) or at % 16 != 0) return null;
     const h = of(@ptrFromInt(at));
