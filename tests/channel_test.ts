@@ -1152,6 +1152,44 @@ Deno.test("an iterator's rejection held behind an earlier next() answers done on
   assert.deepEqual(order, ["first done", "second done", "return done"]);
 });
 
+Deno.test("a next() a hook calls while a later next() is made in its turn leaves that one its turn: its rejection is its own, after the earlier one", async () => {
+  // The second next() finds the channel empty and hands a kept value to onUndeliveredElement
+  // (`#collectAfter`), which calls next() again: that third one is made in its own turn, and
+  // the second's wait must still take the second's turn. A native close with a cause then fails
+  // both as they queue, while the first's record (1, taken natively) is still due: the second
+  // rejects with the cause after the first resolves, the third answers done, as without the
+  // hook (above). Before (the third's exit cleared the turn), the second's wait settled outside
+  // it: its rejection ended the iterator at once, and in its turn it answered done (the cause
+  // reported by no next()).
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+    p.then(
+      (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+      (e) => order.push(`${name} ${String(e)}`),
+    );
+  const thirds: Promise<unknown>[] = [];
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => thirds.push(tag("third", it.next())),
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+  const first = tag("first", it.next());
+  await until(
+    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
+    "the first next() queued natively",
+  );
+  const sym = library().symbols("test");
+  assert.equal(trySendNatively(h, 1), 0, "the native send completes the first");
+  assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+  const second = tag("second", it.next());
+  assert.equal(thirds.length, 1, "the hook ran in the second next() and called next()");
+  const cause = encodeCause(new RangeError("gone"))!;
+  assert.equal(sym.kc_chan_close_cause(h, cause, cause.length, 0), 1);
+  await within(Promise.all([first, second, ...thirds]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first value 1", "second RangeError: gone", "third done"]);
+});
+
 Deno.test("an ended iterator's next() leaves a rejection the caller ignored unhandled", async () => {
   // Before, the later next() chained on the rejected one's promise, which handled it: the
   // rejection was no longer reported.
