@@ -1215,6 +1215,9 @@ function waitOp(kind: number): string {
  * record, a close, a cancel, an abort, a lost ring, `return()`, an immediate take), waits in its
  * turn until every earlier one has settled (`deliver`). `turning` is the turn of the `next()`
  * being made, which its wait takes (`Channel.#wait`) and an immediate outcome leaves to it.
+ * `making`: the one `next()` pending is being made outside a FIFO (its receive runs); where
+ * that receive runs code that calls `next()` or `return()` (an onUndeliveredElement hook), the
+ * FIFO begins with a turn for it (`turnsOf`), whose promise (`made`) that `next()` returns.
  */
 type IterWaits = {
   waiter: Waiter | null;
@@ -1224,6 +1227,8 @@ type IterWaits = {
   returned: boolean;
   turns: Turn[] | null;
   turning: Turn | null;
+  making: boolean;
+  made: Promise<never> | null;
 };
 
 /**
@@ -1245,35 +1250,49 @@ class Turn {
 }
 
 /**
- * Whether a `next()` of the iterator (`held`) has not settled yet: one in its FIFO, or the one
- * receive waiting outside it (a wait is DONE as it settles).
+ * Whether a `next()` of the iterator (`held`) has not settled yet: one in its FIFO, the one
+ * receive waiting outside it (a wait is DONE as it settles), or the one being made outside it.
  */
 function pendingIn(held: IterWaits): boolean {
   const w = held.waiter;
-  return held.turns !== null || (w !== null && w.state !== DONE && w.turn === undefined);
+  return held.turns !== null || (w !== null && w.state !== DONE && w.turn === undefined) ||
+    held.making;
 }
 
 /**
  * The iterator's FIFO, made when a second `next()` (or `return()`) comes while one is pending:
- * that one's wait takes the first turn (`Waiter.takeTurn`).
+ * that one's wait takes the first turn (`Waiter.takeTurn`); one still being made (`making`:
+ * its receive ran the code that called) takes it as it is made (`turning`), its outcome handed
+ * to it after (`Channel.#iterate`).
  */
 function turnsOf(held: IterWaits): Turn[] {
   if (held.turns !== null) return held.turns;
   const turns: Turn[] = held.turns = [];
   const w = held.waiter;
-  if (w !== null && w.state !== DONE && w.turn === undefined) turns.push(w.takeTurn());
+  if (held.making) {
+    const [t, promise] = turnWith();
+    held.turning = t;
+    held.made = promise;
+    turns.push(t);
+  } else if (w !== null && w.state !== DONE && w.turn === undefined) turns.push(w.takeTurn());
   return turns;
+}
+
+/** A turn and the promise it settles. */
+function turnWith(): [Turn, Promise<never>] {
+  let t!: Turn;
+  const promise = new Promise<never>((resolve, reject) => {
+    t = new Turn(resolve as (v: unknown) => void, reject);
+  });
+  return [t, promise];
 }
 
 /** A new turn at the end of the iterator's FIFO, and the promise it settles. */
 function newTurn(held: IterWaits): [Turn, Promise<never>] {
   const turns = turnsOf(held);
-  let t!: Turn;
-  const promise = new Promise<never>((resolve, reject) => {
-    t = new Turn(resolve as (v: unknown) => void, reject);
-  });
-  turns.push(t);
-  return [t, promise];
+  const made = turnWith();
+  turns.push(made[0]);
+  return made;
 }
 
 /**
@@ -6130,34 +6149,41 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       returned: false,
       turns: null,
       turning: null,
+      making: false,
+      made: null,
     };
     const next = (): Promise<IteratorResult<T, undefined>> => {
       // Once ended, done: after the next()s and return() still pending (`afterPending`), as an
       // async generator queues a next() behind them. Not chained on the last one's promise:
       // a rejection the caller ignored stays unhandled.
       if (held.ended) return afterPending(held, ITER_DONE);
-      // The one pending at a time of a `for await` loop: its receive settles it directly.
+      // The one pending at a time of a `for await` loop: its receive settles it directly,
+      // unless that receive runs code (an onUndeliveredElement hook) that calls next() or
+      // return(), which must settle after this one: the FIFO begins then, with a turn for this
+      // one (`turnsOf`, `made`). Before, such a next(), finding none pending, settled first.
       if (!pendingIn(held)) {
-        return this.#receive(RECV_ITER, wait, held) as Promise<IteratorResult<T, undefined>>;
+        held.making = true;
+        let p: Promise<unknown>;
+        try {
+          p = this.#receive(RECV_ITER, wait, held);
+        } catch (e) {
+          if (held.made === null) throw e;
+          p = Promise.reject(e); // its turn's: what was made meanwhile waits for it
+        } finally {
+          held.making = false;
+        }
+        const made = held.made;
+        if (made === null) return p as Promise<IteratorResult<T, undefined>>;
+        const t = held.turning!;
+        held.turning = null;
+        held.made = null;
+        if (held.waiter?.turn !== t) {
+          p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
+        }
+        return made;
       }
-      // Called again before an earlier one settled: it settles in its turn, after the earlier
-      // ones, whatever settles it first (`deliver`): a wait takes the turn (`#wait`), an
-      // immediate outcome (a value, done, a rejection) is handed to it.
-      const [t, promise] = newTurn(held);
-      // Restored after, not cleared: a next() made in a hook this receive runs (`#collectAfter`)
-      // is made in its own turn and leaves this one to this receive's wait.
-      const outer = held.turning;
-      held.turning = t;
-      let p: Promise<unknown>;
-      try {
-        p = this.#receive(RECV_ITER, wait, held);
-      } finally {
-        held.turning = outer;
-      }
-      if (held.waiter?.turn !== t) {
-        p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
-      }
-      return promise;
+      // Called again before an earlier one settled: it settles in its turn (`#receiveInTurn`).
+      return this.#receiveInTurn(wait, held) as Promise<IteratorResult<T, undefined>>;
     };
     const it: AsyncIterableIterator<T> = {
       next,
@@ -6181,6 +6207,29 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       [Symbol.asyncIterator]: () => it,
     };
     return it;
+  }
+
+  /**
+   * An iterator's `next()` (of `held`) made in a turn of its FIFO (`IterWaits.turns`): it
+   * settles after every earlier one, whatever settles it first (`deliver`): a wait takes the
+   * turn (`#wait`), an immediate outcome (a value, done, a rejection) is handed to it.
+   */
+  #receiveInTurn(wait: WaitOptions | undefined, held: IterWaits): Promise<unknown> {
+    const [t, promise] = newTurn(held);
+    // Restored after, not cleared: a next() made in a hook this receive runs (`#collectAfter`)
+    // is made in its own turn and leaves this one to this receive's wait.
+    const outer = held.turning;
+    held.turning = t;
+    let p: Promise<unknown>;
+    try {
+      p = this.#receive(RECV_ITER, wait, held);
+    } finally {
+      held.turning = outer;
+    }
+    if (held.waiter?.turn !== t) {
+      p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
+    }
+    return promise;
   }
 
   /**

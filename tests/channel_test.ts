@@ -1190,6 +1190,61 @@ Deno.test("a next() a hook calls while a later next() is made in its turn leaves
   assert.deepEqual(order, ["first value 1", "second RangeError: gone", "third done"]);
 });
 
+Deno.test("a next() a hook calls while the one pending next() is made settles after it", async () => {
+  // The one next() pending (as a for await loop's) finds the channel empty and hands a kept
+  // value to onUndeliveredElement (`#collectAfter`), which calls next() again. That one settles
+  // after the first, though its wait queued first (it takes the first value sent: each settles
+  // in its turn, whatever settles it). Before, the first next() had no turn: the second,
+  // finding none pending, took the first value and resolved ahead of it.
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+    p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
+  const seconds: Promise<unknown>[] = [];
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => seconds.push(tag("second", it.next())),
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+  const first = tag("first", it.next());
+  assert.equal(seconds.length, 1, "the hook ran in the first next() and called next()");
+  await within(Promise.all([ch.send(5), ch.send(6)]), 10_000, "the sends");
+  await within(Promise.all([first, ...seconds]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first value 6", "second value 5"]);
+});
+
+Deno.test("a next() or return() a drop policy's hook calls as the one pending next() takes a value settles after it", async () => {
+  // A drop policy's receive that takes a value hands what the channel kept to
+  // onUndeliveredElement before it returns (`#poll`): a next() the hook calls takes the
+  // next value, and settles after the first, which took the one before; a return() the hook
+  // calls settles after it too. Before, each, finding none pending, settled first (its
+  // promise resolved before the first's was made).
+  for (const call of ["next", "return"] as const) {
+    const order: string[] = [];
+    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+      p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
+    const seconds: Promise<unknown>[] = [];
+    using ch = new Channel<number>(2, {
+      codec: codecs.f64,
+      overflow: "drop-oldest",
+      onUndeliveredElement: () => seconds.push(tag("second", it[call]!())),
+    });
+    const h = ch.share().handle;
+    const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+    await ch.send(1);
+    await ch.send(2);
+    const sym = library().symbols("test");
+    assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+    const first = tag("first", it.next());
+    assert.equal(seconds.length, 1, `${call}: the hook ran in the first next()`);
+    await within(Promise.all([first, ...seconds]), 10_000, "the outcomes");
+    const want = call === "next" ? "second value 2" : "second done";
+    assert.deepEqual(order, ["first value 1", want], call);
+  }
+});
+
 Deno.test("an ended iterator's next() leaves a rejection the caller ignored unhandled", async () => {
   // Before, the later next() chained on the rejected one's promise, which handled it: the
   // rejection was no longer reported.
