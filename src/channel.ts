@@ -5698,12 +5698,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // for this isolate's waits queued natively on `s`, so each fails now with the error of
     // `RingOp.lost` (`#lost`), as `#settleSenders` fails them, and is tracked no more. Before,
     // they went on waiting after close() or cancel() returned, until the ring's wait found it
-    // gone, a turn or more later.
+    // gone, a turn or more later. One whose abort lost to a completion (COMPLETING) too: the
+    // failed drain settled every record drained before (`settleWhere`), so its record, on the
+    // ring when it went, will not come. Before, it was skipped (as if its record were held) and
+    // waited on until the ring's wait found the ring gone. Not one still in JavaScript (LOCAL:
+    // settled by the close, or its queueing meets the dead ring) nor one settled (DONE):
+    // `#loseQueued` skips those.
     for (const q of [s.senders, s.receivers]) {
-      for (const w of waiting(q)) {
-        if (w.state !== QUEUED) continue; // in JavaScript: settled by the close; COMPLETING: held
-        this.#loseQueued(w); // `bridge` is `#bridge`: it exists
-      }
+      for (const w of waiting(q)) this.#loseQueued(w); // `bridge` is `#bridge`: it exists
     }
     // A select with a clause on `s` is not among its waiters: it fails too, by its clauses'
     // channels (`channelAt`, undefined past the last). Before, it waited on until the ring's

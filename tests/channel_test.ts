@@ -4662,6 +4662,51 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails its 
   }
 });
 
+Deno.test("a close or cancel of this isolate that finds the ring gone fails at once its wait whose abort lost to a native completion, the record lost with the ring", async () => {
+  // As the test above, with the wait given up after native code completed it (its abort
+  // answered "busy": COMPLETING, its record on the ring, not drained) and the ring destroyed by
+  // hand in the close's or cancel's drain (\`settleWhere\` wrapped): the record is gone with the
+  // ring, and the failed drain settled every record drained before, so none will come. It fails
+  // then, as \`#settleSenders\` fails such a send (\`#loseQueued\`). Before, \`#settleEnded\`
+  // skipped it: it went on waiting after close() or cancel() returned, until the ring's wait
+  // found the ring gone, a turn or more later. A receive to close (a native send took it), a
+  // send to cancel (a native receive took its value); one process each.
+  for (
+    const [end, wait, complete] of [
+      ["close", "a.receive({ signal: ctl.signal })", "trySendNatively(a.handle, 1)"],
+      [
+        "cancel",
+        "a.send(1, { signal: ctl.signal })",
+        "sym.kc_chan_try_recv(a.handle, Deno.UnsafePointer.of(new Float64Array(1)), 8)",
+      ],
+    ]
+  ) {
+    const res = await evalOnLibrary(`
+      const lost = /^Cannot (send|receive): the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
+      const a = new Channel(0, { codec: codecs.f64 });
+      a.share();
+      const ctl = new AbortController();
+      let outcome = "pending";
+      const op = ${wait}.then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? e.message.match(lost)[1] + " lost" : String(e));
+      await until(() => bridge.pending >= 1, "the wait queued natively");
+      const completed = ${complete};
+      if (completed !== 0) throw new Error("not completed natively: " + completed);
+      ctl.abort(new Error("gave up")); // too late: its record is on the ring
+      if (bridge.pending !== 1) throw new Error("the abort did not lose: " + bridge.pending + " pending");
+      const destroyed = destroyRingAtFirstDrain(bridge);
+      a.${end}();
+      if (destroyed() !== 1) throw new Error("the ring was not drained at the ${end}: " + destroyed());
+      const now = await afterMicrotasks(bridge, () => outcome, op, "the wait settled");
+      console.log(now);
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), {
+      pending: 0,
+      outcome: end === "close" ? "receive lost" : "send lost",
+    }, end);
+  }
+});
+
 Deno.test("a close of this isolate that finds the ring gone fails at once a select queued natively with a clause on the channel, as the ring's loss", async () => {
   // A select is not among the channel's waiters (`s.receivers`): `#settleEnded` fails it through
   // the bridge (`Bridge.loseWhere`, its clauses' `channelAt`). Before, it went on waiting after
