@@ -3715,7 +3715,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s,
     );
     if (drained) return;
-    for (const w of waiting(s.receivers)) if (w.state === QUEUED) this.#withdraw(w, true);
+    // Each receiver queued natively fails (its withdrawal fails: the ring is gone), and one
+    // whose abort lost to a completion (COMPLETING) too: the failed drain settled every record
+    // drained before, so its record, on the ring when it went, will not come. Before, it was
+    // skipped and waited on until the ring's wait found the ring gone, a turn or more later.
+    for (const w of waiting(s.receivers)) this.#loseQueued(w);
     // Such a select fails too, as a close's look fails it (`#settleEnded`): no record will come.
     if (s.selectReceives > 0) this.#bridge.loseWhere((op) => selectOn(op, s, false), Status.EBADH);
   }
@@ -3762,9 +3766,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * A wait queued natively on a ring that is gone: no record will come, so it fails now with the
+   * A wait queued natively on a ring that is gone, or one whose abort lost to a completion
+   * (COMPLETING) whose record went with the ring: no record will come, so it fails now with the
    * error of `RingOp.lost` (`#lost`) and is tracked no more (the withdrawal itself fails: the
-   * ring is gone). `#settleSenders` and `#settleEnded` each wrote these lines out.
+   * ring is gone). `#settleReceivers`, `#settleSenders` and `#settleEnded`, each after a failed
+   * drain (which settled every record drained before it).
    */
   #loseQueued(w: Waiter): void {
     // Only a wait queued natively (QUEUED), or one whose record was due (COMPLETING: with the

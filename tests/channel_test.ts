@@ -4604,6 +4604,37 @@ Deno.test("a receive that takes a queued send of its own isolate when the ring i
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a send that completes a receive of its own isolate when the ring is gone fails at once that channel's receive whose abort lost to a native completion", async () => {
+  // \`r1\` is given up after a native send took it (its abort answered "busy": COMPLETING, its
+  // record on the ring, not drained); this isolate's trySend then completes \`r2\` natively, and
+  // the ring is destroyed before the drain that settles it (\`settleWhere\` wrapped). The failed
+  // drain settled every record drained before, so neither record will come: both fail before
+  // trySend returns, as \`#settleSenders\` fails a receive's partners (\`#loseQueued\`). Before,
+  // \`#settleReceivers\` failed the queued \`r2\` only: \`r1\` went on waiting until the ring's
+  // wait found the ring gone, a turn or more later.
+  const res = await evalOnLibrary(`
+    const lost = /^Cannot receive: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
+    const a = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    const ctl = new AbortController();
+    const outcomes = ["pending", "pending"];
+    const name = (i, p) => p.then((v) => outcomes[i] = "resolved " + v, (e) => outcomes[i] = e instanceof InvalidHandleError && lost.test(e.message) ? "lost" : String(e));
+    const ops = [name(0, a.receive({ signal: ctl.signal })), name(1, a.receive())];
+    await until(() => bridge.pending >= 2, "the receives queued natively");
+    if (trySendNatively(a.handle, 1) !== 0) throw new Error("the native send did not complete r1");
+    ctl.abort(new Error("gave up")); // too late: its record is on the ring
+    if (bridge.pending !== 2) throw new Error("the abort did not lose: " + bridge.pending + " pending");
+    const destroyed = destroyRingAtFirstDrain(bridge);
+    const sent = JSON.stringify(a.trySend(2));
+    if (sent !== '{"state":"ok"}') throw new Error("trySend: " + sent);
+    if (destroyed() !== 1) throw new Error("the ring was not drained after the send: " + destroyed());
+    const now = await afterMicrotasks(bridge, () => outcomes, Promise.all(ops), "the receives settled");
+    console.log(now);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: ["lost", "lost"] });
+});
+
 Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
   // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
   // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
