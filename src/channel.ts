@@ -1539,12 +1539,16 @@ class Waiter implements RingOp {
 type Sym = ReturnType<Library["symbols"]>;
 
 /**
- * `op` is a select (no Waiter) not given up with a clause on `s`'s channel: of either kind, or a
- * send clause (`send` true) or a receive clause (false). By its clauses' channels (`channelAt`,
- * undefined past the last), for `Bridge.loseWhere` where the ring is gone.
+ * `op` is a select (no Waiter) with a clause on `s`'s channel: of either kind, or a send clause
+ * (`send` true) or a receive clause (false). By its clauses' channels (`channelAt`, undefined
+ * past the last), for `Bridge.loseWhere` where the ring is gone. One given up too: still tracked,
+ * its abort lost to a completion whose record, on the ring when it went, will not come (the
+ * failed drain before this look settled every record drained). Before, it was passed over, as
+ * `settleWhere`'s picks leave one to the ring's usual drain, and waited on until the ring's wait
+ * found the ring gone, a turn or more later.
  */
 function selectOn(op: RingOp, s: Shared, send?: boolean): boolean {
-  if (op instanceof Waiter || op.gaveUp === true) return false;
+  if (op instanceof Waiter) return false;
   for (let i = 0;; i++) {
     const at = op.channelAt?.(i);
     if (at === undefined) return false;

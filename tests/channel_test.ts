@@ -4763,6 +4763,44 @@ Deno.test("a close of this isolate that finds the ring gone fails at once a sele
   assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: "select lost" });
 });
 
+Deno.test("a close, or a send completing a receive, of this isolate that finds the ring gone fails at once a select with a clause on the channel whose abort lost to a native completion, the record lost with the ring", async () => {
+  // As the test above, with the select given up after native code completed its clause on \`a\`
+  // (its abort answered "busy": \`gaveUp\`, its record on the ring, not drained). The failed
+  // drain at the close, or at a trySend of this isolate that completes a receive of it queued
+  // natively, settled every record drained before, so none will come: it fails then
+  // (\`Bridge.loseWhere\`). Before, the look (\`selectOn\`) passed over a select given up, as
+  // \`settleWhere\`'s picks leave one to the ring's usual drain: it waited on until the ring's
+  // wait found the ring gone, a turn or more later. One process each.
+  for (const end of ["a.close()", "a.trySend(2)"]) {
+    const res = await evalOnLibrary(`
+      const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
+      const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
+      a.share();
+      b.share();
+      const ctl = new AbortController();
+      let outcome = "pending";
+      const op = select((s) => {
+        s.onReceive(b, () => "b");
+        s.onReceive(a, () => "a");
+      }, { signal: ctl.signal }).then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && lost.test(e.message) ? "select lost" : String(e));
+      // The trySend's partner: queued natively after the select, completed by the trySend.
+      const other = a.receive().catch(() => {});
+      await until(() => bridge.pending >= 2, "the select and the receive queued natively");
+      if (trySendNatively(a.handle, 1) !== 0) throw new Error("the native send did not complete the select");
+      ctl.abort(new Error("gave up")); // too late: its record is on the ring
+      if (bridge.pending !== 2) throw new Error("the abort did not lose: " + bridge.pending + " pending");
+      const destroyed = destroyRingAtFirstDrain(bridge);
+      ${end};
+      if (destroyed() !== 1) throw new Error("the ring was not drained at ${end}: " + destroyed());
+      const now = await afterMicrotasks(bridge, () => outcome, op, "the select settled");
+      await within(other, 10_000, "the receive settled");
+      console.log(now);
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: "select lost" }, end);
+  }
+});
+
 Deno.test("a close of this isolate leaves the record of a receive that gave up to the ring's usual drain: its value reaches the hook, and the receive rejects, after close() returns", async () => {
   // \`#settleEnded\` settles the waits the close failed, not one given up (\`op.gaveUp\`): this
   // receive took a value natively (as another thread's send gives it), then its abort lost to
