@@ -181,28 +181,71 @@ const NOT_CANCELLED = Symbol("not cancelled");
 const DESTROYED = "native code destroyed the actor's mailbox (kc_chan_destroy)";
 
 /**
+ * What actor.ts alone reads and writes of a {@linkcode Mailbox} (`mailboxState`): its private
+ * `#s`. Before, public fields of the mailbox the handler is given: its `mailbox._job = null` kept
+ * a cancel of the mailbox (here or from another isolate) from cancelling the actor, which ran on;
+ * `mailbox._running = false` kept it from being watched once shared; `mailbox._inDispose = true`
+ * made its own dispose do nothing and its cancel cancel the mailbox only.
+ */
+class MailboxState {
+  /**
+   * The CancellationError a dispose while open and not cancelled rejected the waits with (the
+   * channel's one: `cancelledError`): a dispose by the handler, as the actor's own dispose, at
+   * its task's end, cancels the mailbox first.
+   */
+  disposedWith: unknown = undefined;
+  /** The actor's task runs (from its start until it is final): `#watch` may watch. */
+  running = false;
+  /** The owned watch's withdrawal, while the task runs and the mailbox has escaped. */
+  unwatch: (() => boolean) | null = null;
+  /** The actor's task, which a cancel of the mailbox cancels (`#cancelTask`). */
+  job: Job | null = null;
+  /** In the dispose: its own cancel is the mailbox's end, not the actor's. */
+  inDispose = false;
+}
+
+/** The private state of `mailbox` (its `#s`): set by a static block of Mailbox. */
+let mailboxState: <M>(mailbox: Mailbox<M>) => MailboxState;
+
+/**
+ * The task ended, or the handler disposes of the mailbox: the watch goes, before the mailbox is
+ * cancelled and freed. True when a cancel made elsewhere (a copy's, here or in another isolate;
+ * native code's) came first and the watch had not told it yet. A module function, as the state
+ * it changes (before, the mailbox's public `_stopWatching`, which its handler could call: the
+ * mailbox, shared, was no longer watched, and an isolate's end no longer cancelled it).
+ */
+function stopWatching<M>(mailbox: Mailbox<M>): boolean {
+  const st = mailboxState(mailbox);
+  st.running = false;
+  const untold = st.unwatch?.() ?? false;
+  st.unwatch = null;
+  return untold;
+}
+
+/**
+ * The task's Job became known after a cancel of the mailbox (made before `launch` returned it):
+ * cancels it as that cancel would have (`#cancelTask`). Set by a static block of Mailbox: before,
+ * the mailbox's public `_cancelTask`, through which its handler cancelled its own task with
+ * whatever it passed (a cancel of the mailbox gives the task the mailbox's own error).
+ */
+let cancelTaskOf: <M>(mailbox: Mailbox<M>, told: unknown) => void;
+
+/**
  * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
  * when its handler disposed of it (a `using mailbox`), so that a send that was waiting then is
- * told what a send after the dispose is told (`ActorImpl.send`).
+ * told what a send after the dispose is told (`ActorImpl.send`). Its state is private (`#s`,
+ * `MailboxState`): the handler holds the mailbox.
  */
 class Mailbox<M> extends Channel<M> {
-  /**
-   * @ignore The CancellationError a dispose while open and not cancelled rejected the waits with
-   * (the channel's one: `cancelledError`): a dispose by the handler, as the actor's own dispose,
-   * at its task's end, cancels the mailbox first.
-   */
-  _disposedWith: unknown = undefined;
-  /** @ignore The actor's task runs (from its start until it is final): `_watch` may watch. */
-  _running = false;
-  /** @ignore The owned watch's withdrawal, while the task runs and the mailbox has escaped. */
-  _unwatch: (() => boolean) | null = null;
-  /** @ignore The actor's task, which a cancel of the mailbox cancels (`_cancelTask`). */
-  _job: Job | null = null;
-  /** @ignore In the dispose: its own cancel is the mailbox's end, not the actor's. */
-  _inDispose = false;
+  readonly #s = new MailboxState();
+
+  static {
+    mailboxState = (mailbox) => mailbox.#s;
+    cancelTaskOf = (mailbox, told) => mailbox.#cancelTask(told);
+  }
 
   /**
-   * @ignore While the task runs and the mailbox has escaped (the handler shared it, or read its
+   * While the task runs and the mailbox has escaped (the handler shared it, or read its
    * `handle`): an owned close watch on this isolate's ring (`_watchCancel`, `KC_WATCH_OWNED`),
    * so that this isolate's end mid-task (a Worker terminated, or ending by `self.close()`, or
    * its library closed) cancels the mailbox natively, as Kotlin's actor that dies cancels its
@@ -213,18 +256,18 @@ class Mailbox<M> extends Channel<M> {
    * destroy), it cancels the actor's task, as a cancel here does (`cancel`): before, a handler
    * busy elsewhere, not receiving, ran on.
    */
-  _watch(): void {
-    if (!this._running || this._unwatch !== null || this._disposed) return;
-    this._unwatch = this._watchCancel((told) => this._cancelTask(told), true);
+  #watch(): void {
+    if (!this.#s.running || this.#s.unwatch !== null || this._disposed) return;
+    this.#s.unwatch = this._watchCancel((told) => this.#cancelTask(told), true);
   }
 
   /**
-   * @ignore Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine: its
+   * Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine: its
    * channel's `cancel` cancels the coroutine), here or from another isolate (the watch above):
    * its signal aborts, wherever the handler waits, and the actor ends cancelled. Not the
    * handler's dispose of its mailbox (`using mailbox`), which ends only the mailbox.
    *
-   * The task gets the mailbox's own CancellationError (`_cancelTask`) where this cancel made it,
+   * The task gets the mailbox's own CancellationError (`#cancelTask`) where this cancel made it,
    * or the mailbox read as cancelled before (an earlier cancel, native code's destroy). Where it
    * was closed before (by the handler, with a cause or without, or by `Actor.close()`), its
    * receivers keep what that close left, but the task gets this cancel's cause, as Kotlin's
@@ -241,23 +284,23 @@ class Mailbox<M> extends Channel<M> {
   override cancel(cause?: unknown): void {
     const s = this._shared;
     let before = s.cancelled;
-    const unwatch = this._unwatch;
-    if (!before && !this._inDispose && unwatch !== null) {
+    const unwatch = this.#s.unwatch;
+    if (!before && !this.#s.inDispose && unwatch !== null) {
       // Once cancelled here, the watch has nothing left to tell: the task is cancelled below.
-      this._unwatch = null;
+      this.#s.unwatch = null;
       before = unwatch();
     }
     super.cancel(cause);
-    if (this._inDispose) return;
-    const job = this._job;
+    if (this.#s.inDispose) return;
+    const job = this.#s.job;
     if (job === null) return;
-    if (before || !s.cancelled) return this._cancelTask(undefined);
+    if (before || !s.cancelled) return this.#cancelTask(undefined);
     // `own`: looks the cause up where another isolate closed it.
     job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
   }
 
   /**
-   * @ignore Cancels the task with the mailbox's own CancellationError (the cancel's `cause`
+   * Cancels the task with the mailbox's own CancellationError (the cancel's `cause`
    * itself when it is one, else the one its waits reject with), so the handler's receive, its
    * signal's reason and `onDone` get one error. So where native code destroyed the mailbox:
    * its cause as it ended (the destroy's cancel's CancellationError its waits got, else one
@@ -267,8 +310,8 @@ class Mailbox<M> extends Channel<M> {
    * what it `told`. Nothing once the task is cancelling or final (its own end cancels the
    * mailbox: `cancelMailbox`).
    */
-  _cancelTask(told: unknown): void {
-    const job = this._job;
+  #cancelTask(told: unknown): void {
+    const job = this.#s.job;
     if (job === null) return;
     // A cancel after a close (made elsewhere: another isolate's copy, told by the watch): the
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
@@ -279,42 +322,30 @@ class Mailbox<M> extends Channel<M> {
     else job.cancel(this._shared.cancelled ? own() : told);
   }
 
-  /**
-   * @ignore The task ended, or the handler disposes of the mailbox: the watch goes, before the
-   * mailbox is cancelled and freed. True when a cancel made elsewhere (a copy's, here or in
-   * another isolate; native code's) came first and the watch had not told it yet.
-   */
-  _stopWatching(): boolean {
-    this._running = false;
-    const untold = this._unwatch?.() ?? false;
-    this._unwatch = null;
-    return untold;
-  }
-
   override _escaped(): void {
-    this._watch();
+    this.#watch();
   }
 
   override [Symbol.dispose](): void {
-    if (this._inDispose) return; // a hook of its own disposing it again: the first one ends it
-    this._inDispose = true;
+    if (this.#s.inDispose) return; // a hook of its own disposing it again: the first one ends it
+    this.#s.inDispose = true;
     // A cancel made elsewhere before this dispose, which the withdrawn watch had not told yet:
-    // the actor is cancelled with it after, as the watch would have (`_cancelTask`).
+    // the actor is cancelled with it after, as the watch would have (`#cancelTask`).
     let cancelledFirst: unknown = NOT_CANCELLED;
     try {
       // The watch goes first: the dispose's cancel, told to it, would cancel the actor. A cancel
       // that came before it still does (below): the watch answers that it came untold.
-      const untold = !this._disposed && this._stopWatching();
+      const untold = !this._disposed && stopWatching(this);
       if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
         this.cancel();
-        if (!this._destroyedSeen) this._disposedWith = this._closedResult().cause;
+        if (!this._destroyedSeen) this.#s.disposedWith = this._closedResult().cause;
       }
       if (untold && this._lib.isOpen) {
         // A cancel after the handler's close: its own cause, as the watch tells it
-        // (`_cancelTask`), read before the dispose releases the handle. Before, the close's.
+        // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
         const late = this._destroyedSeen ? undefined : this._cancelAfterClose();
         const own = () => this._closedResult().cause;
         cancelledFirst = this._destroyedSeen
@@ -325,29 +356,53 @@ class Mailbox<M> extends Channel<M> {
       }
       super[Symbol.dispose]();
     } finally {
-      this._inDispose = false;
+      this.#s.inDispose = false;
     }
-    if (cancelledFirst !== NOT_CANCELLED) this._job?.cancel(cancelledFirst);
+    if (cancelledFirst !== NOT_CANCELLED) this.#s.job?.cancel(cancelledFirst);
   }
 }
+
+/** Sets the Job of `a` (its `#job`), once: set by a static block of ActorImpl. */
+let setJob: <M>(a: ActorImpl<M>, job: Job) => void;
+/** The actor's task ended (its `#finish`): set by a static block of ActorImpl. */
+let finishActor: <M>(a: ActorImpl<M>, cause: unknown) => void;
 
 /** What a send to an actor whose handler disposed of its mailbox rejects with. */
 const DISPOSED = "the actor's handler disposed of its mailbox";
 
 class ActorImpl<M> implements Actor<M> {
   /**
-   * First of the fields structured cloning sees, so `postMessage` of an actor throws a
-   * DataCloneError with this symbol's description as its message (it cloned as
+   * The only field structured cloning sees (`job` is a getter), so `postMessage` of an actor
+   * throws a DataCloneError with this symbol's description as its message (it cloned as
    * `{ job: { context: {} } }`, no error).
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
   readonly #mailbox: Mailbox<M>;
   /** Set when the task has ended and the mailbox is gone. */
   #done: { cause: unknown } | null = null;
-  job!: Job;
+  /**
+   * The Job `launch` returned (`job`, a getter): set once, by `actor()` (`setJob`). Before, a
+   * plain field: `a.job = x` changed what `toString` and inspection read, and `a._finish()`
+   * (public then, now `finishActor`) cancelled and freed the mailbox of an actor still running,
+   * its handler's next receive failing it with the freed channel's InvalidHandleError.
+   */
+  #job!: Job;
+
+  static {
+    setJob = (a, job) => {
+      a.#job = job;
+    };
+    finishActor = (a, cause) => a.#finish(cause);
+  }
 
   constructor(mailbox: Mailbox<M>) {
     this.#mailbox = mailbox;
+  }
+
+  /** The actor's task's Job: read-only (an assignment throws in strict mode). */
+  get job(): Job {
+    if (!(#mailbox in Object(this))) throw notActor(this, "read actor job");
+    return this.#job;
   }
 
   /**
@@ -408,7 +463,7 @@ class ActorImpl<M> implements Actor<M> {
         return Promise.reject(this.#closedError("send"));
       }
       return sent.then(undefined, (e) => {
-        const disposed = mailbox._disposedWith;
+        const disposed = mailboxState(mailbox).disposedWith;
         if (disposed !== undefined && e === disposed) {
           throw new ClosedSendError(`Cannot send: ${DISPOSED}`);
         }
@@ -490,7 +545,7 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */
-  _finish(cause: unknown): void {
+  #finish(cause: unknown): void {
     this.#done = { cause };
     cancelMailbox(this.#mailbox, cause);
     this.#mailbox[Symbol.dispose]();
@@ -572,6 +627,7 @@ export function actor<M>(
   );
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
   mailbox._shared.role = "actor";
+  const st = mailboxState(mailbox);
   const a = new ActorImpl(mailbox);
   // The signals whose abort cancels the mailbox (`cancelOnAbort`), and their listeners' removals,
   // run as the actor ends (`finish`).
@@ -606,7 +662,7 @@ export function actor<M>(
   let abandoned = false;
   // The actor's end, once: the watch goes, the mailbox ends, and `onDone` runs with the task's
   // cause. On the job `launch` returned; where the launch threw or returned no Job, on the task
-  // it started (`_job`) instead, as Kotlin's `onCompletion` runs however the actor completes,
+  // it started (`job`) instead, as Kotlin's `onCompletion` runs however the actor completes,
   // exceptionally too. Before, `actor()` threw before attaching it: the task was cancelled and
   // `onDone` never ran, so what it released (a connection the handler held, say) leaked.
   let finished = false;
@@ -634,14 +690,14 @@ export function actor<M>(
     if (finished) return;
     finished = true;
     for (const handle of ending) handle[Symbol.dispose]();
-    mailbox._stopWatching();
+    stopWatching(mailbox);
     for (const undo of detach) undo();
     // The actor has ended: the mailbox's cancel below ends the mailbox only, no Job. Before, it
     // cancelled the Job its task named (`Mailbox.cancel`): where that is not the task that ran
     // the handler (a scope of the caller's own whose task names a long-lived Job, and whose
     // returned Job completed first), a Job the actor does not own ended cancelled with it.
-    mailbox._job = null;
-    a._finish(cause);
+    st.job = null;
+    finishActor(a, cause);
     // Reported as any completion handler's exception, also when the job was final already
     // (a cancelled scope) and this runs inside actor() itself.
     if (onDone === undefined) return;
@@ -662,7 +718,7 @@ export function actor<M>(
     ending.push(taskJob.invokeOnCompletion(taskJob.isCompleted ? finish : finishFolded));
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
-  a.job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
+  const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
     // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
     // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
@@ -682,7 +738,7 @@ export function actor<M>(
     if (
       read !== null && ((read as unknown) === task || (signal !== null && read.signal === signal))
     ) {
-      mailbox._job = read;
+      st.job = read;
     }
     // A listen that throws (only a signal whose engine state the caller redefined) fails the
     // task by name, before the handler runs, as createScope refuses such a signal. Before, with
@@ -691,12 +747,12 @@ export function actor<M>(
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
     // watched, `_escaped`) after this, never before the task began as a producer's channel may.
-    mailbox._running = true;
+    st.running = true;
     // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
     // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
     // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
     // (`finish`) to a job, so the block's own end runs it.
-    const untracked = mailbox._job === null;
+    const untracked = st.job === null;
     // A launch that deferred the start (a scope of the caller's own), then threw or returned no
     // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
     // the task ends cancelled, `onDone` with it. Before, the handler ran on the freed mailbox,
@@ -706,7 +762,7 @@ export function actor<M>(
       // Without a Job of ours, at once, with the cancellation the block ends with: before,
       // `onDone` never ran.
       if (untracked) finish(cancelled);
-      else mailbox._job!.invokeOnCompletion(finish);
+      else st.job!.invokeOnCompletion(finish);
       throw cancelled;
     }
     // Started after `launch` returned (deferred): the task's own Job is known only now.
@@ -746,38 +802,39 @@ export function actor<M>(
     if (abandoned && untracked) finish(undefined);
   }, () => {
     // The scope's launch threw or returned no Job, maybe after running the handler at once (to
-    // its first await): its task, known from its start (`_job`), is cancelled with the
+    // its first await): its task, known from its start (`job`), is cancelled with the
     // mailbox's CancellationError (`Mailbox.cancel`), as produce's cleanup cancels its producer.
     // Before, the mailbox was only disposed of, which is no cancel of the actor: a handler busy
     // elsewhere ran on, and the scope under that launch waited for it.
     abandoned = true;
     cancelMailbox(mailbox, undefined);
     mailbox[Symbol.dispose]();
-    mailbox._job?.cancel(); // where the cancel could not be made (the library closed)
+    st.job?.cancel(); // where the cancel could not be made (the library closed)
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
-    mailbox._job?.invokeOnCompletion(finish);
+    st.job?.invokeOnCompletion(finish);
   });
+  setJob(a, job);
   // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task
   // that only names another Job, whose signal aborted as it was listened to) found no Job to
   // cancel: the returned one gets it now, as it would have then. Before, that actor's task ran
   // on, not cancelled, though its mailbox was.
-  const cancelledUnknown = mailbox._job === null && mailbox._shared.cancelled;
-  mailbox._job ??= a.job;
-  if (cancelledUnknown) mailbox._cancelTask(undefined);
+  const cancelledUnknown = st.job === null && mailbox._shared.cancelled;
+  st.job ??= job;
+  if (cancelledUnknown) cancelTaskOf(mailbox, undefined);
   // The Job `launch` returned, where it is kcoro's, stops the actor at once too (Kotlin's
   // `onCancelling`): a scope of the caller's own may give the handler a task with no
   // AbortSignal, or one that the job's cancel does not abort, whose cancellation or failure
   // cancelled the mailbox only as the task completed, taking messages meanwhile that nobody
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
-  if (JobSupport._is(a.job) && !a.job.isCompleted) cancelOnAbort(a.job.signal);
-  launched = a.job;
-  const handle: unknown = a.job.invokeOnCompletion(
-    JobSupport._is(a.job) && !a.job.isCompleted ? finishFolded : finish,
+  if (JobSupport._is(job) && !job.isCompleted) cancelOnAbort(job.signal);
+  launched = job;
+  const handle: unknown = job.invokeOnCompletion(
+    JobSupport._is(job) && !job.isCompleted ? finishFolded : finish,
   );
   // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job
   // of another kind may return anything, whose dispose would run the caller's code).
-  if (JobSupport._is(a.job) && !finished) ending.push(handle as Disposable);
+  if (JobSupport._is(job) && !finished) ending.push(handle as Disposable);
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
   return a;

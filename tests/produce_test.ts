@@ -5556,3 +5556,67 @@ Deno.test("produce: the channel's state (_job, _gone, _bound, _sendsEnd, _unwatc
   assert.ok(cancelled instanceof CancellationError);
   assert.equal(producerJobOf(ch)?.state, "cancelled");
 });
+
+Deno.test("actor: its mailbox's state (_job, _running, _unwatch, _inDispose, _disposedWith) and hooks (_watch, _cancelTask, _stopWatching) are not reachable from its handler: `mailbox._job = null` made a cancel of the mailbox leave the actor running", async () => {
+  await using scope = createScope();
+  let seen: string[] = [];
+  let cancelled: unknown;
+  const a = actor<number>(scope, async (mailbox, task) => {
+    // Once actor() has returned (it sets the Job it knows then, had the handler's change come
+    // before): the handler waits for the first message.
+    await mailbox.receive();
+    const members = ["_job", "_running", "_unwatch", "_inDispose", "_disposedWith"];
+    seen = [...members, "_watch", "_cancelTask", "_stopWatching"].filter((m) => m in mailbox);
+    // Each old name, tried: now an own property that nothing reads.
+    for (const m of members) (mailbox as unknown as Record<string, unknown>)[m] = null;
+    mailbox.cancel();
+    try {
+      await untilAborted(task.signal);
+    } catch (e) {
+      cancelled = e;
+      throw e;
+    }
+  });
+  await a.send(1);
+  // Before, the handler waited on its signal for good: the mailbox's cancel found no Job.
+  await until(() => cancelled !== undefined, "the mailbox's cancel to cancel the actor");
+  assert.deepEqual(seen, []);
+  assert.ok(cancelled instanceof CancellationError);
+  await a.job.join();
+  assert.equal(a.job.state, "cancelled");
+});
+
+Deno.test("actor: its job is read-only and it has no public _finish: `a.job = x` changed what it reports, and `a._finish()` freed the mailbox of an actor still running, its next receive failing it", async () => {
+  const { promise: failed, resolve: fail } = Promise.withResolvers<unknown>();
+  await using scope = createScope({
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => fail(e)),
+  });
+  const got: number[] = [];
+  const a = actor<number>(scope, async (mailbox) => {
+    for await (const m of mailbox) got.push(m);
+  });
+  const job = a.job;
+  assert.equal("_finish" in a, false);
+  assert.equal(Object.hasOwn(a, "job"), false);
+  assert.throws(() => {
+    (a as unknown as { job: unknown }).job = 5;
+  }, TypeError);
+  assert.equal(a.job, job);
+  assert.throws(
+    () => (a as unknown as { _finish(c: unknown): void })._finish(undefined),
+    TypeError,
+  );
+  // Still running, its mailbox taking messages.
+  await a.send(1);
+  assert.equal(a.close(), true);
+  await a.job.join();
+  assert.equal(a.job.state, "completed");
+  assert.deepEqual(got, [1]);
+  assert.equal(await Promise.race([failed, "nothing reported"]), "nothing reported");
+  // On what is no Actor: the house TypeError.
+  const getter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(a), "job")!.get!;
+  assert.throws(() => getter.call({}), {
+    name: "TypeError",
+    message: "Cannot read actor job: this is not an Actor, received [object Object]",
+  });
+});
