@@ -1167,6 +1167,29 @@ Deno.test("createScope({ parent }) of a CompletableDeferred whose own parent tak
   assert.equal(live, 0);
 });
 
+Deno.test("a CompletableDeferred parent nobody awaits takes a child's failure and reports it nowhere, as Kotlin's: its other children are cancelled and it ends cancelled, with no report and no unhandled rejection", async () => {
+  // Kotlin's CompletableDeferredImpl handles a child's exception (childCancelled answers true)
+  // and reports none of its own (handleJobException is JobSupport's false): the failure is in
+  // its await() alone. Before D's change the failing launch reported it (its parent took none).
+  const boom = new Error("in the deferred alone");
+  const { context, reported } = collecting();
+  using unhandled = catchReported();
+  const deferred = new CompletableDeferred<number>({ context });
+  const sibling = new CompletableDeferred<number>({ parent: deferred });
+  const scope = createScope({ parent: deferred });
+  const waiting = scope.launch(counted((t) => untilAborted(t.signal)));
+  scope.launch(counted(() => Promise.reject(boom)));
+  await scope.join();
+  assert.equal(waiting.state, "cancelled");
+  assert.equal(sibling.state, "cancelled");
+  assert.equal(deferred.state, "cancelled");
+  assert.deepEqual(reported, []);
+  assert.deepEqual(unhandled.errors, []);
+  // The failure is there for whoever awaits it.
+  await assert.rejects(deferred.await(), (e) => e === boom);
+  assert.equal(live, 0);
+});
+
 Deno.test("createScope({ parent, supervisor: true }): a failed launch cancels neither the scope nor its parent", async () => {
   const boom = new Error("supervised");
   const { context, reported } = collecting();
