@@ -355,6 +355,13 @@ let flagsOf: (x: JobSupport<unknown>) => number;
 /** The job `x` (a job: `_is`) is a child of, while it is linked in its list; else null. */
 let parentOf: (x: JobSupport<unknown>) => JobSupport<unknown> | null;
 
+/**
+ * @ignore The result of `job` (a root scope's: its block's value), as `await()` without a signal
+ * gives a Deferred's: for scope.ts and time.ts, whose root scopes are no Deferred (their `await()`
+ * refuses). Set by a static block of JobSupport.
+ */
+export let resultOf: <T>(job: JobSupport<T>) => Promise<T>;
+
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
 /** A failure no parent took goes to the exception handler (`launch`). */
@@ -368,7 +375,11 @@ export const CANCEL_COMPLETES = 8;
  * scope's native children, whose abandonment is the scope's work not finishing.
  */
 export const PARENTS_OWN = 16;
-/** Made by `async`: named "a Deferred" in error messages (`describe`). No behaviour of its own. */
+/**
+ * Has a result (`async`, CompletableDeferred): `await()` gives it, and error messages name it "a
+ * Deferred" (`describe`). A job without it (a `launch`'s, a scope, a native scope's children)
+ * refuses `await()` and select's `onAwait`, as Kotlin's `Job` has neither.
+ */
 export const DEFERRED = 32;
 
 /**
@@ -650,6 +661,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       return Promise.reject(e); // as join's
     }
     try {
+      // A Job that is no Deferred (a `launch`'s, a scope) has no result: refused, as Kotlin's
+      // `Job` has no `await` (TypeScript's `Job` has none either). Before, it resolved with
+      // undefined once the job completed, and started a lazy one.
+      if ((this.#flags & DEFERRED) === 0) {
+        return Promise.reject(notJob(this, "await", "Deferred"));
+      }
       if (this.#state === NEW) this.start();
       // A final deferred gives its result even to a caller already cancelled (Kotlin's
       // awaitInternal returns before it would suspend; join checks its caller there, await not).
@@ -738,11 +755,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   // The bodies of this module's functions that read a job's private fields (`flagsOf`,
-  // `parentOf`): inside the class for those fields, not public statics of it, which every job's
+  // `parentOf`, `resultOf`): inside the class for those fields, not public statics of it, which every job's
   // class inherits, so any caller holding a job reached them (`task.constructor._flagsOf(task)`).
   static {
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
+    resultOf = (job) => job.#awaitResult();
   }
 
   /**
@@ -1346,7 +1364,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     // a child's failure completes it exceptionally, its `await()` rejecting with it, and is not
     // reported too. Before, the failing child (the children of `nativeScope({ job: deferred })`)
     // also went to the exception handler.
-    super(context, CANCEL_COMPLETES | HANDLES_CHILD_FAILURE);
+    super(context, CANCEL_COMPLETES | HANDLES_CHILD_FAILURE | DEFERRED);
     // Attached as it is made, as Kotlin's `initParentJob` runs in its constructor: a parent
     // cancelling or final cancels it here, so it starts `cancelled` (and `start` does nothing).
     // So does a scope whose follow cancel waits in scope.ts's queue (it reads `cancelling`),
@@ -1458,7 +1476,7 @@ function describeJobKind(job: JobSupport<unknown>): string {
  * only (a Job has `onJoin`).
  */
 export function isResultlessJob(x: unknown): boolean {
-  return JobSupport._is(x) && !CompletableDeferred._isDeferred(x) && (flagsOf(x) & DEFERRED) === 0;
+  return JobSupport._is(x) && (flagsOf(x) & DEFERRED) === 0;
 }
 
 /**

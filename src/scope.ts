@@ -57,6 +57,7 @@ import {
   ON_START,
   parentTakesFailure,
   REPORTS_FAILURE,
+  resultOf,
   SUPERVISOR,
   toCancellation,
 } from "./job.ts";
@@ -743,7 +744,7 @@ function run<T>(
   }
   if (scope instanceof CancellationError) return Promise.reject(scope);
   scope.start();
-  return scope.await();
+  return resultOf(scope); // its block's value: a root scope is no Deferred (its await refuses)
 }
 
 /**

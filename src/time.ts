@@ -27,6 +27,7 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
+import { resultOf } from "./job.ts";
 import {
   ADD_FINALIZER,
   Context,
@@ -291,7 +292,7 @@ function runTimed<T>(
     // timer armed now would never be cleared (it kept the process alive for the whole timeout),
     // and it joins no outer timeout. Its Deadline is stale, as a finished one's.
     timeout.done = true;
-    return scope.await();
+    return resultOf(scope);
   }
   timeout.scope = scope;
   const cancel = timer(ms, () => expire(timeout));
@@ -330,7 +331,7 @@ function runTimed<T>(
     }
   });
   scope.start();
-  return scope.await();
+  return resultOf(scope);
 }
 
 /**

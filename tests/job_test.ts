@@ -1957,3 +1957,40 @@ Deno.test("a job's context is read-only: assigning it throws in strict mode and 
     message: /^Cannot read job context: this is not a Job, received /,
   });
 });
+
+Deno.test("await() is a Deferred's: on a launch's Job or a scope it rejects with a TypeError naming it (it resolved undefined, and started a lazy launch), while async's, CompletableDeferred's and the scope functions' results still come", async () => {
+  await using scope = createScope();
+  const task = scope.launch(() => {});
+  const lazy = scope.launch(() => {}, { lazy: true });
+  let inner: unknown;
+  const seven = await coroutineScope((s) => {
+    inner = s;
+    return 7;
+  });
+  assert.equal(seven, 7);
+  const refused: [unknown, string][] = [[task, "a Job"], [lazy, "a Job"], [
+    scope,
+    "a CoroutineScope",
+  ], [
+    inner,
+    "a CoroutineScope",
+  ]];
+  for (const [job, named] of refused) {
+    const message = `Cannot await: this is not a Deferred, received ${named}`;
+    const wait = (job as { await(o?: { signal?: AbortSignal }): Promise<unknown> }).await;
+    await assert.rejects(wait.call(job), { name: "TypeError", message });
+    await assert.rejects(wait.call(job, { signal: new AbortController().signal }), {
+      name: "TypeError",
+      message,
+    });
+  }
+  // The lazy launch was not started by the refused call.
+  assert.equal(lazy.state, "new");
+  lazy.cancel();
+  // A Deferred's await gives its result; the scope functions give their block's.
+  assert.equal(await scope.async(() => 8).await(), 8);
+  const completable = new CompletableDeferred<number>();
+  completable.complete(9);
+  assert.equal(await completable.await(), 9);
+  assert.equal(await supervisorScope(() => 10), 10);
+});
