@@ -282,6 +282,9 @@ class Mailbox<M> extends Channel<M> {
    * a cancelled one alike), as `ProducerChannel.cancel` does.
    */
   override cancel(cause?: unknown): void {
+    // What is no mailbox (an object made from the prototype, a Proxy of one): Channel's cancel
+    // throws its named TypeError, not the engine's for the private read below.
+    if (!(#s in Object(this))) return super.cancel(cause);
     const s = this._shared;
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
@@ -327,6 +330,8 @@ class Mailbox<M> extends Channel<M> {
   }
 
   override [Symbol.dispose](): void {
+    // What is no mailbox: Channel's dispose throws its named TypeError (`cancel`).
+    if (!(#s in Object(this))) return super[Symbol.dispose]();
     if (this.#s.inDispose) return; // a hook of its own disposing it again: the first one ends it
     this.#s.inDispose = true;
     // A cancel made elsewhere before this dispose, which the withdrawn watch had not told yet:

@@ -246,7 +246,16 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   override send(value: T, options?: WaitOptions): Promise<void> {
-    const st = this.#s;
+    // On what is no producer's channel (an object made from the prototype, a Proxy of one), the
+    // private read throws the engine's TypeError, synchronously: Channel's send rejects with its
+    // named one ("Cannot send: this is not a Channel, received ..."), as it did while the state
+    // was public fields. A try around that read only, as Channel's trySend makes.
+    let st: ProducerState;
+    try {
+      st = this.#s;
+    } catch {
+      return super.send(value, options);
+    }
     const bound = st.bound;
     if (bound === null) return super.send(value, options);
     const also = st.sendsEnd;
@@ -417,6 +426,8 @@ class ProducerChannel<T> extends Channel<T> {
    * receivers got the first cancel's error, where Kotlin's coroutine keeps its first cancel.
    */
   override cancel(cause?: unknown): void {
+    // What is no producer's channel: Channel's cancel throws its named TypeError (`send`).
+    if (!(#s in Object(this))) return super.cancel(cause);
     const s = this._shared;
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
@@ -434,6 +445,8 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   override [Symbol.dispose](): void {
+    // What is no producer's channel: Channel's dispose throws its named TypeError (`send`).
+    if (!(#s in Object(this))) return super[Symbol.dispose]();
     if (this.#s.gone) return;
     this.#s.gone = true;
     super[Symbol.dispose]();

@@ -5620,3 +5620,43 @@ Deno.test("actor: its job is read-only and it has no public _finish: `a.job = x`
     message: "Cannot read actor job: this is not an Actor, received [object Object]",
   });
 });
+
+Deno.test("produce's channel and an actor's mailbox: send, cancel and dispose called on what is none (an object made from the prototype, a Proxy of one) end in Channel's named TypeError, send's rejected, not the engine's for their private state", async () => {
+  await using scope = createScope();
+  const ch = produce<number>(scope, async (out) => {
+    await out.send(1);
+  });
+  let box: Channel<number> | undefined;
+  const a = actor<number>(scope, async (mailbox) => {
+    box = mailbox;
+    for await (const _ of mailbox);
+  });
+  await until(() => box !== undefined, "the actor's handler to start");
+  for (const real of [ch, box!] as object[]) {
+    const proto = Object.getPrototypeOf(real);
+    const members = proto as Record<PropertyKey, (...x: unknown[]) => unknown>;
+    type Call = [string, "throws" | "rejects", (self: unknown) => unknown];
+    const calls: Call[] = [
+      ["send", "rejects", (self) => members.send.call(self, 1)],
+      ["cancel channel", "throws", (self) => members.cancel.call(self)],
+      ["dispose channel", "throws", (self) => members[Symbol.dispose].call(self)],
+    ];
+    const fakes: [unknown, string][] = [
+      [Object.create(proto), "a Channel look-alike"],
+      [{}, "[object Object]"],
+      [undefined, "undefined"],
+      [new Proxy(real, {}), "a Channel look-alike"],
+    ];
+    for (const [self, described] of fakes) {
+      for (const [op, how, call] of calls) {
+        const message = `Cannot ${op}: this is not a Channel, received ${described}`;
+        await assertNotThisError(how, call, self, message, `${op} on ${described}`);
+      }
+    }
+  }
+  // Nothing reached the real ones: the producer's value is there, the actor takes messages.
+  assert.equal(await ch.receive(), 1);
+  await a.send(2);
+  assert.equal(a.close(), true);
+  await a.job.join();
+});
