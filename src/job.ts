@@ -1471,9 +1471,9 @@ function describeJobKind(job: JobSupport<unknown>): string {
 
 /**
  * @ignore Whether `x` is a job of kcoro's that is no Deferred: a `launch`'s, a scope's (or a
- * block's task), a native scope's children. Each has an `await` method (JobSupport's), answering
- * undefined, which select's `onAwait` took for a Deferred's; Kotlin's `onAwait` is on Deferred
- * only (a Job has `onJoin`).
+ * block's task), a native scope's children (no `DEFERRED` flag). Each has an `await` method
+ * (JobSupport's, which refuses them), so select's `onAwait` took it for a Deferred's, firing with
+ * undefined; Kotlin's `onAwait` is on Deferred only (a Job has `onJoin`).
  */
 export function isResultlessJob(x: unknown): boolean {
   return JobSupport._is(x) && (flagsOf(x) & DEFERRED) === 0;
