@@ -1281,6 +1281,15 @@ const HeldRefs = struct {
     /// The scope's cancellation, for `abandonedStatus` (alive while the child is counted in its
     /// scope: the scope's own cleanup runs after this one).
     scope_token: ?*kcoro.scope.Token = null,
+    /// A receive's (kc_chan_recv: `chans[0]` into `recv_out`; kc_select: clause i of `clauses`
+    /// on `chans[i]`): set by the wait's cleanup when a sender completed it but the coroutine
+    /// was abandoned before the call returned (`Channel.WaitOptions.landed`,
+    /// `SelectOptions.landed`). The value goes to its channel's undelivered path
+    /// (`dropLanded`). Before, it was lost: no hook saw it.
+    landed: bool = false,
+    recv_out: [*]const u8 = undefined,
+    landed_clause: ?u8 = null,
+    clauses: [*]const chan.Clause = undefined,
 
     fn hold(h: *HeldRefs) void {
         coroutine.pushCleanup(&h.cleanup);
@@ -1310,6 +1319,25 @@ const HeldRefs = struct {
             endAbandoned(a); // takes its reference over
             h.chans = h.chans[1..];
         }
+        if (h.landed) return h.dropLanded(0, h.recv_out);
+        if (h.landed_clause) |i| return h.dropLanded(i, h.clauses[i].elem);
+        h.releaseAll();
+    }
+
+    /// `run`'s for a receive abandoned with the value from `chans[at]` in `elem` (`landed`):
+    /// copied off the coroutine's memory (the caller's buffer, perhaps on the stack that goes),
+    /// it goes to that channel's undelivered path once the shutdown let go of its locks
+    /// (`AbandonedEnd`, which takes `chans[at]`'s reference over), as a native actor's message
+    /// in hand does; the other references are released now.
+    fn dropLanded(h: *HeldRefs, at: usize, elem: [*]const u8) void {
+        const e = h.chans[at];
+        const ch = ChanRegistry.channelOf(e);
+        if (std.heap.c_allocator.dupe(u8, elem[0..ch.elem_size])) |copy| {
+            for (h.chans[0..at]) |x| chans().release(x);
+            for (h.chans[at + 1 ..]) |x| chans().release(x);
+            h.chans = &.{};
+            endAbandoned(.{ .entry = e, .end = .keep, .in_hand = copy }); // takes its reference over
+        } else |_| ch.dropUndeliverable(elem); // out of memory: now, under the shutdown's locks
         h.releaseAll();
     }
 };
@@ -1331,9 +1359,10 @@ fn abandonedStatus(token: ?*kcoro.scope.Token) i32 {
 const AbandonedEnd = struct {
     entry: *ChanRegistry.Entry,
     end: EndChan,
-    /// An actor's message whose handler never returned (`HeldRefs.in_hand`), owned: given to
-    /// the undelivered path (a descriptor's `release`, else the hook) before what is queued,
-    /// then freed.
+    /// An actor's message whose handler never returned (`HeldRefs.in_hand`), or the value a
+    /// C coroutine's abandoned receive got (`HeldRefs.dropLanded`), owned: given to the
+    /// undelivered path (a descriptor's `release`, else the hook) before what is queued, then
+    /// freed.
     in_hand: ?[]u8 = null,
     /// Its on_done, called after the channel was ended, as at its return.
     done: ?Done = null,
@@ -1488,13 +1517,16 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
     defer held.drop();
     const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) return Status.invalid.code();
+    const bytes: [*]u8 = @ptrCast(p);
+    if (!is_send) held.recv_out = bytes;
     const opts: chan.Channel.WaitOptions = .{
         .deadline = if (deadline_ns == 0) null else deadline_ns,
         .try_only = flags & chan_try != 0,
         .token = tokenOf(te),
         .dropped = dropped,
+        // Abandoned once a sender completed it: `held` gives the value to the undelivered path.
+        .landed = if (is_send) null else &held.landed,
     };
-    const bytes: [*]u8 = @ptrCast(p);
     const result = if (is_send) ch.sendWith(bytes, opts) else ch.receiveWith(bytes, opts);
     result catch |err| return fail(err);
     return 0;
@@ -3247,11 +3279,15 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
         };
         clauses[i] = .{ .ch = ch, .kind = kind, .elem = @ptrCast(c.elem.?) };
     }
+    held.clauses = &clauses;
     const got = chan.select(clauses[0..n], .{
         .deadline = if (deadline_ns == 0) null else deadline_ns,
         .poll = flags & select_poll != 0,
         .unbiased = flags & select_unbiased != 0,
         .token = tokenOf(te),
+        // Abandoned once a sender completed a receive clause: `held` gives the value to the
+        // undelivered path.
+        .landed = &held.landed_clause,
     }) catch |err| return fail(err);
     out.* = got.index;
     if (got.cancelled) return Status.cancelled.code();
@@ -9764,6 +9800,169 @@ test "C ABI: an actor's or producer's on_done that a shutdown abandons mid-way (
     for (&S.calls, &S.status) |*c, *st| {
         try testing.expectEqual(@as(u32, 1), c.load(.acquire));
         try testing.expectEqual(@as(i32, 0), st.load(.monotonic)); // the normal call's
+    }
+}
+
+test "C ABI: a shutdown that abandons a coroutine after a sender completed its kc_chan_recv or kc_select receive clause gives the value to the undelivered path once, after it let go of its locks" {
+    // Each value is a block of the leak-checking allocator (its address sent), freed by the
+    // receiver if its call returns, else by the channel's undelivered hook (a zero-copy one's:
+    // by its descriptor's release). Before, a receive a sender completed whose coroutine the
+    // shutdown then abandoned lost the value: no hook call, and the allocator reported the
+    // blocks as leaks.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const word = @sizeOf(usize);
+    const S = struct {
+        /// [0] kc_chan_recv; [1] a 2-clause kc_select (the lazy one); [2] a 5-clause kc_select
+        /// (on the stack); [3] a kc_chan_recv nobody sends to; [4] a 2-clause kc_select with a
+        /// token. All rendezvous, with the hook.
+        var chs: [5]u32 = @splat(0);
+        /// Never sent to: the selects' other clauses.
+        var quiet: [4]u32 = @splat(0);
+        var zc: u32 = 0; // zero-copy, received by a kc_chan_recv
+        var tok: u32 = 0;
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var returned: std.atomic.Value(u32) = .init(0);
+        /// The sequence numbers the hook (and the release) got, in order, on the shutdown's
+        /// thread; how many ran while the shutdown held its locks.
+        var dropped: [8]u64 = undefined;
+        var n_dropped: std.atomic.Value(u32) = .init(0);
+        var released: std.atomic.Value(u32) = .init(0);
+        var hook_locked: std.atomic.Value(u32) = .init(0);
+        fn record(seq: u64) void {
+            const i = n_dropped.fetchAdd(1, .monotonic);
+            if (i < dropped.len) dropped[i] = seq;
+            // As in the test above: a kc_sched_start from here would wait for the lock, or
+            // fail while the shutdown counts itself in `sched_shutting`.
+            if (!sched_mutex.tryLock()) {
+                _ = hook_locked.fetchAdd(1, .monotonic);
+            } else {
+                sched_mutex.unlock();
+                if (sched_shutting.load(.monotonic) != 0) _ = hook_locked.fetchAdd(1, .monotonic);
+            }
+        }
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..word], .little));
+            record(m.*);
+            testing.allocator.destroy(m);
+        }
+        fn release(_: ?*anyopaque, ptr: ?*anyopaque, _: usize) callconv(.c) void {
+            const m: *u64 = @ptrCast(@alignCast(ptr.?));
+            _ = released.fetchAdd(1, .monotonic);
+            record(m.*);
+            testing.allocator.destroy(m);
+        }
+        /// A call that returned with a value: counted, and the value freed (it must not).
+        fn got(rc: i32, w: usize) void {
+            if (rc != 0) return;
+            _ = returned.fetchAdd(1, .monotonic);
+            testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
+        }
+        fn receiver(arg: ?*anyopaque) callconv(.c) void {
+            var w: usize = 0;
+            got(kc_chan_recv(chs[@intFromPtr(arg)], &w, word, 0, 0, 0), w);
+        }
+        fn selector(arg: ?*anyopaque) callconv(.c) void {
+            const k = @intFromPtr(arg);
+            var ws: [5]usize = @splat(0);
+            var cs: [5]Clause = undefined;
+            // The channel sent to is the last clause.
+            const n: u32 = if (k == 2) 5 else 2;
+            for (cs[0 .. n - 1], ws[0 .. n - 1], 0..) |*c, *w, i| c.* = .{ .handle = quiet[i], .kind = 1, .size = word, .elem = w };
+            cs[n - 1] = .{ .handle = chs[k], .kind = 1, .size = word, .elem = &ws[n - 1] };
+            var index: u32 = 0;
+            const rc = kc_select(&cs, n, 0, if (k == 4) tok else 0, 0, &index);
+            if (rc == 0) got(rc, ws[index]);
+        }
+        fn zcReceiver(_: ?*anyopaque) callconv(.c) void {
+            var d: chan.Descriptor = .{ .ptr = null, .len = 0 };
+            if (kc_chan_recv(zc, &d, @sizeOf(chan.Descriptor), 0, 0, 0) != 0) return;
+            _ = returned.fetchAdd(1, .monotonic);
+            testing.allocator.destroy(@as(*u64, @ptrCast(@alignCast(d.ptr.?))));
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: the receivers woken by the
+            // sends below never run again.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        fn newValue(seq: u64) !*u64 {
+            const m = try testing.allocator.create(u64);
+            m.* = seq;
+            return m;
+        }
+        /// Completes the receive waiting on `h` with a new value numbered `seq`.
+        fn post(h: u32, seq: u64) !void {
+            const m = try newValue(seq);
+            var w: usize = @intFromPtr(m);
+            if (kc_chan_try_send(h, &w, word) != 0) {
+                testing.allocator.destroy(m);
+                return error.TestUnexpectedResult;
+            }
+        }
+    };
+    S.blocking.store(0, .monotonic);
+    S.returned.store(0, .monotonic);
+    S.n_dropped.store(0, .monotonic);
+    S.released.store(0, .monotonic);
+    S.hook_locked.store(0, .monotonic);
+    for (&S.chs) |*h| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(word, 0, 0, 0, h));
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(h.*, S.hook, null));
+    }
+    for (&S.quiet) |*h| try testing.expectEqual(@as(i32, 0), kc_chan_create(word, 0, 0, 0, h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(chan.Descriptor), 0, 0, chan_zero_copy, &S.zc));
+    try testing.expectEqual(@as(i32, 0), kc_token_create(&S.tok));
+    defer _ = kc_token_destroy(S.tok);
+    defer for (S.chs ++ S.quiet ++ [_]u32{S.zc}) |h| {
+        _ = kc_chan_destroy(h);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    const entries = [_]coroutine.EntryFn{ S.receiver, S.selector, S.selector, S.receiver, S.selector, S.zcReceiver };
+    var hs: [entries.len]u32 = @splat(0);
+    for (entries, &hs, 0..) |f, *h, k| try testing.expectEqual(@as(i32, 0), kc_spawn(f, @ptrFromInt(k), 0, h));
+    const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    while (kc_now_ns() < deadline) {
+        var all = true;
+        for (hs) |h| all = all and kc_coro_state(h) == parked;
+        if (all) break;
+        std.Thread.yield() catch {};
+    }
+    for (hs) |h| try testing.expectEqual(parked, kc_coro_state(h));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    while (S.blocking.load(.acquire) == 0 and kc_now_ns() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(u32, 1), S.blocking.load(.acquire));
+    // Each completes a parked receive: the value lands in the receiver's buffer, which the
+    // receiver, never resumed, does not return.
+    for ([_]usize{ 0, 1, 2, 4 }) |k| try S.post(S.chs[k], k + 1);
+    var d: chan.Descriptor = .{ .ptr = try S.newValue(6), .len = 8, .release = S.release };
+    if (kc_chan_try_send(S.zc, &d, @sizeOf(chan.Descriptor)) != 0) {
+        S.release(null, d.ptr, 8);
+        return error.TestUnexpectedResult;
+    }
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u32, 0), S.returned.load(.monotonic));
+    // Each once (none for [3], which got nothing), the zero-copy one through its release;
+    // none while the shutdown held its locks.
+    const n = S.n_dropped.load(.monotonic);
+    try testing.expectEqual(@as(u32, 5), n);
+    try testing.expectEqual(@as(u32, 1), S.released.load(.monotonic));
+    try testing.expectEqual(@as(u32, 0), S.hook_locked.load(.monotonic));
+    var seen: [5]u64 = undefined;
+    @memcpy(&seen, S.dropped[0..5]);
+    std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 5, 6 }, &seen);
+    // Counted dropped where they went.
+    for ([_]u32{ S.chs[0], S.chs[1], S.chs[2], S.chs[4], S.zc }) |h| {
+        var m: [metrics_words]u64 = undefined;
+        try testing.expectEqual(@as(i32, metrics_words), kc_chan_snapshot(h, &m, metrics_words));
+        try testing.expectEqual(@as(u64, 1), metricsFromWords(&m).dropped);
     }
 }
 

@@ -2041,7 +2041,10 @@ pub const Channel = struct {
         /// value lies in `out` but the receive never returns it. Set by the wait's cleanup,
         /// which runs before those the caller pushed ahead of the receive: one of theirs can
         /// give the value where it goes (a native actor's, to the undelivered path). Left alone
-        /// otherwise.
+        /// otherwise. Null: the cleanup gives that value to the channel's undelivered path
+        /// itself (a descriptor's `release`, else the hook; counted dropped), on the thread
+        /// that abandons the coroutine, as Kotlin's onUndeliveredElement gets an element whose
+        /// receive was cancelled after it took it. Before, it was lost.
         landed: ?*bool = null,
     };
 
@@ -2318,10 +2321,12 @@ pub const Channel = struct {
             g.ch.lock();
             if (g.w.linked) {
                 g.q.remove(g.w);
-            } else if (g.landed) |l| {
-                // A completer took it (nothing is queued): a receive it completed with a value
-                // has it in `out`. Monotonic: the completer stored it under the lock we hold.
-                if (g.w.own_status.load(.monotonic) == done_ok) l.* = true;
+            } else if (g.q == &g.ch.receivers and g.w.own_status.load(.monotonic) == done_ok) {
+                // A completer took it (nothing is queued) and put its value in `out`, which the
+                // receive never returns: the caller's to place (`landed`), else the undelivered
+                // path's, now (`WaitOptions.landed`). Monotonic: the completer stored it under
+                // the lock we hold.
+                if (g.landed) |l| l.* = true else g.ch.undelivered(g.w.elem);
             }
             g.ch.unlock();
         }
@@ -2637,6 +2642,14 @@ pub const SelectOptions = struct {
     random: ?std.Random = null,
     /// Give up with error.Interrupted when this token is (or gets) cancelled.
     token: ?*Token = null,
+    /// When not null, set to the index of the receive clause a sender completed if the calling
+    /// coroutine is abandoned (a shutdown, a destroy) before the select returns: the value lies
+    /// in that clause's `elem`, never returned. Set by the wait's cleanup, which runs before
+    /// those the caller pushed ahead of the select: one of theirs can give the value where it
+    /// goes (the C ABI's kc_select: to the undelivered path once a shutdown let go of its
+    /// locks). Left alone otherwise. Null: the cleanup gives that value to its channel's
+    /// undelivered path itself, as `Channel.WaitOptions.landed` says. Before, it was lost.
+    landed: ?*?u8 = null,
 };
 
 pub const Selected = struct {
@@ -2738,6 +2751,8 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
         .waiters = waiters[0..n],
         .locks = locks[0..nlocks],
         .tws = &tws,
+        .sel = &sel,
+        .landed = options.landed,
     };
     if (caller.ref) |r| r.co.pushCleanup(&guard.cleanup);
     const timed_out = token_fired or waitFor(&sel.status, caller.ref, caller.sched, deadline);
@@ -3045,9 +3060,14 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
     }
     var timed_out = false;
     var was_interrupted = false;
+    // Abandoned while it waits: the token links go here, with a value a receive clause got;
+    // the waiters with `finish`.
+    var guard: LazyGuard = .{ .tws = null, .state = &slot.state, .gen = gen, .clauses = clauses, .landed = options.landed };
     if (won_early) {
         // A clause won while we armed: its completer is storing the outcome.
+        co.pushCleanup(&guard.cleanup);
         _ = waitFor(&slot.state.status, caller.ref, caller.sched, null);
+        co.popCleanup(&guard.cleanup);
     } else {
         var tokens: [2]?*Token = .{ options.token, null };
         var deadline = options.deadline;
@@ -3057,15 +3077,12 @@ noinline fn selectLazy(co: *coroutine.Coroutine, clauses: []const Clause, order:
         const token_fired = tws.any() and !tws.register(); // lock order: channels, then token
         unlockAll(locks[0..nlocks]);
         for (dropped) |d| if (d) |ch| ch.unref();
-        // Abandoned while it waits: the token links go here, the waiters with `finish`.
-        var guard: TokenGuard = .{ .tws = &tws };
         const registered = tws.registered[0] or tws.registered[1];
-        if (registered) co.pushCleanup(&guard.cleanup);
+        if (registered) guard.tws = &tws;
+        co.pushCleanup(&guard.cleanup);
         timed_out = token_fired or waitFor(&slot.state.status, caller.ref, caller.sched, deadline);
-        if (registered) {
-            co.popCleanup(&guard.cleanup);
-            tws.unregister();
-        }
+        co.popCleanup(&guard.cleanup);
+        if (registered) tws.unregister();
         // Acquire, here and at the end: as `block`'s look at its status.
         was_interrupted = token_fired or slot.state.status.load(.acquire) == interrupted;
     }
@@ -3111,17 +3128,6 @@ fn sortLocks(locks: []*Channel) void {
     }.lt);
 }
 
-/// Unregisters a lazy select's token link if the coroutine is abandoned while it waits.
-const TokenGuard = struct {
-    cleanup: coroutine.Cleanup = .{ .run = run },
-    tws: *TokenWaits,
-
-    fn run(c: *coroutine.Cleanup) void {
-        const g: *TokenGuard = @fieldParentPtr("cleanup", c);
-        g.tws.unregister();
-    }
-};
-
 /// What `select` undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`).
 const SelectGuard = struct {
     cleanup: coroutine.Cleanup = .{ .run = run },
@@ -3129,15 +3135,60 @@ const SelectGuard = struct {
     waiters: []Waiter,
     locks: []const *Channel,
     tws: *TokenWaits,
+    sel: *SelectState,
+    /// `SelectOptions.landed`.
+    landed: ?*?u8,
 
     fn run(c: *coroutine.Cleanup) void {
         const g: *SelectGuard = @fieldParentPtr("cleanup", c);
         g.tws.unregister();
         lockAll(g.locks);
         unlinkClauses(g.clauses, g.waiters);
+        // Every clause's channel locked and none queued now: no clause can win after this.
+        const winner = g.sel.giveUp(0);
         unlockAll(g.locks);
+        landedClause(g.clauses, winner, &g.sel.status, g.landed);
     }
 };
+
+/// What a lazy select undoes for a coroutine abandoned while it waits (`coroutine.Cleanup`):
+/// its token links, and a value a receive clause got (`landedClause`). Its waiters go with the
+/// coroutine's `finish` (`LazySlot.onFinish`), which runs after every cleanup: too late for a
+/// caller's cleanup to learn of the value (`SelectOptions.landed`).
+const LazyGuard = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    /// Null when it registered on no token.
+    tws: ?*TokenWaits,
+    state: *SelectState,
+    gen: u64,
+    clauses: []const Clause,
+    landed: ?*?u8,
+
+    fn run(c: *coroutine.Cleanup) void {
+        const g: *LazyGuard = @fieldParentPtr("cleanup", c);
+        if (g.tws) |t| t.unregister();
+        // Given up first, so that no clause wins after we look: a completer on a thread of its
+        // own (the shutdown joined only the workers) may still claim one until then.
+        landedClause(g.clauses, g.state.giveUp(g.gen), &g.state.status, g.landed);
+    }
+};
+
+/// A select abandoned after clause `winner` won (or gave up: `SelectState.gave_up`), its
+/// outcome in `status`: a receive clause a sender completed has the value in its `elem`, which
+/// the select never returns. `landed` learns which clause (`SelectOptions.landed`); without one,
+/// the value goes to its channel's undelivered path now. Before, it was lost. Takes the
+/// winner's channel lock: none of the clauses' locks may be held.
+fn landedClause(clauses: []const Clause, winner: u8, status: *const std.atomic.Value(u32), landed: ?*?u8) void {
+    if (winner >= clauses.len) return; // gave up: nothing won
+    const c = clauses[winner];
+    if (c.kind != .receive) return;
+    c.ch.lock();
+    defer c.ch.unlock();
+    // Monotonic: the completer stored the outcome under this lock, after the claim that the
+    // caller's give-up saw (acq_rel).
+    if (status.load(.monotonic) != done_ok) return; // closed or cancelled: nothing came
+    if (landed) |l| l.* = winner else c.ch.undelivered(c.elem);
+}
 
 /// A select queued without a blocked party (JavaScript, through `bridge/`), as `AsyncOp` is for
 /// one operation. Every clause is registered; the clause that wins runs `notify` once, outside
@@ -4296,6 +4347,93 @@ test "a try-send from a thread whose wake of a receiving coroutine comes after a
     const res = try test_wait.waitChild(pid, test_wait.test_ns, "the forked child");
     try testing.expect(std.posix.W.IFEXITED(res.status));
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
+}
+
+test "a shutdown that abandons a coroutine after a sender completed its receive gives the value to the undelivered hook once: a receive, a select's receive clause (lazy, on the stack)" {
+    // Each value is a block of the leak-checking allocator (its address sent), freed by the
+    // receiver if its call returns, else by the channel's hook. Before, the shutdown abandoned
+    // the receivers with the values in their buffers: no hook call, the blocks leaked.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: scheduler.Scheduler = undefined;
+        /// [0] a receive; [1] a 2-clause select (lazy); [2] a 5-clause select (on the stack);
+        /// [3] a receive nobody sends to. All rendezvous, with the hook.
+        var chs: [4]*Channel = undefined;
+        var quiet: [4]*Channel = undefined; // never sent to: the selects' other clauses
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var returned: std.atomic.Value(u32) = .init(0);
+        var dropped: [8]u64 = undefined;
+        var n_dropped: std.atomic.Value(u32) = .init(0);
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+            const i = n_dropped.fetchAdd(1, .monotonic);
+            if (i < dropped.len) dropped[i] = m.*;
+            testing.allocator.destroy(m);
+        }
+        fn got(w: usize) void {
+            _ = returned.fetchAdd(1, .monotonic);
+            testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
+        }
+        fn receiver(arg: ?*anyopaque) callconv(.c) void {
+            var w: usize = 0;
+            chs[@intFromPtr(arg)].receive(std.mem.asBytes(&w), null, false) catch return;
+            got(w);
+        }
+        fn selector(arg: ?*anyopaque) callconv(.c) void {
+            const k = @intFromPtr(arg);
+            var ws: [5]usize = @splat(0);
+            var cs: [5]Clause = undefined;
+            const n: usize = if (k == 2) 5 else 2; // the channel sent to is the last clause
+            for (cs[0 .. n - 1], ws[0 .. n - 1], 0..) |*c, *w, i| c.* = .{ .ch = quiet[i], .kind = .receive, .elem = std.mem.asBytes(w) };
+            cs[n - 1] = .{ .ch = chs[k], .kind = .receive, .elem = std.mem.asBytes(&ws[n - 1]) };
+            const r = select(cs[0..n], .{}) catch return;
+            if (!r.closed and !r.cancelled) got(ws[r.index]);
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: the receivers the sends
+            // below wake never run again.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+    };
+    S.blocking.store(0, .monotonic);
+    S.returned.store(0, .monotonic);
+    S.n_dropped.store(0, .monotonic);
+    for (&S.chs) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize), .on_undelivered = S.hook });
+    defer for (S.chs) |c| c.destroy();
+    for (&S.quiet) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize) });
+    defer for (S.quiet) |c| c.destroy();
+    try S.sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    var shut = false;
+    defer if (!shut) S.sched.shutdown(.cancel);
+    const entries = [_]coroutine.EntryFn{ S.receiver, S.selector, S.selector, S.receiver };
+    for (entries, 0..) |f, k| _ = try S.sched.spawn(f, @ptrFromInt(k));
+    // Queued in a wait, each parks before the worker runs anything else.
+    for (S.chs) |c| try awaitQueued(c, "receivers");
+    _ = try S.sched.spawn(S.blocker, null);
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (S.blocking.load(.acquire) == 0 and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(u32, 1), S.blocking.load(.acquire));
+    for (S.chs[0..3], 1..) |c, seq| {
+        const m = try testing.allocator.create(u64);
+        m.* = seq;
+        var w: usize = @intFromPtr(m);
+        c.send(std.mem.asBytes(&w), null, true) catch |err| {
+            testing.allocator.destroy(m);
+            return err;
+        };
+    }
+    shut = true;
+    S.sched.shutdown(.cancel);
+    try testing.expectEqual(@as(u32, 0), S.returned.load(.monotonic));
+    // Each once, none for [3] (it got nothing), counted dropped.
+    try testing.expectEqual(@as(u32, 3), S.n_dropped.load(.monotonic));
+    var seen: [3]u64 = undefined;
+    @memcpy(&seen, S.dropped[0..3]);
+    std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
+    try testing.expectEqualSlices(u64, &.{ 1, 2, 3 }, &seen);
+    for (S.chs[0..3]) |c| try testing.expectEqual(@as(u64, 1), c.snapshot().dropped);
 }
 
 test "select: biased picks the first ready clause; polling is the default clause" {
