@@ -443,7 +443,11 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
  * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
- * takes the channel's lock as it goes on or gives its wait up, which this thread holds. */
+ * takes the channel's lock as it goes on or gives its wait up, which this thread holds. A value a
+ * sender handed to a kc_chan_recv or a kc_select receive clause whose coroutine a shutdown (or
+ * kc_coro_destroy) then abandons, before the call returned it, comes here too (or to the
+ * descriptor's release), once, counted dropped: from a shutdown on its thread after it let go of
+ * the scheduler, before kc_sched_shutdown returns. Before, it was lost. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. (ABI 14 returned 0 also to

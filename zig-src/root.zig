@@ -9966,6 +9966,56 @@ test "C ABI: a shutdown that abandons a coroutine after a sender completed its k
     }
 }
 
+test "C ABI: kc_coro_destroy of a hand-driven coroutine whose kc_chan_recv or kc_select a sender completed gives the value to the undelivered hook once" {
+    // Before, the destroy abandoned the receive with the value in its buffer: lost (no hook
+    // call; the leak-checking allocator reported the block).
+    const S = struct {
+        var ch: u32 = 0;
+        var select = false;
+        var rc: i32 = 99;
+        var hooked: u32 = 0;
+        var got_seq: u64 = 0;
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            var w: usize = 0;
+            if (select) {
+                var idx: u32 = 0;
+                const c = [1]Clause{.{ .handle = ch, .kind = 1, .size = @sizeOf(usize), .elem = &w }};
+                rc = kc_select(&c, 1, 0, 0, 0, &idx);
+            } else rc = kc_chan_recv(ch, &w, @sizeOf(usize), 0, 0, 0);
+            if (rc == 0) testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
+        }
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+            hooked += 1;
+            got_seq = m.*;
+            testing.allocator.destroy(m);
+        }
+    };
+    for ([_]bool{ false, true }, 1..) |select, seq| {
+        S.select = select;
+        S.rc = 99;
+        S.hooked = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.ch));
+        defer _ = kc_chan_destroy(S.ch);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        const m = try testing.allocator.create(u64);
+        m.* = seq;
+        var w: usize = @intFromPtr(m);
+        if (kc_chan_try_send(S.ch, &w, @sizeOf(usize)) != 0) {
+            testing.allocator.destroy(m);
+            _ = kc_coro_destroy(h);
+            return error.TestUnexpectedResult;
+        }
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // never resumed: abandoned
+        try testing.expectEqual(@as(i32, 99), S.rc);
+        try testing.expectEqual(@as(u32, 1), S.hooked);
+        try testing.expectEqual(@as(u64, seq), S.got_seq);
+    }
+}
+
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
