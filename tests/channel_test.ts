@@ -6524,9 +6524,27 @@ Deno.test("an aborted wait whose channel another thread closed or cancelled in t
           if (mode !== "native" && order === "end first") {
             // The isolate's own end settles the wait itself, before the abort (as a local
             // hand-off resolves it with its value at once), a shared channel's too: its close
-            // or cancel settles the records of the waits it failed before it returns.
-            assert.equal(got.status, op === "receive" ? "rejected" : "fulfilled", what);
-            if (got.status === "rejected") assert.notEqual(got.reason, reason, what);
+            // or cancel settles the records of the waits it failed before it returns. As the
+            // end settles it: a receive rejects with the end's own error, a receiveCatching
+            // answers closed (a cancel's with its CancellationError as the cause), never the
+            // abort's reason nor some other error of the same class.
+            const message = end === "close" ? "Channel was closed" : "Channel was cancelled";
+            const ended = (e: unknown) =>
+              (end === "close"
+                ? e instanceof ClosedReceiveError
+                : e instanceof CancellationError) &&
+              (e as Error).message === message;
+            if (op === "receive") {
+              assert.equal(got.status, "rejected", what);
+              const e = (got as PromiseRejectedResult).reason;
+              assert.ok(ended(e), `${what}: ${e}`);
+            } else {
+              assert.equal(got.status, "fulfilled", what);
+              const r = (got as PromiseFulfilledResult<{ state: string; cause?: unknown }>).value;
+              assert.equal(r.state, "closed", what);
+              if (end === "close") assert.equal(r.cause, undefined, what);
+              else assert.ok(ended(r.cause), `${what}: ${r.cause}`);
+            }
             continue;
           }
           assert.equal(got.status, "rejected", what);
