@@ -73,7 +73,10 @@ const NOT_CLONEABLE = Symbol(
   "Cannot clone a Library: it is this isolate's open library; call library() in the Worker",
 );
 
-/** An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`. */
+/**
+ * An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`.
+ * `using lib = openLibrary()` closes it at the end of the block (`[Symbol.dispose]`).
+ */
 export class Library {
   /**
    * @ignore First of the fields structured cloning sees: `postMessage` or `structuredClone` of
@@ -259,6 +262,18 @@ export class Library {
     this.#onClose = [];
     runHooks(hooks);
     if (left.length > 0) throw new CloseHooksError(MAX_CLOSE_ROUNDS, left.length, namesOf(left));
+  }
+
+  /**
+   * `close()`, for `using lib = openLibrary()`: the close is synchronous (its shutdown of the
+   * scheduler is bounded, `CLOSE_JOIN_NS`), so a plain `using` closes it at the block's end, and
+   * `await using` does the same (it falls back to this). Before, `using` threw the engine's
+   * TypeError (no `Symbol.dispose`) at the declaration.
+   */
+  [Symbol.dispose](): void {
+    // Checked first: on a Proxy of one, the named TypeError, with no trap run (`this.close`).
+    Library.#check(this, "close library");
+    this.close();
   }
 
   #onClose: CloseHook[] = [];

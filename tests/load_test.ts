@@ -86,6 +86,37 @@ Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
   assert.ok(library().isOpen); // reopens on demand
 });
 
+Deno.test("a Library is disposable: `using` and `await using` close it at the end of the block, as close() does; before, `using` threw the engine's TypeError", async () => {
+  let kept: Library;
+  {
+    using lib = openLibrary();
+    kept = lib;
+    assert.equal(lib.isOpen, true);
+  }
+  assert.equal(kept.isOpen, false);
+  assert.throws(() => kept.symbols("resume coroutine"), LibraryClosedError);
+  {
+    await using lib = openLibrary();
+    kept = lib;
+  }
+  assert.equal(kept.isOpen, false);
+  // Idempotent, as close(): a closed library disposed again (a `using` of one closed by hand).
+  {
+    using lib = openLibrary();
+    lib.close();
+    kept = lib;
+  }
+  assert.equal(kept.isOpen, false);
+  // The process-wide one too: library() opens it anew afterwards.
+  {
+    using lib = library();
+    kept = lib;
+  }
+  assert.equal(kept.isOpen, false);
+  assert.notEqual(library(), kept);
+  assert.ok(library().isOpen);
+});
+
 Deno.test("closeLibrary() called again by a hook while the library closes: every wait still fails by name", async () => {
   // The first withdrawn send's onUndeliveredElement closes the library again: the close in
   // progress must still withdraw the other waits (before, they were withdrawn through the
@@ -1813,6 +1844,7 @@ Deno.test("a Library's members called on what is no Library (an object made from
     ["read library state", (self) => isOpen.call(self)],
     ["read library symbols", (self) => proto.symbols.call(self, "x")],
     ["close library", (self) => proto.close.call(self)],
+    ["close library", (self) => proto[Symbol.dispose].call(self)],
     ["register a close hook", (self) => proto.beforeClose.call(self, () => {})],
     ["register a close hook", (self) => proto.onClose.call(self, () => {})],
   ];
