@@ -660,6 +660,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     fail_records: bool = false,
     /// Set: `ThreadRecord`s are made in this allocator (`recordAllocator`), and freed there.
     record_allocator: ?std.mem.Allocator = null,
+    /// Set: actors' and producers' start records (`ActorStart`) are made and freed in this
+    /// allocator (`startAllocator`); set only while none made before is live.
+    start_allocator: ?std.mem.Allocator = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -1018,8 +1021,8 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // The channels the shutdown's cleanups leave to be ended (`endAbandoned`): ended last, once
     // `sched_mutex` is unlocked and `sched_shutting` counted this call out (defers run in
     // reverse), so that a hook they run may start a scheduler.
-    var ends: std.ArrayListUnmanaged(AbandonedEnd) = .empty;
-    defer endAllAbandoned(&ends);
+    var ends: AbandonedList = .{};
+    defer ends.finishAll();
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -1095,7 +1098,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
 
 /// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if `deadline` (null: none)
 /// passed before the workers were joined (`Scheduler.shutdownBy`).
-fn finishShutdown(ends: *std.ArrayListUnmanaged(AbandonedEnd), mode: u32, deadline: ?u64) i32 {
+fn finishShutdown(ends: *AbandonedList, mode: u32, deadline: ?u64) i32 {
     abandoned_ends = ends;
     defer abandoned_ends = null;
     // Seq_cst: see the bounded lock wait in `shutdownOf`, its only reader.
@@ -1290,6 +1293,9 @@ const HeldRefs = struct {
     recv_out: [*]const u8 = undefined,
     landed_clause: ?u8 = null,
     clauses: [*]const chan.Clause = undefined,
+    /// An actor's or producer's start record, owned: freed with the rest, or, abandoned with
+    /// `end_chan` set, handed over with the `AbandonedEnd` it carries (`ActorStart.ending`).
+    start: ?*ActorStart = null,
 
     fn hold(h: *HeldRefs) void {
         coroutine.pushCleanup(&h.cleanup);
@@ -1302,6 +1308,7 @@ const HeldRefs = struct {
 
     fn releaseAll(h: *HeldRefs) void {
         std.heap.c_allocator.free(h.buf);
+        if (h.start) |st| startAllocator().destroy(st);
         for (h.chans) |e| chans().release(e);
         releaseToken(h.token);
         if (h.scope) |e| scopes().release(e);
@@ -1310,13 +1317,18 @@ const HeldRefs = struct {
     fn run(c: *coroutine.Cleanup) void {
         const h: *HeldRefs = @fieldParentPtr("cleanup", c);
         if (h.end_chan != .keep) {
-            var a: AbandonedEnd = .{ .entry = h.chans[0], .end = h.end_chan };
+            // Carried by the start record (only an actor or producer sets `end_chan`), which
+            // the abandonment takes over: queued with no allocation (`endAbandoned`).
+            const st = h.start.?;
+            h.start = null;
+            const a = &st.ending;
+            a.* = .{ .entry = h.chans[0], .end = h.end_chan };
             if (h.in_hand) {
                 a.in_hand = h.buf; // taken over, freed once dropped
                 h.buf = &.{};
             }
             if (h.on_done) |f| a.done = .{ .f = f, .ctx = h.done_ctx, .status = abandonedStatus(h.scope_token) };
-            endAbandoned(a); // takes its reference over
+            endAbandoned(a); // takes its reference and the start record over
             h.chans = h.chans[1..];
         }
         if (h.landed) return h.dropLanded(0, h.recv_out);
@@ -1332,12 +1344,20 @@ const HeldRefs = struct {
     fn dropLanded(h: *HeldRefs, at: usize, elem: [*]const u8) void {
         const e = h.chans[at];
         const ch = ChanRegistry.channelOf(e);
-        if (std.heap.c_allocator.dupe(u8, elem[0..ch.elem_size])) |copy| {
-            for (h.chans[0..at]) |x| chans().release(x);
-            for (h.chans[at + 1 ..]) |x| chans().release(x);
-            h.chans = &.{};
-            endAbandoned(.{ .entry = e, .end = .keep, .in_hand = copy }); // takes its reference over
-        } else |_| ch.dropUndeliverable(elem); // out of memory: now, under the shutdown's locks
+        const copy = std.heap.c_allocator.dupe(u8, elem[0..ch.elem_size]) catch {
+            ch.dropUndeliverable(elem); // out of memory: now, under the shutdown's locks
+            return h.releaseAll();
+        };
+        const a = std.heap.c_allocator.create(AbandonedEnd) catch {
+            std.heap.c_allocator.free(copy);
+            ch.dropUndeliverable(elem); // as above
+            return h.releaseAll();
+        };
+        a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .in_start = false };
+        for (h.chans[0..at]) |x| chans().release(x);
+        for (h.chans[at + 1 ..]) |x| chans().release(x);
+        h.chans = &.{};
+        endAbandoned(a); // takes its reference over, and frees `a` once done
         h.releaseAll();
     }
 };
@@ -1355,7 +1375,8 @@ fn abandonedStatus(token: ?*kcoro.scope.Token) i32 {
 
 /// What an abandoned actor or producer leaves to be done (`endAbandoned`): its channel ended
 /// (`EndChan`), with the reference it held; an actor's message in hand dropped first; its
-/// on_done called last.
+/// on_done called last. Lives in the child's start record (`ActorStart.ending`), which it
+/// frees once done: a shutdown queues it with no allocation (`AbandonedList`).
 const AbandonedEnd = struct {
     entry: *ChanRegistry.Entry,
     end: EndChan,
@@ -1367,9 +1388,16 @@ const AbandonedEnd = struct {
     /// Its on_done, called after the channel was ended, as at its return.
     done: ?Done = null,
 
+    /// The next one a shutdown's cleanups left (`AbandonedList`).
+    next: ?*AbandonedEnd = null,
+    /// Carried by an actor's or producer's start record (`ActorStart.ending`), freed with it;
+    /// else made on the C heap for a receive's landed value (`HeldRefs.dropLanded`), freed alone.
+    in_start: bool = true,
+
     const Done = struct { f: DoneFn, ctx: ?*anyopaque, status: i32 };
 
-    fn finish(a: AbandonedEnd) void {
+    /// Does it, then frees the start record carrying it (`a` with it).
+    fn finish(a: *AbandonedEnd) void {
         const ch = ChanRegistry.channelOf(a.entry);
         if (a.in_hand) |m| {
             ch.dropUndeliverable(m.ptr);
@@ -1379,6 +1407,35 @@ const AbandonedEnd = struct {
         // With its reference still held, as at its return: on_done may destroy the channel.
         if (a.done) |d| d.f(d.ctx, d.status);
         chans().release(a.entry);
+        if (!a.in_start) return std.heap.c_allocator.destroy(a);
+        const st: *ActorStart = @alignCast(@fieldParentPtr("ending", a));
+        startAllocator().destroy(st);
+    }
+};
+
+/// What a shutdown's cleanups left to be done (`endAbandoned`), in the order they left it:
+/// intrusive (`AbandonedEnd.next`), so that queueing one under `sched_mutex` allocates nothing
+/// and cannot fail. Before, an array list on the C heap: out of memory, the end was done there
+/// and then, under the lock, where an on_done or a channel hook that starts a scheduler (or
+/// takes the lock by any call) deadlocked.
+const AbandonedList = struct {
+    head: ?*AbandonedEnd = null,
+    tail: ?*AbandonedEnd = null,
+
+    fn push(l: *AbandonedList, a: *AbandonedEnd) void {
+        std.debug.assert((l.head == null) == (l.tail == null));
+        a.next = null;
+        if (l.tail) |t| t.next = a else l.head = a;
+        l.tail = a;
+    }
+
+    /// Does each (`AbandonedEnd.finish`), in order; each frees itself.
+    fn finishAll(l: *AbandonedList) void {
+        while (l.head) |a| {
+            l.head = a.next; // read first: `finish` frees `a`
+            a.finish();
+        }
+        l.tail = null;
     }
 };
 
@@ -1387,21 +1444,12 @@ const AbandonedEnd = struct {
 /// let go of both (`shutdownOf`). Ending one wakes its waiters and runs its hooks (a mailbox's
 /// undelivered hook, a zero-copy descriptor's release: the host's code), which under the lock
 /// deadlocked a hook that starts or shuts down a scheduler, or waits for a thread that does.
-threadlocal var abandoned_ends: ?*std.ArrayListUnmanaged(AbandonedEnd) = null;
+threadlocal var abandoned_ends: ?*AbandonedList = null;
 
 /// Does what `a` says (`AbandonedEnd.finish`), now or (in a shutdown) once the shutdown let go
-/// of its locks; releases the caller's reference after.
-fn endAbandoned(a: AbandonedEnd) void {
-    if (abandoned_ends) |list| {
-        if (list.append(std.heap.c_allocator, a)) |_| return else |_| {}
-    }
-    a.finish(); // out of memory: now, as before
-}
-
-/// Does what a shutdown's cleanups left in `list` (`endAbandoned`), in order, and frees it.
-fn endAllAbandoned(list: *std.ArrayListUnmanaged(AbandonedEnd)) void {
-    for (list.items) |a| a.finish();
-    list.deinit(std.heap.c_allocator);
+/// of its locks; releases the caller's reference and frees the start record carrying `a` after.
+fn endAbandoned(a: *AbandonedEnd) void {
+    if (abandoned_ends) |list| list.push(a) else a.finish();
 }
 
 /// How an actor's or producer's channel is ended when a shutdown abandons it (`HeldRefs`,
@@ -2482,6 +2530,12 @@ export fn kc_cancelled() callconv(.c) i32 {
     return @intFromBool(t.isCancelled());
 }
 
+/// The allocator of `ActorStart`s: the C heap; in tests, `test_hooks.start_allocator` where set.
+fn startAllocator() std.mem.Allocator {
+    if (@import("builtin").is_test) if (test_hooks.start_allocator) |a| return a;
+    return std.heap.c_allocator;
+}
+
 const ActorStart = struct {
     mailbox: *ChanRegistry.Entry,
     handler: *const fn (ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void,
@@ -2490,16 +2544,20 @@ const ActorStart = struct {
     producer: ?coroutine.EntryFn = null,
     /// Its scope's cancellation (`abandonedStatus`, should a shutdown abandon it unstarted).
     token: ?*kcoro.scope.Token = null,
+    /// What a shutdown that abandons it leaves to be done, written then (`HeldRefs.run`,
+    /// `dropActorStart`): in the record, which lives as long as the child (its `HeldRefs`
+    /// frees it), so that queueing it allocates nothing (`AbandonedList`).
+    ending: AbandonedEnd = undefined,
 };
 
 fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
-    std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
     var guard: HeldRefs = .{
         .chans = &mailbox,
         .end_chan = .cancel,
+        .start = start, // freed as it ends, or carries its abandonment (`ActorStart.ending`)
         .on_done = a.on_done,
         .done_ctx = a.ctx,
         .scope_token = kcoro.scope.currentToken(),
@@ -2634,11 +2692,11 @@ const DeadlineWatch = struct {
 fn producerMain(arg: ?*anyopaque) callconv(.c) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const a = start.*;
-    std.heap.c_allocator.destroy(start);
     const mailbox = [1]*ChanRegistry.Entry{a.mailbox};
     var guard: HeldRefs = .{
         .chans = &mailbox,
         .end_chan = .close,
+        .start = start, // as in `actorMain`
         .on_done = a.on_done,
         .done_ctx = a.ctx,
         .scope_token = kcoro.scope.currentToken(),
@@ -2669,8 +2727,8 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
 fn dropActorStart(arg: ?*anyopaque) void {
     const start: *ActorStart = @ptrCast(@alignCast(arg.?));
     const done: ?AbandonedEnd.Done = if (start.on_done) |f| .{ .f = f, .ctx = start.ctx, .status = abandonedStatus(start.token) } else null;
-    endAbandoned(.{ .entry = start.mailbox, .end = if (start.producer != null) .close else .cancel, .done = done });
-    std.heap.c_allocator.destroy(start);
+    start.ending = .{ .entry = start.mailbox, .end = if (start.producer != null) .close else .cancel, .done = done };
+    endAbandoned(&start.ending); // frees `start` once done
 }
 
 fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: coroutine.EntryFn, out_handle: ?*u32) i32 {
@@ -2684,7 +2742,7 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     // actor or producer on a later one).
     if (checkScopeGeneration(ScopeRegistry.objectOf(se))) |rc| return rc;
     const ce = chans().acquire(chan_h) catch |err| return fail(err);
-    const st = std.heap.c_allocator.create(ActorStart) catch {
+    const st = startAllocator().create(ActorStart) catch {
         chans().release(ce);
         return Status.no_memory.code();
     };
@@ -2695,7 +2753,7 @@ fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: corout
     st.token = &ScopeRegistry.objectOf(se).token;
     const hook: ?Scheduler.CreateHook = if (out_handle) |out| .{ .f = attachHandle, .ctx = out } else null;
     _ = ScopeRegistry.objectOf(se).launchOwning(main_fn, st, dropActorStart, .{ .hook = hook }) catch |err| {
-        std.heap.c_allocator.destroy(st);
+        startAllocator().destroy(st);
         chans().release(ce);
         return fail(err);
     };
@@ -9424,6 +9482,115 @@ test "C ABI: a shutdown that abandons an actor or producer ends its channel as i
         try testing.expectEqual(Status.closed.code(), kc_chan_recv(o, &got, 8, 0, 0, 1));
         try testing.expectEqual(Status.cancelled.code(), kc_chan_send(b, &v, 8, 0, 0, 1));
     }
+}
+
+test "C ABI: a shutdown queues what an abandoned actor or producer leaves in the child's own start record, allocating nothing: on_done runs once the lock is let go, and each record is freed once" {
+    // Before, each was appended to an array list on the C heap under `sched_mutex`; out of
+    // memory, its channel was ended and its on_done called right there, under the lock (one
+    // calling kc_sched_start deadlocked). Now it lives in the child's start record
+    // (`ActorStart.ending`), kept until the child ends: counted here, each freed once, whether
+    // the child was abandoned parked, abandoned unstarted, or returned.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var made = std.atomic.Value(u32).init(0);
+        var freed = std.atomic.Value(u32).init(0);
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var idle: u32 = 0; // where the started ones park: nobody sends or receives
+        var done: std.atomic.Value(u32) = .init(0);
+        var locked: std.atomic.Value(u32) = .init(0);
+        const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
+        fn allocator() std.mem.Allocator {
+            return .{ .ptr = undefined, .vtable = &vtable };
+        }
+        // Monotonic, here and below: read on the test's thread after kc_sched_shutdown
+        // returned, which joined the workers that counted (the join orders them).
+        fn alloc(_: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
+            const m = std.heap.c_allocator.rawAlloc(len, a, ra) orelse return null;
+            _ = made.fetchAdd(1, .monotonic);
+            return m;
+        }
+        fn resize(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) bool {
+            return std.heap.c_allocator.rawResize(m, a, n, ra);
+        }
+        fn remap(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) ?[*]u8 {
+            return std.heap.c_allocator.rawRemap(m, a, n, ra);
+        }
+        fn free(_: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
+            _ = freed.fetchAdd(1, .monotonic);
+            std.heap.c_allocator.rawFree(m, a, ra);
+        }
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked with its message in hand
+        }
+        fn onDone(ctx: ?*anyopaque, _: i32) callconv(.c) void {
+            _ = done.fetchAdd(1, .monotonic);
+            if (ctx == null) return; // the one that returned: on its worker
+            // An abandoned one's, from the shutdown: once it let go of the lock and counted
+            // itself out, so that a kc_sched_start from here starts a scheduler.
+            if (!sched_mutex.tryLock()) {
+                _ = locked.fetchAdd(1, .monotonic);
+            } else {
+                sched_mutex.unlock();
+                if (sched_shutting.load(.monotonic) != 0) _ = locked.fetchAdd(1, .monotonic);
+            }
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: what is queued never starts.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+    };
+    inline for (.{ &S.made, &S.freed, &S.blocking, &S.done, &S.locked }) |c| c.store(0, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.idle));
+    // [0], [1]: started and parked; [2], [3]: queued, never started; [4]: returns at once.
+    var chs: [5]u32 = undefined;
+    for (&chs) |*h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, h));
+    defer for (chs ++ [_]u32{S.idle}) |h| {
+        _ = kc_chan_destroy(h);
+    };
+    test_hooks.start_allocator = S.allocator();
+    defer test_hooks.start_allocator = null;
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var shut = false;
+    defer if (!shut) {
+        _ = kc_sched_shutdown(0);
+    };
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    const abandoned: ?*anyopaque = @ptrFromInt(1);
+    const v: u64 = 7;
+    var hs: [2]u32 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, chs[0], S.producer, abandoned, S.onDone, &hs[0]));
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(chs[1], &v, 8, 0, 0, 1)); // its message in hand
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, chs[1], S.handler, abandoned, S.onDone, &hs[1]));
+    try testing.expectEqual(@as(i32, 1), kc_chan_close(chs[4]));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, chs[4], S.handler, null, S.onDone, null));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the started ones to park, the other to return");
+    while (kc_coro_state(hs[0]) != parked or kc_coro_state(hs[1]) != parked or S.done.load(.monotonic) != 1) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    const db = test_wait.Deadline.in(test_wait.default_ns, "the blocker to hold the worker");
+    while (S.blocking.load(.acquire) == 0) try db.wait();
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, chs[2], S.producer, abandoned, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, chs[3], S.handler, abandoned, S.onDone, null));
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(u32, 5), S.done.load(.monotonic)); // each once
+    try testing.expectEqual(@as(u32, 0), S.locked.load(.monotonic));
+    // Each start record made was freed, once: none lost to the abandonment, none twice.
+    try testing.expectEqual(@as(u32, 5), S.made.load(.monotonic));
+    try testing.expectEqual(@as(u32, 5), S.freed.load(.monotonic));
+    // Ended as before: the produced channels closed, the mailboxes cancelled.
+    var got: u64 = 0;
+    for ([_]u32{ chs[0], chs[2] }) |h| try testing.expectEqual(Status.closed.code(), kc_chan_recv(h, &got, 8, 0, 0, 1));
+    for ([_]u32{ chs[1], chs[3] }) |h| try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(h, &v, 8));
 }
 
 test "an actor's DeadlineWatch answers as the exact clock: passed, far off, and within its margin" {
