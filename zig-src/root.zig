@@ -2631,8 +2631,13 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     // later, so the mailbox is cancelled (Kotlin's actor cancels its channel as it ends): queued
     // messages go to the undelivered hook, later sends fail with KC_ECANCELED.
     if (status != 0) _ = ch.cancel();
-    // Called here, once: abandoned in it (it parked), it is not called again.
+    // Called here, once: abandoned in it (it parked), it is not called again, and its mailbox
+    // stays as this return left it (`.keep`): closed and empty (the receive said so: nothing
+    // is left for the undelivered hook, and nothing more is let in), or cancelled above.
+    // Before, the abandonment cancelled a closed one: no message was lost or dropped twice, but
+    // a later send said KC_ECANCELED where the return had left KC_EPIPE.
     guard.on_done = null;
+    guard.end_chan = .keep;
     if (a.on_done) |f| f(a.ctx, status);
 }
 
@@ -2718,6 +2723,7 @@ fn producerMain(arg: ?*anyopaque) callconv(.c) void {
         .cancelled => .cancelled,
     };
     guard.on_done = null; // as in `actorMain`
+    guard.end_chan = .keep; // closed above: a second close changed nothing, but as in `actorMain`
     if (a.on_done) |f| f(a.ctx, status.code());
 }
 
@@ -9968,6 +9974,11 @@ test "C ABI: an actor's or producer's on_done that a shutdown abandons mid-way (
         try testing.expectEqual(@as(u32, 1), c.load(.acquire));
         try testing.expectEqual(@as(i32, 0), st.load(.monotonic)); // the normal call's
     }
+    // Each channel stays as the return left it: closed. Before, the abandonment in on_done
+    // cancelled the actor's closed mailbox (KC_ECANCELED here).
+    const v: u64 = 1;
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_send(box, &v, 8));
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_send(out, &v, 8));
 }
 
 test "C ABI: a shutdown that abandons a coroutine after a sender completed its kc_chan_recv or kc_select receive clause gives the value to the undelivered path once, after it let go of its locks" {
