@@ -172,6 +172,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     drain_by: ?*const fn (?u64) void = null,
     /// In `awaitWorkersExited`, with the deadline its join waits until.
     join_by: ?*const fn (u64) void = null,
+    /// In `shutdownBy`'s bounded wait for `lifecycle`, each time it did not give up and is
+    /// about to pause, with its deadline.
+    lock_wait: ?*const fn (u64) void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -681,6 +684,12 @@ pub const Scheduler = struct {
     pool: stack_mod.Pool,
     /// Serialises shutdown against itself and against spawns from outside the workers.
     lifecycle: std.Thread.Mutex = .{},
+    /// A shutdown holds `lifecycle` (it may hold it for good, joining a worker that never
+    /// yields): a bounded shutdown waiting for the lock gives up at its deadline only then,
+    /// not while a spawn from outside holds it (briefly). Written under `lifecycle`; read
+    /// outside it as a hint (monotonic: nothing is published through it, and the waiter tries
+    /// the lock again before it looks).
+    lifecycle_shutdown: std.atomic.Value(bool) = .init(false),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     cancel_pending: std.atomic.Value(bool) = .init(false),
@@ -1343,7 +1352,8 @@ pub const Scheduler = struct {
     /// everything. What it would free stays allocated until then: leaked on purpose, never
     /// freed under a running worker. A process may also just end then (its exit ends the
     /// thread). Also error.Timeout if another thread's shutdown held the lifecycle lock past
-    /// the deadline (that shutdown goes on, and stops the run if it had not yet).
+    /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
+    /// outside that holds it (briefly) is waited for, past the deadline too.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
@@ -1355,13 +1365,21 @@ pub const Scheduler = struct {
         );
         if (deadline) |d| {
             // Bounded too: another shutdown may hold it for good (joining a worker that never
-            // yields). Spawns from outside hold it briefly.
+            // yields). Past the deadline only while a shutdown holds it (`lifecycle_shutdown`):
+            // a spawn from outside holds it briefly and is waited for. Before, any holder timed
+            // the call out, and a spawn holding it as the deadline passed made it return
+            // error.Timeout with the run still going (nothing stopped, nothing to join).
             while (!s.lifecycle.tryLock()) {
-                if (monotonicNs() >= d) return error.Timeout;
+                // Monotonic: a hint (see `lifecycle_shutdown`); the lock orders the rest.
+                if (s.lifecycle_shutdown.load(.monotonic) and monotonicNs() >= d) return error.Timeout;
+                if (@import("builtin").is_test) if (test_hooks.lock_wait) |f| f(d);
                 std.Thread.yield() catch {};
             }
         } else s.lifecycle.lock();
         defer s.lifecycle.unlock();
+        // Monotonic: a hint for the bounded lock wait above, stored and cleared under the lock.
+        s.lifecycle_shutdown.store(true, .monotonic);
+        defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
         if (!s.join_pending.load(.monotonic)) {
             if (s.state.load(.acquire) != .running) return;
             if (@import("builtin").is_test) if (test_hooks.drain_by) |f| f(deadline);
@@ -2575,6 +2593,97 @@ test "a bounded shutdown's waits share one deadline: the join after a finish's d
     test_wait.NeverYields.letGo();
     s.shutdown(.cancel);
     try testing.expect(!s.join_pending.load(.monotonic));
+}
+
+test "a bounded shutdown waits past its deadline for a spawn from outside that holds the lifecycle lock, and stops the run" {
+    // Before, any holder of the lock timed the wait out at the deadline: a spawn from outside
+    // holding it then made the call return error.Timeout with the run still going (nothing
+    // stopped, nothing left to join). Only a shutdown holding it may keep it for good.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout (the join's)
+        var past = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        fn shutter() void {
+            defer joiner.done();
+            const r: u32 = if (sched.shutdownWithin(.cancel, std.time.ns_per_ms)) 1 else |_| 2;
+            result.store(r, .release);
+        }
+        fn lockWait(d: u64) void {
+            // Release: pairs with the test's acquire load (a flag only).
+            if (monotonicNs() >= d) past.store(true, .release);
+        }
+    };
+    S.result.store(0, .monotonic);
+    S.past.store(false, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    defer if (s.isRunning() or s.join_pending.load(.monotonic)) s.shutdown(.cancel); // after the unlock below
+    S.sched = &s;
+    test_hooks.lock_wait = S.lockWait;
+    defer test_hooks.lock_wait = null;
+    // As a spawn from outside does (`spawnWith`), held here until the shutdown's deadline passed.
+    s.lifecycle.lock();
+    var locked = true;
+    defer if (locked) s.lifecycle.unlock();
+    const t = try std.Thread.spawn(.{}, S.shutter, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to pass its deadline");
+    // Acquire: pairs with the stores above (flags only).
+    while (!S.past.load(.acquire) and !S.joiner.finished.load(.acquire)) try d.wait();
+    s.lifecycle.unlock();
+    locked = false;
+    S.joiner.join(t, test_wait.default_ns, "the bounded shutdown");
+    // Stopped, whatever it returned: its join shares the deadline, long past by then, and may
+    // have been left to the next shutdown (error.Timeout, `join_pending`).
+    try testing.expect(S.result.load(.acquire) != 0);
+    try testing.expect(!s.isRunning());
+    s.shutdown(.cancel); // the join, if it was left
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workers.len);
+}
+
+test "a bounded shutdown waiting for the lifecycle lock that another shutdown holds for good gives up at its deadline" {
+    // The other shutdown joins a worker that never yields, holding the lock. Before the bounded
+    // wait (`tryLock`), the call waited on the lock for as long (here: until the watchdog).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var joiner: test_wait.Joiner = .{};
+        fn shutter() void {
+            defer joiner.done();
+            sched.shutdown(.cancel);
+        }
+    };
+    S.joiner = .{};
+    test_wait.NeverYields.reset();
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
+    const t = try std.Thread.spawn(.{}, S.shutter, .{});
+    var let_go = false;
+    defer if (!let_go) {
+        test_wait.NeverYields.letGo();
+        S.joiner.join(t, test_wait.default_ns, "the unbounded shutdown");
+    };
+    // It holds the lock once it stopped the run (under the lock), and keeps it while it joins.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the other shutdown to hold the lock");
+    while (!s.lifecycle_shutdown.load(.monotonic) or s.isRunning()) try d.wait();
+    const bound = 50 * std.time.ns_per_ms;
+    const t0 = monotonicNs();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, bound));
+    try testing.expect(monotonicNs() - t0 >= bound);
+    try testing.expect(!s.isRunning());
+    test_wait.NeverYields.letGo();
+    let_go = true;
+    S.joiner.join(t, test_wait.default_ns, "the unbounded shutdown");
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workers.len);
 }
 
 /// Workers for a "stress (many workers)" test: one per CPU, at least 4 (oversubscribed on a
