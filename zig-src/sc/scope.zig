@@ -505,7 +505,9 @@ pub const Scope = struct {
             if (co.owner == @as(?*anyopaque, s.sched)) return s.waitAllParked(co, deadline);
         }
         // Listed for a bounded shutdown that leaves its join pending to wake (on `events`, which
-        // the last child's end bumps too: one word for both).
+        // the last child's end bumps too: one word for both). On the scheduler, which must stay
+        // at its address until this returns, also after a shutdown that abandons the children
+        // woke it (the C ABI's is static): before, a thread's wait read only the scope.
         var ow: Scheduler.OutsideWait = .{ .word = &s.events };
         s.sched.listOutsideWait(&ow);
         defer s.sched.unlistOutsideWait(&ow);
@@ -1071,7 +1073,7 @@ test "threads waiting for a scope (waitAll, watch) end with error.Shutdown when 
         }
         var wait_err = std.atomic.Value(u32).init(0); // 1: Shutdown, 2: anything else
         var joiner: test_wait.Joiner = .{};
-        fn waiter(sc: *Scope, d: u64) void {
+        fn waiter(sc: *Scope, d: ?u64) void {
             defer joiner.done();
             const r: u32 = if (sc.waitAll(d)) 2 else |err| if (err == error.Shutdown) 1 else 2;
             wait_err.store(r, .release);
@@ -1096,7 +1098,17 @@ test "threads waiting for a scope (waitAll, watch) end with error.Shutdown when 
     try test_wait.NeverYields.awaitRunning();
     const far = scheduler.monotonicNs() + test_wait.default_ns;
     // One waits already when the shutdown gives up (woken), the others after (they look first).
-    const t = try std.Thread.spawn(.{}, S.waiter, .{ scope, far });
+    // With no deadline, and listed before the shutdown begins: before the wake
+    // (`wakeOutsideWaits`) it waited for good, or (with a deadline) until its deadline.
+    const t = try std.Thread.spawn(.{}, S.waiter, .{ scope, null });
+    const listed = test_wait.Deadline.in(test_wait.default_ns, "the thread to list its wait");
+    while (true) {
+        sched.outside_mutex.lock();
+        const n = sched.outside_waits;
+        sched.outside_mutex.unlock();
+        if (n != null) break;
+        try listed.wait();
+    }
     try testing.expectError(error.Timeout, sched.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
     S.joiner.join(t, test_wait.default_ns, "a thread in waitAll");
     try testing.expectEqual(@as(u32, 1), S.wait_err.load(.acquire));

@@ -2499,6 +2499,7 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
     // Stopped: no longer running, spawns refused; the join is left to the next shutdown.
     try testing.expect(!s.isRunning());
     try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expect(s.joinLeft()); // threads waiting on its scopes give up (`unjoined`)
     try testing.expectError(error.Shutdown, s.spawn(S.forever, null));
     // Still held up: a second bounded one (either mode: the outcome was decided) times out too.
     try testing.expectError(error.Timeout, s.shutdownWithin(.finish, bound));
@@ -2508,6 +2509,9 @@ test "a bounded shutdown held up by a coroutine that never yields times out, sto
     // (testing.allocator reports any leaked bookkeeping).
     s.shutdown(.cancel);
     try testing.expect(!s.join_pending.load(.monotonic));
+    // Joined: a thread waiting on a scope of the next run waits for it again (before the
+    // clear, it would give up at once, error.Shutdown, its children running).
+    try testing.expect(!s.joinLeft());
     s.shutdown(.cancel); // a second does nothing
     // The same scheduler runs again, and a bounded shutdown of coroutines that yield (and
     // park) joins in time.
