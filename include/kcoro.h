@@ -273,8 +273,9 @@ int32_t kc_sched_shutdown(uint32_t mode);
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* kc_sched_shutdown with a bound of timeout_ns on all of its waits together (one deadline,
  * timeout_ns from the call): a wait for another shutdown in progress, a KC_SHUTDOWN_FINISH's drain
- * (past the deadline the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled),
- * then the join of the workers. KC_ETIME if a worker did not stop in time (it runs a coroutine
+ * (until shortly before the deadline, leaving the join a quarter of the time left, at most 100 ms;
+ * past it the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled), then the
+ * join of the workers. KC_ETIME if a worker did not stop in time (it runs a coroutine
  * that never yields, which nothing can stop from outside): the scheduler is stopped (not running
  * for kc_sched_info, its outcome known to kc_sched_ended, spawns and drains KC_ESHUTDOWN,
  * kc_sched_start KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its

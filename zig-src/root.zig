@@ -942,9 +942,11 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 
 /// int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): kc_sched_shutdown with a
 /// bound on all of its waits together, one deadline `timeout_ns` from the call (a wait for another
-/// shutdown in progress; a finish's drain, past which the rest is abandoned as a cancel would; the
-/// join of the workers). KC_ETIME if a worker did not stop in time (it runs a coroutine
-/// that never yields): the scheduler is stopped (kc_sched_info reads it not running, kc_sched_ended
+/// shutdown in progress; a finish's drain, until shortly before the deadline (it leaves the join a
+/// quarter of the time left, at most 100 ms: `Scheduler.joinReserve`), past which the rest is
+/// abandoned as a cancel would; the join of the workers). KC_ETIME if a worker did not stop in
+/// time (it runs a coroutine that never yields): the scheduler is stopped (kc_sched_info reads it
+/// not running, kc_sched_ended
 /// knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is KC_ESHUTDOWN) but
 /// nothing is joined or freed, since that worker still runs on its coroutine's stack; the next
 /// kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing) or

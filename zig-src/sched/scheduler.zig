@@ -168,7 +168,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `Worker.run`, once a coroutine finished there, before the worker counts it out of
     /// `liveCount` (unless it counted itself out: `countFinishedNow`).
     before_count_out: ?*const fn () void = null,
-    /// In `shutdownBy`, with the deadline its finish's drain waits until (null: none).
+    /// In `shutdownBy`, with the deadline its finish's drain waits until (null: none): short of
+    /// the call's by `joinReserve`.
     drain_by: ?*const fn (?u64) void = null,
     /// In `awaitWorkersExited`, with the deadline its join waits until.
     join_by: ?*const fn (u64) void = null,
@@ -1340,9 +1341,10 @@ pub const Scheduler = struct {
 
     /// `shutdown` by `deadline` (`monotonicNs`; null: none), one deadline that all of its waits
     /// share: the lifecycle lock (another shutdown may hold it while it drains or joins), a
-    /// finish's drain (past the deadline the rest is abandoned, as a cancel would, and the run
-    /// ends as cancelled) and the join of the workers. Before, each wait had a bound of its own
-    /// from when it began, so that one call could take about three times its bound.
+    /// finish's drain (until shortly before the deadline, `joinReserve`, past which the rest is
+    /// abandoned, as a cancel would, and the run ends as cancelled) and the join of the
+    /// workers. Before, each wait had a bound of its own from when it began, so that one call
+    /// could take about three times its bound.
     /// error.Timeout if a worker did not leave its loop in time (it runs a coroutine that never
     /// yields, and cannot be stopped from outside): the run is stopped (`isRunning` false,
     /// `end_hook` called, spawns refused) but nothing is joined or freed, since that worker
@@ -1382,8 +1384,13 @@ pub const Scheduler = struct {
         defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
         if (!s.join_pending.load(.monotonic)) {
             if (s.state.load(.acquire) != .running) return;
-            if (@import("builtin").is_test) if (test_hooks.drain_by) |f| f(deadline);
-            s.stopRun(mode, deadline);
+            // A finish's drain stops short of the deadline, leaving the join a share of what
+            // is left (`joinReserve`): a drain that never ran dry used all of it, and the join
+            // of workers that were only idle then timed out at once (error.Timeout, the join
+            // left pending, everything left allocated), as if a coroutine never yielded.
+            const drain_by: ?u64 = if (deadline) |d| d - joinReserve(d) else null;
+            if (@import("builtin").is_test) if (test_hooks.drain_by) |f| f(drain_by);
+            s.stopRun(mode, drain_by);
             s.join_pending.store(true, .monotonic);
         }
         if (deadline) |d| s.awaitWorkersExited(d) catch |err| {
@@ -1398,6 +1405,13 @@ pub const Scheduler = struct {
         // Cleared only now: a thread that comes to wait while this (unbounded) join waits for
         // the coroutine that never yields does not wait for it either.
         s.unjoined.store(false, .monotonic);
+    }
+
+    /// The share of the time left until `deadline` that a finish's drain leaves to the join
+    /// (`shutdownBy`): a quarter, at most 100 ms, long enough for workers that are not stuck in
+    /// a coroutine to see the stop and leave (a wake and a coroutine's last slice).
+    fn joinReserve(deadline: u64) u64 {
+        return @min((deadline -| monotonicNs()) / 4, 100 * std.time.ns_per_ms);
     }
 
     /// A thread outside the run waiting on `word` (a futex word it waits on, bumped by
@@ -2545,15 +2559,17 @@ test "a bounded finishing shutdown whose drain does not run dry in time abandons
     S.sched = &s;
     _ = try s.spawn(S.sleeper, null);
     const t0 = monotonicNs();
-    // The drain never runs dry (an armed timer); unbounded, the finish waited the hour.
-    try s.shutdownWithin(.finish, 50 * std.time.ns_per_ms);
+    // The drain never runs dry (an armed timer); unbounded, the finish waited the hour. It
+    // stops 100 ms short of the bound, which the idle workers have to leave in: before, it
+    // drained until the bound, and the join timed out at once (1 run in 3 here, loaded).
+    try s.shutdownWithin(.finish, 400 * std.time.ns_per_ms);
     try testing.expect(monotonicNs() - t0 < test_timeout / 2);
     try testing.expectEqual(@as(?ShutdownMode, .cancel), S.ended);
     try testing.expect(!S.woke.load(.monotonic));
     try testing.expect(!s.join_pending.load(.monotonic));
 }
 
-test "a bounded shutdown's waits share one deadline: the join after a finish's drain that used the bound waits no longer" {
+test "a bounded shutdown's waits share one deadline: the join after a finish's drain waits no longer, and the drain leaves it a share" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
@@ -2579,7 +2595,7 @@ test "a bounded shutdown's waits share one deadline: the join after a finish's d
         test_hooks.drain_by = null;
         test_hooks.join_by = null;
     }
-    const bound = 50 * std.time.ns_per_ms;
+    const bound = 200 * std.time.ns_per_ms; // a reserve of 50 ms, even if the call starts late
     var s: Scheduler = undefined;
     try startForTest(&s, 2);
     S.sched = &s;
@@ -2590,10 +2606,13 @@ test "a bounded shutdown's waits share one deadline: the join after a finish's d
     try test_wait.NeverYields.awaitRunning();
     const t0 = monotonicNs();
     try testing.expectError(error.Timeout, s.shutdownWithin(.finish, bound));
-    // One deadline, `bound` from the call, for the drain and the join. Before, the join waited
-    // `bound` more from the drain's end (its deadline past the drain's by the drain's length).
-    try testing.expect(S.drain_by.? >= t0 + bound);
-    try testing.expectEqual(S.drain_by.?, S.join_by.?);
+    // One deadline, `bound` from the call, for the drain and the join; the drain stops short of
+    // it by a quarter of the bound (`joinReserve`), left to the join. Before the one deadline,
+    // the join waited `bound` more from the drain's end; before the reserve, the drain waited
+    // until the deadline and the join of workers that were merely idle then timed out at once.
+    try testing.expect(S.join_by.? >= t0 + bound);
+    try testing.expect(S.drain_by.? < S.join_by.?);
+    try testing.expect(S.join_by.? - S.drain_by.? <= bound / 4);
     test_wait.NeverYields.letGo();
     s.shutdown(.cancel);
     try testing.expect(!s.join_pending.load(.monotonic));
