@@ -1883,7 +1883,15 @@ Deno.test("closeLibrary() does not wait for good for a C coroutine that never yi
       const rt = runtime({ workers: 1 });
       const cells = rt.cells([0n, 0n]);
       rt.spawn(resolveNative("${dir}/libplugin.so", "spin_forever"), cells);
-      while (Atomics.load(cells, 0) === 0n) await new Promise((r) => setTimeout(r, 1));
+      // Bounded well inside the child's 20 s: a spin that never ran fails with its own message,
+      // not as a kill at the bound.
+      const deadline = performance.now() + 10_000;
+      while (Atomics.load(cells, 0) === 0n) {
+        if (performance.now() > deadline) {
+          throw new Error("spin_forever never marked its cell within 10 s: it did not run");
+        }
+        await new Promise((r) => setTimeout(r, 1));
+      }
       const lib = library();
       closeLibrary();
       console.log("closed", lib.isOpen);
