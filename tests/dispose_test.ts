@@ -843,6 +843,8 @@ Deno.test("an owner whose channel native code destroyed, learning it while its s
   assert.ok(cause instanceof CancellationError, String(cause));
   for (const e of await Promise.all(waits)) assert.equal(e, cause);
   assert.deepEqual(dropped, [1, 2, { n: 3 }], "once");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), []);
 });
 
@@ -868,6 +870,9 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
   for (const e of await Promise.all(waits)) assert.equal(e, cause);
   await assert.rejects(ch.send(5), (e) => e === cause);
   assert.deepEqual(dropped, [1, 2, { n: 3 }, 5], "once each");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  copy[Symbol.dispose]();
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), []);
 });
 
@@ -899,6 +904,9 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
     assert.ok(e instanceof CancellationError, `${who}: ${String(e)}`);
     assert.equal(ch.isClosedForSend, true, who);
     assert.deepEqual(dropped, who === "owner" ? [1, 2] : [1], who);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    copy[Symbol.dispose]();
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${who}: nothing reported`);
   }
 });
@@ -966,6 +974,9 @@ Deno.test("a try-operation that learns of the channel's end from the waits still
       assert.deepEqual(calls, learning, `${label}: no try of its own on the dead handle`);
       const e = await waiting;
       assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      copy[Symbol.dispose]();
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
@@ -1003,6 +1014,8 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
     assert.equal(r.state, "closed", op);
     assert.deepEqual(calls, [], `${op}: no try-send on the dead handle`);
     assert.deepEqual(dropped, [], `${op}: a try-send's value stays the caller's`);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
   }
 });
@@ -1047,6 +1060,10 @@ Deno.test("the end one object of this isolate learns closes the gate of each of 
     assert.equal(learnt, true, `${who}: the getter learnt it`);
     assert.equal(r.state, "closed", who);
     assert.deepEqual(calls, [], `${who}: no try-send on the dead handle`);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    second[Symbol.dispose]();
+    first[Symbol.dispose]();
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${who}: nothing reported`);
   }
 });
@@ -1128,6 +1145,9 @@ Deno.test("the end a Channel.from copy learns mid-call closes the gate of an own
     }
     assert.equal(learnt, true, `${op}: the getter learnt it`);
     assert.deepEqual(calls, [], `${op}: no call on the dead handle`);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    copy[Symbol.dispose]();
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${op}: nothing reported`);
   }
 });
@@ -1312,6 +1332,8 @@ Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an
     assert.equal(r.state, "closed", label);
     assert.deepEqual(calls, [], `${label}: no try-send on the dead handle`);
     other[Symbol.dispose]();
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
   }
 });
@@ -1359,6 +1381,9 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter, run as the caus
       assert.equal(r.state, "closed", label);
       assert.ok((r as { cause?: unknown }).cause instanceof CancellationError, label);
       other[Symbol.dispose]();
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      copy[Symbol.dispose]();
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
@@ -1410,6 +1435,9 @@ Deno.test("cancel() that meets another thread's destroy between its status read 
       assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
       assert.equal(caller.isClosedForSend, true, label);
       assert.equal(copy.trySend(3).state, "closed", label);
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      copy[Symbol.dispose]();
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
@@ -1482,6 +1510,8 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the obj
         assert.ok(r.cause instanceof CancellationError, `${label}: ${String(r.cause)}`);
         assert.equal(r.cause.cause, mine, label);
       }
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
@@ -1521,6 +1551,8 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
     assert.deepEqual(calls, [], `${label}: no try-send with the handle`);
     assert.ok(thrown instanceof InvalidHandleError, `${label}: ${String(thrown)}`);
     assert.match(thrown.message, /^Cannot trySend: the channel was disposed/, label);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
   }
 });
@@ -1586,9 +1618,10 @@ Deno.test("a Channel.from copy whose channel ended: a send or trySend whose valu
         const fn = () => 1;
         if (op === "trySend") assert.throws(() => bad.trySend(fn), CodecError, label);
         else await assert.rejects(bad.send(fn), CodecError, label);
-        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+        // Disposed first: `reported` still catches (and hides) what a later dispose reports.
         bad[Symbol.dispose]();
         if (!ended) owner[Symbol.dispose]();
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
       }
     }
   }
@@ -1808,8 +1841,10 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
           `${label}: the other clause's channel as it was`,
         );
         assert.deepEqual(hooked, [], `${label}: the value stays the caller's`);
-        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+        // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+        other[Symbol.dispose]();
         if (!ended) owner[Symbol.dispose]();
+        assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
       }
     }
   }
@@ -1914,6 +1949,8 @@ Deno.test("a Channel.from copy's send settled by its record drained after the co
   assert.equal(r.state, "closed");
   assert.ok(r.cause instanceof CancellationError, String(r.cause));
   assert.equal(String(r.cause.cause), "Error: native's", "the cause native code stored");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), [], "nothing reported");
 });
 
@@ -1983,6 +2020,9 @@ Deno.test("a send waiting in JavaScript whose value's encoding at its native que
       assert.deepEqual([...await b.receive()], [9], `${label}: the other send's own value`);
       assert.equal(await bSent, "resolved", label);
       other[Symbol.dispose]();
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      b[Symbol.dispose]();
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
@@ -2031,6 +2071,9 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
     for (const e of await Promise.all(waits)) assert.equal(e, cause, how);
     await assert.rejects(ch.send(5), (e) => e === cause, how);
     assert.deepEqual(dropped, [1, 2, { n: 3 }, 5], `${how}: once each`);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+    copy[Symbol.dispose]();
+    ch[Symbol.dispose]();
     assert.deepEqual(reported.errors.map(String), [], how);
   }
 });
@@ -2061,6 +2104,9 @@ Deno.test("an owner whose channel native code destroyed through a copy's handle:
   });
   // Its other calls answer as on a cancelled channel.
   assert.equal(ch.isClosedForSend, true);
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  copy[Symbol.dispose]();
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), []);
 });
 
@@ -2153,6 +2199,9 @@ Deno.test("a select on an owner's channel that native code destroyed: its clause
       assert.deepEqual(dropped, clause === "onSend" ? [1] : [], label);
       // The owner's own calls say the same.
       assert.deepEqual(ch.tryReceive(), { state: "closed", cause }, label);
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      other[Symbol.dispose]();
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
     }
   }
