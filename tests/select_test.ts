@@ -150,6 +150,8 @@ Deno.test("an async builder that adds a clause after an await, having added othe
     /gone/,
   );
   await new Promise((r) => setTimeout(r, 0)); // an unhandled rejection would surface by now
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  idle[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), []);
 });
 
@@ -1348,6 +1350,8 @@ Deno.test("a select whose Job of the caller's own lost to a channel clause as it
   // Before, the select never listened to the signal: the receive clause fired.
   await assert.rejects(within(outcome, 5_000, "the select"), (e) => e === reason);
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }); // back, not lost
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors, []);
   assert.equal(pending(), 0);
 });
@@ -1418,6 +1422,8 @@ Deno.test("a select whose Job of the caller's own let a channel clause complete 
           assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, what); // back, not lost
         }
       }
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      ch[Symbol.dispose]();
       assert.deepEqual(reported.errors, [], what);
       assert.equal(pending(), 0, what);
     }
@@ -1603,6 +1609,8 @@ Deno.test("a Job of the caller's own whose Disposable throws still lets the sele
   });
   assert.equal(await within(timedOut, 5_000, "the select won by its timeout"), "timed out");
   assert.equal(pending(), 0);
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map((e) => (e as Error).message), [
     "the caller's dispose",
     "the caller's dispose",
@@ -2139,6 +2147,8 @@ Deno.test("a select failed by a channel's end still refuses every later onSend c
   assert.deepEqual([a.got, b.got, c.got], [["A"], [], ["C"]]);
   for (const x of [a, b, c]) x.ch[Symbol.dispose]();
   assert.deepEqual(c.got, ["C"], "once");
+  // Checked again after the disposes, which `reported` still catches (and hides).
+  assert.deepEqual(reported.errors, [boom], "the disposes reported nothing");
   assert.equal(pending(), 0);
 });
 

@@ -1125,6 +1125,8 @@ Deno.test("a select whose signal aborts while it is being listened to rejects wi
   await assert.rejects(wait, (e: unknown) => e === reason);
   assert.equal(abortListeners(signal), 0, "no listener left");
   await assertNothingQueued(ch, "receive", "the select");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
@@ -1427,10 +1429,12 @@ Deno.test("a select whose signal's listen aborts it once kcoro's listener is in,
   assert.equal(signal.aborted, true, "the probe aborts it");
   assert.equal(await settled(wait), true, "settled");
   await assert.rejects(wait, (e: unknown) => e === reason);
+  await assertNothingQueued(ch, "receive", "the select");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   // Before, the listen's error went to reportError: an error event nobody handles, which ends
   // the process.
   assert.deepEqual(reported.errors, [], "nothing reported");
-  await assertNothingQueued(ch, "receive", "the select");
 });
 
 Deno.test("a select whose channel clause won as a Job of the caller's own was armed, and whose signal's listening throws, rejects by name and gives the value back, reporting nothing", async () => {
@@ -1448,6 +1452,8 @@ Deno.test("a select whose channel clause won as a Job of the caller's own was ar
   // the process), and the receive clause fired; then the select rejected with that raw error.
   await assert.rejects(outcome, unlistenable("select"));
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
@@ -1481,6 +1487,8 @@ Deno.test("a select whose signal's listen completes one of its channel clauses (
     return true;
   });
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 5 }, "the value is back, not lost");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
