@@ -222,6 +222,8 @@ Deno.test("createScope({ parent }) of the job standing for a scope's native chil
   assert.equal(status(receiver), Status.EINTR);
   assert.equal(natives.state, "cancelled");
   assert.equal(child.state, "cancelled");
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors, [boom]);
 });
 

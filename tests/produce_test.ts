@@ -2892,6 +2892,8 @@ Deno.test("actor: a send after the actor finished hands its message to onUndeliv
   });
   await a.job.join();
   await assert.rejects(a.send(1), ClosedSendError);
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  await scope[Symbol.asyncDispose]();
   assertSameItems(reported.errors, [hookError]);
   assert.equal(live, 0);
 });
