@@ -6446,6 +6446,9 @@ Deno.test("a hook that throws in the ring's drain is reported, and the records d
     "CancellationError",
     "received 7",
   ]);
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  c[Symbol.dispose]();
+  a[Symbol.dispose]();
   assert.deepEqual(reported.errors.map((e) => (e as Error).message), ["the caller's hook"]);
 });
 
@@ -8031,6 +8034,8 @@ Deno.test("a send waiting natively whose queueing answers a status no send expec
   // The channel is as it was: its value there, the refused one not sent.
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 1 });
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
+  // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+  ch[Symbol.dispose]();
   assert.deepEqual(reported.errors.map(String), []);
 });
 
@@ -9313,8 +9318,16 @@ for (const hookDoes of ["throws", "disposes the channel"] as const) {
       assert.throws(() => ch.metrics(), InvalidHandleError);
       assert.deepEqual(reported.errors, []);
     }
-    // The dispose hands the hook the buffered 2 too, after the hook's turn for 1 ended.
-    assert.deepEqual(hook, hookDoes === "throws" ? [1] : [1, 2]);
+    // Disposed first: `reported` still catches (and hides) what a later dispose reports. The
+    // dispose hands the hook the buffered 2 too, after the hook's turn for 1 ended (the hook's
+    // own dispose did for "disposes the channel"); a throwing hook's error is reported again.
+    copy[Symbol.dispose]();
+    ch[Symbol.dispose]();
+    assert.deepEqual(hook, [1, 2]);
+    assert.deepEqual(
+      reported.errors.map((e) => (e as Error).message),
+      hookDoes === "throws" ? ["hook failed", "hook failed"] : [],
+    );
   });
 }
 
