@@ -1215,6 +1215,69 @@ Deno.test("a next() a hook calls while the one pending next() is made settles af
   assert.deepEqual(order, ["first value 6", "second value 5"]);
 });
 
+Deno.test("a next() a hook calls inside a next() a hook called inside the one pending next() settles after both, and the iterator runs on as a loop's after", async () => {
+  // Two deep: the first next() (made outside a FIFO) runs the hook, which keeps another value
+  // and calls next(); that second one's receive runs the hook again, which calls a third. Each
+  // settles after the one whose receive ran it (the first's turn begins the FIFO, each later one
+  // takes its own), whatever value its wait took (the innermost wait may have queued first). Then the
+  // FIFO is gone: a fourth next(), called alone, settles by its own receive, ahead of nothing.
+  // Before (the first next() with no turn), the second and third, finding none pending, settled
+  // ahead of the first.
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+    p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
+  const inner: Promise<unknown>[] = [];
+  const sym = library().symbols("test");
+  const keep = () =>
+    assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+  let calls = 0;
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => {
+      calls++;
+      if (calls === 1) keep(); // for the second next()'s receive: its hook calls the third
+      inner.push(tag(calls === 1 ? "second" : "third", it.next()));
+    },
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+  keep();
+  const first = tag("first", it.next());
+  assert.equal(inner.length, 2, "the hook ran in the first next() and in the second");
+  await within(Promise.all([ch.send(5), ch.send(6), ch.send(7)]), 10_000, "the sends");
+  await within(Promise.all([first, ...inner]), 10_000, "the outcomes");
+  assert.deepEqual(order.map((o) => o.split(" ")[0]), ["first", "second", "third"], `${order}`);
+  assert.deepEqual(order.map((o) => o.split(" ")[2]).sort(), ["5", "6", "7"], `${order}`);
+  const fourth = it.next();
+  await within(ch.send(8), 10_000, "the fourth's send");
+  assert.deepEqual(await within(fourth, 10_000, "the fourth"), { value: 8, done: false });
+});
+
+Deno.test("a return() a hook calls while the one pending next() is made, which then answers done at once, settles after it", async () => {
+  // The one next() pending finds the channel empty and hands a kept value to the hook, which
+  // calls return(): the next() sees its iterator ended and answers done without waiting (its
+  // early exit). The return() settles after it all the same. Before, the return(), finding
+  // none pending, resolved first.
+  const order: string[] = [];
+  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
+    p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
+  const returns: Promise<unknown>[] = [];
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => returns.push(tag("return", it.return!())),
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+  const first = tag("first", it.next());
+  assert.equal(returns.length, 1, "the hook ran in the first next() and called return()");
+  await within(Promise.all([first, ...returns]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first done", "return done"]);
+  assert.deepEqual(await it.next(), { value: undefined, done: true });
+  assert.notEqual(ch.trySend(1).state, "ok", "no receive of the iterator still waits");
+});
+
 Deno.test("a next() or return() a drop policy's hook calls as the one pending next() takes a value settles after it", async () => {
   // A drop policy's receive that takes a value hands what the channel kept to
   // onUndeliveredElement before it returns (`#poll`): a next() the hook calls takes the
