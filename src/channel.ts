@@ -3703,7 +3703,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * receiver; those of other operations when they would have. Not one given up (its record
    * gives its value back, when the ring is drained as usual). Where the ring cannot be drained
    * (gone), the receivers still queued natively fail with that status's error, as `#handOff`'s
-   * withdrawal failed them (`#lost`): no record will come for them.
+   * withdrawal failed them (`#lost`), and so do those given up whose abort lost (COMPLETING) and
+   * the selects with a receive clause here, given up or not: no record will come for them.
    */
   #settleReceivers(s: Shared): void {
     // A select's record whose clause is a receive on this channel too (`Shared.selectReceives`):
