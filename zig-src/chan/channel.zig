@@ -56,6 +56,10 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `tryGuarded`'s lock-free failed send, between its guard check and the count of the
     /// failure: where a destroy and a re-creation may re-use the channel's memory.
     before_fast_count: ?*const fn () void = null,
+    /// In `Waiter.claim`, after a select clause's winning CAS, under its channel's lock and
+    /// before the outcome is stored: where the select finds a winner but no outcome yet
+    /// (`selectLazy`'s `won_early`, which then waits for it).
+    after_claim: ?*const fn () void = null,
 } else struct {} = .{};
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
@@ -308,6 +312,7 @@ const Waiter = struct {
             if (sel.word.cmpxchgStrong(SelectState.armed(gen), gen << 8 | w.clause, .acq_rel, .acquire) == null) {
                 // Monotonic: the owner reads it only after the outcome's release store.
                 w.tag.store(gen << 1, .monotonic);
+                if (@import("builtin").is_test) if (test_hooks.after_claim) |f| f();
                 return true;
             }
             // Stale for `gen`, unless the owner re-armed it for a later generation meanwhile
@@ -4434,6 +4439,144 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
     try testing.expectEqualSlices(u64, &.{ 1, 2, 3 }, &seen);
     for (S.chs[0..3]) |c| try testing.expectEqual(@as(u64, 1), c.snapshot().dropped);
+}
+
+test "a shutdown that abandons a lazy select waiting for the outcome of a clause that won while it armed (won_early) gives the value to the undelivered hook once" {
+    // `selectLazy`'s `won_early` wait, made certain by hooks: while round 2 re-arms its queued
+    // clauses, a thread's try-send claims the re-armed clause on `c` (held by `after_claim`
+    // before it stores the outcome) and a try-send unlinks the stale clause on `d`, so the
+    // select finds `c` the winner and waits for its outcome. It parks there; the outcome and
+    // the value come while the only worker is held; the shutdown abandons it. Before, that wait
+    // pushed no cleanup: the value the completer put in the clause's buffer was lost (no hook
+    // call).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: scheduler.Scheduler = undefined;
+        var c: *Channel = undefined; // wins while round 2 arms (with the hook)
+        var d: *Channel = undefined; // unlinked while round 2 arms
+        var f: *Channel = undefined; // round 1's winner
+        var e: *Channel = undefined; // parks the selector between rounds
+        var rearms: u32 = 0;
+        var claimed = std.atomic.Value(bool).init(false);
+        var go = std.atomic.Value(bool).init(false);
+        var blocking = std.atomic.Value(u32).init(0);
+        var completer: ?std.Thread = null;
+        var completer_send: Error!void = {};
+        var hook_err: ?anyerror = null;
+        var idx: [2]u32 = .{ 9, 9 };
+        var hooked: u32 = 0;
+        var hooked_value: u64 = 0;
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            hooked += 1;
+            hooked_value = std.mem.readInt(u64, elem[0..8], .little);
+        }
+        fn waitFlag(flag: *std.atomic.Value(bool)) void {
+            const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+            // Acquire: pairs with the release store that sets it.
+            while (!flag.load(.acquire) and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+        }
+        /// The completer's claim of `c`'s clause, under `c`'s lock: no outcome until `go`.
+        fn holdClaim() void {
+            test_hooks.after_claim = null; // once
+            claimed.store(true, .release);
+            waitFlag(&go);
+        }
+        fn complete() void {
+            completer_send = trySendU64(c, 7);
+        }
+        /// Before each lazy clause's re-arming CAS, in the selector: the second (`d`'s) comes
+        /// after `c`'s clause is armed for round 2.
+        fn armed() void {
+            rearms += 1;
+            if (rearms != 2) return;
+            test_hooks.before_rearm = null;
+            test_hooks.after_claim = holdClaim;
+            completer = std.Thread.spawn(.{}, complete, .{}) catch |err| {
+                hook_err = err;
+                return;
+            };
+            waitFlag(&claimed);
+            // `d`'s clause is stale (its generation is round 1's): unlinked, it takes nothing.
+            if (trySendU64(d, 2)) |_| {
+                hook_err = error.TestUnexpectedResult;
+            } else |err| if (err != error.WouldBlock) {
+                hook_err = err;
+            }
+            // Runs once the selector parks, holding the only worker.
+            _ = sched.spawn(blocker, null) catch |err| {
+                hook_err = err;
+            };
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        fn selector(_: ?*anyopaque) callconv(.c) void {
+            var x: u64 = 0;
+            for (0..2) |round| {
+                const clauses = [_]Clause{
+                    .{ .ch = c, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                    .{ .ch = d, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                    .{ .ch = f, .kind = .receive, .elem = std.mem.asBytes(&x) },
+                };
+                const r = select(&clauses, .{}) catch return;
+                idx[round] = r.index;
+                _ = recvU64(e) catch return; // parks between rounds
+            }
+        }
+    };
+    S.rearms = 0;
+    S.claimed.store(false, .monotonic);
+    S.go.store(false, .monotonic);
+    S.blocking.store(0, .monotonic);
+    S.completer = null;
+    S.completer_send = {};
+    S.hook_err = null;
+    S.idx = .{ 9, 9 };
+    S.hooked = 0;
+    S.c = try Channel.create(testing.allocator, .{ .elem_size = 8, .on_undelivered = S.hook });
+    defer S.c.destroy();
+    S.d = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.d.destroy();
+    S.f = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.f.destroy();
+    S.e = try Channel.create(testing.allocator, .{ .elem_size = 8 });
+    defer S.e.destroy();
+    try S.sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    var shut = false;
+    defer if (!shut) S.sched.shutdown(.cancel);
+    defer test_hooks.before_rearm = null;
+    defer test_hooks.after_claim = null;
+    defer if (S.completer) |t| {
+        S.go.store(true, .release);
+        t.join();
+    };
+    _ = try S.sched.spawn(S.selector, null);
+    // Round 1 wins on f; its clauses on c and d stay queued, stale.
+    try awaitQueued(S.f, "receivers");
+    try sendU64Within(S.f, 1);
+    try awaitQueued(S.e, "receivers");
+    try testing.expectEqual(@as(u32, 2), S.idx[0]);
+    // Round 2 re-arms them in place (lazy), the hooks racing it as above.
+    test_hooks.before_rearm = S.armed;
+    try sendU64Within(S.e, 0);
+    const deadline = scheduler.monotonicNs() + 10 * std.time.ns_per_s;
+    while (S.blocking.load(.acquire) == 0 and scheduler.monotonicNs() < deadline) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(u32, 1), S.blocking.load(.acquire));
+    if (S.hook_err) |err| return err;
+    try testing.expectEqual(@as(u32, 2), S.rearms);
+    // The outcome and the value, to a selector parked in its won_early wait.
+    S.go.store(true, .release); // pairs with `waitFlag`'s acquire load
+    S.completer.?.join();
+    S.completer = null;
+    try S.completer_send;
+    shut = true;
+    S.sched.shutdown(.cancel);
+    try testing.expectEqual(@as(u32, 9), S.idx[1]); // round 2 never returned
+    try testing.expectEqual(@as(u32, 1), S.hooked);
+    try testing.expectEqual(@as(u64, 7), S.hooked_value);
+    try testing.expectEqual(@as(u64, 1), S.c.snapshot().dropped);
 }
 
 test "select: biased picks the first ready clause; polling is the default clause" {
