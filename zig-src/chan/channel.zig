@@ -2049,7 +2049,10 @@ pub const Channel = struct {
         /// otherwise. Null: the cleanup gives that value to the channel's undelivered path
         /// itself (a descriptor's `release`, else the hook; counted dropped), on the thread
         /// that abandons the coroutine, as Kotlin's onUndeliveredElement gets an element whose
-        /// receive was cancelled after it took it. Before, it was lost.
+        /// receive was cancelled after it took it. Before, it was lost. That thread holds the
+        /// channel's lock, and, in a `Scheduler.shutdown`, the scheduler's lifecycle lock: a
+        /// hook reached so must not spawn on (from outside, it takes that lock) or shut down
+        /// that scheduler, or it waits for itself.
         landed: ?*bool = null,
     };
 
@@ -2653,7 +2656,8 @@ pub const SelectOptions = struct {
     /// those the caller pushed ahead of the select: one of theirs can give the value where it
     /// goes (the C ABI's kc_select: to the undelivered path once a shutdown let go of its
     /// locks). Left alone otherwise. Null: the cleanup gives that value to its channel's
-    /// undelivered path itself, as `Channel.WaitOptions.landed` says. Before, it was lost.
+    /// undelivered path itself, as `Channel.WaitOptions.landed` says (under which locks, too).
+    /// Before, it was lost.
     landed: ?*?u8 = null,
 };
 
