@@ -93,7 +93,9 @@ extern "C" {
                             * 8-byte value of `in` to `out` until either fails, then done = 1;
                             * the value in hand when its send to `out` fails goes to
                             * out's undelivered path once (a cancel failing the waiting
-                            * send hands it over; else the echo's kc_chan_drop) */
+                            * send hands it over; else the echo's kc_chan_drop), as it does
+                            * when a shutdown or kc_coro_destroy abandons the echo in that
+                            * send */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 

@@ -1290,7 +1290,9 @@ const HeldRefs = struct {
     /// on `chans[i]`): set by the wait's cleanup when a sender completed it but the coroutine
     /// was abandoned before the call returned (`Channel.WaitOptions.landed`,
     /// `SelectOptions.landed`). The value goes to its channel's undelivered path
-    /// (`dropLanded`). Before, it was lost: no hook saw it.
+    /// (`dropLanded`). Before, it was lost: no hook saw it. Also a built-in's send (the echo's:
+    /// `chanOp` with `dropped`) abandoned still queued (`Channel.WaitOptions.unsent`), its value
+    /// in `recv_out`.
     landed: bool = false,
     recv_out: [*]const u8 = undefined,
     landed_clause: ?u8 = null,
@@ -1568,7 +1570,9 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
     const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) return Status.invalid.code();
     const bytes: [*]u8 = @ptrCast(p);
-    if (!is_send) held.recv_out = bytes;
+    // A built-in's send (`dropped` given) hands its value over when abandoned still queued,
+    // as when it fails.
+    if (!is_send or dropped != null) held.recv_out = bytes;
     const opts: chan.Channel.WaitOptions = .{
         .deadline = if (deadline_ns == 0) null else deadline_ns,
         .try_only = flags & chan_try != 0,
@@ -1576,6 +1580,9 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         .dropped = dropped,
         // Abandoned once a sender completed it: `held` gives the value to the undelivered path.
         .landed = if (is_send) null else &held.landed,
+        // Abandoned with the built-in's send still queued: `held` gives the value to the
+        // undelivered path, as the built-in does when the send fails.
+        .unsent = if (is_send and dropped != null) &held.landed else null,
     };
     const result = if (is_send) ch.sendWith(bytes, opts) else ch.receiveWith(bytes, opts);
     result catch |err| return fail(err);
@@ -4025,8 +4032,9 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// undelivered path as a value meant for it that will never be sent, once (counted as dropped
 /// there, to its hook if it has one; gone with `out` if it was destroyed): a cancel (or
 /// destroy) of `out` that fails the send while it waits hands it over itself; any other
-/// failure leaves it to the echo, which hands it to kc_chan_drop. The values still in `in`
-/// stay there.
+/// failure leaves it to the echo, which hands it to kc_chan_drop; abandoned in that send (a
+/// shutdown that cancels, a kc_coro_destroy), `chanOp`'s `HeldRefs` hands it over
+/// (`Channel.WaitOptions.unsent`; before, it was lost). The values still in `in` stay there.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
@@ -8493,6 +8501,60 @@ test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send wa
             std.debug.print("waits={}: the value was kept twice\n", .{waits});
             return err;
         };
+        var snap: [13]u64 = undefined;
+        _ = kc_chan_snapshot(out, &snap, 13);
+        try testing.expectEqual(@as(u64, 1), snap[8]); // dropped
+        // The next value was never taken: still in `in`.
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
+        try testing.expectEqual(@as(u64, 6), got);
+    }
+}
+
+test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to out waits hands the value in hand to out's undelivered path once" {
+    // A send still queued when its coroutine is abandoned never fails, so the echo never got
+    // to hand its value to kc_chan_drop, as it does when a send fails: before, the value taken
+    // from `in` was lost (out's hook never saw it, nothing counted dropped).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    for ([_]bool{ false, true }) |by_shutdown| {
+        var in: u32 = 0;
+        var out: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 2, 0, 0, &in));
+        defer _ = kc_chan_destroy(in);
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &out)); // rendezvous
+        defer _ = kc_chan_destroy(out);
+        try testing.expectEqual(@as(i32, 0), kc_chan_keep_undelivered(out));
+        for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
+        var cells: [4]u64 = .{ in, out, 0, 0 };
+        const echo = builtinEntry(.echo);
+        var h: u32 = 0;
+        const parked: i32 = @intFromEnum(coroutine.State.parked);
+        if (by_shutdown) {
+            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+            var shut = false;
+            defer if (!shut) {
+                _ = kc_sched_shutdown(0);
+            };
+            try testing.expectEqual(@as(i32, 0), kc_spawn(echo, &cells, 0, &h));
+            // It took 5 from `in` and parks in its send (nobody receives on out).
+            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+            try testing.expectEqual(parked, kc_coro_state(h));
+            shut = true;
+            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+        } else {
+            try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
+            try testing.expectEqual(parked, kc_coro_resume(h));
+            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // abandoned in the send
+        }
+        try testing.expectEqual(@as(u64, 0), cells[2]); // nothing echoed
+        var got: u64 = 0;
+        testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(out, &got, 8)) catch |err| {
+            std.debug.print("by_shutdown={}: the value in hand was lost\n", .{by_shutdown});
+            return err;
+        };
+        try testing.expectEqual(@as(u64, 5), got);
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(out, &got, 8)); // once
         var snap: [13]u64 = undefined;
         _ = kc_chan_snapshot(out, &snap, 13);
         try testing.expectEqual(@as(u64, 1), snap[8]); // dropped

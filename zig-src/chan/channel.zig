@@ -2054,6 +2054,12 @@ pub const Channel = struct {
         /// hook reached so must not spawn on (from outside, it takes that lock) or shut down
         /// that scheduler, or it waits for itself.
         landed: ?*bool = null,
+        /// A send's only (a receive ignores it): when not null, set to true if the calling
+        /// coroutine is abandoned (a shutdown, a destroy) while its send is still queued, so
+        /// that its value was never taken and the send never fails: the caller's cleanup can
+        /// give it where it goes (the C ABI's echo built-in, to the undelivered path as its
+        /// failed sends do). Set by the wait's cleanup, like `landed`. Left alone otherwise.
+        unsent: ?*bool = null,
     };
 
     /// Sends the value at `elem` (elem_size bytes: nothing checks that it has that many;
@@ -2258,7 +2264,14 @@ pub const Channel = struct {
         ch.unlock();
         // A coroutine abandoned in this wait (shutdown, destroy) must leave neither its waiter
         // in `q` nor its links on the tokens: both live on its stack.
-        var guard: BlockGuard = .{ .ch = ch, .w = w, .q = q, .tws = &tws, .landed = if (q == &ch.receivers) options.landed else null };
+        var guard: BlockGuard = .{
+            .ch = ch,
+            .w = w,
+            .q = q,
+            .tws = &tws,
+            .landed = if (q == &ch.receivers) options.landed else null,
+            .unsent = if (q == &ch.senders) options.unsent else null,
+        };
         if (w.ref) |r| r.co.pushCleanup(&guard.cleanup);
         const timed_out = waitFor(&w.own_status, w.ref, w.sched, deadline);
         if (w.ref) |r| r.co.popCleanup(&guard.cleanup);
@@ -2322,6 +2335,8 @@ pub const Channel = struct {
         tws: *TokenWaits,
         /// `WaitOptions.landed`, a receive's.
         landed: ?*bool,
+        /// `WaitOptions.unsent`, a send's.
+        unsent: ?*bool = null,
 
         fn run(c: *coroutine.Cleanup) void {
             const g: *BlockGuard = @fieldParentPtr("cleanup", c);
@@ -2329,6 +2344,8 @@ pub const Channel = struct {
             g.ch.lock();
             if (g.w.linked) {
                 g.q.remove(g.w);
+                // A send still queued: nobody took its value (`WaitOptions.unsent`).
+                if (g.unsent) |u| u.* = true;
             } else if (g.q == &g.ch.receivers and g.w.own_status.load(.monotonic) == done_ok) {
                 // A completer took it (nothing is queued) and put its value in `out`, which the
                 // receive never returns: the caller's to place (`landed`), else the undelivered
