@@ -663,6 +663,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// Set: actors' and producers' start records (`ActorStart`) are made and freed in this
     /// allocator (`startAllocator`); set only while none made before is live.
     start_allocator: ?std.mem.Allocator = null,
+    /// Set: what `HeldRefs.dropLanded` makes for a receive's landed value (its copy and its
+    /// `AbandonedEnd`) is made and freed in this allocator (`landedAllocator`).
+    landed_allocator: ?std.mem.Allocator = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -1348,12 +1351,13 @@ const HeldRefs = struct {
     fn dropLanded(h: *HeldRefs, at: usize, elem: [*]const u8) void {
         const e = h.chans[at];
         const ch = ChanRegistry.channelOf(e);
-        const copy = std.heap.c_allocator.dupe(u8, elem[0..ch.elem_size]) catch {
+        const heap = landedAllocator();
+        const copy = heap.dupe(u8, elem[0..ch.elem_size]) catch {
             ch.dropUndeliverable(elem); // out of memory: now, under the shutdown's locks
             return h.releaseAll();
         };
-        const a = std.heap.c_allocator.create(AbandonedEnd) catch {
-            std.heap.c_allocator.free(copy);
+        const a = heap.create(AbandonedEnd) catch {
+            heap.free(copy);
             ch.dropUndeliverable(elem); // as above
             return h.releaseAll();
         };
@@ -1403,15 +1407,18 @@ const AbandonedEnd = struct {
     /// Does it, then frees the start record carrying it (`a` with it).
     fn finish(a: *AbandonedEnd) void {
         const ch = ChanRegistry.channelOf(a.entry);
+        // An actor's message buffer is the C heap's (`actorMain`); a landed value's copy,
+        // `dropLanded`'s.
+        const heap = if (a.in_start) std.heap.c_allocator else landedAllocator();
         if (a.in_hand) |m| {
             ch.dropUndeliverable(m.ptr);
-            std.heap.c_allocator.free(m);
+            heap.free(m);
         }
         a.end.apply(ch);
         // With its reference still held, as at its return: on_done may destroy the channel.
         if (a.done) |d| d.f(d.ctx, d.status);
         chans().release(a.entry);
-        if (!a.in_start) return std.heap.c_allocator.destroy(a);
+        if (!a.in_start) return heap.destroy(a);
         const st: *ActorStart = @alignCast(@fieldParentPtr("ending", a));
         startAllocator().destroy(st);
     }
@@ -2537,6 +2544,13 @@ export fn kc_deadline() callconv(.c) u64 {
 export fn kc_cancelled() callconv(.c) i32 {
     const t = kcoro.scope.currentToken() orelse return 0;
     return @intFromBool(t.isCancelled());
+}
+
+/// The allocator of what `HeldRefs.dropLanded` makes: the C heap; in tests,
+/// `test_hooks.landed_allocator` where set.
+fn landedAllocator() std.mem.Allocator {
+    if (@import("builtin").is_test) if (test_hooks.landed_allocator) |a| return a;
+    return std.heap.c_allocator;
 }
 
 /// The allocator of `ActorStart`s: the C heap; in tests, `test_hooks.start_allocator` where set.
@@ -10256,6 +10270,69 @@ test "C ABI: kc_coro_destroy of a hand-driven coroutine whose kc_chan_recv or kc
         try testing.expectEqual(@as(u32, 1), S.hooked);
         try testing.expectEqual(@as(u64, seq), S.got_seq);
     }
+}
+
+test "C ABI: an abandoned receive's landed value: its copy and its end record are freed once, and out of memory making either, the value still goes to the undelivered hook once" {
+    // `HeldRefs.dropLanded` makes two blocks (the value's copy, then the `AbandonedEnd` that
+    // queues it), freed by `AbandonedEnd.finish`: on the C heap, so no leak check saw them.
+    // Here they are made in a leak-checked allocator that fails the first or the second
+    // allocation: a copy not freed when the record cannot be made, or a record freed through
+    // the start record's path (`in_start`), fails this.
+    const S = struct {
+        var ch: u32 = 0;
+        var select = false;
+        var rc: i32 = 99;
+        var hooked: u32 = 0;
+        var got_seq: u64 = 0;
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            var w: usize = 0;
+            if (select) {
+                var idx: u32 = 0;
+                const c = [1]Clause{.{ .handle = ch, .kind = 1, .size = @sizeOf(usize), .elem = &w }};
+                rc = kc_select(&c, 1, 0, 0, 0, &idx);
+            } else rc = kc_chan_recv(ch, &w, @sizeOf(usize), 0, 0, 0);
+            if (rc == 0) testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
+        }
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+            hooked += 1;
+            got_seq = m.*;
+            testing.allocator.destroy(m);
+        }
+    };
+    defer test_hooks.landed_allocator = null;
+    var seq: u64 = 0;
+    // No failure; the copy fails; the record fails.
+    for ([_]usize{ std.math.maxInt(usize), 0, 1 }) |fail_index| for ([_]bool{ false, true }) |select| {
+        seq += 1;
+        var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = fail_index });
+        test_hooks.landed_allocator = failing.allocator();
+        S.select = select;
+        S.rc = 99;
+        S.hooked = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.ch));
+        defer _ = kc_chan_destroy(S.ch);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
+        const m = try testing.allocator.create(u64);
+        m.* = seq;
+        var w: usize = @intFromPtr(m);
+        if (kc_chan_try_send(S.ch, &w, @sizeOf(usize)) != 0) {
+            testing.allocator.destroy(m);
+            _ = kc_coro_destroy(h);
+            return error.TestUnexpectedResult;
+        }
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // never resumed: abandoned
+        try testing.expectEqual(@as(i32, 99), S.rc);
+        try testing.expectEqual(@as(u32, 1), S.hooked);
+        try testing.expectEqual(@as(u64, seq), S.got_seq);
+        // Both made, or those before the failure; each freed once.
+        try testing.expectEqual(@min(fail_index, 2), failing.allocations);
+        try testing.expectEqual(failing.allocations, failing.deallocations);
+        try testing.expectEqual(failing.allocated_bytes, failing.freed_bytes);
+    };
 }
 
 test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it let go of the scheduler's lock: the channel's hooks may start or shut down a scheduler" {
