@@ -9677,6 +9677,73 @@ test "C ABI: a shutdown queues what an abandoned actor or producer leaves in the
     for ([_]u32{ chs[1], chs[3] }) |h| try testing.expectEqual(Status.cancelled.code(), kc_chan_try_send(h, &v, 8));
 }
 
+test "C ABI: an actor's or producer's start record is freed once on the paths the shutdown test does not take: a launch that fails after making it, out of memory making it, and a scope cancelled before it ran" {
+    // The record is made in a leak-checked allocator (`test_hooks.start_allocator`): each one
+    // made is freed once, and nothing runs where the call failed.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var done: std.atomic.Value(u32) = .init(0);
+        var interrupted: std.atomic.Value(u32) = .init(0);
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var go: std.atomic.Value(u32) = .init(0);
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+        fn producer(_: ?*anyopaque) callconv(.c) void {}
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            if (status == Status.interrupted.code()) _ = interrupted.fetchAdd(1, .monotonic);
+            _ = done.fetchAdd(1, .release); // pairs with the test's acquire loads
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release); // pairs with the test's acquire load
+            // Holds the only worker until told: what is launched meanwhile has not run.
+            while (go.load(.acquire) == 0) std.Thread.yield() catch {}; // pairs with the release store below
+        }
+    };
+    inline for (.{ &S.done, &S.interrupted, &S.blocking, &S.go }) |c| c.store(0, .monotonic);
+    // Not thread-safe: made on this thread, freed on the worker, ordered by kc_scope_wait.
+    var failing = std.testing.FailingAllocator.init(testing.allocator, .{});
+    test_hooks.start_allocator = failing.allocator();
+    defer test_hooks.start_allocator = null;
+    var box: u32 = 0;
+    var out: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &out));
+    defer _ = kc_chan_destroy(out);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    // Out of memory making it: KC_ENOMEM, nothing made.
+    failing.fail_index = failing.alloc_index;
+    try testing.expectEqual(Status.no_memory.code(), kc_actor_spawn(scope, box, S.handler, null, S.onDone, null));
+    try testing.expectEqual(Status.no_memory.code(), kc_produce(scope, out, S.producer, null, S.onDone, null));
+    failing.fail_index = std.math.maxInt(usize);
+    try testing.expectEqual(@as(usize, 0), failing.allocations);
+    // Launched, then its scope cancelled before it ran: it runs, ends by the cancellation
+    // (on_done KC_EINTR), and its record is freed at its return.
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+    defer S.go.store(1, .release); // failed before it is let go: the shutdown above joins it
+    const db = test_wait.Deadline.in(test_wait.default_ns, "the blocker to hold the worker");
+    while (S.blocking.load(.acquire) == 0) try db.wait();
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, out, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 1), kc_scope_cancel(scope)); // 1: the first time
+    S.go.store(1, .release);
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    try testing.expectEqual(@as(u32, 2), S.done.load(.acquire));
+    try testing.expectEqual(@as(u32, 2), S.interrupted.load(.monotonic));
+    // A launch that fails after the record was made (the scope is cancelled): KC_ECANCELED,
+    // the record freed there, no on_done.
+    try testing.expectEqual(Status.cancelled.code(), kc_actor_spawn(scope, box, S.handler, null, S.onDone, null));
+    try testing.expectEqual(Status.cancelled.code(), kc_produce(scope, out, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(u32, 2), S.done.load(.acquire));
+    try testing.expectEqual(@as(usize, 4), failing.allocations);
+    try testing.expectEqual(failing.allocations, failing.deallocations);
+    try testing.expectEqual(failing.allocated_bytes, failing.freed_bytes);
+}
+
 test "an actor's DeadlineWatch answers as the exact clock: passed, far off, and within its margin" {
     const w: DeadlineWatch = .init();
     for (0..1000) |_| {
