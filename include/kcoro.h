@@ -800,9 +800,10 @@ uint64_t kc_deadline(void);
  * did with it: a handler that hands on what msg owns (stores it, or sends it on: also a
  * forwarding kc_chan_send that parks, which a receiver may have taken) and may then park or
  * yield must mark it first where the hook looks (the same ctx) and the hook skip it, or it is
- * freed twice; marked so, one never taken leaks at the shutdown instead. One abandoned in its
- * own on_done (parked in it) is not called again, and its channel stays as its return left it
- * (a closed, emptied mailbox stays closed, not cancelled). ABI 14 left that channel open. Before, an abandoned one's on_done never ran and its message in hand was lost.
+ * freed twice; marked so, one never taken leaks at the shutdown instead. ABI 14 left that
+ * channel open. Before, an abandoned one's on_done never ran and its message in hand was lost.
+ * One abandoned in its own on_done (parked in it) is not called again, and its channel stays
+ * as its return left it (a closed, emptied mailbox stays closed, not cancelled).
  * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it
  * processes what is queued after close, then ends; it stops at once when the scope is cancelled,
  * also between queued messages. Ended any other way than by close, it cancels its mailbox (what
