@@ -20,12 +20,16 @@ run_zig() { # $1 = label, rest = extra zig build args
   shift
   echo "== zig unit tests ($label)"
   f="$log/zig-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
-  if zig build test --summary all "$@" >"$f" 2>&1; then
+  # Bounded: a failed test that leaves a worker running can make the test binary hang instead
+  # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host.
+  if timeout -k 10 1800 zig build test --summary all "$@" >"$f" 2>&1; then
     # The trap tests kill a forked child with SIGILL on purpose; qemu reports each one.
     grep -v '^qemu: uncaught target signal 4' "$f" | grep 'tests passed' || true
     count_zig "$f"
   else
+    rc=$?
     cat "$f"
+    [ "$rc" -ne 124 ] || echo "error: zig unit tests ($label) did not end within 30 minutes"
     failed=$((failed + 1))
   fi
 }
