@@ -3548,6 +3548,9 @@ const KeptQueue = struct {
 var undelivered_mutex: std.Thread.Mutex = .{};
 /// By channel handle; a channel's entry goes once it is empty (or `dropKept`).
 var undelivered_queues: std.AutoHashMapUnmanaged(u32, KeptQueue) = .empty;
+/// Removals from `undelivered_queues` since it was last tidied (`removeTidy`: a list per channel
+/// that kept values comes and goes, by a handle value not seen before). Under the mutex.
+var undelivered_queues_removed: u32 = 0;
 /// How many values the queues hold (read without the lock for the empty check).
 var undelivered_count: std.atomic.Value(usize) = .init(0);
 /// The kept values' copies (`Undelivered.bytes`): the test allocator in tests, which reports a
@@ -3581,7 +3584,7 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
     q.value_ptr.ticket = ch.tx.kept_ticket;
     q.value_ptr.items.append(a, .{ .bytes = copy, .zero_copy = ch.zero_copy }) catch {
         kept_allocator.free(copy);
-        if (q.value_ptr.items.items.len == 0) _ = undelivered_queues.remove(h);
+        if (q.value_ptr.items.items.len == 0) _ = removeTidy(&undelivered_queues, &undelivered_queues_removed, h);
         return;
     };
     // Release, as every change of it: pairs with the acquire of the fast empty checks (the
@@ -3808,7 +3811,7 @@ fn dropKept(h: u32, serial: ?u64, ticket: ?u64) void {
     if (serial) |s| if (q.serial != s) return;
     if (ticket) |t| if (q.ticket != t) return;
     q.free();
-    _ = undelivered_queues.remove(h);
+    _ = removeTidy(&undelivered_queues, &undelivered_queues_removed, h);
 }
 
 /// `stopKeeping`'s list that it leaves (another hook set since): no host thread keeps it any more
@@ -3867,7 +3870,7 @@ export fn kc_chan_take_undelivered(h: u32, out: ?*anyopaque, size: u32) callconv
         const serial = q.serial;
         const ticket = q.ticket;
         q.items.deinit(std.heap.c_allocator);
-        _ = undelivered_queues.remove(h);
+        _ = removeTidy(&undelivered_queues, &undelivered_queues_removed, h);
         forgetTakenKeep(h, serial, ticket);
     } else if (q.head >= 64 and q.head * 2 >= len) {
         // Compacted once the taken half is the larger: each value moves O(1) times on average.
@@ -7722,6 +7725,51 @@ test "C ABI: values kept for a dead channel never reach the next channel of its 
     try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 32));
     try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(n, &out, 8));
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(n));
+}
+
+test "C ABI: kept lists that come and go beside 1,000 untaken ones leave free slots in their tables" {
+    // Counted, not timed, as the holds' test above: each list, and this thread's record of
+    // keeping it (`ThreadRecord.keeps`), goes when its last value is taken; before
+    // `removeTidy`, the tombstones left no free slot, and each new list's look-up walked the
+    // whole table (`undelivered_queues`), as each new keep's did (`keeps`).
+    var kept: [1000]u32 = undefined;
+    for (&kept, 0..) |*h, i| {
+        h.* = try createKept(false, 1, .drop_oldest);
+        try sendKept(h.*, false, &.{i});
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h.*)); // keeps i; taken below
+    }
+    for (0..20_000) |i| {
+        const h = try createKept(false, 1, .drop_oldest);
+        try sendKept(h, false, &.{i});
+        try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+        try testing.expectEqual(@as(?u64, i), try takeKept(h, false)); // the list goes
+    }
+    const S = struct {
+        /// The free slots of `map` (metadata 0) and the longest walk of an absent key in it.
+        fn walks(map: anytype) [2]usize {
+            const cap = map.capacity();
+            const md: [*]const u8 = @ptrCast(map.metadata.?);
+            var free: usize = 0;
+            var probe: usize = 0;
+            for (0..cap) |i| {
+                if (md[i] == 0) free += 1;
+                var n: usize = 0;
+                while (n < cap and md[(i + n) % cap] != 0) n += 1;
+                probe = @max(probe, n);
+            }
+            return .{ free, probe };
+        }
+    };
+    undelivered_mutex.lock();
+    const lists = S.walks(&undelivered_queues);
+    const lists_cap = undelivered_queues.capacity();
+    undelivered_mutex.unlock();
+    const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
+    const keeps = S.walks(&rec.keeps);
+    const keeps_cap = rec.keeps.capacity();
+    for (kept, 0..) |h, i| try testing.expectEqual(@as(?u64, i), try takeKept(h, false));
+    try testing.expect(lists[0] > 0 and lists[1] < lists_cap / 8);
+    try testing.expect(keeps[0] > 0 and keeps[1] < keeps_cap / 8);
 }
 
 /// Tests: channels come and go until one gets the handle value `h` (its slot's generation
