@@ -308,8 +308,9 @@ Deno.bench(
 // those records and held them (`Bridge.settleWhere`); each trySend completes its channel's
 // second receive and takes the held record first. Each must look at its own channel's held
 // record only, not at those of the channels held before it (timed: the sends alone, per 1000).
-// Made at the row's first run, not at the module's load: 1,001 shared channels alive from the
-// start made the earlier "create + dispose a channel made native" row 2 -> 10 us.
+// Made at the row's first run, not at the module's load, so the rows before it run beside no
+// extra shared channels (1,001 alive made the "made native" row 2 -> 10 us until a thread's hold
+// table was tidied on removal: the "hold" rows).
 const heldChans: Channel<number>[] = [];
 let heldTrigger: Channel<number> | undefined;
 const heldBridge = Bridge.of(library());
