@@ -109,6 +109,28 @@ export function nameLookAlikes(proto: object, name: string): void {
 }
 
 /**
+ * Internal. Refuses a sync `using` of `proto`'s instances by name, as it is declared, before its
+ * block runs: their disposal waits (`why`), which a sync disposal cannot, and one that did not
+ * wait would let what it ends outlive the block unawaited. A getter, so that the `using`
+ * declaration, which reads it, throws; `await using` reads `Symbol.asyncDispose` and never this.
+ * Defined on the prototype, outside the class: as a class member it would be in the class's type,
+ * and TypeScript would accept the `using` it refuses. Before, the engine's TypeError ("... is not
+ * a function") came. For a CoroutineScope, a NativeScope and a Runtime.
+ */
+export function refuseSyncDispose(proto: object, what: string, why: string): void {
+  Object.defineProperty(proto, Symbol.dispose, {
+    get(this: unknown): never {
+      throw new TypeError(
+        `Cannot dispose ${what} synchronously: ${why}, so declare it with \`await using\`, ` +
+          `not \`using\`, received ${describe(this)}`,
+      );
+    },
+    configurable: true,
+    enumerable: false,
+  });
+}
+
+/**
  * How `describe` names an instance of a kcoro class whose `Symbol.toStringTag` is the key: the
  * function answers its description ("a Job", "a Deferred"), or undefined for an object that only
  * claims the tag (the caller's), described by the tag then.

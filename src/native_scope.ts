@@ -38,6 +38,7 @@ import {
   listenAbortNamed,
   nameLookAlikes,
   refuseAsValue,
+  refuseSyncDispose,
   ShutdownError,
   Status,
   TimeoutError,
@@ -811,21 +812,11 @@ refuseAsValue(NativeScope, "a NativeScope", "send its `handle` to native code", 
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(NativeScope.prototype, "NativeScope");
 
-// `using ns = NativeScope.create()` (sync) is refused as it is declared, before its block runs,
-// by name, as a CoroutineScope's is (scope.ts, StandaloneScope): disposing a native scope waits
-// for its children, which a sync disposal cannot, and one that only cancelled them would leave
-// them running past the block, the handle never destroyed. A getter, so that the `using`
-// declaration, which reads it, throws; `await using` reads `Symbol.asyncDispose` and never this.
-// Defined outside the class: as a class member it would be in NativeScope's type, and TypeScript
-// would accept the `using` it refuses now. Before, the engine's TypeError ("... is not a
-// function") came.
-Object.defineProperty(NativeScope.prototype, Symbol.dispose, {
-  get(this: unknown): never {
-    throw new TypeError(
-      "Cannot dispose native scope synchronously: disposing a native scope waits for its " +
-        `children, so declare it with \`await using\`, not \`using\`, received ${describe(this)}`,
-    );
-  },
-  configurable: true,
-  enumerable: false,
-});
+// `using ns = NativeScope.create()` (sync) is refused by name, as a CoroutineScope's is: its
+// disposal waits for its children; one that only cancelled them would leave them running past the
+// block, the handle never destroyed.
+refuseSyncDispose(
+  NativeScope.prototype,
+  "native scope",
+  "disposing a native scope waits for its children",
+);

@@ -14,6 +14,7 @@ import {
   LibraryClosedError,
   nameLookAlikes,
   refuseAsValue,
+  refuseSyncDispose,
   ShutdownError,
   Status,
   unwrap,
@@ -1356,23 +1357,11 @@ refuseAsValue(Runtime, "a Runtime", "call `runtime()` where it is needed", NOT_C
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(Runtime.prototype, "Runtime");
 
-// `using rt = runtime()` (sync) is refused as it is declared, before its block runs, by name, as a
-// CoroutineScope's and a NativeScope's are (scope.ts, native_scope.ts): disposing a runtime shuts
-// the scheduler down, which waits on a helper thread for its coroutines, and a sync disposal cannot
-// wait (one that only began the shutdown would let the block's code after it meet a scheduler still
-// shutting down, and its outcome go unseen). A getter, so that the `using` declaration, which reads
-// it, throws; `await using` reads `Symbol.asyncDispose` and never this. Defined outside the class:
-// as a class member it would be in Runtime's type, and TypeScript would accept the `using` it
-// refuses now. Before, the engine's TypeError ("... is not a function") came.
-Object.defineProperty(Runtime.prototype, Symbol.dispose, {
-  get(this: unknown): never {
-    throw new TypeError(
-      "Cannot dispose runtime synchronously: disposing a runtime shuts the scheduler down, which " +
-        `waits for its coroutines, so declare it with \`await using\`, not \`using\`, received ${
-          describe(this)
-        }`,
-    );
-  },
-  configurable: true,
-  enumerable: false,
-});
+// `using rt = runtime()` (sync) is refused by name, as a CoroutineScope's is: its disposal shuts
+// the scheduler down, which waits on a helper thread; one that only began the shutdown would let
+// the block's code after it meet a scheduler still shutting down, its outcome unseen.
+refuseSyncDispose(
+  Runtime.prototype,
+  "runtime",
+  "disposing a runtime shuts the scheduler down, which waits for its coroutines",
+);

@@ -35,6 +35,7 @@ import {
   describe,
   isAborted,
   listenAbortNamed,
+  refuseSyncDispose,
   signalOf,
   unlistenAbort,
 } from "./errors.ts";
@@ -899,23 +900,12 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     this.cancel(new CancellationError("Cancelled: the scope was disposed"));
     await super.join();
   }
-
-  /**
-   * `using scope = createScope()` (sync) is refused as it is declared, before its block runs, by
-   * name: disposing a scope waits for its tasks, which a sync disposal cannot, and a disposal that
-   * only cancelled them would let them outlive the block, unawaited (their failures and cleanup
-   * after it), where `await using` guarantees none does. A getter, so that the `using` declaration,
-   * which reads it, throws; `await using` reads `Symbol.asyncDispose` and never this. Not in the
-   * `Scope` type: TypeScript rejects the `using` as it did. Before, the engine's TypeError
-   * ("... is not a function", naming nothing of kcoro's) came, also only at the declaration.
-   */
-  get [Symbol.dispose](): never {
-    throw new TypeError(
-      "Cannot dispose scope synchronously: disposing a scope waits for its tasks, so declare it " +
-        `with \`await using\`, not \`using\`, received ${describe(this)}`,
-    );
-  }
 }
+
+// `using scope = createScope()` (sync) is refused by name: its disposal waits for its tasks; one
+// that only cancelled them would let them outlive the block, unawaited (their failures and cleanup
+// after it), where `await using` guarantees none does. Not in the `Scope` type either.
+refuseSyncDispose(StandaloneScope.prototype, "scope", "disposing a scope waits for its tasks");
 
 /**
  * A free-standing scope (Kotlin's `CoroutineScope(Job())`, or `SupervisorJob()` with
