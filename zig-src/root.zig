@@ -10416,54 +10416,61 @@ test "C ABI: a shutdown that abandons a coroutine after a sender completed its k
     }
 }
 
-test "C ABI: kc_coro_destroy of a hand-driven coroutine whose kc_chan_recv or kc_select a sender completed gives the value to the undelivered hook once" {
-    // Before, the destroy abandoned the receive with the value in its buffer: lost (no hook
-    // call; the leak-checking allocator reported the block).
-    const S = struct {
-        var ch: u32 = 0;
-        var select = false;
-        var rc: i32 = 99;
-        var hooked: u32 = 0;
-        var got_seq: u64 = 0;
-        fn entry(_: ?*anyopaque) callconv(.c) void {
-            var w: usize = 0;
-            if (select) {
-                var idx: u32 = 0;
-                const c = [1]Clause{.{ .handle = ch, .kind = 1, .size = @sizeOf(usize), .elem = &w }};
-                rc = kc_select(&c, 1, 0, 0, 0, &idx);
-            } else rc = kc_chan_recv(ch, &w, @sizeOf(usize), 0, 0, 0);
-            if (rc == 0) testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
-        }
-        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
-            hooked += 1;
-            got_seq = m.*;
-            testing.allocator.destroy(m);
-        }
-    };
-    for ([_]bool{ false, true }, 1..) |select, seq| {
-        S.select = select;
-        S.rc = 99;
-        S.hooked = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.ch));
-        defer _ = kc_chan_destroy(S.ch);
-        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
+/// A hand-driven coroutine parked in a kc_chan_recv (or a 1-clause kc_select) that a sender
+/// completes and `kc_coro_destroy` then abandons: its value (a block of the leak-checking
+/// allocator, numbered `seq`) must reach the channel's undelivered hook once; the call never
+/// returned. For the two tests below.
+const DestroyLanded = struct {
+    var ch: u32 = 0;
+    var select = false;
+    var rc: i32 = 99;
+    var hooked: u32 = 0;
+    var got_seq: u64 = 0;
+    fn entry(_: ?*anyopaque) callconv(.c) void {
+        var w: usize = 0;
+        if (select) {
+            var idx: u32 = 0;
+            const c = [1]Clause{.{ .handle = ch, .kind = 1, .size = @sizeOf(usize), .elem = &w }};
+            rc = kc_select(&c, 1, 0, 0, 0, &idx);
+        } else rc = kc_chan_recv(ch, &w, @sizeOf(usize), 0, 0, 0);
+        if (rc == 0) testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
+    }
+    fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+        const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
+        hooked += 1;
+        got_seq = m.*;
+        testing.allocator.destroy(m);
+    }
+
+    fn run(sel: bool, seq: u64) !void {
+        select = sel;
+        rc = 99;
+        hooked = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &ch));
+        defer _ = kc_chan_destroy(ch);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(ch, hook, null));
         var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, null, 0, 0, &h));
         try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
         const m = try testing.allocator.create(u64);
         m.* = seq;
         var w: usize = @intFromPtr(m);
-        if (kc_chan_try_send(S.ch, &w, @sizeOf(usize)) != 0) {
+        if (kc_chan_try_send(ch, &w, @sizeOf(usize)) != 0) {
             testing.allocator.destroy(m);
             _ = kc_coro_destroy(h);
             return error.TestUnexpectedResult;
         }
         try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // never resumed: abandoned
-        try testing.expectEqual(@as(i32, 99), S.rc);
-        try testing.expectEqual(@as(u32, 1), S.hooked);
-        try testing.expectEqual(@as(u64, seq), S.got_seq);
+        try testing.expectEqual(@as(i32, 99), rc);
+        try testing.expectEqual(@as(u32, 1), hooked);
+        try testing.expectEqual(seq, got_seq);
     }
+};
+
+test "C ABI: kc_coro_destroy of a hand-driven coroutine whose kc_chan_recv or kc_select a sender completed gives the value to the undelivered hook once" {
+    // Before, the destroy abandoned the receive with the value in its buffer: lost (no hook
+    // call; the leak-checking allocator reported the block).
+    for ([_]bool{ false, true }, 1..) |select, seq| try DestroyLanded.run(select, seq);
 }
 
 test "C ABI: an abandoned receive's landed value: its copy and its end record are freed once, and out of memory making either, the value still goes to the undelivered hook once" {
@@ -10472,28 +10479,6 @@ test "C ABI: an abandoned receive's landed value: its copy and its end record ar
     // Here they are made in a leak-checked allocator that fails the first or the second
     // allocation: a copy not freed when the record cannot be made, or a record freed through
     // the start record's path (`in_start`), fails this.
-    const S = struct {
-        var ch: u32 = 0;
-        var select = false;
-        var rc: i32 = 99;
-        var hooked: u32 = 0;
-        var got_seq: u64 = 0;
-        fn entry(_: ?*anyopaque) callconv(.c) void {
-            var w: usize = 0;
-            if (select) {
-                var idx: u32 = 0;
-                const c = [1]Clause{.{ .handle = ch, .kind = 1, .size = @sizeOf(usize), .elem = &w }};
-                rc = kc_select(&c, 1, 0, 0, 0, &idx);
-            } else rc = kc_chan_recv(ch, &w, @sizeOf(usize), 0, 0, 0);
-            if (rc == 0) testing.allocator.destroy(@as(*u64, @ptrFromInt(w)));
-        }
-        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
-            hooked += 1;
-            got_seq = m.*;
-            testing.allocator.destroy(m);
-        }
-    };
     defer test_hooks.landed_allocator = null;
     var seq: u64 = 0;
     // No failure; the copy fails; the record fails.
@@ -10501,27 +10486,7 @@ test "C ABI: an abandoned receive's landed value: its copy and its end record ar
         seq += 1;
         var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = fail_index });
         test_hooks.landed_allocator = failing.allocator();
-        S.select = select;
-        S.rc = 99;
-        S.hooked = 0;
-        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.ch));
-        defer _ = kc_chan_destroy(S.ch);
-        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.ch, S.hook, null));
-        var h: u32 = 0;
-        try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &h));
-        try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.parked)), kc_coro_resume(h));
-        const m = try testing.allocator.create(u64);
-        m.* = seq;
-        var w: usize = @intFromPtr(m);
-        if (kc_chan_try_send(S.ch, &w, @sizeOf(usize)) != 0) {
-            testing.allocator.destroy(m);
-            _ = kc_coro_destroy(h);
-            return error.TestUnexpectedResult;
-        }
-        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // never resumed: abandoned
-        try testing.expectEqual(@as(i32, 99), S.rc);
-        try testing.expectEqual(@as(u32, 1), S.hooked);
-        try testing.expectEqual(@as(u64, seq), S.got_seq);
+        try DestroyLanded.run(select, seq);
         // Both made, or those before the failure; each freed once.
         try testing.expectEqual(@min(fail_index, 2), failing.allocations);
         try testing.expectEqual(failing.allocations, failing.deallocations);
