@@ -938,10 +938,7 @@ Deno.test("cancelled by native code (or another isolate): an iterator's next()s 
         (r) => order.push(`first ${r.done ? "done" : "value"}`),
         (e) => order.push(`first ${e?.constructor?.name}`),
       );
-      await until(
-        () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-        `${what}: the first next() queued natively`,
-      );
+      await untilQueuedNatively(ch, `${what}: the first next() queued natively`);
       const second = it.next().then(
         (r) => order.push(`second ${r.done ? "done" : "value"}`),
         (e) => order.push(`second ${e?.constructor?.name}`),
@@ -959,6 +956,23 @@ Deno.test("cancelled by native code (or another isolate): an iterator's next()s 
   }
 });
 
+/**
+ * Records in `order` how each of an iterator's promises settled, as it settles: "<name> done",
+ * "<name> value <v>" or "<name> <error>" (the in-order tests below).
+ */
+function tagInto(order: string[]) {
+  return (name: string, p: Promise<IteratorResult<number>>) =>
+    p.then(
+      (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
+      (e) => order.push(`${name} ${String(e)}`),
+    );
+}
+
+/** Until `ch` has no wait left in JavaScript: its one wait has queued natively. */
+function untilQueuedNatively<T>(ch: Channel<T>, what: string): Promise<void> {
+  return until(() => _testLocalWaits(ch as Channel<unknown>)[0] === 0, what);
+}
+
 Deno.test("values({ signal }) aborted: a next() withdrawn at once settles after an earlier one whose record is still due", async () => {
   // The first next() is queued natively and completed by a native send (its record not drained
   // yet), the second still waits in JavaScript; the abort finds the first completed (KC_EBUSY:
@@ -971,16 +985,9 @@ Deno.test("values({ signal }) aborted: a next() withdrawn at once settles after 
     const ctl = new AbortController();
     const it = ch.values({ signal: ctl.signal })[Symbol.asyncIterator]();
     const order: string[] = [];
-    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
-      p.then(
-        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
-        (e) => order.push(`${name} ${String(e)}`),
-      );
+    const tag = tagInto(order);
     const first = tag("first", it.next());
-    await until(
-      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-      "the first next() queued natively",
-    );
+    await untilQueuedNatively(ch, "the first next() queued natively");
     assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
     const second = tag("second", it.next());
     ctl.abort("stop");
@@ -1000,16 +1007,9 @@ Deno.test("an iterator's return() with an earlier next() whose record is still d
     const h = ch.share().handle;
     const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
     const order: string[] = [];
-    const tag = (name: string, p: Promise<IteratorResult<number>>) =>
-      p.then(
-        (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
-        (e) => order.push(`${name} ${String(e)}`),
-      );
+    const tag = tagInto(order);
     const first = tag("first", it.next());
-    await until(
-      () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-      "the first next() queued natively",
-    );
+    await untilQueuedNatively(ch, "the first next() queued natively");
     assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
     const second = tag("second", it.next());
     const ret = tag("return", it.return!());
@@ -1030,10 +1030,7 @@ Deno.test("a plain receive its signal aborts rejects at once behind an earlier r
     p.then((v) => order.push(`${name} value ${v}`), (e) => order.push(`${name} ${String(e)}`));
   const ctl = new AbortController();
   const first = tag("first", ch.receive({ signal: ctl.signal }));
-  await until(
-    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-    "the first receive queued natively",
-  );
+  await untilQueuedNatively(ch, "the first receive queued natively");
   assert.equal(trySendNatively(h, 1), 0, "the native send completes the first receive");
   const second = tag("second", ch.receive({ signal: ctl.signal }));
   ctl.abort("stop");
@@ -1055,17 +1052,10 @@ Deno.test("an iterator's next() called after return() settles after return() and
       const h = ch.share().handle;
       const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
       const order: string[] = [];
-      const tag = (name: string, p: Promise<IteratorResult<number>>) =>
-        p.then(
-          (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
-          (e) => order.push(`${name} ${String(e)}`),
-        );
+      const tag = tagInto(order);
       const first = tag("first", it.next());
       if (mode !== "local") {
-        await until(
-          () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-          "the first next() queued natively",
-        );
+        await untilQueuedNatively(ch, "the first next() queued natively");
       }
       if (mode === "completing") {
         assert.equal(trySendNatively(h, 1), 0, "the native send completes the first next()");
@@ -1090,16 +1080,9 @@ async function pendingFirst(completed: boolean, signal?: AbortSignal) {
   const h = ch.share().handle;
   const it = (signal === undefined ? ch : ch.values({ signal }))[Symbol.asyncIterator]();
   const order: string[] = [];
-  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
-    p.then(
-      (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
-      (e) => order.push(`${name} ${String(e)}`),
-    );
+  const tag = tagInto(order);
   const first = tag("first", it.next());
-  await until(
-    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-    "the first next() queued natively",
-  );
+  await untilQueuedNatively(ch, "the first next() queued natively");
   if (completed) assert.equal(trySendNatively(h, 1), 0, "the native send completes it");
   return { ch, h, it, order, tag, first };
 }
@@ -1162,11 +1145,7 @@ Deno.test("a next() a hook calls while a later next() is made in its turn leaves
   // it: its rejection ended the iterator at once, and in its turn it answered done (the cause
   // reported by no next()).
   const order: string[] = [];
-  const tag = (name: string, p: Promise<IteratorResult<number>>) =>
-    p.then(
-      (r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`),
-      (e) => order.push(`${name} ${String(e)}`),
-    );
+  const tag = tagInto(order);
   const thirds: Promise<unknown>[] = [];
   using ch = new Channel<number>(0, {
     codec: codecs.f64,
@@ -1175,10 +1154,7 @@ Deno.test("a next() a hook calls while a later next() is made in its turn leaves
   const h = ch.share().handle;
   const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
   const first = tag("first", it.next());
-  await until(
-    () => _testLocalWaits(ch as Channel<unknown>)[0] === 0,
-    "the first next() queued natively",
-  );
+  await untilQueuedNatively(ch, "the first next() queued natively");
   const sym = library().symbols("test");
   assert.equal(trySendNatively(h, 1), 0, "the native send completes the first");
   assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
