@@ -660,6 +660,19 @@ export interface RuntimeStats {
   busy: number;
 }
 
+/** What {@linkcode Runtime.drain} found when it resolved. */
+export interface DrainResult {
+  /**
+   * Native coroutines still live (spawned and not finished, by any isolate or C code) right
+   * after the scheduler ran dry: with nothing runnable, running or sleeping left, these are
+   * parked, on a full or empty channel, in a scope's wait, on a park of their own. A producer
+   * parked on a full channel that nothing receives from counts here, so 0 says that every
+   * coroutine spawned ran to its end. 0 too when a shutdown or the library's close settled the
+   * drain: no scheduler is left to count in (a finish's parked ones were abandoned with it).
+   */
+  readonly parked: number;
+}
+
 const encoder = new TextEncoder();
 function cString(s: string): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(encoder.encode(s).length + 1);
@@ -961,7 +974,8 @@ export class Runtime {
 
   /**
    * Resolves when no native coroutine is runnable, running or sleeping (parked ones do not
-   * count). Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
+   * count), with how many are parked ({@linkcode DrainResult}): a producer parked on a full
+   * channel has not finished. Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
    * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
    * it or waiting when it came, it settles with it: resolves after a `"finish"` that ran every
    * coroutine to its end, rejects with ShutdownError after a `"cancel"`. When the library is
@@ -969,13 +983,16 @@ export class Runtime {
    * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
    * channel's wait does).
    */
-  async drain(): Promise<void> {
+  async drain(): Promise<DrainResult> {
     Runtime.#checkThis(this, "drain runtime"); // rejects, as the rest of an async call
     const op = "drain runtime";
     const sym = this.#lib.symbols(op);
     // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
     // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
-    if (this.#stopping?.inProgress) return this.#afterShutdown();
+    if (this.#stopping?.inProgress) {
+      await this.#afterShutdown();
+      return { parked: 0 };
+    }
     // Shut down already (here or elsewhere): a ShutdownError. One that another isolate (or C
     // code) is still shutting down, whose finish still drains it, is drained with it.
     if (
@@ -996,13 +1013,13 @@ export class Runtime {
     } finally {
       drains.delete(wait);
     }
-    if (rc === DRAIN_SETTLED) return;
+    if (rc === DRAIN_SETTLED) return { parked: 0 };
     if (!this.#lib.isOpen) {
       // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
       // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
       // Before, it hung on whether its slice ran dry before the close (on a helper thread):
       // resolved if so, else rejected, for the same scheduler state.
-      if (wait.drained) return;
+      if (wait.drained) return { parked: 0 };
       throw new LibraryClosedError(op);
     }
     unwrap(rc, op);
@@ -1014,6 +1031,11 @@ export class Runtime {
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
     if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
+    // Live once nothing is runnable, running or sleeping: parked. Before, the drain resolved
+    // with nothing, and a producer parked on a full channel looked like one that had finished
+    // (only a stats() read after it told them apart). Read in the same call as the unpin's
+    // check; 0 while no scheduler runs (a finish elsewhere, begun since it ran dry).
+    return { parked: info[3] === 1n ? Number(info[1]) : 0 };
   }
 
   /**

@@ -2150,4 +2150,24 @@ Deno.test("every public member of Runtime and NativeCoroutine called on what is 
   assert.equal(co.state, stateBefore); // never resumed through a Proxy
 });
 
+Deno.test("runtime: drain resolves with how many coroutines are parked: a producer parked on a full channel is not finished", async () => {
+  // The trap README warned of: drain() resolved (with nothing) while a chanSender waited on a
+  // full channel, as if it had finished. It now says how many it left parked.
+  const rt = runtime({ workers: 2 });
+  using ch = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(ch.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender);
+  const first = await rt.drain();
+  assert.deepEqual(first, { parked: 1 });
+  assert.equal(sender[4], 0n, "the sender has not finished");
+  assert.equal(sender[3], 2n, "it filled the buffer and parked on the third send");
+  for (let i = 0n; i < 10n; i++) assert.equal(await ch.receive(), i);
+  assert.deepEqual(await rt.drain(), { parked: 0 }); // it ran to its end
+  assert.equal(sender[4], 1n);
+  // Settled by a finishing shutdown: no scheduler is left to count in.
+  const during = rt.drain();
+  await rt.shutdown("finish");
+  assert.deepEqual(await during, { parked: 0 });
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
