@@ -274,6 +274,23 @@ Deno.test("openLibrary's options are checked, and statusName knows only status c
   assert.equal(statusName(1.5), "KC_EUNKNOWN(1.5)");
 });
 
+Deno.test("every status code include/kcoro.h defines has its own name, in statusName, KcoroError.code and kc_status_name", () => {
+  // A code the header gains but Status lacks would reach users as KC_EUNKNOWN(-n) in every
+  // KcoroError's code and message: pinned against the header itself, not a copy of its list.
+  const header = Deno.readTextFileSync(new URL("../include/kcoro.h", import.meta.url));
+  const defined = [...header.matchAll(/^#define (KC_(?:OK|E[A-Z]+)) \(?(-?\d+)\)?/gm)]
+    .map(([, name, value]) => [name, Number(value)] as const);
+  assert.ok(defined.length >= 12, `found only ${defined.map(([n]) => n)}`);
+  const sym = library().symbols("test");
+  for (const [name, value] of defined) {
+    assert.equal(statusName(value), name, `statusName(${value})`);
+    assert.equal(Status[name.slice(3) as keyof typeof Status], value, `Status.${name.slice(3)}`);
+    assert.equal(Deno.UnsafePointerView.getCString(sym.kc_status_name(value)!), name);
+    if (value < 0) assert.equal(new KcoroError(value, "Cannot test").code, name);
+  }
+  assert.equal(Object.keys(Status).length, defined.length, "Status has codes the header lacks");
+});
+
 Deno.test("statusName and KcoroError name any value they are given: a symbol or an object whose toString throws was the engine's TypeError", () => {
   const throwing = {
     toString() {
