@@ -77,7 +77,7 @@ extern "C" {
  * the three yield back to their resumer at those points: kc_coro_resume returns
  * KC_STATE_SUSPENDED, and the loop goes on when resumed (before, a hand-driven ECHO on its own
  * conflated channel never returned from kc_coro_resume). */
-#define KC_BUILTIN_FIB 1        /* hand-driven: yields the first `arg` Fibonacci numbers */
+#define KC_BUILTIN_FIB 1        /* hand-driven: the first `arg` Fibonacci numbers, mod 2^64 */
 #define KC_BUILTIN_YIELD_LOOP 2 /* hand-driven: yields forever, transfer word = yields so far */
 #define KC_BUILTIN_PARK_LOOP 3  /* hand-driven: parks `arg` times, transfer word = wake-ups */
 #define KC_BUILTIN_SLEEPER 4    /* scheduled: {ms, done}: sleeps ms, then done += 1 */

@@ -40,7 +40,8 @@ const FINISHED = stateNames.indexOf("finished");
 
 /**
  * Built-in native entry functions (`KC_BUILTIN_*`): `"fib"` yields the first `arg` Fibonacci
- * numbers (from 0n); `"yield-loop"` yields 1n, 2n, 3n, ... for ever and ignores `arg` (a
+ * numbers (from 0n), modulo 2^64 (the 94th, F(93), is the last that fits; later ones wrap);
+ * `"yield-loop"` yields 1n, 2n, 3n, ... for ever and ignores `arg` (a
  * `[...co.values()]` over it never ends); `"park-loop"` parks `arg` times, then finishes.
  */
 export type Builtin = "fib" | "yield-loop" | "park-loop";

@@ -56,6 +56,17 @@ Deno.test("a resume that cannot run says why (finished, parked), and a destroyed
   }
 });
 
+Deno.test("fib yields Fibonacci numbers modulo 2^64, as README says: the 94th is the last that fits", () => {
+  // README said "the first arg Fibonacci numbers" with no bound: past the 94th they wrap.
+  using fib = NativeCoroutine.create("fib", { arg: 96 });
+  const got = [...fib.values()];
+  const want: bigint[] = [0n, 1n];
+  while (want.length < 96) want.push((want.at(-1)! + want.at(-2)!) % 2n ** 64n);
+  assert.deepEqual(got, want);
+  assert.equal(got[93], 12200160415121876738n); // F(93), the 94th
+  assert.ok(got[94] < got[93], "the 95th wrapped");
+});
+
 Deno.test("park waits for unpark; an unpark before the park is not lost", () => {
   using co = NativeCoroutine.create("park-loop", { arg: 2 });
   assert.equal(co.resume(), "parked");

@@ -11,7 +11,8 @@ const assert = std.debug.assert;
 
 pub const Builtin = enum(u32) {
     /// Hand-driven. Yields the first `arg` (integer) Fibonacci numbers through the transfer
-    /// word, then finishes.
+    /// word, modulo 2^64 (the 94th, F(93), is the last that fits; later ones wrap), then
+    /// finishes.
     fib = 1,
     /// Hand-driven. Yields forever; the transfer word counts the yields.
     yield_loop = 2,
