@@ -583,7 +583,9 @@ export class NativeScope implements AsyncDisposable {
   }
 
   /**
-   * Cancels the scope, waits for every child, and destroys the handle. Once the library is
+   * Cancels the scope, waits for every child, and destroys the handle. An owned scope's
+   * (`nativeScope(scope)`) cancels its owner too: `nativeScope(scope)` stays destroyed for the
+   * rest of the owner's life, so take it with `const`, not `await using`. Once the library is
    * closed it only destroys the handle (which cancels the scope natively): nothing can wait any
    * more, but the native scope outlives the close (the library stays loaded) and would stay
    * for good.
@@ -606,6 +608,11 @@ export class NativeScope implements AsyncDisposable {
     }
     try {
       this.cancel();
+      // An owned scope's dispose ends its owner too, now: the two are one scope, and the
+      // owner's native scope is gone for good. Before, the owner learnt of the cancel only
+      // if its watch of running children saw it before the destroy (else never).
+      const owner = this.#owner;
+      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       await this.wait();
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
@@ -644,6 +651,11 @@ export class NativeScope implements AsyncDisposable {
   /** @ignore */
   get _destroyed(): boolean {
     return this.#destroyed;
+  }
+
+  /** @ignore True once a dispose found the children abandoned (a shutdown, the library closed). */
+  get _abandoned(): boolean {
+    return this.#abandoned !== null;
   }
 
   /**
@@ -711,18 +723,29 @@ class NativeChildren extends JobSupport<void> {
     const slice = () => sym.kc_now_ns() + SLICE_NS;
     while (!ns._destroyed) {
       let rc = await sym.kc_scope_watch(ns.handle, slice());
+      // Destroyed during the slice: settled below. Before, the stale handle's KC_EBADH (or the
+      // next slice's, sent to it) failed the owner with "Cannot wait for native children: the
+      // handle is stale, destroyed or not a kcoro handle", by chance.
+      if (ns._destroyed) break;
       if (rc === Status.ETIME && lib.isOpen) continue;
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
         if (!lib.isOpen) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(ns.handle, slice());
-        while (rc === Status.ETIME && lib.isOpen) rc = await sym.kc_scope_wait(ns.handle, slice());
+        while (rc === Status.ETIME && lib.isOpen && !ns._destroyed) {
+          rc = await sym.kc_scope_wait(ns.handle, slice());
+        }
+        if (ns._destroyed) break;
       }
-      if (!lib.isOpen && !ns._destroyed) return Status.ESHUTDOWN;
+      if (!lib.isOpen) return Status.ESHUTDOWN;
       // Done, unless a launch came in between the native answer and this turn.
-      if (rc !== 0 || ns._destroyed || ns.live === 0) return rc;
+      if (rc !== 0 || ns.live === 0) return rc;
     }
-    return 0;
+    // Destroyed: by a dispose of the owned scope (`await using ns = nativeScope(scope)`), which
+    // cancelled it and waited for its children first, so they are gone; settled as that dispose
+    // found them (abandoned by a shutdown or the library's close: the owner fails), as a
+    // NativeScope's own wait() settles then.
+    return !lib.isOpen || ns._abandoned ? Status.ESHUTDOWN : 0;
   }
 
   /**

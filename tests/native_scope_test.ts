@@ -1400,4 +1400,39 @@ Deno.test("a native scope has no public _childrenDone: given the job standing fo
   assert.equal(status(b), Status.EINTR);
 });
 
+Deno.test("disposing a TypeScript scope's own native scope cancels the scope and leaves it destroyed, as README says", async () => {
+  // A first-hour idiom, `await using ns = nativeScope(scope)`, ends the owner. Before, whether
+  // the owner was cancelled depended on its watch of the children seeing the cancel before the
+  // destroy, and the watch's next native call on the destroyed handle failed the owner with an
+  // InvalidHandleError ("Cannot wait for native children: the handle is stale ..."), by chance.
+  // Rounds, as the race went either way.
+  for (let round = 0; round < 40; round++) {
+    const withChild = round % 4 !== 3; // and with none running: the owner was never told
+    const sleeper = cells(round % 2); // 0 ms or 1 ms: done before or after the dispose's cancel
+    let relaunch: unknown;
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        {
+          await using ns = nativeScope(scope);
+          if (withChild) ns.launch("cancellable-sleeper", sleeper);
+        }
+        assert.equal(nativeScope(scope)._destroyed, true);
+        assert.equal(scope.isActive, false, `round ${round}: the owner is cancelled at once`);
+        try {
+          nativeScope(scope).launch("cancellable-sleeper", cells(1));
+        } catch (e) {
+          relaunch = e;
+        }
+      }),
+      (e) => {
+        assert.ok(e instanceof CancellationError, `round ${round}: ${e}`);
+        return true;
+      },
+    );
+    assert.ok(relaunch instanceof InvalidHandleError, String(relaunch));
+    assert.match((relaunch as Error).message, /the native scope was destroyed/);
+    if (withChild) assert.ok(done(sleeper));
+  }
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
