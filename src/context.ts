@@ -458,7 +458,10 @@ export class Context {
     checkKey("set context value", key);
     const wrong = key.check?.(value);
     if (wrong) {
-      throw new TypeError(
+      // A Deadline of NaN is a number out of range: a RangeError, as delay's and withTimeout's
+      // NaN (it was a TypeError, the error of a wrong type: "soon", null, 5n).
+      const range = key === Deadline && typeof value === "number";
+      throw new (range ? RangeError : TypeError)(
         `Cannot set context value: ${key.name} must be ${wrong}, received ${describe(value)}`,
       );
     }

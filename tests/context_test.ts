@@ -262,7 +262,14 @@ Deno.test("bad keys and names are TypeErrors that say what was received", () => 
     () => Context.empty.with(Deadline, "soon" as never),
     /Cannot set context value: deadline must be a number \(performance.now\(\) ms\), received "soon"/,
   );
-  assert.throws(() => Context.empty.with(Deadline, NaN), /received NaN/);
+  // A wrong type is a TypeError, NaN (a number out of range) a RangeError, as delay's NaN is (it
+  // was a TypeError too).
+  assert.throws(() => Context.empty.with(Deadline, "soon" as never), { name: "TypeError" });
+  assert.throws(() => Context.empty.with(Deadline, NaN), {
+    name: "RangeError",
+    message:
+      "Cannot set context value: deadline must be a number (performance.now() ms), received NaN",
+  });
   assert.equal(Context.empty.with(Deadline, -Infinity).get(Deadline), -Infinity); // passed
   assert.throws(
     () => Context.empty.with(CoroutineExceptionHandler, 42 as never),
