@@ -7939,6 +7939,44 @@ Deno.test("Bridge: records held on several channels, interleaved, settle in ring
   assert.deepEqual(order, ["d 0", "b 2", "b 5", "b 6", "a 1", "a 3", "c 4"]);
 });
 
+Deno.test("Bridge: a send that a held record's settle runs mid-drain (a close watch told of a cancel) takes its channel's held records the drain has not reached, past those it settled already: every receive settles in ring order", async () => {
+  // The drain of the held records settles them oldest first, clearing each in place (ticket 0)
+  // but leaving its place in its channel's list (`Bridge.#heldOn`) until a pick walks it. A
+  // record settled there may run code (a close watch's record tells its watcher of a cancel,
+  // as `produce`'s and `actor`'s do) that sends on a channel whose first held record the drain
+  // settled already and whose second it has not: that send's pick (`#takeHeldOn`) skips the
+  // first place and takes the second, ahead of the receive its own send completes. Counted
+  // as live instead, the first place ended the walk: the second record was left to the drain,
+  // and settled after the newer receive.
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  using x = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using w = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using t = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  for (const ch of [x, w, t]) ch.handle; // escaped: native from here on
+  const order: string[] = [];
+  let told = 0;
+  w._watchCancel(() => {
+    told++;
+    // Mid-drain: x's first held record is settled, its second not yet.
+    assert.deepEqual(x.trySend(3), { state: "ok" });
+  });
+  const before = bridge.pending;
+  const got = [0, 1, 2].map((i) => x.receive().then((v) => order.push(`x${i} ${v}`)));
+  got.push(t.receive().then((v) => order.push(`t ${v}`)));
+  await until(() => bridge.pending >= before + 4, "the receives queued natively");
+  // Records on the ring, as another thread's calls: x 1, w's cancel (its watch), x 2.
+  assert.equal(trySendNatively(x.handle, 1), 0);
+  assert.equal(sym.kc_chan_cancel(w.handle), 0);
+  assert.equal(trySendNatively(x.handle, 2), 0);
+  assert.deepEqual(t.trySend(0), { state: "ok" }); // settles t's receive, holds the 3 records
+  assert.equal(bridge.pending, before + 3, "x's receives are held or queued");
+  await until(() => told === 1, "the watch told of the cancel");
+  await Promise.all(got);
+  assert.deepEqual(order, ["t 0", "x0 1", "x1 2", "x2 3"]);
+  assert.equal(bridge.pending, before);
+});
+
 Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {
   // README's order bullet: once another thread empties a buffered channel, the isolate's
   // senders waiting in JavaScript (they waited because it was full) move into the room, oldest
