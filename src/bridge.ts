@@ -73,8 +73,9 @@ export interface RingOp {
    */
   channelAt?(index: number): unknown;
   /**
-   * A select's: whether its clause `index` is a send clause (false: a receive clause), for
-   * `settleWhere`'s picks; undefined past its last channel clause. Absent on other operations.
+   * Whether its record's clause `index` sends (false: receives), for `settleWhere`'s picks and
+   * the kind of held list its record goes in (`Bridge.#heldSends`): a plain operation's own kind,
+   * a select's clause's; undefined past a select's last channel clause. Absent on close watches.
    */
   sendsAt?(index: number): boolean | undefined;
 }
@@ -124,12 +125,21 @@ const CLOSE_WAIT_MS = 2000;
 
 type Sym = ReturnType<Library["symbols"]>;
 
-/** The records held on one channel (`Bridge.#heldOn`). */
-interface HeldOn {
+/**
+ * The records of one kind held on one channel (`Bridge.#heldSends`, `#heldReceives`): a pick of
+ * one kind (`settleWhere`'s `sends`) walks its own. Before, one list of both: each of m picks of
+ * one kind (a send's of the receive records it completed) walked n held records of the other
+ * kind, never taken and kept: n × m steps.
+ */
+class HeldOn {
   /** Their places in `#held` (a triple's first number), oldest first; some no longer live. */
-  places: number[];
-  /** How many of `places` are live (neither taken nor settled). */
-  live: number;
+  readonly places: number[];
+  /** How many of `places` are live (neither taken nor settled): the entry goes at 0. */
+  live = 1;
+  /** `at`: the channel; `sends`: the kind (`RingOp.sendsAt`); `first`: the first place. */
+  constructor(readonly at: unknown, readonly sends: boolean, first: number) {
+    this.places = [first];
+  }
 }
 
 /** One isolate's completion ring over one open library. */
@@ -318,10 +328,11 @@ export class Bridge {
     // value twice), a receive given up rejected with LibraryClosedError, not its reason.
     const held = this.#held, head = this.#heldHead;
     this.#held = [];
-    this.#heldAt = [];
+    this.#heldIn = [];
     this.#heldHead = 0;
     this.#heldLive = 0;
-    this.#heldOn.clear();
+    this.#heldSends.clear();
+    this.#heldReceives.clear();
     // Those taken already (ticket 0) are skipped by `#settle`.
     for (let i = head; i < held.length; i += 3) this.#settle(held[i], held[i + 1], held[i + 2]);
     this.#drainClosed();
@@ -579,11 +590,16 @@ export class Bridge {
    * `#settleEnded`): the waits of this isolate it failed settle before it returns, as a local
    * channel's close settles them. `pick` is given the record's clause index (a select's); `on` is
    * the channel (`RingOp.channelAt`) of every record `pick` takes: of the records held, only
-   * those on it are given to `pick` (every caller's pick is of one channel's records). False
-   * if the ring cannot be drained (gone: destroyed by hand, as a test does), the records drained
-   * before settled first; true otherwise.
+   * those on it are given to `pick` (every caller's pick is of one channel's records), and of
+   * those, with `sends`, only those of its kind (`RingOp.sendsAt`: true, sends; false, receives;
+   * undefined, both), oldest first. False if the ring cannot be drained (gone: destroyed by
+   * hand, as a test does), the records drained before settled first; true otherwise.
    */
-  settleWhere(pick: (op: RingOp, index: number) => boolean, on: unknown): boolean {
+  settleWhere(
+    pick: (op: RingOp, index: number) => boolean,
+    on: unknown,
+    sends?: boolean,
+  ): boolean {
     if (!this.#lib.isOpen) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
     // After those an outer call (whose settle ran this one) picked and did not settle yet.
@@ -593,14 +609,16 @@ export class Bridge {
     // held records' drain, a macrotask later: of two channels' receives completed in one turn,
     // the second channel's send settled its own receive after a newer one (the differential's
     // settle order, seeds 27 and 66). Only those on `on`'s channel, found by its own list of
-    // their places (`#heldOn`), oldest first: else a turn's n sends that each settle a receive
-    // on one channel, with n records of another channel held, scan them all each time (n²
-    // steps; 4000 such sends took 1.1 s, 0.4 s before the scan, 0.12 s with a check of the
-    // channels held, on a loaded 2-vCPU host). Before, with a count per channel, it walked the
-    // whole held list up to the last record of `on`'s, past every other channel's before it: a
-    // turn's sends to k channels, each with a record held, looked at k²/2 entries. A record
-    // taken is cleared in place (ticket 0: `#unhold`), not spliced out (each splice moved the
-    // rest).
+    // their places (`#heldSends`, `#heldReceives`), oldest first: else a turn's n sends that
+    // each settle a receive on one channel, with n records of another channel held, scan them
+    // all each time (n² steps; 4000 such sends took 1.1 s, 0.4 s before the scan, 0.12 s with
+    // a check of the channels held, on a loaded 2-vCPU host). Before, with a count per channel,
+    // it walked the whole held list up to the last record of `on`'s, past every other channel's
+    // before it: a turn's sends to k channels, each with a record held, looked at k²/2 entries.
+    // A record taken is cleared in place (ticket 0: `#unhold`), not spliced out (each splice
+    // moved the rest). Of its kind only (`sends`), by a list per kind: a send's pick of the
+    // receives it completed walked the channel's held sends too, which it never takes (n held,
+    // m such picks: n × m steps).
     // Older still: the records of the batch a `#drain` (whose settle ran this call: a hook that
     // closes a channel) has not settled yet. Those this pick takes settle now, first; their
     // entries are cleared (ticket 0, which names no operation: `#settle` ignores it), so the
@@ -617,10 +635,7 @@ export class Bridge {
       picked.push([op, this.#statuses[4 * i + 1], index]);
     }
     // None held: the common case, no lookup.
-    if (this.#heldLive > 0) {
-      const mine = this.#heldOn.get(on);
-      if (mine !== undefined) this.#takeHeldOn(pick, mine);
-    }
+    if (this.#heldLive > 0) this.#takeHeldOn(pick, on, sends);
     let n: number;
     do {
       n = this.#sym.kc_ring_drain(this.#ring, records, BATCH);
@@ -641,7 +656,7 @@ export class Bridge {
           this.#ops.delete(ticket);
           this.#forget(op);
           picked.push([op, status, index]);
-        } else this.#hold(ticket, status, index, op?.channelAt?.(index));
+        } else this.#hold(ticket, status, index, op);
       }
     } while (n === BATCH);
     // Held while the library closes (by a close hook that runs after `#closing`): `#closing` runs
@@ -672,7 +687,7 @@ export class Bridge {
     // drain that gives a value back settles it (`#drainRecords`). Before, it settled at the
     // ring's next wake, and an abort in between (the first one's rejection handler's) rejected
     // it too, the value going back again.
-    if (this.#givenBack !== gave) return this.settleWhere(pick, on);
+    if (this.#givenBack !== gave) return this.settleWhere(pick, on, sends);
     return true;
   }
 
@@ -747,55 +762,80 @@ export class Bridge {
   /** How many records of `#held` are neither taken nor settled. */
   #heldLive = 0;
   /**
-   * The channel (`RingOp.channelAt`, as held) of each record of `#held` (its triple's number),
-   * undefined where none is or once taken: no channel's state kept alive by a record gone.
+   * The entry (`HeldOn`) of its channel's records of its kind each record of `#held` is in (its
+   * triple's number), undefined where none is (no channel: a close watch's, or an operation
+   * withdrawn meanwhile) or once taken: no channel's state kept alive by a record gone.
    */
-  #heldAt: unknown[] = [];
+  #heldIn: (HeldOn | undefined)[] = [];
   /**
-   * The records held on each channel, for `settleWhere`'s `on`: their places in `#held`, oldest
-   * first, and how many of them are live (an entry goes once none is). A pick on the channel
-   * drops the places of the records it takes; a place whose record the held records' drain
-   * settled since (ticket 0) stays until a pick on its channel walks past it, which drops it:
-   * each place is looked at once more at most.
+   * The records of sends held on each channel, for `settleWhere`'s `on` (`sends` true or
+   * undefined): their places in `#held`, oldest first, and how many of them are live (an entry
+   * goes once none is). A pick on the channel drops the places of the records it takes; a place
+   * whose record the held records' drain settled since (ticket 0) stays until a pick of its kind
+   * on its channel walks past it, which drops it: each place is looked at once more at most.
    */
-  readonly #heldOn = new Map<unknown, HeldOn>();
+  readonly #heldSends = new Map<unknown, HeldOn>();
+  /** The records of receives held on each channel, as `#heldSends`. */
+  readonly #heldReceives = new Map<unknown, HeldOn>();
 
-  /** Holds a record `settleWhere` drained and did not pick; `at`: its channel, if any. */
-  #hold(ticket: number, status: number, index: number, at: unknown): void {
+  /** Holds a record `settleWhere` drained and did not pick (of `op`, if it is still tracked). */
+  #hold(ticket: number, status: number, index: number, op: RingOp | undefined): void {
     const i = this.#held.length;
     this.#held.push(ticket, status, index);
-    this.#heldAt.push(at);
     this.#heldLive++;
-    if (at === undefined) return;
-    const on = this.#heldOn.get(at);
-    if (on === undefined) this.#heldOn.set(at, { places: [i], live: 1 });
+    const at = op?.channelAt?.(index);
+    if (at === undefined) {
+      this.#heldIn.push(undefined);
+      return;
+    }
+    const sends = op!.sendsAt?.(index) === true;
+    const map = sends ? this.#heldSends : this.#heldReceives;
+    let on = map.get(at);
+    if (on === undefined) map.set(at, on = new HeldOn(at, sends, i));
     else {
       on.places.push(i);
       on.live++;
     }
+    this.#heldIn.push(on);
   }
 
   /**
-   * `settleWhere`'s pick of the records held on one channel (`on`, its `#heldOn` entry): each
-   * live one is given to `pick`, oldest first; those it takes are taken (`#take`). The places of
-   * records no longer live are dropped from the list as it is walked, and the walk stops at the
-   * last live one (those after it are dropped too).
+   * `settleWhere`'s pick of the records held on channel `at`, of the kind `sends` says
+   * (undefined: both): each live one is given to `pick`, oldest first (both kinds' lists walked
+   * together, by place); those it takes are taken (`#take`). The places of records no longer
+   * live are dropped from a list as it is walked, and the walk of a list stops at its last live
+   * one (those after it are dropped too).
    */
-  #takeHeldOn(pick: (op: RingOp, index: number) => boolean, on: HeldOn): void {
-    const held = this.#held, places = on.places;
-    let left = on.live, kept = 0, r = 0;
-    for (; left > 0 && r < places.length; r++) {
+  #takeHeldOn(
+    pick: (op: RingOp, index: number) => boolean,
+    at: unknown,
+    sends: boolean | undefined,
+  ): void {
+    const onS = sends === false ? undefined : this.#heldSends.get(at);
+    const onR = sends === true ? undefined : this.#heldReceives.get(at);
+    if (onS === undefined && onR === undefined) return;
+    const held = this.#held, ps = onS?.places, pr = onR?.places;
+    let leftS = onS?.live ?? 0, leftR = onR?.live ?? 0;
+    let s = 0, r = 0, keptS = 0, keptR = 0;
+    while (leftS > 0 || leftR > 0) {
+      // The older of the two lists' next places; a list past its last live one has none.
+      const fromS = leftS > 0 && (leftR === 0 || ps![s] < pr![r]);
+      const i = fromS ? ps![s++] : pr![r++], ticket = held[i];
       this.#heldSteps++;
-      const i = places[r], ticket = held[i];
-      if (ticket === 0) continue; // taken or settled since it was held
-      left--;
+      // Taken or settled since it was held: the held records' drain settled it, and a record
+      // after it ran code (a close watch's watcher) that made this pick.
+      if (ticket === 0) continue;
+      if (fromS) leftS--;
+      else leftR--;
       const op = this.#ops.get(ticket);
       if (op !== undefined && pick(op, held[i + 2])) this.#take(op, i);
-      else places[kept++] = i;
+      else if (fromS) ps![keptS++] = i;
+      else pr![keptR++] = i;
     }
-    // Past the last live one, only places no longer live are left. The entry may be gone (its
-    // last live record taken: `#unhold`), and `#held` emptied with it: then nothing is kept.
-    places.length = kept;
+    // Past a list's last live one, only places no longer live are left. The entry may be gone
+    // (its last live record taken: `#unhold`), and `#held` emptied with it: then nothing is kept.
+    if (ps !== undefined) ps.length = keptS;
+    if (pr !== undefined) pr.length = keptR;
   }
 
   /** The held record at `i` (of `op`) is picked: settled first by `#complete`. */
@@ -813,15 +853,14 @@ export class Bridge {
    */
   #unhold(i: number): void {
     this.#held[i] = 0;
-    const at = this.#heldAt[i / 3];
-    if (at !== undefined) {
-      this.#heldAt[i / 3] = undefined;
-      const on = this.#heldOn.get(at)!;
-      if (--on.live === 0) this.#heldOn.delete(at);
+    const on = this.#heldIn[i / 3];
+    if (on !== undefined) {
+      this.#heldIn[i / 3] = undefined;
+      if (--on.live === 0) (on.sends ? this.#heldSends : this.#heldReceives).delete(on.at);
     }
     if (--this.#heldLive > 0) return;
     this.#held.length = 0;
-    this.#heldAt.length = 0;
+    this.#heldIn.length = 0;
     this.#heldHead = 0;
   }
 

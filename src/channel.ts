@@ -1534,6 +1534,11 @@ class Waiter implements RingOp {
   channelAt(): unknown {
     return this.ch._shared;
   }
+
+  /** Whether it is a send (`Bridge.settleWhere`'s held lists, one per kind). */
+  sendsAt(): boolean {
+    return this.kind === SEND;
+  }
 }
 
 type Sym = ReturnType<Library["symbols"]>;
@@ -3718,6 +3723,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           ? op.kind !== SEND && op.ch._shared === s
           : op.sendsAt?.(index) === false && op.channelAt?.(index) === s),
       s,
+      false, // its held receive records only (`Bridge.#heldReceives`), not its sends
     );
     if (drained) return;
     // Each receiver queued natively fails (its withdrawal fails: the ring is gone), and one
@@ -3759,6 +3765,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           ? senders && op.kind === SEND && op.ch._shared === s
           : op.sendsAt?.(index) === true && op.channelAt?.(index) === s,
       s,
+      true, // its held send records only
     );
     if (drained) return;
     // Such a select fails too, as a close's look fails it (`#settleEnded`): no record will come.

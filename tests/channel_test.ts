@@ -4039,7 +4039,7 @@ Deno.test("closing the library from a hook that a send's settle of its picked re
 Deno.test("closing the library lets go of the channels of the records it held: a channel whose record a close hook's channel close held is collected once dropped, its library still referenced", async () => {
   // As "settles a record that a channel's close in a close hook of its last round drained and
   // held" above: the select's record on \`x\` is held, then settled as the library closes. The
-  // bridge (alive with its library) kept the held records' channels (\`Bridge.#heldOn\`, for
+  // bridge (alive with its library) kept the held records' channels (\`Bridge.#heldReceives\`, for
   // \`settleWhere\`'s picks), and the close clears that set with the held list: \`x\`'s state is
   // collected once the channel is disposed and dropped.
   await assertGcScript(
@@ -7856,7 +7856,7 @@ Deno.test("Bridge: each record a send's settle held is looked at once, whether a
   assert.ok(fromA.every((v, i) => v === i), "a's not in order");
   assert.ok((await Promise.all(onB)).every((v, i) => v === i), "b's not in order");
   assert.deepEqual([await lastB, await last], [-2, -1]);
-  // The pick on b: b's n entries (its own list of places, `Bridge.#heldOn`: before, the 2n
+  // The pick on b: b's n entries (its own list of places, `Bridge.#heldReceives`: before, the 2n
   // entries of the whole list up to b's last); the drain: a's n, and b's taken before each of
   // a's but the first (the list is emptied once a's last is settled).
   assert.equal(looked, 3 * n - 1, "held entries looked at for 2n held records");
@@ -7905,7 +7905,7 @@ Deno.test("Bridge.settleWhere on a channel looks at its own held records only, n
 });
 
 Deno.test("Bridge: records held on several channels, interleaved, settle in ring order on each channel: a send on one takes its channel's oldest first, the drain settles the rest oldest first", async () => {
-  // The order `Bridge.#heldOn`'s lists of places keep: a pick on a channel takes that channel's
+  // The order `Bridge.#heldReceives`'s lists of places keep: a pick on a channel takes that channel's
   // held records in the order they were drained, and the held records' drain settles the others
   // in that order too, whichever channels they are on.
   const bridge = Bridge.of(library());
@@ -7941,7 +7941,7 @@ Deno.test("Bridge: records held on several channels, interleaved, settle in ring
 
 Deno.test("Bridge: a send that a held record's settle runs mid-drain (a close watch told of a cancel) takes its channel's held records the drain has not reached, past those it settled already: every receive settles in ring order", async () => {
   // The drain of the held records settles them oldest first, clearing each in place (ticket 0)
-  // but leaving its place in its channel's list (`Bridge.#heldOn`) until a pick walks it. A
+  // but leaving its place in its channel's list (`Bridge.#heldReceives`) until a pick walks it. A
   // record settled there may run code (a close watch's record tells its watcher of a cancel,
   // as `produce`'s and `actor`'s do) that sends on a channel whose first held record the drain
   // settled already and whose second it has not: that send's pick (`#takeHeldOn`) skips the
@@ -7975,6 +7975,122 @@ Deno.test("Bridge: a send that a held record's settle runs mid-drain (a close wa
   await Promise.all(got);
   assert.deepEqual(order, ["t 0", "x0 1", "x1 2", "x2 3"]);
   assert.equal(bridge.pending, before);
+});
+
+Deno.test("Bridge.settleWhere for one kind of a channel's waits looks at its held records of that kind only: n held receives then m selects' send clauses taken by receives, and n held sends then m selects' receive clauses met by sends, look at none of the other kind's, every value once, in order", async () => {
+  // A send of this isolate that completes a receive queued natively settles that channel's
+  // receive records held (`Channel.#settleReceivers`), a receive that takes a sender's value its
+  // send records (`#settleSenders`). One list of a channel's held records (before: `#heldOn`)
+  // gave each pick the other kind's too, never taken and kept: n of them held, m such picks
+  // looked at n × m entries. Each kind has its own list now (`Bridge.#heldSends`,
+  // `#heldReceives`): the picks look at none of them.
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  const n = 40, m = 40;
+  for (const held of ["receives", "sends"] as const) {
+    using x = new Channel<number>("rendezvous", { codec: codecs.f64 });
+    using t = new Channel<number>("rendezvous", { codec: codecs.f64 });
+    x.handle; // escaped: native from here on
+    t.handle;
+    const order: string[] = [];
+    const before = bridge.pending;
+    const waits: Promise<unknown>[] = [];
+    for (let i = 0; i < n; i++) {
+      waits.push(
+        held === "receives"
+          ? x.receive().then((v) => order.push(`receive ${v}`))
+          : x.send(i).then(() => order.push(`send ${i}`)),
+      );
+    }
+    waits.push(t.receive().then((v) => order.push(`t ${v}`)));
+    await until(() => bridge.pending >= before + n + 1, `the ${held} queued natively`);
+    // Another thread's calls complete them all: their records are on the ring, in order.
+    const slot = new Float64Array(1), ptr = Deno.UnsafePointer.of(slot);
+    for (let i = 0; i < n; i++) {
+      if (held === "receives") assert.equal(trySendNatively(x.handle, i), 0);
+      else {
+        assert.equal(sym.kc_chan_try_recv(x.handle, ptr, 8), 0);
+        assert.equal(slot[0], i);
+      }
+    }
+    assert.deepEqual(t.trySend(-1), { state: "ok" }); // settles t's receive, holds the n records
+    assert.equal(bridge.pending, before + n, `x's ${held} are held`);
+    // Selects with a clause of the other kind on x, queued natively at the call (no partner
+    // waits there natively: the n took theirs).
+    for (let j = 0; j < m; j++) {
+      waits.push(
+        held === "receives"
+          ? select<string>((s) => s.onSend(x, n + j, () => `select sent ${n + j}`))
+            .then((r) => order.push(r))
+          : select<string>((s) => s.onReceive(x, (v) => `select received ${v}`))
+            .then((r) => order.push(r)),
+      );
+    }
+    assert.equal(bridge.pending, before + n + m, "the selects queued natively");
+    const steps = bridge.heldSteps;
+    // Each takes a select's clause natively and settles it at once (its pick on x).
+    for (let j = 0; j < m; j++) {
+      if (held === "receives") assert.deepEqual(x.tryReceive(), { state: "ok", value: n + j });
+      else assert.deepEqual(x.trySend(n + j), { state: "ok" });
+    }
+    assert.equal(bridge.pending, before + n, "the selects settled as each call returned");
+    assert.equal(bridge.heldSteps - steps, 0, `held ${held} looked at by the other kind's picks`);
+    await Promise.all(waits);
+    const want = ["t -1"];
+    for (let j = 0; j < m; j++) {
+      want.push(held === "receives" ? `select sent ${n + j}` : `select received ${n + j}`);
+    }
+    for (let i = 0; i < n; i++) want.push(held === "receives" ? `receive ${i}` : `send ${i}`);
+    assert.deepEqual(order, want);
+    assert.equal(bridge.pending, before);
+  }
+});
+
+Deno.test("Bridge.settleWhere for a close takes its channel's held records of both kinds together, in ring order: selects' send and receive clauses completed by turns settle alternately as close() returns", async () => {
+  // A close or cancel of this isolate settles its waits on the channel whose records are held
+  // (`Channel.#settleEnded`), of either kind: the two lists of places (`Bridge.#heldSends`,
+  // `#heldReceives`) are walked together, oldest place first, so they settle in the order the
+  // ring had them, as one list settled them.
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  const k = 20;
+  using x = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  using t = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  x.handle; // escaped: native from here on
+  t.handle;
+  const order: string[] = [];
+  const before = bridge.pending;
+  const last = t.receive().then((v) => order.push(`t ${v}`));
+  await until(() => bridge.pending === before + 1, "t's receive queued natively");
+  const slot = new Float64Array(1), ptr = Deno.UnsafePointer.of(slot);
+  const selects: Promise<unknown>[] = [];
+  // Each select queues natively at the call (nothing waits on x), and another thread's call
+  // completes it at once: its record is on the ring, a send clause's and a receive clause's by
+  // turns.
+  for (let j = 0; j < k; j++) {
+    if (j % 2 === 0) {
+      selects.push(
+        select<string>((s) => s.onSend(x, j, () => `sent ${j}`)).then((r) => order.push(r)),
+      );
+      assert.equal(sym.kc_chan_try_recv(x.handle, ptr, 8), 0);
+      assert.equal(slot[0], j);
+    } else {
+      selects.push(
+        select<string>((s) => s.onReceive(x, (v) => `received ${v}`)).then((r) => order.push(r)),
+      );
+      assert.equal(trySendNatively(x.handle, j), 0);
+    }
+  }
+  assert.deepEqual(t.trySend(-1), { state: "ok" }); // settles t's receive, holds the k records
+  assert.equal(bridge.pending, before + k, "the selects' records are held");
+  const steps = bridge.heldSteps;
+  x.close(); // settles them, both kinds, before it returns
+  assert.equal(bridge.pending, before, "the selects settled as close() returned");
+  assert.equal(bridge.heldSteps - steps, k, "held entries looked at by the close's pick");
+  await Promise.all([last, ...selects]);
+  const want = ["t -1"];
+  for (let j = 0; j < k; j++) want.push(j % 2 === 0 ? `sent ${j}` : `received ${j}`);
+  assert.deepEqual(order, want);
 });
 
 Deno.test("a receive on a buffered shared channel another thread emptied lets this isolate's senders waiting in JavaScript into the room first: another thread's try-send finds no room", async () => {

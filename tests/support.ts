@@ -353,9 +353,9 @@ export function spyCalls(
 export function destroyRingAtFirstDrain(bridge: Bridge): () => number {
   const settleWhere = bridge.settleWhere.bind(bridge);
   let drains = 0;
-  bridge.settleWhere = (pick, on) => {
+  bridge.settleWhere = (pick, on, sends) => {
     if (drains++ === 0) library().symbols("test").kc_ring_destroy(bridge.ring);
-    return settleWhere(pick, on);
+    return settleWhere(pick, on, sends);
   };
   return () => drains;
 }
