@@ -48,6 +48,25 @@ export function figure(line: Line, peer?: Line | null): Figure {
   };
 }
 
+/** The Zig bench executable's actor figures' names (bench/native/bench.zig, `actorBenches`). */
+export const ACTOR_PLAIN = "actor: message (self-fed conflated mailbox, 1 worker)";
+export const ACTOR_DEADLINE = "actor: message with a context deadline (self-fed, 1 worker)";
+
+/**
+ * The native actor's figures of the Zig bench executable's lines (`native`), for the scheduler's
+ * suite (sched.json): no peer (Go has no actor: a regression row), and the same actor with a
+ * context deadline (set an hour away, never reached) against it without, whose ratio is what
+ * looking at the deadline costs. Empty where the executable printed neither.
+ */
+export function actorFigures(native: Line[]): Figure[] {
+  const plain = native.find((l) => l.name === ACTOR_PLAIN);
+  const timed = native.find((l) => l.name === ACTOR_DEADLINE);
+  const out: Figure[] = [];
+  if (plain !== undefined) out.push(figure(plain));
+  if (timed !== undefined) out.push(figure(timed, plain));
+  return out;
+}
+
 /** Writes `figures` to bench/results/<suite>.json. */
 export async function save(suite: string, figures: Figure[]): Promise<void> {
   await Deno.mkdir(`${root}bench/results`, { recursive: true });

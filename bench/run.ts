@@ -9,7 +9,8 @@
  *   jump_fcontext, when libboost-context-dev is installed (bench/boost/fcontext_bench.cpp).
  * - ffi: the Deno FFI call floor and a native coroutine driven from JavaScript (deno bench).
  * - sched: the scheduler (Zig bench executable) against the equivalent Go programs in
- *   bench/go (`go test -bench`), when `go` is on PATH.
+ *   bench/go (`go test -bench`), when `go` is on PATH; the native actor's messages (no Go
+ *   equivalent), with a context deadline against without.
  * - chan: channels against Go's own runtime channel benchmarks (bench/go/chan_test.go).
  * - scope: structured concurrency (bench/scope_bench.ts: deno bench, then a `--memory` run)
  *   against Effect (fork + Fiber.join) and effection (spawn + join) from npm, in the same run.
@@ -28,7 +29,17 @@
  */
 import { PINGPONG_ROUNDS } from "./constants.ts";
 import type { Figure } from "./table.ts";
-import { figure, hasCommand, jsonLines, keepBestGo, type Line, root, run, save } from "./common.ts";
+import {
+  actorFigures,
+  figure,
+  hasCommand,
+  jsonLines,
+  keepBestGo,
+  type Line,
+  root,
+  run,
+  save,
+} from "./common.ts";
 
 const quick = Deno.args.includes("--quick");
 
@@ -97,7 +108,10 @@ const plain = byName("switch (callee-saved")!;
 const fp = byName("switch + FP")!;
 const ret = byName("switch returning with ret");
 const schedLines = native.filter((l) => l.name.startsWith("sched:"));
-const isSwitchSuite = (l: Line) => !l.name.startsWith("sched:") && !l.name.startsWith("chan:");
+// The actor's figures are the scheduler's (`actorFigures`). Before, they fell in here, among
+// the context switch's, and no row of the table read them.
+const isSwitchSuite = (l: Line) =>
+  !l.name.startsWith("sched:") && !l.name.startsWith("chan:") && !l.name.startsWith("actor:");
 const switchFigures: Figure[] = [
   figure(plain, boost),
   // Boost saves the FP control state on every switch; this is the like-for-like comparison.
@@ -195,6 +209,7 @@ const schedFigures: Figure[] = [
     peer("fan-out, GOMAXPROCS 2", "FanOut-2", "ms"),
   ),
   figure(sched("sched: parallel speedup"), goSpeedup),
+  ...actorFigures(native),
 ];
 table("scheduler (Zig bench executable, best of runs; Go in the same run)", schedFigures);
 await save("sched", schedFigures);

@@ -5,6 +5,8 @@
 // A figure missing from the results (Boost or valgrind not installed, a suite that failed)
 // leaves its cell as "n/a".
 
+import { ACTOR_DEADLINE, ACTOR_PLAIN } from "./common.ts";
+
 /** One figure of a run, as bench/run.ts writes it to `bench/results/<suite>.json`. */
 export interface Figure {
   name: string;
@@ -166,6 +168,18 @@ export function rows(all: Map<string, Figure[]>): Row[] {
     (f) => `${f.value.toFixed(2)}x`,
     (f) => `Go ${f.peer_value!.toFixed(2)}x`,
     false,
+  );
+  // The native actor (no Go equivalent), and what a context deadline costs it.
+  row(
+    "actor message (self-fed conflated mailbox, 1 worker)",
+    find("sched", ACTOR_PLAIN),
+    ns,
+  );
+  row(
+    "actor message with a context deadline, against without",
+    find("sched", ACTOR_DEADLINE),
+    ns,
+    (f) => f.peer_value === null ? "" : `${num(f.peer_value)} ns without a deadline`,
   );
 
   // Native channels against Go's runtime benchmarks (chan.json).

@@ -1,6 +1,7 @@
 // bench/table.ts: the README's table of figures is generated from a bench run's results.
 import assert from "node:assert/strict";
 import { markdown, num, ratio, rows, scalingMarkdown, scalingPairs } from "../bench/table.ts";
+import { ACTOR_DEADLINE, ACTOR_PLAIN, actorFigures } from "../bench/common.ts";
 
 Deno.test("bench table: a run without results gives every row, each n/a, without throwing", () => {
   const rs = rows(new Map());
@@ -56,5 +57,44 @@ Deno.test("bench table: the README's scaling table has the generator's rows and 
   assert.deepEqual(
     generated[0].split("|").map((c) => c.trim()),
     table[0].split("|").map((c) => c.trim()),
+  );
+});
+
+Deno.test("bench table: the native actor's rows read the Zig bench executable's actor figures from the scheduler's suite, the deadline's against the plain one", async () => {
+  // bench/run.ts files them in sched.json (`actorFigures`); before, they fell among the context
+  // switch's figures and no row read them. The names are those bench/native/bench.zig prints.
+  const zig = await Deno.readTextFile(new URL("../bench/native/bench.zig", import.meta.url));
+  for (const name of [ACTOR_PLAIN, ACTOR_DEADLINE]) {
+    assert.ok(zig.includes(`"${name}"`), `bench.zig prints no "${name}"`);
+  }
+  const unit = "ns/message";
+  const figures = actorFigures([
+    { name: "sched: spawn + run to completion (2 workers)", value: 16, unit: "ns/spawn" },
+    { name: ACTOR_DEADLINE, value: 75, unit },
+    { name: ACTOR_PLAIN, value: 60, unit },
+  ]);
+  assert.deepEqual(figures.map((f) => [f.name, f.peer, f.ratio]), [
+    [ACTOR_PLAIN, null, null],
+    [ACTOR_DEADLINE, ACTOR_PLAIN, 1.25],
+  ]);
+  const rs = rows(new Map([["sched", figures]]));
+  assert.deepEqual(rs.filter((r) => r.label.startsWith("actor message")), [
+    {
+      label: "actor message (self-fed conflated mailbox, 1 worker)",
+      kcoro: "60.0 ns",
+      peer: "",
+      ratio: "",
+    },
+    {
+      label: "actor message with a context deadline, against without",
+      kcoro: "75.0 ns",
+      peer: "60.0 ns without a deadline",
+      ratio: "1.25",
+    },
+  ]);
+  // Not the switch suite's: a run's other native lines leave them out (bench/run.ts).
+  assert.deepEqual(
+    actorFigures([{ name: "switch (callee-saved regs)", value: 2, unit: "ns" }]),
+    [],
   );
 });
