@@ -3786,14 +3786,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #loseQueued(w: Waiter): void {
     // Only a wait queued natively (QUEUED), or one whose record was due (COMPLETING: with the
-    // ring gone it will not come). Not one settled already (DONE): its ticket was freed (a
-    // withdrawal of it, were its slot reused, would withdraw another operation's wait, and its
-    // untracking would untrack that one), and a second rejection of an iterator's receive would
-    // mark its iterator ended though its next() had answered. No caller passes one (each
-    // walks a list of the queue taken after the ring was found gone, and settling one of it
-    // settles no other), but a settle that ran code would (`waiting`): it is skipped, as
-    // `_lost` skips it. Nor one still in JavaScript (LOCAL), which has no ticket.
-    if (w.state !== QUEUED && w.state !== COMPLETING) return;
+    // ring gone it will not come). Not one still in JavaScript (LOCAL), which has no ticket to
+    // withdraw: its queueing meets the dead ring. None is expected (the callers flush the
+    // channel's waits still in JavaScript before the native call that leads here: close and
+    // cancel, a send's `#flushReceivers`, a select's probe, and `#settleSenders` skips them;
+    // trySendMany's batch comes here only with no receiver of the isolate; and no wait made
+    // after a close or cancel waits), but one would lose nothing by waiting on, so it is left.
+    if (w.state === LOCAL) return;
+    // Never one settled already (DONE), whose ticket was freed (its withdrawal, were its slot
+    // reused, would withdraw another operation's wait). Every caller passes a waiter of a list
+    // it took of the queue (`waiting`) after the failed drain, and a waiter is DONE only once it
+    // left its queue (`detach`, `leave`). Nothing between the list's making and this call
+    // settles another waiter: a call here runs no caller code (the withdrawal of a dead ring's
+    // ticket is a native call; `#lost` detaches with the captured `removeEventListener`, never
+    // the signal's own, and rejects a promise). So this is an assertion, not a case: before, a
+    // DONE waiter was skipped here, and its comment said no caller passes one.
+    if (w.state === DONE) {
+      throw new Error(
+        `Cannot fail a wait lost with its ring: internal error, the ${
+          waitOp(w.kind)
+        } settled already, received a settled wait`,
+      );
+    }
     const rc = this.#bridge.abort(w, true); // not counted: no wait gave up
     if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
     else this.#lost(w, rc < 0 ? rc : Status.EBADH);
