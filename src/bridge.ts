@@ -647,6 +647,7 @@ export class Bridge {
         // Those this call took from the held ones (above) settle first.
         this.#complete();
         this.#drain();
+        this.#goneSoon(n);
         return false;
       }
       for (let i = 0; i < n; i++) {
@@ -690,6 +691,27 @@ export class Bridge {
     if (this.#givenBack !== gave) return this.settleWhere(pick, on, sends);
     return true;
   }
+
+  /**
+   * `settleWhere` found the ring gone (`status`, with the library open: destroyed by hand, as a
+   * test does), and its caller fails its own channel's waits before it returns: the rest learn
+   * of it in this turn too, in a microtask after those (`#ringGone`: the other operations fail,
+   * the close watches are told what their channels' status says). Before, they learnt it only
+   * when the ring's wait found it gone, or the watches' poll did (`WATCH_POLL_MS`): a turn or
+   * more after the caller's waits had failed (16 ms in a trial), and with no wait outstanding
+   * and nothing else keeping the isolate alive, a watch's poll (unref'd) might never run.
+   */
+  #goneSoon(status: number): void {
+    if (this.#goneDue) return;
+    this.#goneDue = true;
+    queueMicrotask(() => {
+      this.#goneDue = false;
+      if (this.#lib.isOpen) this.#ringGone(status);
+    });
+  }
+
+  /** `#goneSoon`'s microtask is queued. */
+  #goneDue = false;
 
   /**
    * Where nothing keeps the ring wait outstanding any more (`#alive` 0) and one is: it is

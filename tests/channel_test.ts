@@ -4674,6 +4674,36 @@ Deno.test("a send that completes a receive of its own isolate when the ring is g
   assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: ["lost", "lost"] });
 });
 
+Deno.test("a close of this isolate that finds the ring gone tells the rest in the same turn: another channel's wait fails, and a close watch is told of the cancel the ring's going away made", async () => {
+  // \`#settleEnded\` fails the channel's own waits before close() returns; the ring's other
+  // operations and its close watches learnt of its loss only when the ring's wait found it gone
+  // (a turn or more later; 16 ms in a trial), or the watches' poll did (WATCH_POLL_MS). Now the
+  // failed drain tells them in a microtask (\`Bridge.#ringGone\`), after the caller's own.
+  const res = await evalOnLibrary(`
+    const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
+    const w = new Channel(0, { codec: codecs.f64 });
+    for (const ch of [a, b, w]) ch.share();
+    const outcomes = { a: "pending", b: "pending", watch: "untold" };
+    // Owned: the ring's going away with it queued cancels w natively.
+    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true);
+    const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    const ops = [name("a", a.receive()), name("b", b.receive())];
+    await until(() => bridge.pending >= 2, "the receives queued natively");
+    const destroyed = destroyRingAtFirstDrain(bridge);
+    a.close();
+    if (destroyed() !== 1) throw new Error("the ring was not drained at the close: " + destroyed());
+    const now = await afterMicrotasks(bridge, () => ({ ...outcomes, pending: bridge.pending }), Promise.all(ops), "the waits settled");
+    console.log(JSON.stringify(JSON.parse(now).outcome));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    a: "lost",
+    b: "lost",
+    watch: "told CancellationError",
+    pending: 0,
+  });
+});
+
 Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
   // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
   // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
