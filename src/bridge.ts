@@ -670,7 +670,12 @@ export class Bridge {
       setImmediate(() => {
         this.#heldDue = false;
         if (!this.#lib.isOpen) return;
-        this.#drain();
+        // The ring gone (destroyed by hand, as a test does) after the held records were drained:
+        // they settle first, then the rest fail and the close watches are told, now, as
+        // `#drainInside` does. Before, the failed drain was ignored: they learnt it when the
+        // ring's wait or the watches' poll found the ring gone, a turn or more later.
+        const rc = this.#drain();
+        if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc);
         // The held records' operations may have been the last that kept the wait outstanding,
         // which saw none of them (drained here before it looked): as the loop's drain ends it
         // there, this lets it go. Before, it blocked on until its timeout (WAIT_NS), keeping an

@@ -4704,6 +4704,41 @@ Deno.test("a close of this isolate that finds the ring gone tells the rest in th
   });
 });
 
+Deno.test("the drain of the records a send's settle held that finds the ring gone tells the rest at once: another channel's wait fails, and a close watch is told of the cancel the ring's going away made", async () => {
+  // A send of this isolate holds the records of other channels' operations it drained (here
+  // \`x\`'s receive, which a native send completed); the ring is destroyed by hand before the
+  // held records' drain (a setImmediate), which settles them and then finds the ring gone: the
+  // rest fail and the watches are told then (\`Bridge.#ringGone\`), as a drain of the ring's
+  // own wait or of \`touch\` tells them. Before, that drain's failure was ignored: \`b\`'s
+  // receive and the watch learnt it a turn or more later (the ring's wait, the watches' poll).
+  const res = await evalOnLibrary(`
+    const x = new Channel(0, { codec: codecs.f64 }), t = new Channel(0, { codec: codecs.f64 });
+    const b = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
+    for (const ch of [x, t, b, w]) ch.share();
+    const outcomes = { x: "pending", b: "pending", watch: "untold" };
+    // Owned: the ring's going away with it queued cancels w natively.
+    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true);
+    const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    const ops = [name("x", x.receive()), name("b", b.receive()), t.receive()];
+    await until(() => bridge.pending >= 3, "the receives queued natively");
+    if (trySendNatively(x.handle, 1) !== 0) throw new Error("the native send did not complete x's receive");
+    if (JSON.stringify(t.trySend(0)) !== '{"state":"ok"}') throw new Error("t's send"); // holds x's record
+    sym.kc_ring_destroy(bridge.ring);
+    // After the held records' drain (scheduled by t's send, before these).
+    const seen = await new Promise((r) => setImmediate(() => setImmediate(() => r({ ...outcomes, pending: bridge.pending }))));
+    await within(Promise.all(ops), 10_000, "the receives");
+    console.log(JSON.stringify(seen));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // x's value went back with the ring's destroy (its take fails): lost, as \`_completed\` says.
+  assert.deepEqual(JSON.parse(res.stdout), {
+    x: "lost",
+    b: "lost",
+    watch: "told CancellationError",
+    pending: 0,
+  });
+});
+
 Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
   // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
   // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
