@@ -390,29 +390,10 @@ const ThreadRecord = struct {
     }
 };
 
-/// Removes `key` from `map`, one of a `ThreadRecord`'s maps (keyed by handle value), counting the
-/// removal in `removed`, and tidies the map: emptied, its slots are cleared; else once the
-/// removals since its last tidy reach half its capacity, it is rehashed in place. Why: std's hash
-/// map leaves a tombstone per removal, an insert reuses one only on its own probe path, and the
-/// look-up of an absent key (each new hold: a handle value names a new channel each time) probes
-/// until it meets a free slot. A thread that keeps holds alive (1,000 shared channels) while
-/// others come and go turned every free slot into a tombstone, and each kc_chan_hold then walked
-/// the whole table (2,048 slots: `share()` + dispose of a channel went 2 -> 9 us). A rehash is
-/// O(capacity) once per capacity / 2 removals: O(1) a removal, amortised. True if `key` was there.
-fn removeTidy(map: anytype, removed: *u32, key: u32) bool {
-    if (!map.remove(key)) return false;
-    if (map.count() == 0) {
-        map.clearRetainingCapacity(); // every slot free again, at a memset's cost
-        removed.* = 0;
-        return true;
-    }
-    removed.* += 1;
-    if (removed.* >= map.capacity() / 2) {
-        map.rehash(std.hash_map.AutoContext(u32){});
-        removed.* = 0;
-    }
-    return true;
-}
+/// Removes `key` from one of the maps keyed by handle value (a `ThreadRecord`'s,
+/// `undelivered_queues`) and keeps the map free of tombstones (zig-src/tidy.zig).
+const removeTidy = tidy.removeTidy;
+const tidy = @import("tidy.zig");
 
 /// How long the shutdown at the last host's thread end (`ThreadRecord.threadEnded`) waits for the
 /// workers to stop, all its waits together, before that thread's end goes on without them: as

@@ -1,0 +1,53 @@
+//! `removeTidy`: a removal from a std hash map that keeps tombstones from building up, shared by
+//! the C ABI's maps (zig-src/root.zig: a thread's holds, keeps, coroutines, scopes; the kept
+//! undelivered queues), the guarded stack pool's `where` (zig-src/coro/stack.zig) and the live
+//! cells blocks (root.zig, `CellsRegistry`).
+const std = @import("std");
+
+/// Removes `key` from `map` (a `std.HashMapUnmanaged` with the auto context of `key`'s type),
+/// counting the removal in `removed`, and tidies the map: emptied, its slots are cleared; else
+/// once the removals since its last tidy reach half its capacity, it is rehashed in place. Why:
+/// std's hash map leaves a tombstone per removal, an insert reuses one only on its own probe
+/// path, and the look-up of an absent key (each new hold: a handle value names a new channel each
+/// time; each new stack mapping or cells block: a new address) probes until it meets a free slot.
+/// A thread that keeps holds alive (1,000 shared channels) while others come and go turned every
+/// free slot into a tombstone, and each kc_chan_hold then walked the whole table (2,048 slots:
+/// `share()` + dispose of a channel went 2 -> 9 us). A rehash is O(capacity) once per
+/// capacity / 2 removals: O(1) a removal, amortised. The removed entry's value (if it was there).
+pub fn fetchRemoveTidy(map: anytype, removed: *u32, key: anytype) ?std.meta.Child(@TypeOf(map)).KV {
+    const kv = map.fetchRemove(key) orelse return null;
+    if (map.count() == 0) {
+        map.clearRetainingCapacity(); // every slot free again, at a memset's cost
+        removed.* = 0;
+        return kv;
+    }
+    removed.* += 1;
+    if (removed.* >= map.capacity() / 2) {
+        map.rehash(std.hash_map.AutoContext(@TypeOf(key)){});
+        removed.* = 0;
+    }
+    return kv;
+}
+
+/// `fetchRemoveTidy` without the value: true if `key` was there.
+pub fn removeTidy(map: anytype, removed: *u32, key: anytype) bool {
+    return fetchRemoveTidy(map, removed, key) != null;
+}
+
+/// Free slots in `map` and the longest walk from any slot to a free one (what the look-up of an
+/// absent key probes at most): for tests that check a map's tidiness after churn.
+pub fn slotStats(map: anytype) struct { free: usize, probe: usize, cap: usize } {
+    const cap = map.capacity();
+    if (cap == 0) return .{ .free = 0, .probe = 0, .cap = 0 };
+    const md: [*]const u8 = @ptrCast(map.metadata.?);
+    var free: usize = 0;
+    var probe: usize = 0;
+    // A free slot's metadata is 0 (a used one's has its top bit set, a tombstone's is 1).
+    for (0..cap) |i| {
+        if (md[i] == 0) free += 1;
+        var n: usize = 0;
+        while (n < cap and md[(i + n) % cap] != 0) n += 1;
+        probe = @max(probe, n);
+    }
+    return .{ .free = free, .probe = probe, .cap = cap };
+}
