@@ -201,19 +201,18 @@ uint64_t *kc_cells_alloc(uint32_t count);
 /* Nothing but the pins reaches cells kc_cells_alloc returned any more: freed now if no pin is
  * held, else by the kc_cells_pin that takes the last away; NULL does nothing. Once per block;
  * after it only the pins' holders may use the cells (as free(3), a use after the free is
- * undefined). An address that is no live block's by its header's check word (one into a block,
- * one not 16-byte aligned, one into other memory), and a second release while pins hold the
- * block, do nothing, in every build (the 48 bytes before the address are read: they must be
- * readable memory). A release after the block's free does nothing only while the C library
- * keeps its memory unused: a block from 128 KiB (glibc's mmap threshold) goes back to the system
- * at its free (the read faults), and memory that is a new block again is that block's (it is
- * released). Safe from any thread (TypeScript's buffers call it from V8's backing-store
+ * undefined). An address that is no live block's (one into a block, one not 16-byte aligned,
+ * one into other memory, one whose bytes before it are unmapped, a freed block's of any size),
+ * and a second release while pins hold the block, do nothing, in every build, and never fault:
+ * the address is looked up in the library's list of its live blocks before anything there is
+ * read (another library copy's block: its header is copied out with process_vm_readv, which
+ * cannot fault). Memory that is a new block again is that block's (it is released). Safe from
+ * any thread (TypeScript's buffers call it from V8's backing-store
  * deleter). New in ABI 25. */
 void kc_cells_release(uint64_t *cells);
 /* Adds delta (negative: takes away) to the pins of cells kc_cells_alloc returned: a pin keeps
  * kc_cells_release from freeing them until it is taken away. KC_EINVAL for NULL, an address
- * that is no live block's (as kc_cells_release checks it, with the same limits for a block freed
- * already), or pins that would go below 0 or past 2^32 - 1 (nothing changed). Safe from any
+ * that is no live block's (as kc_cells_release looks it up, never faulting), or pins that would go below 0 or past 2^32 - 1 (nothing changed). Safe from any
  * thread. New in ABI 25. */
 int32_t kc_cells_pin(uint64_t *cells, int32_t delta);
 

@@ -2,7 +2,10 @@
 // that is no live block of kc_cells_alloc's is refused by the header's check word in every build
 // mode. The check was a Debug assertion only: here a pin of a pointer into a block wrote into the
 // block's memory as a "state" and answered 0, and a release after the free freed the block twice
-// (the C library aborts: "double free detected").
+// (the C library aborts: "double free detected"). Nor is anything read at an address before it
+// is found among the live blocks: a pointer at the start of a mapping (the page before it
+// unmapped) and a second release of an 8 MiB block (unmapped by the C library at its free)
+// faulted (SIGSEGV), as the header's check word was read in place.
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -10,6 +13,8 @@ const root = new URL("../", import.meta.url).pathname;
 const source = `#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "kcoro.h"
 
 static uint64_t live(void) {
@@ -42,6 +47,19 @@ int main(void) {
   printf("unpin %d, live %d\\n", kc_cells_pin(c, -1), (int)(live() - base));
   kc_cells_release(c); /* after the free: its check word was cleared, so refused */
   printf("released after the free, pin %d, live %d\\n", kc_cells_pin(c, 1), (int)(live() - base));
+  long page = sysconf(_SC_PAGESIZE);
+  char *m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return 3;
+  munmap(m, page); /* the page before the address: unmapped */
+  uint64_t *start = (uint64_t *)(m + page);
+  int at_start = kc_cells_pin(start, 1);
+  kc_cells_release(start);
+  printf("start of a mapping, pin %d, untouched: %s\\n", at_start, start[0] == 0 ? "yes" : "no");
+  uint64_t *big = kc_cells_alloc(1u << 20); /* 8 MiB: the C library maps it, and unmaps it */
+  if (!big) return 4;
+  kc_cells_release(big);
+  kc_cells_release(big);
+  printf("8 MiB released twice, pin %d, live %d\\n", kc_cells_pin(big, 1), (int)(live() - base));
   return 0;
 }
 `;
@@ -79,7 +97,9 @@ Deno.test("C ABI: kc_cells_pin and kc_cells_release refuse an address that is no
         "pin 0\n" +
         "released twice while pinned, live 1\n" +
         "unpin 0, live 0\n" +
-        "released after the free, pin -22, live 0\n",
+        "released after the free, pin -22, live 0\n" +
+        "start of a mapping, pin -22, untouched: yes\n" +
+        "8 MiB released twice, pin -22, live 0\n",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -15,6 +15,12 @@ const std = @import("std");
 /// `share()` + dispose of a channel went 2 -> 9 us). A rehash is O(capacity) once per
 /// capacity / 2 removals: O(1) a removal, amortised. The removed entry's value (if it was there).
 pub fn fetchRemoveTidy(map: anytype, removed: *u32, key: anytype) ?std.meta.Child(@TypeOf(map)).KV {
+    return fetchRemoveTidyContext(map, removed, key, std.hash_map.AutoContext(@TypeOf(key)){});
+}
+
+/// `fetchRemoveTidy` for a map of a context of its own (`ctx`, zero-sized: the map's calls take
+/// it as given).
+pub fn fetchRemoveTidyContext(map: anytype, removed: *u32, key: anytype, ctx: anytype) ?std.meta.Child(@TypeOf(map)).KV {
     const kv = map.fetchRemove(key) orelse return null;
     if (map.count() == 0) {
         map.clearRetainingCapacity(); // every slot free again, at a memset's cost
@@ -23,7 +29,7 @@ pub fn fetchRemoveTidy(map: anytype, removed: *u32, key: anytype) ?std.meta.Chil
     }
     removed.* += 1;
     if (removed.* >= map.capacity() / 2) {
-        map.rehash(std.hash_map.AutoContext(@TypeOf(key)){});
+        map.rehash(ctx);
         removed.* = 0;
     }
     return kv;

@@ -9,9 +9,10 @@ pub const Header = extern struct {
     /// kc_cells_release of the library copy that allocated the block: what the companion's
     /// finaliser calls (it binds no library for cells: any copy's block goes back to its own).
     release: *const fn (?[*]u64) callconv(.c) void,
-    /// Frees the block and counts it out of the allocating copy's live count: whichever call
-    /// (kc_cells_release, kc_cells_pin, in any copy) takes the state to `released` with no pin
-    /// calls it, once.
+    /// Unlists the block from the allocating copy's registry of live blocks, frees it and
+    /// counts it out of that copy's live count: what another copy's kc_cells_release or
+    /// kc_cells_pin calls when it takes the state to `released` with no pin, once (the
+    /// allocating copy's own calls unlist and free under the registry's lock).
     destroy: *const fn ([*]u64) callconv(.c) void,
     /// Pins in the low 32 bits (`pin_mask`), `released` above them. Atomic accesses only.
     state: u64,
@@ -43,17 +44,17 @@ pub fn of(cells: [*]u64) *Header {
 }
 
 /// The header of the cells at `at` if a live block of kc_cells_alloc's is there by its check
-/// word, else null: in every build mode (kc_cells_release, kc_cells_pin, the companion's
-/// `cells`), so that a wrong address from a C caller or the companion's caller is refused, not
-/// read as a header whose state is then written and whose `destroy` is called (a free of memory
-/// never allocated, a call through whatever the word there held). A cell address is 16-byte
-/// aligned past a 48-byte header, so the check word is read only at an aligned address that a
-/// block's memory would hold: a pointer inside a block, a freed block's (destroyCells clears its
-/// check), or one into other readable memory fails the check. An address whose 48 bytes before
-/// it are unmapped cannot be told apart cheaply (no registry of blocks is kept): that faults, as
-/// free(3) of such an address would, and so does a freed block's once the C library gave its
-/// memory back to the system (a large block's, at its free); a freed block's memory that the C
-/// library handed out again as a new block's passes, as that block. One load and a compare.
+/// word, else null: for the companion's `cells` (ffi/napi.ts passes it only addresses that
+/// kc_cells_alloc just returned), and for the library off Linux. It reads the 48 bytes before
+/// `at` in place: an address whose bytes there are unmapped faults, as free(3) of such an
+/// address would, and so does a freed block's once the C library gave its memory back to the
+/// system. The library's kc_cells_release and kc_cells_pin look an address up in their copy's
+/// registry of live blocks first and read another copy's header only through a copy that cannot
+/// fault (zig-src/root.zig, `cells_registry`, `foreignCells`), so no address faults there. A
+/// cell address is 16-byte aligned past a 48-byte header, so the check word is read only at an
+/// aligned address that a block's memory would hold: a pointer inside a block, a freed block's
+/// (freeCells clears its check), or one into other readable memory fails the check. One load
+/// and a compare.
 pub fn valid(at: usize) ?*Header {
     if (at < @sizeOf(Header) or at % 16 != 0) return null;
     const h = of(@ptrFromInt(at));
