@@ -6,14 +6,16 @@ const std = @import("std");
 
 /// Removes `key` from `map` (a `std.HashMapUnmanaged` with the auto context of `key`'s type),
 /// counting the removal in `removed`, and tidies the map: emptied, its slots are cleared; else
-/// once the removals since its last tidy reach half its capacity, it is rehashed in place. Why:
+/// once the removals since its last tidy reach half its slots that hold no entry, it is rehashed
+/// in place. Why:
 /// std's hash map leaves a tombstone per removal, an insert reuses one only on its own probe
 /// path, and the look-up of an absent key (each new hold: a handle value names a new channel each
 /// time; each new stack mapping or cells block: a new address) probes until it meets a free slot.
 /// A thread that keeps holds alive (1,000 shared channels) while others come and go turned every
 /// free slot into a tombstone, and each kc_chan_hold then walked the whole table (2,048 slots:
 /// `share()` + dispose of a channel went 2 -> 9 us). A rehash is O(capacity) once per
-/// capacity / 2 removals: O(1) a removal, amortised. The removed entry's value (if it was there).
+/// (capacity - count) / 2 removals, at least capacity / 10 (the load is at most 80%): O(1) a
+/// removal, amortised. The removed entry's value (if it was there).
 pub fn fetchRemoveTidy(map: anytype, removed: *u32, key: anytype) ?std.meta.Child(@TypeOf(map)).KV {
     return fetchRemoveTidyContext(map, removed, key, std.hash_map.AutoContext(@TypeOf(key)){});
 }
@@ -28,7 +30,10 @@ pub fn fetchRemoveTidyContext(map: anytype, removed: *u32, key: anytype, ctx: an
         return kv;
     }
     removed.* += 1;
-    if (removed.* >= map.capacity() / 2) {
+    // Half the slots no entry holds: at most that many tombstones, so at least half of those
+    // slots stay free however full the map is (std lets it reach 80% before it grows, and
+    // counts a tombstone as room: a map 78% full had none free after capacity / 2 removals).
+    if (removed.* >= (map.capacity() - map.count()) / 2) {
         map.rehash(ctx);
         removed.* = 0;
     }

@@ -445,7 +445,7 @@ test "guarded stacks mapped and unmapped beside live ones leave free slots in `w
     // Counted, not timed, as the C ABI's hold-table test (zig-src/root.zig): before
     // `tidy.fetchRemoveTidy`, each unmap left a tombstone in `where`, each new mapping's insert
     // probed past them (to a free slot or its key), and 12,000 cycles beside 1,000 live stacks
-    // left one free slot in 2,048: the longest walk 2,047 (now ~570 free, the longest ~22).
+    // left one free slot in 2,048: the longest walk 2,047 (now ~700 free, the longest ~27).
     if (@import("builtin").os.tag != .linux) return error.SkipZigTest;
     guarded_budget_override = guarded_mapped.load(.monotonic) + 1100;
     defer guarded_budget_override = null;
