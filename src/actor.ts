@@ -56,6 +56,7 @@ import {
   type Capacity,
   Channel,
   checkCapacity,
+  ESCAPED,
   type TrySendResult,
   type WaitOptions,
 } from "./channel.ts";
@@ -325,7 +326,7 @@ class Mailbox<M> extends Channel<M> {
     else job.cancel(this._shared.cancelled ? own() : told);
   }
 
-  override _escaped(): void {
+  override [ESCAPED](): void {
     this.#watch();
   }
 
@@ -751,7 +752,7 @@ export function actor<M>(
     if (signal !== null) cancelOnAbort(signal);
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
-    // watched, `_escaped`) after this, never before the task began as a producer's channel may.
+    // watched, `ESCAPED`) after this, never before the task began as a producer's channel may.
     st.running = true;
     // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
     // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it

@@ -412,6 +412,18 @@ function cancelledError(s: Shared): unknown {
   return e;
 }
 
+/**
+ * @ignore The keys of Channel's hooks for its subclasses (produce.ts's producer channel, actor.ts's
+ * mailbox), symbols that mod.ts does not export, as JobSupport's are (job.ts's `ON_START`): as
+ * public methods named `_learntDestroyed`, `_escaped` and `_abortDrops`, JavaScript reached them
+ * on any channel: a consumer's `out._learntDestroyed(x)` cancelled a producer's task with `x`.
+ */
+export const LEARNT_DESTROYED = Symbol("learntDestroyed");
+/** @ignore See `LEARNT_DESTROYED`. */
+export const ESCAPED = Symbol("escaped");
+/** @ignore See `LEARNT_DESTROYED`. */
+export const ABORT_DROPS = Symbol("abortDrops");
+
 /** `Shared.cancelErrorOf` for a cancel without a cause. */
 const NO_CAUSE: unique symbol = Symbol("no cause");
 
@@ -564,7 +576,7 @@ class Shared {
    * `owner` is also how a copy that finds native code's destroy first makes the creator learn it
    * (`Channel.#creatorEnded`: `#destroyedUnder`, as the creator's own call would: its hook takes
    * what the destroy dropped and its sends' values still waiting in JavaScript, and `produce` and
-   * `actor` hear of it, `_learntDestroyed`), for the same copies, however opened; it is read only
+   * `actor` hear of it, `LEARNT_DESTROYED`), for the same copies, however opened; it is read only
    * while the channel has not ended, so `#markEnded` letting it go costs that nothing. Before, a
    * `creator` of its own, set by the first `share()` only: a copy opened from `handle`'s value or
    * a share object built with it (an owner made native by a select) found the destroy with no
@@ -2094,7 +2106,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       creator.#at = null;
       creator.#markEnded(DESTROYED);
       const cause = s.cause;
-      queueMicrotask(() => creator._learntDestroyed(cause));
+      queueMicrotask(() => creator[LEARNT_DESTROYED](cause));
     } else x.#markEnded(s.creatorHere ? DESTROYED : ENDED_EITHER);
   }
 
@@ -2444,7 +2456,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Native code's destroy under a creator of this isolate (see `Shared.creatorHere`): the
       // creator learns it, as its own call would, so that what the destroy dropped and the
       // values of its sends still waiting in JavaScript go to its onUndeliveredElement (in
-      // that order), and `produce` hears of it (`_learntDestroyed`). Before, the copy's mark
+      // that order), and `produce` hears of it (`LEARNT_DESTROYED`). Before, the copy's mark
       // failed those sends with their values freed, never handed to the hook, and what the
       // destroy dropped reached it only at the creator's dispose.
       const creator = this._shared.creatorHere ? this._shared.owner?.deref() : undefined;
@@ -3217,7 +3229,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     });
     // In a microtask: not amid the call that learnt it (a select's clauses, a flush of waits).
     const cause = this._shared.cause;
-    queueMicrotask(() => this._learntDestroyed(cause));
+    queueMicrotask(() => this[LEARNT_DESTROYED](cause));
     return true;
   }
 
@@ -3226,7 +3238,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel (`#destroyedUnder`), with the channel's cause: `produce` cancels its task there, as
    * its watch does.
    */
-  _learntDestroyed(_cause: unknown): void {}
+  [LEARNT_DESTROYED](_cause: unknown): void {}
 
   /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
   #destroyed = false;
@@ -4751,13 +4763,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
    * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
    * to a hook: the value stays the caller's), except a producer's send that its task's
-   * cancellation woke (`_abortDrops`): its value goes to the undelivered path, as a cancel's
+   * cancellation woke (`ABORT_DROPS`): its value goes to the undelivered path, as a cancel's
    * waiting sender's does. If it completed first, its record settles it: a send as delivered,
    * a receive that took a value rejects with `reason` all the same and its value goes back to
    * the channel (`gaveUp`, see `_completed`). Nothing if it is done.
    */
   #abandon(w: Waiter, reason: unknown): void {
-    const drop = w.kind === SEND && this._abortDrops();
+    const drop = w.kind === SEND && this[ABORT_DROPS]();
     // Where the value is encoded: a queued send's slot always, a local one's if taken at the call.
     let encoded = w.encoded;
     if (w.state === QUEUED) {
@@ -4805,7 +4817,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel says so while its task is cancelled (src/produce.ts), whose waiting send is a
    * cancelled send, not one the caller aborted (Kotlin calls onUndeliveredElement for it).
    */
-  _abortDrops(): boolean {
+  [ABORT_DROPS](): boolean {
     return false;
   }
 
@@ -4909,7 +4921,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.scheduled = true;
       this.#bridge.defer(s);
     }
-    this._escaped();
+    this[ESCAPED]();
   }
 
   /**
@@ -4935,7 +4947,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * another isolate or native code may end it. `produce`'s channel starts watching for a cancel
    * there (`_watchCancel`).
    */
-  _escaped(): void {}
+  [ESCAPED](): void {}
 
   /**
    * @ignore `onCancel` is called once when the native channel is cancelled by anyone (a

@@ -74,7 +74,15 @@
  *
  * @module
  */
-import { type Capacity, Channel, checkCapacity, type WaitOptions } from "./channel.ts";
+import {
+  ABORT_DROPS,
+  type Capacity,
+  Channel,
+  checkCapacity,
+  ESCAPED,
+  LEARNT_DESTROYED,
+  type WaitOptions,
+} from "./channel.ts";
 import {
   abortReason,
   CancellationError,
@@ -229,7 +237,7 @@ class ProducerChannel<T> extends Channel<T> {
     else job.cancel(this._shared.cancelled ? own() : told);
   }
 
-  override _escaped(): void {
+  override [ESCAPED](): void {
     this.#watch();
   }
 
@@ -241,7 +249,7 @@ class ProducerChannel<T> extends Channel<T> {
    * completed). Before, with the raw cause: a channel the producer had closed with an Error
    * gave it the job's "Cancelled: <message>" while its receivers got "Channel was cancelled".
    */
-  override _learntDestroyed(cause: unknown): void {
+  override [LEARNT_DESTROYED](cause: unknown): void {
     if (this.#s.bound !== null && !this.#s.gone) this.#cancelTask(cause);
   }
 
@@ -404,7 +412,7 @@ class ProducerChannel<T> extends Channel<T> {
    * one made a turn later was hooked: the block, told the same CancellationError by both, could
    * not know whether to release the value itself.
    */
-  override _abortDrops(): boolean {
+  override [ABORT_DROPS](): boolean {
     return this.#ended() !== null;
   }
 
@@ -783,7 +791,7 @@ export function produce<T>(
         st.sendsEnd = bindSends();
       }
     }
-    // Shared before the task began: watched since that share (`live`, `_escaped`).
+    // Shared before the task began: watched since that share (`live`, `ESCAPED`).
     try {
       await block(out, task);
     } catch (e) {

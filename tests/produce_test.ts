@@ -1748,7 +1748,7 @@ Deno.test("produce: native code destroying the channel before the task began can
 });
 
 Deno.test("produce: native code destroying the channel while its watch is on cancels the producer, and the task's end closes nothing: no uncaught InvalidHandleError, no CompletionHandlerError", async () => {
-  // The handle is read while the block runs (the watch begins: `_escaped`), then native code
+  // The handle is read while the block runs (the watch begins: `ESCAPED`), then native code
   // destroys the channel: its cancel tells the watch, which cancels the task, whose end closed the
   // dead handle (`_end`): an InvalidHandleError out of the abort listener, uncaught, and again
   // out of the completion handler (a CompletionHandlerError). Both ends: cancelled, and failed
@@ -1870,7 +1870,7 @@ Deno.test("produce: a send racing native code's destroy of the channel ends the 
 });
 
 Deno.test("produce: native code destroying the channel its producer closed with a cause, learnt by the producer's own call, cancels the producer with the channel's CancellationError, the one its receivers and that call get: not the job's 'Cancelled: <cause>'", async () => {
-  // The producer's own call meeting the dead handle (`_learntDestroyed`, a microtask after it,
+  // The producer's own call meeting the dead handle (`LEARNT_DESTROYED`, a microtask after it,
   // before the watch could tell anything) cancelled the task with the channel's raw cause: a
   // close cause that is no CancellationError gave the producer the job's "Cancelled: C", while
   // the call and every receive got "Channel was cancelled" carrying C.
@@ -1913,7 +1913,7 @@ Deno.test("produce: native code destroying the channel its producer closed with 
 
 Deno.test("produce: native code destroying the channel, learnt first by a Channel.from copy of the producer's isolate opened from the handle's value (not share()'s object), cancels the producer in that turn with the channel's CancellationError, as the producer's own call would", async () => {
   // The copy tells the channel's creator through the isolate's entry (`Shared.owner`, set as
-  // the channel was made native), which runs `_learntDestroyed` in a microtask. Before, only
+  // the channel was made native), which runs `LEARNT_DESTROYED` in a microtask. Before, only
   // share() registered the creator for that: such a copy told no one, and the producer went on
   // until the watch's record of the destroy's cancel was drained in a later turn, or its own
   // next call on the channel (here the block returns instead, failing the check below).
@@ -5544,6 +5544,49 @@ Deno.test("produce: the channel's internal hooks (_cancelByTask, _open) are not 
   assert.equal(ranOn, true);
   // The consumer's own cancel still cancelling the producer (through the hook, now a module
   // function) is pinned by "cancelling the channel cancels the producer" above.
+});
+
+Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _escaped, _abortDrops) are not reachable from JavaScript: a consumer's `ch._learntDestroyed(x)` cancelled the producer with x", async () => {
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  let ranOn = false;
+  const ch = produce<number>(scope, async (out) => {
+    await out.send(1);
+    await gate.promise;
+    ranOn = true;
+  });
+  let inMailbox: string[] = [];
+  const a = actor<number>(scope, async (mailbox) => {
+    inMailbox = ["_learntDestroyed", "_escaped", "_abortDrops"].filter((m) => m in mailbox);
+    for await (const _ of mailbox) { /* drained */ }
+  });
+  try {
+    for (const member of ["_learntDestroyed", "_escaped", "_abortDrops"]) {
+      assert.equal(member in ch, false, member);
+      assert.equal(member in a, false, member);
+    }
+    // What the first did, tried through its old name: nothing happens to the producer.
+    assert.throws(
+      () =>
+        (ch as unknown as { _learntDestroyed(c: unknown): void })._learntDestroyed(new Error("x")),
+      TypeError,
+    );
+    await Promise.resolve(); // the hook ran in a microtask after its caller
+    assert.equal(producerJobOf(ch)?.state, "active");
+    assert.equal(ch.isClosedForReceive, false);
+    assert.equal(await ch.receive(), 1);
+  } finally {
+    gate.resolve();
+  }
+  await until(() => ch.isClosedForReceive, "the producer to close its channel");
+  assert.equal(ranOn, true);
+  assert.equal(producerJobOf(ch)?.state, "completed");
+  await a.send(1);
+  assert.equal(a.close(), true);
+  await a.job.join();
+  assert.deepEqual(inMailbox, []);
+  // The producer and actor still learning of a destroy and an escape through the hooks (now
+  // symbol-keyed) is pinned by the "destroyed by native code" tests above.
 });
 
 Deno.test("produce: the channel's state (_job, _gone, _bound, _sendsEnd, _unwatch, _live) and its hooks (_watch, _cancelTask, _end) are not reachable from JavaScript: `ch._gone = true` made its dispose cancel nothing, the producer running on", async () => {
