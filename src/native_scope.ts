@@ -815,9 +815,12 @@ class NativeChildren extends JobSupport<void> {
 export function nativeScope(scope: CoroutineScope): NativeScope {
   const job: Job | undefined = typeof scope === "object" && scope !== null ? scope.job : undefined;
   if (!JobSupport._is(job)) {
-    throw new TypeError(
-      `Cannot get native scope: scope must be a CoroutineScope, received ${describe(scope)}`,
-    );
+    // An object with a `job` that is no kcoro Job (`{ job: 5 }`, a Job look-alike) is told so by
+    // that name: before, the message named the scope, which was an object as asked.
+    const what = job === undefined
+      ? `scope must be a CoroutineScope, received ${describe(scope)}`
+      : `scope.job must be a Job, received ${describe(job)}`;
+    throw new TypeError(`Cannot get native scope: ${what}`);
   }
   if (job.isCompleted) {
     throw new CancellationError("Cannot get native scope: the scope has already completed");

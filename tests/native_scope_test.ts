@@ -1258,7 +1258,26 @@ Deno.test("nativeScope refuses a job made from a job's prototype with a named Ty
   for (const job of [Object.create(proto), Object.create(CompletableDeferred.prototype)]) {
     assert.throws(() => nativeScope({ job } as never), {
       name: "TypeError",
-      message: /^Cannot get native scope: scope must be a CoroutineScope, received /,
+      message: /^Cannot get native scope: scope.job must be a Job, received a Job look-alike$/,
+    });
+  }
+});
+
+Deno.test("nativeScope({ job: x }) with x no kcoro Job names the `job` in its TypeError: it said 'scope must be a CoroutineScope, received [object Object]', of an object as asked", () => {
+  const cases: [unknown, string][] = [
+    [{ job: 5 }, "scope.job must be a Job, received 5"],
+    [{ job: null }, "scope.job must be a Job, received null"],
+    [{ job: {} }, "scope.job must be a Job, received [object Object]"],
+    [{ job: "x" }, 'scope.job must be a Job, received "x"'],
+    // No `job` at all, or no object: the scope is what is wrong, as before.
+    [{}, "scope must be a CoroutineScope, received [object Object]"],
+    [5, "scope must be a CoroutineScope, received 5"],
+    [null, "scope must be a CoroutineScope, received null"],
+  ];
+  for (const [scope, reason] of cases) {
+    assert.throws(() => nativeScope(scope as never), {
+      name: "TypeError",
+      message: `Cannot get native scope: ${reason}`,
     });
   }
 });
