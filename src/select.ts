@@ -585,11 +585,23 @@ class Selection implements RingOp {
         // A Job of the caller's own may return anything: checked before it is kept. Before,
         // the cleanup of the select's end threw at it ("d[Symbol.dispose] is not a function",
         // reported uncaught) before the winning handler was called: the select never settled.
-        if (typeof (d as Disposable | null)?.[Symbol.dispose] !== "function") {
+        // Its read may throw (a CoroutineScope or Runtime returned: their `Symbol.dispose` is a
+        // getter that refuses a sync dispose, `refuseSyncDispose`; a Proxy's trap): the same
+        // named error, what it threw its cause. Before, that class's "Cannot dispose ...
+        // synchronously" rejected the select, naming nothing of select's.
+        let dispose: unknown;
+        let threw: { cause: unknown } | undefined;
+        try {
+          dispose = (d as Disposable | null)?.[Symbol.dispose];
+        } catch (e) {
+          threw = { cause: e };
+        }
+        if (typeof dispose !== "function") {
           throw new TypeError(
             `Cannot select: a job's invokeOnCompletion must return a Disposable, received ${
               describe(d)
             }`,
+            threw,
           );
         }
         if (!this.done) this.disposers.push(d as Disposable);

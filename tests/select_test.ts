@@ -31,6 +31,7 @@ import {
   coroutineScope,
   createScope,
   library,
+  runtime,
   select,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
@@ -1269,6 +1270,47 @@ Deno.test("a select whose values were encoded when the library closed (a value's
     }
   `);
   assert.equal(res.code, 0, res.stderr);
+});
+
+Deno.test("a Job of the caller's own whose invokeOnCompletion returns a CoroutineScope, a Runtime or an object whose Symbol.dispose throws rejects the select with its named TypeError: it rejected with the scope's 'Cannot dispose ... synchronously'", async () => {
+  await using scope = createScope();
+  const thrown = new Error("the getter's own");
+  const cases: [unknown, RegExp][] = [
+    [scope, /received a CoroutineScope$/],
+    [runtime(), /received a Runtime/],
+    [{
+      get [Symbol.dispose]() {
+        throw thrown;
+      },
+    }, /received \[object Object\]$/],
+    [
+      new Proxy({}, {
+        get() {
+          throw thrown;
+        },
+      }),
+      /received an object that cannot be described/,
+    ],
+  ];
+  for (const [returned, received] of cases) {
+    const job = callersJob(() => returned);
+    const outcome = select((s) => {
+      s.onJoin(job, () => "joined");
+      s.onTimeout(60_000, () => "timed out");
+    });
+    const e = await within(outcome, 5_000, "the select").then(() => undefined, (e) => e);
+    assert.ok(e instanceof TypeError, String(e));
+    assert.match(
+      e.message,
+      /^Cannot select: a job's invokeOnCompletion must return a Disposable, received /,
+    );
+    assert.match(e.message, received);
+    // What the read threw is kept: the class's refusal, or the caller's own error.
+    if (returned === scope || returned === runtime()) {
+      assert.ok(e.cause instanceof TypeError, String(e.cause));
+      assert.match((e.cause as Error).message, /^Cannot dispose .* synchronously/);
+    } else assert.equal(e.cause, thrown);
+  }
 });
 
 Deno.test("a Job of the caller's own whose invokeOnCompletion returns no Disposable rejects the select (it never settled), and a Deferred whose await() returns a plain value or throws settles it", async () => {
