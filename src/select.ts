@@ -145,6 +145,11 @@ const NOT_CLONEABLE = Symbol(
     "postMessage the channels' share() and build the select in the Worker",
 );
 
+/** Set by Builder's static block: ends the builder's clauses (late ones refused); its list. */
+let sealBuilder: (b: Builder) => Clause[];
+/** Set by Builder's static block: how many channel clauses the builder has. */
+let channelsOf: (b: Builder) => number;
+
 class Builder implements SelectBuilder<unknown> {
   /**
    * First of the fields structured cloning sees: a DataCloneError with its description as the
@@ -152,12 +157,23 @@ class Builder implements SelectBuilder<unknown> {
    * once added, failed on the first handler function or channel instead).
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
-  readonly clauses: Clause[] = [];
-  channels = 0;
-  sealed = false;
+  // Private: as public fields the caller could change them past #add's checks
+  // (`s.clauses.push(null)` or a forged clause: the engine's TypeErrors from inside the select;
+  // `s.sealed = false` on a builder kept past its block: a clause added to a select built).
+  readonly #clauses: Clause[] = [];
+  #channels = 0;
+  #sealed = false;
+
+  static {
+    sealBuilder = (b) => {
+      b.#sealed = true;
+      return b.#clauses;
+    };
+    channelsOf = (b) => b.#channels;
+  }
 
   #add(op: string, c: Clause): void {
-    if (this.sealed) {
+    if (this.#sealed) {
       throw new TypeError(`Cannot ${op}: the select was built already, received a late clause`);
     }
     if (typeof c.fn !== "function") {
@@ -166,16 +182,16 @@ class Builder implements SelectBuilder<unknown> {
       );
     }
     if (c.ch !== undefined) {
-      if (this.channels === MAX_CHANNEL_CLAUSES) {
+      if (this.#channels === MAX_CHANNEL_CLAUSES) {
         throw new RangeError(
           `Cannot ${op}: a select takes at most ${MAX_CHANNEL_CLAUSES} channel clauses, received ${
-            this.channels + 1
+            this.#channels + 1
           }`,
         );
       }
-      this.channels++;
+      this.#channels++;
     }
-    this.clauses.push(c);
+    this.#clauses.push(c);
   }
 
   #channel(op: string, ch: unknown): Channel<unknown> {
@@ -261,7 +277,7 @@ class Builder implements SelectBuilder<unknown> {
   /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#add in Object(this))) return notA("SelectBuilder");
-    return inspectAs("SelectBuilder", { clauses: this.clauses.length }, inspect, options);
+    return inspectAs("SelectBuilder", { clauses: this.#clauses.length }, inspect, options);
   }
 }
 
@@ -341,8 +357,7 @@ export function select<R>(
     }
     const b = new Builder();
     const built: unknown = build(b as SelectBuilder<unknown> as SelectBuilder<R>);
-    b.sealed = true;
-    const clauses = b.clauses;
+    const clauses = sealBuilder(b); // no clause is added from now on
     if (clauses.length === 0) {
       // An async builder that awaited before its first clause: its clauses come after the
       // select was built, each a TypeError ("built already") rejecting the builder's promise,
@@ -362,7 +377,7 @@ export function select<R>(
       return Promise.reject(abortReason(signal));
     }
     if (unbiased) shuffle(clauses);
-    const selection = new Selection(clauses, b.channels, signal);
+    const selection = new Selection(clauses, channelsOf(b), signal);
     const result = selection.run() as Promise<R>;
     // An async builder that adds a clause after an await (or fails after it): its promise
     // rejects ("built already"), which nobody awaited, an unhandled rejection that ended the

@@ -33,11 +33,37 @@ import {
   library,
   runtime,
   select,
+  type SelectBuilder,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { _ENDED_HANDLE } from "../src/channel.ts";
 
 const pending = () => Bridge.of(library()).pending;
+
+Deno.test("a select builder's clause list, channel count and sealed flag are not reachable from its block: `s.sealed = false` let a clause in after the select was built, `s.clauses.push(null)` threw the engine's TypeError from inside select", async () => {
+  using ch = new Channel<number>(2);
+  await ch.send(1);
+  await ch.send(2);
+  let kept: SelectBuilder<number> | undefined;
+  const got = await within(
+    select<number>((s) => {
+      for (const m of ["clauses", "channels", "sealed"]) assert.equal(m in s, false, m);
+      s.onReceive(ch, (v) => v);
+      // Now own properties that nothing reads.
+      const o = s as unknown as Record<string, unknown>;
+      o.channels = -5;
+      o.clauses = [];
+      kept = s;
+    }),
+    5_000,
+    "the select",
+  );
+  assert.equal(got, 1);
+  // Built: a late clause is refused, whatever the block set.
+  (kept as unknown as Record<string, unknown>).sealed = false;
+  assert.throws(() => kept!.onReceive(ch, (v) => v), /the select was built already/);
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+});
 
 Deno.test("an async builder that awaits before its first clause: the select rejects saying so, and the late clause's TypeError does not end the process", async () => {
   // Its clause came after the select was built: the select rejected saying no clause was
