@@ -126,6 +126,7 @@ export class Library {
     // One more host of the process-wide scheduler (see close), counted out when this isolate's
     // thread ends if close() never runs (a terminated Worker).
     lib.symbols.kc_lib_retain_thread();
+    Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
   /**

@@ -403,6 +403,7 @@ class ActorImpl<M> implements Actor<M> {
 
   constructor(mailbox: Mailbox<M>) {
     this.#mailbox = mailbox;
+    Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
   /** The actor's task's Job: read-only (an assignment throws in strict mode). */

@@ -116,6 +116,7 @@ export class NativeCoroutine implements Disposable {
     this.#lib = lib;
     this.#handle = handle;
     droppedCoroutines.register(this, { lib, handle }, this);
+    Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
   /**

@@ -251,6 +251,7 @@ export class NativeScope implements AsyncDisposable {
     this.#handle = handle;
     this.#owner = owner;
     this.#parent = parent;
+    Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
   /** The native scope this one was created under (`parent`), if any. */

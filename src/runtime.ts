@@ -794,6 +794,7 @@ export class Runtime {
     this.#lib = lib;
     this.workers = workers;
     this.#generation = generation;
+    Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
   /** @ignore kc_sched_info's generation of its scheduler (NativeScope makes its scopes there). */
