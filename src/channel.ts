@@ -1689,6 +1689,15 @@ const settledDrops = new Map<Channel<unknown>, unknown[]>();
 
 /** `Channel.#endCollects` for `pump`, outside the class: ends the batch it began on `s`. */
 let endCollects: (s: Shared) => void;
+/**
+ * `Channel.#libraryClosed` and `#unmap` for `trackLocal` and `unmapOnClose`, outside the class.
+ * As public methods (`_libraryClosed`, `_unmap`) any caller reached them: a consumer's
+ * `ch._libraryClosed()` cancelled a live local channel with a LibraryClosedError, its library
+ * open, and rejected what waited on it.
+ */
+let libraryClosedOf: (ch: Channel<unknown>) => void;
+/** See `libraryClosedOf`. */
+let unmapOf: (ch: Channel<unknown>) => void;
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
@@ -2110,7 +2119,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else x.#markEnded(s.creatorHere ? DESTROYED : ENDED_EITHER);
   }
 
-  /** Watched for the library's close (`trackLocal`, `_libraryClosed`); set once. */
+  /** Watched for the library's close (`trackLocal`, `#libraryClosed`); set once. */
   #tracked = false;
 
   #track(): void {
@@ -2119,11 +2128,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore The library closed while this channel was local: nothing can complete what
+   * The library closed while this channel was local: nothing can complete what
    * waits in it, so each waiter rejects with a LibraryClosedError, and its values (buffered,
    * and those of waiting senders) go to onUndeliveredElement, as a cancel would drop them.
    */
-  _libraryClosed(): void {
+  #libraryClosed(): void {
     const s = this._shared;
     if (this.#disposed || !s.local) return;
     s.closed = true;
@@ -2365,8 +2374,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
   }
 
-  /** @ignore Its library begins to close: no inlined try-path from here on (see `#at`). */
-  _unmap(): void {
+  /** Its library begins to close: no inlined try-path from here on (see `#at`). */
+  #unmap(): void {
     this.#at = null;
   }
 
@@ -5696,6 +5705,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   static {
     endCollects = (s) => Channel.#endCollects(s, null);
+    libraryClosedOf = (ch) => ch.#libraryClosed();
+    unmapOf = (ch) => ch.#unmap();
   }
 
   /**
@@ -6524,14 +6535,14 @@ interface WeakChannels {
 
 /**
  * Local channels that had waiters or keep values for a hook, per library: when the library
- * closes, `_libraryClosed` rejects what still waits in them and hands their values to the hook
+ * closes, `#libraryClosed` rejects what still waits in them and hands their values to the hook
  * (no completion can come for them any more).
  */
 const locals = new Map<Library, WeakChannels>();
 
 /**
  * Mapped channels (`Channel.#at`), per library: when the library begins to close
- * (`beforeClose`, while it is still open), each is unmapped (`_unmap`), so that its
+ * (`beforeClose`, while it is still open), each is unmapped (`#unmap`), so that its
  * try-operations take their checked path, which throws LibraryClosedError once it is closed.
  */
 const mapped = new Map<Library, WeakChannels>();
@@ -6563,7 +6574,10 @@ function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
   holdWeakly(mapped, lib, ch, (refs) =>
     lib.beforeClose(() => {
       mapped.delete(lib);
-      for (const ref of refs) ref.deref()?._unmap();
+      for (const ref of refs) {
+        const ch = ref.deref();
+        if (ch !== undefined) unmapOf(ch);
+      }
     }, "the unmap of mapped channels"));
 }
 
@@ -6573,7 +6587,8 @@ function trackLocal(lib: Library, ch: Channel<unknown>): void {
       locals.delete(lib);
       for (const ref of refs) {
         try {
-          ref.deref()?._libraryClosed();
+          const ch = ref.deref();
+          if (ch !== undefined) libraryClosedOf(ch);
         } catch (e) {
           reportError(e);
         }

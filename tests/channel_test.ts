@@ -10179,5 +10179,15 @@ Deno.test("every public method and getter of Channel called on what is no Channe
   assert.equal(await real.receive(), 5);
 });
 
+Deno.test("a channel's library-close hooks (_libraryClosed, _unmap) are not reachable from JavaScript: `ch._libraryClosed()` cancelled a live local channel with a LibraryClosedError, rejecting its waiting receive", async () => {
+  using ch = new Channel<number>(1);
+  const waiting = ch.receive();
+  for (const member of ["_libraryClosed", "_unmap"]) assert.equal(member in ch, false, member);
+  assert.throws(() => (ch as unknown as { _libraryClosed(): void })._libraryClosed(), TypeError);
+  assert.equal(ch.isClosedForSend, false);
+  await ch.send(7);
+  assert.equal(await waiting, 7);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
