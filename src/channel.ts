@@ -3800,10 +3800,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A wait queued natively on a ring that is gone, or one whose abort lost to a completion
-   * (COMPLETING) whose record went with the ring: no record will come, so it fails now with the
-   * error of `RingOp.lost` (`#lost`) and is tracked no more (the withdrawal itself fails: the
-   * ring is gone). `#settleReceivers`, `#settleSenders` and `#settleEnded`, each after a failed
-   * drain (which settled every record drained before it).
+   * (COMPLETING) whose record went with the ring: no record will come, so it fails now as
+   * `RingOp.lost` fails it (`#lost`: the ring's error, or its own reason where it was given up
+   * first) and is tracked no more. `#settleReceivers`, `#settleSenders` and `#settleEnded`, each
+   * after a failed drain (which settled every record drained before it), each walking a copy of
+   * the queue taken then (`waiting`).
    */
   #loseQueued(w: Waiter): void {
     // Only a wait queued natively (QUEUED), or one whose record was due (COMPLETING: with the
@@ -3829,7 +3830,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         } settled already, received a settled wait`,
       );
     }
-    const rc = this.#bridge.abort(w, true); // not counted: no wait gave up
+    // The uncounted withdrawal (no wait gave up) forgets the ticket whatever it answers but
+    // KC_EBUSY: on a ring gone natively, KC_EBADH; 0 where it was withdrawn, or with no native
+    // call where the bridge destroyed the ring (`Bridge.abort`). Either way no record will come:
+    // it fails, with KC_EBADH for the 0. KC_EBUSY (the ring still there, holding its
+    // completion: not expected after a failed drain) leaves it COMPLETING, for that record to
+    // settle it.
+    const rc = this.#bridge.abort(w, true);
     if (rc === Status.EBUSY) w.state = COMPLETING; // not with the ring gone: its record settles it
     else this.#lost(w, rc < 0 ? rc : Status.EBADH);
   }
