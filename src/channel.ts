@@ -3886,6 +3886,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #lost(w: Waiter, rc: number, gaveUp = false): void {
     w.detach();
     releaseSlot(w);
+    // A receive given up before the ring went (its abort lost to a completion whose record went
+    // with the ring: COMPLETING, `#giveUp`) settles with its own reason, as its record would
+    // have settled it (the ring's teardown gives its value back). Before, it rejected with the
+    // ring's InvalidHandleError, though its caller's signal had aborted first. One given up
+    // whose withdrawal met the ring already gone (the `gaveUp` argument, `w.gaveUp` unset)
+    // keeps the ring's error: the loss came first.
+    if (w.gaveUp === true) return w.giveUp(w.reason);
     w.reject(ringLostError(rc, waitOp(w.kind), gaveUp));
   }
 

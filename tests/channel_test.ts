@@ -4516,6 +4516,50 @@ Deno.test("a receiveCatching or an iterator's next() whose ring is lost names it
   ]);
 });
 
+Deno.test("a receive given up after it completed natively, before its ring was lost, rejects with its own reason, not the ring's error", async () => {
+  // Each wait is completed by a native send (its record on the ring, not drained), then its
+  // signal aborts (the withdrawal says KC_EBUSY: given up, its record to settle it, \`#giveUp\`),
+  // then the ring is destroyed by hand (in a child): no record will come (\`#lost\`). The abort
+  // came first: each rejects with its reason, as its record would have settled it, and the
+  // value goes back to its channel (the ring's teardown). Before, each rejected with the
+  // ring's InvalidHandleError. (A ring lost before the abort: the test above, the ring's error.)
+  const res = await evalScript(`
+    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { trySendNatively, until, within } from "./tests/support.ts";
+    const bridge = Bridge.of(library());
+    const chans = [0, 1, 2].map(() => new Channel(0, { codec: codecs.f64 }));
+    for (const ch of chans) ch.share();
+    const ctl = new AbortController(), signal = ctl.signal, reason = new Error("the reason");
+    const name = (p) => p.then(
+      (v) => "resolved " + JSON.stringify(v),
+      (e) => e === reason ? "the reason" : e instanceof InvalidHandleError ? "InvalidHandleError" : String(e),
+    );
+    const ops = [
+      name(chans[0].receive({ signal })),
+      name(chans[1].receiveCatching({ signal })),
+      name(chans[2].values({ signal }).next()),
+    ];
+    await until(() => bridge.pending >= 3, "3 waits queued natively");
+    chans.forEach((ch, i) => {
+      if (trySendNatively(ch.handle, i + 1) !== 0) throw new Error("the native send did not complete it");
+    });
+    ctl.abort(reason);
+    library().symbols("test").kc_ring_destroy(bridge.ring);
+    const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
+    // The ring's teardown, when its last reference goes (the bridge's wait may hold it a moment).
+    const back = [];
+    for (const ch of chans) {
+      let r;
+      await until(() => (r = ch.tryReceive()).state !== "empty", "the value back in its channel");
+      back.push(r.value);
+    }
+    console.log(JSON.stringify([outcomes, back]));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), [["the reason", "the reason", "the reason"], [1, 2, 3]]);
+});
+
 Deno.test("an iterator's next() queueing onto a lost ring settles after an earlier one queued on it: in order", async () => {
   // The ring destroyed by hand (in a child: this isolate's ring is gone for good) with one
   // next() queued natively on it and a later one still waiting in JavaScript, which queues onto
@@ -4651,9 +4695,11 @@ Deno.test("a send that completes a receive of its own isolate when the ring is g
   // record on the ring, not drained); this isolate's trySend then completes \`r2\` natively, and
   // the ring is destroyed before the drain that settles it (\`settleWhere\` wrapped). The failed
   // drain settled every record drained before, so neither record will come: both fail before
-  // trySend returns, as \`#settleSenders\` fails a receive's partners (\`#loseQueued\`). Before,
-  // \`#settleReceivers\` failed the queued \`r2\` only: \`r1\` went on waiting until the ring's
-  // wait found the ring gone, a turn or more later.
+  // trySend returns, as \`#settleSenders\` fails a receive's partners (\`#loseQueued\`), \`r1\`
+  // with its abort's reason (given up before the ring went, \`#lost\`), \`r2\` with the ring's
+  // error. Before, \`#settleReceivers\` failed the queued \`r2\` only: \`r1\` went on waiting until
+  // the ring's wait found the ring gone, a turn or more later; then it rejected with the ring's
+  // error, though its abort came first.
   const res = await evalOnLibrary(`
     const lost = /^Cannot receive: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
     const a = new Channel(0, { codec: codecs.f64 });
@@ -4674,7 +4720,7 @@ Deno.test("a send that completes a receive of its own isolate when the ring is g
     console.log(now);
   `);
   assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: ["lost", "lost"] });
+  assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: ["Error: gave up", "lost"] });
 });
 
 Deno.test("a close of this isolate that finds the ring gone tells the rest in the same turn: another channel's wait fails, and a close watch is told of the cancel the ring's going away made", async () => {
@@ -4808,7 +4854,9 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails at o
   // then, as \`#settleSenders\` fails such a send (\`#loseQueued\`). Before, \`#settleEnded\`
   // skipped it: it went on waiting after close() or cancel() returned, until the ring's wait
   // found the ring gone, a turn or more later. A receive to close (a native send took it), a
-  // send to cancel (a native receive took its value); one process each.
+  // send to cancel (a native receive took its value); one process each. The receive rejects
+  // with its abort's reason (given up before the ring went, \`#lost\`; before, with the ring's
+  // error); the send, whose record would have settled it as delivered, with the ring's error.
   for (
     const [end, wait, complete] of [
       ["close", "a.receive({ signal: ctl.signal })", "trySendNatively(a.handle, 1)"],
@@ -4840,7 +4888,7 @@ Deno.test("a close or cancel of this isolate that finds the ring gone fails at o
     assert.equal(res.code, 0, res.stderr);
     assert.deepEqual(JSON.parse(res.stdout), {
       pending: 0,
-      outcome: end === "close" ? "receive lost" : "send lost",
+      outcome: end === "close" ? "Error: gave up" : "send lost",
     }, end);
   }
 });
