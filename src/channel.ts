@@ -4678,6 +4678,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         v = this.#poll(this.#sym(op), op);
       }
     } catch (e) {
+      // An iterator's next() rejecting for its own reason (a value that fails to decode): the
+      // others still pending answer done and take nothing, as where a wait's value fails to
+      // decode (`#settleWith`). Before, where this next() was made in its turn while earlier
+      // ones waited, they went on waiting and took later values.
+      if (held !== undefined) this.#endIter(held);
       return failed(held, e);
     }
     if (v === EMPTY) return this.#wait(kind, undefined, signal, undefined, held);

@@ -1232,6 +1232,35 @@ Deno.test("a next() a hook calls inside a next() a hook called inside the one pe
   assert.deepEqual(await within(fourth, 10_000, "the fourth"), { value: 8, done: false });
 });
 
+Deno.test("a next() made in its turn whose value fails to decode at once ends its iterator: the earlier next() still pending answers done, its value back in the channel", async () => {
+  // The first next() took 1 natively (its record still due); a value codecs.default cannot read
+  // is buffered after it; the second next() takes that at once and rejects with the
+  // CodecError, releasing the first as a decode failure after a wait does (`#endIter`): it
+  // answers done and its 1 goes back to the channel. Before, the first resolved with 1 and
+  // only then the second rejected, the iterator going on to the end of its turns.
+  const order: string[] = [];
+  const tag = tagInto(order);
+  using ch = new Channel<unknown>(1);
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator]() as AsyncIterator<number>;
+  const first = tag("first", it.next());
+  await untilQueuedNatively(ch, "the first next() queued natively");
+  assert.equal(trySendNatively(h, 1, codecs.default), 0, "the native send completes the first");
+  assert.equal(sendUndecodable(ch), 0, "buffered after it");
+  const second = it.next().then(
+    () => order.push("second resolved"),
+    (e) => order.push(e instanceof CodecError ? "second CodecError" : `second ${e}`),
+  );
+  const third = tag("third", it.next());
+  await within(Promise.all([first, second, third]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first done", "second CodecError", "third done"]);
+  assert.deepEqual(
+    await within(ch.receive(), 10_000, "the value given back"),
+    1,
+    "the first's value went back to the channel",
+  );
+});
+
 Deno.test("a return() a hook calls while the one pending next() is made, which then answers done at once, settles after it", async () => {
   // The one next() pending finds the channel empty and hands a kept value to the hook, which
   // calls return(): the next() sees its iterator ended and answers done without waiting (its
