@@ -1230,6 +1230,12 @@ function waitOp(kind: number): string {
  * `making`: the one `next()` pending is being made outside a FIFO (its receive runs); where
  * that receive runs code that calls `next()` or `return()` (an onUndeliveredElement hook), the
  * FIFO begins with a turn for it (`turnsOf`), whose promise (`made`) that `next()` returns.
+ * `starting`: a receive of a `next()` in its turn runs (`Channel.#receiveInTurn`).
+ * `queued`: the `next()`s called by code a receive of the iterator ran (`making`, `starting`),
+ * in call order, whose receives begin once that receive has returned (it took its value or
+ * queued its wait), so that each takes its value in call order too. Before, such a `next()`
+ * took a value, or queued its wait, ahead of the one whose receive ran it: it settled after
+ * that one, with the earlier value.
  */
 type IterWaits = {
   waiter: Waiter | null;
@@ -1241,6 +1247,8 @@ type IterWaits = {
   turning: Turn | null;
   making: boolean;
   made: Promise<never> | null;
+  starting: boolean;
+  queued: (() => void)[] | null;
 };
 
 /**
@@ -6227,6 +6235,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       turning: null,
       making: false,
       made: null,
+      starting: false,
+      queued: null,
     };
     const next = (): Promise<IteratorResult<T, undefined>> => {
       // Once ended, done: after the next()s and return() still pending (`afterPending`), as an
@@ -6240,11 +6250,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (!pendingIn(held)) {
         held.making = true;
         let p: Promise<unknown>;
+        let threw = false;
         try {
           p = this.#receive(RECV_ITER, wait, held);
         } catch (e) {
-          if (held.made === null) throw e;
-          p = Promise.reject(e); // its turn's: what was made meanwhile waits for it
+          // `#receive` rejects what fails; a throw past it (none is known) still rejects this
+          // next(), and its turn if one was made meanwhile, whatever took the turn: never a
+          // next() that throws, nor a turn left unsettled, which every later one waits behind.
+          // Before, it threw where no turn was made, and left one made to its wait.
+          threw = true;
+          p = failed(held, e);
         } finally {
           held.making = false;
         }
@@ -6253,9 +6268,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         const t = held.turning!;
         held.turning = null;
         held.made = null;
-        if (held.waiter?.turn !== t) {
+        if (threw || held.waiter?.turn !== t) {
           p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
         }
+        // The next()s the code its receive ran called begin their receives now, in call order.
+        if (held.queued !== null) this.#startQueued(held);
         return made;
       }
       // Called again before an earlier one settled: it settles in its turn (`#receiveInTurn`).
@@ -6288,10 +6305,50 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * An iterator's `next()` (of `held`) made in a turn of its FIFO (`IterWaits.turns`): it
    * settles after every earlier one, whatever settles it first (`deliver`): a wait takes the
-   * turn (`#wait`), an immediate outcome (a value, done, a rejection) is handed to it.
+   * turn (`#wait`), an immediate outcome (a value, done, a rejection) is handed to it. One that
+   * code a receive of the iterator runs calls (an onUndeliveredElement hook) begins its receive
+   * once that receive has returned (`IterWaits.queued`): it takes the value after that one's.
    */
   #receiveInTurn(wait: WaitOptions | undefined, held: IterWaits): Promise<unknown> {
     const [t, promise] = newTurn(held);
+    if (held.making || held.starting) {
+      // Rare (a hook's next()): a closure per such call, none on a loop's path.
+      (held.queued ??= []).push(() => this.#startTurn(wait, held, t));
+      return promise;
+    }
+    held.starting = true;
+    try {
+      this.#startTurn(wait, held, t);
+      if (held.queued !== null) this.#startQueued(held);
+    } finally {
+      held.starting = false;
+    }
+    return promise;
+  }
+
+  /**
+   * The `next()`s queued while a receive of the iterator ran (`IterWaits.queued`), each begun in
+   * call order; one a hook of theirs calls joins the end of the list, begun in its turn too.
+   */
+  #startQueued(held: IterWaits): void {
+    const queued = held.queued!;
+    held.starting = true;
+    try {
+      for (let i = 0; i < queued.length; i++) queued[i]();
+    } finally {
+      held.queued = null;
+      held.starting = false;
+    }
+  }
+
+  /**
+   * Begins the receive of the `next()` of turn `t`: its outcome goes to the turn, which settles
+   * in every path, a throw past `#receive` too (rejected, the iterator ended). One begun late
+   * (`#startQueued`) on an iterator ended meanwhile (a `return()`, a rejection) answers done,
+   * having taken nothing, as a `next()` pending at the end does.
+   */
+  #startTurn(wait: WaitOptions | undefined, held: IterWaits, t: Turn): void {
+    if (held.ended) return deliver(held, t, true, ITER_DONE);
     // Restored after, not cleared: a next() made in a hook this receive runs (`#collectAfter`)
     // is made in its own turn and leaves this one to this receive's wait.
     const outer = held.turning;
@@ -6299,13 +6356,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let p: Promise<unknown>;
     try {
       p = this.#receive(RECV_ITER, wait, held);
+    } catch (e) {
+      // `#receive` rejects what fails; should something throw past it, the turn settles all the
+      // same, whatever took it. Before, it stayed unsettled: this next() threw, and every later
+      // next() and return() waited behind its turn for ever.
+      held.ended = true;
+      return deliver(held, t, false, e);
     } finally {
       held.turning = outer;
     }
     if (held.waiter?.turn !== t) {
       p.then((v) => deliver(held, t, true, v), (e) => deliver(held, t, false, e));
     }
-    return promise;
   }
 
   /**

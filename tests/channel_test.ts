@@ -1169,12 +1169,13 @@ Deno.test("a next() a hook calls while a later next() is made in its turn leaves
   assert.deepEqual(order, ["first value 1", "second RangeError: gone", "third done"]);
 });
 
-Deno.test("a next() a hook calls while the one pending next() is made settles after it", async () => {
+Deno.test("a next() a hook calls while the one pending next() is made settles after it, with the later value", async () => {
   // The one next() pending (as a for await loop's) finds the channel empty and hands a kept
   // value to onUndeliveredElement (`#collectAfter`), which calls next() again. That one settles
-  // after the first, though its wait queued first (it takes the first value sent: each settles
-  // in its turn, whatever settles it). Before, the first next() had no turn: the second,
-  // finding none pending, took the first value and resolved ahead of it.
+  // after the first, and takes the value after the first's: its receive begins once the first
+  // has queued its wait (`IterWaits.queued`). Before, the first next() had no turn: the second,
+  // finding none pending, took the first value and resolved ahead of it; then (session 38) it
+  // settled second, but its wait, queued first, took the first value (6 then 5).
   const order: string[] = [];
   const tag = (name: string, p: Promise<IteratorResult<number>>) =>
     p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
@@ -1191,17 +1192,18 @@ Deno.test("a next() a hook calls while the one pending next() is made settles af
   assert.equal(seconds.length, 1, "the hook ran in the first next() and called next()");
   await within(Promise.all([ch.send(5), ch.send(6)]), 10_000, "the sends");
   await within(Promise.all([first, ...seconds]), 10_000, "the outcomes");
-  assert.deepEqual(order, ["first value 6", "second value 5"]);
+  assert.deepEqual(order, ["first value 5", "second value 6"]);
 });
 
 Deno.test("a next() a hook calls inside a next() a hook called inside the one pending next() settles after both, and the iterator runs on as a loop's after", async () => {
   // Two deep: the first next() (made outside a FIFO) runs the hook, which keeps another value
   // and calls next(); that second one's receive runs the hook again, which calls a third. Each
   // settles after the one whose receive ran it (the first's turn begins the FIFO, each later one
-  // takes its own), whatever value its wait took (the innermost wait may have queued first). Then the
-  // FIFO is gone: a fourth next(), called alone, settles by its own receive, ahead of nothing.
-  // Before (the first next() with no turn), the second and third, finding none pending, settled
-  // ahead of the first.
+  // takes its own), with the value after that one's: each receive begins once the one that ran
+  // it has queued its wait (`IterWaits.queued`). Then the FIFO is gone: a fourth next(), called
+  // alone, settles by its own receive, ahead of nothing. Before (the first next() with no turn),
+  // the second and third, finding none pending, settled ahead of the first; then (session 38)
+  // they settled in order, but the innermost wait, queued first, took the first value.
   const order: string[] = [];
   const tag = (name: string, p: Promise<IteratorResult<number>>) =>
     p.then((r) => order.push(`${name} ${r.done ? "done" : `value ${r.value}`}`));
@@ -1225,11 +1227,107 @@ Deno.test("a next() a hook calls inside a next() a hook called inside the one pe
   assert.equal(inner.length, 2, "the hook ran in the first next() and in the second");
   await within(Promise.all([ch.send(5), ch.send(6), ch.send(7)]), 10_000, "the sends");
   await within(Promise.all([first, ...inner]), 10_000, "the outcomes");
-  assert.deepEqual(order.map((o) => o.split(" ")[0]), ["first", "second", "third"], `${order}`);
-  assert.deepEqual(order.map((o) => o.split(" ")[2]).sort(), ["5", "6", "7"], `${order}`);
+  assert.deepEqual(order, ["first value 5", "second value 6", "third value 7"]);
   const fourth = it.next();
   await within(ch.send(8), 10_000, "the fourth's send");
   assert.deepEqual(await within(fourth, 10_000, "the fourth"), { value: 8, done: false });
+});
+
+Deno.test("a next() a hook calls after sending takes the value after the one pending next()'s, which takes the value the hook sent", async () => {
+  // The one next() pending finds the channel empty and hands a kept value to the hook, which
+  // try-sends 7 (buffered: no wait is queued yet) and calls next() again. The first, whose
+  // receive ran the hook, takes 7; the hook's next() begins its receive after it and waits for
+  // 8. Before, the hook's next() took 7 at once and the first waited for 8: in their turns, the
+  // first resolved with 8, the second with 7.
+  for (const shared of [true, false]) {
+    const order: string[] = [];
+    const tag = tagInto(order);
+    const seconds: Promise<unknown>[] = [];
+    using ch = new Channel<number>(4, {
+      codec: codecs.f64,
+      onUndeliveredElement: () => {
+        assert.deepEqual(ch.trySend(7), { state: "ok" });
+        seconds.push(tag("second", it.next()));
+      },
+    });
+    const h = ch.share().handle;
+    const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+    const sym = library().symbols("test");
+    assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+    const first = tag("first", it.next());
+    assert.equal(seconds.length, 1, "the hook ran in the first next() and called next()");
+    if (shared) assert.equal(trySendNatively(h, 8), 0);
+    else await ch.send(8);
+    await within(Promise.all([first, ...seconds]), 10_000, "the outcomes");
+    assert.deepEqual(order, ["first value 7", "second value 8"], `shared sender: ${shared}`);
+  }
+});
+
+Deno.test("a next() a hook calls, then a return() it calls, answer done after the one pending next(): the later next() takes nothing", async () => {
+  // The hook's next() is queued to begin after the first's receive (`IterWaits.queued`); the
+  // return() ends the iterator before it begins: it answers done, having queued no wait, and
+  // the value sent later stays in the channel.
+  const order: string[] = [];
+  const tag = tagInto(order);
+  const later: Promise<unknown>[] = [];
+  using ch = new Channel<number>(4, {
+    codec: codecs.f64,
+    onUndeliveredElement: () => {
+      later.push(tag("second", it.next()));
+      later.push(tag("return", it.return!()));
+    },
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator](); // the hook's, once it runs
+  const sym = library().symbols("test");
+  assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(new Float64Array([9])), 8), 1);
+  const first = tag("first", it.next());
+  await within(Promise.all([first, ...later]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first done", "second done", "return done"]);
+  assert.deepEqual(ch.trySend(3), { state: "ok" }, "no receive of the iterator waits");
+  assert.deepEqual(ch.tryReceive(), { state: "ok", value: 3 });
+});
+
+Deno.test("an iterator's next() whose receive throws past its rejection path still settles, in its turn, and the iterator ends: no next() throws, nothing waits for ever", async () => {
+  // Forced: kc_chan_cause, read once the channel is seen closed (`#lookCause`, outside
+  // `#receive`'s try), throws. A next() made alone (no FIFO) and one made in its turn behind an
+  // earlier one still queued natively each meet the native close so: each rejects (in its turn,
+  // after the earlier one), and a later next() answers done. Before, the first threw from
+  // next(); the second threw too and left its turn unsettled: the later next(), queued behind
+  // that turn, never settled.
+  const sym = library().symbols("test");
+  const cause = sym.kc_chan_cause;
+  const boom = new Error("boom");
+  for (const inTurn of [false, true]) {
+    using ch = new Channel<number>(0, { codec: codecs.f64 });
+    const h = ch.share().handle;
+    const it = ch[Symbol.asyncIterator]();
+    const order: string[] = [];
+    const tag = tagInto(order);
+    const first = inTurn ? tag("earlier", it.next()) : undefined;
+    if (inTurn) await untilQueuedNatively(ch, "the earlier next() queued natively");
+    Object.assign(sym, {
+      kc_chan_cause: () => {
+        throw boom;
+      },
+    });
+    try {
+      assert.equal(sym.kc_chan_close(h), 1);
+      let p: Promise<IteratorResult<number>> | undefined;
+      assert.doesNotThrow(() => p = it.next(), `in turn: ${inTurn}`);
+      const later = it.next();
+      await within(
+        Promise.all([first, tag("next", p!), tag("later", later)]),
+        10_000,
+        `in turn: ${inTurn}: the outcomes`,
+      );
+    } finally {
+      Object.assign(sym, { kc_chan_cause: cause });
+    }
+    const want = ["next Error: boom", "later done"];
+    assert.deepEqual(order, inTurn ? ["earlier done", ...want] : want, `in turn: ${inTurn}`);
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
+  }
 });
 
 Deno.test("a next() made in its turn whose value fails to decode at once ends its iterator: the earlier next() still pending answers done, its value back in the channel", async () => {
