@@ -890,7 +890,12 @@ class Selection implements RingOp {
   /**
    * Its ring is gone (see `RingOp.lost`): no record will come, so it fails now, as a withdrawal
    * that failed fails it (`#jsWins`): its send clauses' values went to the native side when it
-   * queued (a ring's teardown hands them to their channels), not freed here.
+   * queued (a ring's teardown hands them to their channels), not freed here. One given up before
+   * (`gaveUp`: its abort lost to a completion whose record went with the ring) with receive
+   * clauses only rejects with its own reason, as that record would have settled it (the ring's
+   * teardown gives the value back), as a plain receive does (channel.ts, `#lost`). Before, with
+   * the ring's error, though its signal had aborted first. With a send clause, the ring's error:
+   * had that clause won, its record would have fired it (the value delivered).
    */
   lost(status: number): void {
     this.queued = false;
@@ -898,7 +903,8 @@ class Selection implements RingOp {
     this.#giveSlots();
     this.done = true;
     this.#cleanup();
-    this.reject(ringLostError(status, "select"));
+    const own = this.gaveUp && !this.native.some((c) => c.kind === SEND);
+    this.reject(own ? this.reason : ringLostError(status, "select"));
   }
 
   /** The per-isolate state of clause `index`'s channel (`Bridge.settleWhere`'s picks). */

@@ -4643,21 +4643,25 @@ Deno.test("a receiveCatching or an iterator's next() whose ring is lost names it
   ]);
 });
 
-Deno.test("a receive given up after it completed natively, before its ring was lost, rejects with its own reason, not the ring's error", async () => {
+Deno.test("a receive (or a select of receive clauses) given up after it completed natively, before its ring was lost, rejects with its own reason, not the ring's error", async () => {
   // Each wait is completed by a native send (its record on the ring, not drained), then its
   // signal aborts (the withdrawal says KC_EBUSY: given up, its record to settle it, \`#giveUp\`),
-  // then the ring is destroyed by hand (in a child): no record will come (\`#lost\`). The abort
-  // came first: each rejects with its reason, as its record would have settled it, and the
-  // value goes back to its channel (the ring's teardown). Before, each rejected with the
-  // ring's InvalidHandleError. (A ring lost before the abort: the test above, the ring's error.)
+  // then the ring is destroyed by hand (in a child): no record will come (\`#lost\`, a select's
+  // \`lost\`). The abort came first: each rejects with its reason, as its record would have
+  // settled it, and the value goes back to its channel (the ring's teardown); an iterator's
+  // next() that its return() gave up so answers done, and the return() after it. Before, each
+  // rejected with the ring's InvalidHandleError. (A ring lost before the abort: the test above,
+  // the ring's error.) A select with a send clause keeps the ring's error: its record would
+  // have fired that clause had it won (select.ts, \`lost\`).
   const res = await evalScript(`
-    import { Channel, codecs, InvalidHandleError, library } from "./mod.ts";
+    import { Channel, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { trySendNatively, until, within } from "./tests/support.ts";
     const bridge = Bridge.of(library());
-    const chans = [0, 1, 2].map(() => new Channel(0, { codec: codecs.f64 }));
+    const chans = [0, 1, 2, 3, 4].map(() => new Channel(0, { codec: codecs.f64 }));
     for (const ch of chans) ch.share();
     const ctl = new AbortController(), signal = ctl.signal, reason = new Error("the reason");
+    const it = chans[3][Symbol.asyncIterator]();
     const name = (p) => p.then(
       (v) => "resolved " + JSON.stringify(v),
       (e) => e === reason ? "the reason" : e instanceof InvalidHandleError ? "InvalidHandleError" : String(e),
@@ -4666,12 +4670,15 @@ Deno.test("a receive given up after it completed natively, before its ring was l
       name(chans[0].receive({ signal })),
       name(chans[1].receiveCatching({ signal })),
       name(chans[2].values({ signal }).next()),
+      name(it.next()),
+      name(select((s) => s.onReceive(chans[4], (v) => v), { signal })),
     ];
-    await until(() => bridge.pending >= 3, "3 waits queued natively");
+    await until(() => bridge.pending >= 5, "5 waits queued natively");
     chans.forEach((ch, i) => {
       if (trySendNatively(ch.handle, i + 1) !== 0) throw new Error("the native send did not complete it");
     });
     ctl.abort(reason);
+    ops.push(name(it.return()));
     library().symbols("test").kc_ring_destroy(bridge.ring);
     const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
     // The ring's teardown, when its last reference goes (the bridge's wait may hold it a moment).
@@ -4684,7 +4691,11 @@ Deno.test("a receive given up after it completed natively, before its ring was l
     console.log(JSON.stringify([outcomes, back]));
   `);
   assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(JSON.parse(res.stdout), [["the reason", "the reason", "the reason"], [1, 2, 3]]);
+  const done = 'resolved {"done":true}';
+  assert.deepEqual(JSON.parse(res.stdout), [
+    ["the reason", "the reason", "the reason", done, "the reason", done],
+    [1, 2, 3, 4, 5],
+  ]);
 });
 
 Deno.test("an iterator's next() queueing onto a lost ring settles after an earlier one queued on it: in order", async () => {
@@ -5052,7 +5063,9 @@ Deno.test("a close, or a send completing a receive, of this isolate that finds t
   // natively, settled every record drained before, so none will come: it fails then
   // (\`Bridge.loseWhere\`). Before, the look (\`selectOn\`) passed over a select given up, as
   // \`settleWhere\`'s picks leave one to the ring's usual drain: it waited on until the ring's
-  // wait found the ring gone, a turn or more later. One process each.
+  // wait found the ring gone, a turn or more later. One process each. It rejects with its
+  // abort's reason (given up before the ring went, receive clauses only: select.ts \`lost\`;
+  // before, with the ring's error).
   for (const end of ["a.close()", "a.trySend(2)"]) {
     const res = await evalOnLibrary(`
       const lost = /^Cannot select: the wait was lost with this isolate's completion ring, destroyed while the wait was queued on it \\(/;
@@ -5079,7 +5092,7 @@ Deno.test("a close, or a send completing a receive, of this isolate that finds t
       console.log(now);
     `);
     assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: "select lost" }, end);
+    assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: "Error: gave up" }, end);
   }
 });
 
