@@ -7,6 +7,8 @@
 //!   as a dependency                -> dep.module("kcoro") (Zig API), dep.artifact("kcoro") (C ABI,
 //!                                     shared), dep.artifact("kcoro-static") (C ABI, static)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
+//!   zig build test -Dtest-hang=true -> a test that hangs on purpose, for the runner's watchdog
+//!                                     (KCORO_TEST_TIMEOUT_S=2); see zig-src/testing/runner.zig
 //!   zig build test -Dtsan=true     -> the unit tests under ThreadSanitizer (x86_64 Linux only; the
 //!                                     first build compiles its runtime, minutes); not in ./task test
 //!   zig build bench -- [args]      -> native benchmarks
@@ -22,6 +24,9 @@ pub fn build(b: *std.Build) void {
     const optimize = optimize_opt orelse .ReleaseFast;
     const test_optimize = b.option(std.builtin.OptimizeMode, "test-optimize", "Unit test build mode (default Debug)") orelse .Debug;
     const test_filter = b.option([]const u8, "test-filter", "Run only tests whose name contains this");
+    // zig-src/testing/hang_test.zig instead of the unit tests: checks that the test runner's
+    // watchdog names a hung test (tests/zig_runner_test.ts).
+    const test_hang = b.option(bool, "test-hang", "Run a test that hangs on purpose instead of the unit tests (for the runner's watchdog)") orelse false;
     // Each coroutine is a TSan fiber there (zig-src/coro/tsan.zig); tests that fork a child
     // that starts threads are skipped (`forkedThreadsOk` in zig-src/sched/scheduler.zig).
     const tsan = b.option(bool, "tsan", "Unit tests under ThreadSanitizer (x86_64 Linux only)") orelse false;
@@ -94,17 +99,22 @@ pub fn build(b: *std.Build) void {
 
     // Unit tests, with assertions on.
     const test_mod = b.createModule(.{
-        .root_source_file = b.path("zig-src/root.zig"),
+        .root_source_file = b.path(if (test_hang) "zig-src/testing/hang_test.zig" else "zig-src/root.zig"),
         .target = target,
         .optimize = test_optimize,
         .link_libc = true,
         .sanitize_thread = if (tsan) true else null,
     });
     test_mod.addIncludePath(b.path("include"));
+    // Zig's own runner with a watchdog (zig-src/testing/runner.zig): a test that runs past
+    // KCORO_TEST_TIMEOUT_S (default 300 s) is named on stderr and the binary exits, where a
+    // hung one ran into scripts/test.sh's 30-minute bound unnamed. KCORO_TEST_VERBOSE=1 names
+    // each test as it starts.
     const tests = b.addTest(.{
         .root_module = test_mod,
         .use_llvm = true,
         .filters = if (test_filter) |f| &.{f} else &.{},
+        .test_runner = .{ .path = b.path("zig-src/testing/runner.zig"), .mode = .server },
     });
     const run_tests = b.addRunArtifact(tests);
     // A foreign target's tests run under an emulator (-fqemu, or binfmt_misc): qemu-user aborts

@@ -21,7 +21,9 @@ run_zig() { # $1 = label, rest = extra zig build args
   echo "== zig unit tests ($label)"
   f="$log/zig-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
   # Bounded: a failed test that leaves a worker running can make the test binary hang instead
-  # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host.
+  # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host. The outer
+  # bound: the test runner's watchdog (zig-src/testing/runner.zig) ends a test that runs past
+  # KCORO_TEST_TIMEOUT_S (default 300 s) first, and names it.
   if timeout -k 10 1800 zig build test --summary all "$@" >"$f" 2>&1; then
     # The trap tests kill a forked child with SIGILL on purpose; qemu reports each one.
     grep -v '^qemu: uncaught target signal 4' "$f" | grep 'tests passed' || true

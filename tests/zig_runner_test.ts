@@ -1,0 +1,108 @@
+// The Zig unit tests' runner (zig-src/testing/runner.zig) has a watchdog: a test that runs past
+// KCORO_TEST_TIMEOUT_S seconds is named on stderr and the test binary ends (status 3), where a
+// hung test ran into scripts/test.sh's 30-minute bound per step and the log did not say which
+// test it was. zig-src/testing/hang_test.zig hangs on purpose; `-Dtest-hang=true` builds it
+// instead of the unit tests. The bounds on the commands below are against a hang of the runner
+// itself only (its watchdog not firing), generous for a first build on a loaded machine.
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
+const HUNG = "hang_test.test.hangs on purpose: joins a thread that never ends";
+
+async function run(cmd: string, args: string[], env: Record<string, string>, limitMs: number) {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd: root,
+    // Not inherited from a caller's shell: verbose output and qemu mode are set per case.
+    env: { KCORO_TEST_VERBOSE: "0", KCORO_TEST_HANG: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(limitMs),
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  return { code: out.code, text };
+}
+
+/** The hang test as a program of its own (the runner's terminal mode), in a temporary prefix. */
+async function buildHangTest(dir: string): Promise<string> {
+  const out = await run(
+    zig,
+    ["build", "test-exe", "-Dtest-hang=true", "--prefix", dir],
+    {},
+    600_000,
+  );
+  assert.equal(out.code, 0, out.text);
+  return `${dir}/bin/kcoro-test`;
+}
+
+Deno.test("the Zig test runner's watchdog names a test that hangs and ends the binary with status 3", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const exe = await buildHangTest(dir);
+    const t0 = performance.now();
+    const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "2", KCORO_TEST_VERBOSE: "1" }, 60_000);
+    const ms = performance.now() - t0;
+    assert.equal(out.code, 3, out.text);
+    assert.match(out.text, /kcoro test 1\/2: hang_test\.test\.passes before the hang\n/);
+    assert.ok(out.text.includes(`kcoro test 2/2: ${HUNG}\n`), out.text);
+    assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
+    assert.ok(ms >= 2000, `ended after ${ms} ms, before its bound`);
+
+    // Without KCORO_TEST_VERBOSE the start of each test is not announced; the watchdog still is.
+    const quiet = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "1" }, 60_000);
+    assert.equal(quiet.code, 3, quiet.text);
+    assert.doesNotMatch(quiet.text, /kcoro test 1\/2/);
+    assert.ok(quiet.text.includes(`kcoro test watchdog: ${HUNG} ran past 1s\n`), quiet.text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the Zig test runner bounds the exit after the last test, its summary printed first", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const exe = await buildHangTest(dir);
+    // Every test passes; an atexit handler that never returns hangs the exit instead.
+    const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "1", KCORO_TEST_HANG: "exit" }, 60_000);
+    assert.equal(out.code, 3, out.text);
+    const summary = out.text.indexOf("All 2 tests passed.");
+    const named = out.text.indexOf(
+      "kcoro test watchdog: the exit after the last test ran past 1s\n",
+    );
+    assert.ok(summary >= 0 && named > summary, out.text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the Zig test runner refuses a KCORO_TEST_TIMEOUT_S that is not a number of seconds above 0", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const exe = await buildHangTest(dir);
+    for (const bad of ["0", "x", "-1", "1.5"]) {
+      const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: bad }, 60_000);
+      assert.equal(out.code, 2, out.text);
+      assert.ok(
+        out.text.includes(
+          `Cannot read KCORO_TEST_TIMEOUT_S: not a whole number of seconds above 0, received "${bad}"`,
+        ),
+        out.text,
+      );
+      assert.doesNotMatch(out.text, /hang_test/); // no test ran
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("`zig build test` fails the step at the watchdog and names the hung test", async () => {
+  // The build runner's protocol (--listen=-), as scripts/test.sh runs the unit tests.
+  const out = await run(zig, ["build", "test", "-Dtest-hang=true", "--summary", "all"], {
+    KCORO_TEST_TIMEOUT_S: "2",
+  }, 600_000);
+  assert.notEqual(out.code, 0, out.text);
+  assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
+  assert.ok(out.text.includes(`while executing test '${HUNG}'`), out.text);
+  assert.match(out.text, /exited with code 3/);
+});

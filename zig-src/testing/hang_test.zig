@@ -1,0 +1,29 @@
+//! Tests that hang on purpose, for the test runner's watchdog (zig-src/testing/runner.zig):
+//! `zig build test -Dtest-hang=true` builds this file instead of the unit tests, and
+//! tests/zig_runner_test.ts runs it with a short KCORO_TEST_TIMEOUT_S. Not in ./task test.
+//!
+//! KCORO_TEST_HANG=exit: the last test passes but leaves an atexit handler that never returns,
+//! so the process hangs in its exit after the last test instead (what a thread left running
+//! that holds a lock `exit` takes does).
+const std = @import("std");
+
+test "passes before the hang" {
+    try std.testing.expect(true);
+}
+
+test "hangs on purpose: joins a thread that never ends" {
+    if (std.posix.getenv("KCORO_TEST_HANG")) |mode| {
+        if (std.mem.eql(u8, mode, "exit")) {
+            if (atexit(&blockForever) != 0) return error.AtexitFailed;
+            return;
+        }
+    }
+    const t = try std.Thread.spawn(.{}, blockForever, .{});
+    t.join();
+}
+
+extern "c" fn atexit(func: *const fn () callconv(.c) void) c_int;
+
+fn blockForever() callconv(.c) void {
+    while (true) std.Thread.sleep(std.time.ns_per_s);
+}
