@@ -351,12 +351,12 @@ fn mainTerminal() void {
         }
         testing.log_level = .warn;
 
+        announce(i); // kcoro: on a line of its own, before the standard "i/N name..."
         const test_node = root_node.start(test_fn.name, 0);
         if (!have_tty) {
             std.debug.print("{d}/{d} {s}...", .{ i + 1, test_fn_list.len, test_fn.name });
         }
         is_fuzz_test = false;
-        announce(i); // kcoro
         beginPhase(@intCast(i)); // kcoro: the watchdog bounds the test from here
         const result = test_fn.func();
         endPhase();
