@@ -971,7 +971,13 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
     const rc = shutdownOf(mode, null, timeout_ns);
-    if (rc == 0) stopUnusedThreads();
+    // Also after KC_ETIME: the threads it leaves running are the scheduler's workers (one on a
+    // coroutine that never yields), which the next shutdown joins; the ticker and the pipes'
+    // thread serve none of them and wait on none of them (the ticker reads the time, the pipes
+    // snapshot channels), so they end now as after a shutdown that joined. Before, they ran on
+    // after a host's last, timed-out, shutdown (an exit), which no later shutdown followed. A
+    // stuck coroutine that reads the clock starts the ticker again, as any reader does.
+    if (rc == 0 or rc == Status.timeout.code()) stopUnusedThreads();
     return rc;
 }
 
@@ -12271,6 +12277,37 @@ test "C ABI: a shutdown with no host left ends and joins the clock ticker; the c
     try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(30 * std.time.ns_per_s));
     try testing.expectEqual(Status.timeout.code(), S.rc.load(.acquire));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expect(!kcoro.clock.running());
+}
+
+test "C ABI: a timed shutdown that times out with no host left still ends and joins the clock ticker; the worker it left is joined later" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    // A ticker that never ends by itself while the test runs (however loaded the machine): only
+    // the shutdown's stop can end it. Started afresh to pick the knob up.
+    _ = kcoro.clock.stop();
+    kcoro.clock.setTestIdleTicks(std.math.maxInt(u64));
+    defer kcoro.clock.setTestIdleTicks(0);
+    _ = kc_clock_now();
+    try testing.expect(kcoro.clock.running());
+    test_wait.NeverYields.reset();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var done = false;
+    defer if (!done) {
+        test_wait.NeverYields.letGo();
+        _ = kc_sched_shutdown(0);
+    };
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, 20 * std.time.ns_per_ms));
+    // Before, the ticker ran on (the stop followed only a shutdown that joined).
+    try testing.expect(!kcoro.clock.running());
+    try testing.expectEqual(@as(u64, 1), kc_clock_word().*); // no ticker
+    // The worker left running is the next shutdown's to join, as before.
+    test_wait.NeverYields.letGo();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    done = true;
     try testing.expect(!kcoro.clock.running());
 }
 

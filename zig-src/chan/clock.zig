@@ -155,6 +155,14 @@ pub fn preciseCoarse() u64 {
     return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
 }
 
+/// Tests only: sets `test_idle_ticks` for the tickers started from now on (0: the defaults). A
+/// test of another file that must find a ticker still running after a wait longer than the
+/// idle end (`idle_ns`) sets it high, and clears it after.
+pub fn setTestIdleTicks(n: u64) void {
+    comptime assert(builtin.is_test);
+    test_idle_ticks.store(n, .monotonic); // monotonic: see `exit_pause_ns`
+}
+
 /// Whether a ticker runs (tests).
 pub fn running() bool {
     // Acquire: pairs with the ticker's release of 0 at its exit (`start`'s failure path too).
