@@ -2427,22 +2427,16 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     // that worker, the children it waits for perhaps queued behind it, or the resumer itself a
     // child of the scope: KC_EINVAL at once, as kc_sched_drain there (before, a hang).
     if (kcoro.scheduler.currentScheduler() != null) return Status.invalid.code();
-    // A thread (or a hand-driven coroutine, which blocks the thread resuming it): wait in slices
-    // so that a shutdown (which abandons children) cannot strand it.
-    while (true) {
-        if (running() == null and sc.liveCount() != 0) return Status.shutdown.code();
-        const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
-        const d = if (deadline_ns == 0) slice else @min(slice, deadline_ns);
-        sc.waitAll(d) catch |err| switch (err) {
-            error.Timeout => {
-                if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
-                continue;
-            },
-            else => return fail(err),
-        };
-        // None is live, but a shutdown abandoned some: they did not finish.
-        return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
-    }
+    // A thread (or a hand-driven coroutine, which blocks the thread resuming it): one wait,
+    // woken by what ends it. A shutdown that joins abandons the children (the last one's end
+    // wakes the wait, `wasAbandoned` then says so); one that times out on its join leaves them
+    // live and wakes the wait itself (`Scheduler.wakeOutsideWaits`: error.Shutdown). Before, it
+    // waited in 50 ms slices, looking at the scheduler between them: a thread woke 20 times a
+    // second for nothing, and a missing wake went unseen.
+    if (running() == null and sc.liveCount() != 0) return Status.shutdown.code();
+    sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
+    // None is live, but a shutdown abandoned some: they did not finish.
+    return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
 }
 
 /// int32_t kc_scope_watch(uint32_t scope, uint64_t deadline_ns): from a plain thread, waits
@@ -2459,24 +2453,17 @@ export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     const se = sr.acquire(scope) catch |err| return fail(err);
     defer sr.release(se);
     const sc = ScopeRegistry.objectOf(se);
-    // In slices, as kc_scope_wait: a shutdown abandons children and would strand the watch.
-    while (true) {
-        if (running() == null and !sc.isCancelled() and sc.liveCount() != 0) return Status.shutdown.code();
-        const slice = kcoro.scheduler.monotonicNs() + 50 * std.time.ns_per_ms;
-        const d = if (deadline_ns == 0) slice else @min(slice, deadline_ns);
-        const r = sc.watch(d) catch |err| switch (err) {
-            // A bounded shutdown left its join pending: the children are abandoned only there.
-            error.Shutdown => return Status.shutdown.code(),
-            error.Timeout => {
-                if (deadline_ns != 0 and kcoro.scheduler.monotonicNs() >= deadline_ns) return Status.timeout.code();
-                continue;
-            },
-        };
-        return switch (r) {
-            .done => if (sc.wasAbandoned()) Status.shutdown.code() else 0,
-            .cancelled => Status.interrupted.code(),
-        };
-    }
+    // One wait, woken by what ends it, as kc_scope_wait's (before, 50 ms slices).
+    if (running() == null and !sc.isCancelled() and sc.liveCount() != 0) return Status.shutdown.code();
+    const r = sc.watch(if (deadline_ns == 0) null else deadline_ns) catch |err| switch (err) {
+        // A bounded shutdown left its join pending: the children are abandoned only there.
+        error.Shutdown => return Status.shutdown.code(),
+        error.Timeout => return Status.timeout.code(),
+    };
+    return switch (r) {
+        .done => if (sc.wasAbandoned()) Status.shutdown.code() else 0,
+        .cancelled => Status.interrupted.code(),
+    };
 }
 
 /// int32_t kc_scope_destroy(uint32_t scope): cancels the scope; the handle dies at once and the
@@ -6404,15 +6391,57 @@ test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdo
     try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.parked, null, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, test_wait.NeverYields.body, null, 0, null));
     try test_wait.NeverYields.awaitRunning();
+    // A thread already waiting (with no deadline, and with one far off) when the shutdown times
+    // out: the shutdown's wake ends its wait, not the join below (before, a 50 ms poll of the
+    // scheduler ended it, also with that wake gone).
+    const W = struct {
+        var scope_: u32 = 0;
+        var rcs = [2]std.atomic.Value(i32){ .init(1), .init(1) };
+        var joiners = [2]test_wait.Joiner{ .{}, .{} };
+        fn waiter(i: usize) void {
+            defer joiners[i].done();
+            const d: u64 = if (i == 0) 0 else kc_now_ns() + test_wait.default_ns;
+            rcs[i].store(kc_scope_wait(scope_, d), .release); // pairs with the loads below
+        }
+        fn listed() usize {
+            sched.outside_mutex.lock();
+            defer sched.outside_mutex.unlock();
+            var n: usize = 0;
+            var it = sched.outside_waits;
+            while (it) |w| : (it = w.next) n += 1;
+            return n;
+        }
+    };
+    W.scope_ = scope;
+    var threads: [2]std.Thread = undefined;
+    for (&threads, 0..) |*t, i| t.* = try std.Thread.spawn(.{}, W.waiter, .{i});
+    var joined = false;
+    defer if (!joined) {
+        test_wait.NeverYields.letGo();
+        _ = kc_sched_shutdown(0);
+        for (threads, 0..) |t, i| W.joiners[i].join(t, test_wait.default_ns, "a scope waiter");
+    };
+    // Both in their wait (listed for the shutdown's wake) before it begins.
+    const listing = test_wait.Deadline.in(test_wait.default_ns, "the waiters to wait");
+    while (W.listed() != 2) try listing.wait();
     try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, 50 * std.time.ns_per_ms));
     // The children are abandoned only at the join, which waits for the coroutine that never
-    // yields: the wait ends as a cancelling shutdown's does (KC_ESHUTDOWN), not at its deadline.
+    // yields: the waits end as a cancelling shutdown's do (KC_ESHUTDOWN), not at their deadline,
+    // and before that join.
+    const woken = test_wait.Deadline.in(test_wait.default_ns, "");
+    while ((W.rcs[0].load(.acquire) == 1 or W.rcs[1].load(.acquire) == 1) and !woken.passed()) std.Thread.yield() catch {};
+    const rc0 = W.rcs[0].load(.acquire);
+    const rc1 = W.rcs[1].load(.acquire);
     const far = kcoro.scheduler.monotonicNs() + test_wait.default_ns;
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, far));
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
     test_wait.NeverYields.letGo();
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     done = true;
+    for (threads, 0..) |t, i| W.joiners[i].join(t, test_wait.default_ns, "a scope waiter");
+    joined = true;
+    try testing.expectEqual(Status.shutdown.code(), rc0); // read before the join
+    try testing.expectEqual(Status.shutdown.code(), rc1);
     // Once joined: the children were abandoned.
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
 }
