@@ -285,7 +285,10 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * done (until then what it would free stays allocated: leaked on purpose, never freed under a
  * running worker). Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
  * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
- * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). With no host counted,
+ * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). KC_EBUSY if a short
+ * call of another thread (kc_spawn, kc_sched_info, a scope's create or launch) is still inside at
+ * the bound: nothing is stopped, the scheduler runs on with those calls from outside KC_ESHUTDOWN,
+ * and the next shutdown goes on. With no host counted,
  * the clock ticker and the dead pipes end as with kc_sched_shutdown, also on KC_ETIME (the workers
  * it leaves running are the only threads left to the next shutdown). For an exit that must
  * not wait for good (the process may end with that worker running). New in ABI 25. */

@@ -646,6 +646,9 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// In `kc_spawn`, `kc_spawn_gen`, `kc_scope_create`, `kc_scope_create_gen` and
     /// `kc_scope_launch`, after the argument checks, before the hold.
     before_spawn: ?*const fn () void = null,
+    /// In `kc_spawn` and `kc_spawn_gen`, inside the hold (`enter`), before the spawn: a short
+    /// call a shutdown must wait for.
+    in_spawn: ?*const fn () void = null,
     /// In `kc_coro_resume` and `kc_coro_destroy`, after the handle's lookup, before they use
     /// what it found.
     after_coro_lookup: ?*const fn () void = null,
@@ -863,6 +866,7 @@ fn spawnOn(entry: ?coroutine.EntryFn, arg: ?*anyopaque, flags: u32, out_handle: 
     // drains).
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
+    if (@import("builtin").is_test) if (test_hooks.in_spawn) |hook| hook();
     const s = held.s;
     // Checked in the hold (`heldGeneration` says why that is the scheduler the spawn goes to).
     if (generation) |g| if (heldGeneration() != g) return Status.shutdown.code();
@@ -966,7 +970,10 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// kc_sched_shutdown_timed (either mode) goes on with the join, and frees everything once it is
 /// done; until then what it would free stays allocated (leaked on purpose, never freed under a
 /// running worker). Also KC_ETIME if another shutdown still joins such a worker (holding
-/// `sched_mutex`) when the bound passes: that wait is bounded too. For an exit that must not wait for good: a process
+/// `sched_mutex`) when the bound passes: that wait is bounded too. KC_EBUSY if a short call from
+/// another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside when the
+/// bound passed: nothing is stopped, the scheduler runs on with those calls from outside refused
+/// (KC_ESHUTDOWN) until the next shutdown, which goes on (`awaitUsersOut`). For an exit that must not wait for good: a process
 /// may end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
 /// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
@@ -1065,7 +1072,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
         }
     }
     // Short calls from outside still inside finish first; new ones see `sched_stopping`.
-    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    if (!awaitUsersOut(deadline)) return Status.busy.code();
     if (@import("builtin").is_test) if (test_hooks.before_lock) |f| f();
     if (deadline) |d| {
         // Bounded too: another shutdown may hold the lock while it joins a worker that never
@@ -1112,9 +1119,28 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // since leave, or they would read the scheduler (its workers) while this frees it.
     // Seq_cst: as the store above (the Dekker pair with `enter`), a swap for the same reason.
     _ = sched_stopping.swap(true, .seq_cst);
-    while (sched_users.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    if (!awaitUsersOut(deadline)) return Status.busy.code();
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
     return finishShutdown(&ends, mode, deadline);
+}
+
+/// `shutdownOf`'s wait for the short calls from outside still inside `sched` (`sched_users`)
+/// to leave, until `deadline` (null: none): false if it passed first. Then the shutdown is
+/// KC_EBUSY and has stopped nothing: the scheduler runs on, `sched_stopping` stays set (short
+/// calls from outside are KC_ESHUTDOWN, as during any shutdown) and the next shutdown, of any
+/// kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could not be: a
+/// finishing shutdown holding the lock may be draining, and a short call let in then would run
+/// while it frees. Before, the wait had no bound: a timed shutdown (an exit's) waited for good
+/// for a spawn that did not return (its thread stopped in a debugger, or starved). Yields: a
+/// short call is short (microseconds), and the bound caps the rare long one.
+fn awaitUsersOut(deadline: ?u64) bool {
+    // Seq_cst: the load half of the Dekker pair with `enter` (see there); its acquire half
+    // pairs with `SchedHold.leave`'s release decrement.
+    while (sched_users.load(.seq_cst) != 0) {
+        if (deadline) |d| if (kcoro.scheduler.monotonicNs() >= d) return false;
+        std.Thread.yield() catch {};
+    }
+    return true;
 }
 
 /// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if `deadline` (null: none)
@@ -6444,6 +6470,62 @@ test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdo
     try testing.expectEqual(Status.shutdown.code(), rc1);
     // Once joined: the children were abandoned.
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
+}
+
+test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from another thread stays inside; nothing stopped, the next shutdown goes on" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        fn noop(_: ?*anyopaque) callconv(.c) void {}
+        // A spawn whose thread stops inside it (starved, or in a debugger) until let go.
+        fn held() void {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn spawner() void {
+            defer joiner.done();
+            rc.store(kc_spawn(noop, null, 0, null), .release);
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.rc.store(1, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    test_hooks = .{ .in_spawn = S.held };
+    defer test_hooks = .{};
+    const th = try std.Thread.spawn(.{}, S.spawner, .{});
+    var joined = false;
+    defer if (!joined) {
+        S.release.store(true, .release);
+        S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+        _ = kc_sched_shutdown(0);
+    };
+    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
+    while (!S.inside.load(.acquire)) try entering.wait();
+    // Before, the wait for the spawn to leave had no bound: this call returned only once the
+    // spawn did (here after the hook's 30 s), and then 0.
+    const bound = 20 * std.time.ns_per_ms;
+    const t0 = kc_now_ns();
+    try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, bound));
+    try testing.expect(kc_now_ns() - t0 < test_wait.default_ns / 2);
+    // Nothing stopped; short calls from outside are refused from now on, as during a shutdown.
+    try testing.expectEqual(Status.shutdown.code(), kc_spawn(S.noop, null, 0, null));
+    try testing.expectEqual(Status.busy.code(), kc_sched_start(1, 0, 0)); // still running
+    S.release.store(true, .release);
+    S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+    joined = true;
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire)); // it was let in before
+    // The next shutdown goes on from there, and stops it.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.noop, null, 0, null)); // let in again
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
 }
 
 test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown holds the lock joining a worker that never yields" {
