@@ -681,6 +681,65 @@ var test_hooks: if (@import("builtin").is_test) struct {
     landed_allocator: ?std.mem.Allocator = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
+/// Futex word of the timed shutdowns waiting for `sched_mutex` (`lockSchedBy`): bumped when the
+/// lock is let go (`unlockSched`, every unlock of it) and when its holder begins the drain and
+/// join that a timed wait may give up on (`sched_joining`). The wake is made only while
+/// `sched_lock_waiters` counts a waiter: the unlocks of an uncontended lock make no syscall.
+var sched_lock_events = std.atomic.Value(u32).init(0);
+var sched_lock_waiters = std.atomic.Value(u32).init(0);
+
+/// Lets go of `sched_mutex` (every unlock of it goes through here), waking the timed waits.
+fn unlockSched() void {
+    sched_mutex.unlock();
+    bumpSchedLock();
+}
+
+/// Tests: the rounds of `lockSchedBy`'s loop, all calls together.
+var lock_looks = std.atomic.Value(u64).init(0);
+
+/// Wakes the timed waits for `sched_mutex` (`lockSchedBy`) to look again.
+fn bumpSchedLock() void {
+    // Seq_cst, with the load below: a Dekker pair with `lockSchedBy` (its increment of
+    // `sched_lock_waiters`, then the futex wait's compare of this word). Either the waiter's
+    // compare sees the new value (it does not sleep) or we see it counted (and wake it). Its
+    // release half publishes the unlock (or `sched_joining`) to a waiter that reads the bump.
+    _ = sched_lock_events.fetchAdd(1, .seq_cst);
+    if (sched_lock_waiters.load(.seq_cst) != 0) std.Thread.Futex.wake(&sched_lock_events, std.math.maxInt(u32));
+}
+
+/// Takes `sched_mutex` for a shutdown bounded by `deadline`: false past it, and only while the
+/// holder is a shutdown in its drain or join (`sched_joining`), which may last for good (see the
+/// caller). Sleeps on `sched_lock_events` between looks, woken by an unlock or by the holder
+/// beginning its drain and join: before, it yielded in a loop, a core kept busy for the whole
+/// wait (up to the bound, or a whole other shutdown's drain).
+fn lockSchedBy(deadline: u64) bool {
+    var spins: u32 = 0;
+    while (true) {
+        if (@import("builtin").is_test) _ = lock_looks.fetchAdd(1, .monotonic); // a count
+        // Acquire (seq_cst for the pair in `bumpSchedLock`): read before the looks below, so
+        // that a bump after them makes the futex wait return at once.
+        const seq = sched_lock_events.load(.seq_cst);
+        if (sched_mutex.tryLock()) return true;
+        const now = kcoro.scheduler.monotonicNs();
+        // Seq_cst: a hint, stored and cleared under the lock, read as fresh as it gets.
+        if (sched_joining.load(.seq_cst) and now >= deadline) return false;
+        // A start or a shutdown's short steps hold it briefly: a few yields before sleeping.
+        if (spins < 8) {
+            spins += 1;
+            std.Thread.yield() catch {};
+            continue;
+        }
+        // Seq_cst: the other half of `bumpSchedLock`'s Dekker pair (counted before the
+        // futex compare); the decrement is a count only.
+        _ = sched_lock_waiters.fetchAdd(1, .seq_cst);
+        defer _ = sched_lock_waiters.fetchSub(1, .monotonic);
+        // Before the deadline, at most until it (then the look above gives up if a drain or
+        // join holds the lock); past it, until an unlock or the holder's `sched_joining`.
+        if (now < deadline) {
+            std.Thread.Futex.timedWait(&sched_lock_events, seq, deadline - now) catch {};
+        } else std.Thread.Futex.wait(&sched_lock_events, seq);
+    }
+}
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
 /// seventh value, so that a host holding on to one scheduler can tell it from a later one.
 var sched_generation = std.atomic.Value(u64).init(0);
@@ -805,7 +864,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     // Monotonic: a hint (a shutdown that begins just after it is waited for below).
     if (sched_shutting.load(.monotonic) != 0) return Status.shutdown.code();
     sched_mutex.lock();
-    defer sched_mutex.unlock();
+    defer unlockSched();
     if (running() != null) return Status.busy.code();
     // A timed shutdown left its workers to join (one still runs a coroutine): a shutdown is
     // still in progress (monotonic: written under `sched_mutex`, which we hold).
@@ -1085,15 +1144,9 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
         // before our store above, and returning then left its scheduler running with short
         // calls refused for good; under the lock this call stops that scheduler, as an
         // unbounded one does.
-        while (!sched_mutex.tryLock()) {
-            // Seq_cst: a hint, stored and cleared under the lock, read as fresh as it gets.
-            if (sched_joining.load(.seq_cst) and kcoro.scheduler.monotonicNs() >= d) {
-                return Status.timeout.code();
-            }
-            std.Thread.yield() catch {};
-        }
+        if (!lockSchedBy(d)) return Status.timeout.code();
     } else sched_mutex.lock();
-    defer sched_mutex.unlock();
+    defer unlockSched();
     // A timed shutdown that timed out left the join to this one (monotonic: written under
     // `sched_mutex`, held by every shutdown, as here). Its run is stopped already:
     // `sched_stopping` is still set, and no start came since (it refuses), so the latest
@@ -1150,6 +1203,8 @@ fn finishShutdown(ends: *AbandonedList, mode: u32, deadline: ?u64) i32 {
     defer abandoned_ends = null;
     // Seq_cst: see the bounded lock wait in `shutdownOf`, its only reader.
     sched_joining.store(true, .seq_cst);
+    // A timed shutdown past its deadline waits for this (`lockSchedBy`) to give up.
+    bumpSchedLock();
     defer sched_joining.store(false, .seq_cst);
     sched.shutdownBy(@enumFromInt(mode), deadline) catch return Status.timeout.code();
     return 0;
@@ -6587,6 +6642,42 @@ test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown 
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, 60 * std.time.ns_per_s));
 }
 
+test "C ABI: kc_sched_shutdown_timed waiting for the lock another shutdown holds while it joins sleeps until its bound, not spinning" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        // A cancel with no bound: it holds the lock, joining the worker that never yields.
+        fn cancel() void {
+            defer joiner.done();
+            rc.store(kc_sched_shutdown(0), .release);
+        }
+    };
+    test_wait.NeverYields.reset();
+    S.rc.store(1, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    const th = try std.Thread.spawn(.{}, S.cancel, .{});
+    defer {
+        test_wait.NeverYields.letGo();
+        S.joiner.join(th, test_wait.default_ns, "the cancelling shutdown");
+    }
+    const joining = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to join");
+    while (!sched_joining.load(.seq_cst)) try joining.wait();
+    const looks = lock_looks.load(.monotonic);
+    const bound = 300 * std.time.ns_per_ms;
+    const t0 = kc_now_ns();
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, bound));
+    try testing.expect(kc_now_ns() - t0 >= bound);
+    // A few yields, then one sleep until the bound (a spurious wake or two at most). Before, it
+    // yielded in a loop for the whole bound: thousands of rounds, a core kept busy.
+    try testing.expect(lock_looks.load(.monotonic) - looks < 40);
+    try testing.expectEqual(@as(i32, 1), S.rc.load(.acquire)); // still joining
+}
+
 test "C ABI: kc_sched_shutdown_timed waiting for the lock a start holds waits past its bound, and then stops the scheduler that start made" {
     // Only a shutdown holding the lock (`sched_joining`) is given up on: a start may have
     // cleared `sched_stopping` after the timed call set it, and a KC_ETIME then left the
@@ -6608,13 +6699,13 @@ test "C ABI: kc_sched_shutdown_timed waiting for the lock a start holds waits pa
     // `sched_stopping` and starts one, all under the lock).
     sched_mutex.lock();
     var locked = true;
-    defer if (locked) sched_mutex.unlock();
+    defer if (locked) unlockSched();
     const th = try std.Thread.spawn(.{}, S.timed, .{});
     // Its bound passed long before these 100 ms: a call that gave up has answered by then.
     const d = test_wait.Deadline.in(100 * std.time.ns_per_ms, "");
     while (S.rc.load(.acquire) == 1 and !d.passed()) std.Thread.yield() catch {};
     const early = S.rc.load(.acquire);
-    sched_mutex.unlock();
+    unlockSched();
     locked = false;
     S.joiner.join(th, test_wait.default_ns, "the timed shutdown");
     try testing.expectEqual(@as(i32, 1), early);
@@ -10010,7 +10101,7 @@ test "C ABI: a shutdown queues what an abandoned actor or producer leaves in the
             if (!sched_mutex.tryLock()) {
                 _ = locked.fetchAdd(1, .monotonic);
             } else {
-                sched_mutex.unlock();
+                unlockSched();
                 if (sched_shutting.load(.monotonic) != 0) _ = locked.fetchAdd(1, .monotonic);
             }
         }
@@ -10550,7 +10641,7 @@ test "C ABI: a shutdown that abandons a coroutine after a sender completed its k
             if (!sched_mutex.tryLock()) {
                 _ = hook_locked.fetchAdd(1, .monotonic);
             } else {
-                sched_mutex.unlock();
+                unlockSched();
                 if (sched_shutting.load(.monotonic) != 0) _ = hook_locked.fetchAdd(1, .monotonic);
             }
         }
@@ -10801,7 +10892,7 @@ test "C ABI: a shutdown ends an abandoned actor's or producer's channel after it
             if (!sched_mutex.tryLock()) {
                 _ = hook_locked.fetchAdd(1, .monotonic);
             } else {
-                sched_mutex.unlock();
+                unlockSched();
                 if (sched_shutting.load(.monotonic) != 0) _ = hook_locked.fetchAdd(1, .monotonic);
             }
         }
