@@ -2515,7 +2515,10 @@ export fn kc_scope_wait(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     // waited in 50 ms slices, looking at the scheduler between them: a thread woke 20 times a
     // second for nothing, and a missing wake went unseen.
     if (running() == null and sc.liveCount() != 0) return Status.shutdown.code();
-    sc.waitAll(if (deadline_ns == 0) null else deadline_ns) catch |err| return fail(err);
+    // Ended as the run stops with children live (`.stop`), as the 50 ms poll of `running()`
+    // ended it: a shutdown whose join waits for a coroutine that never yields (unbounded) does
+    // not hold it, woken by `Scheduler.stopRun`.
+    sc.waitAllBy(if (deadline_ns == 0) null else deadline_ns, .stop) catch |err| return fail(err);
     // None is live, but a shutdown abandoned some: they did not finish.
     return if (sc.wasAbandoned()) Status.shutdown.code() else 0;
 }
@@ -2536,8 +2539,9 @@ export fn kc_scope_watch(scope: u32, deadline_ns: u64) callconv(.c) i32 {
     const sc = ScopeRegistry.objectOf(se);
     // One wait, woken by what ends it, as kc_scope_wait's (before, 50 ms slices).
     if (running() == null and !sc.isCancelled() and sc.liveCount() != 0) return Status.shutdown.code();
-    const r = sc.watch(if (deadline_ns == 0) null else deadline_ns) catch |err| switch (err) {
-        // A bounded shutdown left its join pending: the children are abandoned only there.
+    const r = sc.watchBy(if (deadline_ns == 0) null else deadline_ns, .stop) catch |err| switch (err) {
+        // The run stopped, or a bounded shutdown left its join pending: the children are
+        // abandoned only at the join.
         error.Shutdown => return Status.shutdown.code(),
         error.Timeout => return Status.timeout.code(),
     };
@@ -6581,6 +6585,67 @@ test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     try testing.expectEqual(@as(i32, 0), kc_spawn(S.noop, null, 0, null)); // let in again
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+}
+
+test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var scope_: u32 = 0;
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+        var rcs = [3]std.atomic.Value(i32){ .init(1), .init(1), .init(1) };
+        var joiners = [3]test_wait.Joiner{ .{}, .{}, .{} };
+        // 0: kc_scope_wait, 1: kc_scope_watch, 2: the shutdown (no bound: it joins for good).
+        fn run(i: usize) void {
+            defer joiners[i].done();
+            const rc = switch (i) {
+                0 => kc_scope_wait(scope_, 0),
+                1 => kc_scope_watch(scope_, 0),
+                else => kc_sched_shutdown(0),
+            };
+            rcs[i].store(rc, .release); // pairs with the test's loads
+        }
+        fn listed() usize {
+            sched.outside_mutex.lock();
+            defer sched.outside_mutex.unlock();
+            var n: usize = 0;
+            var it = sched.outside_waits;
+            while (it) |w| : (it = w.next) n += 1;
+            return n;
+        }
+    };
+    for (&S.rcs) |*r| r.store(1, .monotonic);
+    S.joiners = .{ .{}, .{}, .{} };
+    test_wait.NeverYields.reset();
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    S.scope_ = scope;
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.parked, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    var threads: [3]std.Thread = undefined;
+    var started: usize = 0;
+    defer {
+        test_wait.NeverYields.letGo();
+        if (started < 3) _ = kc_sched_shutdown(0);
+        for (threads[0..started], 0..) |t, i| S.joiners[i].join(t, test_wait.default_ns, "a thread of the test");
+    }
+    while (started < 2) : (started += 1) threads[started] = try std.Thread.spawn(.{}, S.run, .{started});
+    const listing = test_wait.Deadline.in(test_wait.default_ns, "the waiters to wait");
+    while (S.listed() != 2) try listing.wait();
+    threads[2] = try std.Thread.spawn(.{}, S.run, .{@as(usize, 2)});
+    started = 3;
+    const woken = test_wait.Deadline.in(test_wait.default_ns, "");
+    while ((S.rcs[0].load(.acquire) == 1 or S.rcs[1].load(.acquire) == 1) and !woken.passed()) std.Thread.yield() catch {};
+    // Both ended while the shutdown still joins (before, by a 50 ms poll; then for a moment by
+    // nothing: the timed-out shutdown's wake is the only other).
+    try testing.expectEqual(Status.shutdown.code(), S.rcs[0].load(.acquire));
+    try testing.expectEqual(Status.shutdown.code(), S.rcs[1].load(.acquire));
+    try testing.expectEqual(@as(i32, 1), S.rcs[2].load(.acquire));
 }
 
 test "C ABI: kc_sched_shutdown_timed is KC_ETIME in time while another shutdown holds the lock joining a worker that never yields" {

@@ -497,6 +497,19 @@ pub const Scope = struct {
     /// join (`Scheduler.joinLeft`: the children are abandoned only at the join that follows,
     /// which waits for a coroutine that never yields; before, the thread waited for it too).
     pub fn waitAll(s: *Scope, deadline: ?u64) error{ Timeout, OutOfMemory, InvalidArgument, Shutdown }!void {
+        return s.waitAllBy(deadline, .join);
+    }
+
+    /// How long a thread's wait (`waitAllBy`, `watchBy`) waits once a shutdown stopped the run
+    /// with children still live: until the join abandons them (`.join`; or a bounded shutdown
+    /// gives up on it: `joinLeft`), or not at all (`.stop`: error.Shutdown as the run stops,
+    /// woken by `Scheduler.stopRun`; the C ABI's kc_scope_wait and kc_scope_watch, whose answer
+    /// then is KC_ESHUTDOWN whether the join comes or not).
+    pub const ThreadWait = enum { join, stop };
+
+    /// `waitAll`, with what ends a thread's wait once the run stops (`ThreadWait`); a coroutine
+    /// of the scheduler waits as in `waitAll` (a stop abandons it with the children).
+    pub fn waitAllBy(s: *Scope, deadline: ?u64, until: ThreadWait) error{ Timeout, OutOfMemory, InvalidArgument, Shutdown }!void {
         // The caller's scope and every scope above it are alive (a child holds its scope, a
         // scope its parent).
         var mine = current();
@@ -517,6 +530,8 @@ pub const Scope = struct {
             const seq = s.events.load(.acquire);
             if (s.live.load(.acquire) == 0) return; // pairs with `childDone`
             if (s.sched.joinLeft()) return error.Shutdown;
+            // Acquire (`isRunning`): pairs with `stopRun`'s store; its wake follows the store.
+            if (until == .stop and !s.sched.isRunning()) return error.Shutdown;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return error.Timeout;
@@ -532,6 +547,11 @@ pub const Scope = struct {
     /// finished (`.done`), or `deadline` (monotonic ns) passes (error.Timeout). What the
     /// children did before finishing happens-before `.done`.
     pub fn watch(s: *Scope, deadline: ?u64) error{ Timeout, Shutdown }!WatchResult {
+        return s.watchBy(deadline, .join);
+    }
+
+    /// `watch`, with what ends the wait once the run stops with children live (`ThreadWait`).
+    pub fn watchBy(s: *Scope, deadline: ?u64, until: ThreadWait) error{ Timeout, Shutdown }!WatchResult {
         assert(coroutine.current() == null); // it would block the worker
         // As `waitAll` from a thread: error.Shutdown once a bounded shutdown left its join
         // pending (`Scheduler.joinLeft`), children still live.
@@ -551,6 +571,8 @@ pub const Scope = struct {
             // it caused, which this acquire saw, so the second look sees it.
             if (s.live.load(.acquire) == 0) return if (s.isCancelled()) .cancelled else .done;
             if (s.sched.joinLeft()) return error.Shutdown;
+            // Acquire (`isRunning`): pairs with `stopRun`'s store; its wake follows the store.
+            if (until == .stop and !s.sched.isRunning()) return error.Shutdown;
             if (deadline) |d| {
                 const now = scheduler.monotonicNs();
                 if (now >= d) return error.Timeout;

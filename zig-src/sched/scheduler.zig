@@ -1498,6 +1498,10 @@ pub const Scheduler = struct {
         s.state.store(.stopping, .seq_cst);
         s.wakeAll();
         s.wakeWatchdog();
+        // Threads waiting on this run's scopes that end their waits as it stops
+        // (`Scope.ThreadWait.stop`: the C ABI's kc_scope_wait): its bump (release, after the
+        // store above) makes their acquire load of the word see `stopping` too.
+        s.wakeOutsideWaits();
     }
 
     /// Waits until every worker of the run left its loop (`exited`), or error.Timeout at
