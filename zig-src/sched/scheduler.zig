@@ -691,6 +691,9 @@ pub const Scheduler = struct {
     /// outside it as a hint (monotonic: nothing is published through it, and the waiter tries
     /// the lock again before it looks).
     lifecycle_shutdown: std.atomic.Value(bool) = .init(false),
+    /// Futex word of the bounded shutdowns waiting for `lifecycle` while a shutdown holds it:
+    /// bumped by that shutdown once it let go of the lock (`shutdownBy`).
+    lifecycle_events: std.atomic.Value(u32) = .init(0),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     cancel_pending: std.atomic.Value(bool) = .init(false),
@@ -1371,14 +1374,35 @@ pub const Scheduler = struct {
             // a spawn from outside holds it briefly and is waited for. Before, any holder timed
             // the call out, and a spawn holding it as the deadline passed made it return
             // error.Timeout with the run still going (nothing stopped, nothing to join).
-            while (!s.lifecycle.tryLock()) {
+            // While a shutdown holds it, the wait sleeps until that one lets go (or the
+            // deadline): before, it yielded in a loop, a core kept busy for the whole bound.
+            var rounds: u32 = 0;
+            while (true) {
+                // Acquire: pairs with the release bump after a shutdown's unlock (below); read
+                // before the try, so that an unlock after the try makes the futex wait return.
+                const seq = s.lifecycle_events.load(.acquire);
+                if (s.lifecycle.tryLock()) break;
                 // Monotonic: a hint (see `lifecycle_shutdown`); the lock orders the rest.
-                if (s.lifecycle_shutdown.load(.monotonic) and monotonicNs() >= d) return error.Timeout;
+                const held_by_shutdown = s.lifecycle_shutdown.load(.monotonic);
+                const now = monotonicNs();
+                if (held_by_shutdown and now >= d) return error.Timeout;
                 if (@import("builtin").is_test) if (test_hooks.lock_wait) |f| f(d);
-                std.Thread.yield() catch {};
+                rounds +|= 1;
+                // A spawn holds it briefly (no bump at its unlock: the spawn path stays as it
+                // was), and a shutdown may be about to say so: a few yields first.
+                if (!held_by_shutdown or rounds <= 8) {
+                    std.Thread.yield() catch {};
+                    continue;
+                }
+                std.Thread.Futex.timedWait(&s.lifecycle_events, seq, d - now) catch {};
             }
         } else s.lifecycle.lock();
-        defer s.lifecycle.unlock();
+        defer {
+            s.lifecycle.unlock();
+            // Release: pairs with the waiters' acquire load above (the unlock before it is seen).
+            _ = s.lifecycle_events.fetchAdd(1, .release);
+            std.Thread.Futex.wake(&s.lifecycle_events, std.math.maxInt(u32));
+        }
         // Monotonic: a hint for the bounded lock wait above, stored and cleared under the lock.
         s.lifecycle_shutdown.store(true, .monotonic);
         defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
@@ -2684,8 +2708,13 @@ test "a bounded shutdown waiting for the lifecycle lock that another shutdown ho
             defer joiner.done();
             sched.shutdown(.cancel);
         }
+        var rounds = std.atomic.Value(u32).init(0);
+        fn round(_: u64) void {
+            _ = rounds.fetchAdd(1, .monotonic); // a count
+        }
     };
     S.joiner = .{};
+    S.rounds.store(0, .monotonic);
     test_wait.NeverYields.reset();
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
@@ -2701,10 +2730,15 @@ test "a bounded shutdown waiting for the lifecycle lock that another shutdown ho
     // It holds the lock once it stopped the run (under the lock), and keeps it while it joins.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the other shutdown to hold the lock");
     while (!s.lifecycle_shutdown.load(.monotonic) or s.isRunning()) try d.wait();
-    const bound = 50 * std.time.ns_per_ms;
+    const bound = 300 * std.time.ns_per_ms;
+    test_hooks.lock_wait = S.round;
+    defer test_hooks.lock_wait = null;
     const t0 = monotonicNs();
     try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, bound));
     try testing.expect(monotonicNs() - t0 >= bound);
+    // A few yields (8), then a sleep until the deadline. Before, it yielded for the whole
+    // bound: thousands of rounds on an idle machine, tens on a loaded one, a core kept busy.
+    try testing.expect(S.rounds.load(.monotonic) <= 16);
     try testing.expect(!s.isRunning());
     test_wait.NeverYields.letGo();
     let_go = true;
