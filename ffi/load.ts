@@ -33,7 +33,7 @@ import {
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
-export const ABI_VERSION = 25;
+export const ABI_VERSION = 26;
 
 /**
  * This isolate is a Worker's: its thread ends with it, and its finalizers never run after (so

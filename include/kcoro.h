@@ -17,7 +17,9 @@
 extern "C" {
 #endif
 
-/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 25 added
+/* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 26 added
+ * kc_actor_take (a handler's message in hand is its own: an abandoning shutdown does not give it
+ * to the undelivered hook). ABI 25 added
  * kc_cells_release and kc_cells_pin (TypeScript's cells are kc_cells_alloc's in every isolate,
  * released by their buffers' V8 backing-store deleter once no buffer views them, and held by pins
  * while a coroutine may write) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
@@ -32,7 +34,7 @@ extern "C" {
  * also changed what TypeScript writes for an empty string or bytes on a zero-copy channel: now
  * {NULL, 0, NULL, tag}, as kc_desc_make of 0 bytes (see "What TypeScript sends" at
  * KC_TAG_STRING). */
-#define KC_ABI_VERSION 25
+#define KC_ABI_VERSION 26
 
 /* Status codes (negated Linux errno values of the closest meaning). */
 #define KC_OK 0
@@ -800,11 +802,12 @@ uint64_t kc_deadline(void);
  * it let go of the scheduler (the channel's hooks and on_done may call kc_sched_start). An actor
  * abandoned with a message in hand (its handler parked, or a sender had completed its receive)
  * gives that message to the undelivered path first: each message is handled (the handler
- * returned) or given to the hook, once. The hook gets msg as received, whatever the handler
- * did with it: a handler that hands on what msg owns (stores it, or sends it on: also a
- * forwarding kc_chan_send that parks, which a receiver may have taken) and may then park or
- * yield must mark it first where the hook looks (the same ctx) and the hook skip it, or it is
- * freed twice; marked so, one never taken leaks at the shutdown instead. ABI 14 left that
+ * returned, or took it: kc_actor_take) or given to the hook, once. The hook gets msg as
+ * received, whatever the handler did with it: a handler that hands on what msg owns (stores
+ * it, or sends it on: also a forwarding kc_chan_send that parks, which a receiver may have
+ * taken) and may then park or yield must call kc_actor_take(ctx) first, or it is freed twice;
+ * taken so, one whose forwarding send was never taken leaks at the shutdown instead (ABI 25
+ * and before: mark it where the hook looks, the same ctx, and have the hook skip it). ABI 14 left that
  * channel open. Before, an abandoned one's on_done never ran and its message in hand was lost.
  * One abandoned in its own on_done (parked in it) is not called again, and its channel stays
  * as its return left it (a closed, emptied mailbox stays closed, not cancelled).
@@ -830,6 +833,12 @@ uint64_t kc_deadline(void);
  * returned. */
 int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, void *ctx,
                        kc_done_fn on_done, uint32_t *out_handle);
+/* Called by an actor's handler (with the ctx it was given): the message in hand is the
+ * handler's now (stored elsewhere, or about to be sent on), so a shutdown that abandons the actor
+ * before the handler returns does not give it to the mailbox's undelivered path. KC_OK;
+ * KC_ENOTCORO outside a coroutine; KC_EINVAL from code that is not an actor's handler with that
+ * ctx (a plain coroutine, a producer, the actor's on_done, another ctx). New in ABI 26. */
+int32_t kc_actor_take(void *ctx);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the
  * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with
  * Kotlin's produce), then on_done(arg, status) runs with what ended it, the first that applies

@@ -12,6 +12,7 @@ const onlyInsideCoroutine = new Set([
   "kc_coro_park",
   "kc_sleep_ns",
   "kc_park_until",
+  "kc_actor_take",
 ]);
 
 function cTypeToFfi(t: string): string[] {

@@ -76,7 +76,7 @@ comptime {
 }
 
 /// Bumped on every incompatible change to the C ABI (`include/kcoro.h`, `ffi/symbols.ts`).
-pub const abi_version: u32 = 25;
+pub const abi_version: u32 = 26;
 
 /// The mode this module was compiled in. As a package dependency (`dep.module("kcoro")`) it is
 /// the importing module's (Debug and ReleaseSafe keep kcoro's assertions and a zero-copy channel's

@@ -2898,6 +2898,35 @@ export fn kc_actor_spawn(scope: u32, mailbox: u32, handler: ?*const fn (ctx: ?*a
 
 fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 
+/// int32_t kc_actor_take(void *ctx): called by an actor's handler (the `ctx` it was given) to
+/// say that the message in hand is its own now (it stored it elsewhere, or is about to send it
+/// on), so that a shutdown that abandons the actor before the handler returns does not give it
+/// to the mailbox's undelivered path, as it gives a message the handler never took
+/// (`HeldRefs.in_hand`). Before, the handler had to mark it where the hook looked (its ctx) and
+/// the hook skip it. KC_OK; KC_ENOTCORO outside a coroutine; KC_EINVAL from any code that is
+/// not an actor's handler with that ctx (a plain coroutine, a producer, the actor's on_done, a
+/// ctx other than the actor's). New in ABI 26.
+export fn kc_actor_take(ctx: ?*anyopaque) callconv(.c) i32 {
+    const co = coroutine.current() orelse return Status.not_coroutine.code();
+    // The innermost actor's or producer's record on this coroutine (only they set `start`),
+    // past those of C ABI calls still in progress (a hook one of them runs may call this). Only
+    // this coroutine changes its list.
+    var it = co.cleanups;
+    while (it) |c| : (it = c.next) {
+        if (c.run != HeldRefs.run) continue;
+        const h: *HeldRefs = @fieldParentPtr("cleanup", c);
+        const st = h.start orelse continue;
+        // An actor's (a producer's has an entry) with its mailbox to cancel if abandoned: its
+        // loop, not its on_done (`.keep` by then).
+        if (st.producer != null or h.end_chan != .cancel or st.ctx != ctx) return Status.invalid.code();
+        // A plain store: read by the cleanup on the shutdown's thread after it joined the
+        // worker running this (the join orders it), as `actorMain`'s own stores.
+        h.in_hand = false;
+        return 0;
+    }
+    return Status.invalid.code();
+}
+
 /// int32_t kc_produce(uint32_t scope, uint32_t chan, kc_entry_fn entry, void *arg,
 ///                    kc_done_fn on_done, uint32_t *out_handle): a child of `scope` running
 /// entry(arg), which sends to `chan`; when entry returns the channel is closed, also when the scope
@@ -10465,49 +10494,58 @@ test "C ABI: a shutdown that abandons an actor gives its message in hand to the 
     try testing.expectEqualSlices(u64, &.{ 1, 2, 3, 10, 20, 30, 40 }, &seen);
 }
 
-test "C ABI: an abandoned actor's message in hand goes to the hook as received, also once its forwarding send was taken: a handler that marks it in ctx lets the hook skip it (README's recipe)" {
-    // The README's recipe for a handler that hands its message on: mark it where the mailbox's
-    // hook looks (the same ctx) before the send that may park, and the hook skips it. Here a
-    // thread takes the forwarded message from the parked send, then a shutdown abandons the
-    // actor, never resumed: the hook is still given that message (the handler never learnt
-    // the send was taken), and skips it as marked. Each message is a block of the leak-checking
-    // allocator: the one taken is freed by the test, the queued one by the hook; a hook that
-    // freed the taken one too would free it twice.
+test "C ABI: an abandoned actor's message in hand goes to the hook as received, also once its forwarding send was taken, unless its handler took it (kc_actor_take)" {
+    // A handler that hands its message on calls kc_actor_take before the send that may park.
+    // Here a thread takes the forwarded message from the parked send, then a shutdown abandons
+    // the actor, never resumed. Taken, the hook is given only the queued message; not taken,
+    // it is given the forwarded one too (the handler never learnt the send was taken: a hook
+    // that freed it would free it twice). Each message is a block of the leak-checking
+    // allocator: the forwarded one is freed by the test, every other by the hook. Also where
+    // kc_actor_take refuses: outside a coroutine, in a plain coroutine, with another ctx, in
+    // the actor's on_done.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
         var next: u32 = 0; // rendezvous: the forwarding send parks until the test takes it
+        var take = false;
         var entered: std.atomic.Value(u32) = .init(0);
         var blocking: std.atomic.Value(u32) = .init(0);
         var done: std.atomic.Value(u32) = .init(0);
-        /// The hook's calls (on the shutdown's thread), and those it skipped as marked.
+        /// What kc_actor_take answered: in the handler with its ctx, with another, in on_done,
+        /// in a plain coroutine.
+        var took: i32 = 1;
+        var other: i32 = 1;
+        var in_done: i32 = 1;
+        var plain: i32 = 1;
+        /// The hook's calls (on the shutdown's thread), and whether it was given the forwarded one.
         var given: u32 = 0;
-        var skipped: u32 = 0;
-        const Ctx = struct { handed: ?*u64 = null };
+        var forwarded: ?*u64 = null;
+        var saw_forwarded = false;
+        var other_ctx: u8 = 0;
         fn msgOf(elem: [*]const u8) *u64 {
             return @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
         }
         fn handler(ctx: ?*anyopaque, msg: [*]const u8) callconv(.c) void {
-            const c: *Ctx = @ptrCast(@alignCast(ctx.?));
+            other = kc_actor_take(&other_ctx);
+            if (take) took = kc_actor_take(ctx); // before the send that may park
             _ = entered.fetchAdd(1, .acq_rel);
-            c.handed = msgOf(msg); // marked before the send that may park
             _ = kc_chan_send(next, msg, @sizeOf(usize), 0, 0, 0);
-            c.handed = null; // returned: the receiver has it, and the actor is done with it
         }
-        fn hook(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
-            const c: *Ctx = @ptrCast(@alignCast(ctx.?));
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
             given += 1;
             const m = msgOf(elem);
-            if (c.handed == m) {
-                skipped += 1;
+            if (m == forwarded) {
+                saw_forwarded = true; // the test's: freed there
                 return;
             }
             testing.allocator.destroy(m);
         }
-        fn onDone(_: ?*anyopaque, _: i32) callconv(.c) void {
+        fn onDone(ctx: ?*anyopaque, _: i32) callconv(.c) void {
+            in_done = kc_actor_take(ctx); // on the shutdown's thread: no coroutine there
             _ = done.fetchAdd(1, .monotonic);
         }
         fn blocker(_: ?*anyopaque) callconv(.c) void {
+            plain = kc_actor_take(null);
             blocking.store(1, .release);
             // Holds the only worker until the shutdown stops it: the actor is never resumed.
             while (sched.isRunning()) std.Thread.yield() catch {};
@@ -10522,49 +10560,95 @@ test "C ABI: an abandoned actor's message in hand goes to the hook as received, 
             }
         }
     };
-    S.entered.store(0, .monotonic);
-    S.blocking.store(0, .monotonic);
-    S.done.store(0, .monotonic);
-    S.given = 0;
-    S.skipped = 0;
-    var ctx: S.Ctx = .{};
-    var box: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 4, 0, 0, &box));
-    defer _ = kc_chan_destroy(box);
-    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, S.hook, &ctx));
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.next));
-    defer _ = kc_chan_destroy(S.next);
-    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-    var shut = false;
-    defer if (!shut) {
-        _ = kc_sched_shutdown(0);
+    try testing.expectEqual(Status.not_coroutine.code(), kc_actor_take(null));
+    for ([_]bool{ true, false }) |take| {
+        S.take = take;
+        S.entered.store(0, .monotonic);
+        S.blocking.store(0, .monotonic);
+        S.done.store(0, .monotonic);
+        S.took = 1;
+        S.other = 1;
+        S.in_done = 1;
+        S.plain = 1;
+        S.given = 0;
+        S.forwarded = null;
+        S.saw_forwarded = false;
+        var ctx: u8 = 0;
+        var box: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 4, 0, 0, &box));
+        defer _ = kc_chan_destroy(box);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, S.hook, null));
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(@sizeOf(usize), 0, 0, 0, &S.next));
+        defer _ = kc_chan_destroy(S.next);
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+        var shut = false;
+        defer if (!shut) {
+            _ = kc_sched_shutdown(0);
+        };
+        var scope: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+        defer _ = kc_scope_destroy(scope);
+        var h: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, &ctx, S.onDone, &h));
+        try S.post(box, 1);
+        const parked: i32 = @intFromEnum(coroutine.State.parked);
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the handler to park in its forwarding send");
+        while (S.entered.load(.acquire) != 1 or kc_coro_state(h) != parked) try d.wait();
+        try S.post(box, 2); // queued behind the one in hand
+        try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
+        while (S.blocking.load(.acquire) == 0) try d.wait();
+        // Takes the forwarded message: the send completes, the actor is runnable, never resumed.
+        var word: usize = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.next, &word, @sizeOf(usize)));
+        const forwarded: *u64 = @ptrFromInt(word);
+        defer testing.allocator.destroy(forwarded); // the test's now: freed once, here
+        try testing.expectEqual(@as(u64, 1), forwarded.*);
+        S.forwarded = forwarded;
+        shut = true;
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+        try testing.expectEqual(@as(u32, 1), S.done.load(.monotonic));
+        // Taken: only the queued one goes to the hook. Not taken: the forwarded one first.
+        try testing.expectEqual(@as(u32, if (take) 1 else 2), S.given);
+        try testing.expectEqual(!take, S.saw_forwarded);
+        if (take) try testing.expectEqual(@as(i32, 0), S.took);
+        try testing.expectEqual(Status.invalid.code(), S.other);
+        try testing.expectEqual(Status.not_coroutine.code(), S.in_done);
+        try testing.expectEqual(Status.invalid.code(), S.plain);
+    }
+}
+
+test "C ABI: kc_actor_take refuses (KC_EINVAL) in a producer and in an actor's on_done run by its return" {
+    const S = struct {
+        var in_producer: i32 = 1;
+        var in_done: i32 = 1;
+        fn produce(arg: ?*anyopaque) callconv(.c) void {
+            in_producer = kc_actor_take(arg);
+        }
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+        fn onDone(ctx: ?*anyopaque, _: i32) callconv(.c) void {
+            in_done = kc_actor_take(ctx); // on the actor's coroutine, its loop over
+        }
     };
+    S.in_producer = 1;
+    S.in_done = 1;
+    var ctx: u8 = 0;
+    var box: u32 = 0;
+    var out: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &out));
+    defer _ = kc_chan_destroy(out);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
     var scope: u32 = 0;
     try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
     defer _ = kc_scope_destroy(scope);
-    var h: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, &ctx, S.onDone, &h));
-    try S.post(box, 1);
-    const parked: i32 = @intFromEnum(coroutine.State.parked);
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the handler to park in its forwarding send");
-    while (S.entered.load(.acquire) != 1 or kc_coro_state(h) != parked) try d.wait();
-    try S.post(box, 2); // queued behind the one in hand
-    try testing.expectEqual(@as(i32, 0), kc_spawn(S.blocker, null, 0, null));
-    while (S.blocking.load(.acquire) == 0) try d.wait();
-    // Takes the forwarded message: the send completes, the actor is runnable, never resumed.
-    var word: usize = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.next, &word, @sizeOf(usize)));
-    const taken: *u64 = @ptrFromInt(word);
-    defer testing.allocator.destroy(taken); // the test's now: freed once, here
-    try testing.expectEqual(@as(u64, 1), taken.*);
-    shut = true;
-    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
-    try testing.expectEqual(@as(u32, 1), S.done.load(.monotonic));
-    // Both given to the hook, the taken one too (in hand: the handler never returned); it
-    // skipped that one as marked, freed the queued one.
-    try testing.expectEqual(@as(u32, 2), S.given);
-    try testing.expectEqual(@as(u32, 1), S.skipped);
-    try testing.expectEqual(taken, ctx.handed.?);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(scope, box, S.handler, &ctx, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, out, S.produce, &ctx, null, null));
+    _ = kc_chan_close(box);
+    try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
+    try testing.expectEqual(Status.invalid.code(), S.in_producer);
+    try testing.expectEqual(Status.invalid.code(), S.in_done);
 }
 
 test "C ABI: a finishing shutdown abandons an idle actor once its drain ran dry, and calls its on_done (KC_ESHUTDOWN)" {
