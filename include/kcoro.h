@@ -97,7 +97,7 @@ extern "C" {
                             * out's undelivered path once (a cancel failing the waiting
                             * send hands it over; else the echo's kc_chan_drop), as it does
                             * when a shutdown or kc_coro_destroy abandons the echo in that
-                            * send */
+                            * send; abandoned in any wait, done = 1 too (ABI 25: left 0) */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 

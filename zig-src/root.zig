@@ -4336,10 +4336,16 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// failure leaves it to the echo, which hands it to kc_chan_drop; abandoned in that send (a
 /// shutdown that cancels, a kc_coro_destroy), `chanOp`'s `HeldRefs` hands it over
 /// (`Channel.WaitOptions.unsent`; before, it was lost). The values still in `in` stay there.
+/// Abandoned in a wait (a receive or a send), `done` = 1 too, from its cleanup (`EchoEnded`):
+/// before, it stayed 0 for good, and a host waiting for it could not tell an abandoned echo
+/// from one still running.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
+    // Pushed first, so run last, after its wait's own cleanup (which hands a value in hand over).
+    var ended: EchoEnded = .{ .done = &c[3] };
+    coroutine.pushCleanup(&ended.cleanup);
     var v: u64 = 0;
     // A turn every `loop_turn_every` values, before the receive (so with nothing in hand): an
     // echo whose receives always find a value and whose sends never block (`in` = `out`
@@ -4360,9 +4366,27 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
         // Monotonic: a count the host reads after `done` (whose release orders it).
         _ = c[2].fetchAdd(1, .monotonic);
     }
+    coroutine.popCleanup(&ended.cleanup);
     builtins.countedOut();
     c[3].store(1, .release); // pairs with the host's acquire load of `done`
 }
+
+/// An echo abandoned in a wait (a shutdown that cancels, a kc_coro_destroy) sets its `done`, as
+/// its return does: the shutdown counted it out already (`releaseAbandoned`), `echoed` is final.
+/// Run on the abandoning thread; in a shutdown, before the value in hand (if any) reaches
+/// `out`'s undelivered path, which comes before kc_sched_shutdown returns (`abandoned_ends`).
+const EchoEnded = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    done: *std.atomic.Value(u64),
+
+    fn run(cl: *coroutine.Cleanup) void {
+        const e: *EchoEnded = @fieldParentPtr("cleanup", cl);
+        // Release: pairs with the host's acquire load of `done`, as at its return; the
+        // abandoning thread joined the echo's worker (or ran it: a destroy), which ordered
+        // its `echoed` before this.
+        e.done.store(1, .release);
+    }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Tests: the C header agrees with these exports.
@@ -9100,7 +9124,7 @@ test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send wa
     }
 }
 
-test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to out waits hands the value in hand to out's undelivered path once" {
+test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to out waits hands the value in hand to out's undelivered path once, and sets done, also abandoned in its receive" {
     // A send still queued when its coroutine is abandoned never fails, so the echo never got
     // to hand its value to kc_chan_drop, as it does when a send fails: before, the value taken
     // from `in` was lost (out's hook never saw it, nothing counted dropped).
@@ -9138,6 +9162,7 @@ test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to
             try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // abandoned in the send
         }
         try testing.expectEqual(@as(u64, 0), cells[2]); // nothing echoed
+        try testing.expectEqual(@as(u64, 1), cells[3]); // done, as at its return (before: 0)
         var got: u64 = 0;
         testing.expectEqual(@as(i32, 1), kc_chan_take_undelivered(out, &got, 8)) catch |err| {
             std.debug.print("by_shutdown={}: the value in hand was lost\n", .{by_shutdown});
@@ -9151,6 +9176,27 @@ test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to
         // The next value was never taken: still in `in`.
         try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(in, &got, 8));
         try testing.expectEqual(@as(u64, 6), got);
+        // Abandoned in its receive (`in` empty now), nothing in hand: `done` too.
+        cells = .{ in, out, 0, 0 };
+        if (by_shutdown) {
+            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+            var shut = false;
+            defer if (!shut) {
+                _ = kc_sched_shutdown(0);
+            };
+            try testing.expectEqual(@as(i32, 0), kc_spawn(echo, &cells, 0, &h));
+            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+            try testing.expectEqual(parked, kc_coro_state(h));
+            shut = true;
+            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+        } else {
+            try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
+            try testing.expectEqual(parked, kc_coro_resume(h));
+            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
+        }
+        try testing.expectEqual(@as(u64, 1), cells[3]);
+        try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(out, &got, 8)); // nothing
     }
 }
 
