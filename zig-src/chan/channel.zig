@@ -1600,6 +1600,17 @@ pub const Channel = struct {
         if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
     }
 
+    /// A value an abandoned receive got (`WaitOptions.landed`, `SelectOptions.landed` null): to
+    /// the undelivered path now, or, while the abandoning thread collects what cleanups leave
+    /// for later (`coroutine.later`: a `Scheduler.shutdown`, under its lifecycle lock), a copy
+    /// of it once that thread let go of its locks (`AbandonedDrop`), so that a hook may spawn
+    /// on or shut down that scheduler. Before, the hook ran under that lock and waited for
+    /// itself. Out of memory for the copy: now, under the locks. With the lock held.
+    fn dropAbandoned(ch: *Channel, elem: [*]const u8) void {
+        if (coroutine.collectingLater()) if (AbandonedDrop.make(ch, elem)) |d| return coroutine.later(&d.later);
+        ch.undelivered(elem);
+    }
+
     /// A value this channel will never deliver and that no one else can take back (its sender
     /// or its receiver went away): it goes where every dropped value goes (a descriptor's own
     /// `release`, else the undelivered hook), so that its memory is not lost. Any thread.
@@ -2054,9 +2065,9 @@ pub const Channel = struct {
         /// itself (a descriptor's `release`, else the hook; counted dropped), on the thread
         /// that abandons the coroutine, as Kotlin's onUndeliveredElement gets an element whose
         /// receive was cancelled after it took it. Before, it was lost. That thread holds the
-        /// channel's lock, and, in a `Scheduler.shutdown`, the scheduler's lifecycle lock: a
-        /// hook reached so must not spawn on (from outside, it takes that lock) or shut down
-        /// that scheduler, or it waits for itself.
+        /// channel's lock; in a `Scheduler.shutdown`, which holds the scheduler's lifecycle
+        /// lock, the hook gets a copy once the shutdown let go of it (`dropAbandoned`), so that
+        /// it may spawn on or shut down that scheduler (before, it waited for itself there).
         landed: ?*bool = null,
         /// A send's only (a receive ignores it): when not null, set to true if the calling
         /// coroutine is abandoned (a shutdown, a destroy) while its send is still queued, so
@@ -2355,7 +2366,7 @@ pub const Channel = struct {
                 // receive never returns: the caller's to place (`landed`), else the undelivered
                 // path's, now (`WaitOptions.landed`). Monotonic: the completer stored it under
                 // the lock we hold.
-                if (g.landed) |l| l.* = true else g.ch.undelivered(g.w.elem);
+                if (g.landed) |l| l.* = true else g.ch.dropAbandoned(g.w.elem);
             }
             g.ch.unlock();
         }
@@ -3217,8 +3228,42 @@ fn landedClause(clauses: []const Clause, winner: u8, status: *const std.atomic.V
     // Monotonic: the completer stored the outcome under this lock, after the claim that the
     // caller's give-up saw (acq_rel).
     if (status.load(.monotonic) != done_ok) return; // closed or cancelled: nothing came
-    if (landed) |l| l.* = winner else c.ch.undelivered(c.elem);
+    if (landed) |l| l.* = winner else c.ch.dropAbandoned(c.elem);
 }
+
+/// A copy of a value an abandoned receive got, for its channel's undelivered path once the
+/// shutdown let go of its locks (`Channel.dropAbandoned`): one block of the channel's
+/// allocator, the value after the record. The channel must outlive the shutdown (as it must
+/// outlive every wait in it: the cleanup that made this took its lock).
+const AbandonedDrop = struct {
+    later: coroutine.Later = .{ .run = run },
+    ch: *Channel,
+
+    fn bytes(d: *AbandonedDrop) []u8 {
+        const base: [*]u8 = @ptrCast(d);
+        return base[@sizeOf(AbandonedDrop)..][0..d.ch.elem_size];
+    }
+
+    fn block(d: *AbandonedDrop) []align(@alignOf(AbandonedDrop)) u8 {
+        const base: [*]align(@alignOf(AbandonedDrop)) u8 = @ptrCast(d);
+        return base[0 .. @sizeOf(AbandonedDrop) + d.ch.elem_size];
+    }
+
+    fn make(ch: *Channel, elem: [*]const u8) ?*AbandonedDrop {
+        const mem = ch.allocator.alignedAlloc(u8, .of(AbandonedDrop), @sizeOf(AbandonedDrop) + ch.elem_size) catch return null;
+        const d: *AbandonedDrop = @ptrCast(mem.ptr);
+        d.* = .{ .ch = ch };
+        @memcpy(d.bytes(), elem[0..ch.elem_size]);
+        return d;
+    }
+
+    fn run(l: *coroutine.Later) void {
+        const d: *AbandonedDrop = @fieldParentPtr("later", l);
+        const ch = d.ch;
+        ch.dropUndeliverable(d.bytes().ptr);
+        ch.allocator.free(d.block());
+    }
+};
 
 /// A select queued without a blocked party (JavaScript, through `bridge/`), as `AsyncOp` is for
 /// one operation. Every clause is registered; the clause that wins runs `notify` once, outside
@@ -4379,10 +4424,12 @@ test "a try-send from a thread whose wake of a receiving coroutine comes after a
     try testing.expectEqual(@as(u32, 0), std.posix.W.EXITSTATUS(res.status));
 }
 
-test "a shutdown that abandons a coroutine after a sender completed its receive gives the value to the undelivered hook once: a receive, a select's receive clause (lazy, on the stack)" {
+test "a shutdown that abandons a coroutine after a sender completed its receive gives the value to the undelivered hook once, after it let go of its lifecycle lock: a receive, a select's receive clause (lazy, on the stack)" {
     // Each value is a block of the leak-checking allocator (its address sent), freed by the
     // receiver if its call returns, else by the channel's hook. Before, the shutdown abandoned
-    // the receivers with the values in their buffers: no hook call, the blocks leaked.
+    // the receivers with the values in their buffers: no hook call, the blocks leaked. The hook
+    // spawns on the scheduler (from outside: it takes the lifecycle lock), refused as shut
+    // down: before, it ran under that lock (the shutdown's) and waited for itself for good.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
@@ -4395,7 +4442,12 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
         var returned: std.atomic.Value(u32) = .init(0);
         var dropped: [8]u64 = undefined;
         var n_dropped: std.atomic.Value(u32) = .init(0);
+        var refused: std.atomic.Value(u32) = .init(0);
+        fn never(_: ?*anyopaque) callconv(.c) void {}
         fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            _ = sched.spawn(never, null) catch |err| if (err == error.Shutdown) {
+                _ = refused.fetchAdd(1, .monotonic);
+            };
             const m: *u64 = @ptrFromInt(std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little));
             const i = n_dropped.fetchAdd(1, .monotonic);
             if (i < dropped.len) dropped[i] = m.*;
@@ -4430,6 +4482,7 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     S.blocking.store(0, .monotonic);
     S.returned.store(0, .monotonic);
     S.n_dropped.store(0, .monotonic);
+    S.refused.store(0, .monotonic);
     for (&S.chs) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize), .on_undelivered = S.hook });
     defer for (S.chs) |c| c.destroy();
     for (&S.quiet) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize) });
@@ -4459,6 +4512,7 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     try testing.expectEqual(@as(u32, 0), S.returned.load(.monotonic));
     // Each once, none for [3] (it got nothing), counted dropped.
     try testing.expectEqual(@as(u32, 3), S.n_dropped.load(.monotonic));
+    try testing.expectEqual(@as(u32, 3), S.refused.load(.monotonic)); // each hook's spawn
     var seen: [3]u64 = undefined;
     @memcpy(&seen, S.dropped[0..3]);
     std.mem.sort(u64, &seen, {}, std.sort.asc(u64));

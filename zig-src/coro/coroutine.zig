@@ -108,7 +108,7 @@ pub const Unparked = enum { woken, not_parked, stale };
 /// An undo step for a coroutine abandoned mid-wait (`Coroutine.pushCleanup`): usually the first
 /// field of a struct on the coroutine's stack that holds what to undo (`@fieldParentPtr`).
 /// `run` may lock channels and tokens and drop references; it must not wake coroutines (their
-/// scheduler is gone) or allocate.
+/// scheduler is gone) or allocate, except a record of what it leaves for later (`later`).
 pub const Cleanup = struct {
     run: *const fn (c: *Cleanup) void,
     next: ?*Cleanup = null,
@@ -123,6 +123,62 @@ pub fn pushCleanup(c: *Cleanup) void {
 /// Unregisters `c` from the calling coroutine (see `pushCleanup`).
 pub fn popCleanup(c: *Cleanup) void {
     if (getCurrent()) |co| co.popCleanup(c);
+}
+
+/// A step a cleanup leaves for later (`later`): to run once the thread abandoning the coroutine
+/// let go of its locks. Usually the first field of a heap record that frees itself in `run`.
+pub const Later = struct {
+    run: *const fn (l: *Later) void,
+    next: ?*Later = null,
+};
+
+/// What the cleanups a thread runs leave for later, in the order they left it (`later`):
+/// intrusive, so that queueing allocates nothing. Its collector runs it (`runAll`) once it let
+/// go of its locks.
+pub const LaterList = struct {
+    head: ?*Later = null,
+    tail: ?*Later = null,
+
+    fn push(l: *LaterList, x: *Later) void {
+        assert((l.head == null) == (l.tail == null));
+        x.next = null;
+        if (l.tail) |t| t.next = x else l.head = x;
+        l.tail = x;
+    }
+
+    /// Runs each, in order (each may free itself).
+    pub fn runAll(l: *LaterList) void {
+        while (l.head) |x| {
+            l.head = x.next; // read first: `run` may free `x`
+            x.run(x);
+        }
+        l.tail = null;
+    }
+};
+
+/// Set by a thread that runs abandoned coroutines' cleanups under locks a step they leave may
+/// need (`Scheduler.shutdown`, under its lifecycle lock: a channel's undelivered hook that
+/// spawns on that scheduler waited for itself there).
+threadlocal var later_list: ?*LaterList = null;
+
+/// Runs `x` now, or, while this thread collects (`collectLater`), once its collector let go
+/// of its locks.
+pub fn later(x: *Later) void {
+    if (later_list) |list| list.push(x) else x.run(x);
+}
+
+/// Whether `later` defers on this thread now: a cleanup that must copy what it leaves (off the
+/// coroutine's stack, which goes) copies only then.
+pub fn collectingLater() bool {
+    return later_list != null;
+}
+
+/// Makes `later` queue to `list` (null: run at once) on this thread; returns what it queued to
+/// before, which the caller puts back.
+pub fn collectLater(list: ?*LaterList) ?*LaterList {
+    const prev = later_list;
+    later_list = list;
+    return prev;
 }
 
 /// Why the coroutine last switched back to its resumer.

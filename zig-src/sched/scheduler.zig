@@ -1368,6 +1368,17 @@ pub const Scheduler = struct {
                 "a thread outside the scheduler",
             .{ @tagName(mode), w.index },
         );
+        // What the abandoned coroutines' cleanups leave for later (`coroutine.later`: a value
+        // a receive got, to its channel's undelivered hook) runs once the lifecycle lock is let
+        // go (defers run in reverse), so that a hook may spawn on or shut down this scheduler.
+        // A caller that collects them itself (around this call) runs them after its own locks.
+        var later: coroutine.LaterList = .{};
+        const collecting = !coroutine.collectingLater();
+        if (collecting) _ = coroutine.collectLater(&later);
+        defer if (collecting) {
+            _ = coroutine.collectLater(null);
+            later.runAll();
+        };
         if (deadline) |d| {
             // Bounded too: another shutdown may hold it for good (joining a worker that never
             // yields). Past the deadline only while a shutdown holds it (`lifecycle_shutdown`):
