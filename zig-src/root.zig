@@ -1444,21 +1444,26 @@ const HeldRefs = struct {
     /// copied off the coroutine's memory (the caller's buffer, perhaps on the stack that goes),
     /// it goes to that channel's undelivered path once the shutdown let go of its locks
     /// (`AbandonedEnd`, which takes `chans[at]`'s reference over), as a native actor's message
-    /// in hand does; the other references are released now.
+    /// in hand does; the other references are released now. Out of memory, a shutdown's is
+    /// made in `LandedReserve`, so that it still waits for the locks to go; only with that
+    /// full too (or outside a shutdown: a kc_coro_destroy, which holds no lock of the
+    /// scheduler's) is it dropped now.
     fn dropLanded(h: *HeldRefs, at: usize, elem: [*]const u8) void {
         const e = h.chans[at];
         const ch = ChanRegistry.channelOf(e);
         const heap = landedAllocator();
-        const copy = heap.dupe(u8, elem[0..ch.elem_size]) catch {
-            ch.dropUndeliverable(elem); // out of memory: now, under the shutdown's locks
+        const a: *AbandonedEnd = made: {
+            const copy = heap.dupe(u8, elem[0..ch.elem_size]) catch break :made null;
+            const a = heap.create(AbandonedEnd) catch {
+                heap.free(copy);
+                break :made null;
+            };
+            a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .home = .heap };
+            break :made a;
+        } orelse (if (abandoned_ends != null) LandedReserve.make(e, elem[0..ch.elem_size]) else null) orelse {
+            ch.dropUndeliverable(elem); // now: under a shutdown's locks only with the reserve full
             return h.releaseAll();
         };
-        const a = heap.create(AbandonedEnd) catch {
-            heap.free(copy);
-            ch.dropUndeliverable(elem); // as above
-            return h.releaseAll();
-        };
-        a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .in_start = false };
         for (h.chans[0..at]) |x| chans().release(x);
         for (h.chans[at + 1 ..]) |x| chans().release(x);
         h.chans = &.{};
@@ -1495,29 +1500,86 @@ const AbandonedEnd = struct {
 
     /// The next one a shutdown's cleanups left (`AbandonedList`).
     next: ?*AbandonedEnd = null,
-    /// Carried by an actor's or producer's start record (`ActorStart.ending`), freed with it;
-    /// else made on the C heap for a receive's landed value (`HeldRefs.dropLanded`), freed alone.
-    in_start: bool = true,
+    /// Where it lives, and its `in_hand` with it.
+    home: Home = .start,
 
     const Done = struct { f: DoneFn, ctx: ?*anyopaque, status: i32 };
+
+    const Home = enum {
+        /// In an actor's or producer's start record (`ActorStart.ending`), freed with it; its
+        /// `in_hand`, the actor's message buffer, on the C heap (`actorMain`).
+        start,
+        /// Made for a receive's landed value (`HeldRefs.dropLanded`), as its copy, in
+        /// `landedAllocator`; each freed alone.
+        heap,
+        /// The same, made in `LandedReserve` (one block with the copy) when that failed.
+        reserve,
+    };
 
     /// Does it, then frees the start record carrying it (`a` with it).
     fn finish(a: *AbandonedEnd) void {
         const ch = ChanRegistry.channelOf(a.entry);
-        // An actor's message buffer is the C heap's (`actorMain`); a landed value's copy,
-        // `dropLanded`'s.
-        const heap = if (a.in_start) std.heap.c_allocator else landedAllocator();
         if (a.in_hand) |m| {
             ch.dropUndeliverable(m.ptr);
-            heap.free(m);
+            switch (a.home) {
+                .start => std.heap.c_allocator.free(m),
+                .heap => landedAllocator().free(m),
+                .reserve => {}, // in `a`'s block
+            }
         }
         a.end.apply(ch);
         // With its reference still held, as at its return: on_done may destroy the channel.
         if (a.done) |d| d.f(d.ctx, d.status);
         chans().release(a.entry);
-        if (!a.in_start) return heap.destroy(a);
-        const st: *ActorStart = @alignCast(@fieldParentPtr("ending", a));
-        startAllocator().destroy(st);
+        switch (a.home) {
+            .start => {
+                const st: *ActorStart = @alignCast(@fieldParentPtr("ending", a));
+                startAllocator().destroy(st);
+            },
+            .heap => landedAllocator().destroy(a),
+            .reserve => LandedReserve.free(),
+        }
+    }
+};
+
+/// Memory for what `HeldRefs.dropLanded` makes in a shutdown when its allocator fails: carved
+/// in order from a fixed block while any record made in it lives, reset when the last is freed
+/// (`AbandonedEnd.finish`, after the shutdown let go of its locks). Before, out of memory, the
+/// value went to the undelivered path there and then, under the shutdown's locks, where a hook
+/// that starts or shuts down a scheduler deadlocked. A value that does not fit (larger ones, or
+/// more at once than the block holds: about 100 of 8-byte values) still goes there then.
+const LandedReserve = struct {
+    const size = 8 * 1024;
+    var mutex: std.Thread.Mutex = .{};
+    var block: [size]u8 align(@alignOf(AbandonedEnd)) = undefined;
+    /// Bytes of `block` carved since the last reset, and the records among them not yet freed.
+    /// Under `mutex`.
+    var used: usize = 0;
+    var live: usize = 0;
+
+    /// An end record for `bytes` (copied after it in the same block), channel `e` (its
+    /// reference taken over by the caller), or null when the block has no room.
+    fn make(e: *ChanRegistry.Entry, bytes: []const u8) ?*AbandonedEnd {
+        mutex.lock();
+        defer mutex.unlock();
+        const at = std.mem.alignForward(usize, used, @alignOf(AbandonedEnd));
+        const end = at + @sizeOf(AbandonedEnd) + bytes.len;
+        if (end > size) return null;
+        used = end;
+        live += 1;
+        const a: *AbandonedEnd = @ptrCast(@alignCast(&block[at]));
+        const copy = block[at + @sizeOf(AbandonedEnd) .. end];
+        @memcpy(copy, bytes);
+        a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .home = .reserve };
+        return a;
+    }
+
+    fn free() void {
+        mutex.lock();
+        defer mutex.unlock();
+        std.debug.assert(live > 0);
+        live -= 1;
+        if (live == 0) used = 0;
     }
 };
 
@@ -10803,14 +10865,33 @@ test "C ABI: an actor's or producer's on_done that a shutdown abandons mid-way (
     try testing.expectEqual(Status.closed.code(), kc_chan_try_send(out, &v, 8));
 }
 
-test "C ABI: a shutdown that abandons a coroutine after a sender completed its kc_chan_recv or kc_select receive clause gives the value to the undelivered path once, after it let go of its locks" {
+test "C ABI: a shutdown that abandons a coroutine after a sender completed its kc_chan_recv or kc_select receive clause gives the value to the undelivered path once, after it let go of its locks, also out of memory" {
     // Each value is a block of the leak-checking allocator (its address sent), freed by the
     // receiver if its call returns, else by the channel's undelivered hook (a zero-copy one's:
     // by its descriptor's release). Before, a receive a sender completed whose coroutine the
     // shutdown then abandoned lost the value: no hook call, and the allocator reported the
-    // blocks as leaks.
+    // blocks as leaks. Also with `dropLanded`'s allocator failing, from its first allocation
+    // or its second (a copy made, its record not): the records are made in `LandedReserve`,
+    // and the hooks still run after the locks (before, there and then, under them).
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
+    defer test_hooks.landed_allocator = null;
+    for ([_]?usize{ null, 0, 1 }) |fail_index| {
+        var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = fail_index orelse std.math.maxInt(usize) });
+        test_hooks.landed_allocator = if (fail_index != null) failing.allocator() else null;
+        try landedAtShutdown();
+        try testing.expectEqual(failing.allocations, failing.deallocations);
+        try testing.expectEqual(failing.allocated_bytes, failing.freed_bytes);
+        if (fail_index) |f| try testing.expectEqual(f, failing.allocations);
+        LandedReserve.mutex.lock();
+        defer LandedReserve.mutex.unlock();
+        try testing.expectEqual(@as(usize, 0), LandedReserve.live); // each freed
+        try testing.expectEqual(@as(usize, 0), LandedReserve.used);
+    }
+}
+
+/// The test above's scenario, once.
+fn landedAtShutdown() !void {
     const word = @sizeOf(usize);
     const S = struct {
         /// [0] kc_chan_recv; [1] a 2-clause kc_select (the lazy one); [2] a 5-clause kc_select
@@ -11028,7 +11109,7 @@ test "C ABI: an abandoned receive's landed value: its copy and its end record ar
     // queues it), freed by `AbandonedEnd.finish`: on the C heap, so no leak check saw them.
     // Here they are made in a leak-checked allocator that fails the first or the second
     // allocation: a copy not freed when the record cannot be made, or a record freed through
-    // the start record's path (`in_start`), fails this.
+    // the start record's path (`AbandonedEnd.home`), fails this.
     defer test_hooks.landed_allocator = null;
     var seq: u64 = 0;
     // No failure; the copy fails; the record fails.
