@@ -1587,7 +1587,12 @@ const LandedReserve = struct {
 /// intrusive (`AbandonedEnd.next`), so that queueing one under `sched_mutex` allocates nothing
 /// and cannot fail. Before, an array list on the C heap: out of memory, the end was done there
 /// and then, under the lock, where an on_done or a channel hook that starts a scheduler (or
-/// takes the lock by any call) deadlocked.
+/// takes the lock by any call) deadlocked. A timed-out shutdown (kc_sched_shutdown_timed: a
+/// worker it could not join) runs no cleanup, so it leaves none: they come with the join a
+/// later shutdown completes, not before. The coroutine that worker still runs may be an
+/// actor's handler using `ctx`, which its on_done says is free; and a cleanup run meanwhile
+/// would race with that coroutine, which may still complete the waits the cleanups undo, wake
+/// their coroutines, or spawn from the stack pool that `releaseAbandoned` walks.
 const AbandonedList = struct {
     head: ?*AbandonedEnd = null,
     tail: ?*AbandonedEnd = null,
