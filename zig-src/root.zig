@@ -1542,44 +1542,26 @@ const AbandonedEnd = struct {
     }
 };
 
-/// Memory for what `HeldRefs.dropLanded` makes in a shutdown when its allocator fails: carved
-/// in order from a fixed block while any record made in it lives, reset when the last is freed
-/// (`AbandonedEnd.finish`, after the shutdown let go of its locks). Before, out of memory, the
-/// value went to the undelivered path there and then, under the shutdown's locks, where a hook
-/// that starts or shuts down a scheduler deadlocked. A value that does not fit (larger ones, or
-/// more at once than the block holds: about 100 of 8-byte values) still goes there then.
+/// Memory for what `HeldRefs.dropLanded` makes in a shutdown when its allocator fails: one
+/// piece of `coroutine.later_reserve` for the record and the copy after it. Before, out of
+/// memory, the value went to the undelivered path there and then, under the shutdown's locks,
+/// where a hook that starts or shuts down a scheduler deadlocked. A value that does not fit
+/// (larger ones, or more at once than the reserve holds: about 100 of 8-byte values) still
+/// goes there then.
 const LandedReserve = struct {
-    const size = 8 * 1024;
-    var mutex: std.Thread.Mutex = .{};
-    var block: [size]u8 align(@alignOf(AbandonedEnd)) = undefined;
-    /// Bytes of `block` carved since the last reset, and the records among them not yet freed.
-    /// Under `mutex`.
-    var used: usize = 0;
-    var live: usize = 0;
-
-    /// An end record for `bytes` (copied after it in the same block), channel `e` (its
-    /// reference taken over by the caller), or null when the block has no room.
+    /// An end record for `bytes` (copied after it), channel `e` (its reference taken over by
+    /// the caller), or null when the reserve has no room.
     fn make(e: *ChanRegistry.Entry, bytes: []const u8) ?*AbandonedEnd {
-        mutex.lock();
-        defer mutex.unlock();
-        const at = std.mem.alignForward(usize, used, @alignOf(AbandonedEnd));
-        const end = at + @sizeOf(AbandonedEnd) + bytes.len;
-        if (end > size) return null;
-        used = end;
-        live += 1;
-        const a: *AbandonedEnd = @ptrCast(@alignCast(&block[at]));
-        const copy = block[at + @sizeOf(AbandonedEnd) .. end];
+        const mem = coroutine.later_reserve.alloc(@sizeOf(AbandonedEnd) + bytes.len, @alignOf(AbandonedEnd)) orelse return null;
+        const a: *AbandonedEnd = @ptrCast(@alignCast(mem.ptr));
+        const copy = mem[@sizeOf(AbandonedEnd)..];
         @memcpy(copy, bytes);
         a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .home = .reserve };
         return a;
     }
 
     fn free() void {
-        mutex.lock();
-        defer mutex.unlock();
-        std.debug.assert(live > 0);
-        live -= 1;
-        if (live == 0) used = 0;
+        coroutine.later_reserve.free();
     }
 };
 
@@ -10888,10 +10870,7 @@ test "C ABI: a shutdown that abandons a coroutine after a sender completed its k
         try testing.expectEqual(failing.allocations, failing.deallocations);
         try testing.expectEqual(failing.allocated_bytes, failing.freed_bytes);
         if (fail_index) |f| try testing.expectEqual(f, failing.allocations);
-        LandedReserve.mutex.lock();
-        defer LandedReserve.mutex.unlock();
-        try testing.expectEqual(@as(usize, 0), LandedReserve.live); // each freed
-        try testing.expectEqual(@as(usize, 0), LandedReserve.used);
+        try testing.expect(coroutine.later_reserve.idle()); // each freed
     }
 }
 

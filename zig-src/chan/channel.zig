@@ -1605,7 +1605,8 @@ pub const Channel = struct {
     /// for later (`coroutine.later`: a `Scheduler.shutdown`, under its lifecycle lock), a copy
     /// of it once that thread let go of its locks (`AbandonedDrop`), so that a hook may spawn
     /// on or shut down that scheduler. Before, the hook ran under that lock and waited for
-    /// itself. Out of memory for the copy: now, under the locks. With the lock held.
+    /// itself. Out of memory, the copy is made in `coroutine.later_reserve`; only one that
+    /// does not fit there goes now, under the locks. With the lock held.
     fn dropAbandoned(ch: *Channel, elem: [*]const u8) void {
         if (coroutine.collectingLater()) if (AbandonedDrop.make(ch, elem)) |d| return coroutine.later(&d.later);
         ch.undelivered(elem);
@@ -3233,11 +3234,13 @@ fn landedClause(clauses: []const Clause, winner: u8, status: *const std.atomic.V
 
 /// A copy of a value an abandoned receive got, for its channel's undelivered path once the
 /// shutdown let go of its locks (`Channel.dropAbandoned`): one block of the channel's
-/// allocator, the value after the record. The channel must outlive the shutdown (as it must
-/// outlive every wait in it: the cleanup that made this took its lock).
+/// allocator, the value after the record; out of memory, one piece of
+/// `coroutine.later_reserve`. The channel must outlive the shutdown (as it must outlive every
+/// wait in it: the cleanup that made this took its lock).
 const AbandonedDrop = struct {
     later: coroutine.Later = .{ .run = run },
     ch: *Channel,
+    reserved: bool = false,
 
     fn bytes(d: *AbandonedDrop) []u8 {
         const base: [*]u8 = @ptrCast(d);
@@ -3250,9 +3253,14 @@ const AbandonedDrop = struct {
     }
 
     fn make(ch: *Channel, elem: [*]const u8) ?*AbandonedDrop {
-        const mem = ch.allocator.alignedAlloc(u8, .of(AbandonedDrop), @sizeOf(AbandonedDrop) + ch.elem_size) catch return null;
-        const d: *AbandonedDrop = @ptrCast(mem.ptr);
-        d.* = .{ .ch = ch };
+        const len = @sizeOf(AbandonedDrop) + ch.elem_size;
+        var reserved = false;
+        const mem: [*]u8 = if (ch.allocator.alignedAlloc(u8, .of(AbandonedDrop), len)) |m| m.ptr else |_| blk: {
+            reserved = true;
+            break :blk (coroutine.later_reserve.alloc(len, @alignOf(AbandonedDrop)) orelse return null).ptr;
+        };
+        const d: *AbandonedDrop = @ptrCast(@alignCast(mem));
+        d.* = .{ .ch = ch, .reserved = reserved };
         @memcpy(d.bytes(), elem[0..ch.elem_size]);
         return d;
     }
@@ -3261,7 +3269,7 @@ const AbandonedDrop = struct {
         const d: *AbandonedDrop = @fieldParentPtr("later", l);
         const ch = d.ch;
         ch.dropUndeliverable(d.bytes().ptr);
-        ch.allocator.free(d.block());
+        if (d.reserved) coroutine.later_reserve.free() else ch.allocator.free(d.block());
     }
 };
 
@@ -4430,8 +4438,15 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     // the receivers with the values in their buffers: no hook call, the blocks leaked. The hook
     // spawns on the scheduler (from outside: it takes the lifecycle lock), refused as shut
     // down: before, it ran under that lock (the shutdown's) and waited for itself for good.
+    // Also with the channels' allocator failing once they are made: the copies go to
+    // `coroutine.later_reserve`, and the hooks still run after the lock.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
+    for ([_]bool{ false, true }) |oom| try landedAtShutdown(oom);
+}
+
+/// The test above's scenario, once; `oom`: the channels' allocator fails once they are made.
+fn landedAtShutdown(oom: bool) !void {
     const S = struct {
         var sched: scheduler.Scheduler = undefined;
         /// [0] a receive; [1] a 2-clause select (lazy); [2] a 5-clause select (on the stack);
@@ -4483,8 +4498,10 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     S.returned.store(0, .monotonic);
     S.n_dropped.store(0, .monotonic);
     S.refused.store(0, .monotonic);
-    for (&S.chs) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize), .on_undelivered = S.hook });
+    var failing = std.testing.FailingAllocator.init(testing.allocator, .{});
+    for (&S.chs) |*c| c.* = try Channel.create(failing.allocator(), .{ .elem_size = @sizeOf(usize), .on_undelivered = S.hook });
     defer for (S.chs) |c| c.destroy();
+    if (oom) failing.fail_index = failing.alloc_index; // from here on
     for (&S.quiet) |*c| c.* = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize) });
     defer for (S.quiet) |c| c.destroy();
     try S.sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
@@ -4518,6 +4535,8 @@ test "a shutdown that abandons a coroutine after a sender completed its receive 
     std.mem.sort(u64, &seen, {}, std.sort.asc(u64));
     try testing.expectEqualSlices(u64, &.{ 1, 2, 3 }, &seen);
     for (S.chs[0..3]) |c| try testing.expectEqual(@as(u64, 1), c.snapshot().dropped);
+    try testing.expectEqual(oom, failing.has_induced_failure);
+    try testing.expect(coroutine.later_reserve.idle()); // each piece freed
 }
 
 test "a shutdown that abandons a lazy select waiting for the outcome of a clause that won while it armed (won_early) gives the value to the undelivered hook once" {

@@ -181,6 +181,49 @@ pub fn collectLater(list: ?*LaterList) ?*LaterList {
     return prev;
 }
 
+/// Memory for what a cleanup leaves for later (`later`) when its allocator fails: carved in
+/// order from a fixed block while anything made in it lives, reset when the last is freed
+/// (after the collector let go of its locks). Without it, out of memory, what was left for
+/// later had to be done there and then, under those locks. What does not fit (large values,
+/// or more at once than the block holds) still is.
+pub const later_reserve = struct {
+    const size = 8 * 1024;
+    var mutex: std.Thread.Mutex = .{};
+    var block: [size]u8 align(16) = undefined;
+    /// Bytes of `block` carved since the last reset, and the pieces among them not yet
+    /// freed. Under `mutex`.
+    var used: usize = 0;
+    var live: usize = 0;
+
+    /// `len` bytes aligned to `alignment` (at most 16), or null when the block has no room.
+    pub fn alloc(len: usize, alignment: usize) ?[]u8 {
+        assert(alignment <= 16);
+        mutex.lock();
+        defer mutex.unlock();
+        const at = std.mem.alignForward(usize, used, alignment);
+        if (at + len > size) return null;
+        used = at + len;
+        live += 1;
+        return block[at..][0..len];
+    }
+
+    /// Gives back one piece `alloc` made.
+    pub fn free() void {
+        mutex.lock();
+        defer mutex.unlock();
+        assert(live > 0);
+        live -= 1;
+        if (live == 0) used = 0;
+    }
+
+    /// Nothing made in it lives (tests).
+    pub fn idle() bool {
+        mutex.lock();
+        defer mutex.unlock();
+        return live == 0 and used == 0;
+    }
+};
+
 /// Why the coroutine last switched back to its resumer.
 const Exit = enum(u8) { none, yield, park, finish };
 
