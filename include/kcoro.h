@@ -97,7 +97,7 @@ extern "C" {
                             * out's undelivered path once (a cancel failing the waiting
                             * send hands it over; else the echo's kc_chan_drop), as it does
                             * when a shutdown or kc_coro_destroy abandons the echo in that
-                            * send; abandoned in any wait, done = 1 too (ABI 25: left 0) */
+                            * send; abandoned (in a wait or at a turn), done = 1 too (ABI 25: 0) */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
                                   * u64 first..first+count-1 (sent += 1 each), then done += 1 */
 
@@ -807,8 +807,9 @@ uint64_t kc_deadline(void);
  * it, or sends it on: also a forwarding kc_chan_send that parks, which a receiver may have
  * taken) and may then park or yield must call kc_actor_take(ctx) first, or it is freed twice;
  * taken so, one whose forwarding send was never taken leaks at the shutdown instead (ABI 25
- * and before: mark it where the hook looks, the same ctx, and have the hook skip it). ABI 14 left that
- * channel open. Before, an abandoned one's on_done never ran and its message in hand was lost.
+ * and before: mark it where the hook looks, the same ctx, and have the hook skip it). ABI 14
+ * left that channel open. Before, an abandoned one's on_done never ran and its message in
+ * hand was lost.
  * One abandoned in its own on_done (parked in it) is not called again, and its channel stays
  * as its return left it (a closed, emptied mailbox stays closed, not cancelled).
  * An actor: a child of `scope` calling handler(ctx, msg) for every message of `mailbox`; it

@@ -72,8 +72,8 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
  *   The value it holds when its send to `out` fails goes to `out`'s undelivered path once
- *   (counted as dropped there). Abandoned in a wait by a `"cancel"` shutdown, `done` = 1 too
- *   once the shutdown has settled.
+ *   (counted as dropped there). Abandoned by a `"cancel"` shutdown (in a wait or at a turn),
+ *   `done` = 1 too once the shutdown has settled.
  *
  * `"spin"`, `"chanSender"` and `"echo"`, whose loops may never park (an echo whose `in` is its
  * own conflated `out`, a chanSender to a drop-policy channel), yield to the scheduler now and

@@ -59,8 +59,8 @@ pub const Builtin = enum(u32) {
     /// a shutdown comes, its native scope is cancelled or its context deadline passes (it
     /// yields every `loop_turn_every` values, where it looks; hand-driven, it yields back to
     /// its resumer there); then
-    /// `done` = 1, also when abandoned in a wait (a shutdown that cancels, a destroy). A native
-    /// partner for round-trip benchmarks. Lives in root.zig.
+    /// `done` = 1, also when abandoned (in a wait or at a turn: a shutdown that cancels, a
+    /// destroy). A native partner for round-trip benchmarks. Lives in root.zig.
     echo = 12,
 };
 

@@ -4385,9 +4385,9 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// failure leaves it to the echo, which hands it to kc_chan_drop; abandoned in that send (a
 /// shutdown that cancels, a kc_coro_destroy), `chanOp`'s `HeldRefs` hands it over
 /// (`Channel.WaitOptions.unsent`; before, it was lost). The values still in `in` stay there.
-/// Abandoned in a wait (a receive or a send), `done` = 1 too, from its cleanup (`EchoEnded`):
-/// before, it stayed 0 for good, and a host waiting for it could not tell an abandoned echo
-/// from one still running.
+/// Abandoned (in a receive, a send, or at a turn), `done` = 1 too, from its cleanup
+/// (`EchoEnded`): before, it stayed 0 for good, and a host waiting for it could not tell an
+/// abandoned echo from one still running.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
@@ -4420,7 +4420,7 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     c[3].store(1, .release); // pairs with the host's acquire load of `done`
 }
 
-/// An echo abandoned in a wait (a shutdown that cancels, a kc_coro_destroy) sets its `done`, as
+/// An echo abandoned (a shutdown that cancels, a kc_coro_destroy) sets its `done`, as
 /// its return does: the shutdown counted it out already (`releaseAbandoned`), `echoed` is final.
 /// Run on the abandoning thread; in a shutdown, before the value in hand (if any) reaches
 /// `out`'s undelivered path, which comes before kc_sched_shutdown returns (`abandoned_ends`).
@@ -9126,6 +9126,9 @@ test "C ABI: hand-driven, the built-in loops that never park return from kc_coro
     try testing.expectEqual(@as(u64, 0), spin[1]);
     // The echo yields between values (nothing in hand): the value is in the channel.
     try rig.expectValueKept();
+    // Destroyed at its turn, the echo shows `done`, as when abandoned in a wait.
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(he));
+    try testing.expectEqual(@as(u64, 1), echo[3]);
 }
 
 test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send waited is dropped once, not again by the echo" {
