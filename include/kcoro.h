@@ -99,7 +99,8 @@ extern "C" {
                             * when a shutdown or kc_coro_destroy abandons the echo in that
                             * send; abandoned (in a wait or at a turn), done = 1 too (ABI 25: 0) */
 #define KC_BUILTIN_CHAN_SENDER 10 /* scheduled: uint64_t[5] {chan, first, count, sent, done}: sends
-                                  * u64 first..first+count-1 (sent += 1 each), then done += 1 */
+                                  * u64 first..first+count-1 (sent += 1 each), then done += 1,
+                                  * also when abandoned (ABI 25: done unchanged then) */
 
 /* kc_sched_shutdown modes. */
 #define KC_SHUTDOWN_CANCEL 0 /* stop now; unfinished coroutines never run again */

@@ -68,7 +68,7 @@ export type ShutdownMode = "cancel" | "finish";
  *   (`codecs.u64`), adding 1 to `sent` for each, stopping at the first send that fails (the
  *   channel closed or destroyed, a handle that names no channel, or a channel whose elements
  *   are not 8 bytes: a default-codec one refuses every send, so `sent` stays 0); then adds 1 to
- *   `done`;
+ *   `done`, also when a `"cancel"` shutdown abandons it;
  * - `"echo"`: `[in channel, out channel, echoed, done]`: receives each value of `in` (8-byte
  *   elements) and sends it to `out`, adding 1 to `echoed`, until either fails; then `done` = 1.
  *   The value it holds when its send to `out` fails goes to `out`'s undelivered path once

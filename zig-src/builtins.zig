@@ -48,7 +48,8 @@ pub const Builtin = enum(u32) {
     /// stopping early if a send fails (closed), a shutdown comes, its native scope is
     /// cancelled or its context deadline passes (it yields every `loop_turn_every` values,
     /// where it looks; hand-driven, it
-    /// yields back to its resumer there); then adds 1 to `done`. A native producer for
+    /// yields back to its resumer there); then adds 1 to `done`, also when abandoned (in its
+    /// send or at a turn: a shutdown that cancels, a destroy). A native producer for
     /// channels shared with JavaScript isolates and Workers.
     chan_sender = 10,
     /// Scheduled. `arg` -> u64[3] { deadline, done, status }: writes its context's deadline
@@ -88,6 +89,27 @@ pub fn entry(b: Builtin) *const anyopaque {
 pub fn countedOut() void {
     scheduler.Scheduler.countFinishedNow();
 }
+
+/// A built-in loop abandoned (a shutdown that cancels, a kc_coro_destroy: in a wait or at a
+/// turn) moves its `done` as its return does (`add`: adds 1, else stores 1), from this
+/// cleanup, pushed first so run last: the echo's and the chanSender's. Before, `done` never
+/// moved, and a host waiting for it could not tell an abandoned loop from a running one. The
+/// shutdown counted the coroutine out already (`releaseAbandoned`); run on the abandoning
+/// thread, after the other cleanups (in a shutdown, before an echo's value in hand reaches
+/// `out`'s undelivered path, which comes before kc_sched_shutdown returns).
+pub const DoneOnAbandon = struct {
+    cleanup: coroutine.Cleanup = .{ .run = run },
+    done: *std.atomic.Value(u64),
+    add: bool,
+
+    fn run(cl: *coroutine.Cleanup) void {
+        const d: *DoneOnAbandon = @fieldParentPtr("cleanup", cl);
+        // Release: pairs with the host's acquire load of `done`, as at its return; the
+        // abandoning thread joined the loop's worker (or ran it: a destroy), which ordered
+        // its counts (`echoed`, `sent`) before this.
+        if (d.add) _ = d.done.fetchAdd(1, .release) else d.done.store(1, .release);
+    }
+};
 
 /// Stores `status` in cell 2, then sets `done` (cell 1) for the three-cell built-ins.
 pub fn finish(c: *[3]std.atomic.Value(u64), status: i32) void {
@@ -341,6 +363,9 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
     // conflated, room) runs it without a park. A shutdown, or its native scope's cancellation
     // (which a send that never waits does not see), stops it as a failed send does.
     var pace = Pacer.init(loop_turn_every);
+    // Abandoned (in its send, or at a turn), `done` moves too.
+    var ended: DoneOnAbandon = .{ .done = &c[4], .add = true };
+    coroutine.pushCleanup(&ended.cleanup);
     while (i < count and pace.go()) : (i += 1) {
         const v: u64 = first + i;
         if (kc_chan_send(handle, &v, @sizeOf(u64), 0, 0, 0) != 0) break;
@@ -348,6 +373,7 @@ fn chanSender(arg: ?*anyopaque) callconv(.c) void {
         // it sees `done` move (the release below).
         _ = c[3].fetchAdd(1, .monotonic);
     }
+    coroutine.popCleanup(&ended.cleanup);
     countedOut();
     // Release: pairs with the reader's acquire; `sent` is final before `done` moves.
     _ = c[4].fetchAdd(1, .release);

@@ -4386,14 +4386,14 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// shutdown that cancels, a kc_coro_destroy), `chanOp`'s `HeldRefs` hands it over
 /// (`Channel.WaitOptions.unsent`; before, it was lost). The values still in `in` stay there.
 /// Abandoned (in a receive, a send, or at a turn), `done` = 1 too, from its cleanup
-/// (`EchoEnded`): before, it stayed 0 for good, and a host waiting for it could not tell an
+/// (`builtins.DoneOnAbandon`): before, it stayed 0 for good, and a host waiting for it could not tell an
 /// abandoned echo from one still running.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
     const out = std.math.cast(u32, c[1].load(.monotonic)) orelse 0;
     // Pushed first, so run last, after its wait's own cleanup (which hands a value in hand over).
-    var ended: EchoEnded = .{ .done = &c[3] };
+    var ended: builtins.DoneOnAbandon = .{ .done = &c[3], .add = false };
     coroutine.pushCleanup(&ended.cleanup);
     var v: u64 = 0;
     // A turn every `loop_turn_every` values, before the receive (so with nothing in hand): an
@@ -4419,23 +4419,6 @@ fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     builtins.countedOut();
     c[3].store(1, .release); // pairs with the host's acquire load of `done`
 }
-
-/// An echo abandoned (a shutdown that cancels, a kc_coro_destroy) sets its `done`, as
-/// its return does: the shutdown counted it out already (`releaseAbandoned`), `echoed` is final.
-/// Run on the abandoning thread; in a shutdown, before the value in hand (if any) reaches
-/// `out`'s undelivered path, which comes before kc_sched_shutdown returns (`abandoned_ends`).
-const EchoEnded = struct {
-    cleanup: coroutine.Cleanup = .{ .run = run },
-    done: *std.atomic.Value(u64),
-
-    fn run(cl: *coroutine.Cleanup) void {
-        const e: *EchoEnded = @fieldParentPtr("cleanup", cl);
-        // Release: pairs with the host's acquire load of `done`, as at its return; the
-        // abandoning thread joined the echo's worker (or ran it: a destroy), which ordered
-        // its `echoed` before this.
-        e.done.store(1, .release);
-    }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Tests: the C header agrees with these exports.
@@ -9126,9 +9109,48 @@ test "C ABI: hand-driven, the built-in loops that never park return from kc_coro
     try testing.expectEqual(@as(u64, 0), spin[1]);
     // The echo yields between values (nothing in hand): the value is in the channel.
     try rig.expectValueKept();
-    // Destroyed at its turn, the echo shows `done`, as when abandoned in a wait.
-    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(he));
+    // Destroyed at their turn, the echo and the chanSender show `done`, as when abandoned in
+    // a wait; the spin's stays as it was (its work not done).
+    for ([_]u32{ he, hs, hp }) |h| try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
     try testing.expectEqual(@as(u64, 1), echo[3]);
+    try testing.expectEqual(@as(u64, 1), sender[4]);
+    try testing.expectEqual(@as(u64, 0), spin[1]);
+}
+
+test "C ABI: KC_BUILTIN_CHAN_SENDER abandoned in its send (a destroy, a shutdown) adds 1 to done, sent final" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    for ([_]bool{ false, true }) |by_shutdown| {
+        var ch: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &ch)); // room for one
+        defer _ = kc_chan_destroy(ch);
+        var cells: [5]u64 = .{ ch, 10, 5, 0, 0 };
+        const entry = builtinEntry(.chan_sender);
+        var h: u32 = 0;
+        const parked: i32 = @intFromEnum(coroutine.State.parked);
+        if (by_shutdown) {
+            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+            var shut = false;
+            defer if (!shut) {
+                _ = kc_sched_shutdown(0);
+            };
+            try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, &h));
+            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+            try testing.expectEqual(parked, kc_coro_state(h));
+            shut = true;
+            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+        } else {
+            try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, &cells, 0, 0, &h));
+            try testing.expectEqual(parked, kc_coro_resume(h)); // its second send waits
+            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
+        }
+        try testing.expectEqual(@as(u64, 1), cells[3]); // the one the buffer took
+        testing.expectEqual(@as(u64, 1), cells[4]) catch |err| {
+            std.debug.print("by_shutdown={}: done never moved\n", .{by_shutdown});
+            return err;
+        };
+    }
 }
 
 test "C ABI: KC_BUILTIN_ECHO's value that a cancel of out took while its send waited is dropped once, not again by the echo" {
