@@ -603,16 +603,19 @@ export class NativeScope implements AsyncDisposable {
     // "Cannot read private member #destroyed").
     NativeScope.#check(this, "dispose native scope");
     if (this.#destroyed) return;
+    // An owned scope's dispose ends its owner too, now: the two are one scope, and the
+    // owner's native scope is gone for good. Before, the owner learnt of the cancel only
+    // if its watch of running children saw it before the destroy (else never). Also once the
+    // library is closed: that dispose, which only destroys the handle, left the owner running
+    // with a destroyed native scope.
+    const owner = this.#owner;
     if (!this.#lib.isOpen) {
+      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       this.#destroy();
       return;
     }
     try {
       this.cancel();
-      // An owned scope's dispose ends its owner too, now: the two are one scope, and the
-      // owner's native scope is gone for good. Before, the owner learnt of the cancel only
-      // if its watch of running children saw it before the destroy (else never).
-      const owner = this.#owner;
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       await this.wait();
     } catch (e) {

@@ -1454,4 +1454,52 @@ Deno.test("disposing a TypeScript scope's own native scope cancels the scope and
   }
 });
 
+Deno.test("disposing a TypeScript scope's own native scope whose children a shutdown abandoned fails the scope with a ShutdownError, not a cancellation", async () => {
+  // The watch of the children is held (its first slice answers only once the dispose has
+  // ended) so that it finds the scope destroyed, as it does when the dispose's own wait settles
+  // first. It settled such a scope as if its children had finished: the owner, cancelled by the
+  // dispose, rejected with a CancellationError, and the abandoned work went unreported.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_scope_watch as (handle: number, deadline: bigint) => Promise<number>;
+  const gate = Promise.withResolvers<void>();
+  let held = 0;
+  sym.kc_scope_watch = (handle: number, deadline: bigint) =>
+    held++ === 0 ? gate.promise.then(() => Status.ETIME) : real(handle, deadline);
+  try {
+    await assert.rejects(
+      coroutineScope(async (scope) => {
+        const ns = nativeScope(scope);
+        ns.launch("cancellable-sleeper", cells(MINUTE));
+        assert.equal(held, 1, "the watch started");
+        await shutdownScheduler(); // abandons the sleeper
+        runtime(); // a later one runs: the children were abandoned, not finished
+        await ns[Symbol.asyncDispose](); // its own wait a ShutdownError, which it swallows
+        assert.equal(ns._abandoned, true);
+        gate.resolve();
+      }),
+      { name: "ShutdownError", message: /abandoned/ },
+    );
+  } finally {
+    gate.resolve();
+    sym.kc_scope_watch = real;
+  }
+});
+
+Deno.test("disposing a TypeScript scope's own native scope once the library is closed cancels the scope too", async () => {
+  // That dispose only destroys the handle; it left the owner running, its native scope
+  // destroyed for good (no child was running, so no watch told the owner).
+  const res = await evalScript(`
+    import { closeLibrary, coroutineScope, nativeScope } from "./mod.ts";
+    const got = await coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      closeLibrary();
+      await ns[Symbol.asyncDispose]();
+      if (!ns._destroyed) throw new Error("not destroyed");
+      if (scope.isActive) throw new Error("the owner is still active");
+    }).then(() => "resolved", (e) => e.name + ": " + e.message);
+    if (got !== "CancellationError: Cancelled: the native scope was cancelled") throw new Error(got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
