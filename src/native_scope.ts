@@ -587,9 +587,9 @@ export class NativeScope implements AsyncDisposable {
    * Cancels the scope, waits for every child, and destroys the handle. An owned scope's
    * (`nativeScope(scope)`) cancels its owner too: `nativeScope(scope)` stays destroyed for the
    * rest of the owner's life, so take it with `const`, not `await using`. Once the library is
-   * closed it only destroys the handle (which cancels the scope natively): nothing can wait any
-   * more, but the native scope outlives the close (the library stays loaded) and would stay
-   * for good.
+   * closed it only destroys the handle (which cancels the scope natively), and cancels an owned
+   * scope's owner: nothing can wait any more, but the native scope outlives the close (the library
+   * stays loaded) and would stay for good.
    *
    * Cleanup, so it does not reject because the children were abandoned: a runtime shutdown
    * (also one that came while it waited, a later runtime started or not) or a library close
