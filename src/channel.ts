@@ -5784,8 +5784,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // failed drain settled every record drained before (`settleWhere`), so its record, on the
     // ring when it went, will not come. Before, it was skipped (as if its record were held) and
     // waited on until the ring's wait found the ring gone. Not one still in JavaScript (LOCAL:
-    // settled by the close, or its queueing meets the dead ring) nor one settled (DONE):
-    // `#loseQueued` skips those.
+    // settled by the close, or its queueing meets the dead ring): `#loseQueued` skips it. None
+    // settled (DONE) is among them: the lists are taken after the settles and their collects
+    // ran, and failing one runs no code (`#loseQueued` asserts it).
     for (const q of [s.senders, s.receivers]) {
       for (const w of waiting(q)) this.#loseQueued(w); // `bridge` is `#bridge`: it exists
     }
