@@ -560,8 +560,11 @@ export class Bridge {
         const rc = this.#drain();
         // The ring is gone (destroyed by hand, as a test does): no record will come. Before,
         // this drained it every WATCH_POLL_MS for as long as the isolate lived, and its
-        // watches were never told.
-        if (rc < 0) this.#watchesLost(rc);
+        // watches were never told. The operations too (`#ringGone`, which tells the watches
+        // after them): those tracked here are inside ones (no wait is outstanding), whose
+        // records only a touch's drain would look for. Before, only the watches were told, and
+        // such a wait (a receive on a channel a select made native) waited for ever.
+        if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc);
       }
       this.#stopPoll();
     }, WATCH_POLL_MS);

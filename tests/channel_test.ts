@@ -4926,6 +4926,39 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
   });
 });
 
+Deno.test("the watches' poll that finds the ring gone fails the isolate's inside waits too, before it tells the watches: a receive and a select on a channel a select made native", async () => {
+  // With no wait outstanding (the only waits are inside ones: their channel, native since a
+  // select, never left the isolate), the close watches' poll drains the ring (`WATCH_POLL_MS`).
+  // Finding it gone (destroyed by hand), it told the watches only: the inside waits, whose
+  // records only a touch's drain looks for, waited for ever. Now they fail first, as the
+  // ring's wait fails them (`Bridge.#ringGone`): none is pending when the watch is told.
+  const res = await evalOnLibrary(`
+    const c = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
+    w.handle; // native and outside: its watch
+    const outcomes = { select: "pending", receive: "pending", watch: "untold", pendingAtTell: -1 };
+    const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    const ops = [name("select", select((s) => s.onReceive(c, (v) => v))), name("receive", c.receive())];
+    await until(() => bridge.pending >= 2, "the waits queued natively");
+    if (!c._shared.inside) throw new Error("c is not inside");
+    // Owned: the ring's going away with it queued cancels w natively.
+    w._watchCancel((cause) => {
+      outcomes.watch = "told " + cause?.name;
+      outcomes.pendingAtTell = bridge.pending;
+    }, true);
+    sym.kc_ring_destroy(bridge.ring);
+    await until(() => outcomes.watch !== "untold", "the watch told");
+    await within(Promise.all(ops), 10_000, "the inside waits");
+    console.log(JSON.stringify(outcomes));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    select: "lost",
+    receive: "lost",
+    watch: "told CancellationError",
+    pendingAtTell: 0,
+  });
+});
+
 Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
   // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
   // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
