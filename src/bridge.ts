@@ -1142,7 +1142,14 @@ export class Bridge {
         // outstanding wait, `#drainInside`) lands after that look, and where the loop then
         // ends (the interrupt of an isolate gone idle, `#alive` 0) no later wait or touch
         // would drain it.
-        this.#drain();
+        const rc = this.#drain();
+        // The ring gone: its destroy (by hand, as a test does) ends the wait with 0, and this
+        // drain fails. Before, the loop waited again to learn it (that wait failing), an FFI
+        // round trip on the blocking pool later, the operations still pending meanwhile.
+        if (rc < 0 && this.#lib.isOpen) {
+          this.#ringGone(rc);
+          return;
+        }
       }
     } finally {
       this.#waiting = false;

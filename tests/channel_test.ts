@@ -4959,6 +4959,34 @@ Deno.test("the watches' poll that finds the ring gone fails the isolate's inside
   });
 });
 
+Deno.test("the ring's wait that its destroy ends fails the isolate's waits as it returns, with no further wait: a receive on a shared channel", async () => {
+  // A destroy (by hand, as a test does) ends the outstanding kc_ring_wait with 0, and the
+  // drain after it fails. Before, that failure was ignored and the loop waited again, a native
+  // call on the blocking pool, to learn the ring was gone from that wait's failure: the waits
+  // failed a round trip later. Now the failed drain fails them (`Bridge.#ringGone`) and the
+  // loop ends: the wait the destroy ended is the last. The first wait (the receive's) is
+  // ended so by hand: the destroy, then 0, as where the destroy finds it blocked (a real one
+  // not blocked yet would fail itself, not return 0: a race this leaves out).
+  const res = await evalOnLibrary(`
+    const wait = sym.kc_ring_wait;
+    let waits = 0;
+    sym.kc_ring_wait = (ring, ns) => {
+      if (waits++ > 0) return wait(ring, ns);
+      sym.kc_ring_destroy(ring);
+      return Promise.resolve(0);
+    };
+    const a = new Channel(0, { codec: codecs.f64 });
+    a.share();
+    let outcome = "pending";
+    const got = a.receive().then((v) => outcome = "resolved " + v, (e) => outcome = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    await within(got, 10_000, "the receive");
+    sym.kc_ring_wait = wait;
+    console.log(JSON.stringify({ outcome, waits, pending: bridge.pending }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { outcome: "lost", waits: 1, pending: 0 });
+});
+
 Deno.test("a try-operation that completes a select of its own isolate when the ring is gone fails that select at once", async () => {
   // As the test above, for a select: a tryReceive takes its onSend's value, or a trySend meets
   // its onReceive, and the ring is destroyed before the drain that settles it (\`settleWhere\`
