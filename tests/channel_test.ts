@@ -4898,7 +4898,14 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
   // rest fail and the watches are told then (\`Bridge.#ringGone\`), as a drain of the ring's
   // own wait or of \`touch\` tells them. Before, that drain's failure was ignored: \`b\`'s
   // receive and the watch learnt it a turn or more later (the ring's wait, the watches' poll).
+  // The ring's wait is held off (pending until released, once \`seen\` is read), so that only
+  // the held records' drain can find the ring gone by then: the wait the destroy ends would
+  // find it too, a round trip on the blocking pool later (a race with the two setImmediates).
   const res = await evalOnLibrary(`
+    const wait = sym.kc_ring_wait;
+    let release;
+    const heldOff = new Promise((r) => release = r);
+    sym.kc_ring_wait = () => heldOff;
     const x = new Channel(0, { codec: codecs.f64 }), t = new Channel(0, { codec: codecs.f64 });
     const b = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
     for (const ch of [x, t, b, w]) ch.share();
@@ -4913,6 +4920,8 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
     sym.kc_ring_destroy(bridge.ring);
     // After the held records' drain (scheduled by t's send, before these).
     const seen = await new Promise((r) => setImmediate(() => setImmediate(() => r({ ...outcomes, pending: bridge.pending }))));
+    sym.kc_ring_wait = wait;
+    release(0); // the wait the destroy ended
     await within(Promise.all(ops), 10_000, "the receives");
     console.log(JSON.stringify(seen));
   `);
