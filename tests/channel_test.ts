@@ -4658,7 +4658,7 @@ Deno.test("a receive (or a select of receive clauses) given up after it complete
     import { Bridge } from "./src/bridge.ts";
     import { trySendNatively, until, within } from "./tests/support.ts";
     const bridge = Bridge.of(library());
-    const chans = [0, 1, 2, 3, 4].map(() => new Channel(0, { codec: codecs.f64 }));
+    const chans = [0, 1, 2, 3, 4, 5, 6].map(() => new Channel(0, { codec: codecs.f64 }));
     for (const ch of chans) ch.share();
     const ctl = new AbortController(), signal = ctl.signal, reason = new Error("the reason");
     const it = chans[3][Symbol.asyncIterator]();
@@ -4672,9 +4672,15 @@ Deno.test("a receive (or a select of receive clauses) given up after it complete
       name(chans[2].values({ signal }).next()),
       name(it.next()),
       name(select((s) => s.onReceive(chans[4], (v) => v), { signal })),
+      // A send clause too (chans[6]: no receiver, it stays queued), its receive clause the one
+      // completed: the ring's error.
+      name(select((s) => {
+        s.onReceive(chans[5], (v) => v);
+        s.onSend(chans[6], 9, () => "sent");
+      }, { signal })),
     ];
-    await until(() => bridge.pending >= 5, "5 waits queued natively");
-    chans.forEach((ch, i) => {
+    await until(() => bridge.pending >= 6, "6 waits queued natively");
+    chans.slice(0, 6).forEach((ch, i) => {
       if (trySendNatively(ch.handle, i + 1) !== 0) throw new Error("the native send did not complete it");
     });
     ctl.abort(reason);
@@ -4683,7 +4689,7 @@ Deno.test("a receive (or a select of receive clauses) given up after it complete
     const outcomes = await within(Promise.all(ops), 10_000, "the outcomes");
     // The ring's teardown, when its last reference goes (the bridge's wait may hold it a moment).
     const back = [];
-    for (const ch of chans) {
+    for (const ch of chans.slice(0, 6)) {
       let r;
       await until(() => (r = ch.tryReceive()).state !== "empty", "the value back in its channel");
       back.push(r.value);
@@ -4693,8 +4699,8 @@ Deno.test("a receive (or a select of receive clauses) given up after it complete
   assert.equal(res.code, 0, res.stderr);
   const done = 'resolved {"done":true}';
   assert.deepEqual(JSON.parse(res.stdout), [
-    ["the reason", "the reason", "the reason", done, "the reason", done],
-    [1, 2, 3, 4, 5],
+    ["the reason", "the reason", "the reason", done, "the reason", "InvalidHandleError", done],
+    [1, 2, 3, 4, 5, 6],
   ]);
 });
 
