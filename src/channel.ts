@@ -6360,9 +6360,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch (e) {
       // `#receive` rejects what fails; should something throw past it, the turn settles all the
       // same, whatever took it. Before, it stayed unsettled: this next() threw, and every later
-      // next() and return() waited behind its turn for ever.
+      // next() and return() waited behind its turn for ever. It rejects for its own reason, as
+      // a value that fails to decode at the call does (`#receive`'s catch): the earlier next()s
+      // still waiting answer done and take nothing (`#endIter`; one whose value was taken
+      // natively gives it back). Before, they went on waiting and took later values, though
+      // the iterator had ended.
       held.ended = true;
-      return deliver(held, t, false, e);
+      deliver(held, t, false, e);
+      this.#endIter(held);
+      return;
     } finally {
       held.turning = outer;
     }

@@ -1330,6 +1330,48 @@ Deno.test("an iterator's next() whose receive throws past its rejection path sti
   }
 });
 
+Deno.test("a next() made in its turn whose receive throws past its rejection path ends its iterator: the earlier next() still pending answers done, its value given back", async () => {
+  // As a value that fails to decode at the call (the test below): the first next() took 1
+  // natively (its record still due), the channel is then closed natively, and the second
+  // next() meets the close, whose cause look is forced to throw (kc_chan_cause, outside
+  // `#receive`'s try). It rejects with that error and releases the first (`#endIter`): the
+  // first answers done, its 1 given back to the channel, which, closed with nothing left, hands
+  // it to onUndeliveredElement. Before, the first resolved with 1 after the iterator had ended,
+  // and only then the second rejected.
+  const sym = library().symbols("test");
+  const cause = sym.kc_chan_cause;
+  const boom = new Error("boom");
+  const order: string[] = [];
+  const tag = tagInto(order);
+  const hooked: number[] = [];
+  using ch = new Channel<number>(0, {
+    codec: codecs.f64,
+    onUndeliveredElement: (v) => void hooked.push(v),
+  });
+  const h = ch.share().handle;
+  const it = ch[Symbol.asyncIterator]();
+  const first = tag("first", it.next());
+  await untilQueuedNatively(ch, "the first next() queued natively");
+  assert.equal(trySendNatively(h, 1), 0, "the native send completes the first");
+  assert.equal(sym.kc_chan_close(h), 1);
+  Object.assign(sym, {
+    kc_chan_cause: () => {
+      throw boom;
+    },
+  });
+  let second: Promise<unknown>, third: Promise<unknown>;
+  try {
+    second = tag("second", it.next());
+    third = tag("third", it.next());
+  } finally {
+    Object.assign(sym, { kc_chan_cause: cause });
+  }
+  await within(Promise.all([first, second, third]), 10_000, "the outcomes");
+  assert.deepEqual(order, ["first done", "second Error: boom", "third done"]);
+  await until(() => hooked.length > 0, "the first's value given back, at the hook");
+  assert.deepEqual(hooked, [1]);
+});
+
 Deno.test("a next() made in its turn whose value fails to decode at once ends its iterator: the earlier next() still pending answers done, its value back in the channel", async () => {
   // The first next() took 1 natively (its record still due); a value codecs.default cannot read
   // is buffered after it; the second next() takes that at once and rejects with the
