@@ -704,10 +704,12 @@ export class Bridge {
    * `settleWhere` found the ring gone (`status`, with the library open: destroyed by hand, as a
    * test does), and its caller fails its own channel's waits before it returns: the rest learn
    * of it in this turn too, in a microtask after those (`#ringGone`: the other operations fail,
-   * the close watches are told what their channels' status says). Before, they learnt it only
-   * when the ring's wait found it gone, or the watches' poll did (`WATCH_POLL_MS`): a turn or
-   * more after the caller's waits had failed (16 ms in a trial), and with no wait outstanding
-   * and nothing else keeping the isolate alive, a watch's poll (unref'd) might never run.
+   * the close watches are told what their channels' status says, or, while the ring's wait
+   * holds it, as that wait returns: the teardown that may cancel their channels waits for it).
+   * Before, they learnt it only when the ring's wait found it gone, or the watches' poll did
+   * (`WATCH_POLL_MS`): a turn or more after the caller's waits had failed (16 ms in a trial), and
+   * with no wait outstanding and nothing else keeping the isolate alive, a watch's poll (unref'd)
+   * might never run.
    */
   #goneSoon(status: number): void {
     if (this.#goneDue) return;
@@ -1133,7 +1135,7 @@ export class Bridge {
         got = await this.#sym.kc_ring_wait(this.#ring, WAIT_NS);
         if (!this.#lib.isOpen) return;
         if (got < 0) {
-          this.#ringGone(got);
+          this.#ringGone(got, true);
           return;
         }
         // Also after 0 (a timeout or an interrupt), which says only that no record was ready
@@ -1143,11 +1145,15 @@ export class Bridge {
         // ends (the interrupt of an isolate gone idle, `#alive` 0) no later wait or touch
         // would drain it.
         const rc = this.#drain();
-        // The ring gone: its destroy (by hand, as a test does) ends the wait with 0, and this
-        // drain fails. Before, the loop waited again to learn it (that wait failing), an FFI
-        // round trip on the blocking pool later, the operations still pending meanwhile.
-        if (rc < 0 && this.#lib.isOpen) {
-          this.#ringGone(rc);
+        // Destroyed while this wait was blocked (it returned 0; a destroy by hand, as a test does):
+        // the loop does not wait again to learn it (an FFI round trip on the blocking pool later).
+        // Its close watches learn it now
+        // that the wait has let go of the ring (`#ringGone`, `watches`), its other operations
+        // too where nothing else failed them yet. Before, this failure was ignored: the loop
+        // went on to a wait that failed, or ended (nothing pending), and watches left to it by
+        // an earlier `#ringGone` were never told.
+        if (rc < 0) {
+          if (this.#lib.isOpen) this.#ringGone(rc, true);
           return;
         }
       }
@@ -1166,8 +1172,16 @@ export class Bridge {
    * after it, before the ring's teardown took the ring's waits off their channels (the teardown
    * waits for this loop's `kc_ring_wait` to let go of the ring: a window a loaded host widens).
    * No withdrawal, which would have failed it, was asked for either.
+   *
+   * The close watches are told (`#watchesLost`) only once no `kc_ring_wait` of this loop holds
+   * the ring (`waited`: the loop's own, whose wait returned; else none outstanding): its
+   * teardown, which cancels an owned watch's channel (`KC_WATCH_OWNED`), runs as the last
+   * reference goes, so a watch told while the wait still held it read its channel open and
+   * was never told of that cancel (`settleWhere`'s failed drain, `#goneSoon`: a microtask, on
+   * a loaded host before the wait's thread let go). Those are left to the loop, which tells
+   * them as its wait returns.
    */
-  #ringGone(status: number): void {
+  #ringGone(status: number, waited = false): void {
     this.#drain(); // settles what was drained; the ring's own drain then fails
     const ops = [...this.#ops.values()];
     this.#ops.clear();
@@ -1180,7 +1194,7 @@ export class Bridge {
         reportError(e);
       }
     }
-    this.#watchesLost(status);
+    if (waited || !this.#waiting) this.#watchesLost(status);
   }
 
   /**

@@ -4909,11 +4909,14 @@ Deno.test("a send that completes a receive of its own isolate when the ring is g
   assert.deepEqual(JSON.parse(res.stdout), { pending: 0, outcome: ["Error: gave up", "lost"] });
 });
 
-Deno.test("a close of this isolate that finds the ring gone tells the rest in the same turn: another channel's wait fails, and a close watch is told of the cancel the ring's going away made", async () => {
+Deno.test("a close of this isolate that finds the ring gone tells the rest in the same turn: another channel's wait fails; a close watch is told of the cancel the ring's going away made once the ring's wait lets go of it", async () => {
   // \`#settleEnded\` fails the channel's own waits before close() returns; the ring's other
   // operations and its close watches learnt of its loss only when the ring's wait found it gone
   // (a turn or more later; 16 ms in a trial), or the watches' poll did (WATCH_POLL_MS). Now the
-  // failed drain tells them in a microtask (\`Bridge.#ringGone\`), after the caller's own.
+  // failed drain tells the operations in a microtask (\`Bridge.#ringGone\`), after the caller's
+  // own; the watch, as the ring's wait returns, once it let go of the ring, whose teardown (the
+  // cancel of \`w\`) waits for that: told in the microtask, it read \`w\` open where the wait's
+  // thread had not let go yet (a loaded host), and was never told (1 run in 6, session 39).
   const res = await evalOnLibrary(`
     const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
     const w = new Channel(0, { codec: codecs.f64 });
@@ -4928,14 +4931,53 @@ Deno.test("a close of this isolate that finds the ring gone tells the rest in th
     a.close();
     if (destroyed() !== 1) throw new Error("the ring was not drained at the close: " + destroyed());
     const now = await afterMicrotasks(bridge, () => ({ ...outcomes, pending: bridge.pending }), Promise.all(ops), "the waits settled");
-    console.log(JSON.stringify(JSON.parse(now).outcome));
+    await until(() => outcomes.watch !== "untold", "the watch told");
+    console.log(JSON.stringify({ now: JSON.parse(now).outcome, watch: outcomes.watch }));
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), {
-    a: "lost",
-    b: "lost",
+    now: { a: "lost", b: "lost", watch: "untold", pending: 0 },
     watch: "told CancellationError",
-    pending: 0,
+  });
+});
+
+Deno.test("a close watch whose ring is found gone while the ring's wait still holds it is told of the cancel the ring's teardown makes, as that wait returns", async () => {
+  // The window the test above meets on a loaded host, held open: the ring's wait is replaced
+  // by one that returns when the test lets it, and the ring's drains fail from the close on, as
+  // on a ring destroyed while its wait still holds it (its teardown, which cancels the owned
+  // watch's \`w\`, waits for the last reference). The close's failed drain fails \`a\`'s receive,
+  // the microtask after it \`b\`'s (\`Bridge.#ringGone\`); the watch is left to the wait. The
+  // ring is then destroyed (the teardown cancels \`w\`) and the wait returns: the watch reads
+  // \`w\` cancelled and is told. Before, the microtask told it while \`w\` was still open:
+  // watching no more, it was never told of the cancel.
+  const res = await evalOnLibrary(`
+    import { Status } from "./src/errors.ts";
+    const a = new Channel(0, { codec: codecs.f64 }), b = new Channel(0, { codec: codecs.f64 });
+    const w = new Channel(0, { codec: codecs.f64 });
+    for (const ch of [a, b, w]) ch.share();
+    const drain = sym.kc_ring_drain;
+    let gone = false, wake;
+    Object.assign(sym, {
+      kc_ring_wait: () => new Promise((r) => wake = r),
+      kc_ring_drain: (...args) => gone ? Status.EBADH : drain(...args),
+    });
+    const outcomes = { a: "pending", b: "pending", watch: "untold" };
+    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true); // owned
+    const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+    const ops = [name("a", a.receive()), name("b", b.receive())];
+    await until(() => bridge.pending >= 2 && wake !== undefined, "the receives queued natively, the wait made");
+    gone = true;
+    a.close();
+    const now = await afterMicrotasks(bridge, () => ({ ...outcomes }), Promise.all(ops), "the receives settled");
+    sym.kc_ring_destroy(bridge.ring); // the last reference: the teardown cancels w now
+    wake(0); // as a wait the destroy woke
+    await until(() => outcomes.watch !== "untold", "the watch told", 2_000);
+    console.log(JSON.stringify({ now: JSON.parse(now).outcome, watch: outcomes.watch }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    now: { a: "lost", b: "lost", watch: "untold" },
+    watch: "told CancellationError",
   });
 });
 
@@ -4967,19 +5009,21 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
     if (JSON.stringify(t.trySend(0)) !== '{"state":"ok"}') throw new Error("t's send"); // holds x's record
     sym.kc_ring_destroy(bridge.ring);
     // After the held records' drain (scheduled by t's send, before these).
-    const seen = await new Promise((r) => setImmediate(() => setImmediate(() => r({ ...outcomes, pending: bridge.pending }))));
+    const seen = await new Promise((r) => setImmediate(() => setImmediate(() => r({ x: outcomes.x, b: outcomes.b, pending: bridge.pending }))));
     sym.kc_ring_wait = wait;
     release(0); // the wait the destroy ended
     await within(Promise.all(ops), 10_000, "the receives");
-    console.log(JSON.stringify(seen));
+    // The watch, once the ring's wait let go of the ring (its teardown cancels w): as it returns.
+    await until(() => outcomes.watch !== "untold", "the watch told");
+    console.log(JSON.stringify({ ...seen, watch: outcomes.watch }));
   `);
   assert.equal(res.code, 0, res.stderr);
   // x's value went back with the ring's destroy (its take fails): lost, as \`_completed\` says.
   assert.deepEqual(JSON.parse(res.stdout), {
     x: "lost",
     b: "lost",
-    watch: "told CancellationError",
     pending: 0,
+    watch: "told CancellationError",
   });
 });
 
