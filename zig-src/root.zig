@@ -6829,6 +6829,78 @@ test "C ABI: kc_sched_shutdown_timed waiting for the lock another shutdown holds
     try testing.expectEqual(@as(i32, 1), S.rc.load(.acquire)); // still joining
 }
 
+test "C ABI: kc_sched_shutdown_timed asleep past its bound on the lock a shutdown holds gives up as that shutdown begins a join that never ends" {
+    // Past its bound the wait sleeps until an unlock or until the holder begins its drain and
+    // join (`sched_joining`), which `finishShutdown` says with a bump of `sched_lock_events`:
+    // without it, a timed call asleep while the holder was still in its short steps slept on
+    // through that join, here for good (a coroutine that never yields).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var cancel_rc = std.atomic.Value(i32).init(1);
+        var timed_rc = std.atomic.Value(i32).init(1);
+        var in_hook = std.atomic.Value(bool).init(false);
+        var timed_deadline = std.atomic.Value(u64).init(0);
+        var joiners = [2]test_wait.Joiner{ .{}, .{} };
+        const bound = 20 * std.time.ns_per_ms;
+        // A cancel with no bound: it holds the lock in its short steps (this hook) until the
+        // timed call sleeps past its bound, then joins the worker that never yields.
+        fn cancel() void {
+            defer joiners[0].done();
+            cancel_rc.store(kc_sched_shutdown(0), .release); // pairs with the test's loads
+        }
+        fn timed() void {
+            defer joiners[1].done();
+            timed_deadline.store(kc_now_ns() + bound, .release);
+            timed_rc.store(kc_sched_shutdown_timed(0, bound), .release);
+        }
+        fn hook() void {
+            if (in_hook.swap(true, .acq_rel)) return; // the cancel's only
+            // The timed call's deadline passed, and it looked again since (a look reads the
+            // time after it counts itself): it goes to sleep with no bound.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (timed_deadline.load(.acquire) == 0 or kc_now_ns() < timed_deadline.load(.acquire)) {
+                if (d.passed()) return;
+                std.Thread.yield() catch {};
+            }
+            const looks = lock_looks.load(.monotonic);
+            while (lock_looks.load(.monotonic) == looks or sched_lock_waiters.load(.seq_cst) == 0) {
+                if (d.passed()) return;
+                std.Thread.yield() catch {};
+            }
+        }
+    };
+    test_wait.NeverYields.reset();
+    S.cancel_rc.store(1, .monotonic);
+    S.timed_rc.store(1, .monotonic);
+    S.in_hook.store(false, .monotonic);
+    S.timed_deadline.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    test_hooks = .{ .before_shutdown = S.hook };
+    defer test_hooks = .{};
+    const th = try std.Thread.spawn(.{}, S.cancel, .{});
+    var threads: usize = 1;
+    var tt: std.Thread = undefined;
+    defer {
+        test_wait.NeverYields.letGo();
+        S.joiners[0].join(th, test_wait.default_ns, "the cancelling shutdown");
+        if (threads == 2) S.joiners[1].join(tt, test_wait.default_ns, "the timed shutdown");
+    }
+    const hooked = test_wait.Deadline.in(test_wait.default_ns, "the cancel to hold the lock");
+    while (!S.in_hook.load(.acquire)) try hooked.wait();
+    tt = try std.Thread.spawn(.{}, S.timed, .{});
+    threads = 2;
+    // KC_ETIME once the cancel begins its join, while it joins (the worker still runs).
+    const answered = test_wait.Deadline.in(test_wait.default_ns, "");
+    while (S.timed_rc.load(.acquire) == 1 and !answered.passed()) std.Thread.yield() catch {};
+    try testing.expectEqual(Status.timeout.code(), S.timed_rc.load(.acquire));
+    try testing.expectEqual(@as(i32, 1), S.cancel_rc.load(.acquire)); // still joining
+    try testing.expect(sched_joining.load(.seq_cst));
+}
+
 test "C ABI: kc_sched_shutdown_timed waiting for the lock a start holds waits past its bound, and then stops the scheduler that start made" {
     // Only a shutdown holding the lock (`sched_joining`) is given up on: a start may have
     // cleared `sched_stopping` after the timed call set it, and a KC_ETIME then left the
