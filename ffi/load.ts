@@ -254,7 +254,9 @@ export class Library {
     // that never yields (C code of the caller's) kept its worker, and the close waited for good;
     // past the bound the scheduler is stopped but that worker not joined, what it would free
     // left allocated (kc_sched_shutdown_timed's KC_ETIME; never freed under it), and the close
-    // goes on.
+    // goes on. It goes on past KC_EBUSY too (another thread's spawn or kc_sched_info stayed
+    // inside past the bound): nothing stopped then, the scheduler runs on refusing calls from
+    // outside (a later `runtime()` throws ShutdownError), and the next shutdown goes on from there.
     if (lib.symbols.kc_lib_release_thread() === 0) {
       lib.symbols.kc_sched_shutdown_timed(0, CLOSE_JOIN_NS);
     }

@@ -227,7 +227,8 @@ int32_t kc_cells_pin(uint64_t *cells, int32_t delta);
  * otherwise as for kc_coro_create; flags as for kc_coro_create, applied to every spawned
  * coroutine). KC_EINVAL outside those bounds (also for more than 1024 CPUs with workers 0);
  * KC_EBUSY if already running; KC_ESHUTDOWN while a shutdown is still in progress (start once
- * it returned). */
+ * it returned), also once a kc_sched_shutdown_timed gave up with KC_EBUSY (the next shutdown
+ * goes on). */
 int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 /* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
  * flags: KC_CORO_FP_CONTROL (stacks are the scheduler's: KC_CORO_SLAB_STACK is KC_EINVAL).
@@ -290,8 +291,9 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
  * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). KC_EBUSY if a short
  * call of another thread (kc_spawn, kc_sched_info, a scope's create or launch) is still inside at
- * the bound: nothing is stopped, the scheduler runs on with those calls from outside KC_ESHUTDOWN,
- * and the next shutdown goes on. With no host counted,
+ * the bound: nothing is stopped, the scheduler runs on with those calls from outside KC_ESHUTDOWN
+ * (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN), and the next shutdown
+ * goes on. With no host counted,
  * the clock ticker and the dead pipes end as with kc_sched_shutdown, also on KC_ETIME (the workers
  * it leaves running are the only threads left to the next shutdown). For an exit that must
  * not wait for good (the process may end with that worker running). New in ABI 25. */

@@ -865,7 +865,16 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     if (sched_shutting.load(.monotonic) != 0) return Status.shutdown.code();
     sched_mutex.lock();
     defer unlockSched();
-    if (running() != null) return Status.busy.code();
+    // Running, but a shutdown of it is in progress: one waiting for short calls to leave, or a
+    // kc_sched_shutdown_timed that gave up on them (KC_EBUSY) and left `sched_stopping` set for
+    // the next shutdown to go on from. KC_ESHUTDOWN then, as kc_sched_info reads it not running
+    // (its `enter` refuses): before, KC_EBUSY ("running") while kc_sched_info said it was not,
+    // and TypeScript's `runtime()`, which starts one when kc_sched_info says none runs, threw a
+    // bare KC_EBUSY instead of its ShutdownError. Monotonic: a hint, as `sched_shutting` above
+    // (stored outside the lock by a shutdown before it waits for it).
+    if (running() != null) {
+        return if (sched_stopping.load(.monotonic)) Status.shutdown.code() else Status.busy.code();
+    }
     // A timed shutdown left its workers to join (one still runs a coroutine): a shutdown is
     // still in progress (monotonic: written under `sched_mutex`, which we hold).
     if (sched.join_pending.load(.monotonic)) return Status.shutdown.code();
@@ -1032,7 +1041,7 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// `sched_mutex`) when the bound passes: that wait is bounded too. KC_EBUSY if a short call from
 /// another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside when the
 /// bound passed: nothing is stopped, the scheduler runs on with those calls from outside refused
-/// (KC_ESHUTDOWN) until the next shutdown, which goes on (`awaitUsersOut`). For an exit that must not wait for good: a process
+/// (KC_ESHUTDOWN; kc_sched_start too) until the next shutdown, which goes on (`awaitUsersOut`). For an exit that must not wait for good: a process
 /// may end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
 /// that export's callers pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
@@ -1180,8 +1189,8 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
 /// `shutdownOf`'s wait for the short calls from outside still inside `sched` (`sched_users`)
 /// to leave, until `deadline` (null: none): false if it passed first. Then the shutdown is
 /// KC_EBUSY and has stopped nothing: the scheduler runs on, `sched_stopping` stays set (short
-/// calls from outside are KC_ESHUTDOWN, as during any shutdown) and the next shutdown, of any
-/// kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could not be: a
+/// calls from outside are KC_ESHUTDOWN, as during any shutdown, and so is `kc_sched_start`) and
+/// the next shutdown, of any kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could not be: a
 /// finishing shutdown holding the lock may be draining, and a short call let in then would run
 /// while it frees. Before, the wait had no bound: a timed shutdown (an exit's) waited for good
 /// for a spawn that did not return (its thread stopped in a debugger, or starved). Yields: a
@@ -6658,9 +6667,16 @@ test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from
     const t0 = kc_now_ns();
     try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, bound));
     try testing.expect(kc_now_ns() - t0 < test_wait.default_ns / 2);
-    // Nothing stopped; short calls from outside are refused from now on, as during a shutdown.
+    // Nothing stopped; short calls from outside are refused from now on, as during a shutdown,
+    // and a start too: kc_sched_info reads it not running, its shutdown not over.
     try testing.expectEqual(Status.shutdown.code(), kc_spawn(S.noop, null, 0, null));
-    try testing.expectEqual(Status.busy.code(), kc_sched_start(1, 0, 0)); // still running
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    try testing.expectEqual(@as(u64, 0), info[3]);
+    try testing.expectEqual(Status.busy.code(), kc_sched_ended(info[6])); // not ended
+    try testing.expect(sched.isRunning());
+    // Before, KC_EBUSY ("running"), against kc_sched_info's answer.
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_start(1, 0, 0));
     S.release.store(true, .release);
     S.joiner.join(th, test_wait.default_ns, "the spawning thread");
     joined = true;
