@@ -1029,21 +1029,21 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// bound on all of its waits together, one deadline `timeout_ns` from the call (a wait for another
 /// shutdown in progress; a finish's drain, until shortly before the deadline (it leaves the join a
 /// quarter of the time left, at most 100 ms: `Scheduler.joinReserve`), past which the rest is
-/// abandoned as a cancel would; the join of the workers). KC_ETIME if a worker did not stop in
-/// time (it runs a coroutine that never yields): the scheduler is stopped (kc_sched_info reads it
-/// not running, kc_sched_ended
-/// knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is KC_ESHUTDOWN) but
-/// nothing is joined or freed, since that worker still runs on its coroutine's stack; the next
-/// kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing) or
-/// kc_sched_shutdown_timed (either mode) goes on with the join, and frees everything once it is
-/// done; until then what it would free stays allocated (leaked on purpose, never freed under a
-/// running worker). Also KC_ETIME if another shutdown still joins such a worker (holding
-/// `sched_mutex`) when the bound passes: that wait is bounded too. KC_EBUSY if a short call from
-/// another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside when the
-/// bound passed: nothing is stopped, the scheduler runs on with those calls from outside refused
-/// (KC_ESHUTDOWN; kc_sched_start too) until the next shutdown, which goes on (`awaitUsersOut`). For an exit that must not wait for good: a process
-/// may end with the worker still running. A mode flag on kc_sched_shutdown would have changed what
-/// that export's callers pass; a separate export leaves them as they were.
+/// abandoned as a cancel would; the join of the workers). KC_ETIME if a worker did not stop in time
+/// (it runs a coroutine that never yields): the scheduler is stopped (kc_sched_info reads it not
+/// running, kc_sched_ended knows its outcome, spawns and drains are KC_ESHUTDOWN, kc_sched_start is
+/// KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its coroutine's
+/// stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's
+/// does nothing) or kc_sched_shutdown_timed (either mode) goes on with the join, and frees
+/// everything once it is done; until then what it would free stays allocated (leaked on purpose,
+/// never freed under a running worker). Also KC_ETIME if another shutdown still joins such a worker
+/// (holding `sched_mutex`) when the bound passes: that wait is bounded too. KC_EBUSY if a short
+/// call from another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside
+/// when the bound passed: nothing is stopped, the scheduler runs on with those calls from outside
+/// refused (KC_ESHUTDOWN; kc_sched_start too) until the next shutdown, which goes on
+/// (`awaitUsersOut`). For an exit that must not wait for good: a process may end with the worker
+/// still running. A mode flag on kc_sched_shutdown would have changed what that export's callers
+/// pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
     const rc = shutdownOf(mode, null, timeout_ns);
     // Also after KC_ETIME: the threads it leaves running are the scheduler's workers (one on a
@@ -1186,14 +1186,14 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     return finishShutdown(&ends, mode, deadline);
 }
 
-/// `shutdownOf`'s wait for the short calls from outside still inside `sched` (`sched_users`)
-/// to leave, until `deadline` (null: none): false if it passed first. Then the shutdown is
-/// KC_EBUSY and has stopped nothing: the scheduler runs on, `sched_stopping` stays set (short
-/// calls from outside are KC_ESHUTDOWN, as during any shutdown, and so is `kc_sched_start`) and
-/// the next shutdown, of any kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could not be: a
-/// finishing shutdown holding the lock may be draining, and a short call let in then would run
-/// while it frees. Before, the wait had no bound: a timed shutdown (an exit's) waited for good
-/// for a spawn that did not return (its thread stopped in a debugger, or starved). Yields: a
+/// `shutdownOf`'s wait for the short calls from outside still inside `sched` (`sched_users`) to
+/// leave, until `deadline` (null: none): false if it passed first. Then the shutdown is KC_EBUSY
+/// and has stopped nothing: the scheduler runs on, `sched_stopping` stays set (short calls from
+/// outside are KC_ESHUTDOWN, as during any shutdown, and so is `kc_sched_start`) and the next
+/// shutdown, of any kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could
+/// not be: a finishing shutdown holding the lock may be draining, and a short call let in then
+/// would run while it frees. Before, the wait had no bound: a timed shutdown (an exit's) waited for
+/// good for a spawn that did not return (its thread stopped in a debugger, or starved). Yields: a
 /// short call is short (microseconds), and the bound caps the rare long one.
 fn awaitUsersOut(deadline: ?u64) bool {
     // Seq_cst: the load half of the Dekker pair with `enter` (see there); its acquire half
