@@ -381,7 +381,9 @@ const ThreadRecord = struct {
             // yields kept its worker, and this thread's end (a C host's pthread_join, a Worker's
             // termination) waited for good. Past the bound the scheduler is stopped, its worker
             // unjoined and what it would free left allocated (kc_sched_shutdown_timed's
-            // KC_ETIME): the next shutdown joins it, or the process ends with it.
+            // KC_ETIME): the next shutdown joins it, or the process ends with it. Its KC_EBUSY
+            // (another thread's short call stayed inside past the bound) stopped nothing: the
+            // scheduler runs on, refusing calls from outside, until the next shutdown.
             if (countHostOut() == 0) _ = kc_sched_shutdown_timed(0, host_end_join_ns);
         }
         // The allocator that made it: before, the C heap whichever had, which a test's
