@@ -779,6 +779,70 @@ fn testPool() !Pool {
     return Pool.init(testing.allocator, .{ .stack_size = 32 * 1024, .max_free = 8 });
 }
 
+test "later_reserve: no piece overlaps one still live, the block starts over once the last is freed, and a piece that does not fit is refused" {
+    // Shutdowns of different schedulers carve it at once, and one's records may outlive
+    // another's (a hook that runs long): a piece carved while another lives must not overlap
+    // it, also after some other piece was freed. Before this test, no test carved a piece
+    // while a freed one's neighbour still lived: a start-over at every free (not only the
+    // last) passed the shutdown tests, and gave a live record's bytes out again.
+    const R = later_reserve;
+    try testing.expect(R.idle());
+    try testing.expectEqual(@as(?[]u8, null), R.alloc(R.size + 1, 8)); // refused, nothing carved
+    try testing.expect(R.idle());
+    const a = R.alloc(40, 8).?;
+    const b = R.alloc(24, 16).?;
+    try testing.expectEqual(@as(usize, 0), @intFromPtr(b.ptr) % 16);
+    try testing.expect(@intFromPtr(a.ptr) + a.len <= @intFromPtr(b.ptr));
+    @memset(b, 0xb5);
+    R.free(); // one of the two: `b` still lives
+    const c = R.alloc(40, 8).?;
+    @memset(c, 0xc5);
+    try testing.expect(@intFromPtr(c.ptr) >= @intFromPtr(b.ptr) + b.len);
+    for (b) |x| try testing.expectEqual(@as(u8, 0xb5), x);
+    R.free();
+    R.free();
+    try testing.expect(R.idle());
+    // Started over: the whole block again, then nothing more.
+    const whole = R.alloc(R.size, 16).?;
+    try testing.expectEqual(a.ptr, whole.ptr);
+    try testing.expectEqual(@as(?[]u8, null), R.alloc(1, 1));
+    R.free();
+}
+
+test "later_reserve from threads at once: each piece stays its carver's until freed" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const R = later_reserve;
+    try testing.expect(R.idle());
+    const S = struct {
+        var bad: std.atomic.Value(u32) = .init(0);
+        fn run(id: u8) void {
+            var i: usize = 0;
+            while (i < 2000) : (i += 1) {
+                // Sizes that do not divide the block: some carves are refused near its end.
+                const len = 24 + (i * 7 + id) % 200;
+                const p = R.alloc(len, 8) orelse {
+                    std.Thread.yield() catch {};
+                    continue;
+                };
+                @memset(p, id);
+                std.Thread.yield() catch {};
+                for (p) |x| if (x != id) {
+                    _ = bad.fetchAdd(1, .monotonic);
+                    break;
+                };
+                R.free();
+            }
+        }
+    };
+    S.bad.store(0, .monotonic);
+    var ts: [4]std.Thread = undefined;
+    for (&ts, 0..) |*t, k| t.* = try std.Thread.spawn(.{}, S.run, .{@as(u8, @intCast(k + 1))});
+    for (ts) |t| t.join();
+    try testing.expectEqual(@as(u32, 0), S.bad.load(.monotonic));
+    try testing.expect(R.idle());
+}
+
 test "a coroutine created on a stack whose last coroutine was abandoned without runCleanups (its sanitizer fiber leaked) trips an assertion under ThreadSanitizer" {
     // Only a ThreadSanitizer build has fibers to leak. In a child, which must die of the
     // assertion (SIGABRT); before, the new coroutine overwrote the fiber unchecked.
