@@ -3,6 +3,7 @@
 // JSDoc that sent the reader there ("see the module documentation") pointed at nothing. The
 // README sections the JSDoc names instead must exist.
 import assert from "node:assert/strict";
+import { ABI_VERSION } from "../ffi/load.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const out = await new Deno.Command(Deno.execPath(), {
@@ -68,4 +69,18 @@ Deno.test("every public function of the Zig API's scheduler, channel, scope, tok
     });
   }
   assert.deepEqual(bare, []);
+});
+
+Deno.test("README.md and include/kcoro.h name the C ABI version this module expects (ABI_VERSION)", async () => {
+  // Each bump touches kcoro.zig, the header, ffi/load.ts and the README; the tests compared the
+  // first three (the loaded library's kc_abi_version, the header's macro) but not the README,
+  // whose Status still said 25 after the bump to 26 (kc_actor_take).
+  const header = await Deno.readTextFile(`${root}include/kcoro.h`);
+  assert.equal(Number(/#define KC_ABI_VERSION (\d+)/.exec(header)?.[1]), ABI_VERSION);
+  const said = [...readme.matchAll(/the C ABI is\s+version\s+(\d+)/g)].map((m) => Number(m[1]));
+  assert.deepEqual(said, [ABI_VERSION], 'README\'s Status: "the C ABI is version N"');
+  assert.ok(
+    readme.includes(`New in ABI ${ABI_VERSION}:`),
+    `README's C ABI section says what is new in ABI ${ABI_VERSION}`,
+  );
 });
