@@ -841,7 +841,8 @@ int32_t kc_actor_spawn(uint32_t scope, uint32_t mailbox, kc_handler_fn handler, 
  * handler's now (stored elsewhere, or about to be sent on), so a shutdown that abandons the actor
  * before the handler returns does not give it to the mailbox's undelivered path. KC_OK;
  * KC_ENOTCORO outside a coroutine; KC_EINVAL from code that is not an actor's handler with that
- * ctx (a plain coroutine, a producer, the actor's on_done, another ctx). New in ABI 26. */
+ * ctx (a plain coroutine, a producer, the actor's on_done, the mailbox's hook that the actor's
+ * own ending runs, another ctx). New in ABI 26. */
 int32_t kc_actor_take(void *ctx);
 /* A producer: a child of `scope` running entry(arg), which sends to `chan`; when it returns the
  * channel is closed, also when the scope was cancelled (what it sent stays receivable, as with

@@ -2800,7 +2800,11 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     } else |_| status = Status.no_memory.code();
     // Ended before its mailbox was closed and emptied: nobody takes what is queued or comes
     // later, so the mailbox is cancelled (Kotlin's actor cancels its channel as it ends): queued
-    // messages go to the undelivered hook, later sends fail with KC_ECANCELED.
+    // messages go to the undelivered hook, later sends fail with KC_ECANCELED. Its loop is over:
+    // `.keep` first (nothing from here to on_done parks, so no abandonment comes between), so
+    // that kc_actor_take refuses in that hook, which runs on this coroutine but is no handler
+    // (before, it said KC_OK there).
+    guard.end_chan = .keep;
     if (status != 0) _ = ch.cancel();
     // Called here, once: abandoned in it (it parked), it is not called again, and its mailbox
     // stays as this return left it (`.keep`): closed and empty (the receive said so: nothing
@@ -2808,7 +2812,6 @@ fn actorMain(arg: ?*anyopaque) callconv(.c) void {
     // Before, the abandonment cancelled a closed one: no message was lost or dropped twice, but
     // a later send said KC_ECANCELED where the return had left KC_EPIPE.
     guard.on_done = null;
-    guard.end_chan = .keep;
     if (a.on_done) |f| f(a.ctx, status);
 }
 
@@ -2964,8 +2967,9 @@ fn noHandler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
 /// to the mailbox's undelivered path, as it gives a message the handler never took
 /// (`HeldRefs.in_hand`). Before, the handler had to mark it where the hook looked (its ctx) and
 /// the hook skip it. KC_OK; KC_ENOTCORO outside a coroutine; KC_EINVAL from any code that is
-/// not an actor's handler with that ctx (a plain coroutine, a producer, the actor's on_done, a
-/// ctx other than the actor's). New in ABI 26.
+/// not an actor's handler with that ctx (a plain coroutine, a producer, the actor's on_done, the
+/// mailbox's hook that the actor's own ending runs on its coroutine, a ctx other than the
+/// actor's). New in ABI 26.
 export fn kc_actor_take(ctx: ?*anyopaque) callconv(.c) i32 {
     const co = coroutine.current() orelse return Status.not_coroutine.code();
     // The innermost actor's or producer's record on this coroutine (only they set `start`),
@@ -10859,6 +10863,57 @@ test "C ABI: kc_actor_take refuses (KC_EINVAL) in a producer and in an actor's o
     try testing.expectEqual(@as(i32, 0), kc_scope_wait(scope, kc_now_ns() + test_wait.default_ns));
     try testing.expectEqual(Status.invalid.code(), S.in_producer);
     try testing.expectEqual(Status.invalid.code(), S.in_done);
+}
+
+test "C ABI: kc_actor_take refuses (KC_EINVAL) in the mailbox's undelivered hook that the actor's own ending runs on its coroutine" {
+    // The handler cancels the actor's scope: the actor stops before the next message
+    // (KC_EINTR) and cancels its mailbox, whose hook gets the queued messages on the actor's
+    // coroutine, after the handler returned. Before, kc_actor_take answered KC_OK there.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var scope: u32 = 0;
+        var hooked: u32 = 0;
+        var in_hook: i32 = 1;
+        var on_coroutine = false;
+        var handled: u32 = 0;
+        var status: i32 = 1;
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            handled += 1;
+            _ = kc_scope_cancel(scope);
+        }
+        fn hook(ctx: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hooked += 1;
+            on_coroutine = coroutine.current() != null;
+            in_hook = kc_actor_take(ctx);
+        }
+        fn onDone(_: ?*anyopaque, st: i32) callconv(.c) void {
+            status = st;
+        }
+    };
+    S.hooked = 0;
+    S.in_hook = 1;
+    S.on_coroutine = false;
+    S.handled = 0;
+    S.status = 1;
+    var ctx: u8 = 0;
+    var box: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &box));
+    defer _ = kc_chan_destroy(box);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(box, S.hook, &ctx));
+    for ([_]u64{ 1, 2, 3 }) |v| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(box, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &S.scope));
+    defer _ = kc_scope_destroy(S.scope);
+    try testing.expectEqual(@as(i32, 0), kc_actor_spawn(S.scope, box, S.handler, &ctx, S.onDone, null));
+    _ = kc_scope_wait(S.scope, kc_now_ns() + test_wait.default_ns);
+    try testing.expectEqual(@as(i32, 0), kc_scope_live(S.scope));
+    try testing.expectEqual(Status.interrupted.code(), S.status);
+    try testing.expectEqual(@as(u32, 1), S.handled);
+    try testing.expectEqual(@as(u32, 2), S.hooked); // the two still queued
+    try testing.expect(S.on_coroutine);
+    try testing.expectEqual(Status.invalid.code(), S.in_hook);
 }
 
 test "C ABI: a finishing shutdown abandons an idle actor once its drain ran dry, and calls its on_done (KC_ESHUTDOWN)" {
