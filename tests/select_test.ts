@@ -13,6 +13,7 @@ import {
   jobSendingAsArmed,
   prng,
   settled,
+  shutdownScheduler,
   spyCalls,
   trySendNatively,
   until,
@@ -3331,3 +3332,6 @@ Deno.test("a select builder's clause methods called on what is no builder (an ob
   // The sealed builder behind the Proxy took no clause: the channel is as it was.
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
+
+// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
