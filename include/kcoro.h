@@ -208,15 +208,15 @@ uint64_t *kc_cells_alloc(uint32_t count);
  * one into other memory, one whose bytes before it are unmapped, a freed block's of any size),
  * and a second release while pins hold the block, do nothing, in every build, and never fault:
  * the address is looked up in the library's list of its live blocks before anything there is
- * read (another library copy's block: its header is copied out with process_vm_readv, which
- * cannot fault). Memory that is a new block again is that block's (it is released). Safe from
- * any thread (TypeScript's buffers call it from V8's backing-store
- * deleter). New in ABI 25. */
+ * read (another library copy's block: its header is copied out with process_vm_readv, or
+ * through a pipe where that call is not allowed, neither of which can fault). Memory that is a
+ * new block again is that block's (it is released). Safe from any thread (TypeScript's buffers
+ * call it from V8's backing-store deleter). New in ABI 25. */
 void kc_cells_release(uint64_t *cells);
 /* Adds delta (negative: takes away) to the pins of cells kc_cells_alloc returned: a pin keeps
  * kc_cells_release from freeing them until it is taken away. KC_EINVAL for NULL, an address
- * that is no live block's (as kc_cells_release looks it up, never faulting), or pins that would go below 0 or past 2^32 - 1 (nothing changed). Safe from any
- * thread. New in ABI 25. */
+ * that is no live block's (as kc_cells_release looks it up, never faulting), or pins that would
+ * go below 0 or past 2^32 - 1 (nothing changed). Safe from any thread. New in ABI 25. */
 int32_t kc_cells_pin(uint64_t *cells, int32_t delta);
 
 /* The scheduler: one per process. Every call is safe from any thread, starts and shutdowns
