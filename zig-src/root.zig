@@ -4124,13 +4124,18 @@ const cells_registry = struct {
             return a == b;
         }
     };
+    const Table = std.HashMapUnmanaged(usize, void, Context, std.hash_map.default_max_load_percentage);
     const Shard = struct {
         /// 0 free, 1 held: a spin lock, for critical sections of a hash look-up and an RMW
-        /// (`lock`).
+        /// (`lock`), never an allocation or a free (`table_allocator` asserts it).
         held: std.atomic.Value(u32) = .init(0),
-        live: std.HashMapUnmanaged(usize, void, Context, std.hash_map.default_max_load_percentage) = .empty,
+        live: Table = .empty,
         /// Removals since the table was last tidied (`tidy.removeTidy`).
         removed: u32 = 0,
+        /// Whether `live` has no table (none made yet, or its last block unlisted): `add` then
+        /// makes one before it takes the lock, not in a second round. Changed under the lock;
+        /// read without it as a hint only (monotonic: `add` checks `live` itself under it).
+        bare: std.atomic.Value(bool) = .init(true),
 
         fn lock(sh: *Shard) void {
             var spins: u32 = 0;
@@ -4141,11 +4146,45 @@ const cells_registry = struct {
                 // A holder preempted (more threads than CPUs): give it the CPU.
                 if (spins % 64 == 0) std.Thread.yield() catch {} else std.atomic.spinLoopHint();
             }
+            if (std.debug.runtime_safety) locks_here += 1;
         }
 
         fn unlock(sh: *Shard) void {
+            if (std.debug.runtime_safety) locks_here -= 1;
             // Release: pairs with `lock`'s acquire.
             sh.held.store(0, .release);
+        }
+    };
+
+    /// Shard locks this thread holds (safe builds): `table_allocator` asserts it holds none.
+    threadlocal var locks_here: u32 = 0;
+
+    /// The tables' allocator: the C library's, asserting in safe builds that this thread holds
+    /// no shard lock. A malloc or free may wait on the C library's own lock or map memory while
+    /// every thread that wants the shard spins (and an emptied shard's table was freed, and a
+    /// new one made, on each alloc + release of a block alone in its shard, under the lock):
+    /// `add` makes a table that must grow outside the lock and fills it under it, and an
+    /// emptied table is freed after the unlock.
+    const table_allocator: std.mem.Allocator = if (std.debug.runtime_safety) .{ .ptr = undefined, .vtable = &Checked.vtable } else std.heap.c_allocator;
+
+    const Checked = struct {
+        const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
+        const c = std.heap.c_allocator;
+        fn alloc(_: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
+            std.debug.assert(locks_here == 0);
+            return c.vtable.alloc(c.ptr, len, a, ra);
+        }
+        fn resize(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) bool {
+            std.debug.assert(locks_here == 0);
+            return c.vtable.resize(c.ptr, m, a, n, ra);
+        }
+        fn remap(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) ?[*]u8 {
+            std.debug.assert(locks_here == 0);
+            return c.vtable.remap(c.ptr, m, a, n, ra);
+        }
+        fn free(_: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
+            std.debug.assert(locks_here == 0);
+            c.vtable.free(c.ptr, m, a, ra);
         }
     };
     /// Each on a cache line of its own: two threads' pins of blocks in different shards do not
@@ -4157,24 +4196,53 @@ const cells_registry = struct {
         return &shards[Context.hash(.{}, at) >> (64 - 4)].s;
     }
 
-    /// Lists `at`; false if there was no memory for it.
+    /// Lists `at` (a new block's: not listed); false if there was no memory for it. A table
+    /// with no room is replaced by a larger one made outside the lock (`table_allocator`).
     fn add(at: usize) bool {
         const sh = shardOf(at);
-        sh.lock();
-        defer sh.unlock();
-        sh.live.put(std.heap.c_allocator, at, {}) catch return false;
-        return true;
+        // Freed after the unlock: a spare table not used, or the one it replaced.
+        var spare: Table = .empty;
+        defer spare.deinit(table_allocator);
+        // No table in the shard (the usual case for a block alone in it): made before the lock.
+        if (sh.bare.load(.monotonic)) spare.ensureTotalCapacity(table_allocator, 1) catch return false;
+        while (true) {
+            sh.lock();
+            // A tombstone counts as room (std reuses it): no allocation.
+            if (sh.live.available > 0) {
+                sh.live.putAssumeCapacityNoClobber(at, {});
+                sh.unlock();
+                return true;
+            }
+            const want = sh.live.count() + 1;
+            if (spare.available >= want) {
+                var it = sh.live.keyIterator();
+                while (it.next()) |k| spare.putAssumeCapacityNoClobber(k.*, {});
+                spare.putAssumeCapacityNoClobber(at, {});
+                std.mem.swap(Table, &sh.live, &spare);
+                sh.removed = 0; // no tombstone in the new table
+                sh.bare.store(false, .monotonic);
+                sh.unlock();
+                return true;
+            }
+            sh.unlock();
+            // Room for what the table held and `at`: another thread's adds meanwhile take
+            // another round.
+            spare.ensureTotalCapacity(table_allocator, want) catch return false;
+        }
     }
 
-    /// Unlists `at` (listed), under its shard's lock, which the caller holds.
-    fn removeLocked(sh: *Shard, at: usize) void {
+    /// Unlists `at` (listed), under its shard's lock, which the caller holds. The table if
+    /// that emptied it, else an empty one: the caller frees it (`deinit(table_allocator)`)
+    /// after the unlock, so that nothing of the registry stays once no block lives.
+    fn removeLocked(sh: *Shard, at: usize) Table {
         const was = tidy.fetchRemoveTidyContext(&sh.live, &sh.removed, at, Context{}) != null;
         std.debug.assert(was);
-        if (sh.live.count() == 0) {
-            sh.live.deinit(std.heap.c_allocator);
-            sh.live = .empty;
-            sh.removed = 0;
-        }
+        if (sh.live.count() != 0) return .empty;
+        const gone = sh.live;
+        sh.live = .empty;
+        sh.removed = 0;
+        sh.bare.store(true, .monotonic);
+        return gone;
     }
 };
 
@@ -4269,8 +4337,9 @@ fn destroyCells(cells: [*]u64) callconv(.c) void {
     const at = @intFromPtr(cells);
     const sh = cells_registry.shardOf(at);
     sh.lock();
-    cells_registry.removeLocked(sh, at);
+    var gone = cells_registry.removeLocked(sh, at);
     sh.unlock();
+    gone.deinit(cells_registry.table_allocator);
     freeCells(cells);
 }
 
@@ -4305,8 +4374,10 @@ export fn kc_cells_release(cells: ?[*]u64) callconv(.c) void {
         return;
     }
     const free = releaseState(cells_header.of(c));
-    if (free) cells_registry.removeLocked(sh, at);
+    var gone: cells_registry.Table = .empty;
+    if (free) gone = cells_registry.removeLocked(sh, at);
     sh.unlock();
+    gone.deinit(cells_registry.table_allocator);
     if (free) freeCells(c);
 }
 
@@ -4345,8 +4416,10 @@ export fn kc_cells_pin(cells: ?[*]u64, delta: i32) callconv(.c) i32 {
         return if (r == .refused) Status.invalid.code() else 0;
     }
     const r = pinState(cells_header.of(c), delta);
-    if (r == .free) cells_registry.removeLocked(sh, at);
+    var gone: cells_registry.Table = .empty;
+    if (r == .free) gone = cells_registry.removeLocked(sh, at);
     sh.unlock();
+    gone.deinit(cells_registry.table_allocator);
     if (r == .free) freeCells(c);
     return if (r == .refused) Status.invalid.code() else 0;
 }
@@ -12753,6 +12826,43 @@ test "C ABI: cells blocks that come and go beside 1,000 kept ones leave free slo
     for (&cells_registry.shards) |*sh| {
         if (sh.s.live.count() == 0) try testing.expectEqual(@as(u32, 0), sh.s.live.capacity());
     }
+}
+
+test "C ABI: cells blocks allocated, pinned and released on 4 threads at once: each shard's table grows outside its lock, and every block is freed once" {
+    // `cells_registry.add` makes a table that must grow outside the shard's lock and fills it
+    // under it, taking another round when other threads' adds filled the shard meanwhile; a
+    // shard emptied by one thread while another grows it is the other interleaving. Each thread
+    // keeps a window of blocks, so that tables grow, and releases them all at its end, so that
+    // shards empty and their tables are freed. Counted by `cells_live`.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const base = cells_live.load(.monotonic);
+    const S = struct {
+        fn run(failed: *std.atomic.Value(bool)) void {
+            var window: [200]?[*]u64 = @splat(null);
+            for (0..5_000) |i| {
+                const slot = &window[i % window.len];
+                if (slot.*) |old| kc_cells_release(old);
+                const c = kc_cells_alloc(2) orelse {
+                    failed.store(true, .monotonic);
+                    return;
+                };
+                c[0] = i;
+                if (kc_cells_pin(c, 1) != 0) failed.store(true, .monotonic);
+                if (kc_cells_pin(c, -1) != 0) failed.store(true, .monotonic);
+                slot.* = c;
+            }
+            for (window) |w| {
+                if (w) |c| kc_cells_release(c);
+            }
+        }
+    };
+    var failed = std.atomic.Value(bool).init(false);
+    var threads: [4]std.Thread = undefined;
+    for (&threads) |*t| t.* = try std.Thread.spawn(.{}, S.run, .{&failed});
+    for (threads) |t| t.join();
+    try testing.expect(!failed.load(.monotonic));
+    try testing.expectEqual(base, cells_live.load(.monotonic));
 }
 
 test "C ABI: kc_cells_release of pinned cells frees nothing: a coroutine's later writes land in live cells, and the last unpin frees them" {
