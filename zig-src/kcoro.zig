@@ -105,4 +105,5 @@ test {
     _ = bridge;
     _ = buffer_pool;
     _ = @import("test_wait.zig");
+    _ = @import("tidy.zig");
 }
