@@ -144,6 +144,19 @@ let ownScope: (owner: JobSupport<unknown>) => NativeScope;
  */
 let childrenDone: (ns: NativeScope, children: NativeChildren) => void;
 
+/**
+ * What NativeChildren's watch reads of its native scope: its library, whether it is destroyed,
+ * and whether its dispose found the children abandoned (a shutdown, the library closed). Set by
+ * a static block of NativeScope. Before, public getters (`_lib`, `_destroyed`, `_abandoned`),
+ * read by any caller as members of every native scope, which the others (`_own`,
+ * `_childrenDone`) had stopped being.
+ */
+let libOf: (ns: NativeScope) => Library;
+/** See `libOf`. */
+let destroyedOf: (ns: NativeScope) => boolean;
+/** See `libOf`. */
+let abandonedOf: (ns: NativeScope) => boolean;
+
 function nativeCancellation(): CancellationError {
   return new CancellationError("Cancelled: the native scope was cancelled");
 }
@@ -359,6 +372,9 @@ export class NativeScope implements AsyncDisposable {
     childrenDone = (ns, children) => {
       if (ns.#children === children) ns.#children = null;
     };
+    libOf = (ns) => ns.#lib;
+    destroyedOf = (ns) => ns.#destroyed;
+    abandonedOf = (ns) => ns.#abandoned !== null;
   }
 
   static #own(owner: JobSupport<unknown>): NativeScope {
@@ -647,21 +663,6 @@ export class NativeScope implements AsyncDisposable {
     this.#lib._symbolsToRelease.kc_scope_destroy(this.#handle);
   }
 
-  /** @ignore The library and handle, for NativeChildren's waits. */
-  get _lib(): Library {
-    return this.#lib;
-  }
-
-  /** @ignore */
-  get _destroyed(): boolean {
-    return this.#destroyed;
-  }
-
-  /** @ignore True once a dispose found the children abandoned (a shutdown, the library closed). */
-  get _abandoned(): boolean {
-    return this.#abandoned !== null;
-  }
-
   /**
    * `NativeScope`, the name it prints with (`[customInspect]`): `String(x)` and template literals
    * say `[object NativeScope]` instead of `[object Object]`; error messages name an argument of the
@@ -721,25 +722,25 @@ class NativeChildren extends JobSupport<void> {
   /** 0 once the children are gone; else the status that ended the watch. */
   async #watch(): Promise<number> {
     const ns = this.#scope;
-    const lib = ns._lib;
+    const lib = libOf(ns);
     const sym = lib.symbols("wait for native children");
     // Each native wait in slices (SLICE_NS: a terminated Worker's must give its thread back).
     const slice = () => sym.kc_now_ns() + SLICE_NS;
-    while (!ns._destroyed) {
+    while (!destroyedOf(ns)) {
       let rc = await sym.kc_scope_watch(ns.handle, slice());
       // Destroyed during the slice: settled below. Before, the stale handle's KC_EBADH (or the
       // next slice's, sent to it) failed the owner with "Cannot wait for native children: the
       // handle is stale, destroyed or not a kcoro handle", by chance.
-      if (ns._destroyed) break;
+      if (destroyedOf(ns)) break;
       if (rc === Status.ETIME && lib.isOpen) continue;
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
         if (!lib.isOpen) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(ns.handle, slice());
-        while (rc === Status.ETIME && lib.isOpen && !ns._destroyed) {
+        while (rc === Status.ETIME && lib.isOpen && !destroyedOf(ns)) {
           rc = await sym.kc_scope_wait(ns.handle, slice());
         }
-        if (ns._destroyed) break;
+        if (destroyedOf(ns)) break;
       }
       if (!lib.isOpen) return Status.ESHUTDOWN;
       // Done, unless a launch came in between the native answer and this turn.
@@ -749,7 +750,7 @@ class NativeChildren extends JobSupport<void> {
     // cancelled it and waited for its children first, so they are gone; settled as that dispose
     // found them (abandoned by a shutdown or the library's close: the owner fails), as a
     // NativeScope's own wait() settles then.
-    return !lib.isOpen || ns._abandoned ? Status.ESHUTDOWN : 0;
+    return !lib.isOpen || abandonedOf(ns) ? Status.ESHUTDOWN : 0;
   }
 
   /**
@@ -765,8 +766,8 @@ class NativeChildren extends JobSupport<void> {
     }
     if (error === undefined && rc === Status.ESHUTDOWN) {
       const op = "wait for native children";
-      if (!this.#scope._lib.isOpen) error = new LibraryClosedError(op);
-      else if (schedulerRunning(this.#scope._lib)) error = new ShutdownError(op, ABANDONED);
+      if (!libOf(this.#scope).isOpen) error = new LibraryClosedError(op);
+      else if (schedulerRunning(libOf(this.#scope))) error = new ShutdownError(op, ABANDONED);
     }
     if (error === undefined) {
       try {

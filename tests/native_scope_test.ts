@@ -945,7 +945,7 @@ Deno.test("leaving an await using block of a NativeScope whose children a shutdo
         const waited = await ns.wait().then(() => "resolved", (e) => e);
         if (!(waited instanceof ShutdownError)) throw new Error("wait: " + waited);
       } // threw the same ShutdownError here before
-      if (!scope._destroyed) throw new Error("restart " + restart + ": not destroyed");
+      if (!Deno.inspect(scope).includes("destroyed: true")) throw new Error("restart " + restart + ": not destroyed");
     }
     // The runtime gone, or the library closed, while the dispose waits (a child that ignores
     // the cancel: the plain sleeper).
@@ -957,7 +957,7 @@ Deno.test("leaving an await using block of a NativeScope whose children a shutdo
       setTimeout(() => end === "shutdown" ? runtime().shutdown() : closeLibrary(), 20);
       const got = await disposed;
       if (got !== "resolved") throw new Error(end + " during the dispose: " + got);
-      if (!ns._destroyed) throw new Error(end + ": not destroyed");
+      if (!Deno.inspect(ns).includes("destroyed: true")) throw new Error(end + ": not destroyed");
     }
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -1419,6 +1419,32 @@ Deno.test("a native scope has no public _childrenDone: given the job standing fo
   assert.equal(status(b), Status.EINTR);
 });
 
+Deno.test("a native scope has no public _lib, _destroyed or _abandoned: its children's watch reads them module-privately, as _own and _childrenDone are", async () => {
+  const members = ["_lib", "_destroyed", "_abandoned"];
+  await using free = NativeScope.create();
+  for (const m of members) assert.equal(m in free, false, m);
+  for (const m of members) assert.equal(m in NativeScope.prototype, false, m);
+  // The watch that reads them still settles the owner as before: the children's end completes
+  // it, and a dispose of the owned scope, which destroys it, cancels it.
+  const a = cells(0);
+  await coroutineScope((scope) => {
+    const ns = nativeScope(scope);
+    for (const m of members) assert.equal(m in ns, false, m);
+    ns.launch("cancellable-sleeper", a);
+    return Promise.resolve();
+  });
+  assert.equal(status(a), 0);
+  const b = cells(MINUTE);
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      await using ns = nativeScope(scope);
+      ns.launch("cancellable-sleeper", b);
+    }),
+    CancellationError,
+  );
+  assert.equal(status(b), Status.EINTR);
+});
+
 Deno.test("disposing a TypeScript scope's own native scope cancels the scope and leaves it destroyed, as README says", async () => {
   // A first-hour idiom, `await using ns = nativeScope(scope)`, ends the owner. Before, whether
   // the owner was cancelled depended on its watch of the children seeing the cancel before the
@@ -1435,7 +1461,7 @@ Deno.test("disposing a TypeScript scope's own native scope cancels the scope and
           await using ns = nativeScope(scope);
           if (withChild) ns.launch("cancellable-sleeper", sleeper);
         }
-        assert.equal(nativeScope(scope)._destroyed, true);
+        assert.equal(Deno.inspect(nativeScope(scope)), "NativeScope { destroyed: true }");
         assert.equal(scope.isActive, false, `round ${round}: the owner is cancelled at once`);
         try {
           nativeScope(scope).launch("cancellable-sleeper", cells(1));
