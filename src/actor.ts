@@ -55,8 +55,9 @@ import {
   _sentAtOnce,
   type Capacity,
   Channel,
+  type ChannelHooks,
   checkCapacity,
-  ESCAPED,
+  hookChannel,
   type TrySendResult,
   type WaitOptions,
 } from "./channel.ts";
@@ -230,6 +231,12 @@ function stopWatching<M>(mailbox: Mailbox<M>): boolean {
  * whatever it passed (a cancel of the mailbox gives the task the mailbox's own error).
  */
 let cancelTaskOf: <M>(mailbox: Mailbox<M>, told: unknown) => void;
+/**
+ * What a mailbox hears of Channel (`ChannelHooks`, given by `hookChannel` as `actor` makes it):
+ * its escape starts its watch (`#watch`); it learns a destroy by that watch, and keeps an aborted
+ * send's message as a Channel does. Set by a static block of Mailbox.
+ */
+let mailboxHooks: ChannelHooks;
 
 /**
  * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
@@ -243,6 +250,11 @@ class Mailbox<M> extends Channel<M> {
   static {
     mailboxState = (mailbox) => mailbox.#s;
     cancelTaskOf = (mailbox, told) => mailbox.#cancelTask(told);
+    mailboxHooks = {
+      escaped: (ch) => (ch as Mailbox<unknown>).#watch(),
+      learntDestroyed: () => {},
+      abortDrops: () => false,
+    };
   }
 
   /**
@@ -324,10 +336,6 @@ class Mailbox<M> extends Channel<M> {
     const own = () => this._closedResult().cause;
     if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
     else job.cancel(this._shared.cancelled ? own() : told);
-  }
-
-  override [ESCAPED](): void {
-    this.#watch();
   }
 
   override [Symbol.dispose](): void {
@@ -632,6 +640,7 @@ export function actor<M>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
+  hookChannel(mailbox, mailboxHooks); // before anything can share it
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
   mailbox._shared.role = "actor";
   const st = mailboxState(mailbox);
@@ -753,7 +762,7 @@ export function actor<M>(
     if (signal !== null) cancelOnAbort(signal);
     // Until the task is final: its end withdraws the owned watch before the mailbox is
     // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
-    // watched, `ESCAPED`) after this, never before the task began as a producer's channel may.
+    // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
     st.running = true;
     // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
     // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it

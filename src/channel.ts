@@ -413,16 +413,44 @@ function cancelledError(s: Shared): unknown {
 }
 
 /**
- * @ignore The keys of Channel's hooks for its subclasses (produce.ts's producer channel, actor.ts's
- * mailbox), symbols that mod.ts does not export, as JobSupport's are (job.ts's `ON_START`): as
- * public methods named `_learntDestroyed`, `_escaped` and `_abortDrops`, JavaScript reached them
- * on any channel: a consumer's `out._learntDestroyed(x)` cancelled a producer's task with `x`.
+ * @ignore What a subclass of Channel hears of its channel (produce.ts's producer channel,
+ * actor.ts's mailbox), given once by `hookChannel` as the channel is made; a Channel has none.
+ * Kept in `hooksOf`, which nothing outside this module reads, so that no caller reaches them:
+ * as public methods (`_learntDestroyed`, `_escaped`, `_abortDrops`) a consumer's
+ * `out._learntDestroyed(x)` cancelled a producer's task with `x`, and as methods keyed by
+ * symbols this module exported, `Object.getOwnPropertySymbols` of the channel's prototype still
+ * found them (`out[learntDestroyed](x)` did the same).
  */
-export const LEARNT_DESTROYED = Symbol("learntDestroyed");
-/** @ignore See `LEARNT_DESTROYED`. */
-export const ESCAPED = Symbol("escaped");
-/** @ignore See `LEARNT_DESTROYED`. */
-export const ABORT_DROPS = Symbol("abortDrops");
+export interface ChannelHooks {
+  /**
+   * Called once, in a microtask, after `ch` (its owner) learnt native code destroyed the channel
+   * (`#destroyedUnder`), with the channel's cause: `produce` cancels its task there, as its watch
+   * does.
+   */
+  learntDestroyed(ch: object, cause: unknown): void;
+  /**
+   * Called once, when `ch` escapes (its handle read or shared): from then on another isolate or
+   * native code may end it. `produce`'s channel and `actor`'s mailbox start watching for a
+   * cancel there (`_watchCancel`).
+   */
+  escaped(ch: object): void;
+  /**
+   * Whether a send of `ch` that its signal's abort gives up now hands its value to the
+   * undelivered path rather than leaving it the caller's (a Channel: never): a producer's
+   * channel says so while its task is cancelled (src/produce.ts), whose waiting send is a
+   * cancelled send, not one the caller aborted (Kotlin calls onUndeliveredElement for it).
+   */
+  abortDrops(ch: object): boolean;
+}
+
+/** The hooks of the channels that have some (`ChannelHooks`): a producer's, a mailbox. */
+const hooksOf = new WeakMap<object, ChannelHooks>();
+
+/** @ignore Gives `ch` its hooks (`ChannelHooks`), once, as it is made, before it can escape. */
+export function hookChannel<T>(ch: Channel<T>, hooks: ChannelHooks): void {
+  if (hooksOf.has(ch)) throw new TypeError("Cannot hook channel: it has its hooks already");
+  hooksOf.set(ch, hooks);
+}
 
 /** `Shared.cancelErrorOf` for a cancel without a cause. */
 const NO_CAUSE: unique symbol = Symbol("no cause");
@@ -576,7 +604,7 @@ class Shared {
    * `owner` is also how a copy that finds native code's destroy first makes the creator learn it
    * (`Channel.#creatorEnded`: `#destroyedUnder`, as the creator's own call would: its hook takes
    * what the destroy dropped and its sends' values still waiting in JavaScript, and `produce` and
-   * `actor` hear of it, `LEARNT_DESTROYED`), for the same copies, however opened; it is read only
+   * `actor` hear of it, `ChannelHooks.learntDestroyed`), for the same copies, however opened; it is read only
    * while the channel has not ended, so `#markEnded` letting it go costs that nothing. Before, a
    * `creator` of its own, set by the first `share()` only: a copy opened from `handle`'s value or
    * a share object built with it (an owner made native by a select) found the destroy with no
@@ -2122,8 +2150,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       creator.#destroyed = true;
       creator.#at = null;
       creator.#markEnded(DESTROYED);
-      const cause = s.cause;
-      queueMicrotask(() => creator[LEARNT_DESTROYED](cause));
+      const cause = s.cause, hooks = hooksOf.get(creator);
+      if (hooks !== undefined) queueMicrotask(() => hooks.learntDestroyed(creator, cause));
     } else x.#markEnded(s.creatorHere ? DESTROYED : ENDED_EITHER);
   }
 
@@ -2473,7 +2501,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Native code's destroy under a creator of this isolate (see `Shared.creatorHere`): the
       // creator learns it, as its own call would, so that what the destroy dropped and the
       // values of its sends still waiting in JavaScript go to its onUndeliveredElement (in
-      // that order), and `produce` hears of it (`LEARNT_DESTROYED`). Before, the copy's mark
+      // that order), and `produce` hears of it (`ChannelHooks`). Before, the copy's mark
       // failed those sends with their values freed, never handed to the hook, and what the
       // destroy dropped reached it only at the creator's dispose.
       const creator = this._shared.creatorHere ? this._shared.owner?.deref() : undefined;
@@ -3245,17 +3273,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#keeps) this.#takeUndelivered(sym);
     });
     // In a microtask: not amid the call that learnt it (a select's clauses, a flush of waits).
-    const cause = this._shared.cause;
-    queueMicrotask(() => this[LEARNT_DESTROYED](cause));
+    const cause = this._shared.cause, hooks = hooksOf.get(this);
+    if (hooks !== undefined) queueMicrotask(() => hooks.learntDestroyed(this, cause));
     return true;
   }
-
-  /**
-   * @ignore Called once, in a microtask, after this owner learnt native code destroyed its
-   * channel (`#destroyedUnder`), with the channel's cause: `produce` cancels its task there, as
-   * its watch does.
-   */
-  [LEARNT_DESTROYED](_cause: unknown): void {}
 
   /** Set once `#destroyedUnder` found the channel destroyed by native code: never cleared. */
   #destroyed = false;
@@ -4799,13 +4820,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
    * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
    * to a hook: the value stays the caller's), except a producer's send that its task's
-   * cancellation woke (`ABORT_DROPS`): its value goes to the undelivered path, as a cancel's
+   * cancellation woke (`ChannelHooks.abortDrops`): its value goes to the undelivered path, as a cancel's
    * waiting sender's does. If it completed first, its record settles it: a send as delivered,
    * a receive that took a value rejects with `reason` all the same and its value goes back to
    * the channel (`gaveUp`, see `_completed`). Nothing if it is done.
    */
   #abandon(w: Waiter, reason: unknown): void {
-    const drop = w.kind === SEND && this[ABORT_DROPS]();
+    const drop = w.kind === SEND && hooksOf.get(this)?.abortDrops(this) === true;
     // Where the value is encoded: a queued send's slot always, a local one's if taken at the call.
     let encoded = w.encoded;
     if (w.state === QUEUED) {
@@ -4845,16 +4866,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     releaseSlot(w); // withdrawn (or never queued): nothing reads it any more
     w.detach();
     w.giveUp(reason);
-  }
-
-  /**
-   * @ignore Whether a send that its signal's abort gives up now hands its value to the
-   * undelivered path rather than leaving it the caller's: never for a Channel; a producer's
-   * channel says so while its task is cancelled (src/produce.ts), whose waiting send is a
-   * cancelled send, not one the caller aborted (Kotlin calls onUndeliveredElement for it).
-   */
-  [ABORT_DROPS](): boolean {
-    return false;
   }
 
   /**
@@ -4957,7 +4968,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       s.scheduled = true;
       this.#bridge.defer(s);
     }
-    this[ESCAPED]();
+    hooksOf.get(this)?.escaped(this);
   }
 
   /**
@@ -4977,13 +4988,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // exists then: an inside channel's wait or select made it).
     if (was && this.#lib.isOpen) Bridge.existing(this.#lib)?.reconsider();
   }
-
-  /**
-   * @ignore Called once, when the channel escapes (its handle read or shared): from then on
-   * another isolate or native code may end it. `produce`'s channel starts watching for a cancel
-   * there (`_watchCancel`).
-   */
-  [ESCAPED](): void {}
 
   /**
    * @ignore `onCancel` is called once when the native channel is cancelled by anyone (a

@@ -75,12 +75,11 @@
  * @module
  */
 import {
-  ABORT_DROPS,
   type Capacity,
   Channel,
+  type ChannelHooks,
   checkCapacity,
-  ESCAPED,
-  LEARNT_DESTROYED,
+  hookChannel,
   type WaitOptions,
 } from "./channel.ts";
 import {
@@ -186,6 +185,12 @@ class ProducerState {
 let stateOf: <T>(out: ProducerChannel<T>) => ProducerState;
 /** Whether `x` is a ProducerChannel (by its private field): set with `stateOf`. */
 let isProducer: (x: unknown) => boolean;
+/**
+ * What a producer's channel hears of Channel (`ChannelHooks`, given by `hookChannel` as `produce`
+ * makes it): its private `#watch`, `#learntDestroyed` and `#abortDrops`. Set by a static block
+ * of ProducerChannel.
+ */
+let producerHooks: ChannelHooks;
 
 /** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
 class ProducerChannel<T> extends Channel<T> {
@@ -194,6 +199,11 @@ class ProducerChannel<T> extends Channel<T> {
   static {
     stateOf = (out) => out.#s;
     isProducer = (x) => typeof x === "object" && x !== null && #s in x;
+    producerHooks = {
+      escaped: (ch) => (ch as ProducerChannel<unknown>).#watch(),
+      learntDestroyed: (ch, cause) => (ch as ProducerChannel<unknown>).#learntDestroyed(cause),
+      abortDrops: (ch) => (ch as ProducerChannel<unknown>).#abortDrops(),
+    };
   }
 
   /**
@@ -237,19 +247,15 @@ class ProducerChannel<T> extends Channel<T> {
     else job.cancel(this._shared.cancelled ? own() : told);
   }
 
-  override [ESCAPED](): void {
-    this.#watch();
-  }
-
   /**
-   * @ignore This object learnt native code destroyed the channel (its own call met the dead
+   * This object learnt native code destroyed the channel (its own call met the dead
    * handle): the task is cancelled with the channel's CancellationError (`#cancelTask`), as the
    * watch's cancel does (its record may come later, or never once the task completed first: a
    * child of the task whose send met the destroy ends cancelled, and the task with it, not
    * completed). Before, with the raw cause: a channel the producer had closed with an Error
    * gave it the job's "Cancelled: <message>" while its receivers got "Channel was cancelled".
    */
-  override [LEARNT_DESTROYED](cause: unknown): void {
+  #learntDestroyed(cause: unknown): void {
     if (this.#s.bound !== null && !this.#s.gone) this.#cancelTask(cause);
   }
 
@@ -403,7 +409,7 @@ class ProducerChannel<T> extends Channel<T> {
   }
 
   /**
-   * @ignore A send of the producer's waiting when its task is cancelled (its scope cancelled, a
+   * A send of the producer's waiting when its task is cancelled (its scope cancelled, a
    * sibling or child failing, the consumer's cancel: that one refused it first) is a cancelled
    * send: its value goes to onUndeliveredElement, as Kotlin's suspended `send` that its
    * coroutine's cancellation resumes hands it, and as a send made once the task was cancelled
@@ -412,7 +418,7 @@ class ProducerChannel<T> extends Channel<T> {
    * one made a turn later was hooked: the block, told the same CancellationError by both, could
    * not know whether to release the value itself.
    */
-  override [ABORT_DROPS](): boolean {
+  #abortDrops(): boolean {
     return this.#ended() !== null;
   }
 
@@ -571,6 +577,7 @@ export function produce<T>(
     capacity,
     onUndeliveredElement === undefined ? {} : { onUndeliveredElement },
   );
+  hookChannel(out, producerHooks); // before anything can share it
   const st = stateOf(out);
   // Named in its share(): a copy whose producer's isolate ended says "its producer".
   out._shared.role = "producer";
@@ -791,7 +798,7 @@ export function produce<T>(
         st.sendsEnd = bindSends();
       }
     }
-    // Shared before the task began: watched since that share (`live`, `ESCAPED`).
+    // Shared before the task began: watched since that share (`live`, `producerHooks.escaped`).
     try {
       await block(out, task);
     } catch (e) {

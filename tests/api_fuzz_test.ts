@@ -29,7 +29,6 @@ import {
 } from "../src/job.ts";
 import { FOLLOW, QUEUE_CANCEL, RUN_QUEUED_CANCEL } from "../src/scope.ts";
 import { ADD_FINALIZER } from "../src/context.ts";
-import { ABORT_DROPS, ESCAPED, LEARNT_DESTROYED } from "../src/channel.ts";
 import {
   AbiMismatchError,
   actor,
@@ -742,10 +741,6 @@ async function child(): Promise<void> {
     RUN_QUEUED_CANCEL,
     FOLLOW,
     ADD_FINALIZER,
-    // channel.ts's, for produce's and actor's channels, alike
-    LEARNT_DESTROYED,
-    ESCAPED,
-    ABORT_DROPS,
   ]);
   /**
    * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or

@@ -5546,7 +5546,27 @@ Deno.test("produce: the channel's internal hooks (_cancelByTask, _open) are not 
   // function) is pinned by "cancelling the channel cancels the producer" above.
 });
 
-Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _escaped, _abortDrops) are not reachable from JavaScript: a consumer's `ch._learntDestroyed(x)` cancelled the producer with x", async () => {
+/**
+ * The symbol keys of `x` and its prototypes up to Object's that are neither well-known symbols
+ * (`Symbol.dispose`, ...) nor registered ones (`Symbol.for("Deno.customInspect")`).
+ */
+function ownSymbolsOf(x: object): symbol[] {
+  const wellKnown = new Set<unknown>(
+    Object.getOwnPropertyNames(Symbol).map((k) =>
+      (Symbol as unknown as Record<string, unknown>)[k]
+    ),
+  );
+  const out: symbol[] = [];
+  for (let p: object | null = x; p !== null && p !== Object.prototype;) {
+    for (const k of Object.getOwnPropertySymbols(p)) {
+      if (!wellKnown.has(k) && Symbol.keyFor(k) === undefined) out.push(k);
+    }
+    p = Object.getPrototypeOf(p);
+  }
+  return out;
+}
+
+Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _escaped, _abortDrops) are not reachable from JavaScript, by name or by a symbol key: a consumer's `ch._learntDestroyed(x)`, then `ch[learntDestroyed](x)` (a symbol found by Object.getOwnPropertySymbols), cancelled the producer with x", async () => {
   await using scope = createScope();
   const gate = Promise.withResolvers<void>();
   let ranOn = false;
@@ -5556,8 +5576,10 @@ Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _e
     ranOn = true;
   });
   let inMailbox: string[] = [];
+  let mailboxSymbols: symbol[] = [];
   const a = actor<number>(scope, async (mailbox) => {
     inMailbox = ["_learntDestroyed", "_escaped", "_abortDrops"].filter((m) => m in mailbox);
+    mailboxSymbols = ownSymbolsOf(mailbox);
     for await (const _ of mailbox) { /* drained */ }
   });
   try {
@@ -5571,6 +5593,14 @@ Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _e
         (ch as unknown as { _learntDestroyed(c: unknown): void })._learntDestroyed(new Error("x")),
       TypeError,
     );
+    // Nor by a symbol key its prototypes hold: none but well-known and registered ones.
+    const symbols = ownSymbolsOf(ch);
+    for (const k of symbols) {
+      const m = (ch as unknown as Record<symbol, unknown>)[k];
+      if (typeof m === "function") m.call(ch, new Error("x"));
+    }
+    assert.deepEqual(symbols.map(String), []);
+    assert.deepEqual(ownSymbolsOf(Channel.prototype).map(String), []);
     await Promise.resolve(); // the hook ran in a microtask after its caller
     assert.equal(producerJobOf(ch)?.state, "active");
     assert.equal(ch.isClosedForReceive, false);
@@ -5585,6 +5615,7 @@ Deno.test("produce and actor: the channel's hooks for them (_learntDestroyed, _e
   assert.equal(a.close(), true);
   await a.job.join();
   assert.deepEqual(inMailbox, []);
+  assert.deepEqual(mailboxSymbols.map(String), []);
   // The producer and actor still learning of a destroy and an escape through the hooks (now
   // symbol-keyed) is pinned by the "destroyed by native code" tests above.
 });
