@@ -645,8 +645,19 @@ pub const Coroutine = struct {
     /// for any running coroutine (and as it does for a queued yielded one). Says what it did
     /// (`Unparked`), as the C ABI's unpark answers.
     pub fn unparkGenQueued(co: *Coroutine, gen: u32) Unparked {
-        assert(co.owner != null);
-        return co.unparkTo(gen, .running);
+        const did = co.unparkTo(gen, .running);
+        // Checked only once this call woke it: then it is its scheduler's coroutine, and it
+        // cannot run, finish and give its stack to another before the caller queues it. A stale
+        // `Ref`'s stack may hold a later coroutine by now, rewritten on another thread: one
+        // mid-`create`, which has no owner until `Scheduler.makeCoroutine` stores it. Before,
+        // the assertion came first and read `owner` plainly: a data race with those atomic
+        // stores (ThreadSanitizer), and a failed assertion for a wake that answers `stale`.
+        // Atomic, as `kc_coro_unpark` reads it; monotonic: stored before the coroutine was
+        // published, which the acquire load in `unparkTo` orders before this one.
+        if (std.debug.runtime_safety and did == .woken) {
+            assert(@atomicLoad(?*anyopaque, &co.owner, .monotonic) != null);
+        }
+        return did;
     }
 
     fn unparkTo(co: *Coroutine, gen: u32, comptime target: State) Unparked {
@@ -1045,6 +1056,38 @@ test "a stale Ref does not wake the next coroutine on the same stack" {
     const fresh = second.ref();
     try testing.expect(fresh.unpark());
     try testing.expectEqual(State.finished, try second.@"resume"());
+}
+
+test "a scheduler's wake by a stale Ref answers stale when the stack holds a coroutine without an owner (one mid-create)" {
+    // `unparkGenQueued` (a scheduler's wake, any thread) asserted the owner before it checked
+    // the generation: a stale Ref whose stack carried a coroutine mid-`create` (its owner not
+    // stored yet) failed that assertion instead of answering `stale`.
+    var pool = try testPool();
+    defer pool.deinit();
+    const S = struct {
+        var sched_stand_in: u8 = 0; // any address: only `owner != null` is read here
+        fn quick(_: ?*anyopaque) callconv(.c) void {}
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            park() catch unreachable;
+        }
+    };
+    const st = try pool.acquire();
+    defer pool.release(st);
+    const first = Coroutine.create(st, S.quick, null, .{});
+    const stale = first.ref();
+    try testing.expectEqual(State.finished, try first.@"resume"());
+    const second = Coroutine.create(st, S.parker, null, .{}); // no owner: as mid-create
+    try testing.expectEqual(first, second);
+    try testing.expectEqual(Unparked.stale, second.unparkGenQueued(stale.gen));
+    try testing.expectEqual(State.created, second.getState());
+    try testing.expectEqual(State.parked, try second.@"resume"());
+    try testing.expectEqual(Unparked.stale, second.unparkGenQueued(stale.gen));
+    try testing.expectEqual(State.parked, second.getState()); // the stranger stays parked
+    // Its own generation, once a scheduler owns it: woken straight to running.
+    @atomicStore(?*anyopaque, &second.owner, &S.sched_stand_in, .monotonic);
+    try testing.expectEqual(Unparked.woken, second.unparkGenQueued(second.generation()));
+    try testing.expectEqual(State.running, second.getState());
+    try testing.expectEqual(State.finished, second.resumeYielded());
 }
 
 test "yieldValue passes a word to the resumer" {
