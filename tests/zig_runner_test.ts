@@ -80,7 +80,7 @@ Deno.test("the Zig test runner refuses a KCORO_TEST_TIMEOUT_S that is not a numb
   const dir = await Deno.makeTempDir();
   try {
     const exe = await buildHangTest(dir);
-    for (const bad of ["0", "x", "-1", "1.5"]) {
+    for (const bad of ["0", "x", "-1", "1.5", "1_0", "+2", " 2", "", "99999999999"]) {
       const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: bad }, 60_000);
       assert.equal(out.code, 2, out.text);
       assert.ok(

@@ -88,7 +88,11 @@ fn startWatchdog() void {
         verbose = v.len != 0 and !std.mem.eql(u8, v, "0");
     }
     if (std.posix.getenv("KCORO_TEST_TIMEOUT_S")) |v| {
-        const n = std.fmt.parseUnsigned(u32, v, 10) catch 0;
+        // Digits only: parseUnsigned also takes "1_000" (Zig's digit separators).
+        const digits = v.len != 0 and for (v) |c| {
+            if (!std.ascii.isDigit(c)) break false;
+        } else true;
+        const n = if (digits) std.fmt.parseUnsigned(u32, v, 10) catch 0 else 0;
         if (n == 0) {
             std.debug.print("kcoro test runner: Cannot read KCORO_TEST_TIMEOUT_S: not a whole number of seconds above 0, received \"{s}\"\n", .{v});
             std.process.exit(2);
