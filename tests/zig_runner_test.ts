@@ -10,15 +10,18 @@ const root = new URL("../", import.meta.url).pathname;
 const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
 const HUNG = "hang_test.test.hangs on purpose: joins a thread that never ends";
 
+/** Runs `cmd` bounded by `limitMs`: at the bound, timeout(1) kills its whole process group. A
+ * signal to `cmd` alone did not end the wait for a `zig build` whose watchdog did not fire:
+ * the build runner and the hung test binary it started lived on, holding the output pipes, and
+ * the test waited for them for good. */
 async function run(cmd: string, args: string[], env: Record<string, string>, limitMs: number) {
-  const out = await new Deno.Command(cmd, {
-    args,
+  const out = await new Deno.Command("timeout", {
+    args: ["-k", "5", `${Math.ceil(limitMs / 1000)}`, cmd, ...args],
     cwd: root,
     // Not inherited from a caller's shell: verbose output and qemu mode are set per case.
     env: { KCORO_TEST_VERBOSE: "0", KCORO_TEST_HANG: "", ...env },
     stdout: "piped",
     stderr: "piped",
-    signal: AbortSignal.timeout(limitMs),
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   return { code: out.code, text };
@@ -97,12 +100,21 @@ Deno.test("the Zig test runner refuses a KCORO_TEST_TIMEOUT_S that is not a numb
 });
 
 Deno.test("`zig build test` fails the step at the watchdog and names the hung test", async () => {
-  // The build runner's protocol (--listen=-), as scripts/test.sh runs the unit tests.
-  const out = await run(zig, ["build", "test", "-Dtest-hang=true", "--summary", "all"], {
-    KCORO_TEST_TIMEOUT_S: "2",
-  }, 600_000);
-  assert.notEqual(out.code, 0, out.text);
-  assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
-  assert.ok(out.text.includes(`while executing test '${HUNG}'`), out.text);
-  assert.match(out.text, /exited with code 3/);
+  const dir = await Deno.makeTempDir();
+  try {
+    // The same compile step as `zig build test`'s: compiled here, under the build's own bound,
+    // so that the bound on the run below is the watchdog's failure alone (it was 600 s, and a
+    // watchdog that did not fire then took 10 minutes to fail this test).
+    await buildHangTest(dir);
+    // The build runner's protocol (--listen=-), as scripts/test.sh runs the unit tests.
+    const out = await run(zig, ["build", "test", "-Dtest-hang=true", "--summary", "all"], {
+      KCORO_TEST_TIMEOUT_S: "2",
+    }, 120_000);
+    assert.notEqual(out.code, 0, out.text);
+    assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
+    assert.ok(out.text.includes(`while executing test '${HUNG}'`), out.text);
+    assert.match(out.text, /exited with code 3/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
