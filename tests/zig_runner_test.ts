@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 const root = new URL("../", import.meta.url).pathname;
 const zig = Deno.env.get("KCORO_ZIG") ?? `${root}.toolchain/zig/bin/zig`;
 const HUNG = "hang_test.test.hangs on purpose: joins a thread that never ends";
+const RACED =
+  "hang_test.test.races on purpose: two threads add to a plain word (KCORO_TEST_HANG=race)";
 
 /** Runs `cmd` bounded by `limitMs`: at the bound, timeout(1) kills its whole process group. A
  * signal to `cmd` alone did not end the wait for a `zig build` whose watchdog did not fire:
@@ -47,15 +49,15 @@ Deno.test("the Zig test runner's watchdog names a test that hangs and ends the b
     const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "2", KCORO_TEST_VERBOSE: "1" }, 60_000);
     const ms = performance.now() - t0;
     assert.equal(out.code, 3, out.text);
-    assert.match(out.text, /kcoro test 1\/2: hang_test\.test\.passes before the hang\n/);
-    assert.ok(out.text.includes(`kcoro test 2/2: ${HUNG}\n`), out.text);
+    assert.match(out.text, /kcoro test 1\/3: hang_test\.test\.passes before the hang\n/);
+    assert.ok(out.text.includes(`kcoro test 2/3: ${HUNG}\n`), out.text);
     assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
     assert.ok(ms >= 2000, `ended after ${ms} ms, before its bound`);
 
     // Without KCORO_TEST_VERBOSE the start of each test is not announced; the watchdog still is.
     const quiet = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "1" }, 60_000);
     assert.equal(quiet.code, 3, quiet.text);
-    assert.doesNotMatch(quiet.text, /kcoro test 1\/2/);
+    assert.doesNotMatch(quiet.text, /kcoro test 1\/3/);
     assert.ok(quiet.text.includes(`kcoro test watchdog: ${HUNG} ran past 1s\n`), quiet.text);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -69,7 +71,7 @@ Deno.test("the Zig test runner bounds the exit after the last test, its summary 
     // Every test passes; an atexit handler that never returns hangs the exit instead.
     const out = await run(exe, [], { KCORO_TEST_TIMEOUT_S: "1", KCORO_TEST_HANG: "exit" }, 60_000);
     assert.equal(out.code, 3, out.text);
-    const summary = out.text.indexOf("All 2 tests passed.");
+    const summary = out.text.indexOf("All 3 tests passed.");
     const named = out.text.indexOf(
       "kcoro test watchdog: the exit after the last test ran past 1s\n",
     );
@@ -117,4 +119,52 @@ Deno.test("`zig build test` fails the step at the watchdog and names the hung te
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "under ThreadSanitizer the Zig test runner fails the test in which it reported, by name",
+  // The sanitizer build is x86_64 Linux only (build.zig).
+  ignore: Deno.build.os !== "linux" || Deno.build.arch !== "x86_64",
+  async fn() {
+    // Before, a report only made the binary exit 66 once every test had passed, and a forked
+    // child inherits the count: the first test to fail was a later one whose child exited 66.
+    const dir = await Deno.makeTempDir();
+    try {
+      // Compiled first: the first time, the sanitizer's runtime too (minutes).
+      const built = await run(
+        zig,
+        ["build", "test-exe", "-Dtest-hang=true", "-Dtsan=true", "--prefix", dir],
+        {},
+        900_000,
+      );
+      assert.equal(built.code, 0, built.text);
+      const ran = await run(`${dir}/bin/kcoro-test`, [], { KCORO_TEST_HANG: "race" }, 60_000);
+      assert.equal(ran.code, 66, ran.text); // the sanitizer's exit status
+      assert.match(ran.text, /WARNING: ThreadSanitizer: data race/);
+      const named = ran.text.indexOf(`3/3 ${RACED}...`);
+      const charged = ran.text.indexOf(
+        "kcoro test runner: ThreadSanitizer reported 1 warning(s) during this test (above)\n" +
+          "FAIL (ThreadSanitizerReport)\n",
+      );
+      assert.ok(named >= 0 && charged > named, ran.text);
+      assert.ok(ran.text.includes("2 passed; 0 skipped; 1 failed."), ran.text);
+
+      // The build runner's protocol, as `zig build test -Dtsan=true` runs the unit tests.
+      const out = await run(zig, [
+        "build",
+        "test",
+        "-Dtest-hang=true",
+        "-Dtsan=true",
+        "--summary",
+        "all",
+      ], {
+        KCORO_TEST_HANG: "race",
+      }, 120_000);
+      assert.notEqual(out.code, 0, out.text);
+      assert.ok(out.text.includes(`'${RACED}' failed`), out.text);
+      assert.ok(out.text.includes("2/3 tests passed; 1 failed"), out.text);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

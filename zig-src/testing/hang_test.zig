@@ -2,9 +2,11 @@
 //! `zig build test -Dtest-hang=true` builds this file instead of the unit tests, and
 //! tests/zig_runner_test.ts runs it with a short KCORO_TEST_TIMEOUT_S. Not in ./task test.
 //!
-//! KCORO_TEST_HANG=exit: the last test passes but leaves an atexit handler that never returns,
-//! so the process hangs in its exit after the last test instead (what a thread left running
-//! that holds a lock `exit` takes does).
+//! KCORO_TEST_HANG=exit: the second test passes but leaves an atexit handler that never
+//! returns, so the process hangs in its exit after the last test instead (what a thread left
+//! running that holds a lock `exit` takes does). KCORO_TEST_HANG=race: nothing hangs; the last
+//! test races on purpose, for the runner's ThreadSanitizer check (`zig build test
+//! -Dtest-hang=true -Dtsan=true`).
 const std = @import("std");
 
 test "passes before the hang" {
@@ -12,13 +14,27 @@ test "passes before the hang" {
 }
 
 test "hangs on purpose: joins a thread that never ends" {
-    if (std.posix.getenv("KCORO_TEST_HANG")) |mode| {
+    if (std.posix.getenv("KCORO_TEST_HANG")) |mode| if (mode.len != 0) {
         if (std.mem.eql(u8, mode, "exit")) {
             if (atexit(&blockForever) != 0) return error.AtexitFailed;
-            return;
         }
-    }
+        return; // another case's
+    };
     const t = try std.Thread.spawn(.{}, blockForever, .{});
+    t.join();
+}
+
+test "races on purpose: two threads add to a plain word (KCORO_TEST_HANG=race)" {
+    const mode = std.posix.getenv("KCORO_TEST_HANG") orelse return;
+    if (!std.mem.eql(u8, mode, "race")) return;
+    const S = struct {
+        var word: u64 = 0;
+        fn add() void {
+            word += 1; // unordered with the other thread's: a data race to ThreadSanitizer
+        }
+    };
+    const t = try std.Thread.spawn(.{}, S.add, .{});
+    S.add();
     t.join();
 }
 

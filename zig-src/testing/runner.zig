@@ -13,6 +13,10 @@
 //! - The exit after the last test is bounded too (by the same number, at most 30 s): libc's
 //!   `exit` runs atexit handlers and takes stdio locks, which a thread left running may hold.
 //! - KCORO_TEST_VERBOSE (set, and not "" or "0"): each test's name to stderr as it starts.
+//! - Under ThreadSanitizer (-Dtsan=true), a test in which it reported fails, by name. Before,
+//!   the report only made the binary's exit status 66, and a forked child inherits the count of
+//!   reports, so the first test to fail was a later one whose child exited 66 instead of its own
+//!   status (test_wait's waitChild and childOutput tests), far from the race reported.
 //!
 //! zig-src/testing/hang_test.zig hangs on purpose (`zig build test -Dtest-hang=true`);
 //! tests/zig_runner_test.ts runs it.
@@ -157,6 +161,33 @@ fn announce(index: usize) void {
     std.debug.print("kcoro test {d}/{d}: {s}\n", .{ index + 1, builtin.test_functions.len, builtin.test_functions[index].name });
 }
 
+/// ThreadSanitizer reports so far: its runtime calls `__tsan_on_report` (a weak hook it defines
+/// empty) once for each report it prints.
+var tsan_reports: u32 = 0;
+
+fn onTsanReport(_: ?*const anyopaque) callconv(.c) void {
+    @disableInstrumentation(); // called inside the runtime, with its report locks held
+    // Monotonic: a count only. A report of another thread's may land after the test ended;
+    // the next test is charged with it then.
+    _ = @atomicRmw(u32, &tsan_reports, .Add, 1, .monotonic);
+}
+
+comptime {
+    if (builtin.sanitize_thread) @export(&onTsanReport, .{ .name = "__tsan_on_report" });
+}
+
+fn tsanReports() u32 {
+    return @atomicLoad(u32, &tsan_reports, .monotonic);
+}
+
+/// Whether ThreadSanitizer reported since `before` (`tsanReports`): says so on stderr.
+fn tsanReported(before: u32) bool {
+    const n = tsanReports() -% before;
+    if (n == 0) return false;
+    std.debug.print("kcoro test runner: ThreadSanitizer reported {d} warning(s) during this test (above)\n", .{n});
+    return true;
+}
+
 /// The exit after the last test, bounded by the watchdog.
 fn exitBounded(status: u8) noreturn {
     beginPhase(exit_index);
@@ -269,6 +300,7 @@ fn mainServer() !void {
                 var skip = false;
                 is_fuzz_test = false;
                 announce(index); // kcoro
+                const reports = tsanReports(); // kcoro
                 beginPhase(index); // kcoro: the watchdog bounds the test from here
                 test_fn.func() catch |err| switch (err) {
                     error.SkipZigTest => skip = true,
@@ -280,6 +312,7 @@ fn mainServer() !void {
                     },
                 };
                 endPhase(); // kcoro
+                if (tsanReported(reports)) fail = true; // kcoro
                 const leak = testing.allocator_instance.deinit() == .leak;
                 try server.serveTestResults(.{
                     .index = index,
@@ -360,9 +393,11 @@ fn mainTerminal() void {
             std.debug.print("{d}/{d} {s}...", .{ i + 1, test_fn_list.len, test_fn.name });
         }
         is_fuzz_test = false;
+        const reports = tsanReports(); // kcoro
         beginPhase(@intCast(i)); // kcoro: the watchdog bounds the test from here
-        const result = test_fn.func();
+        var result = test_fn.func();
         endPhase();
+        if (tsanReported(reports)) result = error.ThreadSanitizerReport; // kcoro
         if (result) |_| {
             ok_count += 1;
             test_node.end();
