@@ -8,7 +8,9 @@
 //!                                     shared), dep.artifact("kcoro-static") (C ABI, static)
 //!   zig build test                 -> unit tests (add -Dtarget=aarch64-linux-musl -fqemu for ARM64)
 //!   zig build test -Dtest-hang=true -> a test that hangs on purpose, for the runner's watchdog
-//!                                     (KCORO_TEST_TIMEOUT_S=2); see zig-src/testing/runner.zig
+//!                                     (KCORO_TEST_TIMEOUT_S=2), and with KCORO_TEST_HANG=race
+//!                                     and -Dtsan=true one that races, for its sanitizer check;
+//!                                     see zig-src/testing/runner.zig
 //!   zig build test -Dtsan=true     -> the unit tests under ThreadSanitizer (x86_64 Linux only; the
 //!                                     first build compiles its runtime, minutes); not in ./task test
 //!   zig build bench -- [args]      -> native benchmarks
@@ -25,8 +27,9 @@ pub fn build(b: *std.Build) void {
     const test_optimize = b.option(std.builtin.OptimizeMode, "test-optimize", "Unit test build mode (default Debug)") orelse .Debug;
     const test_filter = b.option([]const u8, "test-filter", "Run only tests whose name contains this");
     // zig-src/testing/hang_test.zig instead of the unit tests: checks that the test runner's
-    // watchdog names a hung test (tests/zig_runner_test.ts).
-    const test_hang = b.option(bool, "test-hang", "Run a test that hangs on purpose instead of the unit tests (for the runner's watchdog)") orelse false;
+    // watchdog names a hung test, and that it fails a test ThreadSanitizer reported in
+    // (tests/zig_runner_test.ts).
+    const test_hang = b.option(bool, "test-hang", "Run tests that hang or race on purpose instead of the unit tests (for the test runner's checks)") orelse false;
     // Each coroutine is a TSan fiber there (zig-src/coro/tsan.zig); tests that fork a child
     // that starts threads are skipped (`forkedThreadsOk` in zig-src/sched/scheduler.zig).
     const tsan = b.option(bool, "tsan", "Unit tests under ThreadSanitizer (x86_64 Linux only)") orelse false;
