@@ -20,8 +20,9 @@ async function run(cmd: string, args: string[], env: Record<string, string>, lim
   const out = await new Deno.Command("timeout", {
     args: ["-k", "5", `${Math.ceil(limitMs / 1000)}`, cmd, ...args],
     cwd: root,
-    // Not inherited from a caller's shell: verbose output and qemu mode are set per case.
-    env: { KCORO_TEST_VERBOSE: "0", KCORO_TEST_HANG: "", ...env },
+    // Not inherited from a caller's shell: verbose output, the hang test's mode and the
+    // watchdog's bound (the default one unless a case sets it) are set per case.
+    env: { KCORO_TEST_VERBOSE: "0", KCORO_TEST_HANG: "", KCORO_TEST_TIMEOUT_S: "300", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
