@@ -24,7 +24,7 @@ test "hangs on purpose: joins a thread that never ends" {
     t.join();
 }
 
-test "races on purpose: two threads add to a plain word (KCORO_TEST_HANG=race)" {
+test "races on purpose, then skips: two threads add to a plain word (KCORO_TEST_HANG=race)" {
     const mode = std.posix.getenv("KCORO_TEST_HANG") orelse return;
     if (!std.mem.eql(u8, mode, "race")) return;
     const S = struct {
@@ -36,6 +36,8 @@ test "races on purpose: two threads add to a plain word (KCORO_TEST_HANG=race)" 
     const t = try std.Thread.spawn(.{}, S.add, .{});
     S.add();
     t.join();
+    // Counted failed, not also skipped (the build runner counts each flag it is sent).
+    return error.SkipZigTest;
 }
 
 extern "c" fn atexit(func: *const fn () callconv(.c) void) c_int;

@@ -312,7 +312,10 @@ fn mainServer() !void {
                     },
                 };
                 endPhase(); // kcoro
-                if (tsanReported(reports)) fail = true; // kcoro
+                if (tsanReported(reports)) { // kcoro: failed, not skipped (the build runner counts both)
+                    fail = true;
+                    skip = false;
+                }
                 const leak = testing.allocator_instance.deinit() == .leak;
                 try server.serveTestResults(.{
                     .index = index,
