@@ -174,11 +174,11 @@ export class Library {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a library:
-   * `Library { path, abiVersion, open }` (JavaScript state only).
+   * `Library { path, abiVersion, isOpen }` (JavaScript state only).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#lib in Object(this))) return notA("Library");
-    const facts = { path: this.path, abiVersion: this.abiVersion, open: this.isOpen };
+    const facts = { path: this.path, abiVersion: this.abiVersion, isOpen: this.isOpen };
     return inspectAs("Library", facts, inspect, options);
   }
 

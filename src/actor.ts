@@ -586,12 +586,12 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   /**
-   * @ignore How `console.log` / `Deno.inspect` print an actor: `Actor { state: "active" }`, its
-   * job's state (JavaScript state only).
+   * @ignore How `console.log` / `Deno.inspect` print an actor: `Actor { [[state]]: "active" }`,
+   * its job's state (JavaScript state only; `[[...]]`: no property of it, `inspectAs`).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#mailbox in Object(this))) return notA("Actor");
-    return inspectAs("Actor", { state: this.job.state }, inspect, options);
+    return inspectAs("Actor", { "[[state]]": this.job.state }, inspect, options);
   }
 }
 

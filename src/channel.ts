@@ -5964,32 +5964,35 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore How `console.log` / `Deno.inspect` print a channel: `Channel { capacity, codec,
-   * closed, native }` (`drained` too once closed: `isClosedForReceive`), or
-   * `Channel { disposed: true }`. Its status read never throws (a native status that is an error,
+   * @ignore How `console.log` / `Deno.inspect` print a channel: `Channel { [[capacity]],
+   * [[native]], codec, isClosedForSend, isClosedForReceive }` (`[[native]]`: shared, not local;
+   * `[[...]]`: no property of it, `inspectAs`), or `Channel { [[disposed]]: true }`. Its status read never throws (a native status that is an error,
    * or a closed library, leaves it out), and it marks nothing (`#status` may mark a copy's
    * channel ended).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#disposed in Object(this))) return notA("Channel");
-    if (this.#disposed) return inspectAs("Channel", { disposed: true }, inspect, options);
+    if (this.#disposed) return inspectAs("Channel", { "[[disposed]]": true }, inspect, options);
     const s = this._shared;
-    const facts: Record<string, unknown> = { capacity: this.#capacity, codec: this.#codec.name };
+    const facts: Record<string, unknown> = {
+      "[[capacity]]": this.#capacity,
+      "[[native]]": !s.local,
+      codec: this.#codec,
+    };
     let status = -1;
     // A local channel's too: every call on it throws LibraryClosedError from then on, and its
     // JavaScript state (it printed `closed: false`) says nothing a caller could use.
     if (s.local && this.#lib.isOpen) {
       status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     } else if (s.ended) status = 3;
-    else if (!this.#lib.isOpen) facts.libraryClosed = true;
+    else if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else if (this.#handle !== 0) {
       status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);
     }
     if (status >= 0) {
-      facts.closed = (status & 1) !== 0;
-      if (facts.closed) facts.drained = (status & 2) !== 0;
+      facts.isClosedForSend = (status & 1) !== 0;
+      facts.isClosedForReceive = (status & 2) !== 0;
     }
-    facts.native = !s.local;
     return inspectAs("Channel", facts, inspect, options);
   }
 

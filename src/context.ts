@@ -533,8 +533,9 @@ export class Context {
   }
 
   /**
-   * @ignore How `console.log` / `Deno.inspect` print a context: `Context { keys: ["user"] }`,
-   * its keys' names (the values can be large; `get` reads them).
+   * @ignore How `console.log` / `Deno.inspect` print a context: `Context { [[keys]]: ["user"] }`,
+   * its keys' names (the values can be large; `get` reads them; `[[...]]`: no property of it,
+   * `inspectAs`).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     // Inspection never throws: a receiver that is no Context (`Object.create(Context.prototype)`,
@@ -542,7 +543,7 @@ export class Context {
     // TypeError ("Cannot inspect context") out of `console.log`.
     if (!brand(this)) return notA("Context");
     const keys = [...this.#entries.keys()].map((k) => k.name);
-    return inspectAs("Context", { keys }, inspect, options);
+    return inspectAs("Context", { "[[keys]]": keys }, inspect, options);
   }
 }
 

@@ -16,7 +16,13 @@ export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
 
 /**
  * `name { ...facts }` in Deno's style: `inspect` and `options` are what Deno passed to the custom
- * inspect method; without an `inspect` function (a caller of its own) the facts print as JSON.
+ * inspect method, each fact's value printed with them (without an `inspect` function, a caller of
+ * its own, as JSON). A fact's key is a property of the object printed, with the value that
+ * property reads (`isRunning: true`, `codec: Codec { name: "default" }`), so that what a user reads
+ * is what a user can write; a fact no property gives is keyed `[[name]]`, the notation of the
+ * spec's internal slots (`[[capacity]]: 4`), which no property read can name. Before, a Runtime
+ * printed `running: true` (its property is `isRunning`; `rt.running` is undefined) and a Channel
+ * `closed: false, native: false`, neither of them a property of it.
  */
 export function inspectAs(
   name: string,
@@ -24,11 +30,11 @@ export function inspectAs(
   inspect: unknown,
   options: unknown,
 ): string {
-  if (Object.keys(facts).length === 0) return `${name} {}`;
-  const body = typeof inspect === "function"
-    ? String(inspect(facts, options))
-    : JSON.stringify(facts);
-  return `${name} ${body}`;
+  const show = typeof inspect === "function"
+    ? (v: unknown) => String(inspect(v, options))
+    : (v: unknown) => JSON.stringify(v);
+  const parts = Object.entries(facts).map(([k, v]) => `${k}: ${show(v)}`);
+  return parts.length === 0 ? `${name} {}` : `${name} { ${parts.join(", ")} }`;
 }
 
 /**

@@ -816,14 +816,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a job, deferred or scope:
-   * `Job { state: "active", children: 2 }` (JavaScript state only).
+   * `Job { state: "active", [[children]]: 2 }` (JavaScript state only): the count of its
+   * `children` (`[[...]]`: no property of it, `inspectAs`). A CompletableDeferred, the one
+   * exported job class, prints its own name, `CompletableDeferred { ... }` (it printed `Job`).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#head in Object(this))) return notA("Job");
     let children = 0; // counted on the list: the `children` getter would copy it to count it
     for (let c = this.#head; c !== null; c = c.#next) children++;
-    const facts = { state: this.state, children };
-    return inspectAs("Job", facts, inspect, options);
+    const facts = { state: this.state, "[[children]]": children };
+    const name = CompletableDeferred._isDeferred(this) ? "CompletableDeferred" : "Job";
+    return inspectAs(name, facts, inspect, options);
   }
 
   // --- for subclasses ---------------------------------------------------------------------
@@ -1395,6 +1398,16 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
   /** @ignore True if `x` is a CompletableDeferred this module made (a brand check, no trap). */
   static _isDeferred(x: unknown): x is CompletableDeferred<unknown> {
     return typeof x === "object" && x !== null && #deferred in x;
+  }
+
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a deferred:
+   * `CompletableDeferred { state: "active", [[children]]: 0 }` (a job's hook, by its own name);
+   * what is none prints `CompletableDeferred <not a CompletableDeferred>`.
+   */
+  override [customInspect](inspect: unknown, options: unknown): string {
+    if (!CompletableDeferred._isDeferred(this)) return notA("CompletableDeferred");
+    return super[customInspect](inspect, options);
   }
 
   /**

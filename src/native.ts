@@ -327,14 +327,14 @@ export class NativeCoroutine implements Disposable {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a coroutine:
-   * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true`. The state is a native
+   * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true` (its `destroyed`). The state is a native
    * read left out when it fails (a closed library, a stale handle); it never throws.
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#destroyed in Object(this))) return notA("NativeCoroutine");
     if (this.#destroyed) return inspectAs("NativeCoroutine", { destroyed: true }, inspect, options);
     const facts: Record<string, unknown> = { handle: this.#handle };
-    if (!this.#lib.isOpen) facts.libraryClosed = true;
+    if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else {
       const s = this.#lib.symbols("inspect coroutine").kc_coro_state(this.#handle);
       if (s >= 0 && s < stateNames.length) facts.state = stateNames[s];

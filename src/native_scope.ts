@@ -678,14 +678,20 @@ export class NativeScope implements AsyncDisposable {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a native scope:
-   * `NativeScope { handle, owned, live }`, or `destroyed: true`. `live` is a native read left out
+   * `NativeScope { handle, [[owned]], live }`, or `[[destroyed]]: true` (`[[...]]`: no property of
+   * it, `inspectAs`). `live` is a native read left out
    * when it fails (a closed library, a stale handle); it never throws.
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#destroyed in Object(this))) return notA("NativeScope");
-    if (this.#destroyed) return inspectAs("NativeScope", { destroyed: true }, inspect, options);
-    const facts: Record<string, unknown> = { handle: this.#handle, owned: this.#owner !== null };
-    if (!this.#lib.isOpen) facts.libraryClosed = true;
+    if (this.#destroyed) {
+      return inspectAs("NativeScope", { "[[destroyed]]": true }, inspect, options);
+    }
+    const facts: Record<string, unknown> = {
+      handle: this.#handle,
+      "[[owned]]": this.#owner !== null,
+    };
+    if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else {
       const live = this.#lib.symbols("inspect native scope").kc_scope_live(this.#handle);
       if (live >= 0) facts.live = live;

@@ -867,11 +867,11 @@ export class Runtime {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a runtime:
-   * `Runtime { workers: 4, running: true }` (`isRunning`, which a closed library answers false).
+   * `Runtime { workers: 4, isRunning: true }` (a closed library's answers false).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#lib in Object(this))) return notA("Runtime");
-    const facts = { workers: this.workers, running: this.isRunning };
+    const facts = { workers: this.workers, isRunning: this.isRunning };
     return inspectAs("Runtime", facts, inspect, options);
   }
 

@@ -274,10 +274,13 @@ class Builder implements SelectBuilder<unknown> {
     return #add in Object(this) ? "SelectBuilder" : undefined;
   }
 
-  /** @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { clauses: 2 }`. */
+  /**
+   * @ignore How `console.log` / `Deno.inspect` print a builder: `SelectBuilder { [[clauses]]: 2 }`
+   * (`[[...]]`: no property of it, `inspectAs`).
+   */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#add in Object(this))) return notA("SelectBuilder");
-    return inspectAs("SelectBuilder", { clauses: this.#clauses.length }, inspect, options);
+    return inspectAs("SelectBuilder", { "[[clauses]]": this.#clauses.length }, inspect, options);
   }
 }
 

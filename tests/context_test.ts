@@ -137,7 +137,7 @@ Deno.test("inspecting anything but a Context through Context's inspect hook neve
     assert.equal(hook.call(fake, Deno.inspect, {}), "Context <not a Context>", `fake ${i}`);
   }
   // A Context prints as before.
-  assert.equal(Deno.inspect(Context.empty.with(user, "ada")), 'Context { keys: [ "user" ] }');
+  assert.equal(Deno.inspect(Context.empty.with(user, "ada")), 'Context { [[keys]]: [ "user" ] }');
 });
 
 Deno.test("only a key createContextKey made is a key (a private brand check): an object made from a key's prototype, a Proxy of a key, or one whose getPrototypeOf trap throws get the named TypeError", () => {

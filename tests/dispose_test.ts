@@ -768,7 +768,8 @@ Deno.test("an owner whose channel native code destroyed answers each call as on 
     handle: { call: (ch, h) => assert.equal(ch.handle, h), learns: false },
     // Prints what it knows, learning nothing (its status read marks nothing).
     inspect: {
-      call: (ch) => assert.match(Deno.inspect(ch), /closed: true,\s+drained: true/),
+      call: (ch) =>
+        assert.match(Deno.inspect(ch), /isClosedForSend: true,\s+isClosedForReceive: true/),
       learns: false,
     },
   };

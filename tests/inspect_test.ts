@@ -17,6 +17,7 @@ import {
   Deadline,
   Library,
   library,
+  LibraryClosedError,
   NativeCoroutine,
   NativeScope,
   nativeScope,
@@ -30,11 +31,63 @@ import {
 import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
 
-type Row = [label: string, value: unknown, name: string, facts: RegExp];
+type Row = [label: string, value: unknown, name: string, facts: RegExp, tag?: string];
+
+/**
+ * The top-level `key: value` entries of a one-line print `Name { a: 1, b: Codec { name: "x" } }`
+ * (split at the commas outside braces, brackets and strings).
+ */
+function entries(plain: string, name: string): [string, string][] {
+  const body = plain.slice(`${name} { `.length, -" }".length);
+  const out: [string, string][] = [];
+  let depth = 0, quoted = false, start = 0;
+  for (let i = 0; i <= body.length; i++) {
+    const c = body[i];
+    if (quoted) {
+      if (c === "\\") i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === "{" || c === "[" && body[i + 1] !== "[" && body[i - 1] !== "[") depth++;
+    else if (c === "}" || c === "]" && body[i + 1] !== "]" && body[i - 1] !== "]") depth--;
+    else if (depth === 0 && (i === body.length || body.startsWith(", ", i))) {
+      const part = body.slice(start, i);
+      const colon = part.indexOf(": ");
+      out.push([part.slice(0, colon), part.slice(colon + 2)]);
+      start = i + 2;
+    }
+  }
+  return out;
+}
+
+/**
+ * Each key a print shows is a property of the object, printed as `Deno.inspect` prints what the
+ * property reads, or `[[name]]`, which no property read can name. A Runtime printed `running`
+ * (its property is `isRunning`), a Channel `closed`, `drained` and `native`, none of them its own.
+ */
+function checkKeys(label: string, value: unknown, plain: string, name: string): void {
+  if (plain === `${name} {}`) return;
+  for (const [key, printed] of entries(plain, name)) {
+    if (/^\[\[\w+\]\]$/.test(key)) continue;
+    assert.ok(
+      Reflect.has(value as object, key),
+      `${label}: printed key ${key} is no property of it: ${plain}`,
+    );
+    let got: unknown;
+    try {
+      got = Reflect.get(value as object, key);
+    } catch (e) {
+      // After closeLibrary() a read throws (LibraryClosedError), where the print never does.
+      assert.ok(e instanceof LibraryClosedError, `${label}: reading ${key} threw ${e}`);
+      continue;
+    }
+    const read = Deno.inspect(got).replace(/\s+/g, " ");
+    assert.equal(printed, read, `${label}: printed ${key} is not what it reads: ${plain}`);
+  }
+}
 
 /** Checks each row's print (plain and with colors) and that its advice field is still there. */
 function check(rows: Row[], when: string): void {
-  for (const [label, value, name, facts] of rows) {
+  for (const [label, value, name, facts, tag = name] of rows) {
     for (const colors of [false, true]) {
       const text = Deno.inspect(value, { colors });
       // One line (a long path breaks the print over lines), without the color codes.
@@ -44,14 +97,16 @@ function check(rows: Row[], when: string): void {
       assert.match(plain, facts, `${when}, ${label}`);
       assert.ok(!plain.includes("_notCloneable"), `${when}, ${label}: ${plain}`);
       assert.ok(!plain.includes("Cannot clone"), `${when}, ${label}: ${plain}`);
+      if (!colors) checkKeys(`${when}, ${label}`, value, plain, name);
     }
     // Nested in a plain object (console.log({ job })) too.
     assert.match(Deno.inspect({ value }), new RegExp(`value: ${name} \\{`), `${when}, ${label}`);
-    // Its Symbol.toStringTag is the same name: String() and template literals say it (a job,
-    // context, key or actor through its own toString(), `Job(active)`), not "[object Object]".
-    assert.equal(Object.prototype.toString.call(value), `[object ${name}]`, `${when}, ${label}`);
-    assert.ok(String(value).includes(name), `${when}, ${label}: ${String(value)}`);
-    assert.ok(`${value}`.includes(name), `${when}, ${label}: ${value}`);
+    // Its Symbol.toStringTag is the same name (a CompletableDeferred's is Job's): String() and
+    // template literals say it (a job, context, key or actor through its own toString(),
+    // `Job(active)`), not "[object Object]".
+    assert.equal(Object.prototype.toString.call(value), `[object ${tag}]`, `${when}, ${label}`);
+    assert.ok(String(value).includes(tag), `${when}, ${label}: ${String(value)}`);
+    assert.ok(`${value}`.includes(tag), `${when}, ${label}: ${value}`);
     // The advice stays an own enumerable field: structured cloning still refuses with it.
     const own = Object.getOwnPropertyDescriptor(value, "_notCloneable");
     assert.ok(own?.enumerable && typeof own.value === "symbol", `${when}, ${label}`);
@@ -134,13 +189,25 @@ Deno.test("String() and template literals of kcoro objects name their class, not
 Deno.test("each public kcoro object prints its class name and facts, not its _notCloneable field, also disposed and after closeLibrary()", async () => {
   const key = createContextKey<string>("user");
   const rows: Row[] = [
-    ["Context.empty", Context.empty, "Context", /keys: \[\]/],
-    ["a Context with a value", Context.empty.with(key, "ada"), "Context", /keys: \[ "user" \]/],
+    ["Context.empty", Context.empty, "Context", /\[\[keys\]\]: \[\]/],
+    [
+      "a Context with a value",
+      Context.empty.with(key, "ada"),
+      "Context",
+      /\[\[keys\]\]: \[ "user" \]/,
+    ],
     ["a context key", key, "ContextKey", /name: "user"/],
     ["Deadline", Deadline, "ContextKey", /name: "deadline"/],
-    ["CompletableDeferred", new CompletableDeferred<number>(), "Job", /state: "active"/],
-    ["library()", library(), "Library", /abiVersion: \d+, open: true/],
-    ["runtime()", runtime(), "Runtime", /workers: \d+, running: true/],
+    // It printed `Job { ... }`: its own class name now (its tag stays Job's).
+    [
+      "CompletableDeferred",
+      new CompletableDeferred<number>(),
+      "CompletableDeferred",
+      /^CompletableDeferred \{ state: "active", \[\[children\]\]: 0 \}$/,
+      "Job",
+    ],
+    ["library()", library(), "Library", /abiVersion: \d+, isOpen: true/],
+    ["runtime()", runtime(), "Runtime", /workers: \d+, isRunning: true/],
   ];
   // A codec and a select builder print as such and carry the tag too (they said [object Object]).
   for (const [name, codec] of Object.entries(codecs)) {
@@ -148,44 +215,59 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   }
   await select((s) => {
     s.onTimeout(0, () => {});
-    rows.push(["a select builder", s, "SelectBuilder", /clauses: 1/]);
+    rows.push(["a select builder", s, "SelectBuilder", /\[\[clauses\]\]: 1/]);
   });
   const co = NativeCoroutine.create("fib", { arg: 3 });
   rows.push(["NativeCoroutine", co, "NativeCoroutine", /handle: \d+, state: "\w+"/]);
   const ns = NativeScope.create();
-  rows.push(["NativeScope.create()", ns, "NativeScope", /owned: false, live: 0/]);
+  rows.push(["NativeScope.create()", ns, "NativeScope", /\[\[owned\]\]: false, live: 0/]);
   const free = createScope();
-  rows.push(["createScope()", free, "Job", /state: "active", children: 0/]);
+  rows.push(["createScope()", free, "Job", /state: "active", \[\[children\]\]: 0/]);
   const local = new Channel<number>(4);
   rows.push([
     "a local Channel",
     local,
     "Channel",
-    /capacity: 4, codec: "\w+", closed: false, native: false/,
+    /\[\[capacity\]\]: 4, \[\[native\]\]: false, codec: Codec \{ name: "\w+" \}, isClosedForSend: false, isClosedForReceive: false \}$/,
   ]);
   const shared = new Channel<number>(2);
   shared.share();
   const copy = Channel.from<number>(shared.share());
-  rows.push(["a shared Channel", shared, "Channel", /closed: false, native: true/]);
-  rows.push(["its Channel.from copy", copy, "Channel", /native: true/]);
+  rows.push([
+    "a shared Channel",
+    shared,
+    "Channel",
+    /\[\[native\]\]: true, codec: .*, isClosedForSend: false/,
+  ]);
+  rows.push(["its Channel.from copy", copy, "Channel", /\[\[native\]\]: true/]);
   const closed = new Channel<number>(1);
   closed.close();
-  rows.push(["a closed Channel", closed, "Channel", /closed: true, drained: true/]);
+  rows.push([
+    "a closed Channel",
+    closed,
+    "Channel",
+    /isClosedForSend: true, isClosedForReceive: true/,
+  ]);
   await coroutineScope(async (scope) => {
     const job = scope.launch(() => Promise.resolve(), { lazy: true });
-    rows.push(["coroutineScope's scope", scope, "Job", /state: "active", children: \d/]);
-    rows.push(["its context", scope.context, "Context", /keys: /]);
+    rows.push(["coroutineScope's scope", scope, "Job", /state: "active", \[\[children\]\]: \d/]);
+    rows.push(["its context", scope.context, "Context", /\[\[keys\]\]: /]);
     rows.push(["launch's lazy job", job, "Job", /state: "new"/]);
     rows.push(["async's deferred", scope.async(() => Promise.resolve(1)), "Job", /state: /]);
-    rows.push(["produce's channel", produce<number>(scope, () => {}), "Channel", /capacity: /]);
+    rows.push([
+      "produce's channel",
+      produce<number>(scope, () => {}),
+      "Channel",
+      /\[\[capacity\]\]: /,
+    ]);
     const a = actor<number>(scope, async (mailbox) => {
       for await (const _ of mailbox);
     });
-    rows.push(["actor", a, "Actor", /state: "active"/]);
-    rows.push(["nativeScope(scope)", nativeScope(scope), "NativeScope", /owned: true/]);
+    rows.push(["actor", a, "Actor", /\[\[state\]\]: "active"/]);
+    rows.push(["nativeScope(scope)", nativeScope(scope), "NativeScope", /\[\[owned\]\]: true/]);
     await supervisorScope((s) => rows.push(["supervisorScope's scope", s, "Job", /state: /]));
     await withTimeout(60_000, (s) => {
-      rows.push(["its timed context", s.context, "Context", /keys: \[ "deadline" \]/]);
+      rows.push(["its timed context", s.context, "Context", /\[\[keys\]\]: \[ "deadline" \]/]);
     });
     check(rows, "live");
     a.close();
@@ -195,15 +277,15 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
 
   // Disposed or destroyed: each prints that, with no native read (which would throw).
   const disposed: Row[] = [
-    ["a disposed Channel", local, "Channel", /^Channel \{ disposed: true \}$/],
-    ["a disposed shared Channel", shared, "Channel", /^Channel \{ disposed: true \}$/],
+    ["a disposed Channel", local, "Channel", /^Channel \{ \[\[disposed\]\]: true \}$/],
+    ["a disposed shared Channel", shared, "Channel", /^Channel \{ \[\[disposed\]\]: true \}$/],
     [
       "a destroyed NativeCoroutine",
       co,
       "NativeCoroutine",
       /^NativeCoroutine \{ destroyed: true \}$/,
     ],
-    ["a disposed NativeScope", ns, "NativeScope", /^NativeScope \{ destroyed: true \}$/],
+    ["a disposed NativeScope", ns, "NativeScope", /^NativeScope \{ \[\[destroyed\]\]: true \}$/],
   ];
   local[Symbol.dispose]();
   shared[Symbol.dispose]();
@@ -223,14 +305,19 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   await using lateScope = NativeScope.create();
   closeLibrary();
   check([
-    ["a closed Library", lib, "Library", /open: false/],
-    ["its Runtime", rt, "Runtime", /running: false/],
-    ["a native Channel", late, "Channel", /libraryClosed: true/],
+    ["a closed Library", lib, "Library", /isOpen: false/],
+    ["its Runtime", rt, "Runtime", /isRunning: false/],
+    ["a native Channel", late, "Channel", /\[\[libraryClosed\]\]: true/],
     // It printed `closed: false`, though every call on it throws LibraryClosedError.
-    ["a local Channel", lateLocal, "Channel", /libraryClosed: true, native: false/],
-    ["a Channel.from copy", copy, "Channel", /capacity: /],
-    ["a NativeCoroutine", lateCo, "NativeCoroutine", /libraryClosed: true/],
-    ["a NativeScope", lateScope, "NativeScope", /libraryClosed: true/],
+    [
+      "a local Channel",
+      lateLocal,
+      "Channel",
+      /\[\[native\]\]: false, codec: .*, \[\[libraryClosed\]\]: true \}$/,
+    ],
+    ["a Channel.from copy", copy, "Channel", /\[\[capacity\]\]: /],
+    ["a NativeCoroutine", lateCo, "NativeCoroutine", /\[\[libraryClosed\]\]: true/],
+    ["a NativeScope", lateScope, "NativeScope", /\[\[libraryClosed\]\]: true/],
     ["a finished scope", free, "Job", /state: "(completed|cancelled)"/],
   ], "after closeLibrary()");
   copy[Symbol.dispose]();
@@ -337,12 +424,12 @@ Deno.test("a job prints the count of its unfinished children", async () => {
     scope.launch(() => gate.promise);
     scope.launch(() => {}, { lazy: true });
     scope.launch(() => {}); // finished at once: not counted
-    assert.match(Deno.inspect(scope), /^Job \{ state: "active", children: 2 \}$/);
+    assert.match(Deno.inspect(scope), /^Job \{ state: "active", \[\[children\]\]: 2 \}$/);
     gate.resolve();
     scope.cancel(); // the lazy one
   }).catch(() => {});
   const free = createScope();
-  assert.match(Deno.inspect(free), /children: 0/);
+  assert.match(Deno.inspect(free), /\[\[children\]\]: 0/);
   await free[Symbol.asyncDispose]();
 });
 
@@ -381,7 +468,7 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
         "CompletableDeferred",
         new CompletableDeferred<number>(),
         CompletableDeferred.prototype,
-        "Job <not a Job>",
+        "CompletableDeferred <not a CompletableDeferred>",
       ],
       ["createScope()", free, Object.getPrototypeOf(free), "Job <not a Job>"],
       ["coroutineScope's scope", scope, Object.getPrototypeOf(scope), "Job <not a Job>"],
