@@ -80,6 +80,7 @@ export {
   type RuntimeStats,
   type ScheduledBuiltin,
   type ShutdownMode,
+  type ShutdownResult,
   type WorkerStats,
 } from "./src/runtime.ts";
 export { Context, type ContextKey, createContextKey, Deadline } from "./src/context.ts";

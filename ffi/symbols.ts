@@ -110,6 +110,13 @@ export const symbols = {
    * (KC_SHUTDOWN_FINISH: ran dry; KC_SHUTDOWN_CANCEL), KC_EBUSY while it runs or still drains.
    */
   kc_sched_ended: { parameters: ["u64"], result: "i32" },
+  /**
+   * int32_t kc_sched_abandoned(uint64_t generation): how many coroutines that generation's
+   * shutdown abandoned (never finished, counted at its join: a finish's parked ones), KC_EBUSY
+   * while it runs or until its join is done.
+   * New in ABI 26.
+   */
+  kc_sched_abandoned: { parameters: ["u64"], result: "i32" },
   /** int32_t kc_sched_info(uint64_t *out, uint32_t len) */
   kc_sched_info: { parameters: ["buffer", "u32"], result: "i32" },
   /** int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len) */

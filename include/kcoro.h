@@ -19,7 +19,8 @@ extern "C" {
 
 /* Bumped on every incompatible change. Compare with kc_abi_version() after loading. ABI 26 added
  * kc_actor_take (a handler's message in hand is its own: an abandoning shutdown does not give it
- * to the undelivered hook). ABI 25 added
+ * to the undelivered hook) and kc_sched_abandoned (how many coroutines a shutdown abandoned, a
+ * finish's parked ones among them). ABI 25 added
  * kc_cells_release and kc_cells_pin (TypeScript's cells are kc_cells_alloc's in every isolate,
  * released by their buffers' V8 backing-store deleter once no buffer views them, and held by pins
  * while a coroutine may write) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
@@ -307,6 +308,14 @@ int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns);
  * not started yet, or one that ended more than 64 generations ago. New in ABI 16 (before, a host
  * whose drain met another thread's shutdown could not tell a finish from a cancel). */
 int32_t kc_sched_ended(uint64_t generation);
+/* How many coroutines the shutdown of one generation's scheduler abandoned: those that never
+ * finished, counted at its join (one running as it stopped that then ran to its end is not one).
+ * After a finish whose drain ran dry, the parked ones (on a channel, in a scope's wait, on a park
+ * of their own); after a cancel, every one unfinished. Capped at INT32_MAX. KC_EBUSY while it runs
+ * or until its join is done (a kc_sched_shutdown_timed that timed out leaves it to the next
+ * shutdown); KC_EINVAL as kc_sched_ended answers. New in ABI 26 (before, a finishing shutdown
+ * abandoned its parked coroutines uncounted). */
+int32_t kc_sched_abandoned(uint64_t generation);
 /* Fills up to len of [workers, live coroutines, busy count, running 0/1, stack size, the
  * kc_sched_start flags it was started with, generation]; returns count. The first six are 0 when
  * none runs (also while one shuts down); the generation is how many schedulers the process has

@@ -675,6 +675,20 @@ export interface DrainResult {
   readonly parked: number;
 }
 
+/** What {@linkcode Runtime.shutdown} found when it resolved. */
+export interface ShutdownResult {
+  /**
+   * Native coroutines the shutdown of this Runtime's scheduler abandoned: those (spawned by any
+   * isolate or C code) that never finished, counted once its workers were joined (one running
+   * as it stopped that then ran to its end is not one). After a `"finish"` whose drain ran dry,
+   * the parked ones (on a full or empty channel, in a scope's wait, on a park of their own): 0
+   * says that every coroutine ran to its end. After a `"cancel"` (also one that cut a finish
+   * short), every one unfinished. 0 when the library was closed first. Before, a finish abandoned
+   * its parked coroutines without a count (`kc_sched_abandoned`).
+   */
+  readonly abandoned: number;
+}
+
 const encoder = new TextEncoder();
 function cString(s: string): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(encoder.encode(s).length + 1);
@@ -980,8 +994,9 @@ export class Runtime {
    * count), with how many are parked ({@linkcode DrainResult}): a producer parked on a full
    * channel has not finished. Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
    * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
-   * it or waiting when it came, it settles with it: resolves after a `"finish"` that ran every
-   * coroutine to its end, rejects with ShutdownError after a `"cancel"`. When the library is
+   * it or waiting when it came, it settles with it: resolves after a `"finish"` whose drain ran dry
+   * (every coroutine ran to its end or to a park; the parked ones were abandoned with the
+   * scheduler: the shutdown's `abandoned` counts them), rejects with ShutdownError after a `"cancel"`. When the library is
    * closed while it waits, it settles by what its scheduler had left to run at the close:
    * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
    * channel's wait does).
@@ -1089,7 +1104,8 @@ export class Runtime {
 
   /**
    * A drain that met this Runtime's shutdown (called during it, or waiting when it came):
-   * resolves when a `"finish"` shutdown has run every coroutine to its end; a cancel (asked for
+   * resolves when a `"finish"` shutdown's drain has run dry (every coroutine to its end or to a
+   * park: it abandons the parked ones, `ShutdownResult`); a cancel (asked for
    * in this isolate, also one that ends a finishing shutdown's drain) is a ShutdownError, as
    * coroutines were abandoned.
    */
@@ -1139,22 +1155,25 @@ export class Runtime {
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
    * the shutdown waits for it to park, yield or end (the built-ins yield now and then, and stop
    * at a cancelling shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the event loop
-   * keeps running meanwhile.
+   * keeps running meanwhile. Resolves with how many coroutines the shutdown abandoned
+   * ({@linkcode ShutdownResult}): a finish's drain runs until nothing is runnable, running or
+   * sleeping, and the coroutines still parked then (a producer on a full channel nothing
+   * receives from) are abandoned with the scheduler, not run to their end.
    */
-  async shutdown(mode: ShutdownMode = "cancel"): Promise<void> {
+  async shutdown(mode: ShutdownMode = "cancel"): Promise<ShutdownResult> {
     Runtime.#checkThis(this, "shut down runtime");
     if (mode !== "cancel" && mode !== "finish") {
       throw new TypeError(
         `Cannot shut down runtime: mode must be "cancel" or "finish", received ${describe(mode)}`,
       );
     }
-    if (!this.#lib.isOpen) return;
+    if (!this.#lib.isOpen) return { abandoned: 0 };
     const sym = this.#lib.symbols("shut down runtime");
     if (schedInfo(this.#lib, "shut down runtime")[6] !== this.#generation) {
       // Shut down already, and a later scheduler started: someone else's to stop. (While this
       // one shuts down, a cancel still goes through: it ends a finishing shutdown's drain.)
       if (current === this) current = null;
-      return;
+      return this.#abandoned(sym);
     }
     // At once, not after the wait: runtime() must not hand out the runtime shutting down.
     if (current === this) current = null;
@@ -1196,6 +1215,18 @@ export class Runtime {
     // it done with.
     if (allEnded(this.#lib)) unpinAll(this.#lib);
     if (current === this) current = null;
+    return this.#abandoned(sym);
+  }
+
+  /**
+   * How many coroutines the shutdown of this Runtime's generation abandoned, once it ended
+   * (known from its stop on): 0 if the library was closed meanwhile (by a hook the shutdown
+   * ran), or the generation ended too long ago to be remembered (64 restarts).
+   */
+  #abandoned(sym: ReturnType<Library["symbols"]>): ShutdownResult {
+    if (!this.#lib.isOpen) return { abandoned: 0 };
+    const n = sym.kc_sched_abandoned(this.#generation);
+    return { abandoned: n >= 0 ? n : 0 };
   }
 
   /**

@@ -1049,7 +1049,9 @@ void hold(void *arg) {
       if (await settled(shutdown)) throw new Error("the shutdown ended with the coroutine running");
       cells[0] = 1n; // go
       const end = await doneAtEnd;
-      if (!("v" in end) || end.v !== undefined || end.done !== 1n) {
+      // It ran to its end, so the shutdown abandoned none (counted at the join, not as it
+      // stopped, when it still ran).
+      if (!("v" in end) || end.v?.abandoned !== 0 || end.done !== 1n) {
         throw new Error("the shutdown did not wait for the coroutine: " + Deno.inspect(end));
       }
     `);
@@ -2153,7 +2155,11 @@ Deno.test("every public member of Runtime and NativeCoroutine called on what is 
 Deno.test("runtime: drain resolves with how many coroutines are parked: a producer parked on a full channel is not finished", async () => {
   // The trap README warned of: drain() resolved (with nothing) while a chanSender waited on a
   // full channel, as if it had finished. It now says how many it left parked.
+  // Its own scheduler: the file's shared one may hold coroutines an earlier test left parked
+  // (which `parked` counts too, whoever spawned them).
+  await shutdownScheduler();
   const rt = runtime({ workers: 2 });
+  assert.equal(rt.stats().live, 0);
   using ch = new Channel<bigint>(2, { codec: codecs.u64 });
   const sender = rt.cells([BigInt(ch.handle), 0n, 10n, 0n, 0n]);
   rt.spawn("chanSender", sender);
@@ -2166,8 +2172,45 @@ Deno.test("runtime: drain resolves with how many coroutines are parked: a produc
   assert.equal(sender[4], 1n);
   // Settled by a finishing shutdown: no scheduler is left to count in.
   const during = rt.drain();
-  await rt.shutdown("finish");
+  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 0 }); // none was left parked
   assert.deepEqual(await during, { parked: 0 });
+});
+
+Deno.test("runtime: a finishing shutdown resolves with how many coroutines it abandoned parked, a cancelling one with how many it abandoned", async () => {
+  // A "finish" drains until nothing is runnable, running or sleeping, then stops: a producer
+  // parked on a full channel that nothing receives from is abandoned, never run to its end.
+  // Before, shutdown("finish") resolved with nothing, as if every coroutine had finished.
+  await shutdownScheduler(); // its own scheduler: no coroutine an earlier test left counts
+  const rt = runtime({ workers: 2 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  const naps = rt.cells([5n, 0n]);
+  for (let i = 0; i < 3; i++) rt.spawn("sleeper", naps); // run to their end by the finish
+  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+  assert.equal(naps[1], 3n, "the sleepers finished");
+  assert.equal(sender[3], 2n, "the sender never sent more than the buffer took");
+  // A second call (the scheduler stopped already) says the same of this Runtime's shutdown.
+  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+
+  // A finish with nothing left parked abandons none.
+  const rt2 = runtime({ workers: 2 });
+  const naps2 = rt2.cells([1n, 0n]);
+  rt2.spawn("sleeper", naps2);
+  assert.deepEqual(await rt2.shutdown("finish"), { abandoned: 0 });
+  assert.equal(naps2[1], 1n);
+
+  // A cancel counts the coroutines it abandoned: here a receiver parked on an empty channel.
+  const rt3 = runtime({ workers: 1 });
+  using empty = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+  const got = rt3.cells([BigInt(empty.handle), 0n, 0n]);
+  rt3.spawn("receiver", got);
+  assert.deepEqual(await rt3.drain(), { parked: 1 });
+  assert.deepEqual(await rt3.shutdown("cancel"), { abandoned: 1 });
+  // Once a later scheduler runs, this Runtime's shutdown still answers for its own.
+  const rt4 = runtime({ workers: 1 });
+  assert.deepEqual(await rt3.shutdown("cancel"), { abandoned: 1 });
+  assert.deepEqual(await rt4.shutdown("finish"), { abandoned: 0 });
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

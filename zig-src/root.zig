@@ -1218,6 +1218,16 @@ fn finishShutdown(ends: *AbandonedList, mode: u32, deadline: ?u64) i32 {
     bumpSchedLock();
     defer sched_joining.store(false, .seq_cst);
     sched.shutdownBy(@enumFromInt(mode), deadline) catch return Status.timeout.code();
+    // Joined (now, or by an earlier call: then the same count again): what it abandoned, for
+    // kc_sched_abandoned. Monotonic: stored only under `sched_mutex`, which we hold.
+    const g = sched_generation.load(.monotonic);
+    ended_mutex.lock();
+    defer ended_mutex.unlock();
+    // `recordEnd` counted this generation as ended before the join (`stopRun`): its entry.
+    if (g == ended_last) {
+        ended_abandoned[g % ended_window] = sched.abandoned_at_join;
+        ended_joined |= @as(u64, 1) << @intCast(g % ended_window);
+    }
     return 0;
 }
 
@@ -1229,6 +1239,12 @@ const ended_window = 64;
 var ended_mutex: std.Thread.Mutex = .{};
 var ended_last: u64 = 0;
 var ended_finished: u64 = 0;
+/// For kc_sched_abandoned: entry `generation % ended_window` is how many coroutines the join of
+/// that generation abandoned (`Scheduler.abandoned_at_join`), known once bit `generation %
+/// ended_window` of `ended_joined` is set (cleared by `recordEnd`, set by `finishShutdown` once
+/// the join is done). Under `ended_mutex`, with the two above.
+var ended_abandoned: [ended_window]u64 = @splat(0);
+var ended_joined: u64 = 0;
 
 /// The scheduler's `end_hook`: records how the running generation ends, on the shutdown's
 /// thread (under `sched_mutex`, so no start counts a later generation meanwhile).
@@ -1242,6 +1258,7 @@ fn recordEnd(mode: kcoro.scheduler.ShutdownMode) void {
     std.debug.assert(g != 0);
     const bit = @as(u64, 1) << @intCast(g % ended_window);
     if (mode == .finish) ended_finished |= bit else ended_finished &= ~bit;
+    ended_joined &= ~bit; // counted at the join (`finishShutdown`)
     ended_last = g;
 }
 
@@ -1268,6 +1285,28 @@ export fn kc_sched_ended(generation: u64) callconv(.c) i32 {
     const bit = @as(u64, 1) << @intCast(generation % ended_window);
     const mode: kcoro.scheduler.ShutdownMode = if (finished & bit != 0) .finish else .cancel;
     return @intCast(@intFromEnum(mode)); // KC_SHUTDOWN_* (the header test checks the values)
+}
+
+/// int32_t kc_sched_abandoned(uint64_t generation): how many coroutines the shutdown of the
+/// scheduler of `generation` abandoned: those that never finished, counted at the join (a
+/// coroutine running as it stopped that then ran to its end is not one). After a finish whose
+/// drain ran dry, the parked ones (on a channel, a scope's wait, a park of their own); after a
+/// cancel, every one unfinished. Capped at INT32_MAX. KC_EBUSY while it runs or until its join
+/// is done (a timed shutdown's KC_ETIME leaves it to the next); KC_EINVAL as kc_sched_ended
+/// answers. New in ABI 26.
+export fn kc_sched_abandoned(generation: u64) callconv(.c) i32 {
+    const rc = kc_sched_ended(generation);
+    if (rc < 0) return rc; // KC_EBUSY, KC_EINVAL
+    ended_mutex.lock();
+    defer ended_mutex.unlock();
+    // Ended within the window (kc_sched_ended said so), and a later end overwrites only the
+    // entry `ended_window` generations on: checked again under the lock, as entries move on.
+    if (ended_last - generation >= ended_window) return Status.invalid.code();
+    if (ended_joined & (@as(u64, 1) << @intCast(generation % ended_window)) == 0) {
+        return Status.busy.code(); // stopped, not joined yet
+    }
+    const n = ended_abandoned[generation % ended_window];
+    return @intCast(@min(n, std.math.maxInt(i32)));
 }
 
 /// int32_t kc_sched_info(uint64_t *out, uint32_t len): fills up to len of [workers, live
@@ -7161,7 +7200,7 @@ test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL,
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_gen(0, g)); // a second: nothing to do
 }
 
-test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short" {
+test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dry, a cancel, a finish a cancel cut short; kc_sched_abandoned how many it abandoned" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
@@ -7178,16 +7217,21 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
     var info: [7]u64 = undefined;
     _ = kc_sched_info(&info, 7);
     try testing.expectEqual(Status.invalid.code(), kc_sched_ended(info[6] + 1)); // not started
+    // kc_sched_abandoned answers as kc_sched_ended does where that is no outcome.
+    try testing.expectEqual(Status.invalid.code(), kc_sched_abandoned(0));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_abandoned(info[6] + 1));
     // A finish: its drain runs the sleeper to its end.
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     _ = kc_sched_info(&info, 7);
     const first = info[6];
     try testing.expectEqual(Status.busy.code(), kc_sched_ended(first)); // running
+    try testing.expectEqual(Status.busy.code(), kc_sched_abandoned(first));
     var cells = [2]u64{ 5, 0 };
     try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &cells, 0, null));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(u64, 1), @atomicLoad(u64, &cells[1], .acquire));
     try testing.expectEqual(@as(i32, 1), kc_sched_ended(first)); // KC_SHUTDOWN_FINISH
+    try testing.expectEqual(@as(i32, 0), kc_sched_abandoned(first)); // it ran to its end
     // A cancel.
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     try testing.expectEqual(@as(i32, 0), kc_spawn(sleeper, &cells, 0, null));
@@ -7201,6 +7245,7 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(u64, 0), @atomicLoad(u64, &long[1], .acquire));
     try testing.expectEqual(@as(i32, 0), kc_sched_ended(first + 2));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(first + 2)); // the minute's sleeper
     // Earlier generations keep their outcome; a finish with nothing to drain is one too.
     try testing.expectEqual(@as(i32, 1), kc_sched_ended(first));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
@@ -7208,13 +7253,17 @@ test "C ABI: kc_sched_ended says how each generation ended: a finish that ran dr
     try testing.expectEqual(@as(i32, 1), kc_sched_ended(first + 3));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // none runs: nothing changes
     try testing.expectEqual(@as(i32, 1), kc_sched_ended(first + 3));
+    try testing.expectEqual(@as(i32, 0), kc_sched_abandoned(first + 3));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(first + 2)); // kept
     // Only the last 64 are remembered.
     for (0..ended_window) |_| {
         try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
         try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
     }
     try testing.expectEqual(Status.invalid.code(), kc_sched_ended(first));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_abandoned(first));
     try testing.expectEqual(@as(i32, 0), kc_sched_ended(first + 3 + ended_window));
+    try testing.expectEqual(@as(i32, 0), kc_sched_abandoned(first + 3 + ended_window));
 }
 
 test "C ABI: kc_scope_create_gen makes a scope on its generation's scheduler only, also when a restart comes between the generation's read and the create" {

@@ -681,6 +681,11 @@ pub const Scheduler = struct {
     drain_seq: std.atomic.Value(u32) = .init(0),
     /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
     live: std.atomic.Value(u64) = .init(0),
+    /// How many coroutines the last join abandoned: those that never finished, counted once
+    /// no worker runs (`joinAndFree`), so a coroutine running as the run stopped that then ran
+    /// to its end is not among them. Written under `lifecycle` by the shutdown that joined; read
+    /// by its caller after `shutdownBy` returned (the C ABI's kc_sched_abandoned).
+    abandoned_at_join: u64 = 0,
     pool_mutex: std.Thread.Mutex = .{},
     pool: stack_mod.Pool,
     /// Serialises shutdown against itself and against spawns from outside the workers.
@@ -1582,6 +1587,7 @@ pub const Scheduler = struct {
         // thread that its abandoned scope child woke (`abandonChild`) read them live.
         // Monotonic: the workers were joined, which ordered their counts before these loads.
         s.live.store(s.liveCount(), .monotonic);
+        s.abandoned_at_join = s.live.load(.monotonic);
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
         s.workers = &.{};
