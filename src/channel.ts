@@ -5966,9 +5966,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /**
    * @ignore How `console.log` / `Deno.inspect` print a channel: `Channel { [[capacity]],
    * [[native]], codec, isClosedForSend, isClosedForReceive }` (`[[native]]`: shared, not local;
-   * `[[...]]`: no property of it, `inspectAs`), or `Channel { [[disposed]]: true }`. Its status read never throws (a native status that is an error,
-   * or a closed library, leaves it out), and it marks nothing (`#status` may mark a copy's
-   * channel ended).
+   * `[[...]]`: no property of it, `inspectAs`), or `Channel { [[disposed]]: true }`. Its status
+   * read never throws (a native status that is an error, or a closed library, leaves it out), and
+   * it marks nothing (`#status` may mark a copy's channel ended).
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#disposed in Object(this))) return notA("Channel");

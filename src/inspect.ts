@@ -32,7 +32,14 @@ export function inspectAs(
 ): string {
   const show = typeof inspect === "function"
     ? (v: unknown) => String(inspect(v, options))
-    : (v: unknown) => JSON.stringify(v);
+    : (v: unknown) => {
+      // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
+      try {
+        return JSON.stringify(v) ?? String(v);
+      } catch {
+        return Object.prototype.toString.call(v);
+      }
+    };
   const parts = Object.entries(facts).map(([k, v]) => `${k}: ${show(v)}`);
   return parts.length === 0 ? `${name} {}` : `${name} { ${parts.join(", ")} }`;
 }
