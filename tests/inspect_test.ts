@@ -418,6 +418,24 @@ Deno.test("an object derived from a codec (Object.create, a Proxy, the hook call
   }
 });
 
+Deno.test("a hook called without Deno's inspect function prints each fact as JSON, a channel's codec too", () => {
+  using ch = new Channel<number>(1);
+  const hook = (ch as unknown as Record<symbol, (this: unknown, ...a: unknown[]) => string>)[
+    Symbol.for("Deno.customInspect")
+  ];
+  assert.equal(
+    hook.call(ch, undefined, {}),
+    'Channel { [[capacity]]: 1, [[native]]: false, codec: {"name":"default","elemSize":32,' +
+      '"zeroCopy":true}, isClosedForSend: false, isClosedForReceive: false }',
+  );
+  assert.equal(
+    (runtime() as unknown as Record<symbol, (...a: unknown[]) => string>)[
+      Symbol.for("Deno.customInspect")
+    ](undefined, {}).replace(/workers: \d+/, "workers: N"),
+    "Runtime { workers: N, isRunning: true }",
+  );
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
