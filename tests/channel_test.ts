@@ -4978,6 +4978,41 @@ Deno.test("a close watch whose ring is found gone while the ring's wait still ho
   });
 });
 
+Deno.test("the ring's wait that returns on a destroyed ring tells the close watches as it returns, not at the watches' poll: a wait the destroy ended (0) and one that failed (KC_EBADH)", async () => {
+  // \`#ringGone\` leaves the watches to the loop while its wait is outstanding (the test above);
+  // the loop's own \`#ringGone\` (\`waited\`) is what tells them. Called as any other (the
+  // wait still counted outstanding: \`#waiting\` is cleared as the loop ends), it told them
+  // nothing: they learnt it at the watches' poll (WATCH_POLL_MS later, unref'd: with nothing
+  // else keeping the isolate alive, perhaps never). The wait is held by the test (a promise it
+  // settles); the ring is destroyed by hand before it returns, so its teardown cancels \`w\` (owned)
+  // at once. The outcomes are read a few microtasks after the wait returns: before any timer.
+  for (const ret of ["0", "Status.EBADH"]) {
+    const res = await evalOnLibrary(`
+      import { Status } from "./src/errors.ts";
+      const b = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
+      for (const ch of [b, w]) ch.share();
+      let wake;
+      sym.kc_ring_wait = () => new Promise((r) => wake = r);
+      const outcomes = { b: "pending", watch: "untold" };
+      w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true); // owned
+      const got = b.receive().then((v) => outcomes.b = "resolved " + v, (e) => outcomes.b = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
+      await until(() => bridge.pending >= 1 && wake !== undefined, "the receive queued natively, the wait made");
+      sym.kc_ring_destroy(bridge.ring); // no wait holds it: the teardown cancels w now
+      wake(${ret});
+      for (let i = 0; i < 3; i++) await null;
+      const now = { ...outcomes, pending: bridge.pending };
+      await within(got, 10_000, "the receive");
+      console.log(JSON.stringify(now));
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), {
+      b: "lost",
+      watch: "told CancellationError",
+      pending: 0,
+    }, `the wait returning ${ret}`);
+  }
+});
+
 Deno.test("the drain of the records a send's settle held that finds the ring gone tells the rest at once: another channel's wait fails, and a close watch is told of the cancel the ring's going away made", async () => {
   // A send of this isolate holds the records of other channels' operations it drained (here
   // \`x\`'s receive, which a native send completed); the ring is destroyed by hand before the
