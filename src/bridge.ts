@@ -1145,13 +1145,13 @@ export class Bridge {
         // ends (the interrupt of an isolate gone idle, `#alive` 0) no later wait or touch
         // would drain it.
         const rc = this.#drain();
-        // Destroyed while this wait was blocked (it returned 0; a destroy by hand, as a test does):
-        // the loop does not wait again to learn it (an FFI round trip on the blocking pool later).
-        // Its close watches learn it now
-        // that the wait has let go of the ring (`#ringGone`, `watches`), its other operations
-        // too where nothing else failed them yet. Before, this failure was ignored: the loop
-        // went on to a wait that failed, or ended (nothing pending), and watches left to it by
-        // an earlier `#ringGone` were never told.
+        // Destroyed while this wait was blocked (it returned 0; a destroy by hand, as a test
+        // does): the loop does not wait again to learn it (an FFI round trip on the blocking
+        // pool later). Its close watches learn it now that the wait has let go of the ring
+        // (`#ringGone`, `waited`), its other operations too where nothing else failed them yet.
+        // Before, this failure was ignored: the loop went on to a wait that failed, or ended
+        // (nothing pending), and watches left to it by an earlier `#ringGone` learnt it only at
+        // the watches' poll (unref'd: perhaps never).
         if (rc < 0) {
           if (this.#lib.isOpen) this.#ringGone(rc, true);
           return;
