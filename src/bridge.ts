@@ -674,9 +674,10 @@ export class Bridge {
         this.#heldDue = false;
         if (!this.#lib.isOpen) return;
         // The ring gone (destroyed by hand, as a test does) after the held records were drained:
-        // they settle first, then the rest fail and the close watches are told, now, as
-        // `#drainInside` does. Before, the failed drain was ignored: they learnt it when the
-        // ring's wait or the watches' poll found the ring gone, a turn or more later.
+        // they settle first, then the rest fail now, as `#drainInside` fails them, and the close
+        // watches are told now too, or, while the ring's wait holds the ring, as it returns
+        // (`#ringGone`). Before, the failed drain was ignored: they learnt it when the ring's
+        // wait or the watches' poll found the ring gone, a turn or more later.
         const rc = this.#drain();
         if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc);
         // The held records' operations may have been the last that kept the wait outstanding,
