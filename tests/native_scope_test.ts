@@ -1528,4 +1528,24 @@ Deno.test("disposing a TypeScript scope's own native scope once the library is c
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("disposing a TypeScript scope's own native scope once the library is closed, its children running: the scope fails with LibraryClosedError, not the dispose's cancellation", async () => {
+  // The close abandoned the child; the dispose that follows in the same turn (the library
+  // closed: it cancels the owner and destroys the handle) ends before the owner's watch of its
+  // children returns, which then finds the scope destroyed. The owner fails as where no dispose
+  // came (the test above), not with the dispose's cancellation: its work never finished.
+  const res = await evalScript(`
+    import { closeLibrary, coroutineScope, nativeScope, runtime } from "./mod.ts";
+    const cells = runtime().cells([60000n, 0n, 0n]); // a minute
+    const got = await coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      ns.launch("cancellable-sleeper", cells);
+      closeLibrary(); // abandons the child
+      await ns[Symbol.asyncDispose]();
+      if (!ns._destroyed) throw new Error("not destroyed");
+    }).then(() => "resolved", (e) => e.name);
+    if (got !== "LibraryClosedError") throw new Error(got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
