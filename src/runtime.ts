@@ -47,7 +47,8 @@ export type ShutdownMode = "cancel" | "finish";
 
 /**
  * Built-in scheduled entries. Each takes a `BigUint64Array` of cells:
- * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done`;
+ * - `"sleeper"`: `[milliseconds, done]`: sleeps, then adds 1 to `done` (abandoned by a
+ *   `"cancel"` shutdown, `done` stays as it was: it did not sleep its time);
  * - `"skynet"`: `[leaves, result]`: a 10-ary tree of coroutines summing `0..leaves-1`
  *   (`leaves` a power of 10; for another count each node splits its integer tenth ten ways,
  *   a smaller tree's sum); one whose spawns a shutdown meets (or that runs out of stacks)
@@ -55,10 +56,12 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"spin"`: `[rounds, done]`: CPU-bound work, then adds 1 to `done`;
  * - `"cancellable-sleeper"`: `[milliseconds, done, status]`: sleeps, ending early when the
  *   native scope it runs in is cancelled; then `status` = 0 or `Status.EINTR` (read it with
- *   `BigInt.asIntN(64, cells[2])`) and `done` = 1;
+ *   `BigInt.asIntN(64, cells[2])`) and `done` = 1; abandoned in its sleep by a `"cancel"`
+ *   shutdown, `status` = `Status.ESHUTDOWN` and `done` = 1;
  * - `"receiver"`: `[channel handle, done, status]`: receives one value (discarded) from a
  *   channel that is not zero-copy (e.g. `codecs.u64`); `status` 0, `Status.EINTR` (its native
- *   scope was cancelled), `EPIPE`, `ECANCELED` or `EBADH`;
+ *   scope was cancelled), `EPIPE`, `ECANCELED` or `EBADH`, then `done` = 1; abandoned in its
+ *   receive by a `"cancel"` shutdown, `ESHUTDOWN` (and `done` = 1);
  * - `"cancel-scope"`: `[unused, done, status]`: cancels the native scope it runs in, as C code
  *   calling `kc_scope_cancel` would; `status` 1 if it did, 0 if it was cancelled already;
  * - `"read-deadline"`: `[deadline, done, status]`: writes the deadline its native scope's

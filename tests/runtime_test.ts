@@ -11,6 +11,7 @@ import {
   Runtime,
   runtime,
   ShutdownError,
+  Status,
 } from "../mod.ts";
 import { evalScript, shutdownScheduler, until } from "./support.ts";
 
@@ -806,7 +807,10 @@ Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it lea
   rt.spawn("receiver", cells);
   await rt.drain(); // parked in its receive
   await rt.shutdown("cancel");
-  assert.equal(cells[1], 0n); // it never ran again
+  // It never ran again; abandoned in its receive, it shows `done` with ESHUTDOWN (before,
+  // `done` stayed 0 for good).
+  assert.equal(cells[1], 1n);
+  assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.ESHUTDOWN));
   // Its stack is gone, and so is its waiter: a send finds no receiver (it used to write into
   // the freed stack and crash the process).
   assert.deepEqual(ch.trySend(1n), { state: "full" });

@@ -19,7 +19,9 @@ pub const Builtin = enum(u32) {
     /// Hand-driven. Parks `arg` (integer) times, counting wake-ups in the transfer word.
     park_loop = 3,
     /// Scheduled. `arg` -> u64[2] { milliseconds, done }: sleeps (a number of milliseconds past
-    /// 2^64 ns saturates: for ever), then adds 1 to `done`.
+    /// 2^64 ns saturates: for ever), then adds 1 to `done`: abandoned in its sleep (a shutdown
+    /// that cancels), `done` stays as it was, which tells it from one that slept its time
+    /// (it has no `status` cell to say so; the three-cell sleeper's does).
     sleeper = 4,
     /// Scheduled. `arg` -> u64[2] { leaves (a power of 10), result }: the skynet benchmark, a
     /// 10-ary tree of coroutines summing the leaf indices 0..leaves-1 into `result` (for
@@ -32,11 +34,14 @@ pub const Builtin = enum(u32) {
     spin = 6,
     /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
     /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
-    /// KC_EINTR (as two's complement) and `done` = 1.
+    /// KC_EINTR (as two's complement) and `done` = 1. Abandoned in its sleep (a shutdown that
+    /// cancels), `status` = KC_ESHUTDOWN and `done` = 1 (`DoneOnAbandon`).
     cancellable_sleeper = 7,
     /// Scheduled. `arg` -> u64[3] { channel handle, done, status }: receives one value from the
     /// channel (discarded; not a zero-copy channel), then `status` = 0, KC_EINTR (its scope was
-    /// cancelled), KC_EPIPE, KC_ECANCELED or KC_EBADH and `done` = 1. Lives in root.zig.
+    /// cancelled), KC_EPIPE, KC_ECANCELED or KC_EBADH and `done` = 1; abandoned in its receive
+    /// (a shutdown that cancels, a kc_coro_destroy), `status` = KC_ESHUTDOWN and `done` = 1
+    /// (`DoneOnAbandon`). Lives in root.zig.
     receiver = 8,
     /// Scheduled. `arg` -> u64[3] { unused, done, status }: cancels the native scope it runs
     /// in, as C code calling kc_scope_cancel would; `status` = 1 if it did, 0 if it was
@@ -90,24 +95,36 @@ pub fn countedOut() void {
     scheduler.Scheduler.countFinishedNow();
 }
 
-/// A built-in loop abandoned (a shutdown that cancels, a kc_coro_destroy: in a wait or at a
-/// turn) moves its `done` as its return does (`add`: adds 1, else stores 1), from this
-/// cleanup, pushed first so run last: the echo's and the chanSender's. Before, `done` never
-/// moved, and a host waiting for it could not tell an abandoned loop from a running one. The
-/// shutdown counted the coroutine out already (`releaseAbandoned`); run on the abandoning
-/// thread, after the other cleanups (in a shutdown, before an echo's value in hand reaches
-/// `out`'s undelivered path, which comes before kc_sched_shutdown returns).
+/// A scheduled built-in abandoned (a shutdown that cancels, a kc_coro_destroy: in a wait or
+/// at a turn) moves its `done` as its return does (`add`: adds 1, else stores 1), from this
+/// cleanup, pushed first so run last: the echo's, the chanSender's, the cancellable sleeper's
+/// and the receiver's (not the two-cell sleeper's: its `done` says it slept its time). A three-cell one's `status` (cell 2) says KC_ESHUTDOWN then, a status none of
+/// them returns with (their waits never report it). Before, `done` never moved, and a host
+/// waiting for it could not tell an abandoned built-in from a running one. The shutdown
+/// counted the coroutine out already (`releaseAbandoned`); run on the abandoning thread,
+/// after the other cleanups (in a shutdown, before an echo's value in hand reaches `out`'s
+/// undelivered path, which comes before kc_sched_shutdown returns: a host that sees `done`
+/// before that return may find `out`'s dropped count one short for a moment).
 pub const DoneOnAbandon = struct {
     cleanup: coroutine.Cleanup = .{ .run = run },
     done: *std.atomic.Value(u64),
     add: bool,
+    /// The `status` cell of a three-cell built-in (`finish`'s), set to KC_ESHUTDOWN.
+    status: ?*std.atomic.Value(u64) = null,
 
     fn run(cl: *coroutine.Cleanup) void {
         const d: *DoneOnAbandon = @fieldParentPtr("cleanup", cl);
+        // Monotonic: published by the release of `done` below, as `finish`'s.
+        if (d.status) |st| st.store(@bitCast(@as(i64, status_mod.Status.shutdown.code())), .monotonic);
         // Release: pairs with the host's acquire load of `done`, as at its return; the
-        // abandoning thread joined the loop's worker (or ran it: a destroy), which ordered
-        // its counts (`echoed`, `sent`) before this.
+        // abandoning thread joined the built-in's worker (or ran it: a destroy), which
+        // ordered its counts (`echoed`, `sent`) before this.
         if (d.add) _ = d.done.fetchAdd(1, .release) else d.done.store(1, .release);
+    }
+
+    /// For a three-cell built-in (`finish`'s cells): stores 1 and KC_ESHUTDOWN.
+    pub fn of3(c: *[3]std.atomic.Value(u64)) DoneOnAbandon {
+        return .{ .done = &c[1], .add = false, .status = &c[2] };
     }
 };
 
@@ -242,10 +259,14 @@ fn cancellableSleeper(arg: ?*anyopaque) callconv(.c) void {
     const s = scheduler.currentScheduler() orelse return;
     // Monotonic: an argument cell (see `cells3`).
     const deadline = scheduler.monotonicNs() +| c[0].load(.monotonic) *| std.time.ns_per_ms;
+    // Abandoned in its sleep (a shutdown that cancels), `done` = 1 and `status` KC_ESHUTDOWN.
+    var ended = DoneOnAbandon.of3(c);
+    coroutine.pushCleanup(&ended.cleanup);
     const status: i32 = if (scope_mod.sleepUntil(s, deadline, null)) 0 else |err| switch (err) {
         error.Interrupted => status_mod.Status.interrupted.code(),
         else => status_mod.fromError(err).code(),
     };
+    coroutine.popCleanup(&ended.cleanup);
     finish(c, status);
 }
 

@@ -4524,7 +4524,9 @@ export fn kc_builtin_entry(id: u32) callconv(.c) ?*const anyopaque {
 /// wait ends with KC_EINTR when the scope is cancelled. Here, not in builtins.zig: it needs the
 /// channel handle table. Its reference to the channel is given back before `done` shows, on
 /// every path: a host that sees `done` and then destroys the channel, or gives back the last
-/// hold on it, expecting that to end it, finds no reference of ours keeping it.
+/// hold on it, expecting that to end it, finds no reference of ours keeping it. Abandoned in its
+/// receive (a shutdown that cancels, a kc_coro_destroy), `status` = KC_ESHUTDOWN (no receive
+/// returns it) and `done` = 1 (`builtins.DoneOnAbandon`): before, `done` stayed 0 for good.
 fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[3]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const h = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
@@ -4540,7 +4542,13 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
         break :blk @intCast(ch.elem_size); // at most buf.len
     };
     if (size < 0) return builtins.finish(c, size);
-    builtins.finish(c, kc_chan_recv(h, &buf, @intCast(size), 0, 0, 0));
+    // Abandoned in its receive (a shutdown that cancels, a kc_coro_destroy): `done` = 1,
+    // `status` KC_ESHUTDOWN, run after the receive's own cleanup gave its reference back.
+    var ended = builtins.DoneOnAbandon.of3(c);
+    coroutine.pushCleanup(&ended.cleanup);
+    const got = kc_chan_recv(h, &buf, @intCast(size), 0, 0, 0);
+    coroutine.popCleanup(&ended.cleanup);
+    builtins.finish(c, got);
 }
 
 /// KC_BUILTIN_ECHO: `arg` -> u64[4] { in channel, out channel, echoed, done }. Receives each
@@ -9377,6 +9385,55 @@ test "C ABI: hand-driven, the built-in loops that never park return from kc_coro
     try testing.expectEqual(@as(u64, 1), echo[3]);
     try testing.expectEqual(@as(u64, 1), sender[4]);
     try testing.expectEqual(@as(u64, 0), spin[1]);
+}
+
+test "C ABI: the cancellable sleeper and the receiver abandoned in their wait (a shutdown, a destroy) show done, status KC_ESHUTDOWN" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const statusOf = struct {
+        fn f(c: [3]u64) i32 {
+            return @intCast(@as(i64, @bitCast(c[2])));
+        }
+    }.f;
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &ch)); // empty: waits
+    defer _ = kc_chan_destroy(ch);
+    {
+        var sleeper: [2]u64 = .{ 60_000, 0 }; // no status: `done` stays as it was
+        var csleeper: [3]u64 = .{ 60_000, 0, 0 };
+        var receiver: [3]u64 = .{ ch, 0, 0 };
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+        var shut = false;
+        defer if (!shut) {
+            _ = kc_sched_shutdown(0);
+        };
+        var hs: [3]u32 = .{ 0, 0, 0 };
+        try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.sleeper), &sleeper, 0, &hs[0]));
+        try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.cancellable_sleeper), &csleeper, 0, &hs[1]));
+        try testing.expectEqual(@as(i32, 0), kc_spawn(builtinEntry(.receiver), &receiver, 0, &hs[2]));
+        const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
+        for (hs) |h| {
+            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
+            try testing.expectEqual(parked, kc_coro_state(h));
+        }
+        shut = true;
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+        try testing.expectEqual(@as(u64, 0), sleeper[1]);
+        try testing.expectEqual(@as(u64, 1), csleeper[1]);
+        try testing.expectEqual(Status.shutdown.code(), statusOf(csleeper));
+        try testing.expectEqual(@as(u64, 1), receiver[1]);
+        try testing.expectEqual(Status.shutdown.code(), statusOf(receiver));
+    }
+    // Hand-driven, a receiver destroyed in its receive: the same.
+    var receiver: [3]u64 = .{ ch, 0, 0 };
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.receiver), &receiver, 0, 0, &h));
+    try testing.expectEqual(parked, kc_coro_resume(h));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
+    try testing.expectEqual(@as(u64, 1), receiver[1]);
+    try testing.expectEqual(Status.shutdown.code(), statusOf(receiver));
+    // Its reference to the channel was given back: the destroy below finds none of ours.
 }
 
 test "C ABI: KC_BUILTIN_CHAN_SENDER abandoned in its send (a destroy, a shutdown) adds 1 to done, sent final" {
