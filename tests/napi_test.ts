@@ -566,6 +566,29 @@ Deno.test("a cells buffer (runtime().cells') is released by its deleter: freed a
     sym.kc_cells_release(r);
   }
   assert.equal(liveCells(), base);
+  // At the start of a mapping (the page before it unmapped: where a header would be), refused,
+  // never read in place: before, the companion read the header there and the process crashed.
+  const libc = Deno.dlopen("libc.so.6", {
+    mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "isize"], result: "pointer" },
+    munmap: { parameters: ["pointer", "usize"], result: "i32" },
+    getpagesize: { parameters: [], result: "i32" },
+  });
+  try {
+    const page = libc.symbols.getpagesize();
+    // PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS.
+    const m = libc.symbols.mmap(null, BigInt(2 * page), 3, 0x22, -1, 0n);
+    assert.ok(m !== null && at(m) !== 2 ** 64 - 1, "mmap failed");
+    assert.equal(libc.symbols.munmap(m, BigInt(page)), 0); // the page before the address
+    const start = Deno.UnsafePointer.create(BigInt(at(m) + page))!;
+    try {
+      assert.equal(make(at(start), 8), null);
+      assert.equal(make(at(start) + 48, 8), null); // its header readable: no block's check
+    } finally {
+      libc.symbols.munmap(start, BigInt(page));
+    }
+  } finally {
+    libc.close();
+  }
   // One view per block: a second (another call for the same address) would give the block a
   // second deleter, whose release after the first's freed it twice.
   const v = sym.kc_cells_alloc(8)!;

@@ -4316,51 +4316,9 @@ fn foreignCells(at: usize) ?*cells_header.Header {
     return cells_header.of(@ptrFromInt(at));
 }
 
-/// Whether process_vm_readv was refused here (ENOSYS: qemu-user implements none; EPERM or
-/// ENOSYS: a seccomp filter, as some containers' are): `copyNoFault` then goes through a pipe at
-/// once. Monotonic: a hint only; either way of copying is right on its own.
-var vm_readv_refused = std.atomic.Value(bool).init(false);
-
-/// Copies `dst.len` bytes at `src` into `dst` without reading them in place; false (nothing
-/// known) where they are not all mapped and readable, never a fault. process_vm_readv of this
-/// process answers EFAULT for such memory; where it is refused (`vm_readv_refused`), a pipe of
-/// this call's own does the same: write(2) copies from `src` and answers EFAULT (qemu-user
-/// checks the guest's pages the same way), read(2) brings the bytes back. Before the pipe, a
-/// refused process_vm_readv refused every other copy's block (TypeScript's pin of one threw).
-fn copyNoFault(dst: []u8, src: usize) bool {
-    const linux = std.os.linux;
-    if (!vm_readv_refused.load(.monotonic)) {
-        const local = [1]std.posix.iovec{.{ .base = dst.ptr, .len = dst.len }};
-        const remote = [1]std.posix.iovec_const{.{ .base = @ptrFromInt(src), .len = dst.len }};
-        const n = linux.process_vm_readv(linux.getpid(), &local, &remote, 0);
-        switch (linux.E.init(n)) {
-            .SUCCESS => return n == dst.len, // short: its end is not readable
-            .FAULT => return false,
-            // Not allowed here: the pipe from now on.
-            .NOSYS, .PERM => vm_readv_refused.store(true, .monotonic),
-            else => {}, // the pipe, this time
-        }
-    }
-    std.debug.assert(dst.len <= std.heap.page_size_min); // one write fits the pipe's buffer
-    var fds: [2]i32 = undefined;
-    // Out of descriptors: nothing known, refused.
-    if (linux.E.init(linux.pipe2(&fds, .{ .CLOEXEC = true, .NONBLOCK = true })) != .SUCCESS) return false;
-    defer {
-        _ = linux.close(fds[0]);
-        _ = linux.close(fds[1]);
-    }
-    const w = while (true) {
-        const w = linux.write(fds[1], @ptrFromInt(src), dst.len);
-        if (linux.E.init(w) != .INTR) break w;
-    };
-    // EFAULT, or a short copy (its end not readable).
-    if (linux.E.init(w) != .SUCCESS or w != dst.len) return false;
-    const r = while (true) {
-        const r = linux.read(fds[0], dst.ptr, dst.len);
-        if (linux.E.init(r) != .INTR) break r;
-    };
-    return linux.E.init(r) == .SUCCESS and r == dst.len;
-}
+/// Copies bytes out without reading them in place (cells_header.zig, shared with the Node-API
+/// companion's `cells`).
+const copyNoFault = cells_header.copyNoFault;
 
 /// Counts the block at `cells` out of this copy's `cells_live` and frees it (already unlisted
 /// from `cells_registry`).

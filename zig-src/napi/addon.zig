@@ -343,9 +343,9 @@ fn onCellsFinalize(env: Env, data: ?*anyopaque, hint: ?*anyopaque) callconv(.c) 
 /// `cells(address: number, length: number): ArrayBuffer | number`: an ArrayBuffer over cells
 /// `kc_cells_alloc` returned at `address` (`length` bytes, at most the block's), which
 /// `kc_cells_release` gets back once no ArrayBuffer views them; or `CreateError.bad_range` (not
-/// a block's address by its header's check, a length that is no whole number of cells or longer
-/// than the block's, a block already given its one ArrayBuffer, or released) or
-/// `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
+/// a block's address by its header's check, read without faulting: `validNoFault`; a length
+/// that is no whole number of cells or longer than the block's, a block already given its one
+/// ArrayBuffer, or released) or `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
 /// the release of the copy that allocated the block.
 fn cells(env: Env, info: Info) callconv(.c) Value {
     var argv: [2]Value = .{ null, null };
@@ -355,10 +355,12 @@ fn cells(env: Env, info: Info) callconv(.c) Value {
     }
     const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const len = address(env, argv[1]) orelse return int(env, @intFromEnum(CreateError.bad_range));
-    // A live block's address by its header's check word (`valid`: 16-byte aligned past a
-    // 48-byte header, as kc_cells_alloc's are; ffi/napi.ts passes only theirs).
+    // A live block's address by its header's check word (16-byte aligned past a 48-byte
+    // header, as kc_cells_alloc's are; ffi/napi.ts passes only theirs), the header copied out
+    // first (`validNoFault`): an address whose header bytes are not mapped is refused, where
+    // reading them in place (`valid`) crashed the process.
     if (len == 0 or len % 8 != 0) return int(env, @intFromEnum(CreateError.bad_range));
-    const h = cells_header.valid(at) orelse return int(env, @intFromEnum(CreateError.bad_range));
+    const h = cells_header.validNoFault(at) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const c: [*]u64 = @ptrFromInt(at);
     // Within the block only: a longer view reached whatever memory came after it.
     if (len > h.bytes) return int(env, @intFromEnum(CreateError.bad_range));
