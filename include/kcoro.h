@@ -89,7 +89,7 @@ extern "C" {
 /* Scheduled, {arg, done, status}: status is an int32_t status as two's complement, done = 1. */
 /* These two, abandoned in their wait (a cancelling shutdown, a kc_coro_destroy): status =
  * KC_ESHUTDOWN, done = 1 (ABI 25: done 0 then). */
-/* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled */
+/* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled; hand-driven, KC_ENOTCORO */
 #define KC_BUILTIN_CANCELLABLE_SLEEPER 7
 #define KC_BUILTIN_RECEIVER 8     /* {chan, ...}: receives one value; KC_EINTR likewise */
 #define KC_BUILTIN_CANCEL_SCOPE 9 /* {-, ...}: kc_scope_cancel of the scope it runs in: 1/0 */

@@ -35,7 +35,8 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[3] { milliseconds, done, status }: sleeps like kc_sleep_ns, so
     /// inside a native scope it ends early when the scope is cancelled; then `status` = 0 or
     /// KC_EINTR (as two's complement) and `done` = 1. Abandoned in its sleep (a shutdown that
-    /// cancels), `status` = KC_ESHUTDOWN and `done` = 1 (`DoneOnAbandon`).
+    /// cancels), `status` = KC_ESHUTDOWN and `done` = 1 (`DoneOnAbandon`); hand-driven (no
+    /// scheduler), `status` = KC_ENOTCORO and `done` = 1 at its first resume.
     cancellable_sleeper = 7,
     /// Scheduled. `arg` -> u64[3] { channel handle, done, status }: receives one value from the
     /// channel (discarded; not a zero-copy channel), then `status` = 0, KC_EINTR (its scope was
@@ -256,7 +257,10 @@ fn cells3(arg: ?*anyopaque) *[3]std.atomic.Value(u64) {
 
 fn cancellableSleeper(arg: ?*anyopaque) callconv(.c) void {
     const c = cells3(arg);
-    const s = scheduler.currentScheduler() orelse return;
+    // Hand-driven (no scheduler's worker runs it): KC_ENOTCORO, as kc_sleep_ns answers there,
+    // and `done` = 1. Before, it returned with `done` 0, and a host waiting for it waited for
+    // good.
+    const s = scheduler.currentScheduler() orelse return finish(c, status_mod.Status.not_coroutine.code());
     // Monotonic: an argument cell (see `cells3`).
     const deadline = scheduler.monotonicNs() +| c[0].load(.monotonic) *| std.time.ns_per_ms;
     // Abandoned in its sleep (a shutdown that cancels), `done` = 1 and `status` KC_ESHUTDOWN.

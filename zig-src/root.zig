@@ -9391,7 +9391,14 @@ test "C ABI: the cancellable sleeper and the receiver abandoned in their wait (a
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
     try testing.expectEqual(@as(u64, 1), receiver[1]);
     try testing.expectEqual(Status.shutdown.code(), statusOf(receiver));
-    // Its reference to the channel was given back: the destroy below finds none of ours.
+    // Hand-driven, the cancellable sleeper has no scheduler to sleep on: KC_ENOTCORO, `done`
+    // (before, it returned with `done` 0).
+    var csleeper: [3]u64 = .{ 60_000, 0, 0 };
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(builtinEntry(.cancellable_sleeper), &csleeper, 0, 0, &h));
+    try testing.expectEqual(@as(i32, @intFromEnum(coroutine.State.finished)), kc_coro_resume(h));
+    try testing.expectEqual(@as(u64, 1), csleeper[1]);
+    try testing.expectEqual(Status.not_coroutine.code(), statusOf(csleeper));
+    try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
 }
 
 test "C ABI: KC_BUILTIN_CHAN_SENDER abandoned in its send (a destroy, a shutdown) adds 1 to done, sent final" {
