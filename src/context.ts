@@ -139,21 +139,11 @@ function checkKey(op: string, key: unknown): asserts key is Key<unknown> {
 }
 
 /**
- * @ignore The key of a scope's member that runs a function once it is final (src/scope.ts's, used
- * by src/time.ts): a symbol that mod.ts does not export, as job.ts's subclass hooks are. As a
- * method named `addFinalizer` every scope and task had it, and a function of the caller's that
- * threw there escaped the job's finalization (its join never settled; from a task's end, an
- * uncaught error that ended the process).
- */
-export const ADD_FINALIZER = Symbol("addFinalizer");
-
-/**
  * @ignore A scope a {@linkcode Timeout} ends: a withTimeout's own (a Coroutine of src/scope.ts;
  * this module imports nothing of it).
  */
 export interface TimedScope {
   cancel(cause: unknown): void;
-  [ADD_FINALIZER](fn: () => void): void;
 }
 
 /**

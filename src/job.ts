@@ -383,22 +383,52 @@ export const PARENTS_OWN = 16;
 export const DEFERRED = 32;
 
 /**
- * @ignore The keys of JobSupport's hooks for its subclasses (scope.ts, native_scope.ts), symbols
- * that mod.ts does not export: as TypeScript-`protected` methods named `completeBody`, `failBody`,
- * `attachTo`, `onStart`, `onFinal` and `completionWaits`, JavaScript reached them on any job
- * (`task.completeBody(v)` completed a launched task from outside its block).
+ * @ignore JobSupport's hooks for its subclasses (scope.ts, native_scope.ts): one frozen object per
+ * class, handed to `setJobHooks` by the subclass's constructor and kept in a private field, whose
+ * functions reach the subclass's private methods from its static block. As TypeScript-`protected`
+ * methods named `onStart`, `onFinal` and `completionWaits`, and then as methods keyed by symbols
+ * that mod.ts does not export, JavaScript reached them on any job (the symbols by
+ * `Object.getOwnPropertySymbols` of its prototype).
  */
-export const ON_START = Symbol("onStart");
-/** @ignore See `ON_START`. */
-export const ON_FINAL = Symbol("onFinal");
-/** @ignore See `ON_START`. */
-export const COMPLETION_WAITS = Symbol("completionWaits");
-/** @ignore See `ON_START`. */
-export const ATTACH_TO = Symbol("attachTo");
-/** @ignore See `ON_START`. */
-export const COMPLETE_BODY = Symbol("completeBody");
-/** @ignore See `ON_START`. */
-export const FAIL_BODY = Symbol("failBody");
+export interface JobHooks {
+  /** Runs the body; called once by `start()`. */
+  onStart(job: JobSupport<unknown>): void;
+  /** Called once on reaching a final state, before handlers run (drop timers, listeners). */
+  onFinal(job: JobSupport<unknown>): void;
+  /**
+   * True while this job, `completing` with nothing left to wait for, must not complete yet: a
+   * scope whose follow cancel waits in the queue (scope.ts), cancelled, and so finished, once it
+   * runs.
+   */
+  completionWaits(job: JobSupport<unknown>): boolean;
+}
+
+/** A job's hooks where its class gives none (a CompletableDeferred): none does anything. */
+const NO_HOOKS: JobHooks = Object.freeze({
+  onStart() {},
+  onFinal() {},
+  completionWaits: () => false,
+});
+
+/**
+ * @ignore Gives `job` (just made, by a subclass's constructor) its class's hooks. Internal: set by
+ * JobSupport's static block, as the functions below are.
+ */
+export let setJobHooks: (job: JobSupport<unknown>, hooks: JobHooks) => void;
+/**
+ * @ignore Makes `job` (new) a child of `parent`; a parent that is cancelling or final cancels it
+ * at once, so its body never runs. A module function reaching a private method, not a member:
+ * as the method `attachTo`, then one keyed by a module symbol, any job's caller reached it.
+ */
+export let attachTo: (job: JobSupport<unknown>, parent: JobSupport<unknown>) => void;
+/** @ignore `job`'s body returned `value`. False if the body had already ended. */
+export let completeBody: <T>(job: JobSupport<T>, value: T) => boolean;
+/**
+ * @ignore `job`'s body threw `error` (`op` names the call in an `undefined` error's TypeError). A
+ * module function: as a symbol-keyed member, `job[sym](v)` found by reflection completed a
+ * running `launch` job from outside its block.
+ */
+export let failBody: (job: JobSupport<unknown>, error: unknown, op?: string) => boolean;
 
 const RESOLVED: Promise<void> = Promise.resolve();
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
@@ -538,6 +568,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #resolve: ((value: unknown) => void) | null = null;
   #reject: ((error: unknown) => void) | null = null;
   #controller: AbortController | null = null;
+  /** The class's hooks (`JobHooks`); a subclass sets its own (`setJobHooks`) as it is made. */
+  #hooks: JobHooks = NO_HOOKS;
 
   constructor(context: Context, flags: number) {
     this.#context = context;
@@ -629,7 +661,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     JobSupport.#check(this, "start job");
     if (this.#state !== NEW) return false;
     this.#state = ACTIVE;
-    this[ON_START]();
+    this.#hooks.onStart(this);
     return true;
   }
 
@@ -761,6 +793,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
+    setJobHooks = (job, hooks) => {
+      job.#hooks = hooks;
+    };
+    attachTo = (job, parent) => job.#attachTo(parent);
+    completeBody = (job, value) => job.#completeBody(value);
+    failBody = (job, error, op) => job.#failBody(error, op);
   }
 
   /**
@@ -829,28 +867,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     return inspectAs(name, facts, inspect, options);
   }
 
-  // --- for subclasses ---------------------------------------------------------------------
-
-  /** Runs the body; called once by `start()`. */
-  protected [ON_START](): void {}
-
-  /** Called once on reaching a final state, before handlers run (drop timers, listeners). */
-  protected [ON_FINAL](): void {}
-
-  /**
-   * True while this job, `completing` with nothing left to wait for, must not complete yet: a
-   * scope whose follow cancel waits in the queue (scope.ts), cancelled, and so finished, once it
-   * runs. None here.
-   */
-  protected [COMPLETION_WAITS](): boolean {
-    return false;
-  }
+  // --- for subclasses: reached through attachTo, completeBody and failBody (static block) ---
 
   /**
    * Makes this (new) job a child of `parent`. A parent that is cancelling or final cancels the
    * child at once, so its body never runs.
    */
-  protected [ATTACH_TO](parent: JobSupport<unknown>): void {
+  #attachTo(parent: JobSupport<unknown>): void {
     const ps = parent.#state;
     if (ps >= CANCELLING) {
       this.#cancelWith(
@@ -876,7 +899,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   /** The body returned `value`. False if the body had already ended. */
-  protected [COMPLETE_BODY](value: T): boolean {
+  #completeBody(value: T): boolean {
     if (this.#bodyDone) return false;
     this.#bodyDone = true;
     if (this.#state === ACTIVE) {
@@ -892,7 +915,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * what the caller did in the message of an `undefined` error's TypeError (a task's body, or
    * CompletableDeferred's `completeExceptionally`).
    */
-  protected [FAIL_BODY](error: unknown, op = "fail task"): boolean {
+  #failBody(error: unknown, op = "fail task"): boolean {
     if (this.#bodyDone) return false;
     // A cause of undefined means "completed" to completion handlers: a body that threw
     // undefined fails with an Error saying so.
@@ -1132,7 +1155,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) return;
       if (j.#state === COMPLETING) {
-        if (j[COMPLETION_WAITS]()) return;
+        if (j.#hooks.completionWaits(j)) return;
         j = j.#finalize(COMPLETED);
       } else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
       else return;
@@ -1227,7 +1250,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /** `#finalize`'s handlers, run once this job has left its parent's list. */
   #notify(state: number): void {
     const cause = state === COMPLETED ? undefined : this.#cause;
-    this[ON_FINAL]();
+    this.#hooks.onFinal(this);
     if (this.#resolveJoin !== null) {
       this.#resolveJoin();
       this.#resolveJoin = null;
@@ -1375,7 +1398,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     if (parent !== undefined) {
       const queued = queuedCancelOf(parent);
       if (queued !== null) this.cancel(abortReason(queued));
-      else this[ATTACH_TO](parent);
+      else attachTo(this, parent as JobSupport<unknown>);
     }
     this.start();
     // A lazy parent is started (Kotlin's initParentJob: "make sure the parent is started"), last:
@@ -1422,7 +1445,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       throw notJob(this, "complete", "CompletableDeferred");
     }
     checkNotThenable("complete", value);
-    return !this.isCancelled && this[COMPLETE_BODY](value);
+    return !this.isCancelled && completeBody(this, value);
   }
 
   /**
@@ -1436,7 +1459,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     if (!CompletableDeferred._isDeferred(this)) {
       throw notJob(this, "completeExceptionally", "CompletableDeferred");
     }
-    return !this.isCancelled && this[FAIL_BODY](error, "completeExceptionally");
+    return !this.isCancelled && failBody(this, error, "completeExceptionally");
   }
 }
 

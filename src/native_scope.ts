@@ -46,14 +46,15 @@ import {
   unwrap,
 } from "./errors.ts";
 import {
-  ATTACH_TO,
-  COMPLETE_BODY,
-  FAIL_BODY,
+  attachTo,
+  completeBody,
+  failBody,
   type Job,
+  type JobHooks,
   JobSupport,
-  ON_START,
   PARENTS_OWN,
   REPORTS_FAILURE,
+  setJobHooks,
 } from "./job.ts";
 import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -717,11 +718,19 @@ class NativeChildren extends JobSupport<void> {
     super(owner.context, PARENTS_OWN | REPORTS_FAILURE);
     this.#scope = scope;
     this.#owner = owner;
-    this[ATTACH_TO](owner);
+    setJobHooks(this, NativeChildren.#hooks);
+    attachTo(this, owner);
     this.start();
   }
 
-  protected override [ON_START](): void {
+  /** Its JobSupport hooks: `onStart` starts the watch (a private method: see job.ts's JobHooks). */
+  static readonly #hooks: JobHooks = Object.freeze({
+    onStart: (job: JobSupport<unknown>) => (job as NativeChildren).#onStart(),
+    onFinal() {},
+    completionWaits: () => false,
+  });
+
+  #onStart(): void {
     this.#watch().then((rc) => this.#finish(rc, undefined), (e) => this.#finish(-1, e));
   }
 
@@ -767,7 +776,7 @@ class NativeChildren extends JobSupport<void> {
   #finish(rc: number, error: unknown): void {
     childrenDone(this.#scope, this);
     if (rc === 0) {
-      this[COMPLETE_BODY](undefined);
+      completeBody(this as NativeChildren, undefined);
       return;
     }
     if (error === undefined && rc === Status.ESHUTDOWN) {
@@ -790,7 +799,7 @@ class NativeChildren extends JobSupport<void> {
         error = e;
       }
     }
-    this[FAIL_BODY](error);
+    failBody(this, error);
   }
 
   override toString(): string {

@@ -26,7 +26,7 @@
  *
  * @module
  */
-import { ADD_FINALIZER, childContext, Context, Deadline, isContext } from "./context.ts";
+import { childContext, Context, Deadline, isContext } from "./context.ts";
 import {
   abortReason,
   CancellationError,
@@ -42,23 +42,22 @@ import {
 import {
   _setQueuedCancel,
   _setScopeBrand,
-  ATTACH_TO,
+  attachTo,
   CANCEL_COMPLETES,
-  COMPLETE_BODY,
-  COMPLETION_WAITS,
+  completeBody,
   DEFERRED,
   type Deferred,
-  FAIL_BODY,
+  failBody,
   HANDLES_CHILD_FAILURE,
   type Job,
+  type JobHooks,
   type JobState,
   JobSupport,
   notJob,
-  ON_FINAL,
-  ON_START,
   parentTakesFailure,
   REPORTS_FAILURE,
   resultOf,
+  setJobHooks,
   SUPERVISOR,
   toCancellation,
 } from "./job.ts";
@@ -215,21 +214,29 @@ const MAX_FOLLOW_DEPTH = 32;
  */
 const followQueue: (Coroutine<unknown> | AbortSignal)[] = [];
 /**
- * @ignore The keys of a scope's members for the follow queue (`cancelFollowing`,
- * `runQueuedFollows`): symbols that mod.ts does not export, as JobSupport's subclass hooks are
- * (job.ts's `ON_START`). As methods named `queueCancel` and `runQueuedCancel` every scope and task
- * had them: `task.queueCancel(signal)` left a scope reading cancelling, its launches cancelled,
- * and never completing.
+ * @ignore A scope's internals for the follow queue and for its signal and finalizers: module
+ * functions that reach its private methods, set by `Coroutine`'s static block. As methods named
+ * `queueCancel`, `runQueuedCancel`, `follow` and `addFinalizer` every scope and task had them
+ * (`task.queueCancel(signal)` left a scope reading cancelling, its launches cancelled, and never
+ * completing), and then as methods keyed by symbols mod.ts did not export, which
+ * `Object.getOwnPropertySymbols` of a scope's prototype still listed.
  */
-export const QUEUE_CANCEL = Symbol("queueCancel");
-/** @ignore See `QUEUE_CANCEL`. */
-export const RUN_QUEUED_CANCEL = Symbol("runQueuedCancel");
+let queueCancel: (scope: Coroutine<unknown>, by: AbortSignal) => void;
+/** @ignore Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). See `queueCancel`. */
+let runQueuedCancel: (scope: Coroutine<unknown>, by: AbortSignal) => void;
 /**
- * @ignore The key of a scope's member that cancels it when a signal aborts (createScope's and the
- * root scopes'): as a method named `follow` any scope or task had it, beside `addFinalizer`
- * (context.ts's `ADD_FINALIZER`), which it uses.
+ * @ignore Cancels `scope` when `signal` aborts, until it finishes (createScope's and the root
+ * scopes'); checks its arguments, refusing a listen that throws by name under `op`. See
+ * `queueCancel`.
  */
-export const FOLLOW = Symbol("follow");
+export let follow: (scope: unknown, op: unknown, signal: unknown) => void;
+/**
+ * @ignore Runs `fn` once `scope` reaches a final state, before completion handlers (src/time.ts's
+ * timeouts); checks its arguments. See `queueCancel`.
+ */
+export let addFinalizer: (scope: unknown, fn: unknown) => void;
+/** A scope's (a Coroutine's) JobSupport hooks, reaching its private methods (its static block). */
+let COROUTINE_HOOKS: JobHooks;
 /**
  * The queued cancels `runQueuedFollows` has taken from `followQueue` and not yet run, the next
  * on top. Module state, not the run's own: an engine error that leaves the run (anywhere, its
@@ -257,7 +264,7 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
     // Until its cancel runs the scope reads cancelling (`isActive`, `isCancelled`, `state`), a
     // launch on it is cancelled at once, and it does not complete (`completionWaits`), to code
     // run by abort listeners at this depth: as a shallow tree's scope, already cancelling.
-    scope[QUEUE_CANCEL](signal);
+    queueCancel(scope, signal);
     return;
   }
   let failed: { error: unknown } | null = null;
@@ -359,7 +366,7 @@ function runQueuedFollows(): void {
     pending.length--;
     followsRun++;
     try {
-      next[RUN_QUEUED_CANCEL](by);
+      runQueuedCancel(next, by);
     } catch (e) {
       // Only an engine error (the cancel walk catches what callers' code throws): the rest are
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
@@ -390,6 +397,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
 
   constructor(context: Context, flags: number, block: Block<T> | null) {
     super(context, flags);
+    setJobHooks(this, COROUTINE_HOOKS);
     this.#block = block;
   }
 
@@ -460,6 +468,21 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // Also this module's `queuedCancelOf` (createScope's `parent`), the same closure.
     queuedCancelOf = (job) => Coroutine._isScope(job) ? job.#queuedBy : null;
     _setQueuedCancel(queuedCancelOf);
+    queueCancel = (scope, by) => scope.#queueCancel(by);
+    runQueuedCancel = (scope, by) => scope.#runQueuedCancel(by);
+    follow = (scope, op, signal) => {
+      Coroutine.#check(scope, "follow signal");
+      (scope as Coroutine<unknown>).#follow(op as string, signal as AbortSignal);
+    };
+    addFinalizer = (scope, fn) => {
+      Coroutine.#check(scope, "add scope finalizer");
+      (scope as Coroutine<unknown>).#addFinalizer(fn as () => void);
+    };
+    COROUTINE_HOOKS = Object.freeze({
+      onStart: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onStart(),
+      onFinal: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onFinal(),
+      completionWaits: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#queuedBy !== null,
+    });
   }
 
   /** A follow cancel for this scope waits in `followQueue`, and the scope has not ended. */
@@ -473,17 +496,14 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * reading cancelling, until the queued cancel runs and it ends cancelled, as a shallow tree's
    * scope, cancelling by then, does. Before, it completed there, with its block's value.
    */
-  protected override [COMPLETION_WAITS](): boolean {
-    return this.#queuedBy !== null;
-  }
 
   /** `cancelFollowing` queued this scope's cancel, following `by`. */
-  [QUEUE_CANCEL](by: AbortSignal): void {
+  #queueCancel(by: AbortSignal): void {
     this.#queuedBy ??= by;
   }
 
   /** Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). */
-  [RUN_QUEUED_CANCEL](by: AbortSignal): void {
+  #runQueuedCancel(by: AbortSignal): void {
     this.#queuedBy = null;
     this.cancel(abortReason(by));
   }
@@ -525,7 +545,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // started, as `attachTo` cancels one launched on a cancelling scope (a shallow tree's scope
     // is cancelling here). Before, its block ran, on a scope its signal had already cancelled.
     if (queuedBy !== null) child.cancel(abortReason(queuedBy));
-    else child[ATTACH_TO](this);
+    else attachTo(child as Coroutine<unknown>, this as Coroutine<unknown>);
     if (!lazy) child.start();
     return child;
   }
@@ -540,12 +560,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    * calls, which return a promise, reject with it). Before, the whole call was wrapped, and such
    * an error was named "signal must be one that can be listened to".
    */
-  [FOLLOW](op: string, signal: AbortSignal): void {
+  #follow(op: string, signal: AbortSignal): void {
     // Internal (createScope's and the root scopes'), checked before the listen all the same.
     // Called with no arguments it said "Cannot undefined: signal must be one that can be listened
     // to"; on what is no scope, its listen stayed on the signal when `addFinalizer` threw, to
     // throw the engine's error from the signal's dispatch once it aborted.
-    Coroutine.#check(this, "follow signal");
     if (typeof op !== "string") {
       throw new TypeError(`Cannot follow signal: op must be a string, received ${describe(op)}`);
     }
@@ -564,7 +583,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
     if (!listenAbortNamed(op, signal, onAbort)) {
-      this[ADD_FINALIZER](() => unlistenAbort(signal, onAbort));
+      this.#addFinalizer(() => unlistenAbort(signal, onAbort));
       return;
     }
     // Aborted before or during the listen: `onAbort` has run, but it only queued the cancel when
@@ -576,8 +595,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
-  [ADD_FINALIZER](fn: () => void): void {
-    Coroutine.#check(this, "add scope finalizer");
+  #addFinalizer(fn: () => void): void {
     // Checked here: a non-function threw only once the scope ended, inside its finalization.
     checkFunction("add scope finalizer", "fn", fn);
     const before = this.#finalizer;
@@ -587,7 +605,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     };
   }
 
-  protected override [ON_START](): void {
+  #onStart(): void {
     const block = this.#block;
     if (block === null) return;
     if (nestedStarts >= MAX_NESTED_STARTS) {
@@ -611,10 +629,10 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     if (block === null) return;
     if (this.isCancelled) {
       this.#block = null;
-      this[FAIL_BODY](new CancellationError("Cancelled before it started"));
+      failBody(this as Coroutine<unknown>, new CancellationError("Cancelled before it started"));
       return;
     }
-    this[ON_START]();
+    this.#onStart();
   }
 
   #run(block: Block<T>): void {
@@ -623,7 +641,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     try {
       result = block(this);
     } catch (e) {
-      this[FAIL_BODY](e);
+      failBody(this as Coroutine<unknown>, e);
       return;
     }
     this.#adopt(result);
@@ -639,7 +657,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    */
   #adopt(result: unknown): void {
     if (result === null || (typeof result !== "object" && typeof result !== "function")) {
-      this[COMPLETE_BODY](result as T);
+      completeBody(this as Coroutine<T>, result as T);
       return;
     }
     // A thenable, as Promise.resolve takes one: reading `then` or calling it may throw, which
@@ -648,7 +666,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     try {
       const then = (result as PromiseLike<T>).then;
       if (typeof then !== "function") {
-        this[COMPLETE_BODY](result as T);
+        completeBody(this as Coroutine<T>, result as T);
         return;
       }
       then.call(result, (v: unknown) => {
@@ -658,16 +676,16 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       }, (e: unknown) => {
         if (called) return;
         called = true;
-        this[FAIL_BODY](e);
+        failBody(this as Coroutine<unknown>, e);
       });
     } catch (e) {
       if (called) return;
       called = true;
-      this[FAIL_BODY](e);
+      failBody(this as Coroutine<unknown>, e);
     }
   }
 
-  protected override [ON_FINAL](): void {
+  #onFinal(): void {
     const finalizer = this.#finalizer;
     if (finalizer !== null) {
       this.#finalizer = null;
@@ -723,7 +741,7 @@ export function rootScope<T>(
   const scope = new Coroutine<T>(checked?.context ?? Context.empty, flags, block);
   // Refused by name as createScope's (before, the listen's raw error). One that aborted during
   // the listen has cancelled the scope (`follow`): it rejects without running its block.
-  if (signal !== undefined) scope[FOLLOW](op, signal);
+  if (signal !== undefined) follow(scope, op, signal);
   return scope;
 }
 
@@ -870,12 +888,12 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     signal: AbortSignal | undefined,
   ) {
     super(context, flags, null);
-    if (signal !== undefined) this[FOLLOW]("create scope", signal);
+    if (signal !== undefined) follow(this, "create scope", signal);
     // Cancelled by an abort during the listen: final already, and so no child to attach.
     if (parent === undefined || this.isCancelled) return;
     const queued = queuedCancelOf(parent);
     if (queued !== null) this.cancel(abortReason(queued));
-    else this[ATTACH_TO](parent);
+    else attachTo(this, parent);
   }
 
   override join(options?: { signal?: AbortSignal }): Promise<void> {
@@ -889,7 +907,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     // Completes its own part (it has no block). Not a member of every scope's: as `close()` any
     // task had it, and `deferred.close()` completed an `async` deferred with undefined from
     // outside its block, the block still running.
-    this[COMPLETE_BODY](undefined);
+    completeBody(this as Coroutine<void>, undefined);
     // What was checked, not `options` read again: a getter answering a bad signal the second time
     // rejected the join after the scope had closed.
     return super.join(signal === undefined ? undefined : { signal });

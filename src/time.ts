@@ -20,6 +20,7 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  addFinalizer,
   type Block,
   checkRoot,
   checkScopeOptions,
@@ -29,7 +30,6 @@ import {
 } from "./scope.ts";
 import { resultOf } from "./job.ts";
 import {
-  ADD_FINALIZER,
   Context,
   deadlineContext,
   inForce,
@@ -297,7 +297,7 @@ function runTimed<T>(
   timeout.scope = scope;
   const cancel = timer(ms, () => expire(timeout));
   if (under !== null) (under.nested ??= new Set()).add(timeout);
-  scope[ADD_FINALIZER](() => {
+  addFinalizer(scope, () => {
     cancel();
     // The one it is nested in now: `under`, or the one it rejoined when `under` finished first.
     timeout.under?.nested?.delete(timeout);
@@ -327,7 +327,7 @@ function runTimed<T>(
       return;
     }
     for (const n of nested) {
-      n.scope![ADD_FINALIZER](timer(timeout.at - performance.now(), () => expire(n)));
+      addFinalizer(n.scope!, timer(timeout.at - performance.now(), () => expire(n)));
     }
   });
   scope.start();

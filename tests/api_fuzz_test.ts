@@ -20,16 +20,6 @@ import assert from "node:assert/strict";
 import { callersJob, prng, shutdownScheduler, untilAborted } from "./support.ts";
 import * as kc from "../mod.ts";
 import {
-  ATTACH_TO,
-  COMPLETE_BODY,
-  COMPLETION_WAITS,
-  FAIL_BODY,
-  ON_FINAL,
-  ON_START,
-} from "../src/job.ts";
-import { FOLLOW, QUEUE_CANCEL, RUN_QUEUED_CANCEL } from "../src/scope.ts";
-import { ADD_FINALIZER } from "../src/context.ts";
-import {
   AbiMismatchError,
   actor,
   CancellationError,
@@ -725,33 +715,12 @@ async function child(): Promise<void> {
     "shutdown",
     Symbol.asyncDispose,
   ]);
-  /**
-   * A job's hooks for its subclasses, keyed by job.ts's symbols that mod.ts does not export, so
-   * that no caller reaches them (they run on the job itself only). Left out of `membersOf`.
-   */
-  const protectedMembers = new Set<PropertyKey>([
-    ON_START,
-    ON_FINAL,
-    COMPLETION_WAITS,
-    ATTACH_TO,
-    COMPLETE_BODY,
-    FAIL_BODY,
-    // scope.ts's own (its follow queue, following a signal, finalizers), alike
-    QUEUE_CANCEL,
-    RUN_QUEUED_CANCEL,
-    FOLLOW,
-    ADD_FINALIZER,
-  ]);
-  /**
-   * A class's public members: its prototypes' up to Object's, not `_` ones, constructor or
-   * `protectedMembers`.
-   */
+  /** A class's public members: its prototypes' up to Object's, not `_` ones or constructor. */
   const membersOf = (proto: object): [PropertyKey, PropertyDescriptor][] => {
     const out: [PropertyKey, PropertyDescriptor][] = [];
     for (let p: object | null = proto; p !== null && p !== Object.prototype;) {
       for (const k of Reflect.ownKeys(p)) {
         if (k === "constructor" || (typeof k === "string" && k.startsWith("_"))) continue;
-        if (protectedMembers.has(k)) continue;
         if (out.some(([o]) => o === k)) continue;
         const d = Object.getOwnPropertyDescriptor(p, k)!;
         if (d.get !== undefined || typeof d.value === "function") out.push([k, d]);

@@ -9,8 +9,7 @@ import {
   until,
   untilAborted,
 } from "./support.ts";
-import { ADD_FINALIZER } from "../src/context.ts";
-import { FOLLOW } from "../src/scope.ts";
+import { addFinalizer as addScopeFinalizer, follow as followSignal } from "../src/scope.ts";
 import {
   CancellationError,
   Channel,
@@ -1333,10 +1332,9 @@ Deno.test("every public member of a job, deferred or scope called on what is non
 Deno.test("a scope's follow() refuses an op that is no string and a signal that is no AbortSignal by name, listening to nothing; addFinalizer refuses a non-function at once", async () => {
   // follow() with no arguments said "Cannot undefined: signal must be one that can be listened
   // to"; addFinalizer(1) threw only once the scope ended, from inside its finalization. Both are
-  // internal members, keyed by symbols mod.ts does not export (reached here from src).
+  // internal, module functions of src/scope.ts that mod.ts does not export (reached here from src).
   await using scope = createScope();
-  type Internal = Record<symbol, (...a: unknown[]) => void>;
-  const follow = (...a: unknown[]) => (scope as unknown as Internal)[FOLLOW](...a);
+  const follow = (...a: unknown[]) => followSignal(scope, a[0], a[1]);
   assert.throws(() => follow(), {
     name: "TypeError",
     message: "Cannot follow signal: op must be a string, received undefined",
@@ -1349,7 +1347,7 @@ Deno.test("a scope's follow() refuses an op that is no string and a signal that 
     name: "TypeError",
     message: "Cannot follow signal: signal must be an AbortSignal, received [object Object]",
   });
-  const addFinalizer = (fn: unknown) => (scope as unknown as Internal)[ADD_FINALIZER](fn);
+  const addFinalizer = (fn: unknown) => addScopeFinalizer(scope, fn);
   assert.throws(() => addFinalizer(1), {
     name: "TypeError",
     message: "Cannot add scope finalizer: fn must be a function, received 1",
@@ -1993,4 +1991,100 @@ Deno.test("await() is a Deferred's: on a launch's Job or a scope it rejects with
   completable.complete(9);
   assert.equal(await completable.await(), 9);
   assert.equal(await supervisorScope(() => 10), 10);
+});
+
+/**
+ * The members of `x` (itself and its prototypes up to Object's) that reflection finds and the
+ * public API does not name: symbol keys other than well-known and registered ones, and names
+ * starting with `_`.
+ */
+function hiddenMembersOf(x: object): PropertyKey[] {
+  const wellKnown = new Set<unknown>(
+    Object.getOwnPropertyNames(Symbol).map((k) =>
+      (Symbol as unknown as Record<string, unknown>)[k]
+    ),
+  );
+  const out: PropertyKey[] = [];
+  for (let p: object | null = x; p !== null && p !== Object.prototype;) {
+    for (const k of Reflect.ownKeys(p)) {
+      const hidden = typeof k === "symbol"
+        ? !wellKnown.has(k) && Symbol.keyFor(k) === undefined
+        : k.startsWith("_");
+      if (hidden && !out.includes(k)) out.push(k);
+    }
+    p = Object.getPrototypeOf(p);
+  }
+  return out;
+}
+
+/** Calls (or reads) each of `x`'s `hiddenMembersOf` with forged arguments; what it throws is ignored. */
+function forgeHiddenMembers(x: object): PropertyKey[] {
+  const members = hiddenMembersOf(x);
+  const aborted = AbortSignal.abort(new Error("forged"));
+  const forgeries: unknown[][] = [
+    [],
+    ["forged"],
+    [new Error("forged")],
+    [new CancellationError("forged")],
+    ["forged", aborted],
+    [aborted],
+    [() => {}],
+    [x],
+    [undefined, "forged"],
+  ];
+  for (const k of members) {
+    for (const args of forgeries) {
+      try {
+        const v = (x as Record<PropertyKey, unknown>)[k];
+        if (typeof v === "function") v.apply(x, args);
+      } catch {
+        // refused: what counts is that nothing changed
+      }
+    }
+  }
+  return members;
+}
+
+Deno.test("a job's, a deferred's and a scope's internals are out of reach of reflection: members keyed by unexported symbols (found by Object.getOwnPropertySymbols) or named with `_`, called with forged arguments, change no state", async () => {
+  // Before, job.ts's and scope.ts's hooks were methods keyed by symbols mod.ts did not export:
+  // `job[Object.getOwnPropertySymbols(...)[k]]("forged")` (COMPLETE_BODY) on a running launch
+  // reported it completed, with its block still running; QUEUE_CANCEL left a scope cancelling.
+  await using scope = createScope();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const job = scope.launch(() => gate);
+  const deferred = scope.async(async () => {
+    await gate;
+    return 7;
+  });
+  const completable = new CompletableDeferred<number>();
+  const inner = createScope();
+  const subjects: [string, Job][] = [
+    ["launch", job],
+    ["async", deferred],
+    ["CompletableDeferred", completable],
+    ["createScope", inner],
+  ];
+  const hidden = subjects.flatMap(([name, j]) =>
+    hiddenMembersOf(j).filter((k) => typeof k === "symbol").map((k) => `${name}: ${String(k)}`)
+  );
+  try {
+    const changed: string[] = [];
+    for (const [name, j] of subjects) {
+      forgeHiddenMembers(j);
+      if (j.state !== "active" || j.isCancelled) changed.push(`${name}: ${j.state}`);
+    }
+    assert.deepEqual({ changed, hidden }, { changed: [], hidden: [] });
+  } finally {
+    // Each still ends as its own code says, and no other way (and, on a failure, the gate opens
+    // so the scopes' disposal does not wait for ever).
+    release();
+  }
+  await job.join();
+  assert.equal(job.state, "completed");
+  assert.equal(await deferred.await(), 7);
+  assert.equal(completable.complete(3), true);
+  assert.equal(await completable.await(), 3);
+  await inner[Symbol.asyncDispose]();
+  assert.equal(inner.state, "cancelled");
 });
