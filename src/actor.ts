@@ -53,12 +53,15 @@
  */
 import {
   _sentAtOnce,
+  cancelAfterCloseOf,
   type Capacity,
   Channel,
   type ChannelHooks,
   checkCapacity,
+  checkValueOf,
   hookChannel,
   type TrySendResult,
+  undeliveredOf,
   type WaitOptions,
 } from "./channel.ts";
 import {
@@ -332,7 +335,7 @@ class Mailbox<M> extends Channel<M> {
     // A cancel after a close (made elsewhere: another isolate's copy, told by the watch): the
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
-    const late = this._cancelAfterClose();
+    const late = cancelAfterCloseOf(this);
     const own = () => this._closedResult().cause;
     if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
     else job.cancel(this._shared.cancelled ? own() : told);
@@ -360,7 +363,7 @@ class Mailbox<M> extends Channel<M> {
       if (untold && this._lib.isOpen) {
         // A cancel after the handler's close: its own cause, as the watch tells it
         // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
-        const late = this._destroyedSeen ? undefined : this._cancelAfterClose();
+        const late = this._destroyedSeen ? undefined : cancelAfterCloseOf(this);
         const own = () => this._closedResult().cause;
         cancelledFirst = this._destroyedSeen
           ? new CancellationError(MAILBOX_DESTROYED)
@@ -501,7 +504,7 @@ class ActorImpl<M> implements Actor<M> {
 
   /**
    * A send the mailbox can no longer take: the message to the hook, a ClosedSendError. The
-   * mailbox's own path hands it (`_undelivered`), so the hook is called as a Channel's: a plain
+   * mailbox's own path hands it (`undeliveredOf`), so the hook is called as a Channel's: a plain
    * call (`this` undefined), its errors reported, never from inside itself (a message refused
    * while it runs, its own send to this actor say, waits its turn with what the mailbox drops).
    * Before, it was called here as a method (`this` the Actor), inside itself as deep as a hook
@@ -512,11 +515,11 @@ class ActorImpl<M> implements Actor<M> {
    */
   #refuse(message: M): Promise<void> {
     try {
-      this.#mailbox._checkValue(message);
+      checkValueOf(this.#mailbox, message);
     } catch (e) {
       return Promise.reject(e);
     }
-    this.#mailbox._undelivered(message);
+    undeliveredOf(this.#mailbox, message);
     return Promise.reject(this.#closedError("send"));
   }
 
@@ -531,7 +534,7 @@ class ActorImpl<M> implements Actor<M> {
       // The message is checked by the mailbox's codec first, as a closed Channel's trySend
       // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
       // that CodecError, the caller's bug, where it answered `closed` before.
-      this.#mailbox._checkValue(message, "trySend"); // "Cannot trySend: ...", as a Channel's
+      checkValueOf(this.#mailbox, message, "trySend"); // "Cannot trySend: ...", as a Channel's
       // The task's failure or cancellation, as Kotlin's mailbox closed with it answers; else
       // the ClosedSendError a send rejects with (Kotlin's `closed(sendException)`), where it
       // had no cause before.

@@ -1734,6 +1734,36 @@ let endCollects: (s: Shared) => void;
 let libraryClosedOf: (ch: Channel<unknown>) => void;
 /** See `libraryClosedOf`. */
 let unmapOf: (ch: Channel<unknown>) => void;
+/**
+ * @ignore `Channel.#undelivered`, for select, whose send clause's wait the library's close
+ * withdrew: `value` goes to onUndeliveredElement, as a withdrawn plain send's does. Module
+ * functions, not members (`_undelivered`, `_checkValue`, `_watchDispose`, `_cancelAfterClose`):
+ * as public methods any caller holding a channel reached them (`ch._undelivered(forged)` handed
+ * a value never sent to its onUndeliveredElement; `ch._watchDispose(op)` kept an object of the
+ * caller's in the channel, called at its dispose).
+ */
+export let undeliveredOf: <T>(ch: Channel<T>, value: unknown) => void;
+/**
+ * @ignore For a producer's send made after its task was cancelled (and an actor's mailbox):
+ * throws what a send into a closed channel throws for a value its codec cannot carry (the
+ * TypeError or CodecError), so such a value never reaches onUndeliveredElement. See
+ * `undeliveredOf`.
+ */
+export let checkValueOf: <T>(ch: Channel<T>, value: T, op?: string) => void;
+/**
+ * @ignore For select, waiting natively on `ch`: `op.channelDisposed(ch)` runs at this copy's
+ * dispose, until the Disposable returned is disposed (`Channel.#watchDispose`). See
+ * `undeliveredOf`.
+ */
+export let watchDisposeOf: <T>(
+  ch: Channel<T>,
+  op: { channelDisposed(ch: Channel<unknown>): boolean },
+) => Disposable | undefined;
+/**
+ * @ignore For `produce` and `actor`: the cause of a cancel made after the channel's close
+ * (`Channel.#cancelAfterClose`). See `undeliveredOf`.
+ */
+export let cancelAfterCloseOf: <T>(ch: Channel<T>) => { cause: unknown } | undefined;
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
@@ -1862,7 +1892,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
   /** A dispose under way (`[Symbol.dispose]`). */
   #disposing = false;
-  /** Selects waiting on this copy (`_watchDispose`). */
+  /** Selects waiting on this copy (`watchDisposeOf`). */
   #selects: Set<{ channelDisposed(ch: Channel<unknown>): boolean }> | null = null;
   /**
    * Selects that this copy's dispose found completing with a send clause's value encoded for it
@@ -2345,14 +2375,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select, whose send clause's wait the library's close withdrew: `value` goes to
-   * onUndeliveredElement, as a withdrawn plain send's does (`#failClosed`).
-   */
-  _undelivered(value: unknown): void {
-    this.#undelivered(value);
-  }
-
-  /**
    * @ignore For select: `{ state: "closed", cause? }`, its clause completed with `status`
    * (KC_EPIPE or KC_ECANCELED; see `#closedResult`).
    */
@@ -2730,7 +2752,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * copy of it (kc_chan_cause), looked for once. Only asked once the channel is seen closed,
    * when the cause, if any, is there already (kc_chan_close_cause stores it with the close).
    * `read`: its bytes as kc_chan_cause answered them already (null: none), for a caller that read
-   * them before another thread's destroy could free them (`_cancelAfterClose`).
+   * them before another thread's destroy could free them (`#cancelAfterClose`).
    */
   #lookCause(s: Shared, read?: Uint8Array | null): void {
     // Not by a disposed object (a record of its send drained after its dispose): it makes no
@@ -2742,7 +2764,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     ) return;
     s.causeLooked = true;
     const sym = this.#lib.symbols("read close cause");
-    // Read here unless the caller read it (`readCauseBytes`, as `_cancelAfterClose` does).
+    // Read here unless the caller read it (`readCauseBytes`, as `#cancelAfterClose` does).
     const bytes = read !== undefined ? read : readCauseBytes(sym.kc_chan_cause, this.#handle);
     if (bytes === undefined) return; // a dead handle: nothing to read
     if (bytes === null) {
@@ -2776,7 +2798,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * close's (Kotlin's `ChannelCoroutine.cancel(cause)`); before ABI 23 native code kept only
    * the first closer's cause, and the task got the close's.
    */
-  _cancelAfterClose(): { cause: unknown } | undefined {
+  #cancelAfterClose(): { cause: unknown } | undefined {
     const s = this._shared;
     if (
       !s.cancelled || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
@@ -3541,12 +3563,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For a producer's send made after its task was cancelled: throws what a send into a
+   * For a producer's send made after its task was cancelled: throws what a send into a
    * closed channel throws for a value its codec cannot carry (the TypeError or CodecError), so
    * such a value never reaches onUndeliveredElement. Without native memory: the codec's cheap
    * check, else its `pass` (a local send's own check: a structured value cloned in JavaScript).
    */
-  _checkValue(value: T, op = "send"): void {
+  #checkValue(value: T, op = "send"): void {
     if (this.#f64 && typeof value === "number") return;
     if (!this.#codec.check(value, op)) this.#codec.pass(value, op);
   }
@@ -5738,6 +5760,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     endCollects = (s) => Channel.#endCollects(s, null);
     libraryClosedOf = (ch) => ch.#libraryClosed();
     unmapOf = (ch) => ch.#unmap();
+    undeliveredOf = (ch, value) => ch.#undelivered(value);
+    checkValueOf = (ch, value, op) => ch.#checkValue(value, op);
+    watchDisposeOf = (ch, op) => ch.#watchDispose(op);
+    cancelAfterCloseOf = (ch) => ch.#cancelAfterClose();
   }
 
   /**
@@ -6598,12 +6624,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select, waiting natively on this channel: `op.channelDisposed(this)` runs at this
+   * For select, waiting natively on this channel: `op.channelDisposed(this)` runs at this
    * copy's dispose (`#abandonAll`), until the Disposable returned is disposed. Undefined for an
    * owner: its dispose cancels the channel, which the select sees natively. True from it keeps
    * the copy's hold for the select until it calls `_releaseHeld()`.
    */
-  _watchDispose(op: { channelDisposed(ch: Channel<unknown>): boolean }): Disposable | undefined {
+  #watchDispose(op: { channelDisposed(ch: Channel<unknown>): boolean }): Disposable | undefined {
     if (this.#owner) return undefined;
     const selects = this.#selects ??= new Set();
     selects.add(op);

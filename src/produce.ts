@@ -75,10 +75,12 @@
  * @module
  */
 import {
+  cancelAfterCloseOf,
   type Capacity,
   Channel,
   type ChannelHooks,
   checkCapacity,
+  checkValueOf,
   hookChannel,
   type WaitOptions,
 } from "./channel.ts";
@@ -241,7 +243,7 @@ class ProducerChannel<T> extends Channel<T> {
     // A cancel after a close (made elsewhere: another isolate's copy, told by the watch): the
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
-    const late = this._cancelAfterClose();
+    const late = cancelAfterCloseOf(this);
     const own = () => this._closedResult().cause;
     if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
     else job.cancel(this._shared.cancelled ? own() : told);
@@ -400,7 +402,7 @@ class ProducerChannel<T> extends Channel<T> {
    */
   #afterCancel(value: T, reason: unknown): Promise<void> {
     try {
-      this._checkValue(value);
+      checkValueOf(this, value);
       this._refused(value);
     } catch (e) {
       return Promise.reject(e);

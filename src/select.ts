@@ -50,7 +50,7 @@
  */
 import type { Library } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
-import { Channel, type ReceiveCatchingResult } from "./channel.ts";
+import { Channel, type ReceiveCatchingResult, undeliveredOf, watchDisposeOf } from "./channel.ts";
 import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
   abortReason,
@@ -587,7 +587,7 @@ class Selection implements RingOp {
       for (const c of this.native) c.ch!._shared.countSelect(c.kind === SEND, 1);
       for (const c of this.native) {
         // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
-        const d = c.ch!._watchDispose(this);
+        const d = watchDisposeOf(c.ch!, this);
         if (d !== undefined) this.disposers.push(d);
       }
     }
@@ -1261,7 +1261,7 @@ class Selection implements RingOp {
         const lib = c.ch!._lib;
         const open = lib.isOpen;
         c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
-        if (undelivered || (!open && !kept)) c.ch!._undelivered(c.value);
+        if (undelivered || (!open && !kept)) undeliveredOf(c.ch!, c.value);
       } catch (e) {
         reportError(e);
       }

@@ -10569,5 +10569,25 @@ Deno.test("a channel's library-close hooks (_libraryClosed, _unmap) are not reac
   assert.equal(await waiting, 7);
 });
 
+Deno.test("a channel's internals for select, produce and actor (_undelivered, _checkValue, _watchDispose, _cancelAfterClose) are not reachable from JavaScript: `ch._undelivered(x)` handed a value never sent to onUndeliveredElement, `ch._watchDispose(op)` kept the caller's object to call at the channel's dispose", async () => {
+  const dropped: unknown[] = [];
+  const told: unknown[] = [];
+  using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  const copy = Channel.from<number>(ch.share());
+  const hidden = ["_undelivered", "_checkValue", "_watchDispose", "_cancelAfterClose"];
+  assert.deepEqual(hidden.filter((k) => k in ch || k in copy), []);
+  const forged = { channelDisposed: (c: unknown) => (told.push(c), true) };
+  for (const c of [ch, copy]) {
+    const inner = c as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>;
+    for (const k of hidden) {
+      assert.throws(() => inner[k]!(forged), TypeError, k);
+    }
+  }
+  copy[Symbol.dispose]();
+  assert.deepEqual({ dropped, told }, { dropped: [], told: [] });
+  assert.deepEqual(ch.trySend(3), { state: "ok" });
+  assert.equal(await ch.receive(), 3);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -1519,18 +1519,20 @@ Deno.test("produce, actor: disposing of the producer's channel (or the actor's m
 });
 
 /**
- * Runs `run` with kc_chan_status and kc_chan_cancel_cause wrapped so that, once `arm(ch)` has
- * marked a channel, the first such read of it inside its `_cancelAfterClose` (the watch's, or the
- * task's cancel's) is followed by a kc_chan_destroy of it: another thread's destroy, its causes
- * freed. Restores both symbols; resolves with whether that destroy happened.
+ * Runs `run` with kc_chan_cancel_cause wrapped so that, once `arm(ch)` has marked a channel, its
+ * first read of the channel's cancel cause (only Channel's `#cancelAfterClose` reads it: the
+ * watch's, or the task's cancel's, after the close cause and before the status) is followed by
+ * a kc_chan_destroy of it: another thread's destroy, its causes freed. Restores the symbol;
+ * resolves with whether that destroy happened. (It wrapped `_cancelAfterClose` itself to know
+ * it was inside, a public member then; now a private method.)
  */
 async function destroyWhileCausesRead(
   run: (arm: (ch: Channel<number>) => void) => Promise<void>,
 ): Promise<boolean> {
   const sym = library().symbols("test");
   const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
-  let armed = 0; // the handle to destroy after the first such read, inside `_cancelAfterClose`
+  const real = { cancelCause: table.kc_chan_cancel_cause };
+  let armed = 0; // the handle to destroy after its first cancel cause read (`#cancelAfterClose`)
   let destroyed = false;
   const after = (v: unknown, h: unknown) => {
     if (armed !== 0 && h === armed && !destroyed) {
@@ -1540,24 +1542,12 @@ async function destroyWhileCausesRead(
     return v;
   };
   const arm = (ch: Channel<number>) => {
-    const h = ch.handle;
-    const inner = ch as unknown as { _cancelAfterClose(): unknown };
-    const read = inner._cancelAfterClose.bind(ch);
-    inner._cancelAfterClose = () => {
-      armed = h;
-      try {
-        return read();
-      } finally {
-        armed = 0;
-      }
-    };
+    armed = ch.handle;
   };
-  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
   table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
   try {
     await run(arm);
   } finally {
-    table.kc_chan_status = real.status;
     table.kc_chan_cancel_cause = real.cancelCause;
   }
   return destroyed;
@@ -1624,7 +1614,7 @@ function closedResult(channel: Channel<number>): { cause?: unknown } {
 
 Deno.test("produce: a destroy of the channel on another thread while the watch reads a cancel made after the close does not lose that cancel's cause", async () => {
   // The watch tells a cancel after the close (made natively, as another isolate's copy does);
-  // `_cancelAfterClose` reads what it needs, and the channel is destroyed (its causes freed)
+  // `#cancelAfterClose` reads what it needs, and the channel is destroyed (its causes freed)
   // right after its first read of the status or the cancel's cause, as another thread's destroy
   // can. Before, it read the status first (bit 3), then the cause from the dead handle: the task
   // got "Channel was cancelled" without the cancel's cause. Now both causes come before the status.
@@ -1644,7 +1634,7 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
 
 Deno.test("produce: a destroy of the channel on another thread while the watch reads a native first cancel's cause gives the task the receivers' error (the same bytes for both causes: no cancel after a close)", async () => {
   // A cancel made natively that closes the channel (one entry: close cause and cancel cause
-  // alike); `_cancelAfterClose` reads both causes, then another thread destroys the channel
+  // alike); `#cancelAfterClose` reads both causes, then another thread destroys the channel
   // (its causes freed) before the status read, which cannot tell bit 3 any more. The same
   // bytes say that cancel was the close, no cancel after one: the task gets the receivers'
   // error itself (`_closedResult`), as with the handle alive, not a second "Channel was
@@ -1669,7 +1659,7 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
 Deno.test("produce: a cancel here after a close and a cancel made elsewhere, the channel destroyed on another thread while the task's cancel reads the causes, keeps the close cause it read for this isolate's receivers", async () => {
   // Closed natively with one cause, cancelled natively with another (the watch's record not
   // yet drained), then cancelled here: the native cancel answers 0, so this isolate forgets its
-  // own cause and reads the channel's. `_cancelAfterClose` reads both causes, then another
+  // own cause and reads the channel's. `#cancelAfterClose` reads both causes, then another
   // thread destroys the channel (its causes freed) before the status read. The close cause
   // read before the destroy is the channel's here: the error its receivers get carries it.
   // Before, those bytes were dropped and the close cause read again from the dead handle
