@@ -60,6 +60,7 @@ import {
   checkCapacity,
   checkValueOf,
   hookChannel,
+  sharedStateOf,
   type TrySendResult,
   undeliveredOf,
   type WaitOptions,
@@ -301,7 +302,7 @@ class Mailbox<M> extends Channel<M> {
     // What is no mailbox (an object made from the prototype, a Proxy of one): Channel's cancel
     // throws its named TypeError, not the engine's for the private read below.
     if (!(#s in Object(this))) return super.cancel(cause);
-    const s = this._shared;
+    const s = sharedStateOf(this);
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
     if (!before && !this.#s.inDispose && unwatch !== null) {
@@ -337,8 +338,8 @@ class Mailbox<M> extends Channel<M> {
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
     const own = () => this._closedResult().cause;
-    if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
-    else job.cancel(this._shared.cancelled ? own() : told);
+    if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
+    else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
 
   override [Symbol.dispose](): void {
@@ -353,7 +354,7 @@ class Mailbox<M> extends Channel<M> {
       // The watch goes first: the dispose's cancel, told to it, would cancel the actor. A cancel
       // that came before it still does (below): the watch answers that it came untold.
       const untold = !this._disposed && stopWatching(this);
-      if (!this._disposed && this._lib.isOpen && !this._shared.cancelled) {
+      if (!this._disposed && this._lib.isOpen && !sharedStateOf(this).cancelled) {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
@@ -368,7 +369,7 @@ class Mailbox<M> extends Channel<M> {
         cancelledFirst = this._destroyedSeen
           ? new CancellationError(MAILBOX_DESTROYED)
           : late !== undefined
-          ? taskCancelError(this._shared, late.cause, own)
+          ? taskCancelError(sharedStateOf(this), late.cause, own)
           : own();
       }
       super[Symbol.dispose]();
@@ -645,7 +646,7 @@ export function actor<M>(
   );
   hookChannel(mailbox, mailboxHooks); // before anything can share it
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
-  mailbox._shared.role = "actor";
+  sharedStateOf(mailbox).role = "actor";
   const st = mailboxState(mailbox);
   const a = new ActorImpl(mailbox);
   // The signals whose abort cancels the mailbox (`cancelOnAbort`), and their listeners' removals,
@@ -838,7 +839,7 @@ export function actor<M>(
   // that only names another Job, whose signal aborted as it was listened to) found no Job to
   // cancel: the returned one gets it now, as it would have then. Before, that actor's task ran
   // on, not cancelled, though its mailbox was.
-  const cancelledUnknown = st.job === null && mailbox._shared.cancelled;
+  const cancelledUnknown = st.job === null && sharedStateOf(mailbox).cancelled;
   st.job ??= job;
   if (cancelledUnknown) cancelTaskOf(mailbox, undefined);
   // The Job `launch` returned, where it is kcoro's, stops the actor at once too (Kotlin's

@@ -1522,7 +1522,7 @@ class Waiter implements RingOp {
     const state = this.state;
     if (state === DONE) return;
     this.state = DONE;
-    const s = this.ch._shared;
+    const s = sharedStateOf(this.ch);
     const q = this.kind === SEND ? s.senders : s.receivers;
     if (state === LOCAL && s.escaped) q.local--; // `WaitQueue.local`
     q.remove(this);
@@ -1566,7 +1566,7 @@ class Waiter implements RingOp {
 
   /** Its channel never left this isolate's JavaScript (`Shared.inside`; `RingOp.inside`). */
   inside(): boolean {
-    return this.ch._shared.inside;
+    return sharedStateOf(this.ch).inside;
   }
 
   withdrawn(): void {
@@ -1580,7 +1580,7 @@ class Waiter implements RingOp {
 
   /** Its channel's per-isolate state (`Bridge.settleWhere`'s picks). */
   channelAt(): unknown {
-    return this.ch._shared;
+    return sharedStateOf(this.ch);
   }
 
   /** Whether it is a send (`Bridge.settleWhere`'s held lists, one per kind). */
@@ -1632,7 +1632,7 @@ function pump(q: WaitQueue, sym: Sym): boolean {
   // pumped goes on. Before, the first such send's hook ran before it, and the later sends of
   // the pump, rejected. Begun without an allocation (`NO_COLLECTS`), and ended with no call
   // where no collect was left to it: a pump is a send's path.
-  const s = w.ch._shared;
+  const s = sharedStateOf(w.ch);
   const outer = s.collectDue;
   if (outer === null) s.collectDue = NO_COLLECTS;
   try {
@@ -1695,7 +1695,7 @@ function waitsInJavaScript(s: Shared): boolean {
  * every step, or a count went wrong.
  */
 export function _testLocalWaits(ch: Channel<unknown>): [counted: number, walked: number] {
-  const s = ch._shared;
+  const s = sharedStateOf(ch);
   let n = 0;
   for (let w = s.senders.first; w !== null; w = w.next) if (w.state === LOCAL) n++;
   for (let w = s.receivers.first; w !== null; w = w.next) if (w.state === LOCAL) n++;
@@ -1759,6 +1759,13 @@ export let watchDisposeOf: <T>(
   ch: Channel<T>,
   op: { channelDisposed(ch: Channel<unknown>): boolean },
 ) => Disposable | undefined;
+/**
+ * @ignore This isolate's per-channel state of `ch` (select's counts and settles, produce's and
+ * actor's roles and cancels, tests). Internal: as the public field `_shared` any caller holding a
+ * channel could rewrite that mutable object (its `cancelled`, `closed`, `refs`, its wait queues).
+ * See `undeliveredOf`.
+ */
+export let sharedStateOf: <T>(ch: Channel<T>) => Shared;
 /**
  * @ignore For `produce` and `actor`: the cause of a cancel made after the channel's close
  * (`Channel.#cancelAfterClose`). See `undeliveredOf`.
@@ -1868,8 +1875,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * function's source code as the message.
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
-  /** @ignore */
-  readonly _shared: Shared;
+  /** This isolate's state of the channel, one per native channel (`sharedStateOf`). */
+  readonly #shared: Shared;
   /**
    * No native call on this object's handle any more (`#sym` throws). An owner that learnt native
    * code destroyed its channel is not disposed: it answers as on a cancelled channel, with no
@@ -2018,22 +2025,22 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         throw fromRefused(o.handle);
       }
       this.#held = true;
-      this._shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
+      this.#shared = sharedOf(o.lib, o.handle); // live: an ended entry is out of `shared`
       // Made now: the channel's serial, read just above while this copy's hold keeps it the
       // handle's (0 and 0 if dead: no channel has serial 0).
-      if (this._shared.refs === 1) {
-        this._shared.serialLo = dead ? 0 : o.serialLo;
-        this._shared.serialHi = dead ? 0 : o.serialHi;
+      if (this.#shared.refs === 1) {
+        this.#shared.serialLo = dead ? 0 : o.serialLo;
+        this.#shared.serialHi = dead ? 0 : o.serialHi;
       }
-      this._shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
-      this._shared.lib = o.lib;
-      this._shared.handle = o.handle;
-      copyHolds.register(this, { lib: o.lib, handle: o.handle, s: this._shared }, this);
+      this.#shared.join(this as Channel<unknown>); // its gate closes with the others' (#markEnded)
+      this.#shared.lib = o.lib;
+      this.#shared.handle = o.handle;
+      copyHolds.register(this, { lib: o.lib, handle: o.handle, s: this.#shared }, this);
       // Its owner (if in this isolate) was escaped by the share() or handle that named it: its
       // values are native already.
-      this._shared.escape(); // another isolate (or this one, through share) has it
+      this.#shared.escape(); // another isolate (or this one, through share) has it
       this.#goOutside();
-      this._shared.learnRole(o.role);
+      this.#shared.learnRole(o.role);
       return;
     }
     const op = "create channel";
@@ -2116,7 +2123,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#plainF64 = this.#f64 && !this.#dropping;
     this.#numbers = this.#f64 || codec === codecs.default;
     this.#onUndelivered = onUndeliveredElement;
-    const s = this._shared = new Shared();
+    const s = this.#shared = new Shared();
     s.refs = 1;
     s.creatorHere = true;
     s.local = true; // until its handle leaves it (#escape)
@@ -2136,13 +2143,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * native by a select), which `share()` never saw. The hold stays `orphans`' to give back.
    */
   #holdForCopy(): void {
-    if (this.#held || this.#pinned || this.#disposed || this._shared.ended) return;
+    if (this.#held || this.#pinned || this.#disposed || this.#shared.ended) return;
     const rc = this.#lib.symbols("open channel").kc_chan_hold(this.#handle, 0);
     // Dead (native code destroyed it): the copy's own hold fails with its error.
     if (rc === Status.EBADH) return;
     unwrap(rc, "open channel");
     this.#held = true; // its dispose gives it back after its destroy, as a shared owner's
-    this._shared.orphanHeld = true;
+    this.#shared.orphanHeld = true;
   }
 
   /**
@@ -2199,7 +2206,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * and those of waiting senders) go to onUndeliveredElement, as a cancel would drop them.
    */
   #libraryClosed(): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (this.#disposed || !s.local) return;
     s.closed = true;
     s.cancelled = true;
@@ -2260,7 +2267,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (hrc < 0) {
         // The values `#moveIn` sent are `moved`'s copies, which `#escape` frees: taken back
         // first, so that the destroy frees (or keeps for the hook) none of them.
-        if (moved === null || this.#takeBack(sym, handle, this._shared.count)) {
+        if (moved === null || this.#takeBack(sym, handle, this.#shared.count)) {
           sym.kc_chan_destroy(handle);
         }
         unwrap(hrc, op);
@@ -2269,7 +2276,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // Not disposed (checked above), nor ended: only a channel with a handle can end.
     this.#handleValue = this.#handle = handle;
-    const s = this._shared;
+    const s = this.#shared;
     s.key = sharedKey(this.#lib, handle);
     fileSerial(sym, s, handle); // made just now: its handle is nobody else's yet
     shared.set(s.key, s); // a Channel.from of it in this isolate shares the entry
@@ -2424,7 +2431,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * clause had fired for, its value put back.
    */
   _settleMet(sent: boolean): void {
-    const s = this._shared;
+    const s = this.#shared;
     // A hook the select's settle ran may have closed the library: its close settled them all.
     if (!this.#lib.isOpen) return;
     if (sent) {
@@ -2454,13 +2461,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #gated(op: string): void {
     if (this.#disposed) this.#throwNoCalls(op);
     // The call that follows may complete an inside wait of this isolate: see `Bridge.touch`.
-    if ((this._shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
+    if ((this.#shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
     else this.#gate &= ~GATE_INSIDE; // outside since (a `Channel.from` copy's share)
   }
 
   /** @ignore For select: the channel is native but never left this isolate's JavaScript. */
   get _inside(): boolean {
-    return this._shared.inside;
+    return this.#shared.inside;
   }
 
   /** `e`, an InvalidHandleError about this channel that its own operation raises (`_raised`). */
@@ -2517,7 +2524,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #creatorEnded(rc: number): boolean {
     if (rc !== Status.EBADH) return false;
-    if (!this._shared.ended) {
+    if (!this.#shared.ended) {
       if (this.#owner) return this.#destroyedUnder();
       if (!this.#held || this.#disposed || !this.#lib.isOpen) return false;
       // Native code's destroy under a creator of this isolate (see `Shared.creatorHere`): the
@@ -2526,10 +2533,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // that order), and `produce` hears of it (`ChannelHooks`). Before, the copy's mark
       // failed those sends with their values freed, never handed to the hook, and what the
       // destroy dropped reached it only at the creator's dispose.
-      const creator = this._shared.creatorHere ? this._shared.owner?.deref() : undefined;
+      const creator = this.#shared.creatorHere ? this.#shared.owner?.deref() : undefined;
       if (creator !== undefined) creator.#destroyedUnder();
       // Who ended it, where this copy can tell (a no-op once the creator marked it above).
-      this.#markEnded(this._shared.creatorHere ? DESTROYED : ENDED_EITHER);
+      this.#markEnded(this.#shared.creatorHere ? DESTROYED : ENDED_EITHER);
     }
     this.#at = null; // no call through the mapped handle word any more (see `#ended`)
     return true;
@@ -2545,7 +2552,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * yet is not reported: the channel's counters went with it.
    */
   #markEnded(why: string = ENDED, then?: () => void): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.ended) return;
     s.ended = true;
     // The gate of each of this isolate's objects for it (`#handle`), before any user code runs.
@@ -2630,7 +2637,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // next() still waiting in JavaScript rejects after an earlier one queued natively, whose
       // record the destroy writes (it answers done then). Before, it rejected first and the
       // earlier one answered done.
-      else w.reject(cancelledError(this._shared));
+      else w.reject(cancelledError(this.#shared));
     }
   }
 
@@ -2640,7 +2647,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * owner's: then its clause is ready as on a cancelled channel), else false.
    */
   _creatorEnded(): boolean {
-    if (this._shared.ended) return true;
+    if (this.#shared.ended) return true;
     return this.#creatorEnded(this.#sym("select").kc_chan_status(this.#handle));
   }
 
@@ -2668,7 +2675,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * dispose itself left them there, its hook never called, for as long as it kept the channel.
    */
   #ended(): void {
-    const s = this._shared;
+    const s = this.#shared;
     if ((s.senders.first === null && s.receivers.first === null) || !this.#lib.isOpen) {
       this.#collect();
       return;
@@ -2722,7 +2729,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * KC_EPIPE (a wait's record: a close failed it) is closed even if cancelled since.
    */
   #closedResult(status?: number): { state: "closed"; cause?: unknown } {
-    const s = this._shared;
+    const s = this.#shared;
     if (status === Status.ECANCELED) s.cancelled = true;
     if (!s.hasCause) this.#lookCause(s);
     // A wait a close failed (its record's KC_EPIPE) is closed even when a cancel came after it,
@@ -2799,7 +2806,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * the first closer's cause, and the task got the close's.
    */
   #cancelAfterClose(): { cause: unknown } | undefined {
-    const s = this._shared;
+    const s = this.#shared;
     if (
       !s.cancelled || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
       this.#disposed || !this.#lib.isOpen
@@ -2884,14 +2891,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #sendError(status: number): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (!s.hasCause) this.#lookCause(s);
     if (status === Status.ECANCELED) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedSendError();
   }
 
   #receiveError(status: number): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (!s.hasCause) this.#lookCause(s);
     if (status === Status.ECANCELED) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedReceiveError();
@@ -2915,7 +2922,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // drained after the dispose (its queued wait failed by the dispose's cancel), took from the
     // dead handle's list (`#refused`; `#handleValue`, past the gate).
     if (
-      !this.#keeps || this._shared.ended || this.#disposed || !this.#lib.isOpen ||
+      !this.#keeps || this.#shared.ended || this.#disposed || !this.#lib.isOpen ||
       this.#collectLater
     ) return false;
     const sym = this.#lib.symbols("collect undelivered values");
@@ -2949,7 +2956,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `#collect`, with no status read. True if it took any.
    */
   #collectAfter(): boolean {
-    const s = this._shared;
+    const s = this.#shared;
     if (!waitsInJavaScript(s)) return this.#collect();
     const taken: unknown[] = [];
     if (!this.#collect(taken)) return false;
@@ -3029,7 +3036,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch {
       throw notChannel(this, "trySend");
     }
-    const s = this._shared;
+    const s = this.#shared;
     if (
       // Not local, no waiter of this isolate, and not ended (another copy saw the end: this
       // one's word may hold a later channel's handle): `Shared.detour`.
@@ -3101,7 +3108,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     sym: Sym,
     op = "send",
   ): TrySendResult {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.ended) return this.#sendEnded(value, keep, sym, op);
     // Senders of this isolate still waiting in JavaScript are ahead of this one.
     if (s.senders.first !== null) {
@@ -3290,12 +3297,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (sym.kc_chan_status(this.#handle) !== Status.EBADH) return false;
     this.#destroyed = true;
     this.#at = null;
-    this._shared.orphanLib = null; // nothing for `orphans` to destroy
+    this.#shared.orphanLib = null; // nothing for `orphans` to destroy
     this.#markEnded(DESTROYED, () => {
       if (this.#keeps) this.#takeUndelivered(sym);
     });
     // In a microtask: not amid the call that learnt it (a select's clauses, a flush of waits).
-    const cause = this._shared.cause, hooks = hooksOf.get(this);
+    const cause = this.#shared.cause, hooks = hooksOf.get(this);
     if (hooks !== undefined) queueMicrotask(() => hooks.learntDestroyed(this, cause));
     return true;
   }
@@ -3310,7 +3317,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ended only so).
    */
   get _destroyedSeen(): boolean {
-    return this.#destroyed || (this.#owner && !this.#disposed && this._shared.ended);
+    return this.#destroyed || (this.#owner && !this.#disposed && this.#shared.ended);
   }
 
   /**
@@ -3362,7 +3369,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * ring, or by the overflow policy; the native counters' rules, counted here.
    */
   #localSend(v: unknown): TrySendResult {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.closed) {
       // A closed or a cancelled failure, as the native channel counts what the caller gets.
       if (s.cancelled) s.localCancelled++;
@@ -3406,7 +3413,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** A local receive that does not wait: the value, or the markers EMPTY or CLOSED. */
   #localTake(): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.count !== 0) {
       const v = s.shift();
       s.localReceives++;
@@ -3487,7 +3494,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * counts, `#countLater`).
    */
   _countTimeout(): void {
-    const s = this._shared;
+    const s = this.#shared;
     s.localTimeouts++;
     if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
   }
@@ -3503,7 +3510,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * whether or not a hook takes it, on both sides: kc_chan_drop counts what it is offered.
    */
   #refused(value: unknown, slot: Slot | undefined): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.local || this.#owner) {
       // The release symbols: the library may be closed by now (a hook that `#ended` ran for
       // values dropped before, say, called closeLibrary). Before, `symbols` threw there, and the
@@ -3650,7 +3657,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * names the call in the error of a value the codec cannot carry (`#trySend`'s).
    */
   #handOff(value: T, sym: Sym, op: string): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.closed) return EMPTY;
     // The common case, mapped: the ready and waiting bytes read 0 (not closed, nothing to
     // receive, no receiver queued natively: `#closedNatively`, `#receiverMayWaitNatively` and
@@ -3792,7 +3799,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       (op, index) =>
         op.gaveUp !== true &&
         (op instanceof Waiter
-          ? op.kind !== SEND && op.ch._shared === s
+          ? op.kind !== SEND && op.ch.#shared === s
           : op.sendsAt?.(index) === false && op.channelAt?.(index) === s),
       s,
       false, // its held receive records only (`Bridge.#heldReceives`), not its sends
@@ -3834,7 +3841,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const drained = this.#bridge.settleWhere(
       (op, index) =>
         op instanceof Waiter
-          ? senders && op.kind === SEND && op.ch._shared === s
+          ? senders && op.kind === SEND && op.ch.#shared === s
           : op.sendsAt?.(index) === true && op.channelAt?.(index) === s,
       s,
       true, // its held send records only
@@ -3962,7 +3969,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * check (`#closedNatively`) is not made again: its fast path reads those same two words.
    */
   #takeFromSender(sym: Sym, open = false, op = "receive"): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
     // No rule here for a select of this isolate: none can be queued ahead of this receive with
     // these senders waiting. A select queues this isolate's waits on its channels natively
@@ -4042,7 +4049,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch {
       throw notChannel(this, "tryReceive");
     }
-    if (this._shared.detour !== 0) at = null;
+    if (this.#shared.detour !== 0) at = null;
     let v: unknown;
     if (at !== null && this.#plainF64 && this.#ready![0] !== 0) {
       // A mapped codecs.f64 channel with no waiter of this isolate (a Worker's stream): what
@@ -4064,7 +4071,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // step, made here: through `#poll` given its second argument the local f64 try pair cost
       // 2.5 ns more (23.0 against 20.6 ns, measured; with one argument it did not).
       const sym = this.#sym("tryReceive");
-      v = this._shared.local ? this.#localTake() : this.#tryPoll(sym);
+      v = this.#shared.local ? this.#localTake() : this.#tryPoll(sym);
     }
     if (v === EMPTY) return EMPTY;
     if (v === CLOSED) return this.#closedResult();
@@ -4130,7 +4137,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       );
     }
     const sym = this.#sym(op);
-    const s = this._shared;
+    const s = this.#shared;
     if (this.#batchesNatively(s)) {
       if (this.#sendBlocked(sym)) {
         // Still reject what the codec cannot carry, anywhere in the batch (as when not full).
@@ -4318,7 +4325,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       );
     }
     const sym = this.#sym(op);
-    const s = this._shared;
+    const s = this.#shared;
     if (this.#batchesNatively(s)) {
       if (!this.#mayReceive(sym)) return EMPTY;
       const size = this.#size;
@@ -4389,7 +4396,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * in a native failure's error (`receiveCatching`'s, `tryReceive`'s, `tryReceiveMany`'s own).
    */
   #poll(sym: Sym, op = "receive"): unknown {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.local) return this.#localTake();
     if (s.ended) {
       this.#at = null;
@@ -4477,7 +4484,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A native try-receive's failure other than KC_EAGAIN: CLOSED, or thrown. */
   #recvFailed(rc: number, op = "receive"): unknown {
     if (rc === Status.EPIPE || rc === Status.ECANCELED) {
-      if (rc === Status.ECANCELED) this._shared.cancelled = true; // by another isolate or native code
+      if (rc === Status.ECANCELED) this.#shared.cancelled = true; // by another isolate or native code
       this.#ended();
       return CLOSED;
     }
@@ -4538,7 +4545,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #map(sym: Sym): Uint8Array | null {
     // Never once a dispose began, the library closed (see `#at`) or the channel ended under this
     // object (`Shared.ended`: native code destroyed an owner's, say): that stays so.
-    if (this.#disposing || this.#disposed || this._shared.ended || !this.#lib.isOpen) return null;
+    if (this.#disposing || this.#disposed || this.#shared.ended || !this.#lib.isOpen) return null;
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
@@ -4572,7 +4579,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // enough for V8 to inline into the caller's loop, which `#send` (its try, its shared path)
       // is not. Anything else, the general path.
       if (options === undefined && typeof value === "number" && this.#numbers && this.#gate === 0) {
-        const s = this._shared;
+        const s = this.#shared;
         if (s.local && !s.closed && this.#lib.isOpen) {
           const r = s.receivers.first;
           if (r !== null) {
@@ -4603,7 +4610,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       signal = signalOf("send", options);
       if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
-      if (this._shared.local) {
+      if (this.#shared.local) {
         // A waiting local send holds the value as passed (its copy is taken now).
         this.#sym("send");
         const v = this.#passLocal(value);
@@ -4644,7 +4651,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #statusOfClosed(): number {
-    return this._shared.cancelled ? Status.ECANCELED : Status.EPIPE;
+    return this.#shared.cancelled ? Status.ECANCELED : Status.EPIPE;
   }
 
   /**
@@ -4660,7 +4667,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // value to take (in the ring, or a waiting sender's): what `#receive` does then (`#sym`,
       // `#localTake`), in a function small enough for V8 to inline into the caller's loop.
       if (options === undefined && this.#gate === 0) {
-        const s = this._shared;
+        const s = this.#shared;
         if (s.local && this.#lib.isOpen) {
           const w = s.senders.first;
           if (s.count === 0) {
@@ -4713,7 +4720,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // A local channel's take made here, as tryReceive makes it: through `#poll`, a call V8
       // does not inline (its shared path is too long), a local ping-pong's receive cost more.
       const sym = this.#sym(op);
-      v = this._shared.local ? this.#localTake() : this.#poll(sym, op);
+      v = this.#shared.local ? this.#localTake() : this.#poll(sym, op);
       // Before it waits, what the channel kept for this isolate's hook while open (a terminated
       // Worker's queued send, withdrawn as its thread ended; what a drop policy's copies
       // dropped) goes to the hook: a drop policy's receives take it at every value (#poll),
@@ -4722,7 +4729,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // and only a channel with the hook makes it. Before, a drop policy's empty receive took
       // nothing: a copy's drops waited for a value, a send, a close. Waits of this isolate still
       // in JavaScript learn first of a cancel the take meets (`#collectAfter`).
-      if (v === EMPTY && this.#keeps && !this._shared.local && this.#collectAfter()) {
+      if (v === EMPTY && this.#keeps && !this.#shared.local && this.#collectAfter()) {
         // The hook ran: it may have ended the iterator this next() is of (its return() has
         // released what waited, and this receive would wait past it), sent, closed, disposed.
         if (held?.ended) return Promise.resolve(ITER_DONE);
@@ -4791,7 +4798,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       held.waiter = w;
     }
-    const s = this._shared;
+    const s = this.#shared;
     const q = kind === SEND ? s.senders : s.receivers;
     q.push(w);
     if (!this.#tracked && s.local) this.#track(); // once per channel
@@ -4868,7 +4875,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
       }
       // A cancelled failure, as the native withdraw of a queued one counts it.
-      const s = this._shared;
+      const s = this.#shared;
       s.localCancelled++;
       if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
     }
@@ -4907,7 +4914,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * it has room now (as its blocked byte says); else looks again `left - 1` more microtasks later.
    */
   #retrySends(left: number): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
       const sym = this.#lib.symbols("send");
       // No `Bridge.touch` on an inside channel: `pump` calls the library only for a sender
@@ -4935,7 +4942,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _flushLocal(): void {
     this.#escape("select");
-    const s = this._shared;
+    const s = this.#shared;
     if (s.senders.first === null && s.receivers.first === null) return; // nothing to queue
     // One batch of settles (`collectDue`), as the end-of-turn flush is (`Bridge.#start`): a send
     // that finds the channel cancelled (by native code, or another isolate) as it queues here
@@ -4955,7 +4962,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * this object is garbage, so the garbage collector no longer destroys it (`orphans`).
    */
   #giveAway(): void {
-    if (this.#owner) this._shared.orphanLib = null;
+    if (this.#owner) this.#shared.orphanLib = null;
   }
 
   /**
@@ -4964,7 +4971,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel"); `orphanable` false: the handle is given away right after (see #materialize).
    */
   #escape(op: string, orphanable = true): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.escaped) return;
     // The local values are copied into native memory before anything is made native: a copy
     // that finds no native memory fails the escape, the channel still local with every value.
@@ -5000,7 +5007,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * outstanding (`Bridge.reconsider`), as every later one does. For good.
    */
   #goOutside(): void {
-    const s = this._shared;
+    const s = this.#shared;
     if (s.outside) return;
     s.outside = true;
     const was = (s.detour & D_INSIDE) !== 0;
@@ -5040,7 +5047,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     onCancel: (cause: unknown) => void,
     owned = false,
   ): (() => boolean) | null {
-    const s = this._shared;
+    const s = this.#shared;
     if (!s.escaped || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return null;
     const bridge = this.#bridge;
     let done = false;
@@ -5130,7 +5137,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * as an uncaught error, and the escape answered as if all had moved.
    */
   #encodeLocal(op: string): Uint8Array | null {
-    const s = this._shared, n = s.count;
+    const s = this.#shared, n = s.count;
     if (n === 0 || this.#disposed || !this.#lib.isOpen) return null;
     const sym = this.#lib.symbols(op);
     const size = this.#size, ring = s.ring, mask = ring.length - 1;
@@ -5160,7 +5167,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * native, and a value that found no room went to `onUndeliveredElement` as dropped.
    */
   #moveIn(sym: Sym, handle: number, moved: Uint8Array, op: string): void {
-    const n = this._shared.count, size = this.#size;
+    const n = this.#shared.count, size = this.#size;
     for (let i = 0; i < n; i++) {
       slotAt(moved, i, size); // into `scratch`
       const rc = sym.kc_chan_try_send(handle, scratchPtr, size);
@@ -5200,7 +5207,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * channel's senders, which queue now, before the native close, so that they still deliver.
    */
   #migrate(): void {
-    const s = this._shared;
+    const s = this.#shared;
     s.local = false;
     if (this.#disposed || !this.#lib.isOpen) return;
     const sym = this.#lib.symbols("move channel values");
@@ -5267,10 +5274,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#failClosed(w, w.encoded === true);
       return;
     }
-    if (this._shared.ended) return this.#failEnded(w);
+    if (this.#shared.ended) return this.#failEnded(w);
     const sym = this.#lib.symbols("wait");
     // Queued, it may pair at once with an inside wait of this isolate (`Bridge.touch`).
-    if ((this._shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
+    if ((this.#shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
     const slot = this.#slotFor(w, sym);
     if (slot === null) return;
     const bridge = this.#bridge;
@@ -5279,7 +5286,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       w.ticket = bridge.ticket;
       // LOCAL until now: `flush` submits only a LOCAL wait, and `#slotFor` returned its slot only
       // where it still was; nothing since ran JavaScript; native, so counted (`WaitQueue.local`).
-      (w.kind === SEND ? this._shared.senders : this._shared.receivers).local--;
+      (w.kind === SEND ? this.#shared.senders : this.#shared.receivers).local--;
       w.state = QUEUED;
       bridge.track(w);
       return;
@@ -5298,7 +5305,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   _tryNow(w: Waiter, sym: Sym): boolean {
     // Ended (its waits still in JavaScript failed then: none is left to try), as in `_submit`.
-    if (this._shared.ended) {
+    if (this.#shared.ended) {
       this.#failEnded(w);
       return true;
     }
@@ -5509,9 +5516,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * later waits were rejected (code the hook ran, a close of another channel, settled first).
    */
   #collectSettled(): void {
-    const due = this._shared.collectDue;
+    const due = this.#shared.collectDue;
     if (due !== null) {
-      if (due === NO_COLLECTS) this._shared.collectDue = [this as Channel<unknown>];
+      if (due === NO_COLLECTS) this.#shared.collectDue = [this as Channel<unknown>];
       else if (!due.includes(this as Channel<unknown>)) due.push(this as Channel<unknown>);
       return;
     }
@@ -5537,7 +5544,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #collectDue(): void {
     try {
       if (this.#lib.isOpen) this.#collect();
-      else if (this.#keeps && !this._shared.ended && !this.#disposed) {
+      else if (this.#keeps && !this.#shared.ended && !this.#disposed) {
         this.#takeUndelivered(this.#lib._symbolsToRelease);
       }
     } finally {
@@ -5562,7 +5569,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * now. Otherwise (a copy's, which `kc_chan_drop` hands on; no batch) `#refused` at once.
    */
   #refusedSettled(value: unknown, slot: Slot | undefined): void {
-    const s = this._shared;
+    const s = this.#shared;
     const batch = s.collectDue !== null ||
       (this.#bridgeOf ?? Bridge.existing(this.#lib))?.due != null;
     if (!batch || !(s.local || this.#owner)) return this.#refused(value, slot);
@@ -5670,7 +5677,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   close(cause?: unknown): boolean {
     Channel.#check(this, "close channel");
     const sym = this.#sym("close channel");
-    const s = this._shared;
+    const s = this.#shared;
     if (s.local) {
       if (s.closed) return false;
       s.closed = true;
@@ -5761,6 +5768,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     libraryClosedOf = (ch) => ch.#libraryClosed();
     unmapOf = (ch) => ch.#unmap();
     undeliveredOf = (ch, value) => ch.#undelivered(value);
+    sharedStateOf = (ch) => ch.#shared;
     checkValueOf = (ch, value, op) => ch.#checkValue(value, op);
     watchDisposeOf = (ch, op) => ch.#watchDispose(op);
     cancelAfterCloseOf = (ch) => ch.#cancelAfterClose();
@@ -5839,7 +5847,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   cancel(cause?: unknown): void {
     Channel.#check(this, "cancel channel");
     const sym = this.#sym("cancel channel");
-    const s = this._shared;
+    const s = this.#shared;
     // Destroyed under this object (a copy's creator ended the channel, or native code destroyed
     // an owner's, as it learnt: what it dropped went to the hook then, `#destroyedUnder`):
     // cancelled already, with no call on the dead handle.
@@ -5944,7 +5952,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * onUndeliveredElement, after every waiter was rejected), waiting senders and receivers fail.
    */
   #localCancel(): void {
-    const s = this._shared;
+    const s = this.#shared;
     this.#localDrop((w) => {
       s.localCancelled++;
       w.reject(this.#sendError(Status.ECANCELED));
@@ -5960,7 +5968,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `sender`, each receiver by `receiver`.
    */
   #localDrop(sender: (w: Waiter) => void, receiver: (w: Waiter) => void): void {
-    const s = this._shared;
+    const s = this.#shared;
     const dropped: unknown[] = [];
     while (s.count !== 0) dropped.push(s.shift());
     for (const w of waiting(s.senders)) {
@@ -5999,7 +6007,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#disposed in Object(this))) return notA("Channel");
     if (this.#disposed) return inspectAs("Channel", { "[[disposed]]": true }, inspect, options);
-    const s = this._shared;
+    const s = this.#shared;
     const facts: Record<string, unknown> = {
       "[[capacity]]": this.#capacity,
       "[[native]]": !s.local,
@@ -6041,7 +6049,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #status(): number {
     const op = "read channel status";
     const sym = this.#sym(op);
-    const s = this._shared;
+    const s = this.#shared;
     if (s.local) {
       return !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     }
@@ -6066,7 +6074,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     Channel.#check(this, "read channel metrics");
     const w = new BigUint64Array(13);
     let sym = this.#sym("read channel metrics");
-    const s = this._shared;
+    const s = this.#shared;
     if (this.#keeps && !s.local && this.#collectAfter()) {
       // What the channel dropped that this creator's hook was not handed yet (a copy's drops,
       // another thread's cancel) goes to it first, so that `dropped` counts no value the hook
@@ -6123,7 +6131,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   share(): SharedChannel<T> {
     Channel.#check(this, "share channel");
     const sym = this.#sym("share channel");
-    const s = this._shared;
+    const s = this.#shared;
     // Ended under this object (a copy's creator disposed of it; native code destroyed it, an
     // owner's too): the object would name the dead handle. Before, it was handed out, and
     // `Channel.from` refused it ("handle ... names no live channel") away from the call that
@@ -6150,7 +6158,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       codec: this.#codec.name,
       capacity: this.#capacity,
       library: this.#lib.path,
-      ...(this._shared.role === undefined ? {} : { role: this._shared.role }),
+      ...(this.#shared.role === undefined ? {} : { role: this.#shared.role }),
     };
   }
 
@@ -6445,7 +6453,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Ended (destroyed under a copy): its hold is not given back, nor is it destroyed again
       // (its handle's value may name a later channel: see the open path's copy unhold below).
       // An owner's that learnt native code destroyed it is ended too (`#destroyedUnder`).
-      const ended = this._shared.ended;
+      const ended = this.#shared.ended;
       // Disposed already: `#handle` is `ENDED_HANDLE`; these calls, made while the channel
       // has not ended (the hold still this object's), are given the handle's value.
       const h = this.#handleValue;
@@ -6470,14 +6478,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // and, its creator of this isolate, said native code destroyed it; a copy's dispose gave
         // a hold back on it; and the stale entry stayed in `shared` for a later channel given the
         // handle's value to join.
-        if (!ended && this._shared.refs > 1) this.#markEnded();
+        if (!ended && this.#shared.refs > 1) this.#markEnded();
         // What it dropped and kept for this isolate's hook goes there, as open (ended, by a
         // destroy: while no channel has the handle's value, as open).
         if (
           this.#keeps && (!ended || sym.kc_chan_status(h) === Status.EBADH)
         ) this.#takeUndelivered(sym);
       }
-      const s = this._shared;
+      const s = this.#shared;
       if (--s.refs === 0 && shared.get(s.key) === s) shared.delete(s.key);
       return;
     }
@@ -6490,19 +6498,19 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#abandonAll();
     }
     // This isolate's counts go to the native channel while this object still holds it.
-    this._shared.flushCounts();
+    this.#shared.flushCounts();
     if (!this.#owner) {
       // Waiters of this isolate's other objects for the channel stay valid: they queue
       // natively now. One batch of settles, as in `close` (`#closeShared`): a send the flush
       // finds cancelled (by native code or another isolate) rejects, and its value reaches its
       // object's onUndeliveredElement once every wait the flush failed has settled. Before, the
       // first such send's hook ran before it, and the later sends of the flush, rejected.
-      const outer = Channel.#beginCollects(this._shared);
+      const outer = Channel.#beginCollects(this.#shared);
       try {
-        flushAll(this._shared.senders);
-        flushAll(this._shared.receivers);
+        flushAll(this.#shared.senders);
+        flushAll(this.#shared.receivers);
       } finally {
-        Channel.#endCollects(this._shared, outer);
+        Channel.#endCollects(this.#shared, outer);
       }
       // The last holder to leave ends the channel (its owner's isolate may be gone). Kept for
       // a select still settling with a value for it (`#keptHeld`): given back by the last of
@@ -6515,7 +6523,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // one of that channel's holds (its last holder's leaving destroyed it under its owner).
         // The ended one's record is dropped by that replacement or at the thread's end.
         // Given the handle's value: disposed already, `#handle` is `ENDED_HANDLE`.
-        if (!this._shared.ended) {
+        if (!this.#shared.ended) {
           this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handleValue);
         }
       }
@@ -6535,7 +6543,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (h === 0) return; // it never had a native channel
       // Destroyed already (native code's kc_chan_destroy, seen by a copy of this isolate: its
       // handle's value may name a later channel by now): nothing to destroy.
-      const ended = this._shared.ended;
+      const ended = this.#shared.ended;
       if (!ended) sym.kc_chan_destroy(h);
       // Its hold is forgotten (the handle is dead: the call says KC_EBADH). Not once ended
       // before (its handle's value may name a later channel: see the copy's unhold above).
@@ -6545,7 +6553,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Before the hook runs below (user code, which may call a copy): marked after it, a
       // copy's call from the hook met the dead handle first and, its creator of this isolate
       // (`Shared.creatorHere`), said native code destroyed the channel.
-      if (this._shared.refs > 1) this.#markEnded();
+      if (this.#shared.refs > 1) this.#markEnded();
       // What the channel dropped for the hook waits in its handle value's list, which outlives
       // a destroy (kc_chan_take_undelivered), native code's too: the values buffered when it
       // destroyed the channel go to the hook here, as after this dispose's own destroy. Not
@@ -6571,7 +6579,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       ) this.#takeUndelivered(sym);
     }
     this.#markDisposed();
-    const s = this._shared;
+    const s = this.#shared;
     if (--s.refs === 0 && shared.get(s.key) === s) shared.delete(s.key);
   }
 
@@ -6584,7 +6592,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * cancels the channel, which rejects every wait with CancellationError.)
    */
   #abandonAll(): void {
-    const s = this._shared;
+    const s = this.#shared;
     for (const w of [...waiting(s.senders), ...waiting(s.receivers)]) {
       if (w.ch !== (this as Channel<unknown>)) continue;
       const op = waitOp(w.kind);
@@ -6607,7 +6615,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Not disposed (kept by `_keepHeld` and never disposed since): the hold stays its own.
     if (--this.#keptHeld > 0 || !this.#held || !this.#disposed) return;
     this.#held = false;
-    if (!this._shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
+    if (!this.#shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
   }
 
   /**
@@ -6782,7 +6790,7 @@ export const _ENDED_HANDLE = ENDED_HANDLE;
  * Internal.
  */
 export function _testRekeyEntry(ch: Channel<unknown>, handle: number): void {
-  const s = ch._shared;
+  const s = sharedStateOf(ch);
   if (shared.get(s.key) === s) shared.delete(s.key);
   s.key = sharedKey(ch._lib, handle);
   shared.set(s.key, s);

@@ -82,6 +82,7 @@ import {
   checkCapacity,
   checkValueOf,
   hookChannel,
+  sharedStateOf,
   type WaitOptions,
 } from "./channel.ts";
 import {
@@ -245,8 +246,8 @@ class ProducerChannel<T> extends Channel<T> {
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
     const own = () => this._closedResult().cause;
-    if (late !== undefined) job.cancel(taskCancelError(this._shared, late.cause, own));
-    else job.cancel(this._shared.cancelled ? own() : told);
+    if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
+    else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
 
   /**
@@ -444,7 +445,7 @@ class ProducerChannel<T> extends Channel<T> {
   override cancel(cause?: unknown): void {
     // What is no producer's channel: Channel's cancel throws its named TypeError (`send`).
     if (!(#s in Object(this))) return super.cancel(cause);
-    const s = this._shared;
+    const s = sharedStateOf(this);
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
     if (!before && unwatch !== null) {
@@ -503,7 +504,7 @@ function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
  */
 function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): void {
   const st = stateOf(out);
-  if (st.gone || !out._lib.isOpen || out._shared.cancelled) return;
+  if (st.gone || !out._lib.isOpen || sharedStateOf(out).cancelled) return;
   // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
   const unwatch = st.unwatch;
   st.unwatch = null;
@@ -516,7 +517,8 @@ function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): voi
  * library open, not closed or cancelled yet (here or elsewhere, as far as this isolate knows).
  */
 function isOpen<T>(out: ProducerChannel<T>): boolean {
-  return !stateOf(out).gone && out._lib.isOpen && !out._shared.cancelled && !out.isClosedForSend;
+  return !stateOf(out).gone && out._lib.isOpen && !sharedStateOf(out).cancelled &&
+    !out.isClosedForSend;
 }
 
 /**
@@ -582,7 +584,7 @@ export function produce<T>(
   hookChannel(out, producerHooks); // before anything can share it
   const st = stateOf(out);
   // Named in its share(): a copy whose producer's isolate ended says "its producer".
-  out._shared.role = "producer";
+  sharedStateOf(out).role = "producer";
   // Watched from its escape on, before the task first runs too (`#watch`).
   st.live = true;
   // The signals whose abort closes the channel (`closeOnCancel`), and their listeners' removals,

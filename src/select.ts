@@ -50,7 +50,13 @@
  */
 import type { Library } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
-import { Channel, type ReceiveCatchingResult, undeliveredOf, watchDisposeOf } from "./channel.ts";
+import {
+  Channel,
+  type ReceiveCatchingResult,
+  sharedStateOf,
+  undeliveredOf,
+  watchDisposeOf,
+} from "./channel.ts";
 import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
   abortReason,
@@ -584,7 +590,7 @@ class Selection implements RingOp {
       // complete it: while counted there, that call settles it before it returns (channel.ts,
       // `Shared.selectReceives`).
       this.counted = true;
-      for (const c of this.native) c.ch!._shared.countSelect(c.kind === SEND, 1);
+      for (const c of this.native) sharedStateOf(c.ch!).countSelect(c.kind === SEND, 1);
       for (const c of this.native) {
         // A `Channel.from` copy's dispose ends the select (`channelDisposed`).
         const d = watchDisposeOf(c.ch!, this);
@@ -865,7 +871,7 @@ class Selection implements RingOp {
   #countTimeout(): void {
     const seen: unknown[] = [];
     for (const c of this.native) {
-      const shared = c.ch!._shared; // one per native channel in this isolate
+      const shared = sharedStateOf(c.ch!); // one per native channel in this isolate
       if (seen.includes(shared)) continue;
       seen.push(shared);
       c.ch!._countTimeout();
@@ -912,7 +918,8 @@ class Selection implements RingOp {
 
   /** The per-isolate state of clause `index`'s channel (`Bridge.settleWhere`'s picks). */
   channelAt(index: number): unknown {
-    return this.native[index]?.ch?._shared;
+    const ch = this.native[index]?.ch;
+    return ch == null ? undefined : sharedStateOf(ch);
   }
 
   /** Whether clause `index` is a send clause (`Bridge.settleWhere`'s picks). */
@@ -1296,7 +1303,7 @@ class Selection implements RingOp {
   #cleanup(): void {
     if (this.counted) {
       this.counted = false;
-      for (const c of this.native) c.ch!._shared.countSelect(c.kind === SEND, -1);
+      for (const c of this.native) sharedStateOf(c.ch!).countSelect(c.kind === SEND, -1);
     }
     for (const cancel of this.timers) cancel();
     for (const d of this.disposers) disposeReporting(d);

@@ -41,6 +41,7 @@ import {
   _testCauseNoMemory,
   _testFromChecked,
   _testLocalWaits,
+  sharedStateOf,
 } from "../src/channel.ts";
 import { encodeCause, noRoom, setValueBytesMax, Slot, slotsMade } from "../src/codec.ts";
 
@@ -1765,7 +1766,7 @@ Deno.test("cancel(cause) where this isolate learnt from a try-operation that nat
     assert.ok(seen.cause instanceof CancellationError, by);
     assert.equal(seen.cause.cause, undefined, by);
     // The state this pins: cancelled known, closed not.
-    assert.equal(ch._shared.cancelled && !ch._shared.closed, true, by);
+    assert.equal(sharedStateOf(ch).cancelled && !sharedStateOf(ch).closed, true, by);
     ch.cancel(new Error("late"));
     const sent = await ch.send(1).then(() => null, (e) => e);
     assert.ok(sent instanceof CancellationError, by);
@@ -3677,6 +3678,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
     `
     import { Channel, closeLibrary, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { sharedStateOf } from "./src/channel.ts";
     import {
       afterMicrotasks,
       destroyRingAtFirstDrain,
@@ -4221,7 +4223,7 @@ Deno.test("closing the library lets go of the channels of the records it held: a
       const x = new Channel(0, { codec: codecs.f64 }), y = new Channel(0, { codec: codecs.f64 });
       x.share();
       y.share();
-      ref = new WeakRef(x._shared);
+      ref = new WeakRef(sharedStateOf(x));
       closeInLastRound(lib, () => {
         outcome = select((s) => s.onReceive(x, (v) => "got " + v)).then((v) => v, (e) => e.name);
         trySendNatively(x.handle, 8);
@@ -4238,6 +4240,7 @@ Deno.test("closing the library lets go of the channels of the records it held: a
   `,
     `import { closeLibrary, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { sharedStateOf } from "./src/channel.ts";
     import { trySendNatively } from "./tests/support.ts";
     ${CLOSE_IN_LAST_ROUND}`,
   );
@@ -5072,7 +5075,7 @@ Deno.test("the watches' poll that finds the ring gone fails the isolate's inside
     const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     const ops = [name("select", select((s) => s.onReceive(c, (v) => v))), name("receive", c.receive())];
     await until(() => bridge.pending >= 2, "the waits queued natively");
-    if (!c._shared.inside) throw new Error("c is not inside");
+    if (!sharedStateOf(c).inside) throw new Error("c is not inside");
     // Owned: the ring's going away with it queued cancels w natively.
     w._watchCancel((cause) => {
       outcomes.watch = "told " + cause?.name;
@@ -6519,7 +6522,7 @@ Deno.test("every operation that fails with the channel closed counts one closed 
         });
         await until(() => bridge.pending >= before + 2, `${what}: both waits queued natively`);
       } else await Promise.resolve();
-      assert.equal(ch._shared.local, where === "local", `${what}: local`);
+      assert.equal(sharedStateOf(ch).local, where === "local", `${what}: local`);
       if (ending === "close") ch.close();
       else ch.cancel();
       assert.ok(await receive instanceof Error, `${what}: the receive failed`);
@@ -8227,9 +8230,9 @@ Deno.test("Bridge.settleWhere looks at no held record of another channel than th
   for (let i = 0; i < 3; i++) assert.equal(sym.kc_chan_try_send(b.handle, ptr, 8), 0);
   assert.deepEqual(a.trySend(1), { state: "ok" }); // settles a's receive, holds b's 3 records
   let looked = 0;
-  bridge.settleWhere(() => (looked++, false), a._shared);
+  bridge.settleWhere(() => (looked++, false), sharedStateOf(a));
   assert.equal(looked, 0, "b's held records were given to a pick on a");
-  bridge.settleWhere(() => (looked++, false), b._shared);
+  bridge.settleWhere(() => (looked++, false), sharedStateOf(b));
   assert.equal(looked, 3, "a pick on b is given b's held records");
   assert.deepEqual(await Promise.all(got), [1, 7, 7, 7]);
 });
@@ -8258,9 +8261,9 @@ Deno.test("Bridge.settleWhere looks at no held record once those of the channel 
   assert.deepEqual(a.trySend(2), { state: "ok" }); // takes a's held record, settles its own
   assert.equal(bridge.pending, before + 3, "b's 3 receives are held");
   let looked = 0;
-  bridge.settleWhere(() => (looked++, false), a._shared);
+  bridge.settleWhere(() => (looked++, false), sharedStateOf(a));
   assert.equal(looked, 0, "b's held records were given to a pick on a");
-  bridge.settleWhere(() => (looked++, false), b._shared);
+  bridge.settleWhere(() => (looked++, false), sharedStateOf(b));
   assert.equal(looked, 3, "a pick on b is given b's held records");
   assert.deepEqual(await Promise.all(got), [7, 2, 7, 7, 7, 1]);
 });
@@ -10569,13 +10572,15 @@ Deno.test("a channel's library-close hooks (_libraryClosed, _unmap) are not reac
   assert.equal(await waiting, 7);
 });
 
-Deno.test("a channel's internals for select, produce and actor (_undelivered, _checkValue, _watchDispose, _cancelAfterClose) are not reachable from JavaScript: `ch._undelivered(x)` handed a value never sent to onUndeliveredElement, `ch._watchDispose(op)` kept the caller's object to call at the channel's dispose", async () => {
+Deno.test("a channel's internals for select, produce and actor (_shared, _undelivered, _checkValue, _watchDispose, _cancelAfterClose) are not reachable from JavaScript: `ch._undelivered(x)` handed a value never sent to onUndeliveredElement, `ch._watchDispose(op)` kept the caller's object to call at the channel's dispose", async () => {
   const dropped: unknown[] = [];
   const told: unknown[] = [];
   using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
   const copy = Channel.from<number>(ch.share());
   const hidden = ["_undelivered", "_checkValue", "_watchDispose", "_cancelAfterClose"];
-  assert.deepEqual(hidden.filter((k) => k in ch || k in copy), []);
+  // `_shared` too: this isolate's state of the channel, a mutable object any caller could
+  // rewrite (its `cancelled`, `closed`, `refs`, its wait queues).
+  assert.deepEqual([...hidden, "_shared"].filter((k) => k in ch || k in copy), []);
   const forged = { channelDisposed: (c: unknown) => (told.push(c), true) };
   for (const c of [ch, copy]) {
     const inner = c as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>;

@@ -14,7 +14,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
-import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry } from "../src/channel.ts";
+import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry, sharedStateOf } from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import {
   callersJob,
@@ -232,7 +232,7 @@ Deno.test("a dispose run again from inside itself (a select's job Disposable, an
   owner[Symbol.dispose]();
   assert.equal(calls, 1);
   // The channel is gone (no later copy can be made): the record's count says it.
-  assert.equal(copy2._shared.refs, 1, "copy2's reference is left, the owner's went once");
+  assert.equal(sharedStateOf(copy2).refs, 1, "copy2's reference is left, the owner's went once");
   copy2[Symbol.dispose]();
 });
 
@@ -381,7 +381,7 @@ function assertOwnEntry(
   entries: number,
   by: string,
 ) {
-  assert.notEqual(copy._shared, dead._shared, by);
+  assert.notEqual(sharedStateOf(copy), sharedStateOf(dead), by);
   assert.equal(_sharedEntries(), entries, `${by}: the dead entry left, the copy's came`);
   const r = dead.trySend(1);
   assert.equal(r.state, "closed", by);
@@ -434,7 +434,7 @@ Deno.test("a Channel.from copy opened with a handle value whose entry here is a 
     assertOwnEntry(copy, dead, entries, by);
     // A second copy joins the later channel's entry (its serial filed as the first was made).
     const again = Channel.from<number>(describeNative(later));
-    assert.equal(again._shared, copy._shared, by);
+    assert.equal(sharedStateOf(again), sharedStateOf(copy), by);
     again[Symbol.dispose]();
     dead[Symbol.dispose]();
     assert.ok(sym.kc_chan_status(later) >= 0, `${by}: the dead one's dispose left the later one`);
@@ -474,7 +474,7 @@ Deno.test("the inlined try-operations of a mapped copy whose channel another thr
     assert.equal(wordOf(later), word, `${codec.name}: the later channel reuses the memory`);
     const laterCh = Channel.from<unknown>(describeNative(later, codec));
     assert.deepEqual(laterCh.trySend(other), { state: "ok" });
-    assert.equal(copy._shared.detour, 0, `${codec.name}: the copy has not seen the destroy`);
+    assert.equal(sharedStateOf(copy).detour, 0, `${codec.name}: the copy has not seen the destroy`);
     const got = copy.tryReceive();
     assert.equal(got.state, "closed", codec.name);
     assert.ok((got as { cause: unknown }).cause instanceof CancellationError, codec.name);

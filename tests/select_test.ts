@@ -37,7 +37,7 @@ import {
   type SelectBuilder,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _ENDED_HANDLE } from "../src/channel.ts";
+import { _ENDED_HANDLE, sharedStateOf } from "../src/channel.ts";
 
 const pending = () => Bridge.of(library()).pending;
 
@@ -3150,7 +3150,7 @@ Deno.test("a select's channel clauses count on their channels only while it wait
   // later select's clause would not be settled by the send or receive that completes it.
   const D_SELECTS = 32;
   const counts = (ch: Channel<number>) => {
-    const s = ch._shared;
+    const s = sharedStateOf(ch);
     return [s.selectReceives, s.selectSends, s.detour & D_SELECTS];
   };
   const ends = [
@@ -3229,13 +3229,14 @@ Deno.test("a select's channel clauses are uncounted when the library's close wit
     const res = await evalScript(`
       import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
+      import { sharedStateOf } from "./src/channel.ts";
       import { within } from "./tests/support.ts";
       const end = ${JSON.stringify(end)};
       const bridge = Bridge.of(library());
       const r = new Channel(0, { codec: codecs.f64 }), w = new Channel(0, { codec: codecs.f64 });
       r.share();
       w.share();
-      const counts = () => JSON.stringify([r, w].map((c) => [c._shared.selectReceives, c._shared.selectSends, c._shared.detour & 32]));
+      const counts = () => JSON.stringify([r, w].map((c) => [sharedStateOf(c).selectReceives, sharedStateOf(c).selectSends, sharedStateOf(c).detour & 32]));
       const outcome = select((s) => {
         s.onReceive(r, (v) => v);
         s.onSend(w, 9, () => "sent");
