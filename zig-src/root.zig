@@ -4214,9 +4214,16 @@ const cells_registry = struct {
     const Checked = struct {
         const vtable: std.mem.Allocator.VTable = .{ .alloc = alloc, .resize = resize, .remap = remap, .free = free };
         const c = std.heap.c_allocator;
+        /// Tables made and not yet freed (tests, safe builds): the C library's heap is not the
+        /// testing allocator's, so a table lost (a spare `add` did not free, an emptied shard's
+        /// table its caller did not) showed in no test. Monotonic: a count read by tests only,
+        /// after the threads that add were joined (`expectNoTableLeak`).
+        var tables = std.atomic.Value(usize).init(0);
         fn alloc(_: *anyopaque, len: usize, a: std.mem.Alignment, ra: usize) ?[*]u8 {
             std.debug.assert(locks_here == 0);
-            return c.vtable.alloc(c.ptr, len, a, ra);
+            const p = c.vtable.alloc(c.ptr, len, a, ra) orelse return null;
+            if (@import("builtin").is_test) _ = tables.fetchAdd(1, .monotonic);
+            return p;
         }
         fn resize(_: *anyopaque, m: []u8, a: std.mem.Alignment, n: usize, ra: usize) bool {
             std.debug.assert(locks_here == 0);
@@ -4228,9 +4235,20 @@ const cells_registry = struct {
         }
         fn free(_: *anyopaque, m: []u8, a: std.mem.Alignment, ra: usize) void {
             std.debug.assert(locks_here == 0);
+            // Below zero: a table freed twice, or one not made here.
+            if (@import("builtin").is_test) std.debug.assert(tables.fetchSub(1, .monotonic) > 0);
             c.vtable.free(c.ptr, m, a, ra);
         }
     };
+
+    /// Tests (safe builds): every table made is a shard's, none lost, once no `add` and no
+    /// removal runs (the threads that made them joined).
+    fn expectNoTableLeak() !void {
+        if (!std.debug.runtime_safety) return; // not counted (`table_allocator`)
+        var held: usize = 0;
+        for (&shards) |*sh| held += @intFromBool(sh.s.live.capacity() != 0);
+        try std.testing.expectEqual(held, Checked.tables.load(.monotonic));
+    }
     /// Each on a cache line of its own: two threads' pins of blocks in different shards do not
     /// share a line.
     var shards: [shard_count]struct { s: Shard align(std.atomic.cache_line) = .{} } = @splat(.{});
@@ -12905,6 +12923,8 @@ test "C ABI: cells blocks that come and go beside 1,000 kept ones leave free slo
     for (&cells_registry.shards) |*sh| {
         if (sh.s.live.count() == 0) try testing.expectEqual(@as(u32, 0), sh.s.live.capacity());
     }
+    // And every table replaced as a shard grew was freed too.
+    try cells_registry.expectNoTableLeak();
 }
 
 test "C ABI: cells blocks a page apart spread over the registry's slots" {
@@ -12957,6 +12977,9 @@ test "C ABI: cells blocks allocated, pinned and released on 4 threads at once: e
     for (threads) |t| t.join();
     try testing.expect(!failed.load(.monotonic));
     try testing.expectEqual(base, cells_live.load(.monotonic));
+    // No table lost: a spare that another round left unused, one a grown shard replaced, an
+    // emptied shard's (each freed after its unlock).
+    try cells_registry.expectNoTableLeak();
 }
 
 test "C ABI: kc_cells_release of pinned cells frees nothing: a coroutine's later writes land in live cells, and the last unpin frees them" {
