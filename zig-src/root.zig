@@ -681,6 +681,10 @@ var test_hooks: if (@import("builtin").is_test) struct {
     /// Set: what `HeldRefs.dropLanded` makes for a receive's landed value (its copy and its
     /// `AbandonedEnd`) is made and freed in this allocator (`landedAllocator`).
     landed_allocator: ?std.mem.Allocator = null,
+    /// In `cells_registry.add`, each time round that found the shard with no room and its
+    /// spare too small, after it let go of the shard's lock, before it grows the spare: with
+    /// the address it adds.
+    cells_add_no_room: ?*const fn (at: usize) void = null,
 } else struct {} = .{};
 var sched_mutex: std.Thread.Mutex = .{};
 /// Futex word of the timed shutdowns waiting for `sched_mutex` (`lockSchedBy`): bumped when the
@@ -4287,6 +4291,7 @@ const cells_registry = struct {
                 return true;
             }
             sh.unlock();
+            if (@import("builtin").is_test) if (test_hooks.cells_add_no_room) |f| f(at);
             // Room for what the table held and `at`: another thread's adds meanwhile take
             // another round.
             spare.ensureTotalCapacity(table_allocator, want) catch return false;
@@ -12979,6 +12984,74 @@ test "C ABI: cells blocks allocated, pinned and released on 4 threads at once: e
     try testing.expectEqual(base, cells_live.load(.monotonic));
     // No table lost: a spare that another round left unused, one a grown shard replaced, an
     // emptied shard's (each freed after its unlock).
+    try cells_registry.expectNoTableLeak();
+}
+
+test "C ABI: a cells block whose shard other adds fill while it grows its spare table takes another round, and is listed" {
+    // `cells_registry.add` grows its spare outside the shard's lock; adds of other blocks
+    // meanwhile (stood in for by the hook, as other threads' would) grow the shard's table and
+    // fill it again, so that the spare, big enough for the table as it was, is too small: the
+    // next round must find that and grow it again, not put into a table with no room. The
+    // 4-thread test above never met this interleaving (counted: 0 rounds in 5 runs).
+    const base = cells_live.load(.monotonic);
+    const S = struct {
+        var target: *cells_registry.Shard = undefined;
+        var outer: usize = 0;
+        var outer_rounds: u32 = 0;
+        var kept: std.ArrayList([*]u64) = .empty;
+        var failed = false;
+        fn hook(at: usize) void {
+            if (cells_registry.shardOf(at) != target) return;
+            if (outer != 0) {
+                if (at == outer) outer_rounds += 1;
+                return; // the adds below: each grows the table as usual
+            }
+            outer = at;
+            outer_rounds = 1;
+            // Other blocks' adds into this shard until its table grew and has no room again.
+            const cap = target.live.capacity();
+            while (target.live.capacity() == cap or target.live.available != 0) {
+                const c = kc_cells_alloc(1) orelse {
+                    failed = true;
+                    return;
+                };
+                kept.append(testing.allocator, c) catch {
+                    kc_cells_release(c);
+                    failed = true;
+                    return;
+                };
+            }
+        }
+    };
+    S.outer = 0;
+    S.outer_rounds = 0;
+    S.failed = false;
+    S.kept = .empty;
+    defer S.kept.deinit(testing.allocator);
+    defer for (S.kept.items) |c| kc_cells_release(c);
+    const first = kc_cells_alloc(1) orelse return error.OutOfMemory;
+    try S.kept.append(testing.allocator, first);
+    S.target = cells_registry.shardOf(@intFromPtr(first));
+    test_hooks.cells_add_no_room = &S.hook;
+    defer test_hooks.cells_add_no_room = null;
+    // Blocks until one lands in the target shard with no room left in its table.
+    while (S.outer == 0) {
+        const c = kc_cells_alloc(1) orelse return error.OutOfMemory;
+        try S.kept.append(testing.allocator, c);
+    }
+    test_hooks.cells_add_no_room = null;
+    try testing.expect(!S.failed);
+    // Its first round, and the one that found the spare too small for the grown table.
+    try testing.expectEqual(@as(u32, 2), S.outer_rounds);
+    // Every block listed: each pins and unpins.
+    for (S.kept.items) |c| {
+        try testing.expectEqual(@as(i32, 0), kc_cells_pin(c, 1));
+        try testing.expectEqual(@as(i32, 0), kc_cells_pin(c, -1));
+    }
+    try testing.expect(S.target.live.contains(S.outer));
+    for (S.kept.items) |c| kc_cells_release(c);
+    S.kept.clearRetainingCapacity();
+    try testing.expectEqual(base, cells_live.load(.monotonic));
     try cells_registry.expectNoTableLeak();
 }
 
