@@ -4322,7 +4322,8 @@ comptime {
 /// header is copied out (`copyNoFault`: process_vm_readv, or a pipe where that is refused),
 /// which answers EFAULT for memory not mapped or not readable, before anything is read in
 /// place. A block of another library copy in this process (its header's `destroy` is that
-/// copy's): TypeScript pins cells with whichever copy its runtime uses. Off Linux, the header is read in place (`cells_header.valid`).
+/// copy's): TypeScript pins cells with whichever copy its runtime uses. Off Linux, the header
+/// is read in place (`cells_header.valid`).
 fn foreignCells(at: usize) ?*cells_header.Header {
     if (at < @sizeOf(cells_header.Header) or at % 16 != 0) return null;
     if (@import("builtin").os.tag != .linux) {

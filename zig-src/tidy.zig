@@ -1,7 +1,7 @@
 //! `removeTidy`: a removal from a std hash map that keeps tombstones from building up, shared by
 //! the C ABI's maps (zig-src/root.zig: a thread's holds, keeps, coroutines, scopes; the kept
 //! undelivered queues), the guarded stack pool's `where` (zig-src/coro/stack.zig) and the live
-//! cells blocks (root.zig, `CellsRegistry`).
+//! cells blocks (root.zig, `cells_registry`).
 const std = @import("std");
 
 /// Removes `key` from `map` (a `std.HashMapUnmanaged` with the auto context of `key`'s type),
