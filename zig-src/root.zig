@@ -12811,6 +12811,24 @@ fn cellsNeverFault() !u8 {
     if (kc_cells_pin(big, 1) != Status.invalid.code()) return 5;
     if (kc_cells_pin(big, -1) != Status.invalid.code()) return 6;
     if (cells_live.load(.monotonic) != base) return 7;
+    // A header whose first 32 bytes are readable, with a check word and another copy's
+    // `destroy` in them, and whose last 16 (the next page's) are not: a short copy
+    // (`copyNoFault`, either way), refused, nothing read or written in place.
+    const Other = struct {
+        fn destroy(_: [*]u64) callconv(.c) void {}
+    };
+    const two = try std.posix.mmap(null, 2 * page, std.posix.PROT.READ | std.posix.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+    std.posix.munmap(@alignCast(two[page..]));
+    defer std.posix.munmap(@alignCast(two[0..page]));
+    const at = @intFromPtr(two.ptr) + page + 16;
+    const head: [*]u64 = @ptrCast(@alignCast(two.ptr + page - 32)); // release, destroy, state, check
+    head[0] = @intFromPtr(&kc_cells_release);
+    head[1] = @intFromPtr(&Other.destroy);
+    head[2] = 0;
+    head[3] = cells_header.magic ^ at;
+    if (kc_cells_pin(@ptrFromInt(at), 1) != Status.invalid.code()) return 8;
+    kc_cells_release(@ptrFromInt(at));
+    if (head[2] != 0) return 9; // no pin, no release written
     return 0;
 }
 
