@@ -1158,9 +1158,16 @@ test "a shutdown that cancels counts out children that never started, and their 
         var blocking = std.atomic.Value(u32).init(0);
         var ran = std.atomic.Value(u32).init(0);
         var undone = std.atomic.Value(u32).init(0);
-        fn blocker(_: ?*anyopaque) callconv(.c) void {
+        /// Holds the only worker until the shutdown below stopped the run: its worker then
+        /// leaves its loop as this returns, and the children queued behind never start.
+        /// Before, a 50 ms sleep held it, and a test thread slower than that (a loaded machine)
+        /// let them run. Bounded: past it they run and the test fails, rather than hangs.
+        fn blocker(arg: ?*anyopaque) callconv(.c) void {
+            const s: *Scheduler = @ptrCast(@alignCast(arg.?));
             blocking.store(1, .release);
-            std.Thread.sleep(50 * std.time.ns_per_ms); // holds the only worker
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to stop the run");
+            // Acquire (`isRunning`): pairs with the shutdown's store of its stop.
+            while (s.isRunning() and !d.passed()) std.Thread.yield() catch {};
         }
         fn child(_: ?*anyopaque) callconv(.c) void {
             _ = ran.fetchAdd(1, .monotonic);
@@ -1171,7 +1178,7 @@ test "a shutdown that cancels counts out children that never started, and their 
     };
     const scope = try Scope.create(testing.allocator, &sched, null);
     const inner = try Scope.create(testing.allocator, &sched, scope);
-    _ = try sched.spawn(S.blocker, null);
+    _ = try sched.spawn(S.blocker, &sched);
     const d = test_wait.Deadline.in(test_wait.default_ns, "the blocker to run");
     while (S.blocking.load(.acquire) == 0) try d.wait();
     // Queued behind the blocker: they never start.
