@@ -6842,6 +6842,106 @@ test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
 }
 
+test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_scope_wait waits on for the children (nothing stopped), scopes refuse creates and launches, and a finish goes on as the cancel it follows" {
+    // README: the KC_EBUSY stops nothing, so a thread waiting on a scope is not woken as at a
+    // KC_ETIME (whose join would abandon the children): it returns 0 once they end. Short calls
+    // from outside are KC_ESHUTDOWN, and the next shutdown, of either mode, goes on from there
+    // with the cancel's `cancelPending` standing: a finish does not drain, and ends cancelled.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var spawn_rc = std.atomic.Value(i32).init(1);
+        var wait_rc = std.atomic.Value(i32).init(1);
+        var scope_: u32 = 0;
+        /// 0: the waiting thread's, 1: the spawning thread's.
+        var joiners = [2]test_wait.Joiner{ .{}, .{} };
+        fn noop(_: ?*anyopaque) callconv(.c) void {}
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+        // A spawn whose thread stops inside it until let go, as in the test above.
+        fn held() void {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn spawner() void {
+            defer joiners[1].done();
+            spawn_rc.store(kc_spawn(noop, null, 0, null), .release); // pairs with the test's load
+        }
+        fn waiter() void {
+            defer joiners[0].done();
+            // Bounded: a wait that never ended fails the test (KC_ETIME) rather than hangs it.
+            wait_rc.store(kc_scope_wait(scope_, kc_now_ns() + test_wait.default_ns), .release);
+        }
+        fn listed() usize {
+            sched.outside_mutex.lock();
+            defer sched.outside_mutex.unlock();
+            var n: usize = 0;
+            var it = sched.outside_waits;
+            while (it) |w| : (it = w.next) n += 1;
+            return n;
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.spawn_rc.store(1, .monotonic);
+    S.wait_rc.store(1, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    S.scope_ = scope;
+    var child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_launch(scope, S.parked, null, 0, &child));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the child to park");
+    while (kc_coro_state(child) != parked) try d.wait();
+    var threads: [2]std.Thread = undefined;
+    var started: usize = 0;
+    var shut = false;
+    defer {
+        S.release.store(true, .release);
+        if (!shut) _ = kc_sched_shutdown(0);
+        for (threads[0..started], 0..) |t, i| S.joiners[i].join(t, test_wait.default_ns, "a thread of the test");
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.waiter, .{});
+    started = 1;
+    const listing = test_wait.Deadline.in(test_wait.default_ns, "the thread to wait");
+    while (S.listed() != 1) try listing.wait();
+    test_hooks = .{ .in_spawn = S.held };
+    defer test_hooks = .{};
+    threads[1] = try std.Thread.spawn(.{}, S.spawner, .{});
+    started = 2;
+    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
+    while (!S.inside.load(.acquire)) try entering.wait();
+    try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, 20 * std.time.ns_per_ms));
+    var other: u32 = 0;
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_create(0, &other));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(scope, S.noop, null, 0, null));
+    // Not woken as at a KC_ETIME: no join was left, nothing to abandon.
+    try testing.expect(!sched.joinLeft());
+    try testing.expectEqual(@as(i32, 1), S.wait_rc.load(.acquire));
+    S.release.store(true, .release);
+    S.joiners[1].join(threads[1], test_wait.default_ns, "the spawning thread");
+    started = 1;
+    try testing.expectEqual(@as(i32, 0), S.spawn_rc.load(.acquire)); // let in before
+    // The run goes on: the child ends when woken, and with it the wait, 0.
+    try testing.expect(kc_coro_unpark(child) >= 0);
+    S.joiners[0].join(threads[0], test_wait.default_ns, "the waiting thread");
+    started = 0;
+    try testing.expectEqual(@as(i32, 0), S.wait_rc.load(.acquire));
+    shut = true;
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(i32, @intCast(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel))), kc_sched_ended(generation));
+}
+
 test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
