@@ -702,6 +702,8 @@ fn unlockSched() void {
 
 /// Tests: the rounds of `lockSchedBy`'s loop, all calls together.
 var lock_looks = std.atomic.Value(u64).init(0);
+/// Tests: `lockSchedBy`'s waits with no bound (past its deadline) begun, all calls together.
+var lock_sleeps = std.atomic.Value(u64).init(0);
 
 /// Wakes the timed waits for `sched_mutex` (`lockSchedBy`) to look again.
 fn bumpSchedLock() void {
@@ -743,7 +745,11 @@ fn lockSchedBy(deadline: u64) bool {
         // join holds the lock); past it, until an unlock or the holder's `sched_joining`.
         if (now < deadline) {
             std.Thread.Futex.timedWait(&sched_lock_events, seq, deadline - now) catch {};
-        } else std.Thread.Futex.wait(&sched_lock_events, seq);
+        } else {
+            // Release: pairs with the acquire load of a test that waits for this sleep.
+            if (@import("builtin").is_test) _ = lock_sleeps.fetchAdd(1, .release);
+            std.Thread.Futex.wait(&sched_lock_events, seq);
+        }
     }
 }
 /// How many schedulers kc_sched_start started (stored under `sched_mutex`): kc_sched_info's
@@ -7110,7 +7116,8 @@ test "C ABI: kc_sched_shutdown_timed asleep past its bound on the lock a shutdow
         var cancel_rc = std.atomic.Value(i32).init(1);
         var timed_rc = std.atomic.Value(i32).init(1);
         var in_hook = std.atomic.Value(bool).init(false);
-        var timed_deadline = std.atomic.Value(u64).init(0);
+        /// `lock_sleeps` before the test's threads began.
+        var sleeps_before = std.atomic.Value(u64).init(0);
         var joiners = [2]test_wait.Joiner{ .{}, .{} };
         const bound = 20 * std.time.ns_per_ms;
         // A cancel with no bound: it holds the lock in its short steps (this hook) until the
@@ -7121,20 +7128,19 @@ test "C ABI: kc_sched_shutdown_timed asleep past its bound on the lock a shutdow
         }
         fn timed() void {
             defer joiners[1].done();
-            timed_deadline.store(kc_now_ns() + bound, .release);
             timed_rc.store(kc_sched_shutdown_timed(0, bound), .release);
         }
         fn hook() void {
             if (in_hook.swap(true, .acq_rel)) return; // the cancel's only
-            // The timed call's deadline passed, and it looked again since (a look reads the
-            // time after it counts itself): it goes to sleep with no bound.
+            // The timed call (the only one in `lockSchedBy` meanwhile) goes to sleep with no
+            // bound: past its deadline, the lock held. Before, this waited for a look begun
+            // after a time the test stored before the call (no later than the call's own
+            // deadline): a hook thread that ran late under load took its snapshot of the looks
+            // after the timed call's last one, waited its 30 s for one that never came, and
+            // the test's own 30 s for the answer ran out first (expected -62, found 1).
             const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (timed_deadline.load(.acquire) == 0 or kc_now_ns() < timed_deadline.load(.acquire)) {
-                if (d.passed()) return;
-                std.Thread.yield() catch {};
-            }
-            const looks = lock_looks.load(.monotonic);
-            while (lock_looks.load(.monotonic) == looks or sched_lock_waiters.load(.seq_cst) == 0) {
+            // Acquire: pairs with the count's release increment.
+            while (lock_sleeps.load(.acquire) == sleeps_before.load(.monotonic)) {
                 if (d.passed()) return;
                 std.Thread.yield() catch {};
             }
@@ -7144,7 +7150,7 @@ test "C ABI: kc_sched_shutdown_timed asleep past its bound on the lock a shutdow
     S.cancel_rc.store(1, .monotonic);
     S.timed_rc.store(1, .monotonic);
     S.in_hook.store(false, .monotonic);
-    S.timed_deadline.store(0, .monotonic);
+    S.sleeps_before.store(lock_sleeps.load(.monotonic), .monotonic);
     S.joiners = .{ .{}, .{} };
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
