@@ -4324,31 +4324,21 @@ comptime {
 }
 
 /// The header of cells at `at` that are no block of this copy's (not in `cells_registry`), if
-/// another copy's live block is there by the check word; null otherwise, never faulting: the
-/// header is copied out (`copyNoFault`: process_vm_readv, or a pipe where that is refused),
-/// which answers EFAULT for memory not mapped or not readable, before anything is read in
-/// place. A block of another library copy in this process (its header's `destroy` is that
-/// copy's): TypeScript pins cells with whichever copy its runtime uses. Off Linux, the header
-/// is read in place (`cells_header.valid`).
+/// another copy's live block is there by the check word; null otherwise, never faulting
+/// (`cells_header.validNoFault`: on Linux the header is copied out first, by process_vm_readv or
+/// a pipe where that is refused, which answers EFAULT for memory not mapped or not readable;
+/// off Linux it is read in place). A block of another library copy in this process (its
+/// header's `destroy` is that copy's): TypeScript pins cells with whichever copy its runtime
+/// uses. The same check as the Node-API companion's `cells`, one function for both (before, this
+/// was a copy of it).
 fn foreignCells(at: usize) ?*cells_header.Header {
-    if (at < @sizeOf(cells_header.Header) or at % 16 != 0) return null;
-    if (@import("builtin").os.tag != .linux) {
-        const h = cells_header.valid(at) orelse return null;
-        return if (h.destroy == &destroyCells) null else h;
-    }
-    var copy: cells_header.Header = undefined;
-    // Not readable (or no way to copy it): nothing known to be a block there, refused.
-    if (!copyNoFault(std.mem.asBytes(&copy), at - @sizeOf(cells_header.Header))) return null;
-    if (copy.check != cells_header.magic ^ at) return null;
+    const h = cells_header.validNoFault(at) orelse return null;
     // This copy's own `destroy` on an unlisted address: a freed block's stale header or a
-    // forged one (destroyCells clears the check before the free), never a live block.
-    if (copy.destroy == &destroyCells) return null;
-    return cells_header.of(@ptrFromInt(at));
+    // forged one (destroyCells clears the check before the free), never a live block. Read in
+    // place: validNoFault found the header readable, and a block freed since is the caller's
+    // use after free, as for free(3).
+    return if (h.destroy == &destroyCells) null else h;
 }
-
-/// Copies bytes out without reading them in place (cells_header.zig, shared with the Node-API
-/// companion's `cells`).
-const copyNoFault = cells_header.copyNoFault;
 
 /// Counts the block at `cells` out of this copy's `cells_live` and frees it (already unlisted
 /// from `cells_registry`).
@@ -12983,8 +12973,8 @@ fn cellsForeignBlock() !void {
 test "C ABI: kc_cells_pin and kc_cells_release recognise another copy's block, and fault at no address, where process_vm_readv is refused" {
     // qemu-user implements no process_vm_readv (ENOSYS) and a seccomp filter may refuse it
     // (EPERM): `foreignCells` then refused every other copy's block (TypeScript's pin of one
-    // threw a miscount; this suite's foreign-block test failed under qemu). `copyNoFault` falls
-    // back to a pipe. In a child whose seccomp filter refuses the call (where one can be set:
+    // threw a miscount; this suite's foreign-block test failed under qemu).
+    // `cells_header.copyNoFault` falls back to a pipe. In a child whose seccomp filter refuses the call (where one can be set:
     // not under qemu, which refuses it anyway), so that a fault fails this test alone.
     if (@import("builtin").os.tag != .linux) return error.SkipZigTest;
     const pid = try std.posix.fork();
