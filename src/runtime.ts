@@ -61,7 +61,8 @@ export type ShutdownMode = "cancel" | "finish";
  * - `"receiver"`: `[channel handle, done, status]`: receives one value (discarded) from a
  *   channel that is not zero-copy (e.g. `codecs.u64`); `status` 0, `Status.EINTR` (its native
  *   scope was cancelled), `EPIPE`, `ECANCELED` or `EBADH`, then `done` = 1; abandoned in its
- *   receive by a `"cancel"` shutdown, `ESHUTDOWN` (and `done` = 1);
+ *   receive by a shutdown (a `"cancel"`, or a `"finish"` that leaves it parked), `ESHUTDOWN`
+ *   (and `done` = 1);
  * - `"cancel-scope"`: `[unused, done, status]`: cancels the native scope it runs in, as C code
  *   calling `kc_scope_cancel` would; `status` 1 if it did, 0 if it was cancelled already;
  * - `"read-deadline"`: `[deadline, done, status]`: writes the deadline its native scope's

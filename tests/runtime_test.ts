@@ -819,6 +819,36 @@ Deno.test("runtime: a coroutine parked on a channel when shutdown cancels it lea
   assert.equal(await got, 2n);
 });
 
+Deno.test("runtime: a receiver left parked by a finish shutdown is abandoned as by a cancel: done with ESHUTDOWN", async () => {
+  const rt = runtime({ workers: 1 });
+  using ch = new Channel<bigint>("rendezvous", { codec: codecs.u64 });
+  const cells = rt.cells([BigInt(ch.handle), 0n, 0n]);
+  rt.spawn("receiver", cells);
+  assert.equal((await rt.drain()).parked, 1); // parked in its receive: nothing sends
+  // The finish drains (nothing runnable) and abandons what stays parked.
+  assert.equal((await rt.shutdown("finish")).abandoned, 1);
+  assert.equal(cells[1], 1n);
+  assert.equal(BigInt.asIntN(64, cells[2]), BigInt(Status.ESHUTDOWN));
+});
+
+Deno.test("runtime: a cancellable-sleeper abandoned in its sleep by a cancel shutdown shows done with ESHUTDOWN; a sleeper's done stays", async () => {
+  const rt = runtime({ workers: 1 });
+  const csleeper = rt.cells([60_000n, 0n, 0n]); // a minute: asleep when the shutdown comes
+  const sleeper = rt.cells([60_000n, 0n]);
+  rt.spawn("cancellable-sleeper", csleeper);
+  rt.spawn("sleeper", sleeper);
+  // Both asleep (parked on their timers): a shutdown before either ran would abandon it with
+  // no cleanup of its own pushed yet, and tell nothing.
+  await until(() => rt.stats().workers[0].parks >= 2, "both built-ins asleep");
+  await rt.shutdown("cancel");
+  // Abandoned in its sleep: done = 1 with ESHUTDOWN, no status a finished sleep reports
+  // (before, done stayed 0 for good).
+  assert.equal(csleeper[1], 1n);
+  assert.equal(BigInt.asIntN(64, csleeper[2]), BigInt(Status.ESHUTDOWN));
+  // The two-cell sleeper has no status to say so: its done says it slept its time.
+  assert.equal(sleeper[1], 0n);
+});
+
 Deno.test("runtime: a parked built-in's cells stay pinned across a drain until it can no longer write", async () => {
   const res = await evalScript(
     `

@@ -41,8 +41,8 @@ pub const Builtin = enum(u32) {
     /// Scheduled. `arg` -> u64[3] { channel handle, done, status }: receives one value from the
     /// channel (discarded; not a zero-copy channel), then `status` = 0, KC_EINTR (its scope was
     /// cancelled), KC_EPIPE, KC_ECANCELED or KC_EBADH and `done` = 1; abandoned in its receive
-    /// (a shutdown that cancels, a kc_coro_destroy), `status` = KC_ESHUTDOWN and `done` = 1
-    /// (`DoneOnAbandon`). Lives in root.zig.
+    /// (a shutdown that cancels, a finish that leaves it parked, a kc_coro_destroy), `status` =
+    /// KC_ESHUTDOWN and `done` = 1 (`DoneOnAbandon`). Lives in root.zig.
     receiver = 8,
     /// Scheduled. `arg` -> u64[3] { unused, done, status }: cancels the native scope it runs
     /// in, as C code calling kc_scope_cancel would; `status` = 1 if it did, 0 if it was
@@ -96,11 +96,13 @@ pub fn countedOut() void {
     scheduler.Scheduler.countFinishedNow();
 }
 
-/// A scheduled built-in abandoned (a shutdown that cancels, a kc_coro_destroy: in a wait or
-/// at a turn) moves its `done` as its return does (`add`: adds 1, else stores 1), from this
-/// cleanup, pushed first so run last: the echo's, the chanSender's, the cancellable sleeper's
-/// and the receiver's (not the two-cell sleeper's: its `done` says it slept its time). A three-cell one's `status` (cell 2) says KC_ESHUTDOWN then, a status none of
-/// them returns with (their waits never report it). Before, `done` never moved, and a host
+/// A scheduled built-in abandoned (a shutdown that cancels or a finish that leaves it parked,
+/// a kc_coro_destroy: in a wait or at a turn) moves its `done` as its return does (`add`: adds
+/// 1, else stores 1), from this cleanup, pushed first so run last: the echo's, the
+/// chanSender's, the cancellable sleeper's and the receiver's (not the two-cell sleeper's: its
+/// `done` says it slept its time). A three-cell one's `status` (cell 2) says KC_ESHUTDOWN
+/// then, a status none of them returns with (their waits never report it: a channel's
+/// receive and a scope's sleep have no error.Shutdown). Before, `done` never moved, and a host
 /// waiting for it could not tell an abandoned built-in from a running one. The shutdown
 /// counted the coroutine out already (`releaseAbandoned`); run on the abandoning thread,
 /// after the other cleanups (in a shutdown, before an echo's value in hand reaches `out`'s
