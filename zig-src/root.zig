@@ -12974,8 +12974,9 @@ test "C ABI: kc_cells_pin and kc_cells_release recognise another copy's block, a
     // qemu-user implements no process_vm_readv (ENOSYS) and a seccomp filter may refuse it
     // (EPERM): `foreignCells` then refused every other copy's block (TypeScript's pin of one
     // threw a miscount; this suite's foreign-block test failed under qemu).
-    // `cells_header.copyNoFault` falls back to a pipe. In a child whose seccomp filter refuses the call (where one can be set:
-    // not under qemu, which refuses it anyway), so that a fault fails this test alone.
+    // `cells_header.copyNoFault` falls back to a pipe. Run in a child whose seccomp filter
+    // refuses the call (where one can be set: not under qemu, which refuses it anyway), so that
+    // a fault fails this test alone.
     if (@import("builtin").os.tag != .linux) return error.SkipZigTest;
     const pid = try std.posix.fork();
     if (pid == 0) {
