@@ -792,11 +792,67 @@ const SchedHold = struct {
     counter: ?*std.atomic.Value(u32),
 
     fn leave(h: SchedHold) void {
-        // Release: what the call did with `sched` happens before a shutdown or restart that
-        // sees the count drop (their seq_cst loads).
-        if (h.counter) |c| std.debug.assert(c.fetchSub(1, .release) > 0); // counted in by `enter`
+        if (h.counter) |c| userOut(c);
     }
 };
+
+/// Futex word of the waits for the calls from outside to leave `sched` (`awaitUsers`: a
+/// shutdown's for `sched_users`, a start's for both counts): bumped by a leave (`userOut`) only
+/// while `users_waiters` counts a waiter, so that a leave with none waiting (every spawn's)
+/// gains one load and no syscall.
+var users_events = std.atomic.Value(u32).init(0);
+var users_waiters = std.atomic.Value(u32).init(0);
+/// Tests: the rounds of `awaitUsers`' loop, all calls together.
+var users_looks = std.atomic.Value(u64).init(0);
+
+/// Counts a call from outside out of `counter` (`sched_users` or `sched_drain_users`), waking
+/// the waits for it (`awaitUsers`).
+fn userOut(counter: *std.atomic.Value(u32)) void {
+    // Seq_cst, with the load below: a Dekker pair with `awaitUsers` (its increment of
+    // `users_waiters`, then its loads of the counts). Either it sees the count drop (and does
+    // not sleep) or we see it counted (and wake it). Its release half: what the call did with
+    // `sched` happens before a shutdown or restart that sees the count drop (their seq_cst
+    // loads).
+    std.debug.assert(counter.fetchSub(1, .seq_cst) > 0); // counted in by `enter`
+    if (users_waiters.load(.seq_cst) != 0) {
+        // Release: pairs with `awaitUsers`' acquire load of the word (seq_cst there).
+        _ = users_events.fetchAdd(1, .release);
+        std.Thread.Futex.wake(&users_events, std.math.maxInt(u32));
+    }
+}
+
+/// Waits until no call from outside is inside `sched` (`sched_users`, and `sched_drain_users`
+/// too if `drains`), until `deadline` (null: none): false if it passed first. A few yields (a
+/// short call is microseconds), then a futex sleep on `users_events`, woken by a leave
+/// (`userOut`): before, it yielded for the whole wait, a core kept busy while the call's thread
+/// was preempted, starved or stopped in a debugger (an exit's timed shutdown: up to its bound).
+fn awaitUsers(drains: bool, deadline: ?u64) bool {
+    var spins: u32 = 0;
+    while (true) {
+        if (@import("builtin").is_test) _ = users_looks.fetchAdd(1, .monotonic); // a count
+        // Acquire (seq_cst for the pair in `userOut`): read before the counts below, so that
+        // a leave's bump after them makes the futex wait return at once.
+        const seq = users_events.load(.seq_cst);
+        // Seq_cst: the load half of the Dekker pairs with `enter` (see there) and with
+        // `userOut`; the acquire half pairs with `userOut`'s release decrement.
+        if (sched_users.load(.seq_cst) == 0 and (!drains or sched_drain_users.load(.seq_cst) == 0)) return true;
+        const now = kcoro.scheduler.monotonicNs();
+        if (deadline) |d| if (now >= d) return false;
+        if (spins < 8) {
+            spins += 1;
+            std.Thread.yield() catch {};
+            continue;
+        }
+        // Seq_cst: the other half of `userOut`'s Dekker pair, counted before the counts are
+        // read again; the decrement is a count only.
+        _ = users_waiters.fetchAdd(1, .seq_cst);
+        defer _ = users_waiters.fetchSub(1, .monotonic);
+        if (sched_users.load(.seq_cst) == 0 and (!drains or sched_drain_users.load(.seq_cst) == 0)) return true;
+        if (deadline) |d| {
+            std.Thread.Futex.timedWait(&users_events, seq, d - now) catch {};
+        } else std.Thread.Futex.wait(&users_events, seq);
+    }
+}
 
 /// `running()` for a call that uses the scheduler until `SchedHold.leave`. From a worker of the
 /// scheduler (a coroutine spawning) it is always allowed while it runs, also during a
@@ -814,7 +870,7 @@ fn enter(comptime use: enum { short, drain }) ?SchedHold {
     const ok = sched_started.load(.seq_cst) and sched.isRunning() and
         (use == .drain or !sched_stopping.load(.seq_cst));
     if (ok) return .{ .s = &sched, .counter = counter };
-    std.debug.assert(counter.fetchSub(1, .release) > 0); // our own count in, above
+    userOut(counter); // our own count in, above
     return null;
 }
 
@@ -895,9 +951,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     // not a store, as for every store half of a Dekker pair here: qemu-user on an x86 host lets
     // an ARM64 seq_cst store (stlr) pass a later seq_cst load (see `Deque.push`).
     _ = sched_started.swap(false, .seq_cst);
-    while (sched_users.load(.seq_cst) != 0 or sched_drain_users.load(.seq_cst) != 0) {
-        std.Thread.yield() catch {};
-    }
+    _ = awaitUsers(true, null);
     sched_stopping.store(false, .seq_cst);
     // Monotonic: stored under `sched_mutex`, which we hold. A scheduler that ran before may
     // still be read by a waker of that run (see `Scheduler.restart`).
@@ -1205,16 +1259,10 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
 /// shutdown, of any kind, goes on from there (a cancel's `cancelPending` stands). Unset, it could
 /// not be: a finishing shutdown holding the lock may be draining, and a short call let in then
 /// would run while it frees. Before, the wait had no bound: a timed shutdown (an exit's) waited for
-/// good for a spawn that did not return (its thread stopped in a debugger, or starved). Yields: a
-/// short call is short (microseconds), and the bound caps the rare long one.
+/// good for a spawn that did not return (its thread stopped in a debugger, or starved). A few
+/// yields, then a sleep until a leave or the bound (`awaitUsers`).
 fn awaitUsersOut(deadline: ?u64) bool {
-    // Seq_cst: the load half of the Dekker pair with `enter` (see there); its acquire half
-    // pairs with `SchedHold.leave`'s release decrement.
-    while (sched_users.load(.seq_cst) != 0) {
-        if (deadline) |d| if (kcoro.scheduler.monotonicNs() >= d) return false;
-        std.Thread.yield() catch {};
-    }
-    return true;
+    return awaitUsers(false, deadline);
 }
 
 /// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if `deadline` (null: none)
@@ -6936,6 +6984,102 @@ test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_sc
     shut = true;
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
     try testing.expectEqual(@as(i32, @intCast(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel))), kc_sched_ended(generation));
+}
+
+test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleeps until its bound, not spinning" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var saw_waiter = std.atomic.Value(bool).init(false);
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        fn noop(_: ?*anyopaque) callconv(.c) void {}
+        // A spawn whose thread stops inside it until let go, watching for the wait to sleep.
+        fn held() void {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) {
+                if (users_waiters.load(.seq_cst) != 0) saw_waiter.store(true, .release);
+                std.Thread.yield() catch {};
+            }
+        }
+        fn spawner() void {
+            defer joiner.done();
+            rc.store(kc_spawn(noop, null, 0, null), .release);
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.saw_waiter.store(false, .monotonic);
+    S.rc.store(1, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    test_hooks = .{ .in_spawn = S.held };
+    defer test_hooks = .{};
+    const th = try std.Thread.spawn(.{}, S.spawner, .{});
+    var joined = false;
+    defer if (!joined) {
+        S.release.store(true, .release);
+        S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+        _ = kc_sched_shutdown(0);
+    };
+    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
+    while (!S.inside.load(.acquire)) try entering.wait();
+    const looks = users_looks.load(.monotonic);
+    const bound = 300 * std.time.ns_per_ms;
+    const t0 = kc_now_ns();
+    try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, bound));
+    try testing.expect(kc_now_ns() - t0 >= bound);
+    // A few yields (8), then a sleep until the bound, then the look that gives up. Before, it
+    // yielded in a loop for the whole bound, never counted as a waiter: a core kept busy.
+    try testing.expect(S.saw_waiter.load(.acquire));
+    try testing.expect(users_looks.load(.monotonic) - looks <= 16);
+    S.release.store(true, .release);
+    S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+    joined = true;
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    // The leave woke nobody (no waiter) and the next shutdown goes on from there.
+    try testing.expectEqual(@as(u32, 0), users_waiters.load(.seq_cst));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+}
+
+test "C ABI: kc_sched_start waiting for a call from outside still inside the last run sleeps until it leaves, not spinning" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var saw_waiter = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        // A drain of the last run still inside (its thread preempted on its way out): counted
+        // in by hand, counted out as its leave does, once the start sleeps (or after a while).
+        fn drainer() void {
+            defer joiner.done();
+            const d = test_wait.Deadline.in(300 * std.time.ns_per_ms, "");
+            while (!d.passed()) {
+                if (users_waiters.load(.seq_cst) != 0) {
+                    saw_waiter.store(true, .release);
+                    break;
+                }
+                std.Thread.yield() catch {};
+            }
+            // A while asleep: the start must not go round meanwhile.
+            const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+            while (!later.passed()) std.Thread.yield() catch {};
+            userOut(&sched_drain_users);
+        }
+    };
+    S.saw_waiter.store(false, .monotonic);
+    S.joiner = .{};
+    _ = sched_drain_users.fetchAdd(1, .seq_cst);
+    const looks = users_looks.load(.monotonic);
+    const th = try std.Thread.spawn(.{}, S.drainer, .{});
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    S.joiner.join(th, test_wait.default_ns, "the drainer");
+    try testing.expect(S.saw_waiter.load(.acquire));
+    try testing.expect(users_looks.load(.monotonic) - looks <= 16);
+    try testing.expectEqual(@as(u32, 0), sched_drain_users.load(.seq_cst));
 }
 
 test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {
