@@ -883,12 +883,40 @@ fn freeHandle(co: *coroutine.Coroutine) void {
 /// on (`quiesceLookups`), after it freed every handle.
 var coro_lookups = std.atomic.Value(u32).init(0);
 
+/// Futex word of `quiesceLookups`' wait: bumped by a lookup's end only while `lookups_waiters`
+/// counts a waiter, so that a lookup (every kc_coro_unpark) gains one load and no syscall.
+var lookups_events = std.atomic.Value(u32).init(0);
+var lookups_waiters = std.atomic.Value(u32).init(0);
+/// Tests: the rounds of `quiesceLookups`' loop.
+var lookups_looks = std.atomic.Value(u64).init(0);
+
 /// A scheduler's `unmap_hook`: every handle is freed; wait for lookups that found one before.
+/// A few yields (a lookup is short), then a futex sleep on `lookups_events` woken by a lookup's
+/// end: before, it yielded for as long as a lookup's thread was preempted or stopped, a core
+/// kept busy in a shutdown.
 fn quiesceLookups() void {
     // Seq_cst RMW, then loads: the Dekker pair with `lookupBegin` (its increment, then its
     // table read). Either the lookup finds the handle freed, or we see it and wait.
     _ = coro_lookups.fetchAdd(0, .seq_cst);
-    while (coro_lookups.load(.seq_cst) != 0) std.Thread.yield() catch {};
+    var spins: u32 = 0;
+    while (true) {
+        if (@import("builtin").is_test) _ = lookups_looks.fetchAdd(1, .monotonic); // a count
+        // Acquire (seq_cst for the pair in `lookupEnd`): read before the count below, so that
+        // an end's bump after it makes the futex wait return at once.
+        const seq = lookups_events.load(.seq_cst);
+        if (coro_lookups.load(.seq_cst) == 0) return;
+        if (spins < 8) {
+            spins += 1;
+            std.Thread.yield() catch {};
+            continue;
+        }
+        // Seq_cst: the other half of `lookupEnd`'s Dekker pair, counted before the count is
+        // read again; the decrement is a count only.
+        _ = lookups_waiters.fetchAdd(1, .seq_cst);
+        defer _ = lookups_waiters.fetchSub(1, .monotonic);
+        if (coro_lookups.load(.seq_cst) == 0) return;
+        std.Thread.Futex.wait(&lookups_events, seq);
+    }
 }
 
 fn lookupBegin() void {
@@ -896,7 +924,15 @@ fn lookupBegin() void {
 }
 
 fn lookupEnd() void {
-    std.debug.assert(coro_lookups.fetchSub(1, .release) > 0); // its reads happen before the unmap
+    // Seq_cst, with the load below: a Dekker pair with `quiesceLookups` (its increment of
+    // `lookups_waiters`, then its load of the count): either it sees the count drop, or we
+    // see it counted and wake it. Its release half: the lookup's reads happen before the unmap.
+    std.debug.assert(coro_lookups.fetchSub(1, .seq_cst) > 0);
+    if (lookups_waiters.load(.seq_cst) != 0) {
+        // Release: pairs with `quiesceLookups`' acquire load of the word (seq_cst there).
+        _ = lookups_events.fetchAdd(1, .release);
+        std.Thread.Futex.wake(&lookups_events, std.math.maxInt(u32));
+    }
 }
 
 const DlInfo = extern struct {
@@ -7080,6 +7116,46 @@ test "C ABI: kc_sched_start waiting for a call from outside still inside the las
     try testing.expect(S.saw_waiter.load(.acquire));
     try testing.expect(users_looks.load(.monotonic) - looks <= 16);
     try testing.expectEqual(@as(u32, 0), sched_drain_users.load(.seq_cst));
+}
+
+test "C ABI: a shutdown waiting for a handle lookup still in flight sleeps until it ends, not spinning" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var rc = std.atomic.Value(i32).init(1);
+        var joiner: test_wait.Joiner = .{};
+        fn stop() void {
+            defer joiner.done();
+            rc.store(kc_sched_shutdown(0), .release);
+        }
+    };
+    S.rc.store(1, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    // A lookup (kc_coro_unpark's, say) whose thread is preempted inside it: counted in here,
+    // ended below once the shutdown sleeps.
+    lookupBegin();
+    const looks = lookups_looks.load(.monotonic);
+    const th = std.Thread.spawn(.{}, S.stop, .{}) catch |err| {
+        lookupEnd();
+        return err;
+    };
+    defer S.joiner.join(th, test_wait.default_ns, "the shutdown");
+    var ended = false;
+    defer if (!ended) lookupEnd();
+    // Before, it yielded in a loop until the lookup ended, never counted as a waiter.
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
+    while (lookups_waiters.load(.seq_cst) == 0) try asleep.wait();
+    // A while asleep: it must not go round meanwhile.
+    const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+    while (!later.passed()) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(i32, 1), S.rc.load(.acquire)); // still waiting
+    ended = true;
+    lookupEnd();
+    const done = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to end");
+    while (S.rc.load(.acquire) == 1) try done.wait();
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    try testing.expect(lookups_looks.load(.monotonic) - looks <= 16);
 }
 
 test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {
