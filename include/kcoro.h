@@ -276,8 +276,11 @@ int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
  * while this call runs, it does nothing to the later one (with no host counted, the clock ticker
- * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). A generation not
- * started yet is KC_EINVAL, nothing done, as kc_sched_ended answers for it (before, 0). */
+ * and the metrics pipes whose channels are gone end as with kc_sched_shutdown). While another
+ * shutdown still joins that generation (its run stopped, a worker on a coroutine that still runs)
+ * it waits for that join, as kc_sched_shutdown does: once it returns 0, kc_sched_abandoned knows
+ * the count (before, it returned 0 at once, the join still going on). A generation not started
+ * yet is KC_EINVAL, nothing done, as kc_sched_ended answers for it (before, 0). */
 int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
 /* kc_sched_shutdown with a bound of timeout_ns on all of its waits together (one deadline,
  * timeout_ns from the call): a wait for another shutdown in progress, a KC_SHUTDOWN_FINISH's drain

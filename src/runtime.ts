@@ -1154,7 +1154,8 @@ export class Runtime {
    * Stops the workers and frees every stack. `"cancel"` (default): unfinished coroutines never
    * run again. `"finish"`: drains first; a second call with `"cancel"` while it drains cuts it
    * short (what is left never runs; a `drain()` waiting then is a ShutdownError, and both calls
-   * resolve once the workers are joined). Any other second call does nothing, also once a later
+   * resolve once the workers are joined). Any other second call does nothing (it resolves with the
+   * first, with the same `abandoned`), also once a later
    * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
    * the shutdown waits for it to park, yield or end (the built-ins yield now and then, and stop

@@ -1095,6 +1095,57 @@ void hold(void *arg) {
   }
 });
 
+Deno.test("runtime: a second shutdown() while the first joins a running coroutine resolves after the join, with the same count", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // hold's cells: [go, done, running], as in the test above: it runs until this isolate says
+    // go, so the first shutdown has stopped the run and waits in its join meanwhile.
+    const lib = await buildPlugin(
+      dir,
+      `#include <stdint.h>
+#include <time.h>
+static time_t now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec; }
+void hold(void *arg) {
+  uint64_t *c = arg;
+  __atomic_store_n(c + 2, 1, __ATOMIC_RELEASE);
+  time_t end = now() + 60;
+  while (!__atomic_load_n(c, __ATOMIC_ACQUIRE) && now() < end) {}
+  __atomic_store_n(c + 1, 1, __ATOMIC_RELEASE);
+}`,
+    );
+    const res = await evalScript(`
+      import { Channel, codecs, resolveNative, runtime } from "./mod.ts";
+      import { settled, until } from "./tests/support.ts";
+      const rt = runtime({ workers: 2 });
+      const cells = rt.cells(3);
+      rt.spawn(resolveNative("${lib}", "hold"), cells);
+      await until(() => cells[2] === 1n, "the coroutine to run"); // bounded
+      using empty = new Channel("rendezvous", { codec: codecs.u64 });
+      rt.spawn("receiver", rt.cells([BigInt(empty.handle), 0n, 0n])); // parks: abandoned
+      // Parked: live, not busy (hold, running, is the one busy).
+      await until(() => {
+        const s = rt.stats();
+        return s.live === 2 && s.busy === 1;
+      }, "the receiver to park"); // bounded
+      const first = rt.shutdown();
+      await until(() => !rt.isRunning, "the shutdown under way natively"); // bounded
+      // Stopped, not joined: hold still runs. Before, this call's native shutdown found the
+      // generation no longer running and returned at once, and it resolved with { abandoned: 0 }
+      // (kc_sched_abandoned was KC_EBUSY: not joined yet) while the receiver was abandoned.
+      const second = rt.shutdown();
+      if (await settled(second)) throw new Error("the second call ended before the join");
+      cells[0] = 1n; // go
+      const got = [await first, await second];
+      if (got[0].abandoned !== 1 || got[1].abandoned !== 1) {
+        throw new Error("not the join's count: " + Deno.inspect(got));
+      }
+    `);
+    assert.equal(res.code, 0, res.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cancel ends the drain", async () => {
   const res = await evalScript(`
     import { runtime, ShutdownError } from "./mod.ts";

@@ -1179,7 +1179,10 @@ fn stopUnusedThreads() void {
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
 /// scheduler kc_sched_info named `generation`, only: once that one is shut down and a later one
 /// started (by another thread, even while this call runs), it does nothing to the later one.
-/// KC_EINVAL for 0 or a generation not started yet (nothing done), as kc_sched_ended.
+/// While another shutdown still joins that generation (its run stopped, a worker on a coroutine
+/// that still runs), it waits for that join, as kc_sched_shutdown does: once it returns 0,
+/// kc_sched_abandoned knows the count. KC_EINVAL for 0 or a generation not started yet (nothing
+/// done), as kc_sched_ended.
 export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
     if (generation == 0) return Status.invalid.code();
     // A generation no start has counted: KC_EINVAL, as kc_sched_ended answers for it (before,
@@ -1211,10 +1214,14 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
             // Monotonic: `enter`'s seq_cst load of `sched_started` saw kc_sched_start's
             // release store, made after its increment.
             if (sched_generation.load(.monotonic) != g) return 0;
-        } else if (!sched.join_pending.load(.monotonic)) return 0;
+        } else if (!sched.join_pending.load(.monotonic) and !joinUnfinished(g)) return 0;
         // Else a join a timed shutdown left (`join_pending`; monotonic: a hint, read again
         // under the lock): the latest generation's, which no later one follows before it is
         // done. This generation's to finish only if it is that one (checked under the lock).
+        // Or ours is stopped and another shutdown still joins it (a worker on a coroutine that
+        // still runs): the wait for the lock below waits for that join, as kc_sched_shutdown's
+        // does, and then there is nothing left to do. Before, this returned 0 at once, while
+        // kc_sched_abandoned was still KC_EBUSY and the workers ran on.
     }
     // The channels the shutdown's cleanups leave to be ended (`endAbandoned`): ended last, once
     // `sched_mutex` is unlocked and `sched_shutting` counted this call out (defers run in
@@ -1339,6 +1346,16 @@ var ended_finished: u64 = 0;
 /// the join is done). Under `ended_mutex`, with the two above.
 var ended_abandoned: [ended_window]u64 = @splat(0);
 var ended_joined: u64 = 0;
+
+/// Whether the run of `generation` has stopped (`recordEnd`) and its join is not done yet
+/// (`finishShutdown`): another shutdown joins it now, or a timed one left it (`join_pending`).
+fn joinUnfinished(generation: u64) bool {
+    ended_mutex.lock();
+    defer ended_mutex.unlock();
+    // A later generation's end means ours was joined: a start needs the last one joined.
+    return ended_last == generation and
+        ended_joined & (@as(u64, 1) << @intCast(generation % ended_window)) == 0;
+}
 
 /// The scheduler's `end_hook`: records how the running generation ends, on the shutdown's
 /// thread (under `sched_mutex`, so no start counts a later generation meanwhile).
@@ -7476,6 +7493,65 @@ test "C ABI: a thread's record is freed by the allocator that made it" {
     try testing.expect(Counting.had_record);
     try testing.expectEqual(@as(u32, 1), Counting.made.load(.monotonic));
     try testing.expectEqual(@as(u32, 1), Counting.freed.load(.monotonic));
+}
+
+test "C ABI: kc_sched_shutdown_gen while another shutdown joins that generation (a coroutine still runs) returns after the join, kc_sched_abandoned known" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var first: test_wait.Joiner = .{};
+        fn cancel() void {
+            defer first.done();
+            _ = kc_sched_shutdown(0); // stops the run, then joins for as long as it spins
+        }
+        var gen: u64 = 0;
+        var rc = std.atomic.Value(i32).init(1);
+        // What kc_sched_abandoned answered as the gen call returned: before, KC_EBUSY.
+        var abandoned = std.atomic.Value(i32).init(1);
+        var second: test_wait.Joiner = .{};
+        fn cancelGen() void {
+            defer second.done();
+            const r = kc_sched_shutdown_gen(0, gen);
+            abandoned.store(kc_sched_abandoned(gen), .monotonic);
+            rc.store(r, .release); // pairs with the test's acquire loads
+        }
+    };
+    test_wait.NeverYields.reset();
+    S.first = .{};
+    S.second = .{};
+    S.rc.store(1, .monotonic);
+    S.abandoned.store(1, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    var info: [7]u64 = undefined;
+    _ = kc_sched_info(&info, 7);
+    S.gen = info[6];
+    try testing.expectEqual(@as(i32, 0), kc_spawn(test_wait.NeverYields.body, null, 0, null));
+    try test_wait.NeverYields.awaitRunning();
+    const t1 = try std.Thread.spawn(.{}, S.cancel, .{});
+    // Stopped (its outcome known), not joined: the coroutine spins on.
+    const ds = test_wait.Deadline.in(test_wait.default_ns, "the first shutdown to stop the run");
+    while (kc_sched_ended(S.gen) < 0) {
+        ds.wait() catch |err| {
+            test_wait.NeverYields.letGo();
+            S.first.join(t1, test_wait.default_ns, "the first shutdown");
+            return err;
+        };
+    }
+    try testing.expect(joinUnfinished(S.gen));
+    const t2 = try std.Thread.spawn(.{}, S.cancelGen, .{});
+    // Before, the gen call returned at once: a bounded look for that (it must not return
+    // while the coroutine runs), then let the coroutine go either way.
+    const dg = test_wait.Deadline.in(200 * std.time.ns_per_ms, "");
+    while (S.rc.load(.acquire) == 1 and !dg.passed()) std.Thread.yield() catch {};
+    const early = S.rc.load(.acquire) != 1;
+    test_wait.NeverYields.letGo();
+    S.first.join(t1, test_wait.default_ns, "the first shutdown");
+    S.second.join(t2, test_wait.default_ns, "the gen shutdown");
+    try testing.expect(!early);
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    // It ran to its end once let go: none abandoned, known as the gen call returned.
+    try testing.expectEqual(@as(i32, 0), S.abandoned.load(.monotonic));
+    try testing.expect(!joinUnfinished(S.gen));
 }
 
 test "C ABI: kc_sched_shutdown_gen of a generation not started yet is KC_EINVAL, as kc_sched_ended says, and stops nothing" {
