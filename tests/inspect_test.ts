@@ -30,6 +30,7 @@ import {
 } from "../mod.ts";
 import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
+import { inspectAs } from "../src/inspect.ts";
 
 type Row = [label: string, value: unknown, name: string, facts: RegExp, tag?: string];
 
@@ -434,6 +435,19 @@ Deno.test("a hook called without Deno's inspect function prints each fact as JSO
     ](undefined, {}).replace(/workers: \d+/, "workers: N"),
     "Runtime { workers: N, isRunning: true }",
   );
+});
+
+Deno.test("inspectAs without Deno's inspect prints a fact JSON refuses by its tag, never throwing", () => {
+  // No public object has such a fact today (a channel's codec is JSON-safe): the hook's JSON
+  // path must still never throw out of a print. Before c46bd06 a BigInt or a cycle threw.
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  assert.equal(
+    inspectAs("X", { n: 1n, c: cyclic, u: undefined, s: "a" }, undefined, {}),
+    'X { n: [object BigInt], c: [object Object], u: undefined, s: "a" }',
+  );
+  // With Deno's inspect, each fact by it.
+  assert.equal(inspectAs("X", { n: 1n }, Deno.inspect, {}), "X { n: 1n }");
 });
 
 Deno.test("a job prints the count of its unfinished children", async () => {
