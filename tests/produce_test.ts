@@ -1519,20 +1519,28 @@ Deno.test("produce, actor: disposing of the producer's channel (or the actor's m
 });
 
 /**
- * Runs `run` with kc_chan_cancel_cause wrapped so that, once `arm(ch)` has marked a channel, its
- * first read of the channel's cancel cause (only Channel's `#cancelAfterClose` reads it: the
- * watch's, or the task's cancel's, after the close cause and before the status) is followed by
- * a kc_chan_destroy of it: another thread's destroy, its causes freed. Restores the symbol;
- * resolves with whether that destroy happened. (It wrapped `_cancelAfterClose` itself to know
- * it was inside, a public member then; now a private method.)
+ * Runs `run` with kc_chan_status and kc_chan_cancel_cause wrapped so that, once `arm(ch)` has
+ * marked a channel, the first such read of it inside Channel's `#cancelAfterClose` (the watch's,
+ * or the task's cancel's) is followed by a kc_chan_destroy of it: another thread's destroy, its
+ * causes freed. Inside is told by the library's `symbols("read cancel cause")`, which only
+ * `#cancelAfterClose` asks for, as it begins, until the next microtask (it reads synchronously).
+ * Restores what it wrapped; resolves with whether that destroy happened. (It wrapped
+ * `_cancelAfterClose` itself, a public member then; K's first version of this, after it became
+ * private, wrapped only the cancel cause's read, armed from `arm` on, and so no longer failed
+ * were the status read first again, the bug these tests pin.)
  */
 async function destroyWhileCausesRead(
   run: (arm: (ch: Channel<number>) => void) => Promise<void>,
 ): Promise<boolean> {
-  const sym = library().symbols("test");
+  const lib = library();
+  const sym = lib.symbols("test");
   const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const real = { cancelCause: table.kc_chan_cancel_cause };
-  let armed = 0; // the handle to destroy after its first cancel cause read (`#cancelAfterClose`)
+  const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
+  // Library instances are frozen: its prototype's `symbols` is wrapped, and restored below.
+  const proto = Object.getPrototypeOf(lib) as { symbols(op: string): unknown };
+  const ownSymbols = Object.getOwnPropertyDescriptor(proto, "symbols")!;
+  let marked = 0; // the handle `arm` marked
+  let armed = 0; // that handle while inside `#cancelAfterClose`
   let destroyed = false;
   const after = (v: unknown, h: unknown) => {
     if (armed !== 0 && h === armed && !destroyed) {
@@ -1542,12 +1550,26 @@ async function destroyWhileCausesRead(
     return v;
   };
   const arm = (ch: Channel<number>) => {
-    armed = ch.handle;
+    marked = ch.handle;
   };
+  Object.defineProperty(proto, "symbols", {
+    ...ownSymbols,
+    value(this: unknown, op: string) {
+      const got = (ownSymbols.value as (op: string) => unknown).call(this, op);
+      if (op === "read cancel cause" && marked !== 0 && !destroyed) {
+        armed = marked;
+        queueMicrotask(() => armed = 0);
+      }
+      return got;
+    },
+  });
+  table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
   table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
   try {
     await run(arm);
   } finally {
+    Object.defineProperty(proto, "symbols", ownSymbols);
+    table.kc_chan_status = real.status;
     table.kc_chan_cancel_cause = real.cancelCause;
   }
   return destroyed;
