@@ -481,6 +481,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     COROUTINE_HOOKS = Object.freeze({
       onStart: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onStart(),
       onFinal: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onFinal(),
+      // Not completed while a follow cancel for this scope waits in `followQueue`: its last child
+      // ending there (a lazy one cancelled by an abort listener run meanwhile) leaves it
+      // `completing`, reading cancelling, until the queued cancel runs and it ends cancelled, as a
+      // shallow tree's scope, cancelling by then, does. Before, it completed there, with its
+      // block's value.
       completionWaits: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#queuedBy !== null,
     });
   }
@@ -489,13 +494,6 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   #cancelQueued(): boolean {
     return this.#queuedBy !== null && !super.isCompleted;
   }
-
-  /**
-   * Not completed while a follow cancel for this scope waits in `followQueue`: its last child
-   * ending there (a lazy one cancelled by an abort listener run meanwhile) leaves it `completing`,
-   * reading cancelling, until the queued cancel runs and it ends cancelled, as a shallow tree's
-   * scope, cancelling by then, does. Before, it completed there, with its block's value.
-   */
 
   /** `cancelFollowing` queued this scope's cancel, following `by`. */
   #queueCancel(by: AbortSignal): void {
