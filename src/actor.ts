@@ -59,6 +59,7 @@ import {
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
+  closedResultOf,
   hookChannel,
   sharedStateOf,
   type TrySendResult,
@@ -316,7 +317,7 @@ class Mailbox<M> extends Channel<M> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(undefined);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
+    job.cancel(taskCancelError(s, cause, () => closedResultOf(this).cause));
   }
 
   /**
@@ -337,7 +338,7 @@ class Mailbox<M> extends Channel<M> {
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
-    const own = () => this._closedResult().cause;
+    const own = () => closedResultOf(this).cause;
     if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
     else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
@@ -359,13 +360,13 @@ class Mailbox<M> extends Channel<M> {
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
         this.cancel();
-        if (!this._destroyedSeen) this.#s.disposedWith = this._closedResult().cause;
+        if (!this._destroyedSeen) this.#s.disposedWith = closedResultOf(this).cause;
       }
       if (untold && this._lib.isOpen) {
         // A cancel after the handler's close: its own cause, as the watch tells it
         // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
         const late = this._destroyedSeen ? undefined : cancelAfterCloseOf(this);
-        const own = () => this._closedResult().cause;
+        const own = () => closedResultOf(this).cause;
         cancelledFirst = this._destroyedSeen
           ? new CancellationError(MAILBOX_DESTROYED)
           : late !== undefined

@@ -1575,7 +1575,7 @@ class Waiter implements RingOp {
   }
 
   lost(status: number): void {
-    this.ch._lost(this, status);
+    lostOf(this.ch, this, status);
   }
 
   /** Its channel's per-isolate state (`Bridge.settleWhere`'s picks). */
@@ -1771,6 +1771,41 @@ export let sharedStateOf: <T>(ch: Channel<T>) => Shared;
  * (`Channel.#cancelAfterClose`). See `undeliveredOf`.
  */
 export let cancelAfterCloseOf: <T>(ch: Channel<T>) => { cause: unknown } | undefined;
+/**
+ * @ignore For select, produce and actor: what a closed or cancelled channel answers, as module
+ * functions reaching its private methods, not members. As the public methods `_closedResult`,
+ * `_sendError`, `_receiveError`, `_ended`, `_refused`, `_keepHeld`, `_releaseHeld` and `_lost`
+ * any caller holding a channel reached them: `ch._closedResult(KC_ECANCELED)` made an open
+ * channel read cancelled in this isolate (its close then failed receives with a
+ * CancellationError), `ch._refused(x)` handed a value never sent to onUndeliveredElement, and
+ * `copy._keepHeld()` kept a disposed copy's native hold for ever. `closedResultOf`:
+ * `{ state: "closed", cause? }`, a clause or a task completed with `status` (KC_EPIPE or
+ * KC_ECANCELED; `#closedResult`).
+ */
+export let closedResultOf: <T>(
+  ch: Channel<T>,
+  status?: number,
+) => { state: "closed"; cause?: unknown };
+/** @ignore For select: the rejection of a send that found `ch` closed or cancelled. */
+export let sendErrorOf: <T>(ch: Channel<T>, status: number) => unknown;
+/** @ignore For select: the rejection of a receive that found `ch` closed or cancelled. */
+export let receiveErrorOf: <T>(ch: Channel<T>, status: number) => unknown;
+/** @ignore For select: a clause found `ch` closed or cancelled (`#endedSettled`: it settles). */
+export let endedOf: <T>(ch: Channel<T>) => void;
+/**
+ * @ignore For select: a send clause's value not sent, `ch` closed or cancelled; for a producer's
+ * send made after its task was cancelled (`slot` undefined: never encoded). See `closedResultOf`.
+ */
+export let refusedOf: <T>(ch: Channel<T>, value: unknown, slot?: Slot) => void;
+/** @ignore For select: `Channel.#keepHeld`. See `closedResultOf`. */
+export let keepHeldOf: <T>(ch: Channel<T>) => boolean;
+/** @ignore For select: `Channel.#releaseHeld`. See `closedResultOf`. */
+export let releaseHeldOf: <T>(ch: Channel<T>) => void;
+/**
+ * Its ring is gone, no record of `w` will come (see `RingOp.lost`): it fails as `#lost` fails a
+ * waiter whose withdrawal failed (Waiter's `lost`).
+ */
+let lostOf: (ch: Channel<unknown>, w: Waiter, status: number) => void;
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
@@ -1903,8 +1938,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #selects: Set<{ channelDisposed(ch: Channel<unknown>): boolean }> | null = null;
   /**
    * Selects that this copy's dispose found completing with a send clause's value encoded for it
-   * (`#abandonAll`), or that are refusing such a value as they settle (`_keepHeld`): the copy's
-   * hold is given back once the last of them settled (`_releaseHeld`), not at the dispose, so
+   * (`#abandonAll`), or that are refusing such a value as they settle (`keepHeldOf`): the copy's
+   * hold is given back once the last of them settled (`releaseHeldOf`), not at the dispose, so
    * that such a value refused then (`#refused`: the select failed by another channel's end)
    * still reaches the channel through a live handle.
    */
@@ -2371,24 +2406,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return this.#disposed;
   }
 
-  /** @ignore For select: the rejection of a send that found the channel closed/cancelled. */
-  _sendError(status: number): unknown {
-    return this.#sendError(status);
-  }
-
-  /** @ignore For select: the rejection of a receive that found it closed/cancelled. */
-  _receiveError(status: number): unknown {
-    return this.#receiveError(status);
-  }
-
-  /**
-   * @ignore For select: `{ state: "closed", cause? }`, its clause completed with `status`
-   * (KC_EPIPE or KC_ECANCELED; see `#closedResult`).
-   */
-  _closedResult(status?: number): { state: "closed"; cause?: unknown } {
-    return this.#closedResult(status);
-  }
-
   /**
    * @ignore For select, after a send clause fired with `status`: a send to a dropping
    * channel may have dropped a value; a queued send failed by cancel left its value in the
@@ -2442,14 +2459,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** Its library begins to close: no inlined try-path from here on (see `#at`). */
   #unmap(): void {
     this.#at = null;
-  }
-
-  /**
-   * @ignore For select: a clause found the channel closed or cancelled (see `#endedSettled`:
-   * its select settles).
-   */
-  _ended(): void {
-    this.#endedSettled();
   }
 
   #sym(op: string) {
@@ -2824,7 +2833,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (cancel === undefined) return undefined;
     const st = sym.kc_chan_status(h);
     // The close cause as read above, whatever this answers (a caller given undefined looks for
-    // it next, `_closedResult`): another thread's destroy since (the handle dead at the status
+    // it next, `closedResultOf`): another thread's destroy since (the handle dead at the status
     // read) freed it, and a look now read nothing, for good (`causeLooked`), where this
     // isolate's receivers and the task keep it.
     if (!s.hasCause) this.#lookCause(s, close);
@@ -3553,15 +3562,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select: a send clause's value not sent, the channel closed or cancelled; for a
-   * producer's send made after its task was cancelled (`slot` undefined: never encoded).
-   */
-  _refused(value: unknown, slot?: Slot): void {
-    this.#refused(value, slot);
-  }
-
-  /**
-   * @ignore For select: `_refused` for a send clause's value its select's failure on another
+   * @ignore For select: `refusedOf` for a send clause's value its select's failure on another
    * channel refused, as the select settles: left to the end of the batch of settles under way
    * (the ring drain's), as a send's settle leaves it (`#refusedSettled`); at once where none is.
    */
@@ -3927,7 +3928,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc === Status.EBUSY) w.state = COMPLETING; // completed first: its record settles it
     // A counted withdrawal is a wait giving up (`#abandon`), which the error says; an uncounted
     // one this isolate makes itself (a hand-off here, `#settleReceivers`) fails the wait as a
-    // lost record does (`_lost`): one wording for one event.
+    // lost record does (`lostOf`): one wording for one event.
     else this.#lost(w, rc, !uncounted);
     return false;
   }
@@ -3952,14 +3953,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // keeps the ring's error: the loss came first.
     if (w.gaveUp === true) return w.giveUp(w.reason);
     w.reject(ringLostError(rc, waitOp(w.kind), gaveUp));
-  }
-
-  /**
-   * @ignore Its ring is gone, no record will come (see `RingOp.lost`): it fails as `#lost` fails
-   * a waiter whose withdrawal failed.
-   */
-  _lost(w: Waiter, status: number): void {
-    if (w.state !== DONE) this.#lost(w, status);
   }
 
   /**
@@ -5390,7 +5383,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc < 0 && value) {
       // The ring is gone (destroyed by hand after this record was drained, `Bridge.settleWhere`
       // holding it): the destroy gave the value back to its channel, and none was copied into
-      // the slot. It fails as a wait whose ring is gone fails (`_lost`). Before, it resolved
+      // the slot. It fails as a wait whose ring is gone fails (`lostOf`). Before, it resolved
       // with whatever the slot held, the value still in the channel for another receive.
       this.#lost(w, rc);
       return;
@@ -5661,7 +5654,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } catch (e) {
       // In order too: an iterator's next() still waiting in JavaScript that queues onto this
       // isolate's ring gone (destroyed, KC_EBADH) while an earlier next() is queued natively on
-      // it rejects after that one, whose loss (`_lost`) the ring's wait finds later (it rejects,
+      // it rejects after that one, whose loss (`lostOf`) the ring's wait finds later (it rejects,
       // this one answers done). Before, this one rejected first and the earlier one answered
       // done: the iterator failed at its second step, having ended at its first.
       w.reject(e);
@@ -5772,6 +5765,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     checkValueOf = (ch, value, op) => ch.#checkValue(value, op);
     watchDisposeOf = (ch, op) => ch.#watchDispose(op);
     cancelAfterCloseOf = (ch) => ch.#cancelAfterClose();
+    closedResultOf = (ch, status) => ch.#closedResult(status);
+    sendErrorOf = (ch, status) => ch.#sendError(status);
+    receiveErrorOf = (ch, status) => ch.#receiveError(status);
+    endedOf = (ch) => ch.#endedSettled();
+    refusedOf = (ch, value, slot) => ch.#refused(value, slot);
+    keepHeldOf = (ch) => ch.#keepHeld();
+    releaseHeldOf = (ch) => ch.#releaseHeld();
+    lostOf = (ch, w, status) => {
+      if (w.state !== DONE) ch.#lost(w, status);
+    };
   }
 
   /**
@@ -6514,7 +6517,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       // The last holder to leave ends the channel (its owner's isolate may be gone). Kept for
       // a select still settling with a value for it (`#keptHeld`): given back by the last of
-      // them (`_releaseHeld`), which reach this object until then (no finalizer is needed).
+      // them (`releaseHeldOf`), which reach this object until then (no finalizer is needed).
       if (this.#held) copyHolds.unregister(this);
       if (this.#held && this.#keptHeld === 0) {
         this.#held = false;
@@ -6606,26 +6609,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select: one that this copy's dispose found completing (`channelDisposed`
+   * For select: one that this copy's dispose found completing (`channelDisposed`
    * answered true) has settled. The last such gives the copy's hold back, as its dispose would
    * have (not once the channel ended: see there).
    */
-  _releaseHeld(): void {
+  #releaseHeld(): void {
     if (this.#keptHeld === 0) return; // never: each true answer is released once
-    // Not disposed (kept by `_keepHeld` and never disposed since): the hold stays its own.
+    // Not disposed (kept by `keepHeldOf` and never disposed since): the hold stays its own.
     if (--this.#keptHeld > 0 || !this.#held || !this.#disposed) return;
     this.#held = false;
     if (!this.#shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
   }
 
   /**
-   * @ignore For select, about to refuse its send clauses' values (`#settleNative`): a copy's
-   * hold is kept until `_releaseHeld()`, so that a dispose meanwhile (by a hook that one of those
+   * For select, about to refuse its send clauses' values (`#settleNative`): a copy's
+   * hold is kept until `releaseHeldOf`, so that a dispose meanwhile (by a hook that one of those
    * refusals runs) leaves the channel live for the refusal through this copy. False, nothing
    * kept, for an owner (its dispose destroys the channel anyway), a copy disposed already (a
    * select kept its hold: `channelDisposed`) or one that holds nothing.
    */
-  _keepHeld(): boolean {
+  #keepHeld(): boolean {
     if (this.#owner || this.#disposed || !this.#held) return false;
     this.#keptHeld++;
     return true;
@@ -6635,7 +6638,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * For select, waiting natively on this channel: `op.channelDisposed(this)` runs at this
    * copy's dispose (`#abandonAll`), until the Disposable returned is disposed. Undefined for an
    * owner: its dispose cancels the channel, which the select sees natively. True from it keeps
-   * the copy's hold for the select until it calls `_releaseHeld()`.
+   * the copy's hold for the select until it calls `releaseHeldOf`.
    */
   #watchDispose(op: { channelDisposed(ch: Channel<unknown>): boolean }): Disposable | undefined {
     if (this.#owner) return undefined;

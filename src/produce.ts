@@ -81,7 +81,9 @@ import {
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
+  closedResultOf,
   hookChannel,
+  refusedOf,
   sharedStateOf,
   type WaitOptions,
 } from "./channel.ts";
@@ -230,7 +232,7 @@ class ProducerChannel<T> extends Channel<T> {
 
   /**
    * Cancels the task with the channel's own CancellationError (the cancel's `cause`
-   * itself when it is one, else the one its receivers reject with, `_closedResult`), so the
+   * itself when it is one, else the one its receivers reject with, `closedResultOf`), so the
    * producer and the channel's receivers get one error object, as Kotlin's `ProducerCoroutine`
    * (a ChannelCoroutine) is cancelled with its channel's cancellation exception, and as an
    * actor's task is (`Mailbox._cancelTask`). `told` (the watch's cause) only where the channel
@@ -245,7 +247,7 @@ class ProducerChannel<T> extends Channel<T> {
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
-    const own = () => this._closedResult().cause;
+    const own = () => closedResultOf(this).cause;
     if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
     else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
@@ -404,7 +406,7 @@ class ProducerChannel<T> extends Channel<T> {
   #afterCancel(value: T, reason: unknown): Promise<void> {
     try {
       checkValueOf(this, value);
-      this._refused(value);
+      refusedOf(this, value);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -458,7 +460,7 @@ class ProducerChannel<T> extends Channel<T> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(cause);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => this._closedResult().cause));
+    job.cancel(taskCancelError(s, cause, () => closedResultOf(this).cause));
   }
 
   override [Symbol.dispose](): void {

@@ -52,7 +52,14 @@ import type { Library } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
   Channel,
+  closedResultOf,
+  endedOf,
+  keepHeldOf,
   type ReceiveCatchingResult,
+  receiveErrorOf,
+  refusedOf,
+  releaseHeldOf,
+  sendErrorOf,
   sharedStateOf,
   undeliveredOf,
   watchDisposeOf,
@@ -975,7 +982,7 @@ class Selection implements RingOp {
         this.#giveSlots();
         this.done = true;
         this.#cleanup();
-        c.ch!._ended();
+        endedOf(c.ch!);
         this.reject(this.reason);
       }
       return;
@@ -1141,7 +1148,7 @@ class Selection implements RingOp {
     // record does (`channelDisposed`). Before, that dispose (the select no longer watching) gave
     // the hold back, and the value, refused through the ended-handle marker, reached no hook.
     for (const x of this.native) {
-      if (x.encoded && x.ch!._keepHeld()) this.keptHolds.push(x.ch!);
+      if (x.encoded && keepHeldOf(x.ch!)) this.keptHolds.push(x.ch!);
     }
     c.encoded = false; // a send clause's own value is settled in #settleClause
     try {
@@ -1156,7 +1163,7 @@ class Selection implements RingOp {
     this.done = true;
     this.#cleanup();
     const sym = ch._lib.symbols("select");
-    if (status !== 0 && !(queued && status === Status.ECANCELED && c.kind === SEND)) ch._ended();
+    if (status !== 0 && !(queued && status === Status.ECANCELED && c.kind === SEND)) endedOf(ch);
     if (c.kind === SEND) {
       if (status !== 0) {
         // Not sent: cancel kept it for onUndeliveredElement, or it goes there now (Kotlin's
@@ -1165,7 +1172,7 @@ class Selection implements RingOp {
         // (`Channel.#settleWith`). Before, it ran first, and a close of another channel it made
         // settled that channel's waits ahead of the select.
         if (queued && status === Status.ECANCELED) {
-          this.reject(ch._sendError(status));
+          this.reject(sendErrorOf(ch, status));
           ch._afterSend(status, queued);
           return;
         }
@@ -1180,9 +1187,9 @@ class Selection implements RingOp {
         // (`_flushLocal`) have settled, in their own batch. No wait of a flush is left to
         // reject after it.
         if (status === Status.EPIPE || status === Status.ECANCELED) {
-          ch._refused(c.value, c.slot!);
+          refusedOf(ch, c.value, c.slot!);
         } else ch.codec.discard(c.slot!, sym);
-        this.reject(ch._sendError(status));
+        this.reject(sendErrorOf(ch, status));
         return;
       }
       ch._afterSend(status, queued);
@@ -1190,8 +1197,8 @@ class Selection implements RingOp {
       return;
     }
     if (status !== 0) {
-      if (c.kind === RECV_CATCHING) this.#call(c.fn, ch._closedResult(status));
-      else this.reject(ch._receiveError(status));
+      if (c.kind === RECV_CATCHING) this.#call(c.fn, closedResultOf(ch, status));
+      else this.reject(receiveErrorOf(ch, status));
       return;
     }
     let v: unknown;
@@ -1238,7 +1245,7 @@ class Selection implements RingOp {
    * or a lazy job's start closed it), each value also goes to its channel's
    * onUndeliveredElement, as a plain send's wait failed by the close does (`#failClosed`).
    * With `refused` (a channel's end failed the select: `#settleNative`), each goes to its
-   * channel's undelivered path as a send refused by a closed channel's does (`_refused`:
+   * channel's undelivered path as a send refused by a closed channel's does (`refusedOf`:
    * counted as dropped, a copy's to the creator's hook).
    * Before, a closed library's copies were not freed at all (the library stays loaded: they
    * leaked) and no hook saw the values.
@@ -1289,7 +1296,7 @@ class Selection implements RingOp {
     const kept = this.keptHolds;
     if (kept.length > 0) {
       this.keptHolds = [];
-      for (const ch of kept) ch._releaseHeld();
+      for (const ch of kept) releaseHeldOf(ch);
     }
   }
 

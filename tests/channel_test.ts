@@ -10594,5 +10594,46 @@ Deno.test("a channel's internals for select, produce and actor (_shared, _undeli
   assert.equal(await ch.receive(), 3);
 });
 
+Deno.test("a channel's internals that answer or settle its end for select, produce and actor (_closedResult, _sendError, _receiveError, _ended, _refused, _keepHeld, _releaseHeld, _lost) are not reachable from JavaScript: `ch._closedResult(KC_ECANCELED)` made an open channel read cancelled, `ch._refused(x)` handed a value never sent to onUndeliveredElement", async () => {
+  const dropped: unknown[] = [];
+  using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
+  const copy = Channel.from<number>(ch.share());
+  const hidden = [
+    "_closedResult",
+    "_sendError",
+    "_receiveError",
+    "_ended",
+    "_refused",
+    "_keepHeld",
+    "_releaseHeld",
+    "_lost",
+  ];
+  const reachable = hidden.filter((k) => k in ch || k in copy);
+  // Forged calls, as a caller holding the channel could make them (what they throw ignored):
+  // none may change what the channel answers.
+  for (const c of [ch, copy]) {
+    const inner = c as unknown as Record<string, ((...a: unknown[]) => unknown) | undefined>;
+    for (const k of hidden) {
+      for (const args of [[Status.ECANCELED], [5], [Status.EPIPE], []]) {
+        try {
+          inner[k]?.apply(c, args);
+        } catch {
+          // refused: what counts is that nothing changed
+        }
+      }
+    }
+  }
+  copy[Symbol.dispose]();
+  assert.deepEqual(ch.trySend(3), { state: "ok" });
+  assert.equal(await ch.receive(), 3);
+  ch.close();
+  const ended = await ch.receive().then(() => null, (e: unknown) => e);
+  assert.deepEqual({ reachable, dropped, ended: (ended as Error)?.name }, {
+    reachable: [],
+    dropped: [],
+    ended: "ClosedReceiveError",
+  });
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

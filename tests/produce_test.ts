@@ -40,6 +40,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
+import { closedResultOf } from "../src/channel.ts";
 import { producerJobOf } from "../src/produce.ts";
 
 /** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
@@ -1629,9 +1630,9 @@ async function cancelSharedProducerWhileDestroyed(
   return { destroyed, ...run! };
 }
 
-/** What the channel's receivers get once it is closed (its internal `_closedResult`). */
+/** What the channel's receivers get once it is closed (src/channel.ts's `closedResultOf`). */
 function closedResult(channel: Channel<number>): { cause?: unknown } {
-  return (channel as unknown as { _closedResult(): { cause?: unknown } })._closedResult();
+  return closedResultOf(channel);
 }
 
 Deno.test("produce: a destroy of the channel on another thread while the watch reads a cancel made after the close does not lose that cancel's cause", async () => {
@@ -1659,7 +1660,7 @@ Deno.test("produce: a destroy of the channel on another thread while the watch r
   // alike); `#cancelAfterClose` reads both causes, then another thread destroys the channel
   // (its causes freed) before the status read, which cannot tell bit 3 any more. The same
   // bytes say that cancel was the close, no cancel after one: the task gets the receivers'
-  // error itself (`_closedResult`), as with the handle alive, not a second "Channel was
+  // error itself (`closedResultOf`), as with the handle alive, not a second "Channel was
   // cancelled" made for a cancel after a close.
   const sym = library().symbols("test");
   const { destroyed, reason, channel } = await cancelSharedProducerWhileDestroyed((ch) => {
