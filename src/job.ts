@@ -384,7 +384,7 @@ export const DEFERRED = 32;
 
 /**
  * @ignore JobSupport's hooks for its subclasses (scope.ts, native_scope.ts): one frozen object per
- * class, handed to `setJobHooks` by the subclass's constructor and kept in a private field, whose
+ * class, handed to JobSupport's constructor by the subclass's and kept in a private field, whose
  * functions reach the subclass's private methods from its static block. As TypeScript-`protected`
  * methods named `onStart`, `onFinal` and `completionWaits`, and then as methods keyed by symbols
  * that mod.ts does not export, JavaScript reached them on any job (the symbols by
@@ -410,11 +410,6 @@ const NO_HOOKS: JobHooks = Object.freeze({
   completionWaits: () => false,
 });
 
-/**
- * @ignore Gives `job` (just made, by a subclass's constructor) its class's hooks. Internal: set by
- * JobSupport's static block, as the functions below are.
- */
-export let setJobHooks: (job: JobSupport<unknown>, hooks: JobHooks) => void;
 /**
  * @ignore Makes `job` (new) a child of `parent`; a parent that is cancelling or final cancels it
  * at once, so its body never runs. A module function reaching a private method, not a member:
@@ -568,12 +563,18 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #resolve: ((value: unknown) => void) | null = null;
   #reject: ((error: unknown) => void) | null = null;
   #controller: AbortController | null = null;
-  /** The class's hooks (`JobHooks`); a subclass sets its own (`setJobHooks`) as it is made. */
-  #hooks: JobHooks = NO_HOOKS;
+  /**
+   * The class's hooks (`JobHooks`), given to the constructor by a subclass's (`super`), fixed
+   * from then on. Before, an exported module function (`setJobHooks`) set them after `super()`:
+   * one more call on every launch's path, and a way to swap a live job's hooks from any module
+   * importing this one.
+   */
+  readonly #hooks: JobHooks;
 
-  constructor(context: Context, flags: number) {
+  constructor(context: Context, flags: number, hooks: JobHooks = NO_HOOKS) {
     this.#context = context;
     this.#flags = flags;
+    this.#hooks = hooks;
   }
 
   /**
@@ -793,9 +794,6 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
-    setJobHooks = (job, hooks) => {
-      job.#hooks = hooks;
-    };
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);

@@ -54,7 +54,6 @@ import {
   JobSupport,
   PARENTS_OWN,
   REPORTS_FAILURE,
-  setJobHooks,
 } from "./job.ts";
 import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -715,10 +714,9 @@ class NativeChildren extends JobSupport<void> {
     // Abandoned children fail the owner even when it is a supervisor: they are its own work,
     // not a child's failure to isolate (a supervisorScope resolved as if they had finished).
     // Reported when no parent takes it (a free-standing scope, whose join never rejects).
-    super(owner.context, PARENTS_OWN | REPORTS_FAILURE);
+    super(owner.context, PARENTS_OWN | REPORTS_FAILURE, NativeChildren.#hooks);
     this.#scope = scope;
     this.#owner = owner;
-    setJobHooks(this, NativeChildren.#hooks);
     attachTo(this, owner);
     this.start();
   }

@@ -57,7 +57,6 @@ import {
   parentTakesFailure,
   REPORTS_FAILURE,
   resultOf,
-  setJobHooks,
   SUPERVISOR,
   toCancellation,
 } from "./job.ts";
@@ -396,8 +395,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   #queuedBy: AbortSignal | null = null;
 
   constructor(context: Context, flags: number, block: Block<T> | null) {
-    super(context, flags);
-    setJobHooks(this, COROUTINE_HOOKS);
+    super(context, flags, COROUTINE_HOOKS);
     this.#block = block;
   }
 

@@ -2088,3 +2088,18 @@ Deno.test("a job's, a deferred's and a scope's internals are out of reach of ref
   await inner[Symbol.asyncDispose]();
   assert.equal(inner.state, "cancelled");
 });
+
+Deno.test("a job's hooks are fixed as it is made: src/job.ts exports no function that sets them on a live job", async () => {
+  // They were set after `super()` by an exported `setJobHooks(job, hooks)`: any module importing
+  // src/job.ts could give a running launch a CompletableDeferred's hooks (its block's start and
+  // its scope's finalizers never run) or the reverse. Now JobSupport's constructor takes them.
+  const jobModule: Record<string, unknown> = await import("../src/job.ts");
+  assert.deepEqual(Object.keys(jobModule).filter((k) => /hooks/i.test(k)), []);
+  // And a launch still runs its own block, through the hooks its constructor gave.
+  await using scope = createScope();
+  let ran = false;
+  await scope.launch(() => {
+    ran = true;
+  }).join();
+  assert.equal(ran, true);
+});
