@@ -1526,9 +1526,8 @@ Deno.test("produce, actor: disposing of the producer's channel (or the actor's m
  * causes freed. Inside is told by the library's `symbols("read cancel cause")`, which only
  * `#cancelAfterClose` asks for, as it begins, until the next microtask (it reads synchronously).
  * Restores what it wrapped; resolves with whether that destroy happened. (It wrapped
- * `_cancelAfterClose` itself, a public member then; K's first version of this, after it became
- * private, wrapped only the cancel cause's read, armed from `arm` on, and so no longer failed
- * were the status read first again, the bug these tests pin.)
+ * `_cancelAfterClose` itself, a public member then. Wrapping only the cancel cause's read, armed
+ * from `arm` on, would not fail were the status read first again, the bug these tests pin.)
  */
 async function destroyWhileCausesRead(
   run: (arm: (ch: Channel<number>) => void) => Promise<void>,
