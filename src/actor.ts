@@ -65,6 +65,7 @@ import {
   type TrySendResult,
   undeliveredOf,
   type WaitOptions,
+  watchCancelOf,
 } from "./channel.ts";
 import {
   abortReason,
@@ -264,7 +265,7 @@ class Mailbox<M> extends Channel<M> {
 
   /**
    * While the task runs and the mailbox has escaped (the handler shared it, or read its
-   * `handle`): an owned close watch on this isolate's ring (`_watchCancel`, `KC_WATCH_OWNED`),
+   * `handle`): an owned close watch on this isolate's ring (`watchCancelOf`, `KC_WATCH_OWNED`),
    * so that this isolate's end mid-task (a Worker terminated, or ending by `self.close()`, or
    * its library closed) cancels the mailbox natively, as Kotlin's actor that dies cancels its
    * mailbox: senders in other isolates waiting on it reject with a CancellationError saying the
@@ -276,7 +277,7 @@ class Mailbox<M> extends Channel<M> {
    */
   #watch(): void {
     if (!this.#s.running || this.#s.unwatch !== null || this._disposed) return;
-    this.#s.unwatch = this._watchCancel((told) => this.#cancelTask(told), true);
+    this.#s.unwatch = watchCancelOf(this, (told) => this.#cancelTask(told), true);
   }
 
   /**

@@ -431,7 +431,7 @@ export interface ChannelHooks {
   /**
    * Called once, when `ch` escapes (its handle read or shared): from then on another isolate or
    * native code may end it. `produce`'s channel and `actor`'s mailbox start watching for a
-   * cancel there (`_watchCancel`).
+   * cancel there (`watchCancelOf`).
    */
   escaped(ch: object): void;
   /**
@@ -469,7 +469,7 @@ const ENDED_EITHER =
 /**
  * The cause of a channel cancelled because the isolate whose `produce` fed it, or whose `actor`
  * read it as its mailbox, ended mid-task (a Worker terminated or closed: its ring went away with
- * the task's owned watch queued, `_watchCancel`), as each other isolate's copy reads it
+ * the task's owned watch queued, `watchCancelOf`), as each other isolate's copy reads it
  * (`#lookCause`). The native cancel stores no cause (no isolate is left to) and kc_chan_status's
  * bit 2 is the same for both, so which of the two it was comes from the `share()` object the
  * copy was opened from (`SharedChannel.role`, `Shared.role`); without one it says both.
@@ -480,7 +480,7 @@ function ownerGone(role: ChannelRole | undefined): string {
   } ended (a Worker terminated or closed, or its library closed) while it ran`;
 }
 
-/** What a watch of a channel that native code destroyed first tells (`_watchCancel`). */
+/** What a watch of a channel that native code destroyed first tells (`watchCancelOf`). */
 const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_destroy: KC_EBADH)";
 
 /**
@@ -1801,6 +1801,17 @@ export let refusedOf: <T>(ch: Channel<T>, value: unknown, slot?: Slot) => void;
 export let keepHeldOf: <T>(ch: Channel<T>) => boolean;
 /** @ignore For select: `Channel.#releaseHeld`. See `closedResultOf`. */
 export let releaseHeldOf: <T>(ch: Channel<T>) => void;
+/**
+ * @ignore For `produce` and `actor`: `Channel.#watchCancel`, a close watch that calls
+ * `onCancel` with a cancel's cause (`owned`: this isolate's end cancels the channel natively).
+ * As the public method `_watchCancel` any caller holding a shared channel could make it owned
+ * by its isolate, whose end (a Worker's) then cancelled it for every other one.
+ */
+export let watchCancelOf: <T>(
+  ch: Channel<T>,
+  onCancel: (cause: unknown) => void,
+  owned?: boolean,
+) => (() => boolean) | null;
 /**
  * Its ring is gone, no record of `w` will come (see `RingOp.lost`): it fails as `#lost` fails a
  * waiter whose withdrawal failed (Waiter's `lost`).
@@ -3280,7 +3291,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * True when native code destroyed this owner's channel (`kc_chan_destroy` through its
    * `handle`): not disposed, the library open (so the ring and the table are), and
    * `kc_chan_status` says the channel is gone. Only a destroy ends a channel its owner has not
-   * disposed of, as `_watchCancel` and a copy's `#creatorEnded` take it. Called on a KC_EBADH
+   * disposed of, as `watchCancelOf` and a copy's `#creatorEnded` take it. Called on a KC_EBADH
    * only (`#creatorEnded`): one status read, off every fast path.
    *
    * Once learnt, the channel is ended here (`#markEnded`, its cause "Channel was cancelled:
@@ -5036,7 +5047,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * (`ownerGone`) instead of waiting for ever, and buffered values are dropped as any cancel
    * drops them. Before, the watch was only withdrawn and the channel stayed open.
    */
-  _watchCancel(
+  #watchCancel(
     onCancel: (cause: unknown) => void,
     owned = false,
   ): (() => boolean) | null {
@@ -5772,6 +5783,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     refusedOf = (ch, value, slot) => ch.#refused(value, slot);
     keepHeldOf = (ch) => ch.#keepHeld();
     releaseHeldOf = (ch) => ch.#releaseHeld();
+    watchCancelOf = (ch, onCancel, owned) => ch.#watchCancel(onCancel, owned);
     lostOf = (ch, w, status) => {
       if (w.state !== DONE) ch.#lost(w, status);
     };

@@ -49,7 +49,7 @@
  *   Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
  *   complete) and the channel has escaped, a close watch on this isolate's ring
- *   (`Channel._watchCancel`) cancels the task at once, wherever it waits. So does native code's
+ *   (`watchCancelOf`, src/channel.ts) cancels the task at once, wherever it waits. So does native code's
  *   destroy of the channel (`kc_chan_destroy`), also one made before the task began, which the
  *   watch is told of (or finds as the handle gone, taken after it). A send that meets the
  *   destroyed channel, before the watch's cancel or after, rejects as on a cancelled channel (a
@@ -86,6 +86,7 @@ import {
   refusedOf,
   sharedStateOf,
   type WaitOptions,
+  watchCancelOf,
 } from "./channel.ts";
 import {
   abortReason,
@@ -227,7 +228,7 @@ class ProducerChannel<T> extends Channel<T> {
   #watch(): void {
     if (!this.#s.live || this.#s.unwatch !== null || this.#s.gone) return;
     // Owned: this isolate's end mid-task (a terminated Worker) cancels the channel natively.
-    this.#s.unwatch = this._watchCancel((told) => this.#cancelTask(told), true);
+    this.#s.unwatch = watchCancelOf(this, (told) => this.#cancelTask(told), true);
   }
 
   /**

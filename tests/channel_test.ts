@@ -42,6 +42,7 @@ import {
   _testFromChecked,
   _testLocalWaits,
   sharedStateOf,
+  watchCancelOf,
 } from "../src/channel.ts";
 import { encodeCause, noRoom, setValueBytesMax, Slot, slotsMade } from "../src/codec.ts";
 
@@ -3678,7 +3679,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
     `
     import { Channel, closeLibrary, codecs, InvalidHandleError, library, select } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
-    import { sharedStateOf } from "./src/channel.ts";
+    import { sharedStateOf, watchCancelOf } from "./src/channel.ts";
     import {
       afterMicrotasks,
       destroyRingAtFirstDrain,
@@ -4345,7 +4346,7 @@ Deno.test("an owned close watch given up by code that runs after the library clo
     const owned = new Channel(1);
     owned.share();
     const handle = owned.handle;
-    const stop = owned._watchCancel(() => {}, true);
+    const stop = watchCancelOf(owned, () => {}, true);
     if (stop === null || bridge.watched !== 1) throw new Error("no owned watch queued");
     const seen = [];
     const a = new Channel(0, {
@@ -4923,7 +4924,7 @@ Deno.test("a close of this isolate that finds the ring gone tells the rest in th
     for (const ch of [a, b, w]) ch.share();
     const outcomes = { a: "pending", b: "pending", watch: "untold" };
     // Owned: the ring's going away with it queued cancels w natively.
-    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true);
+    watchCancelOf(w, (cause) => outcomes.watch = "told " + cause?.name, true);
     const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     const ops = [name("a", a.receive()), name("b", b.receive())];
     await until(() => bridge.pending >= 2, "the receives queued natively");
@@ -4962,7 +4963,7 @@ Deno.test("a close watch whose ring is found gone while the ring's wait still ho
       kc_ring_drain: (...args) => gone ? Status.EBADH : drain(...args),
     });
     const outcomes = { a: "pending", b: "pending", watch: "untold" };
-    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true); // owned
+    watchCancelOf(w, (cause) => outcomes.watch = "told " + cause?.name, true); // owned
     const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     const ops = [name("a", a.receive()), name("b", b.receive())];
     await until(() => bridge.pending >= 2 && wake !== undefined, "the receives queued natively, the wait made");
@@ -4997,7 +4998,7 @@ Deno.test("the ring's wait that returns on a destroyed ring tells the close watc
       let wake;
       sym.kc_ring_wait = () => new Promise((r) => wake = r);
       const outcomes = { b: "pending", watch: "untold" };
-      w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true); // owned
+      watchCancelOf(w, (cause) => outcomes.watch = "told " + cause?.name, true); // owned
       const got = b.receive().then((v) => outcomes.b = "resolved " + v, (e) => outcomes.b = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
       await until(() => bridge.pending >= 1 && wake !== undefined, "the receive queued natively, the wait made");
       sym.kc_ring_destroy(bridge.ring); // no wait holds it: the teardown cancels w now
@@ -5036,7 +5037,7 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
     for (const ch of [x, t, b, w]) ch.share();
     const outcomes = { x: "pending", b: "pending", watch: "untold" };
     // Owned: the ring's going away with it queued cancels w natively.
-    w._watchCancel((cause) => outcomes.watch = "told " + cause?.name, true);
+    watchCancelOf(w, (cause) => outcomes.watch = "told " + cause?.name, true);
     const name = (k, p) => p.then((v) => outcomes[k] = "resolved " + v, (e) => outcomes[k] = e instanceof InvalidHandleError && /the wait was lost with this isolate's completion ring/.test(e.message) ? "lost" : String(e));
     const ops = [name("x", x.receive()), name("b", b.receive()), t.receive()];
     await until(() => bridge.pending >= 3, "the receives queued natively");
@@ -5077,7 +5078,7 @@ Deno.test("the watches' poll that finds the ring gone fails the isolate's inside
     await until(() => bridge.pending >= 2, "the waits queued natively");
     if (!sharedStateOf(c).inside) throw new Error("c is not inside");
     // Owned: the ring's going away with it queued cancels w natively.
-    w._watchCancel((cause) => {
+    watchCancelOf(w, (cause) => {
       outcomes.watch = "told " + cause?.name;
       outcomes.pendingAtTell = bridge.pending;
     }, true);
@@ -5609,15 +5610,16 @@ Deno.test("close watches whose ring goes are settled: told the cancel the ring's
   const res = await evalScript(`
     import { Channel, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { watchCancelOf } from "./src/channel.ts";
     import { until } from "./tests/support.ts";
     const bridge = Bridge.of(library());
     const open = new Channel(1), closed = new Channel(1);
     open.share();
     closed.share();
     const told = [];
-    open._watchCancel((cause) => told.push("open: " + cause?.name), true);
+    watchCancelOf(open, (cause) => told.push("open: " + cause?.name), true);
     closed.close();
-    closed._watchCancel(() => told.push("closed"), true);
+    watchCancelOf(closed, () => told.push("closed"), true);
     if (bridge.watched !== 2 || bridge.pending !== 0) throw new Error("not 2 watches alone");
     library().symbols("test").kc_ring_destroy(bridge.ring);
     await until(() => bridge.watched === 0, "the watches settled");
@@ -5640,6 +5642,7 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
     const res = await evalScript(`
       import { Channel, closeLibrary, library } from "./mod.ts";
       import { Bridge } from "./src/bridge.ts";
+      import { watchCancelOf } from "./src/channel.ts";
       ${CLOSE_IN_LAST_ROUND}
       const lib = library();
       const bridge = Bridge.of(lib); // its close hook comes first
@@ -5647,7 +5650,7 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
       const told = [];
       for (const ch of [one, two]) {
         ch.share();
-        ch._watchCancel((cause) => told.push(cause.message + (lib.isOpen ? ", open" : ", closed")), true);
+        watchCancelOf(ch, (cause) => told.push(cause.message + (lib.isOpen ? ", open" : ", closed")), true);
       }
       if (bridge.watched !== 2) throw new Error(bridge.watched + " watches, not 2");
       const cancel = () => {
@@ -5685,9 +5688,9 @@ Deno.test("a close watch whose ring goes after a cancel made before its record w
     cancelled.trySend(1); // dropped by the cancel
     const told = [];
     // kc_chan_cancel gives no cause: told with undefined.
-    cancelled._watchCancel((cause) => told.push("cancelled: " + String(cause)));
-    closed._watchCancel(() => told.push("closed"));
-    late._watchCancel((cause) => told.push("closed, then cancelled: " + String(cause)));
+    watchCancelOf(cancelled, (cause) => told.push("cancelled: " + String(cause)));
+    watchCancelOf(closed, () => told.push("closed"));
+    watchCancelOf(late, (cause) => told.push("closed, then cancelled: " + String(cause)));
     if (bridge.watched !== 3 || bridge.pending !== 0) throw new Error("not 3 watches alone");
     let rc = sym.kc_chan_cancel(cancelled.handle);
     if (rc !== 0) throw new Error("kc_chan_cancel: " + rc);
@@ -8409,7 +8412,7 @@ Deno.test("Bridge: a send that a held record's settle runs mid-drain (a close wa
   for (const ch of [x, w, t]) ch.handle; // escaped: native from here on
   const order: string[] = [];
   let told = 0;
-  w._watchCancel(() => {
+  watchCancelOf(w, () => {
     told++;
     // Mid-drain: x's first held record is settled, its second not yet.
     assert.deepEqual(x.trySend(3), { state: "ok" });
@@ -10594,7 +10597,7 @@ Deno.test("a channel's internals for select, produce and actor (_shared, _undeli
   assert.equal(await ch.receive(), 3);
 });
 
-Deno.test("a channel's internals that answer or settle its end for select, produce and actor (_closedResult, _sendError, _receiveError, _ended, _refused, _keepHeld, _releaseHeld, _lost) are not reachable from JavaScript: `ch._closedResult(KC_ECANCELED)` made an open channel read cancelled, `ch._refused(x)` handed a value never sent to onUndeliveredElement", async () => {
+Deno.test("a channel's internals that answer or settle its end for select, produce and actor (_closedResult, _sendError, _receiveError, _ended, _refused, _keepHeld, _releaseHeld, _lost, _watchCancel) are not reachable from JavaScript: `ch._closedResult(KC_ECANCELED)` made an open channel read cancelled, `ch._refused(x)` handed a value never sent to onUndeliveredElement", async () => {
   const dropped: unknown[] = [];
   using ch = new Channel<number>(1, { onUndeliveredElement: (v) => dropped.push(v) });
   const copy = Channel.from<number>(ch.share());
@@ -10607,6 +10610,7 @@ Deno.test("a channel's internals that answer or settle its end for select, produ
     "_keepHeld",
     "_releaseHeld",
     "_lost",
+    "_watchCancel",
   ];
   const reachable = hidden.filter((k) => k in ch || k in copy);
   // Forged calls, as a caller holding the channel could make them (what they throw ignored):
