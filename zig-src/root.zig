@@ -7107,10 +7107,12 @@ test "C ABI: kc_sched_start waiting for a call from outside still inside the las
         var saw_waiter = std.atomic.Value(bool).init(false);
         var joiner: test_wait.Joiner = .{};
         // A drain of the last run still inside (its thread preempted on its way out): counted
-        // in by hand, counted out as its leave does, once the start sleeps (or after a while).
+        // in by hand, counted out as its leave does, once the start sleeps (or, if it never
+        // does, after the default bound: a shorter one, 300 ms before, could fail a sound start
+        // whose few yields took longer on a loaded machine).
         fn drainer() void {
             defer joiner.done();
-            const d = test_wait.Deadline.in(300 * std.time.ns_per_ms, "");
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
             while (!d.passed()) {
                 if (users_waiters.load(.seq_cst) != 0) {
                     saw_waiter.store(true, .release);
