@@ -9821,6 +9821,30 @@ test "C ABI: the cancellable sleeper and the receiver abandoned in their wait (a
     try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
 }
 
+/// Tests: runs the built-in at `entry` on `cells` until it parks, then abandons it there: by a
+/// cancelling shutdown of a scheduler started for it (`by_shutdown`), or, hand-driven, by a
+/// destroy. The abandonment tests of the built-ins (chanSender, echo) share it.
+fn abandonParkedBuiltin(entry: coroutine.EntryFn, cells: ?*anyopaque, by_shutdown: bool) !void {
+    var h: u32 = 0;
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    if (by_shutdown) {
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+        var shut = false;
+        defer if (!shut) {
+            _ = kc_sched_shutdown(0);
+        };
+        try testing.expectEqual(@as(i32, 0), kc_spawn(entry, cells, 0, &h));
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the built-in to park");
+        while (kc_coro_state(h) != parked) try d.wait();
+        shut = true;
+        try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    } else {
+        try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, cells, 0, 0, &h));
+        try testing.expectEqual(parked, kc_coro_resume(h));
+        try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
+    }
+}
+
 test "C ABI: KC_BUILTIN_CHAN_SENDER abandoned in its send (a destroy, a shutdown) adds 1 to done, sent final" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
@@ -9830,25 +9854,7 @@ test "C ABI: KC_BUILTIN_CHAN_SENDER abandoned in its send (a destroy, a shutdown
         defer _ = kc_chan_destroy(ch);
         var cells: [5]u64 = .{ ch, 10, 5, 0, 0 };
         const entry = builtinEntry(.chan_sender);
-        var h: u32 = 0;
-        const parked: i32 = @intFromEnum(coroutine.State.parked);
-        if (by_shutdown) {
-            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-            var shut = false;
-            defer if (!shut) {
-                _ = kc_sched_shutdown(0);
-            };
-            try testing.expectEqual(@as(i32, 0), kc_spawn(entry, &cells, 0, &h));
-            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
-            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
-            try testing.expectEqual(parked, kc_coro_state(h));
-            shut = true;
-            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
-        } else {
-            try testing.expectEqual(@as(i32, 0), kc_coro_create(entry, &cells, 0, 0, &h));
-            try testing.expectEqual(parked, kc_coro_resume(h)); // its second send waits
-            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
-        }
+        try abandonParkedBuiltin(entry, &cells, by_shutdown);
         try testing.expectEqual(@as(u64, 1), cells[3]); // the one the buffer took
         testing.expectEqual(@as(u64, 1), cells[4]) catch |err| {
             std.debug.print("by_shutdown={}: done never moved\n", .{by_shutdown});
@@ -9919,26 +9925,8 @@ test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to
         for ([_]u64{ 5, 6 }) |x| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(in, &x, 8));
         var cells: [4]u64 = .{ in, out, 0, 0 };
         const echo = builtinEntry(.echo);
-        var h: u32 = 0;
-        const parked: i32 = @intFromEnum(coroutine.State.parked);
-        if (by_shutdown) {
-            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-            var shut = false;
-            defer if (!shut) {
-                _ = kc_sched_shutdown(0);
-            };
-            try testing.expectEqual(@as(i32, 0), kc_spawn(echo, &cells, 0, &h));
-            // It took 5 from `in` and parks in its send (nobody receives on out).
-            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
-            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
-            try testing.expectEqual(parked, kc_coro_state(h));
-            shut = true;
-            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
-        } else {
-            try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
-            try testing.expectEqual(parked, kc_coro_resume(h));
-            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h)); // abandoned in the send
-        }
+        // It took 5 from `in` and parks in its send (nobody receives on out).
+        try abandonParkedBuiltin(echo, &cells, by_shutdown);
         try testing.expectEqual(@as(u64, 0), cells[2]); // nothing echoed
         try testing.expectEqual(@as(u64, 1), cells[3]); // done, as at its return (before: 0)
         var got: u64 = 0;
@@ -9956,23 +9944,7 @@ test "C ABI: KC_BUILTIN_ECHO abandoned (a destroy, a shutdown) while its send to
         try testing.expectEqual(@as(u64, 6), got);
         // Abandoned in its receive (`in` empty now), nothing in hand: `done` too.
         cells = .{ in, out, 0, 0 };
-        if (by_shutdown) {
-            try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-            var shut = false;
-            defer if (!shut) {
-                _ = kc_sched_shutdown(0);
-            };
-            try testing.expectEqual(@as(i32, 0), kc_spawn(echo, &cells, 0, &h));
-            const deadline = kc_now_ns() + 10 * std.time.ns_per_s;
-            while (kc_coro_state(h) != parked and kc_now_ns() < deadline) std.Thread.yield() catch {};
-            try testing.expectEqual(parked, kc_coro_state(h));
-            shut = true;
-            try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
-        } else {
-            try testing.expectEqual(@as(i32, 0), kc_coro_create(echo, &cells, 0, 0, &h));
-            try testing.expectEqual(parked, kc_coro_resume(h));
-            try testing.expectEqual(@as(i32, 0), kc_coro_destroy(h));
-        }
+        try abandonParkedBuiltin(echo, &cells, by_shutdown);
         try testing.expectEqual(@as(u64, 1), cells[3]);
         try testing.expectEqual(@as(i32, 0), kc_chan_take_undelivered(out, &got, 8)); // nothing
     }
