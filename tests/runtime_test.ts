@@ -1042,15 +1042,12 @@ Deno.test({
   assert.equal(res.code, 0, res.stderr);
 });
 
-Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, not on the event loop", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    // hold's cells: [go, done, running]. It runs until this isolate says go: a shutdown cannot
-    // stop it mid-loop and waits for its end. Its own bound (60 s) is against a hang only: a
-    // shutdown that froze the event loop returns then, the coroutine done.
-    const lib = await buildPlugin(
-      dir,
-      `#include <stdint.h>
+/**
+ * A C coroutine for the shutdown tests below. Its cells: [go, done, running]. It runs until the
+ * isolate says go, so a shutdown cannot stop it mid-loop and waits for its end in its join. Its
+ * own bound (60 s) is against a hang only.
+ */
+const HOLD_C = `#include <stdint.h>
 #include <time.h>
 static time_t now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec; }
 void hold(void *arg) {
@@ -1059,8 +1056,15 @@ void hold(void *arg) {
   time_t end = now() + 60;
   while (!__atomic_load_n(c, __ATOMIC_ACQUIRE) && now() < end) {}
   __atomic_store_n(c + 1, 1, __ATOMIC_RELEASE);
-}`,
-    );
+}`;
+
+Deno.test("runtime: shutdown waits for a running coroutine on a helper thread, not on the event loop", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // hold's cells: [go, done, running]. It runs until this isolate says go: a shutdown cannot
+    // stop it mid-loop and waits for its end. Its own bound (60 s) is against a hang only: a
+    // shutdown that froze the event loop returns then, the coroutine done.
+    const lib = await buildPlugin(dir, HOLD_C);
     const res = await evalScript(`
       import { resolveNative, runtime } from "./mod.ts";
       import { settled, until } from "./tests/support.ts";
@@ -1100,19 +1104,7 @@ Deno.test("runtime: a second shutdown() while the first joins a running coroutin
   try {
     // hold's cells: [go, done, running], as in the test above: it runs until this isolate says
     // go, so the first shutdown has stopped the run and waits in its join meanwhile.
-    const lib = await buildPlugin(
-      dir,
-      `#include <stdint.h>
-#include <time.h>
-static time_t now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec; }
-void hold(void *arg) {
-  uint64_t *c = arg;
-  __atomic_store_n(c + 2, 1, __ATOMIC_RELEASE);
-  time_t end = now() + 60;
-  while (!__atomic_load_n(c, __ATOMIC_ACQUIRE) && now() < end) {}
-  __atomic_store_n(c + 1, 1, __ATOMIC_RELEASE);
-}`,
-    );
+    const lib = await buildPlugin(dir, HOLD_C);
     const res = await evalScript(`
       import { Channel, codecs, resolveNative, runtime } from "./mod.ts";
       import { settled, until } from "./tests/support.ts";
