@@ -8897,32 +8897,14 @@ test "C ABI: kept lists that come and go beside 1,000 untaken ones leave free sl
         try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
         try testing.expectEqual(@as(?u64, i), try takeKept(h, false)); // the list goes
     }
-    const S = struct {
-        /// The free slots of `map` (metadata 0) and the longest walk of an absent key in it.
-        fn walks(map: anytype) [2]usize {
-            const cap = map.capacity();
-            const md: [*]const u8 = @ptrCast(map.metadata.?);
-            var free: usize = 0;
-            var probe: usize = 0;
-            for (0..cap) |i| {
-                if (md[i] == 0) free += 1;
-                var n: usize = 0;
-                while (n < cap and md[(i + n) % cap] != 0) n += 1;
-                probe = @max(probe, n);
-            }
-            return .{ free, probe };
-        }
-    };
     undelivered_mutex.lock();
-    const lists = S.walks(&undelivered_queues);
-    const lists_cap = undelivered_queues.capacity();
+    const lists = tidy.slotStats(&undelivered_queues);
     undelivered_mutex.unlock();
     const rec = ThreadRecord.mine(false) orelse return error.NoRecord;
-    const keeps = S.walks(&rec.keeps);
-    const keeps_cap = rec.keeps.capacity();
+    const keeps = tidy.slotStats(&rec.keeps);
     for (kept, 0..) |h, i| try testing.expectEqual(@as(?u64, i), try takeKept(h, false));
-    try testing.expect(lists[0] > 0 and lists[1] < lists_cap / 8);
-    try testing.expect(keeps[0] > 0 and keeps[1] < keeps_cap / 8);
+    try testing.expect(lists.free > 0 and lists.probe < lists.cap / 8);
+    try testing.expect(keeps.free > 0 and keeps.probe < keeps.cap / 8);
 }
 
 /// Tests: channels come and go until one gets the handle value `h` (its slot's generation
