@@ -88,7 +88,8 @@ extern "C" {
 #define KC_BUILTIN_SPIN 6       /* scheduled: {rounds, done}: CPU-bound work, then done += 1 */
 /* Scheduled, {arg, done, status}: status is an int32_t status as two's complement, done = 1. */
 /* These two, abandoned in their wait (a cancelling shutdown, a finish that leaves a receiver
- * parked, a kc_coro_destroy): status = KC_ESHUTDOWN, done = 1 (ABI 25: done 0 then). */
+ * parked, a kc_coro_destroy): status = KC_ESHUTDOWN, done = 1 (a library of ABI 25 left both
+ * at 0 there). */
 /* {ms, ...}: kc_sleep_ns; KC_EINTR if its scope is cancelled; hand-driven, KC_ENOTCORO */
 #define KC_BUILTIN_CANCELLABLE_SLEEPER 7
 #define KC_BUILTIN_RECEIVER 8     /* {chan, ...}: receives one value; KC_EINTR likewise */

@@ -769,8 +769,10 @@ function nativeBuffer(lib: Library, op: string, count: number): ArrayBufferLike 
     nativeCells.set(buffer, p!);
     return buffer;
   }
-  // Without the companion in a Worker, or Node-API refused the buffer (never seen): the block
-  // is never released there, and goes back at once here in the main isolate.
+  // Without the companion in a Worker, or the companion refused the buffer (Node-API refused
+  // it, or it could not read the block's header: process_vm_readv refused and no pipe to copy
+  // it through, as with no file descriptors left): the block is never released there, and goes
+  // back at once here in the main isolate.
   if (make !== null && !inWorker) {
     sym.kc_cells_release(p);
     return new SharedArrayBuffer(count * 8);
