@@ -84,7 +84,14 @@ import {
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
-import { type Job, JobSupport, runCompletionHandler, taskCancelError, taskJobOf } from "./job.ts";
+import {
+  isJob,
+  type Job,
+  type JobSupport,
+  runCompletionHandler,
+  taskCancelError,
+  taskJobOf,
+} from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import type { CoroutineScope } from "./scope.ts";
 
@@ -849,14 +856,14 @@ export function actor<M>(
   // AbortSignal, or one that the job's cancel does not abort, whose cancellation or failure
   // cancelled the mailbox only as the task completed, taking messages meanwhile that nobody
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
-  if (JobSupport._is(job) && !job.isCompleted) cancelOnAbort(job.signal);
+  if (isJob(job) && !job.isCompleted) cancelOnAbort(job.signal);
   launched = job;
   const handle: unknown = job.invokeOnCompletion(
-    JobSupport._is(job) && !job.isCompleted ? finishFolded : finish,
+    isJob(job) && !job.isCompleted ? finishFolded : finish,
   );
   // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job
   // of another kind may return anything, whose dispose would run the caller's code).
-  if (JobSupport._is(job) && !finished) ending.push(handle as Disposable);
+  if (isJob(job) && !finished) ending.push(handle as Disposable);
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
   return a;

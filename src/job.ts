@@ -350,9 +350,36 @@ export function onUnhandledFailure(
   else failureSinks.set(job, delivers);
 }
 
-/** The flags `x` (a job: `_is`) was made with (`describe` names its kind by them). */
+/**
+ * @ignore True if `x` is a job this module made: by its private field, not `instanceof`, which
+ * `Object.create(JobSupport.prototype)` passes (its every read then threw the engine's "Cannot
+ * read private member"). A brand check, which runs no Proxy trap. Set by a static block of
+ * JobSupport: as the public static `JobSupport._is` it was reachable from any job
+ * (`Object.getPrototypeOf(CompletableDeferred)._is = () => true` made every kcoro function take
+ * any object for a job, and throw the engine's TypeError at its first private read).
+ */
+export let isJob: (x: unknown) => x is JobSupport<unknown>;
+/**
+ * @ignore True if `x` is a CompletableDeferred this module made (a brand check, no trap). Set by
+ * its static block: as the public static `CompletableDeferred._isDeferred`, replaced by
+ * `() => true`, it let `CompletableDeferred.prototype.complete.call(launchedJob, v)` complete a
+ * running `launch`'s job from outside its block.
+ */
+export let isDeferred: (x: unknown) => x is CompletableDeferred<unknown>;
+/**
+ * @ignore The failure `job` fails with (its body's or a child's) once it is cancelling or
+ * cancelled because of it; undefined while it is not failing (a cancellation is no failure). Its
+ * signal's reason wraps it in a CancellationError; `produce` closes its channel with it as it is
+ * (Kotlin's `ProducerCoroutine.onCancelled`). A module function: as the getter `_failure` any
+ * caller read a job's failure, and an own `_failure` defined on a task's job decided whether
+ * `produce` closed its channel.
+ */
+export let failureOf: (job: JobSupport<unknown>) => unknown;
+/** @ignore `job`'s completion handlers registered and not disposed (tests; was `_handlerCount`). */
+export let handlerCountOf: (job: JobSupport<unknown>) => number;
+/** The flags `x` (a job: `isJob`) was made with (`describe` names its kind by them). */
 let flagsOf: (x: JobSupport<unknown>) => number;
-/** The job `x` (a job: `_is`) is a child of, while it is linked in its list; else null. */
+/** The job `x` (a job: `isJob`) is a child of, while it is linked in its list; else null. */
 let parentOf: (x: JobSupport<unknown>) => JobSupport<unknown> | null;
 
 /**
@@ -577,15 +604,6 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#hooks = hooks;
   }
 
-  /**
-   * @ignore True if `x` is a job this module made: by its private field, not `instanceof`,
-   * which `Object.create(JobSupport.prototype)` passes (its every read then threw the engine's
-   * "Cannot read private member").
-   */
-  static _is(x: unknown): x is JobSupport<unknown> {
-    return typeof x === "object" && x !== null && #state in x;
-  }
-
   // Each public member called on what is no job (an object made from the prototype, a Proxy of
   // a job, a primitive) throws, or rejects with, `notJob`'s TypeError naming the call: it threw
   // the engine's "Cannot read private member #state". The hot ones (the state getters, join,
@@ -641,7 +659,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /** Throws `notJob` unless `self` is a job (`#x in`: a brand check, which runs no Proxy trap). */
   static #check(self: unknown, op: string): void {
-    if (!JobSupport._is(self)) throw notJob(self, op);
+    if (!isJob(self)) throw notJob(self, op);
   }
 
   /**
@@ -681,7 +699,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       if (signal !== undefined) return this.#untilAborted("join", signal, () => undefined);
       return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
     } catch (e) {
-      if (JobSupport._is(this)) throw e; // a job's: as before
+      if (isJob(this)) throw e; // a job's: as before
       return Promise.reject(notJob(this, "join"));
     }
   }
@@ -707,7 +725,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       if (isAborted(signal)) return Promise.reject(abortReason(signal));
       return this.#untilAborted("await", signal, () => this.#awaitResult());
     } catch (e) {
-      if (JobSupport._is(this)) throw e; // a job's: as before
+      if (isJob(this)) throw e; // a job's: as before
       return Promise.reject(notJob(this, "await"));
     }
   }
@@ -791,27 +809,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   // `parentOf`, `resultOf`): inside the class for those fields, not public statics of it, which every job's
   // class inherits, so any caller holding a job reached them (`task.constructor._flagsOf(task)`).
   static {
+    isJob = (x): x is JobSupport<unknown> => typeof x === "object" && x !== null && #state in x;
+    failureOf = (job) => job.#failed ? job.#cause : undefined;
+    handlerCountOf = (job) => job.#handlers?.size ?? 0;
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);
-  }
-
-  /**
-   * @ignore The failure this job fails with (its body's or a child's) once it is cancelling or
-   * cancelled because of it; undefined while it is not failing (a cancellation is no failure).
-   * Its signal's reason wraps it in a CancellationError; `produce` closes its channel with it
-   * as it is (Kotlin's `ProducerCoroutine.onCancelled`).
-   */
-  get _failure(): unknown {
-    return this.#failed ? this.#cause : undefined;
-  }
-
-  /** @ignore Completion handlers registered and not disposed (tests). */
-  get _handlerCount(): number {
-    return this.#handlers?.size ?? 0;
   }
 
   invokeOnCompletion(handler: CompletionHandler): Disposable {
@@ -861,7 +867,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     let children = 0; // counted on the list: the `children` getter would copy it to count it
     for (let c = this.#head; c !== null; c = c.#next) children++;
     const facts = { state: this.state, "[[children]]": children };
-    const name = CompletableDeferred._isDeferred(this) ? "CompletableDeferred" : "Job";
+    const name = isDeferred(this) ? "CompletableDeferred" : "Job";
     return inspectAs(name, facts, inspect, options);
   }
 
@@ -1373,7 +1379,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     // A brand check (no trap runs): a look-alike, a Proxy of a job or a scope of the caller's own
     // is none. Before, `parent` was ignored (an unknown option), so the deferred stayed active
     // after its parent's cancel and its parent completed without waiting for it.
-    if (parent !== undefined && !JobSupport._is(parent)) {
+    if (parent !== undefined && !isJob(parent)) {
       throw new TypeError(
         `Cannot create CompletableDeferred: parent must be a Job, received ${describe(parent)}`,
       );
@@ -1410,15 +1416,15 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
 
   /**
    * The brand of a CompletableDeferred (a private method: `#x in`, no slot per instance). Its own
-   * members check it: the shared job brand (`JobSupport._is`) let
+   * members check it: the shared job brand (`isJob`) let
    * `CompletableDeferred.prototype.complete.call(launchedJob, v)` complete another task's job
    * from outside, its body still running.
    */
   #deferred(): void {}
 
-  /** @ignore True if `x` is a CompletableDeferred this module made (a brand check, no trap). */
-  static _isDeferred(x: unknown): x is CompletableDeferred<unknown> {
-    return typeof x === "object" && x !== null && #deferred in x;
+  static {
+    isDeferred = (x): x is CompletableDeferred<unknown> =>
+      typeof x === "object" && x !== null && #deferred in x;
   }
 
   /**
@@ -1427,7 +1433,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * what is none prints `CompletableDeferred <not a CompletableDeferred>`.
    */
   override [customInspect](inspect: unknown, options: unknown): string {
-    if (!CompletableDeferred._isDeferred(this)) return notA("CompletableDeferred");
+    if (!isDeferred(this)) return notA("CompletableDeferred");
     return super[customInspect](inspect, options);
   }
 
@@ -1439,7 +1445,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    */
   complete(value: T): boolean {
     // On what is no job, named before `value` is read (its `then` is the caller's code).
-    if (!CompletableDeferred._isDeferred(this)) {
+    if (!isDeferred(this)) {
       throw notJob(this, "complete", "CompletableDeferred");
     }
     checkNotThenable("complete", value);
@@ -1454,7 +1460,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
    * (`Cannot completeExceptionally: ...`).
    */
   completeExceptionally(error: unknown): boolean {
-    if (!CompletableDeferred._isDeferred(this)) {
+    if (!isDeferred(this)) {
       throw notJob(this, "completeExceptionally", "CompletableDeferred");
     }
     return !this.isCancelled && failBody(this, error, "completeExceptionally");
@@ -1475,7 +1481,7 @@ export function taskJobOf(task: { readonly job?: unknown }): JobSupport<unknown>
   } catch {
     return null; // the caller's getter: no kcoro Job, as with none
   }
-  return JobSupport._is(read) ? read : null;
+  return isJob(read) ? read : null;
 }
 
 refuseAsValue(
@@ -1488,7 +1494,7 @@ refuseAsValue(
 // Its look-alikes are described as such in error messages (`describe`).
 nameLookAlikes(JobSupport.prototype, "Job");
 // And its instances by kind (`describe`): "received a Deferred", where it said "[object Job]".
-nameInstances("Job", (x) => JobSupport._is(x) ? describeJobKind(x) : undefined);
+nameInstances("Job", (x) => isJob(x) ? describeJobKind(x) : undefined);
 
 /**
  * What kind of job `job` is, for error messages: "a CompletableDeferred"; a scope's or task's by
@@ -1496,7 +1502,7 @@ nameInstances("Job", (x) => JobSupport._is(x) ? describeJobKind(x) : undefined);
  * "a Job" (`launch`, a native scope's children).
  */
 function describeJobKind(job: JobSupport<unknown>): string {
-  if (CompletableDeferred._isDeferred(job)) return "a CompletableDeferred";
+  if (isDeferred(job)) return "a CompletableDeferred";
   const flags = flagsOf(job);
   if ((flags & DEFERRED) !== 0) return "a Deferred";
   if (isScope(job) && (flags & REPORTS_FAILURE) === 0) return "a CoroutineScope";
@@ -1510,7 +1516,7 @@ function describeJobKind(job: JobSupport<unknown>): string {
  * undefined; Kotlin's `onAwait` is on Deferred only (a Job has `onJoin`).
  */
 export function isResultlessJob(x: unknown): boolean {
-  return JobSupport._is(x) && (flagsOf(x) & DEFERRED) === 0;
+  return isJob(x) && (flagsOf(x) & DEFERRED) === 0;
 }
 
 /**
@@ -1526,7 +1532,7 @@ export function notJob(self: unknown, op: string, what = "Job"): TypeError {
   );
 }
 
-/** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`Coroutine._isScope`). */
+/** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`isScopeObject`). */
 let isScope: (x: unknown) => boolean = () => false;
 
 /** @ignore scope.ts's brand check, for `describeJobKind` (job.ts cannot import scope.ts). */
@@ -1584,7 +1590,7 @@ export function _setQueuedCancel(of: (job: JobSupport<unknown>) => AbortSignal |
  * or scope's Job" here while other messages named it "a Job", "a Deferred", "a CoroutineScope".
  */
 function describeJob(self: unknown): string {
-  return JobSupport._is(self) ? describeJobKind(self) : describe(self);
+  return isJob(self) ? describeJobKind(self) : describe(self);
 }
 
 /**
@@ -1592,5 +1598,5 @@ function describeJob(self: unknown): string {
  * whose first private read threw the engine's TypeError. The brand check runs only then.
  */
 function jobThrown(self: unknown, op: string, e: unknown): unknown {
-  return JobSupport._is(self) ? e : notJob(self, op);
+  return isJob(self) ? e : notJob(self, op);
 }

@@ -49,6 +49,7 @@ import {
   attachTo,
   completeBody,
   failBody,
+  isJob,
   type Job,
   type JobHooks,
   JobSupport,
@@ -832,7 +833,7 @@ class NativeChildren extends JobSupport<void> {
  */
 export function nativeScope(scope: CoroutineScope): NativeScope {
   const job: Job | undefined = typeof scope === "object" && scope !== null ? scope.job : undefined;
-  if (!JobSupport._is(job)) {
+  if (!isJob(job)) {
     // An object with a `job` that is no kcoro Job (`{ job: 5 }`, a Job look-alike) is told so by
     // that name: before, the message named the scope, which was an object as asked.
     const what = job === undefined

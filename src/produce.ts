@@ -102,15 +102,17 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  failureOf,
   handleCoroutineException,
+  isJob,
   type Job,
-  JobSupport,
+  type JobSupport,
   onOwnCancel,
   onUnhandledFailure,
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
-import { Coroutine, type CoroutineScope } from "./scope.ts";
+import { type CoroutineScope, isScopeObject } from "./scope.ts";
 
 /**
  * What a producer is cancelled with when its block lets out the InvalidHandleError of its
@@ -697,7 +699,7 @@ export function produce<T>(
    */
   const jobEnds = (signal: AbortSignal): boolean =>
     launched === null ||
-    (JobSupport._is(launched) && launched.signal !== signal && watched.includes(launched.signal));
+    (isJob(launched) && launched.signal !== signal && watched.includes(launched.signal));
   /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
    * cancellation (the scope cancelled, a sibling failing; the task's own cancel has cancelled it
@@ -729,7 +731,7 @@ export function produce<T>(
       // task's cause becomes the failure: Kotlin's receivers get the failure after a cancel of
       // its scope (README says why not here); after its own cancel() the channel was cancelled
       // (`cancelOnOwnCancel`), as Kotlin's.
-      if (!st.gone && !(JobSupport._is(owner) && owner._failure !== undefined)) {
+      if (!st.gone && !(isJob(owner) && failureOf(owner) !== undefined)) {
         closeAtEnd(out, reason);
       }
       // For a failure too: the sends reject once the task is cancelling. After the close, as a
@@ -747,7 +749,7 @@ export function produce<T>(
   let abandoned = false;
   // kcoro's own scope, whose launch returns the Job of the task it gives the block (a brand
   // check: no getter or trap of the caller's runs; an own `launch` is the caller's).
-  const kcoroLaunch = Coroutine._isScope(scope) && !Object.hasOwn(scope, "launch");
+  const kcoroLaunch = isScopeObject(scope) && !Object.hasOwn(scope, "launch");
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
   const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
     // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
@@ -848,7 +850,7 @@ export function produce<T>(
   // job's cancel does not abort, whose cancellation closed the channel only as the task
   // completed, its receivers waiting on a block that might never end. Its own task's signal is
   // the same one, watched once (`closeOnCancel`), also where the start was deferred.
-  if (JobSupport._is(job) && !job.isCompleted) {
+  if (isJob(job) && !job.isCompleted) {
     closeOnCancel(job.signal, job);
     // kcoro's own scope returns the task's own Job (its start maybe put off, by deep nesting):
     // its cancel() is the producer's own. Not another Job a scope of the caller's own returns.
@@ -862,7 +864,7 @@ export function produce<T>(
   const handle: unknown = job.invokeOnCompletion(end);
   // Withdrawn where the task's own Job ends the producer first: a kcoro Job's Disposable only (a
   // Job of another kind may return anything, whose dispose would run the caller's code).
-  if (JobSupport._is(job) && !ended) ending.push(handle as Disposable);
+  if (isJob(job) && !ended) ending.push(handle as Disposable);
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
   return out;

@@ -49,6 +49,7 @@ import {
   type Deferred,
   failBody,
   HANDLES_CHILD_FAILURE,
+  isJob,
   type Job,
   type JobHooks,
   type JobState,
@@ -236,6 +237,14 @@ export let follow: (scope: unknown, op: unknown, signal: unknown) => void;
 export let addFinalizer: (scope: unknown, fn: unknown) => void;
 /** A scope's (a Coroutine's) JobSupport hooks, reaching its private methods (its static block). */
 let COROUTINE_HOOKS: JobHooks;
+/**
+ * @ignore True if `x` is a scope (or task) this module made: a brand check, no Proxy trap. Set by
+ * a static block of `Coroutine`: as the public static `Coroutine._isScope`, reachable from any
+ * scope (`scope.constructor._isScope = () => true`), it let a CompletableDeferred or any object
+ * pass for a scope in this module's members, which then threw the engine's "Cannot read private
+ * member" where they throw a named TypeError.
+ */
+export let isScopeObject: (x: unknown) => x is Coroutine<unknown>;
 /**
  * The queued cancels `runQueuedFollows` has taken from `followQueue` and not yet run, the next
  * on top. Module state, not the run's own: an engine error that leaves the run (anywhere, its
@@ -446,17 +455,14 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     }
   }
 
-  /** @ignore True if `x` is a scope (or task) this module made: a brand check, no Proxy trap. */
-  static _isScope(x: unknown): x is Coroutine<unknown> {
-    return typeof x === "object" && x !== null && #block in x;
-  }
-
   /** Throws `notJob` unless `self` is a scope (off the hot paths, before any argument is read). */
   static #check(self: unknown, op: string): void {
-    if (!Coroutine._isScope(self)) throw notJob(self, op, "CoroutineScope");
+    if (!isScopeObject(self)) throw notJob(self, op, "CoroutineScope");
   }
 
   static {
+    isScopeObject = (x): x is Coroutine<unknown> =>
+      typeof x === "object" && x !== null && #block in x;
     // job.ts's `queuedCancelOf`: the signal whose follow cancel of `job` waits in `followQueue`,
     // else null (a job of another kind too): a CompletableDeferred made with it as its `parent`
     // is cancelled with that signal's reason, unattached, as a task launched on it is (`#child`).
@@ -464,7 +470,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // from any scope (`scope.constructor._queuedBy(other)` read another scope's queued signal),
     // where JobSupport's subclass hooks are kept out of reach on purpose (module symbols).
     // Also this module's `queuedCancelOf` (createScope's `parent`), the same closure.
-    queuedCancelOf = (job) => Coroutine._isScope(job) ? job.#queuedBy : null;
+    queuedCancelOf = (job) => isScopeObject(job) ? job.#queuedBy : null;
     _setQueuedCancel(queuedCancelOf);
     queueCancel = (scope, by) => scope.#queueCancel(by);
     runQueuedCancel = (scope, by) => scope.#runQueuedCancel(by);
@@ -696,13 +702,13 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
  * the state getters a task's job shares with its scope, else a CoroutineScope).
  */
 function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineScope"): unknown {
-  if (Coroutine._isScope(self)) return e;
+  if (isScopeObject(self)) return e;
   // A job of another kind (a CompletableDeferred) is a Job: what it is not is a scope. Before,
   // "this is not a Job, received [object Job]".
-  return notJob(self, op, JobSupport._is(self) ? "CoroutineScope" : what);
+  return notJob(self, op, isJob(self) ? "CoroutineScope" : what);
 }
 
-_setScopeBrand(Coroutine._isScope);
+_setScopeBrand(isScopeObject);
 
 /**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the
@@ -893,7 +899,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
   }
 
   override join(options?: { signal?: AbortSignal }): Promise<void> {
-    if (!Coroutine._isScope(this)) return Promise.reject(notJob(this, "join")); // as a job's
+    if (!isScopeObject(this)) return Promise.reject(notJob(this, "join")); // as a job's
     let signal: AbortSignal | undefined;
     try {
       signal = signalOf("join", options); // bad options change nothing (before, the scope closed first)
@@ -910,7 +916,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    if (!Coroutine._isScope(this)) throw notJob(this, "dispose scope", "CoroutineScope"); // rejects
+    if (!isScopeObject(this)) throw notJob(this, "dispose scope", "CoroutineScope"); // rejects
     this.cancel(new CancellationError("Cancelled: the scope was disposed"));
     await super.join();
   }
@@ -980,7 +986,7 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // A brand check (no trap runs), as CompletableDeferred's: a look-alike, a Proxy of a job, an
   // AbortSignal or a scope of the caller's own is none. Before, `parent` was an unknown option,
   // ignored: the scope ran on after its parent's cancel and the parent completed without it.
-  if (parent !== undefined && !JobSupport._is(parent)) {
+  if (parent !== undefined && !isJob(parent)) {
     throw new TypeError(`Cannot ${op}: parent must be a Job, received ${describe(parent)}`);
   }
   const own = checked?.context;

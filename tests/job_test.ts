@@ -10,6 +10,7 @@ import {
   untilAborted,
 } from "./support.ts";
 import { addFinalizer as addScopeFinalizer, follow as followSignal } from "../src/scope.ts";
+import { handlerCountOf } from "../src/job.ts";
 import {
   CancellationError,
   Channel,
@@ -776,9 +777,75 @@ Deno.test("bad arguments are TypeErrors that say what was received", async () =>
   });
 });
 
+Deno.test("a job's, deferred's and scope's brand checks and internal readers are out of reach: replacing JobSupport._is, CompletableDeferred._isDeferred or Coroutine._isScope with () => true made kcoro take any object for one", async () => {
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const launched = scope.launch(() => gate.promise);
+  try {
+    forgeBrands(launched, scope);
+  } finally {
+    gate.resolve(); // also on a failure: the scope's disposal waits for it
+  }
+  await launched.join();
+});
+
+/** The checks of the test above, on `launched`, a running launch of `scope`. */
+function forgeBrands(launched: Job, scope: CoroutineScope): void {
+  const deferred = new CompletableDeferred<number>();
+  const jobClass = Object.getPrototypeOf(CompletableDeferred) as Record<string, unknown>;
+  // Public statics and getters before (`_is`, `_isDeferred`, `_isScope`, `_failure`,
+  // `_handlerCount`), reachable from any job: now module functions (src/job.ts, src/scope.ts).
+  const owners: [object, string][] = [
+    [jobClass, "_is"],
+    [CompletableDeferred, "_isDeferred"],
+    [scope.constructor, "_isScope"],
+    [deferred, "_failure"],
+    [deferred, "_handlerCount"],
+  ];
+  for (const [o, k] of owners) assert.equal(k in o, false, k);
+  // Where each was (the class that owns it, a static inherited by every subclass), replaced by
+  // one that says yes to anything; restored after.
+  const ownerOf = (o: object, k: string): object => {
+    for (let p: object | null = o; p !== null; p = Object.getPrototypeOf(p)) {
+      if (Object.hasOwn(p, k)) return p;
+    }
+    return o;
+  };
+  const patched = owners.slice(0, 3).map(([o, k]) => {
+    const at = ownerOf(o, k) as Record<string, unknown>;
+    const had = Object.getOwnPropertyDescriptor(at, k);
+    Object.defineProperty(at, k, { value: () => true, configurable: true, writable: true });
+    return () => had === undefined ? delete at[k] : Object.defineProperty(at, k, had);
+  });
+  try {
+    // A CompletableDeferred's member completed a running launch's job from outside its block.
+    assert.throws(
+      () => CompletableDeferred.prototype.complete.call(launched as never, 5),
+      TypeError,
+      "Cannot complete: this is not a CompletableDeferred, received a Job",
+    );
+    assert.equal(launched.isActive, true);
+    // Any object passed for a parent job: the engine's "Cannot read private member" escaped.
+    assert.throws(
+      () => createScope({ parent: {} as Job }),
+      TypeError,
+      "Cannot create scope: parent must be a Job, received [object Object]",
+    );
+    // And a deferred for a scope: a scope's member run on it threw the engine's TypeError.
+    const launch = Object.getPrototypeOf(scope).launch as CoroutineScope["launch"];
+    assert.throws(
+      () => launch.call(deferred as never, () => {}),
+      TypeError,
+      "Cannot launch: this is not a CoroutineScope, received a CompletableDeferred",
+    );
+  } finally {
+    for (const restore of patched) restore();
+  }
+}
+
 Deno.test("invokeOnCompletion: disposing a handler frees its slot (a select loop on a long-lived job stays flat)", () => {
   const job = new CompletableDeferred<void>();
-  const count = () => (job as unknown as { _handlerCount: number })._handlerCount;
+  const count = () => handlerCountOf(job);
   const seen: number[] = [];
   using _first = job.invokeOnCompletion(() => seen.push(1));
   // Before, each disposed handler kept a slot for as long as the job lived.

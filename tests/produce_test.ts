@@ -42,6 +42,7 @@ import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
 import { closedResultOf } from "../src/channel.ts";
 import { producerJobOf } from "../src/produce.ts";
+import { handlerCountOf, type JobSupport } from "../src/job.ts";
 
 /** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
 function assertPrintedOk(
@@ -4137,7 +4138,7 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose launc
     for (const start of ["at once", "deferred"] as const) {
       const what = `${which}, start ${start}`;
       const other = new CompletableDeferred<void>(); // long-lived, and no task's
-      const handlers = () => (other as unknown as { _handlerCount: number })._handlerCount;
+      const handlers = () => handlerCountOf(other);
       const done: unknown[] = [];
       await within(
         coroutineScope(async (real) => {
@@ -4261,7 +4262,7 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task'
     const gate = Promise.withResolvers<void>();
     holder.launch(counted(() => gate.promise));
     const longLived = holder.job;
-    const handlers = () => (longLived as unknown as { _handlerCount: number })._handlerCount;
+    const handlers = () => handlerCountOf(longLived as JobSupport);
     const before = handlers();
     const done: unknown[] = [];
     await within(

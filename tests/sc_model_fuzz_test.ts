@@ -104,6 +104,7 @@ import {
 } from "../mod.ts";
 import { prng } from "./support.ts";
 import { producerJobOf } from "../src/produce.ts";
+import { handlerCountOf, type JobSupport } from "../src/job.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Errors: those the test makes are known objects; those the library makes are symbols, matched
@@ -2296,7 +2297,7 @@ class Run {
         const want = j.children.map((k) => k.id); // oldest first, as attached
         if (kids.join() !== want.join()) return `${j}: children [${kids}], model [${want}]`;
         if (!j.final && final) {
-          const n = (job as unknown as { _handlerCount: number })._handlerCount;
+          const n = handlerCountOf(job as JobSupport);
           const own = j.handlers.filter((h) => h.live).length + j.internal +
             (j.kind === "produce" || j.kind === "actor" ? 1 : 0);
           if (n !== own) return `${j}: ${n} completion handlers, model ${own}`;

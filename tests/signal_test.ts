@@ -38,6 +38,7 @@ import {
   trySendNatively,
   untilAborted,
 } from "./support.ts";
+import { handlerCountOf } from "../src/job.ts";
 
 const MEMBERS = [
   "aborted",
@@ -712,7 +713,7 @@ function listenersKey(): symbol {
 
 Deno.test("join and await whose signal's listening throws reject by name and leave no completion handler on the job", async () => {
   const d = new CompletableDeferred<number>();
-  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  const handlers = () => handlerCountOf(d);
   // Before, each call's handler stayed registered until the job ended: one per call on a
   // long-lived job. Then they rejected with the listen's raw error.
   for (let i = 0; i < 3; i++) {
@@ -1065,7 +1066,7 @@ Deno.test("join and await whose signal aborts while it is being listened to reje
   // Before, they stayed pending until the job ended.
   const reason = new Error("aborted while listened to");
   const d = new CompletableDeferred<number>();
-  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  const handlers = () => handlerCountOf(d);
   for (const op of ["join", "await"] as const) {
     const signal = abortsWhileListening(reason);
     const wait = d[op]({ signal });
@@ -1402,7 +1403,7 @@ Deno.test("a wait whose signal aborts during the listen once kcoro's listener is
   using reported = catchReported();
   const reason = new Error("aborted once listened to");
   const d = new CompletableDeferred<number>();
-  const handlers = () => (d as unknown as { _handlerCount: number })._handlerCount;
+  const handlers = () => handlerCountOf(d);
   for (const which of WAITS) {
     using ch = new Channel<number>("rendezvous");
     await using ns = NativeScope.create();
