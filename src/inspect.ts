@@ -32,16 +32,49 @@ export function inspectAs(
 ): string {
   const show = typeof inspect === "function"
     ? (v: unknown) => String(inspect(v, options))
-    : (v: unknown) => {
-      // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
-      try {
-        return JSON.stringify(v) ?? String(v);
-      } catch {
-        return Object.prototype.toString.call(v);
-      }
-    };
+    : showPlain;
   const parts = Object.entries(facts).map(([k, v]) => `${k}: ${show(v)}`);
   return parts.length === 0 ? `${name} {}` : `${name} { ${parts.join(", ")} }`;
+}
+
+/**
+ * A fact's value printed without Deno's `inspect` (a caller of its own): as JSON, and what JSON
+ * has no text for as Deno prints it: a function `[Function: name]` (`[Function (anonymous)]`, a
+ * class `[class Name]`), a bigint `1n`, a symbol `Symbol(q)`, `undefined`. Before, `String(v)`
+ * printed a function's whole source, and a bigint, which JSON refuses, `[object BigInt]`. Never
+ * a throw: what JSON refuses (a cycle, a `toJSON` that throws, an object holding a bigint) prints
+ * its tag (`[object Object]`).
+ */
+function showPlain(v: unknown): string {
+  if (typeof v === "function") return functionTag(v);
+  if (typeof v === "bigint") return `${v}n`;
+  if (typeof v === "symbol" || v === undefined) return String(v);
+  // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
+  try {
+    return JSON.stringify(v) ?? Object.prototype.toString.call(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
+/**
+ * `[Function: name]` as Deno prints a function (`[class Name]` a class), read without running the
+ * function's code: its `name` by an own data property only (a getter of the caller's is not run),
+ * its source (to tell a class) by `Function.prototype.toString`, which a Proxy or a bound
+ * function answers without a trap.
+ */
+function functionTag(f: object): string {
+  let name = "";
+  let isClass = false;
+  try {
+    const d = Object.getOwnPropertyDescriptor(f, "name");
+    if (d !== undefined && "value" in d && typeof d.value === "string") name = d.value;
+    isClass = /^class\b/.test(Function.prototype.toString.call(f));
+  } catch {
+    // A Proxy whose getOwnPropertyDescriptor trap throws: no name.
+  }
+  if (isClass) return name === "" ? "[class (anonymous)]" : `[class ${name}]`;
+  return name === "" ? "[Function (anonymous)]" : `[Function: ${name}]`;
 }
 
 /**

@@ -859,16 +859,18 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   /**
    * @ignore How `console.log` / `Deno.inspect` print a job, deferred or scope:
    * `Job { state: "active", [[children]]: 2 }` (JavaScript state only): the count of its
-   * `children` (`[[...]]`: no property of it, `inspectAs`). A CompletableDeferred, the one
-   * exported job class, prints its own name, `CompletableDeferred { ... }` (it printed `Job`).
+   * `children` (`[[...]]`: no property of it, `inspectAs`). Each by its kind, the name error
+   * messages give it (`jobKind`): `CoroutineScope { ... }` (`createScope`'s, a root scope's),
+   * `Deferred { ... }` (`async`'s), `CompletableDeferred { ... }`, `Job { ... }` (`launch`'s, a
+   * block's task, a native scope's children's). Before, all but a CompletableDeferred printed
+   * `Job`, a scope and an `async`'s deferred too.
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#head in Object(this))) return notA("Job");
     let children = 0; // counted on the list: the `children` getter would copy it to count it
     for (let c = this.#head; c !== null; c = c.#next) children++;
     const facts = { state: this.state, "[[children]]": children };
-    const name = isDeferred(this) ? "CompletableDeferred" : "Job";
-    return inspectAs(name, facts, inspect, options);
+    return inspectAs(jobKind(this), facts, inspect, options);
   }
 
   // --- for subclasses: reached through attachTo, completeBody and failBody (static block) ---
@@ -1502,11 +1504,16 @@ nameInstances("Job", (x) => isJob(x) ? describeJobKind(x) : undefined);
  * "a Job" (`launch`, a native scope's children).
  */
 function describeJobKind(job: JobSupport<unknown>): string {
-  if (isDeferred(job)) return "a CompletableDeferred";
+  return `a ${jobKind(job)}`;
+}
+
+/** The kind `describeJobKind` names, without its article: the name a job prints with. */
+function jobKind(job: JobSupport<unknown>): string {
+  if (isDeferred(job)) return "CompletableDeferred";
   const flags = flagsOf(job);
-  if ((flags & DEFERRED) !== 0) return "a Deferred";
-  if (isScope(job) && (flags & REPORTS_FAILURE) === 0) return "a CoroutineScope";
-  return "a Job";
+  if ((flags & DEFERRED) !== 0) return "Deferred";
+  if (isScope(job) && (flags & REPORTS_FAILURE) === 0) return "CoroutineScope";
+  return "Job";
 }
 
 /**

@@ -223,7 +223,15 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   const ns = NativeScope.create();
   rows.push(["NativeScope.create()", ns, "NativeScope", /\[\[owned\]\]: false, live: 0/]);
   const free = createScope();
-  rows.push(["createScope()", free, "Job", /state: "active", \[\[children\]\]: 0/]);
+  // A scope, an `async`'s deferred printed `Job { ... }` too: each by its kind now, the name
+  // error messages give it (their tag stays Job's).
+  rows.push([
+    "createScope()",
+    free,
+    "CoroutineScope",
+    /^CoroutineScope \{ state: "active", \[\[children\]\]: 0 \}$/,
+    "Job",
+  ]);
   const local = new Channel<number>(4);
   rows.push([
     "a local Channel",
@@ -251,10 +259,22 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
   ]);
   await coroutineScope(async (scope) => {
     const job = scope.launch(() => Promise.resolve(), { lazy: true });
-    rows.push(["coroutineScope's scope", scope, "Job", /state: "active", \[\[children\]\]: \d/]);
+    rows.push([
+      "coroutineScope's scope",
+      scope,
+      "CoroutineScope",
+      /state: "active", \[\[children\]\]: \d/,
+      "Job",
+    ]);
     rows.push(["its context", scope.context, "Context", /\[\[keys\]\]: /]);
     rows.push(["launch's lazy job", job, "Job", /state: "new"/]);
-    rows.push(["async's deferred", scope.async(() => Promise.resolve(1)), "Job", /state: /]);
+    rows.push([
+      "async's deferred",
+      scope.async(() => Promise.resolve(1)),
+      "Deferred",
+      /^Deferred \{ state: /,
+      "Job",
+    ]);
     rows.push([
       "produce's channel",
       produce<number>(scope, () => {}),
@@ -266,7 +286,9 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
     });
     rows.push(["actor", a, "Actor", /\[\[state\]\]: "active"/]);
     rows.push(["nativeScope(scope)", nativeScope(scope), "NativeScope", /\[\[owned\]\]: true/]);
-    await supervisorScope((s) => rows.push(["supervisorScope's scope", s, "Job", /state: /]));
+    await supervisorScope((s) =>
+      rows.push(["supervisorScope's scope", s, "CoroutineScope", /state: /, "Job"])
+    );
     await withTimeout(60_000, (s) => {
       rows.push(["its timed context", s.context, "Context", /\[\[keys\]\]: \[ "deadline" \]/]);
     });
@@ -319,7 +341,7 @@ Deno.test("each public kcoro object prints its class name and facts, not its _no
     ["a Channel.from copy", copy, "Channel", /\[\[capacity\]\]: /],
     ["a NativeCoroutine", lateCo, "NativeCoroutine", /\[\[libraryClosed\]\]: true/],
     ["a NativeScope", lateScope, "NativeScope", /\[\[libraryClosed\]\]: true/],
-    ["a finished scope", free, "Job", /state: "(completed|cancelled)"/],
+    ["a finished scope", free, "CoroutineScope", /state: "(completed|cancelled)"/, "Job"],
   ], "after closeLibrary()");
   copy[Symbol.dispose]();
 });
@@ -437,15 +459,38 @@ Deno.test("a hook called without Deno's inspect function prints each fact as JSO
   );
 });
 
-Deno.test("inspectAs without Deno's inspect prints a fact JSON refuses by its tag, never throwing", () => {
+Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as Deno does (a function as [Function: name], not its source; a bigint as 1n) and what JSON refuses by its tag, never throwing", () => {
   // No public object has such a fact today (a channel's codec is JSON-safe): the hook's JSON
   // path must still never throw out of a print. Before c46bd06 a BigInt or a cycle threw.
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   assert.equal(
-    inspectAs("X", { n: 1n, c: cyclic, u: undefined, s: "a" }, undefined, {}),
-    'X { n: [object BigInt], c: [object Object], u: undefined, s: "a" }',
+    inspectAs("X", { n: 1n, c: cyclic, u: undefined, s: "a", y: Symbol("q") }, undefined, {}),
+    'X { n: 1n, c: [object Object], u: undefined, s: "a", y: Symbol(q) }',
   );
+  // A function printed its whole source (`String(v)`), which JSON gives no text for; a bigint in
+  // an object, which JSON refuses, still prints the object's tag.
+  function named() {
+    return "secret source";
+  }
+  const nameless = [() => 1][0];
+  const getterName = Object.defineProperty(function f() {}, "name", {
+    get: () => {
+      throw new Error("a getter of the caller's is not run");
+    },
+  });
+  assert.equal(
+    inspectAs(
+      "X",
+      { f: named, a: nameless, c: class Named {}, g: getterName, o: { n: 1n } },
+      undefined,
+      {},
+    ),
+    "X { f: [Function: named], a: [Function (anonymous)], c: [class Named], " +
+      "g: [Function (anonymous)], o: [object Object] }",
+  );
+  // As Deno prints them.
+  assert.equal(inspectAs("X", { f: named }, Deno.inspect, {}), "X { f: [Function: named] }");
   // With Deno's inspect, each fact by it.
   assert.equal(inspectAs("X", { n: 1n }, Deno.inspect, {}), "X { n: 1n }");
 });
@@ -456,7 +501,10 @@ Deno.test("a job prints the count of its unfinished children", async () => {
     scope.launch(() => gate.promise);
     scope.launch(() => {}, { lazy: true });
     scope.launch(() => {}); // finished at once: not counted
-    assert.match(Deno.inspect(scope), /^Job \{ state: "active", \[\[children\]\]: 2 \}$/);
+    assert.match(
+      Deno.inspect(scope),
+      /^CoroutineScope \{ state: "active", \[\[children\]\]: 2 \}$/,
+    );
     gate.resolve();
     scope.cancel(); // the lazy one
   }).catch(() => {});
@@ -491,8 +539,9 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
     });
     const mailbox = await started.promise; // a Channel too (a subclass)
     const launched = scope.launch(() => {});
-    // [label, an instance, the class's prototype, what a foreign receiver prints]
-    const rows: [string, object, object, string][] = [
+    // [label, an instance, the class's prototype, what a foreign receiver prints, the name the
+    // instance prints with where it is not the hook's (a job's hook prints each job by its kind)]
+    const rows: [string, object, object, string, string?][] = [
       ["Channel", ch, Channel.prototype, "Channel <not a Channel>"],
       ["NativeCoroutine", co, NativeCoroutine.prototype, "NativeCoroutine <not a NativeCoroutine>"],
       ["NativeScope", ns, NativeScope.prototype, "NativeScope <not a NativeScope>"],
@@ -502,8 +551,14 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
         CompletableDeferred.prototype,
         "CompletableDeferred <not a CompletableDeferred>",
       ],
-      ["createScope()", free, Object.getPrototypeOf(free), "Job <not a Job>"],
-      ["coroutineScope's scope", scope, Object.getPrototypeOf(scope), "Job <not a Job>"],
+      ["createScope()", free, Object.getPrototypeOf(free), "Job <not a Job>", "CoroutineScope"],
+      [
+        "coroutineScope's scope",
+        scope,
+        Object.getPrototypeOf(scope),
+        "Job <not a Job>",
+        "CoroutineScope",
+      ],
       [
         "launch's job",
         launched,
@@ -535,8 +590,7 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
       exported++;
     }
     assert.ok(exported >= 7, `exported classes with a hook: ${exported}`);
-    for (const [label, instance, proto, text] of rows) {
-      const name = text.split(" ")[0];
+    for (const [label, instance, proto, text, name = text.split(" ")[0]] of rows) {
       const hook = hookOf(proto);
       // An instance prints as before.
       assert.ok(
