@@ -821,22 +821,28 @@ function forgeBrands(launched: Job, scope: CoroutineScope): void {
     // A CompletableDeferred's member completed a running launch's job from outside its block.
     assert.throws(
       () => CompletableDeferred.prototype.complete.call(launched as never, 5),
-      TypeError,
-      "Cannot complete: this is not a CompletableDeferred, received a Job",
+      {
+        name: "TypeError",
+        message: "Cannot complete: this is not a CompletableDeferred, received a Job",
+      },
     );
     assert.equal(launched.isActive, true);
     // Any object passed for a parent job: the engine's "Cannot read private member" escaped.
     assert.throws(
       () => createScope({ parent: {} as Job }),
-      TypeError,
-      "Cannot create scope: parent must be a Job, received [object Object]",
+      {
+        name: "TypeError",
+        message: "Cannot create scope: parent must be a Job, received [object Object]",
+      },
     );
     // And a deferred for a scope: a scope's member run on it threw the engine's TypeError.
     const launch = Object.getPrototypeOf(scope).launch as CoroutineScope["launch"];
     assert.throws(
       () => launch.call(deferred as never, () => {}),
-      TypeError,
-      "Cannot launch: this is not a CoroutineScope, received a CompletableDeferred",
+      {
+        name: "TypeError",
+        message: "Cannot launch: this is not a CoroutineScope, received a CompletableDeferred",
+      },
     );
   } finally {
     for (const restore of patched) restore();
