@@ -448,7 +448,9 @@ const hooksOf = new WeakMap<object, ChannelHooks>();
 
 /** @ignore Gives `ch` its hooks (`ChannelHooks`), once, as it is made, before it can escape. */
 export function hookChannel<T>(ch: Channel<T>, hooks: ChannelHooks): void {
-  if (hooksOf.has(ch)) throw new TypeError("Cannot hook channel: it has its hooks already");
+  if (hooksOf.has(ch)) {
+    throw new TypeError(`Cannot hook channel: it has its hooks already, received ${describe(ch)}`);
+  }
   hooksOf.set(ch, hooks);
 }
 

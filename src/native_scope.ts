@@ -832,7 +832,20 @@ class NativeChildren extends JobSupport<void> {
  * ```
  */
 export function nativeScope(scope: CoroutineScope): NativeScope {
-  const job: Job | undefined = typeof scope === "object" && scope !== null ? scope.job : undefined;
+  let job: Job | undefined;
+  if (typeof scope === "object" && scope !== null) {
+    // A `job` getter of the caller's (or a Proxy's trap) that throws: a named TypeError, its
+    // error the cause, as a `then` that cannot be read is (CompletableDeferred's `complete`).
+    // Before, the getter's own error came out of the call unnamed.
+    try {
+      job = scope.job;
+    } catch (e) {
+      throw new TypeError(
+        `Cannot get native scope: scope.job cannot be read, received ${describe(scope)}`,
+        { cause: e },
+      );
+    }
+  }
   if (!isJob(job)) {
     // An object with a `job` that is no kcoro Job (`{ job: 5 }`, a Job look-alike) is told so by
     // that name: before, the message named the scope, which was an object as asked.

@@ -1282,6 +1282,36 @@ Deno.test("nativeScope({ job: x }) with x no kcoro Job names the `job` in its Ty
   }
 });
 
+Deno.test("nativeScope(x) whose `job` cannot be read (a getter or a Proxy trap that throws) throws a named TypeError with that error as its cause: the getter's own error came out unnamed", () => {
+  const thrown = new Error("the caller's getter");
+  const cases: [unknown, string][] = [
+    [{
+      get job(): never {
+        throw thrown;
+      },
+    }, "[object Object]"],
+    [
+      new Proxy({}, {
+        get: () => {
+          throw thrown;
+        },
+      }),
+      "an object that cannot be described (its tag threw)", // describe reads its tag: a trap
+    ],
+  ];
+  for (const [scope, described] of cases) {
+    assert.throws(() => nativeScope(scope as never), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.equal(
+        e.message,
+        `Cannot get native scope: scope.job cannot be read, received ${described}`,
+      );
+      assert.equal(e.cause, thrown);
+      return true;
+    });
+  }
+});
+
 Deno.test("an error message names an object made from a kcoro class's prototype, or a Proxy of an instance, as that class's look-alike; other objects by their tag, as before", async () => {
   // describe() said "[object Object]" for each (the class's Symbol.toStringTag names an instance
   // only), which named nothing the caller could look for.

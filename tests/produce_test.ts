@@ -40,7 +40,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
-import { closedResultOf } from "../src/channel.ts";
+import { closedResultOf, hookChannel } from "../src/channel.ts";
 import { producerJobOf } from "../src/produce.ts";
 import { handlerCountOf, type JobSupport } from "../src/job.ts";
 
@@ -5758,4 +5758,17 @@ Deno.test("produce's channel and an actor's mailbox: send, cancel and dispose ca
   await a.send(2);
   assert.equal(a.close(), true);
   await a.job.join();
+});
+
+Deno.test("a producer's channel hooked a second time: hookChannel's assertion names the channel it was given (', received a Channel'), as every kcoro TypeError does", async () => {
+  await using scope = createScope();
+  const ch = produce<number>(scope, () => {});
+  assert.throws(
+    () => hookChannel(ch, {} as never), // refused before the hooks are read
+    {
+      name: "TypeError",
+      message: "Cannot hook channel: it has its hooks already, received a Channel",
+    },
+  );
+  assert.equal((await ch.receiveCatching()).state, "closed"); // its own hooks still work
 });
