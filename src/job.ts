@@ -861,9 +861,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `Job { state: "active", [[children]]: 2 }` (JavaScript state only): the count of its
    * `children` (`[[...]]`: no property of it, `inspectAs`). Each by its kind, the name error
    * messages give it (`jobKind`): `CoroutineScope { ... }` (`createScope`'s, a root scope's),
-   * `Deferred { ... }` (`async`'s), `CompletableDeferred { ... }`, `Job { ... }` (`launch`'s, a
-   * block's task, a native scope's children's). Before, all but a CompletableDeferred printed
-   * `Job`, a scope and an `async`'s deferred too.
+   * `Deferred { ... }` (`async`'s), `CompletableDeferred { ... }`, `Job { ... }` (`launch`'s, which
+   * its block gets as its task; a native scope's children's). Before, all but a
+   * CompletableDeferred printed `Job`, a scope and an `async`'s deferred too.
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#head in Object(this))) return notA("Job");
