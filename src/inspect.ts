@@ -39,11 +39,11 @@ export function inspectAs(
 
 /**
  * A fact's value printed without Deno's `inspect` (a caller of its own): as JSON, and what JSON
- * has no text for as Deno prints it: a function `[Function: name]` (`[Function (anonymous)]`, a
- * class `[class Name]`), a bigint `1n`, a symbol `Symbol(q)`, `undefined`. Before, `String(v)`
- * printed a function's whole source, and a bigint, which JSON refuses, `[object BigInt]`. Never
- * a throw: what JSON refuses (a cycle, a `toJSON` that throws, an object holding a bigint) prints
- * its tag (`[object Object]`).
+ * has no text for as Deno prints it: a function `[Function: name]` (`[Function (anonymous)]`,
+ * `[AsyncFunction: name]`, a class `[class Name]`), a bigint `1n`, a symbol `Symbol(q)`,
+ * `undefined`. Before, `String(v)` printed a function's whole source, and a bigint, which JSON
+ * refuses, `[object BigInt]`. Never a throw: what JSON refuses (a cycle, a `toJSON` that throws, an
+ * object holding a bigint) prints its tag (`[object Object]`).
  */
 function showPlain(v: unknown): string {
   if (typeof v === "function") return functionTag(v);
@@ -57,24 +57,37 @@ function showPlain(v: unknown): string {
   }
 }
 
+/** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`). */
+const FUNCTION_KINDS: readonly [object, string][] = [
+  [Object.getPrototypeOf(async function () {}), "AsyncFunction"],
+  [Object.getPrototypeOf(function* () {}), "GeneratorFunction"],
+  [Object.getPrototypeOf(async function* () {}), "AsyncGeneratorFunction"],
+];
+
 /**
- * `[Function: name]` as Deno prints a function (`[class Name]` a class), read without running the
- * function's code: its `name` by an own data property only (a getter of the caller's is not run),
- * its source (to tell a class) by `Function.prototype.toString`, which a Proxy or a bound
- * function answers without a trap.
+ * `[Function: name]` as Deno prints a function (`[AsyncFunction: name]`, `[GeneratorFunction:
+ * name]`, `[AsyncGeneratorFunction: name]` by its prototype, `[class Name]` a class), read without
+ * running the function's code: its `name` by an own data property only (a getter of the caller's
+ * is not run), its source (to tell a class) by `Function.prototype.toString`, which a Proxy or a
+ * bound function answers without a trap; a Proxy's trap that throws (its `getOwnPropertyDescriptor`
+ * or `getPrototypeOf`) leaves what was read so far.
  */
 function functionTag(f: object): string {
   let name = "";
-  let isClass = false;
+  let kind = "Function";
   try {
     const d = Object.getOwnPropertyDescriptor(f, "name");
     if (d !== undefined && "value" in d && typeof d.value === "string") name = d.value;
-    isClass = /^class\b/.test(Function.prototype.toString.call(f));
+    if (/^class\b/.test(Function.prototype.toString.call(f))) kind = "class";
+    else {
+      const proto = Object.getPrototypeOf(f);
+      kind = FUNCTION_KINDS.find(([p]) => p === proto)?.[1] ?? kind;
+    }
   } catch {
-    // A Proxy whose getOwnPropertyDescriptor trap throws: no name.
+    // A Proxy's trap that threw: what was read so far.
   }
-  if (isClass) return name === "" ? "[class (anonymous)]" : `[class ${name}]`;
-  return name === "" ? "[Function (anonymous)]" : `[Function: ${name}]`;
+  if (kind === "class") return name === "" ? "[class (anonymous)]" : `[class ${name}]`;
+  return name === "" ? `[${kind} (anonymous)]` : `[${kind}: ${name}]`;
 }
 
 /**

@@ -489,8 +489,21 @@ Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as 
     "X { f: [Function: named], a: [Function (anonymous)], c: [class Named], " +
       "g: [Function (anonymous)], o: [object Object] }",
   );
-  // As Deno prints them.
-  assert.equal(inspectAs("X", { f: named }, Deno.inspect, {}), "X { f: [Function: named] }");
+  // Each kind by its name, as Deno prints them.
+  const kinds = {
+    f: named,
+    a: async function af() {},
+    g: function* gf() {},
+    ag: async function* agf() {},
+    b: named.bind(null),
+    p: new Proxy(named, {}),
+  };
+  assert.equal(inspectAs("X", kinds, undefined, {}), inspectAs("X", kinds, Deno.inspect, {}));
+  assert.equal(
+    inspectAs("X", kinds, undefined, {}),
+    "X { f: [Function: named], a: [AsyncFunction: af], g: [GeneratorFunction: gf], " +
+      "ag: [AsyncGeneratorFunction: agf], b: [Function: bound named], p: [Function: named] }",
+  );
   // With Deno's inspect, each fact by it.
   assert.equal(inspectAs("X", { n: 1n }, Deno.inspect, {}), "X { n: 1n }");
 });
