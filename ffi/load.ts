@@ -185,7 +185,8 @@ export class Library {
   /**
    * @ignore The raw symbols, also once closed, only to release what an isolate owned or held
    * (a channel hold, a native scope, an owned channel, a hand-driven coroutine) when its object
-   * is disposed or collected, and to read what that release needs (a scope's live count): the
+   * is disposed or collected, and to read what that release needs (a scope's live count), and
+   * what the native state says of a scheduler that ended (a Runtime's `kc_sched_abandoned`): the
    * library stays loaded once opened (`kc_lib_retain_thread` pins it, since its key destructor
    * is its code), so the native state outlives a close, and so would anything nobody released.
    * Each caller releases a handle its object still owns, once (its own disposed flag), so the

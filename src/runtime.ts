@@ -673,8 +673,11 @@ export interface DrainResult {
    * after the scheduler ran dry: with nothing runnable, running or sleeping left, these are
    * parked, on a full or empty channel, in a scope's wait, on a park of their own. A producer
    * parked on a full channel that nothing receives from counts here, so 0 says that every
-   * coroutine spawned ran to its end. 0 too when a shutdown or the library's close settled the
-   * drain: no scheduler is left to count in (a finish's parked ones were abandoned with it).
+   * coroutine spawned ran to its end. A drain settled by a `"finish"` shutdown counts the
+   * coroutines it left parked (and abandoned: its `abandoned`), known once its workers were
+   * joined (0 while another isolate's shutdown still joins them); one settled by the library's
+   * close, those live at the close (its scheduler had nothing left to run then). Before, 0
+   * whenever a shutdown or the close settled the drain.
    */
   readonly parked: number;
 }
@@ -687,8 +690,11 @@ export interface ShutdownResult {
    * as it stopped that then ran to its end is not one). After a `"finish"` whose drain ran dry,
    * the parked ones (on a full or empty channel, in a scope's wait, on a park of their own): 0
    * says that every coroutine ran to its end. After a `"cancel"` (also one that cut a finish
-   * short), every one unfinished. 0 when the library was closed first. Before, a finish abandoned
-   * its parked coroutines without a count (`kc_sched_abandoned`).
+   * short), every one unfinished. Also once this Runtime's library was closed: the count of the
+   * shutdown that stopped it (the close's, as the last host, or another host's), 0 while none
+   * has (another host keeps the scheduler running: a closed library's shutdown stops nothing).
+   * Before, 0 whenever the library was closed. Before that, a finish abandoned its parked
+   * coroutines without a count (`kc_sched_abandoned`).
    */
   readonly abandoned: number;
 }
@@ -713,10 +719,14 @@ function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigU
  */
 const checkInfo = new BigUint64Array(7);
 
-/** A `drain` waiting: `drained` is set as the library closes if its scheduler had run dry. */
+/**
+ * A `drain` waiting: `drained` is set as the library closes if its scheduler had run dry, and
+ * `parked` to how many coroutines were live (parked) then.
+ */
 interface DrainWait {
   generation: bigint;
   drained: boolean;
+  parked: number;
 }
 
 /** `Runtime.#drainSlices`: a shutdown met meanwhile resolved the drain. */
@@ -741,7 +751,13 @@ function drainsOf(lib: Library): Set<DrainWait> {
       drainsWaiting.delete(lib);
       if (set.size === 0) return;
       const info = schedInfo(lib, "drain runtime");
-      for (const d of set) d.drained = info[3] === 1n && info[6] === d.generation && info[2] === 0n;
+      for (const d of set) {
+        d.drained = info[3] === 1n && info[6] === d.generation && info[2] === 0n;
+        // Live with nothing runnable, running or sleeping: parked, as a drain that ran dry
+        // says. Before, such a drain resolved with `parked: 0`, a producer parked on a full
+        // channel reported as finished.
+        if (d.drained) d.parked = Number(info[1]);
+      }
     }, "the settling of waiting drains");
   }
   return drains;
@@ -1015,7 +1031,7 @@ export class Runtime {
     // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
     if (this.#stopping?.inProgress) {
       await this.#afterShutdown();
-      return { parked: 0 };
+      return this.#parkedAtFinish();
     }
     // Shut down already (here or elsewhere): a ShutdownError. One that another isolate (or C
     // code) is still shutting down, whose finish still drains it, is drained with it.
@@ -1029,7 +1045,7 @@ export class Runtime {
     // terminated Worker.
     let rc: number;
     // Settled by the library's close, if it comes first (`drainsOf`).
-    const wait: DrainWait = { generation: this.#generation, drained: false };
+    const wait: DrainWait = { generation: this.#generation, drained: false, parked: 0 };
     const drains = drainsOf(this.#lib);
     drains.add(wait);
     try {
@@ -1037,13 +1053,13 @@ export class Runtime {
     } finally {
       drains.delete(wait);
     }
-    if (rc === DRAIN_SETTLED) return { parked: 0 };
+    if (rc === DRAIN_SETTLED) return this.#parkedAtFinish();
     if (!this.#lib.isOpen) {
       // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
       // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
       // Before, it hung on whether its slice ran dry before the close (on a helper thread):
       // resolved if so, else rejected, for the same scheduler state.
-      if (wait.drained) return { parked: 0 };
+      if (wait.drained) return { parked: wait.parked };
       throw new LibraryClosedError(op);
     }
     unwrap(rc, op);
@@ -1060,6 +1076,21 @@ export class Runtime {
     // (only a stats() read after it told them apart). Read in the same call as the unpin's
     // check; 0 while no scheduler runs (a finish elsewhere, begun since it ran dry).
     return { parked: info[3] === 1n ? Number(info[1]) : 0 };
+  }
+
+  /**
+   * A drain settled by a `"finish"` shutdown of its scheduler (which ran it dry): the
+   * coroutines parked then, which that finish abandoned (`kc_sched_abandoned` of this
+   * generation). Known once the workers are joined: this Runtime's own shutdown has joined them
+   * when the drain settles; another isolate's (or C code's) may still be joining them, and a
+   * drain does not wait for that (0 then: that shutdown's own `abandoned` has the count). Read
+   * also once the library was closed by a hook of the shutdown (it stays loaded,
+   * `_symbolsToRelease`). Before, such a drain always resolved with `parked: 0`, a producer
+   * left parked on a full channel reported as finished.
+   */
+  #parkedAtFinish(): DrainResult {
+    const n = this.#lib._symbolsToRelease.kc_sched_abandoned(this.#generation);
+    return { parked: n >= 0 ? n : 0 };
   }
 
   /**
@@ -1174,13 +1205,16 @@ export class Runtime {
         `Cannot shut down runtime: mode must be "cancel" or "finish", received ${describe(mode)}`,
       );
     }
-    if (!this.#lib.isOpen) return { abandoned: 0 };
+    // Closed: nothing to stop from here (another host may keep the scheduler running for its
+    // coroutines), but the count of its shutdown, if it had one (the close's, as the last host,
+    // or another host's), is known. Before, `{ abandoned: 0 }` whatever the shutdown abandoned.
+    if (!this.#lib.isOpen) return this.#abandoned();
     const sym = this.#lib.symbols("shut down runtime");
     if (schedInfo(this.#lib, "shut down runtime")[6] !== this.#generation) {
       // Shut down already, and a later scheduler started: someone else's to stop. (While this
       // one shuts down, a cancel still goes through: it ends a finishing shutdown's drain.)
       if (current === this) current = null;
-      return this.#abandoned(sym);
+      return this.#abandoned();
     }
     // At once, not after the wait: runtime() must not hand out the runtime shutting down.
     if (current === this) current = null;
@@ -1222,17 +1256,20 @@ export class Runtime {
     // it done with.
     if (allEnded(this.#lib)) unpinAll(this.#lib);
     if (current === this) current = null;
-    return this.#abandoned(sym);
+    return this.#abandoned();
   }
 
   /**
-   * How many coroutines the shutdown of this Runtime's generation abandoned, once it ended
-   * (known from its stop on): 0 if the library was closed meanwhile (by a hook the shutdown
-   * ran), or the generation ended too long ago to be remembered (64 restarts).
+   * How many coroutines the shutdown of this Runtime's generation abandoned, once its workers
+   * were joined (`kc_sched_abandoned`), also once the library was closed (it stays loaded, and
+   * its record of each generation's end with it: `_symbolsToRelease`): the close's own shutdown
+   * (the last host's), or another host's. 0 while none has joined it (a closed library whose
+   * scheduler runs on for another host, a close that gave up on a coroutine that never yields),
+   * or for a generation that ended too long ago to be remembered (64 restarts). Before, 0
+   * whenever the library was closed, also after a close that abandoned coroutines.
    */
-  #abandoned(sym: ReturnType<Library["symbols"]>): ShutdownResult {
-    if (!this.#lib.isOpen) return { abandoned: 0 };
-    const n = sym.kc_sched_abandoned(this.#generation);
+  #abandoned(): ShutdownResult {
+    const n = this.#lib._symbolsToRelease.kc_sched_abandoned(this.#generation);
     return { abandoned: n >= 0 ? n : 0 };
   }
 

@@ -2247,7 +2247,7 @@ Deno.test("runtime: drain resolves with how many coroutines are parked: a produc
   for (let i = 0n; i < 10n; i++) assert.equal(await ch.receive(), i);
   assert.deepEqual(await rt.drain(), { parked: 0 }); // it ran to its end
   assert.equal(sender[4], 1n);
-  // Settled by a finishing shutdown: no scheduler is left to count in.
+  // Settled by a finishing shutdown: it counts what that finish left parked, none here.
   const during = rt.drain();
   assert.deepEqual(await rt.shutdown("finish"), { abandoned: 0 }); // none was left parked
   assert.deepEqual(await during, { parked: 0 });
@@ -2288,6 +2288,88 @@ Deno.test("runtime: a finishing shutdown resolves with how many coroutines it ab
   const rt4 = runtime({ workers: 1 });
   assert.deepEqual(await rt3.shutdown("cancel"), { abandoned: 1 });
   assert.deepEqual(await rt4.shutdown("finish"), { abandoned: 0 });
+});
+
+Deno.test("runtime: shutdown() after the library's close resolves with what the shutdown that stopped the scheduler abandoned, not 0", async () => {
+  // Two ways: the close was the last host's (its own cancelling shutdown abandoned the sleeper),
+  // or another host kept the scheduler running and shut it down later. Before, a Runtime whose
+  // library was closed resolved { abandoned: 0 } either way: the library stays loaded, and its
+  // record of the generation's end with it.
+  const res = await evalScript(`
+    import { closeLibrary, openLibrary, runtime } from "./mod.ts";
+    const got = {};
+    {
+      const rt = runtime({ workers: 1 });
+      rt.spawn("sleeper", rt.cells([60_000n, 0n])); // a minute: abandoned by the close
+      closeLibrary(); // the last host: a cancelling shutdown
+      got.lastHost = await rt.shutdown();
+    }
+    {
+      const other = openLibrary(); // another host, as a Worker's copy would be
+      const rt = runtime({ workers: 1 });
+      rt.spawn("sleeper", rt.cells([60_000n, 0n]));
+      rt.spawn("sleeper", rt.cells([60_000n, 0n]));
+      closeLibrary(); // the scheduler runs on for the other host
+      got.running = await rt.shutdown(); // stops nothing: none abandoned yet
+      got.stillRunning = runtime() !== rt && runtime()._generation === rt._generation;
+      got.byOther = await runtime().shutdown(); // the reopened library's Runtime of it
+      got.after = await rt.shutdown();
+      other.close();
+    }
+    console.log(JSON.stringify(got));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    lastHost: { abandoned: 1 },
+    running: { abandoned: 0 },
+    stillRunning: true,
+    byOther: { abandoned: 2 },
+    after: { abandoned: 2 },
+  });
+});
+
+Deno.test("runtime: a drain settled by its Runtime's finishing shutdown resolves with the coroutines that finish left parked", async () => {
+  // Before, { parked: 0 } whenever a finish settled the drain: a producer parked on a full
+  // channel, which the finish abandoned, reported as if every coroutine had run to its end.
+  await shutdownScheduler(); // its own scheduler: no coroutine an earlier test left counts
+  const rt = runtime({ workers: 2 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  const naps = rt.cells([5n, 0n]);
+  for (let i = 0; i < 3; i++) rt.spawn("sleeper", naps); // run to their end by the finish
+  const finishing = rt.shutdown("finish");
+  const during = rt.drain(); // meets the finish in progress: settled by it
+  assert.deepEqual(await finishing, { abandoned: 1 });
+  assert.deepEqual(await during, { parked: 1 });
+  assert.equal(naps[1], 3n, "the sleepers finished");
+});
+
+Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then", async () => {
+  // The drain's native slice held back (faked) until after the close, so the close's hook is
+  // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
+  // channel. Before, { parked: 0 }, as if it had run to its end.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, runtime, Status } from "./mod.ts";
+    import { until } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const full = new Channel(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    const sym = library().symbols("test");
+    let release;
+    const real = sym.kc_sched_drain_for;
+    sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+    const during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice called");
+    sym.kc_sched_drain_for = real;
+    closeLibrary();
+    release(Status.ETIME);
+    console.log(JSON.stringify(await during));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { parked: 1 });
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
