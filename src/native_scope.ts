@@ -614,6 +614,11 @@ export class NativeScope implements AsyncDisposable {
    * as a Kotlin scope cancelled from outside completes cancelled without its cleanup rethrowing
    * the cancellation. `wait()` still rejects (`ShutdownError`, `LibraryClosedError`) for a caller
    * who must learn the work did not finish. Before, an `await using` block threw on leaving.
+   *
+   * A wait that fails otherwise (`KC_ENOMEM`) while children still run rejects the dispose with a
+   * KcoroError and keeps the scope, cancelled: a second dispose (or `wait()`) waits for them.
+   * Before, the scope was destroyed under its running children: its handle died, and nothing
+   * could wait for them any more.
    */
   async [Symbol.asyncDispose](): Promise<void> {
     // Rejected with the named TypeError on what is no NativeScope (it rejected with the engine's
@@ -631,16 +636,35 @@ export class NativeScope implements AsyncDisposable {
       this.#destroy();
       return;
     }
+    let kept = false;
     try {
       this.cancel();
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       await this.wait();
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
-      if (!(e instanceof ShutdownError) && !(e instanceof LibraryClosedError)) throw e;
-      this.#abandoned = e instanceof ShutdownError ? "shutdown" : "closed";
+      if (e instanceof ShutdownError || e instanceof LibraryClosedError) {
+        this.#abandoned = e instanceof ShutdownError ? "shutdown" : "closed";
+        return;
+      }
+      // The wait failed otherwise (KC_ENOMEM) with children still running: the scope is kept,
+      // cancelled, for a later dispose or wait (or, dropped, the collector once it is idle; an
+      // owned one goes as its owner completes, after them). Destroyed, its handle died under
+      // them: nothing could wait for them or read their count any more, and the dispose, which
+      // stands for "every child has ended", left them running unobserved.
+      const live = this.#lib._symbolsToRelease.kc_scope_live(this.#handle);
+      if (live <= 0) throw e;
+      kept = true;
+      if (!(e instanceof KcoroError)) throw e;
+      throw new KcoroError(
+        e.status,
+        `Cannot dispose native scope: the wait for its children failed, so the scope is kept ` +
+          `(cancelled, not destroyed under ${live} running ${live === 1 ? "child" : "children"}: ` +
+          `dispose it again to wait for them), received ${e.status} from the wait`,
+        { cause: e },
+      );
     } finally {
-      this.#destroy();
+      if (!kept) this.#destroy();
     }
   }
 

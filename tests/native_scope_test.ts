@@ -798,6 +798,44 @@ Deno.test("a native wait for children that answers a positive result no wait giv
   assert.equal(status(sleeper), Status.EINTR);
 });
 
+Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM) keeps the scope while they run: a KcoroError, and a second dispose waits for them", async () => {
+  // The wait's answer faked, and the cancel held back so that the child runs on past it (a C
+  // function that does not look at its cancellation would). Before, the dispose destroyed the
+  // scope under its running child (and let go of its C functions' children's cells) and
+  // rethrew the wait's own error.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realWait, realCancel] = [sym.kc_scope_wait, sym.kc_scope_cancel];
+  const sleeper = cells(MINUTE);
+  const ns = NativeScope.create();
+  ns.launch("cancellable-sleeper", sleeper);
+  sym.kc_scope_wait = () => Promise.resolve(Status.ENOMEM);
+  sym.kc_scope_cancel = () => 1;
+  try {
+    await assert.rejects(ns[Symbol.asyncDispose](), (e: unknown) => {
+      assert.ok(e instanceof KcoroError, String(e));
+      assert.equal(e.status, Status.ENOMEM);
+      assert.equal(
+        e.message,
+        "Cannot dispose native scope: the wait for its children failed, so the scope is kept " +
+          "(cancelled, not destroyed under 1 running child: dispose it again to wait for them), " +
+          `received ${Status.ENOMEM} from the wait (KC_ENOMEM)`,
+      );
+      assert.ok(e.cause instanceof KcoroError);
+      return true;
+    });
+  } finally {
+    sym.kc_scope_wait = realWait;
+    sym.kc_scope_cancel = realCancel;
+  }
+  // Kept: its handle still names it, and its child still runs.
+  assert.equal(ns.live, 1);
+  assert.equal(done(sleeper), false);
+  await ns[Symbol.asyncDispose](); // cancels now, waits for the child, destroys the scope
+  assert.equal(done(sleeper), true);
+  assert.equal(status(sleeper), Status.EINTR);
+  assert.throws(() => ns.live, InvalidHandleError);
+});
+
 Deno.test("abandoned native children fail a supervisorScope too, and a free-standing scope reports them (a supervisor isolated them as a child's failure: success reported)", async () => {
   const res = await evalScript(`
     import { createScope, nativeScope, runtime, supervisorScope } from "./mod.ts";
