@@ -750,13 +750,20 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
   for (const end of ["runtime().shutdown()", "closeLibrary()"]) {
     const res = await evalScript(`
       import { closeLibrary, coroutineScope, nativeScope, runtime, ShutdownError } from "./mod.ts";
+      import { until } from "./tests/support.ts";
       const cells = runtime().cells([60000n, 0n, 0n]); // a minute
+      let returned = false;
       const scope = coroutineScope(async (scope) => {
         nativeScope(scope).launch("cancellable-sleeper", cells);
+        returned = true;
         return "block returned";
       });
       const outcome = scope.then((v) => "resolved " + v, (e) => e.name);
-      setTimeout(() => ${end}, 20);
+      // The end comes once the block has returned and its native child sleeps (it ran and parked
+      // on its timer): the scope waits for it then. Before, a 20 ms timer stood for that.
+      const parks = () => runtime().stats().workers.reduce((n, w) => n + w.parks, 0);
+      await until(() => returned && parks() >= 1, "the native child asleep");
+      ${end};
       const got = await outcome;
       // A closed library as a channel's wait meets it (before, a ShutdownError for both).
       const want = ${
@@ -839,6 +846,7 @@ Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM
 Deno.test("abandoned native children fail a supervisorScope too, and a free-standing scope reports them (a supervisor isolated them as a child's failure: success reported)", async () => {
   const res = await evalScript(`
     import { createScope, nativeScope, runtime, supervisorScope } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const reported = [];
     addEventListener("error", (e) => { reported.push(e.error?.name); e.preventDefault(); });
     const a = runtime().cells([60000n, 0n, 0n]); // a minute
@@ -850,9 +858,14 @@ Deno.test("abandoned native children fail a supervisorScope too, and a free-stan
     const free = createScope({ supervisor: true });
     nativeScope(free).launch("cancellable-sleeper", b);
     const joined = free.join();
-    setTimeout(() => runtime().shutdown(), 20);
+    // The shutdown comes once both native children sleep (each ran and parked on its timer),
+    // both scopes waiting for them. Before, a 20 ms timer stood for that.
+    const parks = () => runtime().stats().workers.reduce((n, w) => n + w.parks, 0);
+    await until(() => parks() >= 2, "both native children asleep");
+    const stopped = runtime().shutdown();
     const got = await sup;
     await joined;
+    await stopped;
     if (got !== "ShutdownError") throw new Error("the supervisorScope: " + got);
     if (free.state !== "cancelled") throw new Error("the free-standing scope: " + free.state);
     if (reported.join() !== "ShutdownError") throw new Error("reported: " + reported.join());
@@ -971,7 +984,9 @@ Deno.test("leaving an await using block of a NativeScope whose children a shutdo
   // so the block threw on its way out, after the work it guarded had ended.
   const res = await evalScript(`
     import { closeLibrary, LibraryClosedError, NativeScope, openLibrary, runtime, ShutdownError } from "./mod.ts";
+    import { until } from "./tests/support.ts";
     const sleeper = () => runtime().cells([60000n, 0n, 0n]); // a minute, ended only by a cancel
+    const parks = () => runtime().stats().workers.reduce((n, w) => n + w.parks, 0);
     for (const restart of [false, true]) {
       let scope;
       {
@@ -990,9 +1005,14 @@ Deno.test("leaving an await using block of a NativeScope whose children a shutdo
     for (const end of ["shutdown", "closeLibrary"]) {
       openLibrary();
       const ns = NativeScope.create();
+      const before = parks(); // this scheduler's, started for the scope
       ns.launch("sleeper", runtime().cells([60000n, 0n]));
       const disposed = ns[Symbol.asyncDispose]().then(() => "resolved", (e) => e);
-      setTimeout(() => end === "shutdown" ? runtime().shutdown() : closeLibrary(), 20);
+      // The end comes once the sleeper sleeps (it ran and parked on its timer), the dispose's
+      // wait under way since its call. Before, a 20 ms timer stood for that.
+      await until(() => parks() > before, "the sleeper asleep");
+      if (end === "shutdown") runtime().shutdown();
+      else closeLibrary();
       const got = await disposed;
       if (got !== "resolved") throw new Error(end + " during the dispose: " + got);
       if (!Deno.inspect(ns).includes("[[destroyed]]: true")) throw new Error(end + ": not destroyed");
