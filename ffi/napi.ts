@@ -51,6 +51,11 @@ export interface Addon {
   stats: Uint32Array;
   /** Cells buffers (`cellsBuffersFor`); not checked by `bindAddon`, which chunk buffers use. */
   cells?(address: number, length: number): ArrayBuffer | number;
+  /**
+   * Makes `cells` ask the library's registry of live blocks first (`cellsBuffersFor`): 0, or a
+   * negative `bind` status. Absent from a companion older than it.
+   */
+  bindCells?(path: string): number;
 }
 
 /** The companion's exports, in `Addon`'s order: each's name, its kind as said, its check. */
@@ -205,7 +210,8 @@ let cellsProblem: string | null = null;
 
 /**
  * The cells buffers for cells of the library opened from `libraryPath`, the companion loaded
- * beside it (no bind: a block's header names its release); null, with the reason in
+ * beside it (a block's header names its release; `bindCells` only makes the check of an
+ * address cheaper); null, with the reason in
  * {@linkcode cellsBuffersProblem}, when it cannot be loaded (not built, no permission, Windows)
  * or is not kcoro's (it lacks `cells`).
  */
@@ -225,6 +231,11 @@ export function cellsBuffersFor(libraryPath: string): CellsBuffers | null {
         `whose cells is ${describe(mod.cells)}`;
     } else {
       const make = mod.cells;
+      // Its own blocks (nearly all) looked up in the library's registry, not copied out with a
+      // system call each (process_vm_readv: that stays for another copy's blocks). Bound once
+      // per process, to the first library asked for; a failure (a companion without it, one
+      // bound to another library) leaves every header copied out, as before: slower, as right.
+      if (typeof mod.bindCells === "function") mod.bindCells.call(mod, path);
       got = (address, length) => {
         const r = make.call(mod, address, length);
         return typeof r === "number" ? null : r;

@@ -321,6 +321,104 @@ Deno.test("bind: the library Deno.dlopen'd only, once per process; each refusal 
   assert.deepEqual(got.get("beside the copy"), [true, 0, null]);
 });
 
+Deno.test("bindCells: the companion's cells asks the library's registry first, unbound it copies each header out; another copy's blocks and refusals hold either way", async () => {
+  // A process of its own: the cells binding is process-wide and done once. Unbound, cells()
+  // copied every header out with process_vm_readv (a system call each, though nearly every
+  // block is the library's own); bound (cellsBuffersFor binds it), kc_cells_pin(address, 0)
+  // answers from the registry, copying out only another copy's header.
+  const res = await evalScript(
+    `
+    import process from "node:process";
+    import { findLibrary } from "./ffi/load.ts";
+    import { addonPathFor } from "./ffi/napi.ts";
+    const path = findLibrary();
+    const m = { exports: {} };
+    process.dlopen(m, addonPathFor(path));
+    const addon = m.exports;
+    const syms = {
+      kc_cells_alloc: { parameters: ["u32"], result: "pointer" },
+      kc_cells_release: { parameters: ["pointer"], result: "void" },
+      kc_coro_stats: { parameters: ["buffer", "u32"], result: "i32" },
+    };
+    const at = (p) => Number(Deno.UnsafePointer.value(p));
+    const live = (l) => {
+      const out = new BigUint64Array(4);
+      l.symbols.kc_coro_stats(out, 4);
+      return Number(out[3]);
+    };
+    const out = [];
+    out.push(["empty", addon.bindCells("")]);
+    out.push(["number", addon.bindCells(42)]);
+    out.push(["none", addon.bindCells()]);
+    out.push(["not loaded yet", addon.bindCells(path)]); // nothing Deno.dlopen'd it
+    out.push(["no symbol", addon.bindCells("libc.so.6")]);
+    const lib = Deno.dlopen(path, syms);
+    const copy = Deno.makeTempFileSync({ suffix: ".so" });
+    Deno.copyFileSync(path, copy);
+    const other = Deno.dlopen(copy, syms);
+    // Each state: a block of the library's own and one of another copy's, each viewed, then
+    // released by its deleter into the copy that allocated it; refused: an address inside a
+    // block, and the start of a mapping (no header readable before it).
+    const libc = Deno.dlopen("libc.so.6", {
+      mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "isize"], result: "pointer" },
+      munmap: { parameters: ["pointer", "usize"], result: "i32" },
+    });
+    const m2 = libc.symbols.mmap(null, 8192n, 3, 0x22, -1, 0n);
+    libc.symbols.munmap(m2, 4096n); // the page before the address
+    const start = at(m2) + 4096;
+    const round = (label) => {
+      for (const [who, l] of [["own", lib], ["other copy", other]]) {
+        const before = live(l);
+        const p = l.symbols.kc_cells_alloc(4);
+        const buf = addon.cells(at(p), 32);
+        const made = buf instanceof ArrayBuffer && buf.byteLength === 32;
+        const inside = addon.cells(at(p) + 16, 16);
+        buf.transfer(0); // the deleter: the block's own copy's release
+        out.push([label + ", " + who, made, inside, live(l) - before]);
+      }
+      out.push([label + ", mapping start", addon.cells(start, 8)]);
+    };
+    round("unbound");
+    out.push(["bound", addon.bindCells(path)]);
+    out.push(["again", addon.bindCells(path)]);
+    out.push(["another copy", addon.bindCells(copy)]);
+    round("bound");
+    // A header copied from a live block to memory no kc_cells_alloc returned (its check word
+    // made for the new address): the registry does not list it, and a header with this
+    // library's own destroy is no other copy's either. Read in place, unbound, it passed.
+    const real = lib.symbols.kc_cells_alloc(4);
+    const mem = new Uint8Array(256);
+    const base = at(Deno.UnsafePointer.of(mem));
+    const forged = base + 48 + (16 - ((base + 48) % 16)) % 16; // 16-byte aligned, as cells are
+    mem.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(at(real) - 48)), 48)), forged - 48 - base);
+    const dv = new DataView(mem.buffer);
+    dv.setBigUint64(forged - base - 24, 0x6b63656c6c732500n ^ BigInt(forged), true); // check
+    dv.setBigUint64(forged - base - 32, 0n, true); // state: neither viewed nor released
+    out.push(["forged", addon.cells(forged, 8)]);
+    lib.symbols.kc_cells_release(real);
+    Deno.removeSync(copy);
+    console.log(JSON.stringify(out));
+    `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  const got = new Map(
+    (JSON.parse(res.stdout) as [string, unknown][]).map(([k, ...v]) => [k, v]),
+  );
+  for (const k of ["empty", "number", "none"]) assert.deepEqual(got.get(k), [-1], k);
+  assert.deepEqual(got.get("not loaded yet"), [-2]);
+  assert.deepEqual(got.get("no symbol"), [-3]);
+  assert.deepEqual(got.get("bound"), [0]);
+  assert.deepEqual(got.get("again"), [0]);
+  assert.deepEqual(got.get("another copy"), [-5]);
+  for (const state of ["unbound", "bound"]) {
+    // Made, the address inside refused (bad_range), and freed by its own copy's release.
+    assert.deepEqual(got.get(`${state}, own`), [true, -3, 0], state);
+    assert.deepEqual(got.get(`${state}, other copy`), [true, -3, 0], state);
+    assert.deepEqual(got.get(`${state}, mapping start`), [-3], state);
+  }
+  assert.deepEqual(got.get("forged"), [-3]);
+});
+
 Deno.test("chunkBuffers is null, with the reason, where the companion cannot be loaded", async () => {
   const dir = await Deno.makeTempDir();
   try {

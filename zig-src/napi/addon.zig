@@ -28,6 +28,11 @@
 //!   cells, which its original's collection freed when a FinalizationRegistry did it. Needs no
 //!   `bind`. One per block, no longer than it: the module is loadable by any code allowed FFI
 //!   (`process.dlopen`), and a second buffer over a block released it twice.
+//! - `bindCells(libraryPath)`: finds the libkcoro that `Deno.dlopen` already opened (as `bind`
+//!   does) and its `kc_cells_pin`, which `cells` then asks first whether an address is a live
+//!   block: the library's registry answers for its own blocks without a copy of the header (a
+//!   system call); another copy's it copies out itself. 0 or a negative `BindError` code
+//!   (`no_pool` aside). Optional: unbound, `cells` copies every header out (`validNoFault`).
 //!
 //! The napi_* functions are declared `extern` and resolve against the deno executable when the
 //! module is loaded (linked with undefined symbols allowed). The finaliser never touches `env`.
@@ -64,7 +69,7 @@ pub const BindError = enum(i32) {
     bad_path = -1,
     /// No library of that path is loaded in the process (`dlopen(RTLD_NOLOAD)` found none).
     not_loaded = -2,
-    /// The library lacks `kc_pool_release` or `kc_pool_info`.
+    /// The library lacks `kc_pool_release` or `kc_pool_info` (`bindCells`: `kc_cells_pin`).
     symbol_missing = -3,
     /// The library has no buffer pool (`kc_pool_info` failed: the region was not reserved).
     no_pool = -4,
@@ -137,8 +142,18 @@ var binding_storage: Binding = undefined;
 /// Null until the first successful `bind`. Release store after `binding_storage` is filled;
 /// acquire loads in `create` and `onFinalize` pair with it, so they see its fields.
 var binding: ?*const Binding = null;
-/// Serialises `bind` (isolates may load the module at once); never taken on any other path.
+/// Serialises `bind` and `bindCells` (isolates may load the module at once); never taken on any
+/// other path.
 var bind_mutex: std.Thread.Mutex = .{};
+
+/// kc_cells_pin of a library: 0 for a live block's cells (with `delta` 0, nothing changed).
+const CellsPin = *const fn (?[*]u64, i32) callconv(.c) i32;
+/// The library `bindCells` found, kept loaded by its handle (never closed: `cells` may call its
+/// `kc_cells_pin` for as long as the module is loaded). Written under `bind_mutex` only.
+var cells_handle: ?*anyopaque = null;
+/// That library's kc_cells_pin, null until the first successful `bindCells`; never changed
+/// after. Release store after `cells_handle` is set; the acquire load in `cells` pairs with it.
+var cells_pin: ?CellsPin = null;
 
 /// Takes a slot off the free list, else a never-used one; null when all are in use. Called on
 /// isolate threads (several at once, one per isolate), concurrently with `push` from any thread.
@@ -239,21 +254,29 @@ fn fail(e: BindError) i32 {
     return @intFromEnum(e);
 }
 
-fn bindPath(env: Env, arg: Value) i32 {
+/// The library already loaded at the path `arg` names (a string of at most `path_max` bytes,
+/// no NUL), a reference to it taken (`dlclose` gives it back); else null, why in `why`.
+fn loadedLibrary(env: Env, arg: Value, why: *BindError) ?*anyopaque {
+    why.* = .bad_path;
     var len: usize = 0;
-    if (napi_get_value_string_utf8(env, arg, null, 0, &len) != napi_ok) return fail(.bad_path);
-    if (len == 0 or len > path_max) return fail(.bad_path);
+    if (napi_get_value_string_utf8(env, arg, null, 0, &len) != napi_ok) return null;
+    if (len == 0 or len > path_max) return null;
     var buf: [path_max + 1]u8 = undefined;
     var got: usize = 0;
     if (napi_get_value_string_utf8(env, arg, &buf, buf.len, &got) != napi_ok or got != len) {
-        return fail(.bad_path);
+        return null;
     }
-    if (std.mem.indexOfScalar(u8, buf[0..len], 0) != null) return fail(.bad_path);
+    if (std.mem.indexOfScalar(u8, buf[0..len], 0) != null) return null;
     buf[len] = 0;
+    why.* = .not_loaded;
     // RTLD_NOLOAD: only a library the process loaded already (Deno.dlopen'd), matched by name
     // or by file identity; never a second copy, whose pool would be another region.
-    const handle = std.c.dlopen(buf[0..len :0], .{ .NOW = true, .NOLOAD = true }) orelse
-        return fail(.not_loaded);
+    return std.c.dlopen(buf[0..len :0], .{ .NOW = true, .NOLOAD = true });
+}
+
+fn bindPath(env: Env, arg: Value) i32 {
+    var why: BindError = undefined;
+    const handle = loadedLibrary(env, arg, &why) orelse return fail(why);
     bind_mutex.lock();
     defer bind_mutex.unlock();
     // Monotonic: written only under the mutex, which orders it for us.
@@ -284,6 +307,59 @@ fn bindPath(env: Env, arg: Value) i32 {
     // Release: publishes binding_storage to `create` and `onFinalize` (their acquire loads).
     @atomicStore(?*const Binding, &binding, &binding_storage, .release);
     return 0;
+}
+
+/// `bindCells(libraryPath: string): number`: 0 once `cells` asks that library's kc_cells_pin
+/// (a second call for the same library is 0 too), else a negative `BindError` code (`cells`
+/// then copies each header out, as unbound).
+fn bindCells(env: Env, info: Info) callconv(.c) Value {
+    var argv: [1]Value = .{null};
+    var argc: usize = 1;
+    if (napi_get_cb_info(env, info, &argc, &argv, null, null) != napi_ok or argc < 1) {
+        return int(env, @intFromEnum(BindError.bad_path));
+    }
+    return int(env, bindCellsPath(env, argv[0]));
+}
+
+fn bindCellsPath(env: Env, arg: Value) i32 {
+    var why: BindError = undefined;
+    const handle = loadedLibrary(env, arg, &why) orelse return fail(why);
+    bind_mutex.lock();
+    defer bind_mutex.unlock();
+    if (cells_handle) |bound| {
+        // One reference kept (the first bind's); this one's is dropped.
+        _ = std.c.dlclose(handle);
+        return if (bound == handle) 0 else fail(.other_library);
+    }
+    const pin = std.c.dlsym(handle, "kc_cells_pin") orelse {
+        _ = std.c.dlclose(handle);
+        return fail(.symbol_missing);
+    };
+    cells_handle = handle;
+    // Release: publishes the library (loaded, kept by `cells_handle`) to `cells`' acquire load.
+    @atomicStore(?CellsPin, &cells_pin, @ptrCast(@alignCast(pin)), .release);
+    return 0;
+}
+
+/// The header of the cells at `at` if a live block of kc_cells_alloc's is there, else null,
+/// never faulting. Bound (`bindCells`): the library's kc_cells_pin with a delta of 0 (nothing
+/// changed) answers, looking the address up in its registry of live blocks (no copy of the
+/// header, no system call: a lock and a hash look-up), and copying out only the header of a
+/// block it did not allocate (another library copy's, `foreignCells`); read in place once it
+/// said 0. Unbound, the header is copied out first (`validNoFault`): process_vm_readv, a
+/// system call on every `cells`, though nearly every block is the bound library's own. A
+/// block freed between the answer and the caller's read is the caller's use after free, as for
+/// free(3).
+fn liveHeader(at: usize) ?*cells_header.Header {
+    // An address no block's cells can have (16-byte aligned past a 48-byte header), refused
+    // before it becomes a pointer to u64s, which needs 8-byte alignment.
+    if (at < @sizeOf(cells_header.Header) or at % 16 != 0) return null;
+    // Acquire: pairs with `bindCellsPath`'s release store.
+    const pin = @atomicLoad(?CellsPin, &cells_pin, .acquire) orelse
+        return cells_header.validNoFault(at);
+    const c: [*]u64 = @ptrFromInt(at);
+    if (pin(c, 0) != 0) return null;
+    return cells_header.of(c);
 }
 
 /// A whole number in [0, 2^53], or null.
@@ -343,7 +419,7 @@ fn onCellsFinalize(env: Env, data: ?*anyopaque, hint: ?*anyopaque) callconv(.c) 
 /// `cells(address: number, length: number): ArrayBuffer | number`: an ArrayBuffer over cells
 /// `kc_cells_alloc` returned at `address` (`length` bytes, at most the block's), which
 /// `kc_cells_release` gets back once no ArrayBuffer views them; or `CreateError.bad_range` (not
-/// a block's address by its header's check, read without faulting: `validNoFault`; a length
+/// a block's address, asked without faulting: `liveHeader`; a length
 /// that is no whole number of cells or longer than the block's, a block already given its one
 /// ArrayBuffer, or released) or `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
 /// the release of the copy that allocated the block.
@@ -355,12 +431,12 @@ fn cells(env: Env, info: Info) callconv(.c) Value {
     }
     const at = address(env, argv[0]) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const len = address(env, argv[1]) orelse return int(env, @intFromEnum(CreateError.bad_range));
-    // A live block's address by its header's check word (16-byte aligned past a 48-byte
-    // header, as kc_cells_alloc's are; ffi/napi.ts passes only theirs), the header copied out
-    // first (`validNoFault`): an address whose header bytes are not mapped is refused, where
-    // reading them in place (`valid`) crashed the process.
+    // A live block's address (16-byte aligned past a 48-byte header, as kc_cells_alloc's
+    // are; ffi/napi.ts passes only theirs), asked without faulting (`liveHeader`: the bound
+    // library's registry, else the header copied out first): an address whose header bytes are
+    // not mapped is refused, where reading them in place (`valid`) crashed the process.
     if (len == 0 or len % 8 != 0) return int(env, @intFromEnum(CreateError.bad_range));
-    const h = cells_header.validNoFault(at) orelse return int(env, @intFromEnum(CreateError.bad_range));
+    const h = liveHeader(at) orelse return int(env, @intFromEnum(CreateError.bad_range));
     const c: [*]u64 = @ptrFromInt(at);
     // Within the block only: a longer view reached whatever memory came after it.
     if (len > h.bytes) return int(env, @intFromEnum(CreateError.bad_range));
@@ -418,7 +494,8 @@ export fn napi_register_module_v1(env: Env, exports: Value) Value {
     const stats_view = view(env, napi_uint32_array, &stats, stats.len, @sizeOf(@TypeOf(stats))) orelse return null;
     if (!def(env, exports, "bind", bind, null) or !def(env, exports, "create", create, cell) or
         !set(env, exports, "counts", counts_view) or !set(env, exports, "out", out_view) or
-        !set(env, exports, "stats", stats_view) or !def(env, exports, "cells", cells, null))
+        !set(env, exports, "stats", stats_view) or !def(env, exports, "cells", cells, null) or
+        !def(env, exports, "bindCells", bindCells, null))
     {
         return null;
     }
