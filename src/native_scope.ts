@@ -108,6 +108,9 @@ const OLD_RUNTIME = "belongs to a runtime that was shut down (the runtime runnin
  */
 const SLICE_NS = 100_000_000n;
 
+/** How long a failed wait for native children (`NativeChildren`'s) pauses before the next. */
+const RETRY_MS = 10;
+
 /**
  * The monotonic nanosecond `ms` milliseconds after `now` (kc_now_ns), at least 1 ns after it;
  * 0n (no deadline) for `ms` of 2^64 ns or more (`NEVER_MS`, also Infinity), the bound from now
@@ -754,7 +757,49 @@ class NativeChildren extends JobSupport<void> {
   });
 
   #onStart(): void {
-    this.#watch().then((rc) => this.#finish(rc, undefined), (e) => this.#finish(-1, e));
+    this.#watch().then((rc) => this.#settle(rc, undefined), (e) => this.#settle(-1, e));
+  }
+
+  /**
+   * `#finish`, once no child runs. A watch that failed (`KC_ENOMEM`, an answer no wait gives, a
+   * throw), not one that saw the children end or abandoned, left them running: they are
+   * cancelled and waited for first (`#outlive`). Before, the owner failed at once and then
+   * completed (its other children done), which destroyed the native scope under the children
+   * still running: the scope owned a native scope's children only until its watch failed.
+   */
+  async #settle(rc: number, error: unknown): Promise<void> {
+    if (error !== undefined || (rc !== 0 && rc !== Status.ESHUTDOWN)) {
+      try {
+        await this.#outlive();
+      } catch {
+        // Nothing left to wait with (the library closed, the handle gone): settled as it is.
+      }
+    }
+    this.#finish(rc, error);
+  }
+
+  /**
+   * Cancels the native scope and waits, in slices, until none of its children runs (or it is
+   * destroyed, its children abandoned, the library closed). A slice that fails (the watch's
+   * failure again) is followed by the next after a short pause, not at once: a failing native
+   * wait comes back at once.
+   */
+  async #outlive(): Promise<void> {
+    const ns = this.#scope;
+    const lib = libOf(ns);
+    const op = "wait for native children";
+    let cancelled = false;
+    while (!destroyedOf(ns) && lib.isOpen) {
+      const sym = lib.symbols(op);
+      if (sym.kc_scope_live(ns.handle) <= 0) return; // none left, or the handle went stale
+      if (!cancelled) {
+        ns.cancel();
+        cancelled = true;
+      }
+      const rc = await sym.kc_scope_wait(ns.handle, sym.kc_now_ns() + SLICE_NS);
+      if (rc === 0 || rc === Status.ESHUTDOWN) return;
+      if (rc !== Status.ETIME) await new Promise((r) => setTimeout(r, RETRY_MS));
+    }
   }
 
   /** 0 once the children are gone; else the status that ended the watch. */

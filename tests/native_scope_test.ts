@@ -805,6 +805,53 @@ Deno.test("a native wait for children that answers a positive result no wait giv
   assert.equal(status(sleeper), Status.EINTR);
 });
 
+Deno.test("a scope whose watch of its native children fails (KC_ENOMEM) settles only once they have ended, failed with that error", async () => {
+  // The watch's answer faked, and the native cancel held back so that the child runs on past
+  // the failure (a C function that does not look at its cancellation would). Before, the scope
+  // failed at once and completed, destroying its native scope under the running child.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realWatch, realCancel, realWait] = [
+    sym.kc_scope_watch,
+    sym.kc_scope_cancel,
+    sym.kc_scope_wait,
+  ];
+  const sleeper = cells(MINUTE);
+  let handle = 0;
+  let waits = 0;
+  let outcome: unknown = "pending";
+  sym.kc_scope_watch = () => Promise.resolve(Status.ENOMEM);
+  sym.kc_scope_cancel = () => 1;
+  sym.kc_scope_wait = (...args: unknown[]) => {
+    waits++;
+    return (realWait as (...a: unknown[]) => Promise<number>)(...args);
+  };
+  try {
+    const scope = coroutineScope((scope) => {
+      const ns = nativeScope(scope);
+      handle = ns.handle;
+      ns.launch("cancellable-sleeper", sleeper);
+    });
+    scope.then(() => outcome = "resolved", (e) => outcome = e);
+    await until(() => waits > 0 || outcome !== "pending", "the wait that follows the watch");
+    assert.equal(outcome, "pending", "settled while its native child still ran");
+    assert.equal(done(sleeper), false);
+    assert.equal(runtime().stats().live >= 1, true);
+    sym.kc_scope_cancel = realCancel;
+    (realCancel as (h: number) => number)(handle); // now the child ends (interrupted)
+    await assert.rejects(scope, (e: unknown) => {
+      assert.ok(e instanceof KcoroError, String(e));
+      assert.equal(e.status, Status.ENOMEM);
+      assert.equal(done(sleeper), true, "settled after its child had ended");
+      return true;
+    });
+  } finally {
+    sym.kc_scope_watch = realWatch;
+    sym.kc_scope_cancel = realCancel;
+    sym.kc_scope_wait = realWait;
+  }
+  assert.equal(status(sleeper), Status.EINTR);
+});
+
 Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM) keeps the scope while they run: a KcoroError, and a second dispose waits for them", async () => {
   // The wait's answer faked, and the cancel held back so that the child runs on past it (a C
   // function that does not look at its cancellation would). Before, the dispose destroyed the
