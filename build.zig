@@ -15,7 +15,9 @@
 //!                                     first build compiles its runtime, minutes); not in ./task test
 //!   zig build bench -- [args]      -> native benchmarks
 //!   zig build bench-exe            -> only builds them (zig-out/bin/kcoro-bench)
-//!   zig build test-exe             -> the unit tests as a program (zig-out/bin/kcoro-test)
+//!   zig build test-exe             -> the unit tests as a program (zig-out/bin/kcoro-test; with
+//!                                     -Dtest-hang=true kcoro-hang-test, and -Dtsan=true adds
+//!                                     "-tsan": neither replaces the unit tests' program)
 const std = @import("std");
 
 pub fn build(b: *std.Build) void {
@@ -131,9 +133,15 @@ pub fn build(b: *std.Build) void {
     const test_step = b.step("test", "Run the Zig unit tests");
     test_step.dependOn(&run_tests.step);
     // The same tests as a program of their own, for a machine without Zig (a larger one, to run
-    // them on more cores than this one has).
-    const install_tests = b.addInstallArtifact(tests, .{ .dest_sub_path = "kcoro-test" });
-    b.step("test-exe", "Build the unit tests as zig-out/bin/kcoro-test").dependOn(&install_tests.step);
+    // them on more cores than this one has). The hang tests and the sanitizer build get names of
+    // their own: under the one name, `zig build test-exe -Dtest-hang=true` (or -Dtsan=true)
+    // without `--prefix` replaced zig-out/bin/kcoro-test, the unit tests, with them.
+    const exe_name = b.fmt("{s}{s}", .{
+        if (test_hang) "kcoro-hang-test" else "kcoro-test",
+        if (tsan) "-tsan" else "",
+    });
+    const install_tests = b.addInstallArtifact(tests, .{ .dest_sub_path = exe_name });
+    b.step("test-exe", "Build the unit tests as zig-out/bin/kcoro-test (-Dtest-hang=true: kcoro-hang-test; -Dtsan=true adds -tsan)").dependOn(&install_tests.step);
 
     // The native bench executable.
     // The C ABI's root, so that the benchmarks of what only it has (native actors) run too;

@@ -39,7 +39,13 @@ async function buildHangTest(dir: string): Promise<string> {
     600_000,
   );
   assert.equal(out.code, 0, out.text);
-  return `${dir}/bin/kcoro-test`;
+  // A name of its own: under the unit tests' name, a build without `--prefix` replaced
+  // zig-out/bin/kcoro-test with the hang tests.
+  assert.deepEqual(
+    [...Deno.readDirSync(`${dir}/bin`)].map((e) => e.name),
+    ["kcoro-hang-test"],
+  );
+  return `${dir}/bin/kcoro-hang-test`;
 }
 
 Deno.test("the Zig test runner's watchdog names a test that hangs and ends the binary with status 3", async () => {
@@ -143,7 +149,12 @@ Deno.test({
         900_000,
       );
       assert.equal(built.code, 0, built.text);
-      const ran = await run(`${dir}/bin/kcoro-test`, [], { KCORO_TEST_HANG: "race" }, 60_000);
+      const ran = await run(
+        `${dir}/bin/kcoro-hang-test-tsan`,
+        [],
+        { KCORO_TEST_HANG: "race" },
+        60_000,
+      );
       assert.equal(ran.code, 66, ran.text); // the sanitizer's exit status
       assert.match(ran.text, /WARNING: ThreadSanitizer: data race/);
       const named = ran.text.indexOf(`3/3 ${RACED}...`);
