@@ -993,7 +993,7 @@ Deno.test("runtime: a chanSender to a channel whose elements are not 8 bytes sen
 
 /**
  * Guarded stacks the process may map at once: `(vm.max_map_count - 16384) / 2`, at least 1024
- * (zig-src/coro/stack.zig, `guardedBudget`); 24,573 at Linux's default count.
+ * (zig-src/coro/stack.zig, `stackBudget`, which counts slabs too); 24,573 at Linux's default count.
  */
 function guardedBudget(): number {
   let maxMaps = 65530; // the library's assumption where it cannot read the count

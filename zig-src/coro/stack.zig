@@ -8,7 +8,7 @@
 //! - `guarded` (default): each stack is its own mapping with a PROT_NONE guard page below it.
 //!   An overflow faults at once (SIGSEGV) on the guard page; Zig and C compilers probe frames
 //!   larger than a page, so a big frame cannot jump over it. Costs two mappings per stack, so a
-//!   process holds at most `guardedBudget()` of them (24,573 at the default count).
+//!   process holds at most `stackBudget()` of them (24,573 at the default count).
 //! - `slab`: stacks are carved from large shared mappings (`slab_bytes` each) with one guard
 //!   page at the bottom of each slab; the lowest 64 bytes of each stack are a canary that must
 //!   stay zero. An overflow into the neighbour below is not prevented; it is detected, after
@@ -17,7 +17,10 @@
 //!   fill of fresh anonymous memory, never written, so checking it never makes the bottom page
 //!   resident (an overflow that writes only zeros there goes unnoticed). Costs two mappings per
 //!   slab, so a million coroutines fit. Slab memory is reserved with MAP_NORESERVE: only touched
-//!   pages use RAM, one page for a coroutine that never grew its stack.
+//!   pages use RAM, one page for a coroutine that never grew its stack. Slabs count against the
+//!   same `stackBudget()` as guarded stacks (two mappings each): a slab holds one stack of
+//!   `slab_bytes` or more, and without the budget 32,765 such stacks (address space only, with
+//!   MAP_NORESERVE) took every mapping the process had.
 //!
 //! Free stacks form an intrusive list threaded through their top word, so acquiring and
 //! releasing a pooled stack never allocates.
@@ -71,26 +74,27 @@ pub const Stack = struct {
 
 const FreeNode = struct { next: ?*FreeNode };
 
-/// Guarded stacks mapped now, by every pool of the process (each is two of the process's
-/// `vm.max_map_count` mappings). Monotonic RMWs: a budget, ordering nothing.
-var guarded_mapped = std.atomic.Value(usize).init(0);
+/// Guarded stacks and slabs mapped now, by every pool of the process (each is two of the
+/// process's `vm.max_map_count` mappings: the usable part and its guard page). Monotonic RMWs:
+/// a budget, ordering nothing.
+var stacks_mapped = std.atomic.Value(usize).init(0);
 /// Mappings left to the rest of the process (the JavaScript engine's heap pages, malloc arenas,
-/// thread stacks): guarded stacks stop at `(max_map_count - map_headroom) / 2`, so that
-/// running out of them is KC_ENOMEM for the caller, not an engine that cannot map its heap and
-/// aborts the process.
+/// thread stacks): guarded stacks and slabs stop at `(max_map_count - map_headroom) / 2`, so
+/// that running out of them is KC_ENOMEM for the caller, not an engine that cannot map its heap
+/// and aborts the process.
 pub const map_headroom = 16 * 1024;
 /// Tests set a small budget here; null reads `/proc/sys/vm/max_map_count` once.
-pub var guarded_budget_override: ?usize = null;
-var guarded_budget_cached = std.atomic.Value(usize).init(0);
+pub var stack_budget_override: ?usize = null;
+var stack_budget_cached = std.atomic.Value(usize).init(0);
 
-/// How many guarded stacks the process may map at once (see `map_headroom`).
-pub fn guardedBudget() usize {
-    if (guarded_budget_override) |b| return b;
-    const cached = guarded_budget_cached.load(.monotonic);
+/// How many guarded stacks and slabs the process may map at once (see `map_headroom`).
+pub fn stackBudget() usize {
+    if (stack_budget_override) |b| return b;
+    const cached = stack_budget_cached.load(.monotonic);
     if (cached != 0) return cached;
     const max_maps = readMaxMapCount() orelse 65530;
     const budget = @max(1024, (max_maps -| map_headroom) / 2);
-    guarded_budget_cached.store(budget, .monotonic); // the same value from every racer
+    stack_budget_cached.store(budget, .monotonic); // the same value from every racer
     return budget;
 }
 
@@ -191,7 +195,8 @@ pub const Pool = struct {
         for (pool.vg_ids.items) |id| std.valgrind.stackDeregister(id);
         pool.vg_ids.deinit(pool.allocator);
         for (pool.mappings.items) |m| unmap(m);
-        if (pool.mode == .guarded) _ = guarded_mapped.fetchSub(pool.mappings.items.len, .monotonic);
+        // Guarded stacks and slabs alike: each mapping took one from the budget.
+        _ = stacks_mapped.fetchSub(pool.mappings.items.len, .monotonic);
         pool.mappings.deinit(pool.allocator);
         pool.where.deinit(pool.allocator);
         pool.* = undefined;
@@ -275,12 +280,17 @@ pub const Pool = struct {
         return @intFromPtr(mem.ptr) + page_size;
     }
 
-    fn mapGuarded(pool: *Pool) Error!Stack {
-        if (guarded_mapped.fetchAdd(1, .monotonic) >= guardedBudget()) {
-            _ = guarded_mapped.fetchSub(1, .monotonic);
+    /// One more mapping (a guarded stack or a slab) from the process's budget, or OutOfMemory.
+    fn takeBudget() Error!void {
+        if (stacks_mapped.fetchAdd(1, .monotonic) >= stackBudget()) {
+            _ = stacks_mapped.fetchSub(1, .monotonic);
             return error.OutOfMemory;
         }
-        errdefer _ = guarded_mapped.fetchSub(1, .monotonic);
+    }
+
+    fn mapGuarded(pool: *Pool) Error!Stack {
+        try takeBudget();
+        errdefer _ = stacks_mapped.fetchSub(1, .monotonic);
         try pool.where.ensureUnusedCapacity(pool.allocator, 1);
         const s: Stack = .{ .base = try pool.mapWithGuard(pool.stack_size), .size = pool.stack_size };
         pool.where.putAssumeCapacity(s.base - page_size, @intCast(pool.mappings.items.len - 1));
@@ -323,7 +333,7 @@ pub const Pool = struct {
         _ = pool.mappings.swapRemove(i);
         // The last mapping moved into slot i.
         if (i < pool.mappings.items.len) pool.where.getPtr(pool.mappings.items[i].addr).?.* = i;
-        _ = guarded_mapped.fetchSub(1, .monotonic);
+        _ = stacks_mapped.fetchSub(1, .monotonic);
     }
 
     fn carveSlab(pool: *Pool) Error!Stack {
@@ -332,6 +342,8 @@ pub const Pool = struct {
         if (vg) try pool.vg_ids.ensureUnusedCapacity(pool.allocator, 1);
         if (pool.slab_next == pool.slab_end) {
             const usable = @max(1, slab_bytes / pool.stack_size) * pool.stack_size;
+            try takeBudget();
+            errdefer _ = stacks_mapped.fetchSub(1, .monotonic);
             pool.slab_next = try pool.mapWithGuard(usable);
             pool.slab_end = pool.slab_next + usable;
         }
@@ -408,8 +420,8 @@ test "a pool that keeps its stacks mapped trims those beyond max_free instead" {
 }
 
 test "guarded stacks stop at the process's budget (KC_ENOMEM), and a release makes room" {
-    guarded_budget_override = guarded_mapped.load(.monotonic) + 3;
-    defer guarded_budget_override = null;
+    stack_budget_override = stacks_mapped.load(.monotonic) + 3;
+    defer stack_budget_override = null;
     var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 0 });
     defer pool.deinit();
     var stacks: [3]Stack = undefined;
@@ -422,8 +434,73 @@ test "guarded stacks stop at the process's budget (KC_ENOMEM), and a release mak
     try testing.expectEqual(@as(usize, 0), pool.mappingCount());
 }
 
+/// Expects the pool's next acquire to fail with OutOfMemory; a stack it got anyway goes back, so
+/// that the failure is the test's, not `deinit`'s assertion that every stack came back.
+fn expectNoStack(pool: *Pool) !void {
+    const st = pool.acquire() catch |e| return testing.expectEqual(error.OutOfMemory, e);
+    pool.release(st);
+    return error.TestExpectedOutOfMemory;
+}
+
+test "a pool that keeps its stacks mapped holds its peak against the budget, and reuses it" {
+    // The C ABI's pools (coro/registry.zig) never unmap: a burst's stacks stay mapped, trimmed,
+    // for the life of the process. They stay counted, so a burst cannot take more of
+    // vm.max_map_count than the budget; and coming back, it reuses them without a new mapping.
+    stack_budget_override = stacks_mapped.load(.monotonic) + 3;
+    defer stack_budget_override = null;
+    var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .max_free = 0, .keep_mapped = true });
+    defer pool.deinit();
+    var stacks: [3]Stack = undefined;
+    var n: usize = 0;
+    defer for (stacks[0..n]) |st| pool.release(st);
+    while (n < stacks.len) : (n += 1) stacks[n] = try pool.acquire();
+    try expectNoStack(&pool);
+    for (stacks) |st| pool.release(st); // trimmed (max_free 0), kept mapped, still counted
+    n = 0;
+    try testing.expectEqual(@as(usize, 3), pool.mappingCount());
+    // All three reused, from the free list (which cannot fail): no budget needed.
+    while (n < stacks.len) : (n += 1) stacks[n] = try pool.acquire();
+    try expectNoStack(&pool);
+}
+
+test "slabs count against the budget too: stacks of a slab's size or more take one each" {
+    // Each slab is two mappings, as a guarded stack is. Unbounded, a slab pool of stacks of
+    // `slab_bytes` (one per slab; address space only, MAP_NORESERVE) reached vm.max_map_count
+    // at 32,765 stacks, and the next mapping anyone made failed: the JavaScript engine's heap.
+    const before = stacks_mapped.load(.monotonic);
+    stack_budget_override = before + 2;
+    defer stack_budget_override = null;
+    {
+        var pool = try Pool.init(testing.allocator, .{ .mode = .slab, .stack_size = slab_bytes });
+        defer pool.deinit();
+        var held: [2]Stack = .{ try pool.acquire(), undefined };
+        held[1] = pool.acquire() catch |e| {
+            pool.release(held[0]);
+            return e;
+        };
+        defer for (held) |st| pool.release(st);
+        try testing.expectEqual(@as(usize, 2), pool.mappingCount());
+        try expectNoStack(&pool);
+        try testing.expectEqual(@as(usize, 2), pool.mappingCount()); // nothing mapped for it
+        const a = held[0];
+        pool.release(a);
+        held[0] = pool.acquire() catch unreachable; // from the free list: no new slab
+        try testing.expectEqual(a.base, held[0].base);
+    }
+    try testing.expectEqual(before, stacks_mapped.load(.monotonic)); // deinit gave both back
+    // Small stacks share a slab, which takes one from the budget for all of them.
+    stack_budget_override = before + 1;
+    var pool = try Pool.init(testing.allocator, .{ .mode = .slab, .stack_size = min_stack_size });
+    defer pool.deinit();
+    var stacks: [1000]Stack = undefined;
+    var n: usize = 0;
+    defer for (stacks[0..n]) |st| pool.release(st);
+    while (n < stacks.len) : (n += 1) stacks[n] = try pool.acquire();
+    try testing.expectEqual(@as(usize, 1), pool.mappingCount());
+}
+
 test "the default budget leaves the rest of the process its mappings" {
-    const b = guardedBudget();
+    const b = stackBudget();
     try testing.expect(b >= 1024);
     if (readMaxMapCount()) |max_maps| try testing.expect(2 * b + map_headroom <= @max(max_maps, 2 * 1024 + map_headroom));
 }
@@ -447,8 +524,8 @@ test "guarded stacks mapped and unmapped beside live ones leave free slots in `w
     // probed past them (to a free slot or its key), and 12,000 cycles beside 1,000 live stacks
     // left one free slot in 2,048: the longest walk 2,047 (now ~700 free, the longest ~27).
     if (@import("builtin").os.tag != .linux) return error.SkipZigTest;
-    guarded_budget_override = guarded_mapped.load(.monotonic) + 1100;
-    defer guarded_budget_override = null;
+    stack_budget_override = stacks_mapped.load(.monotonic) + 1100;
+    defer stack_budget_override = null;
     var pool = try Pool.init(testing.allocator, .{ .mode = .guarded, .stack_size = min_stack_size, .max_free = 0 });
     defer pool.deinit();
     var live: [1000]Stack = undefined;
