@@ -121,6 +121,9 @@ pub fn build(b: *std.Build) void {
         .filters = if (test_filter) |f| &.{f} else &.{},
         .test_runner = .{ .path = b.path("zig-src/testing/runner.zig"), .mode = .server },
     });
+    // The sanitizer finds the runner's `__tsan_on_finalize` (zig-src/testing/runner.zig) with
+    // dlsym, which sees only the executable's exported symbols.
+    if (tsan) tests.rdynamic = true;
     const run_tests = b.addRunArtifact(tests);
     // A foreign target's tests run under an emulator (-fqemu, or binfmt_misc): qemu-user aborts
     // a forked child that starts threads while its parent has another (see `forkedThreadsOk`

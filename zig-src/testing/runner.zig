@@ -17,6 +17,9 @@
 //!   the report only made the binary's exit status 66, and a forked child inherits the count of
 //!   reports, so the first test to fail was a later one whose child exited 66 instead of its own
 //!   status (test_wait's waitChild and childOutput tests), far from the race reported.
+//! - Under ThreadSanitizer, a forked child's exit status is the sanitizer's (66) only if it
+//!   reported in the child: the reports it inherited stay the parent's, charged to their test.
+//!   Before, after one report every later test whose child exited failed on that 66.
 //!
 //! zig-src/testing/hang_test.zig hangs on purpose (`zig build test -Dtest-hang=true`);
 //! tests/zig_runner_test.ts runs it.
@@ -172,8 +175,37 @@ fn onTsanReport(_: ?*const anyopaque) callconv(.c) void {
     _ = @atomicRmw(u32, &tsan_reports, .Add, 1, .monotonic);
 }
 
+/// `tsan_reports` when this process was forked (`pthread_atfork`); null in the test binary
+/// itself. Written in the child before anything else runs there.
+var tsan_reports_at_fork: ?u32 = null;
+
+fn onTsanFork() callconv(.c) void {
+    @disableInstrumentation();
+    tsan_reports_at_fork = tsanReports();
+}
+
+/// The sanitizer's last word at exit: whether the process failed (exits with its status 66).
+/// A forked child inherits its parent's count of reports, so a child of any test after a
+/// report exited 66 and failed that test too (each later waitChild and childOutput test). In a
+/// child, only reports made there fail it. Found by `dlsym` (build.zig exports the test
+/// binary's symbols under -Dtsan).
+fn onTsanFinalize(failed: c_int) callconv(.c) c_int {
+    @disableInstrumentation();
+    const at_fork = tsan_reports_at_fork orelse return failed;
+    return if (tsanReports() != at_fork) failed else 0;
+}
+
+extern "c" fn pthread_atfork(
+    prepare: ?*const fn () callconv(.c) void,
+    parent: ?*const fn () callconv(.c) void,
+    child: ?*const fn () callconv(.c) void,
+) c_int;
+
 comptime {
-    if (builtin.sanitize_thread) @export(&onTsanReport, .{ .name = "__tsan_on_report" });
+    if (builtin.sanitize_thread) {
+        @export(&onTsanReport, .{ .name = "__tsan_on_report" });
+        @export(&onTsanFinalize, .{ .name = "__tsan_on_finalize" });
+    }
 }
 
 fn tsanReports() u32 {
@@ -205,6 +237,10 @@ pub fn main() void {
     if (crippled) {
         return mainSimple() catch @panic("test failure\n");
     }
+
+    // kcoro: a forked child's exit status under the sanitizer (`onTsanFinalize`).
+    if (builtin.sanitize_thread and pthread_atfork(null, null, onTsanFork) != 0)
+        @panic("pthread_atfork failed");
 
     const args = std.process.argsAlloc(fba.allocator()) catch
         @panic("unable to parse command line args");
