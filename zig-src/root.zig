@@ -6882,42 +6882,69 @@ test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdo
     try testing.expectEqual(Status.shutdown.code(), kc_scope_wait(scope, 0));
 }
 
+/// Tests: a kc_spawn from another thread whose thread stops inside it (starved, or in a
+/// debugger) until let go, held there by `test_hooks.in_spawn`. `hold` resets it, installs the
+/// hook, starts the thread and waits for it inside; `letGo` lets it go and joins the thread
+/// (once; a second call does nothing, so a `defer` may call it again). While held, it notes
+/// whether a shutdown counted itself a waiter on the short calls (`saw_waiter`).
+const HeldSpawn = struct {
+    var inside = std.atomic.Value(bool).init(false);
+    var release = std.atomic.Value(bool).init(false);
+    var saw_waiter = std.atomic.Value(bool).init(false);
+    var rc = std.atomic.Value(i32).init(1);
+    var joiner: test_wait.Joiner = .{};
+    var thread: ?std.Thread = null;
+
+    fn noop(_: ?*anyopaque) callconv(.c) void {}
+
+    fn held() void {
+        inside.store(true, .release); // pairs with `hold`'s acquire load
+        const d = test_wait.Deadline.in(test_wait.default_ns, "");
+        // Acquire: pairs with `letGo`'s release store.
+        while (!release.load(.acquire) and !d.passed()) {
+            if (users_waiters.load(.seq_cst) != 0) saw_waiter.store(true, .release);
+            std.Thread.yield() catch {};
+        }
+    }
+
+    fn spawner() void {
+        defer joiner.done();
+        rc.store(kc_spawn(noop, null, 0, null), .release); // pairs with the test's acquire load
+    }
+
+    /// The caller resets `test_hooks` (`defer test_hooks = .{}`) and calls `letGo`.
+    fn hold() !void {
+        inside.store(false, .monotonic);
+        release.store(false, .monotonic);
+        saw_waiter.store(false, .monotonic);
+        rc.store(1, .monotonic);
+        joiner = .{};
+        test_hooks = .{ .in_spawn = held };
+        thread = try std.Thread.spawn(.{}, spawner, .{});
+        const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
+        while (!inside.load(.acquire)) try entering.wait();
+    }
+
+    fn letGo() void {
+        release.store(true, .release); // pairs with `held`'s acquire load
+        const th = thread orelse return;
+        thread = null;
+        joiner.join(th, test_wait.default_ns, "the spawning thread");
+    }
+};
+
 test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from another thread stays inside; nothing stopped, the next shutdown goes on" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
-    const S = struct {
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var rc = std.atomic.Value(i32).init(1);
-        var joiner: test_wait.Joiner = .{};
-        fn noop(_: ?*anyopaque) callconv(.c) void {}
-        // A spawn whose thread stops inside it (starved, or in a debugger) until let go.
-        fn held() void {
-            inside.store(true, .release); // pairs with the test's acquire load
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
-        }
-        fn spawner() void {
-            defer joiner.done();
-            rc.store(kc_spawn(noop, null, 0, null), .release);
-        }
-    };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.rc.store(1, .monotonic);
-    S.joiner = .{};
+    const S = HeldSpawn;
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-    test_hooks = .{ .in_spawn = S.held };
     defer test_hooks = .{};
-    const th = try std.Thread.spawn(.{}, S.spawner, .{});
     var joined = false;
     defer if (!joined) {
-        S.release.store(true, .release);
-        S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+        S.letGo();
         _ = kc_sched_shutdown(0);
     };
-    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
-    while (!S.inside.load(.acquire)) try entering.wait();
+    try S.hold();
     // Before, the wait for the spawn to leave had no bound: this call returned only once the
     // spawn did (here after the hook's 30 s), and then 0.
     const bound = 20 * std.time.ns_per_ms;
@@ -6934,8 +6961,7 @@ test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from
     try testing.expect(sched.isRunning());
     // Before, KC_EBUSY ("running"), against kc_sched_info's answer.
     try testing.expectEqual(Status.shutdown.code(), kc_sched_start(1, 0, 0));
-    S.release.store(true, .release);
-    S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+    S.letGo();
     joined = true;
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire)); // it was let in before
     // The next shutdown goes on from there, and stops it.
@@ -6953,29 +6979,14 @@ test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_sc
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var spawn_rc = std.atomic.Value(i32).init(1);
         var wait_rc = std.atomic.Value(i32).init(1);
         var scope_: u32 = 0;
-        /// 0: the waiting thread's, 1: the spawning thread's.
-        var joiners = [2]test_wait.Joiner{ .{}, .{} };
-        fn noop(_: ?*anyopaque) callconv(.c) void {}
+        var joiner: test_wait.Joiner = .{};
         fn parked(_: ?*anyopaque) callconv(.c) void {
             _ = kc_coro_park();
         }
-        // A spawn whose thread stops inside it until let go, as in the test above.
-        fn held() void {
-            inside.store(true, .release); // pairs with the test's acquire load
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
-        }
-        fn spawner() void {
-            defer joiners[1].done();
-            spawn_rc.store(kc_spawn(noop, null, 0, null), .release); // pairs with the test's load
-        }
         fn waiter() void {
-            defer joiners[0].done();
+            defer joiner.done();
             // Bounded: a wait that never ended fails the test (KC_ETIME) rather than hangs it.
             wait_rc.store(kc_scope_wait(scope_, kc_now_ns() + test_wait.default_ns), .release);
         }
@@ -6988,11 +6999,8 @@ test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_sc
             return n;
         }
     };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.spawn_rc.store(1, .monotonic);
     S.wait_rc.store(1, .monotonic);
-    S.joiners = .{ .{}, .{} };
+    S.joiner = .{};
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     var info: [7]u64 = undefined;
     try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
@@ -7006,39 +7014,32 @@ test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_sc
     const parked: i32 = @intFromEnum(coroutine.State.parked);
     const d = test_wait.Deadline.in(test_wait.default_ns, "the child to park");
     while (kc_coro_state(child) != parked) try d.wait();
-    var threads: [2]std.Thread = undefined;
-    var started: usize = 0;
+    var waiting: ?std.Thread = null;
     var shut = false;
     defer {
-        S.release.store(true, .release);
+        HeldSpawn.letGo();
         if (!shut) _ = kc_sched_shutdown(0);
-        for (threads[0..started], 0..) |t, i| S.joiners[i].join(t, test_wait.default_ns, "a thread of the test");
+        if (waiting) |t| S.joiner.join(t, test_wait.default_ns, "the waiting thread");
     }
-    threads[0] = try std.Thread.spawn(.{}, S.waiter, .{});
-    started = 1;
+    waiting = try std.Thread.spawn(.{}, S.waiter, .{});
     const listing = test_wait.Deadline.in(test_wait.default_ns, "the thread to wait");
     while (S.listed() != 1) try listing.wait();
-    test_hooks = .{ .in_spawn = S.held };
     defer test_hooks = .{};
-    threads[1] = try std.Thread.spawn(.{}, S.spawner, .{});
-    started = 2;
-    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
-    while (!S.inside.load(.acquire)) try entering.wait();
+    try HeldSpawn.hold();
     try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, 20 * std.time.ns_per_ms));
     var other: u32 = 0;
     try testing.expectEqual(Status.shutdown.code(), kc_scope_create(0, &other));
-    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(scope, S.noop, null, 0, null));
+    try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(scope, HeldSpawn.noop, null, 0, null));
     // Not woken as at a KC_ETIME: no join was left, nothing to abandon.
     try testing.expect(!sched.joinLeft());
     try testing.expectEqual(@as(i32, 1), S.wait_rc.load(.acquire));
-    S.release.store(true, .release);
-    S.joiners[1].join(threads[1], test_wait.default_ns, "the spawning thread");
-    started = 1;
-    try testing.expectEqual(@as(i32, 0), S.spawn_rc.load(.acquire)); // let in before
+    HeldSpawn.letGo();
+    try testing.expectEqual(@as(i32, 0), HeldSpawn.rc.load(.acquire)); // let in before
     // The run goes on: the child ends when woken, and with it the wait, 0.
     try testing.expect(kc_coro_unpark(child) >= 0);
-    S.joiners[0].join(threads[0], test_wait.default_ns, "the waiting thread");
-    started = 0;
+    const t_w = waiting.?;
+    waiting = null;
+    S.joiner.join(t_w, test_wait.default_ns, "the waiting thread");
     try testing.expectEqual(@as(i32, 0), S.wait_rc.load(.acquire));
     shut = true;
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
@@ -7048,44 +7049,16 @@ test "C ABI: while a kc_sched_shutdown_timed's KC_EBUSY stands, a thread's kc_sc
 test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleeps until its bound, not spinning" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
-    const S = struct {
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var saw_waiter = std.atomic.Value(bool).init(false);
-        var rc = std.atomic.Value(i32).init(1);
-        var joiner: test_wait.Joiner = .{};
-        fn noop(_: ?*anyopaque) callconv(.c) void {}
-        // A spawn whose thread stops inside it until let go, watching for the wait to sleep.
-        fn held() void {
-            inside.store(true, .release); // pairs with the test's acquire load
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) {
-                if (users_waiters.load(.seq_cst) != 0) saw_waiter.store(true, .release);
-                std.Thread.yield() catch {};
-            }
-        }
-        fn spawner() void {
-            defer joiner.done();
-            rc.store(kc_spawn(noop, null, 0, null), .release);
-        }
-    };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.saw_waiter.store(false, .monotonic);
-    S.rc.store(1, .monotonic);
-    S.joiner = .{};
+    // A spawn whose thread stops inside it until let go, watching for the wait to sleep.
+    const S = HeldSpawn;
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-    test_hooks = .{ .in_spawn = S.held };
     defer test_hooks = .{};
-    const th = try std.Thread.spawn(.{}, S.spawner, .{});
     var joined = false;
     defer if (!joined) {
-        S.release.store(true, .release);
-        S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+        S.letGo();
         _ = kc_sched_shutdown(0);
     };
-    const entering = test_wait.Deadline.in(test_wait.default_ns, "the spawn to be inside");
-    while (!S.inside.load(.acquire)) try entering.wait();
+    try S.hold();
     const looks = users_looks.load(.monotonic);
     const bound = 300 * std.time.ns_per_ms;
     const t0 = kc_now_ns();
@@ -7095,8 +7068,7 @@ test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleep
     // yielded in a loop for the whole bound, never counted as a waiter: a core kept busy.
     try testing.expect(S.saw_waiter.load(.acquire));
     try testing.expect(users_looks.load(.monotonic) - looks <= 16);
-    S.release.store(true, .release);
-    S.joiner.join(th, test_wait.default_ns, "the spawning thread");
+    S.letGo();
     joined = true;
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
     // The leave woke nobody (no waiter) and the next shutdown goes on from there.
