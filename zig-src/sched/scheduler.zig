@@ -153,13 +153,16 @@ fn nextEpoch() u32 {
     }
 }
 
+/// Tests: the rounds of `awaitNone`'s loop, all calls together.
+var quiesce_looks = std.atomic.Value(u64).init(0);
+
 /// Tests: code run at fixed points, to make a race's window certain.
 pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `unpark`, before anything: a waker that took its `Ref` and has not woken it yet.
     before_wake: ?*const fn () void = null,
     /// In `wakeOutside`, counted in `wakers` and past its checks, before it reads the coroutine.
     in_wake: ?*const fn () void = null,
-    /// In `shutdown`, each time it looks at `wakers` and finds one in flight.
+    /// In `shutdown`, each time it looks at `wakers` and finds one in flight (`awaitNone`).
     wakers_pending: ?*const fn () void = null,
     /// In `parkUntil`, woken before its deadline, right after its CAS disarmed the timer.
     after_disarm: ?*const fn () void = null,
@@ -679,6 +682,13 @@ pub const Scheduler = struct {
     /// run going and drains it; either way its count out must find its count in.
     drainers: std.atomic.Value(u32) = .init(0),
     drain_seq: std.atomic.Value(u32) = .init(0),
+    /// Futex word of `joinAndFree`'s waits for `wakers` and `drainers` to drop to 0
+    /// (`awaitNone`): bumped by a count out of either (`countOut`) only while `quiesce_waiters`
+    /// counts a waiter, so that a wake from outside or a drain gains one load and no syscall.
+    /// Kept by a restart, as the counts are: a waker or drain of an earlier run on its way out
+    /// reads them.
+    quiesce_seq: std.atomic.Value(u32) = .init(0),
+    quiesce_waiters: std.atomic.Value(u32) = .init(0),
     /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
     live: std.atomic.Value(u64) = .init(0),
     /// How many coroutines the last join abandoned: those that never finished, counted once
@@ -696,9 +706,11 @@ pub const Scheduler = struct {
     /// outside it as a hint (monotonic: nothing is published through it, and the waiter tries
     /// the lock again before it looks).
     lifecycle_shutdown: std.atomic.Value(bool) = .init(false),
-    /// Futex word of the bounded shutdowns waiting for `lifecycle` while a shutdown holds it:
-    /// bumped by that shutdown once it let go of the lock (`shutdownBy`).
+    /// Futex word of the bounded shutdowns waiting for `lifecycle` (`shutdownBy`): bumped by
+    /// every unlock of it (`unlockLifecycle`), a spawn from outside's too; the wake is made only
+    /// while `lifecycle_waiters` counts a waiter, so that a spawn's unlock makes no syscall.
     lifecycle_events: std.atomic.Value(u32) = .init(0),
+    lifecycle_waiters: std.atomic.Value(u32) = .init(0),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     cancel_pending: std.atomic.Value(bool) = .init(false),
@@ -746,8 +758,9 @@ pub const Scheduler = struct {
     }
 
     /// `start` for a scheduler at `s` that ran before and has shut down: an outside waker of
-    /// an earlier run may still read its `state`, `epoch` and `wakers` (`wakeOutside`), and a
-    /// drain on another thread its `state`, `drainers` and `drain_seq` (`drainUntil`), which
+    /// an earlier run may still read its `state`, `epoch`, `wakers` and `quiesce_*`
+    /// (`wakeOutside`, `countOut`), and a drain on another thread its `state`, `drainers`,
+    /// `drain_seq` and `quiesce_*` (`drainUntil`), which
     /// are kept and changed atomically only, and a thread waiting on a scope of it the list of
     /// outside waits (`outside_mutex`, `outside_waits`); everything else is built again.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
@@ -758,7 +771,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "outside_mutex", "outside_waits" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "outside_mutex", "outside_waits" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -953,7 +966,7 @@ pub const Scheduler = struct {
             }
         }
         s.lifecycle.lock();
-        defer s.lifecycle.unlock();
+        defer s.unlockLifecycle();
         if (s.state.load(.acquire) != .running) return error.Shutdown;
         const st = blk: {
             s.pool_mutex.lock();
@@ -1060,9 +1073,9 @@ pub const Scheduler = struct {
         // seq_cst store of `stopping`, then its loads of `wakers`). Either we see the run ending
         // and leave without reading the coroutine, or it sees us and waits.
         _ = s.wakers.fetchAdd(1, .seq_cst);
-        // Release: what we read and wrote of the coroutine and the queues happens before the
-        // shutdown that sees the count drop (its acquire loads) unmaps and frees them.
-        defer assert(s.wakers.fetchSub(1, .release) > 0); // our own count in, above
+        // What we read and wrote of the coroutine and the queues happens before the shutdown
+        // that sees the count drop (`countOut`) unmaps and frees them.
+        defer s.countOut(&s.wakers); // our own count in, above
         if (s.state.load(.seq_cst) != .running) return .not_parked;
         // Monotonic: the seq_cst load above read `running` from the store that follows this
         // run's epoch store in `begin` (or from an earlier run, whose epoch then still holds:
@@ -1168,10 +1181,10 @@ pub const Scheduler = struct {
         }
         // Seq_cst RMW: the Dekker pair with the idle workers' `drainers` load (`Worker.idle`).
         _ = s.drainers.fetchAdd(1, .seq_cst);
-        // Release: `shutdown` waits for 0 (acquire). Never below 0: our count in, above, which
-        // a restart keeps (before, it reset the count while a drain that came after the last
+        // `shutdown` waits for 0 (`countOut`). Never below 0: our count in, above, which a
+        // restart keeps (before, it reset the count while a drain that came after the last
         // shutdown's wait still held it: this decrement then found 0).
-        defer assert(s.drainers.fetchSub(1, .release) > 0);
+        defer s.countOut(&s.drainers);
         if (@import("builtin").is_test) if (test_hooks.drain_counted) |f| f();
         while (true) {
             // Read the futex word before counting: a ping after the count wakes the wait.
@@ -1241,6 +1254,64 @@ pub const Scheduler = struct {
         // (no worker need go idle after a count brought down from outside).
         _ = s.ext_out.fetchAdd(1, .seq_cst);
         if (s.drainers.load(.seq_cst) > 0) s.pingDrain();
+    }
+
+    /// Counts a wake from outside or a drain out of `counter` (`wakers`, `drainers`: counted
+    /// in by the caller), waking `joinAndFree`'s wait for it (`awaitNone`).
+    fn countOut(s: *Scheduler, counter: *std.atomic.Value(u32)) void {
+        // Seq_cst, with the load below: a Dekker pair with `awaitNone` (its increment of
+        // `quiesce_waiters`, then its load of the count). Either it sees the count drop (and
+        // does not sleep) or we see it counted (and wake it). Its release half: what the caller
+        // read and wrote of the run happens before the shutdown that sees the count drop (its
+        // seq_cst load, whose acquire half pairs with this) frees it.
+        assert(counter.fetchSub(1, .seq_cst) > 0);
+        if (s.quiesce_waiters.load(.seq_cst) != 0) {
+            // Release: pairs with `awaitNone`'s acquire load of the word (seq_cst there).
+            _ = s.quiesce_seq.fetchAdd(1, .release);
+            Futex.wake(&s.quiesce_seq, std.math.maxInt(u32));
+        }
+    }
+
+    /// Waits until `counter` (`wakers` or `drainers`) is 0. A few yields (a wake or a drain's
+    /// last look is short), then a futex sleep on `quiesce_seq` woken by a count out
+    /// (`countOut`): before, it yielded for as long as the waker's or drain's thread was
+    /// preempted, starved or stopped in a debugger, a core kept busy in a shutdown. With no
+    /// bound: what it waits for reads the stacks and the workers' counters it frees next.
+    fn awaitNone(s: *Scheduler, counter: *std.atomic.Value(u32)) void {
+        var spins: u32 = 0;
+        while (true) {
+            if (@import("builtin").is_test) _ = quiesce_looks.fetchAdd(1, .monotonic); // a count
+            // Acquire (seq_cst for the pair in `countOut`): read before the count below, so
+            // that a count out's bump after it makes the futex wait return at once.
+            const seq = s.quiesce_seq.load(.seq_cst);
+            // Seq_cst: the load half of the Dekker pairs with `wakeOutside`'s and
+            // `drainUntil`'s count in (they then load `state`) and with `countOut`.
+            if (counter.load(.seq_cst) == 0) return;
+            if (@import("builtin").is_test) if (counter == &s.wakers) if (test_hooks.wakers_pending) |f| f();
+            if (spins < 8) {
+                spins += 1;
+                std.Thread.yield() catch {};
+                continue;
+            }
+            // Seq_cst: the other half of `countOut`'s Dekker pair, counted before the count is
+            // read again; the decrement is a count only.
+            _ = s.quiesce_waiters.fetchAdd(1, .seq_cst);
+            defer _ = s.quiesce_waiters.fetchSub(1, .monotonic);
+            if (counter.load(.seq_cst) == 0) return;
+            Futex.wait(&s.quiesce_seq, seq);
+        }
+    }
+
+    /// Lets go of `lifecycle` (every unlock of it goes through here), waking the bounded
+    /// shutdowns waiting for it (`shutdownBy`).
+    fn unlockLifecycle(s: *Scheduler) void {
+        s.lifecycle.unlock();
+        // Seq_cst, with the load below: a Dekker pair with `shutdownBy`'s wait (its increment
+        // of `lifecycle_waiters`, then the futex wait's compare of this word). Either its
+        // compare sees the new value (it does not sleep) or we see it counted (and wake it).
+        // Its release half publishes the unlock to a waiter that reads the bump.
+        _ = s.lifecycle_events.fetchAdd(1, .seq_cst);
+        if (s.lifecycle_waiters.load(.seq_cst) != 0) Futex.wake(&s.lifecycle_events, std.math.maxInt(u32));
     }
 
     fn pingDrain(s: *Scheduler) void {
@@ -1390,13 +1461,16 @@ pub const Scheduler = struct {
             // a spawn from outside holds it briefly and is waited for. Before, any holder timed
             // the call out, and a spawn holding it as the deadline passed made it return
             // error.Timeout with the run still going (nothing stopped, nothing to join).
-            // While a shutdown holds it, the wait sleeps until that one lets go (or the
-            // deadline): before, it yielded in a loop, a core kept busy for the whole bound.
+            // After a few yields the wait sleeps until the holder lets go (or the deadline, if
+            // a shutdown holds it): before, it yielded in a loop, a core kept busy for the
+            // whole bound, and for as long as a spawn's thread held the lock (preempted,
+            // starved, stopped in a debugger).
             var rounds: u32 = 0;
             while (true) {
-                // Acquire: pairs with the release bump after a shutdown's unlock (below); read
-                // before the try, so that an unlock after the try makes the futex wait return.
-                const seq = s.lifecycle_events.load(.acquire);
+                // Acquire (seq_cst for the Dekker pair in `unlockLifecycle`): pairs with the
+                // bump after an unlock; read before the try, so that an unlock after the try
+                // makes the futex wait return at once.
+                const seq = s.lifecycle_events.load(.seq_cst);
                 if (s.lifecycle.tryLock()) break;
                 // Monotonic: a hint (see `lifecycle_shutdown`); the lock orders the rest.
                 const held_by_shutdown = s.lifecycle_shutdown.load(.monotonic);
@@ -1404,21 +1478,24 @@ pub const Scheduler = struct {
                 if (held_by_shutdown and now >= d) return error.Timeout;
                 if (@import("builtin").is_test) if (test_hooks.lock_wait) |f| f(d);
                 rounds +|= 1;
-                // A spawn holds it briefly (no bump at its unlock: the spawn path stays as it
-                // was), and a shutdown may be about to say so: a few yields first.
-                if (!held_by_shutdown or rounds <= 8) {
+                // A spawn holds it briefly, and a shutdown may be about to say so: a few
+                // yields first.
+                if (rounds <= 8) {
                     std.Thread.yield() catch {};
                     continue;
                 }
-                std.Thread.Futex.timedWait(&s.lifecycle_events, seq, d - now) catch {};
+                // Seq_cst: the other half of `unlockLifecycle`'s Dekker pair, counted before
+                // the futex compare; the decrement is a count only.
+                _ = s.lifecycle_waiters.fetchAdd(1, .seq_cst);
+                defer _ = s.lifecycle_waiters.fetchSub(1, .monotonic);
+                // Before the deadline, at most until it (then the look above gives up if a
+                // shutdown holds the lock); past it (a spawn holds it), until an unlock.
+                if (now < d) {
+                    Futex.timedWait(&s.lifecycle_events, seq, d - now) catch {};
+                } else Futex.wait(&s.lifecycle_events, seq);
             }
         } else s.lifecycle.lock();
-        defer {
-            s.lifecycle.unlock();
-            // Release: pairs with the waiters' acquire load above (the unlock before it is seen).
-            _ = s.lifecycle_events.fetchAdd(1, .release);
-            std.Thread.Futex.wake(&s.lifecycle_events, std.math.maxInt(u32));
-        }
+        defer s.unlockLifecycle();
         // Monotonic: a hint for the bounded lock wait above, stored and cleared under the lock.
         s.lifecycle_shutdown.store(true, .monotonic);
         defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
@@ -1570,16 +1647,13 @@ pub const Scheduler = struct {
         s.watchdog = null;
         // Wakes from outside that saw the run going on may still read a coroutine (and push it
         // to the inject queue, where it is abandoned with the rest): let them finish. Later ones
-        // see `stopping` and leave. Seq_cst loads: the other half of the Dekker pair of
-        // `stopRun`'s store; the acquire half pairs with their release decrements.
-        while (s.wakers.load(.seq_cst) != 0) {
-            if (@import("builtin").is_test) if (test_hooks.wakers_pending) |f| f();
-            std.Thread.yield() catch {};
-        }
+        // see `stopping` and leave (`awaitNone`'s seq_cst loads: the other half of the Dekker
+        // pair of `stopRun`'s store).
+        s.awaitNone(&s.wakers);
         // A `drain` on another thread reads the workers' counters: let it see `stopping` and
         // leave before they are freed.
         s.pingDrain();
-        while (s.drainers.load(.acquire) > 0) std.Thread.yield() catch {};
+        s.awaitNone(&s.drainers);
         // No thread runs a coroutine any more: free everything, finished or not. The workers'
         // shares of `liveCount` first go to `live`, which then counts every coroutine that never
         // finished, each counted out as it is abandoned below (`releaseAbandoned`). Before, the
@@ -2458,6 +2532,90 @@ test "a wake from outside under way when a shutdown begins is waited for before 
     }.body);
 }
 
+test "a shutdown waiting for a wake from outside in flight sleeps until it ends, not spinning" {
+    // The waker is held inside (counted in `wakers`) until the shutdown sleeps. Before, the
+    // shutdown yielded in a loop for as long as the waker's thread was preempted or stopped,
+    // never counted as a waiter.
+    try inChild(struct {
+        var sched: Scheduler = undefined;
+        var done = std.atomic.Value(bool).init(false);
+        var looks: u64 = 0;
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn shut() void {
+            sched.shutdown(.cancel);
+            done.store(true, .release); // pairs with the acquire loads below
+        }
+        var shutter: ?std.Thread = null;
+        fn inWake() void {
+            test_hooks.in_wake = null; // once
+            looks = quiesce_looks.load(.monotonic);
+            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+            const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
+            while (sched.quiesce_waiters.load(.seq_cst) == 0) asleep.wait() catch std.posix.exit(8);
+            // A while asleep: it must not go round meanwhile.
+            const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+            while (!later.passed()) std.Thread.yield() catch {};
+            if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+        }
+        fn body() u8 {
+            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = sched.spawn(parker, null) catch return 2;
+            sched.drainFor(test_timeout) catch return 2; // parked
+            test_hooks.in_wake = inWake;
+            if (!sched.unpark(ref)) return 3; // the run was on when it looked
+            shutter.?.join();
+            if (!done.load(.acquire)) return 4;
+            // A few yields (8), a sleep, the look that finds none: before, thousands of rounds
+            // on an idle machine.
+            if (quiesce_looks.load(.monotonic) - looks > 16) return 5;
+            if (sched.quiesce_waiters.load(.seq_cst) != 0) return 6;
+            return 0;
+        }
+    }.body);
+}
+
+test "a shutdown waiting for a drain on another thread sleeps until it leaves, not spinning" {
+    // The drain is held after its count in, before it looks at the state, until the shutdown
+    // sleeps. Before, the shutdown yielded in a loop for as long as the drain's thread was
+    // preempted or stopped, never counted as a waiter.
+    try inChild(struct {
+        var sched: Scheduler = undefined;
+        var done = std.atomic.Value(bool).init(false);
+        var looks: u64 = 0;
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn shut() void {
+            sched.shutdown(.cancel);
+            done.store(true, .release); // pairs with the acquire loads below
+        }
+        var shutter: ?std.Thread = null;
+        fn counted() void {
+            test_hooks.drain_counted = null; // once
+            looks = quiesce_looks.load(.monotonic);
+            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+            const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
+            while (sched.quiesce_waiters.load(.seq_cst) == 0) asleep.wait() catch std.posix.exit(8);
+            const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+            while (!later.passed()) std.Thread.yield() catch {};
+            if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+        }
+        fn body() u8 {
+            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            _ = sched.spawn(parker, null) catch return 2;
+            test_hooks.drain_counted = counted;
+            if (sched.drainFor(test_timeout)) |_| return 3 else |err| if (err != error.Shutdown) return 3;
+            shutter.?.join();
+            if (!done.load(.acquire)) return 4;
+            if (quiesce_looks.load(.monotonic) - looks > 16) return 5;
+            if (sched.quiesce_waiters.load(.seq_cst) != 0) return 6;
+            return 0;
+        }
+    }.body);
+}
+
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
@@ -2687,6 +2845,7 @@ test "a bounded shutdown waits past its deadline for a spawn from outside that h
         var sched: *Scheduler = undefined;
         var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout (the join's)
         var past = std.atomic.Value(bool).init(false);
+        var rounds = std.atomic.Value(u32).init(0);
         var joiner: test_wait.Joiner = .{};
         fn shutter() void {
             defer joiner.done();
@@ -2694,12 +2853,14 @@ test "a bounded shutdown waits past its deadline for a spawn from outside that h
             result.store(r, .release);
         }
         fn lockWait(d: u64) void {
+            _ = rounds.fetchAdd(1, .monotonic); // a count
             // Release: pairs with the test's acquire load (a flag only).
             if (monotonicNs() >= d) past.store(true, .release);
         }
     };
     S.result.store(0, .monotonic);
     S.past.store(false, .monotonic);
+    S.rounds.store(0, .monotonic);
     S.joiner = .{};
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
@@ -2710,12 +2871,23 @@ test "a bounded shutdown waits past its deadline for a spawn from outside that h
     // As a spawn from outside does (`spawnWith`), held here until the shutdown's deadline passed.
     s.lifecycle.lock();
     var locked = true;
-    defer if (locked) s.lifecycle.unlock();
+    defer if (locked) s.unlockLifecycle();
     const t = try std.Thread.spawn(.{}, S.shutter, .{});
     const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to pass its deadline");
     // Acquire: pairs with the stores above (flags only).
     while (!S.past.load(.acquire) and !S.joiner.finished.load(.acquire)) try d.wait();
-    s.lifecycle.unlock();
+    // Past its deadline it sleeps until the spawn lets go: before, it yielded in a loop for
+    // as long as the spawn's thread held the lock (preempted, starved, in a debugger), and
+    // never counted itself a waiter.
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to sleep");
+    while (s.lifecycle_waiters.load(.seq_cst) == 0) try asleep.wait();
+    const rounds = S.rounds.load(.monotonic);
+    // A while asleep: it must not go round meanwhile.
+    const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+    while (!later.passed()) std.Thread.yield() catch {};
+    try testing.expect(S.rounds.load(.monotonic) - rounds <= 1);
+    try testing.expectEqual(@as(u32, 0), S.result.load(.acquire)); // still waiting
+    s.unlockLifecycle(); // as the spawn's unlock: it wakes the wait
     locked = false;
     S.joiner.join(t, test_wait.default_ns, "the bounded shutdown");
     // Stopped, whatever it returned: its join shares the deadline, long past by then, and may
