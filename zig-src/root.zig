@@ -3534,7 +3534,8 @@ fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) v
         // the thread (destroy's interrupt wakes the wait below).
         const e = rr.acquire(ring) catch return;
         const r = RingRegistry.objectOf(e);
-        // Acquire: pairs with the release increment in `Ring.push` (the records are there).
+        // Acquire: pairs with the release increment in `Ring.push` (the records are there),
+        // and `Ring.close`'s (its flag, below, is seen).
         const now = r.signal.load(.acquire);
         if (seen != now) {
             seen = now;
@@ -3542,13 +3543,23 @@ fn notifierMain(ring: u32, notify: *const fn () callconv(.c) void, done: *u32) v
             notify();
             continue;
         }
+        // Closed (destroyed) after the bump we saw: no bump is left to wake the wait below.
+        // The next acquire fails (a destroyed ring's handle is dead before it is closed).
+        if (r.closed.load(.acquire)) { // pairs with `Ring.close`'s release store
+            rr.release(e);
+            continue;
+        }
         // Counted as a sleeper, as `Ring.wait` counts itself: `push` and `interrupt` make the
         // futex wake-up only for a counted one (16200aa), and this wait, uncounted, was woken by
         // its bound alone: each record reached the host up to 100 ms late. Seq_cst: pairs with
         // `Ring.mustWake` (either it sees the count and wakes, or the futex wait sees the bump).
         _ = r.sleepers.fetchAdd(1, .seq_cst);
-        // Bounded: a lost wake-up (none is expected) costs at most this long.
-        std.Thread.Futex.timedWait(&r.signal, now, 100 * std.time.ns_per_ms) catch {};
+        // Woken by every bump of `signal`: a record (`push`), `interrupt`, the destroy's
+        // `close`, each of which wakes every sleeper (a kc_ring_wait's thread may sleep on the
+        // word too). Before, a 100 ms bound was kept as a safety net: it hid a missing wake-up
+        // (a push that woke only the first sleeper, a kc_ring_wait's, left the notifier asleep
+        // until its bound), which now fails its test.
+        std.Thread.Futex.wait(&r.signal, now);
         _ = r.sleepers.fetchSub(1, .monotonic); // only a hint to wakers
         rr.release(e);
     }
@@ -14028,6 +14039,86 @@ test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wak
         if (kcoro.scheduler.monotonicNs() > deadline) return error.TestUnexpectedResult; // never counted
         std.Thread.yield() catch {};
     }
+}
+
+test "C ABI: a record wakes both a ring's kc_ring_wait and its notifier sleeping on it, and the destroy ends the notifier (no poll to hide a missing wake)" {
+    // The notifier's wait has no bound: a wake-up missing from a push, an interrupt or the
+    // destroy leaves it asleep, and this test fails at its deadline. Before, `push` woke one
+    // sleeper (the first: the kc_ring_wait's thread here) and the notifier saw the record at
+    // its 100 ms bound, a poll that hid it.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var calls: std.atomic.Value(u32) = .init(0);
+        var wait_rc: std.atomic.Value(i32) = .init(-100);
+        var joiner: test_wait.Joiner = .{};
+        fn notify() callconv(.c) void {
+            _ = calls.fetchAdd(1, .release); // pairs with the test's acquire loads
+        }
+        fn waiter(ring: u32) void {
+            defer joiner.done();
+            wait_rc.store(kc_ring_wait(ring, 0), .release); // no bound: the record must wake it
+        }
+    };
+    S.calls.store(0, .monotonic);
+    S.wait_rc.store(-100, .monotonic);
+    S.joiner = .{};
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    var destroyed = false;
+    defer if (!destroyed) {
+        _ = kc_ring_destroy(ring);
+    };
+    const e = try rings().acquire(ring);
+    defer rings().release(e);
+    const r = RingRegistry.objectOf(e);
+    // The kc_ring_wait sleeps first (the futex wakes the earliest sleeper first).
+    const th = try std.Thread.spawn(.{}, S.waiter, .{ring});
+    var joined = false;
+    defer if (!joined) {
+        _ = kc_ring_destroy(ring); // ends the wait
+        destroyed = true;
+        S.joiner.join(th, test_wait.default_ns, "the ring's waiter");
+    };
+    const first = test_wait.Deadline.in(test_wait.default_ns, "the kc_ring_wait to sleep");
+    while (r.sleepers.load(.seq_cst) == 0) try first.wait();
+    var done: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_notify(ring, S.notify, &done));
+    defer joinTestNotifier(ring);
+    // Its first look notifies (records may predate it); then it sleeps too.
+    const second = test_wait.Deadline.in(test_wait.default_ns, "the notifier to sleep");
+    while (S.calls.load(.acquire) == 0 or r.sleepers.load(.seq_cst) < 2) try second.wait();
+    var got: u64 = 0;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(ch, &got, 8, ring, &ticket));
+    var v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_send(ch, &v, 8, 0, 0, 0)); // the record
+    const woken = test_wait.Deadline.in(test_wait.default_ns, "the notifier to be woken by the record");
+    while (S.calls.load(.acquire) < 2) try woken.wait();
+    S.joiner.join(th, test_wait.default_ns, "the ring's waiter");
+    joined = true;
+    try testing.expectEqual(@as(i32, 1), S.wait_rc.load(.acquire));
+    var recs: [4]kcoro.bridge.Completion = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 4));
+    try testing.expectEqual(@as(i32, 0), kc_ring_take(ring, ticket, &got, 8));
+    try testing.expectEqual(@as(u64, 7), got);
+    // An interrupt wakes the sleeping notifier too (its spurious call).
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the notifier to sleep again");
+    while (r.sleepers.load(.seq_cst) == 0) try asleep.wait();
+    const before = S.calls.load(.acquire);
+    try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(ring));
+    const interrupted = test_wait.Deadline.in(test_wait.default_ns, "the notifier to be woken by the interrupt");
+    while (S.calls.load(.acquire) == before) try interrupted.wait();
+    // The destroy ends it, which says so in `done`.
+    while (r.sleepers.load(.seq_cst) == 0) try asleep.wait();
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+    destroyed = true;
+    const done_word: *const std.atomic.Value(u32) = @ptrCast(&done);
+    const ended = test_wait.Deadline.in(test_wait.default_ns, "the notifier to end with its ring");
+    while (done_word.load(.acquire) == 0) try ended.wait();
 }
 
 test "C ABI: try-operations on another thread stream through a bounded buffer as it grows, in order" {

@@ -320,7 +320,10 @@ pub const Ring = struct {
         const wake = r.mustWake();
         r.mutex.unlock();
         if (@import("builtin").is_test) if (test_after_push_unlock) |f| f(r);
-        if (wake) Futex.wake(&r.signal, 1);
+        // Every sleeper: besides the isolate's kc_ring_wait, a notifier thread
+        // (kc_ring_notify) may sleep on the word. Before, one: the first to sleep, and the
+        // other slept through the record (a notifier until its 100 ms bound).
+        if (wake) Futex.wake(&r.signal, std.math.maxInt(u32));
     }
 
     /// Tests only: runs in `push` between its unlock and its wake-up, where `deinit` may free
@@ -402,7 +405,9 @@ pub const Ring = struct {
         r.interrupted.store(true, .release);
         // Seq_cst: as in `push` (pairs with `mustWake`'s load and `wait`'s acquire load).
         _ = r.signal.fetchAdd(1, .seq_cst);
-        if (r.mustWake()) Futex.wake(&r.signal, 1);
+        // Every sleeper, as `push`: a notifier thread must see the interrupt too (its spurious
+        // call); a second kc_ring_wait that wakes finds the flag taken and sleeps again.
+        if (r.mustWake()) Futex.wake(&r.signal, std.math.maxInt(u32));
     }
 
     /// A spare `Pending` (with its wide-element buffer, if it kept one: first choice for an
