@@ -890,11 +890,14 @@ var lookups_waiters = std.atomic.Value(u32).init(0);
 /// Tests: the rounds of `quiesceLookups`' loop.
 var lookups_looks = std.atomic.Value(u64).init(0);
 
-/// A scheduler's `unmap_hook`: every handle is freed; wait for lookups that found one before.
+/// A scheduler's `unmap_hook`: every handle is freed; wait for lookups that found one before,
+/// until `deadline` (a timed shutdown's; null: none): false if it passed first (the shutdown
+/// is then KC_ETIME, the stacks left mapped for the next one: `Scheduler.unmap_pending`).
 /// A few yields (a lookup is short), then a futex sleep on `lookups_events` woken by a lookup's
 /// end: before, it yielded for as long as a lookup's thread was preempted or stopped, a core
-/// kept busy in a shutdown.
-fn quiesceLookups() void {
+/// kept busy in a shutdown; and before, a timed shutdown waited here with no bound, for as
+/// long as a lookup's thread stayed stopped (in a debugger, starved).
+fn quiesceLookups(deadline: ?u64) bool {
     // Seq_cst RMW, then loads: the Dekker pair with `lookupBegin` (its increment, then its
     // table read). Either the lookup finds the handle freed, or we see it and wait.
     _ = coro_lookups.fetchAdd(0, .seq_cst);
@@ -904,7 +907,9 @@ fn quiesceLookups() void {
         // Acquire (seq_cst for the pair in `lookupEnd`): read before the count below, so that
         // an end's bump after it makes the futex wait return at once.
         const seq = lookups_events.load(.seq_cst);
-        if (coro_lookups.load(.seq_cst) == 0) return;
+        if (coro_lookups.load(.seq_cst) == 0) return true;
+        const now = kcoro.scheduler.monotonicNs();
+        if (deadline) |d| if (now >= d) return false;
         if (spins < 8) {
             spins += 1;
             std.Thread.yield() catch {};
@@ -914,8 +919,10 @@ fn quiesceLookups() void {
         // read again; the decrement is a count only.
         _ = lookups_waiters.fetchAdd(1, .seq_cst);
         defer _ = lookups_waiters.fetchSub(1, .monotonic);
-        if (coro_lookups.load(.seq_cst) == 0) return;
-        std.Thread.Futex.wait(&lookups_events, seq);
+        if (coro_lookups.load(.seq_cst) == 0) return true;
+        if (deadline) |d| {
+            std.Thread.Futex.timedWait(&lookups_events, seq, d - now) catch {};
+        } else std.Thread.Futex.wait(&lookups_events, seq);
     }
 }
 
@@ -7164,6 +7171,78 @@ test "C ABI: a shutdown waiting for a handle lookup still in flight sleeps until
     while (S.rc.load(.acquire) == 1) try done.wait();
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
     try testing.expect(lookups_looks.load(.monotonic) - looks <= 16);
+}
+
+test "C ABI: kc_sched_shutdown_timed waiting for a handle lookup still in flight gives up at its bound: KC_ETIME, joined but the stacks kept for the next shutdown" {
+    // Before, its wait for the lookups (`quiesceLookups`) had no bound: the call returned only
+    // once the lookup's thread went on (in a debugger, starved: for good), past its bound.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var release = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        // The lookup's thread, ended when let go, or after a backstop well past the bound
+        // (a wait with no bound then returns, and the test fails on its answer, not hangs).
+        fn lookup() void {
+            defer joiner.done();
+            const d = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
+            // Acquire: pairs with the test's release store.
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            lookupEnd();
+        }
+        fn parked(_: ?*anyopaque) callconv(.c) void {
+            _ = kc_coro_park();
+        }
+    };
+    S.release.store(false, .monotonic);
+    S.joiner = .{};
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    var child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.parked, null, 0, &child));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the coroutine to park");
+    while (kc_coro_state(child) != parked) try d.wait();
+    // A lookup (kc_coro_unpark's, say) whose thread stays inside it.
+    lookupBegin();
+    const th = std.Thread.spawn(.{}, S.lookup, .{}) catch |err| {
+        lookupEnd();
+        _ = kc_sched_shutdown(0);
+        return err;
+    };
+    var joined = false;
+    defer if (!joined) {
+        S.release.store(true, .release);
+        S.joiner.join(th, test_wait.default_ns, "the lookup's thread");
+        _ = kc_sched_shutdown(0);
+    };
+    const bound = 200 * std.time.ns_per_ms;
+    const t0 = kc_now_ns();
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, bound));
+    const took = kc_now_ns() - t0;
+    try testing.expect(took >= bound);
+    try testing.expect(took < 2 * std.time.ns_per_s); // the backstop is 3 s
+    // Stopped and joined (its outcome known), not done: the abandoned count waits for the end
+    // of the join, a start is refused, and the lookup may still read its stack.
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    try testing.expectEqual(@as(u64, 0), info[3]);
+    try testing.expectEqual(@as(i32, @intCast(@intFromEnum(kcoro.scheduler.ShutdownMode.cancel))), kc_sched_ended(generation));
+    try testing.expectEqual(Status.busy.code(), kc_sched_abandoned(generation));
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_start(1, 0, 0));
+    try testing.expect(sched.join_pending.load(.monotonic));
+    // A second timed one with the lookup still inside answers the same.
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, 20 * std.time.ns_per_ms));
+    S.release.store(true, .release);
+    S.joiner.join(th, test_wait.default_ns, "the lookup's thread");
+    joined = true;
+    // The next shutdown unmaps, and the join is done: the parked coroutine was abandoned.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    try testing.expect(!sched.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
 }
 
 test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {

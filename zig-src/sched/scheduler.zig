@@ -95,7 +95,7 @@ pub const Options = struct {
     /// See `Scheduler.finish_hook`.
     finish_hook: ?*const fn (*Coroutine) void = null,
     /// See `Scheduler.unmap_hook`.
-    unmap_hook: ?*const fn () void = null,
+    unmap_hook: ?*const fn (deadline: ?u64) bool = null,
     /// See `Scheduler.end_hook`.
     end_hook: ?*const fn (ShutdownMode) void = null,
 };
@@ -743,8 +743,15 @@ pub const Scheduler = struct {
     finish_hook: ?*const fn (*Coroutine) void = null,
     /// Called at shutdown after every coroutine's `finish_hook` ran and before the stacks (where
     /// the coroutines live) are unmapped: a host whose lookups may still read a coroutine it
-    /// found before its handle was freed waits for them here (the C ABI's kc_coro_state).
-    unmap_hook: ?*const fn () void = null,
+    /// found before its handle was freed waits for them here (the C ABI's kc_coro_state), until
+    /// the shutdown's deadline (`monotonicNs`; null: none): false if it passed first. The
+    /// shutdown then returns error.Timeout with the join done but the stacks still mapped
+    /// (`unmap_pending`, `join_pending`): the next shutdown calls the hook again and unmaps.
+    unmap_hook: ?*const fn (deadline: ?u64) bool = null,
+    /// A bounded shutdown joined and freed everything but the stacks, its `unmap_hook` past its
+    /// deadline (a lookup from outside still reading one): the next shutdown goes on from the
+    /// unmap (`joinAndFree`). Under `lifecycle`.
+    unmap_pending: bool = false,
     /// Called once by `shutdown`, on its thread, with how the scheduler ends (`.finish` if its
     /// drain ran dry, `.cancel` if it abandons what had not: a cancelling shutdown, or one that
     /// cut a finishing one's drain short), before `isRunning` turns false: whoever sees it false
@@ -1432,7 +1439,9 @@ pub const Scheduler = struct {
     /// `shutdownBy` (either mode: the outcome was decided) goes on with the join and frees
     /// everything. What it would free stays allocated until then: leaked on purpose, never
     /// freed under a running worker. A process may also just end then (its exit ends the
-    /// thread). Also error.Timeout if another thread's shutdown held the lifecycle lock past
+    /// thread). Also error.Timeout if the `unmap_hook` waited past the deadline: joined and
+    /// freed but for the stacks (`unmap_pending`), which the next shutdown unmaps, `join_pending`
+    /// kept meanwhile. Also error.Timeout if another thread's shutdown held the lifecycle lock past
     /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
     /// outside that holds it (briefly) is waited for, past the deadline too.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
@@ -1510,15 +1519,19 @@ pub const Scheduler = struct {
             s.stopRun(mode, drain_by);
             s.join_pending.store(true, .monotonic);
         }
-        if (deadline) |d| s.awaitWorkersExited(d) catch |err| {
+        // Joined already if only the unmap was left (its workers are gone).
+        if (deadline) |d| if (!s.unmap_pending) s.awaitWorkersExited(d) catch |err| {
             // Threads waiting for this run's scopes would wait for the join (the children are
             // abandoned there), which may never come: they end their waits now.
             s.unjoined.store(true, .monotonic); // see `unjoined`
             s.wakeOutsideWaits();
             return err;
         };
+        // error.Timeout: joined, the stacks left mapped (`unmap_pending`), `join_pending` kept
+        // for the next shutdown (a restart stays refused). No scope waiter waits for it: the
+        // children were abandoned in the join, which woke them.
+        try s.joinAndFree(deadline);
         s.join_pending.store(false, .monotonic);
-        s.joinAndFree();
         // Cleared only now: a thread that comes to wait while this (unbounded) join waits for
         // the coroutine that never yields does not wait for it either.
         s.unjoined.store(false, .monotonic);
@@ -1639,8 +1652,21 @@ pub const Scheduler = struct {
     }
 
     /// `shutdownBy`'s second half, under `lifecycle`, once the run is stopped: joins the
-    /// workers and frees everything.
-    fn joinAndFree(s: *Scheduler) void {
+    /// workers and frees everything; error.Timeout if the `unmap_hook` waited past `deadline`
+    /// (null: none), everything freed but the stacks (`unmap_pending`: the next call goes on
+    /// from there).
+    fn joinAndFree(s: *Scheduler, deadline: ?u64) error{Timeout}!void {
+        if (!s.unmap_pending) s.joinAndAbandon();
+        s.unmap_pending = true;
+        if (s.unmap_hook) |hook| if (!hook(deadline)) return error.Timeout;
+        s.unmap_pending = false;
+        s.pool.deinitAbandoning();
+        s.state.store(.stopped, .release);
+    }
+
+    /// `joinAndFree`'s first part: joins the workers and frees everything but the stacks,
+    /// abandoning the coroutines that never finished (their handles freed by `finish_hook`).
+    fn joinAndAbandon(s: *Scheduler) void {
         for (s.workers) |*w| w.thread.?.join();
         // After the workers: it reads their deadlines and heaps.
         s.watchdog.?.join();
@@ -1669,9 +1695,6 @@ pub const Scheduler = struct {
         s.pool.forEachStack(s, releaseAbandoned);
         // Every one that never finished was counted out there: none is live.
         assert(s.live.load(.monotonic) == 0);
-        if (s.unmap_hook) |hook| hook();
-        s.pool.deinitAbandoning();
-        s.state.store(.stopped, .release);
     }
 
     fn releaseAbandoned(s: *Scheduler, st: Stack) void {
