@@ -1230,11 +1230,22 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
         // does, and then there is nothing left to do. Before, this returned 0 at once, while
         // kc_sched_abandoned was still KC_EBUSY and the workers ran on.
     }
-    // The channels the shutdown's cleanups leave to be ended (`endAbandoned`): ended last, once
-    // `sched_mutex` is unlocked and `sched_shutting` counted this call out (defers run in
-    // reverse), so that a hook they run may start a scheduler.
-    var ends: AbandonedList = .{};
-    defer ends.finishAll();
+    // What the shutdown's cleanups leave for later (`coroutine.later`): the channels they end
+    // (`endAbandoned`) and the values abandoned receives got (`Channel.dropAbandoned`), done
+    // last, in the order left, once `sched_mutex` is unlocked and `sched_shutting` counted this
+    // call out (defers run in reverse), so that a hook they run may start or shut down a
+    // scheduler. Before, only the channels' ends waited that long (a list of their own); the
+    // rest ran as `Scheduler.shutdownBy` returned, under `sched_mutex`, where such a hook
+    // deadlocked (or was refused: KC_ESHUTDOWN while `sched_shutting` counted this call).
+    var later: coroutine.LaterList = .{};
+    // This thread collects already only inside a shutdown's cleanups, where a shutdown would
+    // wait for itself anyway; then the outer collector runs them.
+    const collecting = !coroutine.collectingLater();
+    if (collecting) _ = coroutine.collectLater(&later);
+    defer if (collecting) {
+        _ = coroutine.collectLater(null);
+        later.runAll();
+    };
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -1280,7 +1291,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // for the coroutine that never yields). Monotonic: stored only under `sched_mutex`.
     if (sched.join_pending.load(.monotonic)) {
         if (generation) |g| if (sched_generation.load(.monotonic) != g) return 0;
-        return finishShutdown(&ends, mode, deadline);
+        return finishShutdown(mode, deadline);
     }
     if (running() == null) return 0;
     // Monotonic: stored only under `sched_mutex`, which we hold.
@@ -1299,7 +1310,7 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     _ = sched_stopping.swap(true, .seq_cst);
     if (!awaitUsersOut(deadline)) return Status.busy.code();
     if (@import("builtin").is_test) if (test_hooks.before_shutdown) |f| f();
-    return finishShutdown(&ends, mode, deadline);
+    return finishShutdown(mode, deadline);
 }
 
 /// `shutdownOf`'s wait for the short calls from outside still inside `sched` (`sched_users`) to
@@ -1317,9 +1328,7 @@ fn awaitUsersOut(deadline: ?u64) bool {
 
 /// `shutdownOf`'s scheduler shutdown, under `sched_mutex`: KC_ETIME if `deadline` (null: none)
 /// passed before the workers were joined (`Scheduler.shutdownBy`).
-fn finishShutdown(ends: *AbandonedList, mode: u32, deadline: ?u64) i32 {
-    abandoned_ends = ends;
-    defer abandoned_ends = null;
+fn finishShutdown(mode: u32, deadline: ?u64) i32 {
     // Seq_cst: see the bounded lock wait in `shutdownOf`, its only reader.
     sched_joining.store(true, .seq_cst);
     // A timed shutdown past its deadline waits for this (`lockSchedBy`) to give up.
@@ -1630,7 +1639,7 @@ const HeldRefs = struct {
             };
             a.* = .{ .entry = e, .end = .keep, .in_hand = copy, .home = .heap };
             break :made a;
-        } orelse (if (abandoned_ends != null) LandedReserve.make(e, elem[0..ch.elem_size]) else null) orelse {
+        } orelse (if (coroutine.collectingLater()) LandedReserve.make(e, elem[0..ch.elem_size]) else null) orelse {
             ch.dropUndeliverable(elem); // now: under a shutdown's locks only with the reserve full
             return h.releaseAll();
         };
@@ -1656,7 +1665,7 @@ fn abandonedStatus(token: ?*kcoro.scope.Token) i32 {
 /// What an abandoned actor or producer leaves to be done (`endAbandoned`): its channel ended
 /// (`EndChan`), with the reference it held; an actor's message in hand dropped first; its
 /// on_done called last. Lives in the child's start record (`ActorStart.ending`), which it
-/// frees once done: a shutdown queues it with no allocation (`AbandonedList`).
+/// frees once done: a shutdown queues it with no allocation (`endAbandoned`: its `later`).
 const AbandonedEnd = struct {
     entry: *ChanRegistry.Entry,
     end: EndChan,
@@ -1668,8 +1677,8 @@ const AbandonedEnd = struct {
     /// Its on_done, called after the channel was ended, as at its return.
     done: ?Done = null,
 
-    /// The next one a shutdown's cleanups left (`AbandonedList`).
-    next: ?*AbandonedEnd = null,
+    /// Its place in what a shutdown's cleanups left for later (`coroutine.later`).
+    later: coroutine.Later = .{ .run = runLater },
     /// Where it lives, and its `in_hand` with it.
     home: Home = .start,
 
@@ -1685,6 +1694,11 @@ const AbandonedEnd = struct {
         /// The same, made in `LandedReserve` (one block with the copy) when that failed.
         reserve,
     };
+
+    fn runLater(l: *coroutine.Later) void {
+        const a: *AbandonedEnd = @fieldParentPtr("later", l);
+        a.finish();
+    }
 
     /// Does it, then frees the start record carrying it (`a` with it).
     fn finish(a: *AbandonedEnd) void {
@@ -1735,48 +1749,22 @@ const LandedReserve = struct {
     }
 };
 
-/// What a shutdown's cleanups left to be done (`endAbandoned`), in the order they left it:
-/// intrusive (`AbandonedEnd.next`), so that queueing one under `sched_mutex` allocates nothing
-/// and cannot fail. Before, an array list on the C heap: out of memory, the end was done there
-/// and then, under the lock, where an on_done or a channel hook that starts a scheduler (or
-/// takes the lock by any call) deadlocked. A timed-out shutdown (kc_sched_shutdown_timed: a
-/// worker it could not join) runs no cleanup, so it leaves none: they come with the join a
-/// later shutdown completes, not before. The coroutine that worker still runs may be an
-/// actor's handler using `ctx`, which its on_done says is free; and a cleanup run meanwhile
-/// would race with that coroutine, which may still complete the waits the cleanups undo, wake
-/// their coroutines, or spawn from the stack pool that `releaseAbandoned` walks.
-const AbandonedList = struct {
-    head: ?*AbandonedEnd = null,
-    tail: ?*AbandonedEnd = null,
-
-    fn push(l: *AbandonedList, a: *AbandonedEnd) void {
-        std.debug.assert((l.head == null) == (l.tail == null));
-        a.next = null;
-        if (l.tail) |t| t.next = a else l.head = a;
-        l.tail = a;
-    }
-
-    /// Does each (`AbandonedEnd.finish`), in order; each frees itself.
-    fn finishAll(l: *AbandonedList) void {
-        while (l.head) |a| {
-            l.head = a.next; // read first: `finish` frees `a`
-            a.finish();
-        }
-        l.tail = null;
-    }
-};
-
-/// Set by a shutdown for the cleanups its `sched.shutdown` runs on its own thread (under
-/// `sched_mutex` and the scheduler's lifecycle lock): the channels they end are ended once it
-/// let go of both (`shutdownOf`). Ending one wakes its waiters and runs its hooks (a mailbox's
-/// undelivered hook, a zero-copy descriptor's release: the host's code), which under the lock
-/// deadlocked a hook that starts or shuts down a scheduler, or waits for a thread that does.
-threadlocal var abandoned_ends: ?*AbandonedList = null;
-
 /// Does what `a` says (`AbandonedEnd.finish`), now or (in a shutdown) once the shutdown let go
 /// of its locks; releases the caller's reference and frees the start record carrying `a` after.
+/// A shutdown's cleanups queue it (`coroutine.later`, intrusive: no allocation under
+/// `sched_mutex`, nothing that can fail): ending a channel wakes its waiters and runs its hooks
+/// (a mailbox's undelivered hook, a zero-copy descriptor's release: the host's code), which
+/// under the lock deadlocked a hook that starts or shuts down a scheduler, or waits for a
+/// thread that does; `shutdownOf` runs them once it let go of its locks. Before, they had a
+/// list of their own (`AbandonedList`), beside the scheduler's `coroutine.later` one.
+/// A timed-out shutdown (kc_sched_shutdown_timed: a worker it could not join) runs no cleanup,
+/// so it leaves no end: they come with the join a later shutdown completes, not before. The
+/// coroutine that worker still runs may be an actor's handler using `ctx`, which its on_done
+/// says is free; and a cleanup run meanwhile would race with that coroutine, which may still
+/// complete the waits the cleanups undo, wake their coroutines, or spawn from the stack pool
+/// that `releaseAbandoned` walks.
 fn endAbandoned(a: *AbandonedEnd) void {
-    if (abandoned_ends) |list| list.push(a) else a.finish();
+    coroutine.later(&a.later); // now when nobody collects
 }
 
 /// How an actor's or producer's channel is ended when a shutdown abandons it (`HeldRefs`,
@@ -2876,7 +2864,7 @@ const ActorStart = struct {
     token: ?*kcoro.scope.Token = null,
     /// What a shutdown that abandons it leaves to be done, written then (`HeldRefs.run`,
     /// `dropActorStart`): in the record, which lives as long as the child (its `HeldRefs`
-    /// frees it), so that queueing it allocates nothing (`AbandonedList`).
+    /// frees it), so that queueing it allocates nothing (`endAbandoned`).
     ending: AbandonedEnd = undefined,
 };
 
@@ -7243,6 +7231,44 @@ test "C ABI: kc_sched_shutdown_timed waiting for a handle lookup still in flight
     try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
     try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+}
+
+test "C ABI: what an abandoned coroutine's cleanup leaves for later (coroutine.later) runs once kc_sched_shutdown let go of sched_mutex, with the channels' ends" {
+    // Before, kc_sched_shutdown collected only the channels' ends (`AbandonedList`) itself;
+    // the rest (a value an abandoned receive got, to its channel's undelivered hook) ran as the
+    // scheduler's shutdown returned, still under `sched_mutex`: a hook that starts or shuts
+    // down a scheduler deadlocked there.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var cleanup: coroutine.Cleanup = .{ .run = onAbandon };
+        var later: coroutine.Later = .{ .run = runLater };
+        /// 0: not run; 1: ran with `sched_mutex` free and no shutdown counted; 2: not so.
+        var ran = std.atomic.Value(u32).init(0);
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            coroutine.pushCleanup(&cleanup);
+            defer coroutine.popCleanup(&cleanup);
+            _ = kc_coro_park(); // abandoned here
+        }
+        fn onAbandon(_: *coroutine.Cleanup) void {
+            coroutine.later(&later);
+        }
+        fn runLater(_: *coroutine.Later) void {
+            const free = sched_mutex.tryLock();
+            if (free) unlockSched();
+            const ok = free and sched_shutting.load(.monotonic) == 0;
+            ran.store(if (ok) 1 else 2, .release); // pairs with the test's acquire load
+        }
+    };
+    S.ran.store(0, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var child: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.body, null, 0, &child));
+    const parked: i32 = @intFromEnum(coroutine.State.parked);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the coroutine to park");
+    while (kc_coro_state(child) != parked) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(1));
+    try testing.expectEqual(@as(u32, 1), S.ran.load(.acquire));
 }
 
 test "C ABI: kc_scope_wait and kc_scope_watch on threads are KC_ESHUTDOWN as an unbounded shutdown stops the run, not after its join (a coroutine that never yields)" {
