@@ -1313,10 +1313,17 @@ pub const Scheduler = struct {
     /// shutdowns waiting for it (`shutdownBy`).
     fn unlockLifecycle(s: *Scheduler) void {
         s.lifecycle.unlock();
+        s.bumpLifecycle();
+    }
+
+    /// Wakes the bounded shutdowns waiting for `lifecycle` to look again: at an unlock, and
+    /// when a shutdown holding it says so (`lifecycle_shutdown`), past which they give up.
+    fn bumpLifecycle(s: *Scheduler) void {
         // Seq_cst, with the load below: a Dekker pair with `shutdownBy`'s wait (its increment
         // of `lifecycle_waiters`, then the futex wait's compare of this word). Either its
         // compare sees the new value (it does not sleep) or we see it counted (and wake it).
-        // Its release half publishes the unlock to a waiter that reads the bump.
+        // Its release half publishes the unlock (or `lifecycle_shutdown`) to a waiter whose
+        // seq_cst load of the word reads the bump.
         _ = s.lifecycle_events.fetchAdd(1, .seq_cst);
         if (s.lifecycle_waiters.load(.seq_cst) != 0) Futex.wake(&s.lifecycle_events, std.math.maxInt(u32));
     }
@@ -1507,6 +1514,9 @@ pub const Scheduler = struct {
         defer s.unlockLifecycle();
         // Monotonic: a hint for the bounded lock wait above, stored and cleared under the lock.
         s.lifecycle_shutdown.store(true, .monotonic);
+        // A waiter past its deadline that read the hint false before this store sleeps until
+        // a bump (it took us for a spawn): this one makes it look again, and give up.
+        s.bumpLifecycle();
         defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
         if (!s.join_pending.load(.monotonic)) {
             if (s.state.load(.acquire) != .running) return;
