@@ -266,7 +266,6 @@ class Mailbox<M> extends Channel<M> {
     mailboxHooks = {
       escaped: (ch) => (ch as Mailbox<unknown>).#watch(),
       learntDestroyed: () => {},
-      abortDrops: () => false,
     };
   }
 
@@ -508,7 +507,11 @@ class ActorImpl<M> implements Actor<M> {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
+    // An aborted signal rejects with its reason, the message hooked all the same (Kotlin's
+    // `send` into a closed channel hands it, cancelled or not). Before, it stayed the caller's.
+    if (signal !== undefined && isAborted(signal)) {
+      return this.#refuse(message, signal);
+    }
     return this.#refuse(message);
   }
 
@@ -523,14 +526,14 @@ class ActorImpl<M> implements Actor<M> {
    * cannot carry (a function) rejects with that CodecError and is not hooked. Before, the hook
    * got it.
    */
-  #refuse(message: M): Promise<void> {
+  #refuse(message: M, aborted?: AbortSignal): Promise<void> {
     try {
       checkValueOf(this.#mailbox, message);
     } catch (e) {
       return Promise.reject(e);
     }
     undeliveredOf(this.#mailbox, message);
-    return Promise.reject(this.#closedError("send"));
+    return Promise.reject(aborted === undefined ? this.#closedError("send") : abortReason(aborted));
   }
 
   trySend(message: M): TrySendResult {

@@ -434,13 +434,6 @@ export interface ChannelHooks {
    * cancel there (`watchCancelOf`).
    */
   escaped(ch: object): void;
-  /**
-   * Whether a send of `ch` that its signal's abort gives up now hands its value to the
-   * undelivered path rather than leaving it the caller's (a Channel: never): a producer's
-   * channel says so while its task is cancelled (src/produce.ts), whose waiting send is a
-   * cancelled send, not one the caller aborted (Kotlin calls onUndeliveredElement for it).
-   */
-  abortDrops(ch: object): boolean;
 }
 
 /** The hooks of the channels that have some (`ChannelHooks`): a producer's, a mailbox. */
@@ -4615,7 +4608,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let slot: Slot | undefined;
     try {
       signal = signalOf("send", options);
-      if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
+      if (signal !== undefined && isAborted(signal)) return this.#abortedSend(value, signal);
       if (this.#shared.local) {
         // A waiting local send holds the value as passed (its copy is taken now).
         this.#sym("send");
@@ -4654,6 +4647,26 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return Promise.reject(this.#sendError(this.#statusOfClosed()));
     }
     return this.#wait(SEND, value, signal, slot);
+  }
+
+  /**
+   * A send whose signal had aborted before it began: cancelled before it had a chance to send,
+   * so its value goes to the undelivered path (onUndeliveredElement, counted as dropped; a
+   * copy's to the creator's hook), as Kotlin's `send` cancelled before it sent hands it, and it
+   * rejects with the signal's reason. A value the codec cannot carry is not hooked (its error
+   * rejects, as a send into a closed channel's does). Once disposed or the library closed, as
+   * before: the reason, no hook. Before, the value stayed the caller's.
+   */
+  #abortedSend(value: T, signal: AbortSignal): Promise<void> {
+    const reason = abortReason(signal);
+    if (this.#disposed || !this.#lib.isOpen) return Promise.reject(reason);
+    try {
+      this.#checkValue(value);
+      this.#refused(value, undefined);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.reject(reason);
   }
 
   #statusOfClosed(): number {
@@ -4828,7 +4841,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // the signal has not aborted (the caller's code that reached the listener through the
       // engine's listeners property) changes nothing: before, the wait gave up with undefined.
       w.onAbort = () => {
-        if (isAborted(signal)) this.#abandon(w, abortReason(signal));
+        if (isAborted(signal)) this.#abandon(w, abortReason(signal), true);
       };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
@@ -4852,16 +4865,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * A waiter gives up (its signal aborted, or its copy disposed): withdrawn if queued, and
-   * rejected with `reason`; a send's value is never delivered (its encoding freed, not handed
-   * to a hook: the value stays the caller's), except a producer's send that its task's
-   * cancellation woke (`ChannelHooks.abortDrops`): its value goes to the undelivered path, as a cancel's
-   * waiting sender's does. If it completed first, its record settles it: a send as delivered,
-   * a receive that took a value rejects with `reason` all the same and its value goes back to
-   * the channel (`gaveUp`, see `_completed`). Nothing if it is done.
+   * A waiter gives up (its signal aborted, or its copy disposed, or its signal's listen threw):
+   * withdrawn if queued, and rejected with `reason`; a send's value is never delivered. With
+   * `cancelled` (its signal aborted: a producer's or mailbox's task's too) the send's value goes
+   * to the undelivered path (onUndeliveredElement, counted as dropped), as Kotlin's `send`
+   * cancelled before it sent hands it, and as a cancel's waiting sender's does; else (a copy's
+   * dispose, a signal that cannot be listened to) its encoding is freed, not handed to a hook:
+   * the value stays the caller's. If it completed first, its record settles it: a send as
+   * delivered (never hooked), a receive that took a value rejects with `reason` all the same and
+   * its value goes back to the channel (`gaveUp`, see `_completed`). Nothing if it is done.
    */
-  #abandon(w: Waiter, reason: unknown): void {
-    const drop = w.kind === SEND && hooksOf.get(this)?.abortDrops(this) === true;
+  #abandon(w: Waiter, reason: unknown, cancelled = false): void {
+    const drop = w.kind === SEND && cancelled;
     // Where the value is encoded: a queued send's slot always, a local one's if taken at the call.
     let encoded = w.encoded;
     if (w.state === QUEUED) {

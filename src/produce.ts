@@ -195,8 +195,8 @@ let stateOf: <T>(out: ProducerChannel<T>) => ProducerState;
 let isProducer: (x: unknown) => boolean;
 /**
  * What a producer's channel hears of Channel (`ChannelHooks`, given by `hookChannel` as `produce`
- * makes it): its private `#watch`, `#learntDestroyed` and `#abortDrops`. Set by a static block
- * of ProducerChannel.
+ * makes it): its private `#watch` and `#learntDestroyed`. Set by a static block of
+ * ProducerChannel.
  */
 let producerHooks: ChannelHooks;
 
@@ -210,7 +210,6 @@ class ProducerChannel<T> extends Channel<T> {
     producerHooks = {
       escaped: (ch) => (ch as ProducerChannel<unknown>).#watch(),
       learntDestroyed: (ch, cause) => (ch as ProducerChannel<unknown>).#learntDestroyed(cause),
-      abortDrops: (ch) => (ch as ProducerChannel<unknown>).#abortDrops(),
     };
   }
 
@@ -414,20 +413,6 @@ class ProducerChannel<T> extends Channel<T> {
       return Promise.reject(e);
     }
     return Promise.reject(reason);
-  }
-
-  /**
-   * A send of the producer's waiting when its task is cancelled (its scope cancelled, a
-   * sibling or child failing, the consumer's cancel: that one refused it first) is a cancelled
-   * send: its value goes to onUndeliveredElement, as Kotlin's suspended `send` that its
-   * coroutine's cancellation resumes hands it, and as a send made once the task was cancelled
-   * hands it (`#afterCancel`). A send whose own signal aborted while the task runs keeps its
-   * value, as any aborted send. Before, a send the task's cancellation woke kept its value while
-   * one made a turn later was hooked: the block, told the same CancellationError by both, could
-   * not know whether to release the value itself.
-   */
-  #abortDrops(): boolean {
-    return this.#ended() !== null;
   }
 
   /**

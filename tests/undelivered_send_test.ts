@@ -316,3 +316,96 @@ Deno.test("a hook that uses its own channel runs once per value, one call after 
     }
   }
 });
+
+// A send cancelled before it had a chance to send hands its value to onUndeliveredElement, as
+// Kotlin's does ("the send operation threw an exception because it was cancelled before it had
+// a chance to actually send the element": BufferedChannel's cancellation handler of a suspended
+// sender, `SenderWithOnUndeliveredElementCancellationHandler`): in kcoro a send's cancellation is
+// its `signal`'s abort (a `withTimeout`'s, a task's). Before, its value stayed the caller's.
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  for (const when of ["in the same turn", "after it queued"] as const) {
+    Deno.test(`${kind}: a send waiting when its signal aborts ${when} hands its value to the hook once, counted as dropped`, async () => {
+      const { ch, got } = hooked<Box>(0, shared);
+      const ctl = new AbortController();
+      const box = { n: 1 };
+      const sending = ch.send(box, { signal: ctl.signal });
+      if (when === "after it queued") await new Promise((r) => setTimeout(r, 0));
+      const reason = new Error("stop");
+      ctl.abort(reason);
+      await assert.rejects(sending, (e) => e === reason);
+      assert.equal(got.length, 1);
+      // A local wait holds the copy the send took (a cancel's waiting sender hands that too).
+      assert.deepEqual(got[0], box);
+      assert.deepEqual(ch.tryReceive(), { state: "empty" }, "never delivered");
+      assert.equal(ch.metrics().dropped, 1);
+      ch[Symbol.dispose]();
+      assert.equal(got.length, 1, "hooked once");
+    });
+  }
+
+  Deno.test(`${kind}: a send whose signal aborted before the call hands its value to the hook and rejects with the reason`, async () => {
+    const { ch, got } = hooked<Box | number>(1, shared);
+    const box = { n: 1 };
+    await assert.rejects(ch.send(box, { signal: AbortSignal.abort("stop") }), (e) => e === "stop");
+    // Also where the buffer has room: the send did not happen.
+    await assert.rejects(ch.send(2, { signal: AbortSignal.abort("stop") }), (e) => e === "stop");
+    assert.equal(got[0], box);
+    assert.deepEqual(got, [box, 2]);
+    assert.deepEqual(ch.tryReceive(), { state: "empty" });
+    assert.equal(ch.metrics().dropped, 2);
+    // A value the codec cannot carry is its error, not hooked (as a closed channel's send).
+    await assert.rejects(
+      ch.send((() => {}) as unknown as number, { signal: AbortSignal.abort("stop") }),
+      (e) => e !== "stop",
+    );
+    assert.equal(got.length, 2);
+    ch[Symbol.dispose]();
+    assert.equal(got.length, 2);
+  });
+
+  Deno.test(`${kind}: a send under withTimeout that times out hands its value to the hook; a trySend that finds no room does not`, async () => {
+    const { withTimeout, withTimeoutOrNull, TimeoutError } = await import("../mod.ts");
+    const { ch, got } = hooked<Box>(0, shared);
+    const a = { n: 1 }, b = { n: 2 };
+    await assert.rejects(withTimeout(5, (t) => ch.send(a, { signal: t.signal })), TimeoutError);
+    assert.equal(await withTimeoutOrNull(5, (t) => ch.send(b, { signal: t.signal })), null);
+    assert.deepEqual(ch.trySend({ n: 3 }), { state: "full" });
+    assert.deepEqual(got, [a, b]);
+    ch[Symbol.dispose]();
+    assert.deepEqual(got, [a, b]);
+  });
+}
+
+Deno.test("a copy's send aborted while it waits (in JavaScript, and queued natively): the value reaches the creator's hook", async () => {
+  const { ch, got, handle } = hooked<Box | number>(0, true);
+  const copy = Channel.from<Box | number>(handle!);
+  const c1 = new AbortController(), c2 = new AbortController();
+  const first = copy.send({ n: 1 }, { signal: c1.signal });
+  c1.abort("one"); // still in the copy's JavaScript
+  await assert.rejects(first, (e) => e === "one");
+  const second = copy.send(2, { signal: c2.signal });
+  await new Promise((r) => setTimeout(r, 0)); // queued natively
+  c2.abort("two");
+  await assert.rejects(second, (e) => e === "two");
+  await assert.rejects(copy.send(3, { signal: AbortSignal.abort("three") }), (e) => e === "three");
+  copy[Symbol.dispose]();
+  // Kept natively for the creator: its metrics() hands them over before it counts.
+  assert.equal(ch.metrics().dropped, 3);
+  assert.deepEqual(got, [{ n: 1 }, 2, 3]);
+  ch[Symbol.dispose]();
+  assert.deepEqual(got, [{ n: 1 }, 2, 3]);
+});
+
+Deno.test("an aborted send that completed first is delivered, never hooked; one that did not is hooked, never delivered", async () => {
+  const { ch, got } = hooked<number>(0, false);
+  const ctl = new AbortController();
+  const sending = ch.send(1, { signal: ctl.signal });
+  assert.equal(await ch.receive(), 1); // taken from the waiting send: it settled, delivered
+  ctl.abort("late");
+  await sending;
+  assert.deepEqual(got, []);
+  ch[Symbol.dispose]();
+  assert.deepEqual(got, []);
+});
+
