@@ -52,6 +52,7 @@ import type { Library } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
   Channel,
+  checkValueOf,
   closedResultOf,
   endedOf,
   keepHeldOf,
@@ -390,6 +391,7 @@ export function select<R>(
     }
     if (signal !== undefined && isAborted(signal)) {
       handleThenable(built); // its late clauses' errors: the select rejected already
+      refuseAborted(clauses);
       return Promise.reject(abortReason(signal));
     }
     if (unbiased) shuffle(clauses);
@@ -405,6 +407,32 @@ export function select<R>(
     return result;
   } catch (e) {
     return Promise.reject(e);
+  }
+}
+
+/**
+ * A select whose signal had aborted before it began: no clause fires, and each `onSend`
+ * clause's value, cancelled before it was sent, goes to its channel's undelivered path, in
+ * clause order, as a `send` given an aborted signal hands its value (counted as dropped; a
+ * copy's to the creator's hook). Not a value its channel's codec cannot carry (that clause
+ * would have failed the select), nor one for a channel disposed or whose library closed (a
+ * send there refuses it unhooked). Before, the values stayed the caller's.
+ */
+function refuseAborted(clauses: Clause[]): void {
+  for (const c of clauses) {
+    if (c.kind !== SEND) continue;
+    const ch = c.ch!;
+    if (ch._disposed || !ch._lib.isOpen) continue;
+    try {
+      checkValueOf(ch, c.value);
+    } catch {
+      continue; // not a value this channel can carry: never the hook's
+    }
+    try {
+      refusedOf(ch, c.value);
+    } catch (e) {
+      reportError(e); // an encoding failing: not expected (the hook's own errors are caught)
+    }
   }
 }
 
@@ -440,6 +468,12 @@ class Selection implements RingOp {
    */
   gaveUp = false;
   reason: unknown = undefined;
+  /**
+   * The give-up that stays (`gaveUp`, `reason`) is its signal's abort: a cancellation, so the
+   * send clauses' values, none sent, go to their channels' undelivered path as an aborted
+   * send's does (not for a copy's dispose, an async builder's failure).
+   */
+  cancelled = false;
   done = false;
   resolve!: (v: unknown) => void;
   reject!: (e: unknown) => void;
@@ -825,6 +859,8 @@ class Selection implements RingOp {
    */
   #jsWins(c: Clause | undefined, reason?: unknown): void {
     if (this.done) return;
+    // The signal's abort (no clause, no reason of another give-up): a cancellation.
+    const abort = c === undefined && reason === undefined;
     if (this.completing) {
       // A channel clause won first (an `onTimeout`, job or deferred got KC_EBUSY) and its
       // record is not drained yet: an abort now gives up as one that got that KC_EBUSY itself
@@ -832,7 +868,10 @@ class Selection implements RingOp {
       // reason; a send clause that won still fires). Before, it was ignored: the clause fired
       // though the signal had aborted before the select settled, and a caller that had moved
       // on dropped the value.
-      if (c === undefined && !this.gaveUp) this.#giveUp(reason ?? abortReason(this.signal!));
+      if (c === undefined && !this.gaveUp) {
+        this.#giveUp(reason ?? abortReason(this.signal!));
+        this.cancelled = abort;
+      }
       return;
     }
     if (this.queued) {
@@ -842,7 +881,10 @@ class Selection implements RingOp {
         // Through `#giveUp`, as every give-up is, so that one rule says which reason stays: the
         // first. It set `reason` itself, which would have overwritten an earlier one; none can
         // be earlier here (every give-up comes once `completing` is set, here or in `run`).
-        if (c === undefined) this.#giveUp(reason ?? abortReason(this.signal!));
+        if (c === undefined) {
+          this.#giveUp(reason ?? abortReason(this.signal!));
+          this.cancelled = abort;
+        }
         return;
       }
       this.queued = false;
@@ -860,7 +902,11 @@ class Selection implements RingOp {
       if (c !== undefined && c.kind === TIMEOUT) this.#countTimeout();
     }
     if (c === undefined) {
-      this.#freeValues(-1);
+      // Aborted: each send clause's value, not sent, to its channel's undelivered path (as an
+      // aborted send's: Kotlin's cancelled select disposes its clauses, each waiting `onSend`
+      // handing its element to its channel's onUndeliveredElement). Another give-up (a copy's
+      // dispose, an async builder's failure) leaves them the caller's.
+      this.#freeValues(-1, false, abort);
       this.#giveSlots(); // withdrawn, or never queued
       this.done = true;
       this.#cleanup();
@@ -956,7 +1002,9 @@ class Selection implements RingOp {
       // dropped the value.
       this.bridge!.giveBack(this);
       try {
-        this.#freeValues(-1); // the send clauses were not sent: their values stay the caller's
+        // The send clauses were not sent: to the hooks where its signal aborted (`cancelled`),
+        // else their values stay the caller's.
+        this.#freeValues(-1, false, this.cancelled);
       } finally {
         this.#giveSlots();
         this.done = true;
@@ -977,7 +1025,7 @@ class Selection implements RingOp {
       // that a cancel failed keeps its CancellationError: its value went to the hook.
       this.bridge!.take(this, null, 0);
       try {
-        this.#freeValues(-1); // no send clause was sent: their values stay the caller's
+        this.#freeValues(-1, false, this.cancelled); // no send clause was sent: as above
       } finally {
         this.#giveSlots();
         this.done = true;

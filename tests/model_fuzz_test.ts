@@ -37,8 +37,8 @@
 // (`check`); every operation that fails on a closed channel counts one closed failure, on a
 // cancelled one one cancelled failure, whether it found the channel so or a close or cancel failed
 // its wait (`MChan.failClosed`, `MChan.close`; ChannelMetrics.failures); an aborted send's value
-// never goes to the hook (README: "an aborted send is never delivered"; the hook's JSDoc lists what
-// does); a receive that another thread completed natively (its send, or its close or cancel of a
+// (a select's onSend values too) is never delivered and goes to the hook, counted as dropped, as
+// Kotlin's cancelled send hands it (`Run.abandon`, `Run.preAborted`); a receive that another thread completed natively (its send, or its close or cancel of a
 // native channel: `nativeDone`) loses to an abort in the same turn, before its record drains, and
 // a value it took goes back to its channel (README's abort and select paragraphs;
 // `MChan.giveBack`), while a local channel settles it at once, and so does a send or receive of
@@ -658,10 +658,17 @@ let nativeDone = new Map<MOp, NativeDone>();
 /**
  * Queued selects that a close or cancel failed this turn, with that outcome: when their records
  * drain (`Run.check`), each other send clause's value goes to its channel's hook (a select
- * that a channel's end fails hands every onSend value over: README's select section), unless
- * an abort replaced the outcome first (its values stay the caller's).
+ * that a channel's end fails hands every onSend value over: README's select section), also
+ * where an abort replaced the outcome first (`abortedLate`: a cancelled select's go there too).
  */
 let endedSelects: { e: Entry; outcome: Outcome }[] = [];
+
+/**
+ * Selects whose abort won over a native completion this turn (`Run.abandon`'s `nativeDone`
+ * branch): as their records drain (`Run.check`), their send clauses' values go to their hooks,
+ * as a cancelled select's (src/select.ts, `cancelled`).
+ */
+let abortedLate = new Set<MOp>();
 
 /** `complete` just failed `e` by its channel's end: a select's other send clauses, later. */
 function endedLater(e: Entry): void {
@@ -1082,6 +1089,7 @@ class Run {
     this.grnd = prng(seed * 49979687 + 13);
     nativeDone = new Map();
     endedSelects = [];
+    abortedLate = new Set();
     for (let i = 0; i < 3; i++) this.slots.push(makeSlot(randomConfig(this.rnd)));
     this.log.push(
       ...this.slots.map((s, i) => `ch${i}: ${describeConfig(s.cfg)}`),
@@ -1821,7 +1829,7 @@ class Run {
     this.log.push(
       `abort ${ps.length > 0 ? ps.map((p) => p.what).join(", ") : "an iterator's signal"}`,
     );
-    for (const p of ps) this.abandon(p, { is: reason });
+    for (const p of ps) this.abandon(p, { is: reason }, true);
     ctl.abort(reason);
   }
 
@@ -1913,11 +1921,17 @@ class Run {
    * An operation given up (its signal aborted, or the `Channel.from` copy it waits through
    * disposed: the runtime's `#abandon` and a select's `channelDisposed`) rejects with `err`.
    */
-  abandon(p: Pending, err: ErrSpec): void {
+  abandon(p: Pending, err: ErrSpec, cancelled = false): void {
     const nd = nativeDone.get(p.mop);
     if (!p.mop.done) {
       p.mop.done = true;
       p.mop.outcome = iterOutcome(p.mop, { ok: false, err });
+      // Its signal's abort cancels it: a send's value, and each of a select's onSend values,
+      // to its channel's hook (Kotlin's cancelled send; README's abort paragraph). A copy's
+      // dispose leaves them the caller's.
+      if (cancelled) {
+        for (const c of p.mop.clauses) if (c.kind === "send") c.ch.refuse(c.value!);
+      }
       // One cancelled failure on each of its channels.
       for (const c of new Set(p.mop.clauses.map((c) => c.ch))) {
         c.cancelledFails++;
@@ -1930,6 +1944,8 @@ class Run {
       // channel settles such a wait at once).
       nativeDone.delete(p.mop);
       p.mop.outcome = iterOutcome(p.mop, { ok: false, err });
+      // Its send clauses, none sent, reach their hooks as its record drains (`check`).
+      if (cancelled) abortedLate.add(p.mop);
       if (nd.value !== undefined) {
         this.givenBack.push({ ...nd, by: p });
         for (const c of new Set(p.mop.clauses.map((c) => c.ch))) c.cancelledFails++;
@@ -1983,21 +1999,29 @@ class Run {
       }(aborted signal)#${op.id}`,
     );
     // A select with such a signal settles before it looks at a clause: nothing is sent, no
-    // channel escapes (src/select.ts), nothing counts, as for a receive (README: "An aborted
-    // signal rejects with its reason and no clause fires: an onSend's value is never
-    // delivered"). So does a values({ signal }) iterator's next().
+    // channel escapes (src/select.ts), nothing counts as a failure, as for a receive (README:
+    // "An aborted signal rejects with its reason and no clause fires"). So does a
+    // values({ signal }) iterator's next(). A send's value, and a select's onSend value, was
+    // cancelled before it was sent: to the hook, counted as dropped (Kotlin's cancelled send).
+    let cancelled: number | undefined;
+    const valueOf = () => {
+      const [id, v] = this.value(s);
+      cancelled = id;
+      return v;
+    };
     const p = how === 0
-      ? ch.send(this.value(s)[1], { signal })
+      ? ch.send(valueOf(), { signal })
       : how === 1
       ? ch.receive({ signal })
       : how === 2
       ? ch.receiveCatching({ signal })
       : how === 3
       ? select((b) => {
-        b.onSend(ch, this.value(s)[1], () => "sent");
+        b.onSend(ch, valueOf(), () => "sent");
         b.onReceive(ch, (v) => v);
       }, { signal })
       : ch.values({ signal }).next();
+    if (cancelled !== undefined) s.model.refuse(cancelled);
     this.track(op, p, `${who} pre-aborted#${op.id}`);
   }
 
@@ -2055,12 +2079,16 @@ class Run {
     // The records drain: the values aborted receives took go back, in the order of the aborts.
     for (const { ch, value, by } of this.givenBack.splice(0)) {
       const reached = ch.giveBack(value!);
+      if (by !== undefined && abortedLate.delete(by.mop)) {
+        for (const c of by.mop.clauses) if (c.kind === "send") c.ch.refuse(c.value!);
+      }
       if (!drained && by !== undefined && reached !== undefined) this.abortInHandler(by, reached);
     }
     for (const op of timed) if (!op.done) this.timeOut(op);
     for (const { e, outcome } of endedSelects.splice(0)) {
-      if (e.op.outcome === outcome) refuseOthers(e);
+      if (e.op.outcome === outcome || abortedLate.delete(e.op)) refuseOthers(e);
     }
+    abortedLate.clear();
     nativeDone.clear();
     for (const s of [...this.slots, ...this.retired]) {
       for (const op of s.model.selects) if (op.done) s.model.selects.delete(op);

@@ -571,9 +571,10 @@ Deno.test("select meets plain waits of the same isolate, both ways", async () =>
   assert.equal(pending(), 0);
 });
 
-Deno.test("abort signals: reject with the reason, leave every channel intact, never deliver", async () => {
+Deno.test("abort signals: reject with the reason, leave every channel intact, never deliver; each onSend value to its channel's hook", async () => {
   using a = new Channel<string>();
-  using b = new Channel<string>(1, { onUndeliveredElement: () => assert.fail("undelivered") });
+  const hookedB: string[] = [];
+  using b = new Channel<string>(1, { onUndeliveredElement: (v) => hookedB.push(v) });
   b.trySend("full");
   const ac = new AbortController();
   const waiting = select((s) => {
@@ -588,12 +589,15 @@ Deno.test("abort signals: reject with the reason, leave every channel intact, ne
   assert.deepEqual(a.tryReceive(), { state: "empty" }); // never delivered
   assert.deepEqual(b.tryReceive(), { state: "ok", value: "full" });
   assert.deepEqual(b.tryReceive(), { state: "empty" });
-  // Already aborted: rejects at once, nothing sent even where there is room.
+  // Cancelled: the onSend values went to their hooks (b's; a has none), as aborted sends'.
+  assert.deepEqual(hookedB, ["never either"]);
+  // Already aborted: rejects at once, nothing sent even where there is room (the value hooked).
   await assert.rejects(
     select((s) => s.onSend(b, "no", () => 0), { signal: AbortSignal.abort("pre") }),
     (e) => e === "pre",
   );
   assert.deepEqual(b.tryReceive(), { state: "empty" });
+  assert.deepEqual(hookedB, ["never either", "no"]);
   // Aborted while a clause's value was encoded (a getter ran the caller's code): rejects.
   using any = new Channel<unknown>();
   const mid = new AbortController();
@@ -619,7 +623,8 @@ Deno.test("abort signals: reject with the reason, leave every channel intact, ne
   const rr = a.receive();
   await a.send("w");
   assert.equal(await rr, "w");
-  b.cancel(); // nothing of the aborted select reaches onUndeliveredElement
+  b.cancel(); // nothing more of the aborted selects reaches onUndeliveredElement
+  assert.deepEqual(hookedB, ["never either", "no"]);
 });
 
 Deno.test("onJoin and onAwait: jobs and deferreds as clauses", async () => {
@@ -2089,9 +2094,10 @@ Deno.test("an aborted select whose clause's channel another thread closed or can
           // Another thread's cancel: what it dropped reaches the hook at the isolate's next
           // operation on the channel (README's cancel paragraph).
           if (mode === "native" && end === "cancel") ch.tryReceive();
-          // A send clause's value was not sent: it stays the caller's (not at the hook).
-          const expected = clause === "onSend" && end === "cancel" ? [1] : [];
-          assert.deepEqual(dropped, expected, what);
+          // A send clause's value was not sent: the abort cancelled it, so it went to the hook
+          // (before, it stayed the caller's), once, with what a cancel dropped (the buffered 1).
+          const expected = clause !== "onSend" ? [] : end === "cancel" ? [1, 2] : [2];
+          assert.deepEqual(dropped.sort(), expected, what);
         }
       }
     }
@@ -2171,8 +2177,9 @@ Deno.test("a select that a channel's end fails hands every onSend clause's value
     a.ch[Symbol.dispose]();
     b.ch[Symbol.dispose]();
   }
-  // Unchanged: a select that a clause won, or that its signal aborted, hands no value of a
-  // losing clause to a hook (they stay the caller's, as an aborted send's).
+  // Unchanged: a select that a clause won hands no value of a losing clause to a hook (they
+  // stay the caller's). One that its signal aborted is cancelled: each onSend value goes to its
+  // own channel's hook, as an aborted send's does (before, it stayed the caller's).
   {
     const a = hooked(0), b = hooked(1);
     const got = select<string>((s) => {
@@ -2180,14 +2187,15 @@ Deno.test("a select that a channel's end fails hands every onSend clause's value
       s.onSend(b.ch, "B", () => "b");
     });
     assert.equal(await got, "b");
+    assert.deepEqual([a.got, b.got], [[], []]);
     const ac = new AbortController();
     const aborted = select((s) => s.onSend(a.ch, "A2", () => "a"), { signal: ac.signal });
     ac.abort("stop");
     await assert.rejects(aborted, (e) => e === "stop");
-    assert.deepEqual([a.got, b.got], [[], []]);
+    assert.deepEqual([a.got, b.got], [["A2"], []]);
     a.ch[Symbol.dispose]();
     b.ch[Symbol.dispose]();
-    assert.deepEqual([a.got, b.got], [[], ["B"]]); // b's buffered value, at its dispose
+    assert.deepEqual([a.got, b.got], [["A2"], ["B"]]); // b's buffered value, at its dispose
   }
   assert.equal(pending(), 0);
 });

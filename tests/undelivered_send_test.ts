@@ -409,3 +409,80 @@ Deno.test("an aborted send that completed first is delivered, never hooked; one 
   assert.deepEqual(got, []);
 });
 
+// A select whose signal aborts is cancelled: each onSend clause's value, not sent, goes to its own
+// channel's undelivered path (Kotlin's cancelled select disposes its clauses, each waiting onSend
+// handing its element to its channel's hook). A select that a clause won leaves the other
+// clauses' values with the caller (a deliberate difference: README, "Select from TypeScript").
+for (const shared of [false, true]) {
+  const kind = shared ? "shared" : "local";
+  for (const when of ["in the same turn", "after it queued", "before it began"] as const) {
+    Deno.test(`${kind}: a select whose signal aborts ${when} hands each onSend value to its own channel's hook, once`, async () => {
+      const a = hooked<Box>(0, shared), b = hooked<Box>(0, shared);
+      using idle = new Channel<number>();
+      const ctl = new AbortController();
+      if (when === "before it began") ctl.abort("stop");
+      const x = { n: 1 }, y = { n: 2 };
+      const waiting = select((s) => {
+        s.onSend(a.ch, x, () => "a");
+        s.onReceive(idle, () => "idle");
+        s.onSend(b.ch, y, () => "b");
+      }, { signal: ctl.signal });
+      if (when === "after it queued") await new Promise((r) => setTimeout(r, 0));
+      ctl.abort("stop");
+      await assert.rejects(waiting, (e) => e === "stop");
+      assert.deepEqual(a.got, [x]);
+      assert.deepEqual(b.got, [y]);
+      assert.deepEqual(a.ch.tryReceive(), { state: "empty" }, "never delivered");
+      assert.deepEqual(b.ch.tryReceive(), { state: "empty" }, "never delivered");
+      assert.equal(a.ch.metrics().dropped, 1);
+      assert.equal(b.ch.metrics().dropped, 1);
+      a.ch[Symbol.dispose]();
+      b.ch[Symbol.dispose]();
+      assert.deepEqual(a.got, [x], "hooked once");
+      assert.deepEqual(b.got, [y], "hooked once");
+    });
+  }
+
+  Deno.test(`${kind}: a select that another clause won leaves its onSend values with the caller, unhooked`, async () => {
+    const a = hooked<Box>(0, shared);
+    using other = new Channel<number>(1);
+    other.trySend(5);
+    assert.equal(
+      await select((s) => {
+        s.onSend(a.ch, { n: 1 }, () => "sent");
+        s.onReceive(other, (v) => `got ${v}`);
+      }),
+      "got 5",
+    );
+    assert.equal(
+      await select((s) => {
+        s.onSend(a.ch, { n: 2 }, () => "sent");
+        s.onTimeout(1, () => "timeout");
+      }),
+      "timeout",
+    );
+    assert.deepEqual(a.got, []);
+    assert.equal(a.ch.metrics().dropped, 0);
+    a.ch[Symbol.dispose]();
+    assert.deepEqual(a.got, []);
+  });
+}
+
+Deno.test("a copy's select whose signal aborts: its onSend value reaches the creator's hook", async () => {
+  const { ch, got, handle } = hooked<Box>(0, true);
+  const copy = Channel.from<Box>(handle!);
+  const ctl = new AbortController();
+  const waiting = select((s) => s.onSend(copy, { n: 1 }, () => "sent"), { signal: ctl.signal });
+  await new Promise((r) => setTimeout(r, 0)); // queued natively
+  ctl.abort("stop");
+  await assert.rejects(waiting, (e) => e === "stop");
+  await assert.rejects(
+    select((s) => s.onSend(copy, { n: 2 }, () => "sent"), { signal: AbortSignal.abort("stop") }),
+    (e) => e === "stop",
+  );
+  copy[Symbol.dispose]();
+  assert.equal(ch.metrics().dropped, 2);
+  assert.deepEqual(got, [{ n: 1 }, { n: 2 }]);
+  ch[Symbol.dispose]();
+  assert.deepEqual(got, [{ n: 1 }, { n: 2 }]);
+});
