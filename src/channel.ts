@@ -90,7 +90,8 @@ export interface ChannelOptions<T> {
   codec?: Codec<T>;
   /**
    * Called in this isolate with every value the channel drops: drop policies, `cancel()`,
-   * dispose, and a send (not a `trySend`) that fails on a closed or cancelled channel, a
+   * dispose, a send (not a `trySend`) that fails on a closed or cancelled channel, and a send
+   * (or a select's `onSend`) that its signal's abort cancelled before it was delivered, a
    * `Channel.from` copy's in another isolate too. Errors it throws are reported with
    * `reportError` (one per value) and change nothing of the call that ran it: a failed send
    * still rejects with the close's error, `trySend`, `cancel()` and dispose do not throw.
@@ -103,7 +104,8 @@ export interface WaitOptions {
   /**
    * Aborting it rejects the operation with the signal's reason and leaves the channel intact: a
    * receive that took a value natively as the abort came (its record not drained yet) gives it
-   * back to the channel, in front; a send delivered first resolves.
+   * back to the channel, in front; a send delivered first resolves, one not delivered hands its
+   * value to onUndeliveredElement (Kotlin's cancelled send).
    */
   signal?: AbortSignal;
 }

@@ -125,7 +125,10 @@ export interface SelectBuilder<R> {
 
 /** Options of {@linkcode select}. */
 export interface SelectOptions {
-  /** Aborting it rejects the select with the signal's reason; no clause fires. */
+  /**
+   * Aborting it rejects the select with the signal's reason; no clause fires, and each onSend
+   * clause's value goes to its channel's onUndeliveredElement (as an aborted send's).
+   */
   signal?: AbortSignal;
   /** Pick uniformly among the ready clauses instead of the first in clause order. */
   unbiased?: boolean;
@@ -1181,8 +1184,9 @@ class Selection implements RingOp {
     // its element to its channel's onUndeliveredElement (BufferedChannel's
     // SenderWithOnUndeliveredElementCancellationHandler); kcoro does that only here, where the
     // caller learns of no clause: told "cancelled" by one of two channels cancelled in a turn, it
-    // could not know which value a hook had (the other's was freed, reaching no hook). A win or
-    // the caller's abort leaves them the caller's, as an aborted send's value is.
+    // could not know which value a hook had (the other's was freed, reaching no hook). A win
+    // leaves them the caller's (README argues that difference); the caller's abort hands them
+    // to the hooks (`cancelled`), as an aborted send's value is.
     const failed = (status === Status.EPIPE || status === Status.ECANCELED) &&
       c.kind !== RECV_CATCHING;
     if (!failed) {
