@@ -1849,7 +1849,8 @@ Deno.test("stress: a Worker sending or receiving in every way, terminated at a s
   // fate into shared memory as it learns it; this isolate receives, or sends (waiting sends and
   // trySendMany), a seeded number of values, then terminates it whatever it is doing and waits
   // for its thread to end. Sending: a value the Worker was told was sent is received here once
-  // (never handed to the hook); one it was told was not, or never tried, is seen nowhere; one
+  // (never handed to the hook); one whose send its abort timer cancelled is at the hook once,
+  // never received; one it was told was not, or never tried, is seen nowhere; one
   // in flight as it died (a wait queued natively, withdrawn as its thread ended, reaches the
   // hook) at most once. Receiving: each value sent here is counted once, by the Worker, by this
   // isolate's drain or by the hook, except those the Worker took and died before counting: at
@@ -1913,7 +1914,8 @@ Deno.test("stress: a Worker sending or receiving in every way, terminated at a s
           const got = here[v] + drained[v], seen = got + hook[v];
           if (s === 1) unsure++;
           if (
-            seen > 1 || (s === 2 && (got !== 1 || hook[v] !== 0)) || ((s === 0 || s === 3) && seen)
+            seen > 1 || (s === 2 && (got !== 1 || hook[v] !== 0)) ||
+            (s === 4 && (got !== 0 || hook[v] !== 1)) || ((s === 0 || s === 3) && seen)
           ) wrong.push(`${v}: state ${s}, received ${got}, hooked ${hook[v]}`);
         } else {
           const seen = s + drained[v] + hook[v];
