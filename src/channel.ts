@@ -183,7 +183,8 @@ export interface ChannelMetrics {
   failures: { full: number; closed: number; timeout: number; cancelled: number };
   /**
    * Values dropped by a drop policy, cancel or destroy, and the values of sends (not `trySend`s)
-   * that failed on a closed or cancelled channel and went to the undelivered path.
+   * that failed on a closed or cancelled channel, or that their signal's abort cancelled before
+   * they were delivered, and went to the undelivered path.
    */
   dropped: number;
   /** Values passed from a waiting party straight to the other. */
