@@ -10,6 +10,16 @@ import { catchReported, evalScript, until } from "./support.ts";
 
 type Box = { n: number };
 
+/**
+ * Resolves once a wait made in this turn is no longer only in JavaScript: on a shared channel,
+ * once it is queued natively (the bridge's pending count grew past `before`); on a local one,
+ * in a later macrotask (a local wait has nothing more to do).
+ */
+async function afterItQueued(shared: boolean, before: number): Promise<void> {
+  if (shared) await until(() => Bridge.of(library()).pending > before, "the wait queued natively");
+  else await new Promise((r) => setTimeout(r, 0));
+}
+
 /** A channel whose hook records what it gets; `shared` makes it native (share()). */
 function hooked<T>(capacity: number, shared: boolean) {
   const got: T[] = [];
@@ -329,8 +339,9 @@ for (const shared of [false, true]) {
       const { ch, got } = hooked<Box>(0, shared);
       const ctl = new AbortController();
       const box = { n: 1 };
+      const before = Bridge.of(library()).pending;
       const sending = ch.send(box, { signal: ctl.signal });
-      if (when === "after it queued") await new Promise((r) => setTimeout(r, 0));
+      if (when === "after it queued") await afterItQueued(shared, before);
       const reason = new Error("stop");
       ctl.abort(reason);
       await assert.rejects(sending, (e) => e === reason);
@@ -384,8 +395,9 @@ Deno.test("a copy's send aborted while it waits (in JavaScript, and queued nativ
   const first = copy.send({ n: 1 }, { signal: c1.signal });
   c1.abort("one"); // still in the copy's JavaScript
   await assert.rejects(first, (e) => e === "one");
+  const before = Bridge.of(library()).pending;
   const second = copy.send(2, { signal: c2.signal });
-  await new Promise((r) => setTimeout(r, 0)); // queued natively
+  await afterItQueued(true, before);
   c2.abort("two");
   await assert.rejects(second, (e) => e === "two");
   await assert.rejects(copy.send(3, { signal: AbortSignal.abort("three") }), (e) => e === "three");
@@ -422,12 +434,13 @@ for (const shared of [false, true]) {
       const ctl = new AbortController();
       if (when === "before it began") ctl.abort("stop");
       const x = { n: 1 }, y = { n: 2 };
+      const before = Bridge.of(library()).pending;
       const waiting = select((s) => {
         s.onSend(a.ch, x, () => "a");
         s.onReceive(idle, () => "idle");
         s.onSend(b.ch, y, () => "b");
       }, { signal: ctl.signal });
-      if (when === "after it queued") await new Promise((r) => setTimeout(r, 0));
+      if (when === "after it queued") await afterItQueued(true, before); // a select is native
       ctl.abort("stop");
       await assert.rejects(waiting, (e) => e === "stop");
       assert.deepEqual(a.got, [x]);
@@ -472,8 +485,9 @@ Deno.test("a copy's select whose signal aborts: its onSend value reaches the cre
   const { ch, got, handle } = hooked<Box>(0, true);
   const copy = Channel.from<Box>(handle!);
   const ctl = new AbortController();
+  const before = Bridge.of(library()).pending;
   const waiting = select((s) => s.onSend(copy, { n: 1 }, () => "sent"), { signal: ctl.signal });
-  await new Promise((r) => setTimeout(r, 0)); // queued natively
+  await afterItQueued(true, before);
   ctl.abort("stop");
   await assert.rejects(waiting, (e) => e === "stop");
   await assert.rejects(
@@ -485,4 +499,41 @@ Deno.test("a copy's select whose signal aborts: its onSend value reaches the cre
   assert.deepEqual(got, [{ n: 1 }, { n: 2 }]);
   ch[Symbol.dispose]();
   assert.deepEqual(got, [{ n: 1 }, { n: 2 }]);
+});
+
+Deno.test("an actor's send waiting on its full mailbox when its signal aborts hands the message to the hook once; a producer's send its own signal aborts, too", async () => {
+  const { actor, createScope, produce } = await import("../mod.ts");
+  await using scope = createScope();
+  const hooked: Box[] = [];
+  const release = Promise.withResolvers<void>();
+  const a = actor<Box>(scope, async (mailbox) => {
+    await release.promise; // takes nothing until the end
+    for await (const _ of mailbox) { /* drain */ }
+  }, { capacity: 1, onUndeliveredElement: (m) => hooked.push(m) });
+  await a.send({ n: 1 }); // buffered
+  const ctl = new AbortController();
+  const waiting = a.send({ n: 2 }, { signal: ctl.signal }); // the mailbox is full: waits
+  ctl.abort("stop");
+  await assert.rejects(waiting, (e) => e === "stop");
+  assert.deepEqual(hooked, [{ n: 2 }]);
+  release.resolve();
+  a.close();
+  await a.job.join();
+  assert.deepEqual(hooked, [{ n: 2 }], "hooked once, the buffered one delivered");
+
+  const got: number[] = [];
+  const own = new AbortController();
+  let outcome: unknown = "pending";
+  let sending = false;
+  const out = produce<number>(scope, async (out) => {
+    sending = true;
+    await out.send(1, { signal: own.signal }).then(() => outcome = "sent", (e) => outcome = e);
+  }, { onUndeliveredElement: (v) => got.push(v) }); // rendezvous: nobody receives
+  await until(() => sending, "the producer's send to begin");
+  own.abort("mine");
+  await until(() => outcome !== "pending", "the producer's send to settle");
+  assert.equal(outcome, "mine");
+  assert.deepEqual(got, [1]);
+  out[Symbol.dispose]();
+  assert.deepEqual(got, [1]);
 });
