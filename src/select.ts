@@ -1058,8 +1058,9 @@ class Selection implements RingOp {
    * clauses' values stay the caller's, freed here once the ticket is taken (the raw symbols
    * outlive the close). A select given up rejects with its reason, settled as open (`complete`)
    * where its record came before the ring's destroy: a value a receive clause took goes back to
-   * its channel (`giveBack`), and the send clauses' values, none sent, stay the caller's (freed
-   * here, no hook). Before, its ticket was left to the destroy, which handed them to their
+   * its channel (`giveBack`), and the send clauses' values, none sent, go to their channels'
+   * undelivered path where its signal aborted it (as open), else stay the caller's (freed here,
+   * no hook). Before, its ticket was left to the destroy, which handed them to their
    * channels' undelivered path: a value reported not sent reached onUndeliveredElement. Cut
    * off (after the destroy, `Bridge.destroyed`), it rejects so too. Any other rejects with
    * LibraryClosedError: the send clauses' values are the ring's, whose teardown hands each one
@@ -1075,12 +1076,14 @@ class Selection implements RingOp {
           !(c.kind === SEND && status === Status.ECANCELED)))
     ) {
       // As `complete`'s two branches for a select given up whose clause moved nothing of the
-      // caller's: the ticket taken (a value given back), every send clause's value freed as
-      // the caller's (`kept`: no hook, the library being closed).
+      // caller's: the ticket taken (a value given back), every send clause's value to its
+      // channel's undelivered path where its signal aborted it (`cancelled`: a creator's hook
+      // still runs, a copy's value is freed, the library being closed), else freed as the
+      // caller's (`kept`: no hook).
       try {
         if (status === 0) this.bridge!.giveBack(this);
         else this.bridge!.take(this, null, 0);
-        this.#freeValues(-1, false, false, true);
+        this.#freeValues(-1, false, this.cancelled, true);
       } finally {
         this.#giveSlots();
         this.done = true;

@@ -3965,14 +3965,14 @@ Deno.test("closing the library settles a receive given up whose record never cam
     back: { state: "ok", value: 8 },
   });
 });
-Deno.test("closing the library settles a select given up after its receive clause took a value as the open library does: its send clauses' values stay the caller's, none reaches onUndeliveredElement", async () => {
+Deno.test("closing the library settles a select given up after its receive clause took a value as the open library does: its aborted onSend value reaches onUndeliveredElement once", async () => {
   // The select's receive clause is completed natively, then the select is given up (its abort
   // lost: its record settles it), its record settling only at the close's last look (drains held
   // off while the library is open). It rejects with its reason, the value goes back to its
-  // channel and the onSend value, never sent, stays the caller's (it may send it again), as
-  // where the library is open. Before, the ticket was left to the ring's destroy, which handed
-  // the onSend value to its channel's undelivered path: the hook got it at the channel's
-  // dispose, a value its caller was told was not sent and still held.
+  // channel and the onSend value, never sent, goes to its channel's hook once, as where the
+  // library is open (an aborted select's onSend values are cancelled sends': README, Select).
+  // Before that rule, it stayed the caller's; before that, the ticket was left to the ring's
+  // destroy, which handed the value to the hook only at the channel's dispose.
   const res = await evalOnLibrary(`
     const dropped = [];
     const a = new Channel(0, { codec: codecs.f64, onUndeliveredElement: (v) => dropped.push(v) });
@@ -3999,7 +3999,7 @@ Deno.test("closing the library settles a select given up after its receive claus
   assert.deepEqual(JSON.parse(res.stdout), {
     sent: 0,
     settled: "rejected the reason",
-    dropped: [],
+    dropped: [5],
     back: { state: "ok", value: 6 },
   });
 });
