@@ -30,7 +30,7 @@
  *   rejects with a CancellationError (the destroy's, or one saying native code destroyed it),
  *   which, let out, ends the task cancelled; sends from then on are refused as once the actor
  *   has finished. The mailbox's `share()` and `handle` then throw InvalidHandleError (no live
- *   channel to hand out): the mailbox's own (`Channel._raised`), let out, ends it cancelled too;
+ *   channel to hand out): the mailbox's own (`isOwnError`), let out, ends it cancelled too;
  *   another channel's that the handler lets out is its failure, as any.
  * - Cancelling the mailbox cancels the actor (Kotlin's actor is a ChannelCoroutine): the
  *   handler's `mailbox.cancel()`, a `Channel.from` copy's in any isolate (its `share()`), native
@@ -60,7 +60,11 @@ import {
   checkCapacity,
   checkValueOf,
   closedResultOf,
+  destroyedSeenOf,
+  disposedOf,
   hookChannel,
+  isOwnError,
+  libraryOf,
   sharedStateOf,
   type TrySendResult,
   undeliveredOf,
@@ -144,7 +148,7 @@ const NOT_CLONEABLE = Symbol(
 );
 
 /**
- * Whether `e` is the mailbox's own InvalidHandleError (`Channel._raised`: raised by an operation
+ * Whether `e` is the mailbox's own InvalidHandleError (`isOwnError`: raised by an operation
  * on `mailbox`, by identity: its `share()` or `handle`, the only ones that throw so once native
  * code destroyed it, the others answering as on a cancelled channel) and native code destroyed
  * the mailbox (`kc_chan_destroy` through its `handle`). Any other error, an InvalidHandleError
@@ -153,7 +157,7 @@ const NOT_CLONEABLE = Symbol(
  * cancelled that fails with another exception reports it).
  */
 function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
-  return mailbox._raised(e) && mailbox._destroyedSeen;
+  return isOwnError(mailbox, e) && destroyedSeenOf(mailbox);
 }
 
 /**
@@ -163,7 +167,7 @@ function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
  * that stopped the task, uncaught (the process ended).
  */
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
-  if (mailbox._disposed || !mailbox._lib.isOpen) return;
+  if (disposedOf(mailbox) || !libraryOf(mailbox).isOpen) return;
   // A no-op once native code destroyed the mailbox (`kc_chan_destroy` through its `handle`),
   // as on any cancelled channel: the destroy cancelled it, rejecting its waits.
   mailbox.cancel(cause);
@@ -282,7 +286,7 @@ class Mailbox<M> extends Channel<M> {
    * busy elsewhere, not receiving, ran on.
    */
   #watch(): void {
-    if (!this.#s.running || this.#s.unwatch !== null || this._disposed) return;
+    if (!this.#s.running || this.#s.unwatch !== null || disposedOf(this)) return;
     this.#s.unwatch = watchCancelOf(this, (told) => this.#cancelTask(told), true);
   }
 
@@ -361,20 +365,20 @@ class Mailbox<M> extends Channel<M> {
     try {
       // The watch goes first: the dispose's cancel, told to it, would cancel the actor. A cancel
       // that came before it still does (below): the watch answers that it came untold.
-      const untold = !this._disposed && stopWatching(this);
-      if (!this._disposed && this._lib.isOpen && !sharedStateOf(this).cancelled) {
+      const untold = !disposedOf(this) && stopWatching(this);
+      if (!disposedOf(this) && libraryOf(this).isOpen && !sharedStateOf(this).cancelled) {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
         this.cancel();
-        if (!this._destroyedSeen) this.#s.disposedWith = closedResultOf(this).cause;
+        if (!destroyedSeenOf(this)) this.#s.disposedWith = closedResultOf(this).cause;
       }
-      if (untold && this._lib.isOpen) {
+      if (untold && libraryOf(this).isOpen) {
         // A cancel after the handler's close: its own cause, as the watch tells it
         // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
-        const late = this._destroyedSeen ? undefined : cancelAfterCloseOf(this);
+        const late = destroyedSeenOf(this) ? undefined : cancelAfterCloseOf(this);
         const own = () => closedResultOf(this).cause;
-        cancelledFirst = this._destroyedSeen
+        cancelledFirst = destroyedSeenOf(this)
           ? new CancellationError(MAILBOX_DESTROYED)
           : late !== undefined
           ? taskCancelError(sharedStateOf(this), late.cause, own)
@@ -438,7 +442,7 @@ class ActorImpl<M> implements Actor<M> {
    */
   #open(): boolean {
     const mailbox = this.#mailbox;
-    return this.#done === null && !mailbox._disposed && !mailbox._destroyedSeen;
+    return this.#done === null && !disposedOf(mailbox) && !destroyedSeenOf(mailbox);
   }
 
   /**
@@ -448,7 +452,7 @@ class ActorImpl<M> implements Actor<M> {
   #closedError(op: "send" | "trySend"): ClosedSendError {
     if (this.#done === null) {
       return new ClosedSendError(
-        `Cannot ${op}: ${this.#mailbox._destroyedSeen ? DESTROYED : DISPOSED}`,
+        `Cannot ${op}: ${destroyedSeenOf(this.#mailbox) ? DESTROYED : DISPOSED}`,
       );
     }
     const cause = this.#done.cause;
@@ -479,7 +483,7 @@ class ActorImpl<M> implements Actor<M> {
       const mailbox = this.#mailbox;
       const sent = mailbox.send(message, options);
       if (_sentAtOnce(sent)) return sent; // delivered or queued at once: no promise more
-      if (mailbox._destroyedSeen) {
+      if (destroyedSeenOf(mailbox)) {
         // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`) before
         // this send reached it, which learnt it (`#open()` did not know): refused as after the
         // actor finished, a ClosedSendError, not the cancelled channel's CancellationError, which
@@ -558,7 +562,7 @@ class ActorImpl<M> implements Actor<M> {
     // Native code destroyed the mailbox, as this call learnt: closed, as after the actor
     // finished, its cause the ClosedSendError a send rejects with (the mailbox answers as a
     // cancelled channel, its CancellationError).
-    if (r.state === "closed" && this.#mailbox._destroyedSeen) {
+    if (r.state === "closed" && destroyedSeenOf(this.#mailbox)) {
       return { state: "closed", cause: this.#closedError("trySend") };
     }
     return r;
@@ -821,7 +825,7 @@ export function actor<M>(
       // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
       // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
       // actor ends with its cancelled channel), not failed with it.
-      const error = abandoned && signal !== null && isAborted(signal) && mailbox._raised(e)
+      const error = abandoned && signal !== null && isAborted(signal) && isOwnError(mailbox, e)
         ? abortReason(signal)
         : destroyedUnder(mailbox, e)
         ? new CancellationError(MAILBOX_DESTROYED, { cause: e })

@@ -483,7 +483,7 @@ const DESTROYED = "Channel was cancelled: native code destroyed it (kc_chan_dest
 
 /**
  * The channel whose own operation raised each InvalidHandleError about that channel (disposed; its
- * handle dead, for `handle` and `share()`): `Channel._raised` asks it, so that `produce` and
+ * handle dead, for `handle` and `share()`): `isOwnError` asks it, so that `produce` and
  * `actor` take only their own channel's error as that channel's end, not one their block let
  * out of another channel (a bug of the block's, which fails it). A WeakMap, not a field of the
  * error: nothing shows it (the error's keys, its structured clone, a cause `encodeCause` sends
@@ -748,7 +748,7 @@ class Shared {
   localBytesOut = 0;
   localClosed = 0;
   localCancelled = 0;
-  /** Selects of this isolate won by `onTimeout` with a clause on the channel (`_countTimeout`). */
+  /** Selects of this isolate won by `onTimeout` with a clause on the channel (`#countTimeout`). */
   localTimeouts = 0;
   localDropped = 0;
   firstNs = 0;
@@ -873,7 +873,7 @@ class WaitQueue {
    * JavaScript (state LOCAL), so that `waitsInJavaScript` and `pump` (native paths only) need no
    * walk of the queue: counted as the channel escapes (`Shared.escape`: every waiter is LOCAL
    * then), one more as a wait is queued (`Channel.#wait`, the one `push`, of a LOCAL waiter),
-   * one less as one leaves LOCAL: queued natively (`Channel._submit`, the one change from LOCAL
+   * one less as one leaves LOCAL: queued natively (`Channel.#submit`, the one change from LOCAL
    * to QUEUED), or taken out while LOCAL (`Waiter.detach`; `Waiter.leave`, the other removal,
    * is a local channel's hand-off only), each setting DONE. QUEUED and COMPLETING waits change
    * state uncounted (only a native withdrawal, of a queued wait, makes COMPLETING). 0 while the
@@ -1424,7 +1424,7 @@ const LOCAL = 0, QUEUED = 1, COMPLETING = 2, DONE = 3;
  * ping-pong makes and fills 8 fields, not 17 (`#wait` ~5% less CPU a round trip, measured).
  */
 class Waiter implements RingOp {
-  /** Set where it queues natively (`Channel._submit`), read only from then on. */
+  /** Set where it queues natively (`Channel.#submit`), read only from then on. */
   declare ticket: number;
   declare keepsAlive?: boolean;
   state = LOCAL;
@@ -1554,12 +1554,12 @@ class Waiter implements RingOp {
 
   /** Queues it natively if it still waits in JavaScript only. */
   flush(): void {
-    if (this.state === LOCAL) this.ch._submit(this);
+    if (this.state === LOCAL) submitOf(this.ch, this);
   }
 
   complete(status: number): void {
     this.detach();
-    this.ch._completed(this, status);
+    completedOf(this.ch, this, status);
   }
 
   /** Its channel never left this isolate's JavaScript (`Shared.inside`; `RingOp.inside`). */
@@ -1569,7 +1569,7 @@ class Waiter implements RingOp {
 
   withdrawn(): void {
     this.detach();
-    this.ch._withdrawn(this);
+    withdrawnOf(this.ch, this);
   }
 
   lost(status: number): void {
@@ -1637,7 +1637,7 @@ function pump(q: WaitQueue, sym: Sym): boolean {
     // Until the last in JavaScript has tried (`WaitQueue.local`): the rest are queued natively.
     while (w !== null && q.local !== 0) {
       const next: Waiter | null = w.next; // settling w takes it out of q
-      if (w.state === LOCAL && !w.ch._tryNow(w, sym)) return false;
+      if (w.state === LOCAL && !tryNowOf(w.ch, w, sym)) return false;
       // Settling w may have taken `next` out of q too (DONE: an iterator's next()s that w's
       // decode failure ended, `#endIter`; a user's hook): then from the oldest again, the waiters
       // queued natively before it skipped. Before, the walk stopped there (a detached waiter's
@@ -1815,6 +1815,96 @@ export let watchCancelOf: <T>(
  * waiter whose withdrawal failed (Waiter's `lost`).
  */
 let lostOf: (ch: Channel<unknown>, w: Waiter, status: number) => void;
+/**
+ * `Channel.#submit`, `#tryNow`, `#withdrawn` and `#completed` for Waiter and `pump`, outside the
+ * class: a wait queued natively, tried natively, withdrawn by the library's close, its ring record
+ * come. As the public methods `_submit`, `_tryNow`, `_withdrawn` and `_completed` any caller
+ * holding a channel reached them with a waiter of its own making: `ch._tryNow(forged, sym)` took
+ * the channel's buffered value into it, `ch._withdrawn(forged)` rejected it with a
+ * LibraryClosedError, the library open (tests/channel_test.ts, "last internals").
+ */
+let submitOf: (ch: Channel<unknown>, w: Waiter) => void;
+/** See `submitOf`. */
+let tryNowOf: (ch: Channel<unknown>, w: Waiter, sym: Sym) => boolean;
+/** See `submitOf`. */
+let withdrawnOf: (ch: Channel<unknown>, w: Waiter) => void;
+/** See `submitOf`. */
+let completedOf: (ch: Channel<unknown>, w: Waiter, status: number) => void;
+/**
+ * @ignore True if `x` is a Channel this module made (`Channel.#is`, a brand check that runs no
+ * Proxy trap): for select and this module's functions outside the class. As the public static
+ * `Channel._is` it could be redefined, and every channel call then answered "this is not a
+ * Channel" (or took a look-alike for one).
+ */
+export let isChannel: (x: unknown) => x is Channel<unknown>;
+/**
+ * @ignore For select, `produce`, `actor` and tests: what the public getters and methods `_handle`,
+ * `_symbols`, `_lib`, `_disposed`, `_inside`, `_creatorEnded` and `_destroyedSeen` answered, as
+ * module functions reaching the channel's private members. As members any caller holding a
+ * channel reached them, and redefined them on `Channel.prototype` for every channel: reading
+ * `ch._handle` made a local channel native (it escapes, unpinned, for a select). See
+ * `undeliveredOf`. `selectHandleOf`: the native handle a select uses while it holds the channel
+ * (throws once disposed; escapes it).
+ */
+export let selectHandleOf: <T>(ch: Channel<T>) => number;
+/** @ignore For select: the library's symbols for `op` (throws once disposed or closed). */
+export let symbolsOf: <T>(ch: Channel<T>, op: string) => Sym;
+/** @ignore For select, `produce` and `actor`: the library `ch` lives in. */
+export let libraryOf: <T>(ch: Channel<T>) => Library;
+/** @ignore For `actor` (and tests): `ch` was disposed (every operation on it throws). */
+export let disposedOf: <T>(ch: Channel<T>) => boolean;
+/** @ignore For select: native, but it never left this isolate's JavaScript (`Shared.inside`). */
+export let insideOf: <T>(ch: Channel<T>) => boolean;
+/** @ignore For select: `Channel.#endedUnder`, after a native call on `ch` said KC_EBADH. */
+export let creatorEndedOf: <T>(ch: Channel<T>) => boolean;
+/** @ignore For `produce` and `actor`: `Channel.#destroyedSeen`. */
+export let destroyedSeenOf: <T>(ch: Channel<T>) => boolean;
+/**
+ * @ignore For select: after a clause on `ch` fired or was given back, what `ch` must do then
+ * (`Channel.#afterSend`, `#afterReceive`, `#afterGiveBack`, `#settleMet`, `#countTimeout`,
+ * `#flushLocal`). As the public methods `_afterSend` and the others any caller reached them:
+ * `ch._countTimeout()` counted a timeout in the channel's metrics that no select met, and
+ * `_flushLocal()` made a local channel native. See `selectHandleOf`.
+ */
+export let afterSendOf: <T>(ch: Channel<T>, status: number, queued: boolean) => void;
+/** @ignore See `afterSendOf`. */
+export let afterReceiveOf: <T>(ch: Channel<T>) => void;
+/** @ignore See `afterSendOf`. */
+export let afterGiveBackOf: <T>(ch: Channel<T>) => void;
+/** @ignore See `afterSendOf`. */
+export let settleMetOf: <T>(ch: Channel<T>, sent: boolean) => void;
+/** @ignore See `afterSendOf`. */
+export let countTimeoutOf: <T>(ch: Channel<T>) => void;
+/** @ignore See `afterSendOf`. */
+export let flushLocalOf: <T>(ch: Channel<T>) => void;
+/**
+ * @ignore For select: `refusedOf` for a send clause's value its select's failure on another
+ * channel refused, as the select settles: left to the end of the batch of settles under way
+ * (the ring drain's), as a send's settle leaves it (`Channel.#refusedSettled`); at once where
+ * none is. As the public method `_refusedSettled`, `ch._refusedSettled(x, slot)` handed a value
+ * never sent to onUndeliveredElement, and freed what a forged slot pointed to.
+ */
+export let refusedSettledOf: <T>(ch: Channel<T>, value: unknown, slot: Slot) => void;
+/** `_testRefusalFault`'s function, called first by `refusedSettledOf` (tests only). */
+let refusalFault: ((ch: Channel<unknown>) => void) | null = null;
+/**
+ * @ignore Tests: `f` runs first in every `refusedSettledOf` (a throw there is the refusal's), until
+ * set to null. Where a test patched `_refusedSettled` on one channel.
+ */
+export function _testRefusalFault(f: ((ch: Channel<unknown>) => void) | null): void {
+  refusalFault = f;
+}
+/**
+ * @ignore Whether `e` is an InvalidHandleError `ch`'s own operation raised about it
+ * (disposed; `share()` or `handle` once destroyed by native code), by identity: for `produce`
+ * and `actor`, which take such an error their block lets out as their channel's end. Any other,
+ * one from another channel (disposed, say) above all, is the block's own failure (Kotlin's: a
+ * coroutine being cancelled that fails with another exception reports it). Was the public
+ * method `_raised`.
+ */
+export function isOwnError<T>(ch: Channel<T>, e: unknown): boolean {
+  return typeof e === "object" && e !== null && raisedBy.get(e) === ch;
+}
 
 /** Queues natively every waiter of `q` still waiting in JavaScript, oldest first. */
 function flushAll(q: WaitQueue): void {
@@ -2375,10 +2465,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore The native handle for an operation that uses it only while it holds this object
-   * (`select`): its waiters queue natively, but the handle is not given away.
+   * The native handle for an operation that uses it only while it holds this object
+   * (`select`, through `selectHandleOf`): its waiters queue natively, but the handle is not
+   * given away.
    */
-  get _handle(): number {
+  #selectHandle(): number {
     // Disposed by the caller's code the select ran after its clause was added (an onSend value's
     // getter or codecs.bytes check, a lazy job's start): it throws what a select begun after the
     // dispose throws, before any native select, as send and trySend do (`#afterCallerCode`,
@@ -2400,63 +2491,48 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** @ignore For select: the library's symbols (throws once disposed or closed). */
-  _symbols(op: string): ReturnType<Library["symbols"]> {
-    return this.#sym(op);
-  }
-
-  /** @ignore For select: the library this channel lives in. */
-  get _lib(): Library {
-    return this.#lib;
-  }
-
-  /** @ignore For actor: this object was disposed (every operation on it throws). */
-  get _disposed(): boolean {
-    return this.#disposed;
-  }
-
   /**
-   * @ignore For select, after a send clause fired with `status`: a send to a dropping
+   * For select (`afterSendOf`), after a send clause fired with `status`: a send to a dropping
    * channel may have dropped a value; a queued send failed by cancel left its value in the
    * kept list. Both go to onUndeliveredElement.
    */
-  _afterSend(status: number, queued: boolean): void {
+  #afterSend(status: number, queued: boolean): void {
     if (status === 0 ? this.#dropping : queued && status === Status.ECANCELED) {
       this.#collectSettled();
     }
   }
 
   /**
-   * @ignore For select, after a receive clause took a value: what other isolates' sends dropped
-   * goes to onUndeliveredElement, as after a plain receive (see `#poll`). Before, a creator
-   * receiving only through select left them kept natively until its next plain operation or
-   * its dispose.
+   * For select (`afterReceiveOf`), after a receive clause took a value: what other isolates' sends
+   * dropped goes to onUndeliveredElement, as after a plain receive (see `#poll`). Before, a creator
+   * receiving only through select left them kept natively until its next plain operation or its
+   * dispose.
    */
-  _afterReceive(): void {
+  #afterReceive(): void {
     if (this.#dropping) this.#collectSettled();
   }
 
   /**
-   * @ignore For select, after a receive clause's value went back to the channel
+   * For select (`afterGiveBackOf`), after a receive clause's value went back to the channel
    * (`kc_ring_give_back`): one the channel refused (closed and drained, or full with a drop
    * policy) goes to onUndeliveredElement, once the ring drain's batch has settled. Also after
    * the library's close failed a send clause (`Select`'s `#completedClosed`): the value a native
    * cancel or the ring's teardown left in the dropped list goes so too.
    */
-  _afterGiveBack(): void {
-    this.#collectSettled(); // as a receive's give-back (`_completed`)
+  #afterGiveBack(): void {
+    this.#collectSettled(); // as a receive's give-back (`#completed`)
   }
 
   /**
-   * @ignore For select, after a channel clause of a select that was not queued (its probe, or a
-   * queueing answered ready) fired natively: a send clause (`sent`) may have completed a receive
-   * of this isolate queued natively here, another select's receive clause included, and a
+   * For select (`settleMetOf`), after a channel clause of a select that was not queued (its probe,
+   * or a queueing answered ready) fired natively: a send clause (`sent`) may have completed a
+   * receive of this isolate queued natively here, another select's receive clause included, and a
    * receive clause a send or send clause; that one settles now, before the select's own handler
    * runs, as after a plain send (`#settleReceivers`) or receive (`#settleSenders`). Before, it
    * settled when the ring drained, and an abort in between rejected a receive the select's send
    * clause had fired for, its value put back.
    */
-  _settleMet(sent: boolean): void {
+  #settleMet(sent: boolean): void {
     const s = this.#shared;
     // A hook the select's settle ran may have closed the library: its close settled them all.
     if (!this.#lib.isOpen) return;
@@ -2483,26 +2559,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     else this.#gate &= ~GATE_INSIDE; // outside since (a `Channel.from` copy's share)
   }
 
-  /** @ignore For select: the channel is native but never left this isolate's JavaScript. */
-  get _inside(): boolean {
-    return this.#shared.inside;
-  }
-
-  /** `e`, an InvalidHandleError about this channel that its own operation raises (`_raised`). */
+  /** `e`, an InvalidHandleError about this channel that its own operation raises (`isOwnError`). */
   #own(e: InvalidHandleError): InvalidHandleError {
     raisedBy.set(e, this);
     return e;
-  }
-
-  /**
-   * @ignore Whether `e` is an InvalidHandleError this channel's own operation raised about it
-   * (disposed; `share()` or `handle` once destroyed by native code), by identity: for `produce`
-   * and `actor`, which take such an error their block lets out as their channel's end. Any other,
-   * one from another channel (disposed, say) above all, is the block's own failure (Kotlin's: a
-   * coroutine being cancelled that fails with another exception reports it).
-   */
-  _raised(e: unknown): boolean {
-    return typeof e === "object" && e !== null && raisedBy.get(e) === this;
   }
 
   /**
@@ -2660,11 +2720,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select, whose native call on this channel said KC_EBADH: true when the channel
-   * was destroyed under this object (a copy's creator ended it, or native code destroyed an
+   * For select (`creatorEndedOf`), whose native call on this channel said KC_EBADH: true when the
+   * channel was destroyed under this object (a copy's creator ended it, or native code destroyed an
    * owner's: then its clause is ready as on a cancelled channel), else false.
    */
-  _creatorEnded(): boolean {
+  #endedUnder(): boolean {
     if (this.#shared.ended) return true;
     return this.#creatorEnded(this.#sym("select").kc_chan_status(this.#handle));
   }
@@ -3141,7 +3201,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         if (!s.scheduled) this.#countLater(s);
         return FULL;
       }
-      // A retry there may have met the dead handle and learnt the channel ended (`_tryNow`): its
+      // A retry there may have met the dead handle and learnt the channel ended (`#tryNow`): its
       // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
     }
     let settle = false;
@@ -3275,7 +3335,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * `unwrap(rc, op)`, a KC_EBADH this channel's own error (`_raised`). Each caller asks
+   * `unwrap(rc, op)`, a KC_EBADH this channel's own error (`isOwnError`). Each caller asks
    * `#creatorEnded(rc)` first: a channel destroyed under this object answers as cancelled, so
    * a KC_EBADH here is a disposed object's (said so) or not expected.
    */
@@ -3329,12 +3389,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #destroyed = false;
 
   /**
-   * @ignore For `produce` and `actor`: true when native code destroyed this owner's channel, as
-   * known without a native call: it learnt so itself (`#destroyedUnder`, also once disposed
-   * since), or a copy of its isolate found it first (an owner not disposed sees its channel
-   * ended only so).
+   * For `produce` and `actor` (`destroyedSeenOf`): true when native code destroyed this owner's
+   * channel, as known without a native call: it learnt so itself (`#destroyedUnder`, also once
+   * disposed since), or a copy of its isolate found it first (an owner not disposed sees its
+   * channel ended only so).
    */
-  get _destroyedSeen(): boolean {
+  #destroyedSeen(): boolean {
     return this.#destroyed || (this.#owner && !this.#disposed && this.#shared.ended);
   }
 
@@ -3507,11 +3567,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore A select with a clause on this channel was won by its `onTimeout`: one timeout
-   * failure, as a native select given up at its deadline counts (reported with this turn's other
-   * counts, `#countLater`).
+   * A select with a clause on this channel was won by its `onTimeout` (`countTimeoutOf`): one
+   * timeout failure, as a native select given up at its deadline counts (reported with this turn's
+   * other counts, `#countLater`).
    */
-  _countTimeout(): void {
+  #countTimeout(): void {
     const s = this.#shared;
     s.localTimeouts++;
     if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
@@ -3568,15 +3628,6 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // marker, which refused it: the value was freed, reaching no hook and counted nowhere.
     const h = this.#disposed && this.#held ? this.#handleValue : this.#handle;
     if (sym.kc_chan_drop(h, enc.ptr, this.#size) !== 1) this.#codec.discard(enc, sym);
-  }
-
-  /**
-   * @ignore For select: `refusedOf` for a send clause's value its select's failure on another
-   * channel refused, as the select settles: left to the end of the batch of settles under way
-   * (the ring drain's), as a send's settle leaves it (`#refusedSettled`); at once where none is.
-   */
-  _refusedSettled(value: unknown, slot: Slot): void {
-    this.#refusedSettled(value, slot);
   }
 
   /**
@@ -3975,7 +4026,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.senders.first === null || (!open && this.#closedNatively(sym))) return EMPTY;
     // No rule here for a select of this isolate: none can be queued ahead of this receive with
     // these senders waiting. A select queues this isolate's waits on its channels natively
-    // before it probes (`_flushLocal`), so no sender of this isolate begun before it waits here;
+    // before it probes (`#flushLocal`), so no sender of this isolate begun before it waits here;
     // a send begun later meets its receive clause natively first; and its send clause is a
     // sender queued natively, which `#poll` meets natively (the ready byte, or its native
     // try-receive) before it comes here. Before, while a select was counted on the channel
@@ -4405,7 +4456,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return CLOSED; // as a cancelled channel answers, with no call
     }
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
-    // A try there may meet the dead handle and learn the channel ended (`_tryNow`): this one's
+    // A try there may meet the dead handle and learn the channel ended (`#tryNow`): this one's
     // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
     if (s.receivers.first !== null && !pump(s.receivers, sym)) return EMPTY;
     // A rendezvous has no buffer: its senders of this isolate meet this receive in JavaScript
@@ -4876,7 +4927,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * dispose, a signal that cannot be listened to) its encoding is freed, not handed to a hook:
    * the value stays the caller's. If it completed first, its record settles it: a send as
    * delivered (never hooked), a receive that took a value rejects with `reason` all the same and
-   * its value goes back to the channel (`gaveUp`, see `_completed`). Nothing if it is done.
+   * its value goes back to the channel (`gaveUp`, see `#completed`). Nothing if it is done.
    */
   #abandon(w: Waiter, reason: unknown, cancelled = false): void {
     const drop = w.kind === SEND && cancelled;
@@ -4923,7 +4974,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /**
    * A receive given up after it completed natively (COMPLETING: its abort lost, or a hand-off's
-   * withdrawal did before): the first reason is kept, its record settles it (`_completed`): a
+   * withdrawal did before): the first reason is kept, its record settles it (`#completed`): a
    * value goes back to the channel, and a closed or cancelled outcome (which moved nothing)
    * rejects with the reason too. A send's record settles it as delivered (or not) as before.
    */
@@ -4947,7 +4998,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // retries are microtasks of that turn) no receive of this isolate queues natively on it
       // while that sender waits there: a receive or try-receive moves such senders into the
       // room it makes, or takes from them (`#poll`), instead of waiting; a select queues them
-      // natively before it probes (`_flushLocal`, senders first), and so does the turn's end
+      // natively before it probes (`#flushLocal`, senders first), and so does the turn's end
       // (`flushNow`). Only this isolate can queue a wait on an inside channel, so the
       // retry-send lands in the buffer and completes no wait: it writes no record to drain.
       // (Before, a `Bridge.touch` here drained the ring for a record that never comes.)
@@ -4961,10 +5012,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore For select, which selects natively: the channel escapes (its local values move
+   * For select (`flushLocalOf`), which selects natively: the channel escapes (its local values move
    * into the native channel) and its waiters still waiting in JavaScript queue natively.
    */
-  _flushLocal(): void {
+  #flushLocal(): void {
     this.#escape("select");
     const s = this.#shared;
     if (s.senders.first === null && s.receivers.first === null) return; // nothing to queue
@@ -5286,11 +5337,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return slot;
   }
 
-  /** @ignore Queues a waiter natively (at the end of the turn it began waiting in). */
-  _submit(w: Waiter): void {
+  /** Queues a waiter natively (at the end of the turn it began waiting in; Waiter's `flush`). */
+  #submit(w: Waiter): void {
     if (!this.#lib.isOpen) {
       // Begun while the library closed (an onUndeliveredElement hook that the close ran, say):
-      // failed as the close fails the waits it withdraws (`_withdrawn`). Before, an
+      // failed as the close fails the waits it withdraws (`#withdrawn`). Before, an
       // InvalidHandleError; a send's value, never encoded, went nowhere.
       w.detach();
       // An object value was copied into native memory at the call (`encoded`): freed too (it
@@ -5324,11 +5375,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore A waiter still waiting in JavaScript tries natively once: true when that settled
+   * A waiter still waiting in JavaScript tries natively once (`pump`): true when that settled
    * it, false when it must go on waiting.
    */
-  _tryNow(w: Waiter, sym: Sym): boolean {
-    // Ended (its waits still in JavaScript failed then: none is left to try), as in `_submit`.
+  #tryNow(w: Waiter, sym: Sym): boolean {
+    // Ended (its waits still in JavaScript failed then: none is left to try), as in `#submit`.
     if (this.#shared.ended) {
       this.#failEnded(w);
       return true;
@@ -5354,8 +5405,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     return true;
   }
 
-  /** @ignore Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
-  _withdrawn(w: Waiter): void {
+  /** Its native wait was withdrawn as the library closes (see `RingOp.withdrawn`). */
+  #withdrawn(w: Waiter): void {
     this.#failClosed(w, true); // a queued send's slot holds its encoded value
   }
 
@@ -5376,8 +5427,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
   }
 
-  /** @ignore A ring record for `w` arrived. */
-  _completed(w: Waiter, status: number): void {
+  /** A ring record for `w` arrived (Waiter's `complete`). */
+  #completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
     if (!this.#lib.isOpen) return this.#completedClosed(w, status);
     const value = status === 0 && w.kind !== SEND;
@@ -5423,7 +5474,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * `_completed` after the library's close (`Bridge.#closed`): a record drained before the ring's
+   * `#completed` after the library's close (`Bridge.#closed`): a record drained before the ring's
    * destroy (held past the close's last round, or landed after the withdrawals' deadline), or
    * none (`status` KC_ECANCELED: cut off by the close). It settles as the record says where the
    * wait took effect: a send delivered resolves (its value is its receiver's: reported failed,
@@ -5444,7 +5495,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       releaseSlot(w);
       // A give-back refused (its channel closed and drained) left the value in the channel's
       // dropped list: to the hook at the end of the close's batch (`Bridge.#closed`), as open
-      // (`_completed`). Before, it reached the hook only at the creator's dispose.
+      // (`#completed`). Before, it reached the hook only at the creator's dispose.
       if (value) this.#collectSettled();
       w.giveUp(w.reason);
       return;
@@ -5744,7 +5795,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // delivers, and every waiter learns of the close the one way (a ring record).
     flushAll(s.senders);
     flushAll(s.receivers);
-    // A queueing there may have met the dead handle and learnt the channel ended (`_submit`):
+    // A queueing there may have met the dead handle and learnt the channel ended (`#submit`):
     // the close call is given `ENDED_HANDLE` then (`#handle`) and answers false, as on any
     // cancelled channel.
     const rc = this.#closeNative(sym, false, cause, given);
@@ -5807,6 +5858,28 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     lostOf = (ch, w, status) => {
       if (w.state !== DONE) ch.#lost(w, status);
     };
+    submitOf = (ch, w) => ch.#submit(w);
+    tryNowOf = (ch, w, sym) => ch.#tryNow(w, sym);
+    withdrawnOf = (ch, w) => ch.#withdrawn(w);
+    completedOf = (ch, w, status) => ch.#completed(w, status);
+    isChannel = (x): x is Channel<unknown> => Channel.#is(x);
+    selectHandleOf = (ch) => ch.#selectHandle();
+    symbolsOf = (ch, op) => ch.#sym(op);
+    libraryOf = (ch) => ch.#lib;
+    disposedOf = (ch) => ch.#disposed;
+    insideOf = (ch) => ch.#shared.inside;
+    creatorEndedOf = (ch) => ch.#endedUnder();
+    destroyedSeenOf = (ch) => ch.#destroyedSeen();
+    afterSendOf = (ch, status, queued) => ch.#afterSend(status, queued);
+    afterReceiveOf = (ch) => ch.#afterReceive();
+    afterGiveBackOf = (ch) => ch.#afterGiveBack();
+    settleMetOf = (ch, sent) => ch.#settleMet(sent);
+    countTimeoutOf = (ch) => ch.#countTimeout();
+    flushLocalOf = (ch) => ch.#flushLocal();
+    refusedSettledOf = (ch, value, slot) => {
+      if (refusalFault !== null) refusalFault(ch as Channel<unknown>);
+      ch.#refusedSettled(value, slot);
+    };
   }
 
   /**
@@ -5829,7 +5902,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // The hook for what the settles dropped runs once every one of them has settled, as a local
     // channel's cancel runs it (`#localDrop`).
     // The ring's batch too (`Bridge.due`): a select these settles fail hands its send clauses'
-    // values on other channels to their hooks (`_refusedSettled`) once every wait has settled,
+    // values on other channels to their hooks (`refusedSettledOf`) once every wait has settled,
     // as a native cancel's ring drain does. Before, they ran as the select rejected, ahead of
     // the later waits this cancel failed (what they did, a close of another channel, settled
     // ahead of those waits).
@@ -5946,7 +6019,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Waiters still waiting in JavaScript queue natively first: senders' values are then dropped
     // (to onUndeliveredElement) and every waiter is rejected the one way (a ring record).
     // Another thread's destroy since the status read: the first queueing meets the dead handle
-    // and the channel ends here (`_submit`), so the cancel call is given `ENDED_HANDLE`
+    // and the channel ends here (`#submit`), so the cancel call is given `ENDED_HANDLE`
     // (`#handle`) and does nothing, as on any cancelled channel: `cause` does not become the
     // channel's (the end's is, `#markEnded`), as where `cancel` found it ended.
     // One batch of settles with the flushes, as in `close` (`#closeShared`): a send the flush
@@ -6171,7 +6244,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // owner's too): the object would name the dead handle. Before, it was handed out, and
     // `Channel.from` refused it ("handle ... names no live channel") away from the call that
     // made it (a producer that shared its channel after the destroy went on, its share lost).
-    // The channel's own error (`_raised`). Only escaped channels can be destroyed so: one
+    // The channel's own error (`isOwnError`). Only escaped channels can be destroyed so: one
     // status read for those (a copy's always are), none for a local channel's first share.
     if (
       s.ended || (s.escaped && this.#creatorEnded(sym.kc_chan_status(this.#handle)))
@@ -6217,20 +6290,21 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   /**
-   * @ignore True if `x` is a Channel this module made: by its private field, not `instanceof`,
+   * True if `x` is a Channel this module made (`isChannel` outside the class): by its private
+   * field, not `instanceof`,
    * which a Proxy of a channel and `Object.create(Channel.prototype)` pass (every method then
    * threw the engine's "Receiver must be an instance of class Channel").
    */
-  static _is(x: unknown): x is Channel<unknown> {
+  static #is(x: unknown): x is Channel<unknown> {
     return typeof x === "object" && x !== null && #handle in x;
   }
 
   /**
-   * Throws `notChannel` unless `self` is a Channel (`_is`: a brand check, which runs no Proxy
+   * Throws `notChannel` unless `self` is a Channel (`#is`: a brand check, which runs no Proxy
    * trap), made first by the calls off the hot paths, before any argument is read.
    */
   static #check(self: unknown, op: string): void {
-    if (!Channel._is(self)) throw notChannel(self, op);
+    if (!Channel.#is(self)) throw notChannel(self, op);
   }
 
   /**
@@ -6827,7 +6901,7 @@ export const _ENDED_HANDLE = ENDED_HANDLE;
 export function _testRekeyEntry(ch: Channel<unknown>, handle: number): void {
   const s = sharedStateOf(ch);
   if (shared.get(s.key) === s) shared.delete(s.key);
-  s.key = sharedKey(ch._lib, handle);
+  s.key = sharedKey(libraryOf(ch), handle);
   shared.set(s.key, s);
   if (s.orphanLib !== null) s.orphanHandle = handle; // what its collection would act on
 }
@@ -7031,7 +7105,7 @@ function notChannel(self: unknown, op: string): TypeError {
  * measured cheaper on the try pair than a catch around the whole body).
  */
 function thrown(self: unknown, op: string, e: unknown): unknown {
-  return Channel._is(self) ? e : notChannel(self, op);
+  return isChannel(self) ? e : notChannel(self, op);
 }
 
 // Its look-alikes are described as such in error messages (`describe`).

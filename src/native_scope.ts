@@ -59,6 +59,7 @@ import {
 import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
+  generationOf,
   handleOut,
   nativeEntry,
   type NativeFunction,
@@ -334,7 +335,7 @@ export class NativeScope implements AsyncDisposable {
     // may be smaller than what its children were meant for.
     const rc = rt === null
       ? sym.kc_scope_create(parentHandle, out)
-      : sym.kc_scope_create_gen(0, out, rt._generation);
+      : sym.kc_scope_create_gen(0, out, generationOf(rt));
     if (rc === Status.ESHUTDOWN && schedulerRunning(lib)) {
       // The runtime runs, but the parent belongs to one shut down: so would its child.
       if (parent !== null) throw new ShutdownError(op, `the parent native scope ${OLD_RUNTIME}`);

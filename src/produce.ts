@@ -55,7 +55,7 @@
  *   destroyed channel, before the watch's cancel or after, rejects as on a cancelled channel (a
  *   CancellationError), which the block or a child of the task lets out as its cancellation, not
  *   a failure. Only `share()` and `handle` then throw InvalidHandleError (no live channel to hand
- *   out): the channel's own (`Channel._raised`) ends the task cancelled too; another channel's
+ *   out): the channel's own (`isOwnError`) ends the task cancelled too; another channel's
  *   that the block lets out is its failure, as any.
  * - The producer's isolate ending while the task lives (a Worker terminated, or ending by
  *   `self.close()`, with the channel shared to another isolate) cancels the channel natively:
@@ -82,7 +82,10 @@ import {
   checkCapacity,
   checkValueOf,
   closedResultOf,
+  destroyedSeenOf,
   hookChannel,
+  isOwnError,
+  libraryOf,
   refusedOf,
   sharedStateOf,
   type WaitOptions,
@@ -476,7 +479,7 @@ class ProducerChannel<T> extends Channel<T> {
  * of the abort listener or completion handler that ended the task, uncaught (the process ended).
  */
 function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
-  if (stateOf(out).gone || !out._lib.isOpen) return false;
+  if (stateOf(out).gone || !libraryOf(out).isOpen) return false;
   // Once native code destroyed the channel (before the task began, or while the watch was on),
   // false and nothing else, as on any cancelled channel: it threw InvalidHandleError out of the
   // abort listener (uncaught) and the completion handler (a CompletionHandlerError) that end
@@ -494,7 +497,7 @@ function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
  */
 function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): void {
   const st = stateOf(out);
-  if (st.gone || !out._lib.isOpen || sharedStateOf(out).cancelled) return;
+  if (st.gone || !libraryOf(out).isOpen || sharedStateOf(out).cancelled) return;
   // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
   const unwatch = st.unwatch;
   st.unwatch = null;
@@ -507,7 +510,7 @@ function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): voi
  * library open, not closed or cancelled yet (here or elsewhere, as far as this isolate knows).
  */
 function isOpen<T>(out: ProducerChannel<T>): boolean {
-  return !stateOf(out).gone && out._lib.isOpen && !sharedStateOf(out).cancelled &&
+  return !stateOf(out).gone && libraryOf(out).isOpen && !sharedStateOf(out).cancelled &&
     !out.isClosedForSend;
 }
 
@@ -805,7 +808,7 @@ export function produce<T>(
       // `job`), and it ends with that cancellation. A task of the caller's own may have no
       // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
       // CancellationError that says so. Before, it failed with the InvalidHandleError.
-      if (st.gone && out._raised(e)) {
+      if (st.gone && isOwnError(out, e)) {
         throw signal !== null && isAborted(signal)
           ? abortReason(signal)
           : new CancellationError(DISPOSED, { cause: e });
@@ -815,7 +818,7 @@ export function produce<T>(
       // cancelled below as any), but `share()` and `handle` have no live channel to hand out
       // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
       // first, or after) would, not failed with it.
-      if (!st.gone && out._raised(e) && out._destroyedSeen) {
+      if (!st.gone && isOwnError(out, e) && destroyedSeenOf(out)) {
         throw signal !== null && isAborted(signal)
           ? abortReason(signal)
           : new CancellationError(DESTROYED, { cause: e });

@@ -798,6 +798,18 @@ function nativeBuffer(lib: Library, op: string, count: number): ArrayBufferLike 
   return never;
 }
 
+/**
+ * @ignore kc_sched_info's generation of `rt`'s scheduler (NativeScope makes its scopes there).
+ * Module functions set in Runtime's static block, not members: as the public `_generation`,
+ * `_is` and `_pinnedCount` any caller reached them and could redefine them on the prototype
+ * (`Runtime.prototype._is = () => false` made every `runtime()` answer a new Runtime).
+ */
+export let generationOf: (rt: Runtime) => bigint;
+/** True if `rt` drives `lib`'s scheduler of `generation` (`runtime()`'s look at its last one). */
+let drives: (rt: Runtime, lib: Library, generation: bigint) => boolean;
+/** @ignore How many arrays spawns and launches keep reachable now (tests). See `generationOf`. */
+export let pinnedCountOf: (rt: Runtime) => number;
+
 /** Only this module makes a {@linkcode Runtime}. */
 const MAKE: unique symbol = Symbol("kcoro.Runtime");
 
@@ -835,14 +847,15 @@ export class Runtime {
     Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
-  /** @ignore kc_sched_info's generation of its scheduler (NativeScope makes its scopes there). */
-  get _generation(): bigint {
-    return this.#generation;
-  }
-
-  /** @ignore True if this Runtime drives `lib`'s scheduler of `generation`. */
-  _is(lib: Library, generation: bigint): boolean {
-    return this.#lib === lib && this.#generation === generation;
+  static {
+    generationOf = (rt) => rt.#generation;
+    drives = (rt, lib, generation) => rt.#lib === lib && rt.#generation === generation;
+    pinnedCountOf = (rt) => {
+      const pins = pinsOf(rt.#lib);
+      let scoped = 0;
+      for (const set of pins.byScope.values()) scoped += set.size;
+      return pins.list.size + pins.byHandle.size + scoped;
+    };
   }
 
   /**
@@ -1001,14 +1014,6 @@ export class Runtime {
     if (rc === Status.ESHUTDOWN) this.#check(op); // says whether a later one runs
     unwrapSpawn(rc, op);
     if (e.pin !== null) pinCells(this.#lib, handled ? handleOut[0] : 0, e.pin);
-  }
-
-  /** @ignore How many arrays spawns and launches keep reachable now (tests). */
-  get _pinnedCount(): number {
-    const pins = pinsOf(this.#lib);
-    let scoped = 0;
-    for (const set of pins.byScope.values()) scoped += set.size;
-    return pins.list.size + pins.byHandle.size + scoped;
   }
 
   /**
@@ -1368,7 +1373,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     // A Runtime of a library closed since (closeLibrary while a Worker kept the scheduler
     // running) is replaced by one of the library open now, and one of a scheduler shut down
     // since (by a Worker, which then started another) by one of the running scheduler.
-    if (current === null || !current._is(lib, info[6])) {
+    if (current === null || !drives(current, lib, info[6])) {
       current = new Runtime(MAKE, lib, running, info[6]);
     }
     return current;

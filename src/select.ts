@@ -51,17 +51,31 @@
 import type { Library } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
-  Channel,
+  afterGiveBackOf,
+  afterReceiveOf,
+  afterSendOf,
+  type Channel,
   checkValueOf,
   closedResultOf,
+  countTimeoutOf,
+  creatorEndedOf,
+  disposedOf,
   endedOf,
+  flushLocalOf,
+  insideOf,
+  isChannel,
   keepHeldOf,
+  libraryOf,
   type ReceiveCatchingResult,
   receiveErrorOf,
   refusedOf,
+  refusedSettledOf,
   releaseHeldOf,
+  selectHandleOf,
   sendErrorOf,
+  settleMetOf,
   sharedStateOf,
+  symbolsOf,
   undeliveredOf,
   watchDisposeOf,
 } from "./channel.ts";
@@ -212,7 +226,7 @@ class Builder implements SelectBuilder<unknown> {
   }
 
   #channel(op: string, ch: unknown): Channel<unknown> {
-    if (!Channel._is(ch)) {
+    if (!isChannel(ch)) {
       throw new TypeError(`Cannot ${op}: expected a Channel, received ${describe(ch)}`);
     }
     return ch;
@@ -425,7 +439,7 @@ function refuseAborted(clauses: Clause[]): void {
   for (const c of clauses) {
     if (c.kind !== SEND) continue;
     const ch = c.ch!;
-    if (ch._disposed || !ch._lib.isOpen) continue;
+    if (disposedOf(ch) || !libraryOf(ch).isOpen) continue;
     try {
       checkValueOf(ch, c.value);
     } catch {
@@ -502,13 +516,13 @@ class Selection implements RingOp {
   }
 
   /**
-   * Every channel it waits on never left this isolate's JavaScript (`Channel._inside`: made
+   * Every channel it waits on never left this isolate's JavaScript (`insideOf`: made
    * native by a select, its handle never read or shared): only this isolate's own calls can
    * complete it, so it keeps no ring wait outstanding (`RingOp.inside`). One outside channel
    * makes the whole select outside.
    */
   inside(): boolean {
-    for (const c of this.native) if (!c.ch!._inside) return false;
+    for (const c of this.native) if (!insideOf(c.ch!)) return false;
     return true;
   }
 
@@ -602,9 +616,9 @@ class Selection implements RingOp {
     }
     // Wait: the channel clauses natively, the others in JavaScript.
     if (this.native.length > 0) {
-      const lib = this.lib = this.native[0].ch!._lib;
+      const lib = this.lib = libraryOf(this.native[0].ch!);
       const bridge = this.bridge = Bridge.of(lib);
-      const sym = this.native[0].ch!._symbols("select");
+      const sym = symbolsOf(this.native[0].ch!, "select");
       // A clause on a channel known to have ended (the lazy jobs started above ran the caller's
       // code) is given `ENDED_HANDLE` (`#fill`): KC_EBADH, with nothing queued (every handle is
       // looked up before any clause acts).
@@ -736,8 +750,8 @@ class Selection implements RingOp {
    */
   #probe(n: number): boolean {
     if (n === 0) return false;
-    for (let i = 0; i < n; i++) this.native[i].ch!._flushLocal();
-    const sym = this.native[0].ch!._symbols("select");
+    for (let i = 0; i < n; i++) flushLocalOf(this.native[i].ch!);
+    const sym = symbolsOf(this.native[0].ch!, "select");
     this.#fill(); // an ended channel's clause: KC_EBADH (see `#fill`)
     const rc = sym.kc_select(clauseBuf, n, 0n, 0, KC_SELECT_POLL, outIndex);
     if (rc === Status.EAGAIN) return false;
@@ -752,19 +766,19 @@ class Selection implements RingOp {
    * Channel clause `index` fired as it was probed or queued (`rc`, not from a record): as
    * `#fireNative`, then the operation of this isolate it completed (its partner: a receive or
    * another select's receive clause for a send clause, a send or a send clause for a receive
-   * clause), queued natively on that channel, settles now (`Channel._settleMet`), before this
+   * clause), queued natively on that channel, settles now (`settleMetOf`), before this
    * select's handler runs, as a plain send settles the receive it completes. Before, it settled
    * when the ring drained, and an abort in between rejected a receive clause whose value this
    * select had sent, the value put back into the channel.
    */
   #fireNativeNow(index: number, rc: number): void {
     this.#fireNative(index, rc, false);
-    if (rc === 0) this.native[index].ch!._settleMet(this.native[index].kind === SEND);
+    if (rc === 0) settleMetOf(this.native[index].ch!, this.native[index].kind === SEND);
   }
 
   /**
    * The native select of the first `n` channel clauses said KC_EBADH: a clause on a channel
-   * destroyed under its object (`Channel._creatorEnded`: a `Channel.from` copy whose creator
+   * destroyed under its object (`creatorEndedOf`: a `Channel.from` copy whose creator
    * ended the channel, an owner whose channel native code destroyed) is ready, as on a
    * cancelled channel. The clauses before the first such one are probed first (the order
    * the native select probes in); if none of them fires, it fires with KC_ECANCELED (a send
@@ -774,7 +788,7 @@ class Selection implements RingOp {
    */
   #firedEnded(n: number): boolean {
     for (let i = 0; i < n; i++) {
-      if (!this.native[i].ch!._creatorEnded()) continue;
+      if (!creatorEndedOf(this.native[i].ch!)) continue;
       if (!this.#probe(i)) this.#fireNative(i, Status.ECANCELED, false);
       return true;
     }
@@ -783,9 +797,9 @@ class Selection implements RingOp {
 
   #addNative(c: Clause): void {
     const ch = c.ch!;
-    // On an inside channel (`Channel._inside`) this also schedules the drain of the records
+    // On an inside channel (`insideOf`) this also schedules the drain of the records
     // the native select may write for this isolate's own waits on it (`Bridge.touch`).
-    const sym = ch._symbols(c.kind === SEND ? "select: send" : "select: receive");
+    const sym = symbolsOf(ch, c.kind === SEND ? "select: send" : "select: receive");
     c.slot = takeSlot();
     if (c.kind === SEND) {
       try {
@@ -814,7 +828,7 @@ class Selection implements RingOp {
       // (`Channel.#handle`: its value may name a later channel by now, its slot's generation
       // wrapped), which the native select answers with KC_EBADH (`#firedEnded`). Read right
       // before each call: nothing runs between.
-      clauseU32[6 * i] = ch._handle;
+      clauseU32[6 * i] = selectHandleOf(ch);
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
       clauseU32[6 * i + 2] = ch.codec.elemSize;
       clauseU32[6 * i + 3] = 0;
@@ -930,7 +944,7 @@ class Selection implements RingOp {
       const shared = sharedStateOf(c.ch!); // one per native channel in this isolate
       if (seen.includes(shared)) continue;
       seen.push(shared);
-      c.ch!._countTimeout();
+      countTimeoutOf(c.ch!);
     }
   }
 
@@ -1012,7 +1026,7 @@ class Selection implements RingOp {
         this.#giveSlots();
         this.done = true;
         this.#cleanup();
-        c.ch!._afterGiveBack(); // refused (closed and drained, or full with a drop policy)
+        afterGiveBackOf(c.ch!); // refused (closed and drained, or full with a drop policy)
         this.reject(this.reason);
       }
       return;
@@ -1040,7 +1054,7 @@ class Selection implements RingOp {
     }
     const rc = this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
     if (rc < 0 && value) {
-      // The ring is gone after this record was drained (see `Channel._completed`): the value
+      // The ring is gone after this record was drained (see `Channel.#completed`): the value
       // went back to its channel, none was copied. Before, the clause fired with the slot's
       // stale bytes.
       this.lost(rc);
@@ -1093,7 +1107,7 @@ class Selection implements RingOp {
       // A give-back refused (its channel closed and drained) left the value in the channel's
       // dropped list: to the hook at the end of the close's batch, as open (`complete`). Before,
       // it reached the hook only at the creator's dispose.
-      if (status === 0) c.ch!._afterGiveBack();
+      if (status === 0) afterGiveBackOf(c.ch!);
       return;
     }
     // A receive clause given up keeps no value: the ring's destroy gives it back.
@@ -1109,7 +1123,7 @@ class Selection implements RingOp {
         this.#freeValues(index, false, false, true); // the others were not sent: the caller's
         if (c!.kind !== SEND) {
           try {
-            const v = c!.ch!.codec.decode(c!.slot!, c!.ch!._lib._symbolsToRelease);
+            const v = c!.ch!.codec.decode(c!.slot!, libraryOf(c!.ch!)._symbolsToRelease);
             value = c!.kind === RECV ? v : { state: "ok", value: v };
           } catch (e) {
             failure = e;
@@ -1130,7 +1144,7 @@ class Selection implements RingOp {
       // cut off (`dropUnsent`), left its value in its channel's dropped list: to the hook at the
       // end of the close's batch (`Bridge.#closed`), as a plain send's (`Channel`'s
       // `#completedClosed`). Before, those values waited there until the creator's dispose.
-      for (const s of this.native) if (s.kind === SEND) s.ch!._afterGiveBack();
+      for (const s of this.native) if (s.kind === SEND) afterGiveBackOf(s.ch!);
     }
   }
 
@@ -1217,7 +1231,7 @@ class Selection implements RingOp {
     const ch = c.ch!;
     this.done = true;
     this.#cleanup();
-    const sym = ch._lib.symbols("select");
+    const sym = libraryOf(ch).symbols("select");
     if (status !== 0 && !(queued && status === Status.ECANCELED && c.kind === SEND)) endedOf(ch);
     if (c.kind === SEND) {
       if (status !== 0) {
@@ -1228,7 +1242,7 @@ class Selection implements RingOp {
         // settled that channel's waits ahead of the select.
         if (queued && status === Status.ECANCELED) {
           this.reject(sendErrorOf(ch, status));
-          ch._afterSend(status, queued);
+          afterSendOf(ch, status, queued);
           return;
         }
         // Refused at once, ahead of the rejection: reached only with `queued` false, at the
@@ -1239,7 +1253,7 @@ class Selection implements RingOp {
         // So this is the call's own value, refused as a plain `send`'s is on a closed or
         // cancelled channel, local or shared (`#sendEnded`: the hook runs, then the call
         // rejects), after the waits of this isolate on the channel that the probe queued first
-        // (`_flushLocal`) have settled, in their own batch. No wait of a flush is left to
+        // (`flushLocalOf`) have settled, in their own batch. No wait of a flush is left to
         // reject after it.
         if (status === Status.EPIPE || status === Status.ECANCELED) {
           refusedOf(ch, c.value, c.slot!);
@@ -1247,7 +1261,7 @@ class Selection implements RingOp {
         this.reject(sendErrorOf(ch, status));
         return;
       }
-      ch._afterSend(status, queued);
+      afterSendOf(ch, status, queued);
       this.#call(c.fn);
       return;
     }
@@ -1263,7 +1277,7 @@ class Selection implements RingOp {
       this.reject(e);
       return;
     } finally {
-      ch._afterReceive();
+      afterReceiveOf(ch);
     }
     this.#call(c.fn, c.kind === RECV ? v : { state: "ok", value: v });
   }
@@ -1321,13 +1335,13 @@ class Selection implements RingOp {
         if (refused) {
           // Frees the encoding, counts it dropped, and hands it to the hook once the batch of
           // settles under way (the ring drain's) has settled every wait it fails, as a cancel's
-          // dropped sends' values reach it (`_refusedSettled`). Before, the hook ran here, as
+          // dropped sends' values reach it (`refusedSettledOf`). Before, the hook ran here, as
           // the select rejected: the later waits the same native cancel failed rejected after
           // it, and what it did (a close of another channel) settled ahead of them.
-          c.ch!._refusedSettled(c.value, c.slot!);
+          refusedSettledOf(c.ch!, c.value, c.slot!);
           continue;
         }
-        const lib = c.ch!._lib;
+        const lib = libraryOf(c.ch!);
         const open = lib.isOpen;
         c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
         if (undelivered || (!open && !kept)) undeliveredOf(c.ch!, c.value);

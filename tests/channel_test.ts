@@ -30,6 +30,7 @@ import {
   InvalidHandleError,
   KcoroError,
   library,
+  Runtime,
   runtime,
   select,
   Status,
@@ -41,6 +42,7 @@ import {
   _testCauseNoMemory,
   _testFromChecked,
   _testLocalWaits,
+  selectHandleOf,
   sharedStateOf,
   watchCancelOf,
 } from "../src/channel.ts";
@@ -2931,7 +2933,8 @@ Deno.test("a wait nobody can complete: on a local channel the process ends, on a
 /**
  * Runs `body` in a child process with the collector exposed (evalScript, --expose-gc) and asserts
  * that it exits with status 0. Before `body` the script imports Channel, codecs and library from
- * "./mod.ts" (and `imports`) and collectUntil from "./tests/support.ts", and defines `sym` (the
+ * "./mod.ts" (and `imports`), selectHandleOf (a select's way to make a channel native, unpinned)
+ * from "./src/channel.ts" and collectUntil from "./tests/support.ts", and defines `sym` (the
  * test symbols), `tick()` (a 1 ms timer: finalizers run between tasks) and `collect(ref, more)`:
  * runs the collector until `ref`'s target is collected (collectUntil: bounded, 20 s), throwing
  * "timed out waiting for the owner to be collected" if it was not, and then up to 5 more rounds
@@ -2941,6 +2944,7 @@ async function assertGcScript(body: string, imports = ""): Promise<void> {
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { selectHandleOf } from "./src/channel.ts";
     import { collectUntil } from "./tests/support.ts";
     ${imports}
     const sym = library().symbols("test");
@@ -2962,6 +2966,7 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { selectHandleOf } from "./src/channel.ts";
     import { collectUntil } from "./tests/support.ts";
     const sym = library().symbols("test");
     const dropped = [];
@@ -2970,12 +2975,12 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
         // Buffered strings live in native memory; a waiter taken over in JavaScript leaves none.
         const ch = new Channel(4);
         ch.trySend("a value in native memory " + i);
-        dropped.push(ch._handle);
+        dropped.push(selectHandleOf(ch));
       }
       const r = new Channel(0, { codec: codecs.f64 });
       const got = r.receive();
       r.trySend(1);
-      dropped.push(r._handle);
+      dropped.push(selectHandleOf(r));
       void got;
     })();
     const given = new Channel(1).handle; // read: native code may hold it
@@ -3003,12 +3008,12 @@ Deno.test("an owning channel dropped without dispose is destroyed when collected
 });
 
 Deno.test("a Channel.from copy of this isolate opened from a share object built with the handle's value keeps the channel: its owner's collection and the copy's own dispose leave it for the other", async () => {
-  // The owner was made native by a select (`_handle`), never `share()`d: the copy's hold was
+  // The owner was made native by a select (`selectHandleOf`), never `share()`d: the copy's hold was
   // the channel's only one, so its dispose destroyed the channel under the live owner (a
   // channel ever held ends with its last hold), and the owner's collection destroyed it under
   // the live copy.
   const owner = new Channel<number>(4, { codec: codecs.f64 });
-  const built = describeNative<number>(owner._handle, codecs.f64, 4);
+  const built = describeNative<number>(selectHandleOf(owner), codecs.f64, 4);
   Channel.from<number>(built)[Symbol.dispose]();
   assert.deepEqual(owner.trySend(1), { state: "ok" }); // before: closed, "native code destroyed it"
   assert.deepEqual(owner.tryReceive(), { state: "ok", value: 1 });
@@ -3032,7 +3037,7 @@ Deno.test("a Channel.from copy of this isolate opened from a share object built 
           overflow: "drop-oldest",
           onUndeliveredElement: () => { throw new Error("the collected owner's hook ran"); },
         });
-        h = owner._handle; // what a select does
+        h = selectHandleOf(owner); // what a select does
         owner.trySend(value);
         copy = Channel.from(describeNative(h, codec, 1));
         gone = new WeakRef(owner);
@@ -3075,7 +3080,7 @@ function assertLaterChannelSpared(makeLater: string): Promise<void> {
     let later, gone;
     (() => {
       const owner = new Channel(4, { codec: codecs.f64 });
-      const h = owner._handle; // made native, never shared: its collection ends the channel
+      const h = selectHandleOf(owner); // made native, never shared: its collection ends the channel
       ${makeLater}
       _testRekeyEntry(owner, later); // as if the wrap had given it the dead handle's value
       gone = new WeakRef(owner);
@@ -3202,7 +3207,7 @@ Deno.test("an owner collected while a copy keeps its channel switches its keepin
         codec: codecs.f64,
         onUndeliveredElement: () => { throw new Error("the collected owner's hook ran"); },
       });
-      h = owner._handle; // what a select does
+      h = selectHandleOf(owner); // what a select does
       copy = Channel.from(describeNative(h, codecs.f64, 4));
       gone = new WeakRef(owner);
     })();
@@ -3241,8 +3246,8 @@ Deno.test("an owner collected whose hold cannot be taken (KC_ENOMEM) leaves its 
     (() => {
       const a = new Channel(4, { codec: codecs.f64 });
       const b = new Channel(4, { codec: codecs.f64 });
-      held = a._handle; // what a select does: native, never shared
-      alone = b._handle;
+      held = selectHandleOf(a); // what a select does: native, never shared
+      alone = selectHandleOf(b);
       gone1 = new WeakRef(a);
       gone2 = new WeakRef(b);
     })();
@@ -3257,7 +3262,7 @@ Deno.test("an owner collected whose hold cannot be taken (KC_ENOMEM) leaves its 
     failing = false;
     (() => {
       const c = new Channel(1);
-      c._handle;
+      selectHandleOf(c);
       gone3 = new WeakRef(c);
     })();
     await collect(gone3, () => sym.kc_chan_status(alone) >= 0);
@@ -5054,7 +5059,7 @@ Deno.test("the drain of the records a send's settle held that finds the ring gon
     console.log(JSON.stringify({ ...seen, watch: outcomes.watch }));
   `);
   assert.equal(res.code, 0, res.stderr);
-  // x's value went back with the ring's destroy (its take fails): lost, as \`_completed\` says.
+  // x's value went back with the ring's destroy (its take fails): lost, as \`#completed\` says.
   assert.deepEqual(JSON.parse(res.stdout), {
     x: "lost",
     b: "lost",
@@ -5798,7 +5803,7 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
 });
 
 Deno.test("a wait whose record the close could not wait for (its withdrawal lost to a completion that never came) fails, once the library is closed, with a LibraryClosedError naming its own call", async () => {
-  // Channel's _completed after the close: the bridge's close found the wait completing (the
+  // Channel's #completed after the close: the bridge's close found the wait completing (the
   // abort answered KC_EBUSY, stubbed here: the window a completer is in is too short to meet),
   // waited its bounded second for the record, and the ring's destroy completed it then. The
   // message is pinned word for word: nothing else reaches that branch.
@@ -5909,6 +5914,7 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
   const res = await evalScript(
     `
     import { Channel, closeLibrary, codecs, openLibrary, Status } from "./mod.ts";
+    import { selectHandleOf } from "./src/channel.ts";
     // Another host looks at the native channels: the library stays loaded once opened, and
     // every native channel with it. Before, none of these was ever destroyed.
     const other = openLibrary();
@@ -5952,7 +5958,7 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
       (() => {
         const ch = new Channel(4, { codec: codecs.u64 });
         ch.trySend(5n);
-        h = ch._handle; // what a select does
+        h = selectHandleOf(ch); // what a select does
       })();
       closeLibrary();
       await collect();
@@ -9483,7 +9489,7 @@ for (const then of ["local", "flush", "cancel", "close"] as const) {
 for (const clause of ["onReceive", "onSend"] as const) {
   Deno.test(`shared: native code's cancel, met by a select's probe (${clause}) in that turn: sends still waiting in JavaScript all reject before onUndeliveredElement runs`, async () => {
     // A select queues the waits of this isolate still in JavaScript on its channels natively
-    // before it probes (`_flushLocal`): they find the channel cancelled by native code there, as
+    // before it probes (`flushLocalOf`): they find the channel cancelled by native code there, as
     // the end-of-turn flush would. Both sends reject, then the hook runs for each value (its
     // close of `b` settling after them), then the select's own clause finds the channel
     // cancelled (an onSend's value reaching the hook at the call, as a send's on a cancelled
@@ -9730,7 +9736,7 @@ Deno.test("drop-oldest: the waits still in JavaScript are counted from share() o
   // whether a wait of this isolate is still in JavaScript. A local channel counts none: its
   // receives here are aborted, handed a value (`leave`), or left waiting, and share() counts
   // that one; then each way out of LOCAL of a native channel's wait is taken: a receive
-  // aborted (`detach`), one queued natively at the turn's end (`_submit`). Counted too few, the
+  // aborted (`detach`), one queued natively at the turn's end (`#submit`). Counted too few, the
   // last receives of the second part would not reject before the hook runs (the cancel's order,
   // tested above); counted too many, the first part's take would read the status with no wait
   // in JavaScript.
@@ -10504,10 +10510,9 @@ Deno.test("every public method and getter of Channel called on what is no Channe
     ["read channel status", "throws", (self) => getter("isClosedForSend").call(self)],
     ["read channel status", "throws", (self) => getter("isClosedForReceive").call(self)],
   ];
-  // Every public member is in the table (the @ignore ones begin with `_`).
-  const named = Reflect.ownKeys(Channel.prototype).filter((k) =>
-    typeof k !== "string" || (!k.startsWith("_") && k !== "constructor")
-  );
+  // Every member is in the table: none is left out for beginning with `_` (kcoro's modules reach
+  // the channel's internals through module functions, "last internals" below).
+  const named = Reflect.ownKeys(Channel.prototype).filter((k) => k !== "constructor");
   const covered = new Set<PropertyKey>([
     "trySend",
     "tryReceive",
@@ -10640,6 +10645,142 @@ Deno.test("a channel's internals that answer or settle its end for select, produ
     dropped: [],
     ended: "ClosedReceiveError",
   });
+});
+
+Deno.test("a channel's and a runtime's last internals (Channel's _handle, _symbols, _lib, _disposed, _afterSend, _afterReceive, _afterGiveBack, _settleMet, _inside, _raised, _creatorEnded, _destroyedSeen, _countTimeout, _refusedSettled, _flushLocal, _submit, _tryNow, _withdrawn, _completed and static _is; Runtime's _generation, _is and _pinnedCount) are not reachable from JavaScript: forged calls made a local channel native, counted a timeout no select met, handed a forged value to onUndeliveredElement, took a buffered value into a forged waiter, and a redefined Channel._is or Runtime _is changed what every channel and runtime() answered", () => {
+  const members = [
+    "_handle",
+    "_symbols",
+    "_lib",
+    "_disposed",
+    "_afterSend",
+    "_afterReceive",
+    "_afterGiveBack",
+    "_settleMet",
+    "_inside",
+    "_raised",
+    "_creatorEnded",
+    "_destroyedSeen",
+    "_countTimeout",
+    "_refusedSettled",
+    "_flushLocal",
+    "_submit",
+    "_tryNow",
+    "_withdrawn",
+    "_completed",
+  ];
+  const dropped: unknown[] = [];
+  const options = { codec: codecs.f64, onUndeliveredElement: (v: number) => dropped.push(v) };
+  using local = new Channel<number>(2, options);
+  using owner = new Channel<number>(2, options);
+  const copy = Channel.from<number>(owner.share());
+  assert.deepEqual(local.trySend(1), { state: "ok" });
+  assert.deepEqual(owner.trySend(2), { state: "ok" });
+  assert.deepEqual(owner.trySend(3), { state: "ok" });
+  const reachable = new Set<string>();
+  const effects: string[] = [];
+  const stolen: unknown[] = [];
+  const told: unknown[] = [];
+  // A receive's waiter as a caller could forge one (Waiter's fields a try reads).
+  const forged = (ch: Channel<number>) => ({
+    kind: 1,
+    state: 0,
+    ch,
+    detach() {},
+    resolve: (v: unknown) => stolen.push(v),
+    reject: (e: unknown) => told.push((e as Error)?.name),
+  });
+  const sym = library().symbols("test");
+  for (const [name, c] of Object.entries({ local, owner, copy })) {
+    for (const k of members) if (k in c) reachable.add(k);
+    const inner = c as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const wasLocal = sharedStateOf(c).local;
+    const timeouts = c.metrics().failures.timeout;
+    const [got, toldBefore, droppedBefore] = [stolen.length, told.length, dropped.length];
+    const calls: [string, unknown[]][] = [
+      ["_countTimeout", []],
+      ["_refusedSettled", [-1, new Slot()]],
+      ["_tryNow", [forged(c), sym]],
+      ["_withdrawn", [forged(c)]],
+      ["_afterSend", [0, false]],
+      ["_afterSend", [Status.ECANCELED, true]],
+      ["_afterReceive", []],
+      ["_afterGiveBack", []],
+      ["_settleMet", [true]],
+      ["_settleMet", [false]],
+      ["_creatorEnded", []],
+      ["_symbols", ["forged"]],
+      ["_raised", [new Error("forged")]],
+      ["_flushLocal", []],
+      // No waiter at all: what a forged one would do there (queue natively with a ticket the
+      // ring then completes on it, give a forged slot's pointer to native code) is left untried.
+      ["_submit", [undefined]],
+      ["_completed", [undefined, 0]],
+    ];
+    for (const [k, args] of calls) {
+      try {
+        inner[k]?.apply(c, args);
+      } catch {
+        // refused: what counts is what changed
+      }
+    }
+    for (const k of ["_handle", "_lib", "_disposed", "_inside", "_destroyedSeen"]) {
+      try {
+        inner[k];
+      } catch {
+        // as above
+      }
+    }
+    if (wasLocal && !sharedStateOf(c).local) effects.push(`${name}: made native`);
+    if (c.metrics().failures.timeout !== timeouts) effects.push(`${name}: a timeout counted`);
+    if (dropped.length !== droppedBefore) effects.push(`${name}: a forged value to the hook`);
+    if (stolen.length !== got) effects.push(`${name}: a value taken by a forged waiter`);
+    if (told.length !== toldBefore) effects.push(`${name}: a forged waiter told ${told.at(-1)}`);
+  }
+  // Redefined (a static method and a prototype's method are writable): the brand check every
+  // channel call makes, and the check runtime() makes of the Runtime it answered last.
+  const rt = runtime();
+  for (const k of ["_generation", "_is", "_pinnedCount"]) {
+    if (k in rt) reachable.add(`Runtime ${k}`);
+  }
+  if ("_is" in Channel) reachable.add("Channel._is");
+  for (
+    const [what, target, check] of [
+      ["Channel._is", Channel, () => local.metrics()],
+      ["Runtime _is", Runtime.prototype, () => {
+        if (runtime() !== rt) throw new Error("another Runtime");
+      }],
+    ] as const
+  ) {
+    const saved = Object.getOwnPropertyDescriptor(target, "_is");
+    try {
+      Object.defineProperty(target, "_is", { value: () => false, configurable: true });
+      check();
+    } catch (e) {
+      effects.push(`${what} redefined: ${(e as Error).message}`);
+    } finally {
+      if (saved !== undefined) Object.defineProperty(target, "_is", saved);
+      else delete (target as unknown as Record<string, unknown>)._is;
+    }
+  }
+  // No other `_` member left on either class (`_notCloneable`, an instance's frozen field that
+  // structured cloning reads, is the one: README, "DataCloneError").
+  const others = [Channel, Channel.prototype, local, copy, Runtime, Runtime.prototype, rt]
+    .flatMap((o) => Reflect.ownKeys(o))
+    .filter((k) => typeof k === "string" && k.startsWith("_") && k !== "_notCloneable");
+  assert.deepEqual({ reachable: [...reachable], effects, others, stolen, dropped }, {
+    reachable: [],
+    effects: [],
+    others: [],
+    stolen: [],
+    dropped: [],
+  });
+  // Each still answers as it did: its values where they were.
+  assert.deepEqual(local.tryReceive(), { state: "ok", value: 1 });
+  assert.deepEqual(copy.tryReceive(), { state: "ok", value: 2 });
+  assert.deepEqual(owner.tryReceive(), { state: "ok", value: 3 });
+  assert.equal(local.metrics().failures.timeout + owner.metrics().failures.timeout, 0);
+  copy[Symbol.dispose]();
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).

@@ -14,7 +14,14 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
-import { _ENDED_HANDLE, _sharedEntries, _testRekeyEntry, sharedStateOf } from "../src/channel.ts";
+import {
+  _ENDED_HANDLE,
+  _sharedEntries,
+  _testRekeyEntry,
+  isOwnError,
+  selectHandleOf,
+  sharedStateOf,
+} from "../src/channel.ts";
 import { Status } from "../src/errors.ts";
 import {
   callersJob,
@@ -359,7 +366,7 @@ Deno.test("a Channel.from copy whose channel was destroyed elsewhere finds out a
 /**
  * An f64 channel of capacity 4 whose objects here a test then destroys with C code, no call here
  * since: by "copy", a Channel.from copy of a channel C code made; else its creator in this
- * isolate, made native (a select's way, `_handle`) and never shared.
+ * isolate, made native (a select's way, `selectHandleOf`) and never shared.
  */
 function deadChannelBy(by: string): { dead: Channel<number>; h: number } {
   if (by === "copy") {
@@ -367,7 +374,7 @@ function deadChannelBy(by: string): { dead: Channel<number>; h: number } {
     return { dead: Channel.from<number>(describeNative(h)), h };
   }
   const dead = new Channel<number>(4, { codec: codecs.f64 });
-  return { dead, h: dead._handle };
+  return { dead, h: selectHandleOf(dead) };
 }
 
 /**
@@ -498,14 +505,14 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
       assert.deepEqual(copy.trySend(value), { state: "ok" });
       assert.equal(copy.tryReceive().state, "ok");
     }
-    const h = owner._handle;
+    const h = selectHandleOf(owner);
     owner[Symbol.dispose](); // this isolate's copies know: `Shared.ended`
     // Channels are made and destroyed until one gets the dead handle's value (the slot's 9-bit
     // generation wraps; slots are reused oldest first, behind 1,024 free ones: ~523,000).
     let later: Channel<unknown> | undefined;
     for (let i = 0; i < 1 << 20 && later === undefined; i++) {
       const c = new Channel<unknown>(4, { codec });
-      if (c._handle === h) later = c;
+      if (selectHandleOf(c) === h) later = c;
       else c[Symbol.dispose]();
     }
     assert.ok(later !== undefined, "a later channel got the handle's value");
@@ -537,7 +544,7 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
 function channelAt(h: number): Channel<number> {
   for (let i = 0; i < 1 << 20; i++) {
     const c = new Channel<number>(4);
-    if (c._handle === h) return c;
+    if (selectHandleOf(c) === h) return c;
     c[Symbol.dispose]();
   }
   throw new Error(`no channel got the handle value ${h}`);
@@ -549,7 +556,7 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
   // holds (its copy's leaving destroyed it under its live owner).
   const x = new Channel<number>(4);
   const ended = Channel.from<number>(x.share());
-  const h = x._handle;
+  const h = selectHandleOf(x);
   x[Symbol.dispose]();
   const later = channelAt(h);
   const copy = Channel.from<number>(later.share());
@@ -563,14 +570,15 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
   const res = await evalScript(
     `
     import { Channel } from "./mod.ts";
+    import { selectHandleOf } from "./src/channel.ts";
     const x = new Channel(4);
-    const h = x._handle;
+    const h = selectHandleOf(x);
     (() => { Channel.from(x.share()).trySend(1); })(); // a copy, dropped
     x[Symbol.dispose](); // ended: this isolate's copies know
     let later;
     for (let i = 0; i < 1 << 20 && later === undefined; i++) {
       const c = new Channel(4);
-      if (c._handle === h) later = c;
+      if (selectHandleOf(c) === h) later = c;
       else c[Symbol.dispose]();
     }
     if (later === undefined) throw new Error("no channel got the handle value");
@@ -1957,7 +1965,7 @@ Deno.test("a Channel.from copy's send settled by its record drained after the co
 
 Deno.test("a send waiting in JavaScript whose value's encoding at its native queueing or try runs the caller's code (an own Symbol.hasInstance of Uint8Array's) that settles it: its native copy is freed, its slot not written once given back, and it is neither queued nor delivered", async () => {
   // A local channel's send waits holding its value as passed, encoded only when it queues
-  // natively at the turn's end (`_submit`) or tries natively (`_tryNow`, a trySend behind it),
+  // natively at the turn's end (`#submit`) or tries natively (`#tryNow`, a trySend behind it),
   // once the channel escaped. A codecs.bytes encoding checks the value with `instanceof
   // Uint8Array`, which runs an own Symbol.hasInstance of Uint8Array's: here one that settles
   // that send. (1) It learns of native code's destroy (another copy's isClosedForSend): the send
@@ -2336,7 +2344,7 @@ Deno.test("share() of a Channel.from copy whose creator ended the channel throws
       message:
         `Cannot share channel: its creator disposed of it or native code destroyed it, so handle ${handle} names no live channel (KC_EBADH)`,
     }, how);
-    // The copy's own error (Channel._raised), as every InvalidHandleError its calls raise about
+    // The copy's own error (isOwnError), as every InvalidHandleError its calls raise about
     // it; before, the one such error not recorded. Not its creator's.
     let e: unknown;
     try {
@@ -2344,8 +2352,8 @@ Deno.test("share() of a Channel.from copy whose creator ended the channel throws
     } catch (x) {
       e = x;
     }
-    assert.ok(copy._raised(e), `${how}: the copy's own`);
-    assert.ok(!ch._raised(e), `${how}: not its creator's`);
+    assert.ok(isOwnError(copy, e), `${how}: the copy's own`);
+    assert.ok(!isOwnError(ch, e), `${how}: not its creator's`);
     // The copy still answers as a cancelled channel.
     assert.equal(copy.trySend(1).state, "closed", how);
     copy[Symbol.dispose]();
@@ -2433,7 +2441,7 @@ Deno.test("an owner that learnt native code destroyed its channel makes no call 
   const later = new Map<number, Channel<number>>();
   for (let i = 0; i < 1 << 21 && later.size < 2; i++) {
     const c = new Channel<number>(4, { onUndeliveredElement: (v) => laterDropped.push(v) });
-    if (c._handle === ha || c._handle === hw) later.set(c._handle, c);
+    if (selectHandleOf(c) === ha || selectHandleOf(c) === hw) later.set(selectHandleOf(c), c);
     else c[Symbol.dispose]();
   }
   assert.equal(later.size, 2, "later channels got the handles' values");

@@ -70,7 +70,7 @@ import {
   TimeoutError,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _testLocalWaits } from "../src/channel.ts";
+import { _testLocalWaits, disposedOf, insideOf } from "../src/channel.ts";
 import { prng } from "./support.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ class MChan {
       // queued natively, a select's clause among them) settles before the send returns, as a
       // hand-off in JavaScript does: a select's receive clause too (the send settles the select
       // it completed, `Shared.countSelect`), and a receive that a select's onSend completed (the
-      // select settles it before its handler runs, `Channel._settleMet`). Only another thread's
+      // select settles it before its handler runs, `settleMetOf`). Only another thread's
       // send leaves a completion whose record has not drained, which a same-turn abort beats.
       if (foreign) nativeDone.set(r.op, { ch: this, value: v });
       complete(r, { ok: true, value: receivedAs(r.op.clauses[r.clause].kind, v) });
@@ -2612,7 +2612,7 @@ for (const seed of GIVEBACK) {
 // the select it completed, ddc331b's rule) that count fails `wide` seeds 1 and 6 of the default
 // ones (seed 6 at step 31: "31.2w select onSend(aux2, 74) ..." completed 31.1w's
 // onReceive(aux2), whose abort right after then won; 5 of seeds 1 to 60 fail), and `multi`'s
-// none of 1 to 60; with `Channel._settleMet` doing nothing (a select's own clause no longer
+// none of 1 to 60; with `settleMetOf` doing nothing (a select's own clause no longer
 // settles the wait it completed), `wide` seeds 1, 3, 4 and 6 (10 of 1 to 60), `multi`'s 3 of
 // 60. Never setting `D_SELECTS` (the mapped try paths of f64 and bytes channels, which settle
 // nothing, taken while a select waits) fails none of `wide`'s 1 to 60: tests/select_test.ts
@@ -2791,9 +2791,9 @@ async function diffSeed(
   });
   I.other.trySend(0);
   assert.equal(await made, "other", `seed ${seed}: the select that makes the inside side`);
-  assert.equal(I.ch._inside, true, `seed ${seed}: the inside side is native, inside`);
-  assert.equal(I.aux._inside, true, `seed ${seed}: the inside side's aux is native, inside`);
-  assert.equal(I.aux2._inside, true, `seed ${seed}: the inside side's aux2 is native, inside`);
+  assert.equal(insideOf(I.ch), true, `seed ${seed}: the inside side is native, inside`);
+  assert.equal(insideOf(I.aux), true, `seed ${seed}: the inside side's aux is native, inside`);
+  assert.equal(insideOf(I.aux2), true, `seed ${seed}: the inside side's aux2 is native, inside`);
   const onError = (e: ErrorEvent) => {
     if (!(e.error instanceof DiffHookError)) return;
     e.preventDefault();
@@ -2877,10 +2877,10 @@ async function diffSeed(
     Reflect.deleteProperty(bridge, "giveBack");
     for (const s of sides) {
       for (const a of s.aborts) a.abort("end");
-      if (!s.ch._disposed) s.ch[Symbol.dispose]();
-      if (s.other !== undefined && !s.other._disposed) s.other[Symbol.dispose]();
-      if (!s.aux._disposed) s.aux[Symbol.dispose]();
-      if (!s.aux2._disposed) s.aux2[Symbol.dispose]();
+      if (!disposedOf(s.ch)) s.ch[Symbol.dispose]();
+      if (s.other !== undefined && !disposedOf(s.other)) s.other[Symbol.dispose]();
+      if (!disposedOf(s.aux)) s.aux[Symbol.dispose]();
+      if (!disposedOf(s.aux2)) s.aux2[Symbol.dispose]();
     }
     globalThis.removeEventListener("error", onError);
   };
@@ -2910,9 +2910,9 @@ async function diffSeed(
     I.aborts.push(probe);
     for (const s of [L, S]) {
       for (const a of s.aborts.splice(0)) a.abort("end");
-      if (!s.ch._disposed) s.ch[Symbol.dispose]();
-      if (!s.aux._disposed) s.aux[Symbol.dispose]();
-      if (!s.aux2._disposed) s.aux2[Symbol.dispose]();
+      if (!disposedOf(s.ch)) s.ch[Symbol.dispose]();
+      if (!disposedOf(s.aux)) s.aux[Symbol.dispose]();
+      if (!disposedOf(s.aux2)) s.aux2[Symbol.dispose]();
     }
     const outsideDone = await drain(() => bridge.pendingOutside === 0 && !bridge.waiting, 10_000);
     log.push(`end: pending ${bridge.pending}, outside ${bridge.pendingOutside}`);

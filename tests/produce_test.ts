@@ -40,7 +40,7 @@ import {
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
-import { closedResultOf, hookChannel } from "../src/channel.ts";
+import { closedResultOf, destroyedSeenOf, hookChannel } from "../src/channel.ts";
 import { producerJobOf } from "../src/produce.ts";
 import { handlerCountOf, type JobSupport } from "../src/job.ts";
 
@@ -2102,7 +2102,7 @@ Deno.test("produce: a child task of the producer whose send meets native code's 
   // Kotlin: a cancelled channel's send throws a CancellationException, which ends the child
   // coroutine cancelled (its parent and scope go on). Before, the child's send rejected with the
   // channel's InvalidHandleError, which only the block's own catch took as the channel's end
-  // (`Channel._raised`): a child letting it out failed, and so did the producer and the scope.
+  // (`isOwnError`): a child letting it out failed, and so did the producer and the scope.
   // The child sends right after the destroy, before the destroy's cancel reaches the watch
   // (which then cancels the producer), and once more after.
   const sym = library().symbols("test");
@@ -2230,8 +2230,8 @@ Deno.test("produce: an InvalidHandleError of another channel that the block lets
   assert.equal(live, 0);
 });
 
-Deno.test("a channel's InvalidHandleError carries no more than any other: its origin (Channel._raised) shows in no key of it nor of its structured clone", () => {
-  // `Channel._raised` keeps the origin aside (a WeakMap in channel.ts), by the error's identity.
+Deno.test("a channel's InvalidHandleError carries no more than any other: its origin (isOwnError) shows in no key of it nor of its structured clone", () => {
+  // `isOwnError` keeps the origin aside (a WeakMap in channel.ts), by the error's identity.
   const e = foreignHandleError() as Error;
   const plain = new InvalidHandleError("Cannot trySend: the channel was disposed");
   assert.deepEqual(Reflect.ownKeys(e).sort(), Reflect.ownKeys(plain).sort());
@@ -4961,7 +4961,7 @@ Deno.test("actor: an InvalidHandleError of another channel that the handler lets
             assert.equal(sym.kc_chan_destroy(mailbox.handle), 0, label);
             if (seen === "seen") {
               await assert.rejects(mailbox.receive(), CancellationError, label);
-              assert.ok(mailbox._destroyedSeen, label);
+              assert.ok(destroyedSeenOf(mailbox), label);
             }
             try {
               if (whose === "another channel's") throw foreignHandleError();

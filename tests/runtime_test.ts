@@ -14,6 +14,7 @@ import {
   Status,
 } from "../mod.ts";
 import { evalScript, shutdownScheduler, until } from "./support.ts";
+import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -355,6 +356,7 @@ void wait_add(void *arg) {
         Channel, closeLibrary, codecs, coroutineScope, NativeScope, nativeScope, openLibrary,
         resolveNative, runtime,
       } from "./mod.ts";
+      import { pinnedCountOf } from "./src/runtime.ts";
       import { until } from "./tests/support.ts";
       const addOne = resolveNative("${dir}/libplugin.so", "add_one");
       const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
@@ -374,7 +376,7 @@ void wait_add(void *arg) {
         ns.launch(addOne, rt.cells(2));
         await ns.wait();
       }
-      if (rt._pinnedCount > 5) throw new Error("still pinned: " + rt._pinnedCount);
+      if (pinnedCountOf(rt) > 5) throw new Error("still pinned: " + pinnedCountOf(rt));
       // A running child's cells stay, whatever else is launched meanwhile.
       let running;
       (() => {
@@ -464,19 +466,20 @@ Deno.test("runtime: pinned cells are per loaded library: another copy's shutdown
     await Deno.copyFile(library().path, copyPath);
     const res = await evalScript(`
       import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+      import { pinnedCountOf } from "./src/runtime.ts";
       const a = runtime();
       const first = library().path;
       // A second host of the first copy: its scheduler outlives the close below.
       const hold = openLibrary({ path: first });
-      const before = a._pinnedCount;
+      const before = pinnedCountOf(a);
       a.spawn("sleeper", a.cells([60_000n, 0n])); // a minute: running throughout
-      const r = { pinned: a._pinnedCount - before };
+      const r = { pinned: pinnedCountOf(a) - before };
       closeLibrary();
       Deno.env.set("KCORO_LIB", ${JSON.stringify(copyPath)});
       const b = runtime(); // the copy's own scheduler
       r.other = library().path !== first;
       await b.shutdown();
-      r.kept = a._pinnedCount - before;
+      r.kept = pinnedCountOf(a) - before;
       closeLibrary();
       Deno.env.delete("KCORO_LIB");
       await runtime().shutdown(); // the first copy's again: its sleeper abandoned
@@ -501,6 +504,7 @@ Deno.test("runtime: another loaded copy's shutdown in progress does not make run
     await Deno.copyFile(library().path, copyPath);
     const res = await evalScript(`
       import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+      import { generationOf } from "./src/runtime.ts";
       const a = runtime(); // this library's scheduler: running throughout
       const first = library().path;
       const holdA = openLibrary({ path: first }); // keeps it running past the close below
@@ -508,7 +512,7 @@ Deno.test("runtime: another loaded copy's shutdown in progress does not make run
       Deno.env.set("KCORO_LIB", ${JSON.stringify(copyPath)});
       const b = runtime(); // the copy's own scheduler
       const holdB = openLibrary({ path: library().path });
-      const r = { other: library().path !== first, same: b._generation === a._generation };
+      const r = { other: library().path !== first, same: generationOf(b) === generationOf(a) };
       // A finishing shutdown drains a sleeper of a minute: pending until cancelled below.
       b.spawn("sleeper", b.cells([60_000n, 0n]));
       let ended = false;
@@ -516,13 +520,13 @@ Deno.test("runtime: another loaded copy's shutdown in progress does not make run
       closeLibrary(); // the copy stays loaded (holdB), its shutdown still draining
       Deno.env.delete("KCORO_LIB");
       try {
-        r.again = runtime()._generation === a._generation; // this library's, still running
+        r.again = generationOf(runtime()) === generationOf(a); // this library's, still running
       } catch (e) {
         r.again = e.name + ": " + e.message;
       }
       r.pending = !ended;
       // Cuts the copy's drain short (a cancel while a finish drains).
-      const rc = await holdB.symbols("cancel").kc_sched_shutdown_gen_async(0, b._generation);
+      const rc = await holdB.symbols("cancel").kc_sched_shutdown_gen_async(0, generationOf(b));
       await stopping;
       r.rc = rc;
       await runtime().shutdown();
@@ -561,7 +565,7 @@ Deno.test("runtime: runtime() called right after shutdown() never hands out a Ru
     if (next === undefined) before++;
     else {
       after++;
-      assert.notEqual(next._generation, rt._generation, "a Runtime of the one shutting down");
+      assert.notEqual(generationOf(next), generationOf(rt), "a Runtime of the one shutting down");
     }
     await stopping;
   }
@@ -573,9 +577,9 @@ Deno.test("runtime: runtime() called right after shutdown() never hands out a Ru
  * pinned, and answers `rt`'s pinned count with them.
  */
 function spawnPinnedSleeper(rt: Runtime): number {
-  const before = rt._pinnedCount;
+  const before = pinnedCountOf(rt);
   rt.spawn("sleeper", rt.cells([60_000n, 0n]));
-  assert.equal(rt._pinnedCount, before + 1);
+  assert.equal(pinnedCountOf(rt), before + 1);
   return before + 1;
 }
 
@@ -592,7 +596,7 @@ Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps th
   const later = runtime();
   const pinned = spawnPinnedSleeper(later);
   await again;
-  assert.equal(later._pinnedCount, pinned, "a second shutdown let go of a later runtime's cells");
+  assert.equal(pinnedCountOf(later), pinned, "a second shutdown let go of a later runtime's cells");
   // A first shutdown whose native call ended before its promise settled: the thread held (no
   // turn of the event loop) until runtime() can start the next scheduler, which is spawned into
   // before the shutdown's promise settles.
@@ -609,9 +613,9 @@ Deno.test("runtime: a shutdown that settles once a later runtime() runs keeps th
   }
   const pinnedNext = spawnPinnedSleeper(next);
   await stopping;
-  assert.equal(next._pinnedCount, pinnedNext, "a shutdown let go of a later runtime's cells");
+  assert.equal(pinnedCountOf(next), pinnedNext, "a shutdown let go of a later runtime's cells");
   await next.shutdown(); // the sleepers abandoned: now nothing writes
-  assert.equal(next._pinnedCount, 0);
+  assert.equal(pinnedCountOf(next), 0);
 });
 
 Deno.test('runtime: a one-worker runtime asked for more says "1 worker", not "1 workers"', async () => {
@@ -651,10 +655,10 @@ Deno.test("runtime: a shutdown that settles while a later runtime's finishing sh
     if (performance.now() > bound) throw new Error("the finishing shutdown did not begin");
   }
   await again;
-  assert.equal(later._pinnedCount, pinned, "a shutdown let go of a finishing runtime's cells");
+  assert.equal(pinnedCountOf(later), pinned, "a shutdown let go of a finishing runtime's cells");
   await later.shutdown("cancel"); // cuts the finish short: the sleeper abandoned
   await finishing;
-  assert.equal(later._pinnedCount, 0);
+  assert.equal(pinnedCountOf(later), 0);
 });
 
 Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the cells that finish's coroutines write into", async () => {
@@ -688,13 +692,13 @@ Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the c
     patch.kc_sched_ended = ended;
   }
   assert.notEqual(finishing, undefined, "the drain never checked its generation");
-  assert.equal(rt._pinnedCount, pinned, "a drain let go of a finishing scheduler's cells");
+  assert.equal(pinnedCountOf(rt), pinned, "a drain let go of a finishing scheduler's cells");
   assert.equal(await sym.kc_sched_shutdown_async(0), 0); // cuts the finish short
   assert.equal(await finishing, 0);
   // Every scheduler has ended, but nothing of this isolate's ran since: still pinned (README).
-  assert.equal(rt._pinnedCount, pinned, "let go of when the finish ended");
+  assert.equal(pinnedCountOf(rt), pinned, "let go of when the finish ended");
   await runtime().shutdown(); // settles with every scheduler ended: the sleeper's cells go now
-  assert.equal(rt._pinnedCount, 0);
+  assert.equal(pinnedCountOf(rt), 0);
 });
 
 Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: its shutdown does not stop that one", async () => {
@@ -882,6 +886,7 @@ Deno.test("runtime: a built-in's cells are let go once it finished, while others
   const res = await evalScript(
     `
     import { Channel, codecs, runtime } from "./mod.ts";
+    import { pinnedCountOf } from "./src/runtime.ts";
     const rt = runtime({ workers: 1 });
     using ch = new Channel(0, { codec: codecs.u64 });
     let receiver, spun;
@@ -898,7 +903,7 @@ Deno.test("runtime: a built-in's cells are let go once it finished, while others
       }
       await rt.drain(); // the spins finished; the receiver is parked, so live stays 1
     }
-    if (rt._pinnedCount > 130) throw new Error("still pinned: " + rt._pinnedCount);
+    if (pinnedCountOf(rt) > 130) throw new Error("still pinned: " + pinnedCountOf(rt));
     for (let i = 0; i < 5; i++) {
       globalThis.gc();
       await new Promise((r) => setTimeout(r, 1));
@@ -1263,11 +1268,12 @@ Deno.test("runtime: a drain that meets its own Runtime's finish, cut short by a 
   // cancel (kc_sched_ended), and the drain must not resolve as if everything ran to its end.
   const res = await evalScript(`
     import { library, runtime, ShutdownError } from "./mod.ts";
+    import { generationOf } from "./src/runtime.ts";
     import { until } from "./tests/support.ts";
     const sym = library().symbols("test");
     const settled = (p) => p.then(() => "resolved", (e) => e);
     const rt = runtime({ workers: 1 });
-    const gen = rt._generation;
+    const gen = generationOf(rt);
     const long = rt.cells([60_000n, 0n]);
     rt.spawn("sleeper", long);
     const drained = settled(rt.drain());

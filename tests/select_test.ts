@@ -37,7 +37,7 @@ import {
   type SelectBuilder,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { _ENDED_HANDLE, sharedStateOf } from "../src/channel.ts";
+import { _ENDED_HANDLE, _testRefusalFault, selectHandleOf, sharedStateOf } from "../src/channel.ts";
 
 const pending = () => Bridge.of(library()).pending;
 
@@ -2208,9 +2208,11 @@ Deno.test("a select failed by a channel's end still refuses every later onSend c
   const a = hooked(0), b = hooked(0), c = hooked(0);
   for (const x of [a, b, c]) x.ch.share(); // the select waits natively
   const boom = new Error("refusal failed");
-  (b.ch as unknown as { _refusedSettled: () => void })._refusedSettled = () => {
-    throw boom;
-  };
+  // Its refusal throws (`_testRefusalFault`, where this test patched `_refusedSettled`).
+  _testRefusalFault((ch) => {
+    if (ch === b.ch) throw boom;
+  });
+  using _fault = { [Symbol.dispose]: () => _testRefusalFault(null) };
   const waiting = select((s) => {
     s.onSend(a.ch, "A", () => "a");
     s.onSend(b.ch, "B", () => "b");
@@ -2708,9 +2710,9 @@ Deno.test("a value given back to a local channel reaches this isolate's next rec
   for (const aborted of ["receive", "select"]) {
     using a = new Channel<number>(0, { codec: codecs.f64 });
     await makeNative(a);
-    // Its handle as the select reads it (`_handle`): read through `handle`, the channel would go
-    // outside, and a ring wait would be outstanding.
-    const handle = a._handle;
+    // Its handle as the select reads it (`selectHandleOf`): read through `handle`, the channel
+    // would go outside, and a ring wait would be outstanding.
+    const handle = selectHandleOf(a);
     const ac = new AbortController();
     const first = aborted === "receive"
       ? a.receive({ signal: ac.signal })
@@ -2828,7 +2830,7 @@ Deno.test("a receive a hook aborts after this isolate's send picked its record g
   // `Bridge.settleWhere` (a send of this isolate that completes its own receive: `#settleReceivers`)
   // picks the records of this isolate's receives on the channel, then settles them in order. A
   // select's receive clause among them collects what other isolates' sends dropped
-  // (`_afterReceive`): the hook runs there, and here aborts `r2`, picked but not settled yet,
+  // (`afterReceiveOf`): the hook runs there, and here aborts `r2`, picked but not settled yet,
   // which another thread's send completed. Its abort wins (its record not settled), and its
   // value goes back as it settles, to `r4`, waiting natively: `r4` settles before the send
   // returns, as a value given back in a ring drain settles the receive it reaches (README's
@@ -2909,15 +2911,15 @@ Deno.test("a plain wait queued natively on a channel a select made native keeps 
 
 Deno.test("a select whose first clause is on a shared channel meets a receive of this isolate that its probe queued natively on a local channel: the receive settles", async () => {
   // The probe makes `a` native (inside: its handle never left this isolate) and queues the
-  // receive waiting there in JavaScript natively (`Channel._submit`, through `_flushLocal`).
+  // receive waiting there in JavaScript natively (`Channel.#submit`, through `flushLocalOf`).
   // No wait is outstanding for such an inside receive, and no call went through `a`'s symbols
   // before it was native (the first clause's channel is outside: the probe calls through its
   // symbols), so two things settle it:
   // - the select's own send clause, firing in the probe, completes it natively: the select
-  //   settles it before select() returns (`_settleMet`, `#fireNativeNow`), before its own
+  //   settles it before select() returns (`settleMetOf`, `#fireNativeNow`), before its own
   //   handler runs; without that it settled in a later microtask (the drain below);
   // - anything else that completes it natively once it is queued (C code here, as on this
-  //   thread, with no call of this isolate after it): the drain that `_submit` schedules as it
+  //   thread, with no call of this isolate after it): the drain that `#submit` schedules as it
   //   queues it on an inside channel (`Bridge.touch`) settles it. Without that it waited for
   //   ever (the bound below fails it). First: a drain the other case leaves scheduled (the
   //   bridge's idle check) could drain the ring in its place.
@@ -2940,7 +2942,11 @@ Deno.test("a select whose first clause is on a shared channel meets a receive of
     if (clauseSends) assert.equal(pending(), before, `${by}: settled before select() returned`);
     else {
       assert.equal(pending(), before + 1, `${by}: the receive queued natively, the select not`);
-      assert.equal(trySendNatively(a._handle, 5, a.codec), 0, `${by}: the receive takes it`);
+      assert.equal(
+        trySendNatively(selectHandleOf(a), 5, a.codec),
+        0,
+        `${by}: the receive takes it`,
+      );
     }
     assert.equal(await within(sel, 20_000, `${by}: the select`), clauseSends ? "sent" : "x");
     assert.equal(await within(r, 20_000, `${by}: the receive`), 5, by);

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { catchReported, evalScript, until } from "./support.ts";
+import { selectHandleOf } from "../src/channel.ts";
 
 type Box = { n: number };
 
@@ -84,7 +85,7 @@ for (const copy of [false, true]) {
     const box = { n: 1 };
     const sending = sender.send(box); // rendezvous, nobody receives: waits in JavaScript this turn
     // Closed natively (as another isolate would): the wait finds it closed as it queues.
-    assert.equal(library().symbols("test").kc_chan_close(ch._handle), 1);
+    assert.equal(library().symbols("test").kc_chan_close(selectHandleOf(ch)), 1);
     await assert.rejects(sending, ClosedSendError);
     if (copy) sender[Symbol.dispose]();
     ch[Symbol.dispose]();
@@ -219,8 +220,9 @@ Deno.test("a creator's receive waiting when native code cancels: the kept values
   await Promise.resolve(); // queued natively at the end of the turn that began it
   const sym = library().symbols("test");
   const seven = new Float64Array([7]);
-  assert.equal(sym.kc_chan_drop(ch._handle, Deno.UnsafePointer.of(seven), 8), 1); // kept for the hook
-  sym.kc_chan_cancel(ch._handle);
+  const h = selectHandleOf(ch);
+  assert.equal(sym.kc_chan_drop(h, Deno.UnsafePointer.of(seven), 8), 1); // kept for the hook
+  sym.kc_chan_cancel(h);
   await assert.rejects(waiting, CancellationError);
   assert.deepEqual(got, [7]);
 });
