@@ -2351,6 +2351,35 @@ Deno.test("runtime: a drain settled by its Runtime's finishing shutdown resolves
   assert.equal(naps[1], 3n, "the sleepers finished");
 });
 
+Deno.test("runtime: a drain already waiting when a finishing shutdown comes (its Runtime's, or C code's) resolves with the coroutines that finish left parked", async () => {
+  // The drain's native slice held back (faked) until the finish has ended, so the drain meets
+  // it while waiting (DRAIN_SETTLED), not as a call made during it. Before, that path resolved
+  // { parked: 0 } though the finish abandoned a producer parked on a full channel.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const real = sym.kc_sched_drain_for;
+  for (const by of ["its Runtime", "C code"]) {
+    await shutdownScheduler(); // its own scheduler: no coroutine an earlier one left counts
+    const rt = runtime({ workers: 1 });
+    using full = new Channel<bigint>(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    let release: ((rc: number) => void) | undefined;
+    let during: Promise<unknown>;
+    sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+    try {
+      during = rt.drain();
+      await until(() => release !== undefined, "the drain's slice called");
+    } finally {
+      sym.kc_sched_drain_for = real;
+    }
+    if (by === "its Runtime") assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+    else assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(1), 0); // finish
+    release!(Status.ESHUTDOWN);
+    assert.deepEqual(await during, { parked: 1 }, by);
+  }
+});
+
 Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then", async () => {
   // The drain's native slice held back (faked) until after the close, so the close's hook is
   // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
