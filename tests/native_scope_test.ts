@@ -852,6 +852,30 @@ Deno.test("a scope whose watch of its native children fails (KC_ENOMEM) settles 
   assert.equal(status(sleeper), Status.EINTR);
 });
 
+Deno.test("a scope whose watch of its native children fails (KC_ENOMEM) cancels them itself, then fails with that error", async () => {
+  // Only the watch faked: nothing else cancels the scope (its block returned, the owner waits
+  // for its children), so a child that sleeps a minute ends early only if the failed watch
+  // cancels the native scope before it waits for the children.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realWatch = sym.kc_scope_watch;
+  const sleeper = cells(MINUTE);
+  let outcome: unknown = "pending";
+  sym.kc_scope_watch = () => Promise.resolve(Status.ENOMEM);
+  try {
+    const scope = coroutineScope((scope) => {
+      nativeScope(scope).launch("cancellable-sleeper", sleeper);
+    });
+    scope.then(() => outcome = "resolved", (e) => outcome = e);
+    await until(() => outcome !== "pending", "the scope settled (its child cancelled)");
+  } finally {
+    sym.kc_scope_watch = realWatch;
+  }
+  assert.ok(outcome instanceof KcoroError, String(outcome));
+  assert.equal(outcome.status, Status.ENOMEM);
+  assert.equal(done(sleeper), true, "settled after its child had ended");
+  assert.equal(status(sleeper), Status.EINTR);
+});
+
 Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM) keeps the scope while they run: a KcoroError, and a second dispose waits for them", async () => {
   // The wait's answer faked, and the cancel held back so that the child runs on past it (a C
   // function that does not look at its cancellation would). Before, the dispose destroyed the
