@@ -419,6 +419,33 @@ Deno.test("bindCells: the companion's cells asks the library's registry first, u
   assert.deepEqual(got.get("forged"), [-3]);
 });
 
+Deno.test("cellsBuffersFor binds the companion's cells to the library it is asked for (bindCells), so a runtime's cells() asks that library's registry", async () => {
+  // A process of its own (the binding is process-wide, once). Once runtime().cells() has made
+  // a buffer, the companion is bound to the runtime's library: binding it again to that one is
+  // 0, to another copy other_library (-5). Unbound, that copy's bind would have been 0.
+  const res = await evalScript(
+    `
+    import process from "node:process";
+    import { library, runtime } from "./mod.ts";
+    import { addonPathFor } from "./ffi/napi.ts";
+    const path = library().path;
+    const cells = runtime().cells(4);
+    const m = { exports: {} };
+    process.dlopen(m, addonPathFor(path));
+    const copy = Deno.makeTempFileSync({ suffix: ".so" });
+    Deno.copyFileSync(path, copy);
+    const other = Deno.dlopen(copy, { kc_cells_pin: { parameters: ["pointer", "i32"], result: "i32" } });
+    const got = [cells instanceof BigUint64Array, m.exports.bindCells(copy), m.exports.bindCells(path)];
+    other.close();
+    Deno.removeSync(copy);
+    await runtime().shutdown();
+    console.log(JSON.stringify(got));
+    `,
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), [true, -5, 0]);
+});
+
 Deno.test("chunkBuffers is null, with the reason, where the companion cannot be loaded", async () => {
   const dir = await Deno.makeTempDir();
   try {
