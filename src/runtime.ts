@@ -1076,6 +1076,14 @@ export class Runtime {
     const info = new BigUint64Array(4);
     sym.kc_sched_info(info, 4);
     if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
+    // Ran dry as a finishing shutdown (this Runtime's, another host's) stopped the scheduler,
+    // after the slice's check above: the coroutines parked then are what that finish abandoned,
+    // counted once its workers are joined (this Runtime's own awaited first), as a drain that
+    // meets the finish in its loop reports. Before, { parked: 0 } in that window.
+    if (info[3] !== 1n && sym.kc_sched_ended(this.#generation) === SHUTDOWN_FINISH) {
+      if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
+      return this.#parkedAtFinish();
+    }
     // Live once nothing is runnable, running or sleeping: parked. Before, the drain resolved
     // with nothing, and a producer parked on a full channel looked like one that had finished
     // (only a stats() read after it told them apart). Read in the same call as the unpin's

@@ -2380,6 +2380,40 @@ Deno.test("runtime: a drain already waiting when a finishing shutdown comes (its
   }
 });
 
+Deno.test("runtime: a drain whose slice ran dry just before its Runtime's finish stopped the scheduler resolves with what that finish left parked", async () => {
+  // The window between the slice's answer (0: ran dry) with its check that the scheduler still
+  // ran (kc_sched_ended: KC_EBUSY) and the read of what is live: a finish that stops the
+  // scheduler in between. Held open by fakes: the slice answers once the finish has ended, and
+  // the check sees it still running. Before, { parked: 0 } (no scheduler running at the read)
+  // though the finish abandoned a producer parked on a full channel.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  const rt = runtime({ workers: 1 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  let release: ((rc: number) => void) | undefined;
+  let during: Promise<unknown>;
+  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  try {
+    during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice called");
+    sym.kc_sched_drain_for = realDrain;
+    assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+    let checks = 0;
+    sym.kc_sched_ended = (g: bigint) =>
+      checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
+    release!(0);
+    assert.deepEqual(await during, { parked: 1 });
+    assert.equal(checks >= 1, true, "the slice's check");
+  } finally {
+    sym.kc_sched_drain_for = realDrain;
+    sym.kc_sched_ended = realEnded;
+  }
+});
+
 Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then", async () => {
   // The drain's native slice held back (faked) until after the close, so the close's hook is
   // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
