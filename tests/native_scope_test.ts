@@ -912,6 +912,21 @@ Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM
   assert.equal(done(sleeper), true);
   assert.equal(status(sleeper), Status.EINTR);
   assert.throws(() => ns.live, InvalidHandleError);
+  // With no child running, the failed wait leaves nothing to keep the scope for: destroyed, and
+  // the wait's own error.
+  const empty = NativeScope.create();
+  sym.kc_scope_wait = () => Promise.resolve(Status.ENOMEM);
+  try {
+    await assert.rejects(empty[Symbol.asyncDispose](), (e: unknown) => {
+      assert.ok(e instanceof KcoroError, String(e));
+      assert.equal(e.status, Status.ENOMEM);
+      assert.ok(!e.message.startsWith("Cannot dispose native scope"), e.message);
+      return true;
+    });
+  } finally {
+    sym.kc_scope_wait = realWait;
+  }
+  assert.throws(() => empty.live, InvalidHandleError);
 });
 
 Deno.test("abandoned native children fail a supervisorScope too, and a free-standing scope reports them (a supervisor isolated them as a child's failure: success reported)", async () => {
