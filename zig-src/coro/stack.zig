@@ -499,6 +499,21 @@ test "slabs count against the budget too: stacks of a slab's size or more take o
     try testing.expectEqual(@as(usize, 1), pool.mappingCount());
 }
 
+test "an acquire whose mapping cannot be recorded gives its budget back: a guarded stack, a slab" {
+    // The budget is taken before the mapping; a failure after it (no room to record the
+    // mapping, an mmap refused) must give it back, or each failed acquire would shrink the
+    // process's budget for good, until every spawn failed with KC_ENOMEM.
+    for ([_]Mode{ .guarded, .slab }) |mode| {
+        const before = stacks_mapped.load(.monotonic);
+        var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = 0 });
+        var pool = try Pool.init(failing.allocator(), .{ .mode = mode });
+        defer pool.deinit();
+        try expectNoStack(&pool);
+        try testing.expectEqual(@as(usize, 0), pool.mappingCount());
+        try testing.expectEqual(before, stacks_mapped.load(.monotonic));
+    }
+}
+
 test "the default budget leaves the rest of the process its mappings" {
     const b = stackBudget();
     try testing.expect(b >= 1024);
