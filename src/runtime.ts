@@ -594,14 +594,17 @@ export function unwrapSpawn(status: number, op: string, handDriven = false): num
   if (status === Status.ENOMEM) {
     // The remedy differs: the scheduler's stacks are chosen when it starts, a hand-driven
     // coroutine's by its own create.
+    // Slabs count against the same budget as guarded stacks (zig-src/coro/stack.zig): the
+    // remedy is slabs of many stacks each, which stacks of 64 MiB or more are not.
     const remedy = handDriven
-      ? "NativeCoroutine.create(entry, { slabStack: true }) takes one from a slab instead"
-      : "runtime({ slabStacks: true }) holds a million";
+      ? "NativeCoroutine.create(entry, { slabStack: true }) carves one from a shared slab instead"
+      : "runtime({ slabStacks: true }) carves them from shared slabs instead";
     throw new KcoroError(
       status,
-      `Cannot ${op}: out of memory, handles or stacks (guarded stacks, two memory mappings ` +
-        `each, stop at (vm.max_map_count - 16384) / 2 per process, 24,573 at Linux's default count; ` +
-        `${remedy})`,
+      `Cannot ${op}: out of memory, handles or stacks (guarded stacks and slabs, 64 MiB of ` +
+        `stacks each or one larger stack, take two memory mappings each and stop at ` +
+        `(vm.max_map_count - 16384) / 2 per process, ` +
+        `24,573 at Linux's default count; ${remedy}: a million 64 KiB stacks take ~1,000 slabs)`,
     );
   }
   return unwrap(status, op);

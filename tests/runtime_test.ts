@@ -1047,6 +1047,48 @@ Deno.test({
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test({
+  name:
+    "runtime: slabs count against the same budget: a slab per stack runs out as KC_ENOMEM and leaves the process its mappings",
+  // As above: a raised vm.max_map_count would need that many parked coroutines.
+  ignore: guardedBudget() > 150_000,
+}, async () => {
+  // Stacks of 64 MiB take a slab each (two mappings, as a guarded stack). Before slabs counted
+  // against the budget, the spawns went on until mmap failed (32,765 here), and the engine,
+  // left no mapping for its heap, aborted the process. The message said only guarded stacks
+  // stop there, and that slabStacks, in use already, held a million.
+  const res = await evalScript(`
+    import { Channel, codecs, KcoroError, runtime } from "./mod.ts";
+    const rt = runtime({ workers: 2, slabStacks: true, stackSize: 64 * 1024 * 1024 });
+    const ch = new Channel(0, { codec: codecs.u64 });
+    const cells = runtime().cells([BigInt(ch.handle), 0n, 0n]);
+    let n = 0, err = null;
+    try {
+      for (; n < ${guardedBudget() + 1000}; n++) rt.spawn("receiver", cells); // each parks
+    } catch (e) {
+      err = e;
+    }
+    if (
+      !(err instanceof KcoroError) || err.code !== "KC_ENOMEM" || n > ${guardedBudget()} ||
+      !/guarded stacks and slabs, 64 MiB of stacks each or one larger stack/.test(err.message)
+    ) {
+      throw new Error("after " + n + " spawns: " + err);
+    }
+    // The engine can still map its heap.
+    const keep = [];
+    for (let i = 0; i < 1_000_000; i++) keep.push([i]);
+    const big = [];
+    for (let i = 0; i < 64; i++) big.push(new Uint8Array(1 << 20));
+    ch.cancel(); // every receiver ends
+    await rt.drain();
+    if (rt.stats().live !== 0) throw new Error("live " + rt.stats().live);
+    rt.spawn("receiver", cells); // a free stack from the pool
+    await rt.shutdown();
+    console.log(n, keep.length, big.length);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 /**
  * A C coroutine for the shutdown tests below. Its cells: [go, done, running]. It runs until the
  * isolate says go, so a shutdown cannot stop it mid-loop and waits for its end in its join. Its
