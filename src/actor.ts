@@ -91,6 +91,7 @@ import {
 import {
   isJob,
   type Job,
+  jobStateOf,
   type JobSupport,
   runCompletionHandler,
   taskCancelError,
@@ -611,7 +612,20 @@ class ActorImpl<M> implements Actor<M> {
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#mailbox in Object(this))) return notA("Actor");
-    return inspectAs("Actor", { "[[state]]": this.job.state }, inspect, options);
+    // A kcoro Job's state as kcoro reads it (`jobStateOf`: no subclass's getter runs); a Job of
+    // another kind's (a CoroutineScope of the caller's own returned it) by its `state`, left out
+    // where that throws. Before, a `state` getter that threw made Deno.inspect throw.
+    const job: unknown = this.#job;
+    const facts: Record<string, unknown> = {};
+    if (isJob(job)) facts["[[state]]"] = jobStateOf(job);
+    else if (job !== undefined) {
+      try {
+        facts["[[state]]"] = (job as Job).state;
+      } catch {
+        // the caller's getter threw: the fact is left out, as a native read that fails is
+      }
+    }
+    return inspectAs("Actor", facts, inspect, options);
   }
 }
 

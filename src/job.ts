@@ -377,6 +377,13 @@ export let isDeferred: (x: unknown) => x is CompletableDeferred<unknown>;
 export let failureOf: (job: JobSupport<unknown>) => unknown;
 /** @ignore `job`'s completion handlers registered and not disposed (tests; was `_handlerCount`). */
 export let handlerCountOf: (job: JobSupport<unknown>) => number;
+/**
+ * @ignore `job`'s state as kcoro's own `state` getter answers it (a scope's by scope.ts's, which
+ * shows a queued cancel as "cancelling"), running no getter a subclass overrides it with: for the
+ * inspect hooks, which never throw (a CompletableDeferred's subclass whose `state` getter threw
+ * made `Deno.inspect` throw, and an actor's print with it).
+ */
+export let jobStateOf: (job: JobSupport<unknown>) => JobState;
 /** The flags `x` (a job: `isJob`) was made with (`describe` names its kind by them). */
 let flagsOf: (x: JobSupport<unknown>) => number;
 /** The job `x` (a job: `isJob`) is a child of, while it is linked in its list; else null. */
@@ -812,6 +819,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     isJob = (x): x is JobSupport<unknown> => typeof x === "object" && x !== null && #state in x;
     failureOf = (job) => job.#failed ? job.#cause : undefined;
     handlerCountOf = (job) => job.#handlers?.size ?? 0;
+    jobStateOf = (job) => isScope(job) ? scopeStateOf(job) : stateNames[job.#state];
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
@@ -869,7 +877,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (!(#head in Object(this))) return notA("Job");
     let children = 0; // counted on the list: the `children` getter would copy it to count it
     for (let c = this.#head; c !== null; c = c.#next) children++;
-    const facts = { state: this.state, "[[children]]": children };
+    // kcoro's own state (`jobStateOf`), not `this.state`: a subclass's getter (a
+    // CompletableDeferred's subclass, a scope's class extended) that threw made Deno.inspect throw.
+    const facts = { state: jobStateOf(this), "[[children]]": children };
     return inspectAs(jobKind(this), facts, inspect, options);
   }
 
@@ -1541,10 +1551,19 @@ export function notJob(self: unknown, op: string, what = "Job"): TypeError {
 
 /** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`isScopeObject`). */
 let isScope: (x: unknown) => boolean = () => false;
+/** @ignore A scope's state by scope.ts's own `state` getter (`jobStateOf`): set by it. */
+let scopeStateOf: (x: JobSupport<unknown>) => JobState = () => "new";
 
-/** @ignore scope.ts's brand check, for `describeJobKind` (job.ts cannot import scope.ts). */
-export function _setScopeBrand(check: (x: unknown) => boolean): void {
+/**
+ * @ignore scope.ts's brand check, for `describeJobKind`, and its `state` getter, for `jobStateOf`
+ * (job.ts cannot import scope.ts).
+ */
+export function _setScopeBrand(
+  check: (x: unknown) => boolean,
+  state: (x: JobSupport<unknown>) => JobState,
+): void {
   isScope = check;
+  scopeStateOf = state;
 }
 
 /**

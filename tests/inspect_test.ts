@@ -11,6 +11,7 @@ import {
   codecs,
   CompletableDeferred,
   Context,
+  type CoroutineScope,
   coroutineScope,
   createContextKey,
   createScope,
@@ -640,4 +641,51 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's subclass, an own getter on a scope or a launch's job) prints kcoro's own state, and an actor whose Job of another kind has a `state` that throws prints without it: Deno.inspect threw that getter's error", async () => {
+  const thrown = () => {
+    throw new Error("the caller's state getter");
+  };
+  class Mine extends CompletableDeferred<number> {
+    override get state(): never {
+      return thrown();
+    }
+  }
+  const mine = new Mine();
+  assert.equal(Deno.inspect(mine), 'CompletableDeferred { state: "active", [[children]]: 0 }');
+  mine.complete(1);
+  assert.equal(Deno.inspect(mine), 'CompletableDeferred { state: "completed", [[children]]: 0 }');
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const launched = scope.launch(() => gate.promise);
+  for (const job of [scope, launched]) {
+    Object.defineProperty(job, "state", { get: thrown, configurable: true });
+  }
+  assert.equal(Deno.inspect(scope), 'CoroutineScope { state: "active", [[children]]: 1 }');
+  assert.equal(Deno.inspect(launched), 'Job { state: "active", [[children]]: 0 }');
+  // An actor on a CoroutineScope of the caller's own, whose launch returns a Job of another kind
+  // (a Proxy of a deferred) whose `state` throws: the fact is left out. One that returns a kcoro
+  // Job with the caller's getter prints kcoro's state.
+  const other = new CompletableDeferred<void>();
+  const foreign = new Proxy(other, {
+    get: (t, k) => {
+      if (k === "state") thrown();
+      const v = Reflect.get(t, k, t);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+  const rows = [[foreign, "Actor {}"], [launched, 'Actor { [[state]]: "active" }']] as const;
+  for (const [returned, printed] of rows) {
+    const own = {
+      launch: (block: (task: CoroutineScope) => Promise<void>) => (scope.launch(block), returned),
+    } as unknown as CoroutineScope;
+    const a = actor<number>(own, async (mailbox) => {
+      for await (const _ of mailbox) { /* none */ }
+    });
+    assert.equal(Deno.inspect(a), printed);
+    a.close();
+  }
+  other.complete();
+  gate.resolve();
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

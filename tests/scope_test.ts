@@ -1726,7 +1726,14 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
   // inside another: the recursion the queue avoids).
   using reported = catchReported();
   const depth = 40;
-  type Seen = { n: number; active: boolean; cancelled: boolean; state: string; aborted: boolean };
+  type Seen = {
+    n: number;
+    active: boolean;
+    cancelled: boolean;
+    state: string;
+    printed: string;
+    aborted: boolean;
+  };
   const seen: Seen[] = [];
   const signals: AbortSignal[] = [];
   const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
@@ -1736,6 +1743,7 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
       active: s.isActive,
       cancelled: job.isCancelled,
       state: job.state,
+      printed: Deno.inspect(job), // prints the state its getter reads (`jobStateOf`)
       aborted: s.signal.aborted,
     });
     signals.push(s.signal);
@@ -1747,6 +1755,7 @@ Deno.test("a scope nested through its task's signal deeper than 32 levels, whose
     assert.equal(x.active, false, `${at}: isActive`);
     assert.equal(x.cancelled, true, `${at}: isCancelled`);
     assert.equal(x.state, "cancelling", `${at}: state`);
+    assert.match(x.printed, /^CoroutineScope \{ state: "cancelling", /, `${at}: printed`);
   }
   // The levels whose cancel waited: their signal had not aborted yet (the test reaches the gap).
   const waited = seen.filter((x) => !x.aborted).map((x) => x.n);
