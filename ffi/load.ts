@@ -74,6 +74,14 @@ const NOT_CLONEABLE = Symbol(
 );
 
 /**
+ * True if `x` is a Library (a brand check, which runs no Proxy trap). Set by a static block of
+ * Library: as the public static `Library._is`, replaced by `() => true`, it made a Library member
+ * called on what is none throw the engine's "Cannot read private member #lib" where it throws a
+ * named TypeError (`libraryThrown`).
+ */
+let isLibrary: (x: unknown) => x is Library;
+
+/**
  * An open libkcoro. `close()` is idempotent; calls after it throw `LibraryClosedError`.
  * `using lib = openLibrary()` closes it at the end of the block (`[Symbol.dispose]`).
  */
@@ -154,9 +162,8 @@ export class Library {
     if (!(#lib in Object(self))) throw notLibrary(self, op);
   }
 
-  /** @ignore True if `x` is a Library (a brand check). Internal. */
-  static _is(x: unknown): x is Library {
-    return typeof x === "object" && x !== null && #lib in x;
+  static {
+    isLibrary = (x): x is Library => typeof x === "object" && x !== null && #lib in x;
   }
 
   /**
@@ -1071,5 +1078,5 @@ function notLibrary(self: unknown, op: string): TypeError {
 
 /** What a hot member's catch throws: `e` on a Library; `notLibrary` on what is none. */
 function libraryThrown(self: unknown, op: string, e: unknown): unknown {
-  return Library._is(self) ? e : notLibrary(self, op);
+  return isLibrary(self) ? e : notLibrary(self, op);
 }

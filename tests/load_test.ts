@@ -1872,6 +1872,16 @@ Deno.test("a Library's members called on what is no Library (an object made from
     [undefined, "undefined"],
   ];
   assertThrowsOnFakes(calls, fakes, "a Library");
+  // Its brand check is out of reach: as the public static `Library._is`, replaced by one that
+  // says yes to anything, the hot members' catch let the engine's "Cannot read private member"
+  // out for what is no Library.
+  assert.equal("_is" in Library, false);
+  Object.defineProperty(Library, "_is", { value: () => true, configurable: true });
+  try {
+    assertThrowsOnFakes(calls.slice(0, 2), fakes, "a Library");
+  } finally {
+    delete (Library as unknown as Record<string, unknown>)._is;
+  }
   // The Proxy's close reached no library: it is open, its symbols there.
   assert.equal(lib.isOpen, true);
   assert.equal(typeof lib.symbols("test").kc_abi_version, "function");
