@@ -2031,9 +2031,31 @@ class Run {
     if (what === "handler" && live.length > 0) {
       const t = this.pickJob(live);
       const throws = this.chance(0.3) ? this.newError() : undefined;
-      const cancels = this.chance(0.2) ? this.pickJob(live) : undefined;
+      let cancels = this.chance(0.2) ? this.pickJob(live) : undefined;
       const lazy = live.filter((x) => x.state === NEW);
-      const starts = lazy.length > 0 && this.chance(0.3) ? this.pick(lazy) : undefined;
+      let starts = lazy.length > 0 && this.chance(0.3) ? this.pick(lazy) : undefined;
+      // Handlers of two jobs that finish in one step run in the event loop's order, not a rule
+      // (above): one that starts a lazy job and one of another job that cancels that job or a
+      // job above it answer by that order (started first: cancelling, its block running; the
+      // cancel first: cancelled unstarted, the start a no-op). Such a pair is not drawn: the
+      // later one loses that effect, with the draws as they were (a seed's program changes
+      // from that handler on only: of the default run, seed 3 from its 109th step). Seed 6619
+      // met it (PINNED below).
+      if (!t.final) {
+        const above = (x: MJob, c: MJob) => {
+          for (let p: MJob | null = x; p !== null; p = p.origParent) if (p === c) return true;
+          return false;
+        };
+        const others = [...this.modelHandlers.values()].filter((o) => o.live && o.job !== t);
+        if (starts !== undefined && others.some((o) => o.cancels && above(starts!, o.cancels))) {
+          starts = undefined;
+          count("handler: a start left out (another job's handler cancels above it)");
+        }
+        if (cancels !== undefined && others.some((o) => o.starts && above(o.starts, cancels!))) {
+          cancels = undefined;
+          count("handler: a cancel left out (another job's handler starts below it)");
+        }
+      }
       const id = this.nextHandler++;
       this.log(
         `h${id} = invokeOnCompletion(${t})${throws ? ` throwing ${lbl(throws)}` : ""}` +
@@ -2652,6 +2674,11 @@ function matchErrPeek(sym: Sym | undefined, real: unknown): boolean {
  *   CompletableDeferred takes its children's failures, as the deferred takes them: the model,
  *   whose deferreds took none (walking on to a supervisor above), expected the launch to report
  *   the failure ("events: 3, model 4", at its 13th step; session 38).
+ * - 6619 (at the defaults; none of seeds 25-6,618 fails): two handlers of jobs one timer ends
+ *   in one step, #41's starting the lazy #37 and #23's cancelling #1, #37's parent: the library
+ *   ran #41's first (#37 started, then cancelling, its block running), the model by job number
+ *   (#37 cancelled unstarted, the start a no-op): "#1: children [37,38], model [38]" at its
+ *   115th step, 1 seed in about 7,500 (session 40). Such a pair is not drawn since (`handler`).
  * Each runs its steps whatever the time they take (`ms` unbounded; each step's settling keeps
  * its own deadline): cut short by the time bound on a slow host, a run ends before the step
  * that tells the orders apart (993's 126th, 3058's 106th) and passes with either order.
@@ -2667,6 +2694,7 @@ const PINNED: readonly (Knobs & { seed: number })[] = [
   { seed: 3744, steps: 150, jobs: 60, ms: Infinity, scopeParented: false },
   { seed: 2328, steps: 150, jobs: 60, ms: Infinity },
   { seed: 1168, steps: 150, jobs: 60, ms: Infinity },
+  { seed: 6619, steps: 150, jobs: 60, ms: Infinity },
 ];
 
 /** The runs: the seeds at `knobs`, then (in the default run only) the pinned cases. */
