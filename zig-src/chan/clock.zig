@@ -468,11 +468,18 @@ test "stops racing reads and idle ends: once the readers are gone, a stop leaves
 
         fn go(r: *@This()) void {
             defer r.joiner.done();
+            // Its reads are cut short after 2 s: up to 200 reads with up to 50 yields after
+            // each, and a yield took ~6 ms on a 2-CPU host running ~30 busy processes, so a
+            // reader drawn long ran past the join's 30 s below (session 40: "timed out after
+            // 30000 ms waiting for a clock reader to end", ReleaseSafe, 1 run in 8). On an idle
+            // host a reader is done in well under a millisecond, as before.
+            const end = test_wait.Deadline.in(2 * std.time.ns_per_s, "");
             var last: u64 = 0;
             for (0..r.reads) |_| {
                 const t = now();
                 if (t < last) r.back = true;
                 last = t;
+                if (end.passed()) break;
                 for (0..r.pause) |_| std.Thread.yield() catch {};
             }
         }
