@@ -1835,14 +1835,25 @@ class Run {
     fakeTimers.delete(id);
     fn();
     const hit = armed.filter((n) => this.r[n.id].job!.isCancelled);
-    if (hit.length !== 1) {
-      this.fail(`a hand-over timer of ${armed.join(", ")} cancelled ${hit.length} of them`);
-    }
+    if (hit.length === 0) this.fail(`a hand-over timer of ${armed.join(", ")} cancelled none`);
+    // Its cancel may cancel another of the group too, by what it sets off: seed 9944's first
+    // timer, #13's, cancelled #13's child #25 (a createScope, final at once), whose completion
+    // handler cancelled #22, which #27 follows. The first is taken as the timer's (the group's
+    // timers are armed in its order, and the first armed one fired); the model's expiry of it
+    // must then have cancelled the others as well.
     const n = hit[0];
     count("timeout nested: cancel by its hand-over timer");
     n.timer = false;
     this.m.expire(n); // its own scope, then the ones nested in it
     this.m.dirty = true;
+    const unexplained = hit.filter((x) => x.state < CANCELLING);
+    if (unexplained.length > 0) {
+      this.fail(
+        `a hand-over timer of ${armed.join(", ")} cancelled ${hit.join(", ")}; ` +
+          `the model's expiry of ${n} did not cancel ${unexplained.join(", ")}`,
+      );
+    }
+    if (hit.length > 1) count("timeout nested: a hand-over timer's cancel cancelled another");
   }
 
   /**
@@ -2679,6 +2690,10 @@ function matchErrPeek(sym: Sym | undefined, real: unknown): boolean {
  *   ran #41's first (#37 started, then cancelling, its block running), the model by job number
  *   (#37 cancelled unstarted, the start a no-op): "#1: children [37,38], model [38]" at its
  *   115th step, 1 seed in about 7,500 (session 40). Such a pair is not drawn since (`handler`).
+ * - 9944 (at the defaults; none of seeds 25-9,943 fails but 6619): a hand-over timer whose
+ *   cancel also cancelled another nested timeout of its group (through a child's completion
+ *   handler and a follower: `fireHandover`): taken for a timer that cancelled two scopes, "a
+ *   hand-over timer of #13, #27 cancelled 2 of them" at its 78th step (session 40).
  * Each runs its steps whatever the time they take (`ms` unbounded; each step's settling keeps
  * its own deadline): cut short by the time bound on a slow host, a run ends before the step
  * that tells the orders apart (993's 126th, 3058's 106th) and passes with either order.
@@ -2695,6 +2710,7 @@ const PINNED: readonly (Knobs & { seed: number })[] = [
   { seed: 2328, steps: 150, jobs: 60, ms: Infinity },
   { seed: 1168, steps: 150, jobs: 60, ms: Infinity },
   { seed: 6619, steps: 150, jobs: 60, ms: Infinity },
+  { seed: 9944, steps: 150, jobs: 60, ms: Infinity },
 ];
 
 /** The runs: the seeds at `knobs`, then (in the default run only) the pinned cases. */
