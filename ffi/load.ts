@@ -22,6 +22,7 @@ import { customInspect, inspectAs, notA } from "../src/inspect.ts";
 import {
   AbiMismatchError,
   checkFunction,
+  checkOptionNames,
   CloseHooksError,
   describe,
   InvalidHandleError,
@@ -29,6 +30,7 @@ import {
   LibraryNotFoundError,
   LibraryPermissionError,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
 } from "../src/errors.ts";
 
@@ -379,6 +381,8 @@ export interface OpenOptions {
   /** Build from source when no library is found (default true). */
   build?: boolean;
 }
+/** OpenOptions' names: any other own key is refused (`checkOptionNames`). */
+const OPEN_OPTIONS = optionNames<OpenOptions>({ path: true, expectAbi: true, build: true });
 
 /** The platform's file name for the library. */
 export function libraryFileName(os: typeof Deno.build.os = Deno.build.os): string {
@@ -853,6 +857,7 @@ export function openLibrary(options: OpenOptions = {}): Library {
     throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
   }
   const { path: given, expectAbi, build } = options;
+  checkOptionNames(op, options, OPEN_OPTIONS);
   if (given !== undefined && (typeof given !== "string" || given === "")) {
     throw new TypeError(
       `Cannot ${op}: path must be a non-empty string, received ${describe(given)}`,

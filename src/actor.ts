@@ -75,6 +75,7 @@ import {
   abortReason,
   CancellationError,
   checkFunction,
+  checkOptionNames,
   checkOptions,
   checkScope,
   ClosedSendError,
@@ -83,6 +84,7 @@ import {
   launchChecked,
   listenAbortNamed,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   signalOf,
   taskSignal,
@@ -112,6 +114,12 @@ export interface ActorOptions<M = unknown> {
    */
   onUndeliveredElement?: (message: M) => void;
 }
+/** ActorOptions' names: any other own key is refused (`checkOptionNames`). */
+const ACTOR_OPTIONS = optionNames<ActorOptions>({
+  capacity: true,
+  onDone: true,
+  onUndeliveredElement: true,
+});
 
 /** An actor's sending side and its task; see {@linkcode actor}. */
 export interface Actor<M> {
@@ -663,6 +671,7 @@ export function actor<M>(
   checkFunction(op, "handler", handler);
   checkOptions(op, options);
   const { capacity = "rendezvous", onDone, onUndeliveredElement } = options;
+  checkOptionNames(op, options, ACTOR_OPTIONS);
   if (onDone !== undefined) checkFunction(op, "onDone", onDone);
   if (onUndeliveredElement !== undefined) {
     checkFunction(op, "onUndeliveredElement", onUndeliveredElement);

@@ -58,6 +58,7 @@ import {
   abortReason,
   CancellationError,
   checkFunction,
+  checkOptionNames,
   checkOptions,
   ClosedReceiveError,
   ClosedSendError,
@@ -69,6 +70,7 @@ import {
   LibraryPermissionError,
   listenAbortNamed,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   signalOf,
   Status,
@@ -98,6 +100,12 @@ export interface ChannelOptions<T> {
    */
   onUndeliveredElement?: (value: T) => void;
 }
+/** ChannelOptions' names: any other own key is refused (`checkOptionNames`). */
+const CHANNEL_OPTIONS = optionNames<ChannelOptions<unknown>>({
+  overflow: true,
+  codec: true,
+  onUndeliveredElement: true,
+});
 
 /** Options of `send`, `receive`, `receiveCatching`. */
 export interface WaitOptions {
@@ -2181,6 +2189,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     checkOptions(op, options);
     const { overflow = "suspend", codec = codecs.default as Codec<T>, onUndeliveredElement } =
       options;
+    checkOptionNames(op, options, CHANNEL_OPTIONS);
     if (!Object.hasOwn(OVERFLOW, overflow)) {
       // A string naming no policy is a TypeError too, as an unknown capacity name, built-in
       // entry or shutdown mode is (WebIDL's rule for an enum value it does not know).

@@ -56,6 +56,7 @@ import {
   abortReason,
   CancellationError,
   checkFunction,
+  checkOptionNames,
   CompletionHandlerError,
   describe,
   errorKind,
@@ -63,6 +64,7 @@ import {
   listenAbortNamed,
   nameInstances,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   signalOf,
   unlistenAbort,
@@ -1331,6 +1333,12 @@ function checkNotThenable(op: string, value: unknown): void {
   }
 }
 
+/** The option names of the CompletableDeferred constructor: any other own key is refused. */
+const DEFERRED_OPTIONS = optionNames<{ context?: Context; parent?: Job }>({
+  context: true,
+  parent: true,
+});
+
 /**
  * A {@linkcode Deferred} completed by hand (Kotlin's `CompletableDeferred`): `complete(value)`
  * or `completeExceptionally(error)` settle it; `cancel()` cancels it. Active from the start.
@@ -1383,6 +1391,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     }
     // Each read once (a getter of the caller's may answer differently each time).
     const own = options.context, parent = options.parent;
+    checkOptionNames("create CompletableDeferred", options, DEFERRED_OPTIONS);
     if (own !== undefined && !isContext(own)) {
       throw new TypeError(
         `Cannot create CompletableDeferred: context must be a Context, received ${describe(own)}`,

@@ -11,12 +11,14 @@
  */
 import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
+  checkOptionNames,
   checkOptions,
   checkStackSize,
   describe,
   InvalidHandleError,
   KcoroError,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   Status,
   unwrap,
@@ -62,6 +64,13 @@ export interface NativeCoroutineOptions {
   /** Take the stack from a shared slab (canary check, no guard page) instead of its own mapping. */
   slabStack?: boolean;
 }
+/** NativeCoroutineOptions' names: any other own key is refused (`checkOptionNames`). */
+const COROUTINE_OPTIONS = optionNames<NativeCoroutineOptions>({
+  arg: true,
+  stackSize: true,
+  fpControl: true,
+  slabStack: true,
+});
 
 /** A coroutine's native side, for the finaliser of one dropped undestroyed. */
 interface Dropped {
@@ -142,6 +151,7 @@ export class NativeCoroutine implements Disposable {
     // Absent only when undefined, as each option of `runtime()`'s: `?? 0` took a null `arg` or
     // `stackSize` (a wrong type, which fpControl's and slabStack's checks refuse) for the default.
     const given = options.arg;
+    checkOptionNames("create coroutine", options, COROUTINE_OPTIONS);
     const arg = given === undefined ? 0 : given;
     if (typeof arg !== "number" || !Number.isSafeInteger(arg) || arg < 0) {
       // Not a number (a bigint, "5"): a TypeError, as every option of the wrong type.

@@ -28,6 +28,7 @@ import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
   abortReason,
   CancellationError,
+  checkOptionNames,
   checkOptions,
   checkSignal,
   describe,
@@ -37,6 +38,7 @@ import {
   LibraryClosedError,
   listenAbortNamed,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   refuseSyncDispose,
   ShutdownError,
@@ -80,6 +82,8 @@ export interface NativeScopeOptions {
   /** A native parent: cancelling it cancels this scope (and everything below). */
   parent?: NativeScope;
 }
+/** NativeScopeOptions' names: any other own key is refused (`checkOptionNames`). */
+const CREATE_OPTIONS = optionNames<NativeScopeOptions>({ parent: true });
 
 /** Options for {@linkcode NativeScope.wait}. */
 export interface NativeWaitOptions {
@@ -91,6 +95,8 @@ export interface NativeWaitOptions {
    */
   timeout?: number;
 }
+/** NativeWaitOptions' names: any other own key is refused (`checkOptionNames`). */
+const WAIT_OPTIONS = optionNames<NativeWaitOptions>({ signal: true, timeout: true });
 
 /** Why waiting for a scope whose children a runtime shutdown cancelled fails. */
 const ABANDONED =
@@ -285,6 +291,7 @@ export class NativeScope implements AsyncDisposable {
     const op = "create native scope";
     checkOptions(op, options);
     const parent = options.parent;
+    checkOptionNames(op, options, CREATE_OPTIONS);
     // The private field, not instanceof: Object.create(NativeScope.prototype) passed that, and
     // reading its handle threw the engine's "Receiver must be an instance of class NativeScope".
     if (parent !== undefined && !NativeScope.#isScope(parent)) {
@@ -543,6 +550,7 @@ export class NativeScope implements AsyncDisposable {
     const op = "wait for native scope";
     checkOptions(op, options);
     const { signal, timeout } = options;
+    checkOptionNames(op, options, WAIT_OPTIONS);
     checkSignal(op, signal);
     // Not a number: a TypeError; NaN: a RangeError, as delay's (a string was a RangeError).
     if (timeout !== undefined) checkMs(op, timeout, "timeout");

@@ -95,12 +95,14 @@ import {
   abortReason,
   CancellationError,
   checkFunction,
+  checkOptionNames,
   checkOptions,
   checkScope,
   isAborted,
   isAbortSignal,
   launchChecked,
   listenAbortNamed,
+  optionNames,
   taskSignal,
   unlistenAbort,
 } from "./errors.ts";
@@ -148,6 +150,8 @@ export interface ProduceOptions<T = unknown> {
    */
   onUndeliveredElement?: (value: T) => void;
 }
+/** ProduceOptions' names: any other own key is refused (`checkOptionNames`). */
+const PRODUCE_OPTIONS = optionNames<ProduceOptions>({ capacity: true, onUndeliveredElement: true });
 
 /**
  * What produce.ts alone reads and writes of a {@linkcode ProducerChannel} (`stateOf`): its private
@@ -562,6 +566,7 @@ export function produce<T>(
   checkFunction(op, "block", block);
   checkOptions(op, options);
   const { capacity: given, onUndeliveredElement } = options; // read once
+  checkOptionNames(op, options, PRODUCE_OPTIONS);
   // Only a missing capacity is the default: null is refused below, as actor and a Channel do.
   const capacity = given === undefined ? "rendezvous" : given;
   if (onUndeliveredElement !== undefined) {

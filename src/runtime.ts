@@ -8,11 +8,13 @@
  */
 import { inWorker, type Library, library } from "../ffi/load.ts";
 import {
+  checkOptionNames,
   checkStackSize,
   describe,
   KcoroError,
   LibraryClosedError,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   refuseSyncDispose,
   ShutdownError,
@@ -37,6 +39,13 @@ export interface RuntimeOptions {
   /** Take stacks from shared slabs (a million coroutines fit; see README, Stacks). */
   slabStacks?: boolean;
 }
+/** RuntimeOptions' names: any other own key is refused (`checkOptionNames`). */
+const RUNTIME_OPTIONS = optionNames<RuntimeOptions>({
+  workers: true,
+  stackSize: true,
+  fpControl: true,
+  slabStacks: true,
+});
 
 /** kcoro.h's KC_SHUTDOWN_CANCEL and KC_SHUTDOWN_FINISH: kc_sched_shutdown's modes, and what
  * kc_sched_ended says a scheduler run ended as. */
@@ -1328,6 +1337,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
     );
   }
   const { workers = 0, stackSize = 0, fpControl = false, slabStacks = false } = options;
+  checkOptionNames("start runtime", options, RUNTIME_OPTIONS);
   for (const [name, v] of [["fpControl", fpControl], ["slabStacks", slabStacks]] as const) {
     if (typeof v !== "boolean") {
       throw new TypeError(

@@ -31,10 +31,12 @@ import {
   abortReason,
   CancellationError,
   checkFunction,
+  checkOptionNames,
   checkSignal,
   describe,
   isAborted,
   listenAbortNamed,
+  optionNames,
   refuseSyncDispose,
   signalOf,
   unlistenAbort,
@@ -78,6 +80,8 @@ export interface LaunchOptions {
    */
   context?: Context;
 }
+/** LaunchOptions' names: any other own key is refused (`checkOptionNames`). */
+const LAUNCH_OPTIONS = optionNames<LaunchOptions>({ lazy: true, context: true });
 
 /** Options for {@linkcode coroutineScope}, {@linkcode supervisorScope} and the timeouts. */
 export interface ScopeOptions {
@@ -90,6 +94,10 @@ export interface ScopeOptions {
    */
   context?: Context;
 }
+/** ScopeOptions' names: any other own key is refused (`checkOptionNames`). */
+const SCOPE_OPTIONS = optionNames<ScopeOptions>({ signal: true, context: true });
+/** nonCancellable's option names. */
+const NON_CANCELLABLE_OPTIONS = optionNames<{ context?: Context }>({ context: true });
 
 /** Options for {@linkcode createScope}. */
 export interface CreateScopeOptions extends ScopeOptions {
@@ -106,6 +114,13 @@ export interface CreateScopeOptions extends ScopeOptions {
    */
   parent?: Job;
 }
+/** CreateScopeOptions' names: any other own key is refused (`checkOptionNames`). */
+const CREATE_SCOPE_OPTIONS = optionNames<CreateScopeOptions>({
+  signal: true,
+  context: true,
+  supervisor: true,
+  parent: true,
+});
 
 /**
  * Where tasks are launched: the argument of every block, of {@linkcode coroutineScope} and
@@ -167,15 +182,18 @@ function checkBoolean(op: string, name: string, value: unknown): void {
 /**
  * Checks scope options and returns what it checked, each read once: the caller uses that, not
  * `options` (a getter answered undefined to the check and `{}` to the use after it: a failing
- * supervisorScope never settled). Internal (time.ts uses it too).
+ * supervisorScope never settled). `known`: the option names taken (createScope's are more).
+ * Internal (time.ts uses it too).
  */
 export function checkScopeOptions(
   op: string,
   options: ScopeOptions | undefined,
+  known: readonly string[] = SCOPE_OPTIONS,
 ): ScopeOptions | undefined {
   if (options === undefined) return undefined;
   checkObject(op, options);
   const { signal, context } = options;
+  checkOptionNames(op, options, known);
   checkSignal(op, signal);
   checkContext(op, context);
   return { signal, context };
@@ -534,6 +552,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     if (options !== undefined) {
       checkObject(op, options);
       const { lazy: given, context: own } = options; // read once (checkScopeOptions says why)
+      checkOptionNames(op, options, LAUNCH_OPTIONS);
       checkBoolean(op, "lazy", given);
       checkContext(op, own);
       lazy = given === true;
@@ -861,6 +880,7 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
     if (options !== undefined) {
       checkObject(op, options);
       context = options.context; // read once (checkScopeOptions says why)
+      checkOptionNames(op, options, NON_CANCELLABLE_OPTIONS);
       checkContext(op, context);
     }
   } catch (e) {
@@ -982,7 +1002,7 @@ refuseSyncDispose(StandaloneScope.prototype, "scope", "disposing a scope waits f
  */
 export function createScope(options?: CreateScopeOptions): Scope {
   const op = "create scope";
-  const checked = checkScopeOptions(op, options);
+  const checked = checkScopeOptions(op, options, CREATE_SCOPE_OPTIONS);
   // Each read once (checkScopeOptions says why).
   const supervisor = options?.supervisor, parent = options?.parent;
   checkBoolean(op, "supervisor", supervisor);

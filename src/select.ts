@@ -83,6 +83,7 @@ import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
   abortReason,
   checkFunction,
+  checkOptionNames,
   checkOptions,
   checkSignal,
   describe,
@@ -91,6 +92,7 @@ import {
   LibraryClosedError,
   listenAbortNamed,
   nameLookAlikes,
+  optionNames,
   refuseAsValue,
   Status,
   unlistenAbort,
@@ -147,6 +149,8 @@ export interface SelectOptions {
   /** Pick uniformly among the ready clauses instead of the first in clause order. */
   unbiased?: boolean;
 }
+/** SelectOptions' names: any other own key is refused (`checkOptionNames`). */
+const SELECT_OPTIONS = optionNames<SelectOptions>({ signal: true, unbiased: true });
 
 const SEND = 0, RECV = 1, RECV_CATCHING = 2, TIMEOUT = 3, JOIN = 4, AWAIT = 5;
 /** At most this many channel clauses (the native select's limit). */
@@ -382,6 +386,7 @@ export function select<R>(
     checkFunction(op, "build", build);
     checkOptions(op, options);
     const { signal, unbiased = false } = options;
+    checkOptionNames(op, options, SELECT_OPTIONS);
     checkSignal(op, signal);
     // As every other flag option: "yes" or 0 said nothing about which the caller meant.
     if (typeof unbiased !== "boolean") {

@@ -25,7 +25,7 @@ import {
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
-import { shutdownScheduler } from "./support.ts";
+import { settled, shutdownScheduler, untilAborted } from "./support.ts";
 
 /** Names no option takes: a near miss, an inherited property name, the empty string. */
 const UNKNOWN = ["drop-newest", "toString", "__proto__", ""];
@@ -204,6 +204,197 @@ Deno.test("an option given as null is a TypeError naming it, not the default, in
   assert.equal(rt.isRunning, true);
   scope.cancel();
   await scope.join();
+});
+
+/**
+ * What a call does with `options`: the error it throws, or its Promise rejects with by the time
+ * pending microtasks ran (an option check rejects at once); undefined if neither (a Promise still
+ * pending: never awaited, so that a call that did not refuse cannot hang the test).
+ */
+async function refusal(call: () => unknown): Promise<unknown> {
+  let returned: unknown;
+  try {
+    returned = call();
+  } catch (e) {
+    return e;
+  }
+  if (!(returned instanceof Promise)) return undefined;
+  let error: unknown = undefined;
+  returned.catch((e) => error = e);
+  await settled(returned);
+  return error;
+}
+
+Deno.test("a misspelt option is a TypeError naming it and the known ones, in every options object (README, Wrong input)", async () => {
+  // README: "An own key that names no option of the call (a misspelling: `runtime({ slabStack:
+  // true })`, where the option is `slabStacks`) is a TypeError". Before, every options object
+  // ignored it, the option it was meant to be taking its default. Each option of each call is
+  // misspelt (its last letter left out) and must be refused, with the suggestion of that option.
+  // An options object added to the API belongs in this table.
+  const scope = createScope();
+  await using ns = NativeScope.create();
+  using ch = new Channel<number>(4);
+  const block = async () => {};
+  const job = scope.launch(block);
+  const deferred = scope.async(() => 1);
+  const cd = new CompletableDeferred<number>();
+  const mailbox = actor<number>(scope, async (m) => {
+    for await (const _ of m) { /* drained */ }
+  });
+  // Running, so that its send merges the task's signal into the options (produce.ts).
+  const produced = produce<number>(scope, (_, task) => untilAborted(task.signal));
+  const onRecv = (s: Parameters<Parameters<typeof select>[0]>[0]) => s.onReceive(ch, (v) => v);
+  // [the op in the message, the known options in order, a call with options `o`]
+  const table: [string, string[], (o: never) => unknown][] = [
+    ["create channel", ["overflow", "codec", "onUndeliveredElement"], (o) => new Channel(4, o)],
+    ["send", ["signal"], (o) => ch.send(1, o)],
+    ["receive", ["signal"], (o) => ch.receive(o)],
+    ["receiveCatching", ["signal"], (o) => ch.receiveCatching(o)],
+    ["iterate channel", ["signal"], (o) => ch.values(o)],
+    ["select", ["signal", "unbiased"], (o) => select(onRecv, o)],
+    ["delay", ["signal"], (o) => delay(1, o)],
+    ["run coroutineScope", ["signal", "context"], (o) => coroutineScope(block, o)],
+    ["run supervisorScope", ["signal", "context"], (o) => supervisorScope(block, o)],
+    ["run withTimeout", ["signal", "context"], (o) => withTimeout(1000, block, o)],
+    ["run withTimeout", ["signal", "context"], (o) => withTimeout(0, block, o)],
+    ["run withTimeoutOrNull", ["signal", "context"], (o) => withTimeoutOrNull(1000, block, o)],
+    ["run nonCancellable", ["context"], (o) => nonCancellable(block, o)],
+    ["create scope", ["signal", "context", "supervisor", "parent"], (o) => createScope(o)],
+    ["launch", ["lazy", "context"], (o) => scope.launch(block, o)],
+    ["run async", ["lazy", "context"], (o) => scope.async(block, o)],
+    ["join", ["signal"], (o) => scope.join(o)],
+    ["join", ["signal"], (o) => job.join(o)],
+    ["await", ["signal"], (o) => deferred.await(o)],
+    ["create CompletableDeferred", ["context", "parent"], (o) => new CompletableDeferred(o)],
+    ["join", ["signal"], (o) => cd.join(o)],
+    ["await", ["signal"], (o) => cd.await(o)],
+    ["produce", ["capacity", "onUndeliveredElement"], (o) => produce(scope, block, o)],
+    ["send", ["signal"], (o) => produced.send(1, o)],
+    ["start actor", ["capacity", "onDone", "onUndeliveredElement"], (o) => actor(scope, block, o)],
+    ["send", ["signal"], (o) => mailbox.send(1, o)],
+    [
+      "create coroutine",
+      ["arg", "stackSize", "fpControl", "slabStack"],
+      (o) => NativeCoroutine.create("fib", o),
+    ],
+    ["create native scope", ["parent"], (o) => NativeScope.create(o)],
+    ["wait for native scope", ["signal", "timeout"], (o) => ns.wait(o)],
+    ["open library", ["path", "expectAbi", "build"], (o) => openLibrary(o)],
+    ["start runtime", ["workers", "stackSize", "fpControl", "slabStacks"], (o) => runtime(o)],
+  ];
+  // Every row's outcome, so that a failure names each call that took the misspelling.
+  const wrong: string[] = [];
+  for (const [op, known, call] of table) {
+    for (const name of known) {
+      const key = name.slice(0, -1);
+      const thrown = await refusal(() => call({ [key]: 1 } as never));
+      const message = `Cannot ${op}: unknown option "${key}" (known: ${known.join(", ")}; ` +
+        `did you mean "${name}"?), received { ${key}: 1 }`;
+      if (!(thrown instanceof TypeError) || thrown.message !== message) {
+        wrong.push(`${op} given ${key}: ${thrown}`);
+      }
+    }
+  }
+  assert.deepEqual(wrong, []);
+  scope.cancel();
+  await scope.join();
+});
+
+Deno.test("the unknown-option check: own enumerable string keys only, no getter run, named with the nearest option", async () => {
+  // The exact form, README's example.
+  assert.throws(() => runtime({ slabStack: true } as never), {
+    name: "TypeError",
+    message: 'Cannot start runtime: unknown option "slabStack" (known: workers, stackSize, ' +
+      'fpControl, slabStacks; did you mean "slabStacks"?), received { slabStack: true }',
+  });
+  // Case ignored in the suggestion; a name far from every option gets none; a key that is no
+  // identifier is quoted in the received object.
+  assert.throws(() => new Channel(4, { Overflow: "suspend" } as never), {
+    message: 'Cannot create channel: unknown option "Overflow" (known: overflow, codec, ' +
+      'onUndeliveredElement; did you mean "overflow"?), received { Overflow: "suspend" }',
+  });
+  assert.throws(() => new Channel(4, { "buffer size": 8 } as never), {
+    message: 'Cannot create channel: unknown option "buffer size" (known: overflow, codec, ' +
+      'onUndeliveredElement), received { "buffer size": 8 }',
+  });
+  // A getter's value is not read: named as a getter, and it never ran.
+  let ran = 0;
+  const getter = {
+    get sigal() {
+      ran++;
+      return undefined;
+    },
+  };
+  assert.equal(
+    ((await refusal(() => delay(1, getter as never))) as Error).message,
+    'Cannot delay: unknown option "sigal" (known: signal; did you mean "signal"?), ' +
+      "received { sigal: a getter }",
+  );
+  assert.equal(ran, 0);
+  // Only own enumerable string keys: an inherited key, a non-enumerable one and a symbol key are
+  // not looked at (README), and the call runs as without them.
+  const inherited = Object.create({ capacity: 1, signa: 1 });
+  const hidden = Object.defineProperty({}, "signa", { value: 1, enumerable: false });
+  const symbolic = { [Symbol("signa")]: 1 };
+  for (const o of [inherited, hidden, symbolic]) {
+    assert.equal(await delay(0, o), undefined);
+    using c = new Channel<number>(4, o);
+    assert.deepEqual(c.trySend(1), { state: "ok" });
+  }
+  // An inherited option is still read, as before: one slot dropping the oldest.
+  using buffered = new Channel<number>("buffered", Object.create({ overflow: "drop-oldest" }));
+  buffered.trySend(1);
+  buffered.trySend(2);
+  assert.deepEqual(buffered.tryReceive(), { state: "ok", value: 2 });
+  // An index 0, own or inherited, is refused before any key is listed: `for...in` would list
+  // every index of a typed array or a String object up front, a key string for each byte or
+  // character. An empty array has none, and is looked at as a literal is.
+  const indexed: [unknown, string][] = [
+    [["signal"], '{ "0": "signal" }'],
+    [new Uint8Array(64), '{ "0": 0 }'],
+    [new String("signal"), '{ "0": "s" }'],
+    [new Proxy(new Uint8Array(64), {}), '{ "0": 0 }'],
+    [Object.create(new Uint8Array(64)), '{ "0": an inherited value }'],
+  ];
+  for (const [o, received] of indexed) {
+    assert.equal(
+      ((await refusal(() => delay(0, o as never))) as Error).message,
+      `Cannot delay: unknown option "0" (known: signal), received ${received}`,
+    );
+  }
+  let listed = 0;
+  const counting = new Proxy(new Uint8Array(64), {
+    ownKeys: (t) => (listed++, Reflect.ownKeys(t)),
+  });
+  assert.match(
+    ((await refusal(() => delay(0, counting as never))) as Error).message,
+    /^Cannot delay: unknown option "0" /,
+  );
+  assert.equal(listed, 0); // refused before its keys were listed
+  assert.equal(await delay(0, [] as never), undefined);
+  // A Proxy of a plain object is looked at through its traps.
+  assert.match(
+    (await refusal(() => delay(0, new Proxy({ sigal: 1 }, {}) as never)) as Error).message,
+    /^Cannot delay: unknown option "sigal" /,
+  );
+  assert.equal(await delay(0, new Proxy({}, {})), undefined);
+  // An object of a class of its own is looked at as a literal is: its own enumerable fields.
+  assert.match(
+    (await refusal(() =>
+      delay(
+        0,
+        new (class {
+          sigal = 1;
+        })() as never,
+      )
+    ) as Error).message,
+    /^Cannot delay: unknown option "sigal" /,
+  );
+  // Several unknown keys: the first is named.
+  assert.match(
+    (await refusal(() => delay(1, { a: 1, b: 2 } as never)) as Error).message,
+    /^Cannot delay: unknown option "a" \(known: signal\), received \{ a: 1 \}$/,
+  );
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
