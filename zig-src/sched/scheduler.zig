@@ -2808,9 +2808,9 @@ test "a bounded finishing shutdown whose drain does not run dry in time abandons
     // drained until the bound, and the join timed out at once (1 run in 3 here, loaded).
     // Very loaded, the idle workers may still not leave within those 100 ms (1 ReleaseSafe run
     // in 12 on 2 CPUs at a load average of ~30, session 40): the run is stopped all the same,
-    // the join left pending (`shutdownBy`), which the next shutdown completes (here at once: the
-    // workers read `s`, in this frame, and left running they ran into the next tests' frames). The reserve
-    // itself is pinned by the next test, through its hooks, whatever the load.
+    // the join left pending (`shutdownBy`), which the next shutdown completes, here at once (the
+    // workers read `s`, in this frame: left running, they ran into the next tests' frames). The
+    // reserve itself is pinned by the next test, through its hooks, whatever the load.
     s.shutdownWithin(.finish, 400 * std.time.ns_per_ms) catch {
         try testing.expect(s.join_pending.load(.monotonic)); // the join's timeout, not another
         s.shutdown(.cancel);
