@@ -14149,7 +14149,7 @@ test "C ABI: kc_ring_notify's thread waits as a counted sleeper, so a record wak
     }
 }
 
-test "C ABI: a record wakes both a ring's kc_ring_wait and its notifier sleeping on it, and the destroy ends the notifier (no poll to hide a missing wake)" {
+test "C ABI: a record or an interrupt wakes both a ring's kc_ring_wait and its notifier sleeping on it, and the destroy ends the notifier (no poll to hide a missing wake)" {
     // The notifier's wait has no bound: a wake-up missing from a push, an interrupt or the
     // destroy leaves it asleep, and this test fails at its deadline. Before, `push` woke one
     // sleeper (the first: the kc_ring_wait's thread here) and the notifier saw the record at
@@ -14184,7 +14184,7 @@ test "C ABI: a record wakes both a ring's kc_ring_wait and its notifier sleeping
     defer rings().release(e);
     const r = RingRegistry.objectOf(e);
     // The kc_ring_wait sleeps first (the futex wakes the earliest sleeper first).
-    const th = try std.Thread.spawn(.{}, S.waiter, .{ring});
+    var th = try std.Thread.spawn(.{}, S.waiter, .{ring});
     var joined = false;
     defer if (!joined) {
         _ = kc_ring_destroy(ring); // ends the wait
@@ -14213,13 +14213,26 @@ test "C ABI: a record wakes both a ring's kc_ring_wait and its notifier sleeping
     try testing.expectEqual(@as(i32, 1), kc_ring_drain(ring, &recs, 4));
     try testing.expectEqual(@as(i32, 0), kc_ring_take(ring, ticket, &got, 8));
     try testing.expectEqual(@as(u64, 7), got);
-    // An interrupt wakes the sleeping notifier too (its spurious call).
+    // An interrupt wakes every sleeper too: the notifier, asleep first (its spurious call),
+    // and a kc_ring_wait asleep after it, which takes the interrupt and returns 0. Before, it
+    // woke one, the first to sleep (the notifier), and the kc_ring_wait slept on through it.
     const asleep = test_wait.Deadline.in(test_wait.default_ns, "the notifier to sleep again");
     while (r.sleepers.load(.seq_cst) == 0) try asleep.wait();
+    S.wait_rc.store(-100, .monotonic);
+    S.joiner = .{};
+    th = try std.Thread.spawn(.{}, S.waiter, .{ring});
+    joined = false;
+    const both = test_wait.Deadline.in(test_wait.default_ns, "the second kc_ring_wait to sleep");
+    while (r.sleepers.load(.seq_cst) < 2) try both.wait();
     const before = S.calls.load(.acquire);
     try testing.expectEqual(@as(i32, 0), kc_ring_interrupt(ring));
     const interrupted = test_wait.Deadline.in(test_wait.default_ns, "the notifier to be woken by the interrupt");
     while (S.calls.load(.acquire) == before) try interrupted.wait();
+    const returned = test_wait.Deadline.in(test_wait.default_ns, "the kc_ring_wait to be woken by the interrupt");
+    while (S.wait_rc.load(.acquire) == -100) try returned.wait();
+    S.joiner.join(th, test_wait.default_ns, "the ring's second waiter");
+    joined = true;
+    try testing.expectEqual(@as(i32, 0), S.wait_rc.load(.acquire));
     // The destroy ends it, which says so in `done`.
     while (r.sleepers.load(.seq_cst) == 0) try asleep.wait();
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
