@@ -179,6 +179,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `shutdownBy`'s bounded wait for `lifecycle`, each time it did not give up and is
     /// about to pause, with its deadline.
     lock_wait: ?*const fn (u64) void = null,
+    /// In `shutdownBy`, once it holds `lifecycle`, before it says so (`lifecycle_shutdown`).
+    lifecycle_locked: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -1512,6 +1514,7 @@ pub const Scheduler = struct {
             }
         } else s.lifecycle.lock();
         defer s.unlockLifecycle();
+        if (@import("builtin").is_test) if (test_hooks.lifecycle_locked) |f| f();
         // Monotonic: a hint for the bounded lock wait above, stored and cleared under the lock.
         s.lifecycle_shutdown.store(true, .monotonic);
         // A waiter past its deadline that read the hint false before this store sleeps until
@@ -2981,6 +2984,75 @@ test "a bounded shutdown waiting for the lifecycle lock that another shutdown ho
     test_wait.NeverYields.letGo();
     let_go = true;
     S.joiner.join(t, test_wait.default_ns, "the unbounded shutdown");
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workers.len);
+}
+
+test "a bounded shutdown past its deadline that took the holder of the lifecycle lock for a spawn gives up once that holder says it is a shutdown" {
+    // The waiter read `lifecycle_shutdown` false while the other shutdown held the lock but had
+    // not yet said so, and went to sleep until an unlock, as it does for a spawn. That shutdown
+    // then joins a worker that never yields, holding the lock for good. Before 1517088 nothing
+    // woke the waiter as the hint turned true (only unlocks bump the word): it slept, past its
+    // deadline, for as long as the other shutdown held the lock.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var once = std.atomic.Value(bool).init(false);
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        fn shutter() void {
+            defer joiners[0].done();
+            sched.shutdown(.cancel);
+        }
+        fn bounded() void {
+            defer joiners[1].done();
+            const r: u32 = if (sched.shutdownWithin(.cancel, 0)) 1 else |_| 2;
+            result.store(r, .release); // pairs with the test's acquire loads
+        }
+        // The unbounded shutdown, holding the lock, before it says so: it waits here until the
+        // bounded one sleeps (as for a spawn's unlock), then goes on.
+        fn locked() void {
+            if (once.swap(true, .monotonic)) return; // the first holder only
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (sched.lifecycle_waiters.load(.seq_cst) == 0 and !d.passed()) std.Thread.yield() catch {};
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.once.store(false, .monotonic);
+    S.result.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    test_wait.NeverYields.reset();
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
+    test_hooks.lifecycle_locked = S.locked;
+    defer test_hooks.lifecycle_locked = null;
+    const t0 = try std.Thread.spawn(.{}, S.shutter, .{});
+    var started: u32 = 1;
+    defer if (started > 0) {
+        test_wait.NeverYields.letGo();
+        S.joiners[0].join(t0, test_wait.default_ns, "the unbounded shutdown");
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the unbounded shutdown to hold the lock");
+    while (!S.inside.load(.acquire)) try d.wait();
+    const t1 = try std.Thread.spawn(.{}, S.bounded, .{});
+    // It gives up while the other shutdown still holds the lock (its worker never yields).
+    const gave_up = test_wait.Deadline.in(test_wait.default_ns, "the bounded shutdown to give up");
+    const gone = while (!gave_up.passed()) {
+        if (S.result.load(.acquire) != 0) break true;
+        std.Thread.yield() catch {};
+    } else false;
+    test_wait.NeverYields.letGo();
+    S.joiners[0].join(t0, test_wait.default_ns, "the unbounded shutdown");
+    started = 0;
+    S.joiners[1].join(t1, test_wait.default_ns, "the bounded shutdown");
+    try testing.expect(gone);
+    try testing.expectEqual(@as(u32, 2), S.result.load(.acquire));
     try testing.expect(!s.join_pending.load(.monotonic));
     try testing.expectEqual(@as(usize, 0), s.workers.len);
 }
