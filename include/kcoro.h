@@ -297,7 +297,9 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * running worker). Also KC_ETIME if a kc_coro_unpark/_state/_transfer lookup of another thread
  * that found a coroutine before the join is still inside at the bound: joined and freed but for
  * the stacks it may still read, which the next shutdown unmaps (until then kc_sched_abandoned is
- * KC_EBUSY, kc_sched_start KC_ESHUTDOWN). Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
+ * KC_EBUSY, kc_sched_start KC_ESHUTDOWN); and if a kc_coro_unpark's wake or a kc_sched_drain
+ * (_for) of another thread is still inside at the bound: the workers joined, nothing freed (they
+ * read it), the next shutdown goes on from there. Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
  * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
  * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). KC_EBUSY if a short
  * call of another thread (kc_spawn, kc_sched_info, a scope's create or launch) is still inside at

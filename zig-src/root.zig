@@ -892,7 +892,7 @@ var lookups_looks = std.atomic.Value(u64).init(0);
 
 /// A scheduler's `unmap_hook`: every handle is freed; wait for lookups that found one before,
 /// until `deadline` (a timed shutdown's; null: none): false if it passed first (the shutdown
-/// is then KC_ETIME, the stacks left mapped for the next one: `Scheduler.unmap_pending`).
+/// is then KC_ETIME, the stacks left mapped for the next one: `Scheduler.join_stage`).
 /// A few yields (a lookup is short), then a futex sleep on `lookups_events` woken by a lookup's
 /// end: before, it yielded for as long as a lookup's thread was preempted or stopped, a core
 /// kept busy in a shutdown; and before, a timed shutdown waited here with no bound, for as

@@ -748,12 +748,15 @@ pub const Scheduler = struct {
     /// found before its handle was freed waits for them here (the C ABI's kc_coro_state), until
     /// the shutdown's deadline (`monotonicNs`; null: none): false if it passed first. The
     /// shutdown then returns error.Timeout with the join done but the stacks still mapped
-    /// (`unmap_pending`, `join_pending`): the next shutdown calls the hook again and unmaps.
+    /// (`join_stage` `.freed`, `join_pending`): the next shutdown calls the hook again and unmaps.
     unmap_hook: ?*const fn (deadline: ?u64) bool = null,
-    /// A bounded shutdown joined and freed everything but the stacks, its `unmap_hook` past its
-    /// deadline (a lookup from outside still reading one): the next shutdown goes on from the
-    /// unmap (`joinAndFree`). Under `lifecycle`.
-    unmap_pending: bool = false,
+    /// Where a bounded shutdown that timed out once the workers had left stopped
+    /// (`joinAndFree`), and the next shutdown goes on from: `.joined`, the workers joined but
+    /// a wake or a drain from outside still inside past its deadline (nothing freed: they read
+    /// the workers and the stacks); `.freed`, everything freed but the stacks, its
+    /// `unmap_hook` past its deadline (a lookup from outside still reading one). Under
+    /// `lifecycle`.
+    join_stage: enum { none, joined, freed } = .none,
     /// Called once by `shutdown`, on its thread, with how the scheduler ends (`.finish` if its
     /// drain ran dry, `.cancel` if it abandons what had not: a cancelling shutdown, or one that
     /// cut a finishing one's drain short), before `isRunning` turns false: whoever sees it false
@@ -1285,8 +1288,9 @@ pub const Scheduler = struct {
     /// last look is short), then a futex sleep on `quiesce_seq` woken by a count out
     /// (`countOut`): before, it yielded for as long as the waker's or drain's thread was
     /// preempted, starved or stopped in a debugger, a core kept busy in a shutdown. With no
-    /// bound: what it waits for reads the stacks and the workers' counters it frees next.
-    fn awaitNone(s: *Scheduler, counter: *std.atomic.Value(u32)) void {
+    /// bound but `deadline` (a bounded shutdown's; null: none): false if it passed first. What
+    /// it waits for reads the stacks and the workers' counters it frees next.
+    fn awaitNone(s: *Scheduler, counter: *std.atomic.Value(u32), deadline: ?u64) bool {
         var spins: u32 = 0;
         while (true) {
             if (@import("builtin").is_test) _ = quiesce_looks.fetchAdd(1, .monotonic); // a count
@@ -1295,8 +1299,10 @@ pub const Scheduler = struct {
             const seq = s.quiesce_seq.load(.seq_cst);
             // Seq_cst: the load half of the Dekker pairs with `wakeOutside`'s and
             // `drainUntil`'s count in (they then load `state`) and with `countOut`.
-            if (counter.load(.seq_cst) == 0) return;
+            if (counter.load(.seq_cst) == 0) return true;
             if (@import("builtin").is_test) if (counter == &s.wakers) if (test_hooks.wakers_pending) |f| f();
+            const now = monotonicNs();
+            if (deadline) |d| if (now >= d) return false;
             if (spins < 8) {
                 spins += 1;
                 std.Thread.yield() catch {};
@@ -1306,8 +1312,10 @@ pub const Scheduler = struct {
             // read again; the decrement is a count only.
             _ = s.quiesce_waiters.fetchAdd(1, .seq_cst);
             defer _ = s.quiesce_waiters.fetchSub(1, .monotonic);
-            if (counter.load(.seq_cst) == 0) return;
-            Futex.wait(&s.quiesce_seq, seq);
+            if (counter.load(.seq_cst) == 0) return true;
+            if (deadline) |d| {
+                Futex.timedWait(&s.quiesce_seq, seq, d - now) catch {};
+            } else Futex.wait(&s.quiesce_seq, seq);
         }
     }
 
@@ -1449,8 +1457,10 @@ pub const Scheduler = struct {
     /// everything. What it would free stays allocated until then: leaked on purpose, never
     /// freed under a running worker. A process may also just end then (its exit ends the
     /// thread). Also error.Timeout if the `unmap_hook` waited past the deadline: joined and
-    /// freed but for the stacks (`unmap_pending`), which the next shutdown unmaps, `join_pending`
-    /// kept meanwhile. Also error.Timeout if another thread's shutdown held the lifecycle lock past
+    /// freed but for the stacks (`join_stage`), which the next shutdown unmaps, `join_pending`
+    /// kept meanwhile; and if a wake from outside (`unpark`) or a drain on another thread is
+    /// still inside at the deadline (their threads starved, or stopped in a debugger): the
+    /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout if another thread's shutdown held the lifecycle lock past
     /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
     /// outside that holds it (briefly) is waited for, past the deadline too.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
@@ -1532,18 +1542,26 @@ pub const Scheduler = struct {
             s.stopRun(mode, drain_by);
             s.join_pending.store(true, .monotonic);
         }
-        // Joined already if only the unmap was left (its workers are gone).
-        if (deadline) |d| if (!s.unmap_pending) s.awaitWorkersExited(d) catch |err| {
+        // Joined already if a bounded one left the rest (its workers are gone).
+        if (deadline) |d| if (s.join_stage == .none) s.awaitWorkersExited(d) catch |err| {
             // Threads waiting for this run's scopes would wait for the join (the children are
             // abandoned there), which may never come: they end their waits now.
             s.unjoined.store(true, .monotonic); // see `unjoined`
             s.wakeOutsideWaits();
             return err;
         };
-        // error.Timeout: joined, the stacks left mapped (`unmap_pending`), `join_pending` kept
-        // for the next shutdown (a restart stays refused). No scope waiter waits for it: the
-        // children were abandoned in the join, which woke them.
-        try s.joinAndFree(deadline);
+        // error.Timeout: joined, the rest left to the next shutdown (`join_stage`),
+        // `join_pending` kept (a restart stays refused).
+        s.joinAndFree(deadline) catch |err| {
+            // Left before the coroutines were abandoned (a wake or drain from outside still
+            // inside): threads waiting for this run's scopes end their waits, as above. Past
+            // that, the abandon woke them.
+            if (s.join_stage == .joined) {
+                s.unjoined.store(true, .monotonic); // see `unjoined`
+                s.wakeOutsideWaits();
+            }
+            return err;
+        };
         s.join_pending.store(false, .monotonic);
         // Cleared only now: a thread that comes to wait while this (unbounded) join waits for
         // the coroutine that never yields does not wait for it either.
@@ -1665,34 +1683,43 @@ pub const Scheduler = struct {
     }
 
     /// `shutdownBy`'s second half, under `lifecycle`, once the run is stopped: joins the
-    /// workers and frees everything; error.Timeout if the `unmap_hook` waited past `deadline`
-    /// (null: none), everything freed but the stacks (`unmap_pending`: the next call goes on
-    /// from there).
+    /// workers and frees everything; error.Timeout if a wake or a drain from outside is still
+    /// inside at `deadline` (null: none), the workers joined and nothing freed, or if the
+    /// `unmap_hook` waited past it, everything freed but the stacks (`join_stage`: the next call
+    /// goes on from there).
     fn joinAndFree(s: *Scheduler, deadline: ?u64) error{Timeout}!void {
-        if (!s.unmap_pending) s.joinAndAbandon();
-        s.unmap_pending = true;
+        if (s.join_stage == .none) {
+            for (s.workers) |*w| w.thread.?.join();
+            // After the workers: it reads their deadlines and heaps.
+            s.watchdog.?.join();
+            s.watchdog = null;
+            s.join_stage = .joined;
+        }
+        if (s.join_stage == .joined) {
+            // Wakes from outside that saw the run going on may still read a coroutine (and push
+            // it to the inject queue, where it is abandoned with the rest): let them finish.
+            // Later ones see `stopping` and leave (`awaitNone`'s seq_cst loads: the other half of
+            // the Dekker pair of `stopRun`'s store). Bounded by the deadline: before, a bounded
+            // shutdown waited here for as long as such a thread stayed inside (starved, in a
+            // debugger), past its bound.
+            if (!s.awaitNone(&s.wakers, deadline)) return error.Timeout;
+            // A `drain` on another thread reads the workers' counters: let it see `stopping`
+            // and leave before they are freed.
+            s.pingDrain();
+            if (!s.awaitNone(&s.drainers, deadline)) return error.Timeout;
+            s.abandonAll();
+            s.join_stage = .freed;
+        }
         if (s.unmap_hook) |hook| if (!hook(deadline)) return error.Timeout;
-        s.unmap_pending = false;
+        s.join_stage = .none;
         s.pool.deinitAbandoning();
         s.state.store(.stopped, .release);
     }
 
-    /// `joinAndFree`'s first part: joins the workers and frees everything but the stacks,
-    /// abandoning the coroutines that never finished (their handles freed by `finish_hook`).
-    fn joinAndAbandon(s: *Scheduler) void {
-        for (s.workers) |*w| w.thread.?.join();
-        // After the workers: it reads their deadlines and heaps.
-        s.watchdog.?.join();
-        s.watchdog = null;
-        // Wakes from outside that saw the run going on may still read a coroutine (and push it
-        // to the inject queue, where it is abandoned with the rest): let them finish. Later ones
-        // see `stopping` and leave (`awaitNone`'s seq_cst loads: the other half of the Dekker
-        // pair of `stopRun`'s store).
-        s.awaitNone(&s.wakers);
-        // A `drain` on another thread reads the workers' counters: let it see `stopping` and
-        // leave before they are freed.
-        s.pingDrain();
-        s.awaitNone(&s.drainers);
+    /// `joinAndFree`'s middle part, the workers joined and no thread inside the run: frees
+    /// everything but the stacks, abandoning the coroutines that never finished (their handles
+    /// freed by `finish_hook`).
+    fn abandonAll(s: *Scheduler) void {
         // No thread runs a coroutine any more: free everything, finished or not. The workers'
         // shares of `liveCount` first go to `live`, which then counts every coroutine that never
         // finished, each counted out as it is abandoned below (`releaseAbandoned`). Before, the
@@ -2563,6 +2590,91 @@ test "a wake from outside under way when a shutdown begins is waited for before 
             if (!sched.unpark(ref)) return 3; // the run was on when it looked
             shutter.?.join();
             if (!done.load(.acquire)) return 4;
+            return 0;
+        }
+    }.body);
+}
+
+test "a bounded shutdown waiting for a wake from outside still inside gives up at its deadline, joined, and the next one goes on from there" {
+    // The waker's thread stays inside (counted in `wakers`: starved, in a debugger) until the
+    // shutdown gave up, or a backstop well past its bound. Before, the bounded shutdown waited
+    // for it with no bound (`joinAndFree`): the call returned at the backstop, not at its own.
+    try inChild(struct {
+        var sched: Scheduler = undefined;
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+        var took: u64 = 0;
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn shut() void {
+            const t0 = monotonicNs();
+            const r: u32 = if (sched.shutdownWithin(.cancel, 200 * std.time.ns_per_ms)) 1 else |_| 2;
+            took = monotonicNs() - t0;
+            result.store(r, .release); // pairs with the acquire loads below
+        }
+        var shutter: ?std.Thread = null;
+        fn inWake() void {
+            test_hooks.in_wake = null; // once
+            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+            const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
+            while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
+        }
+        fn body() u8 {
+            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = sched.spawn(parker, null) catch return 2;
+            sched.drainFor(test_timeout) catch return 2; // parked
+            test_hooks.in_wake = inWake;
+            _ = sched.unpark(ref);
+            shutter.?.join();
+            if (result.load(.acquire) != 2) return 3;
+            if (took >= 2 * std.time.ns_per_s) return 4; // the backstop is 3 s
+            if (sched.isRunning() or !sched.join_pending.load(.monotonic)) return 5;
+            if (!sched.joinLeft()) return 6; // threads waiting on its scopes give up
+            sched.shutdown(.cancel); // the rest of the join
+            if (sched.join_pending.load(.monotonic) or sched.joinLeft()) return 7;
+            if (sched.abandoned_at_join != 1) return 8; // the parked one, woken too late
+            return 0;
+        }
+    }.body);
+}
+
+test "a bounded shutdown waiting for a drain on another thread still inside gives up at its deadline, joined, and the next one goes on from there" {
+    // The drain's thread stays inside (counted in `drainers`, before it looks at the state)
+    // until the shutdown gave up, or a backstop well past its bound. Before, the bounded
+    // shutdown waited for it with no bound: the call returned at the backstop.
+    try inChild(struct {
+        var sched: Scheduler = undefined;
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+        var took: u64 = 0;
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch unreachable;
+        }
+        fn shut() void {
+            const t0 = monotonicNs();
+            const r: u32 = if (sched.shutdownWithin(.cancel, 200 * std.time.ns_per_ms)) 1 else |_| 2;
+            took = monotonicNs() - t0;
+            result.store(r, .release); // pairs with the acquire loads below
+        }
+        var shutter: ?std.Thread = null;
+        fn counted() void {
+            test_hooks.drain_counted = null; // once
+            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+            const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
+            while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
+        }
+        fn body() u8 {
+            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            _ = sched.spawn(parker, null) catch return 2;
+            test_hooks.drain_counted = counted;
+            if (sched.drainFor(test_timeout)) |_| return 2 else |err| if (err != error.Shutdown) return 2;
+            shutter.?.join();
+            if (result.load(.acquire) != 2) return 3;
+            if (took >= 2 * std.time.ns_per_s) return 4; // the backstop is 3 s
+            if (sched.isRunning() or !sched.join_pending.load(.monotonic)) return 5;
+            if (!sched.joinLeft()) return 6;
+            sched.shutdown(.cancel);
+            if (sched.join_pending.load(.monotonic) or sched.joinLeft()) return 7;
+            if (sched.abandoned_at_join != 1) return 8;
             return 0;
         }
     }.body);
