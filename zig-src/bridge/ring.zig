@@ -150,13 +150,31 @@ pub const Ring = struct {
             if (!p.withdraw(true)) {
                 // Completed: its record is on the ring (or was drained already: its isolate may
                 // have stopped before `take`), or about to be (its completer is between
-                // unlocking the channel and `record`). Wait for that, bounded by that window.
+                // unlocking the channel and `record`). Wait for that, bounded by that window:
+                // a few yields, then a futex sleep on `signal`, which the record's `push`
+                // bumps (and wakes, the sleep counted in `sleepers`). Before, it yielded for
+                // as long as the completer's thread was preempted, starved or stopped in a
+                // debugger, a core kept busy.
+                var spins: u32 = 0;
                 while (true) {
+                    // Seq_cst (its acquire half pairs with `push`'s bump, as in `wait`): read
+                    // before the look, so that a record after it makes the futex wait below
+                    // return at once.
+                    const seen = r.signal.load(.seq_cst);
                     r.mutex.lock();
                     const landed = p.completed;
                     r.mutex.unlock();
                     if (landed) break;
-                    std.Thread.yield() catch {};
+                    if (spins < 8) {
+                        spins += 1;
+                        std.Thread.yield() catch {};
+                        continue;
+                    }
+                    // Seq_cst: pairs with `mustWake`, as `wait`'s increment does (either the
+                    // push sees the count and wakes, or the futex wait sees its bump).
+                    _ = r.sleepers.fetchAdd(1, .seq_cst);
+                    defer _ = r.sleepers.fetchSub(1, .monotonic); // only a hint to wakers
+                    Futex.wait(&r.signal, seen);
                 }
                 // A received value goes back (step 2): counted as given up, as `giveBack` counts.
                 if (p.returnedTo() != null) p.afterGiveBack() else p.afterCompletion();
@@ -809,8 +827,13 @@ pub const Pending = struct {
     }
 
     fn record(p: *Pending, result: channel.Error!void, index: u32) void {
+        if (@import("builtin").is_test) if (test_before_record) |f| f(p.ring);
         p.ring.push(p, .{ .ticket = p.ticket, .status = codeOf(result), .index = index });
     }
+
+    /// Tests only: runs in `record`, before the `push`: a completer that unlocked the channel
+    /// and has not landed the record yet (its thread preempted, or stopped in a debugger).
+    var test_before_record: ?*const fn (r: *Ring) void = null;
 
     fn opNotify(op: *channel.AsyncOp, result: channel.Error!void) void {
         const o: *Op = @fieldParentPtr("op", op);
@@ -1485,6 +1508,58 @@ test "a completer reads nothing of the ring after its unlock: a deinit that the 
     var v: u64 = 41;
     try ch.send(std.mem.asBytes(&v), null, true); // completes the receive: `push`, then the hook
     try testing.expect(S.freed);
+    try testing.expectEqual(@as(u64, 41), try recv(ch)); // given back by the deinit
+}
+
+test "a deinit waiting for a completer's record sleeps until the record lands, not spinning" {
+    // The completer (a send on another thread) is held after it completed the receive at the
+    // channel, before its record, until the deinit sleeps (or a backstop). Before, the deinit
+    // yielded in a loop for as long as the completer's thread stayed there, never a sleeper.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const ch = try channel.Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 1 });
+    defer ch.destroy();
+    const S = struct {
+        var ring: *Ring = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var saw_sleeper = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        fn held(r: *Ring) void {
+            Pending.test_before_record = null; // once
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
+            while (!d.passed()) {
+                if (r.sleepers.load(.seq_cst) != 0) {
+                    saw_sleeper.store(true, .release); // pairs with the test's acquire load
+                    break;
+                }
+                std.Thread.yield() catch {};
+            }
+        }
+        fn sender(c: *channel.Channel) void {
+            defer joiner.done();
+            var v: u64 = 41;
+            c.send(std.mem.asBytes(&v), null, true) catch unreachable; // completes the receive
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.saw_sleeper.store(false, .monotonic);
+    S.joiner = .{};
+    defer Pending.test_before_record = null;
+    var ring = Ring.init(testing.allocator);
+    var out: u64 = 0;
+    _ = (try ring.submitOp(ch, .receive, std.mem.asBytes(&out), &.{})).pending;
+    Pending.test_before_record = S.held;
+    const th = try std.Thread.spawn(.{}, S.sender, .{ch});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the completer to be inside");
+    while (!S.inside.load(.acquire)) d.wait() catch |err| {
+        ring.deinit();
+        S.joiner.join(th, test_wait.default_ns, "the sender");
+        return err;
+    };
+    ring.deinit(); // waits for the record, then gives the value back to the channel
+    S.joiner.join(th, test_wait.default_ns, "the sender");
+    try testing.expect(S.saw_sleeper.load(.acquire));
     try testing.expectEqual(@as(u64, 41), try recv(ch)); // given back by the deinit
 }
 
