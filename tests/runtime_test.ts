@@ -2345,6 +2345,7 @@ Deno.test("runtime: shutdown() after the library's close resolves with what the 
   // record of the generation's end with it.
   const res = await evalScript(`
     import { closeLibrary, openLibrary, runtime } from "./mod.ts";
+    import { generationOf } from "./src/runtime.ts";
     const got = {};
     {
       const rt = runtime({ workers: 1 });
@@ -2359,7 +2360,7 @@ Deno.test("runtime: shutdown() after the library's close resolves with what the 
       rt.spawn("sleeper", rt.cells([60_000n, 0n]));
       closeLibrary(); // the scheduler runs on for the other host
       got.running = await rt.shutdown(); // stops nothing: none abandoned yet
-      got.stillRunning = runtime() !== rt && runtime()._generation === rt._generation;
+      got.stillRunning = runtime() !== rt && generationOf(runtime()) === generationOf(rt);
       got.byOther = await runtime().shutdown(); // the reopened library's Runtime of it
       got.after = await rt.shutdown();
       other.close();
