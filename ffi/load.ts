@@ -60,12 +60,38 @@ export function libraryPathOf(sym: object): string | undefined {
 }
 
 /**
- * The number of each library loaded in this process (`Library._loadedId`), by the address of its
+ * The number of each library loaded in this process (`loadedIdOf`), by the address of its
  * clock word (kc_clock_word, a global of the library's own): a library opened again from the
  * same file is the same loaded library (it stays loaded once opened) and gets its number again;
  * another file (a copy elsewhere) is another loaded library, with a handle table of its own.
  */
 const loadedIds = new Map<number | bigint, number>();
+
+/**
+ * @ignore The number of the loaded library `lib` opened (see `loadedIds`), the same for each
+ * open of one file: its handles name the same objects (a channel's shared-state key, a
+ * runtime's pins). Module functions set in Library's static block, not members: as the public
+ * getter `_loadedId`, `_symbolsToRelease` and static `_is` any caller reached them and could
+ * redefine them on the prototype (or the class) for every library: a `_loadedId` redefined gave
+ * a `Channel.from` copy another shared state than its owner's of the same isolate, a
+ * `_symbolsToRelease` redefined took a copy's release of its hold (`kc_chan_unhold`) away from
+ * native code, and `_symbolsToRelease` handed the raw symbols to any caller after the close
+ * (tests/load_test.ts, "Library's internals").
+ */
+export let loadedIdOf: (lib: Library) => number;
+/**
+ * @ignore `lib`'s raw symbols, also once closed, only to release what an isolate owned or held
+ * (a channel hold, a native scope, an owned channel, a hand-driven coroutine) when its object
+ * is disposed or collected, and to read what that release needs (a scope's live count), and
+ * what the native state says of a scheduler that ended (a Runtime's `kc_sched_abandoned`): the
+ * library stays loaded once opened (`kc_lib_retain_thread` pins it, since its key destructor
+ * is its code), so the native state outlives a close, and so would anything nobody released.
+ * Each caller releases a handle its object still owns, once (its own disposed flag), so the
+ * handle is live or went stale by other means (generations): never one a reopened library
+ * handed out to someone else. For kcoro's modules (and tests), not exported by mod.ts; see
+ * `loadedIdOf`.
+ */
+export let symbolsToReleaseOf: (lib: Library) => Deno.DynamicLibrary<Symbols>["symbols"];
 
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
@@ -139,14 +165,6 @@ export class Library {
     Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
-  /**
-   * @ignore The number of the loaded library this object opened (see `loadedIds`), the same for
-   * each open of one file: its handles name the same objects. Internal.
-   */
-  get _loadedId(): number {
-    return this.#loadedId;
-  }
-
   /** True until `close()`. */
   get isOpen(): boolean {
     // On what is no Library (an object made from its prototype, a Proxy of one), the engine's
@@ -165,7 +183,9 @@ export class Library {
   }
 
   static {
+    loadedIdOf = (lib) => lib.#loadedId;
     isLibrary = (x): x is Library => typeof x === "object" && x !== null && #lib in x;
+    symbolsToReleaseOf = (lib) => lib.#symbols;
   }
 
   /**
@@ -189,21 +209,6 @@ export class Library {
     if (!(#lib in Object(this))) return notA("Library");
     const facts = { path: this.path, abiVersion: this.abiVersion, isOpen: this.isOpen };
     return inspectAs("Library", facts, inspect, options);
-  }
-
-  /**
-   * @ignore The raw symbols, also once closed, only to release what an isolate owned or held
-   * (a channel hold, a native scope, an owned channel, a hand-driven coroutine) when its object
-   * is disposed or collected, and to read what that release needs (a scope's live count), and
-   * what the native state says of a scheduler that ended (a Runtime's `kc_sched_abandoned`): the
-   * library stays loaded once opened (`kc_lib_retain_thread` pins it, since its key destructor
-   * is its code), so the native state outlives a close, and so would anything nobody released.
-   * Each caller releases a handle its object still owns, once (its own disposed flag), so the
-   * handle is live or went stale by other means (generations): never one a reopened library
-   * handed out to someone else.
-   */
-  get _symbolsToRelease(): Deno.DynamicLibrary<Symbols>["symbols"] {
-    return this.#symbols;
   }
 
   /**

@@ -318,7 +318,7 @@ export class Bridge {
     // the held list cleared. Before, they were neither settled nor
     // cleared: a watch whose record was held was only withdrawn, its channel's cancel never told.
     // Then the records still on the ring, drained now: the ring lives until its destroy below,
-    // and the raw symbols outlive the close (`Library._symbolsToRelease`: `#sym` is those).
+    // and the raw symbols outlive the close (`symbolsToReleaseOf`: `#sym` is those).
     // Those of waits begun after the last `#closing` (by a close hook of the last round), and
     // those whose abort answered "busy" there but whose record landed after its deadline. Each
     // settles as its record says (`RingOp.complete` with the library closed: a delivered send

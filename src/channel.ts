@@ -31,7 +31,15 @@
  *
  * @module
  */
-import { beforeFirstOpen, inWorker, type Library, library, libraryAt } from "../ffi/load.ts";
+import {
+  beforeFirstOpen,
+  inWorker,
+  type Library,
+  library,
+  libraryAt,
+  loadedIdOf,
+  symbolsToReleaseOf,
+} from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -964,10 +972,10 @@ const shared = new Map<number, Shared>();
 
 /**
  * The key in `shared` of handle `handle` of `lib`: the number of the loaded library it names
- * (`Library._loadedId`: the same for each open of one file) above the handle's 32 bits.
+ * (`loadedIdOf`: the same for each open of one file) above the handle's 32 bits.
  */
 function sharedKey(lib: Library, handle: number): number {
-  return lib._loadedId * 0x1_0000_0000 + handle;
+  return loadedIdOf(lib) * 0x1_0000_0000 + handle;
 }
 
 /**
@@ -1175,7 +1183,7 @@ function endOrphan(s: Shared): void {
   try {
     // Also once the library was closed: it stays loaded, and the channel with it, which
     // nothing else would ever destroy.
-    const sym = lib._symbolsToRelease;
+    const sym = symbolsToReleaseOf(lib);
     // Native code may have destroyed it unseen here, and its handle's value gone to a later
     // channel once the slot's generation wrapped (~523,000 frees): that one (another serial, as
     // `Channel.#dropIfStale` tells it) is not this owner's to hold, give a hold back on or take
@@ -2709,13 +2717,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
           // Handed on by `#markEnded` once every wait has failed: the encoding freed now, as
           // the slot goes back below; the value handed on even where that discard throws.
           try {
-            if (w.encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+            if (w.encoded) this.#codec.discard(w.slot!, symbolsToReleaseOf(this.#lib));
           } finally {
             later.push([this as Channel<unknown>, w.value]);
           }
         }
       } else if (w.kind === SEND && w.encoded) {
-        this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+        this.#codec.discard(w.slot!, symbolsToReleaseOf(this.#lib));
       }
     } finally {
       releaseSlot(w);
@@ -3418,7 +3426,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #afterCallerCode(op: string, free?: (sym: Sym) => void): void {
     if (!this.#callerEnded()) return;
     const lib = this.#lib;
-    if (free !== undefined) free(lib.isOpen ? lib.symbols(op) : lib._symbolsToRelease);
+    if (free !== undefined) free(lib.isOpen ? lib.symbols(op) : symbolsToReleaseOf(lib));
     this.#sym(op); // InvalidHandleError once disposed
     lib.symbols(op); // LibraryClosedError once closed
   }
@@ -3602,7 +3610,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // The release symbols: the library may be closed by now (a hook that `#ended` ran for
       // values dropped before, say, called closeLibrary). Before, `symbols` threw there, and the
       // value's encoding was never freed nor the value handed to the hook.
-      if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
+      if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
       // Once disposed (a producer's send after its consumer's dispose: src/produce.ts; a
       // select's losing clause, refused after a hook disposed its channel) the handle is dead,
       // its value maybe a later channel's: the value goes to the hook with no count and no look
@@ -3621,7 +3629,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!this.#lib.isOpen || s.ended) {
       // No native path to the creator's hook any more (its dispose ended the channel, and the
       // hook with it): the encoding is freed, as when nothing takes it.
-      if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
+      if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
       return;
     }
     const sym = this.#lib.symbols("send");
@@ -5063,7 +5071,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       this.#materialize(op, orphanable, moved);
     } catch (e) {
-      if (moved !== null) this.#discardBatch(moved, 0, s.count, this.#lib._symbolsToRelease);
+      if (moved !== null) this.#discardBatch(moved, 0, s.count, symbolsToReleaseOf(this.#lib));
       throw e;
     }
     s.escape();
@@ -5338,7 +5346,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return null;
     }
     if (w.state !== LOCAL) {
-      this.#codec.discard(slot, this.#lib._symbolsToRelease); // the library may be closed
+      this.#codec.discard(slot, symbolsToReleaseOf(this.#lib)); // the library may be closed
       giveSlot(slot);
       return null;
     }
@@ -5427,7 +5435,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #failClosed(w: Waiter, encoded: boolean): void {
     try {
       if (w.kind === SEND) {
-        if (encoded) this.#codec.discard(w.slot!, this.#lib._symbolsToRelease);
+        if (encoded) this.#codec.discard(w.slot!, symbolsToReleaseOf(this.#lib));
         if (this.#onUndelivered !== undefined) this.#undelivered(w.value);
       }
     } finally {
@@ -5518,7 +5526,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (value && bridge.take(w, w.slot!, this.#size) >= 0) {
       let v: T;
       try {
-        v = this.#codec.decode(w.slot!, this.#lib._symbolsToRelease);
+        v = this.#codec.decode(w.slot!, symbolsToReleaseOf(this.#lib));
       } catch (e) {
         w.reject(e);
         // Its iterator ends, as the open library's settle ends it (`#settleWith`): the next()s
@@ -5629,7 +5637,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       if (this.#lib.isOpen) this.#collect();
       else if (this.#keeps && !this.#shared.ended && !this.#disposed) {
-        this.#takeUndelivered(this.#lib._symbolsToRelease);
+        this.#takeUndelivered(symbolsToReleaseOf(this.#lib));
       }
     } finally {
       // Then the values of sends refused meanwhile (`#refusedSettled`), in the order they were,
@@ -5657,7 +5665,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const batch = s.collectDue !== null ||
       (this.#bridgeOf ?? Bridge.existing(this.#lib))?.due != null;
     if (!batch || !(s.local || this.#owner)) return this.#refused(value, slot);
-    if (slot !== undefined) this.#codec.discard(slot, this.#lib._symbolsToRelease);
+    if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
     if (!this.#disposed) {
       s.localDropped++;
       if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
@@ -6567,7 +6575,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // What waited in this isolate was withdrawn when the library closed.
       this.#markDisposed();
       this.#giveAway();
-      const sym = this.#lib._symbolsToRelease;
+      const sym = symbolsToReleaseOf(this.#lib);
       // Ended (destroyed under a copy): its hold is not given back, nor is it destroyed again
       // (its handle's value may name a later channel: see the open path's copy unhold below).
       // An owner's that learnt native code destroyed it is ended too (`#destroyedUnder`).
@@ -6733,7 +6741,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Not disposed (kept by `keepHeldOf` and never disposed since): the hold stays its own.
     if (--this.#keptHeld > 0 || !this.#held || !this.#disposed) return;
     this.#held = false;
-    if (!this.#shared.ended) this.#lib._symbolsToRelease.kc_chan_unhold(this.#handleValue);
+    if (!this.#shared.ended) symbolsToReleaseOf(this.#lib).kc_chan_unhold(this.#handleValue);
   }
 
   /**
@@ -6861,7 +6869,7 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
       // Also once the library was closed: it stays loaded, and the channel with it, which a
       // hold never given back kept for good (values and all) after its other holders left.
       // Not once the channel ended (a later channel may have its handle's value: see dispose).
-      if (!s.ended) lib._symbolsToRelease.kc_chan_unhold(handle);
+      if (!s.ended) symbolsToReleaseOf(lib).kc_chan_unhold(handle);
     } catch (e) {
       reportError(e); // a finalizer must not throw; nothing here should
     }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { inWorker, type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library, symbolsToReleaseOf } from "../ffi/load.ts";
 import {
   checkOptionNames,
   checkOptions,
@@ -90,7 +90,7 @@ const MAKE: unique symbol = Symbol("kcoro.NativeCoroutine");
  */
 const droppedCoroutines = new FinalizationRegistry<Dropped>((d) => {
   // A stale handle (never, as only the object held it) only says so.
-  d.lib._symbolsToRelease.kc_coro_destroy(d.handle);
+  symbolsToReleaseOf(d.lib).kc_coro_destroy(d.handle);
 });
 
 /** What a structured clone of a NativeCoroutine fails on (its `_notCloneable`): the message. */
@@ -311,7 +311,7 @@ export class NativeCoroutine implements Disposable {
     if (this.#destroyed) return;
     // The release symbols: also after closeLibrary(), which left the coroutine alive for good
     // (a hand-driven coroutine is no scheduler's, so no shutdown frees it).
-    unwrap(this.#lib._symbolsToRelease.kc_coro_destroy(this.#handle), "destroy coroutine");
+    unwrap(symbolsToReleaseOf(this.#lib).kc_coro_destroy(this.#handle), "destroy coroutine");
     this.#destroyed = true;
     droppedCoroutines.unregister(this);
   }

@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { inWorker, type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library, symbolsToReleaseOf } from "../ffi/load.ts";
 import {
   abortReason,
   CancellationError,
@@ -188,12 +188,12 @@ let orphansAt = 16;
 
 /**
  * Destroys `d` if none of its children runs; true if it is gone. Also once its library was
- * closed (`_symbolsToRelease`): the library stays loaded, and every native scope with it, so a
+ * closed (`symbolsToReleaseOf`): the library stays loaded, and every native scope with it, so a
  * scope dropped then and never destroyed stayed for good. Its children have ended then unless
  * another host keeps the scheduler running, in which case it waits for them as it would open.
  */
 function destroyIfIdle(d: Dropped): boolean {
-  const sym = d.lib._symbolsToRelease;
+  const sym = symbolsToReleaseOf(d.lib);
   const live = sym.kc_scope_live(d.handle);
   if (live > 0) return false;
   unpinScope(d.lib, d.handle);
@@ -664,7 +664,7 @@ export class NativeScope implements AsyncDisposable {
       // owned one goes as its owner completes, after them). Destroyed, its handle died under
       // them: nothing could wait for them or read their count any more, and the dispose, which
       // stands for "every child has ended", left them running unobserved.
-      const live = this.#lib._symbolsToRelease.kc_scope_live(this.#handle);
+      const live = symbolsToReleaseOf(this.#lib).kc_scope_live(this.#handle);
       if (live <= 0) throw e;
       kept = true;
       if (!(e instanceof KcoroError)) throw e;
@@ -697,7 +697,7 @@ export class NativeScope implements AsyncDisposable {
     unpinScope(this.#lib, this.#handle);
     // Also once the library was closed (an owner completing after closeLibrary(), a dispose
     // then): the native scope outlives the close, and nothing else would ever destroy it.
-    this.#lib._symbolsToRelease.kc_scope_destroy(this.#handle);
+    symbolsToReleaseOf(this.#lib).kc_scope_destroy(this.#handle);
   }
 
   /**

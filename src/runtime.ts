@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { inWorker, type Library, library } from "../ffi/load.ts";
+import { inWorker, type Library, library, loadedIdOf, symbolsToReleaseOf } from "../ffi/load.ts";
 import {
   checkOptionNames,
   checkStackSize,
@@ -146,7 +146,7 @@ interface Pins {
 }
 
 /**
- * The pins, per loaded library (`Library._loadedId`, the same for each open of one file): a
+ * The pins, per loaded library (`loadedIdOf`, the same for each open of one file): a
  * handle names a coroutine or scope of its own library only, and each copy has its scheduler.
  * They were module-wide: with two copies loaded (another file, a second `KCORO_LIB`), one's
  * shutdown or drain let go of the cells the other's coroutines wrote into, and its prune read
@@ -156,7 +156,7 @@ const pinsByLib = new Map<number, Pins>();
 
 /** The pins of `lib`'s loaded library, made at first use (and anew after `unpinAll`). */
 function pinsOf(lib: Library): Pins {
-  let pins = pinsByLib.get(lib._loadedId);
+  let pins = pinsByLib.get(loadedIdOf(lib));
   if (pins === undefined) {
     pins = {
       list: new Set(),
@@ -165,7 +165,7 @@ function pinsOf(lib: Library): Pins {
       byScope: new Map(),
       scopesPruneAt: PRUNE_MIN,
     };
-    pinsByLib.set(lib._loadedId, pins);
+    pinsByLib.set(loadedIdOf(lib), pins);
   }
   return pins;
 }
@@ -250,7 +250,7 @@ export function unpinScope(lib: Library, scope: number): void {
   if (!pins.byScope.has(scope)) return;
   // Also once the library was closed (it stays loaded): its children may run on then only if
   // another isolate keeps the scheduler, and the count says so.
-  scopeDone(lib, pins, scope, lib._symbolsToRelease.kc_scope_live(scope));
+  scopeDone(lib, pins, scope, symbolsToReleaseOf(lib).kc_scope_live(scope));
   const left = pins.byScope.get(scope);
   if (left === undefined) return;
   // Each moves with its native pin; one the list holds already gives its second pin back.
@@ -272,9 +272,9 @@ function scopeDone(lib: Library, pins: Pins, scope: number, live: number): void 
 
 /** Lets go of every pin of `lib`'s loaded library (nothing of its scheduler writes now). */
 function unpinAll(lib: Library): void {
-  const pins = pinsByLib.get(lib._loadedId);
+  const pins = pinsByLib.get(loadedIdOf(lib));
   // The next pinsOf makes them anew, with the prune sizes at their least.
-  pinsByLib.delete(lib._loadedId);
+  pinsByLib.delete(loadedIdOf(lib));
   if (pins === undefined) return;
   for (const cells of pins.list) pinNative(lib, cells, -1);
   for (const cells of pins.byHandle.values()) pinNative(lib, cells, -1);
@@ -294,13 +294,13 @@ function listPin(lib: Library, pins: Pins, cells: BigUint64Array): void {
  * one pin of its block, so that a release by the buffer's backing-store deleter (which also runs
  * at the isolate's disposal, and after the buffer was transferred and dropped) never frees cells
  * a coroutine may still write into. Keyed by the array's own buffer: a detached one (its memory
- * transferred) is still the key. `_symbolsToRelease`: also once the library was closed (it stays
+ * transferred) is still the key. `symbolsToReleaseOf`: also once the library was closed (it stays
  * loaded); any loaded copy's call does (the block's header names its own free).
  */
 function pinNative(lib: Library, cells: BigUint64Array, delta: number): void {
   const block = nativeCells.get(typedBuffer(cells));
   if (block === undefined || block === null) return;
-  const rc = lib._symbolsToRelease.kc_cells_pin(block, delta);
+  const rc = symbolsToReleaseOf(lib).kc_cells_pin(block, delta);
   // An unpin of a pin never taken, or 2^32 - 1 pins: this module's own miscount.
   if (rc !== 0) throw new Error(`kcoro: kc_cells_pin(${delta}) failed (${rc}): a miscount`);
 }
@@ -321,7 +321,7 @@ export function schedulerRunning(lib: Library): boolean {
  * its scheduler).
  */
 function allEnded(lib: Library): boolean {
-  const sym = lib._symbolsToRelease;
+  const sym = symbolsToReleaseOf(lib);
   const info = new BigUint64Array(7);
   sym.kc_sched_info(info, 7);
   return info[3] === 0n && sym.kc_sched_ended(info[6]) !== Status.EBUSY;
@@ -470,7 +470,7 @@ function stopSchedulers(): void {
   // nothing stopped), as the process ends with the worker threads running either way.
   for (const lib of exitGuarded) {
     try {
-      lib._symbolsToRelease.kc_sched_shutdown_timed(SHUTDOWN_CANCEL, EXIT_JOIN_NS);
+      symbolsToReleaseOf(lib).kc_sched_shutdown_timed(SHUTDOWN_CANCEL, EXIT_JOIN_NS);
     } catch { /* a library closed meanwhile: closing shut its scheduler down */ }
   }
 }
@@ -1110,11 +1110,11 @@ export class Runtime {
    * when the drain settles; another isolate's (or C code's) may still be joining them, and a
    * drain does not wait for that (0 then: that shutdown's own `abandoned` has the count). Read
    * also once the library was closed by a hook of the shutdown (it stays loaded,
-   * `_symbolsToRelease`). Before, such a drain always resolved with `parked: 0`, a producer
+   * `symbolsToReleaseOf`). Before, such a drain always resolved with `parked: 0`, a producer
    * left parked on a full channel reported as finished.
    */
   #parkedAtFinish(): DrainResult {
-    const n = this.#lib._symbolsToRelease.kc_sched_abandoned(this.#generation);
+    const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
     return { parked: n >= 0 ? n : 0 };
   }
 
@@ -1287,14 +1287,14 @@ export class Runtime {
   /**
    * How many coroutines the shutdown of this Runtime's generation abandoned, once its workers
    * were joined (`kc_sched_abandoned`), also once the library was closed (it stays loaded, and
-   * its record of each generation's end with it: `_symbolsToRelease`): the close's own shutdown
+   * its record of each generation's end with it: `symbolsToReleaseOf`): the close's own shutdown
    * (the last host's), or another host's. 0 while none has joined it (a closed library whose
    * scheduler runs on for another host, a close that gave up on a coroutine that never yields),
    * or for a generation that ended too long ago to be remembered (64 restarts). Before, 0
    * whenever the library was closed, also after a close that abandoned coroutines.
    */
   #abandoned(): ShutdownResult {
-    const n = this.#lib._symbolsToRelease.kc_sched_abandoned(this.#generation);
+    const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
     return { abandoned: n >= 0 ? n : 0 };
   }
 
@@ -1318,7 +1318,7 @@ const shuttingDown = new Set<string>();
  * the library counts its generations itself: a generation number alone named another copy's).
  */
 function shutdownKey(lib: Library, generation: bigint): string {
-  return `${lib._loadedId}:${generation}`;
+  return `${loadedIdOf(lib)}:${generation}`;
 }
 
 /** What `runtime()` says while a shutdown of the scheduler is in progress. */

@@ -48,7 +48,7 @@
  *
  * @module
  */
-import type { Library } from "../ffi/load.ts";
+import { type Library, symbolsToReleaseOf } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
   afterGiveBackOf,
@@ -1128,7 +1128,7 @@ class Selection implements RingOp {
         this.#freeValues(index, false, false, true); // the others were not sent: the caller's
         if (c!.kind !== SEND) {
           try {
-            const v = c!.ch!.codec.decode(c!.slot!, libraryOf(c!.ch!)._symbolsToRelease);
+            const v = c!.ch!.codec.decode(c!.slot!, symbolsToReleaseOf(libraryOf(c!.ch!)));
             value = c!.kind === RECV ? v : { state: "ok", value: v };
           } catch (e) {
             failure = e;
@@ -1348,7 +1348,7 @@ class Selection implements RingOp {
         }
         const lib = libraryOf(c.ch!);
         const open = lib.isOpen;
-        c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : lib._symbolsToRelease);
+        c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : symbolsToReleaseOf(lib));
         if (undelivered || (!open && !kept)) undeliveredOf(c.ch!, c.value);
       } catch (e) {
         reportError(e);

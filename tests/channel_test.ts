@@ -3683,6 +3683,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
   return evalScript(
     `
     import { Channel, closeLibrary, codecs, InvalidHandleError, library, select } from "./mod.ts";
+    import { symbolsToReleaseOf } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     import { sharedStateOf, watchCancelOf } from "./src/channel.ts";
     import {
@@ -4363,7 +4364,7 @@ Deno.test("an owned close watch given up by code that runs after the library clo
     closeInLastRound(lib, () => {
       outcome = select((s) => s.onSend(a, 1, () => "sent")).then(String, (e) => e?.name);
     });
-    const raw = lib._symbolsToRelease; // the native state outlives the close
+    const raw = symbolsToReleaseOf(lib); // the native state outlives the close
     const status = raw.kc_chan_status(handle);
     const settled = await within(outcome, 10_000, "the select");
     a[Symbol.dispose]();
@@ -5750,6 +5751,7 @@ Deno.test("closing the library: a queued send that a hook run by the close took 
 Deno.test("a wait begun while the library closes (by an onUndeliveredElement hook) fails with LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, library, LibraryClosedError } from "./mod.ts";
+    import { symbolsToReleaseOf } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until, within } from "./tests/support.ts";
     const bridge = Bridge.of(library());
@@ -5757,7 +5759,7 @@ Deno.test("a wait begun while the library closes (by an onUndeliveredElement hoo
     const target = new Channel(0), other = new Channel(0, { onUndeliveredElement: (v) => dropped.push(v) });
     // Native frees through the symbols that outlive the close: an object sent on a shared
     // channel is copied into native memory at the call, and that copy must not leak.
-    const raw = library()._symbolsToRelease;
+    const raw = symbolsToReleaseOf(library());
     // Counted: frees of a buffer (a descriptor of a value held inline names none), wherever in
     // the close or after it they come.
     let frees = 0;
@@ -5811,7 +5813,8 @@ Deno.test("a wait whose record the close could not wait for (its withdrawal lost
     import { Channel, closeLibrary, library } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until } from "./tests/support.ts";
-    const raw = library()._symbolsToRelease;
+    import { symbolsToReleaseOf } from "./ffi/load.ts";
+    const raw = symbolsToReleaseOf(library());
     const bridge = Bridge.of(library());
     const chans = [0, 1, 2, 3].map(() => new Channel(0));
     for (const ch of chans) ch.share();

@@ -11,6 +11,7 @@ import {
   library,
   LibraryClosedError,
   LibraryNotFoundError,
+  NativeCoroutine,
   openLibrary,
   Status,
   statusName,
@@ -18,6 +19,7 @@ import {
 } from "../mod.ts";
 import { relative } from "node:path";
 import { checkoutOf } from "../ffi/load.ts";
+import { sharedStateOf } from "../src/channel.ts";
 import { assertThrowsOnFakes, evalScript } from "./support.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -1850,6 +1852,75 @@ Deno.test("openLibrary reads each option once: path, expectAbi and build were ch
   const lib = openLibrary(options);
   lib.close();
   assert.deepEqual(reads, { path: 1, expectAbi: 1, build: 1 });
+});
+
+Deno.test("Library's internals (_loadedId, _symbolsToRelease, static _is) are not reachable from JavaScript: redefined, _loadedId gave a Channel.from copy another shared state than its owner's of the same isolate, _symbolsToRelease took a coroutine's destroy into the caller's function, Library._is made a closed library's symbols() throw 'this is not a Library'; and _symbolsToRelease handed a closed library's raw symbols to any caller", () => {
+  const lib = library();
+  const reachable: string[] = [];
+  for (const [where, o] of [["Library", Library], ["Library.prototype", Library.prototype]]) {
+    for (const k of ["_loadedId", "_symbolsToRelease", "_is"]) {
+      if (k in (o as object)) reachable.push(`${where}.${k}`);
+    }
+  }
+  const effects: string[] = [];
+  // A closed library's raw symbols, which only kcoro's releases may use.
+  const other = openLibrary();
+  other.close();
+  if ((other as unknown as Record<string, unknown>)._symbolsToRelease !== undefined) {
+    effects.push("a closed library's raw symbols handed out");
+  }
+  // Each redefined (a getter or static method of a class is configurable), then restored.
+  const redefine = (target: object, key: string, desc: PropertyDescriptor, check: () => void) => {
+    const saved = Object.getOwnPropertyDescriptor(target, key);
+    try {
+      Object.defineProperty(target, key, { ...desc, configurable: true });
+      check();
+    } catch (e) {
+      effects.push(`${key} redefined: ${(e as Error).message}`);
+    } finally {
+      if (saved !== undefined) Object.defineProperty(target, key, saved);
+      else delete (target as Record<string, unknown>)[key];
+    }
+  };
+  {
+    // The key of this isolate's state of a native channel: the loaded library's number.
+    using owner = new Channel<number>(1);
+    const handle = owner.share();
+    redefine(Library.prototype, "_loadedId", { get: () => 1234 }, () => {
+      using copy = Channel.from<number>(handle);
+      if (sharedStateOf(copy) !== sharedStateOf(owner)) {
+        effects.push("_loadedId redefined: a copy's state is not its owner's");
+      }
+    });
+  }
+  {
+    // What releases use: the coroutine's destroy reached native code through the caller's.
+    const co = NativeCoroutine.create("fib", { arg: 1 });
+    const real = lib.symbols("test");
+    const taken: number[] = [];
+    const forged = {
+      ...real,
+      kc_coro_destroy: (h: number) => (taken.push(h), real.kc_coro_destroy(h)),
+    };
+    redefine(Library.prototype, "_symbolsToRelease", { get: () => forged }, () => co.destroy());
+    if (taken.length > 0) effects.push("_symbolsToRelease redefined: a destroy went through it");
+    assert.equal(co.destroyed, true);
+  }
+  // The brand check a Library member's catch makes: a closed library's own error kept.
+  redefine(Library, "_is", { value: () => false }, () => {
+    assert.throws(() => other.symbols("do it"), LibraryClosedError);
+  });
+  // No other `_` member on the class, its prototype or an object but `_notCloneable` (the frozen
+  // field structured cloning reads: README, "DataCloneError").
+  const others = [Library, Library.prototype, lib, other]
+    .flatMap((o) => Reflect.ownKeys(o))
+    .filter((k) => typeof k === "string" && k.startsWith("_") && k !== "_notCloneable");
+  assert.deepEqual({ reachable, effects, others }, { reachable: [], effects: [], others: [] });
+  // Each still works: a copy joins its owner's state, a closed library's symbols() says so.
+  using owner = new Channel<number>(1);
+  using copy = Channel.from<number>(owner.share());
+  assert.equal(sharedStateOf(copy), sharedStateOf(owner));
+  assert.throws(() => other.symbols("do it"), LibraryClosedError);
 });
 
 Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {

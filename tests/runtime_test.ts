@@ -1953,7 +1953,7 @@ Deno.test("an exit the guard stops the scheduler for does not wait for good for 
     const inFlight = `
         rt.shutdown("finish");
         const info = new BigUint64Array(7);
-        const sym = library()._symbolsToRelease;
+        const sym = symbolsToReleaseOf(library());
         // Until that shutdown began (the scheduler reads not running from then on).
         while (sym.kc_sched_info(info, 7), info[3] !== 0n) {
           await new Promise((r) => setTimeout(r, 0));
@@ -1966,6 +1966,7 @@ Deno.test("an exit the guard stops the scheduler for does not wait for good for 
       const res = await runFromStdin(
         `
         import { library, resolveNative, runtime } from "${root}mod.ts";
+        import { symbolsToReleaseOf } from "${root}ffi/load.ts";
         const rt = runtime({ workers: 2 });
         const own = new BigUint64Array(new SharedArrayBuffer(16));
         rt.spawn(resolveNative("${dir}/libplugin.so", "spin_forever"), own);
@@ -2161,10 +2162,11 @@ Deno.test("runtime: a drain that ran dry as the library closed calls nothing of 
   // then read kc_sched_info through the closed library.
   const res = await evalScript(`
     import { closeLibrary, library, openLibrary, runtime } from "./mod.ts";
+    import { symbolsToReleaseOf } from "./ffi/load.ts";
     const other = openLibrary();
     for (let i = 0; i < 5; i++) {
       const rt = runtime({ workers: 1 });
-      const sym = library()._symbolsToRelease;
+      const sym = symbolsToReleaseOf(library());
       const info = sym.kc_sched_info;
       let closed = false, after = 0;
       sym.kc_sched_info = (...a) => (closed && after++, info(...a));

@@ -1274,7 +1274,8 @@ Deno.test("a select whose values were encoded when the library closed (a value's
   // In a process of its own: it closes the library.
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError, select } from "./mod.ts";
-    const raw = library()._symbolsToRelease; // the symbols every call goes through
+    import { symbolsToReleaseOf } from "./ffi/load.ts";
+    const raw = symbolsToReleaseOf(library()); // the symbols every call goes through
     let made = 0, freed = 0;
     for (const n of ["kc_desc_make", "kc_desc_make_at"]) {
       const f = raw[n];

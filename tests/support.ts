@@ -16,6 +16,7 @@ import {
 } from "../mod.ts";
 import type { Bridge } from "../src/bridge.ts";
 import { giveSlot, takeSlot } from "../src/codec.ts";
+import { symbolsToReleaseOf } from "../ffi/load.ts";
 
 /**
  * Asserts that `actual` holds `expected`'s items, in order, each the same object (`Object.is`).
@@ -319,7 +320,7 @@ export function liveChannels(): number {
  */
 export function liveCells(): bigint {
   const out = new BigUint64Array(4);
-  assert.equal(library()._symbolsToRelease.kc_coro_stats(out, 4), 4);
+  assert.equal(symbolsToReleaseOf(library()).kc_coro_stats(out, 4), 4);
   return out[3];
 }
 
