@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { catchReported, evalScript, until } from "./support.ts";
+import { catchReported, evalScript, trySendNatively, until, within } from "./support.ts";
 import { selectHandleOf } from "../src/channel.ts";
 
 type Box = { n: number };
@@ -480,6 +480,58 @@ for (const shared of [false, true]) {
     assert.equal(a.ch.metrics().dropped, 0);
     a.ch[Symbol.dispose]();
     assert.deepEqual(a.got, []);
+  });
+}
+
+// The abort that loses to a native completion (another thread's send taking the receive clause,
+// or its close or cancel failing it) before the record drains: the select still rejects with the
+// reason (README's abort paragraph), so it was cancelled and its onSend values, none sent, go to
+// their hooks as where the abort won (src/select.ts `complete`, `cancelled`). The first give-up
+// decides: a copy's dispose before the abort leaves them the caller's, as a dispose does.
+for (const shared of [false, true]) {
+  Deno.test(`${shared ? "shared" : "local"}: a select whose abort lost to another thread's completion of its receive clause hands each onSend value to its hook once; given up first by its copy's dispose, it leaves them the caller's`, async () => {
+    const bridge = Bridge.of(library());
+    const sym = library().symbols("test");
+    for (const end of ["a value", "close", "cancel"] as const) {
+      for (const first of ["abort", "copy disposed"] as const) {
+        const what = `${end}, ${first} first`;
+        using a = new Channel<number>(0, { codec: codecs.f64 });
+        const copy = Channel.from<number>(a.share());
+        const b = hooked<number>(0, shared);
+        const ctl = new AbortController();
+        const reason = new Error(`stop: ${what}`);
+        const before = bridge.pending;
+        const outcome = select<string>((s) => {
+          s.onReceive(copy, (v) => `got ${v}`);
+          s.onSend(b.ch, 9, () => "sent");
+        }, { signal: ctl.signal }).then(() => "resolved", (e) => e);
+        assert.equal(bridge.pending, before + 1, `${what}: queued natively at its call`);
+        // As another thread: completes the receive clause natively, its record not drained.
+        if (end === "a value") assert.equal(trySendNatively(a.handle, 7), 0, what);
+        else if (end === "close") assert.equal(sym.kc_chan_close(a.handle), 1, what);
+        else assert.equal(sym.kc_chan_cancel(a.handle), 0, what);
+        if (first === "abort") {
+          ctl.abort(reason); // loses (KC_EBUSY): gives up, the record to settle it
+          copy[Symbol.dispose]();
+        } else {
+          copy[Symbol.dispose]();
+          ctl.abort(reason);
+        }
+        const r = await within(outcome, 10_000, what);
+        if (first === "abort") assert.equal(r, reason, what);
+        else assert.equal((r as Error).name, "InvalidHandleError", `${what}: ${r}`);
+        const hookedNow = first === "abort" ? [9] : [];
+        assert.deepEqual(b.got, hookedNow, what);
+        assert.equal(b.ch.metrics().dropped, hookedNow.length, what);
+        assert.deepEqual(b.ch.tryReceive(), { state: "empty" }, `${what}: never delivered`);
+        if (end === "a value") {
+          assert.deepEqual(a.tryReceive(), { state: "ok", value: 7 }, `${what}: back`);
+        }
+        b.ch[Symbol.dispose]();
+        assert.deepEqual(b.got, hookedNow, `${what}: hooked at most once`);
+        assert.equal(bridge.pending, before, what);
+      }
+    }
   });
 }
 
