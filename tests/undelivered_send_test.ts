@@ -390,6 +390,33 @@ for (const shared of [false, true]) {
   });
 }
 
+Deno.test("a send or select whose signal aborted before the call, on a channel this isolate disposed of already (the creator's, a copy's), rejects with the reason and hands nothing to a hook", async () => {
+  // The channel is gone for this isolate: nothing was cancelled that it could still have sent
+  // (a plain send there throws InvalidHandleError, unhooked). tests/fixtures/chaos.ts counts a
+  // detached copy's pre-aborted sends as not sent on this.
+  for (const via of ["creator", "copy"] as const) {
+    const { ch, got, handle } = hooked<Box>(1, true);
+    const copy = Channel.from<Box>(handle!);
+    const gone = via === "creator" ? ch : copy;
+    gone[Symbol.dispose]();
+    await assert.rejects(
+      gone.send({ n: 1 }, { signal: AbortSignal.abort("stop") }),
+      (e) => e === "stop",
+      via,
+    );
+    await assert.rejects(
+      select((s) => s.onSend(gone, { n: 2 }, () => 0), { signal: AbortSignal.abort("stop") }),
+      (e) => e === "stop",
+      via,
+    );
+    if (via === "copy") assert.equal(ch.metrics().dropped, 0, via);
+    assert.deepEqual(got, [], via);
+    copy[Symbol.dispose]();
+    ch[Symbol.dispose]();
+    assert.deepEqual(got, [], via);
+  }
+});
+
 Deno.test("a copy's send aborted while it waits (in JavaScript, and queued natively): the value reaches the creator's hook", async () => {
   const { ch, got, handle } = hooked<Box | number>(0, true);
   const copy = Channel.from<Box | number>(handle!);
