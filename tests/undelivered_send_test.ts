@@ -172,6 +172,24 @@ Deno.test("a hook that throws, in every path that calls it: each value's error r
       assert.deepEqual(closed.trySend(8), { state: "closed", cause: new ClosedSendError() });
       assert.deepEqual(take(), ["hook 6", "hook 7"]);
     }
+    {
+      // A send or select its signal cancelled (waiting, or aborted before the call): each value's
+      // error reported once, the call still rejects with the signal's reason.
+      using aborted = open<number>(0);
+      const ctl = new AbortController();
+      const waiting = aborted.send(14, { signal: ctl.signal });
+      ctl.abort("stop");
+      await assert.rejects(waiting, (e) => e === "stop");
+      await assert.rejects(
+        aborted.send(15, { signal: AbortSignal.abort("stop") }),
+        (e) => e === "stop",
+      );
+      const sel = new AbortController();
+      const selecting = select((s) => s.onSend(aborted, 16, () => 0), { signal: sel.signal });
+      sel.abort("stop");
+      await assert.rejects(selecting, (e) => e === "stop");
+      assert.deepEqual(take(), ["hook 14", "hook 15", "hook 16"], `shared: ${shared}`);
+    }
     const ch = open<number>(2);
     ch.trySend(9);
     ch.trySend(10);
