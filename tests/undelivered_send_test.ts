@@ -468,6 +468,37 @@ Deno.test("an aborted send that completed first is delivered, never hooked; one 
   assert.deepEqual(got, []);
 });
 
+Deno.test("a send (or select onSend) queued natively that another thread's receive took before its abort is delivered, never hooked: the abort loses", async () => {
+  // The abort's withdrawal answers busy (completed, its record not drained): the send resolves
+  // as delivered, and its value reaches no hook, also not at the dispose.
+  const bridge = Bridge.of(library());
+  const sym = library().symbols("test");
+  for (const via of ["send", "select"] as const) {
+    const got: number[] = [];
+    const ch = new Channel<number>(0, {
+      codec: codecs.f64,
+      onUndeliveredElement: (v) => got.push(v),
+    });
+    const handle = ch.handle; // outside: only the ring's wait drains its records
+    const ctl = new AbortController();
+    const before = bridge.pending;
+    const sending = via === "send"
+      ? ch.send(5, { signal: ctl.signal })
+      : select((s) => s.onSend(ch, 5, () => "sent"), { signal: ctl.signal });
+    await until(() => bridge.pending === before + 1, `${via}: queued natively`);
+    // As another thread: takes the queued value natively, its record left on the ring.
+    const out = new Float64Array(1);
+    assert.equal(sym.kc_chan_try_recv(handle, Deno.UnsafePointer.of(out), 8), 0, via);
+    assert.equal(out[0], 5, via);
+    ctl.abort("late");
+    assert.equal(await within(sending, 10_000, via), via === "send" ? undefined : "sent", via);
+    assert.deepEqual(got, [], `${via}: delivered, never hooked`);
+    assert.equal(ch.metrics().dropped, 0, via);
+    ch[Symbol.dispose]();
+    assert.deepEqual(got, [], `${via}: nor at the dispose`);
+  }
+});
+
 // A select whose signal aborts is cancelled: each onSend clause's value, not sent, goes to its own
 // channel's undelivered path (Kotlin's cancelled select disposes its clauses, each waiting onSend
 // handing its element to its channel's hook). A select that a clause won leaves the other
