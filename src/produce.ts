@@ -152,6 +152,8 @@ export interface ProduceOptions<T = unknown> {
 }
 /** ProduceOptions' names: any other own key is refused (`checkOptionNames`). */
 const PRODUCE_OPTIONS = optionNames<ProduceOptions>({ capacity: true, onUndeliveredElement: true });
+/** A send's option names (WaitOptions'), checked before a bound send copies the options. */
+const SEND_OPTIONS = optionNames<WaitOptions>({ signal: true });
 
 /**
  * What produce.ts alone reads and writes of a {@linkcode ProducerChannel} (`stateOf`): its private
@@ -301,6 +303,11 @@ class ProducerChannel<T> extends Channel<T> {
     // they throw rejects, as in super.send.
     try {
       const own = options?.signal;
+      // Its names checked before the copies below: a spread runs the getter of an unknown key
+      // (which the check never runs) and lists every index of a typed array (a 100 MB one, a
+      // hundred million keys, before super.send refused its index 0). After the read of
+      // `signal`, as signalOf checks them.
+      if (options !== undefined) checkOptionNames("send", options, SEND_OPTIONS);
       if (own === undefined && also === null) merged = { ...options, signal: bound.signal };
       else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {

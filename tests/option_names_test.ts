@@ -397,5 +397,47 @@ Deno.test("the unknown-option check: own enumerable string keys only, no getter 
   );
 });
 
+Deno.test("a running producer's send checks its option names before it copies the options: no getter run, no index listed", async () => {
+  // A send of a running producer merges the task's signal into a copy of the options
+  // (produce.ts): the copy ran the getter of an unknown key and listed every index of a typed
+  // array (a huge one, gigabytes of keys) before the channel's send refused the key.
+  const scope = createScope();
+  const produced = produce<number>(scope, (_, task) => untilAborted(task.signal));
+  let ran = 0;
+  const getter = {
+    get sigal() {
+      ran++;
+      return undefined;
+    },
+  };
+  assert.equal(
+    ((await refusal(() => produced.send(1, getter as never))) as Error).message,
+    'Cannot send: unknown option "sigal" (known: signal; did you mean "signal"?), ' +
+      "received { sigal: a getter }",
+  );
+  assert.equal(ran, 0);
+  let listed = 0;
+  const counting = new Proxy(new Uint8Array(64), {
+    ownKeys: (t) => (listed++, Reflect.ownKeys(t)),
+  });
+  assert.match(
+    ((await refusal(() => produced.send(1, counting as never))) as Error).message,
+    /^Cannot send: unknown option "0" /,
+  );
+  assert.equal(listed, 0); // refused before its keys were listed
+  // With a signal of its own too (the other copies): refused the same, the getter not run.
+  const own = Object.defineProperty({ signal: new AbortController().signal }, "sigal", {
+    get: () => ran++,
+    enumerable: true,
+  });
+  assert.match(
+    ((await refusal(() => produced.send(1, own as never))) as Error).message,
+    /^Cannot send: unknown option "sigal" .*received \{ sigal: a getter \}$/,
+  );
+  assert.equal(ran, 0);
+  scope.cancel();
+  await scope.join();
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
