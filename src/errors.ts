@@ -201,9 +201,10 @@ export function optionNames<O extends object>(names: Record<keyof O, true>): rea
  * key someone added to `Object.prototype` does not fail every call. Symbol keys and
  * non-enumerable ones are not either (no option is one; `for...in` skips them). An index 0, own
  * or inherited (a non-empty array, typed array or String object), is refused before any key is
- * listed (see below). It reads no value (no getter runs) unless it throws; a Proxy's `has`,
- * `ownKeys`, `getOwnPropertyDescriptor` and `getPrototypeOf` traps run, and what they throw is
- * thrown, as a throwing `get` trap's is at the read of an option.
+ * listed (see below), and so is a non-empty array without one. It reads no value (no getter
+ * runs) unless it throws; a Proxy's `has`, `ownKeys`, `getOwnPropertyDescriptor` and
+ * `getPrototypeOf` traps run (and an array's `get` of `length`), and what they throw is thrown,
+ * as a throwing `get` trap's is at the read of an option.
  *
  * Cheap: `for...in` over a literal walks V8's enum cache, without an array made, and `0 in` is
  * an inline cache's answer; the common one-key case is one comparison, against a `known` that
@@ -218,6 +219,16 @@ export function checkOptionNames(op: string, options: object, known: readonly st
   // Uint8Array passed as options was a hundred million keys, gigabytes, before the first was
   // looked at). Index 0, own or inherited (a Proxy's `has` trap answers), is refused first.
   if (0 in options) throw unknownOption(op, options, "0", known);
+  // A non-empty array without its index 0 (deleted, or never set): a holey array's indices are
+  // 8 bytes each, their key strings ten times that (an array of ten million made 730 MB more and
+  // took seconds, before its "1" was refused). Its length (a Proxy's `get` trap answers).
+  if (Array.isArray(options) && (options as unknown[]).length !== 0) {
+    throw new TypeError(
+      `Cannot ${op}: options must be an object of named options, not an array, received ${
+        describe(options)
+      }`,
+    );
+  }
   for (const key in options) {
     if (key !== known[0] && !known.includes(key) && Object.hasOwn(options, key)) {
       throw unknownOption(op, options, key, known);
@@ -299,7 +310,9 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   // other key: the shared one says what. Still ~7 ns a wait given `{ signal }`, `for...in`'s
   // (bench/channel_bench.ts, "ping-pong round trip, rendezvous, send + receive with a signal",
   // two such waits a round trip: minima 216-230 ns before, 231-245 ns after).
-  if (0 in (options as object)) checkOptionNames(op, options as object, SIGNAL_ONLY);
+  if (0 in (options as object) || Array.isArray(options)) {
+    checkOptionNames(op, options as object, SIGNAL_ONLY);
+  }
   for (const key in options as object) {
     if (key !== "signal") checkOptionNames(op, options as object, SIGNAL_ONLY);
   }

@@ -372,6 +372,26 @@ Deno.test("the unknown-option check: own enumerable string keys only, no getter 
   );
   assert.equal(listed, 0); // refused before its keys were listed
   assert.equal(await delay(0, [] as never), undefined);
+  // A non-empty array without its index 0 is refused before its indices are listed too: before,
+  // `for...in` made a key string for each (an array of ten million: 730 MB more, seconds), then
+  // named its "1". In a wait's check (signalOf) and the shared one (a channel's creation).
+  const holey = new Array(64).fill(1);
+  delete holey[0];
+  let trapped = 0;
+  const watched = new Proxy(holey, { ownKeys: (t) => (trapped++, Reflect.ownKeys(t)) });
+  for (const o of [holey, watched]) {
+    assert.equal(
+      ((await refusal(() => delay(0, o as never))) as Error).message,
+      "Cannot delay: options must be an object of named options, not an array, received " +
+        "[object Array] of length 64",
+    );
+    assert.throws(() => new Channel(4, o as never), {
+      name: "TypeError",
+      message: "Cannot create channel: options must be an object of named options, not an " +
+        "array, received [object Array] of length 64",
+    });
+  }
+  assert.equal(trapped, 0);
   // A Proxy of a plain object is looked at through its traps.
   assert.match(
     (await refusal(() => delay(0, new Proxy({ sigal: 1 }, {}) as never)) as Error).message,
