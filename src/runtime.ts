@@ -1085,22 +1085,25 @@ export class Runtime {
     // finish (another isolate's, C code's, begun since the drain ran dry) still runs
     // coroutines that write into their cells: then only once every scheduler has ended
     // (`allEnded`). Before, such a finish's cells were let go.
-    const info = new BigUint64Array(4);
-    sym.kc_sched_info(info, 4);
+    const info = schedInfo(this.#lib, op, checkInfo);
     if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
-    // Ran dry as a finishing shutdown (this Runtime's, another host's) stopped the scheduler,
-    // after the slice's check above: the coroutines parked then are what that finish abandoned,
-    // counted once its workers are joined (this Runtime's own awaited first), as a drain that
-    // meets the finish in its loop reports. Before, { parked: 0 } in that window.
-    if (info[3] !== 1n && sym.kc_sched_ended(this.#generation) === SHUTDOWN_FINISH) {
-      if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
-      return this.#parkedAtFinish();
-    }
     // Live once nothing is runnable, running or sleeping: parked. Before, the drain resolved
     // with nothing, and a producer parked on a full channel looked like one that had finished
     // (only a stats() read after it told them apart). Read in the same call as the unpin's
-    // check; 0 while no scheduler runs (a finish elsewhere, begun since it ran dry).
-    return { parked: info[3] === 1n ? Number(info[1]) : 0 };
+    // check, and only while its scheduler is this Runtime's: before, a later one's (ours shut
+    // down and another started since the slice's check, by a Worker, another host) coroutines
+    // were counted as this drain's parked ones.
+    if (this.#mine(info)) return { parked: Number(info[1]) };
+    // Ran dry as a shutdown (this Runtime's, another host's) stopped the scheduler, after the
+    // slice's check above. A finish: the coroutines parked then are what it abandoned, counted
+    // once its workers are joined, as a drain that meets the finish in its loop reports. This
+    // Runtime's own shutdown is awaited first: also one still draining or joining (no
+    // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
+    // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
+    // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
+    if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
+    if (sym.kc_sched_ended(this.#generation) === SHUTDOWN_FINISH) return this.#parkedAtFinish();
+    return { parked: 0 };
   }
 
   /**

@@ -2459,6 +2459,94 @@ Deno.test("runtime: a drain whose slice ran dry just before its Runtime's finish
   }
 });
 
+Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, still under way at the drain's read, resolves with what that finish left parked", async () => {
+  // The window after the slice's answer (0: ran dry) and its check (kc_sched_ended: KC_EBUSY),
+  // with this Runtime's finish begun but not ended at the read of what is live: no scheduler
+  // reads as running (a shutdown in progress), and kc_sched_ended still says KC_EBUSY (the
+  // finish drains or joins). Held open by fakes until the finish settles. Before, { parked: 0 }
+  // though the finish then abandoned a producer parked on a full channel.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realDrain, realEnded, realInfo] = [
+    sym.kc_sched_drain_for,
+    sym.kc_sched_ended,
+    sym.kc_sched_info,
+  ];
+  const rt = runtime({ workers: 1 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  let release: ((rc: number) => void) | undefined;
+  let during: Promise<unknown>;
+  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  try {
+    during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice called");
+    sym.kc_sched_drain_for = realDrain;
+    let ended = false;
+    const stop = rt.shutdown("finish").finally(() => ended = true);
+    sym.kc_sched_ended = (g: bigint) =>
+      ended ? (realEnded as (g: bigint) => number)(g) : Status.EBUSY;
+    sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+      const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
+      if (!ended) out.fill(0n, 0, Math.min(n, 6)); // shutting down: none reads as running
+      return rc;
+    };
+    release!(0);
+    assert.deepEqual(await during, { parked: 1 });
+    assert.deepEqual(await stop, { abandoned: 1 });
+  } finally {
+    sym.kc_sched_drain_for = realDrain;
+    sym.kc_sched_ended = realEnded;
+    sym.kc_sched_info = realInfo;
+  }
+});
+
+Deno.test("runtime: a drain whose slice ran dry before its scheduler was replaced by a later one does not count the later one's coroutines", async () => {
+  // The slice answers 0 and its check sees the scheduler still running (faked: KC_EBUSY once);
+  // by the read of what is live, this Runtime's finish ended it (one producer parked) and a
+  // later runtime() runs two of its own parked. Before, the drain counted the later
+  // scheduler's ({ parked: 2 }): kc_sched_info's generation was not read.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  const rt = runtime({ workers: 1 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  let release: ((rc: number) => void) | undefined;
+  let during: Promise<unknown>;
+  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  try {
+    during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice called");
+    sym.kc_sched_drain_for = realDrain;
+    assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+    const later = runtime({ workers: 1 });
+    using unbuffered = new Channel<bigint>(0, { codec: codecs.u64 });
+    const a = later.cells([BigInt(unbuffered.handle), 0n, 1n, 0n, 0n]);
+    const b = later.cells([BigInt(unbuffered.handle), 0n, 1n, 0n, 0n]);
+    later.spawn("chanSender", a);
+    later.spawn("chanSender", b);
+    await until(
+      () => later.stats().live === 2 && later.stats().busy === 0,
+      "the later scheduler's senders parked",
+    );
+    let checks = 0;
+    sym.kc_sched_ended = (g: bigint) =>
+      checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
+    release!(0);
+    assert.deepEqual(await during, { parked: 1 });
+    assert.equal(checks >= 1, true, "the slice's check");
+    await later.shutdown();
+  } finally {
+    sym.kc_sched_drain_for = realDrain;
+    sym.kc_sched_ended = realEnded;
+  }
+});
+
 Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then", async () => {
   // The drain's native slice held back (faked) until after the close, so the close's hook is
   // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
