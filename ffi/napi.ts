@@ -222,25 +222,7 @@ export function cellsBuffersFor(libraryPath: string): CellsBuffers | null {
   let got = cellsByPath.get(path);
   if (got === undefined) {
     const mod = loadModule(path, "cells buffers");
-    if (typeof mod === "string") got = mod;
-    else if (typeof mod.cells !== "function") {
-      got =
-        `Cannot make cells buffers: ${
-          addonPathFor(path)
-        } is not kcoro's Node-API companion (its cells must be a function), received a module ` +
-        `whose cells is ${describe(mod.cells)}`;
-    } else {
-      const make = mod.cells;
-      // Its own blocks (nearly all) looked up in the library's registry, not copied out with a
-      // system call each (process_vm_readv: that stays for another copy's blocks). Bound once
-      // per process, to the first library asked for; a failure (a companion without it, one
-      // bound to another library) leaves every header copied out, as before: slower, as right.
-      if (typeof mod.bindCells === "function") mod.bindCells.call(mod, path);
-      got = (address, length) => {
-        const r = make.call(mod, address, length);
-        return typeof r === "number" ? null : r;
-      };
-    }
+    got = typeof mod === "string" ? mod : bindCellsAddon(addonPathFor(path), path, mod);
     if (typeof path === "string" && path !== "") cellsByPath.set(path, got);
   }
   if (typeof got === "string") {
@@ -248,6 +230,52 @@ export function cellsBuffersFor(libraryPath: string): CellsBuffers | null {
     return null;
   }
   return got;
+}
+
+/**
+ * @ignore The cells buffers of `addon`, the exports of the module loaded from `file`, bound to
+ * the library at `libraryPath` where it can be (`bindCells`, optional: a status it returns only
+ * leaves the headers copied out); else why not, in the house form: a module that is not kcoro's
+ * companion (its `cells` no function, its `bindCells` one that throws). Apart from
+ * `cellsBuffersFor` so that tests/napi_test.ts can give it exports no real module has.
+ */
+export function bindCellsAddon(
+  file: string,
+  libraryPath: string,
+  addon: Partial<Addon>,
+): CellsBuffers | string {
+  const not = `Cannot make cells buffers: ${file} is not kcoro's Node-API companion`;
+  const make = addon.cells;
+  if (typeof make !== "function") {
+    return `${not} (its cells must be a function), received a module whose cells is ${
+      describe(make)
+    }`;
+  }
+  // Its own blocks (nearly all) looked up in the library's registry, not copied out with a
+  // system call each (process_vm_readv: that stays for another copy's blocks). Bound once per
+  // process, to the first library asked for; a failure (a companion without it, one bound to
+  // another library) leaves every header copied out, as before: slower, as right. A throw is
+  // no companion's (kcoro's returns a status): before, it left cellsBuffersFor, and
+  // runtime().cells(), with the module's raw error.
+  try {
+    const bind = addon.bindCells;
+    if (typeof bind === "function") bind.call(addon, libraryPath);
+  } catch (e) {
+    return `${not} (its bindCells threw), received ${thrown(e)}`;
+  }
+  return (address, length) => {
+    const r = make.call(addon, address, length);
+    return typeof r === "number" ? null : r;
+  };
+}
+
+/** A thrown value in a message: an Error's name and message, anything else described. */
+function thrown(e: unknown): string {
+  try {
+    return e instanceof Error ? `${e.name}: ${e.message}` : describe(e);
+  } catch {
+    return "a value whose description threw";
+  }
 }
 
 /** Why the last {@linkcode cellsBuffersFor} call gave null. */
@@ -295,7 +323,14 @@ export function bindAddon(
     Int32Array,
     Uint32Array,
   ];
-  const rc = bind.call(addon, libraryPath); // as the module's method, as before
+  let rc: number;
+  try {
+    rc = bind.call(addon, libraryPath); // as the module's method, as before
+  } catch (e) {
+    // No companion's (kcoro's returns a status): before, the module's raw error left
+    // chunkBuffersFor.
+    return `${not} (its bind threw), received ${thrown(e)}`;
+  }
   if (rc !== 0) {
     // Own keys only: a status is no key of Object.prototype's ("constructor").
     const why = Object.hasOwn(BIND_ERRORS, rc) ? BIND_ERRORS[rc] : "an error bind does not name";

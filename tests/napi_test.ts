@@ -8,6 +8,7 @@ import { library } from "../ffi/load.ts";
 import {
   addonPathFor,
   bindAddon,
+  bindCellsAddon,
   cellsBuffersFor,
   cellsBuffersProblem,
   chunkBuffers,
@@ -574,6 +575,82 @@ Deno.test("a module that is not kcoro's companion, or a bind the companion refus
     `Cannot make chunk buffers: cannot bind ${dir}/kcoro_napi.node to ${dir}/libkcoro.so: the ` +
       "library is not loaded in this process, received bind status -2",
   );
+});
+
+Deno.test("a module whose bind or bindCells throws is no companion: null with the reason in the house form, not the module's raw error", async () => {
+  // Unit-level: kcoro's companion returns a status from each, never throws. Before, the throw
+  // left chunkBuffersFor and cellsBuffersFor (and runtime().cells()) as it was.
+  const file = "/x/kcoro_napi.node", lib = "/x/libkcoro.so";
+  const boom = () => {
+    throw new RangeError("boom");
+  };
+  const chunks = {
+    bind: boom,
+    create: () => 0,
+    counts: new Uint32Array(1),
+    out: new Int32Array(1),
+    stats: new Uint32Array(4),
+  };
+  assert.equal(
+    bindAddon(file, lib, chunks as never),
+    `Cannot make chunk buffers: ${file} is not kcoro's Node-API companion (its bind threw), ` +
+      "received RangeError: boom",
+  );
+  const not = `Cannot make cells buffers: ${file} is not kcoro's Node-API companion`;
+  assert.equal(
+    bindCellsAddon(file, lib, { cells: () => 0, bindCells: boom } as never),
+    `${not} (its bindCells threw), received RangeError: boom`,
+  );
+  assert.equal(
+    bindCellsAddon(file, lib, {
+      cells: () => 0,
+      bindCells: () => {
+        throw 7;
+      },
+    } as never),
+    `${not} (its bindCells threw), received 7`,
+  );
+  assert.equal(
+    bindCellsAddon(file, lib, { cells: 1 } as never),
+    `${not} (its cells must be a function), received a module whose cells is 1`,
+  );
+  // Bound to the library asked for; a status other than 0 only leaves the headers copied out.
+  const bound: string[] = [];
+  const make = bindCellsAddon(file, lib, {
+    cells: (address: number, length: number) => address === 8 ? new ArrayBuffer(length) : -1,
+    bindCells: (p: string) => (bound.push(p), -5),
+  } as never);
+  assert.ok(typeof make === "function", String(make));
+  assert.deepEqual(bound, [lib]);
+  assert.equal(make(8, 16)!.byteLength, 16);
+  assert.equal(make(16, 16), null);
+
+  // The real companion made to throw from bindCells (in a process of its own: loading and
+  // binding are once per process): cellsBuffersFor is null with the reason, and cells() falls
+  // back to a SharedArrayBuffer, as without the companion.
+  const res = await evalScript(`
+    import process from "node:process";
+    import { library, runtime } from "./mod.ts";
+    import { cellsBuffersFor, cellsBuffersProblem } from "./ffi/napi.ts";
+    const dlopen = process.dlopen;
+    process.dlopen = (m, f) => {
+      dlopen.call(process, m, f);
+      m.exports = { ...m.exports, bindCells() { throw new RangeError("boom"); } };
+    };
+    const got = [cellsBuffersFor(library().path), cellsBuffersProblem()];
+    const cells = runtime().cells(4);
+    got.push(cells.buffer instanceof SharedArrayBuffer);
+    await runtime().shutdown();
+    console.log(JSON.stringify(got));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const [got, problem, shared] = JSON.parse(res.stdout) as [unknown, string, boolean];
+  assert.equal(got, null);
+  assert.match(
+    problem,
+    /^Cannot make cells buffers: \S+kcoro_napi\.node is not kcoro's Node-API companion \(its bindCells threw\), received RangeError: boom$/,
+  );
+  assert.equal(shared, true);
 });
 
 Deno.test("without --allow-ffi the companion is not loaded and the reason says what it needs", async () => {
