@@ -1101,9 +1101,10 @@ export class Runtime {
     // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
     // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
     // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
+    // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
     if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
-    if (sym.kc_sched_ended(this.#generation) === SHUTDOWN_FINISH) return this.#parkedAtFinish();
-    return { parked: 0 };
+    const ended = this.#lib._symbolsToRelease.kc_sched_ended(this.#generation);
+    return ended === SHUTDOWN_FINISH ? this.#parkedAtFinish() : { parked: 0 };
   }
 
   /**
