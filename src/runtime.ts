@@ -1103,7 +1103,7 @@ export class Runtime {
     // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
     // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
     if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
-    const ended = this.#lib._symbolsToRelease.kc_sched_ended(this.#generation);
+    const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
     return ended === SHUTDOWN_FINISH ? this.#parkedAtFinish() : { parked: 0 };
   }
 
