@@ -804,6 +804,10 @@ var users_events = std.atomic.Value(u32).init(0);
 var users_waiters = std.atomic.Value(u32).init(0);
 /// Tests: the rounds of `awaitUsers`' loop, all calls together.
 var users_looks = std.atomic.Value(u64).init(0);
+/// Tests: the times `awaitUsers` counted itself a waiter (in `users_waiters`, about to sleep),
+/// all calls together: a test reads whether a wait slept from this count, not from another
+/// thread that has to get a CPU while it sleeps to see `users_waiters` non-zero.
+var users_sleeps = std.atomic.Value(u64).init(0);
 
 /// Counts a call from outside out of `counter` (`sched_users` or `sched_drain_users`), waking
 /// the waits for it (`awaitUsers`).
@@ -847,6 +851,7 @@ fn awaitUsers(drains: bool, deadline: ?u64) bool {
         // read again; the decrement is a count only.
         _ = users_waiters.fetchAdd(1, .seq_cst);
         defer _ = users_waiters.fetchSub(1, .monotonic);
+        if (@import("builtin").is_test) _ = users_sleeps.fetchAdd(1, .monotonic); // a count
         if (sched_users.load(.seq_cst) == 0 and (!drains or sched_drain_users.load(.seq_cst) == 0)) return true;
         if (deadline) |d| {
             std.Thread.Futex.timedWait(&users_events, seq, d - now) catch {};
@@ -6891,12 +6896,10 @@ test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdo
 /// Tests: a kc_spawn from another thread whose thread stops inside it (starved, or in a
 /// debugger) until let go, held there by `test_hooks.in_spawn`. `hold` resets it, installs the
 /// hook, starts the thread and waits for it inside; `letGo` lets it go and joins the thread
-/// (once; a second call does nothing, so a `defer` may call it again). While held, it notes
-/// whether a shutdown counted itself a waiter on the short calls (`saw_waiter`).
+/// (once; a second call does nothing, so a `defer` may call it again).
 const HeldSpawn = struct {
     var inside = std.atomic.Value(bool).init(false);
     var release = std.atomic.Value(bool).init(false);
-    var saw_waiter = std.atomic.Value(bool).init(false);
     var rc = std.atomic.Value(i32).init(1);
     var joiner: test_wait.Joiner = .{};
     var thread: ?std.Thread = null;
@@ -6907,10 +6910,7 @@ const HeldSpawn = struct {
         inside.store(true, .release); // pairs with `hold`'s acquire load
         const d = test_wait.Deadline.in(test_wait.default_ns, "");
         // Acquire: pairs with `letGo`'s release store.
-        while (!release.load(.acquire) and !d.passed()) {
-            if (users_waiters.load(.seq_cst) != 0) saw_waiter.store(true, .release);
-            std.Thread.yield() catch {};
-        }
+        while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
     }
 
     fn spawner() void {
@@ -6922,7 +6922,6 @@ const HeldSpawn = struct {
     fn hold() !void {
         inside.store(false, .monotonic);
         release.store(false, .monotonic);
-        saw_waiter.store(false, .monotonic);
         rc.store(1, .monotonic);
         joiner = .{};
         test_hooks = .{ .in_spawn = held };
@@ -7066,16 +7065,21 @@ test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleep
     };
     try S.hold();
     const looks = users_looks.load(.monotonic);
-    // Long enough for the held thread, yielding, to get a CPU while the wait sleeps: at 300 ms
-    // it got none in time on a 2-CPU host at a load average of ~30 (a yield took ~6 ms there),
-    // `saw_waiter` false, 2 runs in about 30 (session 40).
-    const bound = 2 * std.time.ns_per_s;
+    const sleeps = users_sleeps.load(.monotonic);
+    // Long enough for the wait's own few yields on a loaded host (a yield took ~6 ms on 2 CPUs
+    // at a load average of ~30, and a thread there went ~250 ms without a CPU now and then):
+    // were the bound to pass during them, it would give up without sleeping. Whether it slept
+    // is read from its own count (`users_sleeps`): before, from the held thread, which had to
+    // get a CPU while the wait slept to see `users_waiters` non-zero, and at 300 ms got none in
+    // time there, 2 runs in about 30 (session 40).
+    const bound = std.time.ns_per_s;
     const t0 = kc_now_ns();
     try testing.expectEqual(Status.busy.code(), kc_sched_shutdown_timed(0, bound));
     try testing.expect(kc_now_ns() - t0 >= bound);
     // A few yields (8), then a sleep until the bound, then the look that gives up. Before, it
     // yielded in a loop for the whole bound, never counted as a waiter: a core kept busy.
-    try testing.expect(S.saw_waiter.load(.acquire));
+    // Once at least (a futex wait may wake early, and the loop sleeps again).
+    try testing.expect(users_sleeps.load(.monotonic) - sleeps >= 1);
     try testing.expect(users_looks.load(.monotonic) - looks <= 16);
     S.letGo();
     joined = true;
