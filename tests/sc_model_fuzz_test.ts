@@ -1838,9 +1838,15 @@ class Run {
     if (hit.length === 0) this.fail(`a hand-over timer of ${armed.join(", ")} cancelled none`);
     // Its cancel may cancel another of the group too, by what it sets off: seed 9944's first
     // timer, #13's, cancelled #13's child #25 (a createScope, final at once), whose completion
-    // handler cancelled #22, which #27 follows. The first is taken as the timer's (the group's
-    // timers are armed in its order, and the first armed one fired); the model's expiry of it
-    // must then have cancelled the others as well.
+    // handler cancelled #22, which #27 follows. The first of them in the group's (the model's)
+    // order is taken as the timer's: which timer is whose is not known (the library armed
+    // them in its finishing order), only what it cancelled. The model's expiry of that one
+    // must then have cancelled the others as well; were the timer another's, the model would
+    // cancel another scope, or with another cause, than the library did, and the step's diff
+    // fails (a false failure, never a bug let through). A timer that cancels two of its group
+    // by itself fails here: a mutation of src/time.ts whose hand-over timer expires every
+    // timeout handed over with it failed seed 42 ("the model's expiry of #1 did not cancel
+    // #8"; session 40).
     const n = hit[0];
     count("timeout nested: cancel by its hand-over timer");
     n.timer = false;
