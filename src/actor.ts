@@ -598,7 +598,17 @@ class ActorImpl<M> implements Actor<M> {
   toString(): string {
     // On what is no Actor it threw "Cannot read properties of undefined (reading 'state')".
     if (!(#mailbox in Object(this))) throw notActor(this, "convert actor to string");
-    return `Actor(${this.job.state})`;
+    // Its job's state as the print reads it (`[customInspect]`): a kcoro Job's by `jobStateOf`
+    // (no `state` getter of the caller's runs), a Job of another kind's by its `state`, left out
+    // (`Actor`) where that throws. Before, `this.job.state` ran the caller's getter, and what it
+    // threw escaped `String(actor)` and a template literal.
+    const job: unknown = this.#job;
+    if (isJob(job)) return `Actor(${jobStateOf(job)})`;
+    try {
+      return `Actor(${(job as Job).state})`;
+    } catch {
+      return "Actor";
+    }
   }
 
   /**
