@@ -152,7 +152,7 @@ export interface ProduceOptions<T = unknown> {
 }
 /** ProduceOptions' names: any other own key is refused (`checkOptionNames`). */
 const PRODUCE_OPTIONS = optionNames<ProduceOptions>({ capacity: true, onUndeliveredElement: true });
-/** A send's option names (WaitOptions'), checked before a bound send copies the options. */
+/** A send's option names, as `signalOf` checks them on a Channel's send. */
 const SEND_OPTIONS = optionNames<WaitOptions>({ signal: true });
 
 /**
@@ -299,16 +299,17 @@ class ProducerChannel<T> extends Channel<T> {
     }
     let merged: WaitOptions;
     let unlisten: (() => void) | null = null;
-    // The caller's getters and proxy traps run here (reading `signal`, copying the options): what
+    // The caller's getters and proxy traps run here (reading `signal`, looking at its keys): what
     // they throw rejects, as in super.send.
     try {
       const own = options?.signal;
-      // Its names checked before the copies below: a spread runs the getter of an unknown key
-      // (which the check never runs) and lists every index of a typed array (a 100 MB one, a
-      // hundred million keys, before super.send refused its index 0). After the read of
-      // `signal`, as signalOf checks them.
+      // The caller's options checked as a Channel's send checks them (`signalOf`): the send is
+      // then given a `{ signal }` of its own. Before, a copy (`{ ...options, signal }`) was
+      // checked instead: it lost what the options inherit, so that one inheriting an index
+      // (`Object.create([1])`) was sent with, where a Channel's send refuses it ("unknown option
+      // "0""), and it ran the caller's getters of every other option.
       if (options !== undefined) checkOptionNames("send", options, SEND_OPTIONS);
-      if (own === undefined && also === null) merged = { ...options, signal: bound.signal };
+      if (own === undefined && also === null) merged = { signal: bound.signal };
       else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {
         // Any of the signals ends the send (its own, the task's, the Job's end `sendsEnd`): a
@@ -325,10 +326,10 @@ class ProducerChannel<T> extends Channel<T> {
         // or not): hooked, as the one without a signal of its own is.
         const ended = this.#ended();
         if (ended !== null) return this.#afterCancel(value, abortReason(ended));
-        if (own !== undefined && isAborted(own)) merged = { ...options, signal: own };
+        if (own !== undefined && isAborted(own)) merged = { signal: own };
         else {
           const either = new AbortController();
-          merged = { ...options, signal: either.signal };
+          merged = { signal: either.signal };
           // The caller's first, then the task's, then the Job's end (the producer's own, whose
           // listen never throws and which aborts with the task's signal, after it).
           const sources: AbortSignal[] = [bound.signal];
@@ -370,7 +371,7 @@ class ProducerChannel<T> extends Channel<T> {
       return Promise.reject(e);
     }
     // The task cancelled since it was checked, by the caller's code run here (a getter of the
-    // options copied above, an accessor of its own that the task's listen reached): a send made
+    // options read above, an accessor of its own that the task's listen reached): a send made
     // once the task was cancelled, hooked as the check above hooks it (`#afterCancel`). Before,
     // its aborted signal rejected it in `super.send`, and the value reached no hook.
     const ended = this.#ended();

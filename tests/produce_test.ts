@@ -37,6 +37,7 @@ import {
   produce,
   select,
   supervisorScope,
+  type WaitOptions,
 } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
@@ -681,6 +682,50 @@ Deno.test("produce: a send with a signal of its own is woken by either signal", 
     /Cannot send: options must be an object, received 7/,
   );
   assert.equal(live, 0);
+});
+
+Deno.test("produce: the producer's send checks the caller's options as a Channel's send does (inherited ones too)", async () => {
+  // Before, it checked a copy of them (`{ ...options, signal }`), which lost what they inherit:
+  // options inheriting an index were sent with, where a Channel's send refuses them, and the
+  // caller's `signal` getter ran twice. Now both sends answer the same.
+  const cases: [string, () => object][] = [
+    ["an inherited index", () => Object.create([1])],
+    ["an unknown option of its own", () => ({ bogus: 1 })],
+    ["an inherited signal that is none", () => Object.create({ signal: 1 })],
+  ];
+  const outcome = (p: Promise<void>) => p.then(() => "sent", (e) => `${e.name}: ${e.message}`);
+  for (const [what, make] of cases) {
+    using plain = new Channel<number>(1);
+    const expected = await outcome(plain.send(1, make() as WaitOptions));
+    assert.notEqual(expected, "sent", what);
+    let got: string | undefined;
+    await coroutineScope(async (scope) => {
+      using ch = produce<number>(scope, async (out) => {
+        got = await outcome(out.send(1, make() as WaitOptions));
+      }, { capacity: 1 }); // a send that goes through does not wait
+      await until(() => got !== undefined, "the producer's send to settle", 5_000);
+      ch.tryReceive();
+    });
+    assert.equal(got, expected, what);
+  }
+  // An inherited signal counts, and the caller's `signal` getter runs once, as on a Channel.
+  const own = new AbortController();
+  let reads = 0;
+  const options = Object.create(Object.defineProperty({}, "signal", {
+    get: () => (reads++, own.signal),
+  })) as WaitOptions;
+  let seen: unknown;
+  await coroutineScope(async (scope) => {
+    using ch = produce<number>(scope, async (out) => {
+      seen = await out.send(1, options).then(() => "sent", (e) => e); // rendezvous: nobody receives
+    });
+    await until(() => reads > 0, "the producer's send to read its signal", 5_000);
+    own.abort(new Error("own"));
+    await until(() => seen !== undefined, "the producer's send to settle", 5_000);
+    ch.tryReceive();
+  });
+  assert.equal((seen as Error).message, "own");
+  assert.equal(reads, 1);
 });
 
 Deno.test("produce: the producer's send rejects, never throws, when the caller's options throw (a getter, a proxy trap)", async () => {
