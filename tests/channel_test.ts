@@ -5918,6 +5918,7 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
     `
     import { Channel, closeLibrary, codecs, openLibrary, Status } from "./mod.ts";
     import { selectHandleOf } from "./src/channel.ts";
+    import { collectUntil } from "./tests/support.ts";
     // Another host looks at the native channels: the library stays loaded once opened, and
     // every native channel with it. Before, none of these was ever destroyed.
     const other = openLibrary();
@@ -5926,12 +5927,10 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
       const rc = sym.kc_chan_status(h);
       if (rc !== Status.EBADH) throw new Error(what + ": kc_chan_status says " + rc + ", not destroyed");
     };
-    const collect = async () => {
-      for (let i = 0; i < 4; i++) {
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
+    // A channel that went native for a select only (see below) and was dropped: destroyed by
+    // the collector's finalizer, waited for (bounded) as each collection runs. Before, four
+    // collections 10 ms apart, then the check: too few on a loaded machine.
+    const destroyed = (h) => sym.kc_chan_status(h) === Status.EBADH;
     // A shared channel disposed by its creator after the close: destroyed (its dispose ends it
     // for everyone), and what it held reaches its hook, as open.
     {
@@ -5964,7 +5963,7 @@ Deno.test("a channel disposed by its creator, or collected, after closeLibrary()
         h = selectHandleOf(ch); // what a select does
       })();
       closeLibrary();
-      await collect();
+      await collectUntil(() => destroyed(h), () => "the collected channel's destroy: kc_chan_status says " + sym.kc_chan_status(h));
       gone(h, "collected after close");
     }
     other.close();

@@ -1302,7 +1302,7 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
   const res = await evalScript(
     `
     import { closeLibrary, coroutineScope, nativeScope, NativeScope, openLibrary, runtime, Status } from "./mod.ts";
-    import { until } from "./tests/support.ts";
+    import { collectUntil, until } from "./tests/support.ts";
     // Another host: keeps the scheduler running across the closes (as a Worker would) and
     // looks at the native scopes. The library stays loaded once opened, and every native
     // scope with it: before, none of these was ever destroyed.
@@ -1313,12 +1313,13 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
       const rc = sym.kc_scope_live(h);
       if (rc !== Status.EBADH) throw new Error(what + ": kc_scope_live says " + rc + ", not destroyed");
     };
-    const collect = async () => {
-      for (let i = 0; i < 4; i++) {
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    };
+    // A dropped scope's destroy (by the collector's finalizer), waited for (bounded) as each
+    // collection runs. Before, four collections 10 ms apart, then the check: too few on a
+    // loaded machine.
+    const destroyed = (hs, what, lib = other) => collectUntil(
+      () => hs.every((h) => lib.symbols("test").kc_scope_live(h) === Status.EBADH),
+      () => what + ": kc_scope_live says " + hs.map((h) => lib.symbols("test").kc_scope_live(h)),
+    );
     const tick = () => new Promise((r) => setTimeout(r, 5));
     // Disposed after the close: destroyed, which cancels its child (nothing can wait for it).
     {
@@ -1337,8 +1338,7 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
       let h = 0;
       (() => { h = NativeScope.create().handle; })();
       closeLibrary();
-      await collect();
-      gone(h, "collected after close");
+      await destroyed([h], "collected after close");
     }
     // Owned by a TypeScript scope that completes after the close.
     {
@@ -1357,22 +1357,26 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
       const first = [];
       const rt = runtime();
       const cells = [];
+      // Each dropped scope's collection, seen by a registry of the test's own (kcoro's finalizer
+      // is told in the same collection): all 16 before the close.
+      let dropped = 0;
+      const drops = new FinalizationRegistry(() => dropped++);
       for (let i = 0; i < 16; i++) {
         const c = rt.cells([100n, 0n, 0n]);
         cells.push(c);
         (() => {
           const ns = NativeScope.create();
           first.push(ns.handle);
+          drops.register(ns, i);
           ns.launch("cancellable-sleeper", c);
         })();
       }
-      await collect();
+      await collectUntil(() => dropped === 16, () => "the 16 dropped scopes' collection: " + dropped);
       closeLibrary();
       await until(() => cells.every((c) => c[1] === 1n), "the orphans' children to end", 10_000);
       const more = runtime().cells([60000n, 0n, 0n]);
       for (let i = 0; i < 16; i++) (() => NativeScope.create().launch("cancellable-sleeper", more))();
-      await collect();
-      for (const h of first) gone(h, "orphan of a closed library");
+      await destroyed(first, "orphans of a closed library");
     }
     // The last host's close shuts the scheduler down: a scope dropped then is destroyed too.
     {
@@ -1385,10 +1389,9 @@ Deno.test("a NativeScope disposed, collected or whose owner completes after clos
         ns.launch("cancellable-sleeper", runtime().cells([60000n, 0n, 0n]));
       })();
       closeLibrary(); // abandons the child
-      await collect();
+      // Opened after the last host's close (which shut the scheduler down), only to look.
       const probe = openLibrary();
-      const rc = probe.symbols("test").kc_scope_live(h);
-      if (rc !== Status.EBADH) throw new Error("abandoned: kc_scope_live says " + rc);
+      await destroyed([h], "abandoned", probe);
       probe.close();
     }
     `,
