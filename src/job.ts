@@ -850,7 +850,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   toString(): string {
     JobSupport.#check(this, "convert job to string");
-    return `Job(${this.state})`;
+    // kcoro's own state (`jobStateOf`), as the print reads it: a `state` getter of the caller's
+    // (a subclass's, an own property) does not run. Before, `String(job)` threw what it threw.
+    return `Job(${jobStateOf(this)})`;
   }
 
   /**

@@ -652,8 +652,10 @@ Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's s
   }
   const mine = new Mine();
   assert.equal(Deno.inspect(mine), 'CompletableDeferred { state: "active", [[children]]: 0 }');
+  assert.equal(String(mine), "Job(active)"); // `toString` too (it threw the getter's error)
   mine.complete(1);
   assert.equal(Deno.inspect(mine), 'CompletableDeferred { state: "completed", [[children]]: 0 }');
+  assert.equal(`${mine}`, "Job(completed)");
   await using scope = createScope();
   const gate = Promise.withResolvers<void>();
   const launched = scope.launch(() => gate.promise);
@@ -662,6 +664,8 @@ Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's s
   }
   assert.equal(Deno.inspect(scope), 'CoroutineScope { state: "active", [[children]]: 1 }');
   assert.equal(Deno.inspect(launched), 'Job { state: "active", [[children]]: 0 }');
+  assert.equal(String(scope), "Job(active)");
+  assert.equal(String(launched), "Job(active)");
   // An actor on a CoroutineScope of the caller's own, whose launch returns a Job of another kind
   // (a Proxy of a deferred) whose `state` throws: the fact is left out. One that returns a kcoro
   // Job with the caller's getter prints kcoro's state.
