@@ -1232,17 +1232,20 @@ Deno.test("a producer's send whose task signal aborts during the call (while it 
     let sent: unknown = "not sent yet";
     await coroutineScope(async (scope) => {
       using ch = produce<number>(withTaskSignal(scope, probe.signal), async (out) => {
-        // The task's listen (a send with a signal of its own), or the read of its `signal` (a
-        // send without: the getter answers none), runs the caller's code that aborts the task's
-        // signal. A getter of a key that names no option never runs: the key is refused first.
+        // The task's listen (a send with a signal of its own), or the read of the options'
+        // `signal` (a getter that answers none), runs the caller's code that aborts the task's
+        // signal. (A getter of an option the send does not know no longer runs: the options are
+        // checked by name first, as a Channel's send checks them, and refused.)
         let options: WaitOptions = { signal: own };
         if (when === "while listened to") probe.arm();
-        else {options = {
+        else {
+          options = {
             get signal() {
               probe.abort();
               return undefined;
             },
-          };}
+          };
+        }
         sent = await out.send(1, options).then(() => "sent", (e) => e);
       }, { onUndeliveredElement: (v) => undelivered.push(v) });
       await ch.receiveCatching();
