@@ -311,7 +311,7 @@ class ProducerChannel<T> extends Channel<T> {
       // As `signalOf`, the shared check only on a key that is no option: V8 keeps what a check
       // met per function, and the shared one meets every options object's shape.
       if (options !== undefined) {
-        if (0 in options) checkOptionNames("send", options, SEND_OPTIONS);
+        if (0 in options || Array.isArray(options)) checkOptionNames("send", options, SEND_OPTIONS);
         for (const key in options) {
           if (key !== "signal") checkOptionNames("send", options, SEND_OPTIONS);
         }

@@ -455,6 +455,18 @@ Deno.test("a running producer's send checks its option names before it copies th
     /^Cannot send: unknown option "sigal" .*received \{ sigal: a getter \}$/,
   );
   assert.equal(ran, 0);
+  // A non-empty array without its index 0, as a Channel's send refuses it: before its indices
+  // are listed (the producer's inline check missed the array test the shared one has).
+  const holey = new Array(64).fill(1);
+  delete holey[0];
+  let trapped = 0;
+  const watched = new Proxy(holey, { ownKeys: (t) => (trapped++, Reflect.ownKeys(t)) });
+  assert.equal(
+    ((await refusal(() => produced.send(1, watched as never))) as Error).message,
+    "Cannot send: options must be an object of named options, not an array, received " +
+      "[object Array] of length 64",
+  );
+  assert.equal(trapped, 0);
   scope.cancel();
   await scope.join();
 });
