@@ -1659,6 +1659,14 @@ pub const Scheduler = struct {
         s.state.store(.stopping, .seq_cst);
         s.wakeAll();
         s.wakeWatchdog();
+        // A drain on another thread asleep on `drain_seq` (`drainUntil`) returns error.Shutdown
+        // now: its bump (release, after the store above) makes the drain's seq_cst load of the
+        // word see `stopping` too, and a drain that read the word before it finds it changed
+        // at its futex wait. Before, only the join pinged it (`joinAndFree`, after the
+        // workers): a bounded shutdown that gave up earlier (a worker that never yields, a wake
+        // from outside still inside) left the drain asleep until the next shutdown or its own
+        // bound, the run stopped.
+        s.pingDrain();
         // Threads waiting on this run's scopes that end their waits as it stops
         // (`Scope.ThreadWait.stop`: the C ABI's kc_scope_wait): its bump (release, after the
         // store above) makes their acquire load of the word see `stopping` too.
@@ -2678,6 +2686,70 @@ test "a bounded shutdown waiting for a drain on another thread still inside give
             return 0;
         }
     }.body);
+}
+
+test "a drain on another thread asleep as a bounded shutdown gives up on a worker that never yields ends with error.Shutdown then, not at the next shutdown" {
+    // Before, only the join woke a drain asleep on `drain_seq` (`joinAndFree`'s ping, after
+    // the workers): a bounded shutdown that gave up before (here, the worker runs a coroutine
+    // that never yields) left the drain asleep, the run stopped, until the next shutdown (or
+    // the drain's own bound, an hour here). The drain is seen asleep in the kernel first.
+    if (@import("builtin").os.tag != .linux) return error.SkipZigTest; // /proc
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var tid = std.atomic.Value(std.Thread.Id).init(0);
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Shutdown, 3: other
+        var joiner: test_wait.Joiner = .{};
+        fn drainer() void {
+            defer joiner.done();
+            tid.store(std.Thread.getCurrentId(), .release); // pairs with the test's acquire load
+            const r: u32 = if (sched.drainFor(3600 * std.time.ns_per_s)) 1 else |err| if (err == error.Shutdown) 2 else 3;
+            result.store(r, .release); // pairs with the test's acquire loads
+        }
+        /// /proc/self/task/<tid>/stat's state ('S': asleep), null if unreadable.
+        fn state(t: std.Thread.Id) ?u8 {
+            var path_buf: [64]u8 = undefined;
+            const path = std.fmt.bufPrint(&path_buf, "/proc/self/task/{d}/stat", .{t}) catch return null;
+            var buf: [512]u8 = undefined;
+            const stat = std.fs.cwd().readFile(path, &buf) catch return null;
+            const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return null;
+            if (close + 2 >= stat.len) return null;
+            return stat[close + 2];
+        }
+    };
+    S.tid.store(0, .monotonic);
+    S.result.store(0, .monotonic);
+    S.joiner = .{};
+    test_wait.NeverYields.reset();
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
+    const t = try std.Thread.spawn(.{}, S.drainer, .{});
+    var done = false;
+    defer if (!done) {
+        test_wait.NeverYields.letGo();
+        s.shutdown(.cancel); // pings the drain, which then returns
+        S.joiner.join(t, test_wait.default_ns, "the drain");
+    };
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the drain to sleep");
+    while (S.tid.load(.acquire) == 0 or s.drainers.load(.seq_cst) == 0 or S.state(S.tid.load(.acquire)) != 'S') try asleep.wait();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
+    try testing.expect(s.join_pending.load(.monotonic)); // the worker runs on
+    const ended = test_wait.Deadline.in(test_wait.default_ns, "the drain to end as the run stopped");
+    const gone = while (!ended.passed()) {
+        if (S.result.load(.acquire) != 0) break true;
+        std.Thread.yield() catch {};
+    } else false;
+    test_wait.NeverYields.letGo();
+    s.shutdown(.cancel);
+    S.joiner.join(t, test_wait.default_ns, "the drain");
+    done = true;
+    try testing.expect(gone);
+    try testing.expectEqual(@as(u32, 2), S.result.load(.acquire));
+    try testing.expect(!s.join_pending.load(.monotonic));
 }
 
 test "a shutdown waiting for a wake from outside in flight sleeps until it ends, not spinning" {
