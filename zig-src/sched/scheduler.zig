@@ -779,6 +779,7 @@ pub const Scheduler = struct {
         assert(s.state.load(.acquire) != .running);
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
         assert(!s.join_pending.load(.monotonic));
+        assert(s.join_stage == .none); // cleared with `join_pending` (`joinAndFree`)
         return s.begin(allocator, options, .again);
     }
 
@@ -1532,6 +1533,8 @@ pub const Scheduler = struct {
         s.bumpLifecycle();
         defer s.lifecycle_shutdown.store(false, .monotonic); // before the unlock (defers run in reverse)
         if (!s.join_pending.load(.monotonic)) {
+            // A stage left (`join_stage`) keeps `join_pending` until the join is done.
+            assert(s.join_stage == .none);
             if (s.state.load(.acquire) != .running) return;
             // A finish's drain stops short of the deadline, leaving the join a share of what
             // is left (`joinReserve`): a drain that never ran dry used all of it, and the join
@@ -2750,6 +2753,119 @@ test "a drain on another thread asleep as a bounded shutdown gives up on a worke
     try testing.expect(gone);
     try testing.expectEqual(@as(u32, 2), S.result.load(.acquire));
     try testing.expect(!s.join_pending.load(.monotonic));
+}
+
+test "a bounded shutdown that gives up on a wake from outside, the workers joined, leaves the rest allocated; the next one frees it all and a restart runs (leak-checked)" {
+    // `join_stage` `.joined`: the workers joined, nothing freed (the wake still reads the
+    // coroutine and the queues). In this process with the leak-checking allocator (the tests
+    // of the stage itself run in a child on the page allocator): what the next shutdown frees
+    // is all there was, and a restart after it starts afresh.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var ref: Ref = undefined;
+        var go = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch return;
+        }
+        fn nop(_: ?*anyopaque) callconv(.c) void {}
+        fn inWake() void {
+            test_hooks.in_wake = null; // once
+            // Acquire: pairs with the test's release store (a flag only).
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!go.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn waker() void {
+            defer joiner.done();
+            _ = sched.unpark(ref);
+        }
+    };
+    S.go.store(false, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    S.ref = try s.spawn(S.parker, null);
+    try s.drainFor(test_timeout); // parked
+    test_hooks.in_wake = S.inWake;
+    defer test_hooks.in_wake = null;
+    const t = try std.Thread.spawn(.{}, S.waker, .{});
+    var done = false;
+    defer if (!done) {
+        S.go.store(true, .release);
+        S.joiner.join(t, test_wait.default_ns, "the waker");
+        s.shutdown(.cancel);
+    };
+    const inside = test_wait.Deadline.in(test_wait.default_ns, "the wake to be inside");
+    while (s.wakers.load(.seq_cst) == 0) try inside.wait();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
+    try testing.expect(s.join_stage == .joined);
+    try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expect(s.joinLeft());
+    try testing.expectEqual(@as(usize, 1), s.workers.len); // not freed
+    try testing.expect(!s.isRunning());
+    // A second bounded one, the wake still inside: gives up at the same stage.
+    try testing.expectError(error.Timeout, s.shutdownWithin(.finish, 20 * std.time.ns_per_ms));
+    try testing.expect(s.join_stage == .joined);
+    S.go.store(true, .release); // pairs with `inWake`'s acquire load
+    S.joiner.join(t, test_wait.default_ns, "the waker");
+    done = true;
+    s.shutdown(.finish); // either mode: the outcome was decided
+    try testing.expect(s.join_stage == .none);
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expect(!s.joinLeft());
+    try testing.expectEqual(@as(usize, 0), s.workers.len);
+    try testing.expectEqual(@as(u64, 1), s.abandoned_at_join); // the parked one, woken too late
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    _ = try s.spawn(S.nop, null);
+    try s.drainFor(test_timeout);
+    s.shutdown(.cancel);
+    try testing.expectEqual(@as(u64, 0), s.abandoned_at_join);
+}
+
+test "a bounded shutdown that gives up on the unmap hook has abandoned the coroutines (their cleanups ran) and freed all but the stacks; the next one unmaps them and a restart runs (leak-checked)" {
+    // `join_stage` `.freed`: the host's lookups still read a stack (`unmap_hook` false at the
+    // deadline). The coroutines were abandoned (`finish_hook`, cleanups) before it returns.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var hooked = std.atomic.Value(u32).init(0);
+        var finished = std.atomic.Value(u32).init(0);
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            coroutine.park() catch return;
+        }
+        fn nop(_: ?*anyopaque) callconv(.c) void {}
+        fn unmap(_: ?u64) bool {
+            return hooked.fetchAdd(1, .monotonic) != 0; // the first call gives up
+        }
+        fn finish(_: *Coroutine) void {
+            _ = finished.fetchAdd(1, .monotonic);
+        }
+    };
+    S.hooked.store(0, .monotonic);
+    S.finished.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size, .unmap_hook = S.unmap, .finish_hook = S.finish });
+    _ = try s.spawn(S.parker, null);
+    try s.drainFor(test_timeout); // parked
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
+    try testing.expect(s.join_stage == .freed);
+    try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workers.len); // freed
+    try testing.expectEqual(@as(u64, 1), s.abandoned_at_join);
+    try testing.expectEqual(@as(u32, 1), S.finished.load(.monotonic)); // abandoned already
+    s.shutdown(.cancel);
+    try testing.expectEqual(@as(u32, 2), S.hooked.load(.monotonic));
+    try testing.expectEqual(@as(u32, 1), S.finished.load(.monotonic)); // not again
+    try testing.expect(s.join_stage == .none);
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size, .unmap_hook = S.unmap, .finish_hook = S.finish });
+    _ = try s.spawn(S.nop, null);
+    try s.drainFor(test_timeout);
+    s.shutdown(.cancel);
+    try testing.expectEqual(@as(u32, 3), S.hooked.load(.monotonic));
 }
 
 test "a shutdown waiting for a wake from outside in flight sleeps until it ends, not spinning" {
