@@ -1762,12 +1762,17 @@ const LandedReserve = struct {
 /// under the lock deadlocked a hook that starts or shuts down a scheduler, or waits for a
 /// thread that does; `shutdownOf` runs them once it let go of its locks. Before, they had a
 /// list of their own (`AbandonedList`), beside the scheduler's `coroutine.later` one.
-/// A timed-out shutdown (kc_sched_shutdown_timed: a worker it could not join) runs no cleanup,
-/// so it leaves no end: they come with the join a later shutdown completes, not before. The
-/// coroutine that worker still runs may be an actor's handler using `ctx`, which its on_done
-/// says is free; and a cleanup run meanwhile would race with that coroutine, which may still
-/// complete the waits the cleanups undo, wake their coroutines, or spawn from the stack pool
-/// that `releaseAbandoned` walks.
+/// A timed-out shutdown (kc_sched_shutdown_timed's KC_ETIME) that stopped before the
+/// coroutines were abandoned runs no cleanup, so it leaves no end: a worker it could not join,
+/// or a wake or drain from another thread still inside once the workers were joined
+/// (`Scheduler.join_stage` `.joined`). They come with the abandon a later shutdown completes,
+/// not before. The coroutine that worker still runs may be an actor's handler using `ctx`,
+/// which its on_done says is free; and a cleanup run meanwhile would race with that coroutine
+/// (or that wake), which may still complete the waits the cleanups undo, wake their
+/// coroutines, or spawn from the stack pool that `releaseAbandoned` walks. One that timed out
+/// later, only on the lookups still reading a stack (`join_stage` `.freed`: the unmap left to
+/// the next shutdown), abandoned the coroutines first: their cleanups ran, and these ends run
+/// as that call lets go of its locks, as after a shutdown that completed.
 fn endAbandoned(a: *AbandonedEnd) void {
     coroutine.later(&a.later); // now when nobody collects
 }
