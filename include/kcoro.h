@@ -287,25 +287,33 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * timeout_ns from the call): a wait for another shutdown in progress, a KC_SHUTDOWN_FINISH's drain
  * (until shortly before the deadline, leaving the join a quarter of the time left, at most 100 ms;
  * past it the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled), then the
- * join of the workers. KC_ETIME if a worker did not stop in time (it runs a coroutine
- * that never yields, which nothing can stop from outside): the scheduler is stopped (not running
- * for kc_sched_info, its outcome known to kc_sched_ended, spawns and drains KC_ESHUTDOWN,
- * kc_sched_start KC_ESHUTDOWN) but nothing is joined or freed, since that worker still runs on its
- * coroutine's stack; the next kc_sched_shutdown, kc_sched_shutdown_gen (of that generation) or
- * kc_sched_shutdown_timed, in either mode, goes on with the join and frees everything once it is
- * done (until then what it would free stays allocated: leaked on purpose, never freed under a
- * running worker). Also KC_ETIME if a kc_coro_unpark/_state/_transfer lookup of another thread
- * that found a coroutine before the join is still inside at the bound: joined and freed but for
- * the stacks it may still read, which the next shutdown unmaps (until then kc_sched_abandoned is
- * KC_EBUSY, kc_sched_start KC_ESHUTDOWN); and if a kc_coro_unpark's wake or a kc_sched_drain
- * (_for) of another thread is still inside at the bound: the workers joined, nothing freed (they
- * read it), the next shutdown goes on from there. Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
- * still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
- * cancel ends a finishing one's drain first, as kc_sched_shutdown's does). KC_EBUSY if a short
- * call of another thread (kc_spawn, kc_sched_info, a scope's create or launch) is still inside at
- * the bound: nothing is stopped, the scheduler runs on with those calls from outside KC_ESHUTDOWN
- * (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN), and the next shutdown
- * goes on. With no host counted,
+ * join of the workers. Its results, and what the next call does after each:
+ * 0: stopped, joined, everything freed (or none ran); a next shutdown does nothing, kc_sched_start
+ *   starts afresh.
+ * KC_ETIME: stopped (not running for kc_sched_info, its outcome known to kc_sched_ended, spawns,
+ *   drains and kc_sched_start KC_ESHUTDOWN, kc_sched_abandoned KC_EBUSY) but the join not done, at
+ *   one of these stages: (a) a worker did not stop in time (it runs a coroutine that never yields,
+ *   which nothing can stop from outside): nothing joined or freed, since that worker still runs on
+ *   its coroutine's stack; (b) the workers joined but a kc_coro_unpark's wake or a
+ *   kc_sched_drain(_for) of another thread still inside: nothing freed (that call reads it);
+ *   (c) the coroutines abandoned (their cleanups and on_done ran) and everything freed but the
+ *   stacks, which a kc_coro_unpark/_state/_transfer lookup of another thread that found a
+ *   coroutine before the join still reads. What the join would free stays allocated until then
+ *   (leaked on purpose, never freed under a running worker). A drain of another thread asleep
+ *   returns KC_ESHUTDOWN as the run stops; a kc_scope_wait/_watch on a thread whose children the
+ *   join would abandon returns KC_ESHUTDOWN once the call gives up at (a) or (b). The next
+ *   kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing)
+ *   or kc_sched_shutdown_timed, in either mode, goes on from that stage and frees everything once
+ *   done; then kc_sched_abandoned knows the count and kc_sched_start runs again. Also KC_ETIME if
+ *   another shutdown (kc_sched_shutdown, _gen, a _timed one's next call) still drains or joins when
+ *   the bound passes: the wait for it is bounded too, and it goes on (a cancel ends a finishing
+ *   one's drain first, as kc_sched_shutdown's does).
+ * KC_EBUSY: a short call of another thread (kc_spawn, kc_sched_info, a scope's create or launch)
+ *   still inside at the bound: nothing stopped, the scheduler runs on with those calls from
+ *   outside KC_ESHUTDOWN (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN);
+ *   the next shutdown of any kind goes on from there.
+ * KC_EINVAL: mode not 0 or 1, or a call from a coroutine: nothing done.
+ * With no host counted,
  * the clock ticker and the dead pipes end as with kc_sched_shutdown, also on KC_ETIME (the workers
  * it leaves running are the only threads left to the next shutdown). For an exit that must
  * not wait for good (the process may end with that worker running). New in ABI 25. */

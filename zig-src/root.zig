@@ -1151,7 +1151,10 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// does nothing) or kc_sched_shutdown_timed (either mode) goes on with the join, and frees
 /// everything once it is done; until then what it would free stays allocated (leaked on purpose,
 /// never freed under a running worker). Also KC_ETIME if another shutdown still joins such a worker
-/// (holding `sched_mutex`) when the bound passes: that wait is bounded too. KC_EBUSY if a short
+/// (holding `sched_mutex`) when the bound passes: that wait is bounded too. Also KC_ETIME at the
+/// later stages `Scheduler.join_stage` names (the workers joined, a wake, drain or lookup of another
+/// thread still inside): include/kcoro.h lists every result and what the next call does after each.
+/// KC_EBUSY if a short
 /// call from another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside
 /// when the bound passed: nothing is stopped, the scheduler runs on with those calls from outside
 /// refused (KC_ESHUTDOWN; kc_sched_start too) until the next shutdown, which goes on
