@@ -159,6 +159,28 @@ fn benchSpawn(n: u64, workers: u32) !f64 {
     return perOp(timer.read(), n);
 }
 
+fn nop(_: ?*anyopaque) callconv(.c) void {}
+
+/// Spawns from a thread outside the workers (a host's kc_spawn): each takes and lets go of the
+/// scheduler's lifecycle lock (`Scheduler.spawn`, `unlockLifecycle`), then pushes to the inject
+/// queue, which the one worker drains meanwhile. Only the spawn calls are timed, in batches of
+/// 1,000 with a drain between (so that the stacks in use stay few).
+fn benchSpawnOutside(n: u64) !f64 {
+    var s: Scheduler = undefined;
+    try startSched(&s, 1, 16 * 1024, .slab);
+    defer s.shutdown(.cancel);
+    const batch = 1000;
+    var spent: u64 = 0;
+    var done: u64 = 0;
+    while (done < n) : (done += batch) {
+        var timer = try std.time.Timer.start();
+        for (0..batch) |_| _ = try s.spawn(nop, null);
+        spent += timer.read();
+        try s.drain();
+    }
+    return perOp(spent, done);
+}
+
 fn yielder2(arg: ?*anyopaque) callconv(.c) void {
     const n = @intFromPtr(arg);
     for (0..n) |_| kcoro.coroutine.yield() catch unreachable;
@@ -903,6 +925,8 @@ fn schedBenches(out: *std.Io.Writer, quick: bool) !void {
     const sruns: usize = if (quick) 2 else 5;
     const spawn_label = "sched: spawn + run to completion (2 workers)";
     if (want(spawn_label)) try report(out, .{ .name = spawn_label, .value = try bestF(sruns, benchSpawn, .{ sn, 2 }), .unit = "ns/spawn", .iterations = sn });
+    const outside_label = "sched: spawn from a thread outside the workers (1 worker)";
+    if (want(outside_label)) try report(out, .{ .name = outside_label, .value = try bestF(sruns, benchSpawnOutside, .{sn}), .unit = "ns/spawn", .iterations = sn });
     const yield_label = "sched: yield round trip, two coroutines on one worker";
     if (want(yield_label)) try report(out, .{ .name = yield_label, .value = try bestF(sruns, benchYieldPair, .{sn}), .unit = "ns/round-trip", .iterations = sn });
     const park_label = "sched: park/unpark ping-pong on one worker";
