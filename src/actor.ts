@@ -522,7 +522,11 @@ class ActorImpl<M> implements Actor<M> {
     }
     // An aborted signal rejects with its reason, the message hooked all the same (Kotlin's
     // `send` into a closed channel hands it, cancelled or not). Before, it stayed the caller's.
+    // Through a closed library it rejects with the reason only, as a Channel's pre-aborted send
+    // does (`#abortedSend`) and this actor's did while it ran: before, a finished actor's handed
+    // the message to the hook there, a running one's did not.
     if (signal !== undefined && isAborted(signal)) {
+      if (!libraryOf(this.#mailbox).isOpen) return Promise.reject(abortReason(signal));
       return this.#refuse(message, signal);
     }
     return this.#refuse(message);

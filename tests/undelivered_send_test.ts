@@ -667,3 +667,41 @@ Deno.test("an actor's send waiting on its full mailbox when its signal aborts ha
   out[Symbol.dispose]();
   assert.deepEqual(got, [1]);
 });
+
+Deno.test("an actor's send whose signal aborted before the call, through a closed library, rejects with the reason and hands nothing to the hook, the actor running or finished (as a Channel's)", async () => {
+  // A Channel's pre-aborted send through a closed library is not hooked (README, "Not hooked
+  // either"), nor was a running actor's (its mailbox's send); a finished actor's handed the
+  // message to onUndeliveredElement all the same. A child process: closing the library here
+  // would close it under the other tests.
+  const res = await evalScript(`
+    import { actor, Channel, closeLibrary, coroutineScope } from "./mod.ts";
+    const results = {};
+    for (const when of ["running", "finished"]) {
+      const got = [];
+      await coroutineScope(async (scope) => {
+        let release;
+        const gate = new Promise((r) => release = r);
+        const a = actor(scope, async () => { await gate; }, { onUndeliveredElement: (m) => got.push(m) });
+        const ch = new Channel(0, { onUndeliveredElement: (m) => got.push("channel " + m) });
+        if (when === "finished") {
+          release();
+          await a.job.join();
+        }
+        closeLibrary();
+        const how = (p) => p.then(() => "resolved", (e) => e === "stop" ? "stop" : String(e));
+        results[when] = [
+          await how(a.send("m", { signal: AbortSignal.abort("stop") })),
+          await how(ch.send("c", { signal: AbortSignal.abort("stop") })),
+          got,
+        ];
+        release();
+      });
+    }
+    console.log(JSON.stringify(results));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const results = JSON.parse(res.stdout);
+  for (const when of ["running", "finished"]) {
+    assert.deepEqual(results[when], ["stop", "stop", []], when);
+  }
+});
