@@ -380,10 +380,11 @@ export let failureOf: (job: JobSupport<unknown>) => unknown;
 /** @ignore `job`'s completion handlers registered and not disposed (tests; was `_handlerCount`). */
 export let handlerCountOf: (job: JobSupport<unknown>) => number;
 /**
- * @ignore `job`'s state as kcoro's own `state` getter answers it (a scope's by scope.ts's, which
- * shows a queued cancel as "cancelling"), running no getter a subclass overrides it with: for the
- * inspect hooks, which never throw (a CompletableDeferred's subclass whose `state` getter threw
- * made `Deno.inspect` throw, and an actor's print with it).
+ * @ignore `job`'s state as kcoro's own `state` getter answers it (a scope's as scope.ts's, which
+ * shows a queued cancel as "cancelling"), read from its fields, running no getter (a subclass's,
+ * or one redefined on a prototype): for the inspect hooks, which never throw (a
+ * CompletableDeferred's subclass whose `state` getter threw made `Deno.inspect` throw, and an
+ * actor's print with it).
  */
 export let jobStateOf: (job: JobSupport<unknown>) => JobState;
 /** The flags `x` (a job: `isJob`) was made with (`describe` names its kind by them). */
@@ -821,7 +822,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     isJob = (x): x is JobSupport<unknown> => typeof x === "object" && x !== null && #state in x;
     failureOf = (job) => job.#failed ? job.#cause : undefined;
     handlerCountOf = (job) => job.#handlers?.size ?? 0;
-    jobStateOf = (job) => isScope(job) ? scopeStateOf(job) : stateNames[job.#state];
+    // A scope whose follow cancel waits in scope.ts's queue reads "cancelling" until it runs, as
+    // Coroutine's `state` getter says (`#cancelQueued() && !isCancelled`: not completed, not
+    // cancelling), from the fields themselves: calling that getter ran JobSupport's `state`,
+    // `isCancelled` and `isCompleted` through `super`, which a caller can redefine on the
+    // prototype, and a print of a scope threw where one of a CompletableDeferred did not.
+    jobStateOf = (job) => {
+      const s = job.#state;
+      return s < CANCELLING && queuedCancelOf(job) !== null ? "cancelling" : stateNames[s];
+    };
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
@@ -1562,19 +1571,9 @@ export function notJob(self: unknown, op: string, what = "Job"): TypeError {
 
 /** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`isScopeObject`). */
 let isScope: (x: unknown) => boolean = () => false;
-/** @ignore A scope's state by scope.ts's own `state` getter (`jobStateOf`): set by it. */
-let scopeStateOf: (x: JobSupport<unknown>) => JobState = () => "new";
-
-/**
- * @ignore scope.ts's brand check, for `describeJobKind`, and its `state` getter, for `jobStateOf`
- * (job.ts cannot import scope.ts).
- */
-export function _setScopeBrand(
-  check: (x: unknown) => boolean,
-  state: (x: JobSupport<unknown>) => JobState,
-): void {
+/** @ignore scope.ts's brand check, for `describeJobKind` (job.ts cannot import scope.ts). */
+export function _setScopeBrand(check: (x: unknown) => boolean): void {
   isScope = check;
-  scopeStateOf = state;
 }
 
 /**

@@ -727,10 +727,7 @@ function scopeThrown(self: unknown, op: string, e: unknown, what = "CoroutineSco
   return notJob(self, op, isJob(self) ? "CoroutineScope" : what);
 }
 
-// Coroutine's own `state` getter, taken once: `Deno.inspect` prints a scope's state by it, not by a
-// getter a subclass (or a redefinition on the prototype) puts in its place (`jobStateOf`).
-const scopeState = Object.getOwnPropertyDescriptor(Coroutine.prototype, "state")!.get!;
-_setScopeBrand(isScopeObject, (x) => scopeState.call(x));
+_setScopeBrand(isScopeObject);
 
 /**
  * @ignore `rootScope`'s checks without making a scope: throws for bad arguments, answers the

@@ -640,7 +640,6 @@ Deno.test("inspecting anything but an instance through a kcoro class's inspect h
   await free[Symbol.asyncDispose]();
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's subclass, an own getter on a scope or a launch's job) prints kcoro's own state, and an actor whose Job of another kind has a `state` that throws prints without it: Deno.inspect threw that getter's error", async () => {
   const thrown = () => {
     throw new Error("the caller's state getter");
@@ -698,4 +697,31 @@ Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's s
   gate.resolve();
 });
 
+Deno.test("a scope prints its state with JobSupport's `state`, `isCancelled` and `isCompleted` getters redefined by the caller to throw, as a CompletableDeferred does: the scope's print ran them (through Coroutine's `state` getter's `super`) and threw", async () => {
+  const base = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const names = ["state", "isCancelled", "isCompleted"] as const;
+  const saved = names.map((n) => [n, Object.getOwnPropertyDescriptor(base, n)!] as const);
+  await using scope = createScope();
+  const deferred = new CompletableDeferred<number>();
+  try {
+    for (const n of names) {
+      Object.defineProperty(base, n, {
+        get: () => {
+          throw new Error(`the caller's ${n} getter`);
+        },
+        configurable: true,
+      });
+    }
+    assert.equal(
+      Deno.inspect(deferred),
+      'CompletableDeferred { state: "active", [[children]]: 0 }',
+    );
+    assert.equal(Deno.inspect(scope), 'CoroutineScope { state: "active", [[children]]: 0 }');
+  } finally {
+    for (const [n, d] of saved) Object.defineProperty(base, n, d);
+  }
+  assert.equal(scope.state, "active"); // restored
+});
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
