@@ -687,7 +687,9 @@ export interface DrainResult {
    * parked on a full channel that nothing receives from counts here, so 0 says that every
    * coroutine spawned ran to its end. A drain settled by a `"finish"` shutdown counts the
    * coroutines it left parked (and abandoned: its `abandoned`), known once its workers were
-   * joined (0 while another isolate's shutdown still joins them); one settled by the library's
+   * joined (0 while another isolate's shutdown still joins them), and so does one that ran dry
+   * just before a `"cancel"` stopped the scheduler (those it left parked, which the cancel
+   * abandoned; before, 0); one settled by the library's
    * close, those live at the close (its scheduler had nothing left to run then). Before, 0
    * whenever a shutdown or the close settled the drain.
    */
@@ -1104,7 +1106,11 @@ export class Runtime {
     // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
     if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
     const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
-    return ended === SHUTDOWN_FINISH ? this.#parkedAtFinish() : { parked: 0 };
+    // A cancel too: the coroutines parked when the drain ran dry are among what it abandoned
+    // (kc_sched_abandoned of this generation), counted as for a finish. Before, { parked: 0 },
+    // as if each had run to its end.
+    if (ended === SHUTDOWN_FINISH || ended === SHUTDOWN_CANCEL) return this.#parkedAtFinish();
+    return { parked: 0 };
   }
 
   /**

@@ -2502,6 +2502,42 @@ Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, sti
   }
 });
 
+Deno.test("runtime: a drain whose slice ran dry just before a cancel (its Runtime's, or C code's) stopped the scheduler resolves with what that cancel abandoned parked", async () => {
+  // The window between the slice's answer (0: ran dry) with its check that the scheduler still
+  // ran (kc_sched_ended: KC_EBUSY, faked once) and the read of what is live: a cancel that stops
+  // the scheduler in between. Before, { parked: 0 } though the cancel abandoned a producer
+  // parked on a full channel when the drain ran dry.
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  for (const by of ["its Runtime", "C code"]) {
+    await shutdownScheduler();
+    const rt = runtime({ workers: 1 });
+    using full = new Channel<bigint>(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    let release: ((rc: number) => void) | undefined;
+    let during: Promise<unknown>;
+    sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+    try {
+      during = rt.drain();
+      await until(() => release !== undefined, "the drain's slice called");
+      sym.kc_sched_drain_for = realDrain;
+      if (by === "its Runtime") assert.deepEqual(await rt.shutdown("cancel"), { abandoned: 1 });
+      else assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(0), 0); // cancel
+      let checks = 0;
+      sym.kc_sched_ended = (g: bigint) =>
+        checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
+      release!(0);
+      assert.deepEqual(await during, { parked: 1 }, by);
+      assert.equal(checks >= 1, true, "the slice's check");
+    } finally {
+      sym.kc_sched_drain_for = realDrain;
+      sym.kc_sched_ended = realEnded;
+    }
+  }
+});
+
 Deno.test("runtime: a drain whose slice ran dry before its scheduler was replaced by a later one does not count the later one's coroutines", async () => {
   // The slice answers 0 and its check sees the scheduler still running (faked: KC_EBUSY once);
   // by the read of what is live, this Runtime's finish ended it (one producer parked) and a
