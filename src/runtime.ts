@@ -27,6 +27,12 @@ import { customInspect, inspectAs, notA } from "./inspect.ts";
 
 /** How long one native wait of `drain()` may block before it looks again. */
 const DRAIN_SLICE_NS = 100_000_000n;
+/**
+ * The longest pause of `drain()` between rounds on a scheduler that ran dry but reads as not
+ * running while still its own (another host's finish under way, a C caller's timed shutdown
+ * that gave up with `KC_EBUSY`).
+ */
+const DRAIN_PAUSE_MAX_MS = 50;
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -1063,54 +1069,69 @@ export class Runtime {
     // threads until the whole process's scheduler drained (for good if it never did), one per
     // terminated Worker.
     let rc: number;
-    // Settled by the library's close, if it comes first (`drainsOf`).
-    const wait: DrainWait = { generation: this.#generation, drained: false, parked: 0 };
-    const drains = drainsOf(this.#lib);
-    drains.add(wait);
-    try {
-      rc = await this.#drainSlices(sym, op);
-    } finally {
-      drains.delete(wait);
+    // Between rounds of a drain that ran dry on a scheduler still ours but not readable (below).
+    let pauseMs = 1;
+    for (;;) {
+      // Settled by the library's close, if it comes first (`drainsOf`).
+      const wait: DrainWait = { generation: this.#generation, drained: false, parked: 0 };
+      const drains = drainsOf(this.#lib);
+      drains.add(wait);
+      try {
+        rc = await this.#drainSlices(sym, op);
+      } finally {
+        drains.delete(wait);
+      }
+      if (rc === DRAIN_SETTLED) return this.#parkedAtFinish();
+      if (!this.#lib.isOpen) {
+        // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
+        // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
+        // Before, it hung on whether its slice ran dry before the close (on a helper thread):
+        // resolved if so, else rejected, for the same scheduler state.
+        if (wait.drained) return { parked: wait.parked };
+        throw new LibraryClosedError(op);
+      }
+      unwrap(rc, op);
+      // Parked coroutines do not hold up a drain but may still write into their cells: only
+      // none live lets go. kc_sched_info reads 0 live too while no scheduler runs, also while a
+      // finish (another isolate's, C code's, begun since the drain ran dry) still runs
+      // coroutines that write into their cells: then only once every scheduler has ended
+      // (`allEnded`). Before, such a finish's cells were let go.
+      const info = schedInfo(this.#lib, op, checkInfo);
+      if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
+      // Live once nothing is runnable, running or sleeping: parked. Before, the drain resolved
+      // with nothing, and a producer parked on a full channel looked like one that had finished
+      // (only a stats() read after it told them apart). Read in the same call as the unpin's
+      // check, and only while its scheduler is this Runtime's: before, a later one's (ours shut
+      // down and another started since the slice's check, by a Worker, another host) coroutines
+      // were counted as this drain's parked ones.
+      if (this.#mine(info)) return { parked: Number(info[1]) };
+      // Ran dry as a shutdown (this Runtime's, another host's) stopped the scheduler, after the
+      // slice's check above. A finish: the coroutines parked then are what it abandoned, counted
+      // once its workers are joined, as a drain that meets the finish in its loop reports. This
+      // Runtime's own shutdown is awaited first: also one still draining or joining (no
+      // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
+      // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
+      // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
+      // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
+      if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
+      const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
+      // A cancel too: the coroutines parked when the drain ran dry are among what it abandoned
+      // (kc_sched_abandoned of this generation), counted as for a finish. Before, { parked: 0 },
+      // as if each had run to its end.
+      if (ended === SHUTDOWN_FINISH || ended === SHUTDOWN_CANCEL) return this.#parkedAtFinish();
+      // Still ours (KC_EBUSY) though none reads as running and no shutdown of this Runtime's is
+      // under way: another host's finish still drains it (the drain settles with it, as one that
+      // meets it in its slices), or a C caller's kc_sched_shutdown_timed gave up with KC_EBUSY
+      // (nothing stopped: the scheduler runs on, kc_sched_info reads it not running until the
+      // next shutdown). What is parked cannot be read then: the drain goes on (a later slice meets
+      // that shutdown, or finds the scheduler readable again), pausing between rounds, as a slice
+      // on a scheduler that ran dry answers at once. Before, { parked: 0 }.
+      if (ended !== Status.EBUSY || this.#stopping !== undefined || !this.#lib.isOpen) {
+        return { parked: 0 };
+      }
+      await new Promise<void>((r) => setTimeout(r, pauseMs));
+      pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
-    if (rc === DRAIN_SETTLED) return this.#parkedAtFinish();
-    if (!this.#lib.isOpen) {
-      // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
-      // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
-      // Before, it hung on whether its slice ran dry before the close (on a helper thread):
-      // resolved if so, else rejected, for the same scheduler state.
-      if (wait.drained) return { parked: wait.parked };
-      throw new LibraryClosedError(op);
-    }
-    unwrap(rc, op);
-    // Parked coroutines do not hold up a drain but may still write into their cells: only
-    // none live lets go. kc_sched_info reads 0 live too while no scheduler runs, also while a
-    // finish (another isolate's, C code's, begun since the drain ran dry) still runs
-    // coroutines that write into their cells: then only once every scheduler has ended
-    // (`allEnded`). Before, such a finish's cells were let go.
-    const info = schedInfo(this.#lib, op, checkInfo);
-    if (info[3] === 1n ? info[1] === 0n : allEnded(this.#lib)) unpinAll(this.#lib);
-    // Live once nothing is runnable, running or sleeping: parked. Before, the drain resolved
-    // with nothing, and a producer parked on a full channel looked like one that had finished
-    // (only a stats() read after it told them apart). Read in the same call as the unpin's
-    // check, and only while its scheduler is this Runtime's: before, a later one's (ours shut
-    // down and another started since the slice's check, by a Worker, another host) coroutines
-    // were counted as this drain's parked ones.
-    if (this.#mine(info)) return { parked: Number(info[1]) };
-    // Ran dry as a shutdown (this Runtime's, another host's) stopped the scheduler, after the
-    // slice's check above. A finish: the coroutines parked then are what it abandoned, counted
-    // once its workers are joined, as a drain that meets the finish in its loop reports. This
-    // Runtime's own shutdown is awaited first: also one still draining or joining (no
-    // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
-    // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
-    // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
-    // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
-    if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
-    const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
-    // A cancel too: the coroutines parked when the drain ran dry are among what it abandoned
-    // (kc_sched_abandoned of this generation), counted as for a finish. Before, { parked: 0 },
-    // as if each had run to its end.
-    if (ended === SHUTDOWN_FINISH || ended === SHUTDOWN_CANCEL) return this.#parkedAtFinish();
-    return { parked: 0 };
   }
 
   /**

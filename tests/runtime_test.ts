@@ -675,7 +675,9 @@ Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the c
   const patch = sym as { kc_sched_ended: (generation: bigint) => number };
   let pinned = -1;
   let finishing: Promise<number> | undefined;
+  let checks = 0;
   patch.kc_sched_ended = (generation: bigint) => {
+    checks++;
     if (finishing === undefined) {
       pinned = spawnPinnedSleeper(rt); // the finish drains for it
       finishing = sym.kc_sched_shutdown_async(1);
@@ -686,8 +688,14 @@ Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the c
     }
     return ended(generation);
   };
+  let drained: Promise<unknown>;
   try {
-    await rt.drain(); // ran dry: nothing was spawned when it waited
+    // Ran dry: nothing was spawned when it waited. Its outcome is taken at once (it settles
+    // before the assertion below is reached).
+    drained = rt.drain().then(() => "resolved", (e) => e);
+    // Its slice's check (the finish begins there), then its read of what is live, after which
+    // it goes on with that finish (settles with it) rather than let go of the cells.
+    await until(() => checks >= 2, "the drain read what is live");
   } finally {
     patch.kc_sched_ended = ended;
   }
@@ -695,6 +703,8 @@ Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the c
   assert.equal(pinnedCountOf(rt), pinned, "a drain let go of a finishing scheduler's cells");
   assert.equal(await sym.kc_sched_shutdown_async(0), 0); // cuts the finish short
   assert.equal(await finishing, 0);
+  // The drain settled with that finish, which a cancel cut short (README).
+  assert.ok(await drained! instanceof ShutdownError);
   // Every scheduler has ended, but nothing of this isolate's ran since: still pinned (README).
   assert.equal(pinnedCountOf(rt), pinned, "let go of when the finish ended");
   await runtime().shutdown(); // settles with every scheduler ended: the sleeper's cells go now
@@ -2536,6 +2546,40 @@ Deno.test("runtime: a drain whose slice ran dry just before a cancel (its Runtim
       sym.kc_sched_ended = realEnded;
     }
   }
+});
+
+Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave up (KC_EBUSY) goes on draining, and resolves with the parked count once it can read it", async () => {
+  // kc_sched_shutdown_timed's KC_EBUSY stops nothing: the scheduler runs on, but kc_sched_info
+  // reads it not running (faked here: zeros but the generation) and kc_sched_ended still says
+  // KC_EBUSY until the next shutdown. Before, the drain resolved { parked: 0 } at once though a
+  // producer was parked on a full channel.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realInfo = sym.kc_sched_info;
+  const rt = runtime({ workers: 1 });
+  using full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  let reads = 0;
+  let settled = false;
+  let during: Promise<unknown>;
+  sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+    const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
+    out.fill(0n, 0, Math.min(n, 6)); // the timed shutdown's KC_EBUSY: reads as not running
+    reads++;
+    return rc;
+  };
+  try {
+    during = rt.drain().finally(() => settled = true);
+    await until(() => reads >= 5 || settled, "the drain's rounds");
+    assert.equal(settled, false, "still draining");
+  } finally {
+    sym.kc_sched_info = realInfo;
+  }
+  // The next shutdown (C code's finish) goes on: the drain settles with what it left parked.
+  assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(1), 0);
+  assert.deepEqual(await during, { parked: 1 });
 });
 
 Deno.test("runtime: a drain whose slice ran dry before its scheduler was replaced by a later one does not count the later one's coroutines", async () => {
