@@ -1046,7 +1046,10 @@ export class Runtime {
    * scheduler: the shutdown's `abandoned` counts them), rejects with ShutdownError after a `"cancel"`. When the library is
    * closed while it waits, it settles by what its scheduler had left to run at the close:
    * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
-   * channel's wait does).
+   * channel's wait does). Run dry on its scheduler while that reads as not running though still
+   * its own (a C caller's `kc_sched_shutdown_timed` that gave up with `KC_EBUSY`, which stops
+   * nothing; another isolate's finish still under way), it goes on until that shutdown settles it
+   * or the scheduler reads as running again.
    */
   async drain(): Promise<DrainResult> {
     Runtime.#checkThis(this, "drain runtime"); // rejects, as the rest of an async call
