@@ -1133,6 +1133,9 @@ export class Runtime {
         return { parked: 0 };
       }
       await new Promise<void>((r) => setTimeout(r, pauseMs));
+      // Closed during the pause: its symbols may be gone. Settled as a drain that the close
+      // meets with its scheduler not run dry (what it read, not running, tells no more).
+      if (!this.#lib.isOpen) throw new LibraryClosedError(op);
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
   }
