@@ -2653,4 +2653,34 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
   assert.deepEqual(JSON.parse(res.stdout), { parked: 1 });
 });
 
+Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close in a pause between rounds, is a LibraryClosedError", async () => {
+  // kc_sched_info faked to read not running (a C caller's timed shutdown that gave up with
+  // KC_EBUSY): the drain goes on in rounds, pausing between them. The close comes in a pause (a
+  // timer queued at the round's read, before the pause's own). Without the check after the
+  // pause, the next round called into the closed library.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const full = new Channel(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    const sym = library().symbols("test");
+    const realInfo = sym.kc_sched_info;
+    let reads = 0;
+    sym.kc_sched_info = (out, n) => {
+      const rc = realInfo(out, n);
+      out.fill(0n, 0, Math.min(n, 6));
+      if (++reads === 4) setTimeout(() => { sym.kc_sched_info = realInfo; closeLibrary(); }, 0);
+      return rc;
+    };
+    const outcome = await rt.drain().then((r) => JSON.stringify(r), (e) =>
+      e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+    console.log(outcome);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), "LibraryClosedError");
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
