@@ -313,8 +313,13 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   if (0 in (options as object) || Array.isArray(options)) {
     checkOptionNames(op, options as object, SIGNAL_ONLY);
   }
+  // Only an own key: the shared check lists every key again, so that calling it on each
+  // inherited one took time quadratic in their number (an options object whose prototype is an
+  // array of 10,000 elements, `Object.create(array)`, took ~9 s a call before it was sent).
   for (const key in options as object) {
-    if (key !== "signal") checkOptionNames(op, options as object, SIGNAL_ONLY);
+    if (key !== "signal" && Object.hasOwn(options as object, key)) {
+      checkOptionNames(op, options as object, SIGNAL_ONLY);
+    }
   }
   checkSignal(op, signal);
   return signal as AbortSignal | undefined;

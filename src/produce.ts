@@ -312,8 +312,12 @@ class ProducerChannel<T> extends Channel<T> {
       // met per function, and the shared one meets every options object's shape.
       if (options !== undefined) {
         if (0 in options || Array.isArray(options)) checkOptionNames("send", options, SEND_OPTIONS);
+        // Only on an own key, as `signalOf`: on each inherited one, the shared check's listing
+        // of every key again was quadratic in their number.
         for (const key in options) {
-          if (key !== "signal") checkOptionNames("send", options, SEND_OPTIONS);
+          if (key !== "signal" && Object.hasOwn(options, key)) {
+            checkOptionNames("send", options, SEND_OPTIONS);
+          }
         }
       }
       if (own === undefined && also === null) merged = { signal: bound.signal };
