@@ -211,7 +211,7 @@ export function optionNames<O extends object>(names: Record<keyof O, true>): rea
  * lists it first. Called after a read of an option, that is: the read tells V8 the object's
  * shape, which then answers `0 in` too (called before any read, a channel's creation cost ~15 ns
  * more, bench/channel_bench.ts; after one, nothing measurable). A wait given `{ signal }` has a
- * copy of its own (`signalOf`).
+ * copy of its own (`checkSignalOptionNames`: `signalOf`, a producer's send).
  */
 export function checkOptionNames(op: string, options: object, known: readonly string[]): void {
   // An index is no option, and `for...in` would list every index up front, a key string each:
@@ -297,6 +297,24 @@ function editDistance(a: string, b: string): number {
 const SIGNAL_ONLY = optionNames<{ signal?: AbortSignal }>({ signal: true });
 
 /**
+ * `checkOptionNames` for the options of a call whose only option is `signal` (`signalOf`, a
+ * producer's send), in a copy of its own: V8 keeps what a check met per function, and the shared
+ * one meets every options object's shape, where this sees `{ signal }`. Any other own key: the
+ * shared one says what. Still ~7 ns a wait given `{ signal }`, `for...in`'s (bench/channel_bench.ts,
+ * "ping-pong round trip, rendezvous, send + receive with a signal", two such waits a round trip:
+ * minima 216-230 ns before, 231-245 ns after).
+ */
+export function checkSignalOptionNames(op: string, options: object): void {
+  if (0 in options || Array.isArray(options)) checkOptionNames(op, options, SIGNAL_ONLY);
+  // Only an own key: the shared check lists every key again, so that calling it on each
+  // inherited one took time quadratic in their number (an options object whose prototype is an
+  // array of 10,000 elements, `Object.create(array)`, took ~9 s a call before it was sent).
+  for (const key in options) {
+    if (key !== "signal" && Object.hasOwn(options, key)) checkOptionNames(op, options, SIGNAL_ONLY);
+  }
+}
+
+/**
  * The `signal` of a waiting call's optional options, checked: options undefined or an object
  * with no other own key (`checkOptionNames`), signal undefined or an AbortSignal (else a
  * TypeError saying which and what was received).
@@ -305,22 +323,7 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
   if (options === undefined) return undefined;
   checkOptions(op, options);
   const signal = (options as { signal?: unknown }).signal;
-  // checkOptionNames's checks, in a copy of their own: V8 keeps what a check met per function,
-  // and the shared one meets every options object's shape, where these see `{ signal }`. Any
-  // other key: the shared one says what. Still ~7 ns a wait given `{ signal }`, `for...in`'s
-  // (bench/channel_bench.ts, "ping-pong round trip, rendezvous, send + receive with a signal",
-  // two such waits a round trip: minima 216-230 ns before, 231-245 ns after).
-  if (0 in (options as object) || Array.isArray(options)) {
-    checkOptionNames(op, options as object, SIGNAL_ONLY);
-  }
-  // Only an own key: the shared check lists every key again, so that calling it on each
-  // inherited one took time quadratic in their number (an options object whose prototype is an
-  // array of 10,000 elements, `Object.create(array)`, took ~9 s a call before it was sent).
-  for (const key in options as object) {
-    if (key !== "signal" && Object.hasOwn(options as object, key)) {
-      checkOptionNames(op, options as object, SIGNAL_ONLY);
-    }
-  }
+  checkSignalOptionNames(op, options as object);
   checkSignal(op, signal);
   return signal as AbortSignal | undefined;
 }

@@ -98,6 +98,7 @@ import {
   checkOptionNames,
   checkOptions,
   checkScope,
+  checkSignalOptionNames,
   isAborted,
   isAbortSignal,
   launchChecked,
@@ -152,8 +153,6 @@ export interface ProduceOptions<T = unknown> {
 }
 /** ProduceOptions' names: any other own key is refused (`checkOptionNames`). */
 const PRODUCE_OPTIONS = optionNames<ProduceOptions>({ capacity: true, onUndeliveredElement: true });
-/** A send's option names, as `signalOf` checks them on a Channel's send. */
-const SEND_OPTIONS = optionNames<WaitOptions>({ signal: true });
 
 /**
  * What produce.ts alone reads and writes of a {@linkcode ProducerChannel} (`stateOf`): its private
@@ -308,18 +307,7 @@ class ProducerChannel<T> extends Channel<T> {
       // checked instead: it lost what the options inherit, so that one inheriting an index
       // (`Object.create([1])`) was sent with, where a Channel's send refuses it ("unknown option
       // "0""), and it ran the caller's getters of every other option.
-      // As `signalOf`, the shared check only on a key that is no option: V8 keeps what a check
-      // met per function, and the shared one meets every options object's shape.
-      if (options !== undefined) {
-        if (0 in options || Array.isArray(options)) checkOptionNames("send", options, SEND_OPTIONS);
-        // Only on an own key, as `signalOf`: on each inherited one, the shared check's listing
-        // of every key again was quadratic in their number.
-        for (const key in options) {
-          if (key !== "signal" && Object.hasOwn(options, key)) {
-            checkOptionNames("send", options, SEND_OPTIONS);
-          }
-        }
-      }
+      if (options !== undefined) checkSignalOptionNames("send", options);
       if (own === undefined && also === null) merged = { signal: bound.signal };
       else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {
