@@ -98,6 +98,7 @@ import {
   checkOptionNames,
   checkOptions,
   checkScope,
+  checkSignal,
   checkSignalOptionNames,
   isAborted,
   isAbortSignal,
@@ -308,8 +309,11 @@ class ProducerChannel<T> extends Channel<T> {
       // (`Object.create([1])`) was sent with, where a Channel's send refuses it ("unknown option
       // "0""), and it ran the caller's getters of every other option.
       if (options !== undefined) checkSignalOptionNames("send", options);
+      // A signal that is no AbortSignal: refused here, as `signalOf` refuses it (thrown in this
+      // try, so rejected). Before, super.send checked the options again, running a `signal`
+      // getter of the caller's a second time.
+      checkSignal("send", own);
       if (own === undefined && also === null) merged = { signal: bound.signal };
-      else if (own !== undefined && !isAbortSignal(own)) return super.send(value, options);
       else {
         // Any of the signals ends the send (its own, the task's, the Job's end `sendsEnd`): a
         // controller of this send's own, told by listeners that go when it settles. Not

@@ -513,5 +513,27 @@ Deno.test("a send given options that inherit many keys lists them once, the shar
   await scope.join();
 });
 
+Deno.test("a producer's send given a signal that is no AbortSignal runs the caller's signal getter once, as a Channel's send does", async () => {
+  // It handed such options to the channel's send, which read `signal` again.
+  const scope = createScope();
+  const produced = produce<number>(scope, (_, task) => untilAborted(task.signal));
+  for (const ch of [new Channel<number>(1), produced]) {
+    let ran = 0;
+    const options = {
+      get signal() {
+        ran++;
+        return 5;
+      },
+    };
+    assert.equal(
+      ((await refusal(() => ch.send(1, options as never))) as Error).message,
+      "Cannot send: signal must be an AbortSignal, received 5",
+    );
+    assert.equal(ran, 1);
+  }
+  scope.cancel();
+  await scope.join();
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
