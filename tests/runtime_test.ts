@@ -13,7 +13,7 @@ import {
   ShutdownError,
   Status,
 } from "../mod.ts";
-import { evalScript, shutdownScheduler, until } from "./support.ts";
+import { evalScript, shutdownScheduler, until, within } from "./support.ts";
 import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -2580,6 +2580,43 @@ Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave 
   // The next shutdown (C code's finish) goes on: the drain settles with what it left parked.
   assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(1), 0);
   assert.deepEqual(await during, { parked: 1 });
+});
+
+Deno.test("runtime: a drain going on while its scheduler reads as not running is settled by its own Runtime's shutdown that comes during its rounds", async () => {
+  // As above (kc_sched_info faked to read not running, as after a C caller's timed shutdown
+  // that gave up with KC_EBUSY), but the shutdown that follows is this Runtime's, asked for while
+  // the drain goes on in rounds (between them or in one): a finish settles it with what it left
+  // parked (the producer on a full channel), a cancel makes it a ShutdownError (README).
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realInfo = sym.kc_sched_info;
+  for (const mode of ["finish", "cancel"] as const) {
+    await shutdownScheduler();
+    const rt = runtime({ workers: 1 });
+    using full = new Channel<bigint>(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    let reads = 0;
+    let settled = false;
+    let during: Promise<unknown>;
+    sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+      const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
+      out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
+      reads++;
+      return rc;
+    };
+    try {
+      during = rt.drain().then((r) => r, (e) => e).finally(() => settled = true);
+      await until(() => reads >= 4 || settled, "the drain's rounds");
+      assert.equal(settled, false, "still draining");
+      assert.deepEqual(await rt.shutdown(mode), { abandoned: 1 }, mode);
+      const outcome = await within(during, 5_000, `the drain after the ${mode}`);
+      if (mode === "finish") assert.deepEqual(outcome, { parked: 1 });
+      else assert.ok(outcome instanceof ShutdownError, String(outcome));
+    } finally {
+      sym.kc_sched_info = realInfo;
+    }
+  }
 });
 
 Deno.test("runtime: a drain whose slice ran dry before its scheduler was replaced by a later one does not count the later one's coroutines", async () => {
