@@ -2582,6 +2582,51 @@ Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave 
   assert.deepEqual(await during, { parked: 1 });
 });
 
+Deno.test("runtime: a drain going on while its scheduler reads as not running pauses between its rounds, 1 ms doubling to 50 ms (it does not spin)", async () => {
+  // kc_sched_info faked to read not running (a C caller's timed shutdown that gave up with
+  // KC_EBUSY): each round's slice answers at once (ran dry), so without its pause the drain
+  // would call into the library back to back. The pauses asked for are read from setTimeout,
+  // stubbed once nothing else of the script's waits on a timer: no timing is measured.
+  const res = await evalScript(`
+    import { Channel, codecs, library, runtime } from "./mod.ts";
+    import { until } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const full = new Channel(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    const sym = library().symbols("test");
+    const realInfo = sym.kc_sched_info;
+    const realSetTimeout = globalThis.setTimeout;
+    const pauses = [];
+    globalThis.setTimeout = (f, ms, ...rest) => {
+      // After the ninth pause the scheduler reads as running again: the next round ends it.
+      if (pauses.push(ms) === 9) {
+        sym.kc_sched_info = realInfo;
+        globalThis.setTimeout = realSetTimeout;
+      }
+      return realSetTimeout(f, ms, ...rest);
+    };
+    let reads = 0;
+    sym.kc_sched_info = (out, n) => {
+      const rc = realInfo(out, n);
+      out.fill(0n, 0, Math.min(n, 6));
+      // A bound for a drain that does not pause (about 20 reads if it does): it ends then.
+      if (++reads === 500) sym.kc_sched_info = realInfo;
+      return rc;
+    };
+    const drained = rt.drain();
+    console.log(JSON.stringify({ pauses, outcome: await drained }));
+    await rt.shutdown();
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // One pause after each round that read the scheduler as not running.
+  assert.deepEqual(JSON.parse(res.stdout), {
+    pauses: [1, 2, 4, 8, 16, 32, 50, 50, 50],
+    outcome: { parked: 1 },
+  });
+});
+
 Deno.test("runtime: a drain going on while its scheduler reads as not running is settled by its own Runtime's shutdown that comes during its rounds", async () => {
   // As above (kc_sched_info faked to read not running, as after a C caller's timed shutdown
   // that gave up with KC_EBUSY), but the shutdown that follows is this Runtime's, asked for while
