@@ -3254,14 +3254,19 @@ test "a bounded shutdown waits past its deadline for a spawn from outside that h
     // (preempted, starved, in a debugger), and never counted itself a waiter.
     const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to sleep");
     while (s.lifecycle_waiters.load(.seq_cst) == 0) try asleep.wait();
+    const from = monotonicNs();
     const rounds = S.rounds.load(.monotonic);
     // A while asleep: it goes round only as its backoff's timed sleeps end (a spawn's unlock
     // may miss the wake: `unlockLifecycleSpawn`), from 50 us doubling to 1 ms: at most one
-    // round a millisecond once the backoff is at its cap, a few more on the way there.
-    const window_ns = 50 * std.time.ns_per_ms;
-    const later = test_wait.Deadline.in(window_ns, "");
+    // round a millisecond once the backoff is at its cap, a few more on the way there. The
+    // bound counts the time this thread saw pass between its two reads, not the 50 ms it
+    // asked for: a yield on a loaded host may give the core away for longer, and the waiter
+    // goes round meanwhile (with the 50 ms alone, 20 ms more before the second read failed).
+    const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
     while (!later.passed()) std.Thread.yield() catch {};
-    try testing.expect(S.rounds.load(.monotonic) - rounds <= window_ns / lifecycle_backoff_max_ns + 8);
+    const went = S.rounds.load(.monotonic) - rounds;
+    const seen_ns = monotonicNs() - from;
+    try testing.expect(went <= seen_ns / lifecycle_backoff_max_ns + 8);
     try testing.expectEqual(@as(u32, 0), S.result.load(.acquire)); // still waiting
     // The worst case of a spawn's unlock (`unlockLifecycleSpawn`): its monotonic load read the
     // count stale, so nothing bumps the word. The waiter's backoff still looks again, within
