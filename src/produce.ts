@@ -101,7 +101,6 @@ import {
   checkSignal,
   checkSignalOptionNames,
   isAborted,
-  isAbortSignal,
   launchChecked,
   listenAbortNamed,
   optionNames,
