@@ -4953,19 +4953,6 @@ test "C ABI: a thread's end waits for a call on its ring in flight on another th
     try P.expectValueBack();
 }
 
-/// The scheduling state of this process's thread `tid` (/proc/self/task/<tid>/stat's third
-/// field: 'R' running or runnable, 'S' asleep, ...), for tests; null if it cannot be read.
-fn threadState(tid: std.Thread.Id) ?u8 {
-    var path_buf: [64]u8 = undefined;
-    const path = std.fmt.bufPrint(&path_buf, "/proc/self/task/{d}/stat", .{tid}) catch return null;
-    var buf: [512]u8 = undefined;
-    const stat = std.fs.cwd().readFile(path, &buf) catch return null;
-    // "tid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ')'.
-    const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return null;
-    if (close + 2 >= stat.len) return null;
-    return stat[close + 2];
-}
-
 test "C ABI: a thread's end sleeps while another thread's call holds its ring, and frees the ring once that call lets go" {
     // The wait for the ring's last reference spun on `std.Thread.yield`: a CPU burnt for as
     // long as a caller's function ran in that call (an undelivered hook, a descriptor release).
@@ -5018,10 +5005,10 @@ test "C ABI: a thread's end sleeps while another thread's call holds its ring, a
     const w = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to wait for our reference");
     while (S.rounds.load(.acquire) == 0) try w.wait();
     const tid = S.tid.load(.acquire);
-    if (threadState(tid) == null) return error.SkipZigTest; // no /proc here
+    if (test_wait.threadState(tid) == null) return error.SkipZigTest; // no /proc here
     // Asleep: before, it stayed runnable, yielding round after round, until this timed out.
     const a = test_wait.Deadline.in(test_wait.default_ns, "the thread's end to sleep");
-    while (threadState(tid) != 'S') try a.wait();
+    while (test_wait.threadState(tid) != 'S') try a.wait();
     try testing.expectEqual(Status.bad_handle.code(), kc_ring_interrupt(S.ring.load(.acquire))); // destroyed
     try testing.expect(e.refs.load(.acquire) >= 2); // ours, and the thread end's own
     // Our release leaves the thread end's reference the only one and wakes it: it frees the

@@ -119,6 +119,19 @@ pub const Joiner = struct {
     }
 };
 
+/// The scheduling state of this process's thread `tid` (/proc/self/task/<tid>/stat's third
+/// field: 'R' running or runnable, 'S' asleep, ...), for tests; null if it cannot be read.
+pub fn threadState(tid: std.Thread.Id) ?u8 {
+    var path_buf: [64]u8 = undefined;
+    const path = std.fmt.bufPrint(&path_buf, "/proc/self/task/{d}/stat", .{tid}) catch return null;
+    var buf: [512]u8 = undefined;
+    const stat = std.fs.cwd().readFile(path, &buf) catch return null;
+    // "tid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ')'.
+    const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return null;
+    if (close + 2 >= stat.len) return null;
+    return stat[close + 2];
+}
+
 /// A forked child's end: its `waitpid` result, within `ns` of the monotonic clock (a
 /// `Deadline`). Polled (WNOHANG) every `poll_ns` until then: a child that hangs (the code under
 /// test stuck, a panic that deadlocks) is killed (SIGKILL), reaped, and the test fails with

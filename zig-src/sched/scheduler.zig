@@ -2745,16 +2745,6 @@ test "a drain on another thread asleep as a bounded shutdown gives up on a worke
             const r: u32 = if (sched.drainFor(3600 * std.time.ns_per_s)) 1 else |err| if (err == error.Shutdown) 2 else 3;
             result.store(r, .release); // pairs with the test's acquire loads
         }
-        /// /proc/self/task/<tid>/stat's state ('S': asleep), null if unreadable.
-        fn state(t: std.Thread.Id) ?u8 {
-            var path_buf: [64]u8 = undefined;
-            const path = std.fmt.bufPrint(&path_buf, "/proc/self/task/{d}/stat", .{t}) catch return null;
-            var buf: [512]u8 = undefined;
-            const stat = std.fs.cwd().readFile(path, &buf) catch return null;
-            const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return null;
-            if (close + 2 >= stat.len) return null;
-            return stat[close + 2];
-        }
     };
     S.tid.store(0, .monotonic);
     S.result.store(0, .monotonic);
@@ -2773,7 +2763,7 @@ test "a drain on another thread asleep as a bounded shutdown gives up on a worke
         S.joiner.join(t, test_wait.default_ns, "the drain");
     };
     const asleep = test_wait.Deadline.in(test_wait.default_ns, "the drain to sleep");
-    while (S.tid.load(.acquire) == 0 or s.drainers.load(.seq_cst) == 0 or S.state(S.tid.load(.acquire)) != 'S') try asleep.wait();
+    while (S.tid.load(.acquire) == 0 or s.drainers.load(.seq_cst) == 0 or test_wait.threadState(S.tid.load(.acquire)) != 'S') try asleep.wait();
     try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, 50 * std.time.ns_per_ms));
     try testing.expect(s.join_pending.load(.monotonic)); // the worker runs on
     const ended = test_wait.Deadline.in(test_wait.default_ns, "the drain to end as the run stopped");
