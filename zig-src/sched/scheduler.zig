@@ -2893,46 +2893,69 @@ test "a bounded shutdown that gives up on the unmap hook has abandoned the corou
     try testing.expectEqual(@as(u32, 3), S.hooked.load(.monotonic));
 }
 
+/// The set-up the tests of a shutdown's sleep share, while something from outside (a wake, a
+/// drain) holds it: in a forked child (`inChild`), whose hook inside that something calls
+/// `holdUntilAsleep`, and whose body ends with `outcome`. Statics: `reset` first (under TSan
+/// `inChild` runs the body in this process, one test after another).
+const ShutdownSleep = struct {
+    var sched: Scheduler = undefined;
+    var done = std.atomic.Value(bool).init(false);
+    var looks: u64 = 0;
+    var shutter: ?std.Thread = null;
+    fn reset() void {
+        done.store(false, .monotonic);
+        looks = 0;
+        shutter = null;
+    }
+    fn parker(_: ?*anyopaque) callconv(.c) void {
+        coroutine.park() catch unreachable;
+    }
+    fn shut() void {
+        sched.shutdown(.cancel);
+        done.store(true, .release); // pairs with the acquire loads below
+    }
+    /// Starts the shutdown on a thread of its own and holds the caller until it sleeps, then a
+    /// while more. Exits the child (8: it never slept, 9: it did not wait) otherwise.
+    fn holdUntilAsleep() void {
+        looks = quiesce_looks.load(.monotonic);
+        shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+        const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
+        while (sched.quiesce_waiters.load(.seq_cst) == 0) asleep.wait() catch std.posix.exit(8);
+        // A while asleep: it must not go round meanwhile.
+        const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
+        while (!later.passed()) std.Thread.yield() catch {};
+        if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+    }
+    /// The child's exit code once the hold ended: 0 if the shutdown returned having slept.
+    fn outcome() u8 {
+        shutter.?.join();
+        if (!done.load(.acquire)) return 4;
+        // A few yields (8), a sleep, the look that finds none: before, thousands of rounds
+        // on an idle machine.
+        if (quiesce_looks.load(.monotonic) - looks > 16) return 5;
+        if (sched.quiesce_waiters.load(.seq_cst) != 0) return 6;
+        return 0;
+    }
+};
+
 test "a shutdown waiting for a wake from outside in flight sleeps until it ends, not spinning" {
     // The waker is held inside (counted in `wakers`) until the shutdown sleeps. Before, the
     // shutdown yielded in a loop for as long as the waker's thread was preempted or stopped,
     // never counted as a waiter.
     try inChild(struct {
-        var sched: Scheduler = undefined;
-        var done = std.atomic.Value(bool).init(false);
-        var looks: u64 = 0;
-        fn parker(_: ?*anyopaque) callconv(.c) void {
-            coroutine.park() catch unreachable;
-        }
-        fn shut() void {
-            sched.shutdown(.cancel);
-            done.store(true, .release); // pairs with the acquire loads below
-        }
-        var shutter: ?std.Thread = null;
+        const T = ShutdownSleep;
         fn inWake() void {
             test_hooks.in_wake = null; // once
-            looks = quiesce_looks.load(.monotonic);
-            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
-            const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
-            while (sched.quiesce_waiters.load(.seq_cst) == 0) asleep.wait() catch std.posix.exit(8);
-            // A while asleep: it must not go round meanwhile.
-            const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
-            while (!later.passed()) std.Thread.yield() catch {};
-            if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+            T.holdUntilAsleep();
         }
         fn body() u8 {
-            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            const ref = sched.spawn(parker, null) catch return 2;
-            sched.drainFor(test_timeout) catch return 2; // parked
+            T.reset();
+            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = T.sched.spawn(T.parker, null) catch return 2;
+            T.sched.drainFor(test_timeout) catch return 2; // parked
             test_hooks.in_wake = inWake;
-            if (!sched.unpark(ref)) return 3; // the run was on when it looked
-            shutter.?.join();
-            if (!done.load(.acquire)) return 4;
-            // A few yields (8), a sleep, the look that finds none: before, thousands of rounds
-            // on an idle machine.
-            if (quiesce_looks.load(.monotonic) - looks > 16) return 5;
-            if (sched.quiesce_waiters.load(.seq_cst) != 0) return 6;
-            return 0;
+            if (!T.sched.unpark(ref)) return 3; // the run was on when it looked
+            return T.outcome();
         }
     }.body);
 }
@@ -2942,37 +2965,18 @@ test "a shutdown waiting for a drain on another thread sleeps until it leaves, n
     // sleeps. Before, the shutdown yielded in a loop for as long as the drain's thread was
     // preempted or stopped, never counted as a waiter.
     try inChild(struct {
-        var sched: Scheduler = undefined;
-        var done = std.atomic.Value(bool).init(false);
-        var looks: u64 = 0;
-        fn parker(_: ?*anyopaque) callconv(.c) void {
-            coroutine.park() catch unreachable;
-        }
-        fn shut() void {
-            sched.shutdown(.cancel);
-            done.store(true, .release); // pairs with the acquire loads below
-        }
-        var shutter: ?std.Thread = null;
+        const T = ShutdownSleep;
         fn counted() void {
             test_hooks.drain_counted = null; // once
-            looks = quiesce_looks.load(.monotonic);
-            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
-            const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
-            while (sched.quiesce_waiters.load(.seq_cst) == 0) asleep.wait() catch std.posix.exit(8);
-            const later = test_wait.Deadline.in(50 * std.time.ns_per_ms, "");
-            while (!later.passed()) std.Thread.yield() catch {};
-            if (done.load(.acquire)) std.posix.exit(9); // it did not wait
+            T.holdUntilAsleep();
         }
         fn body() u8 {
-            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            _ = sched.spawn(parker, null) catch return 2;
+            T.reset();
+            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            _ = T.sched.spawn(T.parker, null) catch return 2;
             test_hooks.drain_counted = counted;
-            if (sched.drainFor(test_timeout)) |_| return 3 else |err| if (err != error.Shutdown) return 3;
-            shutter.?.join();
-            if (!done.load(.acquire)) return 4;
-            if (quiesce_looks.load(.monotonic) - looks > 16) return 5;
-            if (sched.quiesce_waiters.load(.seq_cst) != 0) return 6;
-            return 0;
+            if (T.sched.drainFor(test_timeout)) |_| return 3 else |err| if (err != error.Shutdown) return 3;
+            return T.outcome();
         }
     }.body);
 }
