@@ -2641,45 +2641,69 @@ test "a wake from outside under way when a shutdown begins is waited for before 
     }.body);
 }
 
+/// The set-up the tests of a bounded shutdown that gives up on something from outside (a wake,
+/// a drain) still inside share: in a forked child (`inChild`), whose hook inside that
+/// something calls `holdUntilGivenUp`, and whose body ends with `outcome`. Statics: `reset`
+/// first (under TSan `inChild` runs the body in this process, one test after another).
+const ShutdownGivesUp = struct {
+    var sched: Scheduler = undefined;
+    var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+    var took: u64 = 0;
+    var shutter: ?std.Thread = null;
+    fn reset() void {
+        result.store(0, .monotonic);
+        took = 0;
+        shutter = null;
+    }
+    fn parker(_: ?*anyopaque) callconv(.c) void {
+        coroutine.park() catch unreachable;
+    }
+    fn shut() void {
+        const t0 = monotonicNs();
+        const r: u32 = if (sched.shutdownWithin(.cancel, 200 * std.time.ns_per_ms)) 1 else |_| 2;
+        took = monotonicNs() - t0;
+        result.store(r, .release); // pairs with the acquire loads below
+    }
+    /// Starts the bounded shutdown on a thread of its own and holds the caller until it
+    /// returned, or a backstop well past its bound.
+    fn holdUntilGivenUp() void {
+        shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
+        const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
+        while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
+    }
+    /// The child's exit code once the hold ended: 0 if the shutdown gave up at its own
+    /// deadline, joined, and the next one finished the join.
+    fn outcome() u8 {
+        shutter.?.join();
+        if (result.load(.acquire) != 2) return 3;
+        if (took >= 2 * std.time.ns_per_s) return 4; // the backstop is 3 s
+        if (sched.isRunning() or !sched.join_pending.load(.monotonic)) return 5;
+        if (!sched.joinLeft()) return 6; // threads waiting on its scopes give up
+        sched.shutdown(.cancel); // the rest of the join
+        if (sched.join_pending.load(.monotonic) or sched.joinLeft()) return 7;
+        if (sched.abandoned_at_join != 1) return 8; // the parked one, woken too late
+        return 0;
+    }
+};
+
 test "a bounded shutdown waiting for a wake from outside still inside gives up at its deadline, joined, and the next one goes on from there" {
     // The waker's thread stays inside (counted in `wakers`: starved, in a debugger) until the
     // shutdown gave up, or a backstop well past its bound. Before, the bounded shutdown waited
     // for it with no bound (`joinAndFree`): the call returned at the backstop, not at its own.
     try inChild(struct {
-        var sched: Scheduler = undefined;
-        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
-        var took: u64 = 0;
-        fn parker(_: ?*anyopaque) callconv(.c) void {
-            coroutine.park() catch unreachable;
-        }
-        fn shut() void {
-            const t0 = monotonicNs();
-            const r: u32 = if (sched.shutdownWithin(.cancel, 200 * std.time.ns_per_ms)) 1 else |_| 2;
-            took = monotonicNs() - t0;
-            result.store(r, .release); // pairs with the acquire loads below
-        }
-        var shutter: ?std.Thread = null;
+        const T = ShutdownGivesUp;
         fn inWake() void {
             test_hooks.in_wake = null; // once
-            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
-            const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
-            while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
+            T.holdUntilGivenUp();
         }
         fn body() u8 {
-            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            const ref = sched.spawn(parker, null) catch return 2;
-            sched.drainFor(test_timeout) catch return 2; // parked
+            T.reset();
+            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = T.sched.spawn(T.parker, null) catch return 2;
+            T.sched.drainFor(test_timeout) catch return 2; // parked
             test_hooks.in_wake = inWake;
-            _ = sched.unpark(ref);
-            shutter.?.join();
-            if (result.load(.acquire) != 2) return 3;
-            if (took >= 2 * std.time.ns_per_s) return 4; // the backstop is 3 s
-            if (sched.isRunning() or !sched.join_pending.load(.monotonic)) return 5;
-            if (!sched.joinLeft()) return 6; // threads waiting on its scopes give up
-            sched.shutdown(.cancel); // the rest of the join
-            if (sched.join_pending.load(.monotonic) or sched.joinLeft()) return 7;
-            if (sched.abandoned_at_join != 1) return 8; // the parked one, woken too late
-            return 0;
+            _ = T.sched.unpark(ref);
+            return T.outcome();
         }
     }.body);
 }
@@ -2689,39 +2713,18 @@ test "a bounded shutdown waiting for a drain on another thread still inside give
     // until the shutdown gave up, or a backstop well past its bound. Before, the bounded
     // shutdown waited for it with no bound: the call returned at the backstop.
     try inChild(struct {
-        var sched: Scheduler = undefined;
-        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
-        var took: u64 = 0;
-        fn parker(_: ?*anyopaque) callconv(.c) void {
-            coroutine.park() catch unreachable;
-        }
-        fn shut() void {
-            const t0 = monotonicNs();
-            const r: u32 = if (sched.shutdownWithin(.cancel, 200 * std.time.ns_per_ms)) 1 else |_| 2;
-            took = monotonicNs() - t0;
-            result.store(r, .release); // pairs with the acquire loads below
-        }
-        var shutter: ?std.Thread = null;
+        const T = ShutdownGivesUp;
         fn counted() void {
             test_hooks.drain_counted = null; // once
-            shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
-            const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
-            while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
+            T.holdUntilGivenUp();
         }
         fn body() u8 {
-            sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            _ = sched.spawn(parker, null) catch return 2;
+            T.reset();
+            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            _ = T.sched.spawn(T.parker, null) catch return 2;
             test_hooks.drain_counted = counted;
-            if (sched.drainFor(test_timeout)) |_| return 2 else |err| if (err != error.Shutdown) return 2;
-            shutter.?.join();
-            if (result.load(.acquire) != 2) return 3;
-            if (took >= 2 * std.time.ns_per_s) return 4; // the backstop is 3 s
-            if (sched.isRunning() or !sched.join_pending.load(.monotonic)) return 5;
-            if (!sched.joinLeft()) return 6;
-            sched.shutdown(.cancel);
-            if (sched.join_pending.load(.monotonic) or sched.joinLeft()) return 7;
-            if (sched.abandoned_at_join != 1) return 8;
-            return 0;
+            if (T.sched.drainFor(test_timeout)) |_| return 2 else |err| if (err != error.Shutdown) return 2;
+            return T.outcome();
         }
     }.body);
 }
