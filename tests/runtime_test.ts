@@ -2312,15 +2312,27 @@ Deno.test("runtime: drain resolves with how many coroutines are parked: a produc
   assert.deepEqual(await during, { parked: 0 });
 });
 
+/**
+ * A runtime of `workers` whose "chanSender" filled a 2-slot channel (`full`) and, once `parked`
+ * is awaited, parked on its third send (`sender` its cells); disposing it disposes the channel.
+ * The set-up of the drain tests below.
+ */
+async function parkedSender(workers: number, parked: boolean) {
+  const rt = runtime({ workers });
+  const full = new Channel<bigint>(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  if (parked) await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  return { rt, full, sender, [Symbol.dispose]: () => full[Symbol.dispose]() };
+}
+
 Deno.test("runtime: a finishing shutdown resolves with how many coroutines it abandoned parked, a cancelling one with how many it abandoned", async () => {
   // A "finish" drains until nothing is runnable, running or sleeping, then stops: a producer
   // parked on a full channel that nothing receives from is abandoned, never run to its end.
   // Before, shutdown("finish") resolved with nothing, as if every coroutine had finished.
   await shutdownScheduler(); // its own scheduler: no coroutine an earlier test left counts
-  const rt = runtime({ workers: 2 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  using parked = await parkedSender(2, false);
+  const { rt, sender } = parked;
   const naps = rt.cells([5n, 0n]);
   for (let i = 0; i < 3; i++) rt.spawn("sleeper", naps); // run to their end by the finish
   assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
@@ -2392,10 +2404,8 @@ Deno.test("runtime: a drain settled by its Runtime's finishing shutdown resolves
   // Before, { parked: 0 } whenever a finish settled the drain: a producer parked on a full
   // channel, which the finish abandoned, reported as if every coroutine had run to its end.
   await shutdownScheduler(); // its own scheduler: no coroutine an earlier test left counts
-  const rt = runtime({ workers: 2 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
+  using parked = await parkedSender(2, false);
+  const { rt } = parked;
   const naps = rt.cells([5n, 0n]);
   for (let i = 0; i < 3; i++) rt.spawn("sleeper", naps); // run to their end by the finish
   const finishing = rt.shutdown("finish");
@@ -2413,11 +2423,8 @@ Deno.test("runtime: a drain already waiting when a finishing shutdown comes (its
   const real = sym.kc_sched_drain_for;
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler(); // its own scheduler: no coroutine an earlier one left counts
-    const rt = runtime({ workers: 1 });
-    using full = new Channel<bigint>(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    using parked = await parkedSender(1, true);
+    const { rt } = parked;
     let release: ((rc: number) => void) | undefined;
     let during: Promise<unknown>;
     sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
@@ -2443,11 +2450,8 @@ Deno.test("runtime: a drain whose slice ran dry just before its Runtime's finish
   await shutdownScheduler();
   const sym = library().symbols("test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
-  const rt = runtime({ workers: 1 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
   let release: ((rc: number) => void) | undefined;
   let during: Promise<unknown>;
   sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
@@ -2481,11 +2485,8 @@ Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, sti
     sym.kc_sched_ended,
     sym.kc_sched_info,
   ];
-  const rt = runtime({ workers: 1 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
   let release: ((rc: number) => void) | undefined;
   let during: Promise<unknown>;
   sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
@@ -2521,11 +2522,8 @@ Deno.test("runtime: a drain whose slice ran dry just before a cancel (its Runtim
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler();
-    const rt = runtime({ workers: 1 });
-    using full = new Channel<bigint>(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    using parked = await parkedSender(1, true);
+    const { rt } = parked;
     let release: ((rc: number) => void) | undefined;
     let during: Promise<unknown>;
     sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
@@ -2556,11 +2554,8 @@ Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave 
   await shutdownScheduler();
   const sym = library().symbols("test") as unknown as Record<string, unknown>;
   const realInfo = sym.kc_sched_info;
-  const rt = runtime({ workers: 1 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
   let reads = 0;
   let settled = false;
   let during: Promise<unknown>;
@@ -2636,11 +2631,8 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running is
   const realInfo = sym.kc_sched_info;
   for (const mode of ["finish", "cancel"] as const) {
     await shutdownScheduler();
-    const rt = runtime({ workers: 1 });
-    using full = new Channel<bigint>(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    using parked = await parkedSender(1, true);
+    const { rt } = parked;
     let reads = 0;
     let settled = false;
     let during: Promise<unknown>;
@@ -2672,11 +2664,8 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
   await shutdownScheduler();
   const sym = library().symbols("test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
-  const rt = runtime({ workers: 1 });
-  using full = new Channel<bigint>(2, { codec: codecs.u64 });
-  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-  rt.spawn("chanSender", sender); // fills the buffer, parks on its third send
-  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
   let release: ((rc: number) => void) | undefined;
   let during: Promise<unknown>;
   sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
