@@ -82,6 +82,7 @@ import {
   describe,
   isAborted,
   launchChecked,
+  LibraryClosedError,
   listenAbortNamed,
   nameLookAlikes,
   optionNames,
@@ -128,7 +129,8 @@ export interface Actor<M> {
    * actor has finished or its handler disposed of its mailbox (also one waiting at the dispose)
    * or native code destroyed it (`kc_chan_destroy`; one waiting at the destroy rejects with its
    * CancellationError), the message then going to onUndeliveredElement first (as a Channel's
-   * send on a closed channel).
+   * send on a closed channel). Through a closed library it rejects with LibraryClosedError (a
+   * `signal` aborted before the call: its reason) and hooks nothing, as a Channel's send.
    */
   send(message: M, options?: WaitOptions): Promise<void>;
   /**
@@ -136,13 +138,13 @@ export interface Actor<M> {
    * handler disposed of its mailbox, or native code destroyed it), its `cause` the actor's
    * failure or cancellation, else the {@linkcode ClosedSendError} a send rejects with. Throws
    * `CodecError` for a message the mailbox's codec cannot carry, closed or not (as a
-   * Channel's trySend).
+   * Channel's trySend). Throws LibraryClosedError through a closed library, as a Channel's.
    */
   trySend(message: M): TrySendResult;
   /**
    * Closes the mailbox: queued messages are still processed. True the first time only; false,
    * doing nothing, once the actor has finished, its handler disposed of its mailbox or native
-   * code destroyed it.
+   * code destroyed it. Throws LibraryClosedError through a closed library, as a Channel's close.
    */
   close(): boolean;
   /** The actor's task. */
@@ -529,6 +531,11 @@ class ActorImpl<M> implements Actor<M> {
       if (!libraryOf(this.#mailbox).isOpen) return Promise.reject(abortReason(signal));
       return this.#refuse(message, signal);
     }
+    // Through a closed library: LibraryClosedError, nothing hooked, as a Channel's send there
+    // (its `#sym`, before the value is looked at) and this actor's while it ran (its mailbox's).
+    // Before, a finished actor's handed the message to the hook and rejected with
+    // ClosedSendError.
+    if (!libraryOf(this.#mailbox).isOpen) return Promise.reject(new LibraryClosedError("send"));
     return this.#refuse(message);
   }
 
@@ -561,6 +568,10 @@ class ActorImpl<M> implements Actor<M> {
       throw #mailbox in Object(this) ? e : notActor(this, "trySend"); // as send's
     }
     if (!open) {
+      // Through a closed library: throws LibraryClosedError, as a Channel's trySend (before the
+      // value is looked at) and this actor's while it ran. Before, a finished actor's answered
+      // `closed`.
+      if (!libraryOf(this.#mailbox).isOpen) throw new LibraryClosedError("trySend");
       // The message is checked by the mailbox's codec first, as a closed Channel's trySend
       // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
       // that CodecError, the caller's bug, where it answered `closed` before.
@@ -587,7 +598,12 @@ class ActorImpl<M> implements Actor<M> {
    */
   close(): boolean {
     if (!(#mailbox in Object(this))) throw notActor(this, "close actor");
-    if (!this.#open()) return false;
+    if (!this.#open()) {
+      // Through a closed library: LibraryClosedError, as this actor's close while it ran (its
+      // mailbox's, "Cannot close channel: ...") and any call through it. Before, false.
+      if (!libraryOf(this.#mailbox).isOpen) throw new LibraryClosedError("close channel");
+      return false;
+    }
     // False too once native code destroyed the mailbox (as on any cancelled channel).
     return this.#mailbox.close();
   }

@@ -421,8 +421,12 @@ class ProducerChannel<T> extends Channel<T> {
    * (a function, say) rejects with that CodecError and is not hooked (it reached the hook).
    * Also where the buffer has room and the channel is open (a failed task's, until its children
    * finish): Kotlin's `send` checks for cancellation only when it suspends, and buffers it there.
+   * Through a closed library it rejects with the cancellation and hooks nothing, as a Channel's
+   * send whose signal had aborted before the call does there (`#abortedSend` in src/channel.ts):
+   * before, the value reached the hook through the closed library.
    */
   #afterCancel(value: T, reason: unknown): Promise<void> {
+    if (!libraryOf(this).isOpen) return Promise.reject(reason);
     try {
       checkValueOf(this, value);
       refusedOf(this, value);

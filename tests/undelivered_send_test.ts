@@ -705,3 +705,87 @@ Deno.test("an actor's send whose signal aborted before the call, through a close
     assert.deepEqual(results[when], ["stop", "stop", []], when);
   }
 });
+
+Deno.test("through a closed library a producer's send after its task's cancel rejects with the cancellation, and a finished actor's send, trySend and close throw LibraryClosedError, hooking nothing (as a Channel's)", async () => {
+  // A Channel's send through a closed library rejects with LibraryClosedError, or with the reason
+  // of a signal aborted before the call, and hands nothing to onUndeliveredElement (README, "Not
+  // hooked either"); so did a running actor's (its mailbox's). A producer's send made once its
+  // task was cancelled (a send "cancelled before it sent") handed its value to the hook there
+  // all the same, and a finished actor's plain send did, rejecting with ClosedSendError; its
+  // trySend answered `closed` and its close false, where the running actor's threw. A child
+  // process: closing the library here would close it under the other tests.
+  const res = await evalScript(`
+    import { actor, Channel, closeLibrary, coroutineScope } from "./mod.ts";
+    import { produce } from "./src/produce.ts";
+    const how = (p) => p.then(() => "resolved", (e) => e?.name ?? String(e));
+    const call = (f) => { try { const r = f(); return typeof r === "object" ? r.state : String(r); } catch (e) { return e.name; } };
+    const results = {};
+    // The producer's task cancelled by its consumer's cancel, or by its scope's.
+    for (const by of ["consumer", "scope"]) {
+      const got = [];
+      let release, sent;
+      const gate = new Promise((r) => release = r);
+      const done = new Promise((r) => sent = r);
+      let started, aborted;
+      const running = new Promise((r) => started = r);
+      const cancelled = new Promise((r) => aborted = r);
+      const scoped = coroutineScope(async (scope) => {
+        const out = produce(scope, async (o, task) => {
+          task.signal.addEventListener("abort", aborted);
+          started();
+          await gate; // cancelled, then the library closed, meanwhile
+          sent([await how(o.send(1)), await how(o.send(2, { signal: new AbortController().signal }))]);
+        }, { onUndeliveredElement: (v) => got.push(v) });
+        await running;
+        if (by === "consumer") out.cancel(); else scope.cancel();
+      }).catch(() => {});
+      await cancelled; // the task's signal aborted: its sends are ones made after the cancel
+      closeLibrary();
+      release();
+      results["producer " + by] = [...await done, got];
+      await scoped;
+    }
+    for (const when of ["running", "finished"]) {
+      const got = [];
+      await coroutineScope(async (scope) => {
+        let release;
+        const gate = new Promise((r) => release = r);
+        const a = actor(scope, async () => { await gate; }, { onUndeliveredElement: (m) => got.push(m) });
+        const ch = new Channel(0, { onUndeliveredElement: (m) => got.push("channel " + m) });
+        if (when === "finished") {
+          release();
+          await a.job.join();
+        }
+        closeLibrary();
+        results["actor " + when] = [
+          await how(a.send("m")),
+          call(() => a.trySend("t")),
+          call(() => a.close()),
+          await how(ch.send("c")),
+          call(() => ch.trySend("t")),
+          call(() => ch.close()),
+          got,
+        ];
+        release();
+      });
+    }
+    console.log(JSON.stringify(results));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const results = JSON.parse(res.stdout);
+  for (const by of ["consumer", "scope"]) {
+    assert.deepEqual(
+      results[`producer ${by}`],
+      ["CancellationError", "CancellationError", []],
+      `producer, ${by}`,
+    );
+  }
+  const closed = "LibraryClosedError";
+  for (const when of ["running", "finished"]) {
+    assert.deepEqual(
+      results[`actor ${when}`],
+      [closed, closed, closed, closed, closed, closed, []],
+      `actor ${when}`,
+    );
+  }
+});
