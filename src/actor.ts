@@ -107,6 +107,12 @@ import type { CoroutineScope } from "./scope.ts";
 export interface ActorOptions<M = unknown> {
   /** The mailbox's capacity (default `"rendezvous"`, as Kotlin's). */
   capacity?: Capacity;
+  /**
+   * Start the actor's task lazily (Kotlin's `start = CoroutineStart.LAZY`): its job is launched
+   * `new`, and its handler runs once the actor is first sent to (`send`, `trySend`), closed, or
+   * its `job` started (`start()`, `join()`). Default false: it starts at once.
+   */
+  lazy?: boolean;
   /** Called once when the actor's task ends, with its cause (undefined when it returned). */
   onDone?: (cause?: unknown) => void;
   /**
@@ -118,6 +124,7 @@ export interface ActorOptions<M = unknown> {
 /** ActorOptions' names: any other own key is refused (`checkOptionNames`). */
 const ACTOR_OPTIONS = optionNames<ActorOptions>({
   capacity: true,
+  lazy: true,
   onDone: true,
   onUndeliveredElement: true,
 });
@@ -436,8 +443,15 @@ class ActorImpl<M> implements Actor<M> {
     finishActor = (a, cause) => a.#finish(cause);
   }
 
-  constructor(mailbox: Mailbox<M>) {
+  /**
+   * Started lazily (`ActorOptions.lazy`): its first `send`, `trySend` or `close` starts its job
+   * (`#startLazy`), as Kotlin's `LazyActorCoroutine` does.
+   */
+  readonly #lazy: boolean;
+
+  constructor(mailbox: Mailbox<M>, lazy: boolean) {
     this.#mailbox = mailbox;
+    this.#lazy = lazy;
     Object.freeze(this); // `_notCloneable` fixed (errors.ts, `refuseAsValue`)
   }
 
@@ -445,6 +459,18 @@ class ActorImpl<M> implements Actor<M> {
   get job(): Job {
     if (!(#mailbox in Object(this))) throw notActor(this, "read actor job");
     return this.#job;
+  }
+
+  /**
+   * A lazy actor's `send`, `trySend` or `close` starts its job first, as Kotlin's
+   * `LazyActorCoroutine` starts it before it sends or closes: a no-op once started (or
+   * cancelled, or final). Only a kcoro Job: one of another kind (a `CoroutineScope` of the
+   * caller's own returned it) is started by whoever made it, its `start` the caller's code.
+   */
+  #startLazy(): void {
+    if (!this.#lazy) return;
+    const job: unknown = this.#job;
+    if (isJob(job)) job.start();
   }
 
   /**
@@ -479,6 +505,7 @@ class ActorImpl<M> implements Actor<M> {
     // rejected. Checked only in the catch, at no cost to an actor's send.
     let open: boolean;
     try {
+      this.#startLazy();
       open = this.#open();
     } catch (e) {
       if (#mailbox in Object(this)) throw e; // an actor's: as before
@@ -563,6 +590,7 @@ class ActorImpl<M> implements Actor<M> {
   trySend(message: M): TrySendResult {
     let open: boolean;
     try {
+      this.#startLazy();
       open = this.#open();
     } catch (e) {
       throw #mailbox in Object(this) ? e : notActor(this, "trySend"); // as send's
@@ -598,6 +626,10 @@ class ActorImpl<M> implements Actor<M> {
    */
   close(): boolean {
     if (!(#mailbox in Object(this))) throw notActor(this, "close actor");
+    // Kotlin's `LazyActorCoroutine.close` closes, then starts: the handler processes what was
+    // queued and ends. Started first here, so that a close that throws (the library closed)
+    // still leaves no actor that nothing would start.
+    this.#startLazy();
     if (!this.#open()) {
       // Through a closed library: LibraryClosedError, as this actor's close while it ran (its
       // mailbox's, "Cannot close channel: ...") and any call through it. Before, false.
@@ -700,8 +732,11 @@ export function actor<M>(
   checkScope(op, scope);
   checkFunction(op, "handler", handler);
   checkOptions(op, options);
-  const { capacity = "rendezvous", onDone, onUndeliveredElement } = options;
+  const { capacity = "rendezvous", lazy, onDone, onUndeliveredElement } = options;
   checkOptionNames(op, options, ACTOR_OPTIONS);
+  if (lazy !== undefined && typeof lazy !== "boolean") {
+    throw new TypeError(`Cannot ${op}: lazy must be a boolean, received ${describe(lazy)}`);
+  }
   if (onDone !== undefined) checkFunction(op, "onDone", onDone);
   if (onUndeliveredElement !== undefined) {
     checkFunction(op, "onUndeliveredElement", onUndeliveredElement);
@@ -717,7 +752,7 @@ export function actor<M>(
   // Named in its share(): a copy whose actor's isolate ended says "its actor".
   sharedStateOf(mailbox).role = "actor";
   const st = mailboxState(mailbox);
-  const a = new ActorImpl(mailbox);
+  const a = new ActorImpl(mailbox, lazy === true);
   // The signals whose abort cancels the mailbox (`cancelOnAbort`), and their listeners' removals,
   // run as the actor ends (`finish`).
   const watched: AbortSignal[] = [];
@@ -902,7 +937,7 @@ export function actor<M>(
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
     st.job?.invokeOnCompletion(finish);
-  });
+  }, lazy === true ? { lazy: true } : undefined);
   setJob(a, job);
   // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task
   // that only names another Job, whose signal aborted as it was listened to) found no Job to

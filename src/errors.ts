@@ -569,17 +569,21 @@ export function checkScope(op: string, scope: unknown): void {
 /**
  * `scope.launch(block)` for `op` (produce, actor) on a scope that may be the caller's own
  * CoroutineScope: what it returns must be a Job (invokeOnCompletion and cancel), else a
- * TypeError; `cleanup` runs when it throws or returns anything else.
+ * TypeError; `cleanup` runs when it throws or returns anything else. `options` (an actor's
+ * `{ lazy: true }`), where given, are `launch`'s second argument; else it gets the block alone.
  */
 export function launchChecked<J>(
   op: string,
   scope: { launch(block: never): unknown },
   block: unknown,
   cleanup: () => void,
+  options?: { lazy: true },
 ): J {
   let job: unknown;
   try {
-    job = scope.launch(block as never);
+    job = options === undefined
+      ? scope.launch(block as never)
+      : (scope.launch as (block: never, options: unknown) => unknown)(block as never, options);
   } catch (e) {
     cleanup();
     throw e;

@@ -165,6 +165,7 @@ Deno.test("an option given as null is a TypeError naming it, not the default, in
     ["produce", "capacity", (n) => produce(scope, block, { capacity: n })],
     ["produce", "onUndeliveredElement", (n) => produce(scope, block, { onUndeliveredElement: n })],
     ["start actor", "capacity", (n) => actor(scope, block, { capacity: n })],
+    ["start actor", "lazy", (n) => actor(scope, block, { lazy: n })],
     ["start actor", "onDone", (n) => actor(scope, block, { onDone: n })],
     [
       "start actor",
@@ -270,7 +271,11 @@ Deno.test("a misspelt option is a TypeError naming it and the known ones, in eve
     ["await", ["signal"], (o) => cd.await(o)],
     ["produce", ["capacity", "onUndeliveredElement"], (o) => produce(scope, block, o)],
     ["send", ["signal"], (o) => produced.send(1, o)],
-    ["start actor", ["capacity", "onDone", "onUndeliveredElement"], (o) => actor(scope, block, o)],
+    [
+      "start actor",
+      ["capacity", "lazy", "onDone", "onUndeliveredElement"],
+      (o) => actor(scope, block, o),
+    ],
     ["send", ["signal"], (o) => mailbox.send(1, o)],
     [
       "create coroutine",

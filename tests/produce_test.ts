@@ -5824,3 +5824,62 @@ Deno.test("a producer's channel hooked a second time: hookChannel's assertion na
   );
   assert.equal((await ch.receiveCatching()).state, "closed"); // its own hooks still work
 });
+
+Deno.test("actor: `lazy` launches its task new (Kotlin's start = LAZY): its first send, trySend or close, or its job's start or join, starts the handler; cancelled before, the handler never runs and onDone gets the cancellation", async () => {
+  // Kotlin's `actor(start = CoroutineStart.LAZY)` is a LazyActorCoroutine: `send`, `trySend`
+  // and `close` start it, as `start()` and `join()` do. Before, actor() refused the option
+  // (`unknown option "lazy"`): an actor always started at once.
+  for (const by of ["send", "trySend", "close", "start", "join"] as const) {
+    const log: unknown[] = [];
+    await coroutineScope(async (scope) => {
+      const a = actor<number>(scope, async (mailbox) => {
+        log.push("started");
+        for await (const m of mailbox) log.push(m);
+      }, { lazy: true, capacity: 2, onDone: (cause) => log.push(`done ${cause}`) });
+      await settled(new Promise(() => {})); // microtask turns pass: nothing started it
+      assert.equal(a.job.state, "new", by);
+      assert.deepEqual(log, [], by);
+      if (by === "send") await a.send(1);
+      else if (by === "trySend") assert.equal(a.trySend(1).state, "ok", by);
+      else if (by === "close") assert.equal(a.close(), true, by);
+      else if (by === "start") assert.equal(a.job.start(), true, by);
+      else {
+        const joined = a.job.join();
+        assert.equal(a.job.state, "active", by);
+        a.close();
+        await joined;
+      }
+      assert.equal(log[0], "started", by);
+      a.close();
+      await a.job.join();
+    });
+    const messages = by === "send" || by === "trySend" ? [1] : [];
+    assert.deepEqual(log, ["started", ...messages, "done undefined"], by);
+  }
+  // Cancelled before anything started it: the handler never runs; onDone gets the cancellation,
+  // and a send is refused as to any finished actor.
+  const log: unknown[] = [];
+  let cause: unknown = undefined;
+  const undelivered: number[] = [];
+  await supervisorScope(async (outer) => {
+    const inner = createScope({ parent: outer.job });
+    const a = actor<number>(inner, () => {
+      log.push("ran");
+    }, { lazy: true, onDone: (c) => cause = c, onUndeliveredElement: (m) => undelivered.push(m) });
+    inner.cancel();
+    await a.job.join();
+    assert.equal(a.job.state, "cancelled");
+    await assert.rejects(a.send(7), ClosedSendError);
+  });
+  assert.deepEqual(log, []);
+  assert.ok(cause instanceof CancellationError, String(cause));
+  assert.deepEqual(undelivered, [7]);
+  // Not lazy (false, or left out): started at once, as before.
+  await coroutineScope(async (scope) => {
+    for (const lazy of [false, undefined]) {
+      const a = actor<number>(scope, async () => {}, { lazy });
+      assert.notEqual(a.job.state, "new");
+      await a.job.join();
+    }
+  });
+});
