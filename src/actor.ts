@@ -101,7 +101,23 @@ import {
   taskJobOf,
 } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
-import type { CoroutineScope } from "./scope.ts";
+import type { Context } from "./context.ts";
+import { checkContext, type CoroutineScope } from "./scope.ts";
+
+/**
+ * `launch`'s options for an actor's task: its `lazy` and `context` where given, else none (its
+ * `launch` gets the block alone, as before those options).
+ */
+function launchOptions(
+  lazy: boolean,
+  context: Context | undefined,
+): { lazy?: true; context?: Context } | undefined {
+  if (!lazy && context === undefined) return undefined;
+  const options: { lazy?: true; context?: Context } = {};
+  if (lazy) options.lazy = true;
+  if (context !== undefined) options.context = context;
+  return options;
+}
 
 /** Options for {@linkcode actor}. */
 export interface ActorOptions<M = unknown> {
@@ -113,6 +129,11 @@ export interface ActorOptions<M = unknown> {
    * its `job` started (`start()`, `join()`). Default false: it starts at once.
    */
   lazy?: boolean;
+  /**
+   * Entries added to the actor task's context (Kotlin's `actor(context)`), as `launch`'s
+   * `context` option: the task inherits the scope's context with these on top.
+   */
+  context?: Context;
   /** Called once when the actor's task ends, with its cause (undefined when it returned). */
   onDone?: (cause?: unknown) => void;
   /**
@@ -124,6 +145,7 @@ export interface ActorOptions<M = unknown> {
 /** ActorOptions' names: any other own key is refused (`checkOptionNames`). */
 const ACTOR_OPTIONS = optionNames<ActorOptions>({
   capacity: true,
+  context: true,
   lazy: true,
   onDone: true,
   onUndeliveredElement: true,
@@ -732,8 +754,9 @@ export function actor<M>(
   checkScope(op, scope);
   checkFunction(op, "handler", handler);
   checkOptions(op, options);
-  const { capacity = "rendezvous", lazy, onDone, onUndeliveredElement } = options;
+  const { capacity = "rendezvous", context, lazy, onDone, onUndeliveredElement } = options;
   checkOptionNames(op, options, ACTOR_OPTIONS);
+  checkContext(op, context);
   if (lazy !== undefined && typeof lazy !== "boolean") {
     throw new TypeError(`Cannot ${op}: lazy must be a boolean, received ${describe(lazy)}`);
   }
@@ -937,7 +960,7 @@ export function actor<M>(
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
     st.job?.invokeOnCompletion(finish);
-  }, lazy === true ? { lazy: true } : undefined);
+  }, launchOptions(lazy === true, context));
   setJob(a, job);
   // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task
   // that only names another Job, whose signal aborted as it was listened to) found no Job to

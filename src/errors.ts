@@ -569,15 +569,16 @@ export function checkScope(op: string, scope: unknown): void {
 /**
  * `scope.launch(block)` for `op` (produce, actor) on a scope that may be the caller's own
  * CoroutineScope: what it returns must be a Job (invokeOnCompletion and cancel), else a
- * TypeError; `cleanup` runs when it throws or returns anything else. `options` (an actor's
- * `{ lazy: true }`), where given, are `launch`'s second argument; else it gets the block alone.
+ * TypeError; `cleanup` runs when it throws or returns anything else. `options` (`lazy` for an
+ * actor, a `context` given), where given, are `launch`'s second argument; else it gets the block
+ * alone.
  */
 export function launchChecked<J>(
   op: string,
   scope: { launch(block: never): unknown },
   block: unknown,
   cleanup: () => void,
-  options?: { lazy: true },
+  options?: { lazy?: true; context?: unknown },
 ): J {
   let job: unknown;
   try {

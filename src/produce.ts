@@ -118,7 +118,8 @@ import {
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
-import { type CoroutineScope, isScopeObject } from "./scope.ts";
+import type { Context } from "./context.ts";
+import { checkContext, type CoroutineScope, isScopeObject } from "./scope.ts";
 
 /**
  * What a producer is cancelled with when its block lets out the InvalidHandleError of its
@@ -145,6 +146,11 @@ export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
   capacity?: Capacity;
   /**
+   * Entries added to the producer task's context (Kotlin's `produce(context)`), as `launch`'s
+   * `context` option: the task inherits the scope's context with these on top.
+   */
+  context?: Context;
+  /**
    * Called with every value the channel drops (the consumer cancelling or disposing it with
    * values buffered, a waiting send failed by that cancel), as a Channel's own, and with the value
    * of every send that the task's cancellation ends (one waiting then, or made after).
@@ -152,7 +158,11 @@ export interface ProduceOptions<T = unknown> {
   onUndeliveredElement?: (value: T) => void;
 }
 /** ProduceOptions' names: any other own key is refused (`checkOptionNames`). */
-const PRODUCE_OPTIONS = optionNames<ProduceOptions>({ capacity: true, onUndeliveredElement: true });
+const PRODUCE_OPTIONS = optionNames<ProduceOptions>({
+  capacity: true,
+  context: true,
+  onUndeliveredElement: true,
+});
 
 /**
  * What produce.ts alone reads and writes of a {@linkcode ProducerChannel} (`stateOf`): its private
@@ -579,8 +589,9 @@ export function produce<T>(
   checkScope(op, scope);
   checkFunction(op, "block", block);
   checkOptions(op, options);
-  const { capacity: given, onUndeliveredElement } = options; // read once
+  const { capacity: given, context, onUndeliveredElement } = options; // read once
   checkOptionNames(op, options, PRODUCE_OPTIONS);
+  checkContext(op, context);
   // Only a missing capacity is the default: null is refused below, as actor and a Channel do.
   const capacity = given === undefined ? "rendezvous" : given;
   if (onUndeliveredElement !== undefined) {
@@ -850,7 +861,7 @@ export function produce<T>(
   }, () => {
     abandoned = true;
     out[Symbol.dispose]();
-  });
+  }, context === undefined ? undefined : { context });
   st.job ??= job;
   // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a
   // scope of the caller's own may give the block a task with no AbortSignal, or one that the

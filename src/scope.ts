@@ -167,7 +167,8 @@ function checkObject(op: string, options: unknown): void {
   }
 }
 
-function checkContext(op: string, context: unknown): void {
+/** Throws "Cannot <op>: context must be a Context" unless `context` is undefined or one. */
+export function checkContext(op: string, context: unknown): void {
   if (context !== undefined && !isContext(context)) {
     throw new TypeError(`Cannot ${op}: context must be a Context, received ${describe(context)}`);
   }

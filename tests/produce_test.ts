@@ -30,6 +30,7 @@ import {
   CoroutineExceptionHandler,
   type CoroutineScope,
   coroutineScope,
+  createContextKey,
   createScope,
   delay,
   InvalidHandleError,
@@ -5880,6 +5881,52 @@ Deno.test("actor: `lazy` launches its task new (Kotlin's start = LAZY): its firs
       const a = actor<number>(scope, async () => {}, { lazy });
       assert.notEqual(a.job.state, "new");
       await a.job.join();
+    }
+  });
+});
+
+Deno.test("produce and actor: `context` adds entries to their task's context (Kotlin's produce(context), actor(context)), over the scope's; one that is no Context is refused by name", async () => {
+  // Kotlin's `produce` and `actor` take a CoroutineContext, as `launch` does. Before, both
+  // refused the option (`unknown option "context"`): a producer or an actor ran with its
+  // scope's context only.
+  const requestId = createContextKey<string>("requestId");
+  const attempt = createContextKey<number>("attempt");
+  const seen: Record<string, unknown[]> = {};
+  await coroutineScope(async (scope) => {
+    const context = Context.empty.with(attempt, 2);
+    using out = produce<number>(scope, async (o, task) => {
+      seen.produce = [task.context.get(requestId), task.context.get(attempt)];
+      await o.send(1);
+    }, { context });
+    assert.equal(await out.receive(), 1);
+    const a = actor<number>(scope, async (mailbox, task) => {
+      seen.actor = [task.context.get(requestId), task.context.get(attempt)];
+      for await (const _ of mailbox) { /* drained */ }
+    }, { context, lazy: true });
+    a.close(); // starts it (lazy) and ends it
+    await a.job.join();
+    // A context of the caller's own, given alone: unchanged, the scope's.
+    using plain = produce<number>(scope, (_, task) => {
+      seen.plain = [task.context.get(requestId), task.context.get(attempt)];
+    });
+    for await (const _ of plain) { /* drained */ }
+  }, { context: Context.empty.with(requestId, "r1") });
+  assert.deepEqual(seen, {
+    produce: ["r1", 2],
+    actor: ["r1", 2],
+    plain: ["r1", undefined],
+  });
+  await coroutineScope((scope) => {
+    const block = () => {};
+    for (const bad of [{}, "context", 1]) {
+      assert.throws(() => produce(scope, block, { context: bad as never }), {
+        name: "TypeError",
+        message: new RegExp("^Cannot produce: context must be a Context, received "),
+      });
+      assert.throws(() => actor(scope, block, { context: bad as never }), {
+        name: "TypeError",
+        message: new RegExp("^Cannot start actor: context must be a Context, received "),
+      });
     }
   });
 });
