@@ -71,6 +71,7 @@ export {
 } from "./ffi/load.ts";
 export { type Symbols, symbols } from "./ffi/symbols.ts";
 export {
+  type DrainOptions,
   type DrainResult,
   type NativeFunction,
   resolveNative,

@@ -8,17 +8,22 @@
  */
 import { inWorker, type Library, library, loadedIdOf, symbolsToReleaseOf } from "../ffi/load.ts";
 import {
+  abortReason,
   checkOptionNames,
   checkStackSize,
   describe,
+  isAborted,
   KcoroError,
   LibraryClosedError,
+  listenAbortNamed,
   nameLookAlikes,
   optionNames,
   refuseAsValue,
   refuseSyncDispose,
   ShutdownError,
+  signalOf,
   Status,
+  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import { isDetached, onResizable, typedBuffer, typedLength } from "./pack.ts";
@@ -684,6 +689,16 @@ export interface RuntimeStats {
   busy: number;
 }
 
+/** Options for {@linkcode Runtime.drain}. */
+export interface DrainOptions {
+  /**
+   * Aborting it rejects the drain with the signal's reason (the coroutines keep running): a
+   * drain that waits for good (a coroutine that never parks, a C caller's timed shutdown that
+   * gave up with `KC_EBUSY` and no shutdown after it) can be given up.
+   */
+  signal?: AbortSignal;
+}
+
 /** What {@linkcode Runtime.drain} found when it resolved. */
 export interface DrainResult {
   /**
@@ -693,10 +708,13 @@ export interface DrainResult {
    * parked on a full channel that nothing receives from counts here, so 0 says that every
    * coroutine spawned ran to its end. A drain settled by a `"finish"` shutdown counts the
    * coroutines it left parked (and abandoned: its `abandoned`), known once its workers were
-   * joined (0 while another isolate's shutdown still joins them), and so does one that ran dry
+   * joined (which the drain waits for: another isolate's shutdown may still be joining them as
+   * the drain meets it; before, 0 then), and so does one that ran dry
    * just before a `"cancel"` stopped the scheduler (those it left parked, which the cancel
    * abandoned; before, 0); one settled by the library's
-   * close, those live at the close (its scheduler had nothing left to run then). Before, 0
+   * close, those live at the close (its scheduler had nothing left to run then; for one going on
+   * in rounds on a scheduler that read as not running, what the close's shutdown abandoned, 0
+   * while another host keeps the scheduler running). Before, 0
    * whenever a shutdown or the close settled the drain.
    */
   readonly parked: number;
@@ -741,16 +759,25 @@ const checkInfo = new BigUint64Array(7);
 
 /**
  * A `drain` waiting: `drained` is set as the library closes if its scheduler had run dry, and
- * `parked` to how many coroutines were live (parked) then.
+ * `parked` to how many coroutines were live (parked) then, or -1 when that is read after the
+ * close (a `paused` one: its last round ran dry on a scheduler that read as not running).
  */
 interface DrainWait {
   generation: bigint;
+  paused: boolean;
   drained: boolean;
   parked: number;
 }
 
 /** `Runtime.#drainSlices`: a shutdown met meanwhile resolved the drain. */
 const DRAIN_SETTLED = 1;
+/** `Runtime.#drainSlices`: the drain's signal aborted (its caller has rejected). */
+const DRAIN_GIVEN_UP = 2;
+/**
+ * What a drain whose signal aborted ends with: never seen (`drain` rejected with the reason as
+ * the signal aborted), so that the drain's slices and pauses stop once it is given up.
+ */
+const GIVEN_UP: DrainResult = Object.freeze({ parked: 0 });
 
 /** The drains waiting on each library, settled at its close (`drainsOf`). */
 const drainsWaiting = new WeakMap<Library, Set<DrainWait>>();
@@ -777,6 +804,20 @@ function drainsOf(lib: Library): Set<DrainWait> {
         // says. Before, such a drain resolved with `parked: 0`, a producer parked on a full
         // channel reported as finished.
         if (d.drained) d.parked = Number(info[1]);
+        // A paused drain (its last round ran dry, the scheduler still its own but read as not
+        // running: a C caller's timed shutdown that gave up with KC_EBUSY, another host's
+        // finish under way): nothing more can be read of it, and it had nothing left to run
+        // when last read: resolved as a drain that ran dry, with the count the close's
+        // shutdown abandons (read after it: -1). Not after a cancel, which abandoned what was
+        // left. Before, a LibraryClosedError, though a drain whose scheduler was readable
+        // resolved for the same state.
+        else if (
+          d.paused && info[3] !== 1n &&
+          lib.symbols("drain runtime").kc_sched_ended(d.generation) !== SHUTDOWN_CANCEL
+        ) {
+          d.drained = true;
+          d.parked = -1;
+        }
       }
     }, "the settling of waiting drains");
   }
@@ -1043,23 +1084,50 @@ export class Runtime {
    * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
    * it or waiting when it came, it settles with it: resolves after a `"finish"` whose drain ran dry
    * (every coroutine ran to its end or to a park; the parked ones were abandoned with the
-   * scheduler: the shutdown's `abandoned` counts them), rejects with ShutdownError after a `"cancel"`. When the library is
+   * scheduler: the shutdown's `abandoned` counts them, and the drain resolves once that shutdown
+   * has joined the workers, which is when the count is known), rejects with ShutdownError after a
+   * `"cancel"`. When the library is
    * closed while it waits, it settles by what its scheduler had left to run at the close:
    * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
    * channel's wait does). Run dry on its scheduler while that reads as not running though still
    * its own (a C caller's `kc_sched_shutdown_timed` that gave up with `KC_EBUSY`, which stops
    * nothing; another isolate's finish still under way), it goes on until that shutdown settles it
-   * or the scheduler reads as running again.
+   * or the scheduler reads as running again; the library's close meanwhile resolves it, as a
+   * drain that ran dry, with the count the close's shutdown abandoned. Aborting `signal`
+   * rejects it with the signal's reason (the coroutines keep running), also in those waits.
    */
-  async drain(): Promise<DrainResult> {
-    Runtime.#checkThis(this, "drain runtime"); // rejects, as the rest of an async call
+  drain(options?: DrainOptions): Promise<DrainResult> {
     const op = "drain runtime";
+    let signal: AbortSignal | undefined;
+    try {
+      Runtime.#checkThis(this, op);
+      signal = signalOf(op, options);
+    } catch (e) {
+      return Promise.reject(e); // rejects, as the rest of an async call
+    }
+    if (signal === undefined) return this.#drain(op, undefined);
+    // By AbortSignal's own members (errors.ts, `isAborted`), as every wait's signal.
+    if (isAborted(signal)) return Promise.reject(abortReason(signal));
+    return new Promise<DrainResult>((resolve, reject) => {
+      // Only once the signal aborted: a call before (the caller's code that reached the
+      // listener through the engine's listeners property) changes nothing.
+      const onAbort = () => {
+        if (isAborted(signal)) reject(abortReason(signal));
+      };
+      // One that aborted during the listen has rejected (`listenAbortNamed`): no drain starts.
+      if (listenAbortNamed(op, signal, onAbort)) return;
+      this.#drain(op, signal).then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
+    });
+  }
+
+  /** `drain`, its options checked: it gives up (`GIVEN_UP`) once `signal` aborted. */
+  async #drain(op: string, signal: AbortSignal | undefined): Promise<DrainResult> {
     const sym = this.#lib.symbols(op);
     // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
     // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
     if (this.#stopping?.inProgress) {
       await this.#afterShutdown();
-      return this.#parkedAtFinish();
+      return await this.#parkedOnceJoined(signal);
     }
     // Shut down already (here or elsewhere): a ShutdownError. One that another isolate (or C
     // code) is still shutting down, whose finish still drains it, is drained with it.
@@ -1074,25 +1142,36 @@ export class Runtime {
     let rc: number;
     // Between rounds of a drain that ran dry on a scheduler still ours but not readable (below).
     let pauseMs = 1;
+    // In those rounds: the last one ran dry, on a scheduler that read as not running.
+    let paused = false;
     for (;;) {
       // Settled by the library's close, if it comes first (`drainsOf`).
-      const wait: DrainWait = { generation: this.#generation, drained: false, parked: 0 };
+      const wait: DrainWait = {
+        generation: this.#generation,
+        paused,
+        drained: false,
+        parked: 0,
+      };
       const drains = drainsOf(this.#lib);
       drains.add(wait);
       try {
-        rc = await this.#drainSlices(sym, op);
+        rc = await this.#drainSlices(sym, op, signal);
       } finally {
         drains.delete(wait);
       }
-      if (rc === DRAIN_SETTLED) return this.#parkedAtFinish();
+      if (rc === DRAIN_SETTLED) return await this.#parkedOnceJoined(signal);
       if (!this.#lib.isOpen) {
         // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
         // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
         // Before, it hung on whether its slice ran dry before the close (on a helper thread):
-        // resolved if so, else rejected, for the same scheduler state.
-        if (wait.drained) return { parked: wait.parked };
+        // resolved if so, else rejected, for the same scheduler state. A paused drain's count
+        // is read after the close (`parked` -1: `drainsOf`).
+        if (wait.drained) {
+          return wait.parked >= 0 ? { parked: wait.parked } : this.#parkedAtFinish();
+        }
         throw new LibraryClosedError(op);
       }
+      if (rc === DRAIN_GIVEN_UP) return GIVEN_UP;
       unwrap(rc, op);
       // Parked coroutines do not hold up a drain but may still write into their cells: only
       // none live lets go. kc_sched_info reads 0 live too while no scheduler runs, also while a
@@ -1114,14 +1193,16 @@ export class Runtime {
       // Runtime's own shutdown is awaited first: also one still draining or joining (no
       // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
       // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
-      // Another host's still under way: 0 (that shutdown's own `abandoned` has the count).
+      // Another host's: its join is waited for (`#parkedOnceJoined`).
       // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
       if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
       const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
       // A cancel too: the coroutines parked when the drain ran dry are among what it abandoned
       // (kc_sched_abandoned of this generation), counted as for a finish. Before, { parked: 0 },
       // as if each had run to its end.
-      if (ended === SHUTDOWN_FINISH || ended === SHUTDOWN_CANCEL) return this.#parkedAtFinish();
+      if (ended === SHUTDOWN_FINISH || ended === SHUTDOWN_CANCEL) {
+        return await this.#parkedOnceJoined(signal);
+      }
       // Still ours (KC_EBUSY) though none reads as running and no shutdown of this Runtime's is
       // under way: another host's finish still drains it (the drain settles with it, as one that
       // meets it in its slices), or a C caller's kc_sched_shutdown_timed gave up with KC_EBUSY
@@ -1132,10 +1213,15 @@ export class Runtime {
       if (ended !== Status.EBUSY || this.#stopping !== undefined || !this.#lib.isOpen) {
         return { parked: 0 };
       }
+      paused = true;
       await new Promise<void>((r) => setTimeout(r, pauseMs));
-      // Closed during the pause: its symbols may be gone. Settled as a drain that the close
-      // meets with its scheduler not run dry (what it read, not running, tells no more).
-      if (!this.#lib.isOpen) throw new LibraryClosedError(op);
+      // Closed during the pause: its symbols may be gone. Its last round ran dry: resolved as a
+      // drain that the close meets with nothing left to run, with what the close's shutdown
+      // abandoned (the last host's; 0 while another host keeps the scheduler running, which
+      // reads as not running still). Before, a LibraryClosedError, though a drain whose
+      // scheduler was readable then resolved for the same state.
+      if (!this.#lib.isOpen) return this.#parkedAtFinish();
+      if (signal !== undefined && isAborted(signal)) return GIVEN_UP;
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
   }
@@ -1143,12 +1229,10 @@ export class Runtime {
   /**
    * A drain settled by a `"finish"` shutdown of its scheduler (which ran it dry): the
    * coroutines parked then, which that finish abandoned (`kc_sched_abandoned` of this
-   * generation). Known once the workers are joined: this Runtime's own shutdown has joined them
-   * when the drain settles; another isolate's (or C code's) may still be joining them, and a
-   * drain does not wait for that (0 then: that shutdown's own `abandoned` has the count). Read
-   * also once the library was closed by a hook of the shutdown (it stays loaded,
-   * `symbolsToReleaseOf`). Before, such a drain always resolved with `parked: 0`, a producer
-   * left parked on a full channel reported as finished.
+   * generation), also after a cancel or the library's close (what that abandoned). Known once
+   * the workers are joined: 0 until then (`#parkedOnceJoined` waits for it). Read also once the
+   * library was closed (it stays loaded, `symbolsToReleaseOf`). Before, such a drain always
+   * resolved with `parked: 0`, a producer left parked on a full channel reported as finished.
    */
   #parkedAtFinish(): DrainResult {
     const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
@@ -1156,11 +1240,36 @@ export class Runtime {
   }
 
   /**
+   * `#parkedAtFinish` once the shutdown that settled the drain has joined the workers
+   * (kc_sched_abandoned no longer KC_EBUSY): this Runtime's own has when the drain gets here;
+   * another isolate's (or C code's) may still be joining them, and is waited for, pausing 1 ms
+   * doubling to 50 ms between reads (no native call says when another's join ends). Before, 0
+   * then, though that finish abandoned coroutines. Gives up, with what it reads then, once the
+   * library closed (0 if still not joined: another host's shutdown that the close did not
+   * wait for) or `signal` aborted (the caller has rejected).
+   */
+  async #parkedOnceJoined(signal: AbortSignal | undefined): Promise<DrainResult> {
+    let pauseMs = 1;
+    for (;;) {
+      const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
+      if (n !== Status.EBUSY) return { parked: n >= 0 ? n : 0 };
+      if (!this.#lib.isOpen || (signal !== undefined && isAborted(signal))) return { parked: 0 };
+      await new Promise<void>((r) => setTimeout(r, pauseMs));
+      pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
+    }
+  }
+
+  /**
    * `drain`'s slices until one ends it: the last slice's status (0 ran dry, else an error),
-   * also once the library closed (the caller settles that), or DRAIN_SETTLED when a shutdown
+   * also once the library closed (the caller settles that), DRAIN_GIVEN_UP once `signal` aborted
+   * after a slice that timed out, or DRAIN_SETTLED when a shutdown
    * met meanwhile settled the drain as resolved (it throws when it settles it as rejected).
    */
-  async #drainSlices(sym: ReturnType<Library["symbols"]>, op: string): Promise<number> {
+  async #drainSlices(
+    sym: ReturnType<Library["symbols"]>,
+    op: string,
+    signal: AbortSignal | undefined,
+  ): Promise<number> {
     let rc: number;
     for (;;) {
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
@@ -1189,8 +1298,10 @@ export class Runtime {
       }
       // Shut down too long ago to be remembered (64 restarts within a slice): as before.
       if (ended !== Status.EBUSY) this.#check(op);
-      // Still running (or draining for a finish): a slice that timed out goes on.
+      // Still running (or draining for a finish): a slice that timed out goes on, unless the
+      // drain's signal aborted (its caller has rejected: the slices stop).
       if (rc !== Status.ETIME) break;
+      if (signal !== undefined && isAborted(signal)) return DRAIN_GIVEN_UP;
     }
     return rc;
   }

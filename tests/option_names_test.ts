@@ -189,6 +189,7 @@ Deno.test("an option given as null is a TypeError naming it, not the default, in
     ["start runtime", "stackSize", (n) => runtime({ stackSize: n })],
     ["start runtime", "fpControl", (n) => runtime({ fpControl: n })],
     ["start runtime", "slabStacks", (n) => runtime({ slabStacks: n })],
+    ["drain runtime", "signal", (n) => rt.drain({ signal: n })],
   ];
   for (const [op, option, call] of table) {
     let thrown: unknown = undefined, returned: unknown = undefined;
@@ -288,6 +289,7 @@ Deno.test("a misspelt option is a TypeError naming it and the known ones, in eve
     ["wait for native scope", ["signal", "timeout"], (o) => ns.wait(o)],
     ["open library", ["path", "expectAbi", "build"], (o) => openLibrary(o)],
     ["start runtime", ["workers", "stackSize", "fpControl", "slabStacks"], (o) => runtime(o)],
+    ["drain runtime", ["signal"], (o) => runtime().drain(o)],
   ];
   // Every row's outcome, so that a failure names each call that took the misspelling.
   const wrong: string[] = [];

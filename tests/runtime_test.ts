@@ -2724,34 +2724,140 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
   assert.deepEqual(JSON.parse(res.stdout), { parked: 1 });
 });
 
-Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close in a pause between rounds, is a LibraryClosedError", async () => {
+Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned", async () => {
   // kc_sched_info faked to read not running (a C caller's timed shutdown that gave up with
-  // KC_EBUSY): the drain goes on in rounds, pausing between them. The close comes in a pause (a
-  // timer queued at the round's read, before the pause's own). Without the check after the
-  // pause, the next round called into the closed library.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
-    import { until } from "./tests/support.ts";
-    const rt = runtime({ workers: 1 });
-    const full = new Channel(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender);
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = library().symbols("test");
-    const realInfo = sym.kc_sched_info;
-    let reads = 0;
-    sym.kc_sched_info = (out, n) => {
-      const rc = realInfo(out, n);
-      out.fill(0n, 0, Math.min(n, 6));
-      if (++reads === 4) setTimeout(() => { sym.kc_sched_info = realInfo; closeLibrary(); }, 0);
-      return rc;
-    };
-    const outcome = await rt.drain().then((r) => JSON.stringify(r), (e) =>
-      e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
-    console.log(outcome);
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  assert.equal(res.stdout.trim(), "LibraryClosedError");
+  // KC_EBUSY): the drain goes on in rounds, each of which ran dry, pausing between them. The
+  // close comes in a pause (a timer queued at the round's read, before the pause's own), or
+  // while a round's slice waits (held back, faked): either way the drain is settled as a running
+  // drain whose scheduler had nothing left to run at the close is, resolved, with the producer
+  // parked on a full channel that the close's shutdown (the last host's) abandoned. Before, a
+  // LibraryClosedError, though the same state read as running resolved. (Without the check
+  // after the pause, the next round called into the closed library.)
+  for (const at of ["pause", "round"]) {
+    const res = await evalScript(`
+      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
+      import { until } from "./tests/support.ts";
+      const rt = runtime({ workers: 1 });
+      const full = new Channel(2, { codec: codecs.u64 });
+      const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+      rt.spawn("chanSender", sender);
+      await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+      const sym = library().symbols("test");
+      const realInfo = sym.kc_sched_info;
+      const realDrain = sym.kc_sched_drain_for;
+      let reads = 0, release;
+      sym.kc_sched_info = (out, n) => {
+        const rc = realInfo(out, n);
+        out.fill(0n, 0, Math.min(n, 6));
+        if (++reads === 4) {
+          if (${JSON.stringify(at)} === "pause") {
+            setTimeout(() => { sym.kc_sched_info = realInfo; closeLibrary(); }, 0);
+          } else sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+        }
+        return rc;
+      };
+      const outcome = rt.drain().then((r) => JSON.stringify(r), (e) =>
+        e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+      if (${JSON.stringify(at)} === "round") {
+        await until(() => release !== undefined, "the next round's slice");
+        sym.kc_sched_drain_for = realDrain;
+        closeLibrary(); // its hook reads the scheduler as not running still
+        sym.kc_sched_info = realInfo;
+        release(0);
+      }
+      console.log(await outcome);
+    `);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(res.stdout.trim(), JSON.stringify({ parked: 1 }), at);
+  }
+});
+
+Deno.test("runtime: a drain settled by a finish elsewhere (C code, another isolate) resolves with what that finish left parked once it has joined, not 0 before", async () => {
+  // The finish elsewhere (C code's, on a helper thread) settles the drain as its run stops,
+  // before its join is done: kc_sched_abandoned says KC_EBUSY until then (faked for the first
+  // reads, so that the drain surely reads it before the join). Before, the drain resolved
+  // { parked: 0 } then, though that finish abandoned a producer parked on a full channel.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realAbandoned = sym.kc_sched_abandoned as (g: bigint) => number;
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
+  const naps = rt.cells([300n, 0n]); // the drain waits for it; the finish runs it to its end
+  rt.spawn("sleeper", naps);
+  let reads = 0;
+  sym.kc_sched_abandoned = (g: bigint) => ++reads <= 3 ? Status.EBUSY : realAbandoned(g);
+  try {
+    const during = rt.drain();
+    const finish = (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1);
+    assert.deepEqual(await during, { parked: 1 });
+    assert.equal(await finish, 0);
+    assert.ok(reads > 3, `the drain read the count ${reads} times`);
+    assert.equal(naps[1], 1n, "the sleeper finished");
+  } finally {
+    sym.kc_sched_abandoned = realAbandoned;
+  }
+});
+
+Deno.test("runtime: drain({ signal }) rejects with the signal's reason, at once when aborted before, and while it waits (the coroutines keep running)", async () => {
+  await shutdownScheduler();
+  const rt = runtime({ workers: 1 });
+  const long = rt.cells([60_000n, 0n]); // a minute: the drain would wait for it
+  rt.spawn("sleeper", long);
+  // Aborted before: rejected with the reason, nothing waited for. Before, drain took no
+  // options, and waited out the sleeper.
+  const before = new Error("before");
+  await assert.rejects(rt.drain({ signal: AbortSignal.abort(before) }), (e) => e === before);
+  const ac = new AbortController();
+  const waiting = rt.drain({ signal: ac.signal });
+  const reason = new Error("stop waiting");
+  ac.abort(reason);
+  await assert.rejects(within(waiting, 5_000, "the aborted drain"), (e) => e === reason);
+  assert.equal(rt.stats().live, 1, "the sleeper runs on");
+  assert.equal(long[1], 0n);
+  // Bad options are named errors, rejected (README, Wrong input).
+  await assert.rejects(rt.drain({ signal: 1 } as never), {
+    name: "TypeError",
+    message: /^Cannot drain runtime: signal must be an AbortSignal/,
+  });
+  await assert.rejects(rt.drain({ sigal: 1 } as never), {
+    name: "TypeError",
+    message: /^Cannot drain runtime: unknown option "sigal"/,
+  });
+  await assert.rejects(rt.drain(1 as never), { name: "TypeError" });
+  assert.deepEqual(await rt.shutdown(), { abandoned: 1 });
+});
+
+Deno.test("runtime: a drain going on while its scheduler reads as not running (a C caller's timed shutdown that gave up) is settled by its signal's abort, and stops its rounds", async () => {
+  // kc_sched_info faked to read not running, as after kc_sched_shutdown_timed's KC_EBUSY with
+  // no shutdown after it: the drain goes on in rounds (README: it never settles by itself).
+  // Its signal ends it: rejected with the reason, and no round after that.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realInfo = sym.kc_sched_info;
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
+  let reads = 0;
+  sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+    const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
+    out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
+    reads++;
+    return rc;
+  };
+  try {
+    const ac = new AbortController();
+    const during = rt.drain({ signal: ac.signal });
+    await until(() => reads >= 4, "the drain's rounds");
+    const reason = new Error("given up");
+    ac.abort(reason);
+    await assert.rejects(within(during, 5_000, "the aborted drain"), (e) => e === reason);
+    // No round after the abort: at most the one under way then (a pause of at most 50 ms).
+    const at = reads;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(reads <= at + 1, `rounds went on after the abort: ${at} -> ${reads}`);
+  } finally {
+    sym.kc_sched_info = realInfo;
+  }
+  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -283,6 +283,17 @@ const ENTRIES: Entry[] = [
       return await ns.wait({ signal }); // its dispose then cancels the child and waits
     },
   },
+  {
+    name: "a Runtime's drain",
+    completes: (signal) => runtime().drain({ signal }).then(() => 7), // parked ones may count
+    value: 7,
+    waits: async (signal) => {
+      // In a native scope, whose dispose cancels the sleeper: later drains do not wait for it.
+      await using ns = NativeScope.create();
+      ns.launch("cancellable-sleeper", runtime().cells([60_000n, 0n, 0n])); // a minute
+      return await runtime().drain({ signal });
+    },
+  },
 ];
 
 for (const entry of ENTRIES) {
@@ -419,6 +430,7 @@ Deno.test("a Proxy of a signal, or a signal with a Proxy among its prototypes, i
     await assert.rejects(select((s) => s.onReceive(ch, () => {}), o), refused("select"));
     await using ns = NativeScope.create();
     await assert.rejects(ns.wait(o), refused("wait for native scope"));
+    await assert.rejects(runtime().drain(o), refused("drain runtime"));
   }
   assert.deepEqual(trapped, [], "no trap ran");
 });
