@@ -1088,9 +1088,15 @@ Deno.test("a channel whose handle went to native code is never ended by its hold
   assert.deepEqual(again.tryReceive(), { state: "ok", value: 1 });
 });
 
-Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtime: resolved by a finish, a ShutdownError after a cancel", async () => {
+Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtime: resolved by a finish (with what it left parked), a ShutdownError after a cancel", async () => {
   for (const mode of ["finish", "cancel"] as const) {
     const rt = runtime();
+    // A producer parked on a full channel, which the finish abandons: the Worker's drain counts
+    // it (and whatever an earlier test left parked, as the finish's `abandoned` does), once the
+    // main isolate's finish has joined. Before, { parked: 0 } when it read before that join.
+    using full = new Channel<bigint>(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
     // A finish waits for it (300 ms); a cancel abandons it, so it must not end first: under
     // load (a load average of 14 on two CPUs) the Worker's start took longer than 300 ms, the
     // sleeper was done before the cancel, and the drain resolved.
@@ -1109,12 +1115,13 @@ Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtim
       };
       await until(() => said.length > 0, "the Worker to drain");
       assert.equal(said[0], "draining");
-      await rt.shutdown(mode);
+      const { abandoned } = await rt.shutdown(mode);
       await within(two, workerStartMs, "the Worker's drain");
       // Before, the Worker's drain was a ShutdownError after either: it could not tell a
       // finish from a cancel.
       if (mode === "finish") {
-        assert.equal(said[1], "resolved");
+        assert.ok(abandoned >= 1, `abandoned ${abandoned}`); // the sender at least
+        assert.equal(said[1], `resolved ${JSON.stringify({ parked: abandoned })}`);
         assert.equal(cells[1], 1n);
       } else {
         assert.match(said[1], /^ShutdownError: .*"cancel" elsewhere/);
