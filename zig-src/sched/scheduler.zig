@@ -719,6 +719,15 @@ pub const Scheduler = struct {
     /// (`unlockLifecycleSpawn`: no read-modify-write, no syscall on the spawn's path).
     lifecycle_events: std.atomic.Value(u32) = .init(0),
     lifecycle_waiters: std.atomic.Value(u32) = .init(0),
+    /// Shutdowns in `shutdownBy` (a count: they may overlap), from before their wait for
+    /// `lifecycle` to their return: while it counts one, a spawn from outside is refused
+    /// (error.Shutdown) before it takes the lock, as it would be once that shutdown held it
+    /// (every shutdown leaves the run stopped, or leaves it to the one holding the lock, which
+    /// does). Before, a stream of spawns from outside (two threads in a loop) could keep
+    /// retaking the lock between the bounded wait's looks (`tryLock`, then a sleep of up to
+    /// 1 ms), holding a `shutdownWithin` past its deadline for as long as they went on (and an
+    /// unbounded shutdown's `lock`: the mutex is not fair).
+    lifecycle_pending: std.atomic.Value(u32) = .init(0),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     cancel_pending: std.atomic.Value(bool) = .init(false),
@@ -933,6 +942,8 @@ pub const Scheduler = struct {
 
     /// Creates a coroutine running `entry(arg)` and makes it runnable. From a worker it goes to
     /// that worker's LIFO slot (it runs next); from any other thread to the inject queue.
+    /// error.Shutdown once the run is stopped, and from any other thread also while a shutdown
+    /// is in progress (`lifecycle_pending`; a coroutine may still spawn while a finish drains).
     /// The new coroutine inherits the spawning coroutine's context (the empty context when
     /// spawned from outside a coroutine).
     pub fn spawn(s: *Scheduler, entry: coroutine.EntryFn, arg: ?*anyopaque) Error!Ref {
@@ -984,6 +995,11 @@ pub const Scheduler = struct {
                 return ref;
             }
         }
+        // Monotonic: a hint, ordering nothing. A load that reads 0 stale takes the lock and
+        // finds the state as before (a shutdown holding the lock stops the run under it); the
+        // spawns after it read the shutdown's increment as soon as it is visible, and stop
+        // taking the lock that the shutdown waits for (at most one in flight a thread).
+        if (s.lifecycle_pending.load(.monotonic) != 0) return error.Shutdown;
         s.lifecycle.lock();
         defer s.unlockLifecycleSpawn();
         if (s.state.load(.acquire) != .running) return error.Shutdown;
@@ -1485,7 +1501,9 @@ pub const Scheduler = struct {
     /// still inside at the deadline (their threads starved, or stopped in a debugger): the
     /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout if another thread's shutdown held the lifecycle lock past
     /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
-    /// outside that holds it (briefly) is waited for, past the deadline too.
+    /// outside that holds it (briefly) is waited for, past the deadline too. Spawns from outside
+    /// are refused (error.Shutdown) from the call's start (`lifecycle_pending`): only those in
+    /// flight then are waited for.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
@@ -1506,6 +1524,11 @@ pub const Scheduler = struct {
             _ = coroutine.collectLater(null);
             later.runAll();
         };
+        // Spawns from outside are refused from here on (`lifecycle_pending`): they would only
+        // compete for the lock below. Monotonic: a count, read as a hint; the decrement runs
+        // after the unlock (defers run in reverse), the run stopped by then.
+        _ = s.lifecycle_pending.fetchAdd(1, .monotonic);
+        defer _ = s.lifecycle_pending.fetchSub(1, .monotonic);
         if (deadline) |d| {
             // Bounded too: another shutdown may hold it for good (joining a worker that never
             // yields). Past the deadline only while a shutdown holds it (`lifecycle_shutdown`):
@@ -3279,6 +3302,117 @@ test "a bounded shutdown waits past its deadline for a spawn from outside that h
     s.shutdown(.cancel); // the join, if it was left
     try testing.expect(!s.join_pending.load(.monotonic));
     try testing.expectEqual(@as(usize, 0), s.workers.len);
+}
+
+test "a bounded shutdown returns within its bound while two threads outside the workers spawn in a tight loop" {
+    // Each spawn from outside takes `lifecycle` (`spawnWith`). Before, a stream of them from
+    // two threads could keep retaking it between the shutdown's looks (its `tryLock` after a
+    // sleep of up to 1 ms), holding `shutdownWithin` past its deadline for as long as they
+    // went on: here, until the test stops them. The worst case is forced, not left to the
+    // host's scheduling: each spawn holds the lock (its hook, under the lock as the C ABI's
+    // handle hook is) until the shutdown has looked and failed once more, and the shutdown
+    // looks again only once the next spawn holds it (`test_hooks.lock_wait`). Now spawns from
+    // outside are refused while a shutdown is in progress (`lifecycle_pending`): the one in
+    // flight lets go and the shutdown takes the lock.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var stop = std.atomic.Value(bool).init(false);
+        var shutting = std.atomic.Value(bool).init(false);
+        var spawned = std.atomic.Value(u32).init(0);
+        var refused = std.atomic.Value(u32).init(0);
+        var ran = std.atomic.Value(u32).init(0);
+        var holds = std.atomic.Value(u32).init(0); // spawns that took the lock
+        var looks = std.atomic.Value(u32).init(0); // the shutdown's failed looks
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+        var took = std.atomic.Value(u64).init(0);
+        var joiners: [3]test_wait.Joiner = .{ .{}, .{}, .{} };
+        const bound = 50 * std.time.ns_per_ms; // 10x: a loaded host may hold a thread ~250 ms
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic); // a count
+        }
+        // Under the lock: until the shutdown, if it waits, looked once more and failed.
+        fn held(_: ?*anyopaque, _: *Coroutine) anyerror!void {
+            _ = holds.fetchAdd(1, .seq_cst);
+            const seen = looks.load(.seq_cst);
+            // Seq_cst: flags and counts read across threads, fresh as they get (no data).
+            while (shutting.load(.seq_cst) and result.load(.seq_cst) == 0 and
+                !stop.load(.seq_cst) and looks.load(.seq_cst) == seen) std.Thread.yield() catch {};
+        }
+        // The shutdown, after a failed look: until the next spawn holds the lock, or the
+        // spawns are refused.
+        fn lockWait(_: u64) void {
+            const h = holds.load(.seq_cst);
+            const r = refused.load(.seq_cst);
+            _ = looks.fetchAdd(1, .seq_cst);
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (holds.load(.seq_cst) == h and refused.load(.seq_cst) == r and
+                !stop.load(.seq_cst) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn spawner(i: usize) void {
+            defer joiners[i].done();
+            while (!stop.load(.seq_cst)) {
+                // A bound on those not yet run (the one worker may be starved on a loaded
+                // host): counts only.
+                if (spawned.load(.monotonic) -% ran.load(.monotonic) >= 4096) {
+                    std.Thread.yield() catch {};
+                    continue;
+                }
+                const hook: Scheduler.CreateHook = .{ .f = held, .ctx = null };
+                if (sched.spawnWith(body, null, ctx_mod.empty, .{ .hook = hook })) |_| {
+                    _ = spawned.fetchAdd(1, .monotonic);
+                } else |err| switch (err) {
+                    error.Shutdown => _ = refused.fetchAdd(1, .seq_cst),
+                    else => std.Thread.yield() catch {},
+                }
+            }
+        }
+        fn shutter() void {
+            defer joiners[2].done();
+            const t0 = monotonicNs();
+            const r: u32 = if (sched.shutdownWithin(.cancel, bound)) 1 else |_| 2;
+            took.store(monotonicNs() - t0, .monotonic);
+            result.store(r, .seq_cst);
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.shutting.store(false, .monotonic);
+    inline for (.{ &S.spawned, &S.refused, &S.ran, &S.holds, &S.looks, &S.result }) |c| c.store(0, .monotonic);
+    S.took.store(0, .monotonic);
+    S.joiners = .{ .{}, .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    test_hooks.lock_wait = S.lockWait;
+    defer test_hooks.lock_wait = null;
+    var threads: [2]std.Thread = undefined;
+    var started: usize = 0;
+    defer {
+        S.stop.store(true, .seq_cst);
+        for (threads[0..started], 0..) |t, i| S.joiners[i].join(t, test_wait.default_ns, "a spawner");
+        if (s.isRunning() or s.join_pending.load(.monotonic)) s.shutdown(.cancel);
+    }
+    while (started < 2) : (started += 1) threads[started] = try std.Thread.spawn(.{}, S.spawner, .{started});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the spawners to spawn");
+    while (S.spawned.load(.monotonic) < 100) try d.wait();
+    S.shutting.store(true, .seq_cst);
+    const t = try std.Thread.spawn(.{}, S.shutter, .{});
+    // Ten times its bound, the spawns going on meanwhile.
+    const within = test_wait.Deadline.in(10 * S.bound, "");
+    const returned = while (!within.passed()) {
+        if (S.result.load(.seq_cst) != 0) break true;
+        std.Thread.yield() catch {};
+    } else S.result.load(.seq_cst) != 0;
+    // Refused from the shutdown's start on (after its return too, the run stopped).
+    const refusal = test_wait.Deadline.in(test_wait.default_ns, "");
+    while (returned and S.refused.load(.seq_cst) == 0 and !refusal.passed()) std.Thread.yield() catch {};
+    S.stop.store(true, .seq_cst);
+    S.joiners[2].join(t, test_wait.default_ns, "the bounded shutdown");
+    try testing.expect(returned);
+    try testing.expect(S.took.load(.monotonic) <= 10 * S.bound);
+    try testing.expect(S.refused.load(.seq_cst) > 0);
+    try testing.expect(!s.isRunning());
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
