@@ -711,6 +711,11 @@ fn bumpSchedLock() void {
     // `sched_lock_waiters`, then the futex wait's compare of this word). Either the waiter's
     // compare sees the new value (it does not sleep) or we see it counted (and wake it). Its
     // release half publishes the unlock (or `sched_joining`) to a waiter that reads the bump.
+    // Not weaker (a monotonic load, as `Scheduler.unlockLifecycleSpawn`'s): a waiter past its
+    // deadline sleeps with no bound (`Futex.wait`), so a missed wake there is for good. Nor does
+    // it cost anything that matters: `sched_mutex` is taken by starts and shutdowns only, never
+    // on a spawn's path; the pair is LDADDAL and LDAR on ARM64 (no DMB), LOCK ADD and MOV on
+    // x86-64.
     _ = sched_lock_events.fetchAdd(1, .seq_cst);
     if (sched_lock_waiters.load(.seq_cst) != 0) std.Thread.Futex.wake(&sched_lock_events, std.math.maxInt(u32));
 }

@@ -1298,7 +1298,14 @@ pub const Scheduler = struct {
         // `quiesce_waiters`, then its load of the count). Either it sees the count drop (and
         // does not sleep) or we see it counted (and wake it). Its release half: what the caller
         // read and wrote of the run happens before the shutdown that sees the count drop (its
-        // seq_cst load, whose acquire half pairs with this) frees it.
+        // seq_cst load, whose acquire half pairs with this) frees it. Not weaker: a release
+        // decrement and a monotonic load below is the store-buffering shape, where the load may
+        // read 0 before the decrement is visible to `awaitNone`, whose load of the count then
+        // reads it still counted; both miss, and an unbounded shutdown's `Futex.wait` sleeps
+        // for good (`unlockLifecycleSpawn` may miss only because its waiter's sleeps are timed).
+        // Nor does it cost a full barrier more on ARM64: the RMW is LDADDAL (LDAXR/STLXR without
+        // LSE) and the load LDAR, which ARMv8 keeps after an earlier store-release with no DMB;
+        // the weaker pair would be LDADDL and LDR. On x86-64 both are LOCK SUB and MOV.
         assert(counter.fetchSub(1, .seq_cst) > 0);
         if (s.quiesce_waiters.load(.seq_cst) != 0) {
             // Release: pairs with `awaitNone`'s acquire load of the word (seq_cst there).
