@@ -1250,15 +1250,11 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // scheduler. Before, only the channels' ends waited that long (a list of their own); the
     // rest ran as `Scheduler.shutdownBy` returned, under `sched_mutex`, where such a hook
     // deadlocked (or was refused: KC_ESHUTDOWN while `sched_shutting` counted this call).
-    var later: coroutine.LaterList = .{};
     // This thread collects already only inside a shutdown's cleanups, where a shutdown would
     // wait for itself anyway; then the outer collector runs them.
-    const collecting = !coroutine.collectingLater();
-    if (collecting) _ = coroutine.collectLater(&later);
-    defer if (collecting) {
-        _ = coroutine.collectLater(null);
-        later.runAll();
-    };
+    var later: coroutine.LaterList = .{};
+    const collecting = later.begin();
+    defer later.end(collecting);
     // Spawns from outside fail at once from here on, instead of waiting for a finishing
     // drain to end (they would wait on the scheduler's lifecycle lock).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap

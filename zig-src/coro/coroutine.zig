@@ -146,6 +146,25 @@ pub const LaterList = struct {
         l.tail = x;
     }
 
+    /// A collector's start (`Scheduler.shutdownBy`, the C ABI's `shutdownOf`): `later` queues
+    /// to `l` on this thread from now on, unless the thread collects already (inside a
+    /// shutdown's cleanups, whose collector then runs what is left). Returns whether it began,
+    /// for `end`; `l` stays at its address until then.
+    pub fn begin(l: *LaterList) bool {
+        if (collectingLater()) return false;
+        _ = collectLater(l);
+        return true;
+    }
+
+    /// Ends what `begin` began (`began`, its answer; nothing if it did not): stops collecting
+    /// and runs the list. Deferred before the caller's locks, so that it runs after they are
+    /// let go (defers run in reverse).
+    pub fn end(l: *LaterList, began: bool) void {
+        if (!began) return;
+        _ = collectLater(null);
+        l.runAll();
+    }
+
     /// Runs each, in order (each may free itself).
     pub fn runAll(l: *LaterList) void {
         while (l.head) |x| {

@@ -1525,12 +1525,8 @@ pub const Scheduler = struct {
         // go (defers run in reverse), so that a hook may spawn on or shut down this scheduler.
         // A caller that collects them itself (around this call) runs them after its own locks.
         var later: coroutine.LaterList = .{};
-        const collecting = !coroutine.collectingLater();
-        if (collecting) _ = coroutine.collectLater(&later);
-        defer if (collecting) {
-            _ = coroutine.collectLater(null);
-            later.runAll();
-        };
+        const collecting = later.begin();
+        defer later.end(collecting);
         // Spawns from outside are refused from here on (`lifecycle_pending`): they would only
         // compete for the lock below. Monotonic: a count, read as a hint; the decrement runs
         // after the unlock (defers run in reverse), the run stopped by then.
