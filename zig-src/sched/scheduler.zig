@@ -2667,9 +2667,46 @@ test "a wake from outside under way when a shutdown begins is waited for before 
     }.body);
 }
 
+/// A forked child's body (`inChild`) for the tests of a shutdown waiting for a call from
+/// outside that stays inside: a wake (`unpark` of a parked coroutine, held in `wakers` by
+/// `test_hooks.in_wake`) or a drain (held in `drainers` by `test_hooks.drain_counted`), held
+/// there by `T.hold` (once), which starts the shutdown; `T.outcome` says how it went. `T` is
+/// `ShutdownGivesUp` or `ShutdownSleep`. Exit codes of its own: 2, a step before the hold
+/// failed; 10, the wake found the run over; 11, the drain did not end with error.Shutdown.
+fn heldOutside(comptime T: type, comptime call: enum { wake, drain }) fn () u8 {
+    return struct {
+        fn held() void {
+            switch (call) {
+                .wake => test_hooks.in_wake = null, // once
+                .drain => test_hooks.drain_counted = null,
+            }
+            T.hold();
+        }
+        fn body() u8 {
+            T.reset();
+            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
+            const ref = T.sched.spawn(T.parker, null) catch return 2;
+            switch (call) {
+                .wake => {
+                    T.sched.drainFor(test_timeout) catch return 2; // parked
+                    test_hooks.in_wake = held;
+                    // The run was on when it looked (the shutdown waits for it, the coroutine
+                    // still there to wake).
+                    if (!T.sched.unpark(ref)) return 10;
+                },
+                .drain => {
+                    test_hooks.drain_counted = held;
+                    if (T.sched.drainFor(test_timeout)) |_| return 11 else |err| if (err != error.Shutdown) return 11;
+                },
+            }
+            return T.outcome();
+        }
+    }.body;
+}
+
 /// The set-up the tests of a bounded shutdown that gives up on something from outside (a wake,
-/// a drain) still inside share: in a forked child (`inChild`), whose hook inside that
-/// something calls `holdUntilGivenUp`, and whose body ends with `outcome`. Statics: `reset`
+/// a drain) still inside share: in a forked child (`inChild`, `heldOutside`), whose hook
+/// inside that something calls `hold`, and whose body ends with `outcome`. Statics: `reset`
 /// first (under TSan `inChild` runs the body in this process, one test after another).
 const ShutdownGivesUp = struct {
     var sched: Scheduler = undefined;
@@ -2692,7 +2729,7 @@ const ShutdownGivesUp = struct {
     }
     /// Starts the bounded shutdown on a thread of its own and holds the caller until it
     /// returned, or a backstop well past its bound.
-    fn holdUntilGivenUp() void {
+    fn hold() void {
         shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
         const backstop = test_wait.Deadline.in(3 * std.time.ns_per_s, "");
         while (result.load(.acquire) == 0 and !backstop.passed()) std.Thread.yield() catch {};
@@ -2716,43 +2753,14 @@ test "a bounded shutdown waiting for a wake from outside still inside gives up a
     // The waker's thread stays inside (counted in `wakers`: starved, in a debugger) until the
     // shutdown gave up, or a backstop well past its bound. Before, the bounded shutdown waited
     // for it with no bound (`joinAndFree`): the call returned at the backstop, not at its own.
-    try inChild(struct {
-        const T = ShutdownGivesUp;
-        fn inWake() void {
-            test_hooks.in_wake = null; // once
-            T.holdUntilGivenUp();
-        }
-        fn body() u8 {
-            T.reset();
-            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            const ref = T.sched.spawn(T.parker, null) catch return 2;
-            T.sched.drainFor(test_timeout) catch return 2; // parked
-            test_hooks.in_wake = inWake;
-            _ = T.sched.unpark(ref);
-            return T.outcome();
-        }
-    }.body);
+    try inChild(heldOutside(ShutdownGivesUp, .wake));
 }
 
 test "a bounded shutdown waiting for a drain on another thread still inside gives up at its deadline, joined, and the next one goes on from there" {
     // The drain's thread stays inside (counted in `drainers`, before it looks at the state)
     // until the shutdown gave up, or a backstop well past its bound. Before, the bounded
     // shutdown waited for it with no bound: the call returned at the backstop.
-    try inChild(struct {
-        const T = ShutdownGivesUp;
-        fn counted() void {
-            test_hooks.drain_counted = null; // once
-            T.holdUntilGivenUp();
-        }
-        fn body() u8 {
-            T.reset();
-            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            _ = T.sched.spawn(T.parker, null) catch return 2;
-            test_hooks.drain_counted = counted;
-            if (T.sched.drainFor(test_timeout)) |_| return 2 else |err| if (err != error.Shutdown) return 2;
-            return T.outcome();
-        }
-    }.body);
+    try inChild(heldOutside(ShutdownGivesUp, .drain));
 }
 
 test "a drain on another thread asleep as a bounded shutdown gives up on a worker that never yields ends with error.Shutdown then, not at the next shutdown" {
@@ -2923,9 +2931,9 @@ test "a bounded shutdown that gives up on the unmap hook has abandoned the corou
 }
 
 /// The set-up the tests of a shutdown's sleep share, while something from outside (a wake, a
-/// drain) holds it: in a forked child (`inChild`), whose hook inside that something calls
-/// `holdUntilAsleep`, and whose body ends with `outcome`. Statics: `reset` first (under TSan
-/// `inChild` runs the body in this process, one test after another).
+/// drain) holds it: in a forked child (`inChild`, `heldOutside`), whose hook inside that
+/// something calls `hold`, and whose body ends with `outcome`. Statics: `reset` first (under
+/// TSan `inChild` runs the body in this process, one test after another).
 const ShutdownSleep = struct {
     var sched: Scheduler = undefined;
     var done = std.atomic.Value(bool).init(false);
@@ -2945,7 +2953,7 @@ const ShutdownSleep = struct {
     }
     /// Starts the shutdown on a thread of its own and holds the caller until it sleeps, then a
     /// while more. Exits the child (8: it never slept, 9: it did not wait) otherwise.
-    fn holdUntilAsleep() void {
+    fn hold() void {
         looks = quiesce_looks.load(.monotonic);
         shutter = std.Thread.spawn(.{}, shut, .{}) catch std.posix.exit(2);
         const asleep = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to sleep");
@@ -2971,43 +2979,14 @@ test "a shutdown waiting for a wake from outside in flight sleeps until it ends,
     // The waker is held inside (counted in `wakers`) until the shutdown sleeps. Before, the
     // shutdown yielded in a loop for as long as the waker's thread was preempted or stopped,
     // never counted as a waiter.
-    try inChild(struct {
-        const T = ShutdownSleep;
-        fn inWake() void {
-            test_hooks.in_wake = null; // once
-            T.holdUntilAsleep();
-        }
-        fn body() u8 {
-            T.reset();
-            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            const ref = T.sched.spawn(T.parker, null) catch return 2;
-            T.sched.drainFor(test_timeout) catch return 2; // parked
-            test_hooks.in_wake = inWake;
-            if (!T.sched.unpark(ref)) return 3; // the run was on when it looked
-            return T.outcome();
-        }
-    }.body);
+    try inChild(heldOutside(ShutdownSleep, .wake));
 }
 
 test "a shutdown waiting for a drain on another thread sleeps until it leaves, not spinning" {
     // The drain is held after its count in, before it looks at the state, until the shutdown
     // sleeps. Before, the shutdown yielded in a loop for as long as the drain's thread was
     // preempted or stopped, never counted as a waiter.
-    try inChild(struct {
-        const T = ShutdownSleep;
-        fn counted() void {
-            test_hooks.drain_counted = null; // once
-            T.holdUntilAsleep();
-        }
-        fn body() u8 {
-            T.reset();
-            T.sched.start(std.heap.page_allocator, .{ .workers = 1, .stack_size = test_stack_size }) catch return 2;
-            _ = T.sched.spawn(T.parker, null) catch return 2;
-            test_hooks.drain_counted = counted;
-            if (T.sched.drainFor(test_timeout)) |_| return 3 else |err| if (err != error.Shutdown) return 3;
-            return T.outcome();
-        }
-    }.body);
+    try inChild(heldOutside(ShutdownSleep, .drain));
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
