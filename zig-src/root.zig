@@ -6892,7 +6892,8 @@ test "C ABI: kc_scope_wait on a thread whose scope's children a timed-out shutdo
 /// Tests: a kc_spawn from another thread whose thread stops inside it (starved, or in a
 /// debugger) until let go, held there by `test_hooks.in_spawn`. `hold` resets it, installs the
 /// hook, starts the thread and waits for it inside; `letGo` lets it go and joins the thread
-/// (once; a second call does nothing, so a `defer` may call it again).
+/// (once; a second call does nothing, so a `defer` may call it again). `startHolding` and
+/// `end`: a test's prologue and its deferred end, with a scheduler of its own.
 const HeldSpawn = struct {
     var inside = std.atomic.Value(bool).init(false);
     var release = std.atomic.Value(bool).init(false);
@@ -6932,20 +6933,31 @@ const HeldSpawn = struct {
         thread = null;
         joiner.join(th, test_wait.default_ns, "the spawning thread");
     }
+
+    /// The prologue of the tests that hold a spawn in a scheduler of their own: starts one (a
+    /// worker) and `hold`s. The caller defers `end`.
+    fn startHolding() !void {
+        try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+        errdefer end();
+        try hold();
+    }
+
+    /// The end of a test that began with `startHolding`, whatever its path: lets the spawn go
+    /// (if the test did not), shuts the scheduler down (nothing if the test did) and resets
+    /// `test_hooks`.
+    fn end() void {
+        letGo();
+        _ = kc_sched_shutdown(0);
+        test_hooks = .{};
+    }
 };
 
 test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from another thread stays inside; nothing stopped, the next shutdown goes on" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = HeldSpawn;
-    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-    defer test_hooks = .{};
-    var joined = false;
-    defer if (!joined) {
-        S.letGo();
-        _ = kc_sched_shutdown(0);
-    };
-    try S.hold();
+    try S.startHolding();
+    defer S.end();
     // Before, the wait for the spawn to leave had no bound: this call returned only once the
     // spawn did (here after the hook's 30 s), and then 0.
     const bound = 20 * std.time.ns_per_ms;
@@ -6963,7 +6975,6 @@ test "C ABI: kc_sched_shutdown_timed is KC_EBUSY in time while a short call from
     // Before, KC_EBUSY ("running"), against kc_sched_info's answer.
     try testing.expectEqual(Status.shutdown.code(), kc_sched_start(1, 0, 0));
     S.letGo();
-    joined = true;
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire)); // it was let in before
     // The next shutdown goes on from there, and stops it.
     try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
@@ -7052,14 +7063,8 @@ test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleep
     defer wd.stop();
     // A spawn whose thread stops inside it until let go, watching for the wait to sleep.
     const S = HeldSpawn;
-    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
-    defer test_hooks = .{};
-    var joined = false;
-    defer if (!joined) {
-        S.letGo();
-        _ = kc_sched_shutdown(0);
-    };
-    try S.hold();
+    try S.startHolding();
+    defer S.end();
     const looks = users_looks.load(.monotonic);
     const sleeps = users_sleeps.load(.monotonic);
     // Long enough for the wait's own few yields on a loaded host (a yield took ~6 ms on 2 CPUs
@@ -7078,7 +7083,6 @@ test "C ABI: kc_sched_shutdown_timed waiting for a short call stuck inside sleep
     try testing.expect(users_sleeps.load(.monotonic) - sleeps >= 1);
     try testing.expect(users_looks.load(.monotonic) - looks <= 16);
     S.letGo();
-    joined = true;
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
     // The leave woke nobody (no waiter) and the next shutdown goes on from there.
     try testing.expectEqual(@as(u32, 0), users_waiters.load(.seq_cst));
