@@ -1697,9 +1697,10 @@ pub const Scheduler = struct {
         // How it ends: a finish only once its drain ran dry.
         var ended: ShutdownMode = .cancel;
         if (mode == .finish) {
-            // Outside spawns wait on `lifecycle`; coroutines may still spawn while we drain.
-            // In slices, so that a cancel asked for meanwhile (`cancelPending`) ends the wait:
-            // the rest is then abandoned, as a cancel would (so it is past a deadline).
+            // Outside spawns are refused (`lifecycle_pending`); coroutines may still spawn
+            // while we drain. In slices, so that a cancel asked for meanwhile
+            // (`cancelPending`) ends the wait: the rest is then abandoned, as a cancel would
+            // (so it is past a deadline).
             while (!s.cancel_pending.load(.acquire)) {
                 var slice: u64 = 10 * std.time.ns_per_ms;
                 if (deadline) |d| {
