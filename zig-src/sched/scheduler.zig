@@ -3398,6 +3398,62 @@ test "a bounded shutdown returns within its bound while two threads outside the 
     try testing.expect(!s.isRunning());
 }
 
+test "a spawn from outside while a finishing shutdown drains is refused at once, not held until the drain ends" {
+    // Before, it waited on `lifecycle`, which the shutdown holds while it drains (here for as
+    // long as the test lets it: an armed timer of an hour), and then got error.Shutdown anyway,
+    // the run stopped. Now it is refused while the shutdown is in progress (`lifecycle_pending`),
+    // the run still on and the drain going.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var finished = std.atomic.Value(bool).init(false);
+        var spawn_rc = std.atomic.Value(u32).init(0); // 1: error.Shutdown, 2: anything else
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        fn sleeper(_: ?*anyopaque) callconv(.c) void {
+            sched.sleep(3600 * std.time.ns_per_s) catch return; // an hour: never, here
+        }
+        fn nop(_: ?*anyopaque) callconv(.c) void {}
+        fn finisher() void {
+            defer joiners[0].done();
+            sched.shutdown(.finish);
+            finished.store(true, .release); // pairs with the test's acquire load
+        }
+        fn spawner() void {
+            defer joiners[1].done();
+            const r: u32 = if (sched.spawn(nop, null)) |_| 2 else |err| if (err == error.Shutdown) 1 else 2;
+            spawn_rc.store(r, .release); // pairs with the test's acquire loads
+        }
+    };
+    S.finished.store(false, .monotonic);
+    S.spawn_rc.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    _ = try s.spawn(S.sleeper, null);
+    const fin = try std.Thread.spawn(.{}, S.finisher, .{});
+    var spawner: ?std.Thread = null;
+    defer {
+        s.cancelPending(); // ends the drain
+        S.joiners[0].join(fin, test_wait.default_ns, "the finishing shutdown");
+        if (spawner) |t| S.joiners[1].join(t, test_wait.default_ns, "the spawning thread");
+    }
+    // It holds the lock (and says so) before it drains; the run goes on meanwhile.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the finishing shutdown to hold the lock");
+    while (!s.lifecycle_shutdown.load(.monotonic)) try d.wait();
+    try testing.expect(s.isRunning());
+    spawner = try std.Thread.spawn(.{}, S.spawner, .{});
+    // Generous: refused at once, where before it waited for the drain, which here never ends
+    // before the cancel below.
+    const answered = test_wait.Deadline.in(5 * std.time.ns_per_s, "");
+    while (S.spawn_rc.load(.acquire) == 0 and !answered.passed()) std.Thread.yield() catch {};
+    const rc = S.spawn_rc.load(.acquire);
+    const draining = !S.finished.load(.acquire) and s.isRunning();
+    try testing.expectEqual(@as(u32, 1), rc);
+    try testing.expect(draining);
+}
+
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
     // Before, every unlock of `lifecycle` bumped `lifecycle_events` with a seq_cst
     // read-modify-write, a spawn from outside's too (`zig build bench`, "spawn from a thread
