@@ -101,7 +101,7 @@ import {
   taskJobOf,
 } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
-import type { Context } from "./context.ts";
+import { childContext, type Context, isContext } from "./context.ts";
 import { checkContext, type CoroutineScope } from "./scope.ts";
 
 /**
@@ -849,7 +849,22 @@ export function actor<M>(
     // (a cancelled scope) and this runs inside actor() itself.
     if (onDone === undefined) return;
     if (fold) onDone(cause);
-    else runCompletionHandler(scope.context, "an actor's onDone", onDone, cause);
+    else runCompletionHandler(reportContext(), "an actor's onDone", onDone, cause);
+  };
+  /**
+   * Where onDone's throw is reported when it runs on its own (not `fold`): the task's context, as
+   * a kcoro Job reports its handlers' throws in its own (Kotlin's `handleOnCompletionException`
+   * in the coroutine's context), so a `context` option's entries (its CoroutineExceptionHandler)
+   * count as `launch` adds them. Before, the scope's alone: an actor whose job was final inside
+   * `actor()` (its scope cancelled) reported to the scope's handler, the same actor launched in
+   * an active scope to its own. A scope of the caller's own whose `context` is no Context: as it
+   * is, as before.
+   */
+  const reportContext = (): Context => {
+    const base: unknown = scope.context;
+    return context === undefined || !isContext(base)
+      ? base as Context
+      : childContext(base, context);
   };
   /**
    * The actor's end, what `onDone` throws reported on its own: one argument only, as a Job of

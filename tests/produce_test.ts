@@ -5930,3 +5930,36 @@ Deno.test("produce and actor: `context` adds entries to their task's context (Ko
     }
   });
 });
+
+Deno.test("actor: an onDone that throws is reported in the task's context, its `context` option's CoroutineExceptionHandler first, also when its job was final inside actor() (its scope cancelled)", async () => {
+  // A kcoro Job reports its completion handlers' throws in its own context (Kotlin's
+  // `handleOnCompletionException`), where `launch` put the option's entries. Before, onDone run
+  // on its own (the job final at once, in a cancelled scope) was reported in the scope's
+  // context: to the scope's handler, where the same actor in an active scope reported to its own.
+  for (const cancelled of [false, true]) {
+    const own: unknown[] = [];
+    const scopes: unknown[] = [];
+    const scope = createScope({
+      context: Context.empty.with(CoroutineExceptionHandler, (e) => scopes.push(e)),
+    });
+    if (cancelled) scope.cancel();
+    const onDoneError = new Error("onDone threw");
+    const a = actor<number>(scope, async (mailbox) => {
+      for await (const _ of mailbox) { /* drained */ }
+    }, {
+      context: Context.empty.with(CoroutineExceptionHandler, (e) => own.push(e)),
+      onDone: () => {
+        throw onDoneError;
+      },
+    });
+    assert.equal(a.job.isCompleted, cancelled, `cancelled ${cancelled}`);
+    a.close();
+    await a.job.join();
+    scope.cancel();
+    await scope.job.join();
+    assert.equal(own.length, 1, `cancelled ${cancelled}: ${own}`);
+    assert.ok(own[0] instanceof CompletionHandlerError, String(own[0]));
+    assert.equal((own[0] as Error).cause, onDoneError);
+    assert.deepEqual(scopes, [], `cancelled ${cancelled}`);
+  }
+});
