@@ -5963,3 +5963,68 @@ Deno.test("actor: an onDone that throws is reported in the task's context, its `
     assert.deepEqual(scopes, [], `cancelled ${cancelled}`);
   }
 });
+
+Deno.test("produce and actor on a CoroutineScope of the caller's own: `lazy` and `context` reach its launch as its second argument (none given: the block alone), and a lazy actor's send, trySend or close starts no Job of another kind that it returns", async () => {
+  // README: under a scope of the caller's own, `{ lazy: true }` and `context` go to its launch,
+  // and a Job of another kind is not started by the actor (its `start` is the caller's code).
+  const key = createContextKey<number>("key");
+  const context = Context.empty.with(key, 1);
+  await coroutineScope(async (real) => {
+    const calls: unknown[][] = [];
+    const scope = {
+      context: real.context,
+      launch(...args: unknown[]) {
+        calls.push(args.slice(1));
+        return real.launch(...(args as [never, never]));
+      },
+    } as unknown as CoroutineScope;
+    using plain = produce<number>(scope, () => {});
+    using given = produce<number>(scope, () => {}, { context });
+    const a = actor<number>(scope, async (mailbox, task) => {
+      assert.equal(task.context.get(key), 1);
+      for await (const _ of mailbox) { /* drained */ }
+    }, { lazy: true, context });
+    assert.deepEqual(calls, [[], [{ context }], [{ lazy: true, context }]]);
+    // The very Context given, not a copy.
+    for (const at of [1, 2]) assert.equal((calls[at][0] as { context: Context }).context, context);
+    assert.equal(a.job.state, "new"); // kcoro's Job, launched lazily: the close starts it
+    assert.equal(a.close(), true);
+    await a.job.join();
+    for await (const _ of plain) { /* drained */ }
+    for await (const _ of given) { /* drained */ }
+  });
+  // A Job of another kind (the caller's launch runs the block on a kcoro task of its own).
+  for (const by of ["send", "trySend", "close"] as const) {
+    let started = 0;
+    const got: number[] = [];
+    await coroutineScope(async (real) => {
+      const scope = {
+        context: real.context,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          real.launch((t) => block(t));
+          return {
+            invokeOnCompletion: () => ({ [Symbol.dispose]() {} }),
+            start: () => {
+              started++;
+              return true;
+            },
+            state: "active",
+            isActive: true,
+            isCompleted: false,
+            isCancelled: false,
+            join: () => Promise.resolve(),
+            cancel() {},
+          };
+        },
+      } as unknown as CoroutineScope;
+      const a = actor<number>(scope, async (mailbox) => {
+        for await (const m of mailbox) got.push(m);
+      }, { lazy: true, capacity: 2 });
+      if (by === "send") await a.send(1);
+      else if (by === "trySend") assert.equal(a.trySend(1).state, "ok");
+      a.close();
+    });
+    assert.equal(started, 0, by);
+    assert.deepEqual(got, by === "close" ? [] : [1], by);
+  }
+});
