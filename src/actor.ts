@@ -495,6 +495,12 @@ class ActorImpl<M> implements Actor<M> {
     if (isJob(job)) job.start();
   }
 
+  /** A lazy actor's kcoro Job not started yet (nor cancelled): `#startLazy` would start it. */
+  #unstarted(): boolean {
+    const job: unknown = this.#job;
+    return isJob(job) && jobStateOf(job) === "new";
+  }
+
   /**
    * The mailbox takes messages: the task has not ended, and its handler has not disposed of the
    * mailbox (a `using mailbox`, which ends the channel while the task may run on).
@@ -527,7 +533,19 @@ class ActorImpl<M> implements Actor<M> {
     // rejected. Checked only in the catch, at no cost to an actor's send.
     let open: boolean;
     try {
-      this.#startLazy();
+      if (this.#lazy && this.#unstarted()) {
+        // A lazy actor's first send: its options are checked before the start, so a send refused
+        // for them (a `signal` that is no AbortSignal) starts nothing, as a refused call changes
+        // nothing; read once, the send gets what was read. Before, the handler ran first.
+        let signal: AbortSignal | undefined;
+        try {
+          signal = signalOf("send", options);
+        } catch (e) {
+          return Promise.reject(e);
+        }
+        options = signal === undefined ? undefined : { signal };
+        this.#startLazy();
+      }
       open = this.#open();
     } catch (e) {
       if (#mailbox in Object(this)) throw e; // an actor's: as before

@@ -6028,3 +6028,35 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own: `lazy` and
     assert.deepEqual(got, by === "close" ? [] : [1], by);
   }
 });
+
+Deno.test("actor: a lazy actor's send refused for its options (a signal that is no AbortSignal) starts nothing; a good one's options are read once", async () => {
+  // Before, the send started the actor (its handler ran) and then rejected with the TypeError: a
+  // call refused for what it was passed changed something.
+  const log: unknown[] = [];
+  await coroutineScope(async (scope) => {
+    const a = actor<number>(scope, async (mailbox) => {
+      log.push("started");
+      for await (const m of mailbox) log.push(m);
+    }, { lazy: true, capacity: 1 });
+    for (const bad of [{ signal: 5 }, { signal: null }, { timeout: 1 }, 7]) {
+      await assert.rejects(a.send(1, bad as never), {
+        name: "TypeError",
+        message: /^Cannot send: /,
+      });
+    }
+    assert.equal(a.job.state, "new");
+    assert.deepEqual(log, []);
+    let reads = 0;
+    const signal = new AbortController().signal;
+    await a.send(2, {
+      get signal() {
+        reads++;
+        return signal;
+      },
+    });
+    assert.equal(reads, 1);
+    assert.equal(a.job.state, "active");
+    a.close();
+  });
+  assert.deepEqual(log, ["started", 2]);
+});
