@@ -126,7 +126,8 @@ export interface ActorOptions<M = unknown> {
   /**
    * Start the actor's task lazily (Kotlin's `start = CoroutineStart.LAZY`): its job is launched
    * `new`, and its handler runs once the actor is first sent to (`send`, `trySend`), closed, or
-   * its `job` started (`start()`, `join()`). Default false: it starts at once.
+   * its `job` started (`start()`, `join()`); a send refused for its options starts nothing.
+   * Default false: it starts at once.
    */
   lazy?: boolean;
   /**
