@@ -245,15 +245,37 @@ function unknownOption(op: string, options: object, key: string, known: readonly
   let value: string;
   try {
     const d = Object.getOwnPropertyDescriptor(options, key);
-    value = d === undefined ? "an inherited value" : "value" in d ? describe(d.value) : "a getter";
+    value = d === undefined
+      ? "an inherited value"
+      : !("value" in d)
+      ? "a getter"
+      : typeof d.value === "string"
+      ? quotedBounded(d.value, "string")
+      : describe(d.value);
   } catch {
     value = "a value that cannot be read";
   }
-  const name = /^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key);
+  const quoted = quotedBounded(key, "key");
+  const name = key.length <= SHOWN_CHARS && /^[A-Za-z_$][\w$]*$/.test(key) ? key : quoted;
+  const list = known.join(", ");
   return new TypeError(
-    `Cannot ${op}: unknown option ${JSON.stringify(key)} (known: ${known.join(", ")}${hint}), ` +
-      `received { ${name}: ${value} }`,
+    `Cannot ${op}: unknown option ${quoted} (known: ${list}${hint}), received { ${name}: ${value} }`,
   );
+}
+
+/** How many characters of a key (or a string value) an unknown option's message shows. */
+const SHOWN_CHARS = 64;
+
+/**
+ * `s` quoted as JSON, or, when longer than SHOWN_CHARS, its first SHOWN_CHARS quoted, an ellipsis
+ * and its length: `"xxxx"… (a key of 268435456 characters)`. Printed whole, a huge key (the
+ * message names it twice, quoted) built a string longer than V8's longest (~2**29 characters):
+ * the engine's RangeError "Invalid string length" came instead of the TypeError, after copying
+ * the key twice over (a key of 45 million control characters, each six as JSON, was enough).
+ */
+function quotedBounded(s: string, what: string): string {
+  if (s.length <= SHOWN_CHARS) return JSON.stringify(s);
+  return `${JSON.stringify(s.slice(0, SHOWN_CHARS))}… (a ${what} of ${s.length} characters)`;
 }
 
 /**
@@ -261,6 +283,8 @@ function unknownOption(op: string, options: object, key: string, known: readonly
  * a misspelling of it: at most a third of its letters (at least one) apart. Undefined otherwise.
  */
 function nearestName(key: string, known: readonly string[]): string | undefined {
+  // A key longer than any name by more than 3 is near none (`editDistance`): not copied lowered.
+  if (key.length > SHOWN_CHARS) return undefined;
   const k = key.toLowerCase();
   let best: string | undefined = undefined, bestDistance = Infinity;
   for (const name of known) {

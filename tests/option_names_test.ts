@@ -544,5 +544,39 @@ Deno.test("a producer's send given a signal that is no AbortSignal runs the call
   await scope.join();
 });
 
+Deno.test("an unknown option's key (and its string value) is printed bounded: a huge one is the TypeError, not V8's RangeError", async () => {
+  // The message named the key twice, quoted whole: a key of 45 million control characters (six
+  // each as JSON) made two strings of 270 million, whose join is longer than V8 allows, and the
+  // engine's RangeError "Invalid string length" came instead of the TypeError. Now its first 64
+  // characters, an ellipsis and its length.
+  const huge = "\u0001".repeat(45_000_000);
+  const shown = JSON.stringify(huge.slice(0, 64));
+  const options = { [huge]: "v".repeat(100) } as never;
+  const expected = (op: string, known: string) =>
+    `Cannot ${op}: unknown option ${shown}… (a key of 45000000 characters) (known: ${known}), ` +
+    `received { ${shown}… (a key of 45000000 characters): "${"v".repeat(64)}"… ` +
+    `(a string of 100 characters) }`;
+  // The Channel constructor's inline check, the shared one, a wait's (signalOf).
+  assert.throws(() => new Channel(4, options), {
+    name: "TypeError",
+    message: expected("create channel", "overflow, codec, onUndeliveredElement"),
+  });
+  await assert.rejects(select((s) => s.onTimeout(0, () => {}), options), {
+    name: "TypeError",
+    message: expected("select", "signal, unbiased"),
+  });
+  using ch = new Channel<number>(4);
+  await assert.rejects(ch.receive(options), {
+    name: "TypeError",
+    message: expected("receive", "signal"),
+  });
+  // Up to 64 characters, exactly as before: quoted whole, named bare if an identifier.
+  const edge = "k".repeat(64);
+  assert.throws(() => new Channel(4, { [edge]: "w".repeat(64) } as never), {
+    message: `Cannot create channel: unknown option "${edge}" (known: overflow, codec, ` +
+      `onUndeliveredElement), received { ${edge}: "${"w".repeat(64)}" }`,
+  });
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
