@@ -243,6 +243,21 @@ Deno.bench(
   },
 );
 
+// The same select given options (`{ signal }`, never aborting): what its options' check
+// (`checkOptionNames`) and the signal's abort listener, added and removed, cost a select.
+const selLive = { signal: new AbortController().signal };
+Deno.bench(
+  "select, 2 channel clauses, one ready (shared channels), given { signal }",
+  { group: "select" },
+  async () => {
+    selA.trySend(1);
+    await select<number>((s) => {
+      s.onReceive(selB, (v) => v);
+      s.onReceive(selA, (v) => v);
+    }, selLive);
+  },
+);
+
 // A drop policy's channel whose creator has onUndeliveredElement: each of its sends and receives
 // hands the hook what the channel dropped (`Channel.#collectAfter`), the try pair's extra cost.
 const dropPair = new Channel<number>(64, {
