@@ -11,6 +11,8 @@
  * @module
  */
 
+import { isAsyncFunction, isGeneratorFunction, isProxy } from "node:util/types";
+
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
 export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
 
@@ -47,6 +49,8 @@ export function inspectAs(
  */
 function showPlain(v: unknown): string {
   if (typeof v === "function") return functionTag(v);
+  // As Deno prints them: JSON has no text for NaN and the infinities (`null`), nor for -0 (`0`).
+  if (typeof v === "number") return Object.is(v, -0) ? "-0" : String(v);
   if (typeof v === "bigint") return `${v}n`;
   if (typeof v === "symbol" || v === undefined) return String(v);
   // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
@@ -57,7 +61,7 @@ function showPlain(v: unknown): string {
   }
 }
 
-/** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`). */
+/** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`): a Proxy's. */
 const FUNCTION_KINDS: readonly [object, string][] = [
   [Object.getPrototypeOf(async function () {}), "AsyncFunction"],
   [Object.getPrototypeOf(function* () {}), "GeneratorFunction"],
@@ -66,28 +70,51 @@ const FUNCTION_KINDS: readonly [object, string][] = [
 
 /**
  * `[Function: name]` as Deno prints a function (`[AsyncFunction: name]`, `[GeneratorFunction:
- * name]`, `[AsyncGeneratorFunction: name]` by its prototype, `[class Name]` a class), read without
- * running the function's code: its `name` by an own data property only (a getter of the caller's
- * is not run), its source (to tell a class) by `Function.prototype.toString`, which a Proxy or a
- * bound function answers without a trap; a Proxy's trap that throws (its `getOwnPropertyDescriptor`
- * or `getPrototypeOf`) leaves what was read so far.
+ * name]`, `[AsyncGeneratorFunction: name]`, `[Function (null prototype): name]`; a class `[class
+ * Name]`, `[class B extends A]`, `[class N extends [null prototype]]`), read without running the
+ * function's code: its `name` (and its superclass's) by an own data property only (a getter of the
+ * caller's is not run), its source (to tell a class) by `Function.prototype.toString`, which a
+ * Proxy or a bound function answers without a trap, its kind by the engine's own checks (by its
+ * prototype for a Proxy, whose target no script can see: its `getPrototypeOf` trap runs); a
+ * Proxy's trap that throws (its `getOwnPropertyDescriptor` or `getPrototypeOf`) leaves what was
+ * read so far. Before, a class that extends another printed `[class B]` and a function with a null
+ * prototype `[Function: f]`, where Deno prints `[class B extends A]` and `[Function (null
+ * prototype): f]`.
  */
 function functionTag(f: object): string {
   let name = "";
   let kind = "Function";
+  let isClass = false;
+  let extended = ""; // a class's " extends A"; a function's " (null prototype)"
   try {
-    const d = Object.getOwnPropertyDescriptor(f, "name");
-    if (d !== undefined && "value" in d && typeof d.value === "string") name = d.value;
-    if (/^class\b/.test(Function.prototype.toString.call(f))) kind = "class";
-    else {
-      const proto = Object.getPrototypeOf(f);
-      kind = FUNCTION_KINDS.find(([p]) => p === proto)?.[1] ?? kind;
+    name = ownName(f);
+    isClass = /^class\b/.test(Function.prototype.toString.call(f));
+    const proto = Object.getPrototypeOf(f);
+    if (isClass) {
+      // Deno's: the name of what it extends, if that has one (a class that extends nothing
+      // extends Function.prototype, whose name is "").
+      if (proto === null) extended = " extends [null prototype]";
+      else if (ownName(proto) !== "") extended = ` extends ${ownName(proto)}`;
+    } else {
+      if (proto === null) extended = " (null prototype)";
+      if (isProxy(f)) kind = FUNCTION_KINDS.find(([p]) => p === proto)?.[1] ?? kind;
+      else {
+        kind = `${isAsyncFunction(f) ? "Async" : ""}${
+          isGeneratorFunction(f) ? "Generator" : ""
+        }Function`;
+      }
     }
   } catch {
     // A Proxy's trap that threw: what was read so far.
   }
-  if (kind === "class") return name === "" ? "[class (anonymous)]" : `[class ${name}]`;
-  return name === "" ? `[${kind} (anonymous)]` : `[${kind}: ${name}]`;
+  if (isClass) return `[class ${name === "" ? "(anonymous)" : name}${extended}]`;
+  return name === "" ? `[${kind}${extended} (anonymous)]` : `[${kind}${extended}: ${name}]`;
+}
+
+/** `o`'s own `name` if it is a data property holding a string, else "" (no getter is run). */
+function ownName(o: object): string {
+  const d = Object.getOwnPropertyDescriptor(o, "name");
+  return d !== undefined && "value" in d && typeof d.value === "string" ? d.value : "";
 }
 
 /**

@@ -509,6 +509,51 @@ Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as 
   assert.equal(inspectAs("X", { n: 1n }, Deno.inspect, {}), "X { n: 1n }");
 });
 
+Deno.test("inspectAs without Deno's inspect prints a subclass, a null-prototype function and NaN, the infinities and -0 as Deno does", () => {
+  // Before, a class that extends another printed `[class B]`, a function whose prototype is
+  // null `[Function: f]` (an async one `[Function: af]`, its kind read from its prototype), and
+  // the numbers JSON has no text for `null` (NaN, Infinity) and `0` (-0).
+  class Base {}
+  class Derived extends Base {}
+  const nameless = [class extends Derived {}][0];
+  class Orphan {}
+  Object.setPrototypeOf(Orphan, null);
+  const bare = Object.setPrototypeOf(function bare() {}, null);
+  const anonymous = Object.setPrototypeOf([function () {}][0], null);
+  const bareAsync = Object.setPrototypeOf(async function ba() {}, null);
+  const facts = {
+    d: Derived,
+    n: nameless,
+    o: Orphan,
+    b: bare,
+    a: anonymous,
+    ba: bareAsync,
+    nan: NaN,
+    inf: Infinity,
+    ninf: -Infinity,
+    nz: -0,
+    z: 0,
+  };
+  assert.equal(
+    inspectAs("X", facts, undefined, {}),
+    "X { d: [class Derived extends Base], n: [class (anonymous) extends Derived], " +
+      "o: [class Orphan extends [null prototype]], b: [Function (null prototype): bare], " +
+      "a: [Function (null prototype) (anonymous)], ba: [AsyncFunction (null prototype): ba], " +
+      "nan: NaN, inf: Infinity, ninf: -Infinity, nz: -0, z: 0 }",
+  );
+  assert.equal(inspectAs("X", facts, undefined, {}), inspectAs("X", facts, Deno.inspect, {}));
+  // The superclass's name is read as the class's is: an own data property only, no getter run.
+  const hidden = Object.defineProperty(class {}, "name", {
+    get: () => {
+      throw new Error("a getter of the caller's is not run");
+    },
+  });
+  assert.equal(
+    inspectAs("X", { c: class Sub extends hidden {} }, undefined, {}),
+    "X { c: [class Sub] }",
+  );
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
