@@ -40,7 +40,10 @@ const statusNames: Record<number, string> = Object.assign(
  * objects by their tag. Internal (not re-exported from mod.ts).
  */
 export function describe(x: unknown): string {
-  if (typeof x === "string") return JSON.stringify(x);
+  // A string over 4096 characters by its head and length (`quotedBounded`): quoted whole, a huge
+  // one made the message longer than V8 allows (the engine's RangeError came instead of the named
+  // error). Up to 4096 whole, so that a path (PATH_MAX) is named as given.
+  if (typeof x === "string") return quotedBounded(x, "string", 4096);
   if (typeof x === "bigint") return `${x}n`;
   // A function's own toString may be anything (its whole source, or a throw): its kind only.
   if (typeof x === "function") return "a function";
@@ -250,7 +253,7 @@ function unknownOption(op: string, options: object, key: string, known: readonly
       : !("value" in d)
       ? "a getter"
       : typeof d.value === "string"
-      ? quotedBounded(d.value, "string")
+      ? quotedBounded(d.value, "string") // as its key: 64 characters whole at most
       : describe(d.value);
   } catch {
     value = "a value that cannot be read";
@@ -263,19 +266,22 @@ function unknownOption(op: string, options: object, key: string, known: readonly
   );
 }
 
-/** How many characters of a key (or a string value) an unknown option's message shows. */
+/** How many characters of a string cut short (`quotedBounded`) a message shows. */
 const SHOWN_CHARS = 64;
 
 /**
- * `s` quoted as JSON, or, when longer than SHOWN_CHARS, its first SHOWN_CHARS quoted, an ellipsis
- * and its length: `"xxxx"… (a key of 268435456 characters)`. Printed whole, a huge key (the
- * message names it twice, quoted) built a string longer than V8's longest (~2**29 characters):
- * the engine's RangeError "Invalid string length" came instead of the TypeError, after copying
- * the key twice over (a key of 45 million control characters, each six as JSON, was enough).
+ * `s` quoted as JSON, or, when longer than `whole` characters, its first SHOWN_CHARS (not cut
+ * inside a surrogate pair) quoted, an ellipsis and its length: `"xxxx"… (a key of 268435456
+ * characters)`. Printed whole, a huge string built a message longer than V8's longest (~2**29 characters): the
+ * engine's RangeError "Invalid string length" came instead of the named error, after copying the
+ * string over (an unknown option's key of 45 million control characters, each six as JSON and
+ * named twice, was enough; a capacity name of 2**28 quotes, each two, too).
  */
-function quotedBounded(s: string, what: string): string {
-  if (s.length <= SHOWN_CHARS) return JSON.stringify(s);
-  return `${JSON.stringify(s.slice(0, SHOWN_CHARS))}… (a ${what} of ${s.length} characters)`;
+function quotedBounded(s: string, what: string, whole = SHOWN_CHARS): string {
+  if (s.length <= whole) return JSON.stringify(s);
+  const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
+  const head = s.slice(0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
+  return `${JSON.stringify(head)}… (a ${what} of ${s.length} characters)`;
 }
 
 /**

@@ -578,5 +578,35 @@ Deno.test("an unknown option's key (and its string value) is printed bounded: a 
   });
 });
 
+Deno.test("a huge string received is described by its head and length: the named TypeError, not V8's RangeError", async () => {
+  // `describe` quoted a received string whole: 90 million control characters, six each as JSON,
+  // are longer than V8 allows a string, and the engine's RangeError "Invalid string length" came
+  // instead of the TypeError (a capacity name, an overflow policy, a delay's ms alike).
+  const huge = "\u0001".repeat(90_000_000);
+  const head = `${JSON.stringify(huge.slice(0, 64))}… (a string of 90000000 characters)`;
+  assert.throws(() => new Channel(huge as never), {
+    name: "TypeError",
+    message: 'Cannot create channel: capacity must be a number, "rendezvous", "buffered", ' +
+      `"conflated" or "unlimited", received ${head}`,
+  });
+  assert.throws(() => new Channel(1, { overflow: huge as never }), {
+    name: "TypeError",
+    message: 'Cannot create channel: overflow must be "suspend", "drop-oldest" or "drop-latest", ' +
+      `received ${head}`,
+  });
+  await assert.rejects(delay(huge as never), {
+    name: "TypeError",
+    message: `Cannot delay: ms must be a number of milliseconds, received ${head}`,
+  });
+  // Cut before a surrogate pair, never inside one; 4096 characters and fewer (a path) whole.
+  const emoji = "x".repeat(63) + "\u{1F600}".repeat(2100);
+  assert.throws(() => new Channel(emoji as never), {
+    message: /, received "x{63}"… \(a string of 4263 characters\)$/,
+  });
+  assert.throws(() => new Channel("y".repeat(4096) as never), {
+    message: new RegExp(`, received "y{4096}"$`),
+  });
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
