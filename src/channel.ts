@@ -6884,11 +6884,24 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
       // hold never given back kept for good (values and all) after its other holders left.
       // Not once the channel ended (a later channel may have its handle's value: see dispose).
       if (!s.ended) symbolsToReleaseOf(lib).kc_chan_unhold(handle);
+      copyHoldGone?.(handle);
     } catch (e) {
       reportError(e); // a finalizer must not throw; nothing here should
     }
   },
 );
+
+/** For tests (`_testCopyHoldGone`): runs at the end of a collected copy's `copyHolds`. */
+let copyHoldGone: ((handle: number) => void) | null = null;
+
+/**
+ * @ignore For tests: `f` runs once `copyHolds` has given back (or, its channel ended, not) the
+ * hold of a `Channel.from` copy collected undisposed, with its handle value, so that a test
+ * knows the finalizer ran rather than that the copy was collected (null: none). Internal.
+ */
+export function _testCopyHoldGone(f: ((handle: number) => void) | null): void {
+  copyHoldGone = f;
+}
 
 /**
  * @ignore Whether `p`, what a `send` returned, is the one promise a send that completed at once

@@ -570,7 +570,10 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
   const res = await evalScript(
     `
     import { Channel } from "./mod.ts";
-    import { selectHandleOf } from "./src/channel.ts";
+    import { _testCopyHoldGone, selectHandleOf } from "./src/channel.ts";
+    import { collectUntil } from "./tests/support.ts";
+    const gone = [];
+    _testCopyHoldGone((handle) => gone.push(handle));
     const x = new Channel(4);
     const h = selectHandleOf(x);
     (() => { Channel.from(x.share()).trySend(1); })(); // a copy, dropped
@@ -583,11 +586,10 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
     }
     if (later === undefined) throw new Error("no channel got the handle value");
     const copy = Channel.from(later.share());
-    // The dropped copy's finalizer, then the live copy's leaving.
-    for (let i = 0; i < 5; i++) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    // The dropped copy's finalizer (seen to run: before, five collections were hoped to run
+    // it, and the test passed whether or not it had), then the live copy's leaving.
+    await collectUntil(() => gone.length > 0, () => "the dropped copy's finalizer");
+    if (gone.length !== 1 || gone[0] !== h) throw new Error("finalizers ran for " + gone);
     copy[Symbol.dispose]();
     if (later.trySend(2).state !== "ok") throw new Error("the later channel refused a send");
     later[Symbol.dispose]();
