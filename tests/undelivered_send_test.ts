@@ -6,19 +6,24 @@
 import assert from "node:assert/strict";
 import { CancellationError, Channel, ClosedSendError, codecs, library, select } from "../mod.ts";
 import { Bridge } from "../src/bridge.ts";
-import { catchReported, evalScript, trySendNatively, until, within } from "./support.ts";
+import { catchReported, evalScript, settled, trySendNatively, until, within } from "./support.ts";
 import { selectHandleOf } from "../src/channel.ts";
 
 type Box = { n: number };
 
 /**
- * Resolves once a wait made in this turn is no longer only in JavaScript: on a shared channel,
- * once it is queued natively (the bridge's pending count grew past `before`); on a local one,
- * in a later macrotask (a local wait has nothing more to do).
+ * Resolves once `wait`, made in this turn, is no longer only in JavaScript: on a shared channel,
+ * once it is queued natively (the bridge's pending count grew past `before`); on a local one
+ * (queued in the call: a local wait has nothing more to do), once the microtasks its call left
+ * have run, asserting that it still waits. Before, a local one waited a `setTimeout(0)`.
  */
-async function afterItQueued(shared: boolean, before: number): Promise<void> {
+async function afterItQueued(
+  shared: boolean,
+  before: number,
+  wait: Promise<unknown>,
+): Promise<void> {
   if (shared) await until(() => Bridge.of(library()).pending > before, "the wait queued natively");
-  else await new Promise((r) => setTimeout(r, 0));
+  else assert.equal(await settled(wait), false, "the wait settled before its abort");
 }
 
 /** A channel whose hook records what it gets; `shared` makes it native (share()). */
@@ -361,7 +366,7 @@ for (const shared of [false, true]) {
       const box = { n: 1 };
       const before = Bridge.of(library()).pending;
       const sending = ch.send(box, { signal: ctl.signal });
-      if (when === "after it queued") await afterItQueued(shared, before);
+      if (when === "after it queued") await afterItQueued(shared, before, sending);
       const reason = new Error("stop");
       ctl.abort(reason);
       await assert.rejects(sending, (e) => e === reason);
@@ -444,7 +449,7 @@ Deno.test("a copy's send aborted while it waits (in JavaScript, and queued nativ
   await assert.rejects(first, (e) => e === "one");
   const before = Bridge.of(library()).pending;
   const second = copy.send(2, { signal: c2.signal });
-  await afterItQueued(true, before);
+  await afterItQueued(true, before, second);
   c2.abort("two");
   await assert.rejects(second, (e) => e === "two");
   await assert.rejects(copy.send(3, { signal: AbortSignal.abort("three") }), (e) => e === "three");
@@ -518,7 +523,8 @@ for (const shared of [false, true]) {
         s.onReceive(idle, () => "idle");
         s.onSend(b.ch, y, () => "b");
       }, { signal: ctl.signal });
-      if (when === "after it queued") await afterItQueued(true, before); // a select is native
+      // A select is native.
+      if (when === "after it queued") await afterItQueued(true, before, waiting);
       ctl.abort("stop");
       await assert.rejects(waiting, (e) => e === "stop");
       assert.deepEqual(a.got, [x]);
@@ -617,7 +623,7 @@ Deno.test("a copy's select whose signal aborts: its onSend value reaches the cre
   const ctl = new AbortController();
   const before = Bridge.of(library()).pending;
   const waiting = select((s) => s.onSend(copy, { n: 1 }, () => "sent"), { signal: ctl.signal });
-  await afterItQueued(true, before);
+  await afterItQueued(true, before, waiting);
   ctl.abort("stop");
   await assert.rejects(waiting, (e) => e === "stop");
   await assert.rejects(
