@@ -383,6 +383,23 @@ function chan<T>(capacity?: Capacity, options?: ChannelOptions<T>): Channel<T> {
 }
 
 /**
+ * Resolves once each of `waits`, made since the bridge's pending count was `before`, waits where
+ * a later operation meets it: queued natively when `sharing` (the count grew by their number),
+ * in JavaScript at the call otherwise; either way still pending once the microtasks their calls
+ * left have run (asserted). Before, a setTimeout(0) stood for that.
+ */
+async function waitingNow(before: number, ...waits: Promise<unknown>[]): Promise<void> {
+  const bridge = Bridge.of(library());
+  if (sharing) {
+    await until(
+      () => bridge.pending >= before + waits.length,
+      () => `${waits.length} waits to queue natively: ${bridge.pending - before} did`,
+    );
+  }
+  for (const [i, w] of waits.entries()) assert.equal(await settled(w), false, `wait ${i} settled`);
+}
+
+/**
  * A channel test run twice: with channels only this isolate's JavaScript reaches (values stay
  * in JavaScript), and with shared ones (`share()`: values in the native channel, where a Worker
  * or native code would use them). The semantics must not differ.
@@ -2026,10 +2043,11 @@ bothModes(
   async () => {
     for (const cause of [undefined, new RangeError("why")]) {
       using ch = chan<number>(3);
+      const before = Bridge.of(library()).pending;
       const waiting = (async () => {
         for await (const _ of ch) assert.fail("no value");
       })();
-      await new Promise((r) => setTimeout(r, 0)); // the loop waits (natively when shared)
+      await waitingNow(before, waiting); // the loop waits (natively when shared)
       ch.cancel(cause);
       await assert.rejects(waiting, (e) => e instanceof CancellationError && e.cause === cause);
       await assert.rejects(async () => {
@@ -2103,8 +2121,9 @@ bothModes(
     using ch = chan<number>();
     const ac = new AbortController();
     const it = ch.values({ signal: ac.signal });
+    const before = Bridge.of(library()).pending;
     const pending = it.next();
-    await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+    await waitingNow(before, pending); // waiting (natively when shared)
     const sent = ch.send(7);
     await sent; // taken by the waiting receive
     ac.abort(new Error("too late"));
@@ -2114,8 +2133,9 @@ bothModes(
     for (let i = 0; i < 20; i++) {
       const ac = new AbortController();
       const it = ch.values({ signal: ac.signal });
+      const before = Bridge.of(library()).pending;
       const pending = it.next();
-      await new Promise((r) => setTimeout(r, 0));
+      await waitingNow(before, pending);
       const sent = ch.trySend(i).state;
       ac.abort(new Error("abort"));
       const r = await pending.catch((e) => e);
@@ -2130,8 +2150,9 @@ bothModes(
   async () => {
     using ch = chan<number>();
     const it = ch.values();
+    const before = Bridge.of(library()).pending;
     const pending = it.next();
-    await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+    await waitingNow(before, pending); // waiting (natively when shared)
     assert.deepEqual(await it.return!(), { value: undefined, done: true });
     assert.deepEqual(await within(pending, 5_000, "the released next()"), {
       value: undefined,
@@ -2160,8 +2181,9 @@ bothModes(
     using ch = chan<number>();
     for (const waiting of [2, 3]) {
       const it = ch.values();
+      const before = Bridge.of(library()).pending;
       const pending = Array.from({ length: waiting }, () => it.next());
-      await new Promise((r) => setTimeout(r, 0)); // waiting (natively when shared)
+      await waitingNow(before, ...pending); // waiting (natively when shared)
       assert.deepEqual(await it.return!(), { value: undefined, done: true });
       for (const p of pending) {
         assert.deepEqual(await within(p, 5_000, "a released next()"), {
@@ -2242,8 +2264,10 @@ Deno.test("a channel closed elsewhere with a cause: this isolate reads the cause
     using ch = new Channel<number>(2);
     ch.share();
     ch.trySend(1);
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
     const waiting = ch.receive().then(() => ch.receive()); // the second waits
-    await new Promise((r) => setTimeout(r, 0));
+    await until(() => bridge.pending > before, "the second receive queued natively");
     // Native code (standing for another isolate) closes it with a cause this module encoded.
     const bytes = encodeCause(new SyntaxError("elsewhere", { cause: [1, 2] }))!;
     assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, cancel ? 1 : 0), 1);

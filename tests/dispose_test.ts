@@ -143,6 +143,8 @@ Deno.test("an owner's dispose cancels the channel: every wait on it rejects with
     const tx = new Channel<number>(0);
     const copyRx = share ? Channel.from<number>(rx.share()) : undefined;
     const copyTx = share ? Channel.from<number>(tx.share()) : undefined;
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
     const waits = [
       rx.receive(),
       tx.send(1),
@@ -150,7 +152,13 @@ Deno.test("an owner's dispose cancels the channel: every wait on it rejects with
       select((s) => s.onSend(tx, 2, () => 0)),
       ...(share ? [copyRx!.receive(), copyTx!.send(3)] : []),
     ];
-    await new Promise((r) => setTimeout(r, 0)); // queued natively, if shared
+    // Each queued natively, if shared (before, a setTimeout(0) stood for that).
+    if (share) {
+      await until(
+        () => bridge.pending === before + waits.length,
+        () => `the waits queued natively: ${bridge.pending - before} of ${waits.length}`,
+      );
+    }
     rx[Symbol.dispose]();
     tx[Symbol.dispose]();
     for (const [i, p] of waits.entries()) {
@@ -168,12 +176,15 @@ Deno.test("an owner's dispose cancels the channel: every wait on it rejects with
 Deno.test("a wait on a disposed copy does not keep the process alive", async () => {
   const res = await evalScript(
     `
-    import { Channel } from "./mod.ts";
+    import { Channel, library } from "./mod.ts";
+    import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const ch = new Channel(0);
     ch.share(); // never disposed: its holders are this object and the copy
     const copy = Channel.from(ch.share());
     const got = copy.receive().then(() => "resolved", (e) => e.name);
-    await new Promise((r) => setTimeout(r, 0)); // queued natively: the ring wait is outstanding
+    // Queued natively: the ring wait is outstanding.
+    await until(() => Bridge.of(library()).pendingOutside === 1, "the wait queued natively");
     copy[Symbol.dispose]();
     console.log(await got);
   `,
