@@ -3361,22 +3361,27 @@ Deno.test("a larger received buffer (its own memory) lives while a subarray or i
   const res = await evalScript(
     `
     import { Channel, codecs } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const N = 64 * 1024; // larger than a pooled slice: memory of its own
     for (const codec of [codecs.bytes, codecs.default]) {
       const ch = new Channel(4, { codec });
       ch.share();
       const kept = [];
-      for (let i = 0; i < 20; i++) {
-        ch.trySend(new Uint8Array(N).fill(i + 1));
-        const r = ch.tryReceive();
-        if (r.state !== "ok") throw new Error("no value");
-        // Only a part of it, or its ArrayBuffer, is kept: the received view itself is garbage.
-        kept.push([i + 1, i % 2 ? r.value.subarray(0, 1024) : new Uint8Array(r.value.buffer)]);
-      }
-      for (let k = 0; k < 5; k++) {
-        globalThis.gc();
-        await new Promise((r) => setTimeout(r, 0)); // finalisers run between tasks
-      }
+      const views = [];
+      (() => {
+        for (let i = 0; i < 20; i++) {
+          ch.trySend(new Uint8Array(N).fill(i + 1));
+          const r = ch.tryReceive();
+          if (r.state !== "ok") throw new Error("no value");
+          // Only a part of it, or its ArrayBuffer, is kept: the received view itself is garbage.
+          kept.push([i + 1, i % 2 ? r.value.subarray(0, 1024) : new Uint8Array(r.value.buffer)]);
+          views.push(new WeakRef(r.value));
+        }
+      })();
+      // The received views collected (and their finalisers run, between tasks). Before, five
+      // collections were hoped to take them.
+      const left = () => views.filter((v) => v.deref() !== undefined).length;
+      await collectUntil(() => left() === 0, () => codec.name + ": " + left() + " received views left");
       // More values, in memory freed meanwhile if the kept ones' was.
       for (let i = 0; i < 200; i++) {
         ch.trySend(new Uint8Array(N).fill(0xee));
@@ -3402,17 +3407,21 @@ Deno.test("received buffers and transfers: larger ones are the receiver's own; a
   const res = await evalScript(
     `
     import { Channel, codecs } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const a = new Channel(8, { codec: codecs.bytes }), b = new Channel(8, { codec: codecs.bytes });
     a.share();
     b.share();
     // Larger than a pooled slice: the moved buffer is memory the receiver owns.
     a.trySend(new Uint8Array(64 * 1024).fill(1));
-    const big = a.tryReceive().value;
-    const moved = new Uint8Array(big.buffer.transfer());
-    for (let i = 0; i < 5; i++) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    let bigRef;
+    const moved = (() => {
+      const big = a.tryReceive().value;
+      bigRef = new WeakRef(big);
+      return new Uint8Array(big.buffer.transfer());
+    })();
+    // The received view (its buffer detached) collected, and its finaliser run: before, it was a
+    // module constant, never collected, and five collections stood for that.
+    await collectUntil(() => bigRef.deref() === undefined, "the received view to be collected");
     for (let round = 0; round < 20; round++) {
       b.trySend(new Uint8Array(64 * 1024).fill(2));
       moved.fill(9); // must write only its own memory
