@@ -977,24 +977,26 @@ Deno.test("cells stay reachable while children run, also when their NativeScope 
   const res = await evalScript(
     `
     import { NativeScope, runtime } from "./mod.ts";
+    import { collectUntil } from "./tests/support.ts";
     const rt = runtime({ workers: 2 });
     const collected = [];
     const reg = new FinalizationRegistry((what) => collected.push(what));
     (() => {
       for (let i = 0; i < 50; i++) {
         const scope = NativeScope.create(); // dropped, never waited
-        const cells = rt.cells([200n, 0n]); // sleeps 200 ms, then writes cell 1
-        scope.launch("sleeper", cells);
+        // Sleeps a minute (till the shutdown below ends it, writing cells 1 and 2).
+        const cells = rt.cells([60_000n, 0n, 0n]);
+        scope.launch("cancellable-sleeper", cells);
         reg.register(cells.buffer, "cells");
       }
+      reg.register({}, "dropped"); // collected by the first collection
     })();
-    for (let k = 0; k < 10; k++) {
-      globalThis.gc();
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    const early = collected.length;
-    await rt.drain();
-    await rt.shutdown();
+    // Until a collection took the dropped object and this registry's finaliser ran: one that
+    // took a cells buffer too ran for it as well. Before, ten collections of 1 ms each were
+    // hoped to show it, and to end within the sleepers' 200 ms (after which their cells may go).
+    await collectUntil(() => collected.includes("dropped"), "the dropped object's finaliser");
+    const early = collected.filter((what) => what === "cells").length;
+    await rt.shutdown("cancel"); // the sleepers end: each writes its cells
     if (early !== 0) throw new Error(early + " cells buffers were collected under their sleepers");
   `,
     { v8Flags: ["--expose-gc"] },

@@ -984,7 +984,11 @@ Deno.test("runtime: built-ins saturate instead of wrapping: a huge sleep sleeps,
     if (got.length !== 2 || got[0] !== max - 1n || got[1] !== max || sender[3] !== 2n) {
       throw new Error("chanSender sent " + got + " (sent " + sender[3] + ")");
     }
-    for (let i = 0; i < 50; i++) await new Promise((r) => setTimeout(r, 1));
+    // A 20 ms sleep spawned after it ends first (before, 50 timers of 1 ms stood for that): a
+    // wrapped sleep (0 ns) had ended long before.
+    const short = runtime().cells([20n, 0n]);
+    rt.spawn("sleeper", short);
+    await until(() => short[1] !== 0n, "the 20 ms sleep to end");
     if (sleeper[1] !== 0n) throw new Error("the 2^62 ms sleep ended");
     await rt.shutdown(); // cancels the sleeper
   `);
