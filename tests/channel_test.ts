@@ -3569,13 +3569,15 @@ Deno.test("closing the library destroys its completion ring", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, Status } from "./mod.ts";
     import { Bridge } from "./src/bridge.ts";
+    import { until } from "./tests/support.ts";
     const rings = [];
     for (let i = 0; i < 3; i++) {
       using ch = new Channel(0, { codec: codecs.f64 });
       ch.share();
       const got = ch.receive(); // waits natively, in this library's ring
-      await new Promise((r) => setTimeout(r, 0));
-      ch.trySend(1);
+      const bridge = Bridge.of(library());
+      await until(() => bridge.pending === 1, "the receive queued natively");
+      if (ch.trySend(1).state !== "ok") throw new Error("no receive waited natively");
       await got;
       rings.push(Bridge.of(library()).ring);
       closeLibrary();

@@ -1252,22 +1252,37 @@ Deno.test("a Worker terminated while it waits for native children leaves no thre
 Deno.test("a free-standing NativeScope dropped undisposed is destroyed once collected, its children left to finish", async () => {
   const res = await evalScript(
     `
-    import { Channel, codecs, NativeScope, runtime } from "./mod.ts";
-    import { until } from "./tests/support.ts";
+    import { Channel, codecs, library, NativeScope, runtime, Status } from "./mod.ts";
+    import { collectUntil, until } from "./tests/support.ts";
     const rt = runtime({ workers: 2 });
-    const tick = () => new Promise((r) => setTimeout(r, 0));
+    const sym = library().symbols("test");
+    // Its destroy by the collector's finalizer, waited for (bounded). Before, one gc() and one
+    // macrotask per round were taken for the finalisers' runs.
+    const destroyed = (hs, what) => collectUntil(
+      () => hs.every((h) => sym.kc_scope_live(h) === Status.EBADH),
+      () => what + ": " + hs.filter((h) => sym.kc_scope_live(h) !== Status.EBADH).length + " live",
+    );
     // A dropped scope whose child still waits: not cancelled by the collection.
     using ch = new Channel(0, { codec: codecs.u64 });
     const cells = rt.cells([BigInt(ch.handle), 0n, 0n]);
-    (() => NativeScope.create().launch("receiver", cells))();
+    let droppedRef;
+    const dropped = (() => {
+      const ns = NativeScope.create();
+      droppedRef = new WeakRef(ns);
+      ns.launch("receiver", cells);
+      return ns.handle;
+    })();
     for (let round = 0; round < 4; round++) {
-      for (let i = 0; i < 500; i++) NativeScope.create();
-      globalThis.gc();
-      await tick(); // the finalisers run
+      const hs = [];
+      for (let i = 0; i < 500; i++) hs.push(NativeScope.create().handle);
+      await destroyed(hs, "round " + round);
     }
+    await collectUntil(() => droppedRef.deref() === undefined, "the dropped scope's collection");
     await ch.send(5n);
     await until(() => cells[1] === 1n, "the dropped scope's child to end", 10_000);
     if (cells[2] !== 0n) throw new Error("the child ended with " + cells[2]);
+    // (Collected while its child ran, it waits among the orphans, destroyed at a later look.)
+    if (sym.kc_scope_live(dropped) !== 0) throw new Error("the dropped scope: not idle");
     // Before, every one stayed: a new scope's handle took the 2,002nd slot of the table.
     const probe = NativeScope.create();
     const slot = probe.handle & 0xfffff;
