@@ -7019,8 +7019,14 @@ function open(
     return bad("expected the object channel.share() returns");
   }
   const o = x as Record<string, unknown>;
-  if (o.kind !== "kcoro.channel" || o.version !== 1) {
-    return bad('expected kind "kcoro.channel" and version 1 (from channel.share())');
+  // Each read once (a getter runs once), and both named: the whole object said
+  // "received [object Object]", leaving the caller to guess which of the two was wrong.
+  const kind = o.kind, version = o.version;
+  if (kind !== "kcoro.channel" || version !== 1) {
+    return bad(
+      'expected kind "kcoro.channel" and version 1 (from channel.share())',
+      `kind ${describe(kind)} and version ${describe(version)}`,
+    );
   }
   const { handle, elemSize, zeroCopy, capacity } = o;
   if (

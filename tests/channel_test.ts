@@ -2721,6 +2721,19 @@ Deno.test("Channel.from rejects forged objects with named errors", () => {
   // object, leaving the caller to find which of its fields was wrong.
   for (
     const [forged, message] of [
+      // Kind and version by their own values too (both said "received [object Object]").
+      [
+        { ...ok, kind: "other" },
+        'expected kind "kcoro.channel" and version 1 (from channel.share()), received kind "other" and version 1',
+      ],
+      [
+        { ...ok, version: 2 },
+        'expected kind "kcoro.channel" and version 1 (from channel.share()), received kind "kcoro.channel" and version 2',
+      ],
+      [
+        {},
+        'expected kind "kcoro.channel" and version 1 (from channel.share()), received kind undefined and version undefined',
+      ],
       [
         { ...ok, handle: -1 },
         "handle must be a 32-bit channel handle (1 to 4294967295), received -1",
