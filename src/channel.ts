@@ -3189,7 +3189,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // nothing sent, as an encoding's getter does (`#trySend`). Before, an owner with copies
       // answered as on the cancelled channel its dispose ended, any other object threw, and a
       // send after the close went through.
-      const n = sendLength(value);
+      const n = sendLength(value, "trySend");
       if (this.#callerEnded()) this.#afterCallerCode("trySend");
       const rc = trySendBytes(value, n, scratch, sym, at, this.#handle, "trySend");
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined, "trySend");
@@ -3275,7 +3275,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#bytes) {
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
-      const n = sendLength(value); // before `#handle` is read (see `#trySendBytes`)
+      const n = sendLength(value, op); // before `#handle` is read (see `#trySendBytes`)
       if (this.#callerEnded()) this.#afterCallerCode(op); // as there
       rc = trySendBytes(value, n, slot, sym, at, this.#handle, op);
     } else {

@@ -2485,9 +2485,29 @@ const u64: Codec<bigint> = {
   check: (value, op) => (checkU64(value, op), true),
 };
 
+/**
+ * Whether `value` is a Uint8Array, for codecs.bytes. `instanceof` may run the caller's code (a
+ * Proxy's `getPrototypeOf` trap, an own `Symbol.hasInstance` of Uint8Array's) or throw (a
+ * revoked Proxy): what it throws is the `cause` of the codec's CodecError, as the other codecs
+ * refuse such a value. Before, it was thrown as it was (a bare TypeError "Cannot perform
+ * 'getPrototypeOf' on a proxy that has been revoked", naming neither the call nor the codec).
+ */
+function isBytes(value: unknown, op: string): value is Uint8Array {
+  try {
+    return value instanceof Uint8Array;
+  } catch (e) {
+    throw new CodecError(
+      "bytes",
+      `Cannot ${op}: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
+      { cause: e },
+    );
+  }
+}
+
 function checkBytes(value: unknown, op = "send"): Uint8Array {
-  if (!(value instanceof Uint8Array) || realLength(value) < 0) {
-    const trouble = value instanceof Uint8Array ? viewTrouble(value) : undefined;
+  const is = isBytes(value, op); // once: a trap runs once
+  if (!is || realLength(value) < 0) {
+    const trouble = is ? viewTrouble(value) : undefined;
     throw new CodecError(
       "bytes",
       `Cannot ${op}: ${trouble ?? "codecs.bytes carries Uint8Array values"}, received ${
@@ -2575,10 +2595,11 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
  * @ignore `trySendBytes`'s first step: `value`'s byte length, or -1 when it is no Uint8Array
  * (or a view that reads as none: see `realLength`). Its `instanceof` may run the caller's code
  * (an own `Symbol.hasInstance` of Uint8Array's), which may learn that the channel ended: the
- * caller reads the handle it passes to `trySendBytes` after this (`Channel.#handle`).
+ * caller reads the handle it passes to `trySendBytes` after this (`Channel.#handle`). What that
+ * code throws is the cause of a CodecError whose message names `op`, the caller's call.
  */
-export function sendLength(value: unknown): number {
-  return value instanceof Uint8Array ? realLength(value) : -1;
+export function sendLength(value: unknown, op: string): number {
+  return isBytes(value, op) ? realLength(value) : -1;
 }
 
 /**
@@ -2618,7 +2639,7 @@ const bytes: Codec<Uint8Array> = {
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym, op) {
-    const n = value instanceof Uint8Array ? realLength(value) : -1;
+    const n = isBytes(value, op ?? "send") ? realLength(value) : -1;
     if (n < 0) checkBytes(value, op); // throws the CodecError
     if (n === 0) putEmpty(slot, T_BYTES);
     else putBuffer(slot, value, T_BYTES, sym, "bytes", op, n);

@@ -166,14 +166,28 @@ Deno.test("each codec's error for a value it cannot carry names the call through
     structuredClone(view.buffer, { transfer: [view.buffer] });
     return view;
   };
+  // Proxies whose prototype cannot be read: codecs.bytes threw what its `instanceof` threw, a
+  // bare TypeError ("Cannot perform 'getPrototypeOf' on a proxy that has been revoked") or the
+  // trap's own error, naming neither the call nor the codec; the other codecs refused them.
+  const revoked = () => {
+    const r = Proxy.revocable(new Uint8Array(1), {});
+    r.revoke();
+    return r.proxy;
+  };
+  const trapped = () =>
+    new Proxy(new Uint8Array(1), {
+      getPrototypeOf() {
+        throw new RangeError("the trap's own error");
+      },
+    });
   const cases: [Codec<unknown>, unknown, unknown[]][] = [
     [codecs.f64, 1, ["x", 1n]],
     [codecs.u64, 1n, [-1n, 2n ** 64n, 1]],
-    [codecs.bytes, new Uint8Array([1]), ["x", detached()]],
+    [codecs.bytes, new Uint8Array([1]), ["x", detached(), revoked(), trapped()]],
     [codecs.string, "a", [1, "lone \uD800"]],
     // A function; a platform object, which would arrive empty; one of kcoro's objects.
     [codecs.structured, { a: 1 }, [() => 1, { f: () => 1 }, new URL("http://x/"), codecs.f64]],
-    [codecs.default, 1, [() => 1, new URL("http://x/"), detached()]],
+    [codecs.default, 1, [() => 1, new URL("http://x/"), detached(), revoked(), trapped()]],
   ];
   const paths = ["local", "native, in one call", "native, full", "native, one at a time"] as const;
   for (const [codec, good, bads] of cases) {
@@ -223,6 +237,14 @@ Deno.test("each codec's error for a value it cannot carry names the call through
       }
     }
   }
+  // What reading the prototype threw is the CodecError's cause, as on the default codec.
+  using bytes = new Channel<unknown>(1, { codec: codecs.bytes as never });
+  assert.throws(
+    () => bytes.trySend(trapped()),
+    (e: Error) =>
+      e instanceof CodecError && e.cause instanceof RangeError &&
+      e.cause.message === "the trap's own error",
+  );
 });
 
 Deno.test("trySend's error for a value the codec cannot carry names trySend also behind this isolate's waiting senders and on a Channel.from copy whose channel ended, nothing sent", async () => {
