@@ -2232,6 +2232,39 @@ Deno.test("a select failed by a channel's end still refuses every later onSend c
   assert.equal(pending(), 0);
 });
 
+Deno.test("a select that a cancel fails hands the onSend values to one hook shared by their channels: the failing clause's first when the channel was cancelled before, last when cancelled while it waits", async () => {
+  // README (Select from TypeScript): the failing clause's value, then the others' in clause
+  // order; a cancel that finds the select waiting hands its clause's value over with the rest of
+  // what it dropped, once the waits it failed settled, after the others'.
+  for (const shared of [false, true]) {
+    for (const when of ["before", "while it waits"] as const) {
+      const got: string[] = [];
+      const make = (name: string) => {
+        const ch = new Channel<number>(0, { onUndeliveredElement: (v) => got.push(name + v) });
+        if (shared) ch.share();
+        return ch;
+      };
+      using a = make("a"), b = make("b"), c = make("c");
+      if (when === "before") b.cancel();
+      const failed = select((s) => {
+        s.onSend(a, 1, () => "a");
+        s.onSend(b, 2, () => "b");
+        s.onSend(c, 3, () => "c");
+      });
+      if (when === "while it waits") {
+        assert.equal(await settled(failed), false);
+        b.cancel();
+      }
+      await assert.rejects(failed, CancellationError);
+      assert.deepEqual(
+        got,
+        when === "before" ? ["b2", "a1", "c3"] : ["a1", "c3", "b2"],
+        `shared ${shared}, cancelled ${when}`,
+      );
+    }
+  }
+});
+
 Deno.test("a losing onSend value refused on a channel still open reaches its hook after what a copy dropped there before it", async () => {
   // The copy's drop-oldest trySend drops 1 natively, kept for the creator's hook; nothing of the
   // creator's looks at that list before the select. The select fails on `a` (closed, first in
