@@ -408,10 +408,12 @@ function listenOnly(signal: AbortSignal, listener: () => void): boolean {
   try {
     aborted = abortedOf.call(signal);
   } catch (e) {
-    unlistenAbort(signal, listener);
+    removeAbortListener(signal, listener);
     throw e;
   }
-  if (aborted) unlistenAbort(signal, listener);
+  // Aborted during the listen: the engine never calls a listener added after the abort, nor
+  // drops it, so it goes here (`unlistenAbort` leaves an aborted signal's listeners alone).
+  if (aborted) removeAbortListener(signal, listener);
   return aborted;
 }
 
@@ -478,6 +480,23 @@ export function unlistenableSignal(op: string, cause: unknown): TypeError {
  * engine-internal symbol-keyed properties the caller redefined could make it throw).
  */
 export function unlistenAbort(signal: AbortSignal, listener: () => void): void {
+  // An aborted signal is left alone: every listener `listenOnly` kept on it was added before the
+  // abort, with `once`, so the abort's dispatch calls it and drops it itself (one still to come
+  // in that dispatch finds its wait settled: each listener is idempotent), and the removal,
+  // which scans the signal's list of listeners, would only find it gone. Before, it was asked
+  // for: every wait an abort settled scanned the list of the waits still listening, so aborting
+  // N waits on one signal took N^2/2 steps (20,000 receives: seconds inside `abort()`).
+  let aborted: boolean;
+  try {
+    aborted = abortedOf.call(signal);
+  } catch {
+    aborted = false; // its engine state redefined: the removal says what it says
+  }
+  if (!aborted) removeAbortListener(signal, listener);
+}
+
+/** Removes `listener` by EventTarget's own method; never throws (`unlistenAbort`). */
+function removeAbortListener(signal: AbortSignal, listener: () => void): void {
   try {
     removeListener.call(signal, "abort", listener);
   } catch {

@@ -32,6 +32,7 @@ import {
 import {
   abortListeners,
   catchReported,
+  evalScript,
   jobSendingAsArmed,
   settled,
   shutdownScheduler,
@@ -1679,4 +1680,41 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("aborting many waits on one signal removes no listener from the aborted signal: the abort does work linear in the waits", async () => {
+  // Each wait an abort settled removed its listener (`unlistenAbort`), which the abort's dispatch
+  // had dropped already (`once`): a scan of the signal's list of the waits still listening, so
+  // aborting N waits on one signal took N^2/2 steps (20,000 receives: over a second inside
+  // `abort()`). Counted, not timed: in a child, whose EventTarget.prototype.removeEventListener
+  // counts its calls on an aborted signal before kcoro captures it (src/errors.ts).
+  const res = await evalScript(`
+    const real = EventTarget.prototype.removeEventListener;
+    const aborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted").get;
+    let onAborted = 0;
+    EventTarget.prototype.removeEventListener = function (...args) {
+      if (this instanceof AbortSignal && aborted.call(this)) onAborted++;
+      return real.apply(this, args);
+    };
+    const { Channel, delay, select } = await import("./mod.ts");
+    const ac = new AbortController();
+    const signal = ac.signal;
+    const waits = [];
+    for (const shared of [false, true]) {
+      const a = new Channel(0), b = new Channel(0);
+      if (shared) { a.share(); b.share(); }
+      for (let i = 0; i < 50; i++) {
+        waits.push(a.receive({ signal }), b.send(i, { signal }), a.values({ signal }).next());
+        waits.push(select((s) => { s.onReceive(a, (v) => v); s.onSend(b, i, () => i); }, { signal }));
+      }
+    }
+    waits.push(delay(1e6, { signal }));
+    await delay(0); // the channels' waits queued natively too
+    ac.abort("stop");
+    const outcomes = await Promise.allSettled(waits);
+    const rejected = outcomes.filter((o) => o.status === "rejected" && o.reason === "stop").length;
+    console.log(JSON.stringify({ waits: waits.length, rejected, onAborted }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), { waits: 401, rejected: 401, onAborted: 0 });
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
