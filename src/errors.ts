@@ -403,19 +403,43 @@ export function abortReason(signal: AbortSignal): unknown {
  */
 function listenOnly(signal: AbortSignal, listener: () => void): boolean {
   if (abortedOf.call(signal)) return true;
-  addListener.call(signal, "abort", listener, ONCE);
+  // What the signal is given: `listener` once the signal aborted. An "abort" Event that is no
+  // abort (the caller's `signal.dispatchEvent(new Event("abort"))`) drops this `once` listener
+  // all the same, so it listens again for the real one (the engine calls no listener added
+  // during a dispatch in that dispatch). Before, `listener` itself was given, which such an
+  // event called and dropped (it changes nothing while the signal has not aborted): the wait
+  // kept no listener, and the real abort later left it pending for ever.
+  const heard = (): void => {
+    let aborted: boolean;
+    try {
+      aborted = abortedOf.call(signal);
+    } catch {
+      aborted = true; // `listener` asks again and answers for it, as it did when given
+    }
+    if (aborted) return listener();
+    try {
+      addListener.call(signal, "abort", heard, ONCE);
+    } catch {
+      // only a signal whose engine state the caller redefined after the listen: unheard
+    }
+  };
+  heardBy.set(listener, heard);
+  addListener.call(signal, "abort", heard, ONCE);
   let aborted: boolean;
   try {
     aborted = abortedOf.call(signal);
   } catch (e) {
-    removeAbortListener(signal, listener);
+    removeAbortListener(signal, heard);
     throw e;
   }
   // Aborted during the listen: the engine never calls a listener added after the abort, nor
   // drops it, so it goes here (`unlistenAbort` leaves an aborted signal's listeners alone).
-  if (aborted) removeAbortListener(signal, listener);
+  if (aborted) removeAbortListener(signal, heard);
   return aborted;
 }
+
+/** The listener `listenOnly` gave the signal for each caller's listener: `unlistenAbort`'s. */
+const heardBy = new WeakMap<() => void, () => void>();
 
 /**
  * Adds `listener` for the signal's abort, once, by EventTarget's own method, and answers whether
@@ -492,7 +516,7 @@ export function unlistenAbort(signal: AbortSignal, listener: () => void): void {
   } catch {
     aborted = false; // its engine state redefined: the removal says what it says
   }
-  if (!aborted) removeAbortListener(signal, listener);
+  if (!aborted) removeAbortListener(signal, heardBy.get(listener) ?? listener);
 }
 
 /** Removes `listener` by EventTarget's own method; never throws (`unlistenAbort`). */

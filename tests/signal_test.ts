@@ -38,6 +38,7 @@ import {
   shutdownScheduler,
   trySendNatively,
   untilAborted,
+  within,
 } from "./support.ts";
 import { handlerCountOf } from "../src/job.ts";
 
@@ -1715,6 +1716,44 @@ Deno.test("aborting many waits on one signal removes no listener from the aborte
   `);
   assert.equal(res.code, 0, res.stderr);
   assert.deepEqual(JSON.parse(res.stdout), { waits: 401, rejected: 401, onAborted: 0 });
+});
+
+Deno.test('an "abort" Event dispatched on a signal that has not aborted leaves its waits listening: the real abort later settles each', async () => {
+  // Each wait listened with `once`, so the caller's `signal.dispatchEvent(new Event("abort"))`
+  // called its listener (which changes nothing while the signal has not aborted) and the engine
+  // dropped it: the wait kept no listener, and the real abort left it pending for ever.
+  for (const shared of [false, true]) {
+    const ac = new AbortController();
+    const signal = ac.signal;
+    using a = new Channel<number>(0), b = new Channel<number>(0), c = new Channel<number>(0);
+    if (shared) { for (const ch of [a, b, c]) ch.share(); }
+    const waits = {
+      receive: a.receive({ signal }),
+      receiveCatching: a.receiveCatching({ signal }),
+      send: b.send(1, { signal }),
+      next: a.values({ signal }).next(),
+      select: select((s) => {
+        s.onReceive(c, (v) => v);
+        s.onSend(c, 2, () => 2);
+      }, { signal }),
+      delay: delay(1e9, { signal }),
+      withTimeout: withTimeout(1e9, (s) => untilAborted(s.signal), { signal }),
+      coroutineScope: coroutineScope((scope) => untilAborted(scope.signal), { signal }),
+    };
+    for (const w of Object.values(waits)) w.catch(() => {});
+    for (const [name, w] of Object.entries(waits)) assert.equal(await settled(w), false, name);
+    signal.dispatchEvent(new Event("abort")); // no abort: the signal has not aborted
+    for (const [name, w] of Object.entries(waits)) assert.equal(await settled(w), false, name);
+    ac.abort("stop");
+    for (const [name, w] of Object.entries(waits)) {
+      // A scope's signal cancels it: a CancellationError carrying the reason.
+      const byReason = (e: unknown) =>
+        e === "stop" || (e instanceof CancellationError && e.cause === "stop");
+      // Bounded: before, none of them settled (a failure, not a hang of the file).
+      await assert.rejects(within(w, 10_000, name), byReason, `${name}, shared ${shared}`);
+    }
+    assert.equal(abortListeners(signal), 0);
+  }
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
