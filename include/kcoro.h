@@ -480,7 +480,11 @@ const uint8_t *kc_chan_blocked_flag(uint32_t handle);
  * ABI 22. */
 const uint8_t *kc_chan_waiting_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
- * locked and must not use the channel. Zero-copy: elem is a struct kc_desc without a release.
+ * locked and must not use the channel, also not through a ring: a kc_ring_take, _give_back,
+ * _abort or _withdraw of a ticket of an operation on this channel, or a kc_ring_destroy of a ring
+ * holding one (queued, or completed and not taken yet), takes the channel's lock, which this
+ * thread holds: it waits for itself for good (a hang in that call). The same holds for a
+ * descriptor's release. Zero-copy: elem is a struct kc_desc without a release.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
  * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
  * takes the channel's lock as it goes on or gives its wait up, which this thread holds. A value a

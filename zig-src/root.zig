@@ -2090,7 +2090,9 @@ export fn kc_chan_waiting_flag(h: u32) callconv(.c) ?*const u8 {
 /// int32_t kc_chan_on_undelivered(uint32_t h, void (*hook)(void *ctx, const void *elem),
 ///                                void *ctx): sets (NULL: clears) the hook that receives every
 /// value the channel drops: cancel, destroy with values buffered, drop policies. It runs with
-/// the channel locked and must not call into this channel. Zero-copy channels pass a struct
+/// the channel locked and must not call into this channel, also not through a ring (a take, give
+/// back, abort or withdraw of a ticket on it, a destroy of a ring holding one: each takes the
+/// channel's lock, which this thread holds). Zero-copy channels pass a struct
 /// kc_desc and prefer the descriptor's own release hook.
 export fn kc_chan_on_undelivered(h: u32, hook: ?chan.UndeliveredFn, ctx: ?*anyopaque) callconv(.c) i32 {
     const r = chans();
