@@ -457,7 +457,11 @@ int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *
  * *desc, its buffer the caller's (free it with kc_desc_free, or keep it for another try).
  * KC_ENOMEM with desc->ptr NULL: no buffer could be made, nothing was sent. KC_EINVAL for len 0
  * (send an empty value as the descriptor kc_desc_make of 0 bytes writes, {NULL, 0, NULL, tag},
- * with kc_chan_try_send) or NULL data or desc. New in ABI 17. */
+ * with kc_chan_try_send) or NULL data, with desc->ptr NULL: nothing made (before, *desc was left
+ * as it was: a caller freeing what a failure left freed a stale pointer); or NULL desc. A
+ * KC_EINVAL of the try-send (a channel of another element size) leaves the copy, as any failed
+ * try-send. So after every error but NULL desc, kc_desc_free(desc) frees exactly what the call
+ * made. New in ABI 17. */
 int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t handle, const void *data,
                               uint32_t len, uint32_t tag, struct kc_desc *desc);
 /* The channel's "a receive may succeed now" byte, and (handle_word not NULL) the word holding

@@ -1967,11 +1967,20 @@ export fn kc_chan_try_send_at(handle_word: ?*const u32, h: u32, elem: ?*const an
 /// transition per value instead of two. A failed try-send (KC_EAGAIN, KC_EPIPE, ...) leaves the
 /// made descriptor in *desc, its buffer the caller's (to free, or to keep for a wait), as the
 /// two calls did. KC_ENOMEM with desc->ptr NULL: no buffer could be made, nothing was sent.
-/// KC_EINVAL for len 0 (an empty value travels as an inline descriptor) or NULL data or desc.
-/// New in ABI 17.
+/// KC_EINVAL for len 0 (an empty value travels as an inline descriptor) or NULL data, with
+/// desc->ptr NULL (nothing made; before, *desc was left as it was, so a caller freeing what a
+/// failure left freed a stale pointer), or NULL desc; a KC_EINVAL of the try-send (a channel
+/// of another element size) leaves the copy as any failed try-send does. So after every error
+/// but NULL desc, kc_desc_free(desc) frees exactly what the call made. New in ABI 17.
 export fn kc_chan_try_send_copy(handle_word: ?*const u32, h: u32, data: ?*const anyopaque, len: u32, tag: u32, desc: ?*chan.Descriptor) callconv(.c) i32 {
     const d = desc orelse return Status.invalid.code();
-    if (len == 0 or data == null) return Status.invalid.code();
+    if (len == 0 or data == null) {
+        // Nothing made, and *desc says so, as after KC_ENOMEM: a caller that frees what a
+        // failure left (kc_desc_free(desc)) must not free whatever *desc held before. A refusal
+        // after the copy (a channel of another element size: KC_EINVAL too) leaves the copy.
+        d.ptr = null;
+        return Status.invalid.code();
+    }
     const made = kc_desc_make(data, len, tag, d);
     if (made != 0) {
         d.ptr = null; // says "nothing made" beside the send's own KC_ENOMEM
@@ -8160,9 +8169,23 @@ test "C ABI: kc_chan_try_send_copy copies and sends in one call; a failed send l
     try testing.expectEqual(@as(i32, 0), kc_chan_try_recv_at(word, h, &got, 32));
     try testing.expectEqual(@as(u8, 'z'), @as([*]const u8, @ptrCast(got.ptr.?))[0]);
     try testing.expectEqual(@as(i32, 0), kc_desc_free(&got));
-    // Refused arguments make nothing.
+    // Refused arguments make nothing, and *desc says so (ptr NULL), whatever it held before: a
+    // caller that frees what any failure left (kc_desc_free) frees nothing then. Before, *desc
+    // kept its old pointer (here a freed buffer's), which such a caller freed again.
+    d = .{ .ptr = @ptrFromInt(0x1000), .len = 3 };
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, bytes, 0, tag, &d));
+    try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    d = .{ .ptr = @ptrFromInt(0x1000), .len = 3 };
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, null, 1, tag, &d));
+    try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
+    // A channel of another element size: the try-send's KC_EINVAL, the copy left in `d`.
+    var h8: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h8));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(null, h8, "q", 1, tag, &d));
+    try testing.expectEqual(@as(u8, 'q'), @as([*]const u8, @ptrCast(d.ptr.?))[0]);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h8));
     try testing.expectEqual(Status.invalid.code(), kc_chan_try_send_copy(word, h, bytes, 1, tag, null));
     // A wrong handle, and a closed channel: refused, the copy left in `d`.
     try testing.expectEqual(Status.bad_handle.code(), kc_chan_try_send_copy(word, h +% 1, "a", 1, tag, &d));
