@@ -92,6 +92,25 @@ export let loadedIdOf: (lib: Library) => number;
  * `loadedIdOf`.
  */
 export let symbolsToReleaseOf: (lib: Library) => Deno.DynamicLibrary<Symbols>["symbols"];
+/**
+ * @ignore `lib`'s internal symbols table, the one every kcoro call goes through: as
+ * `lib.symbols(op)` (a {@linkcode LibraryClosedError} for `op` once closed). Internal (mod.ts
+ * does not export it), for kcoro's modules and for tests, which patch a function of it to make a
+ * native call fail (restored after).
+ */
+export let librarySymbols: (lib: Library, op: string) => Deno.DynamicLibrary<Symbols>["symbols"];
+/**
+ * @ignore Runs `hook` when `lib.close()` begins, while the library is still open (to withdraw
+ * what waits natively); once only. One registered while `close()` runs these runs after them
+ * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a
+ * {@linkcode CloseHooksError} that names the hooks by `what`, else by their function's name).
+ */
+export let beforeClose: (lib: Library, hook: () => void, what?: string) => void;
+/**
+ * @ignore Runs `hook` once `lib` is closed (after it is), e.g. to settle operations that were
+ * waiting natively: no completion will come for them; at once if it is closed already.
+ */
+export let onClose: (lib: Library, hook: () => void) => void;
 
 /** Only this module makes a {@linkcode Library}. */
 const MAKE: unique symbol = Symbol("kcoro.Library");
@@ -186,6 +205,32 @@ export class Library {
     loadedIdOf = (lib) => lib.#loadedId;
     isLibrary = (x): x is Library => typeof x === "object" && x !== null && #lib in x;
     symbolsToReleaseOf = (lib) => lib.#symbols;
+    librarySymbols = (lib, op) => {
+      try {
+        if (lib.#lib === null) throw new LibraryClosedError(op);
+        return lib.#symbols;
+      } catch (e) {
+        throw libraryThrown(lib, "read library symbols", e); // as isOpen's
+      }
+    };
+    beforeClose = (lib, hook, what) => {
+      // Checked here: a non-function failed only inside close(), reported as an uncaught
+      // "hook is not a function", which ends the process.
+      Library.#check(lib, "register a close hook");
+      checkFunction("register a close hook", "hook", hook);
+      if (what !== undefined && typeof what !== "string") {
+        throw new TypeError(
+          `Cannot register a close hook: what must be a string, received ${describe(what)}`,
+        );
+      }
+      if (lib.#lib !== null) lib.#beforeClose.push(what === undefined ? hook : { hook, what });
+    };
+    onClose = (lib, hook) => {
+      Library.#check(lib, "register a close hook");
+      checkFunction("register a close hook", "hook", hook); // as beforeClose
+      if (lib.#lib === null) hook();
+      else lib.#onClose.push(hook);
+    };
   }
 
   /**
@@ -298,34 +343,14 @@ export class Library {
   #closing = false;
   #beforeClose: CloseHook[] = [];
 
-  /**
-   * @ignore Runs `hook` when `close()` begins, while the library is still open (to withdraw
-   * what waits natively); once only. One registered while `close()` runs these runs after them
-   * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a
-   * {@linkcode CloseHooksError} that names the hooks by `what`, else by their function's name).
-   */
+  /** @ignore See the module function {@linkcode beforeClose}. */
   beforeClose(hook: () => void, what?: string): void {
-    // Checked here: a non-function failed only inside close(), reported as an uncaught
-    // "hook is not a function", which ends the process.
-    Library.#check(this, "register a close hook");
-    checkFunction("register a close hook", "hook", hook);
-    if (what !== undefined && typeof what !== "string") {
-      throw new TypeError(
-        `Cannot register a close hook: what must be a string, received ${describe(what)}`,
-      );
-    }
-    if (this.#lib !== null) this.#beforeClose.push(what === undefined ? hook : { hook, what });
+    beforeClose(this, hook, what);
   }
 
-  /**
-   * @ignore Runs `hook` once this library is closed (after it is), e.g. to settle operations
-   * that were waiting natively: no completion will come for them.
-   */
+  /** @ignore See the module function {@linkcode onClose}. */
   onClose(hook: () => void): void {
-    Library.#check(this, "register a close hook");
-    checkFunction("register a close hook", "hook", hook); // as beforeClose
-    if (this.#lib === null) hook();
-    else this.#onClose.push(hook);
+    onClose(this, hook);
   }
 }
 
