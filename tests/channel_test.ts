@@ -36,6 +36,7 @@ import {
   Status,
   TimeoutError,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { Bridge } from "../src/bridge.ts";
 import {
   _sharedEntries,
@@ -59,7 +60,10 @@ function nativeSendF64(handle: number, v: number): number {
  * calls one of them uncounted.
  */
 function countCalls(names: string[]) {
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const saved = names.map((n) => sym[n]);
   const spy = {
     calls: 0,
@@ -1313,7 +1317,7 @@ Deno.test("an iterator's next() whose receive throws past its rejection path sti
   // after the earlier one), and a later next() answers done. Before, the first threw from
   // next(); the second threw too and left its turn unsettled: the later next(), queued behind
   // that turn, never settled.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const cause = sym.kc_chan_cause;
   const boom = new Error("boom");
   for (const inTurn of [false, true]) {
@@ -1356,7 +1360,7 @@ Deno.test("a next() made in its turn whose receive throws past its rejection pat
   // first answers done, its 1 given back to the channel, which, closed with nothing left, hands
   // it to onUndeliveredElement. Before, the first resolved with 1 after the iterator had ended,
   // and only then the second rejected.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const cause = sym.kc_chan_cause;
   const boom = new Error("boom");
   const order: string[] = [];
@@ -1622,7 +1626,7 @@ Deno.test("receiveCatching names itself in its errors about the call, local and 
     );
     await assert.rejects(tried, memory, `${op}: its try`);
     // Queued at the end of the turn: the fake stays until it settles.
-    const sym = library().symbols("test") as unknown as Record<string, unknown>;
+    const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
     const real = sym.kc_chan_recv_async_at;
     sym.kc_chan_recv_async_at = failing;
     try {
@@ -1695,7 +1699,7 @@ Deno.test("a channel iterator's next() names 'iterate channel' in its errors abo
     );
     await assert.rejects(tried, memory, "its try");
     // Queued at the end of the turn: the fake stays until it settles.
-    const sym = library().symbols("test") as unknown as Record<string, unknown>;
+    const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
     const real = sym.kc_chan_recv_async_at;
     sym.kc_chan_recv_async_at = failing;
     try {
@@ -1731,7 +1735,7 @@ Deno.test("a channel iterator's next() names 'iterate channel' in its errors abo
 
 Deno.test("tryReceive and tryReceiveMany name themselves in a native failure, as trySend does: the checked path, a mapped channel's fast paths (codecs.f64, codecs.bytes), one at a time", () => {
   // Before, each said "Cannot receive: out of memory or handles", as if receive had been called.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const names = ["kc_chan_try_recv", "kc_chan_try_recv_at"];
   const real = names.map((n) => sym[n] as (...a: unknown[]) => number);
   let fail = false;
@@ -2458,6 +2462,7 @@ Deno.test("a mapped codecs.f64 channel's try-operations throw once it is dispose
   // channel whose flags are mapped for the first time while the library closes.
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     const chans = [0, 1, 2].map(() => new Channel(4, { codec: codecs.f64 }));
     for (const ch of chans) ch.share();
     const warm = (ch, n) => {
@@ -2469,7 +2474,7 @@ Deno.test("a mapped codecs.f64 channel's try-operations throw once it is dispose
     };
     warm(chans[0], 40);
     warm(chans[1], 7); // 14 uses: mapped at the 16th, in the hook below
-    library().beforeClose(() => warm(chans[1], 20));
+    beforeClose(library(), () => warm(chans[1], 20));
     closeLibrary();
     for (const ch of chans) {
       for (const f of [() => ch.trySend(1), () => ch.tryReceive()]) {
@@ -2502,6 +2507,7 @@ Deno.test("a mapped codecs.bytes channel's tryReceive throws once it is disposed
   }
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     const chans = [0, 1, 2].map(() => new Channel(4, { codec: codecs.bytes }));
     for (const ch of chans) ch.share();
     const warm = (ch, n) => {
@@ -2513,7 +2519,7 @@ Deno.test("a mapped codecs.bytes channel's tryReceive throws once it is disposed
     };
     warm(chans[0], 40);
     warm(chans[1], 7); // 14 uses: mapped at the 16th, in the hook below
-    library().beforeClose(() => warm(chans[1], 20));
+    beforeClose(library(), () => warm(chans[1], 20));
     closeLibrary();
     for (const ch of chans) {
       try { ch.tryReceive(); throw new Error("no error"); } catch (e) {
@@ -2576,6 +2582,7 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
   // after the close went through, answering ok.
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, InvalidHandleError, library, LibraryClosedError } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     const fail = (m) => { throw new Error(m); };
     const chans = [0, 1, 2].map(() => new Channel(8, { codec: codecs.bytes }));
     for (const ch of chans) ch.share();
@@ -2592,7 +2599,7 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
     warm(chans[0], 40);
     send(chans[0], 3);
     warm(chans[1], 7); // 14 uses: mapped at the 16th, by a trySend in the hook below
-    library().beforeClose(() => send(chans[1], 5));
+    beforeClose(library(), () => send(chans[1], 5));
     const expect = (f, kind, what) => {
       try { f(); } catch (e) {
         if (!(e instanceof kind)) throw e;
@@ -3687,7 +3694,7 @@ Deno.test("closing the library in the turn native code cancelled a shared channe
  */
 const WITH_DRAINS_HELD = `
   function withDrainsHeld(lib, looks, fn) {
-    const sym = lib.symbols("test");
+    const sym = librarySymbols(lib, "test");
     const drain = sym.kc_ring_drain;
     let closedLooks = 0;
     sym.kc_ring_drain = (...args) => lib.isOpen || closedLooks++ < looks ? 0 : drain(...args);
@@ -3707,17 +3714,19 @@ const WITH_DRAINS_HELD = `
  * `withDrainsHeld`.
  */
 /**
- * Script source for the tests below: `closeInLastRound(lib, last)` closes `lib` with a close hook
- * that adds itself again each round, calling `last` in the last round `close()` runs (its
- * 1000th), past which the bridge's withdrawals do not run again. The CloseHooksError that
- * close throws for the hook left over is expected; any other error is thrown.
+ * Script source for the tests below (an import, then a function): `closeInLastRound(lib, last)`
+ * closes `lib` with a close hook (ffi/load.ts's `beforeClose`) that adds itself again each
+ * round, calling `last` in the last round `close()` runs (its 1000th), past which the bridge's
+ * withdrawals do not run again. The CloseHooksError that close throws for the hook left over is
+ * expected; any other error is thrown.
  */
 const CLOSE_IN_LAST_ROUND = `
+  import { beforeClose as closeHook } from "./ffi/load.ts";
   function closeInLastRound(lib, last) {
     let runs = 0;
-    lib.beforeClose(function again() {
+    closeHook(lib, function again() {
       if (++runs === 1000) last(); // the last round close() runs
-      lib.beforeClose(again);
+      closeHook(lib, again);
     });
     try {
       closeLibrary();
@@ -3731,7 +3740,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
   return evalScript(
     `
     import { Channel, closeLibrary, codecs, InvalidHandleError, library, select } from "./mod.ts";
-    import { symbolsToReleaseOf } from "./ffi/load.ts";
+    import { beforeClose, librarySymbols, symbolsToReleaseOf } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     import { sharedStateOf, watchCancelOf } from "./src/channel.ts";
     import {
@@ -3742,7 +3751,7 @@ function evalOnLibrary(body: string): ReturnType<typeof evalScript> {
       within,
     } from "./tests/support.ts";
     const lib = library();
-    const sym = lib.symbols("test");
+    const sym = librarySymbols(lib, "test");
     const bridge = Bridge.of(lib);
   ` + CLOSE_IN_LAST_ROUND + WITH_DRAINS_HELD + body,
   );
@@ -3902,9 +3911,9 @@ Deno.test("closing the library waits two seconds in all for a record that never 
     other.share();
     const later = [];
     let rounds = 0;
-    lib.beforeClose(function again() {
+    beforeClose(lib, function again() {
       later.push(other.receive().then((v) => "resolved " + v, (e) => "rejected " + e.name));
-      if (++rounds < 30) lib.beforeClose(again);
+      if (++rounds < 30) beforeClose(lib, again);
     });
     const now = performance.now;
     let clock = 0;
@@ -4517,6 +4526,7 @@ Deno.test("closing the library hands the values of a send and a select it cuts o
  */
 const TWO_NEXTS_AT_CLOSE = `
     import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { beforeClose, librarySymbols } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     import { trySendNatively, until, within } from "./tests/support.ts";
     ${WITH_DRAINS_HELD}
@@ -4581,7 +4591,7 @@ Deno.test("closing the library settles a next() that a close hook calls while ea
     await drainedAndCutOff(1, async ({ lib, ch, token, it, log, name, all, drained }) => {
       const sent = withDrainsHeld(lib, drained ? 0 : Infinity, () => {
         const sent = [trySendNatively(ch.handle, 5)];
-        lib.beforeClose(() => { // after the bridge's withdrawals
+        beforeClose(lib, () => { // after the bridge's withdrawals
           sent.push(trySendNatively(ch.handle, 6)); // buffered: no receive waits natively now
           all.push(name("third", it.next()));
         });
@@ -5394,7 +5404,7 @@ Deno.test("settleWhere: the drain of the records it held, leaving nothing that k
   // so that the test does not depend on that timeout.
   const lib = library();
   const bridge = Bridge.of(lib);
-  const sym = lib.symbols("test");
+  const sym = librarySymbols(lib, "test");
   const raw = sym as unknown as Record<string, unknown>;
   await until(() => !bridge.waiting && bridge.pending === 0, "no ring wait outstanding");
   const realWait = raw.kc_ring_wait, realInterrupt = raw.kc_ring_interrupt;
@@ -5446,7 +5456,10 @@ Deno.test("settleWhere: where the ring cannot be drained after a full batch, the
       (e) => outcomes[i] = String(e),
     ));
   await until(() => bridge.pending === before + n, "the receives queued natively");
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const value = new Float64Array(1);
   for (let i = 0; i < n; i++) {
     value[0] = i;
@@ -5620,12 +5633,13 @@ Deno.test("the library's close makes no kc_ring_destroy of a ring destroyed by h
   // destroyed the gone ring again (KC_EBADH back, ignored).
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     import { until, within } from "./tests/support.ts";
     const calls = [];
     for (const byHand of [true, false]) {
       const lib = library();
-      const sym = lib.symbols("test");
+      const sym = librarySymbols(lib, "test");
       const bridge = Bridge.of(lib);
       const ch = new Channel(0, { codec: codecs.f64 });
       ch.share();
@@ -5695,6 +5709,7 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
   for (const round of ["a later", "the last"]) {
     const res = await evalScript(`
       import { Channel, closeLibrary, library } from "./mod.ts";
+      import { beforeClose } from "./ffi/load.ts";
       import { Bridge } from "./src/bridge.ts";
       import { watchCancelOf } from "./src/channel.ts";
       ${CLOSE_IN_LAST_ROUND}
@@ -5712,7 +5727,7 @@ Deno.test("close watches whose records a close hook's cancels held after the rin
         two.cancel(new Error("two"));
       };
       if (${JSON.stringify(round)} === "a later") {
-        lib.beforeClose(cancel);
+        beforeClose(lib, cancel);
         closeLibrary();
       } else closeInLastRound(lib, cancel);
       for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0)); // nothing more comes
@@ -5893,6 +5908,7 @@ Deno.test("a wait queued by code a later close hook runs fails with LibraryClose
   // owner's destroyed the native channel any more (it leaked).
   const res = await evalScript(`
     import { Channel, closeLibrary, library, select } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     const lib = library();
     Bridge.of(lib); // its close hook comes first
@@ -5900,7 +5916,7 @@ Deno.test("a wait queued by code a later close hook runs fails with LibraryClose
     const copy = Channel.from(owner.share());
     const handle = owner.handle;
     const outcomes = [];
-    lib.beforeClose(() => {
+    beforeClose(lib, () => {
       const name = (e) => e.name;
       outcomes.push(copy.send(1).then(() => "resolved", name)); // waits in JavaScript
       // The select's probe queues that send natively first, then the select's own.
@@ -5925,6 +5941,7 @@ Deno.test("a wait a later close hook queues and a native peer completes before t
   // queued after the hook are withdrawn or settled as those before it are.
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, select } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     import { Bridge } from "./src/bridge.ts";
     const lib = library();
     Bridge.of(lib); // its close hook comes first
@@ -5936,7 +5953,7 @@ Deno.test("a wait a later close hook queues and a native peer completes before t
     const ptr = Deno.UnsafePointer.of(slot);
     const outcomes = [];
     const natively = [];
-    lib.beforeClose(() => {
+    beforeClose(lib, () => {
       const name = (e) => e.name;
       outcomes.push(select((s) => s.onSend(copy, 5, () => "sent")).then((v) => v, name));
       natively.push(sym.kc_chan_try_recv(handle, ptr, 8), slot[0]); // takes the 5
@@ -6354,7 +6371,10 @@ Deno.test("waits queued natively reuse their slots: 300 waits make at most two, 
 Deno.test("a send waiting in JavaScript on a shared channel counts one full failure, however often it retries", async () => {
   using ch = new Channel<number>(1, { codec: codecs.f64 });
   const handle = ch.handle; // shared: another thread fills the channel whenever it has room
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const value = new Float64Array(1);
   const other = sym.kc_chan_try_send;
   let refills = 0;
@@ -7163,7 +7183,10 @@ function withFakeSymbols<R>(
   fakes: Record<string, (original: (...a: unknown[]) => number, ...a: unknown[]) => number>,
   f: () => R,
 ): R {
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const names = Object.keys(fakes);
   const saved = names.map((n) => sym[n]);
   names.forEach((n, i) => sym[n] = (...a: unknown[]) => fakes[n](saved[i], ...a));
@@ -8688,7 +8711,7 @@ Deno.test("a hand-off between waits of this isolate on a native channel makes no
         }
       };
       await round(-1); // the first hand-off maps the bytes (`#receiverMayWaitNatively`)
-      const sym = library().symbols("test") as unknown as Record<string, unknown>;
+      const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
       // All but the clock read that records an operation's time once a tick of the counters'
       // clock (`#stamp`, as a native hand-off records one): when it comes is the host's timing.
       const names = Object.keys(sym).filter((n) =>
@@ -9703,7 +9726,10 @@ Deno.test("shared: native code's cancel between a send's read of the waiting byt
   // the buffer), then cancels the channel (6 dropped). Both receives reject, then the hook runs
   // for 6 (its close of `b` settling after them). Before, that flush was no batch: the first
   // receive's settle ran the hook before it, and the second, rejected.
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const hook: number[] = [];
   using b = new Channel<number>();
   using a = new Channel<number>(1, {
@@ -9757,7 +9783,10 @@ for (const call of ["receive", "tryReceive", "tryReceiveMany", "metrics"] as con
     // the hook runs for 5 (its close of `b` settling after them), as a local cancel settles them.
     // Before, the hook ran at once and the receives rejected at the end-of-turn flush, after
     // the close of `b`: "receive b; receive 1; receive 2".
-    const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+    const sym = librarySymbols(library(), "test") as unknown as Record<
+      string,
+      (...a: unknown[]) => number
+    >;
     const hook: number[] = [];
     using b = new Channel<number>();
     using a = new Channel<number>(1, {
@@ -9817,7 +9846,10 @@ Deno.test("drop-oldest: the waits still in JavaScript are counted from share() o
   // last receives of the second part would not reject before the hook runs (the cancel's order,
   // tested above); counted too many, the first part's take would read the status with no wait
   // in JavaScript.
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const hook: number[] = [];
   using b = new Channel<number>();
   using a = new Channel<number>(1, {
@@ -9901,7 +9933,10 @@ for (const call of ["tryReceive", "trySend handed"] as const) {
     // call took before (1, another thread's drop) after those, as README and `#collectAfter` say; every
     // hand immediate (none left to a batch), also after a send handed straight to a receive
     // waiting in JavaScript. The hook's close of `b` on its first value settles after the waits.
-    const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+    const sym = librarySymbols(library(), "test") as unknown as Record<
+      string,
+      (...a: unknown[]) => number
+    >;
     const hook: number[] = [];
     using b = new Channel<number>();
     const a = new Channel<number>(1, {
@@ -10071,7 +10106,10 @@ Deno.test("native code's destroy learnt with sends waiting in JavaScript whose e
   // discard that throws (here `kc_desc_free`, made to throw once after freeing) used to end
   // that loop: the later send stayed pending for good, what the destroy dropped and the sends'
   // values never reached the hook, and the call that learnt of the destroy threw the error.
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const hook: unknown[] = [];
   using a = new Channel<{ v: number }>(1, { onUndeliveredElement: (v) => hook.push(v) });
   a.share();

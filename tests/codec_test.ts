@@ -21,6 +21,7 @@ import {
   Status,
   TimeoutError,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   catchReported,
@@ -1918,7 +1919,7 @@ Deno.test("a stand-in for an Error with no stack carries none, as a copyable one
 });
 
 Deno.test("garbled structured bytes (C code's, or another codec's) are a CodecError, freed; the channel goes on", () => {
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   // A channel C code made untyped: what comes in is whatever its writers put there.
   const h = createNative(codecs.default);
   const frees = { n: 0 };
@@ -2145,7 +2146,7 @@ Deno.test("an escape (share, handle, select) with no native memory for a local c
   // (`#migrate`), its error reported as uncaught (which ends a process with no "error"
   // listener), and share() answered as if all had moved. Native memory cannot be exhausted in
   // a test: the allocating calls fail from the second on, as they would with none left.
-  const sym = library().symbols("test") as unknown as Record<
+  const sym = librarySymbols(library(), "test") as unknown as Record<
     string,
     (...a: unknown[]) => number
   >;
@@ -2237,7 +2238,7 @@ Deno.test("an unlimited channel's escape whose native buffer finds no memory to 
   // slots) went to onUndeliveredElement as dropped, share() answering as if all had moved.
   // Native memory cannot be exhausted in a test: the third send answers KC_ENOMEM, as a send
   // whose grow() fails does (the value not taken).
-  const sym = library().symbols("test") as unknown as Record<
+  const sym = librarySymbols(library(), "test") as unknown as Record<
     string,
     (...a: unknown[]) => number
   >;
@@ -2293,7 +2294,7 @@ Deno.test("an escape whose take-back of the values it moved in fails (which cann
   // holding those values): made to fail here, at the second, the channel is left as it is, not
   // destroyed with a value in it. Before, each try-receive's result was ignored and the destroy
   // freed that value's copy (kept it for the hook) as the escape freed it too.
-  const sym = library().symbols("test") as unknown as Record<
+  const sym = librarySymbols(library(), "test") as unknown as Record<
     string,
     (...a: unknown[]) => number
   >;

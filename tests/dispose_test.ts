@@ -12,6 +12,7 @@ import {
   library,
   select,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause, giveSlot, takeSlot } from "../src/codec.ts";
 import {
@@ -903,7 +904,7 @@ Deno.test("close() that learns of native code's destroy from its flush of the wa
   // the dead handle, and the owner (or copy) learns of the destroy there. Before, close() then
   // called kc_chan_close with the dead handle all the same (a later channel given the handle's
   // value would have been closed), answering false only from its KC_EBADH.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   // The library's one symbols object (every call site reads it): its close, counted.
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   for (const who of ["owner", "copy"] as const) {
@@ -955,7 +956,7 @@ Deno.test("a try-operation that learns of the channel's end from the waits still
   // handle and the object learns of the end there. Before, the try-operation then made its own
   // native try with the dead handle all the same (a later channel given the handle's value
   // would have been sent to or received from), answering closed only from its KC_EBADH.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   // The library's one symbols object (every call site reads it): its try-operations, counted.
   type Fn = (...args: never[]) => number;
   const patchable = sym as unknown as Record<string, Fn>;
@@ -1009,7 +1010,7 @@ Deno.test("a trySend whose value's getter, run as the value is encoded, learns o
   // the owner's isClosedForSend, its first call after the destroy, which learns it. Before, the
   // try-send went on to native code with the dead handle all the same, answering closed only
   // from its KC_EBADH (a later channel given the handle's value would have been sent to).
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   type Fn = (...args: never[]) => number;
   const patchable = sym as unknown as Record<string, Fn>;
   const names = ["kc_chan_try_send", "kc_chan_try_send_at", "kc_chan_try_send_n"];
@@ -1048,7 +1049,7 @@ Deno.test("the end one object of this isolate learns closes the gate of each of 
   // isClosedForSend, run by the value's getter as the caller's trySend encodes it, learns of
   // native code's destroy; the caller's try-send, given its own gate after the encoding, must
   // not reach the dead handle (a later channel given its value would be sent to).
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_try_send", "kc_chan_try_send_at"];
   for (const who of ["owner", "copy"] as const) {
@@ -1101,7 +1102,7 @@ Deno.test("the end a Channel.from copy learns mid-call closes the gate of an own
   // an owner was not reachable from the entry: the copy's end left its gate open, and its call
   // went on to the dead handle (a later channel given its value, once the slot's generation
   // wrapped, would have been sent to, closed, cancelled or selected on).
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = [
     "kc_chan_try_send",
@@ -1331,7 +1332,7 @@ Deno.test("a codecs.bytes trySend whose value's check runs the caller's code (an
   // `instanceof Uint8Array` first, which runs an own Symbol.hasInstance of Uint8Array's: here one
   // that reads another copy's isClosedForSend, its first call after the destroy. Before, the
   // handle was read for that call before the check ran, and the send went to the dead handle.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
   for (const mapped of [false, true]) {
@@ -1367,7 +1368,7 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter, run as the caus
   // the dead handle all the same (a later channel given the handle's value would have been
   // closed or cancelled, this cause stored as its), answering as cancelled only from its
   // KC_EBADH.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_close_cause", "kc_chan_close", "kc_chan_cancel"];
   for (const op of ["close", "cancel"] as const) {
@@ -1419,7 +1420,7 @@ Deno.test("cancel() that meets another thread's destroy between its status read 
   // queueing, and the object learns the end there. Before, cancel() went on to kc_chan_cancel
   // (kc_chan_close_cause with a cause) with the dead handle all the same: once its slot is
   // reused, that cancels whatever later channel has the handle's value.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_cancel", "kc_chan_close_cause", "kc_chan_close"];
   const realStatus = sym.kc_chan_status;
@@ -1472,7 +1473,7 @@ Deno.test("a close(cause) or cancel(cause) whose cause's getter disposes the obj
   // kc_chan_close_cause with the dead handle (a later channel given its value would have been
   // closed or cancelled). A copy: its dispose gave its hold back, and the close or cancel then
   // acted on a channel it no longer held. Each throws what a call after the dispose throws.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_close_cause", "kc_chan_close", "kc_chan_cancel"];
   for (const op of ["close", "cancel"] as const) {
@@ -1543,7 +1544,7 @@ Deno.test("a codecs.bytes trySend whose value's check (an own Symbol.hasInstance
   // The check runs before the handle is read (`sendLength`); the dispose destroyed the channel
   // and (no copy to tell) did not mark it ended. Before, the try-send went to the dead handle
   // (kc_chan_try_send_copy), answering KC_EBADH, thrown as the dispose's InvalidHandleError.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_try_send_copy", "kc_chan_try_send", "kc_chan_try_send_at"];
   for (const mapped of [false, true]) {
@@ -1691,6 +1692,7 @@ Deno.test("an owner's dispose after closeLibrary() ends the channel for its Chan
   // earlier copy's dispose gave a hold back on the dead handle; the entry stayed in the table.
   const res = await evalScript(`
     import { CancellationError, Channel, closeLibrary, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { _sharedEntries } from "./src/channel.ts";
     import { spyCalls } from "./tests/support.ts";
     const calls = [];
@@ -1698,7 +1700,7 @@ Deno.test("an owner's dispose after closeLibrary() ends the channel for its Chan
       spyCalls(sym, Object.keys(sym).filter((n) => n.startsWith("kc_")), (n, args) => {
         if (args.includes(h)) calls.push(n);
       });
-    const oldSym = library().symbols("test");
+    const oldSym = librarySymbols(library(), "test");
     const entries = _sharedEntries();
     const owner = new Channel(4);
     const info = owner.share();
@@ -1709,7 +1711,7 @@ Deno.test("an owner's dispose after closeLibrary() ends the channel for its Chan
     const out = { entries: _sharedEntries() - entries };
     {
       owner[Symbol.dispose]();
-      using _a = spyAll(library().symbols("test"), h);
+      using _a = spyAll(librarySymbols(library(), "test"), h);
       using _b = spyAll(oldSym, h);
       out.entriesEnded = _sharedEntries() - entries;
       before[Symbol.dispose]();
@@ -1823,7 +1825,7 @@ Deno.test("a select's onSend clause whose value's check disposes its channel (a 
   // answered as on the cancelled channel (its CancellationError) when a clause came before the
   // send clause, and on a live copy a ready clause before it fired (the native select was given
   // the disposed copy's dead-handle marker).
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   for (const codec of [codecs.default, codecs.bytes] as Codec<unknown>[]) {
     for (const ended of [false, true]) {
       for (const before of ["none", "empty", "ready"] as const) {
@@ -1923,7 +1925,7 @@ Deno.test("an owner's dispose with a send queued natively: the send's record, dr
   // failed collects the kept values: before, through the dead handle's value
   // (kc_chan_take_undelivered), which names a later channel once its slot is reused, whose
   // kept values this disposed owner's hook would then have taken.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const patchable = sym as unknown as Record<string, (...args: never[]) => number>;
   const names = ["kc_chan_take_undelivered", "kc_chan_cause", "kc_chan_status"];
   using reported = catchReported();
@@ -2056,7 +2058,7 @@ Deno.test("an owner whose channel native code destroyed, seen first by a copy of
   // a share object built with the handle's value told no one, the owner's sends' values were
   // freed as they failed (never handed to the hook), and what the destroy dropped reached the
   // hook only at the owner's dispose.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   for (const how of ["handle", "select"] as const) {
     using reported = catchReported();
     const dropped: unknown[] = [];

@@ -34,6 +34,7 @@ import {
   TimeoutError,
   withTimeout,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 
 const MINUTE = 60_000n;
 
@@ -432,7 +433,7 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
  * real call's. `restore()` puts the real call back.
  */
 function holdFirstWaitSlice(): { resolve(): void; restore(): void } {
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const real = sym.kc_scope_wait as (handle: number, deadline: bigint) => Promise<number>;
   const gate = Promise.withResolvers<void>();
   let hold = true;
@@ -778,7 +779,7 @@ Deno.test("a scope whose native children were abandoned (shutdown, library close
 Deno.test("a native wait for children that answers a positive result no wait gives fails the scope with an internal error naming the result received", async () => {
   // The watch's answer faked (kc_scope_watch answers 0 or a negative status). Before, the
   // message ended "answered a result no wait gives (KC_RESULT)", the result itself not said.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const real = sym.kc_scope_watch;
   sym.kc_scope_watch = () => Promise.resolve(7);
   const sleeper = cells(MINUTE);
@@ -809,7 +810,7 @@ Deno.test("a scope whose watch of its native children fails (KC_ENOMEM) settles 
   // The watch's answer faked, and the native cancel held back so that the child runs on past
   // the failure (a C function that does not look at its cancellation would). Before, the scope
   // failed at once and completed, destroying its native scope under the running child.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realWatch, realCancel, realWait] = [
     sym.kc_scope_watch,
     sym.kc_scope_cancel,
@@ -856,7 +857,7 @@ Deno.test("a scope whose watch of its native children fails (KC_ENOMEM) cancels 
   // Only the watch faked: nothing else cancels the scope (its block returned, the owner waits
   // for its children), so a child that sleeps a minute ends early only if the failed watch
   // cancels the native scope before it waits for the children.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realWatch = sym.kc_scope_watch;
   const sleeper = cells(MINUTE);
   let outcome: unknown = "pending";
@@ -881,7 +882,7 @@ Deno.test("disposing a native scope whose wait for its children fails (KC_ENOMEM
   // function that does not look at its cancellation would). Before, the dispose destroyed the
   // scope under its running child (and let go of its C functions' children's cells) and
   // rethrew the wait's own error.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realWait, realCancel] = [sym.kc_scope_wait, sym.kc_scope_cancel];
   const sleeper = cells(MINUTE);
   const ns = NativeScope.create();
@@ -1155,8 +1156,9 @@ Deno.test("a native scope made before a runtime shutdown takes no launch after a
 Deno.test("a shutdown and restart elsewhere right before NativeScope.create's native call makes it a ShutdownError, not a scope on the later scheduler", async () => {
   const res = await evalScript(`
     import { library, NativeScope, runtime, ShutdownError } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     const rt = runtime({ workers: 1 });
-    const sym = library().symbols("test");
+    const sym = librarySymbols(library(), "test");
     // The table every call reads its functions from, writable for the test.
     const table = sym;
     const { kc_scope_create, kc_scope_create_gen } = table;
@@ -1541,7 +1543,7 @@ Deno.test("a CompletableDeferred owning native children takes their failure, as 
   // result"), so the children's job fails at once. Before, the CompletableDeferred failed and
   // the failure went to reportError as well (it did not take its children's failures).
   using reported = catchReported();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const real = sym.kc_scope_watch;
   sym.kc_scope_watch = () => Promise.resolve(7);
   const sleeper = cells(MINUTE);
@@ -1679,7 +1681,7 @@ Deno.test("disposing a TypeScript scope's own native scope whose children a shut
   // ended) so that it finds the scope destroyed, as it does when the dispose's own wait settles
   // first. It settled such a scope as if its children had finished: the owner, cancelled by the
   // dispose, rejected with a CancellationError, and the abandoned work went unreported.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const real = sym.kc_scope_watch as (handle: number, deadline: bigint) => Promise<number>;
   const gate = Promise.withResolvers<void>();
   let held = 0;

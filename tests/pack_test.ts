@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { decodeUtf8, malformedReason, pack, packed, setDecodePiece, unpack } from "../src/pack.ts";
 import { Channel, CodecError, codecs, library } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { evalScript, lengthClaimingProxy, prng } from "./support.ts";
 
 const encoder = new TextEncoder();
@@ -1224,7 +1225,10 @@ Deno.test("differential fuzz: shared channels deliver what structuredClone copie
 
 /** Counts native buffers made (`kc_desc_make`, `kc_desc_make_at`) until `restore`. */
 function countMakes() {
-  const sym = library().symbols("test") as unknown as Record<string, (...a: unknown[]) => number>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => number
+  >;
   const names = ["kc_desc_make", "kc_desc_make_at"];
   const saved = names.map((n) => sym[n]);
   const spy = { makes: 0, restore: () => names.forEach((n, i) => sym[n] = saved[i]) };

@@ -40,6 +40,7 @@ import {
   supervisorScope,
   type WaitOptions,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
 import { closedResultOf, destroyedSeenOf, hookChannel } from "../src/channel.ts";
@@ -1580,7 +1581,7 @@ async function destroyWhileCausesRead(
   run: (arm: (ch: Channel<number>) => void) => Promise<void>,
 ): Promise<boolean> {
   const lib = library();
-  const sym = lib.symbols("test");
+  const sym = librarySymbols(lib, "test");
   const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
   const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
   // Library instances are frozen: its prototype's `symbols` is wrapped, and restored below.
@@ -1976,7 +1977,7 @@ Deno.test("produce: native code destroying the channel, learnt first by a Channe
   // share() registered the creator for that: such a copy told no one, and the producer went on
   // until the watch's record of the destroy's cancel was drained in a later turn, or its own
   // next call on the channel (here the block returns instead, failing the check below).
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   for (const how of ["handle", "select"] as const) {
     let abortedInTurn: boolean | undefined;
     let tried: unknown = undefined;
@@ -5479,7 +5480,7 @@ Deno.test("a producer's send made after its consumer disposed the shared channel
   // The value went through the channel's undelivered path as a live channel's does: it read the
   // native kept list (kc_chan_take_undelivered) and reported its count (kc_chan_add_metrics) with
   // the disposed channel's handle, whose value a later channel may hold by then.
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   type Fn = (...args: never[]) => unknown;
   const patchable = sym as unknown as Record<string, Fn>;
   const names = Object.keys(patchable).filter((n) => typeof patchable[n] === "function");

@@ -13,6 +13,7 @@ import {
   ShutdownError,
   Status,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { evalScript, shutdownScheduler, until, within } from "./support.ts";
 import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
@@ -669,7 +670,7 @@ Deno.test("runtime: a drain that ran dry as a finish elsewhere began keeps the c
   // call between its run-dry wait and that read, is where the finish is made to begin here.
   await runtime().shutdown();
   const rt = runtime({ workers: 1 });
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const ended = sym.kc_sched_ended;
   // The FFI object's functions are plain properties: replaced for this test, put back after.
   const patch = sym as { kc_sched_ended: (generation: bigint) => number };
@@ -743,7 +744,7 @@ Deno.test("runtime: a Runtime shut down stays so once a later scheduler runs: it
 
 Deno.test("runtime: a shutdown and restart elsewhere right before spawn's native call makes it a ShutdownError, not a spawn onto the later scheduler", async () => {
   const rt = runtime({ workers: 1 });
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   // The table every call reads its functions from, writable for the test.
   const table = sym as unknown as Record<string, (...args: unknown[]) => unknown>;
   const { kc_spawn, kc_spawn_gen } = table;
@@ -780,7 +781,7 @@ Deno.test("runtime: a shutdown and restart elsewhere right before spawn's native
 
 Deno.test("runtime: a cancel and restart elsewhere right before drain's native call is a ShutdownError, not the later scheduler's emptiness", async () => {
   const rt = runtime({ workers: 1 });
-  const sym = library().symbols("test");
+  const sym = librarySymbols(library(), "test");
   const table = sym as unknown as Record<string, (...args: unknown[]) => unknown>;
   const { kc_sched_drain_for } = table;
   // Another isolate (or C code) cancels the scheduler and starts a later one between what the
@@ -2423,7 +2424,7 @@ Deno.test("runtime: a drain already waiting when a finishing shutdown comes (its
   // The drain's native slice held back (faked) until the finish has ended, so the drain meets
   // it while waiting (DRAIN_SETTLED), not as a call made during it. Before, that path resolved
   // { parked: 0 } though the finish abandoned a producer parked on a full channel.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const real = sym.kc_sched_drain_for;
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler(); // its own scheduler: no coroutine an earlier one left counts
@@ -2452,7 +2453,7 @@ Deno.test("runtime: a drain whose slice ran dry just before its Runtime's finish
   // the check sees it still running. Before, { parked: 0 } (no scheduler running at the read)
   // though the finish abandoned a producer parked on a full channel.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
   using parked = await parkedSender(1, true);
   const { rt } = parked;
@@ -2483,7 +2484,7 @@ Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, sti
   // finish drains or joins). Held open by fakes until the finish settles. Before, { parked: 0 }
   // though the finish then abandoned a producer parked on a full channel.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded, realInfo] = [
     sym.kc_sched_drain_for,
     sym.kc_sched_ended,
@@ -2522,7 +2523,7 @@ Deno.test("runtime: a drain whose slice ran dry just before a cancel (its Runtim
   // ran (kc_sched_ended: KC_EBUSY, faked once) and the read of what is live: a cancel that stops
   // the scheduler in between. Before, { parked: 0 } though the cancel abandoned a producer
   // parked on a full channel when the drain ran dry.
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler();
@@ -2556,7 +2557,7 @@ Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave 
   // KC_EBUSY until the next shutdown. Before, the drain resolved { parked: 0 } at once though a
   // producer was parked on a full channel.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realInfo = sym.kc_sched_info;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
@@ -2588,13 +2589,14 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running pa
   // stubbed once nothing else of the script's waits on a timer: no timing is measured.
   const res = await evalScript(`
     import { Channel, codecs, library, runtime } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const full = new Channel(2, { codec: codecs.u64 });
     const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
     rt.spawn("chanSender", sender);
     await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = library().symbols("test");
+    const sym = librarySymbols(library(), "test");
     const realInfo = sym.kc_sched_info;
     const realSetTimeout = globalThis.setTimeout;
     const pauses = [];
@@ -2631,7 +2633,7 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running is
   // that gave up with KC_EBUSY), but the shutdown that follows is this Runtime's, asked for while
   // the drain goes on in rounds (between them or in one): a finish settles it with what it left
   // parked (the producer on a full channel), a cancel makes it a ShutdownError (README).
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realInfo = sym.kc_sched_info;
   for (const mode of ["finish", "cancel"] as const) {
     await shutdownScheduler();
@@ -2666,7 +2668,7 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
   // later runtime() runs two of its own parked. Before, the drain counted the later
   // scheduler's ({ parked: 2 }): kc_sched_info's generation was not read.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
   using parked = await parkedSender(1, true);
   const { rt } = parked;
@@ -2707,13 +2709,14 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
   // channel. Before, { parked: 0 }, as if it had run to its end.
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, runtime, Status } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { until } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const full = new Channel(2, { codec: codecs.u64 });
     const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
     rt.spawn("chanSender", sender);
     await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = library().symbols("test");
+    const sym = librarySymbols(library(), "test");
     let release;
     const real = sym.kc_sched_drain_for;
     sym.kc_sched_drain_for = () => new Promise((r) => release = r);
@@ -2740,13 +2743,14 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   for (const at of ["pause", "round"]) {
     const res = await evalScript(`
       import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
+      import { librarySymbols } from "./ffi/load.ts";
       import { until } from "./tests/support.ts";
       const rt = runtime({ workers: 1 });
       const full = new Channel(2, { codec: codecs.u64 });
       const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
       rt.spawn("chanSender", sender);
       await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-      const sym = library().symbols("test");
+      const sym = librarySymbols(library(), "test");
       const realInfo = sym.kc_sched_info;
       const realDrain = sym.kc_sched_drain_for;
       let reads = 0, release;
@@ -2782,7 +2786,7 @@ Deno.test("runtime: a drain settled by a finish elsewhere (C code, another isola
   // reads, so that the drain surely reads it before the join). Before, the drain resolved
   // { parked: 0 } then, though that finish abandoned a producer parked on a full channel.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realAbandoned = sym.kc_sched_abandoned as (g: bigint) => number;
   using parked = await parkedSender(1, true);
   const { rt } = parked;

@@ -36,6 +36,7 @@ import {
   select,
   type SelectBuilder,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
 import { Bridge } from "../src/bridge.ts";
 import { _ENDED_HANDLE, _testRefusalFault, selectHandleOf, sharedStateOf } from "../src/channel.ts";
 
@@ -2318,10 +2319,14 @@ function dropsAndUnholds(): {
       return { b, bc: Channel.from<unknown>(b.ch.share()) };
     },
   };
-  const spy = spyCalls(library().symbols("test"), ["kc_chan_drop", "kc_chan_unhold"], (n, args) => {
-    if (args[0] === drops.handle) calls.push(n);
-    if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
-  });
+  const spy = spyCalls(
+    librarySymbols(library(), "test"),
+    ["kc_chan_drop", "kc_chan_unhold"],
+    (n, args) => {
+      if (args[0] === drops.handle) calls.push(n);
+      if (args[0] === _ENDED_HANDLE) calls.push(`${n} (ended)`);
+    },
+  );
   return Object.assign(drops, { [Symbol.dispose]: () => spy[Symbol.dispose]() });
 }
 
@@ -2461,7 +2466,7 @@ Deno.test("a losing onSend value refused on a channel a hook disposed meanwhile 
   const names = ["kc_chan_take_undelivered", "kc_chan_add_metrics", "kc_chan_drop"];
   const onDead: string[] = [];
   let dead = -1;
-  using _ = spyCalls(library().symbols("test"), names, (n, args) => {
+  using _ = spyCalls(librarySymbols(library(), "test"), names, (n, args) => {
     if (args[0] === dead) onDead.push(n);
   });
   const b = hooked(0);
@@ -2499,7 +2504,10 @@ Deno.test("a send clause's value whose release throws as the select ends: the se
   // to here, the native free throwing once after it freed.
   using reported = catchReported();
   const lib = library();
-  const table = lib.symbols("test") as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const table = librarySymbols(lib, "test") as unknown as Record<
+    string,
+    (...a: unknown[]) => unknown
+  >;
   const names = ["kc_desc_free", "kc_buf_free"];
   const real = names.map((n) => table[n]);
   let armed = false;
