@@ -46,13 +46,14 @@ export const ABI_VERSION = 26;
 export const inWorker: boolean = "WorkerGlobalScope" in globalThis;
 
 /**
- * The file each Library's symbols object (the one `symbols()` returns) was opened from, for
- * what must find the same loaded library natively (ffi/napi.ts binds its companion to it).
+ * The file each Library's symbols objects (its internal table, `librarySymbols`, and the frozen
+ * one `symbols()` returns) were opened from, for what must find the same loaded library natively
+ * (ffi/napi.ts binds its companion to it).
  */
 const libraryPaths = new WeakMap<object, string>();
 
 /**
- * @ignore The path the library whose `symbols()` object is `sym` was opened from (as given to
+ * @ignore The path the library whose symbols object (either) is `sym` was opened from (as given to
  * `Deno.dlopen`), or undefined for any other object. Internal (mod.ts does not export it).
  */
 export function libraryPathOf(sym: object): string | undefined {
@@ -94,21 +95,42 @@ export let loadedIdOf: (lib: Library) => number;
 export let symbolsToReleaseOf: (lib: Library) => Deno.DynamicLibrary<Symbols>["symbols"];
 /**
  * @ignore `lib`'s internal symbols table, the one every kcoro call goes through: as
- * `lib.symbols(op)` (a {@linkcode LibraryClosedError} for `op` once closed). Internal (mod.ts
+ * `lib.symbols(op)` was (a {@linkcode LibraryClosedError} for `op` once closed). Internal (mod.ts
  * does not export it), for kcoro's modules and for tests, which patch a function of it to make a
- * native call fail (restored after).
+ * native call fail (restored after). `Library.symbols(op)` hands callers a frozen copy (the same
+ * functions): before, it handed out this table, and a caller's
+ * `lib.symbols("x").kc_chan_send = f` changed what every channel of the isolate did
+ * (tests/load_test.ts, "Library.symbols()'s object is frozen").
  */
 export let librarySymbols: (lib: Library, op: string) => Deno.DynamicLibrary<Symbols>["symbols"];
+/**
+ * @ignore Tests: makes `librarySymbols` the function `wrap` returns (given the real one), until the
+ * returned function puts the real one back: to tell which operation asks for the table (its
+ * `op`), as tests did by redefining `Library.prototype.symbols`, which kcoro's calls no longer
+ * read. A module binding reassigned, so that the calls pay nothing for it.
+ */
+export function _testWrapLibrarySymbols(
+  wrap: (real: typeof librarySymbols) => typeof librarySymbols,
+): () => void {
+  const real = librarySymbols;
+  librarySymbols = wrap(real);
+  return () => {
+    librarySymbols = real;
+  };
+}
 /**
  * @ignore Runs `hook` when `lib.close()` begins, while the library is still open (to withdraw
  * what waits natively); once only. One registered while `close()` runs these runs after them
  * (in the next round; past `MAX_CLOSE_ROUNDS` rounds, close() throws a
  * {@linkcode CloseHooksError} that names the hooks by `what`, else by their function's name).
+ * A module function, not a member: as the public `Library.prototype.beforeClose` any caller
+ * could call it or redefine it for every library (tests/load_test.ts, "close hooks").
  */
 export let beforeClose: (lib: Library, hook: () => void, what?: string) => void;
 /**
  * @ignore Runs `hook` once `lib` is closed (after it is), e.g. to settle operations that were
- * waiting natively: no completion will come for them; at once if it is closed already.
+ * waiting natively: no completion will come for them; at once if it is closed already. A module
+ * function, as `beforeClose`.
  */
 export let onClose: (lib: Library, hook: () => void) => void;
 
@@ -149,6 +171,8 @@ export class Library {
   readonly abiVersion: number;
   #lib: Deno.DynamicLibrary<Symbols> | null;
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
+  /** What `symbols()` hands callers: `#symbols`'s functions, frozen (see `librarySymbols`). */
+  readonly #frozen: Readonly<Deno.DynamicLibrary<Symbols>["symbols"]>;
   readonly #loadedId: number;
 
   /** @ignore Use {@linkcode openLibrary} or {@linkcode library}. */
@@ -169,7 +193,9 @@ export class Library {
     // A copy: a property read from Deno's own symbols object costs ~0.6 ns more per call
     // (measured on the try pair, bench/channel_bench.ts).
     this.#symbols = { ...lib.symbols };
+    this.#frozen = Object.freeze({ ...lib.symbols });
     libraryPaths.set(this.#symbols, path);
+    libraryPaths.set(this.#frozen, path); // a caller's codec call with it finds its pool too
     this.path = path;
     this.abiVersion = abiVersion;
     // Read here, as it is opened: the address needs --allow-ffi (for all paths, which the first
@@ -259,12 +285,14 @@ export class Library {
   /**
    * The raw FFI functions (see {@linkcode Symbols}), to call libkcoro directly. `op` names the
    * operation in the error (`Cannot <op>: the kcoro library is closed`): a
-   * {@linkcode LibraryClosedError} once the library is closed.
+   * {@linkcode LibraryClosedError} once the library is closed. The object is frozen and shared
+   * (read-only): writing one of its functions throws a TypeError, and kcoro's own calls never go
+   * through it, so no caller can change what the isolate's channels call.
    */
-  symbols(op: string): Deno.DynamicLibrary<Symbols>["symbols"] {
+  symbols(op: string): Readonly<Deno.DynamicLibrary<Symbols>["symbols"]> {
     try {
       if (this.#lib === null) throw new LibraryClosedError(op);
-      return this.#symbols;
+      return this.#frozen;
     } catch (e) {
       throw libraryThrown(this, "read library symbols", e); // as isOpen's
     }
@@ -342,16 +370,6 @@ export class Library {
   #onClose: CloseHook[] = [];
   #closing = false;
   #beforeClose: CloseHook[] = [];
-
-  /** @ignore See the module function {@linkcode beforeClose}. */
-  beforeClose(hook: () => void, what?: string): void {
-    beforeClose(this, hook, what);
-  }
-
-  /** @ignore See the module function {@linkcode onClose}. */
-  onClose(hook: () => void): void {
-    onClose(this, hook);
-  }
 }
 
 /**

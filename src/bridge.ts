@@ -19,7 +19,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import type { Library } from "../ffi/load.ts";
+import { beforeClose, type Library, librarySymbols, onClose } from "../ffi/load.ts";
 import type { Slot } from "./codec.ts";
 import { InvalidHandleError, KcoroError, Status, statusError } from "./errors.ts";
 
@@ -195,14 +195,14 @@ export class Bridge {
 
   private constructor(lib: Library) {
     this.#lib = lib;
-    this.#sym = lib.symbols("create completion ring");
+    this.#sym = librarySymbols(lib, "create completion ring");
     const rc = this.#sym.kc_ring_create(this.#out);
     // A named error with the status's name (KC_ENOMEM: out of memory or ring slots), not a bare
     // Error saying "status N".
     if (rc !== 0) throw new KcoroError(rc, "Cannot create completion ring");
     this.#ring = this.#out[0];
-    lib.beforeClose(() => this.#closing(), "the withdrawal of the ring's waits");
-    lib.onClose(() => this.#closed());
+    beforeClose(lib, () => this.#closing(), "the withdrawal of the ring's waits");
+    onClose(lib, () => this.#closed());
   }
 
   /**
@@ -999,7 +999,7 @@ export class Bridge {
   #closeAgain(): void {
     if (this.#closeQueued || !this.#lib.isOpen) return;
     this.#closeQueued = true;
-    this.#lib.beforeClose(() => {
+    beforeClose(this.#lib, () => {
       this.#closeQueued = false;
       this.#closing();
     }, "the withdrawal of waits begun during the close");

@@ -32,12 +32,15 @@
  * @module
  */
 import {
+  beforeClose,
   beforeFirstOpen,
   inWorker,
   type Library,
   library,
   libraryAt,
+  librarySymbols,
   loadedIdOf,
+  onClose,
   symbolsToReleaseOf,
 } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
@@ -854,7 +857,7 @@ class Shared {
       put(w, 10, this.lastNs);
       put(w, 12, h);
       // A dead handle (destroyed by its owner meanwhile) has no counters left to add to.
-      lib.symbols("report channel metrics").kc_chan_add_metrics(this.handle, w, 13);
+      librarySymbols(lib, "report channel metrics").kc_chan_add_metrics(this.handle, w, 13);
     }
     this.handoffs =
       this.fullFails =
@@ -1071,7 +1074,7 @@ const clocks = new WeakMap<Library, Uint32Array>();
 function clockOf(lib: Library): Uint32Array {
   let c = clocks.get(lib);
   if (c === undefined) {
-    const p = lib.symbols("read clock").kc_clock_word();
+    const p = librarySymbols(lib, "read clock").kc_clock_word();
     c = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(p!, 8));
     clocks.set(lib, c);
   }
@@ -2142,7 +2145,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // before this copy's hold, so that a failure leaves nothing to give back.
       const found = shared.get(sharedKey(o.lib, o.handle));
       if (found !== undefined) Channel.#dropIfStale(found, o);
-      const sym = o.lib.symbols("open channel");
+      const sym = librarySymbols(o.lib, "open channel");
       // The value names a later channel already (see below): refused before any hold, so that
       // none is taken on that channel (an owner's of this isolate's `#holdForCopy` either),
       // and none given back after a pin: its holders' leaving ends it as before. Before, the
@@ -2267,7 +2270,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // The native channel is made when the channel escapes (#materialize): a local one needs
     // none, so creating one costs no FFI call and no native memory.
     const lib = library();
-    lib.symbols(op); // a closed library is an error now, not at the first escape
+    librarySymbols(lib, op); // a closed library is an error now, not at the first escape
     // What the channel drops comes back here for onUndeliveredElement; without the hook, a
     // zero-copy value's native buffer is freed where it is dropped (#materialize).
     const keeps = onUndeliveredElement !== undefined;
@@ -2309,7 +2312,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #holdForCopy(): void {
     if (this.#held || this.#pinned || this.#disposed || this.#shared.ended) return;
-    const rc = this.#lib.symbols("open channel").kc_chan_hold(this.#handle, 0);
+    const rc = librarySymbols(this.#lib, "open channel").kc_chan_hold(this.#handle, 0);
     // Dead (native code destroyed it): the copy's own hold fails with its error.
     if (rc === Status.EBADH) return;
     unwrap(rc, "open channel");
@@ -2332,7 +2335,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   static #dropIfStale(s: Shared, o: ReturnType<typeof open>): void {
     if (s.ended) return; // out of `shared` already
-    if (!laterChannel(o.lib.symbols("open channel"), s, o.handle, serialWords)) return;
+    if (!laterChannel(librarySymbols(o.lib, "open channel"), s, o.handle, serialWords)) return;
     s.orphanLib = null; // the later channel is not the creator's to end
     const creator = s.owner?.deref();
     let x = creator;
@@ -2396,7 +2399,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#disposed) {
       throw this.#own(new InvalidHandleError(`Cannot ${op}: the channel was disposed`));
     }
-    const sym = this.#lib.symbols(op);
+    const sym = librarySymbols(this.#lib, op);
     unwrap(
       sym.kc_chan_create(
         this.#size,
@@ -2579,7 +2582,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   #sym(op: string) {
     if (this.#gate !== 0) this.#gated(op);
-    return this.#lib.symbols(op);
+    return librarySymbols(this.#lib, op);
   }
 
   /** `#sym`'s checks, where `#gate` says there is something to check. */
@@ -2803,7 +2806,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // turn would have.
     const outer = Channel.#beginCollects(s);
     try {
-      const sym = this.#lib.symbols("settle waits on an ended channel");
+      const sym = librarySymbols(this.#lib, "settle waits on an ended channel");
       pump(s.senders, sym);
       pump(s.receivers, sym);
       this.#collectSettled();
@@ -2879,7 +2882,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       !this.#lib.isOpen
     ) return;
     s.causeLooked = true;
-    const sym = this.#lib.symbols("read close cause");
+    const sym = librarySymbols(this.#lib, "read close cause");
     // Read here unless the caller read it (`readCauseBytes`, as `#cancelAfterClose` does).
     const bytes = read !== undefined ? read : readCauseBytes(sym.kc_chan_cause, this.#handle);
     if (bytes === undefined) return; // a dead handle: nothing to read
@@ -2920,7 +2923,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       !s.cancelled || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
       this.#disposed || !this.#lib.isOpen
     ) return undefined;
-    const sym = this.#lib.symbols("read cancel cause");
+    const sym = librarySymbols(this.#lib, "read cancel cause");
     const h = this.#handle;
     // Both causes before the status: another thread's destroy (it frees them) between a status
     // read that saw bit 3 and the cause's read left the task "Channel was cancelled" without the
@@ -3034,7 +3037,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       !this.#keeps || this.#shared.ended || this.#disposed || !this.#lib.isOpen ||
       this.#collectLater
     ) return false;
-    const sym = this.#lib.symbols("collect undelivered values");
+    const sym = librarySymbols(this.#lib, "collect undelivered values");
     const taken = this.#takeUndelivered(sym, COLLECT_BATCH, into);
     if (taken < COLLECT_BATCH) return taken > 0;
     this.#collectLater = true;
@@ -3069,7 +3072,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (!waitsInJavaScript(s)) return this.#collect();
     const taken: unknown[] = [];
     if (!this.#collect(taken)) return false;
-    const sym = this.#lib.symbols("collect undelivered values"); // open: it took some
+    const sym = librarySymbols(this.#lib, "collect undelivered values"); // open: it took some
     const rc = sym.kc_chan_status(this.#handle);
     if (rc < 0 || (rc & 1) === 0) {
       // Open (bit 1 clear); or the handle is dead, which only native code's destroy makes of an
@@ -3402,7 +3405,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #destroyedUnder(): boolean {
     if (this.#destroyed) return true;
     if (!this.#owner || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return false;
-    const sym = this.#lib.symbols("read channel status");
+    const sym = librarySymbols(this.#lib, "read channel status");
     if (sym.kc_chan_status(this.#handle) !== Status.EBADH) return false;
     this.#destroyed = true;
     this.#at = null;
@@ -3440,9 +3443,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #afterCallerCode(op: string, free?: (sym: Sym) => void): void {
     if (!this.#callerEnded()) return;
     const lib = this.#lib;
-    if (free !== undefined) free(lib.isOpen ? lib.symbols(op) : symbolsToReleaseOf(lib));
+    if (free !== undefined) free(lib.isOpen ? librarySymbols(lib, op) : symbolsToReleaseOf(lib));
     this.#sym(op); // InvalidHandleError once disposed
-    lib.symbols(op); // LibraryClosedError once closed
+    librarySymbols(lib, op); // LibraryClosedError once closed
   }
 
   /** Whether the channel was disposed or its library closed (by the caller's code, mid-call). */
@@ -3582,7 +3585,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (lo === s.clockLo && hi === s.clockHi) return;
     s.clockLo = lo === 1 && hi === 0 ? -1 : lo;
     s.clockHi = hi;
-    const now = Number(this.#lib.symbols("read clock").kc_clock_now());
+    const now = Number(librarySymbols(this.#lib, "read clock").kc_clock_now());
     if (s.firstNs === 0) s.firstNs = now;
     s.lastNs = now;
   }
@@ -3646,7 +3649,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
       return;
     }
-    const sym = this.#lib.symbols("send");
+    const sym = librarySymbols(this.#lib, "send");
     const enc = slot ?? scratch;
     // As the escape encodes a value a local channel held (`encodePassed`): a structured value's
     // copy that `pass` made (a Node Buffer's, on the default codec) goes as that value went, not
@@ -4971,14 +4974,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       encoded = w.kind === SEND;
       if (w.kind === SEND && !drop && this.#lib.isOpen) {
-        this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+        this.#codec.discard(w.slot!, librarySymbols(this.#lib, "abort send"));
       }
     } else if (w.state === COMPLETING) return this.#giveUp(w, reason);
     else if (w.state !== LOCAL) return;
     else {
       if (w.encoded && !drop && this.#lib.isOpen) {
         // Never queued, but encoded at the call: its native copy is freed.
-        this.#codec.discard(w.slot!, this.#lib.symbols("abort send"));
+        this.#codec.discard(w.slot!, librarySymbols(this.#lib, "abort send"));
       }
       // A cancelled failure, as the native withdraw of a queued one counts it.
       const s = this.#shared;
@@ -5022,7 +5025,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #retrySends(left: number): void {
     const s = this.#shared;
     if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
-      const sym = this.#lib.symbols("send");
+      const sym = librarySymbols(this.#lib, "send");
       // No `Bridge.touch` on an inside channel: `pump` calls the library only for a sender
       // still waiting in JavaScript, whose send found the buffer full (so no receive waited
       // natively: the try-send would have met it), and until the end of its turn (these
@@ -5218,7 +5221,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // read as a close (bits 0 and 1 alone), and was never told either.
       lost: () => {
         if (done || !this.#lib.isOpen) return;
-        const st = this.#lib.symbols("watch channel").kc_chan_status(this.#handle);
+        const st = librarySymbols(this.#lib, "watch channel").kc_chan_status(this.#handle);
         if (st < 0 || (st & (4 | 16)) !== 0) tell();
         else done = true;
       },
@@ -5245,7 +5248,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #encodeLocal(op: string): Uint8Array | null {
     const s = this.#shared, n = s.count;
     if (n === 0 || this.#disposed || !this.#lib.isOpen) return null;
-    const sym = this.#lib.symbols(op);
+    const sym = librarySymbols(this.#lib, op);
     const size = this.#size, ring = s.ring, mask = ring.length - 1;
     const buf = new Uint8Array(n * size); // not `batch`: an escape is rare, and may come in one
     let i = 0;
@@ -5316,7 +5319,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this.#shared;
     s.local = false;
     if (this.#disposed || !this.#lib.isOpen) return;
-    const sym = this.#lib.symbols("move channel values");
+    const sym = librarySymbols(this.#lib, "move channel values");
     while (s.count !== 0) {
       const v = s.shift();
       // Counted again natively as it entered the native buffer (`#moveIn`).
@@ -5381,7 +5384,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       return;
     }
     if (this.#shared.ended) return this.#failEnded(w);
-    const sym = this.#lib.symbols("wait");
+    const sym = librarySymbols(this.#lib, "wait");
     // Queued, it may pair at once with an inside wait of this isolate (`Bridge.touch`).
     if ((this.#shared.detour & D_INSIDE) !== 0) this.#bridge.touch();
     const slot = this.#slotFor(w, sym);
@@ -5691,7 +5694,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   }
 
   #settleWith(w: Waiter, status: number, queued: boolean): void {
-    const sym = this.#lib.symbols("complete");
+    const sym = librarySymbols(this.#lib, "complete");
     const slot = w.slot!;
     if (w.kind === SEND) {
       if (status === 0) {
@@ -6160,7 +6163,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     } else if (s.ended) status = 3;
     else if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else if (this.#handle !== 0) {
-      status = this.#lib.symbols("inspect channel").kc_chan_status(this.#handle);
+      status = librarySymbols(this.#lib, "inspect channel").kc_chan_status(this.#handle);
     }
     if (status >= 0) {
       facts.isClosedForSend = (status & 1) !== 0;
@@ -6664,12 +6667,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         // The ended one's record is dropped by that replacement or at the thread's end.
         // Given the handle's value: disposed already, `#handle` is `ENDED_HANDLE`.
         if (!this.#shared.ended) {
-          this.#lib.symbols("dispose channel").kc_chan_unhold(this.#handleValue);
+          librarySymbols(this.#lib, "dispose channel").kc_chan_unhold(this.#handleValue);
         }
       }
     } else {
       this.#giveAway();
-      const sym = this.#lib.symbols("dispose channel");
+      const sym = librarySymbols(this.#lib, "dispose channel");
       // A no-op once native code destroyed the channel, which it may learn here (its status
       // read: `#destroyedUnder`): ended then, as its copies take it, its waits still in
       // JavaScript failed as cancelled. Nothing is left to cancel, destroy or unhold, and the
@@ -6841,7 +6844,7 @@ function holdWeakly(
 
 function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
   holdWeakly(mapped, lib, ch, (refs) =>
-    lib.beforeClose(() => {
+    beforeClose(lib, () => {
       mapped.delete(lib);
       for (const ref of refs) {
         const ch = ref.deref();
@@ -6852,7 +6855,7 @@ function unmapOnClose(lib: Library, ch: Channel<unknown>): void {
 
 function trackLocal(lib: Library, ch: Channel<unknown>): void {
   holdWeakly(locals, lib, ch, (refs) =>
-    lib.onClose(() => {
+    onClose(lib, () => {
       locals.delete(lib);
       for (const ref of refs) {
         try {
@@ -6930,7 +6933,7 @@ export function _sentAtOnce(p: Promise<void>): boolean {
  * ```
  */
 export function undeliveredLost(): number {
-  return Number(library().symbols("read lost undelivered values").kc_undelivered_lost());
+  return Number(librarySymbols(library(), "read lost undelivered values").kc_undelivered_lost());
 }
 
 /** @ignore For tests: the handle a channel's native calls are given once it ended (see there). */
@@ -7085,7 +7088,7 @@ function open(
     );
   }
   const info = outWords;
-  const sym = lib.symbols(op);
+  const sym = librarySymbols(lib, op);
   // The serial first, then the shape: the copy's hold, taken last (`Channel.from`), is checked
   // against this serial, so that the shape checked here, the hold and every call between were
   // the one channel's (a serial names one channel, alive over one stretch of time).

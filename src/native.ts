@@ -9,7 +9,13 @@
  *
  * @module
  */
-import { inWorker, type Library, library, symbolsToReleaseOf } from "../ffi/load.ts";
+import {
+  inWorker,
+  type Library,
+  library,
+  librarySymbols,
+  symbolsToReleaseOf,
+} from "../ffi/load.ts";
 import {
   checkOptionNames,
   checkOptions,
@@ -175,7 +181,7 @@ export class NativeCoroutine implements Disposable {
       if (v === true) flags |= bit;
     }
     const lib = library();
-    const sym = lib.symbols("create coroutine");
+    const sym = librarySymbols(lib, "create coroutine");
     const fn = sym.kc_builtin_entry(builtinIds[entry]);
     const out = new Uint32Array(1);
     unwrapSpawn(
@@ -277,7 +283,7 @@ export class NativeCoroutine implements Disposable {
     if (this.#destroyed) {
       throw new InvalidHandleError(`Cannot ${op}: the coroutine was destroyed`);
     }
-    return this.#lib.symbols(op);
+    return librarySymbols(this.#lib, op);
   }
 
   /**
@@ -346,7 +352,7 @@ export class NativeCoroutine implements Disposable {
     const facts: Record<string, unknown> = { handle: this.#handle };
     if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else {
-      const s = this.#lib.symbols("inspect coroutine").kc_coro_state(this.#handle);
+      const s = librarySymbols(this.#lib, "inspect coroutine").kc_coro_state(this.#handle);
       if (s >= 0 && s < stateNames.length) facts.state = stateNames[s];
     }
     return inspectAs("NativeCoroutine", facts, inspect, options);
@@ -380,7 +386,10 @@ export interface CoroutineStats {
 /** Reads the process-wide coroutine counters. */
 export function coroutineStats(): CoroutineStats {
   const out = new BigUint64Array(4);
-  unwrap(library().symbols("read coroutine stats").kc_coro_stats(out, 4), "read coroutine stats");
+  unwrap(
+    librarySymbols(library(), "read coroutine stats").kc_coro_stats(out, 4),
+    "read coroutine stats",
+  );
   return {
     live: Number(out[0]),
     pooledStacks: Number(out[1]),

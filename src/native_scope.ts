@@ -24,7 +24,13 @@
  *
  * @module
  */
-import { inWorker, type Library, library, symbolsToReleaseOf } from "../ffi/load.ts";
+import {
+  inWorker,
+  type Library,
+  library,
+  librarySymbols,
+  symbolsToReleaseOf,
+} from "../ffi/load.ts";
 import {
   abortReason,
   CancellationError,
@@ -335,7 +341,7 @@ export class NativeScope implements AsyncDisposable {
     const rt = parent === null ? runtime() : null;
     const lib = library();
     const out = new Uint32Array(1);
-    const sym = lib.symbols(op);
+    const sym = librarySymbols(lib, op);
     // A free-standing scope goes onto the runtime just returned, checked where no restart can
     // come in between (kc_scope_create_gen). Before, another isolate's shutdown and restart
     // between runtime() and kc_scope_create made the scope on the later scheduler, whose stacks
@@ -395,7 +401,7 @@ export class NativeScope implements AsyncDisposable {
     // Not that of a withTimeout already finished, whose context the owner was given.
     const deadline = liveDeadline(owner.context);
     if (deadline !== undefined) {
-      const sym = ns.#lib.symbols("get native scope");
+      const sym = librarySymbols(ns.#lib, "get native scope");
       const at = deadlineNs(sym.kc_now_ns(), deadline - performance.now());
       // None past what 64 bits of nanoseconds hold (Infinity: no timeout): the owner's own
       // timer still cancels the scope, and with it the native children.
@@ -443,14 +449,14 @@ export class NativeScope implements AsyncDisposable {
   get live(): number {
     const op = "read native scope";
     NativeScope.#check(this, op);
-    return unwrap(this.#lib.symbols(op).kc_scope_live(this.#open(op)), op);
+    return unwrap(librarySymbols(this.#lib, op).kc_scope_live(this.#open(op)), op);
   }
 
   /** True once the scope is cancelled, from either side. */
   get isCancelled(): boolean {
     const op = "read native scope";
     NativeScope.#check(this, op);
-    return this.#lib.symbols(op).kc_scope_poll(this.#open(op), 1n) === Status.EINTR;
+    return librarySymbols(this.#lib, op).kc_scope_poll(this.#open(op), 1n) === Status.EINTR;
   }
 
   /**
@@ -480,11 +486,11 @@ export class NativeScope implements AsyncDisposable {
     // scope, as a launch on the owner is. Before, it started a child there. Under this call's
     // name, as the launch's own call (a closed library's error names the launch).
     if (this.#owner !== null && this.#owner.isCancelled) {
-      unwrap(this.#lib.symbols(op).kc_scope_cancel(handle), op);
+      unwrap(librarySymbols(this.#lib, op).kc_scope_cancel(handle), op);
     }
     const builtin = typeof entry === "string" && e.pin !== null;
     if (!builtin && e.pin !== null) unpinIdleScope(this.#lib, handle);
-    const rc = this.#lib.symbols(op).kc_scope_launch(
+    const rc = librarySymbols(this.#lib, op).kc_scope_launch(
       handle,
       e.fn,
       e.arg,
@@ -528,7 +534,7 @@ export class NativeScope implements AsyncDisposable {
     const op = "cancel native scope";
     NativeScope.#check(this, op);
     if (this.#destroyed) return false;
-    return unwrap(this.#lib.symbols(op).kc_scope_cancel(this.#handle), op) === 1;
+    return unwrap(librarySymbols(this.#lib, op).kc_scope_cancel(this.#handle), op) === 1;
   }
 
   /**
@@ -556,7 +562,7 @@ export class NativeScope implements AsyncDisposable {
     if (timeout !== undefined) checkMs(op, timeout, "timeout");
     const handle = this.#open(op);
     if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
-    const sym = this.#lib.symbols(op);
+    const sym = librarySymbols(this.#lib, op);
     const end = timeout === undefined ? 0n : deadlineNs(sym.kc_now_ns(), Math.max(0, timeout));
     const loop = async () => {
       while (true) {
@@ -730,7 +736,7 @@ export class NativeScope implements AsyncDisposable {
     };
     if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
     else {
-      const live = this.#lib.symbols("inspect native scope").kc_scope_live(this.#handle);
+      const live = librarySymbols(this.#lib, "inspect native scope").kc_scope_live(this.#handle);
       if (live >= 0) facts.live = live;
     }
     return inspectAs("NativeScope", facts, inspect, options);
@@ -799,7 +805,7 @@ class NativeChildren extends JobSupport<void> {
     const op = "wait for native children";
     let cancelled = false;
     while (!destroyedOf(ns) && lib.isOpen) {
-      const sym = lib.symbols(op);
+      const sym = librarySymbols(lib, op);
       if (sym.kc_scope_live(ns.handle) <= 0) return; // none left, or the handle went stale
       if (!cancelled) {
         ns.cancel();
@@ -815,7 +821,7 @@ class NativeChildren extends JobSupport<void> {
   async #watch(): Promise<number> {
     const ns = this.#scope;
     const lib = libOf(ns);
-    const sym = lib.symbols("wait for native children");
+    const sym = librarySymbols(lib, "wait for native children");
     // Each native wait in slices (SLICE_NS: a terminated Worker's must give its thread back).
     const slice = () => sym.kc_now_ns() + SLICE_NS;
     while (!destroyedOf(ns)) {

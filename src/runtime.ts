@@ -6,7 +6,15 @@
  *
  * @module
  */
-import { inWorker, type Library, library, loadedIdOf, symbolsToReleaseOf } from "../ffi/load.ts";
+import {
+  beforeClose,
+  inWorker,
+  type Library,
+  library,
+  librarySymbols,
+  loadedIdOf,
+  symbolsToReleaseOf,
+} from "../ffi/load.ts";
 import {
   abortReason,
   checkOptionNames,
@@ -214,7 +222,7 @@ export function pinCells(lib: Library, handle: number, cells: BigUint64Array): v
   pinNative(lib, cells, 1);
   if (had !== undefined) pinNative(lib, had, -1);
   if (pins.byHandle.size < pins.pruneAt) return;
-  const sym = lib.symbols("spawn coroutine");
+  const sym = librarySymbols(lib, "spawn coroutine");
   for (const [h, c] of pins.byHandle) {
     const state = sym.kc_coro_state(h);
     if (state < 0 || state === FINISHED) {
@@ -236,7 +244,7 @@ export function pinScoped(lib: Library, scope: number, cells: BigUint64Array): v
     pinNative(lib, cells, 1);
   }
   if (pins.byScope.size < pins.scopesPruneAt) return;
-  const sym = lib.symbols("launch native coroutine");
+  const sym = librarySymbols(lib, "launch native coroutine");
   for (const h of [...pins.byScope.keys()]) scopeDone(lib, pins, h, sym.kc_scope_live(h));
   pins.scopesPruneAt = Math.max(PRUNE_MIN, 2 * pins.byScope.size);
 }
@@ -249,7 +257,7 @@ export function unpinIdleScope(lib: Library, scope: number): void {
   const pins = pinsOf(lib);
   const set = pins.byScope.get(scope);
   if (set === undefined || set.size === 0) return;
-  scopeDone(lib, pins, scope, lib.symbols("launch native coroutine").kc_scope_live(scope));
+  scopeDone(lib, pins, scope, librarySymbols(lib, "launch native coroutine").kc_scope_live(scope));
 }
 
 /**
@@ -320,7 +328,7 @@ function pinNative(lib: Library, cells: BigUint64Array, delta: number): void {
 export function schedulerRunning(lib: Library): boolean {
   if (!lib.isOpen) return false;
   const info = new BigUint64Array(4);
-  lib.symbols("read runtime info").kc_sched_info(info, 4);
+  librarySymbols(lib, "read runtime info").kc_sched_info(info, 4);
   return info[3] === 1n;
 }
 
@@ -548,7 +556,7 @@ export function nativeEntry(
         }`,
       );
     }
-    fn = lib.symbols(op).kc_builtin_entry(id);
+    fn = librarySymbols(lib, op).kc_builtin_entry(id);
   } else if (
     typeof entry === "object" && entry !== null && "pointer" in entry &&
     typeof entry.pointer === "object" && entry.pointer !== null && isPointer(entry.pointer)
@@ -746,7 +754,7 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
 
 /** A scheduler's kc_sched_info: [workers, live, busy, running, stack size, flags, generation]. */
 function schedInfo(lib: Library, op: string, info = new BigUint64Array(7)): BigUint64Array {
-  lib.symbols(op).kc_sched_info(info, 7);
+  librarySymbols(lib, op).kc_sched_info(info, 7);
   return info;
 }
 
@@ -794,7 +802,7 @@ function drainsOf(lib: Library): Set<DrainWait> {
   if (drains === undefined) {
     const set = drains = new Set();
     drainsWaiting.set(lib, set);
-    lib.beforeClose(() => {
+    beforeClose(lib, () => {
       drainsWaiting.delete(lib);
       if (set.size === 0) return;
       const info = schedInfo(lib, "drain runtime");
@@ -813,7 +821,7 @@ function drainsOf(lib: Library): Set<DrainWait> {
         // resolved for the same state.
         else if (
           d.paused && info[3] !== 1n &&
-          lib.symbols("drain runtime").kc_sched_ended(d.generation) !== SHUTDOWN_CANCEL
+          librarySymbols(lib, "drain runtime").kc_sched_ended(d.generation) !== SHUTDOWN_CANCEL
         ) {
           d.drained = true;
           d.parked = -1;
@@ -836,7 +844,7 @@ function drainsOf(lib: Library): Set<DrainWait> {
  * its coroutines run would otherwise leave them writing into its freed heap).
  */
 function nativeBuffer(lib: Library, op: string, count: number): ArrayBufferLike {
-  const sym = lib.symbols(op); // a closed library is an error, also for a SharedArrayBuffer
+  const sym = librarySymbols(lib, op); // a closed library is an error, also for a SharedArrayBuffer
   const make = cellsBuffersFor(lib.path);
   if (make === null && !inWorker) return new SharedArrayBuffer(count * 8);
   const p = sym.kc_cells_alloc(count);
@@ -1065,7 +1073,7 @@ export class Runtime {
     Runtime.#checkThis(this, "spawn coroutine");
     const op = "spawn coroutine";
     const e = nativeEntry(op, this.#lib, entry, arg);
-    const sym = this.#lib.symbols(op);
+    const sym = librarySymbols(this.#lib, op);
     // Not onto a later scheduler (its stacks may be smaller than the code spawned needs):
     // kc_spawn_gen checks the generation where a restart cannot come in between. A check with
     // kc_sched_info before kc_spawn cost a call per spawn, and a shutdown and restart by another
@@ -1122,7 +1130,7 @@ export class Runtime {
 
   /** `drain`, its options checked: it gives up (`GIVEN_UP`) once `signal` aborted. */
   async #drain(op: string, signal: AbortSignal | undefined): Promise<DrainResult> {
-    const sym = this.#lib.symbols(op);
+    const sym = librarySymbols(this.#lib, op);
     // A shutdown of this Runtime in progress: the drain's outcome is the shutdown's. Before,
     // it depended on how far the shutdown had got (a ShutdownError, or a drain that resolved).
     if (this.#stopping?.inProgress) {
@@ -1327,7 +1335,8 @@ export class Runtime {
     if (
       stopping.cancel ||
       (this.#lib.isOpen &&
-        this.#lib.symbols("drain runtime").kc_sched_ended(this.#generation) === SHUTDOWN_CANCEL)
+        librarySymbols(this.#lib, "drain runtime").kc_sched_ended(this.#generation) ===
+          SHUTDOWN_CANCEL)
     ) {
       throw new ShutdownError(
         "drain runtime",
@@ -1339,7 +1348,7 @@ export class Runtime {
   /** Counters per worker, and the numbers of live and busy coroutines. */
   stats(): RuntimeStats {
     Runtime.#checkThis(this, "read runtime stats");
-    const sym = this.#lib.symbols("read runtime stats");
+    const sym = librarySymbols(this.#lib, "read runtime stats");
     const info = schedInfo(this.#lib, "read runtime stats");
     if (!this.#mine(info)) this.#check("read runtime stats");
     const workers: WorkerStats[] = [];
@@ -1382,7 +1391,7 @@ export class Runtime {
     // coroutines), but the count of its shutdown, if it had one (the close's, as the last host,
     // or another host's), is known. Before, `{ abandoned: 0 }` whatever the shutdown abandoned.
     if (!this.#lib.isOpen) return this.#abandoned();
-    const sym = this.#lib.symbols("shut down runtime");
+    const sym = librarySymbols(this.#lib, "shut down runtime");
     if (schedInfo(this.#lib, "shut down runtime")[6] !== this.#generation) {
       // Shut down already, and a later scheduler started: someone else's to stop. (While this
       // one shuts down, a cancel still goes through: it ends a finishing shutdown's drain.)
@@ -1504,7 +1513,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
   }
   const stack = checkStackSize("start runtime", stackSize);
   const lib = library();
-  const sym = lib.symbols("start runtime");
+  const sym = librarySymbols(lib, "start runtime");
   let info = schedInfo(lib, "start runtime");
   if (info[3] === 1n) {
     if (shuttingDown.has(shutdownKey(lib, info[6]))) {
@@ -1592,7 +1601,7 @@ export function resolveNative(libraryPath: string, symbol: string): NativeFuncti
       );
     }
   }
-  const sym = library().symbols("resolve native function");
+  const sym = librarySymbols(library(), "resolve native function");
   const pointer = sym.kc_resolve(cString(libraryPath), cString(symbol));
   if (pointer === null) {
     throw new KcoroError(

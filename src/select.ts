@@ -48,7 +48,7 @@
  *
  * @module
  */
-import { type Library, symbolsToReleaseOf } from "../ffi/load.ts";
+import { type Library, librarySymbols, symbolsToReleaseOf } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
   afterGiveBackOf,
@@ -1236,7 +1236,7 @@ class Selection implements RingOp {
     const ch = c.ch!;
     this.done = true;
     this.#cleanup();
-    const sym = libraryOf(ch).symbols("select");
+    const sym = librarySymbols(libraryOf(ch), "select");
     if (status !== 0 && !(queued && status === Status.ECANCELED && c.kind === SEND)) endedOf(ch);
     if (c.kind === SEND) {
       if (status !== 0) {
@@ -1348,7 +1348,10 @@ class Selection implements RingOp {
         }
         const lib = libraryOf(c.ch!);
         const open = lib.isOpen;
-        c.ch!.codec.discard(c.slot!, open ? lib.symbols("select") : symbolsToReleaseOf(lib));
+        c.ch!.codec.discard(
+          c.slot!,
+          open ? librarySymbols(lib, "select") : symbolsToReleaseOf(lib),
+        );
         if (undelivered || (!open && !kept)) undeliveredOf(c.ch!, c.value);
       } catch (e) {
         reportError(e);

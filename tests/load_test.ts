@@ -18,7 +18,7 @@ import {
   symbols,
 } from "../mod.ts";
 import { relative } from "node:path";
-import { checkoutOf } from "../ffi/load.ts";
+import { beforeClose, checkoutOf, libraryPathOf, librarySymbols, onClose } from "../ffi/load.ts";
 import { sharedStateOf } from "../src/channel.ts";
 import { assertThrowsOnFakes, evalScript } from "./support.ts";
 
@@ -162,10 +162,11 @@ Deno.test("closeLibrary() called again by a close hook leaves the library closin
   // hook begins is.
   const res = await evalScript(`
     import { closeLibrary, library } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     const lib = library();
     const seen = [];
-    lib.beforeClose(() => closeLibrary());
-    lib.beforeClose(() => seen.push(library() === lib, lib.isOpen));
+    beforeClose(lib, () => closeLibrary());
+    beforeClose(lib, () => seen.push(library() === lib, lib.isOpen));
     closeLibrary();
     const after = library();
     console.log(JSON.stringify({ seen, closed: !lib.isOpen, reopened: after !== lib && after.isOpen }));
@@ -1746,12 +1747,12 @@ Deno.test({
   },
 });
 
-Deno.test("Library.onClose and beforeClose refuse a hook that is not a function: it failed only in close(), an uncaught TypeError that ended the process", () => {
+Deno.test("onClose and beforeClose (ffi/load.ts) refuse a hook that is not a function: it failed only in close(), an uncaught TypeError that ended the process", () => {
   const lib = openLibrary();
   try {
     for (const hook of [1, null, "x", {}]) {
-      for (const register of [lib.onClose, lib.beforeClose]) {
-        assert.throws(() => register.call(lib, hook as never), {
+      for (const register of [onClose, beforeClose]) {
+        assert.throws(() => register(lib, hook as never), {
           name: "TypeError",
           message: /^Cannot register a close hook: hook must be a function, received /,
         });
@@ -1767,9 +1768,9 @@ Deno.test("close() runs the close hooks registered while its hooks run, however 
   const ran: number[] = [];
   const chain = (depth: number) => () => {
     ran.push(depth);
-    if (depth < 20) lib.beforeClose(chain(depth + 1));
+    if (depth < 20) beforeClose(lib, chain(depth + 1));
   };
-  lib.beforeClose(chain(0));
+  beforeClose(lib, chain(0));
   lib.close();
   assert.equal(ran.length, 21, `ran ${ran.join(",")}`);
   assert.equal(lib.isOpen, false);
@@ -1778,12 +1779,12 @@ Deno.test("close() runs the close hooks registered while its hooks run, however 
 Deno.test("close hooks that register another for ever: close() closes the library, runs its onClose hooks, then throws a CloseHooksError (a RangeError) naming them", () => {
   const lib = openLibrary();
   let runs = 0, closed = 0;
-  lib.onClose(() => closed++);
-  lib.beforeClose(function again() {
+  onClose(lib, () => closed++);
+  beforeClose(lib, function again() {
     runs++;
-    lib.beforeClose(again);
+    beforeClose(lib, again);
   });
-  lib.beforeClose(() => lib.beforeClose(() => {}, "a labelled hook"), "the first");
+  beforeClose(lib, () => beforeClose(lib, () => {}, "a labelled hook"), "the first");
   // Before, a plain RangeError: not a bad argument, the one thing kcoro throws those for.
   let error: unknown = null;
   try {
@@ -1804,7 +1805,7 @@ Deno.test("close hooks that register another for ever: close() closes the librar
   assert.equal(closed, 1);
   assert.equal(lib.isOpen, false);
   lib.close(); // idempotent, no second error
-  assert.throws(() => lib.beforeClose(() => {}, 7 as never), {
+  assert.throws(() => beforeClose(lib, () => {}, 7 as never), {
     name: "TypeError",
     message: "Cannot register a close hook: what must be a string, received 7",
   });
@@ -1813,6 +1814,7 @@ Deno.test("close hooks that register another for ever: close() closes the librar
 Deno.test("a channel first mapped by a close hook of a late round is unmapped before the library closes: its try-operations throw LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
+    import { beforeClose } from "./ffi/load.ts";
     const ch = new Channel(4, { codec: codecs.f64 });
     ch.share();
     const warm = (n) => {
@@ -1826,10 +1828,10 @@ Deno.test("a channel first mapped by a close hook of a late round is unmapped be
     // Rounds 0 to 7: the 8th maps the channel, whose unmap hook is the 9th round's (dropped
     // before, the channel then answering through the closed library's code).
     const chain = (depth) => () => {
-      if (depth < 7) lib.beforeClose(chain(depth + 1));
+      if (depth < 7) beforeClose(lib, chain(depth + 1));
       else warm(20);
     };
-    lib.beforeClose(chain(0));
+    beforeClose(lib, chain(0));
     closeLibrary();
     for (const op of [() => ch.trySend(1), () => ch.tryReceive()]) {
       try { op(); throw new Error("no error: " + op); } catch (e) {
@@ -1923,6 +1925,94 @@ Deno.test("Library's internals (_loadedId, _symbolsToRelease, static _is) are no
   assert.throws(() => other.symbols("do it"), LibraryClosedError);
 });
 
+Deno.test("Library.symbols()'s object is frozen: a caller's write of one of its functions throws and changes no channel's native calls (before, it was the one table every kcoro call of the isolate went through); its functions are the library's own, callable directly", async () => {
+  const lib = library();
+  const sym = lib.symbols("test");
+  const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const names = Object.keys(table).filter((n) => n.startsWith("kc_"));
+  assert.ok(names.includes("kc_chan_create") && names.includes("kc_chan_try_send"), "its names");
+  const real = new Map(names.map((n) => [n, table[n]]));
+  const through: string[] = [];
+  const written: string[] = [];
+  for (const n of names) {
+    try {
+      table[n] = (...a: unknown[]) => (through.push(n), real.get(n)!(...a));
+      written.push(n);
+    } catch (e) {
+      assert.ok(e instanceof TypeError, String(e));
+    }
+  }
+  try {
+    // A channel made native (share) and used: kc_chan_create, sends and receives.
+    using ch = new Channel<number>(1);
+    ch.share();
+    await ch.send(1);
+    assert.equal(await ch.receive(), 1);
+    assert.deepEqual(ch.trySend(2), { state: "ok" });
+    assert.deepEqual(ch.tryReceive(), { state: "ok", value: 2 });
+  } finally {
+    for (const n of written) table[n] = real.get(n)!; // put back, had the writes gone through
+  }
+  assert.deepEqual({ written, through }, { written: [], through: [] });
+  // Nor does a `symbols` redefined on the prototype reach kcoro's calls: they read the table with
+  // a module function (`librarySymbols`), not through the member.
+  const proto = Library.prototype as unknown as Record<string, unknown>;
+  const member = Object.getOwnPropertyDescriptor(Library.prototype, "symbols")!;
+  let asked = 0;
+  proto.symbols = function (this: Library, op: string) {
+    asked++;
+    return member.value.call(this, op);
+  };
+  try {
+    using ch = new Channel<number>(1);
+    ch.share();
+    await ch.send(3);
+    assert.equal(await ch.receive(), 3);
+  } finally {
+    Object.defineProperty(Library.prototype, "symbols", member);
+  }
+  assert.equal(asked, 0, "calls through a redefined Library.prototype.symbols");
+  assert.equal(Object.isFrozen(sym), true);
+  assert.throws(() => Object.defineProperty(sym, "kc_chan_send", { value: () => 0 }), TypeError);
+  assert.throws(() => delete table.kc_chan_send, TypeError);
+  // Its functions are the library's own (those kcoro calls), so a direct caller loses nothing.
+  const internal = librarySymbols(lib, "test") as unknown as Record<string, unknown>;
+  for (const n of names) assert.equal(table[n], internal[n], n);
+  assert.equal(sym.kc_abi_version(), ABI_VERSION);
+  assert.equal(lib.symbols("again"), sym, "one object for each call");
+  // A caller's codec call with it finds the library as kcoro's own calls do.
+  assert.equal(libraryPathOf(sym), lib.path);
+});
+
+Deno.test("a Library has no beforeClose or onClose member: kcoro's close hooks are module functions of ffi/load.ts (as members any caller could call them, or redefine them on the prototype for every library)", async () => {
+  const lib = library();
+  for (const k of ["beforeClose", "onClose"]) {
+    assert.equal(k in Library.prototype, false, `Library.prototype.${k}`);
+    assert.equal(k in lib, false, `a Library's ${k}`);
+  }
+  // Nor are they, or the internal symbols table, exports of mod.ts.
+  const exported = await import("../mod.ts");
+  for (const k of ["beforeClose", "onClose", "librarySymbols"]) {
+    assert.equal(k in exported, false, k);
+  }
+  // Redefined on the prototype, such a member reaches no close of kcoro's: a library opened and
+  // closed still runs its own hooks (the module functions').
+  const other = openLibrary();
+  let ran = 0;
+  beforeClose(other, () => ran++);
+  onClose(other, () => ran++);
+  const proto = Library.prototype as unknown as Record<string, unknown>;
+  proto.beforeClose = () => {
+    throw new Error("a caller's beforeClose");
+  };
+  try {
+    other.close();
+  } finally {
+    delete proto.beforeClose;
+  }
+  assert.equal(ran, 2);
+});
+
 Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {
   // Before, each threw the engine's "Cannot read private member #lib".
   const lib = library();
@@ -1933,8 +2023,8 @@ Deno.test("a Library's members called on what is no Library (an object made from
     ["read library symbols", (self) => proto.symbols.call(self, "x")],
     ["close library", (self) => proto.close.call(self)],
     ["close library", (self) => proto[Symbol.dispose].call(self)],
-    ["register a close hook", (self) => proto.beforeClose.call(self, () => {})],
-    ["register a close hook", (self) => proto.onClose.call(self, () => {})],
+    ["register a close hook", (self) => beforeClose(self as Library, () => {})],
+    ["register a close hook", (self) => onClose(self as Library, () => {})],
   ];
   const fakes: [unknown, string][] = [
     [Object.create(Library.prototype), "a Library look-alike"],

@@ -40,7 +40,7 @@ import {
   supervisorScope,
   type WaitOptions,
 } from "../mod.ts";
-import { librarySymbols } from "../ffi/load.ts";
+import { _testWrapLibrarySymbols, librarySymbols } from "../ffi/load.ts";
 import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
 import { closedResultOf, destroyedSeenOf, hookChannel } from "../src/channel.ts";
@@ -1571,8 +1571,9 @@ Deno.test("produce, actor: disposing of the producer's channel (or the actor's m
  * Runs `run` with kc_chan_status and kc_chan_cancel_cause wrapped so that, once `arm(ch)` has
  * marked a channel, the first such read of it inside Channel's `#cancelAfterClose` (the watch's,
  * or the task's cancel's) is followed by a kc_chan_destroy of it: another thread's destroy, its
- * causes freed. Inside is told by the library's `symbols("read cancel cause")`, which only
- * `#cancelAfterClose` asks for, as it begins, until the next microtask (it reads synchronously).
+ * causes freed. Inside is told by `librarySymbols(lib, "read cancel cause")` (ffi/load.ts), which
+ * only `#cancelAfterClose` asks for, as it begins, until the next microtask (it reads
+ * synchronously).
  * Restores what it wrapped; resolves with whether that destroy happened. (It wrapped
  * `_cancelAfterClose` itself, a public member then. Wrapping only the cancel cause's read, armed
  * from `arm` on, would not fail were the status read first again, the bug these tests pin.)
@@ -1584,9 +1585,6 @@ async function destroyWhileCausesRead(
   const sym = librarySymbols(lib, "test");
   const table = sym as unknown as Record<string, (...a: unknown[]) => unknown>;
   const real = { status: table.kc_chan_status, cancelCause: table.kc_chan_cancel_cause };
-  // Library instances are frozen: its prototype's `symbols` is wrapped, and restored below.
-  const proto = Object.getPrototypeOf(lib) as { symbols(op: string): unknown };
-  const ownSymbols = Object.getOwnPropertyDescriptor(proto, "symbols")!;
   let marked = 0; // the handle `arm` marked
   let armed = 0; // that handle while inside `#cancelAfterClose`
   let destroyed = false;
@@ -1600,23 +1598,21 @@ async function destroyWhileCausesRead(
   const arm = (ch: Channel<number>) => {
     marked = ch.handle;
   };
-  Object.defineProperty(proto, "symbols", {
-    ...ownSymbols,
-    value(this: unknown, op: string) {
-      const got = (ownSymbols.value as (op: string) => unknown).call(this, op);
-      if (op === "read cancel cause" && marked !== 0 && !destroyed) {
-        armed = marked;
-        queueMicrotask(() => armed = 0);
-      }
-      return got;
-    },
+  // kcoro's calls read the table with `librarySymbols`: wrapped, and restored below.
+  const unwrap = _testWrapLibrarySymbols((read) => (l, op) => {
+    const got = read(l, op);
+    if (op === "read cancel cause" && marked !== 0 && !destroyed) {
+      armed = marked;
+      queueMicrotask(() => armed = 0);
+    }
+    return got;
   });
   table.kc_chan_status = (...a: unknown[]) => after(real.status(...a), a[0]);
   table.kc_chan_cancel_cause = (...a: unknown[]) => after(real.cancelCause(...a), a[0]);
   try {
     await run(arm);
   } finally {
-    Object.defineProperty(proto, "symbols", ownSymbols);
+    unwrap();
     table.kc_chan_status = real.status;
     table.kc_chan_cancel_cause = real.cancelCause;
   }

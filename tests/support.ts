@@ -325,8 +325,9 @@ export function liveCells(): bigint {
 }
 
 /**
- * Wraps the functions `names` of `sym` (the library's one symbols object, which every call site
- * reads) so that each call is shown to `onCall` (its name and arguments) before it runs; the
+ * Wraps the functions `names` of `sym` (the library's internal symbols table, which every call
+ * site reads: `librarySymbols(lib, op)` of ffi/load.ts; `lib.symbols(op)`'s is frozen) so that
+ * each call is shown to `onCall` (its name and arguments) before it runs; the
  * Disposable puts the real functions back.
  */
 export function spyCalls(
