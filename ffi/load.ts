@@ -104,6 +104,17 @@ export let symbolsToReleaseOf: (lib: Library) => Deno.DynamicLibrary<Symbols>["s
  */
 export let librarySymbols: (lib: Library, op: string) => Deno.DynamicLibrary<Symbols>["symbols"];
 /**
+ * @ignore `lib`'s internal symbols table while it is open, null once it is closed (the moment
+ * `#lib` is): one object for each library, which a Channel keeps, so that its `#sym` reads the
+ * table with two field loads, not a call of `librarySymbols` (~0.5 ns more a try pair), nor
+ * through `isOpen`, a getter of the prototype any caller can redefine.
+ */
+export let openTableOf: (lib: Library) => OpenTable;
+/** See {@linkcode openTableOf}. */
+export interface OpenTable {
+  table: Deno.DynamicLibrary<Symbols>["symbols"] | null;
+}
+/**
  * @ignore Tests: makes `librarySymbols` the function `wrap` returns (given the real one), until the
  * returned function puts the real one back: to tell which operation asks for the table (its
  * `op`), as tests did by redefining `Library.prototype.symbols`, which kcoro's calls no longer
@@ -171,6 +182,8 @@ export class Library {
   readonly abiVersion: number;
   #lib: Deno.DynamicLibrary<Symbols> | null;
   #symbols: Deno.DynamicLibrary<Symbols>["symbols"];
+  /** `#symbols` until the close, then null (see `openTableOf`). */
+  readonly #open: OpenTable;
   /** What `symbols()` hands callers: `#symbols`'s functions, frozen (see `librarySymbols`). */
   readonly #frozen: Readonly<Deno.DynamicLibrary<Symbols>["symbols"]>;
   readonly #loadedId: number;
@@ -194,6 +207,7 @@ export class Library {
     // (measured on the try pair, bench/channel_bench.ts).
     this.#symbols = { ...lib.symbols };
     this.#frozen = Object.freeze({ ...lib.symbols });
+    this.#open = { table: this.#symbols };
     libraryPaths.set(this.#symbols, path);
     libraryPaths.set(this.#frozen, path); // a caller's codec call with it finds its pool too
     this.path = path;
@@ -231,6 +245,7 @@ export class Library {
     loadedIdOf = (lib) => lib.#loadedId;
     isLibrary = (x): x is Library => typeof x === "object" && x !== null && #lib in x;
     symbolsToReleaseOf = (lib) => lib.#symbols;
+    openTableOf = (lib) => lib.#open;
     librarySymbols = (lib, op) => {
       try {
         if (lib.#lib === null) throw new LibraryClosedError(op);
@@ -338,6 +353,7 @@ export class Library {
     const lib = this.#lib;
     if (lib === null) return;
     this.#lib = null;
+    this.#open.table = null; // with #lib: a Channel's `#sym` says closed from here on
     // The last host: shut the scheduler down (cancel), bounded (`CLOSE_JOIN_NS`). A coroutine
     // that never yields (C code of the caller's) kept its worker, and the close waited for good;
     // past the bound the scheduler is stopped but that worker not joined, what it would free
