@@ -2840,7 +2840,7 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running (a
   // no shutdown after it: the drain goes on in rounds (README: it never settles by itself).
   // Its signal ends it: rejected with the reason, and no round after that.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realInfo = sym.kc_sched_info;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
