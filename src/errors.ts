@@ -602,6 +602,37 @@ export function taskSignal(task: { readonly signal?: unknown }): AbortSignal | n
   }
 }
 
+/**
+ * `reportError(error)` for a failure kcoro reports as uncaught (a job's no parent took, a
+ * `CoroutineExceptionHandler`'s throw): a Proxy, or an object with one among its prototypes, is
+ * reported in a `TypeError` that carries it as its `cause`, running none of its traps. Deno's
+ * `reportError` asks `Error.prototype.isPrototypeOf` of what it reports, which runs a Proxy's
+ * `getPrototypeOf` trap: one that throws (a revoked Proxy's always does) threw out of
+ * `reportError` before any `error` listener ran, so the failure was reported nowhere, and the
+ * throw escaped into the job's end (a `supervisorScope` rejected with it, a launch threw it).
+ * Worse, Deno's count of nested reports was left raised, so that every later `reportError` of
+ * the process (any error kcoro or anyone reports) ended it, its `error` listeners never asked.
+ * Ordinary prototypes run no code; the walk stops at the first Proxy, never asking it. Internal.
+ */
+export function reportUncaught(error: unknown): void {
+  globalThis.reportError(reportable(error));
+}
+
+/** `error`, or the TypeError that `reportUncaught` reports in its place (its `cause`). */
+function reportable(error: unknown): unknown {
+  if ((typeof error !== "object" && typeof error !== "function") || error === null) return error;
+  for (let p: object | null = error; p !== null; p = Object.getPrototypeOf(p)) {
+    if (isProxy(p)) {
+      const what = p === error ? "a Proxy" : "an object with a Proxy among its prototypes";
+      return new TypeError(
+        `Cannot report error as it is: reporting it would run a Proxy's traps, received ${what}`,
+        { cause: error },
+      );
+    }
+  }
+  return error;
+}
+
 /** Throws "Cannot <op>: signal must be an AbortSignal" unless `signal` is undefined or one. */
 export function checkSignal(op: string, signal: unknown): void {
   if (signal === undefined) return;

@@ -66,6 +66,7 @@ import {
   nameLookAlikes,
   optionNames,
   refuseAsValue,
+  reportUncaught,
   signalOf,
   unlistenAbort,
 } from "./errors.ts";
@@ -261,13 +262,13 @@ export function toCancellation(cause: unknown): CancellationError {
 export function handleCoroutineException(context: Context, error: unknown): void {
   const handler = context.get(CoroutineExceptionHandler);
   if (handler === undefined) {
-    globalThis.reportError(error);
+    reportUncaught(error);
     return;
   }
   try {
     handler(error);
   } catch (thrown) {
-    globalThis.reportError(
+    reportUncaught(
       new AggregateError(
         [error, thrown],
         "CoroutineExceptionHandler threw while handling an exception",

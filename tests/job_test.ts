@@ -5,6 +5,7 @@ import {
   assertNotThisError,
   assertSameItems,
   catchReported,
+  evalScript,
   settled,
   until,
   untilAborted,
@@ -2175,4 +2176,51 @@ Deno.test("a job's hooks are fixed as it is made: src/job.ts exports no function
     ran = true;
   }).join();
   assert.equal(ran, true);
+});
+
+Deno.test("a failure that is a Proxy (a revoked one, one whose getPrototypeOf throws, or an object made from one) is reported in a TypeError carrying it: Deno's reportError threw on it, losing it, failing a supervisorScope, and making every later report of the process fatal", async () => {
+  // A child process: without the fix Deno's reportError is left broken for the whole process.
+  const res = await evalScript(`
+    import { Context, CoroutineExceptionHandler, createScope, supervisorScope } from "./mod.ts";
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
+    const revoked = () => { const r = Proxy.revocable({}, {}); r.revoke(); return r.proxy; };
+    const trapping = new Proxy({}, { getPrototypeOf() { throw new Error("trap"); } });
+    const failures = [revoked(), trapping, Object.create(revoked())];
+    const out = [];
+    for (const f of failures) {
+      out.push(await supervisorScope((s) => { s.launch(() => { throw f; }); }).then(
+        () => "resolved",
+        (e) => "rejected: " + String(e?.message),
+      ));
+    }
+    const free = createScope({ supervisor: true });
+    free.launch(() => { throw failures[0]; });
+    await free.join();
+    // A handler that throws one: the AggregateError carries both, and is reported.
+    const context = Context.empty.with(CoroutineExceptionHandler, () => { throw revoked(); });
+    await supervisorScope((s) => { s.launch(() => { throw failures[0]; }); }, { context });
+    reportError(new Error("a later report"));
+    console.log(JSON.stringify({
+      out,
+      causes: reported.slice(0, 4).map((e, i) => e instanceof TypeError && e.cause === failures[i % 3]),
+      messages: reported.slice(0, 4).map((e) => e.message),
+      aggregate: reported[4] instanceof AggregateError && reported[4].errors[0] === failures[0],
+      last: reported[5]?.message,
+      count: reported.length,
+    }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const got = JSON.parse(res.stdout);
+  assert.deepEqual(got.out, ["resolved", "resolved", "resolved"]);
+  assert.deepEqual(got.causes, [true, true, true, true]);
+  assert.deepEqual(got.messages, [
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received an object with a Proxy among its prototypes",
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+  ]);
+  assert.equal(got.aggregate, true);
+  assert.equal(got.last, "a later report");
+  assert.equal(got.count, 6);
 });
