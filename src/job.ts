@@ -470,6 +470,12 @@ const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 const SUPPRESSED_SCAN = 8;
 
 /**
+ * A `suppressed` list longer than this (a million entries) is read by its keys to make its Set:
+ * only a list of the caller's own can be so long, and it may be sparse.
+ */
+const SUPPRESSED_INDEXED = 1 << 20;
+
+/**
  * A long `suppressed` list's entries as a Set, so each later failure's duplicate check is O(1):
  * scanning the list made a scope whose N children fail after the first O(N^2) (100,000 took
  * most of a second). Keyed by the list, not the error: a list that replaced it (the property is
@@ -495,7 +501,22 @@ function keepSuppressed(list: unknown[], value: unknown): void {
   let kept = suppressedSets.get(list);
   if (kept === undefined || kept.length !== length || !Object.is(kept.last, list[length - 1])) {
     const set = new Set<unknown>();
-    for (let i = 0; i < length; i++) set.add(list[i]); // holes read as undefined, as includes
+    if (length <= SUPPRESSED_INDEXED) {
+      for (let i = 0; i < length; i++) set.add(list[i]); // holes read as undefined, as includes
+    } else {
+      // Longer than any list failures fill: one of the caller's own, maybe sparse (`length` set
+      // to 2^32 - 2 and no element), so its entries are read by key, never index by index up
+      // to `length`. Before, that read held the event loop for minutes (every timer, every
+      // other job) while the failure was being added.
+      let found = 0;
+      for (const key of Object.keys(list)) {
+        if (String(Number(key) >>> 0) === key && key !== "4294967295") {
+          set.add(list[key as unknown as number]);
+          found++;
+        }
+      }
+      if (found < length) set.add(undefined); // a hole reads as undefined, as includes
+    }
     suppressedSets.set(list, kept = { set, length, last: list[length - 1] });
   }
   if (kept.set.has(value)) return;

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
   assertSameItems,
   catchReported,
+  evalScript,
   nestThroughSignals,
   settled,
   until,
@@ -684,6 +685,45 @@ Deno.test("a long suppressed list keeps each later failure once, in order", asyn
   await failAll([frozen, old[5], fresh], context);
   assertSameItems(reported, [fresh]);
   assertSameItems(frozen.suppressed, old);
+});
+
+Deno.test("a suppressed list of the caller's own that is sparse (length 2^32 - 2, no element) takes a later failure at once: reading it index by index held the event loop for minutes", async () => {
+  // A child process, killed at the bound: without the fix its event loop is held.
+  const res = await evalScript(
+    `
+    import { coroutineScope, delay } from "./mod.ts";
+    const list = [];
+    list.length = 2 ** 32 - 2;
+    const first = Object.defineProperty(new Error("first"), "suppressed", { value: list });
+    const second = new Error("second");
+    const t0 = performance.now();
+    const thrown = await coroutineScope((scope) => {
+      scope.launch(async (task) => {
+        await delay(60_000, { signal: task.signal }).catch(() => {});
+        throw second;
+      });
+      scope.launch(async () => {
+        await delay(1);
+        throw first;
+      });
+    }).catch((e) => e);
+    console.log(JSON.stringify({
+      first: thrown === first,
+      kept: list[2 ** 32 - 2] === second,
+      length: list.length,
+      fast: performance.now() - t0 < 10_000,
+    }));
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.signal, null, "killed at the bound: the event loop was held");
+  assert.equal(res.code, 0, res.stderr);
+  assert.deepEqual(JSON.parse(res.stdout), {
+    first: true,
+    kept: true,
+    length: 2 ** 32 - 1,
+    fast: true,
+  });
 });
 
 Deno.test("a first failure that is a SuppressedError keeps its suppressed error; a later failure is reported instead", async () => {
