@@ -205,6 +205,16 @@ const LAUNCH = REPORTS_FAILURE | HANDLES_CHILD_FAILURE;
 /** Blocks running inside blocks' synchronous starts, now; past the bound one starts later. */
 let nestedStarts = 0;
 const MAX_NESTED_STARTS = 100;
+
+/**
+ * Thenables adopted (`#adopt`) within one another's `then` call, synchronously: a caller's
+ * thenable that hands back another from inside its `then` nests one adoption per level.
+ * Past `MAX_NESTED_STARTS` of them the next is adopted a microtask later, on a fresh stack, as a
+ * promise's resolve always calls `then` in a job of its own. Before, 10,000 such levels overflowed
+ * the stack, and the RangeError was dropped by a level whose thenable had already handed back its
+ * value (a later throw is ignored): the body never ended, and its scope waited for ever.
+ */
+let nestedAdopts = 0;
 const ASYNC = HANDLES_CHILD_FAILURE | DEFERRED;
 
 /**
@@ -691,15 +701,21 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
         completeBody(this as Coroutine<T>, result as T);
         return;
       }
-      then.call(result, (v: unknown) => {
-        if (called) return;
-        called = true;
-        this.#adopt(v);
-      }, (e: unknown) => {
-        if (called) return;
-        called = true;
-        failBody(this as Coroutine<unknown>, e);
-      });
+      nestedAdopts++;
+      try {
+        then.call(result, (v: unknown) => {
+          if (called) return;
+          called = true;
+          if (nestedAdopts >= MAX_NESTED_STARTS) queueMicrotask(() => this.#adopt(v));
+          else this.#adopt(v);
+        }, (e: unknown) => {
+          if (called) return;
+          called = true;
+          failBody(this as Coroutine<unknown>, e);
+        });
+      } finally {
+        nestedAdopts--;
+      }
     } catch (e) {
       if (called) return;
       called = true;

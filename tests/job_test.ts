@@ -594,6 +594,35 @@ Deno.test("a block's thenable resolving with another thenable is adopted through
   );
 });
 
+Deno.test("a block's thenables handing back one another synchronously, 10,000 deep, are adopted through: the stack overflowed and the body never ended", async () => {
+  // Each `then` calls back at once with the next thenable, so each adoption ran inside the one
+  // before. Before, the stack ran out near 2,000 levels and a level whose thenable had already
+  // called back dropped the RangeError: the task stayed active and its scope never settled.
+  const chain = (depth: number, last: unknown): PromiseLike<unknown> => {
+    let level = 0;
+    const next = (): PromiseLike<unknown> => ({
+      then: (ok: (v: unknown) => void) => ok(++level < depth ? next() : last),
+    } as PromiseLike<unknown>);
+    return next();
+  };
+  const outcomes: unknown[] = [];
+  using _ = catchReported(); // the launch's failure, under a supervisor
+  const failing = {
+    then: (_ok: unknown, fail: (e: unknown) => void) => fail(new Error("failed deep")),
+  };
+  const runs = [
+    coroutineScope(() => chain(10_000, "scope")),
+    coroutineScope((s) => s.async(() => chain(10_000, "async")).await()),
+    supervisorScope((s) => {
+      s.launch(() => chain(10_000, failing) as Promise<void>)
+        .invokeOnCompletion((cause) => outcomes.push((cause as Error).message));
+    }).then(() => "launch"),
+  ].map((p) => p.then((v) => outcomes.push(v)));
+  await until(() => outcomes.length === 4, () => `every run settled: ${outcomes}`, 10_000);
+  await Promise.all(runs);
+  assert.deepEqual(outcomes.toSorted(), ["async", "failed deep", "launch", "scope"]);
+});
+
 Deno.test("completeExceptionally(undefined) fails with a TypeError naming completeExceptionally", async () => {
   const d = new CompletableDeferred<void>();
   assert.equal(d.completeExceptionally(undefined), true);
