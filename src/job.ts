@@ -976,12 +976,18 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           "completed), received undefined",
       );
     }
-    this.#bodyDone = true;
-    if (this.#state === NEW) this.#state = ACTIVE;
     // An AbortError carrying a cancellation (a Node API given the task's signal) is that
     // cancellation: before, it failed the job, so a cancelled task failed its scope, and a
     // withTimeoutOrNull whose block let one out rejected with it instead of resolving null.
+    // Told before the body is marked done: the error's `name`, read here, may be a getter of the
+    // caller's that re-enters (cancels this job or its scope, completes this deferred). With the
+    // body marked done first, a cancel there finished the job at once, cancelled, and the
+    // failure that followed found it final and was dropped: a coroutineScope rejected with the
+    // CancellationError, or resolved, and nothing was reported.
     const cancellation = cancellationOf(error, this.#state === CANCELLING);
+    if (this.#bodyDone) return false; // the getter ended the body (a deferred's complete)
+    this.#bodyDone = true;
+    if (this.#state === NEW) this.#state = ACTIVE;
     if (cancellation !== undefined) error = cancellation;
     this.#cancelWith(error, cancellation === undefined);
     this.#tryFinalize();

@@ -623,6 +623,59 @@ Deno.test("a block's thenables handing back one another synchronously, 10,000 de
   assert.deepEqual(outcomes.toSorted(), ["async", "failed deep", "launch", "scope"]);
 });
 
+Deno.test("a failure whose name getter cancels its task or scope still fails them, as a failure after a cancel does: the task was made final in the getter and the failure dropped", async () => {
+  // The failure's `name` is read to tell an AbortError; a getter of the caller's there runs
+  // while the task's body is ending. Before, the body was marked done first, so a cancel of the
+  // task in the getter finished it, cancelled, and the failure found it final: a coroutineScope
+  // resolved, or rejected with the CancellationError, and nothing was reported.
+  const reentering = (act: () => void) => {
+    const e = new Error("reentered");
+    Object.defineProperty(e, "name", {
+      get() {
+        act();
+        return "Error";
+      },
+    });
+    return e;
+  };
+  const cancelsItself = coroutineScope((scope) => {
+    const task: Job = scope.launch(async () => {
+      await null;
+      throw reentering(() => task.cancel());
+    });
+  });
+  await assert.rejects(cancelsItself, { message: "reentered" });
+  const cancelsScope = coroutineScope((scope) => {
+    scope.launch(async () => {
+      await null;
+      throw reentering(() => scope.cancel());
+    });
+  });
+  await assert.rejects(cancelsScope, { message: "reentered" });
+  // Under a supervisor the failure is reported, not dropped.
+  using reported = catchReported();
+  let task!: Job;
+  await supervisorScope((scope) => {
+    task = scope.launch(async () => {
+      await null;
+      throw reentering(() => task.cancel());
+    });
+  });
+  assert.deepEqual(reported.errors.map((e) => (e as Error).message), ["reentered"]);
+  assert.equal(task.state, "cancelled");
+  // The same as a task that cancels itself and then fails, with no getter.
+  await assert.rejects(
+    coroutineScope((scope) => {
+      const plain: Job = scope.launch(async () => {
+        await null;
+        plain.cancel();
+        throw new Error("after its cancel");
+      });
+    }),
+    { message: "after its cancel" },
+  );
+});
+
 Deno.test("completeExceptionally(undefined) fails with a TypeError naming completeExceptionally", async () => {
   const d = new CompletableDeferred<void>();
   assert.equal(d.completeExceptionally(undefined), true);
