@@ -14,7 +14,7 @@ import {
   Status,
 } from "../mod.ts";
 import { librarySymbols } from "../ffi/load.ts";
-import { evalScript, shutdownScheduler, until, within } from "./support.ts";
+import { afterTimers, evalScript, shutdownScheduler, until, within } from "./support.ts";
 import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -2780,27 +2780,43 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   }
 });
 
+/**
+ * Holds each slice of a drain (`kc_sched_drain_for`, faked on `sym`) until the test answers it
+ * with a status (`slices[i](rc)`): where the drain is, and how many slices it asked for, is then
+ * the test's to know, not a matter of timing. Disposing puts the real function back.
+ */
+function holdSlices(
+  sym: Record<string, unknown>,
+): { slices: ((rc: number) => void)[] } & Disposable {
+  const real = sym.kc_sched_drain_for;
+  const slices: ((rc: number) => void)[] = [];
+  sym.kc_sched_drain_for = () => new Promise<number>((r) => slices.push(r));
+  return { slices, [Symbol.dispose]: () => sym.kc_sched_drain_for = real };
+}
+
 Deno.test("runtime: a drain settled by a finish elsewhere (C code, another isolate) resolves with what that finish left parked once it has joined, not 0 before", async () => {
-  // The finish elsewhere (C code's, on a helper thread) settles the drain as its run stops,
-  // before its join is done: kc_sched_abandoned says KC_EBUSY until then (faked for the first
-  // reads, so that the drain surely reads it before the join). Before, the drain resolved
+  // The finish elsewhere (C code's, on a helper thread) settles the drain, whose slice was
+  // waiting as it came (held until the finish is done: the drain can neither run dry first nor
+  // read the scheduler still running, as it could when a sleeper of 300 ms was to keep it
+  // waiting), before the finish's join is done as far as the drain can tell: kc_sched_abandoned
+  // says KC_EBUSY until then (faked for the first reads). Before, the drain resolved
   // { parked: 0 } then, though that finish abandoned a producer parked on a full channel.
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realAbandoned = sym.kc_sched_abandoned as (g: bigint) => number;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
-  const naps = rt.cells([300n, 0n]); // the drain waits for it; the finish runs it to its end
-  rt.spawn("sleeper", naps);
   let reads = 0;
   sym.kc_sched_abandoned = (g: bigint) => ++reads <= 3 ? Status.EBUSY : realAbandoned(g);
   try {
+    const held = holdSlices(sym);
     const during = rt.drain();
-    const finish = (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1);
-    assert.deepEqual(await during, { parked: 1 });
-    assert.equal(await finish, 0);
+    await until(() => held.slices.length === 1, "the drain's slice");
+    held[Symbol.dispose]();
+    assert.equal(await (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1), 0);
+    held.slices[0](Status.ETIME); // timed out as the finish came
+    assert.deepEqual(await within(during, 10_000, "the drain"), { parked: 1 });
     assert.ok(reads > 3, `the drain read the count ${reads} times`);
-    assert.equal(naps[1], 1n, "the sleeper finished");
   } finally {
     sym.kc_sched_abandoned = realAbandoned;
   }
@@ -2835,37 +2851,124 @@ Deno.test("runtime: drain({ signal }) rejects with the signal's reason, at once 
   assert.deepEqual(await rt.shutdown(), { abandoned: 1 });
 });
 
-Deno.test("runtime: a drain going on while its scheduler reads as not running (a C caller's timed shutdown that gave up) is settled by its signal's abort, and stops its rounds", async () => {
-  // kc_sched_info faked to read not running, as after kc_sched_shutdown_timed's KC_EBUSY with
-  // no shutdown after it: the drain goes on in rounds (README: it never settles by itself).
-  // Its signal ends it: rejected with the reason, and no round after that.
+Deno.test("runtime: a drain whose signal aborts starts no round or slice after it: not after a slice that timed out, nor after a pause between rounds on a scheduler that reads as not running", async () => {
+  // Each slice (kc_sched_drain_for) is held until the test answers it, so the test knows where
+  // the drain is, and the slices asked for count its rounds. Aborted during a slice that then
+  // times out (the scheduler running, a coroutine busy): no next slice (before the slices'
+  // check, a slice every 100 ms went on until something else ended the drain). Aborted during
+  // a round's slice that then runs dry on a scheduler that reads as not running (kc_sched_info
+  // faked, as after kc_sched_shutdown_timed's KC_EBUSY with no shutdown after it: the drain
+  // goes on in rounds, README, and never settles by itself): no round after the pause that
+  // follows (before the pause's check, a round every 50 ms at most, for good). Either way the
+  // drain rejects with the reason at the abort. No window is watched: the next slice would be
+  // asked for as the answer's microtasks run, or as the pause's timer fires (`afterTimers`).
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const realInfo = sym.kc_sched_info;
+  const realInfo = sym.kc_sched_info as (out: BigUint64Array, n: number) => number;
+  using parked = await parkedSender(1, true);
+  const { rt } = parked;
+  for (const where of ["a slice that timed out", "a pause between rounds"]) {
+    using held = holdSlices(sym);
+    const { slices } = held;
+    if (where === "a pause between rounds") {
+      sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+        const rc = realInfo(out, n);
+        out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
+        return rc;
+      };
+    }
+    try {
+      const ac = new AbortController();
+      const during = rt.drain({ signal: ac.signal });
+      during.catch(() => {}); // asserted below
+      await until(() => slices.length === 1, `${where}: the first slice`);
+      // A first slice that timed out, or a first round that ran dry, then its pause: the
+      // drain goes on in either.
+      slices[0](where === "a pause between rounds" ? 0 : Status.ETIME);
+      await until(() => slices.length === 2, `${where}: the second slice`);
+      const reason = new Error(`given up: ${where}`);
+      ac.abort(reason);
+      await assert.rejects(within(during, 5_000, "the aborted drain"), (e) => e === reason);
+      slices[1](where === "a pause between rounds" ? 0 : Status.ETIME);
+      await afterTimers(50); // DRAIN_PAUSE_MAX_MS
+      assert.equal(slices.length, 2, `${where}: a slice after the abort`);
+    } finally {
+      sym.kc_sched_info = realInfo;
+    }
+  }
+  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+});
+
+Deno.test("runtime: a drain settled by a finish elsewhere whose signal aborts while it waits for that finish's join stops reading the count", async () => {
+  // kc_sched_abandoned faked to say KC_EBUSY for good (C code's kc_sched_shutdown_timed that
+  // ended with KC_ETIME leaves the join to a next shutdown, which may never come): the drain
+  // re-reads it, pausing between reads; its signal's abort rejects it with the reason and ends
+  // the reads (at most the one its pending pause leads to). Before the check, it read on every
+  // 50 ms for good. No window is watched: two reads' pauses (`afterTimers`) would have run.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realAbandoned = sym.kc_sched_abandoned;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
   let reads = 0;
-  sym.kc_sched_info = (out: BigUint64Array, n: number) => {
-    const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
-    out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
-    reads++;
-    return rc;
-  };
+  sym.kc_sched_abandoned = () => (reads++, Status.EBUSY);
   try {
     const ac = new AbortController();
+    const held = holdSlices(sym); // as above: the finish comes as its slice waits
     const during = rt.drain({ signal: ac.signal });
-    await until(() => reads >= 4, "the drain's rounds");
+    during.catch(() => {}); // asserted below
+    await until(() => held.slices.length === 1, "the drain's slice");
+    held[Symbol.dispose]();
+    assert.equal(await (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1), 0);
+    held.slices[0](Status.ETIME);
+    await until(() => reads >= 2, "the drain re-reading the count");
     const reason = new Error("given up");
     ac.abort(reason);
     await assert.rejects(within(during, 5_000, "the aborted drain"), (e) => e === reason);
-    // No round after the abort: at most the one under way then (a pause of at most 50 ms).
     const at = reads;
-    await new Promise((r) => setTimeout(r, 200));
-    assert.ok(reads <= at + 1, `rounds went on after the abort: ${at} -> ${reads}`);
+    await afterTimers(50); // DRAIN_PAUSE_MAX_MS: the pause pending at the abort ran
+    await afterTimers(50); // and the one after it, had there been one
+    assert.ok(reads <= at + 1, `reads went on after the abort: ${at} -> ${reads}`);
   } finally {
-    sym.kc_sched_info = realInfo;
+    sym.kc_sched_abandoned = realAbandoned;
   }
-  assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
+  assert.deepEqual(await rt.shutdown(), { abandoned: 1 }, "the finish's count");
+});
+
+Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that finish's join, is resolved by the library's close with what it reads then", async () => {
+  // As above (kc_sched_abandoned faked to say KC_EBUSY for good: a join left to a shutdown that
+  // never comes, as another host's that the close does not wait for), with no signal: the close
+  // ends the wait, with the count read then (0: not joined). Before the check, the drain read
+  // on for good, and neither it nor the process ever ended.
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, codecs, library, runtime } from "./mod.ts";
+    import { until, within } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const full = new Channel(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    const sym = library().symbols("test");
+    let reads = 0;
+    sym.kc_sched_abandoned = () => (reads++, -16); // KC_EBUSY
+    // Its slice held until the finish is done, as above.
+    const realSlice = sym.kc_sched_drain_for;
+    let release;
+    sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+    const during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice");
+    sym.kc_sched_drain_for = realSlice;
+    if (await sym.kc_sched_shutdown_async(1) !== 0) throw new Error("the finish failed");
+    release(-62); // KC_ETIME
+    await until(() => reads >= 2, "the drain re-reading the count");
+    closeLibrary();
+    console.log(JSON.stringify(await within(during, 10_000, "the drain after the close")));
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), JSON.stringify({ parked: 0 }));
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -159,6 +159,20 @@ export async function until(
 }
 
 /**
+ * Resolves once every timer of at most `ms` set before the call (or by the microtasks pending
+ * then) has fired, and the microtasks its callback queued have run: timers fire by deadline,
+ * and those of one deadline in the order they were set, so one of `ms` set after them fires
+ * after each. For asserting what a loop paced by such timers (a drain's pauses, 50 ms at most)
+ * does next, or that it does nothing more, with no sleep guessed long enough: what it would do
+ * after its pending pause has been done by then.
+ */
+export async function afterTimers(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, 0)); // the timers the pending microtasks set are set
+  await new Promise((r) => setTimeout(r, ms));
+  await new Promise((r) => setTimeout(r, 0)); // the microtasks of those timers' callbacks ran
+}
+
+/**
  * Runs the collector until `done` holds (bounded as {@linkcode until}, whose error it throws),
  * for a script run with `--expose-gc` (a child script of {@linkcode evalScript}: it imports this
  * from "./tests/support.ts"). Each collection runs in a task of its own and `done` in the next:
