@@ -812,13 +812,13 @@ function drainsOf(lib: Library): Set<DrainWait> {
         // says. Before, such a drain resolved with `parked: 0`, a producer parked on a full
         // channel reported as finished.
         if (d.drained) d.parked = Number(info[1]);
-        // A paused drain (its last round ran dry, the scheduler still its own but read as not
-        // running: a C caller's timed shutdown that gave up with KC_EBUSY, another host's
-        // finish under way): nothing more can be read of it, and it had nothing left to run
-        // when last read: resolved as a drain that ran dry, with the count the close's
-        // shutdown abandons (read after it: -1). Not after a cancel, which abandoned what was
-        // left. Before, a LibraryClosedError, though a drain whose scheduler was readable
-        // resolved for the same state.
+        // A paused drain (in a round or in a pause between two: its last round ran dry, the
+        // scheduler still its own but read as not running: a C caller's timed shutdown that
+        // gave up with KC_EBUSY, another host's finish under way): nothing more can be read of
+        // it, and it had nothing left to run when last read: resolved as a drain that ran dry,
+        // with the count the close's shutdown abandons (read after it: -1). Not after a cancel,
+        // which abandoned what was left. Before, a LibraryClosedError, though a drain whose
+        // scheduler was readable resolved for the same state.
         else if (
           d.paused && info[3] !== 1n &&
           librarySymbols(lib, "drain runtime").kc_sched_ended(d.generation) !== SHUTDOWN_CANCEL
@@ -1100,9 +1100,11 @@ export class Runtime {
    * channel's wait does). Run dry on its scheduler while that reads as not running though still
    * its own (a C caller's `kc_sched_shutdown_timed` that gave up with `KC_EBUSY`, which stops
    * nothing; another isolate's finish still under way), it goes on until that shutdown settles it
-   * or the scheduler reads as running again; the library's close meanwhile resolves it, as a
-   * drain that ran dry, with the count the close's shutdown abandoned. Aborting `signal`
-   * rejects it with the signal's reason (the coroutines keep running), also in those waits.
+   * or the scheduler reads as running again; the library's close meanwhile (in a round or a
+   * pause between two) resolves it, as a drain that ran dry, with the count the close's shutdown
+   * abandoned, unless a cancel stopped the scheduler first (a LibraryClosedError). Aborting
+   * `signal` rejects it with the signal's reason (the coroutines keep running), also in those
+   * waits.
    */
   drain(options?: DrainOptions): Promise<DrainResult> {
     const op = "drain runtime";
@@ -1168,17 +1170,11 @@ export class Runtime {
         drains.delete(wait);
       }
       if (rc === DRAIN_SETTLED) return await this.#parkedOnceJoined(signal);
-      if (!this.#lib.isOpen) {
-        // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
-        // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
-        // Before, it hung on whether its slice ran dry before the close (on a helper thread):
-        // resolved if so, else rejected, for the same scheduler state. A paused drain's count
-        // is read after the close (`parked` -1: `drainsOf`).
-        if (wait.drained) {
-          return wait.parked >= 0 ? { parked: wait.parked } : this.#parkedAtFinish();
-        }
-        throw new LibraryClosedError(op);
-      }
+      // Closed (closeLibrary) while it waited: resolved if its scheduler had nothing left to
+      // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
+      // Before, it hung on whether its slice ran dry before the close (on a helper thread):
+      // resolved if so, else rejected, for the same scheduler state.
+      if (!this.#lib.isOpen) return this.#settledByClose(wait, op);
       if (rc === DRAIN_GIVEN_UP) return GIVEN_UP;
       unwrap(rc, op);
       // Parked coroutines do not hold up a drain but may still write into their cells: only
@@ -1222,16 +1218,40 @@ export class Runtime {
         return { parked: 0 };
       }
       paused = true;
-      await new Promise<void>((r) => setTimeout(r, pauseMs));
-      // Closed during the pause: its symbols may be gone. Its last round ran dry: resolved as a
-      // drain that the close meets with nothing left to run, with what the close's shutdown
-      // abandoned (the last host's; 0 while another host keeps the scheduler running, which
-      // reads as not running still). Before, a LibraryClosedError, though a drain whose
-      // scheduler was readable then resolved for the same state.
-      if (!this.#lib.isOpen) return this.#parkedAtFinish();
+      // The library's close settles it in the pause as in a round (`drainsOf`): its last round
+      // ran dry, so resolved, with what the close's shutdown abandoned (the last host's; 0
+      // while another host keeps the scheduler running, which reads as not running still),
+      // unless a cancel came first (a LibraryClosedError, as in a round; before, resolved with
+      // that cancel's count). Before, a LibraryClosedError, though a drain whose scheduler was
+      // readable then resolved for the same state. Its symbols may be gone after the close.
+      const pause: DrainWait = {
+        generation: this.#generation,
+        paused,
+        drained: false,
+        parked: 0,
+      };
+      const pauses = drainsOf(this.#lib);
+      pauses.add(pause);
+      try {
+        await new Promise<void>((r) => setTimeout(r, pauseMs));
+      } finally {
+        pauses.delete(pause);
+      }
+      if (!this.#lib.isOpen) return this.#settledByClose(pause, op);
       if (signal !== undefined && isAborted(signal)) return GIVEN_UP;
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
+  }
+
+  /**
+   * A drain's `wait` (a round's, a pause's) that the library's close met, as its close hook
+   * settled it (`drainsOf`): resolved with the count read at the close, or with what the
+   * close's shutdown abandoned (`parked` -1: a paused drain, read after the close), else a
+   * LibraryClosedError.
+   */
+  #settledByClose(wait: DrainWait, op: string): DrainResult {
+    if (!wait.drained) throw new LibraryClosedError(op);
+    return wait.parked >= 0 ? { parked: wait.parked } : this.#parkedAtFinish();
   }
 
   /**

@@ -2731,7 +2731,7 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
   assert.deepEqual(JSON.parse(res.stdout), { parked: 1 });
 });
 
-Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned", async () => {
+Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned, and is a LibraryClosedError after a cancel", async () => {
   // kc_sched_info faked to read not running (a C caller's timed shutdown that gave up with
   // KC_EBUSY): the drain goes on in rounds, each of which ran dry, pausing between them. The
   // close comes in a pause (a timer queued at the round's read, before the pause's own), or
@@ -2739,44 +2739,58 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   // drain whose scheduler had nothing left to run at the close is, resolved, with the producer
   // parked on a full channel that the close's shutdown (the last host's) abandoned. Before, a
   // LibraryClosedError, though the same state read as running resolved. (Without the check
-  // after the pause, the next round called into the closed library.)
+  // after the pause, the next round called into the closed library.) A cancel (C code's) just
+  // before the close abandoned what the drain was waiting on: a LibraryClosedError, in a pause
+  // as in a round (as without the close its next round would be a ShutdownError); before, one
+  // in a pause resolved, with the count of that cancel, and only one in a round rejected.
   for (const at of ["pause", "round"]) {
-    const res = await evalScript(`
-      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
-      import { librarySymbols } from "./ffi/load.ts";
-      import { until } from "./tests/support.ts";
-      const rt = runtime({ workers: 1 });
-      const full = new Channel(2, { codec: codecs.u64 });
-      const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-      rt.spawn("chanSender", sender);
-      await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-      const sym = librarySymbols(library(), "test");
-      const realInfo = sym.kc_sched_info;
-      const realDrain = sym.kc_sched_drain_for;
-      let reads = 0, release;
-      sym.kc_sched_info = (out, n) => {
-        const rc = realInfo(out, n);
-        out.fill(0n, 0, Math.min(n, 6));
-        if (++reads === 4) {
-          if (${JSON.stringify(at)} === "pause") {
-            setTimeout(() => { sym.kc_sched_info = realInfo; closeLibrary(); }, 0);
-          } else sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+    for (const cancel of [false, true]) {
+      const res = await evalScript(`
+        import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
+        import { librarySymbols } from "./ffi/load.ts";
+        import { until } from "./tests/support.ts";
+        const rt = runtime({ workers: 1 });
+        const full = new Channel(2, { codec: codecs.u64 });
+        const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+        rt.spawn("chanSender", sender);
+        await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+        const sym = librarySymbols(library(), "test");
+        const realInfo = sym.kc_sched_info;
+        const realDrain = sym.kc_sched_drain_for;
+        const cancel = () => {
+          if (${cancel} && sym.kc_sched_shutdown(0) !== 0) throw new Error("the cancel failed");
+        };
+        let reads = 0, release;
+        sym.kc_sched_info = (out, n) => {
+          const rc = realInfo(out, n);
+          out.fill(0n, 0, Math.min(n, 6));
+          if (++reads === 4) {
+            if (${JSON.stringify(at)} === "pause") {
+              setTimeout(() => { sym.kc_sched_info = realInfo; cancel(); closeLibrary(); }, 0);
+            } else sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+          }
+          return rc;
+        };
+        const outcome = rt.drain().then((r) => JSON.stringify(r), (e) =>
+          e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+        if (${JSON.stringify(at)} === "round") {
+          await until(() => release !== undefined, "the next round's slice");
+          sym.kc_sched_drain_for = realDrain;
+          cancel();
+          closeLibrary(); // its hook reads the scheduler as not running still
+          sym.kc_sched_info = realInfo;
+          release(0);
         }
-        return rc;
-      };
-      const outcome = rt.drain().then((r) => JSON.stringify(r), (e) =>
-        e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
-      if (${JSON.stringify(at)} === "round") {
-        await until(() => release !== undefined, "the next round's slice");
-        sym.kc_sched_drain_for = realDrain;
-        closeLibrary(); // its hook reads the scheduler as not running still
-        sym.kc_sched_info = realInfo;
-        release(0);
-      }
-      console.log(await outcome);
-    `);
-    assert.equal(res.code, 0, res.stderr);
-    assert.equal(res.stdout.trim(), JSON.stringify({ parked: 1 }), at);
+        console.log(await outcome);
+      `);
+      const what = `${at}${cancel ? ", after a cancel" : ""}`;
+      assert.equal(res.code, 0, `${what}: ${res.stderr}`);
+      assert.equal(
+        res.stdout.trim(),
+        cancel ? "LibraryClosedError" : JSON.stringify({ parked: 1 }),
+        what,
+      );
+    }
   }
 });
 
