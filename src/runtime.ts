@@ -768,7 +768,8 @@ const checkInfo = new BigUint64Array(7);
 /**
  * A `drain` waiting: `drained` is set as the library closes if its scheduler had run dry, and
  * `parked` to how many coroutines were live (parked) then, or -1 when that is read after the
- * close (a `paused` one: its last round ran dry on a scheduler that read as not running).
+ * close (a `paused` one: its last round ran dry on a scheduler that read as not running; one
+ * whose scheduler a finish elsewhere ended: what that finish abandoned).
  */
 interface DrainWait {
   generation: bigint;
@@ -812,19 +813,26 @@ function drainsOf(lib: Library): Set<DrainWait> {
         // says. Before, such a drain resolved with `parked: 0`, a producer parked on a full
         // channel reported as finished.
         if (d.drained) d.parked = Number(info[1]);
-        // A paused drain (in a round or in a pause between two: its last round ran dry, the
-        // scheduler still its own but read as not running: a C caller's timed shutdown that
-        // gave up with KC_EBUSY, another host's finish under way): nothing more can be read of
-        // it, and it had nothing left to run when last read: resolved as a drain that ran dry,
-        // with the count the close's shutdown abandons (read after it: -1). Not after a cancel,
-        // which abandoned what was left. Before, a LibraryClosedError, though a drain whose
-        // scheduler was readable resolved for the same state.
-        else if (
-          d.paused && info[3] !== 1n &&
-          librarySymbols(lib, "drain runtime").kc_sched_ended(d.generation) !== SHUTDOWN_CANCEL
-        ) {
-          d.drained = true;
-          d.parked = -1;
+        else {
+          const ended = librarySymbols(lib, "drain runtime").kc_sched_ended(d.generation);
+          // Its scheduler ended by a finish (another host's, C code's) whose end the drain's
+          // slice had not yet answered: that finish ran it dry, as the drain's next look would
+          // have found (DRAIN_SETTLED): resolved, with what that finish abandoned (read after
+          // the close: -1; 0 until it joined). Before, a LibraryClosedError.
+          // A paused drain (in a round or in a pause between two: its last round ran dry, the
+          // scheduler still its own but read as not running: a C caller's timed shutdown that
+          // gave up with KC_EBUSY, another host's finish under way): nothing more can be read
+          // of it, and it had nothing left to run when last read: resolved as a drain that ran
+          // dry, with the count the close's shutdown abandons (read after it: -1). Not after a
+          // cancel, which abandoned what was left. Before, a LibraryClosedError, though a drain
+          // whose scheduler was readable resolved for the same state.
+          if (
+            ended === SHUTDOWN_FINISH ||
+            (d.paused && info[3] !== 1n && ended !== SHUTDOWN_CANCEL)
+          ) {
+            d.drained = true;
+            d.parked = -1;
+          }
         }
       }
     }, "the settling of waiting drains");

@@ -2703,32 +2703,47 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
   }
 });
 
-Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then", async () => {
+Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then, also after a finish elsewhere just before the close", async () => {
   // The drain's native slice held back (faked) until after the close, so the close's hook is
   // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
-  // channel. Before, { parked: 0 }, as if it had run to its end.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, library, runtime, Status } from "./mod.ts";
-    import { librarySymbols } from "./ffi/load.ts";
-    import { until } from "./tests/support.ts";
-    const rt = runtime({ workers: 1 });
-    const full = new Channel(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender);
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = librarySymbols(library(), "test");
-    let release;
-    const real = sym.kc_sched_drain_for;
-    sym.kc_sched_drain_for = () => new Promise((r) => release = r);
-    const during = rt.drain();
-    await until(() => release !== undefined, "the drain's slice called");
-    sym.kc_sched_drain_for = real;
-    closeLibrary();
-    release(Status.ETIME);
-    console.log(JSON.stringify(await during));
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(JSON.parse(res.stdout), { parked: 1 });
+  // channel. Before, { parked: 0 }, as if it had run to its end. A finish elsewhere (C code's)
+  // done just before the close, its slice's answer not yet seen, settles it the same way (what
+  // that finish left parked, and abandoned), as without the close its slice would have: before,
+  // a LibraryClosedError, the hook reading a scheduler that no longer ran as one not run dry. A
+  // cancel elsewhere just before the close abandoned what it waited on: a LibraryClosedError.
+  for (const before of ["", "finish", "cancel"]) {
+    const res = await evalScript(`
+      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, Status } from "./mod.ts";
+      import { librarySymbols } from "./ffi/load.ts";
+      import { until } from "./tests/support.ts";
+      const rt = runtime({ workers: 1 });
+      const full = new Channel(2, { codec: codecs.u64 });
+      const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+      rt.spawn("chanSender", sender);
+      await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+      const sym = librarySymbols(library(), "test");
+      let release;
+      const real = sym.kc_sched_drain_for;
+      sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+      const during = rt.drain().then((r) => JSON.stringify(r), (e) =>
+        e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+      await until(() => release !== undefined, "the drain's slice called");
+      sym.kc_sched_drain_for = real;
+      const mode = ${JSON.stringify(before)};
+      if (mode !== "" && await sym.kc_sched_shutdown_async(mode === "finish" ? 1 : 0) !== 0) {
+        throw new Error("the shutdown failed");
+      }
+      closeLibrary();
+      release(Status.ETIME);
+      console.log(await during);
+    `);
+    assert.equal(res.code, 0, `${before}: ${res.stderr}`);
+    assert.equal(
+      res.stdout.trim(),
+      before === "cancel" ? "LibraryClosedError" : JSON.stringify({ parked: 1 }),
+      before,
+    );
+  }
 });
 
 Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned, and is a LibraryClosedError after a cancel", async () => {
