@@ -1397,7 +1397,8 @@ export class Runtime {
    * Stops the workers and frees every stack. `"cancel"` (default): unfinished coroutines never
    * run again. `"finish"`: drains first; a second call with `"cancel"` while it drains cuts it
    * short (what is left never runs; a `drain()` waiting then is a ShutdownError, and both calls
-   * resolve once the workers are joined). Any other second call does nothing (it resolves with the
+   * resolve once the workers are joined and the first call's native shutdown has returned, so
+   * that `runtime()` then starts a new scheduler). Any other second call does nothing (it resolves with the
    * first, with the same `abandoned`), also once a later
    * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
@@ -1459,6 +1460,14 @@ export class Runtime {
         shuttingDown.delete(shutdownKey(this.#lib, this.#generation));
       }
     }
+    // A second call (a cancel cutting a finish short) also waits for the first call's native
+    // shutdown: the two return on their helper threads in either order once the workers are
+    // joined, and until the first's has, kc_sched_start refuses (KC_ESHUTDOWN). Awaited after
+    // the first call's own await of it (registered first), so that call's bookkeeping above has
+    // run too. Before, `await rt.shutdown("cancel")` could resolve with the first still under
+    // way, and a runtime() right after it was a ShutdownError (3 runs in 5). Its error is the
+    // first call's to report.
+    if (!first) await stopping.done.then(() => {}, () => {});
     // Only while no scheduler runs or still shuts down: a later one may have started before
     // this settled (a second call's native call ends after the runtime() that followed it, a
     // first one's before a turn of the event loop that started one), and the cells its

@@ -14,7 +14,7 @@ import {
   Status,
 } from "../mod.ts";
 import { librarySymbols } from "../ffi/load.ts";
-import { afterTimers, evalScript, shutdownScheduler, until, within } from "./support.ts";
+import { afterTimers, evalScript, settled, shutdownScheduler, until, within } from "./support.ts";
 import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -1197,6 +1197,50 @@ Deno.test("runtime: a second shutdown() while the first joins a running coroutin
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("runtime: a second shutdown() (a cancel that cut a finish short) resolves only once the first call's native shutdown returned, so that runtime() then starts a new scheduler", async () => {
+  // The two calls' native shutdowns return on their helper threads in either order once the
+  // workers are joined. Before, the second call resolved on its own's return, while the
+  // first's could still be under way: runtime() right after `await rt.shutdown("cancel")` was
+  // a ShutdownError ("still in progress; await its shutdown()", kc_sched_start's
+  // KC_ESHUTDOWN), 3 runs in 5. The first call's return is held here (faked) until the
+  // second's has come: the second must not resolve before it.
+  await shutdownScheduler();
+  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const realGen = sym.kc_sched_shutdown_gen_async as (m: number, g: bigint) => Promise<number>;
+  let calls = 0, returned = 0;
+  let release: (() => void) | undefined;
+  sym.kc_sched_shutdown_gen_async = (m: number, g: bigint) => {
+    const held = calls++ === 0;
+    return realGen(m, g).then((rc) => {
+      returned++;
+      return held ? new Promise<number>((r) => release = () => r(rc)) : rc;
+    });
+  };
+  try {
+    const rt = runtime({ workers: 1 });
+    rt.spawn("sleeper", rt.cells([60_000n, 0n])); // a minute: the finish waits for it
+    const finishing = rt.shutdown("finish");
+    await until(() => !rt.isRunning, "the finish under way natively");
+    // What runtime() does as the cancel's call resolves, before any other code runs.
+    const next = rt.shutdown("cancel").then((r) => {
+      try {
+        runtime({ workers: 1 });
+        return JSON.stringify(r);
+      } catch (e) {
+        return String(e);
+      }
+    });
+    await until(() => returned === 2, "both native shutdowns to return");
+    assert.equal(await settled(next), false, "resolved before the first call's shutdown returned");
+    release!();
+    assert.equal(await within(next, 10_000, "the cancel"), JSON.stringify({ abandoned: 1 }));
+    assert.deepEqual(await finishing, { abandoned: 1 });
+  } finally {
+    sym.kc_sched_shutdown_gen_async = realGen;
+  }
+  await shutdownScheduler();
 });
 
 Deno.test("runtime: during a finishing shutdown, spawns fail at once and a cancel ends the drain", async () => {
