@@ -81,6 +81,7 @@ export {
   type RuntimeStats,
   type ScheduledBuiltin,
   type ShutdownMode,
+  type ShutdownOptions,
   type ShutdownResult,
   type WorkerStats,
 } from "./src/runtime.ts";

@@ -728,6 +728,18 @@ export interface DrainResult {
   readonly parked: number;
 }
 
+/** Options for {@linkcode Runtime.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Aborting it rejects the call with the signal's reason: a shutdown that waits for good (for
+   * a coroutine of C code's that never yields) can be given up. The shutdown itself goes on
+   * (native code cannot stop a running coroutine): the scheduler stays shutting down until it
+   * ends, `runtime()` meanwhile a ShutdownError, and a second call with `"cancel"` still cuts
+   * a finish's drain short.
+   */
+  signal?: AbortSignal;
+}
+
 /** What {@linkcode Runtime.shutdown} found when it resolved. */
 export interface ShutdownResult {
   /**
@@ -787,6 +799,39 @@ const DRAIN_GIVEN_UP = 2;
  * the signal aborted), so that the drain's slices and pauses stop once it is given up.
  */
 const GIVEN_UP: DrainResult = Object.freeze({ parked: 0 });
+
+/**
+ * `run()`'s promise, or, given a `signal`, one that its abort rejects with the signal's reason
+ * first (what `run` began goes on: `Runtime.drain`, `Runtime.shutdown`). Aborted before: rejected
+ * at once, `run` never called. The signal is read by AbortSignal's own members (errors.ts,
+ * `isAborted`) and listened to as every wait's (`listenAbortNamed`: one that aborts during the
+ * listen rejects, `run` never called); the listener goes before the call settles (the abort
+ * removes it too: `once`), so none is left once the caller's code after it runs. Before, a
+ * drain's was removed a turn of microtasks after it resolved.
+ */
+function givenUpBy<T>(
+  op: string,
+  signal: AbortSignal | undefined,
+  run: () => Promise<T>,
+): Promise<T> {
+  if (signal === undefined) return run();
+  if (isAborted(signal)) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    // Only once the signal aborted: a call before (the caller's code that reached the listener
+    // through the engine's listeners property) changes nothing.
+    const onAbort = () => {
+      if (isAborted(signal)) reject(abortReason(signal));
+    };
+    if (listenAbortNamed(op, signal, onAbort)) return;
+    run().then((v) => {
+      unlistenAbort(signal, onAbort);
+      resolve(v);
+    }, (e) => {
+      unlistenAbort(signal, onAbort);
+      reject(e);
+    });
+  });
+}
 
 /** The drains waiting on each library, settled at its close (`drainsOf`). */
 const drainsWaiting = new WeakMap<Library, Set<DrainWait>>();
@@ -1123,19 +1168,7 @@ export class Runtime {
     } catch (e) {
       return Promise.reject(e); // rejects, as the rest of an async call
     }
-    if (signal === undefined) return this.#drain(op, undefined);
-    // By AbortSignal's own members (errors.ts, `isAborted`), as every wait's signal.
-    if (isAborted(signal)) return Promise.reject(abortReason(signal));
-    return new Promise<DrainResult>((resolve, reject) => {
-      // Only once the signal aborted: a call before (the caller's code that reached the
-      // listener through the engine's listeners property) changes nothing.
-      const onAbort = () => {
-        if (isAborted(signal)) reject(abortReason(signal));
-      };
-      // One that aborted during the listen has rejected (`listenAbortNamed`): no drain starts.
-      if (listenAbortNamed(op, signal, onAbort)) return;
-      this.#drain(op, signal).then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
-    });
+    return givenUpBy(op, signal, () => this.#drain(op, signal));
   }
 
   /** `drain`, its options checked: it gives up (`GIVEN_UP`) once `signal` aborted. */
@@ -1407,15 +1440,29 @@ export class Runtime {
    * keeps running meanwhile. Resolves with how many coroutines the shutdown abandoned
    * ({@linkcode ShutdownResult}): a finish's drain runs until nothing is runnable, running or
    * sleeping, and the coroutines still parked then (a producer on a full channel nothing
-   * receives from) are abandoned with the scheduler, not run to their end.
+   * receives from) are abandoned with the scheduler, not run to their end. Aborting `signal`
+   * rejects the call with the signal's reason (at once, starting nothing, if aborted before);
+   * the shutdown it began goes on ({@linkcode ShutdownOptions}).
    */
-  async shutdown(mode: ShutdownMode = "cancel"): Promise<ShutdownResult> {
-    Runtime.#checkThis(this, "shut down runtime");
-    if (mode !== "cancel" && mode !== "finish") {
-      throw new TypeError(
-        `Cannot shut down runtime: mode must be "cancel" or "finish", received ${describe(mode)}`,
-      );
+  shutdown(mode: ShutdownMode = "cancel", options?: ShutdownOptions): Promise<ShutdownResult> {
+    const op = "shut down runtime";
+    let signal: AbortSignal | undefined;
+    try {
+      Runtime.#checkThis(this, op);
+      if (mode !== "cancel" && mode !== "finish") {
+        throw new TypeError(
+          `Cannot ${op}: mode must be "cancel" or "finish", received ${describe(mode)}`,
+        );
+      }
+      signal = signalOf(op, options);
+    } catch (e) {
+      return Promise.reject(e); // rejects, as the rest of an async call
     }
+    return givenUpBy(op, signal, () => this.#shutdown(mode));
+  }
+
+  /** `shutdown`, its arguments checked. */
+  async #shutdown(mode: ShutdownMode): Promise<ShutdownResult> {
     // Closed: nothing to stop from here (another host may keep the scheduler running for its
     // coroutines), but the count of its shutdown, if it had one (the close's, as the last host,
     // or another host's), is known. Before, `{ abandoned: 0 }` whatever the shutdown abandoned.

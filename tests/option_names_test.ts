@@ -190,6 +190,7 @@ Deno.test("an option given as null is a TypeError naming it, not the default, in
     ["start runtime", "fpControl", (n) => runtime({ fpControl: n })],
     ["start runtime", "slabStacks", (n) => runtime({ slabStacks: n })],
     ["drain runtime", "signal", (n) => rt.drain({ signal: n })],
+    ["shut down runtime", "signal", (n) => rt.shutdown("cancel", { signal: n })],
   ];
   for (const [op, option, call] of table) {
     let thrown: unknown = undefined, returned: unknown = undefined;
@@ -290,6 +291,7 @@ Deno.test("a misspelt option is a TypeError naming it and the known ones, in eve
     ["open library", ["path", "expectAbi", "build"], (o) => openLibrary(o)],
     ["start runtime", ["workers", "stackSize", "fpControl", "slabStacks"], (o) => runtime(o)],
     ["drain runtime", ["signal"], (o) => runtime().drain(o)],
+    ["shut down runtime", ["signal"], (o) => runtime().shutdown("cancel", o)],
   ];
   // Every row's outcome, so that a failure names each call that took the misspelling.
   const wrong: string[] = [];

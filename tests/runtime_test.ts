@@ -14,7 +14,15 @@ import {
   Status,
 } from "../mod.ts";
 import { librarySymbols } from "../ffi/load.ts";
-import { afterTimers, evalScript, settled, shutdownScheduler, until, within } from "./support.ts";
+import {
+  abortListeners,
+  afterTimers,
+  evalScript,
+  settled,
+  shutdownScheduler,
+  until,
+  within,
+} from "./support.ts";
 import { generationOf, pinnedCountOf } from "../src/runtime.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -2922,6 +2930,55 @@ Deno.test("runtime: drain({ signal }) rejects with the signal's reason, at once 
   });
   await assert.rejects(rt.drain(1 as never), { name: "TypeError" });
   assert.deepEqual(await rt.shutdown(), { abandoned: 1 });
+  // Resolved: no listener left on a signal that never aborts, once the caller's code runs on
+  // (before, it was removed a turn of microtasks later).
+  const rt2 = runtime({ workers: 1 });
+  const live = new AbortController();
+  assert.deepEqual(await rt2.drain({ signal: live.signal }), { parked: 0 });
+  assert.equal(abortListeners(live.signal), 0, "no listener left once resolved");
+});
+
+Deno.test("runtime: shutdown(mode, { signal }) rejects with the signal's reason, at once starting nothing when aborted before, and while it waits; the shutdown goes on", async () => {
+  await shutdownScheduler();
+  const rt = runtime({ workers: 1 });
+  rt.spawn("sleeper", rt.cells([60_000n, 0n])); // a minute: a finish waits for it
+  // Aborted before: rejected with the reason, and nothing shut down. Before, shutdown took no
+  // options: a finish, however long its wait, could not be given up.
+  const before = new Error("before");
+  await assert.rejects(
+    rt.shutdown("finish", { signal: AbortSignal.abort(before) }),
+    (e) => e === before,
+  );
+  assert.equal(rt.isRunning, true, "not shut down");
+  // Bad options are named errors, rejected, nothing shut down (README, Wrong input).
+  await assert.rejects(rt.shutdown("cancel", { signal: 1 } as never), {
+    name: "TypeError",
+    message: /^Cannot shut down runtime: signal must be an AbortSignal/,
+  });
+  await assert.rejects(rt.shutdown("cancel", { sigal: 1 } as never), {
+    name: "TypeError",
+    message: /^Cannot shut down runtime: unknown option "sigal"/,
+  });
+  assert.equal(rt.isRunning, true, "not shut down");
+  // A finish waiting for the sleeper, given up: the call rejects with the reason, its listener
+  // gone; the shutdown goes on (runtime() refuses a scheduler still shutting down), and a
+  // cancel cuts it short, abandoning the sleeper.
+  const ac = new AbortController();
+  const finishing = rt.shutdown("finish", { signal: ac.signal });
+  finishing.catch(() => {}); // asserted below
+  assert.equal(abortListeners(ac.signal), 1, "the waiting call listens");
+  await until(() => !rt.isRunning, "the finish under way natively");
+  const reason = new Error("stop waiting");
+  ac.abort(reason);
+  await assert.rejects(within(finishing, 5_000, "the given-up shutdown"), (e) => e === reason);
+  assert.equal(abortListeners(ac.signal), 0, "no listener left");
+  assert.throws(() => runtime(), ShutdownError);
+  assert.deepEqual(await rt.shutdown("cancel"), { abandoned: 1 });
+  // Resolved: no listener left on a signal that never aborts.
+  const rt2 = runtime({ workers: 1 });
+  const live = new AbortController();
+  assert.deepEqual(await rt2.shutdown("cancel", { signal: live.signal }), { abandoned: 0 });
+  assert.equal(abortListeners(live.signal), 0, "no listener left once resolved");
 });
 
 Deno.test("runtime: a drain whose signal aborts starts no round or slice after it: not after a slice that timed out, nor after a pause between rounds on a scheduler that reads as not running", async () => {

@@ -433,6 +433,7 @@ Deno.test("a Proxy of a signal, or a signal with a Proxy among its prototypes, i
     await using ns = NativeScope.create();
     await assert.rejects(ns.wait(o), refused("wait for native scope"));
     await assert.rejects(runtime().drain(o), refused("drain runtime"));
+    await assert.rejects(runtime().shutdown("cancel", o), refused("shut down runtime"));
   }
   assert.deepEqual(trapped, [], "no trap ran");
 });
