@@ -722,7 +722,8 @@ export interface DrainResult {
    * abandoned; before, 0); one settled by the library's
    * close, those live at the close (its scheduler had nothing left to run then; for one going on
    * in rounds on a scheduler that read as not running, what the close's shutdown abandoned, 0
-   * while another host keeps the scheduler running). Before, 0
+   * while another host keeps the scheduler running; for one whose scheduler a finish elsewhere
+   * ended just before the close, what that finish abandoned). Before, 0
    * whenever a shutdown or the close settled the drain.
    */
   readonly parked: number;
