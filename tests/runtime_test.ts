@@ -1215,7 +1215,7 @@ Deno.test("runtime: a second shutdown() (a cancel that cut a finish short) resol
   // KC_ESHUTDOWN), 3 runs in 5. The first call's return is held here (faked) until the
   // second's has come: the second must not resolve before it.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realGen = sym.kc_sched_shutdown_gen_async as (m: number, g: bigint) => Promise<number>;
   let calls = 0, returned = 0;
   let release: (() => void) | undefined;
@@ -3036,7 +3036,7 @@ Deno.test("runtime: a drain settled by a finish elsewhere whose signal aborts wh
   // the reads (at most the one its pending pause leads to). Before the check, it read on every
   // 50 ms for good. No window is watched: two reads' pauses (`afterTimers`) would have run.
   await shutdownScheduler();
-  const sym = library().symbols("test") as unknown as Record<string, unknown>;
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
   const realAbandoned = sym.kc_sched_abandoned;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
@@ -3073,13 +3073,14 @@ Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that fini
   const res = await evalScript(
     `
     import { Channel, closeLibrary, codecs, library, runtime } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { until, within } from "./tests/support.ts";
     const rt = runtime({ workers: 1 });
     const full = new Channel(2, { codec: codecs.u64 });
     const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
     rt.spawn("chanSender", sender);
     await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = library().symbols("test");
+    const sym = librarySymbols(library(), "test");
     let reads = 0;
     sym.kc_sched_abandoned = () => (reads++, -16); // KC_EBUSY
     // Its slice held until the finish is done, as above.
