@@ -2087,6 +2087,8 @@ bothModes(
     using ch = chan<number>(); // rendezvous: a waiting receiver is what a trySend needs
     const ac = new AbortController();
     const it = ch.values({ signal: ac.signal });
+    const bridge = Bridge.of(library());
+    const pending = bridge.pending;
     const loop = (async () => {
       const got: number[] = [];
       for await (const v of { [Symbol.asyncIterator]: () => it }) got.push(v);
@@ -2094,8 +2096,12 @@ bothModes(
     })();
     await until(() => ch.trySend(1).state === "ok", "the loop to wait for a value", 5_000);
     await until(() => ch.trySend(2).state === "ok", "the loop to wait again", 5_000);
-    // Waiting again (natively when shared) when the abort comes.
-    await new Promise((r) => setTimeout(r, 0));
+    // Waiting again (natively when shared) when the abort comes. Shared, its receive queues in
+    // the bridge's setImmediate, not before a timer of this turn that comes due as the loop
+    // turns: the count says so (before, a setTimeout(0) stood for it). Local, it waits in
+    // JavaScript once the microtasks after the trySend ran.
+    if (sharing) await until(() => bridge.pending > pending, "the loop's receive queued natively");
+    else await new Promise((r) => setTimeout(r, 0));
     const reason = new Error("stop");
     ac.abort(reason);
     await assert.rejects(within(loop, 5_000, "the loop to end"), (e) => e === reason);
@@ -6764,8 +6770,12 @@ Deno.test("a value a waiting sender encoded, taken in JavaScript on a shared cha
     assert.ok(want > 0, label);
     using ch = new Channel<unknown>("rendezvous");
     ch.share();
+    const bridge = Bridge.of(library());
+    const before = bridge.pending;
     const sent = ch.send(value);
-    if (queue) await new Promise((r) => setTimeout(r, 0)); // the end of the turn queues it
+    // The end of the turn queues it (the bridge's flush), seen natively: before, a setTimeout(0)
+    // stood for that.
+    if (queue) await until(() => bridge.pending > before, `${label}: queued natively`);
     const r = ch.tryReceive();
     assert.deepEqual(r, { state: "ok", value }, label);
     await sent;
@@ -6795,7 +6805,9 @@ Deno.test("an aborted wait is a cancelled failure wherever it waited: locally, i
       await assert.rejects(waiting);
       assert.equal(ch.metrics().failures.cancelled, 1, label);
       if (where !== "local") {
-        await new Promise((r) => setTimeout(r, 0)); // the end of the turn: reported natively
+        // The end of the turn (the bridge's flush) reports it natively: waited for, bounded
+        // (before, a setTimeout(0) stood for that flush).
+        await until(() => nativeSnapshot(ch.handle)[7] !== 0n, `${label}: reported natively`);
         assert.equal(nativeSnapshot(ch.handle)[7], 1n, label);
       }
     }
