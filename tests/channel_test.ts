@@ -3432,22 +3432,32 @@ Deno.test("a larger received buffer (its own memory) lives while a subarray or i
 Deno.test("received buffers and transfers: larger ones are the receiver's own; a pooled chunk cannot be transferred", async () => {
   const res = await evalScript(
     `
-    import { Channel, codecs } from "./mod.ts";
-    import { collectUntil } from "./tests/support.ts";
+    import { Channel, codecs, library } from "./mod.ts";
+    import { collectUntil, spyCalls } from "./tests/support.ts";
     const a = new Channel(8, { codec: codecs.bytes }), b = new Channel(8, { codec: codecs.bytes });
     a.share();
     b.share();
     // Larger than a pooled slice: the moved buffer is memory the receiver owns.
     a.trySend(new Uint8Array(64 * 1024).fill(1));
+    let freed = 0; // kc_buf_free calls from the receive on
+    const spy = spyCalls(library().symbols("test"), ["kc_buf_free"], () => freed++);
     let bigRef;
     const moved = (() => {
       const big = a.tryReceive().value;
       bigRef = new WeakRef(big);
       return new Uint8Array(big.buffer.transfer());
     })();
-    // The received view (its buffer detached) collected, and its finaliser run: before, it was a
-    // module constant, never collected, and five collections stood for that.
-    await collectUntil(() => bigRef.deref() === undefined, "the received view to be collected");
+    // The received view (its buffer detached) collected, and the value's native buffer freed: at
+    // the receive (a copy), or by a finaliser of the view, were it a view of that memory (the
+    // bug this test is for), which may run some tasks after the collection. Before, the view was
+    // a module constant, never collected, and five collections stood for that; then the view's
+    // collection alone was waited for, and such a finaliser could run after the writes below
+    // (the test passed with the bug in 2 of 8 trials).
+    await collectUntil(
+      () => bigRef.deref() === undefined && freed > 0,
+      () => "the received view collected and its buffer freed (" + freed + " frees)",
+    );
+    spy[Symbol.dispose]();
     for (let round = 0; round < 20; round++) {
       b.trySend(new Uint8Array(64 * 1024).fill(2));
       moved.fill(9); // must write only its own memory
