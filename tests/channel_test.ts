@@ -3433,6 +3433,7 @@ Deno.test("received buffers and transfers: larger ones are the receiver's own; a
   const res = await evalScript(
     `
     import { Channel, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
     import { collectUntil, spyCalls } from "./tests/support.ts";
     const a = new Channel(8, { codec: codecs.bytes }), b = new Channel(8, { codec: codecs.bytes });
     a.share();
@@ -3440,7 +3441,7 @@ Deno.test("received buffers and transfers: larger ones are the receiver's own; a
     // Larger than a pooled slice: the moved buffer is memory the receiver owns.
     a.trySend(new Uint8Array(64 * 1024).fill(1));
     let freed = 0; // kc_buf_free calls from the receive on
-    const spy = spyCalls(library().symbols("test"), ["kc_buf_free"], () => freed++);
+    const spy = spyCalls(librarySymbols(library(), "test"), ["kc_buf_free"], () => freed++);
     let bigRef;
     const moved = (() => {
       const big = a.tryReceive().value;
