@@ -186,6 +186,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     lock_wait: ?*const fn (u64) void = null,
     /// In `shutdownBy`, once it holds `lifecycle`, before it says so (`lifecycle_shutdown`).
     lifecycle_locked: ?*const fn () void = null,
+    /// In `shutdownBy`, on its way out (past its unlock of `lifecycle`, or its giving up on
+    /// it), before it counts itself out of `lifecycle_pending`.
+    before_uncount: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -726,7 +729,11 @@ pub const Scheduler = struct {
     /// does). Before, a stream of spawns from outside (two threads in a loop) could keep
     /// retaking the lock between the bounded wait's looks (`tryLock`, then a sleep of up to
     /// 1 ms), holding a `shutdownWithin` past its deadline for as long as they went on (and an
-    /// unbounded shutdown's `lock`: the mutex is not fair).
+    /// unbounded shutdown's `lock`: the mutex is not fair). Kept by a restart: a shutdown that
+    /// found the run stopped (a second call, another thread's) counts itself out after its
+    /// unlock, and may do so after a restart that followed the first one's return. Reset to 0
+    /// there, its decrement wrapped the count, and every spawn from outside on the new run was
+    /// refused for good.
     lifecycle_pending: std.atomic.Value(u32) = .init(0),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
@@ -787,9 +794,10 @@ pub const Scheduler = struct {
     /// `start` for a scheduler at `s` that ran before and has shut down: an outside waker of
     /// an earlier run may still read its `state`, `epoch`, `wakers` and `quiesce_*`
     /// (`wakeOutside`, `countOut`), and a drain on another thread its `state`, `drainers`,
-    /// `drain_seq` and `quiesce_*` (`drainUntil`), which
-    /// are kept and changed atomically only, and a thread waiting on a scope of it the list of
-    /// outside waits (`outside_mutex`, `outside_waits`); everything else is built again.
+    /// `drain_seq` and `quiesce_*` (`drainUntil`), and a shutdown on its way out its
+    /// `lifecycle_pending`, which are kept and changed atomically only, and a thread waiting on
+    /// a scope of it the list of outside waits (`outside_mutex`, `outside_waits`); everything
+    /// else is built again.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         assert(s.state.load(.acquire) != .running);
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
@@ -799,7 +807,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "outside_mutex", "outside_waits" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle_pending", "outside_mutex", "outside_waits" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -1529,9 +1537,11 @@ pub const Scheduler = struct {
         defer later.end(collecting);
         // Spawns from outside are refused from here on (`lifecycle_pending`): they would only
         // compete for the lock below. Monotonic: a count, read as a hint; the decrement runs
-        // after the unlock (defers run in reverse), the run stopped by then.
+        // after the unlock (defers run in reverse), the run stopped by then, and perhaps after
+        // a restart (the count is kept by it, so that this decrement cannot wrap it).
         _ = s.lifecycle_pending.fetchAdd(1, .monotonic);
-        defer _ = s.lifecycle_pending.fetchSub(1, .monotonic);
+        defer assert(s.lifecycle_pending.fetchSub(1, .monotonic) > 0);
+        defer if (@import("builtin").is_test) if (test_hooks.before_uncount) |f| f();
         if (deadline) |d| {
             // Bounded too: another shutdown may hold it for good (joining a worker that never
             // yields). Past the deadline only while a shutdown holds it (`lifecycle_shutdown`):
@@ -3461,6 +3471,67 @@ test "a spawn from outside while a finishing shutdown drains is refused at once,
     const draining = !S.finished.load(.acquire) and s.isRunning();
     try testing.expectEqual(@as(u32, 1), rc);
     try testing.expect(draining);
+}
+
+test "a restart while another thread's shutdown of the stopped run is on its way out: spawns from outside the new run are let in" {
+    // Two threads shut the scheduler down: the first call stops it, the second finds it
+    // stopped and leaves; a restart once the first returned may come while the second is past
+    // its unlock, not yet counted out of `lifecycle_pending` (held there by
+    // `test_hooks.before_uncount`). Before, the restart reset the count to 0 and that late
+    // decrement wrapped it: every spawn from outside the workers on the new run was
+    // error.Shutdown, for good.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var ran = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        // On the second shutdown's thread, past its unlock: until the test restarted.
+        fn uncount() void {
+            test_hooks.before_uncount = null; // once
+            inside.store(true, .release); // pairs with the test's acquire load
+            // Acquire: pairs with the test's release store, made after its restart.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn second() void {
+            defer joiner.done();
+            sched.shutdown(.cancel); // the run is stopped: nothing to do
+        }
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            ran.store(true, .release); // pairs with the test's acquire load
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.ran.store(false, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    s.shutdown(.cancel); // the first call: stops the run and frees it
+    test_hooks.before_uncount = S.uncount;
+    defer test_hooks.before_uncount = null;
+    var second: ?std.Thread = try std.Thread.spawn(.{}, S.second, .{});
+    defer if (second) |t| {
+        S.release.store(true, .release);
+        S.joiner.join(t, test_wait.default_ns, "the second shutdown");
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the second shutdown to let go of the lock");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(u32, 1), s.lifecycle_pending.load(.monotonic)); // its count
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    S.release.store(true, .release);
+    S.joiner.join(second.?, test_wait.default_ns, "the second shutdown");
+    second = null;
+    // From this thread, outside the workers: let in, and run.
+    _ = try s.spawn(S.body, null);
+    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
+    while (!S.ran.load(.acquire)) try ran.wait();
+    try testing.expectEqual(@as(u32, 0), s.lifecycle_pending.load(.monotonic));
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
