@@ -3458,9 +3458,11 @@ test "a spawn from outside while a finishing shutdown drains is refused at once,
         S.joiners[0].join(fin, test_wait.default_ns, "the finishing shutdown");
         if (spawner) |t| S.joiners[1].join(t, test_wait.default_ns, "the spawning thread");
     }
-    // It holds the lock (and says so) before it drains; the run goes on meanwhile.
+    // It holds the lock (and says so) before it drains; the run goes on meanwhile. Its count
+    // read here too: the spawning thread, started after this load, reads it (coherence), where
+    // the hint's monotonic load orders nothing about the count's monotonic increment.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the finishing shutdown to hold the lock");
-    while (!s.lifecycle_shutdown.load(.monotonic)) try d.wait();
+    while (!s.lifecycle_shutdown.load(.monotonic) or s.lifecycle_pending.load(.monotonic) == 0) try d.wait();
     try testing.expect(s.isRunning());
     spawner = try std.Thread.spawn(.{}, S.spawner, .{});
     // Generous: refused at once, where before it waited for the drain, which here never ends
