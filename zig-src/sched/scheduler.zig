@@ -189,6 +189,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `shutdownBy`, on its way out (past its unlock of `lifecycle`, or its giving up on
     /// it), before it counts itself out of `lifecycle_pending`.
     before_uncount: ?*const fn () void = null,
+    /// In `spawnWith` from outside the workers, once it holds `lifecycle`, before it reads
+    /// the state.
+    spawn_locked: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -708,7 +711,8 @@ pub const Scheduler = struct {
     abandoned_at_join: u64 = 0,
     pool_mutex: std.Thread.Mutex = .{},
     pool: stack_mod.Pool,
-    /// Serialises shutdown against itself and against spawns from outside the workers.
+    /// Serialises shutdown against itself, against spawns from outside the workers and
+    /// against `restart` (which keeps it: a holder of the earlier run may still be inside).
     lifecycle: std.Thread.Mutex = .{},
     /// A shutdown holds `lifecycle` (it may hold it for good, joining a worker that never
     /// yields): a bounded shutdown waiting for the lock gives up at its deadline only then,
@@ -797,8 +801,14 @@ pub const Scheduler = struct {
     /// `drain_seq` and `quiesce_*` (`drainUntil`), and a shutdown on its way out its
     /// `lifecycle_pending`, which are kept and changed atomically only, and a thread waiting on
     /// a scope of it the list of outside waits (`outside_mutex`, `outside_waits`); everything
-    /// else is built again.
+    /// else is built again. Under `lifecycle` (kept, with the `lifecycle_*` words around it): a
+    /// spawn from outside of the earlier run may still hold it (it reads the state under it,
+    /// and is refused), and a second shutdown of it (another thread's, finding it stopped).
+    /// Before, the restart built the mutex again under such a holder, whose unlock then let go
+    /// of a lock it no longer held, and read the fields being rebuilt.
     pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
+        s.lifecycle.lock();
+        defer s.unlockLifecycle(); // wakes a bounded shutdown that waits for it meanwhile
         assert(s.state.load(.acquire) != .running);
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
         assert(!s.join_pending.load(.monotonic));
@@ -807,7 +817,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle_pending", "outside_mutex", "outside_waits" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "outside_mutex", "outside_waits" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -844,9 +854,13 @@ pub const Scheduler = struct {
         switch (how) {
             .fresh => s.* = built,
             .again => inline for (std.meta.fields(Scheduler)) |f| {
-                const kept = comptime for (kept_by_restart) |k| {
-                    if (std.mem.eql(u8, f.name, k)) break true;
-                } else false;
+                const kept = comptime blk: {
+                    // Each field's name against every kept one's, letter by letter.
+                    @setEvalBranchQuota(10_000);
+                    break :blk for (kept_by_restart) |k| {
+                        if (std.mem.eql(u8, f.name, k)) break true;
+                    } else false;
+                };
                 if (!kept) @field(s, f.name) = @field(built, f.name);
             },
         }
@@ -1010,6 +1024,7 @@ pub const Scheduler = struct {
         if (s.lifecycle_pending.load(.monotonic) != 0) return error.Shutdown;
         s.lifecycle.lock();
         defer s.unlockLifecycleSpawn();
+        if (@import("builtin").is_test) if (test_hooks.spawn_locked) |f| f();
         if (s.state.load(.acquire) != .running) return error.Shutdown;
         const st = blk: {
             s.pool_mutex.lock();
@@ -3534,6 +3549,93 @@ test "a restart while another thread's shutdown of the stopped run is on its way
     const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
     while (!S.ran.load(.acquire)) try ran.wait();
     try testing.expectEqual(@as(u32, 0), s.lifecycle_pending.load(.monotonic));
+}
+
+test "a restart waits for a spawn from outside on the stopped run that holds the lifecycle lock, which is refused; the new run takes spawns" {
+    // A spawn from outside the workers takes `lifecycle` before it reads the state: one on a
+    // run just shut down (a thread spawning in a loop, while another shuts the scheduler down
+    // and restarts it) may still hold it as the restart begins (held there by
+    // `test_hooks.spawn_locked`). Before, the restart built the mutex again under it: the
+    // spawn's unlock let go of a lock it no longer held (a Debug build's mutex panics; a
+    // release build's lets the next locker in beside it), and it read the fields being
+    // rebuilt. Now the restart keeps the lock and takes it: it waits for the spawn, which
+    // finds the run stopped.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var ran = std.atomic.Value(bool).init(false);
+        var rc = std.atomic.Value(u32).init(0); // 1: spawned, 2: error.Shutdown, 3: else
+        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
+        var restarter_tid = std.atomic.Value(std.Thread.Id).init(0);
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        // On the spawning thread, holding the lock: until the test lets it go.
+        fn locked() void {
+            test_hooks.spawn_locked = null; // once
+            inside.store(true, .release); // pairs with the test's acquire load
+            // Acquire: pairs with the test's release store.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn spawner() void {
+            defer joiners[0].done();
+            const r: u32 = if (sched.spawn(body, null)) |_| 1 else |err| if (err == error.Shutdown) 2 else 3;
+            rc.store(r, .release); // pairs with the test's acquire load
+        }
+        fn restarter() void {
+            defer joiners[1].done();
+            restarter_tid.store(std.Thread.getCurrentId(), .release);
+            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
+            restarted.store(r, .release); // pairs with the test's acquire loads
+        }
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            ran.store(true, .release); // pairs with the test's acquire load
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.ran.store(false, .monotonic);
+    S.rc.store(0, .monotonic);
+    S.restarted.store(0, .monotonic);
+    S.restarter_tid.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    s.shutdown(.cancel);
+    test_hooks.spawn_locked = S.locked;
+    defer test_hooks.spawn_locked = null;
+    var threads: [2]?std.Thread = .{ null, null };
+    defer {
+        S.release.store(true, .release);
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        if (s.isRunning()) s.shutdown(.cancel);
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.spawner, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the spawn to hold the lock");
+    while (!S.inside.load(.acquire)) try d.wait();
+    threads[1] = try std.Thread.spawn(.{}, S.restarter, .{});
+    // The restart waits on the lock (its thread asleep), not done while the spawn holds it.
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the restart to wait for the lock");
+    while (true) {
+        const tid = S.restarter_tid.load(.acquire);
+        if (tid != 0) if (test_wait.threadState(tid)) |st| if (st == 'S') break;
+        try asleep.wait();
+    }
+    try testing.expectEqual(@as(u32, 0), S.restarted.load(.acquire));
+    S.release.store(true, .release);
+    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the spawning thread");
+    threads[0] = null;
+    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the restarting thread");
+    threads[1] = null;
+    try testing.expectEqual(@as(u32, 2), S.rc.load(.acquire)); // the run it saw was stopped
+    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    // The new run takes spawns from outside (the lock let go), and runs them.
+    _ = try s.spawn(S.body, null);
+    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
+    while (!S.ran.load(.acquire)) try ran.wait();
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
