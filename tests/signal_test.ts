@@ -296,6 +296,23 @@ const ENTRIES: Entry[] = [
       return await runtime().drain({ signal });
     },
   },
+  {
+    name: "a Runtime's shutdown",
+    // Nothing left running: resolves with no coroutine abandoned, and its listener goes.
+    completes: (signal) => runtime().shutdown("cancel", { signal }),
+    value: { abandoned: 0 },
+    waits: async (signal) => {
+      // A finish waiting for a sleeper of a minute, given up; the cancel after it (a second
+      // call, which cuts the finish's drain short) ends that shutdown before the next case.
+      const rt = runtime();
+      rt.spawn("sleeper", rt.cells([60_000n, 0n]));
+      try {
+        return await rt.shutdown("finish", { signal });
+      } finally {
+        await rt.shutdown("cancel");
+      }
+    },
+  },
 ];
 
 for (const entry of ENTRIES) {
