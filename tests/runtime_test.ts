@@ -2981,6 +2981,53 @@ Deno.test("runtime: shutdown(mode, { signal }) rejects with the signal's reason,
   assert.equal(abortListeners(live.signal), 0, "no listener left once resolved");
 });
 
+Deno.test("runtime: a shutdown given up (its signal aborted) that then ends by itself leaves nothing behind: runtime() starts a new scheduler, which the given-up Runtime's later shutdown() does not stop", async () => {
+  // The given-up call's native shutdown is held (faked) before it begins until the test
+  // releases it, so the state while it is under way and once it ended is the test's to know.
+  // Meanwhile runtime() refuses (a shutdown in progress, the scheduler still reading as
+  // running); once it ended, with no second call, its bookkeeping is done (not left "in
+  // progress" for good because its caller gave up): runtime() starts afresh, and the given-up
+  // Runtime's shutdown() is a later call of an ended generation, which resolves and does not
+  // shut the new scheduler down.
+  await shutdownScheduler();
+  const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
+  const realGen = sym.kc_sched_shutdown_gen_async as (m: number, g: bigint) => Promise<number>;
+  let release: (() => void) | undefined;
+  sym.kc_sched_shutdown_gen_async = (m: number, g: bigint) =>
+    new Promise<number>((r) => release = () => r(realGen(m, g)));
+  try {
+    const rt = runtime({ workers: 1 });
+    const ac = new AbortController();
+    const given = rt.shutdown("cancel", { signal: ac.signal });
+    given.catch(() => {}); // asserted below
+    await until(() => release !== undefined, "the native shutdown asked for (held)");
+    const reason = new Error("gave up");
+    ac.abort(reason);
+    await assert.rejects(within(given, 5_000, "the given-up shutdown"), (e) => e === reason);
+    assert.equal(abortListeners(ac.signal), 0, "no listener left");
+    assert.throws(() => runtime(), ShutdownError, "runtime() while it is under way");
+    sym.kc_sched_shutdown_gen_async = realGen;
+    release!();
+    let next: Runtime | undefined;
+    await until(() => {
+      try {
+        next = runtime({ workers: 1 });
+        return true;
+      } catch (e) {
+        if (!(e instanceof ShutdownError)) throw e;
+        return false;
+      }
+    }, "runtime() once the given-up shutdown ended");
+    assert.notEqual(next, rt);
+    assert.deepEqual(await rt.shutdown("cancel"), { abandoned: 0 });
+    assert.equal(next!.isRunning, true, "the new scheduler runs on");
+    assert.equal(runtime(), next, "and is the one runtime() returns");
+  } finally {
+    sym.kc_sched_shutdown_gen_async = realGen;
+  }
+  await shutdownScheduler();
+});
+
 Deno.test("runtime: a drain whose signal aborts starts no round or slice after it: not after a slice that timed out, nor after a pause between rounds on a scheduler that reads as not running", async () => {
   // Each slice (kc_sched_drain_for) is held until the test answers it, so the test knows where
   // the drain is, and the slices asked for count its rounds. Aborted during a slice that then
