@@ -614,7 +614,16 @@ export class NativeScope implements AsyncDisposable {
       // rejects with the named error ("Cannot wait for native scope: signal must be one that can
       // be listened to", its error the cause; before, with the raw error), no wait started.
       if (listenAbortNamed(op, signal, onAbort)) return;
-      loop().then(resolve, reject).finally(() => unlistenAbort(signal, onAbort));
+      // The listener goes before the wait settles, so that none is left once the caller's code
+      // after it runs, as a drain's (runtime.ts, `givenUpBy`) and every other wait's. Before, it
+      // was removed a turn of microtasks after (`finally`): still listening as `await` returned.
+      loop().then(() => {
+        unlistenAbort(signal, onAbort);
+        resolve();
+      }, (e) => {
+        unlistenAbort(signal, onAbort);
+        reject(e);
+      });
     });
   }
 

@@ -5,6 +5,7 @@
 // here waits on a sleep for synchronisation.
 import assert from "node:assert/strict";
 import {
+  abortListeners,
   catchReported,
   evalScript,
   nestThroughSignals,
@@ -425,6 +426,25 @@ Deno.test("NativeScope.wait: a timeout and an aborted signal reject, the childre
     /Cannot create native scope: parent must be a NativeScope, received a NativeScope look-alike/,
   );
   assert.throws(() => nativeScope({} as never), TypeError);
+});
+
+Deno.test("NativeScope.wait({ signal }): its listener goes before the wait settles, resolved or rejected", async () => {
+  // A signal that never aborts: once `await` returns (no child; a child that ended; a timeout's
+  // TimeoutError), the wait listens no more, as a drain's and every other wait's. Before, its
+  // listener was removed a turn of microtasks after the wait settled (a `finally`): the code
+  // after the `await` found it still there.
+  await using scope = NativeScope.create();
+  const live = new AbortController();
+  await scope.wait({ signal: live.signal }); // no child
+  assert.equal(abortListeners(live.signal), 0, "no child: no listener left");
+  const quick = cells(1); // 1 ms
+  scope.launch("cancellable-sleeper", quick);
+  await scope.wait({ signal: live.signal });
+  assert.equal(done(quick), true);
+  assert.equal(abortListeners(live.signal), 0, "a child that ended: no listener left");
+  scope.launch("cancellable-sleeper", cells(MINUTE));
+  await assert.rejects(scope.wait({ signal: live.signal, timeout: 1 }), TimeoutError);
+  assert.equal(abortListeners(live.signal), 0, "timed out: no listener left");
 });
 
 /**
