@@ -284,7 +284,8 @@ Deno.test("stress: Workers terminated at many moments around native sends: every
   };
   const stopAt = performance.now() + 8_000;
   let rounds = 0;
-  for (; rounds < 40 && performance.now() < stopAt; rounds++) {
+  // At least 5 rounds however loaded the host (a floor, not a time bound), then as many as fit.
+  for (; rounds < 40 && (rounds < 5 || performance.now() < stopAt); rounds++) {
     const capacity = rand() < 0.5 ? 0 : 2;
     using ch = new Channel<bigint>(capacity, { codec: codecs.u64 });
     const taken = await terminatedWhileReceiving(ch);
@@ -346,7 +347,6 @@ Deno.test("stress: Workers terminated at many moments around native sends: every
     await until(() => cells[4] === 1n, "the native sender");
     assert.equal(cells[3], BigInt(n));
   }
-  assert.ok(rounds >= 5, `only ${rounds} rounds`);
 });
 
 /**
