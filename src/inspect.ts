@@ -79,13 +79,17 @@ const FUNCTION_KINDS: readonly [object, string][] = [
  * Proxy's trap that throws (its `getOwnPropertyDescriptor` or `getPrototypeOf`) leaves what was
  * read so far. Before, a class that extends another printed `[class B]` and a function with a null
  * prototype `[Function: f]`, where Deno prints `[class B extends A]` and `[Function (null
- * prototype): f]`.
+ * prototype): f]`. A function whose prototype chain names another kind than its own
+ * (`constructorName`) is followed by that name, as Deno does: a bound async function
+ * `[Function: bound f] AsyncFunction` (its kind the engine's, its prototype its target's), a
+ * class whose prototype is an async function `[class C [AsyncFunction] extends f]`.
  */
 function functionTag(f: object): string {
   let name = "";
   let kind = "Function";
   let isClass = false;
   let extended = ""; // a class's " extends A"; a function's " (null prototype)"
+  let made = ""; // a class's " [AsyncFunction]"; a function's " AsyncFunction" (`constructorName`)
   try {
     name = ownName(f);
     isClass = /^class\b/.test(Function.prototype.toString.call(f));
@@ -94,7 +98,11 @@ function functionTag(f: object): string {
       // Deno's: the name of what it extends, if that has one (a class that extends nothing
       // extends Function.prototype, whose name is "").
       if (proto === null) extended = " extends [null prototype]";
-      else if (ownName(proto) !== "") extended = ` extends ${ownName(proto)}`;
+      else {
+        const by = constructorName(f);
+        if (by !== undefined && by !== "Function" && by !== "Object") made = ` [${by}]`;
+        if (ownName(proto) !== "") extended = ` extends ${ownName(proto)}`;
+      }
     } else {
       if (proto === null) extended = " (null prototype)";
       if (isProxy(f)) kind = FUNCTION_KINDS.find(([p]) => p === proto)?.[1] ?? kind;
@@ -102,13 +110,45 @@ function functionTag(f: object): string {
         kind = `${isAsyncFunction(f) ? "Async" : ""}${
           isGeneratorFunction(f) ? "Generator" : ""
         }Function`;
+        const by = proto === null ? undefined : constructorName(f);
+        if (by !== undefined && by !== kind && by !== "Object") made = ` ${by}`;
       }
     }
   } catch {
     // A Proxy's trap that threw: what was read so far.
   }
-  if (isClass) return `[class ${name === "" ? "(anonymous)" : name}${extended}]`;
-  return name === "" ? `[${kind}${extended} (anonymous)]` : `[${kind}${extended}: ${name}]`;
+  if (isClass) return `[class ${name === "" ? "(anonymous)" : name}${made}${extended}]`;
+  const head = name === "" ? `[${kind}${extended} (anonymous)]` : `[${kind}${extended}: ${name}]`;
+  return head + made;
+}
+
+/**
+ * The name Deno gives what made `f`: that of the first own `constructor` up its prototype chain
+ * (`f` itself first, 32 objects at most: a Proxy's `getPrototypeOf` trap may answer a fresh one
+ * each time) that is a data property holding a function with an own data `name` other than "",
+ * whose own data `prototype` is one of `f`'s prototypes (Deno's check; no `Symbol.hasInstance` is
+ * called). Undefined when none is. Where it is none or `Object` (a function made from a plain
+ * object's prototype), Deno prints no function tag at all but the object's braces (`{}`): the tag
+ * is printed here, without that name. Reads no getter (Deno's runs a `name` getter, and prints a
+ * `Symbol.toStringTag` it reads, which this leaves out); a Proxy's traps run, and what they throw
+ * is thrown (`functionTag`).
+ */
+function constructorName(f: object): string | undefined {
+  const chain: object[] = [];
+  for (let p: object | null = f; p !== null && chain.length < 32; p = Object.getPrototypeOf(p)) {
+    chain.push(p);
+  }
+  for (const o of chain) {
+    const d = Object.getOwnPropertyDescriptor(o, "constructor");
+    if (d === undefined || !("value" in d) || typeof d.value !== "function") continue;
+    const name = ownName(d.value);
+    const made = Object.getOwnPropertyDescriptor(d.value, "prototype");
+    if (
+      name !== "" && made !== undefined && "value" in made && made.value !== f &&
+      chain.includes(made.value)
+    ) return name;
+  }
+  return undefined;
 }
 
 /** `o`'s own `name` if it is a data property holding a string, else "" (no getter is run). */

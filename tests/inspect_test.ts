@@ -554,6 +554,42 @@ Deno.test("inspectAs without Deno's inspect prints a subclass, a null-prototype 
   );
 });
 
+Deno.test("inspectAs without Deno's inspect names what made a function when its prototype is of another kind, as Deno does", () => {
+  // Its kind is the engine's, its prototype chain may say another (a bound function's prototype
+  // is its target's): Deno prints the name of the constructor found up the chain after the tag.
+  // Before, a bound async function printed `[Function: bound af]` (and, before that,
+  // `[AsyncFunction: bound af]`), where Deno prints `[Function: bound af] AsyncFunction`.
+  const AsyncFunctionPrototype = Object.getPrototypeOf(async function () {});
+  class Made {}
+  const facts = {
+    ba: (async function af() {}).bind(null),
+    bg: (function* g() {}).bind(null),
+    fa: Object.setPrototypeOf(function f() {}, AsyncFunctionPrototype),
+    af: Object.setPrototypeOf(async function a() {}, Function.prototype),
+    m: Object.setPrototypeOf(function m() {}, Made.prototype),
+    c: Object.setPrototypeOf(class C {}, async function sup() {}),
+    b: (function plain() {}).bind(null),
+  };
+  assert.equal(
+    inspectAs("X", facts, undefined, {}),
+    "X { ba: [Function: bound af] AsyncFunction, bg: [Function: bound g] GeneratorFunction, " +
+      "fa: [Function: f] AsyncFunction, af: [AsyncFunction: a] Function, m: [Function: m] Made, " +
+      "c: [class C [AsyncFunction] extends sup], b: [Function: bound plain] }",
+  );
+  assert.equal(inspectAs("X", facts, undefined, {}), inspectAs("X", facts, Deno.inspect, {}));
+  // The constructor is read by own data properties only: a getter of the caller's is not run.
+  const trap = {
+    get constructor(): never {
+      throw new Error("a getter of the caller's is not run");
+    },
+  };
+  Object.setPrototypeOf(trap, AsyncFunctionPrototype);
+  assert.equal(
+    inspectAs("X", { g: Object.setPrototypeOf(function g() {}, trap) }, undefined, {}),
+    "X { g: [Function: g] AsyncFunction }",
+  );
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
