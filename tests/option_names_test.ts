@@ -578,6 +578,14 @@ Deno.test("an unknown option's key (and its string value) is printed bounded: a 
     message: `Cannot create channel: unknown option "${edge}" (known: overflow, codec, ` +
       `onUndeliveredElement), received { ${edge}: "${"w".repeat(64)}" }`,
   });
+  // One more, 65: cut, an identifier named quoted as well (its head is no key of the object).
+  const over = `"${"k".repeat(64)}"… (a key of 65 characters)`;
+  assert.throws(() => new Channel(4, { [edge + "k"]: "w".repeat(65) } as never), {
+    message: `Cannot create channel: unknown option ${over} (known: overflow, codec, ` +
+      `onUndeliveredElement), received { ${over}: "${
+        "w".repeat(64)
+      }"… (a string of 65 characters) }`,
+  });
 });
 
 Deno.test("a huge string received is described by its head and length: the named TypeError, not V8's RangeError", async () => {
@@ -607,6 +615,10 @@ Deno.test("a huge string received is described by its head and length: the named
   });
   assert.throws(() => new Channel("y".repeat(4096) as never), {
     message: new RegExp(`, received "y{4096}"$`),
+  });
+  // One more, 4097: its head and length.
+  assert.throws(() => new Channel("y".repeat(4097) as never), {
+    message: /, received "y{64}"… \(a string of 4097 characters\)$/,
   });
 });
 
