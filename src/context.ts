@@ -500,7 +500,8 @@ export class Context {
 
   /**
    * The entries for debugging, e.g. `Context(user="ada", deadline=1500.5)`: each key's name and
-   * its value in short form (a string quoted, an object by its tag only).
+   * its value in short form (a string quoted, one over 4096 characters by its first 64 and its
+   * length, as error messages name one: `describe`; an object by its tag only).
    */
   toString(): string {
     const parts = [...Context.#entriesOf(this, "print context")].map(([k, v]) =>

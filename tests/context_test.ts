@@ -207,6 +207,18 @@ Deno.test("keys compare by identity, not name; an entry may hold undefined", () 
   assert.equal(String(ctx), 'Context(user="ada", maybe=undefined)');
 });
 
+Deno.test("a context prints a string over 4096 characters by its head and length, as error messages do", () => {
+  // `toString` describes each value as error messages do (`describe`): a string of 4096
+  // characters whole, a longer one by its first 64 and its length (whole, a huge one made
+  // `String(ctx)` throw V8's RangeError "Invalid string length").
+  const whole = "a".repeat(4096);
+  assert.equal(String(Context.empty.with(user, whole)), `Context(user="${whole}")`);
+  assert.equal(
+    String(Context.empty.with(user, "a".repeat(4097))),
+    `Context(user="${"a".repeat(64)}"… (a string of 4097 characters))`,
+  );
+});
+
 Deno.test("children inherit the scope's context, down to grandchildren", async () => {
   const context = Context.empty.with(user, "ada");
   const seen = await coroutineScope(async (scope) => {

@@ -243,6 +243,24 @@ Deno.test("cancel(cause): a CancellationError is kept, anything else wrapped as 
   });
 });
 
+Deno.test("cancel(cause) of a string over 4096 characters: its message names its head and length, its cause is whole", async () => {
+  // The message describes a cause that is no Error as error messages do (`describe`): quoted
+  // whole, a huge string made the message longer than V8 allows, and cancel() threw the
+  // engine's RangeError "Invalid string length" instead of cancelling.
+  const short = new CompletableDeferred<number>();
+  short.cancel("r".repeat(4096));
+  await assert.rejects(short.await(), { message: `Cancelled: "${"r".repeat(4096)}"` });
+  const reason = "r".repeat(4097);
+  const long = new CompletableDeferred<number>();
+  long.cancel(reason);
+  await assert.rejects(
+    long.await(),
+    (e) =>
+      e instanceof CancellationError && e.cause === reason &&
+      e.message === `Cancelled: "${"r".repeat(64)}"… (a string of 4097 characters)`,
+  );
+});
+
 Deno.test("cancel is idempotent and does nothing after completion", async () => {
   await coroutineScope(async (scope) => {
     const first = new CancellationError("first");
