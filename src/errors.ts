@@ -42,19 +42,31 @@ const statusNames: Record<number, string> = Object.assign(
 export function describe(x: unknown): string {
   // A string over 4096 characters by its head and length (`quotedBounded`): quoted whole, a huge
   // one made the message longer than V8 allows (the engine's RangeError came instead of the named
-  // error). Up to 4096 whole, so that a path (PATH_MAX) is named as given.
-  if (typeof x === "string") return quotedBounded(x, "string", 4096);
-  if (typeof x === "bigint") return `${x}n`;
+  // error). Up to 4096 whole, so that a path (PATH_MAX) is named as given. A symbol's description
+  // and an object's tag alike, and a bigint of more digits by its size (`bigintBounded`).
+  if (typeof x === "string") return quotedBounded(x, "string", WHOLE_CHARS);
+  if (typeof x === "bigint") return bigintBounded(x);
   // A function's own toString may be anything (its whole source, or a throw): its kind only.
   if (typeof x === "function") return "a function";
   // -0 as written: String(-0) is "0", which read as a value the check accepts (a count of 0).
   if (Object.is(x, -0)) return "-0";
+  if (typeof x === "symbol") {
+    // By Symbol.prototype's own getter, as the module loaded: a caller's redefinition never runs.
+    const about: string | undefined = symbolDescription.call(x);
+    if (about === undefined || about.length <= WHOLE_CHARS) return String(x);
+    return `Symbol(${headOf(about)}…) (a description of ${about.length} characters)`;
+  }
   if (x === null || typeof x !== "object") return String(x);
   let tag: string;
   try {
     tag = Object.prototype.toString.call(x); // reads Symbol.toStringTag: a getter, a proxy
   } catch {
     return "an object that cannot be described (its tag threw)"; // keep the message we meant
+  }
+  // A tag (the caller's Symbol.toStringTag) over 4096 characters, as a string is.
+  if (tag.length > WHOLE_CHARS + 9) {
+    const own = tag.slice(8, -1); // "[object " and "]"
+    return `[object ${headOf(own)}…] (a tag of ${own.length} characters)`;
   }
   if (tag === "[object Object]") {
     const name = lookAlikeName(x);
@@ -170,6 +182,8 @@ function lookAlikeName(x: object): string | undefined {
   return undefined;
 }
 
+const symbolDescription = Object.getOwnPropertyDescriptor(Symbol.prototype, "description")!.get!;
+
 const typedLength = Object.getOwnPropertyDescriptor(
   Object.getPrototypeOf(Uint8Array.prototype),
   "length",
@@ -269,19 +283,45 @@ function unknownOption(op: string, options: object, key: string, known: readonly
 /** How many characters of a string cut short (`quotedBounded`) a message shows. */
 const SHOWN_CHARS = 64;
 
+/** The longest string `describe` quotes whole (a path's PATH_MAX), and the longest tag it shows. */
+const WHOLE_CHARS = 4096;
+
+/** `s`'s first SHOWN_CHARS characters, one fewer where the last would split a surrogate pair. */
+function headOf(s: string): string {
+  const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
+  return s.slice(0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
+}
+
+/** The least bigint of more than 4094 digits: one under it (and over its negation) prints whole. */
+const BIGINT_WHOLE = 10n ** 4094n;
+
+/**
+ * `x` as `123n` up to 4094 digits (its text 4096 characters at most, as `describe`'s strings), a
+ * larger one by its size: `a bigint of 1048577 bits` (`a negative bigint of ...`). Its decimal
+ * text costs more than linear time in its size: ~4 s for one of 2**24 bits (5 million digits),
+ * ~0.8 s for 2**22, minutes for the engine's largest (2**30 bits), the thread held for an error
+ * message. Its bits are counted from its hex text (linear, a power of two's radix): ~0.5 s for
+ * one of 2**29 bits.
+ */
+function bigintBounded(x: bigint): string {
+  if (x > -BIGINT_WHOLE && x < BIGINT_WHOLE) return `${x}n`;
+  const hex = x.toString(16);
+  const first = x < 0n ? 1 : 0; // its "-"
+  const bits = (hex.length - first - 1) * 4 + 32 - Math.clz32(parseInt(hex[first], 16));
+  return `${x < 0n ? "a negative" : "a"} bigint of ${bits} bits`;
+}
+
 /**
  * `s` quoted as JSON, or, when longer than `whole` characters, its first SHOWN_CHARS (not cut
  * inside a surrogate pair) quoted, an ellipsis and its length: `"xxxx"… (a key of 268435456
- * characters)`. Printed whole, a huge string built a message longer than V8's longest (~2**29 characters): the
- * engine's RangeError "Invalid string length" came instead of the named error, after copying the
- * string over (an unknown option's key of 45 million control characters, each six as JSON and
- * named twice, was enough; a capacity name of 2**28 quotes, each two, too).
+ * characters)`. Printed whole, a huge string built a message longer than V8's longest (~2**29
+ * characters): the engine's RangeError "Invalid string length" came instead of the named error,
+ * after copying the string over (an unknown option's key of 45 million control characters, each
+ * six as JSON and named twice, was enough; a capacity name of 2**28 quotes, each two, too).
  */
 function quotedBounded(s: string, what: string, whole = SHOWN_CHARS): string {
   if (s.length <= whole) return JSON.stringify(s);
-  const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
-  const head = s.slice(0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
-  return `${JSON.stringify(head)}… (a ${what} of ${s.length} characters)`;
+  return `${JSON.stringify(headOf(s))}… (a ${what} of ${s.length} characters)`;
 }
 
 /**

@@ -1073,8 +1073,13 @@ Deno.test("the least cause bytes limit is room for the error that says a cause i
     const causes = [
       [tagged(widest), `[object ${widest}]`],
       [
+        tagged("\u4e00".repeat(4000)),
+        `[object ${"\u4e00".repeat(56)}... (a description of 4009 characters)`,
+      ],
+      // Over 4096, describe() cuts it first (its head and length), to less than 256.
+      [
         tagged("\u4e00".repeat(5000)),
-        `[object ${"\u4e00".repeat(56)}... (a description of 5009 characters)`,
+        `[object ${"\u4e00".repeat(64)}…] (a tag of 5000 characters)`,
       ],
       [tagged("t".repeat(247)), `[object ${"t".repeat(247)}]`],
       ["x".repeat(5000), "a string of 5000 characters"],
@@ -1150,12 +1155,15 @@ Deno.test("a close cause too large to copy whose own description is long (its Sy
   // encodeCause answered null and the channel closed with no cause for other isolates, read
   // there as closed cleanly (the failure lost), as when such bytes were kept.
   const max = 4096;
-  {
+  // Up to 4096 characters describe() gives the tag whole, and describeCause cuts it; over, the
+  // tag is cut by describe() first (as every error message cuts it).
+  for (
+    const [tag, described] of [
+      ["t".repeat(4000), `[object ${"t".repeat(56)}... (a description of 4009 characters)`],
+      ["t".repeat(5000), `[object ${"t".repeat(64)}…] (a tag of 5000 characters)`],
+    ]
+  ) {
     using _max = boundTo(setCauseBytesMax, max);
-    const tag = "t".repeat(5000);
-    const described = `[object ${"t".repeat(56)}... (a description of ${
-      tag.length + 9
-    } characters)`;
     class Tagged {
       s = "x".repeat(5000);
       get [Symbol.toStringTag]() {
@@ -1277,7 +1285,7 @@ Deno.test("a close cause carries 10,000 own fields of its Errors in all, the fir
 Deno.test("a close cause's stand-in strings and its rich encoding's describe what they leave out as every other does, a long description cut: a chain too deep, a value past the elements, more Errors than the encoding carries", () => {
   // Before, these four quoted `describe` whole (an object's own Symbol.toStringTag of any
   // length), where every other string saying what was not copied cut it (`describeCause`).
-  const tag = "t".repeat(5000);
+  const tag = "t".repeat(4000); // over 4096, describe() would cut it first (its own format)
   const described = `[object ${"t".repeat(56)}... (a description of ${tag.length + 9} characters)`;
   const notCopied = "cannot be copied to another isolate";
   const tagged = <T extends object>(x: T): T =>

@@ -622,5 +622,58 @@ Deno.test("a huge string received is described by its head and length: the named
   });
 });
 
+Deno.test("a symbol's long description, an object's long tag and a bigint of many digits are described by their size", () => {
+  // As a string over 4096 characters is (above): a symbol printed whole (`Symbol(...)`) and an
+  // object's tag (`[object ...]`, its own Symbol.toStringTag) with a description or tag of 2**29
+  // characters made the message longer than V8 allows, and its RangeError came instead of the
+  // TypeError; a bigint printed in decimal took seconds to minutes (~4 s for one of 2**24 bits),
+  // blocking the thread for an error message.
+  const received = (x: unknown) => {
+    try {
+      new Channel(x as never);
+    } catch (e) {
+      const m = /, received (.*)$/s.exec((e as Error).message);
+      if (m !== null) return m[1];
+      throw e;
+    }
+    throw new Error("not refused");
+  };
+  assert.equal(received(Symbol("s".repeat(4096))), `Symbol(${"s".repeat(4096)})`);
+  assert.equal(
+    received(Symbol("s".repeat(4097))),
+    `Symbol(${"s".repeat(64)}…) (a description of 4097 characters)`,
+  );
+  assert.equal(received(Symbol()), "Symbol()");
+  assert.equal(
+    received({ [Symbol.toStringTag]: "t".repeat(4096) }),
+    `[object ${"t".repeat(4096)}]`,
+  );
+  assert.equal(
+    received({ [Symbol.toStringTag]: "t".repeat(4097) }),
+    `[object ${"t".repeat(64)}…] (a tag of 4097 characters)`,
+  );
+  const most = 10n ** 4094n - 1n; // 4094 digits: with its sign and its n, 4096 characters
+  assert.equal(received(most), `${most}n`);
+  assert.equal(received(-most), `-${most}n`);
+  assert.equal(received(most + 1n), "a bigint of 13600 bits");
+  assert.equal(received(-(1n << 1048576n)), "a negative bigint of 1048577 bits");
+  // A symbol's description is read by Symbol.prototype's own getter: a caller's never runs.
+  const own = Object.getOwnPropertyDescriptor(Symbol.prototype, "description")!;
+  Object.defineProperty(Symbol.prototype, "description", {
+    get: () => {
+      throw new Error("a getter of the caller's is not run");
+    },
+    configurable: true,
+  });
+  try {
+    assert.equal(
+      received(Symbol("s".repeat(4097))),
+      `Symbol(${"s".repeat(64)}…) (a description of 4097 characters)`,
+    );
+  } finally {
+    Object.defineProperty(Symbol.prototype, "description", own);
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
