@@ -2225,9 +2225,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         Object.hasOwn(options, key)
       ) checkOptionNames(op, options, CHANNEL_OPTIONS);
     }
-    if (!Object.hasOwn(OVERFLOW, overflow)) {
+    if (typeof overflow !== "string" || !Object.hasOwn(OVERFLOW, overflow)) {
       // A string naming no policy is a TypeError too, as an unknown capacity name, built-in
-      // entry or shutdown mode is (WebIDL's rule for an enum value it does not know).
+      // entry or shutdown mode is (WebIDL's rule for an enum value it does not know). Anything
+      // else is refused as it is, never converted: `Object.hasOwn` alone made a key of it, so an
+      // object whose toString (run twice, the caller's code) said "drop-oldest", an array
+      // `["drop-oldest"]` or a String object was taken for that policy (and refused with a
+      // conflated capacity), and a huge bigint took seconds to become one.
       throw new TypeError(
         `Cannot ${op}: overflow must be "suspend", "drop-oldest" or "drop-latest", received ${
           describe(overflow)

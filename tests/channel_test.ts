@@ -79,6 +79,31 @@ function countCalls(names: string[]) {
   return spy;
 }
 
+Deno.test("constructor: an overflow that is no string is refused as it is, never converted to one", () => {
+  // The check made a property key of it (`Object.hasOwn`): an object whose toString said a
+  // policy's name (the caller's code, run twice), an array of one name or a String object was
+  // taken for that policy.
+  let ran = 0;
+  const named = {
+    toString() {
+      ran++;
+      return "drop-oldest";
+    },
+  };
+  const refused = (overflow: unknown, received: string) =>
+    assert.throws(() => new Channel(4, { overflow: overflow as never }), {
+      name: "TypeError",
+      message:
+        'Cannot create channel: overflow must be "suspend", "drop-oldest" or "drop-latest", ' +
+        `received ${received}`,
+    });
+  refused(named, "[object Object]");
+  assert.equal(ran, 0);
+  refused(["drop-oldest"], "[object Array] of length 1");
+  refused(new String("suspend"), "[object String]");
+  refused(Symbol("suspend"), "Symbol(suspend)");
+});
+
 Deno.test("constructor: bad arguments are RangeError/TypeError naming what was received", () => {
   assert.throws(() => new Channel(-1), {
     name: "RangeError",
