@@ -286,6 +286,15 @@ const SHOWN_CHARS = 64;
 /** The longest string `describe` quotes whole (a path's PATH_MAX), and the longest tag it shows. */
 const WHOLE_CHARS = 4096;
 
+/**
+ * Internal. `s` as it is up to 4096 characters, else its first 64, an ellipsis and its length:
+ * `xxxx… (a message of 5000 characters)`, for text a message holds unquoted (an Error's message),
+ * as `describe` bounds a string it quotes.
+ */
+export function cutShort(s: string, what: string): string {
+  return s.length <= WHOLE_CHARS ? s : `${headOf(s)}… (a ${what} of ${s.length} characters)`;
+}
+
 /** `s`'s first SHOWN_CHARS characters, one fewer where the last would split a surrogate pair. */
 function headOf(s: string): string {
   const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole

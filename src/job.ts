@@ -58,6 +58,7 @@ import {
   checkFunction,
   checkOptionNames,
   CompletionHandlerError,
+  cutShort,
   describe,
   errorKind,
   isAborted,
@@ -248,7 +249,11 @@ export function toCancellation(cause: unknown): CancellationError {
   if (cause === undefined) return new CancellationError("Cancelled");
   let what: string;
   try {
-    what = cause instanceof Error ? String(cause.message) : describe(cause);
+    // An Error's message over 4096 characters by its head and length, as `describe` bounds a
+    // string: whole, one near V8's longest string made this message longer than V8 allows, and
+    // cancel() threw the engine's RangeError, the job not cancelled (a signal's abort reason
+    // alike). The cause is carried whole.
+    what = cause instanceof Error ? cutShort(String(cause.message), "message") : describe(cause);
   } catch {
     what = describe(cause); // a hostile cause (a throwing getter or trap): described safely
   }

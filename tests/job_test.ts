@@ -261,6 +261,26 @@ Deno.test("cancel(cause) of a string over 4096 characters: its message names its
   );
 });
 
+Deno.test("cancel(cause) of an Error whose message is over 4096 characters: the message names its head and length, the job is cancelled", async () => {
+  // Its message was put in whole: one of 2**29 - 24 characters (V8's longest string) made
+  // "Cancelled: <message>" longer than V8 allows, and cancel() threw the engine's RangeError
+  // "Invalid string length", the job not cancelled.
+  const whole = new Error("m".repeat(4096));
+  const short = new CompletableDeferred<number>();
+  short.cancel(whole);
+  await assert.rejects(short.await(), { message: `Cancelled: ${"m".repeat(4096)}` });
+  const reason = new Error("m".repeat(4097));
+  const long = new CompletableDeferred<number>();
+  long.cancel(reason);
+  assert.equal(long.isCancelled, true);
+  await assert.rejects(
+    long.await(),
+    (e) =>
+      e instanceof CancellationError && e.cause === reason &&
+      e.message === `Cancelled: ${"m".repeat(64)}… (a message of 4097 characters)`,
+  );
+});
+
 Deno.test("cancel is idempotent and does nothing after completion", async () => {
   await coroutineScope(async (scope) => {
     const first = new CancellationError("first");
