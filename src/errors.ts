@@ -928,8 +928,9 @@ export class LibraryClosedError extends KcoroError {
   /** `Cannot <op>: the kcoro library is closed`, status `KC_ESHUTDOWN`. */
   constructor(op: string) {
     // `op` may come from a caller (`Library.symbols(op)`): a symbol or an object would make the
-    // template throw the engine's conversion error instead of this one.
-    const what = typeof op === "string" ? op : describe(op);
+    // template throw the engine's conversion error instead of this one, and a string near V8's
+    // longest the engine's RangeError ("Invalid string length"): over 4096 characters, its head.
+    const what = typeof op === "string" ? cutShort(op, "name") : describe(op);
     super(Status.ESHUTDOWN, `Cannot ${what}: the kcoro library is closed`);
     this.name = "LibraryClosedError";
   }

@@ -83,6 +83,16 @@ Deno.test("close is idempotent and later calls get LibraryClosedError", () => {
   assert.throws(() => lib.symbols("resume coroutine"), LibraryClosedError);
   // An op that is not a string still gets the named error (a symbol broke its message).
   assert.throws(() => lib.symbols(Symbol("op") as never), LibraryClosedError);
+  // A name over 4096 characters by its head and length (one of 2**29 - 24 characters, V8's
+  // longest string, made the message too long: the engine's RangeError came instead).
+  assert.throws(() => lib.symbols("o".repeat(4096)), {
+    name: "LibraryClosedError",
+    message: new RegExp(`^Cannot o{4096}: the kcoro library is closed`),
+  });
+  assert.throws(() => lib.symbols("o".repeat(4097)), {
+    name: "LibraryClosedError",
+    message: /^Cannot o{64}… \(a name of 4097 characters\): the kcoro library is closed/,
+  });
   closeLibrary();
   closeLibrary();
   assert.ok(library().isOpen); // reopens on demand
