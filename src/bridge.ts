@@ -21,7 +21,7 @@
 import { setImmediate } from "node:timers";
 import { beforeClose, type Library, librarySymbols, onClose } from "../ffi/load.ts";
 import type { Slot } from "./codec.ts";
-import { InvalidHandleError, KcoroError, Status, statusError } from "./errors.ts";
+import { InvalidHandleError, KcoroError, reportUncaught, Status, statusError } from "./errors.ts";
 
 /**
  * A queued operation: `complete` runs once its record is drained (it must `take` the ticket);
@@ -243,7 +243,7 @@ export class Bridge {
       try {
         op.flush();
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     const busy: number[] = [];
@@ -266,7 +266,7 @@ export class Bridge {
         try {
           op.withdrawn();
         } catch (e) {
-          reportError(e);
+          reportUncaught(e);
         }
       }
     }
@@ -279,7 +279,7 @@ export class Bridge {
       // the ring is gone and yields the CPU between its looks.
       this.#awaitRecords(busy, () => this.#drain());
     } catch (e) {
-      reportError(e);
+      reportUncaught(e);
     }
     // The ring itself lives on until the library is closed (`#closed`): code that runs after
     // this, while the library is still open (a close hook after this one, an "error" listener
@@ -361,7 +361,7 @@ export class Bridge {
       try {
         op.withdrawn();
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     this.#awaitRecords(busy, () => this.#drainClosed());
@@ -378,7 +378,7 @@ export class Bridge {
       try {
         op.withdrawn();
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     const ops = [...this.#ops.values()];
@@ -389,7 +389,7 @@ export class Bridge {
       try {
         op.complete(Status.ECANCELED, 0);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
   }
@@ -749,7 +749,7 @@ export class Bridge {
       try {
         op.lost?.(status);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
   }
@@ -770,7 +770,7 @@ export class Bridge {
       try {
         op.complete(status, index);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     picked.length = 0;
@@ -1033,7 +1033,7 @@ export class Bridge {
         try {
           op.flush(); // may track(): #starting is still set, so that schedules nothing
         } catch (e) {
-          reportError(e);
+          reportUncaught(e);
         }
       }
     } finally {
@@ -1192,7 +1192,7 @@ export class Bridge {
       try {
         op.lost?.(status);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     if (waited || !this.#waiting) this.#watchesLost(status);
@@ -1214,7 +1214,7 @@ export class Bridge {
         if (op.lost !== undefined) op.lost(status);
         else op.withdrawn();
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
   }
@@ -1248,7 +1248,7 @@ export class Bridge {
     try {
       op.complete(status, index);
     } catch (e) {
-      reportError(e);
+      reportUncaught(e);
     }
   }
 
@@ -1307,7 +1307,7 @@ export class Bridge {
       try {
         run();
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
   }

@@ -85,6 +85,7 @@ import {
   nameLookAlikes,
   optionNames,
   refuseAsValue,
+  reportUncaught,
   signalOf,
   Status,
   statusError,
@@ -1235,7 +1236,7 @@ function endOrphan(s: Shared): void {
       codec!.discard(dropSlot, sym);
     }
   } catch (e) {
-    reportError(e); // a finalizer must not throw; nothing here should
+    reportUncaught(e); // a finalizer must not throw; nothing here should
   }
 }
 
@@ -2725,7 +2726,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         try {
           w.ch.#failEnded(w, later);
         } catch (e) {
-          reportError(e);
+          reportUncaught(e);
         }
       }
       then?.();
@@ -3144,7 +3145,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       try {
         v = this.#codec.decode(slot, sym);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
         continue;
       }
       if (into !== undefined) into.push(v);
@@ -3717,7 +3718,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     try {
       hook(v as T);
     } catch (e) {
-      reportError(e);
+      reportUncaught(e);
     } finally {
       this.#hooking = false;
     }
@@ -3752,7 +3753,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         try {
           hook(v as T);
         } catch (e) {
-          reportError(e);
+          reportUncaught(e);
         }
       }
       this.#deferred = null;
@@ -4746,7 +4747,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       try {
         this.#refused(value, slot);
       } catch (e) {
-        reportError(e); // a primitive the codec passed but cannot encode: not expected
+        reportUncaught(e); // a primitive the codec passed but cannot encode: not expected
       } finally {
         if (slot !== undefined) giveSlot(slot);
       }
@@ -5012,7 +5013,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       try {
         this.#refused(w.value, encoded ? w.slot : undefined);
       } catch (e) {
-        reportError(e); // an encoding's release failing: not expected (the hook's own are caught)
+        reportUncaught(e); // an encoding's release failing: not expected (the hook's own are caught)
       } finally {
         releaseSlot(w);
       }
@@ -6880,7 +6881,7 @@ function trackLocal(lib: Library, ch: Channel<unknown>): void {
           const ch = ref.deref();
           if (ch !== undefined) libraryClosedOf(ch);
         } catch (e) {
-          reportError(e);
+          reportUncaught(e);
         }
       }
     }));
@@ -6907,7 +6908,7 @@ const copyHolds = new FinalizationRegistry<{ lib: Library; handle: number; s: Sh
       if (!s.ended) symbolsToReleaseOf(lib).kc_chan_unhold(handle);
       copyHoldGone?.(handle);
     } catch (e) {
-      reportError(e); // a finalizer must not throw; nothing here should
+      reportUncaught(e); // a finalizer must not throw; nothing here should
     }
   },
 );

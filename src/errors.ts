@@ -653,7 +653,8 @@ export function taskSignal(task: { readonly signal?: unknown }): AbortSignal | n
 
 /**
  * `reportError(error)` for a failure kcoro reports as uncaught (a job's no parent took, a
- * `CoroutineExceptionHandler`'s throw): a Proxy, or an object with one among its prototypes, is
+ * `CoroutineExceptionHandler`'s throw, what an `onUndeliveredElement` hook, a job's Disposable
+ * or any other code of the caller's that kcoro runs and must not let stop it throws): a Proxy, or an object with one among its prototypes, is
  * reported in a `TypeError` that carries it as its `cause`, running none of its traps. Deno's
  * `reportError` asks `Error.prototype.isPrototypeOf` of what it reports, which runs a Proxy's
  * `getPrototypeOf` trap: one that throws (a revoked Proxy's always does) threw out of

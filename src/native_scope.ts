@@ -47,6 +47,7 @@ import {
   optionNames,
   refuseAsValue,
   refuseSyncDispose,
+  reportUncaught,
   ShutdownError,
   Status,
   TimeoutError,
@@ -215,7 +216,7 @@ const droppedScopes = new FinalizationRegistry<Dropped>((d) => {
     orphans = orphans.filter((o) => !destroyIfIdle(o));
     orphansAt = Math.max(16, 2 * orphans.length);
   } catch (e) {
-    reportError(e); // a finalizer must not throw; nothing here should
+    reportUncaught(e); // a finalizer must not throw; nothing here should
   }
 });
 

@@ -94,6 +94,7 @@ import {
   nameLookAlikes,
   optionNames,
   refuseAsValue,
+  reportUncaught,
   Status,
   unlistenAbort,
   unwrap,
@@ -453,7 +454,7 @@ function refuseAborted(clauses: Clause[]): void {
     try {
       refusedOf(ch, c.value);
     } catch (e) {
-      reportError(e); // an encoding failing: not expected (the hook's own errors are caught)
+      reportUncaught(e); // an encoding failing: not expected (the hook's own errors are caught)
     }
   }
 }
@@ -1354,7 +1355,7 @@ class Selection implements RingOp {
         );
         if (undelivered || (!open && !kept)) undeliveredOf(c.ch!, c.value);
       } catch (e) {
-        reportError(e);
+        reportUncaught(e);
       }
     }
     if (keep >= 0) this.native[keep].encoded = false;
@@ -1405,7 +1406,7 @@ function disposeReporting(d: Disposable): void {
   try {
     d[Symbol.dispose]();
   } catch (e) {
-    reportError(e);
+    reportUncaught(e);
   }
 }
 
