@@ -110,6 +110,19 @@ export let librarySymbols: (lib: Library, op: string) => Deno.DynamicLibrary<Sym
  * through `isOpen`, a getter of the prototype any caller can redefine.
  */
 export let openTableOf: (lib: Library) => OpenTable;
+/**
+ * @ignore Whether `lib` is open (its private state, as `isOpen` reads it): what kcoro's own
+ * modules ask, not the public getter. As that getter of the prototype any caller could redefine
+ * it for every library, and steer kcoro's decisions: a getter saying "open" after the close made
+ * a closed channel's dispose throw LibraryClosedError; one saying "closed" while open made a
+ * select skip a ready channel (tests/load_test.ts, "kcoro reads a Library's state").
+ */
+export let isLibraryOpen: (lib: Library) => boolean;
+/**
+ * `lib.close()`'s work, for `closeLibrary()`: as `close()` redefined on the prototype, a caller
+ * took the process-wide library's close (and its shutdown of the scheduler) away from kcoro.
+ */
+let closeOf: (lib: Library) => void;
 /** See {@linkcode openTableOf}. */
 export interface OpenTable {
   table: Deno.DynamicLibrary<Symbols>["symbols"] | null;
@@ -246,6 +259,8 @@ export class Library {
     isLibrary = (x): x is Library => typeof x === "object" && x !== null && #lib in x;
     symbolsToReleaseOf = (lib) => lib.#symbols;
     openTableOf = (lib) => lib.#open;
+    isLibraryOpen = (lib) => lib.#lib !== null;
+    closeOf = (lib) => lib.#close();
     librarySymbols = (lib, op) => {
       try {
         if (lib.#lib === null) throw new LibraryClosedError(op);
@@ -325,6 +340,11 @@ export class Library {
     // withdrawn send's value, called close again) finishes by itself: closing here would make
     // the hooks still to run withdraw the other waits through a closed library.
     Library.#check(this, "close library");
+    this.#close();
+  }
+
+  /** `close()` on a Library (`closeOf`): never through a member a caller can redefine. */
+  #close(): void {
     if (this.#lib === null || this.#closing) return;
     this.#closing = true;
     // While still open: what waits natively is withdrawn (or settled, if it completed first),
@@ -380,7 +400,7 @@ export class Library {
   [Symbol.dispose](): void {
     // Checked first: on a Proxy of one, the named TypeError, with no trap run (`this.close`).
     Library.#check(this, "close library");
-    this.close();
+    this.#close();
   }
 
   #onClose: CloseHook[] = [];
@@ -1025,7 +1045,7 @@ let shared: Library | null = null;
 
 /** The process-wide library, opened on first use (with default options). */
 export function library(): Library {
-  if (shared === null || !shared.isOpen) shared = openLibrary();
+  if (shared === null || !isLibraryOpen(shared)) shared = openLibrary();
   return shared;
 }
 
@@ -1039,7 +1059,7 @@ export function library(): Library {
  * (`sameFile`). A failure to open it names `path` as the channel's library. Internal.
  */
 export function libraryAt(path: string, op: string): Library | null {
-  if (shared !== null && shared.isOpen) return ifSameFile(shared, path, op);
+  if (shared !== null && isLibraryOpen(shared)) return ifSameFile(shared, path, op);
   // Opened from the path only when it is an absolute path to a file named as a kcoro library
   // (`libkcoro.so`, `kcoro.dll`, `libkcoro-2.so`: "kcoro" in the name and the platform's
   // extension): the path comes from message data, and opening a library runs its code before
@@ -1121,13 +1141,15 @@ function sameFile(a: string, b: string): boolean | string {
 export function closeLibrary(): void {
   const lib = shared;
   try {
-    lib?.close(); // closed also when it throws (close hooks that kept registering)
+    // The private close, not the member (`closeOf`): closed also when it throws (close hooks that
+    // kept registering).
+    if (lib !== null) closeOf(lib);
   } finally {
     // Unless a hook run by the close opened a new one (library()), which stays the shared one;
     // and unless `lib` is still open: a call from one of its close hooks, which returns at once
     // (the close in progress finishes by itself), forgets nothing. Before, it forgot the library
     // while it was closing, and a later hook's library() opened a second one, which stayed open.
-    if (shared === lib && lib?.isOpen !== true) shared = null;
+    if (shared === lib && (lib === null || !isLibraryOpen(lib))) shared = null;
   }
 }
 

@@ -51,6 +51,7 @@
  *
  * @module
  */
+import { isLibraryOpen } from "../ffi/load.ts";
 import {
   _sentAtOnce,
   cancelAfterCloseOf,
@@ -208,7 +209,7 @@ function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
  * that stopped the task, uncaught (the process ended).
  */
 function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
-  if (disposedOf(mailbox) || !libraryOf(mailbox).isOpen) return;
+  if (disposedOf(mailbox) || !isLibraryOpen(libraryOf(mailbox))) return;
   // A no-op once native code destroyed the mailbox (`kc_chan_destroy` through its `handle`),
   // as on any cancelled channel: the destroy cancelled it, rejecting its waits.
   mailbox.cancel(cause);
@@ -407,14 +408,14 @@ class Mailbox<M> extends Channel<M> {
       // The watch goes first: the dispose's cancel, told to it, would cancel the actor. A cancel
       // that came before it still does (below): the watch answers that it came untold.
       const untold = !disposedOf(this) && stopWatching(this);
-      if (!disposedOf(this) && libraryOf(this).isOpen && !sharedStateOf(this).cancelled) {
+      if (!disposedOf(this) && isLibraryOpen(libraryOf(this)) && !sharedStateOf(this).cancelled) {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
         this.cancel();
         if (!destroyedSeenOf(this)) this.#s.disposedWith = closedResultOf(this).cause;
       }
-      if (untold && libraryOf(this).isOpen) {
+      if (untold && isLibraryOpen(libraryOf(this))) {
         // A cancel after the handler's close: its own cause, as the watch tells it
         // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
         const late = destroyedSeenOf(this) ? undefined : cancelAfterCloseOf(this);
@@ -596,14 +597,16 @@ class ActorImpl<M> implements Actor<M> {
     // does (`#abortedSend`) and this actor's did while it ran: before, a finished actor's handed
     // the message to the hook there, a running one's did not.
     if (signal !== undefined && isAborted(signal)) {
-      if (!libraryOf(this.#mailbox).isOpen) return Promise.reject(abortReason(signal));
+      if (!isLibraryOpen(libraryOf(this.#mailbox))) return Promise.reject(abortReason(signal));
       return this.#refuse(message, signal);
     }
     // Through a closed library: LibraryClosedError, nothing hooked, as a Channel's send there
     // (its `#sym`, before the value is looked at) and this actor's while it ran (its mailbox's).
     // Before, a finished actor's handed the message to the hook and rejected with
     // ClosedSendError.
-    if (!libraryOf(this.#mailbox).isOpen) return Promise.reject(new LibraryClosedError("send"));
+    if (!isLibraryOpen(libraryOf(this.#mailbox))) {
+      return Promise.reject(new LibraryClosedError("send"));
+    }
     return this.#refuse(message);
   }
 
@@ -640,7 +643,7 @@ class ActorImpl<M> implements Actor<M> {
       // Through a closed library: throws LibraryClosedError, as a Channel's trySend (before the
       // value is looked at) and this actor's while it ran. Before, a finished actor's answered
       // `closed`.
-      if (!libraryOf(this.#mailbox).isOpen) throw new LibraryClosedError("trySend");
+      if (!isLibraryOpen(libraryOf(this.#mailbox))) throw new LibraryClosedError("trySend");
       // The message is checked by the mailbox's codec first, as a closed Channel's trySend
       // checks it (and as `#refuse` does for a send): one it cannot carry (a function) throws
       // that CodecError, the caller's bug, where it answered `closed` before.
@@ -674,7 +677,7 @@ class ActorImpl<M> implements Actor<M> {
     if (!this.#open()) {
       // Through a closed library: LibraryClosedError, as this actor's close while it ran (its
       // mailbox's, "Cannot close channel: ...") and any call through it. Before, false.
-      if (!libraryOf(this.#mailbox).isOpen) throw new LibraryClosedError("close channel");
+      if (!isLibraryOpen(libraryOf(this.#mailbox))) throw new LibraryClosedError("close channel");
       return false;
     }
     // False too once native code destroyed the mailbox (as on any cancelled channel).

@@ -19,7 +19,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import { beforeClose, type Library, librarySymbols, onClose } from "../ffi/load.ts";
+import { beforeClose, isLibraryOpen, type Library, librarySymbols, onClose } from "../ffi/load.ts";
 import type { Slot } from "./codec.ts";
 import { InvalidHandleError, KcoroError, reportUncaught, Status, statusError } from "./errors.ts";
 
@@ -539,7 +539,7 @@ export class Bridge {
     // copies, a consumer waiting for ever (channel_test "an owned close watch given up by code
     // that runs after the library closed"). The answer is then false, also where a cancel's
     // record is on the ring, not drained.
-    const rc = this.#lib.isOpen ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
+    const rc = isLibraryOpen(this.#lib) ? this.#sym.kc_ring_abort(this.#ring, op.ticket) : 0;
     if (rc === Status.EBUSY) return true;
     this.#watches.delete(op.ticket);
     this.#stopPoll();
@@ -556,7 +556,7 @@ export class Bridge {
   #pollWatches(): void {
     if (this.#poll !== null || this.#watches.size === 0) return;
     const id = setInterval(() => {
-      if (this.#watches.size > 0 && this.#lib.isOpen && !this.#waiting) {
+      if (this.#watches.size > 0 && isLibraryOpen(this.#lib) && !this.#waiting) {
         const rc = this.#drain();
         // The ring is gone (destroyed by hand, as a test does): no record will come. Before,
         // this drained it every WATCH_POLL_MS for as long as the isolate lived, and its
@@ -564,7 +564,7 @@ export class Bridge {
         // after them): those tracked here are inside ones (no wait is outstanding), whose
         // records only a touch's drain would look for. Before, only the watches were told, and
         // such a wait (a receive on a channel a select made native) waited for ever.
-        if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc);
+        if (rc < 0 && isLibraryOpen(this.#lib)) this.#ringGone(rc);
       }
       this.#stopPoll();
     }, WATCH_POLL_MS);
@@ -574,7 +574,7 @@ export class Bridge {
 
   /** Stops `#pollWatches`'s timer once no watch is left (or the library closed). */
   #stopPoll(): void {
-    if (this.#poll === null || (this.#watches.size > 0 && this.#lib.isOpen)) return;
+    if (this.#poll === null || (this.#watches.size > 0 && isLibraryOpen(this.#lib))) return;
     clearInterval(this.#poll);
     this.#poll = null;
   }
@@ -603,7 +603,7 @@ export class Bridge {
     on: unknown,
     sends?: boolean,
   ): boolean {
-    if (!this.#lib.isOpen) return true;
+    if (!isLibraryOpen(this.#lib)) return true;
     const records = this.#early, statuses = new Int32Array(records.buffer);
     // After those an outer call (whose settle ran this one) picked and did not settle yet.
     const picked = this.#picked;
@@ -672,14 +672,14 @@ export class Bridge {
       this.#heldDue = true;
       setImmediate(() => {
         this.#heldDue = false;
-        if (!this.#lib.isOpen) return;
+        if (!isLibraryOpen(this.#lib)) return;
         // The ring gone (destroyed by hand, as a test does) after the held records were drained:
         // they settle first, then the rest fail now, as `#drainInside` fails them, and the close
         // watches are told now too, or, while the ring's wait holds the ring, as it returns
         // (`#ringGone`). Before, the failed drain was ignored: they learnt it when the ring's
         // wait or the watches' poll found the ring gone, a turn or more later.
         const rc = this.#drain();
-        if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc);
+        if (rc < 0 && isLibraryOpen(this.#lib)) this.#ringGone(rc);
         // The held records' operations may have been the last that kept the wait outstanding,
         // which saw none of them (drained here before it looked): as the loop's drain ends it
         // there, this lets it go. Before, it blocked on until its timeout (WAIT_NS), keeping an
@@ -717,7 +717,7 @@ export class Bridge {
     this.#goneDue = true;
     queueMicrotask(() => {
       this.#goneDue = false;
-      if (this.#lib.isOpen) this.#ringGone(status);
+      if (isLibraryOpen(this.#lib)) this.#ringGone(status);
     });
   }
 
@@ -976,9 +976,9 @@ export class Bridge {
   readonly #drainInside = (): void => {
     this.#touchDue = false;
     // An outstanding wait drains the ring itself as it wakes (a record wakes it).
-    if (this.#waiting || this.#ops.size === this.#alive || !this.#lib.isOpen) return;
+    if (this.#waiting || this.#ops.size === this.#alive || !isLibraryOpen(this.#lib)) return;
     const rc = this.#drain();
-    if (rc < 0 && this.#lib.isOpen) this.#ringGone(rc); // destroyed by hand, as a test does
+    if (rc < 0 && isLibraryOpen(this.#lib)) this.#ringGone(rc); // destroyed by hand, as a test does
   };
 
   /** `#closing` has run: the library is closing (its later hooks run) or closed. */
@@ -997,7 +997,7 @@ export class Bridge {
    * LibraryClosedError all the same: reported not sent, yet delivered.
    */
   #closeAgain(): void {
-    if (this.#closeQueued || !this.#lib.isOpen) return;
+    if (this.#closeQueued || !isLibraryOpen(this.#lib)) return;
     this.#closeQueued = true;
     beforeClose(this.#lib, () => {
       this.#closeQueued = false;
@@ -1047,7 +1047,7 @@ export class Bridge {
       // queued waiter and queues the next one every turn, and interrupting the wait each time
       // (a futex wake, a blocking-pool thread's round trip, a new wait) cost ~20 us a turn.
       this.#maybeIdle = false;
-      if (this.#alive === 0 && this.#waiting && this.#lib.isOpen) {
+      if (this.#alive === 0 && this.#waiting && isLibraryOpen(this.#lib)) {
         this.#sym.kc_ring_interrupt(this.#ring);
       }
     }
@@ -1073,7 +1073,7 @@ export class Bridge {
     // local channel's close) may give it up. Before, such an abort answered "withdrawn"
     // without withdrawing it: a select's send values went to onUndeliveredElement, and again
     // from the ring's teardown (`dropUnsent`) at their channel's dispose.
-    const rc = this.#destroyed || (this.#gone && !this.#lib.isOpen)
+    const rc = this.#destroyed || (this.#gone && !isLibraryOpen(this.#lib))
       ? 0
       : uncounted
       ? this.#sym.kc_ring_withdraw(this.#ring, op.ticket)
@@ -1132,9 +1132,9 @@ export class Bridge {
     this.#waiting = true;
     let got = 0;
     try {
-      while (this.#alive > 0 && this.#lib.isOpen) {
+      while (this.#alive > 0 && isLibraryOpen(this.#lib)) {
         got = await this.#sym.kc_ring_wait(this.#ring, WAIT_NS);
-        if (!this.#lib.isOpen) return;
+        if (!isLibraryOpen(this.#lib)) return;
         if (got < 0) {
           this.#ringGone(got, true);
           return;
@@ -1154,7 +1154,7 @@ export class Bridge {
         // (nothing pending), and watches left to it by an earlier `#ringGone` learnt it only at
         // the watches' poll (unref'd: perhaps never).
         if (rc < 0) {
-          if (this.#lib.isOpen) this.#ringGone(rc, true);
+          if (isLibraryOpen(this.#lib)) this.#ringGone(rc, true);
           return;
         }
       }
@@ -1351,7 +1351,7 @@ export class Bridge {
         this.#settle(ticket, status, index);
         continue;
       }
-      if (!this.#lib.isOpen) return 0; // closed by a callback: its ring is gone
+      if (!isLibraryOpen(this.#lib)) return 0; // closed by a callback: its ring is gone
       // A value this batch's settles gave back (an aborted receive's or select's, `giveBack`)
       // went straight to a receiver waiting natively, if one was: when it is one of this
       // isolate's (a select's receive clause too), its record is in the ring now, and settles in

@@ -35,6 +35,7 @@ import {
   beforeClose,
   beforeFirstOpen,
   inWorker,
+  isLibraryOpen,
   type Library,
   library,
   libraryAt,
@@ -844,7 +845,7 @@ class Shared {
         this.localReceives === 0 && this.localClosed === 0 && this.localCancelled === 0 &&
         this.localTimeouts === 0 && this.localDropped === 0 && this.lastNs === 0
     ) return; // (bytes come with sends and receives, the first time with the last)
-    if (lib.isOpen) {
+    if (isLibraryOpen(lib)) {
       // Each word as two u32 halves: no BigInt made per word.
       const w = addWords, h = this.handoffs;
       put(w, 0, this.localSends + h);
@@ -2585,7 +2586,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #settleMet(sent: boolean): void {
     const s = this.#shared;
     // A hook the select's settle ran may have closed the library: its close settled them all.
-    if (!this.#lib.isOpen) return;
+    if (this.#table.table === null) return;
     if (sent) {
       if (s.receivers.first !== null || s.selectReceives > 0) this.#settleReceivers(s);
     } else if (s.senders.first !== null || s.selectSends > 0) this.#settleSenders(s);
@@ -2657,7 +2658,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (rc !== Status.EBADH) return false;
     if (!this.#shared.ended) {
       if (this.#owner) return this.#destroyedUnder();
-      if (!this.#held || this.#disposed || !this.#lib.isOpen) return false;
+      if (!this.#held || this.#disposed || this.#table.table === null) return false;
       // Native code's destroy under a creator of this isolate (see `Shared.creatorHere`): the
       // creator learns it, as its own call would, so that what the destroy dropped and the
       // values of its sends still waiting in JavaScript go to its onUndeliveredElement (in
@@ -2807,7 +2808,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #ended(): void {
     const s = this.#shared;
-    if ((s.senders.first === null && s.receivers.first === null) || !this.#lib.isOpen) {
+    if ((s.senders.first === null && s.receivers.first === null) || this.#table.table === null) {
       this.#collect();
       return;
     }
@@ -2898,7 +2899,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // (else marked made with nothing read, their answers lost the cause).
     if (
       s.causeLooked || s.local || this.#handleValue === 0 || this.#destroyed || this.#disposed ||
-      !this.#lib.isOpen
+      this.#table.table === null
     ) return;
     s.causeLooked = true;
     const sym = librarySymbols(this.#lib, "read close cause");
@@ -2940,7 +2941,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const s = this.#shared;
     if (
       !s.cancelled || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
-      this.#disposed || !this.#lib.isOpen
+      this.#disposed || this.#table.table === null
     ) return undefined;
     const sym = librarySymbols(this.#lib, "read cancel cause");
     const h = this.#handle;
@@ -3053,7 +3054,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // drained after the dispose (its queued wait failed by the dispose's cancel), took from the
     // dead handle's list (`#refused`; `#handleValue`, past the gate).
     if (
-      !this.#keeps || this.#shared.ended || this.#disposed || !this.#lib.isOpen ||
+      !this.#keeps || this.#shared.ended || this.#disposed || this.#table.table === null ||
       this.#collectLater
     ) return false;
     const sym = librarySymbols(this.#lib, "collect undelivered values");
@@ -3423,7 +3424,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #destroyedUnder(): boolean {
     if (this.#destroyed) return true;
-    if (!this.#owner || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return false;
+    if (!this.#owner || this.#disposed || this.#handle === 0 || this.#table.table === null) {
+      return false;
+    }
     const sym = librarySymbols(this.#lib, "read channel status");
     if (sym.kc_chan_status(this.#handle) !== Status.EBADH) return false;
     this.#destroyed = true;
@@ -3462,14 +3465,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #afterCallerCode(op: string, free?: (sym: Sym) => void): void {
     if (!this.#callerEnded()) return;
     const lib = this.#lib;
-    if (free !== undefined) free(lib.isOpen ? librarySymbols(lib, op) : symbolsToReleaseOf(lib));
+    if (free !== undefined) {
+      free(isLibraryOpen(lib) ? librarySymbols(lib, op) : symbolsToReleaseOf(lib));
+    }
     this.#sym(op); // InvalidHandleError once disposed
     librarySymbols(lib, op); // LibraryClosedError once closed
   }
 
   /** Whether the channel was disposed or its library closed (by the caller's code, mid-call). */
   #callerEnded(): boolean {
-    return this.#disposed || !this.#lib.isOpen;
+    return this.#disposed || this.#table.table === null;
   }
 
   /**
@@ -3627,7 +3632,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #countTimeout(): void {
     const s = this.#shared;
     s.localTimeouts++;
-    if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+    if (s.escaped && !s.scheduled && this.#table.table !== null) this.#countLater(s);
   }
 
   /**
@@ -3653,7 +3658,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // at the kept list (the dispose took it all). Before, both were made with the dead handle.
       if (!this.#disposed) {
         s.localDropped++;
-        if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+        if (!s.local && !s.scheduled && this.#table.table !== null) this.#countLater(s);
         // What was dropped natively before it (a copy's refused values, kept for this creator)
         // reaches the hook first, in drop order: a select's losing clause on a channel still
         // open comes here with nothing else having emptied the list.
@@ -3662,7 +3667,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       this.#undelivered(value);
       return;
     }
-    if (!this.#lib.isOpen || s.ended) {
+    if (this.#table.table === null || s.ended) {
       // No native path to the creator's hook any more (its dispose ended the channel, and the
       // hook with it): the encoding is freed, as when nothing takes it.
       if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
@@ -4651,7 +4656,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #map(sym: Sym): Uint8Array | null {
     // Never once a dispose began, the library closed (see `#at`) or the channel ended under this
     // object (`Shared.ended`: native code destroyed an owner's, say): that stays so.
-    if (this.#disposing || this.#disposed || this.#shared.ended || !this.#lib.isOpen) return null;
+    if (this.#disposing || this.#disposed || this.#shared.ended || this.#table.table === null) {
+      return null;
+    }
     const out = new BigUint64Array(1);
     const p = sym.kc_chan_ready_flag(this.#handle, out);
     const word = out[0] === 0n ? null : Deno.UnsafePointer.create(out[0]);
@@ -4686,7 +4693,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // is not. Anything else, the general path.
       if (options === undefined && typeof value === "number" && this.#numbers && this.#gate === 0) {
         const s = this.#shared;
-        if (s.local && !s.closed && this.#lib.isOpen) {
+        if (s.local && !s.closed && this.#table.table !== null) {
           const r = s.receivers.first;
           if (r !== null) {
             r.leave(s.receivers); // receivers wait only while the ring is empty: hand it over
@@ -4766,7 +4773,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #abortedSend(value: T, signal: AbortSignal): Promise<void> {
     const reason = abortReason(signal);
-    if (this.#disposed || !this.#lib.isOpen) return Promise.reject(reason);
+    if (this.#disposed || this.#table.table === null) return Promise.reject(reason);
     try {
       this.#checkValue(value);
       this.#refused(value, undefined);
@@ -4794,7 +4801,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // `#localTake`), in a function small enough for V8 to inline into the caller's loop.
       if (options === undefined && this.#gate === 0) {
         const s = this.#shared;
-        if (s.local && this.#lib.isOpen) {
+        if (s.local && this.#table.table !== null) {
           const w = s.senders.first;
           if (s.count === 0) {
             if (w !== null) {
@@ -4992,20 +4999,20 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         return;
       }
       encoded = w.kind === SEND;
-      if (w.kind === SEND && !drop && this.#lib.isOpen) {
+      if (w.kind === SEND && !drop && this.#table.table !== null) {
         this.#codec.discard(w.slot!, librarySymbols(this.#lib, "abort send"));
       }
     } else if (w.state === COMPLETING) return this.#giveUp(w, reason);
     else if (w.state !== LOCAL) return;
     else {
-      if (w.encoded && !drop && this.#lib.isOpen) {
+      if (w.encoded && !drop && this.#table.table !== null) {
         // Never queued, but encoded at the call: its native copy is freed.
         this.#codec.discard(w.slot!, librarySymbols(this.#lib, "abort send"));
       }
       // A cancelled failure, as the native withdraw of a queued one counts it.
       const s = this.#shared;
       s.localCancelled++;
-      if (s.escaped && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+      if (s.escaped && !s.scheduled && this.#table.table !== null) this.#countLater(s);
     }
     if (drop) {
       // Out of the queues before the hook (user code) runs; its encoding freed by `#refused`.
@@ -5043,7 +5050,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #retrySends(left: number): void {
     const s = this.#shared;
-    if (s.senders.first !== null && !this.#disposed && this.#lib.isOpen) {
+    if (s.senders.first !== null && !this.#disposed && this.#table.table !== null) {
       const sym = librarySymbols(this.#lib, "send");
       // No `Bridge.touch` on an inside channel: `pump` calls the library only for a sender
       // still waiting in JavaScript, whose send found the buffer full (so no receive waited
@@ -5143,7 +5150,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     this.#gate &= ~GATE_INSIDE;
     // Inside until now: its waits may be queued natively, counted as inside by the bridge (which
     // exists then: an inside channel's wait or select made it).
-    if (was && this.#lib.isOpen) Bridge.existing(this.#lib)?.reconsider();
+    if (was && this.#table.table !== null) Bridge.existing(this.#lib)?.reconsider();
   }
 
   /**
@@ -5176,7 +5183,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     owned = false,
   ): (() => boolean) | null {
     const s = this.#shared;
-    if (!s.escaped || this.#disposed || this.#handle === 0 || !this.#lib.isOpen) return null;
+    if (!s.escaped || this.#disposed || this.#handle === 0 || this.#table.table === null) {
+      return null;
+    }
     const bridge = this.#bridge;
     let done = false;
     /** A withdrawal before the queued tell ran: the cancel (or destroy) came first, untold. */
@@ -5239,7 +5248,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // the ring's going away made; and before bit 4, a cancel whose record went with the ring
       // read as a close (bits 0 and 1 alone), and was never told either.
       lost: () => {
-        if (done || !this.#lib.isOpen) return;
+        if (done || this.#table.table === null) return;
         const st = librarySymbols(this.#lib, "watch channel").kc_chan_status(this.#handle);
         if (st < 0 || (st & (4 | 16)) !== 0) tell();
         else done = true;
@@ -5266,7 +5275,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #encodeLocal(op: string): Uint8Array | null {
     const s = this.#shared, n = s.count;
-    if (n === 0 || this.#disposed || !this.#lib.isOpen) return null;
+    if (n === 0 || this.#disposed || this.#table.table === null) return null;
     const sym = librarySymbols(this.#lib, op);
     const size = this.#size, ring = s.ring, mask = ring.length - 1;
     const buf = new Uint8Array(n * size); // not `batch`: an escape is rare, and may come in one
@@ -5337,7 +5346,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #migrate(): void {
     const s = this.#shared;
     s.local = false;
-    if (this.#disposed || !this.#lib.isOpen) return;
+    if (this.#disposed || this.#table.table === null) return;
     const sym = librarySymbols(this.#lib, "move channel values");
     while (s.count !== 0) {
       const v = s.shift();
@@ -5392,7 +5401,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
 
   /** Queues a waiter natively (at the end of the turn it began waiting in; Waiter's `flush`). */
   #submit(w: Waiter): void {
-    if (!this.#lib.isOpen) {
+    if (this.#table.table === null) {
       // Begun while the library closed (an onUndeliveredElement hook that the close ran, say):
       // failed as the close fails the waits it withdraws (`#withdrawn`). Before, an
       // InvalidHandleError; a send's value, never encoded, went nowhere.
@@ -5483,7 +5492,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A ring record for `w` arrived (Waiter's `complete`). */
   #completed(w: Waiter, status: number): void {
     const bridge = this.#bridge;
-    if (!this.#lib.isOpen) return this.#completedClosed(w, status);
+    if (this.#table.table === null) return this.#completedClosed(w, status);
     const value = status === 0 && w.kind !== SEND;
     if (value && w.gaveUp) {
       // Given up after it took a value natively (`#abandon`): the value goes back to the
@@ -5659,7 +5668,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     }
     // Once the library is closed, `#collect` takes nothing: `#collectDue` takes with the release
     // symbols, as a dispose after the close does.
-    if (this.#lib.isOpen) this.#collect();
+    if (this.#table.table !== null) this.#collect();
     else this.#collectDue();
   }
 
@@ -5671,7 +5680,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #collectDue(): void {
     try {
-      if (this.#lib.isOpen) this.#collect();
+      if (this.#table.table !== null) this.#collect();
       else if (this.#keeps && !this.#shared.ended && !this.#disposed) {
         this.#takeUndelivered(symbolsToReleaseOf(this.#lib));
       }
@@ -5704,7 +5713,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (slot !== undefined) this.#codec.discard(slot, symbolsToReleaseOf(this.#lib));
     if (!this.#disposed) {
       s.localDropped++;
-      if (!s.local && !s.scheduled && this.#lib.isOpen) this.#countLater(s);
+      if (!s.local && !s.scheduled && this.#table.table !== null) this.#countLater(s);
     }
     const drops = settledDrops.get(this as Channel<unknown>);
     if (drops === undefined) settledDrops.set(this as Channel<unknown>, [value]);
@@ -6177,10 +6186,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     let status = -1;
     // A local channel's too: every call on it throws LibraryClosedError from then on, and its
     // JavaScript state (it printed `closed: false`) says nothing a caller could use.
-    if (s.local && this.#lib.isOpen) {
+    if (s.local && this.#table.table !== null) {
       status = !s.closed ? 0 : s.count === 0 && s.senders.first === null ? 3 : 1;
     } else if (s.ended) status = 3;
-    else if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
+    else if (this.#table.table === null) facts["[[libraryClosed]]"] = true;
     else if (this.#handle !== 0) {
       status = librarySymbols(this.#lib, "inspect channel").kc_chan_status(this.#handle);
     }
@@ -6605,7 +6614,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // The try-operations take their checked path from here (see `#at`); it throws once
     // `#disposed` is set below.
     this.#at = null;
-    if (!this.#lib.isOpen) {
+    if (this.#table.table === null) {
       // Released as when open, without the operations: the library stays loaded once opened,
       // and the native channel with it (values and all), which nothing else would release.
       // What waited in this isolate was withdrawn when the library closed.
@@ -6736,7 +6745,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Before, another thread's destroy freed the handle first and cancelled after: a take in
       // between found nothing, and the values waited there for a later channel of the value.
       if (
-        this.#keeps && this.#lib.isOpen &&
+        this.#keeps && this.#table.table !== null &&
         (!ended || sym.kc_chan_status(h) === Status.EBADH)
       ) this.#takeUndelivered(sym);
     }

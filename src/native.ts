@@ -11,6 +11,7 @@
  */
 import {
   inWorker,
+  isLibraryOpen,
   type Library,
   library,
   librarySymbols,
@@ -350,7 +351,7 @@ export class NativeCoroutine implements Disposable {
     if (!(#destroyed in Object(this))) return notA("NativeCoroutine");
     if (this.#destroyed) return inspectAs("NativeCoroutine", { destroyed: true }, inspect, options);
     const facts: Record<string, unknown> = { handle: this.#handle };
-    if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
+    if (!isLibraryOpen(this.#lib)) facts["[[libraryClosed]]"] = true;
     else {
       const s = librarySymbols(this.#lib, "inspect coroutine").kc_coro_state(this.#handle);
       if (s >= 0 && s < stateNames.length) facts.state = stateNames[s];

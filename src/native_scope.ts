@@ -26,6 +26,7 @@
  */
 import {
   inWorker,
+  isLibraryOpen,
   type Library,
   library,
   librarySymbols,
@@ -424,7 +425,7 @@ export class NativeScope implements AsyncDisposable {
       // engine's listeners property of the task's signal) changes nothing. Before, it cancelled
       // the native scope of a task still active.
       const onAbort = () => {
-        if (ns.#lib.isOpen && isAborted(signal)) ns.cancel();
+        if (isLibraryOpen(ns.#lib) && isAborted(signal)) ns.cancel();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
@@ -571,7 +572,7 @@ export class NativeScope implements AsyncDisposable {
         // gives its pool thread back (see SLICE_NS).
         let deadline = end;
         // Closed (closeLibrary) between slices: as a channel's wait that meets the close.
-        if (!this.#lib.isOpen) throw new LibraryClosedError(op);
+        if (!isLibraryOpen(this.#lib)) throw new LibraryClosedError(op);
         // Destroyed between slices (a dispose that waited too, an owner completing): its
         // children are gone; settled as the dispose found them. Before, the next slice went to
         // the stale handle and rejected with an InvalidHandleError.
@@ -580,7 +581,7 @@ export class NativeScope implements AsyncDisposable {
         if (deadline === 0n || slice < deadline) deadline = slice;
         const rc = await sym.kc_scope_wait(handle, deadline);
         if (rc === 0) return;
-        if (!this.#lib.isOpen) throw new LibraryClosedError(op);
+        if (!isLibraryOpen(this.#lib)) throw new LibraryClosedError(op);
         if (this.#destroyed) return this.#settleDestroyed(op); // during the slice
         if (rc === Status.ESHUTDOWN && schedulerRunning(this.#lib)) {
           throw new ShutdownError(op, ABANDONED);
@@ -659,7 +660,7 @@ export class NativeScope implements AsyncDisposable {
     // library is closed: that dispose, which only destroys the handle, left the owner running
     // with a destroyed native scope.
     const owner = this.#owner;
-    if (!this.#lib.isOpen) {
+    if (!isLibraryOpen(this.#lib)) {
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
       this.#destroy();
       return;
@@ -744,7 +745,7 @@ export class NativeScope implements AsyncDisposable {
       handle: this.#handle,
       "[[owned]]": this.#owner !== null,
     };
-    if (!this.#lib.isOpen) facts["[[libraryClosed]]"] = true;
+    if (!isLibraryOpen(this.#lib)) facts["[[libraryClosed]]"] = true;
     else {
       const live = librarySymbols(this.#lib, "inspect native scope").kc_scope_live(this.#handle);
       if (live >= 0) facts.live = live;
@@ -814,7 +815,7 @@ class NativeChildren extends JobSupport<void> {
     const lib = libOf(ns);
     const op = "wait for native children";
     let cancelled = false;
-    while (!destroyedOf(ns) && lib.isOpen) {
+    while (!destroyedOf(ns) && isLibraryOpen(lib)) {
       const sym = librarySymbols(lib, op);
       if (sym.kc_scope_live(ns.handle) <= 0) return; // none left, or the handle went stale
       if (!cancelled) {
@@ -840,17 +841,17 @@ class NativeChildren extends JobSupport<void> {
       // next slice's, sent to it) failed the owner with "Cannot wait for native children: the
       // handle is stale, destroyed or not a kcoro handle", by chance.
       if (destroyedOf(ns)) break;
-      if (rc === Status.ETIME && lib.isOpen) continue;
+      if (rc === Status.ETIME && isLibraryOpen(lib)) continue;
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
-        if (!lib.isOpen) return Status.ESHUTDOWN;
+        if (!isLibraryOpen(lib)) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(ns.handle, slice());
-        while (rc === Status.ETIME && lib.isOpen && !destroyedOf(ns)) {
+        while (rc === Status.ETIME && isLibraryOpen(lib) && !destroyedOf(ns)) {
           rc = await sym.kc_scope_wait(ns.handle, slice());
         }
         if (destroyedOf(ns)) break;
       }
-      if (!lib.isOpen) return Status.ESHUTDOWN;
+      if (!isLibraryOpen(lib)) return Status.ESHUTDOWN;
       // Done, unless a launch came in between the native answer and this turn.
       if (rc !== 0 || ns.live === 0) return rc;
     }
@@ -858,7 +859,7 @@ class NativeChildren extends JobSupport<void> {
     // cancelled it and waited for its children first, so they are gone; settled as that dispose
     // found them (abandoned by a shutdown or the library's close: the owner fails), as a
     // NativeScope's own wait() settles then.
-    return !lib.isOpen || abandonedOf(ns) ? Status.ESHUTDOWN : 0;
+    return !isLibraryOpen(lib) || abandonedOf(ns) ? Status.ESHUTDOWN : 0;
   }
 
   /**
@@ -874,7 +875,7 @@ class NativeChildren extends JobSupport<void> {
     }
     if (error === undefined && rc === Status.ESHUTDOWN) {
       const op = "wait for native children";
-      if (!libOf(this.#scope).isOpen) error = new LibraryClosedError(op);
+      if (!isLibraryOpen(libOf(this.#scope))) error = new LibraryClosedError(op);
       else if (schedulerRunning(libOf(this.#scope))) error = new ShutdownError(op, ABANDONED);
     }
     if (error === undefined) {

@@ -74,6 +74,7 @@
  *
  * @module
  */
+import { isLibraryOpen } from "../ffi/load.ts";
 import {
   cancelAfterCloseOf,
   type Capacity,
@@ -436,7 +437,7 @@ class ProducerChannel<T> extends Channel<T> {
    * before, the value reached the hook through the closed library.
    */
   #afterCancel(value: T, reason: unknown): Promise<void> {
-    if (!libraryOf(this).isOpen) return Promise.reject(reason);
+    if (!isLibraryOpen(libraryOf(this))) return Promise.reject(reason);
     try {
       checkValueOf(this, value);
       refusedOf(this, value);
@@ -507,7 +508,7 @@ class ProducerChannel<T> extends Channel<T> {
  * of the abort listener or completion handler that ended the task, uncaught (the process ended).
  */
 function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
-  if (stateOf(out).gone || !libraryOf(out).isOpen) return false;
+  if (stateOf(out).gone || !isLibraryOpen(libraryOf(out))) return false;
   // Once native code destroyed the channel (before the task began, or while the watch was on),
   // false and nothing else, as on any cancelled channel: it threw InvalidHandleError out of the
   // abort listener (uncaught) and the completion handler (a CompletionHandlerError) that end
@@ -525,7 +526,7 @@ function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
  */
 function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): void {
   const st = stateOf(out);
-  if (st.gone || !libraryOf(out).isOpen || sharedStateOf(out).cancelled) return;
+  if (st.gone || !isLibraryOpen(libraryOf(out)) || sharedStateOf(out).cancelled) return;
   // Cancelled here: the watch has nothing left to tell (it would cancel the task again).
   const unwatch = st.unwatch;
   st.unwatch = null;
@@ -538,7 +539,7 @@ function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): voi
  * library open, not closed or cancelled yet (here or elsewhere, as far as this isolate knows).
  */
 function isOpen<T>(out: ProducerChannel<T>): boolean {
-  return !stateOf(out).gone && libraryOf(out).isOpen && !sharedStateOf(out).cancelled &&
+  return !stateOf(out).gone && isLibraryOpen(libraryOf(out)) && !sharedStateOf(out).cancelled &&
     !out.isClosedForSend;
 }
 

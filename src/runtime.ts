@@ -9,6 +9,7 @@
 import {
   beforeClose,
   inWorker,
+  isLibraryOpen,
   type Library,
   library,
   librarySymbols,
@@ -326,7 +327,7 @@ function pinNative(lib: Library, cells: BigUint64Array, delta: number): void {
 
 /** @ignore Whether `lib`'s scheduler runs (kc_sched_info's running flag). */
 export function schedulerRunning(lib: Library): boolean {
-  if (!lib.isOpen) return false;
+  if (!isLibraryOpen(lib)) return false;
   const info = new BigUint64Array(4);
   librarySymbols(lib, "read runtime info").kc_sched_info(info, 4);
   return info[3] === 1n;
@@ -1021,7 +1022,8 @@ export class Runtime {
    */
   get isRunning(): boolean {
     Runtime.#checkThis(this, "read runtime info");
-    return this.#lib.isOpen && this.#mine(schedInfo(this.#lib, "read runtime info", checkInfo));
+    return isLibraryOpen(this.#lib) &&
+      this.#mine(schedInfo(this.#lib, "read runtime info", checkInfo));
   }
 
   /**
@@ -1216,7 +1218,7 @@ export class Runtime {
       // run at the close, else a LibraryClosedError, as a channel's wait that meets the close.
       // Before, it hung on whether its slice ran dry before the close (on a helper thread):
       // resolved if so, else rejected, for the same scheduler state.
-      if (!this.#lib.isOpen) return this.#settledByClose(wait, op);
+      if (!isLibraryOpen(this.#lib)) return this.#settledByClose(wait, op);
       if (rc === DRAIN_GIVEN_UP) return GIVEN_UP;
       unwrap(rc, op);
       // Parked coroutines do not hold up a drain but may still write into their cells: only
@@ -1256,7 +1258,7 @@ export class Runtime {
       // next shutdown). What is parked cannot be read then: the drain goes on (a later slice meets
       // that shutdown, or finds the scheduler readable again), pausing between rounds, as a slice
       // on a scheduler that ran dry answers at once. Before, { parked: 0 }.
-      if (ended !== Status.EBUSY || this.#stopping !== undefined || !this.#lib.isOpen) {
+      if (ended !== Status.EBUSY || this.#stopping !== undefined || !isLibraryOpen(this.#lib)) {
         return { parked: 0 };
       }
       paused = true;
@@ -1279,7 +1281,7 @@ export class Runtime {
       } finally {
         pauses.delete(pause);
       }
-      if (!this.#lib.isOpen) return this.#settledByClose(pause, op);
+      if (!isLibraryOpen(this.#lib)) return this.#settledByClose(pause, op);
       if (signal !== undefined && isAborted(signal)) return GIVEN_UP;
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
@@ -1323,7 +1325,9 @@ export class Runtime {
     for (;;) {
       const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
       if (n !== Status.EBUSY) return { parked: n >= 0 ? n : 0 };
-      if (!this.#lib.isOpen || (signal !== undefined && isAborted(signal))) return { parked: 0 };
+      if (!isLibraryOpen(this.#lib) || (signal !== undefined && isAborted(signal))) {
+        return { parked: 0 };
+      }
       await new Promise<void>((r) => setTimeout(r, pauseMs));
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);
     }
@@ -1343,7 +1347,7 @@ export class Runtime {
     let rc: number;
     for (;;) {
       rc = await sym.kc_sched_drain_for(DRAIN_SLICE_NS);
-      if (!this.#lib.isOpen) break;
+      if (!isLibraryOpen(this.#lib)) break;
       // A 0 says that whichever scheduler ran when the call got there (on a helper thread) ran
       // dry: ours if it still runs (or a finish still drains it: no later one can start before
       // it ended). Else ours was shut down before the call got there and a later one started,
@@ -1396,7 +1400,7 @@ export class Runtime {
     // drain short (kc_sched_ended): the coroutines were abandoned as after a cancel here.
     if (
       stopping.cancel ||
-      (this.#lib.isOpen &&
+      (isLibraryOpen(this.#lib) &&
         librarySymbols(this.#lib, "drain runtime").kc_sched_ended(this.#generation) ===
           SHUTDOWN_CANCEL)
     ) {
@@ -1467,7 +1471,7 @@ export class Runtime {
     // Closed: nothing to stop from here (another host may keep the scheduler running for its
     // coroutines), but the count of its shutdown, if it had one (the close's, as the last host,
     // or another host's), is known. Before, `{ abandoned: 0 }` whatever the shutdown abandoned.
-    if (!this.#lib.isOpen) return this.#abandoned();
+    if (!isLibraryOpen(this.#lib)) return this.#abandoned();
     const sym = librarySymbols(this.#lib, "shut down runtime");
     if (schedInfo(this.#lib, "shut down runtime")[6] !== this.#generation) {
       // Shut down already, and a later scheduler started: someone else's to stop. (While this

@@ -48,7 +48,7 @@
  *
  * @module
  */
-import { type Library, librarySymbols, symbolsToReleaseOf } from "../ffi/load.ts";
+import { isLibraryOpen, type Library, librarySymbols, symbolsToReleaseOf } from "../ffi/load.ts";
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import {
   afterGiveBackOf,
@@ -445,7 +445,7 @@ function refuseAborted(clauses: Clause[]): void {
   for (const c of clauses) {
     if (c.kind !== SEND) continue;
     const ch = c.ch!;
-    if (disposedOf(ch) || !libraryOf(ch).isOpen) continue;
+    if (disposedOf(ch) || !isLibraryOpen(libraryOf(ch))) continue;
     try {
       checkValueOf(ch, c.value);
     } catch {
@@ -1009,7 +1009,7 @@ class Selection implements RingOp {
     this.queued = false;
     const c = this.native[index];
     const lib = this.lib!;
-    if (!lib.isOpen) {
+    if (!isLibraryOpen(lib)) {
       this.#completedClosed(c, status, index);
       return;
     }
@@ -1348,7 +1348,7 @@ class Selection implements RingOp {
           continue;
         }
         const lib = libraryOf(c.ch!);
-        const open = lib.isOpen;
+        const open = isLibraryOpen(lib);
         c.ch!.codec.discard(
           c.slot!,
           open ? librarySymbols(lib, "select") : symbolsToReleaseOf(lib),

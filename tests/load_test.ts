@@ -2023,6 +2023,54 @@ Deno.test("a Library has no beforeClose or onClose member: kcoro's close hooks a
   assert.equal(ran, 2);
 });
 
+Deno.test("kcoro reads a Library's state privately: an isOpen getter or a close() redefined on Library.prototype steers none of its decisions (before, a getter saying open after the close made a disposed channel throw LibraryClosedError and left closeLibrary()'s library the process-wide one, every later channel refused; one saying closed made a channel drop its values; a no-op close() kept closeLibrary() from closing)", async () => {
+  const desc = Object.getOwnPropertyDescriptor(Library.prototype, "isOpen")!;
+  const closeDesc = Object.getOwnPropertyDescriptor(Library.prototype, "close")!;
+  const lie = (open: boolean) =>
+    Object.defineProperty(Library.prototype, "isOpen", { ...desc, get: () => open });
+  const restore = () => {
+    Object.defineProperty(Library.prototype, "isOpen", desc);
+    Object.defineProperty(Library.prototype, "close", closeDesc);
+  };
+  try {
+    // Says open after the close: a native channel made before it is disposed without a
+    // LibraryClosedError, and closeLibrary() forgets the closed library (library() opens anew).
+    const before = library();
+    const ch = new Channel<number>(1);
+    ch.share();
+    assert.deepEqual(ch.trySend(1), { state: "ok" });
+    lie(true);
+    closeLibrary();
+    assert.throws(() => ch.trySend(2), LibraryClosedError);
+    ch[Symbol.dispose](); // released as a closed library's channel: no throw
+    assert.notEqual(library(), before, "closeLibrary() forgot the closed library");
+    using fresh = new Channel<number>(1);
+    assert.deepEqual(fresh.trySend(3), { state: "ok" });
+    // Says closed while open: a local channel's values and a native channel's still go through,
+    // and a select still takes a ready channel.
+    lie(false);
+    fresh.share();
+    assert.deepEqual(fresh.tryReceive(), { state: "ok", value: 3 });
+    await fresh.send(4);
+    assert.equal(await fresh.receive(), 4);
+    using local = new Channel<number>(2);
+    await local.send(5);
+    assert.equal(await local.receive(), 5);
+    assert.equal(Deno.inspect(fresh).includes("libraryClosed"), false, Deno.inspect(fresh));
+    // A close() redefined as a no-op: closeLibrary() still closes the process-wide library.
+    restore();
+    const lib = library();
+    Object.defineProperty(Library.prototype, "close", { ...closeDesc, value: () => {} });
+    closeLibrary();
+    assert.equal(lib.isOpen, false, "closeLibrary() closed it");
+    assert.throws(() => fresh.trySend(6), LibraryClosedError);
+  } finally {
+    restore();
+  }
+  using after = new Channel<number>(1);
+  assert.deepEqual(after.trySend(7), { state: "ok" });
+});
+
 Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {
   // Before, each threw the engine's "Cannot read private member #lib".
   const lib = library();
