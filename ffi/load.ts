@@ -308,7 +308,8 @@ export class Library {
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#lib in Object(this))) return notA("Library");
-    const facts = { path: this.path, abiVersion: this.abiVersion, isOpen: this.isOpen };
+    // Its state, not through the getter (a caller's redefinition of it is the caller's to print).
+    const facts = { path: this.path, abiVersion: this.abiVersion, isOpen: this.#lib !== null };
     return inspectAs("Library", facts, inspect, options);
   }
 

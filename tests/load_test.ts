@@ -2071,6 +2071,22 @@ Deno.test("kcoro reads a Library's state privately: an isOpen getter or a close(
   assert.deepEqual(after.trySend(7), { state: "ok" });
 });
 
+Deno.test("no module of src/ or ffi/ reads a Library's state or its symbols, or registers a close hook, through a member a caller can redefine (isOpen, symbols(), beforeClose(), onClose()): the module functions of ffi/load.ts instead", () => {
+  const found: string[] = [];
+  for (const dir of ["src", "ffi"]) {
+    for (const e of Deno.readDirSync(`${root}${dir}`)) {
+      if (!e.name.endsWith(".ts")) continue;
+      // The code only: comments name the members.
+      const code = Deno.readTextFileSync(`${root}${dir}/${e.name}`)
+        .replace(/\/\*[\s\S]*?\*\//g, (c) => c.replace(/[^\n]/g, "")).replace(/\/\/.*$/gm, "");
+      for (const m of code.matchAll(/\.(?:isOpen\b|symbols\(|beforeClose\(|onClose\()/g)) {
+        found.push(`${dir}/${e.name}: ${code.slice(0, m.index).split("\n").length}: ${m[0]}`);
+      }
+    }
+  }
+  assert.deepEqual(found, []);
+});
+
 Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {
   // Before, each threw the engine's "Cannot read private member #lib".
   const lib = library();
