@@ -2023,7 +2023,7 @@ Deno.test("a Library has no beforeClose or onClose member: kcoro's close hooks a
   assert.equal(ran, 2);
 });
 
-Deno.test("kcoro reads a Library's state privately: an isOpen getter or a close() redefined on Library.prototype steers none of its decisions (before, a getter saying open after the close made a disposed channel throw LibraryClosedError and left closeLibrary()'s library the process-wide one, every later channel refused; one saying closed made a channel drop its values; a no-op close() kept closeLibrary() from closing)", async () => {
+Deno.test("kcoro reads a Library's state privately: an isOpen getter or a close() redefined on Library.prototype steers none of its decisions (before, a getter saying open after the close made a disposed channel throw LibraryClosedError and left closeLibrary()'s library the process-wide one, every later channel refused; one saying closed made a channel's share() lose the values it held; a no-op close() kept closeLibrary() from closing)", async () => {
   const desc = Object.getOwnPropertyDescriptor(Library.prototype, "isOpen")!;
   const closeDesc = Object.getOwnPropertyDescriptor(Library.prototype, "close")!;
   const lie = (open: boolean) =>
@@ -2046,8 +2046,8 @@ Deno.test("kcoro reads a Library's state privately: an isOpen getter or a close(
     assert.notEqual(library(), before, "closeLibrary() forgot the closed library");
     using fresh = new Channel<number>(1);
     assert.deepEqual(fresh.trySend(3), { state: "ok" });
-    // Says closed while open: a local channel's values and a native channel's still go through,
-    // and a select still takes a ready channel.
+    // Says closed while open: the value a local channel held is moved into the native channel
+    // by share() (before, it was lost: tryReceive said empty), and both kinds still carry values.
     lie(false);
     fresh.share();
     assert.deepEqual(fresh.tryReceive(), { state: "ok", value: 3 });
