@@ -486,9 +486,11 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
  * locked and must not use the channel, also not through a ring: a kc_ring_take, _give_back,
  * _abort or _withdraw of a ticket of an operation on this channel, or a kc_ring_destroy of a ring
- * holding one (queued, or completed and not taken yet), takes the channel's lock, which this
- * thread holds: it waits for itself for good (a hang in that call). The same holds for a
- * descriptor's release. Zero-copy: elem is a struct kc_desc without a release.
+ * holding one (queued, or completed and not taken yet), would take the channel's lock, which this
+ * thread holds, and is refused with KC_EINVAL, the ticket (the ring) kept, for it to call once
+ * the hook returned (before, a hang in that call); also from a hook run inside this one (of
+ * another channel that this hook dropped a value on). The same holds for a descriptor's
+ * release. Zero-copy: elem is a struct kc_desc without a release.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
  * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
  * takes the channel's lock as it goes on or gives its wait up, which this thread holds. A value a
@@ -914,7 +916,8 @@ int32_t kc_ring_create(uint32_t *out_ring);
 /* The handle dies at once; pending operations are withdrawn; every kc_ring_wait blocked on it
  * returns (0), each of several on threads that share it too. Values received for it but not yet
  * taken go back to their channels, in front of the values sent after them, where
- * kc_ring_give_back puts them, counted as it counts them. */
+ * kc_ring_give_back puts them, counted as it counts them. KC_EINVAL, the ring kept, from inside
+ * the undelivered hook of a channel one of its operations is on (see kc_chan_on_undelivered). */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block
@@ -934,7 +937,8 @@ int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max);
  * failed receive's stale element was copied into it). KC_EBADH: no such ticket (taken, aborted,
  * never issued). What counts is completion, not the drain: a take of a completed ticket whose
  * record was not drained yet succeeds, and that record still comes, naming a ticket gone (its
- * take is then KC_EBADH). */
+ * take is then KC_EBADH). KC_EINVAL, the ticket kept, from inside the undelivered hook of a
+ * channel the operation is on (see kc_chan_on_undelivered). */
 int32_t kc_ring_take(uint32_t ring, uint32_t ticket, void *out, uint32_t size);
 /* kc_ring_take for a host that will not deliver the value received (its wait was aborted and
  * kc_ring_abort answered KC_EBUSY; ABI 19): after the ticket's record was drained, a received
@@ -952,7 +956,8 @@ int32_t kc_ring_give_back(uint32_t ring, uint32_t ticket);
  * each of its channels (ABI 14 counted none for a select). A take or abort of a ticket that
  * another thread's take or abort is handling at that moment (or has handled) is KC_EBADH: one
  * call wins. (A ticket's number comes back for another operation only after about a million
- * operations on its ring: one that old may name that one.) */
+ * operations on its ring: one that old may name that one.) KC_EINVAL, the ticket kept, from
+ * inside the undelivered hook of a channel the operation is on (see kc_chan_on_undelivered). */
 int32_t kc_ring_abort(uint32_t ring, uint32_t ticket);
 /* kc_ring_abort for a host that completes the operation itself (hands the value over between
  * two of its own waiters and counts that as a hand-off): the same outcomes, but the channel's

@@ -2100,9 +2100,9 @@ export fn kc_chan_waiting_flag(h: u32) callconv(.c) ?*const u8 {
 ///                                void *ctx): sets (NULL: clears) the hook that receives every
 /// value the channel drops: cancel, destroy with values buffered, drop policies. It runs with
 /// the channel locked and must not call into this channel, also not through a ring (a take, give
-/// back, abort or withdraw of a ticket on it, a destroy of a ring holding one: each takes the
-/// channel's lock, which this thread holds). Zero-copy channels pass a struct
-/// kc_desc and prefer the descriptor's own release hook.
+/// back, abort or withdraw of a ticket on it, a destroy of a ring holding one would take the
+/// channel's lock, which this thread holds: KC_EINVAL, `Pending.refuseInHook`). Zero-copy
+/// channels pass a struct kc_desc and prefer the descriptor's own release hook.
 export fn kc_chan_on_undelivered(h: u32, hook: ?chan.UndeliveredFn, ctx: ?*anyopaque) callconv(.c) i32 {
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
@@ -3357,8 +3357,19 @@ export fn kc_ring_create(out_ring: ?*u32) callconv(.c) i32 {
 }
 
 /// int32_t kc_ring_destroy(uint32_t ring): the handle dies at once; a blocked kc_ring_wait
-/// returns; pending operations are withdrawn once nothing uses the ring.
+/// returns; pending operations are withdrawn once nothing uses the ring. KC_EINVAL, the ring
+/// kept, from inside the undelivered hook of a channel one of its operations is on (queued, or
+/// completed and not taken): the withdrawal takes that channel's lock, which this thread holds
+/// (a hang, before). Checked before the destroy: an operation on that channel that another
+/// thread adds to the ring meanwhile is not seen.
 export fn kc_ring_destroy(ring: u32) callconv(.c) i32 {
+    if (chan.Channel.inAnyHook()) {
+        const rr = rings();
+        const e = rr.acquire(ring) catch |err| return fail(err);
+        const refused = RingRegistry.objectOf(e).refuseInHook();
+        rr.release(e);
+        refused catch |err| return fail(err);
+    }
     rings().destroy(ring) catch |err| return fail(err);
     return 0;
 }
@@ -3402,7 +3413,9 @@ export fn kc_ring_drain(ring: u32, out: ?[*]kcoro.bridge.Completion, max: u32) c
 /// ticket's record was drained, copies a received value (size = the element size of the
 /// channel, or of the select clause that fired) into out (for a received value, NULL discards
 /// it: `Ring.take`) and frees the ticket. KC_EINVAL, the ticket kept, for an out where nothing
-/// was received (a send, a select whose send clause fired, a failed operation, a watch).
+/// was received (a send, a select whose send clause fired, a failed operation, a watch), and
+/// from inside the undelivered hook of a channel the operation is on (`Pending.refuseInHook`;
+/// as kc_ring_give_back, kc_ring_abort, kc_ring_withdraw).
 export fn kc_ring_take(ring: u32, ticket: u32, out: ?*anyopaque, size: u32) callconv(.c) i32 {
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
@@ -3426,6 +3439,7 @@ export fn kc_ring_give_back(ring: u32, ticket: u32) callconv(.c) i32 {
 
 /// int32_t kc_ring_abort(uint32_t ring, uint32_t ticket): withdraws a pending operation: 0 (no
 /// record will come, nothing was delivered), or KC_EBUSY if it completed already (take it).
+/// KC_EINVAL, the ticket kept, from inside the undelivered hook of a channel it is on.
 export fn kc_ring_abort(ring: u32, ticket: u32) callconv(.c) i32 {
     return ringAbort(ring, ticket, true);
 }
@@ -8199,6 +8213,76 @@ test "C ABI: kc_chan_try_send_copy copies and sends in one call; a failed send l
     try testing.expectEqual(@as(u64, 2), snap[0]); // sends
     try testing.expectEqual(@as(u64, 2), snap[4]); // failed full, one per refused try
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: a ring call on an operation of a channel whose undelivered hook runs is refused (KC_EINVAL), not a hang" {
+    // The hook holds its channel's lock: a take, give-back, abort or withdraw of a ticket on that
+    // channel, or a destroy of a ring holding one, took that lock again and waited for itself
+    // for good (the watchdog ends a test that hangs so). Now each is refused, the ticket (or the
+    // ring) kept; a ticket on another channel is served as usual.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring: u32 = 0;
+        var done_ticket: u32 = 0; // a completed receive on `x`, not taken
+        var queued_ticket: u32 = 0; // a receive queued on `x`
+        var other_ticket: u32 = 0; // a receive queued on `y`
+        var x: u32 = 0;
+        var y: u32 = 0;
+        /// From `y`'s hook (run from inside `x`'s): the calls on `x`'s tickets, further out.
+        var nested = false;
+        var got: [8]i32 = @splat(1);
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var out: u64 = 0;
+            got[0] = kc_ring_take(ring, done_ticket, &out, 8);
+            got[1] = kc_ring_take(ring, done_ticket, null, 0);
+            got[2] = kc_ring_give_back(ring, done_ticket);
+            got[3] = kc_ring_abort(ring, queued_ticket);
+            got[4] = kc_ring_withdraw(ring, queued_ticket);
+            got[5] = kc_ring_destroy(ring);
+            got[6] = kc_ring_abort(ring, other_ticket); // on `y`: not refused
+            var v: u64 = 9;
+            if (nested) _ = kc_chan_drop(y, &v, 8);
+        }
+        fn onY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            if (nested) got[7] = kc_ring_abort(ring, queued_ticket);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.y));
+    defer _ = kc_chan_destroy(S.y);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.y, S.onY, null));
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    var r1: u64 = 0;
+    var r2: u64 = 0;
+    var r3: u64 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &r1, 8, S.ring, &S.done_ticket));
+    var v: u64 = 42;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.x, &v, 8)); // completes it
+    var recs: [4]kcoro.bridge.Completion = undefined;
+    try testing.expectEqual(@as(i32, 1), kc_ring_drain(S.ring, &recs, 4));
+    try testing.expectEqual(S.done_ticket, recs[0].ticket);
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &r2, 8, S.ring, &S.queued_ticket));
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.y, &r3, 8, S.ring, &S.other_ticket));
+    // A dropped value runs `x`'s hook with `x` locked.
+    var d: u64 = 7;
+    try testing.expectEqual(@as(i32, 1), kc_chan_drop(S.x, &d, 8));
+    const inv = Status.invalid.code();
+    try testing.expectEqualSlices(i32, &.{ inv, inv, inv, inv, inv, inv, 0, 1 }, &S.got);
+    // Outside the hook every refused call works, its ticket kept; and nested: `y`'s hook, run
+    // from `x`'s, is refused a ticket on `x` too (both locked).
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.y, &r3, 8, S.ring, &S.other_ticket));
+    S.nested = true;
+    S.got = @splat(1);
+    try testing.expectEqual(@as(i32, 1), kc_chan_drop(S.x, &d, 8));
+    try testing.expectEqualSlices(i32, &.{ inv, inv, inv, inv, inv, inv, 0, inv }, &S.got);
+    var out: u64 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_take(S.ring, S.done_ticket, &out, 8));
+    try testing.expectEqual(@as(u64, 42), out);
+    try testing.expectEqual(@as(i32, 0), kc_ring_abort(S.ring, S.queued_ticket));
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
 }
 
 test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the channel" {

@@ -140,6 +140,16 @@ pub const Ring = struct {
         return .{ .allocator = allocator };
     }
 
+    /// InvalidArgument if this thread runs the undelivered hook of a channel one of the ring's
+    /// operations is on (`Pending.refuseInHook`): the `deinit` a destroy starts would take that
+    /// channel's lock. Checked before the destroy (`kc_ring_destroy`), which then keeps the ring.
+    pub fn refuseInHook(r: *Ring) error{InvalidArgument}!void {
+        if (!channel.Channel.inAnyHook()) return;
+        r.mutex.lock();
+        defer r.mutex.unlock();
+        for (r.slots.items) |slot| if (slot.p) |p| try p.refuseInHook();
+    }
+
     /// Withdraws every pending operation (those that completed meanwhile are dropped with
     /// their records), cancels the channels of its owned watches (`submitWatch`) and frees
     /// everything. No other call on the ring may run or follow.
@@ -660,16 +670,15 @@ pub const Ring = struct {
     /// or a failed receive's stale element was copied into it as if received.
     pub fn take(r: *Ring, ticket: u32, out: ?[]u8) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
+        errdefer r.unclaim(p);
+        try p.refuseInHook();
         const to = p.returnedTo(); // null: nothing received
         // The value received, read once. Reading it twice could not differ: `body`, `fired` and
         // the clauses' element sizes it is computed from are fixed once the completer set
         // `completed` under the ring's mutex, and this claim (under that mutex) makes `p` ours.
         const value: ?[]u8 = if (to != null) p.returnedValue() else null;
         if (out) |o| {
-            if (value == null or o.len != value.?.len) {
-                r.unclaim(p);
-                return error.InvalidArgument;
-            }
+            if (value == null or o.len != value.?.len) return error.InvalidArgument; // unclaimed
             @memcpy(o, value.?);
         } else if (to) |ch| ch.dropUndeliverable(value.?.ptr);
         p.afterCompletion();
@@ -686,6 +695,10 @@ pub const Ring = struct {
     /// send, or an operation that failed, has nothing to give back: freed as `take` frees it.
     pub fn giveBack(r: *Ring, ticket: u32) error{ BadHandle, InvalidArgument }!void {
         const p = try r.claim(ticket, true);
+        p.refuseInHook() catch |err| {
+            r.unclaim(p);
+            return err;
+        };
         if (p.returnedTo()) |ch| {
             ch.giveBackUndelivered(p.returnedValue().ptr);
             p.afterGiveBack();
@@ -734,9 +747,14 @@ pub const Ring = struct {
     /// Withdraws a pending `ticket`: freed, no record will come (true); or false (error.Busy)
     /// when it completed already: its record is or will be on the ring. `counted`: a
     /// withdrawn operation counts as a cancelled failure in its channel's metrics (see
-    /// `Channel.withdraw`).
-    pub fn abort(r: *Ring, ticket: u32, counted: bool) error{ BadHandle, Busy }!void {
+    /// `Channel.withdraw`). InvalidArgument, the ticket kept, from inside an undelivered hook
+    /// of a channel the operation is on (`Pending.refuseInHook`), as for `take`, `giveBack`.
+    pub fn abort(r: *Ring, ticket: u32, counted: bool) error{ BadHandle, Busy, InvalidArgument }!void {
         const p = r.claim(ticket, false) catch return error.BadHandle;
+        p.refuseInHook() catch |err| {
+            r.unclaim(p);
+            return err;
+        };
         if (!p.withdraw(counted)) {
             r.unclaim(p);
             return error.Busy;
@@ -853,6 +871,23 @@ pub const Pending = struct {
     /// Tests only: called by `withdraw` between its look at `completed` and its unwatch of a
     /// close watch's channel (a destroy on another thread may fall there).
     var test_before_unwatch: ?*const fn (ch: *channel.Channel) void = null;
+
+    /// InvalidArgument if this thread runs the undelivered hook (or a dropped descriptor's
+    /// release) of a channel `p` is on (`Channel.inHookOf`): it holds that channel's lock, which
+    /// a take, give-back, abort or the ring's destroy takes, and would wait for itself for good
+    /// (a hang, before: the hook rules said only not to). The caller owns `p` (claimed) or
+    /// holds the ring's mutex.
+    fn refuseInHook(p: *const Pending) error{InvalidArgument}!void {
+        if (!channel.Channel.inAnyHook()) return; // the usual case: one thread-local load
+        const hooked = switch (p.body) {
+            .op => |*o| channel.Channel.inHookOf(o.ch),
+            .watch => |*o| channel.Channel.inHookOf(o.ch),
+            .select => |s| for (s.sel.clauses[0..s.sel.n]) |c| {
+                if (channel.Channel.inHookOf(c.ch)) break true;
+            } else false,
+        };
+        if (hooked) return error.InvalidArgument;
+    }
 
     fn withdraw(p: *Pending, counted: bool) bool {
         return switch (p.body) {

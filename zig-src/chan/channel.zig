@@ -1591,13 +1591,39 @@ pub const Channel = struct {
 
     /// Hands a value the channel will never deliver to its owner: a zero-copy descriptor's own
     /// `release`, else the channel's hook. With the lock held (hooks must not use the channel).
+    /// While the hook runs, this thread is marked as inside it (`inHookOf`).
     fn undelivered(ch: *Channel, elem: [*]const u8) void {
         ch.metrics.dropped += 1;
+        var frame: HookFrame = .{ .ch = ch, .outer = hook_frames };
         if (ch.zero_copy) {
             const d = descriptorAt(elem);
-            if (d.release) |f| return f(d.ctx, d.ptr, d.len);
+            if (d.release) |f| {
+                hook_frames = &frame;
+                defer hook_frames = frame.outer;
+                return f(d.ctx, d.ptr, d.len);
+            }
         }
-        if (ch.on_undelivered) |f| f(ch.undelivered_ctx, elem);
+        if (ch.on_undelivered) |f| {
+            hook_frames = &frame;
+            defer hook_frames = frame.outer;
+            f(ch.undelivered_ctx, elem);
+        }
+    }
+
+    /// Whether this thread runs `ch`'s undelivered hook (or a dropped descriptor's release)
+    /// now, also further out (a hook that dropped a value on another channel): it holds `ch`'s
+    /// lock then, or frees the channel. A caller about to take that lock would wait for itself
+    /// for good: the ring's take, give-back, abort and destroy ask first (`Pending.inHook`) and
+    /// refuse. Cheap outside every hook (one thread-local load).
+    pub fn inHookOf(ch: *const Channel) bool {
+        var f = hook_frames;
+        while (f) |frame| : (f = frame.outer) if (frame.ch == ch) return true;
+        return false;
+    }
+
+    /// Whether this thread runs any channel's undelivered hook now (`inHookOf`).
+    pub fn inAnyHook() bool {
+        return hook_frames != null;
     }
 
     /// A value an abandoned receive got (`WaitOptions.landed`, `SelectOptions.landed` null): to
@@ -3231,6 +3257,15 @@ fn landedClause(clauses: []const Clause, winner: u8, status: *const std.atomic.V
     if (status.load(.monotonic) != done_ok) return; // closed or cancelled: nothing came
     if (landed) |l| l.* = winner else c.ch.dropAbandoned(c.elem);
 }
+
+/// A channel whose undelivered hook this thread runs (`Channel.undelivered`), linked to the
+/// frame of the hook it runs inside, if any (a hook that dropped a value on another channel).
+/// On the stack of the call that runs the hook.
+const HookFrame = struct { ch: *const Channel, outer: ?*const HookFrame };
+
+/// This thread's innermost `HookFrame`; null outside every hook. A hook runs on its caller's
+/// thread and returns before its frame goes (it must not park: it holds the channel's lock).
+threadlocal var hook_frames: ?*const HookFrame = null;
 
 /// A copy of a value an abandoned receive got, for its channel's undelivered path once the
 /// shutdown let go of its locks (`Channel.dropAbandoned`): one block of the channel's
