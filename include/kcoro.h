@@ -779,7 +779,8 @@ typedef void (*kc_handler_fn)(void *ctx, const void *msg);
 typedef void (*kc_done_fn)(void *ctx, int32_t status);
 /* parent 0 = none; a child scope is cancelled with its parent. The scope belongs to the running
  * scheduler (kc_sched_info's generation). KC_ESHUTDOWN when none runs, or when `parent` belongs
- * to one shut down (ABI 14 made a child of such a parent on the later scheduler). */
+ * to one shut down (ABI 14 made a child of such a parent on the later scheduler). KC_EBADH for a
+ * dead or forged parent, also while no scheduler runs (before, KC_ESHUTDOWN then). */
 int32_t kc_scope_create(uint32_t parent, uint32_t *out_scope);
 /* kc_scope_create on the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: KC_ESHUTDOWN once that one is shut down, also when a later one runs, even one
@@ -790,7 +791,8 @@ int32_t kc_scope_create_gen(uint32_t parent, uint32_t *out_scope, uint64_t gener
 /* As kc_spawn, as a child of the scope. KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN
  * once the scope's scheduler is shut down, also when a later one runs (after a restart, make a
  * new scope). ABI 14 refused only a scope whose children a shutdown had abandoned: one empty at
- * the shutdown took launches onto the later scheduler. */
+ * the shutdown took launches onto the later scheduler. KC_EBADH for a dead or forged scope, also
+ * while no scheduler runs (before, KC_ESHUTDOWN then); kc_actor_spawn and kc_produce too. */
 int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
                         uint32_t *out_handle);
 /* 1 the first time, 0 after. */

@@ -2616,7 +2616,7 @@ var scope_serial = std.atomic.Value(u64).init(0);
 /// scheduler, a child of `parent` (0: none) so that cancelling the parent cancels it. The scope
 /// belongs to that scheduler (kc_sched_info's generation): once it is shut down, launches into
 /// the scope fail with KC_ESHUTDOWN, also after a restart. KC_ESHUTDOWN when no scheduler runs,
-/// or `parent` belongs to one shut down.
+/// or `parent` belongs to one shut down; KC_EBADH for a dead parent, also then (`noSchedulerFor`).
 export fn kc_scope_create(parent: u32, out_scope: ?*u32) callconv(.c) i32 {
     return scopeCreate(parent, out_scope, null);
 }
@@ -2637,7 +2637,7 @@ export fn kc_scope_create_gen(parent: u32, out_scope: ?*u32, generation: u64) ca
 fn scopeCreate(parent: u32, out_scope: ?*u32, want: ?u64) i32 {
     const out = out_scope orelse return Status.invalid.code();
     if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
-    const held = enter(.short) orelse return Status.shutdown.code();
+    const held = enter(.short) orelse return noSchedulerFor(if (parent == 0) null else parent);
     defer held.leave();
     const s = held.s;
     // Read in the hold, which a restart waits for: the generation of the scheduler `s` is.
@@ -2676,6 +2676,21 @@ fn checkScopeGeneration(sc: *const Scope) ?i32 {
     return null;
 }
 
+/// The answer of a scope's create or launch (kc_scope_launch, kc_actor_spawn, kc_produce) that
+/// found no scheduler to hold (`enter`): KC_EBADH if `scope` (null: none given) names no live
+/// scope, as with a scheduler running (the header's KC_EBADH for a bad handle), else
+/// KC_ESHUTDOWN. Before, a dead or forged scope answered KC_ESHUTDOWN while no scheduler ran. A
+/// live scope then belongs to a scheduler shut down, so the order of a running scheduler's
+/// checks (scope, its generation, then a mailbox) answers KC_ESHUTDOWN before any mailbox is
+/// looked at: it is not looked at here either. A failure path only.
+fn noSchedulerFor(scope: ?u32) i32 {
+    const h = scope orelse return Status.shutdown.code();
+    const sr = scopes();
+    const se = sr.acquire(h) catch return Status.bad_handle.code();
+    sr.release(se);
+    return Status.shutdown.code();
+}
+
 /// int32_t kc_scope_launch(uint32_t scope, kc_entry_fn entry, void *arg, uint32_t flags,
 ///                         uint32_t *out_handle): runs entry(arg) as a child of the scope (flags
 /// and out_handle as kc_spawn). KC_ECANCELED once the scope is cancelled; KC_ESHUTDOWN once the
@@ -2686,7 +2701,7 @@ export fn kc_scope_launch(scope: u32, entry: ?coroutine.EntryFn, arg: ?*anyopaqu
     const f: kcoro.registry.Flags = @bitCast(flags);
     if (f._unused != 0 or f.slab_stack) return Status.invalid.code();
     if (@import("builtin").is_test) if (test_hooks.before_spawn) |hook| hook();
-    const held = enter(.short) orelse return Status.shutdown.code();
+    const held = enter(.short) orelse return noSchedulerFor(scope);
     defer held.leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
@@ -3085,7 +3100,7 @@ fn dropActorStart(arg: ?*anyopaque) void {
 
 fn launchWithChannel(scope: u32, chan_h: u32, start: ActorStart, main_fn: coroutine.EntryFn, out_handle: ?*u32) i32 {
     // As kc_scope_launch: not from outside once a shutdown began, nor during a restart.
-    const held = enter(.short) orelse return Status.shutdown.code();
+    const held = enter(.short) orelse return noSchedulerFor(scope);
     defer held.leave();
     const sr = scopes();
     const se = sr.acquire(scope) catch |err| return fail(err);
@@ -7879,6 +7894,47 @@ test "C ABI: a scope belongs to the scheduler it was made on: after a restart no
     test_hooks.before_spawn = S.restart;
     try testing.expectEqual(Status.shutdown.code(), kc_scope_launch(now, S.child, null, 0, null));
     try testing.expectEqual(@as(u32, 1), S.ran.load(.monotonic));
+}
+
+test "C ABI: a dead or forged scope is KC_EBADH for a create or launch also while no scheduler runs" {
+    // The header promises KC_EBADH for a bad handle. With no scheduler to hold, these answered
+    // KC_ESHUTDOWN before looking at the scope; a live scope (of a scheduler shut down) still
+    // answers KC_ESHUTDOWN, whatever the mailbox, as the running checks order them.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        fn child(_: ?*anyopaque) callconv(.c) void {}
+        fn handler(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {}
+    };
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var dead: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &dead));
+    try testing.expectEqual(@as(i32, 0), kc_scope_destroy(dead));
+    var live: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &live));
+    defer _ = kc_scope_destroy(live);
+    var ch: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &ch));
+    defer _ = kc_chan_destroy(ch);
+    const bad = Status.bad_handle.code();
+    const down = Status.shutdown.code();
+    var sc: u32 = 0;
+    // With a scheduler running, as it always was.
+    try testing.expectEqual(bad, kc_scope_launch(dead, S.child, null, 0, null));
+    try testing.expectEqual(bad, kc_scope_create(dead, &sc));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    // None runs: the same for a bad scope (0 included for a launch; a parent 0 is none).
+    for ([_]u32{ dead, 0, 0x7fff_ffff }) |h| {
+        try testing.expectEqual(bad, kc_scope_launch(h, S.child, null, 0, null));
+        try testing.expectEqual(bad, kc_actor_spawn(h, ch, S.handler, null, null, null));
+        try testing.expectEqual(bad, kc_produce(h, ch, S.child, null, null, null));
+        if (h != 0) try testing.expectEqual(bad, kc_scope_create(h, &sc));
+    }
+    try testing.expectEqual(down, kc_scope_create(0, &sc));
+    try testing.expectEqual(down, kc_scope_create(live, &sc));
+    try testing.expectEqual(down, kc_scope_launch(live, S.child, null, 0, null));
+    try testing.expectEqual(down, kc_actor_spawn(live, ch, S.handler, null, null, null));
+    try testing.expectEqual(down, kc_produce(live, ch +% 1, S.child, null, null, null));
 }
 
 test "C ABI: scheduler start, spawn with handles, unpark by handle, drain, shutdown" {
