@@ -597,13 +597,16 @@ struct kc_chan_metrics {
   uint64_t first_op_ns, last_op_ns, taken_ns;
   uint64_t handoffs; /* values passed from a waiting party straight to the other */
 };
-/* Fills up to len words of a struct kc_chan_metrics (13 for all); returns count. */
+/* Fills up to len words of a struct kc_chan_metrics (13 for all); returns count. out may be NULL
+ * when len is 0 (nothing written), as for kc_coro_stats, kc_sched_info, kc_sched_stats and
+ * kc_ring_drain; before, each of them refused it with KC_EINVAL. */
 int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
 /* Adds operations completed outside the channel to its counters, so that every snapshot sees
  * them: a host that hands values between its own waiters, or answers "full" from the blocked
  * flag, without a call (the TypeScript binding reports those, and a channel's history from
  * before it was native, once per event-loop turn). counts: n words (up to 13 read, the rest 0)
- * laid out as struct kc_chan_metrics; counts add, first_op_ns keeps the earliest and last_op_ns
+ * laid out as struct kc_chan_metrics; counts add, saturating at 2^63 - 1 (they wrapped before; the
+ * headroom keeps the channel's own counting above it from wrapping), first_op_ns keeps the earliest and last_op_ns
  * the latest (0 = none), taken_ns is ignored. A copying channel's bytes follow from its counts,
  * so only a zero-copy one adds bytes_sent/bytes_received; a KC_CHAN_NO_METRICS channel adds
  * only the failures and dropped. 0, or KC_EBADH / KC_EINVAL (counts NULL with n > 0). */

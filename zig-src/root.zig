@@ -613,6 +613,17 @@ export fn kc_coro_current() callconv(.c) u32 {
     return co.handle;
 }
 
+/// The buffer of a call that fills up to `len` elements (kc_coro_stats, kc_sched_info,
+/// kc_sched_stats, kc_chan_snapshot, kc_ring_drain): NULL (KC_EINVAL) only for a NULL `out` with
+/// room for any; a NULL `out` of 0 elements is an empty buffer, nothing written, as
+/// kc_chan_add_metrics and kc_chan_cause take one (a host's empty array may reach us as NULL:
+/// Deno passes an empty typed array so). Before, these refused it with KC_EINVAL.
+fn outBuffer(comptime T: type, out: ?[*]T, len: u32) ?[*]T {
+    if (out) |o| return o;
+    // Never written through (len 0): any aligned address serves.
+    return if (len == 0) @ptrFromInt(@alignOf(T)) else null;
+}
+
 /// int32_t kc_coro_stats(uint64_t *out, uint32_t len): fills up to `len` of
 /// [live coroutine handles, pooled free stacks, stack mappings, live blocks of cells
 /// (kc_cells_alloc's not yet freed)]; returns how many it wrote. The
@@ -622,7 +633,7 @@ export fn kc_coro_current() callconv(.c) u32 {
 /// making them agree would cost a counter on every finish, and kc_coro_state still answers for
 /// such a handle.
 export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
-    const o = out orelse return Status.invalid.code();
+    const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     const s = reg().stats();
     // Monotonic: a count, as in kc_cells_alloc.
     const vals = [_]u64{ s.live, s.pooled_stacks, s.mappings, cells_live.load(.monotonic) };
@@ -1452,7 +1463,7 @@ export fn kc_sched_abandoned(generation: u64) callconv(.c) i32 {
 /// first six 0 when none runs (also while one shuts down); the generation, always, is how many
 /// schedulers the process started (the running or stopping one is the latest).
 export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
-    const o = out orelse return Status.invalid.code();
+    const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     var vals = [_]u64{ 0, 0, 0, 0, 0, 0, 0 };
     if (enter(.short)) |held| {
         defer held.leave();
@@ -1480,7 +1491,7 @@ export fn kc_sched_info(out: ?[*]u64, len: u32) callconv(.c) i32 {
 /// int32_t kc_sched_stats(uint32_t worker, uint64_t *out, uint32_t len): fills up to len of
 /// [runs, steals, parks, queue depth] for one worker; returns how many it wrote.
 export fn kc_sched_stats(worker: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
-    const o = out orelse return Status.invalid.code();
+    const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const s = held.s;
@@ -2450,7 +2461,7 @@ export fn kc_chan_serial(h: u32, out: ?*u64) callconv(.c) i32 {
 /// failed cancelled, dropped, first op ns, last op ns, taken ns] (struct kc_chan_metrics);
 /// returns how many it wrote.
 export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
-    const o = out orelse return Status.invalid.code();
+    const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     const r = chans();
     const e = r.acquire(h) catch |err| return fail(err);
     defer r.release(e);
@@ -2465,7 +2476,8 @@ export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
 /// completed outside the channel (by a host: a same-isolate hand-off done in JavaScript, a full
 /// failure answered from the blocked flag, a channel's history from before it was native) to its
 /// counters, so that every kc_chan_snapshot sees them. `counts` holds n words (up to 13 are
-/// read, the rest count as 0) in kc_chan_snapshot's layout: counts add (wrapping), first op ns
+/// read, the rest count as 0) in kc_chan_snapshot's layout: counts add (saturating at 2^63 - 1,
+/// `Channel.metrics_cap`; they wrapped before), first op ns
 /// keeps the earliest and last op ns the latest (0 = none), taken ns is ignored. A copying
 /// channel's bytes follow from its counts, so only a zero-copy one adds the byte words; one made
 /// with KC_CHAN_NO_METRICS adds only the failures and drops. 0, or KC_EBADH / KC_EINVAL (counts
@@ -3417,7 +3429,7 @@ export fn kc_ring_interrupt(ring: u32) callconv(.c) i32 {
 /// int32_t kc_ring_drain(uint32_t ring, struct kc_completion *out, uint32_t max): moves up to
 /// max records (oldest first) into out; returns how many.
 export fn kc_ring_drain(ring: u32, out: ?[*]kcoro.bridge.Completion, max: u32) callconv(.c) i32 {
-    const o = out orelse return Status.invalid.code();
+    const o = outBuffer(kcoro.bridge.Completion, out, max) orelse return Status.invalid.code();
     const rr = rings();
     const e = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(e);
@@ -8339,6 +8351,71 @@ test "C ABI: a ring call on an operation of a channel whose undelivered hook run
     try testing.expectEqual(@as(u64, 42), out);
     try testing.expectEqual(@as(i32, 0), kc_ring_abort(S.ring, S.queued_ticket));
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+}
+
+test "C ABI: the readers take a NULL buffer of 0 elements, as kc_chan_add_metrics and kc_chan_cause do" {
+    // Before, kc_coro_stats, kc_sched_info, kc_sched_stats, kc_chan_snapshot and kc_ring_drain
+    // refused (KC_EINVAL) what the writers took: a NULL buffer of no room (a host's empty array).
+    try testing.expectEqual(@as(i32, 0), kc_coro_stats(null, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_info(null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_coro_stats(null, 1));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_info(null, 1));
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    try testing.expectEqual(@as(i32, 0), kc_chan_snapshot(h, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_chan_snapshot(h, null, 1));
+    // The handle is still checked.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_snapshot(h +% 1, null, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, null, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_cause(h, null, 0));
+    var ring: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+    defer _ = kc_ring_destroy(ring);
+    try testing.expectEqual(@as(i32, 0), kc_ring_drain(ring, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_ring_drain(ring, null, 1));
+    try testing.expectEqual(Status.bad_handle.code(), kc_ring_drain(ring +% 1, null, 0));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 0), kc_sched_stats(0, null, 0));
+    try testing.expectEqual(Status.invalid.code(), kc_sched_stats(0, null, 1));
+}
+
+test "C ABI: kc_chan_add_metrics saturates its counts below the top, so the channel's own counting goes on" {
+    // Before, the adds wrapped: a count read back smaller than the sum, and one at the top of a
+    // u64 overflowed at the channel's next `+= 1` (a panic in safe builds).
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    defer _ = kc_chan_destroy(h);
+    const max = std.math.maxInt(u64);
+    const cap = chan.Channel.metrics_cap;
+    var add = [_]u64{0} ** metrics_words;
+    add[0] = max; // sends
+    add[4] = max; // failed_full
+    add[8] = 3; // dropped
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, &add, metrics_words));
+    add[8] = max - 1; // the sum wraps to 1
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, &add, metrics_words));
+    var snap = [_]u64{0} ** metrics_words;
+    try testing.expectEqual(@as(i32, metrics_words), kc_chan_snapshot(h, &snap, metrics_words));
+    try testing.expectEqual(cap, snap[0]);
+    try testing.expectEqual(cap, snap[4]);
+    try testing.expectEqual(cap, snap[8]);
+    // The channel counts on above the cap: a send, a full try-send, a drop.
+    var v: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(Status.again.code(), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_drop(h, &v, 8));
+    try testing.expectEqual(@as(i32, metrics_words), kc_chan_snapshot(h, &snap, metrics_words));
+    try testing.expectEqual(cap + 1, snap[0]);
+    try testing.expectEqual(cap + 1, snap[4]);
+    try testing.expectEqual(cap + 1, snap[8]);
+    // And an add never lowers a count.
+    add = [_]u64{0} ** metrics_words;
+    add[0] = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_add_metrics(h, &add, 1));
+    try testing.expectEqual(@as(i32, 1), kc_chan_snapshot(h, &snap, 1));
+    try testing.expectEqual(cap + 1, snap[0]);
 }
 
 test "C ABI: kc_chan_try_send/recv; the ready byte and handle word follow the channel" {

@@ -2646,6 +2646,16 @@ pub const Channel = struct {
         return @min(x, y);
     }
 
+    /// The most `addMetrics` takes a counter to: 2^63 - 1, so that the channel's own counting
+    /// above it (each operation's `+= 1`, a zero-copy value's bytes) never reaches the top of a
+    /// u64 in any process's life.
+    pub const metrics_cap: u64 = std.math.maxInt(u64) >> 1;
+
+    /// `counter + add`, saturated at `metrics_cap`; never less than it was.
+    fn addCapped(counter: *u64, add: u64) void {
+        counter.* = @max(counter.*, @min(counter.* +| add, metrics_cap));
+    }
+
     /// Adds operations a host completed without the channel (a same-isolate hand-off done in
     /// JavaScript, a full failure answered from the blocked flag, a channel's history from
     /// before it had a native side) to the counters, so that every reader of `snapshot` sees
@@ -2653,23 +2663,26 @@ pub const Channel = struct {
     /// (earliest first, latest last; 0 = none). A copying channel's bytes follow from its counts
     /// (`snapshot`), so only a zero-copy channel adds the byte words. A channel made without
     /// metrics (`count_metrics` false) adds only what it counts anyway: the failures and drops.
+    /// Counts saturate at `metrics_cap` (`addCapped`).
     pub fn addMetrics(ch: *Channel, add: Metrics) void {
         ch.lock();
         defer ch.unlock();
         const m = &ch.metrics;
-        // Wrapping: the words may come from a caller (the C ABI) and need not be sane.
-        m.fail_full +%= add.fail_full;
-        m.fail_closed +%= add.fail_closed;
-        m.fail_timeout +%= add.fail_timeout;
-        m.fail_cancelled +%= add.fail_cancelled;
-        m.dropped +%= add.dropped;
+        // Capped (`addCapped`): the words may come from a caller (the C ABI) and need not be
+        // sane. Before, they wrapped: a count read back smaller than it was, and the channel's
+        // own `+= 1` past the top overflowed (a panic in safe builds).
+        addCapped(&m.fail_full, add.fail_full);
+        addCapped(&m.fail_closed, add.fail_closed);
+        addCapped(&m.fail_timeout, add.fail_timeout);
+        addCapped(&m.fail_cancelled, add.fail_cancelled);
+        addCapped(&m.dropped, add.dropped);
         if (!ch.count_metrics) return;
-        m.sends +%= add.sends;
-        m.receives +%= add.receives;
-        m.handoffs +%= add.handoffs;
+        addCapped(&m.sends, add.sends);
+        addCapped(&m.receives, add.receives);
+        addCapped(&m.handoffs, add.handoffs);
         if (ch.zero_copy) {
-            m.bytes_sent +%= add.bytes_sent;
-            m.bytes_received +%= add.bytes_received;
+            addCapped(&m.bytes_sent, add.bytes_sent);
+            addCapped(&m.bytes_received, add.bytes_received);
         }
         m.first_op_ns = earliest(m.first_op_ns, add.first_op_ns);
         m.last_op_ns = @max(m.last_op_ns, add.last_op_ns);
@@ -5952,18 +5965,23 @@ test "a guarded try-send on a cancelled channel never reports Closed, even when 
     try testing.expectEqual(@as(u32, 0), S.wrong.load(.monotonic));
 }
 
-test "a snapshot wraps, never traps, on counts a caller added past 2^64" {
+test "a snapshot never traps on counts a caller added: they saturate at metrics_cap, below the top" {
     // kc_chan_add_metrics takes its words from a caller; the snapshot then adds the buffer's
-    // positions and multiplies by the element size: with checked arithmetic that trapped.
+    // positions and multiplies by the element size: with checked arithmetic that trapped. The
+    // adds saturate at `metrics_cap` (they wrapped, and a count at the top overflowed at the
+    // channel's own next `+= 1`), so the counting goes on above it.
     const ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
     defer ch.destroy();
     var v: u64 = 1;
     try ch.send(std.mem.asBytes(&v), null, false);
     const huge = std.math.maxInt(u64);
     ch.addMetrics(.{ .sends = huge, .receives = huge, .fail_full = huge, .handoffs = huge });
+    ch.addMetrics(.{ .sends = huge, .fail_full = 1 });
     const m = ch.snapshot();
-    try testing.expectEqual(@as(u64, 0), m.sends); // maxInt + 1 sent through the buffer
+    try testing.expectEqual(Channel.metrics_cap + 1, m.sends); // the cap, and one sent through the buffer
     try testing.expectEqual(m.sends *% 8, m.bytes_sent);
+    try testing.expectEqual(Channel.metrics_cap, m.fail_full);
+    try testing.expectEqual(Channel.metrics_cap, m.handoffs);
 }
 
 // ---------------------------------------------------------------------------------------------
