@@ -657,6 +657,9 @@ int32_t kc_chan_compute_rate(const uint64_t *earlier, const uint64_t *later, dou
 #define KC_TAG_BYTES 17
 #define KC_TAG_STRUCTURED 18 /* node:v8 serialized (TypeScript only) */
 #define KC_TAG_PACKED 19     /* src/pack.ts's encoding (TypeScript only) */
+/* kc_desc_make's KC_EINVAL (NULL out, or NULL data with len > 0) and KC_ENOMEM make nothing and
+ * write out->ptr NULL (out given): kc_desc_free(out) after any failure frees nothing (before,
+ * *out kept what it held), as after kc_chan_try_send_copy's. */
 int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out);
 /* Frees a buffer once, as free() does: a second free of it, or a pointer kc_desc_make did not
  * write (one inside a buffer, a buffer of your own), is undefined (a pooled buffer's chunk may be

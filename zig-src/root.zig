@@ -3801,17 +3801,26 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
 /// int32_t kc_desc_make(const void *data, uint32_t len, uint32_t tag, struct kc_desc *out):
 /// copies len bytes of data into a new native buffer and writes the descriptor {buffer, len,
 /// NULL, tag} (len 0: no buffer, ptr NULL). Free the buffer with kc_buf_free. Buffers of up to
-/// 16 KiB come from the buffer pool (kc_pool_info) while it has room.
+/// 16 KiB come from the buffer pool (kc_pool_info) while it has room. KC_EINVAL (NULL out, or
+/// NULL data with len > 0) and KC_ENOMEM make nothing: out->ptr NULL (out given).
 export fn kc_desc_make(data: ?*const anyopaque, len: u32, tag: u32, out: ?*chan.Descriptor) callconv(.c) i32 {
     const o = out orelse return Status.invalid.code();
     var ptr: ?*anyopaque = null;
     if (len != 0) {
-        const src: [*]const u8 = @ptrCast(data orelse return Status.invalid.code());
+        // A failure writes out->ptr NULL, nothing made (as kc_chan_try_send_copy's): before, *out
+        // kept what it held, and a caller freeing what a failure left freed that.
+        const src: [*]const u8 = @ptrCast(data orelse {
+            o.ptr = null;
+            return Status.invalid.code();
+        });
         const dst: [*]u8 = pooled: {
             if (len <= buffer_pool.max_slice) {
                 if (buffer_pool.global()) |p| if (p.alloc(len)) |d| break :pooled d;
             }
-            break :pooled @ptrCast(std.c.malloc(len) orelse return Status.no_memory.code());
+            break :pooled @ptrCast(std.c.malloc(len) orelse {
+                o.ptr = null;
+                return Status.no_memory.code();
+            });
         };
         @memcpy(dst[0..len], src[0..len]);
         ptr = dst;
@@ -8281,6 +8290,22 @@ test "C ABI: kc_chan_try_send_copy copies and sends in one call; a failed send l
     try testing.expectEqual(@as(u64, 2), snap[0]); // sends
     try testing.expectEqual(@as(u64, 2), snap[4]); // failed full, one per refused try
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+}
+
+test "C ABI: a failed kc_desc_make writes out->ptr NULL, as kc_chan_try_send_copy does" {
+    // Before, *out kept what it held (here a pointer of a value already sent), which a caller
+    // freeing what a failure left (kc_desc_free) freed again.
+    var d: chan.Descriptor = .{ .ptr = @ptrFromInt(0x1000), .len = 3 };
+    try testing.expectEqual(Status.invalid.code(), kc_desc_make(null, 3, 17, &d));
+    try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    try testing.expectEqual(Status.invalid.code(), kc_desc_make("x", 1, 17, null));
+    // Success as before: a buffer of the bytes; len 0 none.
+    try testing.expectEqual(@as(i32, 0), kc_desc_make("xy", 2, 17, &d));
+    try testing.expectEqual(@as(u8, 'y'), @as([*]const u8, @ptrCast(d.ptr.?))[1]);
+    try testing.expectEqual(@as(i32, 0), kc_desc_free(&d));
+    try testing.expectEqual(@as(i32, 0), kc_desc_make(null, 0, 17, &d));
+    try testing.expectEqual(@as(?*anyopaque, null), d.ptr);
 }
 
 test "C ABI: a ring call on an operation of a channel whose undelivered hook runs is refused (KC_EINVAL), not a hang" {
