@@ -741,6 +741,8 @@ pub const Scheduler = struct {
     lifecycle_pending: std.atomic.Value(u32) = .init(0),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
+    /// Kept by a restart, which clears it atomically (a cancel of the earlier run may store it
+    /// meanwhile).
     cancel_pending: std.atomic.Value(bool) = .init(false),
     /// Worker threads of this run that left their loop (`Worker.main`), and the futex word a
     /// bounded join (`shutdownWithin`) waits on. Reset by a restart (not kept).
@@ -758,6 +760,8 @@ pub const Scheduler = struct {
     /// monotonic: a waiter reads it after listing itself under `outside_mutex`, which the
     /// shutdown takes after its store (a waiter listed after that sees it through the mutex;
     /// one listed before sees it through the release bump of its word, `wakeOutsideWaits`).
+    /// Kept by a restart (false then: its join is done): a waiter on a scope of the earlier
+    /// run may still read it.
     unjoined: std.atomic.Value(bool) = .init(false),
     /// Threads outside the run blocked on a futex word of something of it (a scope's `events`:
     /// `Scope.waitAll` and `watch` from a thread), each listed while it waits (`OutsideWait`),
@@ -799,8 +803,10 @@ pub const Scheduler = struct {
     /// an earlier run may still read its `state`, `epoch`, `wakers` and `quiesce_*`
     /// (`wakeOutside`, `countOut`), and a drain on another thread its `state`, `drainers`,
     /// `drain_seq` and `quiesce_*` (`drainUntil`), and a shutdown on its way out its
-    /// `lifecycle_pending`, which are kept and changed atomically only, and a thread waiting on
-    /// a scope of it the list of outside waits (`outside_mutex`, `outside_waits`); everything
+    /// `lifecycle_pending`, a thread waiting on a scope of it its `unjoined` and a cancel from
+    /// another thread its `cancel_pending` (cleared below), which are kept and changed
+    /// atomically only, and a thread waiting on a scope of it the list of outside waits
+    /// (`outside_mutex`, `outside_waits`); everything
     /// else is built again. Under `lifecycle` (kept, with the `lifecycle_*` words around it): a
     /// spawn from outside of the earlier run may still hold it (it reads the state under it,
     /// and is refused), and a second shutdown of it (another thread's, finding it stopped).
@@ -813,11 +819,20 @@ pub const Scheduler = struct {
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
         assert(!s.join_pending.load(.monotonic));
         assert(s.join_stage == .none); // cleared with `join_pending` (`joinAndFree`)
+        // Kept, not rebuilt: a thread waiting on a scope of the earlier run reads `unjoined`
+        // (`joinLeft`), and a cancel of it from another thread may store `cancel_pending`
+        // (`cancelPending`), both without a lock. Before, the rebuild wrote them with plain
+        // stores under those atomic accesses (ThreadSanitizer: a data race). `unjoined` was
+        // cleared by the join that cleared `join_pending`; a cancel of the earlier run must
+        // not cut the new run's first finish short, so that flag starts again here.
+        // Monotonic: a flag ordering nothing (see `cancel_pending`), stored under `lifecycle`.
+        assert(!s.unjoined.load(.monotonic));
+        s.cancel_pending.store(false, .monotonic);
         return s.begin(allocator, options, .again);
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "outside_mutex", "outside_waits" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -3639,6 +3654,68 @@ test "a restart waits for a spawn from outside on the stopped run that holds the
     _ = try s.spawn(S.body, null);
     const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
     while (!S.ran.load(.acquire)) try ran.wait();
+}
+
+test "a restart keeps unjoined and cancel_pending, read and stored without a lock by threads of the earlier run, and clears cancel_pending" {
+    // A thread waiting on a scope of the earlier run reads `unjoined` (`joinLeft`), and a
+    // cancel of it from another thread stores `cancel_pending` (`cancelPending`), without a
+    // lock. Before, the restart rebuilt both with plain stores under those atomic accesses: a
+    // data race (this test fails under ThreadSanitizer, `zig build test -Dtsan=true`). A cancel
+    // of the earlier run must not cut the new run's first finish short: the restart clears
+    // the flag.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var stop = std.atomic.Value(bool).init(false);
+        var rounds = std.atomic.Value(u32).init(0);
+        var joiner: test_wait.Joiner = .{};
+        // Monotonic throughout: a happens-before edge from this thread to the restart would
+        // hide the race from the sanitizer.
+        fn outsider() void {
+            defer joiner.done();
+            while (!stop.load(.monotonic)) {
+                sched.cancelPending();
+                _ = sched.joinLeft();
+                _ = rounds.fetchAdd(1, .monotonic);
+                std.Thread.yield() catch {};
+            }
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.rounds.store(0, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    s.shutdown(.cancel);
+    // A cancel of the stopped run: cleared by the restart.
+    s.cancelPending();
+    {
+        try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+        defer s.shutdown(.cancel);
+        try testing.expect(!s.cancel_pending.load(.acquire));
+        try testing.expect(!s.joinLeft());
+    }
+    // Now with a thread of the stopped run at them while the restart runs.
+    const t = try std.Thread.spawn(.{}, S.outsider, .{});
+    var joined = false;
+    defer if (!joined) {
+        S.stop.store(true, .monotonic);
+        S.joiner.join(t, test_wait.default_ns, "the outside thread");
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the outside thread to go round");
+    while (S.rounds.load(.monotonic) < 2) try d.wait();
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    const after = S.rounds.load(.monotonic);
+    const d2 = test_wait.Deadline.in(test_wait.default_ns, "the outside thread to go round again");
+    while (S.rounds.load(.monotonic) -% after < 2) try d2.wait();
+    S.stop.store(true, .monotonic);
+    S.joiner.join(t, test_wait.default_ns, "the outside thread");
+    joined = true;
+    try testing.expect(s.isRunning());
+    try testing.expect(!s.joinLeft());
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
