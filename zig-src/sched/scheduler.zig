@@ -1546,9 +1546,12 @@ pub const Scheduler = struct {
     /// still inside at the deadline (their threads starved, or stopped in a debugger): the
     /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout if another thread's shutdown held the lifecycle lock past
     /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
-    /// outside that holds it (briefly) is waited for, past the deadline too. Spawns from outside
-    /// are refused (error.Shutdown) from the call's start (`lifecycle_pending`): only those in
-    /// flight then are waited for.
+    /// outside that holds it (briefly) is waited for, past the deadline too, and so is a
+    /// `restart` on another thread (which holds it while it starts the new run: this call then
+    /// shuts that run down, its deadline perhaps past; the C ABI orders starts and shutdowns
+    /// under its own lock, so this is for Zig callers only). Spawns from outside are refused
+    /// (error.Shutdown) from the call's start (`lifecycle_pending`): only those in flight then
+    /// are waited for.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
