@@ -3659,6 +3659,86 @@ test "a restart waits for a spawn from outside on the stopped run that holds the
     while (!S.ran.load(.acquire)) try ran.wait();
 }
 
+test "a restart while another thread's shutdown still holds the lifecycle lock, its run stopping, waits for it, then starts the new run" {
+    // Zig callers may restart on one thread while a shutdown returns on another (the C ABI
+    // orders both under its own lock). Here the shutdown is held in its last stage, under
+    // `lifecycle` with its join still pending (its `unmap_hook`), the run no longer running.
+    // Before, the restart did not take the lock: it found the join pending (a Debug build's
+    // assertion fails; a release build's rebuilt the scheduler under the shutdown, which then
+    // freed the new run's pool and let go of a mutex built again under it). Now it waits for
+    // the shutdown's unlock.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var ran = std.atomic.Value(bool).init(false);
+        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
+        var restarter_tid = std.atomic.Value(std.Thread.Id).init(0);
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        // On the shutdown's thread, under the lock, the join pending: until the test lets go.
+        fn unmap(_: ?u64) bool {
+            inside.store(true, .release); // pairs with the test's acquire load
+            // Acquire: pairs with the test's release store.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            return true;
+        }
+        fn shutter() void {
+            defer joiners[0].done();
+            sched.shutdown(.cancel);
+        }
+        fn restarter() void {
+            defer joiners[1].done();
+            restarter_tid.store(std.Thread.getCurrentId(), .release); // pairs with the test's acquire load
+            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
+            restarted.store(r, .release); // pairs with the test's acquire loads
+        }
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            ran.store(true, .release); // pairs with the test's acquire load
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.ran.store(false, .monotonic);
+    S.restarted.store(0, .monotonic);
+    S.restarter_tid.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size, .unmap_hook = S.unmap });
+    S.sched = &s;
+    var threads: [2]?std.Thread = .{ null, null };
+    defer {
+        S.release.store(true, .release);
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        if (s.isRunning()) s.shutdown(.cancel);
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.shutter, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to reach its last stage");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expect(!s.isRunning());
+    threads[1] = try std.Thread.spawn(.{}, S.restarter, .{});
+    // The restart waits on the lock (its thread asleep), not done while the shutdown holds it.
+    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the restart to wait for the lock");
+    while (true) {
+        const tid = S.restarter_tid.load(.acquire);
+        if (tid != 0) if (test_wait.threadState(tid)) |st| if (st == 'S') break;
+        try asleep.wait();
+    }
+    try testing.expectEqual(@as(u32, 0), S.restarted.load(.acquire));
+    S.release.store(true, .release);
+    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the shutdown");
+    threads[0] = null;
+    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the restart");
+    threads[1] = null;
+    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    try testing.expect(s.isRunning());
+    _ = try s.spawn(S.body, null);
+    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
+    while (!S.ran.load(.acquire)) try ran.wait();
+}
+
 test "a restart keeps unjoined and cancel_pending, read and stored without a lock by threads of the earlier run, and clears cancel_pending" {
     // A thread waiting on a scope of the earlier run reads `unjoined` (`joinLeft`), and a
     // cancel of it from another thread stores `cancel_pending` (`cancelPending`), without a
