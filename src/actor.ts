@@ -73,6 +73,7 @@ import {
   watchCancelOf,
 } from "./channel.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkFunction,
@@ -819,7 +820,7 @@ export function actor<M>(
     // through the engine's listeners property) changes nothing. Before, it cancelled the
     // mailbox, and so the actor.
     const onAbort = () => {
-      if (isAborted(signal)) cancelMailbox(mailbox, abortReason(signal));
+      if (abortHeard(signal, onAbort)) cancelMailbox(mailbox, abortReason(signal));
     };
     // One aborted before or during the listen has cancelled the mailbox already
     // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking

@@ -69,6 +69,7 @@ import {
   TYPE_TAGS,
 } from "./codec.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkFunction,
@@ -4954,9 +4955,11 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // By AbortSignal's own members, never the signal's (errors.ts, `isAborted`). A call while
       // the signal has not aborted (the caller's code that reached the listener through the
       // engine's listeners property) changes nothing: before, the wait gave up with undefined.
-      w.onAbort = () => {
-        if (isAborted(signal)) this.#abandon(w, abortReason(signal), true);
+      // Passing itself: one an "abort" Event that is no abort called listens again (`abortHeard`).
+      const onAbort = () => {
+        if (abortHeard(signal, onAbort)) this.#abandon(w, abortReason(signal), true);
       };
+      w.onAbort = onAbort;
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbortNamed` calls it, withdrawing the waiter. Before, one

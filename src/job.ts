@@ -53,6 +53,7 @@
 import { checkedContextKey, childContext, Context, type ContextKey, isContext } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkFunction,
@@ -782,7 +783,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // Only once the signal aborted: a call before (the caller's code that reached the
         // listener through the engine's listeners property) changes nothing. Before, the wait
         // rejected with undefined.
-        if (!isAborted(signal)) return;
+        if (!abortHeard(signal, onAbort)) return;
         done[Symbol.dispose]();
         reject(abortReason(signal));
       };

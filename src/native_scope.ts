@@ -33,6 +33,7 @@ import {
   symbolsToReleaseOf,
 } from "../ffi/load.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkOptionNames,
@@ -609,7 +610,7 @@ export class NativeScope implements AsyncDisposable {
       // through the engine's listeners property) changes nothing. Before, the wait rejected
       // with undefined.
       const onAbort = () => {
-        if (isAborted(signal)) reject(abortReason(signal));
+        if (abortHeard(signal, onAbort)) reject(abortReason(signal));
       };
       // One that aborted during the listen has rejected (`listenAbortNamed`): no wait starts.
       // Before, the wait ran, and resolved as if its children were done. One whose listen throws

@@ -93,6 +93,7 @@ import {
   watchCancelOf,
 } from "./channel.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkFunction,
@@ -358,7 +359,7 @@ class ProducerChannel<T> extends Channel<T> {
               // reached it through the engine's listeners property) changes nothing. Before,
               // the send rejected with undefined.
               const listener = () => {
-                if (isAborted(signal)) either.abort(abortReason(signal));
+                if (abortHeard(signal, listener)) either.abort(abortReason(signal));
               };
               // A signal that aborted during its listen has aborted `either`
               // (`listenAbortNamed`), and keeps no listener: the send rejects with its reason,
@@ -742,7 +743,7 @@ export function produce<T>(
     // through the engine's listeners property) changes nothing. Before, it closed the channel
     // with undefined, a clean end for its receivers.
     const onAbort = () => {
-      if (!isAborted(signal)) return;
+      if (!abortHeard(signal, onAbort)) return;
       const reason = abortReason(signal);
       // A job records its failure before its signal aborts (job.ts, `#cancelWith`): a failed
       // task's channel is closed as it completes. A failure after the cancel (a child's, the

@@ -17,6 +17,7 @@ import {
   symbolsToReleaseOf,
 } from "../ffi/load.ts";
 import {
+  abortHeard,
   abortReason,
   checkOptionNames,
   checkStackSize,
@@ -821,8 +822,9 @@ function givenUpBy<T>(
   return new Promise<T>((resolve, reject) => {
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing.
+    // `abortHeard`: a fake "abort" Event (no abort) has it listen again.
     const onAbort = () => {
-      if (isAborted(signal)) reject(abortReason(signal));
+      if (abortHeard(signal, onAbort)) reject(abortReason(signal));
     };
     if (listenAbortNamed(op, signal, onAbort)) return;
     run().then((v) => {

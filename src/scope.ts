@@ -28,6 +28,7 @@
  */
 import { childContext, Context, Deadline, isContext } from "./context.ts";
 import {
+  abortHeard,
   abortReason,
   CancellationError,
   checkFunction,
@@ -612,7 +613,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it cancelled the scope.
     const onAbort = () => {
-      if (isAborted(signal)) cancelFollowing(this as Coroutine<unknown>, signal);
+      if (abortHeard(signal, onAbort)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
     if (!listenAbortNamed(op, signal, onAbort)) {
       this.#addFinalizer(() => unlistenAbort(signal, onAbort));

@@ -81,6 +81,7 @@ import {
 } from "./channel.ts";
 import { giveSlot, type Slot, takeSlot } from "./codec.ts";
 import {
+  abortHeard,
   abortReason,
   checkFunction,
   checkOptionNames,
@@ -716,9 +717,11 @@ class Selection implements RingOp {
       // Only once the signal aborted: a call before (the caller's code that reached the listener
       // through the engine's listeners property) changes nothing. Before, the select gave up
       // with undefined.
-      this.onAbort = () => {
-        if (isAborted(signal)) this.#jsWins(undefined);
+      // Passing itself: one an "abort" Event that is no abort called listens again (`abortHeard`).
+      const onAbort = () => {
+        if (abortHeard(signal, onAbort)) this.#jsWins(undefined);
       };
+      this.onAbort = onAbort;
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbortNamed` calls it (before, a select whose signal aborted

@@ -11,6 +11,7 @@
  * @module
  */
 import {
+  abortHeard,
   abortReason,
   describe,
   isAborted,
@@ -253,7 +254,7 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
       // Only once the signal aborted: a call before (the caller's code that reached the
       // listener through the engine's listeners property) changes nothing. Before, the delay
       // rejected with undefined, and (a call during the listen) armed its timer all the same.
-      if (!isAborted(signal)) return;
+      if (!abortHeard(signal, onAbort)) return;
       cancel();
       reject(abortReason(signal));
     };
