@@ -1698,7 +1698,6 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
   }
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("aborting many waits on one signal removes no listener from the aborted signal: the abort does work linear in the waits", async () => {
   // Each wait an abort settled removed its listener (`unlistenAbort`), which the abort's dispatch
   // had dropped already (`once`): a scan of the signal's list of the waits still listening, so
@@ -1774,4 +1773,70 @@ Deno.test('an "abort" Event dispatched on a signal that has not aborted leaves i
   }
 });
 
+Deno.test('every entry point given a signal, and a producer and an actor following their task\'s, still hears the real abort after an "abort" Event that is no abort', async () => {
+  // Each listener listens with `once`: the caller's `signal.dispatchEvent(new Event("abort"))`
+  // calls it and the engine drops it, so each must listen again itself (`abortHeard`): one that
+  // did not kept no listener, and the real abort left it waiting (a join, a Deferred's await, a
+  // producer's send, a native scope's wait, a drain) or running (a producer's channel open, an
+  // actor's mailbox taking messages).
+  using reported = catchReported();
+  for (const entry of ENTRIES) {
+    const ac = new AbortController();
+    const waiting = entry.waits(ac.signal);
+    waiting.catch(() => {}); // asserted below
+    assert.equal(await settled(waiting), false, `${entry.name}: waits`);
+    ac.signal.dispatchEvent(new Event("abort"));
+    assert.equal(await settled(waiting), false, `${entry.name}: no abort, waits on`);
+    const reason = new Error(`stop ${entry.name}`);
+    ac.abort(reason);
+    await assert.rejects(within(waiting, 10_000, entry.name), byReason(reason), entry.name);
+    assert.equal(abortListeners(ac.signal), 0, `${entry.name}: no listener left`);
+  }
+  {
+    // A producer's channel closes with the reason.
+    const ac = new AbortController();
+    const reason = new Error("stop producer");
+    await coroutineScope(async (scope) => {
+      const release = Promise.withResolvers<void>();
+      try {
+        using ch = produce<number>(withTaskSignal(scope, ac.signal), () => release.promise);
+        const wait = ch.receive();
+        wait.catch(() => {}); // asserted below
+        ac.signal.dispatchEvent(new Event("abort"));
+        assert.equal(await settled(wait), false, "producer: no abort, its channel open");
+        ac.abort(reason);
+        const got = await within(wait.then(() => "received", (e) => e), 10_000, "producer");
+        assert.equal(got, reason, "producer");
+      } finally {
+        release.resolve();
+      }
+    });
+    assert.equal(abortListeners(ac.signal), 0, "producer: no listener left");
+  }
+  {
+    // An actor's mailbox is cancelled: its handler's receive fails, the actor ends cancelled.
+    const ac = new AbortController();
+    let ended: unknown = "still waiting";
+    await coroutineScope(async (scope) => {
+      const a = actor<number>(withTaskSignal(scope, ac.signal), async (mailbox) => {
+        try {
+          for (;;) await mailbox.receive();
+        } catch (e) {
+          ended = e;
+        }
+      });
+      ac.signal.dispatchEvent(new Event("abort"));
+      await a.send(1); // no abort: the mailbox takes it
+      assert.equal(await settled(a.job.join()), false, "actor: no abort, runs on");
+      ac.abort(new Error("stop actor"));
+      await within(a.job.join(), 10_000, "actor");
+      assert.equal(a.job.isCancelled, true, "actor: ends cancelled");
+    });
+    assert.ok(ended instanceof CancellationError, `actor, the receive: ${String(ended)}`);
+    assert.equal(abortListeners(ac.signal), 0, "actor: no listener left");
+  }
+  assert.deepEqual(reported.errors, [], "nothing reported");
+});
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
