@@ -718,10 +718,11 @@ class Selection implements RingOp {
       // through the engine's listeners property) changes nothing. Before, the select gave up
       // with undefined.
       // Passing itself: one an "abort" Event that is no abort called listens again (`abortHeard`).
-      const onAbort = () => {
-        if (abortHeard(signal, onAbort)) this.#jsWins(undefined);
+      // As `this.onAbort`, set once per select (`#listen` runs once): a block-scoped const the
+      // closure captured cost a context object per select.
+      this.onAbort = () => {
+        if (abortHeard(signal, this.onAbort!)) this.#jsWins(undefined);
       };
-      this.onAbort = onAbort;
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the
       // event will not come, and `listenAbortNamed` calls it (before, a select whose signal aborted
