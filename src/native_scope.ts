@@ -424,9 +424,12 @@ export class NativeScope implements AsyncDisposable {
       // The library may have closed meanwhile (the native scope went with it). Only once the
       // signal aborted: a call before (the caller's code that reached the listener through the
       // engine's listeners property of the task's signal) changes nothing. Before, it cancelled
-      // the native scope of a task still active.
+      // the native scope of a task still active. An "abort" Event the caller dispatched on the
+      // task's signal, which aborts nothing, drops this `once` listener: it listens again
+      // (`abortHeard`). Before, the task's cancel later left the native scope running, and the
+      // task waited for its children (a sleeper: its whole sleep).
       const onAbort = () => {
-        if (isLibraryOpen(ns.#lib) && isAborted(signal)) ns.cancel();
+        if (abortHeard(signal, onAbort) && isLibraryOpen(ns.#lib)) ns.cancel();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));

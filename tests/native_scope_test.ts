@@ -282,6 +282,22 @@ Deno.test("kc_scope_cancel on the handle, from outside TypeScript, cancels the o
   assert.throws(() => ns.launch("cancellable-sleeper", cells(1)), InvalidHandleError);
 });
 
+Deno.test("a task's cancel still cancels its native scope after an \"abort\" Event dispatched on the task's signal, which aborts nothing", async () => {
+  // The native scope listened to the task's signal with `once`: the event dropped its listener
+  // (which changes nothing while the signal has not aborted), and the cancel then left the
+  // sleeper running: the scope waited out its minute.
+  const sleeper = cells(MINUTE);
+  const scope = createScope();
+  const ns = nativeScope(scope);
+  ns.launch("cancellable-sleeper", sleeper);
+  scope.signal.dispatchEvent(new Event("abort"));
+  assert.equal(ns.isCancelled, false, "no abort: the native scope runs on");
+  scope.cancel();
+  await within(scope.join(), 30_000, "the cancelled scope to settle");
+  assert.equal(scope.state, "cancelled");
+  assert.equal(status(sleeper), Status.EINTR);
+});
+
 Deno.test("a native cancellation with no child running reaches the scope at the next launch", async () => {
   const scope = createScope();
   const ns = nativeScope(scope);
