@@ -60,13 +60,13 @@ import {
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
-  closedResultOf,
   destroyedSeenOf,
   disposedOf,
   hookChannel,
   isOwnError,
   libraryOf,
   sharedStateOf,
+  taskErrorOf,
   type TrySendResult,
   undeliveredOf,
   type WaitOptions,
@@ -371,7 +371,7 @@ class Mailbox<M> extends Channel<M> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(undefined);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => closedResultOf(this).cause));
+    job.cancel(taskCancelError(s, cause, () => taskErrorOf(this)));
   }
 
   /**
@@ -392,7 +392,7 @@ class Mailbox<M> extends Channel<M> {
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
-    const own = () => closedResultOf(this).cause;
+    const own = () => taskErrorOf(this);
     if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
     else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
@@ -414,13 +414,13 @@ class Mailbox<M> extends Channel<M> {
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
         this.cancel();
-        if (!destroyedSeenOf(this)) this.#s.disposedWith = closedResultOf(this).cause;
+        if (!destroyedSeenOf(this)) this.#s.disposedWith = taskErrorOf(this);
       }
       if (untold && isLibraryOpen(libraryOf(this))) {
         // A cancel after the handler's close: its own cause, as the watch tells it
         // (`#cancelTask`), read before the dispose releases the handle. Before, the close's.
         const late = destroyedSeenOf(this) ? undefined : cancelAfterCloseOf(this);
-        const own = () => closedResultOf(this).cause;
+        const own = () => taskErrorOf(this);
         cancelledFirst = destroyedSeenOf(this)
           ? new CancellationError(MAILBOX_DESTROYED)
           : late !== undefined

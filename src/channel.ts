@@ -536,6 +536,15 @@ const ENDED_HANDLE = 1;
 class Shared {
   closed = false;
   cancelled = false;
+  /**
+   * Closed before any cancel (this isolate's close, or kc_chan_status bit 3 read by
+   * `Channel.#cancelledFirst`): a later cancel only drops the buffered values, and every
+   * operation answers as on the closed channel (its close cause, else ClosedReceiveError or
+   * ClosedSendError), as Kotlin's channels keep their first cause. `closedFirstLooked`: the
+   * native status was read once the channel was seen cancelled (the order it tells is final).
+   */
+  closedFirst = false;
+  closedFirstLooked = false;
   cause: unknown = undefined;
   hasCause = false;
   /** The native channel's close cause was looked for (`Channel.#lookCause`). */
@@ -1794,6 +1803,13 @@ export let sharedStateOf: <T>(ch: Channel<T>) => Shared;
  */
 export let cancelAfterCloseOf: <T>(ch: Channel<T>) => { cause: unknown } | undefined;
 /**
+ * @ignore For produce and actor: the error a task is cancelled with for its channel's cancel
+ * (the channel's CancellationError, `cancelledError`), also where a close came before the cancel
+ * and the channel's operations answer as closed (`Channel.#cancelledFirst`); else (not
+ * cancelled) the closed result's cause.
+ */
+export let taskErrorOf: <T>(ch: Channel<T>) => unknown;
+/**
  * @ignore For select, produce and actor: what a closed or cancelled channel answers, as module
  * functions reaching its private methods, not members. As the public methods `_closedResult`,
  * `_sendError`, `_receiveError`, `_ended`, `_refused`, `_keepHeld`, `_releaseHeld` and `_lost`
@@ -2702,10 +2718,14 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // A later channel may get the handle's value (once its slot is reused): a `Channel.from` of
     // that one makes an entry of its own, not this ended one.
     if (shared.get(s.key) === s) shared.delete(s.key);
+    // Closed (not cancelled) before the destroy's cancel, as this isolate knew: it keeps
+    // answering as closed, with the close cause or none (Kotlin's first cause). Before, a copy
+    // whose creator was disposed after `close(cause)` answered a CancellationError.
+    if (s.closed && !s.cancelled) s.closedFirst = true;
     s.closed = true;
     s.cancelled = true;
     s.causeLooked = true; // kc_chan_cause has nothing any more
-    if (!s.hasCause) {
+    if (!s.hasCause && !s.closedFirst) {
       s.cause = s.lastCancel ?? new CancellationError(why);
       s.hasCause = true;
     }
@@ -2770,7 +2790,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // next() still waiting in JavaScript rejects after an earlier one queued natively, whose
       // record the destroy writes (it answers done then). Before, it rejected first and the
       // earlier one answered done.
-      else w.reject(cancelledError(this.#shared));
+      else w.reject(this.#receiveError(Status.ECANCELED));
     }
   }
 
@@ -2869,7 +2889,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // before its record was drained: it settles as the close left it, as `receive` does
     // (`#receiveError`) and as a local channel's close settles it at once. Before, it answered
     // the later cancel's CancellationError.
-    if (s.cancelled && status !== Status.EPIPE) {
+    if (s.cancelled && status !== Status.EPIPE && this.#cancelledFirst(s)) {
       return { state: "closed", cause: cancelledError(s) };
     }
     return s.hasCause ? { state: "closed", cause: s.cause } : CLOSED;
@@ -3026,15 +3046,38 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   #sendError(status: number): unknown {
     const s = this.#shared;
     if (!s.hasCause) this.#lookCause(s);
-    if (status === Status.ECANCELED) return cancelledError(s);
+    if (status === Status.ECANCELED && this.#cancelledFirst(s)) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedSendError();
   }
 
   #receiveError(status: number): unknown {
     const s = this.#shared;
     if (!s.hasCause) this.#lookCause(s);
-    if (status === Status.ECANCELED) return cancelledError(s);
+    if (status === Status.ECANCELED && this.#cancelledFirst(s)) return cancelledError(s);
     return s.hasCause ? s.cause : new ClosedReceiveError();
+  }
+
+  /**
+   * Whether the cancel of this cancelled channel was its first close: false where a close came
+   * first (`Shared.closedFirst`: this isolate's close, or kc_chan_status bit 3, read once for a
+   * native channel another isolate or native code ended), when its operations answer as on the
+   * closed channel, as Kotlin's `cancel()` after `close(cause)` keeps the close cause (its
+   * `closeOrCancelImpl` sets the cause only if none was) and only drops the buffered values.
+   * Before, they answered the cancel's CancellationError.
+   */
+  #cancelledFirst(s: Shared): boolean {
+    if (s.closedFirst) return false;
+    if (
+      s.closedFirstLooked || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
+      this.#disposed || !this.#lib.isOpen
+    ) return true;
+    const st = librarySymbols(this.#lib, "read channel status").kc_chan_status(this.#handle);
+    // Bit 4 (cancelled): the order is final. Bit 3: a close came before the cancel.
+    if (st >= 0 && (st & 16) !== 0) {
+      s.closedFirstLooked = true;
+      if ((st & 8) !== 0) s.closedFirst = true;
+    }
+    return !s.closedFirst;
   }
 
   /**
@@ -4882,8 +4925,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const r = this.#closedResult();
     if (kind === RECV_CATCHING) return Promise.resolve(r);
     const status = this.#statusOfClosed();
-    if (kind === RECV_ITER && status !== Status.ECANCELED) {
-      // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
+    if (
+      kind === RECV_ITER &&
+      (status !== Status.ECANCELED || !this.#cancelledFirst(this.#shared))
+    ) {
+      // Closed (a cancel after the close too): the loop ends, or rethrows the close cause.
+      // Cancelled: CancellationError.
       return "cause" in r ? failed(held, r.cause) : Promise.resolve(ITER_DONE);
     }
     return failed(held, this.#receiveError(status));
@@ -5789,8 +5836,12 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Before, this one rejected first and the earlier one, its record drained later,
       // answered done: the iterator failed at its second step, having ended at its first.
       if (w.kind === RECV_CATCHING) w.resolve(this.#closedResult(status));
-      else if (w.kind === RECV_ITER && status === Status.EPIPE) {
-        // Closed: the loop ends, or rethrows the close cause. Cancelled: CancellationError.
+      else if (
+        w.kind === RECV_ITER &&
+        (status === Status.EPIPE || !this.#cancelledFirst(this.#shared))
+      ) {
+        // Closed (a cancel after the close too): the loop ends, or rethrows the close cause.
+        // Cancelled: CancellationError.
         const c = this.#closedResult(status);
         if ("cause" in c) w.reject(c.cause);
         else w.resolve(ITER_DONE);
@@ -5822,6 +5873,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.local) {
       if (s.closed) return false;
       s.closed = true;
+      s.closedFirst = true; // not cancelled: a cancel closes it too
       if (arguments.length > 0 && cause !== undefined) {
         s.cause = cause;
         s.hasCause = true;
@@ -5875,6 +5927,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const first = rc === 1;
     if (first) {
       s.closed = true;
+      s.closedFirst = true; // this close came before any cancel: a later one keeps its cause
       if (given) {
         s.cause = cause;
         s.hasCause = true;
@@ -5913,6 +5966,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     checkValueOf = (ch, value, op) => ch.#checkValue(value, op);
     watchDisposeOf = (ch, op) => ch.#watchDispose(op);
     cancelAfterCloseOf = (ch) => ch.#cancelAfterClose();
+    taskErrorOf = (ch) => {
+      const r = ch.#closedResult(); // looks the cause up first
+      return ch.#shared.cancelled ? cancelledError(ch.#shared) : r.cause;
+    };
     closedResultOf = (ch, status) => ch.#closedResult(status);
     sendErrorOf = (ch, status) => ch.#sendError(status);
     receiveErrorOf = (ch, status) => ch.#receiveError(status);
@@ -6014,7 +6071,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `cause` itself when it is one (a TimeoutError too), as Kotlin's `cancel(cause)` throws its
    * CancellationException as it is (other isolates get a copy of the same class, message and
    * cause); else a new `CancellationError("Channel was cancelled")` carrying `cause` (if given)
-   * as its `cause`. A channel closed already keeps its close cause. Nothing to cancel on a
+   * as its `cause`. A channel closed already keeps its close outcome (the first cause wins, as
+   * Kotlin's): this only drops its buffered values, and later operations answer as on the
+   * closed channel (the close cause, else ClosedReceiveError / ClosedSendError). Nothing to cancel on a
    * cancelled channel: a copy's whose creator disposed of it, an owner's that native code
    * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
@@ -6054,6 +6113,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const bytes = encode && !s.local ? encodeCause(cause) : null;
     if (s.ended) return;
     if (this.#disposed) this.#throwNoCalls("cancel channel");
+    // Closed (not cancelled) already: the close's outcome stays (`closedFirst`), as Kotlin's
+    // first cause does; this cancel only drops what is buffered.
+    if (s.closed && !s.cancelled) s.closedFirst = true;
     s.closed = true;
     s.cancelled = true;
     if (s.local) {

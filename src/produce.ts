@@ -82,13 +82,13 @@ import {
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
-  closedResultOf,
   destroyedSeenOf,
   hookChannel,
   isOwnError,
   libraryOf,
   refusedOf,
   sharedStateOf,
+  taskErrorOf,
   type WaitOptions,
   watchCancelOf,
 } from "./channel.ts";
@@ -269,7 +269,7 @@ class ProducerChannel<T> extends Channel<T> {
     // task gets that cancel's own cause, as a cancel here gives it (`cancel`), not the close's
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
-    const own = () => closedResultOf(this).cause;
+    const own = () => taskErrorOf(this);
     if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
     else job.cancel(sharedStateOf(this).cancelled ? own() : told);
   }
@@ -481,7 +481,7 @@ class ProducerChannel<T> extends Channel<T> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(cause);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => closedResultOf(this).cause));
+    job.cancel(taskCancelError(s, cause, () => taskErrorOf(this)));
   }
 
   override [Symbol.dispose](): void {

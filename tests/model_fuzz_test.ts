@@ -185,6 +185,11 @@ class MChan {
   receivers: Entry[] = [];
   closed = false;
   cancelled = false;
+  /**
+   * Closed before its cancel: operations answer as closed (the first cause wins, as Kotlin's),
+   * the cancel only dropped what was buffered.
+   */
+  closedFirst = false;
   hasCause = false;
   cause: unknown = undefined;
   undelivered: number[] = [];
@@ -232,7 +237,7 @@ class MChan {
    * cancelled the cancel's CancellationError (`err`, checked as a rejection is).
    */
   closedResult(): { state: "closed"; cause?: unknown; err?: ErrSpec } {
-    if (this.cancelled) return { state: "closed", err: this.cancelErr() };
+    if (this.cancelledFirst) return { state: "closed", err: this.cancelErr() };
     return this.hasCause ? { state: "closed", cause: this.cause } : { state: "closed" };
   }
   /**
@@ -242,16 +247,20 @@ class MChan {
   sendClosedResult(): { state: "closed"; err: ErrSpec } {
     return { state: "closed", err: this.sendErr() };
   }
+  /** Cancelled, and that cancel was its first close: operations answer the cancel's error. */
+  get cancelledFirst(): boolean {
+    return this.cancelled && !this.closedFirst;
+  }
   cancelErr(): ErrSpec {
     if (this.hasCause && isCancellation(this.cause)) return { is: this.cause };
     return { cls: "Cancellation", hasCause: this.hasCause, cause: this.cause };
   }
   sendErr(): ErrSpec {
-    if (this.cancelled) return this.cancelErr();
+    if (this.cancelledFirst) return this.cancelErr();
     return this.hasCause ? { is: this.cause } : { cls: "ClosedSend" };
   }
   recvErr(): ErrSpec {
-    if (this.cancelled) return this.cancelErr();
+    if (this.cancelledFirst) return this.cancelErr();
     return this.hasCause ? { is: this.cause } : { cls: "ClosedReceive" };
   }
 
@@ -542,7 +551,7 @@ class MChan {
   closedOutcome(kind: ClauseKind): Outcome {
     if (kind === "catch") return { ok: true, value: this.closedResult() };
     if (kind === "iter") {
-      if (this.cancelled) return { ok: false, err: this.cancelErr() };
+      if (this.cancelledFirst) return { ok: false, err: this.cancelErr() };
       return this.hasCause ? { ok: false, err: { is: this.cause } } : { ok: true, value: CLOSED };
     }
     return { ok: false, err: this.recvErr() };
@@ -554,6 +563,7 @@ class MChan {
       this.hasCause = true;
       this.cause = cause;
     }
+    if (this.closed && !this.cancelled) this.closedFirst = true;
     this.closed = true;
     this.cancelled = true;
     const dropped = this.buf.splice(0);

@@ -958,6 +958,17 @@ function assertCancelledBy(reason: unknown, cancelCause: unknown, what: string):
   }
 }
 
+/**
+ * What a receive answers on a channel closed (with `closeCause`, or none) and cancelled after:
+ * the close's outcome, as Kotlin's first cause stays (a cancel after a close only drops the
+ * buffered values): the close cause itself, or a ClosedReceiveError.
+ */
+function assertKeepsClose(received: unknown, closeCause: unknown, what: string): void {
+  if (closeCause === undefined) {
+    assert.ok(received instanceof ClosedReceiveError, `${what}: ${String(received)}`);
+  } else assert.equal(received, closeCause, what);
+}
+
 Deno.test("produce: a cancel of a channel closed before (by its producer, with a cause or not, locally, shared, or by a copy) cancels the producer with the consumer's cause, as Kotlin's ChannelCoroutine.cancel does; receivers keep the close's cause", async () => {
   // Kotlin's `ChannelCoroutine.cancel(cause)` cancels the coroutine with the consumer's cause
   // whatever the channel's state (`cancelInternal`). Before, a channel closed first gave the
@@ -1017,14 +1028,9 @@ Deno.test("produce: a cancel of a channel closed before (by its producer, with a
         assert.equal(signalReason, reason, `${what}: the task's signal's reason`);
         // The consumer's cause: itself when a CancellationError, else carried.
         assertCancelledBy(reason, cancelCause, what);
-        // Receivers keep what the close left: its cause (itself, or carried), or none.
-        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-        if (closeCause instanceof CancellationError) assert.equal(received, closeCause, what);
-        else assert.equal((received as Error).cause, closeCause, what);
-        // Closed without a cause and cancelled without one: the one error, the receivers'.
-        if (closeCause === undefined && cancelCause === undefined) {
-          assert.equal(reason, received, what);
-        }
+        // Receivers keep what the close left (the first cause wins, as Kotlin's): its cause
+        // itself, or a ClosedReceiveError. Before, a CancellationError carrying it.
+        assertKeepsClose(received, closeCause, what);
       }
     }
   }
@@ -1076,7 +1082,9 @@ function assertFirstCancel(
   what: string,
 ): void {
   assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
-  assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
+  // After a native close the receivers keep the close's outcome (no cause: ClosedReceiveError).
+  if (native === "kc_chan_close") assertKeepsClose(received, undefined, what);
+  else assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
   if (native !== "kc_chan_close") {
     // The first cancel's error, the receivers' (native code stored no cause).
     assert.equal(reason, received, what);
@@ -1458,7 +1466,10 @@ function assertCancelledByCopy(
   }
 }
 
-/** A producer's receivers keep what the close left: its cause carried, or none. */
+/**
+ * A producer's receivers keep what the close left (the first cause wins, as Kotlin's): its
+ * cause itself, or a ClosedReceiveError.
+ */
 function assertReceiversKeepClose(
   owner: "produce" | "actor",
   received: unknown,
@@ -1466,8 +1477,7 @@ function assertReceiversKeepClose(
   what: string,
 ) {
   if (owner === "actor") return; // its mailbox was disposed of as its task ended
-  assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-  assert.equal(received.cause, closeCause, what);
+  assertKeepsClose(received, closeCause, what);
 }
 
 /** The cancel native code makes after the close, as another isolate's copy does. */
@@ -1956,13 +1966,15 @@ Deno.test("produce: native code destroying the channel its producer closed with 
       10_000,
       `${what}: the scope`,
     ); // resolves: a cancelled producer is no failure
-    assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-    assert.equal(reason, received, `${what}: the producer's error is the receivers' one`);
-    assert.equal(tried, received, `${what}: the trySend's cause`);
-    if (given !== undefined) {
-      assert.equal((received as Error).message, "Channel was cancelled", what);
-      assert.equal((received as Error).cause, given, what);
-    }
+    // The receivers and the trySend keep the close's outcome (the first cause wins, as
+    // Kotlin's; the destroy cancelled it after the close); the producer is cancelled with the
+    // channel's CancellationError, carrying the close cause.
+    assertKeepsClose(received, given, what);
+    if (given === undefined) assert.ok(tried instanceof ClosedSendError, `${what}: ${tried}`);
+    else assert.equal(tried, given, `${what}: the trySend's cause`);
+    assert.ok(reason instanceof CancellationError, `${what}: ${String(reason)}`);
+    assert.equal((reason as Error).message, "Channel was cancelled", what);
+    assert.equal((reason as Error).cause, given, what);
   }
   assert.equal(live, 0);
 });
@@ -2541,14 +2553,9 @@ Deno.test("actor: a cancel of its mailbox closed before (by the handler, with a 
         assertCancelledBy(reason, cancelCause, what);
         assertSameItems(done, [reason], `${what}: onDone`);
         assert.equal(a.job.state, "cancelled", what);
-        // The mailbox's receivers keep what the close left: its cause (itself, or carried).
-        assert.ok(received instanceof CancellationError, `${what}: ${String(received)}`);
-        if (closeCause instanceof CancellationError) assert.equal(received, closeCause, what);
-        else assert.equal((received as Error).cause, closeCause, what);
-        // Closed without a cause and cancelled without one: the one error, the receivers'.
-        if (closeCause === undefined && cancelCause === undefined) {
-          assert.equal(reason, received, what);
-        }
+        // The mailbox's receivers keep what the close left (the first cause wins, as
+        // Kotlin's): its cause itself, or a ClosedReceiveError.
+        assertKeepsClose(received, closeCause, what);
         await laterReports();
         assert.deepEqual(reported.errors, [], `${what}: nothing reported`);
       }

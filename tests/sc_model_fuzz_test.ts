@@ -77,10 +77,9 @@
 // - a handler disposed by another handler of the same job while the job completes (it does
 //   not run: tests/job_test.ts) is never drawn: the model's handlers do not dispose others;
 // - an actor whose mailbox was closed and which then fails or is cancelled: its mailbox keeps
-//   the close (no cause), and a send before the actor is final rejects with a fresh
-//   CancellationError ("Channel was cancelled"), the channel's rule for a cancel after a close;
-//   a trySend's closed result carries one too (a closed result carries what a send rejects with;
-//   closed without a cause, a ClosedSendError).
+//   the close (no cause), and a send before the actor is final rejects with a ClosedSendError,
+//   the channel's rule for a cancel after a close (the first cause wins, as Kotlin's); a
+//   trySend's closed result carries one too (a closed result carries what a send rejects with).
 import {
   actor,
   CancellationError,
@@ -657,8 +656,11 @@ class Model {
     j.sent = [];
     // A mailbox closed before keeps its close (no cause): a channel's first close wins
     if (!j.closed) j.mailboxCause = reason;
+    const mb = j as MJob & { mailboxCancelled?: boolean; mailboxClosedFirst?: boolean };
+    // Closed before (not cancelled): its operations keep answering as closed, as Kotlin's.
+    if (j.closed && !mb.mailboxCancelled) mb.mailboxClosedFirst = true;
     j.closed = true;
-    (j as MJob & { mailboxCancelled?: boolean }).mailboxCancelled = true;
+    mb.mailboxCancelled = true;
   }
 
   completeBody(j: MJob, value: unknown) {
@@ -2362,7 +2364,9 @@ class Run {
           return;
         }
         const v = this.nextValue++;
-        const mb = t as MJob & { mailboxCancelled?: boolean };
+        const mb = t as MJob & { mailboxCancelled?: boolean; mailboxClosedFirst?: boolean };
+        // A cancel after a close keeps the close's outcome (the first cause wins, as Kotlin's).
+        const cancelledFirst = mb.mailboxCancelled === true && mb.mailboxClosedFirst !== true;
         // Refused once the actor finished (the cause: its own), or its mailbox was cancelled
         // (the cause: the cancellation) or closed (none).
         const refused = t.final || mb.mailboxCancelled || t.closed;
@@ -2377,7 +2381,7 @@ class Run {
           else t.sent.push(v);
           const want: SendWant = !refused
             ? { ok: true }
-            : !t.final && mb.mailboxCancelled
+            : !t.final && cancelledFirst
             ? { ok: false, err: cause ?? new Sym("CE", "Channel was cancelled") }
             : { ok: false, err: new Sym("ClosedSend", "closed", t.final ? cause : undefined) };
           const check: SendCheck = { actor: t, value: v, want };
@@ -2396,7 +2400,7 @@ class Run {
           // final, a cancelled mailbox's CancellationError (a fresh one after a close), a
           // closed one's ClosedSendError; once final, the actor's cause, else a
           // ClosedSendError (Kotlin's trySend: `closed(closeCause ?: ClosedSendChannelException)`).
-          const want = !t.final && mb.mailboxCancelled
+          const want = !t.final && cancelledFirst
             ? cause ?? new Sym("CE", "Channel was cancelled")
             : cause ?? new Sym("ClosedSend", "closed");
           const w = matchErr(want, got.cause);
