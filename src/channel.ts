@@ -2718,10 +2718,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // A later channel may get the handle's value (once its slot is reused): a `Channel.from` of
     // that one makes an entry of its own, not this ended one.
     if (shared.get(s.key) === s) shared.delete(s.key);
-    // Closed (not cancelled) before the destroy's cancel, as this isolate knew: it keeps
-    // answering as closed, with the close cause or none (Kotlin's first cause). Before, a copy
-    // whose creator was disposed after `close(cause)` answered a CancellationError.
-    if (s.closed && !s.cancelled) s.closedFirst = true;
+    // Closed before the destroy's cancel, as this isolate knew (`closedFirst`: its close): it
+    // keeps answering as closed, with the close cause or none (Kotlin's first cause), so no
+    // cause of the end is made up. Before, a copy whose creator was disposed after
+    // `close(cause)` answered a CancellationError.
     s.closed = true;
     s.cancelled = true;
     s.causeLooked = true; // kc_chan_cause has nothing any more
@@ -6113,9 +6113,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     const bytes = encode && !s.local ? encodeCause(cause) : null;
     if (s.ended) return;
     if (this.#disposed) this.#throwNoCalls("cancel channel");
-    // Closed (not cancelled) already: the close's outcome stays (`closedFirst`), as Kotlin's
-    // first cause does; this cancel only drops what is buffered.
-    if (s.closed && !s.cancelled) s.closedFirst = true;
+    // Closed already by this isolate's close (`closedFirst`, set there): the close's outcome
+    // stays, as Kotlin's first cause does; this cancel only drops what is buffered.
     s.closed = true;
     s.cancelled = true;
     if (s.local) {
