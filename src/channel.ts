@@ -3069,7 +3069,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (s.closedFirst) return false;
     if (
       s.closedFirstLooked || s.local || s.ended || this.#handleValue === 0 || this.#destroyed ||
-      this.#disposed || !this.#lib.isOpen
+      this.#disposed || this.#table.table === null
     ) return true;
     const st = librarySymbols(this.#lib, "read channel status").kc_chan_status(this.#handle);
     // Bit 4 (cancelled): the order is final. Bit 3: a close came before the cancel.
