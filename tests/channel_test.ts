@@ -10946,9 +10946,6 @@ Deno.test("a channel's and a runtime's last internals (Channel's _handle, _symbo
   copy[Symbol.dispose]();
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
-Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
-
 for (
   const path of [
     "a cancel hands it a buffered value",
@@ -11007,3 +11004,6 @@ for (
     });
   });
 }
+
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

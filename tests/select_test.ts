@@ -3390,9 +3390,6 @@ Deno.test("a select builder's clause methods called on what is no builder (an ob
   assert.deepEqual(ch.tryReceive(), { state: "empty" });
 });
 
-// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
-Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
-
 Deno.test("a Job of the caller's own whose Disposable throws a revoked Proxy: the select settles, the Proxy is reported in a TypeError carrying it, and the process's later reports still reach their listeners", async () => {
   // A child process: without the fix Deno's reportError threw on the Proxy (asking its
   // prototype), out of the select's cleanup, and left every later report fatal.
@@ -3427,3 +3424,6 @@ Deno.test("a Job of the caller's own whose Disposable throws a revoked Proxy: th
     count: 2,
   });
 });
+
+// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
+Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
