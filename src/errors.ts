@@ -654,14 +654,18 @@ export function taskSignal(task: { readonly signal?: unknown }): AbortSignal | n
 /**
  * `reportError(error)` for a failure kcoro reports as uncaught (a job's no parent took, a
  * `CoroutineExceptionHandler`'s throw, what an `onUndeliveredElement` hook, a job's Disposable
- * or any other code of the caller's that kcoro runs and must not let stop it throws): a Proxy, or an object with one among its prototypes, is
- * reported in a `TypeError` that carries it as its `cause`, running none of its traps. Deno's
- * `reportError` asks `Error.prototype.isPrototypeOf` of what it reports, which runs a Proxy's
- * `getPrototypeOf` trap: one that throws (a revoked Proxy's always does) threw out of
- * `reportError` before any `error` listener ran, so the failure was reported nowhere, and the
- * throw escaped into the job's end (a `supervisorScope` rejected with it, a launch threw it).
- * Worse, Deno's count of nested reports was left raised, so that every later `reportError` of
- * the process (any error kcoro or anyone reports) ended it, its `error` listeners never asked.
+ * or any other code of the caller's that kcoro runs and must not let stop it throws): a Proxy,
+ * or an object with one among its prototypes, is reported in a `TypeError` that carries it as
+ * its `cause`, found without running any of its traps (`isProxy`). Deno's `reportError` asks
+ * `Error.prototype.isPrototypeOf` of what it reports, which runs a Proxy's `getPrototypeOf`
+ * trap: one that throws (a revoked Proxy's always does) threw out of `reportError` before any
+ * `error` listener ran, so the failure was reported nowhere, and the throw escaped into the
+ * job's end (a `supervisorScope` rejected with it, a launch threw it). Worse, Deno's count of
+ * nested reports was left raised, so that every later `reportError` of the process (any error
+ * kcoro or anyone reports) ended it, its `error` listeners never asked. Deno still reads the
+ * TypeError's `cause` to print it (as any Error's, and an AggregateError's `errors`), which may
+ * run the Proxy's traps (`getPrototypeOf`, and its inspection's `get`, `has`, ...), but there it
+ * catches what they throw and the report goes on (tests/job_test.ts, a trap that throws).
  * Ordinary prototypes run no code; the walk stops at the first Proxy, never asking it. Internal.
  */
 export function reportUncaught(error: unknown): void {
