@@ -491,6 +491,11 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * the hook returned (before, a hang in that call); also from a hook run inside this one (of
  * another channel that this hook dropped a value on). The same holds for a descriptor's
  * release. Zero-copy: elem is a struct kc_desc without a release.
+ * It must return on the thread and coroutine it was called on: run in a coroutine, it must not
+ * suspend it (kc_coro_yield, or a call that parks: a blocking channel operation, kc_sleep_ns),
+ * which would keep the channel locked while others run, and leave the mark of the hook that the
+ * refusals above read with the thread (it is the thread's, not the coroutine's): the thread's
+ * later ring calls misjudged, or a read of a stack gone. Undefined; a debug build asserts.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
  * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
  * takes the channel's lock as it goes on or gives its wait up, which this thread holds. A value a
@@ -605,9 +610,9 @@ int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
  * them: a host that hands values between its own waiters, or answers "full" from the blocked
  * flag, without a call (the TypeScript binding reports those, and a channel's history from
  * before it was native, once per event-loop turn). counts: n words (up to 13 read, the rest 0)
- * laid out as struct kc_chan_metrics; counts add, saturating at 2^63 - 1 (they wrapped before; the
- * headroom keeps the channel's own counting above it from wrapping), first_op_ns keeps the earliest and last_op_ns
- * the latest (0 = none), taken_ns is ignored. A copying channel's bytes follow from its counts,
+ * laid out as struct kc_chan_metrics; counts add, saturating at 2^63 - 1 (they wrapped before;
+ * the headroom keeps the channel's own counting above it from wrapping), first_op_ns keeps the
+ * earliest and last_op_ns the latest (0 = none), taken_ns is ignored. A copying channel's bytes follow from its counts,
  * so only a zero-copy one adds bytes_sent/bytes_received; a KC_CHAN_NO_METRICS channel adds
  * only the failures and dropped. 0, or KC_EBADH / KC_EINVAL (counts NULL with n > 0). */
 int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n);

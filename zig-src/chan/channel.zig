@@ -1599,15 +1599,26 @@ pub const Channel = struct {
             const d = descriptorAt(elem);
             if (d.release) |f| {
                 hook_frames = &frame;
-                defer hook_frames = frame.outer;
+                defer popHook(&frame);
                 return f(d.ctx, d.ptr, d.len);
             }
         }
         if (ch.on_undelivered) |f| {
             hook_frames = &frame;
-            defer hook_frames = frame.outer;
+            defer popHook(&frame);
             f(ch.undelivered_ctx, elem);
         }
+    }
+
+    /// Ends `frame`'s hook: its frame is this thread's innermost again, as the hook returned on
+    /// the thread and coroutine it ran on. A hook that suspended its coroutine (yielded, or
+    /// parked in a blocking call) and went on elsewhere breaks that (kcoro.h forbids it: it
+    /// holds the channel's lock): the thread it left kept the frame, on a stack that may be
+    /// gone, and the thread it came back on would lose its own; asserted, so a debug build
+    /// names the misuse here instead of a later refusal or read reaching a dead stack.
+    fn popHook(frame: *const HookFrame) void {
+        assert(hook_frames == frame);
+        hook_frames = frame.outer;
     }
 
     /// Whether this thread runs `ch`'s undelivered hook (or a dropped descriptor's release)
@@ -3277,7 +3288,8 @@ fn landedClause(clauses: []const Clause, winner: u8, status: *const std.atomic.V
 const HookFrame = struct { ch: *const Channel, outer: ?*const HookFrame };
 
 /// This thread's innermost `HookFrame`; null outside every hook. A hook runs on its caller's
-/// thread and returns before its frame goes (it must not park: it holds the channel's lock).
+/// thread and returns before its frame goes (it must not yield or park: it holds the channel's
+/// lock; `Channel.popHook` asserts it).
 threadlocal var hook_frames: ?*const HookFrame = null;
 
 /// A copy of a value an abandoned receive got, for its channel's undelivered path once the
