@@ -8378,6 +8378,58 @@ test "C ABI: a ring call on an operation of a channel whose undelivered hook run
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
 }
 
+test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {
+    // The mark is the thread's (`Channel.inHookOf`): a coroutine the hook resumes runs on the
+    // thread that holds the channel's lock and must be refused as the hook is (nested too, a
+    // hook run in that coroutine); once it yielded back the hook still is; once the hook
+    // returned, the same coroutine resumed from outside is served. Each refused call would wait
+    // for itself for good before (the watchdog ends the test).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring: u32 = 0;
+        var x: u32 = 0;
+        var y: u32 = 0;
+        var co: u32 = 0;
+        var ticket: u32 = 0; // a receive queued on `x`
+        var got: [5]i32 = @splat(1);
+        var resumed: i32 = -1;
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            resumed = kc_coro_resume(co);
+            got[2] = kc_ring_abort(ring, ticket); // back in the hook, after the yield
+        }
+        fn onY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            got[1] = kc_ring_abort(ring, ticket); // `y`'s hook, in the coroutine, in `x`'s
+        }
+        fn entry(_: ?*anyopaque) callconv(.c) void {
+            got[0] = kc_ring_abort(ring, ticket); // inside `x`'s hook, on its thread
+            var v: u64 = 5;
+            got[3] = kc_chan_drop(y, &v, 8);
+            _ = kc_coro_yield();
+            got[4] = kc_ring_abort(ring, ticket); // resumed after the hook returned
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.y));
+    defer _ = kc_chan_destroy(S.y);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.y, S.onY, null));
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    defer _ = kc_ring_destroy(S.ring);
+    try testing.expectEqual(@as(i32, 0), kc_coro_create(S.entry, null, 0, 0, &S.co));
+    defer _ = kc_coro_destroy(S.co);
+    var r: u64 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &r, 8, S.ring, &S.ticket));
+    var d: u64 = 7;
+    try testing.expectEqual(@as(i32, 1), kc_chan_drop(S.x, &d, 8));
+    try testing.expectEqual(@as(i32, 3), S.resumed); // KC_STATE_SUSPENDED: it yielded
+    const inv = Status.invalid.code();
+    try testing.expectEqualSlices(i32, &.{ inv, inv, inv, 1, 1 }, &S.got);
+    try testing.expectEqual(@as(i32, 5), kc_coro_resume(S.co)); // KC_STATE_FINISHED
+    try testing.expectEqual(@as(i32, 0), S.got[4]); // withdrawn: no hook runs now
+}
+
 test "C ABI: the readers take a NULL buffer of 0 elements, as kc_chan_add_metrics and kc_chan_cause do" {
     // Before, kc_coro_stats, kc_sched_info, kc_sched_stats, kc_chan_snapshot and kc_ring_drain
     // refused (KC_EINVAL) what the writers took: a NULL buffer of no room (a host's empty array).
