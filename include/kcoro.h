@@ -930,7 +930,11 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * returns (0), each of several on threads that share it too. Values received for it but not yet
  * taken go back to their channels, in front of the values sent after them, where
  * kc_ring_give_back puts them, counted as it counts them. KC_EINVAL, the ring kept, from inside
- * the undelivered hook of a channel one of its operations is on (see kc_chan_on_undelivered). */
+ * the undelivered hook of a channel one of its operations is on (see kc_chan_on_undelivered).
+ * Not refused: the withdrawal runs in whichever call lets go of the ring last, so a destroy on
+ * another thread while such a hook is inside a call on the ring (a kc_ring_wait, a take of
+ * another channel's ticket) may leave it to the hook's call, which then waits for itself as
+ * before: destroy a ring only while no hook uses it. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block
