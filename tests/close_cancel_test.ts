@@ -10,8 +10,11 @@ import {
   ClosedReceiveError,
   ClosedSendError,
   codecs,
+  library,
   select,
 } from "../mod.ts";
+import { librarySymbols } from "../ffi/load.ts";
+import { encodeCause } from "../src/codec.ts";
 import { within, workerStartMs } from "./support.ts";
 
 /** A local channel, or a shared one (`share()` makes it native), with `dropped` as its hook. */
@@ -50,6 +53,23 @@ for (const shared of [false, true]) {
     );
     await assert.rejects(select((s) => s.onReceive(ch, (v) => v)), (e) => e === boom);
     assert.equal(ch.close(), false);
+  });
+
+  Deno.test(`${kind}: close(cause) then cancel(): select's onReceiveCatching and onSend, tryReceiveMany and trySendMany answer the close cause`, async () => {
+    // The closed result a select's clause and the many-operations answer is the close's too,
+    // not the later cancel's CancellationError (Kotlin's onReceiveCatching: closed(closeCause)).
+    using ch = make(shared, []);
+    ch.trySend(1);
+    const boom = new Error("boom");
+    ch.close(boom);
+    ch.cancel(new Error("later"));
+    assert.deepEqual(await select((s) => s.onReceiveCatching(ch, (r) => r)), {
+      state: "closed",
+      cause: boom,
+    });
+    await assert.rejects(select((s) => s.onSend(ch, 2, () => 0)), (e) => e === boom);
+    assert.deepEqual(ch.tryReceiveMany(3), { state: "closed", cause: boom });
+    assert.deepEqual(ch.trySendMany([3]), { state: "closed", cause: boom });
   });
 
   Deno.test(`${kind}: close() then cancel() answers as closed: ClosedReceiveError, ClosedSendError, done`, async () => {
@@ -128,5 +148,33 @@ Deno.test("Workers: close(cause) then cancel() in one isolate: the other answers
     });
   } finally {
     worker.terminate();
+  }
+});
+
+Deno.test("native code's close (with a cause or none) then this isolate's cancel: the close's outcome (kc_chan_status bit 3)", async () => {
+  // This isolate never saw the close as its own (no closedFirst of its close): it learns from
+  // bit 3 that a close came before its cancel. Without it, a CancellationError.
+  const sym = librarySymbols(library(), "test");
+  for (const withCause of [false, true]) {
+    const what = withCause ? "kc_chan_close_cause" : "kc_chan_close";
+    using ch = make(true, []);
+    ch.trySend(1);
+    if (withCause) {
+      const bytes = encodeCause(new TypeError("native"))!;
+      assert.equal(sym.kc_chan_close_cause(ch.handle, bytes, bytes.length, 0), 1, what);
+    } else assert.equal(sym.kc_chan_close(ch.handle), 1, what);
+    ch.cancel(new Error("later"));
+    const received = await ch.receive().then(() => "value", (e) => e);
+    const sent = await ch.send(2).then(() => "sent", (e) => e);
+    const r = await ch.receiveCatching();
+    if (withCause) {
+      for (const e of [received, sent, (r as { cause?: unknown }).cause]) {
+        assert.ok(e instanceof TypeError && e.message === "native", `${what}: ${String(e)}`);
+      }
+    } else {
+      assert.ok(received instanceof ClosedReceiveError, `${what}: ${String(received)}`);
+      assert.ok(sent instanceof ClosedSendError, `${what}: ${String(sent)}`);
+      assert.deepEqual(r, { state: "closed" }, what);
+    }
   }
 });
