@@ -2397,8 +2397,8 @@ class Run {
         }
         if (refused) {
           // Its closed result carries what the send would reject with: before the actor is
-          // final, a cancelled mailbox's CancellationError (a fresh one after a close), a
-          // closed one's ClosedSendError; once final, the actor's cause, else a
+          // final, a mailbox cancelled first its CancellationError, a closed one's (a cancel
+          // after the close too: the first cause wins) ClosedSendError; once final, the actor's cause, else a
           // ClosedSendError (Kotlin's trySend: `closed(closeCause ?: ClosedSendChannelException)`).
           const want = !t.final && cancelledFirst
             ? cause ?? new Sym("CE", "Channel was cancelled")
