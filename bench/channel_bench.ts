@@ -128,6 +128,48 @@ Deno.bench(
   },
 );
 
+// The rows above never park a wait given the signal (each one given it finds its partner
+// waiting), so they add no abort listener: they missed a 9x slower parked wait (a wrapper and a
+// WeakMap entry per listen). Here every wait given the signal parks, listening, and its partner
+// completes it, the listener removed: the twin without a signal is the floor.
+const parkRecv = new Channel<number>("rendezvous", { codec: codecs.f64 });
+for (const signalled of [false, true]) {
+  const opts = signalled ? live : undefined;
+  Deno.bench(
+    `a receive that parks${signalled ? " with a signal" : ""}, then a send completes it`,
+    { group: "pingpong" },
+    async () => {
+      for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+        const got = parkRecv.receive(opts);
+        await parkRecv.send(1);
+        await got;
+      }
+    },
+  );
+}
+
+// A ping-pong in which both waits given the signal park: the partner's receive (waiting before
+// each ping) and this side's receive (made before the ping, so before the pong is sent).
+for (const signalled of [false, true]) {
+  const opts = signalled ? live : undefined;
+  const pping = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  const ppong = new Channel<number>("rendezvous", { codec: codecs.f64 });
+  (async () => {
+    for (;;) await ppong.send(await pping.receive(opts));
+  })().catch(() => {}); // disposed at unload: the loop ends with a CancellationError
+  Deno.bench(
+    `ping-pong round trip, rendezvous, both receives park${signalled ? " with a signal" : ""}`,
+    { group: "pingpong" },
+    async () => {
+      for (let i = 0; i < PINGPONG_ROUNDS; i++) {
+        const pong = ppong.receive(opts);
+        await pping.send(1);
+        await pong;
+      }
+    },
+  );
+}
+
 const bping = new Channel<number>("buffered");
 const bpong = new Channel<number>("buffered");
 partner(bping, bpong);
@@ -257,6 +299,26 @@ Deno.bench(
     }, selLive);
   },
 );
+
+// A select that parks (both channels empty) and a trySend then completes: its listen and
+// unlisten given the signal (the rows above find a clause ready and listen to nothing).
+const selParkA = new Channel<number>(4, { codec: codecs.f64 });
+const selParkB = new Channel<number>(4, { codec: codecs.f64 });
+for (const signalled of [false, true]) {
+  const opts = signalled ? selLive : undefined;
+  Deno.bench(
+    `select, 2 channel clauses, parks${signalled ? " given { signal }" : ""}, then a trySend`,
+    { group: "select" },
+    async () => {
+      const won = select<number>((s) => {
+        s.onReceive(selParkB, (v) => v);
+        s.onReceive(selParkA, (v) => v);
+      }, opts);
+      selParkA.trySend(1);
+      await won;
+    },
+  );
+}
 
 // A drop policy's channel whose creator has onUndeliveredElement: each of its sends and receives
 // hands the hook what the channel dropped (`Channel.#collectAfter`), the try pair's extra cost.
