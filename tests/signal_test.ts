@@ -1838,5 +1838,66 @@ Deno.test('every entry point given a signal, and a producer and an actor followi
   assert.deepEqual(reported.errors, [], "nothing reported");
 });
 
+Deno.test("a long-lived signal keeps no listener after 10,000 settled waits, each of which a dispatched fake abort (no abort) made listen again", async () => {
+  // Each listener listens again itself when a dispatched "abort" Event is no abort (`abortHeard`):
+  // one re-added after its wait settled, or twice, would stay on the signal, one per wait. Each
+  // round's waits park (a receive, a select, a scope's join, a send; a delay in the first 100
+  // rounds: a timer each), hear the event, then settle by their partner or their end.
+  const signal = new AbortController().signal;
+  using rv = new Channel<number>("rendezvous");
+  using buf = new Channel<number>(1);
+  using other = new Channel<number>(1);
+  using gate = new Channel<number>(1);
+  for (let round = 0; round < 10_000; round++) {
+    const received = rv.receive({ signal });
+    const selected = select<number>((s) => {
+      s.onReceive(buf, (v) => v);
+      s.onReceive(other, (v) => v);
+    }, { signal });
+    const scoped = coroutineScope(() => gate.receive(), { signal });
+    const slept = round < 100 ? delay(1, { signal }) : Promise.resolve();
+    for (const w of [received, selected, scoped, slept]) w.catch(() => {}); // asserted below
+    const listening = round < 100 ? 4 : 3;
+    assert.equal(abortListeners(signal), listening, `round ${round}: the waits listen`);
+    signal.dispatchEvent(new Event("abort"));
+    assert.equal(abortListeners(signal), listening, `round ${round}: each listens again`);
+    buf.trySend(round);
+    gate.trySend(round);
+    const sent = rv.send(round, { signal });
+    assert.deepEqual(
+      await within(
+        Promise.all([received, selected, scoped, slept, sent]),
+        10_000,
+        `round ${round}`,
+      ),
+      [round, round, round, undefined, undefined],
+    );
+  }
+  assert.equal(abortListeners(signal), 0, "none left");
+});
+
+Deno.test("a listener of the caller's that stops an \"abort\" Event that is no abort before a wait's leaves the wait listening: the real abort settles it", async () => {
+  // The engine drops a `once` listener only as it calls it: one the event never reached stays
+  // in, and is not added twice (README: the real abort, so stopped, would leave the wait pending).
+  const ac = new AbortController();
+  const signal = ac.signal;
+  signal.addEventListener("abort", (e) => {
+    if (!e.isTrusted) e.stopImmediatePropagation();
+  });
+  using ch = new Channel<number>("rendezvous");
+  const received = ch.receive({ signal });
+  const slept = delay(1e9, { signal });
+  const waits: Promise<unknown>[] = [received, slept];
+  for (const w of waits) w.catch(() => {}); // asserted below
+  assert.equal(abortListeners(signal), 3);
+  signal.dispatchEvent(new Event("abort"));
+  assert.equal(abortListeners(signal), 3, "ours, not reached, stay in");
+  assert.equal(await settled(received), false);
+  ac.abort("stop");
+  for (const w of waits) {
+    await assert.rejects(within(w, 10_000, "the wait"), (e) => e === "stop");
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
