@@ -819,8 +819,8 @@ export function actor<M>(
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it cancelled the
     // mailbox, and so the actor.
-    const onAbort = () => {
-      if (abortHeard(signal, onAbort)) cancelMailbox(mailbox, abortReason(signal));
+    const onAbort = (event?: Event) => {
+      if (abortHeard(signal, onAbort, event)) cancelMailbox(mailbox, abortReason(signal));
     };
     // One aborted before or during the listen has cancelled the mailbox already
     // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking

@@ -5005,8 +5005,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // Passing itself: one an "abort" Event that is no abort called listens again (`abortHeard`).
       // As `w.onAbort`, set once per waiter: a block-scoped const the closure captured cost a
       // context object per wait (~10 ns a receive that waits).
-      w.onAbort = () => {
-        if (abortHeard(signal, w.onAbort!)) this.#abandon(w, abortReason(signal), true);
+      w.onAbort = (event?: Event) => {
+        if (abortHeard(signal, w.onAbort!, event)) this.#abandon(w, abortReason(signal), true);
       };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the

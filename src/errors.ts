@@ -425,6 +425,7 @@ export function signalOf(op: string, options: unknown): AbortSignal | undefined 
 const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
 const reasonGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "reason")!.get!;
 const addListener = EventTarget.prototype.addEventListener;
+const currentTargetOf = Object.getOwnPropertyDescriptor(Event.prototype, "currentTarget")!.get!;
 const removeListener = EventTarget.prototype.removeEventListener;
 const SIGNAL_PROTOTYPE = AbortSignal.prototype;
 const ONCE: AddEventListenerOptions = Object.freeze({ once: true });
@@ -467,20 +468,31 @@ function listenOnly(signal: AbortSignal, listener: () => void): boolean {
 }
 
 /**
- * What each listener `listenAbortNamed` added asks first, passing itself: whether `signal` has
- * aborted. Internal. When it has not, the call was no abort (an "abort" Event the caller
- * dispatched, `signal.dispatchEvent(new Event("abort"))`, or the caller's code that reached the
- * listener through the engine's listeners property) and the listener must change nothing; such
- * an event dropped the `once` listener all the same, so it is added again here for the real
- * abort (the engine calls no listener added during a dispatch in that dispatch, and adds none
- * twice: one still listening stays one). Before, the wait kept no listener after such an event,
- * and the real abort left it pending for ever. Done here, not by a wrapper around each listener:
- * a closure and a WeakMap entry from listener to wrapper per wait made every wait given a signal
- * ~1.2 µs slower (a receive that waits: ~160 ns before), the WeakMap's short-lived keys costing
- * the garbage collector that much.
+ * What each listener `listenAbortNamed` added asks first, passing itself and the `event` it was
+ * called with: whether `signal` has aborted. Internal. When it has not, the call was no abort
+ * and the listener must change nothing: an "abort" Event the caller dispatched
+ * (`signal.dispatchEvent(new Event("abort"))`), or the caller's code that reached the listener
+ * through the engine's listeners property and called it. Such an event dropped the `once`
+ * listener all the same, so it is added again here for the real abort (the engine calls no
+ * listener added during a dispatch in that dispatch, and adds none twice: one still listening
+ * stays one). Before, the wait kept no listener after such an event, and the real abort left it
+ * pending for ever. Only a call of the engine's dispatch on `signal` (the event's own
+ * `currentTarget`, read by Event's own getter, is `signal`) listens again: a call of the
+ * caller's after the wait settled, its listener removed, added it back before, and it stayed on
+ * the signal, holding its wait, until the signal aborted (one per such call). Done here, not by
+ * a wrapper around each listener: a closure and a WeakMap entry from listener to wrapper per
+ * wait made every wait given a signal ~1.2 µs slower (a receive that waits: ~160 ns before), the
+ * WeakMap's short-lived keys costing the garbage collector that much.
  */
-export function abortHeard(signal: AbortSignal, listener: () => void): boolean {
+export function abortHeard(signal: AbortSignal, listener: () => void, event: unknown): boolean {
   if (abortedOf.call(signal)) return true;
+  let dispatched: boolean;
+  try {
+    dispatched = currentTargetOf.call(event) === signal;
+  } catch {
+    dispatched = false; // no Event (a call of the caller's with none, or with anything else)
+  }
+  if (!dispatched) return false;
   try {
     addListener.call(signal, "abort", listener, ONCE);
   } catch {
@@ -508,8 +520,9 @@ export function abortHeard(signal: AbortSignal, listener: () => void): boolean {
  *
  * Every listener passed here must be idempotent (a second call finds its wait given up and
  * changes nothing): the engine calls it too when the caller's code aborts the signal after the
- * listener is in but before the listen returns. And each must ask `abortHeard(signal, itself)`
- * first, changing nothing while the signal has not aborted (`abortHeard` listens again then): a
+ * listener is in but before the listen returns. And each must ask
+ * `abortHeard(signal, itself, event)` first, changing nothing while the signal has not aborted
+ * (`abortHeard` listens again then, where the engine's dispatch called it): a
  * caller's code that holds the engine's listeners property holds the listener and may call it at
  * any time, during the listen too (before, a `delay` so called rejected with undefined and still
  * armed its timer), and an "abort" Event the caller dispatches calls it.

@@ -779,11 +779,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   #untilAborted<R>(op: string, signal: AbortSignal, settle: () => R | Promise<R>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      const onAbort = () => {
+      const onAbort = (event?: Event) => {
         // Only once the signal aborted: a call before (the caller's code that reached the
         // listener through the engine's listeners property) changes nothing. Before, the wait
         // rejected with undefined.
-        if (!abortHeard(signal, onAbort)) return;
+        if (!abortHeard(signal, onAbort, event)) return;
         done[Symbol.dispose]();
         reject(abortReason(signal));
       };

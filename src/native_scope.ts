@@ -428,8 +428,8 @@ export class NativeScope implements AsyncDisposable {
       // task's signal, which aborts nothing, drops this `once` listener: it listens again
       // (`abortHeard`). Before, the task's cancel later left the native scope running, and the
       // task waited for its children (a sleeper: its whole sleep).
-      const onAbort = () => {
-        if (abortHeard(signal, onAbort) && isLibraryOpen(ns.#lib)) ns.cancel();
+      const onAbort = (event?: Event) => {
+        if (abortHeard(signal, onAbort, event) && isLibraryOpen(ns.#lib)) ns.cancel();
       };
       signal.addEventListener("abort", onAbort, { once: true });
       owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
@@ -612,8 +612,8 @@ export class NativeScope implements AsyncDisposable {
       // Only once the signal aborted: a call before (the caller's code that reached the listener
       // through the engine's listeners property) changes nothing. Before, the wait rejected
       // with undefined.
-      const onAbort = () => {
-        if (abortHeard(signal, onAbort)) reject(abortReason(signal));
+      const onAbort = (event?: Event) => {
+        if (abortHeard(signal, onAbort, event)) reject(abortReason(signal));
       };
       // One that aborted during the listen has rejected (`listenAbortNamed`): no wait starts.
       // Before, the wait ran, and resolved as if its children were done. One whose listen throws

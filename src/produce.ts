@@ -358,8 +358,8 @@ class ProducerChannel<T> extends Channel<T> {
               // Each only once its signal aborted: a call before (the caller's code that
               // reached it through the engine's listeners property) changes nothing. Before,
               // the send rejected with undefined.
-              const listener = () => {
-                if (abortHeard(signal, listener)) either.abort(abortReason(signal));
+              const listener = (event?: Event) => {
+                if (abortHeard(signal, listener, event)) either.abort(abortReason(signal));
               };
               // A signal that aborted during its listen has aborted `either`
               // (`listenAbortNamed`), and keeps no listener: the send rejects with its reason,
@@ -742,8 +742,8 @@ export function produce<T>(
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it closed the channel
     // with undefined, a clean end for its receivers.
-    const onAbort = () => {
-      if (!abortHeard(signal, onAbort)) return;
+    const onAbort = (event?: Event) => {
+      if (!abortHeard(signal, onAbort, event)) return;
       const reason = abortReason(signal);
       // A job records its failure before its signal aborts (job.ts, `#cancelWith`): a failed
       // task's channel is closed as it completes. A failure after the cancel (a child's, the

@@ -823,8 +823,8 @@ function givenUpBy<T>(
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing.
     // `abortHeard`: a fake "abort" Event (no abort) has it listen again.
-    const onAbort = () => {
-      if (abortHeard(signal, onAbort)) reject(abortReason(signal));
+    const onAbort = (event?: Event) => {
+      if (abortHeard(signal, onAbort, event)) reject(abortReason(signal));
     };
     if (listenAbortNamed(op, signal, onAbort)) return;
     run().then((v) => {

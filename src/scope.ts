@@ -612,8 +612,8 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // this scope and its parent unfinished.
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it cancelled the scope.
-    const onAbort = () => {
-      if (abortHeard(signal, onAbort)) cancelFollowing(this as Coroutine<unknown>, signal);
+    const onAbort = (event?: Event) => {
+      if (abortHeard(signal, onAbort, event)) cancelFollowing(this as Coroutine<unknown>, signal);
     };
     if (!listenAbortNamed(op, signal, onAbort)) {
       this.#addFinalizer(() => unlistenAbort(signal, onAbort));

@@ -720,8 +720,8 @@ class Selection implements RingOp {
       // Passing itself: one an "abort" Event that is no abort called listens again (`abortHeard`).
       // As `this.onAbort`, set once per select (`#listen` runs once): a block-scoped const the
       // closure captured cost a context object per select.
-      this.onAbort = () => {
-        if (abortHeard(signal, this.onAbort!)) this.#jsWins(undefined);
+      this.onAbort = (event?: Event) => {
+        if (abortHeard(signal, this.onAbort!, event)) this.#jsWins(undefined);
       };
       // Aborted since it was checked (a value's getter, encoding it, ran the caller's code), or
       // during the listen (an accessor of the caller's that the engine's listen reached): the

@@ -250,11 +250,11 @@ export function delay(ms: number, options?: { signal?: AbortSignal }): Promise<v
   if (signal === undefined) return new Promise((resolve) => timer(ms, resolve));
   return new Promise((resolve, reject) => {
     let cancel = (): void => {}; // the timer's, armed right after the listen
-    const onAbort = () => {
+    const onAbort = (event?: Event) => {
       // Only once the signal aborted: a call before (the caller's code that reached the
       // listener through the engine's listeners property) changes nothing. Before, the delay
       // rejected with undefined, and (a call during the listen) armed its timer all the same.
-      if (!abortHeard(signal, onAbort)) return;
+      if (!abortHeard(signal, onAbort, event)) return;
       cancel();
       reject(abortReason(signal));
     };

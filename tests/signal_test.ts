@@ -1899,5 +1899,73 @@ Deno.test("a listener of the caller's that stops an \"abort\" Event that is no a
   }
 });
 
+Deno.test("a wait's abort listener that the caller's code calls after the wait settled listens to nothing: the long-lived signal keeps none", async () => {
+  // The caller's code can reach kcoro's listeners through the engine's listeners property and
+  // call one at any time. Called while its signal has not aborted it changes nothing; before, one
+  // called after its wait settled took itself for one a fake "abort" Event had dropped and
+  // listened again (`abortHeard`): it stayed on the signal, holding its wait, until the signal
+  // aborted, one per such call.
+  const signal = new AbortController().signal;
+  const key = listenersKey();
+  type Listeners = { listeners?: { abort?: { callback: unknown }[] } };
+  const listening = () =>
+    ((signal as unknown as Record<symbol, Listeners>)[key]?.listeners?.abort ?? []).map((l) =>
+      l.callback as (event?: unknown) => void
+    );
+  const callAll = (listeners: Iterable<(event?: unknown) => void>, what: string) => {
+    for (const listener of listeners) {
+      listener();
+      listener(new Event("abort")); // an Event, not the engine's dispatch of it on the signal
+    }
+    assert.equal(abortListeners(signal), 0, `${what}: none listening`);
+  };
+  // Waits that park: each one's listener taken while it waits.
+  using rv = new Channel<number>("rendezvous");
+  using buf = new Channel<number>(1);
+  using gate = new Channel<number>(1);
+  const parked: [string, () => Promise<unknown>, () => unknown, unknown][] = [
+    ["receive", () => rv.receive({ signal }), () => rv.trySend(1), 1],
+    ["send", () => rv.send(2, { signal }), () => rv.tryReceive(), undefined],
+    [
+      "select",
+      () => select((s) => s.onReceive(buf, (v) => v), { signal }),
+      () => buf.trySend(3),
+      3,
+    ],
+    [
+      "coroutineScope",
+      () => coroutineScope(() => gate.receive(), { signal }),
+      () => gate.trySend(4),
+      4,
+    ],
+  ];
+  for (const [what, wait, settle, value] of parked) {
+    const waiting = wait();
+    const listeners = listening();
+    assert.equal(listeners.length, 1, `${what}: listens`);
+    settle();
+    assert.deepEqual(await within(waiting, 10_000, what), value, what);
+    assert.equal(abortListeners(signal), 0, `${what}: none left as it settled`);
+    callAll(listeners, what);
+  }
+  // Every entry point: what its listeners are seen while it runs (microtask by microtask).
+  for (const entry of ENTRIES) {
+    const seen = new Set<(event?: unknown) => void>();
+    let done = false;
+    const completing = entry.completes(signal).finally(() => done = true);
+    while (!done) {
+      // Microtasks first (a listener may live only that long), then a turn for the timers.
+      for (let i = 0; i < 10 && !done; i++) {
+        for (const listener of listening()) seen.add(listener);
+        await null;
+      }
+      if (!done) await new Promise((r) => setTimeout(r, 0));
+    }
+    assert.deepEqual(await completing, entry.value, entry.name);
+    assert.equal(abortListeners(signal), 0, `${entry.name}: none left as it settled`);
+    callAll(seen, entry.name);
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
