@@ -502,6 +502,39 @@ export function abortHeard(signal: AbortSignal, listener: () => void, event: unk
 }
 
 /**
+ * `run()`'s promise, or, given a `signal`, one that its abort rejects with the signal's reason
+ * first (what `run` began goes on: `Runtime.drain`, `Runtime.shutdown`, `NativeScope.wait`). Aborted before: rejected
+ * at once, `run` never called. The signal is read by AbortSignal's own members (`isAborted`) and listened to as every wait's (`listenAbortNamed`: one that aborts during the
+ * listen rejects, `run` never called); the listener goes before the call settles (the abort
+ * removes it too: `once`), so none is left once the caller's code after it runs. Before, a
+ * drain's was removed a turn of microtasks after it resolved.
+ */
+export function givenUpBy<T>(
+  op: string,
+  signal: AbortSignal | undefined,
+  run: () => Promise<T>,
+): Promise<T> {
+  if (signal === undefined) return run();
+  if (isAborted(signal)) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    // Only once the signal aborted: a call before (the caller's code that reached the listener
+    // through the engine's listeners property) changes nothing.
+    // `abortHeard`: a fake "abort" Event (no abort) has it listen again.
+    const onAbort = (event?: Event) => {
+      if (abortHeard(signal, onAbort, event)) reject(abortReason(signal));
+    };
+    if (listenAbortNamed(op, signal, onAbort)) return;
+    run().then((v) => {
+      unlistenAbort(signal, onAbort);
+      resolve(v);
+    }, (e) => {
+      unlistenAbort(signal, onAbort);
+      reject(e);
+    });
+  });
+}
+
+/**
  * Adds `listener` for the signal's abort, once, by EventTarget's own method, and answers whether
  * the signal is aborted once the listen is done. Internal: the one way each wait listens to a
  * caller's signal (a channel's send and receive, a select, a `delay`, a `join`, an `await`, a

@@ -40,11 +40,11 @@ import {
   checkOptions,
   checkSignal,
   describe,
+  givenUpBy,
   InvalidHandleError,
   isAborted,
   KcoroError,
   LibraryClosedError,
-  listenAbortNamed,
   nameLookAlikes,
   optionNames,
   refuseAsValue,
@@ -53,7 +53,6 @@ import {
   ShutdownError,
   Status,
   TimeoutError,
-  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import {
@@ -605,32 +604,10 @@ export class NativeScope implements AsyncDisposable {
         }
       }
     };
-    if (signal === undefined) return loop();
-    return new Promise<void>((resolve, reject) => {
-      // By AbortSignal's own members (errors.ts, `isAborted`): before, the signal's own
-      // `removeEventListener` that threw rejected the `finally`'s promise, which nobody awaits.
-      // Only once the signal aborted: a call before (the caller's code that reached the listener
-      // through the engine's listeners property) changes nothing. Before, the wait rejected
-      // with undefined.
-      const onAbort = (event?: Event) => {
-        if (abortHeard(signal, onAbort, event)) reject(abortReason(signal));
-      };
-      // One that aborted during the listen has rejected (`listenAbortNamed`): no wait starts.
-      // Before, the wait ran, and resolved as if its children were done. One whose listen throws
-      // rejects with the named error ("Cannot wait for native scope: signal must be one that can
-      // be listened to", its error the cause; before, with the raw error), no wait started.
-      if (listenAbortNamed(op, signal, onAbort)) return;
-      // The listener goes before the wait settles, so that none is left once the caller's code
-      // after it runs, as a drain's (runtime.ts, `givenUpBy`) and every other wait's. Before, it
-      // was removed a turn of microtasks after (`finally`): still listening as `await` returned.
-      loop().then(() => {
-        unlistenAbort(signal, onAbort);
-        resolve();
-      }, (e) => {
-        unlistenAbort(signal, onAbort);
-        reject(e);
-      });
-    });
+    // The listener goes before the wait settles (`givenUpBy`), as a drain's and every other
+    // wait's. Before, it was removed a turn of microtasks after (`finally`): still listening as
+    // `await` returned.
+    return givenUpBy(op, signal, loop);
   }
 
   /**

@@ -17,15 +17,13 @@ import {
   symbolsToReleaseOf,
 } from "../ffi/load.ts";
 import {
-  abortHeard,
-  abortReason,
   checkOptionNames,
   checkStackSize,
   describe,
+  givenUpBy,
   isAborted,
   KcoroError,
   LibraryClosedError,
-  listenAbortNamed,
   nameLookAlikes,
   optionNames,
   refuseAsValue,
@@ -33,7 +31,6 @@ import {
   ShutdownError,
   signalOf,
   Status,
-  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import { isDetached, onResizable, typedBuffer, typedLength } from "./pack.ts";
@@ -802,40 +799,6 @@ const DRAIN_GIVEN_UP = 2;
  * the signal aborted), so that the drain's slices and pauses stop once it is given up.
  */
 const GIVEN_UP: DrainResult = Object.freeze({ parked: 0 });
-
-/**
- * `run()`'s promise, or, given a `signal`, one that its abort rejects with the signal's reason
- * first (what `run` began goes on: `Runtime.drain`, `Runtime.shutdown`). Aborted before: rejected
- * at once, `run` never called. The signal is read by AbortSignal's own members (errors.ts,
- * `isAborted`) and listened to as every wait's (`listenAbortNamed`: one that aborts during the
- * listen rejects, `run` never called); the listener goes before the call settles (the abort
- * removes it too: `once`), so none is left once the caller's code after it runs. Before, a
- * drain's was removed a turn of microtasks after it resolved.
- */
-function givenUpBy<T>(
-  op: string,
-  signal: AbortSignal | undefined,
-  run: () => Promise<T>,
-): Promise<T> {
-  if (signal === undefined) return run();
-  if (isAborted(signal)) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    // Only once the signal aborted: a call before (the caller's code that reached the listener
-    // through the engine's listeners property) changes nothing.
-    // `abortHeard`: a fake "abort" Event (no abort) has it listen again.
-    const onAbort = (event?: Event) => {
-      if (abortHeard(signal, onAbort, event)) reject(abortReason(signal));
-    };
-    if (listenAbortNamed(op, signal, onAbort)) return;
-    run().then((v) => {
-      unlistenAbort(signal, onAbort);
-      resolve(v);
-    }, (e) => {
-      unlistenAbort(signal, onAbort);
-      reject(e);
-    });
-  });
-}
 
 /** The drains waiting on each library, settled at its close (`drainsOf`). */
 const drainsWaiting = new WeakMap<Library, Set<DrainWait>>();
