@@ -39,6 +39,7 @@ import {
   CodecError,
   CompletionHandlerError,
   describe,
+  headOf,
   nameInstances,
   ownErrorKind,
   refuseCloneOf,
@@ -1991,11 +1992,8 @@ function describeCause(v: unknown): string {
   }
   const d = describe(v);
   if (d.length <= DESCRIBED_MAX) return d;
-  // Not cut inside a surrogate pair.
-  const head = d.slice(0, DESCRIBED_HEAD);
-  return `${
-    /[\uD800-\uDBFF]$/.test(head) ? head.slice(0, -1) : head
-  }... (a description of ${d.length} characters)`;
+  // Not cut inside a surrogate pair (`headOf`, describe's own cut: its first 64 characters).
+  return `${headOf(d)}... (a description of ${d.length} characters)`;
 }
 
 /** The longest description `describeCause` gives whole. */

@@ -295,8 +295,8 @@ export function cutShort(s: string, what: string): string {
   return s.length <= WHOLE_CHARS ? s : `${headOf(s)}… (a ${what} of ${s.length} characters)`;
 }
 
-/** `s`'s first SHOWN_CHARS characters, one fewer where the last would split a surrogate pair. */
-function headOf(s: string): string {
+/** Internal. `s`'s first SHOWN_CHARS (64) characters, one fewer where the last would split a surrogate pair. */
+export function headOf(s: string): string {
   const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
   return s.slice(0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
 }
