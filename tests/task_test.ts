@@ -1,0 +1,436 @@
+// ./task (the toolchain wrapper), run in a throwaway checkout against a fake toolchain: stub
+// `npm` and `python3` first on PATH record their calls and make fake `deno` and `zig` binaries,
+// so install, no-op, recovery and the install lock are checked without network, in seconds.
+// What the real registries do (npm's retries without a network, Debian's "externally managed"
+// pip with --target) was checked by hand on real installs; the stubs only stand in for them.
+import assert from "node:assert/strict";
+import { until } from "./support.ts";
+
+const repo = new URL("../", import.meta.url).pathname;
+const DENO_VERSION = "2.9.6";
+const ZIG_VERSION = "0.15.2";
+
+/** `npm install ... --prefix P deno@V`: lays out the npm package `deno`'s binary under P. */
+const FAKE_NPM = `#!/bin/sh
+echo "npm $*" >>"$FAKE_LOG"
+echo "npm retries $npm_config_fetch_retry_mintimeout $npm_config_fetch_retry_maxtimeout" >>"$FAKE_LOG"
+if [ "$1" = config ]; then echo "http://registry.invalid/"; exit 0; fi
+prefix=
+version=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --prefix) prefix=$2; shift ;;
+  deno@*) version=\${1#deno@} ;;
+  esac
+  shift
+done
+if [ -n "\${FAKE_HOLD:-}" ]; then # stays in the install until the test says go (bounded)
+  : >"$FAKE_HOLD.started"
+  n=0
+  until [ -f "$FAKE_HOLD.go" ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done
+fi
+if [ -n "\${FAKE_NPM_FAIL:-}" ]; then echo "npm error $FAKE_NPM_FAIL" >&2; exit 1; fi
+d=$prefix/node_modules/@deno/linux-x64-glibc
+mkdir -p "$d"
+cat >"$d/deno" <<EOF
+#!/bin/sh
+if [ "\\$1" = --version ]; then echo "deno $version (stable, fake)"; exit 0; fi
+echo "deno \\$*" >>"\\$FAKE_LOG"
+echo "ran deno \\$* in \\$PWD"
+echo "DENO_DIR=\\$DENO_DIR"
+echo "KCORO_ZIG=\\$KCORO_ZIG"
+echo "zig on PATH: \\$(command -v zig)"
+EOF
+chmod +x "$d/deno"
+# Killed once the binary is there, before npm returns (and so before ./task writes the stamp).
+if [ -n "\${FAKE_NPM_KILLED:-}" ]; then kill -9 $$; fi
+exit 0
+`;
+
+/** `python3 -m pip install ... --target T ziglang==V`: lays out the PyPI package `ziglang`. */
+const FAKE_PYTHON = `#!/bin/sh
+echo "python3 $*" >>"$FAKE_LOG"
+[ "$1 $2" = "-m pip" ] || exit 2
+if [ -n "\${FAKE_NO_PIP:-}" ]; then echo "$0: No module named pip" >&2; exit 1; fi
+if [ "$3" = --version ]; then echo "pip 99.0 (fake)"; exit 0; fi
+target=
+version=
+while [ $# -gt 0 ]; do
+  case $1 in
+  --target) target=$2; shift ;;
+  ziglang==*) version=\${1#ziglang==} ;;
+  esac
+  shift
+done
+mkdir -p "$target/ziglang/lib/std"
+cat >"$target/ziglang/zig" <<EOF
+#!/bin/sh
+if [ "\\$1" = version ]; then echo "$version"; exit 0; fi
+echo "zig \\$*" >>"\\$FAKE_LOG"
+EOF
+chmod +x "$target/ziglang/zig"
+# Killed once the binary is there, before its standard library (and the stamp).
+if [ -n "\${FAKE_PIP_KILLED:-}" ]; then kill -9 $$; fi
+: >"$target/ziglang/lib/std/std.zig"
+`;
+
+/** A throwaway checkout holding only ./task, with the fake npm and python3 in `bin`. */
+interface Checkout {
+  /** The temporary folder that holds the checkout (`root`), the fakes and their log. */
+  base: string;
+  root: string;
+  bin: string;
+  /** The calls the stubs and fake binaries recorded since the last `reset`. */
+  calls(): string[];
+  reset(): void;
+}
+
+async function checkout(name = "kcoro task test "): Promise<Checkout> {
+  const base = await Deno.makeTempDir({ prefix: name });
+  const root = `${base}/checkout with space`;
+  const bin = `${base}/fake bin`;
+  await Deno.mkdir(root);
+  await Deno.mkdir(bin);
+  await Deno.copyFile(`${repo}task`, `${root}/task`);
+  await Deno.chmod(`${root}/task`, 0o755);
+  for (
+    const [file, text] of [["npm", FAKE_NPM], ["python3", FAKE_PYTHON], ["python", FAKE_PYTHON]]
+  ) {
+    await Deno.writeTextFile(`${bin}/${file}`, text, { mode: 0o755 });
+  }
+  const log = `${base}/calls`;
+  Deno.writeTextFileSync(log, "");
+  return {
+    base,
+    root,
+    bin,
+    calls: () => Deno.readTextFileSync(log).split("\n").filter((l) => l !== ""),
+    reset: () => Deno.writeTextFileSync(log, ""),
+  };
+}
+
+async function removeCheckout(c: Checkout): Promise<void> {
+  await Deno.remove(c.base, { recursive: true });
+}
+
+/** The system's commands, less `without` (a folder of links to them, for PATH). */
+async function systemWithout(c: Checkout, without: string[]): Promise<string> {
+  const dir = `${c.base}/system`;
+  await Deno.mkdir(dir);
+  for (const from of ["/usr/bin", "/bin"]) {
+    for (const e of Deno.readDirSync(from)) {
+      if (without.includes(e.name)) continue;
+      try {
+        Deno.symlinkSync(`${from}/${e.name}`, `${dir}/${e.name}`);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+      }
+    }
+  }
+  return dir;
+}
+
+interface Run {
+  /** stdout and stderr so far. */
+  text(): string;
+  done: Promise<{ code: number; text: string }>;
+}
+
+/**
+ * Starts `/bin/sh <task> args` (dash on Debian) with only `env`, and PATH: the fakes, then the
+ * system's.
+ */
+function start(
+  c: Checkout,
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; task?: string; path?: string } = {},
+): Run {
+  const child = new Deno.Command("/bin/sh", {
+    args: [opts.task ?? `${c.root}/task`, ...args],
+    cwd: opts.cwd ?? c.root,
+    clearEnv: true, // ./task test sets DENO_DIR, KCORO_ZIG and the like: none of those here
+    env: {
+      PATH: `${c.bin}:${opts.path ?? "/usr/bin:/bin"}`,
+      HOME: c.base,
+      FAKE_LOG: `${c.base}/calls`,
+      ...opts.env,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const read = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s.pipeThrough(new TextDecoderStream())) text += chunk;
+  };
+  const done = Promise.all([read(child.stdout), read(child.stderr), child.status]).then((
+    [, , st],
+  ) => ({ code: st.code, text }));
+  return { text: () => text, done };
+}
+
+async function task(
+  c: Checkout,
+  args: string[],
+  opts: Parameters<typeof start>[2] = {},
+): Promise<{ code: number; text: string }> {
+  return await start(c, args, opts).done;
+}
+
+const installs = (c: Checkout) =>
+  c.calls().filter((l) => /^npm install|^python3 -m pip install/.test(l)).map((l) =>
+    l.startsWith("npm") ? "npm" : "pip"
+  );
+
+Deno.test("./task installs both pins on first use and runs deno task with its arguments; a second run installs nothing", async () => {
+  const c = await checkout();
+  try {
+    const first = await task(c, ["build", "--x", "a b"]);
+    assert.equal(first.code, 0, first.text);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    assert.ok(
+      c.calls().some((l) =>
+        l.startsWith("npm install ") && l.includes(" --loglevel=error ") &&
+        l.endsWith(` --prefix ${c.root}/.toolchain/deno/npm deno@${DENO_VERSION}`)
+      ),
+      c.calls().join("\n"),
+    );
+    assert.ok(
+      c.calls().some((l) =>
+        l.endsWith(`--target ${c.root}/.toolchain/zig/py ziglang==${ZIG_VERSION}`)
+      ),
+    );
+    assert.ok(c.calls().includes("deno task build --x a b"), c.calls().join("\n"));
+    assert.equal(Deno.readTextFileSync(`${c.root}/.toolchain/deno/.version`), `${DENO_VERSION}\n`);
+    assert.equal(Deno.readTextFileSync(`${c.root}/.toolchain/zig/.version`), `${ZIG_VERSION}\n`);
+    c.reset();
+    const second = await task(c, ["check"]);
+    assert.equal(second.code, 0, second.text);
+    assert.deepEqual(c.calls(), ["deno task check"], "the second run installed or probed again");
+    assert.equal(second.text.includes("task:"), false, second.text);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: an install killed after its binary landed, before the stamp, is redone by the next run", async () => {
+  const c = await checkout();
+  try {
+    let r = await task(c, ["build"], { env: { FAKE_NPM_KILLED: "1" } });
+    assert.notEqual(r.code, 0, r.text);
+    assert.ok(
+      Deno.statSync(`${c.root}/.toolchain/deno/npm/node_modules/@deno/linux-x64-glibc/deno`),
+    );
+    r = await task(c, ["build"], { env: { FAKE_PIP_KILLED: "1" } });
+    assert.notEqual(r.code, 0, r.text);
+    assert.ok(Deno.statSync(`${c.root}/.toolchain/zig/py/ziglang/zig`));
+    assert.deepEqual(
+      c.calls().filter((l) => l.startsWith("deno task")),
+      [],
+      "a half-installed tool ran",
+    );
+    c.reset();
+    r = await task(c, ["build"]);
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(
+      installs(c),
+      ["pip"],
+      "deno was complete after the second run: only zig again",
+    );
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: a stamp that matches but a binary that is missing, does not run or reports another version is installed again", async () => {
+  const c = await checkout();
+  try {
+    assert.equal((await task(c, ["build"])).code, 0);
+    const deno = `${c.root}/.toolchain/deno/npm/node_modules/@deno/linux-x64-glibc/deno`;
+    const zig = `${c.root}/.toolchain/zig/py/ziglang/zig`;
+    const breakings: [string, () => void, string[]][] = [
+      ["deno does not run", () => Deno.writeTextFileSync(deno, "#!/bin/sh\nexit 1\n"), ["npm"]],
+      ["deno is missing", () => Deno.removeSync(deno), ["npm"]],
+      ["zig reports 0.14.1", () => Deno.writeTextFileSync(zig, "#!/bin/sh\necho 0.14.1\n"), [
+        "pip",
+      ]],
+      [
+        "zig's std is missing",
+        () => Deno.removeSync(`${c.root}/.toolchain/zig/py/ziglang/lib/std`, { recursive: true }),
+        ["pip"],
+      ],
+    ];
+    for (const [what, breakIt, again] of breakings) {
+      breakIt();
+      c.reset();
+      const r = await task(c, ["build"]);
+      assert.equal(r.code, 0, `${what}: ${r.text}`);
+      assert.deepEqual(installs(c), again, what);
+      assert.match(
+        r.text,
+        /task: the (deno|zig) in \.toolchain\/\w+ is broken \(its stamp says [\d.]+, its binary reports [^)]+\): installing it again/,
+        what,
+      );
+      assert.ok(c.calls().includes("deno task build"), what);
+    }
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+/**
+ * Two first runs at once: the first holds its npm install until the second has either said it
+ * waits for the lock or started an install of its own, which it did before the lock (both
+ * emptied .toolchain/deno at once, and one failed).
+ */
+async function twoAtOnce(c: Checkout, path?: string): Promise<void> {
+  const hold = `${c.base}/hold`;
+  const first = start(c, ["check"], { env: { FAKE_HOLD: hold }, path });
+  await until(
+    () => existsSync(`${hold}.started`),
+    () => `the first install to start: ${first.text()}`,
+  );
+  const second = start(c, ["demo"], { env: { FAKE_HOLD: hold }, path });
+  await until(
+    () => /waiting for another \.\/task/.test(second.text()) || installs(c).length > 1,
+    () => `the second run to wait or install: ${second.text()}`,
+  );
+  Deno.writeTextFileSync(`${hold}.go`, "");
+  const [a, b] = [await first.done, await second.done];
+  assert.equal(a.code, 0, a.text);
+  assert.equal(b.code, 0, b.text);
+  assert.deepEqual(installs(c), ["npm", "pip"], "installed twice");
+  assert.deepEqual(c.calls().filter((l) => l.startsWith("deno task")).sort(), [
+    "deno task check",
+    "deno task demo",
+  ]);
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("./task: a second first run while one installs waits for it and installs nothing (flock)", async () => {
+  const c = await checkout();
+  try {
+    await twoAtOnce(c);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a lock directory serves, and one left by a process that is gone is removed", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    await twoAtOnce(c, path);
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+    // A lock of a process that is gone (its pid: one that ended).
+    const gone = new Deno.Command("/bin/sh", { args: ["-c", "echo $$"], stdout: "piped" })
+      .outputSync();
+    const pid = new TextDecoder().decode(gone.stdout).trim();
+    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
+    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${pid}\n`);
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    c.reset();
+    const r = await task(c, ["build"], { path });
+    assert.equal(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      new RegExp(`removing a stale install lock \\(\\.toolchain/\\.lock\\.d\\) of pid ${pid}`),
+    );
+    assert.deepEqual(installs(c), ["npm"]);
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task runs from another directory, through a relative path that CDPATH also finds, in a path with spaces, and keeps a relative DENO_DIR the caller's", async () => {
+  const c = await checkout();
+  try {
+    const parent = c.base;
+    // CDPATH made `cd` print where it went, read as part of the checkout's path.
+    const r = await task(c, ["build"], {
+      cwd: parent,
+      task: "checkout with space/task",
+      env: { CDPATH: parent, DENO_DIR: "caches/deno", KCORO_ZIG: "my zig/zig" },
+    });
+    assert.equal(r.code, 0, r.text);
+    const real = Deno.realPathSync(c.root);
+    assert.ok(r.text.includes(`ran deno task build in ${real}\n`), r.text);
+    assert.ok(r.text.includes(`DENO_DIR=${Deno.realPathSync(parent)}/caches/deno\n`), r.text);
+    assert.ok(r.text.includes(`KCORO_ZIG=${Deno.realPathSync(parent)}/my zig/zig\n`), r.text);
+    const fromRoot = await task(c, ["build"], { cwd: "/", env: { KCORO_ZIG: "zig" } });
+    assert.equal(fromRoot.code, 0, fromRoot.text);
+    assert.ok(fromRoot.text.includes(`ran deno task build in ${real}\n`), fromRoot.text);
+    assert.ok(fromRoot.text.includes("KCORO_ZIG=zig\n"), "a name is for PATH, kept");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: the pinned deno and zig are used over others earlier on PATH, and a moved checkout keeps its toolchain", async () => {
+  const c = await checkout();
+  try {
+    const other = `${c.base}/other`;
+    Deno.mkdirSync(other);
+    for (const tool of ["deno", "zig"]) {
+      Deno.writeTextFileSync(`${other}/${tool}`, `#!/bin/sh\necho "1.0.0 (the other ${tool})"\n`, {
+        mode: 0o755,
+      });
+    }
+    const r = await task(c, ["build"], { path: `${other}:/usr/bin:/bin` });
+    assert.equal(r.code, 0, r.text);
+    assert.ok(c.calls().includes("deno task build"), r.text);
+    assert.ok(r.text.includes(`zig on PATH: ${c.root}/.toolchain/zig/bin/zig\n`), r.text);
+    assert.ok(r.text.includes(`KCORO_ZIG=${c.root}/.toolchain/zig/bin/zig\n`), r.text);
+    // Its links were absolute: a moved checkout installed both again.
+    const moved = `${c.base}/moved`;
+    Deno.renameSync(c.root, moved);
+    c.root = moved;
+    c.reset();
+    const again = await task(c, ["build"]);
+    assert.equal(again.code, 0, again.text);
+    assert.deepEqual(installs(c), [], again.text);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: npm or pip failing, or no pip, ends it at once with what to do, and a later run recovers", async () => {
+  const c = await checkout();
+  try {
+    let r = await task(c, ["build"], { env: { FAKE_NPM_FAIL: "ECONNREFUSED 127.0.0.1:9" } });
+    assert.equal(r.code, 1, r.text);
+    assert.match(r.text, /npm error ECONNREFUSED/, "npm's own error is shown (--silent hid it)");
+    assert.match(
+      r.text,
+      /task: error: npm install deno@2\.9\.6 failed \(above\): check that npm reaches its registry \(http:\/\/registry\.invalid\/\): the network, a proxy \(HTTPS_PROXY\), npm_config_registry; then run \.\/task again/,
+    );
+    // Retries seconds apart, not npm's 10 s then 60 s; the caller's own setting stays.
+    assert.ok(c.calls().includes("npm retries 1000 5000"), c.calls().join("\n"));
+    c.reset();
+    r = await task(c, ["build"], {
+      env: { FAKE_NO_PIP: "1", npm_config_fetch_retry_maxtimeout: "9" },
+    });
+    assert.equal(r.code, 1, r.text);
+    assert.ok(c.calls().includes("npm retries 1000 9"), c.calls().join("\n"));
+    assert.match(
+      r.text,
+      /task: error: .+\/python3 has no pip \('.+\/python3 -m pip' fails\), which installs Zig 0\.15\.2 \(PyPI package 'ziglang'\): install it \(Debian: apt-get install python3-pip\), then run \.\/task again/,
+    );
+    assert.deepEqual(installs(c), ["npm"], "no pip install was tried");
+    c.reset();
+    r = await task(c, ["build"]);
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(installs(c), ["pip"]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
