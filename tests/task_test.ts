@@ -1,8 +1,9 @@
-// ./task (the toolchain wrapper), run in a throwaway checkout against a fake toolchain: stub
-// `npm` and `python3` first on PATH record their calls and make fake `deno` and `zig` binaries,
-// so install, no-op, recovery and the install lock are checked without network, in seconds.
-// What the real registries do (npm's retries without a network, Debian's "externally managed"
-// pip with --target) was checked by hand on real installs; the stubs only stand in for them.
+// ./task (the toolchain wrapper) and scripts/test.sh (./task test, which CI's .ci/run runs), each
+// run in a throwaway checkout against a fake toolchain: stub `npm` and `python3` first on PATH
+// record their calls and make fake `deno` and `zig` binaries, so install, no-op, recovery and the
+// install lock are checked without network, in seconds. What the real registries do (npm's
+// retries without a network, Debian's "externally managed" pip with --target) was checked by hand
+// on real installs; the stubs only stand in for them.
 import assert from "node:assert/strict";
 import { until } from "./support.ts";
 
@@ -433,4 +434,89 @@ Deno.test("./task: npm or pip failing, or no pip, ends it at once with what to d
   } finally {
     await removeCheckout(c);
   }
+});
+
+// scripts/test.sh (./task test) with a fake zig and deno: what it counts, and its exit status.
+async function testScript(
+  denoOut: string,
+  denoCode: number,
+  opts: { zigFails?: boolean; noQemu?: boolean } = {},
+): Promise<{ code: number; text: string; last: string; calls: string[] }> {
+  const c = await checkout("kcoro test.sh test ");
+  try {
+    Deno.mkdirSync(`${c.root}/scripts`);
+    Deno.copyFileSync(`${repo}scripts/test.sh`, `${c.root}/scripts/test.sh`);
+    const fakes: [string, string][] = [
+      [
+        "zig",
+        opts.zigFails
+          ? '#!/bin/sh\n[ "$2" = test ] && echo "error: the following test command failed" && exit 1\nexit 0\n'
+          : '#!/bin/sh\n[ "$2" = test ] && echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed"\nexit 0\n',
+      ],
+      // It installs qemu-user with apt-get (through sudo unless root): here one that fails (no
+      // apt-get runs for real), and a sudo that only runs it.
+      [
+        "apt-get",
+        '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
+      ],
+      ["sudo", '#!/bin/sh\nexec "$@"\n'],
+      ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
+      ["deno", `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`],
+    ];
+    for (const [name, text] of fakes) {
+      Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
+    }
+    Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
+    const r = await task(c, [], {
+      task: `${c.root}/scripts/test.sh`,
+      env: { FAKE_DENO_OUT: `${c.base}/deno-out` },
+      path: opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined,
+    });
+    return { ...r, last: r.text.trimEnd().split("\n").at(-1)!, calls: c.calls() };
+  } finally {
+    await removeCheckout(c);
+  }
+}
+
+Deno.test("scripts/test.sh: deno test's status decides, not a line a test printed; a passing run with steps passes", async () => {
+  // Zig: 4 steps of 7 tests each.
+  let r = await testScript("a ... ok\n\nok | 3 passed (2 steps) | 0 failed (3ms)\n", 0);
+  assert.equal(r.code, 0, r.text);
+  assert.equal(r.last, "31 passed, 0 failed");
+  r = await testScript(
+    "prints ...\nok | 9 passed | 0 failed (1ms)\nfails ... FAILED\n\nFAILED | 1 passed | 1 failed (4ms)\n",
+    1,
+  );
+  assert.notEqual(r.code, 0, r.text);
+  assert.equal(r.last, "29 passed, 1 failed");
+  r = await testScript(
+    "error: TS2322 [ERROR]: Type 'string' is not assignable to type 'number'.\n",
+    1,
+  );
+  assert.notEqual(r.code, 0, r.text);
+  assert.equal(r.last, "28 passed, 1 failed");
+  r = await testScript(
+    "ok | 3 passed | 0 failed (3ms)\n\nerror: Promise resolution is still pending\n",
+    1,
+  );
+  assert.notEqual(r.code, 0, r.text);
+  assert.equal(r.last, "31 passed, 1 failed");
+  r = await testScript("", 0); // ran nothing
+  assert.notEqual(r.code, 0, r.text);
+});
+
+Deno.test("scripts/test.sh: a failing zig step, or a qemu-aarch64 missing that cannot be installed, fails the run by name", async () => {
+  const ok = "ok | 3 passed | 0 failed (3ms)\n";
+  let r = await testScript(ok, 0, { zigFails: true });
+  assert.notEqual(r.code, 0, r.text);
+  assert.equal(r.last, "3 passed, 4 failed");
+  r = await testScript(ok, 0, { noQemu: true });
+  assert.notEqual(r.code, 0, r.text);
+  assert.ok(r.calls.some((l) => l.startsWith("apt-get ")), "it tried to install qemu-user");
+  assert.match(r.text, /E: no network/, "apt-get's error is shown");
+  assert.match(
+    r.text,
+    /error: qemu-aarch64 is missing and could not be installed \(apt-get install qemu-user\)/,
+  );
+  assert.equal(r.last, "17 passed, 1 failed");
 });
