@@ -14,6 +14,7 @@ const ZIG_VERSION = "0.15.2";
 /** `npm install ... --prefix P deno@V`: lays out the npm package `deno`'s binary under P. */
 const FAKE_NPM = `#!/bin/sh
 echo "npm $*" >>"$FAKE_LOG"
+all=" $* "
 echo "npm retries $npm_config_fetch_retry_mintimeout $npm_config_fetch_retry_maxtimeout" >>"$FAKE_LOG"
 if [ "$1" = config ]; then echo "http://registry.invalid/"; exit 0; fi
 prefix=
@@ -31,6 +32,8 @@ if [ -n "\${FAKE_HOLD:-}" ]; then # stays in the install until the test says go 
   until [ -f "$FAKE_HOLD.go" ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done
 fi
 if [ -n "\${FAKE_NPM_FAIL:-}" ]; then echo "npm error $FAKE_NPM_FAIL" >&2; exit 1; fi
+# As npm: an omitted optional dependency (the binary) is installed only with --include=optional.
+case $all in *" --include=optional "*) ;; *) [ "\${npm_config_omit:-}" != optional ] || exit 0 ;; esac
 d=$prefix/node_modules/@deno/linux-x64-glibc
 mkdir -p "$d"
 cat >"$d/deno" <<EOF
@@ -54,6 +57,9 @@ echo "python3 $*" >>"$FAKE_LOG"
 [ "$1 $2" = "-m pip" ] || exit 2
 if [ -n "\${FAKE_NO_PIP:-}" ]; then echo "$0: No module named pip" >&2; exit 1; fi
 if [ "$3" = --version ]; then echo "pip 99.0 (fake)"; exit 0; fi
+# As pip: a pip.conf or PIP_* setting of the caller's that refuses this install.
+case \${PIP_USER:-} in 1 | true | yes | on) echo "ERROR: Can not combine '--user' and '--target'" >&2; exit 1 ;; esac
+case \${PIP_REQUIRE_VIRTUALENV:-} in 1 | true | yes | on) echo "ERROR: Could not find an activated virtualenv (required)." >&2; exit 3 ;; esac
 target=
 version=
 while [ $# -gt 0 ]; do
@@ -431,6 +437,29 @@ Deno.test("./task: npm or pip failing, or no pip, ends it at once with what to d
     r = await task(c, ["build"]);
     assert.equal(r.code, 0, r.text);
     assert.deepEqual(installs(c), ["pip"]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: a caller's npm omit=optional and pip user or require-virtualenv settings do not stop its install", async () => {
+  const c = await checkout();
+  try {
+    // npm left the binary (an optional dependency) out: "has no binary for this platform".
+    // pip refused: "Can not combine '--user' and '--target'", "Could not find an activated
+    // virtualenv (required)" (each checked with the real pip).
+    const settings: Record<string, string>[] = [
+      { npm_config_omit: "optional", PIP_USER: "1" },
+      { PIP_REQUIRE_VIRTUALENV: "true" },
+    ];
+    for (const env of settings) {
+      await Deno.remove(`${c.root}/.toolchain`, { recursive: true }).catch(() => {});
+      c.reset();
+      const r = await task(c, ["build"], { env });
+      assert.equal(r.code, 0, `${JSON.stringify(env)}: ${r.text}`);
+      assert.deepEqual(installs(c), ["npm", "pip"]);
+      assert.ok(c.calls().includes("deno task build"), r.text);
+    }
   } finally {
     await removeCheckout(c);
   }
