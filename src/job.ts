@@ -472,6 +472,26 @@ export let failBody: (job: JobSupport<unknown>, error: unknown, op?: string) => 
 const RESOLVED: Promise<void> = Promise.resolve();
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 
+/**
+ * How many jobs' completion handlers may run nested in one another's (a handler that cancels or
+ * completes a job runs that job's handlers inside its own call, as Kotlin's do) before a deeper
+ * job's wait in `deferredLeaves`: a chain of handlers each ending the next job overflowed the
+ * stack at ~1,000 levels (reported as a CompletionHandlerError carrying a RangeError, the rest of
+ * the chain left unfinished). Up to this depth the order is Kotlin's, nested; deeper, each
+ * waiting job's handlers run (oldest first) once the handler at this depth has returned.
+ */
+const NOTIFY_NESTING = 32;
+/** The `#notify` calls on the stack (a handler's job's inside a handler's). */
+let notifyDepth = 0;
+/** Jobs made final past `NOTIFY_NESTING`, whose handlers and parent's finish wait. */
+const deferredLeaves: {
+  job: JobSupport<unknown>;
+  state: number;
+  parent: JobSupport<unknown> | null;
+}[] = [];
+/** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
+let draining = false;
+
 /** A `suppressed` list shorter than this is scanned for a duplicate; a longer one gets a Set. */
 const SUPPRESSED_SCAN = 8;
 
@@ -1278,14 +1298,60 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         p.#leaving++;
       }
     }
+    if (notifyDepth >= NOTIFY_NESTING) {
+      // Too deep in other jobs' handlers (`NOTIFY_NESTING`): this job is final and unlinked now,
+      // its handlers and its parent's finish run from the drain below the nesting. The parent is
+      // held meanwhile (`#leaving`), its body done or not: it does not finish before them.
+      if (p !== null && !waiting) p.#leaving++;
+      deferredLeaves.push({ job: this, state, parent: p });
+      return null;
+    }
     // The hold ends also should an engine error leave the handlers (a stack overflow): a count
     // left behind would keep the parent from ever finishing.
+    notifyDepth++;
     try {
       this.#notify(state);
     } finally {
+      notifyDepth--;
       if (waiting) p!.#leaving--;
     }
+    if (deferredLeaves.length !== 0 && !draining) JobSupport.#drainLeaves();
     return p;
+  }
+
+  /**
+   * Runs the handlers of the jobs that `#leave` deferred, oldest first, each at the nesting's
+   * depth (what they end in turn is deferred again, so the stack stays bounded), then lets each
+   * one's parent finish. A loop: a 100,000-job chain ends here without recursion. An engine
+   * error out of one (the only kind `#notify` lets out) does not strand the rest: they still run,
+   * and the first such error is thrown on after.
+   */
+  static #drainLeaves(): void {
+    draining = true;
+    let thrown: { error: unknown } | null = null;
+    try {
+      for (let i = 0; i < deferredLeaves.length; i++) {
+        const { job, state, parent } = deferredLeaves[i];
+        notifyDepth++;
+        try {
+          job.#notify(state);
+        } catch (e) {
+          thrown ??= { error: e };
+        } finally {
+          notifyDepth--;
+          if (parent !== null) parent.#leaving--;
+        }
+        try {
+          if (parent !== null) parent.#tryFinalize();
+        } catch (e) {
+          thrown ??= { error: e };
+        }
+      }
+    } finally {
+      deferredLeaves.length = 0;
+      draining = false;
+    }
+    if (thrown !== null) throw thrown.error;
   }
 
   /**
