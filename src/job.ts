@@ -186,11 +186,11 @@ export function isCancellation(e: unknown): boolean {
  * cancellation (another signal's reason too, below), `e` itself when the job is `cancelling` (its
  * signal has aborted: Deno's `events.once` rejects with an AbortError carrying nothing, whatever
  * signal aborted), where Kotlin's suspending calls throw the CancellationException itself; else
- * undefined (a failure). Reads nothing that runs the caller's code but `name`, and a throw there
- * answers undefined. Only a cancelling job takes an AbortError that carries no cancellation, so
+ * undefined (a failure). `cancelling` is asked after `name` is read (a getter may cancel the job).
+ * Reads nothing that runs the caller's code but `name`, and a throw there answers undefined. Only a cancelling job takes an AbortError that carries no cancellation, so
  * such an `e` is never kept as a job's cause.
  */
-export function cancellationOf(e: unknown, cancelling: boolean): unknown {
+export function cancellationOf(e: unknown, cancelling: () => boolean): unknown {
   if (isCancellation(e)) return e;
   if (typeof e !== "object" || e === null) return undefined;
   try {
@@ -215,7 +215,10 @@ export function cancellationOf(e: unknown, cancelling: boolean): unknown {
   } catch {
     return undefined; // a revoked proxy, a throwing trap or `name` getter: a failure, as it was
   }
-  return cancelling ? e : undefined;
+  // Asked only now, after `name`: a getter of the caller's that cancels the job and answers
+  // "AbortError" makes it a cancellation, as its abort does. Read before the getter, the state was
+  // still active, and the cancelled job failed with the AbortError.
+  return cancelling() ? e : undefined;
 }
 
 /**
@@ -1010,7 +1013,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // body marked done first, a cancel there finished the job at once, cancelled, and the
     // failure that followed found it final and was dropped: a coroutineScope rejected with the
     // CancellationError, or resolved, and nothing was reported.
-    const cancellation = cancellationOf(error, this.#state === CANCELLING);
+    const cancellation = cancellationOf(error, () => this.#state === CANCELLING);
     if (this.#bodyDone) return false; // the getter ended the body (a deferred's complete)
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;

@@ -714,6 +714,46 @@ Deno.test("a failure whose name getter cancels its task or scope still fails the
   );
 });
 
+Deno.test("an AbortError whose name getter cancels its task is that task's cancellation, not a failure: the job state was read before the getter ran, so the task failed its scope with the AbortError", async () => {
+  const cancellingAbort = (act: () => void) => {
+    const e = new Error("aborted by the getter");
+    Object.defineProperty(e, "name", {
+      get() {
+        act();
+        return "AbortError";
+      },
+    });
+    return e;
+  };
+  // The scope completes (a cancelled child is no failure), nothing is reported.
+  using reported = catchReported();
+  let task!: Job;
+  await coroutineScope((scope) => {
+    task = scope.launch(async () => {
+      await null;
+      throw cancellingAbort(() => task.cancel());
+    });
+  });
+  assert.equal(task.state, "cancelled");
+  await supervisorScope((scope) => {
+    task = scope.launch(async () => {
+      await null;
+      throw cancellingAbort(() => task.cancel(new CancellationError("mine")));
+    });
+  });
+  assert.equal(task.state, "cancelled");
+  let cause: unknown;
+  task.invokeOnCompletion((c) => cause = c);
+  assert.ok(cause instanceof CancellationError, String(cause));
+  assert.equal((cause as Error).message, "mine"); // the cancel's own error stays the cause
+  // A deferred whose completeExceptionally gets one: cancelled, its await rejects with the cancel's.
+  const d = new CompletableDeferred<void>();
+  d.completeExceptionally(cancellingAbort(() => d.cancel(new CancellationError("by getter"))));
+  assert.equal(d.state, "cancelled");
+  await assert.rejects(d.await(), { name: "CancellationError", message: "by getter" });
+  assert.deepEqual(reported.errors, []);
+});
+
 Deno.test("completeExceptionally(undefined) fails with a TypeError naming completeExceptionally", async () => {
   const d = new CompletableDeferred<void>();
   assert.equal(d.completeExceptionally(undefined), true);
@@ -2343,4 +2383,93 @@ Deno.test("a failure that is a Proxy (a revoked one, one whose getPrototypeOf th
   assert.equal(got.aggregate, true);
   assert.equal(got.last, "a later report");
   assert.equal(got.count, 6);
+});
+
+Deno.test("completion handlers that end other jobs run nested, in Kotlin's order, on small chains and trees: the ended job's handlers before the rest of the handler that ended it", () => {
+  const order: string[] = [];
+  const d = Array.from({ length: 4 }, () => new CompletableDeferred<void>());
+  const child = new CompletableDeferred<void>({ parent: d[3] });
+  child.invokeOnCompletion(() => order.push("child"));
+  for (let i = 0; i < 4; i++) {
+    d[i].invokeOnCompletion(() => {
+      order.push(`d${i} first`);
+      if (i + 1 < 4) d[i + 1].cancel();
+      order.push(`d${i} after`);
+    });
+    d[i].invokeOnCompletion(() => order.push(`d${i} second`));
+  }
+  d[0].cancel();
+  assert.deepEqual(order, [
+    "d0 first",
+    "d1 first",
+    "d2 first",
+    "child", // d3's cancel cancels its child first, whose handler runs before d3's
+    "d3 first",
+    "d3 after",
+    "d3 second",
+    "d2 after",
+    "d2 second",
+    "d1 after",
+    "d1 second",
+    "d0 after",
+    "d0 second",
+  ]);
+  assert.equal(child.state, "cancelled");
+});
+
+Deno.test("a 100,000-job chain of completion handlers, each cancelling or completing the next job, ends every job in order without overflowing the stack (it overflowed at ~1,000, a CompletionHandlerError carrying a RangeError)", () => {
+  using reported = catchReported();
+  const N = 100_000;
+  for (const end of ["cancel", "complete"] as const) {
+    const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+    const ended: number[] = [];
+    for (let i = 0; i < N; i++) {
+      d[i].invokeOnCompletion(() => {
+        ended.push(i);
+        if (i + 1 < N) d[i + 1][end]();
+      });
+    }
+    d[0][end]();
+    assert.equal(d[N - 1].state, end === "cancel" ? "cancelled" : "completed");
+    assert.equal(ended.length, N);
+    assert.ok(ended.every((v, i) => v === i), "each job's handler ran once, in chain order");
+  }
+  assert.deepEqual(reported.errors, []);
+});
+
+Deno.test("a 100,000-deep parent/child tree whose completion handlers cancel the next job down cancels, and one completed from the leaf completes, every job without overflowing the stack; each parent finishes after its child's handlers", async () => {
+  using reported = catchReported();
+  const N = 100_000;
+  const tree = () => {
+    const d = [new CompletableDeferred<void>()];
+    for (let i = 1; i < N; i++) d.push(new CompletableDeferred<void>({ parent: d[i - 1] }));
+    return d;
+  };
+  // Cancelled from the root, through handlers too: each job's handler cancels a sibling chain.
+  const d = tree();
+  const side = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  let sideEnded = 0;
+  for (let i = 0; i < N; i++) {
+    side[i].invokeOnCompletion(() => sideEnded++);
+    d[i].invokeOnCompletion(() => side[i].cancel());
+  }
+  for (let i = 0; i + 1 < N; i++) side[i].invokeOnCompletion(() => side[i + 1].cancel());
+  d[0].cancel();
+  assert.equal(d[N - 1].state, "cancelled");
+  assert.equal(d[0].state, "cancelled");
+  assert.equal(sideEnded, N);
+  // Completed: every body done, then the leaf; each parent finishes after its child's handlers.
+  const c = tree();
+  const finishedBefore: boolean[] = [];
+  for (let i = 1; i < N; i++) {
+    c[i].invokeOnCompletion(() => finishedBefore.push(c[i - 1].isCompleted));
+  }
+  for (let i = 0; i + 1 < N; i++) c[i].complete();
+  assert.equal(c[0].state, "completing");
+  c[N - 1].complete();
+  assert.equal(c[0].state, "completed");
+  assert.equal(finishedBefore.length, N - 1);
+  assert.ok(finishedBefore.every((b) => !b), "no parent finished before its child's handlers");
+  await c[0].join();
+  assert.deepEqual(reported.errors, []);
 });
