@@ -32,6 +32,7 @@ import {
   nameLookAlikes,
   optionNames,
   refuseAsValue,
+  reportUncaught,
 } from "../src/errors.ts";
 
 /** The C ABI version this module is written against (`KC_ABI_VERSION` in include/kcoro.h). */
@@ -427,14 +428,19 @@ const CLOSE_JOIN_NS = 2_000_000_000n;
 /** A close hook, with what registered it when it said (`beforeClose`'s `what`). */
 type CloseHook = (() => void) | { hook: () => void; what: string };
 
-/** Runs each of `hooks`; one that throws is reported and the others still run. */
+/**
+ * Runs each of `hooks`; one that throws is reported and the others still run. Reported as every
+ * other throw of the caller's code kcoro runs (`reportUncaught`): a Proxy is reported in a
+ * TypeError carrying it. Before, Deno's `reportError` ran its traps, and a revoked one's throw
+ * left the close (the hooks after it unrun) and every later report of the process was fatal.
+ */
 function runHooks(hooks: CloseHook[]): void {
   for (const h of hooks) {
     try {
       if (typeof h === "function") h();
       else h.hook();
     } catch (e) {
-      reportError(e);
+      reportUncaught(e);
     }
   }
 }

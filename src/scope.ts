@@ -39,6 +39,7 @@ import {
   listenAbortNamed,
   optionNames,
   refuseSyncDispose,
+  reportUncaught,
   signalOf,
   unlistenAbort,
 } from "./errors.ts";
@@ -356,7 +357,7 @@ let followsRun = 0;
 
 /**
  * Runs the cancels an engine error left waiting (`endFollowNest`), as a nest's first level.
- * Its own error is reported (`reportError`); what that left is queued again only when this run
+ * Its own error is reported (`reportUncaught`); what that left is queued again only when this run
  * cancelled at least one scope, so that an error that comes every time cannot hold the event
  * loop in microtasks: what it leaves runs at the next first level (`cancelFollowing`).
  */
@@ -377,7 +378,7 @@ function runLeftFollows(): void {
   } finally {
     followDepth--;
   }
-  if (failed !== null) globalThis.reportError(failed.error);
+  if (failed !== null) reportUncaught(failed.error); // kcoro's report form (a Proxy's wrapped)
 }
 
 /**
@@ -410,7 +411,7 @@ function runQueuedFollows(): void {
       // still cancelled, and the error is reported, as the abort's dispatch reports a listener's.
       // What it had queued before it threw runs all the same (moved above, next time round).
       try {
-        globalThis.reportError(e);
+        reportUncaught(e); // kcoro's report form (a Proxy's wrapped)
       } catch (r) {
         // A `reportError` that throws (replaced, or deleted) is thrown once the queue is empty,
         // to the abort's dispatch that reports a listener's throw. Before, it left at once and

@@ -1821,6 +1821,40 @@ Deno.test("close hooks that register another for ever: close() closes the librar
   });
 });
 
+Deno.test("a close hook that throws a revoked Proxy is reported in kcoro's form (a TypeError carrying it) and the other hooks still run: the raw reportError threw on it, out of close(), and left every later report of the process fatal", async () => {
+  // A child process: without the fix Deno's reportError is left broken for the whole process.
+  const res = await evalScript(`
+    import { beforeClose, onClose, openLibrary } from "./ffi/load.ts";
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
+    const revoked = () => { const r = Proxy.revocable({}, {}); r.revoke(); return r.proxy; };
+    const before = revoked(), after = revoked();
+    const lib = openLibrary();
+    const ran = [];
+    beforeClose(lib, () => { throw before; });
+    beforeClose(lib, () => ran.push("before"));
+    onClose(lib, () => { throw after; });
+    onClose(lib, () => ran.push("after"));
+    let threw = null;
+    try { lib.close(); } catch (e) { threw = String(e); }
+    reportError(new Error("a later report"));
+    console.log(JSON.stringify({
+      threw, ran, isOpen: lib.isOpen,
+      causes: reported.slice(0, 2).map((e, i) => e instanceof TypeError && e.cause === [before, after][i]),
+      last: reported.at(-1)?.message,
+      count: reported.length,
+    }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const got = JSON.parse(res.stdout);
+  assert.equal(got.threw, null);
+  assert.deepEqual(got.ran, ["before", "after"]);
+  assert.equal(got.isOpen, false);
+  assert.deepEqual(got.causes, [true, true]);
+  assert.equal(got.last, "a later report");
+  assert.equal(got.count, 3);
+});
+
 Deno.test("a channel first mapped by a close hook of a late round is unmapped before the library closes: its try-operations throw LibraryClosedError", async () => {
   const res = await evalScript(`
     import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";

@@ -2187,6 +2187,68 @@ Deno.test("a reportError that throws while the queued follow cancels run loses n
   assert.equal(ends["a"], "CancellationError");
 });
 
+Deno.test("a revoked Proxy thrown while the queued follow cancels run is reported in kcoro's form (a TypeError carrying it), the rest still cancelled: the raw reportError threw on it, and left every later report of the process fatal", async () => {
+  // As the test above, in a child process (the raw report broke Deno's for good): a's cancel
+  // throws a revoked Proxy where an engine error would come, past 32 nested levels.
+  const res = await evalScript(`
+    import { coroutineScope } from "./mod.ts";
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
+    const r = Proxy.revocable({}, {}); r.revoke(); const revoked = r.proxy;
+    const abort = AbortController.prototype.abort;
+    let throwFor = null, reached = 0, release;
+    const released = new Promise((resolve) => release = resolve);
+    const ends = {};
+    const until = (signal) => new Promise((_, reject) =>
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+    const leaf = (name) => (s) => {
+      reached++;
+      if (name === "a") throwFor = s.signal;
+      return Promise.race([until(s.signal), released]);
+    };
+    const nested = (task, name, block) =>
+      coroutineScope(block, { signal: task.signal, context: task.context })
+        .then(() => ends[name] = "completed", (e) => ends[name] = e.name);
+    const nest = (task, n) => {
+      reached++;
+      if (n < 32) return nested(task, String(n + 1), (s) => nest(s, n + 1));
+      task.launch((t) => nested(t, "b", leaf("b")));
+      return nested(task, "a", leaf("a"));
+    };
+    let root;
+    const outcome = coroutineScope((s) => { root = s; return nest(s, 0); })
+      .then(() => "completed", (e) => e.name);
+    while (reached !== 35) await new Promise((r) => setTimeout(r, 0));
+    AbortController.prototype.abort = function (reason) {
+      if (this.signal === throwFor) { throwFor = null; throw revoked; }
+      return abort.call(this, reason);
+    };
+    try { root.cancel(); } finally { AbortController.prototype.abort = abort; }
+    for (let i = 0; i < 1000 && ends.b === undefined; i++) await new Promise((r) => setTimeout(r, 0));
+    release();
+    const out = await outcome;
+    reportError(new Error("a later report"));
+    console.log(JSON.stringify({
+      b: ends.b, out,
+      first: reported[0] instanceof TypeError && reported[0].cause === revoked,
+      message: reported[0]?.message,
+      last: reported.at(-1)?.message,
+      count: reported.length,
+    }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const got = JSON.parse(res.stdout);
+  assert.equal(got.b, "CancellationError", "b was cancelled");
+  assert.equal(got.out, "CancellationError");
+  assert.equal(got.first, true, got.message);
+  assert.equal(
+    got.message,
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+  );
+  assert.equal(got.last, "a later report");
+  assert.equal(got.count, 2);
+});
+
 Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
   const fake = Object.create(Context.prototype) as Context;
   const message = /^Cannot [\w ]+: context must be a Context, received a Context look-alike$/;
