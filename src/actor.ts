@@ -547,6 +547,15 @@ class ActorImpl<M> implements Actor<M> {
           return Promise.reject(e);
         }
         options = signal === undefined ? undefined : { signal };
+        // So is one whose message the mailbox's codec cannot carry (a function): the CodecError
+        // it rejects with comes before the start, as a refused call changes nothing. Before, the
+        // handler ran first. (Kotlin's LazyActorCoroutine starts before its send looks at the
+        // element, but there no element is refused for what it is.)
+        try {
+          checkValueOf(this.#mailbox, message);
+        } catch (e) {
+          return Promise.reject(e);
+        }
         this.#startLazy();
       }
       open = this.#open();
@@ -635,7 +644,12 @@ class ActorImpl<M> implements Actor<M> {
   trySend(message: M): TrySendResult {
     let open: boolean;
     try {
-      this.#startLazy();
+      if (this.#lazy && this.#unstarted()) {
+        // A lazy actor's first trySend of a message the mailbox's codec cannot carry throws that
+        // CodecError before the start, as send's rejects (above): before, the handler ran first.
+        checkValueOf(this.#mailbox, message, "trySend");
+        this.#startLazy();
+      }
       open = this.#open();
     } catch (e) {
       throw #mailbox in Object(this) ? e : notActor(this, "trySend"); // as send's
@@ -671,18 +685,30 @@ class ActorImpl<M> implements Actor<M> {
    */
   close(): boolean {
     if (!(#mailbox in Object(this))) throw notActor(this, "close actor");
-    // Kotlin's `LazyActorCoroutine.close` closes, then starts: the handler processes what was
-    // queued and ends. Started first here, so that a close that throws (the library closed)
-    // still leaves no actor that nothing would start.
-    this.#startLazy();
     if (!this.#open()) {
+      this.#startLazy(); // a no-op: an actor whose mailbox is gone has started, or never will
       // Through a closed library: LibraryClosedError, as this actor's close while it ran (its
       // mailbox's, "Cannot close channel: ...") and any call through it. Before, false.
       if (!isLibraryOpen(libraryOf(this.#mailbox))) throw new LibraryClosedError("close channel");
       return false;
     }
+    if (this.#lazy) return this.#closeThenStart();
     // False too once native code destroyed the mailbox (as on any cancelled channel).
     return this.#mailbox.close();
+  }
+
+  /**
+   * A lazy actor's `close()`: Kotlin's `LazyActorCoroutine.close` closes, then starts, so the
+   * handler begins on a closed mailbox (`isClosedForSend`), processes what was queued and ends.
+   * Before, it was started first and began on an open one. Started also when the close throws
+   * (the library closed), so that no actor is left that nothing would start.
+   */
+  #closeThenStart(): boolean {
+    try {
+      return this.#mailbox.close();
+    } finally {
+      this.#startLazy();
+    }
   }
 
   /** The task ended: cancel the mailbox (senders waiting reject) and free it. */

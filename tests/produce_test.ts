@@ -6064,3 +6064,41 @@ Deno.test("actor: a lazy actor's send refused for its options (a signal that is 
   });
   assert.deepEqual(log, ["started", 2]);
 });
+
+Deno.test("actor: a lazy actor's close() closes, then starts (Kotlin's LazyActorCoroutine): its handler begins on a closed mailbox; its first send or trySend of a message the codec cannot carry is refused with the CodecError before anything starts", async () => {
+  // Before, close() started the handler first (it began on an open mailbox), and a send or
+  // trySend of a function started the handler, then rejected or threw the CodecError: a call
+  // refused for what it was passed changed something.
+  const log: unknown[] = [];
+  await coroutineScope(async (scope) => {
+    const a = actor<unknown>(scope, async (mailbox) => {
+      log.push(`started, closed for send: ${mailbox.isClosedForSend}`);
+      for await (const m of mailbox) log.push(m);
+    }, { lazy: true, capacity: 2 });
+    assert.equal(a.close(), true);
+    await a.job.join();
+  });
+  assert.deepEqual(log, ["started, closed for send: true"]);
+  const seen: unknown[] = [];
+  await coroutineScope(async (scope) => {
+    const a = actor<unknown>(scope, async (mailbox) => {
+      seen.push("started");
+      for await (const m of mailbox) seen.push(m);
+    }, { lazy: true, capacity: 2 });
+    const fn = () => {};
+    await assert.rejects(
+      a.send(fn),
+      (e) => e instanceof CodecError && /^Cannot send: /.test(e.message),
+    );
+    assert.throws(
+      () => a.trySend(fn),
+      (e) => e instanceof CodecError && /^Cannot trySend: /.test(e.message),
+    );
+    assert.equal(a.job.state, "new");
+    assert.deepEqual(seen, []);
+    assert.equal(a.trySend(1).state, "ok"); // a message it can carry starts it
+    assert.equal(a.job.state, "active");
+    a.close();
+  });
+  assert.deepEqual(seen, ["started", 1]);
+});
