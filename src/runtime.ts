@@ -45,6 +45,12 @@ const DRAIN_SLICE_NS = 100_000_000n;
  * that gave up with `KC_EBUSY`).
  */
 const DRAIN_PAUSE_MAX_MS = 50;
+/**
+ * How long a drain settled by a finish elsewhere goes on waiting for that finish's join once the
+ * library closed (`#parkedOnceJoined`): as long as the close's own shutdown waits for its
+ * workers (ffi/load.ts, `CLOSE_JOIN_NS`, 2 s).
+ */
+const JOIN_AFTER_CLOSE_MS = 2_000;
 
 /** Options for {@linkcode runtime}. */
 export interface RuntimeOptions {
@@ -788,6 +794,8 @@ interface DrainWait {
   paused: boolean;
   drained: boolean;
   parked: number;
+  /** A `"cancel"` (any host's, C code's) had stopped its scheduler before the close. */
+  cancelled: boolean;
 }
 
 /** `Runtime.#drainSlices`: a shutdown met meanwhile resolved the drain. */
@@ -845,6 +853,10 @@ function drainsOf(lib: Library): Set<DrainWait> {
             d.drained = true;
             d.parked = -1;
           }
+          // A cancel that stopped it before the close (the drain had not seen it yet): settled
+          // as that cancel settles a drain, a ShutdownError, as a finish there settles it as
+          // that finish does (above). Before, a LibraryClosedError.
+          d.cancelled = ended === SHUTDOWN_CANCEL;
         }
       }
     }, "the settling of waiting drains");
@@ -1123,7 +1135,8 @@ export class Runtime {
    * nothing; another isolate's finish still under way), it goes on until that shutdown settles it
    * or the scheduler reads as running again; the library's close meanwhile (in a round or a
    * pause between two) resolves it, as a drain that ran dry, with the count the close's shutdown
-   * abandoned, unless a cancel stopped the scheduler first (a LibraryClosedError). Aborting
+   * abandoned. A cancel that stopped the scheduler before the close, unseen by the drain, makes it
+   * a ShutdownError, as that cancel settles a drain (before, a LibraryClosedError). Aborting
    * `signal` rejects it with the signal's reason (the coroutines keep running), also in those
    * waits.
    */
@@ -1170,6 +1183,7 @@ export class Runtime {
         paused,
         drained: false,
         parked: 0,
+        cancelled: false,
       };
       const drains = drainsOf(this.#lib);
       drains.add(wait);
@@ -1238,6 +1252,7 @@ export class Runtime {
         paused,
         drained: false,
         parked: 0,
+        cancelled: false,
       };
       const pauses = drainsOf(this.#lib);
       pauses.add(pause);
@@ -1259,6 +1274,12 @@ export class Runtime {
    * LibraryClosedError.
    */
   #settledByClose(wait: DrainWait, op: string): DrainResult {
+    if (!wait.drained && wait.cancelled) {
+      throw new ShutdownError(
+        op,
+        'the runtime was shut down with "cancel" before the library closed, while the drain waited: unfinished coroutines never ran to their end',
+      );
+    }
     if (!wait.drained) throw new LibraryClosedError(op);
     return wait.parked >= 0 ? { parked: wait.parked } : this.#parkedAtFinish();
   }
@@ -1281,17 +1302,23 @@ export class Runtime {
    * (kc_sched_abandoned no longer KC_EBUSY): this Runtime's own has when the drain gets here;
    * another isolate's (or C code's) may still be joining them, and is waited for, pausing 1 ms
    * doubling to 50 ms between reads (no native call says when another's join ends). Before, 0
-   * then, though that finish abandoned coroutines. Gives up, with what it reads then, once the
-   * library closed (0 if still not joined: another host's shutdown that the close did not
-   * wait for) or `signal` aborted (the caller has rejected).
+   * then, though that finish abandoned coroutines. Once the library closed it goes on reading
+   * (the count stays readable: the library stays loaded) for `JOIN_AFTER_CLOSE_MS` more, as long
+   * as a close's own shutdown waits for its workers, and then gives up with 0 (another host's
+   * shutdown whose join does not end: a coroutine of C code's that never yields). Before, it
+   * gave up with 0 at the close, though that join ended a moment later. Gives up at once once
+   * `signal` aborted (the caller has rejected).
    */
   async #parkedOnceJoined(signal: AbortSignal | undefined): Promise<DrainResult> {
     let pauseMs = 1;
+    let closedAt = -1;
     for (;;) {
       const n = symbolsToReleaseOf(this.#lib).kc_sched_abandoned(this.#generation);
       if (n !== Status.EBUSY) return { parked: n >= 0 ? n : 0 };
-      if (!isLibraryOpen(this.#lib) || (signal !== undefined && isAborted(signal))) {
-        return { parked: 0 };
+      if (signal !== undefined && isAborted(signal)) return { parked: 0 };
+      if (!isLibraryOpen(this.#lib)) {
+        if (closedAt < 0) closedAt = performance.now();
+        else if (performance.now() - closedAt >= JOIN_AFTER_CLOSE_MS) return { parked: 0 };
       }
       await new Promise<void>((r) => setTimeout(r, pauseMs));
       pauseMs = Math.min(pauseMs * 2, DRAIN_PAUSE_MAX_MS);

@@ -2755,17 +2755,18 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
   }
 });
 
-Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then, also after a finish elsewhere just before the close", async () => {
+Deno.test("runtime: a drain settled by the library's close with nothing left to run resolves with the coroutines parked then, also after a finish elsewhere just before the close; after a cancel there it is a ShutdownError", async () => {
   // The drain's native slice held back (faked) until after the close, so the close's hook is
   // what settles it: nothing runnable, running or sleeping then, a producer parked on a full
   // channel. Before, { parked: 0 }, as if it had run to its end. A finish elsewhere (C code's)
   // done just before the close, its slice's answer not yet seen, settles it the same way (what
   // that finish left parked, and abandoned), as without the close its slice would have: before,
   // a LibraryClosedError, the hook reading a scheduler that no longer ran as one not run dry. A
-  // cancel elsewhere just before the close abandoned what it waited on: a LibraryClosedError.
+  // cancel elsewhere just before the close abandoned what it waited on: a ShutdownError, as that
+  // cancel settles a drain without the close (before, a LibraryClosedError).
   for (const before of ["", "finish", "cancel"]) {
     const res = await evalScript(`
-      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, Status } from "./mod.ts";
+      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, ShutdownError, Status } from "./mod.ts";
       import { librarySymbols } from "./ffi/load.ts";
       import { until } from "./tests/support.ts";
       const rt = runtime({ workers: 1 });
@@ -2778,7 +2779,8 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
       const real = sym.kc_sched_drain_for;
       sym.kc_sched_drain_for = () => new Promise((r) => release = r);
       const during = rt.drain().then((r) => JSON.stringify(r), (e) =>
-        e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+        e instanceof LibraryClosedError ? "LibraryClosedError"
+        : e instanceof ShutdownError ? "ShutdownError" : String(e));
       await until(() => release !== undefined, "the drain's slice called");
       sym.kc_sched_drain_for = real;
       const mode = ${JSON.stringify(before)};
@@ -2792,13 +2794,13 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
     assert.equal(res.code, 0, `${before}: ${res.stderr}`);
     assert.equal(
       res.stdout.trim(),
-      before === "cancel" ? "LibraryClosedError" : JSON.stringify({ parked: 1 }),
+      before === "cancel" ? "ShutdownError" : JSON.stringify({ parked: 1 }),
       before,
     );
   }
 });
 
-Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned, and is a LibraryClosedError after a cancel", async () => {
+Deno.test("runtime: a drain going on while its scheduler reads as not running, met by the library's close (in a pause between rounds, or in a round), resolves as one that ran dry, with what the close abandoned, and is a ShutdownError after a cancel before the close (as that cancel settles a drain; it was a LibraryClosedError)", async () => {
   // kc_sched_info faked to read not running (a C caller's timed shutdown that gave up with
   // KC_EBUSY): the drain goes on in rounds, each of which ran dry, pausing between them. The
   // close comes in a pause (a timer queued at the round's read, before the pause's own), or
@@ -2807,13 +2809,14 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   // parked on a full channel that the close's shutdown (the last host's) abandoned. Before, a
   // LibraryClosedError, though the same state read as running resolved. (Without the check
   // after the pause, the next round called into the closed library.) A cancel (C code's) just
-  // before the close abandoned what the drain was waiting on: a LibraryClosedError, in a pause
-  // as in a round (as without the close its next round would be a ShutdownError); before, one
-  // in a pause resolved, with the count of that cancel, and only one in a round rejected.
+  // before the close abandoned what the drain was waiting on: a ShutdownError, in a pause as in
+  // a round, as that cancel settles a drain without the close (its next round), and as a finish
+  // just before the close settles it as that finish does. Before, a LibraryClosedError; before
+  // that, one in a pause resolved, with the count of that cancel, and only one in a round rejected.
   for (const at of ["pause", "round"]) {
     for (const cancel of [false, true]) {
       const res = await evalScript(`
-        import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime } from "./mod.ts";
+        import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, ShutdownError } from "./mod.ts";
         import { librarySymbols } from "./ffi/load.ts";
         import { until } from "./tests/support.ts";
         const rt = runtime({ workers: 1 });
@@ -2839,7 +2842,8 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
           return rc;
         };
         const outcome = rt.drain().then((r) => JSON.stringify(r), (e) =>
-          e instanceof LibraryClosedError ? "LibraryClosedError" : String(e));
+          e instanceof LibraryClosedError ? "LibraryClosedError"
+          : e instanceof ShutdownError ? "ShutdownError: " + e.message : String(e));
         if (${JSON.stringify(at)} === "round") {
           await until(() => release !== undefined, "the next round's slice");
           sym.kc_sched_drain_for = realDrain;
@@ -2854,7 +2858,11 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
       assert.equal(res.code, 0, `${what}: ${res.stderr}`);
       assert.equal(
         res.stdout.trim(),
-        cancel ? "LibraryClosedError" : JSON.stringify({ parked: 1 }),
+        cancel
+          ? 'ShutdownError: Cannot drain runtime: the runtime was shut down with "cancel" before ' +
+            "the library closed, while the drain waited: unfinished coroutines never ran to their end " +
+            "(KC_ESHUTDOWN)"
+          : JSON.stringify({ parked: 1 }),
         what,
       );
     }
@@ -3112,11 +3120,12 @@ Deno.test("runtime: a drain settled by a finish elsewhere whose signal aborts wh
   assert.deepEqual(await rt.shutdown(), { abandoned: 1 }, "the finish's count");
 });
 
-Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that finish's join, is resolved by the library's close with what it reads then", async () => {
+Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that finish's join, is resolved once the library's close has waited out its bound (2 s) with what it reads then", async () => {
   // As above (kc_sched_abandoned faked to say KC_EBUSY for good: a join left to a shutdown that
-  // never comes, as another host's that the close does not wait for), with no signal: the close
-  // ends the wait, with the count read then (0: not joined). Before the check, the drain read
-  // on for good, and neither it nor the process ever ended.
+  // never comes, as another host's that the close does not wait for), with no signal: the wait
+  // ends 2 s after the close (a join that ends meanwhile gives its count: the next test), with
+  // the count read then (0: not joined). Before the check, the drain read on for good, and
+  // neither it nor the process ever ended.
   const res = await evalScript(
     `
     import { Channel, closeLibrary, codecs, library, runtime } from "./mod.ts";
@@ -3147,6 +3156,48 @@ Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that fini
   );
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout.trim(), JSON.stringify({ parked: 0 }));
+});
+
+Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that finish's join when the library closes, goes on waiting for it (bounded) and resolves with what that finish left parked", async () => {
+  // As above, the join ending a few reads after the close (kc_sched_abandoned says KC_EBUSY
+  // until then): the drain resolves with the producer that finish left parked. Before, the
+  // close ended the wait at once with { parked: 0 }. The one above (a join that never ends)
+  // still resolves, with 0, once the bound (2 s) has passed.
+  const res = await evalScript(
+    `
+    import { Channel, closeLibrary, codecs, library, runtime } from "./mod.ts";
+    import { isLibraryOpen, librarySymbols } from "./ffi/load.ts";
+    import { until, within } from "./tests/support.ts";
+    const rt = runtime({ workers: 1 });
+    const lib = library();
+    const full = new Channel(2, { codec: codecs.u64 });
+    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+    rt.spawn("chanSender", sender);
+    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+    const sym = librarySymbols(lib, "test");
+    const realAbandoned = sym.kc_sched_abandoned;
+    let reads = 0, afterClose = 0;
+    sym.kc_sched_abandoned = (g) => {
+      reads++;
+      if (!isLibraryOpen(lib) && ++afterClose > 3) return realAbandoned(g);
+      return -16; // KC_EBUSY: the finish's join not done
+    };
+    const realSlice = sym.kc_sched_drain_for;
+    let release;
+    sym.kc_sched_drain_for = () => new Promise((r) => release = r);
+    const during = rt.drain();
+    await until(() => release !== undefined, "the drain's slice");
+    sym.kc_sched_drain_for = realSlice;
+    if (await sym.kc_sched_shutdown_async(1) !== 0) throw new Error("the finish failed");
+    release(-62); // KC_ETIME
+    await until(() => reads >= 2, "the drain re-reading the count");
+    closeLibrary();
+    console.log(JSON.stringify(await within(during, 10_000, "the drain after the close")));
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  assert.equal(res.stdout.trim(), JSON.stringify({ parked: 1 }));
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
