@@ -55,18 +55,23 @@ import { isLibraryOpen } from "../ffi/load.ts";
 import {
   _sentAtOnce,
   cancelAfterCloseOf,
+  cancelChannel,
   type Capacity,
   Channel,
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
+  closeChannel,
   destroyedSeenOf,
+  disposeChannel,
   disposedOf,
   hookChannel,
   isOwnError,
   libraryOf,
+  sendChannel,
   sharedStateOf,
   taskErrorOf,
+  trySendChannel,
   type TrySendResult,
   undeliveredOf,
   type WaitOptions,
@@ -209,11 +214,11 @@ function destroyedUnder<M>(mailbox: Channel<M>, e: unknown): boolean {
  * throw (InvalidHandleError, LibraryClosedError) out of the abort listener or completion handler
  * that stopped the task, uncaught (the process ended).
  */
-function cancelMailbox<M>(mailbox: Channel<M>, cause: unknown): void {
+function cancelMailbox<M>(mailbox: Mailbox<M>, cause: unknown): void {
   if (disposedOf(mailbox) || !isLibraryOpen(libraryOf(mailbox))) return;
   // A no-op once native code destroyed the mailbox (`kc_chan_destroy` through its `handle`),
   // as on any cancelled channel: the destroy cancelled it, rejecting its waits.
-  mailbox.cancel(cause);
+  cancelMailboxOwn(mailbox, cause); // not `mailbox.cancel`: a caller may redefine it
 }
 
 /**
@@ -297,6 +302,10 @@ let cancelTaskOf: <M>(mailbox: Mailbox<M>, told: unknown) => void;
  * send's message as a Channel does. Set by a static block of Mailbox.
  */
 let mailboxHooks: ChannelHooks;
+/** A mailbox's own cancel (its class's, not its prototype's member). Set by Mailbox. */
+let cancelMailboxOwn: <M>(mailbox: Mailbox<M>, cause: unknown) => void;
+/** A mailbox's own dispose (its class's, not its prototype's member). Set by Mailbox. */
+let disposeMailbox: <M>(mailbox: Mailbox<M>) => void;
 
 /**
  * An actor's mailbox: a Channel that remembers what its dispose's cancel rejected the waits with
@@ -313,7 +322,11 @@ class Mailbox<M> extends Channel<M> {
     mailboxHooks = {
       escaped: (ch) => (ch as Mailbox<unknown>).#watch(),
       learntDestroyed: () => {},
+      cancel: (ch) => (ch as Mailbox<unknown>).#cancel(undefined),
+      dispose: (ch) => (ch as Mailbox<unknown>).#dispose(),
     };
+    cancelMailboxOwn = (mailbox, cause) => mailbox.#cancel(cause);
+    disposeMailbox = (mailbox) => mailbox.#dispose();
   }
 
   /**
@@ -356,7 +369,17 @@ class Mailbox<M> extends Channel<M> {
   override cancel(cause?: unknown): void {
     // What is no mailbox (an object made from the prototype, a Proxy of one): Channel's cancel
     // throws its named TypeError, not the engine's for the private read below.
-    if (!(#s in Object(this))) return super.cancel(cause);
+    if (!(#s in Object(this))) return cancelChannel(this, cause);
+    this.#cancel(cause);
+  }
+
+  /**
+   * `cancel`'s body, which kcoro's own calls run (`cancelMailboxOwn`, the dispose's hook), not
+   * the prototype's `cancel`: a caller who redefined it (`Object.getPrototypeOf(mailbox).cancel`)
+   * steered an actor's end and its handler's dispose. Channel's own cancel likewise
+   * (`cancelChannel`), not `super.cancel`, which reads `Channel.prototype.cancel` at each call.
+   */
+  #cancel(cause: unknown): void {
     const s = sharedStateOf(this);
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
@@ -365,7 +388,7 @@ class Mailbox<M> extends Channel<M> {
       this.#s.unwatch = null;
       before = unwatch();
     }
-    super.cancel(cause);
+    cancelChannel(this, cause);
     if (this.#s.inDispose) return;
     const job = this.#s.job;
     if (job === null) return;
@@ -399,7 +422,12 @@ class Mailbox<M> extends Channel<M> {
 
   override [Symbol.dispose](): void {
     // What is no mailbox: Channel's dispose throws its named TypeError (`cancel`).
-    if (!(#s in Object(this))) return super[Symbol.dispose]();
+    if (!(#s in Object(this))) return disposeChannel(this);
+    this.#dispose();
+  }
+
+  /** `[Symbol.dispose]`'s body, which kcoro's own calls run (`#cancel`'s rule). */
+  #dispose(): void {
     if (this.#s.inDispose) return; // a hook of its own disposing it again: the first one ends it
     this.#s.inDispose = true;
     // A cancel made elsewhere before this dispose, which the withdrawn watch had not told yet:
@@ -413,7 +441,7 @@ class Mailbox<M> extends Channel<M> {
         // The dispose's own cancel, made first: it rejects the waits with the channel's one
         // CancellationError, which a closed result carries. Not once native code destroyed it
         // (its cancel does nothing then): the Channel's dispose then only releases it.
-        this.cancel();
+        this.#cancel(undefined);
         if (!destroyedSeenOf(this)) this.#s.disposedWith = taskErrorOf(this);
       }
       if (untold && isLibraryOpen(libraryOf(this))) {
@@ -427,7 +455,7 @@ class Mailbox<M> extends Channel<M> {
           ? taskCancelError(sharedStateOf(this), late.cause, own)
           : own();
       }
-      super[Symbol.dispose]();
+      disposeChannel(this);
     } finally {
       this.#s.inDispose = false;
     }
@@ -571,7 +599,7 @@ class ActorImpl<M> implements Actor<M> {
       // Only that cancel's error, by identity: its own signal's reason, a failed or cancelled
       // actor's CancellationError (the mailbox cancelled before the dispose) stay as they are.
       const mailbox = this.#mailbox;
-      const sent = mailbox.send(message, options);
+      const sent = sendChannel(mailbox, message, options); // not a redefined `send`
       if (_sentAtOnce(sent)) return sent; // delivered or queued at once: no promise more
       if (destroyedSeenOf(mailbox)) {
         // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`) before
@@ -669,7 +697,7 @@ class ActorImpl<M> implements Actor<M> {
       const cause = this.#done?.cause;
       return { state: "closed", cause: cause === undefined ? this.#closedError("trySend") : cause };
     }
-    const r = this.#mailbox.trySend(message);
+    const r = trySendChannel(this.#mailbox, message); // not a redefined `trySend`
     // Native code destroyed the mailbox, as this call learnt: closed, as after the actor
     // finished, its cause the ClosedSendError a send rejects with (the mailbox answers as a
     // cancelled channel, its CancellationError).
@@ -694,7 +722,8 @@ class ActorImpl<M> implements Actor<M> {
     }
     if (this.#lazy) return this.#closeThenStart();
     // False too once native code destroyed the mailbox (as on any cancelled channel).
-    return this.#mailbox.close();
+    // Channel's own close, not `Channel.prototype.close` (a caller may redefine it).
+    return closeChannel(this.#mailbox);
   }
 
   /**
@@ -715,7 +744,7 @@ class ActorImpl<M> implements Actor<M> {
   #finish(cause: unknown): void {
     this.#done = { cause };
     cancelMailbox(this.#mailbox, cause);
-    this.#mailbox[Symbol.dispose]();
+    disposeMailbox(this.#mailbox); // its own dispose, not its prototype's (`cancelMailbox`)
   }
 
   toString(): string {
@@ -1019,7 +1048,7 @@ export function actor<M>(
     // elsewhere ran on, and the scope under that launch waited for it.
     abandoned = true;
     cancelMailbox(mailbox, undefined);
-    mailbox[Symbol.dispose]();
+    disposeMailbox(mailbox);
     st.job?.cancel(); // where the cancel could not be made (the library closed)
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.

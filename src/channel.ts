@@ -461,6 +461,14 @@ export interface ChannelHooks {
    * cancel there (`watchCancelOf`).
    */
   escaped(ch: object): void;
+  /**
+   * The subclass's own cancel of `ch` (no cause), which Channel's dispose runs (a producer's
+   * cancels its task too): not the `cancel` member the object's prototype has when the dispose
+   * runs, which a caller may have redefined.
+   */
+  cancel(ch: object): void;
+  /** The subclass's own dispose of `ch`, which Channel's `[Symbol.asyncDispose]` runs (`cancel`). */
+  dispose(ch: object): void;
 }
 
 /** The hooks of the channels that have some (`ChannelHooks`): a producer's, a mailbox. */
@@ -1891,6 +1899,13 @@ export let selectHandleOf: <T>(ch: Channel<T>) => number;
 export let symbolsOf: <T>(ch: Channel<T>, op: string) => Sym;
 /** @ignore For select, `produce` and `actor`: the library `ch` lives in. */
 export let libraryOf: <T>(ch: Channel<T>) => Library;
+/**
+ * A channel's codec (`codec`) and whether it is closed for send (`isClosedForSend`), read
+ * privately: select and `produce` read them so, not through the getters, which a caller may
+ * redefine on Channel's prototype (before, such a getter steered select's encoding).
+ */
+export let codecOf: <T>(ch: Channel<T>) => Codec<T>;
+export let closedForSendOf: <T>(ch: Channel<T>) => boolean;
 /** @ignore For `actor` (and tests): `ch` was disposed (every operation on it throws). */
 export let disposedOf: <T>(ch: Channel<T>) => boolean;
 /** @ignore For select: native, but it never left this isolate's JavaScript (`Shared.inside`). */
@@ -5989,6 +6004,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     selectHandleOf = (ch) => ch.#selectHandle();
     symbolsOf = (ch, op) => ch.#sym(op);
     libraryOf = (ch) => ch.#lib;
+    codecOf = (ch) => ch.#codec;
+    closedForSendOf = (ch) => (ch.#status() & 1) !== 0;
     disposedOf = (ch) => ch.#disposed;
     insideOf = (ch) => ch.#shared.inside;
     creatorEndedOf = (ch) => ch.#endedUnder();
@@ -6772,7 +6789,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // dispose reports nothing, its dropped values collected. Before, the cancel's
       // InvalidHandleError escaped the dispose (a `using` threw at its scope's end) and the
       // object stayed undisposed, its entry in the isolate's table.
-      this.cancel();
+      // The class's own cancel (a subclass's through its hook), not the prototype's `cancel`:
+      // a caller who redefined `Channel.prototype.cancel` made every dispose run theirs.
+      ownCancel(this);
       this.#markDisposed();
       // The handle's value from here on: disposed, `#handle` is `ENDED_HANDLE`.
       const h = this.#handleValue;
@@ -6884,7 +6903,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   [Symbol.asyncDispose](): Promise<void> {
     try {
       Channel.#check(this, "dispose channel"); // not `this[Symbol.dispose]`, a Proxy's trap
-      this[Symbol.dispose]();
+      ownDispose(this); // the class's own, not a redefined `Channel.prototype[Symbol.dispose]`
       return Promise.resolve();
     } catch (e) {
       return Promise.reject(e);
@@ -6997,6 +7016,58 @@ let copyHoldGone: ((handle: number) => void) | null = null;
  */
 export function _testCopyHoldGone(f: ((handle: number) => void) | null): void {
   copyHoldGone = f;
+}
+
+/*
+ * Channel's own members, captured as the module loads: kcoro's other modules call a channel's
+ * close, cancel, dispose, send and trySend through these (an actor's `close()` closing its
+ * mailbox, a producer's end closing its channel, an actor's end cancelling and disposing of its
+ * mailbox), never through the object's prototype, which a caller may redefine
+ * (`Channel.prototype.close = ...`): before, such a redefinition steered kcoro's own calls.
+ */
+const channelClose = Channel.prototype.close;
+const channelCancel = Channel.prototype.cancel;
+const channelDispose = Channel.prototype[Symbol.dispose];
+const channelSend = Channel.prototype.send;
+const channelTrySend = Channel.prototype.trySend;
+
+/** Channel's own `close` of `ch` (no cause when `cause` is left out, as `close()`). Internal. */
+export function closeChannel<T>(ch: Channel<T>, ...cause: [] | [unknown]): boolean {
+  return cause.length === 0 ? channelClose.call(ch) : channelClose.call(ch, cause[0]);
+}
+
+/** Channel's own `cancel` of `ch` (a subclass's override is not run). Internal. */
+export function cancelChannel<T>(ch: Channel<T>, cause?: unknown): void {
+  channelCancel.call(ch, cause);
+}
+
+/** Channel's own `[Symbol.dispose]` of `ch` (a subclass's override is not run). Internal. */
+export function disposeChannel<T>(ch: Channel<T>): void {
+  channelDispose.call(ch);
+}
+
+/** Channel's own `send` on `ch`. Internal. */
+export function sendChannel<T>(ch: Channel<T>, value: T, options?: WaitOptions): Promise<void> {
+  return channelSend.call(ch, value, options) as Promise<void>;
+}
+
+/** Channel's own `trySend` on `ch`. Internal. */
+export function trySendChannel<T>(ch: Channel<T>, value: T): TrySendResult {
+  return channelTrySend.call(ch, value) as TrySendResult;
+}
+
+/** The cancel of `ch`'s own class: its subclass's through its hook (`ChannelHooks.cancel`). */
+function ownCancel<T>(ch: Channel<T>): void {
+  const hooks = hooksOf.get(ch);
+  if (hooks === undefined) channelCancel.call(ch);
+  else hooks.cancel(ch);
+}
+
+/** The dispose of `ch`'s own class (`ownCancel`'s rule). */
+function ownDispose<T>(ch: Channel<T>): void {
+  const hooks = hooksOf.get(ch);
+  if (hooks === undefined) channelDispose.call(ch);
+  else hooks.dispose(ch);
 }
 
 /**

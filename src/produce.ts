@@ -77,16 +77,21 @@
 import { isLibraryOpen } from "../ffi/load.ts";
 import {
   cancelAfterCloseOf,
+  cancelChannel,
   type Capacity,
   Channel,
   type ChannelHooks,
   checkCapacity,
   checkValueOf,
+  closeChannel,
+  closedForSendOf,
   destroyedSeenOf,
+  disposeChannel,
   hookChannel,
   isOwnError,
   libraryOf,
   refusedOf,
+  sendChannel,
   sharedStateOf,
   taskErrorOf,
   type WaitOptions,
@@ -219,6 +224,8 @@ let isProducer: (x: unknown) => boolean;
  * ProducerChannel.
  */
 let producerHooks: ChannelHooks;
+/** A producer channel's own dispose (its class's, not its prototype's member). */
+let disposeProducer: <T>(out: ProducerChannel<T>) => void;
 
 /** The channel {@linkcode produce} returns: cancelling it cancels the producer. */
 class ProducerChannel<T> extends Channel<T> {
@@ -230,7 +237,10 @@ class ProducerChannel<T> extends Channel<T> {
     producerHooks = {
       escaped: (ch) => (ch as ProducerChannel<unknown>).#watch(),
       learntDestroyed: (ch, cause) => (ch as ProducerChannel<unknown>).#learntDestroyed(cause),
+      cancel: (ch) => (ch as ProducerChannel<unknown>).#cancel(undefined),
+      dispose: (ch) => (ch as ProducerChannel<unknown>).#dispose(),
     };
+    disposeProducer = (out) => out.#dispose();
   }
 
   /**
@@ -295,18 +305,18 @@ class ProducerChannel<T> extends Channel<T> {
     try {
       st = this.#s;
     } catch {
-      return super.send(value, options);
+      return sendChannel(this, value, options);
     }
     const bound = st.bound;
-    if (bound === null) return super.send(value, options);
+    if (bound === null) return sendChannel(this, value, options);
     const also = st.sendsEnd;
     if (options === undefined && also === null) {
       if (isAborted(bound.signal)) return this.#afterCancel(value, abortReason(bound.signal));
-      return super.send(value, bound);
+      return sendChannel(this, value, bound);
     }
     // The caller's own signal counts too; anything malformed is super.send's to reject.
     if (options !== undefined && (typeof options !== "object" || options === null)) {
-      return super.send(value, options);
+      return sendChannel(this, value, options);
     }
     let merged: WaitOptions;
     let unlisten: (() => void) | null = null;
@@ -393,7 +403,7 @@ class ProducerChannel<T> extends Channel<T> {
       unlisten?.();
       return this.#afterCancel(value, abortReason(ended));
     }
-    const sent = super.send(value, merged);
+    const sent = sendChannel(this, value, merged);
     if (unlisten === null) return sent;
     // The caller gets a promise that settles as `sent` does, not `sent` with handlers of ours
     // on it: those made its rejection handled, so a send left unawaited failed silently, where
@@ -467,7 +477,17 @@ class ProducerChannel<T> extends Channel<T> {
    */
   override cancel(cause?: unknown): void {
     // What is no producer's channel: Channel's cancel throws its named TypeError (`send`).
-    if (!(#s in Object(this))) return super.cancel(cause);
+    if (!(#s in Object(this))) return cancelChannel(this, cause);
+    this.#cancel(cause);
+  }
+
+  /**
+   * `cancel`'s body, which kcoro's own calls run (the dispose's hook), not the prototype's
+   * `cancel`, which a caller may redefine; Channel's own cancel likewise (`cancelChannel`), not
+   * `super.cancel`, which reads `Channel.prototype.cancel` at each call. Before, a redefined
+   * `Channel.prototype.cancel` steered a producer's cancel and its consumer's dispose.
+   */
+  #cancel(cause: unknown): void {
     const s = sharedStateOf(this);
     let before = s.cancelled;
     const unwatch = this.#s.unwatch;
@@ -476,7 +496,7 @@ class ProducerChannel<T> extends Channel<T> {
       this.#s.unwatch = null;
       before = unwatch();
     }
-    super.cancel(cause);
+    cancelChannel(this, cause);
     const job = this.#s.job;
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(cause);
@@ -486,10 +506,15 @@ class ProducerChannel<T> extends Channel<T> {
 
   override [Symbol.dispose](): void {
     // What is no producer's channel: Channel's dispose throws its named TypeError (`send`).
-    if (!(#s in Object(this))) return super[Symbol.dispose]();
+    if (!(#s in Object(this))) return disposeChannel(this);
+    this.#dispose();
+  }
+
+  /** `[Symbol.dispose]`'s body, which kcoro's own calls run (`#cancel`'s rule). */
+  #dispose(): void {
     if (this.#s.gone) return;
     this.#s.gone = true;
-    super[Symbol.dispose]();
+    disposeChannel(this);
     // Open, the dispose's `cancel()` (above) cancelled the producer; once the library is
     // closed the dispose only releases the native side, and the producer ran on (a scope
     // whose consumer disposed it with `using` waited for it for good).
@@ -514,7 +539,7 @@ function closeAtEnd<T>(out: ProducerChannel<T>, cause: unknown): boolean {
   // false and nothing else, as on any cancelled channel: it threw InvalidHandleError out of the
   // abort listener (uncaught) and the completion handler (a CompletionHandlerError) that end
   // the task.
-  return out.close(cause);
+  return closeChannel(out, cause); // Channel's own close, not a redefined `close`
 }
 
 /**
@@ -532,7 +557,7 @@ function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): voi
   const unwatch = st.unwatch;
   st.unwatch = null;
   unwatch?.();
-  Channel.prototype.cancel.call(out, cause); // the channel's own cancel, not the producer's
+  cancelChannel(out, cause); // the channel's own cancel, not the producer's
 }
 
 /**
@@ -541,7 +566,7 @@ function cancelByTask<T>(out: ProducerChannel<T>, cause: CancellationError): voi
  */
 function isOpen<T>(out: ProducerChannel<T>): boolean {
   return !stateOf(out).gone && isLibraryOpen(libraryOf(out)) && !sharedStateOf(out).cancelled &&
-    !out.isClosedForSend;
+    !closedForSendOf(out);
 }
 
 /**
@@ -862,7 +887,7 @@ export function produce<T>(
     }
   }, () => {
     abandoned = true;
-    out[Symbol.dispose]();
+    disposeProducer(out);
   }, context === undefined ? undefined : { context });
   st.job ??= job;
   // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a

@@ -57,6 +57,7 @@ import {
   type Channel,
   checkValueOf,
   closedResultOf,
+  codecOf,
   countTimeoutOf,
   creatorEndedOf,
   disposedOf,
@@ -815,7 +816,7 @@ class Selection implements RingOp {
       try {
         // Its CodecError names the call ("Cannot select: ..."), as select's other errors do:
         // before, "Cannot send: ...", a call the caller never made.
-        ch.codec.encode(c.value, c.slot, sym, "select");
+        codecOf(ch).encode(c.value, c.slot, sym, "select");
       } catch (e) {
         giveSlot(c.slot); // nothing was encoded into it; the select fails
         c.slot = undefined;
@@ -840,7 +841,7 @@ class Selection implements RingOp {
       // before each call: nothing runs between.
       clauseU32[6 * i] = selectHandleOf(ch);
       clauseU32[6 * i + 1] = c.kind === SEND ? 0 : 1;
-      clauseU32[6 * i + 2] = ch.codec.elemSize;
+      clauseU32[6 * i + 2] = codecOf(ch).elemSize;
       clauseU32[6 * i + 3] = 0;
       clauseU64[3 * i + 2] = c.slot!.addr;
     }
@@ -1062,7 +1063,7 @@ class Selection implements RingOp {
       }
       return;
     }
-    const rc = this.bridge!.take(this, value ? c.slot! : null, value ? c.ch!.codec.elemSize : 0);
+    const rc = this.bridge!.take(this, value ? c.slot! : null, value ? codecOf(c.ch!).elemSize : 0);
     if (rc < 0 && value) {
       // The ring is gone after this record was drained (see `Channel.#completed`): the value
       // went back to its channel, none was copied. Before, the clause fired with the slot's
@@ -1126,14 +1127,14 @@ class Selection implements RingOp {
     try {
       if (took) {
         const recv = c!.kind !== SEND;
-        const size = recv ? c!.ch!.codec.elemSize : 0;
+        const size = recv ? codecOf(c!.ch!).elemSize : 0;
         took = this.bridge!.take(this, recv ? c!.slot! : null, size) >= 0;
       }
       if (took) {
         this.#freeValues(index, false, false, true); // the others were not sent: the caller's
         if (c!.kind !== SEND) {
           try {
-            const v = c!.ch!.codec.decode(c!.slot!, symbolsToReleaseOf(libraryOf(c!.ch!)));
+            const v = codecOf(c!.ch!).decode(c!.slot!, symbolsToReleaseOf(libraryOf(c!.ch!)));
             value = c!.kind === RECV ? v : { state: "ok", value: v };
           } catch (e) {
             failure = e;
@@ -1267,7 +1268,7 @@ class Selection implements RingOp {
         // reject after it.
         if (status === Status.EPIPE || status === Status.ECANCELED) {
           refusedOf(ch, c.value, c.slot!);
-        } else ch.codec.discard(c.slot!, sym);
+        } else codecOf(ch).discard(c.slot!, sym);
         this.reject(sendErrorOf(ch, status));
         return;
       }
@@ -1282,7 +1283,7 @@ class Selection implements RingOp {
     }
     let v: unknown;
     try {
-      v = ch.codec.decode(c.slot!, sym);
+      v = codecOf(ch).decode(c.slot!, sym);
     } catch (e) {
       this.reject(e);
       return;
@@ -1353,7 +1354,7 @@ class Selection implements RingOp {
         }
         const lib = libraryOf(c.ch!);
         const open = isLibraryOpen(lib);
-        c.ch!.codec.discard(
+        codecOf(c.ch!).discard(
           c.slot!,
           open ? librarySymbols(lib, "select") : symbolsToReleaseOf(lib),
         );

@@ -6102,3 +6102,82 @@ Deno.test("actor: a lazy actor's close() closes, then starts (Kotlin's LazyActor
   });
   assert.deepEqual(seen, ["started", 1]);
 });
+
+Deno.test("produce and actor run Channel's own close, cancel, dispose, send and trySend on their channels, not members a caller redefined on Channel's prototype or the channel's own", async () => {
+  // Before, an actor's `close()` ran `Channel.prototype.close`, its `send` and `trySend` the
+  // prototype's, its end `mailbox.cancel` and `[Symbol.dispose]` (the mailbox's prototype's,
+  // whose override ran `super.cancel`, Channel.prototype's at that call), a producer's end
+  // `out.close`, a `using` channel's dispose `this.cancel()`: a redefinition steered them all.
+  const proto = Channel.prototype as unknown as Record<PropertyKey, unknown>;
+  const names: PropertyKey[] = ["close", "cancel", "send", "trySend", Symbol.dispose];
+  const called: string[] = [];
+  const saved = new Map<object, Map<PropertyKey, PropertyDescriptor | undefined>>();
+  const steer = (target: object, which = names) => {
+    const kept = new Map<PropertyKey, PropertyDescriptor | undefined>();
+    for (const name of which) {
+      kept.set(name, Object.getOwnPropertyDescriptor(target, name));
+      Object.defineProperty(target, name, {
+        configurable: true,
+        writable: true,
+        value: () => {
+          called.push(String(name));
+          throw new Error(`redefined ${String(name)} ran`);
+        },
+      });
+    }
+    saved.set(target, kept);
+  };
+  const log: unknown[] = [];
+  let sent: Promise<unknown> | undefined;
+  try {
+    steer(proto);
+    await coroutineScope(async (scope) => {
+      // An actor: its send, trySend and close, and its end's cancel and dispose of its mailbox.
+      let box: Channel<number> | undefined;
+      const a = actor<number>(scope, async (mailbox) => {
+        box = mailbox;
+        for await (const m of mailbox) log.push(m);
+      }, { capacity: 4 });
+      await a.send(1);
+      assert.deepEqual(a.trySend(2), { state: "ok" });
+      await until(() => box !== undefined, "the handler to start");
+      // The mailbox's own class's members too (the handler's `send` is its own call: left).
+      steer(Object.getPrototypeOf(box), ["close", "cancel", Symbol.dispose]);
+      assert.equal(a.close(), true);
+      await a.job.join();
+      // A producer: its sends, its end's close, and its consumer's dispose cancelling it.
+      const out = produce<number>(scope, async (ch) => {
+        await ch.send(3);
+        await ch.send(4);
+      });
+      steer(Object.getPrototypeOf(out), ["close", "cancel"]); // the block's `send`: its own
+      for await (const v of out) log.push(v);
+      const stuck = produce<number>(scope, async (ch) => {
+        await ch.send(5);
+        sent = ch.send(6); // waits: rendezvous, nobody receives it
+        await sent;
+      });
+      const first = await stuck.receive();
+      log.push(first);
+      await until(() => sent !== undefined, "the producer's second send to wait");
+      // `using`'s dispose: the producer's own, which cancels the producer.
+      (stuck as unknown as Disposable)[Symbol.dispose].call(stuck);
+      await assert.rejects(sent!, CancellationError);
+      // A plain channel's dispose cancels its waits by Channel's own cancel.
+      const plain = new Channel<number>();
+      const waiting = plain.receive();
+      const dispose = saved.get(proto)!.get(Symbol.dispose)!.value as () => void;
+      dispose.call(plain);
+      await assert.rejects(waiting, CancellationError);
+    });
+  } finally {
+    for (const [target, kept] of saved) {
+      for (const [name, d] of kept) {
+        if (d === undefined) delete (target as Record<PropertyKey, unknown>)[name];
+        else Object.defineProperty(target, name, d);
+      }
+    }
+  }
+  assert.deepEqual(log, [1, 2, 3, 4, 5]);
+  assert.deepEqual(called, []);
+});

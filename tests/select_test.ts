@@ -3425,4 +3425,26 @@ Deno.test("a Job of the caller's own whose Disposable throws a revoked Proxy: th
 });
 
 // runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
+Deno.test("select encodes and decodes a native channel's values by its own codec, not a `codec` getter a caller redefined on Channel's prototype", async () => {
+  // Before, select read `ch.codec`: a redefined getter steered (here: failed) its native clauses.
+  const desc = Object.getOwnPropertyDescriptor(Channel.prototype, "codec")!;
+  using ch = new Channel<number>(1, { codec: codecs.f64 });
+  void ch.handle; // native from here on: select's clauses go through the codec
+  const reads: string[] = [];
+  try {
+    Object.defineProperty(Channel.prototype, "codec", {
+      ...desc,
+      get() {
+        reads.push("codec");
+        throw new Error("redefined codec getter ran");
+      },
+    });
+    assert.equal(await select<number>((s) => s.onSend(ch, 1.5, () => 1)), 1);
+    assert.equal(await select<number>((s) => s.onReceive(ch, (v) => v)), 1.5);
+  } finally {
+    Object.defineProperty(Channel.prototype, "codec", desc);
+  }
+  assert.deepEqual(reads, []);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
