@@ -45,6 +45,7 @@ import {
   isAborted,
   KcoroError,
   LibraryClosedError,
+  listenAbortNamed,
   nameLookAlikes,
   optionNames,
   refuseAsValue,
@@ -53,6 +54,7 @@ import {
   ShutdownError,
   Status,
   TimeoutError,
+  unlistenAbort,
   unwrap,
 } from "./errors.ts";
 import {
@@ -175,6 +177,14 @@ let libOf: (ns: NativeScope) => Library;
 let destroyedOf: (ns: NativeScope) => boolean;
 /** See `libOf`. */
 let abandonedOf: (ns: NativeScope) => boolean;
+/**
+ * A native scope's own cancel and handle (`cancel()`, `handle`), for kcoro's own calls: not the
+ * prototype's members, which a caller may redefine (`NativeScope.prototype.cancel = ...`). Before,
+ * such a redefinition steered a task's cancel of its native scope and NativeChildren's watch.
+ */
+let cancelOf: (ns: NativeScope) => boolean;
+/** See `cancelOf`. */
+let handleOf: (ns: NativeScope) => number;
 
 function nativeCancellation(): CancellationError {
   return new CancellationError("Cancelled: the native scope was cancelled");
@@ -395,6 +405,8 @@ export class NativeScope implements AsyncDisposable {
     libOf = (ns) => ns.#lib;
     destroyedOf = (ns) => ns.#destroyed;
     abandonedOf = (ns) => ns.#abandoned !== null;
+    cancelOf = (ns) => ns.#cancel();
+    handleOf = (ns) => ns.#handle;
   }
 
   static #own(owner: JobSupport<unknown>): NativeScope {
@@ -417,7 +429,7 @@ export class NativeScope implements AsyncDisposable {
       }
     }
     if (owner.isCancelled) {
-      ns.cancel();
+      ns.#cancel();
     } else {
       const signal = owner.signal;
       // The library may have closed meanwhile (the native scope went with it). Only once the
@@ -428,10 +440,19 @@ export class NativeScope implements AsyncDisposable {
       // (`abortHeard`). Before, the task's cancel later left the native scope running, and the
       // task waited for its children (a sleeper: its whole sleep).
       const onAbort = (event?: Event) => {
-        if (abortHeard(signal, onAbort, event) && isLibraryOpen(ns.#lib)) ns.cancel();
+        if (abortHeard(signal, onAbort, event) && isLibraryOpen(ns.#lib)) ns.#cancel();
       };
-      signal.addEventListener("abort", onAbort, { once: true });
-      owner.invokeOnCompletion(() => signal.removeEventListener("abort", onAbort));
+      // Listened to by EventTarget's own members (`listenAbortNamed`, `unlistenAbort`), as every
+      // wait listens: not the signal's `addEventListener`, which a caller may redefine on it or
+      // on EventTarget's prototype (before, such a redefinition left the native scope deaf to
+      // the task's cancel, its children running on).
+      try {
+        listenAbortNamed("get native scope", signal, onAbort);
+      } catch (e) {
+        ns.#destroy();
+        throw e;
+      }
+      owner.invokeOnCompletion(() => unlistenAbort(signal, onAbort));
     }
     owner.invokeOnCompletion(() => ns.#destroy());
     return ns;
@@ -536,8 +557,13 @@ export class NativeScope implements AsyncDisposable {
 
   /** Cancels every child (they see KC_EINTR in their waits); true the first time only. */
   cancel(): boolean {
+    NativeScope.#check(this, "cancel native scope");
+    return this.#cancel();
+  }
+
+  /** `cancel`'s body, which kcoro's own calls run (`cancelOf`), not the prototype's member. */
+  #cancel(): boolean {
     const op = "cancel native scope";
-    NativeScope.#check(this, op);
     if (this.#destroyed) return false;
     return unwrap(librarySymbols(this.#lib, op).kc_scope_cancel(this.#handle), op) === 1;
   }
@@ -648,9 +674,9 @@ export class NativeScope implements AsyncDisposable {
     }
     let kept = false;
     try {
-      this.cancel();
+      this.#cancel(); // not the prototype's `cancel` or `wait`, which a caller may redefine
       if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
-      await this.wait();
+      await this.#wait({});
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
       if (e instanceof ShutdownError || e instanceof LibraryClosedError) {
@@ -798,12 +824,12 @@ class NativeChildren extends JobSupport<void> {
     let cancelled = false;
     while (!destroyedOf(ns) && isLibraryOpen(lib)) {
       const sym = librarySymbols(lib, op);
-      if (sym.kc_scope_live(ns.handle) <= 0) return; // none left, or the handle went stale
+      if (sym.kc_scope_live(handleOf(ns)) <= 0) return; // none left, or the handle went stale
       if (!cancelled) {
-        ns.cancel();
+        cancelOf(ns);
         cancelled = true;
       }
-      const rc = await sym.kc_scope_wait(ns.handle, sym.kc_now_ns() + SLICE_NS);
+      const rc = await sym.kc_scope_wait(handleOf(ns), sym.kc_now_ns() + SLICE_NS);
       if (rc === 0 || rc === Status.ESHUTDOWN) return;
       if (rc !== Status.ETIME) await new Promise((r) => setTimeout(r, RETRY_MS));
     }
@@ -817,7 +843,7 @@ class NativeChildren extends JobSupport<void> {
     // Each native wait in slices (SLICE_NS: a terminated Worker's must give its thread back).
     const slice = () => sym.kc_now_ns() + SLICE_NS;
     while (!destroyedOf(ns)) {
-      let rc = await sym.kc_scope_watch(ns.handle, slice());
+      let rc = await sym.kc_scope_watch(handleOf(ns), slice());
       // Destroyed during the slice: settled below. Before, the stale handle's KC_EBADH (or the
       // next slice's, sent to it) failed the owner with "Cannot wait for native children: the
       // handle is stale, destroyed or not a kcoro handle", by chance.
@@ -826,9 +852,9 @@ class NativeChildren extends JobSupport<void> {
       if (rc === Status.EINTR) {
         if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
         if (!isLibraryOpen(lib)) return Status.ESHUTDOWN;
-        rc = await sym.kc_scope_wait(ns.handle, slice());
+        rc = await sym.kc_scope_wait(handleOf(ns), slice());
         while (rc === Status.ETIME && isLibraryOpen(lib) && !destroyedOf(ns)) {
-          rc = await sym.kc_scope_wait(ns.handle, slice());
+          rc = await sym.kc_scope_wait(handleOf(ns), slice());
         }
         if (destroyedOf(ns)) break;
       }

@@ -1782,4 +1782,41 @@ Deno.test("disposing a TypeScript scope's own native scope once the library is c
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a task's cancel reaches its native scope through kcoro's own members: not a redefined NativeScope.prototype.cancel, nor an addEventListener set on the task's signal", async () => {
+  // Before, the task's abort listener called `ns.cancel()` (the prototype's member) and listened
+  // by `signal.addEventListener`: a caller who redefined either left the native children of a
+  // timed-out task running to their end (each sleep here: its whole 2 s, KC_OK).
+  const desc = Object.getOwnPropertyDescriptor(NativeScope.prototype, "cancel")!;
+  const called: string[] = [];
+  for (const steer of ["NativeScope.prototype.cancel", "the signal's addEventListener"]) {
+    const sleeper = cells(2_000);
+    try {
+      if (steer === "NativeScope.prototype.cancel") {
+        Object.defineProperty(NativeScope.prototype, "cancel", {
+          ...desc,
+          value: () => {
+            called.push(steer);
+            return false;
+          },
+        });
+      }
+      await assert.rejects(
+        withTimeout(20, (scope) => {
+          if (steer === "the signal's addEventListener") {
+            for (const name of ["addEventListener", "removeEventListener"]) {
+              Object.defineProperty(scope.signal, name, { value: () => called.push(steer) });
+            }
+          }
+          nativeScope(scope).launch("cancellable-sleeper", sleeper);
+        }),
+        TimeoutError,
+      );
+    } finally {
+      Object.defineProperty(NativeScope.prototype, "cancel", desc);
+    }
+    assert.equal(status(sleeper), Status.EINTR, steer);
+  }
+  assert.deepEqual(called, []);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
