@@ -2121,6 +2121,35 @@ Deno.test("no module of src/ or ffi/ reads a Library's state or its symbols, or 
   assert.deepEqual(found, []);
 });
 
+Deno.test("no module of src/ steers its own calls through a member a caller can redefine: a channel's or a native scope's close, cancel, dispose, send, trySend, codec or handle, a super call into Channel, a signal's addEventListener (the internal functions and saved intrinsics instead)", () => {
+  // Each pattern is one that was removed (session 42): `mailbox.close()`, `ns.cancel()`,
+  // `super.cancel(...)` (reads Channel.prototype.cancel at the call), `ch.codec`, a task
+  // signal's `addEventListener`, `Channel.prototype.cancel.call(...)` (read at the call).
+  const pattern = new RegExp(
+    [
+      String.raw`\.(?:addEventListener|removeEventListener)\(`,
+      String
+        .raw`\bsuper(?:\.(?:cancel|close|send|trySend|receive|tryReceive)|\[Symbol\.(?:dispose|asyncDispose)\])\(`,
+      String.raw`\b(?:Channel|NativeScope)\.prototype\.[\w$]+\.call\(`,
+      String
+        .raw`(?:\bmailbox|\bout|#mailbox|\bns)(?:\.(?:close|cancel|send|trySend)|\[Symbol\.dispose\])\(`,
+      String.raw`\bns\.handle\b`,
+      String.raw`\bch!?\.codec\b`,
+    ].join("|"),
+    "g",
+  );
+  const found: string[] = [];
+  for (const e of Deno.readDirSync(`${root}src`)) {
+    if (!e.name.endsWith(".ts")) continue;
+    const code = Deno.readTextFileSync(`${root}src/${e.name}`)
+      .replace(/\/\*[\s\S]*?\*\//g, (c) => c.replace(/[^\n]/g, "")).replace(/\/\/.*$/gm, "");
+    for (const m of code.matchAll(pattern)) {
+      found.push(`src/${e.name}: ${code.slice(0, m.index).split("\n").length}: ${m[0]}`);
+    }
+  }
+  assert.deepEqual(found, []);
+});
+
 Deno.test("a Library's members called on what is no Library (an object made from its prototype, a Proxy of one, a primitive) throw a named TypeError and reach no library", () => {
   // Before, each threw the engine's "Cannot read private member #lib".
   const lib = library();
