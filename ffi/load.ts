@@ -23,6 +23,7 @@ import {
   AbiMismatchError,
   checkFunction,
   checkOptionNames,
+  checkReadable,
   CloseHooksError,
   describe,
   InvalidHandleError,
@@ -947,6 +948,7 @@ export function openLibrary(options: OpenOptions = {}): Library {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
   }
+  checkReadable(op, options); // a revoked Proxy: named, not the engine's bare error
   const { path: given, expectAbi, build } = options;
   checkOptionNames(op, options, OPEN_OPTIONS);
   if (given !== undefined && (typeof given !== "string" || given === "")) {

@@ -58,6 +58,7 @@ import {
   CancellationError,
   checkFunction,
   checkOptionNames,
+  checkReadable,
   CompletionHandlerError,
   cutShort,
   describe,
@@ -1503,6 +1504,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
         }`,
       );
     }
+    checkReadable("create CompletableDeferred", options); // a revoked Proxy: named
     // Each read once (a getter of the caller's may answer differently each time).
     const own = options.context, parent = options.parent;
     checkOptionNames("create CompletableDeferred", options, DEFERRED_OPTIONS);

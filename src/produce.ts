@@ -104,6 +104,7 @@ import {
   checkFunction,
   checkOptionNames,
   checkOptions,
+  checkReadable,
   checkScope,
   checkSignal,
   checkSignalOptionNames,
@@ -323,6 +324,7 @@ class ProducerChannel<T> extends Channel<T> {
     // The caller's getters and proxy traps run here (reading `signal`, looking at its keys): what
     // they throw rejects, as in super.send.
     try {
+      if (options !== undefined) checkReadable("send", options); // a revoked Proxy: named
       const own = options?.signal;
       // The caller's options checked as a Channel's send checks them (`signalOf`): the send is
       // then given a `{ signal }` of its own. Before, a copy (`{ ...options, signal }`) was

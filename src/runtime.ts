@@ -18,6 +18,7 @@ import {
 } from "../ffi/load.ts";
 import {
   checkOptionNames,
+  checkReadable,
   checkStackSize,
   describe,
   givenUpBy,
@@ -1574,6 +1575,7 @@ export function runtime(options: RuntimeOptions = {}): Runtime {
       `Cannot start runtime: options must be an object, received ${describe(options)}`,
     );
   }
+  checkReadable("start runtime", options); // a revoked Proxy: named, not the engine's error
   const { workers = 0, stackSize = 0, fpControl = false, slabStacks = false } = options;
   checkOptionNames("start runtime", options, RUNTIME_OPTIONS);
   for (const [name, v] of [["fpControl", fpControl], ["slabStacks", slabStacks]] as const) {

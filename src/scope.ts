@@ -33,6 +33,7 @@ import {
   CancellationError,
   checkFunction,
   checkOptionNames,
+  checkReadable,
   checkSignal,
   describe,
   isAborted,
@@ -167,6 +168,7 @@ function checkObject(op: string, options: unknown): void {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`Cannot ${op}: options must be an object, received ${describe(options)}`);
   }
+  checkReadable(op, options); // a revoked Proxy: named, not the engine's bare error
 }
 
 /** Throws "Cannot <op>: context must be a Context" unless `context` is undefined or one. */

@@ -230,12 +230,14 @@ async function refusal(call: () => unknown): Promise<unknown> {
   return error;
 }
 
-Deno.test("a misspelt option is a TypeError naming it and the known ones, in every options object (README, Wrong input)", async () => {
-  // README: "An own key that names no option of the call (a misspelling: `runtime({ slabStack:
-  // true })`, where the option is `slabStacks`) is a TypeError". Before, every options object
-  // ignored it, the option it was meant to be taking its default. Each option of each call is
-  // misspelt (its last letter left out) and must be refused, with the suggestion of that option.
-  // An options object added to the API belongs in this table.
+/**
+ * Every call that takes an options object, as a row: [the op its messages name, its known
+ * options in order, the call given options `o`]. An options object added to the API belongs in
+ * this table. `body` runs with the table; the scope and the objects the rows call on end after.
+ */
+async function withOptionReaders(
+  body: (table: [string, string[], (o: never) => unknown][]) => Promise<void>,
+): Promise<void> {
   const scope = createScope();
   await using ns = NativeScope.create();
   using ch = new Channel<number>(4);
@@ -249,7 +251,6 @@ Deno.test("a misspelt option is a TypeError naming it and the known ones, in eve
   // Running, so that its send merges the task's signal into the options (produce.ts).
   const produced = produce<number>(scope, (_, task) => untilAborted(task.signal));
   const onRecv = (s: Parameters<Parameters<typeof select>[0]>[0]) => s.onReceive(ch, (v) => v);
-  // [the op in the message, the known options in order, a call with options `o`]
   const table: [string, string[], (o: never) => unknown][] = [
     ["create channel", ["overflow", "codec", "onUndeliveredElement"], (o) => new Channel(4, o)],
     ["send", ["signal"], (o) => ch.send(1, o)],
@@ -293,22 +294,74 @@ Deno.test("a misspelt option is a TypeError naming it and the known ones, in eve
     ["drain runtime", ["signal"], (o) => runtime().drain(o)],
     ["shut down runtime", ["signal"], (o) => runtime().shutdown("cancel", o)],
   ];
-  // Every row's outcome, so that a failure names each call that took the misspelling.
-  const wrong: string[] = [];
-  for (const [op, known, call] of table) {
-    for (const name of known) {
-      const key = name.slice(0, -1);
-      const thrown = await refusal(() => call({ [key]: 1 } as never));
-      const message = `Cannot ${op}: unknown option "${key}" (known: ${known.join(", ")}; ` +
-        `did you mean "${name}"?), received { ${key}: 1 }`;
-      if (!(thrown instanceof TypeError) || thrown.message !== message) {
-        wrong.push(`${op} given ${key}: ${thrown}`);
+  try {
+    await body(table);
+  } finally {
+    scope.cancel();
+    await scope.join();
+  }
+}
+
+Deno.test("a misspelt option is a TypeError naming it and the known ones, in every options object (README, Wrong input)", async () => {
+  // README: "An own key that names no option of the call (a misspelling: `runtime({ slabStack:
+  // true })`, where the option is `slabStacks`) is a TypeError". Before, every options object
+  // ignored it, the option it was meant to be taking its default. Each option of each call is
+  // misspelt (its last letter left out) and must be refused, with the suggestion of that option.
+  await withOptionReaders(async (table) => {
+    // Every row's outcome, so that a failure names each call that took the misspelling.
+    const wrong: string[] = [];
+    for (const [op, known, call] of table) {
+      for (const name of known) {
+        const key = name.slice(0, -1);
+        const thrown = await refusal(() => call({ [key]: 1 } as never));
+        const message = `Cannot ${op}: unknown option "${key}" (known: ${known.join(", ")}; ` +
+          `did you mean "${name}"?), received { ${key}: 1 }`;
+        if (!(thrown instanceof TypeError) || thrown.message !== message) {
+          wrong.push(`${op} given ${key}: ${thrown}`);
+        }
       }
     }
-  }
-  assert.deepEqual(wrong, []);
-  scope.cancel();
-  await scope.join();
+    assert.deepEqual(wrong, []);
+  });
+});
+
+Deno.test("options behind a revoked Proxy are a named TypeError carrying the engine's error, in every options object; a getter or trap of the caller's that throws passes its own error through (README, Wrong input)", async () => {
+  // Before, each call let the engine's bare "Cannot perform 'get' on a proxy that has been
+  // revoked" out: no op, no "received".
+  await withOptionReaders(async (table) => {
+    const wrong: string[] = [];
+    const mine = new Error("the caller's getter");
+    for (const [op, known, call] of table) {
+      const { proxy, revoke } = Proxy.revocable({}, {});
+      revoke();
+      // A Proxy over a revoked one is as unreadable: its reads reach the revoked target.
+      for (const revoked of [proxy, new Proxy(proxy, {})]) {
+        const thrown = await refusal(() => call(revoked as never));
+        if (
+          !(thrown instanceof TypeError) ||
+          !thrown.message.startsWith(`Cannot ${op}: options could not be read, received `) ||
+          !(thrown.cause instanceof TypeError) || !/revoked/.test(thrown.cause.message)
+        ) wrong.push(`${op} given a revoked Proxy: ${thrown}`);
+      }
+      // The caller's own: its first option's getter, and a Proxy whose `get` trap throws.
+      const getter = Object.defineProperty({}, known[0], {
+        enumerable: true,
+        get: () => {
+          throw mine;
+        },
+      });
+      const trap = new Proxy({}, {
+        get: () => {
+          throw mine;
+        },
+      });
+      for (const [what, o] of [["getter", getter], ["trap", trap]] as const) {
+        const thrown = await refusal(() => call(o as never));
+        if (thrown !== mine) wrong.push(`${op} given a throwing ${what}: ${thrown}`);
+      }
+    }
+    assert.deepEqual(wrong, []);
+  });
 });
 
 Deno.test("the unknown-option check: own enumerable string keys only, no getter run, named with the nearest option", async () => {
