@@ -12,6 +12,8 @@ import {
   jobArmedAfter,
   jobSendingAsArmed,
   prng,
+  PROXY_REPORTED,
+  revokedProxyReports,
   settled,
   shutdownScheduler,
   spyCalls,
@@ -3392,39 +3394,23 @@ Deno.test("a select builder's clause methods called on what is no builder (an ob
 Deno.test("a Job of the caller's own whose Disposable throws a revoked Proxy: the select settles, the Proxy is reported in a TypeError carrying it, and the process's later reports still reach their listeners", async () => {
   // A child process: without the fix Deno's reportError threw on the Proxy (asking its
   // prototype), out of the select's cleanup, and left every later report fatal.
-  const res = await evalScript(`
-    import { select } from "./mod.ts";
-    import { callersJob } from "./tests/support.ts";
-    const reported = [];
-    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
-    const r = Proxy.revocable({}, {});
-    r.revoke();
-    const job = callersJob(() => ({ [Symbol.dispose]() { throw r.proxy; } }));
-    const won = await select((s) => {
+  const got = await revokedProxyReports(
+    `import { select } from "./mod.ts"; import { callersJob } from "./tests/support.ts";`,
+    `const job = callersJob(() => ({ [Symbol.dispose]() { throw r.proxy; } }));
+    out = await select((s) => {
       s.onJoin(job, () => "joined");
       s.onTimeout(1, () => "timed out");
-    }).catch((e) => "rejected: " + String(e));
-    reportError(new Error("a later report"));
-    console.log(JSON.stringify({
-      won,
-      carried: reported[0] instanceof TypeError && reported[0].cause === r.proxy,
-      message: reported[0]?.message,
-      last: reported.at(-1)?.message,
-      count: reported.length,
-    }));
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(JSON.parse(res.stdout), {
-    won: "timed out",
+    }).catch((e) => "rejected: " + String(e));`,
+  );
+  assert.deepEqual(got, {
+    out: "timed out",
     carried: true,
-    message:
-      "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+    message: PROXY_REPORTED,
     last: "a later report",
     count: 2,
   });
 });
 
-// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
 Deno.test("select encodes and decodes a native channel's values by its own codec, not a `codec` getter a caller redefined on Channel's prototype", async () => {
   // Before, select read `ch.codec`: a redefined getter steered (here: failed) its native clauses.
   const desc = Object.getOwnPropertyDescriptor(Channel.prototype, "codec")!;
@@ -3447,4 +3433,5 @@ Deno.test("select encodes and decodes a native channel's values by its own codec
   assert.deepEqual(reads, []);
 });
 
+// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);

@@ -132,6 +132,47 @@ export async function evalScript(
   };
 }
 
+/**
+ * How a child process (`evalScript`) reports a revoked Proxy that kcoro is handed to report (a
+ * hook's or a Disposable's throw): `code` runs after `imports`, with `r` a revoked
+ * `Proxy.revocable({}, {})` and every "error" event's error collected (its default prevented),
+ * and sets `out` to what the test wants back. The script then reports an Error of its own, so
+ * that `last` says whether later reports still reach their listeners. Answers `out`, whether the
+ * first report was a TypeError carrying `r.proxy` (`carried`), its message, the last report's
+ * message and the number of reports.
+ */
+export async function revokedProxyReports(imports: string, code: string): Promise<{
+  out: unknown;
+  carried: boolean;
+  message: string | undefined;
+  last: string | undefined;
+  count: number;
+}> {
+  const res = await evalScript(`
+    ${imports}
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
+    const r = Proxy.revocable({}, {});
+    r.revoke();
+    let out;
+    ${code}
+    reportError(new Error("a later report"));
+    console.log(JSON.stringify({
+      out,
+      carried: reported[0] instanceof TypeError && reported[0].cause === r.proxy,
+      message: reported[0]?.message,
+      last: reported.at(-1)?.message,
+      count: reported.length,
+    }));
+  `);
+  if (res.code !== 0) throw new Error(`the script failed (${res.code}): ${res.stderr}`);
+  return JSON.parse(res.stdout);
+}
+
+/** What kcoro reports in place of a Proxy it was handed to report (`revokedProxyReports`). */
+export const PROXY_REPORTED =
+  "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy";
+
 /** A promise's state without waiting for it: settles pending microtasks first. */
 export async function settled(p: Promise<unknown>): Promise<boolean> {
   let done = false;
