@@ -209,8 +209,8 @@ export function checkOptions(op: string, options: unknown): void {
  * object its own way) before its first read.
  *
  * Told by `Array.isArray`, which runs none of the caller's code (on a Proxy it asks its target,
- * no trap) and throws only for a revoked one: ~1 ns on an ordinary object, inside a check that
- * V8 inlines. What the caller's own code throws while its options are read (a getter, a live
+ * no trap) and throws only for a revoked one: ~0.4 ns on an ordinary object, which `signalOf`
+ * (every wait given `{ signal }`) saves by asking only once its read threw. What the caller's own code throws while its options are read (a getter, a live
  * Proxy's trap) is not this: it is the caller's, and goes through unchanged (README, "Wrong
  * input").
  */
@@ -434,8 +434,17 @@ export function checkSignalOptionNames(op: string, options: object): void {
  */
 export function signalOf(op: string, options: unknown): AbortSignal | undefined {
   if (options === undefined) return undefined;
-  checkOptions(op, options);
-  const signal = (options as { signal?: unknown }).signal;
+  if (typeof options !== "object" || options === null) checkOptions(op, options); // throws
+  // `checkReadable` only once the read threw (a revoked Proxy throws at the first): every wait
+  // given `{ signal }` comes here, and its `Array.isArray` up front cost ~0.4 ns a call
+  // (minima of 1000 calls, alternating: 5.5-5.9 µs before, 6.1 µs with it), a try nothing.
+  let signal: unknown;
+  try {
+    signal = (options as { signal?: unknown }).signal;
+  } catch (e) {
+    checkReadable(op, options as object);
+    throw e; // the caller's own getter's or trap's: theirs, as it is
+  }
   checkSignalOptionNames(op, options as object);
   checkSignal(op, signal);
   return signal as AbortSignal | undefined;
