@@ -1543,9 +1543,14 @@ export class Runtime {
    */
   async [Symbol.asyncDispose](): Promise<void> {
     Runtime.#checkThis(this, "shut down runtime");
-    await this.shutdown("cancel");
+    // Runtime's own shutdown, not the prototype's `shutdown`, which a caller may redefine
+    // (before, a redefined one made `await using rt` run it in place of the shutdown).
+    await runtimeShutdown.call(this, "cancel");
   }
 }
+
+/** Runtime's own `shutdown`, captured as the module loads (`[Symbol.asyncDispose]`). */
+const runtimeShutdown = Runtime.prototype.shutdown;
 
 let current: Runtime | null = null;
 

@@ -2121,10 +2121,11 @@ Deno.test("no module of src/ or ffi/ reads a Library's state or its symbols, or 
   assert.deepEqual(found, []);
 });
 
-Deno.test("no module of src/ steers its own calls through a member a caller can redefine: a channel's or a native scope's close, cancel, dispose, send, trySend, codec or handle, a super call into Channel, a signal's addEventListener (the internal functions and saved intrinsics instead)", () => {
+Deno.test("no module of src/ steers its own calls through a member a caller can redefine: a channel's or a native scope's close, cancel, dispose, send, trySend, codec or handle, a super call into Channel, a Runtime's or channel's own shutdown or dispose through `this`, a signal's addEventListener (the internal functions and saved intrinsics instead)", () => {
   // Each pattern is one that was removed (session 42): `mailbox.close()`, `ns.cancel()`,
   // `super.cancel(...)` (reads Channel.prototype.cancel at the call), `ch.codec`, a task
-  // signal's `addEventListener`, `Channel.prototype.cancel.call(...)` (read at the call).
+  // signal's `addEventListener`, `Channel.prototype.cancel.call(...)` (read at the call),
+  // `this.shutdown(...)` (a Runtime's async dispose), `this[Symbol.dispose]()` (a channel's).
   const pattern = new RegExp(
     [
       String.raw`\.(?:addEventListener|removeEventListener)\(`,
@@ -2135,6 +2136,7 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
         .raw`(?:\bmailbox|\bout|#mailbox|\bns)(?:\.(?:close|cancel|send|trySend)|\[Symbol\.dispose\])\(`,
       String.raw`\bns\.handle\b`,
       String.raw`\bch!?\.codec\b`,
+      String.raw`\bthis(?:\.shutdown|\[Symbol\.dispose\])\(`,
     ].join("|"),
     "g",
   );

@@ -2285,6 +2285,26 @@ Deno.test("using a Runtime (sync) is refused as it is declared, by name, telling
   assert.equal(made.isRunning, false);
 });
 
+Deno.test("`await using` a Runtime shuts it down by Runtime's own shutdown, not a `shutdown` a caller redefined on its prototype", async () => {
+  const desc = Object.getOwnPropertyDescriptor(Runtime.prototype, "shutdown")!;
+  const made = runtime();
+  const called: unknown[] = [];
+  try {
+    Object.defineProperty(Runtime.prototype, "shutdown", {
+      ...desc,
+      value: (...args: unknown[]) => {
+        called.push(args);
+        return Promise.resolve({ abandoned: 0 });
+      },
+    });
+    await made[Symbol.asyncDispose]();
+  } finally {
+    Object.defineProperty(Runtime.prototype, "shutdown", desc);
+  }
+  assert.deepEqual(called, []);
+  assert.equal(made.isRunning, false);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("every public member of Runtime and NativeCoroutine called on what is none of it (an object made from its prototype, a Proxy of one, a primitive) fails with a named TypeError, the async ones by a rejected promise", async () => {
   // Before, each threw (or rejected with) the engine's "Cannot read private member #lib" or
