@@ -232,6 +232,15 @@ export class NativeCoroutine implements Disposable {
    */
   resume(): CoroutineState {
     NativeCoroutine.#checkThis(this, "resume coroutine");
+    return this.#resume();
+  }
+
+  /**
+   * `resume`'s body, which `values()` runs: not the prototype's `resume` (nor `value`, `destroy`
+   * for `using`), which a caller may redefine. Before, a redefined `resume` or `value` steered
+   * `co.values()`, a redefined `destroy` what `using co` did.
+   */
+  #resume(): CoroutineState {
     const op = "resume coroutine";
     const sym = this.#sym(op);
     const rc = sym.kc_coro_resume(this.#handle);
@@ -270,6 +279,11 @@ export class NativeCoroutine implements Disposable {
   /** The last word the coroutine yielded (its transfer word). */
   get value(): bigint {
     NativeCoroutine.#checkThis(this, "read coroutine value");
+    return this.#value();
+  }
+
+  /** `value`'s body (`#resume`'s rule). */
+  #value(): bigint {
     const op = "read coroutine value";
     const u64 = NativeCoroutine.#u64;
     unwrap(this.#sym(op).kc_coro_transfer(this.#handle, u64), op);
@@ -300,7 +314,7 @@ export class NativeCoroutine implements Disposable {
   }
 
   *#values(): Generator<bigint, void, void> {
-    while (this.resume() === "suspended") yield this.value;
+    while (this.#resume() === "suspended") yield this.#value();
   }
 
   /** True once `destroy()` ran. */
@@ -315,6 +329,11 @@ export class NativeCoroutine implements Disposable {
    */
   destroy(): void {
     NativeCoroutine.#checkThis(this, "destroy coroutine");
+    this.#destroy();
+  }
+
+  /** `destroy`'s body (`#resume`'s rule). */
+  #destroy(): void {
     if (this.#destroyed) return;
     // The release symbols: also after closeLibrary(), which left the coroutine alive for good
     // (a hand-driven coroutine is no scheduler's, so no shutdown frees it).
@@ -326,7 +345,7 @@ export class NativeCoroutine implements Disposable {
   /** `destroy()`, for `using`. */
   [Symbol.dispose](): void {
     NativeCoroutine.#checkThis(this, "destroy coroutine");
-    this.destroy();
+    this.#destroy(); // not the prototype's `destroy` (`#resume`)
   }
 
   /**

@@ -2125,7 +2125,8 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
   // Each pattern is one that was removed (session 42): `mailbox.close()`, `ns.cancel()`,
   // `super.cancel(...)` (reads Channel.prototype.cancel at the call), `ch.codec`, a task
   // signal's `addEventListener`, `Channel.prototype.cancel.call(...)` (read at the call),
-  // `this.shutdown(...)` (a Runtime's async dispose), `this[Symbol.dispose]()` (a channel's).
+  // `this.shutdown(...)` (a Runtime's async dispose), `this[Symbol.dispose]()` (a channel's),
+  // `this.resume()` and `this.destroy()` (a NativeCoroutine's values() and dispose).
   const pattern = new RegExp(
     [
       String.raw`\.(?:addEventListener|removeEventListener)\(`,
@@ -2136,7 +2137,7 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
         .raw`(?:\bmailbox|\bout|#mailbox|\bns)(?:\.(?:close|cancel|send|trySend)|\[Symbol\.dispose\])\(`,
       String.raw`\bns\.handle\b`,
       String.raw`\bch!?\.codec\b`,
-      String.raw`\bthis(?:\.shutdown|\[Symbol\.dispose\])\(`,
+      String.raw`\bthis(?:\.shutdown|\.resume|\.destroy|\[Symbol\.dispose\])\(`,
     ].join("|"),
     "g",
   );

@@ -304,3 +304,29 @@ Deno.test("NativeCoroutine.create reads each option once: fpControl and slabStac
   assert.equal(co.resume(), "suspended");
   assert.deepEqual(reads, { fpControl: 1, slabStack: 1 });
 });
+
+Deno.test("values() and `using` run the coroutine's own resume, value and destroy, not members a caller redefined on NativeCoroutine's prototype", () => {
+  // Before, values() ran `this.resume()` and `this.value`, and `[Symbol.dispose]` `this.destroy()`:
+  // a redefinition steered them (here: every one throws, and the coroutine stayed undestroyed).
+  const proto = NativeCoroutine.prototype;
+  const names = ["resume", "value", "destroy"] as const;
+  const saved = names.map((n) => Object.getOwnPropertyDescriptor(proto, n)!);
+  const called: string[] = [];
+  let co: NativeCoroutine | undefined;
+  try {
+    for (const n of names) {
+      const steered = () => {
+        called.push(n);
+        throw new Error(`redefined ${n} ran`);
+      };
+      Object.defineProperty(proto, n, n === "value" ? { get: steered } : { value: steered });
+    }
+    co = NativeCoroutine.create("fib", { arg: 8 });
+    assert.deepEqual([...co.values()], [0n, 1n, 1n, 2n, 3n, 5n, 8n, 13n]);
+    co[Symbol.dispose]();
+  } finally {
+    names.forEach((n, i) => Object.defineProperty(proto, n, saved[i]));
+  }
+  assert.deepEqual(called, []);
+  assert.equal(co.destroyed, true);
+});
