@@ -734,7 +734,7 @@ class ActorImpl<M> implements Actor<M> {
    */
   #closeThenStart(): boolean {
     try {
-      return this.#mailbox.close();
+      return closeChannel(this.#mailbox);
     } finally {
       this.#startLazy();
     }
