@@ -12,6 +12,7 @@
  */
 
 import { isAsyncFunction, isGeneratorFunction, isProxy } from "node:util/types";
+import { cutShort } from "./errors.ts";
 
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
 export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
@@ -19,7 +20,8 @@ export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
 /**
  * `name { ...facts }` in Deno's style: `inspect` and `options` are what Deno passed to the custom
  * inspect method, each fact's value printed with them (without an `inspect` function, a caller of
- * its own, as JSON). A fact's key is a property of the object printed, with the value that
+ * its own, by Deno's `Deno.inspect` with its default options: `showPlain`). A fact's key is a
+ * property of the object printed, with the value that
  * property reads (`isRunning: true`, `codec: Codec { name: "default" }`), so that what a user reads
  * is what a user can write; a fact no property gives is keyed `[[name]]`, the notation of the
  * spec's internal slots (`[[capacity]]: 4`), which no property read can name. Before, a Runtime
@@ -40,14 +42,46 @@ export function inspectAs(
 }
 
 /**
- * A fact's value printed without Deno's `inspect` (a caller of its own): as JSON, and what JSON
+ * Deno's `Deno.inspect`, as this module loaded (a caller's later replacement never runs), or
+ * undefined where there is none (another runtime).
+ */
+const denoInspect: ((v: unknown) => string) | undefined = (() => {
+  const deno = (globalThis as { Deno?: { inspect?: unknown } }).Deno;
+  const f = deno?.inspect;
+  return typeof f === "function" ? (v: unknown) => String(f.call(deno, v)) : undefined;
+})();
+
+/**
+ * A fact's value printed without the `inspect` Deno passes (a caller who calls the hook with none
+ * of its own): by `Deno.inspect` with its default options, as `console.log` prints it, an output
+ * over 4096 characters by its head and length (`cutShort`: Deno prints a name or a key whole, a
+ * function named by a 2**28-character string a string as long). Before, it printed JSON and a few
+ * kinds by hand, unlike Deno: no `[Tag]` (Symbol.toStringTag) after a function, a class's own
+ * static properties and a function's own properties left out, a `name` getter not read, a Proxy
+ * of a class `[Function: X]` (only Deno sees a Proxy's target), NaN and -0 inside an object
+ * `null` and `0`, as JSON has them. Where Deno's inspect throws (a caller's getter that throws,
+ * the engine's string limit) or there is none, `showByHand`: never a throw.
+ */
+function showPlain(v: unknown): string {
+  if (denoInspect !== undefined) {
+    try {
+      return cutShort(denoInspect(v), "print");
+    } catch {
+      // A getter or a Proxy trap of the caller's threw, or the text is past the engine's limit.
+    }
+  }
+  return cutShort(showByHand(v), "print");
+}
+
+/**
+ * @ignore A fact's value printed without any `inspect` (`showPlain`'s fallback; exported for tests): as JSON, and what JSON
  * has no text for as Deno prints it: a function `[Function: name]` (`[Function (anonymous)]`,
  * `[AsyncFunction: name]`, a class `[class Name]`), a bigint `1n`, a symbol `Symbol(q)`,
  * `undefined`. Before, `String(v)` printed a function's whole source, and a bigint, which JSON
  * refuses, `[object BigInt]`. Never a throw: what JSON refuses (a cycle, a `toJSON` that throws, an
  * object holding a bigint) prints its tag (`[object Object]`).
  */
-function showPlain(v: unknown): string {
+export function showByHand(v: unknown): string {
   if (typeof v === "function") return functionTag(v);
   // As Deno prints them: JSON has no text for NaN and the infinities (`null`), nor for -0 (`0`).
   if (typeof v === "number") return Object.is(v, -0) ? "-0" : String(v);
@@ -57,7 +91,11 @@ function showPlain(v: unknown): string {
   try {
     return JSON.stringify(v) ?? Object.prototype.toString.call(v);
   } catch {
-    return Object.prototype.toString.call(v);
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return "[object]"; // a Proxy whose Symbol.toStringTag trap throws
+    }
   }
 }
 
@@ -91,7 +129,7 @@ function functionTag(f: object): string {
   let extended = ""; // a class's " extends A"; a function's " (null prototype)"
   let made = ""; // a class's " [AsyncFunction]"; a function's " AsyncFunction" (`constructorName`)
   try {
-    name = ownName(f);
+    name = cutShort(ownName(f), "name"); // a name of 2**29 characters: past the engine's limit
     isClass = /^class\b/.test(Function.prototype.toString.call(f));
     const proto = Object.getPrototypeOf(f);
     if (isClass) {
@@ -101,7 +139,8 @@ function functionTag(f: object): string {
       else {
         const by = constructorName(f);
         if (by !== undefined && by !== "Function" && by !== "Object") made = ` [${by}]`;
-        if (ownName(proto) !== "") extended = ` extends ${ownName(proto)}`;
+        const base = cutShort(ownName(proto), "name");
+        if (base !== "") extended = ` extends ${base}`;
       }
     } else {
       if (proto === null) extended = " (null prototype)";
@@ -146,7 +185,7 @@ function constructorName(f: object): string | undefined {
     if (
       name !== "" && made !== undefined && "value" in made && made.value !== f &&
       chain.includes(made.value)
-    ) return name;
+    ) return cutShort(name, "name");
   }
   return undefined;
 }

@@ -31,7 +31,12 @@ import {
 } from "../mod.ts";
 import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
-import { inspectAs } from "../src/inspect.ts";
+import { inspectAs, showByHand } from "../src/inspect.ts";
+
+/** `X { ...facts }` as `inspectAs` prints it without Deno's inspect where Deno's throws. */
+function byHand(facts: Record<string, unknown>): string {
+  return `X { ${Object.entries(facts).map(([k, v]) => `${k}: ${showByHand(v)}`).join(", ")} }`;
+}
 
 type Row = [label: string, value: unknown, name: string, facts: RegExp, tag?: string];
 
@@ -442,16 +447,18 @@ Deno.test("an object derived from a codec (Object.create, a Proxy, the hook call
   }
 });
 
-Deno.test("a hook called without Deno's inspect function prints each fact as JSON, a channel's codec too", () => {
+Deno.test("a hook called without Deno's inspect function prints each fact as Deno.inspect does, a channel's codec too", () => {
   using ch = new Channel<number>(1);
   const hook = (ch as unknown as Record<symbol, (this: unknown, ...a: unknown[]) => string>)[
     Symbol.for("Deno.customInspect")
   ];
+  // Its codec printed as JSON before: `codec: {"name":"default","elemSize":32,"zeroCopy":true}`.
   assert.equal(
     hook.call(ch, undefined, {}),
-    'Channel { [[capacity]]: 1, [[native]]: false, codec: {"name":"default","elemSize":32,' +
-      '"zeroCopy":true}, isClosedForSend: false, isClosedForReceive: false }',
+    'Channel { [[capacity]]: 1, [[native]]: false, codec: Codec { name: "default" }, ' +
+      "isClosedForSend: false, isClosedForReceive: false }",
   );
+  assert.equal(hook.call(ch, undefined, {}), hook.call(ch, Deno.inspect, {}));
   assert.equal(
     (runtime() as unknown as Record<symbol, (...a: unknown[]) => string>)[
       Symbol.for("Deno.customInspect")
@@ -460,13 +467,76 @@ Deno.test("a hook called without Deno's inspect function prints each fact as JSO
   );
 });
 
-Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as Deno does (a function as [Function: name], not its source; a bigint as 1n) and what JSON refuses by its tag, never throwing", () => {
+Deno.test("inspectAs without Deno's inspect prints as Deno.inspect does what it printed by hand unlike Deno: a [Tag] after a function, a class's static properties, a name getter's name, a Proxy of a class, NaN and -0 inside an object", () => {
+  // Before, the plain path (a hook called with no inspect function of the caller's) printed
+  // JSON and a few kinds by hand: each row below printed otherwise than Deno prints it.
+  function tagged() {}
+  Object.defineProperty(tagged, Symbol.toStringTag, { value: "Tg" });
+  class TaggedClass {
+    static get [Symbol.toStringTag]() {
+      return "T2";
+    }
+  }
+  class Statics {
+    static x = 1;
+    static y = "a";
+  }
+  const withProps = Object.assign(function withProps() {}, { k: 2 });
+  const gotName = Object.defineProperty(function f() {}, "name", { get: () => "fromGetter" });
+  class Proxied {}
+  const rows: [string, unknown, string][] = [
+    ["a function's [Tag]", tagged, "[Function: tagged] [Tg]"],
+    ["a class's [Tag]", TaggedClass, "[class TaggedClass [T2]]"],
+    ["a class's static properties", Statics, '[class Statics] { x: 1, y: "a" }'],
+    ["a function's own properties", withProps, "[Function: withProps] { k: 2 }"],
+    ["a name getter's name", gotName, "[Function: fromGetter]"],
+    ["a Proxy of a class", new Proxy(Proxied, {}), "[class Proxied]"],
+    [
+      "NaN and -0 in an object",
+      { a: NaN, b: -0, c: [Infinity] },
+      "{ a: NaN, b: -0, c: [ Infinity ] }",
+    ],
+  ];
+  for (const [label, value, printed] of rows) {
+    assert.equal(inspectAs("X", { v: value }, undefined, {}), `X { v: ${printed} }`, label);
+    assert.equal(
+      inspectAs("X", { v: value }, undefined, {}),
+      inspectAs("X", { v: value }, Deno.inspect, {}),
+      label,
+    );
+  }
+});
+
+Deno.test("inspectAs without Deno's inspect never throws and prints what Deno's inspect throws on by hand, and an output over 4096 characters by its head and length", () => {
+  // A name getter that throws: Deno.inspect throws it, the plain path prints by hand.
+  const throwing = Object.defineProperty(function f() {}, "name", {
+    get: () => {
+      throw new Error("a getter of the caller's");
+    },
+  });
+  assert.throws(() => Deno.inspect(throwing), /a getter of the caller's/);
+  assert.equal(inspectAs("X", { f: throwing }, undefined, {}), "X { f: [Function (anonymous)] }");
+  // Deno prints a function's name whole: one of 2**20 characters, a fact as long, is cut short.
+  const long = Object.defineProperty(function f() {}, "name", { value: "y".repeat(2 ** 20) });
+  assert.equal(
+    inspectAs("X", { f: long }, undefined, {}),
+    `X { f: [Function: ${"y".repeat(53)}… (a print of 1048588 characters) }`,
+  );
+  // Past the engine's string limit (Deno's inspect throws a RangeError): by hand, its name cut.
+  const huge = Object.defineProperty(function f() {}, "name", { value: "z".repeat(2 ** 29 - 24) });
+  assert.equal(
+    inspectAs("X", { f: huge }, undefined, {}),
+    `X { f: [Function: ${"z".repeat(64)}… (a name of ${2 ** 29 - 24} characters)] }`,
+  );
+});
+
+Deno.test("by hand (where Deno's inspect throws), a fact prints what JSON has no text for as Deno does (a function as [Function: name], not its source; a bigint as 1n) and what JSON refuses by its tag, never throwing", () => {
   // No public object has such a fact today (a channel's codec is JSON-safe): the hook's JSON
   // path must still never throw out of a print. Before c46bd06 a BigInt or a cycle threw.
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   assert.equal(
-    inspectAs("X", { n: 1n, c: cyclic, u: undefined, s: "a", y: Symbol("q") }, undefined, {}),
+    byHand({ n: 1n, c: cyclic, u: undefined, s: "a", y: Symbol("q") }),
     'X { n: 1n, c: [object Object], u: undefined, s: "a", y: Symbol(q) }',
   );
   // A function printed its whole source (`String(v)`), which JSON gives no text for; a bigint in
@@ -481,12 +551,7 @@ Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as 
     },
   });
   assert.equal(
-    inspectAs(
-      "X",
-      { f: named, a: nameless, c: class Named {}, g: getterName, o: { n: 1n } },
-      undefined,
-      {},
-    ),
+    byHand({ f: named, a: nameless, c: class Named {}, g: getterName, o: { n: 1n } }),
     "X { f: [Function: named], a: [Function (anonymous)], c: [class Named], " +
       "g: [Function (anonymous)], o: [object Object] }",
   );
@@ -499,9 +564,9 @@ Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as 
     b: named.bind(null),
     p: new Proxy(named, {}),
   };
-  assert.equal(inspectAs("X", kinds, undefined, {}), inspectAs("X", kinds, Deno.inspect, {}));
+  assert.equal(byHand(kinds), inspectAs("X", kinds, Deno.inspect, {}));
   assert.equal(
-    inspectAs("X", kinds, undefined, {}),
+    byHand(kinds),
     "X { f: [Function: named], a: [AsyncFunction: af], g: [GeneratorFunction: gf], " +
       "ag: [AsyncGeneratorFunction: agf], b: [Function: bound named], p: [Function: named] }",
   );
@@ -509,7 +574,7 @@ Deno.test("inspectAs without Deno's inspect prints what JSON has no text for as 
   assert.equal(inspectAs("X", { n: 1n }, Deno.inspect, {}), "X { n: 1n }");
 });
 
-Deno.test("inspectAs without Deno's inspect prints a subclass, a null-prototype function and NaN, the infinities and -0 as Deno does", () => {
+Deno.test("by hand (where Deno's inspect throws), a fact prints a subclass, a null-prototype function and NaN, the infinities and -0 as Deno does", () => {
   // Before, a class that extends another printed `[class B]`, a function whose prototype is
   // null `[Function: f]` (an async one `[Function: af]`, its kind read from its prototype), and
   // the numbers JSON has no text for `null` (NaN, Infinity) and `0` (-0).
@@ -535,13 +600,13 @@ Deno.test("inspectAs without Deno's inspect prints a subclass, a null-prototype 
     z: 0,
   };
   assert.equal(
-    inspectAs("X", facts, undefined, {}),
+    byHand(facts),
     "X { d: [class Derived extends Base], n: [class (anonymous) extends Derived], " +
       "o: [class Orphan extends [null prototype]], b: [Function (null prototype): bare], " +
       "a: [Function (null prototype) (anonymous)], ba: [AsyncFunction (null prototype): ba], " +
       "nan: NaN, inf: Infinity, ninf: -Infinity, nz: -0, z: 0 }",
   );
-  assert.equal(inspectAs("X", facts, undefined, {}), inspectAs("X", facts, Deno.inspect, {}));
+  assert.equal(byHand(facts), inspectAs("X", facts, Deno.inspect, {}));
   // The superclass's name is read as the class's is: an own data property only, no getter run.
   const hidden = Object.defineProperty(class {}, "name", {
     get: () => {
@@ -549,12 +614,12 @@ Deno.test("inspectAs without Deno's inspect prints a subclass, a null-prototype 
     },
   });
   assert.equal(
-    inspectAs("X", { c: class Sub extends hidden {} }, undefined, {}),
+    byHand({ c: class Sub extends hidden {} }),
     "X { c: [class Sub] }",
   );
 });
 
-Deno.test("inspectAs without Deno's inspect names what made a function when its prototype is of another kind, as Deno does", () => {
+Deno.test("by hand (where Deno's inspect throws), a fact names what made a function when its prototype is of another kind, as Deno does", () => {
   // Its kind is the engine's, its prototype chain may say another (a bound function's prototype
   // is its target's): Deno prints the name of the constructor found up the chain after the tag.
   // Before, a bound async function printed `[Function: bound af]` (and, before that,
@@ -571,12 +636,12 @@ Deno.test("inspectAs without Deno's inspect names what made a function when its 
     b: (function plain() {}).bind(null),
   };
   assert.equal(
-    inspectAs("X", facts, undefined, {}),
+    byHand(facts),
     "X { ba: [Function: bound af] AsyncFunction, bg: [Function: bound g] GeneratorFunction, " +
       "fa: [Function: f] AsyncFunction, af: [AsyncFunction: a] Function, m: [Function: m] Made, " +
       "c: [class C [AsyncFunction] extends sup], b: [Function: bound plain] }",
   );
-  assert.equal(inspectAs("X", facts, undefined, {}), inspectAs("X", facts, Deno.inspect, {}));
+  assert.equal(byHand(facts), inspectAs("X", facts, Deno.inspect, {}));
   // The constructor is read by own data properties only: a getter of the caller's is not run.
   const trap = {
     get constructor(): never {
@@ -585,7 +650,7 @@ Deno.test("inspectAs without Deno's inspect names what made a function when its 
   };
   Object.setPrototypeOf(trap, AsyncFunctionPrototype);
   assert.equal(
-    inspectAs("X", { g: Object.setPrototypeOf(function g() {}, trap) }, undefined, {}),
+    byHand({ g: Object.setPrototypeOf(function g() {}, trap) }),
     "X { g: [Function: g] AsyncFunction }",
   );
 });
