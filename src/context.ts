@@ -13,6 +13,7 @@
  * @module
  */
 import {
+  cutShort,
   describe,
   nameInstances,
   nameLookAlikes,
@@ -64,8 +65,13 @@ class Key<V> implements ContextKey<V> {
     this.check = check;
     Object.freeze(this);
   }
+  /**
+   * `ContextKey(user)`: its name, one over 4096 characters by its first 64 and its length
+   * (`cutShort`), as error messages name one. A name of 2**28 characters printed whole (a string as
+   * long; two such keys in a `Context.toString` past the engine's limit, its RangeError).
+   */
   toString(): string {
-    return `ContextKey(${this.name})`;
+    return `ContextKey(${cutShort(this.name, "name")})`;
   }
   /**
    * `ContextKey`, the name it prints with (`[customInspect]`): `Object.prototype.toString` says
@@ -83,7 +89,9 @@ class Key<V> implements ContextKey<V> {
   /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#brand in Object(this))) return notA("ContextKey");
-    return inspectAs("ContextKey", { name: this.name }, inspect, options);
+    // A name over 4096 characters cut short (`cutShort`), as `toString` prints it: Deno prints a
+    // string of 10,000 characters at most, a hook called without Deno's inspect whole.
+    return inspectAs("ContextKey", { name: cutShort(this.name, "name") }, inspect, options);
   }
 
   static {
@@ -308,6 +316,9 @@ export function childContext(parent: Context, own: Context): Context {
   return makeChild(parent, own);
 }
 
+/** How long `Context.toString`'s text grows before it counts the entries left (65,536). */
+const PRINT_CHARS = 65_536;
+
 /**
  * An immutable, persistent map from {@linkcode ContextKey}s to values. Start from
  * {@linkcode Context.empty}; `with` and `without` return new contexts and never change the one
@@ -501,13 +512,22 @@ export class Context {
   /**
    * The entries for debugging, e.g. `Context(user="ada", deadline=1500.5)`: each key's name and
    * its value in short form (a string quoted, one over 4096 characters by its first 64 and its
-   * length, as error messages name one: `describe`; an object by its tag only).
+   * length, as error messages name one: `describe`; an object by its tag only; a name as long
+   * cut so too, `cutShort`). Entries past the first 65,536 characters are counted, not listed:
+   * `Context(a=1, …, 9000 entries in all)`. Before, a name of 2**28 characters printed whole, and
+   * two such keys (or enough long entries) went past the engine's string limit (its RangeError).
    */
   toString(): string {
-    const parts = [...Context.#entriesOf(this, "print context")].map(([k, v]) =>
-      `${k.name}=${describe(v)}`
-    );
-    return `Context(${parts.join(", ")})`;
+    const entries = Context.#entriesOf(this, "print context");
+    let text = "";
+    let listed = 0;
+    for (const [k, v] of entries) {
+      if (text.length > PRINT_CHARS) break;
+      text += `${listed === 0 ? "" : ", "}${cutShort(k.name, "name")}=${describe(v)}`;
+      listed++;
+    }
+    if (listed < entries.size) text += `, …, ${entries.size} entries in all`;
+    return `Context(${text})`;
   }
 
   /**
@@ -533,7 +553,8 @@ export class Context {
     // the method called on another object) prints as what it is not, where it threw the house
     // TypeError ("Cannot inspect context") out of `console.log`.
     if (!brand(this)) return notA("Context");
-    const keys = [...this.#entries.keys()].map((k) => k.name);
+    // Each name over 4096 characters cut short (`cutShort`), as `toString` prints it.
+    const keys = [...this.#entries.keys()].map((k) => cutShort(k.name, "name"));
     return inspectAs("Context", { "[[keys]]": keys }, inspect, options);
   }
 }

@@ -219,6 +219,42 @@ Deno.test("a context prints a string over 4096 characters by its head and length
   );
 });
 
+Deno.test("a key's name over 4096 characters prints by its head and length, in String(key), String(ctx) and inspection with and without Deno's inspect", () => {
+  // Printed whole before: String(key) and String(ctx) were strings of 2**28 characters, two such
+  // keys in a context past the engine's limit (V8's RangeError "Invalid string length"), and a
+  // hook called without Deno's inspect printed the whole name too.
+  const n = 2 ** 28;
+  const big = "x".repeat(n);
+  const a = createContextKey<number>(big), b = createContextKey<number>(big);
+  const cut = `${"x".repeat(64)}… (a name of ${n} characters)`;
+  assert.equal(String(a), `ContextKey(${cut})`);
+  const ctx = Context.empty.with(a, 1).with(b, 2);
+  assert.equal(String(ctx), `Context(${cut}=1, ${cut}=2)`);
+  const hook = Symbol.for("Deno.customInspect");
+  const call = (x: object, inspect: unknown) =>
+    (x as unknown as Record<symbol, (...args: unknown[]) => string>)[hook](inspect, {});
+  assert.equal(call(a, undefined), `ContextKey { name: "${cut}" }`);
+  assert.equal(call(a, Deno.inspect), `ContextKey { name: "${cut}" }`);
+  assert.equal(call(ctx, undefined), call(ctx, Deno.inspect));
+  assert.ok(call(ctx, undefined).length < 300, call(ctx, undefined));
+  // A name of 4096 characters whole.
+  const whole = "w".repeat(4096);
+  assert.equal(String(createContextKey(whole)), `ContextKey(${whole})`);
+});
+
+Deno.test("a context's toString lists entries up to 65,536 characters and counts the rest: enough long entries went past the engine's string limit", () => {
+  const keys = Array.from({ length: 100 }, (_, i) => createContextKey<string>(`k${i}`));
+  let ctx = Context.empty;
+  for (const k of keys) ctx = ctx.with(k, "v".repeat(4096));
+  const text = String(ctx);
+  // Each entry is `kN="v…v"` (4100 characters or so): 16 of them pass 65,536.
+  assert.ok(text.startsWith(`Context(k0="${"v".repeat(4096)}", k1=`), text.slice(0, 80));
+  assert.ok(text.endsWith(", …, 100 entries in all)"), text.slice(-80));
+  assert.ok(text.length < 65_536 + 4200, `${text.length}`);
+  // A small one whole, without the count.
+  assert.equal(String(Context.empty.with(keys[0], "a")), 'Context(k0="a")');
+});
+
 Deno.test("children inherit the scope's context, down to grandchildren", async () => {
   const context = Context.empty.with(user, "ada");
   const seen = await coroutineScope(async (scope) => {
