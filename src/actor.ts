@@ -86,6 +86,7 @@ import {
   checkOptions,
   checkScope,
   ClosedSendError,
+  cutShort,
   describe,
   isAborted,
   launchChecked,
@@ -757,7 +758,9 @@ class ActorImpl<M> implements Actor<M> {
     const job: unknown = this.#job;
     if (isJob(job)) return `Actor(${jobStateOf(job)})`;
     try {
-      return `Actor(${(job as Job).state})`;
+      // Its text over 4096 characters by its head and length (`cutShort`): the caller's getter
+      // may answer anything, a string of 2**28 characters printed whole.
+      return `Actor(${cutShort(`${(job as Job).state}`, "state")})`;
     } catch {
       return "Actor";
     }

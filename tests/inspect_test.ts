@@ -843,6 +843,43 @@ Deno.test("a job whose `state` getter is the caller's (a CompletableDeferred's s
   gate.resolve();
 });
 
+Deno.test("an actor whose Job of another kind has a `state` of over 4096 characters prints it by its head and length in String(actor) and without Deno's inspect", async () => {
+  // `String(actor)` printed the caller's state whole: a string of 2**28 characters as long.
+  await using scope = createScope();
+  const gate = Promise.withResolvers<void>();
+  const n = 2 ** 28;
+  const long = "s".repeat(n);
+  const other = new CompletableDeferred<void>();
+  const foreign = new Proxy(other, {
+    get: (t, k) => {
+      if (k === "state") return long;
+      const v = Reflect.get(t, k, t);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+  const own = {
+    launch: (block: (task: CoroutineScope) => Promise<void>) => (scope.launch(block), foreign),
+  } as unknown as CoroutineScope;
+  const a = actor<number>(own, async (mailbox) => {
+    for await (const _ of mailbox) { /* none */ }
+  });
+  const cut = `${"s".repeat(64)}… (a state of ${n} characters)`;
+  assert.equal(String(a), `Actor(${cut})`);
+  const hook = (a as unknown as Record<symbol, (...args: unknown[]) => string>)[
+    Symbol.for("Deno.customInspect")
+  ];
+  assert.equal(
+    hook.call(a, undefined, {}),
+    // Deno's inspect quotes 10,000 characters of it (and says how many more), a print of 10,031
+    // characters, which is cut to its first 64.
+    `Actor { [[state]]: "${"s".repeat(63)}… (a print of 10031 characters) }`,
+  );
+  assert.ok(Deno.inspect(a).length < 10_100);
+  a.close();
+  other.complete();
+  gate.resolve();
+});
+
 Deno.test("a scope prints its state with JobSupport's `state`, `isCancelled` and `isCompleted` getters redefined by the caller to throw, as a CompletableDeferred does: the scope's print ran them (through Coroutine's `state` getter's `super`) and threw", async () => {
   const base = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
   const names = ["state", "isCancelled", "isCompleted"] as const;
