@@ -64,6 +64,7 @@ import {
   isJob,
   type Job,
   type JobHooks,
+  jobStateOf,
   JobSupport,
   PARENTS_OWN,
   REPORTS_FAILURE,
@@ -903,8 +904,13 @@ class NativeChildren extends JobSupport<void> {
     failBody(this, error);
   }
 
+  /**
+   * `NativeChildren(active)`: kcoro's own state (`jobStateOf`), as a job's `toString` reads it.
+   * It ran `this.state`, a getter the caller may put on the job (it is one of its owner's
+   * `children`): what that threw escaped `String(job)`, and a string it answered printed whole.
+   */
   override toString(): string {
-    return `NativeChildren(${this.state})`;
+    return `NativeChildren(${jobStateOf(this)})`;
   }
 }
 

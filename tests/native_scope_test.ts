@@ -111,6 +111,28 @@ Deno.test("cancelling a TypeScript scope ends its native echo on its own conflat
   assert.deepEqual(ch.tryReceive(), { state: "ok", value: 42n });
 });
 
+Deno.test("String() of a scope's native children job prints kcoro's own state: a `state` getter the caller put on it does not run", async () => {
+  // It printed `this.state`: a getter that throws threw out of String(job), and one that
+  // answered a string of 2**28 characters printed it whole.
+  const spin = runtime().cells([2n ** 64n - 1n, 0n]);
+  const scoped = coroutineScope(async (scope) => {
+    nativeScope(scope).launch("spin", spin);
+    await null;
+    const [children] = scope.job.children;
+    assert.equal(String(children), "NativeChildren(active)");
+    for (
+      const get of [() => "x".repeat(2 ** 28), () => {
+        throw new Error("the caller's state getter");
+      }]
+    ) {
+      Object.defineProperty(children, "state", { get, configurable: true });
+      assert.equal(String(children), "NativeChildren(active)");
+    }
+    scope.cancel();
+  });
+  await assert.rejects(within(scoped, 60_000, "the cancelled scope to settle"), CancellationError);
+});
+
 Deno.test("cancelling a TypeScript scope ends its native spin at its next turn, done as it was", async () => {
   // Its rounds never run out (2^64 - 1) and it never waits: it sees the cancellation at its
   // turn, every 2^20 rounds. Before, that turn looked only for a shutdown: the spin ran on in
