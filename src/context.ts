@@ -48,6 +48,10 @@ const KEY_NOT_CLONEABLE = Symbol(
 
 /** Set by Key's static block: `checkKey`'s test, by its private field. */
 let isKey: (x: unknown) => x is Key<unknown>;
+/** Set by Key's static block: a key's hash (`Entries`). */
+let hashOf: (key: ContextKey<unknown>) => number;
+/** How many keys were made (`Key`'s hash), mod 2**32. */
+let keysMade = 0;
 
 class Key<V> implements ContextKey<V> {
   declare readonly [valueType]?: V;
@@ -61,6 +65,8 @@ class Key<V> implements ContextKey<V> {
   readonly check: ((value: unknown) => string | null) | null;
   /** A real key (see `[Symbol.toStringTag]`). */
   readonly #brand = true;
+  /** Its hash in a context's trie (`Entries`): the count of keys made before it, mod 2**32. */
+  readonly #hash: number = (keysMade = (keysMade + 1) >>> 0);
   constructor(readonly name: string, check: ((value: unknown) => string | null) | null = null) {
     this.check = check;
     Object.freeze(this);
@@ -98,6 +104,7 @@ class Key<V> implements ContextKey<V> {
     // `in` on a primitive throws (caught: no key), where a `typeof x === "object" && x !== null`
     // guard before it cost a Context.get about 15% in a micro-bench; this one matched the
     // `instanceof` it replaces.
+    hashOf = (key) => (key as Key<unknown>).#hash; // every key in a context is one (`checkKey`)
     isKey = (x: unknown): x is Key<unknown> => {
       try {
         return #brand in (x as object);
@@ -232,6 +239,186 @@ export function inForce(timeout: Timeout | null): Timeout | null {
   return t;
 }
 
+/** A key of any value type, as a context's entries hold it. */
+type AnyKey = ContextKey<unknown>;
+
+/**
+ * A context's entries: a persistent map from keys to values, which `setEntry` and `deleteEntry`
+ * leave as it was. Up to 16 entries (`SMALL`) a `Map`, copied whole by each change (a context's
+ * handful of keys: a `get` is one hash lookup, a copy of a few entries cheap); past that a hash
+ * array mapped trie (`Trie`, Bagwell's HAMT: 32 ways a level, by each key's `hashOf`), each change
+ * copying the nodes on one path, of 32 slots each: O(log n) (a 9,000-key context's trie is 3
+ * levels deep). Before, each `with` and `without` copied a `Map` of every entry: ~1 ms at 8,000
+ * keys, seconds to build such a context one `with` at a time (bench/context_bench.ts).
+ */
+type Entries = ReadonlyMap<AnyKey, unknown> | Trie;
+
+/** The most entries a `Map` holds (`Entries`); one more makes a `Trie`. */
+const SMALL = 16;
+
+/** `entries` with `key` set to `value` (`entries` unchanged). */
+function setEntry(entries: Entries, key: AnyKey, value: unknown): Entries {
+  if (entries instanceof Trie) return entries.set(key, value);
+  if (entries.size >= SMALL && !entries.has(key)) {
+    let trie = EMPTY_TRIE;
+    for (const [k, v] of entries) trie = trie.set(k, v);
+    return trie.set(key, value);
+  }
+  const copy = new Map(entries);
+  copy.set(key, value);
+  return copy;
+}
+
+/** `entries` without `key`'s entry (`entries` unchanged; itself where it has none). */
+function deleteEntry(entries: Entries, key: AnyKey): Entries {
+  if (entries instanceof Trie) return entries.delete(key);
+  if (!entries.has(key)) return entries;
+  const copy = new Map(entries);
+  copy.delete(key);
+  return copy;
+}
+
+/** The entries in the order their keys were first set (as a `Map` iterates). */
+function listEntries(entries: Entries): [AnyKey, unknown][] {
+  return entries instanceof Trie ? entries.list() : [...entries];
+}
+
+/**
+ * A trie's node, of one shape (so that V8's reads of it stay monomorphic): a branch (its `slots`,
+ * 32, one for each value of the 5 bits of a hash at its depth, `undefined` where none) or an
+ * entry (`slots` null): its key, value, hash and `seq`, which orders the entries as their keys
+ * were first set (`Trie.list`), and in `more` the other entries whose keys' hashes are equal to
+ * its (only past 2**32 keys made: `hashOf` wraps), else null.
+ */
+class TrieNode {
+  constructor(
+    readonly slots: readonly (TrieNode | undefined)[] | null,
+    readonly key: AnyKey | null,
+    readonly hash: number,
+    readonly value: unknown,
+    readonly seq: number,
+    readonly more: readonly TrieNode[] | null,
+  ) {}
+}
+
+/** The entry node of `key` (its hash `hash`) under `node`, or undefined. */
+function find(node: TrieNode, key: AnyKey, hash: number): TrieNode | undefined {
+  for (let shift = 0; node.slots !== null; shift += 5) {
+    const next: TrieNode | undefined = node.slots[(hash >>> shift) & 31];
+    if (next === undefined) return undefined;
+    node = next;
+  }
+  if (node.key === key) return node;
+  return node.more === null ? undefined : node.more.find((m) => m.key === key);
+}
+
+/** A branch of the 32 `slots` (their array, copied by the caller, is not). */
+const branch = (slots: (TrieNode | undefined)[]) =>
+  new TrieNode(slots, null, 0, undefined, 0, null);
+
+/** `node` with `entry` in it (in place of its key's entry if there is one): a copy of one path. */
+function insert(node: TrieNode | undefined, entry: TrieNode, shift: number): TrieNode {
+  if (node === undefined) return entry;
+  if (node.slots !== null) {
+    const i = (entry.hash >>> shift) & 31;
+    const slots = node.slots.slice();
+    slots[i] = insert(slots[i], entry, shift + 5);
+    return branch(slots);
+  }
+  if (node.key === entry.key && node.more === null) return entry;
+  if (node.hash === entry.hash) {
+    // The same key, or every bit of the two hashes equal: one entry holds the others in `more`.
+    const others = [alone(node), ...(node.more ?? [])].filter((m) => m.key !== entry.key);
+    return withMore(entry, others);
+  }
+  // Two entries whose hashes differ from here down: a branch for them (more, where they agree).
+  const slots: (TrieNode | undefined)[] = new Array(32).fill(undefined);
+  slots[(node.hash >>> shift) & 31] = node;
+  return insert(branch(slots), entry, shift);
+}
+
+/** `entry` holding `more` (equal hashes), or alone where `more` is empty. */
+function withMore(entry: TrieNode, more: readonly TrieNode[]): TrieNode {
+  return new TrieNode(
+    null,
+    entry.key,
+    entry.hash,
+    entry.value,
+    entry.seq,
+    more.length ? more : null,
+  );
+}
+
+/** `entry` without the entries it holds in `more`. */
+function alone(entry: TrieNode): TrieNode {
+  return entry.more === null ? entry : withMore(entry, []);
+}
+
+/** `node` without `key`'s entry (undefined: nothing left); `node` itself when it has none. */
+function remove(node: TrieNode, key: AnyKey, hash: number, shift: number): TrieNode | undefined {
+  if (node.slots !== null) {
+    const i = (hash >>> shift) & 31;
+    const under = node.slots[i];
+    if (under === undefined) return node;
+    const left = remove(under, key, hash, shift + 5);
+    if (left === under) return node;
+    const slots = node.slots.slice();
+    slots[i] = left;
+    return slots.every((x) => x === undefined) ? undefined : branch(slots);
+  }
+  // An entry, and the others of its hash.
+  const all = [node, ...(node.more ?? [])];
+  const rest = all.filter((m) => m.key !== key);
+  if (rest.length === all.length) return node;
+  return rest.length === 0 ? undefined : withMore(rest[0], rest.slice(1).map(alone));
+}
+
+/** Over `SMALL` entries: a hash array mapped trie (`Entries`). */
+class Trie {
+  constructor(
+    readonly root: TrieNode,
+    readonly size: number,
+    /** The `seq` of the next key first set. */
+    readonly next: number,
+  ) {}
+  get(key: AnyKey): unknown {
+    return find(this.root, key, hashOf(key))?.value;
+  }
+  has(key: AnyKey): boolean {
+    return find(this.root, key, hashOf(key)) !== undefined;
+  }
+  set(key: AnyKey, value: unknown): Trie {
+    const hash = hashOf(key);
+    const had = find(this.root, key, hash);
+    const seq = had === undefined ? this.next : had.seq;
+    const root = insert(this.root, new TrieNode(null, key, hash, value, seq, null), 0);
+    return had === undefined
+      ? new Trie(root, this.size + 1, this.next + 1)
+      : new Trie(root, this.size, this.next);
+  }
+  delete(key: AnyKey): Entries {
+    const root = remove(this.root, key, hashOf(key), 0);
+    if (root === this.root) return this;
+    if (root === undefined) return NO_ENTRIES; // (`without` answers Context.empty before)
+    return new Trie(root, this.size - 1, this.next);
+  }
+  list(): [AnyKey, unknown][] {
+    const entries: TrieNode[] = [];
+    const walk = (node: TrieNode | undefined): void => {
+      if (node === undefined) return;
+      if (node.slots !== null) node.slots.forEach(walk);
+      else entries.push(alone(node), ...(node.more ?? []));
+    };
+    walk(this.root);
+    return entries.sort((a, b) => a.seq - b.seq).map((e) => [e.key!, e.value]);
+  }
+}
+
+/** The empty entries (`Context.empty`'s). */
+const NO_ENTRIES: Entries = new Map();
+/** A trie with nothing in it, which `setEntry` fills with a full `Map`'s entries and one more. */
+const EMPTY_TRIE: Trie = new Trie(branch(new Array(32).fill(undefined)), 0, 0);
+
 /** What a structured clone of a Context fails on (`Context._notCloneable`): its message. */
 const NOT_CLONEABLE = Symbol(
   "Cannot clone a Context: its keys compare by identity; send the values it holds and rebuild it " +
@@ -325,8 +512,9 @@ const PRINT_CHARS = 65_536;
  * they are called on. A scope's context is inherited by every task launched in it and is
  * readable from each task's own scope (`scope.context`).
  *
- * Each `with`/`without` copies the entries (contexts hold a handful of keys; `get` is one hash
- * lookup).
+ * Up to 16 entries a `with`/`without` copies them (a `get` is one hash lookup); a larger context
+ * is a hash array mapped trie, which a `with`/`without` copies one path of (O(log n): ~1 µs at
+ * 8,000 keys, where a copy of every entry took ~1 ms) and a `get` walks (3 levels at 8,000 keys).
  *
  * @example
  * ```ts
@@ -349,9 +537,9 @@ export class Context {
    */
   readonly _notCloneable: symbol = NOT_CLONEABLE;
   /** The context with no entries. */
-  static readonly empty: Context = new Context(MAKE, new Map());
+  static readonly empty: Context = new Context(MAKE, NO_ENTRIES);
 
-  readonly #entries: ReadonlyMap<ContextKey<unknown>, unknown>;
+  readonly #entries: Entries;
   /**
    * The timeout whose `withTimeout` put this context's {@linkcode Deadline} in, or null (no
    * Deadline, or one set by hand). Kept through `with`/`without` of other keys, so a context
@@ -361,7 +549,7 @@ export class Context {
 
   private constructor(
     key: typeof MAKE,
-    entries: ReadonlyMap<ContextKey<unknown>, unknown>,
+    entries: Entries,
     timeout: Timeout | null = null,
   ) {
     // Made by this class only: a `new Context()` from JavaScript (the constructor is private to
@@ -384,7 +572,7 @@ export class Context {
    * check is the test, its error caught: nothing is added to a Context's call (a `#entries in x`
    * check before the read was one more per call).
    */
-  static #entriesOf(x: unknown, op: string): ReadonlyMap<ContextKey<unknown>, unknown> {
+  static #entriesOf(x: unknown, op: string): Entries {
     try {
       return (x as Context).#entries;
     } catch {
@@ -399,9 +587,7 @@ export class Context {
   // any caller, and given anything but a Context threw the engine's "Cannot read private member".
   static {
     makeTimed = (context, deadline, timeout) => {
-      const entries = new Map(context.#entries);
-      entries.set(Deadline, deadline);
-      return new Context(MAKE, entries, timeout);
+      return new Context(MAKE, setEntry(context.#entries, Deadline, deadline), timeout);
     };
     brand = (x: unknown): x is Context => typeof x === "object" && x !== null && #entries in x;
     sourceOf = (context) => {
@@ -440,12 +626,12 @@ export class Context {
     makeChild = (parent, own) => {
       if (own === parent || own.#entries.size === 0) return parent;
       if (parent.#entries.size === 0) return own;
-      const entries = new Map(parent.#entries);
-      for (const [k, v] of own.#entries) entries.set(k, v);
+      let entries = parent.#entries;
+      for (const [k, v] of listEntries(own.#entries)) entries = setEntry(entries, k, v);
       const p = deadlineInForce(parent), o = deadlineInForce(own);
       let timeout: Timeout | null;
       if (p !== undefined && !(o !== undefined && o < p)) {
-        entries.set(Deadline, p); // the parent's: own's is later, stale or absent
+        entries = setEntry(entries, Deadline, p); // the parent's: own's later, stale or absent
         timeout = parent.#timeout;
       } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
       else timeout = parent.#timeout; // the parent's stale one, or none at all
@@ -469,9 +655,7 @@ export class Context {
     // A Deadline set by hand is nobody's timeout: it stays in force.
     const timeout = key === Deadline ? null : this.#timeout;
     if (own.has(key) && Object.is(own.get(key), value) && timeout === this.#timeout) return this;
-    const entries = new Map(own);
-    entries.set(key, value);
-    return new Context(MAKE, entries, timeout);
+    return new Context(MAKE, setEntry(own, key, value), timeout);
   }
 
   /** The value under `key`, or undefined when there is none. */
@@ -493,8 +677,7 @@ export class Context {
     const own = Context.#entriesOf(this, "remove context value");
     checkKey("remove context value", key);
     if (!own.has(key)) return this;
-    const entries = new Map(own);
-    entries.delete(key);
+    const entries = deleteEntry(own, key);
     const timeout = key === Deadline ? null : this.#timeout;
     return entries.size === 0 ? Context.empty : new Context(MAKE, entries, timeout);
   }
@@ -506,7 +689,7 @@ export class Context {
 
   /** The keys with an entry, in the order they were first set. */
   keys(): ContextKey<unknown>[] {
-    return [...Context.#entriesOf(this, "list context keys").keys()];
+    return listEntries(Context.#entriesOf(this, "list context keys")).map(([k]) => k);
   }
 
   /**
@@ -521,7 +704,7 @@ export class Context {
     const entries = Context.#entriesOf(this, "print context");
     let text = "";
     let listed = 0;
-    for (const [k, v] of entries) {
+    for (const [k, v] of listEntries(entries)) {
       if (text.length > PRINT_CHARS) break;
       text += `${listed === 0 ? "" : ", "}${cutShort(k.name, "name")}=${describe(v)}`;
       listed++;
@@ -554,7 +737,7 @@ export class Context {
     // TypeError ("Cannot inspect context") out of `console.log`.
     if (!brand(this)) return notA("Context");
     // Each name over 4096 characters cut short (`cutShort`), as `toString` prints it.
-    const keys = [...this.#entries.keys()].map((k) => cutShort(k.name, "name"));
+    const keys = listEntries(this.#entries).map(([k]) => cutShort(k.name, "name"));
     return inspectAs("Context", { "[[keys]]": keys }, inspect, options);
   }
 }
@@ -599,6 +782,14 @@ export const Deadline: ContextKey<number> = new Key<number>(
   "deadline",
   (v) => typeof v === "number" && !Number.isNaN(v) ? null : "a number (performance.now() ms)",
 );
+
+/**
+ * @ignore For tests: the keys made from now on are hashed as if `n` keys had been made (mod
+ * 2**32), so that a test can make keys whose hashes equal earlier keys' (`Entries`' `more`).
+ */
+export function keyHashesFrom(n: number): void {
+  keysMade = n >>> 0;
+}
 
 /** @ignore A context key of kcoro's own, whose values `Context.with` checks. */
 export function checkedContextKey<V>(

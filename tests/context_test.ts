@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import {
   Context,
+  type ContextKey,
   CoroutineExceptionHandler,
   coroutineScope,
   createContextKey,
@@ -10,6 +11,7 @@ import {
   supervisorScope,
 } from "../mod.ts";
 import { assertSameItems } from "./support.ts";
+import { keyHashesFrom } from "../src/context.ts";
 
 const user = createContextKey<string>("user");
 const depth = createContextKey<number>("depth");
@@ -187,6 +189,105 @@ Deno.test("Context is persistent: every version stays readable after later chang
   const versions = [Context.empty];
   for (let i = 0; i < 100; i++) versions.push(versions[i].with(depth, i));
   versions.forEach((v, i) => assert.equal(v.get(depth), i === 0 ? undefined : i - 1));
+});
+
+/** A seeded PRNG (mulberry32): the same run of operations each time. */
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** That `ctx` holds exactly `model`'s entries, its keys in the model's (a Map's) order. */
+function assertHolds(
+  ctx: Context,
+  model: Map<ContextKey<number>, number>,
+  pool: ContextKey<number>[],
+  label: string,
+) {
+  assert.equal(ctx.size, model.size, label);
+  assert.deepEqual(ctx.keys(), [...model.keys()], label);
+  for (const k of pool) {
+    assert.equal(ctx.has(k), model.has(k), `${label}: has ${k.name}`);
+    assert.equal(ctx.get(k), model.get(k), `${label}: get ${k.name}`);
+  }
+}
+
+Deno.test("every version of a context stays as it was through thousands of with/without of up to 300 keys, small and large (a Map of up to 16 entries, then a trie), its keys in the order first set", () => {
+  // A model Map, copied per version, against each context: with and without of random keys,
+  // across the change from a Map to a trie (past 16 entries) and back down past it.
+  const pool = Array.from({ length: 300 }, (_, i) => createContextKey<number>(`p${i}`));
+  const random = seeded(42);
+  let ctx = Context.empty;
+  let model = new Map<ContextKey<number>, number>();
+  const kept: [Context, Map<ContextKey<number>, number>][] = [];
+  for (let step = 0; step < 6_000; step++) {
+    // Grow for the first half (to near all 300 keys), then shrink.
+    const k = pool[Math.floor(random() * (step < 3_000 ? pool.length : 40 + step % 260))];
+    const remove = random() < (step < 3_000 ? 0.2 : 0.7);
+    const next = remove ? ctx.without(k) : ctx.with(k, step);
+    model = new Map(model);
+    if (remove) model.delete(k);
+    else model.set(k, step);
+    ctx = next;
+    if (step % 97 === 0) kept.push([ctx, model]);
+  }
+  assertHolds(ctx, model, pool, "last");
+  kept.forEach(([c, m], i) => assertHolds(c, m, pool, `version ${i}`));
+  assert.ok(kept.some(([c]) => c.size > 200) && kept.some(([c]) => c.size < 16));
+});
+
+Deno.test("a with on a context of 20,000 keys copies one path, not every entry: building it one with at a time takes well under seconds", () => {
+  // Each with copied a Map of every entry: building 8,000 keys took 1.6 s (quadratic: 20,000
+  // took tens of seconds); a trie copies one path of 32-slot nodes (O(log n)).
+  const keys = Array.from({ length: 20_000 }, (_, i) => createContextKey<number>(`b${i}`));
+  const start = performance.now();
+  let ctx = Context.empty;
+  for (const [i, k] of keys.entries()) ctx = ctx.with(k, i);
+  const grown = ctx;
+  for (const k of keys.slice(0, 10_000)) ctx = ctx.without(k);
+  const took = performance.now() - start;
+  assert.ok(took < 3_000, `${took} ms`);
+  assert.equal(grown.size, 20_000);
+  assert.equal(ctx.size, 10_000);
+  assert.equal(grown.get(keys[123]), 123);
+  assert.equal(ctx.has(keys[123]), false);
+  assert.equal(ctx.get(keys[19_999]), 19_999);
+});
+
+Deno.test("keys whose hashes are equal (past 2**32 keys made, the count wraps) are told apart in a large context", () => {
+  // Two runs of keys hashed alike, the count wrapping past 2**32 to the hashes of the first keys
+  // made (Deadline's among them): a trie holds each pair in one node, told apart by key.
+  let early: ContextKey<number>[], twins: ContextKey<number>[];
+  try {
+    keyHashesFrom(2 ** 32 - 8);
+    early = Array.from({ length: 24 }, (_, i) => createContextKey<number>(`e${i}`));
+    keyHashesFrom(2 ** 32 - 8);
+    twins = Array.from({ length: 40 }, (_, i) => createContextKey<number>(`t${i}`));
+  } finally {
+    keyHashesFrom(2 ** 20); // past every key made so far in this file
+  }
+  const pool = [...early, ...twins, Deadline as ContextKey<number>];
+  let ctx = Context.empty;
+  const model = new Map<ContextKey<number>, number>();
+  const order = [...twins.slice(0, 20), ...early, Deadline, ...twins.slice(20)];
+  for (const [i, k] of order.entries()) {
+    ctx = ctx.with(k, i);
+    model.set(k, i);
+  }
+  assertHolds(ctx, model, pool, "all set");
+  const replaced = ctx.with(twins[3], -1);
+  assert.equal(replaced.get(twins[3]), -1);
+  assertHolds(ctx, model, pool, "unchanged");
+  let less = ctx;
+  for (const k of [twins[0], twins[1], twins[5], ...early.slice(0, 6)]) {
+    less = less.without(k);
+    model.delete(k);
+  }
+  assertHolds(less, model, pool, "some removed");
 });
 
 Deno.test("with an equal value and without an absent key return the same context", () => {
