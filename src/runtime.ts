@@ -20,6 +20,7 @@ import {
   checkOptionNames,
   checkReadable,
   checkStackSize,
+  cutShort,
   describe,
   givenUpBy,
   isAborted,
@@ -1718,7 +1719,13 @@ function whyUnresolved(libraryPath: string): string {
       /^(Could not open library: )+/,
       "",
     );
-    return `the library does not load (${why})`;
+    // dlerror names the library whole ("<path>: cannot open shared object file: File name too
+    // long"): a path over 4096 characters by its head and length, as `received` names it, and the
+    // rest cut so too (a path of 2**20 characters made a message as long).
+    const said = why.startsWith(`${libraryPath}: `)
+      ? `${cutShort(libraryPath, "path")}${why.slice(libraryPath.length)}`
+      : why;
+    return `the library does not load (${cutShort(said, "reason")})`;
   }
   return "the library has no such symbol";
 }

@@ -200,6 +200,21 @@ Deno.test("runtime: bad arguments are named errors that say what was received", 
       /^Cannot resolve native function: the library does not load \(.*No such file.*\), received library "\/nonexistent\/lib\.so" and symbol "f" \(KC_EINVAL\)$/
         .test(e.message),
   );
+  // A path over 4096 characters: dlerror's text names it whole, which the message quoted in full
+  // (a path of 2**20 characters, a message as long); by its head and length now, as `received`.
+  const long = `/tmp/${"a".repeat(2 ** 20)}`;
+  const head = `/tmp/${"a".repeat(59)}`;
+  assert.throws(
+    () => resolveNative(long, "f"),
+    (e: unknown) =>
+      e instanceof KcoroError &&
+      e.message.startsWith(
+        `Cannot resolve native function: the library does not load (${head}… (a path of ${long.length} characters): `,
+      ) &&
+      e.message.endsWith(
+        `received library "${head}"… (a string of ${long.length} characters) and symbol "f" (KC_EINVAL)`,
+      ) && e.message.length < 500,
+  );
 });
 
 Deno.test("runtime: a Runtime is made by runtime() only: new Runtime(...) is a named TypeError", () => {
