@@ -278,6 +278,22 @@ function deleteEntry(entries: Entries, key: AnyKey): Entries {
   return copy;
 }
 
+/**
+ * `parent`'s entries with `own`'s set on them (their values win), and `deadline`, if given, as
+ * the Deadline's (`childContext`). Two Maps whose entries fit one are copied once, as before.
+ */
+function mergeEntries(parent: Entries, own: Entries, deadline: number | undefined): Entries {
+  if (!(parent instanceof Trie) && !(own instanceof Trie) && parent.size + own.size < SMALL) {
+    const copy = new Map(parent);
+    for (const [k, v] of own) copy.set(k, v);
+    if (deadline !== undefined) copy.set(Deadline, deadline);
+    return copy;
+  }
+  let entries = parent;
+  for (const [k, v] of listEntries(own)) entries = setEntry(entries, k, v);
+  return deadline === undefined ? entries : setEntry(entries, Deadline, deadline);
+}
+
 /** The entries in the order their keys were first set (as a `Map` iterates). */
 function listEntries(entries: Entries): [AnyKey, unknown][] {
   return entries instanceof Trie ? entries.list() : [...entries];
@@ -626,14 +642,12 @@ export class Context {
     makeChild = (parent, own) => {
       if (own === parent || own.#entries.size === 0) return parent;
       if (parent.#entries.size === 0) return own;
-      let entries = parent.#entries;
-      for (const [k, v] of listEntries(own.#entries)) entries = setEntry(entries, k, v);
       const p = deadlineInForce(parent), o = deadlineInForce(own);
+      const parents = p !== undefined && !(o !== undefined && o < p);
+      const entries = mergeEntries(parent.#entries, own.#entries, parents ? p : undefined);
       let timeout: Timeout | null;
-      if (p !== undefined && !(o !== undefined && o < p)) {
-        entries = setEntry(entries, Deadline, p); // the parent's: own's later, stale or absent
-        timeout = parent.#timeout;
-      } else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
+      if (parents) timeout = parent.#timeout; // its Deadline: own's is later, stale or absent
+      else if (own.#entries.has(Deadline)) timeout = own.#timeout; // own's, the earlier live one
       else timeout = parent.#timeout; // the parent's stale one, or none at all
       return new Context(MAKE, entries, timeout);
     };
@@ -689,7 +703,8 @@ export class Context {
 
   /** The keys with an entry, in the order they were first set. */
   keys(): ContextKey<unknown>[] {
-    return listEntries(Context.#entriesOf(this, "list context keys")).map(([k]) => k);
+    const entries = Context.#entriesOf(this, "list context keys");
+    return entries instanceof Trie ? entries.list().map(([k]) => k) : [...entries.keys()];
   }
 
   /**

@@ -426,6 +426,29 @@ Deno.test("bad keys and names are TypeErrors that say what was received", () => 
   );
 });
 
+Deno.test("a child given a context under a scope of many keys (or given many) gets the scope's entries with the given ones set on them, in order, as with a few", async () => {
+  // A context of more than 16 entries is a trie, which the merge of a child's context sets the
+  // given entries on one at a time (two small ones are copied once): the same entries, in the
+  // same order, either way.
+  const many = Array.from({ length: 40 }, (_, i) => createContextKey<number>(`m${i}`));
+  for (const [scopeKeys, givenKeys] of [[30, 5], [5, 30], [30, 30], [3, 4], [10, 6]]) {
+    let scopes = Context.empty, given = Context.empty;
+    const model = new Map<ContextKey<number>, number>();
+    for (const k of many.slice(0, scopeKeys)) {
+      scopes = scopes.with(k, 1);
+      model.set(k, 1);
+    }
+    for (const k of many.slice(40 - givenKeys)) {
+      given = given.with(k, 2);
+      model.set(k, 2);
+    }
+    await coroutineScope(async (scope) => {
+      const child = scope.async((task) => task.context, { context: given });
+      assertHolds(await child.await(), model, many, `${scopeKeys} and ${givenKeys}`);
+    }, { context: scopes });
+  }
+});
+
 Deno.test("a child given a context adds its entries to the scope's: the others are inherited, the given ones win (Kotlin's launch(context))", async () => {
   // Before, the given context replaced the scope's: a child given only `depth` lost `user` and
   // the CoroutineExceptionHandler, so its failure under a supervisor went to reportError.
