@@ -328,6 +328,12 @@ function find(node: TrieNode, key: AnyKey, hash: number): TrieNode | undefined {
   return node.more === null ? undefined : node.more.find((m) => m.key === key);
 }
 
+/**
+ * A branch's 32 slots, none taken: an array of `undefined`s without holes (a read of a holey
+ * array's element checks the prototype chain for one), copied by each new branch.
+ */
+const NO_SLOTS: readonly (TrieNode | undefined)[] = Array.from({ length: 32 }, () => undefined);
+
 /** A branch of the 32 `slots` (their array, copied by the caller, is not). */
 const branch = (slots: (TrieNode | undefined)[]) =>
   new TrieNode(slots, null, 0, undefined, 0, null);
@@ -348,7 +354,7 @@ function insert(node: TrieNode | undefined, entry: TrieNode, shift: number): Tri
     return withMore(entry, others);
   }
   // Two entries whose hashes differ from here down: a branch for them (more, where they agree).
-  const slots: (TrieNode | undefined)[] = new Array(32).fill(undefined);
+  const slots = NO_SLOTS.slice();
   slots[(node.hash >>> shift) & 31] = node;
   return insert(branch(slots), entry, shift);
 }
@@ -398,7 +404,16 @@ class Trie {
     readonly next: number,
   ) {}
   get(key: AnyKey): unknown {
-    return find(this.root, key, hashOf(key))?.value;
+    // `find`, inlined: a context's `get` is a hot path.
+    const hash = hashOf(key);
+    let node = this.root;
+    for (let shift = 0; node.slots !== null; shift += 5) {
+      const next: TrieNode | undefined = node.slots[(hash >>> shift) & 31];
+      if (next === undefined) return undefined;
+      node = next;
+    }
+    if (node.key === key) return node.value;
+    return node.more === null ? undefined : node.more.find((m) => m.key === key)?.value;
   }
   has(key: AnyKey): boolean {
     return find(this.root, key, hashOf(key)) !== undefined;
@@ -433,7 +448,7 @@ class Trie {
 /** The empty entries (`Context.empty`'s). */
 const NO_ENTRIES: Entries = new Map();
 /** A trie with nothing in it, which `setEntry` fills with a full `Map`'s entries and one more. */
-const EMPTY_TRIE: Trie = new Trie(branch(new Array(32).fill(undefined)), 0, 0);
+const EMPTY_TRIE: Trie = new Trie(branch(NO_SLOTS.slice()), 0, 0);
 
 /** What a structured clone of a Context fails on (`Context._notCloneable`): its message. */
 const NOT_CLONEABLE = Symbol(
