@@ -2492,7 +2492,11 @@ const u64: Codec<bigint> = {
  */
 function isBytes(value: unknown, op: string): value is Uint8Array {
   try {
-    return value instanceof Uint8Array;
+    // The engine's tag too: `instanceof` reads the prototype, which `Object.setPrototypeOf` can
+    // give any typed array. A Float64Array (or Uint16Array, Int8Array) given Uint8Array's was
+    // taken, and sent as its first `length` bytes (2 bytes of a 16-byte Float64Array): wrong
+    // bytes, and a value structured clone copies as a Float64Array.
+    return value instanceof Uint8Array && typedTag.call(value) === "Uint8Array";
   } catch (e) {
     throw new CodecError(
       "bytes",

@@ -54,6 +54,8 @@ if (float16 !== undefined) VIEWS.push(float16);
 const DATA_VIEW = VIEWS.indexOf(DataView);
 /** A view's kind by its exact prototype (a subclass, Node's Buffer say, is left to node:v8). */
 const viewKinds = new Map<object, number>(VIEWS.map((c, i) => [c.prototype, i]));
+/** Each kind's name, as the engine's `Symbol.toStringTag` of a typed array says it. */
+const viewNames = VIEWS.map((c) => c.name);
 /** Bytes per element of each kind. */
 const viewSizes = VIEWS.map((c) =>
   (c as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1
@@ -68,6 +70,9 @@ const typedArrayProto = Object.getPrototypeOf(Uint8Array.prototype);
 const taBuffer = getter(typedArrayProto, "buffer") as (this: unknown) => ArrayBuffer;
 const taOffset = getter(typedArrayProto, "byteOffset") as (this: unknown) => number;
 const taLength = getter(typedArrayProto, "length") as (this: unknown) => number;
+const taTag = Object.getOwnPropertyDescriptor(typedArrayProto, Symbol.toStringTag)!.get! as (
+  this: unknown,
+) => string | undefined;
 
 /**
  * @ignore A Uint8Array's length as the engine knows it: an own `length` property (or a
@@ -483,14 +488,20 @@ function putBuffer(v: object): void {
 /** A typed array or DataView of kind `kind`: its buffer (all of it), offset and length. */
 function putView(v: object, kind: number): void {
   let buffer: ArrayBuffer, offset: number, length: number;
+  const dv = kind === DATA_VIEW;
   try {
-    const dv = kind === DATA_VIEW;
     buffer = (dv ? dvBuffer : taBuffer).call(v);
     offset = (dv ? dvOffset : taOffset).call(v);
     length = (dv ? dvLength : taLength).call(v);
   } catch {
     throw UNPACKABLE; // not a view, only inheriting from one
   }
+  // The kind is the prototype's, which `Object.setPrototypeOf` can give any typed array: one whose
+  // engine type is another (a Float64Array given Uint8Array's prototype) goes to node:v8, which
+  // writes its engine type, as structured clone does. Packed under the prototype's kind, with its
+  // own element count, it came back as another array (the Float64Array as 2 of its bytes) or
+  // failed to unpack ("a view outside its buffer"), the value lost.
+  if (!dv && taTag.call(v) !== viewNames[kind]) throw UNPACKABLE;
   if (Object.getPrototypeOf(buffer) !== ArrayBuffer.prototype) throw UNPACKABLE; // shared
   ids.set(v, ids.size);
   room(2);

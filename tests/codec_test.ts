@@ -2513,5 +2513,87 @@ Deno.test("a value over the bytes one value may take is a CodecError in the hous
   });
 });
 
+Deno.test("a typed array given another kind's prototype: codecs.bytes refuses it unless the engine made a Uint8Array, and the structured codecs copy it as structured clone does (its engine type and elements), local and shared, through every send", async () => {
+  // Before: the packer took the kind from the prototype and the element count from the engine,
+  // so a Float64Array given Uint8Array's prototype came back as a Uint8Array of its first 2
+  // bytes, and a Uint8Array given Float64Array's failed to unpack at the receiver ("a view
+  // outside its buffer"), the value taken and lost; codecs.bytes took any typed array that
+  // `instanceof Uint8Array` accepted and sent its first `length` bytes.
+  const reprototyped = <T extends ArrayBufferView>(array: T, proto: object): T =>
+    Object.setPrototypeOf(array, proto);
+  const cases: [string, () => ArrayBufferView, string][] = [
+    [
+      "Float64Array as Uint8Array",
+      () => reprototyped(new Float64Array([1.5, 2.5]), Uint8Array.prototype),
+      "Float64Array",
+    ],
+    [
+      "Uint16Array as Uint8Array",
+      () => reprototyped(new Uint16Array([258, 772]), Uint8Array.prototype),
+      "Uint16Array",
+    ],
+    [
+      "Int8Array as Uint8Array",
+      () => reprototyped(new Int8Array([-1, 2]), Uint8Array.prototype),
+      "Int8Array",
+    ],
+    [
+      "Uint8Array as Float64Array",
+      () => reprototyped(new Uint8Array([1, 2, 3, 4]), Float64Array.prototype),
+      "Uint8Array",
+    ],
+    [
+      "Uint8Array as Uint16Array",
+      () => reprototyped(new Uint8Array([1, 2, 3]), Uint16Array.prototype),
+      "Uint8Array",
+    ],
+  ];
+  const sends = {
+    trySend: (ch: Channel<unknown>, v: unknown) => {
+      assert.equal(ch.trySend(v).state, "ok");
+    },
+    trySendMany: (ch: Channel<unknown>, v: unknown) => {
+      assert.deepEqual(ch.trySendMany([v]), { state: "ok", sent: 1 });
+    },
+    send: (ch: Channel<unknown>, v: unknown) => ch.send(v),
+    select: (ch: Channel<unknown>, v: unknown) => select((s) => s.onSend(ch, v, () => {})),
+  };
+  for (const shared of [false, true]) {
+    for (const [name, make, engineType] of cases) {
+      for (const [op, send] of Object.entries(sends)) {
+        const what = `${name}, ${shared ? "shared" : "local"}, ${op}`;
+        for (const codec of [codecs.default, codecs.structured]) {
+          for (const inside of [false, true]) {
+            using ch = new Channel<unknown>(4, { codec });
+            if (shared) ch.share();
+            const value = make();
+            await send(ch, inside ? { value } : value);
+            const got = ch.tryReceive();
+            assert.equal(got.state, "ok", `${codec.name}: ${what}`);
+            const back = inside
+              ? (got as { value: { value: ArrayBufferView } }).value.value
+              : (got as { value: ArrayBufferView }).value;
+            assert.equal(Object.prototype.toString.call(back), `[object ${engineType}]`, what);
+            assert.deepEqual(back, structuredClone(value), `${codec.name}: ${what}`);
+          }
+        }
+        using bytes = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+        if (shared) bytes.share();
+        const value = make();
+        if (engineType === "Uint8Array") continue; // refused already: its prototype is another
+        await assert.rejects(async () => await send(bytes as Channel<unknown>, value), (e) => {
+          assert.ok(e instanceof CodecError, `${what}: ${e}`);
+          assert.match(
+            e.message,
+            new RegExp(`^Cannot ${op}: codecs.bytes carries Uint8Array values, received`),
+          );
+          return true;
+        });
+        assert.deepEqual(bytes.tryReceive(), { state: "empty" }, what);
+      }
+    }
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
