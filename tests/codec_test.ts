@@ -2595,5 +2595,35 @@ Deno.test("a typed array given another kind's prototype: codecs.bytes refuses it
   }
 });
 
+Deno.test("an array or typed array given Object.prototype or null comes back as structured clone copies it (an array, a typed array of its kind), not as a plain object of its indices, local and shared", () => {
+  const cases: [string, () => unknown][] = [
+    ["array, Object.prototype", () => Object.setPrototypeOf([1, "b", { c: 3 }], Object.prototype)],
+    ["array, null", () => Object.setPrototypeOf([1, 2], null)],
+    [
+      "Uint8Array, Object.prototype",
+      () => Object.setPrototypeOf(new Uint8Array([1, 2]), Object.prototype),
+    ],
+    ["Float64Array, null", () => Object.setPrototypeOf(new Float64Array([0.5]), null)],
+  ];
+  for (const codec of [codecs.default, codecs.structured]) {
+    for (const shared of [false, true]) {
+      for (const [name, make] of cases) {
+        const what = `${codec.name}, ${shared ? "shared" : "local"}: ${name}`;
+        for (const inside of [false, true]) {
+          using ch = new Channel<unknown>(4, { codec });
+          if (shared) ch.share();
+          const value = make();
+          assert.equal(ch.trySend(inside ? { value } : value).state, "ok", what);
+          const got = ch.tryReceive() as { state: string; value: unknown };
+          assert.equal(got.state, "ok", what);
+          const back = inside ? (got.value as { value: unknown }).value : got.value;
+          assert.deepEqual(back, structuredClone(value), what);
+          assert.equal(Array.isArray(back), Array.isArray(value), what);
+        }
+      }
+    }
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
