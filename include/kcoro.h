@@ -232,7 +232,9 @@ int32_t kc_cells_pin(uint64_t *cells, int32_t delta);
  * coroutine). KC_EINVAL outside those bounds (also for more than 1024 CPUs with workers 0);
  * KC_EBUSY if already running; KC_ESHUTDOWN while a shutdown is still in progress (start once
  * it returned), also once a kc_sched_shutdown_timed gave up with KC_EBUSY (the next shutdown
- * goes on). */
+ * goes on). KC_ENOMEM if memory or a worker thread could not be had: the threads that started
+ * are joined and everything is freed, nothing runs (kc_sched_info reads none running, its
+ * generation not counted; a shutdown does nothing) and a later kc_sched_start may try again. */
 int32_t kc_sched_start(uint32_t workers, uint32_t stack_size, uint32_t flags);
 /* Runs entry(arg) as a scheduled coroutine; it inherits the spawning coroutine's context.
  * flags: KC_CORO_FP_CONTROL (stacks are the scheduler's: KC_CORO_SLAB_STACK is KC_EINVAL).

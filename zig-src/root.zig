@@ -7189,6 +7189,32 @@ test "C ABI: kc_sched_start waiting for a call from outside still inside the las
     try testing.expectEqual(@as(u32, 0), sched_drain_users.load(.seq_cst));
 }
 
+test "C ABI: a kc_sched_start whose worker thread does not start is KC_ENOMEM with nothing left running or counted; the next start runs" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const hooks = &kcoro.scheduler.test_hooks;
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const gen = info[6];
+    // The second worker's thread (the first one started, then joined).
+    hooks.fail_thread = 1;
+    defer hooks.fail_thread = null;
+    try testing.expectEqual(Status.no_memory.code(), kc_sched_start(2, 0, 0));
+    hooks.fail_thread = null;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    try testing.expectEqual([7]u64{ 0, 0, 0, 0, 0, 0, gen }, info); // none runs, none counted
+    var stats: [4]u64 = undefined;
+    try testing.expectEqual(Status.shutdown.code(), kc_sched_stats(0, &stats, 4));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0)); // nothing to do
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(2, 0, 0));
+    defer _ = kc_sched_shutdown(0);
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    try testing.expectEqual(@as(u64, 2), info[0]);
+    try testing.expectEqual(@as(u64, 1), info[3]);
+    try testing.expectEqual(gen + 1, info[6]);
+    try testing.expectEqual(@as(i32, 4), kc_sched_stats(1, &stats, 4));
+}
+
 test "C ABI: a shutdown waiting for a handle lookup still in flight sleeps until it ends, not spinning" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();

@@ -192,6 +192,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `spawnWith` from outside the workers, once it holds `lifecycle`, before it reads
     /// the state.
     spawn_locked: ?*const fn () void = null,
+    /// In `begin`, the thread that fails to start as if `std.Thread.spawn` had failed: worker
+    /// `k` for `k` below the worker count, the timer watchdog for `k` equal to it.
+    fail_thread: ?usize = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -794,7 +797,10 @@ pub const Scheduler = struct {
     end_hook: ?*const fn (ShutdownMode) void = null,
 
     /// Creates the scheduler and starts its workers. `s` must stay at this address. For a
-    /// scheduler at `s` that ran and shut down, `restart`.
+    /// scheduler at `s` that ran and shut down, `restart`. error.OutOfMemory also if a worker
+    /// or the timer watchdog thread could not start: the threads that did are joined and
+    /// everything freed, as a shutdown leaves it (no workers, not running; `shutdown` does
+    /// nothing, `restart` may try again); the same for a failed `restart`.
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         return s.begin(allocator, options, .fresh);
     }
@@ -895,19 +901,40 @@ pub const Scheduler = struct {
         s.epoch.store(nextEpoch(), .monotonic);
         s.state.store(.running, .seq_cst);
         var started: usize = 0;
+        // A thread that did not start (no memory, no threads left): the run ends as a shutdown
+        // with nothing to abandon would end it, and leaves what a shutdown leaves: no workers
+        // (`s.workers` empty, so `workerCount` is 0 and the readers of the slice find nothing),
+        // the pool freed, the state `stopped` (`shutdown` does nothing, `restart` may run).
+        // Before, `s.workers` still pointed at the freed array (`workerStats`, `workerCount`,
+        // `liveCount` read freed memory) and the state stayed `stopping`.
         errdefer {
-            s.state.store(.stopping, .release);
+            // Seq_cst: as `stopRun`'s store, the store half of the Dekker pair with a drain on
+            // another thread (its count in `drainers`, then its load of `state`): either it
+            // sees the run ending and reads no worker, or the wait below sees it counted.
+            s.state.store(.stopping, .seq_cst);
             s.wakeAll();
             for (workers[0..started]) |*w| w.thread.?.join();
+            // A drain that saw the run going reads the workers' counters: let it leave first,
+            // as `joinAndFree` does. No wake from outside can be of this run (no coroutine was
+            // spawned on it: a spawn from outside waits for `lifecycle`, held by a restart, and
+            // nobody else has a fresh start's scheduler); one of an earlier run finds another
+            // epoch and reads nothing.
+            s.pingDrain();
+            _ = s.awaitNone(&s.drainers, null);
             for (workers) |*w| w.timers.deinit();
+            s.workers = &.{};
             allocator.free(workers);
             s.pool.deinit();
+            // Release: pairs with the acquire loads of the state (`isRunning`), as `joinAndFree`'s.
+            s.state.store(.stopped, .release);
         }
-        for (workers) |*w| {
+        for (workers, 0..) |*w, i| {
+            if (@import("builtin").is_test) if (test_hooks.fail_thread == i) return error.OutOfMemory;
             w.thread = std.Thread.spawn(.{ .stack_size = 256 * 1024 }, Worker.main, .{w}) catch
                 return error.OutOfMemory;
             started += 1;
         }
+        if (@import("builtin").is_test) if (test_hooks.fail_thread == workers.len) return error.OutOfMemory;
         s.watchdog = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, watchdogMain, .{s}) catch
             return error.OutOfMemory;
     }
@@ -1544,8 +1571,9 @@ pub const Scheduler = struct {
     /// freed but for the stacks (`join_stage`), which the next shutdown unmaps, `join_pending`
     /// kept meanwhile; and if a wake from outside (`unpark`) or a drain on another thread is
     /// still inside at the deadline (their threads starved, or stopped in a debugger): the
-    /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout if another thread's shutdown held the lifecycle lock past
-    /// the deadline (that shutdown goes on, and stops the run if it had not yet); a spawn from
+    /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout
+    /// if another thread's shutdown held the lifecycle lock past the deadline (that shutdown
+    /// goes on, and stops the run if it had not yet); a spawn from
     /// outside that holds it (briefly) is waited for, past the deadline too, and so is a
     /// `restart` on another thread (which holds it while it starts the new run: this call then
     /// shuts that run down, its deadline perhaps past; the C ABI orders starts and shutdowns
@@ -3799,6 +3827,66 @@ test "a restart keeps unjoined and cancel_pending, read and stored without a loc
     joined = true;
     try testing.expect(s.isRunning());
     try testing.expect(!s.joinLeft());
+}
+
+test "a begin whose worker or watchdog thread does not start fails with nothing left running or allocated; stats, spawn, shutdown and restart after it behave (leak-checked)" {
+    // Before, the failed begin freed the workers' array and the pool but left `s.workers`
+    // pointing at the array (`workerCount` still said 2; `workerStats`, `liveCount` and
+    // `busyCount` read freed memory) and the state `stopping`. Now it leaves what a shutdown
+    // leaves. The thread that fails is `test_hooks.fail_thread`'s; `testing.allocator` checks
+    // that nothing of the failed runs stays allocated.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ran = std.atomic.Value(u32).init(0);
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .release); // pairs with `expectRuns`'s acquire load
+        }
+        /// After a failed begin: as after a shutdown, nothing to read, nothing to stop.
+        fn expectNothing(s: *Scheduler) !void {
+            try testing.expectEqual(@as(usize, 0), s.workerCount());
+            try testing.expect(!s.isRunning());
+            try testing.expectEqual(@as(u64, 0), s.liveCount());
+            try testing.expectEqual(@as(u64, 0), s.busyCount());
+            try testing.expectError(error.Shutdown, s.spawn(body, null));
+            try testing.expectError(error.Shutdown, s.drainFor(0));
+            s.shutdown(.cancel); // nothing to do
+            try testing.expectEqual(@as(usize, 0), s.workerCount());
+            try testing.expect(!s.join_pending.load(.monotonic));
+        }
+        /// A run that works: a spawn runs, its workers' stats read it, a shutdown ends it.
+        fn expectRuns(s: *Scheduler) !void {
+            const before = ran.load(.acquire);
+            _ = try s.spawn(body, null);
+            try s.drainFor(test_timeout);
+            try testing.expectEqual(before + 1, ran.load(.acquire));
+            try testing.expectEqual(@as(usize, 2), s.workerCount());
+            var runs: u64 = 0;
+            for (0..s.workerCount()) |i| runs += s.workerStats(i).runs;
+            try testing.expect(runs >= 1);
+            s.shutdown(.cancel);
+        }
+    };
+    S.ran.store(0, .monotonic);
+    defer test_hooks.fail_thread = null;
+    const opts: Options = .{ .workers = 2, .stack_size = test_stack_size };
+    // Worker 0 (none started), worker 1 (one started, then joined), the watchdog (both).
+    for ([_]usize{ 0, 1, 2 }) |k| {
+        var s: Scheduler = undefined;
+        test_hooks.fail_thread = k;
+        try testing.expectError(error.OutOfMemory, s.start(testing.allocator, opts));
+        try S.expectNothing(&s);
+        test_hooks.fail_thread = null;
+        try s.restart(testing.allocator, opts);
+        try S.expectRuns(&s);
+        // A restart of a run that was shut down fails the same way.
+        test_hooks.fail_thread = k;
+        try testing.expectError(error.OutOfMemory, s.restart(testing.allocator, opts));
+        try S.expectNothing(&s);
+        test_hooks.fail_thread = null;
+        try s.restart(testing.allocator, opts);
+        try S.expectRuns(&s);
+    }
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
