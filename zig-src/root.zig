@@ -1017,10 +1017,7 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
     _ = sched_started.swap(false, .seq_cst);
     _ = awaitUsers(true, null);
     sched_stopping.store(false, .seq_cst);
-    // Monotonic: stored under `sched_mutex`, which we hold. A scheduler that ran before may
-    // still be read by a waker of that run (see `Scheduler.restart`).
-    const begin = if (sched_generation.load(.monotonic) == 0) &Scheduler.start else &Scheduler.restart;
-    begin(&sched, std.heap.c_allocator, .{
+    const options: kcoro.scheduler.Options = .{
         .workers = workers,
         .stack_size = size,
         .stack_mode = if (f.slab_stack) .slab else .guarded,
@@ -1028,7 +1025,16 @@ export fn kc_sched_start(workers: u32, stack_size: u32, flags: u32) callconv(.c)
         .finish_hook = freeHandle,
         .unmap_hook = quiesceLookups,
         .end_hook = recordEnd,
-    }) catch |err| return fail(err);
+    };
+    // Monotonic: stored under `sched_mutex`, which we hold. A scheduler that ran before may
+    // still be read by a waker of that run (see `Scheduler.restart`). Never error.Running nor
+    // a pending join's error.Shutdown from the restart: both refused above, under the lock
+    // every start and shutdown holds. A start that fails (KC_ENOMEM: a worker thread that
+    // could not start) leaves nothing running and counts no generation: the next start begins
+    // again, as a restart if one ran before (`Scheduler.begin` leaves it as a shutdown would).
+    if (sched_generation.load(.monotonic) == 0) {
+        sched.start(std.heap.c_allocator, options) catch |err| return fail(err);
+    } else sched.restart(std.heap.c_allocator, options) catch |err| return fail(err);
     _ = sched_generation.fetchAdd(1, .release); // before the store: whoever `enter`s sees it
     sched_started.store(true, .release);
     return 0;

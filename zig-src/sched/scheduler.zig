@@ -114,6 +114,9 @@ pub const ShutdownMode = enum(u32) {
 };
 
 pub const Error = error{ Shutdown, OutOfMemory, InvalidArgument, NotInCoroutine };
+/// `Scheduler.restart`'s: `Error`, and error.Running for a run already going (another
+/// thread's restart came first; the C ABI's KC_EBUSY, `status.fromError`).
+pub const RestartError = Error || error{Running};
 
 /// Status a coroutine's wait ended with (`Coroutine.wake_status`).
 pub const wake_ok: i32 = 0;
@@ -195,6 +198,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `begin`, the thread that fails to start as if `std.Thread.spawn` had failed: worker
     /// `k` for `k` below the worker count, the timer watchdog for `k` equal to it.
     fail_thread: ?usize = null,
+    /// In `restart`, once the new run started, before it lets go of `lifecycle`.
+    restarted: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -818,12 +823,23 @@ pub const Scheduler = struct {
     /// and is refused), and a second shutdown of it (another thread's, finding it stopped).
     /// Before, the restart built the mutex again under such a holder, whose unlock then let go
     /// of a lock it no longer held, and read the fields being rebuilt.
-    pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
+    /// Refused, nothing done, as the C ABI's kc_sched_start refuses: error.Running while a run
+    /// goes on (another thread's restart started it first: two threads that each shut down
+    /// and restart race so), error.Shutdown while a shutdown's join is pending (a bounded one
+    /// timed out, perhaps on another thread: the next `shutdown` joins, then a restart runs).
+    /// Before, both were assertions, which such a race tripped (a Debug build panicked; a
+    /// release build rebuilt the scheduler under the running workers).
+    pub fn restart(s: *Scheduler, allocator: std.mem.Allocator, options: Options) RestartError!void {
         s.lifecycle.lock();
         defer s.unlockLifecycle(); // wakes a bounded shutdown that waits for it meanwhile
-        assert(s.state.load(.acquire) != .running);
+        // Under `lifecycle`, which every start and stop of a run holds: what it reads holds
+        // until the unlock. Acquire: as `isRunning` (the store was made under the lock anyway).
+        if (s.state.load(.acquire) == .running) return error.Running;
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
-        assert(!s.join_pending.load(.monotonic));
+        // Monotonic: written under `lifecycle`, which we hold.
+        if (s.join_pending.load(.monotonic)) return error.Shutdown;
+        // Not running and no join pending: the last stop got as far as `stopped`.
+        assert(s.state.load(.monotonic) == .stopped);
         assert(s.join_stage == .none); // cleared with `join_pending` (`joinAndFree`)
         // Kept, not rebuilt: a thread waiting on a scope of the earlier run reads `unjoined`
         // (`joinLeft`), and a cancel of it from another thread may store `cancel_pending`
@@ -834,7 +850,8 @@ pub const Scheduler = struct {
         // Monotonic: a flag ordering nothing (see `cancel_pending`), stored under `lifecycle`.
         assert(!s.unjoined.load(.monotonic));
         s.cancel_pending.store(false, .monotonic);
-        return s.begin(allocator, options, .again);
+        try s.begin(allocator, options, .again);
+        if (@import("builtin").is_test) if (test_hooks.restarted) |f| f();
     }
 
     /// What `restart` keeps (see there).
@@ -1563,7 +1580,7 @@ pub const Scheduler = struct {
     /// yields, and cannot be stopped from outside): the run is stopped (`isRunning` false,
     /// `end_hook` called, spawns refused) but nothing is joined or freed, since that worker
     /// still runs on the coroutine's stack and reads the scheduler; `join_pending` says so, a
-    /// `restart` is refused (assert), and the next `shutdown`, `shutdownWithin` or
+    /// `restart` is refused (error.Shutdown), and the next `shutdown`, `shutdownWithin` or
     /// `shutdownBy` (either mode: the outcome was decided) goes on with the join and frees
     /// everything. What it would free stays allocated until then: leaked on purpose, never
     /// freed under a running worker. A process may also just end then (its exit ends the
@@ -1577,7 +1594,10 @@ pub const Scheduler = struct {
     /// outside that holds it (briefly) is waited for, past the deadline too, and so is a
     /// `restart` on another thread (which holds it while it starts the new run: this call then
     /// shuts that run down, its deadline perhaps past; the C ABI orders starts and shutdowns
-    /// under its own lock, so this is for Zig callers only). Spawns from outside are refused
+    /// under its own lock, so this is for Zig callers only). Past the deadline so, it stops the
+    /// run and its join waits no longer: error.Timeout with the join pending, as above (the
+    /// next shutdown joins; a `restart` meanwhile is error.Shutdown), unless every worker had
+    /// already left at its first look (then joined and freed). Spawns from outside are refused
     /// (error.Shutdown) from the call's start (`lifecycle_pending`): only those in flight then
     /// are waited for.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
@@ -3887,6 +3907,189 @@ test "a begin whose worker or watchdog thread does not start fails with nothing 
         try s.restart(testing.allocator, opts);
         try S.expectRuns(&s);
     }
+}
+
+test "two threads that each shut down and restart the scheduler in a loop: a restart that finds the other's run going is refused with error.Running" {
+    // Zig callers may do this (the C ABI's kc_sched_start refuses under its own lock: KC_EBUSY).
+    // Before, `restart` asserted that no run was going: the second of two restarts with no
+    // shutdown between them tripped it (a Debug build panicked; a release build rebuilt the
+    // scheduler under the running workers). Bounded: until both threads were refused at least
+    // once and went round `min_rounds` times, or a deadline.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const min_rounds = 50;
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var started = std.atomic.Value(u32).init(0);
+        var refused: [2]std.atomic.Value(u32) = .{ .init(0), .init(0) };
+        var failed = std.atomic.Value(u32).init(0);
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        // Monotonic counts: the joins order them before the test's reads.
+        fn cycler(i: usize) void {
+            defer joiners[i].done();
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            var rounds: u32 = 0;
+            while (!d.passed() and (rounds < min_rounds or refused[0].load(.monotonic) == 0 or
+                refused[1].load(.monotonic) == 0)) : (rounds += 1)
+            {
+                sched.shutdown(.cancel);
+                if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) {
+                    _ = started.fetchAdd(1, .monotonic);
+                } else |err| {
+                    _ = (if (err == error.Running) &refused[i] else &failed).fetchAdd(1, .monotonic);
+                }
+            }
+        }
+    };
+    S.started.store(0, .monotonic);
+    S.refused = .{ .init(0), .init(0) };
+    S.failed.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    var threads: [2]?std.Thread = .{ null, null };
+    defer {
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.test_ns, "a restarting thread");
+        s.shutdown(.cancel);
+    }
+    for (&threads, 0..) |*t, i| t.* = try std.Thread.spawn(.{}, S.cycler, .{i});
+    for (&threads, 0..) |*t, i| {
+        S.joiners[i].join(t.*.?, test_wait.test_ns, "a restarting thread");
+        t.* = null;
+    }
+    try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
+    try testing.expect(S.started.load(.monotonic) >= 1);
+    try testing.expect(S.refused[0].load(.monotonic) >= 1 and S.refused[1].load(.monotonic) >= 1);
+    try testing.expect(s.isRunning()); // the last restart's run, or the one that refused it
+}
+
+test "a restart while a bounded shutdown's join is left pending is refused with error.Shutdown; after the next shutdown it runs" {
+    // Before, `restart` asserted that no join was pending: a restart on another thread than
+    // the bounded shutdown's that timed out (its worker on a coroutine that never yields)
+    // tripped it.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    test_wait.NeverYields.reset();
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    var stuck = true;
+    defer if (stuck) {
+        test_wait.NeverYields.letGo();
+        s.shutdown(.cancel);
+    };
+    _ = try s.spawn(test_wait.NeverYields.body, null);
+    try test_wait.NeverYields.awaitRunning();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, 20 * std.time.ns_per_ms));
+    try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expectError(error.Shutdown, s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size }));
+    try testing.expect(s.join_pending.load(.monotonic)); // nothing done
+    try testing.expect(!s.isRunning());
+    test_wait.NeverYields.letGo();
+    s.shutdown(.cancel); // the join
+    stuck = false;
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    defer s.shutdown(.cancel);
+    try testing.expect(s.isRunning());
+}
+
+test "a bounded shutdown overlapping a restart waits for it past its deadline, then stops the new run; its join waits no longer (joined, or left to the next shutdown and a restart refused meanwhile)" {
+    // A restart holds `lifecycle` while it starts the new run; a bounded shutdown that comes
+    // meanwhile waits for it (a restart, as a spawn from outside, holds it briefly: only a
+    // shutdown holding it times the wait out) and then shuts the new run down, its deadline
+    // past by then. Its join waits until that deadline, no longer: error.Timeout with the join
+    // left to the next shutdown (`join_pending`), unless every worker had already left at its
+    // look (then joined and freed, as usual). Either way the run is stopped, a restart then is
+    // refused while the join is pending (error.Shutdown; before, an assertion) and runs once
+    // the next shutdown joined.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var past = std.atomic.Value(bool).init(false);
+        var join_past = std.atomic.Value(u32).init(0); // 1: the join's deadline was past, 2: not
+        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
+        var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        // On the restart's thread, the new run going, holding the lock: until the test lets go.
+        fn hold() void {
+            test_hooks.restarted = null; // once
+            inside.store(true, .release); // pairs with the test's acquire load
+            // Acquire: pairs with the test's release store.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        }
+        fn lockWait(d: u64) void {
+            // Release: pairs with the test's acquire load (a flag only).
+            if (monotonicNs() >= d) past.store(true, .release);
+        }
+        fn joinBy(d: u64) void {
+            // Release: pairs with the test's acquire load, after the join of this thread.
+            join_past.store(if (monotonicNs() >= d) 1 else 2, .release);
+        }
+        fn restarter() void {
+            defer joiners[0].done();
+            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
+            restarted.store(r, .release); // pairs with the test's acquire load
+        }
+        fn shutter() void {
+            defer joiners[1].done();
+            const r: u32 = if (sched.shutdownWithin(.cancel, std.time.ns_per_ms)) 1 else |_| 2;
+            result.store(r, .release); // pairs with the test's acquire load
+        }
+    };
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.past.store(false, .monotonic);
+    S.join_past.store(0, .monotonic);
+    S.restarted.store(0, .monotonic);
+    S.result.store(0, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    s.shutdown(.cancel);
+    test_hooks.restarted = S.hold;
+    defer test_hooks.restarted = null;
+    test_hooks.lock_wait = S.lockWait;
+    defer test_hooks.lock_wait = null;
+    test_hooks.join_by = S.joinBy;
+    defer test_hooks.join_by = null;
+    var threads: [2]?std.Thread = .{ null, null };
+    defer {
+        S.release.store(true, .release);
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        if (s.isRunning() or s.join_pending.load(.monotonic)) s.shutdown(.cancel);
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.restarter, .{});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the restart to start the new run");
+    while (!S.inside.load(.acquire)) try d.wait();
+    threads[1] = try std.Thread.spawn(.{}, S.shutter, .{});
+    const p = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to pass its deadline");
+    while (!S.past.load(.acquire)) try p.wait();
+    try testing.expectEqual(@as(u32, 0), S.result.load(.acquire)); // waits for the restart
+    try testing.expect(s.isRunning()); // the new run, not stopped under the restart
+    S.release.store(true, .release);
+    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the restart");
+    threads[0] = null;
+    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the bounded shutdown");
+    threads[1] = null;
+    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    try testing.expect(!s.isRunning());
+    try testing.expectEqual(@as(u32, 1), S.join_past.load(.acquire)); // no time of its own
+    const opts: Options = .{ .workers = 1, .stack_size = test_stack_size };
+    if (S.result.load(.acquire) == 2) {
+        try testing.expect(s.join_pending.load(.monotonic));
+        try testing.expectError(error.Shutdown, s.restart(testing.allocator, opts));
+        s.shutdown(.cancel); // the join
+    } else try testing.expectEqual(@as(u32, 1), S.result.load(.acquire));
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), s.workerCount());
+    try s.restart(testing.allocator, opts);
+    try testing.expect(s.isRunning());
 }
 
 test "a spawn from outside the workers, nobody waiting for the lifecycle lock, leaves its futex word alone" {
