@@ -790,7 +790,9 @@ fn running() ?*Scheduler {
 var sched_users = std.atomic.Value(u32).init(0);
 var sched_drain_users = std.atomic.Value(u32).init(0);
 /// Set by kc_sched_shutdown before it stops the scheduler, cleared by kc_sched_start: short
-/// calls from outside fail (KC_ESHUTDOWN) at once instead of waiting for a finishing drain.
+/// calls from outside fail (KC_ESHUTDOWN) at once, so that none enters a scheduler being
+/// stopped and freed (the shutdown waits for those already inside, `awaitUsersOut`), also
+/// while a finishing shutdown drains it.
 var sched_stopping = std.atomic.Value(bool).init(false);
 /// Set (under `sched_mutex`) while a shutdown holding it drains and joins the scheduler
 /// (`finishShutdown`), which may take for good: a timed shutdown waiting for the lock gives up
@@ -1272,10 +1274,15 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     var later: coroutine.LaterList = .{};
     const collecting = later.begin();
     defer later.end(collecting);
-    // Spawns from outside fail at once from here on, instead of waiting for a finishing
-    // drain to end (they would wait on the scheduler's lifecycle lock).
+    // A kc_sched_start fails at once from here on (KC_ESHUTDOWN), instead of waiting on
+    // `sched_mutex` for this shutdown (a finishing drain may take long).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
     defer _ = sched_shutting.fetchSub(1, .monotonic);
+    // Short calls from outside (spawns, kc_sched_info, a scope's create or launch) fail at
+    // once from here on (`enter`: KC_ESHUTDOWN), and those inside are waited for below, so
+    // that none reads the scheduler while it is stopped and freed. (No spawn from outside
+    // waits on the scheduler's own lifecycle lock for a finishing drain: the scheduler
+    // refuses those from the start of its shutdown without taking it, `lifecycle_pending`.)
     // Seq_cst: the Dekker pair with `enter` (see there); a swap, as in `kc_sched_start`.
     _ = sched_stopping.swap(true, .seq_cst);
     // A cancel while a finish drains: tell the drain to stop, then wait for that shutdown.
