@@ -3559,6 +3559,83 @@ test "a spawn from outside while a finishing shutdown drains is refused at once,
     try testing.expect(draining);
 }
 
+/// The restart tests' shared pieces. A thread held at a test hook (`hold`, called from the
+/// hook) until the test lets it go (`letGo`), or `default_ns` passed.
+const Gate = struct {
+    inside: std.atomic.Value(bool) = .init(false),
+    release: std.atomic.Value(bool) = .init(false),
+
+    fn hold(g: *Gate) void {
+        g.inside.store(true, .release); // pairs with `awaitInside`'s acquire load
+        // Acquire: pairs with `letGo`'s release store.
+        const d = test_wait.Deadline.in(test_wait.default_ns, "");
+        while (!g.release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+    }
+
+    /// Until a thread is in `hold`, failing after `default_ns` (saying `what` it waited for).
+    fn awaitInside(g: *Gate, what: []const u8) !void {
+        const d = test_wait.Deadline.in(test_wait.default_ns, what);
+        while (!g.inside.load(.acquire)) try d.wait();
+    }
+
+    fn letGo(g: *Gate) void {
+        g.release.store(true, .release);
+    }
+};
+
+/// A `restart` (1 worker, the tests' stacks) on a thread of its own, raced with a holder of
+/// `lifecycle`. At a fixed address from `begin` until `join`.
+const Restarter = struct {
+    sched: *Scheduler,
+    tid: std.atomic.Value(std.Thread.Id) = .init(0),
+    /// 1: done, 2: failed.
+    result: std.atomic.Value(u32) = .init(0),
+    joiner: test_wait.Joiner = .{},
+    thread: ?std.Thread = null,
+
+    fn begin(r: *Restarter) !void {
+        r.thread = try std.Thread.spawn(.{}, main, .{r});
+    }
+
+    fn main(r: *Restarter) void {
+        defer r.joiner.done();
+        r.tid.store(std.Thread.getCurrentId(), .release); // pairs with `awaitAsleep`'s acquire load
+        const ok = if (r.sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) true else |_| false;
+        r.result.store(if (ok) 1 else 2, .release); // pairs with the test's acquire loads
+    }
+
+    /// Until its thread sleeps (waiting on the lock), failing after `default_ns`.
+    fn awaitAsleep(r: *Restarter) !void {
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the restart to wait for the lock");
+        while (true) {
+            const tid = r.tid.load(.acquire);
+            if (tid != 0) if (test_wait.threadState(tid)) |st| if (st == 'S') break;
+            try d.wait();
+        }
+    }
+
+    /// Joins its thread, if it was started and not joined yet.
+    fn join(r: *Restarter) void {
+        const t = r.thread orelse return;
+        r.joiner.join(t, test_wait.default_ns, "the restarting thread");
+        r.thread = null;
+    }
+};
+
+/// A spawn from outside the workers onto `s`'s run: let in, and run.
+fn expectSpawnRuns(s: *Scheduler) !void {
+    const S = struct {
+        var ran = std.atomic.Value(bool).init(false);
+        fn body(_: ?*anyopaque) callconv(.c) void {
+            ran.store(true, .release); // pairs with the acquire load below
+        }
+    };
+    S.ran.store(false, .monotonic);
+    _ = try s.spawn(S.body, null);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
+    while (!S.ran.load(.acquire)) try d.wait();
+}
+
 test "a restart while another thread's shutdown of the stopped run is on its way out: spawns from outside the new run are let in" {
     // Two threads shut the scheduler down: the first call stops it, the second finds it
     // stopped and leaves; a restart once the first returned may come while the second is past
@@ -3570,29 +3647,19 @@ test "a restart while another thread's shutdown of the stopped run is on its way
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var ran = std.atomic.Value(bool).init(false);
+        var gate: Gate = .{};
         var joiner: test_wait.Joiner = .{};
         // On the second shutdown's thread, past its unlock: until the test restarted.
         fn uncount() void {
             test_hooks.before_uncount = null; // once
-            inside.store(true, .release); // pairs with the test's acquire load
-            // Acquire: pairs with the test's release store, made after its restart.
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            gate.hold();
         }
         fn second() void {
             defer joiner.done();
             sched.shutdown(.cancel); // the run is stopped: nothing to do
         }
-        fn body(_: ?*anyopaque) callconv(.c) void {
-            ran.store(true, .release); // pairs with the test's acquire load
-        }
     };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.ran.store(false, .monotonic);
+    S.gate = .{};
     S.joiner = .{};
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
@@ -3602,21 +3669,18 @@ test "a restart while another thread's shutdown of the stopped run is on its way
     defer test_hooks.before_uncount = null;
     var second: ?std.Thread = try std.Thread.spawn(.{}, S.second, .{});
     defer if (second) |t| {
-        S.release.store(true, .release);
+        S.gate.letGo();
         S.joiner.join(t, test_wait.default_ns, "the second shutdown");
     };
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the second shutdown to let go of the lock");
-    while (!S.inside.load(.acquire)) try d.wait();
+    try S.gate.awaitInside("the second shutdown to let go of the lock");
     try testing.expectEqual(@as(u32, 1), s.lifecycle_pending.load(.monotonic)); // its count
     try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
     defer s.shutdown(.cancel);
-    S.release.store(true, .release);
+    S.gate.letGo();
     S.joiner.join(second.?, test_wait.default_ns, "the second shutdown");
     second = null;
-    // From this thread, outside the workers: let in, and run.
-    _ = try s.spawn(S.body, null);
-    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
-    while (!S.ran.load(.acquire)) try ran.wait();
+    // From this thread, outside the workers.
+    try expectSpawnRuns(&s);
     try testing.expectEqual(@as(u32, 0), s.lifecycle_pending.load(.monotonic));
 }
 
@@ -3633,78 +3697,52 @@ test "a restart waits for a spawn from outside on the stopped run that holds the
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var ran = std.atomic.Value(bool).init(false);
+        var gate: Gate = .{};
         var rc = std.atomic.Value(u32).init(0); // 1: spawned, 2: error.Shutdown, 3: else
-        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
-        var restarter_tid = std.atomic.Value(std.Thread.Id).init(0);
-        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        var joiner: test_wait.Joiner = .{};
         // On the spawning thread, holding the lock: until the test lets it go.
         fn locked() void {
             test_hooks.spawn_locked = null; // once
-            inside.store(true, .release); // pairs with the test's acquire load
-            // Acquire: pairs with the test's release store.
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            gate.hold();
         }
         fn spawner() void {
-            defer joiners[0].done();
+            defer joiner.done();
             const r: u32 = if (sched.spawn(body, null)) |_| 1 else |err| if (err == error.Shutdown) 2 else 3;
             rc.store(r, .release); // pairs with the test's acquire load
         }
-        fn restarter() void {
-            defer joiners[1].done();
-            restarter_tid.store(std.Thread.getCurrentId(), .release);
-            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
-            restarted.store(r, .release); // pairs with the test's acquire loads
-        }
-        fn body(_: ?*anyopaque) callconv(.c) void {
-            ran.store(true, .release); // pairs with the test's acquire load
-        }
+        fn body(_: ?*anyopaque) callconv(.c) void {}
     };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.ran.store(false, .monotonic);
+    S.gate = .{};
     S.rc.store(0, .monotonic);
-    S.restarted.store(0, .monotonic);
-    S.restarter_tid.store(0, .monotonic);
-    S.joiners = .{ .{}, .{} };
+    S.joiner = .{};
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     S.sched = &s;
     s.shutdown(.cancel);
     test_hooks.spawn_locked = S.locked;
     defer test_hooks.spawn_locked = null;
-    var threads: [2]?std.Thread = .{ null, null };
+    var spawner: ?std.Thread = null;
+    var restarter: Restarter = .{ .sched = &s };
     defer {
-        S.release.store(true, .release);
-        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        S.gate.letGo();
+        if (spawner) |t| S.joiner.join(t, test_wait.default_ns, "the spawning thread");
+        restarter.join();
         if (s.isRunning()) s.shutdown(.cancel);
     }
-    threads[0] = try std.Thread.spawn(.{}, S.spawner, .{});
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the spawn to hold the lock");
-    while (!S.inside.load(.acquire)) try d.wait();
-    threads[1] = try std.Thread.spawn(.{}, S.restarter, .{});
+    spawner = try std.Thread.spawn(.{}, S.spawner, .{});
+    try S.gate.awaitInside("the spawn to hold the lock");
+    try restarter.begin();
     // The restart waits on the lock (its thread asleep), not done while the spawn holds it.
-    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the restart to wait for the lock");
-    while (true) {
-        const tid = S.restarter_tid.load(.acquire);
-        if (tid != 0) if (test_wait.threadState(tid)) |st| if (st == 'S') break;
-        try asleep.wait();
-    }
-    try testing.expectEqual(@as(u32, 0), S.restarted.load(.acquire));
-    S.release.store(true, .release);
-    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the spawning thread");
-    threads[0] = null;
-    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the restarting thread");
-    threads[1] = null;
+    try restarter.awaitAsleep();
+    try testing.expectEqual(@as(u32, 0), restarter.result.load(.acquire));
+    S.gate.letGo();
+    S.joiner.join(spawner.?, test_wait.default_ns, "the spawning thread");
+    spawner = null;
+    restarter.join();
     try testing.expectEqual(@as(u32, 2), S.rc.load(.acquire)); // the run it saw was stopped
-    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    try testing.expectEqual(@as(u32, 1), restarter.result.load(.acquire));
     // The new run takes spawns from outside (the lock let go), and runs them.
-    _ = try s.spawn(S.body, null);
-    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
-    while (!S.ran.load(.acquire)) try ran.wait();
+    try expectSpawnRuns(&s);
 }
 
 test "a restart while another thread's shutdown still holds the lifecycle lock, its run stopping, waits for it, then starts the new run" {
@@ -3719,72 +3757,45 @@ test "a restart while another thread's shutdown still holds the lifecycle lock, 
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
-        var ran = std.atomic.Value(bool).init(false);
-        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
-        var restarter_tid = std.atomic.Value(std.Thread.Id).init(0);
-        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        var gate: Gate = .{};
+        var joiner: test_wait.Joiner = .{};
         // On the shutdown's thread, under the lock, the join pending: until the test lets go.
         fn unmap(_: ?u64) bool {
-            inside.store(true, .release); // pairs with the test's acquire load
-            // Acquire: pairs with the test's release store.
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            gate.hold();
             return true;
         }
         fn shutter() void {
-            defer joiners[0].done();
+            defer joiner.done();
             sched.shutdown(.cancel);
         }
-        fn restarter() void {
-            defer joiners[1].done();
-            restarter_tid.store(std.Thread.getCurrentId(), .release); // pairs with the test's acquire load
-            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
-            restarted.store(r, .release); // pairs with the test's acquire loads
-        }
-        fn body(_: ?*anyopaque) callconv(.c) void {
-            ran.store(true, .release); // pairs with the test's acquire load
-        }
     };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
-    S.ran.store(false, .monotonic);
-    S.restarted.store(0, .monotonic);
-    S.restarter_tid.store(0, .monotonic);
-    S.joiners = .{ .{}, .{} };
+    S.gate = .{};
+    S.joiner = .{};
     var s: Scheduler = undefined;
     try s.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size, .unmap_hook = S.unmap });
     S.sched = &s;
-    var threads: [2]?std.Thread = .{ null, null };
+    var shutter: ?std.Thread = null;
+    var restarter: Restarter = .{ .sched = &s };
     defer {
-        S.release.store(true, .release);
-        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        S.gate.letGo();
+        if (shutter) |t| S.joiner.join(t, test_wait.default_ns, "the shutdown");
+        restarter.join();
         if (s.isRunning()) s.shutdown(.cancel);
     }
-    threads[0] = try std.Thread.spawn(.{}, S.shutter, .{});
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to reach its last stage");
-    while (!S.inside.load(.acquire)) try d.wait();
+    shutter = try std.Thread.spawn(.{}, S.shutter, .{});
+    try S.gate.awaitInside("the shutdown to reach its last stage");
     try testing.expect(!s.isRunning());
-    threads[1] = try std.Thread.spawn(.{}, S.restarter, .{});
+    try restarter.begin();
     // The restart waits on the lock (its thread asleep), not done while the shutdown holds it.
-    const asleep = test_wait.Deadline.in(test_wait.default_ns, "the restart to wait for the lock");
-    while (true) {
-        const tid = S.restarter_tid.load(.acquire);
-        if (tid != 0) if (test_wait.threadState(tid)) |st| if (st == 'S') break;
-        try asleep.wait();
-    }
-    try testing.expectEqual(@as(u32, 0), S.restarted.load(.acquire));
-    S.release.store(true, .release);
-    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the shutdown");
-    threads[0] = null;
-    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the restart");
-    threads[1] = null;
-    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    try restarter.awaitAsleep();
+    try testing.expectEqual(@as(u32, 0), restarter.result.load(.acquire));
+    S.gate.letGo();
+    S.joiner.join(shutter.?, test_wait.default_ns, "the shutdown");
+    shutter = null;
+    restarter.join();
+    try testing.expectEqual(@as(u32, 1), restarter.result.load(.acquire));
     try testing.expect(s.isRunning());
-    _ = try s.spawn(S.body, null);
-    const ran = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutine to run");
-    while (!S.ran.load(.acquire)) try ran.wait();
+    try expectSpawnRuns(&s);
 }
 
 test "a restart keeps unjoined and cancel_pending, read and stored without a lock by threads of the earlier run, and clears cancel_pending" {
@@ -4007,20 +4018,15 @@ test "a bounded shutdown overlapping a restart waits for it past its deadline, t
     defer wd.stop();
     const S = struct {
         var sched: *Scheduler = undefined;
-        var inside = std.atomic.Value(bool).init(false);
-        var release = std.atomic.Value(bool).init(false);
+        var gate: Gate = .{};
         var past = std.atomic.Value(bool).init(false);
         var join_past = std.atomic.Value(u32).init(0); // 1: the join's deadline was past, 2: not
-        var restarted = std.atomic.Value(u32).init(0); // 1: done, 2: failed
         var result = std.atomic.Value(u32).init(0); // 1: returned, 2: error.Timeout
-        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        var joiner: test_wait.Joiner = .{};
         // On the restart's thread, the new run going, holding the lock: until the test lets go.
         fn hold() void {
             test_hooks.restarted = null; // once
-            inside.store(true, .release); // pairs with the test's acquire load
-            // Acquire: pairs with the test's release store.
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            gate.hold();
         }
         fn lockWait(d: u64) void {
             // Release: pairs with the test's acquire load (a flag only).
@@ -4030,24 +4036,17 @@ test "a bounded shutdown overlapping a restart waits for it past its deadline, t
             // Release: pairs with the test's acquire load, after the join of this thread.
             join_past.store(if (monotonicNs() >= d) 1 else 2, .release);
         }
-        fn restarter() void {
-            defer joiners[0].done();
-            const r: u32 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) 1 else |_| 2;
-            restarted.store(r, .release); // pairs with the test's acquire load
-        }
         fn shutter() void {
-            defer joiners[1].done();
+            defer joiner.done();
             const r: u32 = if (sched.shutdownWithin(.cancel, std.time.ns_per_ms)) 1 else |_| 2;
             result.store(r, .release); // pairs with the test's acquire load
         }
     };
-    S.inside.store(false, .monotonic);
-    S.release.store(false, .monotonic);
+    S.gate = .{};
     S.past.store(false, .monotonic);
     S.join_past.store(0, .monotonic);
-    S.restarted.store(0, .monotonic);
     S.result.store(0, .monotonic);
-    S.joiners = .{ .{}, .{} };
+    S.joiner = .{};
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     S.sched = &s;
@@ -4058,26 +4057,26 @@ test "a bounded shutdown overlapping a restart waits for it past its deadline, t
     defer test_hooks.lock_wait = null;
     test_hooks.join_by = S.joinBy;
     defer test_hooks.join_by = null;
-    var threads: [2]?std.Thread = .{ null, null };
+    var restarter: Restarter = .{ .sched = &s };
+    var shutter: ?std.Thread = null;
     defer {
-        S.release.store(true, .release);
-        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        S.gate.letGo();
+        restarter.join();
+        if (shutter) |t| S.joiner.join(t, test_wait.default_ns, "the bounded shutdown");
         if (s.isRunning() or s.join_pending.load(.monotonic)) s.shutdown(.cancel);
     }
-    threads[0] = try std.Thread.spawn(.{}, S.restarter, .{});
-    const d = test_wait.Deadline.in(test_wait.default_ns, "the restart to start the new run");
-    while (!S.inside.load(.acquire)) try d.wait();
-    threads[1] = try std.Thread.spawn(.{}, S.shutter, .{});
+    try restarter.begin();
+    try S.gate.awaitInside("the restart to start the new run");
+    shutter = try std.Thread.spawn(.{}, S.shutter, .{});
     const p = test_wait.Deadline.in(test_wait.default_ns, "the shutdown's lock wait to pass its deadline");
     while (!S.past.load(.acquire)) try p.wait();
     try testing.expectEqual(@as(u32, 0), S.result.load(.acquire)); // waits for the restart
     try testing.expect(s.isRunning()); // the new run, not stopped under the restart
-    S.release.store(true, .release);
-    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the restart");
-    threads[0] = null;
-    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the bounded shutdown");
-    threads[1] = null;
-    try testing.expectEqual(@as(u32, 1), S.restarted.load(.acquire));
+    S.gate.letGo();
+    restarter.join();
+    S.joiner.join(shutter.?, test_wait.default_ns, "the bounded shutdown");
+    shutter = null;
+    try testing.expectEqual(@as(u32, 1), restarter.result.load(.acquire));
     try testing.expect(!s.isRunning());
     try testing.expectEqual(@as(u32, 1), S.join_past.load(.acquire)); // no time of its own
     const opts: Options = .{ .workers = 1, .stack_size = test_stack_size };
