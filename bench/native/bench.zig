@@ -161,10 +161,11 @@ fn benchSpawn(n: u64, workers: u32) !f64 {
 
 fn nop(_: ?*anyopaque) callconv(.c) void {}
 
-/// Spawns from a thread outside the workers (a host's kc_spawn): each takes and lets go of the
-/// scheduler's lifecycle lock (`Scheduler.spawn`, `unlockLifecycle`), then pushes to the inject
-/// queue, which the one worker drains meanwhile. Only the spawn calls are timed, in batches of
-/// 1,000 with a drain between (so that the stacks in use stay few).
+/// Spawns from a thread outside the workers (a host's kc_spawn): each looks at
+/// `lifecycle_pending`, takes and lets go of the scheduler's lifecycle lock
+/// (`Scheduler.spawnWith`, `unlockLifecycleSpawn`), then pushes to the inject queue, which the
+/// one worker drains meanwhile. Only the spawn calls are timed, in batches of 1,000 with a
+/// drain between (so that the stacks in use stay few).
 fn benchSpawnOutside(n: u64) !f64 {
     var s: Scheduler = undefined;
     try startSched(&s, 1, 16 * 1024, .slab);
