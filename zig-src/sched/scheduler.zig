@@ -833,7 +833,8 @@ pub const Scheduler = struct {
         s.lifecycle.lock();
         defer s.unlockLifecycle(); // wakes a bounded shutdown that waits for it meanwhile
         // Under `lifecycle`, which every start and stop of a run holds: what it reads holds
-        // until the unlock. Acquire: as `isRunning` (the store was made under the lock anyway).
+        // until the unlock. Acquire: pairs with the release (and seq_cst) stores of the state,
+        // as `isRunning`'s load does, though the lock already orders those made under it.
         if (s.state.load(.acquire) == .running) return error.Running;
         // A bounded shutdown that timed out left workers to join: the next shutdown's.
         // Monotonic: written under `lifecycle`, which we hold.
@@ -3579,7 +3580,7 @@ const Gate = struct {
     }
 
     fn letGo(g: *Gate) void {
-        g.release.store(true, .release);
+        g.release.store(true, .release); // pairs with `hold`'s acquire load
     }
 };
 
