@@ -1508,8 +1508,7 @@ export fn kc_sched_stats(worker: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const held = enter(.short) orelse return Status.shutdown.code();
     defer held.leave();
     const s = held.s;
-    if (worker >= s.workerCount()) return Status.invalid.code();
-    const st = s.workerStats(worker);
+    const st = s.workerStats(worker) orelse return Status.invalid.code(); // past the last worker
     const vals = [_]u64{ st.runs, st.steals, st.parks, st.queue_depth };
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];

@@ -1535,8 +1535,12 @@ pub const Scheduler = struct {
         return s.workers.len;
     }
 
-    /// Counters of worker `index` (below `workerCount`), read without stopping it.
-    pub fn workerStats(s: *Scheduler, index: usize) WorkerStats {
+    /// Counters of worker `index`, read without stopping it; null for an index at or past
+    /// `workerCount` (every index once the scheduler is shut down, or after a failed `start`
+    /// or `restart`: there are no workers then). Before, such an index read past the array (a
+    /// panic in a safe build; in a release build whatever lay there).
+    pub fn workerStats(s: *Scheduler, index: usize) ?WorkerStats {
+        if (index >= s.workers.len) return null;
         const w = &s.workers[index];
         return .{
             .runs = w.runs.load(.monotonic),
@@ -1559,7 +1563,7 @@ pub const Scheduler = struct {
     /// (the C ABI refuses it with KC_EINVAL). A panic rather than an error: `shutdown` is the
     /// teardown that `defer` runs, where no error can go, and a coroutine has nothing to do
     /// with one but stop; its own thread cannot be stopped from inside. A second call does
-    /// nothing; a spawn after it is error.Shutdown (and there are no workers to `workerStats`).
+    /// nothing; a spawn after it is error.Shutdown (and `workerStats` is null: no workers).
     /// The scheduler at `s` may run again with `restart` (not `start`: see there).
     pub fn shutdown(s: *Scheduler, mode: ShutdownMode) void {
         s.shutdownBy(mode, null) catch unreachable; // no bound: no timeout
@@ -3877,6 +3881,7 @@ test "a begin whose worker or watchdog thread does not start fails with nothing 
         /// After a failed begin: as after a shutdown, nothing to read, nothing to stop.
         fn expectNothing(s: *Scheduler) !void {
             try testing.expectEqual(@as(usize, 0), s.workerCount());
+            try testing.expect(s.workerStats(0) == null);
             try testing.expect(!s.isRunning());
             try testing.expectEqual(@as(u64, 0), s.liveCount());
             try testing.expectEqual(@as(u64, 0), s.busyCount());
@@ -3894,9 +3899,11 @@ test "a begin whose worker or watchdog thread does not start fails with nothing 
             try testing.expectEqual(before + 1, ran.load(.acquire));
             try testing.expectEqual(@as(usize, 2), s.workerCount());
             var runs: u64 = 0;
-            for (0..s.workerCount()) |i| runs += s.workerStats(i).runs;
+            for (0..s.workerCount()) |i| runs += s.workerStats(i).?.runs;
             try testing.expect(runs >= 1);
+            try testing.expect(s.workerStats(s.workerCount()) == null);
             s.shutdown(.cancel);
+            try testing.expect(s.workerStats(0) == null); // no workers once shut down
         }
     };
     S.ran.store(0, .monotonic);
