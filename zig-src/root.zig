@@ -203,6 +203,9 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
 export fn kc_chan_unhold(h: u32) callconv(.c) i32 {
     const rec = ThreadRecord.mine(false) orelse return Status.invalid.code();
     const held = rec.holds.getPtr(h) orelse return Status.invalid.code();
+    // From inside the channel's own hook (`acquireLocking`): refused, the hold kept, before the
+    // count changes: the last hold's destroy takes the lock this thread holds.
+    if (chans().peek(h)) |p| if (chan.Channel.inHookOf(p.ch)) return Status.invalid.code();
     const serial = held.serial;
     held.count -= 1;
     if (held.count == 0) _ = removeTidy(&rec.holds, &rec.holds_removed, h);
@@ -1549,6 +1552,23 @@ fn chans() *ChanRegistry {
     return &chan_registry;
 }
 
+/// `chans().acquire(h)` for a call that takes the channel's lock: InvalidArgument (KC_EINVAL),
+/// nothing done, from inside that channel's undelivered hook or a release of one of its
+/// descriptors on this thread, also further out (`Channel.inHookOf`): this thread holds the
+/// lock, and the call would wait for itself for good (or, the lock biased to this thread,
+/// enter it a second time). Before, a hang. One thread-local load outside every hook; the
+/// try-operations, which look no handle up this way, refuse on their slow path
+/// (`Channel.tryGuardedLocked`).
+fn acquireLocking(h: u32) error{ BadHandle, InvalidArgument }!*ChanRegistry.Entry {
+    const r = chans();
+    const e = try r.acquire(h);
+    if (chan.Channel.inHookOf(ChanRegistry.channelOf(e))) {
+        r.release(e);
+        return error.InvalidArgument;
+    }
+    return e;
+}
+
 fn tokens() *TokenRegistry {
     chan_once.call();
     return &token_registry;
@@ -1906,7 +1926,7 @@ fn chanOp(h: u32, elem: ?*anyopaque, size: u32, deadline_ns: u64, token: u32, fl
         const peeked = r.peek(h) orelse return Status.bad_handle.code();
         return guardedTry(peeked.ch, if (is_send) .send else .receive, true, true, p, size, peeked.guard, h);
     }
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     const te = acquireToken(token) catch |err| {
         r.release(e);
         return fail(err);
@@ -2128,7 +2148,7 @@ export fn kc_chan_waiting_flag(h: u32) callconv(.c) ?*const u8 {
 /// channels pass a struct kc_desc and prefer the descriptor's own release hook.
 export fn kc_chan_on_undelivered(h: u32, hook: ?chan.UndeliveredFn, ctx: ?*anyopaque) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     ChanRegistry.channelOf(e).setUndelivered(hook, ctx);
     return 0;
@@ -2137,7 +2157,7 @@ export fn kc_chan_on_undelivered(h: u32, hook: ?chan.UndeliveredFn, ctx: ?*anyop
 /// int32_t kc_chan_close(uint32_t h): 1 if this call closed it, 0 if it was closed already.
 export fn kc_chan_close(h: u32) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     return @intFromBool(ChanRegistry.channelOf(e).close());
 }
@@ -2255,7 +2275,7 @@ export fn kc_chan_close_cause(h: u32, cause: ?*const anyopaque, len: u32, flags:
     // Before, it was kept, and every read of it was KC_EINVAL, as if the call had been wrong.
     if (len > std.math.maxInt(i32)) return Status.invalid.code();
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     // Held across the close or cancel and the append: a host that saw the channel closed, or
@@ -2305,7 +2325,7 @@ export fn kc_chan_cancel_cause(h: u32, out: ?*anyopaque, cap: u32) callconv(.c) 
 /// int32_t kc_chan_cancel(uint32_t h)
 export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     _ = ChanRegistry.channelOf(e).cancel();
     return 0;
@@ -2326,7 +2346,8 @@ export fn kc_chan_cancel(h: u32) callconv(.c) i32 {
 export fn kc_chan_destroy(h: u32) callconv(.c) i32 {
     const r = chans();
     const serial = blk: {
-        const e = r.acquire(h) catch |err| {
+        const e = acquireLocking(h) catch |err| {
+            if (err == error.InvalidArgument) return fail(err); // from its own hook: nothing done
             // Dead already (another destroy, or the last unhold, came first): this thread's
             // record of keeping its values goes too, unless the list is its own
             // (`forgetKeepOfDeadHandle`). Before, it stayed until the thread ended.
@@ -2421,7 +2442,7 @@ fn keptFor(h: u32, serial: u64, ticket: u64) bool {
 /// (`statusBits`), so bits 1 to 4 come only with bit 0, bits 2 and 3 with bit 4.
 export fn kc_chan_status(h: u32) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     return ch.statusBits(); // one lock: the bits agree
@@ -2475,7 +2496,7 @@ export fn kc_chan_serial(h: u32, out: ?*u64) callconv(.c) i32 {
 export fn kc_chan_snapshot(h: u32, out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     const m = ChanRegistry.channelOf(e).snapshot();
     const vals = metricsWords(m);
@@ -2502,7 +2523,7 @@ export fn kc_chan_add_metrics(h: u32, counts: ?[*]const u64, n: u32) callconv(.c
         for (0..k) |i| w[i] = src[i];
     }
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     ChanRegistry.channelOf(e).addMetrics(metricsFromWords(&w));
     return 0;
@@ -3523,7 +3544,7 @@ export fn kc_ring_watch(ring: u32, h: u32, flags: u32, out_ticket: ?*u32) callco
     const re = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(re);
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     const ch = ChanRegistry.channelOf(e);
     const watched = RingRegistry.objectOf(re).submitWatch(ch, flags & watch_cancel != 0, flags & watch_owned != 0, &.{@intFromPtr(e)}) catch |err| {
         r.release(e);
@@ -3645,7 +3666,7 @@ fn chanAsync(h: u32, elem: ?*anyopaque, size: u32, ring: u32, out_ticket: ?*u32,
     const re = rr.acquire(ring) catch |err| return fail(err);
     defer rr.release(re);
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     const ch = ChanRegistry.channelOf(e);
     if (size != ch.elem_size) {
         r.release(e);
@@ -3701,7 +3722,7 @@ export fn kc_select_async(clauses_ptr: ?[*]const Clause, n: u32, flags: u32, rin
     var clauses: [chan.max_clauses]chan.Clause = undefined;
     var values: [chan.max_clauses][]u8 = undefined;
     for (cs[0..n], 0..) |c, i| {
-        const e = r.acquire(c.handle) catch |err| return fail(err);
+        const e = acquireLocking(c.handle) catch |err| return fail(err);
         refs[held] = @intFromPtr(e);
         held += 1;
         const ch = ChanRegistry.channelOf(e);
@@ -3764,14 +3785,13 @@ export fn kc_select(clauses_ptr: ?[*]const Clause, n: u32, deadline_ns: u64, tok
     if (n == 0 or n > chan.max_clauses) return Status.invalid.code();
     if (flags & ~(select_poll | select_unbiased) != 0) return Status.invalid.code();
     const te = acquireToken(token) catch |err| return fail(err);
-    const r = chans();
     var entries: [chan.max_clauses]*ChanRegistry.Entry = undefined;
     var held: HeldRefs = .{ .chans = entries[0..0], .token = te };
     held.hold();
     defer held.drop();
     var clauses: [chan.max_clauses]chan.Clause = undefined;
     for (cs[0..n], 0..) |c, i| {
-        const e = r.acquire(c.handle) catch |err| return fail(err);
+        const e = acquireLocking(c.handle) catch |err| return fail(err);
         entries[held.chans.len] = e;
         held.chans = entries[0 .. held.chans.len + 1];
         const ch = ChanRegistry.channelOf(e);
@@ -4016,7 +4036,7 @@ fn keepUndelivered(ctx: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// list staying whose the destroy found it, and nothing dropped later is kept for this call.
 export fn kc_chan_keep_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     std.debug.assert(ch.elem_size < 1 << 31);
@@ -4160,7 +4180,7 @@ fn freeUndelivered(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
 /// any kc_chan_on_undelivered hook. KC_EINVAL for a channel that is not zero-copy.
 export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     const ch = ChanRegistry.channelOf(e);
     if (!ch.zero_copy) return Status.invalid.code();
@@ -4182,7 +4202,7 @@ export fn kc_chan_free_undelivered(h: u32) callconv(.c) i32 {
 export fn kc_chan_drop(h: u32, elem: ?*const anyopaque, size: u32) callconv(.c) i32 {
     const p: [*]const u8 = @ptrCast(elem orelse return Status.invalid.code());
     const r = chans();
-    const e = r.acquire(h) catch |err| return fail(err);
+    const e = acquireLocking(h) catch |err| return fail(err);
     defer r.release(e);
     if (@import("builtin").is_test) if (test_hooks.after_drop_lookup) |f| f();
     const ch = ChanRegistry.channelOf(e);
@@ -8414,6 +8434,159 @@ test "C ABI: a ring call on an operation of a channel whose undelivered hook run
     try testing.expectEqual(@as(u64, 42), out);
     try testing.expectEqual(@as(i32, 0), kc_ring_abort(S.ring, S.queued_ticket));
     try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+}
+
+test "C ABI: every direct call on a channel from inside its own undelivered hook or release is refused (KC_EINVAL), not a hang; other channels work" {
+    // The hook holds its channel's lock: each call below that took it (all but the try-
+    // operations' lock-free answers, which the hook's time closes: `Channel.closeForHook`)
+    // waited for itself for good, or, the lock biased to the hook's thread after a run of its
+    // own operations, entered it a second time. Run in a thread joined within a deadline, so a
+    // regression fails the test instead of hanging the suite. Both kinds of channel: buffered
+    // (fast paths, biased lock) and rendezvous; a hook nested in another channel's; a
+    // zero-copy descriptor's release.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const calls = 24;
+    const S = struct {
+        const inv = Status.invalid.code();
+        var x: u32 = 0; // the channel whose hook runs
+        var y: u32 = 0; // another channel: served as usual
+        var ring: u32 = 0;
+        var word: ?*const u32 = null; // x's handle word
+        var got: [calls]i32 = @splat(1);
+        var other: [3]i32 = @splat(1);
+        var ran: u32 = 0;
+        var size: u32 = 8; // x's element size (a descriptor's on a zero-copy channel)
+
+        /// Every direct call on `x`, into `got`; a few on `y`, into `other`.
+        fn callAll() void {
+            ran += 1;
+            var v: [4]u64 = @splat(0); // a zero-copy channel's: an empty inline value
+            var o: [4]u64 = @splat(0);
+            var t: u32 = 0;
+            var idx: u32 = 0;
+            const recv_x = [1]Clause{.{ .handle = x, .kind = 1, .size = size, .elem = &o }};
+            const both = [2]Clause{
+                .{ .handle = y, .kind = 1, .size = 8, .elem = &o[1] },
+                .{ .handle = x, .kind = 0, .size = size, .elem = &v },
+            };
+            var snap: [metrics_words]u64 = @splat(0);
+            const cause = "hook";
+            got = .{
+                kc_chan_try_send(x, &v, size),
+                kc_chan_try_recv(x, &o, size),
+                kc_chan_retry_send(x, &v, size),
+                kc_chan_try_send_n(x, &v, size, 4),
+                kc_chan_try_recv_n(x, &o, size, 4),
+                kc_chan_try_send_at(word, x, &v, size),
+                kc_chan_try_recv_at(word, x, &o, size),
+                kc_chan_send(x, &v, size, 0, 0, 0),
+                kc_chan_recv(x, &o, size, 0, 0, 0),
+                kc_chan_send(x, &v, size, 0, 0, chan_try),
+                kc_select(&recv_x, 1, 0, 0, select_poll, &idx),
+                kc_select(&both, 2, 0, 0, 0, &idx),
+                kc_chan_send_async(x, &v, size, ring, &t),
+                kc_chan_recv_async(x, &o, size, ring, &t),
+                kc_select_async(&both, 2, 0, ring, &t, &idx),
+                kc_ring_watch(ring, x, 0, &t),
+                kc_chan_status(x),
+                kc_chan_snapshot(x, &snap, metrics_words),
+                kc_chan_add_metrics(x, &snap, metrics_words),
+                kc_chan_on_undelivered(x, null, null),
+                kc_chan_drop(x, &v, size),
+                kc_chan_close_cause(x, cause, cause.len, 0),
+                kc_chan_close(x),
+                kc_chan_cancel(x),
+            };
+            // Last, as it would end the channel: the destroy, and the hook thread's last hold.
+            if (kc_chan_destroy(x) != inv or kc_chan_unhold(x) != inv) got[0] = 99;
+            other = .{ kc_chan_try_send(y, &v, 8), kc_chan_try_recv(y, &o, 8), kc_chan_status(y) };
+        }
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            callAll();
+        }
+        fn onRelease(_: ?*anyopaque, _: ?*anyopaque, _: usize) callconv(.c) void {
+            callAll();
+        }
+        /// `y`'s hook, run from inside `x`'s (which dropped a value on `y`): `x` is locked too.
+        fn onYNested(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var v: u64 = 5;
+            got[0] = kc_chan_try_send(x, &v, 8);
+            got[1] = kc_chan_close(x);
+            other[0] = kc_chan_status(y); // y's own: refused too
+        }
+        fn onXDropsOnY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            var v: u64 = 6;
+            _ = kc_chan_drop(y, &v, 8);
+        }
+
+        /// On a thread of its own: a run of operations on `x` (biasing its lock to this
+        /// thread), then a drop that runs the hook, then checks that `x` is untouched.
+        fn run(j: *test_wait.Joiner, capacity: u32, zero_copy: bool, nested: bool) void {
+            defer j.done();
+            runChecked(capacity, zero_copy, nested) catch |err| std.debug.panic("{s}", .{@errorName(err)});
+        }
+        fn runChecked(capacity: u32, zero_copy: bool, nested: bool) !void {
+            size = if (zero_copy) @sizeOf(chan.Descriptor) else 8;
+            try testing.expectEqual(@as(i32, 0), kc_chan_create(size, capacity, 0, if (zero_copy) chan_zero_copy else 0, &x));
+            try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &y));
+            defer _ = kc_chan_destroy(y);
+            try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+            defer _ = kc_ring_destroy(ring);
+            try testing.expectEqual(@as(i32, 0), kc_chan_hold(x, 0));
+            _ = kc_chan_ready_flag(x, &word) orelse return error.NoFlag;
+            try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(x, if (nested) onXDropsOnY else onX, null));
+            if (nested) try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(y, onYNested, null));
+            if (!zero_copy and capacity > 0) for (0..200) |i| {
+                var v: u64 = i;
+                try testing.expectEqual(@as(i32, 0), kc_chan_try_send(x, &v, 8));
+                try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(x, &v, 8));
+            };
+            if (!zero_copy and capacity > 0) {
+                var v: u64 = 77; // a value buffered while the hook runs
+                try testing.expectEqual(@as(i32, 0), kc_chan_try_send(x, &v, 8));
+            }
+            got = @splat(1);
+            other = @splat(1);
+            ran = 0;
+            if (zero_copy) {
+                var d: chan.Descriptor = .{ .ptr = null, .len = 0, .release = onRelease, .ctx = null };
+                try testing.expectEqual(@as(i32, 1), kc_chan_drop(x, &d, size));
+            } else {
+                var d: u64 = 7;
+                try testing.expectEqual(@as(i32, 1), kc_chan_drop(x, &d, 8));
+            }
+            if (nested) {
+                try testing.expectEqualSlices(i32, &.{ inv, inv }, got[0..2]);
+                try testing.expectEqual(inv, other[0]);
+            } else {
+                try testing.expectEqual(@as(u32, 1), ran);
+                try testing.expectEqualSlices(i32, &(@as([calls]i32, @splat(inv))), &got);
+                try testing.expectEqualSlices(i32, &.{ 0, 0, 0 }, &other); // y: sent, received, open
+            }
+            // Nothing changed `x`: open, its buffered value still there, and every call works.
+            try testing.expectEqual(@as(i32, 0), kc_chan_status(x));
+            if (!zero_copy and capacity > 0) {
+                var o: u64 = 0;
+                try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(x, &o, 8));
+                try testing.expectEqual(@as(u64, 77), o);
+            }
+            var o: [4]u64 = @splat(0);
+            try testing.expectEqual(Status.again.code(), kc_chan_try_recv(x, &o, size));
+            try testing.expectEqual(@as(i32, 1), kc_chan_close(x));
+            try testing.expectEqual(@as(i32, 1), kc_chan_unhold(x)); // the last hold: destroyed
+        }
+    };
+    for ([_]u32{ 4, 0 }) |capacity| {
+        for ([_]bool{ false, true }) |nested| {
+            var j: test_wait.Joiner = .{};
+            const t = try std.Thread.spawn(.{}, S.run, .{ &j, capacity, false, nested });
+            j.join(t, test_wait.default_ns, "the calls of a hook on its own channel");
+        }
+    }
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.run, .{ &j, 4, true, false });
+    j.join(t, test_wait.default_ns, "the calls of a descriptor's release on its own channel");
 }
 
 test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {

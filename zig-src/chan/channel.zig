@@ -1329,6 +1329,10 @@ pub const Channel = struct {
     /// `tryGuarded` past its lock-free answers, once `tryLean` did nothing: out of line, so
     /// that its frame and calls stay off the lean path.
     noinline fn tryGuardedLocked(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+        // From inside this channel's hook on this thread (which holds its lock, and closed the
+        // paths above for the hook's time: `closeForHook`): refused before any lock, which would
+        // wait for itself. One thread-local load here, off the lean path.
+        if (inHookOf(ch)) return error.InvalidArgument;
         // The fast path first, under one side's lock. Monotonic guard loads: the slot's stores
         // are not under the channel lock, but the lock orders them against our load. A destroy
         // stores 0 (`retireFreed`) before its retire cancels the channel holding every lock
@@ -1592,6 +1596,9 @@ pub const Channel = struct {
     /// Hands a value the channel will never deliver to its owner: a zero-copy descriptor's own
     /// `release`, else the channel's hook. With the lock held (hooks must not use the channel).
     /// While the hook runs, this thread is marked as inside it (`inHookOf`).
+    /// While it runs, the try-paths that need no `lock` are closed (`closeForHook`), so that
+    /// each of this thread's calls on the channel reaches a refusal (`inHookOf`) instead of the
+    /// lock it holds.
     fn undelivered(ch: *Channel, elem: [*]const u8) void {
         ch.metrics.dropped += 1;
         var frame: HookFrame = .{ .ch = ch, .outer = hook_frames };
@@ -1600,14 +1607,61 @@ pub const Channel = struct {
             if (d.release) |f| {
                 hook_frames = &frame;
                 defer popHook(&frame);
+                const gate = ch.closeForHook();
+                defer ch.reopenAfterHook(gate);
                 return f(d.ctx, d.ptr, d.len);
             }
         }
         if (ch.on_undelivered) |f| {
             hook_frames = &frame;
             defer popHook(&frame);
+            const gate = ch.closeForHook();
+            defer ch.reopenAfterHook(gate);
             f(ch.undelivered_ctx, elem);
         }
+    }
+
+    /// What `closeForHook` changed, for `reopenAfterHook` to put back.
+    const HookGate = struct { fast: bool, ready: bool, blocked: bool };
+
+    /// With the whole channel locked (`lock`, `lockBoth`; or no lock at all where nobody else
+    /// can reach it: `destroy` of its last reference), before a hook runs: the hook's thread
+    /// holds the lock, so any of its calls on this channel that took it would wait for itself
+    /// for good, or, the lock biased to this thread (`SpinLock`), enter it a second time
+    /// unseen. The C ABI refuses such calls (`inHookOf`) only on its slow paths, to keep that
+    /// thread-local read off the try-operations' fast ones; so those fast ones are closed here
+    /// for the hook's time: `fast` off (no `tryLean`, no fast receive under `rx.mutex`), and the
+    /// flags say "a receive may succeed" and "a send need not wait" (no lock-free KC_EAGAIN), so
+    /// that every try-operation reaches `tryGuardedLocked`, which refuses it before any lock.
+    /// Other threads lose nothing: they would wait for this lock anyway (both flags err on the
+    /// safe side, as their documentation allows), and `fast` is read without a lock only as a
+    /// hint: with both locks held nobody is past one that read it, and those reading it under
+    /// `tx.mutex` (`lockRx`, `unlock`, the fast paths) take that lock after it is put back.
+    /// Two loads and no store for a channel whose flags and kind need no change.
+    fn closeForHook(ch: *Channel) HookGate {
+        // Monotonic loads: written only by holders of the locks, and we hold them all.
+        const gate: HookGate = .{
+            .fast = ch.fast.load(.monotonic),
+            .ready = ch.flags.recv_ready.load(.monotonic),
+            .blocked = ch.flags.send_blocked.load(.monotonic),
+        };
+        // Monotonic: a hint for lock-free readers (above); its readers under a lock are ordered
+        // by the lock.
+        if (gate.fast) ch.fast.store(false, .monotonic);
+        // Release: as every store of the flags (`publishFlags`): pairs with the try-paths'
+        // acquire loads (a reader that sees them goes on to take the lock).
+        if (!gate.ready) ch.flags.recv_ready.store(true, .release);
+        if (gate.blocked) ch.flags.send_blocked.store(false, .release);
+        return gate;
+    }
+
+    /// After the hook: puts back what `closeForHook` changed (the lock still held; its
+    /// `unlock` publishes the flags the channel's state then calls for).
+    fn reopenAfterHook(ch: *Channel, gate: HookGate) void {
+        // Monotonic / release: as in `closeForHook`.
+        if (gate.fast) ch.fast.store(true, .monotonic);
+        if (!gate.ready) ch.flags.recv_ready.store(false, .release);
+        if (gate.blocked) ch.flags.send_blocked.store(true, .release);
     }
 
     /// Ends `frame`'s hook: its frame is this thread's innermost again, as the hook returned on
