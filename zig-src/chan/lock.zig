@@ -255,6 +255,15 @@ pub const SpinLock = struct {
         }
     }
 
+    /// Whether the lock may be held now (a hint): false only if no thread holds it through the
+    /// ordinary lock and no bias owner is inside its section. A thread that holds it reads its
+    /// own store of `locked` or `busy`, so it never reads false: a caller may skip asking
+    /// whether it holds the lock itself (a thread-local read, `Channel.inHookOf`) on false.
+    pub inline fn looksHeld(l: *const SpinLock) bool {
+        // Monotonic: a hint; a holder's own stores (program order) are all it must see.
+        return l.locked.load(.monotonic) or l.busy.load(.monotonic);
+    }
+
     pub fn isRevoked(l: *const SpinLock) bool {
         // Acquire: pairs with the revoker's release store of `revoked`.
         return l.owner.load(.acquire) == revoked;
