@@ -461,7 +461,8 @@ int32_t kc_chan_try_recv_at(const uint32_t *handle_word, uint32_t handle, void *
  * (send an empty value as the descriptor kc_desc_make of 0 bytes writes, {NULL, 0, NULL, tag},
  * with kc_chan_try_send) or NULL data, with desc->ptr NULL: nothing made (before, *desc was left
  * as it was: a caller freeing what a failure left freed a stale pointer); or NULL desc. A
- * KC_EINVAL of the try-send (a channel of another element size) leaves the copy, as any failed
+ * KC_EINVAL of the try-send (a channel of another element size, a call from the channel's own
+ * undelivered hook: see kc_chan_on_undelivered) leaves the copy, as any failed
  * try-send. So after every error but NULL desc, kc_desc_free(desc) frees exactly what the call
  * made. New in ABI 17. */
 int32_t kc_chan_try_send_copy(const uint32_t *handle_word, uint32_t handle, const void *data,
@@ -486,13 +487,22 @@ const uint8_t *kc_chan_blocked_flag(uint32_t handle);
  * ABI 22. */
 const uint8_t *kc_chan_waiting_flag(uint32_t handle);
 /* Sets (NULL clears) the hook given every value the channel drops. It runs with the channel
- * locked and must not use the channel, also not through a ring: a kc_ring_take, _give_back,
- * _abort or _withdraw of a ticket of an operation on this channel, or a kc_ring_destroy of a ring
- * holding one (queued, or completed and not taken yet), would take the channel's lock, which this
- * thread holds, and is refused with KC_EINVAL, the ticket (the ring) kept, for it to call once
- * the hook returned (before, a hang in that call); also from a hook run inside this one (of
- * another channel that this hook dropped a value on). The same holds for a descriptor's
- * release. Zero-copy: elem is a struct kc_desc without a release.
+ * locked, so a call on the channel from the hook would take the lock this thread holds: every
+ * such call is refused with KC_EINVAL, nothing done, for the hook's thread to make once the hook
+ * returned (before, a hang in that call, or, after a run of the thread's own operations on the
+ * channel, a try-send or try-receive that went through in the middle of the operation that
+ * dropped). Refused: the try family (kc_chan_try_send, _try_recv, _retry_send, _try_send_n,
+ * _try_recv_n, _try_send_at, _try_recv_at, _try_send_copy), kc_chan_send and kc_chan_recv (with
+ * KC_CHAN_TRY too), kc_select and kc_select_async with a clause on it, kc_chan_send_async,
+ * kc_chan_recv_async, kc_ring_watch, kc_chan_close, _close_cause, _cancel, _destroy, _unhold
+ * (the hold kept), _drop, _status, _snapshot, _add_metrics, _on_undelivered, _keep_undelivered,
+ * _free_undelivered; and through a ring: a kc_ring_take, _give_back, _abort or _withdraw of a
+ * ticket of an operation on this channel, or a kc_ring_destroy of a ring holding one (queued, or
+ * completed and not taken yet), the ticket (the ring) kept. Also from a hook run inside this one
+ * (of another channel that this hook dropped a value on): both channels are locked. Calls that
+ * take no lock (kc_chan_info, _serial, _cause, _cancel_cause, _ready_flag, _blocked_flag,
+ * _waiting_flag, _hold, _take_undelivered) work. Other channels are the hook's to use. The same
+ * holds for a descriptor's release. Zero-copy: elem is a struct kc_desc without a release.
  * It must return on the thread and coroutine it was called on: run in a coroutine, it must not
  * suspend it (kc_coro_yield, or a call that parks: a blocking channel operation, kc_sleep_ns),
  * which would keep the channel locked while others run, and leave the mark of the hook that the
@@ -933,10 +943,15 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * taken go back to their channels, in front of the values sent after them, where
  * kc_ring_give_back puts them, counted as it counts them. KC_EINVAL, the ring kept, from inside
  * the undelivered hook of a channel one of its operations is on (see kc_chan_on_undelivered).
- * Not refused: the withdrawal runs in whichever call lets go of the ring last, so a destroy on
- * another thread while such a hook is inside a call on the ring (a kc_ring_wait, a take of
- * another channel's ticket) may leave it to the hook's call, which then waits for itself as
- * before: destroy a ring only while no hook uses it. */
+ * Not refused, and a hang: the withdrawal runs in whichever call lets go of the ring last, so
+ * when another thread destroys the ring while an undelivered hook (or a descriptor's release)
+ * is inside any call on it (kc_ring_wait, _drain, _interrupt, a take or abort of another
+ * channel's ticket, a submission on another channel: kc_chan_send_async, _recv_async,
+ * kc_select_async, kc_ring_watch), that call may be the last, and withdraws the ring's
+ * operations on the hook's thread: one on the hook's own channel (or on the channel of a hook
+ * further out) takes the lock that thread holds, and waits for itself for good. So destroy a
+ * ring only while no hook can be inside a call on it, or keep operations of a hooked channel off
+ * the rings its hook calls. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block
