@@ -943,15 +943,14 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * taken go back to their channels, in front of the values sent after them, where
  * kc_ring_give_back puts them, counted as it counts them. KC_EINVAL, the ring kept, from inside
  * the undelivered hook of a channel one of its operations is on (see kc_chan_on_undelivered).
- * Not refused, and a hang: the withdrawal runs in whichever call lets go of the ring last, so
- * when another thread destroys the ring while an undelivered hook (or a descriptor's release)
- * is inside any call on it (kc_ring_wait, _drain, _interrupt, a take or abort of another
- * channel's ticket, a submission on another channel: kc_chan_send_async, _recv_async,
- * kc_select_async, kc_ring_watch), that call may be the last, and withdraws the ring's
- * operations on the hook's thread: one on the hook's own channel (or on the channel of a hook
- * further out) takes the lock that thread holds, and waits for itself for good. So destroy a
- * ring only while no hook can be inside a call on it, or keep operations of a hooked channel off
- * the rings its hook calls. */
+ * The withdrawal runs in whichever call lets go of the ring last: when another thread destroys
+ * the ring while an undelivered hook (or a descriptor's release) is inside a call on it
+ * (kc_ring_wait, _drain, _interrupt, a take or abort of another channel's ticket, a submission
+ * on another channel), that call may be the last, and if one of the ring's operations is on the
+ * hook's channel (or on the channel of a hook further out), whose lock that thread holds, the
+ * withdrawal goes to a thread of the library's own, which takes the lock once the hook's caller
+ * let go of it (before, the hook's call waited for itself for good). Only if no thread can be
+ * started does it run in that call, and hang as before. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block

@@ -8589,6 +8589,63 @@ test "C ABI: every direct call on a channel from inside its own undelivered hook
     j.join(t, test_wait.default_ns, "the calls of a descriptor's release on its own channel");
 }
 
+test "C ABI: a ring destroyed by another thread while a hook of a channel it has an operation on holds it is freed off the hook's thread, not a hang" {
+    // The hook's thread holds a reference to the ring (as every call on it does: a kc_ring_wait,
+    // a take of another channel's ticket) while another thread destroys it: the hook's release
+    // is the last, and the ring's free withdrew its receive on `x` there, taking `x`'s lock,
+    // which that thread holds (a hang; the joiner's deadline fails it). Now that free runs on a
+    // thread of its own once the hook's caller let go of the lock: the receive is withdrawn
+    // (no receiver left queued) and a value sent after it stays in `x`.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var x: u32 = 0;
+        var ring: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var destroyed = std.atomic.Value(bool).init(false);
+        var drop_rc: i32 = 9;
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const rr = rings();
+            const e = rr.acquire(ring) catch return;
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the ring's destroy");
+            // Acquire: pairs with the test's release store after kc_ring_destroy returned.
+            while (!destroyed.load(.acquire)) d.wait() catch break;
+            rr.release(e); // the last reference
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            drop_rc = kc_chan_drop(x, &v, 8);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    var got: u64 = 0;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &got, 8, S.ring, &ticket));
+    const waiting = kc_chan_waiting_flag(S.x) orelse return error.NoFlag;
+    try testing.expect(@atomicLoad(u8, waiting, .acquire) != 0);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's hold of the ring");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+    S.destroyed.store(true, .release);
+    j.join(t, test_wait.default_ns, "a hook whose ring's free withdrew an operation on its channel");
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    // The free's thread withdraws the receive once `x` is unlocked. Acquire: the flag's store
+    // is published at the unlock of the withdrawal.
+    const w = test_wait.Deadline.in(test_wait.default_ns, "the ring's free on its own thread");
+    while (@atomicLoad(u8, waiting, .acquire) != 0) try w.wait();
+    var v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.x, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.x, &got, 8));
+    try testing.expectEqual(@as(u64, 5), got);
+}
+
 test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {
     // The mark is the thread's (`Channel.inHookOf`): a coroutine the hook resumes runs on the
     // thread that holds the channel's lock and must be refused as the hook is (nested too, a

@@ -61,7 +61,25 @@ pub const TokenRegistry = RefRegistry(channel.Token, .token, freeToken, retireTo
 
 const Ring = @import("../bridge/ring.zig").Ring;
 
+/// Frees a ring its last reference let go of. That may be a call on the ring from inside an
+/// undelivered hook (or a descriptor's release) on this thread, after another thread destroyed
+/// the ring meanwhile: if one of the ring's operations is on the hook's channel (or on the
+/// channel of a hook further out: `Ring.refuseInHook`), `deinit`'s withdrawal would take that
+/// channel's lock, which this thread holds, and wait for itself for good (it did, before). Then
+/// the free goes to a thread of its own, which takes the lock once the hook's caller let go of
+/// it; only if no thread can be started does it run here, as before (kcoro.h, kc_ring_destroy).
+/// The ring's handle is dead already, and the ring's operations keep their channels alive.
 fn freeRing(r: *Ring, allocator: std.mem.Allocator) void {
+    if (r.refuseInHook()) |_| {} else |_| {
+        if (std.Thread.spawn(.{}, freeRingNow, .{ r, allocator })) |t| {
+            t.detach();
+            return;
+        } else |_| {}
+    }
+    freeRingNow(r, allocator);
+}
+
+fn freeRingNow(r: *Ring, allocator: std.mem.Allocator) void {
     r.deinit();
     allocator.destroy(r);
 }
