@@ -2418,6 +2418,70 @@ async function parkedSender(workers: number, parked: boolean) {
   return { rt, full, sender, [Symbol.dispose]: () => full[Symbol.dispose]() };
 }
 
+/**
+ * Holds each slice of a drain (`kc_sched_drain_for`, faked on `sym`) until the test answers it
+ * with a status (`slices[i](rc)`): where the drain is, and how many slices it asked for, is then
+ * the test's to know, not a matter of timing. Disposing puts the real function back.
+ */
+function holdSlices(
+  sym: Record<string, unknown>,
+): { slices: ((rc: number) => void)[] } & Disposable {
+  const real = sym.kc_sched_drain_for;
+  const slices: ((rc: number) => void)[] = [];
+  sym.kc_sched_drain_for = () => new Promise<number>((r) => slices.push(r));
+  return { slices, [Symbol.dispose]: () => sym.kc_sched_drain_for = real };
+}
+
+/**
+ * Starts `rt.drain(options)` with its first slice held ({@linkcode holdSlices}), the real
+ * `kc_sched_drain_for` back for any later one: the test answers the held slice with
+ * `release(rc)` once what the drain is to meet has happened.
+ */
+async function drainAtHeldSlice(
+  sym: Record<string, unknown>,
+  rt: Runtime,
+  options?: { signal?: AbortSignal },
+): Promise<{ during: Promise<unknown>; release: (rc: number) => void }> {
+  using held = holdSlices(sym);
+  const during = rt.drain(options);
+  await until(() => held.slices.length === 1, "the drain's slice called");
+  return { during, release: held.slices[0] };
+}
+
+/**
+ * Fakes `kc_sched_info` on `sym` to read the scheduler as not running, the generation kept
+ * (zeros in its first six counters), as after a C caller's `kc_sched_shutdown_timed` that gave
+ * up with KC_EBUSY; `reads()` counts its calls. Disposing puts the real function back.
+ */
+function readNotRunning(sym: Record<string, unknown>): { reads: () => number } & Disposable {
+  const real = sym.kc_sched_info as (out: BigUint64Array, n: number) => number;
+  let reads = 0;
+  sym.kc_sched_info = (out: BigUint64Array, n: number) => {
+    const rc = real(out, n);
+    out.fill(0n, 0, Math.min(n, 6));
+    reads++;
+    return rc;
+  };
+  return { reads: () => reads, [Symbol.dispose]: () => sym.kc_sched_info = real };
+}
+
+/**
+ * The start of a child script (evalScript) for a drain test: parkedSender's set-up (`rt` of one
+ * worker, `full`, `sender` parked on its third send) and `sym`, the symbols its fakes replace.
+ * The script imports what else it uses itself.
+ */
+const PARKED_SENDER_SCRIPT = `
+  import { Channel, codecs, library, runtime } from "./mod.ts";
+  import { librarySymbols } from "./ffi/load.ts";
+  import { until } from "./tests/support.ts";
+  const rt = runtime({ workers: 1 });
+  const full = new Channel(2, { codec: codecs.u64 });
+  const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
+  rt.spawn("chanSender", sender);
+  await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
+  const sym = librarySymbols(library(), "test");
+`;
+
 Deno.test("runtime: a finishing shutdown resolves with how many coroutines it abandoned parked, a cancelling one with how many it abandoned", async () => {
   // A "finish" drains until nothing is runnable, running or sleeping, then stops: a producer
   // parked on a full channel that nothing receives from is abandoned, never run to its end.
@@ -2512,23 +2576,14 @@ Deno.test("runtime: a drain already waiting when a finishing shutdown comes (its
   // it while waiting (DRAIN_SETTLED), not as a call made during it. Before, that path resolved
   // { parked: 0 } though the finish abandoned a producer parked on a full channel.
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const real = sym.kc_sched_drain_for;
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler(); // its own scheduler: no coroutine an earlier one left counts
     using parked = await parkedSender(1, true);
     const { rt } = parked;
-    let release: ((rc: number) => void) | undefined;
-    let during: Promise<unknown>;
-    sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
-    try {
-      during = rt.drain();
-      await until(() => release !== undefined, "the drain's slice called");
-    } finally {
-      sym.kc_sched_drain_for = real;
-    }
+    const { during, release } = await drainAtHeldSlice(sym, rt);
     if (by === "its Runtime") assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
     else assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(1), 0); // finish
-    release!(Status.ESHUTDOWN);
+    release(Status.ESHUTDOWN);
     assert.deepEqual(await during, { parked: 1 }, by);
   }
 });
@@ -2541,25 +2596,19 @@ Deno.test("runtime: a drain whose slice ran dry just before its Runtime's finish
   // though the finish abandoned a producer parked on a full channel.
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  const realEnded = sym.kc_sched_ended;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
-  let release: ((rc: number) => void) | undefined;
-  let during: Promise<unknown>;
-  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  const { during, release } = await drainAtHeldSlice(sym, rt);
   try {
-    during = rt.drain();
-    await until(() => release !== undefined, "the drain's slice called");
-    sym.kc_sched_drain_for = realDrain;
     assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
     let checks = 0;
     sym.kc_sched_ended = (g: bigint) =>
       checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
-    release!(0);
+    release(0);
     assert.deepEqual(await during, { parked: 1 });
     assert.equal(checks >= 1, true, "the slice's check");
   } finally {
-    sym.kc_sched_drain_for = realDrain;
     sym.kc_sched_ended = realEnded;
   }
 });
@@ -2572,20 +2621,11 @@ Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, sti
   // though the finish then abandoned a producer parked on a full channel.
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const [realDrain, realEnded, realInfo] = [
-    sym.kc_sched_drain_for,
-    sym.kc_sched_ended,
-    sym.kc_sched_info,
-  ];
+  const [realEnded, realInfo] = [sym.kc_sched_ended, sym.kc_sched_info];
   using parked = await parkedSender(1, true);
   const { rt } = parked;
-  let release: ((rc: number) => void) | undefined;
-  let during: Promise<unknown>;
-  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  const { during, release } = await drainAtHeldSlice(sym, rt);
   try {
-    during = rt.drain();
-    await until(() => release !== undefined, "the drain's slice called");
-    sym.kc_sched_drain_for = realDrain;
     let ended = false;
     const stop = rt.shutdown("finish").finally(() => ended = true);
     sym.kc_sched_ended = (g: bigint) =>
@@ -2595,11 +2635,10 @@ Deno.test("runtime: a drain whose slice ran dry before its Runtime's finish, sti
       if (!ended) out.fill(0n, 0, Math.min(n, 6)); // shutting down: none reads as running
       return rc;
     };
-    release!(0);
+    release(0);
     assert.deepEqual(await during, { parked: 1 });
     assert.deepEqual(await stop, { abandoned: 1 });
   } finally {
-    sym.kc_sched_drain_for = realDrain;
     sym.kc_sched_ended = realEnded;
     sym.kc_sched_info = realInfo;
   }
@@ -2611,28 +2650,22 @@ Deno.test("runtime: a drain whose slice ran dry just before a cancel (its Runtim
   // the scheduler in between. Before, { parked: 0 } though the cancel abandoned a producer
   // parked on a full channel when the drain ran dry.
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  const realEnded = sym.kc_sched_ended;
   for (const by of ["its Runtime", "C code"]) {
     await shutdownScheduler();
     using parked = await parkedSender(1, true);
     const { rt } = parked;
-    let release: ((rc: number) => void) | undefined;
-    let during: Promise<unknown>;
-    sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+    const { during, release } = await drainAtHeldSlice(sym, rt);
     try {
-      during = rt.drain();
-      await until(() => release !== undefined, "the drain's slice called");
-      sym.kc_sched_drain_for = realDrain;
       if (by === "its Runtime") assert.deepEqual(await rt.shutdown("cancel"), { abandoned: 1 });
       else assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(0), 0); // cancel
       let checks = 0;
       sym.kc_sched_ended = (g: bigint) =>
         checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
-      release!(0);
+      release(0);
       assert.deepEqual(await during, { parked: 1 }, by);
       assert.equal(checks >= 1, true, "the slice's check");
     } finally {
-      sym.kc_sched_drain_for = realDrain;
       sym.kc_sched_ended = realEnded;
     }
   }
@@ -2645,24 +2678,15 @@ Deno.test("runtime: a drain that ran dry while a C caller's timed shutdown gave 
   // producer was parked on a full channel.
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const realInfo = sym.kc_sched_info;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
-  let reads = 0;
   let settled = false;
   let during: Promise<unknown>;
-  sym.kc_sched_info = (out: BigUint64Array, n: number) => {
-    const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
-    out.fill(0n, 0, Math.min(n, 6)); // the timed shutdown's KC_EBUSY: reads as not running
-    reads++;
-    return rc;
-  };
-  try {
+  {
+    using info = readNotRunning(sym); // the timed shutdown's KC_EBUSY
     during = rt.drain().finally(() => settled = true);
-    await until(() => reads >= 5 || settled, "the drain's rounds");
+    await until(() => info.reads() >= 5 || settled, "the drain's rounds");
     assert.equal(settled, false, "still draining");
-  } finally {
-    sym.kc_sched_info = realInfo;
   }
   // The next shutdown (C code's finish) goes on: the drain settles with what it left parked.
   assert.equal((sym.kc_sched_shutdown as (mode: number) => number)(1), 0);
@@ -2675,15 +2699,7 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running pa
   // would call into the library back to back. The pauses asked for are read from setTimeout,
   // stubbed once nothing else of the script's waits on a timer: no timing is measured.
   const res = await evalScript(`
-    import { Channel, codecs, library, runtime } from "./mod.ts";
-    import { librarySymbols } from "./ffi/load.ts";
-    import { until } from "./tests/support.ts";
-    const rt = runtime({ workers: 1 });
-    const full = new Channel(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender);
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = librarySymbols(library(), "test");
+    ${PARKED_SENDER_SCRIPT}
     const realInfo = sym.kc_sched_info;
     const realSetTimeout = globalThis.setTimeout;
     const pauses = [];
@@ -2721,31 +2737,19 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running is
   // the drain goes on in rounds (between them or in one): a finish settles it with what it left
   // parked (the producer on a full channel), a cancel makes it a ShutdownError (README).
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const realInfo = sym.kc_sched_info;
   for (const mode of ["finish", "cancel"] as const) {
     await shutdownScheduler();
     using parked = await parkedSender(1, true);
     const { rt } = parked;
-    let reads = 0;
     let settled = false;
-    let during: Promise<unknown>;
-    sym.kc_sched_info = (out: BigUint64Array, n: number) => {
-      const rc = (realInfo as (out: BigUint64Array, n: number) => number)(out, n);
-      out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
-      reads++;
-      return rc;
-    };
-    try {
-      during = rt.drain().then((r) => r, (e) => e).finally(() => settled = true);
-      await until(() => reads >= 4 || settled, "the drain's rounds");
-      assert.equal(settled, false, "still draining");
-      assert.deepEqual(await rt.shutdown(mode), { abandoned: 1 }, mode);
-      const outcome = await within(during, 5_000, `the drain after the ${mode}`);
-      if (mode === "finish") assert.deepEqual(outcome, { parked: 1 });
-      else assert.ok(outcome instanceof ShutdownError, String(outcome));
-    } finally {
-      sym.kc_sched_info = realInfo;
-    }
+    using info = readNotRunning(sym);
+    const during = rt.drain().then((r) => r, (e) => e).finally(() => settled = true);
+    await until(() => info.reads() >= 4 || settled, "the drain's rounds");
+    assert.equal(settled, false, "still draining");
+    assert.deepEqual(await rt.shutdown(mode), { abandoned: 1 }, mode);
+    const outcome = await within(during, 5_000, `the drain after the ${mode}`);
+    if (mode === "finish") assert.deepEqual(outcome, { parked: 1 });
+    else assert.ok(outcome instanceof ShutdownError, String(outcome));
   }
 });
 
@@ -2756,16 +2760,11 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
   // scheduler's ({ parked: 2 }): kc_sched_info's generation was not read.
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const [realDrain, realEnded] = [sym.kc_sched_drain_for, sym.kc_sched_ended];
+  const realEnded = sym.kc_sched_ended;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
-  let release: ((rc: number) => void) | undefined;
-  let during: Promise<unknown>;
-  sym.kc_sched_drain_for = () => new Promise<number>((r) => release = r);
+  const { during, release } = await drainAtHeldSlice(sym, rt);
   try {
-    during = rt.drain();
-    await until(() => release !== undefined, "the drain's slice called");
-    sym.kc_sched_drain_for = realDrain;
     assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
     const later = runtime({ workers: 1 });
     using unbuffered = new Channel<bigint>(0, { codec: codecs.u64 });
@@ -2780,12 +2779,11 @@ Deno.test("runtime: a drain whose slice ran dry before its scheduler was replace
     let checks = 0;
     sym.kc_sched_ended = (g: bigint) =>
       checks++ === 0 ? Status.EBUSY : (realEnded as (g: bigint) => number)(g);
-    release!(0);
+    release(0);
     assert.deepEqual(await during, { parked: 1 });
     assert.equal(checks >= 1, true, "the slice's check");
     await later.shutdown();
   } finally {
-    sym.kc_sched_drain_for = realDrain;
     sym.kc_sched_ended = realEnded;
   }
 });
@@ -2801,15 +2799,8 @@ Deno.test("runtime: a drain settled by the library's close with nothing left to 
   // cancel settles a drain without the close (before, a LibraryClosedError).
   for (const before of ["", "finish", "cancel"]) {
     const res = await evalScript(`
-      import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, ShutdownError, Status } from "./mod.ts";
-      import { librarySymbols } from "./ffi/load.ts";
-      import { until } from "./tests/support.ts";
-      const rt = runtime({ workers: 1 });
-      const full = new Channel(2, { codec: codecs.u64 });
-      const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-      rt.spawn("chanSender", sender);
-      await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-      const sym = librarySymbols(library(), "test");
+      import { closeLibrary, LibraryClosedError, ShutdownError, Status } from "./mod.ts";
+      ${PARKED_SENDER_SCRIPT}
       let release;
       const real = sym.kc_sched_drain_for;
       sym.kc_sched_drain_for = () => new Promise((r) => release = r);
@@ -2851,15 +2842,8 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   for (const at of ["pause", "round"]) {
     for (const cancel of [false, true]) {
       const res = await evalScript(`
-        import { Channel, closeLibrary, codecs, library, LibraryClosedError, runtime, ShutdownError } from "./mod.ts";
-        import { librarySymbols } from "./ffi/load.ts";
-        import { until } from "./tests/support.ts";
-        const rt = runtime({ workers: 1 });
-        const full = new Channel(2, { codec: codecs.u64 });
-        const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-        rt.spawn("chanSender", sender);
-        await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-        const sym = librarySymbols(library(), "test");
+        import { closeLibrary, LibraryClosedError, ShutdownError } from "./mod.ts";
+        ${PARKED_SENDER_SCRIPT}
         const realInfo = sym.kc_sched_info;
         const realDrain = sym.kc_sched_drain_for;
         const cancel = () => {
@@ -2904,20 +2888,6 @@ Deno.test("runtime: a drain going on while its scheduler reads as not running, m
   }
 });
 
-/**
- * Holds each slice of a drain (`kc_sched_drain_for`, faked on `sym`) until the test answers it
- * with a status (`slices[i](rc)`): where the drain is, and how many slices it asked for, is then
- * the test's to know, not a matter of timing. Disposing puts the real function back.
- */
-function holdSlices(
-  sym: Record<string, unknown>,
-): { slices: ((rc: number) => void)[] } & Disposable {
-  const real = sym.kc_sched_drain_for;
-  const slices: ((rc: number) => void)[] = [];
-  sym.kc_sched_drain_for = () => new Promise<number>((r) => slices.push(r));
-  return { slices, [Symbol.dispose]: () => sym.kc_sched_drain_for = real };
-}
-
 Deno.test("runtime: a drain settled by a finish elsewhere (C code, another isolate) resolves with what that finish left parked once it has joined, not 0 before", async () => {
   // The finish elsewhere (C code's, on a helper thread) settles the drain, whose slice was
   // waiting as it came (held until the finish is done: the drain can neither run dry first nor
@@ -2933,12 +2903,9 @@ Deno.test("runtime: a drain settled by a finish elsewhere (C code, another isola
   let reads = 0;
   sym.kc_sched_abandoned = (g: bigint) => ++reads <= 3 ? Status.EBUSY : realAbandoned(g);
   try {
-    const held = holdSlices(sym);
-    const during = rt.drain();
-    await until(() => held.slices.length === 1, "the drain's slice");
-    held[Symbol.dispose]();
+    const { during, release } = await drainAtHeldSlice(sym, rt);
     assert.equal(await (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1), 0);
-    held.slices[0](Status.ETIME); // timed out as the finish came
+    release(Status.ETIME); // timed out as the finish came
     assert.deepEqual(await within(during, 10_000, "the drain"), { parked: 1 });
     assert.ok(reads > 3, `the drain read the count ${reads} times`);
   } finally {
@@ -3084,37 +3051,26 @@ Deno.test("runtime: a drain whose signal aborts starts no round or slice after i
   // asked for as the answer's microtasks run, or as the pause's timer fires (`afterTimers`).
   await shutdownScheduler();
   const sym = librarySymbols(library(), "test") as unknown as Record<string, unknown>;
-  const realInfo = sym.kc_sched_info as (out: BigUint64Array, n: number) => number;
   using parked = await parkedSender(1, true);
   const { rt } = parked;
   for (const where of ["a slice that timed out", "a pause between rounds"]) {
     using held = holdSlices(sym);
     const { slices } = held;
-    if (where === "a pause between rounds") {
-      sym.kc_sched_info = (out: BigUint64Array, n: number) => {
-        const rc = realInfo(out, n);
-        out.fill(0n, 0, Math.min(n, 6)); // reads as not running, the generation kept
-        return rc;
-      };
-    }
-    try {
-      const ac = new AbortController();
-      const during = rt.drain({ signal: ac.signal });
-      during.catch(() => {}); // asserted below
-      await until(() => slices.length === 1, `${where}: the first slice`);
-      // A first slice that timed out, or a first round that ran dry, then its pause: the
-      // drain goes on in either.
-      slices[0](where === "a pause between rounds" ? 0 : Status.ETIME);
-      await until(() => slices.length === 2, `${where}: the second slice`);
-      const reason = new Error(`given up: ${where}`);
-      ac.abort(reason);
-      await assert.rejects(within(during, 5_000, "the aborted drain"), (e) => e === reason);
-      slices[1](where === "a pause between rounds" ? 0 : Status.ETIME);
-      await afterTimers(50); // DRAIN_PAUSE_MAX_MS
-      assert.equal(slices.length, 2, `${where}: a slice after the abort`);
-    } finally {
-      sym.kc_sched_info = realInfo;
-    }
+    using _info = where === "a pause between rounds" ? readNotRunning(sym) : undefined;
+    const ac = new AbortController();
+    const during = rt.drain({ signal: ac.signal });
+    during.catch(() => {}); // asserted below
+    await until(() => slices.length === 1, `${where}: the first slice`);
+    // A first slice that timed out, or a first round that ran dry, then its pause: the
+    // drain goes on in either.
+    slices[0](where === "a pause between rounds" ? 0 : Status.ETIME);
+    await until(() => slices.length === 2, `${where}: the second slice`);
+    const reason = new Error(`given up: ${where}`);
+    ac.abort(reason);
+    await assert.rejects(within(during, 5_000, "the aborted drain"), (e) => e === reason);
+    slices[1](where === "a pause between rounds" ? 0 : Status.ETIME);
+    await afterTimers(50); // DRAIN_PAUSE_MAX_MS
+    assert.equal(slices.length, 2, `${where}: a slice after the abort`);
   }
   assert.deepEqual(await rt.shutdown("finish"), { abandoned: 1 });
 });
@@ -3134,13 +3090,11 @@ Deno.test("runtime: a drain settled by a finish elsewhere whose signal aborts wh
   sym.kc_sched_abandoned = () => (reads++, Status.EBUSY);
   try {
     const ac = new AbortController();
-    const held = holdSlices(sym); // as above: the finish comes as its slice waits
-    const during = rt.drain({ signal: ac.signal });
+    // As above: the finish comes as its slice waits.
+    const { during, release } = await drainAtHeldSlice(sym, rt, { signal: ac.signal });
     during.catch(() => {}); // asserted below
-    await until(() => held.slices.length === 1, "the drain's slice");
-    held[Symbol.dispose]();
     assert.equal(await (sym.kc_sched_shutdown_async as (mode: number) => Promise<number>)(1), 0);
-    held.slices[0](Status.ETIME);
+    release(Status.ETIME);
     await until(() => reads >= 2, "the drain re-reading the count");
     const reason = new Error("given up");
     ac.abort(reason);
@@ -3163,15 +3117,9 @@ Deno.test("runtime: a drain settled by a finish elsewhere, waiting for that fini
   // neither it nor the process ever ended.
   const res = await evalScript(
     `
-    import { Channel, closeLibrary, codecs, library, runtime } from "./mod.ts";
-    import { librarySymbols } from "./ffi/load.ts";
-    import { until, within } from "./tests/support.ts";
-    const rt = runtime({ workers: 1 });
-    const full = new Channel(2, { codec: codecs.u64 });
-    const sender = rt.cells([BigInt(full.handle), 0n, 10n, 0n, 0n]);
-    rt.spawn("chanSender", sender);
-    await until(() => sender[3] === 2n && rt.stats().busy === 0, "the sender parked");
-    const sym = librarySymbols(library(), "test");
+    import { closeLibrary } from "./mod.ts";
+    import { within } from "./tests/support.ts";
+    ${PARKED_SENDER_SCRIPT}
     let reads = 0;
     sym.kc_sched_abandoned = () => (reads++, -16); // KC_EBUSY
     // Its slice held until the finish is done, as above.

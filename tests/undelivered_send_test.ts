@@ -674,14 +674,16 @@ Deno.test("an actor's send waiting on its full mailbox when its signal aborts ha
   assert.deepEqual(got, [1]);
 });
 
-Deno.test("an actor's send whose signal aborted before the call, through a closed library, rejects with the reason and hands nothing to the hook, the actor running or finished (as a Channel's)", async () => {
-  // A Channel's pre-aborted send through a closed library is not hooked (README, "Not hooked
-  // either"), nor was a running actor's (its mailbox's send); a finished actor's handed the
-  // message to onUndeliveredElement all the same. A child process: closing the library here
-  // would close it under the other tests.
-  const res = await evalScript(`
-    import { actor, Channel, closeLibrary, coroutineScope } from "./mod.ts";
-    const results = {};
+/**
+ * Child-script text (evalScript) for the closed-library actor tests: for an actor still running,
+ * then one finished, each beside a rendezvous Channel (both hooks push to `got`, the channel's
+ * values marked "channel"), closes the library and sets `results[${key}]` to the values of
+ * `calls` (array items over the actor `a` and the channel `ch`) and `got` after them. The script
+ * declares `results` and what `calls` uses, and imports actor, Channel, closeLibrary and
+ * coroutineScope.
+ */
+function actorsThroughClosedLibrary(key: string, calls: string): string {
+  return `
     for (const when of ["running", "finished"]) {
       const got = [];
       await coroutineScope(async (scope) => {
@@ -694,15 +696,28 @@ Deno.test("an actor's send whose signal aborted before the call, through a close
           await a.job.join();
         }
         closeLibrary();
-        const how = (p) => p.then(() => "resolved", (e) => e === "stop" ? "stop" : String(e));
-        results[when] = [
-          await how(a.send("m", { signal: AbortSignal.abort("stop") })),
-          await how(ch.send("c", { signal: AbortSignal.abort("stop") })),
-          got,
-        ];
+        results[${key}] = [${calls}, got];
         release();
       });
     }
+  `;
+}
+
+Deno.test("an actor's send whose signal aborted before the call, through a closed library, rejects with the reason and hands nothing to the hook, the actor running or finished (as a Channel's)", async () => {
+  // A Channel's pre-aborted send through a closed library is not hooked (README, "Not hooked
+  // either"), nor was a running actor's (its mailbox's send); a finished actor's handed the
+  // message to onUndeliveredElement all the same. A child process: closing the library here
+  // would close it under the other tests.
+  const actors = actorsThroughClosedLibrary(
+    "when",
+    `await how(a.send("m", { signal: AbortSignal.abort("stop") })),
+     await how(ch.send("c", { signal: AbortSignal.abort("stop") }))`,
+  );
+  const res = await evalScript(`
+    import { actor, Channel, closeLibrary, coroutineScope } from "./mod.ts";
+    const results = {};
+    const how = (p) => p.then(() => "resolved", (e) => e === "stop" ? "stop" : String(e));
+    ${actors}
     console.log(JSON.stringify(results));
   `);
   assert.equal(res.code, 0, res.stderr);
@@ -720,6 +735,11 @@ Deno.test("through a closed library a producer's send after its task's cancel re
   // all the same, and a finished actor's plain send did, rejecting with ClosedSendError; its
   // trySend answered `closed` and its close false, where the running actor's threw. A child
   // process: closing the library here would close it under the other tests.
+  const actors = actorsThroughClosedLibrary(
+    '"actor " + when',
+    `await how(a.send("m")), call(() => a.trySend("t")), call(() => a.close()),
+     await how(ch.send("c")), call(() => ch.trySend("t")), call(() => ch.close())`,
+  );
   const res = await evalScript(`
     import { actor, Channel, closeLibrary, coroutineScope } from "./mod.ts";
     import { produce } from "./src/produce.ts";
@@ -751,30 +771,7 @@ Deno.test("through a closed library a producer's send after its task's cancel re
       results["producer " + by] = [...await done, got];
       await scoped;
     }
-    for (const when of ["running", "finished"]) {
-      const got = [];
-      await coroutineScope(async (scope) => {
-        let release;
-        const gate = new Promise((r) => release = r);
-        const a = actor(scope, async () => { await gate; }, { onUndeliveredElement: (m) => got.push(m) });
-        const ch = new Channel(0, { onUndeliveredElement: (m) => got.push("channel " + m) });
-        if (when === "finished") {
-          release();
-          await a.job.join();
-        }
-        closeLibrary();
-        results["actor " + when] = [
-          await how(a.send("m")),
-          call(() => a.trySend("t")),
-          call(() => a.close()),
-          await how(ch.send("c")),
-          call(() => ch.trySend("t")),
-          call(() => ch.close()),
-          got,
-        ];
-        release();
-      });
-    }
+    ${actors}
     console.log(JSON.stringify(results));
   `);
   assert.equal(res.code, 0, res.stderr);
