@@ -6,9 +6,22 @@ set -eu
 cd "$(dirname "$0")/.."
 
 log=$(mktemp -d)
-trap 'rm -rf "$log"' EXIT
+ahead_pid=""
+stop_ahead() { # the compiles ahead (below), with the build runners and compilers they started
+  [ -n "$ahead_pid" ] || return 0
+  kill -- "-$ahead_pid" 2>/dev/null || kill "$ahead_pid" 2>/dev/null || :
+  wait "$ahead_pid" 2>/dev/null || :
+  ahead_pid=""
+}
+trap 'stop_ahead; rm -rf "$log"' EXIT
+trap 'exit 130' INT TERM HUP # the EXIT trap runs then too
 zig_passed=0
 failed=0
+t0=$(date +%s)
+
+since() { # seconds since $1 (date +%s)
+  echo $(($(date +%s) - $1))
+}
 
 count_zig() { # $1 = log file; adds "a/b tests passed" from zig's build summary
   n=$(sed -n 's/.*; \([0-9]*\)\/\([0-9]*\) tests passed.*/\1/p' "$1" | tail -n 1)
@@ -19,6 +32,7 @@ run_zig() { # $1 = label, rest = extra zig build args
   label=$1
   shift
   echo "== zig unit tests ($label)"
+  ts=$(date +%s)
   f="$log/zig-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
   # Bounded: a failed test that leaves a worker running can make the test binary hang instead
   # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host. The outer
@@ -28,6 +42,7 @@ run_zig() { # $1 = label, rest = extra zig build args
     # The trap tests kill a forked child with SIGILL on purpose; qemu reports each one.
     grep -v '^qemu: uncaught target signal 4' "$f" | grep 'tests passed' || true
     count_zig "$f"
+    echo "   $(since "$ts") s"
   else
     rc=$?
     cat "$f"
@@ -35,6 +50,25 @@ run_zig() { # $1 = label, rest = extra zig build args
     failed=$((failed + 1))
   fi
 }
+
+# The later stages' programs and the library are compiled ahead, one after another, on the CPU
+# the running stage leaves: `zig build test-exe` and `zig build` make the very compile steps
+# that those stages' `zig build test` and the library build then find in .zig-cache (one still
+# being compiled ahead is waited for on the cache's lock, not compiled twice). Before, each
+# stage compiled, then ran, with one CPU idle either way, and a ReleaseSafe compile is about two
+# minutes of one CPU: the suite took 9 to 10 minutes on CI's 2-CPU host. Only a cache warmer: a
+# compile that fails ahead fails again in its stage, which reports it ($log/ahead.txt has its
+# output here). In a process group of its own (setsid) where there is one, so that stop_ahead
+# ends the compilers too, not only the `zig` that started them; into a prefix of its own, as
+# nothing of it is to be installed.
+new_group=""
+! command -v setsid >/dev/null 2>&1 || new_group=setsid
+$new_group sh -c '
+  for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
+    "test-exe -Dtarget=aarch64-linux-musl -Dtest-optimize=ReleaseSafe" ""; do
+    zig build --prefix "$1/ahead" $args >>"$1/ahead.txt" 2>&1 || :
+  done' compile-ahead "$log" &
+ahead_pid=$!
 
 # Debug and ReleaseSafe both keep assertions; ReleaseSafe also runs the optimiser, which is
 # where mistakes in naked asm functions (inlining, noreturn) show up.
@@ -61,16 +95,23 @@ else
 fi
 
 echo "== build libkcoro (ReleaseFast)"
+ts=$(date +%s)
 zig build
+echo "   $(since "$ts") s"
+
+# Done by now (the library build above waited for its compile): the deno tests have both CPUs.
+stop_ahead
 
 echo "== deno tests"
 # deno test's exit status decides, not a line of its output: a test's own output that read like a
 # summary ("ok | 9 passed | 0 failed" at the start of a line) passed a failed run. The
 # counts come from its closing line, "ok | N passed | N failed ..." or "FAILED | ...", whose
 # passed count may carry "(N steps)" (which a passing run failed on).
+ts=$(date +%s)
 rm -f "$log/deno.rc"
 { NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/ 2>&1 ||
   echo "$?" >"$log/deno.rc"; } | tee "$log/deno.txt"
+echo "   $(since "$ts") s"
 summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -n 1 || true)
 deno_passed=$(printf '%s\n' "$summary" | sed -n 's/^[A-Za-z]* | \([0-9]*\) passed.*/\1/p')
 deno_failed=$(printf '%s\n' "$summary" | sed -n 's/.* | \([0-9]*\) failed.*/\1/p')
@@ -82,5 +123,6 @@ fi
 total_passed=$((zig_passed + ${deno_passed:-0}))
 echo
 echo "kcoro: zig $zig_passed passed (x86_64 + aarch64, Debug + ReleaseSafe), deno ${deno_passed:-0} passed"
+echo "in $(since "$t0") s"
 echo "$total_passed passed, $failed failed"
 [ "$failed" -eq 0 ]
