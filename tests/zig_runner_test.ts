@@ -24,7 +24,13 @@ async function run(cmd: string, args: string[], env: Record<string, string>, lim
     cwd: root,
     // Not inherited from a caller's shell: verbose output, the hang test's mode and the
     // watchdog's bound (the default one unless a case sets it) are set per case.
-    env: { KCORO_TEST_VERBOSE: "0", KCORO_TEST_HANG: "", KCORO_TEST_TIMEOUT_S: "300", ...env },
+    env: {
+      KCORO_TEST_VERBOSE: "0",
+      KCORO_TEST_HANG: "",
+      KCORO_TEST_TIMEOUT_S: "300",
+      KCORO_TEST_SKIP: "",
+      ...env,
+    },
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -125,6 +131,32 @@ Deno.test("`zig build test` fails the step at the watchdog and names the hung te
     assert.ok(out.text.includes(`kcoro test watchdog: ${HUNG} ran past 2s\n`), out.text);
     assert.ok(out.text.includes(`while executing test '${HUNG}'`), out.text);
     assert.match(out.text, /exited with code 3/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the Zig test runner skips, without running them, the tests KCORO_TEST_SKIP names by a part of their names", async () => {
+  // scripts/test.sh skips so, under qemu, the slow tests that exercise nothing of the
+  // architecture. Here the hung test is named: run, it would end the binary at the watchdog
+  // (status 3, as above). An empty part and a part that names no test name none.
+  const dir = await Deno.makeTempDir();
+  try {
+    await buildHangTest(dir);
+    const skip = { KCORO_TEST_TIMEOUT_S: "2", KCORO_TEST_SKIP: "|no such test|hangs on purpose" };
+    const out = await run(`${dir}/bin/kcoro-hang-test`, [], skip, 60_000);
+    assert.equal(out.code, 0, out.text);
+    assert.ok(out.text.includes(`2/4 ${HUNG}...SKIP\n`), out.text);
+    assert.ok(out.text.includes("3 passed; 1 skipped; 0 failed."), out.text);
+    // The build runner's protocol, as scripts/test.sh runs the unit tests.
+    const built = await run(
+      zig,
+      ["build", "test", "-Dtest-hang=true", "--summary", "all"],
+      skip,
+      120_000,
+    );
+    assert.equal(built.code, 0, built.text);
+    assert.match(built.text, /3\/4 tests passed; 1 skipped/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -13,6 +13,9 @@
 //! - The exit after the last test is bounded too (by the same number, at most 30 s): libc's
 //!   `exit` runs atexit handlers and takes stdio locks, which a thread left running may hold.
 //! - KCORO_TEST_VERBOSE (set, and not "" or "0"): each test's name to stderr as it starts.
+//! - KCORO_TEST_SKIP: tests not to run, reported skipped: each named by a part of its name, the
+//!   parts separated by "|". scripts/test.sh skips so, under qemu, the slow tests that exercise
+//!   nothing of the architecture (they ran in its x86_64 stages).
 //! - Under ThreadSanitizer (-Dtsan=true), a test in which it reported fails, by name. Before,
 //!   the report only made the binary's exit status 66, and a forked child inherits the count of
 //!   reports, so the first test to fail was a later one whose child exited 66 instead of its own
@@ -68,6 +71,8 @@ const exit_index = std.math.maxInt(u32);
 /// Seconds a test may run; from KCORO_TEST_TIMEOUT_S, read before the watchdog starts.
 var bound_s: u64 = default_bound_s;
 var verbose = false;
+/// KCORO_TEST_SKIP's parts ("|" between them); read before the first test.
+var skip_list: []const u8 = "";
 
 fn beginPhase(index: u32) void {
     assert(phase.raw & 1 == 0); // only this (the main) thread writes `phase`
@@ -94,6 +99,7 @@ fn startWatchdog() void {
     if (std.posix.getenv("KCORO_TEST_VERBOSE")) |v| {
         verbose = v.len != 0 and !std.mem.eql(u8, v, "0");
     }
+    if (std.posix.getenv("KCORO_TEST_SKIP")) |v| skip_list = v;
     if (std.posix.getenv("KCORO_TEST_TIMEOUT_S")) |v| {
         // Digits only: parseUnsigned also takes "1_000" (Zig's digit separators).
         const digits = v.len != 0 and for (v) |c| {
@@ -156,6 +162,21 @@ fn fire(index: u32, bound: u64) noreturn {
     stderr.writeAll(std.fmt.bufPrint(&num, "{d}s\n", .{bound}) catch "?s\n") catch {};
     if (builtin.link_libc) std.c._exit(watchdog_status);
     std.posix.exit(watchdog_status);
+}
+
+/// KCORO_TEST_SKIP: whether a part of it names this test. An empty part names none.
+fn skipListed(name: []const u8) bool {
+    var parts = std.mem.splitScalar(u8, skip_list, '|');
+    while (parts.next()) |part| {
+        if (part.len != 0 and std.mem.indexOf(u8, name, part) != null) return true;
+    }
+    return false;
+}
+
+/// A test, or error.SkipZigTest where KCORO_TEST_SKIP names it (not run).
+fn runTest(test_fn: std.builtin.TestFn) anyerror!void {
+    if (skipListed(test_fn.name)) return error.SkipZigTest;
+    return test_fn.func();
 }
 
 /// KCORO_TEST_VERBOSE: the test's name as it starts.
@@ -338,7 +359,7 @@ fn mainServer() !void {
                 announce(index); // kcoro
                 const reports = tsanReports(); // kcoro
                 beginPhase(index); // kcoro: the watchdog bounds the test from here
-                test_fn.func() catch |err| switch (err) {
+                runTest(test_fn) catch |err| switch (err) { // kcoro: KCORO_TEST_SKIP
                     error.SkipZigTest => skip = true,
                     else => {
                         fail = true;
@@ -434,7 +455,7 @@ fn mainTerminal() void {
         is_fuzz_test = false;
         const reports = tsanReports(); // kcoro
         beginPhase(@intCast(i)); // kcoro: the watchdog bounds the test from here
-        var result = test_fn.func();
+        var result = runTest(test_fn); // kcoro: KCORO_TEST_SKIP
         endPhase();
         if (tsanReported(reports)) result = error.ThreadSanitizerReport; // kcoro
         if (result) |_| {
