@@ -360,20 +360,30 @@ void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RE
   }
 });
 
-Deno.test("runtime: a NativeFunction's cells launched in a native scope are let go once the scope has no child, never before", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    // wait_add's cells: [go, done, running].
-    await buildPlugin(
-      dir,
-      `#include <stdint.h>
+/**
+ * The plugin the native-scope cells tests launch, its cells [go, done, running]: `add_one` adds
+ * to done; `wait_add` adds to running, waits for go, then adds to done.
+ */
+const WAIT_ADD_C = `#include <stdint.h>
 void add_one(void *arg) { __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE); }
 void wait_add(void *arg) {
-  __atomic_store_n((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
+  __atomic_fetch_add((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
   while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
   __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
-}`,
-    );
+}`;
+
+/** WAIT_ADD_C built into a temporary directory for `body` (given the library's path), removed after. */
+async function withWaitAdd(body: (lib: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await body(await buildPlugin(dir, WAIT_ADD_C));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("runtime: a NativeFunction's cells launched in a native scope are let go once the scope has no child, never before", async () => {
+  await withWaitAdd(async (lib) => {
     const res = await evalScript(
       `
       import {
@@ -382,8 +392,8 @@ void wait_add(void *arg) {
       } from "./mod.ts";
       import { pinnedCountOf } from "./src/runtime.ts";
       import { until } from "./tests/support.ts";
-      const addOne = resolveNative("${dir}/libplugin.so", "add_one");
-      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const addOne = resolveNative("${lib}", "add_one");
+      const waitAdd = resolveNative("${lib}", "wait_add");
       const rt = runtime({ workers: 2 });
       using ch = new Channel(0, { codec: codecs.u64 });
       rt.spawn("receiver", rt.cells([BigInt(ch.handle), 0n, 0n])); // parked: live never 0
@@ -442,9 +452,7 @@ void wait_add(void *arg) {
       { v8Flags: ["--expose-gc"] },
     );
     assert.equal(res.code, 0, res.stderr);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("runtime: shutdown is idempotent, later calls are ShutdownError, restart works", async () => {
@@ -1846,23 +1854,12 @@ Deno.test("a native scope's pin of runtime().cells is one native pin per array, 
   // gives back. unpinAll (a shutdown) gives back the pins of scopes not yet waited for or
   // destroyed: the scope's later destruction finds its pins made anew, empty. Either miss kept
   // the block for good.
-  const dir = await Deno.makeTempDir();
-  try {
-    // wait_add's cells: [go, done, running].
-    await buildPlugin(
-      dir,
-      `#include <stdint.h>
-void wait_add(void *arg) {
-  __atomic_store_n((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
-  while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
-  __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
-}`,
-    );
+  await withWaitAdd(async (lib) => {
     await assertGcScriptOk(
       `
       import { NativeScope, resolveNative, runtime } from "./mod.ts";
       import { collectUntil, liveCells, until } from "./tests/support.ts";
-      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const waitAdd = resolveNative("${lib}", "wait_add");
       const rt = runtime({ workers: 3 });
       const base = liveCells();
       const ns = NativeScope.create();
@@ -1878,9 +1875,7 @@ void wait_add(void *arg) {
       console.log("ok");
     `,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a built-in's pin of runtime().cells under a handle that comes back (its slot's generation wrapped) replaces the stale one's and gives its native pin back", async () => {
@@ -1922,24 +1917,13 @@ Deno.test("a native scope destroyed while its NativeFunction children run moves 
   // already) giving its second pin back. Each place holds one native pin: without the give-back
   // the block kept a pin nothing held, and without the move the other's pin was held by no
   // place; either block was never freed.
-  const dir = await Deno.makeTempDir();
-  try {
-    // wait_add's cells: [go, done, running].
-    await buildPlugin(
-      dir,
-      `#include <stdint.h>
-void wait_add(void *arg) {
-  __atomic_fetch_add((uint64_t *)arg + 2, 1, __ATOMIC_RELEASE);
-  while (!__atomic_load_n((uint64_t *)arg, __ATOMIC_ACQUIRE)) {}
-  __atomic_fetch_add((uint64_t *)arg + 1, 1, __ATOMIC_RELEASE);
-}`,
-    );
+  await withWaitAdd(async (lib) => {
     await assertGcScriptOk(
       `
       import { closeLibrary, NativeScope, openLibrary, resolveNative, runtime } from "./mod.ts";
       import { collectUntil, liveCells, until } from "./tests/support.ts";
       const other = openLibrary(); // another host, as a Worker's copy would be
-      const waitAdd = resolveNative("${dir}/libplugin.so", "wait_add");
+      const waitAdd = resolveNative("${lib}", "wait_add");
       const rt = runtime({ workers: 3 });
       const base = liveCells();
       let cells = rt.cells(3), own = rt.cells(3);
@@ -1962,9 +1946,7 @@ void wait_add(void *arg) {
       console.log("ok");
     `,
     );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("without the Node-API companion runtime().cells are as before ABI 25: a SharedArrayBuffer (with the exit guard) in the main isolate, never-freed native memory in a Worker", async () => {
