@@ -40,9 +40,10 @@ cat >"$d/deno" <<EOF
 #!/bin/sh
 if [ "\\$1" = --version ]; then echo "deno $version (stable, fake)"; exit 0; fi
 echo "deno \\$*" >>"\\$FAKE_LOG"
-echo "ran deno \\$* in \\$PWD"
-echo "DENO_DIR=\\$DENO_DIR"
-echo "KCORO_ZIG=\\$KCORO_ZIG"
+echo "ran deno \\$* in [\\$PWD]"
+echo "DENO_DIR=[\\$DENO_DIR]"
+echo "ZIG_GLOBAL_CACHE_DIR=[\\$ZIG_GLOBAL_CACHE_DIR]"
+echo "KCORO_ZIG=[\\$KCORO_ZIG]"
 echo "zig on PATH: \\$(command -v zig)"
 EOF
 chmod +x "$d/deno"
@@ -143,9 +144,13 @@ interface Run {
   done: Promise<{ code: number; text: string }>;
 }
 
+/** How long one run may take: a ./task that waits for ever (a lock never given up) is killed. */
+const RUN_LIMIT_MS = 30_000;
+
 /**
  * Starts `/bin/sh <task> args` (dash on Debian) with only `env`, and PATH: the fakes, then the
- * system's.
+ * system's. Killed after RUN_LIMIT_MS, saying so in its text, so a run that hangs fails the test
+ * instead of hanging the suite.
  */
 function start(
   c: Checkout,
@@ -170,9 +175,18 @@ function start(
   const read = async (s: ReadableStream<Uint8Array>) => {
     for await (const chunk of s.pipeThrough(new TextDecoderStream())) text += chunk;
   };
+  let killed = false;
+  const limit = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, RUN_LIMIT_MS);
+  child.status.finally(() => clearTimeout(limit));
   const done = Promise.all([read(child.stdout), read(child.stderr), child.status]).then((
     [, , st],
-  ) => ({ code: st.code, text }));
+  ) => ({
+    code: st.code,
+    text: killed ? `${text}\n[killed: still running after ${RUN_LIMIT_MS} ms]` : text,
+  }));
   return { text: () => text, done };
 }
 
@@ -358,25 +372,39 @@ Deno.test("./task without flock: a lock directory serves, and one left by a proc
   }
 });
 
-Deno.test("./task runs from another directory, through a relative path that CDPATH also finds, in a path with spaces, and keeps a relative DENO_DIR the caller's", async () => {
+Deno.test("./task runs from another directory, through a relative path that CDPATH also finds, in a path with spaces, and keeps a relative DENO_DIR, ZIG_GLOBAL_CACHE_DIR or KCORO_ZIG the caller's", async () => {
   const c = await checkout();
   try {
     const parent = c.base;
-    // CDPATH made `cd` print where it went, read as part of the checkout's path.
+    // CDPATH made `cd` print where it went, read as part of the checkout's path: the root was
+    // that path twice, newline-joined, and the toolchain went into a folder of that name (the
+    // fake deno prints its directory in brackets, so a path with a newline in it shows).
     const r = await task(c, ["build"], {
       cwd: parent,
       task: "checkout with space/task",
-      env: { CDPATH: parent, DENO_DIR: "caches/deno", KCORO_ZIG: "my zig/zig" },
+      env: {
+        CDPATH: parent,
+        DENO_DIR: "caches/deno",
+        ZIG_GLOBAL_CACHE_DIR: "caches/zig",
+        KCORO_ZIG: "my zig/zig",
+      },
     });
     assert.equal(r.code, 0, r.text);
     const real = Deno.realPathSync(c.root);
-    assert.ok(r.text.includes(`ran deno task build in ${real}\n`), r.text);
-    assert.ok(r.text.includes(`DENO_DIR=${Deno.realPathSync(parent)}/caches/deno\n`), r.text);
-    assert.ok(r.text.includes(`KCORO_ZIG=${Deno.realPathSync(parent)}/my zig/zig\n`), r.text);
+    const from = Deno.realPathSync(parent);
+    assert.ok(r.text.includes(`ran deno task build in [${real}]\n`), r.text);
+    assert.ok(existsSync(`${c.root}/.toolchain/deno/.version`), "installed elsewhere");
+    assert.deepEqual(
+      [...Deno.readDirSync(c.root)].map((e) => e.name).sort(),
+      [".toolchain", "task"],
+    );
+    assert.ok(r.text.includes(`DENO_DIR=[${from}/caches/deno]\n`), r.text);
+    assert.ok(r.text.includes(`ZIG_GLOBAL_CACHE_DIR=[${from}/caches/zig]\n`), r.text);
+    assert.ok(r.text.includes(`KCORO_ZIG=[${from}/my zig/zig]\n`), r.text);
     const fromRoot = await task(c, ["build"], { cwd: "/", env: { KCORO_ZIG: "zig" } });
     assert.equal(fromRoot.code, 0, fromRoot.text);
-    assert.ok(fromRoot.text.includes(`ran deno task build in ${real}\n`), fromRoot.text);
-    assert.ok(fromRoot.text.includes("KCORO_ZIG=zig\n"), "a name is for PATH, kept");
+    assert.ok(fromRoot.text.includes(`ran deno task build in [${real}]\n`), fromRoot.text);
+    assert.ok(fromRoot.text.includes("KCORO_ZIG=[zig]\n"), "a name is for PATH, kept");
   } finally {
     await removeCheckout(c);
   }
@@ -396,7 +424,7 @@ Deno.test("./task: the pinned deno and zig are used over others earlier on PATH,
     assert.equal(r.code, 0, r.text);
     assert.ok(c.calls().includes("deno task build"), r.text);
     assert.ok(r.text.includes(`zig on PATH: ${c.root}/.toolchain/zig/bin/zig\n`), r.text);
-    assert.ok(r.text.includes(`KCORO_ZIG=${c.root}/.toolchain/zig/bin/zig\n`), r.text);
+    assert.ok(r.text.includes(`KCORO_ZIG=[${c.root}/.toolchain/zig/bin/zig]\n`), r.text);
     // Its links were absolute: a moved checkout installed both again.
     const moved = `${c.base}/moved`;
     Deno.renameSync(c.root, moved);
@@ -460,6 +488,33 @@ Deno.test("./task: a caller's npm omit=optional and pip user or require-virtuale
       assert.deepEqual(installs(c), ["npm", "pip"]);
       assert.ok(c.calls().includes("deno task build"), r.text);
     }
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test(".ci/run runs its own checkout's ./task test, whatever CDPATH finds, and exits with its status", async () => {
+  const c = await checkout("kcoro ci run test ");
+  try {
+    // ./task stands in for the real one: says where it ran, and fails as a failed suite does.
+    const stub = (who: string) => `#!/bin/sh\necho "${who} ran task $* in [$PWD]"\nexit 3\n`;
+    Deno.writeTextFileSync(`${c.root}/task`, stub("this"), { mode: 0o755 });
+    Deno.mkdirSync(`${c.root}/.ci`);
+    Deno.copyFileSync(`${repo}.ci/run`, `${c.root}/.ci/run`);
+    // Another checkout that CDPATH names: `cd .ci/..` went there, and ran its ./task.
+    const other = `${c.base}/other`;
+    Deno.mkdirSync(`${other}/.ci`, { recursive: true });
+    Deno.writeTextFileSync(`${other}/task`, stub("other"), { mode: 0o755 });
+    const out = await new Deno.Command("bash", {
+      args: [".ci/run"],
+      cwd: c.root,
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin", CDPATH: other },
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(text, `this ran task test in [${c.root}]\n`);
+    assert.equal(out.code, 3, "the suite's failure is .ci/run's");
   } finally {
     await removeCheckout(c);
   }
