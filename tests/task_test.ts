@@ -299,6 +299,29 @@ Deno.test("./task: a stamp that matches but a binary that is missing, does not r
   }
 });
 
+Deno.test("./task: a pin changed since the install is installed, saying so, not calling the old one broken", async () => {
+  const c = await checkout();
+  try {
+    assert.equal((await task(c, ["build"])).code, 0);
+    // What a pull that bumps the pin finds: a complete install of the version pinned before.
+    const deno = `${c.root}/.toolchain/deno/npm/node_modules/@deno/linux-x64-glibc/deno`;
+    Deno.writeTextFileSync(deno, '#!/bin/sh\necho "deno 2.9.5 (stable, fake)"\n');
+    Deno.writeTextFileSync(`${c.root}/.toolchain/deno/.version`, "2.9.5\n");
+    c.reset();
+    const r = await task(c, ["build"]);
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(installs(c), ["npm"]);
+    assert.match(
+      r.text,
+      /task: the deno pin changed: \.toolchain\/deno holds 2\.9\.5, \.\/task pins 2\.9\.6: installing 2\.9\.6\n/,
+    );
+    assert.doesNotMatch(r.text, /broken/);
+    assert.equal(Deno.readTextFileSync(`${c.root}/.toolchain/deno/.version`), `${DENO_VERSION}\n`);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 /**
  * Two first runs at once: the first holds its npm install until the second has either said it
  * waits for the lock or started an install of its own, which it did before the lock (both
