@@ -107,28 +107,35 @@ fi
 
 echo "== build libkcoro (ReleaseFast)"
 ts=$(date +%s)
-zig build
-echo "   $(since "$ts") s"
+# A failed build ended the script here (set -e), without its closing line; and the Deno tests
+# must not run against the library an earlier build left in zig-out/.
+deno_passed=0
+if ! zig build; then
+  stop_ahead
+  echo "error: zig build (ReleaseFast) failed (above): the Deno tests did not run"
+  failed=$((failed + 1))
+else
+  echo "   $(since "$ts") s"
+  # Done by now (the library build above waited for its compile): the deno tests have both CPUs.
+  stop_ahead
 
-# Done by now (the library build above waited for its compile): the deno tests have both CPUs.
-stop_ahead
-
-echo "== deno tests"
-# deno test's exit status decides, not a line of its output: a test's own output that read like a
-# summary ("ok | 9 passed | 0 failed" at the start of a line) passed a failed run. The
-# counts come from its closing line, "ok | N passed | N failed ..." or "FAILED | ...", whose
-# passed count may carry "(N steps)" (which a passing run failed on).
-ts=$(date +%s)
-rm -f "$log/deno.rc"
-{ NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/ 2>&1 ||
-  echo "$?" >"$log/deno.rc"; } | tee "$log/deno.txt"
-echo "   $(since "$ts") s"
-summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -n 1 || true)
-deno_passed=$(printf '%s\n' "$summary" | sed -n 's/^[A-Za-z]* | \([0-9]*\) passed.*/\1/p')
-deno_failed=$(printf '%s\n' "$summary" | sed -n 's/.* | \([0-9]*\) failed.*/\1/p')
-if [ -f "$log/deno.rc" ] || [ -z "$summary" ] || [ "${deno_failed:-0}" -gt 0 ]; then
-  failed=$((failed + ${deno_failed:-0}))
-  [ "${deno_failed:-0}" -gt 0 ] || failed=$((failed + 1))
+  echo "== deno tests"
+  # deno test's exit status decides, not a line of its output: a test's own output that read
+  # like a summary ("ok | 9 passed | 0 failed" at the start of a line) passed a failed run. The
+  # counts come from its closing line, "ok | N passed | N failed ..." or "FAILED | ...", whose
+  # passed count may carry "(N steps)" (which a passing run failed on).
+  ts=$(date +%s)
+  rm -f "$log/deno.rc"
+  { NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/ 2>&1 ||
+    echo "$?" >"$log/deno.rc"; } | tee "$log/deno.txt"
+  echo "   $(since "$ts") s"
+  summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -n 1 || true)
+  deno_passed=$(printf '%s\n' "$summary" | sed -n 's/^[A-Za-z]* | \([0-9]*\) passed.*/\1/p')
+  deno_failed=$(printf '%s\n' "$summary" | sed -n 's/.* | \([0-9]*\) failed.*/\1/p')
+  if [ -f "$log/deno.rc" ] || [ -z "$summary" ] || [ "${deno_failed:-0}" -gt 0 ]; then
+    failed=$((failed + ${deno_failed:-0}))
+    [ "${deno_failed:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
 fi
 
 total_passed=$((zig_passed + ${deno_passed:-0}))

@@ -547,7 +547,7 @@ Deno.test(".ci/run runs its own checkout's ./task test, whatever CDPATH finds, a
 async function testScript(
   denoOut: string,
   denoCode: number,
-  opts: { zigFails?: boolean; noQemu?: boolean } = {},
+  opts: { zigFails?: boolean; noQemu?: boolean; buildFails?: boolean } = {},
 ): Promise<{ code: number; text: string; last: string; calls: string[] }> {
   const c = await checkout("kcoro test.sh test ");
   try {
@@ -558,7 +558,11 @@ async function testScript(
         "zig",
         opts.zigFails
           ? '#!/bin/sh\n[ "$2" = test ] && echo "error: the following test command failed" && exit 1\nexit 0\n'
-          : '#!/bin/sh\n[ "$2" = test ] && echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed"\nexit 0\n',
+          : '#!/bin/sh\n[ "$2" = test ] && echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed"\n' +
+            (opts.buildFails
+              ? '[ "$*" = build ] && echo "error: the library failed to build" && exit 1\n'
+              : "") +
+            "exit 0\n",
       ],
       // It installs qemu-user with apt-get (through sudo unless root): here one that fails (no
       // apt-get runs for real), and a sudo that only runs it.
@@ -568,7 +572,7 @@ async function testScript(
       ],
       ["sudo", '#!/bin/sh\nexec "$@"\n'],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
-      ["deno", `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`],
+      ["deno", `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`],
     ];
     for (const [name, text] of fakes) {
       Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
@@ -626,4 +630,17 @@ Deno.test("scripts/test.sh: a failing zig step, or a qemu-aarch64 missing that c
     /error: qemu-aarch64 is missing and could not be installed \(apt-get install qemu-user\)/,
   );
   assert.equal(r.last, "17 passed, 1 failed");
+});
+
+Deno.test("scripts/test.sh: a failed library build fails the run with its closing line, and runs no Deno tests", async () => {
+  // Before, set -e ended the script at the failed `zig build`: no "N passed, N failed" line.
+  const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, { buildFails: true });
+  assert.notEqual(r.code, 0, r.text);
+  assert.match(r.text, /error: the library failed to build/);
+  assert.match(
+    r.text,
+    /error: zig build \(ReleaseFast\) failed \(above\): the Deno tests did not run/,
+  );
+  assert.equal(r.last, "28 passed, 1 failed");
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
 });
