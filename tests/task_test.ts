@@ -70,6 +70,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+# As pip: a root setting puts the install under it (real pip: <root>/tmp/pip-target-*/...), not
+# in --target, and succeeds.
+[ -z "\${PIP_ROOT:-}" ] || target=$PIP_ROOT$target
 mkdir -p "$target/ziglang/lib/std"
 cat >"$target/ziglang/zig" <<EOF
 #!/bin/sh
@@ -538,6 +541,23 @@ Deno.test(".ci/run runs its own checkout's ./task test, whatever CDPATH finds, a
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     assert.equal(text, `this ran task test in [${c.root}]\n`);
     assert.equal(out.code, 3, "the suite's failure is .ci/run's");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: a pip setting that moves the install elsewhere (root) is named, not a 'zig: not found' exit", async () => {
+  const c = await checkout();
+  try {
+    const r = await task(c, ["build"], { env: { PIP_ROOT: `${c.base}/pip root` } });
+    assert.equal(r.code, 1, r.text);
+    assert.ok(existsSync(`${c.base}/pip root${c.root}/.toolchain/zig/py/ziglang/zig`), r.text);
+    assert.match(
+      r.text,
+      /task: error: pip install ziglang==0\.15\.2 put no ziglang\/zig into \.toolchain\/zig\/py: a pip setting of yours \(a 'root' in '.+\/python3 -m pip config list', PIP_ROOT\) moved it; remove that setting, then run \.\/task again\n/,
+    );
+    assert.equal(existsSync(`${c.root}/.toolchain/zig/.version`), false);
+    assert.deepEqual(c.calls().filter((l) => l.startsWith("deno task")), []);
   } finally {
     await removeCheckout(c);
   }
