@@ -487,12 +487,27 @@ const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 const NOTIFY_NESTING = 32;
 /** The `#notify` calls on the stack (a handler's job's inside a handler's). */
 let notifyDepth = 0;
-/** Jobs made final past `NOTIFY_NESTING`, whose handlers and parent's finish wait. */
-const deferredLeaves: {
+/** A job made final past `NOTIFY_NESTING`: its handlers and its parent's finish wait. */
+interface DeferredLeave {
   job: JobSupport<unknown>;
   state: number;
   parent: JobSupport<unknown> | null;
-}[] = [];
+}
+/** The jobs made final past `NOTIFY_NESTING`, oldest first (a drain's run skips one run since). */
+const deferredLeaves: DeferredLeave[] = [];
+/**
+ * Each job in `deferredLeaves` whose handlers have not run yet: a final job found here has
+ * handlers still waiting (`#handlersRan`). Touched only past `NOTIFY_NESTING` and, while not
+ * empty, by a final job's `invokeOnCompletion`, `join` and `await`.
+ */
+const deferredOf = new Map<JobSupport<unknown>, DeferredLeave>();
+/**
+ * How deep in handlers a job's waiting handlers are run ahead of the drain, for a handler added
+ * to it, or a join or await of it, once it reads final (`#handlersRan`): deeper, those wait
+ * behind its handlers, so that a chain of handlers each ending a job and adding one to it stays
+ * bounded too.
+ */
+const PULL_NESTING = 2 * NOTIFY_NESTING;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
 
@@ -757,7 +772,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
       if (this.#state === NEW) this.start();
       if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
-      if (this.#state >= CANCELLED) return RESOLVED;
+      // Resolved after the joins made before, should its handlers still wait (`#handlersRan`).
+      if (this.#state >= CANCELLED && (deferredOf.size === 0 || this.#handlersRan())) {
+        return RESOLVED;
+      }
       if (signal !== undefined) return this.#untilAborted("join", signal, () => undefined);
       return this.#join ??= new Promise((resolve) => this.#resolveJoin = resolve);
     } catch (e) {
@@ -833,8 +851,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   #awaitResult(): Promise<T> {
     if (this.#result !== null) return this.#result;
     if (this.#state === NEW) this.start();
-    if (this.#state === COMPLETED) return this.#result = Promise.resolve(this.#value as T);
-    if (this.#state === CANCELLED) return this.#result = Promise.reject(this.#cause);
+    // Settled after the joins made before, should its handlers still wait (`#handlersRan`).
+    if (this.#state >= CANCELLED && (deferredOf.size === 0 || this.#handlersRan())) {
+      return this.#result = this.#state === COMPLETED
+        ? Promise.resolve(this.#value as T)
+        : Promise.reject(this.#cause);
+    }
     return this.#result = new Promise<T>((resolve, reject) => {
       this.#resolve = resolve as (value: unknown) => void;
       this.#reject = reject;
@@ -894,7 +916,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   invokeOnCompletion(handler: CompletionHandler): Disposable {
     JobSupport.#check(this, "invoke on completion");
     checkFunction("invoke on completion", "handler", handler);
-    if (this.#state >= CANCELLED) {
+    // Its own handlers first, should they still wait (`#handlersRan`; deeper, it joins them).
+    if (this.#state >= CANCELLED && (deferredOf.size === 0 || this.#handlersRan())) {
       // Kotlin invokes at once on the caller's stack; what the handler throws reaches the caller.
       handler(this.#state === COMPLETED ? undefined : this.#cause);
       return NO_OP;
@@ -1307,20 +1330,69 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // its handlers and its parent's finish run from the drain below the nesting. The parent is
       // held meanwhile (`#leaving`), its body done or not: it does not finish before them.
       if (p !== null && !waiting) p.#leaving++;
-      deferredLeaves.push({ job: this, state, parent: p });
+      const leave = { job: this, state, parent: p };
+      deferredLeaves.push(leave);
+      deferredOf.set(this, leave);
       return null;
     }
     // The hold ends also should an engine error leave the handlers (a stack overflow): a count
-    // left behind would keep the parent from ever finishing.
+    // left behind would keep the parent from ever finishing. What was deferred meanwhile is run
+    // also then (a `reportError` that throws, out of the handlers' report): before, it was left
+    // waiting for some other job's end, those jobs final with their handlers unrun, and the jobs
+    // those handlers end (the rest of a chain) left active. The first error is thrown on.
     notifyDepth++;
+    let thrown: { error: unknown } | null = null;
     try {
       this.#notify(state);
+    } catch (e) {
+      thrown = { error: e };
     } finally {
       notifyDepth--;
       if (waiting) p!.#leaving--;
     }
-    if (deferredLeaves.length !== 0 && !draining) JobSupport.#drainLeaves();
+    if (deferredLeaves.length !== 0 && !draining) {
+      try {
+        JobSupport.#drainLeaves();
+      } catch (e) {
+        thrown ??= { error: e };
+      }
+    }
+    if (thrown !== null) throw thrown.error;
     return p;
+  }
+
+  /**
+   * Whether this final job's handlers have all run (they have unless `#leave` deferred them):
+   * still waiting, they are run now, as Kotlin's had run by the time the job read final, unless
+   * the stack is `PULL_NESTING` handlers deep (false: the caller waits behind them). For a handler
+   * added once the job reads final, and a join or await made then: before, the added handler ran
+   * at once, ahead of the job's own, and a join resolved ahead of the joins made before it.
+   */
+  #handlersRan(): boolean {
+    const leave = deferredOf.get(this);
+    if (leave === undefined) return true;
+    if (notifyDepth >= PULL_NESTING) return false;
+    JobSupport.#runLeave(leave);
+    return true;
+  }
+
+  /**
+   * Runs a deferred job's handlers (`#leave`), at one handler's depth more (what they end is
+   * deferred again), then lets its parent finish, also should an engine error leave them.
+   */
+  static #runLeave(leave: DeferredLeave): void {
+    const { job, state, parent } = leave;
+    deferredOf.delete(job); // run once: the drain skips it
+    notifyDepth++;
+    try {
+      job.#notify(state);
+    } finally {
+      notifyDepth--;
+      if (parent !== null) {
+        parent.#leaving--;
+        parent.#tryFinalize();
+      }
+    }
   }
 
   /**
@@ -1335,24 +1407,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     let thrown: { error: unknown } | null = null;
     try {
       for (let i = 0; i < deferredLeaves.length; i++) {
-        const { job, state, parent } = deferredLeaves[i];
-        notifyDepth++;
+        const leave = deferredLeaves[i];
+        if (!deferredOf.has(leave.job)) continue; // run already (`#handlersRan`)
         try {
-          job.#notify(state);
-        } catch (e) {
-          thrown ??= { error: e };
-        } finally {
-          notifyDepth--;
-          if (parent !== null) parent.#leaving--;
-        }
-        try {
-          if (parent !== null) parent.#tryFinalize();
+          JobSupport.#runLeave(leave);
         } catch (e) {
           thrown ??= { error: e };
         }
       }
     } finally {
       deferredLeaves.length = 0;
+      deferredOf.clear();
       draining = false;
     }
     if (thrown !== null) throw thrown.error;

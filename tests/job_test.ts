@@ -2473,3 +2473,108 @@ Deno.test("a 100,000-deep parent/child tree whose completion handlers cancel the
   await c[0].join();
   assert.deepEqual(reported.errors, []);
 });
+
+Deno.test("a job ended past 32 nested handlers (its handlers deferred) runs them before a handler added once it reads final, which still runs at once, and before a join or await made then: Kotlin's had all run by the time it read final", async () => {
+  // Each job's first handler completes the next job, then (by the job's index, each the first
+  // look at it) adds a handler to it, joins it or awaits it; every job was joined before the
+  // chain began. Before, past 32 levels the added handler ran at once while the job's own
+  // handlers waited, so it ran before them, and the later join or await resumed before the
+  // earlier join.
+  using reported = catchReported();
+  const N = 40;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<number>());
+  const order: string[] = [];
+  const resumed: string[] = [];
+  const waits: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) {
+    waits.push(d[i].join().then(() => resumed.push(`early ${i}`)));
+    d[i].invokeOnCompletion(() => {
+      order.push(`own ${i}`);
+      if (i + 1 === N) return;
+      const next = d[i + 1], n = i + 1;
+      next.complete(n);
+      assert.equal(next.isCompleted, true);
+      if (n % 3 === 0) {
+        let ran = false;
+        next.invokeOnCompletion(() => {
+          ran = true;
+          order.push(`added ${n}`);
+        });
+        assert.equal(ran, true, `the handler added to job ${n} ran at once`);
+      } else if (n % 3 === 1) waits.push(next.join().then(() => resumed.push(`late ${n}`)));
+      else waits.push(next.await().then(() => resumed.push(`late ${n}`)));
+    });
+    d[i].invokeOnCompletion(() => order.push(`own second ${i}`));
+  }
+  d[0].complete(0);
+  await Promise.all(waits);
+  for (let n = 1; n < N; n++) {
+    if (n % 3 === 0) {
+      const own = order.indexOf(`own ${n}`), second = order.indexOf(`own second ${n}`);
+      const added = order.indexOf(`added ${n}`);
+      assert.ok(own >= 0 && own < second && second < added, `job ${n}: ${order.join(", ")}`);
+    } else {
+      const early = resumed.indexOf(`early ${n}`), late = resumed.indexOf(`late ${n}`);
+      assert.ok(early >= 0 && early < late, `job ${n}: ${resumed.join(", ")}`);
+    }
+  }
+  assert.deepEqual(reported.errors, []);
+});
+
+Deno.test("a 100,000-job chain whose handlers each end the next job and add a handler to it ends every job, each one's own handlers before the added one, without overflowing the stack", () => {
+  // The added handler runs the job's deferred handlers first, on the stack (as Kotlin's had
+  // run), only so deep (64 levels); deeper it waits behind them. Unbounded, this chain of
+  // handlers would nest a level per job, and overflow.
+  using reported = catchReported();
+  const N = 100_000;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  const own = new Int32Array(N).fill(-1), added = new Int32Array(N).fill(-1);
+  let step = 0;
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      own[i] = step++;
+      if (i + 1 === N) return;
+      d[i + 1].cancel();
+      d[i + 1].invokeOnCompletion(() => added[i + 1] = step++);
+    });
+  }
+  d[0].cancel();
+  assert.equal(d[N - 1].state, "cancelled");
+  for (let i = 1; i < N; i++) {
+    assert.ok(own[i] >= 0 && own[i] < added[i], `job ${i}: own ${own[i]}, added ${added[i]}`);
+  }
+  assert.deepEqual(reported.errors, []);
+});
+
+Deno.test("a reportError that throws as a job's handlers end, 32 handlers deep, leaves none of the deeper jobs' handlers waiting: they run before the throw reaches the caller", () => {
+  // Job 31's second handler throws; its report (reportError, replaced by one that throws)
+  // throws out of its handlers, as it does at any depth. Before, the handlers deferred meanwhile
+  // (job 32's, which end the rest of the chain) were left waiting for some unrelated job's end:
+  // jobs 33 on stayed active, job 32 read cancelled with its handlers unrun.
+  const N = 40;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  let ran = 0;
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      ran++;
+      if (i + 1 < N) d[i + 1].cancel();
+    });
+    if (i === 31) {
+      d[i].invokeOnCompletion(() => {
+        throw new Error("job 31's handler");
+      });
+    }
+  }
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  try {
+    assert.throws(() => d[0].cancel(), (e) => e === broken);
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(ran, N, "every job's handler ran");
+  assert.deepEqual(d.filter((j) => j.state !== "cancelled").length, 0);
+});
