@@ -2249,6 +2249,66 @@ Deno.test("a revoked Proxy thrown while the queued follow cancels run is reporte
   assert.equal(got.count, 2);
 });
 
+Deno.test("a revoked Proxy thrown in the later run of left follow cancels (runLeftFollows, a microtask on) is reported in kcoro's form (a TypeError carrying it), and what is left still runs: the raw reportError threw on it", async () => {
+  // As "an engine error in the later run of left follow cancels ..." above (80 levels; the run's
+  // take of a queued cancel off its stack, Array.prototype.pop, throws on the first take, in the
+  // first level's run, and on the third, in the microtask's), the third a revoked Proxy: the
+  // microtask reports it once its leftovers ran. In a child process: the raw reportError threw
+  // on it (its traps), out of the microtask, and left every later report of the process fatal.
+  const res = await evalScript(`
+    import { nestThroughSignals, until } from "./tests/support.ts";
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(e.error); e.preventDefault(); });
+    const r = Proxy.revocable({}, {}); r.revoke(); const revoked = r.proxy;
+    const engine = new RangeError("simulated: Maximum call stack size exceeded");
+    const { root, outcome } = await nestThroughSignals(80, () => {});
+    let ended;
+    void outcome.then((e) => ended = e);
+    const isScopeLike = (x) => "launch" in x && "async" in x && "job" in x;
+    const pop = Array.prototype.pop;
+    let takes = 0;
+    try {
+      Array.prototype.pop = function () {
+        const n = this.length, top = this[n - 1], below = this[n - 2];
+        if (
+          n >= 2 && top instanceof AbortSignal &&
+          typeof below === "object" && below !== null && isScopeLike(below)
+        ) {
+          takes++;
+          if (takes === 1) throw engine;
+          if (takes === 3) throw revoked;
+        }
+        return pop.call(this);
+      };
+      root.cancel();
+      await until(() => takes >= 3, "the microtask's run to throw");
+    } finally {
+      Array.prototype.pop = pop;
+    }
+    await until(() => ended !== undefined, "the root to end (every level ended)");
+    reportError(new Error("a later report"));
+    console.log(JSON.stringify({
+      ended,
+      first: reported[0] === engine,
+      wrapped: reported[1] instanceof TypeError && reported[1].cause === revoked,
+      message: reported[1]?.message,
+      last: reported.at(-1)?.message,
+      count: reported.length,
+    }));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const got = JSON.parse(res.stdout);
+  assert.equal(got.ended, "CancellationError", "every level ended");
+  assert.equal(got.first, true, "the first level's engine error, as it is");
+  assert.equal(got.wrapped, true, got.message);
+  assert.equal(
+    got.message,
+    "Cannot report error as it is: reporting it would run a Proxy's traps, received a Proxy",
+  );
+  assert.equal(got.last, "a later report");
+  assert.equal(got.count, 3);
+});
+
 Deno.test("an object made from Context.prototype is refused as a context: it passed instanceof, and its first read threw the engine's error inside the scope (a supervisorScope never settled)", async () => {
   const fake = Object.create(Context.prototype) as Context;
   const message = /^Cannot [\w ]+: context must be a Context, received a Context look-alike$/;
