@@ -534,6 +534,20 @@ class ActorImpl<M> implements Actor<M> {
   }
 
   /**
+   * Throws the CodecError of a lazy actor's first message, before its start, where the mailbox's
+   * codec refuses it: so a call refused for what it was passed starts nothing (before, the
+   * handler ran first). Only a message that is no object (a function, a symbol, a primitive):
+   * checking one runs nothing of the caller's, and a function or symbol, which no codec carries,
+   * is never copied. An object is left to the send, after the start (as Kotlin's
+   * LazyActorCoroutine starts before its send looks at the element): its check is its copy (a
+   * structured clone, its getters run), which the send makes again. Before, it was copied twice,
+   * its getters run twice, where a started actor's send runs them once.
+   */
+  #refusedBeforeStart(message: M, op: "send" | "trySend"): void {
+    if (typeof message !== "object" || message === null) checkValueOf(this.#mailbox, message, op);
+  }
+
+  /**
    * The mailbox takes messages: the task has not ended, and its handler has not disposed of the
    * mailbox (a `using mailbox`, which ends the channel while the task may run on).
    */
@@ -576,12 +590,10 @@ class ActorImpl<M> implements Actor<M> {
           return Promise.reject(e);
         }
         options = signal === undefined ? undefined : { signal };
-        // So is one whose message the mailbox's codec cannot carry (a function): the CodecError
-        // it rejects with comes before the start, as a refused call changes nothing. Before, the
-        // handler ran first. (Kotlin's LazyActorCoroutine starts before its send looks at the
-        // element, but there no element is refused for what it is.)
+        // So is one whose message the mailbox's codec cannot carry, where that is told without
+        // a copy (`#refusedBeforeStart`): the CodecError it rejects with comes before the start.
         try {
-          checkValueOf(this.#mailbox, message);
+          this.#refusedBeforeStart(message, "send");
         } catch (e) {
           return Promise.reject(e);
         }
@@ -676,7 +688,7 @@ class ActorImpl<M> implements Actor<M> {
       if (this.#lazy && this.#unstarted()) {
         // A lazy actor's first trySend of a message the mailbox's codec cannot carry throws that
         // CodecError before the start, as send's rejects (above): before, the handler ran first.
-        checkValueOf(this.#mailbox, message, "trySend");
+        this.#refusedBeforeStart(message, "trySend");
         this.#startLazy();
       }
       open = this.#open();

@@ -6181,3 +6181,46 @@ Deno.test("produce and actor run Channel's own close, cancel, dispose, send and 
   assert.deepEqual(log, [1, 2, 3, 4, 5]);
   assert.deepEqual(called, []);
 });
+
+Deno.test("actor: a lazy actor's first send or trySend of an object copies it once (its getters run once, as a started actor's do); a function is still refused before the start, an object only its copy refuses after it", async () => {
+  // Before, the first send of a lazy actor checked the message by copying it (the codec's
+  // check, for the CodecError before the start), then the send copied it again: a getter of
+  // the message ran twice, its structured clone was made twice. Only a message that is no
+  // object (a function, a symbol, a primitive) is checked before the start now, which runs
+  // nothing of the caller's; an object is told by the send's one copy, after the start, as
+  // Kotlin's LazyActorCoroutine starts before its send looks at the element.
+  for (const call of ["send", "trySend"] as const) {
+    for (const lazy of [false, true]) {
+      let reads = 0;
+      const message = {
+        get x() {
+          reads++;
+          return 1;
+        },
+      };
+      const got: unknown[] = [];
+      await coroutineScope(async (scope) => {
+        const a = actor<unknown>(scope, async (mailbox) => {
+          for await (const m of mailbox) got.push(m);
+        }, { lazy, capacity: 2 });
+        if (call === "send") await a.send(message);
+        else assert.equal(a.trySend(message).state, "ok");
+        a.close();
+      });
+      assert.equal(reads, 1, `${call}, lazy ${lazy}: the getter ran once`);
+      assert.deepEqual(got, [{ x: 1 }]);
+    }
+  }
+  // A function inside an object is refused by the copy, after the start (the handler ran).
+  const seen: string[] = [];
+  await coroutineScope(async (scope) => {
+    const a = actor<unknown>(scope, async (mailbox) => {
+      seen.push("started");
+      for await (const _ of mailbox) seen.push("message");
+    }, { lazy: true, capacity: 2 });
+    await assert.rejects(a.send({ f() {} }), CodecError);
+    assert.equal(a.job.state, "active");
+    a.close();
+  });
+  assert.deepEqual(seen, ["started"]);
+});
