@@ -188,8 +188,9 @@ export function isCancellation(e: unknown): boolean {
  * signal has aborted: Deno's `events.once` rejects with an AbortError carrying nothing, whatever
  * signal aborted), where Kotlin's suspending calls throw the CancellationException itself; else
  * undefined (a failure). `cancelling` is asked after `name` is read (a getter may cancel the job).
- * Reads nothing that runs the caller's code but `name`, and a throw there answers undefined. Only a cancelling job takes an AbortError that carries no cancellation, so
- * such an `e` is never kept as a job's cause.
+ * Reads nothing that runs the caller's code but `name`, and a throw there answers undefined. Only
+ * a cancelling job takes an AbortError that carries no cancellation, so such an `e` is never kept
+ * as a job's cause.
  */
 export function cancellationOf(e: unknown, cancelling: () => boolean): unknown {
   if (isCancellation(e)) return e;
