@@ -2595,7 +2595,7 @@ Deno.test("a typed array given another kind's prototype: codecs.bytes refuses it
   }
 });
 
-Deno.test("an array or typed array given Object.prototype or null comes back as structured clone copies it (an array, a typed array of its kind), not as a plain object of its indices, local and shared", () => {
+Deno.test("an array, typed array or DataView given Object.prototype or null comes back as structured clone copies it (an array, a typed array or DataView of its kind), not as a plain object of its indices, local and shared", () => {
   const cases: [string, () => unknown][] = [
     ["array, Object.prototype", () => Object.setPrototypeOf([1, "b", { c: 3 }], Object.prototype)],
     ["array, null", () => Object.setPrototypeOf([1, 2], null)],
@@ -2604,6 +2604,17 @@ Deno.test("an array or typed array given Object.prototype or null comes back as 
       () => Object.setPrototypeOf(new Uint8Array([1, 2]), Object.prototype),
     ],
     ["Float64Array, null", () => Object.setPrototypeOf(new Float64Array([0.5]), null)],
+    // A DataView, which the typed-array tag checked before did not tell from a plain object:
+    // it came back `{}`, its buffer lost.
+    [
+      "DataView, Object.prototype",
+      () =>
+        Object.setPrototypeOf(
+          new DataView(new Uint8Array([1, 2, 3]).buffer, 1, 2),
+          Object.prototype,
+        ),
+    ],
+    ["DataView, null", () => Object.setPrototypeOf(new DataView(new ArrayBuffer(4)), null)],
   ];
   for (const codec of [codecs.default, codecs.structured]) {
     for (const shared of [false, true]) {
@@ -2619,6 +2630,7 @@ Deno.test("an array or typed array given Object.prototype or null comes back as 
           const back = inside ? (got.value as { value: unknown }).value : got.value;
           assert.deepEqual(back, structuredClone(value), what);
           assert.equal(Array.isArray(back), Array.isArray(value), what);
+          assert.equal(ArrayBuffer.isView(back), ArrayBuffer.isView(value), what);
         }
       }
     }
