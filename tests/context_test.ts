@@ -10,8 +10,8 @@ import {
   Deadline,
   supervisorScope,
 } from "../mod.ts";
-import { assertSameItems } from "./support.ts";
-import { keyHashesFrom } from "../src/context.ts";
+import { assertSameItems, prng } from "./support.ts";
+import { childContext, keyHashesFrom } from "../src/context.ts";
 
 const user = createContextKey<string>("user");
 const depth = createContextKey<number>("depth");
@@ -191,16 +191,6 @@ Deno.test("Context is persistent: every version stays readable after later chang
   versions.forEach((v, i) => assert.equal(v.get(depth), i === 0 ? undefined : i - 1));
 });
 
-/** A seeded PRNG (mulberry32): the same run of operations each time. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 /** That `ctx` holds exactly `model`'s entries, its keys in the model's (a Map's) order. */
 function assertHolds(
   ctx: Context,
@@ -220,7 +210,7 @@ Deno.test("every version of a context stays as it was through thousands of with/
   // A model Map, copied per version, against each context: with and without of random keys,
   // across the change from a Map to a trie (past 16 entries) and back down past it.
   const pool = Array.from({ length: 300 }, (_, i) => createContextKey<number>(`p${i}`));
-  const random = seeded(42);
+  const random = prng(42);
   let ctx = Context.empty;
   let model = new Map<ContextKey<number>, number>();
   const kept: [Context, Map<ContextKey<number>, number>][] = [];
@@ -288,6 +278,87 @@ Deno.test("keys whose hashes are equal (past 2**32 keys made, the count wraps) a
     model.delete(k);
   }
   assertHolds(less, model, pool, "some removed");
+});
+
+Deno.test("a context matches a model Map through with, without and child merges of keys whose hashes are equal or agree in their low bits (deep trie paths), across 16 entries both ways", () => {
+  // The keys of the test above have hashes in sequence (a trie 2 levels deep, few equal): these
+  // are made with hashes that are equal (one node holds them), that agree in their low 25 bits
+  // (a path 6 levels deep) or are random, Deadline among them, and a run of with/without grows
+  // and shrinks a context across 16 entries (a Map, then a trie) again and again. Each version is
+  // checked against a model Map (size, keys() in first-set order, has, get), and so is a child
+  // merge (`childContext`) of two versions either way, or of one and a context of a few keys, or
+  // of two such (Maps, copied once), its Deadline the earlier of theirs. Before this test, a set
+  // of an existing key that dropped the other entries of its hash (or kept a stale copy of itself
+  // among them), a without that dropped them, and a merge of two small contexts that let the
+  // parent's entries or a later Deadline win, all passed this file.
+  const deadline = Deadline as ContextKey<number>;
+  for (let seed = 1; seed <= 12; seed++) {
+    const random = prng(seed);
+    const hashes: number[] = [];
+    const pool: ContextKey<number>[] = [];
+    try {
+      for (let i = 0; i < 48; i++) {
+        const kind = random();
+        const hash = kind < 0.3 && hashes.length > 0
+          ? hashes[Math.floor(random() * hashes.length)] // equal to an earlier key's
+          : kind < 0.7
+          ? ((Math.floor(random() * 128) << 25) | 7) >>> 0 // the same low 25 bits
+          : Math.floor(random() * 2 ** 32);
+        hashes.push(hash);
+        keyHashesFrom(hash - 1); // the next key made gets `hash`
+        pool.push(createContextKey<number>(`h${i}`));
+      }
+    } finally {
+      keyHashesFrom(2 ** 21); // past every key made so far in this file
+    }
+    pool.push(deadline);
+    /** A context of up to 7 of the keys, and its model. */
+    const some = (): [Context, Map<ContextKey<number>, number>] => {
+      let c = Context.empty;
+      const m = new Map<ContextKey<number>, number>();
+      for (let i = Math.floor(random() * 8); i > 0; i--) {
+        const key = pool[Math.floor(random() * pool.length)], v = Math.floor(random() * 3_000);
+        c = c.with(key, v);
+        m.set(key, v);
+      }
+      return [c, m];
+    };
+    let ctx = Context.empty;
+    let model = new Map<ContextKey<number>, number>();
+    const kept: [Context, Map<ContextKey<number>, number>][] = [];
+    for (let step = 0; step < 1_500; step++) {
+      const k = pool[Math.floor(random() * pool.length)];
+      // Runs of 150 steps that grow (a fifth of them without) and that shrink (three quarters).
+      const remove = random() < (Math.floor(step / 150) % 2 === 0 ? 0.2 : 0.75);
+      ctx = remove ? ctx.without(k) : ctx.with(k, step);
+      model = new Map(model);
+      if (remove) model.delete(k);
+      else model.set(k, step);
+      assertHolds(ctx, model, pool, `seed ${seed}, step ${step}`);
+      if (step % 23 === 0) kept.push([ctx, model]);
+      if (step % 7 === 0 && kept.length > 1) {
+        // With a kept version, and contexts of a few keys (two small ones merge as Maps).
+        const [other, its] = kept[Math.floor(random() * kept.length)];
+        const [few, fewModel] = some(), [more, moreModel] = some();
+        for (
+          const [parent, own, p, o] of [
+            [other, ctx, its, model],
+            [ctx, other, model, its],
+            [few, ctx, fewModel, model],
+            [ctx, few, model, fewModel],
+            [few, more, fewModel, moreModel],
+          ] as const
+        ) {
+          const merged = new Map(p);
+          for (const [key, v] of o) merged.set(key, v);
+          const pd = p.get(deadline), od = o.get(deadline);
+          if (pd !== undefined && !(od !== undefined && od < pd)) merged.set(deadline, pd);
+          kept.push([childContext(parent, own), merged]);
+        }
+      }
+    }
+    kept.forEach(([c, m], i) => assertHolds(c, m, pool, `seed ${seed}, version ${i}`));
+  }
 });
 
 Deno.test("with an equal value and without an absent key return the same context", () => {
