@@ -655,6 +655,37 @@ Deno.test("by hand (where Deno's inspect throws), a fact names what made a funct
   );
 });
 
+Deno.test("by hand (where Deno's inspect throws), a superclass's or a constructor's name over 4096 characters prints by its head and length, and an object whose tag getter throws as [object], never throwing", () => {
+  // A class whose superclass's name (or a function whose constructor's name, up its prototype
+  // chain) is 2**20 characters printed it whole, a fact as long; an object whose inspect hook,
+  // `toJSON` and `Symbol.toStringTag` getters throw threw the last out of the print (the
+  // fallback `Object.prototype.toString` reads that tag).
+  const n = 2 ** 20;
+  const cut = (c: string) => `${c.repeat(64)}… (a name of ${n} characters)`;
+  const base = Object.defineProperty(class {}, "name", { value: "b".repeat(n) });
+  function Made() {}
+  Object.defineProperty(Made, "name", { value: "m".repeat(n) });
+  const made = Object.setPrototypeOf(function m() {}, Made.prototype);
+  assert.equal(
+    byHand({ c: class Sub extends base {}, m: made }),
+    `X { c: [class Sub extends ${cut("b")}], m: [Function: m] ${cut("m")} }`,
+  );
+  const boom = (): never => {
+    throw new Error("a getter of the caller's");
+  };
+  const throwing = {
+    [Symbol.for("Deno.customInspect")]: boom,
+    get toJSON() {
+      return boom();
+    },
+    get [Symbol.toStringTag]() {
+      return boom();
+    },
+  };
+  assert.throws(() => Deno.inspect(throwing), /a getter of the caller's/);
+  assert.equal(inspectAs("X", { o: throwing }, undefined, {}), "X { o: [object] }");
+});
+
 Deno.test("a job prints the count of its unfinished children", async () => {
   await coroutineScope((scope) => {
     const gate = Promise.withResolvers<void>();
