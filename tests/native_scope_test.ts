@@ -117,7 +117,6 @@ Deno.test("String() of a scope's native children job prints kcoro's own state: a
   const spin = runtime().cells([2n ** 64n - 1n, 0n]);
   const scoped = coroutineScope(async (scope) => {
     nativeScope(scope).launch("spin", spin);
-    await null;
     const [children] = scope.job.children;
     assert.equal(String(children), "NativeChildren(active)");
     for (
