@@ -74,12 +74,13 @@ function showPlain(v: unknown): string {
 }
 
 /**
- * @ignore A fact's value printed without any `inspect` (`showPlain`'s fallback; exported for tests): as JSON, and what JSON
- * has no text for as Deno prints it: a function `[Function: name]` (`[Function (anonymous)]`,
- * `[AsyncFunction: name]`, a class `[class Name]`), a bigint `1n`, a symbol `Symbol(q)`,
- * `undefined`. Before, `String(v)` printed a function's whole source, and a bigint, which JSON
- * refuses, `[object BigInt]`. Never a throw: what JSON refuses (a cycle, a `toJSON` that throws, an
- * object holding a bigint) prints its tag (`[object Object]`).
+ * @ignore A fact's value printed without any `inspect` (`showPlain`'s fallback; exported for
+ * tests): as JSON, and what JSON has no text for as Deno prints it: a function `[Function: name]`
+ * (`[Function (anonymous)]`, `[AsyncFunction: name]`, a class `[class Name]`), a bigint `1n`, a
+ * symbol `Symbol(q)`, `undefined`. Before, `String(v)` printed a function's whole source, and a
+ * bigint, which JSON refuses, `[object BigInt]`. Never a throw: what JSON refuses (a cycle, a
+ * `toJSON` that throws, an object holding a bigint) prints its tag (`[object Object]`), and where
+ * reading that tag throws too (a getter or a Proxy trap of the caller's), `[object]`.
  */
 export function showByHand(v: unknown): string {
   if (typeof v === "function") return functionTag(v);
