@@ -258,6 +258,12 @@ type Entries = ReadonlyMap<AnyKey, unknown> | Trie;
 /** The most entries a `Map` holds (`Entries`); one more makes a `Trie`. */
 const SMALL = 16;
 
+/**
+ * Entries and trie slots copied so far (`contextCopyWork`): what a test counts to tell a `with`
+ * that copies one path from one that copies every entry, without timing it.
+ */
+let copyWork = 0;
+
 /** `entries` with `key` set to `value` (`entries` unchanged). */
 function setEntry(entries: Entries, key: AnyKey, value: unknown): Entries {
   if (entries instanceof Trie) return entries.set(key, value);
@@ -266,6 +272,7 @@ function setEntry(entries: Entries, key: AnyKey, value: unknown): Entries {
     for (const [k, v] of entries) trie = trie.set(k, v);
     return trie.set(key, value);
   }
+  copyWork += entries.size;
   const copy = new Map(entries);
   copy.set(key, value);
   return copy;
@@ -275,6 +282,7 @@ function setEntry(entries: Entries, key: AnyKey, value: unknown): Entries {
 function deleteEntry(entries: Entries, key: AnyKey): Entries {
   if (entries instanceof Trie) return entries.delete(key);
   if (!entries.has(key)) return entries;
+  copyWork += entries.size;
   const copy = new Map(entries);
   copy.delete(key);
   return copy;
@@ -286,6 +294,7 @@ function deleteEntry(entries: Entries, key: AnyKey): Entries {
  */
 function mergeEntries(parent: Entries, own: Entries, deadline: number | undefined): Entries {
   if (!(parent instanceof Trie) && !(own instanceof Trie) && parent.size + own.size < SMALL) {
+    copyWork += parent.size + own.size;
     const copy = new Map(parent);
     for (const [k, v] of own) copy.set(k, v);
     if (deadline !== undefined) copy.set(Deadline, deadline);
@@ -345,6 +354,7 @@ function insert(node: TrieNode | undefined, entry: TrieNode, shift: number): Tri
   if (node === undefined) return entry;
   if (node.slots !== null) {
     const i = (entry.hash >>> shift) & 31;
+    copyWork += 32;
     const slots = node.slots.slice();
     slots[i] = insert(slots[i], entry, shift + 5);
     return branch(slots);
@@ -386,6 +396,7 @@ function remove(node: TrieNode, key: AnyKey, hash: number, shift: number): TrieN
     if (under === undefined) return node;
     const left = remove(under, key, hash, shift + 5);
     if (left === under) return node;
+    copyWork += 32;
     const slots = node.slots.slice();
     slots[i] = left;
     return slots.every((x) => x === undefined) ? undefined : branch(slots);
@@ -822,6 +833,14 @@ export const Deadline: ContextKey<number> = new Key<number>(
  */
 export function keyHashesFrom(n: number): void {
   keysMade = n >>> 0;
+}
+
+/**
+ * @ignore For tests: how many entries (of a `Map`) and trie slots contexts have copied so far, a
+ * count of work that tells a copy of one path from a copy of every entry without a clock.
+ */
+export function contextCopyWork(): number {
+  return copyWork;
 }
 
 /** @ignore A context key of kcoro's own, whose values `Context.with` checks. */
