@@ -398,6 +398,48 @@ Deno.test("./task without flock: a lock directory serves, and one left by a proc
   }
 });
 
+Deno.test("./task without flock: a lock without a pid is stale once it has had none for 10 s on end, not 10 s into a wait on an owner that ended", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    // The waiter's `sleep 1`, logged and short: its seconds, counted.
+    Deno.writeTextFileSync(
+      `${c.bin}/sleep`,
+      '#!/bin/sh\necho "sleep $*" >>"$FAKE_LOG"\nexec /bin/sleep 0.01\n',
+      { mode: 0o755 },
+    );
+    const sleeps = () => c.calls().filter((l) => l.startsWith("sleep ")).length;
+    const lock = `${c.root}/.toolchain/.lock.d`;
+    Deno.mkdirSync(lock, { recursive: true });
+    Deno.writeTextFileSync(`${lock}/pid`, `${Deno.pid}\n`); // an owner that is running
+    const run = start(c, ["build"], { path });
+    await until(() => sleeps() >= 12, () => `a wait of 12 s on that owner: ${run.text()}`);
+    // That owner finished, and another ./task took the lock and has not written its pid yet.
+    Deno.removeSync(`${lock}/pid`);
+    const from = sleeps();
+    await until(
+      () => sleeps() >= from + 5 || /removing a stale/.test(run.text()),
+      () => `5 s more: ${run.text()}`,
+    );
+    // Before, the wait's 12 s counted: the new owner's lock was removed at once, and both ran.
+    assert.doesNotMatch(run.text(), /removing a stale/);
+    assert.ok(existsSync(lock), run.text());
+    assert.deepEqual(installs(c), []);
+    // Its owner never writes a pid (it died after the mkdir): stale 10 s on.
+    const r = await run.done;
+    assert.equal(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      /removing a stale install lock \(\.toolchain\/\.lock\.d\) of pid \?, which is gone/,
+    );
+    assert.ok(sleeps() >= from + 9, `removed after ${sleeps() - from} s without a pid`);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    assert.equal(existsSync(lock), false, "the lock stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task runs from another directory, through a relative path that CDPATH also finds, in a path with spaces, and keeps a relative DENO_DIR, ZIG_GLOBAL_CACHE_DIR or KCORO_ZIG the caller's", async () => {
   const c = await checkout();
   try {
