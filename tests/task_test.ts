@@ -45,6 +45,7 @@ echo "DENO_DIR=[\\$DENO_DIR]"
 echo "ZIG_GLOBAL_CACHE_DIR=[\\$ZIG_GLOBAL_CACHE_DIR]"
 echo "KCORO_ZIG=[\\$KCORO_ZIG]"
 echo "zig on PATH: \\$(command -v zig)"
+if (true >&9) 2>/dev/null; then echo "deno \\$* wrote this to fd 9" >&9; else echo "fd 9: closed"; fi
 EOF
 chmod +x "$d/deno"
 # Killed once the binary is there, before npm returns (and so before ./task writes the stamp).
@@ -435,6 +436,35 @@ Deno.test("./task without flock: a lock without a pid is stale once it has had n
     assert.ok(sleeps() >= from + 9, `removed after ${sleeps() - from} s without a pid`);
     assert.deepEqual(installs(c), ["npm", "pip"]);
     assert.equal(existsSync(lock), false, "the lock stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: a fd 9 of the caller's (the install lock's number) is deno task's, with flock or without", async () => {
+  const c = await checkout();
+  try {
+    // Before, the install took fd 9 for its lock and closed it: deno task ran without it.
+    const withFd9 = `${c.base}/with fd 9`;
+    Deno.writeTextFileSync(withFd9, 'exec 9>>"$FD9"\nexec /bin/sh "$@"\n');
+    const fd9 = `${c.base}/fd 9`;
+    const noFlock = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    for (const path of [undefined, noFlock]) {
+      await Deno.remove(`${c.root}/.toolchain`, { recursive: true }).catch(() => {});
+      Deno.writeTextFileSync(fd9, "");
+      c.reset();
+      const r = await task(c, [`${c.root}/task`, "build"], {
+        task: withFd9,
+        env: { FD9: fd9 },
+        path,
+      });
+      const how = path ? "without flock" : "with flock";
+      assert.equal(r.code, 0, `${how}: ${r.text}`);
+      assert.deepEqual(installs(c), ["npm", "pip"], how);
+      assert.doesNotMatch(r.text, /fd 9: closed/, how);
+      assert.equal(Deno.readTextFileSync(fd9), "deno task build wrote this to fd 9\n", how);
+      assert.equal(Deno.readTextFileSync(`${c.root}/.toolchain/.lock`), "", how);
+    }
   } finally {
     await removeCheckout(c);
   }
