@@ -38,6 +38,7 @@ d=$prefix/node_modules/@deno/linux-x64-glibc
 mkdir -p "$d"
 cat >"$d/deno" <<EOF
 #!/bin/sh
+if [ -n "\\\${FAKE_DENO_BROKEN:-}" ]; then echo "deno: cannot execute binary file" >&2; exit 126; fi
 if [ "\\$1" = --version ]; then echo "deno $version (stable, fake)"; exit 0; fi
 echo "deno \\$*" >>"\\$FAKE_LOG"
 echo "ran deno \\$* in [\\$PWD]"
@@ -77,6 +78,7 @@ done
 mkdir -p "$target/ziglang/lib/std"
 cat >"$target/ziglang/zig" <<EOF
 #!/bin/sh
+if [ -n "\\\${FAKE_ZIG_BROKEN:-}" ]; then echo "zig: Exec format error" >&2; exit 126; fi
 if [ "\\$1" = version ]; then echo "$version"; exit 0; fi
 echo "zig \\$*" >>"\\$FAKE_LOG"
 EOF
@@ -321,6 +323,15 @@ Deno.test("./task: a pin changed since the install is installed, saying so, not 
     );
     assert.doesNotMatch(r.text, /broken/);
     assert.equal(Deno.readTextFileSync(`${c.root}/.toolchain/deno/.version`), `${DENO_VERSION}\n`);
+    // An empty stamp (an install killed as it wrote it) is one cut short, as a missing one: not
+    // "holds , ./task pins 2.9.6".
+    Deno.writeTextFileSync(`${c.root}/.toolchain/zig/.version`, "");
+    c.reset();
+    const empty = await task(c, ["build"]);
+    assert.equal(empty.code, 0, empty.text);
+    assert.deepEqual(installs(c), ["pip"]);
+    assert.doesNotMatch(empty.text, /pin changed|broken/);
+    assert.match(empty.text, /task: installing Zig 0\.15\.2 from PyPI into \.toolchain\/zig\n/);
   } finally {
     await removeCheckout(c);
   }
@@ -559,6 +570,35 @@ Deno.test("./task: npm or pip failing, or no pip, ends it at once with what to d
       /task: error: .+\/python3 has no pip \('.+\/python3 -m pip' fails\), which installs Zig 0\.15\.2 \(PyPI package 'ziglang'\): install it \(Debian: apt-get install python3-pip\), then run \.\/task again/,
     );
     assert.deepEqual(installs(c), ["npm"], "no pip install was tried");
+    c.reset();
+    r = await task(c, ["build"]);
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(installs(c), ["pip"]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task: an installed deno or zig that does not run is named, with what it printed, not an empty 'reports , expected' or an unnamed exit", async () => {
+  const c = await checkout();
+  try {
+    let r = await task(c, ["build"], { env: { FAKE_DENO_BROKEN: "1" } });
+    assert.equal(r.code, 1, r.text);
+    assert.match(r.text, /deno: cannot execute binary file\n/);
+    assert.match(
+      r.text,
+      /task: error: installed Deno reports nothing \(\.toolchain\/deno\/bin\/deno --version\), expected 2\.9\.6\n/,
+    );
+    // Zig's `version` failing ended ./task at once (set -e), status 126, no task: line.
+    r = await task(c, ["build"], { env: { FAKE_ZIG_BROKEN: "1" } });
+    assert.equal(r.code, 1, r.text);
+    assert.match(r.text, /zig: Exec format error\n/);
+    assert.match(
+      r.text,
+      /task: error: installed Zig reports nothing \(\.toolchain\/zig\/bin\/zig version\), expected 0\.15\.2\n/,
+    );
+    assert.equal(existsSync(`${c.root}/.toolchain/zig/.version`), false);
+    assert.deepEqual(c.calls().filter((l) => l.startsWith("deno task")), []);
     c.reset();
     r = await task(c, ["build"]);
     assert.equal(r.code, 0, r.text);
