@@ -5,7 +5,7 @@
 // retries without a network, Debian's "externally managed" pip with --target) was checked by hand
 // on real installs; the stubs only stand in for them.
 import assert from "node:assert/strict";
-import { until } from "./support.ts";
+import { until, within } from "./support.ts";
 
 const repo = new URL("../", import.meta.url).pathname;
 const DENO_VERSION = "2.9.6";
@@ -148,6 +148,8 @@ interface Run {
   /** stdout and stderr so far. */
   text(): string;
   done: Promise<{ code: number; text: string }>;
+  /** Kills the run and every process it started (what RUN_LIMIT_MS does). */
+  kill(): void;
 }
 
 /** How long one run may take: a ./task that waits for ever (a lock never given up) is killed. */
@@ -156,7 +158,9 @@ const RUN_LIMIT_MS = 30_000;
 /**
  * Starts `/bin/sh <task> args` (dash on Debian) with only `env`, and PATH: the fakes, then the
  * system's. Killed after RUN_LIMIT_MS, saying so in its text, so a run that hangs fails the test
- * instead of hanging the suite.
+ * instead of hanging the suite: in a process group of its own (detached), all of which is killed,
+ * as a `flock` it waits in (or any process it started) holds its output open, and `done` waited
+ * for that output's end for ever when only the shell was killed.
  */
 function start(
   c: Checkout,
@@ -176,24 +180,28 @@ function start(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
+    detached: true,
   }).spawn();
   let text = "";
   const read = async (s: ReadableStream<Uint8Array>) => {
     for await (const chunk of s.pipeThrough(new TextDecoderStream())) text += chunk;
   };
-  let killed = false;
-  const limit = setTimeout(() => {
-    killed = true;
-    child.kill("SIGKILL");
-  }, RUN_LIMIT_MS);
-  child.status.finally(() => clearTimeout(limit));
+  let killed = "";
+  const kill = (why: string) => {
+    killed ||= why;
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // the group has ended
+    }
+  };
+  const limit = setTimeout(() => kill(`still running after ${RUN_LIMIT_MS} ms`), RUN_LIMIT_MS);
   const done = Promise.all([read(child.stdout), read(child.stderr), child.status]).then((
     [, , st],
-  ) => ({
-    code: st.code,
-    text: killed ? `${text}\n[killed: still running after ${RUN_LIMIT_MS} ms]` : text,
-  }));
-  return { text: () => text, done };
+  ) => ({ code: st.code, text: killed ? `${text}\n[killed: ${killed}]` : text }));
+  const clear = () => clearTimeout(limit);
+  done.then(clear, clear);
+  return { text: () => text, done, kill: () => kill("by the test") };
 }
 
 async function task(
@@ -379,6 +387,38 @@ Deno.test("./task: a second first run while one installs waits for it and instal
   try {
     await twoAtOnce(c);
   } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("a run here that hangs is killed with what it started: a ./task waiting for good on an install lock (flock) ends its test", async () => {
+  const c = await checkout();
+  const lock = `${c.root}/.toolchain/.lock`;
+  Deno.mkdirSync(`${c.root}/.toolchain`);
+  // An install that never ends: the test's own flock holds the lock until its stdin closes.
+  const holder = new Deno.Command("flock", {
+    args: [lock, "-c", "cat >/dev/null"],
+    stdin: "piped",
+    stdout: "null",
+  }).spawn();
+  try {
+    const held = () => new Deno.Command("flock", { args: ["-n", lock, "true"] }).outputSync();
+    await until(() => held().code !== 0, "the test's flock to hold the lock");
+    const run = start(c, ["build"]);
+    await until(
+      () => /waiting for another \.\/task/.test(run.text()),
+      () => `./task to wait for the lock: ${run.text()}`,
+    );
+    run.kill();
+    // Before, only the shell was killed: its `flock 9` kept the output open, and this waited for
+    // good (RUN_LIMIT_MS's kill alike).
+    const r = await within(run.done, 10_000, "the killed run's end");
+    assert.notEqual(r.code, 0, r.text);
+    assert.match(r.text, /\n\[killed: by the test\]$/);
+    assert.deepEqual(installs(c), []);
+  } finally {
+    await holder.stdin.close();
+    await holder.status;
     await removeCheckout(c);
   }
 });
