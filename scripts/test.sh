@@ -13,8 +13,18 @@ stop_ahead() { # the compiles ahead (below), with the build runners and compiler
   wait "$ahead_pid" 2>/dev/null || :
   ahead_pid=""
 }
-trap 'stop_ahead; rm -rf "$log"' EXIT
-trap 'exit 130' INT TERM HUP # the EXIT trap runs then too
+stage_pid=""
+stop_stage() { # the Zig stage running (run_zig), with its test binary (timeout signals its group)
+  [ -n "$stage_pid" ] || return 0
+  kill -TERM "$stage_pid" 2>/dev/null || :
+  wait "$stage_pid" 2>/dev/null || :
+  stage_pid=""
+}
+trap 'stop_stage; stop_ahead; rm -rf "$log"' EXIT
+# The EXIT trap runs then too. Each exits with the status of a death by that signal.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 zig_passed=0
 failed=0
 t0=$(date +%s)
@@ -38,13 +48,21 @@ run_zig() { # $1 = label, rest = extra zig build args
   # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host. The outer
   # bound: the test runner's watchdog (zig-src/testing/runner.zig) ends a test that runs past
   # KCORO_TEST_TIMEOUT_S (default 300 s) first, and names it.
-  if timeout -k 10 1800 zig build test --summary all "$@" >"$f" 2>&1; then
+  # In the background, waited for by `wait`, which a signal ends at once (the EXIT trap then
+  # stops the stage): the shell ran a trap only once a command in the foreground had ended, and
+  # timeout puts the stage in a process group of its own, which a terminal's Ctrl-C never
+  # reaches, so a TERM or Ctrl-C of this script waited for the stage's end, minutes.
+  timeout -k 10 1800 zig build test --summary all "$@" >"$f" 2>&1 &
+  stage_pid=$!
+  rc=0
+  wait "$stage_pid" || rc=$?
+  stage_pid=""
+  if [ "$rc" -eq 0 ]; then
     # The trap tests kill a forked child with SIGILL on purpose; qemu reports each one.
     grep -v '^qemu: uncaught target signal 4' "$f" | grep 'tests passed' || true
     count_zig "$f"
     echo "   $(since "$ts") s"
   else
-    rc=$?
     cat "$f"
     [ "$rc" -ne 124 ] || echo "error: zig unit tests ($label) did not end within 30 minutes"
     failed=$((failed + 1))

@@ -150,6 +150,8 @@ interface Run {
   done: Promise<{ code: number; text: string }>;
   /** Kills the run and every process it started (what RUN_LIMIT_MS does). */
   kill(): void;
+  /** The shell's. */
+  pid: number;
 }
 
 /** How long one run may take: a ./task that waits for ever (a lock never given up) is killed. */
@@ -201,7 +203,7 @@ function start(
   ) => ({ code: st.code, text: killed ? `${text}\n[killed: ${killed}]` : text }));
   const clear = () => clearTimeout(limit);
   done.then(clear, clear);
-  return { text: () => text, done, kill: () => kill("by the test") };
+  return { text: () => text, done, kill: () => kill("by the test"), pid: child.pid };
 }
 
 async function task(
@@ -719,7 +721,15 @@ Deno.test("./task: a pip setting that moves the install elsewhere (root) is name
 async function testScript(
   denoOut: string,
   denoCode: number,
-  opts: { zigFails?: boolean; noQemu?: boolean; buildFails?: boolean } = {},
+  opts: {
+    zigFails?: boolean;
+    noQemu?: boolean;
+    buildFails?: boolean;
+    /** Its `zig build test` stays (60 s at most) until a TERM, which it logs. */
+    zigHolds?: boolean;
+    /** Run while test.sh runs. */
+    during?: (run: Run, c: Checkout) => Promise<void>;
+  } = {},
 ): Promise<{ code: number; text: string; last: string; calls: string[] }> {
   const c = await checkout("kcoro test.sh test ");
   try {
@@ -730,6 +740,16 @@ async function testScript(
         "zig",
         opts.zigFails
           ? '#!/bin/sh\n[ "$2" = test ] && echo "error: the following test command failed" && exit 1\nexit 0\n'
+          : opts.zigHolds
+          ? `#!/bin/sh
+if [ "$2" = test ]; then
+  echo "zig test started" >>"$FAKE_LOG"
+  trap 'echo "zig test stopped" >>"$FAKE_LOG"; exit 143' TERM
+  n=0
+  while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+fi
+exit 0
+`
           : '#!/bin/sh\n[ "$2" = test ] && echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed"\n' +
             (opts.buildFails
               ? '[ "$*" = build ] && echo "error: the library failed to build" && exit 1\n'
@@ -750,11 +770,19 @@ async function testScript(
       Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
     }
     Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
-    const r = await task(c, [], {
+    const run = start(c, [], {
       task: `${c.root}/scripts/test.sh`,
       env: { FAKE_DENO_OUT: `${c.base}/deno-out` },
       path: opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined,
     });
+    try {
+      await opts.during?.(run, c);
+    } catch (e) {
+      run.kill();
+      await run.done;
+      throw e;
+    }
+    const r = await run.done;
     return { ...r, last: r.text.trimEnd().split("\n").at(-1)!, calls: c.calls() };
   } finally {
     await removeCheckout(c);
@@ -814,5 +842,24 @@ Deno.test("scripts/test.sh: a failed library build fails the run with its closin
     /error: zig build \(ReleaseFast\) failed \(above\): the Deno tests did not run/,
   );
   assert.equal(r.last, "28 passed, 1 failed");
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
+});
+
+Deno.test("scripts/test.sh: a TERM ends it at once, and its Zig stage with it, not once the stage has run", async () => {
+  const r = await testScript("", 0, {
+    zigHolds: true,
+    during: async (run, c) => {
+      await until(
+        () => c.calls().includes("zig test started"),
+        () => `the first Zig stage: ${run.text()}`,
+      );
+      Deno.kill(run.pid, "SIGTERM");
+      // Before, the shell ran its trap once the stage in the foreground had ended (60 s here; a
+      // real stage's minutes), and that stage, in timeout's process group, heard nothing.
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+  assert.ok(r.calls.includes("zig test stopped"), r.calls.join("\n"));
   assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
 });
