@@ -63,6 +63,7 @@ if [ "$3" = --version ]; then echo "pip 99.0 (fake)"; exit 0; fi
 # As pip: a pip.conf or PIP_* setting of the caller's that refuses this install.
 case \${PIP_USER:-} in 1 | true | yes | on) echo "ERROR: Can not combine '--user' and '--target'" >&2; exit 1 ;; esac
 case \${PIP_REQUIRE_VIRTUALENV:-} in 1 | true | yes | on) echo "ERROR: Could not find an activated virtualenv (required)." >&2; exit 3 ;; esac
+[ -z "\${PIP_PREFIX:-}" ] || { echo "ERROR: Cannot set --home and --prefix together" >&2; exit 1; }
 target=
 version=
 while [ $# -gt 0 ]; do
@@ -612,6 +613,16 @@ Deno.test("./task: npm or pip failing, or no pip, ends it at once with what to d
       /task: error: .+\/python3 has no pip \('.+\/python3 -m pip' fails\), which installs Zig 0\.15\.2 \(PyPI package 'ziglang'\): install it \(Debian: apt-get install python3-pip\), then run \.\/task again/,
     );
     assert.deepEqual(installs(c), ["npm"], "no pip install was tried");
+    // A pip `prefix` of the caller's (pip.conf or PIP_PREFIX; checked with the real pip), which
+    // --target refuses: named, where only the network was.
+    c.reset();
+    r = await task(c, ["build"], { env: { PIP_PREFIX: `${c.base}/prefix` } });
+    assert.equal(r.code, 1, r.text);
+    assert.match(r.text, /ERROR: Cannot set --home and --prefix together\n/);
+    assert.match(
+      r.text,
+      /task: error: pip install ziglang==0\.15\.2 failed \(above\): check that pip reaches its index: the network, a proxy \(HTTPS_PROXY\), PIP_INDEX_URL; and that no pip setting of yours refuses --target \(a 'prefix' in '.+\/python3 -m pip config list', PIP_PREFIX: 'Cannot set --home and --prefix together'\); then run \.\/task again\n/,
+    );
     c.reset();
     r = await task(c, ["build"]);
     assert.equal(r.code, 0, r.text);
