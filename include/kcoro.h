@@ -273,8 +273,10 @@ int32_t kc_sched_drain_for(uint64_t timeout_ns);
  * (a channel operation's, a token cancel's); a later wake of one of them does nothing. With no
  * host counted (kc_lib_release's 0, or none ever retained) it also ends and joins the counters'
  * clock ticker (kc_clock_now), and ends the metrics pipes whose channels are gone, joining their
- * thread once no pipe is left, also when no scheduler ran: no thread of the library's own
- * outlives its last host (the next use of the clock or a new pipe starts one again). */
+ * thread once no pipe is left, and joins the threads that free rings for undelivered hooks
+ * (kc_ring_destroy) once their frees are done, also when no scheduler ran: no thread of the
+ * library's own outlives its last host (the next use of the clock or a new pipe starts one
+ * again). */
 int32_t kc_sched_shutdown(uint32_t mode);
 /* kc_sched_shutdown of the scheduler of one generation (kc_sched_info's seventh value, not 0:
  * KC_EINVAL) only: once that one is shut down and a later one started, even by another thread
@@ -950,7 +952,10 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * hook's channel (or on the channel of a hook further out), whose lock that thread holds, the
  * withdrawal goes to a thread of the library's own, which takes the lock once the hook's caller
  * let go of it (before, the hook's call waited for itself for good). Only if no thread can be
- * started does it run in that call, and hang as before. */
+ * started does it run in that call, and hang as before. That thread is joined, at the latest by
+ * the kc_sched_shutdown that ends the library's threads once no host is counted, which waits for
+ * its withdrawal (one from inside an undelivered hook leaves it to a later shutdown); before, it
+ * was detached, and could run on past that shutdown. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block

@@ -66,22 +66,99 @@ const Ring = @import("../bridge/ring.zig").Ring;
 /// the ring meanwhile: if one of the ring's operations is on the hook's channel (or on the
 /// channel of a hook further out: `Ring.refuseInHook`), `deinit`'s withdrawal would take that
 /// channel's lock, which this thread holds, and wait for itself for good (it did, before). Then
-/// the free goes to a thread of its own, which takes the lock once the hook's caller let go of
-/// it; only if no thread can be started does it run here, as before (kcoro.h, kc_ring_destroy).
-/// The ring's handle is dead already, and the ring's operations keep their channels alive.
+/// the free goes to a thread of its own (`startFreer`), which takes the lock once the hook's
+/// caller let go of it; only if no thread can be started does it run here, as before (kcoro.h,
+/// kc_ring_destroy). The ring's handle is dead already, and the ring's operations keep their
+/// channels alive.
 fn freeRing(r: *Ring, allocator: std.mem.Allocator) void {
-    if (r.refuseInHook()) |_| {} else |_| {
-        if (std.Thread.spawn(.{}, freeRingNow, .{ r, allocator })) |t| {
-            t.detach();
-            return;
-        } else |_| {}
-    }
+    if (r.refuseInHook()) |_| {} else |_| if (startFreer(r, allocator)) return;
     freeRingNow(r, allocator);
 }
 
 fn freeRingNow(r: *Ring, allocator: std.mem.Allocator) void {
     r.deinit();
     allocator.destroy(r);
+}
+
+/// A thread `freeRing` started. Joined, never detached (`joinRingFreers`): before, it was
+/// detached, and nothing waited for it, so it could still run the library's code (the ring's
+/// withdrawals, a hook its dropped sends reach) after the shutdown that promises no thread of
+/// the library's own outlives its last host, and, in the tests, into a later test's fork.
+const Freer = struct {
+    thread: std.Thread = undefined,
+    ring: *Ring,
+    allocator: std.mem.Allocator,
+    /// Set once the free is done; release: pairs with `joinRingFreers`' acquire load (a thread
+    /// seen done holds nothing and runs no more of our work: its join waits only for its exit).
+    done: std.atomic.Value(bool) = .init(false),
+    next: ?*Freer = null,
+};
+
+/// The `Freer`s not joined yet, under `freers_mutex`.
+var freers: ?*Freer = null;
+var freers_mutex: std.Thread.Mutex = .{};
+
+/// Starts `r`'s free on a thread of its own, listed for `joinRingFreers`. False: no memory or no
+/// thread (the caller frees it itself). Joins the finished ones first, so that their stacks
+/// do not pile up until a shutdown; that waits for nothing but their exits, so it may run here,
+/// inside a hook.
+fn startFreer(r: *Ring, allocator: std.mem.Allocator) bool {
+    joinRingFreers(.finished);
+    const f = std.heap.c_allocator.create(Freer) catch return false;
+    f.* = .{ .ring = r, .allocator = allocator };
+    // Spawned under the mutex: `thread` is set before a join can find `f` listed.
+    freers_mutex.lock();
+    defer freers_mutex.unlock();
+    f.thread = std.Thread.spawn(.{}, freerMain, .{f}) catch {
+        std.heap.c_allocator.destroy(f);
+        return false;
+    };
+    f.next = freers;
+    freers = f;
+    return true;
+}
+
+fn freerMain(f: *Freer) void {
+    freeRingNow(f.ring, f.allocator);
+    // Release: pairs with `joinRingFreers`' acquire load.
+    f.done.store(true, .release);
+}
+
+/// Joins the threads `freeRing` started: `.finished` only those done (a wait for their exits
+/// alone), `.all` every one, each once its free is done, which takes the locks of the ring's
+/// channels: never call that with one of them held (from inside an undelivered hook: the root's
+/// shutdown skips it there). The library's shutdown calls `.all` where it ends its other
+/// threads of its own (root.zig, `stopUnusedThreads`).
+pub fn joinRingFreers(which: enum { finished, all }) void {
+    var list: ?*Freer = null;
+    {
+        freers_mutex.lock();
+        defer freers_mutex.unlock();
+        var link: *?*Freer = &freers;
+        while (link.*) |f| {
+            // Acquire: pairs with `freerMain`'s release store.
+            if (which == .all or f.done.load(.acquire)) {
+                link.* = f.next;
+                f.next = list;
+                list = f;
+            } else link = &f.next;
+        }
+    }
+    while (list) |f| {
+        list = f.next;
+        f.thread.join();
+        std.heap.c_allocator.destroy(f);
+    }
+}
+
+/// Tests: how many `freeRing` threads are not joined yet.
+pub fn ringFreersLeft() usize {
+    freers_mutex.lock();
+    defer freers_mutex.unlock();
+    var n: usize = 0;
+    var it = freers;
+    while (it) |f| : (it = f.next) n += 1;
+    return n;
 }
 
 fn retireRing(r: *Ring) void {
