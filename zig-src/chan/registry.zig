@@ -94,16 +94,17 @@ const Freer = struct {
     next: ?*Freer = null,
 };
 
-/// The `Freer`s not joined yet, under `freers_mutex`.
+/// The `Freer`s not joined yet, under `freers_mutex`; `freers_listed` counts them, for a look
+/// without the mutex (`reapRingFreers`).
 var freers: ?*Freer = null;
 var freers_mutex: std.Thread.Mutex = .{};
+var freers_listed: std.atomic.Value(usize) = .init(0);
 
 /// Starts `r`'s free on a thread of its own, listed for `joinRingFreers`. False: no memory or no
-/// thread (the caller frees it itself). Joins the finished ones first, so that their stacks
-/// do not pile up until a shutdown; that waits for nothing but their exits, so it may run here,
-/// inside a hook.
+/// thread (the caller frees it itself). Joins none here, inside a hook: even a finished one's
+/// exit runs the thread's key destructors (a hold its hook took, given back, may take a lock
+/// this thread holds); `reapRingFreers` does, outside hooks.
 fn startFreer(r: *Ring, allocator: std.mem.Allocator) bool {
-    joinRingFreers(.finished);
     const f = std.heap.c_allocator.create(Freer) catch return false;
     f.* = .{ .ring = r, .allocator = allocator };
     // Spawned under the mutex: `thread` is set before a join can find `f` listed.
@@ -115,6 +116,8 @@ fn startFreer(r: *Ring, allocator: std.mem.Allocator) bool {
     };
     f.next = freers;
     freers = f;
+    // Monotonic: a hint for `reapRingFreers`; the list itself is read under the mutex.
+    _ = freers_listed.fetchAdd(1, .monotonic);
     return true;
 }
 
@@ -141,6 +144,7 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
                 link.* = f.next;
                 f.next = list;
                 list = f;
+                _ = freers_listed.fetchSub(1, .monotonic); // monotonic: as in `startFreer`
             } else link = &f.next;
         }
     }
@@ -149,6 +153,13 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
         f.thread.join();
         std.heap.c_allocator.destroy(f);
     }
+}
+
+/// Joins the `freeRing` threads that are done, if any are listed: so that their stacks do not
+/// pile up until a shutdown. Not from inside a hook (see `startFreer`): kc_ring_create's.
+pub fn reapRingFreers() void {
+    // Monotonic: a hint (one listed meanwhile is the next call's).
+    if (freers_listed.load(.monotonic) != 0) joinRingFreers(.finished);
 }
 
 /// Tests: how many `freeRing` threads are not joined yet.
