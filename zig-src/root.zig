@@ -8683,6 +8683,83 @@ test "C ABI: a ring destroyed by another thread while a hook of a channel it has
     }
 }
 
+test "C ABI: a ring-free thread whose exit ends the last host does not join itself" {
+    // The free's thread (`freeRing`) runs the hooks of the sends the ring's withdrawal drops: a
+    // hook there that takes a host (kc_lib_retain_thread) makes the thread's exit count the last
+    // host out, whose shutdown joins the ring-free threads: this one too, which joined itself
+    // (glibc's EDEADLK: `unreachable` in `std.Thread.join`, a panic). Now it is left listed, and
+    // a later kc_ring_create joins it.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var x: u32 = 0;
+        var ring: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var destroyed = std.atomic.Value(bool).init(false);
+        var retained = std.atomic.Value(u32).init(0);
+        var tid = std.atomic.Value(std.Thread.Id).init(0);
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const rr = rings();
+            const e = rr.acquire(ring) catch return;
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the ring's destroy");
+            // Acquire: pairs with the test's release store after kc_ring_destroy returned.
+            while (!destroyed.load(.acquire)) d.wait() catch break;
+            rr.release(e); // the last reference: the free goes to a thread of its own
+        }
+        /// On the free's thread: the withdrawn send's value. Release: pairs with the test's
+        /// acquire load.
+        fn onY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            tid.store(std.Thread.getCurrentId(), .monotonic); // published by the release below
+            retained.store(kc_lib_retain_thread(), .release);
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            _ = kc_chan_drop(x, &v, 8);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    var y: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &y));
+    defer _ = kc_chan_destroy(y);
+    var one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(y, &one, 8)); // full: the next send waits
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(y, S.onY, null));
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    var got: u64 = 0;
+    var sent: u64 = 2;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &got, 8, S.ring, &ticket));
+    try testing.expectEqual(@as(i32, 1), kc_chan_send_async(y, &sent, 8, S.ring, &ticket));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's hold of the ring");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+    S.destroyed.store(true, .release);
+    j.join(t, test_wait.default_ns, "a hook whose ring's free withdrew an operation on its channel");
+    // The free's thread ran y's hook (the one host), ended, counted it out and shut down; once
+    // it is done a kc_ring_create joins it.
+    const r = test_wait.Deadline.in(test_wait.default_ns, "the join of the free's thread");
+    while (kcoro.channel_registry.ringFreersLeft() != 0) {
+        var other: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_ring_create(&other));
+        try testing.expectEqual(@as(i32, 0), kc_ring_destroy(other));
+        try r.wait();
+    }
+    try testing.expectEqual(@as(u32, 1), S.retained.load(.acquire)); // it was the only host
+    try testing.expectEqual(@as(u32, 0), hosts.load(.monotonic)); // counted out at its end
+    // And the thread is gone, its exit past that shutdown (the list empties before the join
+    // that panicked: this is what waits for it).
+    const tid = S.tid.load(.monotonic);
+    const g = test_wait.Deadline.in(test_wait.default_ns, "the free's thread's end");
+    while (test_wait.threadState(tid) != null) try g.wait();
+}
+
 test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {
     // The mark is the thread's (`Channel.inHookOf`): a coroutine the hook resumes runs on the
     // thread that holds the channel's lock and must be refused as the hook is (nested too, a

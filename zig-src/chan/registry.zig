@@ -139,8 +139,14 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
         defer freers_mutex.unlock();
         var link: *?*Freer = &freers;
         while (link.*) |f| {
-            // Acquire: pairs with `freerMain`'s release store.
-            if (which == .all or f.done.load(.acquire)) {
+            // Never this thread itself, a free's (its join would wait for itself: glibc's
+            // EDEADLK, `unreachable` in `join`): its exit can come here, as a host its hook took
+            // (kc_lib_retain_thread) is counted out there, the last one's shutdown joining
+            // these. It stays listed for a later join. Acquire: pairs with `freerMain`'s
+            // release store.
+            if (f.thread.getHandle() == std.c.pthread_self()) {
+                link = &f.next;
+            } else if (which == .all or f.done.load(.acquire)) {
                 link.* = f.next;
                 f.next = list;
                 list = f;
