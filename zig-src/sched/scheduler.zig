@@ -200,6 +200,8 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     fail_thread: ?usize = null,
     /// In `restart`, once the new run started, before it lets go of `lifecycle`.
     restarted: ?*const fn () void = null,
+    /// In `workerStats`, holding the workers' array (`enterWorkers`), before it reads it.
+    stats_reading: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
@@ -747,6 +749,17 @@ pub const Scheduler = struct {
     /// there, its decrement wrapped the count, and every spawn from outside on the new run was
     /// refused for good.
     lifecycle_pending: std.atomic.Value(u32) = .init(0),
+    /// Threads reading the workers' counters through the statistics (`workerCount`,
+    /// `workerStats`, `liveCount`, `busyCount`: `enterWorkers`), from any thread, also while
+    /// another one shuts down or restarts the scheduler: a shutdown (`joinAndFree`) or a failed
+    /// `begin` that frees the workers' array says so first (`workers_live`, `dropWorkers`) and
+    /// then waits for none. Before, those calls read `workers` unsynchronised, freed under them.
+    /// Both kept by a restart (a reader of the earlier run may count itself out meanwhile, and
+    /// load the flag) and changed atomically only.
+    readers: std.atomic.Value(u32) = .init(0),
+    /// The workers' array may be read (`enterWorkers`): stored true by `begin` once it is
+    /// built, false by `dropWorkers` before it is freed.
+    workers_live: std.atomic.Value(bool) = .init(false),
     /// A cancelling shutdown was asked for while a finishing one drains (`cancelPending`): the
     /// drain stops and the rest is abandoned. Release/acquire: a flag, ordering nothing else.
     /// Kept by a restart, which clears it atomically (a cancel of the earlier run may store it
@@ -856,7 +869,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits", "readers", "workers_live" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -914,6 +927,10 @@ pub const Scheduler = struct {
                 .timers = .init(allocator, {}),
             };
         }
+        // Seq_cst: pairs with `enterWorkers`'s load (its acquire half: a reader that sees true
+        // sees `workers` and the array built above); a store of `dropWorkers` is the only
+        // other. Before the state, whose store orders nothing for it.
+        s.workers_live.store(true, .seq_cst);
         // The epoch before the state: a waker that reads `running` (seq_cst, after the store
         // below) reads this run's epoch, never the last one's.
         s.epoch.store(nextEpoch(), .monotonic);
@@ -939,6 +956,7 @@ pub const Scheduler = struct {
             // epoch and reads nothing.
             s.pingDrain();
             _ = s.awaitNone(&s.drainers, null);
+            _ = s.dropWorkers(null); // a reader of the statistics that saw them leaves first
             for (workers) |*w| w.timers.deinit();
             s.workers = &.{};
             allocator.free(workers);
@@ -1326,11 +1344,11 @@ pub const Scheduler = struct {
     /// after it was counted in elsewhere is then seen counted in too (acquire loads pair with
     /// the release stores in `busyDone`; the count in happens before the wake that let the
     /// coroutine run).
-    fn collectBusy(s: *Scheduler) BusyTotals {
+    fn collectBusy(s: *Scheduler, workers: []Worker) BusyTotals {
         var t: BusyTotals = .{ .in = 0, .out = s.ext_out.load(.acquire) };
-        for (s.workers) |*w| t.out +%= w.busy_out.load(.acquire);
+        for (workers) |*w| t.out +%= w.busy_out.load(.acquire);
         t.in = s.ext_in.load(.acquire);
-        for (s.workers) |*w| t.in +%= w.busy_in.load(.acquire);
+        for (workers) |*w| t.in +%= w.busy_in.load(.acquire);
         return t;
     }
 
@@ -1338,8 +1356,9 @@ pub const Scheduler = struct {
     /// no counter moved: they held these values together between the collects), null if
     /// something changed meanwhile.
     fn stableBusy(s: *Scheduler) ?u64 {
-        const a = s.collectBusy();
-        const b = s.collectBusy();
+        // `drainUntil`'s: counted in `drainers`, which a shutdown waits for before it frees.
+        const a = s.collectBusy(s.workers);
+        const b = s.collectBusy(s.workers);
         if (a.in != b.in or a.out != b.out) return null;
         assert(a.in >= a.out);
         return a.in - a.out;
@@ -1347,8 +1366,37 @@ pub const Scheduler = struct {
 
     /// The busy count now (a snapshot for statistics; exact when nothing runs).
     pub fn busyCount(s: *Scheduler) u64 {
-        const t = s.collectBusy();
+        const workers = s.enterWorkers();
+        defer s.leaveWorkers();
+        const t = s.collectBusy(workers);
         return t.in -| t.out;
+    }
+
+    /// The workers' array for a reader of the statistics, on any thread (a worker's too): empty
+    /// once a shutdown (or a failed `begin`) is about to free it (`dropWorkers`), or before any
+    /// run. Until `leaveWorkers`, which must follow (also after an empty one), the array stays.
+    fn enterWorkers(s: *Scheduler) []Worker {
+        // Seq_cst RMW, then seq_cst load: the Dekker pair with `dropWorkers` (its store of
+        // false, then `awaitNone`'s seq_cst load of `readers`). Either it sees us counted and
+        // waits, or we see false and read nothing. The load's acquire half pairs with `begin`'s
+        // store of true: `workers` and the array are built. Never below 0 on the way out
+        // (`countOut`): the count is kept by a restart.
+        _ = s.readers.fetchAdd(1, .seq_cst);
+        if (!s.workers_live.load(.seq_cst)) return &.{};
+        return s.workers;
+    }
+
+    fn leaveWorkers(s: *Scheduler) void {
+        s.countOut(&s.readers); // wakes a `dropWorkers` waiting for none
+    }
+
+    /// Before the workers' array is freed, with no worker running: readers of the statistics
+    /// find none from here on (`enterWorkers`), and those inside leave first. False if
+    /// `deadline` (null: none) passed first; the flag stays false meanwhile.
+    fn dropWorkers(s: *Scheduler, deadline: ?u64) bool {
+        // Seq_cst: the store half of the Dekker pair with `enterWorkers`.
+        s.workers_live.store(false, .seq_cst);
+        return s.awaitNone(&s.readers, deadline);
     }
 
     /// +1 from any thread: to this worker's share on a worker of this scheduler.
@@ -1503,9 +1551,17 @@ pub const Scheduler = struct {
     /// tells others it ended (a scope's child, `countFinishedNow`; a built-in, before its `done`
     /// cell) is counted out before they can learn it: whoever saw its end sees it gone from here
     /// too. So is one a shutdown abandons (`releaseAbandoned`): 0 once it returned.
+    /// While a shutdown frees the workers, a count without their shares (the outside
+    /// spawns' alone), until it moved them to that count (`abandonAll`).
     pub fn liveCount(s: *Scheduler) u64 {
+        const workers = s.enterWorkers();
+        defer s.leaveWorkers();
+        return s.liveIn(workers);
+    }
+
+    fn liveIn(s: *Scheduler, workers: []Worker) u64 {
         var n = s.live.load(.monotonic);
-        for (s.workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
+        for (workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
         return n;
     }
 
@@ -1531,17 +1587,23 @@ pub const Scheduler = struct {
     }
 
     /// Worker threads (`Options.workers`, one per CPU if that was 0).
-    pub fn workerCount(s: *const Scheduler) usize {
-        return s.workers.len;
+    pub fn workerCount(s: *Scheduler) usize {
+        const workers = s.enterWorkers();
+        defer s.leaveWorkers();
+        return workers.len;
     }
 
     /// Counters of worker `index`, read without stopping it; null for an index at or past
     /// `workerCount` (every index once the scheduler is shut down, or after a failed `start`
     /// or `restart`: there are no workers then). Before, such an index read past the array (a
     /// panic in a safe build; in a release build whatever lay there).
+    /// Safe while another thread shuts the scheduler down or restarts it (`enterWorkers`).
     pub fn workerStats(s: *Scheduler, index: usize) ?WorkerStats {
-        if (index >= s.workers.len) return null;
-        const w = &s.workers[index];
+        const workers = s.enterWorkers();
+        defer s.leaveWorkers();
+        if (index >= workers.len) return null;
+        if (@import("builtin").is_test) if (test_hooks.stats_reading) |f| f();
+        const w = &workers[index];
         return .{
             .runs = w.runs.load(.monotonic),
             .steals = w.steals.load(.monotonic),
@@ -1876,6 +1938,8 @@ pub const Scheduler = struct {
             // and leave before they are freed.
             s.pingDrain();
             if (!s.awaitNone(&s.drainers, deadline)) return error.Timeout;
+            // Readers of the statistics (`workerStats`, `liveCount`, ...) read them too.
+            if (!s.dropWorkers(deadline)) return error.Timeout;
             s.abandonAll();
             s.join_stage = .freed;
         }
@@ -1895,7 +1959,7 @@ pub const Scheduler = struct {
         // count read `live` alone from here on, outside spawns ever made, finished or not, and a
         // thread that its abandoned scope child woke (`abandonChild`) read them live.
         // Monotonic: the workers were joined, which ordered their counts before these loads.
-        s.live.store(s.liveCount(), .monotonic);
+        s.live.store(s.liveIn(s.workers), .monotonic);
         s.abandoned_at_join = s.live.load(.monotonic);
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
@@ -3926,6 +3990,75 @@ test "a begin whose worker or watchdog thread does not start fails with nothing 
         try s.restart(testing.allocator, opts);
         try S.expectRuns(&s);
     }
+}
+
+test "a reader of the workers' statistics on another thread holds a shutdown's free of the workers until it leaves; then it finds none" {
+    // Before, `workerStats` (and `workerCount`, `liveCount`, `busyCount`) read `workers` with
+    // nothing to stop a shutdown on another thread from freeing the array under it (or a
+    // restart from rebuilding it): here the shutdown returned while the reader was held
+    // between its bounds check and its read, which then read freed memory. Now the shutdown
+    // waits for it (`dropWorkers`, asleep in `awaitNone`: `quiesce_waiters` counts it).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var gate: Gate = .{};
+        var runs = std.atomic.Value(u64).init(0);
+        var shut = std.atomic.Value(bool).init(false);
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        fn hold() void {
+            test_hooks.stats_reading = null; // once
+            gate.hold();
+        }
+        fn body(_: ?*anyopaque) callconv(.c) void {}
+        fn reader() void {
+            defer joiners[0].done();
+            const st = sched.workerStats(0) orelse return;
+            runs.store(st.runs, .release); // pairs with the test's acquire load (after the join)
+        }
+        fn shutter() void {
+            defer joiners[1].done();
+            sched.shutdown(.cancel);
+            shut.store(true, .release); // pairs with the test's acquire loads
+        }
+    };
+    S.gate = .{};
+    S.runs.store(0, .monotonic);
+    S.shut.store(false, .monotonic);
+    S.joiners = .{ .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    _ = try s.spawn(S.body, null);
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(u64, 1), s.workerStats(0).?.runs);
+    test_hooks.stats_reading = S.hold;
+    defer test_hooks.stats_reading = null;
+    var threads: [2]?std.Thread = .{ null, null };
+    defer {
+        S.gate.letGo();
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        if (s.isRunning()) s.shutdown(.cancel);
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.reader, .{});
+    try S.gate.awaitInside("the reader to hold the workers");
+    threads[1] = try std.Thread.spawn(.{}, S.shutter, .{});
+    // Until the shutdown waits for the reader (it counts itself a waiter in `awaitNone`: only
+    // the reader is left to wait for), or returned (freed the workers under the reader).
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to wait for the reader");
+    while (s.quiesce_waiters.load(.monotonic) == 0 and !S.shut.load(.acquire)) try d.wait();
+    try testing.expect(!S.shut.load(.acquire));
+    try testing.expectEqual(@as(u32, 1), s.readers.load(.monotonic));
+    S.gate.letGo();
+    S.joiners[0].join(threads[0].?, test_wait.default_ns, "the reader");
+    threads[0] = null;
+    S.joiners[1].join(threads[1].?, test_wait.default_ns, "the shutdown");
+    threads[1] = null;
+    try testing.expectEqual(@as(u64, 1), S.runs.load(.acquire)); // read before the free
+    try testing.expect(S.shut.load(.acquire));
+    try testing.expectEqual(@as(usize, 0), s.workerCount());
+    try testing.expect(s.workerStats(0) == null);
+    try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
 }
 
 test "two threads that each shut down and restart the scheduler in a loop: a restart that finds the other's run going is refused with error.Running" {
