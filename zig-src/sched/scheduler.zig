@@ -198,11 +198,20 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `begin`, the thread that fails to start as if `std.Thread.spawn` had failed: worker
     /// `k` for `k` below the worker count, the timer watchdog for `k` equal to it.
     fail_thread: ?usize = null,
+    /// In `begin`, before the thread that `fail_thread` names fails (the run going).
+    begin_failing: ?*const fn () void = null,
     /// In `restart`, once the new run started, before it lets go of `lifecycle`.
     restarted: ?*const fn () void = null,
     /// In `workerStats`, holding the workers' array (`enterWorkers`), before it reads it.
     stats_reading: ?*const fn () void = null,
 } else struct {} = .{};
+
+/// Tests: whether `begin`'s thread `k` fails (`test_hooks.fail_thread`), after `begin_failing`.
+fn failThreadForTest(k: usize) bool {
+    if (test_hooks.fail_thread != k) return false;
+    if (test_hooks.begin_failing) |f| f();
+    return true;
+}
 
 /// The worker running this thread. Coroutine code must read it through here, never cache it:
 /// see `getCurrent` in coro/coroutine.zig (a coroutine may resume on another worker).
@@ -965,12 +974,12 @@ pub const Scheduler = struct {
             s.state.store(.stopped, .release);
         }
         for (workers, 0..) |*w, i| {
-            if (@import("builtin").is_test) if (test_hooks.fail_thread == i) return error.OutOfMemory;
+            if (@import("builtin").is_test) if (failThreadForTest(i)) return error.OutOfMemory;
             w.thread = std.Thread.spawn(.{ .stack_size = 256 * 1024 }, Worker.main, .{w}) catch
                 return error.OutOfMemory;
             started += 1;
         }
-        if (@import("builtin").is_test) if (test_hooks.fail_thread == workers.len) return error.OutOfMemory;
+        if (@import("builtin").is_test) if (failThreadForTest(workers.len)) return error.OutOfMemory;
         s.watchdog = std.Thread.spawn(.{ .stack_size = 64 * 1024 }, watchdogMain, .{s}) catch
             return error.OutOfMemory;
     }
@@ -4059,6 +4068,89 @@ test "a reader of the workers' statistics on another thread holds a shutdown's f
     try testing.expectEqual(@as(usize, 0), s.workerCount());
     try testing.expect(s.workerStats(0) == null);
     try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
+}
+
+test "a failed begin waits for a drain and for a reader of the statistics on other threads that saw its run going before it frees the workers" {
+    // The drain (`drainUntil`, counted in `drainers`) and the reader (`workerStats`, counted in
+    // `readers`) each held where they read the workers' array next, the begin failing
+    // meanwhile (`begin_failing`): its errdefer must wait for them (asleep in `awaitNone`:
+    // `quiesce_waiters`) before it frees the array. Without either wait the begin returned
+    // with the party still held, which then read the freed array (the reader) or found the
+    // run gone only by luck (the drain).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var gate: Gate = .{};
+        var reader_case = false;
+        var begun = std.atomic.Value(bool).init(false);
+        var waited = std.atomic.Value(bool).init(false);
+        var got = std.atomic.Value(u32).init(0); // 1: the drain's error.Shutdown, or the reader's stats
+        var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
+        var threads: [2]?std.Thread = .{ null, null };
+        fn hold() void {
+            test_hooks.drain_counted = null; // once
+            test_hooks.stats_reading = null;
+            gate.hold();
+        }
+        fn party() void {
+            defer joiners[0].done();
+            if (reader_case) {
+                if (sched.workerStats(0) != null) got.store(1, .release);
+            } else if (sched.drainFor(test_timeout)) |_| {} else |err| {
+                if (err == error.Shutdown) got.store(1, .release);
+            }
+        }
+        // Until the failing begin waits for the party (or returned), then lets the party go.
+        fn watcher() void {
+            defer joiners[1].done();
+            defer gate.letGo();
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!d.passed()) {
+                if (begun.load(.acquire)) return; // returned under the party: no wait
+                if (sched.quiesce_waiters.load(.monotonic) != 0) break;
+                std.Thread.yield() catch {};
+            }
+            waited.store(!begun.load(.acquire), .release); // pairs with the test's acquire load
+        }
+        // On the starting thread, the run going, before its thread fails.
+        fn failing() void {
+            threads[0] = std.Thread.spawn(.{}, party, .{}) catch return;
+            gate.awaitInside("the drain or the reader to hold the workers") catch return;
+            threads[1] = std.Thread.spawn(.{}, watcher, .{}) catch return;
+        }
+    };
+    defer test_hooks.fail_thread = null;
+    defer test_hooks.begin_failing = null;
+    defer test_hooks.drain_counted = null;
+    defer test_hooks.stats_reading = null;
+    for ([_]bool{ false, true }) |reader_case| {
+        S.gate = .{};
+        S.reader_case = reader_case;
+        S.begun.store(false, .monotonic);
+        S.waited.store(false, .monotonic);
+        S.got.store(0, .monotonic);
+        S.joiners = .{ .{}, .{} };
+        S.threads = .{ null, null };
+        var s: Scheduler = undefined;
+        S.sched = &s;
+        if (reader_case) test_hooks.stats_reading = S.hold else test_hooks.drain_counted = S.hold;
+        test_hooks.begin_failing = S.failing;
+        test_hooks.fail_thread = 1; // worker 0 started
+        const r = s.start(testing.allocator, .{ .workers = 2, .stack_size = test_stack_size });
+        S.begun.store(true, .release); // pairs with the watcher's acquire loads
+        test_hooks.fail_thread = null;
+        test_hooks.begin_failing = null;
+        S.gate.letGo();
+        for (S.threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        try testing.expectError(error.OutOfMemory, r);
+        try testing.expect(S.threads[0] != null and S.threads[1] != null);
+        try testing.expect(S.waited.load(.acquire));
+        try testing.expectEqual(@as(u32, 1), S.got.load(.acquire));
+        try testing.expectEqual(@as(usize, 0), s.workerCount());
+        try testing.expectEqual(@as(u32, 0), s.drainers.load(.monotonic));
+        try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
+    }
 }
 
 test "two threads that each shut down and restart the scheduler in a loop: a restart that finds the other's run going is refused with error.Running" {
