@@ -3953,6 +3953,8 @@ test "a begin whose worker or watchdog thread does not start fails with nothing 
         }
         /// After a failed begin: as after a shutdown, nothing to read, nothing to stop.
         fn expectNothing(s: *Scheduler) !void {
+            // No dangling array either (the statistics would not read it: `workers_live`).
+            try testing.expectEqual(@as(usize, 0), s.workers.len);
             try testing.expectEqual(@as(usize, 0), s.workerCount());
             try testing.expect(s.workerStats(0) == null);
             try testing.expect(!s.isRunning());
