@@ -827,7 +827,8 @@ pub const Scheduler = struct {
     /// scheduler at `s` that ran and shut down, `restart`. error.OutOfMemory also if a worker
     /// or the timer watchdog thread could not start: the threads that did are joined and
     /// everything freed, as a shutdown leaves it (no workers, not running; `shutdown` does
-    /// nothing, `restart` may try again); the same for a failed `restart`.
+    /// nothing, `restart` may try again); the same for a failed `restart`, and for any other
+    /// error of either (options refused, no memory for the workers).
     pub fn start(s: *Scheduler, allocator: std.mem.Allocator, options: Options) Error!void {
         return s.begin(allocator, options, .fresh);
     }
@@ -884,6 +885,18 @@ pub const Scheduler = struct {
     }
 
     fn begin(s: *Scheduler, allocator: std.mem.Allocator, options: Options, how: enum { fresh, again }) Error!void {
+        // A fresh start that fails before its run is built (options refused, no memory for the
+        // workers' array) leaves what a failed thread leaves below: a scheduler stopped, with
+        // no workers (`shutdown` does nothing, `restart` may try again; `pool` is built by
+        // that). Before, `s` stayed undefined then, and a `shutdown` or `restart` after the
+        // error read garbage. (A restart that fails so leaves the scheduler as it found it.)
+        if (how == .fresh) s.* = .{
+            .allocator = allocator,
+            .options = options,
+            .workers = &.{},
+            .pool = undefined,
+            .state = .init(.stopped),
+        };
         var opts = options;
         if (opts.workers == 0) opts.workers = @intCast(std.Thread.getCpuCount() catch 1);
         if (opts.workers > 1024) return error.InvalidArgument;
@@ -4070,6 +4083,32 @@ test "a reader of the workers' statistics on another thread holds a shutdown's f
     try testing.expectEqual(@as(usize, 0), s.workerCount());
     try testing.expect(s.workerStats(0) == null);
     try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
+}
+
+test "a start refused before its run is built (bad options, no memory for the workers) leaves a stopped scheduler that shuts down and restarts" {
+    // Before, `start` left `s` undefined on such an error (it assigned it only once the pool
+    // and the workers' array were had): a `shutdown` or a `restart` after it read garbage (a
+    // Debug build's 0xaa: an invalid state, a mutex never unlocked). The workers' array is the
+    // first allocation of a start (the pool's `init` allocates nothing).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var failing = std.testing.FailingAllocator.init(testing.allocator, .{ .fail_index = 0 });
+    const cases = [_]struct { allocator: std.mem.Allocator, stack_size: u32, err: Error }{
+        .{ .allocator = testing.allocator, .stack_size = 1, .err = error.InvalidArgument },
+        .{ .allocator = failing.allocator(), .stack_size = test_stack_size, .err = error.OutOfMemory },
+    };
+    for (cases) |c| {
+        var s: Scheduler = undefined;
+        try testing.expectError(c.err, s.start(c.allocator, .{ .workers = 1, .stack_size = c.stack_size }));
+        try testing.expect(!s.isRunning());
+        try testing.expectEqual(@as(usize, 0), s.workerCount());
+        try testing.expectError(error.Shutdown, s.spawn(test_wait.NeverYields.body, null));
+        s.shutdown(.cancel); // nothing to do
+        try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+        try testing.expect(s.isRunning());
+        try expectSpawnRuns(&s);
+        s.shutdown(.cancel);
+    }
 }
 
 test "a failed begin waits for a drain and for a reader of the statistics on other threads that saw its run going before it frees the workers" {
