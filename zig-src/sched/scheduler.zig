@@ -697,6 +697,8 @@ pub const Scheduler = struct {
     searching: std.atomic.Value(u32) = .init(0),
     /// The busy count's share of threads outside the workers (see the file header): +1 to
     /// `ext_in` for each coroutine they make runnable, +1 to `ext_out` for each spawn undone.
+    /// Kept by a restart, which stores 0 to both (and to `live`) atomically: `busyCount` (and
+    /// `liveCount`) on another thread read them meanwhile.
     ext_in: std.atomic.Value(u64) = .init(0),
     ext_out: std.atomic.Value(u64) = .init(0),
     /// Wakes from outside the workers in flight (`wakeOutside`): a shutdown waits for none
@@ -879,7 +881,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits", "readers", "workers_live" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits", "readers", "workers_live", "live", "ext_in", "ext_out" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -937,6 +939,16 @@ pub const Scheduler = struct {
                 };
                 if (!kept) @field(s, f.name) = @field(built, f.name);
             },
+        }
+        if (how == .again) {
+            // Kept, and started again atomically: a reader of the statistics on another thread
+            // (`liveCount`, `busyCount`) reads them whether or not it finds the workers. Before,
+            // the rebuild wrote them with plain stores under those loads (ThreadSanitizer: a data
+            // race). Monotonic: `workers_live`'s store below publishes them to a reader that
+            // finds the workers; one that does not reads a snapshot of either run.
+            s.live.store(0, .monotonic);
+            s.ext_in.store(0, .monotonic);
+            s.ext_out.store(0, .monotonic);
         }
         // The workers before the state: a drain on another thread (`drainUntil`) that reads
         // `running` (its acquire load pairs with the seq_cst store below) reads their counters
@@ -4109,6 +4121,61 @@ test "a start refused before its run is built (bad options, no memory for the wo
         try expectSpawnRuns(&s);
         s.shutdown(.cancel);
     }
+}
+
+test "the statistics read in a loop on one thread while another shuts the scheduler down and restarts it, failing some restarts" {
+    // The unsynchronised reads `enterWorkers` replaced: a shutdown's free, a failed begin's
+    // free and a restart's rebuild of `workers` under a reader (ThreadSanitizer: a data race;
+    // a safe build: garbage counts or a crash). Bounded: a fixed number of rounds.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var stop = std.atomic.Value(bool).init(false);
+        var reads = std.atomic.Value(u64).init(0);
+        var bad = std.atomic.Value(u32).init(0);
+        var joiner: test_wait.Joiner = .{};
+        fn body(_: ?*anyopaque) callconv(.c) void {}
+        fn reader() void {
+            defer joiner.done();
+            // Acquire: pairs with the test's release store (a flag only).
+            while (!stop.load(.acquire)) {
+                const n = sched.workerCount();
+                if (n > 2) _ = bad.fetchAdd(1, .monotonic);
+                if (sched.workerStats(0)) |st| {
+                    if (st.queue_depth > 1_000_000) _ = bad.fetchAdd(1, .monotonic);
+                }
+                _ = sched.liveCount();
+                _ = sched.busyCount();
+                _ = reads.fetchAdd(1, .monotonic); // a count
+            }
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.reads.store(0, .monotonic);
+    S.bad.store(0, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    S.sched = &s;
+    defer test_hooks.fail_thread = null;
+    const th = try std.Thread.spawn(.{}, S.reader, .{});
+    defer {
+        S.stop.store(true, .release);
+        S.joiner.join(th, test_wait.default_ns, "the reader");
+        if (s.isRunning()) s.shutdown(.cancel);
+    }
+    const opts: Options = .{ .workers = 2, .stack_size = test_stack_size };
+    for (0..40) |round| {
+        s.shutdown(.cancel);
+        // Every fourth restart fails (its second worker's thread): a failed begin's free.
+        test_hooks.fail_thread = if (round % 4 == 3) 1 else null;
+        if (s.restart(testing.allocator, opts)) {} else |err| try testing.expectEqual(error.OutOfMemory, err);
+        test_hooks.fail_thread = null;
+        if (!s.isRunning()) try s.restart(testing.allocator, opts);
+        _ = try s.spawn(S.body, null); // a coroutine for the counts
+    }
+    try testing.expectEqual(@as(u32, 0), S.bad.load(.monotonic));
 }
 
 test "a failed begin waits for a drain and for a reader of the statistics on other threads that saw its run going before it frees the workers" {
