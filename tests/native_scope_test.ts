@@ -1840,4 +1840,62 @@ Deno.test("a task's cancel reaches its native scope through kcoro's own members:
   assert.deepEqual(called, []);
 });
 
+Deno.test("a native scope's `await using` and a task already cancelled at its nativeScope(task) cancel by the scope's own cancel and wait, not members a caller redefined on NativeScope's prototype", async () => {
+  // Before, the dispose ran `this.cancel()` and `this.wait()`, and a task already cancelled ran
+  // `ns.cancel()` (the prototype's at that call): a redefinition left the children running (each
+  // sleep here: its whole 2 s, KC_OK) or made the dispose run the caller's wait.
+  const names = ["cancel", "wait"] as const;
+  const descs = names.map((n) => Object.getOwnPropertyDescriptor(NativeScope.prototype, n)!);
+  const called: string[] = [];
+  const steer = () => {
+    for (const name of names) {
+      Object.defineProperty(NativeScope.prototype, name, {
+        configurable: true,
+        writable: true,
+        value: () => {
+          called.push(name);
+          return name === "wait" ? Promise.resolve() : false;
+        },
+      });
+    }
+  };
+  const restore = () =>
+    names.forEach((n, i) => Object.defineProperty(NativeScope.prototype, n, descs[i]));
+  const disposed = cells(2_000);
+  try {
+    steer();
+    {
+      await using ns = NativeScope.create();
+      ns.launch("cancellable-sleeper", disposed);
+    }
+  } finally {
+    restore();
+  }
+  assert.ok(done(disposed), "the dispose waited for its child");
+  assert.equal(status(disposed), Status.EINTR);
+  // A task already cancelled: its native scope is cancelled as it is made, so a launch into it
+  // is refused (with the steered cancel it launched, the sleeper running its whole sleep).
+  const late = cells(2_000);
+  let refused: unknown = "not run";
+  try {
+    steer();
+    await coroutineScope(async (scope) => {
+      await scope.launch((task) => {
+        task.cancel();
+        try {
+          nativeScope(task).launch("cancellable-sleeper", late);
+          refused = "launched";
+        } catch (e) {
+          refused = e;
+        }
+      }).join();
+    });
+  } finally {
+    restore();
+  }
+  assert.ok(refused instanceof CancellationError, String(refused));
+  assert.ok(!done(late));
+  assert.deepEqual(called, []);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
