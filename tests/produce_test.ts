@@ -6169,6 +6169,34 @@ Deno.test("produce and actor run Channel's own close, cancel, dispose, send and 
       const dispose = saved.get(proto)!.get(Symbol.dispose)!.value as () => void;
       dispose.call(plain);
       await assert.rejects(waiting, CancellationError);
+      // Its `[Symbol.asyncDispose]` runs Channel's own dispose, not the prototype's.
+      const awaited = new Channel<number>();
+      const waitingToo = awaited.receive();
+      await awaited[Symbol.asyncDispose]();
+      await assert.rejects(waitingToo, CancellationError);
+      // A lazy actor's close(): closes its mailbox by Channel's own close, then starts it.
+      const lazy = actor<number>(scope, async (mailbox) => {
+        for await (const m of mailbox) log.push(m);
+      }, { lazy: true });
+      assert.equal(lazy.close(), true);
+      await lazy.job.join();
+      // A producer's send given a signal of the caller's (merged with the task's): Channel's own.
+      const signalled = produce<number>(scope, async (ch) => {
+        await ch.send(6, { signal: new AbortController().signal });
+      });
+      for await (const v of signalled) log.push(v);
+      // The producer's own cancel cancels its channel by Channel's own cancel (`cancelByTask`):
+      // its buffered value dropped, a receive rejected.
+      let taskCancelled = false;
+      const cancelled = produce<number>(scope, async (ch, task) => {
+        await ch.send(7);
+        task.cancel();
+        taskCancelled = true;
+      }, { capacity: 2 });
+      await until(() => taskCancelled, "the producer to cancel its task");
+      const end = await cancelled.receiveCatching();
+      assert.equal(end.state, "closed");
+      assert.ok((end as { cause?: unknown }).cause instanceof CancellationError);
     });
   } finally {
     for (const [target, kept] of saved) {
@@ -6178,7 +6206,7 @@ Deno.test("produce and actor run Channel's own close, cancel, dispose, send and 
       }
     }
   }
-  assert.deepEqual(log, [1, 2, 3, 4, 5]);
+  assert.deepEqual(log, [1, 2, 3, 4, 5, 6]);
   assert.deepEqual(called, []);
 });
 
