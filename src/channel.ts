@@ -80,6 +80,7 @@ import {
   describe,
   InvalidHandleError,
   isAborted,
+  isRevoked,
   KcoroError,
   LibraryClosedError,
   LibraryPermissionError,
@@ -122,6 +123,14 @@ const CHANNEL_OPTIONS = optionNames<ChannelOptions<unknown>>({
   codec: true,
   onUndeliveredElement: true,
 });
+
+/**
+ * The codecs a channel takes (`codecs`' own, a frozen set), told by identity: the constructor's
+ * check reads nothing of what it was given. Before, it read `codec.name`, which threw the
+ * engine's bare "Cannot perform 'get' on a proxy that has been revoked" for a revoked Proxy
+ * and ran a getter or trap of the caller's.
+ */
+const OWN_CODECS: ReadonlySet<unknown> = new Set(Object.values(codecs));
 
 /** Options of `send`, `receive`, `receiveCatching`. */
 export interface WaitOptions {
@@ -2272,7 +2281,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
         }`,
       );
     }
-    if (codecByName(codec?.name) !== codec) {
+    if (!OWN_CODECS.has(codec)) {
       throw new TypeError(
         `Cannot ${op}: codec must be one of codecs.default, f64, u64, bytes, string, structured, received ${
           describe(codec)
@@ -7182,7 +7191,8 @@ function open(
   const bad = (why: string, got: string = describe(x)): never => {
     throw new TypeError(`Cannot ${op}: ${why}, received ${got}`);
   };
-  if (x === null || typeof x !== "object") {
+  // A revoked Proxy too (its first read threw the engine's bare error): no share() answer.
+  if (x === null || typeof x !== "object" || isRevoked(x)) {
     return bad("expected the object channel.share() returns");
   }
   const o = x as Record<string, unknown>;

@@ -226,6 +226,19 @@ export function checkReadable(op: string, options: object): void {
 }
 
 /**
+ * Whether `x` is a revoked Proxy (or a Proxy over one): `checkReadable`'s test, no trap run.
+ * Internal: for the readers of a value (not an options object) that would read it first.
+ */
+export function isRevoked(x: object): boolean {
+  try {
+    Array.isArray(x);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/**
  * The names of an options type, each listed once as `{ name: true }`: a literal TypeScript holds
  * to the type both ways (a name the type lacks is an excess property, one left out a missing
  * one), so that a list of `checkOptionNames` cannot fall behind the options it checks. Frozen.
@@ -803,10 +816,24 @@ function signalDescription(x: unknown): string {
 
 /** Throws "Cannot <op>: scope must be a CoroutineScope" unless `scope` looks like one. */
 export function checkScope(op: string, scope: unknown): void {
-  if (
-    typeof scope !== "object" || scope === null ||
-    typeof (scope as { launch?: unknown }).launch !== "function"
-  ) {
+  let launch: unknown;
+  if (typeof scope === "object" && scope !== null) {
+    try {
+      launch = (scope as { launch?: unknown }).launch;
+    } catch (e) {
+      // A revoked Proxy (`checkReadable`'s test): the named TypeError, the engine's error its
+      // cause. Before, the engine's bare "Cannot perform 'get' on a proxy that has been revoked"
+      // came out of `produce` and `actor`. A getter or trap of the caller's: theirs, as it is.
+      if (isRevoked(scope)) {
+        throw new TypeError(
+          `Cannot ${op}: scope must be a CoroutineScope, received ${describe(scope)}`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+  }
+  if (typeof launch !== "function") {
     throw new TypeError(
       `Cannot ${op}: scope must be a CoroutineScope, received ${describe(scope)}`,
     );
@@ -837,12 +864,26 @@ export function launchChecked<J>(
     throw e;
   }
   const j = job as { invokeOnCompletion?: unknown; cancel?: unknown } | null;
-  if (
-    typeof j !== "object" || j === null || typeof j.invokeOnCompletion !== "function" ||
-    typeof j.cancel !== "function"
-  ) {
+  const notJob = (cause?: unknown) =>
+    new TypeError(
+      `Cannot ${op}: scope.launch must return a Job, received ${describe(job)}`,
+      cause === undefined ? undefined : { cause },
+    );
+  let isJob: boolean;
+  try {
+    isJob = typeof j === "object" && j !== null && typeof j.invokeOnCompletion === "function" &&
+      typeof j.cancel === "function";
+  } catch (e) {
+    // Its reads threw: a revoked Proxy (named, the engine's error its cause) or a getter or trap
+    // of the caller's (theirs, as it is). `cleanup` runs either way: before, it did not, and the
+    // channel and the task the launch had started were left behind (a producer's or an actor's
+    // block running on, its channel never released).
     cleanup();
-    throw new TypeError(`Cannot ${op}: scope.launch must return a Job, received ${describe(job)}`);
+    throw isRevoked(j as object) ? notJob(e) : e;
+  }
+  if (!isJob) {
+    cleanup();
+    throw notJob();
   }
   return job as J;
 }

@@ -24,6 +24,7 @@ import {
   describe,
   givenUpBy,
   isAborted,
+  isRevoked,
   KcoroError,
   LibraryClosedError,
   nameLookAlikes,
@@ -1056,7 +1057,10 @@ export class Runtime {
     // A copy, read once: what is checked is what is stored. A Proxy (or getters) of the array
     // answered 1n to the check and -1n to the store, which wrapped it to 2^64 - 1, or a string,
     // which threw the engine's SyntaxError.
-    const values = Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
+    // A revoked Proxy: refused below as neither (`Array.isArray` threw the engine's error).
+    const revoked = typeof countOrValues === "object" && countOrValues !== null &&
+      isRevoked(countOrValues);
+    const values = !revoked && Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
     const count = values === null ? countOrValues : values.length;
     if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {
       // Neither a number nor an array ("4"): a TypeError; a count out of range, a RangeError.

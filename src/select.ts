@@ -91,6 +91,7 @@ import {
   describe,
   InvalidHandleError,
   isAborted,
+  isRevoked,
   LibraryClosedError,
   listenAbortNamed,
   nameLookAlikes,
@@ -330,7 +331,8 @@ refuseAsValue(
 );
 
 function isJob(x: unknown): x is Job {
-  return x !== null && typeof x === "object" &&
+  // A revoked Proxy is none (refused by name): reading it threw the engine's bare error.
+  return x !== null && typeof x === "object" && !isRevoked(x) &&
     typeof (x as Job).invokeOnCompletion === "function" && typeof (x as Job).start === "function";
 }
 

@@ -25,7 +25,7 @@ import {
   withTimeout,
   withTimeoutOrNull,
 } from "../mod.ts";
-import { settled, shutdownScheduler, untilAborted } from "./support.ts";
+import { settled, shutdownScheduler, until, untilAborted } from "./support.ts";
 
 /** Names no option takes: a near miss, an inherited property name, the empty string. */
 const UNKNOWN = ["drop-newest", "toString", "__proto__", ""];
@@ -657,4 +657,80 @@ Deno.test("a symbol's long description, an object's long tag and a bigint of man
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("a revoked Proxy given as a value (a codec, a scope, a Job, a share() answer, cells, what a scope's launch returns) is the call's named TypeError, not the engine's bare error; a launch's Job whose read throws still ends the channel and task it started", async () => {
+  // Before, each let "Cannot perform 'get' on a proxy that has been revoked" (or 'IsArray') out:
+  // the codec check read `codec.name`, produce and actor read `scope.launch`, select's onJoin and
+  // onAwait read the job's members, Channel.from read `kind`, cells ran `Array.isArray`.
+  const revoked = () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    return proxy as never;
+  };
+  const scope = createScope();
+  const wrong: string[] = [];
+  const rows: [string, string, () => unknown][] = [
+    ["create channel", "codec must be one of", () => new Channel(1, { codec: revoked() })],
+    ["produce", "scope must be a CoroutineScope", () => produce(revoked(), () => {})],
+    ["start actor", "scope must be a CoroutineScope", () => actor(revoked(), () => {})],
+    ["add onJoin clause", "expected a Job", () => select((s) => s.onJoin(revoked(), () => 1))],
+    [
+      "add onAwait clause",
+      "expected a Deferred",
+      () => select((s) => s.onAwait(revoked(), () => 1)),
+    ],
+    ["open shared channel", "expected the object", () => Channel.from(revoked())],
+    ["allocate cells", "expected a count or an array", () => runtime().cells(revoked())],
+    [
+      "produce",
+      "scope.launch must return a Job",
+      () => produce({ launch: () => revoked() } as never, () => {}),
+    ],
+  ];
+  for (const [op, why, call] of rows) {
+    const thrown = await refusal(call);
+    if (!(thrown instanceof TypeError) || !thrown.message.startsWith(`Cannot ${op}: ${why}`)) {
+      wrong.push(`${op}: ${thrown}`);
+    }
+  }
+  assert.deepEqual(wrong, []);
+  // A scope of the caller's whose launch starts the task and returns what cannot be read (a
+  // revoked Proxy, a getter of the caller's that throws): the call fails, and the producer or
+  // actor it started is cancelled, its channel released. Before, the throw skipped that cleanup:
+  // each block below waited for good, the scope's join with it.
+  const mine = new Error("the caller's getter");
+  const unreadable = [revoked, () => ({
+    get invokeOnCompletion() {
+      throw mine;
+    },
+  })];
+  const started: { isCompleted: boolean; isCancelled: boolean }[] = [];
+  const failed: string[] = [];
+  const theirs = (returns: () => unknown) => ({
+    launch: (block: never, options?: never) => {
+      started.push(scope.launch(block, options));
+      return returns();
+    },
+  });
+  for (const returns of unreadable) {
+    for (const make of ["produce", "actor"] as const) {
+      const thrown = await refusal(() =>
+        make === "produce"
+          ? produce(theirs(returns) as never, (_, task) => untilAborted(task.signal))
+          : actor(theirs(returns) as never, async (mailbox) => {
+            for await (const _ of mailbox) { /* never sent to */ }
+          })
+      );
+      if (returns === unreadable[1] ? thrown !== mine : !(thrown instanceof TypeError)) {
+        failed.push(`${make}: ${thrown}`);
+      }
+    }
+  }
+  assert.deepEqual(failed, []);
+  assert.equal(started.length, 4);
+  await until(() => started.every((j) => j.isCompleted), "the started tasks to end");
+  assert.ok(started.every((j) => j.isCancelled));
+  scope.cancel();
+  await scope.join();
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
