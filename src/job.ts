@@ -266,12 +266,19 @@ export function toCancellation(cause: unknown): CancellationError {
   return new CancellationError(`Cancelled: ${what}`, { cause });
 }
 
+/** Context's own `get`, captured as the module loads (`handleCoroutineException`). */
+const contextGet = Context.prototype.get;
+
 /**
  * Hands an unhandled error to the context's {@linkcode CoroutineExceptionHandler}, else to
  * `reportError`. Internal.
  */
 export function handleCoroutineException(context: Context, error: unknown): void {
-  const handler = context.get(CoroutineExceptionHandler);
+  // Context's own `get`, not the prototype's member at this call, which a caller may redefine
+  // (before, a redefined one steered, or threw out of, every failure handed on here).
+  const handler = contextGet.call(context, CoroutineExceptionHandler) as
+    | ((error: unknown) => void)
+    | undefined;
   if (handler === undefined) {
     reportUncaught(error);
     return;

@@ -2578,3 +2578,35 @@ Deno.test("a reportError that throws as a job's handlers end, 32 handlers deep, 
   assert.equal(ran, N, "every job's handler ran");
   assert.deepEqual(d.filter((j) => j.state !== "cancelled").length, 0);
 });
+
+Deno.test("a failure handed to the exception handler finds it by Context's own get, not a `get` a caller redefined on Context's prototype", () => {
+  // Before, handleCoroutineException called `context.get(CoroutineExceptionHandler)`, the
+  // prototype's member at that call: a redefinition steered every failure kcoro handed on (here
+  // its throw came out of `complete`, the handler never called).
+  const desc = Object.getOwnPropertyDescriptor(Context.prototype, "get")!;
+  const handled: unknown[] = [];
+  const calls: string[] = [];
+  const failure = new Error("the deferred's completion handler failed");
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => handled.push(e));
+  using reported = catchReported();
+  try {
+    Object.defineProperty(Context.prototype, "get", {
+      ...desc,
+      value: () => {
+        calls.push("get");
+        throw new Error("redefined get ran");
+      },
+    });
+    const d = new CompletableDeferred<number>({ context });
+    d.invokeOnCompletion(() => {
+      throw failure;
+    });
+    d.complete(1);
+  } finally {
+    Object.defineProperty(Context.prototype, "get", desc);
+  }
+  assert.deepEqual(calls, []);
+  assert.equal(handled.length, 1);
+  assert.ok(handled[0] instanceof CompletionHandlerError && handled[0].cause === failure);
+  assert.deepEqual(reported.errors, []);
+});

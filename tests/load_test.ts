@@ -2138,15 +2138,27 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
       String.raw`\bns\.handle\b`,
       String.raw`\bch!?\.codec\b`,
       String.raw`\bthis(?:\.shutdown|\.resume|\.destroy|\[Symbol\.dispose\])\(`,
+      // A context's `get` (handleCoroutineException), a producer's or mailbox's closed state.
+      String.raw`\bcontext\.get\(`,
+      String.raw`\b(?:out|mailbox|ch)\.isClosedFor(?:Send|Receive)\b`,
     ].join("|"),
     "g",
   );
+  // In the channel classes and the native scope: their own cancel, close, wait through `this`
+  // (a Mailbox's or ProducerChannel's dispose ran `this.cancel()`, NativeScope's `this.wait()`).
+  // The job layer's `this.cancel(...)` (job.ts, scope.ts) is not yet routed: not scanned there.
+  const ownThis = /\bthis\.(?:cancel|close|wait)\(/g;
+  const ownThisIn = new Set(["actor.ts", "produce.ts", "channel.ts", "native_scope.ts"]);
   const found: string[] = [];
   for (const e of Deno.readDirSync(`${root}src`)) {
     if (!e.name.endsWith(".ts")) continue;
     const code = Deno.readTextFileSync(`${root}src/${e.name}`)
       .replace(/\/\*[\s\S]*?\*\//g, (c) => c.replace(/[^\n]/g, "")).replace(/\/\/.*$/gm, "");
     for (const m of code.matchAll(pattern)) {
+      found.push(`src/${e.name}: ${code.slice(0, m.index).split("\n").length}: ${m[0]}`);
+    }
+    if (!ownThisIn.has(e.name)) continue;
+    for (const m of code.matchAll(ownThis)) {
       found.push(`src/${e.name}: ${code.slice(0, m.index).split("\n").length}: ${m[0]}`);
     }
   }
