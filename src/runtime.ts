@@ -1058,8 +1058,9 @@ export class Runtime {
     // answered 1n to the check and -1n to the store, which wrapped it to 2^64 - 1, or a string,
     // which threw the engine's SyntaxError.
     // A revoked Proxy: refused below as neither (`Array.isArray` threw the engine's error).
-    const revoked = typeof countOrValues === "object" && countOrValues !== null &&
-      isRevoked(countOrValues);
+    // (`typeof` a revoked Proxy of a function is "function": `Array.isArray` throws for it too.)
+    const revoked = (typeof countOrValues === "object" || typeof countOrValues === "function") &&
+      countOrValues !== null && isRevoked(countOrValues);
     const values = !revoked && Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
     const count = values === null ? countOrValues : values.length;
     if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {

@@ -681,6 +681,15 @@ Deno.test("a revoked Proxy given as a value (a codec, a scope, a Job, a share() 
     ["open shared channel", "expected the object", () => Channel.from(revoked())],
     ["allocate cells", "expected a count or an array", () => runtime().cells(revoked())],
     [
+      "allocate cells",
+      "expected a count or an array",
+      () => {
+        const { proxy, revoke } = Proxy.revocable(() => {}, {}); // typeof: "function"
+        revoke();
+        return runtime().cells(proxy as never);
+      },
+    ],
+    [
       "produce",
       "scope.launch must return a Job",
       () => produce({ launch: () => revoked() } as never, () => {}),
