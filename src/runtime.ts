@@ -532,6 +532,11 @@ export function _isNativeCells(cells: BigUint64Array): boolean {
   return nativeCells.has(typedBuffer(cells));
 }
 
+/** Whether `x` is a revoked Proxy (of an object or a function): `isRevoked`, for any value. */
+function unreadable(x: unknown): boolean {
+  return (typeof x === "object" || typeof x === "function") && x !== null && isRevoked(x);
+}
+
 /**
  * The entry pointer and argument pointer for `entry` and `arg`, checked; `pin` is the array the
  * coroutine writes into, to keep reachable until it finishes. Internal (NativeScope uses it).
@@ -543,6 +548,9 @@ export function nativeEntry(
   arg: BigUint64Array | Deno.PointerValue | undefined,
 ): { fn: Deno.PointerValue; arg: Deno.PointerValue; pin: BigUint64Array | null } {
   let fn: Deno.PointerValue;
+  // A revoked Proxy as `arg` (or `entry`) is refused below by name (`unreadable`): `instanceof`
+  // (its getPrototypeOf) and `in` (its has) threw the engine's bare "... on a proxy that has been
+  // revoked" out of spawn and a native scope's launch.
   if (typeof entry === "string") {
     if (!Object.hasOwn(builtinIds, entry)) {
       throw new TypeError(
@@ -553,7 +561,7 @@ export function nativeEntry(
     }
     const [id, cells] = builtinIds[entry];
     // The engine's length: the built-in writes `cells` cells, whatever `length` says.
-    const real = arg instanceof BigUint64Array && isReal(arg);
+    const real = !unreadable(arg) && arg instanceof BigUint64Array && isReal(arg);
     if (!real || typedLength(arg) < cells) {
       // Too few cells in a real BigUint64Array: a length out of range, a RangeError (as an
       // empty `cells([])` and `trySendMany([])` are); anything else a TypeError. Both were
@@ -566,7 +574,7 @@ export function nativeEntry(
     }
     fn = librarySymbols(lib, op).kc_builtin_entry(id);
   } else if (
-    typeof entry === "object" && entry !== null && "pointer" in entry &&
+    typeof entry === "object" && entry !== null && !isRevoked(entry) && "pointer" in entry &&
     typeof entry.pointer === "object" && entry.pointer !== null && isPointer(entry.pointer)
   ) {
     fn = entry.pointer;
@@ -577,7 +585,7 @@ export function nativeEntry(
       }`,
     );
   }
-  if (arg instanceof BigUint64Array) {
+  if (!unreadable(arg) && arg instanceof BigUint64Array) {
     if (!isReal(arg)) {
       throw new TypeError(
         `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
@@ -619,7 +627,8 @@ export function nativeEntry(
       `Cannot ${op}: arg must be a BigUint64Array or a pointer, received ${describe(arg)}`,
     );
   }
-  return { fn, arg: arg ?? null, pin: null };
+  // A pointer or none (a BigUint64Array returned above: `unreadable` hides that from the types).
+  return { fn, arg: (arg ?? null) as Deno.PointerValue, pin: null };
 }
 
 /**

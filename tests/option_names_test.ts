@@ -657,7 +657,7 @@ Deno.test("a symbol's long description, an object's long tag and a bigint of man
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
-Deno.test("a revoked Proxy given as a value (a codec, a scope, a Job, a share() answer, cells, what a scope's launch returns) is the call's named TypeError, not the engine's bare error; a launch's Job whose read throws still ends the channel and task it started", async () => {
+Deno.test("a revoked Proxy given as a value (a codec, a scope, a Job, a share() answer, cells, what a scope's launch returns) is the call's named TypeError (a native entry or its cells too), not the engine's bare error; a launch's Job whose read throws still ends the channel and task it started", async () => {
   // Before, each let "Cannot perform 'get' on a proxy that has been revoked" (or 'IsArray') out:
   // the codec check read `codec.name`, produce and actor read `scope.launch`, select's onJoin and
   // onAwait read the job's members, Channel.from read `kind`, cells ran `Array.isArray`.
@@ -688,6 +688,28 @@ Deno.test("a revoked Proxy given as a value (a codec, a scope, a Job, a share() 
         revoke();
         return runtime().cells(proxy as never);
       },
+    ],
+    [
+      "spawn coroutine",
+      '"sleeper" needs a BigUint64Array',
+      () => runtime().spawn("sleeper", revoked()),
+    ],
+    ["spawn coroutine", "entry must be", () => runtime().spawn(revoked(), runtime().cells(3))],
+    [
+      "spawn coroutine",
+      "arg must be a BigUint64Array or a pointer",
+      // A NativeFunction entry (never run: its arg is refused first).
+      () => runtime().spawn({ pointer: Deno.UnsafePointer.create(1n) } as never, revoked()),
+    ],
+    [
+      "launch native coroutine",
+      '"sleeper" needs a BigUint64Array',
+      () => nativeScope(scope).launch("sleeper", revoked()),
+    ],
+    [
+      "launch native coroutine",
+      "entry must be",
+      () => nativeScope(scope).launch(revoked(), runtime().cells(3)),
     ],
     [
       "produce",
