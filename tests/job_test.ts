@@ -2610,3 +2610,37 @@ Deno.test("a failure handed to the exception handler finds it by Context's own g
   assert.ok(handled[0] instanceof CompletionHandlerError && handled[0].cause === failure);
   assert.deepEqual(reported.errors, []);
 });
+
+Deno.test("a deferred job whose handlers a join ran ahead of the drain lets its parent finish once: the drain does not run them again (its parent's hold was released twice, and the parent never finished)", async () => {
+  // Job 32 of the chain is a child of `parent` (whose body is done), as is `other`; job 31's
+  // handler ends job 32 (deferred, 32 handlers deep), then joins it, which runs its handlers
+  // and ends its hold on the parent. A drain that ran them again ended that hold twice: the
+  // parent, then waiting for `other` alone, never finished once `other` completed.
+  using reported = catchReported();
+  const N = 40;
+  const parent = new CompletableDeferred<void>();
+  const other = new CompletableDeferred<void>({ parent });
+  const d = Array.from(
+    { length: N },
+    (_, i) => new CompletableDeferred<void>(i === 32 ? { parent } : undefined),
+  );
+  parent.complete();
+  let ownRuns = 0;
+  d[32].invokeOnCompletion(() => ownRuns++);
+  const joins: Promise<void>[] = [];
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 1 < N) d[i + 1].complete();
+      if (i === 31) joins.push(d[32].join());
+    });
+  }
+  d[0].complete();
+  assert.equal(d[N - 1].state, "completed");
+  assert.equal(ownRuns, 1);
+  assert.equal(parent.state, "completing", "the parent waits for other");
+  other.complete();
+  assert.equal(parent.state, "completed");
+  await Promise.all(joins);
+  await parent.join();
+  assert.deepEqual(reported.errors, []);
+});
