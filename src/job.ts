@@ -518,6 +518,12 @@ const deferredOf = new Map<JobSupport<unknown>, DeferredLeave>();
 const PULL_NESTING = 2 * NOTIFY_NESTING;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
+/**
+ * The first error out of a run `#handlersRan` pulled ahead of the drain (a `reportError` that
+ * throws out of the handlers' report): thrown on by the next `#leave` to end outside a drain, the
+ * one whose drain would have made that run and thrown it, not by the pull's caller.
+ */
+let pulledThrow: { error: unknown } | null = null;
 
 /** A `suppressed` list shorter than this is scanned for a duplicate; a longer one gets a Set. */
 const SUPPRESSED_SCAN = 8;
@@ -1365,6 +1371,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         thrown ??= { error: e };
       }
     }
+    if (pulledThrow !== null && !draining) {
+      thrown ??= pulledThrow;
+      pulledThrow = null;
+    }
     if (thrown !== null) throw thrown.error;
     return p;
   }
@@ -1380,7 +1390,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     const leave = deferredOf.get(this);
     if (leave === undefined) return true;
     if (notifyDepth >= PULL_NESTING) return false;
-    JobSupport.#runLeave(leave);
+    // What the run throws goes where the drain's would have (`pulledThrow`): thrown here, it
+    // lost the caller's handler (never run, never added, the job final) and made a join throw.
+    try {
+      JobSupport.#runLeave(leave);
+    } catch (e) {
+      pulledThrow ??= { error: e };
+    }
     return true;
   }
 

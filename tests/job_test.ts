@@ -2611,6 +2611,62 @@ Deno.test("a failure handed to the exception handler finds it by Context's own g
   assert.deepEqual(reported.errors, []);
 });
 
+Deno.test("a reportError that throws out of a deferred job's handlers run ahead of the drain (a handler added, a join, an await) reaches the chain's caller, as the drain's would: the added handler still runs at once, the join and await still settle", async () => {
+  // Job 32 ends 32 handlers deep (its handlers deferred); one of them throws, and reportError,
+  // replaced, throws on its report. Job 31's second handler then adds a handler to job 32, joins
+  // it or awaits it: that runs job 32's handlers first (`#handlersRan`). Before, their report's
+  // throw came out of that call: the added handler was never run nor added (job 32 final, so
+  // never), and join and await threw instead of returning a promise.
+  for (const call of ["invokeOnCompletion", "join", "await"] as const) {
+    const N = 40;
+    const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+    let ran = 0, added = 0;
+    let outcome: unknown = "none";
+    let waited: Promise<unknown> | undefined;
+    for (let i = 0; i < N; i++) {
+      d[i].invokeOnCompletion(() => {
+        ran++;
+        if (i + 1 < N) d[i + 1].cancel();
+      });
+      if (i === 32) {
+        d[i].invokeOnCompletion(() => {
+          throw new Error("job 32's handler");
+        });
+      }
+      if (i === 31) {
+        d[i].invokeOnCompletion(() => {
+          try {
+            if (call === "invokeOnCompletion") {
+              d[32].invokeOnCompletion(() => added++);
+              outcome = added === 1 ? "ran at once" : "not run";
+            } else {
+              waited = call === "join" ? d[32].join() : d[32].await();
+              outcome = "returned";
+            }
+          } catch (e) {
+            outcome = e;
+          }
+        });
+      }
+    }
+    const report = globalThis.reportError;
+    const broken = new Error("reportError throws");
+    globalThis.reportError = () => {
+      throw broken;
+    };
+    try {
+      assert.throws(() => d[0].cancel(), (e) => e === broken, call);
+    } finally {
+      globalThis.reportError = report;
+    }
+    assert.equal(outcome, call === "invokeOnCompletion" ? "ran at once" : "returned", call);
+    assert.equal(ran, N, `${call}: every job's handler ran`);
+    assert.equal(d.filter((j) => j.state !== "cancelled").length, 0, call);
+    if (call === "join") await waited;
+    if (call === "await") await assert.rejects(waited!, CancellationError);
+  }
+});
+
 Deno.test("a deferred job whose handlers a join ran ahead of the drain lets its parent finish once: the drain does not run them again (its parent's hold was released twice, and the parent never finished)", async () => {
   // Job 32 of the chain is a child of `parent` (whose body is done), as is `other`; job 31's
   // handler ends job 32 (deferred, 32 handlers deep), then joins it, which runs its handlers
