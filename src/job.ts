@@ -1402,21 +1402,31 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * Runs a deferred job's handlers (`#leave`), at one handler's depth more (what they end is
-   * deferred again), then lets its parent finish, also should an engine error leave them.
+   * deferred again), then lets its parent finish, also should an engine error leave them. The
+   * first error is thrown on: the handlers' (a `reportError` that throws), not the parent's
+   * report after it, which a `finally` let win.
    */
   static #runLeave(leave: DeferredLeave): void {
     const { job, state, parent } = leave;
     deferredOf.delete(job); // run once: the drain skips it
+    let thrown: { error: unknown } | null = null;
     notifyDepth++;
     try {
       job.#notify(state);
+    } catch (e) {
+      thrown = { error: e };
     } finally {
       notifyDepth--;
-      if (parent !== null) {
-        parent.#leaving--;
+      if (parent !== null) parent.#leaving--;
+    }
+    if (parent !== null) {
+      try {
         parent.#tryFinalize();
+      } catch (e) {
+        thrown ??= { error: e };
       }
     }
+    if (thrown !== null) throw thrown.error;
   }
 
   /**

@@ -2700,3 +2700,48 @@ Deno.test("a deferred job whose handlers a join ran ahead of the drain lets its 
   await parent.join();
   assert.deepEqual(reported.errors, []);
 });
+
+Deno.test("a deferred job's handlers and its parent's report, both thrown out of by a reportError that throws, throw on the handlers' error, the first, as before the drain's runs were shared", async () => {
+  // `c`, a child of launch `p` (its body done, so waiting for it), fails 32 handlers deep: its
+  // handlers and `p`'s finish are deferred. Its handler throws; reportError, replaced, throws on
+  // that report (report 1), then on `p`'s failure's (report 2). The drain ran both in one
+  // `finally`, so report 2 was thrown on, not the first; job 31's handler, through which it
+  // passes, is reported with it as the cause.
+  await using scope = createScope({ supervisor: true });
+  let c!: CompletableDeferred<void>;
+  const p = scope.launch((task) => {
+    c = new CompletableDeferred<void>({ parent: task.job });
+  });
+  await until(() => p.state === "completing", "p to wait for its child");
+  const N = 32;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 1 < N) d[i + 1].complete();
+      else c.completeExceptionally(new Error("boom"));
+    });
+  }
+  c.invokeOnCompletion(() => {
+    throw new Error("c's handler");
+  });
+  const seen: unknown[] = [];
+  const thrownBy: Error[] = [];
+  const report = globalThis.reportError;
+  globalThis.reportError = (e) => {
+    seen.push(e);
+    const error = new Error(`report ${seen.length}`);
+    thrownBy.push(error);
+    throw error;
+  };
+  try {
+    assert.throws(() => d[0].complete());
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(p.state, "cancelled");
+  assert.ok(seen[0] instanceof CompletionHandlerError);
+  assert.equal((seen[0].cause as Error).message, "c's handler");
+  assert.equal((seen[1] as Error).message, "boom", "p's failure, reported second");
+  assert.ok(seen[2] instanceof CompletionHandlerError, "job 31's handler, through which it threw");
+  assert.equal(seen[2].cause, thrownBy[0], "the first report's throw");
+});
