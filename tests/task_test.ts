@@ -146,6 +146,8 @@ async function systemWithout(c: Checkout, without: string[]): Promise<string> {
 }
 
 interface Run {
+  /** The shell's process id (to signal it). */
+  pid: number;
   /** stdout and stderr so far. */
   text(): string;
   done: Promise<{ code: number; text: string }>;
@@ -873,4 +875,78 @@ Deno.test("scripts/test.sh: a TERM ends it at once, and its Zig stage with it, n
   assert.equal(r.code, 143, r.text);
   assert.ok(r.calls.includes("zig test stopped"), r.calls.join("\n"));
   assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
+});
+
+/** Ended: no such process, or a zombie (state Z; one whose parent died stays so where the
+ * container's init reaps nothing). From ps: Deno reads no /proc without --allow-all. */
+function gone(pid: number): boolean {
+  const ps = new Deno.Command("ps", { args: ["-o", "stat=", "-p", `${pid}`] }).outputSync();
+  return !/^[^Z]/.test(new TextDecoder().decode(ps.stdout).trim());
+}
+
+/**
+ * scripts/test.sh (`start`ed by `body`, given the checkout's `start` options) with a fake zig
+ * that runs the calls whose second word matches the `case` pattern `blocking` ("test": a stage,
+ * "--prefix": a compile ahead) as a `sleep` that never ends, its pid recorded (`pids()`), and
+ * passes the other stages at once. Each recorded process must have ended after `body`; what a
+ * failure left running is killed.
+ */
+async function withSleepingZig(
+  blocking: string,
+  body: (c: Checkout, opts: Parameters<typeof start>[2], pids: () => number[]) => Promise<void>,
+  path?: (c: Checkout) => Promise<string>,
+): Promise<void> {
+  const c = await checkout("kcoro test.sh processes test ");
+  const file = `${c.base}/pids`;
+  Deno.writeTextFileSync(file, "");
+  const pids = () => Deno.readTextFileSync(file).split("\n").filter((l) => l !== "").map(Number);
+  try {
+    Deno.mkdirSync(`${c.root}/scripts`);
+    Deno.copyFileSync(`${repo}scripts/test.sh`, `${c.root}/scripts/test.sh`);
+    const zig = `#!/bin/sh
+echo "zig $*" >>"$FAKE_LOG"
+case "$2" in
+${blocking}) echo $$ >>"$FAKE_PIDS"; exec sleep 600 ;;
+test) echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed" ;;
+esac
+`;
+    const fakes: [string, string][] = [
+      ["zig", zig],
+      ["qemu-aarch64", "#!/bin/sh\nexit 0\n"],
+      ["deno", '#!/bin/sh\necho "ok | 3 passed | 0 failed (3ms)"\n'],
+    ];
+    for (const [name, text] of fakes) {
+      Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
+    }
+    await body(c, {
+      task: `${c.root}/scripts/test.sh`,
+      env: { FAKE_PIDS: file },
+      path: path ? await path(c) : undefined,
+    }, pids);
+    for (const pid of pids()) {
+      await until(() => gone(pid), () => `pid ${pid} (a fake zig's sleep) still running`);
+    }
+  } finally {
+    for (const pid of pids().filter((pid) => !gone(pid))) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* ended since */ }
+    }
+    await removeCheckout(c);
+  }
+}
+
+Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage running and a compile ahead, neither left running", async () => {
+  // `timeout` runs a zig stage in a process group of its own, which a Ctrl-C does not reach, and
+  // the shell ran its trap only once that foreground stage had ended: the script, and the
+  // compiles ahead with it, went on for the rest of the stage (minutes).
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    await withSleepingZig("test | --prefix", async (c, opts, pids) => {
+      const run = start(c, [], opts);
+      await until(() => pids().length === 2, () => `the stage and a compile ahead: ${run.text()}`);
+      Deno.kill(run.pid, signal);
+      const r = await within(run.done, 30_000, `test.sh after ${signal}: ${run.text()}`);
+      assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
+    });
+  }
 });
