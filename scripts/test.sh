@@ -76,17 +76,19 @@ run_zig() { # $1 = label, rest = extra zig build args
 # stage compiled, then ran, with one CPU idle either way, and a ReleaseSafe compile is about two
 # minutes of one CPU: the suite took 9 to 10 minutes on CI's 2-CPU host. Only a cache warmer: a
 # compile that fails ahead fails again in its stage, which reports it ($log/ahead.txt has its
-# output here). In a process group of its own (setsid) where there is one, so that stop_ahead
-# ends the compilers too, not only the `zig` that started them; into a prefix of its own, as
-# nothing of it is to be installed.
-new_group=""
-! command -v setsid >/dev/null 2>&1 || new_group=setsid
-$new_group sh -c '
-  for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
-    "test-exe -Dtarget=aarch64-linux-musl -Dtest-optimize=ReleaseSafe" ""; do
-    zig build --prefix "$1/ahead" $args >>"$1/ahead.txt" 2>&1 || :
-  done' compile-ahead "$log" &
-ahead_pid=$!
+# output here). In a process group of its own (setsid), so that stop_ahead ends the compilers
+# too, not only the `zig` that started them; into a prefix of its own, as nothing of it is to be
+# installed. Where there is no setsid, nothing is compiled ahead (the stages compile their own,
+# as before): without a group of its own, the `zig build` then running ahead outlived the
+# script, with its compilers.
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c '
+    for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
+      "test-exe -Dtarget=aarch64-linux-musl -Dtest-optimize=ReleaseSafe" ""; do
+      zig build --prefix "$1/ahead" $args >>"$1/ahead.txt" 2>&1 || :
+    done' compile-ahead "$log" &
+  ahead_pid=$!
+fi
 
 # Debug and ReleaseSafe both keep assertions; ReleaseSafe also runs the optimiser, which is
 # where mistakes in naked asm functions (inlining, noreturn) show up.

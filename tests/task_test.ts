@@ -888,13 +888,14 @@ function gone(pid: number): boolean {
  * scripts/test.sh (`start`ed by `body`, given the checkout's `start` options) with a fake zig
  * that runs the calls whose second word matches the `case` pattern `blocking` ("test": a stage,
  * "--prefix": a compile ahead) as a `sleep` that never ends, its pid recorded (`pids()`), and
- * passes the other stages at once. Each recorded process must have ended after `body`; what a
- * failure left running is killed.
+ * passes the stages (the first after running `stage`). Each recorded process must have ended
+ * after `body`; what a failure left running is killed.
  */
 async function withSleepingZig(
   blocking: string,
   body: (c: Checkout, opts: Parameters<typeof start>[2], pids: () => number[]) => Promise<void>,
   path?: (c: Checkout) => Promise<string>,
+  stage = ":",
 ): Promise<void> {
   const c = await checkout("kcoro test.sh processes test ");
   const file = `${c.base}/pids`;
@@ -907,7 +908,8 @@ async function withSleepingZig(
 echo "zig $*" >>"$FAKE_LOG"
 case "$2" in
 ${blocking}) echo $$ >>"$FAKE_PIDS"; exec sleep 600 ;;
-test) echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed" ;;
+test) [ -e "$FAKE_PIDS.staged" ] || { : >"$FAKE_PIDS.staged"; ${stage}; }
+  echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed" ;;
 esac
 `;
     const fakes: [string, string][] = [
@@ -949,4 +951,22 @@ Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage runn
       assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
     });
   }
+});
+
+Deno.test("scripts/test.sh without setsid compiles nothing ahead, and leaves nothing running after it", async () => {
+  // Without a process group of its own, stop_ahead ended the loop's shell only: the `zig build`
+  // it was running went on after the script, with its compilers. The first stage waits (at most
+  // 5 s) for a compile ahead to start, so that one started is one the script has to end.
+  const stage =
+    `i=0; until [ $i -ge 100 ] || grep -q -- "--prefix" "$FAKE_LOG"; do sleep 0.05; i=$((i + 1)); done`;
+  await withSleepingZig(
+    "--prefix",
+    async (c, opts) => {
+      const r = await within(start(c, [], opts).done, 60_000, "test.sh");
+      assert.equal(r.code, 0, r.text);
+      assert.deepEqual(c.calls().filter((l) => l.includes("--prefix")), [], "a compile ahead");
+    },
+    (c) => systemWithout(c, ["setsid"]),
+    stage,
+  );
 });
