@@ -80,13 +80,16 @@ run_zig() { # $1 = label, rest = extra zig build args
 # too, not only the `zig` that started them; into a prefix of its own, as nothing of it is to be
 # installed. Where there is no setsid, nothing is compiled ahead (the stages compile their own,
 # as before): without a group of its own, the `zig build` then running ahead outlived the
-# script, with its compilers.
+# script, with its compilers. Each compile starts only while this script runs: one killed
+# (SIGKILL, which no trap sees) left the rest of the list to compile, minutes of CPU, in a group
+# nothing else ends.
 if command -v setsid >/dev/null 2>&1; then
   setsid sh -c '
     for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
       "test-exe -Dtarget=aarch64-linux-musl -Dtest-optimize=ReleaseSafe" ""; do
+      kill -0 "$2" 2>/dev/null || exit 0
       zig build --prefix "$1/ahead" $args >>"$1/ahead.txt" 2>&1 || :
-    done' compile-ahead "$log" &
+    done' compile-ahead "$log" "$$" &
   ahead_pid=$!
 fi
 

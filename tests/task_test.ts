@@ -907,7 +907,7 @@ async function withSleepingZig(
     const zig = `#!/bin/sh
 echo "zig $*" >>"$FAKE_LOG"
 case "$2" in
-${blocking}) echo $$ >>"$FAKE_PIDS"; exec sleep 600 ;;
+${blocking}) echo "sleeping $2 $$ $PPID" >>"$FAKE_LOG"; echo $$ >>"$FAKE_PIDS"; exec sleep 600 ;;
 test) [ -e "$FAKE_PIDS.staged" ] || { : >"$FAKE_PIDS.staged"; ${stage}; }
   echo "Build Summary: 3/3 steps succeeded; 7/7 tests passed" ;;
 esac
@@ -951,6 +951,32 @@ Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage runn
       assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
     });
   }
+});
+
+Deno.test("scripts/test.sh killed (SIGKILL) starts no further compile ahead once the one running ends", async () => {
+  // No trap sees a SIGKILL, and the compiles ahead run in a group of their own (setsid), which a
+  // kill of the script's group does not reach: the list's later compiles, minutes of CPU, ran on
+  // after the script. The one running is left to end: here its sleep is killed, as its end, as
+  // is the stage's (timeout's own group, bounded by its 30 minutes).
+  await withSleepingZig("test | --prefix", async (c, opts, pids) => {
+    const run = start(c, [], opts);
+    await until(() => pids().length === 2, () => `the stage and a compile ahead: ${run.text()}`);
+    Deno.kill(run.pid, "SIGKILL");
+    // Reaped (no zombie left for the loop's check to find), then what it left ends.
+    const ps = new Deno.Command("ps", { args: ["-o", "pid=", "-p", `${run.pid}`] });
+    await until(() => ps.outputSync().stdout.length === 0, "test.sh reaped");
+    // "sleeping <$2> <pid> <parent's pid>": the compile ahead's parent is the loop's shell.
+    const ahead = () => c.calls().filter((l) => l.startsWith("sleeping --prefix "));
+    const loop = Number(ahead()[0].split(" ")[3]);
+    for (const pid of pids()) Deno.kill(pid, "SIGKILL");
+    try {
+      await until(() => gone(loop), () => `the loop of compiles ahead still running: ${ahead()}`);
+    } finally {
+      if (!gone(loop)) Deno.kill(loop, "SIGKILL"); // its next compile's sleep: killed after
+    }
+    assert.equal(ahead().length, 1, ahead().join("\n"));
+    await within(run.done, 30_000, "test.sh's output closed");
+  });
 });
 
 Deno.test("scripts/test.sh without setsid compiles nothing ahead, and leaves nothing running after it", async () => {
