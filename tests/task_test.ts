@@ -884,6 +884,12 @@ function gone(pid: number): boolean {
   return !/^[^Z]/.test(new TextDecoder().decode(ps.stdout).trim());
 }
 
+/** ps's line for `pid` (its parent, group and state), for a failure's message. */
+function psOf(pid: number): string {
+  const args = ["-o", "pid=,ppid=,pgid=,stat=,args=", "-p", `${pid}`];
+  return new TextDecoder().decode(new Deno.Command("ps", { args }).outputSync().stdout).trim();
+}
+
 /**
  * scripts/test.sh (`start`ed by `body`, given the checkout's `start` options) with a fake zig
  * that runs the calls whose second word matches the `case` pattern `blocking` ("test": a stage,
@@ -926,7 +932,7 @@ esac
       path: path ? await path(c) : undefined,
     }, pids);
     for (const pid of pids()) {
-      await until(() => gone(pid), () => `pid ${pid} (a fake zig's sleep) still running`);
+      await until(() => gone(pid), () => `a fake zig's sleep still running: ${psOf(pid)}`);
     }
   } finally {
     for (const pid of pids().filter((pid) => !gone(pid))) {
@@ -946,6 +952,20 @@ Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage runn
     await withSleepingZig("test | --prefix", async (c, opts, pids) => {
       const run = start(c, [], opts);
       await until(() => pids().length === 2, () => `the stage and a compile ahead: ${run.text()}`);
+      // The signal once the script waits for the stage and timeout for its child (a kernel wait):
+      // sent as either starts, it may come before stage_pid=$!, or before timeout has noted its
+      // child's pid, and the stage is left running (a race of the script's, reported; not this
+      // test's subject).
+      const stage = c.calls().find((l) => l.startsWith("sleeping test "));
+      const timeoutPid = Number(stage?.split(" ")[3]);
+      const waiting = (pid: number) => {
+        const ps = new Deno.Command("ps", { args: ["-o", "wchan=", "-p", `${pid}`] }).outputSync();
+        return /^(sigsuspend|do_wait)/.test(new TextDecoder().decode(ps.stdout).trim());
+      };
+      await until(
+        () => waiting(run.pid) && waiting(timeoutPid),
+        () => `test.sh and timeout waiting: ${psOf(run.pid)}; ${psOf(timeoutPid)}`,
+      );
       Deno.kill(run.pid, signal);
       const r = await within(run.done, 30_000, `test.sh after ${signal}: ${run.text()}`);
       assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
