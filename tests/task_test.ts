@@ -153,8 +153,6 @@ interface Run {
   done: Promise<{ code: number; text: string }>;
   /** Kills the run and every process it started (what RUN_LIMIT_MS does). */
   kill(): void;
-  /** The shell's. */
-  pid: number;
 }
 
 /** How long one run may take: a ./task that waits for ever (a lock never given up) is killed. */
