@@ -4265,41 +4265,85 @@ test "two threads that each shut down and restart the scheduler in a loop: a res
     // Zig callers may do this (the C ABI's kc_sched_start refuses under its own lock: KC_EBUSY).
     // Before, `restart` asserted that no run was going: the second of two restarts with no
     // shutdown between them tripped it (a Debug build panicked; a release build rebuilt the
-    // scheduler under the running workers). Bounded: until both threads were refused at least
-    // once and went round `min_rounds` times, or a deadline.
+    // scheduler under the running workers). Each round forces that interleaving: both threads
+    // shut down, then one (each in turn) restarts and is held in its restart (`restarted`: the
+    // new run going, `lifecycle` held) until the other's restart waits for the lock (asleep;
+    // or only begun, where /proc cannot tell), which is then refused. Before, the test looped
+    // until both threads happened to be refused once, a deadline away: a flake risk on a
+    // loaded host.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
-    const min_rounds = 50;
+    const rounds = 8;
     const S = struct {
         var sched: *Scheduler = undefined;
-        var started = std.atomic.Value(u32).init(0);
-        var refused: [2]std.atomic.Value(u32) = .{ .init(0), .init(0) };
-        var failed = std.atomic.Value(u32).init(0);
+        /// Threads at the rounds' meeting points so far (`meet`).
+        var met = std.atomic.Value(u32).init(0);
+        /// The round (from 1) whose winner is held in its restart; whose loser is in its own.
+        var held = std.atomic.Value(u32).init(0);
+        var trying = std.atomic.Value(u32).init(0);
+        var loser_tid = std.atomic.Value(std.Thread.Id).init(0);
+        /// Per thread and round: 1 restarted, 2 refused with error.Running, 3 anything else.
+        var outcome: [2][rounds]std.atomic.Value(u8) = @splat(@splat(.init(0)));
         var joiners: [2]test_wait.Joiner = .{ .{}, .{} };
-        // Monotonic counts: the joins order them before the test's reads.
+        var round: u32 = 0; // the winner's, read by its own hook
+
+        /// Until both threads arrived at meeting `n` (from 1).
+        fn meet(n: u32) error{Timeout}!void {
+            // Acq_rel / acquire: what each did before it arrived happens before the other
+            // leaves (the shutdowns before the restarts, the restarts before the next round).
+            _ = met.fetchAdd(1, .acq_rel);
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the other restarting thread");
+            while (met.load(.acquire) < 2 * n) try d.wait();
+        }
+
+        /// The winner's `restarted`: until the loser waits for `lifecycle`, held by us.
+        fn hold() void {
+            held.store(round, .release); // pairs with the loser's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            // Acquire: pairs with the loser's release stores (its id, then `trying`).
+            while (trying.load(.acquire) != round and !d.passed()) std.Thread.yield() catch {};
+            while (!d.passed()) {
+                const st = test_wait.threadState(loser_tid.load(.acquire)) orelse break;
+                if (st == 'S') break;
+                std.Thread.yield() catch {};
+            }
+        }
+
         fn cycler(i: usize) void {
             defer joiners[i].done();
-            const d = test_wait.Deadline.in(test_wait.default_ns, "");
-            var rounds: u32 = 0;
-            while (!d.passed() and (rounds < min_rounds or refused[0].load(.monotonic) == 0 or
-                refused[1].load(.monotonic) == 0)) : (rounds += 1)
-            {
+            for (0..rounds) |r| {
+                const n: u32 = @intCast(r + 1);
                 sched.shutdown(.cancel);
-                if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size })) {
-                    _ = started.fetchAdd(1, .monotonic);
-                } else |err| {
-                    _ = (if (err == error.Running) &refused[i] else &failed).fetchAdd(1, .monotonic);
+                meet(2 * n - 1) catch return; // both shut down: the run stopped
+                const won = r % 2 == i;
+                if (won) {
+                    round = n;
+                } else {
+                    const d = test_wait.Deadline.in(test_wait.default_ns, "the other restart to be held");
+                    while (held.load(.acquire) != n) d.wait() catch return;
+                    loser_tid.store(std.Thread.getCurrentId(), .release);
+                    trying.store(n, .release);
                 }
+                const got: u8 = if (sched.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size }))
+                    1
+                else |err| if (err == error.Running) 2 else 3;
+                outcome[i][r].store(got, .monotonic); // the join orders it before the test's read
+                meet(2 * n) catch return; // both returned: the next round's shutdowns come after
             }
         }
     };
-    S.started.store(0, .monotonic);
-    S.refused = .{ .init(0), .init(0) };
-    S.failed.store(0, .monotonic);
+    S.met.store(0, .monotonic);
+    S.held.store(0, .monotonic);
+    S.trying.store(0, .monotonic);
+    S.loser_tid.store(0, .monotonic);
+    for (&S.outcome) |*o| for (o) |*x| x.store(0, .monotonic);
     S.joiners = .{ .{}, .{} };
+    S.round = 0;
     var s: Scheduler = undefined;
     try startForTest(&s, 1);
     S.sched = &s;
+    test_hooks.restarted = S.hold;
+    defer test_hooks.restarted = null;
     var threads: [2]?std.Thread = .{ null, null };
     defer {
         for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.test_ns, "a restarting thread");
@@ -4310,10 +4354,12 @@ test "two threads that each shut down and restart the scheduler in a loop: a res
         S.joiners[i].join(t.*.?, test_wait.test_ns, "a restarting thread");
         t.* = null;
     }
-    try testing.expectEqual(@as(u32, 0), S.failed.load(.monotonic));
-    try testing.expect(S.started.load(.monotonic) >= 1);
-    try testing.expect(S.refused[0].load(.monotonic) >= 1 and S.refused[1].load(.monotonic) >= 1);
-    try testing.expect(s.isRunning()); // the last restart's run, or the one that refused it
+    for (0..rounds) |r| {
+        const w = r % 2;
+        try testing.expectEqual(@as(u8, 1), S.outcome[w][r].load(.monotonic));
+        try testing.expectEqual(@as(u8, 2), S.outcome[1 - w][r].load(.monotonic));
+    }
+    try testing.expect(s.isRunning()); // the last round's winner's run
 }
 
 test "a restart while a bounded shutdown's join is left pending is refused with error.Shutdown; after the next shutdown it runs" {
