@@ -2873,16 +2873,19 @@ test "a wake from outside under way when a shutdown begins is waited for before 
 
 /// A forked child's body (`inChild`) for the tests of a shutdown waiting for a call from
 /// outside that stays inside: a wake (`unpark` of a parked coroutine, held in `wakers` by
-/// `test_hooks.in_wake`) or a drain (held in `drainers` by `test_hooks.drain_counted`), held
-/// there by `T.hold` (once), which starts the shutdown; `T.outcome` says how it went. `T` is
-/// `ShutdownGivesUp` or `ShutdownSleep`. Exit codes of its own: 2, a step before the hold
-/// failed; 10, the wake found the run over; 11, the drain did not end with error.Shutdown.
-fn heldOutside(comptime T: type, comptime call: enum { wake, drain }) fn () u8 {
+/// `test_hooks.in_wake`), a drain (held in `drainers` by `test_hooks.drain_counted`) or a
+/// reader of the statistics (`workerStats`, held in `readers` by `test_hooks.stats_reading`),
+/// held there by `T.hold` (once), which starts the shutdown; `T.outcome` says how it went. `T`
+/// is `ShutdownGivesUp` or `ShutdownSleep`. Exit codes of its own: 2, a step before the hold
+/// failed; 10, the wake found the run over; 11, the drain did not end with error.Shutdown; 12,
+/// the reader found no worker.
+fn heldOutside(comptime T: type, comptime call: enum { wake, drain, stats }) fn () u8 {
     return struct {
         fn held() void {
             switch (call) {
                 .wake => test_hooks.in_wake = null, // once
                 .drain => test_hooks.drain_counted = null,
+                .stats => test_hooks.stats_reading = null,
             }
             T.hold();
         }
@@ -2901,6 +2904,12 @@ fn heldOutside(comptime T: type, comptime call: enum { wake, drain }) fn () u8 {
                 .drain => {
                     test_hooks.drain_counted = held;
                     if (T.sched.drainFor(test_timeout)) |_| return 11 else |err| if (err != error.Shutdown) return 11;
+                },
+                .stats => {
+                    T.sched.drainFor(test_timeout) catch return 2; // parked
+                    test_hooks.stats_reading = held;
+                    // Read after the hold: the array is still there (not freed under it).
+                    if (T.sched.workerStats(0) == null) return 12;
                 },
             }
             return T.outcome();
@@ -2965,6 +2974,14 @@ test "a bounded shutdown waiting for a drain on another thread still inside give
     // until the shutdown gave up, or a backstop well past its bound. Before, the bounded
     // shutdown waited for it with no bound: the call returned at the backstop.
     try inChild(heldOutside(ShutdownGivesUp, .drain));
+}
+
+test "a bounded shutdown waiting for a reader of the statistics on another thread still inside gives up at its deadline, joined, and the next one goes on from there" {
+    // The reader's thread stays inside `workerStats` (counted in `readers`, the workers' array
+    // in hand) until the shutdown gave up, or a backstop well past its bound. Without the
+    // deadline on that wait (`dropWorkers`), the bounded shutdown waited for it with no bound:
+    // the call returned at the backstop.
+    try inChild(heldOutside(ShutdownGivesUp, .stats));
 }
 
 test "a drain on another thread asleep as a bounded shutdown gives up on a worker that never yields ends with error.Shutdown then, not at the next shutdown" {
@@ -3191,6 +3208,12 @@ test "a shutdown waiting for a drain on another thread sleeps until it leaves, n
     // sleeps. Before, the shutdown yielded in a loop for as long as the drain's thread was
     // preempted or stopped, never counted as a waiter.
     try inChild(heldOutside(ShutdownSleep, .drain));
+}
+
+test "a shutdown waiting for a reader of the statistics on another thread sleeps until it leaves, not spinning" {
+    // The reader is held inside `workerStats` (counted in `readers`) until the shutdown sleeps:
+    // it waits as for a drain (`awaitNone`, woken by the reader's count out), not in a loop.
+    try inChild(heldOutside(ShutdownSleep, .stats));
 }
 
 test "context: inherited at spawn, shadowed by a child, freed with abandoned coroutines" {
