@@ -1456,8 +1456,9 @@ pub const Scheduler = struct {
         if (s.drainers.load(.seq_cst) > 0) s.pingDrain();
     }
 
-    /// Counts a wake from outside or a drain out of `counter` (`wakers`, `drainers`: counted
-    /// in by the caller), waking `joinAndFree`'s wait for it (`awaitNone`).
+    /// Counts a wake from outside, a drain or a reader of the statistics out of `counter`
+    /// (`wakers`, `drainers`, `readers`: counted in by the caller), waking `joinAndFree`'s (or a
+    /// failed `begin`'s) wait for it (`awaitNone`).
     fn countOut(s: *Scheduler, counter: *std.atomic.Value(u32)) void {
         // Seq_cst, with the load below: a Dekker pair with `awaitNone` (its increment of
         // `quiesce_waiters`, then its load of the count). Either it sees the count drop (and
@@ -1479,7 +1480,7 @@ pub const Scheduler = struct {
         }
     }
 
-    /// Waits until `counter` (`wakers` or `drainers`) is 0. A few yields (a wake or a drain's
+    /// Waits until `counter` (`wakers`, `drainers` or `readers`) is 0. A few yields (a wake or a drain's
     /// last look is short), then a futex sleep on `quiesce_seq` woken by a count out
     /// (`countOut`): before, it yielded for as long as the waker's or drain's thread was
     /// preempted, starved or stopped in a debugger, a core kept busy in a shutdown. With no
@@ -1493,7 +1494,8 @@ pub const Scheduler = struct {
             // that a count out's bump after it makes the futex wait return at once.
             const seq = s.quiesce_seq.load(.seq_cst);
             // Seq_cst: the load half of the Dekker pairs with `wakeOutside`'s and
-            // `drainUntil`'s count in (they then load `state`) and with `countOut`.
+            // `drainUntil`'s count in (they then load `state`), with `enterWorkers`'s (it then
+            // loads `workers_live`) and with `countOut`.
             if (counter.load(.seq_cst) == 0) return true;
             if (@import("builtin").is_test) if (counter == &s.wakers) if (test_hooks.wakers_pending) |f| f();
             const now = monotonicNs();
