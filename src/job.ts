@@ -275,10 +275,14 @@ const contextGet = Context.prototype.get;
  */
 export function handleCoroutineException(context: Context, error: unknown): void {
   // Context's own `get`, not the prototype's member at this call, which a caller may redefine
-  // (before, a redefined one steered, or threw out of, every failure handed on here).
-  const handler = contextGet.call(context, CoroutineExceptionHandler) as
-    | ((error: unknown) => void)
-    | undefined;
+  // (before, a redefined one steered, or threw out of, every failure handed on here). What is
+  // no Context (the `context` of a CoroutineScope of the caller's own, which an actor's onDone
+  // reports to) holds no handler: `reportError`, nothing of it read. Before, Context's own
+  // `get` threw its "this must be a Context" TypeError out of the completion handler that ran
+  // onDone, in place of onDone's error (and `context.get` before that, for `undefined`).
+  const handler = isContext(context)
+    ? contextGet.call(context, CoroutineExceptionHandler) as ((error: unknown) => void) | undefined
+    : undefined;
   if (handler === undefined) {
     reportUncaught(error);
     return;

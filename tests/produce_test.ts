@@ -2858,6 +2858,55 @@ Deno.test("actor: under a Job of another kind whose invokeOnCompletion calls its
   assert.equal((reported[0] as Error).cause, onDoneError);
 });
 
+Deno.test("actor: onDone's throw on a CoroutineScope of the caller's own whose context is no Context is reported by reportError, nothing of that context read, nothing thrown out of the Job's completion handler", async () => {
+  // Before, handleCoroutineException ran Context's own `get` on it, whose "this must be a
+  // Context" TypeError came out of the handler the Job of another kind called, in place of
+  // onDone's error (`context.get` threw the engine's TypeError for `undefined` before that).
+  const onDoneError = new Error("onDone threw");
+  const read: string[] = [];
+  const duck = {
+    get(_key: unknown) {
+      read.push("get");
+      return () => read.push("handler");
+    },
+  };
+  for (const context of [undefined, null, 7, duck] as unknown[]) {
+    let fire: (() => void) | null = null;
+    await coroutineScope((real) => {
+      const scope = {
+        context,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          // The block's task names no kcoro Job: only the returned Job ends the actor.
+          real.launch((t) =>
+            block({ context: t.context, signal: t.signal } as unknown as CoroutineScope)
+          );
+          const job = {
+            invokeOnCompletion: (h: (cause: unknown) => void) => {
+              fire = () => h(undefined);
+              return { [Symbol.dispose]() {} };
+            },
+            cancel() {},
+          };
+          return job;
+        },
+      } as unknown as CoroutineScope;
+      actor<number>(scope, async () => {}, {
+        onDone: () => {
+          throw onDoneError;
+        },
+      });
+    });
+    using reported = catchReported();
+    (fire as (() => void) | null)!(); // the Job of another kind completes: throws nothing
+    assert.equal(reported.errors.length, 1, `${String(context)}: ${reported.errors}`);
+    const error = reported.errors[0];
+    assert.ok(error instanceof CompletionHandlerError);
+    assert.equal(error.message, "Exception in an actor's onDone");
+    assert.equal(error.cause, onDoneError);
+  }
+  assert.deepEqual(read, []);
+});
+
 Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
   await using scope = createScope();
   const a = actor<number>(
