@@ -972,90 +972,8 @@ export function actor<M>(
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
     ending.push(taskJob.invokeOnCompletion(taskJob.isCompleted ? finish : finishFolded));
   };
-  // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
-  const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
-    // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
-    // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
-    // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
-    const signal = taskSignal(task);
-    // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
-    // cancel it before its first await, before `launch` returned the job. Before the listen
-    // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
-    // aborted after.
-    // Read once: a task of the caller's own may have a getter for it (it ran twice).
-    // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
-    const read = taskJob = taskJobOf(task);
-    // The mailbox's cancel cancels the Job that runs the handler: the task's own (kcoro's task
-    // itself, or a Job whose signal is the task's), else the one `launch` returns (below). Not a
-    // Job the task merely names (a long-lived one of the caller's, its signal another): before,
-    // a cancel of the returned Job aborted the task's signal, cancelled the mailbox, and so that
-    // Job, which outlives the actor, ended cancelled.
-    if (
-      read !== null && ((read as unknown) === task || (signal !== null && read.signal === signal))
-    ) {
-      st.job = read;
-    }
-    // A listen that throws (only a signal whose engine state the caller redefined) fails the
-    // task by name, before the handler runs, as createScope refuses such a signal. Before, with
-    // the listen's raw error.
-    if (signal !== null) cancelOnAbort(signal);
-    // Until the task is final: its end withdraws the owned watch before the mailbox is
-    // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
-    // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
-    st.running = true;
-    // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
-    // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
-    // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
-    // (`finish`) to a job, so the block's own end runs it.
-    const untracked = st.job === null;
-    // A launch that deferred the start (a scope of the caller's own), then threw or returned no
-    // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
-    // the task ends cancelled, `onDone` with it. Before, the handler ran on the freed mailbox,
-    // and its first receive's InvalidHandleError failed the scope.
-    if (abandoned) {
-      const cancelled = new CancellationError(ABANDONED);
-      // Without a Job of ours, at once, with the cancellation the block ends with: before,
-      // `onDone` never ran.
-      if (untracked) finish(cancelled);
-      else st.job!.invokeOnCompletion(finish);
-      throw cancelled;
-    }
-    // Started after `launch` returned (deferred): the task's own Job is known only now.
-    endWithTask();
-    // The actor ended before its handler began (started late, under a task naming a Job
-    // completed before, or after the Job `launch` returned completed): its mailbox was freed, so
-    // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
-    // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
-    if (finished) throw new CancellationError(ENDED_FIRST);
-    try {
-      await handler(mailbox, task);
-    } catch (e) {
-      // A handler that is no async function and threw at once ended the block inside `launch`,
-      // before it failed or returned: a microtask later it has done either (actor() is
-      // synchronous). Before, `abandoned` was still false here, and the failure that followed
-      // found no job to attach `onDone` to: it never ran.
-      if (untracked && !abandoned) await null;
-      // Its mailbox freed by the cleanup of a launch that threw or returned no Job, which
-      // cancelled this task first: the handler, busy elsewhere then, met the freed mailbox
-      // after (its own InvalidHandleError, `_raised`), and ends cancelled, as a producer sending
-      // into the channel its consumer disposed does. Before, that error failed the scope.
-      // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): its receive
-      // rejects with a CancellationError, which ends the task cancelled as any, but its
-      // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
-      // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
-      // actor ends with its cancelled channel), not failed with it.
-      const error = abandoned && signal !== null && isAborted(signal) && isOwnError(mailbox, e)
-        ? abortReason(signal)
-        : destroyedUnder(mailbox, e)
-        ? new CancellationError(MAILBOX_DESTROYED, { cause: e })
-        : e;
-      // Started at once under a task not ours by a launch that then failed: `onDone` gets what
-      // the block ends with (there is no job to end with). Before, it never ran.
-      if (abandoned && untracked) finish(error);
-      throw error;
-    }
-    if (abandoned && untracked) finish(undefined);
-  }, () => {
+  /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
+  const abandon = (): void => {
     // The scope's launch threw or returned no Job, maybe after running the handler at once (to
     // its first await): its task, known from its start (`job`), is cancelled with the
     // mailbox's CancellationError (`Mailbox.cancel`), as produce's cleanup cancels its producer.
@@ -1068,13 +986,104 @@ export function actor<M>(
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
     st.job?.invokeOnCompletion(finish);
-  }, launchOptions(lazy === true, context));
+  };
+  // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
+  const job = launchChecked<Job>(
+    op,
+    scope,
+    async (task: CoroutineScope) => {
+      // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
+      // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
+      // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
+      const signal = taskSignal(task);
+      // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
+      // cancel it before its first await, before `launch` returned the job. Before the listen
+      // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
+      // aborted after.
+      // Read once: a task of the caller's own may have a getter for it (it ran twice).
+      // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
+      const read = taskJob = taskJobOf(task);
+      // The mailbox's cancel cancels the Job that runs the handler: the task's own (kcoro's task
+      // itself, or a Job whose signal is the task's), else the one `launch` returns (below). Not a
+      // Job the task merely names (a long-lived one of the caller's, its signal another): before,
+      // a cancel of the returned Job aborted the task's signal, cancelled the mailbox, and so that
+      // Job, which outlives the actor, ended cancelled.
+      if (
+        read !== null && ((read as unknown) === task || (signal !== null && read.signal === signal))
+      ) {
+        st.job = read;
+      }
+      // A listen that throws (only a signal whose engine state the caller redefined) fails the
+      // task by name, before the handler runs, as createScope refuses such a signal. Before, with
+      // the listen's raw error.
+      if (signal !== null) cancelOnAbort(signal);
+      // Until the task is final: its end withdraws the owned watch before the mailbox is
+      // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
+      // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
+      st.running = true;
+      // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
+      // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
+      // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
+      // (`finish`) to a job, so the block's own end runs it.
+      const untracked = st.job === null;
+      // A launch that deferred the start (a scope of the caller's own), then threw or returned no
+      // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
+      // the task ends cancelled, `onDone` with it. Before, the handler ran on the freed mailbox,
+      // and its first receive's InvalidHandleError failed the scope.
+      if (abandoned) {
+        const cancelled = new CancellationError(ABANDONED);
+        // Without a Job of ours, at once, with the cancellation the block ends with: before,
+        // `onDone` never ran.
+        if (untracked) finish(cancelled);
+        else st.job!.invokeOnCompletion(finish);
+        throw cancelled;
+      }
+      // Started after `launch` returned (deferred): the task's own Job is known only now.
+      endWithTask();
+      // The actor ended before its handler began (started late, under a task naming a Job
+      // completed before, or after the Job `launch` returned completed): its mailbox was freed, so
+      // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
+      // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
+      if (finished) throw new CancellationError(ENDED_FIRST);
+      try {
+        await handler(mailbox, task);
+      } catch (e) {
+        // A handler that is no async function and threw at once ended the block inside `launch`,
+        // before it failed or returned: a microtask later it has done either (actor() is
+        // synchronous). Before, `abandoned` was still false here, and the failure that followed
+        // found no job to attach `onDone` to: it never ran.
+        if (untracked && !abandoned) await null;
+        // Its mailbox freed by the cleanup of a launch that threw or returned no Job, which
+        // cancelled this task first: the handler, busy elsewhere then, met the freed mailbox
+        // after (its own InvalidHandleError, `_raised`), and ends cancelled, as a producer sending
+        // into the channel its consumer disposed does. Before, that error failed the scope.
+        // Native code destroyed the mailbox (`kc_chan_destroy` through its `handle`): its receive
+        // rejects with a CancellationError, which ends the task cancelled as any, but its
+        // `share()` or `handle` throw its InvalidHandleError (no live channel to hand out): the
+        // actor ends as cancelled then too, as a producer whose channel it destroyed (Kotlin's
+        // actor ends with its cancelled channel), not failed with it.
+        const error = abandoned && signal !== null && isAborted(signal) && isOwnError(mailbox, e)
+          ? abortReason(signal)
+          : destroyedUnder(mailbox, e)
+          ? new CancellationError(MAILBOX_DESTROYED, { cause: e })
+          : e;
+        // Started at once under a task not ours by a launch that then failed: `onDone` gets what
+        // the block ends with (there is no job to end with). Before, it never ran.
+        if (abandoned && untracked) finish(error);
+        throw error;
+      }
+      if (abandoned && untracked) finish(undefined);
+    },
+    abandon,
+    launchOptions(lazy === true, context),
+  );
   setJob(a, job);
   // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task
   // that only names another Job, whose signal aborted as it was listened to) found no Job to
   // cancel: the returned one gets it now, as it would have then. Before, that actor's task ran
   // on, not cancelled, though its mailbox was.
   const cancelledUnknown = st.job === null && sharedStateOf(mailbox).cancelled;
+  const tracked = st.job; // the task's own Job, known from its start, or null
   st.job ??= job;
   if (cancelledUnknown) cancelTaskOf(mailbox, undefined);
   // The Job `launch` returned, where it is kcoro's, stops the actor at once too (Kotlin's
@@ -1084,9 +1093,18 @@ export function actor<M>(
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
   if (isJob(job) && !job.isCompleted) cancelOnAbort(job.signal);
   launched = job;
-  const handle: unknown = job.invokeOnCompletion(
-    isJob(job) && !job.isCompleted ? finishFolded : finish,
-  );
+  let handle: unknown;
+  try {
+    handle = job.invokeOnCompletion(isJob(job) && !job.isCompleted ? finishFolded : finish);
+  } catch (e) {
+    // A Job of the caller's whose invokeOnCompletion throws (or a getter for it that throws
+    // now): theirs, as it is, and the actor `launch` started is cancelled, its mailbox released
+    // and `onDone` run, as where `launch` throws (`abandon` on the task's own Job only, not on
+    // this one). Before, actor() threw and the handler ran on, the mailbox never released.
+    st.job = tracked;
+    abandon();
+    throw e;
+  }
   // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job
   // of another kind may return anything, whose dispose would run the caller's code).
   if (isJob(job) && !finished) ending.push(handle as Disposable);

@@ -797,100 +797,108 @@ export function produce<T>(
   // kcoro's own scope, whose launch returns the Job of the task it gives the block (a brand
   // check: no getter or trap of the caller's runs; an own `launch` is the caller's).
   const kcoroLaunch = isScopeObject(scope) && !Object.hasOwn(scope, "launch");
-  // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
-  const job = launchChecked<Job>(op, scope, async (task: CoroutineScope) => {
-    // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
-    // start: the block may cancel `out` before its first await, before `launch` returned the job
-    // (a scope's launch runs the block at once), which cancelled the channel and not the task.
-    // Read once: a task of the caller's own may have a getter for it, which ran five times
-    // (and could answer differently each time).
-    // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
-    const read = taskJob = taskJobOf(task);
-    // A launch that deferred the start (a scope of the caller's own), then threw or returned no
-    // Job: its cleanup freed the channel before the block began, so the block never runs and the
-    // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
-    // the freed channel, and its first send's InvalidHandleError failed the scope.
-    if (abandoned) throw new CancellationError(ABANDONED);
-    // Started after `launch` returned (deferred): the task's own Job is known only now.
-    endWithTask();
-    // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
-    // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
-    // sends (below). Before, its `addEventListener` threw a TypeError out of the block.
-    const signal = taskSignal(task);
-    // A listen that throws (only a signal whose engine state the caller redefined) fails the
-    // task by name, before the block runs, as createScope refuses such a signal. Before, with
-    // the listen's raw error.
-    if (signal !== null) closeOnCancel(signal, read);
-    // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
-    // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
-    // cancel it (`job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
-    // the task merely names (a long-lived one of the caller's, its signal another): the Job
-    // `launch` returned is the producer's then (`st.job ??= job`). Before, any kcoro Job the
-    // task named was taken: the consumer's dispose of the channel, even after the producer ended,
-    // cancelled that long-lived Job.
-    if (read !== null && ((read as unknown) === task || read.signal === signal)) {
-      st.job = read;
-      cancelOnOwnCancel(read);
-    }
-    // Until the task is final, not only while the block runs: children of the task sending
-    // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
-    // it, and one left waiting in a send nobody would take hung the scope.
-    // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
-    // are bound to its signal, each send listening to it as to a kcoro task's, and to the kcoro
-    // Job `launch` returns, if any (`bindSends`), which the task's signal may not follow (one the
-    // caller made). Before, they were bound to that Job's end alone: a send's listen of the
-    // task's signal that threw, or aborted it, went unseen.
-    // A kcoro task's too, under a caller's launch that may return another kcoro Job than the
-    // task's (not known yet for a block started inside it), whose cancellation closes the channel
-    // (`closeOnCancel`) without aborting the task's signal: before, such a task's sends were bound
-    // to its signal alone, and one waiting on the full buffer waited on past that close (its
-    // value received after it), the task and its scope hung with nobody receiving. kcoro's own
-    // scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
-    if (signal === null) st.bound = { signal: bindSends() };
-    else {
-      st.bound = { signal };
-      const own = taskJob !== null && taskJob.signal === signal;
-      if (!(own && launched === null && kcoroLaunch) && jobEnds(signal)) {
-        st.sendsEnd = bindSends();
-      }
-    }
-    // Shared before the task began: watched since that share (`live`, `producerHooks.escaped`).
-    try {
-      await block(out, task);
-    } catch (e) {
-      // Only `out`'s own InvalidHandleError (`_raised`, by identity) is its end below: one the
-      // block let out of another channel (a disposed one of its own, say) is its failure, also
-      // once `out` ended, and fails the task and the scope, as Kotlin's coroutine being
-      // cancelled that fails with another exception reports it. Any InvalidHandleError counted
-      // before, so such a bug ended the producer as cancelled, silently.
-      // Sending into a channel its consumer disposed: the consumer cancelled this task (its
-      // `job`), and it ends with that cancellation. A task of the caller's own may have no
-      // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
-      // CancellationError that says so. Before, it failed with the InvalidHandleError.
-      if (st.gone && isOwnError(out, e)) {
-        throw signal !== null && isAborted(signal)
-          ? abortReason(signal)
-          : new CancellationError(DISPOSED, { cause: e });
-      }
-      // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
-      // answer as on a cancelled channel (a CancellationError, which ends the task as
-      // cancelled below as any), but `share()` and `handle` have no live channel to hand out
-      // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
-      // first, or after) would, not failed with it.
-      if (!st.gone && isOwnError(out, e) && destroyedSeenOf(out)) {
-        throw signal !== null && isAborted(signal)
-          ? abortReason(signal)
-          : new CancellationError(DESTROYED, { cause: e });
-      }
-      // Any other error is the task's failure (or its cancellation, as the job takes it:
-      // `cancellationOf`), which the completion handler closes the channel with once the task is
-      // final (a block that threw undefined: the TypeError the job makes of it).
-      throw e;
-    }
-  }, () => {
+  /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
+  const abandon = (): void => {
     abandoned = true;
     disposeProducer(out);
-  }, context === undefined ? undefined : { context });
+  };
+  // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.
+  const job = launchChecked<Job>(
+    op,
+    scope,
+    async (task: CoroutineScope) => {
+      // Its task, for a cancel of the channel (`ProducerChannel.cancel`, its dispose), from the
+      // start: the block may cancel `out` before its first await, before `launch` returned the job
+      // (a scope's launch runs the block at once), which cancelled the channel and not the task.
+      // Read once: a task of the caller's own may have a getter for it, which ran five times
+      // (and could answer differently each time).
+      // A getter that throws names no kcoro Job, as a throwing `signal` is none (`taskJobOf`).
+      const read = taskJob = taskJobOf(task);
+      // A launch that deferred the start (a scope of the caller's own), then threw or returned no
+      // Job: its cleanup freed the channel before the block began, so the block never runs and the
+      // task ends cancelled, as an actor's (`ABANDONED` in src/actor.ts). Before, the block ran on
+      // the freed channel, and its first send's InvalidHandleError failed the scope.
+      if (abandoned) throw new CancellationError(ABANDONED);
+      // Started after `launch` returned (deferred): the task's own Job is known only now.
+      endWithTask();
+      // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
+      // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
+      // sends (below). Before, its `addEventListener` threw a TypeError out of the block.
+      const signal = taskSignal(task);
+      // A listen that throws (only a signal whose engine state the caller redefined) fails the
+      // task by name, before the block runs, as createScope refuses such a signal. Before, with
+      // the listen's raw error.
+      if (signal !== null) closeOnCancel(signal, read);
+      // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
+      // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
+      // cancel it (`job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
+      // the task merely names (a long-lived one of the caller's, its signal another): the Job
+      // `launch` returned is the producer's then (`st.job ??= job`). Before, any kcoro Job the
+      // task named was taken: the consumer's dispose of the channel, even after the producer ended,
+      // cancelled that long-lived Job.
+      if (read !== null && ((read as unknown) === task || read.signal === signal)) {
+        st.job = read;
+        cancelOnOwnCancel(read);
+      }
+      // Until the task is final, not only while the block runs: children of the task sending
+      // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with
+      // it, and one left waiting in a send nobody would take hung the scope.
+      // Kotlin's: bound to its Job. A kcoro task's own signal is its Job's; any other task's sends
+      // are bound to its signal, each send listening to it as to a kcoro task's, and to the kcoro
+      // Job `launch` returns, if any (`bindSends`), which the task's signal may not follow (one the
+      // caller made). Before, they were bound to that Job's end alone: a send's listen of the
+      // task's signal that threw, or aborted it, went unseen.
+      // A kcoro task's too, under a caller's launch that may return another kcoro Job than the
+      // task's (not known yet for a block started inside it), whose cancellation closes the channel
+      // (`closeOnCancel`) without aborting the task's signal: before, such a task's sends were bound
+      // to its signal alone, and one waiting on the full buffer waited on past that close (its
+      // value received after it), the task and its scope hung with nobody receiving. kcoro's own
+      // scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
+      if (signal === null) st.bound = { signal: bindSends() };
+      else {
+        st.bound = { signal };
+        const own = taskJob !== null && taskJob.signal === signal;
+        if (!(own && launched === null && kcoroLaunch) && jobEnds(signal)) {
+          st.sendsEnd = bindSends();
+        }
+      }
+      // Shared before the task began: watched since that share (`live`, `producerHooks.escaped`).
+      try {
+        await block(out, task);
+      } catch (e) {
+        // Only `out`'s own InvalidHandleError (`_raised`, by identity) is its end below: one the
+        // block let out of another channel (a disposed one of its own, say) is its failure, also
+        // once `out` ended, and fails the task and the scope, as Kotlin's coroutine being
+        // cancelled that fails with another exception reports it. Any InvalidHandleError counted
+        // before, so such a bug ended the producer as cancelled, silently.
+        // Sending into a channel its consumer disposed: the consumer cancelled this task (its
+        // `job`), and it ends with that cancellation. A task of the caller's own may have no
+        // AbortSignal, or one that its job's cancel does not abort: it ends cancelled too, with a
+        // CancellationError that says so. Before, it failed with the InvalidHandleError.
+        if (st.gone && isOwnError(out, e)) {
+          throw signal !== null && isAborted(signal)
+            ? abortReason(signal)
+            : new CancellationError(DISPOSED, { cause: e });
+        }
+        // Native code destroyed the channel (`kc_chan_destroy` through its `handle`): its sends
+        // answer as on a cancelled channel (a CancellationError, which ends the task as
+        // cancelled below as any), but `share()` and `handle` have no live channel to hand out
+        // and throw its InvalidHandleError: cancelled too, as the watch's cancel (which may come
+        // first, or after) would, not failed with it.
+        if (!st.gone && isOwnError(out, e) && destroyedSeenOf(out)) {
+          throw signal !== null && isAborted(signal)
+            ? abortReason(signal)
+            : new CancellationError(DESTROYED, { cause: e });
+        }
+        // Any other error is the task's failure (or its cancellation, as the job takes it:
+        // `cancellationOf`), which the completion handler closes the channel with once the task is
+        // final (a block that threw undefined: the TypeError the job makes of it).
+        throw e;
+      }
+    },
+    abandon,
+    context === undefined ? undefined : { context },
+  );
   st.job ??= job;
   // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a
   // scope of the caller's own may give the block a task with no AbortSignal, or one that the
@@ -908,7 +916,17 @@ export function produce<T>(
   // its own to the task's, its sends are bound to the task's alone (`jobEnds`).
   const bound = st.bound;
   if (st.sendsEnd !== null && bound !== null && !jobEnds(bound.signal)) st.sendsEnd = null;
-  const handle: unknown = job.invokeOnCompletion(end);
+  let handle: unknown;
+  try {
+    handle = job.invokeOnCompletion(end);
+  } catch (e) {
+    // A Job of the caller's whose invokeOnCompletion throws (or a getter for it that throws
+    // now): theirs, as it is, and the producer `launch` started is cancelled and its channel
+    // released, as where `launch` throws. Before, produce() threw and the block ran on, the
+    // channel never released.
+    abandon();
+    throw e;
+  }
   // Withdrawn where the task's own Job ends the producer first: a kcoro Job's Disposable only (a
   // Job of another kind may return anything, whose dispose would run the caller's code).
   if (isJob(job) && !ended) ending.push(handle as Disposable);

@@ -34,6 +34,7 @@ import {
   createScope,
   delay,
   InvalidHandleError,
+  type Job,
   library,
   produce,
   select,
@@ -2905,6 +2906,40 @@ Deno.test("actor: onDone's throw on a CoroutineScope of the caller's own whose c
     assert.equal(error.cause, onDoneError);
   }
   assert.deepEqual(read, []);
+});
+
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose Job's invokeOnCompletion throws: the call throws that error, and the producer or actor launch started is cancelled, its channel released, onDone run once", async () => {
+  // Before, the throw came out of produce() and actor() past any cleanup: the block ran on
+  // (here for good), its channel never released, onDone never ran.
+  await using scope = createScope();
+  const mine = new Error("the caller's invokeOnCompletion");
+  const started: Job[] = [];
+  const theirs = {
+    context: scope.context,
+    launch: (block: never) => {
+      started.push(scope.launch(block));
+      return {
+        invokeOnCompletion() {
+          throw mine;
+        },
+        cancel() {},
+      };
+    },
+  } as unknown as CoroutineScope;
+  assert.throws(() => produce(theirs, (_, task) => untilAborted(task.signal)), (e) => e === mine);
+  const done: unknown[] = [];
+  assert.throws(
+    () =>
+      actor(theirs, async (mailbox) => {
+        for await (const _ of mailbox) { /* never sent to */ }
+      }, { onDone: (cause) => done.push(cause) }),
+    (e) => e === mine,
+  );
+  assert.equal(started.length, 2);
+  await until(() => started.every((j) => j.isCompleted), "the started tasks to end");
+  assert.ok(started.every((j) => j.isCancelled));
+  assert.equal(done.length, 1);
+  assert.ok(done[0] instanceof CancellationError);
 });
 
 Deno.test("actor: senders waiting on a full mailbox reject when the actor is cancelled", async () => {
