@@ -898,7 +898,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         try {
           hook(ce);
         } catch (e) {
-          handleCoroutineException(this.context, e); // never left half-cancelled
+          handleCoroutineException(this.#context, e); // never left half-cancelled
         }
         // Code the hook ran (an onUndeliveredElement of the caller's) may have cancelled it.
         if (this.#state >= CANCELLING) return;
@@ -1263,7 +1263,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch {
       // reported below
     }
-    handleCoroutineException(this.context, later);
+    handleCoroutineException(this.#context, later);
   }
 
   /**
@@ -1479,7 +1479,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         }
         if (taken) return;
       }
-      handleCoroutineException(this.context, this.#cause);
+      handleCoroutineException(this.#context, this.#cause);
     }
   }
 
@@ -1515,7 +1515,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           } else addSuppressedTo(error, e);
         }
       }
-      if (error !== null) handleCoroutineException(this.context, error);
+      if (error !== null) handleCoroutineException(this.#context, error);
     }
   }
 }

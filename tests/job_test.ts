@@ -2745,3 +2745,36 @@ Deno.test("a deferred job's handlers and its parent's report, both thrown out of
   assert.ok(seen[2] instanceof CompletionHandlerError, "job 31's handler, through which it threw");
   assert.equal(seen[2].cause, thrownBy[0], "the first report's throw");
 });
+
+Deno.test("a failure handed to the exception handler reads the job's own context, not a `context` getter a caller redefined on the job's prototype", () => {
+  // Before, #notify (and cancel's hook, a late failure, an unhandled one) read `this.context`,
+  // the prototype's getter at that call: a redefined one steered the failure elsewhere, or threw
+  // out of `complete` after the handlers had run.
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const desc = Object.getOwnPropertyDescriptor(proto, "context")!;
+  const handled: unknown[] = [];
+  const calls: string[] = [];
+  const failure = new Error("the deferred's completion handler failed");
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => handled.push(e));
+  using reported = catchReported();
+  try {
+    Object.defineProperty(proto, "context", {
+      ...desc,
+      get: () => {
+        calls.push("context");
+        throw new Error("redefined context getter ran");
+      },
+    });
+    const d = new CompletableDeferred<number>({ context });
+    d.invokeOnCompletion(() => {
+      throw failure;
+    });
+    d.complete(1);
+  } finally {
+    Object.defineProperty(proto, "context", desc);
+  }
+  assert.deepEqual(calls, []);
+  assert.equal(handled.length, 1);
+  assert.ok(handled[0] instanceof CompletionHandlerError && handled[0].cause === failure);
+  assert.deepEqual(reported.errors, []);
+});
