@@ -8762,6 +8762,125 @@ test "C ABI: a ring-free thread whose exit ends the last host does not join itse
     while (test_wait.threadState(tid) != null) try g.wait();
 }
 
+test "C ABI: two ring-free threads whose exits each end the last host do not join each other" {
+    // A free's thread (`freeRing`) whose exit counts the last host out (a host its hook took)
+    // ran that shutdown's join of every ring-free thread: here `a`'s took `c`, still in its free
+    // (its hook waits), and waited for it; `c`'s exit, the last host's again, took `a` (left
+    // listed: no thread joins itself) and waited for it: each for the other, for good. Now a
+    // free's thread joins none of them; a later kc_ring_create does.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ring: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var destroyed = std.atomic.Value(bool).init(false);
+        /// Lets `onZ` (on `c`'s thread) go on. Release: pairs with `onZ`'s acquire load.
+        var go_z = std.atomic.Value(bool).init(false);
+        var in_z = std.atomic.Value(bool).init(false);
+        var tid_a = std.atomic.Value(std.Thread.Id).init(0);
+        var tid_c = std.atomic.Value(std.Thread.Id).init(0);
+        // The rings' operations' buffers: they outlive the calls that queue them.
+        var got: [2]u64 = .{ 0, 0 };
+        var sent: [2]u64 = .{ 2, 3 };
+        var ticket: u32 = 0;
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const rr = rings();
+            const e = rr.acquire(ring) catch return;
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the ring's destroy");
+            // Acquire: pairs with the test's release store after kc_ring_destroy returned.
+            while (!destroyed.load(.acquire)) d.wait() catch break;
+            rr.release(e); // the last reference: the free goes to a thread of its own
+        }
+        /// On `a`'s thread: takes the one host, which its exit counts out.
+        fn onY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            tid_a.store(std.Thread.getCurrentId(), .release); // pairs with the test's acquire load
+            _ = kc_lib_retain_thread();
+        }
+        /// On `c`'s thread: waits, then takes a host, which its exit counts out (the last).
+        fn onZ(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            tid_c.store(std.Thread.getCurrentId(), .monotonic); // published by the release below
+            in_z.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.test_ns, "the test's go");
+            while (!go_z.load(.acquire)) d.wait() catch break;
+            _ = kc_lib_retain_thread();
+        }
+        fn dropper(x: u32, j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            _ = kc_chan_drop(x, &v, 8);
+        }
+        /// A ring with a receive on `x` and a send on `to`, whose last release is in `x`'s hook:
+        /// its free, on a thread of its own, drops the send to `to`'s hook there.
+        fn freeInHook(x: u32, to: u32, i: usize) !void {
+            inside.store(false, .monotonic); // monotonic: the dropper starts after it
+            destroyed.store(false, .monotonic);
+            try testing.expectEqual(@as(i32, 0), kc_ring_create(&ring));
+            try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(x, &got[i], 8, ring, &ticket));
+            try testing.expectEqual(@as(i32, 1), kc_chan_send_async(to, &sent[i], 8, ring, &ticket));
+            var j: test_wait.Joiner = .{};
+            const t = try std.Thread.spawn(.{}, dropper, .{ x, &j });
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's hold of the ring");
+            while (!inside.load(.acquire)) try d.wait();
+            try testing.expectEqual(@as(i32, 0), kc_ring_destroy(ring));
+            destroyed.store(true, .release);
+            j.join(t, test_wait.default_ns, "a hook whose ring's free withdrew an operation on its channel");
+        }
+    };
+    var xs: [2]u32 = .{ 0, 0 };
+    for (&xs) |*x| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, x));
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(x.*, S.onX, null));
+    }
+    defer for (xs) |x| {
+        _ = kc_chan_destroy(x);
+    };
+    var y: u32 = 0;
+    var z: u32 = 0;
+    var one: u64 = 1;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &y));
+    defer _ = kc_chan_destroy(y);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &z));
+    defer _ = kc_chan_destroy(z);
+    for ([_]u32{ y, z }) |ch| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &one, 8)); // full
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(y, S.onY, null));
+    // Before the destroys, which drop the values buffered above: not to the hooks, here.
+    defer _ = kc_chan_on_undelivered(y, null, null);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(z, S.onZ, null));
+    defer _ = kc_chan_on_undelivered(z, null, null);
+    // First of the defers: a failed check lets `c`'s free end.
+    defer S.go_z.store(true, .release); // pairs with `onZ`'s acquire load
+    // `c`: its free waits in `onZ`.
+    try S.freeInHook(xs[0], z, 0);
+    const w = test_wait.Deadline.in(test_wait.default_ns, "the second free's hook");
+    while (!S.in_z.load(.acquire)) try w.wait();
+    // `a`: its free takes the one host, which its exit counts out, shutting down with none.
+    try S.freeInHook(xs[1], y, 1);
+    const a = test_wait.Deadline.in(test_wait.default_ns, "the host's hook on the first free's thread");
+    while (S.tid_a.load(.acquire) == 0) try a.wait();
+    // `a` ends with `c` still in its free: it waits for none of them.
+    const ga = test_wait.Deadline.in(test_wait.default_ns, "the end of the free's thread that ended the last host");
+    while (test_wait.threadState(S.tid_a.load(.acquire)) != null) try ga.wait();
+    try testing.expectEqual(@as(u32, 0), hosts.load(.monotonic)); // counted out at its end
+    try testing.expectEqual(@as(usize, 2), kcoro.channel_registry.ringFreersLeft());
+    // `c` goes on, takes a host and counts it out at its end: that shutdown waits for none
+    // either (before: for `a`, which waited for `c`).
+    S.go_z.store(true, .release);
+    const tid_c = S.tid_c.load(.monotonic); // published by `in_z`'s release store
+    const gc = test_wait.Deadline.in(test_wait.default_ns, "the end of the other free's thread");
+    while (test_wait.threadState(tid_c) != null) try gc.wait();
+    try testing.expectEqual(@as(u32, 0), hosts.load(.monotonic));
+    // Both done: a kc_ring_create joins them.
+    const r = test_wait.Deadline.in(test_wait.default_ns, "the join of the frees' threads");
+    while (kcoro.channel_registry.ringFreersLeft() != 0) {
+        var other: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_ring_create(&other));
+        try testing.expectEqual(@as(i32, 0), kc_ring_destroy(other));
+        try r.wait();
+    }
+}
+
 test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {
     // The mark is the thread's (`Channel.inHookOf`): a coroutine the hook resumes runs on the
     // thread that holds the channel's lock and must be refused as the hook is (nested too, a

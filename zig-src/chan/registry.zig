@@ -121,7 +121,11 @@ fn startFreer(r: *Ring, allocator: std.mem.Allocator) bool {
     return true;
 }
 
+/// This thread is one `startFreer` started: it joins none of them (`joinRingFreers`).
+threadlocal var on_freer: bool = false;
+
 fn freerMain(f: *Freer) void {
+    on_freer = true;
     freeRingNow(f.ring, f.allocator);
     // Release: pairs with `joinRingFreers`' acquire load.
     f.done.store(true, .release);
@@ -133,20 +137,22 @@ fn freerMain(f: *Freer) void {
 /// shutdown skips it there). The library's shutdown calls `.all` where it ends its other
 /// threads of its own (root.zig, `stopUnusedThreads`).
 pub fn joinRingFreers(which: enum { finished, all }) void {
+    // Never from a free's thread: its exit can come here (a host its hook took, counted out
+    // there, the last one's shutdown joining these), and it stays listed, so that two of them
+    // there each joined the other for good (the first's `.all` took the second, still freeing;
+    // the second's exit, whose count-out was the last again, took the first, left listed).
+    // Nor itself (glibc's EDEADLK, `unreachable` in `join`). They stay listed for a later
+    // kc_ring_create's or shutdown's join.
+    if (on_freer) return;
     var list: ?*Freer = null;
     {
         freers_mutex.lock();
         defer freers_mutex.unlock();
         var link: *?*Freer = &freers;
         while (link.*) |f| {
-            // Never this thread itself, a free's (its join would wait for itself: glibc's
-            // EDEADLK, `unreachable` in `join`): its exit can come here, as a host its hook took
-            // (kc_lib_retain_thread) is counted out there, the last one's shutdown joining
-            // these. It stays listed for a later join. Acquire: pairs with `freerMain`'s
-            // release store.
-            if (f.thread.getHandle() == std.c.pthread_self()) {
-                link = &f.next;
-            } else if (which == .all or f.done.load(.acquire)) {
+            std.debug.assert(f.thread.getHandle() != std.c.pthread_self()); // `on_freer`
+            // Acquire: pairs with `freerMain`'s release store.
+            if (which == .all or f.done.load(.acquire)) {
                 link.* = f.next;
                 f.next = list;
                 list = f;
