@@ -952,11 +952,12 @@ int32_t kc_ring_create(uint32_t *out_ring);
  * hook's channel (or on the channel of a hook further out), whose lock that thread holds, the
  * withdrawal goes to a thread of the library's own, which takes the lock once the hook's caller
  * let go of it (before, the hook's call waited for itself for good). Only if no thread can be
- * started does it run in that call, and hang as before. That thread is joined: once done, by
- * the next kc_ring_create (outside hooks), at the latest by the kc_sched_shutdown that ends the
- * library's threads once no host is counted, which waits for its withdrawal (one from inside an
- * undelivered hook leaves it to a later shutdown); before, it was detached, and could run on
- * past that shutdown. */
+ * started does it run in that call, and hang as before. That thread is joined: once it has
+ * ended (Linux; elsewhere once its withdrawal is done, waiting for its exit), by the next
+ * kc_ring_create (outside hooks), at the latest by the kc_sched_shutdown that ends the library's
+ * threads once no host is counted, which waits for its withdrawal (one from inside an
+ * undelivered hook, or on such a thread, at its exit, leaves it to a later one); before, it was
+ * detached, and could run on past that shutdown. */
 int32_t kc_ring_destroy(uint32_t ring);
 /* Blocks until a record is ready (1), timeout_ns passes (0; 0 = none) or an interrupt (0).
  * KC_EINVAL from a coroutine or a scheduler worker's thread, as kc_scope_watch: it would block

@@ -8881,6 +8881,114 @@ test "C ABI: two ring-free threads whose exits each end the last host do not joi
     }
 }
 
+test "C ABI: kc_ring_create does not wait for a done ring-free thread's exit" {
+    // A free's thread (`freeRing`) is done before it ends: its exit then runs the thread's key
+    // destructors, here the record a hook on it made (a kc_chan_hold), whose hold given back
+    // destroys the channel and runs that channel's hook, which waits. kc_ring_create's join of
+    // the done ones waited for that exit (for good, had the hook waited for kc_ring_create's
+    // caller). Now it joins only those that have ended (Linux: pthread_tryjoin_np).
+    if (@import("builtin").os.tag != .linux) return error.SkipZigTest; // /proc, tryjoin
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var x: u32 = 0;
+        var w: u32 = 0;
+        var ring: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var destroyed = std.atomic.Value(bool).init(false);
+        /// Lets `onW` (in the free's thread's exit) go on. Release: pairs with `onW`'s acquire.
+        var go_w = std.atomic.Value(bool).init(false);
+        var in_w = std.atomic.Value(bool).init(false);
+        var tid = std.atomic.Value(std.Thread.Id).init(0);
+        var hold_rc = std.atomic.Value(i32).init(9);
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const rr = rings();
+            const e = rr.acquire(ring) catch return;
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the ring's destroy");
+            // Acquire: pairs with the test's release store after kc_ring_destroy returned.
+            while (!destroyed.load(.acquire)) d.wait() catch break;
+            rr.release(e); // the last reference: the free goes to a thread of its own
+        }
+        /// On the free's thread: a hold of `w`, the only one, given back at its exit.
+        fn onY(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hold_rc.store(kc_chan_hold(w, 0), .monotonic); // read after `in_w`'s release store
+        }
+        /// In the free's thread's exit: `w`'s buffered value, as its last hold destroys it.
+        fn onW(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            tid.store(std.Thread.getCurrentId(), .monotonic); // published by the release below
+            in_w.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.test_ns, "the test's go");
+            while (!go_w.load(.acquire)) d.wait() catch break;
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            _ = kc_chan_drop(x, &v, 8);
+        }
+        var create_rc: i32 = 9;
+        fn creator(j: *test_wait.Joiner) void {
+            defer j.done();
+            var other: u32 = 0;
+            create_rc = kc_ring_create(&other);
+            if (create_rc == 0) _ = kc_ring_destroy(other);
+        }
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    var y: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &y));
+    defer _ = kc_chan_destroy(y);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &S.w));
+    defer _ = kc_chan_destroy(S.w); // KC_EBADH once the hold's end destroyed it
+    var one: u64 = 1;
+    for ([_]u32{ y, S.w }) |ch| try testing.expectEqual(@as(i32, 0), kc_chan_try_send(ch, &one, 8)); // full
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(y, S.onY, null));
+    // Before y's destroy, which drops the value buffered above: not to `onY`, on this thread.
+    defer _ = kc_chan_on_undelivered(y, null, null);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.w, S.onW, null));
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    var got: u64 = 0;
+    var sent: u64 = 2;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &got, 8, S.ring, &ticket));
+    try testing.expectEqual(@as(i32, 1), kc_chan_send_async(y, &sent, 8, S.ring, &ticket));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's hold of the ring");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+    S.destroyed.store(true, .release);
+    j.join(t, test_wait.default_ns, "a hook whose ring's free withdrew an operation on its channel");
+    // The free is done; its thread's exit waits in `onW`.
+    const iw = test_wait.Deadline.in(test_wait.default_ns, "the hook in the free's thread's exit");
+    while (!S.in_w.load(.acquire)) try iw.wait();
+    try testing.expectEqual(@as(i32, 0), S.hold_rc.load(.monotonic));
+    {
+        var cj: test_wait.Joiner = .{};
+        const ct = try std.Thread.spawn(.{}, S.creator, .{&cj});
+        // Then that join (first of these defers: the hook goes on, so the creator returns).
+        defer cj.join(ct, test_wait.default_ns, "the kc_ring_create");
+        defer S.go_w.store(true, .release); // pairs with `onW`'s acquire load
+        const c = test_wait.Deadline.in(test_wait.default_ns, "a kc_ring_create while a done free's thread still ends");
+        // Acquire: pairs with `done`'s release store.
+        while (!cj.finished.load(.acquire)) try c.wait();
+        try testing.expectEqual(@as(i32, 0), S.create_rc);
+        try testing.expectEqual(@as(usize, 1), kcoro.channel_registry.ringFreersLeft()); // not ended: left
+    }
+    // Once it has ended, the next kc_ring_create joins it.
+    const g = test_wait.Deadline.in(test_wait.default_ns, "the free's thread's end");
+    while (test_wait.threadState(S.tid.load(.acquire)) != null) try g.wait();
+    const r = test_wait.Deadline.in(test_wait.default_ns, "the join of the free's thread");
+    while (kcoro.channel_registry.ringFreersLeft() != 0) {
+        var other: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_ring_create(&other));
+        try testing.expectEqual(@as(i32, 0), kc_ring_destroy(other));
+        try r.wait();
+    }
+}
+
 test "C ABI: the mark of a running undelivered hook follows its call, not a coroutine: a hand-driven coroutine the hook resumes is refused too, and one resumed after it is not" {
     // The mark is the thread's (`Channel.inHookOf`): a coroutine the hook resumes runs on the
     // thread that holds the channel's lock and must be refused as the hook is (nested too, a

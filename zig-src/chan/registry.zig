@@ -91,8 +91,26 @@ const Freer = struct {
     /// Set once the free is done; release: pairs with `joinRingFreers`' acquire load (a thread
     /// seen done holds nothing and runs no more of our work: its join waits only for its exit).
     done: std.atomic.Value(bool) = .init(false),
+    /// Joined already, by `ended` (under `freers_mutex`).
+    joined: bool = false,
     next: ?*Freer = null,
 };
+
+/// glibc's and musl's: joins a thread that has ended, else answers EBUSY at once.
+extern "c" fn pthread_tryjoin_np(thread: std.c.pthread_t, retval: ?*?*anyopaque) c_int;
+const can_tryjoin = @import("builtin").os.tag == .linux and @import("builtin").link_libc;
+
+/// `f`, done, has ended too (joined now, where the C library can tell without waiting). Past
+/// `done` its thread still runs its exit: the thread-key destructors (a record its hook made,
+/// `ThreadRecord.threadEnded`: holds given back, which can destroy a channel and run its hook,
+/// a last host's shutdown bounded at 2 s), so that kc_ring_create's join waited for all of it,
+/// for good if that hook waited for its caller. Elsewhere: true, the join waiting for it.
+fn ended(f: *Freer) bool {
+    if (!can_tryjoin) return true;
+    if (pthread_tryjoin_np(f.thread.getHandle(), null) != 0) return false;
+    f.joined = true;
+    return true;
+}
 
 /// The `Freer`s not joined yet, under `freers_mutex`; `freers_listed` counts them, for a look
 /// without the mutex (`reapRingFreers`).
@@ -131,8 +149,8 @@ fn freerMain(f: *Freer) void {
     f.done.store(true, .release);
 }
 
-/// Joins the threads `freeRing` started: `.finished` only those done (a wait for their exits
-/// alone), `.all` every one, each once its free is done, which takes the locks of the ring's
+/// Joins the threads `freeRing` started: `.finished` only those done and ended (`ended`: on
+/// Linux no wait at all; elsewhere a wait for their exits), `.all` every one, each once its free is done, which takes the locks of the ring's
 /// channels: never call that with one of them held (from inside an undelivered hook: the root's
 /// shutdown skips it there). The library's shutdown calls `.all` where it ends its other
 /// threads of its own (root.zig, `stopUnusedThreads`).
@@ -152,7 +170,7 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
         while (link.*) |f| {
             std.debug.assert(f.thread.getHandle() != std.c.pthread_self()); // `on_freer`
             // Acquire: pairs with `freerMain`'s release store.
-            if (which == .all or f.done.load(.acquire)) {
+            if (which == .all or (f.done.load(.acquire) and ended(f))) {
                 link.* = f.next;
                 f.next = list;
                 list = f;
@@ -162,13 +180,14 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
     }
     while (list) |f| {
         list = f.next;
-        f.thread.join();
+        if (!f.joined) f.thread.join();
         std.heap.c_allocator.destroy(f);
     }
 }
 
 /// Joins the `freeRing` threads that are done, if any are listed: so that their stacks do not
-/// pile up until a shutdown. Not from inside a hook (see `startFreer`): kc_ring_create's.
+/// pile up until a shutdown. Not from inside a hook (see `startFreer`): kc_ring_create's. On
+/// Linux only those that have ended: it never waits for a thread's exit (`ended`).
 pub fn reapRingFreers() void {
     // Monotonic: a hint (one listed meanwhile is the next call's).
     if (freers_listed.load(.monotonic) != 0) joinRingFreers(.finished);
