@@ -317,10 +317,13 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  *   outside KC_ESHUTDOWN (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN);
  *   the next shutdown of any kind goes on from there.
  * KC_EINVAL: mode not 0 or 1, or a call from a coroutine: nothing done.
- * With no host counted,
- * the clock ticker and the dead pipes end as with kc_sched_shutdown, also on KC_ETIME (the workers
- * it leaves running are the only threads left to the next shutdown). For an exit that must
- * not wait for good (the process may end with that worker running). New in ABI 25. */
+ * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
+ * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
+ * that free rings for undelivered hooks it joins those that end by its deadline, leaving any
+ * still freeing (waiting for the lock of a channel whose hook still runs) to the next
+ * kc_sched_shutdown or kc_ring_create (before, it joined them all with no bound: for as long as
+ * that hook ran). For an exit that must not wait for good (the process may end with that worker
+ * running). New in ABI 25. */
 int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns);
 /* How the scheduler of one generation (kc_sched_info's seventh value) ended: KC_SHUTDOWN_FINISH
  * if a finishing shutdown ran it dry (nothing runnable, running or sleeping left: what a drain

@@ -1162,7 +1162,7 @@ export fn kc_sched_drain_for(timeout_ns: u64) callconv(.c) i32 {
 /// Joins the workers and frees every stack; a second call does nothing.
 export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
     const rc = shutdownOf(mode, null, null);
-    if (rc == 0) stopUnusedThreads();
+    if (rc == 0) stopUnusedThreads(null);
     return rc;
 }
 
@@ -1189,6 +1189,9 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// still running. A mode flag on kc_sched_shutdown would have changed what that export's callers
 /// pass; a separate export leaves them as they were.
 export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
+    // The deadline of `shutdownOf`'s waits (taken a moment before its own, so never later),
+    // for the join of the ring-free threads too (`stopUnusedThreads`).
+    const deadline = kcoro.scheduler.monotonicNs() +| timeout_ns;
     const rc = shutdownOf(mode, null, timeout_ns);
     // Also after KC_ETIME: the threads it leaves running are the scheduler's workers (one on a
     // coroutine that never yields), which the next shutdown joins; the ticker and the pipes'
@@ -1196,7 +1199,7 @@ export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
     // snapshot channels), so they end now as after a shutdown that joined. Before, they ran on
     // after a host's last, timed-out, shutdown (an exit), which no later shutdown followed. A
     // stuck coroutine that reads the clock starts the ticker again, as any reader does.
-    if (rc == 0 or rc == Status.timeout.code()) stopUnusedThreads();
+    if (rc == 0 or rc == Status.timeout.code()) stopUnusedThreads(deadline);
     return rc;
 }
 
@@ -1208,7 +1211,7 @@ export fn kc_sched_shutdown_timed(mode: u32, timeout_ns: u64) callconv(.c) i32 {
 /// once no pipe is left, the pipes whose channels are gone (destroyed by their last holder's
 /// leaving) ended now, not at their next tick. A pipe between live channels runs on until they
 /// or kc_chan_pipe_stop end it (its thread then detaches itself).
-fn stopUnusedThreads() void {
+fn stopUnusedThreads(deadline_ns: ?u64) void {
     // Monotonic: a count, as in `kc_lib_retain`; a host that comes meanwhile restarts the
     // ticker on its first read of the clock.
     if (hosts.load(.monotonic) != 0) return;
@@ -1218,8 +1221,15 @@ fn stopUnusedThreads() void {
     _ = kcoro.clock.stop();
     // The threads that freed rings for a hook's thread (`freeRing`): each may wait for a
     // channel lock, so not from inside a hook, whose caller holds one (a later shutdown joins
-    // them). Before, they were detached, and could run on past this shutdown.
-    if (!chan.Channel.inAnyHook()) kcoro.channel_registry.joinRingFreers(.all);
+    // them). Before, they were detached, and could run on past this shutdown. A timed
+    // shutdown's (`deadline_ns`) joins those that end by its deadline, only: one waiting for
+    // the lock of a channel whose hook is stuck (on another thread's stack) stays listed for a
+    // later untimed shutdown or kc_ring_create. Before, it joined them all, with no bound: the
+    // timed shutdown (closeLibrary's, a last host's end) hung for as long as that hook.
+    if (chan.Channel.inAnyHook()) return;
+    if (deadline_ns) |by| {
+        kcoro.channel_registry.joinRingFreersBy(by, kcoro.scheduler.monotonicNs);
+    } else kcoro.channel_registry.joinRingFreers(.all);
 }
 
 /// int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation): kc_sched_shutdown of the
@@ -1236,7 +1246,7 @@ export fn kc_sched_shutdown_gen(mode: u32, generation: u64) callconv(.c) i32 {
     // release increment; a start racing this call either counted it (then as before) or not.
     if (generation > sched_generation.load(.acquire)) return Status.invalid.code();
     const rc = shutdownOf(mode, generation, null);
-    if (rc == 0) stopUnusedThreads();
+    if (rc == 0) stopUnusedThreads(null);
     return rc;
 }
 
@@ -8623,7 +8633,7 @@ test "C ABI: a ring destroyed by another thread while a hook of a channel it has
             // A shutdown from inside the hook leaves the free's thread, which waits for the
             // lock this thread holds, to a later one (before the guard: a join that waited
             // for itself for good). Only with no host counted, as the shutdown's.
-            if (hosts.load(.monotonic) == 0) stopUnusedThreads();
+            if (hosts.load(.monotonic) == 0) stopUnusedThreads(null);
             left_in_hook = kcoro.channel_registry.ringFreersLeft();
         }
         fn dropper(j: *test_wait.Joiner) void {
@@ -8669,7 +8679,7 @@ test "C ABI: a ring destroyed by another thread while a hook of a channel it has
         } else {
             // No host: the shutdown joins it, its withdrawal done. (Another test's host still
             // counted: joined here, so that no thread of this test outlives it.)
-            if (hosts.load(.monotonic) == 0) stopUnusedThreads() else kcoro.channel_registry.joinRingFreers(.all);
+            if (hosts.load(.monotonic) == 0) stopUnusedThreads(null) else kcoro.channel_registry.joinRingFreers(.all);
             try testing.expectEqual(@as(usize, 0), kcoro.channel_registry.ringFreersLeft());
         }
         // The free's thread withdrew the receive once `x` was unlocked: no receiver queued.
@@ -8681,6 +8691,89 @@ test "C ABI: a ring destroyed by another thread while a hook of a channel it has
         try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.x, &got, 8));
         try testing.expectEqual(@as(u64, 5), got);
     }
+}
+
+test "C ABI: a timed shutdown does not join a ring-free thread past its bound" {
+    // A ring-free thread (`freeRing`, started inside an undelivered hook) waits for the lock of
+    // the hook's channel, which the hook's caller holds for as long as the hook runs. A timed
+    // shutdown with no host counted joined every such thread (`joinRingFreers(.all)`) with no
+    // bound: a hook that did not return hung the "bounded" call (closeLibrary's, a last host's
+    // end). Now it joins those that end by its deadline; the rest stay listed, joined by the
+    // next untimed shutdown once the hook lets go.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var x: u32 = 0;
+        var ring: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var destroyed = std.atomic.Value(bool).init(false);
+        var released = std.atomic.Value(bool).init(false);
+        var gate = std.atomic.Value(bool).init(false);
+        var drop_rc: i32 = 9;
+        var shutdown_rc: i32 = 9;
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            const rr = rings();
+            const e = rr.acquire(ring) catch return;
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the ring's destroy");
+            // Acquire: pairs with the test's release store after kc_ring_destroy returned.
+            while (!destroyed.load(.acquire)) d.wait() catch break;
+            rr.release(e); // the last reference: the free's thread waits for `x`'s lock
+            released.store(true, .release); // pairs with the test's acquire load
+            // The stuck hook: until the test opens the gate (acquire: pairs with its release).
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the hook's gate");
+            while (!gate.load(.acquire)) g.wait() catch break;
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            drop_rc = kc_chan_drop(x, &v, 8);
+        }
+        fn shutter(j: *test_wait.Joiner) void {
+            defer j.done();
+            shutdown_rc = kc_sched_shutdown_timed(0, bound_ns);
+        }
+        const bound_ns: u64 = 20 * std.time.ns_per_ms;
+    };
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.x));
+    defer _ = kc_chan_destroy(S.x);
+    try testing.expectEqual(@as(i32, 0), kc_ring_create(&S.ring));
+    var got: u64 = 0;
+    var ticket: u32 = 0;
+    try testing.expectEqual(@as(i32, 1), kc_chan_recv_async(S.x, &got, 8, S.ring, &ticket));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+    // Opened on every way out, so that the dropper and the free's thread end.
+    defer S.gate.store(true, .release);
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's hold of the ring");
+    while (!S.inside.load(.acquire)) try d.wait();
+    try testing.expectEqual(@as(i32, 0), kc_ring_destroy(S.ring));
+    S.destroyed.store(true, .release);
+    const r = test_wait.Deadline.in(test_wait.default_ns, "the hook's release of the ring");
+    while (!S.released.load(.acquire)) try r.wait();
+    try testing.expectEqual(@as(usize, 1), kcoro.channel_registry.ringFreersLeft());
+    // The timed shutdown, on a thread of its own: a regression (a join that waits for the
+    // hook) is a failure here, not a hang.
+    var js: test_wait.Joiner = .{};
+    const ts = try std.Thread.spawn(.{}, S.shutter, .{&js});
+    const late_ns = 100 * S.bound_ns; // generous: a loaded machine
+    const s = test_wait.Deadline.in(late_ns, "the timed shutdown");
+    // Acquire: pairs with `done`.
+    while (!js.finished.load(.acquire) and !s.passed()) std.Thread.yield() catch {};
+    const in_time = js.finished.load(.acquire);
+    const left_listed = kcoro.channel_registry.ringFreersLeft(); // its free still waits
+    S.gate.store(true, .release); // the hook returns: `x` unlocked, the free goes on
+    js.join(ts, test_wait.default_ns, "a timed shutdown while a hook holds a ring-free thread");
+    jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+    try testing.expect(in_time);
+    try testing.expectEqual(@as(usize, 1), left_listed);
+    try testing.expectEqual(@as(i32, 0), S.shutdown_rc);
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    // Left listed by the timed shutdown (its free waited for the lock); the untimed one joins it.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(usize, 0), kcoro.channel_registry.ringFreersLeft());
 }
 
 test "C ABI: a ring-free thread whose exit ends the last host does not join itself" {

@@ -152,8 +152,8 @@ fn freerMain(f: *Freer) void {
 /// Joins the threads `freeRing` started: `.finished` only those done and ended (`ended`: on
 /// Linux no wait at all; elsewhere a wait for their exits), `.all` every one, each once its free is done, which takes the locks of the ring's
 /// channels: never call that with one of them held (from inside an undelivered hook: the root's
-/// shutdown skips it there). The library's shutdown calls `.all` where it ends its other
-/// threads of its own (root.zig, `stopUnusedThreads`).
+/// shutdown skips it there). The library's untimed shutdown calls `.all` where it ends its
+/// other threads of its own (root.zig, `stopUnusedThreads`); a timed one `joinRingFreersBy`.
 pub fn joinRingFreers(which: enum { finished, all }) void {
     // Never from a free's thread: its exit can come here (a host its hook took, counted out
     // there, the last one's shutdown joining these), and it stays listed, so that two of them
@@ -182,6 +182,27 @@ pub fn joinRingFreers(which: enum { finished, all }) void {
         list = f.next;
         if (!f.joined) f.thread.join();
         std.heap.c_allocator.destroy(f);
+    }
+}
+
+/// `joinRingFreers(.finished)` again and again until none is listed or `now()` reaches
+/// `deadline_ns`, those still freeing (waiting for a channel lock an undelivered hook's caller
+/// holds, for as long as that hook runs) left listed for a later kc_ring_create's or untimed
+/// shutdown's join: a timed shutdown's (root.zig, `stopUnusedThreads`), bounded by its deadline.
+/// Before, that shutdown joined them all (`.all`), with no bound: past its deadline for as long
+/// as a stuck hook held the lock. On Linux no join waits (`ended`); elsewhere a done one's join
+/// waits for its exit, as kc_ring_create's.
+pub fn joinRingFreersBy(deadline_ns: u64, comptime now: fn () u64) void {
+    if (on_freer) return; // as in `joinRingFreers`, which would join none: no polling either
+    const poll_ns = std.time.ns_per_ms;
+    while (true) {
+        joinRingFreers(.finished);
+        // Monotonic: a hint, as in `reapRingFreers` (one listed meanwhile waits at most until
+        // the deadline, or for a later join).
+        if (freers_listed.load(.monotonic) == 0) return;
+        const t = now();
+        if (t >= deadline_ns) return;
+        std.Thread.sleep(@min(deadline_ns - t, poll_ns));
     }
 }
 
