@@ -115,6 +115,7 @@ Deno.test("String() of a scope's native children job prints kcoro's own state: a
   // It printed `this.state`: a getter that throws threw out of String(job), and one that
   // answered a string of 2**28 characters printed it whole.
   const spin = runtime().cells([2n ** 64n - 1n, 0n]);
+  // deno-lint-ignore require-await -- a block as a caller writes one; nothing in it to wait for
   const scoped = coroutineScope(async (scope) => {
     nativeScope(scope).launch("spin", spin);
     const [children] = scope.job.children;
