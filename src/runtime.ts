@@ -1068,8 +1068,7 @@ export class Runtime {
     // which threw the engine's SyntaxError.
     // A revoked Proxy: refused below as neither (`Array.isArray` threw the engine's error).
     // (`typeof` a revoked Proxy of a function is "function": `Array.isArray` throws for it too.)
-    const revoked = (typeof countOrValues === "object" || typeof countOrValues === "function") &&
-      countOrValues !== null && isRevoked(countOrValues);
+    const revoked = unreadable(countOrValues);
     const values = !revoked && Array.isArray(countOrValues) ? Array.from(countOrValues) : null;
     const count = values === null ? countOrValues : values.length;
     if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 1 << 20) {
