@@ -950,14 +950,15 @@ export function actor<M>(
    * in the coroutine's context), so a `context` option's entries (its CoroutineExceptionHandler)
    * count as `launch` adds them. Before, the scope's alone: an actor whose job was final inside
    * `actor()` (its scope cancelled) reported to the scope's handler, the same actor launched in
-   * an active scope to its own. A scope of the caller's own whose `context` is no Context: as it
-   * is, as before.
+   * an active scope to its own. A scope of the caller's own whose `context` is no Context (none
+   * of it is read): the option's entries alone, as `launch` would put them over an empty one;
+   * without the option, that `context` as it is (`reportError`). Before, the option was ignored
+   * there, and onDone's throw went to `reportError` past the option's handler.
    */
   const reportContext = (): Context => {
     const base: unknown = scope.context;
-    return context === undefined || !isContext(base)
-      ? base as Context
-      : childContext(base, context);
+    if (context === undefined) return base as Context;
+    return isContext(base) ? childContext(base, context) : context;
   };
   /**
    * The actor's end, what `onDone` throws reported on its own: one argument only, as a Job of

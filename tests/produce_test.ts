@@ -6052,6 +6052,58 @@ Deno.test("actor: an onDone that throws is reported in the task's context, its `
   }
 });
 
+Deno.test("actor: on a CoroutineScope of the caller's own whose context is no Context, an onDone that throws is reported to its `context` option's CoroutineExceptionHandler, nothing of the scope's context read", async () => {
+  // The report context is the option's entries over the scope's context; where that is no
+  // Context, over nothing. Before, the option was ignored there: onDone's throw went to
+  // reportError, past the handler the caller gave the actor.
+  const onDoneError = new Error("onDone threw");
+  const read: string[] = [];
+  const duck = {
+    get(_key: unknown) {
+      read.push("get");
+      return () => read.push("handler");
+    },
+  };
+  for (const scopeContext of [undefined, null, 7, duck] as unknown[]) {
+    const own: unknown[] = [];
+    let fire: (() => void) | null = null;
+    await coroutineScope((real) => {
+      const scope = {
+        context: scopeContext,
+        launch: (block: (task: CoroutineScope) => unknown) => {
+          // The block's task names no kcoro Job: only the returned Job ends the actor, whose
+          // onDone then runs on its own (not folded into a kcoro Job's handlers).
+          real.launch((t) =>
+            block({ context: t.context, signal: t.signal } as unknown as CoroutineScope)
+          );
+          return {
+            invokeOnCompletion: (h: (cause: unknown) => void) => {
+              fire = () => h(undefined);
+              return { [Symbol.dispose]() {} };
+            },
+            cancel() {},
+          };
+        },
+      } as unknown as CoroutineScope;
+      actor<number>(scope, async () => {}, {
+        context: Context.empty.with(CoroutineExceptionHandler, (e) => own.push(e)),
+        onDone: () => {
+          throw onDoneError;
+        },
+      });
+    });
+    using reported = catchReported();
+    (fire as (() => void) | null)!();
+    const label = String(scopeContext);
+    assert.deepEqual(reported.errors, [], label);
+    assert.equal(own.length, 1, `${label}: ${own}`);
+    assert.ok(own[0] instanceof CompletionHandlerError, `${label}: ${own[0]}`);
+    assert.equal((own[0] as Error).message, "Exception in an actor's onDone");
+    assert.equal((own[0] as Error).cause, onDoneError);
+  }
+  assert.deepEqual(read, []);
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own: `lazy` and `context` reach its launch as its second argument (none given: the block alone), and a lazy actor's send, trySend or close starts no Job of another kind that it returns", async () => {
   // README: under a scope of the caller's own, `{ lazy: true }` and `context` go to its launch,
   // and a Job of another kind is not started by the actor (its `start` is the caller's code).
