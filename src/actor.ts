@@ -771,8 +771,15 @@ class ActorImpl<M> implements Actor<M> {
     if (isJob(job)) return `Actor(${jobStateOf(job)})`;
     try {
       // Its text over 4096 characters by its head and length (`cutShort`): the caller's getter
-      // may answer anything, a string of 2**28 characters printed whole.
-      return `Actor(${cutShort(`${(job as Job).state}`, "state")})`;
+      // may answer anything, a string of 2**28 characters printed whole. A bigint of more than
+      // 4094 digits by its size (`describe`), as a print shows it: its decimal text took more
+      // than linear time (minutes for the engine's largest), only to be cut.
+      const state: unknown = (job as Job).state;
+      if (typeof state === "bigint") {
+        const said = describe(state);
+        if (said.endsWith(" bits")) return `Actor(${said})`;
+      }
+      return `Actor(${cutShort(`${state}`, "state")})`;
     } catch {
       return "Actor";
     }

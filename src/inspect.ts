@@ -12,7 +12,7 @@
  */
 
 import { isAsyncFunction, isGeneratorFunction, isProxy } from "node:util/types";
-import { cutShort } from "./errors.ts";
+import { cutShort, describe, headOf, isRevoked } from "./errors.ts";
 
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
 export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
@@ -35,10 +35,100 @@ export function inspectAs(
   options: unknown,
 ): string {
   const show = typeof inspect === "function"
-    ? (v: unknown) => String(inspect(v, options))
+    ? (v: unknown) => showWith(inspect as (v: unknown, o: unknown) => unknown, v, options)
     : showPlain;
   const parts = Object.entries(facts).map(([k, v]) => `${k}: ${show(v)}`);
   return parts.length === 0 ? `${name} {}` : `${name} { ${parts.join(", ")} }`;
+}
+
+/**
+ * What Deno's inspect prints in place of a value whose printing threw below its top (a getter, a
+ * Proxy trap or a `[Deno.customInspect]` of the caller's inside it, a revoked Proxy inside it),
+ * followed by the error's stack: file paths and lines of the caller's code and Deno's.
+ */
+const FORMAT_ERROR = "[Internal Formatting Error]";
+
+/**
+ * A fact's value printed by the `inspect` Deno passed the hook, with its `options`; where that
+ * throws (the value itself a revoked Proxy, or one whose `[Deno.customInspect]` throws) or prints
+ * Deno's `[Internal Formatting Error]` and a stack (such a value inside it), by hand
+ * (`showByHand`), cut as the plain path cuts (`cutPrint`). Before, the throw left the hook, and
+ * Deno printed the whole kcoro object as `[Internal Formatting Error]` and the stack, or the
+ * fact's text held that stack, its file paths too. A bigint past 4094 digits by its size
+ * (`boundedBigint`).
+ */
+function showWith(inspect: (v: unknown, o: unknown) => unknown, v: unknown, options: unknown) {
+  const big = boundedBigint(v);
+  if (big !== undefined) return big;
+  try {
+    const text = String(inspect(v, options));
+    if (!text.includes(FORMAT_ERROR)) return text;
+  } catch {
+    // the value's own printing threw (its stack is not shown): by hand below
+  }
+  return cutPrint(showByHand(v));
+}
+
+/**
+ * `[a bigint of 16610 bits]` for a bigint of more than 4094 digits (`describe`'s bound, as an
+ * error message names one), else undefined (Deno prints it). Printed whole, its decimal text took
+ * more than linear time (minutes for the engine's largest, the thread held for a print), and was
+ * as long as its digits in `console.log` (`Actor { [[state]]: 1000…0n }`, 1,000,000 digits).
+ */
+function boundedBigint(v: unknown): string | undefined {
+  if (typeof v !== "bigint") return undefined;
+  const said = describe(v); // `123n`, or `a bigint of 16610 bits` (`a negative bigint of ...`)
+  return said.endsWith(" bits") ? `[${said}]` : undefined;
+}
+
+/**
+ * `text` as it is up to 4096 characters (`cutShort`), else its first 64, an ellipsis and its
+ * length, `"ssss"… (a print of 10031 characters)`: where the cut falls inside a quoted string (as
+ * Deno quotes one: `"`, `'` or a backtick, after a space, a bracket or the start), the quote is
+ * closed first, an escape the cut splits (`\x1`) left out. Before, the quote was left open:
+ * `"ssss… (a print of 10031 characters) }` read as if the ellipsis and the rest were the string's.
+ */
+function cutPrint(text: string): string {
+  const cut = cutShort(text, "print");
+  if (cut === text) return text;
+  const head = headOf(text);
+  return closeQuote(head) + cut.slice(head.length);
+}
+
+/**
+ * `head` (the start of a print by Deno's inspect) with the quoted string it ends inside closed:
+ * its quote appended, after an escape left out that the end split. A quote opens a string where
+ * Deno's would (at the start, or after white space or an opening bracket); one inside a name
+ * (`Symbol(a"b)`, `[Function: a"b]`) opens none.
+ */
+function closeQuote(head: string): string {
+  let quote = ""; // the open string's quote, "" outside one
+  let escape = -1; // where the open string's last escape began
+  for (let i = 0; i < head.length; i++) {
+    const c = head[i];
+    if (quote === "") {
+      if ((c === '"' || c === "'" || c === "`") && (i === 0 || /[\s[({]/.test(head[i - 1]))) {
+        quote = c;
+      }
+    } else if (c === "\\") {
+      escape = i;
+      i += escapeLength(head, i) - 1;
+    } else if (c === quote) quote = "";
+  }
+  if (quote === "") return head;
+  // An escape the end split (`\x1`, `\u00`, a lone `\`): left out, not half printed.
+  const split = escape >= 0 && escape + escapeLength(head, escape) > head.length;
+  return (split ? head.slice(0, escape) : head) + quote;
+}
+
+/** How long the escape at `s[i]` (a backslash) is: `\n` 2, `\x1b` 4, `\u00e9` 6, `\u{1f600}` to its brace. */
+function escapeLength(s: string, i: number): number {
+  const kind = s[i + 1];
+  if (kind === "x") return 4;
+  if (kind !== "u") return 2;
+  if (s[i + 2] !== "{") return 6;
+  const end = s.indexOf("}", i + 3);
+  return end < 0 ? s.length - i + 1 : end - i + 1; // unclosed: past the end (split)
 }
 
 /**
@@ -63,14 +153,18 @@ const denoInspect: ((v: unknown) => string) | undefined = (() => {
  * the engine's string limit) or there is none, `showByHand`: never a throw.
  */
 function showPlain(v: unknown): string {
+  const big = boundedBigint(v);
+  if (big !== undefined) return big;
   if (denoInspect !== undefined) {
     try {
-      return cutShort(denoInspect(v), "print");
+      const text = denoInspect(v);
+      // Deno's `[Internal Formatting Error]` and a stack, with file paths: by hand instead.
+      if (!text.includes(FORMAT_ERROR)) return cutPrint(text);
     } catch {
       // A getter or a Proxy trap of the caller's threw, or the text is past the engine's limit.
     }
   }
-  return cutShort(showByHand(v), "print");
+  return cutPrint(showByHand(v));
 }
 
 /**
@@ -83,6 +177,11 @@ function showPlain(v: unknown): string {
  * reading that tag throws too (a getter or a Proxy trap of the caller's), `[object]`.
  */
 export function showByHand(v: unknown): string {
+  // Nothing of a revoked Proxy can be read (Deno's inspect throws on it): named as what it is.
+  // Before, `[object]` (its tag's read threw), or `[Function (anonymous)]` for a function's.
+  if ((typeof v === "object" && v !== null || typeof v === "function") && isRevoked(v)) {
+    return "[revoked Proxy]";
+  }
   if (typeof v === "function") return functionTag(v);
   // As Deno prints them: JSON has no text for NaN and the infinities (`null`), nor for -0 (`0`).
   if (typeof v === "number") return Object.is(v, -0) ? "-0" : String(v);

@@ -902,13 +902,148 @@ Deno.test("an actor whose Job of another kind has a `state` of over 4096 charact
   assert.equal(
     hook.call(a, undefined, {}),
     // Deno's inspect quotes 10,000 characters of it (and says how many more), a print of 10,031
-    // characters, which is cut to its first 64.
-    `Actor { [[state]]: "${"s".repeat(63)}… (a print of 10031 characters) }`,
+    // characters, which is cut to its first 64, its quote closed (before, left open).
+    `Actor { [[state]]: "${"s".repeat(63)}"… (a print of 10031 characters) }`,
   );
   assert.ok(Deno.inspect(a).length < 10_100);
   a.close();
   other.complete();
   gate.resolve();
+});
+
+/**
+ * An actor on a CoroutineScope of the caller's own whose launch returns a Job of another kind (a
+ * Proxy of a deferred) whose `state` reads `state()`: its print shows what the caller's getter
+ * answers. `end()` closes it and completes what it waits on.
+ */
+function actorWithState(scope: CoroutineScope, state: () => unknown) {
+  const gate = Promise.withResolvers<void>();
+  const other = new CompletableDeferred<void>();
+  const foreign = new Proxy(other, {
+    get: (t, k) => {
+      if (k === "state") return state();
+      const v = Reflect.get(t, k, t);
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  });
+  const own = {
+    launch: (block: (task: CoroutineScope) => Promise<void>) => (
+      scope.launch(async (task) => {
+        await block(task);
+        await gate.promise;
+      }), foreign
+    ),
+  } as unknown as CoroutineScope;
+  const a = actor<number>(own, async (mailbox) => {
+    for await (const _ of mailbox) { /* none */ }
+  });
+  const hook = (a as unknown as Record<symbol, (...args: unknown[]) => string>)[
+    Symbol.for("Deno.customInspect")
+  ];
+  return {
+    a,
+    /** The print without Deno's inspect (a caller's own call of the hook). */
+    plain: () => hook.call(a, undefined, {}),
+    end: () => {
+      a.close();
+      other.complete();
+      gate.resolve();
+    },
+  };
+}
+
+Deno.test("a fact whose printing throws inside Deno's inspect (a revoked Proxy, a [Deno.customInspect] that throws, either inside an object) prints by hand, never Deno's [Internal Formatting Error] with its stack and file paths", async () => {
+  // Before: a value whose own printing threw made the hook throw, and Deno printed the whole
+  // actor as `[Internal Formatting Error] TypeError: ...` and a stack; one inside an object made
+  // the fact's text that, stack and all (`at file:///...`), on both paths.
+  await using scope = createScope();
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const throwing = {
+    [Symbol.for("Deno.customInspect")]() {
+      throw new Error("the caller's inspect hook");
+    },
+  };
+  const rows: [string, unknown, string][] = [
+    ["a revoked Proxy", revoked, "[revoked Proxy]"],
+    ["a revoked Proxy in an object", { r: revoked }, "[object Object]"],
+    ["a hook that throws", throwing, "{}"],
+    ["a hook that throws in an object", { c: throwing }, '{"c":{}}'],
+  ];
+  let state: unknown;
+  const { a, plain, end } = actorWithState(scope, () => state);
+  for (const [label, value, printed] of rows) {
+    state = value;
+    for (const text of [Deno.inspect(a), Deno.inspect({ a }), plain()]) {
+      assert.ok(!text.includes("Internal Formatting Error"), `${label}: ${text}`);
+      assert.ok(!/file:|ext:|\n\s+at /.test(text), `${label}: ${text}`);
+      assert.ok(text.includes(`Actor { [[state]]: ${printed} }`), `${label}: ${text}`);
+    }
+    // inspectAs alike, with and without Deno's inspect.
+    for (const inspect of [Deno.inspect, undefined]) {
+      assert.equal(inspectAs("X", { v: value }, inspect, {}), `X { v: ${printed} }`, label);
+    }
+  }
+  end();
+});
+
+Deno.test("a print cut inside a quoted string closes its quote before the ellipsis, an escape the cut splits left out", () => {
+  // Before, the quote was left open: `"ssss… (a print of 10027 characters) }`, the ellipsis and
+  // the rest read as the string's.
+  const rows: [string, unknown, string][] = [
+    ["a string", "s".repeat(20_000), `"${"s".repeat(63)}"… (a print of 10027 characters)`],
+    [
+      "one with double quotes (Deno quotes it with single ones)",
+      'a"'.repeat(5000),
+      `'${'a"'.repeat(31)}a'… (a print of 10002 characters)`,
+    ],
+    [
+      "escapes, the last one split",
+      "\x01".repeat(5000),
+      `"${"\\x01".repeat(15)}"… (a print of 20002 characters)`,
+    ],
+    [
+      "a string in an object",
+      { k: "v".repeat(5000) },
+      `{\n  k: "${"v".repeat(56)}"… (a print of 5011 characters)`,
+    ],
+    [
+      "a quote inside a name opens no string",
+      { [Symbol('a"b')]: "x".repeat(5000) },
+      `{\n  Symbol(a"b): "${"x".repeat(46)}"… (a print of 5021 characters)`,
+    ],
+    [
+      "no string open at the cut",
+      { [Symbol("q".repeat(5000))]: 1 },
+      `{\n  Symbol(${"q".repeat(53)}… (a print of 5017 characters) }`,
+    ],
+  ];
+  for (const [label, value, printed] of rows) {
+    const text = inspectAs("X", { v: value }, undefined, {});
+    assert.ok(text.startsWith(`X { v: ${printed}`), `${label}: ${text}`);
+  }
+});
+
+Deno.test("a bigint of more than 4094 digits prints by its size, in a print with and without Deno's inspect and in String(actor)", async () => {
+  // Before, whole: its decimal text, as long as its digits (and minutes to make for the engine's
+  // largest) in console.log, and only to be cut in String(actor) and the plain path.
+  await using scope = createScope();
+  let state: unknown;
+  const { a, plain, end } = actorWithState(scope, () => state);
+  const rows: [bigint, string][] = [
+    [10n ** 4093n, `${10n ** 4093n}n`], // 4094 digits: whole
+    [10n ** 4094n, "[a bigint of 13600 bits]"], // 4095 digits: by its size
+    [-(2n ** 100_000n), "[a negative bigint of 100001 bits]"],
+  ];
+  for (const [value, printed] of rows) {
+    state = value;
+    assert.equal(Deno.inspect(a), `Actor { [[state]]: ${printed} }`);
+    assert.equal(plain(), `Actor { [[state]]: ${printed} }`);
+    assert.equal(inspectAs("X", { v: value }, Deno.inspect, {}), `X { v: ${printed} }`);
+    const said = printed.startsWith("[") ? printed.slice(1, -1) : null;
+    if (said !== null) assert.equal(String(a), `Actor(${said})`);
+  }
+  end();
 });
 
 Deno.test("a scope prints its state with JobSupport's `state`, `isCancelled` and `isCompleted` getters redefined by the caller to throw, as a CompletableDeferred does: the scope's print ran them (through Coroutine's `state` getter's `super`) and threw", async () => {
