@@ -779,7 +779,9 @@ class ActorImpl<M> implements Actor<M> {
         const said = describe(state);
         if (said.endsWith(" bits")) return `Actor(${said})`;
       }
-      return `Actor(${cutShort(`${state}`, "state")})`;
+      // `String`, not a template literal: a symbol by its description (`Actor(Symbol(s))`), where
+      // the template's TypeError left the state out (`Actor`), though the print shows it.
+      return `Actor(${cutShort(String(state), "state")})`;
     } catch {
       return "Actor";
     }

@@ -1046,6 +1046,18 @@ Deno.test("a bigint of more than 4094 digits prints by its size, in a print with
   end();
 });
 
+Deno.test("String(actor) names a symbol state of a Job of another kind by its description, as its print does", async () => {
+  // Before, the template literal's TypeError ("Cannot convert a Symbol value to a string") left
+  // the state out: `Actor`, where Deno.inspect printed `Actor { [[state]]: Symbol(s) }`.
+  await using scope = createScope();
+  const { a, plain, end } = actorWithState(scope, () => Symbol("s"));
+  assert.equal(String(a), "Actor(Symbol(s))");
+  assert.equal(`${a}`, "Actor(Symbol(s))");
+  assert.equal(Deno.inspect(a), "Actor { [[state]]: Symbol(s) }");
+  assert.equal(plain(), "Actor { [[state]]: Symbol(s) }");
+  end();
+});
+
 Deno.test("a scope prints its state with JobSupport's `state`, `isCancelled` and `isCompleted` getters redefined by the caller to throw, as a CompletableDeferred does: the scope's print ran them (through Coroutine's `state` getter's `super`) and threw", async () => {
   const base = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
   const names = ["state", "isCancelled", "isCompleted"] as const;
