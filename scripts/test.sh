@@ -14,20 +14,48 @@ stop_ahead() { # the compiles ahead (below), with the build runners and compiler
   ahead_pid=""
 }
 stage_pid=""
-stop_stage() { # the Zig stage running (run_zig), with its test binary (timeout signals its group)
+# A stage (stage, below) runs under `timeout`, which puts itself and what it runs in a process
+# group of its own, numbered by its pid: the group is signalled, not timeout alone. timeout
+# forwards a TERM to its child only once it has noted the child's pid; a TERM that came between
+# its fork and that note ended timeout alone, and the stage ran on. (No such group yet: timeout
+# has not reached its setpgid, so neither its fork: timeout alone.)
+stop_stage() {
   [ -n "$stage_pid" ] || return 0
-  kill -TERM "$stage_pid" 2>/dev/null || :
+  kill -s TERM -- "-$stage_pid" 2>/dev/null || kill -s TERM "$stage_pid" 2>/dev/null || :
   wait "$stage_pid" 2>/dev/null || :
   stage_pid=""
 }
-trap 'stop_stage; stop_ahead; rm -rf "$log"' EXIT
-# The EXIT trap runs then too. Each exits with the status of a death by that signal.
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tee_pid=""
+trap 'stop_stage; stop_ahead; [ -z "$tee_pid" ] || kill "$tee_pid" 2>/dev/null || :; rm -rf "$log"' EXIT
+# The EXIT trap runs then too. Each exits with the status of a death by that signal, at once,
+# unless a stage is being started: from its `&` until its pid is in stage_pid, a signal's exit
+# would leave it running (stop_stage had no pid to end), so the status is noted instead and
+# `stage` exits with it once the pid is there.
+starting=""
+interrupted=""
+on_signal() {
+  interrupted=$1
+  [ -n "$starting" ] || exit "$1"
+}
+trap 'on_signal 129' HUP
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 zig_passed=0
 failed=0
 t0=$(date +%s)
+# The whole run's bound, in seconds: CI ends a job at 90 minutes, and one before its toolchain
+# install and checkout are done with (minutes); a run takes 10 to 20 minutes on a loaded 2-CPU
+# host. Each stage is bounded by what is left of it, at most 30 minutes: before, each of the four
+# Zig stages had 30 minutes of its own (and the Deno tests none), two hours for hung ones, and CI
+# cut the run off without its closing line.
+budget=${KCORO_TEST_BUDGET_S:-4500}
+case $budget in
+'' | *[!0-9]*)
+  echo "error: KCORO_TEST_BUDGET_S must be a whole number of seconds, received '$budget'"
+  exit 2
+  ;;
+esac
+deadline=$((t0 + budget))
 
 since() { # seconds since $1 (date +%s)
   echo $(($(date +%s) - $1))
@@ -38,25 +66,56 @@ count_zig() { # $1 = log file; adds "a/b tests passed" from zig's build summary
   zig_passed=$((zig_passed + ${n:-0}))
 }
 
+# Runs a stage, "$@", in the background (`wait`, which a signal ends at once, waits for it: the
+# shell ran a trap only once a command in the foreground had ended, and timeout puts the stage in
+# a process group of its own, which a terminal's Ctrl-C never reaches, so a TERM or Ctrl-C of
+# this script waited for the stage's end, minutes), its output into $out (the script's own when
+# empty), bounded by `limit` seconds: what is left of the budget, at most 1800. Sets rc: the
+# stage's status, 124 when it ran out of time (or none was left: it did not start).
+stage() {
+  left=$((deadline - $(date +%s)))
+  [ "$left" -le 1800 ] || left=1800
+  limit=$left
+  if [ "$left" -le 0 ]; then
+    [ -z "$out" ] || : >"$out"
+    rc=124
+    return 0
+  fi
+  starting=1
+  if [ -n "$out" ]; then
+    timeout -k 10 "$left" "$@" >"$out" 2>&1 &
+  else
+    timeout -k 10 "$left" "$@" &
+  fi
+  stage_pid=$!
+  starting=""
+  [ -z "$interrupted" ] || exit "$interrupted"
+  rc=0
+  wait "$stage_pid" || rc=$?
+  stage_pid=""
+}
+
+# What a stage with status 124 (`stage`) says: $1 names it.
+timed_out() {
+  if [ "$limit" -le 0 ]; then
+    echo "error: $1 did not run: the run's budget of $budget s (KCORO_TEST_BUDGET_S) was spent"
+  else
+    echo "error: $1 did not end within $limit s (at most 30 minutes a stage, $budget s in all: KCORO_TEST_BUDGET_S)"
+  fi
+}
+
 run_zig() { # $1 = label, rest = extra zig build args
   label=$1
   shift
   echo "== zig unit tests ($label)"
   ts=$(date +%s)
   f="$log/zig-$(echo "$label" | tr -c 'a-zA-Z0-9' '_').txt"
-  # Bounded: a failed test that leaves a worker running can make the test binary hang instead
-  # of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host. The outer
-  # bound: the test runner's watchdog (zig-src/testing/runner.zig) ends a test that runs past
-  # KCORO_TEST_TIMEOUT_S (default 300 s) first, and names it.
-  # In the background, waited for by `wait`, which a signal ends at once (the EXIT trap then
-  # stops the stage): the shell ran a trap only once a command in the foreground had ended, and
-  # timeout puts the stage in a process group of its own, which a terminal's Ctrl-C never
-  # reaches, so a TERM or Ctrl-C of this script waited for the stage's end, minutes.
-  timeout -k 10 1800 zig build test --summary all "$@" >"$f" 2>&1 &
-  stage_pid=$!
-  rc=0
-  wait "$stage_pid" || rc=$?
-  stage_pid=""
+  # Bounded (`stage`): a failed test that leaves a worker running can make the test binary hang
+  # instead of failing (seen once under qemu); a step takes 2 to 10 minutes on a 2-CPU host. The
+  # outer bound: the test runner's watchdog (zig-src/testing/runner.zig) ends a test that runs
+  # past KCORO_TEST_TIMEOUT_S (default 300 s) first, and names it.
+  out=$f
+  stage zig build test --summary all "$@"
   if [ "$rc" -eq 0 ]; then
     # The trap tests kill a forked child with SIGILL on purpose; qemu reports each one.
     grep -v '^qemu: uncaught target signal 4' "$f" | grep 'tests passed' || true
@@ -64,7 +123,7 @@ run_zig() { # $1 = label, rest = extra zig build args
     echo "   $(since "$ts") s"
   else
     cat "$f"
-    [ "$rc" -ne 124 ] || echo "error: zig unit tests ($label) did not end within 30 minutes"
+    [ "$rc" -ne 124 ] || timed_out "zig unit tests ($label)"
     failed=$((failed + 1))
   fi
 }
@@ -133,8 +192,11 @@ ts=$(date +%s)
 # A failed build ended the script here (set -e), without its closing line; and the Deno tests
 # must not run against the library an earlier build left in zig-out/.
 deno_passed=0
-if ! zig build; then
+out=""
+stage zig build
+if [ "$rc" -ne 0 ]; then
   stop_ahead
+  [ "$rc" -ne 124 ] || timed_out "zig build (ReleaseFast)"
   echo "error: zig build (ReleaseFast) failed (above): the Deno tests did not run"
   failed=$((failed + 1))
 else
@@ -147,15 +209,22 @@ else
   # like a summary ("ok | 9 passed | 0 failed" at the start of a line) passed a failed run. The
   # counts come from its closing line, "ok | N passed | N failed ..." or "FAILED | ...", whose
   # passed count may carry "(N steps)" (which a passing run failed on).
+  # A stage as the Zig ones (`stage`), shown as it runs by a tee reading it through a FIFO: a
+  # TERM to this script alone waited for the end of the foreground `deno test | tee`, minutes.
   ts=$(date +%s)
-  rm -f "$log/deno.rc"
-  { NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/ 2>&1 ||
-    echo "$?" >"$log/deno.rc"; } | tee "$log/deno.txt"
+  mkfifo "$log/deno.fifo"
+  tee "$log/deno.txt" <"$log/deno.fifo" &
+  tee_pid=$! # ended by the EXIT trap if its FIFO never opens for writing (a signal before)
+  out="$log/deno.fifo"
+  stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
+  wait "$tee_pid" || :
+  tee_pid=""
+  [ "$rc" -ne 124 ] || timed_out "the deno tests"
   echo "   $(since "$ts") s"
   summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -n 1 || true)
   deno_passed=$(printf '%s\n' "$summary" | sed -n 's/^[A-Za-z]* | \([0-9]*\) passed.*/\1/p')
   deno_failed=$(printf '%s\n' "$summary" | sed -n 's/.* | \([0-9]*\) failed.*/\1/p')
-  if [ -f "$log/deno.rc" ] || [ -z "$summary" ] || [ "${deno_failed:-0}" -gt 0 ]; then
+  if [ "$rc" -ne 0 ] || [ -z "$summary" ] || [ "${deno_failed:-0}" -gt 0 ]; then
     failed=$((failed + ${deno_failed:-0}))
     [ "${deno_failed:-0}" -gt 0 ] || failed=$((failed + 1))
   fi

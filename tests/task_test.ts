@@ -729,6 +729,13 @@ Deno.test("./task: a pip setting that moves the install elsewhere (root) is name
 });
 
 // scripts/test.sh (./task test) with a fake zig and deno: what it counts, and its exit status.
+
+/** A fake's wait of 60 s at most, ended by a TERM, which it logs as "<what> stopped". */
+const HOLD = (what: string) =>
+  `trap 'echo "${what} stopped" >>"$FAKE_LOG"; exit 143' TERM
+  n=0
+  while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  exit 0`;
 async function testScript(
   denoOut: string,
   denoCode: number,
@@ -738,6 +745,12 @@ async function testScript(
     buildFails?: boolean;
     /** Its `zig build test` stays (60 s at most) until a TERM, which it logs. */
     zigHolds?: boolean;
+    /** Its `deno test` stays (60 s at most) until a TERM, which it logs. */
+    denoHolds?: boolean;
+    /** A `timeout` that a TERM ends alone, its child left running: as the real one is between
+     * its fork and noting its child's pid. In a process group of its own, as the real one. */
+    timeoutForgets?: boolean;
+    env?: Record<string, string>;
     /** Run while test.sh runs. */
     during?: (run: Run, c: Checkout) => Promise<void>;
   } = {},
@@ -755,9 +768,7 @@ async function testScript(
           ? `#!/bin/sh
 if [ "$2" = test ]; then
   echo "zig test started" >>"$FAKE_LOG"
-  trap 'echo "zig test stopped" >>"$FAKE_LOG"; exit 143' TERM
-  n=0
-  while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  ${HOLD("zig test")}
 fi
 exit 0
 `
@@ -775,7 +786,18 @@ exit 0
       ],
       ["sudo", '#!/bin/sh\nexec "$@"\n'],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
-      ["deno", `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`],
+      [
+        "deno",
+        opts.denoHolds
+          ? `#!/bin/sh\necho "deno test started" >>"$FAKE_LOG"\n${HOLD("deno test")}`
+          : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`,
+      ],
+      ...(opts.timeoutForgets
+        ? [[
+          "timeout",
+          `#!/bin/sh\nshift 3 # -k 10 <limit>\nexec setsid sh -c 'trap "exit 143" TERM; "$@" & wait $!' timeout "$@"\n`,
+        ] as [string, string]]
+        : []),
     ];
     for (const [name, text] of fakes) {
       Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
@@ -783,7 +805,7 @@ exit 0
     Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
     const run = start(c, [], {
       task: `${c.root}/scripts/test.sh`,
-      env: { FAKE_DENO_OUT: `${c.base}/deno-out` },
+      env: { FAKE_DENO_OUT: `${c.base}/deno-out`, ...opts.env },
       path: opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined,
     });
     try {
@@ -873,6 +895,74 @@ Deno.test("scripts/test.sh: a TERM ends it at once, and its Zig stage with it, n
   assert.equal(r.code, 143, r.text);
   assert.ok(r.calls.includes("zig test stopped"), r.calls.join("\n"));
   assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
+});
+
+Deno.test("scripts/test.sh: a TERM to it alone while the Deno tests run ends it at once, and deno test with it", async () => {
+  const r = await testScript("", 0, {
+    denoHolds: true,
+    during: async (run, c) => {
+      await until(
+        () => c.calls().includes("deno test started"),
+        () => `the Deno tests: ${run.text()}`,
+      );
+      Deno.kill(run.pid, "SIGTERM");
+      // Before, `deno test | tee` ran in the foreground: the trap waited for its end (60 s here,
+      // the Deno tests' minutes in a real run).
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+  assert.ok(r.calls.includes("deno test stopped"), r.calls.join("\n"));
+});
+
+Deno.test("scripts/test.sh: a TERM that ends a stage's timeout alone (before it noted its child) still ends the stage: its process group is signalled", async () => {
+  const r = await testScript("", 0, {
+    zigHolds: true,
+    timeoutForgets: true,
+    during: async (run, c) => {
+      await until(
+        () => c.calls().includes("zig test started"),
+        () => `the first Zig stage: ${run.text()}`,
+      );
+      Deno.kill(run.pid, "SIGTERM");
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+      // Before, the TERM went to timeout alone, and the stage ran on after the script.
+      await until(
+        () => c.calls().includes("zig test stopped"),
+        () => `the stage's end: ${c.calls().join("\n")}`,
+      );
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+});
+
+Deno.test("scripts/test.sh: its stages share one time budget (KCORO_TEST_BUDGET_S): a hung stage leaves the later ones what is left, or nothing, not 30 minutes each", async () => {
+  // Before, each of the four Zig stages had 30 minutes (two hours when all hang, past CI's 90),
+  // and the Deno tests no bound at all.
+  const r = await testScript("", 0, {
+    zigHolds: true,
+    env: { KCORO_TEST_BUDGET_S: "2" },
+    during: (run) => within(run.done, 20_000, "test.sh's end within its budget").then(() => {}),
+  });
+  assert.notEqual(r.code, 0, r.text);
+  assert.ok(r.calls.includes("zig test stopped"), r.calls.join("\n"));
+  assert.match(
+    r.text,
+    /error: zig unit tests \(x86_64, Debug\) did not end within [12] s \(at most 30 minutes a stage, 2 s in all: KCORO_TEST_BUDGET_S\)\n/,
+  );
+  assert.match(
+    r.text,
+    /error: zig unit tests \(aarch64 under qemu, ReleaseSafe\) did not run: the run's budget of 2 s \(KCORO_TEST_BUDGET_S\) was spent\n/,
+  );
+  assert.match(r.text, /error: zig build \(ReleaseFast\) did not run: the run's budget/);
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
+  assert.equal(r.last, "0 passed, 5 failed");
+  const bad = await testScript("", 0, { env: { KCORO_TEST_BUDGET_S: "90m" } });
+  assert.equal(bad.code, 2, bad.text);
+  assert.equal(
+    bad.last,
+    "error: KCORO_TEST_BUDGET_S must be a whole number of seconds, received '90m'",
+  );
 });
 
 /** Ended: no such process, or a zombie (state Z; one whose parent died stays so where the
