@@ -495,6 +495,128 @@ Deno.test("./task without flock: a lock without a pid is stale once it has had n
   }
 });
 
+Deno.test("./task without flock: two waiters that find a lock stale at once take it one at a time: the second does not remove the lock the first took since", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "cat"]);
+    assert.equal((await task(c, ["build"], { path: `${path}:/usr/bin` })).code, 0);
+    // A lock of a process that is gone.
+    const gone = new Deno.Command("/bin/sh", { args: ["-c", "echo $$"], stdout: "piped" })
+      .outputSync();
+    const dead = new TextDecoder().decode(gone.stdout).trim();
+    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
+    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${dead}\n`);
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    // A cat that holds the first two reads of the dead pid: the first until the second has
+    // read it too (both waiters judged the lock stale), the second (3 s at most) until the lock
+    // names another pid (the first waiter took it), so that its waiter acts on what it read.
+    const barrier = `${c.base}/barrier`;
+    Deno.writeTextFileSync(
+      `${c.bin}/cat`,
+      `#!/bin/sh
+out=$(/bin/cat "$@") || exit $?
+case $1 in
+*/.lock.d/pid)
+  if [ "$out" = "$FAKE_DEAD" ]; then
+    n=0
+    if mkdir "$FAKE_BARRIER.1" 2>/dev/null; then
+      until [ -d "$FAKE_BARRIER.2" ] || [ $n -ge 500 ]; do /bin/sleep 0.01; n=$((n + 1)); done
+    elif mkdir "$FAKE_BARRIER.2" 2>/dev/null; then
+      echo "second read of the dead pid" >>"$FAKE_LOG"
+      until [ "$(/bin/cat "$1" 2>/dev/null)" != "$FAKE_DEAD" ] || [ $n -ge 300 ]; do /bin/sleep 0.01; n=$((n + 1)); done
+    fi
+  fi ;;
+esac
+printf '%s\n' "$out"
+`,
+      { mode: 0o755 },
+    );
+    c.reset();
+    const env = { FAKE_DEAD: dead, FAKE_BARRIER: barrier };
+    const [a, b] = [start(c, ["check"], { path, env }), start(c, ["demo"], { path, env })];
+    const [ra, rb] = [await a.done, await b.done];
+    assert.equal(ra.code, 0, ra.text);
+    assert.equal(rb.code, 0, rb.text);
+    assert.ok(c.calls().includes("second read of the dead pid"), c.calls().join("\n"));
+    // Before, each removed the lock and took it: both installed deno, at once.
+    assert.deepEqual(installs(c), ["npm"], `${ra.text}\n${rb.text}`);
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a lock of another user's live process is not stale (kill -0's EPERM is no 'gone')", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    Deno.writeTextFileSync(
+      `${c.bin}/sleep`,
+      '#!/bin/sh\necho "sleep $*" >>"$FAKE_LOG"\nexec /bin/sleep 0.01\n',
+      { mode: 0o755 },
+    );
+    const sleeps = () => c.calls().filter((l) => l.startsWith("sleep ")).length;
+    const lock = `${c.root}/.toolchain/.lock.d`;
+    Deno.mkdirSync(lock, { recursive: true });
+    // The owner: this test's process, seen by a ./task of another user (nobody, through
+    // setpriv, as root here), or pid 1 (root's) where the test is not root.
+    const id = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
+    const root = new TextDecoder().decode(id.stdout).trim() === "0";
+    const owner = root ? Deno.pid : 1;
+    Deno.writeTextFileSync(`${lock}/pid`, `${owner}\n`);
+    let opts: Parameters<typeof start>[2] = { path };
+    if (root) {
+      for (const dir of [c.base, c.root, `${c.root}/.toolchain`, lock]) Deno.chmodSync(dir, 0o777);
+      Deno.chmodSync(`${c.base}/calls`, 0o666);
+      const asNobody = `${c.base}/as nobody`;
+      Deno.writeTextFileSync(
+        asNobody,
+        'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n',
+      );
+      opts = { path, task: asNobody };
+      Deno.chmodSync(asNobody, 0o755);
+    }
+    const run = start(c, root ? [`${c.root}/task`, "build"] : ["build"], opts);
+    await until(() => sleeps() >= 3 || /removing a stale/.test(run.text()), () => run.text());
+    // Before, kill -0's EPERM read as a process gone: the live owner's lock was removed.
+    assert.doesNotMatch(run.text(), /removing a stale/);
+    assert.match(run.text(), new RegExp(`waiting for another \\./task \\(pid ${owner}\\)`));
+    assert.deepEqual(installs(c), []);
+    Deno.removeSync(lock, { recursive: true }); // the owner finished
+    const r = await run.done;
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task run through a link placed elsewhere (or a chain of them, relative or not) takes the script's own folder as the checkout", async () => {
+  const c = await checkout();
+  try {
+    const bin = `${c.base}/home bin`;
+    const more = `${c.base}/more/links`;
+    Deno.mkdirSync(bin);
+    Deno.mkdirSync(more, { recursive: true });
+    Deno.symlinkSync(`${c.root}/task`, `${more}/task`); // absolute
+    Deno.symlinkSync("../more/links/task", `${bin}/kcoro-task`); // relative, to a link
+    const real = Deno.realPathSync(c.root);
+    for (const link of [`${more}/task`, `${bin}/kcoro-task`]) {
+      const r = await task(c, ["build"], { task: link, cwd: c.base });
+      assert.equal(r.code, 0, `${link}: ${r.text}`);
+      // Before, the link's folder was taken for the checkout: the toolchain was installed there,
+      // and deno task ran there.
+      assert.ok(r.text.includes(`ran deno task build in [${real}]\n`), `${link}: ${r.text}`);
+    }
+    assert.deepEqual([...Deno.readDirSync(bin)].map((e) => e.name), ["kcoro-task"]);
+    assert.deepEqual([...Deno.readDirSync(more)].map((e) => e.name), ["task"]);
+    assert.deepEqual(installs(c), ["npm", "pip"], "installed once, in the checkout");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task: a fd 9 of the caller's (the install lock's number) is deno task's, with flock or without", async () => {
   const c = await checkout();
   try {
