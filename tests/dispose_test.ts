@@ -27,6 +27,7 @@ import { Status } from "../src/errors.ts";
 import {
   callersJob,
   catchReported,
+  channelsAt,
   createNative,
   describeNative,
   evalScript,
@@ -520,14 +521,8 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
     const h = selectHandleOf(owner);
     owner[Symbol.dispose](); // this isolate's copies know: `Shared.ended`
     // Channels are made and destroyed until one gets the dead handle's value (the slot's 9-bit
-    // generation wraps; slots are reused oldest first, behind 1,024 free ones: ~523,000).
-    let later: Channel<unknown> | undefined;
-    for (let i = 0; i < 1 << 20 && later === undefined; i++) {
-      const c = new Channel<unknown>(4, { codec });
-      if (selectHandleOf(c) === h) later = c;
-      else c[Symbol.dispose]();
-    }
-    assert.ok(later !== undefined, "a later channel got the handle's value");
+    // generation wraps: `channelsAt`).
+    const later = channelsAt([h], () => new Channel<unknown>(4, { codec }), selectHandleOf).get(h)!;
     assert.deepEqual(later.trySend(value), { state: "ok" });
     // Before, the copy's mapped try-receive took the later channel's value, its try-send and
     // select's clauses reached it too.
@@ -548,18 +543,9 @@ Deno.test("a Channel.from copy whose creator disposed the channel never reaches 
   }
 });
 
-/**
- * Makes and destroys channels until one gets `h`, a destroyed channel's handle value (its
- * slot's generation wraps; slots are reused oldest first, behind 1,024 free ones: ~523,000
- * channels), and returns that one.
- */
+/** A Channel made later that has `h`, a destroyed channel's handle value (`channelsAt`). */
 function channelAt(h: number): Channel<number> {
-  for (let i = 0; i < 1 << 20; i++) {
-    const c = new Channel<number>(4);
-    if (selectHandleOf(c) === h) return c;
-    c[Symbol.dispose]();
-  }
-  throw new Error(`no channel got the handle value ${h}`);
+  return channelsAt([h], () => new Channel<number>(4), selectHandleOf).get(h)!;
 }
 
 Deno.test("the hold of a Channel.from copy whose creator disposed the channel is not given back against a later channel given the handle's value: disposed or collected, the copy leaves that one alive", async () => {
@@ -583,20 +569,14 @@ Deno.test("the hold of a Channel.from copy whose creator disposed the channel is
     `
     import { Channel } from "./mod.ts";
     import { _testCopyHoldGone, selectHandleOf } from "./src/channel.ts";
-    import { collectUntil } from "./tests/support.ts";
+    import { channelsAt, collectUntil } from "./tests/support.ts";
     const gone = [];
     _testCopyHoldGone((handle) => gone.push(handle));
     const x = new Channel(4);
     const h = selectHandleOf(x);
     (() => { Channel.from(x.share()).trySend(1); })(); // a copy, dropped
     x[Symbol.dispose](); // ended: this isolate's copies know
-    let later;
-    for (let i = 0; i < 1 << 20 && later === undefined; i++) {
-      const c = new Channel(4);
-      if (selectHandleOf(c) === h) later = c;
-      else c[Symbol.dispose]();
-    }
-    if (later === undefined) throw new Error("no channel got the handle value");
+    const later = channelsAt([h], () => new Channel(4), selectHandleOf).get(h);
     const copy = Channel.from(later.share());
     // The dropped copy's finalizer (seen to run: before, five collections were hoped to run
     // it, and the test passed whether or not it had), then the live copy's leaving.
@@ -2451,15 +2431,13 @@ Deno.test("an owner that learnt native code destroyed its channel makes no call 
   assert.equal(cause.message, CAUSE);
   assert.deepEqual(dropped, [1]);
   assert.equal(w.isClosedForSend, true);
-  // Channels are made and destroyed until two get the dead handles' values (~523,000).
+  // Channels are made and destroyed until two get the dead handles' values (`channelsAt`).
   const laterDropped: number[] = [];
-  const later = new Map<number, Channel<number>>();
-  for (let i = 0; i < 1 << 21 && later.size < 2; i++) {
-    const c = new Channel<number>(4, { onUndeliveredElement: (v) => laterDropped.push(v) });
-    if (selectHandleOf(c) === ha || selectHandleOf(c) === hw) later.set(selectHandleOf(c), c);
-    else c[Symbol.dispose]();
-  }
-  assert.equal(later.size, 2, "later channels got the handles' values");
+  const later = channelsAt(
+    [ha, hw],
+    () => new Channel<number>(4, { onUndeliveredElement: (v) => laterDropped.push(v) }),
+    selectHandleOf,
+  );
   using b = later.get(ha)!;
   using bw = later.get(hw)!;
   assert.deepEqual(b.trySend(10), { state: "ok" });

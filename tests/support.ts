@@ -482,6 +482,49 @@ export function createNative(codec: Codec<unknown> = codecs.f64, capacity = 4): 
 }
 
 /**
+ * Objects made by `make` (channels: `handleOf` gives each one's handle value) that have the
+ * values `handles`, destroyed channels' handles, by value: what a later channel gets once its
+ * slot's 9-bit generation wraps. Slots are reused oldest first, behind 1,024 free ones, so that
+ * takes ~523,000 channels: all but the last ~1,000 are made and destroyed natively here
+ * (kc_chan_create, kc_chan_destroy), a few microseconds each where a `Channel` made and disposed
+ * took ~35 (15 to 21 s a test). Each slot is so brought to one generation short of its value,
+ * the channel in it kept until every slot is; those are destroyed, and `make` is called until
+ * each value comes (about one round of the free slots), each object made that has none of them
+ * disposed. The slots and generations are the table's own: the wrap is the one a program meets.
+ */
+export function channelsAt<C extends Disposable>(
+  handles: number[],
+  make: () => C,
+  handleOf: (c: C) => number,
+): Map<number, C> {
+  const sym = library().symbols("test");
+  const out = new Uint32Array(1);
+  // A handle is [kind:3][generation:9][index:20] (zig-src/handle.zig); generations skip 0.
+  const index = (h: number) => h & 0xfffff;
+  const gen = (h: number) => (h >>> 20) & 0x1ff;
+  const before = (h: number) => gen(h) === 1 ? 511 : gen(h) - 1;
+  const short = new Map<number, number>(); // value → the native channel one generation short
+  for (let i = 0; i < 1 << 21 && short.size < handles.length; i++) {
+    assert.equal(sym.kc_chan_create(8, 1, 0, 0, out), 0);
+    const h = out[0];
+    const value = handles.find((v) => index(v) === index(h) && !short.has(v));
+    if (value !== undefined && gen(h) === before(value)) short.set(value, h);
+    else assert.equal(sym.kc_chan_destroy(h), 0);
+  }
+  assert.equal(short.size, handles.length, "slots brought to a generation short of the values");
+  for (const h of short.values()) assert.equal(sym.kc_chan_destroy(h), 0);
+  const got = new Map<number, C>();
+  for (let i = 0; i < 1 << 16 && got.size < handles.length; i++) {
+    const c = make();
+    const h = handleOf(c);
+    if (handles.includes(h) && !got.has(h)) got.set(h, c);
+    else c[Symbol.dispose]();
+  }
+  assert.equal(got.size, handles.length, "objects made got the handles' values");
+  return got;
+}
+
+/**
  * A share object built by hand for the channel at `handle` (`codec`'s values, of `capacity`),
  * as native code that made it would hand it over: Channel.from's input.
  */
