@@ -28,9 +28,9 @@ stop_stage() {
 tee_pid=""
 trap 'stop_stage; stop_ahead; [ -z "$tee_pid" ] || kill "$tee_pid" 2>/dev/null || :; rm -rf "$log"' EXIT
 # The EXIT trap runs then too. Each exits with the status of a death by that signal, at once,
-# unless a stage is being started: from its `&` until its pid is in stage_pid, a signal's exit
-# would leave it running (stop_stage had no pid to end), so the status is noted instead and
-# `stage` exits with it once the pid is there.
+# unless a stage (or the compiles ahead, or the Deno tests' tee) is being started: from its `&`
+# until its pid is noted (stage_pid), a signal's exit would leave it running (stop_stage had no
+# pid to end), so the status is noted instead and the script exits with it once the pid is there.
 starting=""
 interrupted=""
 on_signal() {
@@ -143,6 +143,7 @@ run_zig() { # $1 = label, rest = extra zig build args
 # (SIGKILL, which no trap sees) left the rest of the list to compile, minutes of CPU, in a group
 # nothing else ends.
 if command -v setsid >/dev/null 2>&1; then
+  starting=1 # as a stage's start (`stage`): a signal before its pid is noted is acted on after
   setsid sh -c '
     for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
       "test-exe -Dtarget=aarch64-linux-musl -Dtest-optimize=ReleaseSafe" ""; do
@@ -150,6 +151,8 @@ if command -v setsid >/dev/null 2>&1; then
       zig build --prefix "$1/ahead" $args >>"$1/ahead.txt" 2>&1 || :
     done' compile-ahead "$log" "$$" &
   ahead_pid=$!
+  starting=""
+  [ -z "$interrupted" ] || exit "$interrupted"
 fi
 
 # Debug and ReleaseSafe both keep assertions; ReleaseSafe also runs the optimiser, which is
@@ -213,8 +216,11 @@ else
   # TERM to this script alone waited for the end of the foreground `deno test | tee`, minutes.
   ts=$(date +%s)
   mkfifo "$log/deno.fifo"
+  starting=1 # as a stage's start (`stage`): a signal before its pid is noted is acted on after
   tee "$log/deno.txt" <"$log/deno.fifo" &
   tee_pid=$! # ended by the EXIT trap if its FIFO never opens for writing (a signal before)
+  starting=""
+  [ -z "$interrupted" ] || exit "$interrupted"
   out="$log/deno.fifo"
   stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
   wait "$tee_pid" || :
