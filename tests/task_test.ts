@@ -376,6 +376,16 @@ async function twoAtOnce(c: Checkout, path?: string): Promise<void> {
   ]);
 }
 
+/** Whether `path` is there, a link to nothing included (lstat). */
+function linkExists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function existsSync(path: string): boolean {
   try {
     Deno.statSync(path);
@@ -541,7 +551,22 @@ printf '%s\n' "$out"
     // Before, each removed the lock and took it: both installed deno, at once.
     assert.deepEqual(installs(c), ["npm"], `${ra.text}\n${rb.text}`);
     assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
-    assert.equal(existsSync(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
+    assert.equal(linkExists(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
+    // A claim left by a waiter killed in it (its pid gone) is removed, then the stale lock.
+    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
+    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${dead}\n`);
+    Deno.symlinkSync(dead, `${c.root}/.toolchain/.lock.break`);
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    c.reset();
+    const r = await task(c, ["build"], { path });
+    assert.equal(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      new RegExp(`removing a stale install lock \\(\\.toolchain/\\.lock\\.d\\) of pid ${dead}`),
+    );
+    assert.deepEqual(installs(c), ["npm"]);
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+    assert.equal(linkExists(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
   } finally {
     await removeCheckout(c);
   }
