@@ -458,6 +458,13 @@ Deno.test("./task without flock: a lock directory serves, and one left by a proc
     );
     assert.deepEqual(installs(c), ["npm"]);
     assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+    // A lock whose pid file holds no pid ("self" named /proc/self, always there) is stale too.
+    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
+    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, "self\n");
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    const self = await task(c, ["build"], { path });
+    assert.equal(self.code, 0, self.text);
+    assert.match(self.text, /removing a stale install lock \(\.toolchain\/\.lock\.d\) of pid self/);
   } finally {
     await removeCheckout(c);
   }
