@@ -14879,6 +14879,100 @@ test "C ABI: a shutdown with no host left ends the metrics pipes whose channels 
     try testing.expectEqual(@as(i32, 0), kc_chan_pipe_stop(live));
 }
 
+test "C ABI: a timed shutdown does not wait for a metrics pipe whose tick waits for a channel lock a stuck hook's caller holds" {
+    // The pipe thread ticked with the pipes' lock held, and a tick takes its channels' locks: a
+    // tick behind an undelivered hook that does not return (its caller holds the source's lock)
+    // held that lock for as long, and a timed shutdown with no host counted (closeLibrary's, a
+    // last host's end) took it, with no bound, to end the pipes whose channels are gone
+    // (`Pipes.reap`): a hang past its bound. Now ticks run with the lock released, and a reap
+    // joins no thread inside a tick.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var inside = std.atomic.Value(bool).init(false);
+        var gate = std.atomic.Value(bool).init(false);
+        var again = false;
+        var begun: u32 = 0;
+        var drop_rc: i32 = 9;
+        var shutdown_rc: i32 = 9;
+        var src: u32 = 0;
+        fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            // Its caller holds `src`'s lock. A tick still running now (begun, not over) may be
+            // past its snapshot of `src`: not held up; return at once, for another drop. Begun
+            // read first: a tick begun after it waits for the lock (monotonic: counts).
+            const b = pipes.begun.load(.monotonic);
+            if (pipes.ticked.load(.monotonic) != b) {
+                again = true;
+                return;
+            }
+            begun = b;
+            inside.store(true, .release); // pairs with the test's acquire load
+            // The stuck hook: until the test opens the gate (acquire: pairs with its release).
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the hook's gate");
+            while (!gate.load(.acquire)) g.wait() catch break;
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            while (true) {
+                again = false;
+                drop_rc = kc_chan_drop(src, &v, 8);
+                if (!again) break;
+                std.Thread.yield() catch {};
+            }
+        }
+        fn shutter(j: *test_wait.Joiner) void {
+            defer j.done();
+            shutdown_rc = kc_sched_shutdown_timed(0, bound_ns);
+        }
+        const bound_ns: u64 = 20 * std.time.ns_per_ms;
+    };
+    var dst: u32 = 0;
+    var gone: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
+    defer _ = kc_chan_destroy(S.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &dst));
+    defer _ = kc_chan_destroy(dst);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &gone));
+    var id: u32 = 0;
+    var gone_id: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(S.src, dst, std.time.ns_per_ms, &id));
+    // A second pipe whose target is gone: the shutdown still ends it at once.
+    const hour = 3600 * std.time.ns_per_s;
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(S.src, gone, hour, &gone_id));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(gone));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
+    defer S.gate.store(true, .release); // opened on every way out: the hook and tick end
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook");
+    while (!S.inside.load(.acquire)) try d.wait();
+    // No tick ran as the hook began (`onSrc`): the next one waits for `src`'s lock, which the
+    // hook's caller holds. Acquire on `inside` (above): `S.begun` is the hook's.
+    const b = test_wait.Deadline.in(test_wait.default_ns, "a tick behind the hook");
+    while (pipes.begun.load(.monotonic) == S.begun) try b.wait(); // monotonic: a count
+    // The timed shutdown, on a thread of its own: a regression is a failure here, not a hang.
+    var js: test_wait.Joiner = .{};
+    const ts = try std.Thread.spawn(.{}, S.shutter, .{&js});
+    const s = test_wait.Deadline.in(100 * S.bound_ns, "the timed shutdown"); // generous: load
+    // Acquire: pairs with `done`.
+    while (!js.finished.load(.acquire) and !s.passed()) std.Thread.yield() catch {};
+    const in_time = js.finished.load(.acquire);
+    S.gate.store(true, .release); // the hook returns: the tick goes on
+    js.join(ts, test_wait.default_ns, "a timed shutdown while a pipe's tick waits for a hook");
+    jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+    try testing.expect(in_time);
+    try testing.expectEqual(@as(i32, 0), S.shutdown_rc);
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    // The pipe whose target is gone was ended by that shutdown; the live one runs on.
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(gone_id));
+    // The held-up tick went on once the hook returned: a snapshot arrives.
+    var words: [metrics_words]u64 = undefined;
+    try testing.expectEqual(@as(i32, 0), kc_chan_recv(dst, &words, metrics_words * 8, kc_now_ns() + test_wait.default_ns, 0, 0));
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_stop(id));
+}
+
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();

@@ -11,8 +11,13 @@
 //! exists.
 //!
 //! Any thread may call `add`, `stop`, `activeCount` and `deinit` (the last one once, when no
-//! other call can follow). Ticks run on the pipe thread with the `Pipes` lock held: a tick must
-//! not call back into its `Pipes`.
+//! other call can follow). Ticks run on the pipe thread with the `Pipes` lock released (one at a
+//! time; `ticking` names it): a tick takes channel locks, which a stuck undelivered hook's caller
+//! may hold for as long as the hook runs, and with the lock held across it, `reap` (the timed
+//! shutdown's, bounded) and every other call waited for that hook too. Nobody but the thread
+//! ends the pipe whose tick runs (its context is in use): `stop` waits for the tick's end, `reap`
+//! and `deinit` mark it for the thread to end after it. A tick must not call `stop` or `deinit`
+//! (they would wait for itself).
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -41,6 +46,20 @@ pub const Pipes = struct {
     /// `reap` moves it on when it takes that thread's handle to join it, so that the thread
     /// ends even if an `add` came meanwhile (which starts the next one).
     serving: u32 = 0,
+    /// The id of the pipe whose tick runs now, with the lock released (0: none), under the lock.
+    /// It stays listed meanwhile and only the thread ends it, after the tick.
+    ticking: u32 = 0,
+    /// `reap` or `deinit` ended the pipe whose tick runs (under the lock): the thread ends it
+    /// (its cleanup) once the tick returned.
+    end_ticking: bool = false,
+    /// `stop` calls asleep until the tick of the pipe they end is over (under the lock): only
+    /// then does the thread wake them (a system call) at a tick's end.
+    stop_waiters: u32 = 0,
+    /// Bumped under the lock at every tick's end; `stop` sleeps on it (futex) meanwhile.
+    ticked: std.atomic.Value(u32) = .init(0),
+    /// Ticks begun, bumped under the lock (for tests: with `ticked` equal, no tick runs, and
+    /// one begun after a channel's lock was taken waits for it).
+    begun: std.atomic.Value(u32) = .init(0),
 
     /// Pushes one snapshot; false ends the pipe (its target closed, a channel gone).
     pub const TickFn = *const fn (ctx: *anyopaque) bool;
@@ -95,17 +114,34 @@ pub const Pipes = struct {
         return id;
     }
 
-    /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed).
+    /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed). If
+    /// its tick runs, waits for that tick's end first (as long as the tick takes, as when ticks
+    /// held the lock): when it returns, no tick of that pipe runs, nor will one again.
     pub fn stop(p: *Pipes, id: u32) bool {
         p.mutex.lock();
         defer p.mutex.unlock();
-        for (p.pipes.items, 0..) |pipe, i| {
-            if (pipe.id != id) continue;
-            p.end(i);
-            p.bump();
-            return true;
+        while (true) {
+            const i = p.indexOf(id) orelse return false; // the tick may have ended it meanwhile
+            if (p.ticking != id) {
+                p.end(i);
+                p.bump();
+                return true;
+            }
+            // Monotonic: `ticked` changes only under the lock, which orders it; the futex wait
+            // compares it again in the kernel, so a tick's end after our unlock is not missed.
+            const seen = p.ticked.load(.monotonic);
+            p.stop_waiters += 1;
+            p.mutex.unlock();
+            Futex.wait(&p.ticked, seen);
+            p.mutex.lock();
+            p.stop_waiters -= 1;
         }
-        return false;
+    }
+
+    /// Under the lock: where the pipe `id` is listed.
+    fn indexOf(p: *Pipes, id: u32) ?usize {
+        for (p.pipes.items, 0..) |pipe, i| if (pipe.id == id) return i;
+        return null;
     }
 
     pub fn activeCount(p: *Pipes) usize {
@@ -124,7 +160,11 @@ pub const Pipes = struct {
     /// Ends the pipes for which `alive(ctx)` is false now (their channels are gone: each would
     /// end at its next tick, which may come after the process exited), then, if no pipe is
     /// left, tells the thread to end and joins it; true if it joined one. A later `add` starts
-    /// a thread again. Not from a tick (it takes the lock).
+    /// a thread again. Bounded (the timed shutdown's): the lock is never held across a tick,
+    /// and a thread inside a tick (which may wait for a channel lock a stuck hook's caller
+    /// holds) is not joined: its pipe, if `alive` says so, is marked for the thread to end
+    /// after the tick, and the thread, finding no pipe left then, detaches itself. Before, the
+    /// tick held the lock, and this waited for it, for good behind a stuck hook.
     pub fn reap(p: *Pipes, alive: *const fn (ctx: *anyopaque) bool) bool {
         const t = blk: {
             p.mutex.lock();
@@ -132,10 +172,15 @@ pub const Pipes = struct {
             assert(!p.stopping); // reap after deinit
             var i: usize = 0;
             while (i < p.pipes.items.len) {
-                if (alive(p.pipes.items[i].ctx)) {
+                const pipe = p.pipes.items[i];
+                if (alive(pipe.ctx)) {
+                    i += 1;
+                } else if (pipe.id == p.ticking) {
+                    p.end_ticking = true; // its context is in use: the thread ends it
                     i += 1;
                 } else p.end(i); // swapRemove moved another pipe to i
             }
+            if (p.ticking != 0) return false; // not joined inside a tick (see above)
             if (p.pipes.items.len != 0 or !p.running) return false;
             // Serving, and no pipe left: it is about to end by itself. Its handle is ours to
             // join (it no longer detaches itself: `serving` moved on).
@@ -154,12 +199,19 @@ pub const Pipes = struct {
     pub fn deinit(p: *Pipes) void {
         p.mutex.lock();
         p.stopping = true;
-        while (p.pipes.items.len > 0) p.end(p.pipes.items.len - 1);
+        var i: usize = 0;
+        while (i < p.pipes.items.len) {
+            if (p.pipes.items[i].id == p.ticking) {
+                p.end_ticking = true; // the thread ends it after its tick, before it ends
+                i += 1;
+            } else p.end(i); // swapRemove moved another pipe to i
+        }
         p.bump();
         const t = p.thread;
         p.thread = null;
         p.mutex.unlock();
         if (t) |thread| thread.join();
+        assert(p.pipes.items.len == 0); // the one that ticked, ended by the thread
         p.pipes.deinit(p.allocator);
         p.* = undefined;
     }
@@ -181,23 +233,41 @@ pub const Pipes = struct {
     fn run(p: *Pipes, serving: u32) void {
         p.mutex.lock();
         while (!p.stopping and p.serving == serving and p.pipes.items.len > 0) {
-            const now = scheduler.monotonicNs();
-            var next: u64 = std.math.maxInt(u64);
-            var i: usize = 0;
-            while (i < p.pipes.items.len) {
-                const pipe = &p.pipes.items[i];
-                if (pipe.due_ns <= now) {
-                    if (!pipe.tick(pipe.ctx)) {
-                        p.end(i);
-                        continue; // swapRemove moved another pipe to i
-                    }
-                    pipe.due_ns +|= pipe.interval_ns;
-                    if (pipe.due_ns <= now) pipe.due_ns = now +| pipe.interval_ns; // fell behind
-                }
-                next = @min(next, pipe.due_ns);
-                i += 1;
+            // The pipe due first (the earliest due time: one whose ticks take longer than its
+            // interval does not starve the others).
+            var first: usize = 0;
+            for (p.pipes.items[1..], 1..) |pipe, i| {
+                if (pipe.due_ns < p.pipes.items[first].due_ns) first = i;
             }
-            if (p.pipes.items.len == 0) break;
+            const next = p.pipes.items[first].due_ns;
+            const now = scheduler.monotonicNs();
+            if (next <= now) {
+                // Its tick, with the lock released (see the file header): the pipe stays
+                // listed, and nobody else ends it meanwhile (`ticking`), so its copy's context
+                // stays valid.
+                const pipe = p.pipes.items[first];
+                assert(p.ticking == 0 and !p.end_ticking);
+                p.ticking = pipe.id;
+                _ = p.begun.fetchAdd(1, .monotonic); // monotonic: a count for tests
+                p.mutex.unlock();
+                const more = pipe.tick(pipe.ctx);
+                p.mutex.lock();
+                p.ticking = 0;
+                const i = p.indexOf(pipe.id).?; // listed still: only this thread ends it
+                if (!more or p.end_ticking or p.stopping) {
+                    p.end(i);
+                } else {
+                    const q = &p.pipes.items[i];
+                    q.due_ns +|= q.interval_ns;
+                    if (q.due_ns <= now) q.due_ns = now +| q.interval_ns; // fell behind
+                }
+                p.end_ticking = false;
+                // Monotonic: written and read under the lock (`stop`), which orders it; the
+                // futex wait compares it again in the kernel.
+                _ = p.ticked.fetchAdd(1, .monotonic);
+                if (p.stop_waiters != 0) Futex.wake(&p.ticked, std.math.maxInt(u32));
+                continue;
+            }
             const seen = p.seq.load(.acquire); // pairs with `bump`
             p.mutex.unlock();
             const wait = next -| scheduler.monotonicNs();
@@ -442,4 +512,103 @@ test "reap ends the pipes whose channels are gone at once and joins the thread o
         try testing.expect(pipes.stop(a));
     }
     try testing.expectEqual(@as(u32, 400), S.cleaned);
+}
+
+test "reap and stop do not wait for a tick held up (a channel lock a stuck hook's caller holds): reap is bounded, the pipe ends after its tick, and the thread detaches itself" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var gate = std.atomic.Value(bool).init(false);
+        var inside = std.atomic.Value(bool).init(false);
+        var cleaned = std.atomic.Value(u32).init(0);
+        var ticks = std.atomic.Value(u32).init(0);
+        /// The held-up tick: as a tick waiting for a channel lock a stuck hook holds.
+        fn stuck(_: *anyopaque) bool {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the tick's gate");
+            // Acquire: pairs with the test's release store.
+            while (!gate.load(.acquire)) g.wait() catch break;
+            return true;
+        }
+        fn quick(_: *anyopaque) bool {
+            _ = ticks.fetchAdd(1, .monotonic);
+            return true;
+        }
+        fn cleanup(_: *anyopaque) void {
+            _ = cleaned.fetchAdd(1, .monotonic);
+        }
+        fn alive(ctx: *anyopaque) bool {
+            const b: *u8 = @ptrCast(ctx);
+            return b.* != 0;
+        }
+        fn reaper(ps: *Pipes, j: *test_wait.Joiner, out: *bool) void {
+            defer j.done();
+            out.* = ps.reap(alive);
+        }
+    };
+    var gone: u8 = 0;
+    // Opened on every way out, so that the tick returns and `deinit` joins the thread.
+    defer S.gate.store(true, .release);
+    _ = try pipes.add(S.stuck, S.cleanup, &gone, std.time.ns_per_ms);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the stuck tick");
+    while (!S.inside.load(.acquire)) try d.wait();
+    // Other calls go on meanwhile: another pipe is added (not ticked: the one thread is held).
+    var live: u8 = 1;
+    const other = try pipes.add(S.quick, S.cleanup, &live, std.time.ns_per_ms);
+    try testing.expectEqual(@as(usize, 2), pipes.activeCount());
+    // The pipe whose tick runs is gone (`alive` false): reap does not wait for the tick (before,
+    // the tick held the lock reap takes: a hang), nor end it under the tick; it is marked.
+    var joined = true;
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.reaper, .{ &pipes, &j, &joined });
+    const r = test_wait.Deadline.in(2 * std.time.ns_per_s, "a reap while a tick is held up");
+    // Acquire: pairs with `done`.
+    while (!j.finished.load(.acquire) and !r.passed()) std.Thread.yield() catch {};
+    const in_time = j.finished.load(.acquire);
+    if (!in_time) S.gate.store(true, .release); // the reap goes on: a failure, not a hang
+    j.join(t, test_wait.default_ns, "a reap while a tick is held up");
+    try testing.expect(in_time);
+    try testing.expect(!joined); // a thread inside a tick is not joined
+    try testing.expectEqual(@as(u32, 0), S.cleaned.load(.monotonic)); // its context in use
+    try testing.expect(pipes.stop(other)); // not ticking: ended at once
+    try testing.expectEqual(@as(u32, 1), S.cleaned.load(.monotonic));
+    // The tick returns: the thread ends the marked pipe, finds none left, detaches itself.
+    S.gate.store(true, .release);
+    const e = test_wait.Deadline.in(test_wait.default_ns, "the thread's end after the tick");
+    while (pipes.threadRunning()) try e.wait();
+    try testing.expectEqual(@as(u32, 2), S.cleaned.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), pipes.activeCount());
+    {
+        pipes.mutex.lock();
+        defer pipes.mutex.unlock();
+        try testing.expect(pipes.thread == null); // detached by itself
+    }
+    // A stop of a pipe whose tick runs waits for that tick, then ends it: no tick after it.
+    S.inside.store(false, .monotonic); // monotonic: the pipe thread starts after it
+    S.gate.store(false, .monotonic);
+    gone = 1;
+    const held = try pipes.add(S.stuck, S.cleanup, &gone, std.time.ns_per_ms);
+    const d2 = test_wait.Deadline.in(test_wait.default_ns, "the stuck tick");
+    while (!S.inside.load(.acquire)) try d2.wait();
+    const Stopper = struct {
+        fn go(ps: *Pipes, id: u32, jj: *test_wait.Joiner, out: *bool) void {
+            defer jj.done();
+            out.* = ps.stop(id);
+        }
+    };
+    var stopped = false;
+    var js: test_wait.Joiner = .{};
+    const ts = try std.Thread.spawn(.{}, Stopper.go, .{ &pipes, held, &js, &stopped });
+    // It waits for the tick: not done until the gate opens (bounded look: the tick is held).
+    for (0..1000) |_| {
+        try testing.expect(!js.finished.load(.acquire));
+        std.Thread.yield() catch {};
+    }
+    S.gate.store(true, .release);
+    js.join(ts, test_wait.default_ns, "a stop waiting for its pipe's tick");
+    try testing.expect(stopped);
+    try testing.expectEqual(@as(u32, 3), S.cleaned.load(.monotonic));
+    try testing.expectEqual(@as(usize, 0), pipes.activeCount());
 }
