@@ -725,6 +725,18 @@ pub const Scheduler = struct {
     quiesce_waiters: std.atomic.Value(u32) = .init(0),
     /// Spawned from outside the workers (and undone spawns, subtracted); see `liveCount`.
     live: std.atomic.Value(u64) = .init(0),
+    /// `liveCount` while a shutdown frees the workers (`no_fold`: none): their shares and
+    /// `live` together, summed by `joinAndFree` before `dropWorkers` hides the workers from
+    /// readers, and cleared by `abandonAll` once it moved that sum to `live`. Before, a reader
+    /// in between (for as long as `dropWorkers` waited for a reader inside) read `live` alone:
+    /// the outside spawns, finished or not, too high. Kept by a restart (a reader may read it).
+    live_folded: std.atomic.Value(u64) = .init(no_fold),
+    /// `busyCount`'s the same way: the workers' shares and the outside counts summed as the
+    /// workers were hidden. `abandonAll` then zeroes the outside counts (nothing runs once the
+    /// workers' array is freed: the coroutines left are abandoned). Before, a reader that
+    /// found no workers read the outside counts alone (spawns from outside, counted out on the
+    /// workers) until the next restart: busy coroutines after a shutdown that finished them.
+    busy_folded: std.atomic.Value(u64) = .init(no_fold),
     /// How many coroutines the last join abandoned: those that never finished, counted once
     /// no worker runs (`joinAndFree`), so a coroutine running as the run stopped that then ran
     /// to its end is not among them. Written under `lifecycle` by the shutdown that joined; read
@@ -881,7 +893,7 @@ pub const Scheduler = struct {
     }
 
     /// What `restart` keeps (see there).
-    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits", "readers", "workers_live", "live", "ext_in", "ext_out" };
+    const kept_by_restart = [_][]const u8{ "state", "epoch", "wakers", "drainers", "drain_seq", "quiesce_seq", "quiesce_waiters", "lifecycle", "lifecycle_shutdown", "lifecycle_events", "lifecycle_waiters", "lifecycle_pending", "cancel_pending", "unjoined", "outside_mutex", "outside_waits", "readers", "workers_live", "live", "live_folded", "busy_folded", "ext_in", "ext_out" };
     comptime {
         for (kept_by_restart) |k| assert(@hasField(Scheduler, k));
     }
@@ -1402,6 +1414,11 @@ pub const Scheduler = struct {
     pub fn busyCount(s: *Scheduler) u64 {
         const workers = s.enterWorkers();
         defer s.leaveWorkers();
+        if (workers.len == 0) {
+            // Acquire: as in `liveCount` (pairs with `abandonAll`'s release store).
+            const folded = s.busy_folded.load(.acquire);
+            if (folded != no_fold) return folded;
+        }
         const t = s.collectBusy(workers);
         return t.in -| t.out;
     }
@@ -1587,13 +1604,22 @@ pub const Scheduler = struct {
     /// tells others it ended (a scope's child, `countFinishedNow`; a built-in, before its `done`
     /// cell) is counted out before they can learn it: whoever saw its end sees it gone from here
     /// too. So is one a shutdown abandons (`releaseAbandoned`): 0 once it returned.
-    /// While a shutdown frees the workers, a count without their shares (the outside
-    /// spawns' alone), until it moved them to that count (`abandonAll`).
+    /// While a shutdown frees the workers, the count it summed as it hid them (`live_folded`).
     pub fn liveCount(s: *Scheduler) u64 {
         const workers = s.enterWorkers();
         defer s.leaveWorkers();
+        if (workers.len == 0) {
+            // Acquire: pairs with `abandonAll`'s release store of `no_fold` (then `live` holds
+            // the sum). A sum stored by `joinAndFree` is published to a reader that found no
+            // workers by `dropWorkers`' seq_cst store of `workers_live` after it.
+            const folded = s.live_folded.load(.acquire);
+            if (folded != no_fold) return folded;
+        }
         return s.liveIn(workers);
     }
+
+    /// `live_folded`'s "none".
+    const no_fold = std.math.maxInt(u64);
 
     fn liveIn(s: *Scheduler, workers: []Worker) u64 {
         var n = s.live.load(.monotonic);
@@ -1974,7 +2000,14 @@ pub const Scheduler = struct {
             // and leave before they are freed.
             s.pingDrain();
             if (!s.awaitNone(&s.drainers, deadline)) return error.Timeout;
-            // Readers of the statistics (`workerStats`, `liveCount`, ...) read them too.
+            // Readers of the statistics (`workerStats`, `liveCount`, ...) read them too. Those
+            // that find no workers from here on read the live count summed now (the workers
+            // joined, no spawn from outside while we hold `lifecycle`: it holds still) until
+            // `abandonAll` moved it to `live`. Monotonic: `dropWorkers`' seq_cst store of
+            // `workers_live` publishes it (see `liveCount`).
+            s.live_folded.store(s.liveIn(s.workers), .monotonic);
+            const busy = s.collectBusy(s.workers);
+            s.busy_folded.store(busy.in -| busy.out, .monotonic);
             if (!s.dropWorkers(deadline)) return error.Timeout;
             s.abandonAll();
             s.join_stage = .freed;
@@ -1996,6 +2029,14 @@ pub const Scheduler = struct {
         // thread that its abandoned scope child woke (`abandonChild`) read them live.
         // Monotonic: the workers were joined, which ordered their counts before these loads.
         s.live.store(s.liveIn(s.workers), .monotonic);
+        // Release: pairs with `liveCount`'s acquire load: a reader that finds no sum reads
+        // `live` holding it (or less, as abandoned ones are counted out below).
+        assert(s.live_folded.load(.monotonic) == s.live.load(.monotonic));
+        s.live_folded.store(no_fold, .release);
+        // None busy from here on (monotonic: the release store below publishes both).
+        s.ext_in.store(0, .monotonic);
+        s.ext_out.store(0, .monotonic);
+        s.busy_folded.store(no_fold, .release);
         s.abandoned_at_join = s.live.load(.monotonic);
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
@@ -4151,27 +4192,54 @@ test "a start refused before its run is built (bad options, no memory for the wo
 test "the statistics read in a loop on one thread while another shuts the scheduler down and restarts it, failing some restarts" {
     // The unsynchronised reads `enterWorkers` replaced: a shutdown's free, a failed begin's
     // free and a restart's rebuild of `workers` under a reader (ThreadSanitizer: a data race;
-    // a safe build: garbage counts or a crash). Bounded: a fixed number of rounds.
+    // a safe build: garbage counts or a crash). Bounded: a fixed number of rounds. The figures
+    // are checked too, not only read: each round spawns `per_round` coroutines, and once they
+    // are all done (`phase` odd: through the shutdown and the restart) none may read live or
+    // busy. Before, a reader between `dropWorkers` and `abandonAll`'s fold read the outside
+    // spawns' count alone (`per_round`, all finished) as live.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
+    const per_round = 4;
     const S = struct {
         var sched: *Scheduler = undefined;
         var stop = std.atomic.Value(bool).init(false);
         var reads = std.atomic.Value(u64).init(0);
         var bad = std.atomic.Value(u32).init(0);
+        /// Even while coroutines may run; odd once all of this round's are done (the test's
+        /// release increments, the reader's acquire loads).
+        var phase = std.atomic.Value(u32).init(0);
+        /// The first figure found wrong, for the failure's message (under `bad`'s first count).
+        var what: []const u8 = "";
+        var value: u64 = 0;
         var joiner: test_wait.Joiner = .{};
         fn body(_: ?*anyopaque) callconv(.c) void {}
+        fn wrong(w: []const u8, v: u64) void {
+            if (bad.fetchAdd(1, .monotonic) == 0) {
+                what = w;
+                value = v;
+            }
+        }
         fn reader() void {
             defer joiner.done();
             // Acquire: pairs with the test's release store (a flag only).
             while (!stop.load(.acquire)) {
+                const before = phase.load(.acquire); // pairs with the test's release increment
                 const n = sched.workerCount();
-                if (n > 2) _ = bad.fetchAdd(1, .monotonic);
+                if (n != 0 and n != 2) wrong("workerCount", n);
                 if (sched.workerStats(0)) |st| {
-                    if (st.queue_depth > 1_000_000) _ = bad.fetchAdd(1, .monotonic);
+                    if (st.queue_depth > per_round) wrong("queue_depth", st.queue_depth);
                 }
-                _ = sched.liveCount();
-                _ = sched.busyCount();
+                const live = sched.liveCount();
+                const busy = sched.busyCount();
+                // A wrapped (negative) count or more than were spawned: wrong at any time.
+                if (live > per_round) wrong("liveCount", live);
+                if (busy > per_round) wrong("busyCount", busy);
+                // All done, before and after the reads (nothing spawned meanwhile): none live
+                // or busy, through the shutdown's free of the workers and the restart.
+                if (before % 2 == 1 and phase.load(.acquire) == before) {
+                    if (live != 0) wrong("liveCount with all done", live);
+                    if (busy != 0) wrong("busyCount with all done", busy);
+                }
                 _ = reads.fetchAdd(1, .monotonic); // a count
             }
         }
@@ -4179,28 +4247,46 @@ test "the statistics read in a loop on one thread while another shuts the schedu
     S.stop.store(false, .monotonic);
     S.reads.store(0, .monotonic);
     S.bad.store(0, .monotonic);
+    S.phase.store(0, .monotonic);
     S.joiner = .{};
     var s: Scheduler = undefined;
     try startForTest(&s, 2);
     S.sched = &s;
     defer test_hooks.fail_thread = null;
     const th = try std.Thread.spawn(.{}, S.reader, .{});
+    var joined = false;
     defer {
         S.stop.store(true, .release);
-        S.joiner.join(th, test_wait.default_ns, "the reader");
+        if (!joined) S.joiner.join(th, test_wait.default_ns, "the reader");
         if (s.isRunning()) s.shutdown(.cancel);
     }
     const opts: Options = .{ .workers = 2, .stack_size = test_stack_size };
     for (0..40) |round| {
+        for (0..per_round) |_| _ = try s.spawn(S.body, null); // coroutines for the counts
+        try s.drainFor(test_timeout);
+        // Done: each is counted out by its worker after its entry returned (bounded wait).
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the spawned coroutines' count out");
+        while (s.liveCount() != 0 or s.busyCount() != 0) try d.wait();
+        _ = S.phase.fetchAdd(1, .release); // odd: all done (pairs with the reader's acquire)
         s.shutdown(.cancel);
+        try testing.expectEqual(@as(u64, 0), s.liveCount());
+        try testing.expectEqual(@as(u64, 0), s.abandoned_at_join);
         // Every fourth restart fails (its second worker's thread): a failed begin's free.
         test_hooks.fail_thread = if (round % 4 == 3) 1 else null;
         if (s.restart(testing.allocator, opts)) {} else |err| try testing.expectEqual(error.OutOfMemory, err);
         test_hooks.fail_thread = null;
         if (!s.isRunning()) try s.restart(testing.allocator, opts);
-        _ = try s.spawn(S.body, null); // a coroutine for the counts
+        try testing.expectEqual(@as(u64, 0), s.liveCount());
+        _ = S.phase.fetchAdd(1, .release); // even: spawns to come
+    }
+    S.stop.store(true, .release);
+    S.joiner.join(th, test_wait.default_ns, "the reader");
+    joined = true;
+    if (S.bad.load(.monotonic) != 0) {
+        std.debug.print("{d} wrong figures; the first: {s} = {d}\n", .{ S.bad.load(.monotonic), S.what, S.value });
     }
     try testing.expectEqual(@as(u32, 0), S.bad.load(.monotonic));
+    try testing.expect(S.reads.load(.monotonic) > 0);
 }
 
 test "a failed begin waits for a drain and for a reader of the statistics on other threads that saw its run going before it frees the workers" {
