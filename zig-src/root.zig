@@ -1216,7 +1216,9 @@ fn stopUnusedThreads(deadline_ns: ?u64) void {
     // ticker on its first read of the clock.
     if (hosts.load(.monotonic) != 0) return;
     // The pipes first: a live pipe's tick reads the clock, which would start the ticker again
-    // right after its stop.
+    // right after its stop. Bounded, for a timed shutdown too: no tick holds the pipes' lock,
+    // and a pipe thread inside a tick (which may wait for the lock of a channel whose stuck
+    // hook's caller holds it) is not joined; it ends by itself once no pipe is left.
     _ = pipes.reap(HandlePipe.alive);
     _ = kcoro.clock.stop();
     // The threads that freed rings for a hook's thread (`freeRing`): each may wait for a
