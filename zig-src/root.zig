@@ -14975,6 +14975,53 @@ test "C ABI: a timed shutdown does not wait for a metrics pipe whose tick waits 
     try testing.expectEqual(@as(i32, 0), kc_chan_pipe_stop(id));
 }
 
+test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own tick, may stop that pipe" {
+    // The README's advice, a conflated target, drops the snapshot it held at each tick's send,
+    // and the drop runs the target's undelivered hook on the pipe thread, inside the tick. A
+    // kc_chan_pipe_stop of that pipe there took the pipes' lock its own thread held (ticks ran
+    // under it): a deadlock. Then, with ticks outside the lock, it waited for its own tick's end.
+    // Now it marks the pipe, which ends once the tick returns.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var id = std.atomic.Value(u32).init(0);
+        var rc = std.atomic.Value(i32).init(9);
+        var calls = std.atomic.Value(u32).init(0);
+        fn onDrop(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            // Monotonic: a count; the test reads `rc` with acquire after it.
+            if (calls.fetchAdd(1, .monotonic) != 0) return; // the first drop only
+            // Release: pairs with the test's acquire load.
+            rc.store(kc_chan_pipe_stop(id.load(.monotonic)), .release);
+        }
+    };
+    S.id.store(0, .monotonic);
+    S.rc.store(9, .monotonic);
+    S.calls.store(0, .monotonic);
+    var src: u32 = 0;
+    var dst: u32 = 0;
+    // Destroyed at the end, not on a failure's way out: a tick held up in the hook holds
+    // `dst`'s lock, which a destroy would wait for (a hang instead of the failure).
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &src));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 1, 0, chan_conflated, &dst));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(dst, S.onDrop, null));
+    var id: u32 = 0;
+    // Stored before the first drop can read it: the second tick's, an interval after the
+    // first (a hook that read 0 would get KC_EBADH, a failure below, not a hang).
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dst, std.time.ns_per_ms, &id));
+    S.id.store(id, .monotonic);
+    const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
+    // Acquire: pairs with the hook's release store.
+    while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    // Ended by the thread once its tick returned (not by a stop of ours): no tick after it.
+    const e = test_wait.Deadline.in(test_wait.default_ns, "the pipe's end after its tick");
+    while (pipes.listed(id)) try e.wait();
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(id));
+    try testing.expectEqual(@as(u32, 1), S.calls.load(.monotonic));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(src));
+}
+
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();

@@ -16,8 +16,9 @@
 //! may hold for as long as the hook runs, and with the lock held across it, `reap` (the timed
 //! shutdown's, bounded) and every other call waited for that hook too. Nobody but the thread
 //! ends the pipe whose tick runs (its context is in use): `stop` waits for the tick's end, `reap`
-//! and `deinit` mark it for the thread to end after it. A tick must not call `stop` or `deinit`
-//! (they would wait for itself).
+//! and `deinit` mark it for the thread to end after it. A tick may call `add`, `stop` (its own
+//! pipe's is marked so too: a conflated target's undelivered hook, which the tick's send runs on
+//! this thread, may stop the pipe) and `reap`, not `deinit`.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -116,7 +117,9 @@ pub const Pipes = struct {
 
     /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed). If
     /// its tick runs, waits for that tick's end first (as long as the tick takes, as when ticks
-    /// held the lock): when it returns, no tick of that pipe runs, nor will one again.
+    /// held the lock): when it returns, no tick of that pipe runs, nor will one again. From
+    /// inside that very tick (a hook its send runs), marks it for the thread to end once the
+    /// tick returns. Before, that stop took the lock its own thread held: a deadlock.
     pub fn stop(p: *Pipes, id: u32) bool {
         p.mutex.lock();
         defer p.mutex.unlock();
@@ -125,6 +128,12 @@ pub const Pipes = struct {
             if (p.ticking != id) {
                 p.end(i);
                 p.bump();
+                return true;
+            }
+            if (in_tick_of == p) {
+                // Its own tick's thread: waiting would be for itself.
+                if (p.end_ticking) return false; // stopped (or reaped) already
+                p.end_ticking = true;
                 return true;
             }
             // Monotonic: `ticked` changes only under the lock, which orders it; the futex wait
@@ -138,6 +147,9 @@ pub const Pipes = struct {
         }
     }
 
+    /// The `Pipes` whose tick this thread runs now (the pipe thread, inside a tick), for `stop`.
+    threadlocal var in_tick_of: ?*Pipes = null;
+
     /// Under the lock: where the pipe `id` is listed.
     fn indexOf(p: *Pipes, id: u32) ?usize {
         for (p.pipes.items, 0..) |pipe, i| if (pipe.id == id) return i;
@@ -148,6 +160,13 @@ pub const Pipes = struct {
         p.mutex.lock();
         defer p.mutex.unlock();
         return p.pipes.items.len;
+    }
+
+    /// Whether the pipe `id` is listed (for tests: it runs, or its tick does and it ends after).
+    pub fn listed(p: *Pipes, id: u32) bool {
+        p.mutex.lock();
+        defer p.mutex.unlock();
+        return p.indexOf(id) != null;
     }
 
     /// Whether the pipe thread is serving (for tests: it ends when the last pipe does).
@@ -250,7 +269,9 @@ pub const Pipes = struct {
                 p.ticking = pipe.id;
                 _ = p.begun.fetchAdd(1, .monotonic); // monotonic: a count for tests
                 p.mutex.unlock();
+                in_tick_of = p;
                 const more = pipe.tick(pipe.ctx);
+                in_tick_of = null;
                 p.mutex.lock();
                 p.ticking = 0;
                 const i = p.indexOf(pipe.id).?; // listed still: only this thread ends it
