@@ -181,8 +181,8 @@ pub const Pipes = struct {
     /// left, tells the thread to end and joins it; true if it joined one. A later `add` starts
     /// a thread again. Bounded (the timed shutdown's): the lock is never held across a tick,
     /// and a thread inside a tick (which may wait for a channel lock a stuck hook's caller
-    /// holds) is not joined: its pipe, if `alive` says so, is marked for the thread to end
-    /// after the tick, and the thread, finding no pipe left then, detaches itself. Before, the
+    /// holds) is not joined: its pipe, if `alive` is false for it, is marked for the thread to
+    /// end after the tick, and the thread, finding no pipe left then, detaches itself. Before, the
     /// tick held the lock, and this waited for it, for good behind a stuck hook.
     pub fn reap(p: *Pipes, alive: *const fn (ctx: *anyopaque) bool) bool {
         const t = blk: {
