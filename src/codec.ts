@@ -60,6 +60,7 @@ import {
   PACK_MAX,
   packed,
   packError,
+  refusedLeaf,
   typedBuffer,
   unpack,
   unpackedObject,
@@ -1104,7 +1105,7 @@ function putStructured(
     throw packFailed(e, value, codec, op);
   }
   if (n >= 0) putBuffer(slot, packed(), T_PACKED, sym, codec, op, n);
-  else putBuffer(slot, serialise(value, codec, op), T_STRUCTURED, sym, codec, op);
+  else putBuffer(slot, serialise(value, codec, op, refusedLeaf()), T_STRUCTURED, sym, codec, op);
 }
 
 /**
@@ -2050,6 +2051,9 @@ function encodeSized(cause: unknown): Uint8Array | null | typeof OVER {
   try {
     const n = pack(cause, causeBytesMax);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
+    // A function or symbol the packer gave up at: node:v8 refuses the cause for it (`serialise`).
+    const leaf = refusedLeaf();
+    if (leaf !== undefined) serialize(leaf.leaf);
     const body = serialize(cause);
     const heads = cause instanceof Error ? errorHeads(cause) : [];
     if (heads.length === 0) return withKind(2, body); // no Error, or reading it threw
@@ -2280,7 +2284,18 @@ function unknownTag(slot: Slot): CodecError {
   );
 }
 
-function serialise(value: unknown, codec: string, op = "send"): Uint8Array {
+/**
+ * `value` through node:v8, or the CodecError saying why it cannot be. `leaf` is what `pack`
+ * gave up at when that was a function or symbol (`refusedLeaf`, taken right after the `pack`):
+ * node:v8 refuses the value for it, with the error it gives for that one alone, which is asked
+ * instead, so the value's getters (run by the packer on its way there) do not run again.
+ */
+function serialise(
+  value: unknown,
+  codec: string,
+  op = "send",
+  leaf?: { leaf: unknown },
+): Uint8Array {
   // One of kcoro's own objects, as the value, where `pack` gave up inside it (the first class
   // instance in plain data) or anywhere after (node:v8 refuses its `_notCloneable` symbol:
   // `refusedByClone`, below): copied, it would be a plain object without its methods, which a
@@ -2300,6 +2315,8 @@ function serialise(value: unknown, codec: string, op = "send"): Uint8Array {
     );
   }
   try {
+    // Throws (a function or symbol is never copied); were it not to, the value as before.
+    if (leaf !== undefined) serialize(leaf.leaf);
     return serialize(value);
   } catch (e) {
     const inside = refusedByClone(e);
@@ -2376,7 +2393,7 @@ function structuredPass<T>(value: T, codec: string, op = "send"): T {
     fitsValue(codec, op, n);
     copy = unpack(packed().subarray(0, n));
   } else {
-    const bytes = serialise(value, codec, op);
+    const bytes = serialise(value, codec, op, refusedLeaf());
     n = bytes.length;
     fitsValue(codec, op, n);
     copy = deserialize(bytes);

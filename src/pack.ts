@@ -22,7 +22,9 @@
  * one.
  *
  * Unlike structured clone, a Proxy of a plain object is copied through its traps (structured
- * clone refuses it), and a getter that runs before `pack` gives up runs again in `node:v8`.
+ * clone refuses it), and a getter that runs before `pack` gives up runs again in `node:v8`,
+ * unless it gave up at a function or symbol (`refusedLeaf`): the value is refused then, node:v8
+ * asked about that one alone.
  *
  * @module
  */
@@ -274,7 +276,11 @@ function put(v: unknown): void {
       putObject(v);
       return;
   }
-  throw UNPACKABLE; // functions and symbols: node:v8 names the error
+  // Functions and symbols: node:v8 refuses them too, and names the error. The codec asks it of
+  // this one alone (`refusedLeaf`), not of the whole value again, whose getters would run twice.
+  leaf = v;
+  hasLeaf = true;
+  throw UNPACKABLE;
 }
 
 function putObject(v: object): void {
@@ -537,6 +543,8 @@ export function pack(value: unknown, max: number = PACK_MAX): number {
   pos = 0;
   limit = max;
   gaveUpAt = undefined;
+  hasLeaf = false;
+  leaf = undefined;
   try {
     put(value);
     return pos;
@@ -560,6 +568,29 @@ let packing = false, shrink = false;
  * when node:v8 would copy it into a lifeless plain object (one of kcoro's own, say).
  */
 let gaveUpAt: WeakRef<object> | undefined;
+
+/**
+ * The function or symbol the last `pack` gave up at (`hasLeaf`), which node:v8 refuses wherever
+ * it meets one: the value is refused, and the codec asks node:v8 for its error of that one alone
+ * (`refusedLeaf`). Held until taken or the next `pack`.
+ */
+let leaf: unknown, hasLeaf = false;
+
+/**
+ * @ignore The function or symbol the last `pack` that returned -1 gave up at, in a box, and
+ * forgotten (so that it is held no longer); undefined when it gave up at something else (or was
+ * taken). node:v8 refuses a value holding one with the same error as that one alone ("Symbol(x)
+ * could not be cloned."), without reading the value again: its getters, which the packer ran on
+ * the way, ran twice per send before (the packer's walk, then node:v8's), where a value the
+ * codec refuses now runs them once.
+ */
+export function refusedLeaf(): { leaf: unknown } | undefined {
+  if (!hasLeaf) return undefined;
+  const box = { leaf };
+  hasLeaf = false;
+  leaf = undefined;
+  return box;
+}
 
 /** The object the last `pack` that returned -1 gave up at, if it gave up at a class instance. */
 export function unpackedObject(): object | undefined {

@@ -2638,4 +2638,68 @@ Deno.test("an array, typed array or DataView given Object.prototype or null come
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("a value the codec refuses for a function or symbol it holds runs its getters once per send, as one it packs does: local and shared, send, trySend and trySendMany, the default and structured codecs", async () => {
+  // The packer read the getter, gave up at the symbol, and node:v8 read the whole value again
+  // to say it refuses it: twice per send. Its error is the one node:v8 gives for the symbol.
+  let reads = 0;
+  // The getter first: the packer reads it before it meets what it gives up at.
+  const counted = (rest: Record<string, unknown>) =>
+    Object.assign(
+      Object.defineProperty({}, "a", {
+        enumerable: true,
+        get() {
+          reads++;
+          return { b: 1 };
+        },
+      }),
+      rest,
+    );
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [{ s: Symbol("x") }, /^Symbol\(x\) could not be cloned\.$/],
+    [{ f: () => 1 }, /could not be cloned\.$/],
+    [{ deep: [new Map([[1, { s: Symbol("y") }]])] }, /^Symbol\(y\) could not be cloned\.$/],
+  ];
+  for (const codec of [codecs.default, codecs.structured]) {
+    for (const shared of [false, true]) {
+      for (const capacity of [0, 4]) {
+        using ch = new Channel<unknown>(capacity, { codec });
+        if (shared) ch.share();
+        for (const [rest, cause] of refused) {
+          const how = `${codec.name}, shared ${shared}, capacity ${capacity}, ${
+            Deno.inspect(rest)
+          }`;
+          const refusal = (e: unknown) =>
+            e instanceof CodecError && e.message.startsWith("Cannot ") &&
+            cause.test((e.cause as Error).message);
+          for (const call of ["send", "trySend", "trySendMany"]) {
+            reads = 0;
+            const v = counted(rest);
+            if (call === "send") await assert.rejects(ch.send(v), refusal, how);
+            else if (call === "trySend") assert.throws(() => ch.trySend(v), refusal, how);
+            else assert.throws(() => ch.trySendMany([v]), refusal, how);
+            assert.equal(reads, 1, `${how}, ${call}: the getter ran once`);
+          }
+        }
+        // One it packs: once, as before.
+        reads = 0;
+        const received = capacity === 0 ? ch.receive() : undefined;
+        await ch.send(counted({ n: 1 }));
+        assert.deepEqual(await (received ?? ch.receive()), { n: 1, a: { b: 1 } });
+        assert.equal(
+          reads,
+          1,
+          `${codec.name}, shared ${shared}: the packed value's getter ran once`,
+        );
+      }
+    }
+  }
+  // kcoro's own objects are still named where the symbol that refuses them is met.
+  reads = 0;
+  assert.throws(
+    () => new Channel<unknown>(1).trySend(counted({ c: codecs.f64 })),
+    (e) => e instanceof CodecError && /holds a codec, which lives in its isolate/.test(e.message),
+  );
+  assert.equal(reads, 1);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
