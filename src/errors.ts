@@ -88,7 +88,12 @@ export function describe(x: unknown): string {
   // Arrays and typed arrays say how long they are: "[object Array]" alone does not tell a
   // caller which limit it crossed (a batch, a cell count).
   try {
-    if (ArrayBuffer.isView(x) && !(x instanceof DataView)) {
+    // A typed array as the engine knows it (its tag getter answers undefined for anything else,
+    // a DataView too, running no code of the caller's), whatever its prototype says. It was
+    // `ArrayBuffer.isView` and not `instanceof DataView`, which read the prototype: a typed
+    // array given DataView.prototype was described without its length, and a `DataView`'s own
+    // `Symbol.hasInstance` (the caller's) ran inside an error's message.
+    if (typedTag.call(x) !== undefined) {
       return `${tag} of length ${typedLength.call(x)}`; // the engine's, not an own `length`
     }
     if (Array.isArray(x)) {
@@ -187,6 +192,10 @@ const symbolDescription = Object.getOwnPropertyDescriptor(Symbol.prototype, "des
 const typedLength = Object.getOwnPropertyDescriptor(
   Object.getPrototypeOf(Uint8Array.prototype),
   "length",
+)!.get!;
+const typedTag = Object.getOwnPropertyDescriptor(
+  Object.getPrototypeOf(Uint8Array.prototype),
+  Symbol.toStringTag,
 )!.get!;
 
 /**

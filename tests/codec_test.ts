@@ -2702,4 +2702,43 @@ Deno.test("a value the codec refuses for a function or symbol it holds runs its 
   assert.equal(reads, 1);
 });
 
+Deno.test("an error message's description tells a typed array by the engine, not by its prototype: one given DataView.prototype says its length, a DataView given another prototype does not, and DataView's own Symbol.hasInstance never runs", () => {
+  let ran = 0;
+  Object.defineProperty(DataView, Symbol.hasInstance, {
+    configurable: true,
+    value: () => {
+      ran++;
+      return false;
+    },
+  });
+  try {
+    using ch = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+    const refused = (value: unknown, received: string) =>
+      assert.throws(
+        () => ch.trySend(value as Uint8Array),
+        (e) => e instanceof CodecError && e.message.endsWith(`, received ${received}`),
+        received,
+      );
+    refused(
+      Object.setPrototypeOf(new Float64Array(3), DataView.prototype),
+      "[object DataView] of length 3",
+    );
+    refused(Object.setPrototypeOf(new Int16Array(2), null), "[object Object] of length 2");
+    refused(
+      Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Object.prototype),
+      "[object Object]",
+    );
+    refused(
+      Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype),
+      "[object Object]",
+    );
+    refused(Object.create(DataView.prototype), "[object DataView]");
+    refused(new DataView(new ArrayBuffer(8)), "[object DataView]");
+    refused(new Float32Array(5), "[object Float32Array] of length 5");
+    assert.equal(ran, 0, "DataView's Symbol.hasInstance ran");
+  } finally {
+    delete (DataView as unknown as Record<symbol, unknown>)[Symbol.hasInstance];
+  }
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
