@@ -1378,7 +1378,7 @@ const suppressedClass:
 function builtinOf(e: Error): string {
   if (e instanceof AggregateError) return "AggregateError";
   if (suppressedClass !== undefined && e instanceof suppressedClass) return "SuppressedError";
-  const name = String(e.name);
+  const name = errorName(e);
   return V8_CLASSES.has(name) ? name : "Error";
 }
 
@@ -1429,7 +1429,7 @@ function extraKeys(e: Error, max: number): string[] {
 function needsRich(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e: unknown = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    for (let e: unknown = cause; isError(e) && !seen.has(e); e = e.cause) {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const b = builtinOf(e);
@@ -1437,7 +1437,7 @@ function needsRich(cause: unknown): boolean {
         return true;
       }
       // Its head holds the name cut (`headName`): the rich encoding, all of it.
-      if (encoder.encode(String(e.name)).length > HEAD_NAME_MAX) return true;
+      if (encoder.encode(errorName(e)).length > HEAD_NAME_MAX) return true;
     }
   } catch {
     // A hostile Error down the chain: the stand-in's encoding.
@@ -1504,7 +1504,7 @@ function encodeRich(cause: Error): Uint8Array | null {
     // A `cause` whose read throws ends it (the record says so).
     const chain = new Set<unknown>();
     try {
-      for (let e: unknown = cause; e instanceof Error && !chain.has(e); e = e.cause) {
+      for (let e: unknown = cause; isError(e) && !chain.has(e); e = e.cause) {
         if (chain.size === CAUSE_DEPTH) break;
         chain.add(e);
       }
@@ -1566,7 +1566,7 @@ function encodeRich(cause: Error): Uint8Array | null {
           ? 0
           : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1,
         b: builtinOf(e),
-        n: String(e.name),
+        n: errorName(e),
         f: [],
       };
       const message = String(e.message);
@@ -1747,7 +1747,7 @@ function richError(rec: RichRecord): Error {
 function ownData(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const own = Object.getOwnPropertyDescriptor(e, "message");
@@ -1774,11 +1774,11 @@ function ownData(cause: unknown): boolean {
 function endFits(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
       if (seen.size === CAUSE_DEPTH) return true;
       seen.add(e);
       const inner = e.cause;
-      if (!(inner instanceof Error) && "cause" in e) {
+      if (!isError(inner) && "cause" in e) {
         return !valueParts(inner, RICH_ELEMENTS_ALL).over;
       }
     }
@@ -1797,7 +1797,7 @@ function endFits(cause: unknown): boolean {
  */
 function endValueFits(inner: unknown): boolean {
   try {
-    if (inner instanceof Error) return true;
+    if (isError(inner)) return true;
   } catch {
     // A revoked Proxy (its prototype read throws): measured as any value (one part).
   }
@@ -1811,7 +1811,7 @@ function endValueFits(inner: unknown): boolean {
 function tooDeep(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
       if (seen.size === CAUSE_DEPTH) return true;
       seen.add(e);
     }
@@ -1822,15 +1822,40 @@ function tooDeep(cause: unknown): boolean {
 }
 
 /**
- * `v instanceof Error`, false when asking throws: a revoked Proxy's prototype read does (of an
- * Error or not: nothing can tell, its target is out of reach), and so may a Proxy's trap.
+ * Whether `v` is an Error as the engine knows it (`Error.isError`: made by an Error constructor,
+ * whatever its prototype now), not as its prototype chain says (`instanceof`): a plain object
+ * given `Error.prototype` (`Object.setPrototypeOf`, `Object.create`) crossed isolates as an
+ * Error (kind 3, the decoder making one of node:v8's plain copy), where structured clone copies
+ * it as the plain object it is, and a real Error given `Object.prototype` or null crossed as
+ * `{}`, or as a plain object of its enumerable fields. A Proxy is asked as before, by
+ * `instanceof`, its traps answering (an Error's Proxy crosses as its stand-in, read through its
+ * traps): false when asking throws (a revoked Proxy's prototype read does, of an Error or not:
+ * nothing can tell, its target is out of reach), and so may a trap. `instanceof` alone where the
+ * engine has no `Error.isError`.
  */
-function isError(v: unknown): boolean {
+function isError(v: unknown): v is Error {
   try {
-    return v instanceof Error;
+    return askError(v);
   } catch {
     return false;
   }
+}
+
+/** `isError`, throwing what asking a Proxy throws (`standIn` says that reading it threw). */
+function askError(v: unknown): v is Error {
+  if (engineIsError !== undefined && !types.isProxy(v)) return engineIsError(v);
+  return v instanceof Error;
+}
+const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
+
+/**
+ * An Error's name as it crosses (`errorHeads`, the rich record, the stand-in): `String(name)`,
+ * "Error" where it has none (`undefined`), as `Error.prototype.toString` and node:v8 say. A real
+ * Error given `Object.prototype` or null (`isError`) has none: it crossed named "undefined".
+ */
+function errorName(e: Error): string {
+  const name = e.name;
+  return name === undefined ? "Error" : String(name);
 }
 
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */
@@ -1848,7 +1873,7 @@ const NOT_COPIED = "cannot be copied to another isolate";
  */
 function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()): unknown {
   try {
-    if (!(cause instanceof Error)) {
+    if (!askError(cause)) {
       return new Error(
         `The channel's close or cancel cause ${NOT_COPIED}: ${describeCause(cause)}`,
       );
@@ -1865,7 +1890,7 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
     // lost. node:v8 reads the own name as it read the class's.
     Object.setPrototypeOf(copy, Object.getPrototypeOf(cause));
     Object.defineProperty(copy, "name", {
-      value: String(cause.name),
+      value: errorName(cause),
       writable: true,
       configurable: true,
     });
@@ -2049,13 +2074,18 @@ function encodeExact(cause: unknown): Uint8Array | null {
  */
 function encodeSized(cause: unknown): Uint8Array | null | typeof OVER {
   try {
-    const n = pack(cause, causeBytesMax);
+    // An Error as the engine knows it goes to node:v8 as one: one given Object.prototype or null
+    // (`Object.setPrototypeOf`) was packed as the plain object it then looks like, and crossed as
+    // `{}` (its message, stack and cause are not enumerable). Any other Error the packer gives
+    // up at at once (its prototype is no plain object's), reading nothing.
+    const error = isError(cause);
+    const n = error ? -1 : pack(cause, causeBytesMax);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
     // A function or symbol the packer gave up at: node:v8 refuses the cause for it (`serialise`).
-    const leaf = refusedLeaf();
+    const leaf = error ? undefined : refusedLeaf();
     if (leaf !== undefined) serialize(leaf.leaf);
     const body = serialize(cause);
-    const heads = cause instanceof Error ? errorHeads(cause) : [];
+    const heads = error ? errorHeads(cause) : [];
     if (heads.length === 0) return withKind(2, body); // no Error, or reading it threw
     const count = heads.length === 1 ? [] : [heads.length];
     const size = heads.reduce((sum, h) => sum + h.length, 1 + count.length + body.length);
@@ -2085,9 +2115,9 @@ function errorHeads(cause: Error): Uint8Array[] {
   const seen = new Set<unknown>();
   let e: unknown = cause;
   try {
-    while (e instanceof Error && !seen.has(e) && heads.length < CAUSE_CHAIN) {
+    while (isError(e) && !seen.has(e) && heads.length < CAUSE_CHAIN) {
       seen.add(e);
-      const name = headName(String(e.name));
+      const name = headName(errorName(e));
       const kind = ownErrorKind(Object.getPrototypeOf(e));
       const head = new Uint8Array(2 + name.length);
       head[0] = kind === undefined

@@ -2702,6 +2702,47 @@ Deno.test("a value the codec refuses for a function or symbol it holds runs its 
   assert.equal(reads, 1);
 });
 
+Deno.test("a close cause is an Error as the engine knows it, not by its prototype: a plain object given Error.prototype crosses as the plain object it is, a real Error given Object.prototype or null crosses as an Error with its message, stack, cause and fields, as structured clone copies each", () => {
+  const cross = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause;
+  };
+  // Forged: `instanceof Error` said yes, and the decoder made an Error of node:v8's plain copy.
+  for (const proto of [Error.prototype, TypeError.prototype, CancellationError.prototype]) {
+    const forged = Object.setPrototypeOf({ message: "m", code: 1 }, proto);
+    const got = cross(forged);
+    assert.equal(Error.isError(got), false, proto.constructor.name);
+    assert.deepEqual(got, structuredClone({ message: "m", code: 1 }), proto.constructor.name);
+    assert.equal(Error.isError((cross(new Error("o", { cause: forged })) as Error).cause), false);
+  }
+  // Reprototyped: packed as a plain object, it crossed as `{}` (or its enumerable fields).
+  for (const proto of [Object.prototype, null]) {
+    const inner = new TypeError("inner");
+    const real = Object.setPrototypeOf(new RangeError("real", { cause: inner }), proto);
+    real.code = 7;
+    const got = cross(real) as Error & { code: number };
+    assert.ok(Error.isError(got), String(proto));
+    assert.equal(got.name, "Error"); // it has no name: node:v8's, and Error.prototype.toString's
+    assert.equal(got.message, "real");
+    assert.equal(got.stack, real.stack);
+    assert.equal(got.code, 7);
+    assert.ok(got.cause instanceof TypeError);
+    assert.equal((got.cause as Error).message, "inner");
+    // Down the chain too, as structured clone copies it.
+    const chained = cross(
+      new Error("outer", { cause: Object.setPrototypeOf(new Error("in"), proto) }),
+    );
+    assert.ok(Error.isError((chained as Error).cause));
+    assert.equal(((chained as Error).cause as Error).message, "in");
+    assert.equal(((chained as Error).cause as Error).name, "Error");
+  }
+  // A Proxy of an Error still crosses as its stand-in, read through its traps.
+  const proxied = cross(new Proxy(new Error("through a proxy"), {}));
+  assert.ok(proxied instanceof Error);
+  assert.equal((proxied as Error).message, "through a proxy");
+});
+
 Deno.test("an error message's description tells a typed array by the engine, not by its prototype: one given DataView.prototype says its length, a DataView given another prototype does not, and DataView's own Symbol.hasInstance never runs", () => {
   let ran = 0;
   Object.defineProperty(DataView, Symbol.hasInstance, {
