@@ -2637,7 +2637,6 @@ Deno.test("an array, typed array or DataView given Object.prototype or null come
   }
 });
 
-// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("a value the codec refuses for a function or symbol it holds runs its getters once per send, as one it packs does: local and shared, send, trySend and trySendMany, the default and structured codecs", async () => {
   // The packer read the getter, gave up at the symbol, and node:v8 read the whole value again
   // to say it refuses it: twice per send. Its error is the one node:v8 gives for the symbol.
@@ -2782,4 +2781,5 @@ Deno.test("an error message's description tells a typed array by the engine, not
   }
 });
 
+// Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
