@@ -2781,5 +2781,43 @@ Deno.test("an error message's description tells a typed array by the engine, not
   }
 });
 
+Deno.test("an Error given Object.prototype or null, with no own enumerable property, comes back an Error, as structured clone copies it, not as {}: local and shared, as the value and inside one; one with a field, and the other kinds with internal slots, as the plain object they look like (README)", () => {
+  for (const codec of [codecs.default, codecs.structured]) {
+    for (const shared of [false, true]) {
+      for (const proto of [Object.prototype, null]) {
+        for (const inside of [false, true]) {
+          const what = `${codec.name}, ${shared ? "shared" : "local"}, ${
+            proto === null ? "null" : "Object.prototype"
+          }, ${inside ? "inside" : "as the value"}`;
+          using ch = new Channel<unknown>(4, { codec });
+          if (shared) ch.share();
+          const error = Object.setPrototypeOf(
+            new TypeError("e", { cause: new RangeError("c") }),
+            proto,
+          );
+          assert.equal(ch.trySend(inside ? { error, n: 1 } : error).state, "ok", what);
+          const got = ch.tryReceive() as { state: string; value: unknown };
+          assert.equal(got.state, "ok", what);
+          const back = (inside ? (got.value as { error: unknown }).error : got.value) as Error;
+          const expected = structuredClone(error) as Error;
+          assert.ok(Error.isError(back), what);
+          assert.equal(back.name, expected.name, what);
+          assert.equal(back.message, "e", what);
+          assert.equal(back.stack, error.stack, what);
+          assert.ok(back.cause instanceof RangeError, what);
+          if (inside) assert.equal((got.value as { n: number }).n, 1, what);
+        }
+      }
+    }
+  }
+  // Documented: one with an own enumerable field, and a Map so given, are the plain objects they
+  // look like (the engine is asked only of an object without one, and only whether it is an
+  // Error: README, "Structured values").
+  using ch = new Channel<unknown>(2);
+  ch.trySend(Object.assign(Object.setPrototypeOf(new Error("x"), null), { code: 7 }));
+  ch.trySend(Object.setPrototypeOf(new Map([[1, 2]]), Object.prototype));
+  assert.deepEqual(ch.tryReceiveMany(2), { state: "ok", values: [{ code: 7 }, {}] });
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
