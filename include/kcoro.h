@@ -506,8 +506,11 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * completed and not taken yet), the ticket (the ring) kept. Also from a hook run inside this one
  * (of another channel that this hook dropped a value on): both channels are locked. Calls that
  * take no lock (kc_chan_info, _serial, _cause, _cancel_cause, _ready_flag, _blocked_flag,
- * _waiting_flag, _hold, _take_undelivered) work. Other channels are the hook's to use. The same
- * holds for a descriptor's release. Zero-copy: elem is a struct kc_desc without a release.
+ * _waiting_flag, _hold, _take_undelivered) work. Other channels are the hook's to use. Other
+ * threads' try-operations that would wait (a try-send the blocked byte says is full, a try-receive
+ * the ready byte says is empty) answer KC_EAGAIN at once while the hook runs; the rest wait for
+ * the lock. The same holds for a descriptor's release. Zero-copy: elem is a struct kc_desc
+ * without a release.
  * It must return on the thread and coroutine it was called on: run in a coroutine, it must not
  * suspend it (kc_coro_yield, or a call that parks: a blocking channel operation, kc_sleep_ns),
  * which would keep the channel locked while others run, and leave the mark of the hook that the

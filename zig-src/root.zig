@@ -181,7 +181,7 @@ export fn kc_chan_hold(h: u32, flags: u32) callconv(.c) i32 {
     const ch = ChanRegistry.channelOf(e);
     if (flags & hold_forever != 0) {
         // Monotonic: read by the last unhold, whose decrement of `holds` (acq_rel) follows ours.
-        ch.forever.store(true, .monotonic);
+        ch.tx.forever.store(true, .monotonic);
     } else {
         // A coroutine's hold would be its worker thread's, given back when the scheduler shuts
         // down, destroying a channel its holder never let go of: refused.
@@ -224,8 +224,8 @@ fn unhold(h: u32, serial: u64, own: u64) i32 {
         r.release(e);
         return Status.bad_handle.code();
     }
-    // Acq_rel: the last decrement sees every earlier holder's operations and the `forever` flag.
-    const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.forever.load(.monotonic);
+    // Acq_rel: the last decrement sees every earlier holder's operations and the `tx.forever` flag.
+    const last = ch.holds.fetchSub(1, .acq_rel) == 1 and !ch.tx.forever.load(.monotonic);
     if (last) {
         // As kc_chan_destroy does, before the handle dies and under our reference (the channel
         // `serial` names, whoever wins the destroy below): refuse a kc_chan_keep_undelivered from
@@ -1574,7 +1574,7 @@ fn chans() *ChanRegistry {
 /// lock, and the call would wait for itself for good (or, the lock biased to this thread,
 /// enter it a second time). Before, a hang. One thread-local load outside every hook; the
 /// try-operations, which look no handle up this way, refuse on their slow path
-/// (`Channel.tryGuardedLocked`).
+/// (`Channel.tryGuardedLocked`) and at their lock-free "would wait" answers (`Channel.tryGuarded`).
 fn acquireLocking(h: u32) error{ BadHandle, InvalidArgument }!*ChanRegistry.Entry {
     const r = chans();
     const e = try r.acquire(h);
@@ -8457,7 +8457,7 @@ test "C ABI: a ring call on an operation of a channel whose undelivered hook run
 
 test "C ABI: every direct call on a channel from inside its own undelivered hook or release is refused (KC_EINVAL), not a hang; other channels work" {
     // The hook holds its channel's lock: each call below that took it (all but the try-
-    // operations' lock-free answers, which the hook's time closes: `Channel.closeForHook`)
+    // operations' lock-free answers, which ask the hook's mark: `Channel.tryGuarded`)
     // waited for itself for good, or, the lock biased to the hook's thread after a run of its
     // own operations, entered it a second time. Run in a thread joined within a deadline, so a
     // regression fails the test instead of hanging the suite. Both kinds of channel: buffered
@@ -8606,6 +8606,136 @@ test "C ABI: every direct call on a channel from inside its own undelivered hook
     var j: test_wait.Joiner = .{};
     const t = try std.Thread.spawn(.{}, S.run, .{ &j, 4, true, false });
     j.join(t, test_wait.default_ns, "the calls of a descriptor's release on its own channel");
+}
+
+test "C ABI: while a channel's hook runs, another thread's try-operations that would wait answer KC_EAGAIN at once, not after the hook" {
+    // The hook holds its channel's lock. Its own thread's calls on the channel are refused
+    // (the test above); another thread's try-send on a full channel (or a rendezvous one with
+    // no receiver) and try-receive on an empty one need no lock: they answer from the flags at
+    // once. Session 42 closed those answers for the hook's time (the flags read "ready" and "not
+    // blocked"), so such a try waited for the hook's end: a slow hook stalled every other
+    // thread's polling, a Deno event loop's among them. Here the hook waits until the test lets
+    // it go, and a prober thread's tries must all end (KC_EAGAIN) while it still waits.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const again = Status.again.code();
+    const S = struct {
+        var x: u32 = 0;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        /// Whether the hook left by its own deadline, not the test's release.
+        var hook_timed_out = false;
+        var drop_rc: i32 = 9;
+        /// The prober's answers: try-send, retry-send, try-send-n, send with KC_CHAN_TRY
+        /// (where a send would wait); try-receive, try-receive-n, receive with KC_CHAN_TRY
+        /// (where a receive would); 1 where not asked. Then the blocked and ready bytes as a
+        /// JavaScript caller reads them before it calls.
+        var got: [7]i32 = @splat(1);
+        var bytes: [2]u8 = .{ 9, 9 };
+
+        fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            inside.store(true, .release); // pairs with the test's acquire load
+            // Longer than the test's own wait for the prober, so that a prober stuck on the
+            // lock fails the test before this lets it through.
+            const d = test_wait.Deadline.in(2 * test_wait.default_ns, "");
+            // Acquire: pairs with the test's release store.
+            while (!release.load(.acquire)) d.wait() catch {
+                hook_timed_out = true;
+                break;
+            };
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            drop_rc = kc_chan_drop(x, &v, 8);
+        }
+        fn prober(j: *test_wait.Joiner, sends: bool, receives: bool) void {
+            defer j.done();
+            var v: [4]u64 = @splat(3);
+            if (sends) {
+                got[0] = kc_chan_try_send(x, &v, 8);
+                got[1] = kc_chan_retry_send(x, &v, 8);
+                got[2] = kc_chan_try_send_n(x, &v, 8, 4);
+                got[3] = kc_chan_send(x, &v, 8, 0, 0, chan_try);
+            }
+            if (receives) {
+                got[4] = kc_chan_try_recv(x, &v, 8);
+                got[5] = kc_chan_try_recv_n(x, &v, 8, 4);
+                got[6] = kc_chan_recv(x, &v, 8, 0, 0, chan_try);
+            }
+            bytes = .{ kc_chan_blocked_flag(x).?.*, kc_chan_ready_flag(x, null).?.* };
+        }
+    };
+    // Rendezvous with nobody waiting (both would wait), a full buffer (a send would), an
+    // empty one (a receive would).
+    const Case = struct { capacity: u32, fill: u32, sends: bool, receives: bool };
+    for ([_]Case{
+        .{ .capacity = 0, .fill = 0, .sends = true, .receives = true },
+        .{ .capacity = 2, .fill = 2, .sends = true, .receives = false },
+        .{ .capacity = 4, .fill = 0, .sends = false, .receives = true },
+    }) |c| {
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(8, c.capacity, 0, 0, &S.x));
+        defer _ = kc_chan_destroy(S.x);
+        try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.x, S.onX, null));
+        // A run of operations first, as a stream's ends would make (the fast paths on).
+        if (c.capacity > 0) for (0..64) |i| {
+            var v: u64 = i;
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.x, &v, 8));
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.x, &v, 8));
+        };
+        for (0..c.fill) |i| {
+            var v: u64 = i;
+            try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.x, &v, 8));
+        }
+        // A poller's first failure, under the lock, sets the flag its later ones answer from (a
+        // fast send that fills the buffer leaves "blocked" clear, a fast receive that empties
+        // it leaves "ready" set: README, "Two locks").
+        var p: u64 = 0;
+        if (c.sends) try testing.expectEqual(again, kc_chan_try_send(S.x, &p, 8));
+        if (c.receives) try testing.expectEqual(again, kc_chan_try_recv(S.x, &p, 8));
+        S.inside.store(false, .monotonic);
+        S.release.store(false, .monotonic);
+        S.hook_timed_out = false;
+        S.drop_rc = 9;
+        S.got = @splat(1);
+        S.bytes = .{ 9, 9 };
+        var jd: test_wait.Joiner = .{};
+        const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
+        {
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the hook to run");
+            while (!S.inside.load(.acquire)) d.wait() catch {
+                S.release.store(true, .release);
+                jd.join(td, test_wait.default_ns, "the dropper");
+                return error.Timeout;
+            };
+        }
+        var jp: test_wait.Joiner = .{};
+        const tp = try std.Thread.spawn(.{}, S.prober, .{ &jp, c.sends, c.receives });
+        // The prober must end while the hook still runs.
+        const ended = ended: {
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            // Acquire: pairs with the prober's `done`.
+            while (!jp.finished.load(.acquire)) d.wait() catch break :ended false;
+            break :ended true;
+        };
+        S.release.store(true, .release); // pairs with the hook's acquire load
+        jd.join(td, test_wait.default_ns, "the dropper");
+        jp.join(tp, test_wait.default_ns, "the prober");
+        if (!ended) std.debug.print("capacity {d}: the prober's tries waited for the hook\n", .{c.capacity});
+        try testing.expect(ended);
+        try testing.expect(!S.hook_timed_out);
+        try testing.expectEqual(@as(i32, 1), S.drop_rc);
+        // The `_n` calls answer 0 (none went) where the others answer KC_EAGAIN.
+        const s: i32 = if (c.sends) again else 1;
+        const sn: i32 = if (c.sends) 0 else 1;
+        const r: i32 = if (c.receives) again else 1;
+        const rn: i32 = if (c.receives) 0 else 1;
+        try testing.expectEqualSlices(i32, &.{ s, s, sn, s, r, rn, r }, &S.got);
+        // What JavaScript reads before it calls: "a send would wait" where it would, "nothing
+        // to receive" where so (it then answers with no call).
+        try testing.expectEqual(@intFromBool(c.sends), S.bytes[0]);
+        try testing.expectEqual(@intFromBool(!c.receives), S.bytes[1]);
+    }
 }
 
 test "C ABI: a ring destroyed by another thread while a hook of a channel it has an operation on holds it is freed off the hook's thread, not a hang" {

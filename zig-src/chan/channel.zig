@@ -721,9 +721,8 @@ pub const Channel = struct {
     dead: bool = false,
     /// Holders that give their hold back (the C ABI's kc_chan_hold/kc_chan_unhold: JavaScript
     /// isolates' Channel objects): the last one destroys the channel, unless a hold was for
-    /// ever (`forever`). Touched only by those calls.
+    /// ever (`tx.forever`). Touched only by those calls.
     holds: std.atomic.Value(u32) = .init(0),
-    forever: std.atomic.Value(bool) = .init(false),
     /// Which channel this is, for holders that name it by a handle value that a later channel
     /// may reuse (`Options.serial`: the C ABI's kc_chan_create draws one; 0 for channels made
     /// otherwise).
@@ -827,6 +826,10 @@ pub const Channel = struct {
         /// starts over: `reinit`), read without a lock as a hint. Here for the same reason as
         /// `watchers`.
         waiting_mapped: std.atomic.Value(bool) = .init(false),
+        /// A hold was for ever (`Channel.holds`): no unhold destroys the channel. Touched only
+        /// by kc_chan_hold and kc_chan_unhold. Here for the same reason as `watchers`: the
+        /// channel's own fields had no byte left for `flags.hook`.
+        forever: std.atomic.Value(bool) = .init(false),
     };
 
     pub const Rx = struct {
@@ -860,6 +863,12 @@ pub const Channel = struct {
         /// receivers are queued and dequeued only with the whole channel locked (`lock`); the
         /// fast paths run only with no receiver queued, and leave it so.
         recv_waiting: std.atomic.Value(bool) = .init(false),
+        /// True while an undelivered hook (or a dropped descriptor's release) of this channel
+        /// runs (`closeForHook`), on the thread that holds its lock. A hint for the lock-free
+        /// "would wait" answers (`tryGuarded`), on this line beside the flag they just read:
+        /// only where it is set do they ask whether the caller is that hook's thread
+        /// (`inHookOf`, a thread-local read), and refuse it. Not mapped into JavaScript.
+        hook: std.atomic.Value(bool) = .init(false),
     };
 
     /// Takes the whole channel: `tx.mutex`, then (a channel with fast paths) `rx.mutex`.
@@ -1047,6 +1056,9 @@ pub const Channel = struct {
         assert(ch.dead);
         const fresh = try build(allocator, options); // its own buffer: `mem` is fixed
         ch.lockBoth();
+        // Kept with the flags: every hook puts it back as it returns (`reopenAfterHook`), and
+        // none runs here (we hold both locks). Monotonic: as `closeForHook`'s.
+        assert(!ch.flags.hook.load(.monotonic));
         inline for (@typeInfo(Channel).@"struct".fields) |f| {
             const keep = comptime std.mem.eql(u8, f.name, "tx") or std.mem.eql(u8, f.name, "rx") or
                 std.mem.eql(u8, f.name, "fast") or std.mem.eql(u8, f.name, "flags") or
@@ -1262,13 +1274,21 @@ pub const Channel = struct {
         // the guard: with `publish`'s release store of the handle (one that reads `expected`
         // sees the channel it names built, `elem_size` included) and the destroy's release
         // store of 0 (`retireFreed`), both in registry.zig.
+        // A "would wait" answer for this channel's own hook's thread (it holds the lock) is a
+        // refusal, as every call of that thread on the channel is (`tryGuardedLocked`); other
+        // threads get their answer at once while a hook runs (`closeForHook`). The hook byte
+        // is asked first (monotonic: the hook's thread set it itself, in program order; for
+        // every other thread either value leads to the same answer), the thread-local read
+        // only where it is set.
         if (precheck) switch (kind) {
             .receive => if (!ch.flags.recv_ready.load(.acquire)) {
+                if (ch.flags.hook.load(.monotonic) and inHookOfCold(ch)) return error.InvalidArgument;
                 if (guard.load(.acquire) != expected) return error.Stale;
                 if (size != @atomicLoad(u32, &ch.elem_size, .monotonic)) return error.InvalidArgument;
                 return error.WouldBlock;
             },
             .send => if (ch.flags.send_blocked.load(.acquire)) {
+                if (ch.flags.hook.load(.monotonic) and inHookOfCold(ch)) return error.InvalidArgument;
                 // Acquire: pairs with `reinit`'s release store of the counter. Read before
                 // the guard: a counter of a channel re-initialised here since fails it.
                 const seen = if (count_full) ch.fast_fail_full.load(.acquire) else 0;
@@ -1330,7 +1350,7 @@ pub const Channel = struct {
     /// that its frame and calls stay off the lean path.
     noinline fn tryGuardedLocked(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
         // From inside this channel's hook on this thread (which holds its lock, and closed the
-        // paths above for the hook's time: `closeForHook`): refused before any lock, which would
+        // lean path for the hook's time: `closeForHook`): refused before any lock, which would
         // wait for itself. Asked only while `tx.mutex` looks held (every hook's thread holds
         // it, and sees its own hold): the thread-local read (a call, in a shared library) cost
         // a 16-byte try pair, which takes this path, 10 ns of 75 when asked every time; out of
@@ -1599,9 +1619,8 @@ pub const Channel = struct {
     /// Hands a value the channel will never deliver to its owner: a zero-copy descriptor's own
     /// `release`, else the channel's hook. With the lock held (hooks must not use the channel).
     /// While the hook runs, this thread is marked as inside it (`inHookOf`).
-    /// While it runs, the try-paths that need no `lock` are closed (`closeForHook`), so that
-    /// each of this thread's calls on the channel reaches a refusal (`inHookOf`) instead of the
-    /// lock it holds.
+    /// While it runs, the channel is marked (`closeForHook`), so that each of this thread's
+    /// calls on the channel reaches a refusal (`inHookOf`) instead of the lock it holds.
     fn undelivered(ch: *Channel, elem: [*]const u8) void {
         ch.metrics.dropped += 1;
         var frame: HookFrame = .{ .ch = ch, .outer = hook_frames };
@@ -1625,46 +1644,42 @@ pub const Channel = struct {
     }
 
     /// What `closeForHook` changed, for `reopenAfterHook` to put back.
-    const HookGate = struct { fast: bool, ready: bool, blocked: bool };
+    const HookGate = struct { fast: bool, hook: bool };
 
     /// With the whole channel locked (`lock`, `lockBoth`; or no lock at all where nobody else
     /// can reach it: `destroy` of its last reference), before a hook runs: the hook's thread
     /// holds the lock, so any of its calls on this channel that took it would wait for itself
     /// for good, or, the lock biased to this thread (`SpinLock`), enter it a second time
-    /// unseen. The C ABI refuses such calls (`inHookOf`) only on its slow paths, to keep that
-    /// thread-local read off the try-operations' fast ones; so those fast ones are closed here
-    /// for the hook's time: `fast` off (no `tryLean`, no fast receive under `rx.mutex`), and the
-    /// flags say "a receive may succeed" and "a send need not wait" (no lock-free KC_EAGAIN), so
-    /// that every try-operation reaches `tryGuardedLocked`, which refuses it before any lock.
-    /// Other threads lose nothing: they would wait for this lock anyway (both flags err on the
-    /// safe side, as their documentation allows), and `fast` is read without a lock only as a
-    /// hint: with both locks held nobody is past one that read it, and those reading it under
-    /// `tx.mutex` (`lockRx`, `unlock`, the fast paths) take that lock after it is put back.
-    /// Two loads and no store for a channel whose flags and kind need no change.
+    /// unseen. The C ABI refuses such calls (`inHookOf`), on the try-operations' paths only
+    /// where they would otherwise take the lock or answer "would wait" without it, to keep
+    /// that thread-local read off their fast paths. So, for the hook's time: `fast` off (no
+    /// `tryLean`, no fast receive under `rx.mutex`: the lock-taking tries reach
+    /// `tryGuardedLocked`, which refuses the hook's thread before any lock), and `flags.hook`
+    /// set (the lock-free "would wait" answers ask the thread-local mark only where it is:
+    /// `tryGuarded`). The flags stay as they are, so that other threads' try-operations that
+    /// would wait, and JavaScript's that read the flags, still answer at once while the hook
+    /// runs; before, they read "a receive may succeed" and "a send need not wait" for its
+    /// time, and a try-send on a full channel (a try-receive on an empty one) of any other
+    /// thread waited for the hook's end. `fast` is read without a lock only as a hint: with
+    /// both locks held nobody is past one that read it, and those reading it under `tx.mutex`
+    /// (`lockRx`, `unlock`, the fast paths) take that lock after it is put back.
     fn closeForHook(ch: *Channel) HookGate {
         // Monotonic loads: written only by holders of the locks, and we hold them all.
-        const gate: HookGate = .{
-            .fast = ch.fast.load(.monotonic),
-            .ready = ch.flags.recv_ready.load(.monotonic),
-            .blocked = ch.flags.send_blocked.load(.monotonic),
-        };
+        const gate: HookGate = .{ .fast = ch.fast.load(.monotonic), .hook = ch.flags.hook.load(.monotonic) };
         // Monotonic: a hint for lock-free readers (above); its readers under a lock are ordered
         // by the lock.
         if (gate.fast) ch.fast.store(false, .monotonic);
-        // Release: as every store of the flags (`publishFlags`): pairs with the try-paths'
-        // acquire loads (a reader that sees them goes on to take the lock).
-        if (!gate.ready) ch.flags.recv_ready.store(true, .release);
-        if (gate.blocked) ch.flags.send_blocked.store(false, .release);
+        // Monotonic: read by this thread (program order) for its refusal; other threads'
+        // reads of it are hints whose either value gives them the same answer (`tryGuarded`).
+        if (!gate.hook) ch.flags.hook.store(true, .monotonic);
         return gate;
     }
 
-    /// After the hook: puts back what `closeForHook` changed (the lock still held; its
-    /// `unlock` publishes the flags the channel's state then calls for).
+    /// After the hook: puts back what `closeForHook` changed (the lock still held).
     fn reopenAfterHook(ch: *Channel, gate: HookGate) void {
-        // Monotonic / release: as in `closeForHook`.
+        // Monotonic: as in `closeForHook`.
         if (gate.fast) ch.fast.store(true, .monotonic);
-        if (!gate.ready) ch.flags.recv_ready.store(false, .release);
-        if (gate.blocked) ch.flags.send_blocked.store(true, .release);
+        if (!gate.hook) ch.flags.hook.store(false, .monotonic);
     }
 
     /// Ends `frame`'s hook: its frame is this thread's innermost again, as the hook returned on
@@ -1689,8 +1704,9 @@ pub const Channel = struct {
         return false;
     }
 
-    /// `inHookOf` out of line, for a path that asks only after a cheaper hint (`tryGuardedLocked`):
-    /// a call is not hoisted above that hint's test, as the inlined thread-local read was.
+    /// `inHookOf` out of line, for a path that asks only after a cheaper hint (`tryGuardedLocked`,
+    /// `tryGuarded`): a call is not hoisted above that hint's test, as the inlined thread-local
+    /// read was.
     noinline fn inHookOfCold(ch: *const Channel) bool {
         @branchHint(.cold);
         return inHookOf(ch);
