@@ -51,10 +51,17 @@ t0=$(date +%s)
 budget=${KCORO_TEST_BUDGET_S:-4500}
 case $budget in
 '' | *[!0-9]*)
-  echo "error: KCORO_TEST_BUDGET_S must be a whole number of seconds, received '$budget'"
+  echo "error: Cannot read KCORO_TEST_BUDGET_S: not a whole number of seconds, received '$budget'"
   exit 2
   ;;
 esac
+# Read as decimal: the shell's arithmetic took a leading 0 for octal ("09": dash's "Illegal
+# number", and set -e ended the run there, without its closing line) and more than 19 digits
+# overflowed it. One of more than 9 digits (31 years) is no bound at all: each stage still has
+# its 30 minutes at most.
+budget=${budget#"${budget%%[!0]*}"}
+[ -n "$budget" ] || budget=0
+[ "${#budget}" -le 9 ] || budget=999999999
 deadline=$((t0 + budget))
 
 since() { # seconds since $1 (date +%s)

@@ -1115,8 +1115,18 @@ Deno.test("scripts/test.sh: its stages share one time budget (KCORO_TEST_BUDGET_
   assert.equal(bad.code, 2, bad.text);
   assert.equal(
     bad.last,
-    "error: KCORO_TEST_BUDGET_S must be a whole number of seconds, received '90m'",
+    "error: Cannot read KCORO_TEST_BUDGET_S: not a whole number of seconds, received '90m'",
   );
+  // A leading 0 is no octal, and more digits than the shell's arithmetic holds are no bound at
+  // all: before, dash's arithmetic ended the run at the budget's reading ("Illegal number: 09",
+  // status 2), without its closing line.
+  for (const budget of ["09", "99999999999999999999"]) {
+    const ok = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+      env: { KCORO_TEST_BUDGET_S: budget },
+    });
+    assert.equal(ok.code, 0, `${budget}: ${ok.text}`);
+    assert.equal(ok.last, "31 passed, 0 failed", `${budget}: ${ok.text}`);
+  }
 });
 
 /** Ended: no such process, or a zombie (state Z; one whose parent died stays so where the
