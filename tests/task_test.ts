@@ -458,13 +458,20 @@ Deno.test("./task without flock: a lock directory serves, and one left by a proc
     );
     assert.deepEqual(installs(c), ["npm"]);
     assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
-    // A lock whose pid file holds no pid ("self" named /proc/self, always there) is stale too.
-    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
-    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, "self\n");
-    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
-    const self = await task(c, ["build"], { path });
-    assert.equal(self.code, 0, self.text);
-    assert.match(self.text, /removing a stale install lock \(\.toolchain\/\.lock\.d\) of pid self/);
+    // A lock whose pid file holds no pid is stale too: "self" (it named /proc/self, always
+    // there) or "0" (`kill -0 0` signals the caller's own process group: before, the lock was
+    // never stale, and ./task waited on it for good).
+    for (const bad of ["self", "0"]) {
+      Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
+      Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${bad}\n`);
+      Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+      const r = await task(c, ["build"], { path });
+      assert.equal(r.code, 0, r.text);
+      assert.match(
+        r.text,
+        new RegExp(`removing a stale install lock \\(\\.toolchain/\\.lock\\.d\\) of pid ${bad},`),
+      );
+    }
   } finally {
     await removeCheckout(c);
   }
