@@ -586,6 +586,134 @@ printf '%s\n' "$out"
   }
 });
 
+Deno.test("./task without flock: a waiter that finds another's claim on a stale lock waits for it (sleeping between looks), and leaves a live claimer's claim", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    assert.equal((await task(c, ["build"], { path })).code, 0);
+    // The waiter's `sleep 1` and its claims (`ln -s`), logged; each sleep short.
+    Deno.writeTextFileSync(
+      `${c.bin}/sleep`,
+      '#!/bin/sh\necho "sleep $*" >>"$FAKE_LOG"\nexec /bin/sleep 0.01\n',
+      { mode: 0o755 },
+    );
+    Deno.writeTextFileSync(
+      `${c.bin}/ln`,
+      '#!/bin/sh\necho "ln $*" >>"$FAKE_LOG"\nexec /bin/ln "$@"\n',
+      { mode: 0o755 },
+    );
+    const count = (word: string) => c.calls().filter((l) => l.startsWith(`${word} `)).length;
+    const gone = new Deno.Command("/bin/sh", { args: ["-c", "echo $$"], stdout: "piped" })
+      .outputSync();
+    const dead = new TextDecoder().decode(gone.stdout).trim();
+    const lock = `${c.root}/.toolchain/.lock.d`;
+    const claim = `${c.root}/.toolchain/.lock.break`;
+    Deno.mkdirSync(lock);
+    Deno.writeTextFileSync(`${lock}/pid`, `${dead}\n`);
+    // Another waiter's claim on it, that waiter running (this test's process).
+    Deno.symlinkSync(`${Deno.pid}`, claim);
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    c.reset();
+    const run = start(c, ["build"], { path });
+    await until(
+      () => count("sleep") >= 3 || count("ln") >= 50 || /removing a stale/.test(run.text()),
+      () => run.text(),
+    );
+    // Before, a waiter without the claim looked again at once: a loop of claims tried, with no
+    // sleep between, for as long as the claimer took.
+    assert.ok(count("ln") <= count("sleep") + 1, c.calls().join("\n"));
+    assert.doesNotMatch(run.text(), /removing a stale/);
+    assert.equal(Deno.readLinkSync(claim), `${Deno.pid}`, "the live claimer's claim was removed");
+    assert.deepEqual(installs(c), []);
+    Deno.removeSync(claim); // that waiter gave up its claim (the lock still stale)
+    const r = await run.done;
+    assert.equal(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      new RegExp(`removing a stale install lock \\(\\.toolchain/\\.lock\\.d\\) of pid ${dead},`),
+    );
+    assert.deepEqual(installs(c), ["npm"]);
+    assert.equal(existsSync(lock), false, "the lock stayed");
+    assert.equal(linkExists(claim), false, "the claim stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a lock of a zombie (a ./task killed, its parent reaping nothing) is stale", async () => {
+  const c = await checkout();
+  const parent = new Deno.Command("/bin/sh", {
+    // The child ends at once; its parent becomes a `sleep`, which never reaps it.
+    args: ["-c", 'sh -c "echo \\$\\$" & exec sleep 60'],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const reader = parent.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let line = "";
+    while (!line.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      line += value;
+    }
+    reader.releaseLock();
+    const zombie = line.trim();
+    const stat = () => {
+      const ps = new Deno.Command("ps", { args: ["-o", "stat=", "-p", zombie] }).outputSync();
+      return new TextDecoder().decode(ps.stdout).trim();
+    };
+    await until(() => stat().startsWith("Z"), () => `${zombie} a zombie: ${stat()}`);
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`, { recursive: true });
+    Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${zombie}\n`);
+    const r = await task(c, ["build"], { path });
+    // Before, `kill -0` succeeds on a zombie: the lock was never stale, and ./task waited on it
+    // for good.
+    assert.equal(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      new RegExp(`removing a stale install lock \\(\\.toolchain/\\.lock\\.d\\) of pid ${zombie},`),
+    );
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+  } finally {
+    try {
+      parent.kill("SIGKILL");
+    } catch { /* ended already */ }
+    await parent.stdout.cancel().catch(() => {});
+    await parent.status;
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a ./task killed as it takes the lock leaves none without a pid: the next run takes it at once", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "mkdir"]);
+    // A mkdir of a lock directory that kills its ./task once it made it: before, the lock was
+    // that directory, its pid written next, so the next run found one without a pid and waited
+    // 10 s on it.
+    Deno.writeTextFileSync(
+      `${c.bin}/mkdir`,
+      `#!/bin/sh
+/bin/mkdir "$@" || exit $?
+case $* in
+*/.toolchain/.lock*) [ -z "\${FAKE_MKDIR_KILLS:-}" ] || kill -9 $PPID ;;
+esac
+`,
+      { mode: 0o755 },
+    );
+    const killed = await task(c, ["build"], { path, env: { FAKE_MKDIR_KILLS: "1" } });
+    assert.notEqual(killed.code, 0, killed.text);
+    assert.deepEqual(installs(c), [], "the killed run installed");
+    const r = await task(c, ["build"], { path });
+    assert.equal(r.code, 0, r.text);
+    assert.doesNotMatch(r.text, /waiting for another|removing a stale/);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task without flock: a lock of another user's live process is not stale (kill -0's EPERM is no 'gone')", async () => {
   const c = await checkout();
   try {
