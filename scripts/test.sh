@@ -26,7 +26,18 @@ stop_stage() {
   stage_pid=""
 }
 tee_pid=""
-trap 'stop_stage; stop_ahead; [ -z "$tee_pid" ] || kill "$tee_pid" 2>/dev/null || :; rm -rf "$log"' EXIT
+# At the exit (a signal's included). A signal that comes while it runs is ignored: a second
+# Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's 10 s) ran its trap's
+# `exit` in this one, which ended the script there: the compiles ahead left running (minutes of
+# CPU), the log folder left in TMPDIR.
+cleanup() {
+  trap '' HUP INT TERM
+  stop_stage
+  stop_ahead
+  [ -z "$tee_pid" ] || kill "$tee_pid" 2>/dev/null || :
+  rm -rf "$log"
+}
+trap cleanup EXIT
 # The EXIT trap runs then too. Each exits with the status of a death by that signal, at once,
 # unless a stage (or the compiles ahead, or the Deno tests' tee) is being started: from its `&`
 # until its pid is noted (stage_pid), a signal's exit would leave it running (stop_stage had no

@@ -1360,6 +1360,42 @@ Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage runn
   }
 });
 
+Deno.test("scripts/test.sh: a second Ctrl-C or TERM while it stops its stage still ends the compiles ahead and removes its log folder", async () => {
+  // The stage takes 2 s to end after its TERM: a second signal comes while the script's
+  // exit waits for it. Before, that signal's trap ran `exit` within the exit's: the script ended
+  // there, the compiles ahead left running (minutes of CPU), its log folder left in TMPDIR.
+  const stage = `trap 'echo "stage stopping" >>"$FAKE_LOG"; sleep 2; exit 143' TERM
+    echo "stage holds" >>"$FAKE_LOG"
+    i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done`;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    await withSleepingZig(
+      "--prefix",
+      async (c, opts, pids) => {
+        const tmp = `${c.base}/tmp`;
+        Deno.mkdirSync(tmp);
+        const run = start(c, [], { ...opts, env: { ...opts?.env, TMPDIR: tmp } });
+        await until(
+          () => pids().length === 1 && c.calls().includes("stage holds"),
+          () => `the stage and a compile ahead: ${run.text()}`,
+        );
+        Deno.kill(run.pid, signal);
+        await until(
+          () => c.calls().includes("stage stopping"),
+          () => `the stage's TERM: ${run.text()}`,
+        );
+        Deno.kill(run.pid, signal);
+        // Its output's end: a compile ahead left running holds it open.
+        const r = await within(run.done, 30_000, `test.sh after two ${signal}s: ${run.text()}`);
+        assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
+        assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "its log folder");
+        // withSleepingZig: the compile ahead's process has ended.
+      },
+      undefined,
+      stage,
+    );
+  }
+});
+
 Deno.test("scripts/test.sh killed (SIGKILL) starts no further compile ahead once the one running ends", async () => {
   // No trap sees a SIGKILL, and the compiles ahead run in a group of their own (setsid), which a
   // kill of the script's group does not reach: the list's later compiles, minutes of CPU, ran on
