@@ -951,7 +951,7 @@ export function actor<M>(
     // (a cancelled scope) and this runs inside actor() itself.
     if (onDone === undefined) return;
     if (fold) onDone(cause);
-    else runCompletionHandler(reportContext(), "an actor's onDone", onDone, cause);
+    else runCompletionHandler(reportContext, "an actor's onDone", onDone, cause);
   };
   /**
    * Where onDone's throw is reported when it runs on its own (not `fold`): the task's context, as
@@ -962,10 +962,19 @@ export function actor<M>(
    * an active scope to its own. A scope of the caller's own whose `context` is no Context (none
    * of it is read): the option's entries alone, as `launch` would put them over an empty one;
    * without the option, that `context` as it is (`reportError`). Before, the option was ignored
-   * there, and onDone's throw went to `reportError` past the option's handler.
+   * there, and onDone's throw went to `reportError` past the option's handler. Read only once
+   * onDone has thrown (`runCompletionHandler`); a `context` getter of the caller's that throws
+   * counts as no Context, as a throwing `signal` is none (`taskSignal`). Before, it was read
+   * ahead of onDone, and such a getter's throw left the completion handler in onDone's place:
+   * onDone never ran (what it releases leaked), and what it would have thrown was not reported.
    */
   const reportContext = (): Context => {
-    const base: unknown = scope.context;
+    let base: unknown;
+    try {
+      base = scope.context;
+    } catch {
+      base = undefined; // no Context: the option's entries alone, or `reportError`
+    }
     if (context === undefined) return base as Context;
     return isContext(base) ? childContext(base, context) : context;
   };

@@ -301,10 +301,12 @@ export function handleCoroutineException(context: Context, error: unknown): void
 
 /**
  * Runs completion handler `h` with `cause`; what it throws goes to `handleCoroutineException` as
- * a {@linkcode CompletionHandlerError} (`what` names the handler). Internal.
+ * a {@linkcode CompletionHandlerError} (`what` names the handler), in the context `contextOf`
+ * answers, asked only then: it may read a caller's getter (an actor's scope's `context`), which
+ * runs only where there is something to report, and after `h` has run. Internal.
  */
 export function runCompletionHandler(
-  context: Context,
+  contextOf: () => Context,
   what: string,
   h: CompletionHandler,
   cause: unknown,
@@ -313,7 +315,7 @@ export function runCompletionHandler(
     h(cause);
   } catch (e) {
     handleCoroutineException(
-      context,
+      contextOf(),
       new CompletionHandlerError(`Exception in ${what}`, { cause: e }),
     );
   }

@@ -6104,6 +6104,62 @@ Deno.test("actor: on a CoroutineScope of the caller's own whose context is no Co
   assert.deepEqual(read, []);
 });
 
+Deno.test("actor: on a CoroutineScope of the caller's own whose `context` getter throws, onDone still runs, its throw reported as on a scope whose context is no Context, and that getter is read only once onDone has thrown", async () => {
+  // Before, the report context was read ahead of onDone: the getter's throw left the completion
+  // handler in onDone's place, so onDone never ran (what it releases leaked) and what it threw
+  // was not reported; the getter ran on every actor's end, onDone's throw or none.
+  const onDoneError = new Error("onDone threw");
+  for (const withOption of [false, true]) {
+    for (const throws of [false, true]) {
+      const label = `option ${withOption}, onDone throws ${throws}`;
+      const own: unknown[] = [];
+      let reads = 0, ran = 0;
+      let fire: (() => void) | null = null;
+      await coroutineScope((real) => {
+        const scope = {
+          get context() {
+            reads++;
+            throw new Error("the caller's context getter");
+          },
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            // A task naming no kcoro Job: onDone runs on its own when the returned Job ends.
+            real.launch((t) =>
+              block({ context: t.context, signal: t.signal } as unknown as CoroutineScope)
+            );
+            return {
+              invokeOnCompletion: (h: (cause: unknown) => void) => {
+                fire = () => h(undefined);
+                return { [Symbol.dispose]() {} };
+              },
+              cancel() {},
+            };
+          },
+        } as unknown as CoroutineScope;
+        actor<number>(scope, async () => {}, {
+          ...(withOption
+            ? { context: Context.empty.with(CoroutineExceptionHandler, (e) => own.push(e)) }
+            : {}),
+          onDone: () => {
+            ran++;
+            if (throws) throw onDoneError;
+          },
+        });
+      });
+      using reported = catchReported();
+      (fire as (() => void) | null)!(); // before: threw the getter's error, onDone not run
+      assert.equal(ran, 1, label);
+      assert.equal(reads, throws ? 1 : 0, label);
+      const errors = withOption ? own : reported.errors;
+      assert.equal(withOption ? reported.errors.length : own.length, 0, label);
+      assert.equal(errors.length, throws ? 1 : 0, `${label}: ${errors}`);
+      if (throws) {
+        assert.ok(errors[0] instanceof CompletionHandlerError, `${label}: ${errors[0]}`);
+        assert.equal((errors[0] as Error).cause, onDoneError, label);
+      }
+    }
+  }
+});
+
 Deno.test("produce and actor on a CoroutineScope of the caller's own: `lazy` and `context` reach its launch as its second argument (none given: the block alone), and a lazy actor's send, trySend or close starts no Job of another kind that it returns", async () => {
   // README: under a scope of the caller's own, `{ lazy: true }` and `context` go to its launch,
   // and a Job of another kind is not started by the actor (its `start` is the caller's code).
