@@ -98,8 +98,7 @@ function cutPrint(text: string): string {
 /**
  * `head` (the start of a print by Deno's inspect) with the quoted string it ends inside closed:
  * its quote appended, after an escape left out that the end split. A quote opens a string where
- * Deno's would (at the start, or after white space or an opening bracket); one inside a name
- * (`Symbol(a"b)`, `[Function: a"b]`) opens none.
+ * Deno's would (`opensString`); one inside a name (`Symbol(a"b)`, `[Function: a "b]`) opens none.
  */
 function closeQuote(head: string): string {
   let quote = ""; // the open string's quote, "" outside one
@@ -107,9 +106,7 @@ function closeQuote(head: string): string {
   for (let i = 0; i < head.length; i++) {
     const c = head[i];
     if (quote === "") {
-      if ((c === '"' || c === "'" || c === "`") && (i === 0 || /[\s[({]/.test(head[i - 1]))) {
-        quote = c;
-      }
+      if ((c === '"' || c === "'" || c === "`") && opensString(head, i)) quote = c;
     } else if (c === "\\") {
       escape = i;
       i += escapeLength(head, i) - 1;
@@ -119,6 +116,22 @@ function closeQuote(head: string): string {
   // An escape the end split (`\x1`, `\u00`, a lone `\`): left out, not half printed.
   const split = escape >= 0 && escape + escapeLength(head, escape) > head.length;
   return (split ? head.slice(0, escape) : head) + quote;
+}
+
+/**
+ * Whether the quote at `head[i]` opens a string where Deno prints one, a value or a key: at the
+ * start, just after an opening bracket, or after spaces that follow the start, a line break (an
+ * indented key or value), an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>`
+ * (`=>`). Before, after any white space: a symbol key `Symbol(a "b)` opened one there, which the
+ * next string's opening quote closed, so the string the cut fell in was left open. A name whose
+ * own text reads so (a symbol's description `a: "b`, `"b`) still opens one: a heuristic.
+ */
+function opensString(head: string, i: number): boolean {
+  let j = i - 1;
+  if (j < 0 || "[({".includes(head[j])) return true;
+  if (head[j] !== " " && head[j] !== "\n") return false;
+  while (j >= 0 && head[j] === " ") j--;
+  return j < 0 || "\n[({,:>".includes(head[j]);
 }
 
 /** How long the escape at `s[i]` (a backslash) is: `\n` 2, `\x1b` 4, `\u00e9` 6, `\u{1f600}` to its brace. */

@@ -1013,6 +1013,25 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
       `{\n  Symbol(a"b): "${"x".repeat(46)}"… (a print of 5021 characters)`,
     ],
     [
+      // All three quotes in it: Deno quotes it with `"`, each of its own escaped (`\"`), which
+      // closes no string.
+      "escaped quotes",
+      "a\"b'c`".repeat(1000),
+      `"${"a\\\"b'c`".repeat(9)}"… (a print of 7002 characters)`,
+    ],
+    [
+      // Before, the space before its quote opened a string there, which the value's opening
+      // quote closed: the value's string was left open.
+      "a quote after a space inside a name opens no string",
+      { [Symbol('a "b')]: "x".repeat(5000) },
+      `{\n  Symbol(a "b): "${"x".repeat(45)}"… (a print of 5022 characters)`,
+    ],
+    [
+      "strings in a Map, an array, a String object and an indented key",
+      [new String("s"), new Map([["k", { "a b": "y".repeat(5000) }]])],
+      `[\n  [String: "s"],\n  Map(1) {\n    "k" => {\n      "a b": "yyyyyyy"… (a print of 5070`,
+    ],
+    [
       "no string open at the cut",
       { [Symbol("q".repeat(5000))]: 1 },
       `{\n  Symbol(${"q".repeat(53)}… (a print of 5017 characters) }`,
