@@ -120,15 +120,17 @@ function closeQuote(head: string): string {
 
 /**
  * Whether the quote at `head[i]` opens a string where Deno prints one, a value or a key: at the
- * start, just after an opening bracket, or after spaces that follow the start, a line break (an
- * indented key or value), an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>`
- * (`=>`). Before, after any white space: a symbol key `Symbol(a "b)` opened one there, which the
- * next string's opening quote closed, so the string the cut fell in was left open. A name whose
- * own text reads so (a symbol's description `a: "b`, `"b`) still opens one: a heuristic.
+ * start, just after an opening bracket, `,` or `:` (as JSON prints one: the hand print,
+ * `showByHand`), or after spaces that follow the start, a line break (an indented key or value),
+ * an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>` (`=>`). Before, after any white
+ * space or an opening bracket: a symbol key `Symbol(a "b)` opened one there, which the next
+ * string's opening quote closed, and a JSON string after `:` or `,` opened none, so the string the
+ * cut fell in was left open. A name whose own text reads so (a symbol's description `a: "b`,
+ * `"b`) still opens one: a heuristic.
  */
 function opensString(head: string, i: number): boolean {
   let j = i - 1;
-  if (j < 0 || "[({".includes(head[j])) return true;
+  if (j < 0 || "[({,:".includes(head[j])) return true;
   if (head[j] !== " " && head[j] !== "\n") return false;
   while (j >= 0 && head[j] === " ") j--;
   return j < 0 || "\n[({,:>".includes(head[j]);

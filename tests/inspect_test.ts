@@ -1041,6 +1041,36 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
     const text = inspectAs("X", { v: value }, undefined, {});
     assert.ok(text.startsWith(`X { v: ${printed}`), `${label}: ${text}`);
   }
+  // Printed by hand (a value in it whose own printing throws), as JSON, with Deno's inspect and
+  // without: its strings open right after `:`, `,`, `[` and `{`. Before, one after `:` or `,` was
+  // taken for none, and the string the cut fell in was left open: `{"c":{},"k":"vvvv… (a print`.
+  const throwing = {
+    [Symbol.for("Deno.customInspect")]() {
+      throw new Error("the caller's inspect hook");
+    },
+  };
+  const byHand: [string, unknown, string][] = [
+    [
+      "a value after a key",
+      { c: throwing, k: "v".repeat(5000) },
+      `{"c":{},"k":"${"v".repeat(51)}"… (a print of 5015 characters) }`,
+    ],
+    [
+      "an element after another",
+      ["a", "v".repeat(5000), throwing],
+      `["a","${"v".repeat(58)}"… (a print of 5011 characters) }`,
+    ],
+    [
+      "a key",
+      { c: throwing, ["k".repeat(5000)]: 1 },
+      `{"c":{},"${"k".repeat(55)}"… (a print of 5013 characters) }`,
+    ],
+  ];
+  for (const [label, value, printed] of byHand) {
+    for (const inspect of [Deno.inspect, undefined]) {
+      assert.equal(inspectAs("X", { v: value }, inspect, {}), `X { v: ${printed}`, label);
+    }
+  }
 });
 
 Deno.test("a bigint of more than 4094 digits prints by its size, in a print with and without Deno's inspect and in String(actor)", async () => {
