@@ -633,3 +633,96 @@ test "reap and stop do not wait for a tick held up (a channel lock a stuck hook'
     try testing.expectEqual(@as(u32, 3), S.cleaned.load(.monotonic));
     try testing.expectEqual(@as(usize, 0), pipes.activeCount());
 }
+
+test "deinit while a pipe's tick runs: the thread ends that pipe after its tick, its context untouched until then, and deinit returns once it did" {
+    // `deinit` marks the pipe whose tick runs instead of ending it (its cleanup would free the
+    // context under the tick, and the thread would then not find the pipe it ticked).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var gate = std.atomic.Value(bool).init(false);
+        var inside = std.atomic.Value(bool).init(false);
+        var cleaned = std.atomic.Value(u32).init(0);
+        /// The tick found its context cleaned up (ended under it).
+        var early = std.atomic.Value(bool).init(false);
+        fn stuck(ctx: *anyopaque) bool {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the tick's gate");
+            // Acquire: pairs with the opener's release store.
+            while (!gate.load(.acquire)) g.wait() catch break;
+            // Its own context, cleaned up (`cleanup` marks it) while it ran: ended under it.
+            // Acquire: pairs with `cleanup`'s release store.
+            const mark: *std.atomic.Value(u8) = @ptrCast(ctx);
+            if (mark.load(.acquire) != 0) early.store(true, .monotonic);
+            return true;
+        }
+        fn idle(_: *anyopaque) bool {
+            return true;
+        }
+        fn cleanup(ctx: *anyopaque) void {
+            const mark: *std.atomic.Value(u8) = @ptrCast(ctx);
+            mark.store(1, .release); // pairs with the tick's acquire load
+            _ = cleaned.fetchAdd(1, .monotonic);
+        }
+        /// Opens the gate once `deinit` began (`stopping`, under the lock). `deinit` cannot
+        /// return before (it joins the thread, which waits here), so `ps` is valid meanwhile.
+        fn opener(ps: *Pipes, j: *test_wait.Joiner) void {
+            defer j.done();
+            const d = test_wait.Deadline.in(test_wait.default_ns, "deinit's start");
+            while (true) {
+                ps.mutex.lock();
+                const began = ps.stopping;
+                ps.mutex.unlock();
+                if (began) break;
+                d.wait() catch break;
+            }
+            gate.store(true, .release); // pairs with the tick's acquire load
+        }
+    };
+    var pipes = Pipes.init(testing.allocator);
+    var ticked_ctx = std.atomic.Value(u8).init(0);
+    var idle_ctx = std.atomic.Value(u8).init(0);
+    _ = try pipes.add(S.stuck, S.cleanup, &ticked_ctx, std.time.ns_per_ms);
+    _ = try pipes.add(S.idle, S.cleanup, &idle_ctx, 3600 * std.time.ns_per_s); // ended by deinit
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the stuck tick");
+    while (!S.inside.load(.acquire)) try d.wait();
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.opener, .{ &pipes, &j });
+    pipes.deinit(); // the other pipe at once; the ticking one by the thread, after its tick
+    j.join(t, test_wait.default_ns, "the gate's opener");
+    try testing.expect(!S.early.load(.monotonic));
+    try testing.expectEqual(@as(u32, 2), S.cleaned.load(.monotonic));
+}
+
+test "a pipe whose ticks take longer than its interval does not starve the others: the one due first ticks next" {
+    // One tick at a time, with the lock released: the thread picks the pipe due earliest. A
+    // slow pipe is due again as soon as its tick returns; picked first (as by list order), it
+    // would hold the thread for good and the other pipe would never tick.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var slow = std.atomic.Value(u32).init(0);
+        var fast = std.atomic.Value(u32).init(0);
+        /// Longer than its interval (1 ms): busy for 3 ms of the clock, not a wait for anything.
+        fn tickSlow(_: *anyopaque) bool {
+            _ = slow.fetchAdd(1, .monotonic);
+            const end = scheduler.monotonicNs() + 3 * std.time.ns_per_ms;
+            while (scheduler.monotonicNs() < end) std.atomic.spinLoopHint();
+            return true;
+        }
+        fn tickFast(_: *anyopaque) bool {
+            _ = fast.fetchAdd(1, .monotonic);
+            return true;
+        }
+    };
+    var ctx: u8 = 0;
+    // The slow one listed first, due first: list order would always pick it.
+    _ = try pipes.add(S.tickSlow, null, &ctx, std.time.ns_per_ms);
+    _ = try pipes.add(S.tickFast, null, &ctx, std.time.ns_per_ms);
+    // Both go on ticking (bounded in time): the fast one at least about once per slow tick.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the fast pipe's ticks");
+    while (S.fast.load(.monotonic) < 20) try d.wait();
+    try testing.expect(S.slow.load(.monotonic) >= 10);
+}
