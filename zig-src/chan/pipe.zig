@@ -15,10 +15,10 @@
 //! time; `ticking` names it): a tick takes channel locks, which a stuck undelivered hook's caller
 //! may hold for as long as the hook runs, and with the lock held across it, `reap` (the timed
 //! shutdown's, bounded) and every other call waited for that hook too. Nobody but the thread
-//! ends the pipe whose tick runs (its context is in use): `stop` waits for the tick's end, `reap`
-//! and `deinit` mark it for the thread to end after it. A tick may call `add`, `stop` (its own
-//! pipe's is marked so too: a conflated target's undelivered hook, which the tick's send runs on
-//! this thread, may stop the pipe) and `reap`, not `deinit`.
+//! ends the pipe whose tick runs (its context is in use): `stop`, `reap` and `deinit` mark it
+//! for the thread to end after the tick, and `stop` waits for that. A tick may call `add`,
+//! `stop` (its own pipe's is marked, with no wait: a conflated target's undelivered hook, which
+//! the tick's send runs on this thread, may stop the pipe) and `reap`, not `deinit`.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -50,11 +50,11 @@ pub const Pipes = struct {
     /// The id of the pipe whose tick runs now, with the lock released (0: none), under the lock.
     /// It stays listed meanwhile and only the thread ends it, after the tick.
     ticking: u32 = 0,
-    /// `reap` or `deinit` ended the pipe whose tick runs (under the lock): the thread ends it
-    /// (its cleanup) once the tick returned.
+    /// `stop`, `reap` or `deinit` ended the pipe whose tick runs (under the lock): the thread
+    /// ends it (its cleanup) once the tick returned.
     end_ticking: bool = false,
-    /// `stop` calls asleep until the tick of the pipe they end is over (under the lock): only
-    /// then does the thread wake them (a system call) at a tick's end.
+    /// `stop` calls asleep until the tick of the pipe they marked is over (under the lock):
+    /// only then does the thread wake them (a system call) at a tick's end.
     stop_waiters: u32 = 0,
     /// Bumped under the lock at every tick's end; `stop` sleeps on it (futex) meanwhile.
     ticked: std.atomic.Value(u32) = .init(0),
@@ -116,35 +116,42 @@ pub const Pipes = struct {
     }
 
     /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed). If
-    /// its tick runs, waits for that tick's end first (as long as the tick takes, as when ticks
-    /// held the lock): when it returns, no tick of that pipe runs, nor will one again. From
-    /// inside that very tick (a hook its send runs), marks it for the thread to end once the
-    /// tick returns. Before, that stop took the lock its own thread held: a deadlock.
+    /// its tick runs, marks it for the thread to end at that tick's end and waits for that end
+    /// (as long as the tick takes, as when ticks held the lock): when it returns, no tick of that
+    /// pipe runs, nor will one again. From inside that very tick (a hook its send runs), only
+    /// marks it (waiting would be for itself). Before, that stop took the lock its own thread
+    /// held: a deadlock; and a stop from another thread that waited without marking could find
+    /// the pipe's next tick begun as it woke (due at once after a long tick) and wait again, for
+    /// every tick of a pipe whose ticks run long.
     pub fn stop(p: *Pipes, id: u32) bool {
         p.mutex.lock();
         defer p.mutex.unlock();
-        while (true) {
-            const i = p.indexOf(id) orelse return false; // the tick may have ended it meanwhile
-            if (p.ticking != id) {
-                p.end(i);
-                p.bump();
-                return true;
-            }
-            if (in_tick_of == p) {
-                // Its own tick's thread: waiting would be for itself.
-                if (p.end_ticking) return false; // stopped (or reaped) already
-                p.end_ticking = true;
-                return true;
-            }
-            // Monotonic: `ticked` changes only under the lock, which orders it; the futex wait
-            // compares it again in the kernel, so a tick's end after our unlock is not missed.
-            const seen = p.ticked.load(.monotonic);
-            p.stop_waiters += 1;
+        const i = p.indexOf(id) orelse return false;
+        if (p.ticking != id) {
+            p.end(i);
+            p.bump();
+            return true;
+        }
+        // Its tick runs: only the thread ends it (its context is in use). Marked already (by
+        // another stop, a reap or, from this tick, a hook): ended already, as for a stop after
+        // an `end`; this call still waits for the tick below, so that none runs once it returns.
+        const first = !p.end_ticking;
+        p.end_ticking = true;
+        if (in_tick_of == p) return first; // its own tick's thread: waiting would be for itself
+        // The thread ends the marked pipe at the tick's end, in the critical section that moves
+        // `ticked` on. Monotonic: `ticked` changes only under the lock, which orders it; the
+        // futex wait compares it again in the kernel, so a tick's end after our unlock is not
+        // missed (the thread wakes us: `stop_waiters`, under the lock).
+        const seen = p.ticked.load(.monotonic);
+        p.stop_waiters += 1;
+        while (p.ticked.load(.monotonic) == seen) {
             p.mutex.unlock();
             Futex.wait(&p.ticked, seen);
             p.mutex.lock();
-            p.stop_waiters -= 1;
         }
+        p.stop_waiters -= 1;
+        assert(p.indexOf(id) == null); // ended by the thread, at that tick's end
+        return first;
     }
 
     /// The `Pipes` whose tick this thread runs now (the pipe thread, inside a tick), for `stop`.
@@ -725,4 +732,70 @@ test "a pipe whose ticks take longer than its interval does not starve the other
     const d = test_wait.Deadline.in(test_wait.default_ns, "the fast pipe's ticks");
     while (S.fast.load(.monotonic) < 20) try d.wait();
     try testing.expect(S.slow.load(.monotonic) >= 10);
+}
+
+test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no next tick begins, even one due at once" {
+    // A tick held past its interval leaves its pipe due again as it returns, and the thread,
+    // which holds the lock from the tick's end to the next tick's start, began that next tick
+    // before the woken stop could take the lock: the stop waited again, for as long as every
+    // tick of a pipe whose ticks run long (behind a slow hook each time) and did not come to
+    // its end. Now the stop marks the pipe, which the thread ends at the tick's end.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var first_gate = std.atomic.Value(bool).init(false);
+        var next_gate = std.atomic.Value(bool).init(false);
+        var entered = std.atomic.Value(u32).init(0);
+        /// Each tick waits for a gate: the first tick for `first_gate`, any later one for
+        /// `next_gate` (a tick after the stop's wait began: the test sees it, then lets it go).
+        fn held(_: *anyopaque) bool {
+            // Release: pairs with the test's acquire loads.
+            const n = entered.fetchAdd(1, .release) + 1;
+            const gate = if (n == 1) &first_gate else &next_gate;
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the tick's gate");
+            // Acquire: pairs with the test's release stores.
+            while (!gate.load(.acquire)) g.wait() catch break;
+            return true;
+        }
+        fn stopper(ps: *Pipes, id: u32, j: *test_wait.Joiner, out: *bool) void {
+            defer j.done();
+            out.* = ps.stop(id);
+        }
+    };
+    // Opened on every way out, so that a held tick returns and `deinit` joins the thread.
+    defer {
+        S.first_gate.store(true, .release);
+        S.next_gate.store(true, .release);
+    }
+    var ctx: u8 = 0;
+    const interval = std.time.ns_per_ms;
+    const id = try pipes.add(S.held, null, &ctx, interval);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the first tick");
+    while (S.entered.load(.acquire) == 0) try d.wait();
+    // Due again at once when it returns: held past its next due time (at most an interval
+    // after the tick began). A wait for the clock, not for another thread.
+    const began = scheduler.monotonicNs();
+    while (scheduler.monotonicNs() < began + 2 * interval) try d.wait();
+    var stopped = false;
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.stopper, .{ &pipes, id, &j, &stopped });
+    // Until the stop waits for the tick.
+    while (true) {
+        pipes.mutex.lock();
+        const waiting = pipes.stop_waiters;
+        pipes.mutex.unlock();
+        if (waiting != 0) break;
+        try d.wait();
+    }
+    S.first_gate.store(true, .release);
+    // The stop returns, or (the failure) a next tick of its pipe begins: whichever first.
+    // Acquire: pairs with `done` and with the tick's release increment.
+    while (!j.finished.load(.acquire) and S.entered.load(.acquire) == 1) try d.wait();
+    S.next_gate.store(true, .release); // such a next tick returns, and the stop with it
+    j.join(t, test_wait.default_ns, "a stop waiting for its pipe's tick");
+    try testing.expect(stopped);
+    try testing.expectEqual(@as(u32, 1), S.entered.load(.acquire));
+    try testing.expect(!pipes.listed(id));
 }
