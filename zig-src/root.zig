@@ -15152,6 +15152,76 @@ test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own t
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(src));
 }
 
+test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, while the pipe's tick waits for that source's lock, returns at once: the pipe ends after that tick" {
+    // The hook's caller holds the source's lock, which the pipe's tick takes for its snapshot.
+    // A stop that waited for that tick's end waited for the hook's own caller: a deadlock (as,
+    // before ticks ran outside the pipes' lock, its wait for that lock was). From inside any
+    // hook the stop now marks the pipe and returns; the thread ends it after that tick.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var id = std.atomic.Value(u32).init(0);
+        var rc = std.atomic.Value(i32).init(9);
+        var again = false;
+        var src: u32 = 0;
+        var drop_rc: i32 = 9;
+        fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            // As in the timed shutdown's test above: a tick running now may be past its
+            // snapshot of `src` (begun read first; monotonic: counts); return, for another drop.
+            const b = pipes.begun.load(.monotonic);
+            if (pipes.ticked.load(.monotonic) != b) {
+                again = true;
+                return;
+            }
+            // A tick begun from now on waits for `src`'s lock, which our caller holds.
+            const d = test_wait.Deadline.in(test_wait.default_ns, "a tick behind the hook");
+            while (pipes.begun.load(.monotonic) == b) d.wait() catch break;
+            // Release: pairs with the test's acquire load.
+            rc.store(kc_chan_pipe_stop(id.load(.monotonic)), .release);
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            while (true) {
+                again = false;
+                drop_rc = kc_chan_drop(src, &v, 8);
+                if (!again) break;
+                std.Thread.yield() catch {};
+            }
+        }
+    };
+    S.id.store(0, .monotonic);
+    S.rc.store(9, .monotonic);
+    var dst: u32 = 0;
+    // Destroyed at the end, not on a failure's way out: the hook, stuck in the stop, holds
+    // `src`'s lock, which a destroy would wait for (a hang instead of the failure).
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &dst));
+    var id: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(S.src, dst, std.time.ns_per_ms, &id));
+    S.id.store(id, .monotonic); // before the drop below (the thread's start orders it)
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
+    var j: test_wait.Joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
+    const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
+    // Acquire: pairs with the hook's release store.
+    while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
+    if (S.rc.load(.acquire) == 9) {
+        t.detach(); // deadlocked with the pipe thread: a failure, not a hung join
+        return error.TestUnexpectedResult;
+    }
+    j.join(t, test_wait.default_ns, "the drop whose hook stopped the pipe");
+    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    // The tick behind the hook went on once the hook returned, and the thread ended the pipe
+    // after it.
+    const e = test_wait.Deadline.in(test_wait.default_ns, "the pipe's end after its tick");
+    while (pipes.listed(id)) try e.wait();
+    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(id));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.src));
+}
+
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();

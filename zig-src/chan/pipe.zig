@@ -16,9 +16,10 @@
 //! may hold for as long as the hook runs, and with the lock held across it, `reap` (the timed
 //! shutdown's, bounded) and every other call waited for that hook too. Nobody but the thread
 //! ends the pipe whose tick runs (its context is in use): `stop`, `reap` and `deinit` mark it
-//! for the thread to end after the tick, and `stop` waits for that. A tick may call `add`,
-//! `stop` (its own pipe's is marked, with no wait: a conflated target's undelivered hook, which
-//! the tick's send runs on this thread, may stop the pipe) and `reap`, not `deinit`.
+//! for the thread to end after the tick, and `stop` waits for that, except from inside that
+//! tick or any channel's undelivered hook. A tick may call `add`, `stop` (its own pipe's is
+//! marked, with no wait: a conflated target's undelivered hook, which the tick's send runs on
+//! this thread, may stop the pipe) and `reap`, not `deinit`.
 const std = @import("std");
 const assert = std.debug.assert;
 const Futex = std.Thread.Futex;
@@ -118,11 +119,12 @@ pub const Pipes = struct {
     /// Ends the pipe `id`; false if no such pipe runs (it ended already, or never existed). If
     /// its tick runs, marks it for the thread to end at that tick's end and waits for that end
     /// (as long as the tick takes, as when ticks held the lock): when it returns, no tick of that
-    /// pipe runs, nor will one again. From inside that very tick (a hook its send runs), only
-    /// marks it (waiting would be for itself). Before, that stop took the lock its own thread
-    /// held: a deadlock; and a stop from another thread that waited without marking could find
-    /// the pipe's next tick begun as it woke (due at once after a long tick) and wait again, for
-    /// every tick of a pipe whose ticks run long.
+    /// pipe runs, nor will one again. From inside that very tick, or from any undelivered hook
+    /// (whose caller holds a channel lock the tick may wait for), only marks it: waiting would
+    /// be for itself. Before, such a stop took the lock the tick's thread held (ticks ran under
+    /// it), or then waited for the tick: a deadlock; and a stop from another thread that waited
+    /// without marking could find the pipe's next tick begun as it woke (due at once after a
+    /// long tick) and wait again, for every tick of a pipe whose ticks run long.
     pub fn stop(p: *Pipes, id: u32) bool {
         p.mutex.lock();
         defer p.mutex.unlock();
@@ -137,7 +139,12 @@ pub const Pipes = struct {
         // an `end`; this call still waits for the tick below, so that none runs once it returns.
         const first = !p.end_ticking;
         p.end_ticking = true;
-        if (in_tick_of == p) return first; // its own tick's thread: waiting would be for itself
+        // Its own tick's thread: waiting would be for itself. Any channel's undelivered hook
+        // (a conflated target's, which the tick's send runs on this thread, or one on another
+        // thread): its caller holds that channel's lock, which the tick may wait for (the
+        // source's snapshot, the send to the target), and a wait here would be for that caller:
+        // a deadlock. Marked only, then: the tick in progress may still push its snapshot.
+        if (in_tick_of == p or channel.Channel.inAnyHook()) return first;
         // The thread ends the marked pipe at the tick's end, in the critical section that moves
         // `ticked` on. Monotonic: `ticked` changes only under the lock, which orders it; the
         // futex wait compares it again in the kernel, so a tick's end after our unlock is not
