@@ -789,17 +789,19 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     var j: test_wait.Joiner = .{};
     const t = try std.Thread.spawn(.{}, S.stopper, .{ &pipes, id, &j, &stopped });
     // Until the stop waits for the tick.
+    const w = test_wait.Deadline.in(test_wait.default_ns, "the stop's wait for the tick");
     while (true) {
         pipes.mutex.lock();
         const waiting = pipes.stop_waiters;
         pipes.mutex.unlock();
         if (waiting != 0) break;
-        try d.wait();
+        try w.wait();
     }
     S.first_gate.store(true, .release);
     // The stop returns, or (the failure) a next tick of its pipe begins: whichever first.
     // Acquire: pairs with `done` and with the tick's release increment.
-    while (!j.finished.load(.acquire) and S.entered.load(.acquire) == 1) try d.wait();
+    const r = test_wait.Deadline.in(test_wait.default_ns, "the stop's return after the tick");
+    while (!j.finished.load(.acquire) and S.entered.load(.acquire) == 1) try r.wait();
     S.next_gate.store(true, .release); // such a next tick returns, and the stop with it
     j.join(t, test_wait.default_ns, "a stop waiting for its pipe's tick");
     try testing.expect(stopped);
