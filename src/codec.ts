@@ -1569,7 +1569,7 @@ function encodeRich(cause: Error): Uint8Array | null {
         n: errorName(e),
         f: [],
       };
-      const message = String(e.message);
+      const message = errorMessage(e);
       if (Object.hasOwn(e, "message") || message !== "") record.m = message;
       const stack = e.stack;
       if (typeof stack === "string") record.s = stack;
@@ -1751,7 +1751,7 @@ function ownData(cause: unknown): boolean {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const own = Object.getOwnPropertyDescriptor(e, "message");
-      if ((own === undefined || !("value" in own)) && String(e.message) !== "") return false;
+      if ((own === undefined || !("value" in own)) && errorMessage(e) !== "") return false;
       const inner = Object.getOwnPropertyDescriptor(e, "cause");
       if ((inner === undefined || !("value" in inner)) && "cause" in e) return false;
     }
@@ -1858,6 +1858,18 @@ function errorName(e: Error): string {
   return name === undefined ? "Error" : String(name);
 }
 
+/**
+ * An Error's message as it crosses (the rich record, the stand-in, `ownData`'s check): its
+ * `String(message)`, "" where it has none (`undefined`), as `Error.prototype.toString` says and
+ * structured clone copies it (node:v8 reads an own message only). A real Error given
+ * `Object.prototype` or null (`isError`) without a message of its own (`new Error()`) has none:
+ * it crossed saying "undefined".
+ */
+function errorMessage(e: Error): string {
+  const message = e.message;
+  return message === undefined ? "" : String(message);
+}
+
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */
 const NOT_COPIED = "cannot be copied to another isolate";
 
@@ -1878,7 +1890,7 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
         `The channel's close or cancel cause ${NOT_COPIED}: ${describeCause(cause)}`,
       );
     }
-    const copy = new Error(String(cause.message));
+    const copy = new Error(errorMessage(cause));
     // A cycle down the chain (an Error that is its own cause, or a getter answering with an
     // Error met already) is one in the copy too, as node:v8 copies one: unrolled, the chain
     // went as CAUSE_CHAIN copies of the same Errors.

@@ -2742,6 +2742,45 @@ Deno.test("a close cause is an Error as the engine knows it, not by its prototyp
   assert.equal((proxied as Error).message, "through a proxy");
 });
 
+Deno.test('a close cause that is a real Error given Object.prototype or null with no message of its own crosses with the message structured clone gives it (""), not "undefined": as node:v8 copies it, in the rich encoding and as its stand-in', () => {
+  // Such an Error has no `message` at all (Error.prototype's "" is out of its chain): read, it
+  // is undefined, and `String` of it said "undefined" in all three encodings (`errorMessage`).
+  const cross = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause as Error;
+  };
+  for (const proto of [Object.prototype, null]) {
+    const bare = () => Object.setPrototypeOf(new Error(), proto) as Error;
+    assert.equal((structuredClone(bare()) as Error).message, "");
+    const cases: [string, Error][] = [
+      ["as node:v8 copies it", bare()],
+      ["in the rich encoding (an own field)", Object.assign(bare(), { code: 7 })],
+      // A DOMException's message is its class's getter: the chain goes as its stand-in.
+      [
+        "as its stand-in",
+        Object.assign(bare(), { cause: new DOMException("d", "AbortError") }),
+      ],
+    ];
+    for (const [what, cause] of cases) {
+      const got = cross(cause);
+      const how = `${proto === null ? "null" : "Object.prototype"}, ${what}`;
+      assert.ok(Error.isError(got), how);
+      assert.equal(got.message, "", how);
+      assert.equal(got.name, "Error", how);
+      // node:v8 copies it as structured clone does, without a message of its own; `ownData`
+      // took its undefined for a class's getter's message, and sent it as its stand-in.
+      if (cause.cause === undefined && !Object.hasOwn(cause, "code")) {
+        assert.equal(Object.hasOwn(got, "message"), false, how);
+      }
+      // Down another Error's chain too.
+      const inner = cross(new Error("outer", { cause })).cause as Error;
+      assert.ok(Error.isError(inner), how);
+      assert.equal(inner.message, "", `${how}, as a cause`);
+    }
+  }
+});
+
 Deno.test("an error message's description tells a typed array by the engine, not by its prototype: one given DataView.prototype says its length, a DataView given another prototype does not, and DataView's own Symbol.hasInstance never runs", () => {
   let ran = 0;
   Object.defineProperty(DataView, Symbol.hasInstance, {
