@@ -2090,7 +2090,10 @@ function encodeSized(cause: unknown): Uint8Array | null | typeof OVER {
     // (`Object.setPrototypeOf`) was packed as the plain object it then looks like, and crossed as
     // `{}` (its message, stack and cause are not enumerable). Any other Error the packer gives
     // up at at once (its prototype is no plain object's), reading nothing.
-    const error = isError(cause);
+    // A Proxy is not asked (`isError` would run its `getPrototypeOf` trap once more than
+    // before): the packer reads its prototype, copying one of a plain object through its traps,
+    // and node:v8 refuses any other Proxy, so that it never has heads to read.
+    const error = !types.isProxy(cause) && isError(cause);
     const n = error ? -1 : pack(cause, causeBytesMax);
     if (n >= 0) return withKind(1, packed().subarray(0, n));
     // A function or symbol the packer gave up at: node:v8 refuses the cause for it (`serialise`).

@@ -2781,6 +2781,32 @@ Deno.test('a close cause that is a real Error given Object.prototype or null wit
   }
 });
 
+Deno.test("a close cause that is a Proxy has its getPrototypeOf trap run no more often for being asked whether it is an Error: the packer reads it, as before", () => {
+  // `encodeSized` asked `isError` (`instanceof`, the trap) before the packer read the
+  // prototype again: once more per close for a Proxy of a plain object. Counted here: ownData's
+  // and endFits's `isError`, the packer's prototype read and its for-in's walk (4), and one
+  // more, where the packer gives up at a function, for the stand-in's.
+  let traps = 0;
+  const handler = {
+    getPrototypeOf(t: object) {
+      traps++;
+      return Reflect.getPrototypeOf(t);
+    },
+  };
+  const cases: [object, number, (got: unknown) => void][] = [
+    [{ a: 1 }, 4, (got) => assert.deepEqual(got, { a: 1 })],
+    [{ f: () => 1 }, 7, (got) => assert.match((got as Error).message, /cannot be copied/)],
+    [new Error("e"), 8, (got) => assert.equal((got as Error).message, "e")],
+  ];
+  for (const [target, expected, check] of cases) {
+    traps = 0;
+    const got = decodeCause(encodeCause(new Proxy(target, handler))!);
+    assert.ok(got.ok);
+    check(got.cause);
+    assert.equal(traps, expected, Deno.inspect(target));
+  }
+});
+
 Deno.test("an error message's description tells a typed array by the engine, not by its prototype: one given DataView.prototype says its length, a DataView given another prototype does not, and DataView's own Symbol.hasInstance never runs", () => {
   let ran = 0;
   Object.defineProperty(DataView, Symbol.hasInstance, {
