@@ -2807,6 +2807,35 @@ Deno.test("a close cause that is a Proxy has its getPrototypeOf trap run no more
   }
 });
 
+Deno.test("a close cause the packer gives up at for a function or symbol it holds runs its getters once, not again in node:v8: closing a shared channel, and encoded alone", () => {
+  // `encodeSized` asks node:v8 of what the packer gave up at (`refusedLeaf`), not the cause
+  // again: its getter ran twice before. The cause crosses as its stand-in either way.
+  let reads = 0;
+  const counted = (rest: object) =>
+    Object.assign(
+      Object.defineProperty({}, "g", {
+        enumerable: true,
+        get() {
+          reads++;
+          return 1;
+        },
+      }),
+      rest,
+    );
+  for (const rest of [{ s: Symbol("s") }, { f: () => 1 }]) {
+    reads = 0;
+    const got = decodeCause(encodeCause(counted(rest))!);
+    assert.ok(got.ok && got.cause instanceof Error);
+    assert.match(got.cause.message, /cannot be copied to another isolate: \[object Object\]$/);
+    assert.equal(reads, 1, `encoded alone, ${Deno.inspect(rest)}`);
+    using ch = new Channel<number>(1);
+    ch.share(); // native: close() encodes the cause for other isolates
+    reads = 0;
+    assert.equal(ch.close(counted(rest)), true);
+    assert.equal(reads, 1, `closing, ${Deno.inspect(rest)}`);
+  }
+});
+
 Deno.test("an error message's description tells a typed array by the engine, not by its prototype: one given DataView.prototype says its length, a DataView given another prototype does not, and DataView's own Symbol.hasInstance never runs", () => {
   let ran = 0;
   Object.defineProperty(DataView, Symbol.hasInstance, {
