@@ -600,6 +600,8 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
       "kcoro",
       "named",
       "cancelTimeout",
+      "forged",
+      "reprototyped",
     ] as const
   ) {
     using input = new Channel<number>(4);
@@ -624,6 +626,12 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
         );
       } else if (end === "uncopyableCause") {
         input.close(new RangeError("upstream failed", { cause: { retry: fn } }));
+      } else if (end === "forged") {
+        // Error.prototype on a plain object: `instanceof Error`, but no Error to the engine.
+        input.close(Object.setPrototypeOf({ message: "forged", code: 1 }, RangeError.prototype));
+      } else if (end === "reprototyped") {
+        // A real Error given a null prototype: no Error to `instanceof`, one to the engine.
+        input.close(Object.setPrototypeOf(new RangeError("real", { cause: { id: 1 } }), null));
       } else input.close(fn);
       const got = await within(report, workerStartMs, `the Worker's report (${end})`);
       if (end === "close") {
@@ -673,6 +681,20 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
         assert.ok(last.cause instanceof RangeError, String(last.cause));
         assert.equal(last.cause.message, "stopped");
         assert.deepEqual((last.cause as Error).cause, [2]);
+      } else if (end === "forged" || end === "reprototyped") {
+        // What is an Error is the engine's answer, as structured clone's: the forged one
+        // crossed as an Error (named "Error", its `code` lost), the real one as `{}`.
+        assert.deepEqual(
+          got,
+          [1, {
+            name: end === "forged" ? undefined : "Error",
+            message: end === "forged" ? "forged" : "real",
+            cause: end === "forged" ? undefined : { id: 1 },
+            cancellation: false,
+            timeout: false,
+          }],
+          end,
+        );
       } else if (end === "uncopyableCause") {
         // The Error crosses; only its cause, which cannot, is a string saying what it was.
         // Before, the whole failure stayed here and the Worker's loop ended as if complete.
