@@ -423,6 +423,13 @@ let parentOf: (x: JobSupport<unknown>) => JobSupport<unknown> | null;
  * refuses). Set by a static block of JobSupport.
  */
 export let resultOf: <T>(job: JobSupport<T>) => Promise<T>;
+/**
+ * @ignore The context `job` runs with, read from its private field: kcoro's own reads of a job's
+ * context (a launch's parent context, a native scope's owner's deadline, a producer's failure
+ * report) run no `context` getter a caller redefined on a job's prototype. Set by a static block
+ * of JobSupport.
+ */
+export let contextOf: (job: JobSupport<unknown>) => Context;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -790,7 +797,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     }
     try {
       // A lazy job starts even for a caller already cancelled (Kotlin's joinInternal).
-      if (this.#state === NEW) this.start();
+      if (this.#state === NEW) jobStart.call(this); // its own start, not a redefined one
       if (signal !== undefined && isAborted(signal)) return Promise.reject(abortReason(signal));
       // Resolved after the joins made before, should its handlers still wait (`#handlersRan`).
       if (this.#state >= CANCELLED && (deferredOf.size === 0 || this.#handlersRan())) {
@@ -818,7 +825,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       if ((this.#flags & DEFERRED) === 0) {
         return Promise.reject(notJob(this, "await", "Deferred"));
       }
-      if (this.#state === NEW) this.start();
+      if (this.#state === NEW) jobStart.call(this); // its own start, not a redefined one
       // A final deferred gives its result even to a caller already cancelled (Kotlin's
       // awaitInternal returns before it would suspend; join checks its caller there, await not).
       if (signal === undefined || this.#state >= CANCELLED) return this.#awaitResult();
@@ -849,7 +856,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         done[Symbol.dispose]();
         reject(abortReason(signal));
       };
-      const done = this.invokeOnCompletion(() => {
+      const done = jobInvokeOnCompletion.call(this, () => {
         unlistenAbort(signal, onAbort);
         resolve(settle());
       });
@@ -870,7 +877,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   #awaitResult(): Promise<T> {
     if (this.#result !== null) return this.#result;
-    if (this.#state === NEW) this.start();
+    if (this.#state === NEW) jobStart.call(this);
     // Settled after the joins made before, should its handlers still wait (`#handlersRan`).
     if (this.#state >= CANCELLED && (deferredOf.size === 0 || this.#handlersRan())) {
       return this.#result = this.#state === COMPLETED
@@ -928,6 +935,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     flagsOf = (x) => x.#flags;
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
+    contextOf = (job) => job.#context;
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);
@@ -1553,6 +1561,48 @@ function checkNotThenable(op: string, value: unknown): void {
   }
 }
 
+/*
+ * JobSupport's own members, captured as the module loads: kcoro's modules start, cancel and
+ * attach completion handlers to their own jobs (a scope's children, an actor's or producer's
+ * task, a native scope's owner, a withTimeout's scope) through these, never through the job's
+ * prototype, which a caller may redefine (`Object.getPrototypeOf(job).cancel = ...`, reaching
+ * JobSupport.prototype from any job): before, such a redefinition steered kcoro's own calls (a
+ * `cancel` that threw crashed a producer's end; a `start` that threw left a scope never started).
+ * A Job of another kind (one a CoroutineScope of the caller's own returns) is the caller's: called
+ * through its own members, as before.
+ */
+const jobStart = JobSupport.prototype.start;
+const jobCancel = JobSupport.prototype.cancel;
+const jobInvokeOnCompletion = JobSupport.prototype.invokeOnCompletion;
+
+/** @ignore JobSupport's own `start` of a kcoro `job`; a Job of another kind's own `start()`. */
+export function startJob(job: Job): boolean {
+  if (isJob(job)) return jobStart.call(job);
+  const callers: Job = job; // the caller's own: its members are its to define
+  return callers.start();
+}
+
+/**
+ * @ignore JobSupport's own `cancel` of a kcoro `job`; a Job of another kind's own `cancel`, with
+ * no argument where `cause` is left out (as `cancel()`).
+ */
+export function cancelJob(job: Job, ...cause: [] | [unknown]): void {
+  if (isJob(job)) return jobCancel.call(job, cause[0]);
+  const callers: Job = job; // as startJob's
+  if (cause.length === 0) callers.cancel();
+  else callers.cancel(cause[0]);
+}
+
+/**
+ * @ignore JobSupport's own `invokeOnCompletion` on a kcoro `job`; a Job of another kind's own
+ * (which may return anything: the caller checks what it keeps).
+ */
+export function onJobCompletion(job: Job, handler: CompletionHandler): Disposable {
+  if (isJob(job)) return jobInvokeOnCompletion.call(job, handler);
+  const callers: Job = job; // as startJob's
+  return callers.invokeOnCompletion(handler);
+}
+
 /** The option names of the CompletableDeferred constructor: any other own key is refused. */
 const DEFERRED_OPTIONS = optionNames<{ context?: Context; parent?: Job }>({
   context: true,
@@ -1626,11 +1676,12 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
         `Cannot create CompletableDeferred: parent must be a Job, received ${describe(parent)}`,
       );
     }
+    // The parent's own context (`contextOf`), not a `context` getter redefined on its prototype.
     const context = parent === undefined
       ? own ?? Context.empty
       : own === undefined
-      ? parent.context
-      : childContext(parent.context, own);
+      ? contextOf(parent)
+      : childContext(contextOf(parent), own);
     // Takes its children's failures, as Kotlin's CompletableDeferredImpl does (JobSupport's
     // `handlesException` is true; only JobImpl, createScope's, answers false without a parent):
     // a child's failure completes it exceptionally, its `await()` rejecting with it, and is not
@@ -1643,17 +1694,17 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     // unattached, as a task launched on it is (a shallow tree's scope is cancelling there).
     if (parent !== undefined) {
       const queued = queuedCancelOf(parent);
-      if (queued !== null) this.cancel(abortReason(queued));
+      if (queued !== null) jobCancel.call(this, abortReason(queued));
       else attachTo(this, parent as JobSupport<unknown>);
     }
-    this.start();
+    jobStart.call(this);
     // A lazy parent is started (Kotlin's initParentJob: "make sure the parent is started"), last:
     // its block runs now, on this stack (kcoro's blocks start at once, where Kotlin's is
     // dispatched), and finds this deferred active among its children, as Kotlin's does. Started
     // before the attach, a block that returned at once completed its job first, and the deferred
     // was cancelled ("the scope has already completed"). JobSupport's own `start`: a `start` the
-    // caller set on the job itself is not run.
-    if (parent !== undefined) JobSupport.prototype.start.call(parent);
+    // caller set on the job itself, or on its prototype since the module loaded, is not run.
+    if (parent !== undefined) jobStart.call(parent);
   }
 
   /**

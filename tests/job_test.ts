@@ -9,6 +9,7 @@ import {
   settled,
   until,
   untilAborted,
+  withJobMembersRedefined,
 } from "./support.ts";
 import { addFinalizer as addScopeFinalizer, follow as followSignal } from "../src/scope.ts";
 import { handlerCountOf } from "../src/job.ts";
@@ -2777,4 +2778,33 @@ Deno.test("a failure handed to the exception handler reads the job's own context
   assert.equal(handled.length, 1);
   assert.ok(handled[0] instanceof CompletionHandlerError && handled[0].cause === failure);
   assert.deepEqual(reported.errors, []);
+});
+
+Deno.test("a CompletableDeferred's parent, a lazy job's join and await, and a join given a signal run JobSupport's own start, cancel, invokeOnCompletion and context, not ones a caller redefined on the job's prototype", async () => {
+  // Before, the constructor read `parent.context`, ran `this.start()` and
+  // `JobSupport.prototype.start` as it was at that call, join and await ran `this.start()` and a
+  // join given a signal `this.invokeOnCompletion(...)`: a redefinition threw out of each.
+  const log: string[] = [];
+  const { calls } = await withJobMembersRedefined(
+    ["cancel", "invokeOnCompletion", "start", "context"],
+    async () => {
+      await coroutineScope(async (scope) => {
+        const lazy = scope.launch(() => void log.push("lazy parent started"), { lazy: true });
+        const child = new CompletableDeferred<number>({ parent: lazy });
+        assert.equal(child.complete(1), true);
+        await lazy.join();
+        const joined = scope.launch(() => void log.push("lazy joined"), { lazy: true });
+        await joined.join();
+        const awaited = scope.async(() => 2, { lazy: true });
+        assert.equal(await awaited.await(), 2);
+        const d = new CompletableDeferred<number>();
+        const waiting = d.join({ signal: new AbortController().signal });
+        d.complete(3);
+        await waiting;
+        log.push("joined with a signal");
+      });
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.deepEqual(log, ["lazy parent started", "lazy joined", "joined with a signal"]);
 });

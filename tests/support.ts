@@ -7,6 +7,7 @@ import {
   type Codec,
   type CodecName,
   codecs,
+  CompletableDeferred,
   type CoroutineScope,
   coroutineScope,
   type Job,
@@ -718,5 +719,43 @@ export function assertThrowsOnFakes(
         message: `Cannot ${op}: this is not ${brand}, received ${described}`,
       });
     }
+  }
+}
+
+/** A public member of JobSupport's prototype that `withJobMembersRedefined` redefines. */
+export type JobMember = "cancel" | "invokeOnCompletion" | "start" | "join" | "context";
+
+/**
+ * Runs `fn` with `names` redefined on JobSupport's prototype (every job's, reached from
+ * `CompletableDeferred.prototype`, as a caller reaches it from any job) as members that record
+ * their call and throw (`context` as a getter), restored in `finally` however `fn` ends. kcoro's
+ * own calls on its jobs (a launch's start, a scope's cancel, a producer's end) must run none: the
+ * test asserts `calls` is empty. What `fn` returns or throws is handed on (its promise awaited
+ * before the restore); code of the test's own inside `fn` must not call a redefined member.
+ */
+export async function withJobMembersRedefined<T>(
+  names: readonly JobMember[],
+  fn: () => T | Promise<T>,
+): Promise<{ value: T; calls: string[] }> {
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const descs = names.map((n) => Object.getOwnPropertyDescriptor(proto, n)!);
+  const calls: string[] = [];
+  const steer = (name: JobMember) => () => {
+    calls.push(name);
+    throw new Error(`the ${name} redefined on JobSupport.prototype ran`);
+  };
+  try {
+    for (const name of names) {
+      Object.defineProperty(
+        proto,
+        name,
+        name === "context"
+          ? { configurable: true, get: steer(name) }
+          : { configurable: true, writable: true, value: steer(name) },
+      );
+    }
+    return { value: await fn(), calls };
+  } finally {
+    names.forEach((n, i) => Object.defineProperty(proto, n, descs[i]));
   }
 }
