@@ -49,7 +49,9 @@ import {
   _setScopeBrand,
   attachTo,
   CANCEL_COMPLETES,
+  cancelJob,
   completeBody,
+  contextOf,
   DEFERRED,
   type Deferred,
   failBody,
@@ -63,6 +65,7 @@ import {
   parentTakesFailure,
   REPORTS_FAILURE,
   resultOf,
+  startJob,
   SUPERVISOR,
   toCancellation,
 } from "./job.ts";
@@ -312,7 +315,7 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   followDepth++;
   try {
     try {
-      scope.cancel(abortReason(signal));
+      cancelJob(scope, abortReason(signal)); // its own cancel, not a redefined one
     } catch (e) {
       failed = { error: e }; // only an engine error: thrown once the queued cancels have run
     }
@@ -540,7 +543,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   /** Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). */
   #runQueuedCancel(by: AbortSignal): void {
     this.#queuedBy = null;
-    this.cancel(abortReason(by));
+    cancelJob(this as Coroutine<unknown>, abortReason(by));
   }
 
   launch(block: Block<unknown>, options?: LaunchOptions): Job {
@@ -563,7 +566,8 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   }
 
   #child<R>(op: string, block: Block<R>, options: LaunchOptions | undefined, flags: number) {
-    let context = this.context, lazy = false;
+    // The scope's own context (`contextOf`), not a `context` getter redefined on its prototype.
+    let context = contextOf(this as Coroutine<unknown>), lazy = false;
     if (options !== undefined) {
       checkObject(op, options);
       const { lazy: given, context: own } = options; // read once (checkScopeOptions says why)
@@ -580,9 +584,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // This scope's cancel waits in `followQueue`: the child is cancelled at once, never
     // started, as `attachTo` cancels one launched on a cancelling scope (a shallow tree's scope
     // is cancelling here). Before, its block ran, on a scope its signal had already cancelled.
-    if (queuedBy !== null) child.cancel(abortReason(queuedBy));
+    if (queuedBy !== null) cancelJob(child, abortReason(queuedBy));
     else attachTo(child as Coroutine<unknown>, this as Coroutine<unknown>);
-    if (!lazy) child.start();
+    if (!lazy) startJob(child); // JobSupport's own start: a redefined one is not run
     return child;
   }
 
@@ -627,7 +631,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // this scope's block would have started. Cancelled here instead, at once: this scope, not
     // started yet, has no child and nothing listening to its signal, so its cancel nests nothing.
     // Before, past 32 nested levels, its block ran.
-    this.cancel(abortReason(signal));
+    cancelJob(this as Coroutine<unknown>, abortReason(signal));
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
@@ -804,7 +808,7 @@ function run<T>(
     return Promise.reject(e);
   }
   if (scope instanceof CancellationError) return Promise.reject(scope);
-  scope.start();
+  startJob(scope);
   return resultOf(scope); // its block's value: a root scope is no Deferred (its await refuses)
 }
 
@@ -909,6 +913,13 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
   return run(op, block, { context: context?.without(Deadline) }, false);
 }
 
+/**
+ * JobSupport's own `join`, captured as the module loads: a scope's `join` and `await using` wait
+ * by it, not by `super.join`, which reads JobSupport.prototype's `join` at each call, one a caller
+ * may have redefined (`cancelJob`'s rule, job.ts).
+ */
+const jobJoin = JobSupport.prototype.join;
+
 class StandaloneScope extends Coroutine<void> implements Scope {
   /**
    * A scope (not started yet) that follows `signal` (one not aborted: createScope cancels the
@@ -935,7 +946,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     // Cancelled by an abort during the listen: final already, and so no child to attach.
     if (parent === undefined || this.isCancelled) return;
     const queued = queuedCancelOf(parent);
-    if (queued !== null) this.cancel(abortReason(queued));
+    if (queued !== null) cancelJob(this, abortReason(queued));
     else attachTo(this, parent);
   }
 
@@ -953,13 +964,14 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     completeBody(this as Coroutine<void>, undefined);
     // What was checked, not `options` read again: a getter answering a bad signal the second time
     // rejected the join after the scope had closed.
-    return super.join(signal === undefined ? undefined : { signal });
+    // JobSupport's own join (`jobJoin`): `super.join` reads the prototype's at each call.
+    return jobJoin.call(this, signal === undefined ? undefined : { signal });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     if (!isScopeObject(this)) throw notJob(this, "dispose scope", "CoroutineScope"); // rejects
-    this.cancel(new CancellationError("Cancelled: the scope was disposed"));
-    await super.join();
+    cancelJob(this, new CancellationError("Cancelled: the scope was disposed"));
+    await jobJoin.call(this); // JobSupport's own join, as `join` above
   }
 }
 
@@ -1035,8 +1047,8 @@ export function createScope(options?: CreateScopeOptions): Scope {
   const context = parent === undefined
     ? own ?? Context.empty
     : own === undefined
-    ? parent.context
-    : childContext(parent.context, own);
+    ? contextOf(parent)
+    : childContext(contextOf(parent), own);
   // Its children's failures are its own exactly when its parent takes its failure in turn
   // (`parentTakesFailure` says why): a failed launch reports it itself otherwise.
   const flags = CANCEL_COMPLETES | (supervisor === true ? SUPERVISOR : 0) |
@@ -1048,10 +1060,10 @@ export function createScope(options?: CreateScopeOptions): Scope {
   // leaving no scope. Before, its raw error was thrown after the start, leaving a started scope
   // that nobody held.
   const scope = new StandaloneScope(context, flags, parent, aborted ? undefined : signal);
-  scope.start();
-  if (signal !== undefined && aborted) scope.cancel(abortReason(signal));
+  startJob(scope);
+  if (signal !== undefined && aborted) cancelJob(scope, abortReason(signal));
   // A lazy parent is started (Kotlin's initParentJob), last: its block, run now, finds this scope
   // among its children (CompletableDeferred's constructor says why). JobSupport's own `start`.
-  if (parent !== undefined) JobSupport.prototype.start.call(parent);
+  if (parent !== undefined) startJob(parent);
   return scope;
 }

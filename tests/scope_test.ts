@@ -11,6 +11,8 @@ import {
   settled,
   until,
   untilAborted,
+  within,
+  withJobMembersRedefined,
 } from "./support.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
@@ -2411,4 +2413,44 @@ Deno.test("a child failing with another copy of kcoro's CancellationError is can
     }),
     (e) => e === mine,
   );
+});
+
+Deno.test("scopes start, cancel and join their jobs and read their contexts by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+  // Before, a launch read `this.context` and ran `child.start()`, createScope read
+  // `parent.context` and ran `scope.start()` and `JobSupport.prototype.start` as it was then, a
+  // signal's abort ran `scope.cancel(...)` and a scope's `await using` ran `this.cancel(...)` and
+  // `super.join()`: each the prototype's at that call, so a redefinition threw out of kcoro's own
+  // calls (a launch refused, a scope's cancel lost, its tasks running on).
+  const Key = createContextKey<string>("scope test key");
+  const log: string[] = [];
+  const following = new AbortController();
+  const { calls } = await withJobMembersRedefined(
+    ["cancel", "invokeOnCompletion", "start", "join", "context"],
+    async () => {
+      await coroutineScope(async (scope) => {
+        scope.launch(() => void log.push("launched"));
+        scope.launch(() => void log.push("with a context"), {
+          context: Context.empty.with(Key, "k"),
+        });
+        // A child of the running scope: its context, the start of its parent.
+        await using child = createScope({ parent: scope as unknown as Job });
+        child.launch(async (task) => {
+          log.push("child's task");
+          await untilAborted(task.signal);
+        });
+        // An aborted signal: the scope is started, then cancelled at once.
+        const gone = createScope({ signal: AbortSignal.abort() });
+        gone.launch(() => void log.push("never"));
+      }); // `await using`: the child's own cancel and join end its task
+      // A signal the scope follows, aborted while its block waits: its own cancel ends it.
+      const followed = coroutineScope(async (scope) => {
+        log.push("following");
+        await untilAborted((scope as unknown as { signal: AbortSignal }).signal);
+      }, { signal: following.signal });
+      following.abort(new Error("stop"));
+      await assert.rejects(within(followed, 10_000, "the followed scope to end"), Error);
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.deepEqual(log, ["launched", "with a context", "child's task", "following"]);
 });
