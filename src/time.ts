@@ -29,7 +29,7 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { resultOf } from "./job.ts";
+import { cancelJob, resultOf, startJob } from "./job.ts";
 import {
   Context,
   deadlineContext,
@@ -331,7 +331,7 @@ function runTimed<T>(
       addFinalizer(n.scope!, timer(timeout.at - performance.now(), () => expire(n)));
     }
   });
-  scope.start();
+  startJob(scope); // JobSupport's own start, not one a caller redefined on its prototype
   return resultOf(scope);
 }
 
@@ -348,8 +348,9 @@ function expire(top: Timeout): void {
   for (;;) {
     if (next !== undefined) {
       next.fired = true;
-      // Its own scope first, as its signal cancels the scopes following it.
-      next.scope?.cancel(next.error);
+      // Its own scope first, as its signal cancels the scopes following it: by JobSupport's own
+      // cancel (`cancelJob`), not one a caller redefined on its prototype.
+      if (next.scope !== null) cancelJob(next.scope as Coroutine<unknown>, next.error);
       if (next.nested !== null) open.push([next, next.nested.values()]);
     }
     const last = open.at(-1);

@@ -1,7 +1,7 @@
 // delay, withTimeout, withTimeoutOrNull. The timers here are what is under test; waits are
 // bounded by deadlines, and no test relies on one timer firing before another to synchronise.
 import assert from "node:assert/strict";
-import { evalScript, untilAborted } from "./support.ts";
+import { evalScript, untilAborted, within, withJobMembersRedefined } from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -17,6 +17,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import { msText } from "../src/time.ts";
+import { contextOf, type JobSupport } from "../src/job.ts";
 import { liveDeadline, runningTimeout } from "../src/context.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
@@ -1354,4 +1355,25 @@ Deno.test("a read of a Deadline points the finished timeouts whose own earlier t
   });
   assert.equal(liveDeadline(innermost!), undefined, "stale once the outer has finished");
   assert.equal(records[29].replaced, null, "it keeps nothing");
+});
+
+Deno.test("withTimeout starts its scope and cancels it, and the timeouts nested in it, at the deadline by JobSupport's own start and cancel, not ones a caller redefined on a job's prototype", async () => {
+  // Before, runTimed ran `scope.start()` and the expiry `scope.cancel(error)`, the prototype's at
+  // that call: a redefined `start` made withTimeout throw it, a redefined `cancel` left an
+  // expired scope (and each nested one) running past its deadline.
+  const log: string[] = [];
+  const { calls } = await withJobMembersRedefined(["cancel", "start"], async () => {
+    const outer = withTimeout(20, async (task) => {
+      // Nested by its context (read by kcoro's `contextOf`: the test's own read of the redefined
+      // getter would throw): the outer's expiry cancels it, in the same walk.
+      await withTimeout(10_000, async (inner) => {
+        log.push("nested");
+        await untilAborted(inner.signal);
+      }, { context: contextOf(task as unknown as JobSupport<unknown>) });
+    });
+    await assert.rejects(within(outer, 10_000, "the timeout to expire"), TimeoutError);
+    assert.equal(await withTimeoutOrNull(10_000, () => 1), 1);
+  });
+  assert.deepEqual(calls, []);
+  assert.deepEqual(log, ["nested"]);
 });
