@@ -100,11 +100,15 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  cancelJob,
+  contextOf,
   isJob,
   type Job,
   jobStateOf,
   type JobSupport,
+  onJobCompletion,
   runCompletionHandler,
+  startJob,
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
@@ -395,7 +399,7 @@ class Mailbox<M> extends Channel<M> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(undefined);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => taskErrorOf(this)));
+    cancelJob(job, taskCancelError(s, cause, () => taskErrorOf(this)));
   }
 
   /**
@@ -417,8 +421,9 @@ class Mailbox<M> extends Channel<M> {
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
     const own = () => taskErrorOf(this);
-    if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
-    else job.cancel(sharedStateOf(this).cancelled ? own() : told);
+    // JobSupport's own cancel of a kcoro Job (`cancelJob`), not one redefined on its prototype.
+    if (late !== undefined) cancelJob(job, taskCancelError(sharedStateOf(this), late.cause, own));
+    else cancelJob(job, sharedStateOf(this).cancelled ? own() : told);
   }
 
   override [Symbol.dispose](): void {
@@ -460,7 +465,8 @@ class Mailbox<M> extends Channel<M> {
     } finally {
       this.#s.inDispose = false;
     }
-    if (cancelledFirst !== NOT_CANCELLED) this.#s.job?.cancel(cancelledFirst);
+    const job = this.#s.job;
+    if (cancelledFirst !== NOT_CANCELLED && job !== null) cancelJob(job, cancelledFirst);
   }
 }
 
@@ -524,7 +530,7 @@ class ActorImpl<M> implements Actor<M> {
   #startLazy(): void {
     if (!this.#lazy) return;
     const job: unknown = this.#job;
-    if (isJob(job)) job.start();
+    if (isJob(job)) startJob(job); // JobSupport's own start, not one redefined on its prototype
   }
 
   /** A lazy actor's kcoro Job not started yet (nor cancelled): `#startLazy` would start it. */
@@ -971,7 +977,9 @@ export function actor<M>(
   const reportContext = (): Context => {
     let base: unknown;
     try {
-      base = scope.context;
+      // A kcoro scope's own context (`contextOf`), not a `context` getter redefined on its
+      // prototype; a scope of the caller's own, its `context` as it answers.
+      base = isJob(scope) ? contextOf(scope) : scope.context;
     } catch {
       base = undefined; // no Context: the option's entries alone, or `reportError`
     }
@@ -989,7 +997,7 @@ export function actor<M>(
   /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
-    ending.push(taskJob.invokeOnCompletion(taskJob.isCompleted ? finish : finishFolded));
+    ending.push(onJobCompletion(taskJob, taskJob.isCompleted ? finish : finishFolded));
   };
   /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
   const abandon = (): void => {
@@ -1001,10 +1009,12 @@ export function actor<M>(
     abandoned = true;
     cancelMailbox(mailbox, undefined);
     disposeMailbox(mailbox);
-    st.job?.cancel(); // where the cancel could not be made (the library closed)
+    // Where the cancel could not be made (the library closed). A kcoro Job's own cancel and
+    // invokeOnCompletion (`cancelJob`, `onJobCompletion`); a Job of the caller's, its own.
+    if (st.job !== null) cancelJob(st.job);
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
-    st.job?.invokeOnCompletion(finish);
+    if (st.job !== null) onJobCompletion(st.job, finish);
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   const job = launchChecked<Job>(
@@ -1054,7 +1064,7 @@ export function actor<M>(
         // Without a Job of ours, at once, with the cancellation the block ends with: before,
         // `onDone` never ran.
         if (untracked) finish(cancelled);
-        else st.job!.invokeOnCompletion(finish);
+        else onJobCompletion(st.job!, finish);
         throw cancelled;
       }
       // Started after `launch` returned (deferred): the task's own Job is known only now.
@@ -1114,7 +1124,7 @@ export function actor<M>(
   launched = job;
   let handle: unknown;
   try {
-    handle = job.invokeOnCompletion(isJob(job) && !job.isCompleted ? finishFolded : finish);
+    handle = onJobCompletion(job, isJob(job) && !job.isCompleted ? finishFolded : finish);
   } catch (e) {
     // A Job of the caller's whose invokeOnCompletion throws (or a getter for it that throws
     // now): theirs, as it is, and the actor `launch` started is cancelled, its mailbox released

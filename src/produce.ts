@@ -116,11 +116,14 @@ import {
   unlistenAbort,
 } from "./errors.ts";
 import {
+  cancelJob,
+  contextOf,
   failureOf,
   handleCoroutineException,
   isJob,
   type Job,
   type JobSupport,
+  onJobCompletion,
   onOwnCancel,
   onUnhandledFailure,
   taskCancelError,
@@ -281,8 +284,9 @@ class ProducerChannel<T> extends Channel<T> {
     // that the receivers keep. Before ABI 23 native code kept no cause of such a cancel.
     const late = cancelAfterCloseOf(this);
     const own = () => taskErrorOf(this);
-    if (late !== undefined) job.cancel(taskCancelError(sharedStateOf(this), late.cause, own));
-    else job.cancel(sharedStateOf(this).cancelled ? own() : told);
+    // JobSupport's own cancel of a kcoro Job (`cancelJob`), not one redefined on its prototype.
+    if (late !== undefined) cancelJob(job, taskCancelError(sharedStateOf(this), late.cause, own));
+    else cancelJob(job, sharedStateOf(this).cancelled ? own() : told);
   }
 
   /**
@@ -503,7 +507,7 @@ class ProducerChannel<T> extends Channel<T> {
     if (job === null) return;
     if (before || !s.cancelled) return this.#cancelTask(cause);
     // `own`: looks the cause up where another isolate closed it.
-    job.cancel(taskCancelError(s, cause, () => taskErrorOf(this)));
+    cancelJob(job, taskCancelError(s, cause, () => taskErrorOf(this)));
   }
 
   override [Symbol.dispose](): void {
@@ -520,7 +524,8 @@ class ProducerChannel<T> extends Channel<T> {
     // Open, the dispose's `cancel()` (above) cancelled the producer; once the library is
     // closed the dispose only releases the native side, and the producer ran on (a scope
     // whose consumer disposed it with `using` waited for it for good).
-    this.#s.job?.cancel();
+    const job = this.#s.job;
+    if (job !== null) cancelJob(job); // a kcoro Job's own cancel (`cancelJob`)
   }
 }
 
@@ -679,7 +684,7 @@ export function produce<T>(
     // before this one) closed, cancelled or disposed the channel. Reported now, as Kotlin's
     // `onCancelled` reports a failure its close did not take: before, it was lost, receivers
     // reading a clean close and nothing reported.
-    if (delivering !== null && !processed) handleCoroutineException(delivering.context, cause);
+    if (delivering !== null && !processed) handleCoroutineException(contextOf(delivering), cause);
   };
   /**
    * The producer's own Job (the task's own kcoro Job, which kcoro's own scope's `launch` returns;
@@ -713,7 +718,7 @@ export function produce<T>(
   /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || ended) return;
-    ending.push(taskJob.invokeOnCompletion(end));
+    ending.push(onJobCompletion(taskJob, end)); // JobSupport's own, not a redefined one
   };
   /**
    * What ends the block's sends where the task's signal is not the returned Job's: aborted as
@@ -918,7 +923,7 @@ export function produce<T>(
   if (st.sendsEnd !== null && bound !== null && !jobEnds(bound.signal)) st.sendsEnd = null;
   let handle: unknown;
   try {
-    handle = job.invokeOnCompletion(end);
+    handle = onJobCompletion(job, end); // a kcoro Job's own; a Job of the caller's, its own
   } catch (e) {
     // A Job of the caller's whose invokeOnCompletion throws (or a getter for it that throws
     // now): theirs, as it is, and the producer `launch` started is cancelled and its channel

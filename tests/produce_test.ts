@@ -13,6 +13,7 @@ import {
   until,
   untilAborted,
   within,
+  withJobMembersRedefined,
   workerStartMs,
 } from "./support.ts";
 import {
@@ -6400,6 +6401,44 @@ Deno.test("produce and actor run Channel's own close, cancel, dispose, send and 
   }
   assert.deepEqual(log, [1, 2, 3, 4, 5, 6]);
   assert.deepEqual(called, []);
+});
+
+Deno.test("produce and actor start, cancel and watch their tasks' jobs by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+  // Before, produce() and actor() ran `job.invokeOnCompletion(...)`, a producer's consumer's
+  // dispose and a mailbox's cancel `job.cancel(...)`, a lazy actor's send `job.start()`: the
+  // prototype's at that call. A redefinition made produce() and actor() throw, or left the
+  // task running after its channel was cancelled.
+  const log: unknown[] = [];
+  const { calls } = await withJobMembersRedefined(
+    ["cancel", "invokeOnCompletion", "start", "context"],
+    async () => {
+      await coroutineScope(async (scope) => {
+        // A producer whose consumer disposes of its channel: the producer is cancelled.
+        let sent: Promise<void> | undefined;
+        const out = produce<number>(scope, async (ch) => {
+          await ch.send(1);
+          sent = ch.send(2); // waits: rendezvous, nobody receives it
+          await sent;
+        });
+        log.push(await out.receive());
+        await until(() => sent !== undefined, "the producer's second send to wait");
+        out[Symbol.dispose]();
+        await assert.rejects(sent!, CancellationError);
+        // A lazy actor started by its send, whose handler's cancel of its mailbox ends its task.
+        const a = actor<number>(scope, async (mailbox) => {
+          for await (const m of mailbox) {
+            log.push(m);
+            mailbox.cancel();
+          }
+        }, { lazy: true });
+        await a.send(3);
+        await within(a.job.join(), 10_000, "the actor's task to end");
+        log.push(a.job.state);
+      });
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.deepEqual(log, [1, 3, "cancelled"]);
 });
 
 Deno.test("actor: a lazy actor's first send or trySend of an object copies it once (its getters run once, as a started actor's do); a function is still refused before the start, an object only its copy refuses after it", async () => {
