@@ -59,15 +59,19 @@ import {
 } from "./errors.ts";
 import {
   attachTo,
+  cancelJob,
   completeBody,
+  contextOf,
   failBody,
   isJob,
   type Job,
   type JobHooks,
   jobStateOf,
   JobSupport,
+  onJobCompletion,
   PARENTS_OWN,
   REPORTS_FAILURE,
+  startJob,
 } from "./job.ts";
 import { liveDeadline } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
@@ -414,7 +418,7 @@ export class NativeScope implements AsyncDisposable {
     const ns = NativeScope.#make("get native scope", null, owner);
     // The owner's deadline (withTimeout) goes into the native children's context.
     // Not that of a withTimeout already finished, whose context the owner was given.
-    const deadline = liveDeadline(owner.context);
+    const deadline = liveDeadline(contextOf(owner)); // its own, not a redefined getter's
     if (deadline !== undefined) {
       const sym = librarySymbols(ns.#lib, "get native scope");
       const at = deadlineNs(sym.kc_now_ns(), deadline - performance.now());
@@ -453,9 +457,11 @@ export class NativeScope implements AsyncDisposable {
         ns.#destroy();
         throw e;
       }
-      owner.invokeOnCompletion(() => unlistenAbort(signal, onAbort));
+      onJobCompletion(owner, () => unlistenAbort(signal, onAbort));
     }
-    owner.invokeOnCompletion(() => ns.#destroy());
+    // JobSupport's own invokeOnCompletion (`onJobCompletion`): one a caller redefined on the
+    // job's prototype would leave the native scope undestroyed at the owner's end.
+    onJobCompletion(owner, () => ns.#destroy());
     return ns;
   }
 
@@ -526,7 +532,7 @@ export class NativeScope implements AsyncDisposable {
     );
     if (rc === Status.ECANCELED) {
       const owner = this.#owner;
-      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
+      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
       throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
     }
     // The runtime runs, but it is a later one than this scope's (whose children, if any ran
@@ -669,14 +675,14 @@ export class NativeScope implements AsyncDisposable {
     // with a destroyed native scope.
     const owner = this.#owner;
     if (!isLibraryOpen(this.#lib)) {
-      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
+      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
       this.#destroy();
       return;
     }
     let kept = false;
     try {
       this.#cancel(); // not the prototype's `cancel` or `wait`, which a caller may redefine
-      if (owner !== null && !owner.isCancelled) owner.cancel(nativeCancellation());
+      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
       await this.#wait({});
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
@@ -776,11 +782,11 @@ class NativeChildren extends JobSupport<void> {
     // Abandoned children fail the owner even when it is a supervisor: they are its own work,
     // not a child's failure to isolate (a supervisorScope resolved as if they had finished).
     // Reported when no parent takes it (a free-standing scope, whose join never rejects).
-    super(owner.context, PARENTS_OWN | REPORTS_FAILURE, NativeChildren.#hooks);
+    super(contextOf(owner), PARENTS_OWN | REPORTS_FAILURE, NativeChildren.#hooks);
     this.#scope = scope;
     this.#owner = owner;
     attachTo(this, owner);
-    this.start();
+    startJob(this); // JobSupport's own start, not one redefined on its prototype
   }
 
   /** Its JobSupport hooks: `onStart` starts the watch (a private method: see job.ts's JobHooks). */
@@ -851,7 +857,7 @@ class NativeChildren extends JobSupport<void> {
       if (destroyedOf(ns)) break;
       if (rc === Status.ETIME && isLibraryOpen(lib)) continue;
       if (rc === Status.EINTR) {
-        if (!this.#owner.isCancelled) this.#owner.cancel(nativeCancellation());
+        if (!this.#owner.isCancelled) cancelJob(this.#owner, nativeCancellation());
         if (!isLibraryOpen(lib)) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(handleOf(ns), slice());
         while (rc === Status.ETIME && isLibraryOpen(lib) && !destroyedOf(ns)) {

@@ -13,6 +13,7 @@ import {
   until,
   untilAborted,
   within,
+  withJobMembersRedefined,
 } from "./support.ts";
 import {
   CancellationError,
@@ -1897,6 +1898,42 @@ Deno.test("a native scope's `await using` and a task already cancelled at its na
   assert.ok(refused instanceof CancellationError, String(refused));
   assert.ok(!done(late));
   assert.deepEqual(called, []);
+});
+
+Deno.test("a task's native scope reads its owner's context, watches its end, starts its children's job and cancels its owner by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+  // Before, nativeScope(task) read `owner.context` and ran `owner.invokeOnCompletion(...)`, the
+  // job standing for its children read `owner.context` and ran `this.start()`, and an owned
+  // scope's dispose `owner.cancel(...)`: the prototype's at that call, so a redefinition made
+  // nativeScope(task) or its first launch throw, or left the owner running after the dispose.
+  const disposed = cells(2_000);
+  const timed = cells(2_000);
+  let ownerCancelled: unknown = "not run";
+  const { calls } = await withJobMembersRedefined(
+    ["cancel", "invokeOnCompletion", "start", "context"],
+    async () => {
+      await coroutineScope((scope) => {
+        scope.launch(async (task) => {
+          const ns = nativeScope(task);
+          ns.launch("cancellable-sleeper", disposed);
+          await ns[Symbol.asyncDispose](); // cancels and waits for the child, then the owner
+          ownerCancelled = (task as unknown as { isCancelled: boolean }).isCancelled;
+        });
+      });
+      // Under a withTimeout: the native scope takes its owner's deadline.
+      await assert.rejects(
+        withTimeout(50, async (task) => {
+          nativeScope(task).launch("cancellable-sleeper", timed);
+          await untilAborted((task as unknown as { signal: AbortSignal }).signal);
+        }),
+        TimeoutError,
+      );
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.equal(ownerCancelled, true);
+  assert.ok(done(disposed) && done(timed));
+  assert.equal(status(disposed), Status.EINTR);
+  assert.equal(status(timed), Status.EINTR);
 });
 
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
