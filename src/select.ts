@@ -103,7 +103,7 @@ import {
   unwrap,
 } from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
-import { type Deferred, isResultlessJob, type Job } from "./job.ts";
+import { type Deferred, isResultlessJob, type Job, onJobCompletion, startJob } from "./job.ts";
 import { checkMs, timer } from "./time.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
@@ -607,7 +607,7 @@ class Selection implements RingOp {
           if (def !== undefined) continue;
           if (this.#probe(prefix)) return;
         }
-        c.job!.start();
+        startJob(c.job!); // a kcoro Job's own start (not a redefined one); another's, its own
         if (c.job!.isCompleted) {
           firstReadyJs = i; // it wins unless a channel clause before it is ready
           break;
@@ -673,7 +673,7 @@ class Selection implements RingOp {
       if (c.kind === TIMEOUT) {
         this.timers.push(timer(c.ms!, () => this.#jsWins(c))); // any length, Infinity never
       } else if (c.kind === JOIN || c.kind === AWAIT) {
-        const d: unknown = c.job!.invokeOnCompletion(() => this.#jsWins(c));
+        const d: unknown = onJobCompletion(c.job!, () => this.#jsWins(c)); // as startJob
         // A Job of the caller's own may return anything: checked before it is kept. Before,
         // the cleanup of the select's end threw at it ("d[Symbol.dispose] is not a function",
         // reported uncaught) before the winning handler was called: the select never settled.

@@ -21,6 +21,7 @@ import {
   until,
   untypedNative,
   within,
+  withJobMembersRedefined,
 } from "./support.ts";
 import {
   actor,
@@ -3434,4 +3435,32 @@ Deno.test("select encodes and decodes a native channel's values by its own codec
 });
 
 // runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
+Deno.test("select's onJoin and onAwait start a kcoro job and wait for it by JobSupport's own start and invokeOnCompletion, not ones a caller redefined on a job's prototype; a Job of the caller's own by its own", async () => {
+  // Before, each clause ran `job.start()` and `job.invokeOnCompletion(...)`, the prototype's at
+  // that call: a redefinition rejected the select with what it threw.
+  const armed: string[] = [];
+  const { value, calls } = await withJobMembersRedefined(
+    ["cancel", "invokeOnCompletion", "start", "context"],
+    () =>
+      coroutineScope(async (scope) => {
+        const lazy = scope.launch(() => {}, { lazy: true });
+        const joined = await select<string>((s) => s.onJoin(lazy, () => "joined"));
+        const later = new CompletableDeferred<number>();
+        const awaiting = select<string>((s) => s.onAwait(later, (v) => `awaited ${v}`));
+        later.complete(7);
+        // A Job of the caller's own is still armed by its own invokeOnCompletion.
+        const theirs = callersJob((handler) => {
+          armed.push("theirs");
+          handler();
+          return { [Symbol.dispose]() {} };
+        });
+        const own = await select<string>((s) => s.onJoin(theirs, () => "theirs joined"));
+        return [joined, await awaiting, own];
+      }),
+  );
+  assert.deepEqual(calls, []);
+  assert.deepEqual(value, ["joined", "awaited 7", "theirs joined"]);
+  assert.deepEqual(armed, ["theirs"]);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
