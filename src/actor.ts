@@ -102,12 +102,14 @@ import {
 import {
   cancelJob,
   contextOf,
+  isCompletedJob,
   isJob,
   type Job,
   jobStateOf,
   type JobSupport,
   onJobCompletion,
   runCompletionHandler,
+  signalOfJob,
   startJob,
   taskCancelError,
   taskJobOf,
@@ -997,7 +999,7 @@ export function actor<M>(
   /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
-    ending.push(onJobCompletion(taskJob, taskJob.isCompleted ? finish : finishFolded));
+    ending.push(onJobCompletion(taskJob, isCompletedJob(taskJob) ? finish : finishFolded));
   };
   /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
   const abandon = (): void => {
@@ -1024,7 +1026,8 @@ export function actor<M>(
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
       // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
       // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
-      const signal = taskSignal(task);
+      // A kcoro task's own signal (`signalOfJob`), not a getter redefined on its prototype.
+      const signal = isJob(task) ? signalOfJob(task) : taskSignal(task);
       // Its task, for a cancel of the mailbox (`Mailbox.cancel`), from the start: the handler may
       // cancel it before its first await, before `launch` returned the job. Before the listen
       // below too: a signal aborted by then cancels the mailbox there, and so the task, as one
@@ -1038,7 +1041,8 @@ export function actor<M>(
       // a cancel of the returned Job aborted the task's signal, cancelled the mailbox, and so that
       // Job, which outlives the actor, ended cancelled.
       if (
-        read !== null && ((read as unknown) === task || (signal !== null && read.signal === signal))
+        read !== null &&
+        ((read as unknown) === task || (signal !== null && signalOfJob(read) === signal))
       ) {
         st.job = read;
       }
@@ -1120,11 +1124,12 @@ export function actor<M>(
   // AbortSignal, or one that the job's cancel does not abort, whose cancellation or failure
   // cancelled the mailbox only as the task completed, taking messages meanwhile that nobody
   // would receive. Its own task's signal is the same one, watched once (`cancelOnAbort`).
-  if (isJob(job) && !job.isCompleted) cancelOnAbort(job.signal);
+  // The Job's own state and signal (`isCompletedJob`, `signalOfJob`), not redefined getters.
+  if (isJob(job) && !isCompletedJob(job)) cancelOnAbort(signalOfJob(job));
   launched = job;
   let handle: unknown;
   try {
-    handle = onJobCompletion(job, isJob(job) && !job.isCompleted ? finishFolded : finish);
+    handle = onJobCompletion(job, isJob(job) && !isCompletedJob(job) ? finishFolded : finish);
   } catch (e) {
     // A Job of the caller's whose invokeOnCompletion throws (or a getter for it that throws
     // now): theirs, as it is, and the actor `launch` started is cancelled, its mailbox released

@@ -430,6 +430,15 @@ export let resultOf: <T>(job: JobSupport<T>) => Promise<T>;
  * of JobSupport.
  */
 export let contextOf: (job: JobSupport<unknown>) => Context;
+/**
+ * @ignore `job`'s `isCompleted` and `isCancelled` as kcoro's own getters answer them (a scope's
+ * queued follow cancel reads cancelling, as its getter says: `jobStateOf`), from its fields: kcoro's
+ * own decisions (a native scope cancelling its owner, produce and actor watching their tasks) run
+ * no getter a caller redefined on a job's prototype. Set by a static block of JobSupport.
+ */
+export let isCompletedJob: (job: JobSupport<unknown>) => boolean;
+/** @ignore See `isCompletedJob`. */
+export let isCancelledJob: (job: JobSupport<unknown>) => boolean;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -936,6 +945,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     parentOf = (x) => x.#parent;
     resultOf = (job) => job.#awaitResult();
     contextOf = (job) => job.#context;
+    isCompletedJob = (job) => job.#state >= CANCELLED;
+    isCancelledJob = (job) => {
+      const s = job.#state;
+      return s === CANCELLING || s === CANCELLED ||
+        (s < CANCELLING && queuedCancelOf(job) !== null);
+    };
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);
@@ -1574,6 +1589,23 @@ function checkNotThenable(op: string, value: unknown): void {
 const jobStart = JobSupport.prototype.start;
 const jobCancel = JobSupport.prototype.cancel;
 const jobInvokeOnCompletion = JobSupport.prototype.invokeOnCompletion;
+const jobSignal = Object.getOwnPropertyDescriptor(JobSupport.prototype, "signal")!.get!;
+const jobAwait = JobSupport.prototype.await;
+
+/**
+ * @ignore JobSupport's own `await()` of a kcoro `deferred`; a Deferred of another kind's own
+ * (select's onAwait takes one of the caller's).
+ */
+export function awaitJob<T>(deferred: Deferred<T>): Promise<T> {
+  if (isJob(deferred)) return jobAwait.call(deferred) as Promise<T>;
+  const callers: Deferred<T> = deferred; // as startJob's
+  return callers.await();
+}
+
+/** @ignore JobSupport's own `signal` getter on a kcoro `job` (its AbortSignal, made on first use). */
+export function signalOfJob(job: JobSupport<unknown>): AbortSignal {
+  return jobSignal.call(job);
+}
 
 /** @ignore JobSupport's own `start` of a kcoro `job`; a Job of another kind's own `start()`. */
 export function startJob(job: Job): boolean {
@@ -1742,7 +1774,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
       throw notJob(this, "complete", "CompletableDeferred");
     }
     checkNotThenable("complete", value);
-    return !this.isCancelled && completeBody(this, value);
+    return !isCancelledJob(this) && completeBody(this, value); // not a redefined getter
   }
 
   /**
@@ -1756,7 +1788,7 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
     if (!isDeferred(this)) {
       throw notJob(this, "completeExceptionally", "CompletableDeferred");
     }
-    return !this.isCancelled && failBody(this, error, "completeExceptionally");
+    return !isCancelledJob(this) && failBody(this, error, "completeExceptionally");
   }
 }
 

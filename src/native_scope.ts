@@ -63,6 +63,8 @@ import {
   completeBody,
   contextOf,
   failBody,
+  isCancelledJob,
+  isCompletedJob,
   isJob,
   type Job,
   type JobHooks,
@@ -71,6 +73,7 @@ import {
   onJobCompletion,
   PARENTS_OWN,
   REPORTS_FAILURE,
+  signalOfJob,
   startJob,
 } from "./job.ts";
 import { liveDeadline } from "./context.ts";
@@ -433,10 +436,10 @@ export class NativeScope implements AsyncDisposable {
         }
       }
     }
-    if (owner.isCancelled) {
+    if (isCancelledJob(owner)) { // the owner's own state and signal, not redefined getters
       ns.#cancel();
     } else {
-      const signal = owner.signal;
+      const signal = signalOfJob(owner);
       // The library may have closed meanwhile (the native scope went with it). Only once the
       // signal aborted: a call before (the caller's code that reached the listener through the
       // engine's listeners property of the task's signal) changes nothing. Before, it cancelled
@@ -518,7 +521,7 @@ export class NativeScope implements AsyncDisposable {
     // of this scope's): cancelled now, so that the launch is refused below as on a cancelled
     // scope, as a launch on the owner is. Before, it started a child there. Under this call's
     // name, as the launch's own call (a closed library's error names the launch).
-    if (this.#owner !== null && this.#owner.isCancelled) {
+    if (this.#owner !== null && isCancelledJob(this.#owner)) {
       unwrap(librarySymbols(this.#lib, op).kc_scope_cancel(handle), op);
     }
     const builtin = typeof entry === "string" && e.pin !== null;
@@ -532,7 +535,7 @@ export class NativeScope implements AsyncDisposable {
     );
     if (rc === Status.ECANCELED) {
       const owner = this.#owner;
-      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
+      if (owner !== null && !isCancelledJob(owner)) cancelJob(owner, nativeCancellation());
       throw new CancellationError(`Cannot ${op}: the native scope was cancelled`);
     }
     // The runtime runs, but it is a later one than this scope's (whose children, if any ran
@@ -675,14 +678,14 @@ export class NativeScope implements AsyncDisposable {
     // with a destroyed native scope.
     const owner = this.#owner;
     if (!isLibraryOpen(this.#lib)) {
-      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
+      if (owner !== null && !isCancelledJob(owner)) cancelJob(owner, nativeCancellation());
       this.#destroy();
       return;
     }
     let kept = false;
     try {
       this.#cancel(); // not the prototype's `cancel` or `wait`, which a caller may redefine
-      if (owner !== null && !owner.isCancelled) cancelJob(owner, nativeCancellation());
+      if (owner !== null && !isCancelledJob(owner)) cancelJob(owner, nativeCancellation());
       await this.#wait({});
     } catch (e) {
       // Abandoned (the runtime gone, the library closed): nothing is left running to wait for.
@@ -857,7 +860,7 @@ class NativeChildren extends JobSupport<void> {
       if (destroyedOf(ns)) break;
       if (rc === Status.ETIME && isLibraryOpen(lib)) continue;
       if (rc === Status.EINTR) {
-        if (!this.#owner.isCancelled) cancelJob(this.#owner, nativeCancellation());
+        if (!isCancelledJob(this.#owner)) cancelJob(this.#owner, nativeCancellation());
         if (!isLibraryOpen(lib)) return Status.ESHUTDOWN;
         rc = await sym.kc_scope_wait(handleOf(ns), slice());
         while (rc === Status.ETIME && isLibraryOpen(lib) && !destroyedOf(ns)) {
@@ -968,7 +971,7 @@ export function nativeScope(scope: CoroutineScope): NativeScope {
       : `scope.job must be a Job, received ${describe(job)}`;
     throw new TypeError(`Cannot get native scope: ${what}`);
   }
-  if (job.isCompleted) {
+  if (isCompletedJob(job)) {
     throw new CancellationError("Cannot get native scope: the scope has already completed");
   }
   let ns = owned.get(job);

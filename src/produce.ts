@@ -120,12 +120,14 @@ import {
   contextOf,
   failureOf,
   handleCoroutineException,
+  isCompletedJob,
   isJob,
   type Job,
   type JobSupport,
   onJobCompletion,
   onOwnCancel,
   onUnhandledFailure,
+  signalOfJob,
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
@@ -699,7 +701,7 @@ export function produce<T>(
   /** The job whose failure was kept from the exception handler for the channel (`end`). */
   let delivering: JobSupport | null = null;
   const cancelOnOwnCancel = (j: JobSupport): void => {
-    if (ended || j.isCompleted || hooked.includes(j)) return;
+    if (ended || isCompletedJob(j) || hooked.includes(j)) return;
     hooked.push(j);
     onOwnCancel(j, (ce) => {
       if (!ended) cancelByTask(out, ce);
@@ -751,7 +753,8 @@ export function produce<T>(
    */
   const jobEnds = (signal: AbortSignal): boolean =>
     launched === null ||
-    (isJob(launched) && launched.signal !== signal && watched.includes(launched.signal));
+    (isJob(launched) && signalOfJob(launched) !== signal &&
+      watched.includes(signalOfJob(launched)));
   /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
    * cancellation (the scope cancelled, a sibling failing; the task's own cancel has cancelled it
@@ -829,7 +832,8 @@ export function produce<T>(
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
       // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
       // sends (below). Before, its `addEventListener` threw a TypeError out of the block.
-      const signal = taskSignal(task);
+      // A kcoro task's own signal (`signalOfJob`), not a getter redefined on its prototype.
+      const signal = isJob(task) ? signalOfJob(task) : taskSignal(task);
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the block runs, as createScope refuses such a signal. Before, with
       // the listen's raw error.
@@ -841,7 +845,7 @@ export function produce<T>(
       // `launch` returned is the producer's then (`st.job ??= job`). Before, any kcoro Job the
       // task named was taken: the consumer's dispose of the channel, even after the producer ended,
       // cancelled that long-lived Job.
-      if (read !== null && ((read as unknown) === task || read.signal === signal)) {
+      if (read !== null && ((read as unknown) === task || signalOfJob(read) === signal)) {
         st.job = read;
         cancelOnOwnCancel(read);
       }
@@ -862,7 +866,7 @@ export function produce<T>(
       if (signal === null) st.bound = { signal: bindSends() };
       else {
         st.bound = { signal };
-        const own = taskJob !== null && taskJob.signal === signal;
+        const own = taskJob !== null && signalOfJob(taskJob) === signal;
         if (!(own && launched === null && kcoroLaunch) && jobEnds(signal)) {
           st.sendsEnd = bindSends();
         }
@@ -910,8 +914,9 @@ export function produce<T>(
   // job's cancel does not abort, whose cancellation closed the channel only as the task
   // completed, its receivers waiting on a block that might never end. Its own task's signal is
   // the same one, watched once (`closeOnCancel`), also where the start was deferred.
-  if (isJob(job) && !job.isCompleted) {
-    closeOnCancel(job.signal, job);
+  // The Job's own state and signal (`isCompletedJob`, `signalOfJob`), not redefined getters.
+  if (isJob(job) && !isCompletedJob(job)) {
+    closeOnCancel(signalOfJob(job), job);
     // kcoro's own scope returns the task's own Job (its start maybe put off, by deep nesting):
     // its cancel() is the producer's own. Not another Job a scope of the caller's own returns.
     if (kcoroLaunch) cancelOnOwnCancel(job);

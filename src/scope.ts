@@ -56,6 +56,7 @@ import {
   type Deferred,
   failBody,
   HANDLES_CHILD_FAILURE,
+  isCancelledJob,
   isJob,
   type Job,
   type JobHooks,
@@ -667,7 +668,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   #startLater(): void {
     const block = this.#block;
     if (block === null) return;
-    if (this.isCancelled) {
+    if (isCancelledJob(this as Coroutine<unknown>)) { // its own state, not a redefined getter
       this.#block = null;
       failBody(this as Coroutine<unknown>, new CancellationError("Cancelled before it started"));
       return;
@@ -944,7 +945,7 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     super(context, flags, null);
     if (signal !== undefined) follow(this, "create scope", signal);
     // Cancelled by an abort during the listen: final already, and so no child to attach.
-    if (parent === undefined || this.isCancelled) return;
+    if (parent === undefined || isCancelledJob(this)) return;
     const queued = queuedCancelOf(parent);
     if (queued !== null) cancelJob(this, abortReason(queued));
     else attachTo(this, parent);

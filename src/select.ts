@@ -103,7 +103,17 @@ import {
   unwrap,
 } from "./errors.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
-import { type Deferred, isResultlessJob, type Job, onJobCompletion, startJob } from "./job.ts";
+import {
+  awaitJob,
+  type Deferred,
+  isCompletedJob,
+  isJob as isKcoroJob,
+  isResultlessJob,
+  type Job,
+  jobStateOf,
+  onJobCompletion,
+  startJob,
+} from "./job.ts";
 import { checkMs, timer } from "./time.ts";
 
 /** What a clause's handler may return: the select's result, or a promise of it. */
@@ -600,15 +610,18 @@ class Selection implements RingOp {
       } else {
         // Kotlin's onJoin / onAwait start a lazy job, but only while no earlier clause is
         // selected: the channel clauses before it are probed first.
-        if (c.job!.state === "new") {
+        // A kcoro Job's own state (`jobStateOf`, `isCompletedJob`), not a getter a caller
+        // redefined on its prototype; a Job of another kind's, as it answers.
+        const job = c.job!, callers: Job = job; // `callers`: one of another kind, its own
+        if ((isKcoroJob(job) ? jobStateOf(job) : callers.state) === "new") {
           // An immediate default before it is selected whatever a lazy job would do (Kotlin
           // selects onTimeout(0) while registering and registers nothing after it): not
           // started. Nor when a channel clause before it is ready.
           if (def !== undefined) continue;
           if (this.#probe(prefix)) return;
         }
-        startJob(c.job!); // a kcoro Job's own start (not a redefined one); another's, its own
-        if (c.job!.isCompleted) {
+        startJob(job); // a kcoro Job's own start (not a redefined one); another's, its own
+        if (isKcoroJob(job) ? isCompletedJob(job) : callers.isCompleted) {
           firstReadyJs = i; // it wins unless a channel clause before it is ready
           break;
         }
@@ -1303,7 +1316,7 @@ class Selection implements RingOp {
     if (c.kind === AWAIT) {
       // Completed: await() settles with its value or its failure (which rejects the select).
       // In a promise: a Deferred of the caller's own may return a value or throw.
-      new Promise((resolve) => resolve((c.job as Deferred<unknown>).await()))
+      new Promise((resolve) => resolve(awaitJob(c.job as Deferred<unknown>))) // as startJob
         .then((v) => this.#call(c.fn, v), this.reject);
       return;
     }

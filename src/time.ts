@@ -29,7 +29,7 @@ import {
   rootScope,
   type ScopeOptions,
 } from "./scope.ts";
-import { cancelJob, resultOf, startJob } from "./job.ts";
+import { cancelJob, isCompletedJob, resultOf, startJob } from "./job.ts";
 import {
   Context,
   deadlineContext,
@@ -287,7 +287,7 @@ function runTimed<T>(
   ms: number,
   under: Timeout | null,
 ): Promise<T> {
-  if (scope.isCompleted) {
+  if (isCompletedJob(scope)) {
     // Final before it started: its signal aborted while `rootScope` listened to it (the
     // caller's accessor aborting it), which cancelled it then. Its finalizers have run, so a
     // timer armed now would never be cleared (it kept the process alive for the whole timeout),

@@ -2130,8 +2130,9 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
   // Session 43, the job layer: `job.cancel(...)`, `owner.invokeOnCompletion(...)`,
   // `child.start()`, `st.job?.cancel()`, `scope.cancel(...)`, `parent.context`,
   // `owner.context`, `delivering.context`, `this.context`, `super.join()` and
-  // `JobSupport.prototype.start.call(...)` (read at the call): `startJob`, `cancelJob`,
-  // `onJobCompletion` and `contextOf` of job.ts instead (a Job of the caller's own goes through
+  // `JobSupport.prototype.start.call(...)` (read at the call), `owner.isCancelled`,
+  // `job.signal`, `c.job!.state`: `startJob`, `cancelJob`, `onJobCompletion`, `awaitJob`,
+  // `contextOf`, `isCancelledJob`, `isCompletedJob`, `signalOfJob` and `jobStateOf` of job.ts instead (a Job of the caller's own goes through
   // its own members there, by a name none of these patterns has).
   const pattern = new RegExp(
     [
@@ -2151,14 +2152,18 @@ Deno.test("no module of src/ steers its own calls through a member a caller can 
       String
         .raw`\b(?:job|taskJob|owner|child|parent|scope|lazy)[!?]?\??\.(?:start|cancel|invokeOnCompletion)\(`,
       String.raw`\b(?:job|taskJob|owner|child|parent|delivering|this)\.context\b`,
+      String
+        .raw`\b(?:job|taskJob|owner|child|parent|scope|read|launched|j)[!?]?\.(?:isCancelled|isCompleted|isActive|signal|state)\b`,
     ].join("|"),
     "g",
   );
   // In the channel classes and the native scope: their own cancel, close, wait through `this`
   // (a Mailbox's or ProducerChannel's dispose ran `this.cancel()`, NativeScope's `this.wait()`).
   // So in the job layer (job.ts, scope.ts, time.ts): a job's own start, cancel,
-  // invokeOnCompletion or join through `this` (a scope's dispose ran `this.cancel(...)`).
-  const ownThis = /\bthis\.(?:cancel|close|wait|start|invokeOnCompletion|join)\(/g;
+  // invokeOnCompletion or join through `this` (a scope's dispose ran `this.cancel(...)`), and its
+  // state getters (`this.isCancelled` in a deferred's complete()).
+  const ownThis =
+    /\bthis\.(?:cancel|close|wait|start|invokeOnCompletion|join)\(|\bthis\.is(?:Cancelled|Completed|Active)\b/g;
   const ownThisIn = new Set([
     "actor.ts",
     "produce.ts",

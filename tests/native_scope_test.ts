@@ -8,6 +8,7 @@ import {
   abortListeners,
   catchReported,
   evalScript,
+  JOB_MEMBERS,
   nestThroughSignals,
   shutdownScheduler,
   until,
@@ -15,6 +16,7 @@ import {
   within,
   withJobMembersRedefined,
 } from "./support.ts";
+import { isCancelledJob, type JobSupport, signalOfJob } from "../src/job.ts";
 import {
   CancellationError,
   Channel,
@@ -1900,7 +1902,7 @@ Deno.test("a native scope's `await using` and a task already cancelled at its na
   assert.deepEqual(called, []);
 });
 
-Deno.test("a task's native scope reads its owner's context, watches its end, starts its children's job and cancels its owner by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+Deno.test("a task's native scope reads its owner's context and state, watches its end, starts its children's job and cancels its owner by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
   // Before, nativeScope(task) read `owner.context` and ran `owner.invokeOnCompletion(...)`, the
   // job standing for its children read `owner.context` and ran `this.start()`, and an owned
   // scope's dispose `owner.cancel(...)`: the prototype's at that call, so a redefinition made
@@ -1908,22 +1910,25 @@ Deno.test("a task's native scope reads its owner's context, watches its end, sta
   const disposed = cells(2_000);
   const timed = cells(2_000);
   let ownerCancelled: unknown = "not run";
+  // The test's own reads of a task's state and signal by kcoro's functions: the getters are
+  // redefined too.
+  const job = (task: unknown) => task as JobSupport<unknown>;
   const { calls } = await withJobMembersRedefined(
-    ["cancel", "invokeOnCompletion", "start", "context"],
+    JOB_MEMBERS,
     async () => {
       await coroutineScope((scope) => {
         scope.launch(async (task) => {
           const ns = nativeScope(task);
           ns.launch("cancellable-sleeper", disposed);
           await ns[Symbol.asyncDispose](); // cancels and waits for the child, then the owner
-          ownerCancelled = (task as unknown as { isCancelled: boolean }).isCancelled;
+          ownerCancelled = isCancelledJob(job(task));
         });
       });
       // Under a withTimeout: the native scope takes its owner's deadline.
       await assert.rejects(
         withTimeout(50, async (task) => {
           nativeScope(task).launch("cancellable-sleeper", timed);
-          await untilAborted((task as unknown as { signal: AbortSignal }).signal);
+          await untilAborted(signalOfJob(job(task)));
         }),
         TimeoutError,
       );

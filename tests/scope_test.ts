@@ -7,6 +7,7 @@ import {
   assertSameItems,
   catchReported,
   evalScript,
+  JOB_MEMBERS,
   nestThroughSignals,
   settled,
   until,
@@ -14,6 +15,7 @@ import {
   within,
   withJobMembersRedefined,
 } from "./support.ts";
+import { type JobSupport, signalOfJob } from "../src/job.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
@@ -2415,7 +2417,7 @@ Deno.test("a child failing with another copy of kcoro's CancellationError is can
   );
 });
 
-Deno.test("scopes start, cancel and join their jobs and read their contexts by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+Deno.test("scopes start, cancel and join their jobs and read their contexts and states by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
   // Before, a launch read `this.context` and ran `child.start()`, createScope read
   // `parent.context` and ran `scope.start()` and `JobSupport.prototype.start` as it was then, a
   // signal's abort ran `scope.cancel(...)` and a scope's `await using` ran `this.cancel(...)` and
@@ -2424,8 +2426,10 @@ Deno.test("scopes start, cancel and join their jobs and read their contexts by J
   const Key = createContextKey<string>("scope test key");
   const log: string[] = [];
   const following = new AbortController();
+  // The test's own reads of a job's signal by kcoro's `signalOfJob`: the getter is redefined too.
+  const signal = (job: unknown) => signalOfJob(job as JobSupport<unknown>);
   const { calls } = await withJobMembersRedefined(
-    ["cancel", "invokeOnCompletion", "start", "join", "context"],
+    JOB_MEMBERS,
     async () => {
       await coroutineScope(async (scope) => {
         scope.launch(() => void log.push("launched"));
@@ -2436,7 +2440,7 @@ Deno.test("scopes start, cancel and join their jobs and read their contexts by J
         await using child = createScope({ parent: scope as unknown as Job });
         child.launch(async (task) => {
           log.push("child's task");
-          await untilAborted(task.signal);
+          await untilAborted(signal(task));
         });
         // An aborted signal: the scope is started, then cancelled at once.
         const gone = createScope({ signal: AbortSignal.abort() });
@@ -2445,7 +2449,7 @@ Deno.test("scopes start, cancel and join their jobs and read their contexts by J
       // A signal the scope follows, aborted while its block waits: its own cancel ends it.
       const followed = coroutineScope(async (scope) => {
         log.push("following");
-        await untilAborted((scope as unknown as { signal: AbortSignal }).signal);
+        await untilAborted(signal(scope));
       }, { signal: following.signal });
       following.abort(new Error("stop"));
       await assert.rejects(within(followed, 10_000, "the followed scope to end"), Error);

@@ -9,6 +9,7 @@ import {
   catchReported,
   endAndAbort,
   evalScript,
+  JOB_MEMBERS,
   jobArmedAfter,
   jobSendingAsArmed,
   prng,
@@ -3435,12 +3436,12 @@ Deno.test("select encodes and decodes a native channel's values by its own codec
 });
 
 // runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
-Deno.test("select's onJoin and onAwait start a kcoro job and wait for it by JobSupport's own start and invokeOnCompletion, not ones a caller redefined on a job's prototype; a Job of the caller's own by its own", async () => {
+Deno.test("select's onJoin and onAwait start a kcoro job, read its state, wait for it and take its result by JobSupport's own members, not ones a caller redefined on a job's prototype; a Job of the caller's own by its own", async () => {
   // Before, each clause ran `job.start()` and `job.invokeOnCompletion(...)`, the prototype's at
   // that call: a redefinition rejected the select with what it threw.
   const armed: string[] = [];
   const { value, calls } = await withJobMembersRedefined(
-    ["cancel", "invokeOnCompletion", "start", "context"],
+    JOB_MEMBERS,
     () =>
       coroutineScope(async (scope) => {
         const lazy = scope.launch(() => {}, { lazy: true });

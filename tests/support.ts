@@ -723,12 +723,42 @@ export function assertThrowsOnFakes(
 }
 
 /** A public member of JobSupport's prototype that `withJobMembersRedefined` redefines. */
-export type JobMember = "cancel" | "invokeOnCompletion" | "start" | "join" | "context";
+export type JobMember =
+  | "cancel"
+  | "invokeOnCompletion"
+  | "start"
+  | "join"
+  | "await"
+  | JobGetter;
+/** The getters of JobSupport's prototype that `withJobMembersRedefined` redefines as getters. */
+type JobGetter = "context" | "state" | "isActive" | "isCompleted" | "isCancelled" | "signal";
+/** Every member `withJobMembersRedefined` can redefine: kcoro's own calls must run none. */
+export const JOB_MEMBERS: readonly JobMember[] = [
+  "cancel",
+  "invokeOnCompletion",
+  "start",
+  "join",
+  "await",
+  "context",
+  "state",
+  "isActive",
+  "isCompleted",
+  "isCancelled",
+  "signal",
+];
+const JOB_GETTERS: ReadonlySet<string> = new Set<JobGetter>([
+  "context",
+  "state",
+  "isActive",
+  "isCompleted",
+  "isCancelled",
+  "signal",
+]);
 
 /**
  * Runs `fn` with `names` redefined on JobSupport's prototype (every job's, reached from
  * `CompletableDeferred.prototype`, as a caller reaches it from any job) as members that record
- * their call and throw (`context` as a getter), restored in `finally` however `fn` ends. kcoro's
+ * their call and throw (`context`, `state`, `signal` and the `is` ones as getters), restored in `finally` however `fn` ends. kcoro's
  * own calls on its jobs (a launch's start, a scope's cancel, a producer's end) must run none: the
  * test asserts `calls` is empty. What `fn` returns or throws is handed on (its promise awaited
  * before the restore); code of the test's own inside `fn` must not call a redefined member.
@@ -749,7 +779,7 @@ export async function withJobMembersRedefined<T>(
       Object.defineProperty(
         proto,
         name,
-        name === "context"
+        JOB_GETTERS.has(name)
           ? { configurable: true, get: steer(name) }
           : { configurable: true, writable: true, value: steer(name) },
       );

@@ -1,7 +1,13 @@
 // delay, withTimeout, withTimeoutOrNull. The timers here are what is under test; waits are
 // bounded by deadlines, and no test relies on one timer firing before another to synchronise.
 import assert from "node:assert/strict";
-import { evalScript, untilAborted, within, withJobMembersRedefined } from "./support.ts";
+import {
+  evalScript,
+  JOB_MEMBERS,
+  untilAborted,
+  within,
+  withJobMembersRedefined,
+} from "./support.ts";
 import {
   CancellationError,
   Channel,
@@ -17,7 +23,7 @@ import {
   withTimeoutOrNull,
 } from "../mod.ts";
 import { msText } from "../src/time.ts";
-import { contextOf, type JobSupport } from "../src/job.ts";
+import { contextOf, type JobSupport, signalOfJob } from "../src/job.ts";
 import { liveDeadline, runningTimeout } from "../src/context.ts";
 
 Deno.test("delay resolves after at least its time", async () => {
@@ -1362,13 +1368,13 @@ Deno.test("withTimeout starts its scope and cancels it, and the timeouts nested 
   // that call: a redefined `start` made withTimeout throw it, a redefined `cancel` left an
   // expired scope (and each nested one) running past its deadline.
   const log: string[] = [];
-  const { calls } = await withJobMembersRedefined(["cancel", "start"], async () => {
+  const { calls } = await withJobMembersRedefined(JOB_MEMBERS, async () => {
     const outer = withTimeout(20, async (task) => {
       // Nested by its context (read by kcoro's `contextOf`: the test's own read of the redefined
       // getter would throw): the outer's expiry cancels it, in the same walk.
       await withTimeout(10_000, async (inner) => {
         log.push("nested");
-        await untilAborted(inner.signal);
+        await untilAborted(signalOfJob(inner as unknown as JobSupport<unknown>)); // not the getter
       }, { context: contextOf(task as unknown as JobSupport<unknown>) });
     });
     await assert.rejects(within(outer, 10_000, "the timeout to expire"), TimeoutError);
