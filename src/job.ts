@@ -1577,9 +1577,11 @@ function checkNotThenable(op: string, value: unknown): void {
 }
 
 /*
- * JobSupport's own members, captured as the module loads: kcoro's modules start, cancel and
- * attach completion handlers to their own jobs (a scope's children, an actor's or producer's
- * task, a native scope's owner, a withTimeout's scope) through these, never through the job's
+ * JobSupport's own members, captured as the module loads: kcoro's modules start, cancel, await,
+ * read the signal of and attach completion handlers to their own jobs (a scope's children, an
+ * actor's or producer's task, a native scope's owner, a withTimeout's scope, a select's clause)
+ * through these (and their context and state by `contextOf`, `isCancelledJob`, `isCompletedJob`
+ * and `jobStateOf`, from the fields), never through the job's
  * prototype, which a caller may redefine (`Object.getPrototypeOf(job).cancel = ...`, reaching
  * JobSupport.prototype from any job): before, such a redefinition steered kcoro's own calls (a
  * `cancel` that threw crashed a producer's end; a `start` that threw left a scope never started).
