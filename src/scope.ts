@@ -298,6 +298,26 @@ let queuedCancelOf: (job: JobSupport<unknown>) => AbortSignal | null;
 /** A `runLeftFollows` is queued as a microtask. */
 let leftFollowsQueued = false;
 
+/**
+ * A follow cancel: `scope` cancelled with `signal`'s reason by JobSupport's own cancel
+ * (`cancelJob`), not one a caller redefined on its prototype. `_testFollowCancelFault`'s function
+ * runs first.
+ */
+function followCancel(scope: Coroutine<unknown>, signal: AbortSignal): void {
+  if (followCancelFault !== null) followCancelFault(scope);
+  cancelJob(scope, abortReason(signal));
+}
+/** `_testFollowCancelFault`'s function, run first by each `followCancel` (tests only). */
+let followCancelFault: ((scope: Coroutine<unknown>) => void) | null = null;
+/**
+ * @ignore Tests: `f` runs first in each cancel a scope's signal following makes (a throw there is
+ * the cancel's: an engine error such as a stack overflow, simulated), until set to null. Where a
+ * test redefined the scopes' `cancel` on their prototype, which kcoro's own calls no longer run.
+ */
+export function _testFollowCancelFault(f: ((scope: Coroutine<unknown>) => void) | null): void {
+  followCancelFault = f;
+}
+
 /** `scope.cancel` with `signal`'s reason, nested at most `MAX_FOLLOW_DEPTH` deep (above). */
 function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   // At depth 0 `followQueue` holds only cancels left by an engine error (`runLeftFollows`):
@@ -316,7 +336,7 @@ function cancelFollowing(scope: Coroutine<unknown>, signal: AbortSignal): void {
   followDepth++;
   try {
     try {
-      cancelJob(scope, abortReason(signal)); // its own cancel, not a redefined one
+      followCancel(scope, signal);
     } catch (e) {
       failed = { error: e }; // only an engine error: thrown once the queued cancels have run
     }
@@ -544,7 +564,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
   /** Runs the cancel `cancelFollowing` queued (`runQueuedFollows`). */
   #runQueuedCancel(by: AbortSignal): void {
     this.#queuedBy = null;
-    cancelJob(this as Coroutine<unknown>, abortReason(by));
+    followCancel(this as Coroutine<unknown>, by);
   }
 
   launch(block: Block<unknown>, options?: LaunchOptions): Job {
@@ -632,7 +652,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     // this scope's block would have started. Cancelled here instead, at once: this scope, not
     // started yet, has no child and nothing listening to its signal, so its cancel nests nothing.
     // Before, past 32 nested levels, its block ran.
-    cancelJob(this as Coroutine<unknown>, abortReason(signal));
+    followCancel(this as Coroutine<unknown>, signal);
   }
 
   /** Runs `fn` once the scope reaches a final state, before completion handlers. */
