@@ -116,7 +116,7 @@ import {
 } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import { childContext, type Context, isContext } from "./context.ts";
-import { checkContext, type CoroutineScope } from "./scope.ts";
+import { checkContext, type CoroutineScope, isScopeObject, launchOwn } from "./scope.ts";
 
 /**
  * `launch`'s options for an actor's task: its `lazy` and `context` where given, else none (its
@@ -861,7 +861,8 @@ export function actor<M>(
   options: ActorOptions<M> = {},
 ): Actor<M> {
   const op = "start actor";
-  checkScope(op, scope);
+  // kcoro's own scope is one (a brand check); its `launch` is found by `launchOwn` below.
+  if (!isScopeObject(scope) || Object.hasOwn(scope, "launch")) checkScope(op, scope);
   checkFunction(op, "handler", handler);
   checkOptions(op, options);
   const { capacity = "rendezvous", context, lazy, onDone, onUndeliveredElement } = options;
@@ -1109,6 +1110,11 @@ export function actor<M>(
     },
     abandon,
     launchOptions(lazy === true, context),
+    // kcoro's own scope (no own `launch` of the caller's): Coroutine's own launch (`launchOwn`),
+    // not one a caller redefined on its prototype.
+    isScopeObject(scope) && !Object.hasOwn(scope, "launch")
+      ? (b, o) => launchOwn(scope, b, o)
+      : undefined,
   );
   setJob(a, job);
   // A cancel of the mailbox made before `launch` returned the Job that runs the handler (a task

@@ -854,7 +854,8 @@ export function checkScope(op: string, scope: unknown): void {
  * CoroutineScope: what it returns must be a Job (invokeOnCompletion and cancel), else a
  * TypeError; `cleanup` runs when it throws or returns anything else. `options` (`lazy` for an
  * actor, a `context` given), where given, are `launch`'s second argument; else it gets the block
- * alone.
+ * alone. `own` (kcoro's own scope: Coroutine's own launch, `launchOwn`), where given, launches
+ * instead of the scope's `launch`, which a caller may have redefined on its prototype.
  */
 export function launchChecked<J>(
   op: string,
@@ -862,10 +863,13 @@ export function launchChecked<J>(
   block: unknown,
   cleanup: () => void,
   options?: { lazy?: true; context?: unknown },
+  own?: (block: unknown, options?: unknown) => unknown,
 ): J {
   let job: unknown;
   try {
-    job = options === undefined
+    job = own !== undefined
+      ? own(block, options)
+      : options === undefined
       ? scope.launch(block as never)
       : (scope.launch as (block: never, options: unknown) => unknown)(block as never, options);
   } catch (e) {

@@ -132,7 +132,7 @@ import {
   taskJobOf,
 } from "./job.ts";
 import type { Context } from "./context.ts";
-import { checkContext, type CoroutineScope, isScopeObject } from "./scope.ts";
+import { checkContext, type CoroutineScope, isScopeObject, launchOwn } from "./scope.ts";
 
 /**
  * What a producer is cancelled with when its block lets out the InvalidHandleError of its
@@ -622,7 +622,12 @@ export function produce<T>(
   options: ProduceOptions<T> = {},
 ): Channel<T> {
   const op = "produce";
-  checkScope(op, scope);
+  // kcoro's own scope, whose launch returns the Job of the task it gives the block (a brand
+  // check: no getter or trap of the caller's runs; an own `launch` is the caller's): launched by
+  // Coroutine's own launch (`launchOwn`), not one a caller redefined on its prototype, which
+  // returned what it liked, taken for the producer's own Job all the same.
+  const kcoroLaunch = isScopeObject(scope) && !Object.hasOwn(scope, "launch");
+  if (!kcoroLaunch) checkScope(op, scope);
   checkFunction(op, "block", block);
   checkOptions(op, options);
   const { capacity: given, context, onUndeliveredElement } = options; // read once
@@ -802,9 +807,6 @@ export function produce<T>(
   };
   // The scope's launch threw or returned no Job (its cleanup below): the channel was freed.
   let abandoned = false;
-  // kcoro's own scope, whose launch returns the Job of the task it gives the block (a brand
-  // check: no getter or trap of the caller's runs; an own `launch` is the caller's).
-  const kcoroLaunch = isScopeObject(scope) && !Object.hasOwn(scope, "launch");
   /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
   const abandon = (): void => {
     abandoned = true;
@@ -907,6 +909,7 @@ export function produce<T>(
     },
     abandon,
     context === undefined ? undefined : { context },
+    kcoroLaunch ? (b, o) => launchOwn(scope, b, o) : undefined,
   );
   st.job ??= job;
   // The Job `launch` returned, where it is kcoro's, closes the channel at a cancellation too: a

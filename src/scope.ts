@@ -941,6 +941,19 @@ export function nonCancellable<T>(block: Block<T>, options?: { context?: Context
  */
 const jobJoin = JobSupport.prototype.join;
 
+/** Coroutine's own `launch`, captured as the module loads (`launchOwn`). */
+const scopeLaunch = Coroutine.prototype.launch;
+
+/**
+ * @ignore Coroutine's own `launch` on kcoro's `scope` (produce's and actor's, on a scope without an
+ * own `launch` of the caller's: `kcoroLaunch`), not a `launch` a caller redefined on its
+ * prototype: produce and actor take the Job it returns for the task's own (its cancel the
+ * producer's), which only kcoro's launch makes sure of.
+ */
+export function launchOwn(scope: Coroutine<unknown>, block: unknown, options?: unknown): Job {
+  return scopeLaunch.call(scope, block as Block<unknown>, options as LaunchOptions | undefined);
+}
+
 class StandaloneScope extends Coroutine<void> implements Scope {
   /**
    * A scope (not started yet) that follows `signal` (one not aborted: createScope cancels the

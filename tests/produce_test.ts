@@ -6442,6 +6442,41 @@ Deno.test("produce and actor start, cancel and watch their tasks' jobs by JobSup
   assert.deepEqual(log, [1, 3, "cancelled"]);
 });
 
+Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch, not a launch a caller redefined on the scope's prototype", async () => {
+  // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
+  // made produce() and actor() throw it, and one returning another Job had it taken for the
+  // producer's own (its cancel cancelling the channel).
+  const log: unknown[] = [];
+  const called: string[] = [];
+  await coroutineScope(async (scope) => {
+    const proto = Object.getPrototypeOf(scope) as object;
+    const desc = Object.getOwnPropertyDescriptor(proto, "launch")!;
+    Object.defineProperty(proto, "launch", {
+      ...desc,
+      value: () => {
+        called.push("launch");
+        throw new Error("the launch redefined on the scope's prototype ran");
+      },
+    });
+    try {
+      const out = produce<number>(scope, async (ch) => {
+        await ch.send(1);
+      });
+      for await (const v of out) log.push(v);
+      const a = actor<number>(scope, async (mailbox) => {
+        for await (const m of mailbox) log.push(m);
+      });
+      await a.send(2);
+      a.close();
+      await within(a.job.join(), 10_000, "the actor to end");
+    } finally {
+      Object.defineProperty(proto, "launch", desc);
+    }
+  });
+  assert.deepEqual(called, []);
+  assert.deepEqual(log, [1, 2]);
+});
+
 Deno.test("actor: a lazy actor's first send or trySend of an object copies it once (its getters run once, as a started actor's do); a function is still refused before the start, an object only its copy refuses after it", async () => {
   // Before, the first send of a lazy actor checked the message by copying it (the codec's
   // check, for the CodecError before the start), then the send copied it again: a getter of
