@@ -1802,6 +1802,8 @@ export class CompletableDeferred<T> extends JobSupport<T> implements Deferred<T>
  * Before, that getter's throw failed the block, where a throwing `signal` left it unwatched.
  */
 export function taskJobOf(task: { readonly job?: unknown }): JobSupport<unknown> | null {
+  const own = scopeOwnJob(task);
+  if (own !== null) return own;
   let read: unknown;
   try {
     read = task.job;
@@ -1862,6 +1864,16 @@ export function notJob(self: unknown, op: string, what = "Job"): TypeError {
       describeJob(self)
     }`,
   );
+}
+
+/**
+ * @ignore `x` itself where it is a scope (or task) of scope.ts with no own `job` of the caller's:
+ * its `job` is itself (Coroutine's getter), found without running the getter, which a caller may
+ * redefine on its prototype (a throwing one made a kcoro task's actor or producer take the task
+ * for a scope of the caller's own, and `nativeScope(task)` throw); else null.
+ */
+export function scopeOwnJob(x: unknown): JobSupport<unknown> | null {
+  return isScope(x) && !Object.hasOwn(x as object, "job") ? x as JobSupport<unknown> : null;
 }
 
 /** @ignore Whether `x` is a scope (or task) of scope.ts: set by it (`isScopeObject`). */

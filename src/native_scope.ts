@@ -73,6 +73,7 @@ import {
   onJobCompletion,
   PARENTS_OWN,
   REPORTS_FAILURE,
+  scopeOwnJob,
   signalOfJob,
   startJob,
 } from "./job.ts";
@@ -949,8 +950,9 @@ class NativeChildren extends JobSupport<void> {
  * ```
  */
 export function nativeScope(scope: CoroutineScope): NativeScope {
-  let job: Job | undefined;
-  if (typeof scope === "object" && scope !== null) {
+  // kcoro's own scope: itself (`scopeOwnJob`), not its `job` getter, which a caller may redefine.
+  let job: Job | undefined = scopeOwnJob(scope) ?? undefined;
+  if (job === undefined && typeof scope === "object" && scope !== null) {
     // A `job` getter of the caller's (or a Proxy's trap) that throws: a named TypeError, its
     // error the cause, as a `then` that cannot be read is (CompletableDeferred's `complete`).
     // Before, the getter's own error came out of the call unnamed.

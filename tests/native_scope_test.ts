@@ -1918,7 +1918,22 @@ Deno.test("a task's native scope reads its owner's context and state, watches it
     async () => {
       await coroutineScope((scope) => {
         scope.launch(async (task) => {
-          const ns = nativeScope(task);
+          // Its `job` getter too (Coroutine's, on the task's prototype): nativeScope(task) finds
+          // the task itself without it.
+          const proto = Object.getPrototypeOf(task) as object;
+          const jobDesc = Object.getOwnPropertyDescriptor(proto, "job")!;
+          Object.defineProperty(proto, "job", {
+            ...jobDesc,
+            get: () => {
+              throw new Error("the job getter redefined on the task's prototype ran");
+            },
+          });
+          let ns: NativeScope;
+          try {
+            ns = nativeScope(task);
+          } finally {
+            Object.defineProperty(proto, "job", jobDesc);
+          }
           ns.launch("cancellable-sleeper", disposed);
           await ns[Symbol.asyncDispose](); // cancels and waits for the child, then the owner
           ownerCancelled = isCancelledJob(job(task));

@@ -6442,7 +6442,7 @@ Deno.test("produce and actor start, cancel and watch their tasks' jobs by JobSup
   assert.deepEqual(log, [1, 3, "cancelled"]);
 });
 
-Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch, not a launch a caller redefined on the scope's prototype", async () => {
+Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
   // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
   // made produce() and actor() throw it, and one returning another Job had it taken for the
   // producer's own (its cancel cancelling the channel).
@@ -6451,11 +6451,20 @@ Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own laun
   await coroutineScope(async (scope) => {
     const proto = Object.getPrototypeOf(scope) as object;
     const desc = Object.getOwnPropertyDescriptor(proto, "launch")!;
+    const jobDesc = Object.getOwnPropertyDescriptor(proto, "job")!;
     Object.defineProperty(proto, "launch", {
       ...desc,
       value: () => {
         called.push("launch");
         throw new Error("the launch redefined on the scope's prototype ran");
+      },
+    });
+    // And its `job` getter, through which they found the task's own Job (`taskJobOf`).
+    Object.defineProperty(proto, "job", {
+      ...jobDesc,
+      get: () => {
+        called.push("job");
+        throw new Error("the job getter redefined on the scope's prototype ran");
       },
     });
     try {
@@ -6471,6 +6480,7 @@ Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own laun
       await within(a.job.join(), 10_000, "the actor to end");
     } finally {
       Object.defineProperty(proto, "launch", desc);
+      Object.defineProperty(proto, "job", jobDesc);
     }
   });
   assert.deepEqual(called, []);
