@@ -608,6 +608,49 @@ function keepSuppressed(list: unknown[], value: unknown): void {
 }
 
 /**
+ * Keeps `later` in the `suppressed` list of `first` (a non-enumerable own array, as Java's
+ * `getSuppressed()`), unless it holds it already; false, nothing added, when `first` cannot hold
+ * one: a primitive, an object that is not extensible (`Object.preventExtensions`, sealed or
+ * frozen, whatever `suppressed` it has), or one whose `suppressed` is no array (a
+ * `SuppressedError`'s is the one error it replaced, which an array there would lose). A `first`
+ * that cannot be looked at (a revoked proxy, a throwing trap, a frozen `suppressed` list) gets
+ * nothing added either: never throws.
+ */
+function suppressInto(first: unknown, later: unknown): boolean {
+  try {
+    if (typeof first === "object" && first !== null && Object.isExtensible(first)) {
+      const own = Object.getOwnPropertyDescriptor(first, "suppressed");
+      if (own === undefined) {
+        Object.defineProperty(first, "suppressed", {
+          value: [later],
+          writable: true,
+          configurable: true,
+          enumerable: false,
+        });
+        return true;
+      }
+      if (Array.isArray(own.value)) {
+        keepSuppressed(own.value, later);
+        return true; // kept, now or already
+      }
+    }
+  } catch {
+    // not kept
+  }
+  return false;
+}
+
+/**
+ * A second throw out of a job's finish (a `reportError` that throws again, on the next report)
+ * after `first`, which is thrown on: kept in `first`'s `suppressed` (`suppressInto`), as the
+ * README's rule for a failure after the first, else dropped. Reporting it would go to the
+ * `reportError` that threw it, which is the caller's own to mend: `first` reaches the caller.
+ */
+function keepLater(first: unknown, later: unknown): void {
+  if (first !== later) suppressInto(first, later);
+}
+
+/**
  * Adds `later` to the `suppressed` list of `error`, an error of kcoro's own making (extensible, its
  * list an array kcoro put there): a non-enumerable own property, as a failure's (`#suppress`).
  * Duplicates are kept, as Java's `addSuppressed` keeps them.
@@ -1264,31 +1307,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * replaced, which an array there would lose).
    */
   #suppress(later: unknown): void {
-    const first = this.#cause;
-    // A first failure that cannot be looked at (a revoked proxy, a throwing trap, a frozen
-    // `suppressed` list) gets nothing added: the later one is reported instead. Letting the
-    // throw out left the job half-cancelled, and from a task's promise it was unhandled.
-    try {
-      if (typeof first === "object" && first !== null && Object.isExtensible(first)) {
-        const own = Object.getOwnPropertyDescriptor(first, "suppressed");
-        if (own === undefined) {
-          Object.defineProperty(first, "suppressed", {
-            value: [later],
-            writable: true,
-            configurable: true,
-            enumerable: false,
-          });
-          return;
-        }
-        if (Array.isArray(own.value)) {
-          keepSuppressed(own.value, later);
-          return; // kept, now or already
-        }
-      }
-    } catch {
-      // reported below
-    }
-    handleCoroutineException(this.#context, later);
+    if (!suppressInto(this.#cause, later)) handleCoroutineException(this.#context, later);
   }
 
   /**
@@ -1304,15 +1323,31 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * walk could reach an inner one before that one's own walk.)
    */
   #tryFinalize(): void {
+    // What a job's finish throws (a `reportError` that throws, out of its failure's or its
+    // handlers' report) does not stop the walk: the job is final and unlinked by then, and its
+    // parent, already waiting for it, finishes still. Before, the throw left this loop, and such a
+    // parent stayed `completing` (or `cancelling`) for good, its join never resolving. The first
+    // throw is thrown on once the walk is done, a later one kept in its `suppressed` (`keepLater`).
+    let thrown: { error: unknown } | null = null;
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
-      if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) return;
-      if (j.#state === COMPLETING) {
-        if (j.#hooks.completionWaits(j)) return;
-        j = j.#finalize(COMPLETED);
-      } else if (j.#state === CANCELLING) j = j.#finalize(CANCELLED);
-      else return;
+      if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) break;
+      const s = j.#state;
+      if (s === COMPLETING) {
+        if (j.#hooks.completionWaits(j)) break;
+      } else if (s !== CANCELLING) break;
+      // Read first: `#leave` unlinks j. Should it have deferred j's handlers (`NOTIFY_NESTING`),
+      // the parent is held (`#leaving`) and the next turn stops at it.
+      const p: JobSupport<unknown> | null = j.#parent;
+      try {
+        j = j.#finalize(s === COMPLETING ? COMPLETED : CANCELLED);
+      } catch (e) {
+        if (thrown === null) thrown = { error: e };
+        else keepLater(thrown.error, e);
+        j = p;
+      }
     }
+    if (thrown !== null) throw thrown.error;
   }
 
   /** Makes this job final; returns its parent, which may now finish too. */
@@ -1331,7 +1366,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         this.#report();
       } catch (e) {
-        this.#leave(state);
+        // The report's throw wins over one out of the handlers' report after it (the same
+        // `reportError` throwing again), which is kept in its `suppressed`: it replaced it before.
+        try {
+          this.#leave(state);
+        } catch (later) {
+          keepLater(e, later);
+        }
         throw e;
       }
     }

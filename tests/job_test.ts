@@ -2811,3 +2811,76 @@ Deno.test("a CompletableDeferred's parent, a lazy job's join and await, and a jo
   assert.deepEqual(calls, []);
   assert.deepEqual(log, ["lazy parent started", "lazy joined", "joined with a signal"]);
 });
+
+Deno.test("a reportError that throws out of a child's handlers still lets its parent, already waiting for it, finish: the throw reaches the child's caller, the parent completes", () => {
+  // `child`'s handler throws; its report (reportError, replaced) throws out of `#leave`. That
+  // throw cut `#tryFinalize`'s walk up short: `parent` (its body done, waiting for `child`)
+  // stayed `completing` for good, its join never resolving.
+  const parent = new CompletableDeferred<void>();
+  const child = new CompletableDeferred<void>({ parent });
+  const grand = new CompletableDeferred<void>();
+  const top = new CompletableDeferred<void>({ parent: grand });
+  grand.complete();
+  parent.complete();
+  assert.equal(parent.state, "completing");
+  let parentHandler = 0;
+  parent.invokeOnCompletion(() => {
+    parentHandler++;
+    top.complete(); // its parent, `grand`, finishes in turn
+  });
+  child.invokeOnCompletion(() => {
+    throw new Error("child's handler");
+  });
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  try {
+    assert.throws(() => child.complete(), (e) => e === broken);
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(child.state, "completed");
+  assert.equal(parent.state, "completed", "the parent finished");
+  assert.equal(parentHandler, 1);
+  assert.equal(grand.state, "completed");
+});
+
+Deno.test("a job whose failure's report and whose handlers' report both throw (a reportError that throws) throws on the first, the report's, the handlers' kept in its `suppressed`", async () => {
+  // `p`, a launch under a supervisor waiting for its child `c`, fails with `c`; its report throws
+  // (report 1), then its handlers' report throws (report 2) out of `#leave`. `#finalize`'s
+  // `catch (e) { this.#leave(state); throw e; }` let report 2 replace report 1.
+  await using scope = createScope({ supervisor: true });
+  let c!: CompletableDeferred<void>;
+  const p = scope.launch((task) => {
+    c = new CompletableDeferred<void>({ parent: task.job });
+  });
+  await until(() => p.state === "completing", "p to wait for its child");
+  p.invokeOnCompletion(() => {
+    throw new Error("p's handler");
+  });
+  const seen: unknown[] = [];
+  const thrownBy: Error[] = [];
+  const report = globalThis.reportError;
+  globalThis.reportError = (e) => {
+    seen.push(e);
+    const error = new Error(`report ${seen.length}`);
+    thrownBy.push(error);
+    throw error;
+  };
+  let thrown: unknown;
+  try {
+    c.completeExceptionally(new Error("boom"));
+  } catch (e) {
+    thrown = e;
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(p.state, "cancelled");
+  assert.equal((seen[0] as Error).message, "boom", "p's failure, reported first");
+  assert.ok(seen[1] instanceof CompletionHandlerError, "p's handler's, second");
+  assert.equal(thrown, thrownBy[0], "the first report's throw");
+  assert.deepEqual((thrown as { suppressed?: unknown[] }).suppressed, [thrownBy[1]]);
+  assert.deepEqual(scope.job.children, [], "p left its scope");
+});
