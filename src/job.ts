@@ -405,6 +405,13 @@ export let failureOf: (job: JobSupport<unknown>) => unknown;
 /** @ignore `job`'s completion handlers registered and not disposed (tests; was `_handlerCount`). */
 export let handlerCountOf: (job: JobSupport<unknown>) => number;
 /**
+ * @ignore Whether a final `job`'s completion handlers have all run, running the waiting ones first
+ * (`#handlersRan`: false only `PULL_NESTING` handlers deep, where they wait); true for a job that
+ * is not kcoro's or not final. For select's `onJoin`, which took a final job for ready at once:
+ * its handler ran ahead of the job's own waiting handlers, and of the joins they resume.
+ */
+export let handlersRanOf: (job: unknown) => boolean;
+/**
  * @ignore `job`'s state as kcoro's own `state` getter answers it (a scope's as scope.ts's, which
  * shows a queued cancel as "cancelling"), read from its fields, running no getter (a subclass's,
  * or one redefined on a prototype): for the inspect hooks, which never throw (a
@@ -538,6 +545,12 @@ const deferredOf = new Map<JobSupport<unknown>, DeferredLeave>();
  * bounded too.
  */
 const PULL_NESTING = 2 * NOTIFY_NESTING;
+/**
+ * The first entry of `deferredLeaves` that may not have run yet: every one before it has (by the
+ * drain or a pull, `#handlersRan`, which both move it on before each run and go on from it, so
+ * the handlers waiting run oldest first). Back to 0 as the drain empties the list.
+ */
+let deferredNext = 0;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
 /**
@@ -975,6 +988,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     isJob = (x): x is JobSupport<unknown> => typeof x === "object" && x !== null && #state in x;
     failureOf = (job) => job.#failed ? job.#cause : undefined;
     handlerCountOf = (job) => job.#handlers?.size ?? 0;
+    handlersRanOf = (job) =>
+      deferredOf.size === 0 || !isJob(job) || job.#state < CANCELLED || job.#handlersRan();
     // A scope whose follow cancel waits in scope.ts's queue reads "cancelling" until it runs, as
     // Coroutine's `state` getter says (`#cancelQueued() && !isCancelled`: not completed, not
     // cancelling), from the fields themselves: calling that getter ran JobSupport's `state`,
@@ -1457,15 +1472,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * at once, ahead of the job's own, and a join resolved ahead of the joins made before it.
    */
   #handlersRan(): boolean {
-    const leave = deferredOf.get(this);
-    if (leave === undefined) return true;
+    if (!deferredOf.has(this)) return true;
     if (notifyDepth >= PULL_NESTING) return false;
-    // What the run throws goes where the drain's would have (`pulledThrow`): thrown here, it
-    // lost the caller's handler (never run, never added, the job final) and made a join throw.
-    try {
-      JobSupport.#runLeave(leave);
-    } catch (e) {
-      pulledThrow ??= { error: e };
+    // Oldest first: the jobs deferred before this one have their handlers run first, as Kotlin's
+    // ran in the order the jobs completed. Before, only this job's ran, ahead of those of a job
+    // that ended before it. Each at the same depth, one after the other (bounded, as the drain's),
+    // each once: `deferredNext` moves past it, and everything before `deferredNext` has run, so
+    // this job, still waiting, lies at or after it. What a run throws goes where the drain's
+    // would have (`pulledThrow`): thrown here, it lost the caller's handler (never run, never
+    // added, the job final) and made a join throw.
+    while (deferredOf.has(this)) {
+      const leave = deferredLeaves[deferredNext++];
+      if (!deferredOf.has(leave.job)) continue;
+      try {
+        JobSupport.#runLeave(leave);
+      } catch (e) {
+        pulledThrow ??= { error: e };
+      }
     }
     return true;
   }
@@ -1510,8 +1533,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     draining = true;
     let thrown: { error: unknown } | null = null;
     try {
-      for (let i = 0; i < deferredLeaves.length; i++) {
-        const leave = deferredLeaves[i];
+      while (deferredNext < deferredLeaves.length) {
+        const leave = deferredLeaves[deferredNext++]; // moved on first: a pull goes on after it
         if (!deferredOf.has(leave.job)) continue; // run already (`#handlersRan`)
         try {
           JobSupport.#runLeave(leave);
@@ -1521,6 +1544,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       }
     } finally {
       deferredLeaves.length = 0;
+      deferredNext = 0;
       deferredOf.clear();
       draining = false;
     }

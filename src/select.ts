@@ -106,6 +106,7 @@ import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
   awaitJob,
   type Deferred,
+  handlersRanOf,
   isCompletedJob,
   isJob as isKcoroJob,
   isResultlessJob,
@@ -621,7 +622,10 @@ class Selection implements RingOp {
           if (this.#probe(prefix)) return;
         }
         startJob(job); // a kcoro Job's own start (not a redefined one); another's, its own
-        if (isKcoroJob(job) ? isCompletedJob(job) : callers.isCompleted) {
+        // Final, its handlers run (those still waiting, ended deep in other handlers, run now,
+        // as a join's: `handlersRanOf`; too deep for that, it waits behind them below). Before,
+        // the clause fired ahead of them, and of the joins made before that they resume.
+        if ((isKcoroJob(job) ? isCompletedJob(job) : callers.isCompleted) && handlersRanOf(job)) {
           firstReadyJs = i; // it wins unless a channel clause before it is ready
           break;
         }

@@ -2884,3 +2884,32 @@ Deno.test("a job whose failure's report and whose handlers' report both throw (a
   assert.deepEqual((thrown as { suppressed?: unknown[] }).suppressed, [thrownBy[1]]);
   assert.deepEqual(scope.job.children, [], "p left its scope");
 });
+
+Deno.test("a deferred job's handlers pulled ahead of the drain run after those of the jobs deferred before it (oldest first, as Kotlin's run in completion order)", () => {
+  // Job 31's handler (32 deep) ends job 32, then `x`: both deferred, 32 first. It then adds a
+  // handler to `x`, which runs x's waiting handlers first (`#handlersRan`). Before, only x's
+  // ran: x's handlers ahead of job 32's, which ended first.
+  for (const call of ["invokeOnCompletion", "join", "await"] as const) {
+    const N = 33;
+    const log: string[] = [];
+    const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+    const x = new CompletableDeferred<void>();
+    x.invokeOnCompletion(() => log.push("x"));
+    for (let i = 0; i < N; i++) {
+      d[i].invokeOnCompletion(() => {
+        if (i >= 31) log.push(String(i));
+        if (i + 1 < N) d[i + 1].complete();
+        if (i === 31) {
+          x.complete();
+          if (call === "invokeOnCompletion") x.invokeOnCompletion(() => log.push("added"));
+          else if (call === "join") x.join();
+          else x.await();
+          log.push("asked");
+        }
+      });
+    }
+    d[0].complete();
+    const added = call === "invokeOnCompletion" ? ["added"] : [];
+    assert.deepEqual(log, ["31", "32", "x", ...added, "asked"], call);
+  }
+});

@@ -3464,4 +3464,29 @@ Deno.test("select's onJoin and onAwait start a kcoro job, read its state, wait f
   assert.deepEqual(armed, ["theirs"]);
 });
 
+Deno.test("onJoin on a job that reads final with its handlers still waiting (ended 32 handlers deep) fires after them, as join does: a join made before the job ended resumes first", async () => {
+  // Job 31's handler (32 deep) ends `x`, whose handlers wait for the drain, then selects onJoin
+  // on it. Before, the clause was ready at once (`isCompleted`) and its handler queued ahead of
+  // x's handlers, so it ran before the join made while x was still active resumed: in Kotlin, x's
+  // handlers (that join's resume among them) have run by the time x reads final.
+  const N = 33;
+  const log: string[] = [];
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  const x = new CompletableDeferred<void>();
+  const joined = x.join().then(() => log.push("join"));
+  let selected: Promise<unknown> | undefined;
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 1 < N) d[i + 1].complete();
+      if (i === 31) {
+        x.complete();
+        selected = select((s) => s.onJoin(x, () => log.push("select")));
+      }
+    });
+  }
+  d[0].complete();
+  await Promise.all([joined, selected]);
+  assert.deepEqual(log, ["join", "select"]);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
