@@ -551,6 +551,13 @@ const PULL_NESTING = 2 * NOTIFY_NESTING;
  * the handlers waiting run oldest first). Back to 0 as the drain empties the list.
  */
 let deferredNext = 0;
+/**
+ * The cancel walks an engine error stopped (`#walkDown`), to go on a microtask later: pairs of
+ * the job whose abort threw (null past a job whose finish threw) and the walk's stack of levels.
+ */
+let stoppedWalks: unknown[] = [];
+/** A microtask that runs `stoppedWalks` is queued. */
+let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
 /**
@@ -1243,11 +1250,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       if (thrown !== null) throw thrown.error;
     } finally {
       // Also when a walk threw (thrown on above), so that no job stays held for good.
-      if (held !== null) {
-        held.#holdFinal = false;
+      if (held !== null) held.#holdFinal = false;
+      try {
         // Goes on up to each parent this lets finish; those above the first that cannot finish
         // have it in their subtree, so they cannot finish either: nothing else to try.
-        held.#tryFinalize();
+        if (held !== null) held.#tryFinalize();
+      } finally {
+        // A walk an engine error stopped (this one's, or one below it on the stack) goes on a
+        // microtask later (`#walkDown`).
+        if (stoppedWalks.length !== 0) JobSupport.#queueStopped();
       }
     }
   }
@@ -1272,45 +1283,136 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * completion handler's by `#finalize`, which reports it; a CoroutineExceptionHandler's by
    * `handleCoroutineException`; a caller's signal is unlistened by `unlistenAbort`, which never
    * throws), and the CancellationErrors it makes read nothing of the cause they wrap. Only the
-   * engine can: a stack overflow or an out-of-memory error thrown here leaves the tree half
-   * cancelled. That is left as it is: the walk itself uses no recursion, and nothing kcoro could
-   * do after such an error is sure to run.
+   * engine can: a stack overflow thrown out of an abort's dispatch (abort listeners of the
+   * caller's that each cancel the next job, ~500 deep, as a chain of plain AbortControllers
+   * overflows at ~700). Such an error is thrown on, and the walk goes on where it stopped a
+   * microtask later, on a fresh stack (`#walkDown`, `#runStopped`). Before, it was left as it was: the job whose
+   * abort threw stayed `cancelling` for good, its signal maybe never aborted, its children never
+   * cancelled, and each job above it on the walk's stack `cancelling` too.
    */
   #cancelDown(): void {
-    // deno-lint-ignore no-this-alias -- j walks down from this job
-    let j: JobSupport<unknown> = this;
-    let ce = j.#childCancel();
-    j.#controller?.abort(ce);
-    let c = j.#head;
-    // Per suspended level: the job and its CancellationError; the child to go on with is that
-    // job's `#walk`.
-    let stack: (JobSupport<unknown> | CancellationError)[] | null = null;
-    for (;;) {
-      if (c === null) {
-        j.#walk = null;
-        j.#tryFinalize();
+    JobSupport.#walkDown(this, null);
+  }
+
+  /**
+   * `#cancelDown`'s walk from where it is: `enter` (a job just made `cancelling`) to have its
+   * signal aborted and its children walked, then the levels of `stack` (each job and its
+   * CancellationError; the child it goes on with is the job's `#walk`); with `enter` null, the
+   * levels of `stack` only. An engine error out of the caller's code it runs (an abort's
+   * dispatch, a completion handler's report) is thrown on, the rest of the walk kept for a
+   * microtask (`stoppedWalks`, `#runStopped`): from the job whose abort threw, entered again (an
+   * abort already done is a no-op), or past the job whose finish threw (final by then, `#leave`).
+   */
+  static #walkDown(
+    enter: JobSupport<unknown> | null,
+    stack: (JobSupport<unknown> | CancellationError)[] | null,
+  ): void {
+    let j: JobSupport<unknown> | null = enter;
+    let entering = enter !== null; // j's abort not done: entered again on a resume
+    try {
+      let ce: CancellationError;
+      let c: JobSupport<unknown> | null;
+      if (j === null) {
         if (stack === null || stack.length === 0) return;
         ce = stack.pop() as CancellationError;
         j = stack.pop() as JobSupport<unknown>;
         c = j.#walk;
-        continue;
+      } else {
+        ce = j.#childCancel();
+        j.#controller?.abort(ce);
+        entering = false;
+        c = j.#head;
       }
-      const s = c.#state;
-      if (s >= CANCELLING) {
-        c = c.#next; // nothing ran since c was reached: it is still linked
-        continue;
+      for (;;) {
+        if (c === null) {
+          j.#walk = null;
+          j.#tryFinalize();
+          if (stack === null || stack.length === 0) return;
+          ce = stack.pop() as CancellationError;
+          j = stack.pop() as JobSupport<unknown>;
+          c = j.#walk;
+          continue;
+        }
+        const s = c.#state;
+        if (s >= CANCELLING) {
+          c = c.#next; // nothing ran since c was reached: it is still linked
+          continue;
+        }
+        c.#state = CANCELLING;
+        c.#cause = ce;
+        c.#failed = false;
+        if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
+        j.#walk = c.#next; // cancelling c runs code that may unlink it, and the siblings after it
+        (stack ??= []).push(j, ce);
+        j = c;
+        entering = true;
+        ce = j.#childCancel();
+        j.#controller?.abort(ce);
+        entering = false;
+        c = j.#head;
       }
-      c.#state = CANCELLING;
-      c.#cause = ce;
-      c.#failed = false;
-      if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
-      j.#walk = c.#next; // cancelling c runs code that may unlink it, and the siblings after it
-      (stack ??= []).push(j, ce);
-      j = c;
-      ce = j.#childCancel();
-      j.#controller?.abort(ce);
-      c = j.#head;
+    } catch (e) {
+      // The rest of the walk, kept for a microtask (`#runStopped`): the stack here is as full as
+      // where the abort overflowed, so no call is made but the queueing, which `#cancelWith`
+      // tries again should it throw too, as the error leaves it. A job whose abort threw is held (`#leaving`) so that
+      // nothing finishes it before its signal aborts and its children are cancelled.
+      if (entering || (stack !== null && stack.length !== 0)) {
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = entering ? j : null;
+        stoppedWalks[at + 1] = stack;
+        if (entering) j!.#leaving++;
+        if (!stoppedQueued) {
+          try {
+            queueMicrotask(JobSupport.#runStopped);
+            stoppedQueued = true;
+          } catch {
+            // too deep even for that: `#cancelWith` tries again
+          }
+        }
+      }
+      throw e;
     }
+  }
+
+  /**
+   * Queues a microtask that runs the walks an engine error stopped (`stoppedWalks`), unless one
+   * is queued. Called once the walk's error has left `#walkDown` (there the stack was as full as
+   * the abort that overflowed, and any call threw again): by `#cancelWith` as the error passes
+   * through it, by each one further up, and by any later cancel. Should the queueing throw too,
+   * the next of those tries again.
+   */
+  static #queueStopped(): void {
+    if (stoppedQueued) return;
+    try {
+      queueMicrotask(JobSupport.#runStopped);
+      stoppedQueued = true;
+    } catch {
+      // tried again by the next `#cancelWith` to end
+    }
+  }
+
+  /**
+   * Runs the walks an engine error stopped, each from where it stopped (`#walkDown`): a job
+   * whose abort threw, entered again (its hold released), or the levels past a job whose finish
+   * threw. What a run throws is reported (nobody called it); what it stops again is queued again,
+   * each run going on from where the last stopped (a chain of 100,000 abort listeners each
+   * cancelling the next job ends so, a RangeError reported at each stop).
+   */
+  static #runStopped(): void {
+    stoppedQueued = false;
+    const list = stoppedWalks;
+    stoppedWalks = [];
+    for (let i = 0; i < list.length; i += 2) {
+      const enter = list[i] as JobSupport<unknown> | null;
+      const stack = list[i + 1] as (JobSupport<unknown> | CancellationError)[] | null;
+      if (enter !== null) enter.#leaving--;
+      try {
+        JobSupport.#walkDown(enter, stack);
+      } catch (e) {
+        reportUncaught(e);
+      }
+    }
+    if (stoppedWalks.length !== 0) JobSupport.#queueStopped();
   }
 
   /**

@@ -2913,3 +2913,34 @@ Deno.test("a deferred job's handlers pulled ahead of the drain run after those o
     assert.deepEqual(log, ["31", "32", "x", ...added, "asked"], call);
   }
 });
+
+Deno.test("an engine error out of a job's abort (a stack overflow in the dispatch, as abort listeners that each cancel the next job reach ~500 deep) leaves no job half-cancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
+  // p ── a ── a1        a's abort throws (before or after it aborts a's signal), as a stack
+  //   └─ b              overflow in its dispatch does. Before, the walk stopped there for good:
+  // a stayed `cancelling` (its signal maybe never aborted), a1 and b were never cancelled, and p
+  // never finished.
+  for (const when of ["before", "after"] as const) {
+    const abort = AbortController.prototype.abort;
+    const overflow = new RangeError("simulated: Maximum call stack size exceeded");
+    const p = new CompletableDeferred<void>();
+    const a = new CompletableDeferred<void>({ parent: p });
+    const a1 = new CompletableDeferred<void>({ parent: a });
+    const b = new CompletableDeferred<void>({ parent: p });
+    const jobs = [p, a, a1, b];
+    for (const j of jobs) void j.signal; // made, so each has an abort to throw from
+    const throwFor = a.signal;
+    AbortController.prototype.abort = function (this: AbortController, reason?: unknown) {
+      if (this.signal !== throwFor) return abort.call(this, reason);
+      if (when === "after") abort.call(this, reason);
+      throw overflow;
+    };
+    try {
+      assert.throws(() => p.cancel(), (e) => e === overflow, when);
+    } finally {
+      AbortController.prototype.abort = abort;
+    }
+    assert.equal(a.state, "cancelling", `${when}: a waits for the rest of its walk`);
+    await until(() => jobs.every((j) => j.state === "cancelled"), `${when}: every job cancelled`);
+    for (const j of jobs) assert.ok(j.signal.aborted, `${when}: ${j}'s signal aborted`);
+  }
+});
