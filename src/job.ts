@@ -552,11 +552,19 @@ const PULL_NESTING = 2 * NOTIFY_NESTING;
  */
 let deferredNext = 0;
 /**
- * The cancel walks an engine error stopped (`#walkDown`), to go on a microtask later: pairs of
- * the job whose abort threw (null past a job whose finish threw) and the walk's stack of levels.
+ * The cancel walks an engine error stopped (`#walkDown`), to go on a microtask later: triples of
+ * the job, the walk's stack of levels and the phase the job was in.
  */
 let stoppedWalks: unknown[] = [];
+/**
+ * The error a walk's catch has just dealt with (`#walkDown`): the `#cancelWith` it reaches keeps
+ * nothing more for it. Another error there left the walk before it began.
+ */
+let stoppedBy: unknown;
 /** A microtask that runs `stoppedWalks` is queued. */
+// `#walkDown`'s phases: the job's abort, then its children; its children from its `#walk`; its
+// finish; the next level of the walk's stack; the children of the job, `c` the next.
+const WALK_ENTER = 0, WALK_NEXT = 1, WALK_FINISH = 2, WALK_POP = 3, WALK_CHILDREN = 4;
 let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
@@ -1240,6 +1248,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             // marked handled, lost (its scope completed as if the child had not failed). Thrown
             // on once the path is done.
             thrown ??= { error: e };
+            // Thrown before the walk began (the call itself overflowed: the cancel started with
+            // the stack all but full), so the walk kept nothing: j, `cancelling` now, is kept
+            // here to be walked a microtask later, held until then (`#walkDown`).
+            if (stoppedBy !== e) {
+              const at = stoppedWalks.length;
+              stoppedWalks[at] = j;
+              stoppedWalks[at + 1] = null;
+              stoppedWalks[at + 2] = WALK_ENTER;
+              j.#leaving++;
+            }
+            stoppedBy = undefined;
           }
         }
         if (!up) break;
@@ -1251,11 +1270,21 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } finally {
       // Also when a walk threw (thrown on above), so that no job stays held for good.
       if (held !== null) held.#holdFinal = false;
+      let unfinished = held; // null once its finish has returned
       try {
         // Goes on up to each parent this lets finish; those above the first that cannot finish
         // have it in their subtree, so they cannot finish either: nothing else to try.
         if (held !== null) held.#tryFinalize();
+        unfinished = null;
       } finally {
+        // Its finish threw: the call itself may have overflowed, so it is tried again a
+        // microtask later (a no-op where the throw came from the finish, the job final by then).
+        if (unfinished !== null) {
+          const at = stoppedWalks.length;
+          stoppedWalks[at] = unfinished;
+          stoppedWalks[at + 1] = null;
+          stoppedWalks[at + 2] = WALK_FINISH;
+        }
         // A walk an engine error stopped (this one's, or one below it on the stack) goes on a
         // microtask later (`#walkDown`).
         if (stoppedWalks.length !== 0) JobSupport.#queueStopped();
@@ -1291,76 +1320,80 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * cancelled, and each job above it on the walk's stack `cancelling` too.
    */
   #cancelDown(): void {
-    JobSupport.#walkDown(this, null);
+    JobSupport.#walkDown(this, null, WALK_ENTER);
   }
 
   /**
-   * `#cancelDown`'s walk from where it is: `enter` (a job just made `cancelling`) to have its
-   * signal aborted and its children walked, then the levels of `stack` (each job and its
-   * CancellationError; the child it goes on with is the job's `#walk`); with `enter` null, the
-   * levels of `stack` only. An engine error out of the caller's code it runs (an abort's
-   * dispatch, a completion handler's report) is thrown on, the rest of the walk kept for a
-   * microtask (`stoppedWalks`, `#runStopped`): from the job whose abort threw, entered again (an
-   * abort already done is a no-op), or past the job whose finish threw (final by then, `#leave`).
+   * `#cancelDown`'s walk from where it is, `phase` of job `j` (`WALK_ENTER`: its signal to abort,
+   * then its children to walk; `WALK_NEXT`: its children from its `#walk` on; `WALK_FINISH`: its
+   * finish; `WALK_POP`: none, the next level of `stack`), then the levels of `stack` (each job
+   * and its CancellationError; the child it goes on with is the job's `#walk`). An engine error
+   * out of the caller's code it runs (an abort's dispatch, a finish's report), or out of a call
+   * the stack had no room for, is thrown on, the rest of the walk kept for a microtask
+   * (`stoppedWalks`, `#runStopped`) from the phase it stopped in: an abort or a finish already
+   * done is a no-op the second time, and a child the walk had not marked yet is looked at again.
    */
   static #walkDown(
-    enter: JobSupport<unknown> | null,
+    j: JobSupport<unknown> | null,
     stack: (JobSupport<unknown> | CancellationError)[] | null,
+    phase: number,
   ): void {
-    let j: JobSupport<unknown> | null = enter;
-    let entering = enter !== null; // j's abort not done: entered again on a resume
     try {
-      let ce: CancellationError;
-      let c: JobSupport<unknown> | null;
-      if (j === null) {
-        if (stack === null || stack.length === 0) return;
-        ce = stack.pop() as CancellationError;
-        j = stack.pop() as JobSupport<unknown>;
-        c = j.#walk;
-      } else {
-        ce = j.#childCancel();
-        j.#controller?.abort(ce);
-        entering = false;
-        c = j.#head;
-      }
+      let ce!: CancellationError;
+      let c: JobSupport<unknown> | null = null;
       for (;;) {
-        if (c === null) {
-          j.#walk = null;
-          j.#tryFinalize();
+        if (phase === WALK_ENTER) {
+          ce = j!.#childCancel();
+          j!.#controller?.abort(ce);
+          c = j!.#head;
+          phase = WALK_CHILDREN;
+        } else if (phase === WALK_NEXT) {
+          ce = j!.#childCancel(); // the CancellationError its children are cancelled with
+          c = j!.#walk;
+          phase = WALK_CHILDREN;
+        } else if (phase === WALK_FINISH) {
+          j!.#walk = null;
+          j!.#tryFinalize();
+          phase = WALK_POP;
+        } else if (phase === WALK_POP) {
           if (stack === null || stack.length === 0) return;
           ce = stack.pop() as CancellationError;
           j = stack.pop() as JobSupport<unknown>;
           c = j.#walk;
-          continue;
+          phase = WALK_CHILDREN;
+        } else if (c === null) {
+          phase = WALK_FINISH;
+        } else {
+          const s = c.#state;
+          if (s >= CANCELLING) {
+            c = c.#next; // nothing ran since c was reached: it is still linked
+            continue;
+          }
+          j!.#walk = c; // where a stop before c is marked goes on (`WALK_NEXT`)
+          phase = WALK_NEXT;
+          (stack ??= []).push(j!, ce);
+          c.#state = CANCELLING;
+          c.#cause = ce;
+          c.#failed = false;
+          if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
+          j!.#walk = c.#next; // cancelling c runs code that may unlink it, and the siblings after
+          j = c;
+          phase = WALK_ENTER;
         }
-        const s = c.#state;
-        if (s >= CANCELLING) {
-          c = c.#next; // nothing ran since c was reached: it is still linked
-          continue;
-        }
-        c.#state = CANCELLING;
-        c.#cause = ce;
-        c.#failed = false;
-        if (s === NEW || (c.#flags & CANCEL_COMPLETES) !== 0) c.#bodyDone = true;
-        j.#walk = c.#next; // cancelling c runs code that may unlink it, and the siblings after it
-        (stack ??= []).push(j, ce);
-        j = c;
-        entering = true;
-        ce = j.#childCancel();
-        j.#controller?.abort(ce);
-        entering = false;
-        c = j.#head;
       }
     } catch (e) {
-      // The rest of the walk, kept for a microtask (`#runStopped`): the stack here is as full as
-      // where the abort overflowed, so no call is made but the queueing, which `#cancelWith`
-      // tries again should it throw too, as the error leaves it. A job whose abort threw is held (`#leaving`) so that
-      // nothing finishes it before its signal aborts and its children are cancelled.
-      if (entering || (stack !== null && stack.length !== 0)) {
+      // The rest of the walk, kept for a microtask (`#runStopped`): the stack here may be as full
+      // as where the abort overflowed, so no call is made but the queueing, which `#cancelWith`
+      // tries again should it throw too, as the error leaves it. A job whose abort threw is held
+      // (`#leaving`) so that nothing finishes it before its signal aborts and its children are
+      // cancelled.
+      stoppedBy = e; // what is left is kept below, or nothing is
+      if (phase !== WALK_POP || (stack !== null && stack.length !== 0)) {
         const at = stoppedWalks.length;
-        stoppedWalks[at] = entering ? j : null;
+        stoppedWalks[at] = j;
         stoppedWalks[at + 1] = stack;
-        if (entering) j!.#leaving++;
+        stoppedWalks[at + 2] = phase;
+        if (phase === WALK_ENTER) j!.#leaving++;
         if (!stoppedQueued) {
           try {
             queueMicrotask(JobSupport.#runStopped);
@@ -1402,14 +1435,19 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     stoppedQueued = false;
     const list = stoppedWalks;
     stoppedWalks = [];
-    for (let i = 0; i < list.length; i += 2) {
-      const enter = list[i] as JobSupport<unknown> | null;
+    for (let i = 0; i < list.length; i += 3) {
+      const j = list[i] as JobSupport<unknown> | null;
       const stack = list[i + 1] as (JobSupport<unknown> | CancellationError)[] | null;
-      if (enter !== null) enter.#leaving--;
+      const phase = list[i + 2] as number;
+      if (phase === WALK_ENTER) j!.#leaving--;
       try {
-        JobSupport.#walkDown(enter, stack);
+        JobSupport.#walkDown(j, stack, phase);
       } catch (e) {
-        reportUncaught(e);
+        try {
+          reportUncaught(e);
+        } catch {
+          // a `reportError` that throws: nowhere else to go, and the next walks still run
+        }
       }
     }
     if (stoppedWalks.length !== 0) JobSupport.#queueStopped();

@@ -2944,3 +2944,30 @@ Deno.test("an engine error out of a job's abort (a stack overflow in the dispatc
     for (const j of jobs) assert.ok(j.signal.aborted, `${when}: ${j}'s signal aborted`);
   }
 });
+
+Deno.test("a reportError that throws out of a child's handlers during a cancel's walk leaves no sibling uncancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
+  // p ── a (its handler throws; reportError, replaced, throws on that report)
+  //   └─ b
+  // Before, the throw left the walk at a's finish for good: b was never cancelled, and p stayed
+  // `cancelling`.
+  const p = new CompletableDeferred<void>();
+  const a = new CompletableDeferred<void>({ parent: p });
+  const b = new CompletableDeferred<void>({ parent: p });
+  a.invokeOnCompletion(() => {
+    throw new Error("a's handler");
+  });
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  try {
+    assert.throws(() => p.cancel(), (e) => e === broken);
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(a.state, "cancelled");
+  await until(() => p.state === "cancelled", "p to finish");
+  assert.equal(b.state, "cancelled");
+  assert.ok(b.signal.aborted);
+});
