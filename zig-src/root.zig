@@ -15165,6 +15165,12 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
         var again = false;
         var src: u32 = 0;
         var drop_rc: i32 = 9;
+        /// The tick behind the hook began (not the hook's deadline), and the pipe was still
+        /// listed when the hook's stop returned: marked, not ended (its tick waits for us).
+        /// Without them, a stop of a pipe with no tick running (a deadline passed, or the tick
+        /// begun was another pipe's) ended it at once and passed without the path under test.
+        var tick_began = false;
+        var listed_after_stop = false;
         fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
             // As in the timed shutdown's test above: a tick running now may be past its
             // snapshot of `src` (begun read first; monotonic: counts); return, for another drop.
@@ -15176,8 +15182,11 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
             // A tick begun from now on waits for `src`'s lock, which our caller holds.
             const d = test_wait.Deadline.in(test_wait.default_ns, "a tick behind the hook");
             while (pipes.begun.load(.monotonic) == b) d.wait() catch break;
-            // Release: pairs with the test's acquire load.
-            rc.store(kc_chan_pipe_stop(id.load(.monotonic)), .release);
+            tick_began = pipes.begun.load(.monotonic) != b;
+            const stop_rc = kc_chan_pipe_stop(id.load(.monotonic));
+            listed_after_stop = pipes.listed(id.load(.monotonic));
+            // Release: pairs with the test's acquire load (and publishes the two flags above).
+            rc.store(stop_rc, .release);
         }
         fn dropper(j: *test_wait.Joiner) void {
             defer j.done();
@@ -15192,6 +15201,8 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
     };
     S.id.store(0, .monotonic);
     S.rc.store(9, .monotonic);
+    S.tick_began = false;
+    S.listed_after_stop = false;
     var dst: u32 = 0;
     // Destroyed at the end, not on a failure's way out: the hook, stuck in the stop, holds
     // `src`'s lock, which a destroy would wait for (a hang instead of the failure).
@@ -15212,6 +15223,8 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
     }
     j.join(t, test_wait.default_ns, "the drop whose hook stopped the pipe");
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+    try testing.expect(S.tick_began);
+    try testing.expect(S.listed_after_stop); // marked: the thread ends it after that tick
     try testing.expectEqual(@as(i32, 1), S.drop_rc);
     // The tick behind the hook went on once the hook returned, and the thread ended the pipe
     // after it.

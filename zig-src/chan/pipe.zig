@@ -808,3 +808,62 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     try testing.expectEqual(@as(u32, 1), S.entered.load(.acquire));
     try testing.expect(!pipes.listed(id));
 }
+
+test "two stops racing for a pipe whose tick runs: both wait for that tick's end, one (the one that marked it) returns true, the other false, and its cleanup runs once" {
+    // kc_chan_pipe_stop's contract: 0 for the stop that ended the pipe, KC_EBADH for one that
+    // found it ended already, which a stop that finds the pipe marked (by another stop) is:
+    // both return only once the tick is over, and only the marking one says it ended it.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const S = struct {
+        var gate = std.atomic.Value(bool).init(false);
+        var entered = std.atomic.Value(u32).init(0);
+        var cleaned = std.atomic.Value(u32).init(0);
+        fn held(_: *anyopaque) bool {
+            _ = entered.fetchAdd(1, .release); // pairs with the test's acquire loads
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the tick's gate");
+            // Acquire: pairs with the test's release store.
+            while (!gate.load(.acquire)) g.wait() catch break;
+            return true;
+        }
+        fn cleanup(_: *anyopaque) void {
+            _ = cleaned.fetchAdd(1, .monotonic);
+        }
+        fn stopper(ps: *Pipes, id: u32, j: *test_wait.Joiner, out: *bool) void {
+            defer j.done();
+            out.* = ps.stop(id);
+        }
+    };
+    // Opened on every way out, so that the held tick returns and `deinit` joins the thread.
+    defer S.gate.store(true, .release);
+    var ctx: u8 = 0;
+    const id = try pipes.add(S.held, S.cleanup, &ctx, std.time.ns_per_ms);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the first tick");
+    while (S.entered.load(.acquire) == 0) try d.wait();
+    var out: [2]bool = .{ false, false };
+    var js: [2]test_wait.Joiner = .{ .{}, .{} };
+    var ts: [2]std.Thread = undefined;
+    for (0..2) |k| ts[k] = try std.Thread.spawn(.{}, S.stopper, .{ &pipes, id, &js[k], &out[k] });
+    // Until both wait for the tick.
+    const w = test_wait.Deadline.in(test_wait.default_ns, "both stops' wait for the tick");
+    while (true) {
+        pipes.mutex.lock();
+        const waiting = pipes.stop_waiters;
+        pipes.mutex.unlock();
+        if (waiting == 2) break;
+        try w.wait();
+    }
+    // Neither returned while the tick runs; its context is untouched.
+    // Acquire: pairs with `done`.
+    for (&js) |*j| try testing.expect(!j.finished.load(.acquire));
+    try testing.expectEqual(@as(u32, 0), S.cleaned.load(.monotonic));
+    S.gate.store(true, .release);
+    for (0..2) |k| js[k].join(ts[k], test_wait.default_ns, "a stop waiting for its pipe's tick");
+    try testing.expect(out[0] != out[1]); // one true, one false
+    try testing.expectEqual(@as(u32, 1), S.cleaned.load(.monotonic));
+    try testing.expectEqual(@as(u32, 1), S.entered.load(.acquire)); // no tick after it
+    try testing.expect(!pipes.listed(id));
+    try testing.expect(!pipes.stop(id)); // ended already
+}
