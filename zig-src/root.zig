@@ -15152,11 +15152,14 @@ test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own t
     try testing.expectEqual(@as(i32, 0), kc_chan_destroy(src));
 }
 
-test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, while the pipe's tick waits for that source's lock, returns at once: the pipe ends after that tick" {
+test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source (or a dropped descriptor's release), while the pipe's tick waits for that source's lock, returns at once: the pipe ends after that tick" {
     // The hook's caller holds the source's lock, which the pipe's tick takes for its snapshot.
     // A stop that waited for that tick's end waited for the hook's own caller: a deadlock (as,
     // before ticks ran outside the pipes' lock, its wait for that lock was). From inside any
-    // hook the stop now marks the pipe and returns; the thread ends it after that tick.
+    // hook the stop now marks the pipe and returns; the thread ends it after that tick. A
+    // zero-copy descriptor's release runs in the same place (`Channel.undelivered`, the lock
+    // held): the second round stops the pipe from one, and destroys both channels as soon as
+    // the drop returns, while the tick behind it may still run (it holds its own references).
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const S = struct {
@@ -15164,6 +15167,7 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
         var rc = std.atomic.Value(i32).init(9);
         var again = false;
         var src: u32 = 0;
+        var zero_copy = false;
         var drop_rc: i32 = 9;
         /// The tick behind the hook began (not the hook's deadline), and the pipe was still
         /// listed when the hook's stop returned: marked, not ended (its tick waits for us).
@@ -15172,6 +15176,12 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
         var tick_began = false;
         var listed_after_stop = false;
         fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            stopBehindTick();
+        }
+        fn onRelease(_: ?*anyopaque, _: ?*anyopaque, _: usize) callconv(.c) void {
+            stopBehindTick();
+        }
+        fn stopBehindTick() void {
             // As in the timed shutdown's test above: a tick running now may be past its
             // snapshot of `src` (begun read first; monotonic: counts); return, for another drop.
             const b = pipes.begun.load(.monotonic);
@@ -15191,48 +15201,64 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source, w
         fn dropper(j: *test_wait.Joiner) void {
             defer j.done();
             var v: u64 = 7;
+            var desc: chan.Descriptor = .{ .ptr = null, .len = 0, .release = onRelease };
             while (true) {
                 again = false;
-                drop_rc = kc_chan_drop(src, &v, 8);
+                drop_rc = if (zero_copy) kc_chan_drop(src, &desc, 32) else kc_chan_drop(src, &v, 8);
                 if (!again) break;
                 std.Thread.yield() catch {};
             }
         }
     };
-    S.id.store(0, .monotonic);
-    S.rc.store(9, .monotonic);
-    S.tick_began = false;
-    S.listed_after_stop = false;
-    var dst: u32 = 0;
-    // Destroyed at the end, not on a failure's way out: the hook, stuck in the stop, holds
-    // `src`'s lock, which a destroy would wait for (a hang instead of the failure).
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
-    try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &dst));
-    var id: u32 = 0;
-    try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(S.src, dst, std.time.ns_per_ms, &id));
-    S.id.store(id, .monotonic); // before the drop below (the thread's start orders it)
-    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
-    var j: test_wait.Joiner = .{};
-    const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
-    const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
-    // Acquire: pairs with the hook's release store.
-    while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
-    if (S.rc.load(.acquire) == 9) {
-        t.detach(); // deadlocked with the pipe thread: a failure, not a hung join
-        return error.TestUnexpectedResult;
+    for ([_]bool{ false, true }) |zero_copy| {
+        S.zero_copy = zero_copy;
+        S.id.store(0, .monotonic);
+        S.rc.store(9, .monotonic);
+        S.tick_began = false;
+        S.listed_after_stop = false;
+        var dst: u32 = 0;
+        // Destroyed at the end, not on a failure's way out: the hook, stuck in the stop, holds
+        // `src`'s lock, which a destroy would wait for (a hang instead of the failure).
+        if (zero_copy) {
+            try testing.expectEqual(@as(i32, 0), kc_chan_create(32, 4, 0, chan_zero_copy, &S.src));
+        } else {
+            try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
+            try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
+        }
+        try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 4, 0, 0, &dst));
+        var id: u32 = 0;
+        try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(S.src, dst, std.time.ns_per_ms, &id));
+        S.id.store(id, .monotonic); // before the drop below (the thread's start orders it)
+        var j: test_wait.Joiner = .{};
+        const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
+        const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
+        // Acquire: pairs with the hook's release store.
+        while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
+        if (S.rc.load(.acquire) == 9) {
+            t.detach(); // deadlocked with the pipe thread: a failure, not a hung join
+            return error.TestUnexpectedResult;
+        }
+        j.join(t, test_wait.default_ns, "the drop whose hook stopped the pipe");
+        try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
+        try testing.expect(S.tick_began);
+        try testing.expect(S.listed_after_stop); // marked: the thread ends it after that tick
+        try testing.expectEqual(@as(i32, 1), S.drop_rc);
+        if (zero_copy) {
+            // Both channels go at once, the tick behind the drop perhaps still running: it
+            // holds its references (the channels are freed with its last), and the pipe ends.
+            try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+            try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.src));
+        }
+        // The tick behind the hook went on once the hook returned, and the thread ended the
+        // pipe after it.
+        const e = test_wait.Deadline.in(test_wait.default_ns, "the pipe's end after its tick");
+        while (pipes.listed(id)) try e.wait();
+        try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(id));
+        if (!zero_copy) {
+            try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
+            try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.src));
+        }
     }
-    j.join(t, test_wait.default_ns, "the drop whose hook stopped the pipe");
-    try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
-    try testing.expect(S.tick_began);
-    try testing.expect(S.listed_after_stop); // marked: the thread ends it after that tick
-    try testing.expectEqual(@as(i32, 1), S.drop_rc);
-    // The tick behind the hook went on once the hook returned, and the thread ended the pipe
-    // after it.
-    const e = test_wait.Deadline.in(test_wait.default_ns, "the pipe's end after its tick");
-    while (pipes.listed(id)) try e.wait();
-    try testing.expectEqual(Status.bad_handle.code(), kc_chan_pipe_stop(id));
-    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(dst));
-    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(S.src));
 }
 
 test "C ABI: kc_coro_hold/kc_scope_hold: what a thread holds goes when it ends; a scope once its children are done, not cancelled" {
