@@ -644,9 +644,11 @@ int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n)
 int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
                              uint32_t *out_id);
 /* 0, or KC_EBADH if the pipe ended already. If its tick runs, waits for that tick's end, at
- * which the pipe ends: no snapshot of it comes after. From inside an undelivered hook (the
- * target's, which a conflated target's send runs in that tick; or any other, whose caller holds
- * a channel lock the tick may wait for), returns at once: the pipe ends once that tick returns. */
+ * which the pipe ends: no snapshot of it comes after (a second stop meanwhile waits too, and
+ * answers KC_EBADH: the first one ended it). From inside an undelivered hook or a dropped
+ * descriptor's release (the target's hook, which a conflated target's send runs in that tick;
+ * or any other, whose caller holds a channel lock the tick may wait for), returns at once: the
+ * pipe ends once that tick returns (the tick may still push its snapshot). */
 int32_t kc_chan_pipe_stop(uint32_t id);
 /* Per-second rates between two full snapshots (13 words each, earlier first): writes 6 doubles,
  * out[0] to out[5] = sends, receives, bytes sent, bytes received, failures, dropped (out must
