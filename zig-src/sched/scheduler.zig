@@ -204,6 +204,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     restarted: ?*const fn () void = null,
     /// In `workerStats`, holding the workers' array (`enterWorkers`), before it reads it.
     stats_reading: ?*const fn () void = null,
+    /// In `liveIn` and `collectBusy` (`liveCount`, `busyCount`, a drain's look), between their
+    /// two halves of reads: the counts out (`finished`, `busy_out`), then the counts in.
+    between_count_reads: ?*const fn () void = null,
 } else struct {} = .{};
 
 /// Tests: whether `begin`'s thread `k` fails (`test_hooks.fail_thread`), after `begin_failing`.
@@ -271,7 +274,8 @@ const Worker = struct {
     steals: std.atomic.Value(u64) = .init(0),
     parks: std.atomic.Value(u64) = .init(0),
     /// Coroutines this worker spawned, and coroutines that finished on it (owner-written, as
-    /// above): `liveCount` sums them instead of every spawn contending on one counter.
+    /// above): `liveCount` sums them instead of every spawn contending on one counter, every
+    /// `finished` read before `spawned` (`liveIn`; `finished` a release store: `countFinished`).
     spawned: std.atomic.Value(u64) = .init(0),
     finished: std.atomic.Value(u64) = .init(0),
     /// This worker's share of the busy count (see the file header): +1 to `busy_in` for a
@@ -282,6 +286,14 @@ const Worker = struct {
     /// This worker thread's current-coroutine variable (`coroutine.threadSlot`): the worker
     /// loop runs on the thread's own stack, so it resumes without the thread-local calls.
     slot: *?*Coroutine = undefined,
+
+    /// One more coroutine finished on this worker (`finished`, owner-written).
+    fn countFinished(w: *Worker) void {
+        // Release: pairs with `liveIn`'s acquire loads of `finished`, which then read the
+        // coroutine's count in (`live` or a `spawned`: it happened before this, see there).
+        // A plain store on x86; on AArch64 a store-release (no locked instruction).
+        w.finished.store(w.finished.load(.monotonic) + 1, .release);
+    }
 
     fn busyAdd(w: *Worker) void {
         // Monotonic: what it counts (a coroutine made runnable) is published after it by a
@@ -461,7 +473,7 @@ const Worker = struct {
                 const counted = co.finish_counted; // read before its stack (where it lives) goes
                 w.releaseStack(co.stack);
                 if (@import("builtin").is_test) if (test_hooks.before_count_out) |f| f();
-                if (!counted) bump(&w.finished);
+                if (!counted) w.countFinished();
                 w.busyDone();
             },
             .created, .running => unreachable, // resume never returns these
@@ -1193,7 +1205,10 @@ pub const Scheduler = struct {
     fn discard(s: *Scheduler, co: *Coroutine) void {
         co.discardUnstarted();
         co.setContext(ctx_mod.empty);
-        _ = s.live.fetchSub(1, .monotonic); // wrapping: `liveCount` adds it all up
+        // Wrapping: `liveCount` adds it all up. Release: pairs with `liveIn`'s acquire load of
+        // `live`: a reader that sees it down sees the spawn's count in (`spawned`, counted on a
+        // worker before this) too, never the undo alone.
+        _ = s.live.fetchSub(1, .release);
         s.busyDoneAny();
     }
 
@@ -1393,6 +1408,7 @@ pub const Scheduler = struct {
     fn collectBusy(s: *Scheduler, workers: []Worker) BusyTotals {
         var t: BusyTotals = .{ .in = 0, .out = s.ext_out.load(.acquire) };
         for (workers) |*w| t.out +%= w.busy_out.load(.acquire);
+        if (@import("builtin").is_test) if (test_hooks.between_count_reads) |f| f();
         t.in = s.ext_in.load(.acquire);
         for (workers) |*w| t.in +%= w.busy_in.load(.acquire);
         return t;
@@ -1621,10 +1637,29 @@ pub const Scheduler = struct {
     /// `live_folded`'s "none".
     const no_fold = std.math.maxInt(u64);
 
+    /// The counts out first (every worker's `finished`), then the counts in (`live`, every
+    /// `spawned`): a coroutine seen counted out is then seen counted in, so the sum is never
+    /// below the count at the end of the reads (at most above it by the spawns meanwhile, each
+    /// live at some instant of the reads). Before, `live` was read first: coroutines spawned
+    /// from outside after that read and finished before the workers' were read counted out
+    /// only, a figure wrapped below 0 (2^64 - 4 under qemu, in the statistics test).
     fn liveIn(s: *Scheduler, workers: []Worker) u64 {
-        var n = s.live.load(.monotonic);
-        for (workers) |*w| n +%= w.spawned.load(.monotonic) -% w.finished.load(.monotonic);
-        return n;
+        var out: u64 = 0;
+        // Acquire: pairs with `countFinished`'s release store. A coroutine's count in (its
+        // spawn's increment of `live` or of its spawner's `spawned`) happens before its count
+        // out: the spawn then queued it (the inject queue's mutex, the deque's release push,
+        // or the spawner's own thread), and the worker that ran it took it from there (the
+        // mutex, the deque's acquire steal), then counted it out. So the loads below read that
+        // count in, or a later value (read-read coherence).
+        for (workers) |*w| out +%= w.finished.load(.acquire);
+        if (@import("builtin").is_test) if (test_hooks.between_count_reads) |f| f();
+        // Acquire: pairs with `discard`'s release decrement. A spawn undone from a worker was
+        // counted in that worker's `spawned` before `live` went down: read it too.
+        var in = s.live.load(.acquire);
+        for (workers) |*w| in +%= w.spawned.load(.monotonic);
+        // Wrapping: `live` alone may be below 0 (spawns counted in `spawned` and undone in
+        // `live`), never the sum.
+        return in -% out;
     }
 
     /// Called by a coroutine of a scheduler as the last thing it does that others can see,
@@ -1642,10 +1677,10 @@ pub const Scheduler = struct {
         if (co.owner != @as(?*anyopaque, w.sched)) return; // a hand-driven one resumed here
         if (co.finish_counted) return; // counted out already
         co.finish_counted = true;
-        // Monotonic (`bump`): the caller's next step publishes it (the scope's seq_cst
-        // decrement of `live`, or a built-in's release write of its `done` cell, which a waiter
-        // reads with acquire before it reads the counters).
-        bump(&w.finished);
+        // The caller's next step publishes it (the scope's seq_cst decrement of `live`, or a
+        // built-in's release write of its `done` cell, which a waiter reads with acquire
+        // before it reads the counters). `countFinished`'s release: its count in first.
+        w.countFinished();
     }
 
     /// Worker threads (`Options.workers`, one per CPU if that was 0).
@@ -4287,6 +4322,68 @@ test "the statistics read in a loop on one thread while another shuts the schedu
     }
     try testing.expectEqual(@as(u32, 0), S.bad.load(.monotonic));
     try testing.expect(S.reads.load(.monotonic) > 0);
+}
+
+test "liveCount and busyCount never read below the count: coroutines spawned and finished between their reads of the counts out and in" {
+    // A parent spawned from outside (counted in `live`, `ext_in`) and its child spawned on a
+    // worker (that worker's `spawned`, `busy_in`) both run and finish (`finished`, `busy_out`)
+    // while a reader is between its two halves of reads (`between_count_reads`). Both live and
+    // busy for a while in that span: each count must read 2 (read below 0 is the wrong
+    // figure). Before, `liveIn` read `live` first and the workers' `finished` after: the
+    // outside spawn missed, its end counted, 2^64 - 1 (the statistics test under qemu read
+    // 2^64 - 4, a round's four outside spawns). `collectBusy` reads its outs first; read the
+    // other way round it would saturate to 0 (`busyCount`'s `-|`), a figure wrong but hidden.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        /// The hook acts once per arming (its own drain's reads find it disarmed).
+        var armed = std.atomic.Value(bool).init(false);
+        var ran = std.atomic.Value(u32).init(0);
+        var failed: ?anyerror = null;
+        fn child(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic);
+        }
+        fn parent(_: ?*anyopaque) callconv(.c) void {
+            _ = ran.fetchAdd(1, .monotonic);
+            _ = sched.spawn(child, null) catch |err| {
+                failed = err;
+            };
+        }
+        fn between() void {
+            if (!armed.swap(false, .monotonic)) return;
+            _ = sched.spawn(parent, null) catch |err| {
+                failed = err;
+                return;
+            };
+            // Until both are counted out (a worker counts a coroutine's `finished`, then its
+            // `busy_out`, which the drain waits for).
+            sched.drainFor(test_timeout) catch |err| {
+                failed = err;
+            };
+        }
+    };
+    S.ran.store(0, .monotonic);
+    S.failed = null;
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    test_hooks.between_count_reads = S.between;
+    defer test_hooks.between_count_reads = null;
+    for (0..2) |round| {
+        S.armed.store(true, .monotonic);
+        const live = s.liveCount();
+        S.armed.store(true, .monotonic);
+        const busy = s.busyCount();
+        if (S.failed) |err| return err;
+        try testing.expectEqual(@as(u32, @intCast(4 * (round + 1))), S.ran.load(.monotonic));
+        try testing.expectEqual(@as(u64, 2), live);
+        try testing.expectEqual(@as(u64, 2), busy);
+        // Read through, none live or busy.
+        try testing.expectEqual(@as(u64, 0), s.liveCount());
+        try testing.expectEqual(@as(u64, 0), s.busyCount());
+    }
 }
 
 test "a failed begin waits for a drain and for a reader of the statistics on other threads that saw its run going before it frees the workers" {
