@@ -1360,33 +1360,43 @@ Deno.test("scripts/test.sh: an INT or a TERM ends it at once, the zig stage runn
   }
 });
 
-Deno.test("scripts/test.sh: a second Ctrl-C or TERM while it stops its stage still ends the compiles ahead and removes its log folder", async () => {
-  // The stage takes 2 s to end after its TERM: a second signal comes while the script's
-  // exit waits for it. Before, that signal's trap ran `exit` within the exit's: the script ended
-  // there, the compiles ahead left running (minutes of CPU), its log folder left in TMPDIR.
-  const stage = `trap 'echo "stage stopping" >>"$FAKE_LOG"; sleep 2; exit 143' TERM
+Deno.test("scripts/test.sh: a second Ctrl-C, TERM or HUP while it stops its stage still ends the compiles ahead and removes its log folder", async () => {
+  // The stage sends the second signal itself, as its TERM comes: that TERM is the script's exit
+  // stopping it, which then waits for the stage's end. Before, that signal's trap ran `exit`
+  // within the exit's: the script ended there, the compiles ahead left running (minutes of CPU),
+  // its log folder left in TMPDIR. (The signal is pending before the stage ends, so the script
+  // sees it within that wait or at once after it: no window for the test to hit.)
+  const stage = `trap 'echo "stage stopping" >>"$FAKE_LOG"
+      kill -s "$FAKE_SECOND" "$(cat "$FAKE_PIDS.script")" && echo "second signal sent" >>"$FAKE_LOG"
+      exit 143' TERM
     echo "stage holds" >>"$FAKE_LOG"
     i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done`;
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  // The first signal, then the second (a HUP: a terminal closed as the script stops).
+  const pairs = [["SIGINT", "INT"], ["SIGTERM", "TERM"], ["SIGINT", "HUP"]] as const;
+  for (const [signal, second] of pairs) {
     await withSleepingZig(
       "--prefix",
       async (c, opts, pids) => {
         const tmp = `${c.base}/tmp`;
         Deno.mkdirSync(tmp);
-        const run = start(c, [], { ...opts, env: { ...opts?.env, TMPDIR: tmp } });
+        const run = start(c, [], {
+          ...opts,
+          env: { ...opts?.env, TMPDIR: tmp, FAKE_SECOND: second },
+        });
+        Deno.writeTextFileSync(`${opts?.env?.FAKE_PIDS}.script`, `${run.pid}`);
         await until(
           () => pids().length === 1 && c.calls().includes("stage holds"),
           () => `the stage and a compile ahead: ${run.text()}`,
         );
         Deno.kill(run.pid, signal);
-        await until(
-          () => c.calls().includes("stage stopping"),
-          () => `the stage's TERM: ${run.text()}`,
-        );
-        Deno.kill(run.pid, signal);
         // Its output's end: a compile ahead left running holds it open.
-        const r = await within(run.done, 30_000, `test.sh after two ${signal}s: ${run.text()}`);
+        const r = await within(
+          run.done,
+          30_000,
+          `test.sh after ${signal}, ${second}: ${run.text()}`,
+        );
         assert.equal(r.code, signal === "SIGINT" ? 130 : 143, r.text);
+        assert.ok(c.calls().includes("second signal sent"), c.calls().join("\n"));
         assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "its log folder");
         // withSleepingZig: the compile ahead's process has ended.
       },
