@@ -98,6 +98,8 @@ interface Checkout {
   /** The calls the stubs and fake binaries recorded since the last `reset`. */
   calls(): string[];
   reset(): void;
+  /** The runs started in it (`start`): removeCheckout ends those still running first. */
+  runs: Run[];
 }
 
 async function checkout(name = "kcoro task test "): Promise<Checkout> {
@@ -121,10 +123,15 @@ async function checkout(name = "kcoro task test "): Promise<Checkout> {
     bin,
     calls: () => Deno.readTextFileSync(log).split("\n").filter((l) => l !== ""),
     reset: () => Deno.writeTextFileSync(log, ""),
+    runs: [],
   };
 }
 
 async function removeCheckout(c: Checkout): Promise<void> {
+  // A run that a failed assertion left going (a ./task waiting on a lock) wrote into the
+  // checkout as it was removed: the test failed with "Directory not empty", which hid the
+  // assertion's message, and the run went on after its test.
+  for (const run of c.runs) await run.stop();
   await Deno.remove(c.base, { recursive: true });
 }
 
@@ -153,6 +160,8 @@ interface Run {
   done: Promise<{ code: number; text: string }>;
   /** Kills the run and every process it started (what RUN_LIMIT_MS does). */
   kill(): void;
+  /** Kills it as `kill` unless it has ended, then waits for its end. */
+  stop(): Promise<void>;
 }
 
 /** How long one run may take: a ./task that waits for ever (a lock never given up) is killed. */
@@ -202,9 +211,24 @@ function start(
   const done = Promise.all([read(child.stdout), read(child.stderr), child.status]).then((
     [, , st],
   ) => ({ code: st.code, text: killed ? `${text}\n[killed: ${killed}]` : text }));
-  const clear = () => clearTimeout(limit);
+  let ended = false;
+  const clear = () => {
+    ended = true;
+    clearTimeout(limit);
+  };
   done.then(clear, clear);
-  return { text: () => text, done, kill: () => kill("by the test"), pid: child.pid };
+  const run = {
+    text: () => text,
+    done,
+    kill: () => kill("by the test"),
+    stop: async () => {
+      if (!ended) kill("by the test's end");
+      await done.catch(() => {});
+    },
+    pid: child.pid,
+  };
+  c.runs.push(run);
+  return run;
 }
 
 async function task(
