@@ -667,8 +667,16 @@ Deno.test("./task without flock: a waiter that finds another's claim on a stale 
 Deno.test("./task without flock: a lock of a zombie (a ./task killed, its parent reaping nothing) is stale", async () => {
   const c = await checkout();
   const parent = new Deno.Command("/bin/sh", {
-    // The child ends at once; its parent becomes a `sleep`, which never reaps it.
-    args: ["-c", 'sh -c "echo \\$\\$" & exec sleep 60'],
+    // The child ends once its parent has become a `sleep`, which never reaps it. (It ended at
+    // once before: a shell may reap a child that ends before its exec, as bash does from its
+    // SIGCHLD handler, and where /bin/sh is bash the test waited for a zombie that never came.)
+    args: [
+      "-c",
+      `sh -c 'echo $$; i=0
+        until grep -q "^Name:[[:space:]]*sleep$" /proc/$PPID/status || [ $i -ge 1000 ]; do
+          sleep 0.01; i=$((i + 1))
+        done' & exec sleep 60`,
+    ],
     stdout: "piped",
   }).spawn();
   try {
