@@ -548,6 +548,9 @@ Deno.test("./task without flock: two waiters that find a lock stale at once take
   try {
     const path = await systemWithout(c, ["flock", "npm", "python3", "python", "cat"]);
     assert.equal((await task(c, ["build"], { path: `${path}:/usr/bin` })).code, 0);
+    // The waiters' `sleep 1` between looks, short: the second waits on the first's claim, then
+    // on its install (2 s of sleeps before).
+    Deno.writeTextFileSync(`${c.bin}/sleep`, "#!/bin/sh\nexec /bin/sleep 0.01\n", { mode: 0o755 });
     // A lock of a process that is gone.
     const gone = new Deno.Command("/bin/sh", { args: ["-c", "echo $$"], stdout: "piped" })
       .outputSync();
@@ -557,7 +560,9 @@ Deno.test("./task without flock: two waiters that find a lock stale at once take
     Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
     // A cat that holds the first two reads of the dead pid: the first until the second has
     // read it too (both waiters judged the lock stale), the second (3 s at most) until the lock
-    // names another pid (the first waiter took it), so that its waiter acts on what it read.
+    // names another pid (the first waiter took it), so that its waiter acts on what it read. (It
+    // returned once the pid was no longer the dead one: at the first's removal, before its take,
+    // so the second's removal, if any, removed nothing.)
     const barrier = `${c.base}/barrier`;
     Deno.writeTextFileSync(
       `${c.bin}/cat`,
@@ -571,7 +576,9 @@ case $1 in
       until [ -d "$FAKE_BARRIER.2" ] || [ $n -ge 500 ]; do /bin/sleep 0.01; n=$((n + 1)); done
     elif mkdir "$FAKE_BARRIER.2" 2>/dev/null; then
       echo "second read of the dead pid" >>"$FAKE_LOG"
-      until [ "$(/bin/cat "$1" 2>/dev/null)" != "$FAKE_DEAD" ] || [ $n -ge 300 ]; do /bin/sleep 0.01; n=$((n + 1)); done
+      until { p=$(/bin/cat "$1" 2>/dev/null) && [ -n "$p" ] && [ "$p" != "$FAKE_DEAD" ]; } || [ $n -ge 300 ]; do
+        /bin/sleep 0.01; n=$((n + 1))
+      done
     fi
   fi ;;
 esac
@@ -580,8 +587,18 @@ printf '%s\n' "$out"
       { mode: 0o755 },
     );
     c.reset();
-    const env = { FAKE_DEAD: dead, FAKE_BARRIER: barrier };
+    // The first to take the lock stays in its install until the other has acted on the pid it
+    // read: waited (the lock now names the first), or (before) removed the lock and installed
+    // as well. Else the first could finish before the other acted, and a removal of its lock
+    // went unseen.
+    const hold = `${c.base}/hold`;
+    const env = { FAKE_DEAD: dead, FAKE_BARRIER: barrier, FAKE_HOLD: hold };
     const [a, b] = [start(c, ["check"], { path, env }), start(c, ["demo"], { path, env })];
+    await until(
+      () => /waiting for another/.test(a.text() + b.text()) || installs(c).length >= 2,
+      () => `the second waiter's move: ${a.text()}\n${b.text()}`,
+    );
+    Deno.writeTextFileSync(`${hold}.go`, "");
     const [ra, rb] = [await a.done, await b.done];
     assert.equal(ra.code, 0, ra.text);
     assert.equal(rb.code, 0, rb.text);
