@@ -67,9 +67,9 @@ case $budget in
   ;;
 esac
 # Read as decimal: the shell's arithmetic took a leading 0 for octal ("09": dash's "Illegal
-# number", and set -e ended the run there, without its closing line) and more than 19 digits
-# overflowed it. One of more than 9 digits (31 years) is no bound at all: each stage still has
-# its 30 minutes at most.
+# number", and set -e ended the run there, without its closing line), and one past its 64-bit
+# integers (from 19 digits) ended it so too or made the deadline negative. One of more than 9
+# digits (31 years) is no bound at all: each stage still has its 30 minutes at most.
 budget=${budget#"${budget%%[!0]*}"}
 [ -n "$budget" ] || budget=0
 [ "${#budget}" -le 9 ] || budget=999999999
