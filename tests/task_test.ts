@@ -763,6 +763,41 @@ esac
   }
 });
 
+Deno.test("./task without flock: a second Ctrl-C as it gives up its lock at its exit still removes the lock", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
+    // The exit's removal of the lock (\`rm -rf <its own new lock> <the lock>\`) is interrupted by a
+    // Ctrl-C: its process group signalled, as a terminal does, before that rm removes anything.
+    // Before, the rm died of it, and the INT trap's \`exit\` ended ./task within its EXIT trap: the
+    // lock stayed (for the next run to remove as stale, or to wait 10 s on, had the rm removed
+    // only its pid).
+    Deno.writeTextFileSync(
+      `${c.bin}/rm`,
+      `#!/bin/sh
+case "$*" in
+*/.lock.new.*/.lock.d) echo "rm at exit" >>"$FAKE_LOG"; kill -s INT 0 ;;
+esac
+exec /bin/rm "$@"
+`,
+      { mode: 0o755 },
+    );
+    const hold = `${c.base}/hold`;
+    const run = start(c, ["build"], { path, env: { FAKE_HOLD: hold } });
+    await until(() => existsSync(`${hold}.started`), () => `its install: ${run.text()}`);
+    Deno.kill(-run.pid, "SIGINT"); // the first Ctrl-C: ./task and its npm
+    const r = await run.done;
+    assert.equal(r.code, 130, r.text);
+    assert.ok(c.calls().includes("rm at exit"), c.calls().join("\n"));
+    assert.deepEqual([...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).sort(), [
+      ".lock",
+      "deno",
+    ]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task without flock: a lock of another user's live process is not stale (kill -0's EPERM is no 'gone')", async () => {
   const c = await checkout();
   try {
