@@ -1860,14 +1860,20 @@ function errorName(e: Error): string {
 
 /**
  * An Error's message as it crosses (the rich record, the stand-in, `ownData`'s check): its
- * `String(message)`, "" where it has none (`undefined`), as `Error.prototype.toString` says and
- * structured clone copies it (node:v8 reads an own message only). A real Error given
- * `Object.prototype` or null (`isError`) without a message of its own (`new Error()`) has none:
- * it crossed saying "undefined".
+ * `String(message)`, "" where it has none (`undefined`, and not an own data property), as
+ * `Error.prototype.toString` says and structured clone copies it (node:v8 reads an own message
+ * only). A real Error given `Object.prototype` or null (`isError`) without a message of its own
+ * (`new Error()`) has none: it crossed saying "undefined". An own data `message` of `undefined`
+ * (`e.message = undefined`) is one: node:v8 and structured clone write `String` of it,
+ * "undefined", and so do these (read "" here, it crossed saying "" in the rich encoding and the
+ * stand-in, "undefined" where node:v8 alone copied it). Its descriptor is read only for
+ * `undefined`.
  */
 function errorMessage(e: Error): string {
   const message = e.message;
-  return message === undefined ? "" : String(message);
+  if (message !== undefined) return String(message);
+  const own = Object.getOwnPropertyDescriptor(e, "message");
+  return own !== undefined && "value" in own ? "undefined" : "";
 }
 
 /** What a cause that cannot be copied, or the part of one that cannot, says instead. */

@@ -2781,6 +2781,62 @@ Deno.test('a close cause that is a real Error given Object.prototype or null wit
   }
 });
 
+Deno.test("a close cause whose Error has an own message of undefined crosses saying \"undefined\", as structured clone and node:v8 copy it, in every encoding: alone, in the rich encoding, as its stand-in, as an AggregateError's or SuppressedError's Error, down a cause chain", () => {
+  // An own data `message` of undefined is a message: node:v8 writes `String` of it. Read as ""
+  // (`errorMessage` took it for none), it crossed saying "" in the rich encoding and the
+  // stand-in, and "undefined" where node:v8 alone copied it.
+  const cross = (cause: unknown) => {
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok);
+    return got.cause as Error;
+  };
+  const unset = (proto: object | null = Error.prototype) => {
+    const e = Object.setPrototypeOf(new Error("set"), proto) as Error;
+    (e as { message: unknown }).message = undefined;
+    return e;
+  };
+  for (const proto of [Error.prototype, Object.prototype, null]) {
+    const cases: [string, Error][] = [
+      ["as node:v8 copies it", unset(proto)],
+      ["in the rich encoding (an own field)", Object.assign(unset(proto), { code: 7 })],
+      // A DOMException's message is its class's getter: the chain goes as its stand-in.
+      ["as its stand-in", Object.assign(unset(proto), { cause: new DOMException("d") })],
+    ];
+    for (const [what, cause] of cases) {
+      const how = `${proto === null ? "null" : proto.constructor.name}, ${what}`;
+      assert.equal((structuredClone(cause) as Error).message, "undefined", how);
+      const got = cross(cause);
+      assert.ok(Error.isError(got), how);
+      assert.equal(got.message, "undefined", how);
+      assert.ok(Object.hasOwn(got, "message"), how);
+      // Down another Error's chain, and in an AggregateError's errors (the rich encoding).
+      const chain = cross(new Error("outer", { cause })).cause as Error;
+      assert.equal(chain.message, "undefined", `${how}, as a cause`);
+      const all = cross(new AggregateError([cause, unset(proto)], "all")) as AggregateError;
+      assert.deepEqual(all.errors.map((e: Error) => e.message), ["undefined", "undefined"], how);
+      if (typeof SuppressedError === "function") {
+        const both = cross(new SuppressedError(cause, unset(proto), "both")) as SuppressedError;
+        assert.equal((both.error as Error).message, "undefined", `${how}, error`);
+        assert.equal((both.suppressed as Error).message, "undefined", `${how}, suppressed`);
+      }
+    }
+  }
+  // A stand-in down a chain of Errors with no message of their own, or one of undefined.
+  const mixed = cross(
+    new Error("top", {
+      cause: Object.assign(unset(), {
+        cause: Object.assign(Object.setPrototypeOf(new Error(), null), {
+          cause: new DOMException("d", "AbortError"),
+        }),
+      }),
+    }),
+  );
+  const first = mixed.cause as Error;
+  assert.equal(first.message, "undefined");
+  assert.equal((first.cause as Error).message, "");
+  assert.equal(((first.cause as Error).cause as Error).message, "d");
+});
+
 Deno.test("a close cause that is a Proxy has its getPrototypeOf trap run no more often for being asked whether it is an Error: the packer reads it, as before", () => {
   // `encodeSized` asked `isError` (`instanceof`, the trap) before the packer read the
   // prototype again: once more per close for a Proxy of a plain object. Counted here: ownData's
