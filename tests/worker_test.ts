@@ -602,6 +602,7 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
       "cancelTimeout",
       "forged",
       "reprototyped",
+      "unsetMessage",
     ] as const
   ) {
     using input = new Channel<number>(4);
@@ -632,6 +633,9 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
       } else if (end === "reprototyped") {
         // A real Error given a null prototype: no Error to `instanceof`, one to the engine.
         input.close(Object.setPrototypeOf(new RangeError("real", { cause: { id: 1 } }), null));
+      } else if (end === "unsetMessage") {
+        // An own message of undefined, and a field of its own (the rich encoding).
+        input.close(Object.assign(new RangeError("set"), { message: undefined, code: 1 }));
       } else input.close(fn);
       const got = await within(report, workerStartMs, `the Worker's report (${end})`);
       if (end === "close") {
@@ -682,8 +686,9 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
         assert.equal(last.cause.message, "stopped");
         assert.deepEqual((last.cause as Error).cause, [2]);
       } else if (end === "forged" || end === "reprototyped") {
-        // What is an Error is the engine's answer, as structured clone's: the forged one
-        // crossed as an Error (named "Error", its `code` lost), the real one as `{}`.
+        // What is an Error is the engine's answer, as structured clone's: the forged one crosses
+        // as the plain object it is, the real one as an Error with its message and cause (before,
+        // the forged one crossed as an Error named "Error", its `code` lost, the real one as `{}`).
         assert.deepEqual(
           got,
           [1, {
@@ -695,6 +700,16 @@ Deno.test("a close or cancel cause crosses isolates; one that cannot be copied a
           }],
           end,
         );
+      } else if (end === "unsetMessage") {
+        // As structured clone and node:v8 copy it: `String(undefined)`. It said "" (the rich
+        // encoding's reading), where the same Error without the field said "undefined".
+        assert.deepEqual(got, [1, {
+          name: "RangeError",
+          message: "undefined",
+          cause: undefined,
+          cancellation: false,
+          timeout: false,
+        }]);
       } else if (end === "uncopyableCause") {
         // The Error crosses; only its cause, which cannot, is a string saying what it was.
         // Before, the whole failure stayed here and the Worker's loop ended as if complete.
