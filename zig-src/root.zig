@@ -8610,9 +8610,10 @@ test "C ABI: every direct call on a channel from inside its own undelivered hook
 
 test "C ABI: while a channel's hook runs, another thread's try-operations that would wait answer KC_EAGAIN at once, not after the hook" {
     // The hook holds its channel's lock. Its own thread's calls on the channel are refused
-    // (the test above); another thread's try-send on a full channel (or a rendezvous one with
-    // no receiver) and try-receive on an empty one need no lock: they answer from the flags at
-    // once. Session 42 closed those answers for the hook's time (the flags read "ready" and "not
+    // (the test above; here too, the same tries the hook makes where the flags say "would
+    // wait", which only the hook's mark tells from another thread's); another thread's
+    // try-send on a full channel (or a rendezvous one with no receiver) and try-receive on an
+    // empty one need no lock: they answer from the flags at once. Session 42 closed those answers for the hook's time (the flags read "ready" and "not
     // blocked"), so such a try waited for the hook's end: a slow hook stalled every other
     // thread's polling, a Deno event loop's among them. Here the hook waits until the test lets
     // it go, and a prober thread's tries must all end (KC_EAGAIN) while it still waits.
@@ -8632,8 +8633,15 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
         /// JavaScript caller reads them before it calls.
         var got: [7]i32 = @splat(1);
         var bytes: [2]u8 = .{ 9, 9 };
+        /// The same tries made by the hook's own thread, at the same moment: refused
+        /// (KC_EINVAL), as every call of that thread on the channel is, not the lock-free
+        /// KC_EAGAIN (or 0 from an `_n` call) that the flags give every other thread.
+        var own: [7]i32 = @splat(1);
+        var sends = false;
+        var receives = false;
 
         fn onX(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            tries(&own, sends, receives);
             inside.store(true, .release); // pairs with the test's acquire load
             // Longer than the test's own wait for the prober, so that a prober stuck on the
             // lock fails the test before this lets it through.
@@ -8649,20 +8657,25 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
             var v: u64 = 7;
             drop_rc = kc_chan_drop(x, &v, 8);
         }
-        fn prober(j: *test_wait.Joiner, sends: bool, receives: bool) void {
-            defer j.done();
+        /// Try-send, retry-send, try-send-n, send with KC_CHAN_TRY (where a send would wait);
+        /// try-receive, try-receive-n, receive with KC_CHAN_TRY (where a receive would).
+        fn tries(out: *[7]i32, s: bool, r: bool) void {
             var v: [4]u64 = @splat(3);
-            if (sends) {
-                got[0] = kc_chan_try_send(x, &v, 8);
-                got[1] = kc_chan_retry_send(x, &v, 8);
-                got[2] = kc_chan_try_send_n(x, &v, 8, 4);
-                got[3] = kc_chan_send(x, &v, 8, 0, 0, chan_try);
+            if (s) {
+                out[0] = kc_chan_try_send(x, &v, 8);
+                out[1] = kc_chan_retry_send(x, &v, 8);
+                out[2] = kc_chan_try_send_n(x, &v, 8, 4);
+                out[3] = kc_chan_send(x, &v, 8, 0, 0, chan_try);
             }
-            if (receives) {
-                got[4] = kc_chan_try_recv(x, &v, 8);
-                got[5] = kc_chan_try_recv_n(x, &v, 8, 4);
-                got[6] = kc_chan_recv(x, &v, 8, 0, 0, chan_try);
+            if (r) {
+                out[4] = kc_chan_try_recv(x, &v, 8);
+                out[5] = kc_chan_try_recv_n(x, &v, 8, 4);
+                out[6] = kc_chan_recv(x, &v, 8, 0, 0, chan_try);
             }
+        }
+        fn prober(j: *test_wait.Joiner, s: bool, r: bool) void {
+            defer j.done();
+            tries(&got, s, r);
             bytes = .{ kc_chan_blocked_flag(x).?.*, kc_chan_ready_flag(x, null).?.* };
         }
     };
@@ -8698,6 +8711,9 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
         S.hook_timed_out = false;
         S.drop_rc = 9;
         S.got = @splat(1);
+        S.own = @splat(1);
+        S.sends = c.sends;
+        S.receives = c.receives;
         S.bytes = .{ 9, 9 };
         var jd: test_wait.Joiner = .{};
         const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
@@ -8731,6 +8747,11 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
         const r: i32 = if (c.receives) again else 1;
         const rn: i32 = if (c.receives) 0 else 1;
         try testing.expectEqualSlices(i32, &.{ s, s, sn, s, r, rn, r }, &S.got);
+        // The hook's own thread, where the same flags say "would wait": refused, each call.
+        const inv = Status.invalid.code();
+        const os: i32 = if (c.sends) inv else 1;
+        const or_: i32 = if (c.receives) inv else 1;
+        try testing.expectEqualSlices(i32, &.{ os, os, os, os, or_, or_, or_ }, &S.own);
         // What JavaScript reads before it calls: "a send would wait" where it would, "nothing
         // to receive" where so (it then answers with no call).
         try testing.expectEqual(@intFromBool(c.sends), S.bytes[0]);
