@@ -1244,6 +1244,60 @@ Deno.test("a next() a hook calls while the one pending next() is made settles af
   assert.deepEqual(order, ["first value 5", "second value 6"]);
 });
 
+Deno.test("in a native hook on its own channel, trySend and tryReceive of a mapped channel answer full and empty from its bytes, where a call is refused", () => {
+  // A hook set natively (kc_chan_on_undelivered, here a Deno.UnsafeCallback) runs on the thread
+  // of the call that dropped the value, with the channel locked: every call on the channel from
+  // it is refused (KC_EINVAL; README, "Hooks and metrics"). TypeScript answers a try that the
+  // mapped bytes say would wait without a call, also there: the bytes are as the last unlock
+  // left them, the hook's time changes none of them, so that another isolate polling the
+  // channel gets its answer at once. Before, the hook's time set them to "a receive may succeed"
+  // and "a send need not wait": these tries made the call, which refused them, and another
+  // isolate's waited for the hook's end.
+  const sym = librarySymbols(library(), "test");
+  const elem = new Float64Array([7]);
+  const p = Deno.UnsafePointer.of(elem);
+  for (const full of [true, false]) {
+    using ch = new Channel<number>(1, { codec: codecs.f64 });
+    const h = ch.share().handle;
+    // Past the uses after which the channel maps its bytes (`MAP_AFTER`).
+    for (let i = 0; i < 40; i++) {
+      assert.equal(ch.trySend(i).state, "ok");
+      assert.equal(ch.tryReceive().state, "ok");
+    }
+    // A failed try under the lock sets the byte that later ones answer from.
+    if (full) {
+      assert.equal(ch.trySend(1).state, "ok");
+      assert.equal(sym.kc_chan_try_send(h, p, 8), Status.EAGAIN);
+    } else assert.equal(sym.kc_chan_try_recv(h, p, 8), Status.EAGAIN);
+    const seen: unknown[] = [];
+    const hook = new Deno.UnsafeCallback(
+      { parameters: ["pointer", "pointer"], result: "void" },
+      () => {
+        // Caught here: a throw out of the callback would cross the native frames below it.
+        try {
+          seen.push(full ? ch.trySend(2).state : ch.tryReceive().state);
+        } catch (e) {
+          seen.push(e);
+        }
+        seen.push(full ? sym.kc_chan_try_send(h, p, 8) : sym.kc_chan_try_recv(h, p, 8));
+      },
+    );
+    try {
+      assert.equal(sym.kc_chan_on_undelivered(h, hook.pointer, null), 0);
+      assert.equal(sym.kc_chan_drop(h, p, 8), 1);
+    } finally {
+      // Cleared before the callback is closed, also after a failure: the dispose drops the
+      // buffered value to the hook set then.
+      assert.equal(sym.kc_chan_on_undelivered(h, null, null), 0);
+      hook.close();
+    }
+    assert.deepEqual(seen, [full ? "full" : "empty", Status.EINVAL]);
+    // The channel as it was: the buffered value there, or nothing.
+    const r = ch.tryReceive();
+    assert.deepEqual(r, full ? { state: "ok", value: 1 } : { state: "empty" });
+  }
+});
+
 Deno.test("a next() a hook calls inside a next() a hook called inside the one pending next() settles after both, and the iterator runs on as a loop's after", async () => {
   // Two deep: the first next() (made outside a FIFO) runs the hook, which keeps another value
   // and calls next(); that second one's receive runs the hook again, which calls a third. Each
