@@ -66,7 +66,7 @@ function showWith(inspect: (v: unknown, o: unknown) => unknown, v: unknown, opti
   } catch {
     // the value's own printing threw (its stack is not shown): by hand below
   }
-  return cutPrint(showByHand(v));
+  return cutByHand(v);
 }
 
 /**
@@ -84,29 +84,42 @@ function boundedBigint(v: unknown): string | undefined {
 /**
  * `text` as it is up to 4096 characters (`cutShort`), else its first 64, an ellipsis and its
  * length, `"ssss"… (a print of 10031 characters)`: where the cut falls inside a quoted string (as
- * Deno quotes one: `"`, `'` or a backtick, after a space, a bracket or the start), the quote is
+ * Deno quotes one, `opensString`; in `json`, the hand print's JSON, at any `"`), the quote is
  * closed first, an escape the cut splits (`\x1`) left out. Before, the quote was left open:
  * `"ssss… (a print of 10031 characters) }` read as if the ellipsis and the rest were the string's.
  */
-function cutPrint(text: string): string {
+function cutPrint(text: string, json = false): string {
   const cut = cutShort(text, "print");
   if (cut === text) return text;
   const head = headOf(text);
-  return closeQuote(head) + cut.slice(head.length);
+  return closeQuote(head, json) + cut.slice(head.length);
 }
 
 /**
- * `head` (the start of a print by Deno's inspect) with the quoted string it ends inside closed:
- * its quote appended, after an escape left out that the end split. A quote opens a string where
- * Deno's would (`opensString`); one inside a name (`Symbol(a"b)`, `[Function: a "b]`) opens none.
+ * The hand print (`showByHand`) cut as `cutPrint` cuts: its JSON's strings open at every `"`
+ * outside one (JSON quotes nothing else, and escapes its own), and its other prints (a function's
+ * tag, a symbol, `[object Tag]`) hold no string, whatever quotes their names hold.
  */
-function closeQuote(head: string): string {
+function cutByHand(v: unknown): string {
+  const [text, json] = handPrint(v);
+  return json ? cutPrint(text, true) : cutShort(text, "print");
+}
+
+/**
+ * `head` (the start of a print by Deno's inspect, or of JSON: `json`) with the quoted string it
+ * ends inside closed: its quote appended, after an escape left out that the end split. A quote
+ * opens a string where Deno's would (`opensString`); one inside a name (`Symbol(a"b)`,
+ * `[Function: a "b]`) or a regular expression (`/[,"]/`) opens none.
+ */
+function closeQuote(head: string, json: boolean): string {
   let quote = ""; // the open string's quote, "" outside one
   let escape = -1; // where the open string's last escape began
   for (let i = 0; i < head.length; i++) {
     const c = head[i];
     if (quote === "") {
-      if ((c === '"' || c === "'" || c === "`") && opensString(head, i)) quote = c;
+      if (json ? c === '"' : (c === '"' || c === "'" || c === "`") && opensString(head, i)) {
+        quote = c;
+      }
     } else if (c === "\\") {
       escape = i;
       i += escapeLength(head, i) - 1;
@@ -120,18 +133,18 @@ function closeQuote(head: string): string {
 
 /**
  * Whether the quote at `head[i]` opens a string where Deno prints one, a value or a key: at the
- * start, just after an opening bracket, `,` or `:` (as JSON prints one: the hand print,
- * `showByHand`), or after spaces that follow the start, a line break (an indented key or value),
- * an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>` (`=>`). Before, after any white
- * space or an opening bracket: a symbol key `Symbol(a "b)` opened one there, which the next
- * string's opening quote closed, and a JSON string after `:` or `,` opened none, so the string the
- * cut fell in was left open. A name whose own text reads so (a symbol's description `a: "b`,
- * `"b`) still opens one: a heuristic.
+ * start, just after a line break, or after spaces that follow the start, a line break (an
+ * indented key or value), an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>`
+ * (`=>`): Deno prints a space after each of those before a value. Not just after a bracket, `,`
+ * or `:`, as nothing Deno prints puts a string there but a name's or a regular expression's own
+ * text (`[Function: a,"b]`, `/[,"]/`): before, such a quote opened a string there, which the
+ * next string's opening quote closed, so the string the cut fell in was left open. A name whose
+ * own text reads so (a symbol's description `a: "b`, `"b`) still opens one: a heuristic.
  */
 function opensString(head: string, i: number): boolean {
   let j = i - 1;
-  if (j < 0 || "[({,:".includes(head[j])) return true;
-  if (head[j] !== " " && head[j] !== "\n") return false;
+  if (j < 0 || head[j] === "\n") return true;
+  if (head[j] !== " ") return false;
   while (j >= 0 && head[j] === " ") j--;
   return j < 0 || "\n[({,:>".includes(head[j]);
 }
@@ -179,7 +192,7 @@ function showPlain(v: unknown): string {
       // A getter or a Proxy trap of the caller's threw, or the text is past the engine's limit.
     }
   }
-  return cutPrint(showByHand(v));
+  return cutByHand(v);
 }
 
 /**
@@ -192,24 +205,30 @@ function showPlain(v: unknown): string {
  * reading that tag throws too (a getter or a Proxy trap of the caller's), `[object]`.
  */
 export function showByHand(v: unknown): string {
+  return handPrint(v)[0];
+}
+
+/** `showByHand`'s print, and whether it is JSON (else it holds no string: `cutByHand`). */
+function handPrint(v: unknown): [text: string, json: boolean] {
   // Nothing of a revoked Proxy can be read (Deno's inspect throws on it): named as what it is.
   // Before, `[object]` (its tag's read threw), or `[Function (anonymous)]` for a function's.
   if ((typeof v === "object" && v !== null || typeof v === "function") && isRevoked(v)) {
-    return "[revoked Proxy]";
+    return ["[revoked Proxy]", false];
   }
-  if (typeof v === "function") return functionTag(v);
+  if (typeof v === "function") return [functionTag(v), false];
   // As Deno prints them: JSON has no text for NaN and the infinities (`null`), nor for -0 (`0`).
-  if (typeof v === "number") return Object.is(v, -0) ? "-0" : String(v);
-  if (typeof v === "bigint") return `${v}n`;
-  if (typeof v === "symbol" || v === undefined) return String(v);
+  if (typeof v === "number") return [Object.is(v, -0) ? "-0" : String(v), false];
+  if (typeof v === "bigint") return [`${v}n`, false];
+  if (typeof v === "symbol" || v === undefined) return [String(v), false];
   // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
   try {
-    return JSON.stringify(v) ?? Object.prototype.toString.call(v);
+    const json = JSON.stringify(v);
+    return json === undefined ? [Object.prototype.toString.call(v), false] : [json, true];
   } catch {
     try {
-      return Object.prototype.toString.call(v);
+      return [Object.prototype.toString.call(v), false];
     } catch {
-      return "[object]"; // a Proxy whose Symbol.toStringTag trap throws
+      return ["[object]", false]; // a Proxy whose Symbol.toStringTag trap throws
     }
   }
 }

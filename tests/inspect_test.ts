@@ -990,6 +990,7 @@ Deno.test("a fact whose printing throws inside Deno's inspect (a revoked Proxy, 
 Deno.test("a print cut inside a quoted string closes its quote before the ellipsis, an escape the cut splits left out", () => {
   // Before, the quote was left open: `"ssss… (a print of 10027 characters) }`, the ellipsis and
   // the rest read as the string's.
+  const named = (name: string) => Object.defineProperty(() => {}, "name", { value: name });
   const rows: [string, unknown, string][] = [
     ["a string", "s".repeat(20_000), `"${"s".repeat(63)}"… (a print of 10027 characters)`],
     [
@@ -1032,6 +1033,24 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
       `[\n  [String: "s"],\n  Map(1) {\n    "k" => {\n      "a b": "yyyyyyy"… (a print of 5070`,
     ],
     [
+      // Deno prints a space after `,` and `:` before a value: a quote just after one is a name's
+      // or a regular expression's own. Before, it opened a string there, which the value's
+      // opening quote closed: the value's string was left open.
+      "a quote just after `,` in a regular expression",
+      { re: /[,"]/, s: "x".repeat(5000) },
+      `{\n  re: /[,"]/,\n  s: "${"x".repeat(42)}"… (a print of 5025 characters)`,
+    ],
+    [
+      "a quote just after `:` in a regular expression",
+      [/a:"/, "x".repeat(5000)],
+      `[\n  /a:"/,\n  "${"x".repeat(50)}"… (a print of 5017 characters)`,
+    ],
+    [
+      "a quote just after `,` in a function's name",
+      [named('a,"b'), "x".repeat(5000)],
+      `[\n  [Function: a,"b],\n  "${"x".repeat(39)}"… (a print of 5028 characters)`,
+    ],
+    [
       "no string open at the cut",
       { [Symbol("q".repeat(5000))]: 1 },
       `{\n  Symbol(${"q".repeat(53)}… (a print of 5017 characters) }`,
@@ -1064,6 +1083,17 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
       "a key",
       { c: throwing, ["k".repeat(5000)]: 1 },
       `{"c":{},"${"k".repeat(55)}"… (a print of 5013 characters) }`,
+    ],
+    [
+      // No JSON (its toJSON answers none): its tag, which holds no string whatever its quotes.
+      // Before, the quote after `,` opened one, closed before the ellipsis: `[object T,"yy"…`.
+      "a tag",
+      {
+        toJSON: () => undefined,
+        [Symbol.toStringTag]: 'T,"' + "y".repeat(5000),
+        [Symbol.for("Deno.customInspect")]: throwing[Symbol.for("Deno.customInspect")],
+      },
+      `[object T,"${"y".repeat(53)}… (a print of 5012 characters) }`,
     ],
   ];
   for (const [label, value, printed] of byHand) {
