@@ -1033,6 +1033,13 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
       `[\n  [String: "s"],\n  Map(1) {\n    "k" => {\n      "a b": "yyyyyyy"… (a print of 5070`,
     ],
     [
+      // Deno prints a string with line breaks in it as quoted lines joined by ` +`, each after a
+      // line break and its indent.
+      "a multi-line string in a Set, cut in its last line",
+      new Set(["a\nb\n" + "z".repeat(5000)]),
+      `Set(1) {\n  "a\\n" +\n    "b\\n" +\n    "${"z".repeat(28)}"… (a print of 5039 characters)`,
+    ],
+    [
       // Deno prints a space after `,` and `:` before a value: a quote just after one is a name's
       // or a regular expression's own. Before, it opened a string there, which the value's
       // opening quote closed: the value's string was left open.
