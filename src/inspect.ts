@@ -133,17 +133,19 @@ function closeQuote(head: string, json: boolean): string {
 
 /**
  * Whether the quote at `head[i]` opens a string where Deno prints one, a value or a key: at the
- * start, just after a line break, or after spaces that follow the start, a line break (an
- * indented key or value), an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>`
- * (`=>`): Deno prints a space after each of those before a value. Not just after a bracket, `,`
- * or `:`, as nothing Deno prints puts a string there but a name's or a regular expression's own
- * text (`[Function: a,"b]`, `/[,"]/`): before, such a quote opened a string there, which the
- * next string's opening quote closed, so the string the cut fell in was left open. A name whose
- * own text reads so (a symbol's description `a: "b`, `"b`) still opens one: a heuristic.
+ * start, just after a line break or a symbol's `Symbol(` (Deno quotes a description that is no
+ * name: `Symbol("a b")`), or after spaces that follow the start, a line break (an indented key or
+ * value), an opening bracket, or one of `,`, `:` (`[String: "s"]`) and `>` (`=>`): Deno prints a
+ * space after each of those before a value. Not just after another bracket, `,` or `:`, as
+ * nothing Deno prints puts a string there but a name's or a regular expression's own text
+ * (`[Function: a,"b]`, `/[,"]/`, `[Function: f("b]`): before, such a quote opened a string there,
+ * which the next string's opening quote closed, so the string the cut fell in was left open. A
+ * name whose own text reads so (a symbol key's description `a: "b`, `"b`) still opens one: a
+ * heuristic.
  */
 function opensString(head: string, i: number): boolean {
   let j = i - 1;
-  if (j < 0 || head[j] === "\n") return true;
+  if (j < 0 || head[j] === "\n" || (i >= 7 && head.slice(i - 7, i) === "Symbol(")) return true;
   if (head[j] !== " ") return false;
   while (j >= 0 && head[j] === " ") j--;
   return j < 0 || "\n[({,:>".includes(head[j]);

@@ -1058,6 +1058,19 @@ Deno.test("a print cut inside a quoted string closes its quote before the ellips
       `[\n  [Function: a,"b],\n  "${"x".repeat(39)}"… (a print of 5028 characters)`,
     ],
     [
+      // Deno quotes a symbol's description that is no name, just after `Symbol(`: taken for
+      // none, its closing quote (after `, `) opened one.
+      "a symbol with a quoted description",
+      [Symbol("a, "), "x".repeat(5000)],
+      `[\n  Symbol("a, "),\n  "${"x".repeat(42)}"… (a print of 5025 characters)`,
+    ],
+    [
+      // A quote just after `(` but `Symbol(`'s is a name's own.
+      "a quote just after `(` in a function's name",
+      [named('f("b'), "x".repeat(5000)],
+      `[\n  [Function: f("b],\n  "${"x".repeat(39)}"… (a print of 5028 characters)`,
+    ],
+    [
       "no string open at the cut",
       { [Symbol("q".repeat(5000))]: 1 },
       `{\n  Symbol(${"q".repeat(53)}… (a print of 5017 characters) }`,
