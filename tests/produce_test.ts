@@ -6487,6 +6487,51 @@ Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own laun
   assert.deepEqual(log, [1, 2]);
 });
 
+Deno.test("produce and actor on kcoro's own scope take the Job its own launch returned without reading its `cancel` or `invokeOnCompletion` through the job's prototype: a throwing getter or a non-function there changes nothing", async () => {
+  // Before, launchChecked looked at the launched Job's `invokeOnCompletion` and `cancel` through
+  // its prototype (the check for a Job of a caller's own launch) after Coroutine's own launch:
+  // a getter redefined there that threw made produce() and actor() throw it, and one redefined
+  // as no function refused kcoro's own Job ("scope.launch must return a Job, received a Job").
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  for (const name of ["cancel", "invokeOnCompletion"]) {
+    for (const kind of ["a throwing getter", "no function"]) {
+      const label = `${name} as ${kind}`;
+      const desc = Object.getOwnPropertyDescriptor(proto, name)!;
+      const log: unknown[] = [];
+      let reads = 0;
+      try {
+        Object.defineProperty(
+          proto,
+          name,
+          kind === "no function" ? { configurable: true, writable: true, value: 5 } : {
+            configurable: true,
+            get() {
+              reads++;
+              throw new Error(`the ${name} getter redefined on JobSupport.prototype ran`);
+            },
+          },
+        );
+        await coroutineScope(async (scope) => {
+          const out = produce<number>(scope, async (ch) => {
+            await ch.send(1);
+          });
+          for await (const v of out) log.push(v);
+          const a = actor<number>(scope, async (mailbox) => {
+            for await (const m of mailbox) log.push(m);
+          });
+          await a.send(2);
+          a.close();
+          await within(a.job.join(), 10_000, `${label}: the actor to end`);
+        });
+      } finally {
+        Object.defineProperty(proto, name, desc);
+      }
+      assert.equal(reads, 0, label);
+      assert.deepEqual(log, [1, 2], label);
+    }
+  }
+});
+
 Deno.test("actor: a lazy actor's first send or trySend of an object copies it once (its getters run once, as a started actor's do); a function is still refused before the start, an object only its copy refuses after it", async () => {
   // Before, the first send of a lazy actor checked the message by copying it (the codec's
   // check, for the CodecError before the start), then the send copied it again: a getter of
