@@ -303,8 +303,8 @@ class Builder implements SelectBuilder<unknown> {
     // refused, as Kotlin's onAwait is Deferred's only (onJoin waits for a Job). Before, the clause
     // fired with undefined once the job completed.
     if (
-      !isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function" ||
-      isResultlessJob(deferred)
+      !isJob(deferred) || isResultlessJob(deferred) ||
+      (!isKcoroJob(deferred) && typeof (deferred as Deferred<T>).await !== "function")
     ) {
       throw new TypeError(`Cannot ${op}: expected a Deferred, received ${describe(deferred)}`);
     }
@@ -342,6 +342,11 @@ refuseAsValue(
 );
 
 function isJob(x: unknown): x is Job {
+  // kcoro's own Job by its brand: its members are not looked at through its prototype, where a
+  // caller may have redefined them (its clause runs JobSupport's own: `startJob`). Before, a
+  // getter redefined there that threw came out of onJoin and onAwait, and one redefined as no
+  // function refused kcoro's own Job ("expected a Job, received a CompletableDeferred").
+  if (isKcoroJob(x)) return true;
   // A revoked Proxy is none (refused by name): reading it threw the engine's bare error.
   return x !== null && typeof x === "object" && !isRevoked(x) &&
     typeof (x as Job).invokeOnCompletion === "function" && typeof (x as Job).start === "function";

@@ -3435,7 +3435,6 @@ Deno.test("select encodes and decodes a native channel's values by its own codec
   assert.deepEqual(reads, []);
 });
 
-// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
 Deno.test("select's onJoin and onAwait start a kcoro job, read its state, wait for it and take its result by JobSupport's own members, not ones a caller redefined on a job's prototype; a Job of the caller's own by its own", async () => {
   // Before, each clause ran `job.start()` and `job.invokeOnCompletion(...)`, the prototype's at
   // that call: a redefinition rejected the select with what it threw.
@@ -3489,4 +3488,46 @@ Deno.test("onJoin on a job that reads final with its handlers still waiting (end
   assert.deepEqual(log, ["join", "select"]);
 });
 
+Deno.test("onJoin and onAwait take a kcoro job without looking at its start, invokeOnCompletion or await through its prototype: a throwing getter or a non-function there changes nothing", async () => {
+  // Before, the builder's check for a Job read those members through the job's prototype, the
+  // check meant for a Job of the caller's own: a getter redefined there that threw came out of
+  // onJoin and onAwait, and one redefined as no function refused kcoro's own job ("expected a Job,
+  // received a CompletableDeferred"), though the clause runs JobSupport's own members.
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  for (const name of ["start", "invokeOnCompletion", "await"]) {
+    for (const kind of ["a throwing getter", "no function"]) {
+      const label = `${name} as ${kind}`;
+      const desc = Object.getOwnPropertyDescriptor(proto, name)!;
+      const done = new CompletableDeferred<number>();
+      done.complete(7);
+      const later = new CompletableDeferred<number>();
+      let reads = 0;
+      let got: unknown[];
+      try {
+        Object.defineProperty(
+          proto,
+          name,
+          kind === "no function" ? { configurable: true, writable: true, value: 5 } : {
+            configurable: true,
+            get() {
+              reads++;
+              throw new Error(`the ${name} getter redefined on JobSupport.prototype ran`);
+            },
+          },
+        );
+        const joined = await select<unknown>((s) => s.onJoin(done, () => "joined"));
+        const awaited = await select<unknown>((s) => s.onAwait(done, (v) => v));
+        const waiting = select<unknown>((s) => s.onAwait(later, (v) => `later ${v}`));
+        later.complete(8);
+        got = [joined, awaited, await waiting];
+      } finally {
+        Object.defineProperty(proto, name, desc);
+      }
+      assert.equal(reads, 0, label);
+      assert.deepEqual(got, ["joined", 7, "later 8"], label);
+    }
+  }
+});
+
+// runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
