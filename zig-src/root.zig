@@ -15141,8 +15141,15 @@ test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own t
         fn onDrop(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
             // Monotonic: a count; the test reads `rc` with acquire after it.
             if (calls.fetchAdd(1, .monotonic) != 0) return; // the first drop only
+            // The first drop comes at the second tick, 2 ms after the pipe's start, and the
+            // test thread stores the id only once kc_chan_pipe_metrics returned: a slow machine
+            // (qemu, a loaded host) ran this first and stopped id 0, KC_EBADH. Wait for it
+            // (bounded: a stop of 0 then fails the test as before, not a hang).
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the pipe's id");
+            // Acquire: pairs with the test's release store of the id.
+            while (id.load(.acquire) == 0) d.wait() catch break;
             // Release: pairs with the test's acquire load.
-            rc.store(kc_chan_pipe_stop(id.load(.monotonic)), .release);
+            rc.store(kc_chan_pipe_stop(id.load(.acquire)), .release);
         }
     };
     S.id.store(0, .monotonic);
@@ -15156,11 +15163,21 @@ test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own t
     try testing.expectEqual(@as(i32, 0), kc_chan_create(metrics_words * 8, 1, 0, chan_conflated, &dst));
     try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(dst, S.onDrop, null));
     var id: u32 = 0;
-    // Stored before the first drop can read it: the second tick's, an interval after the
-    // first (a hook that read 0 would get KC_EBADH, a failure below, not a hang).
+    // The hook waits for it: the first drop may come before this thread stores it.
     try testing.expectEqual(@as(i32, 0), kc_chan_pipe_metrics(src, dst, std.time.ns_per_ms, &id));
-    S.id.store(id, .monotonic);
-    const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
+    // Release: pairs with the hook's acquire loads.
+    S.id.store(id, .release);
+    // A failure below once the hook has returned (its stop did not end the pipe) stops the
+    // pipe and destroys both channels: a pipe left ticking into a counted channel kept the
+    // shared clock read every millisecond, and the clock tests run later in this binary wait
+    // for its ticker to end idle (they failed after this test did, under qemu). Not while
+    // the hook has not returned: the stop and the destroys would wait for its tick.
+    errdefer if (S.rc.load(.acquire) != 9) {
+        _ = kc_chan_pipe_stop(id);
+        _ = kc_chan_destroy(dst);
+        _ = kc_chan_destroy(src);
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's stop");
     // Acquire: pairs with the hook's release store.
     while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
     try testing.expectEqual(@as(i32, 0), S.rc.load(.acquire));
@@ -15252,7 +15269,7 @@ test "C ABI: kc_chan_pipe_stop from the undelivered hook of the pipe's source (o
         S.id.store(id, .monotonic); // before the drop below (the thread's start orders it)
         var j: test_wait.Joiner = .{};
         const t = try std.Thread.spawn(.{}, S.dropper, .{&j});
-        const d = test_wait.Deadline.in(2 * std.time.ns_per_s, "the hook's stop");
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the hook's stop");
         // Acquire: pairs with the hook's release store.
         while (S.rc.load(.acquire) == 9 and !d.passed()) std.Thread.yield() catch {};
         if (S.rc.load(.acquire) == 9) {
