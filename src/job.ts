@@ -1327,9 +1327,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `#cancelDown`'s walk from where it is, `phase` of job `j` (`WALK_ENTER`: its signal to abort,
    * then its children to walk; `WALK_NEXT`: its children from its `#walk` on; `WALK_FINISH`: its
    * finish; `WALK_POP`: none, the next level of `stack`), then the levels of `stack` (each job
-   * and its CancellationError; the child it goes on with is the job's `#walk`). An engine error
-   * out of the caller's code it runs (an abort's dispatch, a finish's report), or out of a call
-   * the stack had no room for, is thrown on, the rest of the walk kept for a microtask
+   * and its CancellationError; the child it goes on with is the job's `#walk`). A finish's throw
+   * (a `reportError` that throws) lets the walk go on, thrown once it is done. An engine error
+   * out of the caller's code it runs (an abort's dispatch), or out of a call the stack had no
+   * room for, is thrown on, the rest of the walk kept for a microtask
    * (`stoppedWalks`, `#runStopped`) from the phase it stopped in: an abort or a finish already
    * done is a no-op the second time, and a child the walk had not marked yet is looked at again.
    */
@@ -1338,6 +1339,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     stack: (JobSupport<unknown> | CancellationError)[] | null,
     phase: number,
   ): void {
+    // The first throw out of a finish (a `reportError` that throws, on the report of a child's
+    // handler's exception, or of its failure), thrown once the walk is done.
+    let finishThrown: { error: unknown } | null = null;
     try {
       let ce!: CancellationError;
       let c: JobSupport<unknown> | null = null;
@@ -1353,10 +1357,24 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           phase = WALK_CHILDREN;
         } else if (phase === WALK_FINISH) {
           j!.#walk = null;
-          j!.#tryFinalize();
           phase = WALK_POP;
+          try {
+            j!.#tryFinalize();
+          } catch (e) {
+            // The walk goes on at once: the job and those it let finish are final by then (the
+            // rest of the tree is not the finish's to stop). Before, the rest waited for a
+            // microtask, the siblings after it still active when the cancel returned. Tried
+            // again a microtask later too (a no-op once final), should the call itself have
+            // overflowed; an overflow goes on to stop the walk at its next call anyway.
+            const at = stoppedWalks.length;
+            stoppedWalks[at] = j;
+            stoppedWalks[at + 1] = null;
+            stoppedWalks[at + 2] = WALK_FINISH;
+            if (finishThrown === null) finishThrown = { error: e };
+            else keepLater(finishThrown.error, e);
+          }
         } else if (phase === WALK_POP) {
-          if (stack === null || stack.length === 0) return;
+          if (stack === null || stack.length === 0) break;
           ce = stack.pop() as CancellationError;
           j = stack.pop() as JobSupport<unknown>;
           c = j.#walk;
@@ -1381,6 +1399,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           phase = WALK_ENTER;
         }
       }
+      if (finishThrown !== null) throw finishThrown.error; // the walk is done: nothing kept
     } catch (e) {
       // The rest of the walk, kept for a microtask (`#runStopped`): the stack here may be as full
       // as where the abort overflowed, so no call is made but the queueing, which `#cancelWith`
@@ -1402,6 +1421,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             // too deep even for that: `#cancelWith` tries again
           }
         }
+      }
+      if (finishThrown !== null && finishThrown.error !== e) {
+        // A finish threw first: it is thrown on, the engine error kept in its `suppressed`.
+        stoppedBy = finishThrown.error;
+        try {
+          keepLater(finishThrown.error, e);
+        } catch {
+          // no room for the call: dropped
+        }
+        throw finishThrown.error;
       }
       throw e;
     }
@@ -1443,6 +1472,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         JobSupport.#walkDown(j, stack, phase);
       } catch (e) {
+        stoppedBy = undefined; // dealt with here: not held on to
         try {
           reportUncaught(e);
         } catch {

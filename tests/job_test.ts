@@ -2945,29 +2945,39 @@ Deno.test("an engine error out of a job's abort (a stack overflow in the dispatc
   }
 });
 
-Deno.test("a reportError that throws out of a child's handlers during a cancel's walk leaves no sibling uncancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
+Deno.test("a reportError that throws out of a child's handlers during a cancel's walk leaves no sibling uncancelled: thrown to the canceller once the walk is done", () => {
   // p ── a (its handler throws; reportError, replaced, throws on that report)
-  //   └─ b
+  //   └─ b ── b1 (its handler throws too: kept in the first throw's `suppressed`)
+  //   └─ c
   // Before, the throw left the walk at a's finish for good: b was never cancelled, and p stayed
-  // `cancelling`.
+  // `cancelling`; then the rest of the walk waited for a microtask, b and c still active when
+  // the cancel returned, and b1's throw went to the microtask's report.
   const p = new CompletableDeferred<void>();
   const a = new CompletableDeferred<void>({ parent: p });
   const b = new CompletableDeferred<void>({ parent: p });
+  const b1 = new CompletableDeferred<void>({ parent: b });
+  const c = new CompletableDeferred<void>({ parent: p });
   a.invokeOnCompletion(() => {
     throw new Error("a's handler");
   });
+  b1.invokeOnCompletion(() => {
+    throw new Error("b1's handler");
+  });
   const report = globalThis.reportError;
   const broken = new Error("reportError throws");
+  const later = new Error("reportError throws again");
+  let calls = 0;
   globalThis.reportError = () => {
-    throw broken;
+    throw calls++ === 0 ? broken : later;
   };
   try {
     assert.throws(() => p.cancel(), (e) => e === broken);
   } finally {
     globalThis.reportError = report;
   }
-  assert.equal(a.state, "cancelled");
-  await until(() => p.state === "cancelled", "p to finish");
-  assert.equal(b.state, "cancelled");
-  assert.ok(b.signal.aborted);
+  for (const j of [p, a, b, b1, c]) {
+    assert.equal(j.state, "cancelled", `${j} cancelled when the cancel returns`);
+    assert.ok(j.signal.aborted);
+  }
+  assert.deepEqual((broken as Error & { suppressed?: unknown[] }).suppressed, [later]);
 });
