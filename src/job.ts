@@ -669,8 +669,9 @@ function suppressInto(first: unknown, later: unknown): boolean {
 }
 
 /**
- * A second throw out of a job's finish (a `reportError` that throws again, on the next report)
- * after `first`, which is thrown on: kept in `first`'s `suppressed` (`suppressInto`), as the
+ * A second throw out of a job's finish (a `reportError` that throws again, on the next report),
+ * or out of the handlers run after it (a drain's, a pull's, a cancel's walk), after `first`,
+ * which is thrown on: kept in `first`'s `suppressed` (`suppressInto`), as the
  * README's rule for a failure after the first, else dropped. Reporting it would go to the
  * `reportError` that threw it, which is the caller's own to mend: `first` reaches the caller.
  */
@@ -1246,8 +1247,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             // reported, not thrown. The failure still goes on up, as Kotlin's cancelParent
             // follows notifyCancelling; stopping here left the parents active and the failure,
             // marked handled, lost (its scope completed as if the child had not failed). Thrown
-            // on once the path is done.
-            thrown ??= { error: e };
+            // on once the path is done. (So does a `reportError` that throws on a finish's report,
+            // which the walk throws once it is done.)
+            //
             // Thrown before the walk began (the call itself overflowed: the cancel started with
             // the stack all but full), so the walk kept nothing: j, `cancelling` now, is kept
             // here to be walked a microtask later, held until then (`#walkDown`).
@@ -1259,6 +1261,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
               j.#leaving++;
             }
             stoppedBy = undefined;
+            // The first is thrown on, a later walk's kept in its `suppressed`: before, dropped.
+            if (thrown === null) thrown = { error: e };
+            else keepLater(thrown.error, e);
           }
         }
         if (!up) break;
@@ -1623,12 +1628,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         JobSupport.#drainLeaves();
       } catch (e) {
-        thrown ??= { error: e };
+        // A later throw is kept in the first's `suppressed` (`keepLater`): before, dropped.
+        if (thrown === null) thrown = { error: e };
+        else keepLater(thrown.error, e);
       }
     }
     if (pulledThrow !== null && !draining) {
-      thrown ??= pulledThrow;
+      const pulled = pulledThrow;
       pulledThrow = null;
+      if (thrown === null) thrown = pulled;
+      else keepLater(thrown.error, pulled.error);
     }
     if (thrown !== null) throw thrown.error;
     return p;
@@ -1657,7 +1666,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         JobSupport.#runLeave(leave);
       } catch (e) {
-        pulledThrow ??= { error: e };
+        if (pulledThrow === null) pulledThrow = { error: e };
+        else keepLater(pulledThrow.error, e); // before, dropped
       }
     }
     return true;
@@ -1686,7 +1696,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         parent.#tryFinalize();
       } catch (e) {
-        thrown ??= { error: e };
+        if (thrown === null) thrown = { error: e };
+        else keepLater(thrown.error, e); // before, dropped
       }
     }
     if (thrown !== null) throw thrown.error;
@@ -1709,7 +1720,8 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         try {
           JobSupport.#runLeave(leave);
         } catch (e) {
-          thrown ??= { error: e };
+          if (thrown === null) thrown = { error: e };
+          else keepLater(thrown.error, e); // before, dropped
         }
       }
     } finally {

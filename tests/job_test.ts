@@ -2914,6 +2914,53 @@ Deno.test("a deferred job's handlers pulled ahead of the drain run after those o
   }
 });
 
+Deno.test("two deferred jobs' handlers whose report throws (a reportError that throws) throw the first to the call that ended the chain, the second kept in its `suppressed`", () => {
+  // Job 31's handler (32 deep) ends x and y: both deferred, their handlers run by the drain
+  // (from job 31's end, job 30's handler's call), each throwing, each report throwing. Before,
+  // the drain kept the first and dropped the second.
+  const N = 32;
+  let caught: unknown;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  const x = new CompletableDeferred<void>();
+  const y = new CompletableDeferred<void>();
+  for (const j of [x, y]) {
+    j.invokeOnCompletion(() => {
+      throw new Error(`${j}'s handler`);
+    });
+  }
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 2 < N) d[i + 1].complete();
+      else if (i + 1 < N) {
+        try {
+          d[i + 1].complete();
+        } catch (e) {
+          caught = e;
+        }
+      } else {
+        x.complete();
+        y.complete();
+      }
+    });
+  }
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  const later = new Error("reportError throws again");
+  let calls = 0;
+  globalThis.reportError = () => {
+    throw calls++ === 0 ? broken : later;
+  };
+  try {
+    d[0].complete();
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(caught, broken, "thrown to job 31's end");
+  assert.equal(calls, 2, "both handlers' reports ran");
+  assert.deepEqual((broken as Error & { suppressed?: unknown[] }).suppressed, [later]);
+  assert.ok([x, y].every((j) => j.state === "completed"));
+});
+
 Deno.test("an engine error out of a job's abort (a stack overflow in the dispatch, as abort listeners that each cancel the next job reach ~500 deep) leaves no job half-cancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
   // p ── a ── a1        a's abort throws (before or after it aborts a's signal), as a stack
   //   └─ b              overflow in its dispatch does. Before, the walk stopped there for good:
