@@ -1263,7 +1263,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             stoppedBy = undefined;
             // The first is thrown on, a later walk's kept in its `suppressed`: before, dropped.
             if (thrown === null) thrown = { error: e };
-            else keepLater(thrown.error, e);
+            else {
+              try {
+                keepLater(thrown.error, e);
+              } catch {
+                // no room for the call (a stack overflow): dropped, the first thrown on
+              }
+            }
           }
         }
         if (!up) break;
@@ -1376,7 +1382,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             stoppedWalks[at + 1] = null;
             stoppedWalks[at + 2] = WALK_FINISH;
             if (finishThrown === null) finishThrown = { error: e };
-            else keepLater(finishThrown.error, e);
+            else {
+              try {
+                keepLater(finishThrown.error, e);
+              } catch {
+                // no room for the call (a stack overflow): dropped, the first thrown on
+              }
+            }
           }
         } else if (phase === WALK_POP) {
           if (stack === null || stack.length === 0) break;
@@ -1533,7 +1545,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         j = j.#finalize(s === COMPLETING ? COMPLETED : CANCELLED);
       } catch (e) {
         if (thrown === null) thrown = { error: e };
-        else keepLater(thrown.error, e);
+        else {
+          try {
+            keepLater(thrown.error, e);
+          } catch {
+            // no room for the call (a stack overflow): dropped, the first thrown on
+          }
+        }
         j = p;
       }
     }
@@ -1561,7 +1579,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         try {
           this.#leave(state);
         } catch (later) {
-          keepLater(e, later);
+          try {
+            keepLater(e, later);
+          } catch {
+            // no room for the call (a stack overflow): dropped, the first thrown on
+          }
         }
         throw e;
       }
@@ -1630,14 +1652,26 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       } catch (e) {
         // A later throw is kept in the first's `suppressed` (`keepLater`): before, dropped.
         if (thrown === null) thrown = { error: e };
-        else keepLater(thrown.error, e);
+        else {
+          try {
+            keepLater(thrown.error, e);
+          } catch {
+            // no room for the call (a stack overflow): dropped, the first thrown on
+          }
+        }
       }
     }
     if (pulledThrow !== null && !draining) {
       const pulled = pulledThrow;
       pulledThrow = null;
       if (thrown === null) thrown = pulled;
-      else keepLater(thrown.error, pulled.error);
+      else {
+        try {
+          keepLater(thrown.error, pulled.error);
+        } catch {
+          // no room for the call (a stack overflow): dropped, the first thrown on
+        }
+      }
     }
     if (thrown !== null) throw thrown.error;
     return p;
@@ -1667,7 +1701,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         JobSupport.#runLeave(leave);
       } catch (e) {
         if (pulledThrow === null) pulledThrow = { error: e };
-        else keepLater(pulledThrow.error, e); // before, dropped
+        else {
+          try {
+            keepLater(pulledThrow.error, e);
+          } catch {
+            // no room for the call (a stack overflow): dropped, the first thrown on
+          }
+        }
       }
     }
     return true;
@@ -1697,7 +1737,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         parent.#tryFinalize();
       } catch (e) {
         if (thrown === null) thrown = { error: e };
-        else keepLater(thrown.error, e); // before, dropped
+        else {
+          try {
+            keepLater(thrown.error, e);
+          } catch {
+            // no room for the call (a stack overflow): dropped, the first thrown on
+          }
+        }
       }
     }
     if (thrown !== null) throw thrown.error;
@@ -1721,7 +1767,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           JobSupport.#runLeave(leave);
         } catch (e) {
           if (thrown === null) thrown = { error: e };
-          else keepLater(thrown.error, e); // before, dropped
+          else {
+            try {
+              keepLater(thrown.error, e);
+            } catch {
+              // no room for the call (a stack overflow): dropped, the first thrown on
+            }
+          }
         }
       }
     } finally {

@@ -2992,6 +2992,80 @@ Deno.test("an engine error out of a job's abort (a stack overflow in the dispatc
   }
 });
 
+Deno.test("a cancel begun at each depth of an all but full stack (a real RangeError, wherever it comes) leaves no job half-cancelled: the rest of the walk goes on a microtask later", async () => {
+  // p ── a ── a1       p cancelled, or a1 failed (the failure's path to p held, then finished)
+  //   └─ b
+  // Scanned over the last frames the stack has room for, so the overflow comes at each call of
+  // the cancel in turn: before its state changed (the tree left active, the cancel not begun),
+  // in the walk, at a finish, or at the call of the walk itself (p `cancelling`, the walk never
+  // begun). Before, p stayed `cancelling` for good where the walk never began.
+  const rec = (n: number, f: () => void): void => {
+    if (n === 0) f();
+    else rec(n - 1, f);
+  };
+  const begun: CompletableDeferred<void>[][] = [];
+  let halfway = 0; // cancels an overflow stopped with some job cancelling, not cancelled
+  // One cancel (or failure) `n` frames and `k` arguments deep (each a stack slot: finer steps
+  // than a frame): "no room" where the overflow came before the call, else "threw" or "ran".
+  function bottom(this: () => void) {
+    this();
+  }
+  const trial = (n: number, k: number, fail: boolean): "no room" | "threw" | "ran" => {
+    const p = new CompletableDeferred<void>();
+    const a = new CompletableDeferred<void>({ parent: p });
+    const a1 = new CompletableDeferred<void>({ parent: a });
+    const b = new CompletableDeferred<void>({ parent: p });
+    const jobs = [p, a, a1, b];
+    for (const j of jobs) void j.signal; // made, so each has an abort to overflow in
+    let called = false, threw = false;
+    const args = new Array(k).fill(0);
+    try {
+      rec(n, () =>
+        Reflect.apply(bottom, () => {
+          called = true;
+          try {
+            if (fail) a1.completeExceptionally(new Error("a1 failed"));
+            else p.cancel();
+          } catch {
+            threw = true; // the overflow, thrown to the canceller
+          }
+        }, args));
+    } catch {
+      threw = true; // overflowed before the cancel was called, or in the catch above
+    }
+    if (!jobs.every((j) => j.state === "active")) { // begun: to be gone on with
+      begun.push(jobs);
+      if (jobs.some((j) => j.state !== "cancelled")) halfway++;
+    }
+    return !called ? "no room" : threw ? "threw" : "ran";
+  };
+  // Rounds (the JIT changes the frames' sizes as it goes): from a depth with no room for the
+  // call down to 10 depths in a row whose cancel and failure ran at each padding.
+  for (let round = 0; round < 5 && halfway === 0; round++) {
+    let n = 1000;
+    while (trial(n, 0, false) !== "no room") n += 1000;
+    for (; trial(n, 0, false) === "no room"; n -= 100);
+    n += 100; // back to no room: the overflows lie between
+    for (let ran = 0; ran < 10 && n > 0; n--) {
+      let all = true;
+      for (let k = 0; k < 12; k++) {
+        if (trial(n, k, false) !== "ran" || trial(n, k, true) !== "ran") all = false;
+      }
+      ran = all ? ran + 1 : 0;
+    }
+  }
+  assert.ok(halfway > 0, "the scan reached a cancel stopped part way");
+  await until(
+    () => begun.every((t) => t.every((j) => j.state === "cancelled" && j.signal.aborted)),
+    () =>
+      `every begun cancel to end: ${
+        begun.filter((t) => !t.every((j) => j.state === "cancelled")).map((t) =>
+          t.map((j) => j.state).join(",")
+        ).join(" | ")
+      }`,
+  );
+});
+
 Deno.test("a reportError that throws out of a child's handlers during a cancel's walk leaves no sibling uncancelled: thrown to the canceller once the walk is done", () => {
   // p ── a (its handler throws; reportError, replaced, throws on that report)
   //   └─ b ── b1 (its handler throws too: kept in the first throw's `suppressed`)
