@@ -1639,8 +1639,10 @@ pub const Scheduler = struct {
 
     /// The counts out first (every worker's `finished`), then the counts in (`live`, every
     /// `spawned`): a coroutine seen counted out is then seen counted in, so the sum is never
-    /// below the count at the end of the reads (at most above it by the spawns meanwhile, each
-    /// live at some instant of the reads). Before, `live` was read first: coroutines spawned
+    /// below 0, nor below the count at the instant between the two halves (one live then was
+    /// counted in before the second half and out, if at all, after the first), and it counts
+    /// only coroutines live at some instant of the reads. Not "below the count at the end":
+    /// a spawn counted in a `spawned` already read is missed. Before, `live` was read first: coroutines spawned
     /// from outside after that read and finished before the workers' were read counted out
     /// only, a figure wrapped below 0 (2^64 - 4 under qemu, in the statistics test).
     fn liveIn(s: *Scheduler, workers: []Worker) u64 {
