@@ -302,9 +302,12 @@ class Builder implements SelectBuilder<unknown> {
     // A Job of kcoro's that is no Deferred (a `launch`'s, a scope) has an `await`, but no result:
     // refused, as Kotlin's onAwait is Deferred's only (onJoin waits for a Job). Before, the clause
     // fired with undefined once the job completed.
+    // A kcoro job by its brand (`isKcoroJob`: no member of its prototype is read, as the clause
+    // runs JobSupport's own, `awaitJob`); one of the caller's own by its members.
     if (
-      !isJob(deferred) || isResultlessJob(deferred) ||
-      (!isKcoroJob(deferred) && typeof (deferred as Deferred<T>).await !== "function")
+      isKcoroJob(deferred)
+        ? isResultlessJob(deferred)
+        : !isJob(deferred) || typeof (deferred as Deferred<T>).await !== "function"
     ) {
       throw new TypeError(`Cannot ${op}: expected a Deferred, received ${describe(deferred)}`);
     }
@@ -341,11 +344,15 @@ refuseAsValue(
   NOT_CLONEABLE,
 );
 
+/**
+ * Whether `x` is a Job an onJoin or onAwait clause takes: a kcoro job by its brand (`isKcoroJob`),
+ * reading no member, as the clause starts and watches it by JobSupport's own (`startJob`,
+ * `onJobCompletion`); one of the caller's own by its `invokeOnCompletion` and `start`. Before, a
+ * kcoro job was looked at through its prototype's members too: a `start` a caller redefined there
+ * (a getter that threw, a value no function) refused it ("expected a Job") or threw out of the
+ * clause's `onJoin`, though the clause never runs that member.
+ */
 function isJob(x: unknown): x is Job {
-  // kcoro's own Job by its brand: its members are not looked at through its prototype, where a
-  // caller may have redefined them (its clause runs JobSupport's own: `startJob`). Before, a
-  // getter redefined there that threw came out of onJoin and onAwait, and one redefined as no
-  // function refused kcoro's own Job ("expected a Job, received a CompletableDeferred").
   if (isKcoroJob(x)) return true;
   // A revoked Proxy is none (refused by name): reading it threw the engine's bare error.
   return x !== null && typeof x === "object" && !isRevoked(x) &&

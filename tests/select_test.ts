@@ -3529,5 +3529,60 @@ Deno.test("onJoin and onAwait take a kcoro job without looking at its start, inv
   }
 });
 
+Deno.test("select's onJoin and onAwait take a kcoro job by its brand, not by the start, invokeOnCompletion or await a caller redefined on its prototype; a Job of the caller's own is still looked at by its members", async () => {
+  // Before, the clause's check read `start` and `invokeOnCompletion` (and onAwait's `await`)
+  // through the job's prototype, though the clause runs JobSupport's own: a getter there that
+  // threw came out of onJoin, one answering no function refused the job ("expected a Job").
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const names = ["start", "invokeOnCompletion", "await"];
+  const descs = names.map((n) => Object.getOwnPropertyDescriptor(proto, n)!);
+  const read: string[] = [];
+  const value = await coroutineScope(async (scope) => {
+    const lazy = scope.launch(() => {}, { lazy: true });
+    const d = new CompletableDeferred<number>();
+    d.complete(5);
+    let got: string[];
+    try {
+      for (const name of names) {
+        Object.defineProperty(proto, name, {
+          configurable: true,
+          get: () => {
+            read.push(name);
+            throw new Error(`the ${name} getter redefined on JobSupport.prototype ran`);
+          },
+        });
+      }
+      got = [
+        await select<string>((s) => s.onJoin(lazy, () => "joined")),
+        await select<string>((s) => s.onAwait(d, (v) => `awaited ${v}`)),
+      ];
+      // A value that is no function: a kcoro job is one all the same.
+      for (const name of names) {
+        Object.defineProperty(proto, name, { configurable: true, writable: true, value: 1 });
+      }
+      const d2 = new CompletableDeferred<number>();
+      d2.complete(6);
+      got.push(await select<string>((s) => s.onAwait(d2, (v) => `awaited ${v}`)));
+      // One of the caller's own without a `start` is still refused by name.
+      const theirs = { invokeOnCompletion: () => ({ [Symbol.dispose]() {} }) };
+      await assert.rejects(
+        select((s) => s.onJoin(theirs as never, () => 1)),
+        /Cannot add onJoin clause: expected a Job/,
+      );
+    } finally {
+      names.forEach((n, i) => Object.defineProperty(proto, n, descs[i]));
+    }
+    // A kcoro job that is no Deferred is still refused by onAwait.
+    const plain = scope.launch(() => {});
+    await assert.rejects(
+      select((s) => s.onAwait(plain as never, () => 1)),
+      /Cannot add onAwait clause: expected a Deferred, received a Job/,
+    );
+    return got;
+  });
+  assert.deepEqual(read, []);
+  assert.deepEqual(value, ["joined", "awaited 5", "awaited 6"]);
+});
+
 // runtime() above (the Runtime whose dispose is refused) starts the scheduler (tests/test_order_test.ts).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
