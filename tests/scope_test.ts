@@ -15,7 +15,7 @@ import {
   within,
   withJobMembersRedefined,
 } from "./support.ts";
-import { type JobSupport, signalOfJob } from "../src/job.ts";
+import { jobStateOf, type JobSupport, signalOfJob } from "../src/job.ts";
 import { moduleCopy } from "./fixtures/module_copy.ts";
 import {
   type Block,
@@ -2457,4 +2457,59 @@ Deno.test("scopes start, cancel and join their jobs and read their contexts and 
   );
   assert.deepEqual(calls, []);
   assert.deepEqual(log, ["launched", "with a context", "child's task", "following"]);
+});
+
+Deno.test("a launch, createScope and a CompletableDeferred on a scope whose follow cancel waits in the queue are cancelled at once by JobSupport's own cancel and start, not ones a caller redefined on a job's prototype", async () => {
+  // The queued-cancel paths JL's scope test does not reach: past 32 nested levels a launch on the
+  // scope (`#child`), a createScope({ parent }) and a CompletableDeferred({ parent }) made on it
+  // are cancelled unattached, each by kcoro's own cancel. Before, `child.cancel(...)`,
+  // `this.cancel(...)` and the deferred's `this.cancel(...)` ran the prototype's, whose throw
+  // came out of the launch or the constructor (in the abort's listener: reported).
+  using reported = catchReported();
+  const depth = 40;
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const names = ["cancel", "start", "invokeOnCompletion"] as const;
+  const descs = names.map((n) => Object.getOwnPropertyDescriptor(proto, n)!);
+  const own = descs.map((d) => d.value as (this: unknown, ...a: unknown[]) => unknown);
+  const calls: string[] = [];
+  const made: { n: number; launched: Job; scope: Job; deferred: Job }[] = [];
+  const { root, outcome } = await nestThroughSignals(depth, (s, n) => {
+    const parent = s as unknown as Job;
+    made.push({
+      n,
+      launched: s.launch(() => {}),
+      scope: createScope({ parent }),
+      deferred: new CompletableDeferred<void>({ parent }),
+    });
+  });
+  try {
+    for (const name of names) {
+      Object.defineProperty(proto, name, {
+        configurable: true,
+        writable: true,
+        value: () => {
+          calls.push(name);
+          throw new Error(`the ${name} redefined on JobSupport.prototype ran`);
+        },
+      });
+    }
+    own[0].call(root); // the test's own cancel of the root: JobSupport's own
+  } finally {
+    names.forEach((n, i) => Object.defineProperty(proto, n, descs[i]));
+  }
+  assert.deepEqual(calls, []);
+  assert.equal(made.length, depth, "every level's listener ran");
+  for (const m of made) {
+    for (
+      const [what, job] of [["launch", m.launched], ["scope", m.scope], ["deferred", m.deferred]]
+    ) {
+      assert.equal(
+        jobStateOf(job as JobSupport<unknown>),
+        "cancelled",
+        `level ${m.n}: the ${what}`,
+      );
+    }
+  }
+  assert.equal(await outcome, "CancellationError");
+  assert.deepEqual(reported.errors, []);
 });
