@@ -2781,7 +2781,7 @@ Deno.test("a failure handed to the exception handler reads the job's own context
   assert.deepEqual(reported.errors, []);
 });
 
-Deno.test("a CompletableDeferred's parent, a lazy job's join and await, and a join given a signal and a complete() run JobSupport's own start, cancel, invokeOnCompletion, context and state, not ones a caller redefined on the job's prototype", async () => {
+Deno.test("a CompletableDeferred's parent, a lazy job's join and await, and a join given a signal, a complete() and a completeExceptionally() run JobSupport's own start, cancel, invokeOnCompletion, context and state, not ones a caller redefined on the job's prototype", async () => {
   // Before, the constructor read `parent.context`, ran `this.start()` and
   // `JobSupport.prototype.start` as it was at that call, join and await ran `this.start()` and a
   // join given a signal `this.invokeOnCompletion(...)`: a redefinition threw out of each.
@@ -2805,6 +2805,11 @@ Deno.test("a CompletableDeferred's parent, a lazy job's join and await, and a jo
         d.complete(3);
         await waiting;
         log.push("joined with a signal");
+        // completeExceptionally reads the deferred's own state too (not `isCancelled`).
+        const failed = new CompletableDeferred<number>();
+        const boom = new Error("boom");
+        assert.equal(failed.completeExceptionally(boom), true);
+        await assert.rejects(failed.await(), (e) => e === boom);
       });
     },
   );
