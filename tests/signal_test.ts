@@ -39,8 +39,9 @@ import {
   trySendNatively,
   untilAborted,
   within,
+  withJobMembersRedefined,
 } from "./support.ts";
-import { handlerCountOf } from "../src/job.ts";
+import { handlerCountOf, jobStateOf, type JobSupport } from "../src/job.ts";
 import { _testFollowCancelFault } from "../src/scope.ts";
 
 const MEMBERS = [
@@ -1963,4 +1964,23 @@ Deno.test("a wait's abort listener that the caller's code calls after the wait s
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
+Deno.test("a scope whose signal aborts while it is being listened to is cancelled by JobSupport's own cancel, not one a caller redefined on a job's prototype", async () => {
+  // The follow's cancel for a signal that aborted during its listen (scope.ts `follow`, after
+  // the listen): before, `this.cancel(...)`, the prototype's at that call, whose throw came out
+  // of createScope and rejected coroutineScope with it.
+  const reason = new Error("aborted while listened to");
+  const { value, calls } = await withJobMembersRedefined(["cancel"], async () => {
+    const scope = createScope({ signal: abortsWhileListening(reason) });
+    const ran: string[] = [];
+    await assert.rejects(
+      coroutineScope(() => void ran.push("block"), { signal: abortsWhileListening(reason) }),
+      (e: unknown) => e instanceof CancellationError && e.cause === reason,
+    );
+    return { scope: jobStateOf(scope as unknown as JobSupport<unknown>), ran };
+  });
+  assert.deepEqual(calls, []);
+  assert.equal(value.scope, "cancelled");
+  assert.deepEqual(value.ran, []);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
