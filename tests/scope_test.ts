@@ -2453,10 +2453,21 @@ Deno.test("scopes start, cancel and join their jobs and read their contexts and 
       }, { signal: following.signal });
       following.abort(new Error("stop"));
       await assert.rejects(within(followed, 10_000, "the followed scope to end"), Error);
+      // createScope's `join` (it closes the scope, then waits by JobSupport's own join, not
+      // `super.join`, which reads the prototype's at the call).
+      const closing = createScope();
+      closing.launch(() => void log.push("closing's task"));
+      await within(closing.join(), 10_000, "the closed scope's join");
     },
   );
   assert.deepEqual(calls, []);
-  assert.deepEqual(log, ["launched", "with a context", "child's task", "following"]);
+  assert.deepEqual(log, [
+    "launched",
+    "with a context",
+    "child's task",
+    "following",
+    "closing's task",
+  ]);
 });
 
 Deno.test("a launch, createScope and a CompletableDeferred on a scope whose follow cancel waits in the queue are cancelled at once by JobSupport's own cancel and start, not ones a caller redefined on a job's prototype", async () => {
