@@ -6442,6 +6442,34 @@ Deno.test("produce and actor start, cancel and watch their tasks' jobs by JobSup
   assert.deepEqual(log, [1, 3, "cancelled"]);
 });
 
+Deno.test("produce: a failure its channel's close did not take is reported through the task's own context, not a `context` getter a caller redefined on a job's prototype", async () => {
+  // The end's report of a failure kept from the exception handler whose channel a completion
+  // handler of the block's closed first (1425049): before, `delivering.context`, the prototype's
+  // getter at that call, whose throw left the producer's end (from a completion handler:
+  // reported in the failure's place, the failure itself lost).
+  const boom = new Error("reported through the task's own context");
+  using reported = catchReported();
+  const { calls } = await withJobMembersRedefined(["context"], async () => {
+    const gate = Promise.withResolvers<void>();
+    await supervisorScope(async (scope) => {
+      using ch = produce<number>(
+        scope,
+        counted(async (out: Channel<number>, task: CoroutineScope) => {
+          task.job.invokeOnCompletion(() => out.close());
+          await gate.promise;
+          throw boom;
+        }),
+      );
+      gate.resolve();
+      assert.equal((await ch.receiveCatching()).state, "closed");
+    });
+    await laterReports();
+  });
+  assert.deepEqual(calls, []);
+  assertSameItems(reported.errors, [boom]);
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
   // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
   // made produce() and actor() throw it, and one returning another Job had it taken for the
