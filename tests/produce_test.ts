@@ -48,7 +48,7 @@ import { Bridge } from "../src/bridge.ts";
 import { encodeCause } from "../src/codec.ts";
 import { closedResultOf, destroyedSeenOf, hookChannel } from "../src/channel.ts";
 import { producerJobOf } from "../src/produce.ts";
-import { handlerCountOf, jobStateOf, type JobSupport } from "../src/job.ts";
+import { handlerCountOf, jobStateOf, type JobSupport, signalOfJob } from "../src/job.ts";
 
 /** A child process (evalScript) that exited by itself, with status 0, having printed "ok". */
 function assertPrintedOk(
@@ -6468,6 +6468,91 @@ Deno.test("produce: a failure its channel's close did not take is reported throu
   assert.deepEqual(calls, []);
   assertSameItems(reported.errors, [boom]);
   assert.equal(live, 0);
+});
+
+Deno.test("produce and actor on a scope of the caller's own that wraps kcoro's launch watch, cancel and report through the task's kcoro Job by JobSupport's own members, not ones a caller redefined on a job's prototype", async () => {
+  // The paths JL's tests do not reach (each hunk of f57ca8b reverted left them passing): a scope
+  // of the caller's own whose launch runs kcoro's but returns another Job (the task's own Job
+  // ends the producer or actor: `endWithTask`), one whose task is an object of its own naming
+  // the kcoro task as its `job` (`read.signal`), one that returns no Job (`abandon`: the task
+  // cancelled and watched), one that starts the task only after returning no Job (the block's
+  // abandoned path), and an actor's onDone throwing on a cancelled scope (`reportContext`).
+  using reported = catchReported();
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as { start(): boolean };
+  const ownStart = proto.start;
+  const log: unknown[] = [];
+  const boom = new Error("onDone threw");
+  const tasks: Job[] = [];
+  const { calls } = await withJobMembersRedefined(JOB_MEMBERS, async () => {
+    await coroutineScope(async (kscope) => {
+      type Launch = (block: (task: CoroutineScope) => unknown) => unknown;
+      const wrap = (launch: Launch) => ({ launch }) as unknown as CoroutineScope;
+      // Another Job returned: the task's own Job ends them.
+      const other = new CompletableDeferred<void>();
+      const returnsOther = wrap((block) => {
+        kscope.launch(block);
+        return other;
+      });
+      const out = produce<number>(returnsOther, async (ch) => {
+        await ch.send(1);
+      });
+      log.push(await out.receive());
+      log.push((await out.receiveCatching()).state);
+      const a = actor<number>(returnsOther, async (mailbox) => {
+        for await (const m of mailbox) log.push(m);
+      });
+      await a.send(2);
+      a.close();
+      // A task of the caller's own whose `job` is the kcoro task.
+      const ownTask = wrap((block) =>
+        kscope.launch((t) =>
+          block({ job: t, signal: signalOfJob(t as unknown as JobSupport) } as never)
+        )
+      );
+      const out2 = produce<number>(ownTask, async (ch) => {
+        await ch.send(3);
+      });
+      log.push(await out2.receive());
+      const a2 = actor<number>(ownTask, async (mailbox) => {
+        for await (const m of mailbox) log.push(m);
+      });
+      await a2.send(4);
+      a2.close();
+      // No Job returned: the task, started or not yet, is cancelled and watched.
+      const noJob = wrap((block) => {
+        tasks.push(kscope.launch(block));
+        return 5;
+      });
+      const later = wrap((block) => {
+        const j = kscope.launch(block, { lazy: true });
+        tasks.push(j);
+        queueMicrotask(() => ownStart.call(j));
+        return 5;
+      });
+      for (const scope of [noJob, later]) {
+        assert.throws(() => actor<number>(scope, async () => {}), TypeError);
+        assert.throws(() => produce<number>(scope, async () => {}), TypeError);
+      }
+      await until(
+        () => tasks.every((t) => jobStateOf(t as unknown as JobSupport) === "cancelled"),
+        "the abandoned tasks to end cancelled",
+      );
+      other.complete();
+    });
+    // An actor whose job is final inside actor() (its scope cancelled): onDone's throw is
+    // reported in the scope's own context.
+    const gone = createScope({ signal: AbortSignal.abort() });
+    actor<number>(gone, async () => {}, {
+      onDone: () => {
+        throw boom;
+      },
+    });
+    await laterReports();
+  });
+  assert.deepEqual(calls, []);
+  assert.deepEqual(log, [1, "closed", 2, 3, 4]);
+  assert.equal(reported.errors.length, 1);
+  assert.equal((reported.errors[0] as Error).cause, boom);
 });
 
 Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
