@@ -1956,4 +1956,26 @@ Deno.test("a task's native scope reads its owner's context and state, watches it
   assert.equal(status(timed), Status.EINTR);
 });
 
+Deno.test("a launch refused by a task's native scope cancelled natively cancels its owner by JobSupport's own cancel and state, not ones a caller redefined on a job's prototype", async () => {
+  // The launch's ECANCELED path: before, `owner.isCancelled` and `owner.cancel(...)`, the
+  // prototype's at that call, whose throw came out of the launch in place of its
+  // CancellationError, the owner left running.
+  let ownerCancelled: unknown = "not run";
+  const { calls } = await withJobMembersRedefined(JOB_MEMBERS, async () => {
+    await coroutineScope((scope) => {
+      scope.launch((task) => {
+        const ns = nativeScope(task);
+        ns.cancel(); // the native scope's own cancel: its owner learns of it at the next launch
+        assert.throws(
+          () => ns.launch("cancellable-sleeper", cells(2_000)),
+          (e: unknown) => e instanceof CancellationError && /was cancelled/.test(String(e)),
+        );
+        ownerCancelled = isCancelledJob(task as unknown as JobSupport<unknown>);
+      });
+    });
+  });
+  assert.deepEqual(calls, []);
+  assert.equal(ownerCancelled, true);
+});
+
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
