@@ -2524,3 +2524,31 @@ Deno.test("a launch, createScope and a CompletableDeferred on a scope whose foll
   assert.equal(await outcome, "CancellationError");
   assert.deepEqual(reported.errors, []);
 });
+
+Deno.test("a block whose start was put off (launched from blocks 100 deep) and cancelled meanwhile is found cancelled by its own state, not an isCancelled a caller redefined on a job's prototype", async () => {
+  // `#startLater`: before, `this.isCancelled`, Coroutine's getter, which reads JobSupport's
+  // through `super` at the call: a redefinition threw out of the microtask (uncaught).
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as { cancel(): void };
+  const ownCancel = proto.cancel; // the test's own cancel, JobSupport's
+  const jobs: Job[] = [];
+  let deepestRan = false;
+  const { calls } = await withJobMembersRedefined(
+    ["isCancelled", "isCompleted", "isActive", "state"],
+    () =>
+      coroutineScope((s) => {
+        const down = (c: CoroutineScope, n: number): void => {
+          if (n === 0) {
+            deepestRan = true;
+            return;
+          }
+          jobs.push(c.launch((d) => down(d, n - 1)));
+        };
+        down(s, 200);
+        assert.ok(jobs.length < 200, "the deeper levels start later");
+        ownCancel.call(jobs.at(-1));
+      }),
+  );
+  assert.deepEqual(calls, []);
+  assert.equal(deepestRan, false);
+  assert.equal(jobStateOf(jobs.at(-1) as unknown as JobSupport<unknown>), "cancelled");
+});
