@@ -6555,6 +6555,40 @@ Deno.test("produce and actor on a scope of the caller's own that wraps kcoro's l
   assert.equal((reported.errors[0] as Error).cause, boom);
 });
 
+Deno.test("produce: a cancel made elsewhere before the consumer's cancel cancels the task by JobSupport's own cancel, not one a caller redefined on a job's prototype", async () => {
+  // `#cancelTask` (the consumer's cancel after native code's, the watch not told yet): before,
+  // `job.cancel(...)`, the prototype's at that call, whose throw came out of the consumer's
+  // cancel, the producer left running.
+  let reason: unknown = undefined;
+  const { calls } = await withJobMembersRedefined(
+    JOB_MEMBERS.filter((n) => n !== "join"),
+    async () => {
+      await within(
+        coroutineScope(async (scope) => {
+          const ready = Promise.withResolvers<void>();
+          using ch = produce<number>(
+            scope,
+            counted(async (_out: Channel<number>, task: CoroutineScope) => {
+              ready.resolve();
+              const signal = signalOfJob(task as unknown as JobSupport); // not the getter
+              await busyUntilAborted(signal, (e) => reason = e);
+            }),
+            { capacity: 1 },
+          );
+          await ready.promise;
+          endNatively("kc_chan_cancel", ch.handle, "the native cancel");
+          ch.cancel(); // the same turn: the watch has not told it yet
+        }),
+        20_000,
+        "the scope",
+      );
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.ok(reason instanceof CancellationError, String(reason));
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
   // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
   // made produce() and actor() throw it, and one returning another Job had it taken for the
