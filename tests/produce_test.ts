@@ -6589,6 +6589,35 @@ Deno.test("produce: a cancel made elsewhere before the consumer's cancel cancels
   assert.equal(live, 0);
 });
 
+Deno.test("actor: a cancel of its mailbox made elsewhere just before the handler disposes of it cancels the actor by JobSupport's own cancel, not one a caller redefined on a job's prototype", async () => {
+  // The mailbox's dispose (`cancelledFirst`): before, `this.#s.job?.cancel(...)`, the
+  // prototype's at that call, whose throw came out of the handler's dispose.
+  let reason: unknown = undefined;
+  const { calls } = await withJobMembersRedefined(
+    JOB_MEMBERS.filter((n) => n !== "join"),
+    async () => {
+      await within(
+        coroutineScope((scope) => {
+          actor<number>(
+            scope,
+            counted(async (mailbox: Channel<number>, task: CoroutineScope) => {
+              endNatively("kc_chan_cancel", mailbox.handle, "the native cancel");
+              mailbox[Symbol.dispose]();
+              const signal = signalOfJob(task as unknown as JobSupport); // not the getter
+              await busyUntilAborted(signal, (e) => reason = e); // busy, not receiving
+            }),
+          );
+        }),
+        10_000,
+        "the actor's end",
+      );
+    },
+  );
+  assert.deepEqual(calls, []);
+  assert.ok(reason instanceof CancellationError, String(reason));
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
   // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
   // made produce() and actor() throw it, and one returning another Job had it taken for the
