@@ -850,12 +850,24 @@ export function checkScope(op: string, scope: unknown): void {
 }
 
 /**
+ * @ignore job.ts's brand check (`isJob`), for `launchChecked`: errors.ts imports no module of
+ * kcoro's. `() => false` until job.ts, which imports this module, has loaded.
+ */
+let isKcoroJob: (x: unknown) => boolean = () => false;
+/** @ignore Set by job.ts as it loads. */
+export function _setJobBrand(check: (x: unknown) => boolean): void {
+  isKcoroJob = check;
+}
+
+/**
  * `scope.launch(block)` for `op` (produce, actor) on a scope that may be the caller's own
- * CoroutineScope: what it returns must be a Job (invokeOnCompletion and cancel), else a
- * TypeError; `cleanup` runs when it throws or returns anything else. `options` (`lazy` for an
- * actor, a `context` given), where given, are `launch`'s second argument; else it gets the block
- * alone. `own` (kcoro's own scope: Coroutine's own launch, `launchOwn`), where given, launches
- * instead of the scope's `launch`, which a caller may have redefined on its prototype.
+ * CoroutineScope: what it returns must be a Job (a kcoro Job by its brand, reading none of its
+ * members, which a caller may redefine on its prototype; another by its invokeOnCompletion and
+ * cancel), else a TypeError; `cleanup` runs when it throws or returns anything else. `options`
+ * (`lazy` for an actor, a `context` given), where given, are `launch`'s second argument; else it
+ * gets the block alone. `own` (kcoro's own scope: Coroutine's own launch, `launchOwn`), where
+ * given, launches instead of the scope's `launch`, which a caller may have redefined on its
+ * prototype.
  */
 export function launchChecked<J>(
   op: string,
@@ -890,8 +902,13 @@ export function launchChecked<J>(
     );
   let isJob: boolean;
   try {
-    isJob = typeof j === "object" && j !== null && typeof j.invokeOnCompletion === "function" &&
-      typeof j.cancel === "function";
+    // A kcoro Job by its brand: produce and actor watch and cancel it by JobSupport's own members
+    // (`onJobCompletion`, `cancelJob`). Before, its `invokeOnCompletion` and `cancel` were read
+    // through its prototype: a getter a caller redefined there threw out of produce() and actor(),
+    // the channel released, and one that is no function refused kcoro's own launch's Job.
+    isJob = isKcoroJob(j) ||
+      typeof j === "object" && j !== null && typeof j.invokeOnCompletion === "function" &&
+        typeof j.cancel === "function";
   } catch (e) {
     // Its reads threw: a revoked Proxy (named, the engine's error its cause) or a getter or trap
     // of the caller's (theirs, as it is). `cleanup` runs either way: before, it did not, and the

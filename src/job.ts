@@ -53,6 +53,7 @@
 import { checkedContextKey, childContext, Context, type ContextKey, isContext } from "./context.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
+  _setJobBrand,
   abortHeard,
   abortReason,
   CancellationError,
@@ -2181,6 +2182,9 @@ let isScope: (x: unknown) => boolean = () => false;
 export function _setScopeBrand(check: (x: unknown) => boolean): void {
   isScope = check;
 }
+
+// errors.ts's `launchChecked` takes a kcoro Job by this brand check (errors.ts imports no module).
+_setJobBrand(isJob);
 
 /**
  * @ignore Whether a failure that a child of `parent`'s fails with is seen above it (rethrown or

@@ -6618,6 +6618,50 @@ Deno.test("actor: a cancel of its mailbox made elsewhere just before the handler
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor take the Job a launch returned for a kcoro Job by its brand, not by an invokeOnCompletion or cancel a caller redefined on a job's prototype", async () => {
+  // launchChecked's check of what `launch` returned read `invokeOnCompletion` and `cancel`
+  // through the job's prototype, though produce and actor run JobSupport's own: a getter there
+  // that threw came out of produce() and actor() (the channel released, the task cancelled), one
+  // answering no function refused kcoro's own launch's Job ("scope.launch must return a Job").
+  const proto = Object.getPrototypeOf(CompletableDeferred.prototype) as object;
+  const names = ["invokeOnCompletion", "cancel"];
+  const descs = names.map((n) => Object.getOwnPropertyDescriptor(proto, n)!);
+  const read: string[] = [];
+  const log: unknown[] = [];
+  await coroutineScope(async (kscope) => {
+    // A scope of the caller's own that returns kcoro's launch's Job.
+    const theirs = {
+      launch: (block: Parameters<CoroutineScope["launch"]>[0]) => kscope.launch(block),
+    };
+    try {
+      for (const name of names) {
+        Object.defineProperty(proto, name, {
+          configurable: true,
+          get: () => {
+            read.push(name);
+            throw new Error(`the ${name} getter redefined on JobSupport.prototype ran`);
+          },
+        });
+      }
+      for (const scope of [kscope, theirs as unknown as CoroutineScope]) {
+        const out = produce<number>(scope, async (ch) => {
+          await ch.send(1);
+        });
+        log.push(await out.receive());
+        const a = actor<number>(scope, async (mailbox) => {
+          for await (const m of mailbox) log.push(m);
+        });
+        await a.send(2);
+        a.close();
+      }
+    } finally {
+      names.forEach((n, i) => Object.defineProperty(proto, n, descs[i]));
+    }
+  });
+  assert.deepEqual(read, []);
+  assert.deepEqual(log, [1, 2, 1, 2]);
+});
+
 Deno.test("produce and actor launch on kcoro's own scope by Coroutine's own launch and find its task's Job without its `job` getter, not a launch or getter a caller redefined on the scope's prototype", async () => {
   // Before, each ran `scope.launch(...)`, the prototype's at that call: a redefinition that threw
   // made produce() and actor() throw it, and one returning another Job had it taken for the
