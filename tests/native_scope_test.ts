@@ -1787,6 +1787,37 @@ Deno.test("disposing a TypeScript scope's own native scope once the library is c
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("disposing a TypeScript scope's own native scope once the library is closed cancels the scope by JobSupport's own cancel and state, not ones a caller redefined on a job's prototype", async () => {
+  // The dispose's closed-library path: before, `owner.isCancelled` and `owner.cancel(...)`, the
+  // prototype's at that call, whose throw came out of the dispose, the owner left running.
+  const res = await evalScript(`
+    import { closeLibrary, CompletableDeferred, coroutineScope, nativeScope } from "./mod.ts";
+    const proto = Object.getPrototypeOf(CompletableDeferred.prototype);
+    const calls = [];
+    const got = await coroutineScope(async (scope) => {
+      const ns = nativeScope(scope);
+      closeLibrary();
+      const descs = ["cancel", "isCancelled"].map((n) => [n, Object.getOwnPropertyDescriptor(proto, n)]);
+      Object.defineProperty(proto, "cancel", {
+        configurable: true, writable: true,
+        value() { calls.push("cancel"); throw new Error("the redefined cancel ran"); },
+      });
+      Object.defineProperty(proto, "isCancelled", {
+        configurable: true,
+        get() { calls.push("isCancelled"); throw new Error("the redefined isCancelled ran"); },
+      });
+      try {
+        await ns[Symbol.asyncDispose]();
+      } finally {
+        for (const [n, d] of descs) Object.defineProperty(proto, n, d);
+      }
+    }).then(() => "resolved", (e) => e.name + ": " + e.message);
+    if (calls.length !== 0) throw new Error("ran: " + calls.join(", ") + " (" + got + ")");
+    if (got !== "CancellationError: Cancelled: the native scope was cancelled") throw new Error(got);
+  `);
+  assert.equal(res.code, 0, res.stderr);
+});
+
 Deno.test("disposing a TypeScript scope's own native scope once the library is closed, its children running: the scope fails with LibraryClosedError, not the dispose's cancellation", async () => {
   // The close abandoned the child; the dispose that follows in the same turn (the library
   // closed: it cancels the owner and destroys the handle) ends before the owner's watch of its
