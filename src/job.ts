@@ -260,12 +260,20 @@ export function toCancellation(cause: unknown): CancellationError {
     // string: whole, one near V8's longest string made this message longer than V8 allows, and
     // cancel() threw the engine's RangeError, the job not cancelled (a signal's abort reason
     // alike). The cause is carried whole.
-    what = cause instanceof Error ? cutShort(String(cause.message), "message") : describe(cause);
+    // A real Error by `Error.isError` too, as codec's `isError` asks: one given a null prototype
+    // (or another) is not `instanceof Error`, and read "Cancelled: [object Error]", its message
+    // lost. `instanceof` still answers for a Proxy (its traps) and an Error.prototype look-alike.
+    what = cause instanceof Error || engineIsError?.(cause) === true
+      ? cutShort(String((cause as Error).message), "message")
+      : describe(cause);
   } catch {
     what = describe(cause); // a hostile cause (a throwing getter or trap): described safely
   }
   return new CancellationError(`Cancelled: ${what}`, { cause });
 }
+
+/** The engine's `Error.isError` (`toCancellation`), undefined where it has none. */
+const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
 
 /** Context's own `get`, captured as the module loads (`handleCoroutineException`). */
 const contextGet = Context.prototype.get;

@@ -263,6 +263,19 @@ Deno.test("cancel(cause) of a string over 4096 characters: its message names its
   );
 });
 
+Deno.test("cancel(cause) of a real Error given a null prototype: the message is the Error's own, as any Error's", async () => {
+  // It is no `instanceof Error`: toCancellation described it as an object, "Cancelled: [object
+  // Error]", its message lost (Error.isError says it is one, as codec's isError asks).
+  const reason = new Error("gone");
+  Object.setPrototypeOf(reason, null);
+  const job = new CompletableDeferred<number>();
+  job.cancel(reason);
+  await assert.rejects(
+    job.await(),
+    (e) => e instanceof CancellationError && e.cause === reason && e.message === "Cancelled: gone",
+  );
+});
+
 Deno.test("cancel(cause) of an Error whose message is over 4096 characters: the message names its head and length, the job is cancelled", async () => {
   // Its message was put in whole: one of 2**29 - 24 characters (V8's longest string) made
   // "Cancelled: <message>" longer than V8 allows, and cancel() threw the engine's RangeError
