@@ -3084,6 +3084,37 @@ Deno.test("a cancel begun at each depth of an all but full stack (a real RangeEr
   );
 });
 
+Deno.test("a failure whose path up walks two levels, each walk's finish throwing (a reportError that throws), throws the first, the second kept in its `suppressed`", () => {
+  // p ── a ── a1 (fails)     a's walk ends a2, p's ends b: each one's handler throws, and each
+  //   │    └─ a2             report of it throws. The path (#cancelWith) kept the first walk's
+  //   └─ b                   throw and dropped the second's.
+  const p = new CompletableDeferred<void>();
+  const a = new CompletableDeferred<void>({ parent: p });
+  const a1 = new CompletableDeferred<void>({ parent: a });
+  const a2 = new CompletableDeferred<void>({ parent: a });
+  const b = new CompletableDeferred<void>({ parent: p });
+  for (const j of [a2, b]) {
+    j.invokeOnCompletion(() => {
+      throw new Error(`${j}'s handler`);
+    });
+  }
+  const report = globalThis.reportError;
+  const thrown: Error[] = [];
+  globalThis.reportError = () => {
+    const e = new Error(`reportError throws (${thrown.length})`);
+    thrown.push(e);
+    throw e;
+  };
+  try {
+    assert.throws(() => a1.completeExceptionally(new Error("a1 failed")), (e) => e === thrown[0]);
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(thrown.length, 2, "both handlers' reports ran");
+  assert.deepEqual((thrown[0] as Error & { suppressed?: unknown[] }).suppressed, [thrown[1]]);
+  for (const j of [p, a, a1, a2, b]) assert.equal(j.state, "cancelled", `${j} cancelled`);
+});
+
 Deno.test("a reportError that throws out of a child's handlers during a cancel's walk leaves no sibling uncancelled: thrown to the canceller once the walk is done", () => {
   // p ── a (its handler throws; reportError, replaced, throws on that report)
   //   └─ b ── b1 (its handler throws too: kept in the first throw's `suppressed`)
