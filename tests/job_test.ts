@@ -2979,6 +2979,51 @@ Deno.test("two deferred jobs' handlers whose report throws (a reportError that t
   assert.ok([x, y].every((j) => j.state === "completed"));
 });
 
+Deno.test("a deferred job's handler and its parent's, each report throwing (a reportError that throws), throw the first to the call that ended the chain, the second kept in its `suppressed`", () => {
+  // Job 31's handler (32 deep) ends x, whose parent q waits for it: x deferred, the drain runs
+  // x's handler (throws, its report throws), then q's finish (its handler throws, its report
+  // throws). Before, #runLeave kept x's throw and dropped q's.
+  const N = 32;
+  let caught: unknown;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  const q = new CompletableDeferred<void>();
+  const x = new CompletableDeferred<void>({ parent: q });
+  q.complete(); // completing: waits for x
+  for (const j of [x, q]) {
+    j.invokeOnCompletion(() => {
+      throw new Error(`${j}'s handler`);
+    });
+  }
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 2 < N) d[i + 1].complete();
+      else if (i + 1 < N) {
+        try {
+          d[i + 1].complete();
+        } catch (e) {
+          caught = e;
+        }
+      } else x.complete();
+    });
+  }
+  const report = globalThis.reportError;
+  const thrown: Error[] = [];
+  globalThis.reportError = () => {
+    const e = new Error(`reportError throws (${thrown.length})`);
+    thrown.push(e);
+    throw e;
+  };
+  try {
+    d[0].complete();
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(thrown.length, 2, "both handlers' reports ran");
+  assert.equal(caught, thrown[0], "thrown to job 31's end");
+  assert.deepEqual((thrown[0] as Error & { suppressed?: unknown[] }).suppressed, [thrown[1]]);
+  assert.ok([x, q].every((j) => j.state === "completed"));
+});
+
 Deno.test("an engine error out of a job's abort (a stack overflow in the dispatch, as abort listeners that each cancel the next job reach ~500 deep) leaves no job half-cancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
   // p ── a ── a1        a's abort throws (before or after it aborts a's signal), as a stack
   //   └─ b              overflow in its dispatch does. Before, the walk stopped there for good:
