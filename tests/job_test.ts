@@ -3024,6 +3024,64 @@ Deno.test("a deferred job's handler and its parent's, each report throwing (a re
   assert.ok([x, q].every((j) => j.state === "completed"));
 });
 
+Deno.test("the throws a job's end gathers (its handlers', the drain's, those of handlers pulled ahead), each a report that throws, throw the first, the rest kept in its `suppressed`", () => {
+  // Job 31's handler (32 deep) ends x and y (both deferred), then, by case: throws (its report
+  // throws first, the drain's x after it: #leave); adds a handler to x, pulling x's ahead, and
+  // throws (the pull's throw kept aside, then #leave's own); adds one to y, pulling x's and y's
+  // (#handlersRan, two throws). Before, each of these dropped the second.
+  for (const kind of ["drain", "pulled", "pulled twice"] as const) {
+    const N = 32;
+    let caught: unknown;
+    const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+    const x = new CompletableDeferred<void>();
+    const y = new CompletableDeferred<void>();
+    x.invokeOnCompletion(() => {
+      throw new Error("x's handler");
+    });
+    if (kind === "pulled twice") {
+      y.invokeOnCompletion(() => {
+        throw new Error("y's handler");
+      });
+    }
+    for (let i = 0; i < N; i++) {
+      d[i].invokeOnCompletion(() => {
+        if (i + 2 < N) d[i + 1].complete();
+        else if (i + 1 < N) {
+          try {
+            d[i + 1].complete();
+          } catch (e) {
+            caught = e;
+          }
+        } else {
+          x.complete();
+          y.complete();
+          if (kind === "pulled") x.invokeOnCompletion(() => {});
+          if (kind === "pulled twice") y.invokeOnCompletion(() => {});
+          if (kind !== "pulled twice") throw new Error("job 31's handler");
+        }
+      });
+    }
+    const report = globalThis.reportError;
+    const thrown: Error[] = [];
+    globalThis.reportError = () => {
+      const e = new Error(`reportError throws (${thrown.length})`);
+      thrown.push(e);
+      throw e;
+    };
+    try {
+      d[0].complete();
+    } finally {
+      globalThis.reportError = report;
+    }
+    assert.equal(thrown.length, 2, `${kind}: both reports ran`);
+    // The pull's throw is set aside until the end's own: that one is thrown, the pull's kept.
+    const [first, second] = kind === "pulled" ? [thrown[1], thrown[0]] : thrown;
+    assert.equal(caught, first, `${kind}: thrown to job 31's end`);
+    assert.deepEqual((first as Error & { suppressed?: unknown[] }).suppressed, [second], kind);
+    assert.ok([x, y].every((j) => j.state === "completed"), kind);
+  }
+});
+
 Deno.test("an engine error out of a job's abort (a stack overflow in the dispatch, as abort listeners that each cancel the next job reach ~500 deep) leaves no job half-cancelled: thrown to the canceller, the walk goes on a microtask later", async () => {
   // p ── a ── a1        a's abort throws (before or after it aborts a's signal), as a stack
   //   └─ b              overflow in its dispatch does. Before, the walk stopped there for good:
