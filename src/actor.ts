@@ -23,8 +23,10 @@
  *   `onDone(cause)` is called once: `undefined` when the handler returned, the
  *   CancellationError when cancelled, the error when it failed. Also on a scope of the caller's
  *   own whose `launch` throws or returns no Job (`actor()` throws): the task it started is
- *   cancelled and `onDone` runs as it ends; one whose start it deferred ends cancelled as it
- *   starts, its handler never run (Kotlin's `onCompletion` runs however the actor completes).
+ *   cancelled and `onDone` runs as it ends; where the block had not begun (deferred, or never
+ *   run), `onDone` runs at once with the error `actor()` throws, and a block started later ends
+ *   cancelled as it starts, its handler never run (Kotlin's `onCompletion` runs however the
+ *   actor completes).
  * - Native code's destroy of the mailbox (`kc_chan_destroy` of its `handle`) ends the actor as
  *   cancelled, not failed: the mailbox reads as cancelled from then on, so the handler's receive
  *   rejects with a CancellationError (the destroy's, or one saying native code destroyed it),
@@ -1002,8 +1004,16 @@ export function actor<M>(
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
     ending.push(onJobCompletion(taskJob, isCompletedJob(taskJob) ? finish : finishFolded));
   };
-  /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
-  const abandon = (): void => {
+  /**
+   * Whether the block began (inside `launch`, or later where that launch deferred it): an actor
+   * whose block had not begun as its launch failed ends there (`abandon`).
+   */
+  let entered = false;
+  /**
+   * The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw: `cause`,
+   * the error `actor()` throws.
+   */
+  const abandon = (cause: unknown): void => {
     // The scope's launch threw or returned no Job, maybe after running the handler at once (to
     // its first await): its task, known from its start (`job`), is cancelled with the
     // mailbox's CancellationError (`Mailbox.cancel`), as produce's cleanup cancels its producer.
@@ -1018,12 +1028,20 @@ export function actor<M>(
     // Its task, started, ends with that cancel: `onDone` runs then (`finish`), as the job
     // `launch` did not return would have run it. One not started yet attaches it as it starts.
     if (st.job !== null) onJobCompletion(st.job, finish);
+    // Its block not begun (a launch that threw, or returned no Job, before running it; a lazy
+    // actor's too): the actor ends now, `onDone` getting the launch's error, as Kotlin's
+    // `onCompletion` runs however the actor completes. Before, only the block's start ran it: a
+    // launch that never runs the block (it failed) left `onDone` unrun, and what it releases
+    // leaked. A block the launch deferred and starts later never runs the handler (`abandoned`
+    // below), and `onDone` does not run again (`finished`).
+    if (!entered) finish(cause);
   };
   // A CoroutineScope of the caller's own may throw or return anything: the mailbox is freed.
   const job = launchChecked<Job>(
     op,
     scope,
     async (task: CoroutineScope) => {
+      entered = true;
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
       // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
       // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.
@@ -1142,7 +1160,7 @@ export function actor<M>(
     // and `onDone` run, as where `launch` throws (`abandon` on the task's own Job only, not on
     // this one). Before, actor() threw and the handler ran on, the mailbox never released.
     st.job = tracked;
-    abandon();
+    abandon(e);
     throw e;
   }
   // Withdrawn where the task's own Job ends the actor first: a kcoro Job's Disposable only (a Job

@@ -863,17 +863,18 @@ export function _setJobBrand(check: (x: unknown) => boolean): void {
  * `scope.launch(block)` for `op` (produce, actor) on a scope that may be the caller's own
  * CoroutineScope: what it returns must be a Job (a kcoro Job by its brand, reading none of its
  * members, which a caller may redefine on its prototype; another by its invokeOnCompletion and
- * cancel), else a TypeError; `cleanup` runs when it throws or returns anything else. `options`
- * (`lazy` for an actor, a `context` given), where given, are `launch`'s second argument; else it
- * gets the block alone. `own` (kcoro's own scope: Coroutine's own launch, `launchOwn`), where
- * given, launches instead of the scope's `launch`, which a caller may have redefined on its
+ * cancel), else a TypeError; `cleanup` runs when it throws or returns anything else, given the
+ * error `launchChecked` then throws (an actor's `onDone` gets it where its block never began).
+ * `options` (`lazy` for an actor, a `context` given), where given, are `launch`'s second argument;
+ * else it gets the block alone. `own` (kcoro's own scope: Coroutine's own launch, `launchOwn`),
+ * where given, launches instead of the scope's `launch`, which a caller may have redefined on its
  * prototype.
  */
 export function launchChecked<J>(
   op: string,
   scope: { launch(block: never): unknown },
   block: unknown,
-  cleanup: () => void,
+  cleanup: (error: unknown) => void,
   options?: { lazy?: true; context?: unknown },
   own?: (block: unknown, options?: unknown) => unknown,
 ): J {
@@ -885,7 +886,7 @@ export function launchChecked<J>(
       ? scope.launch(block as never)
       : (scope.launch as (block: never, options: unknown) => unknown)(block as never, options);
   } catch (e) {
-    cleanup();
+    cleanup(e);
     throw e;
   }
   // Coroutine's own launch returns kcoro's own Job, which the caller drives by JobSupport's own
@@ -914,12 +915,14 @@ export function launchChecked<J>(
     // of the caller's (theirs, as it is). `cleanup` runs either way: before, it did not, and the
     // channel and the task the launch had started were left behind (a producer's or an actor's
     // block running on, its channel never released).
-    cleanup();
-    throw isRevoked(j as object) ? notJob(e) : e;
+    const error = isRevoked(j as object) ? notJob(e) : e;
+    cleanup(error);
+    throw error;
   }
   if (!isJob) {
-    cleanup();
-    throw notJob();
+    const error = notJob();
+    cleanup(error);
+    throw error;
   }
   return job as J;
 }

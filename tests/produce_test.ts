@@ -3230,7 +3230,9 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
             how === "throws" ? (e) => e === own : { name: "TypeError" },
             what,
           );
-          assert.equal(done.length, 0, `${what}: onDone runs as the task ends, not before`);
+          // Started at once: onDone runs as the task ends. Deferred (not begun): at once, with
+          // the launch's error, as a launch that never runs the block gives it nothing else.
+          assert.equal(done.length, start === "at once" ? 0 : 1, `${what}: onDone's runs`);
           if (deferred !== null) {
             const job = real.launch(deferred); // the caller's launch starts it late
             await job.join();
@@ -3241,14 +3243,66 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
         `${what}: the real scope's end`,
       ); // resolves: the task was cancelled, no failure
       assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
-      assert.ok(done[0] instanceof CancellationError, `${what}: ${String(done[0])}`);
       if (start === "at once") {
+        assert.ok(done[0] instanceof CancellationError, `${what}: ${String(done[0])}`);
         assert.equal(ran, true, `${what}: the handler began`);
         assert.equal(done[0], reason, `${what}: onDone gets the task's cancellation`);
-      } else assert.equal(ran, false, `${what}: the handler never ran on the freed mailbox`);
+      } else {
+        assert.equal(ran, false, `${what}: the handler never ran on the freed mailbox`);
+        if (how === "throws") assert.equal(done[0], own, what);
+        else assert.ok(done[0] instanceof TypeError, `${what}: ${String(done[0])}`);
+      }
     }
   }
   assert.equal(live, 0);
+});
+
+Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job before running the block (and never runs it) runs onDone once, with the launch's error: eager or lazy", async () => {
+  // src/actor.ts `abandon`: only the block's start ran onDone on that path, so an actor whose
+  // block never began never ran it, and what onDone releases leaked.
+  const own = new Error("the caller's launch");
+  await using real = createScope();
+  for (const lazy of [false, true]) {
+    for (
+      const how of ["throws", "returns no Job", "returns a Job whose invokeOnCompletion throws"]
+    ) {
+      const what = `lazy ${lazy}, launch ${how}`;
+      const done: unknown[] = [];
+      const options: unknown[] = [];
+      const hooked = new Error("the caller's invokeOnCompletion");
+      const scope = {
+        context: real.context,
+        launch: (_block: unknown, opts?: unknown) => {
+          options.push(opts); // the block is dropped: never run
+          if (how === "throws") throw own;
+          if (how === "returns no Job") return 1;
+          return {
+            cancel() {},
+            invokeOnCompletion() {
+              throw hooked;
+            },
+          };
+        },
+      } as unknown as CoroutineScope;
+      let handlerRan = false;
+      let thrown: unknown;
+      try {
+        actor<number>(scope, () => {
+          handlerRan = true;
+        }, { lazy, onDone: (cause) => done.push(cause) });
+      } catch (e) {
+        thrown = e;
+      }
+      if (how === "throws") assert.equal(thrown, own, what);
+      else if (how === "returns no Job") {
+        assert.ok(thrown instanceof TypeError, `${what}: ${String(thrown)}`);
+      } else assert.equal(thrown, hooked, what);
+      assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
+      assert.equal(done[0], thrown, `${what}: onDone gets the error actor() throws`);
+      assert.equal(handlerRan, false, what);
+      if (lazy) assert.deepEqual(options, [{ lazy: true }], `${what}: launched lazily`);
+    }
+  }
 });
 
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job: what onDone throws is reported exactly once, on each abandoned path (started at once or deferred; a task with a kcoro Job or none)", async () => {
@@ -3451,7 +3505,8 @@ function foreignTask(
 interface ForeignLaunchCase {
   call: (scope: CoroutineScope) => unknown;
   ran: () => boolean;
-  ended?: (cause: unknown, what: string) => void;
+  /** `thrown`: what the call threw where the block began only after it (deferred), else null. */
+  ended?: (cause: unknown, what: string, thrown: unknown) => void;
 }
 
 /**
@@ -3485,11 +3540,16 @@ async function eachForeignLaunch(
             return 1;
           },
         } as unknown as CoroutineScope;
+        let thrown: unknown = null;
         assert.throws(
           () => c.call(scope),
-          how === "throws" ? (e) => e === own : { name: "TypeError" },
+          (e) => {
+            thrown = e;
+            return how === "throws" ? e === own : e instanceof TypeError;
+          },
           what,
         );
+        if (deferred === null) thrown = null;
         if (deferred !== null) {
           started = (deferred as (t: CoroutineScope) => unknown)(foreign) as Promise<unknown>; // started late
         }
@@ -3501,7 +3561,7 @@ async function eachForeignLaunch(
         assert.equal(ended.status, "rejected", what);
         const cause = (ended as PromiseRejectedResult).reason;
         assert.ok(cause instanceof CancellationError, `${what}: ${String(cause)}`);
-        c.ended?.(cause, what);
+        c.ended?.(cause, what, thrown);
         assert.equal(
           c.ran(),
           start === "at once",
@@ -3513,7 +3573,7 @@ async function eachForeignLaunch(
   }
 }
 
-Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with, started at once or deferred, also when the task has no signal", async () => {
+Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the block a task whose job is not a kcoro Job, then throws or returns no Job: onDone still runs once, with the cancellation the block ends with where started at once (deferred, with the launch's error), also when the task has no signal", async () => {
   // onDone was attached to the task's job (`_job`) only when that job was a kcoro Job: under a
   // task of the caller's own, nothing attached it, and it never ran. A task with no signal (or
   // one that is no AbortSignal) threw a TypeError at its addEventListener, ahead of the check
@@ -3528,9 +3588,17 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch gives the 
     return {
       call: (scope) => actor<number>(scope, handler, { onDone: (cause) => done.push(cause) }),
       ran: () => ran,
-      ended: (cause, what) => {
+      ended: (cause, what, thrown) => {
         assert.equal(done.length, 1, `${what}: onDone ran once: ${done.length}`);
-        assert.equal(done[0], cause, `${what}: onDone gets the cancellation the block ends with`);
+        // Deferred: the block had not begun as the launch failed, so onDone ran then, with the
+        // error actor() threw, and not again as the block ended.
+        if (thrown !== null) {
+          assert.equal(done[0], thrown, `${what}: onDone gets the launch's error`);
+        } else {assert.equal(
+            done[0],
+            cause,
+            `${what}: onDone gets the cancellation the block ends with`,
+          );}
       },
     };
   });
