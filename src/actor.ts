@@ -785,8 +785,12 @@ class ActorImpl<M> implements Actor<M> {
       // 4094 digits by its size (`describe`), as a print shows it: its decimal text took more
       // than linear time (minutes for the engine's largest), only to be cut.
       const state: unknown = (job as Job).state;
-      if (typeof state === "bigint") {
-        const said = describe(state);
+      // A BigInt wrapper (`Object(10n ** 10_000_000n)`) too, by the value it wraps (read by
+      // BigInt.prototype's own valueOf, as the module loaded: no code of the caller's runs):
+      // `String` converted it whole (~1 s for one of 2**22 bits), only to be cut.
+      const big = typeof state === "bigint" ? state : wrappedBigint(state);
+      if (big !== undefined) {
+        const said = describe(big);
         if (said.endsWith(" bits")) return `Actor(${said})`;
       }
       // `String`, not a template literal: a symbol by its description (`Actor(Symbol(s))`), where
@@ -1169,6 +1173,19 @@ export function actor<M>(
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
   return a;
+}
+
+/** BigInt.prototype's own valueOf, as the module loaded (`wrappedBigint`). */
+const bigintValueOf = BigInt.prototype.valueOf;
+
+/** The bigint a BigInt wrapper object holds; undefined for anything else (a Proxy too). */
+function wrappedBigint(x: unknown): bigint | undefined {
+  if (typeof x !== "object" || x === null) return undefined;
+  try {
+    return bigintValueOf.call(x); // throws a TypeError on what has no [[BigIntData]]
+  } catch {
+    return undefined;
+  }
 }
 
 refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);

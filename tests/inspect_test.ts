@@ -1145,6 +1145,20 @@ Deno.test("a bigint of more than 4094 digits prints by its size, in a print with
   end();
 });
 
+Deno.test("String(actor) names a BigInt wrapper state of more than 4094 digits by its size, as a bigint state, not by its whole decimal text", async () => {
+  // Before, `String(state)` converted the wrapper whole (~1 s for 2**22 bits), only to be cut.
+  await using scope = createScope();
+  let state: unknown;
+  const { a, end } = actorWithState(scope, () => state);
+  state = Object(2n ** 4_000_000n);
+  assert.equal(String(a), "Actor(a bigint of 4000001 bits)");
+  state = Object(-(10n ** 4094n));
+  assert.equal(String(a), "Actor(a negative bigint of 13600 bits)");
+  state = Object(12n); // small: its text, as before
+  assert.equal(String(a), "Actor(12)");
+  end();
+});
+
 Deno.test("String(actor) names a symbol state of a Job of another kind by its description, as its print does", async () => {
   // Before, the template literal's TypeError ("Cannot convert a Symbol value to a string") left
   // the state out: `Actor`, where Deno.inspect printed `Actor { [[state]]: Symbol(s) }`.
