@@ -1046,6 +1046,12 @@ export function actor<M>(
     scope,
     async (task: CoroutineScope) => {
       entered = true;
+      // The actor ended before its block began (a deferred start after its launch failed, which
+      // ran `onDone` then, or after the Job `launch` returned completed): the block ends cancelled
+      // at once, before it watches its task's signal. Before, that watch (`cancelOnAbort`) came
+      // first, and nothing withdrew it (`finish` had run): a long-lived signal of the caller's
+      // kept the listener, and the freed mailbox, until it aborted.
+      if (finished) throw new CancellationError(abandoned ? ABANDONED : ENDED_FIRST);
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`): only a kcoro Job
       // that `launch` returned stops it at once then (below). Before, its `addEventListener` threw
       // a TypeError here, ahead of the abandoned check below, and `onDone` never ran.

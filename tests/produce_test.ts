@@ -7,6 +7,7 @@ import {
   assertNotThisError,
   assertSameItems,
   busyUntilAborted,
+  callersJob,
   catchReported,
   evalScript,
   JOB_MEMBERS,
@@ -3255,6 +3256,54 @@ Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or 
     }
   }
   assert.equal(live, 0);
+});
+
+Deno.test("actor whose deferred block starts after the actor ended (its launch failed, or the Job it returned completed) leaves no abort listener on the task's signal", async () => {
+  // src/actor.ts: the late block watched its task's signal (`cancelOnAbort`) before it found the
+  // actor ended, and nothing withdrew that listener (`finish` had run already): a long-lived
+  // signal of the caller's kept it, and the freed mailbox with it, until it aborted.
+  for (const how of ["throws", "returns a completed Job"] as const) {
+    const what = `launch ${how}`;
+    const done: unknown[] = [];
+    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+    const own = new Error("the caller's launch");
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => Promise<void>) => {
+        deferred = block; // started later
+        if (how === "throws") throw own;
+        return Object.assign(
+          callersJob((handler) => {
+            handler(); // completed already: the actor ends at once
+            return { [Symbol.dispose]() {} };
+          }),
+          { cancel() {} },
+        );
+      },
+    } as unknown as CoroutineScope;
+    let ran = false;
+    try {
+      actor<number>(scope, () => {
+        ran = true;
+      }, { onDone: (cause) => done.push(cause) });
+      assert.notEqual(how, "throws", what);
+    } catch (e) {
+      assert.equal(e, own, what);
+    }
+    assert.equal(done.length, 1, `${what}: onDone ran as the actor ended`);
+    const stop = new AbortController(); // the task's signal: a long-lived one of the caller's
+    const task = { job: null, context: Context.empty, signal: stop.signal };
+    await assert.rejects(
+      deferred!(task as unknown as CoroutineScope),
+      CancellationError,
+      what,
+    );
+    assert.equal(ran, false, `${what}: the handler never ran`);
+    assert.equal(done.length, 1, `${what}: onDone ran once`);
+    assert.equal(abortListeners(stop.signal), 0, `${what}: no listener left on the task's signal`);
+    stop.abort(); // nothing of the ended actor's runs
+    assert.equal(done.length, 1, what);
+  }
 });
 
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job before running the block (and never runs it) runs onDone once, with the launch's error: eager or lazy", async () => {
