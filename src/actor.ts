@@ -116,7 +116,7 @@ import {
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
-import { customInspect, inspectAs, notA } from "./inspect.ts";
+import { customInspect, inspectAs, notA, wrappedBigint } from "./inspect.ts";
 import { childContext, type Context, isContext } from "./context.ts";
 import { checkContext, type CoroutineScope, isScopeObject, launchOwn } from "./scope.ts";
 
@@ -1179,19 +1179,6 @@ export function actor<M>(
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
   return a;
-}
-
-/** BigInt.prototype's own valueOf, as the module loaded (`wrappedBigint`). */
-const bigintValueOf = BigInt.prototype.valueOf;
-
-/** The bigint a BigInt wrapper object holds; undefined for anything else (a Proxy too). */
-function wrappedBigint(x: unknown): bigint | undefined {
-  if (typeof x !== "object" || x === null) return undefined;
-  try {
-    return bigintValueOf.call(x); // throws a TypeError on what has no [[BigIntData]]
-  } catch {
-    return undefined;
-  }
 }
 
 refuseAsValue(ActorImpl, "an actor", "send its messages where it runs", NOT_CLONEABLE);

@@ -1149,13 +1149,20 @@ Deno.test("String(actor) names a BigInt wrapper state of more than 4094 digits b
   // Before, `String(state)` converted the wrapper whole (~1 s for 2**22 bits), only to be cut.
   await using scope = createScope();
   let state: unknown;
-  const { a, end } = actorWithState(scope, () => state);
+  const { a, plain, end } = actorWithState(scope, () => state);
   state = Object(2n ** 4_000_000n);
   assert.equal(String(a), "Actor(a bigint of 4000001 bits)");
+  // Its print too (Deno's `[BigInt: 12n]`), with and without Deno's inspect: before, Deno printed
+  // its whole decimal text (~0.7 s, 1.2 million characters).
+  const huge = "Actor { [[state]]: [BigInt: a bigint of 4000001 bits] }";
+  assert.equal(Deno.inspect(a), huge);
+  assert.equal(plain(), huge);
   state = Object(-(10n ** 4094n));
   assert.equal(String(a), "Actor(a negative bigint of 13600 bits)");
+  assert.equal(Deno.inspect(a), "Actor { [[state]]: [BigInt: a negative bigint of 13600 bits] }");
   state = Object(12n); // small: its text, as before
   assert.equal(String(a), "Actor(12)");
+  assert.equal(Deno.inspect(a), "Actor { [[state]]: [BigInt: 12n] }");
   end();
 });
 
