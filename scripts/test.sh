@@ -160,7 +160,18 @@ run_zig() { # $1 = label, rest = extra zig build args
 # script, with its compilers. Each compile starts only while this script runs: one killed
 # (SIGKILL, which no trap sees) left the rest of the list to compile, minutes of CPU, in a group
 # nothing else ends.
+# The build runner (build.zig's program, which every `zig build` below runs) is compiled here
+# first, alone: on a fresh .zig-cache the first stage and the first compile ahead both compiled
+# it at once, and one then failed to start it ("failed to spawn build runner ...: FileBusy",
+# ETXTBSY: the other still had the file open for writing), failing that stage on a clean clone.
 if command -v setsid >/dev/null 2>&1; then
+  starting=1 # in a group of its own, ended by stop_ahead on a signal, as the compiles ahead
+  setsid zig build --help >/dev/null 2>&1 &
+  ahead_pid=$!
+  starting=""
+  [ -z "$interrupted" ] || exit "$interrupted"
+  wait "$ahead_pid" || :
+  ahead_pid=""
   starting=1 # as a stage's start (`stage`): a signal before its pid is noted is acted on after
   setsid sh -c '
     for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \
