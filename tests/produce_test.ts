@@ -3306,6 +3306,61 @@ Deno.test("actor whose deferred block starts after the actor ended (its launch f
   }
 });
 
+Deno.test("produce whose deferred block starts after the producer ended (its launch failed, the Job it returned completed, or its consumer cancelled the channel and so that Job) leaves no abort listener on the task's signal", async () => {
+  // src/produce.ts: as an actor's (f01e1bb), the late block must not watch its task's signal
+  // (`closeOnCancel`) once the producer ended: `end` had run its `detach`, and a long-lived signal
+  // of the caller's would keep the listener, and the channel's state with it, until it aborted.
+  // Guarded by the `abandoned` check and `closeOnCancel`'s `ended` check, both before the listen.
+  for (
+    const how of [
+      "throws",
+      "returns a completed Job",
+      "returns a Job the consumer cancels",
+    ] as const
+  ) {
+    const what = `launch ${how}`;
+    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+    const own = new Error("the caller's launch");
+    let complete: (() => void) | null = null;
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => Promise<void>) => {
+        deferred = block; // started later
+        if (how === "throws") throw own;
+        return Object.assign(
+          callersJob((handler) => {
+            complete = handler;
+            if (how === "returns a completed Job") handler(); // the producer ends at once
+            return { [Symbol.dispose]() {} };
+          }),
+          { cancel: () => complete?.() },
+        );
+      },
+    } as unknown as CoroutineScope;
+    let ran = false;
+    let ch: ReturnType<typeof produce<number>> | null = null;
+    try {
+      ch = produce<number>(scope, async () => {
+        ran = true;
+      });
+      assert.notEqual(how, "throws", what);
+    } catch (e) {
+      assert.equal(e, own, what);
+    }
+    if (how === "returns a Job the consumer cancels") ch!.cancel(); // completes the Job: ended
+    const stop = new AbortController(); // the task's signal: a long-lived one of the caller's
+    const task = { job: null, context: Context.empty, signal: stop.signal };
+    try {
+      await deferred!(task as unknown as CoroutineScope);
+    } catch (e) {
+      assert.ok(e instanceof CancellationError, `${what}: ${e}`);
+    }
+    if (how === "throws") assert.equal(ran, false, `${what}: the block never ran`);
+    assert.equal(abortListeners(stop.signal), 0, `${what}: no listener left on the task's signal`);
+    stop.abort(); // nothing of the ended producer's runs
+  }
+});
+
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job before running the block (and never runs it) runs onDone once, with the launch's error: eager or lazy", async () => {
   // src/actor.ts `abandon`: only the block's start ran onDone on that path, so an actor whose
   // block never began never ran it, and what onDone releases leaked.
