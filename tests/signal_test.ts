@@ -1694,6 +1694,45 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
   }
 });
 
+Deno.test("a producer's or an actor's block whose start a caller's launch deferred, then threw, ends cancelled (its channel or mailbox freed) before its task signal is listened to, also one that cannot be listened to", async () => {
+  // README: such a task never runs the block and ends cancelled (`onDone` ran first). Its signal
+  // is not listened to then: one whose listen throws does not fail it by name instead (the
+  // `abandoned` check in src/produce.ts, the `finished` check in src/actor.ts, both before the
+  // listen), nor keeps a listener (produce_test: "leaves no abort listener").
+  for (const which of ["produce", "actor"] as const) {
+    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+    const own = new Error("the caller's launch");
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => Promise<void>) => {
+        deferred = block; // started later
+        throw own;
+      },
+    } as unknown as CoroutineScope;
+    let ran = false;
+    const done: unknown[] = [];
+    assert.throws(() => {
+      if (which === "produce") {
+        produce<number>(scope, () => {
+          ran = true;
+        });
+      } else {
+        actor<number>(scope, () => {
+          ran = true;
+        }, { onDone: (cause) => done.push(cause) });
+      }
+    }, (e) => e === own);
+    const task = { job: null, context: Context.empty, signal: listenThrows() };
+    const ended = await deferred!(task as unknown as CoroutineScope).then(
+      () => "fulfilled",
+      (e) => e,
+    );
+    assert.ok(ended instanceof CancellationError, `${which}: ${String(ended)}`);
+    assert.equal(ran, false, `${which}: its block never ran`);
+    if (which === "actor") assert.deepEqual(done, [own], "onDone ran once, as the actor ended");
+  }
+});
+
 Deno.test("aborting many waits on one signal removes no listener from the aborted signal: the abort does work linear in the waits", async () => {
   // Each wait an abort settled removed its listener (`unlistenAbort`), which the abort's dispatch
   // had dropped already (`once`): a scan of the signal's list of the waits still listening, so
