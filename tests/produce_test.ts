@@ -3340,6 +3340,7 @@ Deno.test("produce whose deferred block starts after the producer ended (its lau
     let ran = false;
     let ch: ReturnType<typeof produce<number>> | null = null;
     try {
+      // deno-lint-ignore require-await
       ch = produce<number>(scope, async () => {
         ran = true;
       });
