@@ -889,12 +889,6 @@ export function launchChecked<J>(
     cleanup(e);
     throw e;
   }
-  // Coroutine's own launch returns kcoro's own Job, which the caller drives by JobSupport's own
-  // members (`cancelJob`, `onJobCompletion`): not looked at through its prototype, where a
-  // caller's `cancel` or `invokeOnCompletion` redefined as a throwing getter threw out of
-  // produce() and actor(), and one redefined as no function refused kcoro's own Job ("scope.launch
-  // must return a Job, received a Job").
-  if (own !== undefined) return job as J;
   const j = job as { invokeOnCompletion?: unknown; cancel?: unknown } | null;
   const notJob = (cause?: unknown) =>
     new TypeError(
