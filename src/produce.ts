@@ -154,6 +154,13 @@ const DISPOSED = "Producer was cancelled: its channel was disposed";
  */
 const ABANDONED = "Producer was cancelled: the scope's launch of it failed before it began";
 
+/**
+ * What a producer's task ends with when the producer ended before its block began (a deferred
+ * start under a task naming a Job completed before, or after the Job `launch` returned
+ * completed): its channel was closed, so its block never runs (as an actor's `ENDED_FIRST`).
+ */
+const ENDED_FIRST = "Producer was cancelled: a Job it ends with completed before its block began";
+
 /** Options for {@linkcode produce}. */
 export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
@@ -831,6 +838,13 @@ export function produce<T>(
       if (abandoned) throw new CancellationError(ABANDONED);
       // Started after `launch` returned (deferred): the task's own Job is known only now.
       endWithTask();
+      // The producer ended before its block began (started late, under a task naming a Job
+      // completed before, or after the Job `launch` returned completed): its channel is closed, so
+      // the block never runs and the task ends cancelled, as an abandoned one (and an actor's,
+      // `ENDED_FIRST` in src/actor.ts). Before the listen below too: nothing is left to watch.
+      // Before, the block ran on the closed channel, and its first send's ClosedSendError failed
+      // the task (and the scope).
+      if (ended) throw new CancellationError(ENDED_FIRST);
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
       // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
       // sends (below). Before, its `addEventListener` threw a TypeError out of the block.

@@ -3356,9 +3356,83 @@ Deno.test("produce whose deferred block starts after the producer ended (its lau
     } catch (e) {
       assert.ok(e instanceof CancellationError, `${what}: ${e}`);
     }
-    if (how === "throws") assert.equal(ran, false, `${what}: the block never ran`);
+    assert.equal(ran, false, `${what}: the block never ran`);
     assert.equal(abortListeners(stop.signal), 0, `${what}: no listener left on the task's signal`);
     stop.abort(); // nothing of the ended producer's runs
+  }
+});
+
+Deno.test("produce whose deferred block starts after the Job its launch returned completed never runs its block: the task ends cancelled, as an actor's, and the channel's receivers saw that end", async () => {
+  // src/produce.ts: the late block ran the caller's block on the closed channel, whose first send
+  // rejected with the close's cause (or ClosedSendError after a clean end, failing the task and
+  // its scope), where an actor in the same situation ends cancelled (`ENDED_FIRST` in
+  // src/actor.ts).
+  await using real = createScope();
+  const hows = [
+    "a kcoro Job cancelled",
+    "a Job of the caller's completed with a cancellation",
+    "a Job of the caller's completed without a cause",
+  ] as const;
+  for (const how of hows) {
+    const what = `launch returns ${how}`;
+    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+    const cause = new CancellationError("the Job launch returned was cancelled");
+    let complete: (() => Promise<void>) | null = null;
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => Promise<void>) => {
+        deferred = block; // started later
+        if (how === "a kcoro Job cancelled") {
+          const job = real.launch((task) => untilAborted(task.signal));
+          complete = () => {
+            job.cancel(cause);
+            return job.join(); // completed: the producer ended
+          };
+          return job;
+        }
+        return Object.assign(
+          callersJob((handler) => {
+            complete = () => {
+              const end = handler as (c?: unknown) => void;
+              if (how === "a Job of the caller's completed without a cause") end();
+              else end(cause);
+              return Promise.resolve();
+            };
+            return { [Symbol.dispose]() {} };
+          }),
+          { cancel() {} },
+        );
+      },
+    } as unknown as CoroutineScope;
+    let ran = false;
+    const ch = produce<number>(scope, async (out) => {
+      ran = true;
+      await out.send(1);
+    });
+    const waiting = ch.receive(); // a receiver waiting as the producer ends
+    await complete!();
+    // A clean end closes the channel; a cancellation closes it with its cause.
+    const saw = (e: unknown) =>
+      how === "a Job of the caller's completed without a cause"
+        ? e instanceof ClosedReceiveError
+        : e === cause;
+    await assert.rejects(waiting, saw, `${what}: the receiver sees the producer's end`);
+    const task = { job: null, context: Context.empty, signal: new AbortController().signal };
+    await assert.rejects(
+      deferred!(task as unknown as CoroutineScope),
+      (e) => {
+        assert.ok(e instanceof CancellationError, `${what}: ${e}`);
+        assert.equal(
+          e.message,
+          "Producer was cancelled: a Job it ends with completed before its block began",
+          what,
+        );
+        return true;
+      },
+      `${what}: the late block ends cancelled`,
+    );
+    assert.equal(ran, false, `${what}: the block never ran`);
+    await assert.rejects(ch.receive(), saw, `${what}: receivers still see it`);
   }
 });
 
@@ -4409,9 +4483,11 @@ Deno.test("actor started late under a task of the caller's own naming a Job comp
   assert.equal(live, 0);
 });
 
-Deno.test("produce started late under a task of the caller's own naming a Job completed already ends at once and leaves no listener on the task's signal", async () => {
+Deno.test("produce started late under a task of the caller's own naming a Job completed already ends at once, its block never run, and leaves no listener on the task's signal", async () => {
   // Before, `endWithTask` ended the producer at once, and the block then listened to the task's
   // signal (`closeOnCancel`) after `end` had run its removals: the listener stayed for good.
+  // Then the block ran on the closed channel (src/produce.ts, `ended`): the task now ends
+  // cancelled without running it, as an actor's.
   const named = new CompletableDeferred<void>();
   named.complete(); // the task names a Job completed before its block starts
   const other = new CompletableDeferred<void>(); // what the launch returns: long-lived
@@ -4429,7 +4505,8 @@ Deno.test("produce started late under a task of the caller's own naming a Job co
       );
       const task = real.launch(() => start());
       await task.join();
-      assert.equal(ran, true);
+      assert.equal(ran, false, "the block never ran");
+      assert.equal(task.isCancelled, true, "the task ended cancelled");
       assert.equal(ch.isClosedForSend, true, "the producer ended with the named Job");
       assert.equal(abortListeners(controller.signal), 0, "no listener left on the task's signal");
       assert.equal(abortListeners(other.signal), 0, "nor on the returned Job's");
