@@ -1075,14 +1075,6 @@ export function actor<M>(
       ) {
         st.job = read;
       }
-      // A listen that throws (only a signal whose engine state the caller redefined) fails the
-      // task by name, before the handler runs, as createScope refuses such a signal. Before, with
-      // the listen's raw error.
-      if (signal !== null) cancelOnAbort(signal);
-      // Until the task is final: its end withdraws the owned watch before the mailbox is
-      // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
-      // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
-      st.running = true;
       // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
       // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
       // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
@@ -1107,6 +1099,17 @@ export function actor<M>(
       // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
       // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
       if (finished) throw new CancellationError(ENDED_FIRST);
+      // A listen that throws (only a signal whose engine state the caller redefined) fails the
+      // task by name, before the handler runs, as createScope refuses such a signal. Before, with
+      // the listen's raw error. After the checks above, as a producer's (src/produce.ts): an actor
+      // that ended before its handler began (abandoned, or a Job it ends with completed first)
+      // ends cancelled, its signal not listened to. Before, the listen came first, and one that
+      // throws failed such a task by name instead.
+      if (signal !== null) cancelOnAbort(signal);
+      // Until the task is final: its end withdraws the owned watch before the mailbox is
+      // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
+      // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
+      st.running = true;
       try {
         await handler(mailbox, task);
       } catch (e) {

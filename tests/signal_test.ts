@@ -1694,42 +1694,74 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
   }
 });
 
-Deno.test("a producer's or an actor's block whose start a caller's launch deferred, then threw, ends cancelled (its channel or mailbox freed) before its task signal is listened to, also one that cannot be listened to", async () => {
+Deno.test("a producer's or an actor's block whose start a caller's launch deferred, then threw or returned a Job that completed first, ends cancelled (its channel closed, its mailbox freed) before its task signal is listened to, also one that cannot be listened to", async () => {
   // README: such a task never runs the block and ends cancelled (`onDone` ran first). Its signal
   // is not listened to then: one whose listen throws does not fail it by name instead (the
-  // `abandoned` check in src/produce.ts, the `finished` check in src/actor.ts, both before the
-  // listen), nor keeps a listener (produce_test: "leaves no abort listener").
-  for (const which of ["produce", "actor"] as const) {
-    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
-    const own = new Error("the caller's launch");
-    const scope = {
-      context: Context.empty,
-      launch: (block: (task: CoroutineScope) => Promise<void>) => {
-        deferred = block; // started later
-        throw own;
-      },
-    } as unknown as CoroutineScope;
-    let ran = false;
-    const done: unknown[] = [];
-    assert.throws(() => {
-      if (which === "produce") {
-        produce<number>(scope, () => {
-          ran = true;
-        });
-      } else {
-        actor<number>(scope, () => {
-          ran = true;
-        }, { onDone: (cause) => done.push(cause) });
+  // `abandoned` and `ended` checks in src/produce.ts, the `finished` check in src/actor.ts, each
+  // before the listen), nor keeps a listener (produce_test: "leaves no abort listener"). A
+  // producer whose returned Job completed first ran its block (src/produce.ts, `ended`); an actor
+  // whose task names a kcoro Job completed first listened to its signal before it found itself
+  // ended (src/actor.ts), so one whose listen throws failed it by name.
+  await using real = createScope();
+  const completed = real.launch(() => {});
+  await completed.join();
+  const hows = [
+    "throws",
+    "returns a completed Job",
+    "returns a Job, its task naming a completed one",
+  ];
+  for (const how of hows) {
+    for (const which of ["produce", "actor"] as const) {
+      const what = `${which}, launch ${how}`;
+      let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+      const own = new Error("the caller's launch");
+      const scope = {
+        context: Context.empty,
+        launch: (block: (task: CoroutineScope) => Promise<void>) => {
+          deferred = block; // started later
+          if (how === "throws") throw own;
+          const live = how !== "returns a completed Job";
+          const job = {
+            state: "active",
+            isCompleted: false,
+            start: () => false,
+            cancel() {},
+            invokeOnCompletion(handler: (cause?: unknown) => void) {
+              if (!live) handler(); // completed already: the producer or the actor ends at once
+              return { [Symbol.dispose]() {} };
+            },
+          };
+          return job;
+        },
+      } as unknown as CoroutineScope;
+      let ran = false;
+      const done: unknown[] = [];
+      const start = () => {
+        if (which === "produce") {
+          produce<number>(scope, () => {
+            ran = true;
+          });
+        } else {
+          actor<number>(scope, () => {
+            ran = true;
+          }, { onDone: (cause) => done.push(cause) });
+        }
+      };
+      if (how === "throws") assert.throws(start, (e) => e === own, what);
+      else start();
+      // A task naming a kcoro Job completed first: the first of the two to complete ends it.
+      const named = how === "returns a Job, its task naming a completed one" ? completed : null;
+      const task = { job: named, context: Context.empty, signal: listenThrows() };
+      const ended = await deferred!(task as unknown as CoroutineScope).then(
+        () => "fulfilled",
+        (e) => e,
+      );
+      assert.ok(ended instanceof CancellationError, `${what}: ${String(ended)}`);
+      assert.equal(ran, false, `${what}: its block never ran`);
+      if (which === "actor") {
+        assert.deepEqual(done, [how === "throws" ? own : undefined], `${what}: onDone ran once`);
       }
-    }, (e) => e === own);
-    const task = { job: null, context: Context.empty, signal: listenThrows() };
-    const ended = await deferred!(task as unknown as CoroutineScope).then(
-      () => "fulfilled",
-      (e) => e,
-    );
-    assert.ok(ended instanceof CancellationError, `${which}: ${String(ended)}`);
-    assert.equal(ran, false, `${which}: its block never ran`);
-    if (which === "actor") assert.deepEqual(done, [own], "onDone ran once, as the actor ended");
+    }
   }
 });
 
