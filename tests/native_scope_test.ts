@@ -1841,11 +1841,14 @@ Deno.test("disposing a TypeScript scope's own native scope once the library is c
 Deno.test("a task's cancel reaches its native scope through kcoro's own members: not a redefined NativeScope.prototype.cancel, nor an addEventListener set on the task's signal", async () => {
   // Before, the task's abort listener called `ns.cancel()` (the prototype's member) and listened
   // by `signal.addEventListener`: a caller who redefined either left the native children of a
-  // timed-out task running to their end (each sleep here: its whole 2 s, KC_OK).
+  // timed-out task running to their end (each sleep here: its whole minute, KC_OK). A minute, not
+  // a short sleep: the sleeper sleeps until the cancel reaches it, so an event-loop stall on a
+  // loaded host (the 20 ms timer firing seconds late) cannot let it end by itself first (KC_OK
+  // with a 2 s sleep); a cancel that never reaches it still fails the test, after that minute.
   const desc = Object.getOwnPropertyDescriptor(NativeScope.prototype, "cancel")!;
   const called: string[] = [];
   for (const steer of ["NativeScope.prototype.cancel", "the signal's addEventListener"]) {
-    const sleeper = cells(2_000);
+    const sleeper = cells(MINUTE);
     try {
       if (steer === "NativeScope.prototype.cancel") {
         Object.defineProperty(NativeScope.prototype, "cancel", {
@@ -1939,7 +1942,9 @@ Deno.test("a task's native scope reads its owner's context and state, watches it
   // scope's dispose `owner.cancel(...)`: the prototype's at that call, so a redefinition made
   // nativeScope(task) or its first launch throw, or left the owner running after the dispose.
   const disposed = cells(2_000);
-  const timed = cells(2_000);
+  // Sleeps until the timeout's cancel reaches it (a minute at most): a 2 s sleep ended by itself
+  // (KC_OK) where the host stalled the event loop past it before the 50 ms timer fired.
+  const timed = cells(MINUTE);
   let ownerCancelled: unknown = "not run";
   // The test's own reads of a task's state and signal by kcoro's functions: the getters are
   // redefined too.
