@@ -204,6 +204,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     restarted: ?*const fn () void = null,
     /// In `workerStats`, holding the workers' array (`enterWorkers`), before it reads it.
     stats_reading: ?*const fn () void = null,
+    /// In `enterWorkers`, a reader that found no workers (not counted in `readers`), before
+    /// it returns.
+    found_no_workers: ?*const fn () void = null,
     /// In `liveIn` and `collectBusy` (`liveCount`, `busyCount`, a drain's look), between their
     /// two halves of reads: the counts out (`finished`, `busy_out`), then the counts in.
     between_count_reads: ?*const fn () void = null,
@@ -789,6 +792,7 @@ pub const Scheduler = struct {
     /// another one shuts down or restarts the scheduler: a shutdown (`joinAndFree`) or a failed
     /// `begin` that frees the workers' array says so first (`workers_live`, `dropWorkers`) and
     /// then waits for none. Before, those calls read `workers` unsynchronised, freed under them.
+    /// Only readers that found the workers count (one that finds them hidden reads nothing).
     /// Both kept by a restart (a reader of the earlier run may count itself out meanwhile, and
     /// load the flag) and changed atomically only.
     readers: std.atomic.Value(u32) = .init(0),
@@ -988,6 +992,7 @@ pub const Scheduler = struct {
         // Seq_cst: pairs with `enterWorkers`'s load (its acquire half: a reader that sees true
         // sees `workers` and the array built above); a store of `dropWorkers` is the only
         // other. Before the state, whose store orders nothing for it.
+        assert(workers.len != 0); // `enterWorkers` tells a counted reader by a non-empty array
         s.workers_live.store(true, .seq_cst);
         // The epoch before the state: a waker that reads `running` (seq_cst, after the store
         // below) reads this run's epoch, never the last one's.
@@ -1429,7 +1434,7 @@ pub const Scheduler = struct {
     /// The busy count now (a snapshot for statistics; exact when nothing runs).
     pub fn busyCount(s: *Scheduler) u64 {
         const workers = s.enterWorkers();
-        defer s.leaveWorkers();
+        defer s.leaveWorkers(workers);
         if (workers.len == 0) {
             // Acquire: as in `liveCount` (pairs with `abandonAll`'s release store).
             const folded = s.busy_folded.load(.acquire);
@@ -1442,19 +1447,47 @@ pub const Scheduler = struct {
     /// The workers' array for a reader of the statistics, on any thread (a worker's too): empty
     /// once a shutdown (or a failed `begin`) is about to free it (`dropWorkers`), or before any
     /// run. Until `leaveWorkers`, which must follow (also after an empty one), the array stays.
+    /// A reader that finds none is not counted in `readers` (it reads nothing), so that
+    /// readers in a loop on other threads, finding none, cannot hold up a shutdown's wait for
+    /// none (`dropWorkers`): only those that counted themselves in before the workers were
+    /// hidden are waited for, each once. Before, every reader counted itself in first, and a
+    /// statistics loop on another thread (`kc_sched_info` polled) kept the count above 0 at
+    /// most of the wait's looks: an untimed shutdown waited for as long as the loop ran.
     fn enterWorkers(s: *Scheduler) []Worker {
+        // A look before counting in. Acquire: pairs with `dropWorkers`' seq_cst store of false
+        // (its release half: the sums `joinAndFree` stored before it, `live_folded` and
+        // `busy_folded`, are seen by a reader that reads false here) and with `begin`'s of
+        // true (only a hint here: the load below decides).
+        if (!s.workers_live.load(.acquire)) return s.foundNoWorkers();
         // Seq_cst RMW, then seq_cst load: the Dekker pair with `dropWorkers` (its store of
         // false, then `awaitNone`'s seq_cst load of `readers`). Either it sees us counted and
         // waits, or we see false and read nothing. The load's acquire half pairs with `begin`'s
         // store of true: `workers` and the array are built. Never below 0 on the way out
         // (`countOut`): the count is kept by a restart.
         _ = s.readers.fetchAdd(1, .seq_cst);
-        if (!s.workers_live.load(.seq_cst)) return &.{};
+        if (!s.workers_live.load(.seq_cst)) {
+            // Hidden since the look above: out again at once (waking the shutdown's wait), so
+            // that the caller holds nothing. At most once per reader and shutdown: its next
+            // look above reads false.
+            s.countOut(&s.readers);
+            return s.foundNoWorkers();
+        }
+        // Never empty while they may be read (`begin` stores true after building at least
+        // one): `leaveWorkers` tells a counted reader by its non-empty array.
+        assert(s.workers.len != 0);
         return s.workers;
     }
 
-    fn leaveWorkers(s: *Scheduler) void {
-        s.countOut(&s.readers); // wakes a `dropWorkers` waiting for none
+    /// `enterWorkers`' answer for a reader that is not counted in `readers`.
+    fn foundNoWorkers(_: *Scheduler) []Worker {
+        if (@import("builtin").is_test) if (test_hooks.found_no_workers) |f| f();
+        return &.{};
+    }
+
+    /// After `enterWorkers`, with what it returned: counts a reader that found the workers out
+    /// (one that found none was not counted).
+    fn leaveWorkers(s: *Scheduler, workers: []Worker) void {
+        if (workers.len != 0) s.countOut(&s.readers); // wakes a `dropWorkers` waiting for none
     }
 
     /// Before the workers' array is freed, with no worker running: readers of the statistics
@@ -1623,7 +1656,7 @@ pub const Scheduler = struct {
     /// While a shutdown frees the workers, the count it summed as it hid them (`live_folded`).
     pub fn liveCount(s: *Scheduler) u64 {
         const workers = s.enterWorkers();
-        defer s.leaveWorkers();
+        defer s.leaveWorkers(workers);
         if (workers.len == 0) {
             // Acquire: pairs with `abandonAll`'s release store of `no_fold` (then `live` holds
             // the sum). A sum stored by `joinAndFree` is published to a reader that found no
@@ -1688,7 +1721,7 @@ pub const Scheduler = struct {
     /// Worker threads (`Options.workers`, one per CPU if that was 0).
     pub fn workerCount(s: *Scheduler) usize {
         const workers = s.enterWorkers();
-        defer s.leaveWorkers();
+        defer s.leaveWorkers(workers);
         return workers.len;
     }
 
@@ -1699,7 +1732,7 @@ pub const Scheduler = struct {
     /// Safe while another thread shuts the scheduler down or restarts it (`enterWorkers`).
     pub fn workerStats(s: *Scheduler, index: usize) ?WorkerStats {
         const workers = s.enterWorkers();
-        defer s.leaveWorkers();
+        defer s.leaveWorkers(workers);
         if (index >= workers.len) return null;
         if (@import("builtin").is_test) if (test_hooks.stats_reading) |f| f();
         const w = &workers[index];
@@ -4197,6 +4230,84 @@ test "a reader of the workers' statistics on another thread holds a shutdown's f
     try testing.expect(S.shut.load(.acquire));
     try testing.expectEqual(@as(usize, 0), s.workerCount());
     try testing.expect(s.workerStats(0) == null);
+    try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
+}
+
+test "a reader of the statistics that finds the workers hidden does not hold up the shutdown's wait for readers" {
+    // Before, every reader counted itself in `readers` before it looked at `workers_live`, also
+    // one that then found the workers hidden and read nothing: a statistics loop on another
+    // thread kept the count above 0 at most of the shutdown's looks, and an untimed shutdown
+    // waited for as long as it ran. Here one such reader is held right after it found none
+    // (`found_no_workers`), while the shutdown waits for a reader that found the workers: once
+    // that one leaves, the shutdown returns, the other still held (before, it waited for it).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var inside: Gate = .{};
+        var hidden: Gate = .{};
+        var shut = std.atomic.Value(bool).init(false);
+        var joiners: [3]test_wait.Joiner = .{ .{}, .{}, .{} };
+        fn holdInside() void {
+            test_hooks.stats_reading = null; // once
+            inside.hold();
+        }
+        fn holdHidden() void {
+            test_hooks.found_no_workers = null; // once
+            hidden.hold();
+        }
+        fn reader() void {
+            defer joiners[0].done();
+            _ = sched.workerStats(0);
+        }
+        fn shutter() void {
+            defer joiners[1].done();
+            sched.shutdown(.cancel);
+            shut.store(true, .release); // pairs with the test's acquire loads
+        }
+        fn late() void {
+            defer joiners[2].done();
+            _ = sched.workerStats(0);
+        }
+    };
+    S.inside = .{};
+    S.hidden = .{};
+    S.shut.store(false, .monotonic);
+    S.joiners = .{ .{}, .{}, .{} };
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    S.sched = &s;
+    test_hooks.stats_reading = S.holdInside;
+    defer test_hooks.stats_reading = null;
+    defer test_hooks.found_no_workers = null;
+    var threads: [3]?std.Thread = .{ null, null, null };
+    defer {
+        S.inside.letGo();
+        S.hidden.letGo();
+        for (threads, 0..) |th, i| if (th) |t| S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        if (s.isRunning()) s.shutdown(.cancel);
+    }
+    threads[0] = try std.Thread.spawn(.{}, S.reader, .{});
+    try S.inside.awaitInside("the first reader to hold the workers");
+    threads[1] = try std.Thread.spawn(.{}, S.shutter, .{});
+    // Until the shutdown hid the workers and waits for the first reader.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the shutdown to wait for the reader");
+    while (s.quiesce_waiters.load(.monotonic) == 0 and !S.shut.load(.acquire)) try d.wait();
+    try testing.expect(!S.shut.load(.acquire));
+    test_hooks.found_no_workers = S.holdHidden;
+    threads[2] = try std.Thread.spawn(.{}, S.late, .{});
+    try S.hidden.awaitInside("the second reader to find no workers");
+    S.inside.letGo();
+    // The shutdown returns with the second reader still held (its gate lets go only below).
+    const returned = test_wait.Deadline.in(10 * std.time.ns_per_s, "the shutdown to return, a reader that found none held");
+    while (!S.shut.load(.acquire)) try returned.wait();
+    try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
+    S.hidden.letGo();
+    for (&threads, 0..) |*th, i| if (th.*) |t| {
+        S.joiners[i].join(t, test_wait.default_ns, "a test thread");
+        th.* = null;
+    };
+    try testing.expectEqual(@as(usize, 0), s.workerCount());
     try testing.expectEqual(@as(u32, 0), s.readers.load(.monotonic));
 }
 
