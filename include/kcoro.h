@@ -302,10 +302,14 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  *   kc_sched_drain(_for) of another thread still inside: nothing freed (that call reads it);
  *   (c) the coroutines abandoned (their cleanups and on_done ran) and everything freed but the
  *   stacks, which a kc_coro_unpark/_state/_transfer lookup of another thread that found a
- *   coroutine before the join still reads. What the join would free stays allocated until then
+ *   coroutine before the join still reads; (d) the workers joined and everything freed but the
+ *   stacks, the abandoned coroutines' cleanups still running on a thread of the library's own (one
+ *   waits for the lock of a channel its waiter is queued on, which a stuck undelivered hook's
+ *   caller holds: waited for until the deadline, at least 10 ms from that thread's start; it ends
+ *   once the lock is let go). What the join would free stays allocated until then
  *   (leaked on purpose, never freed under a running worker). A drain of another thread asleep
  *   returns KC_ESHUTDOWN as the run stops; a kc_scope_wait/_watch on a thread whose children the
- *   join would abandon returns KC_ESHUTDOWN once the call gives up at (a) or (b). The next
+ *   join would abandon returns KC_ESHUTDOWN once the call gives up at (a), (b) or (d). The next
  *   kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing)
  *   or kc_sched_shutdown_timed, in either mode, goes on from that stage and frees everything once
  *   done; then kc_sched_abandoned knows the count and kc_sched_start runs again. Also KC_ETIME if
@@ -317,6 +321,11 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  *   outside KC_ESHUTDOWN (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN);
  *   the next shutdown of any kind goes on from there.
  * KC_EINVAL: mode not 0 or 1, or a call from a coroutine: nothing done.
+ * What its abandon leaves for after its locks (abandoned actors' and producers' channels ended,
+ * undelivered values given to the hooks, their on_done) runs on a thread of the library's own,
+ * waited for until the deadline (at least 10 ms from its start): ending a channel takes its lock,
+ * which a stuck undelivered hook's caller may hold. Past it the call returns (0 if joined) and
+ * that thread ends them once the lock is let go, then ends by itself.
  * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
  * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
  * that free rings for undelivered hooks it joins those that end by its deadline, leaving any
@@ -524,7 +533,8 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * sender handed to a kc_chan_recv or a kc_select receive clause whose coroutine a shutdown (or
  * kc_coro_destroy) then abandons, before the call returned it, comes here too (or to the
  * descriptor's release), once, counted dropped: from a shutdown on its thread after it let go of
- * the scheduler, before kc_sched_shutdown returns. Before, it was lost. */
+ * the scheduler, before kc_sched_shutdown returns (a kc_sched_shutdown_timed's: see there). Before,
+ * it was lost. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. (ABI 14 returned 0 also to
@@ -879,8 +889,9 @@ uint64_t kc_deadline(void);
  * on_done is never called. Otherwise on_done runs exactly once. One a shutdown abandons (parked,
  * yielded, or not started) has its channel ended as its return would (an actor's mailbox
  * cancelled, a producer's channel closed), then on_done(ctx, KC_EINTR if its scope was cancelled
- * by then, else KC_ESHUTDOWN), by the shutdown's thread before kc_sched_shutdown returns, after
- * it let go of the scheduler (the channel's hooks and on_done may call kc_sched_start). An actor
+ * by then, else KC_ESHUTDOWN), by the shutdown's thread before kc_sched_shutdown returns (a
+ * kc_sched_shutdown_timed's: on a thread of the library's own, which it waits for until its
+ * deadline), after it let go of the scheduler (the channel's hooks and on_done may call kc_sched_start). An actor
  * abandoned with a message in hand (its handler parked, or a sender had completed its receive)
  * gives that message to the undelivered path first: each message is handled (the handler
  * returned, or took it: kc_actor_take) or given to the hook, once. The hook gets msg as

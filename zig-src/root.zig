@@ -1292,7 +1292,9 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // wait for itself anyway; then the outer collector runs them.
     var later: coroutine.LaterList = .{};
     const collecting = later.begin();
-    defer later.end(collecting);
+    // Bounded by ours (`endBy`): a step waits for a channel's lock, which a stuck undelivered
+    // hook's caller may hold for good; past the deadline the rest runs on a thread of its own.
+    defer later.endBy(collecting, deadline);
     // A kc_sched_start fails at once from here on (KC_ESHUTDOWN), instead of waiting on
     // `sched_mutex` for this shutdown (a finishing drain may take long).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -1835,7 +1837,11 @@ const LandedReserve = struct {
 /// coroutines, or spawn from the stack pool that `releaseAbandoned` walks. One that timed out
 /// later, only on the lookups still reading a stack (`join_stage` `.freed`: the unmap left to
 /// the next shutdown), abandoned the coroutines first: their cleanups ran, and these ends run
-/// as that call lets go of its locks, as after a shutdown that completed.
+/// as that call lets go of its locks, as after a shutdown that completed. One that timed out
+/// while the cleanups still ran on their thread (`join_stage` `.abandoning`: one waits for a
+/// channel lock a stuck hook's caller holds) leaves what they queued with that thread, for the
+/// shutdown that joins it. A timed shutdown runs these ends on a thread of their own, waited for
+/// until its deadline (`LaterList.endBy`): ending a channel takes its lock.
 fn endAbandoned(a: *AbandonedEnd) void {
     coroutine.later(&a.later); // now when nobody collects
 }
@@ -15124,6 +15130,160 @@ test "C ABI: a timed shutdown does not wait for a metrics pipe whose tick waits 
     var words: [metrics_words]u64 = undefined;
     try testing.expectEqual(@as(i32, 0), kc_chan_recv(dst, &words, metrics_words * 8, kc_now_ns() + test_wait.default_ns, 0, 0));
     try testing.expectEqual(@as(i32, 0), kc_chan_pipe_stop(id));
+}
+
+/// For the tests of a timed shutdown behind a stuck undelivered hook: `src`'s hook, run by a
+/// kc_chan_drop on a thread of its own (`dropper`), holds `src`'s lock (its caller's) until the
+/// test opens `gate`; the timed shutdown runs on a thread of its own too (`shutter`), so that a
+/// regression is a failure, not a hang.
+const StuckHook = struct {
+    var src: u32 = 0;
+    var inside = std.atomic.Value(bool).init(false);
+    var gate = std.atomic.Value(bool).init(false);
+    var drop_rc: i32 = 9;
+    var shutdown_rc: i32 = 9;
+    var took_ns: u64 = 0;
+    const bound_ns: u64 = 100 * std.time.ns_per_ms;
+
+    fn reset() void {
+        inside.store(false, .monotonic);
+        gate.store(false, .monotonic);
+        drop_rc = 9;
+        shutdown_rc = 9;
+    }
+    fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+        inside.store(true, .release); // pairs with `awaitInside`'s acquire load
+        // Until the test opens the gate (acquire: pairs with its release store).
+        const g = test_wait.Deadline.in(test_wait.default_ns, "the hook's gate");
+        while (!gate.load(.acquire)) g.wait() catch break;
+    }
+    fn dropper(j: *test_wait.Joiner) void {
+        defer j.done();
+        var v: u64 = 7;
+        drop_rc = kc_chan_drop(src, &v, 8);
+    }
+    fn shutter(j: *test_wait.Joiner) void {
+        defer j.done();
+        const start = kc_now_ns();
+        shutdown_rc = kc_sched_shutdown_timed(0, bound_ns);
+        took_ns = kc_now_ns() - start;
+    }
+    fn awaitInside() !void {
+        const d = test_wait.Deadline.in(test_wait.default_ns, "the stuck hook");
+        while (!inside.load(.acquire)) try d.wait();
+    }
+    /// Runs the timed shutdown and waits for it (generously: a loaded machine) with the hook
+    /// still stuck; whether it returned by then. Opens the gate either way and joins both.
+    fn shutDownTimed(jd: *test_wait.Joiner, td: std.Thread) !bool {
+        var js: test_wait.Joiner = .{};
+        const ts = try std.Thread.spawn(.{}, shutter, .{&js});
+        const d = test_wait.Deadline.in(50 * bound_ns, "the timed shutdown");
+        // Acquire: pairs with `done`.
+        while (!js.finished.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+        const in_time = js.finished.load(.acquire);
+        gate.store(true, .release); // the hook returns
+        js.join(ts, test_wait.default_ns, "a timed shutdown behind a stuck hook");
+        jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+        return in_time;
+    }
+};
+
+test "C ABI: a timed shutdown returns by its deadline when an abandoned coroutine waits on a channel whose stuck hook's caller holds its lock, and the next shutdown completes the join" {
+    // The abandoned receiver's cleanup unlinks its waiter under the channel's lock, which the
+    // stuck hook's caller holds: before, the timed shutdown waited for it with no bound (under
+    // `sched_mutex`), for as long as the hook ran. Now it gives up at its deadline (KC_ETIME,
+    // the join pending: `join_stage` `.abandoning`), and the next shutdown completes it.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(StuckHook.src, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+    };
+    StuckHook.reset();
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &StuckHook.src));
+    defer _ = kc_chan_destroy(StuckHook.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(StuckHook.src, StuckHook.onSrc, null));
+    defer StuckHook.gate.store(true, .release); // opened on every way out
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.receiver, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, StuckHook.dropper, .{&jd});
+    try StuckHook.awaitInside();
+    const in_time = try StuckHook.shutDownTimed(&jd, td);
+    defer if (!in_time) {
+        _ = kc_sched_shutdown(0);
+    };
+    try testing.expect(in_time);
+    try testing.expectEqual(Status.timeout.code(), StuckHook.shutdown_rc);
+    try testing.expect(StuckHook.took_ns < StuckHook.bound_ns + 5 * std.time.ns_per_s);
+    try testing.expectEqual(@as(i32, 1), StuckHook.drop_rc);
+    // Stopped, the join left to the next shutdown, which waits for the cleanups (the hook has
+    // returned by now) and frees everything.
+    try testing.expectEqual(Status.busy.code(), kc_sched_abandoned(generation));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
+    // The waiter was unlinked: a value sent now stays buffered.
+    var v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(StuckHook.src, &v, 8));
+    v = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(StuckHook.src, &v, 8));
+    try testing.expectEqual(@as(u64, 5), v);
+}
+
+test "C ABI: a timed shutdown returns by its deadline when an abandoned producer's channel, which it ends, is locked by a stuck hook's caller; the end comes once the hook returns" {
+    // The producer's channel is closed (and its on_done called) after the shutdown let go of
+    // its locks (`AbandonedEnd`), which takes the channel's lock: before, the timed shutdown
+    // waited for it with no bound, for as long as the hook ran. Now those steps run on a thread
+    // of their own past the deadline (`LaterList.endBy`): the shutdown returns 0 (joined and
+    // freed), and the close and on_done come once the hook returns.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var idle: u32 = 0;
+        var done_status = std.atomic.Value(i32).init(9);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release); // pairs with the test's acquire load
+        }
+    };
+    StuckHook.reset();
+    S.done_status.store(9, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &StuckHook.src));
+    defer _ = kc_chan_destroy(StuckHook.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.idle));
+    defer _ = kc_chan_destroy(S.idle);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(StuckHook.src, StuckHook.onSrc, null));
+    defer StuckHook.gate.store(true, .release); // opened on every way out
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, StuckHook.src, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, StuckHook.dropper, .{&jd});
+    try StuckHook.awaitInside();
+    const in_time = try StuckHook.shutDownTimed(&jd, td);
+    try testing.expect(in_time);
+    try testing.expectEqual(@as(i32, 0), StuckHook.shutdown_rc);
+    try testing.expect(StuckHook.took_ns < StuckHook.bound_ns + 5 * std.time.ns_per_s);
+    // Once the hook returned (the gate is open): closed, then on_done.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the producer's on_done");
+    while (S.done_status.load(.acquire) == 9) try d.wait();
+    try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.acquire));
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
 }
 
 test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own tick, may stop that pipe" {

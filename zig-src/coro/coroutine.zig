@@ -165,6 +165,24 @@ pub const LaterList = struct {
         l.runAll();
     }
 
+    /// `end` with a bound: by `deadline` (CLOCK_MONOTONIC ns; null: none, as `end`). What is
+    /// left runs on a thread of its own (`LaterRunner`), waited for until the deadline only
+    /// (at least `LaterRunner.slack_ns` from its start):
+    /// a step takes a channel's lock with no bound (ending a channel, dropping a value to its
+    /// undelivered path), and a thread may hold it for good (a stuck undelivered hook's caller
+    /// holds its channel's). Past the deadline that thread runs on, ends once the lock is let
+    /// go, and detaches itself (nothing is freed under it: each step owns what it touches). Before,
+    /// a bounded shutdown (`Scheduler.shutdownBy`, the C ABI's kc_sched_shutdown_timed) ran them
+    /// here, waiting for that lock past its bound. Nothing left, or no memory or thread to be
+    /// had: here, as `end`.
+    pub fn endBy(l: *LaterList, began: bool, deadline: ?u64) void {
+        if (!began) return;
+        _ = collectLater(null);
+        const d = deadline orelse return l.runAll();
+        if (l.head == null) return;
+        LaterRunner.runBy(l, d);
+    }
+
     /// Runs each, in order (each may free itself).
     pub fn runAll(l: *LaterList) void {
         while (l.head) |x| {
@@ -172,6 +190,69 @@ pub const LaterList = struct {
             x.run(x);
         }
         l.tail = null;
+    }
+};
+
+/// A thread that runs a list of steps left for later for a bounded collector (`endBy`).
+const LaterRunner = struct {
+    list: LaterList,
+    thread: std.Thread = undefined,
+    /// `running`, then `done` (the runner, once the list ran) or `left` (the waiter, past its
+    /// deadline), whichever comes first (a CAS each); also the futex word the waiter sleeps on.
+    state: std.atomic.Value(u32) = .init(running),
+
+    const running: u32 = 0;
+    const done: u32 = 1;
+    const left: u32 = 2;
+
+    /// How long past its deadline the waiter waits for the runner at most (`runBy`).
+    const slack_ns = 10 * std.time.ns_per_ms;
+
+    /// Moves `l`'s steps to a runner and waits for it until `deadline`; joins it if it was done
+    /// by then. `l` is empty after.
+    fn runBy(l: *LaterList, deadline: u64) void {
+        const r = std.heap.c_allocator.create(LaterRunner) catch return l.runAll();
+        r.* = .{ .list = l.* };
+        r.thread = std.Thread.spawn(.{}, main, .{r}) catch {
+            std.heap.c_allocator.destroy(r);
+            return l.runAll(); // still `l`'s: nothing ran
+        };
+        l.* = .{};
+        // A start's slack: a collector that comes here at (or past) its deadline, its earlier
+        // waits having used it, does not give up on steps that take microseconds.
+        const until = @max(deadline, monotonicNs() +| slack_ns);
+        while (true) {
+            // Acquire: pairs with `main`'s acq_rel CAS to `done` (what the steps did is seen).
+            if (r.state.load(.acquire) != running) break;
+            const now = monotonicNs();
+            if (now >= until) {
+                // Acq_rel: the release half pairs with `main`'s acquire on its failed CAS (it
+                // sees `thread` set); failing, the acquire half pairs with its CAS to `done`.
+                if (r.state.cmpxchgStrong(running, left, .acq_rel, .acquire) == null) return;
+                break; // done meanwhile
+            }
+            std.Thread.Futex.timedWait(&r.state, running, until - now) catch {};
+        }
+        r.thread.join(); // its wake below is its last touch of `r`
+        std.heap.c_allocator.destroy(r);
+    }
+
+    fn main(r: *LaterRunner) void {
+        r.list.runAll();
+        // Acq_rel: pairs with the waiter's load (release half) and, failing, with its CAS to
+        // `left` (acquire half: `thread` was set before it).
+        if (r.state.cmpxchgStrong(running, done, .acq_rel, .acquire)) |_| {
+            // The waiter gave up and forgot `r`: ours to free, and nobody joins this thread.
+            r.thread.detach();
+            std.heap.c_allocator.destroy(r);
+            return;
+        }
+        std.Thread.Futex.wake(&r.state, 1);
+    }
+
+    fn monotonicNs() u64 {
+        const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
+        return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
     }
 };
 

@@ -845,8 +845,24 @@ pub const Scheduler = struct {
     /// a wake or a drain from outside still inside past its deadline (nothing freed: they read
     /// the workers and the stacks); `.freed`, everything freed but the stacks, its
     /// `unmap_hook` past its deadline (a lookup from outside still reading one). Under
-    /// `lifecycle`.
-    join_stage: enum { none, joined, freed } = .none,
+    /// `lifecycle`. `.abandoning`: everything freed but the stacks, and the abandoned
+    /// coroutines' cleanups still running on a thread of their own (`abandoner`), one waiting
+    /// for a lock another thread holds (a channel's, whose stuck undelivered hook's caller holds
+    /// it): the next shutdown waits for that thread, then frees the stacks.
+    join_stage: enum { none, joined, abandoning, freed } = .none,
+    /// A bounded shutdown's abandon (`releaseAllAbandoned`): the thread that runs the abandoned
+    /// coroutines' cleanups, so that the shutdown can give up at its deadline while one of
+    /// them waits for a lock with no bound (a channel's: `Cleanup.run` cannot fail). Set from
+    /// its spawn until the shutdown that sees it done joins it (`.abandoning` meanwhile), under
+    /// `lifecycle`. An unbounded shutdown runs them on its own thread, as before.
+    abandoner: ?std.Thread = null,
+    /// 1 once `abandoner` is done (release: pairs with `releaseAllAbandoned`'s acquire load:
+    /// what its cleanups did and left, `abandon_later` included, is seen), and the futex word
+    /// that shutdown waits on.
+    abandon_done: std.atomic.Value(u32) = .init(0),
+    /// What `abandoner`'s cleanups left for later (`coroutine.later`): moved to the collector
+    /// of the shutdown that joins it, which runs it once it let go of its locks.
+    abandon_later: coroutine.LaterList = .{},
     /// Called once by `shutdown`, on its thread, with how the scheduler ends (`.finish` if its
     /// drain ran dry, `.cancel` if it abandons what had not: a cancelling shutdown, or one that
     /// cut a finishing one's drain short), before `isRunning` turns false: whoever sees it false
@@ -895,6 +911,7 @@ pub const Scheduler = struct {
         // Not running and no join pending: the last stop got as far as `stopped`.
         assert(s.state.load(.monotonic) == .stopped);
         assert(s.join_stage == .none); // cleared with `join_pending` (`joinAndFree`)
+        assert(s.abandoner == null); // joined before `join_stage` left `.abandoning`
         // Kept, not rebuilt: a thread waiting on a scope of the earlier run reads `unjoined`
         // (`joinLeft`), and a cancel of it from another thread may store `cancel_pending`
         // (`cancelPending`), both without a lock. Before, the rebuild wrote them with plain
@@ -1785,7 +1802,10 @@ pub const Scheduler = struct {
     /// freed under a running worker. A process may also just end then (its exit ends the
     /// thread). Also error.Timeout if the `unmap_hook` waited past the deadline: joined and
     /// freed but for the stacks (`join_stage`), which the next shutdown unmaps, `join_pending`
-    /// kept meanwhile; and if a wake from outside (`unpark`) or a drain on another thread is
+    /// kept meanwhile; if the abandoned coroutines' cleanups, on a thread of their own, were
+    /// not done by then (one waits for a channel lock a stuck hook's caller holds:
+    /// `releaseAllAbandoned`), the same but for the stacks and that thread, which the next
+    /// shutdown waits for; and if a wake from outside (`unpark`) or a drain on another thread is
     /// still inside at the deadline (their threads starved, or stopped in a debugger): the
     /// workers joined, nothing freed, the next shutdown goes on from there. Also error.Timeout
     /// if another thread's shutdown held the lifecycle lock past the deadline (that shutdown
@@ -1814,7 +1834,7 @@ pub const Scheduler = struct {
         // A caller that collects them itself (around this call) runs them after its own locks.
         var later: coroutine.LaterList = .{};
         const collecting = later.begin();
-        defer later.end(collecting);
+        defer later.endBy(collecting, deadline); // bounded by ours (see there)
         // Spawns from outside are refused from here on (`lifecycle_pending`): they would only
         // compete for the lock below. Monotonic: a count, read as a hint; the decrement runs
         // after the unlock (defers run in reverse), the run stopped by then, and perhaps after
@@ -1908,9 +1928,10 @@ pub const Scheduler = struct {
         // `join_pending` kept (a restart stays refused).
         s.joinAndFree(deadline) catch |err| {
             // Left before the coroutines were abandoned (a wake or drain from outside still
-            // inside): threads waiting for this run's scopes end their waits, as above. Past
-            // that, the abandon woke them.
-            if (s.join_stage == .joined) {
+            // inside), or while their cleanups still run (`.abandoning`: one waits for a lock
+            // another thread holds, perhaps for good): threads waiting for this run's scopes end
+            // their waits, as above. Past that, the abandon woke them.
+            if (s.join_stage == .joined or s.join_stage == .abandoning) {
                 s.unjoined.store(true, .monotonic); // see `unjoined`
                 s.wakeOutsideWaits();
             }
@@ -2080,6 +2101,12 @@ pub const Scheduler = struct {
             s.busy_folded.store(busy.in -| busy.out, .monotonic);
             if (!s.dropWorkers(deadline)) return error.Timeout;
             s.abandonAll();
+            s.join_stage = .abandoning;
+        }
+        if (s.join_stage == .abandoning) {
+            if (!s.releaseAllAbandoned(deadline)) return error.Timeout;
+            // Every one that never finished was counted out there: none is live.
+            assert(s.live.load(.monotonic) == 0);
             s.join_stage = .freed;
         }
         if (s.unmap_hook) |hook| if (!hook(deadline)) return error.Timeout;
@@ -2089,8 +2116,8 @@ pub const Scheduler = struct {
     }
 
     /// `joinAndFree`'s middle part, the workers joined and no thread inside the run: frees
-    /// everything but the stacks, abandoning the coroutines that never finished (their handles
-    /// freed by `finish_hook`).
+    /// everything but the stacks, and counts the coroutines that never finished, which
+    /// `releaseAllAbandoned` then abandons (their handles freed by `finish_hook`).
     fn abandonAll(s: *Scheduler) void {
         // No thread runs a coroutine any more: free everything, finished or not. The workers'
         // shares of `liveCount` first go to `live`, which then counts every coroutine that never
@@ -2111,10 +2138,76 @@ pub const Scheduler = struct {
         for (s.workers) |*w| w.timers.deinit();
         s.allocator.free(s.workers);
         s.workers = &.{};
-        // Coroutines that never finished still hold their contexts: find them on the stacks.
+    }
+
+    /// Abandons the coroutines that never finished: they still hold their contexts, found on
+    /// the stacks (`releaseAbandoned`). Their cleanups take locks with no bound (a channel's, to
+    /// unlink a waiter), and a thread may hold one for good (an undelivered hook that never
+    /// returns, on its caller's stack, holds its channel's), so a bounded shutdown (`deadline`)
+    /// runs them on a thread of their own (`abandoner`) and waits for it until the deadline
+    /// only (at least `abandon_slack_ns` from its start; none unfinished: no thread, nothing
+    /// to run): false if it passed first, the thread running on (it ends once that lock is let
+    /// go), the stacks left mapped (a waiter on one is still queued on its channel) until the
+    /// next shutdown, which waits for it (`join_stage` `.abandoning`). Before, such a shutdown
+    /// waited there for as long as that hook ran, past its bound, under `lifecycle` (and the C
+    /// ABI's lock). What the cleanups leave for later goes to this thread's collector, as when
+    /// it ran them itself. With no bound, or no thread to be had: on this thread, as before.
+    fn releaseAllAbandoned(s: *Scheduler, deadline: ?u64) bool {
+        var until = deadline;
+        if (s.abandoner == null) {
+            // None unfinished (`abandonAll` counted them in `live`): no cleanup to run, the
+            // walk finds none. Monotonic: our own store.
+            if (deadline == null or s.live.load(.monotonic) == 0) {
+                s.pool.forEachStack(s, releaseAbandoned);
+                return true;
+            }
+            s.abandon_done.store(0, .monotonic); // no thread reads it yet: the spawn publishes it
+            s.abandon_later = .{};
+            s.abandoner = std.Thread.spawn(.{}, abandonMain, .{s}) catch {
+                s.pool.forEachStack(s, releaseAbandoned);
+                return true;
+            };
+            // A start's slack: a shutdown that comes here at (or past) its deadline, its
+            // earlier waits having used it, does not give up on cleanups that take
+            // microseconds (before, they always ran to their end here).
+            until = @max(deadline.?, monotonicNs() +| abandon_slack_ns);
+        }
+        while (true) {
+            // Acquire: pairs with `abandonMain`'s release store.
+            if (s.abandon_done.load(.acquire) != 0) break;
+            if (until) |d| {
+                const now = monotonicNs();
+                if (now >= d) return false;
+                Futex.timedWait(&s.abandon_done, 0, d - now) catch {};
+            } else Futex.wait(&s.abandon_done, 0);
+        }
+        s.abandoner.?.join();
+        s.abandoner = null;
+        // Read `next` before `later` relinks it (it queues to this thread's collector, or runs
+        // it now where none collects).
+        var it = s.abandon_later.head;
+        s.abandon_later = .{};
+        while (it) |x| {
+            it = x.next;
+            coroutine.later(x);
+        }
+        return true;
+    }
+
+    /// How long past its deadline a bounded shutdown that started `abandoner` waits for it at
+    /// most (`releaseAllAbandoned`).
+    const abandon_slack_ns = 10 * std.time.ns_per_ms;
+
+    /// `abandoner`'s thread: the cleanups, what they leave for later collected in
+    /// `abandon_later`.
+    fn abandonMain(s: *Scheduler) void {
+        const began = s.abandon_later.begin();
+        assert(began); // a fresh thread collects nothing yet
         s.pool.forEachStack(s, releaseAbandoned);
-        // Every one that never finished was counted out there: none is live.
-        assert(s.live.load(.monotonic) == 0);
+        _ = coroutine.collectLater(null); // kept for the joiner: not `end`, which would run it
+        // Release: pairs with `releaseAllAbandoned`'s acquire load.
+        s.abandon_done.store(1, .release);
+        Futex.wake(&s.abandon_done, 1);
     }
 
     fn releaseAbandoned(s: *Scheduler, st: Stack) void {
@@ -3149,6 +3242,121 @@ test "a drain on another thread asleep as a bounded shutdown gives up on a worke
     try testing.expect(gone);
     try testing.expectEqual(@as(u32, 2), S.result.load(.acquire));
     try testing.expect(!s.join_pending.load(.monotonic));
+}
+
+test "a bounded shutdown whose abandoned coroutine's cleanup waits for a lock another thread holds returns by its deadline; the next one frees it all once the lock is let go (leak-checked)" {
+    // `join_stage` `.abandoning`: a cleanup that takes a lock (a channel's, to unlink its
+    // waiter) held by a thread that does not let go (a stuck undelivered hook's caller). Before,
+    // the bounded shutdown ran the cleanups on its own thread and waited for that lock with no
+    // bound, past its deadline, holding `lifecycle` (here until the holder's own bound, 30 s,
+    // after which it returned with the join done: no error.Timeout). Now the cleanups run on a
+    // thread of their own (`abandoner`), which the shutdown waits for until its deadline only;
+    // the stacks stay mapped (the waiter is still queued) until the next shutdown.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const SpinLock = @import("../chan/lock.zig").SpinLock;
+    const S = struct {
+        var lock: SpinLock = .{};
+        var held = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var cleaned = std.atomic.Value(bool).init(false);
+        var joiner: test_wait.Joiner = .{};
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            var c: coroutine.Cleanup = .{ .run = cleanup };
+            coroutine.pushCleanup(&c);
+            defer coroutine.popCleanup(&c);
+            while (true) coroutine.park() catch return; // abandoned here
+        }
+        fn cleanup(_: *coroutine.Cleanup) void {
+            lock.lock();
+            cleaned.store(true, .release); // pairs with the test's acquire loads
+            lock.unlock();
+        }
+        /// Holds the lock until the test lets go, or `default_ns` passed.
+        fn holder() void {
+            defer joiner.done();
+            lock.lock();
+            held.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            // Acquire: pairs with the test's release store.
+            while (!release.load(.acquire) and !d.passed()) std.Thread.yield() catch {};
+            lock.unlock();
+        }
+    };
+    S.lock = .{};
+    S.held.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.cleaned.store(false, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 1);
+    _ = try s.spawn(S.parker, null);
+    try s.drainFor(test_timeout); // parked
+    const t = try std.Thread.spawn(.{}, S.holder, .{});
+    var done = false;
+    defer if (!done) {
+        S.release.store(true, .release);
+        S.joiner.join(t, test_wait.default_ns, "the lock's holder");
+        s.shutdown(.cancel);
+    };
+    const holding = test_wait.Deadline.in(test_wait.default_ns, "the lock to be held");
+    while (!S.held.load(.acquire)) try holding.wait();
+    const bound = 100 * std.time.ns_per_ms;
+    const start = monotonicNs();
+    try testing.expectError(error.Timeout, s.shutdownWithin(.cancel, bound));
+    const took = monotonicNs() - start;
+    // By the deadline, plus a slack for a loaded machine (before: until the holder let go).
+    try testing.expect(took < bound + 5 * std.time.ns_per_s);
+    try testing.expect(s.join_stage == .abandoning);
+    try testing.expect(s.join_pending.load(.monotonic));
+    try testing.expect(s.joinLeft());
+    try testing.expect(!s.isRunning());
+    try testing.expect(!S.cleaned.load(.acquire));
+    try testing.expectError(error.Shutdown, s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size }));
+    // A second bounded one, the lock still held: gives up at the same stage.
+    try testing.expectError(error.Timeout, s.shutdownWithin(.finish, 20 * std.time.ns_per_ms));
+    try testing.expect(s.join_stage == .abandoning);
+    S.release.store(true, .release); // pairs with `holder`'s acquire load
+    S.joiner.join(t, test_wait.default_ns, "the lock's holder");
+    done = true;
+    s.shutdown(.cancel);
+    try testing.expect(S.cleaned.load(.acquire));
+    try testing.expect(s.join_stage == .none);
+    try testing.expect(s.abandoner == null);
+    try testing.expect(!s.join_pending.load(.monotonic));
+    try testing.expect(!s.joinLeft());
+    try testing.expectEqual(@as(u64, 1), s.abandoned_at_join);
+    try testing.expectEqual(@as(u64, 0), s.liveCount());
+    try s.restart(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    try expectSpawnRuns(&s);
+    s.shutdown(.cancel);
+}
+
+test "a bounded shutdown abandons coroutines whose cleanups need no wait on a thread of its own, in time, and frees everything (leak-checked)" {
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var cleaned = std.atomic.Value(u32).init(0);
+        fn parker(_: ?*anyopaque) callconv(.c) void {
+            var c: coroutine.Cleanup = .{ .run = cleanup };
+            coroutine.pushCleanup(&c);
+            defer coroutine.popCleanup(&c);
+            while (true) coroutine.park() catch return; // abandoned here
+        }
+        fn cleanup(_: *coroutine.Cleanup) void {
+            _ = cleaned.fetchAdd(1, .monotonic); // the join orders it before the test's load
+        }
+    };
+    S.cleaned.store(0, .monotonic);
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    for (0..8) |_| _ = try s.spawn(S.parker, null);
+    try s.drainFor(test_timeout); // parked
+    try s.shutdownWithin(.cancel, test_wait.default_ns);
+    try testing.expectEqual(@as(u32, 8), S.cleaned.load(.monotonic));
+    try testing.expect(s.join_stage == .none);
+    try testing.expect(s.abandoner == null);
+    try testing.expectEqual(@as(u64, 8), s.abandoned_at_join);
 }
 
 test "a bounded shutdown that gives up on a wake from outside, the workers joined, leaves the rest allocated; the next one frees it all and a restart runs (leak-checked)" {
