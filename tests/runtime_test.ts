@@ -1879,33 +1879,65 @@ Deno.test("a native scope's pin of runtime().cells is one native pin per array, 
 });
 
 Deno.test("a built-in's pin of runtime().cells under a handle that comes back (its slot's generation wrapped) replaces the stale one's and gives its native pin back", async () => {
-  // pinCells' `had` branch: a handle repeats only after about 523,000 frees of its kind
-  // (zig-src/handle.zig: 511 reuses of its slot, each behind 1024 other frees; any spawn that
-  // asks for a handle counts, C code's too), and only while no prune since dropped the finished
-  // one's entry. Too long to run here: pinCells is called as the spawn after the wrap would call it,
-  // with the stale handle. Without the give-back the replaced array kept a native pin that no
-  // place held, and its block was never freed.
+  // pinCells' `had` branch: a handle repeats only after its slot's 511 reuses, each behind
+  // 1024 other frees of its kind (zig-src/handle.zig), and only while no prune since dropped the
+  // finished one's entry. Brought about for real: raw spawns (kc_spawn, no pin) of a 0 ms
+  // sleeper, ended a batch at a time, turn the table's free slots over (FIFO) until the stale
+  // handle's slot is one generation short of it (~1M spawns, a few seconds); the slot comes back
+  // one turn (its period, measured) later, to a Runtime.spawn. Without the give-back the replaced
+  // array kept a native pin that no place held, and its block was never freed.
   await assertGcScriptOk(
     `
     import { library, runtime } from "./mod.ts";
-    import { handleOut, pinCells } from "./src/runtime.ts";
+    import { handleOut } from "./src/runtime.ts";
     import { collectUntil, liveCells, until } from "./tests/support.ts";
-    const rt = runtime({ workers: 1 });
+    const rt = runtime({ workers: 1 }); // one worker: the sleepers end, and free, in spawn order
     const base = liveCells();
     let first = rt.cells([1n, 0n]);
     rt.spawn("sleeper", first);
     const h = handleOut[0];
     const sym = library().symbols("test");
     await until(() => sym.kc_coro_state(h) < 0, "the sleeper's handle to go stale");
+    // A handle is [kind:3][generation:9][index:20]; generations skip 0.
+    const index = (v) => v & 0xfffff, gen = (v) => (v >>> 20) & 0x1ff;
+    const short = gen(h) === 1 ? 511 : gen(h) - 1;
+    // The slot's next reuse, one turn on, is the real spawn's: raw spawns up to a few before it.
+    // What the raw sleepers read and write: the JS heap's, not a runtime().cells block (counted).
+    const scratch = new BigUint64Array(2);
+    const ended = (last) => until(() => sym.kc_coro_state(last) < 0, "the raw spawns to end");
+    const bringRound = async () => {
+      const fn = sym.kc_builtin_entry(4), out = new Uint32Array(1); // KC_BUILTIN_SLEEPER
+      let step = 0, last = -1, period = 0, at = -1;
+      const spawnRaw = async () => {
+        if (sym.kc_spawn(fn, Deno.UnsafePointer.of(scratch), 0, out) !== 0) throw new Error("raw spawn " + step);
+        step++;
+        // At most 1024 live, so each spawn reuses a slot. Not rt.drain(): one that finds no
+        // coroutine left lets go of every pin, the stale handle's entry too.
+        if ((step & 1023) === 0) await ended(out[0]);
+      };
+      while (at < 0 && step < 1 << 21) {
+        await spawnRaw();
+        if (index(out[0]) !== index(h)) continue;
+        if (last >= 0) period = step - last;
+        last = step;
+        if (gen(out[0]) === short) at = step;
+      }
+      if (at < 0) throw new Error("the slot not brought round in " + step + " spawns");
+      while (step < at + period - 8) await spawnRaw();
+      await ended(out[0]); // the slot freed, with every one before it
+      return period;
+    };
+    const period = await bringRound();
     let second = rt.cells(2);
-    pinCells(library(), h, second); // a later spawn's, given the same handle
-    if (liveCells() !== base + 2n) throw new Error("counted " + (liveCells() - base));
+    handleOut[0] = 0; // h still, from the first spawn
+    for (let i = 0; i < 16 && handleOut[0] !== h; i++) rt.spawn("sleeper", second);
+    if (handleOut[0] !== h) throw new Error("no spawn got the handle back, period " + period);
     first = null;
     await collectUntil(() => liveCells() === base + 1n, () => "the replaced cells were kept: " + (liveCells() - base));
-    await rt.shutdown("finish"); // the second's pin goes
+    await rt.shutdown("finish"); // the second's pins go
     second = null;
     await collectUntil(() => liveCells() === base, () => "still held: " + (liveCells() - base));
-    console.log("ok");
+    console.log(scratch[0] === 0n ? "ok" : "scratch");
   `,
   );
 });
