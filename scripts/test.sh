@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-log=$(mktemp -d)
+log=""
 ahead_pid=""
 stop_ahead() { # the compiles ahead (below), with the build runners and compilers they started
   [ -n "$ahead_pid" ] || return 0
@@ -26,6 +26,7 @@ stop_stage() {
   stage_pid=""
 }
 tee_pid=""
+tee_watch="" # the bound on the wait for tee (below): it ends once the log folder is gone
 # At the exit (a signal's included). A signal that comes while it runs is ignored: a second
 # Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's 10 s) ran its trap's
 # `exit` in this one, which ended the script there: the compiles ahead left running (minutes of
@@ -35,7 +36,7 @@ cleanup() {
   stop_stage
   stop_ahead
   [ -z "$tee_pid" ] || kill "$tee_pid" 2>/dev/null || :
-  rm -rf "$log"
+  [ -z "$log" ] || rm -rf "$log"
 }
 trap cleanup EXIT
 # The EXIT trap runs then too. Each exits with the status of a death by that signal, at once,
@@ -51,6 +52,12 @@ on_signal() {
 trap 'on_signal 129' HUP
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
+# Made once the traps are set, as a stage's start: before, a signal between its mktemp and the
+# traps left the folder in TMPDIR.
+starting=1
+log=$(mktemp -d)
+starting=""
+[ -z "$interrupted" ] || exit "$interrupted"
 zig_passed=0
 failed=0
 t0=$(date +%s)
@@ -89,7 +96,8 @@ count_zig() { # $1 = log file; adds "a/b tests passed" from zig's build summary
 # a process group of its own, which a terminal's Ctrl-C never reaches, so a TERM or Ctrl-C of
 # this script waited for the stage's end, minutes), its output into $out (the script's own when
 # empty), bounded by `limit` seconds: what is left of the budget, at most 1800. Sets rc: the
-# stage's status, 124 when it ran out of time (or none was left: it did not start).
+# stage's status, 124 when it ran out of time (or none was left: it did not start), also when it
+# ignored timeout's TERM and was killed 10 s later (status 137, past its limit).
 stage() {
   left=$((deadline - $(date +%s)))
   [ "$left" -le 1800 ] || left=1800
@@ -99,6 +107,7 @@ stage() {
     rc=124
     return 0
   fi
+  started=$(date +%s)
   starting=1
   if [ -n "$out" ]; then
     timeout -k 10 "$left" "$@" >"$out" 2>&1 &
@@ -111,6 +120,9 @@ stage() {
   rc=0
   wait "$stage_pid" || rc=$?
   stage_pid=""
+  # A stage that ignored timeout's TERM is killed 10 s on (-k 10): status 137, which read as a
+  # crash, not as the timeout it was.
+  if [ "$rc" -eq 137 ] && [ $(($(date +%s) - started)) -ge "$limit" ]; then rc=124; fi
 }
 
 # What a stage with status 124 (`stage`) says: $1 names it.
@@ -193,8 +205,14 @@ if ! command -v qemu-aarch64 >/dev/null 2>&1; then
   echo "installing qemu-user (Debian package) for the ARM64 tests"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  ($sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user) \
-    >"$log/apt.txt" 2>&1 || cat "$log/apt.txt"
+  # A stage (`stage`): in the foreground, a TERM or Ctrl-C of this script waited for apt's end.
+  out="$log/apt.txt"
+  stage sh -c '$1 apt-get update -qq && $1 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user' \
+    install-qemu "$sudo"
+  if [ "$rc" -ne 0 ]; then
+    cat "$log/apt.txt"
+    [ "$rc" -ne 124 ] || timed_out "apt-get install qemu-user"
+  fi
 fi
 if command -v qemu-aarch64 >/dev/null 2>&1; then
   # KCORO_TEST_QEMU: tests whose forked child starts threads skip (qemu-user aborts such a
@@ -252,8 +270,32 @@ else
   [ -z "$interrupted" ] || exit "$interrupted"
   out="$log/deno.fifo"
   stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
+  # tee ends at its FIFO's end, once every writer has closed it: a process a test left running
+  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded: 10 s
+  # on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The watcher ends by
+  # itself once tee has ($log/tee.done) or the log folder is gone (the script's exit), not by a
+  # signal: a TERM right after its fork came while it still had this script's traps, and was
+  # lost.
+  starting=1
+  sh -c 'i=0
+    while [ "$i" -lt 100 ]; do
+      [ -d "$2" ] && [ ! -e "$2/tee.done" ] || exit 0
+      sleep 0.1
+      i=$((i + 1))
+    done
+    : >"$2/tee.ended" && kill "$1" 2>/dev/null' tee-watch "$tee_pid" "$log" </dev/null >/dev/null 2>&1 &
+  tee_watch=$!
+  starting=""
+  [ -z "$interrupted" ] || exit "$interrupted"
   wait "$tee_pid" || :
   tee_pid=""
+  : >"$log/tee.done"
+  wait "$tee_watch" || :
+  tee_watch=""
+  if [ -e "$log/tee.ended" ]; then
+    echo "error: the Deno tests' output stayed open 10 s after deno test ended: a process a test started holds it (ended its reader)"
+    failed=$((failed + 1))
+  fi
   [ "$rc" -ne 124 ] || timed_out "the deno tests"
   echo "   $(since "$ts") s"
   summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log/deno.txt" | tail -n 1 || true)

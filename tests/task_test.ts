@@ -1123,6 +1123,15 @@ async function testScript(
     /** A `timeout` that a TERM ends alone, its child left running: as the real one is between
      * its fork and noting its child's pid. In a process group of its own, as the real one. */
     timeoutForgets?: boolean;
+    /** Its `apt-get` stays (60 s at most) until a TERM, which it logs. */
+    aptHolds?: boolean;
+    /** Its `zig build test` ignores a TERM (60 s at most): timeout's KILL ends it. */
+    zigIgnoresTerm?: boolean;
+    /** Its `deno test` passes, leaving a `sleep 40` that holds its output ("leftover <pid>"). */
+    denoLeaves?: boolean;
+    /** Its `mktemp` makes the folder ("made <folder>"), then TERMs the script (its pid: the
+     * file script.pid beside the log, which `during` writes). */
+    mktempSignals?: boolean;
     env?: Record<string, string>;
     /** Run while test.sh runs. */
     during?: (run: Run, c: Checkout) => Promise<void>;
@@ -1137,6 +1146,16 @@ async function testScript(
         "zig",
         opts.zigFails
           ? '#!/bin/sh\n[ "$2" = test ] && echo "error: the following test command failed" && exit 1\nexit 0\n'
+          : opts.zigIgnoresTerm
+          ? `#!/bin/sh
+if [ "$2" = test ]; then
+  trap '' TERM
+  echo "zig test started" >>"$FAKE_LOG"
+  n=0
+  while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+fi
+exit 0
+`
           : opts.zigHolds
           ? `#!/bin/sh
 if [ "$2" = test ]; then
@@ -1155,7 +1174,9 @@ exit 0
       // apt-get runs for real), and a sudo that only runs it.
       [
         "apt-get",
-        '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
+        opts.aptHolds
+          ? `#!/bin/sh\necho "apt-get started" >>"$FAKE_LOG"\n${HOLD("apt-get")}`
+          : '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
       ],
       ["sudo", '#!/bin/sh\nexec "$@"\n'],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
@@ -1163,8 +1184,24 @@ exit 0
         "deno",
         opts.denoHolds
           ? `#!/bin/sh\necho "deno test started" >>"$FAKE_LOG"\n${HOLD("deno test")}`
+          : opts.denoLeaves
+          ? `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nsleep 40 &\necho "leftover $!" >>"$FAKE_LOG"\nexit 0\n`
           : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`,
       ],
+      ...(opts.mktempSignals
+        ? [[
+          "mktemp",
+          `#!/bin/sh
+d=$(/usr/bin/mktemp "$@") || exit $?
+echo "made $d" >>"$FAKE_LOG"
+pid="\${FAKE_LOG%/calls}/script.pid"
+n=0
+until [ -s "$pid" ] || [ $n -ge 1000 ]; do sleep 0.01; n=$((n + 1)); done
+kill -s TERM "$(cat "$pid")"
+echo "$d"
+`,
+        ] as [string, string]]
+        : []),
       ...(opts.timeoutForgets
         ? [[
           "timeout",
@@ -1307,6 +1344,77 @@ Deno.test("scripts/test.sh: a TERM that ends a stage's timeout alone (before it 
     },
   });
   assert.equal(r.code, 143, r.text);
+});
+
+Deno.test("scripts/test.sh: a TERM while it installs qemu-user ends it at once, and apt-get with it", async () => {
+  const r = await testScript("", 0, {
+    noQemu: true,
+    aptHolds: true,
+    during: async (run, c) => {
+      await until(() => c.calls().includes("apt-get started"), () => `apt-get: ${run.text()}`);
+      Deno.kill(run.pid, "SIGTERM");
+      // Before, apt-get ran in the foreground: the trap waited for its end (60 s here; a real
+      // install's minutes).
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+      await until(
+        () => c.calls().includes("apt-get stopped"),
+        () => `apt-get's end: ${c.calls().join("\n")}`,
+      );
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+});
+
+Deno.test("scripts/test.sh: a TERM as it makes its log folder (before, between its mktemp and its traps) leaves no folder behind", async () => {
+  const r = await testScript("", 0, {
+    mktempSignals: true,
+    during: async (run, c) => {
+      Deno.writeTextFileSync(`${c.base}/script.pid`, `${run.pid}`);
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+  const made = r.calls.find((l) => l.startsWith("made "))?.slice(5);
+  assert.ok(made, r.calls.join("\n"));
+  // Before, the TERM came before any trap was set: the script died, its folder left in TMPDIR.
+  assert.equal(existsSync(made), false, `its log folder ${made} stayed`);
+});
+
+Deno.test("scripts/test.sh: a stage that ignores the TERM at its time limit is reported as out of time by name, not as a crash (status 137)", async () => {
+  const r = await testScript("", 0, {
+    zigIgnoresTerm: true,
+    env: { KCORO_TEST_BUDGET_S: "2" },
+    during: (run) => within(run.done, 25_000, "test.sh's end within its budget").then(() => {}),
+  });
+  assert.notEqual(r.code, 0, r.text);
+  // Before, timeout's KILL 10 s after its TERM gave status 137, reported as no timeout at all.
+  assert.match(
+    r.text,
+    /error: zig unit tests \(x86_64, Debug\) did not end within [12] s \(at most 30 minutes a stage, 2 s in all: KCORO_TEST_BUDGET_S\)\n/,
+  );
+  assert.equal(r.last, "0 passed, 5 failed");
+});
+
+Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output ends its wait for tee 10 s on, named as a failure", async () => {
+  let leftover = 0;
+  try {
+    const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+      denoLeaves: true,
+      during: async (run, c) => {
+        // Before, the script waited on tee until that process ended (40 s here; for good).
+        await within(run.done, 25_000, "test.sh's end with a process holding deno's output");
+        leftover = Number(c.calls().find((l) => l.startsWith("leftover "))?.split(" ")[1]);
+      },
+    });
+    assert.notEqual(r.code, 0, r.text);
+    assert.match(
+      r.text,
+      /error: the Deno tests' output stayed open 10 s after deno test ended: a process a test started holds it/,
+    );
+    assert.equal(r.last, "31 passed, 1 failed");
+  } finally {
+    if (leftover > 0 && !gone(leftover)) Deno.kill(leftover, "SIGKILL");
+  }
 });
 
 Deno.test("scripts/test.sh: its stages share one time budget (KCORO_TEST_BUDGET_S): a hung stage leaves the later ones what is left, or nothing, not 30 minutes each", async () => {
