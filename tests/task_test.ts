@@ -767,8 +767,9 @@ Deno.test("./task without flock: a second Ctrl-C as it gives up its lock at its 
   const c = await checkout();
   try {
     const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
-    // The exit's removal of the lock (\`rm -rf <its own new lock> <the lock>\`) is interrupted by a
-    // Ctrl-C: its process group signalled, as a terminal does, before that rm removes anything.
+    // The exit's removal of the lock (\`rm -rf\` of the lock, renamed to .lock.old.<pid> first) is
+    // interrupted by a Ctrl-C: its process group signalled, as a terminal does, before that rm
+    // removes anything.
     // Before, the rm died of it, and the INT trap's \`exit\` ended ./task within its EXIT trap: the
     // lock stayed (for the next run to remove as stale, or to wait 10 s on, had the rm removed
     // only its pid).
@@ -776,7 +777,7 @@ Deno.test("./task without flock: a second Ctrl-C as it gives up its lock at its 
       `${c.bin}/rm`,
       `#!/bin/sh
 case "$*" in
-*/.lock.new.*/.lock.d) echo "rm at exit" >>"$FAKE_LOG"; kill -s INT 0 ;;
+*/.lock.old.*) echo "rm at exit" >>"$FAKE_LOG"; kill -s INT 0 ;;
 esac
 exec /bin/rm "$@"
 `,
@@ -793,6 +794,135 @@ exec /bin/rm "$@"
       ".lock",
       "deno",
     ]);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+/** The pid of a process that has ended. */
+function deadPid(): string {
+  const gone = new Deno.Command("/bin/sh", { args: ["-c", "echo $$"], stdout: "piped" })
+    .outputSync();
+  return new TextDecoder().decode(gone.stdout).trim();
+}
+
+Deno.test("./task without flock: what a ./task killed in its lock's steps left (a new lock, a lock or a claim it was removing) is removed once its pid is gone; a live one's stays", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    const tc = `${c.root}/.toolchain`;
+    const dead = deadPid();
+    Deno.mkdirSync(tc);
+    for (const dir of [`.lock.new.${dead}`, `.lock.old.${dead}`, `.lock.new.${Deno.pid}`]) {
+      Deno.mkdirSync(`${tc}/${dir}`);
+      Deno.writeTextFileSync(`${tc}/${dir}/pid`, `${dir.split(".").at(-1)}\n`);
+    }
+    Deno.symlinkSync(dead, `${tc}/.lock.break.${dead}`);
+    const r = await task(c, ["build"], { path });
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    // Before, a SIGKILL right after its mkdir left .lock.new.<pid> there for good.
+    assert.deepEqual(
+      [...Deno.readDirSync(tc)].map((e) => e.name).filter((n) => n.startsWith(".lock")).sort(),
+      [".lock", `.lock.new.${Deno.pid}`],
+    );
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a waiter that finds a gone waiter's claim removes it only while it is that one's, not a claim another waiter made since", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "readlink"]);
+    assert.equal((await task(c, ["build"], { path: `${path}:/usr/bin` })).code, 0);
+    Deno.writeTextFileSync(
+      `${c.bin}/sleep`,
+      '#!/bin/sh\necho "sleep $*" >>"$FAKE_LOG"\nexec /bin/sleep 0.01\n',
+      { mode: 0o755 },
+    );
+    const sleeps = () => c.calls().filter((l) => l.startsWith("sleep ")).length;
+    const dead = deadPid();
+    const lock = `${c.root}/.toolchain/.lock.d`;
+    const claim = `${c.root}/.toolchain/.lock.break`;
+    Deno.mkdirSync(lock);
+    Deno.writeTextFileSync(`${lock}/pid`, `${dead}\n`);
+    Deno.symlinkSync(dead, claim); // a waiter killed in its claim
+    // The first read of that claim: as it is read, a third waiter (this test's process) finds
+    // the claimer gone too, removes its claim and makes its own, before this one acts on it.
+    Deno.writeTextFileSync(
+      `${c.bin}/readlink`,
+      `#!/bin/sh
+out=$(/usr/bin/readlink "$@") || exit $?
+case $2 in
+*/.lock.break)
+  if [ ! -e "$FAKE_LOG.swapped" ]; then
+    : >"$FAKE_LOG.swapped"
+    /bin/rm -f "$2" && /bin/ln -s "$FAKE_LIVE" "$2"
+  fi ;;
+esac
+printf '%s\\n' "$out"
+`,
+      { mode: 0o755 },
+    );
+    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
+    c.reset();
+    const run = start(c, ["build"], { path, env: { FAKE_LIVE: `${Deno.pid}` } });
+    await until(() => sleeps() >= 3 || /removing a stale/.test(run.text()), () => run.text());
+    // Before, it removed the claim by name, the live waiter's: it then claimed too, and both
+    // removed the stale lock (the second the lock the first had taken since).
+    assert.equal(Deno.readLinkSync(claim), `${Deno.pid}`, "the live waiter's claim was removed");
+    assert.doesNotMatch(run.text(), /removing a stale/);
+    assert.deepEqual(installs(c), []);
+    Deno.removeSync(claim); // that waiter gave up its claim (the lock still stale)
+    const r = await run.done;
+    assert.equal(r.code, 0, r.text);
+    assert.match(r.text, new RegExp(`removing a stale install lock .* of pid ${dead},`));
+    assert.deepEqual(installs(c), ["npm"]);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
+        n.startsWith(".lock.")
+      ),
+      [],
+    );
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
+Deno.test("./task without flock: a waiter's new lock that lands in the lock as its owner removes it does not fail the owner's run, nor leave a lock", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
+    // A removal of the lock by name (rm -rf .lock.d, as before) into which a waiter's new lock
+    // (its mv, take_lock) lands once rm has read the folder: its rmdir then fails.
+    Deno.writeTextFileSync(
+      `${c.bin}/rm`,
+      `#!/bin/sh
+for last; do :; done
+case $last in
+*/.toolchain/.lock.d)
+  echo "rm of the lock by name" >>"$FAKE_LOG"
+  /bin/rm -rf "$last/pid"
+  /bin/mkdir "$last/.lock.new.999999999"
+  /bin/rmdir "$last" ;;
+*) exec /bin/rm "$@" ;;
+esac
+`,
+      { mode: 0o755 },
+    );
+    const r = await task(c, ["build"], { path });
+    // Before, its drop of the lock failed ("Directory not empty"): ./task ended with an error
+    // after its install (set -e), the lock left holding the waiter's entry.
+    assert.equal(r.code, 0, r.text);
+    assert.deepEqual(c.calls().filter((l) => l.startsWith("rm ")), []);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
+        n.startsWith(".lock.")
+      ),
+      [],
+    );
   } finally {
     await removeCheckout(c);
   }
