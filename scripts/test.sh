@@ -204,7 +204,13 @@ run_zig "x86_64, ReleaseSafe" -Dtest-optimize=ReleaseSafe
 if ! command -v qemu-aarch64 >/dev/null 2>&1; then
   echo "installing qemu-user (Debian package) for the ARM64 tests"
   sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ "$(id -u)" != 0 ]; then
+    # A stage runs in a process group of its own, not the terminal's, where sudo cannot ask for a
+    # password (a read of the terminal stops it): asked here, in the foreground, where one is
+    # needed, then `sudo -n`, which never asks.
+    sudo="sudo -n"
+    sudo -n true 2>/dev/null || sudo -v || :
+  fi
   # A stage (`stage`): in the foreground, a TERM or Ctrl-C of this script waited for apt's end.
   out="$log/apt.txt"
   stage sh -c '$1 apt-get update -qq && $1 env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user' \

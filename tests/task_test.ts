@@ -1308,7 +1308,7 @@ exit 0
           ? `#!/bin/sh\necho "apt-get started" >>"$FAKE_LOG"\n${HOLD("apt-get")}`
           : '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
       ],
-      ["sudo", '#!/bin/sh\nexec "$@"\n'],
+      ["sudo", '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n'],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
       [
         "deno",
