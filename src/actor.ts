@@ -116,7 +116,7 @@ import {
   taskCancelError,
   taskJobOf,
 } from "./job.ts";
-import { customInspect, inspectAs, notA, wrappedBigint } from "./inspect.ts";
+import { customInspect, inspectAs, notA, stringOf, wrappedBigint } from "./inspect.ts";
 import { childContext, type Context, isContext } from "./context.ts";
 import { checkContext, type CoroutineScope, isScopeObject, launchOwn } from "./scope.ts";
 
@@ -795,7 +795,8 @@ class ActorImpl<M> implements Actor<M> {
       }
       // `String`, not a template literal: a symbol by its description (`Actor(Symbol(s))`), where
       // the template's TypeError left the state out (`Actor`), though the print shows it.
-      return `Actor(${cutShort(String(state), "state")})`;
+      // An array's huge bigints by their size too (`stringOf`); one too big to check: `Actor`.
+      return `Actor(${cutShort(stringOf(state), "state")})`;
     } catch {
       return "Actor";
     }

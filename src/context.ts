@@ -20,7 +20,7 @@ import {
   refuseAsValue,
   type TimeoutError,
 } from "./errors.ts";
-import { customInspect, inspectAs, notA } from "./inspect.ts";
+import { customInspect, cutQuoted, inspectAs, notA } from "./inspect.ts";
 
 declare const valueType: unique symbol;
 
@@ -95,9 +95,10 @@ class Key<V> implements ContextKey<V> {
   /** @ignore How `console.log` / `Deno.inspect` print a key: `ContextKey { name: "user" }`. */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#brand in Object(this))) return notA("ContextKey");
-    // A name over 4096 characters cut short (`cutShort`), as `toString` prints it: Deno prints a
-    // string of 10,000 characters at most, a hook called without Deno's inspect whole.
-    return inspectAs("ContextKey", { name: cutShort(this.name, "name") }, inspect, options);
+    // A name over 4096 characters cut short (`cutQuoted`), as `toString` prints it: Deno prints a
+    // string of 10,000 characters at most, a hook called without Deno's inspect whole. Its first
+    // 64 quoted, the ellipsis and length after the quote (before, inside it, as if the name's).
+    return inspectAs("ContextKey", { name: cutQuoted(this.name, "name") }, inspect, options);
   }
 
   static {
@@ -780,8 +781,8 @@ export class Context {
     // the method called on another object) prints as what it is not, where it threw the house
     // TypeError ("Cannot inspect context") out of `console.log`.
     if (!brand(this)) return notA("Context");
-    // Each name over 4096 characters cut short (`cutShort`), as `toString` prints it.
-    const keys = listEntries(this.#entries).map(([k]) => cutShort(k.name, "name"));
+    // Each name over 4096 characters cut short (`cutQuoted`), as `toString` prints it.
+    const keys = listEntries(this.#entries).map(([k]) => cutQuoted(k.name, "name"));
     return inspectAs("Context", { "[[keys]]": keys }, inspect, options);
   }
 }

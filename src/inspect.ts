@@ -11,7 +11,29 @@
  * @module
  */
 
-import { isAsyncFunction, isGeneratorFunction, isProxy } from "node:util/types";
+import {
+  isAnyArrayBuffer,
+  isArgumentsObject,
+  isAsyncFunction,
+  isBigIntObject,
+  isBoxedPrimitive,
+  isDataView,
+  isDate,
+  isGeneratorFunction,
+  isGeneratorObject,
+  isMap,
+  isMapIterator,
+  isModuleNamespaceObject,
+  isNativeError,
+  isPromise,
+  isProxy,
+  isRegExp,
+  isSet,
+  isSetIterator,
+  isTypedArray,
+  isWeakMap,
+  isWeakSet,
+} from "node:util/types";
 import { cutShort, describe, headOf, isRevoked } from "./errors.ts";
 
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
@@ -55,16 +77,18 @@ const FORMAT_ERROR = "[Internal Formatting Error]";
  * (`showByHand`), cut as the plain path cuts (`cutPrint`). Before, the throw left the hook, and
  * Deno printed the whole kcoro object as `[Internal Formatting Error]` and the stack, or the
  * fact's text held that stack, its file paths too. A bigint past 4094 digits by its size
- * (`boundedBigint`).
+ * (`boundedBigint`), also one nested in the value, and an Error without its stack (`printable`);
+ * a value too big to check by hand.
  */
 function showWith(inspect: (v: unknown, o: unknown) => unknown, v: unknown, options: unknown) {
   const big = boundedBigint(v);
   if (big !== undefined) return big;
   try {
-    const text = String(inspect(v, options));
-    if (!text.includes(FORMAT_ERROR)) return text;
+    const text = String(inspect(printable(v, options), options));
+    if (!formatErrorIn(text)) return text;
   } catch {
-    // the value's own printing threw (its stack is not shown): by hand below
+    // the value's own printing threw (its stack is not shown), or it is too big to check
+    // (`printable`): by hand below
   }
   return cutByHand(v);
 }
@@ -84,6 +108,244 @@ function boundedBigint(v: unknown): string | undefined {
   const said = describe(big); // `123n`, or `a bigint of 16610 bits` (`a negative bigint of ...`)
   if (!said.endsWith(" bits")) return undefined;
   return typeof v === "bigint" ? `[${said}]` : `[BigInt: ${said}]`;
+}
+
+/**
+ * What a bigint or a BigInt wrapper past 4094 digits prints as, by its size (`boundedBigint`), and
+ * its text in `String` (`a bigint of 16610 bits`); undefined for anything else.
+ */
+function hugeBigint(v: unknown): Printed | undefined {
+  // A BigInt wrapper by the engine's own check, not `wrappedBigint`'s throw for each object.
+  if (typeof v !== "bigint" && (typeof v !== "object" || v === null || !isBigIntObject(v))) {
+    return undefined;
+  }
+  const print = boundedBigint(v);
+  if (print === undefined) return undefined;
+  return new Printed(print, describe(typeof v === "bigint" ? v : wrappedBigint(v)));
+}
+
+/**
+ * A value that prints as its `print` (`[a bigint of 16610 bits]`), and converts to its `text` in
+ * `String` and `Array.prototype.join` (`printable`'s stand-in for what Deno would print whole).
+ */
+class Printed {
+  constructor(
+    readonly print: string | ((inspect: unknown, options: unknown) => string),
+    readonly text: string,
+  ) {}
+  [customInspect](inspect: unknown, options: unknown): string {
+    return typeof this.print === "string" ? this.print : this.print(inspect, options);
+  }
+  toString(): string {
+    return this.text;
+  }
+  toJSON(): string {
+    return this.text;
+  }
+}
+
+/** `printable`'s bounds for `String`, which converts every element of an array, at any depth. */
+const WHOLE = Object.freeze({ depth: Infinity, iterableLimit: Infinity });
+
+/**
+ * `String(v)`, an array's bigints and BigInt wrappers past 4094 digits (nested arrays' too, as
+ * `Array.prototype.join` converts each) by their size, `a bigint of 16610 bits` (`printable`):
+ * `String([big])` converted it whole (~0.2 s for 2**22 bits), only to be cut. An array of more
+ * than 10,000 values to check throws (`printable`'s TOO_BIG), never walked whole.
+ */
+export function stringOf(v: unknown): string {
+  return String(Array.isArray(v) ? printable(v, WHOLE) : v);
+}
+
+/**
+ * A fact's value printed by the caller's name cut short: `s` itself up to 4096 characters, else a
+ * value that prints as its first 64 quoted as a string (Deno's inspect, as it prints `s`), an
+ * ellipsis after the closing quote and its length, `"xxxx"… (a name of 5000 characters)`, and
+ * converts to `xxxx… (a name of 5000 characters)` (`cutShort`). Before, the cut string itself:
+ * `"xxxx… (a name of 5000 characters)"`, the ellipsis and length read as the name's own.
+ */
+export function cutQuoted(s: string, what: string): unknown {
+  const cut = cutShort(s, what);
+  if (cut === s) return s;
+  const head = headOf(s);
+  const rest = cut.slice(head.length);
+  return new Printed((inspect, options) => {
+    const quoted = typeof inspect === "function"
+      ? String((inspect as (v: unknown, o: unknown) => unknown)(head, options))
+      : denoInspect?.(head) ?? JSON.stringify(head);
+    return quoted + rest;
+  }, cut);
+}
+
+/** The most values (property values, elements, entries) `printable` checks in one fact. */
+const CHECKED_VALUES = 10_000;
+
+/** What `printable` throws past CHECKED_VALUES: the fact is printed by hand (`cutByHand`). */
+const TOO_BIG = Object.freeze({ tooBig: true });
+
+/** Deno's other inspect hook (Node's), which it calls as it calls `Deno.customInspect`. */
+const nodeInspect = Symbol.for("nodejs.util.inspect.custom");
+
+/** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the values left to check. */
+interface Walk {
+  readonly depth: number;
+  readonly limit: number;
+  left: number;
+}
+
+/**
+ * `v` as a fact prints it, or, where it holds what Deno's inspect prints at a cost or with file
+ * paths, a copy of it with that replaced: a bigint or a BigInt wrapper past 4094 digits by its
+ * size (`[a bigint of 16610 bits]`: its decimal text took ~0.2 s and 1.2 million characters for
+ * one of 2**22 bits, inside `{ a: big }` too), and an Error (a native one) without its stack:
+ * `[Error: boom] { [cause]: [TypeError: inner] }`, as Deno prints one that has none, its name,
+ * message, cause and own properties (before, `Error: boom\n    at file:///...`, the stack's file
+ * paths and lines, its cause's too). It looks as deep and as wide as Deno prints (`depth` 4,
+ * the first `iterableLimit`, 100, elements and entries of an array, a Map and a Set; an error's
+ * own properties at any depth) into arrays, Maps, Sets, errors and ordinary objects (a class's
+ * too), never into a Proxy, a function, another built-in's object (a Date, a typed array...) or
+ * an object with an inspect hook of its own (which prints it); it reads data properties only (no
+ * getter runs) and copies those it looks into only if it finds such a value (a clean value prints
+ * as it is). Past 10,000 values checked (CHECKED_VALUES), or an array, Map or Set of more than
+ * 10,000 to copy, it throws TOO_BIG: the fact is printed by hand, bounded, never walked whole.
+ */
+function printable(v: unknown, options: unknown): unknown {
+  const o = typeof options === "object" && options !== null
+    ? options as { depth?: unknown; iterableLimit?: unknown }
+    : {};
+  const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
+  const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
+  const walk: Walk = { depth, limit, left: CHECKED_VALUES };
+  if (!finds(v, 0, walk, new Set())) return v;
+  walk.left = CHECKED_VALUES;
+  return copied(v, 0, walk, new Map());
+}
+
+/** What `printable` looks into; undefined: printed as it is (see there). */
+type Kind = "error" | "array" | "map" | "set" | "object";
+
+function kindOf(o: object): Kind | undefined {
+  // A Proxy first: `in` below would run its `has` trap (one in a prototype chain still may: a
+  // throw that `showWith` catches, printing by hand).
+  if (isProxy(o) || customInspect in o || nodeInspect in o) return undefined;
+  if (isNativeError(o)) return "error";
+  if (Array.isArray(o)) return "array";
+  if (isMap(o)) return "map";
+  if (isSet(o)) return "set";
+  const builtIn = isDate(o) || isRegExp(o) || isTypedArray(o) || isAnyArrayBuffer(o) ||
+    isDataView(o) || isPromise(o) || isBoxedPrimitive(o) || isWeakMap(o) || isWeakSet(o) ||
+    isMapIterator(o) || isSetIterator(o) || isGeneratorObject(o) || isModuleNamespaceObject(o) ||
+    isArgumentsObject(o);
+  return builtIn ? undefined : "object";
+}
+
+/** Whether `v` holds (or is) what `printable` replaces, within its walk's bounds. */
+function finds(v: unknown, level: number, walk: Walk, seen: Set<object>): boolean {
+  if (--walk.left < 0) throw TOO_BIG;
+  if (hugeBigint(v) !== undefined) return true;
+  if (typeof v !== "object" || v === null) return false;
+  const kind = kindOf(v);
+  if (kind === undefined) return false;
+  if (kind === "error") return true; // printed without its stack
+  if (level > walk.depth || seen.has(v)) return false; // Deno prints `[Object]`, or `[Circular]`
+  seen.add(v);
+  const next = level + 1;
+  if (kind === "map" || kind === "set") {
+    let n = 0;
+    for (const [k, x] of entriesOf(v, kind)) {
+      if (n++ >= walk.limit) break;
+      if (finds(k, next, walk, seen) || finds(x, next, walk, seen)) return true;
+    }
+  }
+  const keys = kind === "array" ? indexKeys(v as unknown[], walk.limit) : Reflect.ownKeys(v);
+  for (const k of keys) {
+    if (--walk.left < 0) throw TOO_BIG; // each key, enumerable or not
+    const d = Reflect.getOwnPropertyDescriptor(v, k);
+    if (d !== undefined && "value" in d && d.enumerable && finds(d.value, next, walk, seen)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** The indexes of `a`'s first `limit` elements (Deno prints no more). */
+function indexKeys(a: unknown[], limit: number): string[] {
+  const n = Math.min(a.length, limit);
+  const keys: string[] = [];
+  for (let i = 0; i < n; i++) keys.push(String(i));
+  return keys;
+}
+
+/** Map.prototype's and Set.prototype's own iterators, as the module loaded (no caller's code). */
+const mapEntries = Map.prototype.entries;
+const setEntries = Set.prototype.entries;
+const mapSet = Map.prototype.set;
+const setAdd = Set.prototype.add;
+const sizeOfMap = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
+const sizeOfSet = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
+
+/** A Map's or a Set's entries (a Set's as `[v, v]`), by the engine's own iterator. */
+function entriesOf(o: object, kind: "map" | "set"): Iterable<[unknown, unknown]> {
+  const it = (kind === "map" ? mapEntries : setEntries).call(o) as Iterator<[unknown, unknown]>;
+  return { [Symbol.iterator]: () => it };
+}
+
+/**
+ * `v` with what `printable` replaces replaced, each array, Map, Set, error and ordinary object it
+ * looks into copied (once: `made`, so that a cycle prints as Deno prints the original's): same
+ * prototype, same own properties (getters copied, not run), an error without its stack.
+ */
+function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown>): unknown {
+  if (--walk.left < 0) throw TOO_BIG;
+  const big = hugeBigint(v);
+  if (big !== undefined) return big;
+  if (typeof v !== "object" || v === null) return v;
+  const kind = kindOf(v);
+  if (kind === undefined || kind !== "error" && level > walk.depth) return v;
+  const done = made.get(v);
+  if (done !== undefined) return done;
+  const next = level + 1;
+  const proto = Object.getPrototypeOf(v);
+  let copy: object;
+  let shown = (_k: string | symbol) => true; // the own properties whose values are looked into
+  let skip = (_k: string | symbol) => false; // the own properties left out
+  if (kind === "error") {
+    copy = new Error();
+    skip = (k) => k === "stack"; // set below, undefined: Deno prints `[Name: message]`
+  } else if (kind === "array") {
+    const length = (v as unknown[]).length;
+    if (length > CHECKED_VALUES) throw TOO_BIG;
+    copy = new Array(length);
+    skip = (k) => k === "length";
+    shown = (k) => typeof k === "string" && Number(k) < walk.limit;
+  } else if (kind === "map" || kind === "set") {
+    const size = (kind === "map" ? sizeOfMap : sizeOfSet).call(v) as number;
+    if (size > CHECKED_VALUES) throw TOO_BIG;
+    copy = kind === "map" ? new Map() : new Set();
+    made.set(v, copy);
+    let n = 0;
+    for (const [k, x] of entriesOf(v, kind)) {
+      const look = n++ < walk.limit;
+      const key = look ? copied(k, next, walk, made) : k;
+      if (kind === "set") setAdd.call(copy, key);
+      else mapSet.call(copy, key, look ? copied(x, next, walk, made) : x);
+    }
+  } else copy = {};
+  Object.setPrototypeOf(copy, proto);
+  made.set(v, copy);
+  for (const k of Reflect.ownKeys(v)) {
+    if (skip(k)) continue;
+    if (--walk.left < 0) throw TOO_BIG;
+    const d = Reflect.getOwnPropertyDescriptor(v, k)!;
+    if ("value" in d && (kind === "error" || d.enumerable) && shown(k)) {
+      d.value = copied(d.value, next, walk, made);
+    }
+    Object.defineProperty(copy, k, d);
+  }
+  if (kind === "error") {
+    Object.defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
+  }
+  return copy;
 }
 
 /** BigInt.prototype's own valueOf, as the module loaded (`wrappedBigint`). */
@@ -133,23 +395,55 @@ function cutByHand(v: unknown): string {
  * `[Function: a "b]`) or a regular expression (`/[,"]/`) opens none.
  */
 function closeQuote(head: string, json: boolean): string {
-  let quote = ""; // the open string's quote, "" outside one
-  let escape = -1; // where the open string's last escape began
-  for (let i = 0; i < head.length; i++) {
-    const c = head[i];
-    if (quote === "") {
-      if (json ? c === '"' : (c === '"' || c === "'" || c === "`") && opensString(head, i)) {
-        quote = c;
-      }
-    } else if (c === "\\") {
-      escape = i;
-      i += escapeLength(head, i) - 1;
-    } else if (c === quote) quote = "";
-  }
+  const { quote, escape } = readQuotes(head, head.length, json, { quote: "", escape: -1, at: 0 });
   if (quote === "") return head;
   // An escape the end split (`\x1`, `\u00`, a lone `\`): left out, not half printed.
   const split = escape >= 0 && escape + escapeLength(head, escape) > head.length;
   return (split ? head.slice(0, escape) : head) + quote;
+}
+
+/** Where `readQuotes` is in a print: the open string's quote, where its last escape began. */
+interface Quotes {
+  /** The open string's quote, "" outside one. */
+  quote: string;
+  /** Where the open string's last escape began (-1: none). */
+  escape: number;
+  /** How far it has read (past `end` where an escape runs on past it). */
+  at: number;
+}
+
+/** `from`, read on to `text[end]` (`closeQuote`'s reading, see there). */
+function readQuotes(text: string, end: number, json: boolean, from: Quotes): Quotes {
+  let { quote, escape, at: i } = from;
+  for (; i < end; i++) {
+    const c = text[i];
+    if (quote === "") {
+      if (json ? c === '"' : (c === '"' || c === "'" || c === "`") && opensString(text, i)) {
+        quote = c;
+      }
+    } else if (c === "\\") {
+      escape = i;
+      i += escapeLength(text, i) - 1;
+    } else if (c === quote) quote = "";
+  }
+  return { quote, escape, at: i };
+}
+
+/**
+ * Whether `text`, a print by Deno's inspect, holds its `[Internal Formatting Error]` (and a stack)
+ * where a value is printed, outside a quoted string (as `closeQuote` reads them); inside one it is
+ * a string's own text (`{ s: "[Internal Formatting Error] x" }`), which before made the fact
+ * print by hand (JSON) where Deno's print showed nothing amiss. Deno's own never starts inside a
+ * string; a name with a quote in it that reads as one opening (`closeQuote`'s heuristic) may hide
+ * one that follows it, whose stack is then printed.
+ */
+function formatErrorIn(text: string): boolean {
+  let quotes: Quotes = { quote: "", escape: -1, at: 0 };
+  for (let i = text.indexOf(FORMAT_ERROR); i >= 0; i = text.indexOf(FORMAT_ERROR, i + 1)) {
+    if (quotes.at <= i) quotes = readQuotes(text, i, false, quotes);
+    if (quotes.quote === "" && quotes.at === i) return true;
+  }
+  return false;
 }
 
 /**
@@ -201,16 +495,17 @@ const denoInspect: ((v: unknown) => string) | undefined = (() => {
  * static properties and a function's own properties left out, a `name` getter not read, a Proxy
  * of a class `[Function: X]` (only Deno sees a Proxy's target), NaN and -0 inside an object
  * `null` and `0`, as JSON has them. Where Deno's inspect throws (a caller's getter that throws,
- * the engine's string limit) or there is none, `showByHand`: never a throw.
+ * the engine's string limit) or there is none, `showByHand`: never a throw. A nested huge bigint
+ * and an Error as `showWith` prints them (`printable`).
  */
 function showPlain(v: unknown): string {
   const big = boundedBigint(v);
   if (big !== undefined) return big;
   if (denoInspect !== undefined) {
     try {
-      const text = denoInspect(v);
+      const text = denoInspect(printable(v, undefined));
       // Deno's `[Internal Formatting Error]` and a stack, with file paths: by hand instead.
-      if (!text.includes(FORMAT_ERROR)) return cutPrint(text);
+      if (!formatErrorIn(text)) return cutPrint(text);
     } catch {
       // A getter or a Proxy trap of the caller's threw, or the text is past the engine's limit.
     }

@@ -419,9 +419,17 @@ Deno.test("a key's name over 4096 characters prints by its head and length, in S
   const hook = Symbol.for("Deno.customInspect");
   const call = (x: object, inspect: unknown) =>
     (x as unknown as Record<symbol, (...args: unknown[]) => string>)[hook](inspect, {});
-  assert.equal(call(a, undefined), `ContextKey { name: "${cut}" }`);
-  assert.equal(call(a, Deno.inspect), `ContextKey { name: "${cut}" }`);
+  // Its first 64 quoted, the ellipsis and length after the closing quote, as a print's cut closes
+  // its quote (before, inside it: `"xxxx… (a name of 268435456 characters)"`, as if the name's).
+  const quoted = `"${"x".repeat(64)}"… (a name of ${n} characters)`;
+  assert.equal(call(a, undefined), `ContextKey { name: ${quoted} }`);
+  assert.equal(call(a, Deno.inspect), `ContextKey { name: ${quoted} }`);
+  assert.equal(Deno.inspect(a), `ContextKey { name: ${quoted} }`);
   assert.equal(call(ctx, undefined), call(ctx, Deno.inspect));
+  assert.equal(
+    call(ctx, undefined).replace(/\s+/g, " "),
+    `Context { [[keys]]: [ ${quoted}, ${quoted} ] }`,
+  );
   assert.ok(call(ctx, undefined).length < 300, call(ctx, undefined));
   // A name of 4096 characters whole.
   const whole = "w".repeat(4096);

@@ -1204,5 +1204,126 @@ Deno.test("a scope prints its state with JobSupport's `state`, `isCancelled` and
   assert.equal(scope.state, "active"); // restored
 });
 
+Deno.test("a bigint or BigInt wrapper of more than 4094 digits nested in a fact (an object, an array, a Map, a class's instance) prints by its size, and in String(actor) inside an array: Deno printed its digits", async () => {
+  // Before, Deno's inspect printed a nested one whole: 1.26 million digits and ~0.2 s for one of
+  // 2**22 bits, also in console.log of an actor whose state holds it.
+  const big = 2n ** (2n ** 22n);
+  const said = "a bigint of 4194305 bits";
+  class Holder {
+    held = big;
+  }
+  const deep = { a: { b: { c: { d: { e: big } } } } }; // Deno prints a bigint at that depth
+  const rows: [string, unknown, string][] = [
+    ["in an object", { a: big }, `{ a: [${said}] }`],
+    ["a wrapper in an array", [1, Object(big)], `[ 1, [BigInt: ${said}] ]`],
+    ["a Map's key", new Map([[big, 1]]), `Map(1) { [${said}] => 1 }`],
+    ["a Set's value", new Set([big]), `Set(1) { [${said}] }`],
+    ["a class's instance", new Holder(), `Holder { held: [${said}] }`],
+    ["deep", deep, `{ a: { b: { c: { d: { e: [${said}] } } } } }`],
+  ];
+  for (const [label, value, printed] of rows) {
+    for (const inspect of [Deno.inspect, undefined]) {
+      const text = inspectAs("X", { v: value }, inspect, {});
+      assert.equal(text.replace(/\s+/g, " "), `X { v: ${printed} }`, label);
+    }
+  }
+  // A cycle prints as Deno prints it, the bigint once.
+  const cyclic: Record<string, unknown> = { big };
+  cyclic.self = cyclic;
+  assert.equal(
+    inspectAs("X", { v: cyclic }, Deno.inspect, {}),
+    `X { v: <ref *1> { big: [${said}], self: [Circular *1] } }`,
+  );
+  // What Deno prints within its depth only: deeper, `[Object]`, and nothing is copied.
+  assert.equal(
+    inspectAs("X", { v: { deep } }, Deno.inspect, {}).replace(/\s+/g, " "),
+    "X { v: { deep: { a: { b: { c: { d: [Object] } } } } } }",
+  );
+  // Too many values to check (an array of 20,000 to copy): by hand, bounded, never walked whole.
+  const many = Array.from({ length: 20_000 }, (_, i) => i);
+  assert.equal(inspectAs("X", { v: { many, big } }, Deno.inspect, {}), "X { v: [object Object] }");
+  // Such an array without one prints as Deno prints it (only its first 100 elements are looked at).
+  assert.ok(inspectAs("X", { v: many }, Deno.inspect, {}).includes("... 19900 more items"));
+  // An actor whose state holds one: its print, and String(actor) for an array, which
+  // `Array.prototype.join` converted whole.
+  await using scope = createScope();
+  let state: unknown = { big };
+  const { a, plain, end } = actorWithState(scope, () => state);
+  for (const text of [Deno.inspect(a), plain(), Deno.inspect({ a })]) {
+    assert.ok(text.includes(`[[state]]: { big: [${said}] }`), text);
+    assert.ok(text.length < 200, text);
+  }
+  state = [1, [big, Object(big)]];
+  assert.equal(String(a), `Actor(1,${said},${said})`);
+  // One too big to check: left out, as a state that throws is.
+  state = [...many, big];
+  assert.equal(String(a), "Actor");
+  end();
+});
+
+Deno.test("an Error in a fact prints its name, message, cause and own properties, without its stack: Deno printed the stack's file paths and lines", async () => {
+  // Before: `X { v: Error: boom\n    at file:///.../inspect_test.ts:...\n  [cause]: ... }`.
+  const boom = Object.assign(new Error("boom", { cause: new TypeError("inner") }), { code: 5 });
+  const printed = "[Error: boom] { code: 5, [cause]: [TypeError: inner] }";
+  class MyError extends Error {
+    override name = "MyError";
+  }
+  const rows: [string, unknown, string][] = [
+    ["an error", boom, printed],
+    ["in an object", { e: boom }, `{ e: ${printed} }`],
+    [
+      "deeper than Deno's depth",
+      { a: { b: { c: { d: { e: boom } } } } },
+      "{ a: { b: { c: { d: { e: [Error] } } } } }",
+    ],
+    [
+      "in an AggregateError",
+      new AggregateError([boom], "all"),
+      `[AggregateError: all] { [errors]: [ ${printed} ] }`,
+    ],
+    ["a subclass's", new MyError("mine"), "[MyError: mine]"],
+  ];
+  for (const [label, value, want] of rows) {
+    for (const inspect of [Deno.inspect, undefined]) {
+      const text = inspectAs("X", { v: value }, inspect, {});
+      assert.ok(!/file:|\n\s+at /.test(text), `${label}: ${text}`);
+      assert.equal(text.replace(/\s+/g, " "), `X { v: ${want} }`, label);
+    }
+  }
+  // An error whose cause is itself prints as Deno prints a cycle.
+  const self = new Error("self");
+  self.cause = self;
+  assert.ok(!/file:/.test(inspectAs("X", { v: self }, Deno.inspect, {})));
+  // An actor whose state is one, and String(actor), which never printed a stack.
+  await using scope = createScope();
+  const { a, plain, end } = actorWithState(scope, () => boom);
+  for (const text of [Deno.inspect(a), plain()]) {
+    assert.equal(text.replace(/\s+/g, " "), `Actor { [[state]]: ${printed} }`);
+  }
+  assert.equal(String(a), "Actor(Error: boom)");
+  end();
+});
+
+Deno.test("a fact holding a string that reads [Internal Formatting Error] prints as Deno prints it, not by hand: only Deno's own, outside a string, is", () => {
+  // Before, the text anywhere in the print made the fact print by hand (JSON): `{"s":"..."}`.
+  const s = "[Internal Formatting Error] x";
+  for (const inspect of [Deno.inspect, undefined]) {
+    assert.equal(inspectAs("X", { v: { s } }, inspect, {}), `X { v: { s: "${s}" } }`);
+    assert.equal(inspectAs("X", { v: [`'${s}`] }, inspect, {}), `X { v: [ "'${s}" ] }`);
+  }
+  // With Deno's own too (a hook inside that throws): by hand, as before.
+  const throwing = {
+    [Symbol.for("Deno.customInspect")]() {
+      throw new Error("the caller's inspect hook");
+    },
+  };
+  for (const inspect of [Deno.inspect, undefined]) {
+    assert.equal(
+      inspectAs("X", { v: { s, c: throwing } }, inspect, {}),
+      `X { v: {"s":"${s}","c":{}} }`,
+    );
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
