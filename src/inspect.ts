@@ -538,6 +538,11 @@ function handPrint(v: unknown): [text: string, json: boolean] {
   if (typeof v === "number") return [Object.is(v, -0) ? "-0" : String(v), false];
   if (typeof v === "bigint") return [`${v}n`, false];
   if (typeof v === "symbol" || v === undefined) return [String(v), false];
+  // An Error as `printable` prints one (Deno's print of an error without a stack), where JSON
+  // printed `{}`: its name, message and cause, no stack.
+  if (typeof v === "object" && v !== null && isNativeError(v) && !isProxy(v)) {
+    return [errorByHand(v, 0), false];
+  }
   // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
   try {
     const json = JSON.stringify(v);
@@ -549,6 +554,44 @@ function handPrint(v: unknown): [text: string, json: boolean] {
       return ["[object]", false]; // a Proxy whose Symbol.toStringTag trap throws
     }
   }
+}
+
+/**
+ * `[TypeError: boom] { [cause]: ... }` by hand (`handPrint`): its name, the first data `name` up its
+ * prototype chain (32 objects at most), its message and cause own data properties (no getter
+ * runs), each over 4096 characters by its head and length (`cutShort`); a cause printed by hand
+ * too, 4 causes deep at most (an error may be its own cause), deeper `[cause]: [Error]`.
+ */
+function errorByHand(e: Error, depth: number): string {
+  let name = "Error";
+  let message = "";
+  let cause = "";
+  try {
+    for (let p: object | null = e, n = 0; p !== null && n < 32; p = Object.getPrototypeOf(p), n++) {
+      const d = Object.getOwnPropertyDescriptor(p, "name");
+      if (d === undefined) continue;
+      if ("value" in d && typeof d.value === "string") name = cutShort(d.value, "name");
+      break;
+    }
+    const m = Object.getOwnPropertyDescriptor(e, "message");
+    if (m !== undefined && "value" in m && typeof m.value === "string") {
+      message = cutShort(m.value, "message");
+    }
+    const c = Object.getOwnPropertyDescriptor(e, "cause");
+    if (c !== undefined && "value" in c) {
+      const v: unknown = c.value;
+      const nested = typeof v === "object" && v !== null && isNativeError(v) && !isProxy(v);
+      const printed = !nested
+        ? cutShort(handPrint(v)[0], "print")
+        : depth < 3
+        ? errorByHand(v as Error, depth + 1)
+        : "[Error]";
+      cause = ` { [cause]: ${printed} }`;
+    }
+  } catch {
+    // A Proxy's trap in its prototype chain that threw: what was read so far.
+  }
+  return `[${name}${message === "" ? "" : `: ${message}`}]${cause}`;
 }
 
 /** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`): a Proxy's. */

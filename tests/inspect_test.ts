@@ -1290,6 +1290,24 @@ Deno.test("an Error in a fact prints its name, message, cause and own properties
       assert.equal(text.replace(/\s+/g, " "), `X { v: ${want} }`, label);
     }
   }
+  // By hand too (its cause a revoked Proxy, on which Deno's inspect throws), where JSON printed
+  // `{}`: its name, message and cause, no stack; a cause 4 deep at most (its own cause here).
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const odd = new RangeError("odd", { cause: revoked });
+  for (const inspect of [Deno.inspect, undefined]) {
+    assert.equal(
+      inspectAs("X", { v: odd }, inspect, {}),
+      "X { v: [RangeError: odd] { [cause]: [revoked Proxy] } }",
+    );
+  }
+  const own = new Error("own");
+  own.cause = own;
+  assert.equal(
+    showByHand(own),
+    "[Error: own] { [cause]: [Error: own] { [cause]: [Error: own] { [cause]: [Error: own] " +
+      "{ [cause]: [Error] } } } }",
+  );
   // An error whose cause is itself prints as Deno prints a cycle.
   const self = new Error("self");
   self.cause = self;
