@@ -210,6 +210,9 @@ interface Walk {
  * 10,000 to copy, it throws TOO_BIG: the fact is printed by hand, bounded, never walked whole.
  */
 function printable(v: unknown, options: unknown): unknown {
+  // A primitive as it is (a huge bigint was printed by its size before: `boundedBigint`), and a
+  // function (not looked into), without a walk: most facts are strings, numbers and booleans.
+  if (typeof v !== "object" || v === null) return v;
   const o = typeof options === "object" && options !== null
     ? options as { depth?: unknown; iterableLimit?: unknown }
     : {};
