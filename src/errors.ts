@@ -1191,17 +1191,35 @@ export const ERROR_BRAND: symbol = Symbol.for("kcoro.error");
  * The kcoro class `e` is an instance of, by its brand (`ERROR_BRAND`), in any copy of this
  * module: `"CancellationError"`, `"TimeoutError"`, ...; undefined for anything else (an Error
  * of the caller's own, even one named so, or a value whose brand cannot be read). A subclass
- * of the caller's own has its kcoro base class's brand. Internal.
+ * of the caller's own has its kcoro base class's brand. Only an Error as the engine knows it
+ * (`Error.isError`, as the codec asks: `isEngineError`) has one: before, `instanceof` took a
+ * plain object made from the prototype (`Object.create(CancellationError.prototype)`) for a
+ * cancellation here, while a close cause crossed to other isolates as the plain object it is
+ * (a failure there), and a real Error given the prototype by `Object.setPrototypeOf` crosses as
+ * the class, and is one here too. Internal.
  */
 export function errorKind(e: unknown): string | undefined {
   try {
-    if (!(e instanceof Error)) return undefined;
+    if (!isEngineError(e)) return undefined;
     const kind = (e as unknown as Record<symbol, unknown>)[ERROR_BRAND];
     return typeof kind === "string" ? kind : undefined;
   } catch {
     return undefined; // a revoked proxy or a throwing trap: not ours
   }
 }
+
+/**
+ * Whether `e` is an Error as the engine knows it (`Error.isError`: made by an Error constructor,
+ * whatever its prototype now), as the codec decides what crosses as an Error (`isError` in
+ * codec.ts); a Proxy by `instanceof`, its traps answering, as there (its stand-in crosses as the
+ * prototype its trap gives); `instanceof` alone where the engine has no `Error.isError`. Throws
+ * what a Proxy's trap throws.
+ */
+function isEngineError(e: unknown): boolean {
+  if (engineIsError !== undefined && !isProxy(e)) return engineIsError(e);
+  return e instanceof Error;
+}
+const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
 
 /**
  * The kcoro class whose prototype `proto` is, by its own brand (`ERROR_BRAND`), in any copy of

@@ -2050,6 +2050,54 @@ Deno.test("a close cause made by another copy of kcoro's module keeps kcoro's cl
   ]);
 });
 
+Deno.test("a cause is a cancellation where it was made exactly when it crosses to other isolates as one: an Error as the engine knows it with kcoro's brand, not a plain object made from CancellationError.prototype", async () => {
+  // Before, `instanceof` decided here: the plain object was a cancellation (a channel cancelled
+  // with it failed with it as it was, a child rejecting with it was cancelled, not failed), while
+  // the codec, which asks the engine (`Error.isError`), sent it to other isolates as the plain
+  // object it is, a failure there.
+  const forged = Object.create(CancellationError.prototype) as CancellationError;
+  const cases: [string, unknown, boolean][] = [
+    ["a plain object made from CancellationError.prototype", forged, false],
+    [
+      "a plain object made from TimeoutError.prototype",
+      Object.create(TimeoutError.prototype),
+      false,
+    ],
+    [
+      "a real Error given CancellationError.prototype",
+      Object.setPrototypeOf(new Error("real"), CancellationError.prototype),
+      true,
+    ],
+    [
+      "a real Error given TimeoutError.prototype",
+      Object.setPrototypeOf(new Error("real"), TimeoutError.prototype),
+      true,
+    ],
+    ["a Proxy of a CancellationError", new Proxy(new CancellationError("proxied"), {}), true],
+    ["a CancellationError", new CancellationError("plain"), true],
+  ];
+  for (const [what, cause, cancellation] of cases) {
+    // Here: a channel cancelled with a cancellation fails with it as it is, else with a
+    // CancellationError carrying it.
+    using ch = new Channel<number>(1);
+    ch.cancel(cause);
+    const here = ch.tryReceive() as { state: string; cause?: unknown };
+    assert.equal(here.state, "closed", what);
+    assert.equal(here.cause === cause, cancellation, `here: ${what}`);
+    // There: as it crosses.
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok, what);
+    assert.equal(got.cause instanceof CancellationError, cancellation, `crossed: ${what}`);
+  }
+  // A child rejecting with the plain object fails its scope, as it fails one elsewhere.
+  await assert.rejects(
+    coroutineScope(async (scope) => {
+      await scope.launch(() => Promise.reject(forged)).join();
+    }),
+    (e) => e === forged,
+  );
+});
+
 Deno.test("a close cause cut short inside its heads is none, found by its own bounds, not by node:v8 failing", () => {
   const full = encodeCause(
     new CancellationError("outer", { cause: new TimeoutError("inner", { cause: new Error("x") }) }),
