@@ -1173,6 +1173,48 @@ const CAUSE_DEPTH = 1_000;
  * failure, not a cancellation, and so does a subclass of the caller's own (its brand is inherited).
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
+  // Its own reads: the caller's code that encoding runs may close another shared channel, whose
+  // cause is encoded meanwhile.
+  const outer = causeReads;
+  causeReads = new Map();
+  try {
+    return encodeCauseOnce(cause);
+  } finally {
+    causeReads = outer;
+  }
+}
+
+/**
+ * Each Error's `cause` as the `encodeCause` in progress read it (its value, or what reading it
+ * threw); null outside one. The encoding walks a cause's chain several times (whether each
+ * Error's message and cause are its own data, whether the rich encoding is needed, the stand-in,
+ * the rich records): a `cause` getter (an own accessor, an Error class's `get cause()`) ran once
+ * per walk, two or three times per close, and one that answered otherwise the second time made
+ * the walks disagree. Read once now (`causeOf`), as a sent value's getters are.
+ */
+let causeReads: Map<object, { value: unknown } | { threw: unknown }> | null = null;
+
+/** `e.cause`, read once per `encodeCause` (`causeReads`); what the read threw, every time. */
+function causeOf(e: Error): unknown {
+  const reads = causeReads;
+  if (reads === null) return e.cause;
+  const got = reads.get(e);
+  if (got !== undefined) {
+    if ("threw" in got) throw got.threw;
+    return got.value;
+  }
+  let value: unknown;
+  try {
+    value = e.cause;
+  } catch (x) {
+    reads.set(e, { threw: x });
+    throw x;
+  }
+  reads.set(e, { value });
+  return value;
+}
+
+function encodeCauseOnce(cause: unknown): Uint8Array | null {
   // `instanceof` inside needsRich's try: a revoked Proxy's prototype read throws, and close()
   // threw it (the channel left open) before the other encodings' stand-in could see to it.
   // Too large is `encodeSized`'s answer, not a flag of the module's: the caller's code that
@@ -1429,7 +1471,7 @@ function extraKeys(e: Error, max: number): string[] {
 function needsRich(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e: unknown = cause; isError(e) && !seen.has(e); e = e.cause) {
+    for (let e: unknown = cause; isError(e) && !seen.has(e); e = causeOf(e)) {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const b = builtinOf(e);
@@ -1504,7 +1546,7 @@ function encodeRich(cause: Error): Uint8Array | null {
     // A `cause` whose read throws ends it (the record says so).
     const chain = new Set<unknown>();
     try {
-      for (let e: unknown = cause; isError(e) && !chain.has(e); e = e.cause) {
+      for (let e: unknown = cause; isError(e) && !chain.has(e); e = causeOf(e)) {
         if (chain.size === CAUSE_DEPTH) break;
         chain.add(e);
       }
@@ -1577,7 +1619,7 @@ function encodeRich(cause: Error): Uint8Array | null {
         let inner: unknown;
         let threw = false;
         try {
-          inner = e.cause;
+          inner = causeOf(e);
         } catch {
           threw = true;
         }
@@ -1747,7 +1789,7 @@ function richError(rec: RichRecord): Error {
 function ownData(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = causeOf(e)) {
       if (seen.size === CAUSE_DEPTH) return false;
       seen.add(e);
       const own = Object.getOwnPropertyDescriptor(e, "message");
@@ -1774,10 +1816,10 @@ function ownData(cause: unknown): boolean {
 function endFits(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = causeOf(e)) {
       if (seen.size === CAUSE_DEPTH) return true;
       seen.add(e);
-      const inner = e.cause;
+      const inner = causeOf(e);
       if (!isError(inner) && "cause" in e) {
         return !valueParts(inner, RICH_ELEMENTS_ALL).over;
       }
@@ -1811,7 +1853,7 @@ function endValueFits(inner: unknown): boolean {
 function tooDeep(cause: unknown): boolean {
   const seen = new Set<unknown>();
   try {
-    for (let e = cause; isError(e) && !seen.has(e); e = e.cause) {
+    for (let e = cause; isError(e) && !seen.has(e); e = causeOf(e)) {
       if (seen.size === CAUSE_DEPTH) return true;
       seen.add(e);
     }
@@ -1926,7 +1968,7 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
       // node:v8 alone would copy, became an Error saying reading it threw.
       let inner: unknown;
       try {
-        inner = cause.cause;
+        inner = causeOf(cause);
       } catch {
         ownValue(copy, "cause", `a cause whose read threw (${NOT_COPIED})`);
         return copy;
@@ -2147,7 +2189,7 @@ function errorHeads(cause: Error): Uint8Array[] {
       head[1] = name.length;
       head.set(name, 2);
       heads.push(head);
-      e = e.cause;
+      e = causeOf(e);
     }
   } catch {
     // A hostile Error down the chain (a throwing getter or trap): the chain stops there.

@@ -1800,6 +1800,60 @@ Deno.test("an Error whose cause is its class's getter crosses with that cause, d
   ]);
 });
 
+Deno.test("a close cause's cause getter runs once per close, as a sent value's getters run once per send: an own accessor or a class's, alone, down the chain or with the rich encoding", () => {
+  // Before, it ran once per walk down the chain: twice per close (the stand-in, then whether the
+  // rich encoding was needed), three times when it was (its records).
+  let reads = 0;
+  const counted = (e: Error, inner: unknown): Error =>
+    Object.defineProperty(e, "cause", {
+      get() {
+        reads++;
+        return inner;
+      },
+      configurable: true,
+    });
+  class Getter extends Error {
+    extra = "a field: the rich encoding";
+    override get cause(): unknown {
+      reads++;
+      return new RangeError("from the class's getter");
+    }
+  }
+  const cases: [string, () => Error, (got: Error) => void][] = [
+    ["an Error", () => counted(new Error("outer"), new TypeError("inner")), (got) => {
+      assert.equal((got.cause as Error).name, "TypeError");
+      assert.equal((got.cause as Error).message, "inner");
+    }],
+    ["a plain object", () => counted(new Error("outer"), { a: 1 }), (got) => {
+      assert.deepEqual(got.cause, { a: 1 });
+    }],
+    ["a function", () => counted(new Error("outer"), () => 1), (got) => {
+      assert.match(String(got.cause), /cannot be copied to another isolate/);
+    }],
+    [
+      "down the chain",
+      () => new Error("top", { cause: counted(new Error("mid"), { b: 2 }) }),
+      (got) => assert.deepEqual((got.cause as Error).cause, { b: 2 }),
+    ],
+    ["a class's getter, with a field", () => new Getter("outer"), (got) => {
+      assert.equal((got.cause as Error).message, "from the class's getter");
+      assert.equal((got as unknown as { extra: string }).extra, "a field: the rich encoding");
+    }],
+  ];
+  for (const [what, make, check] of cases) {
+    reads = 0;
+    using ch = new Channel<number>(1);
+    ch.share(); // its close encodes the cause for other isolates
+    ch.close(make());
+    assert.equal(reads, 1, `close: ${what}`);
+    reads = 0;
+    const got = decodeCause(encodeCause(make())!);
+    assert.equal(reads, 1, `encoded: ${what}`);
+    assert.ok(got.ok, what);
+    check(got.cause as Error);
+  }
+});
+
 Deno.test("a cause getter that throws takes only the cause with it, and a getter's cycle crosses as a cycle", () => {
   const crossed = (cause: unknown) => {
     const got = decodeCause(encodeCause(cause)!);
