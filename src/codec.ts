@@ -1929,9 +1929,18 @@ const NOT_COPIED = "cannot be copied to another isolate";
  * keeps its class, name, message and stack, down its `cause` chain (`CAUSE_CHAIN` deep), where
  * a `cause` that cannot be copied (or whose read throws) becomes a string saying what it was;
  * anything else becomes an Error saying so. `copies`: each Error copied so far in this chain, its
- * copy's. Never throws (a hostile cause: an Error saying that much).
+ * copy's. Past `CAUSE_CHAIN`, the rest of the chain crosses as it is where node:v8 copies it as
+ * it is (`ownData`); else (`rest`) each Error in it is copied too, so that it keeps its message
+ * and cause: a DOMException's message (its class's getter, which node:v8 does not read) arrived
+ * as "" past the 16th Error, where above it the copy kept it. Never throws (a hostile cause: an
+ * Error saying that much).
  */
-function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()): unknown {
+function standIn(
+  cause: unknown,
+  depth: number,
+  copies = new Map<Error, Error>(),
+  rest = false,
+): unknown {
   try {
     if (!askError(cause)) {
       return new Error(
@@ -1984,14 +1993,18 @@ function standIn(cause: unknown, depth: number, copies = new Map<Error, Error>()
         "cause",
         met !== undefined
           ? met
-          : error && depth + 1 < CAUSE_CHAIN
-          ? standIn(inner, depth + 1, copies)
+          : error && (rest || depth + 1 < CAUSE_CHAIN)
+          ? standIn(inner, depth + 1, copies, rest)
           : error && tooDeep(inner)
           ? `${describeCause(inner)} (a cause chain over ${CAUSE_DEPTH} Errors deep: ${NOT_COPIED})`
           : (error ? !endFits(inner) : valueParts(inner, RICH_ELEMENTS_ALL).over)
           ? `${
             describeCause(inner)
           } (past ${RICH_ELEMENTS_ALL} elements in one cause: ${NOT_COPIED})`
+          // The rest, checked once here (at most CAUSE_DEPTH Errors, and its end fits): copied
+          // Error by Error where node:v8 would drop a message or cause of it.
+          : error && !ownData(inner)
+          ? standIn(inner, depth + 1, copies, true)
           : exactOrSaid(inner),
       );
     }

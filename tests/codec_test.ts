@@ -1964,6 +1964,39 @@ Deno.test("a DOMException's message crosses isolates (its class's getter, which 
   ]);
 });
 
+Deno.test("past the 16 Errors whose class and name cross, a DOMException down a close cause's chain keeps its message, and an Error class's get cause() its cause, up to 1,000 deep", () => {
+  // Before, the stand-in gave the rest of the chain past its 16th Error to node:v8 as it was,
+  // which reads neither getter: the DOMException arrived saying "", the getter's cause lost.
+  class Getter extends Error {
+    override get cause(): unknown {
+      return { kept: true };
+    }
+  }
+  for (const depth of [17, 20, 999]) {
+    for (const bottom of ["DOMException", "get cause()"]) {
+      const what = `${bottom}, ${depth} deep`;
+      let e: unknown = bottom === "DOMException"
+        ? new DOMException("the bottom's message", "AbortError")
+        : new Getter("the bottom's message");
+      for (let i = depth - 1; i >= 1; i--) e = new Error("e" + i, { cause: e });
+      const got = decodeCause(encodeCause(e)!);
+      assert.ok(got.ok, what);
+      const messages: string[] = [];
+      let x: unknown = got.cause;
+      let last: Error | undefined;
+      for (; x instanceof Error; x = x.cause) messages.push((last = x).message);
+      assert.deepEqual(
+        messages,
+        [...Array.from({ length: depth - 1 }, (_, i) => "e" + (i + 1)), "the bottom's message"],
+        what,
+      );
+      // Past the 16th, a name of no built-in class is not kept (node:v8 copies the Error).
+      assert.equal(last!.name, "Error", what);
+      assert.deepEqual(x, bottom === "DOMException" ? undefined : { kept: true }, what);
+    }
+  }
+});
+
 Deno.test("a stand-in for an Error with no stack carries none, as a copyable one crosses", () => {
   // Before, the stand-in kept the stack it was made with: codec.ts's standIn read in the other
   // isolate as where the failure was thrown.
