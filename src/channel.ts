@@ -49,6 +49,7 @@ import {
 import { Bridge, ringLostError, type RingOp } from "./bridge.ts";
 import { isCancellation } from "./job.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
+import { bytesLength } from "./pack.ts";
 import {
   type Codec,
   codecByName,
@@ -60,6 +61,7 @@ import {
   encodeCause,
   encodePassed,
   giveSlot,
+  isBytes,
   noRoom,
   passedViewBytes,
   sendLength,
@@ -1712,8 +1714,10 @@ function pump(q: WaitQueue, sym: Sym): boolean {
  * value's length is not kept). Fixed-size codecs count their slot per value (`metrics()`).
  */
 function bytesOf(v: unknown): number {
-  if (!(v instanceof Uint8Array)) return 0;
-  return passedViewBytes?.get(v) ?? v.byteLength;
+  // By the engine's tag and length (`isBytes`, `bytesLength`): `instanceof` ran an own
+  // Symbol.hasInstance of Uint8Array's, the caller's code, at each local send and take.
+  if (!isBytes(v)) return 0;
+  return passedViewBytes?.get(v) ?? bytesLength(v);
 }
 
 /**
@@ -3268,20 +3272,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #trySendBytes(value: T, s: Shared, at: Deno.PointerObject): TrySendResult {
     if (s.detour === 0 && !this.#dropping && this.#blocked![0] === 0) { // see trySend
-      // Also for the failure's discard of the copy: they stay valid (the library stays loaded)
-      // should the value's check run code that disposes the channel or closes the library (an
-      // own Symbol.hasInstance of Uint8Array's; a Proxy's trap ends in a CodecError before any
-      // call): a disposed channel's send is then given `ENDED_HANDLE` (`#handle`) and fails
-      // with KC_EBADH, an InvalidHandleError.
+      // Also for the failure's discard of the copy: they stay valid (the library stays loaded).
+      // The value's check runs none of the caller's code (`sendLength`: engine reads only), so
+      // nothing disposes the channel or closes the library between it and the send. Before, it
+      // was `instanceof Uint8Array`, which ran an own Symbol.hasInstance of Uint8Array's, and the
+      // handle had to be read after it.
       const sym = this.#symAt!;
-      // The length first: its check may run the caller's code, which may learn the channel
-      // ended, so the handle (`#handle`, the gate) is read after it. Code that disposed the
-      // channel or closed the library makes the call throw what a call after it throws,
-      // nothing sent, as an encoding's getter does (`#trySend`). Before, an owner with copies
-      // answered as on the cancelled channel its dispose ended, any other object threw, and a
-      // send after the close went through.
-      const n = sendLength(value, "trySend");
-      if (this.#callerEnded()) this.#afterCallerCode("trySend");
+      const n = sendLength(value);
       const rc = trySendBytes(value, n, scratch, sym, at, this.#handle, "trySend");
       return rc === 0 ? OK : this.#sendFailed(rc, sym, undefined, "trySend");
     }
@@ -3366,8 +3363,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#bytes) {
       // Encoded and sent in one native call (see `#bytes`); a failure leaves it encoded in
       // `slot`, as below.
-      const n = sendLength(value, op); // before `#handle` is read (see `#trySendBytes`)
-      if (this.#callerEnded()) this.#afterCallerCode(op); // as there
+      const n = sendLength(value); // runs none of the caller's code (see `trySend`)
       rc = trySendBytes(value, n, slot, sym, at, this.#handle, op);
     } else {
       if (this.#f64 && typeof value === "number") scratchF64[0] = value;
@@ -3403,7 +3399,7 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `#trySend` once the channel ended under this object (`Shared.ended`): as a cancelled channel
    * answers, with no call. The value is checked by its codec first: one it cannot carry throws
    * that CodecError (the caller's bug, whatever the channel's state). A check that ran the
-   * caller's code (a getter, a Proxy's trap, an own `Symbol.hasInstance` of Uint8Array's) that
+   * caller's code (a getter, a Proxy's trap) that
    * disposed this object or closed the library makes the call throw what a call after it
    * throws, as on a channel that did not end (`#trySend`, `#passLocal`), `keep` freed. Before,
    * that answered `closed` (a send's value went to the hook), where the same value on a live
@@ -5445,8 +5441,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
     if (w.kind !== SEND || w.encoded) return w.slot ??= takeSlot();
-    // The encoding may run the caller's code (an own Symbol.hasInstance of Uint8Array's, for
-    // codecs.bytes), which may settle `w`: it learns that the channel ended (`#failEnded`), aborts
+    // The encoding may run the caller's code (a getter of the value, a Proxy's trap, a custom
+    // codec's encode), which may settle `w`: it learns that the channel ended (`#failEnded`), aborts
     // its signal, disposes the channel (its waits fail, or queue natively, `flush`), closes the
     // library. So the slot is not `w`'s while it is being encoded, nor after, unless `w` still
     // waits here: else the copy it holds is freed and the slot given back, and `w` is neither

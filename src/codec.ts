@@ -2020,7 +2020,7 @@ function standIn(
  */
 function exactOrSaid(v: unknown): unknown {
   const bytes = encodeSized(v);
-  if (bytes instanceof Uint8Array) return v;
+  if (bytes !== null && bytes !== OVER) return v;
   return `${describeCause(v)} (${
     bytes === OVER ? `its encoding takes over ${causeBytesMax} bytes: ` : ""
   }${NOT_COPIED})`;
@@ -2504,8 +2504,9 @@ function structuredPass<T>(value: T, codec: string, op = "send"): T {
     fitsValue(codec, op, n);
     copy = deserialize(bytes);
   }
-  // Its own copy, made here: `instanceof` asks nothing of the caller's.
-  if (copy instanceof Uint8Array) (passedViewBytes ??= new WeakMap()).set(copy, n);
+  // Its own copy, made here, told by the engine's tag: `instanceof` ran an own
+  // Symbol.hasInstance of Uint8Array's.
+  if (isBytes(copy)) (passedViewBytes ??= new WeakMap()).set(copy, n);
   return copy as T;
 }
 
@@ -2537,7 +2538,9 @@ export function encodePassed<T>(
   sym: Sym,
   op?: string,
 ): void {
-  const n = value instanceof Uint8Array ? passedViewBytes?.get(value) : undefined;
+  // A lookup only (a WeakMap answers undefined for any other value): `instanceof` ran an own
+  // Symbol.hasInstance of Uint8Array's, the caller's code, as the channel escaped.
+  const n = passedViewBytes?.get(value as Uint8Array);
   const name = codec.name;
   if (n === undefined || (name !== "default" && name !== "structured")) {
     return codec.encode(value, slot, sym, op);
@@ -2607,30 +2610,23 @@ const u64: Codec<bigint> = {
 };
 
 /**
- * Whether `value` is a Uint8Array, for codecs.bytes. `instanceof` may run the caller's code (a
- * Proxy's `getPrototypeOf` trap, an own `Symbol.hasInstance` of Uint8Array's) or throw (a
- * revoked Proxy): what it throws is the `cause` of the codec's CodecError, as the other codecs
- * refuse such a value. Before, it was thrown as it was (a bare TypeError "Cannot perform
- * 'getPrototypeOf' on a proxy that has been revoked", naming neither the call nor the codec).
+ * @ignore Whether `value` is a Uint8Array, for codecs.bytes (and a local channel's metrics,
+ * `bytesOf`): one the engine made (its typed array tag,
+ * as `describe` and the default codec's `plainBytes` tell one), whatever its prototype now.
+ * Never runs the caller's code, and never throws. It was `instanceof` too, which reads the
+ * prototype: a real Uint8Array given another (`Object.setPrototypeOf`) was refused, though its
+ * bytes are all there, a Proxy's `getPrototypeOf` trap and an own `Symbol.hasInstance` of
+ * Uint8Array's ran at each send (code that could dispose the channel or close the library in
+ * the middle of it), and a revoked Proxy's throw became the CodecError's `cause`. An object that
+ * only inherits from Uint8Array (`Object.create(Uint8Array.prototype)`), or a Proxy of a
+ * Uint8Array, has no such tag: refused, as before.
  */
-function isBytes(value: unknown, op: string): value is Uint8Array {
-  try {
-    // The engine's tag too: `instanceof` reads the prototype, which `Object.setPrototypeOf` can
-    // give any typed array. A Float64Array (or Uint16Array, Int8Array) given Uint8Array's was
-    // taken, and sent as its first `length` bytes (2 bytes of a 16-byte Float64Array): wrong
-    // bytes, and a value structured clone copies as a Float64Array.
-    return value instanceof Uint8Array && typedTag.call(value) === "Uint8Array";
-  } catch (e) {
-    throw new CodecError(
-      "bytes",
-      `Cannot ${op}: codecs.bytes carries Uint8Array values, received ${describe(value)}`,
-      { cause: e },
-    );
-  }
+export function isBytes(value: unknown): value is Uint8Array {
+  return typedTag.call(value) === "Uint8Array";
 }
 
 function checkBytes(value: unknown, op = "send"): Uint8Array {
-  const is = isBytes(value, op); // once: a trap runs once
+  const is = isBytes(value);
   if (!is || realLength(value) < 0) {
     const trouble = is ? viewTrouble(value) : undefined;
     throw new CodecError(
@@ -2718,13 +2714,11 @@ export function decodeBytes(slot: Slot, sym: Sym): Uint8Array {
 
 /**
  * @ignore `trySendBytes`'s first step: `value`'s byte length, or -1 when it is no Uint8Array
- * (or a view that reads as none: see `realLength`). Its `instanceof` may run the caller's code
- * (an own `Symbol.hasInstance` of Uint8Array's), which may learn that the channel ended: the
- * caller reads the handle it passes to `trySendBytes` after this (`Channel.#handle`). What that
- * code throws is the cause of a CodecError whose message names `op`, the caller's call.
+ * (or a view that reads as none: see `realLength`). Engine reads only (`isBytes`): no code of
+ * the caller's runs, so nothing can end the channel between this and the send.
  */
-export function sendLength(value: unknown, op: string): number {
-  return isBytes(value, op) ? realLength(value) : -1;
+export function sendLength(value: unknown): number {
+  return isBytes(value) ? realLength(value) : -1;
 }
 
 /**
@@ -2764,7 +2758,7 @@ const bytes: Codec<Uint8Array> = {
   elemSize: 32,
   zeroCopy: true,
   encode(value, slot, sym, op) {
-    const n = isBytes(value, op ?? "send") ? realLength(value) : -1;
+    const n = isBytes(value) ? realLength(value) : -1;
     if (n < 0) checkBytes(value, op); // throws the CodecError
     if (n === 0) putEmpty(slot, T_BYTES);
     else putBuffer(slot, value, T_BYTES, sym, "bytes", op, n);

@@ -2661,14 +2661,11 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
     }
   }
   // Closed mid-stream: a channel mapped before the close, one mapped first by a hook of the
-  // close (beforeClose) through trySend alone, one never mapped; and a dispose or a close run
-  // by the value's check itself (an own Symbol.hasInstance of Uint8Array's), after the
-  // mapped path read #at: never a crash, and that call throws what a call after it throws,
-  // nothing sent, as an encoding's getter makes any other send throw (README). Before, the
-  // owner with a copy answered closed (the cancelled channel its dispose ended) and the send
-  // after the close went through, answering ok.
+  // close (beforeClose) through trySend alone, one never mapped: never a crash. (The value's
+  // check runs none of the caller's code, codec_test: it was `instanceof Uint8Array`, whose own
+  // Symbol.hasInstance this test used to dispose the channel or close the library mid-send.)
   const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, InvalidHandleError, library, LibraryClosedError } from "./mod.ts";
+    import { Channel, closeLibrary, codecs, library, LibraryClosedError } from "./mod.ts";
     import { beforeClose } from "./ffi/load.ts";
     const fail = (m) => { throw new Error(m); };
     const chans = [0, 1, 2].map(() => new Channel(8, { codec: codecs.bytes }));
@@ -2701,85 +2698,8 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
       }
       expect(() => ch.tryReceive(), LibraryClosedError, i + " tryReceive");
     }
-    let hook = null;
-    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-      configurable: true,
-      value(v) {
-        const h = hook;
-        hook = null;
-        h?.();
-        return Function.prototype[Symbol.hasInstance].call(this, v);
-      },
-    });
-    const a = new Channel(8, { codec: codecs.bytes });
-    a.share();
-    const b = Channel.from(a.share());
-    warm(a, 20);
-    warm(b, 20);
-    hook = () => a[Symbol.dispose](); // the creator's: the channel is destroyed
-    expect(() => a.trySend(new Uint8Array(10)), InvalidHandleError, "a disposed by the check");
-    const got = [JSON.stringify(b.trySend(new Uint8Array(10)))]; // the copy: cancelled
-    expect(() => a.trySend(new Uint8Array(10)), InvalidHandleError, "a after its dispose");
-    const c = new Channel(8, { codec: codecs.bytes });
-    c.share();
-    warm(c, 20);
-    hook = () => closeLibrary();
-    expect(() => c.trySend(new Uint8Array(10)), LibraryClosedError, "c closed by the check");
-    expect(() => c.trySend(new Uint8Array(10)), LibraryClosedError, "c after the close");
-    console.log(got.join("\\n"));
   `);
   assert.equal(res.code, 0, res.stderr);
-  const closed = JSON.stringify({ state: "closed", cause: { name: "CancellationError" } });
-  assert.deepEqual(res.stdout.trim().split("\n"), [closed]);
-});
-
-Deno.test("a codecs.bytes send() whose value's check disposes the channel or closes the library rejects with what a call after it throws, nothing sent, as trySend's mapped path does", async () => {
-  // send() takes `#trySend`'s own codecs.bytes path (encoded and sent in one native call), not
-  // trySend's mapped one. Before, an owner with a copy that the check disposed rejected with the
-  // cancelled channel's CancellationError, and a send whose check closed the library went
-  // through, resolving.
-  const res = await evalScript(`
-    import { Channel, closeLibrary, codecs, InvalidHandleError, LibraryClosedError } from "./mod.ts";
-    let hook = null;
-    Object.defineProperty(Uint8Array, Symbol.hasInstance, {
-      configurable: true,
-      value(v) {
-        const h = hook;
-        hook = null;
-        h?.();
-        return Function.prototype[Symbol.hasInstance].call(this, v);
-      },
-    });
-    const out = [];
-    const outcome = (p) => p.then(() => "sent", (e) => e.name);
-    const a = new Channel(8, { codec: codecs.bytes });
-    a.share();
-    const b = Channel.from(a.share());
-    hook = () => b[Symbol.dispose]();
-    out.push(await outcome(b.send(new Uint8Array(10))));
-    out.push(JSON.stringify(a.tryReceive())); // nothing sent
-    hook = () => a[Symbol.dispose](); // the creator's, with no copy left
-    out.push(await outcome(a.send(new Uint8Array(10))));
-    const c = new Channel(8, { codec: codecs.bytes });
-    c.share();
-    const d = Channel.from(c.share());
-    hook = () => c[Symbol.dispose](); // the creator's, its copy still there
-    out.push(await outcome(c.send(new Uint8Array(10))));
-    d[Symbol.dispose]();
-    const e = new Channel(8, { codec: codecs.bytes });
-    e.share();
-    hook = () => closeLibrary();
-    out.push(await outcome(e.send(new Uint8Array(10))));
-    console.log(out.join("\\n"));
-  `);
-  assert.equal(res.code, 0, res.stderr);
-  assert.deepEqual(res.stdout.trim().split("\n"), [
-    "InvalidHandleError",
-    JSON.stringify({ state: "empty" }),
-    "InvalidHandleError",
-    "InvalidHandleError",
-    "LibraryClosedError",
-  ]);
 });
 
 Deno.test("Channel.from rejects forged objects with named errors", () => {

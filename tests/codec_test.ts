@@ -238,13 +238,19 @@ Deno.test("each codec's error for a value it cannot carry names the call through
       }
     }
   }
-  // What reading the prototype threw is the CodecError's cause, as on the default codec.
+  // What reading the prototype threw is the CodecError's cause on the default codec; codecs.bytes
+  // asks the engine, not the prototype: the trap never runs (before, what it threw was the cause).
   using bytes = new Channel<unknown>(1, { codec: codecs.bytes as never });
+  using tagged = new Channel<unknown>(1);
   assert.throws(
-    () => bytes.trySend(trapped()),
+    () => tagged.trySend(trapped()),
     (e: Error) =>
       e instanceof CodecError && e.cause instanceof RangeError &&
       e.cause.message === "the trap's own error",
+  );
+  assert.throws(
+    () => bytes.trySend(trapped()),
+    (e: Error) => e instanceof CodecError && e.cause === undefined,
   );
 });
 
@@ -2715,7 +2721,16 @@ Deno.test("a typed array given another kind's prototype: codecs.bytes refuses it
         using bytes = new Channel<Uint8Array>(4, { codec: codecs.bytes });
         if (shared) bytes.share();
         const value = make();
-        if (engineType === "Uint8Array") continue; // refused already: its prototype is another
+        if (engineType === "Uint8Array") {
+          // Taken by the engine's type, its prototype whatever it is: its bytes, as a Uint8Array.
+          // Before, refused (`instanceof`).
+          await send(bytes as Channel<unknown>, value);
+          const got = bytes.tryReceive() as { state: string; value: Uint8Array };
+          assert.equal(got.state, "ok", `bytes: ${what}`);
+          assert.equal(Object.getPrototypeOf(got.value), Uint8Array.prototype, `bytes: ${what}`);
+          assert.deepEqual([...got.value], [...Uint8Array.prototype.values.call(value)], what);
+          continue;
+        }
         await assert.rejects(async () => await send(bytes as Channel<unknown>, value), (e) => {
           assert.ok(e instanceof CodecError, `${what}: ${e}`);
           assert.match(
@@ -2727,6 +2742,85 @@ Deno.test("a typed array given another kind's prototype: codecs.bytes refuses it
         assert.deepEqual(bytes.tryReceive(), { state: "empty" }, what);
       }
     }
+  }
+});
+
+Deno.test("codecs.bytes tells a Uint8Array by the engine's tag and runs none of the caller's code to tell (an own Symbol.hasInstance of Uint8Array's): a real one given another prototype is sent, an object that only inherits from Uint8Array refused, local and shared, mapped, through every send, and a waiting send's encoding", async () => {
+  // Before, `instanceof Uint8Array` decided with the tag: the hook ran at each send (code that
+  // could dispose the channel or close the library mid-send), and a real Uint8Array given
+  // another prototype was refused.
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  let ran = 0;
+  Object.defineProperty(Uint8Array, Symbol.hasInstance, {
+    configurable: true,
+    value(v: unknown) {
+      ran++;
+      return realHasInstance.call(this, v);
+    },
+  });
+  try {
+    // A Proxy is no typed array to the engine: refused (the error's description reads it).
+    const proxied = () => new Proxy(new Uint8Array([1, 2, 3]), {});
+    const taken: [string, () => Uint8Array][] = [
+      ["a Uint8Array", () => new Uint8Array([1, 2, 3])],
+      [
+        "a Uint8Array given Object.prototype",
+        () => Object.setPrototypeOf(new Uint8Array([1, 2, 3]), Object.prototype),
+      ],
+      ["a Uint8Array given null", () => Object.setPrototypeOf(new Uint8Array([1, 2, 3]), null)],
+    ];
+    const refused: [string, () => unknown][] = [
+      ["Object.create(Uint8Array.prototype)", () => Object.create(Uint8Array.prototype)],
+      ["a Proxy of a Uint8Array", proxied],
+    ];
+    const sends = {
+      trySend: (ch: Channel<Uint8Array>, v: Uint8Array) => {
+        assert.equal(ch.trySend(v).state, "ok");
+      },
+      trySendMany: (ch: Channel<Uint8Array>, v: Uint8Array) => {
+        assert.deepEqual(ch.trySendMany([v]), { state: "ok", sent: 1 });
+      },
+      send: (ch: Channel<Uint8Array>, v: Uint8Array) => ch.send(v),
+      select: (ch: Channel<Uint8Array>, v: Uint8Array) => select((s) => s.onSend(ch, v, () => {})),
+    };
+    for (const path of ["local", "shared", "shared, mapped"]) {
+      using ch = new Channel<Uint8Array>(4, { codec: codecs.bytes });
+      if (path !== "local") ch.share();
+      if (path === "shared, mapped") {
+        for (let i = 0; i < 40; i++) {
+          ch.trySend(new Uint8Array([i]));
+          ch.tryReceive();
+        }
+      }
+      for (const [op, send] of Object.entries(sends)) {
+        for (const [what, make] of taken) {
+          await send(ch, make());
+          const got = ch.tryReceive() as { state: string; value: Uint8Array };
+          assert.equal(got.state, "ok", `${path}, ${op}: ${what}`);
+          assert.deepEqual([...got.value], [1, 2, 3], `${path}, ${op}: ${what}`);
+        }
+        for (const [what, make] of refused) {
+          await assert.rejects(
+            async () => await send(ch, make() as Uint8Array),
+            CodecError,
+            `${path}, ${op}: ${what}`,
+          );
+          assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${path}, ${op}: ${what}`);
+        }
+      }
+    }
+    // A send that waits on a local channel holds its copy, encoded when the channel escapes.
+    using waiting = new Channel<Uint8Array>(1, { codec: codecs.bytes });
+    waiting.trySend(new Uint8Array([0]));
+    const sent = waiting.send(Object.setPrototypeOf(new Uint8Array([1, 2, 3]), null));
+    waiting.share();
+    await Promise.resolve();
+    assert.deepEqual([...(await waiting.receive())], [0]);
+    await sent;
+    assert.deepEqual([...(await waiting.receive())], [1, 2, 3]);
+    assert.equal(ran, 0, "Uint8Array's own Symbol.hasInstance ran");
+  } finally {
+    delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
   }
 });
 
