@@ -3399,9 +3399,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * `#trySend` once the channel ended under this object (`Shared.ended`): as a cancelled channel
    * answers, with no call. The value is checked by its codec first: one it cannot carry throws
    * that CodecError (the caller's bug, whatever the channel's state). A check that ran the
-   * caller's code (a getter, a Proxy's trap) that
-   * disposed this object or closed the library makes the call throw what a call after it
-   * throws, as on a channel that did not end (`#trySend`, `#passLocal`), `keep` freed. Before,
+   * caller's code (a getter, a Proxy's trap) that disposed this object or closed the library
+   * makes the call throw what a call after it throws, as on a channel that did not end (`#trySend`, `#passLocal`), `keep` freed. Before,
    * that answered `closed` (a send's value went to the hook), where the same value on a live
    * channel threw the dispose's InvalidHandleError.
    */
@@ -5441,10 +5440,10 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
     if (w.kind !== SEND || w.encoded) return w.slot ??= takeSlot();
-    // The encoding may run the caller's code (a getter of the value, a Proxy's trap, a custom
-    // codec's encode), which may settle `w`: it learns that the channel ended (`#failEnded`), aborts
-    // its signal, disposes the channel (its waits fail, or queue natively, `flush`), closes the
-    // library. So the slot is not `w`'s while it is being encoded, nor after, unless `w` still
+    // The encoding may run the caller's code, which may settle `w` (codecs.bytes's check ran an
+    // own Symbol.hasInstance of Uint8Array's; it runs none now, and the slot's ownership does not
+    // rely on that): it learns that the channel ended (`#failEnded`), aborts its signal, disposes
+    // the channel (its waits fail, or queue natively, `flush`), closes the library. So the slot is not `w`'s while it is being encoded, nor after, unless `w` still
     // waits here: else the copy it holds is freed and the slot given back, and `w` is neither
     // tried nor queued (null, settled). Before, such a settling gave `w`'s slot back for other
     // waits while the encoding went on into it (a send that took it then delivered this value,

@@ -2611,9 +2611,9 @@ const u64: Codec<bigint> = {
 
 /**
  * @ignore Whether `value` is a Uint8Array, for codecs.bytes (and a local channel's metrics,
- * `bytesOf`): one the engine made (its typed array tag,
- * as `describe` and the default codec's `plainBytes` tell one), whatever its prototype now.
- * Never runs the caller's code, and never throws. It was `instanceof` too, which reads the
+ * `bytesOf`): one the engine made (its typed array tag, as `describe` and the default codec's
+ * `plainBytes` tell one), whatever its prototype now. Never runs the caller's code, and never
+ * throws. It was `instanceof` too, which reads the
  * prototype: a real Uint8Array given another (`Object.setPrototypeOf`) was refused, though its
  * bytes are all there, a Proxy's `getPrototypeOf` trap and an own `Symbol.hasInstance` of
  * Uint8Array's ran at each send (code that could dispose the channel or close the library in
