@@ -1722,7 +1722,9 @@ function decodeRich(body: Uint8Array): unknown {
       if (!Number.isInteger(x) || made[x] === undefined) throw new RangeError("bad ref");
       return made[x];
     }
-    if (!(x instanceof Uint8Array)) throw new TypeError("bad ref");
+    // The engine's tag, not `instanceof`, which ran an own Symbol.hasInstance of Uint8Array's (the
+    // receiving isolate's code) at each value the cause held.
+    if (!isBytes(x)) throw new TypeError("bad ref");
     if (decoded.has(x)) return decoded.get(x);
     const got = decodeWith(x, false);
     if (!got.ok) throw new TypeError("bad ref");
@@ -2275,7 +2277,9 @@ function decodeWith(bytes: Uint8Array, rich: boolean): { ok: true; cause: unknow
       const cause = deserialize(bytes.subarray(at));
       let e: unknown = cause;
       for (const { cls, name } of heads) {
-        if (!(e instanceof Error)) break;
+        // node:v8's copy, an Error as the engine knows it (`isError`): `instanceof` ran an own
+        // Symbol.hasInstance of Error's (the receiving isolate's code) at each head.
+        if (!isError(e)) break;
         const c = ERROR_CLASSES[cls - 1];
         if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
         if (e.name !== name) e.name = name;

@@ -2191,6 +2191,41 @@ Deno.test("a cause is a cancellation where it was made exactly when it crosses t
   );
 });
 
+Deno.test("reading a close cause back runs none of the receiving isolate's code: no own Symbol.hasInstance of Error's or Uint8Array's, in the rich encoding or not", () => {
+  // Before, the decoder asked `instanceof` of each head's Error and each value the rich
+  // encoding held.
+  const rich = new AggregateError([new RangeError("r", { cause: new Uint8Array([1]) })], "agg", {
+    cause: new TypeError("t", { cause: { bytes: new Uint8Array(2) } }),
+  });
+  const plain = new CancellationError("outer", { cause: new TimeoutError("inner") });
+  const encoded = [rich, plain].map((c) => encodeCause(c)!);
+  const ran: string[] = [];
+  const realHasInstance = Function.prototype[Symbol.hasInstance];
+  for (const cls of [Error, Uint8Array]) {
+    Object.defineProperty(cls, Symbol.hasInstance, {
+      configurable: true,
+      value(v: unknown) {
+        ran.push(cls.name);
+        return realHasInstance.call(this, v);
+      },
+    });
+  }
+  let got: ReturnType<typeof decodeCause>[];
+  try {
+    got = encoded.map((b) => decodeCause(b));
+  } finally {
+    for (const cls of [Error, Uint8Array]) {
+      delete (cls as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
+    }
+  }
+  assert.deepEqual(ran, []);
+  const [r, p] = got.map((g) => (assert.ok(g.ok), g.cause as Error));
+  assert.ok(r instanceof AggregateError);
+  assert.deepEqual([...((r.errors[0] as Error).cause as Uint8Array)], [1]);
+  assert.ok(p instanceof CancellationError);
+  assert.ok(p.cause instanceof TimeoutError);
+});
+
 Deno.test("a close cause cut short inside its heads is none, found by its own bounds, not by node:v8 failing", () => {
   const full = encodeCause(
     new CancellationError("outer", { cause: new TimeoutError("inner", { cause: new Error("x") }) }),
