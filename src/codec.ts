@@ -1175,43 +1175,57 @@ const CAUSE_DEPTH = 1_000;
 export function encodeCause(cause: unknown): Uint8Array | null {
   // Its own reads: the caller's code that encoding runs may close another shared channel, whose
   // cause is encoded meanwhile.
-  const outer = causeReads;
-  causeReads = new Map();
+  const outer = errorReads;
+  errorReads = new Map();
   try {
     return encodeCauseOnce(cause);
   } finally {
-    causeReads = outer;
+    errorReads = outer;
   }
 }
 
 /**
- * Each Error's `cause` as the `encodeCause` in progress read it (its value, or what reading it
- * threw); null outside one. The encoding walks a cause's chain several times (whether each
- * Error's message and cause are its own data, whether the rich encoding is needed, the stand-in,
- * the rich records): a `cause` getter (an own accessor, an Error class's `get cause()`) ran once
- * per walk, two or three times per close, and one that answered otherwise the second time made
- * the walks disagree. Read once now (`causeOf`), as a sent value's getters are.
+ * What the `encodeCause` in progress read of each Error (`readOnce`: its `cause`, `name`,
+ * `message`, `stack`; each value, or what reading it threw); null outside one. The encoding walks
+ * a cause's chain several times (whether each Error's message and cause are its own data, whether
+ * the rich encoding is needed, the heads, the stand-in, the rich records): a getter there (an own
+ * accessor, an Error class's `get cause()`, a DOMException's `message`) ran once per walk, a
+ * `cause` getter two or three times per close, a `name` getter up to six, and one that answered
+ * otherwise the second time made the walks disagree. Read once now, as a sent value's getters are.
  */
-let causeReads: Map<object, { value: unknown } | { threw: unknown }> | null = null;
+let errorReads: Map<object, Partial<Record<ErrorPart, Read>>> | null = null;
 
-/** `e.cause`, read once per `encodeCause` (`causeReads`); what the read threw, every time. */
-function causeOf(e: Error): unknown {
-  const reads = causeReads;
-  if (reads === null) return e.cause;
-  const got = reads.get(e);
+/** The parts of an Error `readOnce` reads. */
+type ErrorPart = "cause" | "name" | "message" | "stack";
+
+/** A read of the caller's: its value, or what it threw. */
+type Read = { value: unknown } | { threw: unknown };
+
+/** `e[key]`, read once per `encodeCause` (`errorReads`); what the read threw, every time. */
+function readOnce(e: Error, key: ErrorPart): unknown {
+  const reads = errorReads;
+  if (reads === null) return e[key];
+  let own = reads.get(e);
+  if (own === undefined) reads.set(e, own = {});
+  const got = own[key];
   if (got !== undefined) {
     if ("threw" in got) throw got.threw;
     return got.value;
   }
   let value: unknown;
   try {
-    value = e.cause;
+    value = e[key];
   } catch (x) {
-    reads.set(e, { threw: x });
+    own[key] = { threw: x };
     throw x;
   }
-  reads.set(e, { value });
+  own[key] = { value };
   return value;
+}
+
+/** `e.cause`, read once per `encodeCause` (`readOnce`). */
+function causeOf(e: Error): unknown {
+  return readOnce(e, "cause");
 }
 
 function encodeCauseOnce(cause: unknown): Uint8Array | null {
@@ -1613,7 +1627,7 @@ function encodeRich(cause: Error): Uint8Array | null {
       };
       const message = errorMessage(e);
       if (Object.hasOwn(e, "message") || message !== "") record.m = message;
-      const stack = e.stack;
+      const stack = readOnce(e, "stack");
       if (typeof stack === "string") record.s = stack;
       if ("cause" in e) {
         let inner: unknown;
@@ -1898,7 +1912,7 @@ const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
  * Error given `Object.prototype` or null (`isError`) has none: it crossed named "undefined".
  */
 function errorName(e: Error): string {
-  const name = e.name;
+  const name = readOnce(e, "name");
   return name === undefined ? "Error" : String(name);
 }
 
@@ -1914,7 +1928,7 @@ function errorName(e: Error): string {
  * `undefined`.
  */
 function errorMessage(e: Error): string {
-  const message = e.message;
+  const message = readOnce(e, "message");
   if (message !== undefined) return String(message);
   const own = Object.getOwnPropertyDescriptor(e, "message");
   return own !== undefined && "value" in own ? "undefined" : "";
@@ -1971,7 +1985,7 @@ function standIn(
     // meets a getter of the class's (`get cause()`, `get stack()`) and throws when it has no
     // setter, and such a cause became an Error saying reading it threw. node:v8 copies only
     // own data properties.
-    const stack = cause.stack;
+    const stack = readOnce(cause, "stack");
     if (typeof stack === "string") ownValue(copy, "stack", stack);
     else Reflect.deleteProperty(copy, "stack");
     if ("cause" in cause) {

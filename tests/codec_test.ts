@@ -1860,6 +1860,42 @@ Deno.test("a close cause's cause getter runs once per close, as a sent value's g
   }
 });
 
+Deno.test("a close cause's name and message getters run once per close, as its cause getter does: with a cause that can be copied or not, with the rich encoding or not", () => {
+  // Before, each walk down the chain read them again: the name three or four times per close,
+  // the message two or three.
+  for (const rich of [false, true]) {
+    for (const copyable of [true, false]) {
+      const what = `${rich ? "rich" : "plain"}, a cause that can${copyable ? "" : "not"} be copied`;
+      const counts = { name: 0, message: 0 };
+      const make = () => {
+        const e = new Error("made", { cause: copyable ? "a string" : () => 1 });
+        void e.stack; // formatted now: the engine reads no message for it later
+        if (rich) Object.assign(e, { code: 1 }); // a field of its own: the rich encoding
+        for (const key of ["name", "message"] as const) {
+          Object.defineProperty(e, key, {
+            get() {
+              counts[key]++;
+              return `its ${key}`;
+            },
+            configurable: true,
+          });
+        }
+        return e;
+      };
+      using ch = new Channel<number>(1);
+      ch.share(); // its close encodes the cause for other isolates
+      ch.close(make());
+      assert.deepEqual(counts, { name: 1, message: 1 }, `close: ${what}`);
+      counts.name = counts.message = 0;
+      const got = decodeCause(encodeCause(make())!);
+      assert.deepEqual(counts, { name: 1, message: 1 }, `encoded: ${what}`);
+      assert.ok(got.ok, what);
+      const e = got.cause as Error;
+      assert.deepEqual([e.name, e.message], ["its name", "its message"], what);
+    }
+  }
+});
+
 Deno.test("a cause getter that throws takes only the cause with it, and a getter's cycle crosses as a cycle", () => {
   const crossed = (cause: unknown) => {
     const got = decodeCause(encodeCause(cause)!);
