@@ -242,7 +242,15 @@ const Worker = struct {
     index: u32,
     thread: ?std.Thread = null,
     queue: Deque(Coroutine, queue_capacity) = .{},
-    lifo: ?*Coroutine = null,
+    /// The coroutine this worker runs next (`putLifo`). Only the owner reads and writes it
+    /// for scheduling; `workerStats` (any thread) also reads it, for `queue_depth`. Atomic for
+    /// that read alone: every access is monotonic, which on x86-64 and AArch64 is the plain load
+    /// and store the slot had before (no fence, no RMW). The owner's accesses pair with nothing
+    /// (its own program order orders them); the statistics read pairs with nothing either: it
+    /// only asks whether a slot is taken, and the coroutine's pointer is never followed there.
+    /// Before, that read was a plain one racing the owner's plain stores (a data race, undefined
+    /// behaviour in Zig's memory model, reported by ThreadSanitizer).
+    lifo: std.atomic.Value(?*Coroutine) = .init(null),
     lifo_streak: u32 = 0,
     /// Owner-only FIFO of coroutines that must wait their turn: those that yielded, those a
     /// timer woke (in deadline order), and a LIFO-slot coroutine that used up its streak.
@@ -376,8 +384,9 @@ const Worker = struct {
         if (w.tick % 31 == 0) {
             if (w.popFifo()) |co| return co;
         }
-        if (w.lifo) |co| {
-            w.lifo = null;
+        // Monotonic: the owner's own slot (see `lifo`).
+        if (w.lifo.load(.monotonic)) |co| {
+            w.lifo.store(null, .monotonic);
             if (w.lifo_streak < s.options.lifo_cap) {
                 w.lifo_streak += 1;
                 return co;
@@ -442,8 +451,9 @@ const Worker = struct {
     /// Makes `co` run next on this worker. A coroutine it displaces goes to the deque, where
     /// other workers can steal it: only then is a sleeping worker worth waking.
     fn putLifo(w: *Worker, co: *Coroutine) void {
-        const displaced = w.lifo;
-        w.lifo = co;
+        // Monotonic: the owner's own slot (see `lifo`).
+        const displaced = w.lifo.load(.monotonic);
+        w.lifo.store(co, .monotonic);
         if (displaced) |prev| {
             w.pushLocal(prev);
             w.sched.notify();
@@ -1657,7 +1667,8 @@ pub const Scheduler = struct {
     fn hasWork(s: *Scheduler, w: *Worker) bool {
         if (s.state.load(.seq_cst) != .running) return true;
         if (s.inject.len.load(.seq_cst) > 0) return true;
-        if (w.lifo != null or w.fifo_head != null) return true;
+        // Monotonic: `w` is this thread's own worker (see `lifo`).
+        if (w.lifo.load(.monotonic) != null or w.fifo_head != null) return true;
         const deadline = w.next_deadline.load(.monotonic);
         if (deadline != never and deadline <= monotonicNs()) return true;
         for (s.workers) |*v| {
@@ -1757,7 +1768,9 @@ pub const Scheduler = struct {
             .runs = w.runs.load(.monotonic),
             .steals = w.steals.load(.monotonic),
             .parks = w.parks.load(.monotonic),
-            .queue_depth = w.queue.len() + @intFromBool(w.lifo != null),
+            // Monotonic: a statistic read while the owner runs (see `lifo`): taken or not
+            // as of some moment, like the deque's length beside it.
+            .queue_depth = w.queue.len() + @intFromBool(w.lifo.load(.monotonic) != null),
         };
     }
 
@@ -2475,6 +2488,101 @@ test "a ping-pong pair in the LIFO slot cannot starve the queue" {
     _ = try s.spawn(S.stopper, null);
     try s.drainFor(test_timeout);
     try testing.expect(S.stop.load(.acquire));
+}
+
+test "workerStats read on another thread while the workers spawn and run through their LIFO slots: a sane depth, runs never going back" {
+    // `workerStats` reads each worker's LIFO slot (`queue_depth`) while its owner writes it.
+    // Before, a plain read racing the owner's plain stores: a data race, which only
+    // ThreadSanitizer shows (`zig build test -Dtsan=true`: its report fails this test); in
+    // other builds the race reads a stale but whole pointer, so nothing here can fail without
+    // the fix. Elsewhere it exercises the read against two ping-pong pairs, whose every bounce
+    // puts the other side in its worker's slot (`unpark` from a worker: `putLifo`), and a
+    // spawner, whose every spawn goes to its worker's slot too (displacing one to the deque).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.stress_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: *Scheduler = undefined;
+        var stop: std.atomic.Value(bool) = .init(false);
+        var refs: [4]Ref = undefined;
+        var started: std.atomic.Value(u32) = .init(0);
+        var bounces: std.atomic.Value(u64) = .init(0);
+        var reads: std.atomic.Value(u64) = .init(0);
+        var spawned: std.atomic.Value(u64) = .init(0);
+        /// The reader's finding: 0 fine, 1 a depth beyond the deque and the slot, 2 a worker's
+        /// `runs` smaller than it read before, 3 no statistics for a live worker.
+        var bad: std.atomic.Value(u32) = .init(0);
+        var joiner: test_wait.Joiner = .{};
+        /// Side `me & 1` of pair `me >> 1`: wakes its partner into this worker's LIFO slot,
+        /// then parks until the partner wakes it.
+        fn side(arg: ?*anyopaque) callconv(.c) void {
+            const me = @intFromPtr(arg);
+            const partner = me ^ 1;
+            refs[me] = coroutine.current().?.ref();
+            // Release: publishes `refs[me]`; pairs with the acquire load below.
+            _ = started.fetchAdd(1, .release);
+            while (started.load(.acquire) < 4) coroutine.yield() catch unreachable;
+            while (!stop.load(.acquire)) {
+                _ = bounces.fetchAdd(1, .monotonic);
+                _ = sched.unpark(refs[partner]);
+                coroutine.park() catch unreachable;
+            }
+            _ = sched.unpark(refs[partner]);
+        }
+        fn nop(_: ?*anyopaque) callconv(.c) void {}
+        /// Spawns (each into this worker's LIFO slot) and yields, until told to stop.
+        fn spawner(_: ?*anyopaque) callconv(.c) void {
+            while (!stop.load(.acquire)) {
+                _ = sched.spawn(nop, null) catch return;
+                _ = spawned.fetchAdd(1, .monotonic);
+                coroutine.yield() catch unreachable;
+            }
+        }
+        fn reader() void {
+            defer joiner.done();
+            var last: [2]u64 = .{ 0, 0 };
+            // Acquire: pairs with the test's release store.
+            while (!stop.load(.acquire)) {
+                for (0..2) |i| {
+                    const st = sched.workerStats(i) orelse {
+                        bad.store(3, .monotonic);
+                        return;
+                    };
+                    if (st.queue_depth > queue_capacity + 1) bad.store(1, .monotonic);
+                    if (st.runs < last[i]) bad.store(2, .monotonic);
+                    last[i] = st.runs;
+                }
+                _ = reads.fetchAdd(1, .monotonic);
+            }
+        }
+    };
+    S.stop.store(false, .monotonic);
+    S.started.store(0, .monotonic);
+    S.bounces.store(0, .monotonic);
+    S.reads.store(0, .monotonic);
+    S.spawned.store(0, .monotonic);
+    S.bad.store(0, .monotonic);
+    S.joiner = .{};
+    var s: Scheduler = undefined;
+    try startForTest(&s, 2);
+    defer s.shutdown(.cancel);
+    S.sched = &s;
+    var thread: ?std.Thread = null;
+    defer {
+        S.stop.store(true, .release); // pairs with the reader's and the sides' acquire loads
+        if (thread) |t| S.joiner.join(t, test_wait.default_ns, "the statistics reader");
+    }
+    for (0..4) |i| _ = try s.spawn(S.side, @ptrFromInt(i));
+    _ = try s.spawn(S.spawner, null);
+    thread = try std.Thread.spawn(.{}, S.reader, .{});
+    // All going on at once, bounded in time.
+    const d = test_wait.Deadline.in(test_wait.default_ns, "20,000 bounces, 2,000 spawns and 2,000 statistics reads");
+    while (S.bounces.load(.monotonic) < 20_000 or S.spawned.load(.monotonic) < 2_000 or
+        S.reads.load(.monotonic) < 2_000) try d.wait();
+    S.stop.store(true, .release);
+    S.joiner.join(thread.?, test_wait.default_ns, "the statistics reader");
+    thread = null;
+    try s.drainFor(test_timeout);
+    try testing.expectEqual(@as(u32, 0), S.bad.load(.monotonic));
 }
 
 test "timers fire in deadline order and never early" {
