@@ -8614,7 +8614,7 @@ test "C ABI: every direct call on a channel from inside its own undelivered hook
     j.join(t, test_wait.default_ns, "the calls of a descriptor's release on its own channel");
 }
 
-test "C ABI: while a channel's hook runs, another thread's try-operations that would wait answer KC_EAGAIN at once, not after the hook" {
+test "C ABI: while a channel's hook runs, another thread's try-operations that would wait answer KC_EAGAIN at once, not after the hook: the _at calls and a polling kc_select too" {
     // The hook holds its channel's lock. Its own thread's calls on the channel are refused
     // (the test above; here too, the same tries the hook makes where the flags say "would
     // wait", which only the hook's mark tells from another thread's); another thread's
@@ -8623,6 +8623,10 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
     // blocked"), so such a try waited for the hook's end: a slow hook stalled every other
     // thread's polling, a Deno event loop's among them. Here the hook waits until the test lets
     // it go, and a prober thread's tries must all end (KC_EAGAIN) while it still waits.
+    // Session 44: so must the _at calls (their caller read the flag before; the call took the
+    // lock, waiting for the hook) and a kc_select with KC_SELECT_POLL (it locked every clause's
+    // channel to probe them all at once, waiting for the hook).
+
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     const again = Status.again.code();
@@ -8635,14 +8639,15 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
         var drop_rc: i32 = 9;
         /// The prober's answers: try-send, retry-send, try-send-n, send with KC_CHAN_TRY
         /// (where a send would wait); try-receive, try-receive-n, receive with KC_CHAN_TRY
-        /// (where a receive would); 1 where not asked. Then the blocked and ready bytes as a
-        /// JavaScript caller reads them before it calls.
-        var got: [7]i32 = @splat(1);
+        /// (where a receive would); try-send-at; try-receive-at; a polling select of the
+        /// clauses that would wait (a send, a receive, or both); 1 where not asked. Then the
+        /// blocked and ready bytes as a JavaScript caller reads them before it calls.
+        var got: [10]i32 = @splat(1);
         var bytes: [2]u8 = .{ 9, 9 };
         /// The same tries made by the hook's own thread, at the same moment: refused
         /// (KC_EINVAL), as every call of that thread on the channel is, not the lock-free
         /// KC_EAGAIN (or 0 from an `_n` call) that the flags give every other thread.
-        var own: [7]i32 = @splat(1);
+        var own: [10]i32 = @splat(1);
         var sends = false;
         var receives = false;
 
@@ -8664,20 +8669,39 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
             drop_rc = kc_chan_drop(x, &v, 8);
         }
         /// Try-send, retry-send, try-send-n, send with KC_CHAN_TRY (where a send would wait);
-        /// try-receive, try-receive-n, receive with KC_CHAN_TRY (where a receive would).
-        fn tries(out: *[7]i32, s: bool, r: bool) void {
+        /// try-receive, try-receive-n, receive with KC_CHAN_TRY (where a receive would); the
+        /// _at calls, each where its kind would wait; a polling select of those kinds.
+        fn tries(out: *[10]i32, s: bool, r: bool) void {
             var v: [4]u64 = @splat(3);
+            var word: ?*const u32 = null;
+            _ = kc_chan_ready_flag(x, &word).?;
             if (s) {
                 out[0] = kc_chan_try_send(x, &v, 8);
                 out[1] = kc_chan_retry_send(x, &v, 8);
                 out[2] = kc_chan_try_send_n(x, &v, 8, 4);
                 out[3] = kc_chan_send(x, &v, 8, 0, 0, chan_try);
+                out[7] = kc_chan_try_send_at(word, x, &v, 8);
             }
             if (r) {
                 out[4] = kc_chan_try_recv(x, &v, 8);
                 out[5] = kc_chan_try_recv_n(x, &v, 8, 4);
                 out[6] = kc_chan_recv(x, &v, 8, 0, 0, chan_try);
+                out[8] = kc_chan_try_recv_at(word, x, &v, 8);
             }
+            var a: u64 = 5;
+            var b: u64 = 0;
+            var cs: [2]Clause = undefined;
+            var n: u32 = 0;
+            if (s) {
+                cs[n] = .{ .handle = x, .kind = 0, .size = 8, .elem = &a };
+                n += 1;
+            }
+            if (r) {
+                cs[n] = .{ .handle = x, .kind = 1, .size = 8, .elem = &b };
+                n += 1;
+            }
+            var idx: u32 = 99;
+            out[9] = kc_select(&cs, n, 0, 0, select_poll, &idx);
         }
         fn prober(j: *test_wait.Joiner, s: bool, r: bool) void {
             defer j.done();
@@ -8752,12 +8776,12 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
         const sn: i32 = if (c.sends) 0 else 1;
         const r: i32 = if (c.receives) again else 1;
         const rn: i32 = if (c.receives) 0 else 1;
-        try testing.expectEqualSlices(i32, &.{ s, s, sn, s, r, rn, r }, &S.got);
+        try testing.expectEqualSlices(i32, &.{ s, s, sn, s, r, rn, r, s, r, again }, &S.got);
         // The hook's own thread, where the same flags say "would wait": refused, each call.
         const inv = Status.invalid.code();
         const os: i32 = if (c.sends) inv else 1;
         const or_: i32 = if (c.receives) inv else 1;
-        try testing.expectEqualSlices(i32, &.{ os, os, os, os, or_, or_, or_ }, &S.own);
+        try testing.expectEqualSlices(i32, &.{ os, os, os, os, or_, or_, or_, os, or_, inv }, &S.own);
         // What JavaScript reads before it calls: "a send would wait" where it would, "nothing
         // to receive" where so (it then answers with no call).
         try testing.expectEqual(@intFromBool(c.sends), S.bytes[0]);

@@ -1267,9 +1267,21 @@ pub const Channel = struct {
     /// `count_full` false: a send that finds no room counts no "full" failure (a host's retry of
     /// a send whose first try counted it: `kc_chan_retry_send`).
     pub inline fn tryGuarded(ch: *Channel, comptime kind: ClauseKind, comptime precheck: bool, comptime count_full: bool, elem: [*]u8, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
-        // Lock-free answers first, each confirmed by the guard after the flag was read (a flag
-        // of a channel that died since would fail the guard). Skipped (`precheck` false) for
-        // callers that read the flag themselves just before.
+        // Lock-free answers first (`answerFromFlags`). Skipped (`precheck` false) for callers
+        // that read the flag themselves just before (the `_at` calls); those still get this
+        // answer from `tryGuardedLocked` while another thread's hook holds the lock.
+        if (precheck) try ch.answerFromFlags(kind, count_full, size, guard, expected);
+        if (ch.tryLean(kind, elem, size, guard, expected)) return;
+        return ch.tryGuardedLocked(kind, count_full, elem, size, guard, expected);
+    }
+
+    /// `tryGuarded`'s lock-free answers: returns an error where the flag of `kind` says the
+    /// operation would wait (error.WouldBlock, a try-send's "full" failure counted), refused
+    /// (InvalidArgument) on this channel's own hook's thread, or Stale; returns normally where
+    /// the flag says it may go through (the caller goes on to the lean path or the lock).
+    inline fn answerFromFlags(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+        // Each answer is confirmed by the guard after the flag was read (a flag of a channel
+        // that died since would fail the guard).
         // Acquire, the flags: pair with their release stores (`publishFlags`, the fast paths);
         // the guard: with `publish`'s release store of the handle (one that reads `expected`
         // sees the channel it names built, `elem_size` included) and the destroy's release
@@ -1280,7 +1292,7 @@ pub const Channel = struct {
         // is asked first (monotonic: the hook's thread set it itself, in program order; for
         // every other thread either value leads to the same answer), the thread-local read
         // only where it is set.
-        if (precheck) switch (kind) {
+        switch (kind) {
             .receive => if (!ch.flags.recv_ready.load(.acquire)) {
                 if (ch.flags.hook.load(.monotonic) and inHookOfCold(ch)) return error.InvalidArgument;
                 if (guard.load(.acquire) != expected) return error.Stale;
@@ -1300,9 +1312,7 @@ pub const Channel = struct {
                 if (count_full and @atomicLoad(bool, &ch.count_metrics, .monotonic)) try ch.countFastFull(seen, guard, expected);
                 return error.WouldBlock;
             },
-        };
-        if (ch.tryLean(kind, elem, size, guard, expected)) return;
-        return ch.tryGuardedLocked(kind, count_full, elem, size, guard, expected);
+        }
     }
 
     /// Counts a guarded try-send's lock-free "full" failure, in the channel the guard checked
@@ -1354,8 +1364,9 @@ pub const Channel = struct {
         // wait for itself. Asked only while `tx.mutex` looks held (every hook's thread holds
         // it, and sees its own hold): the thread-local read (a call, in a shared library) cost
         // a 16-byte try pair, which takes this path, 10 ns of 75 when asked every time; out of
-        // line, as the compiler hoisted an inlined read above the hint's test.
-        if (ch.tx.mutex.looksHeld() and inHookOfCold(ch)) return error.InvalidArgument;
+        // line, as the compiler hoisted an inlined read above the hint's test. Another thread's
+        // hook holding the lock: the lock-free "would wait" answers (`heldLockAnswer`).
+        if (ch.tx.mutex.looksHeld()) try ch.heldLockAnswer(kind, count_full, size, guard, expected);
         // The fast path first, under one side's lock. Monotonic guard loads: the slot's stores
         // are not under the channel lock, but the lock orders them against our load. A destroy
         // stores 0 (`retireFreed`) before its retire cancels the channel holding every lock
@@ -1392,6 +1403,23 @@ pub const Channel = struct {
         if (kind == .send and count_full) ch.metrics.fail_full += 1;
         ch.unlock();
         return error.WouldBlock;
+    }
+
+    /// `tryGuardedLocked`'s look before a lock that looks held: refused on this channel's own
+    /// hook's thread (which holds it); while another thread's hook holds it (`flags.hook`),
+    /// the lock-free answers of `tryGuarded` (`answerFromFlags`): an operation whose flag says
+    /// it would wait gets error.WouldBlock at once, not after the hook. So the `_at` calls
+    /// (`precheck` false: their caller read the flag before the call, and the call reads it
+    /// no more) answer as the other try-operations do while a hook runs; before, they waited
+    /// for the hook's end, as a flag read just before the hook began says "may go through".
+    /// Where the flag says so still, the call waits for the lock, as every try-operation does.
+    /// Out of line and cold: an uncontended lock skips it.
+    noinline fn heldLockAnswer(ch: *Channel, comptime kind: ClauseKind, comptime count_full: bool, size: u32, guard: *const std.atomic.Value(u32), expected: u32) (Error || error{Stale})!void {
+        @branchHint(.cold);
+        if (inHookOf(ch)) return error.InvalidArgument;
+        // Monotonic: a hint, as in `answerFromFlags` (either value gives another thread a true
+        // answer: the flags' own, or the lock's).
+        if (ch.flags.hook.load(.monotonic)) try ch.answerFromFlags(kind, count_full, size, guard, expected);
     }
 
     /// With the lock held: a send of `elem` or a receive into it, if it can happen now. Done
@@ -2878,6 +2906,50 @@ inline fn selectAny(clauses: []const Clause, options: SelectOptions) SelectError
     return selectStack(clauses, order[0..n], options);
 }
 
+/// Step 2 of a poll select (`SelectOptions.poll`), after `probeEach` found no clause ready:
+/// probes the clauses again with their channels locked, then answers WouldBlock. A channel
+/// whose undelivered hook (or a dropped descriptor's release) runs on another thread is left
+/// out, unlocked, where each of its clauses' flags says it would wait (`wouldWaitInHook`): its
+/// clauses count as not ready, as a try-operation on it answers "would wait" from the flag at
+/// once (`Channel.tryGuarded`). Before, the poll locked every channel and so waited for such
+/// a hook's end (for good behind a stuck one), though it waits for nothing else. A channel
+/// with a clause whose flag says it may go through is locked and probed, hook or not, as a
+/// try-operation then takes the lock. The answer is then not one snapshot of every channel:
+/// a channel left out was found not ready a moment before the others, as in `probeEach`.
+fn pollLocked(clauses: []const Clause, order: []const u8) SelectError!Selected {
+    var out: u32 = 0; // clauses on a channel left out
+    for (clauses, 0..) |c, i| {
+        if (wouldWaitInHook(c)) out |= clauseBit(i);
+    }
+    // A channel stays in with any clause on it that is not left out.
+    var locks: [max_clauses]*Channel = undefined;
+    var nlocks: usize = 0;
+    for (clauses, 0..) |c, i| {
+        if (out & clauseBit(i) == 0) addLock(&locks, &nlocks, c.ch);
+    }
+    for (clauses, 0..) |c, i| {
+        if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) out &= ~clauseBit(i);
+    }
+    sortLocks(locks[0..nlocks]);
+    lockAll(locks[0..nlocks]);
+    if (try probeLockedExcept(clauses, order, locks[0..nlocks], out)) |got| return got;
+    unlockAll(locks[0..nlocks]);
+    return error.WouldBlock;
+}
+
+/// Whether clause `c` would wait by its flag (as `probeEach` reads it) while its channel's
+/// hook runs, on another thread (a poll select on the hook's own thread is refused before: the
+/// C ABI's `acquireLocking`). Monotonic, the hook byte: a hint, as for the try-operations
+/// (`Channel.tryGuarded`): set, it is a hook begun before this look, and its flags as it left
+/// them; clear, the channel is locked as before. Acquire, the flags: as in `probeEach`.
+fn wouldWaitInHook(c: Clause) bool {
+    if (!c.ch.flags.hook.load(.monotonic)) return false;
+    return switch (c.kind) {
+        .receive => !c.ch.flags.recv_ready.load(.acquire),
+        .send => c.ch.flags.send_blocked.load(.acquire),
+    };
+}
+
 /// A hand-driven coroutine's select would wait with a deadline (its own or its context's): it
 /// has no timer to end the wait (see `Channel.block`).
 noinline fn handDrivenDeadline(co: *coroutine.Coroutine, deadline: ?u64) bool {
@@ -2889,6 +2961,7 @@ noinline fn handDrivenDeadline(co: *coroutine.Coroutine, deadline: ?u64) bool {
 /// spread every select's frame, and a coroutine's stack lines are cache misses when a
 /// thousand of them take turns (ChanPopular).
 noinline fn selectStack(clauses: []const Clause, order: []const u8, options: SelectOptions) SelectError!Selected {
+    if (options.poll) return pollLocked(clauses, order);
     const n: u32 = @intCast(clauses.len);
     var locks: [max_clauses]*Channel = undefined;
     const nlocks = lockSet(clauses, &locks);
@@ -2896,10 +2969,6 @@ noinline fn selectStack(clauses: []const Clause, order: []const u8, options: Sel
 
     // 2. Probe, all locked: none is ready, or we register on all of them before unlocking.
     if (try probeLocked(clauses, order, locks[0..nlocks])) |got| return got;
-    if (options.poll) {
-        unlockAll(locks[0..nlocks]);
-        return error.WouldBlock;
-    }
 
     // 3. Register on every clause and wait.
     var sel: SelectState = .{};
