@@ -654,7 +654,9 @@ int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n)
  * whose element size must be sizeof(struct kc_chan_metrics) (a full target skips one; make it
  * conflated to keep the latest). Ends when target is closed, a channel is destroyed (noticed at
  * its next tick, or at once by a kc_sched_shutdown with no host counted), or on stop. One thread
- * serves all pipes while any runs. */
+ * serves all pipes while any runs. A tick that runs past the next one's due time drops the ticks
+ * it missed: the next comes interval_ns after its end (before, at once: two snapshots back to
+ * back). */
 int32_t kc_chan_pipe_metrics(uint32_t source, uint32_t target, uint64_t interval_ns,
                              uint32_t *out_id);
 /* 0, or KC_EBADH if the pipe ended already. If its tick runs, waits for that tick's end, at

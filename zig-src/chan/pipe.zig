@@ -85,7 +85,8 @@ pub const Pipes = struct {
     }
 
     /// Starts a pipe that calls `tick(ctx)` every `interval_ns` (the first time one interval
-    /// from now); returns its id for `stop`. `cleanup(ctx)` runs when the pipe ends, however
+    /// from now); returns its id for `stop`. A tick that takes longer than its interval does not
+    /// make up for the ticks it missed: the next comes one interval after it ended (`run`). `cleanup(ctx)` runs when the pipe ends, however
     /// it ends.
     pub fn add(p: *Pipes, tick: TickFn, cleanup: ?CleanupFn, ctx: *anyopaque, interval_ns: u64) error{ InvalidArgument, OutOfMemory, SystemResources }!u32 {
         if (interval_ns < min_interval_ns) return error.InvalidArgument;
@@ -292,9 +293,17 @@ pub const Pipes = struct {
                 if (!more or p.end_ticking or p.stopping) {
                     p.end(i);
                 } else {
+                    // On time, the next tick keeps to the pipe's grid (one interval after this
+                    // one was due, however long the tick took within it). A tick that ran past
+                    // that next due time (stuck behind a hook's lock, or the thread late) drops
+                    // the ticks it missed, as Go's Ticker drops those a slow reader missed: the
+                    // next one comes a whole interval after this tick's end. Before, "behind"
+                    // was judged by the time before the tick, so after one long tick the next
+                    // was due already and ran at once: two snapshots back to back.
                     const q = &p.pipes.items[i];
+                    const ended = scheduler.monotonicNs();
                     q.due_ns +|= q.interval_ns;
-                    if (q.due_ns <= now) q.due_ns = now +| q.interval_ns; // fell behind
+                    if (q.due_ns <= ended) q.due_ns = ended +| q.interval_ns;
                 }
                 p.end_ticking = false;
                 // Monotonic: written and read under the lock (`stop`), which orders it; the
@@ -710,8 +719,9 @@ test "deinit while a pipe's tick runs: the thread ends that pipe after its tick,
 
 test "a pipe whose ticks take longer than its interval does not starve the others: the one due first ticks next" {
     // One tick at a time, with the lock released: the thread picks the pipe due earliest. A
-    // slow pipe is due again as soon as its tick returns; picked first (as by list order), it
-    // would hold the thread for good and the other pipe would never tick.
+    // slow pipe was due again as soon as its tick returned (now an interval after it); picked
+    // first (as by list order), it would hold the thread for good and the other pipe would
+    // never tick.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
@@ -741,12 +751,56 @@ test "a pipe whose ticks take longer than its interval does not starve the other
     try testing.expect(S.slow.load(.monotonic) >= 10);
 }
 
+test "after a tick that ran past its next due time, the next tick comes a whole interval after that tick's end, not at once" {
+    // A pipe's next tick was judged due by the time before its tick: after a tick held for
+    // several intervals, the next (due one interval after the held one) ran as soon as it
+    // returned, two snapshots back to back. Now the ticks it missed are dropped, and the next
+    // begins an interval after its end. The first tick holds for three intervals of the clock
+    // (a wait for the clock itself, the behaviour under test); each tick records its times.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    var pipes = Pipes.init(testing.allocator);
+    defer pipes.deinit();
+    const interval = 20 * std.time.ns_per_ms;
+    const S = struct {
+        var count = std.atomic.Value(u32).init(0);
+        var began: [3]u64 = @splat(0);
+        var ended: [3]u64 = @splat(0);
+        fn tick(_: *anyopaque) bool {
+            const n = count.load(.monotonic);
+            if (n >= began.len) return true;
+            began[n] = scheduler.monotonicNs();
+            if (n == 0) {
+                const d = test_wait.Deadline.in(3 * interval, "");
+                while (!d.passed()) std.Thread.yield() catch {};
+            }
+            ended[n] = scheduler.monotonicNs();
+            // Release: publishes the times; pairs with the test's acquire load.
+            count.store(n + 1, .release);
+            return true;
+        }
+    };
+    S.count.store(0, .monotonic);
+    var ctx: u8 = 0;
+    _ = try pipes.add(S.tick, null, &ctx, interval);
+    const d = test_wait.Deadline.in(test_wait.default_ns, "three ticks");
+    while (S.count.load(.acquire) < 3) try d.wait();
+    try testing.expect(S.ended[0] - S.began[0] >= 3 * interval); // held past two due times
+    // The next tick an interval after the held one's end (it was due at once before).
+    try testing.expect(S.began[1] >= S.ended[0] + interval);
+    // And the one after it on the new grid: due an interval after the second was.
+    try testing.expect(S.began[2] >= S.ended[0] + 2 * interval);
+}
+
 test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no next tick begins, even one due at once" {
-    // A tick held past its interval leaves its pipe due again as it returns, and the thread,
+    // A tick held past its interval left its pipe due again as it returned, and the thread,
     // which holds the lock from the tick's end to the next tick's start, began that next tick
     // before the woken stop could take the lock: the stop waited again, for as long as every
     // tick of a pipe whose ticks run long (behind a slow hook each time) and did not come to
-    // its end. Now the stop marks the pipe, which the thread ends at the tick's end.
+    // its end. Now the stop marks the pipe, which the thread ends at the tick's end. (Since
+    // session 44 such a pipe's next tick comes an interval after the held one's end, not at
+    // once: the window in which that stop lost is that interval, 1 ms here, so without the
+    // mark this test fails only where the stop's thread wakes later than that.)
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
@@ -781,8 +835,8 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     const id = try pipes.add(S.held, null, &ctx, interval);
     const d = test_wait.Deadline.in(test_wait.default_ns, "the first tick");
     while (S.entered.load(.acquire) == 0) try d.wait();
-    // Due again at once when it returns: held past its next due time (at most an interval
-    // after the tick began). A wait for the clock, not for another thread.
+    // Held past its next due time (at most an interval after the tick began): due again an
+    // interval after it returns. A wait for the clock, not for another thread.
     const began = scheduler.monotonicNs();
     while (scheduler.monotonicNs() < began + 2 * interval) try d.wait();
     var stopped = false;
