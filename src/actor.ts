@@ -250,6 +250,15 @@ const ABANDONED = "Actor was cancelled: the scope's launch of it failed before i
  */
 const ENDED_FIRST = "Actor was cancelled: a Job it ends with completed before its handler began";
 
+/**
+ * What an actor's task ends with when the kcoro Job `launch` returned was cancelled before its
+ * deferred handler began (its completion still to come): its mailbox was cancelled with that
+ * cancellation (the error's `cause`), so its handler never runs, as kcoro's own task cancelled
+ * before its deferred start never runs its block.
+ */
+const CANCELLED_FIRST =
+  "Actor was cancelled: a Job it ends with was cancelled before its handler began";
+
 /** `Mailbox`'s dispose found no cancel made before it (a cause may be undefined). */
 const NOT_CANCELLED = Symbol("not cancelled");
 
@@ -1100,6 +1109,16 @@ export function actor<M>(
       // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
       // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
       if (finished) throw new CancellationError(ENDED_FIRST);
+      // Cancelled before its handler began (started late, after the kcoro Job `launch` returned
+      // was cancelled, its completion still to come): that cancel cancelled the mailbox
+      // (`cancelOnAbort`), so the handler never runs and the task ends cancelled, with the
+      // cancellation as its cause (`onDone` runs as that Job completes), as kcoro's own task
+      // cancelled before its deferred start never runs its block (src/scope.ts, `#startLater`).
+      // Before the listen below too. Before, the handler ran on the cancelled mailbox: what it did
+      // before its first receive (all of it, in one that never receives) went on past that cancel.
+      if (launched !== null && isJob(launched) && isAborted(signalOfJob(launched))) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(signalOfJob(launched)) });
+      }
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the handler runs, as createScope refuses such a signal. Before, with
       // the listen's raw error. After the checks above, as a producer's (src/produce.ts): an actor

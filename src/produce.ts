@@ -161,6 +161,15 @@ const ABANDONED = "Producer was cancelled: the scope's launch of it failed befor
  */
 const ENDED_FIRST = "Producer was cancelled: a Job it ends with completed before its block began";
 
+/**
+ * What a producer's task ends with when the kcoro Job `launch` returned was cancelled before its
+ * deferred block began (its completion still to come): its channel was closed with that
+ * cancellation (the error's `cause`), so its block never runs, as kcoro's own task cancelled
+ * before its deferred start never runs its block.
+ */
+const CANCELLED_FIRST =
+  "Producer was cancelled: a Job it ends with was cancelled before its block began";
+
 /** Options for {@linkcode produce}. */
 export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
@@ -845,6 +854,16 @@ export function produce<T>(
       // Before, the block ran on the closed channel, and its first send's ClosedSendError failed
       // the task (and the scope).
       if (ended) throw new CancellationError(ENDED_FIRST);
+      // Cancelled before its block began (started late, after the kcoro Job `launch` returned was
+      // cancelled, its completion still to come): that cancel closed the channel
+      // (`closeOnCancel`), so the block never runs and the task ends cancelled, with the
+      // cancellation as its cause, as kcoro's own task cancelled before its deferred start never
+      // runs its block (src/scope.ts, `#startLater`). Before the listen below too. Before, the
+      // block ran on the closed channel: what it did before its first send (all of it, in one that
+      // never sends) went on past that cancel.
+      if (launched !== null && isJob(launched) && isAborted(signalOfJob(launched))) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(signalOfJob(launched)) });
+      }
       // Null for a task of the caller's own with no AbortSignal (`taskSignal`, as an actor's):
       // only a kcoro Job that `launch` returned closes the channel at a cancellation, and ends its
       // sends (below). Before, its `addEventListener` threw a TypeError out of the block.

@@ -3436,6 +3436,83 @@ Deno.test("produce whose deferred block starts after the Job its launch returned
   }
 });
 
+Deno.test("produce and actor whose deferred block starts after the kcoro Job their launch returned was cancelled, not completed yet, never run it: the task ends cancelled with that cancellation as its cause, before its signal is listened to", async () => {
+  // src/produce.ts and src/actor.ts, `CANCELLED_FIRST`: the late block ran the caller's block
+  // (handler) though its Job's cancel had closed the channel (cancelled the mailbox): what it did
+  // before its first send (receive) went on past that cancel, all of it in a block that never
+  // sends. kcoro's own task cancelled before its deferred start never runs its block.
+  await using real = createScope();
+  for (const which of ["produce", "actor"] as const) {
+    const what = which;
+    let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+    const cause = new CancellationError("the Job launch returned was cancelled");
+    const hold = new CompletableDeferred<void>(); // keeps the cancelled Job from completing
+    const job = real.launch(() => hold.await());
+    const scope = {
+      context: Context.empty,
+      launch: (block: (task: CoroutineScope) => Promise<void>) => {
+        deferred = block; // started later
+        return job;
+      },
+    } as unknown as CoroutineScope;
+    let ran = false;
+    const done: unknown[] = [];
+    try {
+      let ch: Channel<number> | null = null;
+      let waiting: Promise<unknown> | null = null;
+      if (which === "produce") {
+        ch = produce<number>(
+          scope,
+          counted(() => {
+            ran = true; // sends nothing: only its task's cancel would end it
+          }),
+        );
+        waiting = ch.receive(); // a receiver waiting as the producer is cancelled
+      } else {
+        actor<number>(
+          scope,
+          counted(() => {
+            ran = true; // receives nothing
+          }),
+          { onDone: (c) => done.push(c) },
+        );
+      }
+      job.cancel(cause);
+      assert.equal(job.state, "cancelling", `${what}: cancelled, not completed yet`);
+      if (waiting !== null) {
+        await assert.rejects(waiting, (e) => e === cause, `${what}: the receiver sees the cancel`);
+      }
+      const stop = new AbortController(); // the task's signal: a long-lived one of the caller's
+      const task = { job: null, context: Context.empty, signal: stop.signal };
+      await assert.rejects(
+        deferred!(task as unknown as CoroutineScope),
+        (e) => {
+          assert.ok(e instanceof CancellationError, `${what}: ${e}`);
+          assert.equal(
+            e.message,
+            which === "produce"
+              ? "Producer was cancelled: a Job it ends with was cancelled before its block began"
+              : "Actor was cancelled: a Job it ends with was cancelled before its handler began",
+            what,
+          );
+          assert.equal(e.cause, cause, `${what}: the Job's cancellation is its cause`);
+          return true;
+        },
+        `${what}: the late block ends cancelled`,
+      );
+      assert.equal(ran, false, `${what}: the block never ran`);
+      assert.equal(abortListeners(stop.signal), 0, `${what}: no listener on the task's signal`);
+      if (ch !== null) await assert.rejects(ch.receive(), (e) => e === cause, what);
+      assert.deepEqual(done, [], `${what}: onDone waits for the Job to complete`);
+    } finally {
+      hold.complete(); // also where an assertion failed: the real scope ends
+    }
+    await job.join();
+    if (which === "actor") assert.deepEqual(done, [cause], `${what}: onDone ran once, with it`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job before running the block (and never runs it) runs onDone once, with the launch's error: eager or lazy", async () => {
   // src/actor.ts `abandon`: only the block's start ran onDone on that path, so an actor whose
   // block never began never ran it, and what onDone releases leaked.
