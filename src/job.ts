@@ -579,10 +579,12 @@ let stoppedQueued = false;
 let draining = false;
 /**
  * The first error out of a run `#handlersRan` pulled ahead of the drain (a `reportError` that
- * throws out of the handlers' report): thrown on by the next `#leave` to end outside a drain, the
- * one whose drain would have made that run and thrown it, not by the pull's caller.
+ * throws out of the handlers' report), where `pulledThrew`: thrown on by the next `#leave` to end
+ * outside a drain, the one whose drain would have made that run and thrown it, not by the pull's
+ * caller. A flag and the value, no object: kept where the stack may have no room for a call.
  */
-let pulledThrow: { error: unknown } | null = null;
+let pulledThrew = false;
+let pulledThrown: unknown = undefined;
 
 /** A `suppressed` list shorter than this is scanned for a duplicate; a longer one gets a Set. */
 const SUPPRESSED_SCAN = 8;
@@ -986,6 +988,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       throw jobThrown(this, "cancel job", e); // before `cause` is read
     }
+    // Before anything changes (the hook below included): what an overflow stops in this cancel
+    // is gone on with a microtask later (`#armStopped`).
+    if (!stoppedQueued) JobSupport.#armStopped();
     const ce = toCancellation(cause);
     // A producer's own cancel (Kotlin's `ChannelCoroutine.cancelInternal`): its channel is
     // cancelled first, with this very error, then the job. Only this call: a parent's cancel
@@ -1136,7 +1141,21 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       this.#value = value;
       this.#state = COMPLETING;
     }
-    this.#tryFinalize();
+    try {
+      this.#tryFinalize();
+    } catch (e) {
+      // The call itself may have overflowed (a body ending with the stack all but full), the
+      // job left `completing` with nothing to finish it: tried again, as the walk's finish is (a
+      // no-op where the throw came out of a finish, the job final by then), by the next run of
+      // `stoppedWalks` (the next cancel's or failure's, `#armStopped`: not armed here, which
+      // costs a microtask a turn on every body's end). Stores only: the stack may have no room
+      // for a call.
+      const at = stoppedWalks.length;
+      stoppedWalks[at] = this;
+      stoppedWalks[at + 1] = null;
+      stoppedWalks[at + 2] = WALK_FINISH;
+      throw e;
+    }
     return true;
   }
 
@@ -1165,11 +1184,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // CancellationError, or resolved, and nothing was reported.
     const cancellation = cancellationOf(error, () => this.#state === CANCELLING);
     if (this.#bodyDone) return false; // the getter ended the body (a deferred's complete)
+    // Before anything changes: a walk or a finish an overflow stops goes on a microtask later.
+    if (!stoppedQueued) JobSupport.#armStopped();
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;
     if (cancellation !== undefined) error = cancellation;
     this.#cancelWith(error, cancellation === undefined);
-    this.#tryFinalize();
+    try {
+      this.#tryFinalize();
+    } catch (e) {
+      // As in `#completeBody`: a job already cancelling (no walk here to finish it) whose finish
+      // call overflowed is tried again a microtask later. Stores only.
+      const at = stoppedWalks.length;
+      stoppedWalks[at] = this;
+      stoppedWalks[at + 1] = null;
+      stoppedWalks[at + 2] = WALK_FINISH;
+      throw e;
+    }
     return true;
   }
 
@@ -1207,8 +1238,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * its parent's signal aborted.
    */
   #cancelWith(cause: unknown, failure: boolean): void {
+    // Before anything changes: a walk an overflow stops is gone on with a microtask later, also
+    // where the stack has no room left to queue it then (`#armStopped`).
+    if (!stoppedQueued) JobSupport.#armStopped();
     let held: JobSupport<unknown> | null = null; // the first on the path, when its parent is next
-    let thrown: { error: unknown } | null = null; // the first throw out of a walk
+    let threw = false, thrown: unknown; // the first throw out of a walk (no object: below)
     try {
       // deno-lint-ignore no-this-alias -- j walks up from this job
       for (let j: JobSupport<unknown> = this;;) {
@@ -1271,10 +1305,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             }
             stoppedBy = undefined;
             // The first is thrown on, a later walk's kept in its `suppressed`: before, dropped.
-            if (thrown === null) thrown = { error: e };
-            else {
+            // Kept by stores alone: an object made here (`{ error: e }`, as before) is a call the
+            // stack may have no room for, and its overflow left this loop, the failure never
+            // reaching the parents (t `completing`, d `cancelling`: job_test's scan of a failure
+            // whose parent's report overflows), then finished as if it had not failed.
+            if (!threw) {
+              threw = true;
+              thrown = e;
+            } else {
               try {
-                keepLater(thrown.error, e);
+                keepLater(thrown, e);
               } catch {
                 // no room for the call (a stack overflow): dropped, the first thrown on
               }
@@ -1286,7 +1326,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // job below it) cannot finish before the hold ends.
         j = p!;
       }
-      if (thrown !== null) throw thrown.error;
+      if (threw) throw thrown;
     } finally {
       // Also when a walk threw (thrown on above), so that no job stays held for good.
       if (held !== null) held.#holdFinal = false;
@@ -1306,8 +1346,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           stoppedWalks[at + 2] = WALK_FINISH;
         }
         // A walk an engine error stopped (this one's, or one below it on the stack) goes on a
-        // microtask later (`#walkDown`).
-        if (stoppedWalks.length !== 0) JobSupport.#queueStopped();
+        // microtask later (`#walkDown`): queued as this cancel began (`#armStopped`), since here
+        // the stack may have no room for the call. (Before, it was queued here, and where that
+        // overflowed at the outermost cancel, the walk waited for the next cancel.)
       }
     }
   }
@@ -1364,7 +1405,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   ): void {
     // The first throw out of a finish (a `reportError` that throws, on the report of a child's
     // handler's exception, or of its failure), thrown once the walk is done.
-    let finishThrown: { error: unknown } | null = null;
+    let finishThrew = false, finishThrown: unknown;
     try {
       let ce!: CancellationError;
       let c: JobSupport<unknown> | null = null;
@@ -1393,10 +1434,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             stoppedWalks[at] = j;
             stoppedWalks[at + 1] = null;
             stoppedWalks[at + 2] = WALK_FINISH;
-            if (finishThrown === null) finishThrown = { error: e };
-            else {
+            if (!finishThrew) {
+              finishThrew = true;
+              finishThrown = e;
+            } else {
               try {
-                keepLater(finishThrown.error, e);
+                keepLater(finishThrown, e);
               } catch {
                 // no room for the call (a stack overflow): dropped, the first thrown on
               }
@@ -1428,11 +1471,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           phase = WALK_ENTER;
         }
       }
-      if (finishThrown !== null) throw finishThrown.error; // the walk is done: nothing kept
+      if (finishThrew) throw finishThrown; // the walk is done: nothing kept
     } catch (e) {
-      // The rest of the walk, kept for a microtask (`#runStopped`): the stack here may be as full
-      // as where the abort overflowed, so no call is made but the queueing, which `#cancelWith`
-      // tries again should it throw too, as the error leaves it. A job whose abort threw is held
+      // The rest of the walk, kept for a microtask (`#runStopped`, queued as the cancel began:
+      // `#armStopped`, or the run going on with it queues another): the stack here may be as full
+      // as where the abort overflowed, so no call is made. A job whose abort threw is held
       // (`#leaving`) so that nothing finishes it before its signal aborts and its children are
       // cancelled.
       stoppedBy = e; // what is left is kept below, or nothing is
@@ -1442,24 +1485,16 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         stoppedWalks[at + 1] = stack;
         stoppedWalks[at + 2] = phase;
         if (phase === WALK_ENTER) j!.#leaving++;
-        if (!stoppedQueued) {
-          try {
-            queueMicrotask(JobSupport.#runStopped);
-            stoppedQueued = true;
-          } catch {
-            // too deep even for that: `#cancelWith` tries again
-          }
-        }
       }
-      if (finishThrown !== null && finishThrown.error !== e) {
+      if (finishThrew && finishThrown !== e) {
         // A finish threw first: it is thrown on, the engine error kept in its `suppressed`.
-        stoppedBy = finishThrown.error;
+        stoppedBy = finishThrown;
         try {
-          keepLater(finishThrown.error, e);
+          keepLater(finishThrown, e);
         } catch {
           // no room for the call: dropped
         }
-        throw finishThrown.error;
+        throw finishThrown;
       }
       throw e;
     }
@@ -1467,10 +1502,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
 
   /**
    * Queues a microtask that runs the walks an engine error stopped (`stoppedWalks`), unless one
-   * is queued. Called once the walk's error has left `#walkDown` (there the stack was as full as
-   * the abort that overflowed, and any call threw again): by `#cancelWith` as the error passes
-   * through it, by each one further up, and by any later cancel. Should the queueing throw too,
-   * the next of those tries again.
+   * is queued: for what `#runStopped`'s runs stopped again (they run on a microtask's fresh stack,
+   * outside any cancel that queued one ahead, `#armStopped`). Should the queueing throw, the next
+   * cancel's queues it.
    */
   static #queueStopped(): void {
     if (stoppedQueued) return;
@@ -1478,8 +1512,24 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       queueMicrotask(JobSupport.#runStopped);
       stoppedQueued = true;
     } catch {
-      // tried again by the next `#cancelWith` to end
+      // queued by the next cancel's `#armStopped`
     }
+  }
+
+  /**
+   * Queues the microtask that runs `stoppedWalks` (`#runStopped`), ahead of the work that may
+   * add to them: called (where `stoppedQueued` is false) as a cancel, a failure's path or a
+   * body's end begins, before anything changes. Where an engine error (a stack overflow) stops
+   * that work, the stop is kept by stores alone (no call can be made there), and this microtask
+   * goes on with it. Before, each stop queued it as it came, and where the stack had no room
+   * left even for that at the outermost cancel, the rest waited for the next cancel to end.
+   * Where the stack has no room for this call, it throws with nothing changed yet. At most one a
+   * turn: `stoppedQueued` stays set until the microtask runs, which returns at once with
+   * nothing kept.
+   */
+  static #armStopped(): void {
+    queueMicrotask(JobSupport.#runStopped);
+    stoppedQueued = true;
   }
 
   /**
@@ -1493,6 +1543,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   static #runStopped(): void {
     stoppedQueued = false;
+    if (stoppedWalks.length === 0) return; // armed ahead (`#armStopped`), and nothing stopped
     const list = stoppedWalks;
     stoppedWalks = [];
     for (let i = 0; i < list.length; i += 3) {
@@ -1501,7 +1552,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       const phase = list[i + 2] as number;
       if (phase === WALK_ENTER) j!.#leaving--;
       try {
-        JobSupport.#walkDown(j, stack, phase);
+        // A finish to try again (a job that no walk holds now: nothing but its finish is done),
+        // else a walk to go on with.
+        if (phase === WALK_FINISH) j!.#tryFinalize();
+        else JobSupport.#walkDown(j, stack, phase);
       } catch (e) {
         stoppedBy = undefined; // dealt with here: not held on to
         try {
@@ -1544,7 +1598,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // parent, already waiting for it, finishes still. Before, the throw left this loop, and such a
     // parent stayed `completing` (or `cancelling`) for good, its join never resolving. The first
     // throw is thrown on once the walk is done, a later one kept in its `suppressed` (`keepLater`).
-    let thrown: { error: unknown } | null = null;
+    let threw = false, thrown: unknown;
     // deno-lint-ignore no-this-alias -- j walks up from this job
     for (let j: JobSupport<unknown> | null = this; j !== null;) {
       if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) break;
@@ -1558,10 +1612,18 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         j = j.#finalize(s === COMPLETING ? COMPLETED : CANCELLED);
       } catch (e) {
-        if (thrown === null) thrown = { error: e };
-        else {
+        // Its finish may not have begun (the call overflowed): j is tried again a microtask
+        // later (`#armStopped` queued it as the work began), a no-op once final. Stores only.
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = j;
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_FINISH;
+        if (!threw) {
+          threw = true;
+          thrown = e;
+        } else {
           try {
-            keepLater(thrown.error, e);
+            keepLater(thrown, e);
           } catch {
             // no room for the call (a stack overflow): dropped, the first thrown on
           }
@@ -1569,7 +1631,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         j = p;
       }
     }
-    if (thrown !== null) throw thrown.error;
+    if (threw) throw thrown;
   }
 
   /** Makes this job final; returns its parent, which may now finish too. */
@@ -1651,11 +1713,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // waiting for some other job's end, those jobs final with their handlers unrun, and the jobs
     // those handlers end (the rest of a chain) left active. The first error is thrown on.
     notifyDepth++;
-    let thrown: { error: unknown } | null = null;
+    let threw = false, thrown: unknown;
     try {
       this.#notify(state);
     } catch (e) {
-      thrown = { error: e };
+      threw = true;
+      thrown = e;
     } finally {
       notifyDepth--;
       if (waiting) p!.#leaving--;
@@ -1665,29 +1728,34 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         JobSupport.#drainLeaves();
       } catch (e) {
         // A later throw is kept in the first's `suppressed` (`keepLater`): before, dropped.
-        if (thrown === null) thrown = { error: e };
-        else {
+        if (!threw) {
+          threw = true;
+          thrown = e;
+        } else {
           try {
-            keepLater(thrown.error, e);
+            keepLater(thrown, e);
           } catch {
             // no room for the call (a stack overflow): dropped, the first thrown on
           }
         }
       }
     }
-    if (pulledThrow !== null && !draining) {
-      const pulled = pulledThrow;
-      pulledThrow = null;
-      if (thrown === null) thrown = pulled;
-      else {
+    if (pulledThrew && !draining) {
+      const pulled = pulledThrown;
+      pulledThrew = false;
+      pulledThrown = undefined;
+      if (!threw) {
+        threw = true;
+        thrown = pulled;
+      } else {
         try {
-          keepLater(thrown.error, pulled.error);
+          keepLater(thrown, pulled);
         } catch {
           // no room for the call (a stack overflow): dropped, the first thrown on
         }
       }
     }
-    if (thrown !== null) throw thrown.error;
+    if (threw) throw thrown;
     return p;
   }
 
@@ -1706,7 +1774,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // that ended before it. Each at the same depth, one after the other (bounded, as the drain's),
     // each once: `deferredNext` moves past it, and everything before `deferredNext` has run, so
     // this job, still waiting, lies at or after it. What a run throws goes where the drain's
-    // would have (`pulledThrow`): thrown here, it lost the caller's handler (never run, never
+    // would have (`pulledThrown`): thrown here, it lost the caller's handler (never run, never
     // added, the job final) and made a join throw.
     while (deferredOf.has(this)) {
       const leave = deferredLeaves[deferredNext++];
@@ -1714,10 +1782,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         JobSupport.#runLeave(leave);
       } catch (e) {
-        if (pulledThrow === null) pulledThrow = { error: e };
-        else {
+        if (!pulledThrew) {
+          pulledThrew = true;
+          pulledThrown = e;
+        } else {
           try {
-            keepLater(pulledThrow.error, e);
+            keepLater(pulledThrown, e);
           } catch {
             // no room for the call (a stack overflow): dropped, the first thrown on
           }
@@ -1736,12 +1806,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   static #runLeave(leave: DeferredLeave): void {
     const { job, state, parent } = leave;
     deferredOf.delete(job); // run once: the drain skips it
-    let thrown: { error: unknown } | null = null;
+    let threw = false, thrown: unknown;
     notifyDepth++;
     try {
       job.#notify(state);
     } catch (e) {
-      thrown = { error: e };
+      threw = true;
+      thrown = e;
     } finally {
       notifyDepth--;
       if (parent !== null) parent.#leaving--;
@@ -1750,17 +1821,25 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       try {
         parent.#tryFinalize();
       } catch (e) {
-        if (thrown === null) thrown = { error: e };
-        else {
+        // The call may have overflowed, the parent left unfinished: tried again a microtask
+        // later (a no-op once final). Stores only.
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = parent;
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_FINISH;
+        if (!threw) {
+          threw = true;
+          thrown = e;
+        } else {
           try {
-            keepLater(thrown.error, e);
+            keepLater(thrown, e);
           } catch {
             // no room for the call (a stack overflow): dropped, the first thrown on
           }
         }
       }
     }
-    if (thrown !== null) throw thrown.error;
+    if (threw) throw thrown;
   }
 
   /**
@@ -1772,7 +1851,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   static #drainLeaves(): void {
     draining = true;
-    let thrown: { error: unknown } | null = null;
+    let threw = false, thrown: unknown;
     try {
       while (deferredNext < deferredLeaves.length) {
         const leave = deferredLeaves[deferredNext++]; // moved on first: a pull goes on after it
@@ -1780,10 +1859,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         try {
           JobSupport.#runLeave(leave);
         } catch (e) {
-          if (thrown === null) thrown = { error: e };
-          else {
+          if (!threw) {
+            threw = true;
+            thrown = e;
+          } else {
             try {
-              keepLater(thrown.error, e);
+              keepLater(thrown, e);
             } catch {
               // no room for the call (a stack overflow): dropped, the first thrown on
             }
@@ -1796,7 +1877,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       deferredOf.clear();
       draining = false;
     }
-    if (thrown !== null) throw thrown.error;
+    if (threw) throw thrown;
   }
 
   /**

@@ -3259,3 +3259,224 @@ Deno.test("a reportError that throws out of a child's handlers during a cancel's
   }
   assert.deepEqual((broken as Error & { suppressed?: unknown[] }).suppressed, [later]);
 });
+
+/**
+ * Calls `act` `n` frames and `k` arguments deep (each argument a stack slot: finer steps than a
+ * frame): "no room" where the stack overflowed before `act` was called, else "threw" (`act`, or
+ * the frames around it on its way out) or "ran".
+ */
+function atDepth(n: number, k: number, act: () => void): "no room" | "threw" | "ran" {
+  const rec = (n: number, f: () => void): void => {
+    if (n === 0) f();
+    else rec(n - 1, f);
+  };
+  function bottom(this: () => void) {
+    this();
+  }
+  let called = false, threw = false;
+  try {
+    rec(n, () =>
+      Reflect.apply(bottom, () => {
+        called = true;
+        try {
+          act();
+        } catch {
+          threw = true; // the overflow, thrown to the caller
+        }
+      }, new Array(k).fill(0)));
+  } catch {
+    threw = true; // overflowed before `act` was called, or in the catch above
+  }
+  return !called ? "no room" : threw ? "threw" : "ran";
+}
+
+/**
+ * Runs `trial` over the last frames the stack has room for (from a depth with no room down to 10
+ * depths in a row where it ran at each of 12 paddings), so that the overflow comes at each call
+ * of what it does in turn; then `after` (awaited), until `done` or 20 rounds (the JIT changes
+ * the frames' sizes as it goes: a later round, warm, reaches what a first one missed).
+ */
+async function scanStackEdge(
+  trial: (n: number, k: number) => "no room" | "threw" | "ran",
+  after: () => Promise<void>,
+  done: () => boolean,
+): Promise<void> {
+  await null; // every trial from a microtask's stack, as after each `after`
+  for (let round = 0; round < 20 && !done(); round++) {
+    let n = 1000;
+    while (trial(n, 0) !== "no room") n += 1000;
+    for (; trial(n, 0) === "no room"; n -= 100);
+    n += 100; // back to no room: the overflows lie between
+    for (let ran = 0; ran < 10 && n > 0; n--) {
+      let all = true;
+      for (let k = 0; k < 12; k++) {
+        if (trial(n, k) !== "ran") all = false;
+        await after();
+      }
+      ran = all ? ran + 1 : 0;
+    }
+  }
+}
+
+/** Lets the microtasks queued so far run, and those they queue, 3 deep (no timing, no sleep). */
+async function microtasksLater(): Promise<void> {
+  for (let i = 0; i < 3; i++) await null;
+}
+
+Deno.test("a cancel whose walk's finish, or the queueing of the rest of its walk, the stack had no room for ends a microtask later, with no later cancel to pick it up", async () => {
+  // p ── a ── a1       No signals: the walk's deepest calls are its finishes (#tryFinalize,
+  //   └─ b             #finalize, #leave), so the overflow comes there, or at the queueing of
+  // the rest of the walk as it leaves the outermost #cancelWith. Each begun cancel must end
+  // once the microtasks queued meanwhile have run, with no other cancel between: before, a
+  // finish whose call overflowed was tried again only by the walk's own retry (none pinned it),
+  // and a walk whose queueing overflowed at the outermost cancel waited for the next cancel.
+  let partway = 0; // cancels an overflow stopped with some job cancelling, not cancelled
+  let unfinished = 0; // of those, walks done with no job finished
+  const stuck: string[] = []; // cancels not ended a microtask later
+  let jobs: CompletableDeferred<void>[] = [];
+  const states = () => jobs.map((j) => j.state).join(",");
+  await scanStackEdge(
+    (n, k) => {
+      const p = new CompletableDeferred<void>();
+      const a = new CompletableDeferred<void>({ parent: p });
+      const a1 = new CompletableDeferred<void>({ parent: a });
+      const b = new CompletableDeferred<void>({ parent: p });
+      jobs = [p, a, a1, b];
+      return atDepth(n, k, () => p.cancel());
+    },
+    async () => {
+      if (jobs.every((j) => j.state === "active" || j.state === "cancelled")) return;
+      partway++;
+      // The walk done, no finish: the overflow came at the walk's calls of #tryFinalize (one
+      // frame deep each, so each overflowed), which only the walk's own retry tries again.
+      if (jobs.every((j) => j.state === "cancelling")) unfinished++;
+      await microtasksLater();
+      if (!jobs.every((j) => j.state === "cancelled")) stuck.push(states());
+      jobs = [];
+    },
+    () => partway >= 400,
+  );
+  assert.ok(partway > 0, "the scan reached a cancel stopped part way");
+  assert.ok(unfinished > 0, "the scan reached a walk whose every finish call overflowed");
+  assert.deepEqual(stuck, [], `of ${partway} cancels stopped part way`);
+});
+
+Deno.test("a cancel's walk stopped by an engine error after a finish threw (a reportError that throws) throws the finish's error, the engine error kept in its `suppressed`", async () => {
+  // p ── a (its handler throws; reportError, replaced, throws on that report)
+  //   └─ b (its abort overflows the stack: a real RangeError, out of a recursion in the patch)
+  // The walk goes on past a's finish, stops at b's abort, and throws the first error, the
+  // finish's; the overflow was kept in its `suppressed` (no test failed without that).
+  const p = new CompletableDeferred<void>();
+  const a = new CompletableDeferred<void>({ parent: p });
+  const b = new CompletableDeferred<void>({ parent: p });
+  a.invokeOnCompletion(() => {
+    throw new Error("a's handler");
+  });
+  const throwFor = b.signal;
+  let overflow: unknown;
+  const abort = AbortController.prototype.abort;
+  AbortController.prototype.abort = function (this: AbortController, reason?: unknown) {
+    if (this.signal !== throwFor) return abort.call(this, reason);
+    const deeper = (n: number): number => deeper(n + 1) + 1;
+    try {
+      deeper(0);
+    } catch (e) {
+      overflow = e;
+    }
+    AbortController.prototype.abort = abort; // once: the walk's rest aborts it a microtask later
+    throw overflow;
+  };
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  try {
+    assert.throws(() => p.cancel(), (e) => e === broken);
+  } finally {
+    globalThis.reportError = report;
+    AbortController.prototype.abort = abort;
+  }
+  assert.ok(overflow instanceof RangeError, "a real overflow");
+  assert.deepEqual((broken as Error & { suppressed?: unknown[] }).suppressed, [overflow]);
+  assert.equal(a.state, "cancelled");
+  await until(() => [p, a, b].every((j) => j.state === "cancelled"), "every job cancelled");
+  assert.ok(b.signal.aborted);
+});
+
+Deno.test("a body that ends with the stack all but full (its finish's call overflowing) still finishes, and lets its waiting parent finish, once the next cancel's microtask runs", async () => {
+  // p (its own part done, waiting) ── d, completed `n` frames deep: the overflow comes at each
+  // call of d's end in turn (#tryFinalize, #finalize, #leave, then p's). Before, a finish whose
+  // call overflowed left d `completing` for good, and p with it: nothing tried it again. (A
+  // body's end does not queue that microtask itself: the cancel of an unrelated job does.)
+  let partway = 0; // ends an overflow stopped with d or p not final
+  const stuck: string[] = [];
+  let jobs: CompletableDeferred<void>[] = [];
+  await scanStackEdge(
+    (n, k) => {
+      const p = new CompletableDeferred<void>();
+      const d = new CompletableDeferred<void>({ parent: p });
+      p.complete(); // waits for d
+      jobs = [p, d];
+      return atDepth(n, k, () => d.complete());
+    },
+    async () => {
+      if (jobs.every((j) => j.state === "completed") || jobs[1].state === "active") return;
+      partway++;
+      new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
+      await microtasksLater();
+      if (!jobs.every((j) => j.state === "completed")) {
+        stuck.push(jobs.map((j) => j.state).join(","));
+      }
+      jobs = [];
+    },
+    () => partway >= 100,
+  );
+  assert.ok(partway > 0, "the scan reached an end stopped part way");
+  assert.deepEqual(stuck, [], `of ${partway} ends stopped part way`);
+});
+
+Deno.test("a failure begun with the stack all but full, whose parent's finish (its report) overflows after the child's, still finishes that parent a microtask later", async () => {
+  // scope (a supervisor) ── t (a launch, its block returned: waiting) ── d, failed `n` frames
+  // deep. d's failure cancels t, which reports it (no parent takes it) as it finishes, after d's
+  // finish, deeper than d's: the overflow comes in t's finish, inside #tryFinalize's walk up
+  // from d. Before, only the first job of that walk (d, final by then) was tried again, and t
+  // stayed `cancelling` for good.
+  const reported: unknown[] = [];
+  const scope = createScope({
+    supervisor: true, // a child's failure cancels no other
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+  });
+  let partway = 0;
+  const stuck: string[] = [];
+  let jobs: Job[] = [];
+  try {
+    await scanStackEdge(
+      (n, k) => {
+        let d!: CompletableDeferred<void>;
+        const t = scope.launch((task) => {
+          d = new CompletableDeferred<void>({ parent: task.job });
+        });
+        jobs = [t, d];
+        return atDepth(n, k, () => d.completeExceptionally(new Error("d failed")));
+      },
+      async () => {
+        if (
+          jobs.every((j) => j.state === "cancelled") || jobs[1].state !== "cancelled" &&
+            jobs[1].state !== "cancelling"
+        ) return;
+        partway++;
+        await microtasksLater();
+        if (!jobs.every((j) => j.state === "cancelled")) {
+          stuck.push(jobs.map((j) => j.state).join(","));
+        }
+        jobs = [];
+      },
+      () => partway >= 100,
+    );
+  } finally {
+    scope.cancel();
+  }
+  assert.ok(partway > 0, "the scan reached a failure stopped part way");
+  assert.deepEqual(stuck, [], `of ${partway} failures stopped part way`);
+});
