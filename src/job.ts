@@ -579,9 +579,11 @@ let stoppedQueued = false;
 let draining = false;
 /**
  * The first error out of a run `#handlersRan` pulled ahead of the drain (a `reportError` that
- * throws out of the handlers' report), where `pulledThrew`: thrown on by the next `#leave` to end
- * outside a drain, the one whose drain would have made that run and thrown it, not by the pull's
- * caller. A flag and the value, no object: kept where the stack may have no room for a call.
+ * throws out of the handlers' report), where `pulledThrew`: thrown on in its turn (the first
+ * thrown is thrown, the later ones kept in its `suppressed`) by the end whose handlers pulled
+ * it: a deferred job's run (`#runLeave`, in a drain or a pull) or, outside a drain, the job's
+ * `#leave`; not by the pull's caller. A flag and the value, no object: kept where the stack may
+ * have no room for a call.
  */
 let pulledThrew = false;
 let pulledThrown: unknown = undefined;
@@ -1723,6 +1725,23 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       notifyDepth--;
       if (waiting) p!.#leaving--;
     }
+    if (pulledThrew && !draining) {
+      // Pulled by this job's handlers (`#handlersRan`), so before their own report threw (it runs
+      // once they all have): the first, theirs kept in its `suppressed`, as the README's rule
+      // keeps a later failure. Before, theirs was thrown, the earlier pulled one kept after it.
+      const pulled = pulledThrown;
+      pulledThrew = false;
+      pulledThrown = undefined;
+      if (threw) {
+        try {
+          keepLater(pulled, thrown);
+        } catch {
+          // no room for the call (a stack overflow): dropped, the first thrown on
+        }
+      }
+      threw = true;
+      thrown = pulled;
+    }
     if (deferredLeaves.length !== 0 && !draining) {
       try {
         JobSupport.#drainLeaves();
@@ -1741,6 +1760,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       }
     }
     if (pulledThrew && !draining) {
+      // None is left by the drain (each run takes its pulls' in turn: `#runLeave`): kept after.
       const pulled = pulledThrown;
       pulledThrew = false;
       pulledThrown = undefined;
@@ -1817,7 +1837,24 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       notifyDepth--;
       if (parent !== null) parent.#leaving--;
     }
+    // What its handlers' pulls threw (`#handlersRan`), and any pull's before them, came before
+    // their report's throw: first, as `#leave` takes its own handlers' (chronological).
+    if (pulledThrew) {
+      const pulled = pulledThrown;
+      pulledThrew = false;
+      pulledThrown = undefined;
+      if (threw) {
+        try {
+          keepLater(pulled, thrown);
+        } catch {
+          // no room for the call (a stack overflow): dropped, the first thrown on
+        }
+      }
+      threw = true;
+      thrown = pulled;
+    }
     if (parent !== null) {
+      let finishThrew = false, finishThrown: unknown;
       try {
         parent.#tryFinalize();
       } catch (e) {
@@ -1827,12 +1864,24 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         stoppedWalks[at] = parent;
         stoppedWalks[at + 1] = null;
         stoppedWalks[at + 2] = WALK_FINISH;
+        finishThrew = true;
+        finishThrown = e;
+      }
+      // Pulls during the parent's finish (its handlers'), then the finish's throw, in turn.
+      for (let i = 0; i < 2; i++) {
+        let later: unknown;
+        if (i === 0 && pulledThrew) {
+          later = pulledThrown;
+          pulledThrew = false;
+          pulledThrown = undefined;
+        } else if (i === 1 && finishThrew) later = finishThrown;
+        else continue;
         if (!threw) {
           threw = true;
-          thrown = e;
+          thrown = later;
         } else {
           try {
-            keepLater(thrown, e);
+            keepLater(thrown, later);
           } catch {
             // no room for the call (a stack overflow): dropped, the first thrown on
           }
@@ -1857,7 +1906,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         const leave = deferredLeaves[deferredNext++]; // moved on first: a pull goes on after it
         if (!deferredOf.has(leave.job)) continue; // run already (`#handlersRan`)
         try {
-          JobSupport.#runLeave(leave);
+          JobSupport.#runLeave(leave); // what its pulls threw first (it takes them in turn)
         } catch (e) {
           if (!threw) {
             threw = true;

@@ -3027,8 +3027,9 @@ Deno.test("a deferred job's handler and its parent's, each report throwing (a re
 Deno.test("the throws a job's end gathers (its handlers', the drain's, those of handlers pulled ahead), each a report that throws, throw the first, the rest kept in its `suppressed`", () => {
   // Job 31's handler (32 deep) ends x and y (both deferred), then, by case: throws (its report
   // throws first, the drain's x after it: #leave); adds a handler to x, pulling x's ahead, and
-  // throws (the pull's throw kept aside, then #leave's own); adds one to y, pulling x's and y's
-  // (#handlersRan, two throws). Before, each of these dropped the second.
+  // throws (the pull's throw first, then #leave's own: before, #leave's was thrown, the earlier
+  // pull's kept after it); adds one to y, pulling x's and y's (#handlersRan, two throws). Before,
+  // each of these dropped the second.
   for (const kind of ["drain", "pulled", "pulled twice"] as const) {
     const N = 32;
     let caught: unknown;
@@ -3074,8 +3075,9 @@ Deno.test("the throws a job's end gathers (its handlers', the drain's, those of 
       globalThis.reportError = report;
     }
     assert.equal(thrown.length, 2, `${kind}: both reports ran`);
-    // The pull's throw is set aside until the end's own: that one is thrown, the pull's kept.
-    const [first, second] = kind === "pulled" ? [thrown[1], thrown[0]] : thrown;
+    // In the order they were thrown: the first thrown on, the second kept in its `suppressed`.
+    // (Before, a pull's throw was set aside until the end's own, which was thrown first.)
+    const [first, second] = thrown;
     assert.equal(caught, first, `${kind}: thrown to job 31's end`);
     assert.deepEqual((first as Error & { suppressed?: unknown[] }).suppressed, [second], kind);
     assert.ok([x, y].every((j) => j.state === "completed"), kind);
@@ -3479,4 +3481,54 @@ Deno.test("a failure begun with the stack all but full, whose parent's finish (i
   }
   assert.ok(partway > 0, "the scan reached a failure stopped part way");
   assert.deepEqual(stuck, [], `of ${partway} failures stopped part way`);
+});
+
+Deno.test("a deferred job's handler that pulls another's ahead of the drain, both reports throwing, throws the pull's first (the first thrown), its own kept in its `suppressed`", () => {
+  // Job 31's handler (32 deep) ends x and y (both deferred). The drain runs x's handler, which
+  // adds one to y (pulling y's handler, whose report throws first), then throws (its report
+  // throws second). Before, the drain threw x's, the earlier pull's kept after it.
+  const N = 32;
+  let caught: unknown;
+  const d = Array.from({ length: N }, () => new CompletableDeferred<void>());
+  const x = new CompletableDeferred<void>();
+  const y = new CompletableDeferred<void>();
+  y.invokeOnCompletion(() => {
+    throw new Error("y's handler");
+  });
+  x.invokeOnCompletion(() => {
+    y.invokeOnCompletion(() => {}); // pulls y's handlers ahead of the drain
+    throw new Error("x's handler");
+  });
+  for (let i = 0; i < N; i++) {
+    d[i].invokeOnCompletion(() => {
+      if (i + 2 < N) d[i + 1].complete();
+      else if (i + 1 < N) {
+        try {
+          d[i + 1].complete();
+        } catch (e) {
+          caught = e;
+        }
+      } else {
+        x.complete();
+        y.complete();
+      }
+    });
+  }
+  const report = globalThis.reportError;
+  const thrown: Error[] = [];
+  globalThis.reportError = (e: unknown) => {
+    const error = new Error(`reportError throws (${thrown.length})`, { cause: e });
+    thrown.push(error);
+    throw error;
+  };
+  try {
+    d[0].complete();
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(thrown.length, 2, "both reports ran");
+  assert.equal(((thrown[0].cause as Error).cause as Error).message, "y's handler", "y's first");
+  assert.equal(caught, thrown[0], "the first thrown is thrown");
+  assert.deepEqual((thrown[0] as Error & { suppressed?: unknown[] }).suppressed, [thrown[1]]);
+  assert.ok([x, y].every((j) => j.state === "completed"));
 });
