@@ -894,28 +894,37 @@ Deno.test("./task without flock: a waiter's new lock that lands in the lock as i
   const c = await checkout();
   try {
     const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
-    // A removal of the lock by name (rm -rf .lock.d, as before) into which a waiter's new lock
-    // (its mv, take_lock) lands once rm has read the folder: its rmdir then fails.
+    // The first removal of the lock, by name (rm -rf .lock.d, as before) or renamed aside
+    // (.lock.old.<pid>), into which a waiter's new lock (its mv, take_lock) lands once rm has
+    // read the folder: its rmdir then fails. It lands in the renamed folder too: coreutils' mv
+    // opens the lock (O_PATH) and renames into that folder, wherever it has gone since.
     Deno.writeTextFileSync(
       `${c.bin}/rm`,
       `#!/bin/sh
 for last; do :; done
 case $last in
-*/.toolchain/.lock.d)
-  echo "rm of the lock by name" >>"$FAKE_LOG"
-  /bin/rm -rf "$last/pid"
-  /bin/mkdir "$last/.lock.new.999999999"
-  /bin/rmdir "$last" ;;
-*) exec /bin/rm "$@" ;;
+*/.toolchain/.lock.d | */.toolchain/.lock.old.*)
+  if [ -d "$last" ] && [ ! -e "$FAKE_LOG.landed" ]; then
+    : >"$FAKE_LOG.landed"
+    echo "rm of the lock as an entry lands: \${last##*/}" >>"$FAKE_LOG"
+    /bin/rm -rf "$last/pid"
+    /bin/mkdir "$last/.lock.new.999999999"
+    exec /bin/rmdir "$last"
+  fi ;;
 esac
+exec /bin/rm "$@"
 `,
       { mode: 0o755 },
     );
     const r = await task(c, ["build"], { path });
     // Before, its drop of the lock failed ("Directory not empty"): ./task ended with an error
-    // after its install (set -e), the lock left holding the waiter's entry.
+    // after its install (set -e), the lock (or, renamed, .lock.old.<pid>) left holding the
+    // waiter's entry.
     assert.equal(r.code, 0, r.text);
-    assert.deepEqual(c.calls().filter((l) => l.startsWith("rm ")), []);
+    assert.deepEqual(
+      c.calls().filter((l) => l.startsWith("rm ")).map((l) => l.replace(/\d+$/, "N")),
+      ["rm of the lock as an entry lands: .lock.old.N"],
+    );
     assert.deepEqual(installs(c), ["npm", "pip"]);
     assert.deepEqual(
       [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
