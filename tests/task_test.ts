@@ -937,6 +937,45 @@ exec /bin/rm "$@"
   }
 });
 
+Deno.test("./task without flock: a signal as it gives up its lock after its install does not remove the lock a waiter has taken since", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
+    // As the lock, renamed aside, is removed: a waiter takes the lock (its new one renamed into
+    // place, the name free), and a Ctrl-C comes, its trap run once that rm has ended.
+    Deno.writeTextFileSync(
+      `${c.bin}/rm`,
+      `#!/bin/sh
+for last; do :; done
+case $last in
+*/.toolchain/.lock.old.*)
+  if [ -d "$last" ] && [ ! -e "$FAKE_LOG.taken" ]; then
+    : >"$FAKE_LOG.taken"
+    echo "rm of the lock given up, a waiter's taken since" >>"$FAKE_LOG"
+    /bin/mkdir "\${last%/*}/.lock.d" && echo "$FAKE_LIVE" >"\${last%/*}/.lock.d/pid"
+    kill -s INT "$PPID"
+  fi ;;
+esac
+exec /bin/rm "$@"
+`,
+      { mode: 0o755 },
+    );
+    const r = await task(c, ["build"], { path, env: { FAKE_LIVE: `${Deno.pid}` } });
+    assert.equal(r.code, 130, r.text);
+    assert.ok(c.calls().includes("rm of the lock given up, a waiter's taken since"), r.text);
+    assert.deepEqual(installs(c), ["npm", "pip"]);
+    // Before, the lock was still its own to the EXIT trap, which removed it by name: the
+    // waiter's, which then installed beside whichever ./task came next.
+    assert.equal(
+      Deno.readTextFileSync(`${c.root}/.toolchain/.lock.d/pid`),
+      `${Deno.pid}\n`,
+      "the waiter's lock was removed",
+    );
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task without flock: a lock of another user's live process is not stale (kill -0's EPERM is no 'gone')", async () => {
   const c = await checkout();
   try {
