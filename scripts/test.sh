@@ -28,7 +28,7 @@ stop_stage() {
 tee_pid=""
 tee_watch="" # the bound on the wait for tee (below): it ends once the log folder is gone
 # At the exit (a signal's included). A signal that comes while it runs is ignored: a second
-# Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's 10 s) ran its trap's
+# Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's grace, below) ran its trap's
 # `exit` in this one, which ended the script there: the compiles ahead left running (minutes of
 # CPU), the log folder left in TMPDIR.
 cleanup() {
@@ -81,6 +81,22 @@ budget=${budget#"${budget%%[!0]*}"}
 [ -n "$budget" ] || budget=0
 [ "${#budget}" -le 9 ] || budget=999999999
 deadline=$((t0 + budget))
+# The grace, in seconds, that a stage's processes have after timeout's TERM before its KILL, and
+# the Deno tests' output after deno test has ended (below): 10 unless KCORO_TEST_GRACE_S says
+# (tests/task_test.ts runs these bounds in 1 s, not 10). From 1 (timeout reads a 0 as no KILL at
+# all) to 600, read as decimal as the budget.
+grace=${KCORO_TEST_GRACE_S:-10}
+case $grace in
+'' | *[!0-9]*) grace=x ;;
+*)
+  grace=${grace#"${grace%%[!0]*}"}
+  if [ -z "$grace" ] || [ "${#grace}" -gt 3 ] || [ "$grace" -gt 600 ]; then grace=x; fi
+  ;;
+esac
+if [ "$grace" = x ]; then
+  echo "error: Cannot read KCORO_TEST_GRACE_S: not a whole number of seconds from 1 to 600, received '${KCORO_TEST_GRACE_S:-}'"
+  exit 2
+fi
 
 since() { # seconds since $1 (date +%s)
   echo $(($(date +%s) - $1))
@@ -97,7 +113,7 @@ count_zig() { # $1 = log file; adds "a/b tests passed" from zig's build summary
 # this script waited for the stage's end, minutes), its output into $out (the script's own when
 # empty), bounded by `limit` seconds: what is left of the budget, at most 1800. Sets rc: the
 # stage's status, 124 when it ran out of time (or none was left: it did not start), also when it
-# ignored timeout's TERM and was killed 10 s later (status 137, past its limit).
+# ignored timeout's TERM and was killed `grace` seconds later (status 137, past its limit).
 stage() {
   left=$((deadline - $(date +%s)))
   [ "$left" -le 1800 ] || left=1800
@@ -110,9 +126,9 @@ stage() {
   started=$(date +%s)
   starting=1
   if [ -n "$out" ]; then
-    timeout -k 10 "$left" "$@" >"$out" 2>&1 &
+    timeout -k "$grace" "$left" "$@" >"$out" 2>&1 &
   else
-    timeout -k 10 "$left" "$@" &
+    timeout -k "$grace" "$left" "$@" &
   fi
   stage_pid=$!
   starting=""
@@ -120,8 +136,8 @@ stage() {
   rc=0
   wait "$stage_pid" || rc=$?
   stage_pid=""
-  # A stage that ignored timeout's TERM is killed 10 s on (-k 10): status 137, which read as a
-  # crash, not as the timeout it was.
+  # A stage that ignored timeout's TERM is killed `grace` seconds on (-k): status 137, which read
+  # as a crash, not as the timeout it was.
   if [ "$rc" -eq 137 ] && [ $(($(date +%s) - started)) -ge "$limit" ]; then rc=124; fi
 }
 
@@ -277,19 +293,19 @@ else
   out="$log/deno.fifo"
   stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
   # tee ends at its FIFO's end, once every writer has closed it: a process a test left running
-  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded: 10 s
-  # on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The watcher ends by
+  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded: `grace`
+  # seconds on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The watcher ends by
   # itself once tee has ($log/tee.done) or the log folder is gone (the script's exit), not by a
   # signal: a TERM right after its fork came while it still had this script's traps, and was
   # lost.
   starting=1
   sh -c 'i=0
-    while [ "$i" -lt 100 ]; do
+    while [ "$i" -lt $(($3 * 10)) ]; do
       [ -d "$2" ] && [ ! -e "$2/tee.done" ] || exit 0
       sleep 0.1
       i=$((i + 1))
     done
-    : >"$2/tee.ended" && kill "$1" 2>/dev/null' tee-watch "$tee_pid" "$log" </dev/null >/dev/null 2>&1 &
+    : >"$2/tee.ended" && kill "$1" 2>/dev/null' tee-watch "$tee_pid" "$log" "$grace" </dev/null >/dev/null 2>&1 &
   tee_watch=$!
   starting=""
   [ -z "$interrupted" ] || exit "$interrupted"
@@ -299,7 +315,7 @@ else
   wait "$tee_watch" || :
   tee_watch=""
   if [ -e "$log/tee.ended" ]; then
-    echo "error: the Deno tests' output stayed open 10 s after deno test ended: a process a test started holds it (ended its reader)"
+    echo "error: the Deno tests' output stayed open $grace s after deno test ended: a process a test started holds it (ended its reader)"
     failed=$((failed + 1))
   fi
   [ "$rc" -ne 124 ] || timed_out "the deno tests"

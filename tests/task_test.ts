@@ -1305,6 +1305,9 @@ async function testScript(
     aptHolds?: boolean;
     /** Its `zig build test` ignores a TERM (60 s at most): timeout's KILL ends it. */
     zigIgnoresTerm?: boolean;
+    /** Its `zig build --help` (the build runner's compile, first) stays (60 s at most) until a
+     * TERM, which it logs. */
+    zigHelpHolds?: boolean;
     /** Its `deno test` passes, leaving a `sleep 40` that holds its output ("leftover <pid>"). */
     denoLeaves?: boolean;
     /** Its `mktemp` makes the folder ("made <folder>"), then TERMs the script (its pid: the
@@ -1331,6 +1334,14 @@ if [ "$2" = test ]; then
   echo "zig test started" >>"$FAKE_LOG"
   n=0
   while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+fi
+exit 0
+`
+          : opts.zigHelpHolds
+          ? `#!/bin/sh
+if [ "$2" = --help ]; then
+  echo "zig build --help started" >>"$FAKE_LOG"
+  ${HOLD("zig build --help")}
 fi
 exit 0
 `
@@ -1561,11 +1572,12 @@ Deno.test("scripts/test.sh: a TERM as it makes its log folder (before, between i
 Deno.test("scripts/test.sh: a stage that ignores the TERM at its time limit is reported as out of time by name, not as a crash (status 137)", async () => {
   const r = await testScript("", 0, {
     zigIgnoresTerm: true,
-    env: { KCORO_TEST_BUDGET_S: "2" },
-    during: (run) => within(run.done, 25_000, "test.sh's end within its budget").then(() => {}),
+    // Its KILL 1 s after its TERM (KCORO_TEST_GRACE_S), not 10.
+    env: { KCORO_TEST_BUDGET_S: "2", KCORO_TEST_GRACE_S: "1" },
+    during: (run) => within(run.done, 15_000, "test.sh's end within its budget").then(() => {}),
   });
   assert.notEqual(r.code, 0, r.text);
-  // Before, timeout's KILL 10 s after its TERM gave status 137, reported as no timeout at all.
+  // Before, timeout's KILL after its TERM gave status 137, reported as no timeout at all.
   assert.match(
     r.text,
     /error: zig unit tests \(x86_64, Debug\) did not end within [12] s \(at most 30 minutes a stage, 2 s in all: KCORO_TEST_BUDGET_S\)\n/,
@@ -1573,21 +1585,22 @@ Deno.test("scripts/test.sh: a stage that ignores the TERM at its time limit is r
   assert.equal(r.last, "0 passed, 5 failed");
 });
 
-Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output ends its wait for tee 10 s on, named as a failure", async () => {
+Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output ends its wait for tee 10 s on (KCORO_TEST_GRACE_S), named as a failure", async () => {
   let leftover = 0;
   try {
     const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
       denoLeaves: true,
+      env: { KCORO_TEST_GRACE_S: "1" }, // 1 s on, not 10
       during: async (run, c) => {
         // Before, the script waited on tee until that process ended (40 s here; for good).
-        await within(run.done, 25_000, "test.sh's end with a process holding deno's output");
+        await within(run.done, 15_000, "test.sh's end with a process holding deno's output");
         leftover = Number(c.calls().find((l) => l.startsWith("leftover "))?.split(" ")[1]);
       },
     });
     assert.notEqual(r.code, 0, r.text);
     assert.match(
       r.text,
-      /error: the Deno tests' output stayed open 10 s after deno test ended: a process a test started holds it/,
+      /error: the Deno tests' output stayed open 1 s after deno test ended: a process a test started holds it/,
     );
     assert.equal(r.last, "31 passed, 1 failed");
   } finally {
@@ -1632,6 +1645,24 @@ Deno.test("scripts/test.sh: its stages share one time budget (KCORO_TEST_BUDGET_
     assert.equal(ok.code, 0, `${budget}: ${ok.text}`);
     assert.equal(ok.last, "31 passed, 0 failed", `${budget}: ${ok.text}`);
   }
+});
+
+Deno.test("scripts/test.sh: a KCORO_TEST_GRACE_S that is no whole number of seconds from 1 to 600 ends the run at once, named", async () => {
+  // 0 is timeout's "no KILL at all": a stage that ignored its TERM was never ended.
+  for (const grace of ["0", "00", "1.5", "601", "99999999999999999999", "x"]) {
+    const bad = await testScript("", 0, { env: { KCORO_TEST_GRACE_S: grace } });
+    assert.equal(bad.code, 2, `${grace}: ${bad.text}`);
+    assert.equal(
+      bad.last,
+      `error: Cannot read KCORO_TEST_GRACE_S: not a whole number of seconds from 1 to 600, received '${grace}'`,
+    );
+    assert.deepEqual(bad.calls, [], `${grace}: it ran something`);
+  }
+  const ok = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+    env: { KCORO_TEST_GRACE_S: "010" }, // decimal, as the budget
+  });
+  assert.equal(ok.code, 0, ok.text);
+  assert.equal(ok.last, "31 passed, 0 failed");
 });
 
 /** Ended: no such process, or a zombie (state Z; one whose parent died stays so where the
