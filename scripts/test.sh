@@ -192,9 +192,14 @@ run_zig() { # $1 = label, rest = extra zig build args
 # first, alone: on a fresh .zig-cache the first stage and the first compile ahead both compiled
 # it at once, and one then failed to start it ("failed to spawn build runner ...: FileBusy",
 # ETXTBSY: the other still had the file open for writing), failing that stage on a clean clone.
+# Bounded as a stage (`stage`: what is left of the budget, at most 30 minutes): a compile that
+# hung made the script wait for good, past the budget.
 if command -v setsid >/dev/null 2>&1; then
+  left=$((deadline - $(date +%s)))
+  [ "$left" -le 1800 ] || left=1800
+  [ "$left" -gt 0 ] || left=1 # none left: the stages say so
   starting=1 # in a group of its own, ended by stop_ahead on a signal, as the compiles ahead
-  setsid zig build --help >/dev/null 2>&1 &
+  setsid timeout -k "$grace" "$left" zig build --help >/dev/null 2>&1 &
   ahead_pid=$!
   starting=""
   [ -z "$interrupted" ] || exit "$interrupted"

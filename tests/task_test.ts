@@ -1665,6 +1665,21 @@ Deno.test("scripts/test.sh: a KCORO_TEST_GRACE_S that is no whole number of seco
   assert.equal(ok.last, "31 passed, 0 failed");
 });
 
+Deno.test("scripts/test.sh: its first compile, the build runner's, is bounded by the run's budget as a stage", async () => {
+  const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+    zigHelpHolds: true,
+    env: { KCORO_TEST_BUDGET_S: "2", KCORO_TEST_GRACE_S: "1" },
+    // Before, the script waited for that compile's end (60 s here; for good where it hung).
+    during: (run) => within(run.done, 15_000, "test.sh's end within its budget").then(() => {}),
+  });
+  assert.ok(r.calls.includes("zig build --help stopped"), r.calls.join("\n"));
+  assert.notEqual(r.code, 0, r.text);
+  assert.match(
+    r.text,
+    /error: zig unit tests \(x86_64, Debug\) did not run: the run's budget of 2 s \(KCORO_TEST_BUDGET_S\) was spent\n/,
+  );
+});
+
 /** Ended: no such process, or a zombie (state Z; one whose parent died stays so where the
  * container's init reaps nothing). From ps: Deno reads no /proc without --allow-all. */
 function gone(pid: number): boolean {
