@@ -1313,6 +1313,10 @@ async function testScript(
     /** Its `mktemp` makes the folder ("made <folder>"), then TERMs the script (its pid: the
      * file script.pid beside the log, which `during` writes). */
     mktempSignals?: boolean;
+    /** Run as a user that is not root (nobody, through setpriv, where the test is root), with a
+     * `sudo` that logs each call with its process group ("sudo <args> (pgid <n>)") and answers
+     * `-n true` as one that needs a password would (status 1). */
+    notRoot?: boolean;
     env?: Record<string, string>;
     /** Run while test.sh runs. */
     during?: (run: Run, c: Checkout) => Promise<void>;
@@ -1367,7 +1371,18 @@ exit 0
           ? `#!/bin/sh\necho "apt-get started" >>"$FAKE_LOG"\n${HOLD("apt-get")}`
           : '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
       ],
-      ["sudo", '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n'],
+      [
+        "sudo",
+        opts.notRoot
+          ? `#!/bin/sh
+echo "sudo $* (pgid $(ps -o pgid= -p $$ | tr -d ' '))" >>"$FAKE_LOG"
+[ "$*" != "-n true" ] || { echo "sudo: a password is required" >&2; exit 1; }
+[ "$*" != -v ] || exit 0
+while [ "\${1#-}" != "$1" ]; do shift; done
+exec "$@"
+`
+          : '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
+      ],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
       [
         "deno",
@@ -1402,8 +1417,20 @@ echo "$d"
       Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
     }
     Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
-    const run = start(c, [], {
-      task: `${c.root}/scripts/test.sh`,
+    const id = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
+    const asNobody = opts.notRoot && new TextDecoder().decode(id.stdout).trim() === "0";
+    if (asNobody) {
+      Deno.chmodSync(c.base, 0o755);
+      Deno.chmodSync(`${c.base}/calls`, 0o666);
+      Deno.writeTextFileSync(
+        `${c.base}/as nobody`,
+        'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n',
+        { mode: 0o755 },
+      );
+    }
+    const script = `${c.root}/scripts/test.sh`;
+    const run = start(c, asNobody ? [script] : [], {
+      task: asNobody ? `${c.base}/as nobody` : script,
       env: { FAKE_DENO_OUT: `${c.base}/deno-out`, ...opts.env },
       path: opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined,
     });
@@ -1552,6 +1579,28 @@ Deno.test("scripts/test.sh: a TERM while it installs qemu-user ends it at once, 
     },
   });
   assert.equal(r.code, 143, r.text);
+});
+
+Deno.test("scripts/test.sh not as root installs qemu-user through sudo: a password, where one is needed, asked for first in its own process group (the terminal's), then apt-get by sudo -n in the stage's", async () => {
+  let pid = 0;
+  const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+    noQemu: true,
+    notRoot: true,
+    during: async (run) => {
+      pid = run.pid;
+      await run.done;
+    },
+  });
+  assert.notEqual(r.code, 0, r.text);
+  assert.match(r.text, /E: no network/, "apt-get's error is shown");
+  const sudo = r.calls.filter((l) => l.startsWith("sudo ") || l.startsWith("apt-get "));
+  // A stage runs in timeout's process group, where sudo's read of the terminal for a password
+  // would stop it until the stage's time ran out: there, sudo -n never asks.
+  assert.deepEqual(sudo.slice(0, 2), [`sudo -n true (pgid ${pid})`, `sudo -v (pgid ${pid})`]);
+  assert.match(sudo[2], /^sudo -n apt-get update -qq \(pgid (\d+)\)$/);
+  assert.notEqual(sudo[2], `sudo -n apt-get update -qq (pgid ${pid})`, "apt-get not in a stage");
+  assert.deepEqual(sudo.slice(3), ["apt-get update -qq"]);
+  assert.equal(r.last, "17 passed, 1 failed");
 });
 
 Deno.test("scripts/test.sh: a TERM as it makes its log folder (before, between its mktemp and its traps) leaves no folder behind", async () => {
