@@ -1409,7 +1409,7 @@ echo "$d"
       ...(opts.timeoutForgets
         ? [[
           "timeout",
-          `#!/bin/sh\nshift 3 # -k 10 <limit>\nexec setsid sh -c 'trap "exit 143" TERM; "$@" & wait $!' timeout "$@"\n`,
+          `#!/bin/sh\nshift 3 # -k <grace> <limit>\nexec setsid sh -c 'trap "exit 143" TERM; "$@" & wait $!' timeout "$@"\n`,
         ] as [string, string]]
         : []),
     ];
