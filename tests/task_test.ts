@@ -942,7 +942,8 @@ Deno.test("./task without flock: a signal as it gives up its lock after its inst
   try {
     const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
     // As the lock, renamed aside, is removed: a waiter takes the lock (its new one renamed into
-    // place, the name free), and a Ctrl-C comes, its trap run once that rm has ended.
+    // place, the name free), and a Ctrl-C comes, which kills that rm (its process group
+    // signalled, as a terminal does) before it removes anything.
     Deno.writeTextFileSync(
       `${c.bin}/rm`,
       `#!/bin/sh
@@ -953,7 +954,7 @@ case $last in
     : >"$FAKE_LOG.taken"
     echo "rm of the lock given up, a waiter's taken since" >>"$FAKE_LOG"
     /bin/mkdir "\${last%/*}/.lock.d" && echo "$FAKE_LIVE" >"\${last%/*}/.lock.d/pid"
-    kill -s INT "$PPID"
+    kill -s INT 0
   fi ;;
 esac
 exec /bin/rm "$@"
@@ -970,6 +971,14 @@ exec /bin/rm "$@"
       Deno.readTextFileSync(`${c.root}/.toolchain/.lock.d/pid`),
       `${Deno.pid}\n`,
       "the waiter's lock was removed",
+    );
+    // Its own, renamed aside, that the killed rm left: removed at its exit, not left to the next
+    // run.
+    assert.deepEqual(
+      [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
+        n.startsWith(".lock.")
+      ),
+      [".lock.d"],
     );
   } finally {
     await removeCheckout(c);
