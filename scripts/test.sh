@@ -28,9 +28,9 @@ stop_stage() {
 tee_pid=""
 tee_watch="" # the bound on the wait for tee (below): it ends once the log folder is gone
 # At the exit (a signal's included). A signal that comes while it runs is ignored: a second
-# Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's grace, below) ran its trap's
-# `exit` in this one, which ended the script there: the compiles ahead left running (minutes of
-# CPU), the log folder left in TMPDIR.
+# Ctrl-C or TERM while stop_stage waited for the stage to end (up to timeout's grace, below) ran
+# its trap's `exit` in this one, which ended the script there: the compiles ahead left running
+# (minutes of CPU), the log folder left in TMPDIR.
 cleanup() {
   trap '' HUP INT TERM
   stop_stage
@@ -298,11 +298,11 @@ else
   out="$log/deno.fifo"
   stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
   # tee ends at its FIFO's end, once every writer has closed it: a process a test left running
-  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded: `grace`
-  # seconds on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The watcher ends by
-  # itself once tee has ($log/tee.done) or the log folder is gone (the script's exit), not by a
-  # signal: a TERM right after its fork came while it still had this script's traps, and was
-  # lost.
+  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded:
+  # `grace` seconds on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The
+  # watcher ends by itself once tee has ($log/tee.done) or the log folder is gone (the script's
+  # exit), not by a signal: a TERM right after its fork came while it still had this script's
+  # traps, and was lost.
   starting=1
   sh -c 'i=0
     while [ "$i" -lt $(($3 * 10)) ]; do
