@@ -259,6 +259,15 @@ const ENDED_FIRST = "Actor was cancelled: a Job it ends with completed before it
 const CANCELLED_FIRST =
   "Actor was cancelled: a Job it ends with was cancelled before its handler began";
 
+/**
+ * What an actor's task ends with when its own signal (a task of the caller's own) had aborted by
+ * the time its handler began: a scope of the caller's own that started it late, after that abort,
+ * or gave it a task cancelled already. That abort cancelled its mailbox (the error's `cause`), so
+ * its handler never runs, as kcoro's own scope never runs a block launched into it cancelled, nor
+ * one cancelled before its deferred start.
+ */
+const SIGNAL_FIRST = "Actor was cancelled: its task's signal aborted before its handler began";
+
 /** `Mailbox`'s dispose found no cancel made before it (a cause may be undefined). */
 const NOT_CANCELLED = Symbol("not cancelled");
 
@@ -1126,6 +1135,21 @@ export function actor<M>(
       // ends cancelled, its signal not listened to. Before, the listen came first, and one that
       // throws failed such a task by name instead.
       if (signal !== null) cancelOnAbort(signal);
+      // Its task's signal aborted before its handler began (before or during the listen above,
+      // which cancelled the mailbox with its reason and kept no listener): a task of the caller's
+      // own, as kcoro's own never starts cancelled. The handler never runs and the task ends
+      // cancelled, the reason its cause, as kcoro's own scope never runs a block launched into it
+      // cancelled, nor one cancelled before its deferred start. Before, the handler ran on the
+      // cancelled mailbox: what it did before its first receive went on past that abort.
+      if (signal !== null && isAborted(signal)) {
+        const cancelled = new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
+        // As a handler's end (below): begun inside a launch that then fails, with no Job of ours
+        // to end with, `onDone` runs now, with what the block ends with (`abandon` leaves it to
+        // a block that began). A microtask later, `actor()` has returned or thrown.
+        if (untracked && !abandoned) await null;
+        if (abandoned && untracked) finish(cancelled);
+        throw cancelled;
+      }
       // Until the task is final: its end withdraws the owned watch before the mailbox is
       // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
       // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.

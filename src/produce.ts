@@ -170,6 +170,15 @@ const ENDED_FIRST = "Producer was cancelled: a Job it ends with completed before
 const CANCELLED_FIRST =
   "Producer was cancelled: a Job it ends with was cancelled before its block began";
 
+/**
+ * What a producer's task ends with when its own signal (a task of the caller's own) had aborted by
+ * the time its block began: a scope of the caller's own that started it late, after that abort, or
+ * gave it a task cancelled already. That abort closed its channel (the error's `cause`), so its
+ * block never runs, as kcoro's own scope never runs a block launched into it cancelled, nor one
+ * cancelled before its deferred start.
+ */
+const SIGNAL_FIRST = "Producer was cancelled: its task's signal aborted before its block began";
+
 /** Options for {@linkcode produce}. */
 export interface ProduceOptions<T = unknown> {
   /** The channel's capacity (default `"rendezvous"`, as Kotlin's). */
@@ -883,6 +892,15 @@ export function produce<T>(
       if (read !== null && ((read as unknown) === task || signalOfJob(read) === signal)) {
         st.job = read;
         cancelOnOwnCancel(read);
+      }
+      // Its task's signal aborted before its block began (before or during the listen above, which
+      // closed the channel with its reason and kept no listener): a task of the caller's own, as
+      // kcoro's own never starts cancelled. The block never runs and the task ends cancelled, the
+      // reason its cause, as kcoro's own scope never runs a block launched into it cancelled, nor
+      // one cancelled before its deferred start. Before, the block ran on the closed channel: what
+      // it did before its first send (all of it, in one that never sends) went on past that abort.
+      if (signal !== null && isAborted(signal)) {
+        throw new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
       }
       // Until the task is final, not only while the block runs: children of the task sending
       // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with

@@ -3513,6 +3513,103 @@ Deno.test("produce and actor whose deferred block starts after the kcoro Job the
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
+  // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
+  // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
+  // first send (receive) went on past that abort, all of it in a block that never sends.
+  // kcoro's own scope never runs a block launched into it cancelled.
+  await using real = createScope();
+  const launches = ["returns a kcoro Job", "returns a Job of the caller's", "throws"] as const;
+  for (const which of ["produce", "actor"] as const) {
+    for (const start of ["at once", "late"] as const) {
+      for (const how of launches) {
+        if (how === "throws" && start === "late") continue; // a launch that threw ran nothing
+        const what = `${which}, started ${start}, its launch ${how}`;
+        const reason = new Error(`stop: ${what}`);
+        const task = {
+          job: null,
+          context: Context.empty,
+          signal: AbortSignal.abort(reason),
+        } as unknown as CoroutineScope;
+        const hold = new CompletableDeferred<void>(); // keeps the kcoro Job from completing
+        let kcoroJob: Job | null = null;
+        let endCallers: (() => void) | null = null;
+        let started: Promise<void> | null = null;
+        let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
+        const launchFailed = new Error("launch failed");
+        const scope = {
+          context: Context.empty,
+          launch: (block: (task: CoroutineScope) => Promise<void>) => {
+            if (start === "at once") started = block(task);
+            else deferred = block;
+            if (how === "throws") throw launchFailed;
+            if (how === "returns a kcoro Job") return kcoroJob = real.launch(() => hold.await());
+            return Object.assign(
+              callersJob((handler) => {
+                endCallers = () => (handler as (c?: unknown) => void)();
+                return { [Symbol.dispose]() {} };
+              }),
+              { cancel() {} },
+            );
+          },
+        } as unknown as CoroutineScope;
+        let ran = false;
+        const done: unknown[] = [];
+        let ch: Channel<number> | null = null;
+        const make = () => {
+          if (which === "produce") {
+            ch = produce<number>(
+              scope,
+              counted(() => {
+                ran = true; // sends nothing: only its task's cancel would end it
+              }),
+            );
+          } else {
+            actor<number>(
+              scope,
+              counted(() => {
+                ran = true; // receives nothing
+              }),
+              { onDone: (c) => done.push(c) },
+            );
+          }
+        };
+        if (how === "throws") assert.throws(make, (e) => e === launchFailed, what);
+        else make();
+        try {
+          const ended = start === "at once" ? started! : deferred!(task);
+          await assert.rejects(
+            ended,
+            (e) => {
+              assert.ok(e instanceof CancellationError, `${what}: ${e}`);
+              assert.equal(
+                e.message,
+                which === "produce"
+                  ? "Producer was cancelled: its task's signal aborted before its block began"
+                  : "Actor was cancelled: its task's signal aborted before its handler began",
+                what,
+              );
+              assert.equal(e.cause, reason, `${what}: the signal's reason is its cause`);
+              return true;
+            },
+            `${what}: the block ends cancelled`,
+          );
+          assert.equal(ran, false, `${what}: the block never ran`);
+          // Closed with the abort's reason at once, as the signal was listened to.
+          const out = ch as Channel<number> | null; // assigned in `make`
+          if (out !== null) await assert.rejects(out.receive(), (e) => e === reason, what);
+        } finally {
+          hold.complete(); // also where an assertion failed: the real scope ends
+          (endCallers as (() => void) | null)?.();
+        }
+        await (kcoroJob as Job | null)?.join();
+        if (which === "actor") assert.equal(done.length, 1, `${what}: onDone ran once`);
+      }
+    }
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("actor on a CoroutineScope of the caller's own whose launch throws or returns no Job before running the block (and never runs it) runs onDone once, with the launch's error: eager or lazy", async () => {
   // src/actor.ts `abandon`: only the block's start ran onDone on that path, so an actor whose
   // block never began never ran it, and what onDone releases leaked.
