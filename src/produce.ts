@@ -769,7 +769,9 @@ export function produce<T>(
   const bindSends = (): AbortSignal => {
     if (sendsEnd === null) {
       sendsEnd = new AbortController();
-      // One aborted before (a Job cancelled before a deferred start): the sends end at once.
+      // One aborted before: the sends end at once. None is by now (a block begun after the
+      // returned Job's cancel, or its task signal's abort, never runs: `CANCELLED_FIRST`,
+      // `SIGNAL_FIRST`, checked before this); kept so that no send could outlive one.
       const gone = watched.find((s) => isAborted(s));
       if (gone !== undefined) sendsEnd.abort(abortReason(gone));
     }

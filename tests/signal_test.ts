@@ -17,6 +17,7 @@ import {
   coroutineScope,
   createScope,
   delay,
+  type Job,
   NativeScope,
   nativeScope,
   produce,
@@ -1700,14 +1701,16 @@ Deno.test("a producer or an actor whose task signal (a scope of the caller's own
   }
 });
 
-Deno.test("a producer's or an actor's block whose start a caller's launch deferred, then threw or returned a Job that completed first, ends cancelled (its channel closed, its mailbox freed) before its task signal is listened to, also one that cannot be listened to", async () => {
+Deno.test("a producer's or an actor's block whose start a caller's launch deferred, then threw or returned a Job that completed first (or a kcoro Job cancelled, not completed yet), ends cancelled (its channel closed, its mailbox freed or cancelled) before its task signal is listened to, also one that cannot be listened to", async () => {
   // README: such a task never runs the block and ends cancelled (`onDone` ran first). Its signal
   // is not listened to then: one whose listen throws does not fail it by name instead (the
   // `abandoned` and `ended` checks in src/produce.ts, the `finished` check in src/actor.ts, each
   // before the listen), nor keeps a listener (produce_test: "leaves no abort listener"). A
   // producer whose returned Job completed first ran its block (src/produce.ts, `ended`); an actor
   // whose task names a kcoro Job completed first listened to its signal before it found itself
-  // ended (src/actor.ts), so one whose listen throws failed it by name.
+  // ended (src/actor.ts), so one whose listen throws failed it by name. A kcoro Job cancelled,
+  // not completed yet (`CANCELLED_FIRST`, before the listen too): it ran the block, and where its
+  // task's signal cannot be listened to failed it by name instead of ending it cancelled.
   await using real = createScope();
   const completed = real.launch(() => {});
   await completed.join();
@@ -1715,17 +1718,23 @@ Deno.test("a producer's or an actor's block whose start a caller's launch deferr
     "throws",
     "returns a completed Job",
     "returns a Job, its task naming a completed one",
+    "returns a kcoro Job cancelled, not completed yet",
   ];
   for (const how of hows) {
     for (const which of ["produce", "actor"] as const) {
       const what = `${which}, launch ${how}`;
       let deferred: ((task: CoroutineScope) => Promise<void>) | null = null;
       const own = new Error("the caller's launch");
+      const hold = new CompletableDeferred<void>(); // keeps the cancelled kcoro Job completing
+      let kcoroJob: Job | null = null;
       const scope = {
         context: Context.empty,
         launch: (block: (task: CoroutineScope) => Promise<void>) => {
           deferred = block; // started later
           if (how === "throws") throw own;
+          if (how === "returns a kcoro Job cancelled, not completed yet") {
+            return kcoroJob = real.launch(() => hold.await());
+          }
           const live = how !== "returns a completed Job";
           const job = {
             state: "active",
@@ -1755,17 +1764,25 @@ Deno.test("a producer's or an actor's block whose start a caller's launch deferr
       };
       if (how === "throws") assert.throws(start, (e) => e === own, what);
       else start();
+      const cancel = new CancellationError(`cancelled: ${what}`);
+      (kcoroJob as Job | null)?.cancel(cancel);
       // A task naming a kcoro Job completed first: the first of the two to complete ends it.
       const named = how === "returns a Job, its task naming a completed one" ? completed : null;
       const task = { job: named, context: Context.empty, signal: listenThrows() };
-      const ended = await deferred!(task as unknown as CoroutineScope).then(
-        () => "fulfilled",
-        (e) => e,
-      );
-      assert.ok(ended instanceof CancellationError, `${what}: ${String(ended)}`);
-      assert.equal(ran, false, `${what}: its block never ran`);
+      try {
+        const ended = await deferred!(task as unknown as CoroutineScope).then(
+          () => "fulfilled",
+          (e) => e,
+        );
+        assert.ok(ended instanceof CancellationError, `${what}: ${String(ended)}`);
+        assert.equal(ran, false, `${what}: its block never ran`);
+      } finally {
+        hold.complete(); // also where an assertion failed: the real scope ends
+      }
+      await (kcoroJob as Job | null)?.join();
       if (which === "actor") {
-        assert.deepEqual(done, [how === "throws" ? own : undefined], `${what}: onDone ran once`);
+        const expected = how === "throws" ? own : kcoroJob !== null ? cancel : undefined;
+        assert.deepEqual(done, [expected], `${what}: onDone ran once`);
       }
     }
   }
