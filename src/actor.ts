@@ -1136,11 +1136,12 @@ export function actor<M>(
       // throws failed such a task by name instead.
       if (signal !== null) cancelOnAbort(signal);
       // Its task's signal aborted before its handler began (before or during the listen above,
-      // which cancelled the mailbox with its reason and kept no listener): a task of the caller's
-      // own, as kcoro's own never starts cancelled. The handler never runs and the task ends
-      // cancelled, the reason its cause, as kcoro's own scope never runs a block launched into it
-      // cancelled, nor one cancelled before its deferred start. Before, the handler ran on the
-      // cancelled mailbox: what it did before its first receive went on past that abort.
+      // which cancelled the mailbox with its reason and kept no listener): only under a scope of
+      // the caller's own, as kcoro's own never starts a cancelled task's block. The handler never
+      // runs and the task ends cancelled, the reason its cause, as kcoro's own scope never runs a
+      // block launched into it cancelled, nor one cancelled before its deferred start. Before, the
+      // handler ran on the cancelled mailbox: what it did before its first receive went on past
+      // that abort.
       if (signal !== null && isAborted(signal)) {
         const cancelled = new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
         // As a handler's end (below): begun inside a launch that then fails, with no Job of ours

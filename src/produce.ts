@@ -896,11 +896,12 @@ export function produce<T>(
         cancelOnOwnCancel(read);
       }
       // Its task's signal aborted before its block began (before or during the listen above, which
-      // closed the channel with its reason and kept no listener): a task of the caller's own, as
-      // kcoro's own never starts cancelled. The block never runs and the task ends cancelled, the
-      // reason its cause, as kcoro's own scope never runs a block launched into it cancelled, nor
-      // one cancelled before its deferred start. Before, the block ran on the closed channel: what
-      // it did before its first send (all of it, in one that never sends) went on past that abort.
+      // closed the channel with its reason and kept no listener): only under a scope of the
+      // caller's own, as kcoro's own never starts a cancelled task's block. The block never runs
+      // and the task ends cancelled, the reason its cause, as kcoro's own scope never runs a block
+      // launched into it cancelled, nor one cancelled before its deferred start. Before, the block
+      // ran on the closed channel: what it did before its first send (all of it, in one that never
+      // sends) went on past that abort.
       if (signal !== null && isAborted(signal)) {
         throw new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
       }
