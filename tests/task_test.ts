@@ -1648,7 +1648,9 @@ Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output e
   try {
     const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
       denoLeaves: true,
-      env: { KCORO_TEST_GRACE_S: "1" }, // 1 s on, not 10
+      // 1 s on, not 10; read as decimal digits, as the budget ("01", named "1 s": a leading 0
+      // kept made the watcher's bound octal, "09" no number at all to dash's arithmetic).
+      env: { KCORO_TEST_GRACE_S: "01" },
       during: async (run, c) => {
         // Before, the script waited on tee until that process ended (40 s here; for good).
         await within(run.done, 15_000, "test.sh's end with a process holding deno's output");
@@ -1721,6 +1723,25 @@ Deno.test("scripts/test.sh: a KCORO_TEST_GRACE_S that is no whole number of seco
   });
   assert.equal(ok.code, 0, ok.text);
   assert.equal(ok.last, "31 passed, 0 failed");
+});
+
+Deno.test("scripts/test.sh: a TERM while its first compile, the build runner's, runs ends it at once, and that compile with it", async () => {
+  const r = await testScript("", 0, {
+    zigHelpHolds: true,
+    during: async (run, c) => {
+      await until(
+        () => c.calls().includes("zig build --help started"),
+        () => `the build runner's compile: ${run.text()}`,
+      );
+      Deno.kill(run.pid, "SIGTERM");
+      // That compile runs under timeout, in setsid's process group: the group is signalled, and
+      // timeout passes the TERM on.
+      await within(run.done, 10_000, "test.sh's end after its TERM");
+    },
+  });
+  assert.equal(r.code, 143, r.text);
+  assert.ok(r.calls.includes("zig build --help stopped"), r.calls.join("\n"));
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
 });
 
 Deno.test("scripts/test.sh: its first compile, the build runner's, is bounded by the run's budget as a stage", async () => {
