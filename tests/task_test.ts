@@ -152,6 +152,35 @@ async function systemWithout(c: Checkout, without: string[]): Promise<string> {
   return dir;
 }
 
+/**
+ * A script that runs `/bin/sh "$@"` as nobody (uid 65534, through setpriv: the test is root),
+ * for `start`'s `task`. What the checkout holds is opened to nobody first, folders and files
+ * alike: readable, and runnable where it is root's (the fakes, ./task); folders in `writable`
+ * and the calls log writable too. Before, only the folders named were: under a umask of 077 the
+ * others (the fakes' folder, scripts/, the checkout) stayed root's alone, and the run as nobody
+ * failed.
+ */
+function asNobodyIn(c: Checkout, writable: string[]): string {
+  const open = (path: string) => {
+    for (const e of Deno.readDirSync(path)) {
+      if (e.isSymlink) continue; // chmod would change what it points to (systemWithout's)
+      const at = `${path}/${e.name}`;
+      if (e.isDirectory) open(at);
+      else Deno.chmodSync(at, (Deno.statSync(at).mode! & 0o100) ? 0o755 : 0o644);
+    }
+    Deno.chmodSync(path, writable.includes(path) ? 0o777 : 0o755);
+  };
+  open(c.base);
+  Deno.chmodSync(`${c.base}/calls`, 0o666);
+  const script = `${c.base}/as nobody`;
+  Deno.writeTextFileSync(
+    script,
+    'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n',
+  );
+  Deno.chmodSync(script, 0o755);
+  return script;
+}
+
 interface Run {
   /** The shell's process id (to signal it). */
   pid: number;
@@ -1005,15 +1034,8 @@ Deno.test("./task without flock: a lock of another user's live process is not st
     Deno.writeTextFileSync(`${lock}/pid`, `${owner}\n`);
     let opts: Parameters<typeof start>[2] = { path };
     if (root) {
-      for (const dir of [c.base, c.root, `${c.root}/.toolchain`, lock]) Deno.chmodSync(dir, 0o777);
-      Deno.chmodSync(`${c.base}/calls`, 0o666);
-      const asNobody = `${c.base}/as nobody`;
-      Deno.writeTextFileSync(
-        asNobody,
-        'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n',
-      );
+      const asNobody = asNobodyIn(c, [c.base, c.root, `${c.root}/.toolchain`, lock]);
       opts = { path, task: asNobody };
-      Deno.chmodSync(asNobody, 0o755);
     }
     const run = start(c, root ? [`${c.root}/task`, "build"] : ["build"], opts);
     await until(() => sleeps() >= 3 || /removing a stale/.test(run.text()), () => run.text());
@@ -1428,20 +1450,12 @@ echo "$d"
     Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
     const id = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
     const asNobody = opts.notRoot && new TextDecoder().decode(id.stdout).trim() === "0";
-    if (asNobody) {
-      Deno.chmodSync(c.base, 0o755);
-      Deno.chmodSync(`${c.base}/calls`, 0o666);
-      Deno.writeTextFileSync(
-        `${c.base}/as nobody`,
-        'exec setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh "$@"\n',
-        { mode: 0o755 },
-      );
-    }
+    const path = opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined;
     const script = `${c.root}/scripts/test.sh`;
     const run = start(c, asNobody ? [script] : [], {
-      task: asNobody ? `${c.base}/as nobody` : script,
+      task: asNobody ? asNobodyIn(c, []) : script,
       env: { FAKE_DENO_OUT: `${c.base}/deno-out`, ...opts.env },
-      path: opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined,
+      path,
     });
     try {
       await opts.during?.(run, c);
