@@ -1412,7 +1412,7 @@ echo "sudo $* (pgid $(ps -o pgid= -p $$ | tr -d ' '))" >>"$FAKE_LOG"
 while [ "\${1#-}" != "$1" ]; do shift; done
 exec "$@"
 `
-          : '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
+          : '#!/bin/sh\necho "sudo $*" >>"$FAKE_LOG"\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n',
       ],
       ...(opts.noQemu ? [] : [["qemu-aarch64", "#!/bin/sh\nexit 0\n"] as [string, string]]),
       [
@@ -1506,6 +1506,11 @@ Deno.test("scripts/test.sh: a failing zig step, or a qemu-aarch64 missing that c
   r = await testScript(ok, 0, { noQemu: true });
   assert.notEqual(r.code, 0, r.text);
   assert.ok(r.calls.some((l) => l.startsWith("apt-get ")), "it tried to install qemu-user");
+  const id = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
+  if (new TextDecoder().decode(id.stdout).trim() === "0") {
+    // As root (CI's clean clone, whose image may have no sudo): apt-get itself, no sudo.
+    assert.deepEqual(r.calls.filter((l) => l.startsWith("sudo ")), [], "root used sudo");
+  }
   assert.match(r.text, /E: no network/, "apt-get's error is shown");
   assert.match(
     r.text,
