@@ -1312,9 +1312,12 @@ Deno.test("./task: a pip setting that moves the install elsewhere (root) is name
 
 // scripts/test.sh (./task test) with a fake zig and deno: what it counts, and its exit status.
 
-/** A fake's wait of 60 s at most, ended by a TERM, which it logs as "<what> stopped". */
+/** A fake's wait of 60 s at most, ended by a TERM, which it logs as "<what> stopped". Logs
+ * "<what> started" once its trap is set, which is what the tests wait for before they signal:
+ * before, each fake logged it before its trap, and a TERM in between ended the fake unlogged. */
 const HOLD = (what: string) =>
   `trap 'echo "${what} stopped" >>"$FAKE_LOG"; exit 143' TERM
+  echo "${what} started" >>"$FAKE_LOG"
   n=0
   while [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
   exit 0`;
@@ -1375,7 +1378,6 @@ exit 0
           : opts.zigHelpHolds
           ? `#!/bin/sh
 if [ "$2" = --help ]; then
-  echo "zig build --help started" >>"$FAKE_LOG"
   ${HOLD("zig build --help")}
 fi
 exit 0
@@ -1383,7 +1385,6 @@ exit 0
           : opts.zigHolds
           ? `#!/bin/sh
 if [ "$2" = test ]; then
-  echo "zig test started" >>"$FAKE_LOG"
   ${HOLD("zig test")}
 fi
 exit 0
@@ -1399,7 +1400,7 @@ exit 0
       [
         "apt-get",
         opts.aptHolds
-          ? `#!/bin/sh\necho "apt-get started" >>"$FAKE_LOG"\n${HOLD("apt-get")}`
+          ? `#!/bin/sh\n${HOLD("apt-get")}`
           : '#!/bin/sh\necho "apt-get $*" >>"$FAKE_LOG"\necho "E: no network" >&2\nexit 100\n',
       ],
       [
@@ -1418,7 +1419,7 @@ exec "$@"
       [
         "deno",
         opts.denoHolds
-          ? `#!/bin/sh\necho "deno test started" >>"$FAKE_LOG"\n${HOLD("deno test")}`
+          ? `#!/bin/sh\n${HOLD("deno test")}`
           : opts.denoLeaves
           ? `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nsleep 40 &\necho "leftover $!" >>"$FAKE_LOG"\nexit 0\n`
           : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`,
