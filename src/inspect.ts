@@ -183,8 +183,28 @@ const CHECKED_VALUES = 10_000;
 /** What `printable` throws past CHECKED_VALUES: the fact is printed by hand (`cutByHand`). */
 const TOO_BIG = Object.freeze({ tooBig: true });
 
-/** Deno's other inspect hook (Node's), which it calls as it calls `Deno.customInspect`. */
-const nodeInspect = Symbol.for("nodejs.util.inspect.custom");
+/**
+ * The hooks Deno's inspect calls besides `Deno.customInspect`: Node's, and the one Deno's own
+ * classes print by (`CustomEvent`, `TextDecoder`, `MessageChannel`...), which reads their private
+ * fields: on a copy (`copied`) it threw, and the whole fact printed by hand, as JSON (`[{},{}]`).
+ */
+const otherHooks = [
+  Symbol.for("nodejs.util.inspect.custom"),
+  Symbol.for("Deno.privateCustomInspect"),
+];
+
+/**
+ * Whether `o` or its prototype chain is a Proxy or has an inspect hook of its own (`kindOf`): read
+ * object by object (`Object.hasOwn`, `Object.getPrototypeOf`, no trap of a non-Proxy runs), as `in`
+ * ran a Proxy prototype's `has` trap, the caller's code, for each object the walk met.
+ */
+function hooked(o: object): boolean {
+  for (let p: object | null = o; p !== null; p = Object.getPrototypeOf(p)) {
+    if (isProxy(p) || Object.hasOwn(p, customInspect)) return true;
+    for (const hook of otherHooks) if (Object.hasOwn(p, hook)) return true;
+  }
+  return false;
+}
 
 /** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the values left to check. */
 interface Walk {
@@ -228,9 +248,8 @@ function printable(v: unknown, options: unknown): unknown {
 type Kind = "error" | "array" | "map" | "set" | "object";
 
 function kindOf(o: object): Kind | undefined {
-  // A Proxy first: `in` below would run its `has` trap (one in a prototype chain still may: a
-  // throw that `showWith` catches, printing by hand).
-  if (isProxy(o) || customInspect in o || nodeInspect in o) return undefined;
+  // Neither a Proxy nor what has a Proxy in its prototype chain, whose traps are the caller's code.
+  if (hooked(o)) return undefined;
   if (isNativeError(o)) return "error";
   if (Array.isArray(o)) return "array";
   if (isMap(o)) return "map";
@@ -571,6 +590,7 @@ function errorByHand(e: Error, depth: number): string {
   let cause = "";
   try {
     for (let p: object | null = e, n = 0; p !== null && n < 32; p = Object.getPrototypeOf(p), n++) {
+      if (isProxy(p)) break; // its traps are the caller's code: none runs
       const d = Object.getOwnPropertyDescriptor(p, "name");
       if (d === undefined) continue;
       if ("value" in d && typeof d.value === "string") name = cutShort(d.value, "name");

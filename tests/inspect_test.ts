@@ -1343,5 +1343,40 @@ Deno.test("a fact holding a string that reads [Internal Formatting Error] prints
   }
 });
 
+Deno.test("the walk that finds a fact's errors runs no trap of a Proxy in a prototype chain, and leaves Deno's own classes, which print by a hook of their own, as Deno prints them", () => {
+  // Before, `customInspect in o` ran a Proxy prototype's `has` trap (the caller's code) for each
+  // object the walk met, twice where it copied; and a `TextDecoder` (Deno's private hook, reading
+  // its private fields) copied beside an error threw in Deno's print: the fact by hand, `[{},{}]`.
+  const trapped: PropertyKey[] = [];
+  const proto = new Proxy({}, {
+    has: (t, k) => (trapped.push(k), Reflect.has(t, k)),
+    get: (t, k, r) => (trapped.push(k), Reflect.get(t, k, r)),
+  });
+  const odd = Object.assign(Object.create(proto), { a: 1 });
+  Deno.inspect([odd]);
+  const byDeno = trapped.length; // Deno's own print of it runs its traps
+  trapped.length = 0;
+  const text = inspectAs("X", { v: [odd, new Error("e")] }, Deno.inspect, {});
+  assert.equal(text, "X { v: [ Object <{}> { a: 1 }, [Error: e] ] }");
+  assert.equal(trapped.length, byDeno, String(trapped.map(String)));
+  // By hand too: an error's name is looked for up to such a prototype, not through it.
+  const traps: PropertyKey[] = [];
+  const error = Object.setPrototypeOf(
+    new Error("m"),
+    new Proxy(Error.prototype, {
+      getOwnPropertyDescriptor: (t, k) => (traps.push(k), Reflect.getOwnPropertyDescriptor(t, k)),
+    }),
+  );
+  assert.equal(showByHand(error), "[Error: m]");
+  assert.deepEqual(traps, []);
+  for (const inspect of [Deno.inspect, undefined]) {
+    for (const made of [new TextDecoder(), new CustomEvent("c", { detail: 1 })]) {
+      const alone = inspectAs("X", { v: [made] }, inspect, {}).replace(/\s+/g, " ");
+      const beside = inspectAs("X", { v: [made, new Error("e")] }, inspect, {});
+      assert.equal(beside.replace(/\s+/g, " "), `${alone.slice(0, -4)}, [Error: e] ] }`);
+    }
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
