@@ -144,17 +144,56 @@ class Printed {
   }
 }
 
-/** `printable`'s bounds for `String`, which converts every element of an array, at any depth. */
-const WHOLE = Object.freeze({ depth: Infinity, iterableLimit: Infinity });
-
 /**
  * `String(v)`, an array's bigints and BigInt wrappers past 4094 digits (nested arrays' too, as
- * `Array.prototype.join` converts each) by their size, `a bigint of 16610 bits` (`printable`):
- * `String([big])` converted it whole (~0.2 s for 2**22 bits), only to be cut. An array of more
- * than 10,000 values to check throws (`printable`'s TOO_BIG), never walked whole.
+ * `Array.prototype.join` converts each) by their size, `a bigint of 16610 bits` (`joinable`):
+ * `String([big])` converted it whole (~0.2 s for 2**22 bits), only to be cut. Nothing else is
+ * replaced (an Error in it converts as it did, by its own `toString`), and an array of any length
+ * is looked through once, as `join` converts each element anyway: before, `printable`'s walk (an
+ * Error copied: a `toString` of the caller's that reads a private field threw, `Actor`), which
+ * gave up past 10,000 values, `Actor` for an array state of 10,001 numbers.
  */
 export function stringOf(v: unknown): string {
-  return String(Array.isArray(v) ? printable(v, WHOLE) : v);
+  return String(Array.isArray(v) && joinsHuge(v, new Set()) ? joinable(v, new Map()) : v);
+}
+
+/**
+ * Whether the array `a` or one it holds (not a Proxy: no trap runs) holds a bigint or a BigInt
+ * wrapper past 4094 digits (`stringOf`), read by its own data properties (no getter runs).
+ */
+function joinsHuge(a: unknown[], seen: Set<object>): boolean {
+  if (isProxy(a) || seen.has(a)) return false;
+  seen.add(a);
+  for (const k of Reflect.ownKeys(a)) {
+    const d = Reflect.getOwnPropertyDescriptor(a, k)!;
+    if (!("value" in d)) continue;
+    const x: unknown = d.value;
+    if (hugeBigint(x) !== undefined || Array.isArray(x) && joinsHuge(x, seen)) return true;
+  }
+  return false;
+}
+
+/**
+ * A copy of the array `a` (its prototype and own properties, getters copied, not run) with those
+ * bigints and wrappers replaced (`Printed`, which converts to `a bigint of 16610 bits`), the arrays
+ * it holds copied too, once each (`made`: a cycle converts as `join` converts the original's).
+ */
+function joinable(a: unknown[], made: Map<object, unknown[]>): unknown[] {
+  const done = made.get(a);
+  if (done !== undefined) return done;
+  const copy = new Array(a.length);
+  Object.setPrototypeOf(copy, Object.getPrototypeOf(a));
+  made.set(a, copy);
+  for (const k of Reflect.ownKeys(a)) {
+    if (k === "length") continue;
+    const d = Reflect.getOwnPropertyDescriptor(a, k)!;
+    if ("value" in d) {
+      const x: unknown = d.value;
+      d.value = hugeBigint(x) ?? (Array.isArray(x) && !isProxy(x) ? joinable(x, made) : x);
+    }
+    Object.defineProperty(copy, k, d);
+  }
+  return copy;
 }
 
 /**
@@ -177,10 +216,17 @@ export function cutQuoted(s: string, what: string): unknown {
   }, cut);
 }
 
-/** The most values (property values, elements, entries) `printable` checks in one fact. */
-const CHECKED_VALUES = 10_000;
+/**
+ * The most elements and entries `printable` copies in one fact beyond those Deno prints (an
+ * array's, a Map's or a Set's past its first `iterableLimit`, which a copy holds for its length
+ * and size). What it looks at and copies otherwise is what Deno prints, each object once: no more
+ * than Deno's own print of the value costs. Before, 10,000 values checked in all, whether or not
+ * the fact held anything to replace: a 100 by 100 array, or an object of 10,001 properties,
+ * printed by hand, as JSON, where Deno printed it.
+ */
+const EXTRA_COPIES = 10_000;
 
-/** What `printable` throws past CHECKED_VALUES: the fact is printed by hand (`cutByHand`). */
+/** What `printable` throws past EXTRA_COPIES: the fact is printed by hand (`cutByHand`). */
 const TOO_BIG = Object.freeze({ tooBig: true });
 
 /**
@@ -206,7 +252,7 @@ function hooked(o: object): boolean {
   return false;
 }
 
-/** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the values left to check. */
+/** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left (EXTRA_COPIES). */
 interface Walk {
   readonly depth: number;
   readonly limit: number;
@@ -226,8 +272,8 @@ interface Walk {
  * too), never into a Proxy, a function, another built-in's object (a Date, a typed array...) or
  * an object with an inspect hook of its own (which prints it); it reads data properties only (no
  * getter runs) and copies those it looks into only if it finds such a value (a clean value prints
- * as it is). Past 10,000 values checked (CHECKED_VALUES), or an array, Map or Set of more than
- * 10,000 to copy, it throws TOO_BIG: the fact is printed by hand, bounded, never walked whole.
+ * as it is). Where a copy would hold more than 10,000 elements and entries Deno does not print
+ * (EXTRA_COPIES: an array of 20,000), it throws TOO_BIG: the fact is printed by hand, bounded.
  */
 function printable(v: unknown, options: unknown): unknown {
   // A primitive as it is (a huge bigint was printed by its size before: `boundedBigint`), and a
@@ -238,9 +284,8 @@ function printable(v: unknown, options: unknown): unknown {
     : {};
   const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
-  const walk: Walk = { depth, limit, left: CHECKED_VALUES };
+  const walk: Walk = { depth, limit, left: EXTRA_COPIES };
   if (!finds(v, 0, walk, new Set())) return v;
-  walk.left = CHECKED_VALUES;
   return copied(v, 0, walk, new Map());
 }
 
@@ -263,7 +308,6 @@ function kindOf(o: object): Kind | undefined {
 
 /** Whether `v` holds (or is) what `printable` replaces, within its walk's bounds. */
 function finds(v: unknown, level: number, walk: Walk, seen: Set<object>): boolean {
-  if (--walk.left < 0) throw TOO_BIG;
   if (hugeBigint(v) !== undefined) return true;
   if (typeof v !== "object" || v === null) return false;
   const kind = kindOf(v);
@@ -281,7 +325,6 @@ function finds(v: unknown, level: number, walk: Walk, seen: Set<object>): boolea
   }
   const keys = kind === "array" ? indexKeys(v as unknown[], walk.limit) : Reflect.ownKeys(v);
   for (const k of keys) {
-    if (--walk.left < 0) throw TOO_BIG; // each key, enumerable or not
     const d = Reflect.getOwnPropertyDescriptor(v, k);
     if (d !== undefined && "value" in d && d.enumerable && finds(d.value, next, walk, seen)) {
       return true;
@@ -318,7 +361,6 @@ function entriesOf(o: object, kind: "map" | "set"): Iterable<[unknown, unknown]>
  * prototype, same own properties (getters copied, not run), an error without its stack.
  */
 function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown>): unknown {
-  if (--walk.left < 0) throw TOO_BIG;
   const big = hugeBigint(v);
   if (big !== undefined) return big;
   if (typeof v !== "object" || v === null) return v;
@@ -336,13 +378,13 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown
     skip = (k) => k === "stack"; // set below, undefined: Deno prints `[Name: message]`
   } else if (kind === "array") {
     const length = (v as unknown[]).length;
-    if (length > CHECKED_VALUES) throw TOO_BIG;
+    beyond(walk, length); // before `Reflect.ownKeys` lists them all
     copy = new Array(length);
     skip = (k) => k === "length";
     shown = (k) => typeof k === "string" && Number(k) < walk.limit;
   } else if (kind === "map" || kind === "set") {
     const size = (kind === "map" ? sizeOfMap : sizeOfSet).call(v) as number;
-    if (size > CHECKED_VALUES) throw TOO_BIG;
+    beyond(walk, size);
     copy = kind === "map" ? new Map() : new Set();
     made.set(v, copy);
     let n = 0;
@@ -357,7 +399,6 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown
   made.set(v, copy);
   for (const k of Reflect.ownKeys(v)) {
     if (skip(k)) continue;
-    if (--walk.left < 0) throw TOO_BIG;
     const d = Reflect.getOwnPropertyDescriptor(v, k)!;
     if ("value" in d && (kind === "error" || d.enumerable) && shown(k)) {
       d.value = copied(d.value, next, walk, made);
@@ -368,6 +409,12 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown
     Object.defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
   }
   return copy;
+}
+
+/** Counts the elements or entries past the first `walk.limit` of `n` (EXTRA_COPIES): TOO_BIG past it. */
+function beyond(walk: Walk, n: number): void {
+  walk.left -= Math.max(0, n - walk.limit);
+  if (walk.left < 0) throw TOO_BIG;
 }
 
 /** BigInt.prototype's own valueOf, as the module loaded (`wrappedBigint`). */
