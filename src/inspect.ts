@@ -285,7 +285,7 @@ function printable(v: unknown, options: unknown): unknown {
   const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
   const walk: Walk = { depth, limit, left: EXTRA_COPIES };
-  if (!finds(v, 0, walk, new Set())) return v;
+  if (!finds(v, 0, walk, new Map())) return v;
   return copied(v, 0, walk, new Map());
 }
 
@@ -307,14 +307,19 @@ function kindOf(o: object): Kind | undefined {
 }
 
 /** Whether `v` holds (or is) what `printable` replaces, within its walk's bounds. */
-function finds(v: unknown, level: number, walk: Walk, seen: Set<object>): boolean {
+function finds(v: unknown, level: number, walk: Walk, seen: Map<object, number>): boolean {
   if (hugeBigint(v) !== undefined) return true;
   if (typeof v !== "object" || v === null) return false;
   const kind = kindOf(v);
   if (kind === undefined) return false;
   if (kind === "error") return true; // printed without its stack
-  if (level > walk.depth || seen.has(v)) return false; // Deno prints `[Object]`, or `[Circular]`
-  seen.add(v);
+  if (level > walk.depth) return false; // Deno prints `[Object]`
+  // Each object once at the least level it is met at (a cycle: `[Circular]`): one met first
+  // deeper is looked at again where met higher, as Deno prints it there deeper (before, not:
+  // `{ a: { b: { c: { d: o } } }, o }` printed the digits and stacks below `o.p`).
+  const at = seen.get(v);
+  if (at !== undefined && at <= level) return false;
+  seen.set(v, level);
   const next = level + 1;
   if (kind === "map" || kind === "set") {
     let n = 0;
@@ -355,19 +360,26 @@ function entriesOf(o: object, kind: "map" | "set"): Iterable<[unknown, unknown]>
   return { [Symbol.iterator]: () => it };
 }
 
+/** A copy `copied` made, and the level it made it for (what it looked into is below it). */
+interface Made {
+  readonly copy: object;
+  readonly level: number;
+}
+
 /**
  * `v` with what `printable` replaces replaced, each array, Map, Set, error and ordinary object it
- * looks into copied (once: `made`, so that a cycle prints as Deno prints the original's): same
- * prototype, same own properties (getters copied, not run), an error without its stack.
+ * looks into copied (once for the least level it is met at, as `finds` looks: `made`, so that a
+ * cycle prints as Deno prints the original's): same prototype, same own properties (getters
+ * copied, not run), an error without its stack.
  */
-function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown>): unknown {
+function copied(v: unknown, level: number, walk: Walk, made: Map<object, Made>): unknown {
   const big = hugeBigint(v);
   if (big !== undefined) return big;
   if (typeof v !== "object" || v === null) return v;
   const kind = kindOf(v);
   if (kind === undefined || kind !== "error" && level > walk.depth) return v;
   const done = made.get(v);
-  if (done !== undefined) return done;
+  if (done !== undefined && done.level <= level) return done.copy;
   const next = level + 1;
   const proto = Object.getPrototypeOf(v);
   let copy: object;
@@ -386,7 +398,7 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown
     const size = (kind === "map" ? sizeOfMap : sizeOfSet).call(v) as number;
     beyond(walk, size);
     copy = kind === "map" ? new Map() : new Set();
-    made.set(v, copy);
+    made.set(v, { copy, level });
     let n = 0;
     for (const [k, x] of entriesOf(v, kind)) {
       const look = n++ < walk.limit;
@@ -396,7 +408,7 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, unknown
     }
   } else copy = {};
   Object.setPrototypeOf(copy, proto);
-  made.set(v, copy);
+  made.set(v, { copy, level });
   for (const k of Reflect.ownKeys(v)) {
     if (skip(k)) continue;
     const d = Reflect.getOwnPropertyDescriptor(v, k)!;

@@ -1239,6 +1239,17 @@ Deno.test("a bigint or BigInt wrapper of more than 4094 digits nested in a fact 
     inspectAs("X", { v: { deep } }, Deno.inspect, {}).replace(/\s+/g, " "),
     "X { v: { deep: { a: { b: { c: { d: [Object] } } } } } }",
   );
+  // An object met first deeper than Deno prints into, then higher, where Deno prints into it:
+  // looked at there too (before, not: its bigint's digits and its error's stack were printed).
+  const shared = { p: { q: { e: big, error: new Error("x") } } };
+  for (const inspect of [Deno.inspect, undefined]) {
+    assert.equal(
+      inspectAs("X", { v: { a: { b: { c: { d: shared } } }, shared } }, inspect, {})
+        .replace(/\s+/g, " "),
+      "X { v: { a: { b: { c: { d: { p: [Object] } } } }, " +
+        `shared: { p: { q: { e: [${said}], error: [Error: x] } } } } }`,
+    );
+  }
   // Too many values to check (an array of 20,000 to copy): by hand, bounded, never walked whole.
   const many = Array.from({ length: 20_000 }, (_, i) => i);
   assert.equal(inspectAs("X", { v: { many, big } }, Deno.inspect, {}), "X { v: [object Object] }");
