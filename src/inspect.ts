@@ -234,10 +234,8 @@ const TOO_BIG = Object.freeze({ tooBig: true });
  * classes print by (`CustomEvent`, `TextDecoder`, `MessageChannel`...), which reads their private
  * fields: on a copy (`copied`) it threw, and the whole fact printed by hand, as JSON (`[{},{}]`).
  */
-const otherHooks = [
-  Symbol.for("nodejs.util.inspect.custom"),
-  Symbol.for("Deno.privateCustomInspect"),
-];
+const nodeHook = Symbol.for("nodejs.util.inspect.custom");
+const denoHook = Symbol.for("Deno.privateCustomInspect");
 
 /**
  * Whether `o` or its prototype chain is a Proxy or has an inspect hook of its own (`kindOf`): read
@@ -247,7 +245,7 @@ const otherHooks = [
 function hooked(o: object): boolean {
   for (let p: object | null = o; p !== null; p = Object.getPrototypeOf(p)) {
     if (isProxy(p) || Object.hasOwn(p, customInspect)) return true;
-    for (const hook of otherHooks) if (Object.hasOwn(p, hook)) return true;
+    if (Object.hasOwn(p, nodeHook) || Object.hasOwn(p, denoHook)) return true;
   }
   return false;
 }
