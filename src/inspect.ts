@@ -146,53 +146,73 @@ class Printed {
 
 /**
  * `String(v)`, an array's bigints and BigInt wrappers past 4094 digits (nested arrays' too, as
- * `Array.prototype.join` converts each) by their size, `a bigint of 16610 bits` (`joinable`):
- * `String([big])` converted it whole (~0.2 s for 2**22 bits), only to be cut. Nothing else is
- * replaced (an Error in it converts as it did, by its own `toString`), and an array of any length
- * is looked through once, as `join` converts each element anyway: before, `printable`'s walk (an
- * Error copied: a `toString` of the caller's that reads a private field threw, `Actor`), which
- * gave up past 10,000 values, `Actor` for an array state of 10,001 numbers.
+ * `Array.prototype.join` converts each) by their size, `a bigint of 16610 bits`: `String([big])`
+ * converted it whole (~0.2 s for 2**22 bits), only to be cut. Those among its first 10,000 values
+ * in `join`'s order (JOIN_LOOKS, read by their own data properties: no getter runs); past them
+ * (an array state of 20,000 numbers) as `String` converts them, as before: no scan may cost more
+ * than the conversion, which reads each element anyway. Nothing else is replaced: an Error in it
+ * converts by its own `toString`. Before, `printable`'s walk, which copied each Error (a
+ * `toString` that reads a private field threw on the copy: `Actor`) and gave up past 10,000
+ * values (`Actor` for an array state of 10,001 numbers, where `String` printed its head).
  */
 export function stringOf(v: unknown): string {
-  return String(Array.isArray(v) && joinsHuge(v, new Set()) ? joinable(v, new Map()) : v);
+  if (!Array.isArray(v) || !joinsHuge(v, new Set(), { left: JOIN_LOOKS })) return String(v);
+  return String(joinable(v, new Map(), { left: JOIN_COPIES }));
 }
 
+/** The most values `joinsHuge` looks at: past them, `String` as it is. */
+const JOIN_LOOKS = 10_000;
+
+/** The most values `joinable` copies (about 0.1 s): past them, TOO_BIG (`Actor`). */
+const JOIN_COPIES = 100_000;
+
 /**
- * Whether the array `a` or one it holds (not a Proxy: no trap runs) holds a bigint or a BigInt
- * wrapper past 4094 digits (`stringOf`), read by its own data properties (no getter runs).
+ * Whether the array `a` or an array it holds (not a Proxy: no trap runs) holds a bigint or a
+ * BigInt wrapper past 4094 digits among the first `look.left` values in `join`'s order.
  */
-function joinsHuge(a: unknown[], seen: Set<object>): boolean {
+function joinsHuge(a: unknown[], seen: Set<object>, look: { left: number }): boolean {
   if (isProxy(a) || seen.has(a)) return false;
   seen.add(a);
-  for (const k of Reflect.ownKeys(a)) {
-    const d = Reflect.getOwnPropertyDescriptor(a, k)!;
-    if (!("value" in d)) continue;
+  for (let i = 0; i < a.length; i++) {
+    if (--look.left < 0) return false;
+    const d = Reflect.getOwnPropertyDescriptor(a, i);
+    if (d === undefined || !("value" in d)) continue;
     const x: unknown = d.value;
-    if (hugeBigint(x) !== undefined || Array.isArray(x) && joinsHuge(x, seen)) return true;
+    if (hugeBigint(x) !== undefined || Array.isArray(x) && joinsHuge(x, seen, look)) return true;
   }
   return false;
 }
 
+/** The own properties besides elements that `String` of an array may call (kept on a copy). */
+const JOIN_CALLS: readonly PropertyKey[] = ["join", "toString", "valueOf", Symbol.toPrimitive];
+
 /**
- * A copy of the array `a` (its prototype and own properties, getters copied, not run) with those
- * bigints and wrappers replaced (`Printed`, which converts to `a bigint of 16610 bits`), the arrays
- * it holds copied too, once each (`made`: a cycle converts as `join` converts the original's).
+ * A copy of the array `a` (its prototype, its elements and JOIN_CALLS, getters copied, not run)
+ * with its huge bigints and wrappers replaced (`Printed`: `a bigint of 16610 bits`), each array it
+ * holds copied too, once (`made`: a cycle converts as `join` converts the original's); more than
+ * `copies.left` elements in all throw TOO_BIG.
  */
-function joinable(a: unknown[], made: Map<object, unknown[]>): unknown[] {
+function joinable(a: unknown[], made: Map<object, unknown[]>, copies: { left: number }): unknown[] {
   const done = made.get(a);
   if (done !== undefined) return done;
   const copy = new Array(a.length);
   Object.setPrototypeOf(copy, Object.getPrototypeOf(a));
   made.set(a, copy);
-  for (const k of Reflect.ownKeys(a)) {
-    if (k === "length") continue;
-    const d = Reflect.getOwnPropertyDescriptor(a, k)!;
+  const own = (k: PropertyKey) => {
+    const d = Reflect.getOwnPropertyDescriptor(a, k);
+    if (d === undefined) return;
     if ("value" in d) {
       const x: unknown = d.value;
-      d.value = hugeBigint(x) ?? (Array.isArray(x) && !isProxy(x) ? joinable(x, made) : x);
+      d.value = hugeBigint(x) ??
+        (Array.isArray(x) && !isProxy(x) ? joinable(x, made, copies) : x);
     }
     Object.defineProperty(copy, k, d);
+  };
+  for (let i = 0; i < a.length; i++) {
+    if (--copies.left < 0) throw TOO_BIG;
+    own(i);
   }
+  for (const k of JOIN_CALLS) own(k);
   return copy;
 }
 

@@ -1421,6 +1421,15 @@ Deno.test("a fact of many values with no error nor huge bigint in it prints as D
   assert.ok(String(a).startsWith("Actor(0,1,2,3,"), String(a));
   state = [1, [new Coded("c"), 2n ** (2n ** 22n)]];
   assert.equal(String(a), "Actor(1,Coded 7,a bigint of 4194305 bits)");
+  // An array's own `toString` (or `join`) still converts it, where a copy had none.
+  state = Object.assign([2n ** 20_000n], { toString: () => "mine" });
+  assert.equal(String(a), "Actor(mine)");
+  // Only its first 10,000 values are looked at (no scan may cost more than `String`, which read
+  // each of a million elements in about a quarter of the time): past them, as `String` converts.
+  const late = 2n ** 20_000n; // 6021 digits
+  state = [...Array.from({ length: 10_000 }, (_, i) => i), late];
+  const text = String(state);
+  assert.equal(String(a), `Actor(${text.slice(0, 64)}… (a state of ${text.length} characters))`);
   end();
 });
 
