@@ -258,16 +258,16 @@ const nodeHook = Symbol.for("nodejs.util.inspect.custom");
 const denoHook = Symbol.for("Deno.privateCustomInspect");
 
 /**
- * Whether `o` or its prototype chain is a Proxy or has an inspect hook of its own (`kindOf`): read
- * object by object (`Object.hasOwn`, `Object.getPrototypeOf`, no trap of a non-Proxy runs), as `in`
+ * Whether `o` or its prototype chain is a Proxy or has an inspect hook of its own (`kindOf`): the
+ * chain read object by object first (`Object.getPrototypeOf` runs no trap of a non-Proxy), as `in`
  * ran a Proxy prototype's `has` trap, the caller's code, for each object the walk met.
  */
 function hooked(o: object): boolean {
   for (let p: object | null = o; p !== null; p = Object.getPrototypeOf(p)) {
-    if (isProxy(p) || Object.hasOwn(p, customInspect)) return true;
-    if (Object.hasOwn(p, nodeHook) || Object.hasOwn(p, denoHook)) return true;
+    if (isProxy(p)) return true;
   }
-  return false;
+  // No Proxy in the chain: `in` runs no trap (and is twice as fast as `Object.hasOwn` on each).
+  return customInspect in o || nodeHook in o || denoHook in o;
 }
 
 /** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left (EXTRA_COPIES). */
