@@ -3322,6 +3322,15 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       }
       // A retry there may have met the dead handle and learnt the channel ended (`#tryNow`): its
       // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
+      // The retries' settles ran the caller's code (onUndeliveredElement, `pump`'s collect),
+      // which may have disposed the channel or closed the library: this call throws what a call
+      // after it throws, nothing sent (`#afterCallerCode`), before `#handle` is read or `sym`
+      // called. The encoding below checks that too, but codecs.bytes and codecs.f64 numbers
+      // make no call of the codec's: through them the send went on, and after a close its
+      // try-send answered closed (a native call through the closed library's symbols). For
+      // codecs.bytes, since its value's check stopped running the caller's code (its
+      // `instanceof`), and the check after it, which caught this too, was dropped with it.
+      if (this.#callerEnded()) this.#afterCallerCode(op);
     }
     let settle = false;
     if (s.receivers.first !== null) {

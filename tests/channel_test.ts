@@ -2702,6 +2702,77 @@ Deno.test("a mapped codecs.bytes channel's trySend throws once it is disposed or
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("a trySend or send whose senders ahead, tried first, run onUndeliveredElement that disposes the channel or closes the library throws what a call after it throws, nothing sent: every codec, codecs.bytes and codecs.f64 (no codec call) too", async () => {
+  // A send waiting in JavaScript (a local channel's, made native in the same turn) is tried
+  // before a later send (`pump`); the channel closed natively, it fails, and its value goes to
+  // onUndeliveredElement before the later send goes on: here a hook that disposes the channel
+  // or closes the library. The encoding of the later value checked for that, but codecs.bytes
+  // and codecs.f64 numbers are sent with no codec call. Before, after a close their try-send
+  // went on (a native call through the closed library's symbols) and answered closed, where the
+  // other codecs threw LibraryClosedError; codecs.bytes did throw until its value's check ran
+  // none of the caller's code (the check after it went with it).
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
+    const values = {
+      bytes: (n) => new Uint8Array([n]),
+      f64: (n) => n,
+      default: (n) => n,
+      string: (n) => String(n),
+    };
+    const out = [];
+    const run = async (by, op, name) => {
+      const v = values[name];
+      let hook = null;
+      const dropped = [];
+      const ch = new Channel(1, {
+        codec: codecs[name],
+        onUndeliveredElement: (x) => {
+          dropped.push(String(x));
+          const h = hook;
+          hook = null;
+          h?.();
+        },
+      });
+      ch.trySend(v(1));
+      const waiting = ch.send(v(2)).then(() => "sent", (e) => e.name); // waits in JavaScript
+      librarySymbols(library(), "test").kc_chan_close(ch.handle); // native from now on
+      hook = by === "close" ? () => closeLibrary() : () => ch[Symbol.dispose]();
+      let got;
+      try {
+        got = op === "trySend"
+          ? ch.trySend(v(3)).state
+          : await ch.send(v(3)).then(() => "sent", (e) => e.name);
+      } catch (e) {
+        got = e.name;
+      }
+      out.push(by + " " + op + " " + name + ": " + got + ", ahead " + (await waiting) +
+        ", dropped " + dropped.join(" "));
+    };
+    // Each channel made after a close opens the library again (the same loaded one).
+    for (const by of ["dispose", "close"]) {
+      for (const op of ["trySend", "send"]) {
+        for (const name of Object.keys(values)) await run(by, op, name);
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const expected: string[] = [];
+  for (const [by, error] of [["dispose", "InvalidHandleError"], ["close", "LibraryClosedError"]]) {
+    for (const op of ["trySend", "send"]) {
+      for (const name of ["bytes", "f64", "default", "string"]) {
+        // The send ahead failed on the closed channel, its value to the hook (then the buffered
+        // one, which the dispose dropped); the later value was refused with the call, not
+        // handed to the hook.
+        const dropped = by === "dispose" ? "2 1" : "2";
+        expected.push(`${by} ${op} ${name}: ${error}, ahead ClosedSendError, dropped ${dropped}`);
+      }
+    }
+  }
+  assert.deepEqual(res.stdout.trim().split("\n"), expected);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
