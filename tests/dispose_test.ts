@@ -1846,6 +1846,99 @@ Deno.test("a Channel.from copy's send settled by its record drained after the co
   assert.deepEqual(reported.errors.map(String), [], "nothing reported");
 });
 
+/**
+ * Gives Error.prototype an accessor `name` that runs `onRead` (the caller's code) with the Error
+ * read, then answers "Error" as the data property did: an Error's encoding (node:v8 reads its
+ * `name` through the prototype) runs it. The Disposable puts the data property back (`using`, so
+ * that a failing test restores it).
+ */
+function namingErrors(onRead: (e: unknown) => void): Disposable {
+  const real = Object.getOwnPropertyDescriptor(Error.prototype, "name")!;
+  Object.defineProperty(Error.prototype, "name", {
+    configurable: true,
+    get() {
+      onRead(this);
+      return real.value;
+    },
+    set(v: unknown) {
+      Object.defineProperty(this, "name", { value: v, writable: true, configurable: true });
+    },
+  });
+  return { [Symbol.dispose]: () => Object.defineProperty(Error.prototype, "name", real) };
+}
+
+Deno.test("a send waiting in JavaScript whose value's encoding at its native queueing or try runs the caller's code that settles it: its native copy is freed, its slot not written once given back, and it is neither queued nor delivered", async () => {
+  // A local channel's send waits holding its value as passed (the codec's copy), encoded only
+  // when it queues natively at the turn's end (`#submit`) or tries natively (`#tryNow`, a
+  // trySend behind it), once the channel escaped. Encoding an Error runs the caller's code:
+  // node:v8 reads its `name` through its prototype, here an accessor of Error.prototype's that
+  // settles that send. (1) It learns of native code's destroy (another copy's isClosedForSend):
+  // the send fails (its value to the owner's hook) and its slot is given back mid-encoding; a
+  // send on another channel that must wait takes that slot for its own encoded value. Before
+  // (2a6b4ad), the encoding went on into the slot: that send delivered the first one's value,
+  // its own copy leaked, and so did the first one's. (2) It aborts the send's signal: the send
+  // rejects with the abort's reason. Before, it was queued natively all the same, and a receive
+  // took its value. (codecs.bytes's encoding ran an own Symbol.hasInstance of Uint8Array's, which
+  // this test used before that encoding stopped running the caller's code.)
+  const sym = librarySymbols(library(), "test");
+  const isValue = (v: unknown) =>
+    Error.isError(v) && Object.getOwnPropertyDescriptor(v, "message")?.value === "the value";
+  const said = (v: unknown) => Error.isError(v) ? (v as Error).message : v;
+  for (const at of ["queueing", "try"] as const) {
+    for (const by of ["end", "abort"] as const) {
+      const label = `${by} at its ${at}`;
+      using reported = catchReported();
+      const dropped: unknown[] = [];
+      using ch = new Channel<unknown>(1, { onUndeliveredElement: (v) => dropped.push(said(v)) });
+      using b = new Channel<unknown>(1);
+      assert.deepEqual(ch.trySend(0), { state: "ok" }, label);
+      const ac = new AbortController();
+      // Waits in JavaScript (the local buffer is full), its value not encoded.
+      const sent = ch.send(new Error("the value"), { signal: ac.signal }).then(
+        () => "resolved",
+        (e: unknown) => e,
+      );
+      const other = Channel.from<unknown>(ch.share()); // escapes: native from now on
+      assert.deepEqual(b.trySend(8), { state: "ok" }, label);
+      b.share(); // native too: a send that must wait holds its value encoded in a slot
+      let bSent: Promise<unknown> | undefined;
+      let acted = false;
+      if (by === "end") assert.equal(sym.kc_chan_destroy(ch.handle), 0, label);
+      {
+        using _names = namingErrors((v) => {
+          if (!acted && isValue(v)) {
+            acted = true;
+            if (by === "end") assert.equal(other.isClosedForSend, true, label);
+            else ac.abort();
+            bSent = b.send(new Error("other")).then(() => "resolved", (e: unknown) => e);
+          }
+        });
+        if (at === "try") ch.trySend(5);
+        else await Promise.resolve(); // its queueing, at the end of this turn
+        await until(() => acted, `${label}: the encoding ran`);
+      }
+      const e = await sent;
+      if (by === "end") {
+        assert.ok(e instanceof CancellationError, `${label}: ${String(e)}`);
+        // The buffered value the destroy dropped, then the send's: once each.
+        assert.deepEqual(dropped, [0, "the value"], `${label}: its value to the hook, once`);
+      } else {
+        assert.equal(e, ac.signal.reason, `${label}: ${String(e)}`);
+        assert.deepEqual(ch.tryReceive(), { state: "ok", value: 0 }, `${label}: the buffered 0`);
+        assert.deepEqual(ch.tryReceive(), { state: "empty" }, `${label}: the aborted send's value`);
+      }
+      assert.equal(await b.receive(), 8, label);
+      assert.equal(said(await b.receive()), "other", `${label}: the other send's own value`);
+      assert.equal(await bSent, "resolved", label);
+      other[Symbol.dispose]();
+      // Disposed first: `reported` still catches (and hides) what a later dispose reports.
+      b[Symbol.dispose]();
+      ch[Symbol.dispose]();
+      assert.deepEqual(reported.errors.map(String), [], `${label}: nothing reported`);
+    }
+  }
+});
+
 Deno.test("an owner whose channel native code destroyed, seen first by a copy of its isolate opened from the handle's value (read by `handle`, or kc_chan_create's for an owner a select made native) while the owner's sends still wait in JavaScript: the owner learns it then, its onUndeliveredElement given each value once, as with a copy from share()", async () => {
   // The copy finds the creator through the isolate's entry (`Shared.owner`, set as the channel
   // was made native). Before, only `share()` registered the creator for that: a copy opened from
