@@ -3409,9 +3409,9 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * answers, with no call. The value is checked by its codec first: one it cannot carry throws
    * that CodecError (the caller's bug, whatever the channel's state). A check that ran the
    * caller's code (a getter, a Proxy's trap) that disposed this object or closed the library
-   * makes the call throw what a call after it throws, as on a channel that did not end (`#trySend`, `#passLocal`), `keep` freed. Before,
-   * that answered `closed` (a send's value went to the hook), where the same value on a live
-   * channel threw the dispose's InvalidHandleError.
+   * makes the call throw what a call after it throws, as on a channel that did not end
+   * (`#trySend`, `#passLocal`), `keep` freed. Before, that answered `closed` (a send's value went
+   * to the hook), where the same value on a live channel threw the dispose's InvalidHandleError.
    */
   #sendEnded(
     value: T,
@@ -5449,14 +5449,16 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    */
   #slotFor(w: Waiter, sym: Sym): Slot | null {
     if (w.kind !== SEND || w.encoded) return w.slot ??= takeSlot();
-    // The encoding may run the caller's code, which may settle `w` (codecs.bytes's check ran an
-    // own Symbol.hasInstance of Uint8Array's; it runs none now, and the slot's ownership does not
-    // rely on that): it learns that the channel ended (`#failEnded`), aborts its signal, disposes
-    // the channel (its waits fail, or queue natively, `flush`), closes the library. So the slot is not `w`'s while it is being encoded, nor after, unless `w` still
-    // waits here: else the copy it holds is freed and the slot given back, and `w` is neither
-    // tried nor queued (null, settled). Before, such a settling gave `w`'s slot back for other
-    // waits while the encoding went on into it (a send that took it then delivered this value,
-    // its own copy and this one's leaked), or an aborted send was queued natively all the same.
+    // The encoding may run the caller's code, which may settle `w` (the default codec's of an
+    // Error: node:v8 reads its `name` through the prototype, an accessor there; codecs.bytes's
+    // check ran an own Symbol.hasInstance of Uint8Array's, and runs none now): it learns that
+    // the channel ended (`#failEnded`), aborts its signal, disposes the channel (its waits fail,
+    // or queue natively, `flush`), closes the library. So the slot is not `w`'s while it is
+    // being encoded, nor after, unless `w` still waits here: else the copy it holds is freed and
+    // the slot given back, and `w` is neither tried nor queued (null, settled). Before, such a
+    // settling gave `w`'s slot back for other waits while the encoding went on into it (a send
+    // that took it then delivered this value, its own copy and this one's leaked), or an aborted
+    // send was queued natively all the same (dispose_test pins it).
     const slot = w.slot ?? takeSlot();
     w.slot = undefined;
     try {
