@@ -1137,6 +1137,29 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
   CompletionHandlerError,
 ];
 
+/**
+ * Which of `ERROR_CLASSES` `e` crosses as (its index + 1; 0 for none): the kcoro class whose brand
+ * (`ERROR_BRAND`) is nearest up its prototype chain, itself first, as `errorKind` reads it
+ * where `e` was made (`e[ERROR_BRAND]`). So a subclass of the caller's own of CancellationError is
+ * a cancellation in other isolates too, as it is here (`isCancellation`): before, only the
+ * class's own prototype was asked, and such a subclass arrived as a plain Error so named, a
+ * failure there. Own data properties only (`ownErrorKind`): no getter runs. A Proxy is asked
+ * for its prototype once, as before, and the walk stops at one (its traps could answer a chain
+ * with no end), and past `CAUSE_DEPTH` prototypes.
+ */
+function classIndexOf(e: Error): number {
+  let kind = types.isProxy(e) ? undefined : ownErrorKind(e);
+  let p: unknown = kind === undefined ? Object.getPrototypeOf(e) : null;
+  for (let depth = 0; kind === undefined && p !== null && depth < CAUSE_DEPTH; depth++) {
+    kind = ownErrorKind(p);
+    if (types.isProxy(p)) break;
+    p = Object.getPrototypeOf(p);
+  }
+  return kind === undefined
+    ? 0
+    : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1;
+}
+
 /** How many Errors down a cause's `cause` chain keep their class and name (`encodeCause`). */
 const CAUSE_CHAIN = 16;
 
@@ -1170,7 +1193,9 @@ const CAUSE_DEPTH = 1_000;
  * by name: another copy of this module's CancellationError (imported by another URL, or another
  * version) is one too (before, only this copy's classes were, by identity, and another's arrived as
  * a plain Error), while a `TimeoutError` of the caller's own (or a DOMException named so) stays a
- * failure, not a cancellation, and so does a subclass of the caller's own (its brand is inherited).
+ * failure, not a cancellation. A subclass of the caller's own of one of kcoro's classes crosses as
+ * that class (its brand is inherited: `classIndexOf`), its name kept, as it is one where it was
+ * made: before, it arrived as a plain Error, a cancellation here and a failure there.
  */
 export function encodeCause(cause: unknown): Uint8Array | null {
   // Its own reads: the caller's code that encoding runs may close another shared channel, whose
@@ -1616,11 +1641,8 @@ function encodeRich(cause: Error): Uint8Array | null {
     };
     /** `e`'s record: throws when reading it throws. */
     const richRecord = (e: Error): RichRecord => {
-      const kind = ownErrorKind(Object.getPrototypeOf(e));
       const record: RichRecord = {
-        c: kind === undefined
-          ? 0
-          : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1,
+        c: classIndexOf(e),
         b: builtinOf(e),
         n: errorName(e),
         f: [],
@@ -2210,11 +2232,8 @@ function errorHeads(cause: Error): Uint8Array[] {
     while (isError(e) && !seen.has(e) && heads.length < CAUSE_CHAIN) {
       seen.add(e);
       const name = headName(errorName(e));
-      const kind = ownErrorKind(Object.getPrototypeOf(e));
       const head = new Uint8Array(2 + name.length);
-      head[0] = kind === undefined
-        ? 0
-        : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1;
+      head[0] = classIndexOf(e);
       head[1] = name.length;
       head.set(name, 2);
       heads.push(head);

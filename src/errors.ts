@@ -1223,8 +1223,8 @@ const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
 
 /**
  * The kcoro class whose prototype `proto` is, by its own brand (`ERROR_BRAND`), in any copy of
- * this module; undefined for any other prototype (a subclass of the caller's own too: its
- * brand is inherited). Internal.
+ * this module; undefined for any other prototype (a subclass of the caller's own too, which
+ * inherits the brand: the codec walks the chain, `classIndexOf`). Internal.
  */
 export function ownErrorKind(proto: unknown): string | undefined {
   try {

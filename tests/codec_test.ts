@@ -2159,7 +2159,8 @@ Deno.test("the built-in codecs are frozen: codecs.u64.elemSize = 1 << 20 made a 
 
 Deno.test("a close cause made by another copy of kcoro's module keeps kcoro's classes: by their brand, not their identity", async () => {
   const copy = await moduleCopy(); // mod.ts again, through another URL: classes of its own
-  class Subclass extends copy.CancellationError {} // the caller's own: its name, a failure
+  // The caller's own: its kcoro base class's, as it is a cancellation where it was made.
+  class Subclass extends copy.CancellationError {}
   const theirs = new copy.CancellationError("outer", {
     cause: new copy.TimeoutError("inner", {
       cause: new copy.ClosedSendError("closed", { cause: new Subclass("sub") }),
@@ -2175,11 +2176,15 @@ Deno.test("a close cause made by another copy of kcoro's module keeps kcoro's cl
     [CancellationError.prototype, "CancellationError", "outer"],
     [TimeoutError.prototype, "TimeoutError", "inner"],
     [ClosedSendError.prototype, "ClosedSendError", "closed"],
-    [Error.prototype, "CancellationError", "sub"],
+    [CancellationError.prototype, "CancellationError", "sub"],
   ]);
 });
 
-Deno.test("a cause is a cancellation where it was made exactly when it crosses to other isolates as one: an Error as the engine knows it with kcoro's brand, not a plain object made from CancellationError.prototype", async () => {
+class MyCancellation extends CancellationError {}
+class MyInnerCancellation extends MyCancellation {}
+class MyTimeout extends TimeoutError {}
+
+Deno.test("a cause is a cancellation where it was made exactly when it crosses to other isolates as one: an Error as the engine knows it with kcoro's brand, not a plain object made from CancellationError.prototype; a subclass of the caller's own of a kcoro class", async () => {
   // Before, `instanceof` decided here: the plain object was a cancellation (a channel cancelled
   // with it failed with it as it was, a child rejecting with it was cancelled, not failed), while
   // the codec, which asks the engine (`Error.isError`), sent it to other isolates as the plain
@@ -2204,6 +2209,25 @@ Deno.test("a cause is a cancellation where it was made exactly when it crosses t
     ],
     ["a Proxy of a CancellationError", new Proxy(new CancellationError("proxied"), {}), true],
     ["a CancellationError", new CancellationError("plain"), true],
+    // A subclass of the caller's own has its kcoro base class's brand, here and (since) there.
+    // Before, the codec asked only the class's own prototype: such a subclass crossed as a plain
+    // Error so named, a failure there.
+    ["a subclass of CancellationError of the caller's own", new MyCancellation("mine"), true],
+    ["a subclass of that subclass", new MyInnerCancellation("inner"), true],
+    ["a subclass of TimeoutError of the caller's own", new MyTimeout("late"), true],
+    [
+      "a Proxy of a subclass of CancellationError",
+      new Proxy(new MyCancellation("proxied"), {}),
+      true,
+    ],
+    [
+      "an Error given the brand as its own property",
+      Object.defineProperty(new Error("own"), Symbol.for("kcoro.error"), {
+        value: "CancellationError",
+      }),
+      true,
+    ],
+    ["a subclass of Error of the caller's own", new (class Mine extends Error {})("e"), false],
   ];
   for (const [what, cause, cancellation] of cases) {
     // Here: a channel cancelled with a cancellation fails with it as it is, else with a
@@ -2218,6 +2242,14 @@ Deno.test("a cause is a cancellation where it was made exactly when it crosses t
     assert.ok(got.ok, what);
     assert.equal(got.cause instanceof CancellationError, cancellation, `crossed: ${what}`);
   }
+  // In a rich encoding (an AggregateError's `errors`) too, its name kept.
+  const mine = new MyCancellation("in errors");
+  mine.name = "MyCancellation";
+  const got = decodeCause(encodeCause(new AggregateError([mine], "agg"))!);
+  assert.ok(got.ok);
+  const [first] = (got.cause as AggregateError).errors as Error[];
+  assert.ok(first instanceof CancellationError, String(first));
+  assert.deepEqual([first.name, first.message], ["MyCancellation", "in errors"]);
   // A child rejecting with the plain object fails its scope, as it fails one elsewhere.
   await assert.rejects(
     coroutineScope(async (scope) => {
