@@ -1809,9 +1809,41 @@ function richError(rec: RichRecord): Error {
   else Reflect.deleteProperty(e, "stack");
   const c = ERROR_CLASSES[rec.c - 1];
   if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
-  const name = String(rec.n);
-  if (e.name !== name) e.name = name;
+  nameAs(e, String(rec.n));
   return e;
+}
+
+/**
+ * Names `e`, an Error decoded in this isolate, `name`, unless what it reads already says so: an
+ * own data property then, as `e.name = name` makes one. Told by data properties alone
+ * (`dataName`), and defined, not assigned: `e.name` ran a getter of this isolate's (an accessor
+ * on Error.prototype, the receiving isolate's code), and the assignment its setter, which could
+ * keep the name (a CancellationError arrived named "Error") or, with none, threw, and the whole
+ * cause read as none (the channel closed cleanly there).
+ */
+function nameAs(e: Error, name: string): void {
+  if (dataName(e) === name) return;
+  Object.defineProperty(e, "name", {
+    value: name,
+    writable: true,
+    enumerable: true,
+    configurable: true,
+  });
+}
+
+/**
+ * `e.name` where only data properties answer it, up the prototype chain; undefined where an
+ * accessor or a Proxy would (their code is not run), or past `CAUSE_DEPTH` prototypes.
+ */
+function dataName(e: object): unknown {
+  let p: object | null = e;
+  for (let depth = 0; p !== null && depth < CAUSE_DEPTH; depth++) {
+    if (types.isProxy(p)) return undefined;
+    const d = Object.getOwnPropertyDescriptor(p, "name");
+    if (d !== undefined) return "value" in d ? d.value : undefined;
+    p = Object.getPrototypeOf(p);
+  }
+  return undefined;
 }
 
 /**
@@ -2315,8 +2347,10 @@ function decodeWith(bytes: Uint8Array, rich: boolean): { ok: true; cause: unknow
         if (!isError(e)) break;
         const c = ERROR_CLASSES[cls - 1];
         if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
-        if (e.name !== name) e.name = name;
-        e = e.cause;
+        nameAs(e, name);
+        // Its own data property, as node:v8 copies a cause: none read through the prototype.
+        const inner = Object.getOwnPropertyDescriptor(e, "cause");
+        e = inner !== undefined && "value" in inner ? inner.value : undefined;
       }
       return { ok: true, cause };
     }

@@ -2294,6 +2294,58 @@ Deno.test("reading a close cause back runs none of the receiving isolate's code:
   assert.ok(p.cause instanceof TimeoutError);
 });
 
+Deno.test("reading a close cause back runs no accessor of the receiving isolate's Error.prototype.name nor Object.prototype.cause: each Error keeps its class and name, the cause its chain, in the rich encoding or not", () => {
+  // Before, the decoder read each Error's `name` and `cause` through the prototype and assigned
+  // the name: a setter there kept it (a CancellationError arrived named "Error"), and a getter
+  // with no setter made the assignment throw, the whole cause read as none (a clean close).
+  const named = new Error("named");
+  named.name = "Custom";
+  const causes = [
+    new CancellationError("outer", { cause: new TypeError("t") }),
+    named,
+    new AggregateError([new TimeoutError("late")], "agg", { cause: new RangeError("r") }),
+  ];
+  const encoded = causes.map((c) => encodeCause(c)!);
+  const realName = Object.getOwnPropertyDescriptor(Error.prototype, "name")!;
+  for (const setter of [false, true]) {
+    const ran: string[] = [];
+    Object.defineProperty(Error.prototype, "name", {
+      configurable: true,
+      get() {
+        ran.push("get name");
+        return "Error";
+      },
+      set: setter ? () => void ran.push("set name") : undefined,
+    });
+    Object.defineProperty(Object.prototype, "cause", {
+      configurable: true,
+      get() {
+        ran.push("get cause");
+        return undefined;
+      },
+    });
+    let got: ReturnType<typeof decodeCause>[];
+    try {
+      got = encoded.map((b) => decodeCause(b));
+    } finally {
+      Object.defineProperty(Error.prototype, "name", realName);
+      delete (Object.prototype as { cause?: unknown }).cause;
+    }
+    const label = setter ? "an accessor with a setter" : "a getter alone";
+    assert.deepEqual(ran, [], label);
+    const [c, n, a] = got.map((g) => (assert.ok(g.ok, label), g.cause as Error));
+    assert.ok(c instanceof CancellationError, label);
+    assert.equal(c.name, "CancellationError", label);
+    assert.ok(c.cause instanceof TypeError, label);
+    assert.equal((c.cause as Error).name, "TypeError", label);
+    assert.deepEqual([n.name, n.message, Object.hasOwn(n, "cause")], ["Custom", "named", false]);
+    assert.ok(a instanceof AggregateError, label);
+    assert.ok(a.errors[0] instanceof TimeoutError, label);
+    assert.equal(a.errors[0].name, "TimeoutError", label);
+    assert.ok(a.cause instanceof RangeError, label);
+  }
+});
+
 Deno.test("a close cause cut short inside its heads is none, found by its own bounds, not by node:v8 failing", () => {
   const full = encodeCause(
     new CancellationError("outer", { cause: new TimeoutError("inner", { cause: new Error("x") }) }),
