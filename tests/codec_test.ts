@@ -2973,6 +2973,14 @@ Deno.test("codecs.bytes tells a Uint8Array by the engine's tag and runs none of 
     assert.deepEqual([...(await waiting.receive())], [0]);
     await sent;
     assert.deepEqual([...(await waiting.receive())], [1, 2, 3]);
+    // The default and structured codecs' copies too, each kept with its length (a local
+    // channel's byte count) by the engine's tag, not by `instanceof`.
+    for (const codec of [codecs.default, codecs.structured] as Codec<unknown>[]) {
+      using local = new Channel<unknown>(1, { codec });
+      assert.equal(local.trySend(new Uint8Array([4, 5])).state, "ok", codec.name);
+      const got = local.tryReceive() as { state: string; value: Uint8Array };
+      assert.deepEqual([got.state, [...got.value]], ["ok", [4, 5]], codec.name);
+    }
     assert.equal(ran, 0, "Uint8Array's own Symbol.hasInstance ran");
   } finally {
     delete (Uint8Array as { [Symbol.hasInstance]?: unknown })[Symbol.hasInstance];
