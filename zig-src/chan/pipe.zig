@@ -86,8 +86,8 @@ pub const Pipes = struct {
 
     /// Starts a pipe that calls `tick(ctx)` every `interval_ns` (the first time one interval
     /// from now); returns its id for `stop`. A tick that takes longer than its interval does not
-    /// make up for the ticks it missed: the next comes one interval after it ended (`run`). `cleanup(ctx)` runs when the pipe ends, however
-    /// it ends.
+    /// make up for the ticks it missed: the next comes one interval after it ended (`run`).
+    /// `cleanup(ctx)` runs when the pipe ends, however it ends.
     pub fn add(p: *Pipes, tick: TickFn, cleanup: ?CleanupFn, ctx: *anyopaque, interval_ns: u64) error{ InvalidArgument, OutOfMemory, SystemResources }!u32 {
         if (interval_ns < min_interval_ns) return error.InvalidArgument;
         p.mutex.lock();
@@ -797,10 +797,12 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     // which holds the lock from the tick's end to the next tick's start, began that next tick
     // before the woken stop could take the lock: the stop waited again, for as long as every
     // tick of a pipe whose ticks run long (behind a slow hook each time) and did not come to
-    // its end. Now the stop marks the pipe, which the thread ends at the tick's end. (Since
+    // its end. Now the stop marks the pipe, which the thread ends at the tick's end. Since
     // session 44 such a pipe's next tick comes an interval after the held one's end, not at
-    // once: the window in which that stop lost is that interval, 1 ms here, so without the
-    // mark this test fails only where the stop's thread wakes later than that.)
+    // once, so an unmarked stop loses that race only where its thread wakes more than that
+    // interval (1 ms here) late: the test also asks who ended the pipe. The pipe thread, in
+    // the critical section that ends the tick (the cleanup runs there, on the thread that ran
+    // the tick); an unmarked stop ended it itself once awake (the cleanup on the stop's thread).
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
@@ -809,9 +811,16 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
         var first_gate = std.atomic.Value(bool).init(false);
         var next_gate = std.atomic.Value(bool).init(false);
         var entered = std.atomic.Value(u32).init(0);
+        /// The thread that ran the first tick, and the one the pipe's cleanup ran on (0: not
+        /// yet); each written before a release (`entered`, the stop's `done`) that the test's
+        /// acquire load sees.
+        var tick_thread: std.Thread.Id = 0;
+        var cleanup_thread: std.Thread.Id = 0;
+        var cleanups = std.atomic.Value(u32).init(0);
         /// Each tick waits for a gate: the first tick for `first_gate`, any later one for
         /// `next_gate` (a tick after the stop's wait began: the test sees it, then lets it go).
         fn held(_: *anyopaque) bool {
+            if (entered.load(.monotonic) == 0) tick_thread = std.Thread.getCurrentId();
             // Release: pairs with the test's acquire loads.
             const n = entered.fetchAdd(1, .release) + 1;
             const gate = if (n == 1) &first_gate else &next_gate;
@@ -820,11 +829,19 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
             while (!gate.load(.acquire)) g.wait() catch break;
             return true;
         }
+        /// Runs once, under the pipes' lock, on the thread that ends the pipe.
+        fn cleanup(_: *anyopaque) void {
+            cleanup_thread = std.Thread.getCurrentId();
+            // Release: publishes `cleanup_thread`; pairs with the test's acquire load.
+            _ = cleanups.fetchAdd(1, .release);
+        }
         fn stopper(ps: *Pipes, id: u32, j: *test_wait.Joiner, out: *bool) void {
             defer j.done();
             out.* = ps.stop(id);
         }
     };
+    S.entered.store(0, .monotonic);
+    S.cleanups.store(0, .monotonic);
     // Opened on every way out, so that a held tick returns and `deinit` joins the thread.
     defer {
         S.first_gate.store(true, .release);
@@ -832,7 +849,7 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     }
     var ctx: u8 = 0;
     const interval = std.time.ns_per_ms;
-    const id = try pipes.add(S.held, null, &ctx, interval);
+    const id = try pipes.add(S.held, S.cleanup, &ctx, interval);
     const d = test_wait.Deadline.in(test_wait.default_ns, "the first tick");
     while (S.entered.load(.acquire) == 0) try d.wait();
     // Held past its next due time (at most an interval after the tick began): due again an
@@ -861,6 +878,10 @@ test "a stop that waits for its pipe's tick ends the pipe at that tick's end: no
     try testing.expect(stopped);
     try testing.expectEqual(@as(u32, 1), S.entered.load(.acquire));
     try testing.expect(!pipes.listed(id));
+    // Ended by the pipe thread at the tick's end (the cleanup ran there), not by the stop
+    // once it woke: deterministic, where the count above needs a late wake to fail.
+    try testing.expectEqual(@as(u32, 1), S.cleanups.load(.acquire));
+    try testing.expectEqual(S.tick_thread, S.cleanup_thread);
 }
 
 test "two stops racing for a pipe whose tick runs: both wait for that tick's end, one (the one that marked it) returns true, the other false, and its cleanup runs once" {
