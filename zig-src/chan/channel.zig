@@ -61,6 +61,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// before the outcome is stored: where the select finds a winner but no outcome yet
     /// (`selectLazy`'s `won_early`, which then waits for it).
     after_claim: ?*const fn () void = null,
+    /// In `pollLocked`, once it left out a channel whose hook runs and before it locks the
+    /// others: where that hook may end and the channel change.
+    poll_left_out: ?*const fn () void = null,
 } else struct {} = .{};
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
@@ -2914,27 +2917,56 @@ inline fn selectAny(clauses: []const Clause, options: SelectOptions) SelectError
 /// once (`Channel.tryGuarded`). Before, the poll locked every channel and so waited for such
 /// a hook's end (for good behind a stuck one), though it waits for nothing else. A channel
 /// with a clause whose flag says it may go through is locked and probed, hook or not, as a
-/// try-operation then takes the lock. The answer is then not one snapshot of every channel:
-/// a channel left out was found not ready a moment before the others, as in `probeEach`.
+/// try-operation then takes the lock.
+///
+/// The answer still holds at one moment: with the others locked and none of their clauses
+/// ready, each left-out clause's flag is read again (`leftOutWait`), and one that says it may
+/// go through now (the hook ended and the channel changed since the first look) sends the
+/// poll round again, unlocked, where that channel is locked unless a hook holds it again with
+/// its flags saying "would wait". So a "would wait" answer with one channel left out is one
+/// snapshot (that flag's read, the others locked); with several left out, their flags are read
+/// one after another under those locks, each a try-operation's look. Without that second
+/// look, the left-out channel counted as it was before the others were locked: one value sent
+/// there meanwhile (and taken from another clause's channel) left a poll that no moment
+/// explains. Each round again needs a hook of a left-out channel to end meanwhile: other
+/// threads' progress.
 fn pollLocked(clauses: []const Clause, order: []const u8) SelectError!Selected {
-    var out: u32 = 0; // clauses on a channel left out
-    for (clauses, 0..) |c, i| {
-        if (wouldWaitInHook(c)) out |= clauseBit(i);
+    while (true) {
+        var out: u32 = 0; // clauses on a channel left out
+        for (clauses, 0..) |c, i| {
+            if (wouldWaitInHook(c)) out |= clauseBit(i);
+        }
+        // A channel stays in with any clause on it that is not left out.
+        var locks: [max_clauses]*Channel = undefined;
+        var nlocks: usize = 0;
+        for (clauses, 0..) |c, i| {
+            if (out & clauseBit(i) == 0) addLock(&locks, &nlocks, c.ch);
+        }
+        for (clauses, 0..) |c, i| {
+            if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) out &= ~clauseBit(i);
+        }
+        sortLocks(locks[0..nlocks]);
+        if (@import("builtin").is_test) if (out != 0) if (test_hooks.poll_left_out) |f| f();
+        lockAll(locks[0..nlocks]);
+        if (try probeLockedExcept(clauses, order, locks[0..nlocks], out)) |got| return got;
+        const held = out == 0 or leftOutWait(clauses, out);
+        unlockAll(locks[0..nlocks]);
+        if (held) return error.WouldBlock;
     }
-    // A channel stays in with any clause on it that is not left out.
-    var locks: [max_clauses]*Channel = undefined;
-    var nlocks: usize = 0;
+}
+
+/// With the other channels locked: whether every clause in `out` (left out by `pollLocked`)
+/// still would wait by its flag, read now. Acquire: as in `probeEach`.
+fn leftOutWait(clauses: []const Clause, out: u32) bool {
     for (clauses, 0..) |c, i| {
-        if (out & clauseBit(i) == 0) addLock(&locks, &nlocks, c.ch);
+        if (out & clauseBit(i) == 0) continue;
+        const waits = switch (c.kind) {
+            .receive => !c.ch.flags.recv_ready.load(.acquire),
+            .send => c.ch.flags.send_blocked.load(.acquire),
+        };
+        if (!waits) return false;
     }
-    for (clauses, 0..) |c, i| {
-        if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) out &= ~clauseBit(i);
-    }
-    sortLocks(locks[0..nlocks]);
-    lockAll(locks[0..nlocks]);
-    if (try probeLockedExcept(clauses, order, locks[0..nlocks], out)) |got| return got;
-    unlockAll(locks[0..nlocks]);
-    return error.WouldBlock;
+    return true;
 }
 
 /// Whether clause `c` would wait by its flag (as `probeEach` reads it) while its channel's
@@ -4888,6 +4920,80 @@ test "a shutdown that abandons a lazy select waiting for the outcome of a clause
     try testing.expectEqual(@as(u32, 1), S.hooked);
     try testing.expectEqual(@as(u64, 7), S.hooked_value);
     try testing.expectEqual(@as(u64, 1), S.c.snapshot().dropped);
+}
+
+test "a poll select that left out a channel whose hook runs reads its flag again under the others' locks: a value sent there meanwhile is taken, not answered 'would wait'" {
+    // `a`'s hook runs on another thread and `a` is empty: the poll leaves `a` out (no wait for
+    // the hook) and locks `b`. In between (`test_hooks.poll_left_out`) the hook ends and a
+    // value goes into `a`. Without the second look the poll answered WouldBlock from its first
+    // look at `a`, taken before `b` was locked: an answer that holds at no one moment once
+    // `b` changes meanwhile too (a full interleaving needs more points than a test can fix).
+    // Now, `b` locked and empty, it reads `a`'s flag again, finds "ready", and goes round:
+    // `a`'s hook is over, so `a` is locked and its value taken.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var a: *Channel = undefined;
+        var inside = std.atomic.Value(bool).init(false);
+        var release = std.atomic.Value(bool).init(false);
+        var hook_timed_out = false;
+        var joiner: test_wait.Joiner = .{};
+        var thread: ?std.Thread = null;
+        var rounds: u32 = 0;
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            inside.store(true, .release); // pairs with the test's acquire load
+            const d = test_wait.Deadline.in(2 * test_wait.default_ns, "");
+            // Acquire: pairs with `leftOut`'s release store.
+            while (!release.load(.acquire)) d.wait() catch {
+                hook_timed_out = true;
+                break;
+            };
+        }
+        fn dropper() void {
+            defer joiner.done();
+            var v: u64 = 7;
+            a.dropUndeliverable(std.mem.asBytes(&v));
+        }
+        /// On the poller's thread, `a` left out and `b` not locked yet: ends the hook (its
+        /// thread joined: `a` unlocked) and sends into `a`.
+        fn leftOut() void {
+            rounds += 1;
+            if (rounds > 1) return; // the poll's next round: `a` is no longer left out
+            release.store(true, .release);
+            joiner.join(thread.?, test_wait.default_ns, "the hook's thread");
+            thread = null;
+            trySendU64(a, 42) catch unreachable;
+        }
+    };
+    S.a = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer S.a.destroy();
+    const b = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 4 });
+    defer b.destroy();
+    S.a.setUndelivered(S.hook, null);
+    S.inside.store(false, .monotonic);
+    S.release.store(false, .monotonic);
+    S.joiner = .{};
+    S.rounds = 0;
+    S.thread = try std.Thread.spawn(.{}, S.dropper, .{});
+    defer if (S.thread) |t| {
+        S.release.store(true, .release);
+        S.joiner.join(t, test_wait.default_ns, "the hook's thread");
+    };
+    const d = test_wait.Deadline.in(test_wait.default_ns, "the hook to run");
+    while (!S.inside.load(.acquire)) try d.wait();
+    test_hooks.poll_left_out = S.leftOut;
+    defer test_hooks.poll_left_out = null;
+    var x: u64 = 0;
+    var y: u64 = 0;
+    const clauses = [_]Clause{
+        .{ .ch = S.a, .kind = .receive, .elem = std.mem.asBytes(&x) },
+        .{ .ch = b, .kind = .receive, .elem = std.mem.asBytes(&y) },
+    };
+    const got = try select(&clauses, .{ .poll = true });
+    try testing.expectEqual(@as(u32, 1), S.rounds); // `a` was left out once, then locked
+    try testing.expectEqual(@as(u32, 0), got.index);
+    try testing.expectEqual(@as(u64, 42), x);
+    try testing.expect(!S.hook_timed_out);
 }
 
 test "select: biased picks the first ready clause; polling is the default clause" {
