@@ -717,21 +717,24 @@ test "deinit while a pipe's tick runs: the thread ends that pipe after its tick,
     try testing.expectEqual(@as(u32, 2), S.cleaned.load(.monotonic));
 }
 
-test "a pipe whose ticks take longer than its interval does not starve the others: the one due first ticks next" {
+test "pipes whose ticks take longer than their interval do not starve the others: the one due first ticks next" {
     // One tick at a time, with the lock released: the thread picks the pipe due earliest. A
-    // slow pipe was due again as soon as its tick returned (now an interval after it); picked
-    // first (as by list order), it would hold the thread for good and the other pipe would
-    // never tick.
+    // slow pipe was due again as soon as its tick returned; picked first (as by list order),
+    // it held the thread for good and the other pipes never ticked. Since session 44 a slow
+    // pipe is due an interval after its tick's end, so one slow pipe no longer shows it: two
+    // do, listed first and taking turns (each is due again while the other ticks), which list
+    // order would pick for good, the fast pipe listed third never ticking.
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
     var pipes = Pipes.init(testing.allocator);
     defer pipes.deinit();
     const S = struct {
-        var slow = std.atomic.Value(u32).init(0);
+        var slow = [2]std.atomic.Value(u32){ .init(0), .init(0) };
         var fast = std.atomic.Value(u32).init(0);
         /// Longer than its interval (1 ms): busy for 3 ms of the clock, not a wait for anything.
-        fn tickSlow(_: *anyopaque) bool {
-            _ = slow.fetchAdd(1, .monotonic);
+        fn tickSlow(ctx: *anyopaque) bool {
+            const which: *const u8 = @ptrCast(ctx);
+            _ = slow[which.*].fetchAdd(1, .monotonic);
             const end = scheduler.monotonicNs() + 3 * std.time.ns_per_ms;
             while (scheduler.monotonicNs() < end) std.atomic.spinLoopHint();
             return true;
@@ -741,14 +744,17 @@ test "a pipe whose ticks take longer than its interval does not starve the other
             return true;
         }
     };
+    var ids: [2]u8 = .{ 0, 1 };
     var ctx: u8 = 0;
-    // The slow one listed first, due first: list order would always pick it.
-    _ = try pipes.add(S.tickSlow, null, &ctx, std.time.ns_per_ms);
+    // The slow ones listed first, due first: list order would always pick one of them.
+    _ = try pipes.add(S.tickSlow, null, &ids[0], std.time.ns_per_ms);
+    _ = try pipes.add(S.tickSlow, null, &ids[1], std.time.ns_per_ms);
     _ = try pipes.add(S.tickFast, null, &ctx, std.time.ns_per_ms);
-    // Both go on ticking (bounded in time): the fast one at least about once per slow tick.
+    // All go on ticking (bounded in time): the fast one at least about once per slow tick.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the fast pipe's ticks");
     while (S.fast.load(.monotonic) < 20) try d.wait();
-    try testing.expect(S.slow.load(.monotonic) >= 10);
+    try testing.expect(S.slow[0].load(.monotonic) >= 5);
+    try testing.expect(S.slow[1].load(.monotonic) >= 5);
 }
 
 test "after a tick that ran past its next due time, the next tick comes a whole interval after that tick's end, not at once" {
