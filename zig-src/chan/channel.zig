@@ -2936,16 +2936,9 @@ fn pollLocked(clauses: []const Clause, order: []const u8) SelectError!Selected {
         for (clauses, 0..) |c, i| {
             if (wouldWaitInHook(c)) out |= clauseBit(i);
         }
-        // A channel stays in with any clause on it that is not left out.
+        // None left out (no hook runs: the usual case): every channel, as before.
         var locks: [max_clauses]*Channel = undefined;
-        var nlocks: usize = 0;
-        for (clauses, 0..) |c, i| {
-            if (out & clauseBit(i) == 0) addLock(&locks, &nlocks, c.ch);
-        }
-        for (clauses, 0..) |c, i| {
-            if (std.mem.indexOfScalar(*Channel, locks[0..nlocks], c.ch) != null) out &= ~clauseBit(i);
-        }
-        sortLocks(locks[0..nlocks]);
+        const nlocks = if (out == 0) lockSet(clauses, &locks) else lockSetExcept(clauses, &out, &locks);
         if (@import("builtin").is_test) if (out != 0) if (test_hooks.poll_left_out) |f| f();
         lockAll(locks[0..nlocks]);
         if (try probeLockedExcept(clauses, order, locks[0..nlocks], out)) |got| return got;
@@ -2953,6 +2946,22 @@ fn pollLocked(clauses: []const Clause, order: []const u8) SelectError!Selected {
         unlockAll(locks[0..nlocks]);
         if (held) return error.WouldBlock;
     }
+}
+
+/// `lockSet` for `pollLocked` with clauses left out (`out`): the channels of the others, sorted.
+/// A channel stays in with any clause on it that is not left out, and its clauses are taken
+/// out of `out`. Out of line: only while a hook runs.
+noinline fn lockSetExcept(clauses: []const Clause, out: *u32, locks: *[max_clauses]*Channel) usize {
+    @branchHint(.cold);
+    var n: usize = 0;
+    for (clauses, 0..) |c, i| {
+        if (out.* & clauseBit(i) == 0) addLock(locks, &n, c.ch);
+    }
+    for (clauses, 0..) |c, i| {
+        if (std.mem.indexOfScalar(*Channel, locks[0..n], c.ch) != null) out.* &= ~clauseBit(i);
+    }
+    sortLocks(locks[0..n]);
+    return n;
 }
 
 /// With the other channels locked: whether every clause in `out` (left out by `pollLocked`)
