@@ -574,6 +574,10 @@ let stoppedBy: unknown;
 // `#walkDown`'s phases: the job's abort, then its children; its children from its `#walk`; its
 // finish; the next level of the walk's stack; the children of the job, `c` the next.
 const WALK_ENTER = 0, WALK_NEXT = 1, WALK_FINISH = 2, WALK_POP = 3, WALK_CHILDREN = 4;
+// `#runStopped`'s phases past the walk's: the `#cancelWith` of a body's failure (or cancellation)
+// whose call overflowed (`#failBody`), its error in the walk's stack's slot, the job held
+// (`#leaving`) until then.
+const WALK_FAIL = 5, WALK_CANCEL = 6;
 let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
@@ -1191,7 +1195,27 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     this.#bodyDone = true;
     if (this.#state === NEW) this.#state = ACTIVE;
     if (cancellation !== undefined) error = cancellation;
-    this.#cancelWith(error, cancellation === undefined);
+    const failure = cancellation === undefined;
+    try {
+      this.#cancelWith(error, failure);
+    } catch (e) {
+      // Where the call itself overflowed, nothing of it ran: the job, its body marked done, stayed
+      // `active` (or a cancelling one not failed), and a second `completeExceptionally` found the
+      // body done (false). Kept for a microtask (queued above), held meanwhile (a cancel then does
+      // not finish it with the failure lost); else its finish is tried again (a no-op once final).
+      // Stores only.
+      const at = stoppedWalks.length;
+      stoppedWalks[at] = this;
+      if (this.#state < CANCELLING || (failure && !this.#failed)) {
+        stoppedWalks[at + 1] = error;
+        stoppedWalks[at + 2] = failure ? WALK_FAIL : WALK_CANCEL;
+        this.#leaving++;
+      } else {
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_FINISH;
+      }
+      throw e;
+    }
     try {
       this.#tryFinalize();
     } catch (e) {
@@ -1553,14 +1577,26 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     stoppedWalks = [];
     for (let i = 0; i < list.length; i += 3) {
       const j = list[i] as JobSupport<unknown> | null;
-      const stack = list[i + 1] as (JobSupport<unknown> | CancellationError)[] | null;
+      const stack = list[i + 1];
       const phase = list[i + 2] as number;
-      if (phase === WALK_ENTER) j!.#leaving--;
+      if (phase === WALK_ENTER || phase >= WALK_FAIL) j!.#leaving--;
       try {
         // A finish to try again (a job that no walk holds now: nothing but its finish is done),
-        // else a walk to go on with.
+        // a failure's path or a body's end to go on with, else a walk to go on with.
         if (phase === WALK_FINISH) j!.#tryFinalize();
-        else JobSupport.#walkDown(j, stack, phase);
+        else if (phase >= WALK_FAIL) {
+          try {
+            j!.#cancelWith(stack, phase === WALK_FAIL);
+          } finally {
+            j!.#tryFinalize(); // a job already cancelling is not walked again: none finished it
+          }
+        } else {
+          JobSupport.#walkDown(
+            j,
+            stack as (JobSupport<unknown> | CancellationError)[] | null,
+            phase,
+          );
+        }
       } catch (e) {
         stoppedBy = undefined; // dealt with here: not held on to
         try {

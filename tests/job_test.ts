@@ -3483,6 +3483,47 @@ Deno.test("a failure begun with the stack all but full, whose parent's finish (i
   assert.deepEqual(stuck, [], `of ${partway} failures stopped part way`);
 });
 
+Deno.test("a failure begun with the stack all but full, whose call of the cancel overflowed before it ran, still fails the job and its waiting parent a microtask later", async () => {
+  // p (its own part done, waiting) ── d, which fails `n` frames deep. Where #failBody's call of
+  // #cancelWith itself overflowed, nothing of it ran: d, its body marked done, stayed `active` for
+  // good (a second completeExceptionally answered false), and p `completing` with it. Now d is
+  // kept for the microtask the failure queued as it began. (Without that, the scan also saw d
+  // left `cancelling` and p then completing as if d had not failed: 'completed,cancelled'.)
+  let partway = 0; // ends an overflow stopped with d not final or p not final
+  let kept = 0; // of those, d left active (the call overflowed) until the microtask
+  const stuck: string[] = [];
+  let jobs: CompletableDeferred<void>[] = [];
+  await scanStackEdge(
+    (n, k) => {
+      const p = new CompletableDeferred<void>();
+      const d = new CompletableDeferred<void>({ parent: p });
+      p.complete(); // waits for d
+      jobs = [p, d];
+      return atDepth(n, k, () => d.completeExceptionally(new Error("d failed")));
+    },
+    async () => {
+      const d = jobs[1];
+      const ended = "cancelled,cancelled"; // d's failure cancels p
+      const states = () => jobs.map((j) => j.state).join(",");
+      if (states() === ended) return;
+      const active = d.state === "active";
+      await microtasksLater();
+      if (d.state === "active") {
+        // Nothing changed (the trial had no room to begin): it ends now.
+        if (!d.completeExceptionally(new Error("again"))) stuck.push("active, its body done");
+      } else {
+        partway++;
+        if (active) kept++;
+        if (states() !== ended) stuck.push(states());
+      }
+      jobs = [];
+    },
+    () => partway >= 300,
+  );
+  assert.ok(partway > 0, "the scan reached a failure stopped part way");
+  assert.deepEqual(stuck, [], `of ${partway} failures stopped part way (${kept} left active)`);
+});
+
 Deno.test("a deferred job's handler that pulls another's ahead of the drain, both reports throwing, throws the pull's first (the first thrown), its own kept in its `suppressed`", () => {
   // Job 31's handler (32 deep) ends x and y (both deferred). The drain runs x's handler, which
   // adds one to y (pulling y's handler, whose report throws first), then throws (its report
