@@ -3359,8 +3359,11 @@ Deno.test("a cancel whose walk's finish, or the queueing of the rest of its walk
     () => partway >= 400,
   );
   assert.ok(partway > 0, "the scan reached a cancel stopped part way");
-  assert.ok(unfinished > 0, "the scan reached a walk whose every finish call overflowed");
-  assert.deepEqual(stuck, [], `of ${partway} cancels stopped part way`);
+  // Not asserted: whether the scan reaches a walk whose every finish call overflowed depends on
+  // the frames V8 gives the walk's calls, which change with what ran before (JIT tiers, inlining):
+  // run alone it does (~100 of 400); after the rest of this file it did in one run and not in
+  // the next (`unfinished > 0` failed the file, with the same src/job.ts).
+  assert.deepEqual(stuck, [], `of ${partway} cancels stopped part way (${unfinished} unfinished)`);
 });
 
 Deno.test("a cancel's walk stopped by an engine error after a finish threw (a reportError that throws) throws the finish's error, the engine error kept in its `suppressed`", async () => {
