@@ -4793,6 +4793,116 @@ fn landedAtShutdown(oom: bool) !void {
     try testing.expect(coroutine.later_reserve.idle()); // each piece freed
 }
 
+test "a bounded shutdown returns only once an abandoned receive's value went to its channel's hook, also past its deadline behind a stuck hook's caller holding that channel's lock" {
+    // The value goes to the hook once the shutdown let go of its lifecycle lock (a copy,
+    // `AbandonedDrop`, naming the channel by pointer, with no reference): the channel need
+    // only outlive the shutdown. Before, a bounded one (`shutdownWithin`) left the drop to a
+    // thread of its own past its deadline and returned, here while another thread's hook on
+    // that channel (its caller holding the lock) was stuck: the drop came after the return,
+    // into a channel its caller may have freed by then. The stuck hook is entered between the
+    // cleanups and the drop (`before_uncount`); the test lets it go once the shutdown
+    // returned, or once a second past the shutdown's deadline saw no return.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var sched: scheduler.Scheduler = undefined;
+        var ch: *Channel = undefined;
+        var blocking: std.atomic.Value(u32) = .init(0);
+        var inside = std.atomic.Value(bool).init(false);
+        var gate = std.atomic.Value(bool).init(false);
+        var landed_dropped = std.atomic.Value(bool).init(false);
+        var returned = std.atomic.Value(bool).init(false);
+        var dropped_at_return = false;
+        var shutdown_err: ?anyerror = null;
+        var dropper_joiner: test_wait.Joiner = .{};
+        var dropper_thread: ?std.Thread = null;
+        const stuck_value: usize = 111;
+        const landed_value: usize = 7;
+        fn hook(_: ?*anyopaque, elem: [*]const u8) callconv(.c) void {
+            const v = std.mem.readInt(usize, elem[0..@sizeOf(usize)], .little);
+            if (v == landed_value) return landed_dropped.store(true, .release); // pairs with the loads below
+            inside.store(true, .release); // pairs with `uncount`'s acquire load
+            // Until the test opens the gate (acquire: pairs with its release store).
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the hook's gate");
+            while (!gate.load(.acquire)) g.wait() catch break;
+        }
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var w: usize = 0;
+            ch.receive(std.mem.asBytes(&w), null, false) catch return;
+        }
+        fn blocker(_: ?*anyopaque) callconv(.c) void {
+            blocking.store(1, .release);
+            // Holds the only worker until the shutdown stops it: the receiver the send below
+            // completes never runs again.
+            while (sched.isRunning()) std.Thread.yield() catch {};
+        }
+        fn dropper() void {
+            defer dropper_joiner.done();
+            var v: usize = stuck_value;
+            ch.dropUndeliverable(std.mem.asBytes(&v)); // its hook holds `ch`'s lock until the gate
+        }
+        /// In the shutdown, its cleanups run and its lifecycle lock let go, before the drop.
+        fn uncount() void {
+            scheduler.test_hooks.before_uncount = null; // once
+            dropper_thread = std.Thread.spawn(.{}, dropper, .{}) catch return;
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the stuck hook");
+            while (!inside.load(.acquire)) d.wait() catch return;
+        }
+        fn shutter(j: *test_wait.Joiner) void {
+            defer j.done();
+            sched.shutdownWithin(.cancel, 100 * std.time.ns_per_ms) catch |err| {
+                shutdown_err = err;
+            };
+            dropped_at_return = landed_dropped.load(.acquire);
+            returned.store(true, .release); // pairs with the test's acquire loads
+        }
+    };
+    S.blocking.store(0, .monotonic);
+    S.inside.store(false, .monotonic);
+    S.gate.store(false, .monotonic);
+    S.landed_dropped.store(false, .monotonic);
+    S.returned.store(false, .monotonic);
+    S.dropped_at_return = false;
+    S.shutdown_err = null;
+    S.dropper_joiner = .{};
+    S.dropper_thread = null;
+    S.ch = try Channel.create(testing.allocator, .{ .elem_size = @sizeOf(usize), .on_undelivered = S.hook });
+    defer S.ch.destroy();
+    try S.sched.start(testing.allocator, .{ .workers = 1, .stack_size = test_stack_size });
+    var shut = false;
+    defer if (!shut) S.sched.shutdown(.cancel);
+    _ = try S.sched.spawn(S.receiver, null);
+    try awaitQueued(S.ch, "receivers");
+    _ = try S.sched.spawn(S.blocker, null);
+    const running = test_wait.Deadline.in(test_wait.default_ns, "the blocker to hold the worker");
+    while (S.blocking.load(.acquire) == 0) try running.wait();
+    var w: usize = S.landed_value;
+    try S.ch.send(std.mem.asBytes(&w), null, true); // completes the receive: landed
+    scheduler.test_hooks.before_uncount = S.uncount;
+    defer scheduler.test_hooks.before_uncount = null;
+    shut = true;
+    var js: test_wait.Joiner = .{};
+    const ts = try std.Thread.spawn(.{}, S.shutter, .{&js});
+    {
+        defer {
+            S.gate.store(true, .release); // opened on every way out
+            js.join(ts, test_wait.default_ns, "the bounded shutdown");
+            if (S.dropper_thread) |t| S.dropper_joiner.join(t, test_wait.default_ns, "the stuck hook's caller");
+        }
+        const inside = test_wait.Deadline.in(test_wait.default_ns, "the hook to be stuck");
+        while (!S.inside.load(.acquire) and !S.returned.load(.acquire)) try inside.wait();
+        // A second from here, well past its deadline (100 ms from its start), to return: a
+        // shutdown that leaves the drop behind returns then, with the hook still stuck.
+        const window = test_wait.Deadline.in(std.time.ns_per_s, "");
+        while (!S.returned.load(.acquire) and !window.passed()) std.Thread.yield() catch {};
+    }
+    try testing.expect(S.dropper_thread != null);
+    try testing.expect(S.dropped_at_return);
+    try testing.expect(S.shutdown_err == null); // joined and freed: the drop is no join stage
+    try testing.expect(!S.sched.isRunning());
+    try testing.expectEqual(@as(u64, 2), S.ch.snapshot().dropped);
+}
+
 test "a shutdown that abandons a lazy select waiting for the outcome of a clause that won while it armed (won_early) gives the value to the undelivered hook once" {
     // `selectLazy`'s `won_early` wait, made certain by hooks: while round 2 re-arms its queued
     // clauses, a thread's try-send claims the re-armed clause on `c` (held by `after_claim`

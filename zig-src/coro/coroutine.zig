@@ -171,10 +171,13 @@ pub const LaterList = struct {
     /// a step takes a channel's lock with no bound (ending a channel, dropping a value to its
     /// undelivered path), and a thread may hold it for good (a stuck undelivered hook's caller
     /// holds its channel's). Past the deadline that thread runs on, ends once the lock is let
-    /// go, and detaches itself (nothing is freed under it: each step owns what it touches). Before,
-    /// a bounded shutdown (`Scheduler.shutdownBy`, the C ABI's kc_sched_shutdown_timed) ran them
-    /// here, waiting for that lock past its bound. Nothing left, or no memory or thread to be
-    /// had: here, as `end`.
+    /// go, and detaches itself (nothing is freed under it: each step owns what it touches, so
+    /// only for steps that hold what they touch, as the C ABI's do: references to their
+    /// channels; not `Channel.dropAbandoned`'s copies, which name their channel by pointer and
+    /// need it to outlive the shutdown only, so `Scheduler.shutdownBy` runs its own to their end).
+    /// Before, a bounded shutdown (the C ABI's kc_sched_shutdown_timed) ran them here, waiting
+    /// for that lock past its bound. Nothing left, or no memory or thread to be had: here, as
+    /// `end`.
     pub fn endBy(l: *LaterList, began: bool, deadline: ?u64) void {
         if (!began) return;
         _ = collectLater(null);

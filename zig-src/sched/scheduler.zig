@@ -1831,7 +1831,11 @@ pub const Scheduler = struct {
     /// next shutdown joins; a `restart` meanwhile is error.Shutdown), unless every worker had
     /// already left at its first look (then joined and freed). Spawns from outside are refused
     /// (error.Shutdown) from the call's start (`lifecycle_pending`): only those in flight then
-    /// are waited for.
+    /// are waited for. What the abandoned coroutines' cleanups leave for later (a value an
+    /// abandoned receive got, to its channel's undelivered hook) runs before it returns, also
+    /// past the deadline (behind a stuck hook's caller holding that channel's lock), unless the
+    /// caller collects it (the C ABI's shutdown, which bounds it): it names the channel, which
+    /// need only outlive the shutdown.
     pub fn shutdownBy(s: *Scheduler, mode: ShutdownMode, deadline: ?u64) error{Timeout}!void {
         // Before the lock: a finishing shutdown on another thread holds it while it drains,
         // and waits for this coroutine, which would wait on the lock for good.
@@ -1845,9 +1849,15 @@ pub const Scheduler = struct {
         // a receive got, to its channel's undelivered hook) runs once the lifecycle lock is let
         // go (defers run in reverse), so that a hook may spawn on or shut down this scheduler.
         // A caller that collects them itself (around this call) runs them after its own locks.
+        // To their end, also for a bounded call (not `endBy`'s thread, left running past the
+        // deadline): a step here (`Channel.dropAbandoned`'s copy) names its channel by pointer,
+        // holding no reference, and the channel need only outlive the shutdown (README), so a
+        // step left running past the return could drop into a channel its caller had freed.
+        // The C ABI collects around this call, and bounds its own steps (`shutdownOf`): each
+        // holds a reference to its channel (`AbandonedEnd`).
         var later: coroutine.LaterList = .{};
         const collecting = later.begin();
-        defer later.endBy(collecting, deadline); // bounded by ours (see there)
+        defer later.end(collecting);
         // Spawns from outside are refused from here on (`lifecycle_pending`): they would only
         // compete for the lock below. Monotonic: a count, read as a hint; the decrement runs
         // after the unlock (defers run in reverse), the run stopped by then, and perhaps after
