@@ -325,7 +325,11 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * undelivered values given to the hooks, their on_done) runs on a thread of the library's own,
  * waited for until the deadline (at least 10 ms from its start): ending a channel takes its lock,
  * which a stuck undelivered hook's caller may hold. Past it the call returns (0 if joined) and
- * that thread ends them once the lock is let go, then ends by itself.
+ * that thread ends them once the lock is let go, then ends by itself. A later kc_sched_shutdown
+ * or kc_sched_shutdown_timed (a kc_sched_shutdown_gen too, unless its generation was shut down
+ * already) waits for that thread, a timed one until its deadline, so that it returns with them
+ * done and their on_done called (one called from those hooks or on_done does not wait for
+ * itself).
  * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
  * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
  * that free rings for undelivered hooks it joins those that end by its deadline, leaving any

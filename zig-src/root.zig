@@ -1294,7 +1294,16 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     const collecting = later.begin();
     // Bounded by ours (`endBy`): a step waits for a channel's lock, which a stuck undelivered
     // hook's caller may hold for good; past the deadline the rest runs on a thread of its own.
-    defer later.endBy(collecting, deadline);
+    // Then what an earlier timed shutdown left so is waited for too (until ours; none: for
+    // good), so that this call returns with those ends and on_done calls done, as the call
+    // that left them would have. Before, nothing waited for them: a caller could not learn
+    // when a hook's or on_done's `ctx` was free. Not nested in a shutdown's cleanups (not
+    // `collecting`: the outer collector waits) and not on the thread running them (there it
+    // would wait for itself: `awaitLeftLater`).
+    defer if (collecting) {
+        later.endBy(true, deadline);
+        _ = coroutine.awaitLeftLater(deadline);
+    };
     // A kc_sched_start fails at once from here on (KC_ESHUTDOWN), instead of waiting on
     // `sched_mutex` for this shutdown (a finishing drain may take long).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -15306,6 +15315,92 @@ test "C ABI: a timed shutdown returns by its deadline when an abandoned producer
     const d = test_wait.Deadline.in(test_wait.default_ns, "the producer's on_done");
     while (S.done_status.load(.acquire) == 9) try d.wait();
     try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.acquire));
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
+}
+
+test "C ABI: the shutdown after a timed one that left its abandoned producer's end behind a stuck hook's caller returns once that end and its on_done are done" {
+    // A timed shutdown past its deadline leaves the ends it could not do (`LaterList.endBy`)
+    // to a thread of their own, which ends them once the hook returns. Before, nothing waited
+    // for that thread: a later kc_sched_shutdown returned at once (nothing running), on_done
+    // still to come, so a caller could not learn when its `ctx` was free. Now the next shutdown
+    // returns with them done (`coroutine.awaitLeftLater`), and a shutdown on_done calls there
+    // does not wait for itself. The test lets the hook go once the next shutdown returned, or
+    // once a second passed without a return.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var idle: u32 = 0;
+        var done_status = std.atomic.Value(i32).init(9);
+        var done_at_return: i32 = 9;
+        var next_rc: i32 = 9;
+        var returned = std.atomic.Value(bool).init(false);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        var inner_rc: i32 = 9;
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            // On the ends' thread, which the next shutdown waits for: a shutdown from here
+            // does not wait for that thread (itself).
+            inner_rc = kc_sched_shutdown(0);
+            done_status.store(status, .release); // pairs with the acquire loads below
+        }
+        fn nextShutdown(j: *test_wait.Joiner) void {
+            defer j.done();
+            next_rc = kc_sched_shutdown(0);
+            done_at_return = done_status.load(.acquire);
+            returned.store(true, .release); // pairs with the test's acquire loads
+        }
+    };
+    StuckHook.reset();
+    S.done_status.store(9, .monotonic);
+    S.done_at_return = 9;
+    S.next_rc = 9;
+    S.returned.store(false, .monotonic);
+    S.inner_rc = 9;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &StuckHook.src));
+    defer _ = kc_chan_destroy(StuckHook.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.idle));
+    defer _ = kc_chan_destroy(S.idle);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(StuckHook.src, StuckHook.onSrc, null));
+    defer StuckHook.gate.store(true, .release); // opened on every way out
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, StuckHook.src, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, StuckHook.dropper, .{&jd});
+    var dropper_joined = false;
+    defer if (!dropper_joined) {
+        StuckHook.gate.store(true, .release);
+        jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+    };
+    try StuckHook.awaitInside();
+    // The timed shutdown, on this thread: it returns by its deadline (the test above), joined
+    // and freed, the producer's end and on_done left behind the stuck hook.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, StuckHook.bound_ns));
+    try testing.expectEqual(@as(i32, 9), S.done_status.load(.acquire)); // the hook is stuck still
+    var jn: test_wait.Joiner = .{};
+    const tn = try std.Thread.spawn(.{}, S.nextShutdown, .{&jn});
+    {
+        defer {
+            StuckHook.gate.store(true, .release); // the hook returns
+            jn.join(tn, test_wait.default_ns, "the shutdown after the timed one");
+            jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+            dropper_joined = true;
+        }
+        const window = test_wait.Deadline.in(std.time.ns_per_s, "");
+        while (!S.returned.load(.acquire) and !window.passed()) std.Thread.yield() catch {};
+    }
+    try testing.expectEqual(@as(i32, 0), S.next_rc);
+    // On_done had run when that shutdown returned.
+    try testing.expectEqual(Status.shutdown.code(), S.done_at_return);
+    try testing.expectEqual(@as(i32, 0), S.inner_rc);
+    try testing.expectEqual(@as(i32, 1), StuckHook.drop_rc);
     var v: u64 = 0;
     try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
 }

@@ -167,17 +167,17 @@ pub const LaterList = struct {
 
     /// `end` with a bound: by `deadline` (CLOCK_MONOTONIC ns; null: none, as `end`). What is
     /// left runs on a thread of its own (`LaterRunner`), waited for until the deadline only
-    /// (at least `LaterRunner.slack_ns` from its start):
-    /// a step takes a channel's lock with no bound (ending a channel, dropping a value to its
-    /// undelivered path), and a thread may hold it for good (a stuck undelivered hook's caller
-    /// holds its channel's). Past the deadline that thread runs on, ends once the lock is let
-    /// go, and detaches itself (nothing is freed under it: each step owns what it touches, so
-    /// only for steps that hold what they touch, as the C ABI's do: references to their
-    /// channels; not `Channel.dropAbandoned`'s copies, which name their channel by pointer and
-    /// need it to outlive the shutdown only, so `Scheduler.shutdownBy` runs its own to their end).
-    /// Before, a bounded shutdown (the C ABI's kc_sched_shutdown_timed) ran them here, waiting
-    /// for that lock past its bound. Nothing left, or no memory or thread to be had: here, as
-    /// `end`.
+    /// (at least `LaterRunner.slack_ns` from its start): a step takes a channel's lock with no
+    /// bound (ending a channel, dropping a value to its undelivered path), and a thread may hold
+    /// it for good (a stuck undelivered hook's caller holds its channel's). Past the deadline
+    /// that thread runs on, ends once the lock is let go (a later collector may wait for that:
+    /// `awaitLeftLater`), and detaches itself. Nothing is freed under it: each step owns what it
+    /// touches, so only for steps that hold what they touch, as the C ABI's do (references to
+    /// their channels); not `Channel.dropAbandoned`'s copies, which name their channel by
+    /// pointer and need it to outlive the shutdown only (`Scheduler.shutdownBy` runs its own to
+    /// their end). Before, a bounded shutdown (the C ABI's kc_sched_shutdown_timed) ran them
+    /// here, waiting for that lock past its bound. Nothing left, or no memory or thread to be
+    /// had: here, as `end`.
     pub fn endBy(l: *LaterList, began: bool, deadline: ?u64) void {
         if (!began) return;
         _ = collectLater(null);
@@ -211,6 +211,15 @@ const LaterRunner = struct {
     /// How long past its deadline the waiter waits for the runner at most (`runBy`).
     const slack_ns = 10 * std.time.ns_per_ms;
 
+    /// Runners their waiters left past the deadline (`left`) that still run: a later collector
+    /// waits for them (`awaitLeft`), so that the next shutdown returns with their steps done.
+    /// Also the futex word it sleeps on. Raised by the waiter before its CAS to `left` (lowered
+    /// again if that fails), lowered by such a runner as its last act (`countLeftOut`).
+    var left_count = std.atomic.Value(u32).init(0);
+    /// Set on a runner's thread: a step there (a hook, an on_done) that shuts a scheduler down
+    /// does not wait for the runners left (`awaitLeft`), its own among them.
+    threadlocal var on_runner: bool = false;
+
     /// Moves `l`'s steps to a runner and waits for it until `deadline`; joins it if it was done
     /// by then. `l` is empty after.
     fn runBy(l: *LaterList, deadline: u64) void {
@@ -229,10 +238,16 @@ const LaterRunner = struct {
             if (r.state.load(.acquire) != running) break;
             const now = monotonicNs();
             if (now >= until) {
+                // Counted left first, so that the runner, which counts itself out once it sees
+                // `left` (ordered after this by the CAS below), never takes the count below 0.
+                // Monotonic: a count; `awaitLeft` reads what the steps did through the
+                // runner's release decrement.
+                _ = left_count.fetchAdd(1, .monotonic);
                 // Acq_rel: the release half pairs with `main`'s acquire on its failed CAS (it
                 // sees `thread` set); failing, the acquire half pairs with its CAS to `done`.
                 if (r.state.cmpxchgStrong(running, left, .acq_rel, .acquire) == null) return;
-                break; // done meanwhile
+                countLeftOut(); // done meanwhile: not left after all
+                break;
             }
             std.Thread.Futex.timedWait(&r.state, running, until - now) catch {};
         }
@@ -241,6 +256,7 @@ const LaterRunner = struct {
     }
 
     fn main(r: *LaterRunner) void {
+        on_runner = true;
         r.list.runAll();
         // Acq_rel: pairs with the waiter's load (release half) and, failing, with its CAS to
         // `left` (acquire half: `thread` was set before it).
@@ -248,9 +264,33 @@ const LaterRunner = struct {
             // The waiter gave up and forgot `r`: ours to free, and nobody joins this thread.
             r.thread.detach();
             std.heap.c_allocator.destroy(r);
+            countLeftOut(); // the steps are done: a later collector waiting for them returns
             return;
         }
         std.Thread.Futex.wake(&r.state, 1);
+    }
+
+    /// One runner out of `left_count`, waking `awaitLeft` once none is left.
+    fn countLeftOut() void {
+        // Release: pairs with `awaitLeft`'s acquire load (what the steps did is seen by a
+        // collector that reads the count 0).
+        if (left_count.fetchSub(1, .release) == 1) std.Thread.Futex.wake(&left_count, std.math.maxInt(u32));
+    }
+
+    /// Waits until no runner an earlier collector left past its deadline still runs, until
+    /// `deadline` (null: none): false if it passed first. At once on a runner's thread.
+    fn awaitLeft(deadline: ?u64) bool {
+        if (on_runner) return true;
+        while (true) {
+            // Acquire: pairs with `countLeftOut`'s release decrement.
+            const n = left_count.load(.acquire);
+            if (n == 0) return true;
+            if (deadline) |d| {
+                const now = monotonicNs();
+                if (now >= d) return false;
+                std.Thread.Futex.timedWait(&left_count, n, d - now) catch {};
+            } else std.Thread.Futex.wait(&left_count, n);
+        }
     }
 
     fn monotonicNs() u64 {
@@ -258,6 +298,14 @@ const LaterRunner = struct {
         return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
     }
 };
+
+/// Waits until the steps a bounded collector left running past its deadline (`endBy`) are done,
+/// until `deadline` (null: none): false if it passed first. At once on the thread running such
+/// steps (a hook or on_done there that shuts a scheduler down would wait for itself). The C
+/// ABI's shutdowns call it after their own steps: the next shutdown returns with them done.
+pub fn awaitLeftLater(deadline: ?u64) bool {
+    return LaterRunner.awaitLeft(deadline);
+}
 
 /// Set by a thread that runs abandoned coroutines' cleanups under locks a step they leave may
 /// need (`Scheduler.shutdown`, under its lifecycle lock: a channel's undelivered hook that
