@@ -328,8 +328,9 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * that thread ends them once the lock is let go, then ends by itself. A later kc_sched_shutdown
  * or kc_sched_shutdown_timed (a kc_sched_shutdown_gen too, unless its generation was shut down
  * already) waits for that thread, a timed one until its deadline, so that it returns with them
- * done and their on_done called (one called from those hooks or on_done does not wait for
- * itself).
+ * done and their on_done called (one called from those hooks or on_done, or from inside any
+ * undelivered hook, whose caller holds a channel's lock that thread may wait for, does not
+ * wait).
  * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
  * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
  * that free rings for undelivered hooks it joins those that end by its deadline, leaving any

@@ -1298,11 +1298,13 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // good), so that this call returns with those ends and on_done calls done, as the call
     // that left them would have. Before, nothing waited for them: a caller could not learn
     // when a hook's or on_done's `ctx` was free. Not nested in a shutdown's cleanups (not
-    // `collecting`: the outer collector waits) and not on the thread running them (there it
-    // would wait for itself: `awaitLeftLater`).
+    // `collecting`: the outer collector waits), not on the thread running them (there it
+    // would wait for itself: `awaitLeftLater`), and not from inside an undelivered hook (its
+    // caller holds that channel's lock, which the thread may be waiting for: as
+    // `stopUnusedThreads`).
     defer if (collecting) {
         later.endBy(true, deadline);
-        _ = coroutine.awaitLeftLater(deadline);
+        if (!chan.Channel.inAnyHook()) _ = coroutine.awaitLeftLater(deadline);
     };
     // A kc_sched_start fails at once from here on (KC_ESHUTDOWN), instead of waiting on
     // `sched_mutex` for this shutdown (a finishing drain may take long).
@@ -15176,6 +15178,10 @@ const StuckHook = struct {
     var drop_rc: i32 = 9;
     var shutdown_rc: i32 = 9;
     var took_ns: u64 = 0;
+    /// Set: the hook, once let go, calls kc_sched_shutdown (still holding `src`'s lock), its
+    /// result in `hook_shutdown_rc`.
+    var shutdown_in_hook = false;
+    var hook_shutdown_rc: i32 = 9;
     const bound_ns: u64 = 100 * std.time.ns_per_ms;
 
     fn reset() void {
@@ -15183,12 +15189,15 @@ const StuckHook = struct {
         gate.store(false, .monotonic);
         drop_rc = 9;
         shutdown_rc = 9;
+        shutdown_in_hook = false;
+        hook_shutdown_rc = 9;
     }
     fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
         inside.store(true, .release); // pairs with `awaitInside`'s acquire load
         // Until the test opens the gate (acquire: pairs with its release store).
         const g = test_wait.Deadline.in(test_wait.default_ns, "the hook's gate");
         while (!gate.load(.acquire)) g.wait() catch break;
+        if (shutdown_in_hook) hook_shutdown_rc = kc_sched_shutdown(0);
     }
     fn dropper(j: *test_wait.Joiner) void {
         defer j.done();
@@ -15355,6 +15364,9 @@ test "C ABI: the shutdown after a timed one that left its abandoned producer's e
         }
     };
     StuckHook.reset();
+    // The hook's own shutdown, past the gate, holding the lock the ends' thread waits for:
+    // it does not wait for that thread (it would wait for itself).
+    StuckHook.shutdown_in_hook = true;
     S.done_status.store(9, .monotonic);
     S.done_at_return = 9;
     S.next_rc = 9;
@@ -15400,6 +15412,7 @@ test "C ABI: the shutdown after a timed one that left its abandoned producer's e
     // On_done had run when that shutdown returned.
     try testing.expectEqual(Status.shutdown.code(), S.done_at_return);
     try testing.expectEqual(@as(i32, 0), S.inner_rc);
+    try testing.expectEqual(@as(i32, 0), StuckHook.hook_shutdown_rc);
     try testing.expectEqual(@as(i32, 1), StuckHook.drop_rc);
     var v: u64 = 0;
     try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
