@@ -33,6 +33,7 @@ import type { Library } from "../ffi/load.ts";
 import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
 import { customInspect, inspectAs, notA } from "./inspect.ts";
 import {
+  brandOf,
   CancellationError,
   ClosedReceiveError,
   ClosedSendError,
@@ -1138,23 +1139,16 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
 ];
 
 /**
- * Which of `ERROR_CLASSES` `e` crosses as (its index + 1; 0 for none): the kcoro class whose brand
- * (`ERROR_BRAND`) is nearest up its prototype chain, itself first, as `errorKind` reads it
- * where `e` was made (`e[ERROR_BRAND]`). So a subclass of the caller's own of CancellationError is
- * a cancellation in other isolates too, as it is here (`isCancellation`): before, only the
+ * Which of `ERROR_CLASSES` `e` crosses as (its index + 1; 0 for none): the kcoro class of its
+ * brand (`ERROR_BRAND`) as `brandOf` reads it, the nearest up its prototype chain, itself first,
+ * as `errorKind` reads it where `e` was made (`isCancellation`). So a subclass of the caller's own
+ * of CancellationError is a cancellation in other isolates too, as it is here: before, only the
  * class's own prototype was asked, and such a subclass arrived as a plain Error so named, a
- * failure there. Own data properties only (`ownErrorKind`): no getter runs. A Proxy is asked
- * for its prototype once, as before, and the walk stops at one (its traps could answer a chain
- * with no end), and past `CAUSE_DEPTH` prototypes.
+ * failure there. Own data properties only: no getter runs, nor a trap of a Proxy in the chain
+ * (a Proxy `e` is asked for its prototype once, as before; throws what that trap throws).
  */
 function classIndexOf(e: Error): number {
-  let kind = types.isProxy(e) ? undefined : ownErrorKind(e);
-  let p: unknown = kind === undefined ? Object.getPrototypeOf(e) : null;
-  for (let depth = 0; kind === undefined && p !== null && depth < CAUSE_DEPTH; depth++) {
-    kind = ownErrorKind(p);
-    if (types.isProxy(p)) break;
-    p = Object.getPrototypeOf(p);
-  }
+  const kind = brandOf(e);
   return kind === undefined
     ? 0
     : ERROR_CLASSES.findIndex((c) => ownErrorKind(c.prototype) === kind) + 1;

@@ -1196,16 +1196,42 @@ export const ERROR_BRAND: symbol = Symbol.for("kcoro.error");
  * plain object made from the prototype (`Object.create(CancellationError.prototype)`) for a
  * cancellation here, while a close cause crossed to other isolates as the plain object it is
  * (a failure there), and a real Error given the prototype by `Object.setPrototypeOf` crosses as
- * the class, and is one here too. Internal.
+ * the class, and is one here too. The brand is read as the codec reads it (`brandOf`), so that a
+ * cause is a cancellation here exactly when it crosses to other isolates as one. Internal.
  */
 export function errorKind(e: unknown): string | undefined {
   try {
-    if (!isEngineError(e)) return undefined;
-    const kind = (e as unknown as Record<symbol, unknown>)[ERROR_BRAND];
-    return typeof kind === "string" ? kind : undefined;
+    return isEngineError(e) ? brandOf(e as Error) : undefined;
   } catch {
     return undefined; // a revoked proxy or a throwing trap: not ours
   }
+}
+
+/** How many prototypes `brandOf` walks up an Error's chain (as the codec's `CAUSE_DEPTH`). */
+const BRAND_DEPTH = 1_000;
+
+/**
+ * The brand (`ERROR_BRAND`) `e` reads, as `e[ERROR_BRAND]` finds it (the nearest own property
+ * up its prototype chain, `e`'s own first) but by own data properties alone: a string there is
+ * the class; anything else found first (another value, an accessor, whose getter is not run)
+ * is none, as is a chain with a Proxy in it past `e` (its traps are not run) or longer than
+ * `BRAND_DEPTH`. A Proxy `e` is asked for its prototype once (its trap answering), not for its
+ * own properties. What `errorKind` (here: `isCancellation`) and the codec's class byte
+ * (`classIndexOf`, other isolates) both read. Before, here read `e[ERROR_BRAND]` (running an
+ * accessor, or a Proxy's `get` trap, up the chain) and the codec skipped past what was no
+ * string brand (an accessor, a subclass's own brand of `undefined`) to its base class's, and
+ * asked a Proxy in the chain for its descriptor: a cause that was no cancellation here crossed
+ * as one, and the reverse. Throws what a Proxy `e`'s trap throws. Internal.
+ */
+export function brandOf(e: object): string | undefined {
+  let p: object | null = isProxy(e) ? Object.getPrototypeOf(e) : e;
+  for (let depth = 0; p !== null && depth <= BRAND_DEPTH; depth++) {
+    if (isProxy(p)) return undefined;
+    const d = Object.getOwnPropertyDescriptor(p, ERROR_BRAND);
+    if (d !== undefined) return typeof d.value === "string" ? d.value : undefined;
+    p = Object.getPrototypeOf(p);
+  }
+  return undefined;
 }
 
 /**
@@ -1224,7 +1250,7 @@ const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
 /**
  * The kcoro class whose prototype `proto` is, by its own brand (`ERROR_BRAND`), in any copy of
  * this module; undefined for any other prototype (a subclass of the caller's own too, which
- * inherits the brand: the codec walks the chain, `classIndexOf`). Internal.
+ * inherits the brand: `brandOf` walks the chain). Internal.
  */
 export function ownErrorKind(proto: unknown): string | undefined {
   try {

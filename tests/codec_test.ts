@@ -2259,6 +2259,60 @@ Deno.test("a cause is a cancellation where it was made exactly when it crosses t
   );
 });
 
+Deno.test("a cause's brand is read the same way here and for other isolates, by own data properties, no accessor or Proxy trap run: a subclass's own brand that is no string, an accessor, a Proxy among its prototypes, a chain past 1,000 prototypes make no cancellation, here or there", () => {
+  // Before, here read `e[ERROR_BRAND]` (an accessor ran, a Proxy's `get` trap answered) while
+  // the codec skipped what was no string brand for the base class's and asked a Proxy in the
+  // chain for its descriptor, and walked 1,000 prototypes where here walked all: each of these
+  // was a cancellation on one side and a failure on the other.
+  const brand = Symbol.for("kcoro.error");
+  const ran: string[] = [];
+  class OptedOut extends CancellationError {}
+  Object.defineProperty(OptedOut.prototype, brand, { value: undefined });
+  class Accessed extends CancellationError {}
+  Object.defineProperty(Accessed.prototype, brand, {
+    get() {
+      ran.push("getter");
+      return undefined;
+    },
+  });
+  const traps: ProxyHandler<object> = {};
+  for (const trap of ["get", "getOwnPropertyDescriptor", "has"] as const) {
+    // deno-lint-ignore no-explicit-any
+    (traps as any)[trap] = (t: object, key: PropertyKey, ...rest: unknown[]) => {
+      if (key === brand) ran.push(trap);
+      // deno-lint-ignore no-explicit-any
+      return (Reflect[trap] as any)(t, key, ...rest);
+    };
+  }
+  const proxied = Object.setPrototypeOf(
+    new Error("proxied"),
+    Object.create(new Proxy(CancellationError.prototype, traps)),
+  );
+  let deep: object = CancellationError.prototype;
+  for (let i = 0; i < 5_000; i++) deep = Object.create(deep);
+  const cases: [string, Error][] = [
+    ["a subclass whose prototype's own brand is undefined", new OptedOut("out")],
+    ["a subclass whose prototype's brand is an accessor", new Accessed("acc")],
+    ["an Error with a Proxy among its prototypes", proxied],
+    [
+      "an Error 5,000 prototypes below CancellationError's",
+      Object.setPrototypeOf(new Error("d"), deep),
+    ],
+  ];
+  for (const [what, cause] of cases) {
+    using ch = new Channel<number>(1);
+    ch.cancel(cause);
+    const here = ch.tryReceive() as { state: string; cause?: unknown };
+    assert.equal(here.state, "closed", what);
+    assert.equal(here.cause === cause, false, `here: ${what}`);
+    assert.ok(here.cause instanceof CancellationError, `here: ${what}`);
+    const got = decodeCause(encodeCause(cause)!);
+    assert.ok(got.ok, what);
+    assert.equal(got.cause instanceof CancellationError, false, `crossed: ${what}`);
+  }
+  assert.deepEqual(ran, [], "an accessor or a Proxy's trap for the brand ran");
+});
+
 Deno.test("reading a close cause back runs none of the receiving isolate's code: no own Symbol.hasInstance of Error's or Uint8Array's, in the rich encoding or not", () => {
   // Before, the decoder asked `instanceof` of each head's Error and each value the rich
   // encoding held.
