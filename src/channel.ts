@@ -4588,7 +4588,17 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // Receivers of this isolate still waiting in JavaScript are ahead of this one.
     // A try there may meet the dead handle and learn the channel ended (`#tryNow`): this one's
     // own try below is given `ENDED_HANDLE` then (`#handle`) and answers closed.
-    if (s.receivers.first !== null && !pump(s.receivers, sym)) return EMPTY;
+    if (s.receivers.first !== null) {
+      const moved = pump(s.receivers, sym);
+      // Their settles ran the caller's code (onUndeliveredElement, for what the channel dropped
+      // as they found it cancelled natively; a codec's decode), which may have disposed the
+      // channel or closed the library: this call throws what a call after it throws
+      // (`#afterCallerCode`), as a send behind senders of this isolate does (`#trySend`), before
+      // `sym` is called again. Before, after a close it went on through the closed library's
+      // symbols and answered closed (a receive rejected with the cancel's CancellationError).
+      if (this.#callerEnded()) this.#afterCallerCode(op);
+      if (!moved) return EMPTY;
+    }
     // A rendezvous has no buffer: its senders of this isolate meet this receive in JavaScript
     // (no call), unless the native channel may hold a sender that is ahead of them: the ready
     // byte says so for another thread's or a value given back (`kc_ring_give_back`, in front),

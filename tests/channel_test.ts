@@ -2773,6 +2773,80 @@ Deno.test("a trySend or send whose senders ahead, tried first, run onUndelivered
   assert.deepEqual(res.stdout.trim().split("\n"), expected);
 });
 
+Deno.test("a tryReceive or receive whose receivers ahead, tried first, find the channel cancelled natively and run onUndeliveredElement that disposes the channel or closes the library throws what a call after it throws: every codec", async () => {
+  // A receive waiting in JavaScript (a local channel's, made native in the same turn) is tried
+  // before a later receive (`pump`); the channel cancelled natively, it fails, and the value
+  // the cancel dropped goes to onUndeliveredElement before the later receive goes on: here a
+  // hook that disposes the channel or closes the library. Before, after a close the later
+  // receive went on through the closed library's symbols and answered closed (a receive
+  // rejected with the cancel's CancellationError), where a call after it throws
+  // LibraryClosedError, as a send behind senders of this isolate does.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
+    const out = [];
+    const run = async (by, op, name) => {
+      let hook = null;
+      const dropped = [];
+      const ch = new Channel(1, {
+        codec: codecs[name],
+        onUndeliveredElement: (x) => {
+          dropped.push(String(x));
+          const h = hook;
+          hook = null;
+          h?.();
+        },
+      });
+      const waiting = ch.receive().then(() => "received", (e) => e.name); // waits in JavaScript
+      const copy = Channel.from(ch.share()); // native from now on
+      const other = new Channel(1, { codec: codecs[name] });
+      // Buffered natively without this isolate's receive meeting it: sent from a copy in
+      // another isolate's place, straight through the library.
+      const sym = librarySymbols(library(), "test");
+      const value = { f64: 7, default: 7, string: "7", bytes: new Uint8Array([7]) }[name];
+      assert(other.trySend(value).state === "ok");
+      other.share();
+      const slot = new BigUint64Array(codecs[name].elemSize / 8);
+      assert(sym.kc_chan_try_recv(other.handle, Deno.UnsafePointer.of(slot), codecs[name].elemSize) === 0);
+      assert(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), codecs[name].elemSize) === 0);
+      assert(sym.kc_chan_cancel(ch.handle) === 0);
+      hook = by === "close" ? () => closeLibrary() : () => ch[Symbol.dispose]();
+      let got;
+      try {
+        got = op === "tryReceive"
+          ? ch.tryReceive().state
+          : await ch.receive().then(() => "received", (e) => e.name);
+      } catch (e) {
+        got = e.name;
+      }
+      out.push(by + " " + op + " " + name + ": " + got + ", ahead " + (await waiting) +
+        ", dropped " + dropped.join(" "));
+      void copy;
+    };
+    function assert(ok) {
+      if (!ok) throw new Error("set-up failed");
+    }
+    for (const by of ["dispose", "close"]) {
+      for (const op of ["tryReceive", "receive"]) {
+        for (const name of ["f64", "default", "string", "bytes"]) await run(by, op, name);
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const expected: string[] = [];
+  for (const [by, error] of [["dispose", "InvalidHandleError"], ["close", "LibraryClosedError"]]) {
+    for (const op of ["tryReceive", "receive"]) {
+      for (const name of ["f64", "default", "string", "bytes"]) {
+        // The receive ahead failed on the cancelled channel, the dropped value to the hook; the
+        // later one threw with the call.
+        expected.push(`${by} ${op} ${name}: ${error}, ahead CancellationError, dropped 7`);
+      }
+    }
+  }
+  assert.deepEqual(res.stdout.trim().split("\n"), expected);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
