@@ -64,6 +64,9 @@ pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `pollLocked`, once it left out a channel whose hook runs and before it locks the
     /// others: where that hook may end and the channel change.
     poll_left_out: ?*const fn () void = null,
+    /// In `cancelFor`, after each value it dropped (to its hook), the lock held: between two
+    /// hooks of one cancel.
+    cancel_dropped: ?*const fn () void = null,
 } else struct {} = .{};
 const cancel_mod = @import("../sc/cancel.zig");
 const clock = @import("clock.zig");
@@ -1674,6 +1677,13 @@ pub const Channel = struct {
         }
     }
 
+    /// With the lock held: whether a value dropped now may go to a hook (`undelivered`): the
+    /// channel's own, or a zero-copy descriptor's `release`; and there is a value to drop.
+    fn mayRunHooks(ch: *Channel) bool {
+        if (ch.on_undelivered == null and !ch.zero_copy) return false;
+        return ch.bufLen() > 0 or !ch.senders.isEmpty();
+    }
+
     /// What `closeForHook` changed, for `reopenAfterHook` to put back.
     const HookGate = struct { fast: bool, hook: bool };
 
@@ -2629,11 +2639,23 @@ pub const Channel = struct {
             ch.cancelled = true;
             // Seq_cst: as in `close` (cancel unlinks the senders too, which is enough alone).
             @atomicStore(bool, &ch.closed, true, .seq_cst);
-            while (ch.bufLen() > 0) ch.dropOldest();
+            // One value after another goes to a hook (`undelivered`), all in this one lock
+            // hold: the hook byte stays set from the first to the last (each hook's own
+            // `closeForHook` finds it set and leaves it), so that other threads' answers from
+            // the flags (`heldLockAnswer`, a poll's `wouldWaitInHook`) hold for the whole
+            // cancel. Before, the byte dropped between two hooks, and an `_at` call or a poll
+            // select that looked then took the lock and waited for every hook left, a stuck
+            // one's included (test "a cancel keeps the hook byte set between the values it drops").
+            const gate: ?HookGate = if (ch.mayRunHooks()) ch.closeForHook() else null;
+            while (ch.bufLen() > 0) {
+                ch.dropOldest();
+                if (@import("builtin").is_test) if (test_hooks.cancel_dropped) |f| f();
+            }
             var n: usize = 0;
             while (n < max_wakes) : (n += 1) {
                 if (ch.senders.pop()) |s| {
                     ch.undelivered(s.elem);
+                    if (@import("builtin").is_test) if (test_hooks.cancel_dropped) |f| f();
                     // A value given back (`Returned`) is the channel's own: dropped like a
                     // buffered value, no one's operation failed.
                     if (Returned.of(s) == null) ch.metrics.fail_cancelled += 1;
@@ -2643,6 +2665,7 @@ pub const Channel = struct {
                     wakes[n] = r.complete(done_cancelled);
                 } else break;
             }
+            if (gate) |g| ch.reopenAfterHook(g);
             const more_watches = ch.endWatches(&wakes, &n, done_cancelled);
             const more = !ch.senders.isEmpty() or !ch.receivers.isEmpty() or more_watches;
             ch.unlock();
@@ -5113,6 +5136,83 @@ test "a poll select that left out a channel whose hook runs reads its flag again
     try testing.expectEqual(@as(u32, 0), got.index);
     try testing.expectEqual(@as(u64, 42), x);
     try testing.expect(!S.hook_timed_out);
+}
+
+test "a cancel keeps the hook byte set between the values it drops: a poll select that looks then answers 'would wait' at once" {
+    // A full channel with a hook is cancelled: it drops its two values one after the other, in
+    // one lock hold. Between the two (`test_hooks.cancel_dropped`, on the cancelling thread,
+    // the lock held) another thread polls a send on it: its flag says "full", so with the hook
+    // byte set the poll leaves the channel out and answers WouldBlock at once. Before, the byte
+    // dropped between two hooks: the poll took the lock and waited for the rest of the cancel
+    // (for good behind a stuck later hook), so it did not answer within the gap (the cancelling
+    // thread waits for it there, up to a deadline) and then found the channel cancelled.
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var ch: *Channel = undefined;
+        var hooks: u32 = 0;
+        var drops: u32 = 0;
+        var go = std.atomic.Value(bool).init(false);
+        var answered = std.atomic.Value(bool).init(false);
+        var answered_in_gap = false;
+        var got: ?(SelectError!Selected) = null;
+        var joiner: test_wait.Joiner = .{};
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hooks += 1;
+        }
+        fn poller() void {
+            defer joiner.done();
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the cancel's first drop");
+            // Acquire: pairs with `dropped`'s release store.
+            while (!go.load(.acquire)) d.wait() catch return;
+            var v: u64 = 9;
+            const clauses = [_]Clause{.{ .ch = ch, .kind = .send, .elem = std.mem.asBytes(&v) }};
+            got = select(&clauses, .{ .poll = true });
+            answered.store(true, .release); // pairs with `dropped`'s and the test's acquire loads
+        }
+        /// On the cancelling thread, after its first drop and before its second: lets the
+        /// poller go and waits for its answer.
+        fn dropped() void {
+            drops += 1;
+            if (drops != 1) return;
+            go.store(true, .release); // pairs with `poller`'s acquire load
+            const d = test_wait.Deadline.in(test_wait.default_ns, "");
+            while (!answered.load(.acquire)) d.wait() catch return;
+            answered_in_gap = true;
+        }
+    };
+    S.ch = try Channel.create(testing.allocator, .{ .elem_size = 8, .capacity = 2 });
+    defer S.ch.destroy();
+    S.ch.setUndelivered(S.hook, null);
+    try trySendU64(S.ch, 1);
+    try trySendU64(S.ch, 2);
+    // A fast send leaves the flag clear; the failed try-send takes the lock and sets it.
+    try testing.expectError(error.WouldBlock, trySendU64(S.ch, 3));
+    try testing.expect(S.ch.flags.send_blocked.load(.acquire)); // full: the poll's flag says so
+    S.hooks = 0;
+    S.drops = 0;
+    S.go.store(false, .monotonic);
+    S.answered.store(false, .monotonic);
+    S.answered_in_gap = false;
+    S.got = null;
+    S.joiner = .{};
+    const t = try std.Thread.spawn(.{}, S.poller, .{});
+    {
+        test_hooks.cancel_dropped = S.dropped;
+        defer test_hooks.cancel_dropped = null;
+        try testing.expect(S.ch.cancel());
+    }
+    S.joiner.join(t, test_wait.default_ns, "the poller");
+    try testing.expect(S.answered.load(.acquire));
+    try testing.expectEqual(@as(u32, 2), S.hooks);
+    try testing.expect(S.answered_in_gap);
+    try testing.expectError(error.WouldBlock, S.got.?);
+    // Put back after the cancel: the byte is clear, and a poll now locks and finds it closed.
+    try testing.expect(!S.ch.flags.hook.load(.monotonic));
+    var v: u64 = 3;
+    const clauses = [_]Clause{.{ .ch = S.ch, .kind = .send, .elem = std.mem.asBytes(&v) }};
+    const after = try select(&clauses, .{ .poll = true });
+    try testing.expect(after.cancelled);
 }
 
 test "select: biased picks the first ready clause; polling is the default clause" {
