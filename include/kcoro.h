@@ -526,9 +526,11 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * calls (and _copy given a handle word), which read no byte (their caller reads it first), when
  * they find the lock held by the hook and the byte says so, and a kc_select with KC_SELECT_POLL
  * counts a clause on the channel whose byte says it would wait as not ready, without its lock
- * (before, both waited for the hook's end). The rest wait for the lock. On the hook's own
- * thread such a byte-read answer is "would wait" too, while the calls are refused. The same
- * holds for a descriptor's release. Zero-copy: elem is a struct kc_desc without a release.
+ * (before, both waited for the hook's end); a kc_chan_cancel that drops several values (a hook
+ * each, in one hold of the lock) keeps that so from its first hook to its last, between two
+ * hooks too. The rest wait for the lock. On the hook's own thread such a byte-read answer is
+ * "would wait" too, while the calls are refused. The same holds for a descriptor's release.
+ * Zero-copy: elem is a struct kc_desc without a release.
  * It must return on the thread and coroutine it was called on: run in a coroutine, it must not
  * suspend it (kc_coro_yield, or a call that parks: a blocking channel operation, kc_sleep_ns),
  * which would keep the channel locked while others run, and leave the mark of the hook that the
