@@ -234,13 +234,16 @@ export function checkReadable(op: string, options: object): void {
   }
 }
 
+/** `Array.isArray` as the module loaded (`isRevoked`, which a print calls). */
+const arrayIsArray = Array.isArray;
+
 /**
  * Whether `x` is a revoked Proxy (or a Proxy over one): `checkReadable`'s test, no trap run.
  * Internal: for the readers of a value (not an options object) that would read it first.
  */
 export function isRevoked(x: object): boolean {
   try {
-    Array.isArray(x);
+    arrayIsArray(x); // as the module loaded: a caller's `globalThis.Array` never runs (a print)
     return false;
   } catch {
     return true;

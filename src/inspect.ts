@@ -36,6 +36,45 @@ import {
 } from "node:util/types";
 import { cutShort, describe, headOf, isRevoked } from "./errors.ts";
 
+/**
+ * The built-ins the walk (`printable`, `stringOf`) and the hand print call, as this module loaded:
+ * a caller's later replacement of one (`globalThis.Map = class ...`, `Object.defineProperty =
+ * ...`, a patched Map iterator's `next`) never runs, as no code of the caller's may run in a print.
+ * Before, `new Map()`, `new Error()` and the statics were read from the globals at each call.
+ */
+const NativeArray = Array;
+const NativeError = Error;
+const NativeMap = Map;
+const NativeSet = Set;
+const toText = String;
+const isArray = Array.isArray;
+const ownKeys = Reflect.ownKeys;
+const ownDescriptor = Reflect.getOwnPropertyDescriptor;
+const getPrototypeOf = Object.getPrototypeOf;
+const setPrototypeOf = Object.setPrototypeOf;
+const defineProperty = Object.defineProperty;
+/** `f` as a plain function of its receiver and arguments: no `call` is looked up when it runs. */
+// deno-lint-ignore no-explicit-any
+const uncurry = <F extends (this: any, ...a: any[]) => any>(f: F) =>
+  Function.prototype.call.bind(f) as (
+    self: ThisParameterType<F>,
+    ...a: Parameters<F>
+  ) => ReturnType<F>;
+const objectTag = uncurry(Object.prototype.toString);
+const sourceOf = uncurry(Function.prototype.toString) as (f: unknown) => string;
+const mapGet = uncurry(Map.prototype.get);
+const mapSet = uncurry(Map.prototype.set);
+const setHas = uncurry(Set.prototype.has);
+const setAdd = uncurry(Set.prototype.add);
+const mapEntries = uncurry(Map.prototype.entries);
+const setEntries = uncurry(Set.prototype.entries);
+const mapIteratorNext = uncurry(getPrototypeOf(new Map().entries()).next) as (
+  it: unknown,
+) => IteratorResult<[unknown, unknown]>;
+const setIteratorNext = uncurry(getPrototypeOf(new Set().entries()).next) as typeof mapIteratorNext;
+const sizeOfMap = uncurry(ownDescriptor(Map.prototype, "size")!.get!) as (m: unknown) => number;
+const sizeOfSet = uncurry(ownDescriptor(Set.prototype, "size")!.get!) as (m: unknown) => number;
+
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
 export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
 
@@ -84,7 +123,7 @@ function showWith(inspect: (v: unknown, o: unknown) => unknown, v: unknown, opti
   const big = boundedBigint(v);
   if (big !== undefined) return big;
   try {
-    const text = String(inspect(printable(v, options), options));
+    const text = toText(inspect(printable(v, options), options));
     if (!formatErrorIn(text)) return text;
   } catch {
     // the value's own printing threw (its stack is not shown), or it is too big to check
@@ -156,8 +195,8 @@ class Printed {
  * values (`Actor` for an array state of 10,001 numbers, where `String` printed its head).
  */
 export function stringOf(v: unknown): string {
-  if (!Array.isArray(v) || !joinsHuge(v, new Set(), { left: JOIN_LOOKS })) return String(v);
-  return String(joinable(v, new Map(), { left: JOIN_COPIES }));
+  if (!isArray(v) || !joinsHuge(v, new NativeSet(), { left: JOIN_LOOKS })) return toText(v);
+  return toText(joinable(v, new NativeMap(), { left: JOIN_COPIES }));
 }
 
 /** The most values `joinsHuge` looks at: past them, `String` as it is. */
@@ -171,14 +210,14 @@ const JOIN_COPIES = 100_000;
  * BigInt wrapper past 4094 digits among the first `look.left` values in `join`'s order.
  */
 function joinsHuge(a: unknown[], seen: Set<object>, look: { left: number }): boolean {
-  if (isProxy(a) || seen.has(a)) return false;
-  seen.add(a);
+  if (isProxy(a) || setHas(seen, a)) return false;
+  setAdd(seen, a);
   for (let i = 0; i < a.length; i++) {
     if (--look.left < 0) return false;
-    const d = Reflect.getOwnPropertyDescriptor(a, i);
+    const d = ownDescriptor(a, i);
     if (d === undefined || !("value" in d)) continue;
     const x: unknown = d.value;
-    if (hugeBigint(x) !== undefined || Array.isArray(x) && joinsHuge(x, seen, look)) return true;
+    if (hugeBigint(x) !== undefined || isArray(x) && joinsHuge(x, seen, look)) return true;
   }
   return false;
 }
@@ -193,26 +232,26 @@ const JOIN_CALLS: readonly PropertyKey[] = ["join", "toString", "valueOf", Symbo
  * `copies.left` elements in all throw TOO_BIG.
  */
 function joinable(a: unknown[], made: Map<object, unknown[]>, copies: { left: number }): unknown[] {
-  const done = made.get(a);
+  const done = mapGet(made, a);
   if (done !== undefined) return done;
-  const copy = new Array(a.length);
-  Object.setPrototypeOf(copy, Object.getPrototypeOf(a));
-  made.set(a, copy);
+  const copy = new NativeArray(a.length);
+  setPrototypeOf(copy, getPrototypeOf(a));
+  mapSet(made, a, copy);
   const own = (k: PropertyKey) => {
-    const d = Reflect.getOwnPropertyDescriptor(a, k);
+    const d = ownDescriptor(a, k);
     if (d === undefined) return;
     if ("value" in d) {
       const x: unknown = d.value;
       d.value = hugeBigint(x) ??
-        (Array.isArray(x) && !isProxy(x) ? joinable(x, made, copies) : x);
+        (isArray(x) && !isProxy(x) ? joinable(x, made, copies) : x);
     }
-    Object.defineProperty(copy, k, d);
+    defineProperty(copy, k, d);
   };
   for (let i = 0; i < a.length; i++) {
     if (--copies.left < 0) throw TOO_BIG;
     own(i);
   }
-  for (const k of JOIN_CALLS) own(k);
+  for (let i = 0; i < JOIN_CALLS.length; i++) own(JOIN_CALLS[i]);
   return copy;
 }
 
@@ -230,7 +269,7 @@ export function cutQuoted(s: string, what: string): unknown {
   const rest = cut.slice(head.length);
   return new Printed((inspect, options) => {
     const quoted = typeof inspect === "function"
-      ? String((inspect as (v: unknown, o: unknown) => unknown)(head, options))
+      ? toText((inspect as (v: unknown, o: unknown) => unknown)(head, options))
       : denoInspect?.(head) ?? JSON.stringify(head);
     return quoted + rest;
   }, cut);
@@ -259,11 +298,11 @@ const denoHook = Symbol.for("Deno.privateCustomInspect");
 
 /**
  * Whether `o` or its prototype chain is a Proxy or has an inspect hook of its own (`kindOf`): the
- * chain read object by object first (`Object.getPrototypeOf` runs no trap of a non-Proxy), as `in`
+ * chain read object by object first (`getPrototypeOf` runs no trap of a non-Proxy), as `in`
  * ran a Proxy prototype's `has` trap, the caller's code, for each object the walk met.
  */
 function hooked(o: object): boolean {
-  for (let p: object | null = o; p !== null; p = Object.getPrototypeOf(p)) {
+  for (let p: object | null = o; p !== null; p = getPrototypeOf(p)) {
     if (isProxy(p)) return true;
   }
   // No Proxy in the chain: `in` runs no trap (and is twice as fast as `Object.hasOwn` on each).
@@ -303,8 +342,8 @@ function printable(v: unknown, options: unknown): unknown {
   const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
   const walk: Walk = { depth, limit, left: EXTRA_COPIES };
-  if (!finds(v, 0, walk, new Map())) return v;
-  return copied(v, 0, walk, new Map());
+  if (!finds(v, 0, walk, new NativeMap())) return v;
+  return copied(v, 0, walk, new NativeMap());
 }
 
 /** What `printable` looks into; undefined: printed as it is (see there). */
@@ -314,7 +353,7 @@ function kindOf(o: object): Kind | undefined {
   // Neither a Proxy nor what has a Proxy in its prototype chain, whose traps are the caller's code.
   if (hooked(o)) return undefined;
   if (isNativeError(o)) return "error";
-  if (Array.isArray(o)) return "array";
+  if (isArray(o)) return "array";
   if (isMap(o)) return "map";
   if (isSet(o)) return "set";
   const builtIn = isDate(o) || isRegExp(o) || isTypedArray(o) || isAnyArrayBuffer(o) ||
@@ -335,47 +374,51 @@ function finds(v: unknown, level: number, walk: Walk, seen: Map<object, number>)
   // Each object once at the least level it is met at (a cycle: `[Circular]`): one met first
   // deeper is looked at again where met higher, as Deno prints it there deeper (before, not:
   // `{ a: { b: { c: { d: o } } }, o }` printed the digits and stacks below `o.p`).
-  const at = seen.get(v);
+  const at = mapGet(seen, v);
   if (at !== undefined && at <= level) return false;
-  seen.set(v, level);
+  mapSet(seen, v, level);
   const next = level + 1;
   if (kind === "map" || kind === "set") {
     let n = 0;
-    for (const [k, x] of entriesOf(v, kind)) {
-      if (n++ >= walk.limit) break;
-      if (finds(k, next, walk, seen) || finds(x, next, walk, seen)) return true;
-    }
+    const found = someEntry(v, kind, (k, x) => {
+      if (n++ >= walk.limit) return false; // the rest are not printed (no `break` here)
+      return finds(k, next, walk, seen) || finds(x, next, walk, seen);
+    });
+    if (found) return true;
   }
-  const keys = kind === "array" ? indexKeys(v as unknown[], walk.limit) : Reflect.ownKeys(v);
-  for (const k of keys) {
-    const d = Reflect.getOwnPropertyDescriptor(v, k);
-    if (d !== undefined && "value" in d && d.enumerable && finds(d.value, next, walk, seen)) {
-      return true;
-    }
+  const look = (k: PropertyKey) => {
+    const d = ownDescriptor(v, k);
+    return d !== undefined && "value" in d && d.enumerable === true &&
+      finds(d.value, next, walk, seen);
+  };
+  if (kind === "array") {
+    // The indexes of its first `limit` elements (Deno prints no more).
+    const length = (v as unknown[]).length;
+    for (let i = 0; i < length && i < walk.limit; i++) if (look(i)) return true;
+    return false;
   }
+  const keys = ownKeys(v);
+  for (let i = 0; i < keys.length; i++) if (look(keys[i])) return true;
   return false;
 }
 
-/** The indexes of `a`'s first `limit` elements (Deno prints no more). */
-function indexKeys(a: unknown[], limit: number): string[] {
-  const n = Math.min(a.length, limit);
-  const keys: string[] = [];
-  for (let i = 0; i < n; i++) keys.push(String(i));
-  return keys;
-}
-
-/** Map.prototype's and Set.prototype's own iterators, as the module loaded (no caller's code). */
-const mapEntries = Map.prototype.entries;
-const setEntries = Set.prototype.entries;
-const mapSet = Map.prototype.set;
-const setAdd = Set.prototype.add;
-const sizeOfMap = Object.getOwnPropertyDescriptor(Map.prototype, "size")!.get!;
-const sizeOfSet = Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!;
-
-/** A Map's or a Set's entries (a Set's as `[v, v]`), by the engine's own iterator. */
-function entriesOf(o: object, kind: "map" | "set"): Iterable<[unknown, unknown]> {
-  const it = (kind === "map" ? mapEntries : setEntries).call(o) as Iterator<[unknown, unknown]>;
-  return { [Symbol.iterator]: () => it };
+/**
+ * Calls `f` on each of a Map's or a Set's entries (a Set's as `v, v`) in order, by the engine's
+ * own iterator and its `next` as the module loaded (`for...of` looked `next` up on the iterator's
+ * prototype, which a caller may patch), until `f` answers true; whether it did.
+ */
+function someEntry(
+  o: object,
+  kind: "map" | "set",
+  f: (k: unknown, x: unknown) => boolean,
+): boolean {
+  const map = kind === "map";
+  const it = map ? mapEntries(o as Map<unknown, unknown>) : setEntries(o as Set<unknown>);
+  const next = map ? mapIteratorNext : setIteratorNext;
+  for (let r = next(it); !r.done; r = next(it)) {
+    if (f(r.value[0], r.value[1])) return true;
+  }
+  return false;
 }
 
 /** A copy `copied` made, and the level it made it for (what it looked into is below it). */
@@ -396,59 +439,62 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, Made>):
   if (typeof v !== "object" || v === null) return v;
   const kind = kindOf(v);
   if (kind === undefined || kind !== "error" && level > walk.depth) return v;
-  const done = made.get(v);
+  const done = mapGet(made, v);
   if (done !== undefined && done.level <= level) return done.copy;
   const next = level + 1;
-  const proto = Object.getPrototypeOf(v);
+  const proto = getPrototypeOf(v);
   let copy: object;
   let shown = (_k: string | symbol) => true; // the own properties whose values are looked into
   let skip = (_k: string | symbol) => false; // the own properties left out
   if (kind === "error") {
-    copy = new Error();
+    copy = new NativeError();
     skip = (k) => k === "stack"; // set below, undefined: Deno prints `[Name: message]`
   } else if (kind === "array") {
     const length = (v as unknown[]).length;
-    beyond(walk, length); // before `Reflect.ownKeys` lists them all
-    copy = new Array(length);
+    beyond(walk, length); // before `ownKeys` lists them all
+    copy = new NativeArray(length);
     skip = (k) => k === "length";
-    shown = (k) => typeof k === "string" && Number(k) < walk.limit;
+    shown = (k) => typeof k === "string" && +k < walk.limit;
   } else if (kind === "map" || kind === "set") {
-    const size = (kind === "map" ? sizeOfMap : sizeOfSet).call(v) as number;
+    const size = (kind === "map" ? sizeOfMap : sizeOfSet)(v);
     beyond(walk, size);
-    copy = kind === "map" ? new Map() : new Set();
-    made.set(v, { copy, level });
+    copy = kind === "map" ? new NativeMap() : new NativeSet();
+    mapSet(made, v, { copy, level });
     let n = 0;
-    for (const [k, x] of entriesOf(v, kind)) {
+    someEntry(v, kind, (k, x) => {
       const look = n++ < walk.limit;
       const key = look ? copied(k, next, walk, made) : k;
-      if (kind === "set") setAdd.call(copy, key);
-      else mapSet.call(copy, key, look ? copied(x, next, walk, made) : x);
-    }
+      if (kind === "set") setAdd(copy as Set<unknown>, key);
+      else mapSet(copy as Map<unknown, unknown>, key, look ? copied(x, next, walk, made) : x);
+      return false;
+    });
   } else copy = {};
-  Object.setPrototypeOf(copy, proto);
-  made.set(v, { copy, level });
-  for (const k of Reflect.ownKeys(v)) {
+  setPrototypeOf(copy, proto);
+  mapSet(made, v, { copy, level });
+  const keys = ownKeys(v);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
     if (skip(k)) continue;
-    const d = Reflect.getOwnPropertyDescriptor(v, k)!;
+    const d = ownDescriptor(v, k)!;
     if ("value" in d && (kind === "error" || d.enumerable) && shown(k)) {
       d.value = copied(d.value, next, walk, made);
     }
-    Object.defineProperty(copy, k, d);
+    defineProperty(copy, k, d);
   }
   if (kind === "error") {
-    Object.defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
+    defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
   }
   return copy;
 }
 
 /** Counts the elements or entries past the first `walk.limit` of `n` (EXTRA_COPIES): TOO_BIG past it. */
 function beyond(walk: Walk, n: number): void {
-  walk.left -= Math.max(0, n - walk.limit);
+  if (n > walk.limit) walk.left -= n - walk.limit;
   if (walk.left < 0) throw TOO_BIG;
 }
 
 /** BigInt.prototype's own valueOf, as the module loaded (`wrappedBigint`). */
-const bigintValueOf = BigInt.prototype.valueOf;
+const bigintValueOf = uncurry(BigInt.prototype.valueOf) as (x: unknown) => bigint;
 
 /**
  * The bigint a BigInt wrapper object holds (by BigInt.prototype's own valueOf: no code of the
@@ -457,7 +503,7 @@ const bigintValueOf = BigInt.prototype.valueOf;
 export function wrappedBigint(x: unknown): bigint | undefined {
   if (typeof x !== "object" || x === null) return undefined;
   try {
-    return bigintValueOf.call(x); // throws a TypeError on what has no [[BigIntData]]
+    return bigintValueOf(x); // throws a TypeError on what has no [[BigIntData]]
   } catch {
     return undefined;
   }
@@ -582,7 +628,9 @@ function escapeLength(s: string, i: number): number {
 const denoInspect: ((v: unknown) => string) | undefined = (() => {
   const deno = (globalThis as { Deno?: { inspect?: unknown } }).Deno;
   const f = deno?.inspect;
-  return typeof f === "function" ? (v: unknown) => String(f.call(deno, v)) : undefined;
+  if (typeof f !== "function") return undefined;
+  const call = uncurry(f as (v: unknown) => unknown);
+  return (v: unknown) => toText(call(deno, v));
 })();
 
 /**
@@ -634,9 +682,9 @@ function handPrint(v: unknown): [text: string, json: boolean] {
   }
   if (typeof v === "function") return [functionTag(v), false];
   // As Deno prints them: JSON has no text for NaN and the infinities (`null`), nor for -0 (`0`).
-  if (typeof v === "number") return [Object.is(v, -0) ? "-0" : String(v), false];
+  if (typeof v === "number") return [v === 0 && 1 / v < 0 ? "-0" : toText(v), false];
   if (typeof v === "bigint") return [`${v}n`, false];
-  if (typeof v === "symbol" || v === undefined) return [String(v), false];
+  if (typeof v === "symbol" || v === undefined) return [toText(v), false];
   // An Error as `printable` prints one (Deno's print of an error without a stack), where JSON
   // printed `{}`: its name, message and cause, no stack.
   if (typeof v === "object" && v !== null && isNativeError(v) && !isProxy(v)) {
@@ -645,10 +693,10 @@ function handPrint(v: unknown): [text: string, json: boolean] {
   // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
   try {
     const json = JSON.stringify(v);
-    return json === undefined ? [Object.prototype.toString.call(v), false] : [json, true];
+    return json === undefined ? [objectTag(v), false] : [json, true];
   } catch {
     try {
-      return [Object.prototype.toString.call(v), false];
+      return [objectTag(v), false];
     } catch {
       return ["[object]", false]; // a Proxy whose Symbol.toStringTag trap throws
     }
@@ -666,18 +714,18 @@ function errorByHand(e: Error, depth: number): string {
   let message = "";
   let cause = "";
   try {
-    for (let p: object | null = e, n = 0; p !== null && n < 32; p = Object.getPrototypeOf(p), n++) {
+    for (let p: object | null = e, n = 0; p !== null && n < 32; p = getPrototypeOf(p), n++) {
       if (isProxy(p)) break; // its traps are the caller's code: none runs
-      const d = Object.getOwnPropertyDescriptor(p, "name");
+      const d = ownDescriptor(p, "name");
       if (d === undefined) continue;
       if ("value" in d && typeof d.value === "string") name = cutShort(d.value, "name");
       break;
     }
-    const m = Object.getOwnPropertyDescriptor(e, "message");
+    const m = ownDescriptor(e, "message");
     if (m !== undefined && "value" in m && typeof m.value === "string") {
       message = cutShort(m.value, "message");
     }
-    const c = Object.getOwnPropertyDescriptor(e, "cause");
+    const c = ownDescriptor(e, "cause");
     if (c !== undefined && "value" in c) {
       const v: unknown = c.value;
       const nested = typeof v === "object" && v !== null && isNativeError(v) && !isProxy(v);
@@ -696,9 +744,9 @@ function errorByHand(e: Error, depth: number): string {
 
 /** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`): a Proxy's. */
 const FUNCTION_KINDS: readonly [object, string][] = [
-  [Object.getPrototypeOf(async function () {}), "AsyncFunction"],
-  [Object.getPrototypeOf(function* () {}), "GeneratorFunction"],
-  [Object.getPrototypeOf(async function* () {}), "AsyncGeneratorFunction"],
+  [getPrototypeOf(async function () {}), "AsyncFunction"],
+  [getPrototypeOf(function* () {}), "GeneratorFunction"],
+  [getPrototypeOf(async function* () {}), "AsyncGeneratorFunction"],
 ];
 
 /**
@@ -725,8 +773,8 @@ function functionTag(f: object): string {
   let made = ""; // a class's " [AsyncFunction]"; a function's " AsyncFunction" (`constructorName`)
   try {
     name = cutShort(ownName(f), "name"); // a name of 2**29 characters: past the engine's limit
-    isClass = /^class\b/.test(Function.prototype.toString.call(f));
-    const proto = Object.getPrototypeOf(f);
+    isClass = /^class\b/.test(sourceOf(f));
+    const proto = getPrototypeOf(f);
     if (isClass) {
       // Deno's: the name of what it extends, if that has one (a class that extends nothing
       // extends Function.prototype, whose name is "").
@@ -769,14 +817,14 @@ function functionTag(f: object): string {
  */
 function constructorName(f: object): string | undefined {
   const chain: object[] = [];
-  for (let p: object | null = f; p !== null && chain.length < 32; p = Object.getPrototypeOf(p)) {
+  for (let p: object | null = f; p !== null && chain.length < 32; p = getPrototypeOf(p)) {
     chain.push(p);
   }
-  for (const o of chain) {
-    const d = Object.getOwnPropertyDescriptor(o, "constructor");
+  for (let i = 0; i < chain.length; i++) {
+    const d = ownDescriptor(chain[i], "constructor");
     if (d === undefined || !("value" in d) || typeof d.value !== "function") continue;
     const name = ownName(d.value);
-    const made = Object.getOwnPropertyDescriptor(d.value, "prototype");
+    const made = ownDescriptor(d.value, "prototype");
     if (
       name !== "" && made !== undefined && "value" in made && made.value !== f &&
       chain.includes(made.value)
@@ -787,7 +835,7 @@ function constructorName(f: object): string | undefined {
 
 /** `o`'s own `name` if it is a data property holding a string, else "" (no getter is run). */
 function ownName(o: object): string {
-  const d = Object.getOwnPropertyDescriptor(o, "name");
+  const d = ownDescriptor(o, "name");
   return d !== undefined && "value" in d && typeof d.value === "string" ? d.value : "";
 }
 

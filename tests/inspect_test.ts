@@ -31,7 +31,7 @@ import {
 } from "../mod.ts";
 import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
-import { inspectAs, showByHand } from "../src/inspect.ts";
+import { inspectAs, showByHand, stringOf } from "../src/inspect.ts";
 
 /** `X { ...facts }` as `inspectAs` prints it without Deno's inspect where Deno's throws. */
 function byHand(facts: Record<string, unknown>): string {
@@ -1431,6 +1431,83 @@ Deno.test("a fact of many values with no error nor huge bigint in it prints as D
   const text = String(state);
   assert.equal(String(a), `Actor(${text.slice(0, 64)}… (a state of ${text.length} characters))`);
   end();
+});
+
+Deno.test("a fact's print runs none of the caller's replacements of the built-ins it uses: globalThis.Map, Error, Object.defineProperty, a Map iterator's next, Function.prototype.call", () => {
+  // Before, the walk that copies a fact holding an error or a huge bigint (`printable`, and
+  // `stringOf` for String(actor)) read `Map`, `Set`, `Error`, `Array`, `Reflect.ownKeys`,
+  // `Object.defineProperty`... from the globals, and Map and Set methods and iterators from their
+  // prototypes, at each print: the caller's replacement ran (and a throwing one printed by hand).
+  const big = 2n ** 20_000n;
+  const said = "a bigint of 20001 bits";
+  const error = Object.assign(new Error("e"), { cause: new TypeError("c") });
+  const fact = {
+    m: new Map<unknown, unknown>([["k", error], [error, [big]]]),
+    s: new Set([error, 1]),
+    a: [1, [error, Object(big)], { d: error }],
+  };
+  const f = function named() {};
+  const run = () => [
+    inspectAs("X", { fact }, Deno.inspect, {}),
+    inspectAs("X", { fact }, undefined, {}),
+    showByHand(fact.a),
+    showByHand(f),
+    showByHand(error),
+    showByHand(-0),
+    stringOf([1, [big, Object(big)], [2]]),
+  ];
+  const want = run();
+  assert.ok(want[0].includes(`[${said}]`) && want[0].includes("[Error: e]"), want[0]);
+  assert.equal(want[6], `1,${said},${said},2`);
+  const ran: string[] = [];
+  const g = globalThis as Record<string, unknown>;
+  const patches: [object, PropertyKey][] = [
+    [g, "Map"],
+    [g, "Set"],
+    [g, "Error"],
+    [g, "Array"],
+    [g, "String"],
+    [Array, "isArray"],
+    [Reflect, "ownKeys"],
+    [Reflect, "getOwnPropertyDescriptor"],
+    [Object, "getOwnPropertyDescriptor"],
+    [Object, "getPrototypeOf"],
+    [Object, "setPrototypeOf"],
+    [Object, "defineProperty"],
+    [Object.prototype, "toString"],
+    [Map.prototype, "get"],
+    [Map.prototype, "set"],
+    [Map.prototype, "entries"],
+    [Set.prototype, "has"],
+    [Set.prototype, "add"],
+    [Set.prototype, "entries"],
+    [Object.getPrototypeOf(new Map().entries()), "next"],
+    [Object.getPrototypeOf(new Set().entries()), "next"],
+    [BigInt.prototype, "valueOf"],
+    [Function.prototype, "toString"],
+    [Function.prototype, "call"],
+  ];
+  const saved = patches.map(([o, k]) => Reflect.getOwnPropertyDescriptor(o, k)!);
+  let got: string[];
+  try {
+    for (const [o, k] of patches) {
+      const was = Reflect.get(o, k) as (...a: unknown[]) => unknown;
+      const name = typeof k === "string" ? k : "?"; // no `String`: it may be patched already
+      // A function that records its call, then does what the built-in does (`new` too).
+      const by = function (this: unknown, ...a: unknown[]) {
+        ran.push(name);
+        return new.target ? Reflect.construct(was, a, new.target) : Reflect.apply(was, this, a);
+      };
+      Reflect.defineProperty(o, k, { value: by, writable: true, configurable: true });
+    }
+    got = run();
+  } finally {
+    for (let i = 0; i < patches.length; i++) {
+      Reflect.defineProperty(patches[i][0], patches[i][1], saved[i]);
+    }
+  }
+  assert.deepEqual(got, want);
+  assert.deepEqual(ran, []);
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
