@@ -343,7 +343,9 @@ function printable(v: unknown, options: unknown): unknown {
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
   const walk: Walk = { depth, limit, left: EXTRA_COPIES };
   if (!finds(v, 0, walk, new NativeMap())) return v;
-  return copied(v, 0, walk, new NativeMap());
+  const least = new NativeMap<object, number>();
+  levels(v, 0, walk, least);
+  return copied(v, walk, new NativeMap(), least);
 }
 
 /** What `printable` looks into; undefined: printed as it is (see there). */
@@ -421,27 +423,67 @@ function someEntry(
   return false;
 }
 
-/** A copy `copied` made, and the level it made it for (what it looked into is below it). */
-interface Made {
-  readonly copy: object;
-  readonly level: number;
+/**
+ * The least level each array, Map, Set, error and ordinary object `copied` looks into is met at in
+ * `v` (`least`): as `finds` looks, each again where met higher, and wholly (`finds` stops at the
+ * first value it finds). Errors at any level; the others no deeper than Deno prints into.
+ */
+function levels(v: unknown, level: number, walk: Walk, least: Map<object, number>): void {
+  if (typeof v !== "object" || v === null) return;
+  const kind = kindOf(v);
+  if (kind === undefined || kind !== "error" && level > walk.depth) return;
+  const at = mapGet(least, v);
+  if (at !== undefined && at <= level) return;
+  mapSet(least, v, level);
+  const next = level + 1;
+  if (kind === "map" || kind === "set") {
+    let n = 0;
+    someEntry(v, kind, (k, x) => {
+      if (n++ >= walk.limit) return true; // the rest are not printed
+      levels(k, next, walk, least);
+      levels(x, next, walk, least);
+      return false;
+    });
+  }
+  const look = (k: PropertyKey) => {
+    const d = ownDescriptor(v, k);
+    if (d !== undefined && "value" in d && (kind === "error" || d.enumerable === true)) {
+      levels(d.value, next, walk, least);
+    }
+  };
+  if (kind === "array") {
+    const length = (v as unknown[]).length;
+    for (let i = 0; i < length && i < walk.limit; i++) look(i);
+    return;
+  }
+  const keys = ownKeys(v);
+  for (let i = 0; i < keys.length; i++) if (keys[i] !== "stack" || kind !== "error") look(keys[i]);
 }
 
 /**
  * `v` with what `printable` replaces replaced, each array, Map, Set, error and ordinary object it
- * looks into copied (once for the least level it is met at, as `finds` looks: `made`, so that a
- * cycle prints as Deno prints the original's): same prototype, same own properties (getters
- * copied, not run), an error without its stack.
+ * looks into copied once (`made`), for the least level it is met at (`least`, `levels`), so that
+ * the copy holds one object wherever the original holds one, and its print refers to each as
+ * Deno's print of the original does (`<ref *1>`, `[Circular *1]`): same prototype, same own
+ * properties (getters copied, not run), an error without its stack. Before, an object met first
+ * deeper was copied again where met higher, and each copy was numbered apart (`<ref *2>` where
+ * Deno printed `<ref *1>`), and one met past Deno's depth was left the original, so that a copy
+ * holding itself there printed `[Object]` where Deno printed `[Circular *1]`.
  */
-function copied(v: unknown, level: number, walk: Walk, made: Map<object, Made>): unknown {
+function copied(
+  v: unknown,
+  walk: Walk,
+  made: Map<object, object>,
+  least: Map<object, number>,
+): unknown {
   const big = hugeBigint(v);
   if (big !== undefined) return big;
   if (typeof v !== "object" || v === null) return v;
-  const kind = kindOf(v);
-  if (kind === undefined || kind !== "error" && level > walk.depth) return v;
   const done = mapGet(made, v);
-  if (done !== undefined && done.level <= level) return done.copy;
-  const next = level + 1;
+  if (done !== undefined) return done;
+  const level = mapGet(least, v);
+  if (level === undefined) return v; // not looked into (`levels`): Deno prints it as it is
+  const kind = kindOf(v)!;
   const proto = getPrototypeOf(v);
   let copy: object;
   let shown = (_k: string | symbol) => true; // the own properties whose values are looked into
@@ -459,25 +501,25 @@ function copied(v: unknown, level: number, walk: Walk, made: Map<object, Made>):
     const size = (kind === "map" ? sizeOfMap : sizeOfSet)(v);
     beyond(walk, size);
     copy = kind === "map" ? new NativeMap() : new NativeSet();
-    mapSet(made, v, { copy, level });
+    mapSet(made, v, copy);
     let n = 0;
     someEntry(v, kind, (k, x) => {
       const look = n++ < walk.limit;
-      const key = look ? copied(k, next, walk, made) : k;
+      const key = look ? copied(k, walk, made, least) : k;
       if (kind === "set") setAdd(copy as Set<unknown>, key);
-      else mapSet(copy as Map<unknown, unknown>, key, look ? copied(x, next, walk, made) : x);
+      else mapSet(copy as Map<unknown, unknown>, key, look ? copied(x, walk, made, least) : x);
       return false;
     });
   } else copy = {};
   setPrototypeOf(copy, proto);
-  mapSet(made, v, { copy, level });
+  mapSet(made, v, copy);
   const keys = ownKeys(v);
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i];
     if (skip(k)) continue;
     const d = ownDescriptor(v, k)!;
     if ("value" in d && (kind === "error" || d.enumerable) && shown(k)) {
-      d.value = copied(d.value, next, walk, made);
+      d.value = copied(d.value, walk, made, least);
     }
     defineProperty(copy, k, d);
   }

@@ -1433,6 +1433,34 @@ Deno.test("a fact of many values with no error nor huge bigint in it prints as D
   end();
 });
 
+Deno.test("a fact copied to print its error refers to each object as Deno's print of it does: one met at two levels, one holding itself met at Deno's depth", () => {
+  // Before, an object met first deeper and then higher was copied twice, each copy numbered apart
+  // (`<ref *2>` where Deno printed `<ref *1>`), and one met at Deno's depth held the original
+  // (not its copy) past it: `self: [Object]` where Deno printed `[Circular *1]`.
+  const hook = Symbol.for("Deno.customInspect");
+  const error = { [hook]: () => "[Error: e]" }; // prints as the Error below prints
+  const o: Record<string, unknown> = { v: 1 };
+  o.self = o;
+  const facts = (e: unknown) => [
+    [e, [[o]], o],
+    [e, { a: { b: { c: o } } }],
+    [e, { a: { b: { c: o } } }, o],
+    new Map<unknown, unknown>([["e", e], ["deep", [[o]]], ["o", o]]),
+  ];
+  const byDeno = facts(error);
+  const ours = facts(new Error("e"));
+  for (let i = 0; i < ours.length; i++) {
+    for (const options of [{}, { depth: 2 }, { compact: false }]) {
+      assert.equal(
+        inspectAs("X", { v: ours[i] }, Deno.inspect, options),
+        `X { v: ${Deno.inspect(byDeno[i], options)} }`,
+      );
+    }
+    const plain = inspectAs("X", { v: ours[i] }, undefined, {});
+    assert.equal(plain, `X { v: ${Deno.inspect(byDeno[i])} }`);
+  }
+});
+
 Deno.test("a fact's print runs none of the caller's replacements of the built-ins it uses: globalThis.Map, Error, Object.defineProperty, a Map iterator's next, Function.prototype.call", () => {
   // Before, the walk that copies a fact holding an error or a huge bigint (`printable`, and
   // `stringOf` for String(actor)) read `Map`, `Set`, `Error`, `Array`, `Reflect.ownKeys`,
