@@ -1461,6 +1461,30 @@ Deno.test("a fact copied to print its error refers to each object as Deno's prin
   }
 });
 
+Deno.test("an array's named properties in a fact are looked into as its elements are: an error there prints without its stack, a huge bigint by its size", () => {
+  // Before, only an array's elements were: `[ 1, code: Error: e\n    at file:///...` (its stack,
+  // file paths and lines) and a bigint's whole digits, where Deno prints the named properties.
+  const hook = Symbol.for("Deno.customInspect");
+  const big = 2n ** 20_000n;
+  const said = "a bigint of 20001 bits";
+  const sym = Symbol("s");
+  const facts = (e: unknown, b: unknown) => [
+    Object.assign([1, 2], { code: e }),
+    Object.assign([1], { [sym]: e, n: b }),
+    { deep: [Object.assign(Array.from({ length: 150 }, (_, i) => i), { e })] },
+  ];
+  const byDeno = facts({ [hook]: () => "[Error: e]" }, { [hook]: () => `[${said}]` });
+  const ours = facts(new Error("e"), big);
+  for (let i = 0; i < ours.length; i++) {
+    for (const inspect of [Deno.inspect, undefined]) {
+      assert.equal(
+        inspectAs("X", { v: ours[i] }, inspect, {}),
+        `X { v: ${Deno.inspect(byDeno[i])} }`,
+      );
+    }
+  }
+});
+
 Deno.test("a fact's print runs none of the caller's replacements of the built-ins it uses: globalThis.Map, Error, Object.defineProperty, a Map iterator's next, Function.prototype.call", () => {
   // Before, the walk that copies a fact holding an error or a huge bigint (`printable`, and
   // `stringOf` for String(actor)) read `Map`, `Set`, `Error`, `Array`, `Reflect.ownKeys`,
