@@ -309,6 +309,50 @@ function hooked(o: object): boolean {
   return customInspect in o || nodeHook in o || denoHook in o;
 }
 
+/** DOMException.prototype's own getters, as the module loaded (none where there is none). */
+const domGetters = (() => {
+  const proto = (globalThis as { DOMException?: { prototype: object } }).DOMException?.prototype;
+  const get = (k: string) => {
+    const g = proto === undefined ? undefined : ownDescriptor(proto, k)?.get;
+    return g === undefined ? undefined : uncurry(g as (this: object) => unknown);
+  };
+  const [message, name, code] = [get("message"), get("name"), get("code")];
+  return message && name && code ? { message, name, code } : undefined;
+})();
+
+/** The prototype of a DOMException's stand-in: Deno prints what has it `DOMException { ... }`. */
+const DOM_SHAPE: object = (() => {
+  class DOMException {}
+  return DOMException.prototype;
+})();
+
+/**
+ * Where `o` (`hooked`) is a DOMException that Deno prints by its own hook (an abort's reason:
+ * `AbortSignal.abort().reason`), which prints its stack, file paths and lines: a stand-in that
+ * Deno prints as that hook prints one without a stack, `DOMException { message: "m", name:
+ * "AbortError", code: 20 }`, read by DOMException.prototype's own getters (Deno's, as the module
+ * loaded); else undefined. Not where a Proxy is in its chain (the getters' brand check would run
+ * its trap) nor where the caller gave it a hook of their own.
+ */
+function domStandIn(o: object): object | undefined {
+  if (domGetters === undefined || !isNativeError(o) || customInspect in o || nodeHook in o) {
+    return undefined;
+  }
+  for (let p: object | null = o; p !== null; p = getPrototypeOf(p)) {
+    if (isProxy(p)) return undefined;
+  }
+  try {
+    const copy = {};
+    setPrototypeOf(copy, DOM_SHAPE);
+    defineProperty(copy, "message", { value: domGetters.message(o), enumerable: true });
+    defineProperty(copy, "name", { value: domGetters.name(o), enumerable: true });
+    defineProperty(copy, "code", { value: domGetters.code(o), enumerable: true });
+    return copy;
+  } catch {
+    return undefined; // no DOMException (the getters' brand check threw): printed as it is
+  }
+}
+
 /** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left (EXTRA_COPIES). */
 interface Walk {
   readonly depth: number;
@@ -352,11 +396,12 @@ function printable(v: unknown, options: unknown): unknown {
 }
 
 /** What `printable` looks into; undefined: printed as it is (see there). */
-type Kind = "error" | "array" | "map" | "set" | "object";
+type Kind = "error" | "dom" | "array" | "map" | "set" | "object";
 
 function kindOf(o: object): Kind | undefined {
   // Neither a Proxy nor what has a Proxy in its prototype chain, whose traps are the caller's code.
-  if (hooked(o)) return undefined;
+  // A native error printed by a hook: Deno's DOMException's, maybe (`domStandIn` tells).
+  if (hooked(o)) return isNativeError(o) && !isProxy(o) ? "dom" : undefined;
   if (isNativeError(o)) return "error";
   if (isArray(o)) return "array";
   if (isMap(o)) return "map";
@@ -375,6 +420,7 @@ function finds(v: unknown, level: number, walk: Walk, seen: Map<object, number>)
   const kind = kindOf(v);
   if (kind === undefined) return false;
   if (kind === "error") return true; // printed without its stack
+  if (kind === "dom") return domStandIn(v) !== undefined; // likewise
   if (level > walk.depth) return false; // Deno prints `[Object]`
   // Each object once at the least level it is met at (a cycle: `[Circular]`): one met first
   // deeper is looked at again where met higher, as Deno prints it there deeper (before, not:
@@ -436,7 +482,7 @@ function someEntry(
 function levels(v: unknown, level: number, walk: Walk, least: Map<object, number>): void {
   if (typeof v !== "object" || v === null) return;
   const kind = kindOf(v);
-  if (kind === undefined || kind !== "error" && level > walk.depth) return;
+  if (kind === undefined || kind === "dom" || kind !== "error" && level > walk.depth) return;
   const at = mapGet(least, v);
   if (at !== undefined && at <= level) return;
   mapSet(least, v, level);
@@ -488,9 +534,14 @@ function copied(
   if (typeof v !== "object" || v === null) return v;
   const done = mapGet(made, v);
   if (done !== undefined) return done;
-  const level = mapGet(least, v);
-  if (level === undefined) return v; // not looked into (`levels`): Deno prints it as it is
-  const kind = kindOf(v)!;
+  const kind = kindOf(v);
+  if (kind === "dom") {
+    const standIn = domStandIn(v) ?? v;
+    mapSet(made, v, standIn);
+    return standIn;
+  }
+  // Not looked into (`levels`): Deno prints it as it is.
+  if (kind === undefined || mapGet(least, v) === undefined) return v;
   const proto = getPrototypeOf(v);
   let copy: object;
   let shown = (_k: string | symbol) => true; // the own properties whose values are looked into

@@ -1485,6 +1485,24 @@ Deno.test("an array's named properties in a fact are looked into as its elements
   }
 });
 
+Deno.test("a DOMException in a fact (an abort's reason) prints without its stack, as Deno prints one that has none", () => {
+  // Before, Deno's own hook for it (`Deno.privateCustomInspect`, which the walk leaves alone)
+  // printed its stack: `AbortError: The signal has been aborted\n    at file:///...`.
+  const reason = AbortSignal.abort().reason;
+  const stackless = new DOMException(reason.message, "AbortError");
+  Object.defineProperty(stackless, "stack", { value: undefined });
+  for (const inspect of [Deno.inspect, undefined]) {
+    for (const [v, w] of [[reason, stackless], [[1, { reason }], [1, { reason: stackless }]]]) {
+      assert.equal(inspectAs("X", { v }, inspect, {}), `X { v: ${Deno.inspect(w)} }`);
+    }
+  }
+  // One whose hook is the caller's prints by it.
+  const own = Object.assign(new DOMException("m"), {
+    [Symbol.for("Deno.customInspect")]: () => "mine",
+  });
+  assert.equal(inspectAs("X", { v: [own] }, Deno.inspect, {}), "X { v: [ mine ] }");
+});
+
 Deno.test("a fact's print runs none of the caller's replacements of the built-ins it uses: globalThis.Map, Error, Object.defineProperty, a Map iterator's next, Function.prototype.call", () => {
   // Before, the walk that copies a fact holding an error or a huge bigint (`printable`, and
   // `stringOf` for String(actor)) read `Map`, `Set`, `Error`, `Array`, `Reflect.ownKeys`,
