@@ -2687,7 +2687,9 @@ const u64: Codec<bigint> = {
  * Uint8Array, has no such tag: refused, as before.
  */
 export function isBytes(value: unknown): value is Uint8Array {
-  return typedTag.call(value) === "Uint8Array";
+  // A primitive is told apart first, with no call: the getter's call on every number a local
+  // channel counts (`bytesOf`) cost its trySend + tryReceive pair ~3.5 ns (~20%).
+  return typeof value === "object" && value !== null && typedTag.call(value) === "Uint8Array";
 }
 
 function checkBytes(value: unknown, op = "send"): Uint8Array {
