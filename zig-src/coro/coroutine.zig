@@ -243,6 +243,7 @@ const LaterRunner = struct {
                 // Monotonic: a count; `awaitLeft` reads what the steps did through the
                 // runner's release decrement.
                 _ = left_count.fetchAdd(1, .monotonic);
+                if (@import("builtin").is_test) if (test_hooks.before_left) |f| f(&r.state);
                 // Acq_rel: the release half pairs with `main`'s acquire on its failed CAS (it
                 // sees `thread` set); failing, the acquire half pairs with its CAS to `done`.
                 if (r.state.cmpxchgStrong(running, left, .acq_rel, .acquire) == null) return;
@@ -384,6 +385,9 @@ threadlocal var current_co: ?*Coroutine = null;
 pub var test_hooks: if (@import("builtin").is_test) struct {
     /// In `create`, every field but `transfer` written, before the store of the new generation.
     before_generation: ?*const fn () void = null,
+    /// In `LaterRunner.runBy`, past its deadline, once it counted its runner left, before its
+    /// CAS to `left` (given the runner's state word).
+    before_left: ?*const fn (state: *const std.atomic.Value(u32)) void = null,
 } else struct {} = .{};
 
 // A coroutine may resume on another thread than the one it suspended on. The compiler assumes
@@ -939,6 +943,54 @@ const Pool = stack_mod.Pool;
 
 fn testPool() !Pool {
     return Pool.init(testing.allocator, .{ .stack_size = 32 * 1024, .max_free = 8 });
+}
+
+test "a bounded collector whose runner ended as its deadline passed counts it out again: the next shutdown does not wait for it" {
+    // `LaterRunner.runBy` counts its runner left (`left_count`) before its CAS to `left`; a
+    // runner that got to `done` first makes that CAS fail, and the collector joins it. Without
+    // the count taken back there, `left_count` stayed 1 for good, and every later shutdown of
+    // the C ABI waited for a runner that had ended (`awaitLeftLater`: for good with no bound).
+    // The runner's end is made certain between the count and the CAS (`before_left`).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var gate = std.atomic.Value(bool).init(false);
+        var ran = std.atomic.Value(bool).init(false);
+        var saw_done = false;
+        fn step(_: *Later) void {
+            // Held until the collector is past its deadline (acquire: pairs with the release
+            // store in `beforeLeft`), so that it counts this runner left.
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the step's gate");
+            while (!gate.load(.acquire)) g.wait() catch break;
+            ran.store(true, .release); // pairs with the test's acquire load
+        }
+        fn beforeLeft(state: *const std.atomic.Value(u32)) void {
+            test_hooks.before_left = null; // once
+            gate.store(true, .release);
+            // Until the runner's CAS to `done` (acquire: pairs with its acq_rel CAS).
+            const d = test_wait.Deadline.in(test_wait.default_ns, "the runner to end");
+            while (state.load(.acquire) == LaterRunner.running) d.wait() catch return;
+            saw_done = true;
+        }
+    };
+    S.gate.store(false, .monotonic);
+    S.ran.store(false, .monotonic);
+    S.saw_done = false;
+    // What an earlier test left running past its deadline, first.
+    try testing.expect(awaitLeftLater(LaterRunner.monotonicNs() + test_wait.default_ns));
+    test_hooks.before_left = S.beforeLeft;
+    defer test_hooks.before_left = null;
+    var x: Later = .{ .run = S.step };
+    var l: LaterList = .{};
+    try testing.expect(l.begin());
+    later(&x);
+    l.endBy(true, LaterRunner.monotonicNs()); // past at once: the runner's start slack only
+    defer if (LaterRunner.left_count.load(.monotonic) != 0) LaterRunner.left_count.store(0, .monotonic); // for the next tests
+    try testing.expect(S.saw_done);
+    try testing.expect(S.ran.load(.acquire));
+    try testing.expect(l.head == null);
+    // Nothing is left: at once, with a deadline already passed.
+    try testing.expect(awaitLeftLater(LaterRunner.monotonicNs()));
 }
 
 test "later_reserve: no piece overlaps one still live, the block starts over once the last is freed, and a piece that does not fit is refused" {
