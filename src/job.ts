@@ -578,6 +578,11 @@ const WALK_ENTER = 0, WALK_NEXT = 1, WALK_FINISH = 2, WALK_POP = 3, WALK_CHILDRE
 // whose call overflowed (`#failBody`), its error in the walk's stack's slot, the job held
 // (`#leaving`) until then.
 const WALK_FAIL = 5, WALK_CANCEL = 6;
+// The rest of a failure's (or cancellation's) path up that an engine error stopped in
+// `#cancelWith`'s loop, from the job it was to look at next, its cause in the stack's slot
+// (nothing held for it: the job below it on the path is); then the release of the job that path
+// held (`#leaving`), and its finish.
+const WALK_UP_FAIL = 7, WALK_UP_CANCEL = 8, WALK_RELEASE = 9;
 let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
@@ -1269,9 +1274,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     if (!stoppedQueued) JobSupport.#armStopped();
     let held: JobSupport<unknown> | null = null; // the first on the path, when its parent is next
     let threw = false, thrown: unknown; // the first throw out of a walk (no object: below)
+    // deno-lint-ignore no-this-alias -- j walks up from this job
+    let j: JobSupport<unknown> = this;
+    let pathDone = false; // the loop left by its own `break`, not by an engine error
     try {
-      // deno-lint-ignore no-this-alias -- j walks up from this job
-      for (let j: JobSupport<unknown> = this;;) {
+      for (;;) {
         const s = j.#state;
         if (s >= CANCELLED) break;
         let walk = false;
@@ -1352,7 +1359,30 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // job below it) cannot finish before the hold ends.
         j = p!;
       }
+      pathDone = true;
       if (threw) throw thrown;
+    } catch (e) {
+      // An engine error out of the loop itself (a stack overflow: V8 checks the stack at a
+      // loop's back-edge, not only at a call, and at `#suppress`'s call), the failure part way
+      // up: j is the job it was to look at next (its parent, past the back-edge). Kept for the
+      // microtask queued as this began (`#armStopped`), the held job held (`#leaving`) until
+      // then. Before, the throw left the path there and the `finally` let the held job finish:
+      // a failing child ended `cancelled` (its failure marked handled, so not reported) and its
+      // parent, never cancelled, `completed` (job_test's `--max-opt=0` scan). Stores only: the
+      // stack has no room for a call.
+      if (!pathDone) {
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = j;
+        stoppedWalks[at + 1] = cause;
+        stoppedWalks[at + 2] = failure ? WALK_UP_FAIL : WALK_UP_CANCEL;
+        if (held !== null) {
+          stoppedWalks[at + 3] = held;
+          stoppedWalks[at + 4] = null;
+          stoppedWalks[at + 5] = WALK_RELEASE;
+          held.#leaving++;
+        }
+      }
+      throw e;
     } finally {
       // Also when a walk threw (thrown on above), so that no job stays held for good.
       if (held !== null) held.#holdFinal = false;
@@ -1579,12 +1609,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       const j = list[i] as JobSupport<unknown> | null;
       const stack = list[i + 1];
       const phase = list[i + 2] as number;
-      if (phase === WALK_ENTER || phase >= WALK_FAIL) j!.#leaving--;
+      if (
+        phase === WALK_ENTER || phase === WALK_FAIL || phase === WALK_CANCEL ||
+        phase === WALK_RELEASE
+      ) j!.#leaving--;
       try {
         // A finish to try again (a job that no walk holds now: nothing but its finish is done),
         // a failure's path or a body's end to go on with, else a walk to go on with.
-        if (phase === WALK_FINISH) j!.#tryFinalize();
-        else if (phase >= WALK_FAIL) {
+        if (phase === WALK_FINISH || phase === WALK_RELEASE) j!.#tryFinalize();
+        else if (phase === WALK_UP_FAIL || phase === WALK_UP_CANCEL) {
+          j!.#cancelWith(stack, phase === WALK_UP_FAIL);
+        } else if (phase >= WALK_FAIL) {
           try {
             j!.#cancelWith(stack, phase === WALK_FAIL);
           } finally {

@@ -3576,3 +3576,35 @@ Deno.test("a deferred job's handler that pulls another's ahead of the drain, bot
   assert.deepEqual((thrown[0] as Error & { suppressed?: unknown[] }).suppressed, [thrown[1]]);
   assert.ok([x, y].every((j) => j.state === "completed"));
 });
+
+Deno.test("a failure, a cancel and a body's end begun at each depth of an all but full stack, the overflow thrown at a loop's back-edge (V8 without its optimizing tiers, a child process), leave no job stuck", async () => {
+  // tests/fixtures/stack_edge_scan.ts's modes, each in a child process: without the optimizing
+  // tiers, and with a tier-up budget of one call (so V8 checks the stack at nearly every loop
+  // back-edge and return), the overflow comes inside #cancelWith's, #walkDown's and
+  // #tryFinalize's loops, not only at their calls, which this process's warm JIT mostly does
+  // not reach. "fail-up": scope (a supervisor) ── t (waiting) ── d, which fails. Before, an
+  // overflow at #cancelWith's back-edge left the path before t, the hold on d let go: d ended
+  // `cancelled` (its failure marked handled: not reported) and t `completed` (1,249 cases in).
+  // Each mode stops at its first stuck case or its deadline (the child well under 10 s).
+  const flags = [
+    "--max-opt=0",
+    "--stack-size=200", // shallower: each case's frames cost less
+    "--invocation-count-for-maglev=1",
+    "--invocation-count-for-turbofan=1",
+  ].join(",");
+  const fixture = new URL("./fixtures/stack_edge_scan.ts", import.meta.url).pathname;
+  for (const [mode, ms] of [["fail-up", 6000]]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", `--v8-flags=${flags}`, "--allow-all", fixture, String(ms), String(mode)],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(Number(ms) + 30_000), // a hang fails the test
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, `${mode}: ${text}${new TextDecoder().decode(out.stderr)}`);
+    const { cases, partway, stuck } = JSON.parse(text.trim().split("\n").at(-1)!);
+    assert.ok(partway > 0, `${mode}: the scan reached a case stopped part way (of ${cases})`);
+    assert.deepEqual(stuck, [], `${mode}: of ${partway} cases stopped part way (${cases} cases)`);
+  }
+});
