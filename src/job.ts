@@ -1462,9 +1462,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // The first throw out of a finish (a `reportError` that throws, on the report of a child's
     // handler's exception, or of its failure), thrown once the walk is done.
     let finishThrew = false, finishThrown: unknown;
+    let c: JobSupport<unknown> | null = null; // in WALK_CHILDREN, the child looked at next
     try {
       let ce!: CancellationError;
-      let c: JobSupport<unknown> | null = null;
       for (;;) {
         if (phase === WALK_ENTER) {
           ce = j!.#childCancel();
@@ -1535,6 +1535,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // (`#leaving`) so that nothing finishes it before its signal aborts and its children are
       // cancelled.
       stoppedBy = e; // what is left is kept below, or nothing is
+      // Stopped between a job's children (an overflow at the loop's back-edge: V8 checks the
+      // stack there too), the next child in `c` alone: kept in the job's `#walk` (c is still
+      // linked: nothing ran since it was reached). Before, the run went on from `c === null`,
+      // its children left uncancelled: p `cancelling` and its children `active` for good
+      // (job_test's back-edge scan, mode cancel-wide).
+      if (phase === WALK_CHILDREN) {
+        j!.#walk = c;
+        phase = WALK_NEXT;
+      }
       if (phase !== WALK_POP || (stack !== null && stack.length !== 0)) {
         const at = stoppedWalks.length;
         stoppedWalks[at] = j;

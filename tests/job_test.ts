@@ -3585,6 +3585,9 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // not reach. "fail-up": scope (a supervisor) ── t (waiting) ── d, which fails. Before, an
   // overflow at #cancelWith's back-edge left the path before t, the hold on d let go: d ended
   // `cancelled` (its failure marked handled: not reported) and t `completed` (1,249 cases in).
+  // "cancel-wide": p ── 4 × (a ── a1), p cancelled. Before, an overflow at #walkDown's back-edge
+  // between p's children lost the next child: the walk went on past them, p `cancelling` and its
+  // children `active` for good (1,273 cases in).
   // Each mode stops at its first stuck case or its deadline (the child well under 10 s).
   const flags = [
     "--max-opt=0",
@@ -3593,7 +3596,7 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     "--invocation-count-for-turbofan=1",
   ].join(",");
   const fixture = new URL("./fixtures/stack_edge_scan.ts", import.meta.url).pathname;
-  for (const [mode, ms] of [["fail-up", 6000]]) {
+  for (const [mode, ms] of [["fail-up", 6000], ["cancel-wide", 3000]]) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", `--v8-flags=${flags}`, "--allow-all", fixture, String(ms), String(mode)],
       env: { NO_COLOR: "1" },
