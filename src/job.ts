@@ -1685,38 +1685,55 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // throw is thrown on once the walk is done, a later one kept in its `suppressed` (`keepLater`).
     let threw = false, thrown: unknown;
     // deno-lint-ignore no-this-alias -- j walks up from this job
-    for (let j: JobSupport<unknown> | null = this; j !== null;) {
-      if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) break;
-      const s = j.#state;
-      if (s === COMPLETING) {
-        if (j.#hooks.completionWaits(j)) break;
-      } else if (s !== CANCELLING) break;
-      // Read first: `#leave` unlinks j. Should it have deferred j's handlers (`NOTIFY_NESTING`),
-      // the parent is held (`#leaving`) and the next turn stops at it.
-      const p: JobSupport<unknown> | null = j.#parent;
-      try {
-        j = j.#finalize(s === COMPLETING ? COMPLETED : CANCELLED);
-      } catch (e) {
-        // Its finish may not have begun (the call overflowed): j is tried again by the next run
-        // of `stoppedWalks` (a microtask later where a cancel or a failure began this work, its
-        // `#armStopped`; after a body's end, the next cancel's or failure's), a no-op once final.
-        // Stores only.
+    let j: JobSupport<unknown> | null = this;
+    try {
+      while (j !== null) {
+        if (!j.#bodyDone || j.#head !== null || j.#holdFinal || j.#leaving !== 0) break;
+        const s = j.#state;
+        if (s === COMPLETING) {
+          if (j.#hooks.completionWaits(j)) break;
+        } else if (s !== CANCELLING) break;
+        // Read first: `#leave` unlinks j. Should it have deferred j's handlers (`NOTIFY_NESTING`),
+        // the parent is held (`#leaving`) and the next turn stops at it.
+        const p: JobSupport<unknown> | null = j.#parent;
+        try {
+          j = j.#finalize(s === COMPLETING ? COMPLETED : CANCELLED);
+        } catch (e) {
+          // Its finish may not have begun (the call overflowed): j is tried again by the next run
+          // of `stoppedWalks` (a microtask later where a cancel or a failure began this work, its
+          // `#armStopped`; after a body's end, the next cancel's or failure's), a no-op once final.
+          // Stores only.
+          const at = stoppedWalks.length;
+          stoppedWalks[at] = j;
+          stoppedWalks[at + 1] = null;
+          stoppedWalks[at + 2] = WALK_FINISH;
+          if (!threw) {
+            threw = true;
+            thrown = e;
+          } else {
+            try {
+              keepLater(thrown, e);
+            } catch {
+              // no room for the call (a stack overflow): dropped, the first thrown on
+            }
+          }
+          j = p;
+        }
+      }
+    } catch (e) {
+      // An engine error out of the loop itself (a stack overflow at its back-edge, where V8
+      // checks the stack too, or at `completionWaits`' call), j not finished yet (the parent the
+      // last finish let go on to): tried again by the next run of `stoppedWalks`, as above.
+      // Before, only the first job was tried again, final by then, and j waited for good. Stores
+      // only. (Not pinned: job_test's back-edge scan, complete-chain mode, never stopped the loop
+      // there.)
+      if (j !== null) {
         const at = stoppedWalks.length;
         stoppedWalks[at] = j;
         stoppedWalks[at + 1] = null;
         stoppedWalks[at + 2] = WALK_FINISH;
-        if (!threw) {
-          threw = true;
-          thrown = e;
-        } else {
-          try {
-            keepLater(thrown, e);
-          } catch {
-            // no room for the call (a stack overflow): dropped, the first thrown on
-          }
-        }
-        j = p;
       }
+      throw e;
     }
     if (threw) throw thrown;
   }

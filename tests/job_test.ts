@@ -3587,7 +3587,9 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // `cancelled` (its failure marked handled: not reported) and t `completed` (1,249 cases in).
   // "cancel-wide": p ── 4 × (a ── a1), p cancelled. Before, an overflow at #walkDown's back-edge
   // between p's children lost the next child: the walk went on past them, p `cancelling` and its
-  // children `active` for good (1,273 cases in).
+  // children `active` for good (1,273 cases in). "complete-chain": 5 deferreds each the parent of
+  // the next, the 4 outer waiting, the innermost completed (#tryFinalize's back-edge: not reached
+  // before its fix either, kept to guard it).
   // Each mode stops at its first stuck case or its deadline (the child well under 10 s).
   const flags = [
     "--max-opt=0",
@@ -3596,7 +3598,7 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     "--invocation-count-for-turbofan=1",
   ].join(",");
   const fixture = new URL("./fixtures/stack_edge_scan.ts", import.meta.url).pathname;
-  for (const [mode, ms] of [["fail-up", 6000], ["cancel-wide", 3000]]) {
+  for (const [mode, ms] of [["fail-up", 6000], ["cancel-wide", 3000], ["complete-chain", 2000]]) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", `--v8-flags=${flags}`, "--allow-all", fixture, String(ms), String(mode)],
       env: { NO_COLOR: "1" },
