@@ -566,6 +566,14 @@ let deferredNext = 0;
  */
 let stoppedWalks: unknown[] = [];
 /**
+ * How many entries `stoppedWalks` holds (for tests: a finish that threw on a job it made final
+ * keeps none, so a `reportError` that keeps throwing, with no cancel to run them, adds nothing).
+ * Internal.
+ */
+export function stoppedWalksCount(): number {
+  return stoppedWalks.length / 3;
+}
+/**
  * The error a walk's catch has just dealt with (`#walkDown`): the `#cancelWith` it reaches keeps
  * nothing more for it. Another error there left the walk before it began.
  */
@@ -1161,10 +1169,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // `stoppedWalks` (the next cancel's or failure's, `#armStopped`: not armed here, which
       // costs a microtask a turn on every body's end). Stores only: the stack may have no room
       // for a call.
-      const at = stoppedWalks.length;
-      stoppedWalks[at] = this;
-      stoppedWalks[at + 1] = null;
-      stoppedWalks[at + 2] = WALK_FINISH;
+      if (this.#state < CANCELLED) { // else final: nothing to retry (no growth)
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = this;
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_FINISH;
+      }
       throw e;
     }
     return true;
@@ -1226,10 +1236,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       // As in `#completeBody`: a job already cancelling (no walk here to finish it) whose finish
       // call overflowed is tried again a microtask later. Stores only.
-      const at = stoppedWalks.length;
-      stoppedWalks[at] = this;
-      stoppedWalks[at + 1] = null;
-      stoppedWalks[at + 2] = WALK_FINISH;
+      if (this.#state < CANCELLED) { // else final: nothing to retry (no growth)
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = this;
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_FINISH;
+      }
       throw e;
     }
     return true;
@@ -1396,10 +1408,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // Its finish threw: the call itself may have overflowed, so it is tried again a
         // microtask later (a no-op where the throw came from the finish, the job final by then).
         if (unfinished !== null) {
-          const at = stoppedWalks.length;
-          stoppedWalks[at] = unfinished;
-          stoppedWalks[at + 1] = null;
-          stoppedWalks[at + 2] = WALK_FINISH;
+          if (unfinished.#state < CANCELLED) { // else final: nothing to retry (no growth)
+            const at = stoppedWalks.length;
+            stoppedWalks[at] = unfinished;
+            stoppedWalks[at + 1] = null;
+            stoppedWalks[at + 2] = WALK_FINISH;
+          }
         }
         // A walk an engine error stopped (this one's, or one below it on the stack) goes on a
         // microtask later (`#walkDown`): queued as this cancel began (`#armStopped`), since here
@@ -1486,10 +1500,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
             // microtask, the siblings after it still active when the cancel returned. Tried
             // again a microtask later too (a no-op once final), should the call itself have
             // overflowed; an overflow goes on to stop the walk at its next call anyway.
-            const at = stoppedWalks.length;
-            stoppedWalks[at] = j;
-            stoppedWalks[at + 1] = null;
-            stoppedWalks[at + 2] = WALK_FINISH;
+            if (j!.#state < CANCELLED) { // else final: nothing to retry (no growth)
+              const at = stoppedWalks.length;
+              stoppedWalks[at] = j;
+              stoppedWalks[at + 1] = null;
+              stoppedWalks[at + 2] = WALK_FINISH;
+            }
             if (!finishThrew) {
               finishThrew = true;
               finishThrown = e;
@@ -1703,10 +1719,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           // of `stoppedWalks` (a microtask later where a cancel or a failure began this work, its
           // `#armStopped`; after a body's end, the next cancel's or failure's), a no-op once final.
           // Stores only.
-          const at = stoppedWalks.length;
-          stoppedWalks[at] = j;
-          stoppedWalks[at + 1] = null;
-          stoppedWalks[at + 2] = WALK_FINISH;
+          if (j!.#state < CANCELLED) { // else final: nothing to retry (no growth)
+            const at = stoppedWalks.length;
+            stoppedWalks[at] = j;
+            stoppedWalks[at + 1] = null;
+            stoppedWalks[at + 2] = WALK_FINISH;
+          }
           if (!threw) {
             threw = true;
             thrown = e;
@@ -1728,10 +1746,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // only. (Not pinned: job_test's back-edge scan, complete-chain mode, never stopped the loop
       // there.)
       if (j !== null) {
-        const at = stoppedWalks.length;
-        stoppedWalks[at] = j;
-        stoppedWalks[at + 1] = null;
-        stoppedWalks[at + 2] = WALK_FINISH;
+        if (j.#state < CANCELLED) { // else final: nothing to retry (no growth)
+          const at = stoppedWalks.length;
+          stoppedWalks[at] = j;
+          stoppedWalks[at + 1] = null;
+          stoppedWalks[at + 2] = WALK_FINISH;
+        }
       }
       throw e;
     }
@@ -1963,10 +1983,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // The call may have overflowed, the parent left unfinished: tried again by the next run
         // of `stoppedWalks` (as in `#tryFinalize`: a microtask later on a cancel's or failure's
         // path, else with the next cancel or failure), a no-op once final. Stores only.
-        const at = stoppedWalks.length;
-        stoppedWalks[at] = parent;
-        stoppedWalks[at + 1] = null;
-        stoppedWalks[at + 2] = WALK_FINISH;
+        if (parent.#state < CANCELLED) { // else final: nothing to retry (no growth)
+          const at = stoppedWalks.length;
+          stoppedWalks[at] = parent;
+          stoppedWalks[at + 1] = null;
+          stoppedWalks[at + 2] = WALK_FINISH;
+        }
         finishThrew = true;
         finishThrown = e;
       }

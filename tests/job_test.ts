@@ -13,7 +13,7 @@ import {
   withJobMembersRedefined,
 } from "./support.ts";
 import { addFinalizer as addScopeFinalizer, follow as followSignal } from "../src/scope.ts";
-import { handlerCountOf } from "../src/job.ts";
+import { handlerCountOf, stoppedWalksCount } from "../src/job.ts";
 import {
   CancellationError,
   Channel,
@@ -3636,4 +3636,29 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     assert.ok(partway > 0, `${mode}: the scan reached a case stopped part way (of ${cases})`);
     assert.deepEqual(stuck, [], `${mode}: of ${partway} cases stopped part way (${cases} cases)`);
   }
+});
+
+Deno.test("a reportError that keeps throwing, with no cancel to run what overflows stopped, keeps nothing for a finish it threw out of: the job was final by then", () => {
+  // Each job's end throws (its handler's throw reported, the report throwing): before, each kept a
+  // retry of its finish in `stoppedWalks` (a no-op, the job final), run only by the next cancel's
+  // or failure's microtask, so the list grew by one a job while none came.
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  const before = stoppedWalksCount();
+  try {
+    for (let i = 0; i < 100; i++) {
+      const d = new CompletableDeferred<void>();
+      d.invokeOnCompletion(() => {
+        throw new Error("d's handler");
+      });
+      assert.throws(() => d.complete(), (e) => e === broken);
+      assert.equal(d.state, "completed");
+    }
+  } finally {
+    globalThis.reportError = report;
+  }
+  assert.equal(stoppedWalksCount() - before, 0, "nothing kept for 100 finishes that threw");
 });
