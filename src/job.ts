@@ -1298,7 +1298,13 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           // The first failure wins over a cancellation (Kotlin's root cause rule).
           if (!failure) break;
           if (j.#failed) {
-            if (cause !== j.#cause) j.#suppress(cause);
+            // Kept in j's cause, or else reported: the path ends here either way, so a throw out
+            // of the report (a `reportError` that throws) is thrown on with nothing kept to go on
+            // with (\`pathDone\`): kept, its retry reported the failure again a microtask later.
+            if (cause !== j.#cause && !suppressInto(j.#cause, cause)) {
+              pathDone = true;
+              handleCoroutineException(j.#context, cause);
+            }
             break;
           }
           j.#cause = cause;

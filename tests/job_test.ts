@@ -3662,3 +3662,47 @@ Deno.test("a reportError that keeps throwing, with no cancel to run what overflo
   }
   assert.equal(stoppedWalksCount() - before, 0, "nothing kept for 100 finishes that threw");
 });
+
+Deno.test("a later failure reported in place of being kept (the first a primitive), the report throwing, is reported once: nothing kept to go on with", async () => {
+  // p fails with "first" (a primitive: no `suppressed` to keep t's later failure in), so t's
+  // failure, reaching p, is reported; the first report throws. Before, that throw out of
+  // #cancelWith's loop was taken for an overflow stopping the path at p: a retry kept for a
+  // microtask later reported t's failure a second time.
+  const p = new CompletableDeferred<void>();
+  const scope = createScope({ parent: p });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  const second = new Error("t's failure, after p's");
+  const t = scope.launch(async () => {
+    try {
+      await gate;
+    } finally {
+      // deno-lint-ignore no-unsafe-finally -- the failure after the cancel
+      throw second;
+    }
+  });
+  await tick();
+  p.completeExceptionally("first");
+  const broken = new Error("reportError throws");
+  const calls: unknown[] = [];
+  const report = globalThis.reportError;
+  const rejected: unknown[] = [];
+  const onRejection = (e: PromiseRejectionEvent) => {
+    rejected.push(e.reason);
+    e.preventDefault();
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.reportError = (e: unknown) => {
+    calls.push(e);
+    if (calls.length === 1) throw broken;
+  };
+  try {
+    release();
+    await until(() => p.state === "cancelled" && t.state === "cancelled", "p and t final");
+    await tick();
+  } finally {
+    globalThis.reportError = report;
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+  assert.deepEqual(calls, [second], "t's failure reported once");
+});
