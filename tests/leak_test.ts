@@ -6,7 +6,14 @@
 // isolates, from regressing.
 import assert from "node:assert/strict";
 import { Channel, codecs, coroutineStats, library, Status } from "../mod.ts";
-import { evalScript, liveChannels, until, within, workerStartMs } from "./support.ts";
+import {
+  evalScript,
+  liveChannels,
+  steadyChannels,
+  until,
+  within,
+  workerStartMs,
+} from "./support.ts";
 
 const workerUrl = new URL("./fixtures/churn_worker.ts", import.meta.url);
 
@@ -39,8 +46,7 @@ async function cycle(): Promise<void> {
 
 Deno.test("Workers terminated while they wait on shared channels leave no channel handle or thread behind (30 cycles)", async () => {
   await cycle(); // a warm-up: what the first Worker starts for good (pools, the runtime's threads)
-  let before = 0;
-  await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+  const before = await steadyChannels();
   const threadsBefore = threads();
   for (let i = 0; i < 30; i++) await cycle();
   // A terminated Worker's thread ends, and its ring gives back its channels' holds, a little after
@@ -85,8 +91,7 @@ Deno.test("channels a Worker made native by a select and never disposed end with
   // channel dropped without dispose never came: each stayed, handle and native channel, for the
   // life of the process.
   const url = new URL("./fixtures/select_local_worker.ts", import.meta.url);
-  let before = 0;
-  await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+  const before = await steadyChannels();
   for (const how of ["terminate", "close"] as const) {
     const w = new Worker(url, { type: "module" });
     try {

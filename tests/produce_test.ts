@@ -77,7 +77,7 @@ async function runWorkerScript(fixture: string, body: string, timeoutMs: number)
     `
     import { CancellationError, Channel } from "./mod.ts";
     import {
-      assertOwnerGone, liveChannels, settled, until, within, workerMessages, workerStartMs,
+      assertOwnerGone, liveChannels, settled, steadyChannels, until, within, workerMessages, workerStartMs,
     } from "./tests/support.ts";
     const url = new URL("./tests/fixtures/${fixture}", "file://" + Deno.cwd() + "/");
     async function startWorker(how, what = "the share") {
@@ -88,8 +88,7 @@ async function runWorkerScript(fixture: string, body: string, timeoutMs: number)
       return { w, saying, share };
     }
     async function steadyHandles() {
-      let before = 0;
-      await until(() => (before = liveChannels()) === liveChannels(), "a steady channel count");
+      const before = await steadyChannels();
       return before;
     }
     async function handlesBack(before) {

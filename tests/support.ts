@@ -355,6 +355,27 @@ export function catchReported(): { errors: unknown[] } & Disposable {
 export const CHANNEL_SLOTS_SCANNED = 16 * 4096;
 
 /**
+ * Waits (bounded) until two looks in a row at `liveChannels()` agree, and answers that count: a
+ * terminated Worker's or a collected channel's handles go a little after, so a baseline is read
+ * once they stopped moving. One count per look (33M status calls: a quarter second on an idle
+ * host, seconds on a loaded one): before, each look counted twice, and a loaded host's full suite
+ * gave the 20 s wait only a few looks (it timed out once).
+ */
+export async function steadyChannels(ms = 60_000): Promise<number> {
+  let last = -1, now = -2;
+  await until(
+    () => {
+      const same = (now = liveChannels()) === last;
+      last = now;
+      return same;
+    },
+    () => `a steady channel count (last two looks ${last}, ${now})`,
+    ms,
+  );
+  return now;
+}
+
+/**
  * Live channel handles, every slot below {@linkcode CHANNEL_SLOTS_SCANNED} asked for its status
  * at every generation (kind 2: see zig-src/handle.zig, `[kind:3][generation:9][index:20]`).
  */
