@@ -294,11 +294,15 @@ const LaterRunner = struct {
         }
     }
 
-    fn monotonicNs() u64 {
-        const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
-        return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
-    }
 };
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in kcoro (channels, select,
+/// `parkUntil`, scopes, the later steps' runner). Here, the lowest layer that reads it; the
+/// scheduler re-exports it (`scheduler.monotonicNs`).
+pub fn monotonicNs() u64 {
+    const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+}
 
 /// Waits until the steps a bounded collector left running past its deadline (`endBy`) are done,
 /// until `deadline` (null: none): false if it passed first. At once on the thread running such
@@ -977,20 +981,20 @@ test "a bounded collector whose runner ended as its deadline passed counts it ou
     S.ran.store(false, .monotonic);
     S.saw_done = false;
     // What an earlier test left running past its deadline, first.
-    try testing.expect(awaitLeftLater(LaterRunner.monotonicNs() + test_wait.default_ns));
+    try testing.expect(awaitLeftLater(monotonicNs() + test_wait.default_ns));
     test_hooks.before_left = S.beforeLeft;
     defer test_hooks.before_left = null;
     var x: Later = .{ .run = S.step };
     var l: LaterList = .{};
     try testing.expect(l.begin());
     later(&x);
-    l.endBy(true, LaterRunner.monotonicNs()); // past at once: the runner's start slack only
+    l.endBy(true, monotonicNs()); // past at once: the runner's start slack only
     defer if (LaterRunner.left_count.load(.monotonic) != 0) LaterRunner.left_count.store(0, .monotonic); // for the next tests
     try testing.expect(S.saw_done);
     try testing.expect(S.ran.load(.acquire));
     try testing.expect(l.head == null);
     // Nothing is left: at once, with a deadline already passed.
-    try testing.expect(awaitLeftLater(LaterRunner.monotonicNs()));
+    try testing.expect(awaitLeftLater(monotonicNs()));
 }
 
 test "later_reserve: no piece overlaps one still live, the block starts over once the last is freed, and a piece that does not fit is refused" {

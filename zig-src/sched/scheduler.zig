@@ -226,12 +226,9 @@ noinline fn thisWorker() ?*Worker {
     return p.*;
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in kcoro (channels, select,
-/// `parkUntil`, scopes).
-pub fn monotonicNs() u64 {
-    const ts = std.posix.clock_gettime(.MONOTONIC) catch unreachable; // always supported
-    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
-}
+/// CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in kcoro (`coroutine.monotonicNs`,
+/// defined at the lowest layer that reads it).
+pub const monotonicNs = coroutine.monotonicNs;
 
 fn bump(counter: *std.atomic.Value(u64)) void {
     counter.store(counter.load(.monotonic) + 1, .monotonic);
