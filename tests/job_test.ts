@@ -31,6 +31,7 @@ import {
   type JobState,
   supervisorScope,
 } from "../mod.ts";
+import { atDepth } from "./stack_edge.ts";
 
 /** The flags of `job` as Kotlin's table writes them. */
 function flags(job: Job): [JobState, boolean, boolean, boolean] {
@@ -3265,36 +3266,6 @@ Deno.test("a reportError that throws out of a child's handlers during a cancel's
   }
   assert.deepEqual((broken as Error & { suppressed?: unknown[] }).suppressed, [later]);
 });
-
-/**
- * Calls `act` `n` frames and `k` arguments deep (each argument a stack slot: finer steps than a
- * frame): "no room" where the stack overflowed before `act` was called, else "threw" (`act`, or
- * the frames around it on its way out) or "ran".
- */
-function atDepth(n: number, k: number, act: () => void): "no room" | "threw" | "ran" {
-  const rec = (n: number, f: () => void): void => {
-    if (n === 0) f();
-    else rec(n - 1, f);
-  };
-  function bottom(this: () => void) {
-    this();
-  }
-  let called = false, threw = false;
-  try {
-    rec(n, () =>
-      Reflect.apply(bottom, () => {
-        called = true;
-        try {
-          act();
-        } catch {
-          threw = true; // the overflow, thrown to the caller
-        }
-      }, new Array(k).fill(0)));
-  } catch {
-    threw = true; // overflowed before `act` was called, or in the catch above
-  }
-  return !called ? "no room" : threw ? "threw" : "ran";
-}
 
 /**
  * How long a scan of the stack's edge may run (a deadline on its rounds, not a sleep): 20 rounds
