@@ -293,7 +293,6 @@ const LaterRunner = struct {
             } else std.Thread.Futex.wait(&left_count, n);
         }
     }
-
 };
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in kcoro (channels, select,
