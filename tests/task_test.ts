@@ -835,20 +835,39 @@ function deadPid(): string {
   return new TextDecoder().decode(gone.stdout).trim();
 }
 
-Deno.test("./task without flock: what a ./task killed in its lock's steps left (a new lock, a lock or a claim it was removing) is removed once its pid is gone; a live one's stays", async () => {
+Deno.test("./task without flock: what a ./task killed in its lock's steps left (a new lock, a lock or a claim it was removing) is removed once its pid is gone, an rm of it that fails no error; a live one's stays", async () => {
   const c = await checkout();
   try {
-    const path = await systemWithout(c, ["flock", "npm", "python3", "python"]);
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
     const tc = `${c.root}/.toolchain`;
     const dead = deadPid();
+    // The removal of one, as another waiter removes it at the same moment: it is gone, and rm
+    // says so with its status. Before, that status ended ./task there (set -e), with nothing
+    // installed.
+    Deno.writeTextFileSync(
+      `${c.bin}/rm`,
+      `#!/bin/sh
+for last; do :; done
+case $last in
+*/.lock.old.$FAKE_DEAD)
+  /bin/rm -rf "$last"
+  echo "rm raced" >>"$FAKE_LOG"
+  echo "rm: cannot remove '$last': No such file or directory" >&2
+  exit 1 ;;
+esac
+exec /bin/rm "$@"
+`,
+      { mode: 0o755 },
+    );
     Deno.mkdirSync(tc);
     for (const dir of [`.lock.new.${dead}`, `.lock.old.${dead}`, `.lock.new.${Deno.pid}`]) {
       Deno.mkdirSync(`${tc}/${dir}`);
       Deno.writeTextFileSync(`${tc}/${dir}/pid`, `${dir.split(".").at(-1)}\n`);
     }
     Deno.symlinkSync(dead, `${tc}/.lock.break.${dead}`);
-    const r = await task(c, ["build"], { path });
+    const r = await task(c, ["build"], { path, env: { FAKE_DEAD: dead } });
     assert.equal(r.code, 0, r.text);
+    assert.ok(c.calls().includes("rm raced"), c.calls().join("\n"));
     assert.deepEqual(installs(c), ["npm", "pip"]);
     // Before, a SIGKILL right after its mkdir left .lock.new.<pid> there for good.
     assert.deepEqual(
