@@ -429,14 +429,11 @@ async function twoAtOnce(c: Checkout, path?: string): Promise<void> {
   ]);
 }
 
-/** Whether `path` is there, a link to nothing included (lstat). */
-function linkExists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
+/** The claims on a stale lock (.lock.break.<pid>, and the single .lock.break of before) there. */
+function claims(c: Checkout): string[] {
+  return [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
+    n.startsWith(".lock.break")
+  ).sort();
 }
 
 function existsSync(path: string): boolean {
@@ -635,11 +632,11 @@ printf '%s\n' "$out"
     // Before, each removed the lock and took it: both installed deno, at once.
     assert.deepEqual(installs(c), ["npm"], `${ra.text}\n${rb.text}`);
     assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
-    assert.equal(linkExists(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
+    assert.deepEqual(claims(c), [], "a claim stayed");
     // A claim left by a waiter killed in it (its pid gone) is removed, then the stale lock.
     Deno.mkdirSync(`${c.root}/.toolchain/.lock.d`);
     Deno.writeTextFileSync(`${c.root}/.toolchain/.lock.d/pid`, `${dead}\n`);
-    Deno.symlinkSync(dead, `${c.root}/.toolchain/.lock.break`);
+    Deno.symlinkSync(dead, `${c.root}/.toolchain/.lock.break.${dead}`);
     Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
     c.reset();
     const r = await task(c, ["build"], { path });
@@ -650,7 +647,7 @@ printf '%s\n' "$out"
     );
     assert.deepEqual(installs(c), ["npm"]);
     assert.equal(existsSync(`${c.root}/.toolchain/.lock.d`), false, "the lock stayed");
-    assert.equal(linkExists(`${c.root}/.toolchain/.lock.break`), false, "the claim stayed");
+    assert.deepEqual(claims(c), [], "a claim stayed");
   } finally {
     await removeCheckout(c);
   }
@@ -677,7 +674,7 @@ Deno.test("./task without flock: a waiter that finds another's claim on a stale 
       .outputSync();
     const dead = new TextDecoder().decode(gone.stdout).trim();
     const lock = `${c.root}/.toolchain/.lock.d`;
-    const claim = `${c.root}/.toolchain/.lock.break`;
+    const claim = `${c.root}/.toolchain/.lock.break.${Deno.pid}`;
     Deno.mkdirSync(lock);
     Deno.writeTextFileSync(`${lock}/pid`, `${dead}\n`);
     // Another waiter's claim on it, that waiter running (this test's process).
@@ -704,7 +701,7 @@ Deno.test("./task without flock: a waiter that finds another's claim on a stale 
     );
     assert.deepEqual(installs(c), ["npm"]);
     assert.equal(existsSync(lock), false, "the lock stayed");
-    assert.equal(linkExists(claim), false, "the claim stayed");
+    assert.deepEqual(claims(c), [], "a claim stayed");
   } finally {
     await removeCheckout(c);
   }
@@ -835,7 +832,7 @@ function deadPid(): string {
   return new TextDecoder().decode(gone.stdout).trim();
 }
 
-Deno.test("./task without flock: what a ./task killed in its lock's steps left (a new lock, a lock or a claim it was removing) is removed once its pid is gone, an rm of it that fails no error; a live one's stays", async () => {
+Deno.test("./task without flock: what a ./task killed in its lock's steps left (a new lock, a lock it was removing, its claim) is removed once its pid is gone, an rm of it that fails no error; a live one's stays", async () => {
   const c = await checkout();
   try {
     const path = await systemWithout(c, ["flock", "npm", "python3", "python", "rm"]);
@@ -879,61 +876,94 @@ exec /bin/rm "$@"
   }
 });
 
-Deno.test("./task without flock: a waiter that finds a gone waiter's claim removes it only while it is that one's, not a claim another waiter made since", async () => {
+Deno.test("./task without flock: a claim on a stale lock is its waiter's own (.lock.break.<pid>): of claims made at once the lowest pid's holds, a gone waiter's is passed over, and no two waiters hold one", async () => {
+  // Before, the claim was one name, .lock.break, and a gone waiter's was renamed aside, looked
+  // at, and put back when another's: three waiters (one gone in its claim, one that removed it
+  // and claimed, and this one, whose rename took that claim aside), and a fourth claim went into
+  // the gap, which the put-back then replaced: two waiters held the claim, and both removed the
+  // stale lock (the second the lock the first had taken since).
   const c = await checkout();
+  const rivals: number[] = [];
   try {
-    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "readlink"]);
-    assert.equal((await task(c, ["build"], { path: `${path}:/usr/bin` })).code, 0);
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "ln", "sleep"]);
+    const tc = `${c.root}/.toolchain`;
+    // Each wait between looks logs the claims there. The first claim of a run (its `ln -s`) is
+    // met by a rival's made at once, FAKE_RIVAL's ("new": a `sleep` started then, so a pid above
+    // the run's), and by one of a waiter gone since.
     Deno.writeTextFileSync(
       `${c.bin}/sleep`,
-      '#!/bin/sh\necho "sleep $*" >>"$FAKE_LOG"\nexec /bin/sleep 0.01\n',
-      { mode: 0o755 },
-    );
-    const sleeps = () => c.calls().filter((l) => l.startsWith("sleep ")).length;
-    const dead = deadPid();
-    const lock = `${c.root}/.toolchain/.lock.d`;
-    const claim = `${c.root}/.toolchain/.lock.break`;
-    Deno.mkdirSync(lock);
-    Deno.writeTextFileSync(`${lock}/pid`, `${dead}\n`);
-    Deno.symlinkSync(dead, claim); // a waiter killed in its claim
-    // The first read of that claim: as it is read, a third waiter (this test's process) finds
-    // the claimer gone too, removes its claim and makes its own, before this one acts on it.
-    Deno.writeTextFileSync(
-      `${c.bin}/readlink`,
       `#!/bin/sh
-out=$(/usr/bin/readlink "$@") || exit $?
-case $2 in
-*/.lock.break)
-  if [ ! -e "$FAKE_LOG.swapped" ]; then
-    : >"$FAKE_LOG.swapped"
-    /bin/rm -f "$2" && /bin/ln -s "$FAKE_LIVE" "$2"
-  fi ;;
-esac
-printf '%s\\n' "$out"
+echo "sleep $* [$(cd "$FAKE_TC" && ls -A | grep '^\\.lock\\.break' | tr '\\n' ' ')]" >>"$FAKE_LOG"
+exec /bin/sleep 0.01
 `,
       { mode: 0o755 },
     );
-    Deno.removeSync(`${c.root}/.toolchain/deno/.version`);
-    c.reset();
-    const run = start(c, ["build"], { path, env: { FAKE_LIVE: `${Deno.pid}` } });
-    await until(() => sleeps() >= 3 || /removing a stale/.test(run.text()), () => run.text());
-    // Before, it removed the claim by name, the live waiter's: it then claimed too, and both
-    // removed the stale lock (the second the lock the first had taken since).
-    assert.equal(Deno.readLinkSync(claim), `${Deno.pid}`, "the live waiter's claim was removed");
-    assert.doesNotMatch(run.text(), /removing a stale/);
-    assert.deepEqual(installs(c), []);
-    Deno.removeSync(claim); // that waiter gave up its claim (the lock still stale)
-    const r = await run.done;
-    assert.equal(r.code, 0, r.text);
-    assert.match(r.text, new RegExp(`removing a stale install lock .* of pid ${dead},`));
-    assert.deepEqual(installs(c), ["npm"]);
-    assert.deepEqual(
-      [...Deno.readDirSync(`${c.root}/.toolchain`)].map((e) => e.name).filter((n) =>
-        n.startsWith(".lock.")
-      ),
-      [],
+    Deno.writeTextFileSync(
+      `${c.bin}/ln`,
+      `#!/bin/sh
+/bin/ln "$@" || exit $?
+for last; do :; done
+case $last in
+*/.lock.break*)
+  if [ -n "\${FAKE_RIVAL:-}" ] && [ ! -e "$FAKE_LOG.rival" ]; then
+    : >"$FAKE_LOG.rival"
+    r=$FAKE_RIVAL
+    if [ "$r" = new ]; then
+      /bin/sleep 60 </dev/null >/dev/null 2>&1 &
+      r=$!
+    fi
+    echo "rival $r" >>"$FAKE_LOG"
+    /bin/ln -s "$r" "$FAKE_TC/.lock.break.$r"
+    /bin/ln -s "$FAKE_DEAD" "$FAKE_TC/.lock.break.$FAKE_DEAD"
+  fi ;;
+esac
+`,
+      { mode: 0o755 },
     );
+    assert.equal((await task(c, ["build"], { path })).code, 0);
+    const dead = deadPid();
+    for (const rival of ["1", "new"]) {
+      Deno.mkdirSync(`${tc}/.lock.d`);
+      Deno.writeTextFileSync(`${tc}/.lock.d/pid`, `${dead}\n`);
+      Deno.removeSync(`${tc}/deno/.version`);
+      try {
+        Deno.removeSync(`${c.base}/calls.rival`);
+      } catch { /* the first round */ }
+      c.reset();
+      const env = { FAKE_TC: tc, FAKE_RIVAL: rival, FAKE_DEAD: dead };
+      const run = start(c, ["build"], { path, env });
+      const sleeps = () => c.calls().filter((l) => l.startsWith("sleep "));
+      await until(
+        () => sleeps().length >= 3 || /removing a stale/.test(run.text()),
+        () => run.text(),
+      );
+      const r = Number(c.calls().find((l) => l.startsWith("rival "))?.split(" ")[1]);
+      if (rival === "new") rivals.push(r);
+      assert.ok(r > 0, c.calls().join("\n"));
+      // Before, a claim beside another live waiter's held: the stale lock was removed at once.
+      assert.doesNotMatch(run.text(), /removing a stale/, `rival ${rival}`);
+      assert.deepEqual(installs(c), []);
+      // The gone waiter's claim: removed. The rival's: left. This run's own: given up while it
+      // waits where the rival's pid is the lower (pid 1), kept where it is the higher (a `sleep`
+      // started since).
+      const own = rival === "1" ? "" : `.lock.break.${run.pid} `;
+      assert.deepEqual(
+        sleeps().slice(0, 3),
+        Array(3).fill(`sleep 1 [${own}.lock.break.${r} ]`),
+        `rival ${rival}`,
+      );
+      // That waiter is done: its claim gone (given up, or its pid).
+      if (rival === "1") Deno.removeSync(`${tc}/.lock.break.1`);
+      else Deno.kill(r, "SIGKILL");
+      const done = await run.done;
+      assert.equal(done.code, 0, done.text);
+      assert.match(done.text, new RegExp(`removing a stale install lock .* of pid ${dead},`));
+      assert.deepEqual(installs(c), ["npm"]);
+      assert.deepEqual(claims(c), []);
+      assert.equal(existsSync(`${tc}/.lock.d`), false, "the lock stayed");
+    }
   } finally {
+    for (const r of rivals) if (!gone(r)) Deno.kill(r, "SIGKILL");
     await removeCheckout(c);
   }
 });
