@@ -228,9 +228,18 @@ if ! command -v qemu-aarch64 >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
     # A stage runs in a process group of its own, not the terminal's, where sudo cannot ask for a
     # password (a read of the terminal stops it): asked here, in the foreground, where one is
-    # needed, then `sudo -n`, which never asks.
+    # needed, then `sudo -n`, which never asks. Asked only where someone may be there to type it:
+    # stdin a terminal, and not CI (which sets CI). Else sudo's prompt on a terminal that no one
+    # reads (a CI runner that gives its job a pty) waited sudo's passwd_timeout, 5 minutes by
+    # default, or for good where that is 0; without a terminal, sudo fails at once.
     sudo="sudo -n"
-    sudo -n true 2>/dev/null || sudo -v || :
+    if ! sudo -n true 2>/dev/null; then
+      if [ -t 0 ] && [ -z "${CI:-}" ]; then
+        sudo -v || :
+      else
+        echo "sudo needs a password, not asked for: stdin is no terminal, or CI is set (install qemu-user first, or give sudo NOPASSWD for apt-get)"
+      fi
+    fi
   fi
   # A stage (`stage`): in the foreground, a TERM or Ctrl-C of this script waited for apt's end.
   out="$log/apt.txt"

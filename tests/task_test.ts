@@ -1400,6 +1400,12 @@ async function testScript(
      * `sudo` that logs each call with its process group ("sudo <args> (pgid <n>)") and answers
      * `-n true` as one that needs a password would (status 1). */
     notRoot?: boolean;
+    /** With `notRoot`: its sudo's `-v` (the password's prompt) stays (60 s at most) until a TERM,
+     * as a prompt on a terminal that no one reads would, and logs "sudo -v started". */
+    sudoAsks?: boolean;
+    /** Run in a terminal of its own (a pty, through util-linux's `script`), as from a terminal or
+     * by a CI runner that gives its job one: its stdin a terminal. Its output's \r\n read as \n. */
+    tty?: boolean;
     env?: Record<string, string>;
     /** Run while test.sh runs. */
     during?: (run: Run, c: Checkout) => Promise<void>;
@@ -1458,7 +1464,9 @@ exit 0
           ? `#!/bin/sh
 echo "sudo $* (pgid $(ps -o pgid= -p $$ | tr -d ' '))" >>"$FAKE_LOG"
 [ "$*" != "-n true" ] || { echo "sudo: a password is required" >&2; exit 1; }
-[ "$*" != -v ] || exit 0
+if [ "$*" = -v ]; then
+  ${opts.sudoAsks ? HOLD("sudo -v") : "exit 0"}
+fi
 while [ "\${1#-}" != "$1" ]; do shift; done
 exec "$@"
 `
@@ -1502,8 +1510,18 @@ echo "$d"
     const asNobody = opts.notRoot && new TextDecoder().decode(id.stdout).trim() === "0";
     const path = opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined;
     const script = `${c.root}/scripts/test.sh`;
-    const run = start(c, asNobody ? [script] : [], {
-      task: asNobody ? asNobodyIn(c, []) : script,
+    let [task, args] = asNobody ? [asNobodyIn(c, []), [script]] : [script, []];
+    if (opts.tty) {
+      // `script -c` takes one command line: the paths quoted (they hold spaces, no quote).
+      const inPty = `${c.base}/in a pty`;
+      Deno.writeTextFileSync(
+        inPty,
+        `exec script -q -e -c "/bin/sh '$1' \${2:+"'$2'"}" /dev/null\n`,
+      );
+      [task, args] = [inPty, [task, ...args]];
+    }
+    const run = start(c, args, {
+      task,
       env: { FAKE_DENO_OUT: `${c.base}/deno-out`, ...opts.env },
       path,
     });
@@ -1515,6 +1533,7 @@ echo "$d"
       throw e;
     }
     const r = await run.done;
+    if (opts.tty) r.text = r.text.replaceAll("\r\n", "\n");
     return { ...r, last: r.text.trimEnd().split("\n").at(-1)!, calls: c.calls() };
   } finally {
     await removeCheckout(c);
@@ -1660,25 +1679,47 @@ Deno.test("scripts/test.sh: a TERM while it installs qemu-user ends it at once, 
 });
 
 Deno.test("scripts/test.sh not as root installs qemu-user through sudo: a password, where one is needed, asked for first in its own process group (the terminal's), then apt-get by sudo -n in the stage's", async () => {
-  let pid = 0;
   const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
     noQemu: true,
     notRoot: true,
-    during: async (run) => {
-      pid = run.pid;
-      await run.done;
-    },
+    tty: true, // a person at a terminal: asked
   });
   assert.notEqual(r.code, 0, r.text);
   assert.match(r.text, /E: no network/, "apt-get's error is shown");
   const sudo = r.calls.filter((l) => l.startsWith("sudo ") || l.startsWith("apt-get "));
   // A stage runs in timeout's process group, where sudo's read of the terminal for a password
   // would stop it until the stage's time ran out: there, sudo -n never asks.
-  assert.deepEqual(sudo.slice(0, 2), [`sudo -n true (pgid ${pid})`, `sudo -v (pgid ${pid})`]);
+  const own = sudo[0]?.match(/^sudo -n true \(pgid (\d+)\)$/)?.[1];
+  assert.ok(own, sudo.join("\n"));
+  assert.equal(sudo[1], `sudo -v (pgid ${own})`);
   assert.match(sudo[2], /^sudo -n apt-get update -qq \(pgid (\d+)\)$/);
-  assert.notEqual(sudo[2], `sudo -n apt-get update -qq (pgid ${pid})`, "apt-get not in a stage");
+  assert.notEqual(sudo[2], `sudo -n apt-get update -qq (pgid ${own})`, "apt-get not in a stage");
   assert.deepEqual(sudo.slice(3), ["apt-get update -qq"]);
   assert.equal(r.last, "17 passed, 1 failed");
+});
+
+Deno.test("scripts/test.sh not as root asks no sudo password where no one is there to type it (stdin no terminal, or CI set): it says so, and apt-get by sudo -n fails at once", async () => {
+  // sudo's prompt on a terminal that no one reads (a CI runner that gives its job a pty) waits
+  // sudo's passwd_timeout, 5 minutes by default: here, for good (60 s).
+  for (const [tty, env] of [[true, { CI: "true" }], [false, {}]] as const) {
+    const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+      noQemu: true,
+      notRoot: true,
+      sudoAsks: true,
+      tty,
+      env,
+      // Before, it waited on the prompt.
+      during: (run) => within(run.done, 15_000, `test.sh's end (tty ${tty})`).then(() => {}),
+    });
+    assert.notEqual(r.code, 0, r.text);
+    assert.deepEqual(r.calls.filter((l) => l.startsWith("sudo -v")), [], r.calls.join("\n"));
+    assert.match(
+      r.text,
+      /\nsudo needs a password, not asked for: stdin is no terminal, or CI is set \(install qemu-user first, or give sudo NOPASSWD for apt-get\)\n/,
+    );
+    assert.ok(r.calls.some((l) => l.startsWith("sudo -n apt-get update")), r.calls.join("\n"));
+    assert.equal(r.last, "17 passed, 1 failed");
+  }
 });
 
 Deno.test("scripts/test.sh: a TERM as it makes its log folder (before, between its mktemp and its traps) leaves no folder behind", async () => {
