@@ -198,13 +198,22 @@ if command -v setsid >/dev/null 2>&1; then
   left=$((deadline - $(date +%s)))
   [ "$left" -le 1800 ] || left=1800
   [ "$left" -gt 0 ] || left=1 # none left: the stages say so
+  started=$(date +%s)
   starting=1 # in a group of its own, ended by stop_ahead on a signal, as the compiles ahead
   setsid timeout -k "$grace" "$left" zig build --help >/dev/null 2>&1 &
   ahead_pid=$!
   starting=""
   [ -z "$interrupted" ] || exit "$interrupted"
-  wait "$ahead_pid" || :
+  rc=0
+  wait "$ahead_pid" || rc=$?
   ahead_pid=""
+  # Named where it ran out of time (timeout's 124, or 137 past its limit: killed `grace` seconds
+  # after its TERM, as `stage` reads it): before, it ended so without a word, and what came next
+  # (each stage compiling it again, or none left to run) did not say why. Not a failure of its
+  # own: each stage compiles it, and fails so, named, if it cannot.
+  if [ "$rc" -eq 124 ] || { [ "$rc" -eq 137 ] && [ $(($(date +%s) - started)) -ge "$left" ]; }; then
+    echo "warning: the build runner's compile (zig build --help, first, alone) did not end within $left s (at most 30 minutes, $budget s in all: KCORO_TEST_BUDGET_S): ended"
+  fi
   starting=1 # as a stage's start (`stage`): a signal before its pid is noted is acted on after
   setsid sh -c '
     for args in "test-exe -Dtest-optimize=ReleaseSafe" "test-exe -Dtarget=aarch64-linux-musl" \

@@ -1854,7 +1854,7 @@ Deno.test("scripts/test.sh: a TERM while its first compile, the build runner's, 
   assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [], "deno test ran");
 });
 
-Deno.test("scripts/test.sh: its first compile, the build runner's, is bounded by the run's budget as a stage", async () => {
+Deno.test("scripts/test.sh: its first compile, the build runner's, is bounded by the run's budget as a stage, and named where it runs out of time", async () => {
   const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
     zigHelpHolds: true,
     env: { KCORO_TEST_BUDGET_S: "2", KCORO_TEST_GRACE_S: "1" },
@@ -1863,6 +1863,11 @@ Deno.test("scripts/test.sh: its first compile, the build runner's, is bounded by
   });
   assert.ok(r.calls.includes("zig build --help stopped"), r.calls.join("\n"));
   assert.notEqual(r.code, 0, r.text);
+  // Before, it ended so without a word.
+  assert.match(
+    r.text,
+    /(^|\n)warning: the build runner's compile \(zig build --help, first, alone\) did not end within [12] s \(at most 30 minutes, 2 s in all: KCORO_TEST_BUDGET_S\): ended\n/,
+  );
   assert.match(
     r.text,
     /error: zig unit tests \(x86_64, Debug\) did not run: the run's budget of 2 s \(KCORO_TEST_BUDGET_S\) was spent\n/,
