@@ -1753,7 +1753,7 @@ Deno.test("scripts/test.sh: a stage that ignores the TERM at its time limit is r
   assert.equal(r.last, "0 passed, 5 failed");
 });
 
-Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output ends its wait for tee 10 s on (KCORO_TEST_GRACE_S), named as a failure", async () => {
+Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output ends its wait for tee KCORO_TEST_GRACE_S seconds on (10 by default, 1 here), named as a failure", async () => {
   let leftover = 0;
   try {
     const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
