@@ -316,8 +316,12 @@ else
   out="$log/deno.fifo"
   stage env NO_COLOR=1 deno test --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc tests/ README.md mod.ts src/
   # tee ends at its FIFO's end, once every writer has closed it: a process a test left running
-  # (deno's output inherited) kept it open, and the script waited for it for good. Bounded:
-  # `grace` seconds on, a watcher ends tee, and says so in $log/tee.ended; a failure, named. The
+  # (deno's output inherited) kept it open, and the script waited for it for good. So does a tee
+  # that cannot write: this script's output, which a reader has stopped reading (deno test, its
+  # FIFO full, then waited too: its stage's time limit ends it). Bounded either way, not told
+  # apart (named both): `grace` seconds on, a watcher ends tee (a TERM ends a blocked write too),
+  # and says so in $log/tee.ended; a failure, named. (This script's own lines then wait for that
+  # reader, as any writer's.) The
   # watcher ends by itself once tee has ($log/tee.done) or the log folder is gone (the script's
   # exit), not by a signal: a TERM right after its fork came while it still had this script's
   # traps, and was lost.
@@ -338,7 +342,7 @@ else
   wait "$tee_watch" || :
   tee_watch=""
   if [ -e "$log/tee.ended" ]; then
-    echo "error: the Deno tests' output stayed open $grace s after deno test ended: a process a test started holds it (ended its reader)"
+    echo "error: the Deno tests' output stayed open $grace s after deno test ended: a process a test started holds it, or this script's output is not being read (ended its reader, tee)"
     failed=$((failed + 1))
   fi
   [ "$rc" -ne 124 ] || timed_out "the deno tests"

@@ -1393,6 +1393,10 @@ async function testScript(
     zigHelpHolds?: boolean;
     /** Its `deno test` passes, leaving a `sleep 40` that holds its output ("leftover <pid>"). */
     denoLeaves?: boolean;
+    /** Its output goes to a reader that reads none of it until the file `<log>.go` is there
+     * (30 s at most); its `deno test` writes 510 KB ("deno floods" logged first), more than
+     * the pipes between hold. Its status: the file `<log>.rc`. */
+    readerStops?: boolean;
     /** Its `mktemp` makes the folder ("made <folder>"), then TERMs the script (its pid: the
      * file script.pid beside the log, which `during` writes). */
     mktempSignals?: boolean;
@@ -1479,6 +1483,8 @@ exec "$@"
           ? `#!/bin/sh\n${HOLD("deno test")}`
           : opts.denoLeaves
           ? `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nsleep 40 &\necho "leftover $!" >>"$FAKE_LOG"\nexit 0\n`
+          : opts.readerStops
+          ? `#!/bin/sh\necho "deno floods" >>"$FAKE_LOG"\nyes "deno test output" | head -n 30000\ncat "$FAKE_DENO_OUT"\n`
           : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`,
       ],
       ...(opts.mktempSignals
@@ -1511,6 +1517,19 @@ echo "$d"
     const path = opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined;
     const script = `${c.root}/scripts/test.sh`;
     let [task, args] = asNobody ? [asNobodyIn(c, []), [script]] : [script, []];
+    if (opts.readerStops) {
+      const stalled = `${c.base}/reader stops`;
+      Deno.writeTextFileSync(
+        stalled,
+        `{ /bin/sh "$1"; echo $? >"$FAKE_LOG.rc"; } | {
+  n=0
+  until [ -e "$FAKE_LOG.go" ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done
+  exec cat
+}
+`,
+      );
+      [task, args] = [stalled, [task, ...args]];
+    }
     if (opts.tty) {
       // `script -c` takes one command line: the paths quoted (they hold spaces, no quote).
       const inPty = `${c.base}/in a pty`;
@@ -1776,6 +1795,34 @@ Deno.test("scripts/test.sh: a process a Deno test leaves holding deno's output e
   } finally {
     if (leftover > 0 && !gone(leftover)) Deno.kill(leftover, "SIGKILL");
   }
+});
+
+Deno.test("scripts/test.sh: a reader of its output that stops reading holds tee (and so deno test) no longer than the stage's time and KCORO_TEST_GRACE_S seconds on, named as a failure", async () => {
+  const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+    readerStops: true,
+    // The Deno tests' stage ends at what is left of 2 s, tee 1 s on.
+    env: { KCORO_TEST_BUDGET_S: "2", KCORO_TEST_GRACE_S: "1" },
+    during: async (run, c) => {
+      const tees = () => {
+        const ps = new Deno.Command("ps", { args: ["-o", "comm=", "-g", `${run.pid}`] })
+          .outputSync();
+        return new TextDecoder().decode(ps.stdout).split("\n").filter((l) => l === "tee");
+      };
+      // deno test, then tee, blocked on output no one reads: ended, within their bounds.
+      await until(() => c.calls().includes("deno floods"), () => `deno test: ${c.calls()}`);
+      await until(() => tees().length === 0, "tee's end while its output is not read");
+      Deno.writeTextFileSync(`${c.base}/calls.go`, ""); // the reader reads again
+      await within(run.done, 10_000, "test.sh's end once its output is read");
+      assert.equal(Deno.readTextFileSync(`${c.base}/calls.rc`), "1\n");
+    },
+  });
+  assert.match(r.text, /error: the deno tests did not end within [12] s/);
+  // Before, named as a process a test left, which there was not.
+  assert.match(
+    r.text,
+    /error: the Deno tests' output stayed open 1 s after deno test ended: a process a test started holds it, or this script's output is not being read \(ended its reader, tee\)\n/,
+  );
+  assert.equal(r.last, "28 passed, 2 failed");
 });
 
 Deno.test("scripts/test.sh: its stages share one time budget (KCORO_TEST_BUDGET_S): a hung stage leaves the later ones what is left, or nothing, not 30 minutes each", async () => {
