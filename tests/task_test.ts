@@ -945,11 +945,11 @@ esac
       assert.deepEqual(installs(c), []);
       // The gone waiter's claim: removed. The rival's: left. This run's own: given up while it
       // waits where the rival's pid is the lower (pid 1), kept where it is the higher (a `sleep`
-      // started since).
-      const own = rival === "1" ? "" : `.lock.break.${run.pid} `;
+      // started since: the higher unless pids wrapped around in between).
+      const there = [`.lock.break.${r}`, ...(r > run.pid ? [`.lock.break.${run.pid}`] : [])];
       assert.deepEqual(
         sleeps().slice(0, 3),
-        Array(3).fill(`sleep 1 [${own}.lock.break.${r} ]`),
+        Array(3).fill(`sleep 1 [${there.sort().join(" ")} ]`), // ls's order (LC_ALL unset: C)
         `rival ${rival}`,
       );
       // That waiter is done: its claim gone (given up, or its pid).
