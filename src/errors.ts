@@ -10,6 +10,22 @@
 
 import { isProxy } from "node:util/types";
 
+/**
+ * String's and BigInt's prototype methods, `parseInt` and `Math.clz32` as the module loaded, for
+ * `headOf`, `cutShort` and a bigint's `describe`, which a print (src/inspect.ts) calls: a caller's
+ * replacement (`String.prototype.slice = ...`, `BigInt.prototype.toString = ...`) never runs there.
+ */
+const callOf = Function.prototype.call;
+const stringSlice = callOf.bind(String.prototype.slice) as (
+  s: string,
+  a: number,
+  b?: number,
+) => string;
+const charCodeAt = callOf.bind(String.prototype.charCodeAt) as (s: string, i: number) => number;
+const bigintText = callOf.bind(BigInt.prototype.toString) as (x: bigint, radix: number) => string;
+const parseInteger = parseInt;
+const clz32 = Math.clz32;
+
 /** Native status codes (`include/kcoro.h`): 0 is success, negative values are errors. */
 export const Status = {
   OK: 0,
@@ -351,8 +367,8 @@ export function cutShort(s: string, what: string): string {
 
 /** Internal. `s`'s first SHOWN_CHARS (64) characters, one fewer where the last would split a surrogate pair. */
 export function headOf(s: string): string {
-  const last = s.charCodeAt(SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
-  return s.slice(0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
+  const last = charCodeAt(s, SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
+  return stringSlice(s, 0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
 }
 
 /** The least bigint of more than 4094 digits: one under it (and over its negation) prints whole. */
@@ -368,9 +384,9 @@ const BIGINT_WHOLE = 10n ** 4094n;
  */
 function bigintBounded(x: bigint): string {
   if (x > -BIGINT_WHOLE && x < BIGINT_WHOLE) return `${x}n`;
-  const hex = x.toString(16);
+  const hex = bigintText(x, 16);
   const first = x < 0n ? 1 : 0; // its "-"
-  const bits = (hex.length - first - 1) * 4 + 32 - Math.clz32(parseInt(hex[first], 16));
+  const bits = (hex.length - first - 1) * 4 + 32 - clz32(parseInteger(hex[first], 16));
   return `${x < 0n ? "a negative" : "a"} bigint of ${bits} bits`;
 }
 

@@ -47,12 +47,14 @@ const NativeError = Error;
 const NativeMap = Map;
 const NativeSet = Set;
 const toText = String;
+const jsonStringify = JSON.stringify;
 const isArray = Array.isArray;
 const ownKeys = Reflect.ownKeys;
 const ownDescriptor = Reflect.getOwnPropertyDescriptor;
 const getPrototypeOf = Object.getPrototypeOf;
 const setPrototypeOf = Object.setPrototypeOf;
 const defineProperty = Object.defineProperty;
+const deleteProperty = Reflect.deleteProperty;
 /** `f` as a plain function of its receiver and arguments: no `call` is looked up when it runs. */
 // deno-lint-ignore no-explicit-any
 const uncurry = <F extends (this: any, ...a: any[]) => any>(f: F) =>
@@ -74,6 +76,17 @@ const mapIteratorNext = uncurry(getPrototypeOf(new Map().entries()).next) as (
 const setIteratorNext = uncurry(getPrototypeOf(new Set().entries()).next) as typeof mapIteratorNext;
 const sizeOfMap = uncurry(ownDescriptor(Map.prototype, "size")!.get!) as (m: unknown) => number;
 const sizeOfSet = uncurry(ownDescriptor(Set.prototype, "size")!.get!) as (m: unknown) => number;
+/**
+ * String's, RegExp's and Array's prototype methods a print calls, as the module loaded, and
+ * `Object.entries`: a caller's `String.prototype.slice = ...`, `RegExp.prototype.exec = ...` (which
+ * `test` calls) or `Array.prototype.push = ...` never runs in a print, nor an array iterator's
+ * (no destructuring of arrays here: it iterates). Before, each ran, as did `JSON.stringify`'s.
+ */
+const slice = uncurry(String.prototype.slice);
+const indexOf = uncurry(String.prototype.indexOf);
+const regexpExec = uncurry(RegExp.prototype.exec) as (r: RegExp, s: string) => unknown;
+const join = uncurry(Array.prototype.join) as (a: readonly string[], by: string) => string;
+const objectEntries = Object.entries;
 
 /** The symbol Deno's console and `Deno.inspect` look for (a registered symbol, any realm's). */
 export const customInspect: unique symbol = Symbol.for("Deno.customInspect");
@@ -98,8 +111,10 @@ export function inspectAs(
   const show = typeof inspect === "function"
     ? (v: unknown) => showWith(inspect as (v: unknown, o: unknown) => unknown, v, options)
     : showPlain;
-  const parts = Object.entries(facts).map(([k, v]) => `${k}: ${show(v)}`);
-  return parts.length === 0 ? `${name} {}` : `${name} { ${parts.join(", ")} }`;
+  const entries = objectEntries(facts);
+  const parts: string[] = new NativeArray(entries.length);
+  for (let i = 0; i < entries.length; i++) parts[i] = `${entries[i][0]}: ${show(entries[i][1])}`;
+  return parts.length === 0 ? `${name} {}` : `${name} { ${join(parts, ", ")} }`;
 }
 
 /**
@@ -145,7 +160,7 @@ function boundedBigint(v: unknown): string | undefined {
   const big = typeof v === "bigint" ? v : wrappedBigint(v);
   if (big === undefined) return undefined;
   const said = describe(big); // `123n`, or `a bigint of 16610 bits` (`a negative bigint of ...`)
-  if (!said.endsWith(" bits")) return undefined;
+  if (slice(said, -5) !== " bits") return undefined;
   return typeof v === "bigint" ? `[${said}]` : `[BigInt: ${said}]`;
 }
 
@@ -266,11 +281,11 @@ export function cutQuoted(s: string, what: string): unknown {
   const cut = cutShort(s, what);
   if (cut === s) return s;
   const head = headOf(s);
-  const rest = cut.slice(head.length);
+  const rest = slice(cut, head.length);
   return new Printed((inspect, options) => {
     const quoted = typeof inspect === "function"
       ? toText((inspect as (v: unknown, o: unknown) => unknown)(head, options))
-      : denoInspect?.(head) ?? JSON.stringify(head);
+      : denoInspect?.(head) ?? jsonStringify(head);
     return quoted + rest;
   }, cut);
 }
@@ -302,23 +317,86 @@ const denoHook = Symbol.for("Deno.privateCustomInspect");
  * ran a Proxy prototype's `has` trap, the caller's code, for each object the walk met.
  */
 function hooked(o: object): boolean {
+  return proxied(o) || hookOf(o, customInspect) || hookOf(o, nodeHook) || hookOf(o, denoHook);
+}
+
+/** Whether `o` or an object up its prototype chain is a Proxy (no trap runs: the first stops). */
+function proxied(o: object): boolean {
   for (let p: object | null = o; p !== null; p = getPrototypeOf(p)) {
     if (isProxy(p)) return true;
   }
-  // No Proxy in the chain: `in` runs no trap (and is twice as fast as `Object.hasOwn` on each).
-  return customInspect in o || nodeHook in o || denoHook in o;
+  return false;
 }
+
+/**
+ * Where `o`'s chain (no Proxy in it: `hooked`) has a hook under `key` that Deno's inspect calls,
+ * the object whose own property it is; else undefined. A hook is what Deno calls: the first
+ * `key` up the chain holding a function (or an accessor, whose value only its code tells).
+ * Before, any `key` was (`key in o`), one holding `1` or `undefined` too: such an object, which
+ * Deno prints as any other, was not looked into, and an Error in it printed its stack.
+ */
+function hookHolder(o: object, key: symbol): object | undefined {
+  // No such key up the chain (most objects): `in` runs no trap where there is no Proxy, and is
+  // twice as fast as an own look at each object.
+  if (!(key in o)) return undefined;
+  for (let p: object | null = o; p !== null; p = getPrototypeOf(p)) {
+    const d = ownDescriptor(p, key);
+    if (d === undefined) continue;
+    return !("value" in d) || typeof d.value === "function" ? p : undefined;
+  }
+  return undefined;
+}
+
+/** Whether `o`'s chain (no Proxy in it) has a hook under `key` (`hookHolder`). */
+function hookOf(o: object, key: symbol): boolean {
+  return hookHolder(o, key) !== undefined;
+}
+
+/** DOMException.prototype as the module loaded (undefined where there is none). */
+const DOM_PROTO: object | undefined = (globalThis as { DOMException?: { prototype: object } })
+  .DOMException?.prototype;
 
 /** DOMException.prototype's own getters, as the module loaded (none where there is none). */
 const domGetters = (() => {
-  const proto = (globalThis as { DOMException?: { prototype: object } }).DOMException?.prototype;
   const get = (k: string) => {
-    const g = proto === undefined ? undefined : ownDescriptor(proto, k)?.get;
+    const g = DOM_PROTO === undefined ? undefined : ownDescriptor(DOM_PROTO, k)?.get;
     return g === undefined ? undefined : uncurry(g as (this: object) => unknown);
   };
   const [message, name, code] = [get("message"), get("name"), get("code")];
   return message && name && code ? { message, name, code } : undefined;
 })();
+
+/**
+ * Whether `o` (no Proxy in its chain: `hooked`) prints by Deno's own DOMException hook: its chain
+ * holds DOMException.prototype's, and no hook of the caller's before it (a `Deno.customInspect`
+ * or Node's, which Deno calls first). A real DOMException (an abort's reason, a subclass's) or
+ * one only made from its prototype (`Object.create(DOMException.prototype)`).
+ */
+function domHooked(o: object): boolean {
+  return DOM_PROTO !== undefined && domGetters !== undefined &&
+    hookHolder(o, denoHook) === DOM_PROTO && !hookOf(o, customInspect) && !hookOf(o, nodeHook);
+}
+
+/** Whether `o` is a real DOMException (DOMException's own getter, its brand check, passes). */
+function domBranded(o: object): boolean {
+  try {
+    domGetters!.name(o);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The prototype of a stand-in that Deno prints as `Name { ... }`: a class's of that name (as the
+ * module loaded for `DOMException`, made for another: a subclass's, printed by its own name).
+ */
+function shapeOf(name: string): object {
+  if (name === "DOMException") return DOM_SHAPE;
+  const shape = class {};
+  defineProperty(shape, "name", { value: name });
+  return shape.prototype;
+}
 
 /** The prototype of a DOMException's stand-in: Deno prints what has it `DOMException { ... }`. */
 const DOM_SHAPE: object = (() => {
@@ -327,30 +405,31 @@ const DOM_SHAPE: object = (() => {
 })();
 
 /**
- * Where `o` (`hooked`) is a DOMException that Deno prints by its own hook (an abort's reason:
- * `AbortSignal.abort().reason`), which prints its stack, file paths and lines: a stand-in that
- * Deno prints as that hook prints one without a stack, `DOMException { message: "m", name:
- * "AbortError", code: 20 }`, read by DOMException.prototype's own getters (Deno's, as the module
- * loaded); else undefined. Not where a Proxy is in its chain (the getters' brand check would run
- * its trap) nor where the caller gave it a hook of their own.
+ * The class name Deno prints a DOMException `o` by (a subclass's own, `Sub { ... }`), read
+ * without running the caller's code (`constructorName`: own data properties only).
  */
-function domStandIn(o: object): object | undefined {
-  if (domGetters === undefined || !isNativeError(o) || customInspect in o || nodeHook in o) {
-    return undefined;
-  }
-  for (let p: object | null = o; p !== null; p = getPrototypeOf(p)) {
-    if (isProxy(p)) return undefined;
-  }
+function domName(o: object): string {
   try {
-    const copy = {};
-    setPrototypeOf(copy, DOM_SHAPE);
-    defineProperty(copy, "message", { value: domGetters.message(o), enumerable: true });
-    defineProperty(copy, "name", { value: domGetters.name(o), enumerable: true });
-    defineProperty(copy, "code", { value: domGetters.code(o), enumerable: true });
-    return copy;
+    return constructorName(o) ?? "DOMException";
   } catch {
-    return undefined; // no DOMException (the getters' brand check threw): printed as it is
+    return "DOMException";
   }
+}
+
+/**
+ * For a real DOMException `o` (`domHooked`, `domBranded`), which Deno prints by its own hook
+ * with its stack, file paths and lines (an abort's reason: `AbortSignal.abort().reason`): a
+ * stand-in that Deno prints as that hook prints one without a stack, `DOMException { message:
+ * "m", name: "AbortError", code: 20 }` (a subclass's by its class's name, `Sub { ... }`, as
+ * Deno's does), read by DOMException.prototype's own getters (Deno's, as the module loaded).
+ */
+function domStandIn(o: object): object {
+  const copy = {};
+  setPrototypeOf(copy, shapeOf(domName(o)));
+  defineProperty(copy, "message", { value: domGetters!.message(o), enumerable: true });
+  defineProperty(copy, "name", { value: domGetters!.name(o), enumerable: true });
+  defineProperty(copy, "code", { value: domGetters!.code(o), enumerable: true });
+  return copy;
 }
 
 /** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left (EXTRA_COPIES). */
@@ -360,6 +439,12 @@ interface Walk {
   left: number;
   /** The indexes past the first `limit` that `namedKeys` may still list (NAMED_LISTS). */
   listed: number;
+  /**
+   * Deno's `showHidden`: an object's own properties that are not enumerable are printed too (in
+   * brackets, `[e]: ...`), so they are looked into as the enumerable ones are. Before, they were
+   * not: an Error there printed its stack, file paths and lines.
+   */
+  readonly hidden: boolean;
 }
 
 /**
@@ -383,11 +468,12 @@ function printable(v: unknown, options: unknown): unknown {
   // function (not looked into), without a walk: most facts are strings, numbers and booleans.
   if (typeof v !== "object" || v === null) return v;
   const o = typeof options === "object" && options !== null
-    ? options as { depth?: unknown; iterableLimit?: unknown }
+    ? options as { depth?: unknown; iterableLimit?: unknown; showHidden?: unknown }
     : {};
   const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
-  const walk: Walk = { depth, limit, left: EXTRA_COPIES, listed: NAMED_LISTS };
+  const hidden = o.showHidden === true;
+  const walk: Walk = { depth, limit, left: EXTRA_COPIES, listed: NAMED_LISTS, hidden };
   if (!finds(v, 0, walk, new NativeMap())) return v;
   const least = new NativeMap<object, number>();
   walk.listed = NAMED_LISTS; // `levels` looks where `finds` did, whatever `finds` spent
@@ -395,13 +481,20 @@ function printable(v: unknown, options: unknown): unknown {
   return copied(v, walk, new NativeMap(), least);
 }
 
-/** What `printable` looks into; undefined: printed as it is (see there). */
-type Kind = "error" | "dom" | "array" | "map" | "set" | "object";
+/**
+ * What `printable` looks into; undefined: printed as it is (see there). "dom": a real
+ * DOMException (`domStandIn`); "domlike": an object made from DOMException's prototype, which
+ * Deno's hook throws on (its getters' brand check) and is printed as an object of that class.
+ */
+type Kind = "error" | "dom" | "domlike" | "array" | "map" | "set" | "object";
 
 function kindOf(o: object): Kind | undefined {
   // Neither a Proxy nor what has a Proxy in its prototype chain, whose traps are the caller's code.
-  // A native error printed by a hook: Deno's DOMException's, maybe (`domStandIn` tells).
-  if (hooked(o)) return isNativeError(o) && !isProxy(o) ? "dom" : undefined;
+  // What Deno prints by a hook: by Deno's DOMException's, a stand-in (`domHooked`).
+  if (hooked(o)) {
+    if (proxied(o) || !domHooked(o)) return undefined;
+    return domBranded(o) ? "dom" : "domlike";
+  }
   if (isNativeError(o)) return "error";
   if (isArray(o)) return "array";
   if (isMap(o)) return "map";
@@ -420,7 +513,8 @@ function finds(v: unknown, level: number, walk: Walk, seen: Map<object, number>)
   const kind = kindOf(v);
   if (kind === undefined) return false;
   if (kind === "error") return true; // printed without its stack
-  if (kind === "dom") return domStandIn(v) !== undefined; // likewise
+  // Likewise a DOMException, and one made from its prototype, on which Deno's hook throws.
+  if (kind === "dom" || kind === "domlike") return true;
   if (level > walk.depth) return false; // Deno prints `[Object]`
   // Each object once at the least level it is met at (a cycle: `[Circular]`): one met first
   // deeper is looked at again where met higher, as Deno prints it there deeper (before, not:
@@ -439,7 +533,7 @@ function finds(v: unknown, level: number, walk: Walk, seen: Map<object, number>)
   }
   const look = (k: PropertyKey) => {
     const d = ownDescriptor(v, k);
-    return d !== undefined && "value" in d && d.enumerable === true &&
+    return d !== undefined && "value" in d && (d.enumerable === true || walk.hidden) &&
       finds(d.value, next, walk, seen);
   };
   if (kind === "array") {
@@ -482,7 +576,8 @@ function someEntry(
 function levels(v: unknown, level: number, walk: Walk, least: Map<object, number>): void {
   if (typeof v !== "object" || v === null) return;
   const kind = kindOf(v);
-  if (kind === undefined || kind === "dom" || kind !== "error" && level > walk.depth) return;
+  const always = kind === "error" || kind === "domlike"; // copied at any level: `copied`
+  if (kind === undefined || kind === "dom" || !always && level > walk.depth) return;
   const at = mapGet(least, v);
   if (at !== undefined && at <= level) return;
   mapSet(least, v, level);
@@ -498,7 +593,7 @@ function levels(v: unknown, level: number, walk: Walk, least: Map<object, number
   }
   const look = (k: PropertyKey) => {
     const d = ownDescriptor(v, k);
-    if (d !== undefined && "value" in d && (kind === "error" || d.enumerable === true)) {
+    if (d !== undefined && "value" in d && (kind === "error" || d.enumerable || walk.hidden)) {
       levels(d.value, next, walk, least);
     }
   };
@@ -536,13 +631,15 @@ function copied(
   if (done !== undefined) return done;
   const kind = kindOf(v);
   if (kind === "dom") {
-    const standIn = domStandIn(v) ?? v;
+    const standIn = domStandIn(v);
     mapSet(made, v, standIn);
     return standIn;
   }
   // Not looked into (`levels`): Deno prints it as it is.
   if (kind === undefined || mapGet(least, v) === undefined) return v;
-  const proto = getPrototypeOf(v);
+  // One made from DOMException's prototype: its class's name and its own properties, as Deno
+  // prints any other object (its hook threw on it: before, printed by hand, `{}`).
+  const proto = kind === "domlike" ? shapeOf(domName(v)) : getPrototypeOf(v);
   let copy: object;
   let shown = (_k: string | symbol) => true; // the own properties whose values are looked into
   let skip = (_k: string | symbol) => false; // the own properties left out
@@ -576,16 +673,33 @@ function copied(
     const k = keys[i];
     if (skip(k)) continue;
     const d = ownDescriptor(v, k)!;
-    if ("value" in d && (kind === "error" || d.enumerable) && shown(k)) {
+    if ("value" in d && (kind === "error" || d.enumerable || walk.hidden) && shown(k)) {
       d.value = copied(d.value, walk, made, least);
     }
     defineProperty(copy, k, d);
   }
-  if (kind === "error") {
-    defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
-  }
+  if (kind === "error") noStackLike(copy, ownDescriptor(v, "stack"));
   return copy;
 }
+
+/**
+ * Gives an error's `copy` a `stack` that reads undefined (Deno prints `[Name: message]`) of the
+ * original's kind (`was`, its own descriptor): an accessor (the engine's, Deno's `showHidden`
+ * prints `[stack]: [Getter/Setter]`), a data property, or none. Before, always a data property:
+ * `[stack]: undefined` under `showHidden`, where Deno prints the original's `[Getter/Setter]`.
+ */
+function noStackLike(copy: object, was: PropertyDescriptor | undefined): void {
+  if (was === undefined) deleteProperty(copy, "stack");
+  else if ("value" in was) {
+    defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
+  } else {
+    const set = was.set === undefined ? undefined : noStack;
+    defineProperty(copy, "stack", { get: noStack, set, configurable: true });
+  }
+}
+
+/** The stack a copied error reads (and its setter, which keeps nothing). */
+const noStack = (): undefined => undefined;
 
 /**
  * The most indexes past the first `iterableLimit` of each array that `namedKeys` lists in one
@@ -656,7 +770,7 @@ function cutPrint(text: string, json = false): string {
   const cut = cutShort(text, "print");
   if (cut === text) return text;
   const head = headOf(text);
-  return closeQuote(head, json) + cut.slice(head.length);
+  return closeQuote(head, json) + slice(cut, head.length);
 }
 
 /**
@@ -665,7 +779,8 @@ function cutPrint(text: string, json = false): string {
  * tag, a symbol, `[object Tag]`) hold no string, whatever quotes their names hold.
  */
 function cutByHand(v: unknown): string {
-  const [text, json] = handPrint(v);
+  const printed = handPrint(v);
+  const text = printed[0], json = printed[1];
   return json ? cutPrint(text, true) : cutShort(text, "print");
 }
 
@@ -680,7 +795,7 @@ function closeQuote(head: string, json: boolean): string {
   if (quote === "") return head;
   // An escape the end split (`\x1`, `\u00`, a lone `\`): left out, not half printed.
   const split = escape >= 0 && escape + escapeLength(head, escape) > head.length;
-  return (split ? head.slice(0, escape) : head) + quote;
+  return (split ? slice(head, 0, escape) : head) + quote;
 }
 
 /** Where `readQuotes` is in a print: the open string's quote, where its last escape began. */
@@ -720,7 +835,7 @@ function readQuotes(text: string, end: number, json: boolean, from: Quotes): Quo
  */
 function formatErrorIn(text: string): boolean {
   let quotes: Quotes = { quote: "", escape: -1, at: 0 };
-  for (let i = text.indexOf(FORMAT_ERROR); i >= 0; i = text.indexOf(FORMAT_ERROR, i + 1)) {
+  for (let i = indexOf(text, FORMAT_ERROR); i >= 0; i = indexOf(text, FORMAT_ERROR, i + 1)) {
     if (quotes.at <= i) quotes = readQuotes(text, i, false, quotes);
     if (quotes.quote === "" && quotes.at === i) return true;
   }
@@ -741,10 +856,10 @@ function formatErrorIn(text: string): boolean {
  */
 function opensString(head: string, i: number): boolean {
   let j = i - 1;
-  if (j < 0 || head[j] === "\n" || (i >= 7 && head.slice(i - 7, i) === "Symbol(")) return true;
+  if (j < 0 || head[j] === "\n" || (i >= 7 && slice(head, i - 7, i) === "Symbol(")) return true;
   if (head[j] !== " ") return false;
   while (j >= 0 && head[j] === " ") j--;
-  return j < 0 || "\n[({,:>".includes(head[j]);
+  return j < 0 || indexOf("\n[({,:>", head[j]) >= 0;
 }
 
 /** How long the escape at `s[i]` (a backslash) is: `\n` 2, `\x1b` 4, `\u00e9` 6, `\u{1f600}` to its brace. */
@@ -753,7 +868,7 @@ function escapeLength(s: string, i: number): number {
   if (kind === "x") return 4;
   if (kind !== "u") return 2;
   if (s[i + 2] !== "{") return 6;
-  const end = s.indexOf("}", i + 3);
+  const end = indexOf(s, "}", i + 3);
   return end < 0 ? s.length - i + 1 : end - i + 1; // unclosed: past the end (split)
 }
 
@@ -828,7 +943,7 @@ function handPrint(v: unknown): [text: string, json: boolean] {
   }
   // A channel's codec is an object: its tag, should JSON refuse it (never a throw).
   try {
-    const json = JSON.stringify(v);
+    const json = jsonStringify(v);
     return json === undefined ? [objectTag(v), false] : [json, true];
   } catch {
     try {
@@ -846,6 +961,8 @@ function handPrint(v: unknown): [text: string, json: boolean] {
  * too, 4 causes deep at most (an error may be its own cause), deeper `[cause]: [Error]`.
  */
 function errorByHand(e: Error, depth: number): string {
+  const dom = domByHand(e);
+  if (dom !== undefined) return dom;
   let name = "Error";
   let message = "";
   let cause = "";
@@ -876,6 +993,22 @@ function errorByHand(e: Error, depth: number): string {
     // A Proxy's trap in its prototype chain that threw: what was read so far.
   }
   return `[${name}${message === "" ? "" : `: ${message}`}]${cause}`;
+}
+
+/**
+ * A real DOMException (`domHooked`, `domBranded`) by hand as Deno prints one without a stack
+ * (`domStandIn`): `DOMException { message: "m", name: "AbortError", code: 20 }`, its strings
+ * quoted as JSON, each over 4096 characters by its head and length; undefined for anything
+ * else. Before, `errorByHand` printed one `[Error]`: its `name` and `message` are getters of
+ * DOMException's prototype, which it does not run.
+ */
+function domByHand(e: object): string | undefined {
+  if (domGetters === undefined || proxied(e) || !domHooked(e) || !domBranded(e)) return undefined;
+  const quoted = (x: unknown) =>
+    typeof x === "string" ? jsonStringify(cutShort(x, "string")) as string : toText(x);
+  return `${cutShort(domName(e), "name")} { message: ${quoted(domGetters.message(e))}, name: ${
+    quoted(domGetters.name(e))
+  }, code: ${quoted(domGetters.code(e))} }`;
 }
 
 /** The prototypes of the function kinds Deno names apart (`[AsyncFunction: f]`): a Proxy's. */
@@ -909,7 +1042,7 @@ function functionTag(f: object): string {
   let made = ""; // a class's " [AsyncFunction]"; a function's " AsyncFunction" (`constructorName`)
   try {
     name = cutShort(ownName(f), "name"); // a name of 2**29 characters: past the engine's limit
-    isClass = /^class\b/.test(sourceOf(f));
+    isClass = regexpExec(/^class\b/, sourceOf(f)) !== null;
     const proto = getPrototypeOf(f);
     if (isClass) {
       // Deno's: the name of what it extends, if that has one (a class that extends nothing
@@ -923,8 +1056,11 @@ function functionTag(f: object): string {
       }
     } else {
       if (proto === null) extended = " (null prototype)";
-      if (isProxy(f)) kind = FUNCTION_KINDS.find(([p]) => p === proto)?.[1] ?? kind;
-      else {
+      if (isProxy(f)) {
+        for (let i = 0; i < FUNCTION_KINDS.length; i++) {
+          if (FUNCTION_KINDS[i][0] === proto) kind = FUNCTION_KINDS[i][1];
+        }
+      } else {
         kind = `${isAsyncFunction(f) ? "Async" : ""}${
           isGeneratorFunction(f) ? "Generator" : ""
         }Function`;
@@ -954,7 +1090,7 @@ function functionTag(f: object): string {
 function constructorName(f: object): string | undefined {
   const chain: object[] = [];
   for (let p: object | null = f; p !== null && chain.length < 32; p = getPrototypeOf(p)) {
-    chain.push(p);
+    chain[chain.length] = p;
   }
   for (let i = 0; i < chain.length; i++) {
     const d = ownDescriptor(chain[i], "constructor");
@@ -963,10 +1099,16 @@ function constructorName(f: object): string | undefined {
     const made = ownDescriptor(d.value, "prototype");
     if (
       name !== "" && made !== undefined && "value" in made && made.value !== f &&
-      chain.includes(made.value)
+      inList(chain, made.value)
     ) return cutShort(name, "name");
   }
   return undefined;
+}
+
+/** Whether `list` holds `x` (`Array.prototype.includes`, run by no caller's replacement). */
+function inList(list: readonly unknown[], x: unknown): boolean {
+  for (let i = 0; i < list.length; i++) if (list[i] === x) return true;
+  return false;
 }
 
 /** `o`'s own `name` if it is a data property holding a string, else "" (no getter is run). */
@@ -985,5 +1127,5 @@ function ownName(o: object): string {
  * runs no Proxy trap.
  */
 export function notA(name: string): string {
-  return `${name} <not ${/^[AEIOU]/.test(name) ? "an" : "a"} ${name}>`;
+  return `${name} <not ${indexOf("AEIOU", name[0]) >= 0 ? "an" : "a"} ${name}>`;
 }

@@ -31,7 +31,7 @@ import {
 } from "../mod.ts";
 import { shutdownScheduler } from "./support.ts";
 import * as kcoro from "../mod.ts";
-import { inspectAs, showByHand, stringOf } from "../src/inspect.ts";
+import { cutQuoted, inspectAs, notA, showByHand, stringOf } from "../src/inspect.ts";
 
 /** `X { ...facts }` as `inspectAs` prints it without Deno's inspect where Deno's throws. */
 function byHand(facts: Record<string, unknown>): string {
@@ -1517,6 +1517,15 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     a: [1, [error, Object(big)], { d: error }],
   };
   const f = function named() {};
+  // String's, RegExp's and Array's methods too (a print cut short, a class and a Proxy of an async
+  // function by hand, a DOMException by hand, a name cut and quoted, a look-alike's `notA`):
+  // before, a replaced `String.prototype.slice`, `RegExp.prototype.exec`, `Array.prototype.push`
+  // or `BigInt.prototype.toString` (a bigint's size) ran.
+  const long = `${"s".repeat(5000)}"`;
+  class Sub extends Array {}
+  const asyncProxy = new Proxy(async function af() {}, {});
+  const reason = AbortSignal.abort().reason;
+  const name = cutQuoted("n".repeat(5000), "name");
   const run = () => [
     inspectAs("X", { fact }, Deno.inspect, {}),
     inspectAs("X", { fact }, undefined, {}),
@@ -1525,10 +1534,24 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     showByHand(error),
     showByHand(-0),
     stringOf([1, [big, Object(big)], [2]]),
+    inspectAs("X", { long, big }, undefined, {}),
+    inspectAs("X", { name, e: [error] }, Deno.inspect, {}),
+    showByHand(Sub),
+    showByHand(asyncProxy),
+    showByHand(reason),
+    notA("Actor"),
   ];
   const want = run();
   assert.ok(want[0].includes(`[${said}]`) && want[0].includes("[Error: e]"), want[0]);
   assert.equal(want[6], `1,${said},${said},2`);
+  assert.ok(want[7].includes("… (a print of 5003 characters)"), want[7]);
+  assert.ok(want[8].includes("… (a name of 5000 characters)"), want[8]);
+  assert.deepEqual(want.slice(9), [
+    "[class Sub extends Array]",
+    "[AsyncFunction: af]",
+    'DOMException { message: "The signal has been aborted", name: "AbortError", code: 20 }',
+    "Actor <not an Actor>",
+  ]);
   const ran: string[] = [];
   const g = globalThis as Record<string, unknown>;
   const patches: [object, PropertyKey][] = [
@@ -1556,16 +1579,40 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     [BigInt.prototype, "valueOf"],
     [Function.prototype, "toString"],
     [Function.prototype, "call"],
+    [String.prototype, "slice"],
+    [String.prototype, "indexOf"],
+    [String.prototype, "includes"],
+    [String.prototype, "endsWith"],
+    [String.prototype, "charCodeAt"],
+    [RegExp.prototype, "exec"],
+    [RegExp.prototype, "test"],
+    [RegExp.prototype, Symbol.match],
+    [RegExp.prototype, Symbol.replace],
+    [Array.prototype, "map"],
+    [Array.prototype, "join"],
+    [Array.prototype, "push"],
+    [Array.prototype, "includes"],
+    [Array.prototype, "find"],
+    [Array.prototype, Symbol.iterator],
+    [Object.getPrototypeOf([][Symbol.iterator]()), "next"],
+    [BigInt.prototype, "toString"],
+    [JSON, "stringify"],
+    [Object, "entries"],
+    [g, "parseInt"],
+    [Math, "clz32"],
   ];
   const saved = patches.map(([o, k]) => Reflect.getOwnPropertyDescriptor(o, k)!);
   let got: string[];
   try {
-    for (const [o, k] of patches) {
+    // By index, not `for...of` nor destructuring: an array's iterator is patched here too.
+    for (let i = 0; i < patches.length; i++) {
+      const o = patches[i][0], k = patches[i][1];
       const was = Reflect.get(o, k) as (...a: unknown[]) => unknown;
-      const name = typeof k === "string" ? k : "?"; // no `String`: it may be patched already
+      // No `String` (it may be patched already), nor `push` on `ran`.
+      const name = typeof k === "symbol" ? k.description ?? "?" : typeof k === "string" ? k : "?";
       // A function that records its call, then does what the built-in does (`new` too).
       const by = function (this: unknown, ...a: unknown[]) {
-        ran.push(name);
+        ran[ran.length] = name;
         return new.target ? Reflect.construct(was, a, new.target) : Reflect.apply(was, this, a);
       };
       Reflect.defineProperty(o, k, { value: by, writable: true, configurable: true });
@@ -1577,7 +1624,107 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     }
   }
   assert.deepEqual(got, want);
-  assert.deepEqual(ran, []);
+  // Only the three arrays' `join` in `stringOf`'s `String` of them, which converts each by its
+  // own conversion, as `String(state)` does (`join` through Array.prototype's `toString`).
+  assert.deepEqual(ran, ["join", "join", "join"]);
+});
+
+Deno.test("a DOMException subclass's object prints by its class's name and one made from DOMException's prototype as an object of it, with and without Deno's inspect; a DOMException by hand as Deno prints one: before, Sub printed as DOMException, the made one as JSON, and by hand [Error]", () => {
+  class Sub extends DOMException {
+    constructor(m: string) {
+      super(m, "SubError");
+    }
+  }
+  const sub = new Sub("s");
+  const stackless = new Sub("s");
+  Object.defineProperty(stackless, "stack", { value: undefined });
+  // Deno's own hook throws on it (its getters' brand check): Deno prints `[Internal Formatting
+  // Error]` and a stack, and before, the whole fact was printed by hand: `[{"a":1},{}]`.
+  const made = Object.assign(Object.create(DOMException.prototype), { a: 1 });
+  for (const inspect of [Deno.inspect, undefined]) {
+    const text = inspectAs("X", { v: [sub, made, new Error("e")] }, inspect, {});
+    assert.equal(
+      text.replace(/\s+/g, " "),
+      `X { v: [ ${Deno.inspect(stackless)}, DOMException { a: 1 }, [Error: e] ] }`,
+    );
+    assert.equal(Deno.inspect(stackless), 'Sub { message: "s", name: "SubError", code: 0 }');
+  }
+  // By hand (where Deno's inspect throws): as Deno prints one without a stack, a cause too.
+  // Before, `[Error]` (its name and message are getters).
+  const reason = AbortSignal.abort().reason;
+  const said =
+    'DOMException { message: "The signal has been aborted", name: "AbortError", code: 20 }';
+  assert.equal(showByHand(reason), said);
+  assert.equal(showByHand(sub), 'Sub { message: "s", name: "SubError", code: 0 }');
+  assert.equal(showByHand(new Error("e", { cause: reason })), `[Error: e] { [cause]: ${said} }`);
+  // One whose hook is the caller's (before Deno's, up its chain) is not Deno's: printed by it.
+  const own = Object.assign(Object.create(DOMException.prototype), {
+    [Symbol.for("Deno.customInspect")]: () => "mine",
+  });
+  assert.equal(inspectAs("X", { v: [own] }, Deno.inspect, {}), "X { v: [ mine ] }");
+});
+
+Deno.test("with Deno's showHidden, an Error in a property that is not enumerable prints without its stack, and a copied error's stack shows as the original's: before, its stack and file paths printed", () => {
+  // Deno prints such properties in brackets (`[e]: ...`) under showHidden; the walk looked at
+  // enumerable ones only, and Deno printed the Error there with its stack. A copied error's
+  // stack printed `[stack]: undefined` where Deno shows the original's `[Getter/Setter]`.
+  const sym = Symbol("s");
+  const facts = (e: unknown) => [
+    Object.defineProperty({ a: 1 }, "e", { value: e }),
+    Object.defineProperty([1], sym, { value: e }),
+    { deep: Object.defineProperty({}, "e", { value: { e } }) },
+    new Map([[1, e]]),
+    e,
+  ];
+  // An Error whose stack reads undefined: Deno prints it as it prints ours.
+  const stackless = () =>
+    Object.defineProperty(new Error("x"), "stack", { get: () => undefined, set() {} });
+  const byDeno = facts(stackless());
+  const ours = facts(new Error("x"));
+  const options = { showHidden: true };
+  for (let i = 0; i < ours.length; i++) {
+    const text = inspectAs("X", { v: ours[i] }, Deno.inspect, options);
+    assert.ok(!/file:|\n\s+at /.test(text), text);
+    assert.equal(text, `X { v: ${Deno.inspect(byDeno[i], options)} }`);
+    assert.ok(text.includes("[stack]: [Getter/Setter]"), text);
+  }
+  // Not shown, not looked into: as before.
+  assert.equal(inspectAs("X", { v: ours[0] }, Deno.inspect, {}), "X { v: { a: 1 } }");
+});
+
+Deno.test("an object holding a Deno.customInspect, Node's or Deno's private inspect key whose value is no function is looked into: Deno prints it as any other, and before, an Error in it printed its stack", () => {
+  // The walk took the key alone for a hook of the caller's (`key in o`) and left the object as it
+  // was; Deno calls only a function there, and printed the Error in it with its file paths.
+  const keys = [
+    Symbol.for("Deno.customInspect"),
+    Symbol.for("nodejs.util.inspect.custom"),
+    Symbol.for("Deno.privateCustomInspect"),
+  ];
+  const stackless = () => {
+    const e = new Error("x");
+    Object.defineProperty(e, "stack", { value: undefined });
+    return e;
+  };
+  for (const key of keys) {
+    for (const held of [1, undefined, "f"]) {
+      const own = { [key]: held, e: new Error("x") };
+      const inherited = Object.assign(Object.create({ [key]: held }), { e: new Error("x") });
+      for (
+        const [v, w] of [
+          [own, { [key]: held, e: stackless() }],
+          [inherited, Object.assign(Object.create({ [key]: held }), { e: stackless() })],
+        ]
+      ) {
+        for (const inspect of [Deno.inspect, undefined]) {
+          const text = inspectAs("X", { v }, inspect, {});
+          assert.equal(text, `X { v: ${Deno.inspect(w)} }`, `${String(key)}: ${String(held)}`);
+        }
+      }
+    }
+    // A function there (or a getter, whose value only its code tells) is a hook: it prints.
+    const hooked = { [key]: () => "mine", e: new Error("x") };
+    assert.equal(inspectAs("X", { v: [hooked] }, Deno.inspect, {}), "X { v: [ mine ] }");
+  }
 });
 
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
