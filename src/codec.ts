@@ -1438,21 +1438,59 @@ const V8_CLASSES = new Set([
   "URIError",
 ]);
 
+/**
+ * Whether `proto` is up `o`'s prototype chain (as `instanceof` asks, without its
+ * `Symbol.hasInstance`), read by the engine's own `Object.getPrototypeOf` as the module loaded,
+ * which runs no code of a non-Proxy: false where a Proxy is met first (its traps are the
+ * caller's code: not run).
+ */
+function inherits(o: object, proto: object): boolean {
+  for (let p: object | null = o; p !== null;) {
+    if (types.isProxy(p)) return false;
+    p = prototypeOf(p);
+    if (p === proto) return true;
+  }
+  return false;
+}
+const prototypeOf = Object.getPrototypeOf;
+
+/** AggregateError's and SuppressedError's prototypes, as the module loaded (`builtinOf`). */
+const AGGREGATE_PROTO: object = AggregateError.prototype;
+
+/**
+ * The constructors of `V8_CLASSES`, as the module loaded: a decoded Error is made by the
+ * engine's, where it was read from `globalThis` by name, running a replacement of the caller's
+ * (`globalThis.RangeError = class ...`) for each one decoded.
+ */
+const V8_CONSTRUCTORS = new Map<unknown, ErrorConstructor>([
+  ["Error", Error],
+  ["EvalError", EvalError],
+  ["RangeError", RangeError],
+  ["ReferenceError", ReferenceError],
+  ["SyntaxError", SyntaxError],
+  ["TypeError", TypeError],
+  ["URIError", URIError],
+]);
+
 /** `SuppressedError` where the engine has one (V8 12.x and later); else undefined. */
 const suppressedClass:
   | (new (error: unknown, suppressed: unknown, message?: string) => Error)
   | undefined =
     (globalThis as { SuppressedError?: new (e: unknown, s: unknown, m?: string) => Error })
       .SuppressedError;
+const SUPPRESSED_PROTO: object | undefined = suppressedClass?.prototype;
 
 /**
- * The built-in class an Error crosses as: AggregateError or SuppressedError by `instanceof` (a
- * subclass of the caller's own too: its `errors` mean what they meant), else the one node:v8
- * would make, by its name (a `RangeError`-named Error is one there; "MyError", an Error).
+ * The built-in class an Error crosses as: AggregateError or SuppressedError by its prototype
+ * chain (`inherits`: a subclass of the caller's own too, its `errors` mean what they meant),
+ * else the one node:v8 would make, by its name (a `RangeError`-named Error is one there;
+ * "MyError", an Error). Not by `instanceof`, which ran a `Symbol.hasInstance` of the caller's on
+ * AggregateError or SuppressedError, and a Proxy's `getPrototypeOf` trap, at each Error of a
+ * close cause: a Proxy's class is told by its name alone.
  */
 function builtinOf(e: Error): string {
-  if (e instanceof AggregateError) return "AggregateError";
-  if (suppressedClass !== undefined && e instanceof suppressedClass) return "SuppressedError";
+  if (inherits(e, AGGREGATE_PROTO)) return "AggregateError";
+  if (SUPPRESSED_PROTO !== undefined && inherits(e, SUPPRESSED_PROTO)) return "SuppressedError";
   const name = errorName(e);
   return V8_CLASSES.has(name) ? name : "Error";
 }
@@ -1538,7 +1576,7 @@ type RichRecord = {
   n: string;
   m?: string;
   s?: string;
-  k?: RichRef;
+  k?: RichRef | typeof NO_FIELD;
   f: [string, number, RichRef | RichRef[]][];
 };
 
@@ -1738,19 +1776,34 @@ function encodeRich(cause: Error): Uint8Array | null {
  * up to that: the work stays linear in the bytes.
  */
 function decodeRich(body: Uint8Array): unknown {
-  const { r, e: records } = deserialize(body) as { r: RichRef; e: RichRecord[] };
-  if (!Array.isArray(records)) throw new TypeError("not a rich cause");
+  // Each part read as node:v8 made it, an own data property (`ownField`): `rec.m`, `"k" in rec`
+  // read Object.prototype's where a record has none (no message, no cause), so that a key the
+  // caller (or a library) put there changed every decoded cause: `Object.prototype.k = 0` gave
+  // each Error itself as its cause, `.m` its message, `.s` its stack.
+  const top = deserialize(body);
+  const r = ownField(top, "r") as RichRef;
+  const list = ownField(top, "e");
+  if (!isArray(list)) throw new TypeError("not a rich cause");
   // The encoder writes `CAUSE_DEPTH` records at most: more (a few bytes each, node:v8's
   // back-references to one record) made an Error each, a stack captured for every one.
-  if (records.length > CAUSE_DEPTH) throw new RangeError("more Errors than the encoder writes");
-  const made = records.map((rec) => richError(rec));
+  if (list.length > CAUSE_DEPTH) throw new RangeError("more Errors than the encoder writes");
+  // A hole in the records (no record there: hostile bytes) makes no Error, as before.
+  const records: (RichRecord | undefined)[] = [];
+  const made: (Error | undefined)[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const rec = Object.hasOwn(list, i) ? ownRecord(ownField(list, i)) : undefined;
+    records[i] = rec;
+    made[i] = rec === undefined ? undefined : richError(rec);
+  }
   // Bytes met again (a value the cause held in several places: `encodeRich`) are one copy.
   const decoded = new Map<Uint8Array, unknown>();
   const value = (x: RichRef): unknown => {
     if (typeof x === "number") {
-      // A hole in the records (no Error made there) is no ref either.
-      if (!Number.isInteger(x) || made[x] === undefined) throw new RangeError("bad ref");
-      return made[x];
+      // A hole in the records (no Error made there) is no ref either; nor is an index past them,
+      // read as an own element only (`made[x]` read Array.prototype's there).
+      const e = Number.isInteger(x) ? ownField(made, x) : undefined;
+      if (e === undefined) throw new RangeError("bad ref");
+      return e;
     }
     // The engine's tag, not `instanceof`, which ran an own Symbol.hasInstance of Uint8Array's (the
     // receiving isolate's code) at each value the cause held.
@@ -1769,23 +1822,69 @@ function decodeRich(body: Uint8Array): unknown {
     budget -= n;
     if (!(budget >= 0)) throw new RangeError("more parts than bytes");
   };
-  records.forEach((rec, i) => {
+  for (let i = 0; i < records.length; i++) {
+    const rec = records[i];
     const e = made[i];
-    if ("k" in rec) ownValue(e, "cause", value(rec.k!));
-    if (!Array.isArray(rec.f)) throw new TypeError("not a rich cause");
-    spend(rec.f.length);
-    for (const [key, flags, held] of rec.f) {
-      if ((flags & 2) !== 0) spend((held as RichRef[]).length);
+    if (rec === undefined || e === undefined) continue;
+    if (rec.k !== NO_FIELD) ownValue(e, "cause", value(rec.k as RichRef));
+    const fields = rec.f;
+    if (!isArray(fields)) throw new TypeError("not a rich cause");
+    spend(fields.length);
+    for (let j = 0; j < fields.length; j++) {
+      const field = ownField(fields, j);
+      const key = ownField(field, 0), flags = ownField(field, 1) as number;
+      const held = ownField(field, 2);
+      let got: unknown;
+      if ((flags & 2) !== 0) {
+        if (!isArray(held)) throw new TypeError("not a rich cause");
+        spend(held.length);
+        const values: unknown[] = [];
+        for (let k = 0; k < held.length; k++) values[k] = value(ownField(held, k) as RichRef);
+        got = values;
+      } else got = value(held as RichRef);
       Object.defineProperty(e, String(key), {
-        value: (flags & 2) !== 0 ? (held as RichRef[]).map(value) : value(held as RichRef),
+        value: got,
         writable: true,
         configurable: true,
         enumerable: (flags & 1) !== 0,
       });
     }
-  });
+  }
   return value(r);
 }
+
+/** A record's `k` where it has none (no cause): `ownRecord`. */
+const NO_FIELD: unique symbol = Symbol("no field");
+
+/**
+ * A rich record as node:v8 made it (`decodeRich`): each part its own data property, `k`
+ * NO_FIELD where it has none (an Error without a cause); never one of Object.prototype's.
+ */
+function ownRecord(x: unknown): RichRecord {
+  return {
+    c: ownField(x, "c") as number,
+    b: ownField(x, "b") as string,
+    n: ownField(x, "n") as string,
+    m: ownField(x, "m") as string | undefined,
+    s: ownField(x, "s") as string | undefined,
+    k: typeof x === "object" && x !== null && Object.hasOwn(x, "k")
+      ? ownField(x, "k") as RichRef
+      : NO_FIELD,
+    f: ownField(x, "f") as RichRecord["f"],
+  };
+}
+
+/**
+ * `o[key]` where it is an own data property of `o` (what node:v8's deserialize makes), else
+ * undefined: nothing is read from a prototype (Object.prototype's or Array.prototype's, a hole's).
+ */
+function ownField(o: unknown, key: string | number): unknown {
+  if (typeof o !== "object" || o === null) return undefined;
+  const d = ownDescriptorOf(o, key);
+  return d !== undefined && "value" in d ? d.value : undefined;
+}
+const ownDescriptorOf = Object.getOwnPropertyDescriptor;
+const isArray = Array.isArray as (x: unknown) => x is unknown[];
 
 /** A record's Error (`RichRecord`), without its cause and fields. */
 function richError(rec: RichRecord): Error {
@@ -1794,9 +1893,7 @@ function richError(rec: RichRecord): Error {
     ? new AggregateError([], m)
     : rec.b === "SuppressedError" && suppressedClass !== undefined
     ? new suppressedClass(undefined, undefined, m)
-    : new (V8_CLASSES.has(rec.b)
-      ? (globalThis as unknown as Record<string, ErrorConstructor>)[rec.b]
-      : Error)(m);
+    : new (V8_CONSTRUCTORS.get(rec.b) ?? Error)(m);
   // Only the fields the record carries: a SuppressedError is made with both of its own.
   for (const key of CARRIED) Reflect.deleteProperty(e, key);
   if (typeof rec.s === "string") ownValue(e, "stack", rec.s);
@@ -2531,18 +2628,21 @@ const PLATFORM_CLASSES = [
   "CryptoKey",
 ].flatMap((name) => {
   const cls = (globalThis as Record<string, unknown>)[name];
-  return typeof cls === "function" ? [[name, cls as new () => unknown] as const] : [];
+  return typeof cls === "function"
+    ? [[name, (cls as { prototype: object }).prototype] as const]
+    : [];
 });
 
-/** The platform class `value` is an instance of (at the top level only), if any. */
+/**
+ * The platform class `value` is an instance of (at the top level only), if any: by its prototype
+ * chain (`inherits`, against each class's prototype as the module loaded), not `instanceof`,
+ * which ran a `Symbol.hasInstance` the caller gave one of those classes and a Proxy's
+ * `getPrototypeOf` trap at each value that `pack` refused. A Proxy is none (node:v8 refuses it).
+ */
 function platformClass(value: unknown): string | undefined {
   if (typeof value !== "object" || value === null) return undefined;
-  for (const [name, cls] of PLATFORM_CLASSES) {
-    try {
-      if (value instanceof cls) return name;
-    } catch {
-      return undefined; // a Proxy whose getPrototypeOf throws: node:v8 will say what it says
-    }
+  for (let i = 0; i < PLATFORM_CLASSES.length; i++) {
+    if (inherits(value, PLATFORM_CLASSES[i][1])) return PLATFORM_CLASSES[i][0];
   }
   return undefined;
 }
@@ -2718,7 +2818,10 @@ function viewTrouble(value: Uint8Array): string | undefined {
   } catch {
     return undefined;
   }
-  if (buffer instanceof ArrayBuffer && isDetached(buffer)) {
+  // The engine's check, not `instanceof ArrayBuffer`, which ran ArrayBuffer's `Symbol.hasInstance`
+  // (the caller's, if given one), and read the buffer's prototype: a detached buffer given
+  // another was said to be "outside its buffer". False for a SharedArrayBuffer (never detached).
+  if (types.isArrayBuffer(buffer) && isDetached(buffer)) {
     // A releasable chunk buffer that `retire` detached keeps a null hold: the caller released
     // every value of its chunk, and transferred nothing.
     return ReleasableHold.of(buffer) === null
