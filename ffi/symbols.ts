@@ -86,9 +86,11 @@ export const symbols = {
    * int32_t kc_sched_shutdown_timed(uint32_t mode, uint64_t timeout_ns): KC_ETIME if a worker
    * did not stop in time (stopped, not joined), or another thread's kc_coro_unpark, lookup or
    * drain stayed inside past the bound, or an abandoned coroutine's cleanup waited past it for a
-   * channel lock a stuck undelivered hook's caller holds (stopped, joined, not all freed): the
-   * next shutdown goes on from there; KC_EBUSY if another thread's short call (a spawn) stayed
-   * inside past the bound (nothing stopped). Each result and the next call's: include/kcoro.h.
+   * channel lock a stuck undelivered hook's caller holds (stopped, joined, not all freed), or
+   * the channel ends and on_done an abandon left still ran past it on a thread of the library's
+   * (joined and freed): the next shutdown goes on from there; KC_EBUSY if another thread's short
+   * call (a spawn) stayed inside past the bound (nothing stopped). Each result and the next
+   * call's: include/kcoro.h.
    */
   kc_sched_shutdown_timed: { parameters: ["u32", "u64"], result: "i32" },
   /** int32_t kc_sched_shutdown(uint32_t mode), on a helper thread (KC_SHUTDOWN_FINISH drains). */

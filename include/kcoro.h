@@ -292,7 +292,8 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * (until shortly before the deadline, leaving the join a quarter of the time left, at most 100 ms;
  * past it the rest is abandoned, as a cancel would, and kc_sched_ended says cancelled), then the
  * join of the workers. Its results, and what the next call does after each:
- * 0: stopped, joined, everything freed (or none ran); a next shutdown does nothing, kc_sched_start
+ * 0: stopped, joined, everything freed (or none ran), and what an abandon left for after its locks
+ *   (below) done, an earlier timed call's too; a next shutdown does nothing, kc_sched_start
  *   starts afresh.
  * KC_ETIME: stopped (not running for kc_sched_info, its outcome known to kc_sched_ended, spawns,
  *   drains and kc_sched_start KC_ESHUTDOWN, kc_sched_abandoned KC_EBUSY) but the join not done, at
@@ -315,7 +316,12 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  *   done; then kc_sched_abandoned knows the count and kc_sched_start runs again. Also KC_ETIME if
  *   another shutdown (kc_sched_shutdown, _gen, a _timed one's next call) still drains or joins when
  *   the bound passes: the wait for it is bounded too, and it goes on (a cancel ends a finishing
- *   one's drain first, as kc_sched_shutdown's does).
+ *   one's drain first, as kc_sched_shutdown's does). (e) Also KC_ETIME with the scheduler shut
+ *   down as after 0 (joined and freed, or none ran: kc_sched_abandoned knows the count,
+ *   kc_sched_start runs) while what an abandon left for after its locks (below), this call's or
+ *   an earlier timed one's, still runs on a thread of the library's own at the bound: the next
+ *   shutdown waits for that thread (a timed one until its bound: KC_ETIME again while it runs).
+ *   Before, 0, those on_done still to come.
  * KC_EBUSY: a short call of another thread (kc_spawn, kc_sched_info, a scope's create or launch)
  *   still inside at the bound: nothing stopped, the scheduler runs on with those calls from
  *   outside KC_ESHUTDOWN (kc_sched_info reads it not running, kc_sched_start is KC_ESHUTDOWN);
@@ -324,13 +330,13 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * What its abandon leaves for after its locks (abandoned actors' and producers' channels ended,
  * undelivered values given to the hooks, their on_done) runs on a thread of the library's own,
  * waited for until the deadline (at least 10 ms from its start): ending a channel takes its lock,
- * which a stuck undelivered hook's caller may hold. Past it the call returns (0 if joined) and
- * that thread ends them once the lock is let go, then ends by itself. A later kc_sched_shutdown
- * or kc_sched_shutdown_timed (a kc_sched_shutdown_gen too, unless its generation was shut down
- * already) waits for that thread, a timed one until its deadline, so that it returns with them
- * done and their on_done called (one called from those hooks or on_done, or from inside any
- * undelivered hook, whose caller holds a channel's lock that thread may wait for, does not
- * wait).
+ * which a stuck undelivered hook's caller may hold. Past it the call returns (KC_ETIME, (e), if
+ * joined) and that thread ends them once the lock is let go, then ends by itself. A later
+ * kc_sched_shutdown or kc_sched_shutdown_timed (a kc_sched_shutdown_gen too, unless its
+ * generation was shut down already) waits for that thread, a timed one until its deadline, so
+ * that it returns with them done and their on_done called (one called from those hooks or
+ * on_done, or from inside any undelivered hook, whose caller holds a channel's lock that thread
+ * may wait for, does not wait for an earlier call's thread, nor answer (e) for it).
  * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
  * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
  * that free rings for undelivered hooks it joins those that end by its deadline, leaving any

@@ -1283,8 +1283,8 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     }
     // What the shutdown's cleanups leave for later (`coroutine.later`): the channels they end
     // (`endAbandoned`) and the values abandoned receives got (`Channel.dropAbandoned`), done
-    // last, in the order left, once `sched_mutex` is unlocked and `sched_shutting` counted this
-    // call out (defers run in reverse), so that a hook they run may start or shut down a
+    // last, in the order left, once `stopAndJoin` let go of `sched_mutex` and `sched_shutting`
+    // counted this call out (its defers ran), so that a hook they run may start or shut down a
     // scheduler. Before, only the channels' ends waited that long (a list of their own); the
     // rest ran as `Scheduler.shutdownBy` returned, under `sched_mutex`, where such a hook
     // deadlocked (or was refused: KC_ESHUTDOWN while `sched_shutting` counted this call).
@@ -1292,6 +1292,8 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // wait for itself anyway; then the outer collector runs them.
     var later: coroutine.LaterList = .{};
     const collecting = later.begin();
+    const rc = stopAndJoin(mode, generation, deadline);
+    if (!collecting) return rc;
     // Bounded by ours (`endBy`): a step waits for a channel's lock, which a stuck undelivered
     // hook's caller may hold for good; past the deadline the rest runs on a thread of its own.
     // Then what an earlier timed shutdown left so is waited for too (until ours; none: for
@@ -1302,10 +1304,20 @@ fn shutdownOf(mode: u32, generation: ?u64, timeout_ns: ?u64) i32 {
     // would wait for itself: `awaitLeftLater`), and not from inside an undelivered hook (its
     // caller holds that channel's lock, which the thread may be waiting for: as
     // `stopUnusedThreads`).
-    defer if (collecting) {
-        later.endBy(true, deadline);
-        if (!chan.Channel.inAnyHook()) _ = coroutine.awaitLeftLater(deadline);
-    };
+    const ours_done = later.endBy(true, deadline);
+    const all_done = chan.Channel.inAnyHook() or coroutine.awaitLeftLater(deadline);
+    // Past the deadline with such a thread still running (ours, just left by `endBy`, or an
+    // earlier call's, where this call waits for those): KC_ETIME, not 0, which says every end
+    // and on_done is done (header: stage (e)). The scheduler is shut down as after 0; the next
+    // shutdown waits for that thread. Before, both answers were dropped and the call returned
+    // 0 with those on_done still to come.
+    if (rc == 0 and !(ours_done and all_done)) return Status.timeout.code();
+    return rc;
+}
+
+/// `shutdownOf` from its stop on, inside its collection of what the cleanups leave for later
+/// (`coroutine.later`), which it runs once this returned (its locks let go).
+fn stopAndJoin(mode: u32, generation: ?u64, deadline: ?u64) i32 {
     // A kc_sched_start fails at once from here on (KC_ESHUTDOWN), instead of waiting on
     // `sched_mutex` for this shutdown (a finishing drain may take long).
     _ = sched_shutting.fetchAdd(1, .monotonic); // a count: shutdowns may overlap
@@ -15283,8 +15295,9 @@ test "C ABI: a timed shutdown returns by its deadline when an abandoned producer
     // The producer's channel is closed (and its on_done called) after the shutdown let go of
     // its locks (`AbandonedEnd`), which takes the channel's lock: before, the timed shutdown
     // waited for it with no bound, for as long as the hook ran. Now those steps run on a thread
-    // of their own past the deadline (`LaterList.endBy`): the shutdown returns 0 (joined and
-    // freed), and the close and on_done come once the hook returns.
+    // of their own past the deadline (`LaterList.endBy`): the shutdown returns KC_ETIME (joined
+    // and freed, stage (e): those ends still to come), and the close and on_done come once the
+    // hook returns.
     if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();
@@ -15318,7 +15331,7 @@ test "C ABI: a timed shutdown returns by its deadline when an abandoned producer
     try StuckHook.awaitInside();
     const in_time = try StuckHook.shutDownTimed(&jd, td);
     try testing.expect(in_time);
-    try testing.expectEqual(@as(i32, 0), StuckHook.shutdown_rc);
+    try testing.expectEqual(Status.timeout.code(), StuckHook.shutdown_rc);
     try testing.expect(StuckHook.took_ns < StuckHook.bound_ns + 5 * std.time.ns_per_s);
     // Once the hook returned (the gate is open): closed, then on_done.
     const d = test_wait.Deadline.in(test_wait.default_ns, "the producer's on_done");
@@ -15326,6 +15339,63 @@ test "C ABI: a timed shutdown returns by its deadline when an abandoned producer
     try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.acquire));
     var v: u64 = 0;
     try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
+}
+
+test "C ABI: a timed shutdown that cannot wait for the ends left behind a stuck hook's caller, its own or an earlier call's, is KC_ETIME with the scheduler joined; 0 once they are done" {
+    // `awaitLeftLater` past the deadline answers false, and `shutdownOf` dropped that answer:
+    // a timed shutdown returned 0 (every end and on_done done, header) while the thread left
+    // running them (`LaterList.endBy`) still waited for the stuck hook's caller, and so did a
+    // later timed shutdown with nothing running, which waits for that thread until its
+    // deadline. Now both are KC_ETIME (stage (e)): the scheduler joined and freed as after 0
+    // (kc_sched_abandoned knows the count), the ends still to come. Once they are done, 0.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var idle: u32 = 0;
+        var done_status = std.atomic.Value(i32).init(9);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release); // pairs with the test's acquire loads
+        }
+    };
+    StuckHook.reset();
+    S.done_status.store(9, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &StuckHook.src));
+    defer _ = kc_chan_destroy(StuckHook.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.idle));
+    defer _ = kc_chan_destroy(S.idle);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(StuckHook.src, StuckHook.onSrc, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, StuckHook.src, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, StuckHook.dropper, .{&jd});
+    defer {
+        StuckHook.gate.store(true, .release); // opened on every way out
+        jd.join(td, test_wait.default_ns, "a hook held by the test's gate");
+    }
+    try StuckHook.awaitInside();
+    // Its own ends left running: KC_ETIME, yet joined and freed (the count known).
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, StuckHook.bound_ns));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
+    try testing.expectEqual(@as(i32, 9), S.done_status.load(.acquire)); // the hook is stuck still
+    // Nothing running, an earlier call's ends still left: KC_ETIME too.
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, 20 * std.time.ns_per_ms));
+    try testing.expectEqual(@as(i32, 9), S.done_status.load(.acquire));
+    // The hook returns: the next timed shutdown waits for those ends and on_done, then 0.
+    StuckHook.gate.store(true, .release);
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, test_wait.default_ns));
+    try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.acquire));
 }
 
 test "C ABI: the shutdown after a timed one that left its abandoned producer's end behind a stuck hook's caller returns once that end and its on_done are done" {
@@ -15393,8 +15463,8 @@ test "C ABI: the shutdown after a timed one that left its abandoned producer's e
     };
     try StuckHook.awaitInside();
     // The timed shutdown, on this thread: it returns by its deadline (the test above), joined
-    // and freed, the producer's end and on_done left behind the stuck hook.
-    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown_timed(0, StuckHook.bound_ns));
+    // and freed, the producer's end and on_done left behind the stuck hook (KC_ETIME).
+    try testing.expectEqual(Status.timeout.code(), kc_sched_shutdown_timed(0, StuckHook.bound_ns));
     try testing.expectEqual(@as(i32, 9), S.done_status.load(.acquire)); // the hook is stuck still
     var jn: test_wait.Joiner = .{};
     const tn = try std.Thread.spawn(.{}, S.nextShutdown, .{&jn});

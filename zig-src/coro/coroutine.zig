@@ -177,13 +177,17 @@ pub const LaterList = struct {
     /// pointer and need it to outlive the shutdown only (`Scheduler.shutdownBy` runs its own to
     /// their end). Before, a bounded shutdown (the C ABI's kc_sched_shutdown_timed) ran them
     /// here, waiting for that lock past its bound. Nothing left, or no memory or thread to be
-    /// had: here, as `end`.
-    pub fn endBy(l: *LaterList, began: bool, deadline: ?u64) void {
-        if (!began) return;
+    /// had: here, as `end`. False if it left that thread running past the deadline (the C
+    /// ABI's KC_ETIME), true once every step is done.
+    pub fn endBy(l: *LaterList, began: bool, deadline: ?u64) bool {
+        if (!began) return true;
         _ = collectLater(null);
-        const d = deadline orelse return l.runAll();
-        if (l.head == null) return;
-        LaterRunner.runBy(l, d);
+        const d = deadline orelse {
+            l.runAll();
+            return true;
+        };
+        if (l.head == null) return true;
+        return LaterRunner.runBy(l, d);
     }
 
     /// Runs each, in order (each may free itself).
@@ -221,13 +225,17 @@ const LaterRunner = struct {
     threadlocal var on_runner: bool = false;
 
     /// Moves `l`'s steps to a runner and waits for it until `deadline`; joins it if it was done
-    /// by then. `l` is empty after.
-    fn runBy(l: *LaterList, deadline: u64) void {
-        const r = std.heap.c_allocator.create(LaterRunner) catch return l.runAll();
+    /// by then (true), else leaves it running (false). `l` is empty after.
+    fn runBy(l: *LaterList, deadline: u64) bool {
+        const r = std.heap.c_allocator.create(LaterRunner) catch {
+            l.runAll();
+            return true;
+        };
         r.* = .{ .list = l.* };
         r.thread = std.Thread.spawn(.{}, main, .{r}) catch {
             std.heap.c_allocator.destroy(r);
-            return l.runAll(); // still `l`'s: nothing ran
+            l.runAll(); // still `l`'s: nothing ran
+            return true;
         };
         l.* = .{};
         // A start's slack: a collector that comes here at (or past) its deadline, its earlier
@@ -246,7 +254,7 @@ const LaterRunner = struct {
                 if (@import("builtin").is_test) if (test_hooks.before_left) |f| f(&r.state);
                 // Acq_rel: the release half pairs with `main`'s acquire on its failed CAS (it
                 // sees `thread` set); failing, the acquire half pairs with its CAS to `done`.
-                if (r.state.cmpxchgStrong(running, left, .acq_rel, .acquire) == null) return;
+                if (r.state.cmpxchgStrong(running, left, .acq_rel, .acquire) == null) return false;
                 countLeftOut(); // done meanwhile: not left after all
                 break;
             }
@@ -254,6 +262,7 @@ const LaterRunner = struct {
         }
         r.thread.join(); // its wake below is its last touch of `r`
         std.heap.c_allocator.destroy(r);
+        return true;
     }
 
     fn main(r: *LaterRunner) void {
@@ -987,7 +996,7 @@ test "a bounded collector whose runner ended as its deadline passed counts it ou
     var l: LaterList = .{};
     try testing.expect(l.begin());
     later(&x);
-    l.endBy(true, monotonicNs()); // past at once: the runner's start slack only
+    try testing.expect(l.endBy(true, monotonicNs())); // past at once: its start slack only
     defer if (LaterRunner.left_count.load(.monotonic) != 0) LaterRunner.left_count.store(0, .monotonic); // for the next tests
     try testing.expect(S.saw_done);
     try testing.expect(S.ran.load(.acquire));
