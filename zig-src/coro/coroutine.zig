@@ -1005,6 +1005,45 @@ test "a bounded collector whose runner ended as its deadline passed counts it ou
     try testing.expect(awaitLeftLater(monotonicNs()));
 }
 
+test "a step on a runner its collector left past the deadline that waits for the runners left, with no bound, returns at once: it does not wait for itself" {
+    // A step there is a hook or an on_done, which may call the C ABI's untimed
+    // kc_sched_shutdown, and that waits for the runners left (`awaitLeftLater`, no bound):
+    // this runner among them, counted left until its steps are done. `on_runner`, set for
+    // every runner from its start, makes it answer at once there; without it this step waited
+    // for itself for good (C ABI: "the shutdown after a timed one that left ...").
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var gate = std.atomic.Value(bool).init(false);
+        /// 0: not yet; 1: returned true; 2: returned false.
+        var answer = std.atomic.Value(u32).init(0);
+        fn step(_: *Later) void {
+            // Held until the collector left this runner (acquire: pairs with the test's
+            // release store, made after `endBy` returned).
+            const g = test_wait.Deadline.in(test_wait.default_ns, "the step's gate");
+            while (!gate.load(.acquire)) g.wait() catch break;
+            // Release: pairs with the test's acquire load.
+            answer.store(if (awaitLeftLater(null)) 1 else 2, .release);
+        }
+    };
+    S.gate.store(false, .monotonic);
+    S.answer.store(0, .monotonic);
+    // What an earlier test left running past its deadline, first.
+    try testing.expect(awaitLeftLater(monotonicNs() + test_wait.default_ns));
+    var x: Later = .{ .run = S.step };
+    var l: LaterList = .{};
+    try testing.expect(l.begin());
+    later(&x);
+    // Past at once: the runner's start slack only, then left.
+    try testing.expect(!l.endBy(true, monotonicNs()));
+    try testing.expect(l.head == null);
+    try testing.expectEqual(@as(u32, 1), LaterRunner.left_count.load(.monotonic));
+    S.gate.store(true, .release);
+    // The runner's step returns, and the runner counts itself out (its last act).
+    try testing.expect(awaitLeftLater(monotonicNs() + test_wait.default_ns));
+    try testing.expectEqual(@as(u32, 1), S.answer.load(.acquire));
+}
+
 test "later_reserve: no piece overlaps one still live, the block starts over once the last is freed, and a piece that does not fit is refused" {
     // Shutdowns of different schedulers carve it at once, and one's records may outlive
     // another's (a hook that runs long): a piece carved while another lives must not overlap
