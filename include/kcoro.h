@@ -313,13 +313,14 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  *   join would abandon returns KC_ESHUTDOWN once the call gives up at (a), (b) or (d). The next
  *   kc_sched_shutdown, kc_sched_shutdown_gen (of that generation; an earlier one's does nothing)
  *   or kc_sched_shutdown_timed, in either mode, goes on from that stage and frees everything once
- *   done; then kc_sched_abandoned knows the count and kc_sched_start runs again. Also KC_ETIME if
- *   another shutdown (kc_sched_shutdown, _gen, a _timed one's next call) still drains or joins when
- *   the bound passes: the wait for it is bounded too, and it goes on (a cancel ends a finishing
- *   one's drain first, as kc_sched_shutdown's does). (e) Also KC_ETIME with the scheduler shut
- *   down as after 0 (joined and freed, or none ran: kc_sched_abandoned knows the count,
- *   kc_sched_start runs) while what an abandon left for after its locks (below), this call's or
- *   an earlier timed one's, still runs on a thread of the library's own at the bound: the next
+ *   done (the first two with no bound: at (a) and (d) for as long as that coroutine or hook runs,
+ *   for good if it never ends); then kc_sched_abandoned knows the count and kc_sched_start runs
+ *   again. Also KC_ETIME if another shutdown (kc_sched_shutdown, _gen, a _timed one's next call)
+ *   still drains or joins when the bound passes: the wait for it is bounded too, and it goes on (a
+ *   cancel ends a finishing one's drain first, as kc_sched_shutdown's does). (e) Also KC_ETIME with
+ *   the scheduler shut down as after 0 (joined and freed, or none ran: kc_sched_abandoned knows the
+ *   count, kc_sched_start runs) while what an abandon left for after its locks (below), this call's
+ *   or an earlier timed one's, still runs on a thread of the library's own at the bound: the next
  *   shutdown waits for that thread (a timed one until its bound: KC_ETIME again while it runs).
  *   Before, 0, those on_done still to come.
  * KC_EBUSY: a short call of another thread (kc_spawn, kc_sched_info, a scope's create or launch)
@@ -337,6 +338,10 @@ int32_t kc_sched_shutdown_gen(uint32_t mode, uint64_t generation);
  * that it returns with them done and their on_done called (one called from those hooks or
  * on_done, or from inside any undelivered hook, whose caller holds a channel's lock that thread
  * may wait for, does not wait for an earlier call's thread, nor answer (e) for it).
+ * kc_sched_shutdown and kc_sched_shutdown_gen wait for it with no bound: for as long as that
+ * hook runs, for good if it never returns (they return with every on_done called). To bound
+ * that wait, call kc_sched_shutdown_timed instead (KC_ETIME while the thread runs; call it
+ * again to wait on), or let the hook return first.
  * With no host counted, the clock ticker and the dead pipes end as with kc_sched_shutdown, also
  * on KC_ETIME (the workers it leaves running are the next shutdown's to join); of the threads
  * that free rings for undelivered hooks it joins those that end by its deadline, leaving any
