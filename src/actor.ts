@@ -925,21 +925,37 @@ export function actor<M>(
    * ever receive. A listen that throws throws (named: `listenAbortNamed`).
    */
   const cancelOnAbort = (signal: AbortSignal): void => {
-    if (watched.includes(signal)) return;
+    // Ended already: nothing is left to cancel, and `finish` has run its `detach`, so a listener
+    // added now would never go (as a producer's `closeOnCancel`).
+    if (finished || watched.includes(signal)) return;
     watched.push(signal);
     // By AbortSignal's own members (errors.ts, `isAborted`): the task's signal may be a
     // caller's, with members of its own that throw.
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it cancelled the
-    // mailbox, and so the actor.
+    // mailbox, and so the actor. Nor once the actor has finished: its mailbox is gone.
     const onAbort = (event?: Event) => {
-      if (abortHeard(signal, onAbort, event)) cancelMailbox(mailbox, abortReason(signal));
+      if (abortHeard(signal, onAbort, event) && !finished) {
+        cancelMailbox(mailbox, abortReason(signal));
+      }
     };
     // One aborted before or during the listen has cancelled the mailbox already
     // (`listenAbortNamed`), keeping no listener: before, the handler ran on, its mailbox taking
     // messages.
-    if (!listenAbortNamed(op, signal, onAbort)) detach.push(() => unlistenAbort(signal, onAbort));
+    if (listenAbortNamed(op, signal, onAbort)) return;
+    // The listen may run the caller's code (an accessor of its own for the engine's listeners
+    // property, on a prototype under the signal), which may end the actor (complete a Job it
+    // ends with): `finish` ran its `detach` without this listener, which goes now. Before, it
+    // stayed on the signal (a long-lived one of the caller's), holding the freed mailbox.
+    if (finished) unlistenAbort(signal, onAbort);
+    else detach.push(() => unlistenAbort(signal, onAbort));
   };
+  /**
+   * A signal the actor watches, other than `own` (its task's), that has aborted: the Job
+   * `launch` returned was cancelled (or failed).
+   */
+  const jobAborted = (own: AbortSignal | null): AbortSignal | undefined =>
+    watched.find((s) => s !== own && isAborted(s));
   // The scope's launch threw or returned no Job (its cleanup below): the mailbox was freed under
   // a handler it may have started.
   let abandoned = false;
@@ -1125,8 +1141,9 @@ export function actor<M>(
       // cancelled before its deferred start never runs its block (src/scope.ts, `#startLater`).
       // Before the listen below too. Before, the handler ran on the cancelled mailbox: what it did
       // before its first receive (all of it, in one that never receives) went on past that cancel.
-      if (launched !== null && isJob(launched) && isAborted(signalOfJob(launched))) {
-        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(signalOfJob(launched)) });
+      let gone = jobAborted(signal);
+      if (gone !== undefined) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(gone) });
       }
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the handler runs, as createScope refuses such a signal. Before, with
@@ -1150,6 +1167,16 @@ export function actor<M>(
         if (untracked && !abandoned) await null;
         if (abandoned && untracked) finish(cancelled);
         throw cancelled;
+      }
+      // The listen above may run the caller's code (an accessor of its own for the engine's
+      // listeners property, on a prototype under the signal), which may have ended the actor (a
+      // Job it ends with completed) or cancelled the Job `launch` returned: the handler never
+      // runs, as where that came before (above). Before, it ran on the freed mailbox, and its
+      // first receive's InvalidHandleError failed the scope (or on the cancelled one).
+      if (finished) throw new CancellationError(ENDED_FIRST);
+      gone = jobAborted(signal);
+      if (gone !== undefined) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(gone) });
       }
       // Until the task is final: its end withdraws the owned watch before the mailbox is
       // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is

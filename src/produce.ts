@@ -767,14 +767,13 @@ export function produce<T>(
    */
   let sendsEnd: AbortController | null = null;
   const bindSends = (): AbortSignal => {
-    if (sendsEnd === null) {
-      sendsEnd = new AbortController();
-      // One aborted before: the sends end at once. None is by now (a block begun after the
-      // returned Job's cancel, or its task signal's abort, never runs: `CANCELLED_FIRST`,
-      // `SIGNAL_FIRST`, checked before this); kept so that no send could outlive one.
-      const gone = watched.find((s) => isAborted(s));
-      if (gone !== undefined) sendsEnd.abort(abortReason(gone));
-    }
+    // None of the watched signals has aborted by now: a block begun after one did never runs
+    // (`ENDED_FIRST`, `CANCELLED_FIRST`, `SIGNAL_FIRST`, checked after the task's getters and the
+    // listen, the last of the caller's code to run before this), and one aborting later aborts
+    // this too (`closeOnCancel`). Before, it looked for one aborted already: the block's first
+    // send rejected there, the block run all the same (a getter of the task's that cancelled the
+    // returned Job reached it).
+    sendsEnd ??= new AbortController();
     return sendsEnd.signal;
   };
   /**
@@ -808,9 +807,9 @@ export function produce<T>(
     watched.push(signal);
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it closed the channel
-    // with undefined, a clean end for its receivers.
+    // with undefined, a clean end for its receivers. Nor once the producer ended.
     const onAbort = (event?: Event) => {
-      if (!abortHeard(signal, onAbort, event)) return;
+      if (!abortHeard(signal, onAbort, event) || ended) return;
       const reason = abortReason(signal);
       // A job records its failure before its signal aborts (job.ts, `#cancelWith`): a failed
       // task's channel is closed as it completes. A failure after the cancel (a child's, the
@@ -830,8 +829,20 @@ export function produce<T>(
     // One aborted before or during the listen has closed it already (`listenAbortNamed`),
     // keeping no listener: before, the channel stayed open, its receivers waiting on a task
     // whose signal had aborted.
-    if (!listenAbortNamed(op, signal, onAbort)) detach.push(() => unlistenAbort(signal, onAbort));
+    if (listenAbortNamed(op, signal, onAbort)) return;
+    // The listen may run the caller's code (an accessor of its own for the engine's listeners
+    // property, on a prototype under the signal), which may end the producer (complete a Job it
+    // ends with): `end` ran its `detach` without this listener, which goes now. Before, it
+    // stayed on the signal (a long-lived one of the caller's) until that aborted.
+    if (ended) unlistenAbort(signal, onAbort);
+    else detach.push(() => unlistenAbort(signal, onAbort));
   };
+  /**
+   * A signal the producer watches, other than `own` (its task's), that has aborted: the kcoro Job
+   * `launch` returned was cancelled (or failed).
+   */
+  const jobAborted = (own: AbortSignal | null): AbortSignal | undefined =>
+    watched.find((s) => s !== own && isAborted(s));
   // The scope's launch threw or returned no Job (its cleanup below): the channel was freed.
   let abandoned = false;
   /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
@@ -904,6 +915,18 @@ export function produce<T>(
       // sends) went on past that abort.
       if (signal !== null && isAborted(signal)) {
         throw new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
+      }
+      // The task's `signal` getter and the listens above may run the caller's code (a getter of
+      // its own; an accessor for the engine's listeners property on a prototype under the
+      // signal), which may have ended the producer (a Job it ends with completed) or cancelled the
+      // Job `launch` returned: the block never runs, as where that came before (above). Before,
+      // it ran on the closed channel: its first send's ClosedSendError failed the task and the
+      // scope, or it rejected with the cancellation, what the block did before it going on past
+      // that cancel.
+      if (ended) throw new CancellationError(ENDED_FIRST);
+      const gone = jobAborted(signal);
+      if (gone !== undefined) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(gone) });
       }
       // Until the task is final, not only while the block runs: children of the task sending
       // after the block returned (Kotlin's `produce { launch { send(x) } }`) are cancelled with

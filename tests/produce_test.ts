@@ -4868,6 +4868,116 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task'
   assert.equal(live, 0);
 });
 
+/**
+ * A real signal whose next listen first runs the caller's code (`arm(run)`), once: an accessor
+ * of its own for the engine's listeners property (a symbol-keyed property a listen makes on a
+ * target, looked up through the prototypes until then) on a prototype under the signal.
+ */
+function listenRuns(): { signal: AbortSignal; arm(run: () => void): void } {
+  const target = new EventTarget();
+  const before = new Set(Object.getOwnPropertySymbols(target));
+  target.addEventListener("x", () => {});
+  const [key] = Object.getOwnPropertySymbols(target).filter((s) => !before.has(s));
+  let store: unknown = undefined;
+  let armed: (() => void) | null = null;
+  const signal = new AbortController().signal;
+  Object.setPrototypeOf(
+    signal,
+    Object.create(AbortSignal.prototype, {
+      [key]: {
+        get() {
+          const run = armed;
+          armed = null;
+          run?.();
+          return store;
+        },
+        set(v) {
+          store = v;
+        },
+      },
+    }),
+  );
+  return { signal, arm: (run) => armed = run };
+}
+
+Deno.test("produce and actor whose deferred start runs the caller's code that ends them or cancels the Job their launch returned (the task's signal getter, the listen of that signal) never run their block, and leave no listener on that signal", async () => {
+  // src/produce.ts and src/actor.ts: the checks that keep a late block from running
+  // (`ENDED_FIRST`, `CANCELLED_FIRST`) came before the task's `signal` getter (a producer's) and
+  // the listen of that signal, which may run the caller's code; they are made again after. Before,
+  // the block ran: on the closed channel (its first send's ClosedSendError failed the task and
+  // the scope) or on the freed mailbox (its receive's InvalidHandleError did), or, the returned
+  // Job cancelled, on a closed channel its sends rejected on (`bindSends` found that Job's signal
+  // aborted: its one way in), what it did before going on past that cancel. And the actor's
+  // watch (`cancelOnAbort`), listening as the actor ended, kept its listener on the caller's
+  // signal after `finish` (the producer's, `closeOnCancel`, likewise), holding the freed mailbox.
+  const cases = [
+    ["produce", "listen", "complete"],
+    ["produce", "listen", "cancel"],
+    ["produce", "getter", "complete"],
+    ["produce", "getter", "cancel"],
+    ["actor", "listen", "complete"],
+    ["actor", "listen", "cancel"],
+  ] as const;
+  for (const [which, where, how] of cases) {
+    const what = `${which}, ${how} in the ${where}`;
+    const hold = Promise.withResolvers<void>();
+    let ran = false;
+    const done: unknown[] = [];
+    let thrown: unknown;
+    await within(
+      coroutineScope(async (real) => {
+        // What the launch returns: a kcoro Job that completes at once (`complete`), or one that
+        // its cancel leaves cancelling until `hold` resolves.
+        const other = how === "complete"
+          ? new CompletableDeferred<void>()
+          : real.launch(() => hold.promise);
+        let kept: ((task: CoroutineScope) => unknown) | null = null;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            kept = block; // started later
+            return other;
+          },
+        } as unknown as CoroutineScope;
+        const body = counted(async (ch: Channel<number>) => {
+          ran = true;
+          if (which === "produce") await ch.send(1);
+          else for await (const _ of ch) { /* none */ }
+        });
+        if (which === "produce") produce<number>(scope, body, { capacity: 4 });
+        else actor<number>(scope, body, { onDone: (c) => done.push(c) });
+        const act = () =>
+          how === "complete" ? (other as CompletableDeferred<void>).complete() : other.cancel();
+        const { signal, arm } = listenRuns();
+        const task = { context: real.context, job: null, signal };
+        if (where === "listen") arm(act);
+        else {
+          Object.defineProperty(task, "signal", {
+            get: () => {
+              act();
+              return signal;
+            },
+          });
+        }
+        try {
+          await kept!(task as unknown as CoroutineScope);
+        } catch (e) {
+          thrown = e;
+        }
+        assert.equal(ran, false, `${what}: the block never ran`);
+        assert.ok(thrown instanceof CancellationError, `${what}: ${thrown}`);
+        hold.resolve();
+        await other.join();
+        assert.equal(abortListeners(signal), 0, `${what}: no listener left on the task's signal`);
+      }),
+      10_000,
+      what,
+    );
+    if (which === "actor") assert.equal(done.length, 1, `${what}: onDone ran once`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor name themselves for a bad capacity (it said 'Cannot create channel', a call the caller never made), and start no task", async () => {
   await using scope = createScope();
   const cases: [unknown, string, string][] = [
