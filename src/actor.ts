@@ -952,7 +952,7 @@ export function actor<M>(
   };
   /**
    * A signal the actor watches, other than `own` (its task's), that has aborted: the Job
-   * `launch` returned was cancelled (or failed).
+   * `launch` returned, or the one its task names (`watchNamed`), was cancelled (or failed).
    */
   const jobAborted = (own: AbortSignal | null): AbortSignal | undefined =>
     watched.find((s) => s !== own && isAborted(s));
@@ -1042,6 +1042,20 @@ export function actor<M>(
   const endWithTask = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || finished) return;
     ending.push(onJobCompletion(taskJob, isCompletedJob(taskJob) ? finish : finishFolded));
+  };
+  /** The task's signal, once the block has read it (null: none, or not read yet). */
+  let taskSignalRead: AbortSignal | null = null;
+  /**
+   * A kcoro Job the task merely names (its signal not the task's), other than the one `launch`
+   * returned, stops the actor at its cancellation (or failure) too, not only at its completion
+   * (`endWithTask`): its signal is watched as the returned Job's (`cancelOnAbort`), once both
+   * Jobs and the task's signal are known. Before, a named Job cancelled while it waited for its
+   * children left the actor running, its mailbox taking messages, until that Job completed.
+   */
+  const watchNamed = (): void => {
+    if (taskJob === null || launched === null || taskJob === launched || finished) return;
+    const named = signalOfJob(taskJob);
+    if (named !== taskSignalRead) cancelOnAbort(named);
   };
   /**
    * Whether the block began (inside `launch`, or later where that launch deferred it): an actor
@@ -1152,6 +1166,8 @@ export function actor<M>(
       // ends cancelled, its signal not listened to. Before, the listen came first, and one that
       // throws failed such a task by name instead.
       if (signal !== null) cancelOnAbort(signal);
+      taskSignalRead = signal;
+      watchNamed(); // started after `launch` returned (deferred): the named Job is known now
       // Its task's signal aborted before its handler began (before or during the listen above,
       // which cancelled the mailbox with its reason and kept no listener): only under a scope of
       // the caller's own, as kcoro's own never starts a cancelled task's block. The handler never
@@ -1170,9 +1186,10 @@ export function actor<M>(
       }
       // The listen above may run the caller's code (an accessor of its own for the engine's
       // listeners property, on a prototype under the signal), which may have ended the actor (a
-      // Job it ends with completed) or cancelled the Job `launch` returned: the handler never
-      // runs, as where that came before (above). Before, it ran on the freed mailbox, and its
-      // first receive's InvalidHandleError failed the scope (or on the cancelled one).
+      // Job it ends with completed) or cancelled a Job it ends with (the returned one, or the one
+      // its task names, watched just now): the handler never runs, as where that came before
+      // (above). Before, it ran on the freed mailbox, and its first receive's InvalidHandleError
+      // failed the scope (or on the cancelled one).
       if (finished) throw new CancellationError(ENDED_FIRST);
       gone = jobAborted(signal);
       if (gone !== undefined) {
@@ -1253,6 +1270,7 @@ export function actor<M>(
   if (isJob(job) && !finished) ending.push(handle as Disposable);
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
+  watchNamed();
   return a;
 }
 

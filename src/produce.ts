@@ -752,18 +752,33 @@ export function produce<T>(
     if (taskJob === null || launched === null || taskJob === launched || ended) return;
     ending.push(onJobCompletion(taskJob, end)); // JobSupport's own, not a redefined one
   };
+  /** The task's signal, once the block has read it (null: none, or not read yet). */
+  let taskSignalRead: AbortSignal | null = null;
+  /**
+   * A kcoro Job the task merely names (its signal not the task's), other than the one `launch`
+   * returned, ends the producer at its cancellation too, not only at its completion
+   * (`endWithTask`): its signal is watched as the returned Job's (`closeOnCancel`, which closes
+   * the channel and ends the sends), once both Jobs and the task's signal are known. Before, a
+   * named Job cancelled while it waited for its children left the channel open and the block
+   * sending (one waiting on the full buffer waited on) until that Job completed.
+   */
+  const watchNamed = (): void => {
+    if (taskJob === null || launched === null || taskJob === launched || ended) return;
+    const named = signalOfJob(taskJob);
+    if (named !== taskSignalRead) closeOnCancel(named, taskJob);
+  };
   /**
    * What ends the block's sends where the task's signal is not the returned Job's: aborted as
-   * the first of the watched signals aborts (`closeOnCancel`), the task's and the kcoro Job's
-   * that `launch` returned, with its reason, for a failure too. The sends are bound to it alone
-   * under a task with no AbortSignal (`bound`), and to it and the task's signal under one whose
-   * signal is not that Job's (`sendsEnd`: each send still listens to the task's signal itself,
-   * also a kcoro task's under a caller's launch that returned another kcoro Job). Made
-   * at the block's start, before `launch` returned the Job, so a send made then (a launch that
-   * runs the block at once) is bound to it as well. Before, such a task's sends were bound to its
-   * own signal only, or to nothing: a send waiting on the full buffer when that Job was cancelled
-   * waited on (the close fails no waiting send), and the cancelled task, with nobody receiving,
-   * hung its scope.
+   * the first of the watched signals aborts (`closeOnCancel`), the task's, the kcoro Job's
+   * that `launch` returned and the one the task names, with its reason, for a failure too. The
+   * sends are bound to it alone under a task with no AbortSignal (`bound`), and to it and the
+   * task's signal under one whose signal is not that Job's (`sendsEnd`: each send still listens
+   * to the task's signal itself, also a kcoro task's under a caller's launch that returned
+   * another kcoro Job). Made at the block's start, before `launch` returned the Job, so a send
+   * made then (a launch that runs the block at once) is bound to it as well. Before, such a
+   * task's sends were bound to its own signal only, or to nothing: a send waiting on the full
+   * buffer when that Job was cancelled waited on (the close fails no waiting send), and the
+   * cancelled task, with nobody receiving, hung its scope.
    */
   let sendsEnd: AbortController | null = null;
   const bindSends = (): AbortSignal => {
@@ -785,7 +800,10 @@ export function produce<T>(
   const jobEnds = (signal: AbortSignal): boolean =>
     launched === null ||
     (isJob(launched) && signalOfJob(launched) !== signal &&
-      watched.includes(signalOfJob(launched)));
+      watched.includes(signalOfJob(launched))) ||
+    // A Job the task merely names (not the returned one), whose cancel ends them too
+    // (`watchNamed`, which watches it once both Jobs are known).
+    (taskJob !== null && taskJob !== launched && signalOfJob(taskJob) !== signal);
   /**
    * Closes the channel at once as `signal` (of the job `owner`, a kcoro Job or not) aborts for a
    * cancellation (the scope cancelled, a sibling failing; the task's own cancel has cancelled it
@@ -839,7 +857,7 @@ export function produce<T>(
   };
   /**
    * A signal the producer watches, other than `own` (its task's), that has aborted: the kcoro Job
-   * `launch` returned was cancelled (or failed).
+   * `launch` returned, or the one its task names (`watchNamed`), was cancelled (or failed).
    */
   const jobAborted = (own: AbortSignal | null): AbortSignal | undefined =>
     watched.find((s) => s !== own && isAborted(s));
@@ -895,6 +913,8 @@ export function produce<T>(
       // task by name, before the block runs, as createScope refuses such a signal. Before, with
       // the listen's raw error.
       if (signal !== null) closeOnCancel(signal, read);
+      taskSignalRead = signal;
+      watchNamed(); // started after `launch` returned (deferred): the named Job is known now
       // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
       // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
       // cancel it (`job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
@@ -918,11 +938,11 @@ export function produce<T>(
       }
       // The task's `signal` getter and the listens above may run the caller's code (a getter of
       // its own; an accessor for the engine's listeners property on a prototype under the
-      // signal), which may have ended the producer (a Job it ends with completed) or cancelled the
-      // Job `launch` returned: the block never runs, as where that came before (above). Before,
-      // it ran on the closed channel: its first send's ClosedSendError failed the task and the
-      // scope, or it rejected with the cancellation, what the block did before it going on past
-      // that cancel.
+      // signal), which may have ended the producer (a Job it ends with completed) or cancelled a
+      // Job it ends with (the one `launch` returned, or the one its task names, watched just
+      // now): the block never runs, as where that came before (above). Before, it ran on the
+      // closed channel: its first send's ClosedSendError failed the task and the scope, or it
+      // rejected with the cancellation, what the block did before it going on past that cancel.
       if (ended) throw new CancellationError(ENDED_FIRST);
       const gone = jobAborted(signal);
       if (gone !== undefined) {
@@ -1022,5 +1042,6 @@ export function produce<T>(
   if (isJob(job) && !ended) ending.push(handle as Disposable);
   // Started at once, inside `launch`: the task's own Job was known before it returned.
   endWithTask();
+  watchNamed();
   return out;
 }

@@ -4868,6 +4868,76 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task'
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor on a CoroutineScope of the caller's own whose task names a long-lived kcoro Job: that Job's cancel stops them at once, not only its completion (the channel closed and a waiting send woken, the mailbox cancelled), at once and deferred", async () => {
+  // src/produce.ts and src/actor.ts, `watchNamed`: the named Job's signal is watched as the
+  // returned Job's. Before, only its completion ended them: cancelled while it waited for a
+  // child, it left the producer waiting in its send on the full buffer (nobody receiving) and the
+  // actor taking messages, until that Job completed (here: never, while the test waits).
+  for (const which of ["produce", "actor"] as const) {
+    for (const start of ["at once", "deferred"] as const) {
+      const what = `${which}, ${start}`;
+      // The named Job: a scope's, kept cancelling (not completed) by a child waiting on a gate.
+      const holder = createScope();
+      const gate = Promise.withResolvers<void>();
+      holder.launch(counted(() => gate.promise));
+      const named = holder.job;
+      const listening = () => abortListeners(signalOfJob(named as JobSupport));
+      const before = listening();
+      const done: unknown[] = [];
+      await within(
+        coroutineScope(async (real) => {
+          let task!: ReturnType<CoroutineScope["launch"]>;
+          const go = Promise.withResolvers<void>(); // a deferred block's start
+          const scope = {
+            context: real.context,
+            launch: (block: (task: CoroutineScope) => unknown) =>
+              task = real.launch(async (t) => {
+                if (start === "deferred") await go.promise;
+                return block(
+                  { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+                );
+              }),
+          } as unknown as CoroutineScope;
+          let sent = 0;
+          let receiving = false;
+          const body = counted(async (ch: Channel<number>) => {
+            if (which === "produce") { for (;;) await ch.send(++sent); }
+            receiving = true;
+            for await (const _ of ch) { /* none sent */ }
+          });
+          using ch = which === "produce" ? produce<number>(scope, body, { capacity: 1 }) : null;
+          const a = which === "actor"
+            ? actor<number>(scope, body, { onDone: (c) => done.push(c) })
+            : null;
+          go.resolve();
+          if (ch !== null) await until(() => sent === 2, `${what}: waiting in its second send`);
+          else await until(() => receiving, `${what}: the handler receiving`);
+          holder.cancel();
+          assert.equal(named.state, "cancelling", `${what}: cancelled, not completed`);
+          await within(task.join(), 5_000, `${what}: the task ends at the named Job's cancel`);
+          assert.equal(task.state, "cancelled", what);
+          assert.equal(named.state, "cancelling", `${what}: still not completed`);
+          if (ch !== null) {
+            const seen = [ch.tryReceive().state, ch.tryReceive().state];
+            assert.deepEqual(seen, ["ok", "closed"], `${what}: what was sent, then the close`);
+          } else {
+            assert.equal(done.length, 1, `${what}: onDone ran`);
+            assert.ok(done[0] instanceof CancellationError, `${what}: ${done[0]}`);
+            assert.equal(a!.trySend(1).state, "closed", `${what}: the mailbox takes no more`);
+          }
+          assert.equal(listening(), before, `${what}: no listener left on the named Job`);
+        }),
+        10_000,
+        what,
+      );
+      gate.resolve();
+      await within(named.join(), 10_000, `${what}: the holder's end`);
+      assert.equal(done.length, which === "actor" ? 1 : 0, `${what}: onDone ran once`);
+    }
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * A real signal whose next listen first runs the caller's code (`arm(run)`), once: an accessor
  * of its own for the engine's listeners property (a symbol-keyed property a listen makes on a
