@@ -23,8 +23,8 @@ extern "C" {
  * finish's parked ones among them). ABI 25 added
  * kc_cells_release and kc_cells_pin (TypeScript's cells are kc_cells_alloc's in every isolate,
  * released by their buffers' V8 backing-store deleter once no buffer views them, and held by pins
- * while a coroutine may write) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit guard's): a
- * library of ABI 24 lacks symbols TypeScript binds. ABI 24 added
+ * while a coroutine may write) and kc_sched_shutdown_timed (a bounded join, TypeScript's exit
+ * guard's): a library of ABI 24 lacks symbols TypeScript binds. ABI 24 added
  * kc_chan_status bit 4 (cancelled, by any cancel): a cancelled channel's status, which ABI 23
  * answered without it (3 for a plain cancel), now has it set (19), so a caller comparing exact
  * values sees another one. ABI 23 added
@@ -664,9 +664,10 @@ int32_t kc_chan_snapshot(uint32_t handle, uint64_t *out, uint32_t len);
  * before it was native, once per event-loop turn). counts: n words (up to 13 read, the rest 0)
  * laid out as struct kc_chan_metrics; counts add, saturating at 2^63 - 1 (they wrapped before;
  * the headroom keeps the channel's own counting above it from wrapping), first_op_ns keeps the
- * earliest and last_op_ns the latest (0 = none), taken_ns is ignored. A copying channel's bytes follow from its counts,
- * so only a zero-copy one adds bytes_sent/bytes_received; a KC_CHAN_NO_METRICS channel adds
- * only the failures and dropped. 0, or KC_EBADH / KC_EINVAL (counts NULL with n > 0). */
+ * earliest and last_op_ns the latest (0 = none), taken_ns is ignored. A copying channel's bytes
+ * follow from its counts, so only a zero-copy one adds bytes_sent/bytes_received; a
+ * KC_CHAN_NO_METRICS channel adds only the failures and dropped. 0, or KC_EBADH / KC_EINVAL (counts
+ * NULL with n > 0). */
 int32_t kc_chan_add_metrics(uint32_t handle, const uint64_t *counts, uint32_t n);
 /* A metrics pipe: every interval_ns (>= 1 ms) a snapshot of `source` is try-sent into `target`,
  * whose element size must be sizeof(struct kc_chan_metrics) (a full target skips one; make it
@@ -873,9 +874,10 @@ int32_t kc_scope_live(uint32_t scope);
  * (KC_ETIME; 0 = none). A coroutine parks, a thread blocks. KC_ESHUTDOWN once a shutdown
  * abandoned children of it (for good: they never finish; after a restart, make a new scope), and
  * on a thread as soon as a kc_sched_shutdown_timed gives up on its join (KC_ETIME), which leaves
- * them to the next shutdown's join. From a child of the scope (or of a scope below it), which would wait for itself: KC_EINVAL at
- * once; so too from a hand-driven coroutine that a scheduled one resumed (it would block a
- * scheduler worker's thread, its resumer perhaps a child: before, a hang). */
+ * them to the next shutdown's join. From a child of the scope (or of a scope below it), which would
+ * wait for itself: KC_EINVAL at once; so too from a hand-driven coroutine that a scheduled one
+ * resumed (it would block a scheduler worker's thread, its resumer perhaps a child: before, a
+ * hang). */
 int32_t kc_scope_wait(uint32_t scope, uint64_t deadline_ns);
 /* From a plain thread: until the scope is cancelled (KC_EINTR, reported first) or every child
  * has finished (0), or deadline_ns (KC_ETIME; 0 = none); KC_ESHUTDOWN as kc_scope_wait. For
@@ -913,11 +915,11 @@ uint64_t kc_deadline(void);
  * cancelled, a producer's channel closed), then on_done(ctx, KC_EINTR if its scope was cancelled
  * by then, else KC_ESHUTDOWN), by the shutdown's thread before kc_sched_shutdown returns (a
  * kc_sched_shutdown_timed's: on a thread of the library's own, which it waits for until its
- * deadline), after it let go of the scheduler (the channel's hooks and on_done may call kc_sched_start). An actor
- * abandoned with a message in hand (its handler parked, or a sender had completed its receive)
- * gives that message to the undelivered path first: each message is handled (the handler
- * returned, or took it: kc_actor_take) or given to the hook, once. The hook gets msg as
- * received, whatever the handler did with it: a handler that hands on what msg owns (stores
+ * deadline), after it let go of the scheduler (the channel's hooks and on_done may call
+ * kc_sched_start). An actor abandoned with a message in hand (its handler parked, or a sender had
+ * completed its receive) gives that message to the undelivered path first: each message is handled
+ * (the handler returned, or took it: kc_actor_take) or given to the hook, once. The hook gets msg
+ * as received, whatever the handler did with it: a handler that hands on what msg owns (stores
  * it, or sends it on: also a forwarding kc_chan_send that parks, which a receiver may have
  * taken) and may then park or yield must call kc_actor_take(ctx) first, or it is freed twice;
  * taken so, one whose forwarding send was never taken leaks at the shutdown instead (ABI 25

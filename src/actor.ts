@@ -1125,9 +1125,9 @@ export function actor<M>(
         st.job = read;
       }
       // No Job to end with: a scope of the caller's own gave the block a task whose `job` is no
-      // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it runs the block at once, or it
-      // deferred the start and failed). Should that launch fail, nothing attaches `onDone`
-      // (`finish`) to a job, so the block's own end runs it.
+      // kcoro Job (or one it only names, not its own), and its `launch` has not returned one (it
+      // runs the block at once, or it deferred the start and failed). Should that launch fail,
+      // nothing attaches `onDone` (`finish`) to a job, so the block's own end runs it.
       const untracked = st.job === null;
       // A launch that deferred the start (a scope of the caller's own), then threw or returned no
       // Job: its cleanup ended the mailbox before the handler began, so the handler never runs and
@@ -1145,8 +1145,9 @@ export function actor<M>(
       endWithTask();
       // The actor ended before its handler began (started late, under a task naming a Job
       // completed before, or after the Job `launch` returned completed): its mailbox was freed, so
-      // the handler never runs and the task ends cancelled, as an abandoned one. Before, the handler
-      // ran on the freed mailbox, and its first receive's InvalidHandleError failed the scope.
+      // the handler never runs and the task ends cancelled, as an abandoned one. Before, the
+      // handler ran on the freed mailbox, and its first receive's InvalidHandleError failed the
+      // scope.
       if (finished) throw new CancellationError(ENDED_FIRST);
       // Cancelled before its handler began (started late, after the kcoro Job `launch` returned
       // was cancelled, its completion still to come): that cancel cancelled the mailbox
@@ -1197,7 +1198,8 @@ export function actor<M>(
       }
       // Until the task is final: its end withdraws the owned watch before the mailbox is
       // cancelled and freed (`_finish`). Only the handler has the mailbox, so it escapes (and is
-      // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's channel may.
+      // watched, `mailboxHooks.escaped`) after this, never before the task began as a producer's
+      // channel may.
       st.running = true;
       try {
         await handler(mailbox, task);

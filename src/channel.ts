@@ -478,7 +478,9 @@ export interface ChannelHooks {
    * runs, which a caller may have redefined.
    */
   cancel(ch: object): void;
-  /** The subclass's own dispose of `ch`, which Channel's `[Symbol.asyncDispose]` runs (`cancel`). */
+  /**
+   * The subclass's own dispose of `ch`, which Channel's `[Symbol.asyncDispose]` runs (`cancel`).
+   */
   dispose(ch: object): void;
 }
 
@@ -654,11 +656,11 @@ class Shared {
    * `owner` is also how a copy that finds native code's destroy first makes the creator learn it
    * (`Channel.#creatorEnded`: `#destroyedUnder`, as the creator's own call would: its hook takes
    * what the destroy dropped and its sends' values still waiting in JavaScript, and `produce` and
-   * `actor` hear of it, `ChannelHooks.learntDestroyed`), for the same copies, however opened; it is read only
-   * while the channel has not ended, so `#markEnded` letting it go costs that nothing. Before, a
-   * `creator` of its own, set by the first `share()` only: a copy opened from `handle`'s value or
-   * a share object built with it (an owner made native by a select) found the destroy with no
-   * creator to tell, which learnt it only from its own next call (its hook had nothing until
+   * `actor` hear of it, `ChannelHooks.learntDestroyed`), for the same copies, however opened; it is
+   * read only while the channel has not ended, so `#markEnded` letting it go costs that nothing.
+   * Before, a `creator` of its own, set by the first `share()` only: a copy opened from `handle`'s
+   * value or a share object built with it (an owner made native by a select) found the destroy with
+   * no creator to tell, which learnt it only from its own next call (its hook had nothing until
    * then, the values of its sends waiting in JavaScript were freed, and `produce` was not told).
    */
   owner: WeakRef<Channel<unknown>> | undefined = undefined;
@@ -1582,9 +1584,9 @@ class Waiter implements RingOp {
   }
 
   /**
-   * `detach()` of the first waiter of `q`, its own queue, by a local hand-off (`Channel.#localSend`,
-   * `#localTake`), which knows both: a small function V8 inlines into the hand-off, where
-   * `detach` stayed a call.
+   * `detach()` of the first waiter of `q`, its own queue, by a local hand-off
+   * (`Channel.#localSend`, `#localTake`), which knows both: a small function V8 inlines into the
+   * hand-off, where `detach` stayed a call.
    */
   leave(q: WaitQueue): void {
     this.state = DONE; // a local channel's: uncounted (`WaitQueue.local`)
@@ -4677,7 +4679,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
   /** A native try-receive's failure other than KC_EAGAIN: CLOSED, or thrown. */
   #recvFailed(rc: number, op = "receive"): unknown {
     if (rc === Status.EPIPE || rc === Status.ECANCELED) {
-      if (rc === Status.ECANCELED) this.#shared.cancelled = true; // by another isolate or native code
+      // by another isolate or native code
+      if (rc === Status.ECANCELED) this.#shared.cancelled = true;
       this.#ended();
       return CLOSED;
     }
@@ -5109,7 +5112,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       try {
         this.#refused(w.value, encoded ? w.slot : undefined);
       } catch (e) {
-        reportUncaught(e); // an encoding's release failing: not expected (the hook's own are caught)
+        // an encoding's release failing: not expected (the hook's own are caught)
+        reportUncaught(e);
       } finally {
         releaseSlot(w);
       }
@@ -5151,7 +5155,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       // (`flushNow`). Only this isolate can queue a wait on an inside channel, so the
       // retry-send lands in the buffer and completes no wait: it writes no record to drain.
       // (Before, a `Bridge.touch` here drained the ring for a record that never comes.)
-      if ((s.detour & D_INSIDE) !== 0 && hasQueuedReceiver(s)) this.#bridge.touch(); // never, see above
+      // never, see above
+      if ((s.detour & D_INSIDE) !== 0 && hasQueuedReceiver(s)) this.#bridge.touch();
       if ((this.#sendBlocked(sym) || !pump(s.senders, sym)) && left > 1) {
         queueMicrotask(() => this.#retrySends(left - 1));
         return;
@@ -6115,8 +6120,8 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
    * cause); else a new `CancellationError("Channel was cancelled")` carrying `cause` (if given)
    * as its `cause`. A channel closed already keeps its close outcome (the first cause wins, as
    * Kotlin's): this only drops its buffered values, and later operations answer as on the
-   * closed channel (the close cause, else ClosedReceiveError / ClosedSendError). Nothing to cancel on a
-   * cancelled channel: a copy's whose creator disposed of it, an owner's that native code
+   * closed channel (the close cause, else ClosedReceiveError / ClosedSendError). Nothing to cancel
+   * on a cancelled channel: a copy's whose creator disposed of it, an owner's that native code
    * destroyed (which hands the values the destroy dropped to onUndeliveredElement).
    */
   cancel(cause?: unknown): void {

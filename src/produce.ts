@@ -49,9 +49,9 @@
  *   Also a cancel from another isolate (a Worker's
  *   `Channel.from` copy of its `share()`) or native code: while the task lives (launched, not
  *   complete) and the channel has escaped, a close watch on this isolate's ring
- *   (`watchCancelOf`, src/channel.ts) cancels the task at once, wherever it waits. So does native code's
- *   destroy of the channel (`kc_chan_destroy`), also one made before the task began, which the
- *   watch is told of (or finds as the handle gone, taken after it). A send that meets the
+ *   (`watchCancelOf`, src/channel.ts) cancels the task at once, wherever it waits. So does native
+ *   code's destroy of the channel (`kc_chan_destroy`), also one made before the task began, which
+ *   the watch is told of (or finds as the handle gone, taken after it). A send that meets the
  *   destroyed channel, before the watch's cancel or after, rejects as on a cancelled channel (a
  *   CancellationError), which the block or a child of the task lets out as its cancellation, not
  *   a failure. Only `share()` and `handle` then throw InvalidHandleError (no live channel to hand
@@ -228,9 +228,9 @@ class ProducerState {
    * another kcoro Job): the producer's signal that aborts with the first of the task's signal and
    * that Job's (`bindSends` in `produce`), which ends its sends too, with the task's own signal
    * (`send`). Null where the task's signal is all there is (a kcoro task under kcoro's own scope,
-   * a `launch` that returned no kcoro Job). Before, such a task's sends were bound to that producer's signal
-   * alone: a send's listen of the task's signal that threw, or aborted it, went unseen, the send
-   * made as if the signal could be listened to, or had not aborted.
+   * a `launch` that returned no kcoro Job). Before, such a task's sends were bound to that
+   * producer's signal alone: a send's listen of the task's signal that threw, or aborted it, went
+   * unseen, the send made as if the signal could be listened to, or had not aborted.
    */
   sendsEnd: AbortSignal | null = null;
   /**
@@ -915,8 +915,8 @@ export function produce<T>(
       if (signal !== null) closeOnCancel(signal, read);
       taskSignalRead = signal;
       watchNamed(); // started after `launch` returned (deferred): the named Job is known now
-      // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two kcoro
-      // Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
+      // The task's own Job (kcoro's task itself, or the Job whose signal is the task's: no two
+      // kcoro Jobs share a signal) is the Job that runs the block: the channel's cancel and dispose
       // cancel it (`job`), and its cancel() is the producer's own (`cancelOnOwnCancel`). Not a Job
       // the task merely names (a long-lived one of the caller's, its signal another): the Job
       // `launch` returned is the producer's then (`st.job ??= job`). Before, any kcoro Job the
@@ -958,10 +958,10 @@ export function produce<T>(
       // task's signal that threw, or aborted it, went unseen.
       // A kcoro task's too, under a caller's launch that may return another kcoro Job than the
       // task's (not known yet for a block started inside it), whose cancellation closes the channel
-      // (`closeOnCancel`) without aborting the task's signal: before, such a task's sends were bound
-      // to its signal alone, and one waiting on the full buffer waited on past that close (its
-      // value received after it), the task and its scope hung with nobody receiving. kcoro's own
-      // scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
+      // (`closeOnCancel`) without aborting the task's signal: before, such a task's sends were
+      // bound to its signal alone, and one waiting on the full buffer waited on past that close
+      // (its value received after it), the task and its scope hung with nobody receiving. kcoro's
+      // own scope returns the task's Job (`kcoroLaunch`): its sends keep the one-signal fast path.
       if (signal === null) st.bound = { signal: bindSends() };
       else {
         st.bound = { signal };
