@@ -68,8 +68,9 @@ export interface RingOp {
    */
   gaveUp?: boolean;
   /**
-   * The per-isolate state (`sharedStateOf`, src/channel.ts) of the channel its record's clause `index` is on (a
-   * plain operation's own channel), for `settleWhere`'s picks; undefined where none is.
+   * The per-isolate state (`sharedStateOf`, src/channel.ts) of the channel its record's clause
+   * `index` is on (a plain operation's own channel), for `settleWhere`'s picks; undefined where
+   * none is.
    */
   channelAt?(index: number): unknown;
   /**

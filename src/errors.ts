@@ -235,9 +235,9 @@ export function checkOptions(op: string, options: unknown): void {
  *
  * Told by `Array.isArray`, which runs none of the caller's code (on a Proxy it asks its target,
  * no trap) and throws only for a revoked one: ~0.4 ns on an ordinary object, which `signalOf`
- * (every wait given `{ signal }`) saves by asking only once its read threw. What the caller's own code throws while its options are read (a getter, a live
- * Proxy's trap) is not this: it is the caller's, and goes through unchanged (README, "Wrong
- * input").
+ * (every wait given `{ signal }`) saves by asking only once its read threw. What the caller's own
+ * code throws while its options are read (a getter, a live Proxy's trap) is not this: it is the
+ * caller's, and goes through unchanged (README, "Wrong input").
  */
 export function checkReadable(op: string, options: object): void {
   try {
@@ -365,7 +365,10 @@ export function cutShort(s: string, what: string): string {
   return s.length <= WHOLE_CHARS ? s : `${headOf(s)}… (a ${what} of ${s.length} characters)`;
 }
 
-/** Internal. `s`'s first SHOWN_CHARS (64) characters, one fewer where the last would split a surrogate pair. */
+/**
+ * Internal. `s`'s first SHOWN_CHARS (64) characters, one fewer where the last would split a
+ * surrogate pair.
+ */
 export function headOf(s: string): string {
   const last = charCodeAt(s, SHOWN_CHARS - 1); // a high surrogate: its pair is left out whole
   return stringSlice(s, 0, last >= 0xd800 && last <= 0xdbff ? SHOWN_CHARS - 1 : SHOWN_CHARS);
@@ -449,14 +452,14 @@ const SIGNAL_ONLY = optionNames<{ signal?: AbortSignal }>({ signal: true });
  * `checkOptionNames` for the options of a call whose only option is `signal` (`signalOf`, a
  * producer's send), in a copy of its own: V8 keeps what a check met per function, and the shared
  * one meets every options object's shape, where this sees `{ signal }`. Any other own key: the
- * shared one says what. Still ~7 ns a wait given `{ signal }`, `for...in`'s (bench/channel_bench.ts,
- * "ping-pong round trip, rendezvous, send + receive with a signal", two such waits a round trip:
- * minima 216-230 ns before, 231-245 ns after). Measured and not kept (session 41, alternating
- * runs, minima a round trip): `Object.keys` with a one-key fast path, 227-233 ns against this
- * loop's 226-236, and the loop's body moved to a function of its own, 231; without the loop,
- * 213-215 (the whole price: ~8-11 ns a wait, `for...in`'s enumeration). A cache of the last object
- * checked would be sound only for a frozen one (another may gain a key), and would keep a caller's
- * object (and its signal) alive: a `{ signal }` literal is not frozen.
+ * shared one says what. Still ~7 ns a wait given `{ signal }`, `for...in`'s
+ * (bench/channel_bench.ts, "ping-pong round trip, rendezvous, send + receive with a signal", two
+ * such waits a round trip: minima 216-230 ns before, 231-245 ns after). Measured and not kept
+ * (session 41, alternating runs, minima a round trip): `Object.keys` with a one-key fast path,
+ * 227-233 ns against this loop's 226-236, and the loop's body moved to a function of its own, 231;
+ * without the loop, 213-215 (the whole price: ~8-11 ns a wait, `for...in`'s enumeration). A cache
+ * of the last object checked would be sound only for a frozen one (another may gain a key), and
+ * would keep a caller's object (and its signal) alive: a `{ signal }` literal is not frozen.
  */
 export function checkSignalOptionNames(op: string, options: object): void {
   if (0 in options || Array.isArray(options)) checkOptionNames(op, options, SIGNAL_ONLY);
@@ -582,11 +585,12 @@ export function abortHeard(signal: AbortSignal, listener: () => void, event: unk
 
 /**
  * `run()`'s promise, or, given a `signal`, one that its abort rejects with the signal's reason
- * first (what `run` began goes on: `Runtime.drain`, `Runtime.shutdown`, `NativeScope.wait`). Aborted before: rejected
- * at once, `run` never called. The signal is read by AbortSignal's own members (`isAborted`) and listened to as every wait's (`listenAbortNamed`: one that aborts during the
- * listen rejects, `run` never called); the listener goes before the call settles (the abort
- * removes it too: `once`), so none is left once the caller's code after it runs. Before, a
- * drain's was removed a turn of microtasks after it resolved.
+ * first (what `run` began goes on: `Runtime.drain`, `Runtime.shutdown`, `NativeScope.wait`).
+ * Aborted before: rejected at once, `run` never called. The signal is read by AbortSignal's own
+ * members (`isAborted`) and listened to as every wait's (`listenAbortNamed`: one that aborts during
+ * the listen rejects, `run` never called); the listener goes before the call settles (the abort
+ * removes it too: `once`), so none is left once the caller's code after it runs. Before, a drain's
+ * was removed a turn of microtasks after it resolved.
  */
 export function givenUpBy<T>(
   op: string,

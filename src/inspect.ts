@@ -432,7 +432,10 @@ function domStandIn(o: object): object {
   return copy;
 }
 
-/** How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left (EXTRA_COPIES). */
+/**
+ * How far `printable` looks: Deno's `depth` and `iterableLimit`, and the copies left
+ * (EXTRA_COPIES).
+ */
 interface Walk {
   readonly depth: number;
   readonly limit: number;
@@ -737,7 +740,10 @@ function isIndex(k: string | symbol): boolean {
   return n >>> 0 === n && n !== 4294967295 && `${n}` === k;
 }
 
-/** Counts the elements or entries past the first `walk.limit` of `n` (EXTRA_COPIES): TOO_BIG past it. */
+/**
+ * Counts the elements or entries past the first `walk.limit` of `n` (EXTRA_COPIES): TOO_BIG past
+ * it.
+ */
 function beyond(walk: Walk, n: number): void {
   if (n > walk.limit) walk.left -= n - walk.limit;
   if (walk.left < 0) throw TOO_BIG;
@@ -862,7 +868,10 @@ function opensString(head: string, i: number): boolean {
   return j < 0 || indexOf("\n[({,:>", head[j]) >= 0;
 }
 
-/** How long the escape at `s[i]` (a backslash) is: `\n` 2, `\x1b` 4, `\u00e9` 6, `\u{1f600}` to its brace. */
+/**
+ * How long the escape at `s[i]` (a backslash) is: `\n` 2, `\x1b` 4, `\u00e9` 6, `\u{1f600}` to its
+ * brace.
+ */
 function escapeLength(s: string, i: number): number {
   const kind = s[i + 1];
   if (kind === "x") return 4;
@@ -955,8 +964,8 @@ function handPrint(v: unknown): [text: string, json: boolean] {
 }
 
 /**
- * `[TypeError: boom] { [cause]: ... }` by hand (`handPrint`): its name, the first data `name` up its
- * prototype chain (32 objects at most), its message and cause own data properties (no getter
+ * `[TypeError: boom] { [cause]: ... }` by hand (`handPrint`): its name, the first data `name` up
+ * its prototype chain (32 objects at most), its message and cause own data properties (no getter
  * runs), each over 4096 characters by its head and length (`cutShort`); a cause printed by hand
  * too, 4 causes deep at most (an error may be its own cause), deeper `[cause]: [Error]`.
  */

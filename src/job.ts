@@ -28,13 +28,13 @@
  * failure (its body throwing anything but a {@linkcode CancellationError} or an AbortError
  * standing for one, `cancellationOf`; or a child failing), moves it to `cancelling`: its
  * `signal` aborts, every child is cancelled (oldest first, each one's subtree before the next,
- * as Kotlin's), and it becomes `cancelled` once its body and children are done. A failure that cancels its parents too cancels them innermost first (the
- * failing job's subtree, then its parent's signal and other children, and so on up, Kotlin's
- * `notifyCancelling` order), each parent becoming `cancelling` only at its own turn (Kotlin's
- * `cancelParent`), and none of them completes before all are cancelling. A job's own signal
- * aborts as it becomes `cancelling`, before its first child is cancelled. A failed job is a
- * cancelled job whose cause is not a CancellationError (Kotlin: `isCancelled` is true for failed
- * jobs too).
+ * as Kotlin's), and it becomes `cancelled` once its body and children are done. A failure that
+ * cancels its parents too cancels them innermost first (the failing job's subtree, then its
+ * parent's signal and other children, and so on up, Kotlin's `notifyCancelling` order), each parent
+ * becoming `cancelling` only at its own turn (Kotlin's `cancelParent`), and none of them completes
+ * before all are cancelling. A job's own signal aborts as it becomes `cancelling`, before its first
+ * child is cancelled. A failed job is a cancelled job whose cause is not a CancellationError
+ * (Kotlin: `isCancelled` is true for failed jobs too).
  *
  * Failures travel up: a failing child cancels its parent (and so its siblings) unless the parent
  * is a supervisor. Cancellation travels down and is never a failure. A failure nobody handles
@@ -448,9 +448,10 @@ export let resultOf: <T>(job: JobSupport<T>) => Promise<T>;
 export let contextOf: (job: JobSupport<unknown>) => Context;
 /**
  * @ignore `job`'s `isCompleted` and `isCancelled` as kcoro's own getters answer them (a scope's
- * queued follow cancel reads cancelling, as its getter says: `jobStateOf`), from its fields: kcoro's
- * own decisions (a native scope cancelling its owner, produce and actor watching their tasks) run
- * no getter a caller redefined on a job's prototype. Set by a static block of JobSupport.
+ * queued follow cancel reads cancelling, as its getter says: `jobStateOf`), from its fields:
+ * kcoro's own decisions (a native scope cancelling its owner, produce and actor watching their
+ * tasks) run no getter a caller redefined on a job's prototype. Set by a static block of
+ * JobSupport.
  */
 export let isCompletedJob: (job: JobSupport<unknown>) => boolean;
 /** @ignore See `isCompletedJob`. */
@@ -1031,8 +1032,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   // The bodies of this module's functions that read a job's private fields (`flagsOf`,
-  // `parentOf`, `resultOf`): inside the class for those fields, not public statics of it, which every job's
-  // class inherits, so any caller holding a job reached them (`task.constructor._flagsOf(task)`).
+  // `parentOf`, `resultOf`): inside the class for those fields, not public statics of it, which
+  // every job's class inherits, so any caller holding a job reached them
+  // (`task.constructor._flagsOf(task)`).
   static {
     isJob = (x): x is JobSupport<unknown> => typeof x === "object" && x !== null && #state in x;
     failureOf = (job) => job.#failed ? job.#cause : undefined;
@@ -2178,7 +2180,9 @@ export function awaitJob<T>(deferred: Deferred<T>): Promise<T> {
   return callers.await();
 }
 
-/** @ignore JobSupport's own `signal` getter on a kcoro `job` (its AbortSignal, made on first use). */
+/**
+ * @ignore JobSupport's own `signal` getter on a kcoro `job` (its AbortSignal, made on first use).
+ */
 export function signalOfJob(job: JobSupport<unknown>): AbortSignal {
   return jobSignal.call(job);
 }

@@ -363,8 +363,9 @@ export class NativeCoroutine implements Disposable {
 
   /**
    * @ignore How `console.log` / `Deno.inspect` print a coroutine:
-   * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true` (its `destroyed`). The state is a native
-   * read left out when it fails (a closed library, a stale handle); it never throws.
+   * `NativeCoroutine { handle, state: "suspended" }`, or `destroyed: true` (its `destroyed`). The
+   * state is a native read left out when it fails (a closed library, a stale handle); it never
+   * throws.
    */
   [customInspect](inspect: unknown, options: unknown): string {
     if (!(#destroyed in Object(this))) return notA("NativeCoroutine");

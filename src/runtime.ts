@@ -367,14 +367,14 @@ let loopEnded = false;
  * In the main isolate, once it pinned a caller's own `SharedArrayBuffer` cells for `lib`'s
  * coroutines (`guardCells`; `runtime().cells` are native memory, which needs none of this): a
  * process whose event loop ran out of work while `lib`'s scheduler still runs shuts it down
- * (cancel) at `unload`, after every other `unload` listener (`exitAtUnload`). Deno disposes the main isolate before it
- * exits, which frees its heap, the `SharedArrayBuffer` cells included, while the scheduler's
- * threads run on, so a coroutine still running wrote into freed memory: the C library's heap
- * corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good (running
- * `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without that
- * disposal, so a process ending by the caller's own `Deno.exit()` needs nothing (`beforeunload`
- * is not dispatched then, and the listener leaves the exit to it). A Worker takes native cells
- * only, so a Worker needs none of this. An uncaught error or unhandled rejection
+ * (cancel) at `unload`, after every other `unload` listener (`exitAtUnload`). Deno disposes the
+ * main isolate before it exits, which frees its heap, the `SharedArrayBuffer` cells included, while
+ * the scheduler's threads run on, so a coroutine still running wrote into freed memory: the C
+ * library's heap corrupted, and the exit ended in SIGABRT or SIGSEGV, or hung in `malloc` for good
+ * (running `"chanSender"`s, about one exit in five here). `Deno.exit()` ends the process without
+ * that disposal, so a process ending by the caller's own `Deno.exit()` needs nothing
+ * (`beforeunload` is not dispatched then, and the listener leaves the exit to it). A Worker takes
+ * native cells only, so a Worker needs none of this. An uncaught error or unhandled rejection
  * ends the process through the disposal without an `unload`: `exitAtFatal` stops the schedulers
  * there (README, "The scheduler from TypeScript").
  */
@@ -1136,13 +1136,13 @@ export class Runtime {
   /**
    * Resolves when no native coroutine is runnable, running or sleeping (parked ones do not
    * count), with how many are parked ({@linkcode DrainResult}): a producer parked on a full
-   * channel has not finished. Waits on a helper thread: the event loop keeps running. Meeting a shutdown of its
-   * scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's), called during
-   * it or waiting when it came, it settles with it: resolves after a `"finish"` whose drain ran dry
-   * (every coroutine ran to its end or to a park; the parked ones were abandoned with the
-   * scheduler: the shutdown's `abandoned` counts them, and the drain resolves once that shutdown
-   * has joined the workers, which is when the count is known), rejects with ShutdownError after a
-   * `"cancel"`. When the library is
+   * channel has not finished. Waits on a helper thread: the event loop keeps running. Meeting a
+   * shutdown of its scheduler (this Runtime's {@linkcode Runtime.shutdown}, or another isolate's),
+   * called during it or waiting when it came, it settles with it: resolves after a `"finish"` whose
+   * drain ran dry (every coroutine ran to its end or to a park; the parked ones were abandoned with
+   * the scheduler: the shutdown's `abandoned` counts them, and the drain resolves once that
+   * shutdown has joined the workers, which is when the count is known), rejects with ShutdownError
+   * after a `"cancel"`. When the library is
    * closed while it waits, it settles by what its scheduler had left to run at the close:
    * resolves if nothing (as a drain that ran dry), else rejects with a LibraryClosedError (as a
    * channel's wait does). Run dry on its scheduler while that reads as not running though still
@@ -1236,7 +1236,8 @@ export class Runtime {
       // scheduler reads as running, kc_sched_ended still KC_EBUSY), which before resolved the
       // drain with { parked: 0 } though that finish then abandoned coroutines parked then.
       // Another host's: its join is waited for (`#parkedOnceJoined`).
-      // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came meanwhile.
+      // Read as `#parkedAtFinish` reads: also once a close (a hook of that shutdown) came
+      // meanwhile.
       if (this.#stopping !== undefined) await this.#stopping.done.then(() => {}, () => {});
       const ended = symbolsToReleaseOf(this.#lib).kc_sched_ended(this.#generation);
       // A cancel too: the coroutines parked when the drain ran dry are among what it abandoned
@@ -1443,13 +1444,13 @@ export class Runtime {
    * run again. `"finish"`: drains first; a second call with `"cancel"` while it drains cuts it
    * short (what is left never runs; a `drain()` waiting then is a ShutdownError, and both calls
    * resolve once the workers are joined and the first call's native shutdown has returned, so
-   * that `runtime()` then starts a new scheduler). Any other second call does nothing (it resolves with the
-   * first, with the same `abandoned`), also once a later
+   * that `runtime()` then starts a new scheduler). Any other second call does nothing (it resolves
+   * with the first, with the same `abandoned`), also once a later
    * `runtime()` started another scheduler (this does not stop that one). Scheduling is cooperative:
    * a coroutine that is running when the shutdown comes (a CPU-bound loop) is not stopped, and
    * the shutdown waits for it to park, yield or end (the built-ins yield now and then, and stop
-   * at a cancelling shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the event loop
-   * keeps running meanwhile. Resolves with how many coroutines the shutdown abandoned
+   * at a cancelling shutdown: {@linkcode ScheduledBuiltin}). The wait is on a helper thread: the
+   * event loop keeps running meanwhile. Resolves with how many coroutines the shutdown abandoned
    * ({@linkcode ShutdownResult}): a finish's drain runs until nothing is runnable, running or
    * sleeping, and the coroutines still parked then (a producer on a full channel nothing
    * receives from) are abandoned with the scheduler, not run to their end. Aborting `signal`

@@ -988,7 +988,8 @@ class StandaloneScope extends Coroutine<void> implements Scope {
     if (!isScopeObject(this)) return Promise.reject(notJob(this, "join")); // as a job's
     let signal: AbortSignal | undefined;
     try {
-      signal = signalOf("join", options); // bad options change nothing (before, the scope closed first)
+      // bad options change nothing (before, the scope closed first)
+      signal = signalOf("join", options);
     } catch (e) {
       return Promise.reject(e);
     }

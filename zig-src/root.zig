@@ -1179,9 +1179,9 @@ export fn kc_sched_shutdown(mode: u32) callconv(.c) i32 {
 /// everything once it is done; until then what it would free stays allocated (leaked on purpose,
 /// never freed under a running worker). Also KC_ETIME if another shutdown still joins such a worker
 /// (holding `sched_mutex`) when the bound passes: that wait is bounded too. Also KC_ETIME at the
-/// later stages `Scheduler.join_stage` names (the workers joined, a wake, drain or lookup of another
-/// thread still inside): include/kcoro.h lists every result and what the next call does after each.
-/// KC_EBUSY if a short
+/// later stages `Scheduler.join_stage` names (the workers joined, a wake, drain or lookup of
+/// another thread still inside): include/kcoro.h lists every result and what the next call does
+/// after each. KC_EBUSY if a short
 /// call from another thread (a spawn, kc_sched_info, a scope's create or launch) was still inside
 /// when the bound passed: nothing is stopped, the scheduler runs on with those calls from outside
 /// refused (KC_ESHUTDOWN; kc_sched_start too) until the next shutdown, which goes on
@@ -4799,9 +4799,9 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// context deadline passes (it yields every `builtins.loop_turn_every` values and stops there,
 /// with nothing in hand, if one has begun, the scope is cancelled or the deadline has passed;
 /// a hand-driven one yields back to its resumer there, whose
-/// kc_coro_resume returns KC_STATE_SUSPENDED); then `done` = 1. A native partner for round-trip benchmarks.
-/// `echoed` counts the values `out` took. The value in hand when a send to `out` fails (it was
-/// taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
+/// kc_coro_resume returns KC_STATE_SUSPENDED); then `done` = 1. A native partner for round-trip
+/// benchmarks. `echoed` counts the values `out` took. The value in hand when a send to `out` fails
+/// (it was taken from `in`, and cannot go back in front of values sent after it) goes to `out`'s
 /// undelivered path as a value meant for it that will never be sent, once (counted as dropped
 /// there, to its hook if it has one; gone with `out` if it was destroyed): a cancel (or
 /// destroy) of `out` that fails the send while it waits hands it over itself; any other
@@ -4809,8 +4809,8 @@ fn receiverBuiltin(arg: ?*anyopaque) callconv(.c) void {
 /// shutdown that cancels, a kc_coro_destroy), `chanOp`'s `HeldRefs` hands it over
 /// (`Channel.WaitOptions.unsent`; before, it was lost). The values still in `in` stay there.
 /// Abandoned (in a receive, a send, or at a turn), `done` = 1 too, from its cleanup
-/// (`builtins.DoneOnAbandon`): before, it stayed 0 for good, and a host waiting for it could not tell an
-/// abandoned echo from one still running.
+/// (`builtins.DoneOnAbandon`): before, it stayed 0 for good, and a host waiting for it could not
+/// tell an abandoned echo from one still running.
 fn echoBuiltin(arg: ?*anyopaque) callconv(.c) void {
     const c: *[4]std.atomic.Value(u64) = @ptrCast(@alignCast(arg.?));
     const in = std.math.cast(u32, c[0].load(.monotonic)) orelse 0;
@@ -8642,13 +8642,14 @@ test "C ABI: while a channel's hook runs, another thread's try-operations that w
     // (the test above; here too, the same tries the hook makes where the flags say "would
     // wait", which only the hook's mark tells from another thread's); another thread's
     // try-send on a full channel (or a rendezvous one with no receiver) and try-receive on an
-    // empty one need no lock: they answer from the flags at once. Session 42 closed those answers for the hook's time (the flags read "ready" and "not
-    // blocked"), so such a try waited for the hook's end: a slow hook stalled every other
-    // thread's polling, a Deno event loop's among them. Here the hook waits until the test lets
-    // it go, and a prober thread's tries must all end (KC_EAGAIN) while it still waits.
-    // Session 44: so must the _at calls (their caller read the flag before; the call took the
-    // lock, waiting for the hook) and a kc_select with KC_SELECT_POLL (it locked every clause's
-    // channel to probe them all at once, waiting for the hook).
+    // empty one need no lock: they answer from the flags at once. Session 42 closed those answers
+    // for the hook's time (the flags read "ready" and "not blocked"), so such a try waited for the
+    // hook's end: a slow hook stalled every other thread's polling, a Deno event loop's among them.
+    // Here the hook waits until the test lets it go, and a prober thread's tries must all end
+    // (KC_EAGAIN) while it still waits. Session 44: so must the _at calls (their caller read the
+    // flag before; the call took the lock, waiting for the hook) and a kc_select with
+    // KC_SELECT_POLL (it locked every clause's channel to probe them all at once, waiting for the
+    // hook).
 
     const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
     defer wd.stop();

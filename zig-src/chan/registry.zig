@@ -150,10 +150,11 @@ fn freerMain(f: *Freer) void {
 }
 
 /// Joins the threads `freeRing` started: `.finished` only those done and ended (`ended`: on
-/// Linux no wait at all; elsewhere a wait for their exits), `.all` every one, each once its free is done, which takes the locks of the ring's
-/// channels: never call that with one of them held (from inside an undelivered hook: the root's
-/// shutdown skips it there). The library's untimed shutdown calls `.all` where it ends its
-/// other threads of its own (root.zig, `stopUnusedThreads`); a timed one `joinRingFreersBy`.
+/// Linux no wait at all; elsewhere a wait for their exits), `.all` every one, each once its free is
+/// done, which takes the locks of the ring's channels: never call that with one of them held (from
+/// inside an undelivered hook: the root's shutdown skips it there). The library's untimed shutdown
+/// calls `.all` where it ends its other threads of its own (root.zig, `stopUnusedThreads`); a timed
+/// one `joinRingFreersBy`.
 pub fn joinRingFreers(which: enum { finished, all }) void {
     // Never from a free's thread: its exit can come here (a host its hook took, counted out
     // there, the last one's shutdown joining these), and it stays listed, so that two of them

@@ -421,8 +421,8 @@ fn onCellsFinalize(env: Env, data: ?*anyopaque, hint: ?*anyopaque) callconv(.c) 
 /// `kc_cells_release` gets back once no ArrayBuffer views them; or `CreateError.bad_range` (not
 /// a block's address, asked without faulting: `liveHeader`; a length
 /// that is no whole number of cells or longer than the block's, a block already given its one
-/// ArrayBuffer, or released) or `napi_failed` (the caller then releases the block itself). Needs no `bind`: the header names
-/// the release of the copy that allocated the block.
+/// ArrayBuffer, or released) or `napi_failed` (the caller then releases the block itself). Needs no
+/// `bind`: the header names the release of the copy that allocated the block.
 fn cells(env: Env, info: Info) callconv(.c) Value {
     var argv: [2]Value = .{ null, null };
     var argc: usize = 2;

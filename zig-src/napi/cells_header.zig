@@ -45,9 +45,9 @@ pub fn of(cells: [*]u64) *Header {
 
 /// The header of the cells at `at` if a live block of kc_cells_alloc's is there by its check
 /// word, else null: for the library and the companion (`validNoFault`) off Linux. It reads the
-/// 48 bytes before `at` in place: an address whose bytes there are unmapped faults, as free(3) of such an
-/// address would, and so does a freed block's once the C library gave its memory back to the
-/// system. The library's kc_cells_release and kc_cells_pin look an address up in their copy's
+/// 48 bytes before `at` in place: an address whose bytes there are unmapped faults, as free(3) of
+/// such an address would, and so does a freed block's once the C library gave its memory back to
+/// the system. The library's kc_cells_release and kc_cells_pin look an address up in their copy's
 /// registry of live blocks first and read another copy's header only through a copy that cannot
 /// fault (zig-src/root.zig, `cells_registry`, `foreignCells`), so no address faults there. A
 /// cell address is 16-byte aligned past a 48-byte header, so the check word is read only at an

@@ -1570,8 +1570,8 @@ pub const Scheduler = struct {
         }
     }
 
-    /// Waits until `counter` (`wakers`, `drainers` or `readers`) is 0. A few yields (a wake or a drain's
-    /// last look is short), then a futex sleep on `quiesce_seq` woken by a count out
+    /// Waits until `counter` (`wakers`, `drainers` or `readers`) is 0. A few yields (a wake or a
+    /// drain's last look is short), then a futex sleep on `quiesce_seq` woken by a count out
     /// (`countOut`): before, it yielded for as long as the waker's or drain's thread was
     /// preempted, starved or stopped in a debugger, a core kept busy in a shutdown. With no
     /// bound but `deadline` (a bounded shutdown's; null: none): false if it passed first. What
@@ -1700,9 +1700,9 @@ pub const Scheduler = struct {
     /// below 0, nor below the count at the instant between the two halves (one live then was
     /// counted in before the second half and out, if at all, after the first), and it counts
     /// only coroutines live at some instant of the reads. Not "below the count at the end":
-    /// a spawn counted in a `spawned` already read is missed. Before, `live` was read first: coroutines spawned
-    /// from outside after that read and finished before the workers' were read counted out
-    /// only, a figure wrapped below 0 (2^64 - 4 under qemu, in the statistics test).
+    /// a spawn counted in a `spawned` already read is missed. Before, `live` was read first:
+    /// coroutines spawned from outside after that read and finished before the workers' were read
+    /// counted out only, a figure wrapped below 0 (2^64 - 4 under qemu, in the statistics test).
     fn liveIn(s: *Scheduler, workers: []Worker) u64 {
         var out: u64 = 0;
         // Acquire: pairs with `countFinished`'s release store. A coroutine's count in (its
