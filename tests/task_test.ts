@@ -968,6 +968,39 @@ esac
   }
 });
 
+Deno.test("./task without flock: a signal while it holds a claim on a stale lock removes that claim at its exit", async () => {
+  const c = await checkout();
+  try {
+    const path = await systemWithout(c, ["flock", "npm", "python3", "python", "ln"]);
+    const tc = `${c.root}/.toolchain`;
+    // Its claim's `ln -s`, then a TERM to ./task (its parent): acted on once ln has ended, the
+    // claim made. Before, its EXIT trap left the claim there (until the next run's sweep).
+    Deno.writeTextFileSync(
+      `${c.bin}/ln`,
+      `#!/bin/sh
+/bin/ln "$@" || exit $?
+for last; do :; done
+case $last in
+*/.lock.break.*) echo "claimed $last" >>"$FAKE_LOG"; kill -s TERM "$PPID" ;;
+esac
+`,
+      { mode: 0o755 },
+    );
+    const dead = deadPid();
+    Deno.mkdirSync(`${tc}/.lock.d`, { recursive: true }); // a first run: nothing installed
+    Deno.writeTextFileSync(`${tc}/.lock.d/pid`, `${dead}\n`);
+    const r = await task(c, ["build"], { path });
+    assert.equal(r.code, 143, r.text);
+    assert.ok(c.calls().some((l) => l.startsWith("claimed ")), c.calls().join("\n"));
+    assert.deepEqual(claims(c), [], "its claim stayed");
+    // The stale lock is left as it was, for the next run.
+    assert.equal(Deno.readTextFileSync(`${tc}/.lock.d/pid`), `${dead}\n`);
+    assert.deepEqual(installs(c), []);
+  } finally {
+    await removeCheckout(c);
+  }
+});
+
 Deno.test("./task without flock: a waiter's new lock that lands in the lock as its owner removes it does not fail the owner's run, nor leave a lock", async () => {
   const c = await checkout();
   try {
