@@ -240,9 +240,12 @@ if ! command -v qemu-aarch64 >/dev/null 2>&1; then
     # needed, then `sudo -n`, which never asks. Asked only where someone may be there to type it:
     # stdin a terminal, and not CI (which sets CI). Else sudo's prompt on a terminal that no one
     # reads (a CI runner that gives its job a pty) waited sudo's passwd_timeout, 5 minutes by
-    # default, or for good where that is 0; without a terminal, sudo fails at once.
+    # default, or for good where that is 0; without a terminal, sudo fails at once. No sudo at all
+    # is named so, not as a password not asked for.
     sudo="sudo -n"
-    if ! sudo -n true 2>/dev/null; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "sudo is missing, and this is not root: apt-get cannot run (install qemu-user first, or run as root)"
+    elif ! sudo -n true 2>/dev/null; then
       if [ -t 0 ] && [ -z "${CI:-}" ]; then
         sudo -v || :
       else

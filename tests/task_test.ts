@@ -1440,6 +1440,8 @@ async function testScript(
     /** With `notRoot`: its sudo's `-v` (the password's prompt) stays (60 s at most) until a TERM,
      * as a prompt on a terminal that no one reads would, and logs "sudo -v started". */
     sudoAsks?: boolean;
+    /** With `notRoot`: no `sudo` at all (none of the system's on its PATH, no fake). */
+    noSudo?: boolean;
     /** Run in a terminal of its own (a pty, through util-linux's `script`), as from a terminal or
      * by a CI runner that gives its job one: its stdin a terminal. Its output's \r\n read as \n. */
     tty?: boolean;
@@ -1542,12 +1544,14 @@ echo "$d"
         : []),
     ];
     for (const [name, text] of fakes) {
+      if (opts.noSudo && name === "sudo") continue;
       Deno.writeTextFileSync(`${c.bin}/${name}`, text, { mode: 0o755 });
     }
     Deno.writeTextFileSync(`${c.base}/deno-out`, denoOut);
     const id = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
     const asNobody = opts.notRoot && new TextDecoder().decode(id.stdout).trim() === "0";
-    const path = opts.noQemu ? await systemWithout(c, ["qemu-aarch64"]) : undefined;
+    const without = [...(opts.noQemu ? ["qemu-aarch64"] : []), ...(opts.noSudo ? ["sudo"] : [])];
+    const path = without.length > 0 ? await systemWithout(c, without) : undefined;
     const script = `${c.root}/scripts/test.sh`;
     let [task, args] = asNobody ? [asNobodyIn(c, []), [script]] : [script, []];
     if (opts.readerStops) {
@@ -1772,6 +1776,23 @@ Deno.test("scripts/test.sh not as root asks no sudo password where no one is the
     assert.ok(r.calls.some((l) => l.startsWith("sudo -n apt-get update")), r.calls.join("\n"));
     assert.equal(r.last, "17 passed, 1 failed");
   }
+});
+
+Deno.test("scripts/test.sh not as root, where there is no sudo at all, says so (not that sudo needs a password), and fails on qemu-user", async () => {
+  const r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0, {
+    noQemu: true,
+    notRoot: true,
+    noSudo: true,
+  });
+  assert.notEqual(r.code, 0, r.text);
+  // Before, it said that sudo needed a password (no terminal here), which it did not.
+  assert.doesNotMatch(r.text, /sudo needs a password/);
+  assert.match(
+    r.text,
+    /\nsudo is missing, and this is not root: apt-get cannot run \(install qemu-user first, or run as root\)\n/,
+  );
+  assert.match(r.text, /error: qemu-aarch64 is missing and could not be installed/);
+  assert.equal(r.last, "17 passed, 1 failed");
 });
 
 Deno.test("scripts/test.sh: a TERM as it makes its log folder (before, between its mktemp and its traps) leaves no folder behind", async () => {
