@@ -324,10 +324,9 @@ else
   # FIFO full, then waited too: its stage's time limit ends it). Bounded either way, not told
   # apart (named both): `grace` seconds on, a watcher ends tee (a TERM ends a blocked write too),
   # and says so in $log/tee.ended; a failure, named. (This script's own lines then wait for that
-  # reader, as any writer's.) The
-  # watcher ends by itself once tee has ($log/tee.done) or the log folder is gone (the script's
-  # exit), not by a signal: a TERM right after its fork came while it still had this script's
-  # traps, and was lost.
+  # reader, as any writer's.) The watcher ends by itself once tee has ($log/tee.done) or the log
+  # folder is gone (the script's exit), not by a signal: a TERM right after its fork came while it
+  # still had this script's traps, and was lost.
   starting=1
   sh -c 'i=0
     while [ "$i" -lt $(($3 * 10)) ]; do
