@@ -1220,13 +1220,20 @@ export const ERROR_BRAND: symbol = Symbol.for("kcoro.error");
  * cancellation here, while a close cause crossed to other isolates as the plain object it is
  * (a failure there), and a real Error given the prototype by `Object.setPrototypeOf` crosses as
  * the class, and is one here too. The brand is read as the codec reads it (`brandOf`), so that a
- * cause is a cancellation here exactly when it crosses to other isolates as one. Internal.
+ * cause is a cancellation here exactly when it crosses to other isolates as one. Throws only the
+ * engine's error (a stack overflow) for an `e` that is no Proxy. Internal.
  */
 export function errorKind(e: unknown): string | undefined {
   try {
     return isEngineError(e) ? brandOf(e as Error) : undefined;
-  } catch {
-    return undefined; // a revoked proxy or a throwing trap: not ours
+  } catch (error) {
+    // Only a Proxy `e` runs code of the caller's here (its traps: `instanceof`, `brandOf`'s
+    // prototype read): a revoked one, or a trap that throws, is not ours. Anything else can throw
+    // only the engine's error (a stack overflow, the read begun with the stack all but full),
+    // thrown on so that the caller's overflow recovery runs: before, it answered undefined, and
+    // a cancellation whose brand read overflowed was taken for a failure (`#failBody`).
+    if (!isProxy(e)) throw error;
+    return undefined;
   }
 }
 

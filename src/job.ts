@@ -189,34 +189,39 @@ export function isCancellation(e: unknown): boolean {
  * signal has aborted: Deno's `events.once` rejects with an AbortError carrying nothing, whatever
  * signal aborted), where Kotlin's suspending calls throw the CancellationException itself; else
  * undefined (a failure). `cancelling` is asked after `name` is read (a getter may cancel the job).
- * Reads nothing that runs the caller's code but `name`, and a throw there answers undefined. Only
+ * Reads nothing that runs the caller's code but `name`, and a throw there answers undefined; throws
+ * only the engine's error (a stack overflow, out of `errorKind` or the `cancelling` call). Only
  * a cancelling job takes an AbortError that carries no cancellation, so such an `e` is never kept
  * as a job's cause.
  */
 export function cancellationOf(e: unknown, cancelling: () => boolean): unknown {
   if (isCancellation(e)) return e;
   if (typeof e !== "object" || e === null) return undefined;
+  let carried: unknown = undefined; // the AbortError's own `cause`, where it has one
   try {
     if ((e as { name?: unknown }).name !== "AbortError") return undefined;
     const cause = Object.getOwnPropertyDescriptor(e, "cause");
-    if (cause !== undefined && "value" in cause && cause.value !== undefined) {
-      if (isCancellation(cause.value)) return cause.value;
-      // Node's APIs carry their signal's reason, which a task's signal has as its
-      // CancellationError: another cause is another signal's reason (`node:timers/promises`
-      // given a controller of the caller's), a failure even while the job is cancelling, as a
-      // DOMException is (below). Before, a cancelling job took it as its cancellation, where
-      // `delay` or `fetch` aborted by the same controller failed it.
-      return undefined;
+    if (cause !== undefined && "value" in cause) carried = cause.value;
+    if (carried === undefined) {
+      // A DOMException is a signal's reason (a `controller.abort()` given none): fetch, `delay`
+      // and Deno's APIs reject with their signal's reason as it is, so given the task's signal
+      // with its CancellationError, and this one is another signal's, a failure even while the
+      // job is cancelling, as Kotlin's cancelled coroutine fails with another exception its
+      // `finally` throws (a cleanup's fetch that a controller of the caller's aborted). Before,
+      // it was taken as the job's cancellation: a supervisor reported nothing.
+      if (e instanceof DOMException) return undefined;
     }
-    // A DOMException is a signal's reason (a `controller.abort()` given none): fetch, `delay` and
-    // Deno's APIs reject with their signal's reason as it is, so given the task's signal with its
-    // CancellationError, and this one is another signal's, a failure even while the job is
-    // cancelling, as Kotlin's cancelled coroutine fails with another exception its `finally`
-    // throws (a cleanup's fetch that a controller of the caller's aborted). Before, it was
-    // taken as the job's cancellation: a supervisor reported nothing.
-    if (e instanceof DOMException) return undefined;
   } catch {
     return undefined; // a revoked proxy, a throwing trap or `name` getter: a failure, as it was
+  }
+  if (carried !== undefined) {
+    // Node's APIs carry their signal's reason, which a task's signal has as its
+    // CancellationError: another cause is another signal's reason (`node:timers/promises` given a
+    // controller of the caller's), a failure even while the job is cancelling, as a DOMException
+    // is (above). Before, a cancelling job took it as its cancellation, where `delay` or `fetch`
+    // aborted by the same controller failed it. Asked outside the `try`: what `isCancellation`
+    // throws is the engine's (a stack overflow), for the caller's recovery, not a failure.
+    return isCancellation(carried) ? carried : undefined;
   }
   // Asked only now, after `name`: a getter of the caller's that cancels the job and answers
   // "AbortError" makes it a cancellation, as its abort does. Read before the getter, the state was
@@ -567,6 +572,14 @@ let deferredNext = 0;
  */
 let stoppedWalks: unknown[] = [];
 /**
+ * @ignore The body ends an engine error (a stack overflow) lost at their call (a launch's block
+ * that ended with the stack all but full: scope.ts's `#run` and `#adopt`), as triples of the job,
+ * the value or error and whether it failed: each ended again by the next run of `stoppedWalks`
+ * (`#runStopped`), a no-op where the first call had begun. Stored into by scope.ts's catches
+ * (stores alone: there the stack may have no room for a call). Internal.
+ */
+export const lostBodyEnds: unknown[] = [];
+/**
  * How many entries `stoppedWalks` holds (for tests: a finish that threw on a job it made final
  * keeps none, so a `reportError` that keeps throwing, with no cancel to run them, adds nothing).
  * Internal.
@@ -592,6 +605,8 @@ const WALK_FAIL = 5, WALK_CANCEL = 6;
 // (nothing held for it: the job below it on the path is); then the release of the job that path
 // held (`#leaving`), and its finish.
 const WALK_UP_FAIL = 7, WALK_UP_CANCEL = 8, WALK_RELEASE = 9;
+// A start whose hook an engine error stopped (`start()`): the hook called again.
+const WALK_START = 10;
 let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
@@ -896,7 +911,33 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     JobSupport.#check(this, "start job");
     if (this.#state !== NEW) return false;
     this.#state = ACTIVE;
-    this.#hooks.onStart(this);
+    try {
+      this.#hooks.onStart(this);
+    } catch (e) {
+      // An engine error (a stack overflow: the start called with the stack all but full) may have
+      // stopped the hook before its block began: the job, `active` now, is kept to start again
+      // (`WALK_START`, a no-op where the block was taken: a launch's `#onStart`). Before, it
+      // stayed `active` with its block never run, and a second start() answered false: its
+      // parent never finished. Also after a throw once the body ended (a `reportError` that
+      // throws on its report): nothing kept then. Stores, then the queueing: a reaction on a
+      // settled promise (one builtin's call, where `queueMicrotask`'s wrapper did not fit here),
+      // which may itself not fit (then the next cancel's or failure's microtask runs it).
+      if (!this.#bodyDone) {
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = this;
+        stoppedWalks[at + 1] = null;
+        stoppedWalks[at + 2] = WALK_START; // where its block's end was lost: `lostBodyEnds`
+        if (!stoppedQueued) {
+          try {
+            void RESOLVED.then(JobSupport.#runStopped);
+            stoppedQueued = true;
+          } catch {
+            // no room for the call: the next cancel's or failure's `#armStopped` runs it
+          }
+        }
+      }
+      throw e;
+    }
     return true;
   }
 
@@ -1205,6 +1246,10 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // body marked done first, a cancel there finished the job at once, cancelled, and the
     // failure that followed found it final and was dropped: a coroutineScope rejected with the
     // CancellationError, or resolved, and nothing was reported.
+    // Throws only the engine's error (a stack overflow: the brand's read, `errorKind`), with
+    // nothing changed yet, as where this call itself overflows (a launch's block keeps its end
+    // for a retry then: scope.ts's `lostBodyEnds`). Before, the read's overflow was taken for "no
+    // brand": a cancellation failed the job, and its parent with it.
     const cancellation = cancellationOf(error, () => this.#state === CANCELLING);
     if (this.#bodyDone) return false; // the getter ended the body (a deferred's complete)
     // Before anything changes: a walk or a finish an overflow stops goes on a microtask later.
@@ -1635,6 +1680,22 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    */
   static #runStopped(): void {
     stoppedQueued = false;
+    if (lostBodyEnds.length !== 0) {
+      const lost = lostBodyEnds.splice(0);
+      for (let i = 0; i < lost.length; i += 3) {
+        const j = lost[i] as JobSupport<unknown>;
+        try {
+          if (lost[i + 2] === true) j.#failBody(lost[i + 1]);
+          else j.#completeBody(lost[i + 1]);
+        } catch (e) {
+          try {
+            reportUncaught(e); // as a walk's run below: nobody called it
+          } catch {
+            // a `reportError` that throws: nowhere else to go
+          }
+        }
+      }
+    }
     if (stoppedWalks.length === 0) return; // armed ahead (`#armStopped`), and nothing stopped
     const list = stoppedWalks;
     stoppedWalks = [];
@@ -1650,6 +1711,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // A finish to try again (a job that no walk holds now: nothing but its finish is done),
         // a failure's path or a body's end to go on with, else a walk to go on with.
         if (phase === WALK_FINISH || phase === WALK_RELEASE) j!.#tryFinalize();
+        else if (phase === WALK_START) j!.#hooks.onStart(j!);
         else if (phase === WALK_UP_FAIL || phase === WALK_UP_CANCEL) {
           j!.#cancelWith(stack, phase === WALK_UP_FAIL);
         } else if (phase >= WALK_FAIL) {

@@ -62,6 +62,7 @@ import {
   type JobHooks,
   type JobState,
   JobSupport,
+  lostBodyEnds,
   notJob,
   parentTakesFailure,
   REPORTS_FAILURE,
@@ -702,7 +703,20 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     try {
       result = block(this);
     } catch (e) {
-      failBody(this as Coroutine<unknown>, e);
+      try {
+        failBody(this as Coroutine<unknown>, e);
+      } catch (again) {
+        // The call itself may not have fit (an engine error: the block started with the stack
+        // all but full), the body's end lost, the job `active` for good: kept for the next run
+        // of `stoppedWalks` (job.ts: queued by the start this throw leaves, else by the next
+        // cancel or failure), where a second failBody is a no-op should the first have begun.
+        // Stores only.
+        const at = lostBodyEnds.length;
+        lostBodyEnds[at] = this;
+        lostBodyEnds[at + 1] = e;
+        lostBodyEnds[at + 2] = true;
+        throw again;
+      }
       return;
     }
     this.#adopt(result);
@@ -718,7 +732,18 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
    */
   #adopt(result: unknown): void {
     if (result === null || (typeof result !== "object" && typeof result !== "function")) {
-      completeBody(this as Coroutine<T>, result as T);
+      try {
+        completeBody(this as Coroutine<T>, result as T);
+      } catch (e) {
+        // As `#run`'s failBody: the call may not have fit, the body's end lost (a block that
+        // returned with the stack all but full). Kept for `stoppedWalks`' run (job.ts), where a
+        // second completeBody is a no-op should the first have begun. Stores only.
+        const at = lostBodyEnds.length;
+        lostBodyEnds[at] = this;
+        lostBodyEnds[at + 1] = result;
+        lostBodyEnds[at + 2] = false;
+        throw e;
+      }
       return;
     }
     // A thenable, as Promise.resolve takes one: reading `then` or calling it may throw, which

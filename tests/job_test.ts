@@ -3522,6 +3522,58 @@ Deno.test("a failure begun with the stack all but full, whose call of the cancel
   );
 });
 
+Deno.test("a lazy launch started with the stack all but full, its block throwing a cancellation, ends cancelled a microtask later: never stuck active, never failed by it", async () => {
+  // scope (a supervisor, its failures reported) ── t (lazy: its block throws a CancellationError
+  // at once), started `n` frames deep. Before, an overflow at the start's hook left t `active`,
+  // its block never run (a second start() answered false); one at the cancellation's brand read
+  // (errorKind, deepest of #failBody's calls) failed t with it, reported to the supervisor's
+  // handler; one at failBody's call (or, with the read's overflow thrown on, the read's) left t
+  // `active` for good, its block run and its end lost. Now the start is tried again (WALK_START)
+  // and the lost end ended again (lostBodyEnds), a microtask later. (An overflow at the
+  // block's own call fails t with the RangeError: reported.)
+  const reported: unknown[] = [];
+  const scope = createScope({
+    supervisor: true,
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+  });
+  const cancellation = new CancellationError("t's block");
+  let partway = 0; // starts an overflow stopped, t not final when the trial returned
+  const stuck: string[] = [];
+  let t: Job | null = null;
+  let rounds = 0;
+  try {
+    rounds = await scanStackEdge(
+      (n, k) => {
+        t = scope.launch(() => {
+          throw cancellation;
+        }, { lazy: true });
+        const job = t;
+        return atDepth(n, k, () => void job.start());
+      },
+      async () => {
+        const job = t!;
+        if (job.state === "cancelled") return;
+        // Queues the run of what overflows stopped, should the start's own queueing not fit.
+        new CompletableDeferred<void>().cancel();
+        await microtasksLater();
+        const state = (): JobState => job.state; // read anew after each await
+        if (state() === "new") job.start(); // no room to begin: started now
+        else partway++;
+        await microtasksLater();
+        if (state() !== "cancelled") stuck.push(state());
+        t = null;
+      },
+      () => partway >= 100,
+    );
+  } finally {
+    scope.cancel();
+  }
+  const wrong = reported.filter((e) => !(e instanceof RangeError));
+  assert.ok(partway > 0, `the scan reached a start stopped part way (${rounds} rounds)`);
+  assert.deepEqual(stuck, [], `of ${partway} starts stopped part way (${rounds} rounds)`);
+  assert.deepEqual(wrong, [], "only overflows reported, never the cancellation");
+});
+
 Deno.test("a deferred job's handler that pulls another's ahead of the drain, both reports throwing, throws the pull's first (the first thrown), its own kept in its `suppressed`", () => {
   // Job 31's handler (32 deep) ends x and y (both deferred). The drain runs x's handler, which
   // adds one to y (pulling y's handler, whose report throws first), then throws (its report
@@ -3584,7 +3636,9 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // between p's children lost the next child: the walk went on past them, p `cancelling` and its
   // children `active` for good (1,273 cases in). "complete-chain": 5 deferreds each the parent of
   // the next, the 4 outer waiting, the innermost completed (#tryFinalize's back-edge: not reached
-  // before its fix either, kept to guard it).
+  // before its fix either, kept to guard it). "cancel-given": p (waiting) ── d, given a
+  // CancellationError. Before, the overflow of its brand's read (errorKind's catch) was taken for
+  // "no brand": d failed with it and cancelled p ('cancelled,cancelled', 1,249 cases in).
   // Each mode stops at its first stuck case or its deadline (the child well under 10 s).
   const flags = [
     "--max-opt=0",
@@ -3593,7 +3647,13 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     "--invocation-count-for-turbofan=1",
   ].join(",");
   const fixture = new URL("./fixtures/stack_edge_scan.ts", import.meta.url).pathname;
-  for (const [mode, ms] of [["fail-up", 6000], ["cancel-wide", 3000], ["complete-chain", 2000]]) {
+  const modes = [
+    ["fail-up", 6000],
+    ["cancel-wide", 3000],
+    ["complete-chain", 2000],
+    ["cancel-given", 3000],
+  ];
+  for (const [mode, ms] of modes) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", `--v8-flags=${flags}`, "--allow-all", fixture, String(ms), String(mode)],
       env: { NO_COLOR: "1" },
