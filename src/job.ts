@@ -607,6 +607,9 @@ const WALK_FAIL = 5, WALK_CANCEL = 6;
 const WALK_UP_FAIL = 7, WALK_UP_CANCEL = 8, WALK_RELEASE = 9;
 // A start whose hook an engine error stopped (`start()`): the hook called again.
 const WALK_START = 10;
+// A final job whose handlers an engine error stopped (`#leave`, `#runLeave`): they go on, then
+// the parent in the stack's slot (held by `#leaving` until then, where it waited) may finish.
+const WALK_NOTIFY = 11;
 let stoppedQueued = false;
 /** A `deferredLeaves` drain is on the stack: it runs what is added meanwhile. */
 let draining = false;
@@ -1712,6 +1715,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // a failure's path or a body's end to go on with, else a walk to go on with.
         if (phase === WALK_FINISH || phase === WALK_RELEASE) j!.#tryFinalize();
         else if (phase === WALK_START) j!.#hooks.onStart(j!);
+        else if (phase === WALK_NOTIFY) JobSupport.#notifyAgain(j!, stack as JobSupport | null);
         else if (phase === WALK_UP_FAIL || phase === WALK_UP_CANCEL) {
           j!.#cancelWith(stack, phase === WALK_UP_FAIL);
         } else if (phase >= WALK_FAIL) {
@@ -1737,6 +1741,33 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       }
     }
     if (stoppedWalks.length !== 0) JobSupport.#queueStopped();
+  }
+
+  /**
+   * Goes on with the handlers of final job `j` that an engine error stopped (`WALK_NOTIFY`),
+   * reports what they threw, then releases `parent` (held for them, where not null) and lets it
+   * finish; also should they stop again (then kept again, still held).
+   */
+  static #notifyAgain(j: JobSupport<unknown>, parent: JobSupport<unknown> | null): void {
+    let notified = false;
+    try {
+      const error = j.#notify(j.#state);
+      notified = true;
+      if (error !== null) handleCoroutineException(j.#context, error);
+    } catch (e) {
+      if (!notified) {
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = j;
+        stoppedWalks[at + 1] = parent;
+        stoppedWalks[at + 2] = WALK_NOTIFY; // the run that reports this queues the next
+      }
+      throw e;
+    } finally {
+      if (notified && parent !== null) {
+        parent.#leaving--;
+        parent.#tryFinalize();
+      }
+    }
   }
 
   /**
@@ -1908,14 +1939,37 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // those handlers end (the rest of a chain) left active. The first error is thrown on.
     notifyDepth++;
     let threw = false, thrown: unknown;
+    let notified = false, held = waiting;
     try {
-      this.#notify(state);
+      const error = this.#notify(state);
+      notified = true;
+      if (error !== null) handleCoroutineException(this.#context, error);
     } catch (e) {
       threw = true;
       thrown = e;
+      // An engine error (a stack overflow) stopped the handlers part way, or before they began
+      // (the call itself: the job ended with the stack all but full): they go on a microtask
+      // later (`WALK_NOTIFY`), the waiting parent held until then. Before, they were lost: the
+      // job final, its join and await never settled, its handlers never run. Stores, then the
+      // queueing (as `start()`'s).
+      if (!notified) {
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = this;
+        stoppedWalks[at + 1] = waiting ? p : null;
+        stoppedWalks[at + 2] = WALK_NOTIFY;
+        held = false; // released by that run
+        if (!stoppedQueued) {
+          try {
+            void RESOLVED.then(JobSupport.#runStopped);
+            stoppedQueued = true;
+          } catch {
+            // no room for the call: the next cancel's or failure's `#armStopped` runs it
+          }
+        }
+      }
     } finally {
       notifyDepth--;
-      if (waiting) p!.#leaving--;
+      if (held) p!.#leaving--;
     }
     if (pulledThrew && !draining) {
       // Pulled by this job's handlers (`#handlersRan`), so before their own report threw (it runs
@@ -2019,15 +2073,34 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     const { job, state, parent } = leave;
     deferredOf.delete(job); // run once: the drain skips it
     let threw = false, thrown: unknown;
+    let notified = false, held = parent !== null;
     notifyDepth++;
     try {
-      job.#notify(state);
+      const error = job.#notify(state);
+      notified = true;
+      if (error !== null) handleCoroutineException(job.#context, error);
     } catch (e) {
       threw = true;
       thrown = e;
+      if (!notified) {
+        // As in `#leave`: the handlers go on a microtask later, the parent held until then.
+        const at = stoppedWalks.length;
+        stoppedWalks[at] = job;
+        stoppedWalks[at + 1] = parent;
+        stoppedWalks[at + 2] = WALK_NOTIFY;
+        held = false;
+        if (!stoppedQueued) {
+          try {
+            void RESOLVED.then(JobSupport.#runStopped);
+            stoppedQueued = true;
+          } catch {
+            // no room for the call: the next cancel's or failure's `#armStopped` runs it
+          }
+        }
+      }
     } finally {
       notifyDepth--;
-      if (parent !== null) parent.#leaving--;
+      if (held) parent!.#leaving--;
     }
     // What its handlers' pulls threw (`#handlersRan`), and any pull's before them, came before
     // their report's throw: first, as `#leave` takes its own handlers' (chronological).
@@ -2146,10 +2219,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     }
   }
 
-  /** `#finalize`'s handlers, run once this job has left its parent's list. */
-  #notify(state: number): void {
+  /**
+   * `#finalize`'s handlers, run once this job has left its parent's list; returns what they threw
+   * (a CompletionHandlerError), for the caller to report, else null. Throws only an engine error
+   * (a stack overflow): then run again (`WALK_NOTIFY`), it goes on from where it stopped, each
+   * part once (the join and result settled, each handler marked run as it is called).
+   */
+  #notify(state: number): CompletionHandlerError | null {
     const cause = state === COMPLETED ? undefined : this.#cause;
-    this.#hooks.onFinal(this);
+    this.#hooks.onFinal(this); // once: a launch's (`#onFinal`) takes its finalizer first
     if (this.#resolveJoin !== null) {
       this.#resolveJoin();
       this.#resolveJoin = null;
@@ -2160,28 +2238,34 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       this.#resolve = this.#reject = null;
     }
     const handlers = this.#handlers;
-    if (handlers !== null) {
-      this.#handlers = null;
-      // What the handlers throw is reported once, after all of them have run, as Kotlin's
-      // notifyHandlers does: the first throw as the CompletionHandlerError's cause, each later
-      // one in its `suppressed` list (Kotlin's addSuppressed). Before, each throw was reported on
-      // its own, as it came.
-      let error: CompletionHandlerError | null = null;
-      for (const n of handlers) {
-        try {
-          n.h(cause);
-        } catch (e) {
-          if (error === null) {
-            error = new CompletionHandlerError(`Exception in completion handler of ${this}`, {
-              cause: e,
-            });
-          } else addSuppressedTo(error, e);
-        }
+    if (handlers === null) return null;
+    // What the handlers throw is reported once, after all of them have run, as Kotlin's
+    // notifyHandlers does: the first throw as the CompletionHandlerError's cause, each later one
+    // in its `suppressed` list (Kotlin's addSuppressed). Before, each throw was reported on its
+    // own, as it came. (No handler is added meanwhile: the job reads final, so one added runs at
+    // once.)
+    let error: CompletionHandlerError | null = null;
+    for (const n of handlers) {
+      const h = n.h;
+      if (h === HANDLER_RAN) continue; // called before an engine error stopped this
+      n.h = HANDLER_RAN;
+      try {
+        h(cause);
+      } catch (e) {
+        if (error === null) {
+          error = new CompletionHandlerError(`Exception in completion handler of ${this}`, {
+            cause: e,
+          });
+        } else addSuppressedTo(error, e);
       }
-      if (error !== null) handleCoroutineException(this.#context, error);
     }
+    this.#handlers = null; // all run: a retry finds none
+    return error;
   }
 }
+
+/** A completion handler `#notify` has called: not called again where it goes on. */
+const HANDLER_RAN: CompletionHandler = () => {};
 
 /**
  * Throws unless a promise resolved with `value` fulfils with `value` itself: a thenable (its

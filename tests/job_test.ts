@@ -3431,6 +3431,56 @@ Deno.test("a body that ends with the stack all but full (its finish's call overf
   assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
 });
 
+Deno.test("a job that ends with the stack all but full, its handlers' run overflowing, still settles its join and runs each handler once, before its waiting parent finishes", async () => {
+  // p (its own part done, waiting) ── d (joined, two handlers), completed or cancelled `n`
+  // frames deep: the overflow comes at #leave's call of d's handlers (#notify), or among them.
+  // Before, they were lost: d final, its join never settled, its handlers never run.
+  let partway = 0; // ends an overflow stopped with d final and its handlers not all run
+  const stuck: string[] = [];
+  let check: () => string | null = () => null;
+  let redo = () => {};
+  let cancel = false;
+  const rounds = await scanStackEdge(
+    (n, k) => {
+      const p = new CompletableDeferred<void>();
+      const d = new CompletableDeferred<void>({ parent: p });
+      p.complete(); // waits for d
+      let joined = false, ran = 0, pFirst = false;
+      d.join().then(() => joined = true);
+      d.invokeOnCompletion(() => ran++);
+      d.invokeOnCompletion(() => {
+        ran++;
+        if (p.isCompleted) pFirst = true; // the parent must wait for d's handlers
+      });
+      const end = cancel ? () => d.cancel() : () => void d.complete();
+      cancel = !cancel;
+      redo = () => {
+        if (d.isActive) end(); // no room to begin: ended now
+      };
+      check = () => {
+        const ok = p.state === "completed" && d.isCompleted && joined && ran === 2 && !pFirst;
+        return ok ? null : `${p.state},${d.state} joined ${joined}, ran ${ran}, p first ${pFirst}`;
+      };
+      const r = atDepth(n, k, end);
+      if (d.isCompleted && ran < 2) partway++;
+      return r;
+    },
+    async () => {
+      new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
+      await microtasksLater();
+      redo();
+      await microtasksLater();
+      const wrong = check();
+      if (wrong !== null) stuck.push(wrong);
+      check = () => null;
+      redo = () => {};
+    },
+    () => partway >= 100,
+  );
+  assert.ok(partway > 0, `the scan reached handlers stopped part way (${rounds} rounds)`);
+  assert.deepEqual(stuck, [], `of ${partway} ends whose handlers stopped (${rounds} rounds)`);
+});
+
 Deno.test("a failure begun with the stack all but full, whose parent's finish (its report) overflows after the child's, still finishes that parent a microtask later", async () => {
   // scope (a supervisor) ── t (a launch, its block returned: waiting) ── d, failed `n` frames
   // deep. d's failure cancels t, which reports it (no parent takes it) as it finishes, after d's
