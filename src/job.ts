@@ -461,6 +461,12 @@ export let contextOf: (job: JobSupport<unknown>) => Context;
 export let isCompletedJob: (job: JobSupport<unknown>) => boolean;
 /** @ignore See `isCompletedJob`. */
 export let isCancelledJob: (job: JobSupport<unknown>) => boolean;
+/**
+ * @ignore Queues the run of `stoppedWalks` and `lostBodyEnds` (by a reaction on a settled
+ * promise, as `start()`'s catch does), unless one is queued; where the call does not fit, the
+ * next cancel's or failure's runs them. For scope.ts's catches after their stores. Internal.
+ */
+export let queueStoppedRun: () => void;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -493,6 +499,12 @@ export const DEFERRED = 32;
 export interface JobHooks {
   /** Runs the body; called once by `start()`. */
   onStart(job: JobSupport<unknown>): void;
+  /**
+   * Runs the body a microtask after a `start()` whose `onStart` an engine error (a stack
+   * overflow) stopped, unless it began (a no-op then), or ends it cancelled, never run, where the
+   * job was cancelled meanwhile. None: such a start is not tried again.
+   */
+  onStartAgain?(job: JobSupport<unknown>): void;
   /** Called once on reaching a final state, before handlers run (drop timers, listeners). */
   onFinal(job: JobSupport<unknown>): void;
   /**
@@ -573,10 +585,12 @@ let deferredNext = 0;
 let stoppedWalks: unknown[] = [];
 /**
  * @ignore The body ends an engine error (a stack overflow) lost at their call (a launch's block
- * that ended with the stack all but full: scope.ts's `#run` and `#adopt`), as triples of the job,
- * the value or error and whether it failed: each ended again by the next run of `stoppedWalks`
- * (`#runStopped`), a no-op where the first call had begun. Stored into by scope.ts's catches
- * (stores alone: there the stack may have no room for a call). Internal.
+ * that ended with the stack all but full, or whose thenable called back so: scope.ts's `#run`
+ * and `#adopt`), as triples of the job, the value or error and how it ends (true: fails; false:
+ * completes; else a function of the job and the value, a thenable's value to adopt): each ended
+ * again by the next run of `stoppedWalks` (`#runStopped`), a no-op where the first call had
+ * begun. Stored into by scope.ts's catches (stores alone: there the stack may have no room for a
+ * call). Internal.
  */
 export const lostBodyEnds: unknown[] = [];
 /**
@@ -605,7 +619,7 @@ const WALK_FAIL = 5, WALK_CANCEL = 6;
 // (nothing held for it: the job below it on the path is); then the release of the job that path
 // held (`#leaving`), and its finish.
 const WALK_UP_FAIL = 7, WALK_UP_CANCEL = 8, WALK_RELEASE = 9;
-// A start whose hook an engine error stopped (`start()`): the hook called again.
+// A start whose hook an engine error stopped (`start()`): `onStartAgain`.
 const WALK_START = 10;
 // A final job whose handlers an engine error stopped (`#leave`, `#runLeave`): they go on, then
 // the parent in the stack's slot (held by `#leaving` until then, where it waited) may finish.
@@ -919,13 +933,14 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     } catch (e) {
       // An engine error (a stack overflow: the start called with the stack all but full) may have
       // stopped the hook before its block began: the job, `active` now, is kept to start again
-      // (`WALK_START`, a no-op where the block was taken: a launch's `#onStart`). Before, it
+      // (`WALK_START`: `onStartAgain`, a no-op where the block was taken, and the block never run
+      // where the job was cancelled meanwhile: a launch's `#startLater`). Before, it
       // stayed `active` with its block never run, and a second start() answered false: its
       // parent never finished. Also after a throw once the body ended (a `reportError` that
       // throws on its report): nothing kept then. Stores, then the queueing: a reaction on a
       // settled promise (one builtin's call, where `queueMicrotask`'s wrapper did not fit here),
       // which may itself not fit (then the next cancel's or failure's microtask runs it).
-      if (!this.#bodyDone) {
+      if (!this.#bodyDone && this.#hooks.onStartAgain !== undefined) {
         const at = stoppedWalks.length;
         stoppedWalks[at] = this;
         stoppedWalks[at + 1] = null;
@@ -1107,6 +1122,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);
+    queueStoppedRun = () => {
+      if (stoppedQueued) return;
+      try {
+        void RESOLVED.then(JobSupport.#runStopped);
+        stoppedQueued = true;
+      } catch {
+        // no room for the call: the next cancel's or failure's `#armStopped` runs it
+      }
+    };
   }
 
   invokeOnCompletion(handler: CompletionHandler): Disposable {
@@ -1687,9 +1711,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       const lost = lostBodyEnds.splice(0);
       for (let i = 0; i < lost.length; i += 3) {
         const j = lost[i] as JobSupport<unknown>;
+        const how = lost[i + 2];
         try {
-          if (lost[i + 2] === true) j.#failBody(lost[i + 1]);
-          else j.#completeBody(lost[i + 1]);
+          if (how === true) j.#failBody(lost[i + 1]);
+          else if (how === false) j.#completeBody(lost[i + 1]);
+          else (how as (job: JobSupport<unknown>, value: unknown) => void)(j, lost[i + 1]);
         } catch (e) {
           try {
             reportUncaught(e); // as a walk's run below: nobody called it
@@ -1714,7 +1740,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         // A finish to try again (a job that no walk holds now: nothing but its finish is done),
         // a failure's path or a body's end to go on with, else a walk to go on with.
         if (phase === WALK_FINISH || phase === WALK_RELEASE) j!.#tryFinalize();
-        else if (phase === WALK_START) j!.#hooks.onStart(j!);
+        else if (phase === WALK_START) j!.#hooks.onStartAgain!(j!);
         else if (phase === WALK_NOTIFY) JobSupport.#notifyAgain(j!, stack as JobSupport | null);
         else if (phase === WALK_UP_FAIL || phase === WALK_UP_CANCEL) {
           j!.#cancelWith(stack, phase === WALK_UP_FAIL);

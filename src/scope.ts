@@ -65,12 +65,19 @@ import {
   lostBodyEnds,
   notJob,
   parentTakesFailure,
+  queueStoppedRun,
   REPORTS_FAILURE,
   resultOf,
   startJob,
   SUPERVISOR,
   toCancellation,
 } from "./job.ts";
+
+/**
+ * A lost thenable's value adopted again (`lostBodyEnds`): a no-op where the body has ended
+ * (`completeBody` and `failBody` answer false); a thenable value adopted twice ends it once.
+ */
+let adoptAgain: (job: JobSupport<unknown>, value: unknown) => void;
 
 /** A task's body: gets its own task's scope, returns its result (or a promise of it). */
 export type Block<T> = (scope: CoroutineScope) => T | PromiseLike<T>;
@@ -542,6 +549,7 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     };
     COROUTINE_HOOKS = Object.freeze({
       onStart: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onStart(),
+      onStartAgain: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#startLater(),
       onFinal: (job: JobSupport<unknown>) => (job as Coroutine<unknown>).#onFinal(),
       // Not completed while a follow cancel for this scope waits in `followQueue`: its last child
       // ending there (a lazy one cancelled by an abort listener run meanwhile) leaves it
@@ -685,7 +693,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
     }
   }
 
-  /** The deferred start of `onStart`: a job cancelled meanwhile never runs its block. */
+  /**
+   * The deferred start of `onStart` (past `MAX_NESTED_STARTS`, and job.ts's `onStartAgain`, after
+   * a start an overflow stopped): a job cancelled meanwhile never runs its block; one whose block
+   * was taken, a no-op.
+   */
   #startLater(): void {
     const block = this.#block;
     if (block === null) return;
@@ -708,13 +720,14 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       } catch (again) {
         // The call itself may not have fit (an engine error: the block started with the stack
         // all but full), the body's end lost, the job `active` for good: kept for the next run
-        // of `stoppedWalks` (job.ts: queued by the start this throw leaves, else by the next
-        // cancel or failure), where a second failBody is a no-op should the first have begun.
-        // Stores only.
+        // of `stoppedWalks` (job.ts: queued here where that fits, or by the start this throw
+        // leaves, else by the next cancel or failure), where a second failBody is a no-op should
+        // the first have begun. Stores, then the queueing.
         const at = lostBodyEnds.length;
         lostBodyEnds[at] = this;
         lostBodyEnds[at + 1] = e;
         lostBodyEnds[at + 2] = true;
+        queueStoppedRun();
         throw again;
       }
       return;
@@ -737,11 +750,12 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       } catch (e) {
         // As `#run`'s failBody: the call may not have fit, the body's end lost (a block that
         // returned with the stack all but full). Kept for `stoppedWalks`' run (job.ts), where a
-        // second completeBody is a no-op should the first have begun. Stores only.
+        // second completeBody is a no-op should the first have begun. Stores, then the queueing.
         const at = lostBodyEnds.length;
         lostBodyEnds[at] = this;
         lostBodyEnds[at + 1] = result;
         lostBodyEnds[at + 2] = false;
+        queueStoppedRun();
         throw e;
       }
       return;
@@ -760,12 +774,33 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
         then.call(result, (v: unknown) => {
           if (called) return;
           called = true;
-          if (nestedAdopts >= MAX_NESTED_STARTS) queueMicrotask(() => this.#adopt(v));
-          else this.#adopt(v);
+          try {
+            if (nestedAdopts >= MAX_NESTED_STARTS) queueMicrotask(() => this.#adopt(v));
+            else this.#adopt(v);
+          } catch (e) {
+            // As `#run`'s: a thenable that called back with the stack all but full, the call not
+            // fitting, lost the body's end (`called` set: a second call is ignored). Kept, then
+            // the run queued (where that fits). Adopted again: a no-op once the body ended.
+            const at = lostBodyEnds.length;
+            lostBodyEnds[at] = this;
+            lostBodyEnds[at + 1] = v;
+            lostBodyEnds[at + 2] = adoptAgain;
+            queueStoppedRun();
+            throw e;
+          }
         }, (e: unknown) => {
           if (called) return;
           called = true;
-          failBody(this as Coroutine<unknown>, e);
+          try {
+            failBody(this as Coroutine<unknown>, e);
+          } catch (again) {
+            const at = lostBodyEnds.length; // as above
+            lostBodyEnds[at] = this;
+            lostBodyEnds[at + 1] = e;
+            lostBodyEnds[at + 2] = true;
+            queueStoppedRun();
+            throw again;
+          }
         });
       } finally {
         nestedAdopts--;
@@ -775,6 +810,10 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       called = true;
       failBody(this as Coroutine<unknown>, e);
     }
+  }
+
+  static {
+    adoptAgain = (job, value) => (job as Coroutine<unknown>).#adopt(value);
   }
 
   #onFinal(): void {

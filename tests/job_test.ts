@@ -3431,6 +3431,63 @@ Deno.test("a body that ends with the stack all but full (its finish's call overf
   assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
 });
 
+Deno.test("a launch whose thenable calls back with the stack all but full (resolving it, or failing it once cancelled) still ends: the end lost at its call is ended again a microtask later", async () => {
+  // scope (a supervisor, its failures reported) ── t, whose block returns a thenable of the
+  // test's: resolved `n` frames deep, or (t cancelled first, waiting for its body) rejected so.
+  // Before, an overflow at the callback's call of #adopt or failBody, once the callback had
+  // marked itself called (a second call ignored), lost the body's end: t `active` or
+  // `cancelling` for good.
+  const reported: unknown[] = [];
+  const scope = createScope({
+    supervisor: true,
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+  });
+  let partway = 0; // ends an overflow stopped, t not final when the trial returned
+  const stuck: string[] = [];
+  let t: Job | null = null;
+  let end = () => {};
+  let fail = false;
+  let rounds = 0;
+  try {
+    rounds = await scanStackEdge(
+      (n, k) => {
+        let resolve!: (v: unknown) => void, reject!: (e: unknown) => void;
+        t = scope.launch(() => ({
+          then(ok: (v: unknown) => void, bad: (e: unknown) => void) {
+            resolve = ok;
+            reject = bad;
+          },
+        }));
+        fail = !fail;
+        if (fail) t.cancel(); // waits for its body, which then fails
+        const error = new Error("t's late failure");
+        end = fail ? () => reject(error) : () => resolve(1);
+        return atDepth(n, k, end);
+      },
+      async () => {
+        const job = t!;
+        const state = (): JobState => job.state; // read anew after each await
+        const ended = fail ? "cancelled" : "completed";
+        if (state() === ended) return;
+        new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
+        await microtasksLater();
+        if (state() === ended) partway++;
+        else {
+          end(); // no room to begin (nothing marked called): ended now, else ignored
+          await microtasksLater();
+          if (state() !== ended) stuck.push(`${fail ? "failed" : "resolved"}: ${state()}`);
+        }
+        t = null;
+      },
+      () => partway >= 100,
+    );
+  } finally {
+    scope.cancel();
+  }
+  assert.ok(partway > 0, `the scan reached an end stopped part way (${rounds} rounds)`);
+  assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
+});
+
 Deno.test("a job that ends with the stack all but full, its handlers' run overflowing, still settles its join and runs each handler once, before its waiting parent finishes", async () => {
   // p (its own part done, waiting) ── d (joined, two handlers), completed or cancelled `n`
   // frames deep: the overflow comes at #leave's call of d's handlers (#notify), or among them.
@@ -3587,6 +3644,7 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
     context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
   });
   const cancellation = new CancellationError("t's block");
+  let runs = 0; // of t's block
   let partway = 0; // starts an overflow stopped, t not final when the trial returned
   const stuck: string[] = [];
   let t: Job | null = null;
@@ -3595,6 +3653,7 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
     rounds = await scanStackEdge(
       (n, k) => {
         t = scope.launch(() => {
+          runs++;
           throw cancellation;
         }, { lazy: true });
         const job = t;
@@ -3603,6 +3662,10 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
       async () => {
         const job = t!;
         if (job.state === "cancelled") return;
+        // Its block not run yet, the start stopped: cancelled now, it never runs (as a start
+        // deferred past the nesting bound, `#startLater`). Before, the retry ran it.
+        const cancelledFirst = job.state === "active" && runs === 0;
+        if (cancelledFirst) job.cancel();
         // Queues the run of what overflows stopped, should the start's own queueing not fit.
         new CompletableDeferred<void>().cancel();
         await microtasksLater();
@@ -3611,7 +3674,9 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
         else partway++;
         await microtasksLater();
         if (state() !== "cancelled") stuck.push(state());
+        if (cancelledFirst && runs !== 0) stuck.push("its block run after its cancel");
         t = null;
+        runs = 0;
       },
       () => partway >= 100,
     );
