@@ -1309,7 +1309,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       this.#tryFinalize();
     } catch (e) {
       // As in `#completeBody`: a job already cancelling (no walk here to finish it) whose finish
-      // call overflowed is tried again a microtask later. Stores only.
+      // call overflowed is tried again a microtask later. Stores only. (Not pinned: reached only
+      // where the calls before it, deeper, fit and this one does not; no scan has reached it,
+      // job_test's launch scans nor the fixture's modes with this catch removed.)
       if (this.#state < CANCELLED) { // else final: nothing to retry (no growth)
         const at = stoppedWalks.length;
         stoppedWalks[at] = this;
@@ -1871,7 +1873,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       // last finish let go on to): tried again by the next run of `stoppedWalks`, as above.
       // Before, only the first job was tried again, final by then, and j waited for good. Stores
       // only. (Not pinned: job_test's back-edge scan, complete-chain mode, never stopped the loop
-      // there.)
+      // there, nor did a 60-job chain, 7,351 cases under `--max-opt=0` and 32,271 with the JIT.)
       if (j !== null) {
         if (j.#state < CANCELLED) { // else final: nothing to retry (no growth)
           const at = stoppedWalks.length;
@@ -2151,7 +2153,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       } catch (e) {
         // The call may have overflowed, the parent left unfinished: tried again by the next run
         // of `stoppedWalks` (as in `#tryFinalize`: a microtask later on a cancel's or failure's
-        // path, else with the next cancel or failure), a no-op once final. Stores only.
+        // path, else with the next cancel or failure), a no-op once final. Stores only. (Not
+        // pinned: a deferred run starts `NOTIFY_NESTING` handlers deep, and no scan has begun one
+        // with the stack all but full.)
         if (parent.#state < CANCELLED) { // else final: nothing to retry (no growth)
           const at = stoppedWalks.length;
           stoppedWalks[at] = parent;
