@@ -4177,6 +4177,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     if (this.#receiverMayWaitNatively(sym)) {
       const first = s.senders.first;
       pump(s.senders, sym);
+      // Their tries ran the caller's code (a value's encoding, `#slotFor`; onUndeliveredElement,
+      // `pump`'s collect), which may have disposed the channel or closed the library: this
+      // call throws what a call after it throws (`#afterCallerCode`), as after the receivers'
+      // pump (`#poll`), before `sym` is called again. Before, after a close it started over
+      // through the closed library's symbols and answered empty (a rendezvous's receive queued
+      // natively ahead: test "a tryReceive or receive whose senders ahead ...").
+      if (this.#callerEnded()) this.#afterCallerCode(op);
       if (s.senders.first !== first) return this.#poll(sym, op); // each time one sender fewer
     }
     for (let w: Waiter | null = s.senders.first; w !== null; w = w.next) {
@@ -4662,6 +4669,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
       if (this.#capacity !== 0) {
         const first = s.senders.first;
         pump(s.senders, sym);
+        // The senders' tries ran the caller's code (a value's encoding, `#slotFor`; the hook,
+        // `pump`'s collect), which may have disposed the channel or closed the library (either
+        // settles every wait, the first too): this call throws what a call after it throws
+        // (`#afterCallerCode`), as after the receivers' pump above. Before, after a close it
+        // started over through the closed library's symbols and took a value sent natively
+        // meanwhile (test "a tryReceive or receive whose senders ahead ...").
+        if (this.#callerEnded()) this.#afterCallerCode(op);
         if (s.senders.first !== first) return this.#poll(sym, op);
         // The oldest found no room: another thread or isolate filled the buffer between the
         // try (or the ready byte) above and the pump. Its values came after these senders

@@ -2847,6 +2847,131 @@ Deno.test("a tryReceive or receive whose receivers ahead, tried first, find the 
   assert.deepEqual(res.stdout.trim().split("\n"), expected);
 });
 
+Deno.test("a tryReceive or receive whose senders ahead, tried first, run the caller's code (their value's encoding) that disposes the channel or closes the library throws what a call after it throws: buffered and rendezvous", async () => {
+  // A send waiting in JavaScript (a local channel's, made native in the same turn) holds its
+  // value unencoded; a receive tries it natively first (`pump`), encoding it then: an Error,
+  // whose encoding reads `name` through its prototype, here an accessor that disposes the
+  // channel or closes the library (after a value was sent natively, as another thread would).
+  // Buffered: the receive's try found the channel empty (its value taken natively), and the
+  // senders move into the room first. Rendezvous: a receive queued natively (another thread's,
+  // a blocking kc_chan_recv) is ahead of this one, and the senders meet it first. Before, after
+  // a close the receive started over after that pump (`#poll`, `#takeFromSender`) through the
+  // closed library's symbols and took the value sent natively (buffered) or answered empty
+  // (rendezvous; a receive then waited, and its queueing threw), where a call after it throws
+  // LibraryClosedError, as a receive behind receivers of this isolate does.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
+    const out = [];
+    const real = Object.getOwnPropertyDescriptor(Error.prototype, "name");
+    let act = null;
+    Object.defineProperty(Error.prototype, "name", {
+      configurable: true,
+      get() {
+        if (act !== null && Object.getOwnPropertyDescriptor(this, "message")?.value === "v") {
+          const f = act;
+          act = null;
+          f();
+        }
+        return real.value;
+      },
+      set(v) {
+        Object.defineProperty(this, "name", { value: v, writable: true, configurable: true });
+      },
+    });
+    const size = codecs.default.elemSize;
+    const run = async (by, op, capacity) => {
+      const dropped = [];
+      const ch = new Channel(capacity, {
+        onUndeliveredElement: (x) => dropped.push(x instanceof Error ? x.message : String(x)),
+      });
+      const sym = librarySymbols(library(), "test");
+      const slot = new BigUint64Array(size / 8);
+      let raw = null;
+      let parked = null;
+      if (capacity !== 0) assert(ch.trySend(7).state === "ok"); // full
+      const ahead = ch.send(new Error("v")).then(() => "sent", (e) => e.name); // waits here
+      ch.share(); // native from now on; the send still waits in JavaScript
+      if (capacity !== 0) {
+        // The buffered 7 taken natively, as another thread's receive would: the channel is
+        // empty, and this isolate's sender still waits in JavaScript.
+        assert(sym.kc_chan_try_recv(ch.handle, Deno.UnsafePointer.of(slot), size) === 0);
+      } else {
+        // A receive queued natively (another thread's, Deno's nonblocking call), ahead of the
+        // receive below.
+        raw = Deno.dlopen(library().path, {
+          kc_chan_recv: {
+            parameters: ["u32", "buffer", "u32", "u64", "u32", "u32"],
+            result: "i32",
+            nonblocking: true,
+          },
+          kc_chan_waiting_flag: { parameters: ["u32"], result: "pointer" },
+          kc_now_ns: { parameters: [], result: "u64" },
+        });
+        // Bounded (30 s), should the test fail before the dispose below ends it.
+        const until = raw.symbols.kc_now_ns() + 30_000_000_000n;
+        const into = new BigUint64Array(size / 8);
+        parked = raw.symbols.kc_chan_recv(ch.handle, into, size, until, 0, 0);
+        const d = Date.now() + 10000;
+        const byte = new Deno.UnsafePointerView(raw.symbols.kc_chan_waiting_flag(ch.handle));
+        // Spun on in this turn (its end would queue the send natively): the call runs on a
+        // thread of Deno's.
+        while (byte.getUint8() === 0) assert(Date.now() < d);
+      }
+      act = () => {
+        // Sent natively first (the 7 back, buffered: a try through the closed library would
+        // take it), then the channel disposed or the library closed.
+        if (capacity !== 0) {
+          assert(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), size) === 0);
+        }
+        if (by === "close") closeLibrary();
+        else ch[Symbol.dispose]();
+      };
+      let got;
+      try {
+        got = op === "tryReceive"
+          ? JSON.stringify(ch.tryReceive())
+          : await ch.receive().then((v) => "received " + v, (e) => e.name);
+      } catch (e) {
+        got = e.name;
+      }
+      act = null;
+      ch[Symbol.dispose]();
+      if (raw !== null) {
+        await parked; // the dispose's destroy cancelled it
+        raw.close();
+      }
+      out.push(by + " " + op + " " + capacity + ": " + got + ", ahead " + (await ahead) +
+        ", dropped [" + dropped.join(" ") + "]");
+    };
+    function assert(ok) {
+      if (!ok) throw new Error("set-up failed");
+    }
+    for (const by of ["dispose", "close"]) {
+      for (const op of ["tryReceive", "receive"]) {
+        for (const capacity of [1, 0]) await run(by, op, capacity);
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const expected: string[] = [];
+  for (const [by, error] of [["dispose", "InvalidHandleError"], ["close", "LibraryClosedError"]]) {
+    for (const op of ["tryReceive", "receive"]) {
+      for (const capacity of [1, 0]) {
+        // Buffered: the send ahead, queued natively by the close (failed by the dispose's
+        // cancel), found the buffer full again and failed, its value to the hook, and so did
+        // the 7 sent natively, at the dispose. Rendezvous: the close or the dispose queued the
+        // send ahead natively first, where it met the receive queued there: delivered.
+        const ahead = capacity === 0 ? "sent" : by === "close" ? error : "CancellationError";
+        const dropped = capacity === 0 ? "" : by === "close" ? "v 7" : "7 v";
+        expected.push(`${by} ${op} ${capacity}: ${error}, ahead ${ahead}, dropped [${dropped}]`);
+      }
+    }
+  }
+  assert.deepEqual(res.stdout.trim().split("\n"), expected);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
