@@ -1112,6 +1112,10 @@ pub const Channel = struct {
         ch.lockBoth();
         defer ch.unlockBoth();
         assert(!ch.dead);
+        // The registry's channels: cancelled first (`retireChannel`), or never published (a
+        // create whose `publish` failed), so there is nothing for `freeStorage` to drop while
+        // another thread may look at this memory (see there).
+        assert(ch.cancelled or (ch.bufLen() == 0 and ch.senders.isEmpty()));
         ch.freeStorage();
         ch.dead = true;
         ch.closed = true;
@@ -1121,6 +1125,18 @@ pub const Channel = struct {
     /// table; the fields stay valid (an empty, slot-less channel). Nothing may wait on it:
     /// the only waiters left are stale select clauses, which are unlinked (their owners find
     /// them so).
+    ///
+    /// Its drops, one hook each, leave `flags.hook` clear between two hooks (each hook's own
+    /// gate), unlike a cancel's (`cancelFor`, `mayRunHooks`), and need not keep it set: no
+    /// other thread's answer depends on it meanwhile. A `destroy` is the channel's last use
+    /// (nobody may try, select or poll on it after: the memory may go with it), so no other
+    /// thread looks at all. A `retire` (the registry's destroy, whose handle died first) comes
+    /// after its cancel, which dropped everything (nothing is queued or given back after a
+    /// cancel: `giveBackLocked` refuses), so it drops nothing; and even where it did, the
+    /// cancel published the flags of a closed channel, "a receive may succeed" and "a send
+    /// need not wait", which no lock-free answer reads as "would wait" (`answerFromFlags`,
+    /// `heldLockAnswer`, a poll's `wouldWaitInHook`): every guarded try takes the lock, hook
+    /// byte or not, and finds the handle dead (Stale).
     fn freeStorage(ch: *Channel) void {
         inline for (.{ &ch.senders, &ch.receivers }) |q| {
             while (q.head) |w| {
