@@ -2963,12 +2963,25 @@ inline fn selectAny(clauses: []const Clause, options: SelectOptions) SelectError
 /// go through now (the hook ended and the channel changed since the first look) sends the
 /// poll round again, unlocked, where that channel is locked unless a hook holds it again with
 /// its flags saying "would wait". So a "would wait" answer with one channel left out is one
-/// snapshot (that flag's read, the others locked); with several left out, their flags are read
-/// one after another under those locks, each a try-operation's look. Without that second
-/// look, the left-out channel counted as it was before the others were locked: one value sent
-/// there meanwhile (and taken from another clause's channel) left a poll that no moment
-/// explains. Each round again needs a hook of a left-out channel to end meanwhile: other
-/// threads' progress.
+/// snapshot (that flag's read, the others locked). Without that second look, the left-out
+/// channel counted as it was before the others were locked: one value sent there meanwhile
+/// (and taken from another clause's channel) left a poll that no moment explains. Each round
+/// again needs a hook of a left-out channel to end meanwhile: other threads' progress.
+///
+/// With several left out, their flags are read one after another under those locks, each a
+/// try-operation's look, and the answer is one moment's where none of those channels changed
+/// between the poll's first look at it and its last (its hook's lock hold, which freezes its
+/// published flags, then spans the others' lock hold). Where they did, it may be no single
+/// moment's: a channel that read "would wait" may fill before the next one's read, which
+/// emptied since the first was read (another thread sends on the first, then receives on the
+/// second). That takes, besides those two hooks' ends, changes between the poll's looks from
+/// its very first (`probeEach`'s, one clause after another as well: at each of its reads some
+/// clause the read did not look at must be ready), as no moment from the call on may have had
+/// every clause waiting. Left so: DESIGN.md section 5 asks a select for one clause at most,
+/// its bias, and its failures, not for an atomic "none ready" (Kotlin's select, like
+/// `probeEach`, looks at its clauses one by one); a snapshot would need a count of each
+/// channel's hook gates (`closeForHook`), read at both looks, so that an unchanged count and
+/// the byte still set prove the flags frozen in between, and a round again where two changed.
 fn pollLocked(clauses: []const Clause, order: []const u8) SelectError!Selected {
     while (true) {
         var out: u32 = 0; // clauses on a channel left out
