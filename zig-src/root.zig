@@ -15489,6 +15489,78 @@ test "C ABI: the shutdown after a timed one that left its abandoned producer's e
     try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(StuckHook.src, &v, 8));
 }
 
+test "C ABI: a timed shutdown from inside an undelivered hook whose abandoned producer ends that hook's channel is KC_ETIME, joined and freed; the end and on_done come once the hook returned" {
+    // The producer's end (closing the hook's channel, then on_done) is left for after the
+    // shutdown's locks (`AbandonedEnd`) and takes that channel's lock, which the hook's caller
+    // (this very thread) holds: the call's own later-steps runner is left past its deadline
+    // (`endBy` false). From inside a hook the call does not wait for left runners
+    // (`awaitLeftLater` is skipped), so only `endBy`'s answer says that thread still runs:
+    // stage (e), KC_ETIME. Dropping that answer returned 0 here (every end and on_done done,
+    // kcoro.h) with the close and on_done still to come. This is also the way out kcoro.h
+    // names for a hook that must shut down a scheduler a coroutine of which ends or waits on the
+    // hook's channel: kc_sched_shutdown from there waits for itself for good.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var src: u32 = 0;
+        var idle: u32 = 0;
+        var hook_rc: i32 = 9;
+        var done_in_hook: i32 = 9;
+        var drop_rc: i32 = 9;
+        var done_status = std.atomic.Value(i32).init(9);
+        fn producer(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(idle, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn onDone(_: ?*anyopaque, status: i32) callconv(.c) void {
+            done_status.store(status, .release); // pairs with the acquire loads below
+        }
+        fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hook_rc = kc_sched_shutdown_timed(0, StuckHook.bound_ns);
+            done_in_hook = done_status.load(.acquire);
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            drop_rc = kc_chan_drop(src, &v, 8);
+        }
+    };
+    S.hook_rc = 9;
+    S.done_in_hook = 9;
+    S.drop_rc = 9;
+    S.done_status.store(9, .monotonic);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
+    defer _ = kc_chan_destroy(S.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 0, 0, 0, &S.idle));
+    defer _ = kc_chan_destroy(S.idle);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    var scope: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_scope_create(0, &scope));
+    defer _ = kc_scope_destroy(scope);
+    try testing.expectEqual(@as(i32, 0), kc_produce(scope, S.src, S.producer, null, S.onDone, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    // The hook runs on the dropper's thread, holding `src`'s lock, and shuts down from there.
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
+    jd.join(td, test_wait.default_ns, "a hook that shuts the scheduler down, bounded");
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    try testing.expectEqual(Status.timeout.code(), S.hook_rc);
+    try testing.expectEqual(@as(i32, 9), S.done_in_hook); // its end waited for the hook's return
+    // Joined and freed as after 0: the count is known, and no join is left to the next call.
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
+    // The hook returned: the runner closes `src` and calls on_done; the next shutdown waits for
+    // that, then 0.
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(Status.shutdown.code(), S.done_status.load(.acquire));
+    var v: u64 = 0;
+    try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(S.src, &v, 8));
+}
+
 test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own tick, may stop that pipe" {
     // The README's advice, a conflated target, drops the snapshot it held at each tick's send,
     // and the drop runs the target's undelivered hook on the pipe thread, inside the tick. A
