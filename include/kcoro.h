@@ -549,12 +549,18 @@ const uint8_t *kc_chan_waiting_flag(uint32_t handle);
  * later ring calls misjudged, or a read of a stack gone. Undefined; a debug build asserts.
  * It (and a descriptor's release) may create, resume and destroy hand-driven coroutines, but not
  * resume or destroy one waiting on this channel (a send, receive or select of it): that coroutine
- * takes the channel's lock as it goes on or gives its wait up, which this thread holds. A value a
- * sender handed to a kc_chan_recv or a kc_select receive clause whose coroutine a shutdown (or
- * kc_coro_destroy) then abandons, before the call returned it, comes here too (or to the
- * descriptor's release), once, counted dropped: from a shutdown on its thread after it let go of
- * the scheduler, before kc_sched_shutdown returns (a kc_sched_shutdown_timed's: see there). Before,
- * it was lost. */
+ * takes the channel's lock as it goes on or gives its wait up, which this thread holds. For the
+ * same reason kc_sched_shutdown and kc_sched_shutdown_gen from it wait for this thread, for good,
+ * while the scheduler has a coroutine waiting on this channel (its abandon unlinks it under this
+ * lock) or a producer or actor whose end ends this channel (kc_produce's channel, an actor's
+ * mailbox: that end takes this lock on the shutdown's thread). Call kc_sched_shutdown_timed there
+ * instead: KC_ETIME at its bound (stage (d), or (e) joined and freed), those steps done on a
+ * thread of the library's own once the hook returned, and the next shutdown waits for them; or
+ * shut down once the hook returned. A value a sender handed to a kc_chan_recv or a kc_select
+ * receive clause whose coroutine a shutdown (or kc_coro_destroy) then abandons, before the call
+ * returned it, comes here too (or to the descriptor's release), once, counted dropped: from a
+ * shutdown on its thread after it let go of the scheduler, before kc_sched_shutdown returns (a
+ * kc_sched_shutdown_timed's: see there). Before, it was lost. */
 typedef void (*kc_undelivered_fn)(void *ctx, const void *elem);
 int32_t kc_chan_on_undelivered(uint32_t handle, kc_undelivered_fn hook, void *ctx);
 /* Closes: 1 the first time, 0 after. Buffered values stay receivable. (ABI 14 returned 0 also to

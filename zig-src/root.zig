@@ -15561,6 +15561,61 @@ test "C ABI: a timed shutdown from inside an undelivered hook whose abandoned pr
     try testing.expectEqual(Status.closed.code(), kc_chan_try_recv(S.src, &v, 8));
 }
 
+test "C ABI: a timed shutdown from inside an undelivered hook whose channel an abandoned coroutine waits on is KC_ETIME at stage (d); the next shutdown, once the hook returned, completes the join" {
+    // The abandoned receiver's cleanup unlinks its waiter under the hook's channel's lock, which
+    // the hook's caller (this thread) holds: kc_sched_shutdown from there waits for itself for
+    // good (kcoro.h, the undelivered hook). The way out kcoro.h names: the timed call gives the
+    // cleanups to a thread of the library's own and gives up at its bound (`.abandoning`); that
+    // thread unlinks the waiter once the hook returned, and the next shutdown joins it.
+    if (hosts.load(.monotonic) != 0) return error.SkipZigTest; // another test's host
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var src: u32 = 0;
+        var hook_rc: i32 = 9;
+        var drop_rc: i32 = 9;
+        fn receiver(_: ?*anyopaque) callconv(.c) void {
+            var v: u64 = 0;
+            _ = kc_chan_recv(src, &v, 8, 0, 0, 0); // parked until abandoned
+        }
+        fn onSrc(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            hook_rc = kc_sched_shutdown_timed(0, StuckHook.bound_ns);
+        }
+        fn dropper(j: *test_wait.Joiner) void {
+            defer j.done();
+            var v: u64 = 7;
+            drop_rc = kc_chan_drop(src, &v, 8);
+        }
+    };
+    S.hook_rc = 9;
+    S.drop_rc = 9;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 4, 0, 0, &S.src));
+    defer _ = kc_chan_destroy(S.src);
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(S.src, S.onSrc, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_start(1, 0, 0));
+    var info: [7]u64 = undefined;
+    try testing.expectEqual(@as(i32, 7), kc_sched_info(&info, 7));
+    const generation = info[6];
+    try testing.expectEqual(@as(i32, 0), kc_spawn(S.receiver, null, 0, null));
+    try testing.expectEqual(@as(i32, 0), kc_sched_drain_for(test_wait.default_ns)); // parked
+    var jd: test_wait.Joiner = .{};
+    const td = try std.Thread.spawn(.{}, S.dropper, .{&jd});
+    jd.join(td, test_wait.default_ns, "a hook that shuts the scheduler down, bounded");
+    try testing.expectEqual(@as(i32, 1), S.drop_rc);
+    try testing.expectEqual(Status.timeout.code(), S.hook_rc);
+    // Stopped, the join left to the next shutdown, which waits for the cleanups (the hook has
+    // returned) and frees everything.
+    try testing.expectEqual(Status.busy.code(), kc_sched_abandoned(generation));
+    try testing.expectEqual(@as(i32, 0), kc_sched_shutdown(0));
+    try testing.expectEqual(@as(i32, 1), kc_sched_abandoned(generation));
+    // The waiter was unlinked: a value sent now stays buffered.
+    var v: u64 = 5;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(S.src, &v, 8));
+    v = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_recv(S.src, &v, 8));
+    try testing.expectEqual(@as(u64, 5), v);
+}
+
 test "C ABI: a conflated pipe target's undelivered hook, run by the pipe's own tick, may stop that pipe" {
     // The README's advice, a conflated target, drops the snapshot it held at each tick's send,
     // and the drop runs the target's undelivered hook on the pipe thread, inside the tick. A
