@@ -191,7 +191,8 @@ int32_t kc_coro_hold(uint32_t handle);
 /* Handle of the coroutine running on this thread, 0 outside one (never fails). */
 uint32_t kc_coro_current(void);
 /* Fills up to len of [live coroutine handles, pooled free stacks, stack mappings, live blocks of
- * cells (kc_cells_alloc's not yet freed; the fourth new in ABI 25)]; returns count.
+ * cells (kc_cells_alloc's not yet freed; the fourth new in ABI 25), live channel handles (the
+ * fifth, a leak check, still ABI 26: a library that returns 4 for len 5 lacks it)]; returns count.
  * The first counts handles, not coroutines still running: a hand-driven coroutine's until
  * kc_coro_destroy, a scheduled one's (spawned or launched with out_handle; one without is never
  * counted here) until its worker frees it, after its entry returned (at a shutdown, after its

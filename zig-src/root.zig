@@ -629,7 +629,7 @@ fn outBuffer(comptime T: type, out: ?[*]T, len: u32) ?[*]T {
 
 /// int32_t kc_coro_stats(uint64_t *out, uint32_t len): fills up to `len` of
 /// [live coroutine handles, pooled free stacks, stack mappings, live blocks of cells
-/// (kc_cells_alloc's not yet freed)]; returns how many it wrote. The
+/// (kc_cells_alloc's not yet freed), live channel handles]; returns how many it wrote. The
 /// first counts the registry's handles (hand-driven coroutines until destroyed, scheduled ones
 /// given a handle until `freeHandle` runs after their entry returned), not kc_sched_info's
 /// coroutines not yet finished (`countFinishedNow` counts a built-in out before its `done`):
@@ -638,8 +638,11 @@ fn outBuffer(comptime T: type, out: ?[*]T, len: u32) ?[*]T {
 export fn kc_coro_stats(out: ?[*]u64, len: u32) callconv(.c) i32 {
     const o = outBuffer(u64, out, len) orelse return Status.invalid.code();
     const s = reg().stats();
+    // The fifth only when asked for: it takes the channel registry's lock (a create's and a
+    // destroy's), which the first four figures' readers (coroutineStats) have no need of.
+    const channels: u64 = if (len >= 5) chans().liveCount() else 0;
     // Monotonic: a count, as in kc_cells_alloc.
-    const vals = [_]u64{ s.live, s.pooled_stacks, s.mappings, cells_live.load(.monotonic) };
+    const vals = [_]u64{ s.live, s.pooled_stacks, s.mappings, cells_live.load(.monotonic), channels };
     const n = @min(len, vals.len);
     for (0..n) |i| o[i] = vals[i];
     return @intCast(n);
@@ -14412,6 +14415,51 @@ test "C ABI: kc_cells_release gives back what kc_cells_alloc took, NULL is nothi
     try testing.expectEqual(@as(u64, 1), cells[1]);
     kc_cells_release(cells);
     try testing.expectEqual(base, cells_live.load(.monotonic));
+}
+
+/// Channel handles kc_chan_status answers for (>= 0), every slot the table ever handed out
+/// asked: what tests/support.ts's `scanChannels` counts from TypeScript (there at every
+/// generation of the slots below 65,536, the handle not known).
+fn scanLiveChannels() u64 {
+    const t = &chans().table;
+    var n: u64 = 0;
+    var index: u32 = 1;
+    while (index < t.high_water) : (index += 1) {
+        const h = t.liveHandle(index) orelse continue;
+        n += @intFromBool(kc_chan_status(h) >= 0);
+    }
+    return n;
+}
+
+fn liveChannelsStat() !u64 {
+    var stats: [5]u64 = undefined;
+    try testing.expectEqual(@as(i32, 5), kc_coro_stats(&stats, 5));
+    return stats[4];
+}
+
+test "C ABI: kc_coro_stats' fifth figure counts live channel handles, as a scan of every slot does, past the first chunk of slots too" {
+    // Before, a test's only count was that scan, from TypeScript 33M kc_chan_status calls.
+    const base = try liveChannelsStat();
+    try testing.expectEqual(scanLiveChannels(), base);
+    var four: [5]u64 = @splat(7);
+    try testing.expectEqual(@as(i32, 4), kc_coro_stats(&four, 4));
+    try testing.expectEqual(@as(u64, 7), four[4]); // not asked for: not written
+    var hs: [5000]u32 = undefined; // more than a chunk of 4,096 slots at once
+    for (&hs) |*h| try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, h));
+    try testing.expectEqual(base + hs.len, try liveChannelsStat());
+    try testing.expectEqual(base + hs.len, scanLiveChannels());
+    for (hs[0..2000]) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    // A second destroy of one is refused, and counted out once only.
+    try testing.expectEqual(@as(i32, Status.bad_handle.code()), kc_chan_destroy(hs[0]));
+    try testing.expectEqual(base + 3000, try liveChannelsStat());
+    try testing.expectEqual(base + 3000, scanLiveChannels());
+    // A held channel's last unhold ends it: counted out then too.
+    try testing.expectEqual(@as(i32, 0), kc_chan_hold(hs[2000], 0));
+    try testing.expectEqual(@as(i32, 1), kc_chan_unhold(hs[2000]));
+    try testing.expectEqual(base + 2999, try liveChannelsStat());
+    for (hs[2001..]) |h| try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h));
+    try testing.expectEqual(base, try liveChannelsStat());
+    try testing.expectEqual(base, scanLiveChannels());
 }
 
 test "C ABI: kc_cells_pin and kc_cells_release refuse an address that is no live block of cells, in every build mode: nothing written, nothing freed" {
