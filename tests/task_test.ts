@@ -2143,6 +2143,24 @@ Deno.test("scripts/test.sh killed (SIGKILL) starts no further compile ahead once
   });
 });
 
+Deno.test("scripts/test.sh links a C program with zig cc ahead, beside the library's compile ahead, so that the Deno tests' zig cc finds compiler_rt built", async () => {
+  // Before, the first Deno test file that ran `zig cc` (c_receiver_test.ts) built compiler_rt
+  // and the UBSan runtime into the global cache: 39 s of the Deno stage on a loaded host.
+  await withSleepingZig("__none__", async (c, opts) => {
+    const r = await within(start(c, [], opts).done, 60_000, "test.sh");
+    assert.equal(r.code, 0, r.text);
+    const calls = c.calls();
+    const cc = calls.findIndex((l) => /^zig cc \S+\/warm\.c -o \S+\/warm$/.test(l));
+    const before = calls.findIndex((l) =>
+      l.startsWith("zig build --prefix ") && l.endsWith("-Dtest-optimize=ReleaseSafe") &&
+      l.includes("aarch64")
+    );
+    const lib = calls.findIndex((l) => /^zig build --prefix \S+\/ahead$/.test(l));
+    assert.ok(cc !== -1 && before !== -1 && lib !== -1, calls.join("\n"));
+    assert.ok(cc > before && lib > before, calls.join("\n"));
+  });
+});
+
 Deno.test("scripts/test.sh without setsid compiles nothing ahead, and leaves nothing running after it", async () => {
   // Without a process group of its own, stop_ahead ended the loop's shell only: the `zig build`
   // it was running went on after the script, with its compilers. The first stage waits (at most
