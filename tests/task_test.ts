@@ -1623,6 +1623,27 @@ Deno.test("scripts/test.sh: deno test's status decides, not a line a test printe
   assert.notEqual(r.code, 0, r.text);
 });
 
+Deno.test("scripts/test.sh type-checks the Deno tests once, the Workers' modules and code blocks with them, and runs them unchecked; a failed check runs no test", async () => {
+  // Before, deno test checked each Worker's module again as the Worker started (a tsc program
+  // over mod.ts's graph each, 10 to 20 s on a loaded host), one after another in the tests' time.
+  const where = "tests/ README.md mod.ts src/";
+  const check = `deno check --doc ${where}`;
+  const run = `deno test --no-check --allow-ffi --allow-read --allow-write --allow-env ` +
+    `--allow-run --doc ${where}`;
+  let r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0);
+  assert.equal(r.code, 0, r.text);
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [check, run]);
+  assert.equal(r.last, "31 passed, 0 failed");
+  r = await testScript(
+    "error: TS2322 [ERROR]: Type 'string' is not assignable to type 'number'.\n",
+    1,
+  );
+  assert.notEqual(r.code, 0, r.text);
+  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [check]);
+  assert.match(r.text, /TS2322/);
+  assert.equal(r.last, "28 passed, 1 failed");
+});
+
 Deno.test("scripts/test.sh: a failing zig step, or a qemu-aarch64 missing that cannot be installed, fails the run by name", async () => {
   const ok = "ok | 3 passed | 0 failed (3ms)\n";
   let r = await testScript(ok, 0, { zigFails: true });
