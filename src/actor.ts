@@ -1156,9 +1156,11 @@ export function actor<M>(
       // cancelled before its deferred start never runs its block (src/scope.ts, `#startLater`).
       // Before the listen below too. Before, the handler ran on the cancelled mailbox: what it did
       // before its first receive (all of it, in one that never receives) went on past that cancel.
-      let gone = jobAborted(signal);
-      if (gone !== undefined) {
-        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(gone) });
+      // That Job's signal, also where it is the task's own (the returned Job runs the handler), as
+      // a producer's: `jobAborted` looks past that one, which ended such a handler with
+      // SIGNAL_FIRST, a task of the caller's own's wording, where a producer says CANCELLED_FIRST.
+      if (launched !== null && isJob(launched) && isAborted(signalOfJob(launched))) {
+        throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(signalOfJob(launched)) });
       }
       // A listen that throws (only a signal whose engine state the caller redefined) fails the
       // task by name, before the handler runs, as createScope refuses such a signal. Before, with
@@ -1192,7 +1194,7 @@ export function actor<M>(
       // (above). Before, it ran on the freed mailbox, and its first receive's InvalidHandleError
       // failed the scope (or on the cancelled one).
       if (finished) throw new CancellationError(ENDED_FIRST);
-      gone = jobAborted(signal);
+      const gone = jobAborted(signal);
       if (gone !== undefined) {
         throw new CancellationError(CANCELLED_FIRST, { cause: abortReason(gone) });
       }

@@ -3512,6 +3512,64 @@ Deno.test("produce and actor whose deferred block starts after the kcoro Job the
   assert.equal(live, 0);
 });
 
+Deno.test("produce and actor whose deferred block starts after the Job their launch returned, the task's own kcoro Job, was cancelled say so alike: 'a Job it ends with was cancelled before its block (handler) began', that cancellation its cause", async () => {
+  // src/actor.ts, `CANCELLED_FIRST`: the check before the listen looks at the Job `launch`
+  // returned also where its signal is the task's own (that Job runs the block), as a producer's
+  // does. For a while an actor's looked past its task's own signal there, and its late handler
+  // ended with SIGNAL_FIRST instead ("its task's signal aborted before its handler began"), a
+  // task of the caller's own's wording, where a producer in its place said CANCELLED_FIRST.
+  for (const which of ["produce", "actor"] as const) {
+    const what = which;
+    const gate = Promise.withResolvers<void>(); // holds the block's start past the cancel
+    const cause = new CancellationError(`${what}: the Job launch returned was cancelled`);
+    let ran = false;
+    let ended: unknown;
+    const done: unknown[] = [];
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        const scope = {
+          context: real.context,
+          // Returns the task's own Job, and starts the block on it later.
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            task = real.launch(async (t) => {
+              await gate.promise;
+              try {
+                await block(t);
+              } catch (e) {
+                ended = e;
+                throw e;
+              }
+            }),
+        } as unknown as CoroutineScope;
+        const body = counted(() => {
+          ran = true; // sends (receives) nothing
+        });
+        if (which === "produce") produce<number>(scope, body);
+        else actor<number>(scope, body, { onDone: (c) => done.push(c) });
+        task.cancel(cause);
+        gate.resolve();
+        await task.join();
+        assert.equal(task.state, "cancelled", what);
+      }),
+      10_000,
+      what,
+    );
+    assert.equal(ran, false, `${what}: the block never ran`);
+    assert.ok(ended instanceof CancellationError, `${what}: ${ended}`);
+    assert.equal(
+      ended.message,
+      which === "produce"
+        ? "Producer was cancelled: a Job it ends with was cancelled before its block began"
+        : "Actor was cancelled: a Job it ends with was cancelled before its handler began",
+      what,
+    );
+    assert.equal(ended.cause, cause, `${what}: the Job's cancellation is its cause`);
+    if (which === "actor") assert.deepEqual(done, [cause], `${what}: onDone ran once, with it`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
