@@ -765,7 +765,13 @@ export function produce<T>(
   const watchNamed = (): void => {
     if (taskJob === null || launched === null || taskJob === launched || ended) return;
     const named = signalOfJob(taskJob);
-    if (named !== taskSignalRead) closeOnCancel(named, taskJob);
+    // No owner: that Job never runs the block, so its failure reaches the producer as a
+    // cancellation, closing the channel at once with it (as an actor's mailbox is cancelled with
+    // it). Only the failure of the Job that runs the block waits for that Job's completion, which
+    // closes the channel with the failure itself. Before, the named Job's failure was taken for
+    // such a one: the sends ended, but the channel stayed open, and a block that went on past its
+    // rejected send left it open until its task completed, then closed it cleanly.
+    if (named !== taskSignalRead) closeOnCancel(named, null);
   };
   /**
    * What ends the block's sends where the task's signal is not the returned Job's: aborted as

@@ -4996,6 +4996,82 @@ Deno.test("produce and actor on a CoroutineScope of the caller's own whose task 
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose task names a long-lived kcoro Job: that Job's failure (its children still running) closes the channel at once with its cancellation, as its cancel does, at once and deferred", async () => {
+  // src/produce.ts, `watchNamed`: the named Job never runs the block, so its failure reaches the
+  // producer as a cancellation (its signal's reason), as an actor's mailbox is cancelled with it.
+  // For a while it was taken for the failure of the Job running the block, whose completion
+  // closes the channel with it (`closeOnCancel`): the sends ended, but the channel stayed open,
+  // and a block that went on past its rejected send left it open until the task completed, then
+  // closed it cleanly, its receivers never told.
+  for (const start of ["at once", "deferred"] as const) {
+    const what = start;
+    const reported: unknown[] = [];
+    const holder = createScope({
+      context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+    });
+    const gate = Promise.withResolvers<void>();
+    holder.launch(counted(() => gate.promise)); // keeps the failed Job from completing
+    const named = holder.job;
+    const boom = new Error(`${what}: the named Job's child failed`);
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        const go = Promise.withResolvers<void>(); // a deferred block's start
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) =>
+            task = real.launch(async (t) => {
+              if (start === "deferred") await go.promise;
+              return block(
+                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+              );
+            }),
+        } as unknown as CoroutineScope;
+        let sent = 0;
+        let rejected: unknown;
+        const goOn = Promise.withResolvers<void>();
+        using ch = produce<number>(
+          scope,
+          counted(async (out: Channel<number>) => {
+            try {
+              for (;;) await out.send(++sent);
+            } catch (e) {
+              rejected = e; // goes on past it, and returns
+            }
+            await goOn.promise;
+          }),
+          { capacity: 1 },
+        );
+        try {
+          go.resolve();
+          await until(() => sent === 2, `${what}: waiting in its second send`);
+          holder.launch(counted(() => Promise.reject(boom)));
+          await until(() => rejected !== undefined, `${what}: the send rejected`);
+          assert.equal(named.state, "cancelling", `${what}: failed, not completed`);
+          const reason = signalOfJob(named as JobSupport).reason;
+          assert.ok(reason instanceof CancellationError, `${what}: ${reason}`);
+          assert.equal(rejected, reason, `${what}: the send rejected with it`);
+          assert.equal(ch.tryReceive().state, "ok", `${what}: what was sent stays receivable`);
+          const closed = ch.tryReceive();
+          assert.equal(closed.state, "closed", `${what}: closed at once, the task still running`);
+          assert.equal((closed as { cause?: unknown }).cause, reason, `${what}: with it`);
+          assert.equal(task.state, "active", what);
+        } finally {
+          goOn.resolve(); // also where an assertion failed: the block returns, the scope ends
+        }
+        await task.join();
+        assert.equal(task.state, "completed", what);
+      }),
+      10_000,
+      what,
+    );
+    gate.resolve();
+    await within(named.join(), 10_000, `${what}: the holder's end`);
+    assert.deepEqual(reported, [boom], `${what}: the failure reported once, by its scope`);
+  }
+  assert.equal(live, 0);
+});
+
 /**
  * A real signal whose next listen first runs the caller's code (`arm(run)`), once: an accessor
  * of its own for the engine's listeners property (a symbol-keyed property a listen makes on a
