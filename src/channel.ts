@@ -3896,7 +3896,18 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     // first, and it meets them first. Before, the send handed its value to this isolate's
     // receiver in JavaScript and that older sender went on waiting, though the one receiver
     // was the one it waited for. A plain byte read (no call) while none is queued.
-    if (!quiet && this.#mayReceive(sym)) pump(s.receivers, sym);
+    if (!quiet && this.#mayReceive(sym)) {
+      pump(s.receivers, sym);
+      // Their settles ran the caller's code (onUndeliveredElement, `pump`'s collect: a drop
+      // policy's values dropped natively, collected as a receive takes a value), which may have
+      // disposed the channel or closed the library: this send throws what a call after it
+      // throws, nothing sent (`#afterCallerCode`), before `sym` is called again, as after the
+      // senders' pump (`#trySend`). Before, after a close a codecs.bytes or codecs.f64 send
+      // (no codec call, whose check caught it for the others) went on through the closed
+      // library's symbols and answered ok, its value in a channel no receive could reach (the
+      // dispose handed it to the hook: test "a trySend or send whose receivers ahead, ...").
+      if (this.#callerEnded()) this.#afterCallerCode(op);
+    }
     let passed: T | undefined;
     let have = false;
     for (let r = s.receivers.first, next: Waiter | null; r !== null; r = next) {

@@ -2972,6 +2972,94 @@ Deno.test("a tryReceive or receive whose senders ahead, tried first, run the cal
   assert.deepEqual(res.stdout.trim().split("\n"), expected);
 });
 
+Deno.test("a trySend or send whose receivers ahead, tried first, run onUndeliveredElement (a drop policy's values dropped natively) that disposes the channel or closes the library throws what a call after it throws, nothing sent: every codec, codecs.bytes and codecs.f64 (no codec call) too", async () => {
+  // A receive waiting in JavaScript (a local channel's, made native in the same turn) is tried
+  // before a send hands it the value (`#handOff`'s pump), as the channel holds values sent
+  // natively: it takes one, and a drop policy's values dropped natively (another isolate's
+  // sends, here straight through the library) go to onUndeliveredElement with it, before the
+  // send goes on: here a hook that disposes the channel or closes the library. The encoding of
+  // the value checked for that, but codecs.bytes and codecs.f64 numbers are sent with no codec
+  // call. Before, after a close their try-send went on (a native call through the closed
+  // library's symbols) and answered ok, the value in a channel no receive could reach (the
+  // dispose handed it to the hook: "dropped 5 3"), where the other codecs threw
+  // LibraryClosedError.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
+    const values = {
+      bytes: (n) => new Uint8Array([n]),
+      f64: (n) => n,
+      default: (n) => n,
+      string: (n) => String(n),
+    };
+    const out = [];
+    const run = async (by, op, name) => {
+      const v = values[name];
+      let hook = null;
+      const dropped = [];
+      const ch = new Channel(1, {
+        codec: codecs[name],
+        overflow: "drop-oldest",
+        onUndeliveredElement: (x) => {
+          dropped.push(String(x));
+          const h = hook;
+          hook = null;
+          h?.();
+        },
+      });
+      const waiting = ch.receive().then((x) => "received " + x, (e) => e.name); // in JavaScript
+      ch.share(); // native from now on
+      // Two values sent natively into the one slot: the first dropped (kept for this isolate's
+      // hook), the second buffered.
+      const sym = librarySymbols(library(), "test");
+      const other = new Channel(2, { codec: codecs[name] });
+      assert(other.trySend(v(5)).state === "ok" && other.trySend(v(6)).state === "ok");
+      other.share();
+      const size = codecs[name].elemSize;
+      const slot = new BigUint64Array(size / 8);
+      for (let i = 0; i < 2; i++) {
+        assert(sym.kc_chan_try_recv(other.handle, Deno.UnsafePointer.of(slot), size) === 0);
+        assert(sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), size) === 0);
+      }
+      other[Symbol.dispose]();
+      hook = by === "close" ? () => closeLibrary() : () => ch[Symbol.dispose]();
+      let got;
+      try {
+        got = op === "trySend"
+          ? ch.trySend(v(3)).state
+          : await ch.send(v(3)).then(() => "sent", (e) => e.name);
+      } catch (e) {
+        got = e.name;
+      }
+      ch[Symbol.dispose]();
+      out.push(by + " " + op + " " + name + ": " + got + ", ahead " + (await waiting) +
+        ", dropped " + dropped.join(" "));
+    };
+    function assert(ok) {
+      if (!ok) throw new Error("set-up failed");
+    }
+    // Each channel made after a close opens the library again (the same loaded one).
+    for (const by of ["dispose", "close"]) {
+      for (const op of ["trySend", "send"]) {
+        for (const name of Object.keys(values)) await run(by, op, name);
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const expected: string[] = [];
+  for (const [by, error] of [["dispose", "InvalidHandleError"], ["close", "LibraryClosedError"]]) {
+    for (const op of ["trySend", "send"]) {
+      for (const name of ["bytes", "f64", "default", "string"]) {
+        // The receive ahead took the buffered 6, the dropped 5 went to the hook with it; the
+        // later value was refused with the call, not sent nor handed to the hook.
+        expected.push(`${by} ${op} ${name}: ${error}, ahead received 6, dropped 5`);
+      }
+    }
+  }
+  assert.deepEqual(res.stdout.trim().split("\n"), expected);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
