@@ -4576,6 +4576,13 @@ export class Channel<T> implements AsyncIterable<T>, Disposable, AsyncDisposable
     while (values.length < max) {
       let v: unknown;
       try {
+        // Each take ran the caller's code (a decode; the senders' encodings as they move into
+        // the room it made, `#poll`'s pump; the hook), which may have disposed the channel or
+        // closed the library: the next take throws what a call after it throws, the values
+        // before it the caller's, before `sym` is called again. Before, after a close the batch
+        // went on through the closed library's symbols (read at its start) and took the rest
+        // (test "a tryReceiveMany whose take ran the caller's code ...").
+        if (values.length !== 0 && this.#callerEnded()) this.#afterCallerCode(op);
         v = this.#poll(sym, op); // a native failure names it too (it said "Cannot receive")
       } catch (e) {
         throw withReceived(e, values); // the values taken before it stay the caller's

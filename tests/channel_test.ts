@@ -3060,6 +3060,64 @@ Deno.test("a trySend or send whose receivers ahead, tried first, run onUndeliver
   assert.deepEqual(res.stdout.trim().split("\n"), expected);
 });
 
+Deno.test("a tryReceiveMany whose take ran the caller's code (a sender's encoding as it moved into the room) that disposes the channel or closes the library throws what a call after it throws, with the values taken before", async () => {
+  // One value at a time (a sender of this isolate waits in JavaScript: a local channel's, made
+  // native in the same turn, its value unencoded): the first take makes room, and the sender
+  // moves into it (`#poll`'s pump), encoding its value then: an Error, whose encoding reads
+  // `name` through its prototype, here an accessor that disposes the channel or closes the
+  // library. Before, after a close the batch went on through the closed library's symbols
+  // (the symbols it read at its start) and took the buffered values, the sender's too, where
+  // a call after it throws LibraryClosedError, as after a dispose the next take threw.
+  const res = await evalScript(`
+    import { Channel, closeLibrary } from "./mod.ts";
+    const real = Object.getOwnPropertyDescriptor(Error.prototype, "name");
+    let act = null;
+    Object.defineProperty(Error.prototype, "name", {
+      configurable: true,
+      get() {
+        if (act !== null && Object.getOwnPropertyDescriptor(this, "message")?.value === "v") {
+          const f = act;
+          act = null;
+          f();
+        }
+        return real.value;
+      },
+      set(v) {
+        Object.defineProperty(this, "name", { value: v, writable: true, configurable: true });
+      },
+    });
+    const out = [];
+    for (const by of ["dispose", "close"]) {
+      const dropped = [];
+      const ch = new Channel(2, {
+        onUndeliveredElement: (x) => dropped.push(x instanceof Error ? x.message : String(x)),
+      });
+      ch.trySend(1);
+      ch.trySend(2); // full
+      const ahead = ch.send(new Error("v")).then(() => "sent", (e) => e.name); // waits here
+      ch.share(); // native from now on; the send still waits in JavaScript
+      act = by === "close" ? () => closeLibrary() : () => ch[Symbol.dispose]();
+      let got;
+      try {
+        got = JSON.stringify(ch.tryReceiveMany(10));
+      } catch (e) {
+        got = e.name + ", received " + JSON.stringify(e.received);
+      }
+      act = null;
+      ch[Symbol.dispose]();
+      out.push(by + ": " + got + ", ahead " + (await ahead) + ", dropped " + dropped.join(" "));
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  // The sender moved into the room as the dispose or close settled it (completed first), and
+  // the channel's end dropped what was buffered, the sender's value too.
+  assert.deepEqual(res.stdout.trim().split("\n"), [
+    "dispose: InvalidHandleError, received [1], ahead sent, dropped 2 v",
+    "close: LibraryClosedError, received [1], ahead sent, dropped 2 v",
+  ]);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
