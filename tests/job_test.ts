@@ -3754,7 +3754,8 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // before its fix either, kept to guard it). "cancel-given": p (waiting) ── d, given a
   // CancellationError. Before, the overflow of its brand's read (errorKind's catch) was taken for
   // "no brand": d failed with it and cancelled p ('cancelled,cancelled', 1,249 cases in).
-  // Each mode stops at its first stuck case or its deadline (the child well under 10 s).
+  // Each mode stops at its first stuck case or its deadline (the child well under 10 s; later
+  // where it has reached no case stopped part way yet: the fixture's `lateDeadline`).
   const flags = [
     "--max-opt=0",
     "--stack-size=200", // shallower: each case's frames cost less
