@@ -3754,6 +3754,9 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // before its fix either, kept to guard it). "cancel-given": p (waiting) ── d, given a
   // CancellationError. Before, the overflow of its brand's read (errorKind's catch) was taken for
   // "no brand": d failed with it and cancelled p ('cancelled,cancelled', 1,249 cases in).
+  // "abort-given": the same, the cancellation carried as an AbortError's `cause`. Before,
+  // cancellationOf asked about it inside its `try`, whose catch took the read's overflow for a
+  // failure ('cancelled,cancelled', 1,273 cases in).
   // Each mode stops at its first stuck case or its deadline (the child well under 10 s; later
   // where it has reached no case stopped part way yet: the fixture's `lateDeadline`).
   const flags = [
@@ -3768,6 +3771,7 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     ["cancel-wide", 3000],
     ["complete-chain", 2000],
     ["cancel-given", 3000],
+    ["abort-given", 1500],
   ];
   for (const [mode, ms] of modes) {
     const out = await new Deno.Command(Deno.execPath(), {
