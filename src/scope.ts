@@ -732,7 +732,21 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       }
       return;
     }
-    this.#adopt(result);
+    try {
+      this.#adopt(result);
+    } catch (e) {
+      // The call of #adopt may not have fit (the block returned with the stack all but full),
+      // nor, for a thenable whose `then` could not be read or called so, its failBody: the body's
+      // end lost, its block taken (a start's retry is a no-op then), the job `active` for good.
+      // Adopted again by `stoppedWalks`' run, as a thenable's call back's lost end is: a no-op
+      // once the body ended (#adopt's own stores come first). Stores, then the queueing.
+      const at = lostBodyEnds.length;
+      lostBodyEnds[at] = this;
+      lostBodyEnds[at + 1] = result;
+      lostBodyEnds[at + 2] = adoptAgain;
+      queueStoppedRun();
+      throw e;
+    }
   }
 
   /**

@@ -3689,6 +3689,64 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
   assert.deepEqual(wrong, [], "only overflows reported, never the cancellation");
 });
 
+Deno.test("a lazy launch started with the stack all but full, its block returning a value, ends completed a microtask later: the value lost at #adopt's call is adopted again", async () => {
+  // scope (a supervisor, its failures reported) ── t (lazy: its block returns 1, or an object
+  // with no `then`, at once), started `n` frames deep. Before, the overflow at #run's call of
+  // #adopt lost the block's value, and the start's retry (WALK_START) found the block taken (a
+  // no-op): t `active` for good. Now it is kept (lostBodyEnds), t completed a microtask later.
+  // (An overflow at the block's own call, the block not run, fails t with the RangeError.)
+  const reported: unknown[] = [];
+  const scope = createScope({
+    supervisor: true,
+    context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+  });
+  let partway = 0; // starts an overflow stopped, t not final when the trial returned
+  const stuck: string[] = [];
+  let t: Job | null = null;
+  let ran = false; // t's block
+  let object = false;
+  let rounds = 0;
+  try {
+    rounds = await scanStackEdge(
+      (n, k) => {
+        object = !object;
+        const value = object ? { v: 1 } : 1;
+        t = scope.launch(() => {
+          ran = true;
+          return value;
+        }, { lazy: true });
+        const job = t;
+        return atDepth(n, k, () => void job.start());
+      },
+      async () => {
+        const job = t!;
+        t = null;
+        const state = (): JobState => job.state; // read anew after each await
+        const ended = () => state() === "completed" || (!ran && state() === "cancelled");
+        const what = () => `${object ? "object" : "primitive"}: ${state()}`;
+        if (state() === "completed" || state() === "cancelled") {
+          if (!ended()) stuck.push(what());
+        } else {
+          new CompletableDeferred<void>().cancel(); // queues the run, should no queueing fit
+          await microtasksLater();
+          if (state() === "new") job.start(); // no room to begin: started now
+          else partway++;
+          await microtasksLater();
+          if (!ended()) stuck.push(what());
+        }
+        ran = false;
+      },
+      () => partway >= 100,
+    );
+  } finally {
+    scope.cancel();
+  }
+  const wrong = reported.filter((e) => !(e instanceof RangeError));
+  assert.ok(partway > 0, `the scan reached a start stopped part way (${rounds} rounds)`);
+  assert.deepEqual(stuck, [], `of ${partway} starts stopped part way (${rounds} rounds)`);
+  assert.deepEqual(wrong, [], "only overflows reported");
+});
+
 Deno.test("a deferred job's handler that pulls another's ahead of the drain, both reports throwing, throws the pull's first (the first thrown), its own kept in its `suppressed`", () => {
   // Job 31's handler (32 deep) ends x and y (both deferred). The drain runs x's handler, which
   // adds one to y (pulling y's handler, whose report throws first), then throws (its report
