@@ -3493,6 +3493,9 @@ Deno.test("a job that ends with the stack all but full, its handlers' run overfl
   // frames deep: the overflow comes at #leave's call of d's handlers (#notify), or among them.
   // Before, they were lost: d final, its join never settled, its handlers never run.
   let partway = 0; // ends an overflow stopped with d final and its handlers not all run
+  // Completed ones (no cancel to run what stopped) right once the microtasks ran, with no cancel
+  // after: by #leave's own queueing of the run, where the stack had room for it.
+  let selfEnded = 0, stopped = false;
   const stuck: string[] = [];
   let check: () => string | null = () => null;
   let redo = () => {};
@@ -3519,10 +3522,15 @@ Deno.test("a job that ends with the stack all but full, its handlers' run overfl
         return ok ? null : `${p.state},${d.state} joined ${joined}, ran ${ran}, p first ${pFirst}`;
       };
       const r = atDepth(n, k, end);
-      if (d.isCompleted && ran < 2) partway++;
+      stopped = d.isCompleted && ran < 2;
+      if (stopped) partway++;
       return r;
     },
     async () => {
+      if (cancel && stopped) { // a complete (`cancel` is the next case's)
+        await microtasksLater(); // no cancel first: the run #leave queued
+        if (check() === null) selfEnded++;
+      }
       new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
       await microtasksLater();
       redo();
@@ -3536,6 +3544,10 @@ Deno.test("a job that ends with the stack all but full, its handlers' run overfl
   );
   assert.ok(partway > 0, `the scan reached handlers stopped part way (${rounds} rounds)`);
   assert.deepEqual(stuck, [], `of ${partway} ends whose handlers stopped (${rounds} rounds)`);
+  assert.ok(
+    selfEnded > 0,
+    `a completed one went on with no cancel to run it (of ${partway} stopped)`,
+  );
 });
 
 Deno.test("a failure begun with the stack all but full, whose parent's finish (its report) overflows after the child's, still finishes that parent a microtask later", async () => {
@@ -3646,6 +3658,9 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
   const cancellation = new CancellationError("t's block");
   let runs = 0; // of t's block
   let partway = 0; // starts an overflow stopped, t not final when the trial returned
+  // Every other start stopped before its block ran is left alone, not cancelled: of those, the
+  // ones cancelled once the microtasks ran, with no cancel after (start()'s own queueing).
+  let leave = false, selfEnded = 0;
   const stuck: string[] = [];
   let t: Job | null = null;
   let rounds = 0;
@@ -3664,6 +3679,10 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
         if (job.state === "cancelled") return;
         // Its block not run yet, the start stopped: cancelled now, it never runs (as a start
         // deferred past the nesting bound, `#startLater`). Before, the retry ran it.
+        if (job.state === "active" && runs === 0 && (leave = !leave)) {
+          await microtasksLater(); // no cancel first: the retry start() queued
+          if ((job.state as JobState) === "cancelled") selfEnded++;
+        }
         const cancelledFirst = job.state === "active" && runs === 0;
         if (cancelledFirst) job.cancel();
         // Queues the run of what overflows stopped, should the start's own queueing not fit.
@@ -3687,6 +3706,10 @@ Deno.test("a lazy launch started with the stack all but full, its block throwing
   assert.ok(partway > 0, `the scan reached a start stopped part way (${rounds} rounds)`);
   assert.deepEqual(stuck, [], `of ${partway} starts stopped part way (${rounds} rounds)`);
   assert.deepEqual(wrong, [], "only overflows reported, never the cancellation");
+  assert.ok(
+    selfEnded > 0,
+    `a stopped start went on with no cancel to run it (of ${partway} stopped)`,
+  );
 });
 
 Deno.test("a lazy launch started with the stack all but full, its block returning a value, ends completed a microtask later: the value lost at #adopt's call is adopted again", async () => {
