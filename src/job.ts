@@ -462,11 +462,15 @@ export let isCompletedJob: (job: JobSupport<unknown>) => boolean;
 /** @ignore See `isCompletedJob`. */
 export let isCancelledJob: (job: JobSupport<unknown>) => boolean;
 /**
- * @ignore Queues the run of `stoppedWalks` and `lostBodyEnds` (by a reaction on a settled
- * promise, as `start()`'s catch does), unless one is queued; where the call does not fit, the
- * next cancel's or failure's runs them. For scope.ts's catches after their stores. Internal.
+ * @ignore `#runStopped`, the run of `stoppedWalks` and `lostBodyEnds`, for scope.ts's catches to
+ * queue after their stores by `SETTLED.then(runStopped)` written out there (one builtin's call,
+ * as `start()`'s catch does): the call that overflowed there was no deeper than a call of a
+ * function of this module, which then did not fit either (a thenable's call back's catch: a
+ * scan saw none of ~420 fit, where the builtin's call fit 60). `stoppedQueued` is left as it is:
+ * a second run queued meanwhile returns at once. Where even that does not fit, the next cancel's
+ * or failure's run goes on with them. Internal.
  */
-export let queueStoppedRun: () => void;
+export let runStopped: () => void;
 
 /** Children's failures do not cancel this job (supervisor). */
 export const SUPERVISOR = 1;
@@ -538,6 +542,8 @@ export let completeBody: <T>(job: JobSupport<T>, value: T) => boolean;
 export let failBody: (job: JobSupport<unknown>, error: unknown, op?: string) => boolean;
 
 const RESOLVED: Promise<void> = Promise.resolve();
+/** @ignore A settled promise: a reaction on it queues `runStopped` (which says why). Internal. */
+export const SETTLED: Promise<void> = RESOLVED;
 const NO_OP: Disposable = Object.freeze({ [Symbol.dispose]() {} });
 
 /**
@@ -1122,15 +1128,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     attachTo = (job, parent) => job.#attachTo(parent);
     completeBody = (job, value) => job.#completeBody(value);
     failBody = (job, error, op) => job.#failBody(error, op);
-    queueStoppedRun = () => {
-      if (stoppedQueued) return;
-      try {
-        void RESOLVED.then(JobSupport.#runStopped);
-        stoppedQueued = true;
-      } catch {
-        // no room for the call: the next cancel's or failure's `#armStopped` runs it
-      }
-    };
+    runStopped = JobSupport.#runStopped;
   }
 
   invokeOnCompletion(handler: CompletionHandler): Disposable {

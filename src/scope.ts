@@ -65,9 +65,10 @@ import {
   lostBodyEnds,
   notJob,
   parentTakesFailure,
-  queueStoppedRun,
   REPORTS_FAILURE,
   resultOf,
+  runStopped,
+  SETTLED,
   startJob,
   SUPERVISOR,
   toCancellation,
@@ -727,7 +728,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
         lostBodyEnds[at] = this;
         lostBodyEnds[at + 1] = e;
         lostBodyEnds[at + 2] = true;
-        queueStoppedRun();
+        try {
+          void SETTLED.then(runStopped); // one builtin's call: `runStopped` says why
+        } catch {
+          // no room for it: the next cancel's or failure's run goes on with it
+        }
         throw again;
       }
       return;
@@ -744,7 +749,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       lostBodyEnds[at] = this;
       lostBodyEnds[at + 1] = result;
       lostBodyEnds[at + 2] = adoptAgain;
-      queueStoppedRun();
+      try {
+        void SETTLED.then(runStopped); // one builtin's call: `runStopped` says why
+      } catch {
+        // no room for it: the next cancel's or failure's run goes on with it
+      }
       throw e;
     }
   }
@@ -769,7 +778,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
         lostBodyEnds[at] = this;
         lostBodyEnds[at + 1] = result;
         lostBodyEnds[at + 2] = false;
-        queueStoppedRun();
+        try {
+          void SETTLED.then(runStopped); // one builtin's call: `runStopped` says why
+        } catch {
+          // no room for it: the next cancel's or failure's run goes on with it
+        }
         throw e;
       }
       return;
@@ -799,7 +812,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
             lostBodyEnds[at] = this;
             lostBodyEnds[at + 1] = v;
             lostBodyEnds[at + 2] = adoptAgain;
-            queueStoppedRun();
+            try {
+              void SETTLED.then(runStopped); // one builtin's call: `runStopped` says why
+            } catch {
+              // no room for it: the next cancel's or failure's run goes on with it
+            }
             throw e;
           }
         }, (e: unknown) => {
@@ -812,7 +829,11 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
             lostBodyEnds[at] = this;
             lostBodyEnds[at + 1] = e;
             lostBodyEnds[at + 2] = true;
-            queueStoppedRun();
+            try {
+              void SETTLED.then(runStopped); // one builtin's call: `runStopped` says why
+            } catch {
+              // no room for it: the next cancel's or failure's run goes on with it
+            }
             throw again;
           }
         });

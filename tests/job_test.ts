@@ -3443,6 +3443,9 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
     context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
   });
   let partway = 0; // ends an overflow stopped, t not final when the trial returned
+  // Of the resolved ones (no cancel to run what stopped), those ended with no cancel after: by
+  // the call back's own queueing of the run, where the stack had room for it.
+  let selfEnded = 0;
   const stuck: string[] = [];
   let t: Job | null = null;
   let end = () => {};
@@ -3469,6 +3472,10 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
         const state = (): JobState => job.state; // read anew after each await
         const ended = fail ? "cancelled" : "completed";
         if (state() === ended) return;
+        if (!fail) {
+          await microtasksLater(); // no cancel first: the run the call back queued
+          if (state() === ended) selfEnded++;
+        }
         new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
         await microtasksLater();
         if (state() === ended) partway++;
@@ -3486,6 +3493,7 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
   }
   assert.ok(partway > 0, `the scan reached an end stopped part way (${rounds} rounds)`);
   assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
+  assert.ok(selfEnded > 0, `a resolved one ended with no cancel to run it (of ${partway} stopped)`);
 });
 
 Deno.test("a job that ends with the stack all but full, its handlers' run overflowing, still settles its join and runs each handler once, before its waiting parent finishes", async () => {
