@@ -3845,7 +3845,10 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
   // "no brand": d failed with it and cancelled p ('cancelled,cancelled', 1,249 cases in).
   // "abort-given": the same, the cancellation carried as an AbortError's `cause`. Before,
   // cancellationOf asked about it inside its `try`, whose catch took the read's overflow for a
-  // failure ('cancelled,cancelled', 1,273 cases in).
+  // failure ('cancelled,cancelled', 1,273 cases in). "handlers-once": p (waiting) ── d, with 4
+  // handlers, completed: the overflow inside #notify's loop stops it between handlers. Without
+  // #notify's marking each handler run as it calls it, the retry ran the first again ('runs
+  // 2111', 1,395 cases in).
   // Each mode stops at its first stuck case or its deadline (the child well under 10 s; later
   // where it has reached no case stopped part way yet: the fixture's `lateDeadline`).
   const flags = [
@@ -3861,6 +3864,7 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     ["complete-chain", 2000],
     ["cancel-given", 3000],
     ["abort-given", 1500],
+    ["handlers-once", 1500],
   ];
   for (const [mode, ms] of modes) {
     const out = await new Deno.Command(Deno.execPath(), {
