@@ -3649,6 +3649,49 @@ Deno.test("a failure begun with the stack all but full, whose call of the cancel
   );
 });
 
+Deno.test("where the engine has no Error.isError, a failure whose prototype chain holds a Proxy with a throwing trap still fails the deferred: the trap's throw is not thrown out of completeExceptionally", async () => {
+  // errorKind rethrows what its read threw for an `e` that is no Proxy (only the engine's error,
+  // a stack overflow, can come there), but without `Error.isError` it asks `instanceof`, which
+  // runs the traps of a Proxy among a plain object's prototypes. Before, that trap's throw came
+  // out of completeExceptionally, the deferred left active. A child process: `Error.isError`
+  // deleted before kcoro's modules load (they read it once).
+  const mod = new URL("../mod.ts", import.meta.url).href;
+  const code = `
+    delete Error.isError;
+    const { CompletableDeferred } = await import(${JSON.stringify(mod)});
+    const trap = new Error("the trap's");
+    const e = Object.create(new Proxy({}, { getPrototypeOf() { throw trap; } }));
+    const d = new CompletableDeferred();
+    let threw = "nothing";
+    try {
+      d.completeExceptionally(e);
+    } catch (x) {
+      threw = x === trap ? "the trap's error" : String(x);
+    }
+    let cause = "none";
+    try {
+      await d.await();
+    } catch (x) {
+      cause = x === e ? "e" : String(x);
+    }
+    console.log(JSON.stringify({ threw, state: d.state, cause }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000), // a hang fails the test
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+  assert.deepEqual(JSON.parse(text.trim().split("\n").at(-1)!), {
+    threw: "nothing",
+    state: "cancelled",
+    cause: "e",
+  });
+});
+
 Deno.test("a lazy launch started with the stack all but full, its block throwing a cancellation, ends cancelled a microtask later: never stuck active, never failed by it", async () => {
   // scope (a supervisor, its failures reported) ── t (lazy: its block throws a CancellationError
   // at once), started `n` frames deep. Before, an overflow at the start's hook left t `active`,
