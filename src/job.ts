@@ -2110,6 +2110,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       thrown = e;
       if (!notified) {
         // As in `#leave`: the handlers go on a microtask later, the parent held until then.
+        // (Not pinned: job_test's scans never stopped a run here, nor did one of a deferred job's
+        // handlers pulled ahead of the drain `n` frames deep, 12 rounds: the pull's own calls
+        // before #runLeave overflowed first.)
         const at = stoppedWalks.length;
         stoppedWalks[at] = job;
         stoppedWalks[at + 1] = parent;
