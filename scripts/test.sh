@@ -329,11 +329,19 @@ else
   # Type-checked once, all of it (tests/ with the Workers' modules in tests/fixtures, and the
   # code blocks of README.md and the JSDoc), then run unchecked: deno test checked each Worker's
   # module again as its first Worker started, a tsc program of its own over mod.ts's whole graph
-  # for each (8 modules; 10 to 20 s each on a loaded host, one after another). A failed check
-  # fails the stage (no summary line), its errors shown, and no test runs.
-  stage env NO_COLOR=1 sh -c 'deno check --doc "$@" &&
-    exec deno test --no-check --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc "$@"' \
-    deno-tests tests/ README.md mod.ts src/
+  # for each (8 modules; 10 to 20 s each on a loaded host, one after another). That check used
+  # Deno's Worker lib ("deno.worker", where a window's globals such as `alert` or `window` are
+  # unknown), which the first `deno check` does not (the window's): the fixtures are checked
+  # again under it, one tsc program more, as their Workers' starts did. A failed check fails the
+  # stage (no summary line), its errors shown and named, and no test runs.
+  printf '{ "compilerOptions": { "lib": ["deno.worker"] } }\n' >"$log/worker-lib.json"
+  stage env NO_COLOR=1 sh -c 'worker=$1
+    shift
+    if deno check --doc "$@" && deno check --no-lock --config "$worker" tests/fixtures/; then
+      exec deno test --no-check --allow-ffi --allow-read --allow-write --allow-env --allow-run --doc "$@"
+    fi
+    echo "error: the Deno tests failed their type check (deno check, above): none ran"
+    exit 1' deno-tests "$log/worker-lib.json" tests/ README.md mod.ts src/
   # tee ends at its FIFO's end, once every writer has closed it: a process a test left running
   # (deno's output inherited) kept it open, and the script waited for it for good. So does a tee
   # that cannot write: this script's output, which a reader has stopped reading (deno test, its

@@ -1520,7 +1520,9 @@ exec "$@"
           ? `#!/bin/sh\ncat "$FAKE_DENO_OUT"\nsleep 40 &\necho "leftover $!" >>"$FAKE_LOG"\nexit 0\n`
           : opts.readerStops
           ? `#!/bin/sh\necho "deno floods" >>"$FAKE_LOG"\nyes "deno test output" | head -n 30000\ncat "$FAKE_DENO_OUT"\n`
-          : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\nexit ${denoCode}\n`,
+          : `#!/bin/sh\necho "deno $*" >>"$FAKE_LOG"\ncat "$FAKE_DENO_OUT"\n` +
+            // FAKE_DENO_FAILS: a call whose arguments hold it fails (status 1) whatever denoCode.
+            `case "$*" in *"\${FAKE_DENO_FAILS:-//}"*) exit 1 ;; esac\nexit ${denoCode}\n`,
       ],
       ...(opts.mktempSignals
         ? [[
@@ -1626,14 +1628,24 @@ Deno.test("scripts/test.sh: deno test's status decides, not a line a test printe
 Deno.test("scripts/test.sh type-checks the Deno tests once, the Workers' modules and code blocks with them, and runs them unchecked; a failed check runs no test", async () => {
   // Before, deno test checked each Worker's module again as the Worker started (a tsc program
   // over mod.ts's graph each, 10 to 20 s on a loaded host), one after another in the tests' time.
+  // That check was under Deno's Worker lib, which the window's check of tests/ is not: the
+  // fixtures are checked again under it (a config of the log folder's). Without that second
+  // check, a Worker's module using a window's global (`alert`) was checked by nothing.
   const where = "tests/ README.md mod.ts src/";
   const check = `deno check --doc ${where}`;
+  const worker = /^deno check --no-lock --config \S+\/worker-lib\.json tests\/fixtures\/$/;
   const run = `deno test --no-check --allow-ffi --allow-read --allow-write --allow-env ` +
     `--allow-run --doc ${where}`;
+  const named = "error: the Deno tests failed their type check (deno check, above): none ran";
   let r = await testScript("ok | 3 passed | 0 failed (3ms)\n", 0);
   assert.equal(r.code, 0, r.text);
-  assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [check, run]);
+  let denos = r.calls.filter((l) => l.startsWith("deno "));
+  assert.equal(denos.length, 3, r.calls.join("\n"));
+  assert.equal(denos[0], check);
+  assert.match(denos[1], worker);
+  assert.equal(denos[2], run);
   assert.equal(r.last, "31 passed, 0 failed");
+  assert.ok(!r.text.includes(named), r.text);
   r = await testScript(
     "error: TS2322 [ERROR]: Type 'string' is not assignable to type 'number'.\n",
     1,
@@ -1641,6 +1653,21 @@ Deno.test("scripts/test.sh type-checks the Deno tests once, the Workers' modules
   assert.notEqual(r.code, 0, r.text);
   assert.deepEqual(r.calls.filter((l) => l.startsWith("deno ")), [check]);
   assert.match(r.text, /TS2322/);
+  assert.ok(r.text.includes(named), r.text);
+  assert.equal(r.last, "28 passed, 1 failed");
+  // The Worker lib's check fails alone (the window's passed): no test runs either.
+  r = await testScript(
+    "TS2304 [ERROR]: Cannot find name 'alert'.\n",
+    0,
+    { env: { FAKE_DENO_FAILS: "worker-lib.json" } },
+  );
+  assert.notEqual(r.code, 0, r.text);
+  denos = r.calls.filter((l) => l.startsWith("deno "));
+  assert.equal(denos.length, 2, r.calls.join("\n"));
+  assert.equal(denos[0], check);
+  assert.match(denos[1], worker);
+  assert.match(r.text, /TS2304/);
+  assert.ok(r.text.includes(named), r.text);
   assert.equal(r.last, "28 passed, 1 failed");
 });
 
