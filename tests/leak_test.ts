@@ -99,6 +99,31 @@ Deno.test("liveChannels (the library's count) agrees with a scan of every slot b
   assert.equal(res.code, 0, res.stderr);
 });
 
+Deno.test("steadyChannels answers a count that stayed a while: a handle that goes a little later (as a terminated Worker's) is not in the baseline", async () => {
+  // A terminated Worker's handles went 2 to 40 ms after terminate() here, and steadyChannels
+  // answered the count of two looks in a row that agreed: 1 ms apart once liveChannels was one
+  // call, not 33M, so a baseline read 1 to 18 ms after a Worker's terminate counted its handles.
+  // Such a baseline hid a leak of as many handles in the test that read it, or failed it when
+  // they had gone by its last look. A destroy 30 ms on stands for them here: its timer fires
+  // before any look that steadyChannels' quiet time (longer) sets after it.
+  const before = await steadyChannels();
+  const ch = new Channel<number>(1);
+  ch.share(); // native: a handle of its own
+  assert.equal(liveChannels(), before + 1);
+  const late = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      ch[Symbol.dispose]();
+      resolve();
+    }, 30)
+  );
+  try {
+    assert.equal(await steadyChannels(), before, "the handle that went 30 ms on is not counted");
+  } finally {
+    await late;
+  }
+  assert.equal(liveChannels(), before);
+});
+
 Deno.test("channels a Worker made native by a select and never disposed end with its thread, terminated or closed", async () => {
   // A Worker's finalizers never run once it has ended, so the garbage collector's destroy of a
   // channel dropped without dispose never came: each stayed, handle and native channel, for the

@@ -352,19 +352,22 @@ export function catchReported(): { errors: unknown[] } & Disposable {
 export const CHANNEL_SLOTS_SCANNED = 16 * 4096;
 
 /**
- * Waits (bounded) until two looks in a row at `liveChannels()` agree, and answers that count: a
- * terminated Worker's or a collected channel's handles go a little after, so a baseline is read
- * once they stopped moving.
+ * Waits (bounded by `ms`) until `liveChannels()` stayed the same for `quietMs` of looks, and
+ * answers that count: a terminated Worker's or a collected channel's handles go a little after
+ * (2 to 40 ms after a Worker's terminate on a loaded host), so a baseline is read once they
+ * stopped moving. Before, two looks in a row that agreed: while each look was a scan of 33M
+ * calls (a quarter second or more), that was as long; once `liveChannels` was one call, two looks
+ * 1 ms apart, and a baseline read just after a Worker's terminate counted its handles.
  */
-export async function steadyChannels(ms = 60_000): Promise<number> {
-  let last = -1, now = -2;
+export async function steadyChannels(ms = 60_000, quietMs = 250): Promise<number> {
+  let now = liveChannels(), since = performance.now();
   await until(
     () => {
-      const same = (now = liveChannels()) === last;
-      last = now;
-      return same;
+      const n = liveChannels(), t = performance.now();
+      if (n !== now) [now, since] = [n, t];
+      return t - since >= quietMs;
     },
-    () => `a steady channel count (last two looks ${last}, ${now})`,
+    () => `a steady channel count (${now} for ${Math.round(performance.now() - since)} ms)`,
     ms,
   );
   return now;
