@@ -14462,6 +14462,32 @@ test "C ABI: kc_coro_stats' fifth figure counts live channel handles, as a scan 
     try testing.expectEqual(base, scanLiveChannels());
 }
 
+test "C ABI: kc_coro_stats' fifth figure is read from inside an undelivered hook: the registry lock it takes is not held there" {
+    // The hook runs under its channel's lock, which is taken after the registry lock nowhere
+    // (a create's re-init takes a dead channel's, never a live one whose hook runs), so the
+    // fifth figure's lock is free there; a hook run under the registry lock would wait for
+    // itself (Debug: the mutex's deadlock panic; else the watchdog).
+    const wd = try test_wait.Watchdog.arm(@src(), test_wait.test_ns);
+    defer wd.stop();
+    const S = struct {
+        var n: i32 = -1;
+        var stats: [5]u64 = @splat(0);
+        fn hook(_: ?*anyopaque, _: [*]const u8) callconv(.c) void {
+            n = kc_coro_stats(&stats, 5);
+        }
+    };
+    const base = try liveChannelsStat();
+    var h: u32 = 0;
+    try testing.expectEqual(@as(i32, 0), kc_chan_create(8, 1, 0, 0, &h));
+    try testing.expectEqual(@as(i32, 0), kc_chan_on_undelivered(h, S.hook, null));
+    var v: u64 = 7;
+    try testing.expectEqual(@as(i32, 0), kc_chan_try_send(h, &v, 8));
+    try testing.expectEqual(@as(i32, 0), kc_chan_destroy(h)); // its cancel drops the 7: the hook
+    try testing.expectEqual(@as(i32, 5), S.n);
+    try testing.expectEqual(base + 1, S.stats[4]); // the handle dies after the cancel's drops
+    try testing.expectEqual(base, try liveChannelsStat());
+}
+
 test "C ABI: kc_cells_pin and kc_cells_release refuse an address that is no live block of cells, in every build mode: nothing written, nothing freed" {
     // They checked the header only in Debug: in ReleaseFast a wrong pointer from a C caller (one
     // into a block, a misaligned one, a second release of a freed block) had its "header" state
