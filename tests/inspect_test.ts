@@ -1526,6 +1526,8 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
   const asyncProxy = new Proxy(async function af() {}, {});
   const reason = AbortSignal.abort().reason;
   const name = cutQuoted("n".repeat(5000), "name");
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
   const run = () => [
     inspectAs("X", { fact }, Deno.inspect, {}),
     inspectAs("X", { fact }, undefined, {}),
@@ -1540,6 +1542,14 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     showByHand(asyncProxy),
     showByHand(reason),
     notA("Actor"),
+    // Cut inside the print, as a ContextKey's hook cuts its name; a cut in a string of an object
+    // (where a quote opens one: `opensString`), one splitting an escape (`closeQuote`), and a
+    // print by hand that is cut (`cutByHand`, a revoked Proxy's): before, String's `slice` and
+    // `includes` and an array's iterator (the hand print's destructuring) ran there.
+    inspectAs("X", { name: cutQuoted("n".repeat(5000), "name") }, undefined, {}),
+    inspectAs("X", { o: { long } }, undefined, {}),
+    inspectAs("X", { esc: `${"a".repeat(62)}${"\x1b".repeat(2000)}` }, undefined, {}),
+    inspectAs("X", { r: revoked }, Deno.inspect, {}),
   ];
   const want = run();
   assert.ok(want[0].includes(`[${said}]`) && want[0].includes("[Error: e]"), want[0]);
@@ -1551,6 +1561,10 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     "[AsyncFunction: af]",
     'DOMException { message: "The signal has been aborted", name: "AbortError", code: 20 }',
     "Actor <not an Actor>",
+    `X { name: "${"n".repeat(64)}"… (a name of 5000 characters) }`,
+    `X { o: {\n  long: '${"s".repeat(53)}'… (a print of 5015 characters) }`,
+    `X { esc: "${"a".repeat(62)}"… (a print of 8064 characters) }`,
+    "X { r: [revoked Proxy] }",
   ]);
   const ran: string[] = [];
   const g = globalThis as Record<string, unknown>;
