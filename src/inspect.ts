@@ -475,7 +475,9 @@ function printable(v: unknown, options: unknown): unknown {
     : {};
   const depth = typeof o.depth === "number" ? o.depth : o.depth === null ? Infinity : 4;
   const limit = typeof o.iterableLimit === "number" ? o.iterableLimit : 100;
-  const hidden = o.showHidden === true;
+  // Deno's test is truthiness (`showHidden: 1` shows them too): before, only `true` was looked
+  // into, and under `1` an Error in a property not enumerable printed its stack.
+  const hidden = !!o.showHidden;
   const walk: Walk = { depth, limit, left: EXTRA_COPIES, listed: NAMED_LISTS, hidden };
   if (!finds(v, 0, walk, new NativeMap())) return v;
   const least = new NativeMap<object, number>();

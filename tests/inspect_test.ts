@@ -1695,12 +1695,16 @@ Deno.test("with Deno's showHidden, an Error in a property that is not enumerable
     Object.defineProperty(new Error("x"), "stack", { get: () => undefined, set() {} });
   const byDeno = facts(stackless());
   const ours = facts(new Error("x"));
-  const options = { showHidden: true };
-  for (let i = 0; i < ours.length; i++) {
-    const text = inspectAs("X", { v: ours[i] }, Deno.inspect, options);
-    assert.ok(!/file:|\n\s+at /.test(text), text);
-    assert.equal(text, `X { v: ${Deno.inspect(byDeno[i], options)} }`);
-    assert.ok(text.includes("[stack]: [Getter/Setter]"), text);
+  // Deno takes any truthy showHidden (`1`, "yes") as true: before, only `true` was, and under
+  // the others the Error printed its stack.
+  for (const showHidden of [true, 1, "yes"]) {
+    const options = { showHidden } as Deno.InspectOptions;
+    for (let i = 0; i < ours.length; i++) {
+      const text = inspectAs("X", { v: ours[i] }, Deno.inspect, options);
+      assert.ok(!/file:|\n\s+at /.test(text), text);
+      assert.equal(text, `X { v: ${Deno.inspect(byDeno[i], options)} }`);
+      assert.ok(text.includes("[stack]: [Getter/Setter]"), text);
+    }
   }
   // Not shown, not looked into: as before.
   assert.equal(inspectAs("X", { v: ours[0] }, Deno.inspect, {}), "X { v: { a: 1 } }");
