@@ -1139,6 +1139,18 @@ const ERROR_CLASSES: readonly { prototype: Error }[] = [
 ];
 
 /**
+ * The class of `ERROR_CLASSES` numbered `c` (1 up, as `classIndexOf` numbers them); undefined
+ * for 0 (none) and any other. Only the list's own elements are read: `ERROR_CLASSES[c - 1]`
+ * read Array.prototype's and Object.prototype's keys for the rest, "-1" for each plain Error
+ * decoded, so that `Object.prototype[-1] = X` (a library's) made every decoded Error an X.
+ */
+function errorClassAt(c: unknown): { prototype: Error } | undefined {
+  return typeof c === "number" && c >= 1 && c <= ERROR_CLASSES.length && c % 1 === 0
+    ? ERROR_CLASSES[c - 1]
+    : undefined;
+}
+
+/**
  * Which of `ERROR_CLASSES` `e` crosses as (its index + 1; 0 for none): the kcoro class of its
  * brand (`ERROR_BRAND`) as `brandOf` reads it, the nearest up its prototype chain, itself first,
  * as `errorKind` reads it where `e` was made (`isCancellation`). So a subclass of the caller's own
@@ -1898,7 +1910,7 @@ function richError(rec: RichRecord): Error {
   for (const key of CARRIED) Reflect.deleteProperty(e, key);
   if (typeof rec.s === "string") ownValue(e, "stack", rec.s);
   else Reflect.deleteProperty(e, "stack");
-  const c = ERROR_CLASSES[rec.c - 1];
+  const c = errorClassAt(rec.c);
   if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
   nameAs(e, String(rec.n));
   return e;
@@ -2436,7 +2448,7 @@ function decodeWith(bytes: Uint8Array, rich: boolean): { ok: true; cause: unknow
         // node:v8's copy, an Error as the engine knows it (`isError`): `instanceof` ran an own
         // Symbol.hasInstance of Error's (the receiving isolate's code) at each head.
         if (!isError(e)) break;
-        const c = ERROR_CLASSES[cls - 1];
+        const c = errorClassAt(cls);
         if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
         nameAs(e, name);
         // Its own data property, as node:v8 copies a cause: none read through the prototype.

@@ -3565,5 +3565,36 @@ Deno.test("decoding a close cause's rich encoding reads nothing from Object.prot
   assert.ok(!(past.cause instanceof AggregateError)); // node:v8's copy: no rich encoding
 });
 
+Deno.test("a decoded Error's kcoro class is read from the classes' own list only: before, a key put on Object.prototype (-1) or Array.prototype (an index past the list) gave each decoded Error, plain or in a rich encoding, its prototype", () => {
+  // Class 0 is none (a plain Error): `ERROR_CLASSES[0 - 1]` read "-1" through Array.prototype
+  // and Object.prototype, so a library's `Object.prototype[-1] = X` made every Error decoded an X.
+  // A class byte past the list (bytes the encoder never writes) read Array.prototype's element.
+  class Planted extends Error {}
+  const rich = encodeCause(new AggregateError([new RangeError("r")], "agg"))!;
+  const plain = encodeCause(new RangeError("plain"))!;
+  const cancelled = encodeCause(new CancellationError("c"))!;
+  // The plain encoding's first head (kind 3: one Error, its class byte at 1), class 9.
+  assert.equal(plain[0], 3);
+  const past = plain.slice();
+  past[1] = 9;
+  const keys = Object.prototype as Record<string, unknown>;
+  const elements = Array.prototype as unknown as Record<number, unknown>;
+  keys[-1] = Planted;
+  elements[8] = Planted;
+  let got: ReturnType<typeof decodeCause>[];
+  try {
+    got = [rich, plain, past, cancelled].map((b) => decodeCause(b));
+  } finally {
+    delete keys[-1];
+    delete elements[8];
+  }
+  const [agg, r, p, c] = got.map((g) => (assert.ok(g.ok), g.cause as Error));
+  assert.equal(Object.getPrototypeOf(agg), AggregateError.prototype);
+  assert.equal(Object.getPrototypeOf((agg as AggregateError).errors[0]), RangeError.prototype);
+  assert.equal(Object.getPrototypeOf(r), RangeError.prototype);
+  assert.equal(Object.getPrototypeOf(p), RangeError.prototype);
+  assert.equal(Object.getPrototypeOf(c), CancellationError.prototype);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
