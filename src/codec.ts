@@ -1468,6 +1468,11 @@ const prototypeOf = Object.getPrototypeOf;
 
 /** AggregateError's and SuppressedError's prototypes, as the module loaded (`builtinOf`). */
 const AGGREGATE_PROTO: object = AggregateError.prototype;
+/**
+ * AggregateError as the module loaded, which `richError` makes one by: before, by the global,
+ * so that a replacement of the caller's (`globalThis.AggregateError = class ...`) ran at each.
+ */
+const AGGREGATE_CLASS = AggregateError;
 
 /**
  * The constructors of `V8_CLASSES`, as the module loaded: a decoded Error is made by the
@@ -1902,7 +1907,7 @@ const isArray = Array.isArray as (x: unknown) => x is unknown[];
 function richError(rec: RichRecord): Error {
   const m = rec.m === undefined ? undefined : String(rec.m);
   const e = rec.b === "AggregateError"
-    ? new AggregateError([], m)
+    ? new AGGREGATE_CLASS([], m)
     : rec.b === "SuppressedError" && suppressedClass !== undefined
     ? new suppressedClass(undefined, undefined, m)
     : new (V8_CONSTRUCTORS.get(rec.b) ?? Error)(m);

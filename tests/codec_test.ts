@@ -3501,6 +3501,7 @@ Deno.test("decoding a close cause's rich encoding reads nothing from Object.prot
   const proto = Object.prototype as Record<string, unknown>;
   const g = globalThis as Record<string, unknown>;
   const realRangeError = g.RangeError;
+  const realAggregateError = g.AggregateError;
   const ran: string[] = [];
   let got: ReturnType<typeof decodeCause>;
   proto.k = 0;
@@ -3512,6 +3513,13 @@ Deno.test("decoding a close cause's rich encoding reads nothing from Object.prot
       ran.push("RangeError");
     }
   };
+  // AggregateError's too: before, richError made it by the global's (`new AggregateError`).
+  g.AggregateError = class extends AggregateError {
+    constructor(errors: Iterable<unknown>, m?: string) {
+      super(errors, m);
+      ran.push("AggregateError");
+    }
+  };
   try {
     got = decodeCause(bytes);
   } finally {
@@ -3519,6 +3527,7 @@ Deno.test("decoding a close cause's rich encoding reads nothing from Object.prot
     delete proto.m;
     delete proto.s;
     g.RangeError = realRangeError;
+    g.AggregateError = realAggregateError;
   }
   assert.ok(got.ok);
   const e = got.cause as AggregateError & { code: unknown };
