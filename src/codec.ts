@@ -1859,12 +1859,7 @@ function decodeRich(body: Uint8Array): unknown {
         for (let k = 0; k < held.length; k++) values[k] = value(ownField(held, k) as RichRef);
         got = values;
       } else got = value(held as RichRef);
-      Object.defineProperty(e, String(key), {
-        value: got,
-        writable: true,
-        configurable: true,
-        enumerable: (flags & 1) !== 0,
-      });
+      Object.defineProperty(e, String(key), dataField(got, (flags & 1) !== 0));
     }
   }
   return value(r);
@@ -1931,12 +1926,7 @@ function richError(rec: RichRecord): Error {
  */
 function nameAs(e: Error, name: string): void {
   if (dataName(e) === name) return;
-  Object.defineProperty(e, "name", {
-    value: name,
-    writable: true,
-    enumerable: true,
-    configurable: true,
-  });
+  Object.defineProperty(e, "name", dataField(name, true));
 }
 
 /**
@@ -2205,7 +2195,24 @@ function exactOrSaid(v: unknown): unknown {
 }
 
 function ownValue(target: object, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, writable: true, configurable: true });
+  Object.defineProperty(target, key, dataField(value, false));
+}
+
+/**
+ * A writable, configurable data property's descriptor holding `value`, with no prototype:
+ * `Object.defineProperty` reads each field it lacks (`get`, `set`, `enumerable`) through the
+ * descriptor's prototype, so that with a plain object `Object.prototype.enumerable = true` made
+ * a decoded Error's stack and cause enumerable, and `Object.prototype.get = f` failed every
+ * decode (a descriptor with both a value and a getter throws).
+ */
+function dataField(value: unknown, enumerable: boolean): PropertyDescriptor {
+  return {
+    __proto__: null,
+    value,
+    writable: true,
+    configurable: true,
+    enumerable,
+  } as PropertyDescriptor;
 }
 
 /**

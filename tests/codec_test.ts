@@ -3605,5 +3605,37 @@ Deno.test("a decoded Error's kcoro class is read from the classes' own list only
   assert.equal(Object.getPrototypeOf(c), CancellationError.prototype);
 });
 
+Deno.test("decoding a close cause defines each property by a descriptor of its own, whatever Object.prototype holds: before, a polluted enumerable made the decoded stack and cause enumerable, and a polluted get failed every decode", () => {
+  // `Object.defineProperty(e, k, { value, writable, configurable })` reads the descriptor's
+  // missing fields (`enumerable`, `get`, `set`) through Object.prototype.
+  const inner = new RangeError("r", { cause: 5 });
+  const named = () => Object.assign(new Error("n"), { name: "Named" }); // an own name (`nameAs`)
+  const causes = [new AggregateError([inner, named()], "agg", { cause: 6 }), named()];
+  const bytes = causes.map((c) => encodeCause(c)!);
+  const keys = Object.prototype as Record<string, unknown>;
+  for (const [key, polluted] of [["enumerable", true], ["get", () => "polluted"]] as const) {
+    let got: ReturnType<typeof decodeCause>[];
+    keys[key] = polluted;
+    try {
+      got = bytes.map((b) => decodeCause(b));
+    } finally {
+      delete keys[key];
+    }
+    const [agg, plain] = got.map((g) => (assert.ok(g.ok, key), g.cause as Error));
+    assert.ok(agg instanceof AggregateError, key);
+    const [r, n] = (agg as AggregateError).errors as Error[];
+    assert.equal(r.message, "r");
+    for (const e of [n, plain]) assert.deepEqual([e.name, e.message], ["Named", "n"], key);
+    for (const e of [agg, r, n, plain]) {
+      for (const k of ["stack", "cause", "message"]) {
+        const d = Object.getOwnPropertyDescriptor(e, k);
+        if (d !== undefined) assert.equal(d.enumerable, false, `${key}: ${e.message}'s ${k}`);
+      }
+    }
+    assert.equal(r.cause, 5);
+    assert.equal(agg.cause, 6);
+  }
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
