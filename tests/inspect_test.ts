@@ -1742,6 +1742,17 @@ Deno.test("an object holding a Deno.customInspect, Node's or Deno's private insp
     // A function there (or a getter, whose value only its code tells) is a hook: it prints.
     const hooked = { [key]: () => "mine", e: new Error("x") };
     assert.equal(inspectAs("X", { v: [hooked] }, Deno.inspect, {}), "X { v: [ mine ] }");
+    // A getter: Deno calls what it answers on the object itself, not on a copy (untested before:
+    // with a getter taken for no hook, the walk copied it, and the hook ran on the copy).
+    const got: object = {
+      get [key]() {
+        return function (this: unknown) {
+          return this === got ? "mine" : "a copy";
+        };
+      },
+      e: new Error("x"),
+    };
+    assert.equal(inspectAs("X", { v: [got] }, Deno.inspect, {}), "X { v: [ mine ] }");
   }
 });
 
