@@ -1898,11 +1898,20 @@ function ownField(o: unknown, key: string | number): unknown {
 const ownDescriptorOf = Object.getOwnPropertyDescriptor;
 const isArray = Array.isArray as (x: unknown) => x is unknown[];
 
+/**
+ * The errors a decoded AggregateError is made with (none: its carried `errors` are defined
+ * after), an iterable of its own: the constructor iterates what it is given, and `[]` ran
+ * Array.prototype[Symbol.iterator] and the array iterator's `next`, a caller's replacement too.
+ */
+const NO_ERRORS: Iterable<never> = Object.freeze({
+  [Symbol.iterator]: () => ({ next: () => ({ done: true, value: undefined as never }) }),
+});
+
 /** A record's Error (`RichRecord`), without its cause and fields. */
 function richError(rec: RichRecord): Error {
   const m = rec.m === undefined ? undefined : String(rec.m);
   const e = rec.b === "AggregateError"
-    ? new AGGREGATE_CLASS([], m)
+    ? new AGGREGATE_CLASS(NO_ERRORS, m)
     : rec.b === "SuppressedError" && suppressedClass !== undefined
     ? new suppressedClass(undefined, undefined, m)
     : new (V8_CONSTRUCTORS.get(rec.b) ?? Error)(m);

@@ -3637,5 +3637,53 @@ Deno.test("decoding a close cause defines each property by a descriptor of its o
   }
 });
 
+Deno.test("decoding a close cause's rich encoding runs no replaced Array method nor array iterator: before, new AggregateError iterated its errors by Array.prototype's iterator", () => {
+  // b4ac9940 made decodeRich's loops index loops (before: records.map, forEach, for...of over
+  // each record's fields, and map over an array field's elements); the AggregateError it made
+  // still iterated its `[]` by Array.prototype[Symbol.iterator] and the array iterator's next.
+  const cause = Object.assign(
+    new AggregateError([new RangeError("r", { cause: 1 }), 2], "agg"),
+    { list: [1, 2], code: 7 },
+  );
+  const bytes = encodeCause(cause)!;
+  const ran: string[] = [];
+  const elements = Array.prototype as unknown as Record<PropertyKey, unknown>;
+  const iterator = Object.getPrototypeOf([][Symbol.iterator]()) as Record<PropertyKey, unknown>;
+  const patches: [Record<PropertyKey, unknown>, PropertyKey, string][] = [
+    [elements, "map", "map"],
+    [elements, "forEach", "forEach"],
+    [elements, "push", "push"],
+    [elements, Symbol.iterator, "Symbol.iterator"],
+    [iterator, "next", "next"],
+  ];
+  const saved = patches.map(([o, k]) => Reflect.getOwnPropertyDescriptor(o, k)!);
+  let got: ReturnType<typeof decodeCause>;
+  // By index, not `for...of` nor destructuring: an array's iterator is patched here too.
+  for (let i = 0; i < patches.length; i++) {
+    const o = patches[i][0], k = patches[i][1], name = patches[i][2];
+    const was = o[k] as (...a: unknown[]) => unknown;
+    const by = function (this: unknown, ...a: unknown[]) {
+      ran[ran.length] = name;
+      return Reflect.apply(was, this, a);
+    };
+    Reflect.defineProperty(o, k, { value: by, writable: true, configurable: true });
+  }
+  try {
+    got = decodeCause(bytes);
+  } finally {
+    for (let i = 0; i < patches.length; i++) {
+      Reflect.defineProperty(patches[i][0], patches[i][1], saved[i]);
+    }
+  }
+  assert.deepEqual(ran, []);
+  assert.ok(got.ok);
+  const e = got.cause as AggregateError & { list: unknown; code: unknown };
+  assert.ok(e instanceof AggregateError);
+  assert.deepEqual([e.message, e.code, e.list], ["agg", 7, [1, 2]]);
+  assert.equal(e.errors.length, 2);
+  assert.ok(e.errors[0] instanceof RangeError);
+  assert.equal((e.errors[0] as Error).cause, 1);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
