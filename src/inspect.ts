@@ -1009,14 +1009,20 @@ function errorByHand(e: Error, depth: number): string {
 /**
  * A real DOMException (`domHooked`, `domBranded`) by hand as Deno prints one without a stack
  * (`domStandIn`): `DOMException { message: "m", name: "AbortError", code: 20 }`, its strings
- * quoted as JSON, each over 4096 characters by its head and length; undefined for anything
- * else. Before, `errorByHand` printed one `[Error]`: its `name` and `message` are getters of
- * DOMException's prototype, which it does not run.
+ * quoted as JSON, each over 4096 characters by its head quoted, an ellipsis and its length
+ * (`"xxxx"… (a string of 5000 characters)`, not inside the quotes, where they read as its own
+ * text); undefined for anything else. Before, `errorByHand` printed one `[Error]`: its `name`
+ * and `message` are getters of DOMException's prototype, which it does not run.
  */
 function domByHand(e: object): string | undefined {
   if (domGetters === undefined || proxied(e) || !domHooked(e) || !domBranded(e)) return undefined;
-  const quoted = (x: unknown) =>
-    typeof x === "string" ? jsonStringify(cutShort(x, "string")) as string : toText(x);
+  const quoted = (x: unknown) => {
+    if (typeof x !== "string") return toText(x);
+    const cut = cutShort(x, "string");
+    if (cut === x) return jsonStringify(x) as string;
+    const head = headOf(x);
+    return jsonStringify(head) + slice(cut, head.length);
+  };
   return `${cutShort(domName(e), "name")} { message: ${quoted(domGetters.message(e))}, name: ${
     quoted(domGetters.name(e))
   }, code: ${quoted(domGetters.code(e))} }`;

@@ -1550,6 +1550,7 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     inspectAs("X", { o: { long } }, undefined, {}),
     inspectAs("X", { esc: `${"a".repeat(62)}${"\x1b".repeat(2000)}` }, undefined, {}),
     inspectAs("X", { r: revoked }, Deno.inspect, {}),
+    showByHand(new DOMException("m".repeat(5000))),
   ];
   const want = run();
   assert.ok(want[0].includes(`[${said}]`) && want[0].includes("[Error: e]"), want[0]);
@@ -1565,6 +1566,8 @@ Deno.test("a fact's print runs none of the caller's replacements of the built-in
     `X { o: {\n  long: '${"s".repeat(53)}'… (a print of 5015 characters) }`,
     `X { esc: "${"a".repeat(62)}"… (a print of 8064 characters) }`,
     "X { r: [revoked Proxy] }",
+    `DOMException { message: "${"m".repeat(64)}"… (a string of 5000 characters), name: "Error", ` +
+    "code: 0 }",
   ]);
   const ran: string[] = [];
   const g = globalThis as Record<string, unknown>;
@@ -1670,6 +1673,13 @@ Deno.test("a DOMException subclass's object prints by its class's name and one m
     'DOMException { message: "The signal has been aborted", name: "AbortError", code: 20 }';
   assert.equal(showByHand(reason), said);
   assert.equal(showByHand(sub), 'Sub { message: "s", name: "SubError", code: 0 }');
+  // A message over 4096 characters: its head quoted, then the ellipsis and its length, as a
+  // quoted string is cut elsewhere (before, inside the quotes, read as the message's own text).
+  assert.equal(
+    showByHand(new DOMException("m".repeat(5000), "AbortError")),
+    `DOMException { message: "${"m".repeat(64)}"… (a string of 5000 characters), name: ` +
+      '"AbortError", code: 20 }',
+  );
   assert.equal(showByHand(new Error("e", { cause: reason })), `[Error: e] { [cause]: ${said} }`);
   // One whose hook is the caller's (before Deno's, up its chain) is not Deno's: printed by it.
   const own = Object.assign(Object.create(DOMException.prototype), {
