@@ -113,7 +113,9 @@ export function inspectAs(
     : showPlain;
   const entries = objectEntries(facts);
   const parts: string[] = new NativeArray(entries.length);
-  for (let i = 0; i < entries.length; i++) parts[i] = `${entries[i][0]}: ${show(entries[i][1])}`;
+  for (let i = 0; i < entries.length; i++) {
+    putAt(parts, i, `${entries[i][0]}: ${show(entries[i][1])}`);
+  }
   return parts.length === 0 ? `${name} {}` : `${name} { ${join(parts, ", ")} }`;
 }
 
@@ -1107,7 +1109,7 @@ function functionTag(f: object): string {
 function constructorName(f: object): string | undefined {
   const chain: object[] = [];
   for (let p: object | null = f; p !== null && chain.length < 32; p = getPrototypeOf(p)) {
-    chain[chain.length] = p;
+    putAt(chain, chain.length, p);
   }
   for (let i = 0; i < chain.length; i++) {
     const d = ownDescriptor(chain[i], "constructor");
@@ -1120,6 +1122,25 @@ function constructorName(f: object): string | undefined {
     ) return cutShort(name, "name");
   }
   return undefined;
+}
+
+/**
+ * `a[i] = v` as `a`'s own element, defined: an assignment (or `push`) where `a` has none runs a
+ * setter an index of Array.prototype has (`Object.defineProperty(Array.prototype, 0, ...)`, the
+ * caller's code), and `join` then read its getter: a fact printed as the caller's text.
+ */
+function putAt(a: unknown[], i: number, v: unknown): void {
+  defineProperty(
+    a,
+    i,
+    {
+      __proto__: null,
+      value: v,
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    } as PropertyDescriptor,
+  );
 }
 
 /** Whether `list` holds `x` (`Array.prototype.includes`, run by no caller's replacement). */

@@ -1766,5 +1766,52 @@ Deno.test("an object holding a Deno.customInspect, Node's or Deno's private insp
   }
 });
 
+/**
+ * Runs `f` while Array.prototype has a getter and a setter at indexes 0 to 3 that record their
+ * calls (in a string: an array's own elements would meet them); answers what ran and `f`'s value.
+ */
+function withIndexAccessors<T>(f: () => T): [string, T] {
+  let ran = "";
+  const elements = Array.prototype as unknown as Record<number, unknown>;
+  for (let i = 0; i < 4; i++) {
+    Object.defineProperty(elements, i, {
+      configurable: true,
+      get() {
+        ran += `get ${i};`;
+        return "planted";
+      },
+      set(_: unknown) {
+        ran += `set ${i};`;
+      },
+    });
+  }
+  let got: T;
+  try {
+    got = f();
+  } finally {
+    for (let i = 0; i < 4; i++) delete elements[i];
+  }
+  return [ran, got];
+}
+
+Deno.test("a print defines its arrays' elements as their own: an index getter or setter Array.prototype has does not run, nor replace the print: before, inspectAs's parts were assigned, and a fact printed as the getter's text", () => {
+  // inspectAs's list of facts and constructorName's chain (a DOMException's class name by hand)
+  // were assigned (`parts[i] = ...`, `chain.push(p)`): where the array has no element yet, that
+  // runs a setter Array.prototype has there, and `join` read its getter.
+  const show = (v: unknown) => `<${typeof v}>`; // an inspect of no arrays: only kcoro's run
+  const reason = AbortSignal.abort().reason;
+  const [ran, got] = withIndexAccessors(() => [
+    inspectAs("X", { a: 1, b: "s" }, show, {}),
+    showByHand(reason),
+  ]);
+  const [fact, dom] = [got[0], got[1]];
+  assert.equal(ran, "");
+  assert.equal(fact, "X { a: <number>, b: <string> }");
+  assert.equal(
+    dom,
+    'DOMException { message: "The signal has been aborted", name: "AbortError", code: 20 }',
+  );
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
