@@ -1809,8 +1809,8 @@ function decodeRich(body: Uint8Array): unknown {
   const made: (Error | undefined)[] = [];
   for (let i = 0; i < list.length; i++) {
     const rec = Object.hasOwn(list, i) ? ownRecord(ownField(list, i)) : undefined;
-    records[i] = rec;
-    made[i] = rec === undefined ? undefined : richError(rec);
+    putAt(records, i, rec);
+    putAt(made, i, rec === undefined ? undefined : richError(rec));
   }
   // Bytes met again (a value the cause held in several places: `encodeRich`) are one copy.
   const decoded = new Map<Uint8Array, unknown>();
@@ -1856,13 +1856,22 @@ function decodeRich(body: Uint8Array): unknown {
         if (!isArray(held)) throw new TypeError("not a rich cause");
         spend(held.length);
         const values: unknown[] = [];
-        for (let k = 0; k < held.length; k++) values[k] = value(ownField(held, k) as RichRef);
+        for (let k = 0; k < held.length; k++) putAt(values, k, value(ownField(held, k) as RichRef));
         got = values;
       } else got = value(held as RichRef);
       Object.defineProperty(e, String(key), dataField(got, (flags & 1) !== 0));
     }
   }
   return value(r);
+}
+
+/**
+ * `a[i] = v` as `a`'s own element, defined (`dataField`): an assignment where `a` has none runs
+ * a setter an index of Array.prototype has (the caller's code), and the element is then not
+ * `a`'s own (`ownField` finds none: each ref to that Error "bad", the rich encoding unread).
+ */
+function putAt(a: unknown[], i: number, v: unknown): void {
+  Object.defineProperty(a, i, dataField(v, true));
 }
 
 /** A record's `k` where it has none (no cause): `ownRecord`. */

@@ -3685,5 +3685,49 @@ Deno.test("decoding a close cause's rich encoding runs no replaced Array method 
   assert.equal((e.errors[0] as Error).cause, 1);
 });
 
+/**
+ * Runs `f` while Array.prototype has a getter and a setter at indexes 0 to 3 that record their
+ * calls (in a string: an array's own elements would meet them); answers what ran and `f`'s value.
+ */
+function withIndexAccessors<T>(f: () => T): [string, T] {
+  let ran = "";
+  const elements = Array.prototype as unknown as Record<number, unknown>;
+  for (let i = 0; i < 4; i++) {
+    Object.defineProperty(elements, i, {
+      configurable: true,
+      get() {
+        ran += `get ${i};`;
+        return "planted";
+      },
+      set(_: unknown) {
+        ran += `set ${i};`;
+      },
+    });
+  }
+  let got: T;
+  try {
+    got = f();
+  } finally {
+    for (let i = 0; i < 4; i++) delete elements[i];
+  }
+  return [ran, got];
+}
+
+Deno.test("decoding a close cause's rich encoding defines its lists' elements as their own: an index getter or setter Array.prototype has does not run: before, the records and an array field's elements were assigned, and the cause came back without its errors", () => {
+  const cause = Object.assign(new AggregateError([new RangeError("r"), 2], "agg"), {
+    list: [1, 2],
+  });
+  const bytes = encodeCause(cause)!;
+  const [ran, got] = withIndexAccessors(() => decodeCause(bytes));
+  assert.equal(ran, "");
+  assert.ok(got.ok);
+  const e = got.cause as AggregateError & { list: unknown };
+  assert.ok(e instanceof AggregateError);
+  assert.equal(e.errors.length, 2);
+  assert.ok(e.errors[0] instanceof RangeError);
+  assert.equal(e.errors[1], 2);
+  assert.deepEqual(e.list, [1, 2]);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
