@@ -595,8 +595,9 @@ let stoppedWalks: unknown[] = [];
  * and `#adopt`), as triples of the job, the value or error and how it ends (true: fails; false:
  * completes; else a function of the job and the value, a thenable's value to adopt): each ended
  * again by the next run of `stoppedWalks` (`#runStopped`), a no-op where the first call had
- * begun. Stored into by scope.ts's catches (stores alone: there the stack may have no room for a
- * call). Internal.
+ * begun (an adoption is not run once the body has ended: it would call the thenable's `then`
+ * again). Stored into by scope.ts's catches (stores alone: there the stack may have no room for
+ * a call). Internal.
  */
 export const lostBodyEnds: unknown[] = [];
 /**
@@ -1715,7 +1716,12 @@ export class JobSupport<T = unknown> implements Deferred<T> {
         try {
           if (how === true) j.#failBody(lost[i + 1]);
           else if (how === false) j.#completeBody(lost[i + 1]);
-          else (how as (job: JobSupport<unknown>, value: unknown) => void)(j, lost[i + 1]);
+          // A thenable adopted again (scope.ts's `adoptAgain`) only while the body has not ended:
+          // adopting it calls its `then` again. Kept where the throw came after the end (a
+          // `reportError` that throws on the failure's report), it had called that `then` twice.
+          else if (!j.#bodyDone) {
+            (how as (job: JobSupport<unknown>, value: unknown) => void)(j, lost[i + 1]);
+          }
         } catch (e) {
           try {
             reportUncaught(e); // as a walk's run below: nobody called it

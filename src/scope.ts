@@ -743,8 +743,9 @@ export class Coroutine<T> extends JobSupport<T> implements CoroutineScope {
       // The call of #adopt may not have fit (the block returned with the stack all but full),
       // nor, for a thenable whose `then` could not be read or called so, its failBody: the body's
       // end lost, its block taken (a start's retry is a no-op then), the job `active` for good.
-      // Adopted again by `stoppedWalks`' run, as a thenable's call back's lost end is: a no-op
-      // once the body ended (#adopt's own stores come first). Stores, then the queueing.
+      // Adopted again by `stoppedWalks`' run, as a thenable's call back's lost end is: not once
+      // the body ended (`#runStopped` asks: also a caller's throw, a `reportError`'s, comes
+      // here, and adopting again called a thenable's `then` twice). Stores, then the queueing.
       const at = lostBodyEnds.length;
       lostBodyEnds[at] = this;
       lostBodyEnds[at + 1] = result;

@@ -3821,6 +3821,37 @@ Deno.test("a lazy launch started with the stack all but full, its block returnin
   assert.deepEqual(wrong, [], "only overflows reported");
 });
 
+Deno.test("a launch whose thenable's then throws, the failure's report throwing (a reportError that throws), calls that then once: a body's end kept to adopt again is not adopted once the body ended", async () => {
+  // scope (a supervisor, no handler: t's failure goes to reportError) ── t (lazy), its block
+  // returning a thenable whose `then` throws: t fails with it, and the report's throw comes out
+  // of start(). Before, #run's catch (kept for an overflow at its call of #adopt) kept the
+  // thenable to adopt again, and that run, a microtask later, called its `then` a second time,
+  // t long failed (a thenable's `then` is called once, as Promise's resolve calls it).
+  const scope = createScope({ supervisor: true });
+  const failure = new Error("the thenable's then");
+  let calls = 0;
+  const t = scope.launch(() => ({
+    then() {
+      calls++;
+      throw failure;
+    },
+  }), { lazy: true });
+  const report = globalThis.reportError;
+  const broken = new Error("reportError throws");
+  globalThis.reportError = () => {
+    throw broken;
+  };
+  try {
+    assert.throws(() => t.start(), (e) => e === broken);
+  } finally {
+    globalThis.reportError = report;
+  }
+  await microtasksLater();
+  scope.cancel();
+  assert.equal(calls, 1, "the thenable's then called once");
+  assert.equal(t.state, "cancelled");
+});
+
 Deno.test("a deferred job's handler that pulls another's ahead of the drain, both reports throwing, throws the pull's first (the first thrown), its own kept in its `suppressed`", () => {
   // Job 31's handler (32 deep) ends x and y (both deferred). The drain runs x's handler, which
   // adds one to y (pulling y's handler, whose report throws first), then throws (its report
