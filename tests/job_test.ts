@@ -3431,9 +3431,10 @@ Deno.test("a body that ends with the stack all but full (its finish's call overf
   assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
 });
 
-Deno.test("a launch whose thenable calls back with the stack all but full (resolving it, or failing it once cancelled) still ends: the end lost at its call is ended again a microtask later", async () => {
+Deno.test("a launch whose thenable calls back with the stack all but full (resolving it, or failing it, cancelled first or not) still ends: the end lost at its call is ended again a microtask later", async () => {
   // scope (a supervisor, its failures reported) ── t, whose block returns a thenable of the
-  // test's: resolved `n` frames deep, or (t cancelled first, waiting for its body) rejected so.
+  // test's: resolved `n` frames deep, or rejected so (t cancelled first, waiting for its body,
+  // or not: then its failure is reported).
   // Before, an overflow at the callback's call of #adopt or failBody, once the callback had
   // marked itself called (a second call ignored), lost the body's end: t `active` or
   // `cancelling` for good.
@@ -3446,10 +3447,16 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
   // Of the resolved ones (no cancel to run what stopped), those ended with no cancel after: by
   // the call back's own queueing of the run, where the stack had room for it.
   let selfEnded = 0;
+  // Of the ones failed active (no cancel first, which would have queued the run) and left so,
+  // their failBody not begun (nor its own queueing), those ended with no cancel after: by the
+  // reject call back's catch's queueing.
+  let selfFailed = 0;
   const stuck: string[] = [];
   let t: Job | null = null;
   let end = () => {};
   let fail = false;
+  let kind = 0; // 0: resolved; 1: failed, t cancelled first; 2: failed, t active
+  let untouched = false;
   let rounds = 0;
   try {
     rounds = await scanStackEdge(
@@ -3461,20 +3468,24 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
             reject = bad;
           },
         }));
-        fail = !fail;
-        if (fail) t.cancel(); // waits for its body, which then fails
+        kind = (kind + 1) % 3;
+        fail = kind !== 0;
+        if (kind === 1) t.cancel(); // waits for its body, which then fails
         const error = new Error("t's late failure");
         end = fail ? () => reject(error) : () => resolve(1);
-        return atDepth(n, k, end);
+        const r = atDepth(n, k, end);
+        untouched = t.state === "active"; // for a failure: its failBody never began
+        return r;
       },
       async () => {
         const job = t!;
         const state = (): JobState => job.state; // read anew after each await
         const ended = fail ? "cancelled" : "completed";
         if (state() === ended) return;
-        if (!fail) {
+        if (kind !== 1) {
           await microtasksLater(); // no cancel first: the run the call back queued
-          if (state() === ended) selfEnded++;
+          if (state() === ended && kind === 0) selfEnded++;
+          if (state() === ended && kind === 2 && untouched) selfFailed++;
         }
         new CompletableDeferred<void>().cancel(); // queues the run of what overflows stopped
         await microtasksLater();
@@ -3494,6 +3505,7 @@ Deno.test("a launch whose thenable calls back with the stack all but full (resol
   assert.ok(partway > 0, `the scan reached an end stopped part way (${rounds} rounds)`);
   assert.deepEqual(stuck, [], `of ${partway} ends stopped part way (${rounds} rounds)`);
   assert.ok(selfEnded > 0, `a resolved one ended with no cancel to run it (of ${partway} stopped)`);
+  assert.ok(selfFailed > 0, `a failed one ended with no cancel to run it (of ${partway} stopped)`);
 });
 
 Deno.test("a job that ends with the stack all but full, its handlers' run overflowing, still settles its join and runs each handler once, before its waiting parent finishes", async () => {
