@@ -3950,8 +3950,8 @@ Deno.test("a failure, a cancel and a body's end begun at each depth of an all bu
     ["cancel-wide", 3000],
     ["complete-chain", 2000],
     ["cancel-given", 3000],
-    ["abort-given", 1500],
-    ["handlers-once", 1500],
+    ["abort-given", 2500],
+    ["handlers-once", 2500],
   ];
   let allowance = 15_000; // what the modes may scan past their budgets, all together
   for (const [mode, ms] of modes) {
