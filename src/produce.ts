@@ -162,6 +162,13 @@ const ABANDONED = "Producer was cancelled: the scope's launch of it failed befor
 const ENDED_FIRST = "Producer was cancelled: a Job it ends with completed before its block began";
 
 /**
+ * What a producer's sends (a waiting one, and any made after) reject with, and so its block ends
+ * with, when a Job it ends with (one its task names, or the one `launch` returned, not the task's
+ * own) completed while the block ran: that end closed its channel (`end`).
+ */
+const ENDED_WHILE = "Producer was cancelled: a Job it ends with completed while its block ran";
+
+/**
  * What a producer's task ends with when the kcoro Job `launch` returned was cancelled before its
  * deferred block began (its completion still to come): its channel was closed with that
  * cancellation (the error's `cause`), so its block never runs, as kcoro's own task cancelled
@@ -325,7 +332,7 @@ class ProducerChannel<T> extends Channel<T> {
    * gave it the job's "Cancelled: <message>" while its receivers got "Channel was cancelled".
    */
   #learntDestroyed(cause: unknown): void {
-    if (this.#s.bound !== null && !this.#s.gone) this.#cancelTask(cause);
+    if (this.#s.live && this.#s.bound !== null && !this.#s.gone) this.#cancelTask(cause);
   }
 
   override send(value: T, options?: WaitOptions): Promise<void> {
@@ -693,6 +700,8 @@ export function produce<T>(
   let launched: Job | null = null;
   const ending: Disposable[] = [];
   let ended = false;
+  /** The block runs (began, not settled yet): an `end` now ends its sends (`bound`). */
+  let running = false;
   /** The producer's end, once: its watch and listeners go, and the channel closes (`cause`). */
   const end = (cause: unknown): void => {
     if (ended) return;
@@ -703,7 +712,19 @@ export function produce<T>(
       onUnhandledFailure(j, null);
     }
     st.live = false;
-    st.bound = null;
+    // A Job it ends with (one its task names, or the one `launch` returned) completed while the
+    // block runs: its sends end, as at a cancel of that Job (`closeOnCancel`), with a
+    // CancellationError, a waiting one woken by `sendsEnd` and one made later by `bound` (hooked:
+    // `#afterCancel`). Before, one waiting on the full buffer waited for good, its scope with it,
+    // and one made later failed with the ClosedSendError of this close, the task and its scope.
+    if (st.bound !== null && (sendsEnd !== null || running)) {
+      const cut = bindSends();
+      if (!isAborted(cut)) {
+        const why = cause === undefined ? undefined : { cause };
+        sendsEnd!.abort(new CancellationError(ENDED_WHILE, why));
+      }
+      st.bound = running ? { signal: cut } : null;
+    } else st.bound = null;
     st.sendsEnd = null;
     st.unwatch?.();
     st.unwatch = null;
@@ -977,6 +998,7 @@ export function produce<T>(
         }
       }
       // Shared before the task began: watched since that share (`live`, `producerHooks.escaped`).
+      running = true;
       try {
         await block(out, task);
       } catch (e) {
@@ -1008,6 +1030,8 @@ export function produce<T>(
         // `cancellationOf`), which the completion handler closes the channel with once the task is
         // final (a block that threw undefined: the TypeError the job makes of it).
         throw e;
+      } finally {
+        running = false;
       }
     },
     abandon,

@@ -3570,6 +3570,81 @@ Deno.test("produce and actor whose deferred block starts after the Job their lau
   assert.equal(live, 0);
 });
 
+Deno.test("produce whose Job it ends with (one its task names, or the kcoro Job launch returned) completes while the block runs ends the block as cancelled: a send waiting on the full buffer rejects, and one made after; an actor's handler ends as cancelled too", async () => {
+  // src/produce.ts, `ENDED_WHILE`: that completion closed the channel but left the block's sends
+  // bound to nothing that ended: one waiting on the full buffer waited for good (its task and
+  // scope with it), and one made after rejected with the close's ClosedSendError, failing the task
+  // and its scope. A cancel of that Job already ended them (`closeOnCancel`).
+  await using real = createScope();
+  for (const ends of ["named", "returned"] as const) {
+    for (const where of ["waiting in a send", "between sends", "actor"] as const) {
+      if (where === "actor" && ends === "returned") continue;
+      const what = `${ends}, ${where}`;
+      const other = new CompletableDeferred<void>();
+      let task: Job | null = null;
+      const scope = {
+        context: Context.empty,
+        launch: (block: (t: CoroutineScope) => Promise<void>) => {
+          const job = real.launch(async (t) => {
+            await null; // a deferred start
+            const job = ends === "named" ? other : null;
+            return block(
+              { context: t.context, signal: t.signal, job } as unknown as CoroutineScope,
+            );
+          });
+          task = job;
+          return ends === "returned" ? other : job;
+        },
+      } as unknown as CoroutineScope;
+      let sent = 0;
+      let busy = false;
+      let seen: unknown = null;
+      const step = Promise.withResolvers<void>();
+      const undelivered: number[] = [];
+      let ch: Channel<number> | null = null;
+      if (where === "actor") {
+        actor<number>(scope, async (mailbox) => {
+          busy = true;
+          for await (const _ of mailbox) { /* none come */ }
+        });
+      } else {
+        ch = produce<number>(scope, async (out) => {
+          await out.send(++sent); // fills the buffer: nobody receives
+          if (where === "between sends") await step.promise;
+          try {
+            await out.send(++sent);
+          } catch (e) {
+            seen = e;
+            throw e;
+          }
+        }, { capacity: 1, onUndeliveredElement: (v) => undelivered.push(v) });
+      }
+      try {
+        await until(() => busy || sent === (where === "between sends" ? 1 : 2), `${what}: begun`);
+        other.complete();
+        step.resolve();
+        await within(task!.join(), 5_000, `${what}: the task's end`);
+        assert.equal(task!.state, "cancelled", what);
+        if (ch !== null) {
+          assert.ok(seen instanceof CancellationError, `${what}: ${seen}`);
+          assert.equal(
+            seen.message,
+            "Producer was cancelled: a Job it ends with completed while its block ran",
+            what,
+          );
+          assert.deepEqual(undelivered, [2], `${what}: the value sent goes to the hook`);
+          assert.equal(await ch.receive(), 1, `${what}: what was sent before stays`);
+          await assert.rejects(ch.receive(), ClosedReceiveError, `${what}: then a clean close`);
+        }
+      } finally {
+        task!.cancel(); // where an assertion failed: the real scope ends
+        step.resolve();
+      }
+    }
+  }
+  assert.equal(real.job.state, "active", "no failure reached the scope");
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
