@@ -1038,9 +1038,16 @@ export function actor<M>(
   const finish = (cause?: unknown) => endActor(cause, false);
   /** `finish` as a completion handler of a kcoro Job not final yet (`fold`). */
   const finishFolded = (cause?: unknown) => endActor(cause, true);
-  /** The task's own Job ends the actor too, once both Jobs are known and they differ. */
-  const endWithTask = (): void => {
-    if (taskJob === null || launched === null || taskJob === launched || finished) return;
+  /** Whether `endWithTask` added its completion handler (once only). */
+  let withTask = false;
+  /**
+   * The task's own Job ends the actor too, once both Jobs are known and they differ; or `named`,
+   * at once: a handler started inside `launch` under a task naming a kcoro Job not its own.
+   */
+  const endWithTask = (named = false): void => {
+    if (taskJob === null || withTask || finished) return;
+    if (!named && (launched === null || taskJob === launched)) return;
+    withTask = true;
     ending.push(onJobCompletion(taskJob, isCompletedJob(taskJob) ? finish : finishFolded));
   };
   /** The task's signal, once the block has read it (null: none, or not read yet). */
@@ -1171,6 +1178,15 @@ export function actor<M>(
       if (signal !== null) cancelOnAbort(signal);
       taskSignalRead = signal;
       watchNamed(); // started after `launch` returned (deferred): the named Job is known now
+      // Started at once (inside `launch`, which has not returned) under a task naming a kcoro Job
+      // not its own: that Job ends the actor at its completion and its cancel (as `endWithTask`
+      // and `watchNamed` make it, which wait for `launch`'s Job), watched now, so a Job completed
+      // or cancelling before refuses the handler (below) as a deferred start does. Before, the
+      // handler ran on the mailbox, which that Job then ended as `launch` returned.
+      if (launched === null && read !== null && st.job !== read) {
+        endWithTask(true);
+        cancelOnAbort(signalOfJob(read));
+      }
       // Its task's signal aborted before its handler began (before or during the listen above,
       // which cancelled the mailbox with its reason and kept no listener): only under a scope of
       // the caller's own, as kcoro's own never starts a cancelled task's block. The handler never

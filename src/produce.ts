@@ -768,9 +768,16 @@ export function produce<T>(
       return true;
     });
   };
-  /** The task's own Job ends the producer too, once both Jobs are known and they differ. */
-  const endWithTask = (): void => {
-    if (taskJob === null || launched === null || taskJob === launched || ended) return;
+  /** Whether `endWithTask` added its completion handler (once only). */
+  let withTask = false;
+  /**
+   * The task's own Job ends the producer too, once both Jobs are known and they differ; or
+   * `named`, at once: a block started inside `launch` under a task naming a kcoro Job not its own.
+   */
+  const endWithTask = (named = false): void => {
+    if (taskJob === null || withTask || ended) return;
+    if (!named && (launched === null || taskJob === launched)) return;
+    withTask = true;
     ending.push(onJobCompletion(taskJob, end)); // JobSupport's own, not a redefined one
   };
   /** The task's signal, once the block has read it (null: none, or not read yet). */
@@ -962,6 +969,18 @@ export function produce<T>(
       // sends) went on past that abort.
       if (signal !== null && isAborted(signal)) {
         throw new CancellationError(SIGNAL_FIRST, { cause: abortReason(signal) });
+      }
+      // Started at once (inside `launch`, which has not returned) under a task naming a kcoro Job
+      // not its own: that Job ends the producer at its completion and its cancel (as
+      // `endWithTask` and `watchNamed` make it, which wait for `launch`'s Job), watched now, so a
+      // Job completed or cancelling before refuses the block (below) as a deferred start does.
+      // Before, the block ran: its sends filled the buffer of a channel closed as `launch`
+      // returned, then one failed with ClosedSendError (the task and its scope with it).
+      // No owner, as `watchNamed`'s: that Job runs no block, so its failure closes the channel at
+      // once with its signal's reason (with it as owner, its failure waited for its completion).
+      if (launched === null && read !== null && st.job !== read) {
+        endWithTask(true);
+        closeOnCancel(signalOfJob(read), null);
       }
       // The task's `signal` getter and the listens above may run the caller's code (a getter of
       // its own; an accessor for the engine's listeners property on a prototype under the

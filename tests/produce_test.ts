@@ -3645,6 +3645,65 @@ Deno.test("produce whose Job it ends with (one its task names, or the kcoro Job 
   assert.equal(real.job.state, "active", "no failure reached the scope");
 });
 
+Deno.test("produce and actor whose block starts at once (inside launch) under a task naming a kcoro Job that completed or is cancelling never run it, as a deferred start: the task ends cancelled, the channel closed (the actor's onDone run once)", async () => {
+  // src/produce.ts and src/actor.ts: `endWithTask` and `watchNamed` waited for the Job `launch`
+  // returns, so a block started inside `launch` ran under a named Job that had ended (or was
+  // cancelling): a producer's sends filled the buffer of a channel then closed, and (completed)
+  // the next one failed with ClosedSendError, failing the task and its scope; an actor's handler
+  // ran on its mailbox. A deferred start is refused (`ENDED_FIRST`, `CANCELLED_FIRST`).
+  for (const which of ["produce", "actor"] as const) {
+    for (const how of ["completed", "cancelling"] as const) {
+      const what = `${which}, named Job ${how}`;
+      await using real = createScope();
+      const hold = new CompletableDeferred<void>();
+      let named: Job;
+      if (how === "completed") {
+        const d = new CompletableDeferred<void>();
+        d.complete();
+        named = d;
+      } else {
+        named = real.launch(() => hold.await()); // a child keeps it cancelling
+        named.cancel(new CancellationError("named"));
+      }
+      let task: Job | null = null;
+      const scope = {
+        context: Context.empty,
+        launch: (block: (t: CoroutineScope) => Promise<void>) =>
+          task = real.launch((t) =>
+            block({ context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope)
+          ),
+      } as unknown as CoroutineScope;
+      let ran = false;
+      const done: unknown[] = [];
+      try {
+        let ch: Channel<number> | null = null;
+        if (which === "produce") {
+          ch = produce<number>(scope, async (out) => {
+            ran = true;
+            await out.send(1);
+            await out.send(2);
+          }, { capacity: 4 });
+        } else {
+          actor<number>(scope, async (mailbox) => {
+            ran = true;
+            for await (const _ of mailbox) { /* none come */ }
+          }, { onDone: (c) => done.push(c) });
+        }
+        await within(task!.join(), 5_000, `${what}: the task's end`);
+        assert.equal(ran, false, `${what}: the block never ran`);
+        assert.equal(task!.state, "cancelled", what);
+        if (ch !== null) {
+          const saw = how === "completed" ? ClosedReceiveError : /named/;
+          await assert.rejects(ch.receive(), saw, what);
+        } else assert.equal(done.length, 1, `${what}: onDone ran once`);
+        assert.equal(real.job.state, "active", `${what}: no failure reached the scope`);
+      } finally {
+        hold.complete();
+      }
+    }
+  }
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
