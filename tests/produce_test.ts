@@ -3645,6 +3645,53 @@ Deno.test("produce whose Job it ends with (one its task names, or the kcoro Job 
   assert.equal(real.job.state, "active", "no failure reached the scope");
 });
 
+Deno.test("produce whose named Job completed while its block runs on past the rejected send: native code's destroy of the channel learnt after that end cancels no task (the producer has ended), as before the end's sends binding", async () => {
+  // src/produce.ts, `#learntDestroyed` checks `live`: the end (`ENDED_WHILE`) leaves the running
+  // block's sends bound to its aborted signal (`bound`), which the destroy's hook took for a live
+  // producer and cancelled the task with the destroy, where the end had unbound it before.
+  await using real = createScope();
+  const sym = library().symbols("test");
+  const named = new CompletableDeferred<void>();
+  const gate = Promise.withResolvers<void>();
+  let task: Job | null = null;
+  const scope = {
+    context: Context.empty,
+    launch: (block: (t: CoroutineScope) => Promise<void>) =>
+      task = real.launch(async (t) => {
+        await null; // a deferred start
+        return block(
+          { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+        );
+      }),
+  } as unknown as CoroutineScope;
+  let seen: unknown = null;
+  let sent = 0;
+  const ch = produce<number>(scope, async (out) => {
+    await out.send(++sent); // fills the buffer
+    try {
+      await out.send(++sent);
+    } catch (e) {
+      seen = e; // goes on past it
+    }
+    await gate.promise;
+  }, { capacity: 1 });
+  try {
+    const handle = ch.handle; // escaped: the watch is on until the end
+    await until(() => sent === 2, "waiting in its second send");
+    named.complete();
+    await until(() => seen !== null, "the send rejected with the end");
+    assert.equal(sym.kc_chan_destroy(handle), 0);
+    ch.tryReceive(); // learns the destroy; its hook runs in a microtask
+    await new Promise((r) => setTimeout(r, 0)); // past that microtask
+    assert.equal(task!.state, "active", "the block still runs, not cancelled by the destroy");
+  } finally {
+    gate.resolve();
+  }
+  await within(task!.join(), 5_000, "the task's end");
+  assert.equal(task!.state, "completed");
+  ch[Symbol.dispose]();
+});
+
 Deno.test("produce and actor whose block starts at once (inside launch) under a task naming a kcoro Job that completed or is cancelling never run it, as a deferred start: the task ends cancelled, the channel closed (the actor's onDone run once)", async () => {
   // src/produce.ts and src/actor.ts: `endWithTask` and `watchNamed` waited for the Job `launch`
   // returns, so a block started inside `launch` ran under a named Job that had ended (or was
