@@ -900,6 +900,12 @@ export function produce<T>(
   /** The scope's launch threw or returned no Job, or its Job's invokeOnCompletion threw. */
   const abandon = (): void => {
     abandoned = true;
+    // A block started at once watched its task's signal and any Job that task names (a
+    // completion handler, an abort listener: `endWithTask`, `closeOnCancel`), which only `end`
+    // undoes, at the completion of the Job `launch` returns: there is none. They go now. Before,
+    // a named long-lived Job of the caller's kept one of each until it completed, per such call.
+    for (const handle of ending.splice(0)) handle[Symbol.dispose]();
+    for (const undo of detach.splice(0)) undo();
     disposeProducer(out);
   };
   // A CoroutineScope of the caller's own may throw or return anything: the channel is freed.

@@ -3751,6 +3751,61 @@ Deno.test("produce and actor whose block starts at once (inside launch) under a 
   }
 });
 
+Deno.test("produce and actor whose block starts at once under a task naming a long-lived kcoro Job, where the launch then throws: no completion handler nor abort listener left on that Job", async () => {
+  // src/produce.ts, `abandon`: the at-once watch of the named Job (`endWithTask(true)`, its
+  // signal's `closeOnCancel`) is undone only by `end`, which runs at the completion of the Job
+  // `launch` returns: a launch that threw returned none, so a producer left both on the caller's
+  // long-lived Job until it completed, one each per such call.
+  for (const which of ["produce", "actor"] as const) {
+    const what = which;
+    const holder = createScope();
+    const gate = Promise.withResolvers<void>();
+    holder.launch(counted(() => gate.promise)); // keeps the named Job from completing
+    const named = holder.job;
+    const handlers = () => handlerCountOf(named as JobSupport);
+    const listeners = () => abortListeners(signalOfJob(named as JobSupport));
+    const before = [handlers(), listeners()];
+    const boom = new Error(`${what}: the launch threw`);
+    await within(
+      coroutineScope(async (real) => {
+        let task!: ReturnType<CoroutineScope["launch"]>;
+        const scope = {
+          context: real.context,
+          launch: (block: (task: CoroutineScope) => unknown) => {
+            task = real.launch((t) =>
+              block(
+                { context: t.context, signal: t.signal, job: named } as unknown as CoroutineScope,
+              )
+            );
+            throw boom;
+          },
+        } as unknown as CoroutineScope;
+        const body = counted(async (ch: Channel<number>, t: CoroutineScope) => {
+          if (which === "produce") await ch.send(1).catch(() => {});
+          await untilAborted(t.signal).catch(() => {});
+        });
+        assert.throws(
+          () =>
+            which === "produce"
+              ? produce<number>(scope, body, { capacity: 1 })
+              : actor<number>(scope, body),
+          (e) => e === boom,
+          what,
+        );
+        task.cancel(); // the task the launch began runs on: nobody else knows of it
+        await task.join();
+      }),
+      10_000,
+      `${what}: the real scope's end`,
+    );
+    assert.deepEqual([handlers(), listeners()], before, `${what}: nothing left on the named Job`);
+    holder.cancel();
+    gate.resolve();
+    await within(named.join(), 10_000, `${what}: the holder's end`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
