@@ -827,14 +827,15 @@ export function produce<T>(
   };
   /**
    * Whether the Job that `launch` returned may end the sends of a task whose signal is `signal`
-   * before that signal aborts: not known yet (a block started inside `launch`), or a kcoro Job
-   * watched for its cancellation (`closeOnCancel`) whose signal is another. A Job of another kind
-   * is not watched: the task's signal is all there is, each send listening to it alone.
+   * before that signal aborts: not known yet (a block started inside `launch`), a kcoro Job
+   * watched for its cancellation (`closeOnCancel`) whose signal is another, or a Job of another
+   * kind, whose completion (`end`, `ENDED_WHILE`) may come while the block runs. Before, that one
+   * was taken for none: a send made after `launch` returned listened to the task's signal alone,
+   * and one waiting on the full buffer as that Job completed waited for good, its scope with it.
    */
   const jobEnds = (signal: AbortSignal): boolean =>
-    launched === null ||
-    (isJob(launched) && signalOfJob(launched) !== signal &&
-      watched.includes(signalOfJob(launched))) ||
+    launched === null || !isJob(launched) ||
+    (signalOfJob(launched) !== signal && watched.includes(signalOfJob(launched))) ||
     // A Job the task merely names (not the returned one), whose cancel ends them too
     // (`watchNamed`, which watches it once both Jobs are known).
     (taskJob !== null && taskJob !== launched && signalOfJob(taskJob) !== signal);

@@ -3645,6 +3645,74 @@ Deno.test("produce whose Job it ends with (one its task names, or the kcoro Job 
   assert.equal(real.job.state, "active", "no failure reached the scope");
 });
 
+Deno.test("produce whose caller's launch returns a Job of another kind (not kcoro's) that completes while the block waits in a send ends that send as cancelled, at once and deferred, not waiting for good", async () => {
+  // src/produce.ts, `jobEnds`: that Job's completion ends the producer (`end`), which ends the
+  // block's sends by aborting `sendsEnd` (`ENDED_WHILE`); but a Job of another kind was taken for
+  // one that never ends them, so a send made after `launch` returned listened to the task's
+  // signal alone: it waited on the full buffer for good, its task and scope with it.
+  for (const start of ["at once", "deferred"] as const) {
+    const what = start;
+    const completions: ((cause?: unknown) => void)[] = [];
+    const foreign = {
+      invokeOnCompletion(handler: (cause?: unknown) => void) {
+        completions.push(handler);
+        return { dispose() {}, [Symbol.dispose]() {} };
+      },
+      cancel() {},
+    };
+    let task!: Job;
+    let sent = 0;
+    let seen: unknown = null;
+    const undelivered: number[] = [];
+    await within(
+      coroutineScope(async (real) => {
+        const go = Promise.withResolvers<void>();
+        const scope = {
+          context: real.context,
+          launch: (block: (t: CoroutineScope) => unknown) => {
+            task = real.launch(async (t) => {
+              if (start === "deferred") await go.promise;
+              return block(t);
+            });
+            return foreign;
+          },
+        } as unknown as CoroutineScope;
+        const ch = produce<number>(scope, async (out) => {
+          await null; // sends after `launch` returned, also at once
+          await out.send(++sent); // fills the buffer: nobody receives
+          try {
+            await out.send(++sent);
+          } catch (e) {
+            seen = e;
+            throw e;
+          }
+        }, { capacity: 1, onUndeliveredElement: (v) => undelivered.push(v) });
+        go.resolve();
+        try {
+          await until(() => sent === 2, `${what}: waiting in its second send`);
+          for (const complete of completions) complete();
+          await within(task.join(), 5_000, `${what}: the task's end`);
+        } finally {
+          task.cancel(); // where an assertion failed: the scope ends
+        }
+        assert.equal(task.state, "cancelled", what);
+        assert.ok(seen instanceof CancellationError, `${what}: ${seen}`);
+        assert.equal(
+          seen.message,
+          "Producer was cancelled: a Job it ends with completed while its block ran",
+          what,
+        );
+        assert.deepEqual(undelivered, [2], `${what}: the value sent goes to the hook`);
+        assert.equal(await ch.receive(), 1, `${what}: what was sent before stays`);
+        await assert.rejects(ch.receive(), ClosedReceiveError, `${what}: then a clean close`);
+      }),
+      10_000,
+      what,
+    );
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce whose named Job completed while its block runs on past the rejected send: native code's destroy of the channel learnt after that end cancels no task (the producer has ended), as before the end's sends binding", async () => {
   // src/produce.ts, `#learntDestroyed` checks `live`: the end (`ENDED_WHILE`) leaves the running
   // block's sends bound to its aborted signal (`bound`), which the destroy's hook took for a live
