@@ -3874,6 +3874,52 @@ Deno.test("produce and actor whose block starts at once under a task naming a lo
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose launch returns the Job running the block, its task naming that Job with no signal, or naming a long-lived one beside its signal: the block's failure closes the channel with that failure as the task completes, at once and deferred alike", async () => {
+  // src/produce.ts, `closeOnCancel`'s owner: a block started at once watches the Job its task
+  // names before `launch` returned it, as a Job that runs no block (no owner: its failure closes
+  // the channel at once with its signal's reason). Where `launch` then returns that same Job, it
+  // is the one running the block, whose failure closes the channel with the failure itself as it
+  // completes (as deferred). For a while, at once, receivers got the signal's CancellationError.
+  const longLived = createScope();
+  for (const names of ["its own, no signal", "a long-lived one"] as const) {
+    for (const start of ["at once", "deferred"] as const) {
+      const what = `${names}, ${start}`;
+      const boom = new Error(`${what}: the block failed`);
+      const reported: unknown[] = [];
+      const holder = createScope({
+        context: Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e)),
+      });
+      let task!: Job;
+      const go = Promise.withResolvers<void>();
+      const scope = {
+        context: Context.empty,
+        launch: (block: (t: CoroutineScope) => unknown) =>
+          task = holder.launch(async (t) => {
+            if (start === "deferred") await go.promise;
+            return block(
+              (names === "a long-lived one"
+                ? { context: t.context, signal: t.signal, job: longLived.job }
+                : { context: t.context, job: t }) as unknown as CoroutineScope,
+            );
+          }),
+      } as unknown as CoroutineScope;
+      const ch = produce<number>(scope, async (out) => {
+        await out.send(1);
+        throw boom;
+      }, { capacity: 1 });
+      go.resolve();
+      await within(task.join(), 5_000, `${what}: the task's end`);
+      assert.equal(task.state, "cancelled", what); // failed: a Job reads "cancelled"
+      assert.equal(await ch.receive(), 1, what);
+      await assert.rejects(ch.receive(), (e) => e === boom, `${what}: closed with the failure`);
+      await within(holder.job.join(), 5_000, `${what}: the holder's end`);
+      assert.deepEqual(reported, [boom], `${what}: reported once, by its scope`);
+    }
+  }
+  longLived.cancel();
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
