@@ -881,7 +881,15 @@ export function produce<T>(
       // its scope (README says why not here); after its own cancel() the channel was cancelled
       // (`cancelOnOwnCancel`), as Kotlin's.
       const owner = owners.get(signal); // read now: `launch`'s Job may have become it since
-      if (!st.gone && !(isJob(owner) && failureOf(owner) !== undefined)) {
+      // Nor where the Job running the block (`st.job`) failed first: a Job its task names may be
+      // its parent, cancelled by that failure (no owner: `watchNamed`), whose reason closed the
+      // channel at once, its receivers never given the failure (a caller's scope naming its own
+      // Job: "Cancelled: a task in the scope failed"), where kcoro's own scope gives it.
+      const runner = st.job;
+      if (
+        !st.gone && !(isJob(owner) && failureOf(owner) !== undefined) &&
+        !(isJob(runner) && failureOf(runner) !== undefined)
+      ) {
         closeAtEnd(out, reason);
       }
       // For a failure too: the sends reject once the task is cancelling. After the close, as a

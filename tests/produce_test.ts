@@ -3920,6 +3920,51 @@ Deno.test("produce on a CoroutineScope of the caller's own whose launch returns 
   assert.equal(live, 0);
 });
 
+Deno.test("produce on a CoroutineScope of the caller's own whose task names the scope's own Job (its parent): the block's failure closes the channel with that failure, not with the parent's cancellation it caused, at once and deferred", async () => {
+  // src/produce.ts, `closeOnCancel`: the named Job's abort closes the channel at once (no owner,
+  // `watchNamed`, 370f126f), but here it aborts because the task failed: the channel waits for
+  // the task's completion, which closes it with the failure, as kcoro's own scope does. For a
+  // while receivers got the parent's "Cancelled: a task in the scope failed" (at once, always).
+  for (const start of ["at once", "deferred"] as const) {
+    const what = start;
+    const boom = new Error(`${what}: the block failed`);
+    let ch!: Channel<number>;
+    await assert.rejects(
+      within(
+        coroutineScope((real) => {
+          const go = Promise.withResolvers<void>();
+          const scope = {
+            context: real.context,
+            launch: (block: (t: CoroutineScope) => unknown) =>
+              real.launch(async (t) => {
+                if (start === "deferred") await go.promise;
+                return block(
+                  {
+                    context: t.context,
+                    signal: t.signal,
+                    job: real.job,
+                  } as unknown as CoroutineScope,
+                );
+              }),
+          } as unknown as CoroutineScope;
+          ch = produce<number>(scope, async (out) => {
+            await out.send(1);
+            throw boom;
+          }, { capacity: 1 });
+          go.resolve();
+        }),
+        10_000,
+        what,
+      ),
+      (e) => e === boom,
+      `${what}: the scope fails with it`,
+    );
+    assert.equal(await ch.receive(), 1, what);
+    await assert.rejects(ch.receive(), (e) => e === boom, `${what}: closed with the failure`);
+  }
+  assert.equal(live, 0);
+});
+
 Deno.test("produce and actor whose task of the caller's own has an aborted signal as the block starts never run it: the task ends cancelled with the signal's reason as its cause, the channel closed (mailbox cancelled) with it; started at once or late, the launch returning a kcoro Job, one of the caller's, or throwing", async () => {
   // src/produce.ts and src/actor.ts, `SIGNAL_FIRST`: the block (handler) ran though its task's
   // signal had aborted, which closed the channel (cancelled the mailbox): what it did before its
