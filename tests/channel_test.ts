@@ -3118,6 +3118,75 @@ Deno.test("a tryReceiveMany whose take ran the caller's code (a sender's encodin
   ]);
 });
 
+Deno.test("a tryReceiveMany on a drop policy's channel whose take handed onUndeliveredElement what other isolates' sends dropped, and the hook disposed the channel or closed the library, throws what a call after it throws at its next value: every codec", async () => {
+  // A drop policy's channel with the hook goes one value at a time (`#batchesNatively`): each
+  // take hands the hook what sends through other handles dropped (here straight through the
+  // library: 1, dropped by 3), the caller's code of the take the test above reaches through a
+  // getter. Before, after a close the batch went on through the closed library's symbols and
+  // took the rest (3), nothing dropped to the hook, where a call after the close throws
+  // LibraryClosedError.
+  const res = await evalScript(`
+    import { Channel, closeLibrary, codecs, library } from "./mod.ts";
+    import { librarySymbols } from "./ffi/load.ts";
+    const values = { f64: (n) => n, bytes: (n) => new Uint8Array([n]), default: (n) => n };
+    const show = (x) => String(x instanceof Uint8Array ? x[0] : x);
+    const out = [];
+    for (const by of ["dispose", "close"]) {
+      for (const name of Object.keys(values)) {
+        const v = values[name];
+        const dropped = [];
+        let hook = null;
+        const ch = new Channel(2, {
+          codec: codecs[name],
+          overflow: "drop-oldest",
+          onUndeliveredElement: (x) => {
+            dropped.push(show(x));
+            const h = hook;
+            hook = null;
+            h?.();
+          },
+        });
+        ch.share();
+        // 1, 2, 3 sent natively into the two slots: 1 dropped (kept for this isolate's hook).
+        const sym = librarySymbols(library(), "test");
+        const other = new Channel(3, { codec: codecs[name] });
+        for (const n of [1, 2, 3]) other.trySend(v(n));
+        other.share();
+        const size = codecs[name].elemSize;
+        const slot = new BigUint64Array(size / 8);
+        for (let i = 0; i < 3; i++) {
+          if (sym.kc_chan_try_recv(other.handle, Deno.UnsafePointer.of(slot), size) !== 0 ||
+            sym.kc_chan_try_send(ch.handle, Deno.UnsafePointer.of(slot), size) !== 0) {
+            throw new Error("set-up failed");
+          }
+        }
+        other[Symbol.dispose]();
+        hook = by === "close" ? () => closeLibrary() : () => ch[Symbol.dispose]();
+        let got;
+        try {
+          const r = ch.tryReceiveMany(10);
+          got = r.state + " " + (r.values ?? []).map(show).join(" ");
+        } catch (e) {
+          got = e.name + ", received " + e.received.map(show).join(" ");
+        }
+        hook = null;
+        ch[Symbol.dispose]();
+        out.push(by + " " + name + ": " + got + ", dropped " + dropped.join(" "));
+      }
+    }
+    console.log(out.join("\\n"));
+  `);
+  assert.equal(res.code, 0, res.stderr);
+  const expected: string[] = [];
+  for (const [by, error] of [["dispose", "InvalidHandleError"], ["close", "LibraryClosedError"]]) {
+    // The first take took 2 and handed the hook 1; the channel's end handed it 3.
+    for (const name of ["f64", "bytes", "default"]) {
+      expected.push(`${by} ${name}: ${error}, received 2, dropped 1 3`);
+    }
+  }
+  assert.deepEqual(res.stdout.trim().split("\n"), expected);
+});
+
 Deno.test("Channel.from rejects forged objects with named errors", () => {
   using ch = new Channel<string>(1, { codec: codecs.string });
   const ok = ch.share();
