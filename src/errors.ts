@@ -1258,26 +1258,58 @@ const BRAND_DEPTH = 1_000;
  * as one, and the reverse. Throws what a Proxy `e`'s trap throws. Internal.
  */
 export function brandOf(e: object): string | undefined {
-  let p: object | null = isProxy(e) ? Object.getPrototypeOf(e) : e;
+  let p: object | null = isProxy(e) ? getPrototypeOf(e) : e;
   for (let depth = 0; p !== null && depth <= BRAND_DEPTH; depth++) {
     if (isProxy(p)) return undefined;
-    const d = Object.getOwnPropertyDescriptor(p, ERROR_BRAND);
+    const d = ownDescriptor(p, ERROR_BRAND);
     if (d !== undefined) return typeof d.value === "string" ? d.value : undefined;
-    p = Object.getPrototypeOf(p);
+    p = getPrototypeOf(p);
   }
   return undefined;
 }
 
 /**
+ * `Object`'s reads as the module loaded (`brandOf`, `isEngineError`): a caller's replacement
+ * (`Object.getPrototypeOf = ...`) never runs there, so that `errorKind` runs no code of the
+ * caller's for an `e` that is no Proxy (it throws on what it throws there: the engine's alone).
+ */
+const getPrototypeOf = Object.getPrototypeOf;
+const ownDescriptor = Object.getOwnPropertyDescriptor;
+const ERROR_PROTO: object = Error.prototype;
+const RANGE_ERROR_PROTO: object = RangeError.prototype;
+
+/**
  * Whether `e` is an Error as the engine knows it (`Error.isError`: made by an Error constructor,
  * whatever its prototype now), as the codec decides what crosses as an Error (`isError` in
  * codec.ts); a Proxy by `instanceof`, its traps answering, as there (its stand-in crosses as the
- * prototype its trap gives); `instanceof` alone where the engine has no `Error.isError`. Throws
- * what a Proxy's trap throws.
+ * prototype its trap gives). Where the engine has no `Error.isError`, whether `Error.prototype`
+ * is up `e`'s chain, read as `instanceof` reads it but with no trap run: false at a Proxy met
+ * first, as `brandOf` stops there. Before, that fallback asked `instanceof`, which ran the
+ * `getPrototypeOf` trap of a Proxy up the chain of an `e` that is none, and `errorKind` threw
+ * on the trap's error as if it were the engine's: the block that threw such an `e` never
+ * ended, its scope running for good. Throws what a Proxy `e`'s trap throws.
  */
 function isEngineError(e: unknown): boolean {
-  if (engineIsError !== undefined && !isProxy(e)) return engineIsError(e);
-  return e instanceof Error;
+  if (isProxy(e)) return e instanceof Error;
+  if (engineIsError !== undefined) return engineIsError(e);
+  if ((typeof e !== "object" && typeof e !== "function") || e === null) return false;
+  for (let p = getPrototypeOf(e); p !== null; p = getPrototypeOf(p)) {
+    if (isProxy(p)) return false;
+    if (p === ERROR_PROTO) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether `e` is the engine's RangeError (a stack overflow's: made by an Error constructor, its
+ * prototype `RangeError.prototype` as the module loaded), reading no code of the caller's: what
+ * kcoro's overflow recoveries retry (a job's handlers, `WALK_NOTIFY`; a body's end lost at its
+ * call, `lostBodyEnds`). Anything else thrown there is no overflow: a retry would throw it again,
+ * so it is reported once, never retried for ever. Internal.
+ */
+export function isEngineRangeError(e: unknown): boolean {
+  return typeof e === "object" && e !== null && !isProxy(e) &&
+    getPrototypeOf(e) === RANGE_ERROR_PROTO && isEngineError(e);
 }
 const engineIsError = (Error as { isError?: (v: unknown) => boolean }).isError;
 

@@ -4040,3 +4040,33 @@ Deno.test("a later failure reported in place of being kept (the first a primitiv
   }
   assert.deepEqual(calls, [second], "t's failure reported once");
 });
+
+Deno.test("without Error.isError, a block that throws an object with a Proxy among its prototypes fails its scope with it, no trap run (instanceof ran the trap, whose throw left the scope running for good)", async () => {
+  const res = await evalScript(
+    `
+    delete Error.isError;
+    const { coroutineScope } = await import("./mod.ts");
+    const reported = [];
+    addEventListener("error", (e) => { reported.push(String(e.error)); e.preventDefault(); });
+    let traps = 0;
+    const trapped = new Proxy(Object.create(Error.prototype), {
+      getPrototypeOf() { traps++; throw new Error("the caller's getPrototypeOf trap"); },
+    });
+    const thrown = Object.create(trapped);
+    let outcome = "running";
+    coroutineScope((scope) => { scope.launch(() => { throw thrown; }); }).then(
+      () => outcome = "completed",
+      (e) => outcome = e === thrown ? "rejected with it" : "rejected: " + String(e),
+    );
+    const deadline = performance.now() + 5000;
+    while (outcome === "running" && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    console.log(JSON.stringify({ outcome, traps, reported }));
+  `,
+    { timeoutMs: 60_000 },
+  );
+  assert.equal(res.code, 0, res.stderr);
+  const got = JSON.parse(res.stdout);
+  assert.deepEqual(got, { outcome: "rejected with it", traps: 0, reported: [] });
+});
