@@ -65,6 +65,7 @@ import {
   describe,
   errorKind,
   isAborted,
+  isEngineRangeError,
   listenAbortNamed,
   nameInstances,
   nameLookAlikes,
@@ -755,18 +756,40 @@ function keepLater(first: unknown, later: unknown): void {
  * Duplicates are kept, as Java's `addSuppressed` keeps them.
  */
 function addSuppressedTo(error: Error, later: unknown): void {
-  const own = Object.getOwnPropertyDescriptor(error, "suppressed");
+  const own = ownDescriptor(error, "suppressed");
   if (own !== undefined) {
-    (own.value as unknown[]).push(later);
+    arrayPush(own.value as unknown[], later);
     return;
   }
-  Object.defineProperty(error, "suppressed", {
+  defineProperty(error, "suppressed", {
     value: [later],
     writable: true,
     configurable: true,
     enumerable: false,
   });
 }
+
+/**
+ * The built-ins `#notify` calls (and `addSuppressedTo` there), as this module loaded: the only
+ * code of the caller's run there is the handlers themselves. Before, its `for...of` called the
+ * Set iterator's `next` as the caller left it (`%SetIteratorPrototype%.next = ...`, or a
+ * `Set.prototype[Symbol.iterator]` of theirs), whose throw was taken for an overflow and retried
+ * a microtask later, throwing again: a microtask loop for ever (no timer ran again), reported on
+ * every pass, the waiting parent never released.
+ */
+const callOf = Function.prototype.call;
+const SET_PROTO: Record<symbol, unknown> = Set.prototype as never;
+const SET_ITERATOR_PROTO: { next: unknown } = Object.getPrototypeOf(new Set().values());
+const iteratorKey: symbol = Symbol.iterator;
+const setValuesFn: unknown = Set.prototype.values;
+const setIteratorNextFn: unknown = SET_ITERATOR_PROTO.next;
+const setValues = callOf.bind(Set.prototype.values) as <V>(set: Set<V>) => SetIterator<V>;
+const setIteratorNext = callOf.bind(SET_ITERATOR_PROTO.next as () => unknown) as <V>(
+  it: SetIterator<V>,
+) => IteratorResult<V>;
+const arrayPush = callOf.bind(Array.prototype.push) as (a: unknown[], x: unknown) => number;
+const ownDescriptor = Object.getOwnPropertyDescriptor;
+const defineProperty = Object.defineProperty;
 
 /** What a structured clone of a job fails on (`JobSupport._notCloneable`): its message. */
 const NOT_CLONEABLE = Symbol(
@@ -838,7 +861,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * node, one of that child's completion handlers.
    */
   #leaving = 0;
-  #handlers: Set<{ h: CompletionHandler }> | null = null;
+  #handlers: Set<HandlerNode> | null = null;
   #join: Promise<void> | null = null;
   #resolveJoin: (() => void) | null = null;
   #result: Promise<T> | null = null;
@@ -1142,12 +1165,15 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       return NO_OP;
     }
     const handlers = this.#handlers ??= new Set();
-    const node = { h: handler };
+    const node: HandlerNode = { h: handler, t: undefined };
     handlers.add(node);
     return {
       // Also while the handlers run (another handler of this job disposing this one): a Set's
       // iteration skips what was deleted before it got there, so a disposed handler never runs.
-      [Symbol.dispose]: () => handlers.delete(node),
+      // One called already stays (`#notify` reports its throw from its node).
+      [Symbol.dispose]: () => {
+        if (node.h === handler) handlers.delete(node);
+      },
     };
   }
 
@@ -1728,6 +1754,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           } catch {
             // a `reportError` that throws: nowhere else to go
           }
+          // A throw that is no overflow (`isEngineRangeError`) with the body still not ended: the
+          // end threw it at its first call too (kept here for an overflow), and a later retry
+          // would again. Failed now, once, with no microtask armed (`stoppedQueued` held: what
+          // stops is queued at this run's end), with the error it ends with (a thenable's value
+          // whose adoption threw: that throw). Before, it was reported and dropped, the job
+          // `active` for good (a `queueMicrotask` of the caller's that throws, which `#armStopped`
+          // calls; before errors.ts's `isEngineError` ran no trap, a Proxy's among the thrown
+          // value's prototypes).
+          if (!j.#bodyDone && !isEngineRangeError(e)) {
+            JobSupport.#failLost(j, how === true ? lost[i + 1] : e);
+          }
         }
       }
     }
@@ -1776,9 +1813,35 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   }
 
   /**
+   * Fails job `j`, whose lost body end's retry threw what is no overflow (`#runStopped`), with
+   * `error`, `stoppedQueued` held meanwhile so that no microtask is armed (the run queues what
+   * stops, at its end); what this throws too is reported, then nothing more is tried.
+   */
+  static #failLost(j: JobSupport<unknown>, error: unknown): void {
+    const queued = stoppedQueued;
+    stoppedQueued = true;
+    try {
+      j.#failBody(error);
+    } catch (e) {
+      try {
+        reportUncaught(e);
+      } catch {
+        // a `reportError` that throws: nowhere else to go
+      }
+    } finally {
+      stoppedQueued = queued;
+    }
+  }
+
+  /**
    * Goes on with the handlers of final job `j` that an engine error stopped (`WALK_NOTIFY`),
    * reports what they threw, then releases `parent` (held for them, where not null) and lets it
-   * finish; also should they stop again (then kept again, still held).
+   * finish; also should they stop again (then kept again, still held) by an overflow. A throw
+   * that is none (`isEngineRangeError`: only kcoro's own code runs there, the finalizers, so
+   * none is expected) would be thrown again by the next retry: thrown on, for the run to report
+   * once, the parent released and the handlers not run again. Before, every throw was kept
+   * again, a microtask loop for ever where one kept throwing (a patched Set iterator, before
+   * `#notify` called the built-ins as the module loaded), reported on every pass.
    */
   static #notifyAgain(j: JobSupport<unknown>, parent: JobSupport<unknown> | null): void {
     let notified = false;
@@ -1787,7 +1850,9 @@ export class JobSupport<T = unknown> implements Deferred<T> {
       notified = true;
       if (error !== null) handleCoroutineException(j.#context, error);
     } catch (e) {
-      if (!notified) {
+      if (!notified && !isEngineRangeError(e)) {
+        notified = true; // made no progress a retry would make: the parent released below
+      } else if (!notified) {
         const at = stoppedWalks.length;
         stoppedWalks[at] = j;
         stoppedWalks[at + 1] = parent;
@@ -2281,28 +2346,80 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // in its `suppressed` list (Kotlin's addSuppressed). Before, each throw was reported on its
     // own, as it came. (No handler is added meanwhile: the job reads final, so one added runs at
     // once.)
-    let error: CompletionHandlerError | null = null;
-    for (const n of handlers) {
-      const h = n.h;
-      if (h === HANDLER_RAN) continue; // called before an engine error stopped this
-      n.h = HANDLER_RAN;
-      try {
-        h(cause);
-      } catch (e) {
-        if (error === null) {
-          error = new CompletionHandlerError(`Exception in completion handler of ${this}`, {
-            cause: e,
-          });
-        } else addSuppressedTo(error, e);
+    // By the built-ins as the module loaded (`setValues`, `setIteratorNext`), and the job named
+    // by its own state (`jobStateOf`, as `toString` says): no code of the caller's runs here but
+    // the handlers, so a throw out of here is the engine's (an overflow), which a retry goes on
+    // from.
+    // A handler's throw is kept on its node by stores alone (`HANDLER_THREW`), and wrapped once
+    // all have run: where the wrap, at the depth of the call, overflowed, the throw was lost with
+    // the handler marked run, and a retry skipped it (job_test's "... its handlers' run
+    // overflowing" scan saw 'ran 1' once the iteration's calls moved where overflows land).
+    // By `for...of` while the built-ins it calls are the module's (V8 runs it with no call, so
+    // an overflow lands where it did), else by them as the module loaded: a caller's
+    // replacement never runs (one made an accessor runs its getter here, no more).
+    let threw = false;
+    if (SET_ITERATOR_PROTO.next === setIteratorNextFn && SET_PROTO[iteratorKey] === setValuesFn) {
+      for (const n of handlers) {
+        const h = n.h;
+        if (h === HANDLER_RAN) continue; // called before an engine error stopped this
+        if (h === HANDLER_THREW) {
+          threw = true; // likewise, its throw on its node
+          continue;
+        }
+        n.h = HANDLER_RAN;
+        try {
+          h(cause);
+        } catch (e) {
+          n.t = e;
+          n.h = HANDLER_THREW;
+          threw = true;
+        }
+      }
+    } else {
+      const it = setValues(handlers);
+      for (let r = setIteratorNext(it); r.done !== true; r = setIteratorNext(it)) {
+        const n = r.value;
+        const h = n.h;
+        if (h === HANDLER_RAN) continue;
+        if (h === HANDLER_THREW) {
+          threw = true;
+          continue;
+        }
+        n.h = HANDLER_RAN;
+        try {
+          h(cause);
+        } catch (e) {
+          n.t = e;
+          n.h = HANDLER_THREW;
+          threw = true;
+        }
       }
     }
-    this.#handlers = null; // all run: a retry finds none
+    let error: CompletionHandlerError | null = null;
+    if (threw) {
+      const it = setValues(handlers);
+      for (let r = setIteratorNext(it); r.done !== true; r = setIteratorNext(it)) {
+        const n = r.value;
+        if (n.h !== HANDLER_THREW) continue;
+        if (error === null) {
+          error = new CompletionHandlerError(
+            `Exception in completion handler of Job(${jobStateOf(this)})`,
+            { cause: n.t },
+          );
+        } else addSuppressedTo(error, n.t);
+      }
+    }
+    this.#handlers = null; // all run, their throws wrapped: a retry finds none
     return error;
   }
 }
 
 /** A completion handler `#notify` has called: not called again where it goes on. */
 const HANDLER_RAN: CompletionHandler = () => {};
+/** A completion handler `#notify` has called that threw (its node's `t`): not called again. */
+const HANDLER_THREW: CompletionHandler = () => {};
+/** A job's completion handler (`h`) and, once it threw (`HANDLER_THREW`), what it threw. */
+type HandlerNode = { h: CompletionHandler; t: unknown };
 
 /**
  * Throws unless a promise resolved with `value` fulfils with `value` itself: a thenable (its
