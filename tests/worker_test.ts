@@ -1150,7 +1150,9 @@ Deno.test("a Worker's drain settles as the main isolate's shutdown of the runtim
         said.push(e.data);
         if (said.length === 2) told();
       };
-      await until(() => said.length > 0, "the Worker to drain");
+      // Its first message comes once the Worker has started, which type-checks its module
+      // (`workerStartMs`): until's 20 s default was too short under load.
+      await until(() => said.length > 0, "the Worker to drain", workerStartMs);
       assert.equal(said[0], "draining");
       const { abandoned } = await rt.shutdown(mode);
       await within(two, workerStartMs, "the Worker's drain");
