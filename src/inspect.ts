@@ -50,9 +50,20 @@ const toText = String;
 const jsonStringify = JSON.stringify;
 const isArray = Array.isArray;
 const ownKeys = Reflect.ownKeys;
-const ownDescriptor = Reflect.getOwnPropertyDescriptor;
+const descriptorOf = Reflect.getOwnPropertyDescriptor;
 const getPrototypeOf = Object.getPrototypeOf;
 const setPrototypeOf = Object.setPrototypeOf;
+/**
+ * `o`'s own property `k`'s descriptor, with no prototype: the engine's has Object.prototype's,
+ * so that `"value" in d` and `d.value` read a key put there (`Object.prototype.value`, a getter
+ * of the caller's: it ran, and an accessor printed as its text), and `defineProperty(copy, k,
+ * d)` read a missing `get` or `value` there (a polluted one threw: the fact printed by hand).
+ */
+function ownDescriptor(o: object, k: PropertyKey): PropertyDescriptor | undefined {
+  const d = descriptorOf(o, k);
+  if (d !== undefined) setPrototypeOf(d, null);
+  return d;
+}
 const defineProperty = Object.defineProperty;
 const deleteProperty = Reflect.deleteProperty;
 /** `f` as a plain function of its receiver and arguments: no `call` is looked up when it runs. */
@@ -396,7 +407,7 @@ function domBranded(o: object): boolean {
 function shapeOf(name: string): object {
   if (name === "DOMException") return DOM_SHAPE;
   const shape = class {};
-  defineProperty(shape, "name", { value: name });
+  defineProperty(shape, "name", { __proto__: null, value: name } as PropertyDescriptor);
   return shape.prototype;
 }
 
@@ -428,10 +439,15 @@ function domName(o: object): string {
 function domStandIn(o: object): object {
   const copy = {};
   setPrototypeOf(copy, shapeOf(domName(o)));
-  defineProperty(copy, "message", { value: domGetters!.message(o), enumerable: true });
-  defineProperty(copy, "name", { value: domGetters!.name(o), enumerable: true });
-  defineProperty(copy, "code", { value: domGetters!.code(o), enumerable: true });
+  defineProperty(copy, "message", field(domGetters!.message(o)));
+  defineProperty(copy, "name", field(domGetters!.name(o)));
+  defineProperty(copy, "code", field(domGetters!.code(o)));
   return copy;
+}
+
+/** A read-only enumerable data property's descriptor holding `value`, with no prototype. */
+function field(value: unknown): PropertyDescriptor {
+  return { __proto__: null, value, enumerable: true } as PropertyDescriptor;
 }
 
 /**
@@ -698,10 +714,20 @@ function copied(
 function noStackLike(copy: object, was: PropertyDescriptor | undefined): void {
   if (was === undefined) deleteProperty(copy, "stack");
   else if ("value" in was) {
-    defineProperty(copy, "stack", { value: undefined, writable: true, configurable: true });
+    defineProperty(copy, "stack", {
+      __proto__: null,
+      value: undefined,
+      writable: true,
+      configurable: true,
+    } as PropertyDescriptor);
   } else {
     const set = was.set === undefined ? undefined : noStack;
-    defineProperty(copy, "stack", { get: noStack, set, configurable: true });
+    defineProperty(copy, "stack", {
+      __proto__: null,
+      get: noStack,
+      set,
+      configurable: true,
+    } as PropertyDescriptor);
   }
 }
 
@@ -732,7 +758,9 @@ function namedKeys(a: unknown[], walk: Walk): (string | symbol)[] {
   const named: (string | symbol)[] = [];
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i];
-    if (k !== "length" && !isIndex(k)) defineProperty(named, named.length, { value: k });
+    if (k !== "length" && !isIndex(k)) {
+      defineProperty(named, named.length, { __proto__: null, value: k } as PropertyDescriptor);
+    }
   }
   return named;
 }

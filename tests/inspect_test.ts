@@ -1813,5 +1813,80 @@ Deno.test("a print defines its arrays' elements as their own: an index getter or
   );
 });
 
+Deno.test("a print reads each property's descriptor as its own: a descriptor field put on Object.prototype is not read, nor its getter run: before, an accessor read as a data property there, and a copy holding one threw", () => {
+  // The engine's descriptors have Object.prototype's prototype: `"value" in d` was true for an
+  // accessor where Object.prototype has a `value` (its getter, the caller's code, ran), and
+  // `defineProperty(copy, k, d)` read a `get` there beside the value (it threw).
+  const big = 2n ** 20_000n;
+  const said = "a bigint of 20001 bits";
+  const joined: unknown[] = [big];
+  Object.defineProperty(joined, 1, { get: () => 7, enumerable: true });
+  const named = new Error("m");
+  Object.defineProperty(named, "name", { get: () => "Got" });
+  const fact = {
+    e: new Error("e"),
+    s: Object.defineProperty(new Error("s"), "stack", { value: "at", writable: true }), // data
+    get g() {
+      return 1;
+    },
+  };
+  class Sub extends DOMException {}
+  const facts = {
+    fact,
+    d: AbortSignal.abort().reason, // a DOMException's stand-in (Deno's own print of one)
+    sub: new Sub("s"),
+    named: Object.assign([1], { code: new Error("c") }), // an array's named keys
+  };
+  // Deno's inspect of each copy, shown by what it holds: no Deno code runs.
+  const show = (v: unknown): string => {
+    const o = v as object;
+    const keys = Reflect.ownKeys(o).filter((k) => k !== "length" && k !== "stack");
+    const kinds = keys.map((k) => {
+      const d = Object.getOwnPropertyDescriptor(o, k)!;
+      if (!Object.hasOwn(d, "value")) return `${String(k)}:get`;
+      return `${String(k)}:${typeof d.value === "object" ? show(d.value) : d.value}`;
+    });
+    return `${Object.getPrototypeOf(o)?.constructor?.name}(${kinds.join(" ")})`;
+  };
+  const run = () => [
+    stringOf(joined),
+    showByHand(named),
+    inspectAs("X", facts, show, {}),
+    showByHand(new DOMException("d", "AbortError")),
+  ];
+  const want = run();
+  assert.deepEqual(want, [
+    `${said},7`,
+    "[Error: m]",
+    "X { fact: Object(e:Error(message:e) s:Error(message:s) g:get), d: DOMException(message:" +
+    "The signal has been aborted name:AbortError code:20), sub: Sub(message:s name:Error " +
+    "code:0), named: Array(0:1 code:Error(message:c)) }",
+    'DOMException { message: "d", name: "AbortError", code: 20 }',
+  ]);
+  const ran: string[] = [];
+  const fields = ["value", "get", "set", "writable", "enumerable", "configurable"];
+  for (const k of fields) {
+    // With no prototype: the fields put there before this one are not read by this define.
+    Object.defineProperty(Object.prototype, k, {
+      __proto__: null,
+      configurable: true,
+      get() {
+        if (new Error().stack!.includes("/src/inspect.ts")) ran.push(k);
+        return undefined;
+      },
+    } as PropertyDescriptor);
+  }
+  let got: unknown;
+  try {
+    got = run();
+  } catch (e) {
+    got = e;
+  } finally {
+    for (const k of fields) delete (Object.prototype as Record<string, unknown>)[k];
+  }
+  assert.deepEqual(ran, []);
+  assert.deepEqual(got, want);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
