@@ -1432,9 +1432,11 @@ function valueParts(value: unknown, budget: number): { parts: number; over: bool
 /**
  * Own properties of an Error that the rich encoding carries even when not enumerable: an
  * AggregateError's `errors`, a SuppressedError's `error` and `suppressed`, and the `suppressed`
- * list a job or scope keeps on its first failure (src/job.ts), all defined so.
+ * list a job or scope keeps on its first failure (src/job.ts), all defined so. `richError` reads
+ * the list by index (no Set iterator of the caller's runs in the decode).
  */
-const CARRIED = new Set(["errors", "error", "suppressed"]);
+const CARRIED_KEYS: readonly string[] = Object.freeze(["errors", "error", "suppressed"]);
+const CARRIED = new Set(CARRIED_KEYS);
 
 /** Own properties each Error's record carries already (or, `stack`, reads through a getter). */
 const RECORDED = new Set(["name", "message", "stack", "cause"]);
@@ -1808,27 +1810,27 @@ function decodeRich(body: Uint8Array): unknown {
   const records: (RichRecord | undefined)[] = [];
   const made: (Error | undefined)[] = [];
   for (let i = 0; i < list.length; i++) {
-    const rec = Object.hasOwn(list, i) ? ownRecord(ownField(list, i)) : undefined;
+    const rec = hasOwn(list, i) ? ownRecord(ownField(list, i)) : undefined;
     putAt(records, i, rec);
     putAt(made, i, rec === undefined ? undefined : richError(rec));
   }
   // Bytes met again (a value the cause held in several places: `encodeRich`) are one copy.
-  const decoded = new Map<Uint8Array, unknown>();
+  const decoded = new NativeMap<Uint8Array, unknown>();
   const value = (x: RichRef): unknown => {
     if (typeof x === "number") {
       // A hole in the records (no Error made there) is no ref either; nor is an index past them,
       // read as an own element only (`made[x]` read Array.prototype's there).
-      const e = Number.isInteger(x) ? ownField(made, x) : undefined;
+      const e = isInteger(x) ? ownField(made, x) : undefined;
       if (e === undefined) throw new RangeError("bad ref");
       return e;
     }
     // The engine's tag, not `instanceof`, which ran an own Symbol.hasInstance of Uint8Array's (the
     // receiving isolate's code) at each value the cause held.
     if (!isBytes(x)) throw new TypeError("bad ref");
-    if (decoded.has(x)) return decoded.get(x);
+    if (mapHas(decoded, x)) return mapGet(decoded, x);
     const got = decodeWith(x, false);
     if (!got.ok) throw new TypeError("bad ref");
-    decoded.set(x, got.cause);
+    mapSet(decoded, x, got.cause);
     return got.cause;
   };
   // The work bounded by the bytes: each record, field and element `encodeRich` writes takes
@@ -1859,7 +1861,7 @@ function decodeRich(body: Uint8Array): unknown {
         for (let k = 0; k < held.length; k++) putAt(values, k, value(ownField(held, k) as RichRef));
         got = values;
       } else got = value(held as RichRef);
-      Object.defineProperty(e, String(key), dataField(got, (flags & 1) !== 0));
+      defineOwn(e, toText(key), dataField(got, (flags & 1) !== 0));
     }
   }
   return value(r);
@@ -1871,7 +1873,7 @@ function decodeRich(body: Uint8Array): unknown {
  * `a`'s own (`ownField` finds none: each ref to that Error "bad", the rich encoding unread).
  */
 function putAt(a: unknown[], i: number, v: unknown): void {
-  Object.defineProperty(a, i, dataField(v, true));
+  defineOwn(a, i, dataField(v, true));
 }
 
 /** A record's `k` where it has none (no cause): `ownRecord`. */
@@ -1888,7 +1890,7 @@ function ownRecord(x: unknown): RichRecord {
     n: ownField(x, "n") as string,
     m: ownField(x, "m") as string | undefined,
     s: ownField(x, "s") as string | undefined,
-    k: typeof x === "object" && x !== null && Object.hasOwn(x, "k")
+    k: typeof x === "object" && x !== null && hasOwn(x, "k")
       ? ownField(x, "k") as RichRef
       : NO_FIELD,
     f: ownField(x, "f") as RichRecord["f"],
@@ -1902,10 +1904,32 @@ function ownRecord(x: unknown): RichRecord {
 function ownField(o: unknown, key: string | number): unknown {
   if (typeof o !== "object" || o === null) return undefined;
   const d = ownDescriptorOf(o, key);
-  return d !== undefined && "value" in d ? d.value : undefined;
+  // Its own `value` (an accessor has none): `"value" in d` read Object.prototype's.
+  return d !== undefined && hasOwn(d, "value") ? d.value : undefined;
 }
 const ownDescriptorOf = Object.getOwnPropertyDescriptor;
 const isArray = Array.isArray as (x: unknown) => x is unknown[];
+// What the decode (`decodeRich`, `richError`, `nameAs`, `decodeWith`'s heads) calls, as the
+// module loaded: read from the globals at each decode, a replacement of the caller's
+// (`Object.hasOwn = ...`, `Map.prototype.get`, a Set iterator's `next`) ran there, once per
+// decoded Error, field or value.
+const hasOwn = Object.hasOwn;
+const defineOwn = Object.defineProperty;
+const deleteOwn = Reflect.deleteProperty;
+const setPrototype = Object.setPrototypeOf;
+const isInteger = Number.isInteger;
+const isProxy = types.isProxy;
+const toText = String;
+const NativeMap = Map;
+const NativeError = Error;
+const callOf = Function.prototype.call;
+const mapGet = callOf.bind(Map.prototype.get) as (m: Map<unknown, unknown>, k: unknown) => unknown;
+const mapHas = callOf.bind(Map.prototype.has) as (m: Map<unknown, unknown>, k: unknown) => boolean;
+const mapSet = callOf.bind(Map.prototype.set) as (
+  m: Map<unknown, unknown>,
+  k: unknown,
+  v: unknown,
+) => void;
 
 /**
  * The errors a decoded AggregateError is made with (none: its carried `errors` are defined
@@ -1918,19 +1942,19 @@ const NO_ERRORS: Iterable<never> = Object.freeze({
 
 /** A record's Error (`RichRecord`), without its cause and fields. */
 function richError(rec: RichRecord): Error {
-  const m = rec.m === undefined ? undefined : String(rec.m);
+  const m = rec.m === undefined ? undefined : toText(rec.m);
   const e = rec.b === "AggregateError"
     ? new AGGREGATE_CLASS(NO_ERRORS, m)
     : rec.b === "SuppressedError" && suppressedClass !== undefined
     ? new suppressedClass(undefined, undefined, m)
-    : new (V8_CONSTRUCTORS.get(rec.b) ?? Error)(m);
+    : new ((mapGet(V8_CONSTRUCTORS, rec.b) as ErrorConstructor | undefined) ?? NativeError)(m);
   // Only the fields the record carries: a SuppressedError is made with both of its own.
-  for (const key of CARRIED) Reflect.deleteProperty(e, key);
+  for (let i = 0; i < CARRIED_KEYS.length; i++) deleteOwn(e, CARRIED_KEYS[i]);
   if (typeof rec.s === "string") ownValue(e, "stack", rec.s);
-  else Reflect.deleteProperty(e, "stack");
+  else deleteOwn(e, "stack");
   const c = errorClassAt(rec.c);
-  if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
-  nameAs(e, String(rec.n));
+  if (c !== undefined) setPrototype(e, c.prototype);
+  nameAs(e, toText(rec.n));
   return e;
 }
 
@@ -1944,7 +1968,7 @@ function richError(rec: RichRecord): Error {
  */
 function nameAs(e: Error, name: string): void {
   if (dataName(e) === name) return;
-  Object.defineProperty(e, "name", dataField(name, true));
+  defineOwn(e, "name", dataField(name, true));
 }
 
 /**
@@ -1954,10 +1978,10 @@ function nameAs(e: Error, name: string): void {
 function dataName(e: object): unknown {
   let p: object | null = e;
   for (let depth = 0; p !== null && depth < CAUSE_DEPTH; depth++) {
-    if (types.isProxy(p)) return undefined;
-    const d = Object.getOwnPropertyDescriptor(p, "name");
-    if (d !== undefined) return "value" in d ? d.value : undefined;
-    p = Object.getPrototypeOf(p);
+    if (isProxy(p)) return undefined;
+    const d = ownDescriptorOf(p, "name");
+    if (d !== undefined) return hasOwn(d, "value") ? d.value : undefined;
+    p = prototypeOf(p);
   }
   return undefined;
 }
@@ -2213,7 +2237,7 @@ function exactOrSaid(v: unknown): unknown {
 }
 
 function ownValue(target: object, key: string, value: unknown): void {
-  Object.defineProperty(target, key, dataField(value, false));
+  defineOwn(target, key, dataField(value, false));
 }
 
 /**
@@ -2469,21 +2493,21 @@ function decodeWith(bytes: Uint8Array, rich: boolean): { ok: true; cause: unknow
         if (at + 2 > bytes.length) return { ok: false };
         const end = at + 2 + bytes[at + 1];
         if (end > bytes.length) return { ok: false };
-        heads.push({ cls: bytes[at], name: decodeUtf8(bytes.subarray(at + 2, end)) });
+        putAt(heads, i, { cls: bytes[at], name: decodeUtf8(bytes.subarray(at + 2, end)) });
         at = end;
       }
       const cause = deserialize(bytes.subarray(at));
       let e: unknown = cause;
-      for (const { cls, name } of heads) {
+      for (let i = 0; i < heads.length; i++) {
+        const { cls, name } = heads[i];
         // node:v8's copy, an Error as the engine knows it (`isError`): `instanceof` ran an own
         // Symbol.hasInstance of Error's (the receiving isolate's code) at each head.
         if (!isError(e)) break;
         const c = errorClassAt(cls);
-        if (c !== undefined) Object.setPrototypeOf(e, c.prototype);
+        if (c !== undefined) setPrototype(e, c.prototype);
         nameAs(e, name);
         // Its own data property, as node:v8 copies a cause: none read through the prototype.
-        const inner = Object.getOwnPropertyDescriptor(e, "cause");
-        e = inner !== undefined && "value" in inner ? inner.value : undefined;
+        e = ownField(e, "cause");
       }
       return { ok: true, cause };
     }

@@ -3729,5 +3729,91 @@ Deno.test("decoding a close cause's rich encoding defines its lists' elements as
   assert.deepEqual(e.list, [1, 2]);
 });
 
+Deno.test("decoding a close cause runs none of the caller's replacements of the built-ins it calls: before, Object.hasOwn, Object.defineProperty, Reflect.deleteProperty, Number.isInteger, String, a Map's get and has and a Set iterator's next were read from the globals at each decode", () => {
+  // A rich encoding (an AggregateError holding fields, one value twice, an array, a cause) and
+  // a plain one (an Error and its cause, each with its own name: `decodeWith`'s heads).
+  const shared = { v: 1 };
+  const inner = Object.assign(new RangeError("r"), { name: "Named" });
+  const rich = Object.assign(
+    new AggregateError([inner, new TypeError("t")], "agg", { cause: inner }),
+    {
+      a: shared,
+      b: shared,
+      list: [1, shared],
+    },
+  );
+  // A kcoro class in both (its prototype set by the decode), and a rich record with no stack.
+  Object.defineProperty(rich, "stack", { value: undefined });
+  rich.errors.push(new CancellationError("x"));
+  const plain = new Error("p", { cause: Object.assign(new TypeError("c"), { name: "Own" }) });
+  const bytes = [encodeCause(rich)!, encodeCause(plain)!, encodeCause(new CancellationError("k"))!];
+  const decodeAll = () => bytes.map((b) => decodeCause(b));
+  const printed = (got: ReturnType<typeof decodeCause>[]) => got.map((g) => Deno.inspect(g));
+  const want = decodeAll();
+  assert.ok(want.every((g) => g.ok));
+  const wantRich = (want[0] as { cause: AggregateError & { a: unknown; b: unknown } }).cause;
+  assert.equal(wantRich.errors.length, 3);
+  assert.ok(wantRich.errors[2] instanceof CancellationError);
+  assert.ok((want[2] as { cause: unknown }).cause instanceof CancellationError);
+  assert.equal(wantRich.a, wantRich.b); // one copy: the decode's Map of the bytes met again
+  const ran: string[] = [];
+  // Each replacement notes a call from src/codec.ts itself (node:v8's own code is not kcoro's).
+  const note = (name: string) => {
+    if (new Error().stack!.split("\n")[3]?.includes("/src/codec.ts")) ran.push(name);
+  };
+  // deno-lint-ignore no-explicit-any
+  type Fn = (...a: any[]) => any;
+  const wrap = (f: Fn, name: string) =>
+    new Proxy(f, {
+      apply(t, self, args) {
+        note(name);
+        return Reflect.apply(t, self, args);
+      },
+      construct(t, args, made) {
+        note(name);
+        return Reflect.construct(t, args, made);
+      },
+    });
+  const setIterator = Object.getPrototypeOf(new Set().values());
+  const arrayIterator = Object.getPrototypeOf([][Symbol.iterator]());
+  const g = globalThis as Record<string, unknown>;
+  const patches: [object, PropertyKey][] = [
+    [Object, "hasOwn"],
+    [Object, "defineProperty"],
+    [Object, "getOwnPropertyDescriptor"],
+    [Object, "getPrototypeOf"],
+    [Object, "setPrototypeOf"],
+    [Reflect, "deleteProperty"],
+    [Number, "isInteger"],
+    [g, "String"],
+    [g, "Map"],
+    [Map.prototype, "get"],
+    [Map.prototype, "has"],
+    [Map.prototype, "set"],
+    [Set.prototype, Symbol.iterator],
+    [setIterator, "next"],
+    [Array.prototype, Symbol.iterator],
+    [Array.prototype, "push"],
+    [arrayIterator, "next"],
+  ];
+  const saved = patches.map(([o, k]) => Object.getOwnPropertyDescriptor(o, k)!);
+  let got: ReturnType<typeof decodeCause>[];
+  for (const [o, k] of patches) {
+    const f = (o as Record<PropertyKey, Fn>)[k];
+    Reflect.defineProperty(o, k, { value: wrap(f, String(k)), writable: true, configurable: true });
+  }
+  try {
+    got = decodeAll();
+  } finally {
+    for (let i = 0; i < patches.length; i++) {
+      Reflect.defineProperty(patches[i][0], patches[i][1], saved[i]);
+    }
+  }
+  assert.deepEqual(ran, []);
+  assert.deepEqual(printed(got), printed(want));
+  const gotRich = (got[0] as { cause: { a: unknown; b: unknown } }).cause;
+  assert.equal(gotRich.a, gotRich.b);
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
