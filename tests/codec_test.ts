@@ -3815,5 +3815,31 @@ Deno.test("decoding a close cause runs none of the caller's replacements of the 
   assert.equal(gotRich.a, gotRich.b);
 });
 
+Deno.test("a decoded Error's name is told by its own descriptors' values only: a value put on Object.prototype does not stand for an accessor's: before, the decode took it as the name it already had, and left the name to the caller's getter", () => {
+  // node:v8 makes it an Error (a name it does not know), the decode names it "Own".
+  const bytes = encodeCause(Object.assign(new TypeError("c"), { name: "Own" }))!;
+  const proto = Object.prototype as Record<string, unknown>;
+  const was = Object.getOwnPropertyDescriptor(Error.prototype, "name")!;
+  // An accessor up the decoded Error's chain, and a `value` on Object.prototype: `"value" in d`
+  // was true for the accessor's descriptor, its `d.value` the polluted "Own".
+  Object.defineProperty(Error.prototype, "name", {
+    get: () => "TypeError",
+    configurable: true,
+  });
+  proto.value = "Own";
+  let got: ReturnType<typeof decodeCause>;
+  try {
+    got = decodeCause(bytes);
+  } finally {
+    delete proto.value;
+    Object.defineProperty(Error.prototype, "name", was);
+  }
+  assert.ok(got.ok);
+  const e = got.cause as Error;
+  assert.ok(e instanceof Error);
+  assert.ok(Object.hasOwn(e, "name"));
+  assert.equal(e.name, "Own");
+});
+
 // Last: no scheduler left running for the files after this one (tests/support.ts says why).
 Deno.test("the scheduler this file may have started is shut down", shutdownScheduler);
