@@ -686,15 +686,6 @@ export function produce<T>(
   // The signals whose abort closes the channel (`closeOnCancel`), and their listeners' removals,
   // run as the task is final.
   const watched: AbortSignal[] = [];
-  /**
-   * The Job whose failure a watched signal's abort is (`closeOnCancel`'s `owner`, null for none):
-   * the Job `launch` returned owns its signal, also one watched before `launch` returned it (a
-   * block started at once watched its task's signal, owned by the Job the task names, and that
-   * Job's own signal, owned by none). Before, the first owner stayed: where the returned Job was
-   * the task's named Job, or its signal the task's, the failure of the Job running the block
-   * closed the channel at once with its signal's reason, not with the failure as it completed.
-   */
-  const owners = new Map<AbortSignal, unknown>();
   const detach: (() => void)[] = [];
   /**
    * The task's own Job where it is kcoro's (read as the block starts), and the Job `launch`
@@ -867,7 +858,6 @@ export function produce<T>(
     // listener added now would never go. Before, the task's signal kept one.
     if (ended || watched.includes(signal)) return;
     watched.push(signal);
-    owners.set(signal, owner);
     // Only once the signal aborted: a call before (the caller's code that reached the listener
     // through the engine's listeners property) changes nothing. Before, it closed the channel
     // with undefined, a clean end for its receivers. Nor once the producer ended.
@@ -880,11 +870,13 @@ export function produce<T>(
       // task's cause becomes the failure: Kotlin's receivers get the failure after a cancel of
       // its scope (README says why not here); after its own cancel() the channel was cancelled
       // (`cancelOnOwnCancel`), as Kotlin's.
-      const owner = owners.get(signal); // read now: `launch`'s Job may have become it since
       // Nor where the Job running the block (`st.job`) failed first: a Job its task names may be
       // its parent, cancelled by that failure (no owner: `watchNamed`), whose reason closed the
       // channel at once, its receivers never given the failure (a caller's scope naming its own
-      // Job: "Cancelled: a task in the scope failed"), where kcoro's own scope gives it.
+      // Job: "Cancelled: a task in the scope failed"), where kcoro's own scope gives it. Also
+      // where `launch` returned the Job running the block after a block started at once watched
+      // its signal with another owner (the Job its task names, or none): the first owner stays,
+      // and this check covers that Job's failure (`st.job` is the returned Job then).
       const runner = st.job;
       if (
         !st.gone && !(isJob(owner) && failureOf(owner) !== undefined) &&
@@ -1092,7 +1084,6 @@ export function produce<T>(
   // The Job's own state and signal (`isCompletedJob`, `signalOfJob`), not redefined getters.
   if (isJob(job) && !isCompletedJob(job)) {
     closeOnCancel(signalOfJob(job), job);
-    if (owners.has(signalOfJob(job))) owners.set(signalOfJob(job), job); // watched before: its own
     // kcoro's own scope returns the task's own Job (its start maybe put off, by deep nesting):
     // its cancel() is the producer's own. Not another Job a scope of the caller's own returns.
     if (kcoroLaunch) cancelOnOwnCancel(job);

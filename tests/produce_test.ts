@@ -3875,11 +3875,13 @@ Deno.test("produce and actor whose block starts at once under a task naming a lo
 });
 
 Deno.test("produce on a CoroutineScope of the caller's own whose launch returns the Job running the block, its task naming that Job with no signal, or naming a long-lived one beside its signal: the block's failure closes the channel with that failure as the task completes, at once and deferred alike", async () => {
-  // src/produce.ts, `closeOnCancel`'s owner: a block started at once watches the Job its task
-  // names before `launch` returned it, as a Job that runs no block (no owner: its failure closes
-  // the channel at once with its signal's reason). Where `launch` then returns that same Job, it
-  // is the one running the block, whose failure closes the channel with the failure itself as it
-  // completes (as deferred). For a while, at once, receivers got the signal's CancellationError.
+  // src/produce.ts, `closeOnCancel`'s check of the Job running the block (`st.job`): a block
+  // started at once watches the Job its task names before `launch` returned it, as a Job that runs
+  // no block (no owner: its failure closes the channel at once with its signal's reason). Where
+  // `launch` then returns that same Job, it is the one running the block, whose failure closes the
+  // channel with the failure itself as it completes (as deferred). For a while, at once, receivers
+  // got the signal's CancellationError. (f066c29c's per-signal owners fixed it first; 3b56c8e6's
+  // `st.job` check covers it, and RR4 removed the owners: this fails without that check.)
   const longLived = createScope();
   for (const names of ["its own, no signal", "a long-lived one"] as const) {
     for (const start of ["at once", "deferred"] as const) {
