@@ -4203,3 +4203,97 @@ Deno.test("a completion handler's throw is reported also where a later handler o
   assert.ok(reported[0] instanceof CompletionHandlerError);
   assert.equal((reported[0] as Error).cause, first);
 });
+
+Deno.test("a failure's class is read by Object's reads as kcoro loaded: a caller's Object.getPrototypeOf or getOwnPropertyDescriptor that throws is never called (its throw left completeExceptionally, the deferred active)", () => {
+  const { getPrototypeOf, getOwnPropertyDescriptor } = Object;
+  let calls = 0;
+  const failures: [string, unknown][] = [];
+  for (const key of ["getPrototypeOf", "getOwnPropertyDescriptor"] as const) {
+    const d = new CompletableDeferred<void>();
+    const err = new Error("the failure");
+    (Object as unknown as Record<string, unknown>)[key] = () => {
+      calls++;
+      throw new Error(`a caller's Object.${key}`);
+    };
+    try {
+      d.completeExceptionally(err);
+    } catch (e) {
+      failures.push([key, e]);
+    } finally {
+      Object.getPrototypeOf = getPrototypeOf;
+      Object.getOwnPropertyDescriptor = getOwnPropertyDescriptor;
+    }
+    assert.equal(d.state, "cancelled", key);
+  }
+  assert.deepEqual(failures, []);
+  assert.equal(calls, 0);
+});
+
+Deno.test("a completion handler's throw is wrapped with the job named by its state, no toString of the caller's run (its throw was reported in place of the handler's)", () => {
+  const proto = CompletableDeferred.prototype as { toString(): string };
+  const own = Object.getOwnPropertyDescriptor(proto, "toString");
+  let calls = 0;
+  const reported: unknown[] = [];
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => reported.push(e));
+  const d = new CompletableDeferred<void>({ context });
+  const first = new Error("the handler's");
+  d.invokeOnCompletion(() => {
+    throw first;
+  });
+  Object.defineProperty(proto, "toString", {
+    value() {
+      calls++;
+      throw new Error("a caller's toString");
+    },
+    configurable: true,
+    writable: true,
+  });
+  try {
+    d.complete();
+  } finally {
+    if (own === undefined) delete (proto as { toString?: unknown }).toString;
+    else Object.defineProperty(proto, "toString", own);
+  }
+  assert.equal(calls, 0);
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof CompletionHandlerError, String(reported[0]));
+  assert.equal((reported[0] as Error).cause, first);
+  assert.match((reported[0] as Error).message, /completion handler of Job\(completed\)/);
+});
+
+Deno.test("completion handlers' later throws are kept in the first's suppressed by built-ins as kcoro loaded: a caller's Array.prototype.push or Object.defineProperty that throws is never called", () => {
+  const { push } = Array.prototype;
+  const { defineProperty } = Object;
+  let calls = 0;
+  const reported: unknown[] = [];
+  // No push here: the test replaces it.
+  const context = Context.empty.with(CoroutineExceptionHandler, (e) => {
+    reported[reported.length] = e;
+  });
+  const d = new CompletableDeferred<void>({ context });
+  const thrown = [new Error("a"), new Error("b"), new Error("c")];
+  for (const t of thrown) {
+    d.invokeOnCompletion(() => {
+      throw t;
+    });
+  }
+  Array.prototype.push = function () {
+    calls++;
+    throw new Error("a caller's push");
+  };
+  Object.defineProperty = () => {
+    calls++;
+    throw new Error("a caller's defineProperty");
+  };
+  try {
+    d.complete();
+  } finally {
+    Array.prototype.push = push;
+    Object.defineProperty = defineProperty;
+  }
+  assert.equal(calls, 0);
+  assert.equal(reported.length, 1);
+  assert.ok(reported[0] instanceof CompletionHandlerError, String(reported[0]));
+  assert.equal((reported[0] as Error).cause, thrown[0]);
+  assert.deepEqual((reported[0] as { suppressed?: unknown[] }).suppressed, thrown.slice(1));
+});
