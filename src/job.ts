@@ -787,6 +787,9 @@ const setValues = callOf.bind(Set.prototype.values) as <V>(set: Set<V>) => SetIt
 const setIteratorNext = callOf.bind(SET_ITERATOR_PROTO.next as () => unknown) as <V>(
   it: SetIterator<V>,
 ) => IteratorResult<V>;
+const setSize = callOf.bind(
+  Object.getOwnPropertyDescriptor(Set.prototype, "size")!.get!,
+) as (set: Set<unknown>) => number;
 const arrayPush = callOf.bind(Array.prototype.push) as (a: unknown[], x: unknown) => number;
 const ownDescriptor = Object.getOwnPropertyDescriptor;
 const defineProperty = Object.defineProperty;
@@ -1846,7 +1849,7 @@ export class JobSupport<T = unknown> implements Deferred<T> {
   static #notifyAgain(j: JobSupport<unknown>, parent: JobSupport<unknown> | null): void {
     let notified = false;
     try {
-      const error = j.#notify(j.#state);
+      const error = j.#notify(j.#state, true); // by the built-ins as loaded: a fresh stack
       notified = true;
       if (error !== null) handleCoroutineException(j.#context, error);
     } catch (e) {
@@ -2325,9 +2328,11 @@ export class JobSupport<T = unknown> implements Deferred<T> {
    * `#finalize`'s handlers, run once this job has left its parent's list; returns what they threw
    * (a CompletionHandlerError), for the caller to report, else null. Throws only an engine error
    * (a stack overflow): then run again (`WALK_NOTIFY`), it goes on from where it stopped, each
-   * part once (the join and result settled, each handler marked run as it is called).
+   * part once (the join and result settled, each handler marked run as it is called), the
+   * handlers walked by the built-ins as the module loaded (`captured`, as `#notifyAgain` asks:
+   * a caller's getter that threw on the first walk runs no more).
    */
-  #notify(state: number): CompletionHandlerError | null {
+  #notify(state: number, captured = false): CompletionHandlerError | null {
     const cause = state === COMPLETED ? undefined : this.#cause;
     this.#hooks.onFinal(this); // once: a launch's (`#onFinal`) takes its finalizer first
     if (this.#resolveJoin !== null) {
@@ -2356,26 +2361,51 @@ export class JobSupport<T = unknown> implements Deferred<T> {
     // overflowing" scan saw 'ran 1' once the iteration's calls moved where overflows land).
     // By `for...of` while the built-ins it calls are the module's (V8 runs it with no call, so
     // an overflow lands where it did), else by them as the module loaded: a caller's
-    // replacement never runs (one made an accessor runs its getter here, no more).
-    let threw = false;
-    if (SET_ITERATOR_PROTO.next === setIteratorNextFn && SET_PROTO[iteratorKey] === setValuesFn) {
-      for (const n of handlers) {
-        const h = n.h;
-        if (h === HANDLER_RAN) continue; // called before an engine error stopped this
-        if (h === HANDLER_THREW) {
-          threw = true; // likewise, its throw on its node
-          continue;
-        }
-        n.h = HANDLER_RAN;
-        try {
-          h(cause);
-        } catch (e) {
-          n.t = e;
-          n.h = HANDLER_THREW;
-          threw = true;
-        }
+    // replacement never runs. One made an accessor runs its getter (the check's read, then
+    // `for...of`'s): what that throws, or a walk that visits fewer nodes than the Set holds (the
+    // getter gave the built-in to the check and another iterator to `for...of`), goes on by the
+    // built-ins as loaded, each node called once (marked). Before, the getter's throw left here
+    // (a RangeError's retried a microtask later for ever), and an empty iterator skipped them.
+    let threw = false, fast = false, visited = 0;
+    if (!captured) {
+      try {
+        fast = SET_ITERATOR_PROTO.next === setIteratorNextFn &&
+          SET_PROTO[iteratorKey] === setValuesFn;
+      } catch {
+        // a caller's getter: by the built-ins as loaded
       }
-    } else {
+    }
+    if (fast) {
+      try {
+        for (const n of handlers) {
+          visited++;
+          const h = n.h;
+          if (h === HANDLER_RAN) continue; // called before an engine error stopped this
+          if (h === HANDLER_THREW) {
+            threw = true; // likewise, its throw on its node
+            continue;
+          }
+          n.h = HANDLER_RAN;
+          try {
+            h(cause);
+          } catch (e) {
+            n.t = e;
+            n.h = HANDLER_THREW;
+            threw = true;
+          }
+        }
+      } catch (e) {
+        // The iteration's: an overflow (or a caller's getter's RangeError) thrown on, for the
+        // retry on a fresh stack, which walks by the built-ins as loaded (`captured`: at this
+        // depth their calls land where the handlers' entries overflow, a run lost to the
+        // handler); anything else a caller's getter's, gone on from at once.
+        if (isEngineRangeError(e)) throw e;
+        visited = -1;
+      }
+      // A handler disposing a later one deletes it before the walk gets there: both counts drop.
+      if (visited !== setSize(handlers)) fast = false;
+    }
+    if (!fast) {
       const it = setValues(handlers);
       for (let r = setIteratorNext(it); r.done !== true; r = setIteratorNext(it)) {
         const n = r.value;

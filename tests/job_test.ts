@@ -4297,3 +4297,75 @@ Deno.test("completion handlers' later throws are kept in the first's suppressed 
   assert.equal((reported[0] as Error).cause, thrown[0]);
   assert.deepEqual((reported[0] as { suppressed?: unknown[] }).suppressed, thrown.slice(1));
 });
+
+Deno.test("a job's completion handlers run where the caller made the Set iterator's built-ins getters (throwing, a RangeError, or the built-in on every other read, else nothing or a throw): each handler once, nothing thrown or reported (the getter's throw lost them, a RangeError's was retried each microtask, an empty iterator skipped them)", async () => {
+  const setIterProto = Object.getPrototypeOf(new Set().values());
+  const targets: [object, PropertyKey][] = [
+    [Set.prototype, Symbol.iterator],
+    [setIterProto, "next"],
+  ];
+  const LIMIT = 1_000; // reads after which a getter answers the built-in: the test ends
+  const results: string[] = [];
+  for (const [target, key] of targets) {
+    const own = Object.getOwnPropertyDescriptor(target, key)!;
+    const builtin = own.value;
+    const empty = key === "next"
+      ? () => ({ done: true, value: undefined })
+      : () => [][Symbol.iterator]();
+    // "every-other": the built-in to the check, an empty iterator to `for...of`; "then-throws":
+    // the built-in to the check, a throw to `for...of`; "then-range-error": a RangeError there
+    // (taken for an overflow: thrown out of complete(), as one is, and gone on from a microtask
+    // later by the built-ins as loaded).
+    for (
+      const mode of [
+        "throws",
+        "range-error",
+        "every-other",
+        "then-throws",
+        "then-range-error",
+      ]
+    ) {
+      using reported = catchReported();
+      const d = new CompletableDeferred<number>();
+      let ran = 0, reads = 0;
+      d.invokeOnCompletion(() => ran++);
+      let threw: unknown;
+      Object.defineProperty(target, key, {
+        configurable: true,
+        get() {
+          if (++reads > LIMIT) return builtin;
+          if (mode === "throws") throw new Error("a caller's getter");
+          if (mode === "range-error") throw new RangeError("a caller's getter");
+          if (reads % 2 === 1) return builtin;
+          if (mode === "then-throws") throw new Error("a caller's getter");
+          if (mode === "then-range-error") throw new RangeError("a caller's getter");
+          return empty;
+        },
+      });
+      try {
+        try {
+          d.complete(1);
+        } catch (e) {
+          threw = e;
+        }
+        for (let i = 0; i < 10; i++) await null; // the retries' microtasks, were there any
+      } finally {
+        Object.defineProperty(target, key, own);
+      }
+      const got = `ran ${ran}, threw ${threw}, reported ${reported.errors.length}, ${d.state}`;
+      results.push(`${String(key)} ${mode}: ${got}`);
+    }
+  }
+  assert.deepEqual(results, [
+    "Symbol(Symbol.iterator) throws: ran 1, threw undefined, reported 0, completed",
+    "Symbol(Symbol.iterator) range-error: ran 1, threw undefined, reported 0, completed",
+    "Symbol(Symbol.iterator) every-other: ran 1, threw undefined, reported 0, completed",
+    "Symbol(Symbol.iterator) then-throws: ran 1, threw undefined, reported 0, completed",
+    "Symbol(Symbol.iterator) then-range-error: ran 1, threw RangeError: a caller's getter, reported 0, completed",
+    "next throws: ran 1, threw undefined, reported 0, completed",
+    "next range-error: ran 1, threw undefined, reported 0, completed",
+    "next every-other: ran 1, threw undefined, reported 0, completed",
+    "next then-throws: ran 1, threw undefined, reported 0, completed",
+    "next then-range-error: ran 1, threw RangeError: a caller's getter, reported 0, completed",
+  ]);
+});
