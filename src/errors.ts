@@ -1221,8 +1221,7 @@ export const ERROR_BRAND: symbol = Symbol.for("kcoro.error");
  * (a failure there), and a real Error given the prototype by `Object.setPrototypeOf` crosses as
  * the class, and is one here too. The brand is read as the codec reads it (`brandOf`), so that a
  * cause is a cancellation here exactly when it crosses to other isolates as one. Throws only the
- * engine's error (a stack overflow) for an `e` that is no Proxy, where the engine has
- * `Error.isError`; elsewhere nothing. Internal.
+ * engine's error (a stack overflow) for an `e` that is no Proxy; for a Proxy, nothing. Internal.
  */
 export function errorKind(e: unknown): string | undefined {
   try {
@@ -1232,11 +1231,11 @@ export function errorKind(e: unknown): string | undefined {
     // prototype read): a revoked one, or a trap that throws, is not ours. Anything else can throw
     // only the engine's error (a stack overflow, the read begun with the stack all but full),
     // thrown on so that the caller's overflow recovery runs: before, it answered undefined, and
-    // a cancellation whose brand read overflowed was taken for a failure (`#failBody`). Not
-    // where the engine has no `Error.isError`: `instanceof` then runs the traps of a Proxy among
-    // `e`'s prototypes (a plain object's), whose throw was thrown on out of `completeExceptionally`
-    // (the deferred left active) where it had failed it.
-    if (engineIsError !== undefined && !isProxy(e)) throw error;
+    // a cancellation whose brand read overflowed was taken for a failure (`#failBody`). Also
+    // where the engine has no `Error.isError`: `isEngineError`'s walk then runs no trap of a
+    // Proxy among `e`'s prototypes (10f74e90 answered undefined there, for `instanceof` ran
+    // them; with the walk, that only took such an overflow for a failure again).
+    if (!isProxy(e)) throw error;
     return undefined;
   }
 }

@@ -4369,3 +4369,53 @@ Deno.test("a job's completion handlers run where the caller made the Set iterato
     "next then-range-error: ran 1, threw RangeError: a caller's getter, reported 0, completed",
   ]);
 });
+
+Deno.test("where the engine has no Error.isError, a cancellation's class read overflowing at each depth of an all but full stack is not taken for a failure (a child process; errorKind answered undefined there, the deferred and its parent cancelled)", async () => {
+  // tests/fixtures/stack_edge_scan.ts's "cancel-given" and "abort-given" (see the back-edge
+  // scan above), with Error.isError deleted before kcoro loads (--preload). Before, errorKind
+  // threw the read's overflow on only where Error.isError was there (10f74e90: without it,
+  // `instanceof` ran a Proxy's traps; isEngineError's walk runs none since 3d2e3730), so here
+  // the overflow was taken for "no brand": 'cancelled,cancelled', 1,249 cases in.
+  const flags = [
+    "--max-opt=0",
+    "--stack-size=200",
+    "--invocation-count-for-maglev=1",
+    "--invocation-count-for-turbofan=1",
+  ].join(",");
+  const fixture = new URL("./fixtures/stack_edge_scan.ts", import.meta.url).pathname;
+  const preload = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      preload,
+      "delete (Error as { isError?: unknown }).isError;\n" +
+        'if ("isError" in Error) throw new Error("Error.isError still there");\n',
+    );
+    let allowance = 10_000;
+    for (const [mode, ms] of [["cancel-given", 2000], ["abort-given", 2000]] as const) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          `--v8-flags=${flags}`,
+          "--allow-all",
+          `--preload=${preload}`,
+          fixture,
+          String(ms),
+          mode,
+          String(allowance),
+        ],
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(ms + allowance + 30_000), // a hang fails the test
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, `${mode}: ${text}${new TextDecoder().decode(out.stderr)}`);
+      const { cases, partway, stuck, late } = JSON.parse(text.trim().split("\n").at(-1)!);
+      allowance = Math.max(0, allowance - late);
+      assert.ok(partway > 0, `${mode}: the scan reached a case stopped part way (of ${cases})`);
+      assert.deepEqual(stuck, [], `${mode}: of ${partway} cases stopped part way (${cases} cases)`);
+    }
+  } finally {
+    await Deno.remove(preload);
+  }
+});
