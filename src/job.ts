@@ -1757,15 +1757,17 @@ export class JobSupport<T = unknown> implements Deferred<T> {
           } catch {
             // a `reportError` that throws: nowhere else to go
           }
-          // A throw that is no overflow (`isEngineRangeError`) with the body still not ended: the
+          // A throw with the body still not ended, here on a microtask's fresh stack (no overflow
+          // of the end's own: what overflows past its start is kept by the walks' stores): the
           // end threw it at its first call too (kept here for an overflow), and a later retry
-          // would again. Failed now, once, with no microtask armed (`stoppedQueued` held: what
-          // stops is queued at this run's end), with the error it ends with (a thenable's value
-          // whose adoption threw: that throw). Before, it was reported and dropped, the job
-          // `active` for good (a `queueMicrotask` of the caller's that throws, which `#armStopped`
-          // calls; before errors.ts's `isEngineError` ran no trap, a Proxy's among the thrown
-          // value's prototypes).
-          if (!j.#bodyDone && !isEngineRangeError(e)) {
+          // would again; nothing keeps this entry for one. Failed now, once, with no microtask
+          // armed (`stoppedQueued` held: what stops is queued at this run's end), with the error
+          // it ends with (a thenable's value whose adoption threw: that throw). Before, it was
+          // reported and dropped, the job `active` for good (a `queueMicrotask` of the caller's
+          // that throws, which `#armStopped` calls; before errors.ts's `isEngineError` ran no
+          // trap, a Proxy's among the thrown value's prototypes), also for a RangeError (taken
+          // for an overflow a later run would retry: none did).
+          if (!j.#bodyDone) {
             JobSupport.#failLost(j, how === true ? lost[i + 1] : e);
           }
         }

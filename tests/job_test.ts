@@ -4419,3 +4419,35 @@ Deno.test("where the engine has no Error.isError, a cancellation's class read ov
     await Deno.remove(preload);
   }
 });
+
+Deno.test("a launch's block whose failure's end throws a RangeError of the caller's, its retry too, fails the job once (taken for an overflow a later run retries, it was dropped: the job active for good)", async () => {
+  // As the test above, the caller's `queueMicrotask` throwing a RangeError (no overflow: the
+  // retry runs on a microtask's fresh stack). Nothing kept the entry for another retry.
+  const original = globalThis.queueMicrotask;
+  using reported = catchReported();
+  let threw: unknown;
+  let outcome = "running";
+  const done = coroutineScope((scope) => {
+    globalThis.queueMicrotask = () => {
+      throw new RangeError("a caller's queueMicrotask");
+    };
+    try {
+      scope.launch(() => {
+        throw new Error("boom");
+      });
+    } catch (e) {
+      threw = e;
+    }
+  }).then(() => "completed", (e) => `rejected: ${(e as Error).message}`);
+  void done.then((o) => outcome = o);
+  try {
+    for (let i = 0; i < 10; i++) await null; // the retry's microtask
+  } finally {
+    globalThis.queueMicrotask = original;
+  }
+  await until(() => outcome !== "running", "the scope to end", 5_000);
+  assert.equal(outcome, "rejected: boom");
+  assert.ok(threw instanceof RangeError, String(threw));
+  assert.equal(reported.errors.length, 1);
+  assert.match(String(reported.errors[0]), /RangeError: a caller's queueMicrotask/);
+});
