@@ -31,7 +31,7 @@ import { types } from "node:util";
 import { markAsUntransferable } from "node:worker_threads";
 import type { Library } from "../ffi/load.ts";
 import { type ChunkBuffers, chunkBuffers, chunkBuffersProblem } from "../ffi/napi.ts";
-import { customInspect, inspectAs, notA } from "./inspect.ts";
+import { customInspect, inspectAs, notA, putAt } from "./inspect.ts";
 import {
   brandOf,
   CancellationError,
@@ -1865,15 +1865,6 @@ function decodeRich(body: Uint8Array): unknown {
     }
   }
   return value(r);
-}
-
-/**
- * `a[i] = v` as `a`'s own element, defined (`dataField`): an assignment where `a` has none runs
- * a setter an index of Array.prototype has (the caller's code), and the element is then not
- * `a`'s own (`ownField` finds none: each ref to that Error "bad", the rich encoding unread).
- */
-function putAt(a: unknown[], i: number, v: unknown): void {
-  defineOwn(a, i, dataField(v, true));
 }
 
 /** A record's `k` where it has none (no cause): `ownRecord`. */

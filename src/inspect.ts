@@ -1155,9 +1155,11 @@ function constructorName(f: object): string | undefined {
 /**
  * `a[i] = v` as `a`'s own element, defined: an assignment (or `push`) where `a` has none runs a
  * setter an index of Array.prototype has (`Object.defineProperty(Array.prototype, 0, ...)`, the
- * caller's code), and `join` then read its getter: a fact printed as the caller's text.
+ * caller's code), and `join` then read its getter: a fact printed as the caller's text. The
+ * codec's decode defines its lists' elements by it too (there, an element assigned so was not
+ * `a`'s own: `ownField` found none, each ref to that Error "bad"). Internal.
  */
-function putAt(a: unknown[], i: number, v: unknown): void {
+export function putAt(a: unknown[], i: number, v: unknown): void {
   defineProperty(
     a,
     i,

@@ -31,6 +31,7 @@ import {
   lengthClaimingProxy,
   prng,
   shutdownScheduler,
+  withIndexAccessors,
 } from "./support.ts";
 import {
   CAUSE_BYTES_MIN,
@@ -3684,34 +3685,6 @@ Deno.test("decoding a close cause's rich encoding runs no replaced Array method 
   assert.ok(e.errors[0] instanceof RangeError);
   assert.equal((e.errors[0] as Error).cause, 1);
 });
-
-/**
- * Runs `f` while Array.prototype has a getter and a setter at indexes 0 to 3 that record their
- * calls (in a string: an array's own elements would meet them); answers what ran and `f`'s value.
- */
-function withIndexAccessors<T>(f: () => T): [string, T] {
-  let ran = "";
-  const elements = Array.prototype as unknown as Record<number, unknown>;
-  for (let i = 0; i < 4; i++) {
-    Object.defineProperty(elements, i, {
-      configurable: true,
-      get() {
-        ran += `get ${i};`;
-        return "planted";
-      },
-      set(_: unknown) {
-        ran += `set ${i};`;
-      },
-    });
-  }
-  let got: T;
-  try {
-    got = f();
-  } finally {
-    for (let i = 0; i < 4; i++) delete elements[i];
-  }
-  return [ran, got];
-}
 
 Deno.test("decoding a close cause's rich encoding defines its lists' elements as their own: an index getter or setter Array.prototype has does not run: before, the records and an array field's elements were assigned, and the cause came back without its errors", () => {
   const cause = Object.assign(new AggregateError([new RangeError("r"), 2], "agg"), {

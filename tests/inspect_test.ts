@@ -29,7 +29,7 @@ import {
   supervisorScope,
   withTimeout,
 } from "../mod.ts";
-import { shutdownScheduler } from "./support.ts";
+import { shutdownScheduler, withIndexAccessors } from "./support.ts";
 import * as kcoro from "../mod.ts";
 import { cutQuoted, inspectAs, notA, showByHand, stringOf } from "../src/inspect.ts";
 
@@ -1765,34 +1765,6 @@ Deno.test("an object holding a Deno.customInspect, Node's or Deno's private insp
     assert.equal(inspectAs("X", { v: [got] }, Deno.inspect, {}), "X { v: [ mine ] }");
   }
 });
-
-/**
- * Runs `f` while Array.prototype has a getter and a setter at indexes 0 to 3 that record their
- * calls (in a string: an array's own elements would meet them); answers what ran and `f`'s value.
- */
-function withIndexAccessors<T>(f: () => T): [string, T] {
-  let ran = "";
-  const elements = Array.prototype as unknown as Record<number, unknown>;
-  for (let i = 0; i < 4; i++) {
-    Object.defineProperty(elements, i, {
-      configurable: true,
-      get() {
-        ran += `get ${i};`;
-        return "planted";
-      },
-      set(_: unknown) {
-        ran += `set ${i};`;
-      },
-    });
-  }
-  let got: T;
-  try {
-    got = f();
-  } finally {
-    for (let i = 0; i < 4; i++) delete elements[i];
-  }
-  return [ran, got];
-}
 
 Deno.test("a print defines its arrays' elements as their own: an index getter or setter Array.prototype has does not run, nor replace the print: before, inspectAs's parts were assigned, and a fact printed as the getter's text", () => {
   // inspectAs's list of facts and constructorName's chain (a DOMException's class name by hand)

@@ -822,3 +822,31 @@ export async function withJobMembersRedefined<T>(
     names.forEach((n, i) => Object.defineProperty(proto, n, descs[i]));
   }
 }
+
+/**
+ * Runs `f` while Array.prototype has a getter and a setter at indexes 0 to 3 that record their
+ * calls (in a string: an array's own elements would meet them); answers what ran and `f`'s value.
+ */
+export function withIndexAccessors<T>(f: () => T): [string, T] {
+  let ran = "";
+  const elements = Array.prototype as unknown as Record<number, unknown>;
+  for (let i = 0; i < 4; i++) {
+    Object.defineProperty(elements, i, {
+      configurable: true,
+      get() {
+        ran += `get ${i};`;
+        return "planted";
+      },
+      set(_: unknown) {
+        ran += `set ${i};`;
+      },
+    });
+  }
+  let got: T;
+  try {
+    got = f();
+  } finally {
+    for (let i = 0; i < 4; i++) delete elements[i];
+  }
+  return [ran, got];
+}
